@@ -1,0 +1,46 @@
+using DiffusersSharp.Cli.Commands;
+using Spectre.Console.Cli;
+
+namespace DiffusersSharp.Cli;
+
+/// <summary>The <c>diffusers</c> command: verbs, and the mapping of failures to exit codes (2 invalid input, 1 other).</summary>
+public static class CliApp
+{
+    /// <summary>Runs the command line; returns the process exit code.</summary>
+    public static int Run(string[] args, TextWriter? stdout = null, TextWriter? stderr = null)
+    {
+        stdout ??= Console.Out;
+        stderr ??= Console.Error;
+        var app = new CommandApp();
+        app.Configure(config =>
+        {
+            config.SetApplicationName("diffusers");
+            config.PropagateExceptions();
+            config.UseStrictParsing();
+            config.Settings.Registrar.RegisterInstance(new CliOutput(stdout, stderr));
+            config.AddCommand<InfoCommand>("info").WithDescription("Components, classes, dtypes and sizes of a model, from headers and configs only.");
+        });
+        try
+        {
+            return app.Run(args);
+        }
+        catch (Exception e) when (ExitCodes.IsInvalidInput(e))
+        {
+            stderr.WriteLine($"error: {ExitCodes.OneLine(e)}");
+            return ExitCodes.InvalidInput;
+        }
+        catch (OperationCanceledException)
+        {
+            stderr.WriteLine("cancelled");
+            return ExitCodes.Failure;
+        }
+        catch (Exception e)
+        {
+            stderr.WriteLine($"error: {ExitCodes.OneLine(e)}");
+            return ExitCodes.Failure;
+        }
+    }
+}
+
+/// <summary>Where commands write: stdout for results (JSON), stderr for progress and messages.</summary>
+public sealed record CliOutput(TextWriter Out, TextWriter Error);

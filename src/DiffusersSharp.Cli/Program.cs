@@ -1,0 +1,3 @@
+using DiffusersSharp.Cli;
+
+return CliApp.Run(args);
