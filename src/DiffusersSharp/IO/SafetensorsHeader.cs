@@ -187,8 +187,7 @@ public sealed class SafetensorsHeader
         long expected = SafetensorsHeader.ItemSize(dtype);
         foreach (long dim in shape)
         {
-            // Overflow-safe: any product above the data section cannot match anyway.
-            if (dim != 0 && expected > dataLength / dim + 1) { expected = long.MaxValue; break; }
+            if (dim != 0 && expected > long.MaxValue / dim) { expected = long.MaxValue; break; } // overflow: cannot match
             expected *= dim;
         }
         if (expected != end - begin)
