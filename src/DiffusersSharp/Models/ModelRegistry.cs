@@ -1,0 +1,56 @@
+using DiffusersSharp.IO;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models;
+
+/// <summary>What a component class is, as <c>model_index.json</c> names it.</summary>
+public enum ComponentKind
+{
+    /// <summary>A neural network with weights.</summary>
+    Model,
+    /// <summary>A tokenizer (files, no weights).</summary>
+    Tokenizer,
+    /// <summary>A scheduler (a config only).</summary>
+    Scheduler,
+}
+
+/// <summary>
+/// The component classes DiffusersSharp implements, and how to build each model from its config on the <c>meta</c>
+/// device (no memory: used to count parameters before any download). An unknown class is a clear error naming it.
+/// </summary>
+public static class ModelRegistry
+{
+    private static readonly Dictionary<string, Func<string, Device, nn.Module>> Builders = new(StringComparer.Ordinal)
+    {
+    };
+
+    private static readonly HashSet<string> Tokenizers = new(StringComparer.Ordinal)
+    {
+        "CLIPTokenizer", "CLIPTokenizerFast", "T5Tokenizer", "T5TokenizerFast",
+    };
+
+    private static readonly HashSet<string> Schedulers = new(StringComparer.Ordinal)
+    {
+        "FlowMatchEulerDiscreteScheduler",
+    };
+
+    /// <summary>Every supported class name.</summary>
+    public static IEnumerable<string> KnownClasses => Builders.Keys.Concat(Tokenizers).Concat(Schedulers).Order(StringComparer.Ordinal);
+
+    /// <summary>The kind of <paramref name="className"/>; throws <see cref="UnknownComponentException"/> for an unsupported class.</summary>
+    public static ComponentKind KindOf(string component, string className)
+    {
+        if (Builders.ContainsKey(className)) return ComponentKind.Model;
+        if (Tokenizers.Contains(className)) return ComponentKind.Tokenizer;
+        if (Schedulers.Contains(className)) return ComponentKind.Scheduler;
+        throw new UnknownComponentException(component, className, KnownClasses);
+    }
+
+    /// <summary>Builds the model of <paramref name="className"/> from <c>config.json</c> in <paramref name="folder"/> on <paramref name="device"/>.</summary>
+    public static nn.Module Build(string component, string className, string folder, Device device)
+    {
+        if (!Builders.TryGetValue(className, out var build)) throw new UnknownComponentException(component, className, KnownClasses);
+        return build(Path.Combine(folder, "config.json"), device);
+    }
+}
