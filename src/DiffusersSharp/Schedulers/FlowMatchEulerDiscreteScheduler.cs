@@ -231,7 +231,9 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
             throw new ArgumentException($"Integer timesteps ({timestep.dtype}) are not supported: pass one of scheduler.Timesteps, not a loop index.", nameof(timestep));
         if (timestep.numel() != 1)
             throw new ArgumentException($"Step takes one timestep, got a tensor of shape [{string.Join(",", timestep.shape)}].", nameof(timestep));
-        return Step(modelOutput, timestep.to(ScalarType.Float32).cpu().item<float>(), sample, generator);
+        float t;
+        using (var scope = NewDisposeScope()) t = timestep.to(ScalarType.Float32).cpu().item<float>();
+        return Step(modelOutput, t, sample, generator);
     }
 
     /// <inheritdoc cref="Step(Tensor, Tensor, Tensor, Generator?)"/>

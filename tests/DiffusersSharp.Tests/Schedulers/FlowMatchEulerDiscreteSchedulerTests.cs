@@ -225,3 +225,24 @@ public class FlowMatchEulerDiscreteSchedulerTests
         Assert.Throws<ArgumentOutOfRangeException>(() => s.SetBeginIndex(-1));
     }
 }
+
+public class FlowMatchEulerDiscreteSchedulerLeakTests
+{
+    [Fact]
+    public void StepAndScaleNoiseLeaveOnlyTheirResultsInTheCallersScope()
+    {
+        using var s = new FlowMatchEulerDiscreteScheduler(new FlowMatchEulerDiscreteSchedulerConfig { Shift = 3.0 });
+        s.SetTimesteps(4);
+        _ = s.Timesteps; // created once, owned by the scheduler
+        using var scope = NewDisposeScope();
+        var sample = ones(1, 2, 2, 2);
+        var noise = zeros(1, 2, 2, 2);
+        var t = tensor(new[] { s.TimestepValues[0] });
+        int before = scope.DisposablesCount;
+        var mixed = s.ScaleNoise(sample, t, noise);
+        Assert.Equal(before + 1, scope.DisposablesCount);
+        var prev = s.Step(noise, t, mixed);
+        Assert.Equal(before + 2, scope.DisposablesCount);
+        Assert.Equal(1, s.StepIndex);
+    }
+}
