@@ -28,7 +28,6 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
     /// <summary>Creates the scheduler from its config (the training schedule; call <see cref="SetTimesteps"/> next).</summary>
     /// <exception cref="ArgumentException">The config combines several sigma conversions, or has an unknown
     /// <c>time_shift_type</c> or a non-positive <c>num_train_timesteps</c>.</exception>
-    /// <exception cref="NotSupportedException"><c>use_beta_sigmas</c> is set.</exception>
     public FlowMatchEulerDiscreteScheduler(FlowMatchEulerDiscreteSchedulerConfig? config = null)
     {
         Config = config ?? new FlowMatchEulerDiscreteSchedulerConfig();
@@ -37,8 +36,6 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
         int conversions = (Config.UseKarrasSigmas ? 1 : 0) + (Config.UseExponentialSigmas ? 1 : 0) + (Config.UseBetaSigmas ? 1 : 0);
         if (conversions > 1)
             throw new ArgumentException("Only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be set.", nameof(config));
-        if (Config.UseBetaSigmas)
-            throw new NotSupportedException("use_beta_sigmas is not supported (it needs scipy's beta ppf); use use_karras_sigmas or use_exponential_sigmas, or none.");
         if (Config.TimeShiftType is not ("exponential" or "linear"))
             throw new ArgumentException($"time_shift_type must be \"exponential\" or \"linear\", got \"{Config.TimeShiftType}\".", nameof(config));
 
@@ -172,6 +169,7 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
 
         if (Config.UseKarrasSigmas) s64 = ToKarras(s64, n);
         else if (Config.UseExponentialSigmas) s64 = ToExponential(s64, n);
+        else if (Config.UseBetaSigmas) s64 = ToBeta(s64, n);
 
         float fT = Config.NumTrainTimesteps;
         var newSigmas = new float[n + 1];
@@ -356,6 +354,16 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
     {
         double[] logs = Linspace(Math.Log(inSigmas[0]), Math.Log(inSigmas[^1]), n);
         return Array.ConvertAll(logs, Math.Exp);
+    }
+
+    private static double[] ToBeta(double[] inSigmas, int n, double alpha = 0.6, double beta = 0.6)
+    {
+        double sigmaMin = inSigmas[^1], sigmaMax = inSigmas[0];
+        double[] ramp = Linspace(0.0, 1.0, n);
+        var result = new double[n];
+        for (int i = 0; i < n; i++)
+            result[i] = sigmaMin + BetaDistribution.Ppf(1 - ramp[i], alpha, beta) * (sigmaMax - sigmaMin);
+        return result;
     }
 
     /// <summary><c>np.linspace(start, stop, num)</c> in float64: <c>i * step + start</c>, the last value set to <c>stop</c>.</summary>

@@ -39,7 +39,7 @@ public sealed record FlowMatchEulerDiscreteSchedulerConfig
     /// <summary>Convert the shifted sigmas to an exponential (log-linear) schedule.</summary>
     public bool UseExponentialSigmas { get; init; }
 
-    /// <summary>Convert the shifted sigmas to a beta(0.6, 0.6) schedule (not supported here: it needs scipy's beta ppf).</summary>
+    /// <summary>Convert the shifted sigmas to a beta(0.6, 0.6) quantile schedule.</summary>
     public bool UseBetaSigmas { get; init; }
 
     /// <summary>"exponential" (<c>e^mu / (e^mu + 1/t - 1)</c>) or "linear" (<c>mu / (mu + 1/t - 1)</c>) dynamic shifting.</summary>

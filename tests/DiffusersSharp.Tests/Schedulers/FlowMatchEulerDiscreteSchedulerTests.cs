@@ -114,12 +114,13 @@ public class FlowMatchEulerDiscreteSchedulerTests
     }
 
     [Fact]
-    public void KarrasAndExponentialKeepTheEndpoints()
+    public void KarrasExponentialAndBetaKeepTheEndpoints()
     {
         using var sd3 = Sd3();
         sd3.SetTimesteps(12);
         foreach (var cfg in new[] { new FlowMatchEulerDiscreteSchedulerConfig { Shift = 3.0, UseKarrasSigmas = true },
-                                    new FlowMatchEulerDiscreteSchedulerConfig { Shift = 3.0, UseExponentialSigmas = true } })
+                                    new FlowMatchEulerDiscreteSchedulerConfig { Shift = 3.0, UseExponentialSigmas = true },
+                                    new FlowMatchEulerDiscreteSchedulerConfig { Shift = 3.0, UseBetaSigmas = true } })
         {
             using var s = new FlowMatchEulerDiscreteScheduler(cfg);
             s.SetTimesteps(12);
@@ -128,8 +129,35 @@ public class FlowMatchEulerDiscreteSchedulerTests
             Assert.NotEqual(sd3.SigmaValues[5], s.SigmaValues[5]);
             for (int i = 0; i < 12; i++) Assert.True(s.SigmaValues[i] > s.SigmaValues[i + 1]);
         }
-        Assert.Throws<NotSupportedException>(() => new FlowMatchEulerDiscreteScheduler(new FlowMatchEulerDiscreteSchedulerConfig { UseBetaSigmas = true }));
         Assert.Throws<ArgumentException>(() => new FlowMatchEulerDiscreteScheduler(new FlowMatchEulerDiscreteSchedulerConfig { UseKarrasSigmas = true, UseExponentialSigmas = true }));
+    }
+
+    [Theory]
+    [InlineData(0.5, 0.5)]
+    [InlineData(0.6, 0.6)]
+    [InlineData(2.0, 3.0)]
+    public void BetaQuantilesInvertTheBetaCdf(double a, double b)
+    {
+        foreach (var p in new[] { 0.001, 0.1, 0.25, 0.5, 0.75, 0.9, 0.999 })
+        {
+            double x = BetaDistribution.Ppf(p, a, b);
+            double expected = (a, b) switch
+            {
+                (0.5, 0.5) => Math.Pow(Math.Sin(Math.PI * p / 2), 2),            // arcsine distribution
+                (2.0, 3.0) => Bisect(t => 6 * t * t - 8 * t * t * t + 3 * Math.Pow(t, 4), p), // I_x(2,3) polynomial
+                _ => double.NaN,
+            };
+            if (!double.IsNaN(expected)) Assert.Equal(expected, x, 12);
+            if (a == b) Assert.Equal(1 - x, BetaDistribution.Ppf(1 - p, a, b), 12);
+        }
+        Assert.Equal(0.5, BetaDistribution.Ppf(0.5, 0.6, 0.6), 14);
+    }
+
+    private static double Bisect(Func<double, double> cdf, double p)
+    {
+        double lo = 0, hi = 1;
+        for (int i = 0; i < 100; i++) { double m = (lo + hi) / 2; if (cdf(m) < p) lo = m; else hi = m; }
+        return (lo + hi) / 2;
     }
 
     [Fact]
