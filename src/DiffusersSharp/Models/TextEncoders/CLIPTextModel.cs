@@ -1,0 +1,121 @@
+using DiffusersSharp.IO;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.TextEncoders;
+
+/// <summary>
+/// transformers' <c>CLIPTextModel</c>: the CLIP text transformer without projection (SD 1.5's text encoder). Keys
+/// <c>text_model.*</c>.
+/// </summary>
+public sealed class CLIPTextModel : nn.Module
+{
+    private readonly CLIPTextTransformer text_model;
+
+    /// <summary>The configuration the model was built from.</summary>
+    public CLIPTextConfig Config { get; }
+
+    /// <summary>Builds the model (random weights; on <c>meta</c> it holds no memory and is an empty shell to load into).</summary>
+    public CLIPTextModel(CLIPTextConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPTextModel))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+        text_model = new CLIPTextTransformer(config, device, dtype);
+        RegisterComponents();
+    }
+
+    /// <summary>Loads <c>config.json</c> and <c>model.safetensors</c> (or shards) from a model folder, strictly.</summary>
+    /// <exception cref="FileNotFoundException">No config or no weights in <paramref name="folder"/>.</exception>
+    /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
+    public static CLIPTextModel FromPretrained(string folder, ScalarType? dtype = null, Device? device = null) =>
+        CLIPLoading.Load(folder, (c, meta) => new CLIPTextModel(c, meta), dtype, device);
+
+    /// <summary>
+    /// Encodes [batch, seq] int64 token ids (seq &lt;= max_position_embeddings) with the causal mask only.
+    /// </summary>
+    /// <exception cref="ArgumentException">The ids are not a 2-D integer tensor, are out of the vocabulary, or too long.</exception>
+    public CLIPTextModelOutput Forward(Tensor inputIds, bool outputHiddenStates = true)
+    {
+        using var scope = NewDisposeScope();
+        var ids = TokenIds.Check(inputIds, Config.VocabSize, Config.MaxPositionEmbeddings, nameof(CLIPTextModel));
+        var (last, pooled, hidden) = text_model.Run(ids, outputHiddenStates);
+        return CLIPLoading.Output(last, pooled, hidden, null);
+    }
+}
+
+/// <summary>
+/// transformers' <c>CLIPTextModelWithProjection</c> (SD3's text_encoder and text_encoder_2, SDXL's text_encoder_2):
+/// the CLIP text transformer plus a bias-free <c>text_projection</c> of the pooled output.
+/// </summary>
+public sealed class CLIPTextModelWithProjection : nn.Module
+{
+    private readonly CLIPTextTransformer text_model;
+    private readonly TorchSharp.Modules.Linear text_projection;
+
+    /// <summary>The configuration the model was built from.</summary>
+    public CLIPTextConfig Config { get; }
+
+    /// <summary>Builds the model (random weights; on <c>meta</c> it holds no memory and is an empty shell to load into).</summary>
+    public CLIPTextModelWithProjection(CLIPTextConfig config, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(CLIPTextModelWithProjection))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+        text_model = new CLIPTextTransformer(config, device, dtype);
+        text_projection = nn.Linear(config.HiddenSize, config.ProjectionDim, hasBias: false, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    /// <summary>Loads <c>config.json</c> and <c>model.safetensors</c> (or shards) from a model folder, strictly.</summary>
+    /// <exception cref="FileNotFoundException">No config or no weights in <paramref name="folder"/>.</exception>
+    /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
+    public static CLIPTextModelWithProjection FromPretrained(string folder, ScalarType? dtype = null, Device? device = null) =>
+        CLIPLoading.Load(folder, (c, meta) => new CLIPTextModelWithProjection(c, meta), dtype, device);
+
+    /// <summary>
+    /// Encodes [batch, seq] int64 token ids (seq &lt;= max_position_embeddings) with the causal mask only; also returns
+    /// <see cref="CLIPTextModelOutput.TextEmbeds"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The ids are not a 2-D integer tensor, are out of the vocabulary, or too long.</exception>
+    public CLIPTextModelOutput Forward(Tensor inputIds, bool outputHiddenStates = true)
+    {
+        using var scope = NewDisposeScope();
+        var ids = TokenIds.Check(inputIds, Config.VocabSize, Config.MaxPositionEmbeddings, nameof(CLIPTextModelWithProjection));
+        var (last, pooled, hidden) = text_model.Run(ids, outputHiddenStates);
+        var embeds = text_projection.forward(pooled);
+        return CLIPLoading.Output(last, pooled, hidden, embeds);
+    }
+}
+
+/// <summary>Loading and output plumbing shared by the two CLIP text models.</summary>
+internal static class CLIPLoading
+{
+    private static readonly Device META = new(DeviceType.META);
+
+    public static T Load<T>(string folder, Func<CLIPTextConfig, Device, T> build, ScalarType? dtype, Device? device) where T : nn.Module
+    {
+        var config = ConfigJson.Read<CLIPTextConfig>(Path.Combine(folder, "config.json"));
+        using var weights = WeightFiles.TryOpen(folder) ?? throw new FileNotFoundException($"No safetensors weights (model.safetensors) in {folder}.");
+        var model = build(config, META);
+        StateDictLoader.Load(model, weights, new WeightLoadOptions
+        {
+            Dtype = dtype,
+            Device = device,
+            // Checkpoints saved by older transformers hold the position_ids arange as a persistent buffer.
+            IgnoreUnexpected = k => k == "text_model.embeddings.position_ids",
+        });
+        model.eval();
+        return model;
+    }
+
+    public static CLIPTextModelOutput Output(Tensor last, Tensor pooled, List<Tensor> hidden, Tensor? embeds)
+    {
+        last.MoveToOuterDisposeScope();
+        pooled.MoveToOuterDisposeScope();
+        embeds?.MoveToOuterDisposeScope();
+        foreach (var t in hidden) t.MoveToOuterDisposeScope();
+        return new CLIPTextModelOutput(last, pooled, hidden, embeds);
+    }
+}
