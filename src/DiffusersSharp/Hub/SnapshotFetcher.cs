@@ -84,7 +84,11 @@ internal sealed class SnapshotFetcher(HubHttp http, HubCache cache, string commi
     private void Finish(string file, long? size)
     {
         int done;
-        lock (_gate) { _done.Add(file); done = _done.Count; }
+        lock (_gate)
+        {
+            if (!_done.Add(file)) return; // model_index.json is asked for twice
+            done = _done.Count;
+        }
         long bytes = size ?? (File.Exists(cache.PointerPath(commit, file)) ? new FileInfo(cache.PointerPath(commit, file)).Length : 0);
         progress?.Report(new DownloadProgress(file, bytes, size ?? bytes, done, _fileCount, true));
     }
