@@ -70,6 +70,27 @@ public sealed partial class HubCache
         }
     }
 
+    /// <summary>
+    /// Takes the exclusive lock huggingface_hub takes before writing a blob (<c>&lt;cache&gt;/.locks/models--org--name/&lt;etag&gt;.lock</c>,
+    /// an flock on Unix), waiting while another process holds it. Dispose the result to release it.
+    /// </summary>
+    public async Task<IDisposable> LockBlobAsync(string etag, CancellationToken ct)
+    {
+        string path = Path.Combine(Path.GetDirectoryName(RepoFolder)!, ".locks", Path.GetFileName(RepoFolder), etag + ".lock");
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        while (true)
+        {
+            try
+            {
+                return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            }
+            catch (IOException)
+            {
+                await Task.Delay(100, ct).ConfigureAwait(false); // held by another download of the same blob
+            }
+        }
+    }
+
     private static bool IsLink(string path)
     {
         var info = new FileInfo(path);

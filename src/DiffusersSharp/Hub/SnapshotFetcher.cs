@@ -36,12 +36,13 @@ internal sealed class SnapshotFetcher(HubHttp http, HubCache cache, string commi
         {
             var (file, meta) = group.First();
             string blob = cache.BlobPath(meta.Etag);
-            if (!File.Exists(blob)) await DownloadBlobAsync(file, meta, blob, token).ConfigureAwait(false);
-            foreach (var (f, _) in group)
+            // The same lock file as huggingface_hub, so neither another process of ours nor Python writes this blob meanwhile.
+            using (await cache.LockBlobAsync(meta.Etag, token).ConfigureAwait(false))
             {
-                cache.LinkSnapshotFile(commit, f, blob);
-                Finish(f, meta.Size ?? new FileInfo(blob).Length);
+                if (!File.Exists(blob)) await DownloadBlobAsync(file, meta, blob, token).ConfigureAwait(false);
+                foreach (var (f, _) in group) cache.LinkSnapshotFile(commit, f, blob);
             }
+            foreach (var (f, _) in group) Finish(f, meta.Size ?? new FileInfo(blob).Length);
         }).ConfigureAwait(false);
     }
 

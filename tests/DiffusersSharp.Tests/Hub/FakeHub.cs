@@ -19,7 +19,7 @@ internal sealed record LoggedRequest(string Server, string Method, string Path, 
 /// A stand-in for huggingface.co on 127.0.0.1: the revision API, <c>resolve</c> with <c>X-Repo-Commit</c>/<c>ETag</c>
 /// (git sha1 for regular files), LFS files (*.safetensors) answered by a 302 with <c>X-Linked-Etag</c> (sha256) and
 /// <c>X-Linked-Size</c> to a second server (the "CDN", another port so another origin) that honours <c>Range</c>;
-/// gated repos and the hub's error headers. Faults: drop a blob's connection midway once, or serve wrong bytes.
+/// gated repos (listing public, files not) and the hub's error headers. Faults: drop a blob's connection midway once, or serve wrong bytes.
 /// </summary>
 internal sealed class FakeHub : IAsyncDisposable
 {
@@ -90,7 +90,8 @@ internal sealed class FakeHub : IAsyncDisposable
             return Error(401, null, "Invalid credentials in Authorization header");
         if (!_repos.TryGetValue(repoId, out var repo))
             return Error(401, "RepoNotFound", "Repository not found");
-        if (repo.Gated && token != GrantedToken)
+        // as on huggingface.co, a gated repo's file list is public; its files are not
+        if (repo.Gated && !api && token != GrantedToken)
             return token is null
                 ? Error(401, "GatedRepo", $"Access to model {repoId} is restricted. You must have access to it and be authenticated to access it. Please log in.")
                 : Error(403, "GatedRepo", $"Access to model {repoId} is restricted and you are not in the authorized list. Visit https://huggingface.co/{repoId} to ask for access.");

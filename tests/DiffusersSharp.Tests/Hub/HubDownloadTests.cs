@@ -192,6 +192,25 @@ public sealed class HubDownloadTests : HubTestBase
     }
 
     [Fact]
+    public async Task An_unreachable_hub_falls_back_to_the_cache_or_says_it_cannot_connect()
+    {
+        string deadEndpoint;
+        var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        deadEndpoint = $"http://127.0.0.1:{((System.Net.IPEndPoint)probe.LocalEndpoint).Port}";
+        probe.Stop(); // nothing listens there now: connections are refused
+
+        await using var hub = StartHub();
+        var dead = Options(hub) with { Endpoint = deadEndpoint, MaxRetries = 0 };
+        var e = await Assert.ThrowsAsync<HubException>(() => Resolve(PublicRepo, dead));
+        Assert.Equal(HubErrorKind.Network, e.Kind);
+        Assert.Contains("cannot reach the hub", e.Message);
+
+        string folder = await Resolve(PublicRepo, Options(hub));
+        Assert.Equal(folder, await Resolve(PublicRepo, dead));
+    }
+
+    [Fact]
     public async Task A_component_file_missing_from_the_repo_is_reported()
     {
         var files = new Dictionary<string, byte[]>(Tiny);
@@ -241,6 +260,20 @@ public sealed class HubDownloadTests : HubTestBase
         string folder = await Resolve(PublicRepo, Options(hub));
         Assert.Equal(Tiny[file], File.ReadAllBytes(Path.Combine(folder, file)));
         Assert.Contains(hub.Requests, r => r.Server == "cdn" && r.Range == "bytes=1000-");
+    }
+
+    [Fact]
+    public async Task Concurrent_downloads_into_one_cache_fetch_each_blob_once()
+    {
+        await using var hub = StartHub();
+        var results = await Task.WhenAll(Resolve(PublicRepo, Options(hub)), Resolve(PublicRepo, Options(hub)), Resolve(GatedRepo, Options(hub, FakeHub.GrantedToken)));
+        Assert.Equal([Snapshot(), Snapshot(), Snapshot(GatedRepo)], results);
+        foreach (var (path, content) in Tiny) Assert.Equal(content, File.ReadAllBytes(Path.Combine(Snapshot(), path)));
+        var lfsGets = hub.Requests.Where(r => r.Server == "cdn").GroupBy(r => r.Path).ToList();
+        // one download per blob per repo folder (each repo has its own blobs/)
+        Assert.All(lfsGets, g => Assert.Equal(2, g.Count()));
+        Assert.Equal(Tiny.Keys.Count(FakeHub.IsLfs), lfsGets.Count);
+        Assert.True(File.Exists(Path.Combine(CacheDir, ".locks", "models--test-org--tiny-sd3", FakeHub.Sha256(Tiny["vae/diffusion_pytorch_model.safetensors"]) + ".lock")));
     }
 
     [Fact]
