@@ -19,6 +19,7 @@ public static class CliApp
             config.UseStrictParsing();
             config.Settings.Registrar.RegisterInstance(new CliOutput(stdout, stderr));
             config.AddCommand<InfoCommand>("info").WithDescription("Components, classes, dtypes and sizes of a model, from headers and configs only.");
+            config.AddCommand<DownloadCommand>("download").WithDescription("Fetch a Hugging Face repo's pipeline files into the hub cache; prints the snapshot folder.");
         });
         try
         {

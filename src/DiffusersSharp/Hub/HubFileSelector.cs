@@ -1,0 +1,100 @@
+using System.Text.RegularExpressions;
+using DiffusersSharp.IO;
+
+namespace DiffusersSharp.Hub;
+
+/// <summary>
+/// Chooses the repo files a diffusers pipeline needs: <c>model_index.json</c>, then, for each non-empty component, the
+/// folder's config/tokenizer files and its safetensors weights of the requested variant (falling back to the default
+/// weights when the component has no such variant, as diffusers does). Never pickle weights (.bin/.ckpt/.pt), other
+/// formats, other variants, single-file checkpoints or other folders at the repo root.
+/// </summary>
+public static partial class HubFileSelector
+{
+    /// <summary>The pipeline description at the repo root.</summary>
+    public const string ModelIndexFile = "model_index.json";
+
+    private static readonly string[] SideFileExtensions = [".json", ".txt", ".model", ".tiktoken"];
+    private static readonly string[] OtherWeightExtensions =
+        [".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx", ".onnx_data", ".pb", ".gguf", ".ot"];
+
+    /// <summary>
+    /// The files to fetch, from the repo's file list and its <c>model_index.json</c>.
+    /// </summary>
+    /// <exception cref="HubException">A component folder is missing, or holds no safetensors weights usable here.</exception>
+    public static IReadOnlyList<string> Select(IReadOnlyCollection<string> repoFiles, ModelIndex index, string? variant, string repoId)
+    {
+        var selected = new List<string> { ModelIndexFile };
+        foreach (var (component, spec) in index.Components.OrderBy(c => c.Key, StringComparer.Ordinal))
+        {
+            if (spec.IsEmpty) continue;
+            string prefix = component + "/";
+            var names = repoFiles.Where(f => f.StartsWith(prefix, StringComparison.Ordinal) && f.IndexOf('/', prefix.Length) < 0)
+                .Select(f => f[prefix.Length..]).ToList();
+            if (names.Count == 0)
+                throw new HubException(HubErrorKind.EntryNotFound,
+                    $"{repoId}: model_index.json names component '{component}' ({spec.ClassName}) but the repo has no '{component}/' folder.");
+            foreach (var name in ComponentFiles(names, variant, repoId, component)) selected.Add(prefix + name);
+        }
+        return selected;
+    }
+
+    private static IEnumerable<string> ComponentFiles(List<string> names, string? variant, string repoId, string component)
+    {
+        var weights = new List<(string Name, string? Variant)>();
+        bool otherWeights = false;
+        foreach (var name in names)
+        {
+            if (ParseSafetensors(name) is { } parsed)
+            {
+                if (WeightFiles.Stems.Contains(parsed.Stem)) weights.Add((name, parsed.Variant));
+            }
+            else if (IsIndex(name) || OtherWeightExtensions.Any(e => name.EndsWith(e, StringComparison.OrdinalIgnoreCase)))
+                otherWeights = true;
+            else if (SideFileExtensions.Any(e => name.EndsWith(e, StringComparison.OrdinalIgnoreCase)))
+                yield return name;
+        }
+        if (weights.Count == 0)
+        {
+            if (otherWeights)
+                throw new HubException(HubErrorKind.UnsupportedRepo,
+                    $"{repoId}: component '{component}' has no safetensors weights (only .bin/.ckpt or other formats), which DiffusersSharp does not read.");
+            yield break;
+        }
+        string? chosen = variant is not null && weights.Any(w => w.Variant == variant) ? variant : null;
+        if (chosen is null && weights.All(w => w.Variant is not null))
+        {
+            string available = string.Join(", ", weights.Select(w => w.Variant).Distinct());
+            throw new HubException(HubErrorKind.UnsupportedRepo, variant is null
+                ? $"{repoId}: component '{component}' only has variant weights ({available}); pass the variant (--variant {weights[0].Variant})."
+                : $"{repoId}: component '{component}' has no '{variant}' weights, only {available}.");
+        }
+        foreach (var w in weights)
+            if (w.Variant == chosen) yield return w.Name;
+    }
+
+    private static bool IsIndex(string name) => name.Contains(".index", StringComparison.Ordinal) && name.EndsWith(".json", StringComparison.Ordinal)
+        && (name.Contains(".bin.", StringComparison.Ordinal) || name.Contains(".msgpack.", StringComparison.Ordinal));
+
+    /// <summary>
+    /// Stem and variant of a safetensors weight file or its shard index: <c>model.safetensors</c>,
+    /// <c>model-00001-of-00002.safetensors</c>, <c>model.fp16.safetensors</c>, <c>model.fp16-00001-of-00002.safetensors</c>,
+    /// <c>model.safetensors.index.json</c>, <c>model.safetensors.index.fp16.json</c>, <c>model.fp16.safetensors.index.json</c>.
+    /// </summary>
+    internal static (string Stem, string? Variant)? ParseSafetensors(string name)
+    {
+        string core;
+        if (name.EndsWith(".safetensors", StringComparison.Ordinal)) core = name[..^".safetensors".Length];
+        else if (name.EndsWith(".json", StringComparison.Ordinal) && name.Contains(".safetensors.index", StringComparison.Ordinal))
+            core = name[..^".json".Length].Replace(".safetensors.index", "", StringComparison.Ordinal);
+        else return null;
+        core = ShardRegex().Replace(core, "");
+        int dot = core.IndexOf('.');
+        if (dot < 0) return (core, null);
+        string v = core[(dot + 1)..];
+        return v.Length == 0 || v.Contains('.') ? null : (core[..dot], v);
+    }
+
+    [GeneratedRegex(@"-\d{5}-of-\d{5}")]
+    private static partial Regex ShardRegex();
+}

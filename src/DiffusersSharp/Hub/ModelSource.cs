@@ -1,0 +1,110 @@
+using System.Text.RegularExpressions;
+using DiffusersSharp.IO;
+
+namespace DiffusersSharp.Hub;
+
+/// <summary>
+/// Turns what a user names as a model into a local pipeline folder: an existing folder as is, or a Hugging Face Hub repo id
+/// (<c>org/name</c>) fetched into the huggingface_hub cache (shared with Python) with only the files the pipeline needs.
+/// </summary>
+public static partial class ModelSource
+{
+    /// <summary>
+    /// The local folder of <paramref name="modelOrRepoId"/>: the folder itself when it exists, else the cache snapshot of
+    /// the hub repo at <see cref="HubOptions.Revision"/>, downloading what is missing (unless offline).
+    /// </summary>
+    /// <exception cref="HubException">Not a folder nor a repo id, gated/unauthorized, missing repo/revision/file, offline and not cached, network failure, corrupted transfer.</exception>
+    public static string Resolve(string modelOrRepoId, HubOptions options, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default) =>
+        ResolveAsync(modelOrRepoId, options, progress, ct).GetAwaiter().GetResult();
+
+    /// <inheritdoc cref="Resolve"/>
+    public static async Task<string> ResolveAsync(string modelOrRepoId, HubOptions options, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(modelOrRepoId);
+        ArgumentNullException.ThrowIfNull(options);
+        if (Directory.Exists(modelOrRepoId)) return Path.GetFullPath(modelOrRepoId);
+        string repoId = modelOrRepoId.Trim();
+        if (!IsRepoId(repoId))
+            throw new HubException(HubErrorKind.InvalidRepoId,
+                $"'{modelOrRepoId}' is neither an existing folder nor a Hugging Face repo id of the form org/name.");
+        if (string.IsNullOrWhiteSpace(options.Revision))
+            throw new HubException(HubErrorKind.InvalidRepoId, "the revision is empty: give a branch, tag or commit hash.");
+        if (options.MaxParallelDownloads < 1)
+            throw new HubException(HubErrorKind.InvalidRepoId, $"MaxParallelDownloads must be at least 1 (got {options.MaxParallelDownloads}).");
+        var cache = new HubCache(options.EffectiveCacheDir, repoId);
+
+        if (options.EffectiveOffline)
+            return CachedSnapshot(cache, options) ?? throw new HubException(HubErrorKind.NotCached,
+                $"{repoId} (revision {options.Revision}) is not completely in the cache {options.EffectiveCacheDir} and offline mode is on (HF_HUB_OFFLINE): " +
+                $"download it once online (diffusers download {repoId}) or turn offline mode off.");
+
+        using var http = new HubHttp(options, repoId);
+        RepoListing listing;
+        try
+        {
+            listing = await http.ListAsync(options.Revision, ct).ConfigureAwait(false);
+        }
+        catch (HubException e) when (e.Kind == HubErrorKind.Network && CachedSnapshot(cache, options) is { } cached)
+        {
+            return cached; // as huggingface_hub: the hub is unreachable but the cache has this revision
+        }
+        string commit = listing.Commit;
+        if (!listing.Files.Contains(HubFileSelector.ModelIndexFile))
+            throw new HubException(HubErrorKind.UnsupportedRepo,
+                $"{repoId} has no model_index.json at its root: it is not a diffusers pipeline repo (single-file checkpoints are not supported).");
+        var fetcher = new SnapshotFetcher(http, cache, commit, options, progress);
+        await fetcher.FetchAsync([HubFileSelector.ModelIndexFile], ct).ConfigureAwait(false);
+        var index = ModelIndex.Read(cache.PointerPath(commit, HubFileSelector.ModelIndexFile));
+        var files = HubFileSelector.Select(listing.Files, index, options.Variant, repoId);
+        await fetcher.FetchAsync(files, ct).ConfigureAwait(false);
+        cache.WriteRef(options.Revision, commit);
+        return cache.SnapshotFolder(commit);
+    }
+
+    /// <summary>Whether <paramref name="text"/> has the form of a hub repo id (<c>org/name</c>).</summary>
+    public static bool IsRepoId(string text) => RepoIdRegex().IsMatch(text) && !text.Contains("--", StringComparison.Ordinal) && !text.Contains("..", StringComparison.Ordinal);
+
+    /// <summary>
+    /// The cached snapshot of the options' revision when it holds the whole pipeline (model_index.json, every non-empty
+    /// component folder, and weights for each model component), else null. Never touches the network.
+    /// </summary>
+    public static string? CachedSnapshot(HubCache cache, HubOptions options)
+    {
+        string? commit = cache.ReadRef(options.Revision);
+        if (commit is null) return null;
+        string snapshot = cache.SnapshotFolder(commit);
+        string indexPath = Path.Combine(snapshot, HubFileSelector.ModelIndexFile);
+        if (!File.Exists(indexPath)) return null;
+        ModelIndex index;
+        try { index = ModelIndex.Read(indexPath); }
+        catch (InvalidDataException) { return null; }
+        foreach (var (component, spec) in index.Components)
+        {
+            if (spec.IsEmpty) continue;
+            string folder = Path.Combine(snapshot, component);
+            if (!Directory.Exists(folder) || !Directory.EnumerateFiles(folder).Any(File.Exists)) return null;
+            if (File.Exists(Path.Combine(folder, "config.json")) && !HasWeights(folder, options.Variant)) return null;
+        }
+        return snapshot;
+    }
+
+    private static bool HasWeights(string folder, string? variant)
+    {
+        try
+        {
+            if (variant is not null)
+            {
+                try { if (WeightFiles.FindFiles(folder, variant) is not null) return true; }
+                catch (FileNotFoundException) { } // no such variant here: the default weights stand in, as when downloading
+            }
+            return WeightFiles.FindFiles(folder) is not null;
+        }
+        catch (Exception e) when (e is FileNotFoundException or InvalidDataException)
+        {
+            return false;
+        }
+    }
+
+    [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")]
+    private static partial Regex RepoIdRegex();
+}
