@@ -152,6 +152,37 @@ public class SD3TransformerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void TimestepFeaturesAreCosThenSinInFloat32()
+    {
+        using var t = torch.tensor(new[] { 1.0, 250.0 }, dtype: ScalarType.Float64);
+        using var emb = new Timesteps(256, flipSinToCos: true, downscaleFreqShift: 0).forward(t);
+        Assert.Equal(ScalarType.Float32, emb.dtype);
+        Assert.Equal(new long[] { 2, 256 }, emb.shape);
+        var v = emb.data<float>().ToArray();
+        Assert.Equal(Math.Cos(1.0), v[0], 1e-6);      // frequency 1 for k = 0: cos half first
+        Assert.Equal(Math.Sin(1.0), v[128], 1e-6);
+        double f5 = Math.Exp(-Math.Log(10000) * 5 / 128);
+        Assert.Equal(Math.Cos(250 * f5), v[256 + 5], 1e-4);
+        Assert.Equal(Math.Sin(250 * f5), v[256 + 128 + 5], 1e-4);
+    }
+
+    [Fact]
+    public void LoadingIsStrictAboutTheConfig()
+    {
+        string dir = Directory.CreateTempSubdirectory("sd3t").FullName;
+        try
+        {
+            File.Copy(Path.Combine(Folder, "diffusion_pytorch_model.safetensors"), Path.Combine(dir, "diffusion_pytorch_model.safetensors"));
+            string json = File.ReadAllText(Path.Combine(Folder, "config.json"));
+            File.WriteAllText(Path.Combine(dir, "config.json"), System.Text.RegularExpressions.Regex.Replace(json, @"""dual_attention_layers"":\s*\[[^\]]*\]", @"""dual_attention_layers"": []"));
+            var e = Assert.Throws<WeightLoadException>(() => SD3Transformer2DModel.FromPretrained(dir));
+            Assert.Contains("transformer_blocks.0.attn2.to_q.weight", e.Unexpected);
+            Assert.Contains(e.ShapeMismatches, m => m.StartsWith("transformer_blocks.0.norm1.linear.weight"));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void ForwardLeavesNoTensorsBehind()
     {
         using var model = SD3Transformer2DModel.FromPretrained(Folder);

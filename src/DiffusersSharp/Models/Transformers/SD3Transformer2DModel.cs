@@ -65,7 +65,15 @@ public sealed class SD3Transformer2DModel : nn.Module
         using var weights = WeightFiles.TryOpen(folder)
             ?? throw new FileNotFoundException($"No safetensors weights (diffusion_pytorch_model.safetensors or a sharded index) in {folder}.");
         var model = new SD3Transformer2DModel(config, new Device(DeviceType.META), dtype);
-        StateDictLoader.Load(model, weights, new WeightLoadOptions { Dtype = dtype, Device = device });
+        try
+        {
+            StateDictLoader.Load(model, weights, new WeightLoadOptions { Dtype = dtype, Device = device });
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
         model.eval();
         return model;
     }
