@@ -1,0 +1,43 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.Layers;
+
+/// <summary>The modulated stream and the remaining modulation of <see cref="AdaLayerNormZero"/>.</summary>
+/// <param name="X">LayerNorm(x) * (1 + scale_msa) + shift_msa.</param>
+/// <param name="GateMsa">Gate of the attention output [B, D].</param>
+/// <param name="ShiftMlp">Shift before the feed-forward [B, D].</param>
+/// <param name="ScaleMlp">Scale before the feed-forward [B, D].</param>
+/// <param name="GateMlp">Gate of the feed-forward output [B, D].</param>
+public readonly record struct AdaLayerNormZeroOutput(Tensor X, Tensor GateMsa, Tensor ShiftMlp, Tensor ScaleMlp, Tensor GateMlp);
+
+/// <summary>
+/// Adaptive LayerNorm-Zero (diffusers <c>AdaLayerNormZero</c>, the SD3 variant without class labels):
+/// <c>emb = Linear(SiLU(temb))</c> split into shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, and a
+/// LayerNorm (eps 1e-6, no affine) modulated by the first two.
+/// </summary>
+public sealed class AdaLayerNormZero : nn.Module
+{
+#pragma warning disable IDE1006 // field names are checkpoint keys
+    private readonly Linear linear;
+#pragma warning restore IDE1006
+    private readonly long _dim;
+
+    /// <summary>Creates the norm for width <paramref name="dim"/>.</summary>
+    public AdaLayerNormZero(long dim, Device? device = null, ScalarType? dtype = null) : base(nameof(AdaLayerNormZero))
+    {
+        _dim = dim;
+        linear = nn.Linear(dim, 6 * dim, hasBias: true, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    /// <summary>Modulates <paramref name="x"/> [B, N, D] with the conditioning <paramref name="emb"/> [B, D].</summary>
+    public AdaLayerNormZeroOutput forward(Tensor x, Tensor emb)
+    {
+        var c = linear.forward(nn.functional.silu(emb)).chunk(6, 1);
+        var normed = nn.functional.layer_norm(x, [_dim], eps: 1e-6);
+        var h = normed * (1 + c[1].unsqueeze(1)) + c[0].unsqueeze(1);
+        return new AdaLayerNormZeroOutput(h, c[2], c[3], c[4], c[5]);
+    }
+}

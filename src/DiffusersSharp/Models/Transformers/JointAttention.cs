@@ -1,0 +1,99 @@
+using DiffusersSharp.Models.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.Transformers;
+
+/// <summary>
+/// SD3's attention (diffusers <c>Attention</c> with <c>JointAttnProcessor2_0</c>). With a context stream
+/// (<c>added_kv_proj_dim</c> set) image and text tokens attend jointly: q, k, v of both streams are concatenated along
+/// the sequence, <b>image tokens first</b>, attended with <c>scaled_dot_product_attention</c> (scale 1/√head_dim) and split
+/// again; without one (the SD3.5 <c>attn2</c>) it is plain self-attention. Optional per-head RMSNorm on q and k.
+/// </summary>
+public sealed class JointAttention : nn.Module
+{
+#pragma warning disable IDE1006 // field names are checkpoint keys
+    private readonly Linear to_q, to_k, to_v;
+    private readonly ModuleList<nn.Module<Tensor, Tensor>> to_out;
+    private readonly Linear? add_q_proj, add_k_proj, add_v_proj, to_add_out;
+    private readonly RMSNorm? norm_q, norm_k, norm_added_q, norm_added_k;
+#pragma warning restore IDE1006
+    private readonly int _heads;
+    private readonly int _headDim;
+
+    /// <summary>
+    /// Creates the attention for width <paramref name="dim"/> = <paramref name="heads"/> × <paramref name="headDim"/>.
+    /// <paramref name="joint"/> adds the context projections; <paramref name="contextPreOnly"/> (last block) drops the
+    /// context output projection.
+    /// </summary>
+    public JointAttention(long dim, int heads, int headDim, bool joint, bool contextPreOnly, bool qkRmsNorm,
+        Device? device = null, ScalarType? dtype = null) : base(nameof(JointAttention))
+    {
+        _heads = heads;
+        _headDim = headDim;
+        long inner = (long)heads * headDim;
+        to_q = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+        to_k = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+        to_v = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+        to_out = new ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(inner, dim, hasBias: true, device: device, dtype: dtype), nn.Dropout(0.0));
+        if (qkRmsNorm)
+        {
+            norm_q = new RMSNorm(headDim, 1e-6, device, dtype);
+            norm_k = new RMSNorm(headDim, 1e-6, device, dtype);
+        }
+        if (joint)
+        {
+            add_q_proj = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+            add_k_proj = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+            add_v_proj = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+            if (!contextPreOnly) to_add_out = nn.Linear(inner, dim, hasBias: true, device: device, dtype: dtype);
+            if (qkRmsNorm)
+            {
+                norm_added_q = new RMSNorm(headDim, 1e-6, device, dtype);
+                norm_added_k = new RMSNorm(headDim, 1e-6, device, dtype);
+            }
+        }
+        RegisterComponents();
+    }
+
+    /// <summary>[B, N, H·d] → [B, H, N, d] as a view of the projection output.</summary>
+    private Tensor Heads(Tensor x) => x.view(x.shape[0], x.shape[1], _heads, _headDim).transpose(1, 2);
+
+    /// <summary>
+    /// Attends. <paramref name="x"/> [B, N, D] are image tokens, <paramref name="context"/> [B, S, D] text tokens (null for
+    /// self-attention). Returns the image output and the context output (null without a context; un-projected when
+    /// <c>context_pre_only</c>, which SD3 then discards).
+    /// </summary>
+    public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context)
+    {
+        long batch = x.shape[0], n = x.shape[1];
+        var q = Heads(to_q.forward(x));
+        var k = Heads(to_k.forward(x));
+        var v = Heads(to_v.forward(x));
+        if (norm_q is not null) q = norm_q.forward(q);
+        if (norm_k is not null) k = norm_k.forward(k);
+        if (context is not null)
+        {
+            if (add_q_proj is null) throw new InvalidOperationException("this attention has no context projections (self-attention only).");
+            var cq = Heads(add_q_proj.forward(context));
+            var ck = Heads(add_k_proj!.forward(context));
+            var cv = Heads(add_v_proj!.forward(context));
+            if (norm_added_q is not null) cq = norm_added_q.forward(cq);
+            if (norm_added_k is not null) ck = norm_added_k.forward(ck);
+            q = torch.cat([q, cq], 2);
+            k = torch.cat([k, ck], 2);
+            v = torch.cat([v, cv], 2);
+        }
+        var o = nn.functional.scaled_dot_product_attention(q, k, v);
+        o = o.transpose(1, 2).reshape(batch, -1, (long)_heads * _headDim).to(q.dtype);
+        Tensor? ctxOut = null;
+        if (context is not null)
+        {
+            ctxOut = o.narrow(1, n, o.shape[1] - n);
+            o = o.narrow(1, 0, n);
+            if (to_add_out is not null) ctxOut = to_add_out.forward(ctxOut);
+        }
+        return (to_out[0].forward(o), ctxOut);
+    }
+}

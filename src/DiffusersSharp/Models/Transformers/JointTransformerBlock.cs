@@ -1,0 +1,95 @@
+using DiffusersSharp.Models.Layers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.Transformers;
+
+/// <summary>
+/// One MMDiT block (diffusers <c>JointTransformerBlock</c>): AdaLN-Zero modulated joint attention and feed-forward on the
+/// image stream and on the context stream. The last block is <c>context_pre_only</c>: its context is only modulated
+/// (AdaLayerNormContinuous) to feed the attention, and the context stream ends there. Dual-attention blocks (SD3.5)
+/// add a gated self-attention (<c>attn2</c>) on the image stream.
+/// </summary>
+public sealed class JointTransformerBlock : nn.Module
+{
+#pragma warning disable IDE1006 // field names are checkpoint keys
+    private readonly nn.Module norm1; // AdaLayerNormZero or SD35AdaLayerNormZeroX
+    private readonly nn.Module norm1_context; // AdaLayerNormZero or AdaLayerNormContinuous (last block)
+    private readonly JointAttention attn;
+    private readonly JointAttention? attn2;
+    private readonly FeedForward ff;
+    private readonly FeedForward? ff_context;
+#pragma warning restore IDE1006
+    private readonly long _dim;
+
+    /// <summary>Whether this is the last block, whose context stream ends after the attention.</summary>
+    public bool ContextPreOnly { get; }
+
+    /// <summary>Whether this block runs the extra self-attention <c>attn2</c>.</summary>
+    public bool UseDualAttention { get; }
+
+    /// <summary>Creates a block of width <paramref name="dim"/>.</summary>
+    public JointTransformerBlock(long dim, int numAttentionHeads, int attentionHeadDim, bool contextPreOnly, bool qkRmsNorm,
+        bool useDualAttention, Device? device = null, ScalarType? dtype = null) : base(nameof(JointTransformerBlock))
+    {
+        _dim = dim;
+        ContextPreOnly = contextPreOnly;
+        UseDualAttention = useDualAttention;
+        norm1 = useDualAttention ? new SD35AdaLayerNormZeroX(dim, device, dtype) : new AdaLayerNormZero(dim, device, dtype);
+        norm1_context = contextPreOnly
+            ? new AdaLayerNormContinuous(dim, dim, eps: 1e-6, bias: true, device: device, dtype: dtype)
+            : new AdaLayerNormZero(dim, device, dtype);
+        attn = new JointAttention(dim, numAttentionHeads, attentionHeadDim, joint: true, contextPreOnly, qkRmsNorm, device, dtype);
+        if (useDualAttention)
+            attn2 = new JointAttention(dim, numAttentionHeads, attentionHeadDim, joint: false, contextPreOnly: false, qkRmsNorm, device, dtype);
+        ff = new FeedForward(dim, device: device, dtype: dtype);
+        if (!contextPreOnly) ff_context = new FeedForward(dim, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    private Tensor LayerNorm(Tensor x) => nn.functional.layer_norm(x, [_dim], eps: 1e-6);
+
+    /// <summary>
+    /// Runs the block on image tokens <paramref name="x"/> [B, N, D] and context <paramref name="context"/> [B, S, D]
+    /// with the conditioning <paramref name="temb"/> [B, D]. Returns the new context (null after the last block) and
+    /// the new image tokens.
+    /// </summary>
+    public (Tensor? Context, Tensor X) forward(Tensor x, Tensor context, Tensor temb)
+    {
+        Tensor nx, gateMsa, shiftMlp, scaleMlp, gateMlp;
+        Tensor? nx2 = null, gateMsa2 = null;
+        if (norm1 is SD35AdaLayerNormZeroX dual)
+        {
+            var o = dual.forward(x, temb);
+            (nx, gateMsa, shiftMlp, scaleMlp, gateMlp, nx2, gateMsa2) = (o.X, o.GateMsa, o.ShiftMlp, o.ScaleMlp, o.GateMlp, o.X2, o.GateMsa2);
+        }
+        else
+        {
+            var o = ((AdaLayerNormZero)norm1).forward(x, temb);
+            (nx, gateMsa, shiftMlp, scaleMlp, gateMlp) = (o.X, o.GateMsa, o.ShiftMlp, o.ScaleMlp, o.GateMlp);
+        }
+
+        Tensor nc;
+        AdaLayerNormZeroOutput? c = null;
+        if (norm1_context is AdaLayerNormContinuous last) nc = last.forward(context, temb);
+        else
+        {
+            c = ((AdaLayerNormZero)norm1_context).forward(context, temb);
+            nc = c.Value.X;
+        }
+
+        var (ax, ac) = attn.forward(nx, nc);
+        x = x + gateMsa.unsqueeze(1) * ax;
+        if (attn2 is not null)
+            x = x + gateMsa2!.unsqueeze(1) * attn2.forward(nx2!, null).X;
+
+        var h = LayerNorm(x) * (1 + scaleMlp.unsqueeze(1)) + shiftMlp.unsqueeze(1);
+        x = x + gateMlp.unsqueeze(1) * ff.forward(h);
+
+        if (c is not { } cz) return (null, x);
+        context = context + cz.GateMsa.unsqueeze(1) * ac!;
+        var hc = LayerNorm(context) * (1 + cz.ScaleMlp.unsqueeze(1)) + cz.ShiftMlp.unsqueeze(1);
+        context = context + cz.GateMlp.unsqueeze(1) * ff_context!.forward(hc);
+        return (context, x);
+    }
+}

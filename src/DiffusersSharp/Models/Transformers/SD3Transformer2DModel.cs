@@ -1,0 +1,153 @@
+using DiffusersSharp.IO;
+using DiffusersSharp.Models.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.Transformers;
+
+/// <summary>
+/// The SD3 / SD3.5 MMDiT (diffusers <c>SD3Transformer2DModel</c>): patchified latent and projected text run through
+/// <c>num_layers</c> joint blocks conditioned on timestep + pooled text, then an adaptive norm and un-patchify give the
+/// flow-matching velocity with the latent's shape. State-dict keys equal the diffusers keys.
+/// </summary>
+public sealed class SD3Transformer2DModel : nn.Module
+{
+#pragma warning disable IDE1006 // field names are checkpoint keys
+    private readonly PatchEmbed pos_embed;
+    private readonly CombinedTimestepTextProjEmbeddings time_text_embed;
+    private readonly Linear context_embedder;
+    private readonly ModuleList<JointTransformerBlock> transformer_blocks;
+    private readonly AdaLayerNormContinuous norm_out;
+    private readonly Linear proj_out;
+#pragma warning restore IDE1006
+
+    /// <summary>The configuration the model was built from.</summary>
+    public SD3Transformer2DModelConfig Config { get; }
+
+    /// <summary>The element type of the weights (inputs are converted to it).</summary>
+    public ScalarType Dtype => proj_out.weight!.dtype;
+
+    /// <summary>The device of the weights.</summary>
+    public Device Device => proj_out.weight!.device;
+
+    /// <summary>Builds the model; on the <c>meta</c> device it holds shapes only (for counting or as a loading shell).</summary>
+    /// <exception cref="ArgumentException">The config is invalid.</exception>
+    public SD3Transformer2DModel(SD3Transformer2DModelConfig config, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(SD3Transformer2DModel))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+        int d = config.InnerDim;
+        var dual = new HashSet<int>(config.DualAttentionLayers);
+        pos_embed = new PatchEmbed(config.SampleSize, config.SampleSize, config.PatchSize, config.InChannels, d, config.PosEmbedMaxSize, device, dtype);
+        time_text_embed = new CombinedTimestepTextProjEmbeddings(d, config.PooledProjectionDim, device, dtype);
+        context_embedder = nn.Linear(config.JointAttentionDim, d, hasBias: true, device: device, dtype: dtype);
+        transformer_blocks = new ModuleList<JointTransformerBlock>();
+        for (int i = 0; i < config.NumLayers; i++)
+            transformer_blocks.Add(new JointTransformerBlock(d, config.NumAttentionHeads, config.AttentionHeadDim,
+                contextPreOnly: i == config.NumLayers - 1, qkRmsNorm: config.QkNorm == "rms_norm", useDualAttention: dual.Contains(i), device, dtype));
+        norm_out = new AdaLayerNormContinuous(d, d, eps: 1e-6, bias: true, device: device, dtype: dtype);
+        proj_out = nn.Linear(d, (long)config.PatchSize * config.PatchSize * config.OutChannels, hasBias: true, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// Loads a diffusers <c>transformer</c> folder (config.json + safetensors, single or sharded), strictly: every key
+    /// and shape must match. <paramref name="dtype"/> converts floating weights (null keeps the stored type).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">config.json or the weights are missing.</exception>
+    /// <exception cref="WeightLoadException">The weights do not match the config.</exception>
+    public static SD3Transformer2DModel FromPretrained(string folder, ScalarType? dtype = null, Device? device = null)
+    {
+        var config = ConfigJson.Read<SD3Transformer2DModelConfig>(Path.Combine(folder, "config.json"));
+        using var weights = WeightFiles.TryOpen(folder)
+            ?? throw new FileNotFoundException($"No safetensors weights (diffusion_pytorch_model.safetensors or a sharded index) in {folder}.");
+        var model = new SD3Transformer2DModel(config, new Device(DeviceType.META), dtype);
+        try
+        {
+            StateDictLoader.Load(model, weights, new WeightLoadOptions { Dtype = dtype, Device = device });
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        model.eval();
+        return model;
+    }
+
+    /// <summary>
+    /// Predicts the flow-matching velocity for <paramref name="hidden_states"/> [B, in_channels, h, w] (h, w multiples of
+    /// patch_size, h/p and w/p at most pos_embed_max_size), text <paramref name="encoder_hidden_states"/> [B, S,
+    /// joint_attention_dim], <paramref name="pooled_projections"/> [B, pooled_projection_dim] and the raw scheduler
+    /// <paramref name="timestep"/> [B] (σ·1000; a scalar or [1] is broadcast). Blocks in <paramref name="skipLayers"/> are
+    /// bypassed (skip-layer guidance). Returns [B, out_channels, h, w] in the model dtype.
+    /// </summary>
+    /// <exception cref="ArgumentException">An input has the wrong rank, size or batch; thrown before any compute.</exception>
+    public Tensor forward(Tensor hidden_states, Tensor encoder_hidden_states, Tensor pooled_projections, Tensor timestep,
+        IReadOnlyCollection<int>? skipLayers = null)
+    {
+        Validate(hidden_states, encoder_hidden_states, pooled_projections, timestep, skipLayers);
+        using var scope = torch.NewDisposeScope();
+        var dtype = Dtype;
+        long batch = hidden_states.shape[0], height = hidden_states.shape[2], width = hidden_states.shape[3];
+        if (timestep.numel() == 1 && batch != 1) timestep = timestep.reshape(1).expand(batch);
+        else if (timestep.dim() == 0) timestep = timestep.reshape(1);
+
+        var x = pos_embed.forward(hidden_states.to(dtype));
+        var temb = time_text_embed.forward(timestep, pooled_projections.to(dtype));
+        var context = context_embedder.forward(encoder_hidden_states.to(dtype));
+
+        for (int i = 0; i < transformer_blocks.Count; i++)
+        {
+            if (skipLayers is not null && skipLayers.Contains(i)) continue;
+            // Each block's intermediates are freed when it ends; only the two streams live on.
+            using var blockScope = torch.NewDisposeScope();
+            var (newContext, newX) = transformer_blocks[i].forward(x, context, temb);
+            newX.MoveToOuterDisposeScope();
+            x.Dispose();
+            x = newX;
+            if (newContext is not null)
+            {
+                newContext.MoveToOuterDisposeScope();
+                context.Dispose();
+                context = newContext;
+            }
+        }
+
+        var h = proj_out.forward(norm_out.forward(x, temb));
+        int p = Config.PatchSize, c = Config.OutChannels;
+        var output = h.view(batch, height / p, width / p, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(batch, c, height, width);
+        return output.MoveToOuterDisposeScope();
+    }
+
+    private void Validate(Tensor hidden, Tensor text, Tensor pooled, Tensor timestep, IReadOnlyCollection<int>? skipLayers)
+    {
+        ArgumentNullException.ThrowIfNull(hidden);
+        ArgumentNullException.ThrowIfNull(text);
+        ArgumentNullException.ThrowIfNull(pooled);
+        ArgumentNullException.ThrowIfNull(timestep);
+        pos_embed.Validate(hidden.shape, "hidden_states");
+        long batch = hidden.shape[0];
+        static string Shape(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
+        if (text.dim() != 3 || text.shape[0] != batch || text.shape[2] != Config.JointAttentionDim)
+            throw new ArgumentException(
+                $"encoder_hidden_states must be [B={batch}, S, {Config.JointAttentionDim}] (joint_attention_dim), got {Shape(text)}.", "encoder_hidden_states");
+        if (pooled.dim() != 2 || pooled.shape[0] != batch || pooled.shape[1] != Config.PooledProjectionDim)
+            throw new ArgumentException(
+                $"pooled_projections must be [B={batch}, {Config.PooledProjectionDim}] (pooled_projection_dim), got {Shape(pooled)}.", "pooled_projections");
+        if (timestep.dim() > 1 || (timestep.numel() != batch && timestep.numel() != 1))
+            throw new ArgumentException($"timestep must be a scalar, [1] or [B={batch}], got {Shape(timestep)}.", nameof(timestep));
+        if (!timestep.is_floating_point() && timestep.dtype is not (ScalarType.Int32 or ScalarType.Int64))
+            throw new ArgumentException($"timestep must be a floating or integer tensor, got {timestep.dtype}.", nameof(timestep));
+        if (skipLayers is not null)
+            foreach (int i in skipLayers)
+                if (i < 0 || i >= Config.NumLayers)
+                    throw new ArgumentOutOfRangeException(nameof(skipLayers), i, $"skip layer {i} is outside 0..{Config.NumLayers - 1}.");
+        foreach (var (t, name) in new[] { (hidden, "hidden_states"), (text, "encoder_hidden_states"), (pooled, "pooled_projections") })
+            if (!t.is_floating_point())
+                throw new ArgumentException($"{name} must be a floating-point tensor, got {t.dtype}.", name);
+    }
+}

@@ -1,0 +1,196 @@
+using System.Text.Json;
+using DiffusersSharp.IO;
+using DiffusersSharp.Models.Layers;
+using DiffusersSharp.Models.Transformers;
+using DiffusersSharp.Tests.Support;
+using TorchSharp;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Tests.Models;
+
+public class SD3TransformerTests(ITestOutputHelper output)
+{
+    private static string Folder => Fixtures.Path("tiny-sd3/model/transformer");
+
+    private sealed record Inputs(Tensor Hidden, Tensor Text, Tensor Pooled, Tensor Timestep, Tensor Expected);
+
+    private static Inputs LoadInputs()
+    {
+        var e = Fixtures.Expected();
+        return new Inputs(e["transformer.hidden_states"], e["transformer.encoder_hidden_states"], e["transformer.pooled_projections"],
+            e["transformer.timestep"], e["transformer.out"]);
+    }
+
+    private static double RelativeL2(Tensor actual, Tensor expected)
+    {
+        using var a = actual.to(ScalarType.Float64);
+        using var b = expected.to(ScalarType.Float64);
+        using var num = (a - b).norm();
+        using var den = b.norm();
+        return num.item<double>() / den.item<double>();
+    }
+
+    [Fact]
+    public void TinyModelMatchesDiffusersInFloat32()
+    {
+        using var model = SD3Transformer2DModel.FromPretrained(Folder);
+        Assert.Equal(2, model.Config.NumLayers);
+        Assert.Equal([0], model.Config.DualAttentionLayers);
+        Assert.Equal("rms_norm", model.Config.QkNorm);
+        var x = LoadInputs();
+        Assert.Equal(new long[] { 2, 16, 16, 24 }, x.Hidden.shape); // non-square: an 8x12 crop of the 32x32 table
+        using var _ = torch.inference_mode();
+        using var y = model.forward(x.Hidden, x.Text, x.Pooled, x.Timestep);
+        Assert.Equal(ScalarType.Float32, y.dtype);
+        double err = TensorAssert.Close(y, x.Expected, 1e-4, "transformer.out");
+        output.WriteLine($"float32 max |ours - diffusers| = {err:G4} (max |expected| = {x.Expected.abs().max().item<float>():G4})");
+    }
+
+    [Fact]
+    public void ComputedPositionTableEqualsTheStoredOne()
+    {
+        using var weights = WeightFiles.TryOpen(Folder)!;
+        using var stored = weights.Read("pos_embed.pos_embed");
+        var config = ConfigJson.Read<SD3Transformer2DModelConfig>(Path.Combine(Folder, "config.json"));
+        int p = config.PosEmbedMaxSize!.Value;
+        using var computed = PatchEmbed.SinCos2D(config.InnerDim, p, p, config.SampleSize / config.PatchSize);
+        TensorAssert.Close(computed.to(ScalarType.Float32).unsqueeze(0), stored, 1e-6, "pos_embed");
+    }
+
+    public static TheoryData<string, string> FullSizeConfigs => new()
+    {
+        // sd3-reference.md 1.2 (hub configs)
+        { "transformer.sd3-medium", """{"num_layers":24,"num_attention_heads":24,"caption_projection_dim":1536,"pos_embed_max_size":192}""" },
+        { "transformer.sd3.5-medium", """{"num_layers":24,"num_attention_heads":24,"caption_projection_dim":1536,"pos_embed_max_size":384,"dual_attention_layers":[0,1,2,3,4,5,6,7,8,9,10,11,12],"qk_norm":"rms_norm"}""" },
+        { "transformer.sd3.5-large", """{"num_layers":38,"num_attention_heads":38,"caption_projection_dim":2432,"pos_embed_max_size":192,"qk_norm":"rms_norm"}""" },
+    };
+
+    [Theory]
+    [MemberData(nameof(FullSizeConfigs))]
+    public void FullSizeModelsHaveDiffusersParameterCounts(string name, string configJson)
+    {
+        var config = ConfigJson.Parse<SD3Transformer2DModelConfig>(
+            configJson.Replace("{", """{"sample_size":128,"patch_size":2,"in_channels":16,"attention_head_dim":64,"joint_attention_dim":4096,"pooled_projection_dim":2048,"out_channels":16,"""));
+        using var doc = JsonDocument.Parse(File.ReadAllText(Fixtures.Path("image-ops/meta.json")));
+        var counts = doc.RootElement.GetProperty("parameter_counts");
+        using var model = new SD3Transformer2DModel(config, new Device(DeviceType.META));
+        long elements = model.parameters().Sum(t => t.numel()) + model.buffers().Sum(t => t.numel());
+        Assert.Equal(counts.GetProperty(name).GetInt64(), elements);
+        Assert.Equal(counts.GetProperty(name + ".keys").GetInt32(), model.state_dict().Count);
+        Assert.All(model.parameters(), t => Assert.Equal(DeviceType.META, t.device_type));
+    }
+
+    [Fact]
+    public void ConfigDefaultsAreTheDiffusersConstructorDefaults()
+    {
+        var c = ConfigJson.Parse<SD3Transformer2DModelConfig>("{}");
+        Assert.Equal((128, 2, 16, 18, 64, 18), (c.SampleSize, c.PatchSize, c.InChannels, c.NumLayers, c.AttentionHeadDim, c.NumAttentionHeads));
+        Assert.Equal((4096, 1152, 2048, 16, 96), (c.JointAttentionDim, c.CaptionProjectionDim, c.PooledProjectionDim, c.OutChannels, c.PosEmbedMaxSize));
+        Assert.Empty(c.DualAttentionLayers);
+        Assert.Null(c.QkNorm);
+    }
+
+    [Fact]
+    public void BadInputsThrowArgumentExceptionsNamingTheProblem()
+    {
+        using var model = SD3Transformer2DModel.FromPretrained(Folder);
+        var x = LoadInputs();
+        void Throws(string fragment, Func<Tensor> call)
+        {
+            var e = Assert.ThrowsAny<ArgumentException>(() => call().Dispose());
+            Assert.Contains(fragment, e.Message);
+            output.WriteLine(e.Message);
+        }
+        // pos_embed_max_size 32 with patch 2: a 66-high latent needs a 33-row grid.
+        Throws("pos_embed_max_size", () => model.forward(torch.zeros(2, 16, 66, 24), x.Text, x.Pooled, x.Timestep));
+        Throws("pos_embed_max_size", () => model.forward(torch.zeros(2, 16, 16, 70), x.Text, x.Pooled, x.Timestep));
+        Throws("in_channels", () => model.forward(torch.zeros(2, 4, 16, 24), x.Text, x.Pooled, x.Timestep));
+        Throws("patch size", () => model.forward(torch.zeros(2, 16, 15, 24), x.Text, x.Pooled, x.Timestep));
+        Throws("joint_attention_dim", () => model.forward(x.Hidden, torch.zeros(2, 11, 64), x.Pooled, x.Timestep));
+        Throws("pooled_projection_dim", () => model.forward(x.Hidden, x.Text, torch.zeros(2, 32), x.Timestep));
+        Throws("timestep", () => model.forward(x.Hidden, x.Text, x.Pooled, torch.zeros(3)));
+        Throws("skip layer", () => model.forward(x.Hidden, x.Text, x.Pooled, x.Timestep, [2]));
+        // The largest latent the table allows runs.
+        using var _ = torch.inference_mode();
+        using var big = model.forward(torch.zeros(1, 16, 64, 64), torch.zeros(1, 3, 96), torch.zeros(1, 64), torch.tensor(new[] { 500f }));
+        Assert.Equal(new long[] { 1, 16, 64, 64 }, big.shape);
+    }
+
+    [Theory]
+    [InlineData(ScalarType.BFloat16, 2e-2)]
+    [InlineData(ScalarType.Float16, 5e-3)]
+    public void HalfPrecisionStaysCloseToTheFloat32Fixture(ScalarType dtype, double maxRelativeL2)
+    {
+        using var model = SD3Transformer2DModel.FromPretrained(Folder, dtype);
+        Assert.All(model.parameters(), t => Assert.Equal(dtype, t.dtype));
+        var x = LoadInputs();
+        using var _ = torch.inference_mode();
+        using var y = model.forward(x.Hidden.to(dtype), x.Text.to(dtype), x.Pooled.to(dtype), x.Timestep);
+        Assert.Equal(dtype, y.dtype);
+        double rel = RelativeL2(y, x.Expected);
+        output.WriteLine($"{dtype}: relative L2 vs float32 diffusers = {rel:G4}, max |diff| = {TensorAssert.MaxAbsDiff(y, x.Expected):G4}");
+        Assert.True(rel < maxRelativeL2, $"{dtype}: relative L2 {rel:G4} >= {maxRelativeL2}");
+    }
+
+    [Fact]
+    public void SkipLayersBypassesBlocks()
+    {
+        using var model = SD3Transformer2DModel.FromPretrained(Folder);
+        var x = LoadInputs();
+        using var _ = torch.inference_mode();
+        using var normal = model.forward(x.Hidden, x.Text, x.Pooled, x.Timestep);
+        using var none = model.forward(x.Hidden, x.Text, x.Pooled, x.Timestep, []);
+        Assert.True(none.equal(normal).all().item<bool>(), "skipping no layer must equal the normal forward");
+        foreach (int layer in new[] { 0, 1 })
+        {
+            using var skipped = model.forward(x.Hidden, x.Text, x.Pooled, x.Timestep, [layer]);
+            double diff = TensorAssert.MaxAbsDiff(skipped, normal);
+            output.WriteLine($"skip [{layer}]: max |diff| vs normal = {diff:G4}");
+            Assert.True(diff > 1e-2, $"skipping layer {layer} changed the output by only {diff:G4}");
+        }
+    }
+
+    [Fact]
+    public void TimestepFeaturesAreCosThenSinInFloat32()
+    {
+        using var t = torch.tensor(new[] { 1.0, 250.0 }, dtype: ScalarType.Float64);
+        using var emb = new Timesteps(256, flipSinToCos: true, downscaleFreqShift: 0).forward(t);
+        Assert.Equal(ScalarType.Float32, emb.dtype);
+        Assert.Equal(new long[] { 2, 256 }, emb.shape);
+        var v = emb.data<float>().ToArray();
+        Assert.Equal(Math.Cos(1.0), v[0], 1e-6);      // frequency 1 for k = 0: cos half first
+        Assert.Equal(Math.Sin(1.0), v[128], 1e-6);
+        double f5 = Math.Exp(-Math.Log(10000) * 5 / 128);
+        Assert.Equal(Math.Cos(250 * f5), v[256 + 5], 1e-4);
+        Assert.Equal(Math.Sin(250 * f5), v[256 + 128 + 5], 1e-4);
+    }
+
+    [Fact]
+    public void LoadingIsStrictAboutTheConfig()
+    {
+        string dir = Directory.CreateTempSubdirectory("sd3t").FullName;
+        try
+        {
+            File.Copy(Path.Combine(Folder, "diffusion_pytorch_model.safetensors"), Path.Combine(dir, "diffusion_pytorch_model.safetensors"));
+            string json = File.ReadAllText(Path.Combine(Folder, "config.json"));
+            File.WriteAllText(Path.Combine(dir, "config.json"), System.Text.RegularExpressions.Regex.Replace(json, @"""dual_attention_layers"":\s*\[[^\]]*\]", @"""dual_attention_layers"": []"));
+            var e = Assert.Throws<WeightLoadException>(() => SD3Transformer2DModel.FromPretrained(dir));
+            Assert.Contains("transformer_blocks.0.attn2.to_q.weight", e.Unexpected);
+            Assert.Contains(e.ShapeMismatches, m => m.StartsWith("transformer_blocks.0.norm1.linear.weight"));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void ForwardLeavesNoTensorsBehind()
+    {
+        using var model = SD3Transformer2DModel.FromPretrained(Folder);
+        var x = LoadInputs();
+        using var _ = torch.inference_mode();
+        using (var warm = model.forward(x.Hidden, x.Text, x.Pooled, x.Timestep)) { }
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        using (var y = model.forward(x.Hidden, x.Text, x.Pooled, x.Timestep)) { }
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+}
