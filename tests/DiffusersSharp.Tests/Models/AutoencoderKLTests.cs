@@ -3,6 +3,7 @@ using DiffusersSharp.IO;
 using DiffusersSharp.Models.Autoencoders;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace DiffusersSharp.Tests.Models;
@@ -304,6 +305,42 @@ public class AutoencoderKLTests(ITestOutputHelper output)
         Assert.Contains("16 channels", e.Message);
         Assert.Throws<DirectoryNotFoundException>(() => AutoencoderKL.FromPretrained(Fixtures.Path("no-such-vae")));
         Assert.Throws<ArgumentException>(() => new AutoencoderKL(new AutoencoderKLConfig { BlockOutChannels = [64, 64] }, META));
+    }
+
+    [Fact]
+    public void EncodeAndDecodeLeaveOnlyTheirResultsAlive()
+    {
+        using var vae = AutoencoderKL.FromPretrained(VaeFolder);
+        using var _ = inference_mode();
+        var x = Expected("vae.x");
+        var z = randn([2, 16, 10, 9], generator: new Generator(2));
+        vae.EnableTiling();
+        vae.EnableSlicing();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        using (var posterior = vae.Encode(x))
+            Assert.Equal(before + 5, DisposeScopeManager.Statistics.ThreadTotalLiveCount); // parameters, mean, logvar, std, var
+        using (var decoded = vae.Decode(z))
+            Assert.Equal(before + 1, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        x.Dispose();
+        z.Dispose();
+    }
+
+    [Fact]
+    public void LoadingIsStrictAboutTheConfig()
+    {
+        string dir = Directory.CreateTempSubdirectory("vae").FullName;
+        try
+        {
+            File.Copy(Path.Combine(VaeFolder, "diffusion_pytorch_model.safetensors"), Path.Combine(dir, "diffusion_pytorch_model.safetensors"));
+            string json = File.ReadAllText(Path.Combine(VaeFolder, "config.json")).Replace("\"use_quant_conv\": false", "\"use_quant_conv\": true");
+            File.WriteAllText(Path.Combine(dir, "config.json"), json);
+            var e = Assert.Throws<WeightLoadException>(() => AutoencoderKL.FromPretrained(dir));
+            Assert.Contains("quant_conv.weight", e.Message);
+            File.Delete(Path.Combine(dir, "diffusion_pytorch_model.safetensors"));
+            Assert.Throws<FileNotFoundException>(() => AutoencoderKL.FromPretrained(dir));
+        }
+        finally { Directory.Delete(dir, true); }
     }
 
     [Fact]
