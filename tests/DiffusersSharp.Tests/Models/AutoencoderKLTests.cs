@@ -149,6 +149,15 @@ public class AutoencoderKLTests(ITestOutputHelper output)
         TensorAssert.Close(vae.Decode(Expected("vae.z")), Expected("vae.decoded"), what: "decode below the tile size");
         using var posterior = vae.Encode(Expected("vae.x"));
         TensorAssert.Close(posterior.Mean, Expected("vae.latent_mean"), what: "encode below the tile size");
+
+        // Forcing smaller tiles (32 px / 4 latents) makes the same 8x6 latent tile: same shape, different values.
+        vae.TileSampleMinSize = 32;
+        vae.TileLatentMinSize = 4;
+        var tiled = vae.Decode(Expected("vae.z"));
+        Assert.Equal(new long[] { 1, 3, 64, 48 }, tiled.shape);
+        Assert.True(TensorAssert.MaxAbsDiff(tiled, Expected("vae.decoded")) > 1e-3);
+        Assert.Throws<ArgumentOutOfRangeException>(() => vae.TileLatentMinSize = 0);
+        Assert.Throws<ArgumentOutOfRangeException>(() => vae.TileOverlapFactor = 1.0);
     }
 
     [Fact]
