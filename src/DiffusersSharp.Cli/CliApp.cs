@@ -19,6 +19,7 @@ public static class CliApp
             config.UseStrictParsing();
             config.Settings.Registrar.RegisterInstance(new CliOutput(stdout, stderr));
             config.AddCommand<InfoCommand>("info").WithDescription("Components, classes, dtypes and sizes of a model, from headers and configs only.");
+            config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Token ids of a prompt for each tokenizer of a model, as the pipeline pads them; warns when the prompt is cut.");
         });
         try
         {
