@@ -227,6 +227,8 @@ public sealed class CLIPTokenizer : ITextTokenizer
     /// <summary>
     /// CLIP's split pattern <c>&lt;|startoftext|&gt;|&lt;|endoftext|&gt;|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+</c>
     /// applied per code point (a .NET Regex would see astral letters as surrogates); whitespace between matches is dropped.
+    /// GPT-2's pattern, which the ByteLevel pre-tokenizer then applies to each piece, changes only the two special literals
+    /// (they can appear here only after lower-casing, e.g. from "&lt;|ENDOFTEXT|&gt;"; written exactly they are special tokens).
     /// </summary>
     internal static List<string> PreTokenize(string text)
     {
@@ -234,8 +236,16 @@ public sealed class CLIPTokenizer : ITextTokenizer
         int i = 0;
         while (i < text.Length)
         {
-            if (StartsWithAny(text, i, out int special, "<|startoftext|>", "<|endoftext|>")
-                || (text[i] == '\'' && StartsWithAny(text, i, out special, "'s", "'t", "'re", "'ve", "'m", "'ll", "'d")))
+            if (StartsWithAny(text, i, out int special, "<|startoftext|>", "<|endoftext|>"))
+            {
+                // The ByteLevel step after the split applies GPT-2's pattern to each piece, which cuts this one in three.
+                words.Add("<|");
+                words.Add(text.Substring(i + 2, special - 4));
+                words.Add("|>");
+                i += special;
+                continue;
+            }
+            if (text[i] == '\'' && StartsWithAny(text, i, out special, "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"))
             {
                 words.Add(text.Substring(i, special));
                 i += special;

@@ -26,14 +26,16 @@ public sealed class T5Tokenizer : ITextTokenizer
 {
     private readonly UnigramModel _model;
     private readonly PrecompiledCharsMap? _charsMap;
+    private readonly MetaspacePipeline _pipeline;
     private readonly SpecialTokenSplitter _special;
     private readonly HashSet<int> _specialIds;
     private readonly SentencePieceModel? _spm;
     private readonly Dictionary<int, string> _idToToken = new();
 
-    private T5Tokenizer(T5TokenizerMode mode, UnigramModel model, PrecompiledCharsMap? charsMap, SpecialTokenSplitter special,
-        SentencePieceModel? spm, int eos, int pad, int maxLength)
+    private T5Tokenizer(T5TokenizerMode mode, UnigramModel model, PrecompiledCharsMap? charsMap, MetaspacePipeline pipeline,
+        SpecialTokenSplitter special, SentencePieceModel? spm, int eos, int pad, int maxLength)
     {
+        _pipeline = pipeline;
         Mode = mode;
         _model = model;
         _charsMap = charsMap;
@@ -113,32 +115,10 @@ public sealed class T5Tokenizer : ITextTokenizer
         int unkId = model.TryGetProperty("unk_id", out var u) && u.ValueKind == JsonValueKind.Number ? u.GetInt32() : 0;
         if (unkId < 0 || unkId >= count) throw new InvalidDataException($"{path}: model.unk_id {unkId} is outside the vocabulary.");
 
-        PrecompiledCharsMap? charsMap = null;
-        if (root.TryGetProperty("normalizer", out var norm) && norm.ValueKind == JsonValueKind.Object)
-        {
-            string? blob = FindCharsMap(norm);
-            if (blob is not null)
-            {
-                try { charsMap = new PrecompiledCharsMap(Convert.FromBase64String(blob), path); }
-                catch (FormatException e) { throw new InvalidDataException($"{path}: precompiled_charsmap is not base64.", e); }
-            }
-        }
+        var pipeline = MetaspacePipeline.FromTokenizerJson(root, path);
         var added = TokenizerFiles.AddedTokens(root, path);
         added.AddRange(config.AddedTokensDecoder);
-        return Build(T5TokenizerMode.Transformers, new UnigramModel(pieces, scores, unkId), charsMap, added, pieces, config, null);
-    }
-
-    private static string? FindCharsMap(JsonElement normalizer)
-    {
-        if (normalizer.TryGetProperty("precompiled_charsmap", out var cm) && cm.ValueKind == JsonValueKind.String) return cm.GetString();
-        if (normalizer.TryGetProperty("normalizers", out var list) && list.ValueKind == JsonValueKind.Array)
-        {
-            foreach (var n in list.EnumerateArray())
-            {
-                if (FindCharsMap(n) is { } found) return found;
-            }
-        }
-        return null;
+        return Build(T5TokenizerMode.Transformers, new UnigramModel(pieces, scores, unkId), null, pipeline, added, pieces, config, null);
     }
 
     private static T5Tokenizer FromSentencePiece(string path, TokenizerConfig config, T5TokenizerMode mode)
@@ -175,10 +155,11 @@ public sealed class T5Tokenizer : ITextTokenizer
                 userDefined: id => id < n && spm.Pieces[id].Type == SentencePieceModel.PieceType.UserDefined,
                 normal: id => id < n && spm.Pieces[id].Type == SentencePieceModel.PieceType.Normal)
             : new UnigramModel(pieces, scores, spm.UnkId);
-        return Build(mode, model, charsMap, added, pieces, config, spm);
+        return Build(mode, model, charsMap, MetaspacePipeline.Default(charsMap), added, pieces, config, spm);
     }
 
-    private static T5Tokenizer Build(T5TokenizerMode mode, UnigramModel model, PrecompiledCharsMap? charsMap, List<(string Content, int Id)> added,
+    private static T5Tokenizer Build(T5TokenizerMode mode, UnigramModel model, PrecompiledCharsMap? charsMap, MetaspacePipeline pipeline,
+        List<(string Content, int Id)> added,
         string[] pieces, TokenizerConfig config, SentencePieceModel? spm)
     {
         string eos = config.Token("eos_token") ?? "</s>";
@@ -194,7 +175,7 @@ public sealed class T5Tokenizer : ITextTokenizer
         var special = new SpecialTokenSplitter(added);
         special.TryGetId(eos, out int eosId);
         special.TryGetId(pad, out int padId);
-        return new T5Tokenizer(mode, model, charsMap, special, spm, eosId, padId, config.ModelMaxLength ?? 512);
+        return new T5Tokenizer(mode, model, charsMap, pipeline, special, spm, eosId, padId, config.ModelMaxLength ?? 512);
     }
 
     /// <inheritdoc />
@@ -210,52 +191,15 @@ public sealed class T5Tokenizer : ITextTokenizer
         }
         else
         {
+            bool atStart = true;
             foreach (var (part, id) in _special.Split(text))
             {
-                if (id >= 0) { body.Add(id); continue; }
-                string normalized = _charsMap?.NormalizeLikeTokenizers(part) ?? part;
-                foreach (string word in PreTokenize(normalized)) body.AddRange(_model.Encode(word));
+                if (id >= 0) body.Add(id);
+                else foreach (string piece in _pipeline.Run(part, atStart)) body.AddRange(_model.Encode(piece));
+                atStart = false;
             }
         }
         return TokenLayout.Build(body, [], [EosTokenId], maxLength, PadTokenId, padToMaxLength, truncate);
-    }
-
-    /// <summary>
-    /// tokenizers' WhitespaceSplit then Metaspace(prepend "always", split): each whitespace-separated word gets a "▁"
-    /// prefix unless it has one, and is cut before every further "▁".
-    /// </summary>
-    internal static List<string> PreTokenize(string text)
-    {
-        var result = new List<string>();
-        foreach (string word in SplitOnWhitespace(text))
-        {
-            string w = word.StartsWith('\u2581') ? word : "\u2581" + word;
-            int start = 0;
-            for (int i = 1; i <= w.Length; i++)
-            {
-                if (i == w.Length || w[i] == '\u2581')
-                {
-                    result.Add(w[start..i]);
-                    start = i;
-                }
-            }
-        }
-        return result;
-    }
-
-    private static IEnumerable<string> SplitOnWhitespace(string text)
-    {
-        var sb = new StringBuilder();
-        foreach (Rune r in text.EnumerateRunes())
-        {
-            if (Rune.IsWhiteSpace(r))
-            {
-                if (sb.Length > 0) yield return sb.ToString();
-                sb.Clear();
-            }
-            else sb.Append(r.ToString());
-        }
-        if (sb.Length > 0) yield return sb.ToString();
     }
 
     /// <inheritdoc />

@@ -93,6 +93,28 @@ public sealed class TokenizerErrorAndLayoutTests : IDisposable
     }
 
     [Fact]
+    public void UnsupportedT5PreTokenizerIsInvalidDataNamingIt()
+    {
+        string json = File.ReadAllText(Path.Combine(TokenizerFixture.Folder("tokenizer_3"), "tokenizer.json"));
+        File.WriteAllText(Path.Combine(_dir, "tokenizer.json"), json.Replace("\"WhitespaceSplit\"", "\"BertPreTokenizer\""));
+        var e = Assert.Throws<InvalidDataException>(() => T5Tokenizer.FromFolder(_dir));
+        Assert.Contains("BertPreTokenizer", e.Message);
+        Assert.Contains("tokenizer.json", e.Message);
+    }
+
+    [Fact]
+    public void ClipUpperCaseSpecialLiteralIsTextNotTheSpecialToken()
+    {
+        // Written exactly, <|endoftext|> is the special token (fixture prompt 17); in capitals it is lower-cased text,
+        // which the ByteLevel step splits as "<|", "endoftext", "|>".
+        var (clip, _) = TokenizerFixture.Get("tokenizer");
+        var ids = clip.Encode("a <|ENDOFTEXT|> b", 77, padToMaxLength: false).Ids;
+        Assert.Equal(49407, ids[^1]);
+        Assert.DoesNotContain(49407, ids[..^1]);
+        Assert.Equal(clip.Encode("a <| endoftext |> b", 77, padToMaxLength: false).Ids, ids);
+    }
+
+    [Fact]
     public void SentencePieceModeNeedsSpieceModel()
     {
         Copy("tokenizer_3", "tokenizer.json");
