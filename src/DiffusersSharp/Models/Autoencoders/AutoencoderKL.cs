@@ -1,0 +1,256 @@
+using DiffusersSharp.IO;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.Autoencoders;
+
+/// <summary>
+/// diffusers' <c>AutoencoderKL</c>: the KL VAE of Stable Diffusion 1.x, SDXL and SD3 / 3.5. <see cref="Encode"/> maps
+/// images in [-1, 1] to a <see cref="DiagonalGaussianDistribution"/> over latents, <see cref="Decode"/> maps latents
+/// back to images. Latents here are unscaled: pipelines apply <c>scaling_factor</c> / <c>shift_factor</c>.
+/// Optional tiling (large images in overlapping tiles, blended as diffusers does) and slicing (one batch item at a time)
+/// reduce peak memory.
+/// </summary>
+public sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    private readonly Encoder encoder;
+    private readonly Decoder decoder;
+    private readonly Conv2d? quant_conv;
+    private readonly Conv2d? post_quant_conv;
+#pragma warning restore IDE1006
+
+    private int _tileSampleMinSize;
+    private int _tileLatentMinSize;
+    private double _tileOverlapFactor = 0.25;
+
+    /// <summary>The model's configuration.</summary>
+    public AutoencoderKLConfig Config { get; }
+
+    /// <summary>Pixels per latent along each axis: 2^(len(block_out_channels) - 1) (8 for SD / SDXL / SD3).</summary>
+    public int VaeScaleFactor => Config.VaeScaleFactor;
+
+    /// <summary>Whether images / latents larger than a tile are processed in overlapping tiles.</summary>
+    public bool UseTiling { get; set; }
+
+    /// <summary>Whether batches are encoded / decoded one item at a time.</summary>
+    public bool UseSlicing { get; set; }
+
+    /// <summary>Tile size in pixels (diffusers' <c>tile_sample_min_size</c>; default <c>sample_size</c>).</summary>
+    public int TileSampleMinSize
+    {
+        get => _tileSampleMinSize;
+        set => _tileSampleMinSize = value > 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "tile size must be positive.");
+    }
+
+    /// <summary>Tile size in latents (diffusers' <c>tile_latent_min_size</c>; default <c>sample_size / VaeScaleFactor</c>).</summary>
+    public int TileLatentMinSize
+    {
+        get => _tileLatentMinSize;
+        set => _tileLatentMinSize = value > 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "tile size must be positive.");
+    }
+
+    /// <summary>Fraction of a tile that overlaps its neighbour (default 0.25).</summary>
+    public double TileOverlapFactor
+    {
+        get => _tileOverlapFactor;
+        set => _tileOverlapFactor = value is >= 0 and < 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "overlap factor must be in [0, 1).");
+    }
+
+    /// <summary>Builds the model (random init, or empty shells on the <c>meta</c> device for loading).</summary>
+    /// <exception cref="ArgumentException">The config is invalid (see <see cref="AutoencoderKLConfig.Validate"/>).</exception>
+    public AutoencoderKL(AutoencoderKLConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(AutoencoderKL))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+        encoder = new Encoder(config, device, dtype);
+        decoder = new Decoder(config, device, dtype);
+        if (config.UseQuantConv)
+            quant_conv = nn.Conv2d(2 * config.LatentChannels, 2 * config.LatentChannels, 1, device: device, dtype: dtype);
+        if (config.UsePostQuantConv)
+            post_quant_conv = nn.Conv2d(config.LatentChannels, config.LatentChannels, 1, device: device, dtype: dtype);
+        _tileSampleMinSize = config.SampleSize;
+        // diffusers: int(sample_size / 2 ** (levels - 1)), a float division then truncation.
+        _tileLatentMinSize = Math.Max(1, (int)(config.SampleSize / Math.Pow(2, config.BlockOutChannels.Length - 1)));
+        RegisterComponents();
+    }
+
+    /// <summary>Loads a diffusers <c>vae</c> folder (config.json + diffusion_pytorch_model.safetensors), strictly.</summary>
+    /// <param name="folder">The model folder.</param>
+    /// <param name="dtype">Weight dtype (null keeps the stored one).</param>
+    /// <param name="device">Target device (default CPU).</param>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="FileNotFoundException">config.json or the weights are missing.</exception>
+    /// <exception cref="WeightLoadException">The weights do not match the config.</exception>
+    public static AutoencoderKL FromPretrained(string folder, ScalarType? dtype = null, Device? device = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(folder);
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"VAE folder not found: {folder}");
+        var config = ConfigJson.Read<AutoencoderKLConfig>(Path.Combine(folder, "config.json"));
+        using var weights = WeightFiles.TryOpen(folder)
+            ?? throw new FileNotFoundException($"{folder} holds no diffusion_pytorch_model.safetensors (or sharded index).");
+        var model = new AutoencoderKL(config, META, dtype);
+        StateDictLoader.Load(model, weights, new WeightLoadOptions { Dtype = dtype, Device = device });
+        model.eval();
+        return model;
+    }
+
+    /// <summary>Turns tiling on (or off with <c>false</c>).</summary>
+    public void EnableTiling(bool useTiling = true) => UseTiling = useTiling;
+
+    /// <summary>Turns tiling off.</summary>
+    public void DisableTiling() => UseTiling = false;
+
+    /// <summary>Turns slicing on.</summary>
+    public void EnableSlicing() => UseSlicing = true;
+
+    /// <summary>Turns slicing off.</summary>
+    public void DisableSlicing() => UseSlicing = false;
+
+    /// <summary>Encodes images <paramref name="x"/> [B, in_channels, H, W] in [-1, 1] to the latent posterior.</summary>
+    /// <exception cref="ArgumentException">Wrong rank, channel count, dtype or device, or H / W not a multiple of <see cref="VaeScaleFactor"/>.</exception>
+    public DiagonalGaussianDistribution Encode(Tensor x)
+    {
+        CheckInput(x, Config.InChannels, "image", nameof(x));
+        if (x.shape[2] % VaeScaleFactor != 0 || x.shape[3] % VaeScaleFactor != 0)
+            throw new ArgumentException(
+                $"image height and width must be multiples of the VAE scale factor {VaeScaleFactor}; got {x.shape[2]}x{x.shape[3]}. Resize or crop the image first.",
+                nameof(x));
+        using var scope = NewDisposeScope();
+        Tensor moments = UseSlicing && x.shape[0] > 1
+            ? cat(x.split(1).Select(EncodeOne).ToArray(), 0)
+            : EncodeOne(x);
+        return new DiagonalGaussianDistribution(moments).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Decodes latents <paramref name="z"/> [B, latent_channels, h, w] (unscaled) to images [B, out_channels, h*f, w*f].</summary>
+    /// <exception cref="ArgumentException">Wrong rank, channel count, dtype or device.</exception>
+    public Tensor Decode(Tensor z)
+    {
+        CheckInput(z, Config.LatentChannels, "latent", nameof(z));
+        using var scope = NewDisposeScope();
+        var decoded = UseSlicing && z.shape[0] > 1
+            ? cat(z.split(1).Select(DecodeOne).ToArray(), 0)
+            : DecodeOne(z);
+        return decoded.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>diffusers' <c>forward</c>: encode, take the posterior mode, decode.</summary>
+    public override Tensor forward(Tensor input)
+    {
+        using var scope = NewDisposeScope();
+        using var posterior = Encode(input);
+        using var mode = posterior.Mode();
+        return Decode(mode).MoveToOuterDisposeScope();
+    }
+
+    private Tensor EncodeOne(Tensor x)
+    {
+        if (UseTiling && (x.shape[3] > TileSampleMinSize || x.shape[2] > TileSampleMinSize))
+            return TiledEncode(x);
+        var h = encoder.forward(x);
+        return quant_conv is null ? h : quant_conv.forward(h);
+    }
+
+    private Tensor DecodeOne(Tensor z)
+    {
+        if (UseTiling && (z.shape[3] > TileLatentMinSize || z.shape[2] > TileLatentMinSize))
+            return TiledDecode(z);
+        var input = post_quant_conv is null ? z : post_quant_conv.forward(z);
+        return decoder.forward(input);
+    }
+
+    private void CheckInput(Tensor t, int channels, string what, string paramName)
+    {
+        ArgumentNullException.ThrowIfNull(t, paramName);
+        if (t.dim() != 4)
+            throw new ArgumentException($"the {what} must be NCHW [B, {channels}, H, W]; got shape [{string.Join(", ", t.shape)}].", paramName);
+        if (t.shape[1] != channels)
+            throw new ArgumentException($"the {what} must have {channels} channels (dimension 1); got shape [{string.Join(", ", t.shape)}].", paramName);
+        if (t.shape[0] == 0 || t.shape[2] == 0 || t.shape[3] == 0)
+            throw new ArgumentException($"the {what} is empty: shape [{string.Join(", ", t.shape)}].", paramName);
+        var weight = parameters().First();
+        if (t.dtype != weight.dtype)
+            throw new ArgumentException($"the {what} is {t.dtype} but the VAE weights are {weight.dtype}; convert it with .to({weight.dtype}).", paramName);
+        if (t.device_type != weight.device_type || t.device_index != weight.device_index)
+            throw new ArgumentException($"the {what} is on {t.device} but the VAE is on {weight.device}; move it first.", paramName);
+    }
+
+    // Tiling follows diffusers' _tiled_encode / tiled_decode line by line, including the in-place blending: a tile is
+    // blended into after its upper and left neighbours were, so later blends read already-blended data.
+    private Tensor TiledEncode(Tensor x)
+    {
+        int step = (int)(TileSampleMinSize * (1 - TileOverlapFactor));
+        int blendExtent = (int)(TileLatentMinSize * TileOverlapFactor);
+        int rowLimit = TileLatentMinSize - blendExtent;
+        RequirePositiveStep(step, TileSampleMinSize);
+        return Tiled(x, step, TileSampleMinSize, blendExtent, rowLimit, tile =>
+        {
+            var h = encoder.forward(tile);
+            return quant_conv is null ? h : quant_conv.forward(h);
+        });
+    }
+
+    private Tensor TiledDecode(Tensor z)
+    {
+        int step = (int)(TileLatentMinSize * (1 - TileOverlapFactor));
+        int blendExtent = (int)(TileSampleMinSize * TileOverlapFactor);
+        int rowLimit = TileSampleMinSize - blendExtent;
+        RequirePositiveStep(step, TileLatentMinSize);
+        return Tiled(z, step, TileLatentMinSize, blendExtent, rowLimit, tile =>
+            decoder.forward(post_quant_conv is null ? tile : post_quant_conv.forward(tile)));
+    }
+
+    private void RequirePositiveStep(int step, int tile)
+    {
+        if (step <= 0)
+            throw new InvalidOperationException($"tile size {tile} with overlap factor {TileOverlapFactor} leaves no step between tiles; use larger tiles.");
+    }
+
+    private static Tensor Tiled(Tensor input, int step, int tileSize, int blendExtent, int rowLimit, Func<Tensor, Tensor> run)
+    {
+        using var scope = NewDisposeScope();
+        long height = input.shape[2], width = input.shape[3];
+        var rows = new List<List<Tensor>>();
+        for (long i = 0; i < height; i += step)
+        {
+            var row = new List<Tensor>();
+            for (long j = 0; j < width; j += step)
+            {
+                var tile = input.narrow(2, i, Math.Min(tileSize, height - i)).narrow(3, j, Math.Min(tileSize, width - j));
+                row.Add(run(tile));
+            }
+            rows.Add(row);
+        }
+        var resultRows = new List<Tensor>();
+        for (int i = 0; i < rows.Count; i++)
+        {
+            var resultRow = new List<Tensor>();
+            for (int j = 0; j < rows[i].Count; j++)
+            {
+                var tile = rows[i][j];
+                if (i > 0) BlendInPlace(rows[i - 1][j], tile, blendExtent, dim: 2);
+                if (j > 0) BlendInPlace(rows[i][j - 1], tile, blendExtent, dim: 3);
+                resultRow.Add(tile.narrow(2, 0, Math.Min(rowLimit, tile.shape[2])).narrow(3, 0, Math.Min(rowLimit, tile.shape[3])));
+            }
+            resultRows.Add(cat(resultRow, 3));
+        }
+        return cat(resultRows, 2).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>diffusers' blend_v (dim 2) / blend_h (dim 3): the first rows of <paramref name="b"/> fade in from the last rows of <paramref name="a"/>.</summary>
+    private static void BlendInPlace(Tensor a, Tensor b, int blendExtent, int dim)
+    {
+        using var scope = NewDisposeScope();
+        long extent = Math.Min(Math.Min(a.shape[dim], b.shape[dim]), blendExtent);
+        for (long y = 0; y < extent; y++)
+        {
+            double weight = (double)y / extent;
+            var target = b.narrow(dim, y, 1);
+            var mixed = a.narrow(dim, a.shape[dim] - extent + y, 1) * (1 - weight) + target * weight;
+            target.copy_(mixed);
+        }
+    }
+}

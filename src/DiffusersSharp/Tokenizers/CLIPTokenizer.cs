@@ -1,0 +1,326 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Microsoft.ML.Tokenizers;
+
+namespace DiffusersSharp.Tokenizers;
+
+/// <summary>
+/// CLIP's byte-level BPE tokenizer, giving the ids of transformers' <c>CLIPTokenizer</c> (tokenizers backend):
+/// special tokens written in the text are matched first; the rest is NFC-normalised, whitespace runs become one space,
+/// lower-cased, split with CLIP's pattern, and each word is BPE-encoded with an end-of-word <c>&lt;/w&gt;</c>
+/// (Microsoft.ML.Tokenizers' <see cref="BpeTokenizer"/>). Then <c>BOS ... EOS</c>, truncation and padding.
+/// No HTML unescaping or ftfy: the tokenizers backend does neither.
+/// </summary>
+public sealed class CLIPTokenizer : ITextTokenizer
+{
+    private readonly BpeTokenizer _bpe;
+    private readonly SpecialTokenSplitter _special;
+    private readonly Dictionary<int, string> _idToToken;
+    private readonly HashSet<int> _specialIds;
+    private readonly bool _lowerCase;
+
+    private CLIPTokenizer(BpeTokenizer bpe, Dictionary<string, int> vocab, SpecialTokenSplitter special, bool lowerCase,
+        int bos, int eos, int pad, int maxLength)
+    {
+        _bpe = bpe;
+        _special = special;
+        _lowerCase = lowerCase;
+        BosTokenId = bos;
+        EosTokenId = eos;
+        PadTokenId = pad;
+        ModelMaxLength = maxLength;
+        _idToToken = new Dictionary<int, string>();
+        foreach (var (token, id) in vocab) _idToToken[id] = token;
+        foreach (var (content, id) in special.Tokens) _idToToken[id] = content;
+        _specialIds = special.Tokens.Select(t => t.Id).ToHashSet();
+        VocabSize = _idToToken.Count == 0 ? 0 : _idToToken.Keys.Max() + 1;
+    }
+
+    /// <inheritdoc />
+    public int ModelMaxLength { get; }
+
+    /// <inheritdoc />
+    public int PadTokenId { get; }
+
+    /// <inheritdoc />
+    public int EosTokenId { get; }
+
+    /// <summary>Id of <c>&lt;|startoftext|&gt;</c>, written first.</summary>
+    public int BosTokenId { get; }
+
+    /// <inheritdoc />
+    public int VocabSize { get; }
+
+    /// <summary>
+    /// Loads a CLIP tokenizer folder: <c>vocab.json</c> + <c>merges.txt</c>, or <c>tokenizer.json</c> when vocab.json is
+    /// absent; special tokens, pad token and <c>model_max_length</c> from tokenizer_config.json / special_tokens_map.json.
+    /// </summary>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="FileNotFoundException">Neither vocab.json + merges.txt nor tokenizer.json is there.</exception>
+    /// <exception cref="InvalidDataException">A tokenizer file is malformed (the message names it).</exception>
+    public static CLIPTokenizer FromFolder(string folder) => Load(folder, preferTokenizerJson: false);
+
+    internal static CLIPTokenizer Load(string folder, bool preferTokenizerJson)
+    {
+        TokenizerFiles.RequireFolder(folder);
+        string vocabPath = Path.Combine(folder, "vocab.json");
+        string mergesPath = Path.Combine(folder, "merges.txt");
+        string jsonPath = Path.Combine(folder, "tokenizer.json");
+        bool useJson = File.Exists(jsonPath) && (preferTokenizerJson || !File.Exists(vocabPath));
+        if (!useJson && !File.Exists(vocabPath))
+            throw new FileNotFoundException($"CLIP tokenizer files not found in {folder}: expected vocab.json + merges.txt or tokenizer.json.", vocabPath);
+
+        Dictionary<string, int> vocab;
+        List<string> merges;
+        bool? jsonLowerCase = null;
+        var added = new List<(string Content, int Id)>();
+        if (File.Exists(jsonPath))
+        {
+            using var doc = TokenizerFiles.ReadJson(jsonPath);
+            added.AddRange(TokenizerFiles.AddedTokens(doc.RootElement, jsonPath));
+        }
+        if (useJson)
+        {
+            using var doc = TokenizerFiles.ReadJson(jsonPath);
+            var model = TokenizerFiles.Require(doc.RootElement, "model", JsonValueKind.Object, jsonPath);
+            if (model.TryGetProperty("type", out var type) && type.GetString() is { } t && t != "BPE")
+                throw new InvalidDataException($"{jsonPath}: model type is \"{t}\", a CLIP tokenizer needs \"BPE\".");
+            vocab = ReadVocab(TokenizerFiles.Require(model, "vocab", JsonValueKind.Object, jsonPath), jsonPath);
+            merges = [];
+            foreach (var m in TokenizerFiles.Require(model, "merges", JsonValueKind.Array, jsonPath).EnumerateArray())
+            {
+                merges.Add(m.ValueKind switch
+                {
+                    JsonValueKind.String => m.GetString()!,
+                    JsonValueKind.Array when m.GetArrayLength() == 2 => m[0].GetString() + " " + m[1].GetString(),
+                    _ => throw new InvalidDataException($"{jsonPath}: malformed entry in model.merges."),
+                });
+            }
+            if (doc.RootElement.TryGetProperty("normalizer", out var norm) && norm.ValueKind == JsonValueKind.Object)
+                jsonLowerCase = norm.GetRawText().Contains("\"Lowercase\"", StringComparison.Ordinal);
+        }
+        else
+        {
+            if (!File.Exists(mergesPath)) throw new FileNotFoundException($"CLIP tokenizer file not found: {mergesPath}", mergesPath);
+            using (var doc = TokenizerFiles.ReadJson(vocabPath))
+            {
+                if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{vocabPath}: expected a JSON object token -> id.");
+                vocab = ReadVocab(doc.RootElement, vocabPath);
+            }
+            merges = ReadMerges(mergesPath);
+        }
+
+        var config = TokenizerConfig.Read(folder);
+        string bos = config.Token("bos_token") ?? "<|startoftext|>";
+        string eos = config.Token("eos_token") ?? "<|endoftext|>";
+        string pad = config.Token("pad_token") ?? "<|endoftext|>";
+        string unk = config.Token("unk_token") ?? "<|endoftext|>";
+        added.AddRange(config.AddedTokensDecoder);
+        int nextId = Math.Max(vocab.Count == 0 ? 0 : vocab.Values.Max() + 1, added.Count == 0 ? 0 : added.Max(a => a.Id) + 1);
+        foreach (string content in new[] { unk, bos, eos, pad }.Concat(config.AdditionalSpecialTokens))
+        {
+            if (added.Any(a => a.Content == content)) continue;
+            added.Add((content, vocab.TryGetValue(content, out int id) ? id : nextId++));
+        }
+        var special = new SpecialTokenSplitter(added);
+
+        BpeTokenizer bpe;
+        try
+        {
+            bpe = BpeTokenizer.Create(new BpeOptions(vocab)
+            {
+                Merges = merges,
+                EndOfWordSuffix = "</w>",
+                ByteLevel = true,
+                UnknownToken = vocab.ContainsKey(unk) ? unk : null,
+            });
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidDataException($"CLIP tokenizer in {folder}: vocabulary or merges rejected: {e.Message}", e);
+        }
+        special.TryGetId(bos, out int bosId);
+        special.TryGetId(eos, out int eosId);
+        special.TryGetId(pad, out int padId);
+        return new CLIPTokenizer(bpe, vocab, special, jsonLowerCase ?? config.DoLowerCase ?? true, bosId, eosId, padId,
+            config.ModelMaxLength ?? 77);
+    }
+
+    private static Dictionary<string, int> ReadVocab(JsonElement obj, string path)
+    {
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var p in obj.EnumerateObject())
+        {
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0)
+                throw new InvalidDataException($"{path}: the id of \"{p.Name}\" is not a non-negative integer.");
+            vocab[p.Name] = id;
+        }
+        if (vocab.Count == 0) throw new InvalidDataException($"{path}: the vocabulary is empty.");
+        return vocab;
+    }
+
+    private static List<string> ReadMerges(string path)
+    {
+        var merges = new List<string>();
+        int lineNo = 0;
+        foreach (string line in File.ReadLines(path))
+        {
+            lineNo++;
+            if (lineNo == 1 && line.StartsWith("#version", StringComparison.Ordinal)) continue;
+            if (line.Length == 0) continue;
+            if (line.Split(' ').Length != 2) throw new InvalidDataException($"{path}:{lineNo}: a merge must be two tokens separated by one space.");
+            merges.Add(line);
+        }
+        return merges;
+    }
+
+    /// <inheritdoc />
+    public TokenizedText Encode(string text, int maxLength, bool padToMaxLength = true, bool truncate = true)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var body = new List<int>();
+        foreach (var (part, id) in _special.Split(text))
+        {
+            if (id >= 0) { body.Add(id); continue; }
+            foreach (string word in PreTokenize(Normalize(part)))
+                body.AddRange(_bpe.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
+        }
+        return TokenLayout.Build(body, [BosTokenId], [EosTokenId], maxLength, PadTokenId, padToMaxLength, truncate);
+    }
+
+    /// <inheritdoc />
+    public string Decode(IEnumerable<int> ids)
+    {
+        var sb = new StringBuilder();
+        foreach (int id in ids)
+        {
+            if (_specialIds.Contains(id) || !_idToToken.TryGetValue(id, out string? token)) continue;
+            sb.Append(token);
+        }
+        return ByteLevel.Decode(sb.ToString()).Replace("</w>", " ").Trim();
+    }
+
+    /// <summary>The tokenizers normaliser of CLIP: NFC, whitespace runs to one space, lower case.</summary>
+    internal string Normalize(string text)
+    {
+        string nfc = text.Normalize(NormalizationForm.FormC);
+        var sb = new StringBuilder(nfc.Length);
+        bool inSpace = false;
+        foreach (Rune r in nfc.EnumerateRunes())
+        {
+            if (Rune.IsWhiteSpace(r))
+            {
+                if (!inSpace) sb.Append(' ');
+                inSpace = true;
+                continue;
+            }
+            inSpace = false;
+            if (!_lowerCase) sb.Append(r.ToString());
+            // Rust's char::to_lowercase (what tokenizers uses) is the full mapping; U+0130 is its only one-to-many case.
+            else if (r.Value == 0x130) sb.Append("i\u0307");
+            else sb.Append(Rune.ToLowerInvariant(r).ToString());
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// CLIP's split pattern <c>&lt;|startoftext|&gt;|&lt;|endoftext|&gt;|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+</c>
+    /// applied per code point (a .NET Regex would see astral letters as surrogates); whitespace between matches is dropped.
+    /// GPT-2's pattern, which the ByteLevel pre-tokenizer then applies to each piece, changes only the two special literals
+    /// (they can appear here only after lower-casing, e.g. from "&lt;|ENDOFTEXT|&gt;"; written exactly they are special tokens).
+    /// </summary>
+    internal static List<string> PreTokenize(string text)
+    {
+        var words = new List<string>();
+        int i = 0;
+        while (i < text.Length)
+        {
+            if (StartsWithAny(text, i, out int special, "<|startoftext|>", "<|endoftext|>"))
+            {
+                // The ByteLevel step after the split applies GPT-2's pattern to each piece, which cuts this one in three.
+                words.Add("<|");
+                words.Add(text.Substring(i + 2, special - 4));
+                words.Add("|>");
+                i += special;
+                continue;
+            }
+            if (text[i] == '\'' && StartsWithAny(text, i, out special, "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"))
+            {
+                words.Add(text.Substring(i, special));
+                i += special;
+                continue;
+            }
+            var kind = Kind(text, i, out int len);
+            if (kind == CharKind.Space) { i += len; continue; }
+            int start = i;
+            i += len;
+            if (kind != CharKind.Number)
+            {
+                while (i < text.Length && Kind(text, i, out len) == kind) i += len;
+            }
+            words.Add(text[start..i]);
+        }
+        return words;
+    }
+
+    private enum CharKind { Letter, Number, Space, Other }
+
+    private static CharKind Kind(string text, int i, out int length)
+    {
+        Rune.DecodeFromUtf16(text.AsSpan(i), out Rune r, out length);
+        if (Rune.IsWhiteSpace(r)) return CharKind.Space;
+        return Rune.GetUnicodeCategory(r) switch
+        {
+            UnicodeCategory.UppercaseLetter or UnicodeCategory.LowercaseLetter or UnicodeCategory.TitlecaseLetter
+                or UnicodeCategory.ModifierLetter or UnicodeCategory.OtherLetter => CharKind.Letter,
+            UnicodeCategory.DecimalDigitNumber or UnicodeCategory.LetterNumber or UnicodeCategory.OtherNumber => CharKind.Number,
+            _ => CharKind.Other,
+        };
+    }
+
+    private static bool StartsWithAny(string text, int i, out int length, params string[] options)
+    {
+        foreach (string o in options)
+        {
+            if (text.AsSpan(i).StartsWith(o, StringComparison.Ordinal)) { length = o.Length; return true; }
+        }
+        length = 0;
+        return false;
+    }
+}
+
+/// <summary>GPT-2's byte-to-character table, used by byte-level BPE vocabularies.</summary>
+internal static class ByteLevel
+{
+    private static readonly char[] ByteToChar = BuildTable();
+    private static readonly Dictionary<char, byte> CharToByte = Enumerable.Range(0, 256).ToDictionary(b => ByteToChar[b], b => (byte)b);
+
+    private static char[] BuildTable()
+    {
+        var table = new char[256];
+        int extra = 0;
+        for (int b = 0; b < 256; b++)
+        {
+            bool printable = b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF;
+            table[b] = printable ? (char)b : (char)(256 + extra++);
+        }
+        return table;
+    }
+
+    /// <summary>Text of a string of byte-level characters (characters outside the table are kept as they are).</summary>
+    public static string Decode(string chars)
+    {
+        var bytes = new List<byte>(chars.Length);
+        var sb = new StringBuilder();
+        foreach (char c in chars)
+        {
+            if (CharToByte.TryGetValue(c, out byte b)) { bytes.Add(b); continue; }
+            sb.Append(Encoding.UTF8.GetString(bytes.ToArray()));
+            bytes.Clear();
+            sb.Append(c);
+        }
+        sb.Append(Encoding.UTF8.GetString(bytes.ToArray()));
+        return sb.ToString();
+    }
+}

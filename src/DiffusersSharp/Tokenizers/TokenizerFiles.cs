@@ -1,0 +1,125 @@
+using System.Text.Json;
+
+namespace DiffusersSharp.Tokenizers;
+
+/// <summary>Reading of the files transformers saves beside a tokenizer, with errors that name the file.</summary>
+internal static class TokenizerFiles
+{
+    public static void RequireFolder(string folder)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(folder);
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"Tokenizer folder not found: {folder}");
+    }
+
+    public static JsonDocument ReadJson(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer file not found: {path}", path);
+        try
+        {
+            return JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path} is not valid JSON: {e.Message}", e);
+        }
+    }
+
+    /// <summary>The property <paramref name="name"/> of an object, or throws naming <paramref name="path"/>.</summary>
+    public static JsonElement Require(JsonElement obj, string name, JsonValueKind kind, string path)
+    {
+        if (obj.ValueKind != JsonValueKind.Object || !obj.TryGetProperty(name, out var value) || value.ValueKind != kind)
+            throw new InvalidDataException($"{path}: expected \"{name}\" ({kind}).");
+        return value;
+    }
+
+    /// <summary>A special token given as a string or as an AddedToken object <c>{"content": ...}</c>.</summary>
+    public static string? TokenContent(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.String => value.GetString(),
+        JsonValueKind.Object when value.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String => c.GetString(),
+        _ => null,
+    };
+
+    /// <summary>Added tokens of a tokenizer.json: (content, id) in file order.</summary>
+    public static List<(string Content, int Id)> AddedTokens(JsonElement root, string path)
+    {
+        var list = new List<(string, int)>();
+        if (!root.TryGetProperty("added_tokens", out var added) || added.ValueKind != JsonValueKind.Array) return list;
+        foreach (var t in added.EnumerateArray())
+        {
+            if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number
+                || TokenContent(t) is not { Length: > 0 } content)
+                throw new InvalidDataException($"{path}: malformed entry in \"added_tokens\".");
+            list.Add((content, id.GetInt32()));
+        }
+        return list;
+    }
+}
+
+/// <summary>What tokenizer_config.json and special_tokens_map.json say (both optional).</summary>
+internal sealed class TokenizerConfig
+{
+    public Dictionary<string, string> SpecialTokens { get; } = new(StringComparer.Ordinal);
+    public List<string> AdditionalSpecialTokens { get; } = [];
+    public List<(string Content, int Id)> AddedTokensDecoder { get; } = [];
+    public int? ModelMaxLength { get; private set; }
+    public bool? DoLowerCase { get; private set; }
+    public int? ExtraIds { get; private set; }
+
+    public string? Token(string name) => SpecialTokens.GetValueOrDefault(name);
+
+    public static TokenizerConfig Read(string folder)
+    {
+        var config = new TokenizerConfig();
+        string mapPath = Path.Combine(folder, "special_tokens_map.json");
+        if (File.Exists(mapPath))
+        {
+            using var map = TokenizerFiles.ReadJson(mapPath);
+            config.ReadSpecialTokens(map.RootElement, mapPath);
+        }
+        string configPath = Path.Combine(folder, "tokenizer_config.json");
+        if (File.Exists(configPath))
+        {
+            using var doc = TokenizerFiles.ReadJson(configPath);
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{configPath}: expected a JSON object.");
+            config.ReadSpecialTokens(root, configPath);
+            if (root.TryGetProperty("model_max_length", out var m) && m.ValueKind == JsonValueKind.Number)
+            {
+                // transformers writes 1e30 (VERY_LARGE_INTEGER) when there is no limit.
+                double v = m.GetDouble();
+                if (v >= 1 && v < int.MaxValue) config.ModelMaxLength = (int)v;
+            }
+            if (root.TryGetProperty("do_lower_case", out var lc) && lc.ValueKind is JsonValueKind.True or JsonValueKind.False)
+                config.DoLowerCase = lc.GetBoolean();
+            if (root.TryGetProperty("extra_ids", out var e) && e.ValueKind == JsonValueKind.Number) config.ExtraIds = e.GetInt32();
+            if (root.TryGetProperty("added_tokens_decoder", out var dec) && dec.ValueKind == JsonValueKind.Object)
+            {
+                foreach (var p in dec.EnumerateObject())
+                {
+                    if (!int.TryParse(p.Name, out int id) || TokenizerFiles.TokenContent(p.Value) is not { Length: > 0 } content)
+                        throw new InvalidDataException($"{configPath}: malformed entry \"{p.Name}\" in \"added_tokens_decoder\".");
+                    config.AddedTokensDecoder.Add((content, id));
+                }
+            }
+        }
+        return config;
+    }
+
+    private void ReadSpecialTokens(JsonElement root, string path)
+    {
+        if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: expected a JSON object.");
+        foreach (string name in new[] { "bos_token", "eos_token", "pad_token", "unk_token" })
+        {
+            if (root.TryGetProperty(name, out var v) && TokenizerFiles.TokenContent(v) is { Length: > 0 } content) SpecialTokens[name] = content;
+        }
+        foreach (string listName in new[] { "additional_special_tokens", "extra_special_tokens" })
+        {
+            if (!root.TryGetProperty(listName, out var list) || list.ValueKind != JsonValueKind.Array) continue;
+            foreach (var t in list.EnumerateArray())
+            {
+                if (TokenizerFiles.TokenContent(t) is { Length: > 0 } content && !AdditionalSpecialTokens.Contains(content)) AdditionalSpecialTokens.Add(content);
+            }
+        }
+    }
+}
