@@ -32,7 +32,7 @@ public sealed class CLIPTokenizer : ITextTokenizer
         ModelMaxLength = maxLength;
         _idToToken = new Dictionary<int, string>();
         foreach (var (token, id) in vocab) _idToToken[id] = token;
-        foreach (var (content, id) in special.Tokens) _idToToken[id] = content;
+        foreach (var t in special.Tokens) _idToToken[t.Id] = t.Content;
         _specialIds = special.Tokens.Select(t => t.Id).ToHashSet();
         VocabSize = _idToToken.Count == 0 ? 0 : _idToToken.Keys.Max() + 1;
     }
@@ -74,7 +74,7 @@ public sealed class CLIPTokenizer : ITextTokenizer
         Dictionary<string, int> vocab;
         List<string> merges;
         bool? jsonLowerCase = null;
-        var added = new List<(string Content, int Id)>();
+        var added = new List<AddedToken>();
         if (File.Exists(jsonPath))
         {
             using var doc = TokenizerFiles.ReadJson(jsonPath);
@@ -121,7 +121,7 @@ public sealed class CLIPTokenizer : ITextTokenizer
         foreach (string content in new[] { unk, bos, eos, pad }.Concat(config.AdditionalSpecialTokens))
         {
             if (added.Any(a => a.Content == content)) continue;
-            added.Add((content, vocab.TryGetValue(content, out int id) ? id : nextId++));
+            added.Add(config.Special(content, vocab.TryGetValue(content, out int id) ? id : nextId++));
         }
         var special = new SpecialTokenSplitter(added);
 
@@ -180,11 +180,15 @@ public sealed class CLIPTokenizer : ITextTokenizer
     {
         ArgumentNullException.ThrowIfNull(text);
         var body = new List<int>();
-        foreach (var (part, id) in _special.Split(text))
+        foreach (var (part, id) in _special.Split(text, normalized: false))
         {
             if (id >= 0) { body.Add(id); continue; }
-            foreach (string word in PreTokenize(Normalize(part)))
-                body.AddRange(_bpe.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
+            foreach (var (normalizedPart, normalizedId) in _special.Split(Normalize(part), normalized: true))
+            {
+                if (normalizedId >= 0) { body.Add(normalizedId); continue; }
+                foreach (string word in PreTokenize(normalizedPart))
+                    body.AddRange(_bpe.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
+            }
         }
         return TokenLayout.Build(body, [BosTokenId], [EosTokenId], maxLength, PadTokenId, padToMaxLength, truncate);
     }

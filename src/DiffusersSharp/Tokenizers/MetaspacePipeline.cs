@@ -96,13 +96,18 @@ internal sealed class MetaspacePipeline
         if (m.TryGetProperty("split", out var sp) && sp.ValueKind == JsonValueKind.False) _split = false;
     }
 
-    /// <summary>The pieces the Unigram model segments, for a stretch of text between special tokens.</summary>
-    /// <param name="text">The raw text of the stretch.</param>
-    /// <param name="atStart">Whether the stretch starts the whole input (for prepend scheme "first").</param>
-    public List<string> Run(string text, bool atStart)
+    /// <summary>The normalisers in order, on a stretch of raw text between special tokens.</summary>
+    public string Normalize(string text)
     {
-        string normalized = text;
-        foreach (var f in _normalizers) normalized = f(normalized);
+        foreach (var f in _normalizers) text = f(text);
+        return text;
+    }
+
+    /// <summary>The pieces the Unigram model segments, for a normalised stretch of text.</summary>
+    /// <param name="normalized">The normalised text of the stretch.</param>
+    /// <param name="atStart">Whether the stretch starts the whole input (for prepend scheme "first").</param>
+    public List<string> PreTokenize(string normalized, bool atStart)
+    {
         var words = new List<(string Word, bool AtStart)>();
         if (_whitespaceSplit)
         {

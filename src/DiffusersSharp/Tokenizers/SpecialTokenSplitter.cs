@@ -1,21 +1,31 @@
 namespace DiffusersSharp.Tokenizers;
 
+/// <summary>A token added to the vocabulary (special tokens), with the tokenizers library's matching flags.</summary>
+/// <param name="Content">The text of the token.</param>
+/// <param name="Id">Its id.</param>
+/// <param name="Normalized">Matched in the normalised text instead of the raw text.</param>
+/// <param name="LStrip">A match also takes the whitespace before it.</param>
+/// <param name="RStrip">A match also takes the whitespace after it.</param>
+internal readonly record struct AddedToken(string Content, int Id, bool Normalized = false, bool LStrip = false, bool RStrip = false);
+
 /// <summary>
-/// Finds special tokens written inside the text, as the tokenizers library does before normalisation for added tokens
-/// with <c>normalized: false</c>: leftmost match first, the longest token among those starting there.
+/// Finds added tokens written inside the text, as the tokenizers library does: tokens with <c>normalized: false</c> in
+/// the raw text, then the others in each normalised stretch between them; leftmost match first, the longest token among
+/// those starting there.
 /// </summary>
 internal sealed class SpecialTokenSplitter
 {
-    private readonly (string Content, int Id)[] _tokens;
+    private readonly AddedToken[] _tokens;
 
-    public SpecialTokenSplitter(IEnumerable<(string Content, int Id)> tokens)
+    public SpecialTokenSplitter(IEnumerable<AddedToken> tokens)
     {
-        // Longest first, so the first token that matches at a position is the longest one there.
+        // First definition of a content wins (tokenizer.json before the configs); longest first, so the first token
+        // that matches at a position is the longest one there.
         _tokens = tokens.Where(t => t.Content.Length > 0).DistinctBy(t => t.Content)
             .OrderByDescending(t => t.Content.Length).ThenBy(t => t.Content, StringComparer.Ordinal).ToArray();
     }
 
-    public IReadOnlyList<(string Content, int Id)> Tokens => _tokens;
+    public IReadOnlyList<AddedToken> Tokens => _tokens;
 
     public bool TryGetId(string content, out int id)
     {
@@ -27,8 +37,10 @@ internal sealed class SpecialTokenSplitter
         return false;
     }
 
-    /// <summary>Pieces of <paramref name="text"/> in order: plain text (Id = -1) and special tokens (their id).</summary>
-    public List<(string Text, int Id)> Split(string text)
+    /// <summary>Pieces of <paramref name="text"/> in order: plain text (Id = -1) and added tokens (their id).</summary>
+    /// <param name="text">The text to split.</param>
+    /// <param name="normalized">Which tokens to look for: those matched in normalised text, or those matched in raw text.</param>
+    public List<(string Text, int Id)> Split(string text, bool normalized)
     {
         var parts = new List<(string, int)>();
         int start = 0;
@@ -37,17 +49,26 @@ internal sealed class SpecialTokenSplitter
             int found = -1;
             for (int k = 0; k < _tokens.Length; k++)
             {
-                if (text.AsSpan(i).StartsWith(_tokens[k].Content, StringComparison.Ordinal))
+                if (_tokens[k].Normalized == normalized && text.AsSpan(i).StartsWith(_tokens[k].Content, StringComparison.Ordinal))
                 {
                     found = k;
                     break;
                 }
             }
             if (found < 0) { i++; continue; }
-            if (i > start) parts.Add((text[start..i], -1));
-            parts.Add((_tokens[found].Content, _tokens[found].Id));
-            i += _tokens[found].Content.Length;
-            start = i;
+            var token = _tokens[found];
+            int matchStart = i, matchEnd = i + token.Content.Length;
+            if (token.LStrip)
+            {
+                while (matchStart > start && char.IsWhiteSpace(text[matchStart - 1])) matchStart--;
+            }
+            if (token.RStrip)
+            {
+                while (matchEnd < text.Length && char.IsWhiteSpace(text[matchEnd])) matchEnd++;
+            }
+            if (matchStart > start) parts.Add((text[start..matchStart], -1));
+            parts.Add((token.Content, token.Id));
+            i = start = matchEnd;
         }
         if (start < text.Length) parts.Add((text[start..], -1));
         return parts;

@@ -45,7 +45,7 @@ public sealed class T5Tokenizer : ITextTokenizer
         PadTokenId = pad;
         ModelMaxLength = maxLength;
         for (int i = 0; i < model.Pieces.Length; i++) _idToToken[i] = model.Pieces[i];
-        foreach (var (content, id) in special.Tokens) _idToToken[id] = content;
+        foreach (var t in special.Tokens) _idToToken[t.Id] = t.Content;
         _specialIds = special.Tokens.Select(t => t.Id).ToHashSet();
         VocabSize = _idToToken.Keys.Max() + 1;
     }
@@ -135,16 +135,16 @@ public sealed class T5Tokenizer : ITextTokenizer
             pieces[i] = spm.Pieces[i].Piece;
             scores[i] = spm.Pieces[i].Score;
         }
-        var added = new List<(string, int)>();
+        var added = new List<AddedToken>();
         for (int i = 0; i < n; i++)
         {
             if (spm.Pieces[i].Type is SentencePieceModel.PieceType.Control or SentencePieceModel.PieceType.Unknown && pieces[i].Length > 0)
-                added.Add((pieces[i], i));
+                added.Add(new AddedToken(pieces[i], i));
         }
         for (int k = 0; k < extra; k++)
         {
             pieces[n + extra - 1 - k] = $"<extra_id_{k}>";
-            added.Add(($"<extra_id_{k}>", n + extra - 1 - k));
+            added.Add(config.Special($"<extra_id_{k}>", n + extra - 1 - k));
         }
         added.AddRange(config.AddedTokensDecoder);
         PrecompiledCharsMap? charsMap = spm.PrecompiledCharsMap.Length > 0 ? new PrecompiledCharsMap(spm.PrecompiledCharsMap, path) : null;
@@ -159,7 +159,7 @@ public sealed class T5Tokenizer : ITextTokenizer
     }
 
     private static T5Tokenizer Build(T5TokenizerMode mode, UnigramModel model, PrecompiledCharsMap? charsMap, MetaspacePipeline pipeline,
-        List<(string Content, int Id)> added,
+        List<AddedToken> added,
         string[] pieces, TokenizerConfig config, SentencePieceModel? spm)
     {
         string eos = config.Token("eos_token") ?? "</s>";
@@ -170,7 +170,7 @@ public sealed class T5Tokenizer : ITextTokenizer
         {
             if (added.Any(a => a.Content == content)) continue;
             int id = Array.IndexOf(pieces, content);
-            added.Add((content, id >= 0 ? id : nextId++));
+            added.Add(config.Special(content, id >= 0 ? id : nextId++));
         }
         var special = new SpecialTokenSplitter(added);
         special.TryGetId(eos, out int eosId);
@@ -192,11 +192,15 @@ public sealed class T5Tokenizer : ITextTokenizer
         else
         {
             bool atStart = true;
-            foreach (var (part, id) in _special.Split(text))
+            foreach (var (part, id) in _special.Split(text, normalized: false))
             {
-                if (id >= 0) body.Add(id);
-                else foreach (string piece in _pipeline.Run(part, atStart)) body.AddRange(_model.Encode(piece));
-                atStart = false;
+                if (id >= 0) { body.Add(id); atStart = false; continue; }
+                foreach (var (normalizedPart, normalizedId) in _special.Split(_pipeline.Normalize(part), normalized: true))
+                {
+                    if (normalizedId >= 0) body.Add(normalizedId);
+                    else foreach (string piece in _pipeline.PreTokenize(normalizedPart, atStart)) body.AddRange(_model.Encode(piece));
+                    atStart = false;
+                }
             }
         }
         return TokenLayout.Build(body, [], [EosTokenId], maxLength, PadTokenId, padToMaxLength, truncate);

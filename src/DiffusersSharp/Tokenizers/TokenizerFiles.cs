@@ -40,17 +40,24 @@ internal static class TokenizerFiles
         _ => null,
     };
 
-    /// <summary>Added tokens of a tokenizer.json: (content, id) in file order.</summary>
-    public static List<(string Content, int Id)> AddedTokens(JsonElement root, string path)
+    /// <summary>An AddedToken object's flags (<c>normalized</c>, <c>lstrip</c>, <c>rstrip</c>), for the token <paramref name="content"/> with <paramref name="id"/>.</summary>
+    public static AddedToken ReadAddedToken(JsonElement obj, string content, int id)
     {
-        var list = new List<(string, int)>();
+        bool Flag(string name) => obj.ValueKind == JsonValueKind.Object && obj.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.True;
+        return new AddedToken(content, id, Flag("normalized"), Flag("lstrip"), Flag("rstrip"));
+    }
+
+    /// <summary>Added tokens of a tokenizer.json in file order.</summary>
+    public static List<AddedToken> AddedTokens(JsonElement root, string path)
+    {
+        var list = new List<AddedToken>();
         if (!root.TryGetProperty("added_tokens", out var added) || added.ValueKind != JsonValueKind.Array) return list;
         foreach (var t in added.EnumerateArray())
         {
             if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number
                 || TokenContent(t) is not { Length: > 0 } content)
                 throw new InvalidDataException($"{path}: malformed entry in \"added_tokens\".");
-            list.Add((content, id.GetInt32()));
+            list.Add(ReadAddedToken(t, content, id.GetInt32()));
         }
         return list;
     }
@@ -61,7 +68,14 @@ internal sealed class TokenizerConfig
 {
     public Dictionary<string, string> SpecialTokens { get; } = new(StringComparer.Ordinal);
     public List<string> AdditionalSpecialTokens { get; } = [];
-    public List<(string Content, int Id)> AddedTokensDecoder { get; } = [];
+    public List<AddedToken> AddedTokensDecoder { get; } = [];
+
+    /// <summary>Flags of special tokens given as AddedToken objects (id -1: not known here).</summary>
+    public Dictionary<string, AddedToken> SpecialTokenFlags { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>The special token <paramref name="content"/> with <paramref name="id"/>, with the flags the config gives it.</summary>
+    public AddedToken Special(string content, int id) =>
+        SpecialTokenFlags.TryGetValue(content, out var f) ? f with { Id = id } : new AddedToken(content, id);
     public int? ModelMaxLength { get; private set; }
     public bool? DoLowerCase { get; private set; }
     public int? ExtraIds { get; private set; }
@@ -99,7 +113,7 @@ internal sealed class TokenizerConfig
                 {
                     if (!int.TryParse(p.Name, out int id) || TokenizerFiles.TokenContent(p.Value) is not { Length: > 0 } content)
                         throw new InvalidDataException($"{configPath}: malformed entry \"{p.Name}\" in \"added_tokens_decoder\".");
-                    config.AddedTokensDecoder.Add((content, id));
+                    config.AddedTokensDecoder.Add(TokenizerFiles.ReadAddedToken(p.Value, content, id));
                 }
             }
         }
@@ -111,14 +125,20 @@ internal sealed class TokenizerConfig
         if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: expected a JSON object.");
         foreach (string name in new[] { "bos_token", "eos_token", "pad_token", "unk_token" })
         {
-            if (root.TryGetProperty(name, out var v) && TokenizerFiles.TokenContent(v) is { Length: > 0 } content) SpecialTokens[name] = content;
+            if (root.TryGetProperty(name, out var v) && TokenizerFiles.TokenContent(v) is { Length: > 0 } content)
+            {
+                SpecialTokens[name] = content;
+                if (v.ValueKind == JsonValueKind.Object) SpecialTokenFlags[content] = TokenizerFiles.ReadAddedToken(v, content, -1);
+            }
         }
         foreach (string listName in new[] { "additional_special_tokens", "extra_special_tokens" })
         {
             if (!root.TryGetProperty(listName, out var list) || list.ValueKind != JsonValueKind.Array) continue;
             foreach (var t in list.EnumerateArray())
             {
-                if (TokenizerFiles.TokenContent(t) is { Length: > 0 } content && !AdditionalSpecialTokens.Contains(content)) AdditionalSpecialTokens.Add(content);
+                if (TokenizerFiles.TokenContent(t) is not { Length: > 0 } content || AdditionalSpecialTokens.Contains(content)) continue;
+                AdditionalSpecialTokens.Add(content);
+                if (t.ValueKind == JsonValueKind.Object) SpecialTokenFlags[content] = TokenizerFiles.ReadAddedToken(t, content, -1);
             }
         }
     }

@@ -21,6 +21,7 @@ internal sealed class UnigramModel
     private readonly bool _sentencePieceScoring;
     private readonly float _maxNormalScore;
     private readonly double _unknownScore;
+    private readonly Func<int, bool> _userDefined;
 
     public string[] Pieces { get; }
     public int UnkId { get; }
@@ -69,8 +70,6 @@ internal sealed class UnigramModel
             _unknownScore = scores.Length == 0 ? -UnknownPenalty : scores.Min() - UnknownPenalty;
         }
     }
-
-    private readonly Func<int, bool> _userDefined;
 
     private void Insert(byte[] key, int id)
     {

@@ -115,6 +115,22 @@ public sealed class TokenizerErrorAndLayoutTests : IDisposable
     }
 
     [Fact]
+    public void ClipSpecialTokenMarkedNormalizedIsMatchedAfterLowerCasing()
+    {
+        // openai/clip-vit-large-patch14 writes its special tokens as AddedToken objects with "normalized": true; the
+        // tokenizers library then looks for them in the normalised (lower-cased) text.
+        Copy("tokenizer", "vocab.json", "merges.txt");
+        File.WriteAllText(Path.Combine(_dir, "tokenizer_config.json"), """
+            {"model_max_length": 77, "bos_token": {"content": "<|startoftext|>", "normalized": true},
+             "eos_token": {"content": "<|endoftext|>", "normalized": true}, "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+            """);
+        var ids = CLIPTokenizer.FromFolder(_dir).Encode("a <|ENDOFTEXT|> b", 77, padToMaxLength: false).Ids;
+        var (clip, _) = TokenizerFixture.Get("tokenizer");
+        Assert.Equal(clip.Encode("a <|endoftext|> b", 77, padToMaxLength: false).Ids, ids);
+        Assert.Equal(49407, ids[2]);
+    }
+
+    [Fact]
     public void SentencePieceModeNeedsSpieceModel()
     {
         Copy("tokenizer_3", "tokenizer.json");
