@@ -16,7 +16,7 @@ public static class ExitCodes
     /// <summary>Whether <paramref name="e"/> is the caller's input being wrong (exit code 2).</summary>
     public static bool IsInvalidInput(Exception e) => e is CommandParseException or CommandRuntimeException or ArgumentException
         or FileNotFoundException or DirectoryNotFoundException or InvalidDataException or SafetensorsFormatException
-        or WeightLoadException or UnknownComponentException;
+        or WeightLoadException or UnknownComponentException or DiffusersSharp.Hub.HubException { IsInvalidInput: true };
 
     /// <summary>The exception's message on one line.</summary>
     public static string OneLine(Exception e) => string.Join(' ', e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));

@@ -20,6 +20,12 @@ public sealed record WeightLoadOptions
     /// <summary>For a model key absent from the checkpoint, another checkpoint key that holds the same tensor (tied weights).</summary>
     public IReadOnlyDictionary<string, string>? Aliases { get; init; }
 
+    /// <summary>
+    /// Keys kept in float32 when <see cref="Dtype"/> is float16 (transformers' <c>_keep_in_fp32_modules</c>, e.g. T5's
+    /// <c>wo</c>, whose activations overflow in half precision).
+    /// </summary>
+    public Func<string, bool>? KeepInFloat32WithFloat16 { get; init; }
+
     /// <summary>Whether loaded parameters should require gradients (training).</summary>
     public bool RequiresGrad { get; init; }
 }
@@ -38,10 +44,15 @@ public static class StateDictLoader
     {
         options ??= new WeightLoadOptions();
         var plan = Plan(module, weights.Tensors.ToDictionary(kv => kv.Key, kv => kv.Value.Shape), options);
+        var modules = Modules(module);
+        var done = new HashSet<(nn.Module, string)>();
         foreach (var (key, source) in plan)
         {
-            var tensor = weights.Read(source, options.Dtype, options.Device);
-            Replace(module, key, tensor, options.RequiresGrad);
+            var slot = Slot(module, key, modules);
+            if (!done.Add(slot)) continue; // a tied weight (one module under two names) is read once
+            var dtype = options.Dtype == ScalarType.Float16 && options.KeepInFloat32WithFloat16?.Invoke(key) == true ? ScalarType.Float32 : options.Dtype;
+            var tensor = weights.Read(source, dtype, options.Device);
+            Replace(slot.Owner, slot.Name, key, tensor, options.RequiresGrad);
         }
         EnsureMaterialized(module);
     }
@@ -51,11 +62,15 @@ public static class StateDictLoader
     {
         options ??= new WeightLoadOptions();
         var plan = Plan(module, stateDict.ToDictionary(kv => kv.Key, kv => kv.Value.shape), options);
+        var modules = Modules(module);
+        var done = new HashSet<(nn.Module, string)>();
         foreach (var (key, source) in plan)
         {
+            var slot = Slot(module, key, modules);
+            if (!done.Add(slot)) continue;
             var src = stateDict[source];
             var type = options.Dtype is { } d && src.is_floating_point() ? d : src.dtype;
-            Replace(module, key, src.to(type, options.Device ?? CPU, copy: true), options.RequiresGrad);
+            Replace(slot.Owner, slot.Name, key, src.to(type, options.Device ?? CPU, copy: true), options.RequiresGrad);
         }
         EnsureMaterialized(module);
     }
@@ -94,12 +109,31 @@ public static class StateDictLoader
         return plan;
     }
 
+    /// <summary>The module owning <paramref name="key"/> and the tensor's local name.</summary>
+    private static (nn.Module Owner, string Name) Slot(nn.Module root, string key, Dictionary<string, nn.Module>? modules = null)
+    {
+        int dot = key.LastIndexOf('.');
+        if (dot < 0) return (root, key);
+        modules ??= Modules(root);
+        return (modules[key[..dot]], key[(dot + 1)..]);
+    }
+
+    private static Dictionary<string, nn.Module> Modules(nn.Module root)
+    {
+        var modules = new Dictionary<string, nn.Module>(StringComparer.Ordinal);
+        foreach (var (name, m) in root.named_modules()) modules.TryAdd(name, m);
+        return modules;
+    }
+
     /// <summary>Replaces the parameter or buffer <paramref name="key"/> (dotted path) of <paramref name="root"/>.</summary>
     internal static void Replace(nn.Module root, string key, Tensor value, bool requiresGrad = false)
     {
-        int dot = key.LastIndexOf('.');
-        var owner = dot < 0 ? root : root.named_modules().First(m => m.name == key[..dot]).module;
-        string name = key[(dot + 1)..];
+        var (owner, name) = Slot(root, key);
+        Replace(owner, name, key, value, requiresGrad);
+    }
+
+    private static void Replace(nn.Module owner, string name, string key, Tensor value, bool requiresGrad)
+    {
         bool isParameter = owner.named_parameters(recurse: false).Any(p => p.name == name);
         Tensor replacement = isParameter ? new Parameter(value, requiresGrad) : value;
         replacement.DetachFromDisposeScope();

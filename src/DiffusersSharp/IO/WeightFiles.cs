@@ -68,6 +68,15 @@ public sealed class WeightFiles : IDisposable
     /// <summary>The weight files of a folder without opening them (null when there are none).</summary>
     public static IReadOnlyList<string>? FindFiles(string folder, string? variant = null)
     {
+        var found = FindExact(folder, variant);
+        if (found is null && variant is not null && FindExact(folder, null) is not null)
+            throw new FileNotFoundException($"{folder} has weights, but not the '{variant}' variant.");
+        return found;
+    }
+
+    /// <summary>The files of exactly this variant (or of the default weights when null), or null.</summary>
+    internal static IReadOnlyList<string>? FindExact(string folder, string? variant)
+    {
         foreach (var stem in Stems)
         {
             string single = Path.Combine(folder, variant is null ? $"{stem}.safetensors" : $"{stem}.{variant}.safetensors");
@@ -81,8 +90,6 @@ public sealed class WeightFiles : IDisposable
                 if (File.Exists(index)) return ShardsOf(index);
             }
         }
-        if (variant is not null && FindFiles(folder) is not null)
-            throw new FileNotFoundException($"{folder} has weights, but not the '{variant}' variant.");
         return null;
     }
 

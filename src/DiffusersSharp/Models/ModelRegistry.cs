@@ -23,6 +23,11 @@ public static class ModelRegistry
 {
     private static readonly Dictionary<string, Func<string, Device, nn.Module>> Builders = new(StringComparer.Ordinal)
     {
+        ["SD3Transformer2DModel"] = (config, device) => new Transformers.SD3Transformer2DModel(ConfigJson.Read<Transformers.SD3Transformer2DModelConfig>(config), device),
+        ["AutoencoderKL"] = (config, device) => new Autoencoders.AutoencoderKL(ConfigJson.Read<Autoencoders.AutoencoderKLConfig>(config), device),
+        ["CLIPTextModel"] = (config, device) => new TextEncoders.CLIPTextModel(ConfigJson.Read<TextEncoders.CLIPTextConfig>(config), device),
+        ["CLIPTextModelWithProjection"] = (config, device) => new TextEncoders.CLIPTextModelWithProjection(ConfigJson.Read<TextEncoders.CLIPTextConfig>(config), device),
+        ["T5EncoderModel"] = (config, device) => new TextEncoders.T5EncoderModel(ConfigJson.Read<TextEncoders.T5Config>(config), device),
     };
 
     private static readonly HashSet<string> Tokenizers = new(StringComparer.Ordinal)

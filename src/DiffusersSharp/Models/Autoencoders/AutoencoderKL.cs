@@ -81,21 +81,12 @@ public sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
     /// <param name="folder">The model folder.</param>
     /// <param name="dtype">Weight dtype (null keeps the stored one).</param>
     /// <param name="device">Target device (default CPU).</param>
+    /// <param name="variant">Weight variant such as "fp16" (falls back to the default weights when absent).</param>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">config.json or the weights are missing.</exception>
     /// <exception cref="WeightLoadException">The weights do not match the config.</exception>
-    public static AutoencoderKL FromPretrained(string folder, ScalarType? dtype = null, Device? device = null)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(folder);
-        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"VAE folder not found: {folder}");
-        var config = ConfigJson.Read<AutoencoderKLConfig>(Path.Combine(folder, "config.json"));
-        using var weights = WeightFiles.TryOpen(folder)
-            ?? throw new FileNotFoundException($"{folder} holds no diffusion_pytorch_model.safetensors (or sharded index).");
-        var model = new AutoencoderKL(config, META, dtype);
-        StateDictLoader.Load(model, weights, new WeightLoadOptions { Dtype = dtype, Device = device });
-        model.eval();
-        return model;
-    }
+    public static AutoencoderKL FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null) =>
+        PretrainedLoader.Load<AutoencoderKLConfig, AutoencoderKL>(folder, (c, meta) => new AutoencoderKL(c, meta, dtype), dtype, device, variant);
 
     /// <summary>Turns tiling on (or off with <c>false</c>).</summary>
     public void EnableTiling(bool useTiling = true) => UseTiling = useTiling;

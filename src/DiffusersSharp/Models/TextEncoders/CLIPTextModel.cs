@@ -28,8 +28,8 @@ public sealed class CLIPTextModel : nn.Module
     /// <summary>Loads <c>config.json</c> and <c>model.safetensors</c> (or shards) from a model folder, strictly.</summary>
     /// <exception cref="FileNotFoundException">No config or no weights in <paramref name="folder"/>.</exception>
     /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
-    public static CLIPTextModel FromPretrained(string folder, ScalarType? dtype = null, Device? device = null) =>
-        CLIPLoading.Load(folder, (c, meta) => new CLIPTextModel(c, meta), dtype, device);
+    public static CLIPTextModel FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null) =>
+        CLIPLoading.Load(folder, (c, meta) => new CLIPTextModel(c, meta), dtype, device, variant);
 
     /// <summary>
     /// Encodes [batch, seq] int64 token ids (seq &lt;= max_position_embeddings) with the causal mask only.
@@ -71,8 +71,8 @@ public sealed class CLIPTextModelWithProjection : nn.Module
     /// <summary>Loads <c>config.json</c> and <c>model.safetensors</c> (or shards) from a model folder, strictly.</summary>
     /// <exception cref="FileNotFoundException">No config or no weights in <paramref name="folder"/>.</exception>
     /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
-    public static CLIPTextModelWithProjection FromPretrained(string folder, ScalarType? dtype = null, Device? device = null) =>
-        CLIPLoading.Load(folder, (c, meta) => new CLIPTextModelWithProjection(c, meta), dtype, device);
+    public static CLIPTextModelWithProjection FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null) =>
+        CLIPLoading.Load(folder, (c, meta) => new CLIPTextModelWithProjection(c, meta), dtype, device, variant);
 
     /// <summary>
     /// Encodes [batch, seq] int64 token ids (seq &lt;= max_position_embeddings) with the causal mask only; also returns
@@ -92,23 +92,12 @@ public sealed class CLIPTextModelWithProjection : nn.Module
 /// <summary>Loading and output plumbing shared by the two CLIP text models.</summary>
 internal static class CLIPLoading
 {
-    private static readonly Device META = new(DeviceType.META);
-
-    public static T Load<T>(string folder, Func<CLIPTextConfig, Device, T> build, ScalarType? dtype, Device? device) where T : nn.Module
-    {
-        var config = ConfigJson.Read<CLIPTextConfig>(Path.Combine(folder, "config.json"));
-        using var weights = WeightFiles.TryOpen(folder) ?? throw new FileNotFoundException($"No safetensors weights (model.safetensors) in {folder}.");
-        var model = build(config, META);
-        StateDictLoader.Load(model, weights, new WeightLoadOptions
+    public static T Load<T>(string folder, Func<CLIPTextConfig, Device, T> build, ScalarType? dtype, Device? device, string? variant) where T : nn.Module =>
+        PretrainedLoader.Load(folder, build, dtype, device, variant, new WeightLoadOptions
         {
-            Dtype = dtype,
-            Device = device,
             // Checkpoints saved by older transformers hold the position_ids arange as a persistent buffer.
             IgnoreUnexpected = k => k == "text_model.embeddings.position_ids",
         });
-        model.eval();
-        return model;
-    }
 
     public static CLIPTextModelOutput Output(Tensor last, Tensor pooled, List<Tensor> hidden, Tensor? embeds)
     {

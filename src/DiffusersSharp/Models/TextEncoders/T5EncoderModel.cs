@@ -12,7 +12,6 @@ namespace DiffusersSharp.Models.TextEncoders;
 /// </summary>
 public sealed class T5EncoderModel : nn.Module
 {
-    private static readonly Device META = new(DeviceType.META);
 
     private readonly Embedding shared;
     private readonly T5Stack encoder;
@@ -37,27 +36,16 @@ public sealed class T5EncoderModel : nn.Module
     /// </summary>
     /// <exception cref="FileNotFoundException">No config or no weights in <paramref name="folder"/>.</exception>
     /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
-    public static T5EncoderModel FromPretrained(string folder, ScalarType? dtype = null, Device? device = null)
-    {
-        var config = ConfigJson.Read<T5Config>(Path.Combine(folder, "config.json"));
-        using var weights = WeightFiles.TryOpen(folder) ?? throw new FileNotFoundException($"No safetensors weights (model.safetensors) in {folder}.");
-        var model = new T5EncoderModel(config, META);
-        StateDictLoader.Load(model, weights, new WeightLoadOptions
+    public static T5EncoderModel FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null) =>
+        PretrainedLoader.Load<T5Config, T5EncoderModel>(folder, (c, meta) => new T5EncoderModel(c, meta), dtype, device, variant, new WeightLoadOptions
         {
-            Dtype = dtype,
-            Device = device,
             Aliases = new Dictionary<string, string>
             {
                 ["encoder.embed_tokens.weight"] = "shared.weight",
                 ["shared.weight"] = "encoder.embed_tokens.weight",
             },
+            KeepInFloat32WithFloat16 = k => k.EndsWith(".DenseReluDense.wo.weight", StringComparison.Ordinal),
         });
-        foreach (var (key, p) in model.named_parameters().ToList())
-            if (key.EndsWith(".DenseReluDense.wo.weight", StringComparison.Ordinal) && p.dtype == ScalarType.Float16)
-                StateDictLoader.Replace(model, key, weights.Read(key, ScalarType.Float32, device));
-        model.eval();
-        return model;
-    }
 
     /// <summary>
     /// Encodes [batch, seq] int64 token ids without an attention mask (padding takes part, as in SD3) and returns

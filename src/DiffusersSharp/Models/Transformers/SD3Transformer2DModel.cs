@@ -59,24 +59,8 @@ public sealed class SD3Transformer2DModel : nn.Module
     /// </summary>
     /// <exception cref="FileNotFoundException">config.json or the weights are missing.</exception>
     /// <exception cref="WeightLoadException">The weights do not match the config.</exception>
-    public static SD3Transformer2DModel FromPretrained(string folder, ScalarType? dtype = null, Device? device = null)
-    {
-        var config = ConfigJson.Read<SD3Transformer2DModelConfig>(Path.Combine(folder, "config.json"));
-        using var weights = WeightFiles.TryOpen(folder)
-            ?? throw new FileNotFoundException($"No safetensors weights (diffusion_pytorch_model.safetensors or a sharded index) in {folder}.");
-        var model = new SD3Transformer2DModel(config, new Device(DeviceType.META), dtype);
-        try
-        {
-            StateDictLoader.Load(model, weights, new WeightLoadOptions { Dtype = dtype, Device = device });
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-        model.eval();
-        return model;
-    }
+    public static SD3Transformer2DModel FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null) =>
+        PretrainedLoader.Load<SD3Transformer2DModelConfig, SD3Transformer2DModel>(folder, (c, meta) => new SD3Transformer2DModel(c, meta, dtype), dtype, device, variant);
 
     /// <summary>
     /// Predicts the flow-matching velocity for <paramref name="hidden_states"/> [B, in_channels, h, w] (h, w multiples of

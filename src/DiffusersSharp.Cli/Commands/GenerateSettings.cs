@@ -1,0 +1,192 @@
+using System.ComponentModel;
+using System.Globalization;
+using DiffusersSharp.Runtime;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace DiffusersSharp.Cli.Commands;
+
+/// <summary>Options shared by <c>generate</c>, <c>img2img</c> and <c>inpaint</c>; validated before any model is loaded.</summary>
+public class GenerateSettings : CommandSettings
+{
+    /// <summary>Model folder (diffusers layout) or hub repo id.</summary>
+    [CommandOption("--model <MODEL>"), Description("Model folder in the diffusers layout, or a Hugging Face repo id.")]
+    public string? Model { get; init; }
+
+    /// <summary>The prompt.</summary>
+    [CommandOption("--prompt <PROMPT>"), Description("What to draw.")]
+    public string? Prompt { get; init; }
+
+    /// <summary>Prompt for CLIP-G (default: --prompt).</summary>
+    [CommandOption("--prompt-2 <PROMPT>"), Description("Prompt for the second CLIP encoder (default: --prompt).")]
+    public string? Prompt2 { get; init; }
+
+    /// <summary>Prompt for T5 (default: --prompt).</summary>
+    [CommandOption("--prompt-3 <PROMPT>"), Description("Prompt for T5 (default: --prompt).")]
+    public string? Prompt3 { get; init; }
+
+    /// <summary>Negative prompt.</summary>
+    [CommandOption("--negative-prompt <TEXT>"), Description("What to steer away from (used when guidance > 1).")]
+    public string? NegativePrompt { get; init; }
+
+    /// <summary>Precomputed embeddings file.</summary>
+    [CommandOption("--prompt-embeds <FILE>"), Description("A .safetensors file with prompt_embeds and pooled_prompt_embeds (and optionally negative_*), instead of --prompt.")]
+    public string? PromptEmbeds { get; init; }
+
+    /// <summary>Denoising steps.</summary>
+    [CommandOption("--steps <N>"), Description("Denoising steps (default 28 for generate, 50 for img2img and inpaint).")]
+    public int? Steps { get; init; }
+
+    /// <summary>Guidance scale.</summary>
+    [CommandOption("--guidance <SCALE>"), Description("Classifier-free guidance scale (default 7.0; 1 turns it off).")]
+    public string Guidance { get; init; } = "7.0";
+
+    /// <summary>Seed.</summary>
+    [CommandOption("--seed <SEED>"), Description("Random seed (default: random, written into the PNG).")]
+    public long? Seed { get; init; }
+
+    /// <summary>Width.</summary>
+    [CommandOption("--width <W>"), Description("Width in pixels, a multiple of 16 (default: the model's, 1024 for SD3).")]
+    public int? Width { get; init; }
+
+    /// <summary>Height.</summary>
+    [CommandOption("--height <H>"), Description("Height in pixels, a multiple of 16 (default: the model's).")]
+    public int? Height { get; init; }
+
+    /// <summary>Images to generate.</summary>
+    [CommandOption("--num-images <N>"), Description("Images per prompt; out.png becomes out-1.png ... out-N.png.")]
+    public int NumImages { get; init; } = 1;
+
+    /// <summary>T5 sequence length.</summary>
+    [CommandOption("--max-sequence-length <N>"), Description("T5 tokens (at most 512, default 256).")]
+    public int MaxSequenceLength { get; init; } = 256;
+
+    /// <summary>Device.</summary>
+    [CommandOption("--device <DEVICE>"), Description("cpu, cuda or cuda:N.")]
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>Dtype.</summary>
+    [CommandOption("--dtype <DTYPE>"), Description("float32, bfloat16 or float16.")]
+    public string Dtype { get; init; } = "float32";
+
+    /// <summary>Output file.</summary>
+    [CommandOption("--output <FILE>"), Description("Output image (.png with the parameters in a text chunk, or .jpg).")]
+    public string Output { get; init; } = "out.png";
+
+    /// <summary>Drop T5.</summary>
+    [CommandOption("--no-t5"), Description("Do not load T5 (its embeddings become zeros), as text_encoder_3=None.")]
+    public bool NoT5 { get; init; }
+
+    /// <summary>CLIP skip.</summary>
+    [CommandOption("--clip-skip <N>"), Description("CLIP layers to skip from the end (positive prompt only).")]
+    public int? ClipSkip { get; init; }
+
+    /// <summary>Skip-layer guidance layers.</summary>
+    [CommandOption("--skip-layers <LIST>"), Description("Skip-layer guidance: transformer blocks to skip, e.g. 7,8,9 (generate only).")]
+    public string? SkipLayers { get; init; }
+
+    /// <summary>Generator device.</summary>
+    [CommandOption("--generator-device <DEVICE>"), Description("Where the seed's noise is drawn: cpu (same image on every device, default) or cuda.")]
+    public string GeneratorDevice { get; init; } = "cpu";
+
+    /// <summary>Weights variant.</summary>
+    [CommandOption("--variant <NAME>"), Description("Weights variant, e.g. fp16.")]
+    public string? Variant { get; init; }
+
+    /// <summary>Hub token.</summary>
+    [CommandOption("--token <TOKEN>"), Description("Hugging Face token for gated models (default: HF_TOKEN or the saved token).")]
+    public string? Token { get; init; }
+
+    /// <summary>Hub revision.</summary>
+    [CommandOption("--revision <REV>"), Description("Hub branch, tag or commit.")]
+    public string? Revision { get; init; }
+
+    /// <summary>The parsed guidance scale.</summary>
+    public double GuidanceScale => double.Parse(Guidance, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    /// <summary>The parsed skip-layer list.</summary>
+    public int[]? SkipLayerList => SkipLayers?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+        .Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+
+    /// <inheritdoc />
+    public override ValidationResult Validate()
+    {
+        string? error = Check();
+        return error is null ? ValidationResult.Success() : ValidationResult.Error(error);
+    }
+
+    /// <summary>The first problem with the options, or null.</summary>
+    protected virtual string? Check()
+    {
+        if (string.IsNullOrWhiteSpace(Model)) return "--model is required.";
+        if (Prompt is null && PromptEmbeds is null) return "--prompt is required (or --prompt-embeds).";
+        if (Prompt is not null && PromptEmbeds is not null) return "give either --prompt or --prompt-embeds, not both.";
+        if (PromptEmbeds is not null && !File.Exists(PromptEmbeds)) return $"--prompt-embeds file not found: {PromptEmbeds}.";
+        if (Steps is < 1) return $"--steps must be at least 1, got {Steps}.";
+        if (!double.TryParse(Guidance, NumberStyles.Float, CultureInfo.InvariantCulture, out double g) || !double.IsFinite(g))
+            return $"--guidance must be a finite number, got '{Guidance}'.";
+        if (Width is { } w && (w <= 0 || w % 16 != 0)) return $"--width must be a positive multiple of 16, got {w}.";
+        if (Height is { } h && (h <= 0 || h % 16 != 0)) return $"--height must be a positive multiple of 16, got {h}.";
+        if (NumImages < 1) return $"--num-images must be at least 1, got {NumImages}.";
+        if (MaxSequenceLength is < 1 or > 512) return $"--max-sequence-length must be in [1, 512], got {MaxSequenceLength}.";
+        if (ClipSkip is < 0) return $"--clip-skip must not be negative, got {ClipSkip}.";
+        try
+        {
+            TorchDtypes.Parse(Dtype);
+            _ = SkipLayerList;
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or OverflowException) { return e.Message; }
+        if (Device.Trim().ToLowerInvariant() is not ("cpu" or "cuda") && !Device.Trim().ToLowerInvariant().StartsWith("cuda:", StringComparison.Ordinal))
+            return $"--device must be cpu, cuda or cuda:N, got '{Device}'.";
+        if (GeneratorDevice.Trim().ToLowerInvariant() is not ("cpu" or "cuda")) return $"--generator-device must be cpu or cuda, got '{GeneratorDevice}'.";
+        string ext = Path.GetExtension(Output).ToLowerInvariant();
+        if (ext is not (".png" or ".jpg" or ".jpeg")) return $"--output must end in .png, .jpg or .jpeg, got '{Output}'.";
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(Output));
+        if (dir is not null && !Directory.Exists(dir)) return $"output folder does not exist: {dir}.";
+        return null;
+    }
+}
+
+/// <summary>Options of <c>img2img</c>.</summary>
+public class Img2ImgSettings : GenerateSettings
+{
+    /// <summary>Input image.</summary>
+    [CommandOption("--image <FILE>"), Description("The starting image (PNG or JPEG).")]
+    public string? Image { get; init; }
+
+    /// <summary>Strength.</summary>
+    [CommandOption("--strength <S>"), Description("How much to change the image, in [0, 1] (default 0.6).")]
+    public string Strength { get; init; } = "0.6";
+
+    /// <summary>The parsed strength.</summary>
+    public double StrengthValue => double.Parse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    /// <inheritdoc />
+    protected override string? Check()
+    {
+        if (base.Check() is { } error) return error;
+        if (string.IsNullOrWhiteSpace(Image)) return "--image is required.";
+        if (!File.Exists(Image)) return $"--image not found: {Image}.";
+        if (!double.TryParse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture, out double s) || !(s >= 0 && s <= 1))
+            return $"--strength must be a number in [0, 1], got '{Strength}'.";
+        if (SkipLayers is not null) return "--skip-layers applies to generate only (diffusers has skip-layer guidance in text-to-image only).";
+        return null;
+    }
+}
+
+/// <summary>Options of <c>inpaint</c>.</summary>
+public sealed class InpaintSettings : Img2ImgSettings
+{
+    /// <summary>Mask image.</summary>
+    [CommandOption("--mask <FILE>"), Description("The mask: white is repainted, black kept.")]
+    public string? Mask { get; init; }
+
+    /// <inheritdoc />
+    protected override string? Check()
+    {
+        if (base.Check() is { } error) return error;
+        if (string.IsNullOrWhiteSpace(Mask)) return "--mask is required.";
+        if (!File.Exists(Mask)) return $"--mask not found: {Mask}.";
+        return null;
+    }
+}

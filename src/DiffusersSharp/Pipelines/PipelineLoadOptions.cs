@@ -1,0 +1,35 @@
+using DiffusersSharp.Runtime;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines;
+
+/// <summary>How a pipeline is loaded (diffusers' <c>from_pretrained</c> keyword arguments).</summary>
+public sealed record PipelineLoadOptions
+{
+    /// <summary>Floating-point dtype of every model (<c>torch_dtype</c>).</summary>
+    public ScalarType Dtype { get; init; } = ScalarType.Float32;
+
+    /// <summary>"cpu", "cuda" or "cuda:N".</summary>
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>Weight variant to load, e.g. "fp16" (<c>model.fp16.safetensors</c>).</summary>
+    public string? Variant { get; init; }
+
+    /// <summary>Load T5 (<c>text_encoder_3</c>). False drops it, as <c>text_encoder_3=None</c> does: its embeddings become zeros.</summary>
+    public bool LoadTextEncoder3 { get; init; } = true;
+
+    /// <summary>Hugging Face token for gated repos (else HF_TOKEN or the huggingface_hub token file).</summary>
+    public string? HubToken { get; init; }
+
+    /// <summary>Hub revision: branch, tag or commit.</summary>
+    public string? Revision { get; init; }
+
+    /// <summary>Download progress when the model is a hub repo id that is not cached yet.</summary>
+    public IProgress<Hub.DownloadProgress>? DownloadProgress { get; init; }
+
+    /// <summary>The hub options these load options imply (token, revision, variant; the rest from the environment).</summary>
+    internal Hub.HubOptions HubOptions => new() { Token = HubToken, Revision = Revision ?? "main", Variant = Variant };
+
+    /// <summary>The parsed device.</summary>
+    internal Device ParsedDevice => TorchDevices.Parse(Device);
+}

@@ -1,0 +1,282 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.Models;
+using DiffusersSharp.Schedulers;
+using TorchSharp;
+using static TorchSharp.torch;
+using Generator = DiffusersSharp.Runtime.Generator;
+
+namespace DiffusersSharp.Pipelines.StableDiffusion3;
+
+/// <summary>
+/// What the three SD3 pipelines share: components, input checks, prompt encoding with CFG batching, random draws in
+/// diffusers' order, the denoising loop and the VAE decode. Each pipeline adds how its latents start and what happens
+/// after each step.
+/// </summary>
+public abstract class StableDiffusion3PipelineBase : IDisposable
+{
+    private bool _disposed;
+
+    /// <summary>The shared components.</summary>
+    public StableDiffusion3Components Components { get; }
+
+    /// <summary>The VAE's spatial scale factor (8).</summary>
+    public int VaeScaleFactor => Components.Vae.VaeScaleFactor;
+
+    /// <summary>Default height and width: transformer sample_size x VAE scale factor (1024 for SD3).</summary>
+    public int DefaultSize => Components.Transformer.Config.SampleSize * VaeScaleFactor;
+
+    /// <summary>Image pre/post-processing (diffusers' <c>image_processor</c>: LANCZOS resize, [-1, 1] normalization).</summary>
+    public VaeImageProcessor ImageProcessor { get; }
+
+    /// <summary>The inpainting mask processor (grayscale, binarized at 0.5, no normalization).</summary>
+    public VaeImageProcessor MaskProcessor { get; }
+
+    /// <summary>Called when a prompt is cut to a tokenizer's limit (tokenizer, untruncated length, limit).</summary>
+    public Action<string, int, int>? OnPromptTruncated { get; set; }
+
+    /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
+    protected StableDiffusion3PipelineBase(StableDiffusion3Components components)
+    {
+        Components = components.Acquire();
+        int scale = components.Vae.VaeScaleFactor, channels = components.Vae.Config.LatentChannels;
+        ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig { VaeScaleFactor = scale, VaeLatentChannels = channels });
+        MaskProcessor = VaeImageProcessor.CreateMaskProcessor(scale, channels);
+    }
+
+    /// <summary>An image input as a tensor NCHW in [-1, 1] at the requested size (latent tensors pass through).</summary>
+    protected Tensor PreprocessImage(PipelineImage image, int height, int width) =>
+        image.Image is { } pixels ? ImageProcessor.Preprocess(pixels, height, width) : ImageProcessor.Preprocess(image.Tensor!, height, width);
+
+    /// <summary>A mask input as a binarized tensor N1HW at the requested size.</summary>
+    protected Tensor PreprocessMask(PipelineImage mask, int height, int width) =>
+        mask.Image is { } pixels ? MaskProcessor.Preprocess(pixels, height, width) : MaskProcessor.Preprocess(mask.Tensor!, height, width);
+
+    /// <summary>The default number of steps of this pipeline (28 text-to-image, 50 otherwise).</summary>
+    protected abstract int DefaultSteps { get; }
+
+    /// <summary>Validates what every SD3 pipeline validates (diffusers' check_inputs), before any compute.</summary>
+    protected void CheckInputs(StableDiffusion3Request r, int height, int width)
+    {
+        int multiple = VaeScaleFactor * Components.Transformer.Config.PatchSize;
+        if (height <= 0 || width <= 0 || height % multiple != 0 || width % multiple != 0)
+            throw new ArgumentException($"height and width must be positive multiples of {multiple}, got {height}x{width} (try {Math.Max(multiple, height - height % multiple)}x{Math.Max(multiple, width - width % multiple)}).");
+        if (r.NumInferenceSteps is < 1)
+            throw new ArgumentException($"num_inference_steps must be at least 1, got {r.NumInferenceSteps}.");
+        if (!double.IsFinite(r.GuidanceScale))
+            throw new ArgumentException($"guidance_scale must be a finite number, got {r.GuidanceScale}.");
+        if (r.NumImagesPerPrompt < 1)
+            throw new ArgumentException($"num_images_per_prompt must be at least 1, got {r.NumImagesPerPrompt}.");
+        if (r.MaxSequenceLength is < 1 or > 512)
+            throw new ArgumentException($"max_sequence_length must be in [1, 512], got {r.MaxSequenceLength}.");
+        if (r.PromptEmbeds is not null && (r.Prompt is not null || r.Prompt2 is not null || r.Prompt3 is not null))
+            throw new ArgumentException("Give either a prompt or prompt_embeds, not both.");
+        if (r.PromptEmbeds is null && (r.Prompt is null || r.Prompt.Value.Count == 0))
+            throw new ArgumentException("Give a prompt or prompt_embeds.");
+        if (r.NegativePromptEmbeds is not null && (r.NegativePrompt is not null || r.NegativePrompt2 is not null || r.NegativePrompt3 is not null))
+            throw new ArgumentException("Give either a negative prompt or negative_prompt_embeds, not both.");
+        if (r.PromptEmbeds is not null && r.PooledPromptEmbeds is null)
+            throw new ArgumentException("prompt_embeds needs pooled_prompt_embeds too (they come from the same encode_prompt call).");
+        if (r.NegativePromptEmbeds is not null && r.NegativePooledPromptEmbeds is null)
+            throw new ArgumentException("negative_prompt_embeds needs negative_pooled_prompt_embeds too.");
+        if (r.PromptEmbeds is not null && r.NegativePromptEmbeds is not null && !r.PromptEmbeds.shape.SequenceEqual(r.NegativePromptEmbeds.shape))
+            throw new ArgumentException("prompt_embeds and negative_prompt_embeds must have the same shape.");
+        if (r.Generator is not null && r.Generators is not null)
+            throw new ArgumentException("Give one generator or a list of generators, not both.");
+        if (r.Sigmas is { Length: 0 })
+            throw new ArgumentException("sigmas must not be empty.");
+    }
+
+    /// <summary>The batch size before num_images_per_prompt.</summary>
+    protected static int BatchSize(StableDiffusion3Request r) => r.PromptEmbeds is { } e ? (int)e.shape[0] : r.Prompt!.Value.Count;
+
+    /// <summary>
+    /// Draws <c>randn(shape)</c> like diffusers' <c>randn_tensor</c>: one generator for the batch, or one per sample
+    /// (each drawing a [1, ...] slice); without a generator, from a fresh random seed.
+    /// </summary>
+    protected Tensor RandnTensor(long[] shape, StableDiffusion3Request r, ScalarType dtype)
+    {
+        if (r.Generators is { Count: > 1 } list)
+        {
+            if (list.Count != shape[0])
+                throw new ArgumentException($"{list.Count} generators were given for a batch of {shape[0]}.");
+            var one = shape.ToArray();
+            one[0] = 1;
+            var parts = list.Select(g => g.Randn(one, dtype, Components.Device)).ToArray();
+            var result = cat(parts, 0);
+            foreach (var p in parts) p.Dispose();
+            return result;
+        }
+        var generator = r.Generator ?? r.Generators?[0];
+        if (generator is not null) return generator.Randn(shape, dtype, Components.Device);
+        using var fresh = new Generator(CPU).ManualSeed(Random.Shared.NextInt64());
+        return fresh.Randn(shape, dtype, Components.Device);
+    }
+
+    /// <summary>
+    /// A VAE posterior sample of <paramref name="image"/> (diffusers' <c>retrieve_latents(vae.encode(image), generator)</c>):
+    /// mean + std * randn, drawn from the request's generator, or per sample from a list of generators.
+    /// </summary>
+    protected Tensor SampleLatents(Tensor image, StableDiffusion3Request r)
+    {
+        var vae = Components.Vae;
+        using var scope = NewDisposeScope();
+        image = image.to(vae.WeightDtype(), Components.Device);
+        Tensor result;
+        if (r.Generators is { Count: > 1 } list)
+        {
+            if (list.Count < image.shape[0])
+                throw new ArgumentException($"{list.Count} generators were given for {image.shape[0]} images.");
+            var parts = new List<Tensor>();
+            for (int i = 0; i < image.shape[0]; i++)
+            {
+                using var dist = vae.Encode(image[i..(i + 1)]);
+                parts.Add(dist.Mean + dist.Std * list[i].Randn(dist.Mean.shape, dist.Mean.dtype, Components.Device));
+            }
+            result = cat(parts, 0);
+        }
+        else
+        {
+            using var dist = vae.Encode(image);
+            result = dist.Mean + dist.Std * RandnTensor(dist.Mean.shape, r, dist.Mean.dtype);
+        }
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>A scheduler for one call, with its timesteps set (dynamic shifting resolved as diffusers does).</summary>
+    protected FlowMatchEulerDiscreteScheduler CreateScheduler(StableDiffusion3Request r, int steps, int height, int width)
+    {
+        var scheduler = new FlowMatchEulerDiscreteScheduler(Components.SchedulerConfig);
+        double? mu = r.Mu;
+        var config = Components.SchedulerConfig;
+        if (config.UseDynamicShifting && mu is null)
+        {
+            int patch = Components.Transformer.Config.PatchSize;
+            int seqLen = (height / VaeScaleFactor / patch) * (width / VaeScaleFactor / patch);
+            mu = FlowMatchEulerDiscreteScheduler.CalculateShift(seqLen, config.BaseImageSeqLen, config.MaxImageSeqLen, config.BaseShift, config.MaxShift);
+        }
+        scheduler.SetTimesteps(r.Sigmas is null ? steps : r.Sigmas.Length, Components.Device, r.Sigmas, mu);
+        return scheduler;
+    }
+
+    /// <summary>Encodes the prompts; under CFG the returned embeddings are [negative; positive] along the batch.</summary>
+    protected (Tensor Embeds, Tensor Pooled, Tensor PositiveEmbeds, Tensor PositivePooled) EncodePrompt(StableDiffusion3Request r, bool cfg)
+    {
+        var encoder = Components.CreatePromptEncoder(OnPromptTruncated);
+        using var encoded = encoder.Encode(r, cfg, Components.Device);
+        var positive = encoded.PromptEmbeds.alias();
+        var positivePooled = encoded.PooledPromptEmbeds.alias();
+        if (!cfg) return (positive.alias(), positivePooled.alias(), positive, positivePooled);
+        return (cat([encoded.NegativePromptEmbeds!, encoded.PromptEmbeds], 0), cat([encoded.NegativePooledPromptEmbeds!, encoded.PooledPromptEmbeds], 0),
+            positive, positivePooled);
+    }
+
+    /// <summary>Per-call hooks into the denoising loop (inpainting adds its mask; the defaults do nothing).</summary>
+    protected class DenoiseHooks
+    {
+        /// <summary>The transformer input for this step from the (CFG-doubled) latents.</summary>
+        public virtual Tensor TransformerInput(Tensor modelInput, bool cfg) => modelInput;
+
+        /// <summary>Runs after each scheduler step; returns the latents to continue with.</summary>
+        public virtual Tensor AfterStep(Tensor latents, int step, FlowMatchEulerDiscreteScheduler scheduler, Tensor timesteps) => latents;
+
+        /// <summary>The latent-size mask shown to callbacks (inpainting only).</summary>
+        public virtual Tensor? Mask { get => null; set { } }
+    }
+
+    /// <summary>
+    /// The denoising loop of all three pipelines: transformer (CFG-batched), guidance, optional skip-layer guidance,
+    /// scheduler step, pipeline hook, callback. Each step runs in its own dispose scope; cancellation is checked between steps.
+    /// </summary>
+    protected Tensor Denoise(Tensor latents, Tensor embeds, Tensor pooled, Tensor positiveEmbeds, Tensor positivePooled,
+        FlowMatchEulerDiscreteScheduler scheduler, Tensor timesteps, StableDiffusion3Request r, int numInferenceSteps,
+        IProgress<PipelineProgress>? progress, CancellationToken ct, DenoiseHooks? hooks = null)
+    {
+        hooks ??= new DenoiseHooks();
+        double guidance = r.GuidanceScale;
+        int total = (int)timesteps.shape[0];
+        var transformer = Components.Transformer;
+        var skipLayers = r.SkipGuidanceLayers;
+        progress?.Report(new PipelineProgress("denoise", 0, total));
+        for (int i = 0; i < total; i++)
+        {
+            ct.ThrowIfCancellationRequested();
+            bool cfg = guidance > 1;
+            using (var scope = NewDisposeScope())
+            {
+                var t = timesteps[i];
+                // The callback may have dropped guidance: then only the conditional half of the embeddings is used.
+                var stepEmbeds = !cfg && embeds.shape[0] == 2 * latents.shape[0] ? embeds.chunk(2)[1] : embeds;
+                var stepPooled = !cfg && pooled.shape[0] == 2 * latents.shape[0] ? pooled.chunk(2)[1] : pooled;
+                var modelInput = cfg ? cat([latents, latents], 0) : latents;
+                var timestep = t.expand(modelInput.shape[0]);
+                var noisePred = transformer.forward(hooks.TransformerInput(modelInput, cfg), stepEmbeds, stepPooled, timestep);
+                if (cfg)
+                {
+                    var halves = noisePred.chunk(2);
+                    var (uncond, text) = (halves[0], halves[1]);
+                    noisePred = uncond + guidance * (text - uncond);
+                    bool skip = skipLayers is not null && i > numInferenceSteps * r.SkipLayerGuidanceStart && i < numInferenceSteps * r.SkipLayerGuidanceStop;
+                    if (skip)
+                    {
+                        var predSkip = transformer.forward(latents, positiveEmbeds, positivePooled, t.expand(latents.shape[0]), skipLayers!.ToArray());
+                        noisePred = noisePred + (text - predSkip) * r.SkipLayerGuidanceScale;
+                    }
+                }
+                var next = scheduler.Step(noisePred, t, latents);
+                next = hooks.AfterStep(next, i, scheduler, timesteps);
+                next.MoveToOuterDisposeScope();
+                latents.Dispose();
+                latents = next;
+            }
+            progress?.Report(new PipelineProgress("denoise", i + 1, total));
+            if (r.CallbackOnStepEnd is { } callback)
+            {
+                var context = new StepEndContext
+                {
+                    Step = i, TotalSteps = total, Timestep = timesteps[i].item<float>(), Latents = latents,
+                    PromptEmbeds = embeds, PooledPromptEmbeds = pooled, GuidanceScale = guidance, Mask = hooks.Mask,
+                };
+                callback(context);
+                latents = Adopt(latents, context.Latents);
+                embeds = Adopt(embeds, context.PromptEmbeds);
+                pooled = Adopt(pooled, context.PooledPromptEmbeds);
+                if (context.Mask is not null && !ReferenceEquals(context.Mask, hooks.Mask)) hooks.Mask = context.Mask;
+                guidance = context.GuidanceScale;
+                if (context.Interrupt) break;
+            }
+        }
+        return latents;
+    }
+
+    private static Tensor Adopt(Tensor current, Tensor replacement)
+    {
+        if (ReferenceEquals(current, replacement)) return current;
+        return replacement.alias().DetachFromDisposeScope();
+    }
+
+    /// <summary>Decodes latents and converts them to the requested output (diffusers' postprocess).</summary>
+    protected StableDiffusion3Output Decode(Tensor latents, OutputType outputType, bool addShift)
+    {
+        if (outputType == OutputType.Latent) return new StableDiffusion3Output(null, latents.alias().DetachFromDisposeScope());
+        using var scope = NewDisposeScope();
+        var vae = Components.Vae;
+        var scaled = latents / vae.Config.ScalingFactor;
+        if (addShift && vae.Config.ShiftFactor is { } shift) scaled = scaled + shift;
+        var decoded = vae.Decode(scaled.to(vae.WeightDtype()));
+        return outputType switch
+        {
+            OutputType.Tensor => new StableDiffusion3Output(null, (decoded * 0.5 + 0.5).clamp(0, 1).DetachFromDisposeScope()),
+            OutputType.Numpy => new StableDiffusion3Output(null, ImageProcessor.Postprocess(decoded).DetachFromDisposeScope()),
+            _ => new StableDiffusion3Output(ImageProcessor.PostprocessToImages(decoded), null),
+        };
+    }
+
+    /// <summary>Releases this pipeline's reference on the shared components.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        Components.Release();
+        GC.SuppressFinalize(this);
+    }
+}

@@ -1,0 +1,114 @@
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines.StableDiffusion3;
+
+/// <summary>
+/// The parameters of a Stable Diffusion 3 text-to-image call, with diffusers' names and defaults
+/// (<c>StableDiffusion3Pipeline.__call__</c>). Tensors passed in stay owned by the caller.
+/// </summary>
+public record StableDiffusion3Request
+{
+    /// <summary>The prompt(s); required unless <see cref="PromptEmbeds"/> is given.</summary>
+    public PromptList? Prompt { get; init; }
+
+    /// <summary>Prompt for CLIP-G (defaults to <see cref="Prompt"/>).</summary>
+    public PromptList? Prompt2 { get; init; }
+
+    /// <summary>Prompt for T5 (defaults to <see cref="Prompt"/>).</summary>
+    public PromptList? Prompt3 { get; init; }
+
+    /// <summary>Negative prompt(s), used when guidance is on (default "").</summary>
+    public PromptList? NegativePrompt { get; init; }
+
+    /// <summary>Negative prompt for CLIP-G (defaults to <see cref="NegativePrompt"/>).</summary>
+    public PromptList? NegativePrompt2 { get; init; }
+
+    /// <summary>Negative prompt for T5 (defaults to <see cref="NegativePrompt"/>).</summary>
+    public PromptList? NegativePrompt3 { get; init; }
+
+    /// <summary>Image height in pixels, a multiple of 16 (default: transformer sample_size x VAE scale factor, 1024 for SD3).</summary>
+    public int? Height { get; init; }
+
+    /// <summary>Image width in pixels, a multiple of 16 (default as <see cref="Height"/>).</summary>
+    public int? Width { get; init; }
+
+    /// <summary>Denoising steps (default 28 for text-to-image, 50 for image-to-image and inpainting).</summary>
+    public int? NumInferenceSteps { get; init; }
+
+    /// <summary>Custom sigmas for the scheduler (the scheduler's shift is still applied, as in diffusers).</summary>
+    public float[]? Sigmas { get; init; }
+
+    /// <summary>Classifier-free guidance scale; guidance is on when above 1.</summary>
+    public double GuidanceScale { get; init; } = 7.0;
+
+    /// <summary>Images per prompt.</summary>
+    public int NumImagesPerPrompt { get; init; } = 1;
+
+    /// <summary>Random source (one for the batch, like a single torch.Generator). Null draws from a fresh random seed.</summary>
+    public Runtime.Generator? Generator { get; init; }
+
+    /// <summary>One generator per image (batch x images per prompt), like a list of torch.Generators.</summary>
+    public IReadOnlyList<Runtime.Generator>? Generators { get; init; }
+
+    /// <summary>Initial latents [B*n, 16, H/8, W/8] instead of drawn noise.</summary>
+    public Tensor? Latents { get; init; }
+
+    /// <summary>Precomputed prompt embeddings [B, 77 + max_sequence_length, joint_attention_dim].</summary>
+    public Tensor? PromptEmbeds { get; init; }
+
+    /// <summary>Precomputed negative prompt embeddings.</summary>
+    public Tensor? NegativePromptEmbeds { get; init; }
+
+    /// <summary>Precomputed pooled prompt embeddings [B, 2048]; required with <see cref="PromptEmbeds"/>.</summary>
+    public Tensor? PooledPromptEmbeds { get; init; }
+
+    /// <summary>Precomputed negative pooled prompt embeddings.</summary>
+    public Tensor? NegativePooledPromptEmbeds { get; init; }
+
+    /// <summary>What to return.</summary>
+    public OutputType OutputType { get; init; } = OutputType.Image;
+
+    /// <summary>CLIP layers to skip from the end (positive prompt only, as in diffusers).</summary>
+    public int? ClipSkip { get; init; }
+
+    /// <summary>T5 sequence length (at most 512).</summary>
+    public int MaxSequenceLength { get; init; } = 256;
+
+    /// <summary>Transformer blocks to skip for skip-layer guidance (text-to-image only; [7, 8, 9] for SD3.5-Medium).</summary>
+    public IReadOnlyList<int>? SkipGuidanceLayers { get; init; }
+
+    /// <summary>Skip-layer guidance scale.</summary>
+    public double SkipLayerGuidanceScale { get; init; } = 2.8;
+
+    /// <summary>Fraction of the steps after which skip-layer guidance stops.</summary>
+    public double SkipLayerGuidanceStop { get; init; } = 0.2;
+
+    /// <summary>Fraction of the steps after which skip-layer guidance starts.</summary>
+    public double SkipLayerGuidanceStart { get; init; } = 0.01;
+
+    /// <summary>The dynamic-shifting parameter (only used when the scheduler config enables dynamic shifting).</summary>
+    public double? Mu { get; init; }
+
+    /// <summary>Called after every step; may replace latents and embeddings or interrupt.</summary>
+    public Action<StepEndContext>? CallbackOnStepEnd { get; init; }
+}
+
+/// <summary>Image-to-image parameters (<c>StableDiffusion3Img2ImgPipeline.__call__</c>): the text-to-image ones plus the image and strength.</summary>
+public record StableDiffusion3Img2ImgRequest : StableDiffusion3Request
+{
+    /// <summary>The starting image (RGB), or a [B,16,h,w] latent tensor used as is.</summary>
+    public PipelineImage? Image { get; init; }
+
+    /// <summary>How much to change the image, in [0, 1]: the fraction of the schedule that is run.</summary>
+    public double Strength { get; init; } = 0.6;
+}
+
+/// <summary>Inpainting parameters (<c>StableDiffusion3InpaintPipeline.__call__</c>).</summary>
+public record StableDiffusion3InpaintRequest : StableDiffusion3Img2ImgRequest
+{
+    /// <summary>The mask: white (1) is repainted, black (0) kept. Grayscale or RGB; binarized at 0.5.</summary>
+    public PipelineImage? MaskImage { get; init; }
+
+    /// <summary>Latents of the masked image, if precomputed.</summary>
+    public Tensor? MaskedImageLatents { get; init; }
+}

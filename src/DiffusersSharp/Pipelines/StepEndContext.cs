@@ -1,0 +1,45 @@
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines;
+
+/// <summary>
+/// What a per-step callback sees after each denoising step (diffusers' <c>callback_on_step_end</c>): it may read and
+/// replace the latents and embeddings, or stop the loop (<c>pipe.interrupt</c>). A replaced tensor is owned by the pipeline
+/// from then on. The callback runs inside the pipeline call's dispose scope: a tensor it wants to keep after the call
+/// must be detached (<c>latents.clone().DetachFromDisposeScope()</c>).
+/// </summary>
+public sealed class StepEndContext
+{
+    /// <summary>The index of the step just finished (0-based).</summary>
+    public required int Step { get; init; }
+
+    /// <summary>Number of steps this call runs.</summary>
+    public required int TotalSteps { get; init; }
+
+    /// <summary>The step's timestep (sigma x 1000).</summary>
+    public required float Timestep { get; init; }
+
+    /// <summary>The latents after the step; assign to replace them.</summary>
+    public required Tensor Latents { get; set; }
+
+    /// <summary>The prompt embeddings (with the negative half first under CFG); assign to replace them.</summary>
+    public required Tensor PromptEmbeds { get; set; }
+
+    /// <summary>The pooled prompt embeddings (negative half first under CFG); assign to replace them.</summary>
+    public required Tensor PooledPromptEmbeds { get; set; }
+
+    /// <summary>The inpainting mask at latent size (inpaint only); assign to replace it.</summary>
+    public Tensor? Mask { get; set; }
+
+    /// <summary>The guidance scale used from the next step on; set to 1 or below to drop CFG (as SD3CFGCutoffCallback does).</summary>
+    public double GuidanceScale { get; set; }
+
+    /// <summary>Set to stop after this step; the result is decoded from the current latents.</summary>
+    public bool Interrupt { get; set; }
+}
+
+/// <summary>Progress of a pipeline call.</summary>
+/// <param name="Stage">"encode", "denoise" or "decode".</param>
+/// <param name="Step">Steps done in this stage.</param>
+/// <param name="TotalSteps">Steps in this stage.</param>
+public readonly record struct PipelineProgress(string Stage, int Step, int TotalSteps);
