@@ -1,0 +1,112 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.Tests.Support;
+
+namespace DiffusersSharp.Tests.Cli;
+
+/// <summary>The CLI contract of generate / img2img / inpaint: outputs, PNG parameters, exit codes, nothing left on failure.</summary>
+public sealed class GenerateCliTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("gen").FullName;
+    private static readonly string Model = Fixtures.TinySd3Model;
+    private static readonly string Init = Fixtures.Path("tiny-sd3/init_image.png");
+    private static readonly string Mask = Fixtures.Path("tiny-sd3/mask.png");
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string Out(string name = "out.png") => Path.Combine(_dir, name);
+
+    [Fact]
+    public void GenerateWritesAPngWithItsParameters()
+    {
+        var (code, stdout, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt", "a teddy bear", "--negative-prompt", "pepperoni",
+            "--steps", "2", "--guidance", "4.5", "--width", "48", "--height", "32", "--seed", "42", "--max-sequence-length", "16", "--output", Out());
+        Assert.True(code == 0, stderr);
+        Assert.Equal(Path.GetFullPath(Out()), stdout.Trim());
+        var image = ImageFile.Load(Out());
+        Assert.Equal((48, 32), (image.Width, image.Height));
+        string parameters = ImageFile.ReadPngText(Out())["parameters"];
+        Assert.StartsWith("a teddy bear\nNegative prompt: pepperoni\n", parameters);
+        Assert.Contains("Steps: 2", parameters);
+        Assert.Contains("Seed: 42", parameters);
+        Assert.Contains("CFG scale: 4.5", parameters);
+        Assert.Single(Directory.GetFiles(_dir)); // no temporary file left behind
+
+        // the same seed reproduces the same pixels
+        var again = CliRunner.Run("generate", "--model", Model, "--prompt", "a teddy bear", "--negative-prompt", "pepperoni",
+            "--steps", "2", "--guidance", "4.5", "--width", "48", "--height", "32", "--seed", "42", "--max-sequence-length", "16", "--output", Out("again.png"));
+        Assert.Equal(0, again.Code);
+        Assert.Equal(image.Pixels, ImageFile.Load(Out("again.png")).Pixels);
+    }
+
+    [Fact]
+    public void NumImagesNumbersTheFiles()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt", "x", "--steps", "1", "--width", "32", "--height", "32",
+            "--num-images", "2", "--max-sequence-length", "8", "--output", Out("pic.png"));
+        Assert.True(code == 0, stderr);
+        Assert.True(File.Exists(Out("pic-1.png")) && File.Exists(Out("pic-2.png")));
+        Assert.False(File.Exists(Out("pic.png")));
+    }
+
+    [Fact]
+    public void Img2ImgAndInpaintWriteImages()
+    {
+        var i2i = CliRunner.Run("img2img", "--model", Model, "--prompt", "x", "--image", Init, "--strength", "0.5", "--steps", "4",
+            "--width", "32", "--height", "32", "--max-sequence-length", "8", "--output", Out("i2i.png"));
+        Assert.True(i2i.Code == 0, i2i.Err);
+        Assert.Contains("Denoising strength: 0.5", ImageFile.ReadPngText(Out("i2i.png"))["parameters"]);
+        var inpaint = CliRunner.Run("inpaint", "--model", Model, "--prompt", "x", "--image", Init, "--mask", Mask, "--steps", "3",
+            "--width", "32", "--height", "32", "--max-sequence-length", "8", "--output", Out("inpaint.jpg"));
+        Assert.True(inpaint.Code == 0, inpaint.Err);
+        Assert.Equal(32, ImageFile.Load(Out("inpaint.jpg")).Width);
+    }
+
+    public static TheoryData<string[], string> InvalidInputs => new()
+    {
+        { ["generate", "--prompt", "x", "--width", "40"], "multiple of 16" },
+        { ["generate", "--prompt", "x", "--height", "-16"], "multiple of 16" },
+        { ["generate", "--prompt", "x", "--steps", "0"], "--steps must be at least 1" },
+        { ["generate", "--prompt", "x", "--guidance", "nan"], "finite number" },
+        { ["generate", "--prompt", "x", "--guidance", "abc"], "finite number" },
+        { ["generate", "--prompt", "x", "--dtype", "int8"], "dtype" },
+        { ["generate", "--prompt", "x", "--device", "tpu"], "--device" },
+        { ["generate", "--prompt", "x", "--max-sequence-length", "600"], "[1, 512]" },
+        { ["generate", "--prompt", "x", "--output", "out.gif"], ".png" },
+        { ["generate"], "--prompt is required" },
+        { ["generate", "--prompt", "x", "--prompt-embeds", "missing.safetensors"], "not both" },
+        { ["img2img", "--prompt", "x", "--image", "INIT", "--strength", "1.5"], "[0, 1]" },
+        { ["img2img", "--prompt", "x", "--image", "INIT", "--strength", "-0.1"], "[0, 1]" },
+        { ["img2img", "--prompt", "x"], "--image is required" },
+        { ["img2img", "--prompt", "x", "--image", "nope.png"], "not found" },
+        { ["inpaint", "--prompt", "x", "--image", "INIT"], "--mask is required" },
+        { ["inpaint", "--prompt", "x", "--image", "INIT", "--mask", "nope.png"], "not found" },
+        { ["img2img", "--prompt", "x", "--image", "CORRUPT"], "CORRUPT" },
+        { ["generate", "--prompt", "x", "--bogus"], "bogus" },
+    };
+
+    [Theory]
+    [MemberData(nameof(InvalidInputs))]
+    public void InvalidInputExitsWith2AndAOneLineReasonAndWritesNothing(string[] args, string reason)
+    {
+        string corrupt = Out("corrupt.png");
+        File.WriteAllBytes(corrupt, [0x89, 0x50, 0x4E, 0x47, 1, 2, 3]);
+        var full = args.Select(a => a switch { "INIT" => Init, "CORRUPT" => corrupt, _ => a }).ToList();
+        full.AddRange(["--model", Model]);
+        if (!full.Contains("--output")) full.AddRange(["--output", Out("result.png")]);
+        var (code, stdout, stderr) = CliRunner.Run([.. full]);
+        Assert.Equal(2, code);
+        Assert.Equal("", stdout);
+        string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(reason.Replace("CORRUPT", "corrupt.png"), line);
+        Assert.Equal([corrupt], Directory.GetFiles(_dir));
+    }
+
+    [Fact]
+    public void AModelThatIsNotThereIsInvalidInput()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Path.Combine(_dir, "no-such-model"), "--prompt", "x", "--output", Out());
+        Assert.Equal(2, code);
+        Assert.Contains("no-such-model", stderr);
+        Assert.Empty(Directory.GetFiles(_dir));
+    }
+}
