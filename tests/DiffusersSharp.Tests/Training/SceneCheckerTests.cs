@@ -1,0 +1,189 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.Training.Shapes;
+
+namespace DiffusersSharp.Tests.Training;
+
+public sealed class SceneCheckerTests
+{
+    // Triangular ("Gaussian-ish") noise in [-20, 20] on every channel, deterministic.
+    private static ImageBuffer Noisy(ImageBuffer image, long seed)
+    {
+        var rng = new ScenePrng(seed, stream: 99);
+        var px = (byte[])image.Pixels.Clone();
+        for (int i = 0; i < px.Length; i++)
+            px[i] = (byte)Math.Clamp(px[i] + (int)MathF.Round((rng.NextFloat() + rng.NextFloat() - 1f) * 20f), 0, 255);
+        return new ImageBuffer(image.Width, image.Height, image.Channels, px);
+    }
+
+    // 3x3 box blur, edges clamped.
+    private static ImageBuffer Blurred(ImageBuffer image)
+    {
+        int w = image.Width, h = image.Height, c = image.Channels;
+        var src = image.Pixels;
+        var px = new byte[src.Length];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                for (int ch = 0; ch < c; ch++)
+                {
+                    int sum = 0;
+                    for (int dy = -1; dy <= 1; dy++)
+                        for (int dx = -1; dx <= 1; dx++)
+                            sum += src[(Math.Clamp(y + dy, 0, h - 1) * w + Math.Clamp(x + dx, 0, w - 1)) * c + ch];
+                    px[(y * w + x) * c + ch] = (byte)((sum + 4) / 9);
+                }
+        return new ImageBuffer(w, h, c, px);
+    }
+
+    private static IEnumerable<SceneSpec> Scenes(int count, long seed) =>
+        ShapeScenes.TrainingScenes(seed).Take(count - count / 5).Concat(ShapeScenes.HeldOutScenes(count / 5, seed));
+
+    private static void AssertReads(SceneSpec spec, ImageBuffer image, string variant)
+    {
+        var reading = SceneChecker.Check(image);
+        var wrong = reading.Mismatches(spec.Description);
+        Assert.True(wrong.Count == 0, $"{variant}: {spec} read as {reading}: wrong {string.Join(", ", wrong)}");
+        // Without a captioned position the centre must still be found where the shape was drawn
+        // (triangles read up to 0.05 x size low: the 1st row percentile cuts into the thin apex).
+        Assert.True(Math.Abs(reading.CenterX - spec.CenterX) < 0.02 && Math.Abs(reading.CenterY - spec.CenterY) < 0.03,
+            $"{variant}: {spec} centre read as ({reading.CenterX:0.000}, {reading.CenterY:0.000})");
+    }
+
+    [Fact]
+    public void ReadsEveryDrawnSceneCleanNoisyAndBlurred()
+    {
+        int i = 0;
+        foreach (var spec in Scenes(500, seed: 21))
+        {
+            var image = ShapeScenes.Draw(spec);
+            AssertReads(spec, image, "clean");
+            AssertReads(spec, Noisy(image, i), "noise");
+            AssertReads(spec, Blurred(image), "blur");
+            AssertReads(spec, Noisy(Blurred(image), i), "blur+noise");
+            i++;
+        }
+    }
+
+    [Theory]
+    [InlineData(64)]
+    [InlineData(256)]
+    public void ReadsScenesAtOtherResolutions(int size)
+    {
+        int i = 0;
+        foreach (var spec in Scenes(size == 64 ? 300 : 60, seed: size))
+        {
+            var image = ShapeScenes.Draw(spec, size);
+            AssertReads(spec, image, $"{size} clean");
+            AssertReads(spec, Noisy(Blurred(image), i++), $"{size} blur+noise");
+        }
+    }
+
+    [Fact]
+    public void ReadsTheSmallestShapesOfEveryKindAndColourPair()
+    {
+        // The hardest cases: minimum size at 64x64 (12.8 px), every combination, blurred and noisy.
+        var rng = new ScenePrng(5);
+        int i = 0;
+        foreach (var combo in ShapeScenes.AllCombinations)
+        {
+            var position = (ScenePosition)(i % 5);
+            var spec = ShapeScenes.Place(new SceneDescription(combo.ShapeColor, combo.Shape, combo.Background, position), rng);
+            spec = new SceneSpec(spec.Description, ShapeScenes.MinSize, spec.CenterX, spec.CenterY);
+            AssertReads(spec, Noisy(Blurred(ShapeScenes.Draw(spec, 64)), i++), "64 smallest");
+        }
+    }
+
+    [Fact]
+    public void RejectsEveryWrongAttribute()
+    {
+        foreach (var spec in Scenes(60, seed: 4))
+        {
+            var image = Noisy(Blurred(ShapeScenes.Draw(spec)), 1);
+            var reading = SceneChecker.Check(image);
+            var d = spec.Description;
+            Assert.True(SceneChecker.Matches(spec, image));
+            Assert.True(SceneChecker.Matches(spec.Caption, image));
+            Assert.True(reading.Matches(d.WithoutPosition()));
+            foreach (var c in ScenePalette.Colors)
+            {
+                if (c != d.ShapeColor && c != d.Background)
+                {
+                    var other = new SceneDescription(c, d.Shape, d.Background, d.Position);
+                    Assert.Equal(["shape color"], reading.Mismatches(other));
+                    Assert.False(SceneChecker.Matches(other, image));
+                }
+                if (c != d.Background && c != d.ShapeColor)
+                    Assert.Equal(["background"], reading.Mismatches(new SceneDescription(d.ShapeColor, d.Shape, c, d.Position)));
+            }
+            // Swapped colours are wrong on both counts.
+            Assert.Equal(["background", "shape color"], reading.Mismatches(new SceneDescription(d.Background, d.Shape, d.ShapeColor, d.Position)));
+            foreach (var k in ScenePalette.Kinds.Where(k => k != d.Shape))
+                Assert.Equal(["shape"], reading.Mismatches(new SceneDescription(d.ShapeColor, k, d.Background, d.Position)));
+            if (d.Position is { } p)
+                foreach (var q in ScenePalette.Positions.Where(q => q != p))
+                    Assert.Equal(["position"], reading.Mismatches(new SceneDescription(d.ShapeColor, d.Shape, d.Background, q)));
+        }
+    }
+
+    [Fact]
+    public void FindsNoShapeOnAPlainOrNoisyBackground()
+    {
+        foreach (var color in ScenePalette.Colors)
+        {
+            var (r, g, b) = ScenePalette.ToRgb(color);
+            var px = new byte[64 * 64 * 3];
+            for (int i = 0; i < px.Length; i += 3) (px[i], px[i + 1], px[i + 2]) = (r, g, b);
+            var reading = SceneChecker.Check(Noisy(new ImageBuffer(64, 64, 3, px), (long)color));
+            Assert.Equal(color, reading.Background);
+            Assert.False(reading.ShapeFound);
+            Assert.Null(reading.Description);
+            var other = color == SceneColor.Red ? SceneColor.Blue : SceneColor.Red;
+            Assert.Equal(["no shape"], reading.Mismatches(new SceneDescription(other, ShapeKind.Circle, color)));
+        }
+    }
+
+    [Fact]
+    public void ReportsMeasurementsNearTheirIdealValues()
+    {
+        SceneReading Read(ShapeKind kind) => SceneChecker.Check(ShapeScenes.Draw(
+            new SceneSpec(new SceneDescription(SceneColor.Yellow, kind, SceneColor.Purple, ScenePosition.Center), 0.39f, 0.5f, 0.5f)));
+        var circle = Read(ShapeKind.Circle);
+        var square = Read(ShapeKind.Square);
+        var triangle = Read(ShapeKind.Triangle);
+        Assert.InRange(circle.MomentRatio, 0.64, 0.69);
+        Assert.InRange(square.MomentRatio, 0.97, 1.01);
+        Assert.InRange(triangle.MomentRatio, 0.77, 0.83);
+        Assert.InRange(triangle.Skewness, -0.6, -0.53);
+        Assert.InRange(Math.Abs(circle.Skewness) + Math.Abs(square.Skewness), 0, 0.02);
+        Assert.InRange(circle.Fill, 0.76, 0.81);
+        Assert.InRange(triangle.Fill, 0.47, 0.53);
+        Assert.InRange(circle.Area, 0.785 * 0.39 * 0.39 * 0.97, 0.785 * 0.39 * 0.39 * 1.03);
+        Assert.All(new[] { circle, square, triangle }, r =>
+        {
+            Assert.Equal(1.0, r.BackgroundAgreement);
+            Assert.Equal(1.0, r.ShapeColorAgreement);
+            Assert.True(r.ShapeMargin > 0.5, r.ToString());
+            Assert.InRange(r.PositionMargin, 0.1, CenterRegionForTest);
+        });
+    }
+
+    private const double CenterRegionForTest = SceneChecker.CenterRegion;
+
+    [Fact]
+    public void AcceptsGrayAndRgbaImagesAndRejectsTinyOnes()
+    {
+        var spec = new SceneSpec(new SceneDescription(SceneColor.White, ShapeKind.Triangle, SceneColor.Black, ScenePosition.TopRight), 0.3f, 0.75f, 0.25f);
+        var rgb = ShapeScenes.Draw(spec);
+        var rgba = new byte[128 * 128 * 4];
+        for (int i = 0; i < 128 * 128; i++)
+        {
+            rgba[4 * i] = rgb.Pixels[3 * i];
+            rgba[4 * i + 1] = rgb.Pixels[3 * i + 1];
+            rgba[4 * i + 2] = rgb.Pixels[3 * i + 2];
+            rgba[4 * i + 3] = 255;
+        }
+        Assert.True(SceneChecker.Matches(spec, new ImageBuffer(128, 128, 4, rgba)));
+        Assert.True(SceneChecker.Matches(spec, rgb.ToGrayscale()));
+        var e = Assert.Throws<ArgumentException>(() => SceneChecker.Check(new ImageBuffer(8, 8, 3)));
+        Assert.Contains("16x16", e.Message);
+    }
+}
