@@ -169,6 +169,33 @@ public sealed class SceneCheckerTests
     private const double CenterRegionForTest = SceneChecker.CenterRegion;
 
     [Fact]
+    public void ScoresCountEveryAttribute()
+    {
+        var scenes = ShapeScenes.HeldOutScenes(12, 9);
+        var blank = new ImageBuffer(64, 64, 3); // all (0, 0, 0): a black background and no shape
+        var results = scenes.Select((s, i) => (s.Description, i switch
+        {
+            0 => blank,
+            // Scene 1 is drawn as scene 2 (a different combination: another colour or kind, maybe both).
+            1 => ShapeScenes.Draw(new SceneSpec(scenes[2].Description, scenes[1].Size, scenes[1].CenterX, scenes[1].CenterY), 64),
+            _ => ShapeScenes.Draw(s, 64),
+        })).ToArray();
+        var score = SceneChecker.Score(results);
+        Assert.Equal(12, score.Total);
+        Assert.Equal(10, score.Correct);
+        Assert.Equal(1, score.NoShape);
+        Assert.Equal(10.0 / 12, score.Rate);
+        Assert.Equal(scenes.Count(s => s.Position is not null), score.PositionChecked);
+        Assert.Equal(score.PositionChecked - (scenes[0].Position is null ? 0 : 1), score.PositionCorrect);
+        var one = SceneChecker.Check(results[1].Item2).Mismatches(scenes[1].Description);
+        Assert.NotEmpty(one);
+        Assert.Equal(12 - 1 - (one.Contains("shape color") ? 1 : 0), score.ShapeColorCorrect);
+        Assert.Equal(12 - 1 - (one.Contains("shape") ? 1 : 0), score.ShapeCorrect);
+        Assert.Equal(12 - (scenes[0].Background == SceneColor.Black ? 0 : 1) - (one.Contains("background") ? 1 : 0), score.BackgroundCorrect);
+        Assert.StartsWith("10/12 right (83.3%)", score.ToString());
+    }
+
+    [Fact]
     public void AcceptsGrayAndRgbaImagesAndRejectsTinyOnes()
     {
         var spec = new SceneSpec(new SceneDescription(SceneColor.White, ShapeKind.Triangle, SceneColor.Black, ScenePosition.TopRight), 0.3f, 0.75f, 0.25f);

@@ -197,6 +197,16 @@ public static class SceneChecker
     /// <inheritdoc cref="Check" path="/exception"/>
     public static bool Matches(string caption, ImageBuffer image) => Matches(SceneDescription.Parse(caption), image);
 
+    /// <summary>Checks every (caption, image) pair and tallies the results.</summary>
+    /// <inheritdoc cref="Check" path="/exception"/>
+    public static SceneScore Score(IEnumerable<(SceneDescription Expected, ImageBuffer Image)> results)
+    {
+        ArgumentNullException.ThrowIfNull(results);
+        var score = new SceneScore();
+        foreach (var (expected, image) in results) score.Add(expected, Check(image));
+        return score;
+    }
+
     private static double Distance(double r, double g, double b, double[] mean)
     {
         double dr = r - mean[0], dg = g - mean[1], db = b - mean[2];
