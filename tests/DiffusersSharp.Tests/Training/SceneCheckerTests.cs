@@ -54,11 +54,15 @@ public sealed class SceneCheckerTests
         int i = 0;
         foreach (var spec in Scenes(500, seed: 21))
         {
+            // Every scene clean, and each also under one of three degradations in turn.
             var image = ShapeScenes.Draw(spec);
             AssertReads(spec, image, "clean");
-            AssertReads(spec, Noisy(image, i), "noise");
-            AssertReads(spec, Blurred(image), "blur");
-            AssertReads(spec, Noisy(Blurred(image), i), "blur+noise");
+            switch (i % 3)
+            {
+                case 0: AssertReads(spec, Noisy(image, i), "noise"); break;
+                case 1: AssertReads(spec, Blurred(image), "blur"); break;
+                default: AssertReads(spec, Noisy(Blurred(image), i), "blur+noise"); break;
+            }
             i++;
         }
     }
@@ -69,11 +73,42 @@ public sealed class SceneCheckerTests
     public void ReadsScenesAtOtherResolutions(int size)
     {
         int i = 0;
-        foreach (var spec in Scenes(size == 64 ? 300 : 60, seed: size))
+        foreach (var spec in Scenes(size == 64 ? 200 : 40, seed: size))
         {
             var image = ShapeScenes.Draw(spec, size);
             AssertReads(spec, image, $"{size} clean");
             AssertReads(spec, Noisy(Blurred(image), i++), $"{size} blur+noise");
+        }
+    }
+
+    // A linear lighting gradient over the whole image, up to +-amplitude per channel at the corners.
+    private static ImageBuffer Lit(ImageBuffer image, int amplitude, long seed)
+    {
+        var rng = new ScenePrng(seed, stream: 98);
+        float gx = rng.NextFloat(-1f, 1f), gy = rng.NextFloat(-1f, 1f);
+        int w = image.Width, h = image.Height;
+        var px = (byte[])image.Pixels.Clone();
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                int g = (int)MathF.Round(amplitude * (gx * (2f * x / (w - 1) - 1f) + gy * (2f * y / (h - 1) - 1f)) / 2f);
+                for (int c = 0; c < 3; c++) px[(y * w + x) * 3 + c] = (byte)Math.Clamp(px[(y * w + x) * 3 + c] + g, 0, 255);
+            }
+        return new ImageBuffer(w, h, 3, px);
+    }
+
+    [Fact]
+    public void ReadsScenesUnderLightingGradientsAndSoftEdges()
+    {
+        // Yellow and orange are 71 apart: a +-30 gradient turns part of a flat-modelled yellow background orange.
+        int i = 0;
+        var scenes = ShapeScenes.TrainingScenes(31).Where(s => s.Background is SceneColor.Yellow or SceneColor.Orange).Take(40)
+            .Concat(ShapeScenes.TrainingScenes(32).Take(60));
+        foreach (var spec in scenes)
+        {
+            var image = Noisy(Lit(ShapeScenes.Draw(spec), 30, i).GaussianBlur(1.5f), i);
+            AssertReads(spec, image, "gradient+gaussian blur+noise");
+            i++;
         }
     }
 
@@ -95,13 +130,19 @@ public sealed class SceneCheckerTests
     [Fact]
     public void RejectsEveryWrongAttribute()
     {
-        foreach (var spec in Scenes(60, seed: 4))
+        var first = ShapeScenes.HeldOutScenes(1, 4)[0];
+        var firstImage = ShapeScenes.Draw(first);
+        Assert.True(SceneChecker.Matches(first, firstImage));
+        Assert.True(SceneChecker.Matches(first.Caption, firstImage));
+        var otherColor = ScenePalette.Colors.First(c => c != first.ShapeColor && c != first.Background);
+        Assert.False(SceneChecker.Matches(new SceneDescription(otherColor, first.Shape, first.Background, first.Position), firstImage));
+        Assert.False(SceneChecker.Matches(new SceneDescription(otherColor, first.Shape, first.Background).Caption, firstImage));
+        foreach (var spec in Scenes(50, seed: 4))
         {
             var image = Noisy(Blurred(ShapeScenes.Draw(spec)), 1);
             var reading = SceneChecker.Check(image);
             var d = spec.Description;
-            Assert.True(SceneChecker.Matches(spec, image));
-            Assert.True(SceneChecker.Matches(spec.Caption, image));
+            Assert.True(reading.Matches(d));
             Assert.True(reading.Matches(d.WithoutPosition()));
             foreach (var c in ScenePalette.Colors)
             {
@@ -109,7 +150,6 @@ public sealed class SceneCheckerTests
                 {
                     var other = new SceneDescription(c, d.Shape, d.Background, d.Position);
                     Assert.Equal(["shape color"], reading.Mismatches(other));
-                    Assert.False(SceneChecker.Matches(other, image));
                 }
                 if (c != d.Background && c != d.ShapeColor)
                     Assert.Equal(["background"], reading.Mismatches(new SceneDescription(d.ShapeColor, d.Shape, c, d.Position)));

@@ -5,13 +5,14 @@ namespace DiffusersSharp.Training.Shapes;
 /// <summary>
 /// Reads a shape scene back from an image (drawn or generated), for automatic quality checks:
 /// <list type="number">
-/// <item>Background: the most common nearest palette colour of a border ring (side / 32 pixels wide, at least 1);
-/// its measured mean colour is the reference for the next steps.</item>
-/// <item>Shape pixels, first pass: nearest palette colour not the background and farther from the measured
-/// background than 0.4 x the distance to the closest other palette colour; the largest 8-connected region is kept.</item>
+/// <item>Background: the most common nearest palette colour of a border ring (side / 32 pixels wide, at least 1).
+/// Its measured colour is modelled as a plane over the image (least squares on the ring pixels of that colour), so
+/// smooth shading and gradients in a generated background are not taken for the shape.</item>
+/// <item>Shape pixels, first pass: farther from the local background colour than 0.4 x the distance from it to the
+/// closest other palette colour; the largest 8-connected region is kept.</item>
 /// <item>Shape colour: the most common nearest palette colour of that region's inner pixels (two erosions, fewer when
 /// the region is small), which keeps blended edge pixels (e.g. red over blue reads purple) out of the vote.</item>
-/// <item>Shape pixels, final: projected on the line from the measured background colour to the measured shape colour,
+/// <item>Shape pixels, final: projected on the line from the local background colour to it plus the measured shape offset,
 /// more than halfway to the shape colour (an unbiased 50% edge); the largest 8-connected region, which must cover at
 /// least <see cref="MinShapeArea"/> of the image.</item>
 /// <item>Kind: the nearest of three prototypes in (row skewness / 0.566, (mu22 / (mu20 mu02) - 2/3) / (1/3)):
@@ -43,66 +44,72 @@ public static class SceneChecker
         var rgb = image.Channels == 3 ? image : image.ToRgb();
         int w = rgb.Width, h = rgb.Height, n = w * h;
         var px = rgb.Pixels;
+        // Nearest palette colour per pixel, computed only where needed (border and shape interior); 255 = not yet.
         var nearest = new byte[n];
-        for (int i = 0; i < n; i++) nearest[i] = (byte)ScenePalette.NearestIndex(px[3 * i], px[3 * i + 1], px[3 * i + 2]);
+        Array.Fill(nearest, (byte)255);
+        int Nearest(int i) => nearest[i] != 255 ? nearest[i] : nearest[i] = (byte)ScenePalette.NearestIndex(px[3 * i], px[3 * i + 1], px[3 * i + 2]);
 
-        // 1. Background from the border ring.
+        // 1. Background from the border ring: its colour name by vote, its measured colour as a plane over the image
+        // (least squares on the ring pixels that voted for it), so smooth shading or gradients are not taken for shape.
         int ring = Math.Max(1, Math.Min(w, h) / 32);
         var votes = new int[8];
         int borderCount = 0;
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
-                if (x < ring || y < ring || x >= w - ring || y >= h - ring) { votes[nearest[y * w + x]]++; borderCount++; }
+                if (IsBorder(x, y, w, h, ring)) { votes[Nearest(y * w + x)]++; borderCount++; }
         int bg = ArgMax(votes);
-        var bgMean = new double[3];
+        var plane = FitBackground(px, nearest, bg, w, h, ring);
+        var reading = new SceneReading { Background = (SceneColor)bg, BackgroundAgreement = (double)votes[bg] / borderCount };
+        // Each pixel minus the local background colour.
+        var off = new float[3 * n];
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
             {
-                int i = y * w + x;
-                if ((x < ring || y < ring || x >= w - ring || y >= h - ring) && nearest[i] == bg)
-                    for (int c = 0; c < 3; c++) bgMean[c] += px[3 * i + c];
+                double pu = (x + 0.5) / w - 0.5, pv = (y + 0.5) / h - 0.5;
+                int i = 3 * (y * w + x);
+                for (int c = 0; c < 3; c++) off[i + c] = (float)(px[i + c] - (plane[3 * c] + plane[3 * c + 1] * pu + plane[3 * c + 2] * pv));
             }
-        for (int c = 0; c < 3; c++) bgMean[c] /= votes[bg];
-        var reading = new SceneReading { Background = (SceneColor)bg, BackgroundAgreement = (double)votes[bg] / borderCount };
 
-        // 2. First-pass shape region.
+        // 2. First-pass shape region: clearly off the local background.
         double closest = double.MaxValue;
         foreach (var other in ScenePalette.Colors)
             if ((int)other != bg)
             {
                 var (r, g, b) = ScenePalette.ToRgb(other);
-                closest = Math.Min(closest, Distance(r, g, b, bgMean));
+                closest = Math.Min(closest, Distance(r - plane[0], g - plane[3], b - plane[6]));
             }
-        double far = 0.4 * closest;
+        float far2 = (float)(0.16 * closest * closest); // (0.4 closest)^2
         var mask = new bool[n];
         for (int i = 0; i < n; i++)
-            mask[i] = nearest[i] != bg && Distance(px[3 * i], px[3 * i + 1], px[3 * i + 2], bgMean) > far;
+            mask[i] = off[3 * i] * off[3 * i] + off[3 * i + 1] * off[3 * i + 1] + off[3 * i + 2] * off[3 * i + 2] > far2;
         var region = LargestRegion(mask, w, h);
         if (region.Count < MinShapeArea * n) return reading;
 
         // 3. Shape colour from the inner pixels.
         var inner = Inner(region, w, h);
         Array.Clear(votes);
-        foreach (int i in inner) votes[nearest[i]]++;
+        foreach (int i in inner) votes[Nearest(i)]++;
         votes[bg] = 0;
         int shape = ArgMax(votes);
         if (votes[shape] == 0) return reading;
         double agreement = (double)votes[shape] / inner.Count;
-        var shapeMean = new double[3];
+        // Mean offset of the shape colour from the local background under it.
+        double dr = 0, dg = 0, db = 0;
         foreach (int i in inner)
             if (nearest[i] == shape)
-                for (int c = 0; c < 3; c++) shapeMean[c] += px[3 * i + c];
-        for (int c = 0; c < 3; c++) shapeMean[c] /= votes[shape];
+            {
+                dr += off[3 * i];
+                dg += off[3 * i + 1];
+                db += off[3 * i + 2];
+            }
+        dr /= votes[shape]; dg /= votes[shape]; db /= votes[shape];
 
-        // 4. Final region: more than halfway from the background colour to the shape colour.
-        double dr = shapeMean[0] - bgMean[0], dg = shapeMean[1] - bgMean[1], db = shapeMean[2] - bgMean[2];
+        // 4. Final region: more than halfway from the local background colour to the shape colour.
         double len2 = dr * dr + dg * dg + db * db;
         if (len2 < 1) return reading;
+        float fr = (float)(dr / len2), fg = (float)(dg / len2), fb = (float)(db / len2);
         for (int i = 0; i < n; i++)
-        {
-            double t = ((px[3 * i] - bgMean[0]) * dr + (px[3 * i + 1] - bgMean[1]) * dg + (px[3 * i + 2] - bgMean[2]) * db) / len2;
-            mask[i] = t > 0.5;
-        }
+            mask[i] = off[3 * i] * fr + off[3 * i + 1] * fg + off[3 * i + 2] * fb > 0.5f;
         region = LargestRegion(mask, w, h);
         if (region.Count < MinShapeArea * n) return reading;
 
@@ -207,10 +214,46 @@ public static class SceneChecker
         return score;
     }
 
-    private static double Distance(double r, double g, double b, double[] mean)
+    private static double Distance(double dr, double dg, double db) => Math.Sqrt(dr * dr + dg * dg + db * db);
+
+    private static bool IsBorder(int x, int y, int w, int h, int ring) => x < ring || y < ring || x >= w - ring || y >= h - ring;
+
+    // Per channel c, (a, b, c) of value = a + b u + c v with (u, v) the pixel centre in [-0.5, 0.5]: least squares over
+    // the border pixels whose nearest palette colour is the background. The ring surrounds the image, so the fit is
+    // always well posed; a is the background colour at the image centre.
+    private static double[] FitBackground(byte[] px, byte[] nearest, int bg, int w, int h, int ring)
     {
-        double dr = r - mean[0], dg = g - mean[1], db = b - mean[2];
-        return Math.Sqrt(dr * dr + dg * dg + db * db);
+        double s1 = 0, su = 0, sv = 0, suu = 0, suv = 0, svv = 0;
+        var rhs = new double[9];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                int i = y * w + x;
+                if (!IsBorder(x, y, w, h, ring) || nearest[i] != bg) continue;
+                double u = (x + 0.5) / w - 0.5, v = (y + 0.5) / h - 0.5;
+                s1++; su += u; sv += v; suu += u * u; suv += u * v; svv += v * v;
+                for (int c = 0; c < 3; c++)
+                {
+                    double p = px[3 * i + c];
+                    rhs[3 * c] += p; rhs[3 * c + 1] += p * u; rhs[3 * c + 2] += p * v;
+                }
+            }
+        // Solve [[s1 su sv] [su suu suv] [sv suv svv]] x = rhs by Cramer's rule.
+        double det = s1 * (suu * svv - suv * suv) - su * (su * svv - suv * sv) + sv * (su * suv - suu * sv);
+        var plane = new double[9];
+        for (int c = 0; c < 3; c++)
+        {
+            double r0 = rhs[3 * c], r1 = rhs[3 * c + 1], r2 = rhs[3 * c + 2];
+            if (Math.Abs(det) < 1e-9 * Math.Max(1, s1 * s1 * s1))
+            {
+                plane[3 * c] = r0 / s1; // too few points to fit a slope: a flat background
+                continue;
+            }
+            plane[3 * c] = (r0 * (suu * svv - suv * suv) - su * (r1 * svv - suv * r2) + sv * (r1 * suv - suu * r2)) / det;
+            plane[3 * c + 1] = (s1 * (r1 * svv - suv * r2) - r0 * (su * svv - suv * sv) + sv * (su * r2 - r1 * sv)) / det;
+            plane[3 * c + 2] = (s1 * (suu * r2 - r1 * suv) - su * (su * r2 - r1 * sv) + r0 * (su * suv - suu * sv)) / det;
+        }
+        return plane;
     }
 
     private static int ArgMax(int[] values)
