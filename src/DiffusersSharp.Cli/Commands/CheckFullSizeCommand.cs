@@ -70,7 +70,17 @@ public sealed class CheckFullSizeCommand(CliOutput output) : Command<CheckFullSi
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
         var fixture = FullSizeFixture.Open(settings.Fixture ?? FindFixture());
-        var device = TorchDevices.Parse(settings.Device);
+        Device device;
+        try
+        {
+            device = TorchDevices.Parse(settings.Device);
+        }
+        catch (NotSupportedException e)
+        {
+            // The generic hint ends with "or use --device cpu", which this check cannot do.
+            string reason = e.Message.Replace(", or use --device cpu.", ".", StringComparison.Ordinal);
+            throw new NotSupportedException($"check-full-size needs a CUDA device (the fixture's weights come from CUDA's default generator). {reason} See docs/gpu-checks.md.", e);
+        }
         var results = new List<ComponentParity>();
         if (settings.Component is "transformer" or "all")
         {
