@@ -126,12 +126,12 @@ public static class FullSizeParity
 
         using var scope = NewDisposeScope();
         var hidden = SeededWeights.Normal(generator, [shape.Batch, config.InChannels, shape.LatentHeight, shape.LatentWidth], dtype, device);
-        var text2 = SeededWeights.Normal(generator, [shape.Batch, shape.TextTokens, config.JointAttentionDim], dtype, device);
+        var text = SeededWeights.Normal(generator, [shape.Batch, shape.TextTokens, config.JointAttentionDim], dtype, device);
         var pooled = SeededWeights.Normal(generator, [shape.Batch, config.PooledProjectionDim], dtype, device);
         var timestep = tensor(Enumerable.Range(0, shape.Batch).Select(i => Timesteps[i % Timesteps.Count]).ToArray(), device: device);
 
         using var inference = inference_mode();
-        Tensor Forward() => model.forward(hidden, text2, pooled, timestep);
+        Tensor Forward() => model.forward(hidden, text, pooled, timestep);
         var (output, firstMs) = Timed(Forward, device);
         var output32 = output.to(ScalarType.Float32).cpu();
         output.Dispose();
