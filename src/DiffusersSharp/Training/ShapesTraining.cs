@@ -1,0 +1,83 @@
+using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.TextEncoders;
+using DiffusersSharp.Models.Transformers;
+using DiffusersSharp.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Training;
+
+/// <summary>A training stage's outcome.</summary>
+/// <param name="Stage">"vae" or "transformer".</param>
+/// <param name="Steps">Total steps of the stage.</param>
+/// <param name="StepsRun">Steps run by this call (fewer after a resume).</param>
+/// <param name="LastLoss">The last step's loss.</param>
+/// <param name="Seconds">Wall time of this call.</param>
+/// <param name="Folder">What was written (the VAE folder or the pipeline folder).</param>
+public sealed record StageResult(string Stage, long Steps, long StepsRun, double LastLoss, double Seconds, string Folder);
+
+/// <summary>
+/// The two stages that make the shapes model, each ending in files of a diffusers pipeline folder: the VAE
+/// (<c>OUTPUT/vae</c>, with shift and scaling factors measured on its latents), then the transformer trained jointly with
+/// both CLIP encoders on that VAE's latents (the rest of the folder). Weights are written from the EMA.
+/// </summary>
+public static class ShapesTraining
+{
+    /// <summary>Trains the VAE and writes <c>OUTPUT/vae</c>.</summary>
+    public static StageResult TrainVae(string output, ShapesModelConfigs configs, TrainerOptions trainerOptions, VaeTrainingOptions options,
+        Device? device = null, string? resume = null, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default,
+        ScalarType weightsDtype = ScalarType.Float16)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(output);
+        ArgumentNullException.ThrowIfNull(configs);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        device ??= CPU;
+        random.manual_seed(trainerOptions.Seed);
+        using var vae = new AutoencoderKL(configs.Vae, device);
+        var task = new VaeTrainingTask(vae, options with { DataSeed = trainerOptions.Seed }, device);
+        using var trainer = new Trainer(task, trainerOptions);
+        if (resume is not null) trainer.Resume(resume);
+        long run = trainer.Train(progress, cancellationToken);
+        trainer.CopyEmaToModels();
+        vae.eval();
+        var (shift, scale) = VaeTrainingTask.LatentStatistics(vae, 256, trainerOptions.Seed, options.ImageSize, device);
+        string folder = Path.Combine(output, "vae");
+        ModelFolderWriter.WriteVae(folder, vae, configs.Vae with { ShiftFactor = Math.Round(shift, 4), ScalingFactor = Math.Round(scale, 4) }, weightsDtype);
+        return new StageResult("vae", trainerOptions.Steps, run, trainer.LastLoss, clock.Elapsed.TotalSeconds, folder);
+    }
+
+    /// <summary>
+    /// Trains the transformer and both CLIP encoders on the latents of <c>OUTPUT/vae</c> and writes the rest of the
+    /// pipeline folder; the CLIP tokenizers are copied from <paramref name="tokenizerSource"/> (a pipeline folder with
+    /// <c>tokenizer</c> and <c>tokenizer_2</c>).
+    /// </summary>
+    /// <exception cref="DirectoryNotFoundException">OUTPUT/vae or the tokenizers are missing.</exception>
+    public static StageResult TrainTransformer(string output, ShapesModelConfigs configs, TrainerOptions trainerOptions, TransformerTrainingOptions options,
+        string tokenizerSource, Device? device = null, string? resume = null, IProgress<TrainingProgress>? progress = null,
+        CancellationToken cancellationToken = default, ScalarType weightsDtype = ScalarType.Float16)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(output);
+        ArgumentNullException.ThrowIfNull(configs);
+        string vaeFolder = Path.Combine(output, "vae");
+        if (!Directory.Exists(vaeFolder)) throw new DirectoryNotFoundException($"{vaeFolder} not found: train the VAE stage first (--stage vae).");
+        if (!Directory.Exists(Path.Combine(tokenizerSource, "tokenizer")) || !Directory.Exists(Path.Combine(tokenizerSource, "tokenizer_2")))
+            throw new DirectoryNotFoundException($"{tokenizerSource} has no tokenizer/ and tokenizer_2/ folders (CLIP vocab.json + merges.txt).");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        device ??= CPU;
+        using var vae = AutoencoderKL.FromPretrained(vaeFolder, ScalarType.Float32, device);
+        var tokenizer = CLIPTokenizer.FromFolder(Path.Combine(tokenizerSource, "tokenizer"));
+        var tokenizer2 = CLIPTokenizer.FromFolder(Path.Combine(tokenizerSource, "tokenizer_2"));
+        random.manual_seed(trainerOptions.Seed);
+        using var transformer = new SD3Transformer2DModel(configs.Transformer, device);
+        using var textEncoder = new CLIPTextModelWithProjection(configs.TextEncoder, device);
+        using var textEncoder2 = new CLIPTextModelWithProjection(configs.TextEncoder2, device);
+        var task = new TransformerTrainingTask(transformer, textEncoder, textEncoder2, tokenizer, tokenizer2, vae, configs.Scheduler,
+            options with { DataSeed = trainerOptions.Seed }, device);
+        using var trainer = new Trainer(task, trainerOptions);
+        if (resume is not null) trainer.Resume(resume);
+        long run = trainer.Train(progress, cancellationToken);
+        trainer.CopyEmaToModels();
+        ModelFolderWriter.WritePipeline(output, transformer, textEncoder, textEncoder2, configs.Scheduler, tokenizerSource, weightsDtype);
+        return new StageResult("transformer", trainerOptions.Steps, run, trainer.LastLoss, clock.Elapsed.TotalSeconds, output);
+    }
+}

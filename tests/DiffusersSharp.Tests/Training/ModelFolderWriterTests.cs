@@ -1,0 +1,95 @@
+using System.Text.Json;
+using DiffusersSharp.IO;
+using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.TextEncoders;
+using DiffusersSharp.Models.Transformers;
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.StableDiffusion3;
+using DiffusersSharp.Schedulers;
+using DiffusersSharp.Tests.Cli;
+using DiffusersSharp.Tests.Support;
+using DiffusersSharp.Training;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Tests.Training;
+
+public class ModelFolderWriterTests
+{
+    private static string Temp() => Path.Combine(Path.GetTempPath(), "ds-train-" + Guid.NewGuid().ToString("N"));
+
+    private static string Json<T>(T config) => JsonSerializer.Serialize(config, ConfigJson.Options);
+
+    [Fact]
+    public void TinyStagesWriteAPipelineFolderThatLoadsAndGenerates()
+    {
+        string dir = Temp();
+        try
+        {
+            var c = ShapesModelConfigs.Tiny;
+            var vae = ShapesTraining.TrainVae(dir, c, new TrainerOptions { Steps = 2, Seed = 1 }, new VaeTrainingOptions { BatchSize = 2, ImageSize = 16 });
+            Assert.Equal(2, vae.StepsRun);
+            var tr = ShapesTraining.TrainTransformer(dir, c, new TrainerOptions { Steps = 2, Seed = 1 },
+                new TransformerTrainingOptions { BatchSize = 2, ImageSize = 16 }, Fixtures.TinySd3Model);
+            Assert.True(double.IsFinite(tr.LastLoss));
+
+            // Configs read back into equal records (plus the class markers).
+            Assert.Equal(Json(c.Transformer), Json(ConfigJson.Read<SD3Transformer2DModelConfig>(Path.Combine(dir, "transformer/config.json"))));
+            Assert.Equal(Json(c.TextEncoder2), Json(ConfigJson.Read<CLIPTextConfig>(Path.Combine(dir, "text_encoder_2/config.json"))));
+            Assert.Equal(Json(c.Scheduler), Json(ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Path.Combine(dir, "scheduler/scheduler_config.json"))));
+            var vaeConfig = ConfigJson.Read<AutoencoderKLConfig>(Path.Combine(dir, "vae/config.json"));
+            Assert.NotEqual(1.0, vaeConfig.ScalingFactor); // measured from the latents
+            Assert.Equal(Json(c.Vae with { ScalingFactor = vaeConfig.ScalingFactor, ShiftFactor = vaeConfig.ShiftFactor }), Json(vaeConfig));
+            using (var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "transformer/config.json"))))
+                Assert.Equal("SD3Transformer2DModel", doc.RootElement.GetProperty("_class_name").GetString());
+            var index = ModelIndex.Read(dir);
+            Assert.Equal("StableDiffusion3Pipeline", index.ClassName);
+            Assert.True(index.Components["text_encoder_3"].IsEmpty);
+            Assert.False(File.Exists(Path.Combine(dir, "tokenizer_2/tokenizer.json")));
+            using (var weights = SafetensorsFile.Open(Path.Combine(dir, "transformer/diffusion_pytorch_model.safetensors")))
+                Assert.All(weights.Tensors.Values, t => Assert.Equal(SafetensorsDtype.F16, t.Dtype));
+
+            using var pipe = StableDiffusion3Pipeline.FromPretrained(dir);
+            Assert.Equal(ScalarType.Float32, pipe.Components.Transformer.Dtype);
+            using var outImages = pipe.Generate(new StableDiffusion3Request
+            {
+                Prompt = "a red circle on a blue background", Height = 16, Width = 16, NumInferenceSteps = 2,
+                Generator = new DiffusersSharp.Runtime.Generator().ManualSeed(0),
+            });
+            Assert.Equal(16, outImages.Images![0].Width);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void TrainVerbWritesAFolderAndRejectsBadOptions()
+    {
+        string dir = Temp();
+        try
+        {
+            var (code, stdout, stderr) = CliRunner.Run("train", "--output", dir, "--preset", "tiny", "--vae-steps", "2", "--steps", "3",
+                "--batch-size", "2", "--vae-batch-size", "2", "--checkpoint-every", "2", "--log-every", "1", "--tokenizers", Fixtures.TinySd3Model);
+            Assert.True(code == 0, stderr);
+            Assert.Contains("transformer step 3/3 loss", stderr);
+            Assert.Contains("\"stage\": \"transformer\"", stdout);
+            Assert.True(File.Exists(Path.Combine(dir, "model_index.json")));
+            Assert.True(Directory.Exists(Path.Combine(dir + "-checkpoints", "transformer", "step-000003")));
+
+            var (resumeCode, _, resumeErr) = CliRunner.Run("train", "--output", dir, "--preset", "tiny", "--stage", "transformer", "--steps", "4",
+                "--batch-size", "2", "--checkpoint-every", "0", "--resume", Path.Combine(dir + "-checkpoints", "transformer"), "--tokenizers", Fixtures.TinySd3Model);
+            Assert.True(resumeCode == 0, resumeErr);
+            Assert.Contains("transformer step 4/4", resumeErr);
+
+            Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--stage", "unet").Code);
+            Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--lr", "fast").Code);
+            Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--resume", dir).Code);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            if (Directory.Exists(dir + "-checkpoints")) Directory.Delete(dir + "-checkpoints", recursive: true);
+        }
+    }
+}
