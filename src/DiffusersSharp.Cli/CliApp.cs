@@ -25,6 +25,7 @@ public static class CliApp
             config.AddCommand<DownloadCommand>("download").WithDescription("Fetch a Hugging Face repo's pipeline files into the hub cache; prints the snapshot folder.");
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Token ids of a prompt for each tokenizer of a model, as the pipeline pads them; warns when the prompt is cut.");
             config.AddCommand<TrainCommand>("train").WithDescription("Train the shapes model (VAE, then transformer + CLIP encoders) on scenes drawn on the fly; writes a pipeline folder.");
+            config.AddCommand<CheckShapesCommand>("check-shapes").WithDescription("Quality of a shapes model: generate scene captions and read the images back with the scene checker; JSON rates.");
             config.AddCommand<CheckFullSizeCommand>("check-full-size").WithDescription("GPU parity check: replay the full-size fixture's seeded SD3.5-Medium transformer and SD3 VAE in bf16 on CUDA; JSON with errors vs diffusers and timings.");
         });
         try

@@ -93,3 +93,19 @@ public class ModelFolderWriterTests
         }
     }
 }
+
+public class CheckShapesCliTests
+{
+    [Fact]
+    public void CheckShapesReportsRatesAsJson()
+    {
+        var (code, stdout, stderr) = CliRunner.Run("check-shapes", "--model", Fixtures.TinySd3Model, "--count", "2", "--steps", "1",
+            "--guidance", "1");
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.Equal(2, doc.RootElement.GetProperty("count").GetInt32());
+        Assert.Equal("held-out", doc.RootElement.GetProperty("split").GetString());
+        Assert.StartsWith("000 ", stderr.Split('\n').First(l => l.StartsWith("000")));
+        Assert.Equal(2, CliRunner.Run("check-shapes", "--model", Fixtures.TinySd3Model, "--split", "test").Code);
+    }
+}
