@@ -9,9 +9,11 @@ namespace DiffusersSharp.Cli.Commands;
 /// <summary>Options shared by <c>generate</c>, <c>img2img</c> and <c>inpaint</c>; validated before any model is loaded.</summary>
 public class GenerateSettings : CommandSettings
 {
-    /// <summary>Model folder (diffusers layout) or hub repo id.</summary>
-    [CommandOption("--model <MODEL>"), Description("Model folder in the diffusers layout, or a Hugging Face repo id.")]
-    public string? Model { get; init; }
+    private readonly string? _model;
+
+    /// <summary>Model folder (diffusers layout) or hub repo id; the bundled shapes model when not given.</summary>
+    [CommandOption("--model <MODEL>"), Description("Model folder in the diffusers layout, or a Hugging Face repo id (default: the bundled models/shapes-sd3).")]
+    public string? Model { get => _model ?? BundledModel.Find(); init => _model = value; }
 
     /// <summary>The prompt.</summary>
     [CommandOption("--prompt <PROMPT>"), Description("What to draw.")]
@@ -118,7 +120,7 @@ public class GenerateSettings : CommandSettings
     /// <summary>The first problem with the options, or null.</summary>
     protected virtual string? Check()
     {
-        if (string.IsNullOrWhiteSpace(Model)) return "--model is required.";
+        if (string.IsNullOrWhiteSpace(Model)) return $"--model is required (the bundled model {BundledModel.RelativePath} was not found).";
         if (Prompt is null && PromptEmbeds is null) return "--prompt is required (or --prompt-embeds).";
         if (Prompt is not null && PromptEmbeds is not null) return "give either --prompt or --prompt-embeds, not both.";
         if (PromptEmbeds is not null && !File.Exists(PromptEmbeds)) return $"--prompt-embeds file not found: {PromptEmbeds}.";

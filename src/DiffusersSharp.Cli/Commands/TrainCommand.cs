@@ -27,8 +27,8 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
         public string Stage { get; init; } = "all";
 
         /// <summary>Transformer steps.</summary>
-        [CommandOption("--steps <N>"), Description("Transformer optimizer steps (default 1000)."), DefaultValue(1000L)]
-        public long Steps { get; init; } = 1000;
+        [CommandOption("--steps <N>"), Description("Transformer optimizer steps (default 6000)."), DefaultValue(6000L)]
+        public long Steps { get; init; } = 6000;
 
         /// <summary>Transformer batch size.</summary>
         [CommandOption("--batch-size <B>"), Description("Scenes per transformer step (default 16)."), DefaultValue(16)]
@@ -39,12 +39,12 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
         public string LearningRate { get; init; } = "5e-4";
 
         /// <summary>VAE steps.</summary>
-        [CommandOption("--vae-steps <N>"), Description("VAE optimizer steps (default 600)."), DefaultValue(600L)]
-        public long VaeSteps { get; init; } = 600;
+        [CommandOption("--vae-steps <N>"), Description("VAE optimizer steps (default 1500)."), DefaultValue(1500L)]
+        public long VaeSteps { get; init; } = 1500;
 
         /// <summary>VAE batch size.</summary>
-        [CommandOption("--vae-batch-size <B>"), Description("Scenes per VAE step (default 8)."), DefaultValue(8)]
-        public int VaeBatchSize { get; init; } = 8;
+        [CommandOption("--vae-batch-size <B>"), Description("Scenes per VAE step (default 16)."), DefaultValue(16)]
+        public int VaeBatchSize { get; init; } = 16;
 
         /// <summary>VAE learning rate.</summary>
         [CommandOption("--vae-lr <X>"), Description("VAE learning rate (default 1e-3)."), DefaultValue("1e-3")]
@@ -79,8 +79,12 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
         public string EmaDecay { get; init; } = "0.999";
 
         /// <summary>Warm-up.</summary>
-        [CommandOption("--warmup <N>"), Description("Linear learning-rate warm-up steps (default 50)."), DefaultValue(50)]
-        public int Warmup { get; init; } = 50;
+        [CommandOption("--warmup <N>"), Description("Transformer linear learning-rate warm-up steps (default 100)."), DefaultValue(100)]
+        public int Warmup { get; init; } = 100;
+
+        /// <summary>VAE warm-up.</summary>
+        [CommandOption("--vae-warmup <N>"), Description("VAE linear learning-rate warm-up steps (default 50)."), DefaultValue(50)]
+        public int VaeWarmup { get; init; } = 50;
 
         /// <summary>Caption dropout.</summary>
         [CommandOption("--caption-dropout <P>"), Description("Probability of training on the empty caption (default 0.1; guidance needs it)."), DefaultValue("0.1")]
@@ -114,7 +118,7 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
             if (Resume is not null && Stage == "all") return ValidationResult.Error("--resume needs --stage vae or --stage transformer (a checkpoint belongs to one stage).");
             if (Steps < 1 || VaeSteps < 1) return ValidationResult.Error("--steps and --vae-steps must be at least 1.");
             if (BatchSize < 1 || VaeBatchSize < 1) return ValidationResult.Error("--batch-size and --vae-batch-size must be at least 1.");
-            if (CheckpointEvery < 0 || Warmup < 0 || LogEvery < 1) return ValidationResult.Error("--checkpoint-every and --warmup must be >= 0, --log-every >= 1.");
+            if (CheckpointEvery < 0 || Warmup < 0 || VaeWarmup < 0 || LogEvery < 1) return ValidationResult.Error("--checkpoint-every, --warmup and --vae-warmup must be >= 0, --log-every >= 1.");
             if (Preset is not ("default" or "tiny")) return ValidationResult.Error($"--preset must be default or tiny, got '{Preset}'.");
             try
             {
@@ -155,7 +159,7 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
         {
             var trainer = new TrainerOptions
             {
-                Steps = settings.VaeSteps, Seed = settings.Seed, EmaDecay = ema, WarmupSteps = settings.Warmup,
+                Steps = settings.VaeSteps, Seed = settings.Seed, EmaDecay = ema, WarmupSteps = settings.VaeWarmup,
                 Optimizer = new AdamWOptions { LearningRate = settings.Parse(settings.VaeLearningRate, "--vae-lr") },
                 CheckpointEvery = settings.CheckpointEvery, CheckpointDir = Path.Combine(checkpoints, "vae"),
             };
