@@ -24,6 +24,7 @@ public static class CliApp
             config.AddCommand<InfoCommand>("info").WithDescription("Components, classes, dtypes and sizes of a model, from headers and configs only.");
             config.AddCommand<DownloadCommand>("download").WithDescription("Fetch a Hugging Face repo's pipeline files into the hub cache; prints the snapshot folder.");
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Token ids of a prompt for each tokenizer of a model, as the pipeline pads them; warns when the prompt is cut.");
+            config.AddCommand<BenchCommand>("bench").WithDescription("Benchmark like diffusers' reference: transformer forward, pipeline, VAE decode, text encoders, peak memory, cold start; one JSON document.");
             config.AddCommand<CheckFullSizeCommand>("check-full-size").WithDescription("GPU parity check: replay the full-size fixture's seeded SD3.5-Medium transformer and SD3 VAE in bf16 on CUDA; JSON with errors vs diffusers and timings.");
         });
         try

@@ -72,8 +72,8 @@ public sealed class StableDiffusion3PipelineTests : IClassFixture<TinySd3Pipelin
         var encoder = c.CreatePromptEncoder();
         using var plain = encoder.Encode(new StableDiffusion3Request { Prompt = "a cat", MaxSequenceLength = 8 }, true, CPU);
         using var skipped = encoder.Encode(new StableDiffusion3Request { Prompt = "a cat", MaxSequenceLength = 8, ClipSkip = 1 }, true, CPU);
-        using var ids = tensor(c.Tokenizer.Encode("a cat", 77).Ids.Select(i => (long)i).ToArray(), [1, 77]);
-        using var output = c.TextEncoder.Forward(ids);
+        using var ids = tensor(c.Tokenizer!.Encode("a cat", 77).Ids.Select(i => (long)i).ToArray(), [1, 77]);
+        using var output = c.TextEncoder!.Forward(ids);
         // CLIP-L occupies the first hidden_size channels; clip_skip 1 -> hidden_states[-3].
         int h = (int)output.HiddenStates[0].shape[^1];
         TensorAssert.Close(skipped.PromptEmbeds[.., ..77, ..h], output.HiddenStates[^3], 1e-6);
