@@ -108,8 +108,8 @@ public sealed class StableDiffusion3PipelineTests : IClassFixture<TinySd3Pipelin
             CallbackOnStepEnd = c => { guidance.Add(c.GuidanceScale); c.Latents = zeros_like(c.Latents); c.GuidanceScale = 0; },
         }))
         {
-            using var finite = zeroed.Tensor!.isfinite().all();
-            Assert.True(finite.item<bool>());
+            using var scope = NewDisposeScope();
+            Assert.True(zeroed.Tensor!.isfinite().all().item<bool>());
             Assert.Equal([4.0, 0.0, 0.0], guidance);
         }
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
