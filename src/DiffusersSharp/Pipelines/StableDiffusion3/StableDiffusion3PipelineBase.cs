@@ -253,11 +253,9 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
         return latents;
     }
 
-    private static Tensor Adopt(Tensor current, Tensor replacement)
-    {
-        if (ReferenceEquals(current, replacement)) return current;
-        return replacement.alias().DetachFromDisposeScope();
-    }
+    /// <summary>Takes a tensor the callback put in place; the alias belongs to the call's dispose scope, like the rest.</summary>
+    private static Tensor Adopt(Tensor current, Tensor replacement) =>
+        ReferenceEquals(current, replacement) ? current : replacement.alias();
 
     /// <summary>
     /// Decodes latents and converts them to the requested output (diffusers' postprocess). The end of every call: under
