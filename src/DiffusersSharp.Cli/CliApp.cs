@@ -26,6 +26,7 @@ public static class CliApp
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Token ids of a prompt for each tokenizer of a model, as the pipeline pads them; warns when the prompt is cut.");
             config.AddCommand<TrainCommand>("train").WithDescription("Train the shapes model (VAE, then transformer + CLIP encoders) on scenes drawn on the fly; writes a pipeline folder.");
             config.AddCommand<CheckShapesCommand>("check-shapes").WithDescription("Quality of a shapes model: generate scene captions and read the images back with the scene checker; JSON rates.");
+            config.AddCommand<BenchCommand>("bench").WithDescription("Benchmark like diffusers' reference: transformer forward, pipeline, VAE decode, text encoders, peak memory, cold start; one JSON document.");
             config.AddCommand<CheckFullSizeCommand>("check-full-size").WithDescription("GPU parity check: replay the full-size fixture's seeded SD3.5-Medium transformer and SD3 VAE in bf16 on CUDA; JSON with errors vs diffusers and timings.");
         });
         try

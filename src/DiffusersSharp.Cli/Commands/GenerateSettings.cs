@@ -91,6 +91,10 @@ public class GenerateSettings : CommandSettings
     [CommandOption("--generator-device <DEVICE>"), Description("Where the seed's noise is drawn: cpu (same image on every device, default) or cuda.")]
     public string GeneratorDevice { get; init; } = "cpu";
 
+    /// <summary>Offload mode.</summary>
+    [CommandOption("--offload <MODE>"), Description("none, or model: keep models on the CPU and move each to the device only while it runs (enable_model_cpu_offload).")]
+    public string Offload { get; init; } = "none";
+
     /// <summary>Weights variant.</summary>
     [CommandOption("--variant <NAME>"), Description("Weights variant, e.g. fp16.")]
     public string? Variant { get; init; }
@@ -140,6 +144,7 @@ public class GenerateSettings : CommandSettings
         catch (Exception e) when (e is ArgumentException or FormatException or OverflowException) { return e.Message; }
         if (Device.Trim().ToLowerInvariant() is not ("cpu" or "cuda") && !Device.Trim().ToLowerInvariant().StartsWith("cuda:", StringComparison.Ordinal))
             return $"--device must be cpu, cuda or cuda:N, got '{Device}'.";
+        if (Offload is not ("none" or "model")) return $"--offload must be none or model, got '{Offload}'.";
         if (GeneratorDevice.Trim().ToLowerInvariant() is not ("cpu" or "cuda")) return $"--generator-device must be cpu or cuda, got '{GeneratorDevice}'.";
         string ext = Path.GetExtension(Output).ToLowerInvariant();
         if (ext is not (".png" or ".jpg" or ".jpeg")) return $"--output must end in .png, .jpg or .jpeg, got '{Output}'.";

@@ -27,6 +27,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             Device = settings.Device,
             Variant = settings.Variant,
             LoadTextEncoder3 = !settings.NoT5,
+            Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
             HubToken = settings.Token,
             Revision = settings.Revision,
             DownloadProgress = new Progress<Hub.DownloadProgress>(p =>

@@ -18,6 +18,12 @@ public sealed record PipelineLoadOptions
     /// <summary>Load T5 (<c>text_encoder_3</c>). False drops it, as <c>text_encoder_3=None</c> does: its embeddings become zeros.</summary>
     public bool LoadTextEncoder3 { get; init; } = true;
 
+    /// <summary>
+    /// <see cref="OffloadMode.Model"/> loads the models on the CPU and moves each to <see cref="Device"/> only while it
+    /// is used (diffusers' <c>enable_model_cpu_offload</c>).
+    /// </summary>
+    public OffloadMode Offload { get; init; } = OffloadMode.None;
+
     /// <summary>Hugging Face token for gated repos (else HF_TOKEN or the huggingface_hub token file).</summary>
     public string? HubToken { get; init; }
 

@@ -82,6 +82,7 @@ public sealed class GenerateCliTests : IDisposable
         { ["inpaint", "--prompt", "x", "--image", "INIT", "--mask", "nope.png"], "not found" },
         { ["img2img", "--prompt", "x", "--image", "CORRUPT"], "CORRUPT" },
         { ["generate", "--prompt", "x", "--bogus"], "bogus" },
+        { ["generate", "--prompt", "x", "--offload", "sequential"], "--offload" },
     };
 
     [Theory]

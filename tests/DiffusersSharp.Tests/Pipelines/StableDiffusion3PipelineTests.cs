@@ -72,8 +72,8 @@ public sealed class StableDiffusion3PipelineTests : IClassFixture<TinySd3Pipelin
         var encoder = c.CreatePromptEncoder();
         using var plain = encoder.Encode(new StableDiffusion3Request { Prompt = "a cat", MaxSequenceLength = 8 }, true, CPU);
         using var skipped = encoder.Encode(new StableDiffusion3Request { Prompt = "a cat", MaxSequenceLength = 8, ClipSkip = 1 }, true, CPU);
-        using var ids = tensor(c.Tokenizer.Encode("a cat", 77).Ids.Select(i => (long)i).ToArray(), [1, 77]);
-        using var output = c.TextEncoder.Forward(ids);
+        using var ids = tensor(c.Tokenizer!.Encode("a cat", 77).Ids.Select(i => (long)i).ToArray(), [1, 77]);
+        using var output = c.TextEncoder!.Forward(ids);
         // CLIP-L occupies the first hidden_size channels; clip_skip 1 -> hidden_states[-3].
         int h = (int)output.HiddenStates[0].shape[^1];
         TensorAssert.Close(skipped.PromptEmbeds[.., ..77, ..h], output.HiddenStates[^3], 1e-6);
@@ -99,12 +99,20 @@ public sealed class StableDiffusion3PipelineTests : IClassFixture<TinySd3Pipelin
     public void CallbackCanReplaceLatentsAndDropGuidance()
     {
         using var pipe = new StableDiffusion3Pipeline(TinySd3Pipeline.Shared);
-        using var zeroed = pipe.Generate(Small() with
+        pipe.Generate(Small() with { OutputType = OutputType.Latent }).Dispose(); // warm-up: models cache small tables on first use
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        var guidance = new List<double>();
+        using (var zeroed = pipe.Generate(Small() with
         {
-            OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c => { c.Latents = zeros_like(c.Latents); c.GuidanceScale = 0; },
-        });
-        Assert.True(zeroed.Tensor!.isfinite().all().item<bool>());
+            OutputType = OutputType.Latent, NumInferenceSteps = 3,
+            CallbackOnStepEnd = c => { guidance.Add(c.GuidanceScale); c.Latents = zeros_like(c.Latents); c.GuidanceScale = 0; },
+        }))
+        {
+            using var scope = NewDisposeScope();
+            Assert.True(zeroed.Tensor!.isfinite().all().item<bool>());
+            Assert.Equal([4.0, 0.0, 0.0], guidance);
+        }
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
     }
 
     [Fact]
@@ -112,6 +120,7 @@ public sealed class StableDiffusion3PipelineTests : IClassFixture<TinySd3Pipelin
     {
         using var pipe = new StableDiffusion3Pipeline(TinySd3Pipeline.Shared);
         using var cts = new CancellationTokenSource();
+        pipe.Generate(Small()).Dispose(); // warm-up: models cache small tables on first use
         int steps = 0;
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         Assert.Throws<OperationCanceledException>(() => pipe.Generate(Small() with

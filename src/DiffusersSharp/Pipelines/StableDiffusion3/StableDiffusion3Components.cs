@@ -5,6 +5,7 @@ using DiffusersSharp.Models.TextEncoders;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Schedulers;
 using DiffusersSharp.Tokenizers;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace DiffusersSharp.Pipelines.StableDiffusion3;
@@ -24,20 +25,20 @@ public sealed class StableDiffusion3Components : IDisposable
     /// <summary>The 16-channel VAE.</summary>
     public required AutoencoderKL Vae { get; init; }
 
-    /// <summary>CLIP-L with projection.</summary>
-    public required CLIPTextModelWithProjection TextEncoder { get; init; }
+    /// <summary>CLIP-L with projection, or null for a pipeline that only takes prompt embeddings (diffusers' <c>text_encoder=None</c>).</summary>
+    public CLIPTextModelWithProjection? TextEncoder { get; init; }
 
-    /// <summary>CLIP-G (OpenCLIP bigG) with projection.</summary>
-    public required CLIPTextModelWithProjection TextEncoder2 { get; init; }
+    /// <summary>CLIP-G (OpenCLIP bigG) with projection, or null with <see cref="TextEncoder"/>.</summary>
+    public CLIPTextModelWithProjection? TextEncoder2 { get; init; }
 
     /// <summary>T5 v1.1 XXL encoder, or null when dropped.</summary>
     public T5EncoderModel? TextEncoder3 { get; init; }
 
-    /// <summary>CLIP-L tokenizer.</summary>
-    public required CLIPTokenizer Tokenizer { get; init; }
+    /// <summary>CLIP-L tokenizer (null with <see cref="TextEncoder"/>).</summary>
+    public CLIPTokenizer? Tokenizer { get; init; }
 
-    /// <summary>CLIP-G tokenizer (pads with "!").</summary>
-    public required CLIPTokenizer Tokenizer2 { get; init; }
+    /// <summary>CLIP-G tokenizer (pads with "!"; null with <see cref="TextEncoder2"/>).</summary>
+    public CLIPTokenizer? Tokenizer2 { get; init; }
 
     /// <summary>T5 tokenizer, or null when T5 is dropped.</summary>
     public T5Tokenizer? Tokenizer3 { get; init; }
@@ -45,8 +46,22 @@ public sealed class StableDiffusion3Components : IDisposable
     /// <summary>The scheduler config; every call builds its own scheduler from it (schedulers hold per-call state).</summary>
     public required FlowMatchEulerDiscreteSchedulerConfig SchedulerConfig { get; init; }
 
-    /// <summary>The device the models run on.</summary>
+    /// <summary>
+    /// The execution device: where the models run and the pipeline's tensors live. Under model offload
+    /// (<see cref="EnableModelCpuOffload"/>) the models wait on the CPU and come here one at a time.
+    /// </summary>
     public required Device Device { get; init; }
+
+    /// <summary>Milliseconds each model took to load (component name -> ms), when loaded by <see cref="FromPretrained"/>.</summary>
+    public IReadOnlyDictionary<string, double> LoadMilliseconds { get; init; } = new Dictionary<string, double>();
+
+    /// <summary>Where the models stay between uses.</summary>
+    public OffloadMode Offload => _offloader is null ? OffloadMode.None : OffloadMode.Model;
+
+    /// <summary>Raised for every move of a model under model offload (the sequence diffusers' hooks would make).</summary>
+    public event Action<ModelMove>? ModelMoved;
+
+    private ModelOffloader? _offloader;
 
     /// <summary>The models' floating-point dtype.</summary>
     public required ScalarType Dtype { get; init; }
@@ -56,6 +71,7 @@ public sealed class StableDiffusion3Components : IDisposable
     public static StableDiffusion3Components FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default)
     {
         var device = options.ParsedDevice; // fail on a bad device before any download
+        var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
         string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
         var index = ModelIndex.Read(folder);
         string[] required = ["transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"];
@@ -74,6 +90,14 @@ public sealed class StableDiffusion3Components : IDisposable
             return item;
         }
         string Sub(string name) => Path.Combine(folder, name);
+        var loadMs = new Dictionary<string, double>();
+        T Timed<T>(string name, Func<T> load)
+        {
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            var model = load();
+            loadMs[name] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            return model;
+        }
         try
         {
             var schedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Path.Combine(Sub("scheduler"), "scheduler_config.json"));
@@ -82,15 +106,17 @@ public sealed class StableDiffusion3Components : IDisposable
                 Tokenizer = Track(CLIPTokenizer.FromFolder(Sub("tokenizer"))),
                 Tokenizer2 = Track(CLIPTokenizer.FromFolder(Sub("tokenizer_2"))),
                 Tokenizer3 = withT5 ? Track(T5Tokenizer.FromFolder(Sub("tokenizer_3"))) : null,
-                TextEncoder = Track(CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder"), options.Dtype, device, options.Variant)),
-                TextEncoder2 = Track(CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, device, options.Variant)),
-                TextEncoder3 = withT5 ? Track(T5EncoderModel.FromPretrained(Sub("text_encoder_3"), options.Dtype, device, options.Variant)) : null,
-                Transformer = Track(SD3Transformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, device, options.Variant)),
-                Vae = Track(AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, device, options.Variant)),
+                TextEncoder = Track(Timed("text_encoder", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant))),
+                TextEncoder2 = Track(Timed("text_encoder_2", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant))),
+                TextEncoder3 = withT5 ? Track(Timed("text_encoder_3", () => T5EncoderModel.FromPretrained(Sub("text_encoder_3"), options.Dtype, modelDevice, options.Variant))) : null,
+                Transformer = Track(Timed("transformer", () => SD3Transformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant))),
+                Vae = Track(Timed("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant))),
                 SchedulerConfig = schedulerConfig,
                 Device = device,
                 Dtype = options.Dtype,
+                LoadMilliseconds = loadMs,
             };
+            if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
             return components;
         }
         catch
@@ -100,12 +126,40 @@ public sealed class StableDiffusion3Components : IDisposable
         }
     }
 
-    /// <summary>Builds the prompt encoder over these components.</summary>
+    /// <summary>Builds the prompt encoder over these components (it can only pass precomputed embeddings through when the CLIP encoders are absent).</summary>
     public StableDiffusion3PromptEncoder CreatePromptEncoder(Action<string, int, int>? onTruncated = null) =>
         new(Tokenizer, TextEncoder, Tokenizer2, TextEncoder2, Tokenizer3, TextEncoder3, Transformer.Config.JointAttentionDim)
         {
             OnTruncated = onTruncated,
+            BeforeEncoder = _offloader is null ? null : _offloader.Activate,
         };
+
+    /// <summary>
+    /// diffusers' <c>enable_model_cpu_offload</c>: moves every model to the CPU; from now on each one moves to
+    /// <see cref="Device"/> when the pipeline uses it, in the order text_encoder, text_encoder_2, text_encoder_3,
+    /// transformer, vae, and the previous one goes back to the CPU, so at most one model is on the device. Calling it
+    /// again does nothing. <see cref="ModelMoved"/> reports each move.
+    /// </summary>
+    public void EnableModelCpuOffload()
+    {
+        if (_offloader is not null) return;
+        var models = new Dictionary<string, TorchSharp.torch.nn.Module>
+        {
+            ["transformer"] = Transformer,
+            ["vae"] = Vae,
+        };
+        if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
+        if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
+        if (TextEncoder3 is not null) models["text_encoder_3"] = TextEncoder3;
+        foreach (var model in models.Values) ModuleMover.MoveTo(model, CPU);
+        _offloader = new ModelOffloader(Device, models, move => ModelMoved?.Invoke(move));
+    }
+
+    /// <summary>Under model offload, puts <paramref name="component"/> on the execution device (and the previous one back on the CPU).</summary>
+    internal void Activate(string component) => _offloader?.Activate(component);
+
+    /// <summary>Under model offload, moves the model on the execution device back to the CPU (the end of a call).</summary>
+    internal void OffloadAll() => _offloader?.OffloadAll();
 
     internal StableDiffusion3Components Acquire()
     {
@@ -143,8 +197,8 @@ public sealed class StableDiffusion3Components : IDisposable
     {
         Transformer.Dispose();
         Vae.Dispose();
-        TextEncoder.Dispose();
-        TextEncoder2.Dispose();
+        TextEncoder?.Dispose();
+        TextEncoder2?.Dispose();
         TextEncoder3?.Dispose();
     }
 }

@@ -91,7 +91,10 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
 
     /// <summary>
     /// Draws <c>randn(shape)</c> like diffusers' <c>randn_tensor</c>: one generator for the batch, or one per sample
-    /// (each drawing a [1, ...] slice); without a generator, from a fresh random seed.
+    /// (each drawing a [1, ...] slice); without a generator, from a fresh random seed. The noise goes to the execution
+    /// device (<see cref="StableDiffusion3Components.Device"/>, also under model offload): a CPU generator draws on the
+    /// CPU and the noise is moved, so a seed gives the same image on every device up to the device's arithmetic; a CUDA
+    /// generator draws on the GPU (the numbers of <c>torch.Generator("cuda")</c>) and cannot serve a CPU pipeline.
     /// </summary>
     protected Tensor RandnTensor(long[] shape, StableDiffusion3Request r, ScalarType dtype)
     {
@@ -119,6 +122,7 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
     protected Tensor SampleLatents(Tensor image, StableDiffusion3Request r)
     {
         var vae = Components.Vae;
+        Components.Activate("vae");
         using var scope = NewDisposeScope();
         image = image.to(vae.WeightDtype(), Components.Device);
         Tensor result;
@@ -196,6 +200,7 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
         int total = (int)timesteps.shape[0];
         var transformer = Components.Transformer;
         var skipLayers = r.SkipGuidanceLayers;
+        Components.Activate("transformer");
         progress?.Report(new PipelineProgress("denoise", 0, total));
         for (int i = 0; i < total; i++)
         {
@@ -248,16 +253,30 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
         return latents;
     }
 
-    private static Tensor Adopt(Tensor current, Tensor replacement)
-    {
-        if (ReferenceEquals(current, replacement)) return current;
-        return replacement.alias().DetachFromDisposeScope();
-    }
+    /// <summary>Takes a tensor the callback put in place; the alias belongs to the call's dispose scope, like the rest.</summary>
+    private static Tensor Adopt(Tensor current, Tensor replacement) =>
+        ReferenceEquals(current, replacement) ? current : replacement.alias();
 
-    /// <summary>Decodes latents and converts them to the requested output (diffusers' postprocess).</summary>
+    /// <summary>
+    /// Decodes latents and converts them to the requested output (diffusers' postprocess). The end of every call: under
+    /// model offload the last model goes back to the CPU afterwards (diffusers' <c>maybe_free_model_hooks</c>).
+    /// </summary>
     protected StableDiffusion3Output Decode(Tensor latents, OutputType outputType, bool addShift)
     {
+        try
+        {
+            return DecodeOnDevice(latents, outputType, addShift);
+        }
+        finally
+        {
+            Components.OffloadAll();
+        }
+    }
+
+    private StableDiffusion3Output DecodeOnDevice(Tensor latents, OutputType outputType, bool addShift)
+    {
         if (outputType == OutputType.Latent) return new StableDiffusion3Output(null, latents.alias().DetachFromDisposeScope());
+        Components.Activate("vae");
         using var scope = NewDisposeScope();
         var vae = Components.Vae;
         var scaled = latents / vae.Config.ScalingFactor;

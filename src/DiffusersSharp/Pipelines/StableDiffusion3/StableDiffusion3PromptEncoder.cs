@@ -30,19 +30,26 @@ public sealed record EncodedPrompt(Tensor PromptEmbeds, Tensor PooledPromptEmbed
 /// </summary>
 public sealed class StableDiffusion3PromptEncoder
 {
-    private readonly CLIPTokenizer _tokenizer, _tokenizer2;
-    private readonly CLIPTextModelWithProjection _textEncoder, _textEncoder2;
+    private readonly CLIPTokenizer? _tokenizer, _tokenizer2;
+    private readonly CLIPTextModelWithProjection? _textEncoder, _textEncoder2;
     private readonly T5Tokenizer? _tokenizer3;
     private readonly T5EncoderModel? _textEncoder3;
     private readonly int _jointAttentionDim;
 
-    /// <summary>Creates the encoder; <paramref name="textEncoder3"/> and <paramref name="tokenizer3"/> may be null (T5 dropped).</summary>
-    public StableDiffusion3PromptEncoder(CLIPTokenizer tokenizer, CLIPTextModelWithProjection textEncoder,
-        CLIPTokenizer tokenizer2, CLIPTextModelWithProjection textEncoder2,
+    /// <summary>
+    /// Creates the encoder; <paramref name="textEncoder3"/> and <paramref name="tokenizer3"/> may be null (T5 dropped).
+    /// Without the CLIP encoders and tokenizers (all four null) it only passes precomputed prompt embeddings through.
+    /// </summary>
+    public StableDiffusion3PromptEncoder(CLIPTokenizer? tokenizer, CLIPTextModelWithProjection? textEncoder,
+        CLIPTokenizer? tokenizer2, CLIPTextModelWithProjection? textEncoder2,
         T5Tokenizer? tokenizer3, T5EncoderModel? textEncoder3, int jointAttentionDim)
     {
         if ((tokenizer3 is null) != (textEncoder3 is null))
             throw new ArgumentException("T5 needs both its tokenizer and its encoder, or neither.");
+        bool anyClip = tokenizer is not null || textEncoder is not null || tokenizer2 is not null || textEncoder2 is not null;
+        bool allClip = tokenizer is not null && textEncoder is not null && tokenizer2 is not null && textEncoder2 is not null;
+        if (anyClip != allClip)
+            throw new ArgumentException("CLIP-L and CLIP-G need both their tokenizers and their encoders, or none of the four (a pipeline that only takes prompt_embeds).");
         _tokenizer = tokenizer;
         _textEncoder = textEncoder;
         _tokenizer2 = tokenizer2;
@@ -52,8 +59,11 @@ public sealed class StableDiffusion3PromptEncoder
         _jointAttentionDim = jointAttentionDim;
     }
 
-    /// <summary>The CLIP sequence length (tokenizer model_max_length, 77).</summary>
-    public int ClipMaxLength => _tokenizer.ModelMaxLength;
+    /// <summary>The CLIP sequence length (tokenizer model_max_length, 77; 77 when there is no tokenizer).</summary>
+    public int ClipMaxLength => _tokenizer?.ModelMaxLength ?? 77;
+
+    /// <summary>Called with the component name (text_encoder, text_encoder_2, text_encoder_3) before that encoder runs (model offload).</summary>
+    internal Action<string>? BeforeEncoder { get; init; }
 
     /// <summary>Called for each prompt part that was cut to fit its tokenizer (which tokenizer, untruncated length, limit).</summary>
     public Action<string, int, int>? OnTruncated { get; init; }
@@ -111,8 +121,12 @@ public sealed class StableDiffusion3PromptEncoder
     private (Tensor Embeds, Tensor Pooled) EncodeOne(IReadOnlyList<string> prompt, IReadOnlyList<string> prompt2,
         IReadOnlyList<string> prompt3, int n, int? clipSkip, int maxSequenceLength, Device device)
     {
+        if (_tokenizer is null || _textEncoder is null || _tokenizer2 is null || _textEncoder2 is null)
+            throw new ArgumentException("This pipeline has no text encoders: give prompt_embeds and pooled_prompt_embeds (and the negative ones under guidance) instead of prompts.");
         using var scope = NewDisposeScope();
+        BeforeEncoder?.Invoke("text_encoder");
         var (clipL, pooledL) = ClipEmbeds(_tokenizer, _textEncoder, prompt, clipSkip, device, "tokenizer (CLIP-L)");
+        BeforeEncoder?.Invoke("text_encoder_2");
         var (clipG, pooledG) = ClipEmbeds(_tokenizer2, _textEncoder2, prompt2, clipSkip, device, "tokenizer_2 (CLIP-G)");
         var dtype = clipL.dtype;
         var clip = cat([clipL, clipG.to(dtype)], dim: -1);
@@ -139,7 +153,7 @@ public sealed class StableDiffusion3PromptEncoder
         int layer = clipSkip is { } skip ? skip + 2 : 2;
         if (layer > output.HiddenStates.Count)
             throw new ArgumentException($"clip_skip {clipSkip} is larger than the encoder has layers.");
-        var hidden = output.HiddenStates[^layer].to(_textEncoder.WeightDtype()).clone();
+        var hidden = output.HiddenStates[^layer].to(_textEncoder!.WeightDtype()).clone();
         var pooled = (output.TextEmbeds ?? throw new InvalidOperationException("The CLIP encoder has no text projection.")).clone();
         return (hidden, pooled);
     }
@@ -156,6 +170,7 @@ public sealed class StableDiffusion3PromptEncoder
             for (int j = 0; j < maxSequenceLength; j++) ids[i * maxSequenceLength + j] = encoded.Ids[j];
         }
         using var input = tensor(ids, [prompts.Count, maxSequenceLength], device: device);
+        BeforeEncoder?.Invoke("text_encoder_3");
         return _textEncoder3.Forward(input);
     }
 }

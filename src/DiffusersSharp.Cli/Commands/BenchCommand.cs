@@ -1,0 +1,117 @@
+using System.ComponentModel;
+using System.Text.Json;
+using DiffusersSharp.Benchmarks;
+using DiffusersSharp.Pipelines;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace DiffusersSharp.Cli.Commands;
+
+/// <summary>
+/// <c>diffusers bench (--model M | --random-weights sd3.5-medium) --device cpu|cuda --dtype T --height H --width W --steps N</c>:
+/// times the transformer forward, the pipeline, the VAE decode and the text encoders as diffusers' reference script does,
+/// with peak memory and cold start, and prints one JSON document on stdout (progress on stderr).
+/// </summary>
+public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settings>
+{
+    /// <summary>Options of <c>bench</c>.</summary>
+    public sealed class Settings : CommandSettings
+    {
+        /// <summary>Model folder or hub id.</summary>
+        [CommandOption("--model <MODEL>"), Description("Model folder in the diffusers layout, or a Hugging Face repo id (or use --random-weights).")]
+        public string? Model { get; init; }
+
+        /// <summary>Random weights preset or config folder.</summary>
+        [CommandOption("--random-weights <PRESET>"), Description("Build the transformer, VAE and text encoders with random weights (std 0.02) on the device instead of loading: sd3.5-medium, or a pipeline folder whose configs to use.")]
+        public string? RandomWeights { get; init; }
+
+        /// <summary>Device.</summary>
+        [CommandOption("--device <DEVICE>"), Description("cpu, cuda or cuda:N. Default cpu.")]
+        [DefaultValue("cpu")]
+        public string Device { get; init; } = "cpu";
+
+        /// <summary>Dtype.</summary>
+        [CommandOption("--dtype <DTYPE>"), Description("float32, bfloat16 or float16. Default float32.")]
+        [DefaultValue("float32")]
+        public string Dtype { get; init; } = "float32";
+
+        /// <summary>Height.</summary>
+        [CommandOption("--height <H>"), Description("Image height, a multiple of 16. Default 1024.")]
+        [DefaultValue(1024)]
+        public int Height { get; init; } = 1024;
+
+        /// <summary>Width.</summary>
+        [CommandOption("--width <W>"), Description("Image width, a multiple of 16. Default 1024.")]
+        [DefaultValue(1024)]
+        public int Width { get; init; } = 1024;
+
+        /// <summary>Steps.</summary>
+        [CommandOption("--steps <N>"), Description("Pipeline steps. Default 40.")]
+        [DefaultValue(40)]
+        public int Steps { get; init; } = 40;
+
+        /// <summary>Guidance.</summary>
+        [CommandOption("--guidance <SCALE>"), Description("Guidance scale (above 1: CFG, batch 2). Default 4.5.")]
+        [DefaultValue(4.5)]
+        public double Guidance { get; init; } = 4.5;
+
+        /// <summary>Warm-up runs.</summary>
+        [CommandOption("--warmup <N>"), Description("Untimed runs before the timed ones, per measure. Default 1.")]
+        [DefaultValue(1)]
+        public int Warmup { get; init; } = 1;
+
+        /// <summary>Timed runs.</summary>
+        [CommandOption("--runs <N>"), Description("Timed runs per measure; the median is reported. Default 3.")]
+        [DefaultValue(3)]
+        public int Runs { get; init; } = 3;
+
+        /// <summary>T5 tokens.</summary>
+        [CommandOption("--max-sequence-length <N>"), Description("T5 tokens: prompt embeddings have 77 + N tokens. Default 256.")]
+        [DefaultValue(256)]
+        public int MaxSequenceLength { get; init; } = 256;
+
+        /// <summary>Drop T5.</summary>
+        [CommandOption("--no-t5"), Description("Leave T5 out (not loaded, not timed).")]
+        public bool NoT5 { get; init; }
+
+        /// <summary>Offload mode.</summary>
+        [CommandOption("--offload <MODE>"), Description("none, or model (diffusers' enable_model_cpu_offload: one model on the device at a time). Default none.")]
+        [DefaultValue("none")]
+        public string Offload { get; init; } = "none";
+
+        /// <inheritdoc />
+        public override ValidationResult Validate()
+        {
+            if ((Model is null) == (RandomWeights is null))
+                return ValidationResult.Error("Give exactly one of --model and --random-weights.");
+            if (Offload is not ("none" or "model"))
+                return ValidationResult.Error($"--offload must be none or model, got '{Offload}'.");
+            return ValidationResult.Success();
+        }
+    }
+
+    /// <inheritdoc />
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        var options = new BenchmarkOptions
+        {
+            Model = settings.Model, RandomWeights = settings.RandomWeights, Device = settings.Device, Dtype = settings.Dtype,
+            Height = settings.Height, Width = settings.Width, Steps = settings.Steps, GuidanceScale = settings.Guidance,
+            Warmup = settings.Warmup, Runs = settings.Runs, MaxSequenceLength = settings.MaxSequenceLength, NoT5 = settings.NoT5,
+            Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
+        };
+        options.Validate();
+        var report = PipelineBenchmark.Run(options, line => output.Error.WriteLine(line), cancellationToken);
+        output.Out.WriteLine(JsonSerializer.Serialize(report, JsonOptions));
+        return ExitCodes.Ok;
+    }
+
+    /// <summary>snake_case names, indented (the dictionaries' keys are written as they are).</summary>
+    internal static JsonSerializerOptions JsonOptions { get; } = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping, // a JSON file, not HTML: keep "+" and ">"
+    };
+}

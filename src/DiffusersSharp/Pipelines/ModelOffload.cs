@@ -1,0 +1,92 @@
+using DiffusersSharp.IO;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines;
+
+/// <summary>Where a pipeline keeps its models between uses.</summary>
+public enum OffloadMode
+{
+    /// <summary>Every model stays on the execution device.</summary>
+    None,
+
+    /// <summary>
+    /// diffusers' <c>enable_model_cpu_offload</c>: models live on the CPU; each moves to the execution device when it is
+    /// used and back when the next one is used (and at the end of a call), so at most one is on the device at a time.
+    /// </summary>
+    Model,
+}
+
+/// <summary>One move of a model between the CPU and the execution device under model offload.</summary>
+/// <param name="Component">The pipeline component name (<c>text_encoder</c>, <c>transformer</c>, <c>vae</c>...).</param>
+/// <param name="ToExecutionDevice">True when the model came to the execution device, false when it went back to the CPU.</param>
+/// <param name="From">The device it left.</param>
+/// <param name="To">The device it is on now.</param>
+public sealed record ModelMove(string Component, bool ToExecutionDevice, string From, string To)
+{
+    /// <summary>"vae -> cuda:0" style.</summary>
+    public override string ToString() => $"{Component} {(ToExecutionDevice ? "->" : "<-")} {(ToExecutionDevice ? To : From)}";
+}
+
+/// <summary>
+/// Model CPU offload in diffusers' order (<c>model_cpu_offload_seq</c>): before a component runs it is moved to the
+/// execution device and the previously used one goes back to the CPU, as accelerate's chained offload hooks do; at the
+/// end of a pipeline call the last one goes back too (<c>maybe_free_model_hooks</c>).
+/// </summary>
+internal sealed class ModelOffloader(Device executionDevice, IReadOnlyDictionary<string, nn.Module> models, Action<ModelMove> onMove)
+{
+    private string? _onDevice;
+
+    public Device ExecutionDevice { get; } = executionDevice;
+
+    /// <summary>The component now on the execution device, if any.</summary>
+    public string? OnDevice => _onDevice;
+
+    /// <summary>Makes <paramref name="component"/> the one model on the execution device.</summary>
+    public void Activate(string component)
+    {
+        if (_onDevice == component) return;
+        if (!models.TryGetValue(component, out var module))
+            throw new InvalidOperationException($"The pipeline has no '{component}' component to put on {ExecutionDevice}.");
+        OffloadAll();
+        Move(component, module, toExecutionDevice: true);
+        _onDevice = component;
+    }
+
+    /// <summary>Moves the model on the execution device (if any) back to the CPU.</summary>
+    public void OffloadAll()
+    {
+        if (_onDevice is not { } current) return;
+        _onDevice = null;
+        Move(current, models[current], toExecutionDevice: false);
+    }
+
+    private void Move(string component, nn.Module module, bool toExecutionDevice)
+    {
+        var (from, to) = toExecutionDevice ? (CPU, ExecutionDevice) : (ExecutionDevice, CPU);
+        ModuleMover.MoveTo(module, to);
+        onMove(new ModelMove(component, toExecutionDevice, from.ToString(), to.ToString()));
+    }
+}
+
+/// <summary>
+/// Moves a module's tensors to a device and frees the copies left behind at once. TorchSharp's <c>Module.to</c> is not
+/// used: it skips a module whose recorded device already matches (a model loaded or filled straight onto CUDA still
+/// records the CPU, so <c>to(CPU)</c> would leave it on the GPU), and it leaves the old copies to the garbage collector,
+/// which does not see GPU memory.
+/// </summary>
+internal static class ModuleMover
+{
+    /// <summary>Moves every parameter and buffer of <paramref name="module"/> that is elsewhere to <paramref name="device"/>.</summary>
+    public static void MoveTo(nn.Module module, Device device)
+    {
+        using var noGrad = no_grad();
+        // Tied weights (one module under two names) are one tensor: moved once, through their first name.
+        foreach (var (key, tensor) in module.state_dict().DistinctBy(kv => kv.Value.Handle).ToList())
+        {
+            if (tensor.device_type == device.type && (device.type != DeviceType.CUDA || tensor.device_index == Math.Max(device.index, 0))) continue;
+            StateDictLoader.Replace(module, key, tensor.to(device));
+            tensor.Dispose();
+        }
+    }
+}
