@@ -23,6 +23,24 @@ public sealed record StageResult(string Stage, long Steps, long StepsRun, double
 /// </summary>
 public static class ShapesTraining
 {
+    // Random initialisation draws from libtorch's global generator: seeding and building must not interleave with
+    // another seeded build in this process, or the weights would depend on thread timing.
+    private static readonly Lock SeededBuild = new();
+
+    /// <summary>
+    /// Seeds libtorch's global generator with <paramref name="seed"/> and runs <paramref name="build"/> (which creates
+    /// randomly initialised models) while no other seeded build of this process runs, so the weights depend on the seed only.
+    /// </summary>
+    public static T BuildSeeded<T>(long seed, Func<T> build)
+    {
+        ArgumentNullException.ThrowIfNull(build);
+        lock (SeededBuild)
+        {
+            random.manual_seed(seed);
+            return build();
+        }
+    }
+
     /// <summary>Trains the VAE and writes <c>OUTPUT/vae</c>.</summary>
     public static StageResult TrainVae(string output, ShapesModelConfigs configs, TrainerOptions trainerOptions, VaeTrainingOptions options,
         Device? device = null, string? resume = null, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default,
@@ -32,8 +50,7 @@ public static class ShapesTraining
         ArgumentNullException.ThrowIfNull(configs);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         device ??= CPU;
-        random.manual_seed(trainerOptions.Seed);
-        using var vae = new AutoencoderKL(configs.Vae, device);
+        using var vae = BuildSeeded(trainerOptions.Seed, () => new AutoencoderKL(configs.Vae, device));
         var task = new VaeTrainingTask(vae, options with { DataSeed = trainerOptions.Seed }, device);
         using var trainer = new Trainer(task, trainerOptions);
         if (resume is not null) trainer.Resume(resume);
@@ -67,10 +84,11 @@ public static class ShapesTraining
         using var vae = AutoencoderKL.FromPretrained(vaeFolder, ScalarType.Float32, device);
         var tokenizer = CLIPTokenizer.FromFolder(Path.Combine(tokenizerSource, "tokenizer"));
         var tokenizer2 = CLIPTokenizer.FromFolder(Path.Combine(tokenizerSource, "tokenizer_2"));
-        random.manual_seed(trainerOptions.Seed);
-        using var transformer = new SD3Transformer2DModel(configs.Transformer, device);
-        using var textEncoder = new CLIPTextModelWithProjection(configs.TextEncoder, device);
-        using var textEncoder2 = new CLIPTextModelWithProjection(configs.TextEncoder2, device);
+        var (transformer, textEncoder, textEncoder2) = BuildSeeded(trainerOptions.Seed, () => (new SD3Transformer2DModel(configs.Transformer, device),
+            new CLIPTextModelWithProjection(configs.TextEncoder, device), new CLIPTextModelWithProjection(configs.TextEncoder2, device)));
+        using var disposeTransformer = transformer;
+        using var disposeTextEncoder = textEncoder;
+        using var disposeTextEncoder2 = textEncoder2;
         var task = new TransformerTrainingTask(transformer, textEncoder, textEncoder2, tokenizer, tokenizer2, vae, configs.Scheduler,
             options with { DataSeed = trainerOptions.Seed }, device);
         using var trainer = new Trainer(task, trainerOptions);

@@ -13,6 +13,7 @@ using static TorchSharp.torch;
 
 namespace DiffusersSharp.Tests.Training;
 
+[Collection(GlobalRngCollection.Name)]
 public class ModelFolderWriterTests
 {
     private static string Temp() => Path.Combine(Path.GetTempPath(), "ds-train-" + Guid.NewGuid().ToString("N"));

@@ -23,11 +23,8 @@ internal sealed class TinyTransformerSetup : IDisposable
     public TinyTransformerSetup(long seed, int batch = 4, int maxSequenceLength = 8)
     {
         var c = ShapesModelConfigs.Tiny;
-        random.manual_seed(seed);
-        Vae = new AutoencoderKL(c.Vae);
-        Transformer = new SD3Transformer2DModel(c.Transformer);
-        TextEncoder = new CLIPTextModelWithProjection(c.TextEncoder);
-        TextEncoder2 = new CLIPTextModelWithProjection(c.TextEncoder2);
+        (Vae, Transformer, TextEncoder, TextEncoder2) = ShapesTraining.BuildSeeded(seed, () => (new AutoencoderKL(c.Vae),
+            new SD3Transformer2DModel(c.Transformer), new CLIPTextModelWithProjection(c.TextEncoder), new CLIPTextModelWithProjection(c.TextEncoder2)));
         var tok = CLIPTokenizer.FromFolder(Fixtures.Path("tiny-sd3/model/tokenizer"));
         var tok2 = CLIPTokenizer.FromFolder(Fixtures.Path("tiny-sd3/model/tokenizer_2"));
         Task = new TransformerTrainingTask(Transformer, TextEncoder, TextEncoder2, tok, tok2, Vae, c.Scheduler,
@@ -58,6 +55,7 @@ internal sealed class FixedBatchTask(ITrainingTask inner) : ITrainingTask
     public void SetTraining(bool training) => inner.SetTraining(training);
 }
 
+[Collection(GlobalRngCollection.Name)]
 public class TrainerTests
 {
     [Fact]
