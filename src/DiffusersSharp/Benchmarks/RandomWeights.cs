@@ -82,7 +82,7 @@ public sealed record PipelineConfigs(string Name, SD3Transformer2DModelConfig Tr
 /// <summary>
 /// Models with random weights for benchmarks: built on <c>meta</c> (no memory), then every parameter and persistent
 /// buffer becomes <c>randn * std</c> drawn directly on the target device in the target dtype, so a full-size model
-/// costs no float32 host copy and no download. Not seeded for parity (see <c>Diagnostics.SeededWeights</c> for that).
+/// costs no float32 host copy and no download. Seeded for parity when given a generator (<see cref="Fill"/>).
 /// </summary>
 public static class RandomWeights
 {
@@ -107,27 +107,47 @@ public static class RandomWeights
     }
 
     /// <summary>
-    /// Replaces each floating-point tensor of <paramref name="module"/>'s state dict with <c>randn(shape, dtype, device) * std</c>
-    /// (in place, in that tensor's dtype) and puts the module in eval mode. The sin-cos position table of SD3 is a
-    /// persistent buffer and is drawn too: timings do not depend on its values.
+    /// Replaces every floating-point parameter and buffer of <paramref name="module"/> (built on <c>meta</c>) by
+    /// <c>randn * std</c> on <paramref name="device"/>, in state_dict keys' ordinal order (Python's <c>sorted()</c>), and
+    /// switches to eval mode. Without a generator each tensor is drawn directly in its own dtype on the device (fast, no
+    /// host copy; tied tensors drawn once). With one, each is drawn in float32 from it and then cast, key after key:
+    /// the procedure diffusers' full-size fixture used, so the weights replay exactly. Returns the keys in draw order.
     /// </summary>
-    public static void Fill(nn.Module module, Device device, double std = DefaultStd)
+    public static IReadOnlyList<string> Fill(nn.Module module, Device device, double std = DefaultStd, Runtime.Generator? generator = null)
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(device);
+        var entries = module.state_dict().OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList();
         // Tied weights (T5's shared / embed_tokens: one module under two names) share one tensor: draw it once.
-        var entries = module.state_dict().DistinctBy(kv => kv.Value.Handle).Select(kv => (kv.Key, kv.Value.shape, kv.Value.dtype)).ToList();
-        using var noGrad = no_grad();
-        foreach (var (key, shape, dtype) in entries)
-        {
+        if (generator is null) entries = entries.DistinctBy(kv => kv.Value.Handle).ToList();
+        var plan = entries.Select(kv => (kv.Key, kv.Value.shape, kv.Value.dtype)).ToList();
+        foreach (var (key, _, dtype) in plan)
             if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16 or ScalarType.Float64))
                 throw new ArgumentException($"{module.GetName()}: '{key}' is {dtype}; random weights are drawn for floating-point tensors only.", nameof(module));
-            StateDictLoader.Replace(module, key, randn(shape, dtype: dtype, device: device).mul_(std));
-        }
+        using var noGrad = no_grad();
+        foreach (var (key, shape, dtype) in plan)
+            StateDictLoader.Replace(module, key, generator is null
+                ? randn(shape, dtype: dtype, device: device).mul_(std)
+                : Randn(generator, shape, dtype, device, std));
         var left = module.state_dict().Where(kv => kv.Value.device_type == DeviceType.META).Select(kv => kv.Key).ToList();
         if (left.Count > 0)
             throw new InvalidOperationException($"{module.GetName()}: still on the meta device after filling: {string.Join(", ", left)}.");
         module.eval();
+        return plan.Select(p => p.Key).ToList();
+    }
+
+    /// <summary>
+    /// One draw as diffusers' fixtures make them: <c>randn(shape, float32)</c> from <paramref name="generator"/> on
+    /// <paramref name="device"/>, times <paramref name="scale"/>, cast to <paramref name="dtype"/>.
+    /// </summary>
+    public static Tensor Randn(Runtime.Generator generator, long[] shape, ScalarType dtype, Device device, double scale = 1.0)
+    {
+        ArgumentNullException.ThrowIfNull(generator);
+        using var scope = NewDisposeScope();
+        var drawn = generator.Randn(shape, ScalarType.Float32, device);
+        var scaled = scale == 1.0 ? drawn : drawn * scale;
+        var result = scaled.dtype == dtype ? scaled : scaled.to(dtype);
+        return result.MoveToOuterDisposeScope();
     }
 
     /// <summary>The number of parameters (as <c>sum(p.numel() for p in model.parameters())</c>).</summary>

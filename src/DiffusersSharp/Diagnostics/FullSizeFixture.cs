@@ -9,7 +9,7 @@ namespace DiffusersSharp.Diagnostics;
 /// <summary>
 /// The full-size parity fixture: <c>meta.json</c> (configs, seeds, key counts, diffusers' timing) and
 /// <c>expected.safetensors</c> (diffusers' bf16 outputs, stored as float32) of the SD3.5-Medium transformer and the SD3
-/// VAE with weights drawn by <see cref="SeededWeights"/>' procedure on CUDA.
+/// VAE with weights drawn by <see cref="Benchmarks.RandomWeights.Fill"/>'s procedure on CUDA.
 /// </summary>
 public sealed class FullSizeFixture
 {

@@ -83,7 +83,7 @@ public sealed record ComponentParity(string Component, int Keys, int ExpectedKey
 
 /// <summary>
 /// Replays the full-size fixture's procedure (fixtures README, "full-size/"): a model built on <c>meta</c>, filled by
-/// <see cref="SeededWeights.Fill"/> from a seeded generator, then inputs drawn from the same generator (float32, cast to
+/// <see cref="Benchmarks.RandomWeights.Fill"/> from a seeded generator, then inputs drawn from the same generator (float32, cast to
 /// the model dtype) and one forward. With a CUDA <see cref="Generator"/> (the device's default generator, seeded like
 /// <c>torch.cuda.manual_seed</c>) this reproduces diffusers' draws on a CUDA machine exactly; with a CPU generator the
 /// same procedure runs anywhere (tests, tiny configs) but draws other numbers than the fixture's.
@@ -120,14 +120,14 @@ public static class FullSizeParity
         if (config.PosEmbedMaxSize is int max && (shape.LatentHeight / p > max || shape.LatentWidth / p > max))
             throw new ArgumentException($"the latent {shape.LatentHeight}x{shape.LatentWidth} exceeds the position table ({max * p}x{max * p} latent pixels).", nameof(shape));
         var clock = Stopwatch.StartNew();
-        var order = SeededWeights.Fill(model, generator, device, WeightStd);
+        var order = Benchmarks.RandomWeights.Fill(model, device, WeightStd, generator);
         Synchronize(device);
         double fillMs = clock.Elapsed.TotalMilliseconds;
 
         using var scope = NewDisposeScope();
-        var hidden = SeededWeights.Normal(generator, [shape.Batch, config.InChannels, shape.LatentHeight, shape.LatentWidth], dtype, device);
-        var text = SeededWeights.Normal(generator, [shape.Batch, shape.TextTokens, config.JointAttentionDim], dtype, device);
-        var pooled = SeededWeights.Normal(generator, [shape.Batch, config.PooledProjectionDim], dtype, device);
+        var hidden = Benchmarks.RandomWeights.Randn(generator, [shape.Batch, config.InChannels, shape.LatentHeight, shape.LatentWidth], dtype, device);
+        var text = Benchmarks.RandomWeights.Randn(generator, [shape.Batch, shape.TextTokens, config.JointAttentionDim], dtype, device);
+        var pooled = Benchmarks.RandomWeights.Randn(generator, [shape.Batch, config.PooledProjectionDim], dtype, device);
         var timestep = tensor(Enumerable.Range(0, shape.Batch).Select(i => Timesteps[i % Timesteps.Count]).ToArray(), device: device);
 
         using var inference = inference_mode();
@@ -163,16 +163,16 @@ public static class FullSizeParity
         ArgumentOutOfRangeException.ThrowIfNegative(timedRuns);
         using var model = new AutoencoderKL(config, new Device(DeviceType.META), dtype);
         var clock = Stopwatch.StartNew();
-        var order = SeededWeights.Fill(model, generator, device, WeightStd);
+        var order = Benchmarks.RandomWeights.Fill(model, device, WeightStd, generator);
         Synchronize(device);
         double fillMs = clock.Elapsed.TotalMilliseconds;
 
         using var scope = NewDisposeScope();
-        var z = SeededWeights.Normal(generator, [1, config.LatentChannels, latentSize, latentSize], dtype, device);
+        var z = Benchmarks.RandomWeights.Randn(generator, [1, config.LatentChannels, latentSize, latentSize], dtype, device);
         Tensor decoded;
         using (inference_mode()) decoded = model.Decode(z);
         int imageSize = latentSize * model.VaeScaleFactor;
-        var x = SeededWeights.Normal(generator, [1, config.InChannels, imageSize, imageSize], dtype, device);
+        var x = Benchmarks.RandomWeights.Randn(generator, [1, config.InChannels, imageSize, imageSize], dtype, device);
 
         using var inference = inference_mode();
         Tensor Encode()

@@ -61,7 +61,7 @@ public class FullSizeParityTests(ITestOutputHelper output)
         Assert.NotEqual(natural, sorted); // otherwise this test could not tell the orders apart
 
         using var generator = new Generator("cpu").ManualSeed(31);
-        var order = SeededWeights.Fill(model, generator, CPU);
+        var order = DiffusersSharp.Benchmarks.RandomWeights.Fill(model, CPU, 0.02, generator);
         Assert.Equal(sorted, order);
 
         using var manual = new torch.Generator(31);
@@ -80,7 +80,7 @@ public class FullSizeParityTests(ITestOutputHelper output)
     {
         using var model = new AutoencoderKL(TinyVae, new Device(DeviceType.META), ScalarType.BFloat16);
         using var generator = new Generator("cpu").ManualSeed(5);
-        var order = SeededWeights.Fill(model, generator, CPU);
+        var order = DiffusersSharp.Benchmarks.RandomWeights.Fill(model, CPU, 0.02, generator);
         Assert.Equal(model.state_dict().Count, order.Count);
         using var manual = new torch.Generator(5);
         var state = model.state_dict();
