@@ -1,3 +1,4 @@
+using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using Spectre.Console.Cli;
 
@@ -7,18 +8,9 @@ namespace DiffusersSharp.Cli.Commands;
 public sealed class GenerateCommand(CliOutput output) : Command<GenerateSettings>
 {
     /// <inheritdoc />
-    public override int Execute(CommandContext context, GenerateSettings settings, CancellationToken cancellationToken)
-    {
-        using var runner = new GenerationRunner(output, settings);
-        using var components = runner.LoadComponents(cancellationToken);
-        using var pipe = new StableDiffusion3Pipeline(components);
-        pipe.OnPromptTruncated = (tokenizer, length, limit) =>
-            output.Error.WriteLine($"warning: the prompt is {length} tokens for {tokenizer}; only {limit} are used.");
-        var request = runner.Fill(new StableDiffusion3Request());
-        using var result = pipe.Generate(request, runner.Progress, cancellationToken);
-        runner.Write(result, "txt2img", settings.Steps ?? 28, settings.Model!);
-        return ExitCodes.Ok;
-    }
+    public override int Execute(CommandContext context, GenerateSettings settings, CancellationToken cancellationToken) =>
+        GenerationRunner.Run(output, settings, "txt2img", 28, c => new StableDiffusion3Pipeline(c),
+            new StableDiffusion3Request(), (pipe, request, runner) => pipe.Generate(request, runner.Progress, cancellationToken), cancellationToken);
 }
 
 /// <summary><c>diffusers img2img</c>: image-to-image.</summary>
@@ -27,16 +19,10 @@ public sealed class Img2ImgCommand(CliOutput output) : Command<Img2ImgSettings>
     /// <inheritdoc />
     public override int Execute(CommandContext context, Img2ImgSettings settings, CancellationToken cancellationToken)
     {
-        var image = Images.ImageFile.LoadRgb(settings.Image!);
-        using var runner = new GenerationRunner(output, settings);
-        using var components = runner.LoadComponents(cancellationToken);
-        using var pipe = new StableDiffusion3Img2ImgPipeline(components);
-        pipe.OnPromptTruncated = (tokenizer, length, limit) =>
-            output.Error.WriteLine($"warning: the prompt is {length} tokens for {tokenizer}; only {limit} are used.");
-        var request = runner.Fill(new StableDiffusion3Img2ImgRequest { Image = image, Strength = settings.StrengthValue });
-        using var result = pipe.Generate(request, runner.Progress, cancellationToken);
-        runner.Write(result, "img2img", settings.Steps ?? 50, settings.Model!);
-        return ExitCodes.Ok;
+        var image = ImageFile.LoadRgb(settings.Image!); // before any model is loaded: an unreadable image is invalid input
+        return GenerationRunner.Run(output, settings, "img2img", 50, c => new StableDiffusion3Img2ImgPipeline(c),
+            new StableDiffusion3Img2ImgRequest { Image = image, Strength = settings.StrengthValue },
+            (pipe, request, runner) => pipe.Generate(request, runner.Progress, cancellationToken), cancellationToken);
     }
 }
 
@@ -46,16 +32,10 @@ public sealed class InpaintCommand(CliOutput output) : Command<InpaintSettings>
     /// <inheritdoc />
     public override int Execute(CommandContext context, InpaintSettings settings, CancellationToken cancellationToken)
     {
-        var image = Images.ImageFile.LoadRgb(settings.Image!);
-        var mask = Images.ImageFile.Load(settings.Mask!);
-        using var runner = new GenerationRunner(output, settings);
-        using var components = runner.LoadComponents(cancellationToken);
-        using var pipe = new StableDiffusion3InpaintPipeline(components);
-        pipe.OnPromptTruncated = (tokenizer, length, limit) =>
-            output.Error.WriteLine($"warning: the prompt is {length} tokens for {tokenizer}; only {limit} are used.");
-        var request = runner.Fill(new StableDiffusion3InpaintRequest { Image = image, MaskImage = mask, Strength = settings.StrengthValue });
-        using var result = pipe.Generate(request, runner.Progress, cancellationToken);
-        runner.Write(result, "inpaint", settings.Steps ?? 50, settings.Model!);
-        return ExitCodes.Ok;
+        var image = ImageFile.LoadRgb(settings.Image!);
+        var mask = ImageFile.Load(settings.Mask!);
+        return GenerationRunner.Run(output, settings, "inpaint", 50, c => new StableDiffusion3InpaintPipeline(c),
+            new StableDiffusion3InpaintRequest { Image = image, MaskImage = mask, Strength = settings.StrengthValue },
+            (pipe, request, runner) => pipe.Generate(request, runner.Progress, cancellationToken), cancellationToken);
     }
 }

@@ -16,6 +16,25 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
 
     public ConsoleProgress Progress { get; } = ConsoleProgress.ForStderr(output.Error);
 
+    /// <summary>
+    /// The flow of the three verbs: load the components, wrap them in the verb's pipeline, fill the request from the
+    /// options, generate, write the images. The options were validated before this runs.
+    /// </summary>
+    public static int Run<TPipe, TRequest>(CliOutput output, GenerateSettings settings, string verb, int defaultSteps,
+        Func<StableDiffusion3Components, TPipe> createPipeline, TRequest request,
+        Func<TPipe, TRequest, GenerationRunner, StableDiffusion3Output> generate, CancellationToken ct)
+        where TPipe : StableDiffusion3PipelineBase where TRequest : StableDiffusion3Request
+    {
+        using var runner = new GenerationRunner(output, settings);
+        using var components = runner.LoadComponents(ct);
+        using var pipe = createPipeline(components);
+        pipe.OnPromptTruncated = (tokenizer, length, limit) =>
+            output.Error.WriteLine($"warning: the prompt is {length} tokens for {tokenizer}; only {limit} are used.");
+        using var result = generate(pipe, runner.Fill(request), runner);
+        runner.Write(result, verb, settings.Steps ?? defaultSteps, settings.Model!);
+        return ExitCodes.Ok;
+    }
+
     public long Seed { get; } = settings.Seed ?? Random.Shared.NextInt64(0, 1L << 53);
 
     /// <summary>Loads the pipeline components (after the options were validated).</summary>
