@@ -325,7 +325,7 @@ public class AutoencoderKLTests(ITestOutputHelper output)
         var z = randn([2, 16, 10, 9], generator: new Generator(2));
         vae.EnableTiling();
         vae.EnableSlicing();
-        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        long before = LiveTensors.Count();
         using (var posterior = vae.Encode(x))
             Assert.Equal(before + 5, DisposeScopeManager.Statistics.ThreadTotalLiveCount); // parameters, mean, logvar, std, var
         using (var decoded = vae.Decode(z))

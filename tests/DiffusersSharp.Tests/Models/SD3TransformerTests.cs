@@ -189,7 +189,7 @@ public class SD3TransformerTests(ITestOutputHelper output)
         var x = LoadInputs();
         using var _ = torch.inference_mode();
         using (var warm = model.forward(x.Hidden, x.Text, x.Pooled, x.Timestep)) { }
-        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        long before = LiveTensors.Count();
         using (var y = model.forward(x.Hidden, x.Text, x.Pooled, x.Timestep)) { }
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
     }

@@ -100,7 +100,7 @@ public sealed class StableDiffusion3PipelineTests : IClassFixture<TinySd3Pipelin
     {
         using var pipe = new StableDiffusion3Pipeline(TinySd3Pipeline.Shared);
         pipe.Generate(Small() with { OutputType = OutputType.Latent }).Dispose(); // warm-up: models cache small tables on first use
-        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        long before = LiveTensors.Count();
         var guidance = new List<double>();
         using (var zeroed = pipe.Generate(Small() with
         {
@@ -112,7 +112,7 @@ public sealed class StableDiffusion3PipelineTests : IClassFixture<TinySd3Pipelin
             Assert.True(zeroed.Tensor!.isfinite().all().item<bool>());
             Assert.Equal([4.0, 0.0, 0.0], guidance);
         }
-        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(before, LiveTensors.Count());
     }
 
     [Fact]
@@ -122,14 +122,14 @@ public sealed class StableDiffusion3PipelineTests : IClassFixture<TinySd3Pipelin
         using var cts = new CancellationTokenSource();
         pipe.Generate(Small()).Dispose(); // warm-up: models cache small tables on first use
         int steps = 0;
-        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        long before = LiveTensors.Count();
         Assert.Throws<OperationCanceledException>(() => pipe.Generate(Small() with
         {
             NumInferenceSteps = 10,
             CallbackOnStepEnd = c => { steps++; if (c.Step == 2) cts.Cancel(); },
         }, null, cts.Token));
         Assert.Equal(3, steps);
-        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(before, LiveTensors.Count());
     }
 
     [Fact]
@@ -137,12 +137,10 @@ public sealed class StableDiffusion3PipelineTests : IClassFixture<TinySd3Pipelin
     {
         using var pipe = new StableDiffusion3Pipeline(TinySd3Pipeline.Shared);
         pipe.Generate(Small()).Dispose(); // warm-up: allocator pools, lazy tables
-        GC.Collect();
-        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        long before = LiveTensors.Count();
         long rssBefore = Process.GetCurrentProcess().WorkingSet64;
         for (int i = 0; i < 20; i++) pipe.Generate(Small(i)).Dispose();
-        GC.Collect();
-        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(before, LiveTensors.Count());
         long growth = Process.GetCurrentProcess().WorkingSet64 - rssBefore;
         Assert.True(growth < 64L << 20, $"host memory grew by {growth >> 20} MiB over 20 generations");
     }

@@ -140,20 +140,13 @@ public sealed class StableDiffusion3PromptEncoder
     private (Tensor Hidden, Tensor Pooled) ClipEmbeds(CLIPTokenizer tokenizer, CLIPTextModelWithProjection encoder,
         IReadOnlyList<string> prompts, int? clipSkip, Device device, string name)
     {
-        int max = tokenizer.ModelMaxLength;
-        var ids = new long[prompts.Count * max];
-        for (int i = 0; i < prompts.Count; i++)
-        {
-            var encoded = tokenizer.Encode(prompts[i], max);
-            if (encoded.WasTruncated) OnTruncated?.Invoke(name, encoded.UntruncatedLength, max);
-            for (int j = 0; j < max; j++) ids[i * max + j] = encoded.Ids[j];
-        }
-        using var input = tensor(ids, [prompts.Count, max], device: device);
+        using var input = TokenIds(tokenizer, prompts, tokenizer.ModelMaxLength, device, name);
         using var output = encoder.Forward(input, outputHiddenStates: true);
         int layer = clipSkip is { } skip ? skip + 2 : 2;
         if (layer > output.HiddenStates.Count)
             throw new ArgumentException($"clip_skip {clipSkip} is larger than the encoder has layers.");
-        var hidden = output.HiddenStates[^layer].to(_textEncoder!.WeightDtype()).clone();
+        // One copy either way: the encoder's outputs are freed with `output`.
+        var hidden = output.HiddenStates[^layer].to(_textEncoder!.WeightDtype(), copy: true);
         var pooled = (output.TextEmbeds ?? throw new InvalidOperationException("The CLIP encoder has no text projection.")).clone();
         return (hidden, pooled);
     }
@@ -162,15 +155,21 @@ public sealed class StableDiffusion3PromptEncoder
     {
         if (_textEncoder3 is null || _tokenizer3 is null)
             return zeros([prompts.Count, maxSequenceLength, _jointAttentionDim], dtype: dtype, device: device);
-        var ids = new long[prompts.Count * maxSequenceLength];
-        for (int i = 0; i < prompts.Count; i++)
-        {
-            var encoded = _tokenizer3.Encode(prompts[i], maxSequenceLength);
-            if (encoded.WasTruncated) OnTruncated?.Invoke("tokenizer_3 (T5)", encoded.UntruncatedLength, maxSequenceLength);
-            for (int j = 0; j < maxSequenceLength; j++) ids[i * maxSequenceLength + j] = encoded.Ids[j];
-        }
-        using var input = tensor(ids, [prompts.Count, maxSequenceLength], device: device);
+        using var input = TokenIds(_tokenizer3, prompts, maxSequenceLength, device, "tokenizer_3 (T5)");
         BeforeEncoder?.Invoke("text_encoder_3");
         return _textEncoder3.Forward(input);
+    }
+
+    /// <summary>[prompts, maxLength] int64 ids, padded and truncated as the pipeline calls the tokenizer; reports truncation.</summary>
+    private Tensor TokenIds(ITextTokenizer tokenizer, IReadOnlyList<string> prompts, int maxLength, Device device, string name)
+    {
+        var ids = new long[prompts.Count * maxLength];
+        for (int i = 0; i < prompts.Count; i++)
+        {
+            var encoded = tokenizer.Encode(prompts[i], maxLength);
+            if (encoded.WasTruncated) OnTruncated?.Invoke(name, encoded.UntruncatedLength, maxLength);
+            for (int j = 0; j < maxLength; j++) ids[i * maxLength + j] = encoded.Ids[j];
+        }
+        return tensor(ids, [prompts.Count, maxLength], device: device);
     }
 }
