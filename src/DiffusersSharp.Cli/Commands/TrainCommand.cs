@@ -38,6 +38,14 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
         [CommandOption("--lr <X>"), Description("Transformer learning rate (default 5e-4)."), DefaultValue("5e-4")]
         public string LearningRate { get; init; } = "5e-4";
 
+        /// <summary>Transformer learning-rate schedule.</summary>
+        [CommandOption("--lr-schedule <NAME>"), Description("Transformer learning rate after warm-up: constant (default) or cosine (decays to --min-lr at the last step)."), DefaultValue("constant")]
+        public string LearningRateSchedule { get; init; } = "constant";
+
+        /// <summary>Final learning rate of the cosine schedule.</summary>
+        [CommandOption("--min-lr <X>"), Description("Learning rate the cosine schedule ends at (default 0)."), DefaultValue("0")]
+        public string MinLearningRate { get; init; } = "0";
+
         /// <summary>VAE steps.</summary>
         [CommandOption("--vae-steps <N>"), Description("VAE optimizer steps (default 1500)."), DefaultValue(1500L)]
         public long VaeSteps { get; init; } = 1500;
@@ -119,13 +127,15 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
             if (Steps < 1 || VaeSteps < 1) return ValidationResult.Error("--steps and --vae-steps must be at least 1.");
             if (BatchSize < 1 || VaeBatchSize < 1) return ValidationResult.Error("--batch-size and --vae-batch-size must be at least 1.");
             if (CheckpointEvery < 0 || Warmup < 0 || VaeWarmup < 0 || LogEvery < 1) return ValidationResult.Error("--checkpoint-every, --warmup and --vae-warmup must be >= 0, --log-every >= 1.");
+            if (LearningRateSchedule is not ("constant" or "cosine")) return ValidationResult.Error($"--lr-schedule must be constant or cosine, got '{LearningRateSchedule}'.");
             if (Preset is not ("default" or "tiny")) return ValidationResult.Error($"--preset must be default or tiny, got '{Preset}'.");
             try
             {
-                foreach (var (v, o) in new[] { (LearningRate, "--lr"), (VaeLearningRate, "--vae-lr"), (EmaDecay, "--ema-decay"), (CaptionDropout, "--caption-dropout") }) Parse(v, o);
+                foreach (var (v, o) in new[] { (LearningRate, "--lr"), (MinLearningRate, "--min-lr"), (VaeLearningRate, "--vae-lr"), (EmaDecay, "--ema-decay"), (CaptionDropout, "--caption-dropout") }) Parse(v, o);
             }
             catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
             if (Parse(LearningRate, "--lr") <= 0 || Parse(VaeLearningRate, "--vae-lr") <= 0) return ValidationResult.Error("learning rates must be positive.");
+            if (Parse(MinLearningRate, "--min-lr") is var min && (min < 0 || min > Parse(LearningRate, "--lr"))) return ValidationResult.Error("--min-lr must be in [0, --lr].");
             if (Parse(EmaDecay, "--ema-decay") is < 0 or >= 1) return ValidationResult.Error("--ema-decay must be in [0, 1).");
             if (Parse(CaptionDropout, "--caption-dropout") is < 0 or > 1) return ValidationResult.Error("--caption-dropout must be in [0, 1].");
             return ValidationResult.Success();
@@ -176,6 +186,8 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
             {
                 Steps = settings.Steps, Seed = settings.Seed, EmaDecay = ema, WarmupSteps = settings.Warmup,
                 Optimizer = new AdamWOptions { LearningRate = settings.Parse(settings.LearningRate, "--lr") },
+                Schedule = settings.LearningRateSchedule == "cosine" ? LearningRateSchedule.Cosine : LearningRateSchedule.Constant,
+                MinLearningRate = settings.Parse(settings.MinLearningRate, "--min-lr"),
                 CheckpointEvery = settings.CheckpointEvery, CheckpointDir = Path.Combine(checkpoints, "transformer"),
             };
             var options = new TransformerTrainingOptions

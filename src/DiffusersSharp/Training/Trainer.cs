@@ -20,6 +20,12 @@ public sealed record TrainerOptions
     /// <summary>Steps of linear learning-rate warm-up from 0.</summary>
     public int WarmupSteps { get; init; }
 
+    /// <summary>The learning rate after warm-up: constant, or a cosine decay to <see cref="MinLearningRate"/> at <see cref="Steps"/>.</summary>
+    public LearningRateSchedule Schedule { get; init; } = LearningRateSchedule.Constant;
+
+    /// <summary>The learning rate a cosine schedule ends at.</summary>
+    public double MinLearningRate { get; init; }
+
     /// <summary>Gradients are clipped to this global L2 norm (0 or less: no clipping).</summary>
     public double MaxGradNorm { get; init; } = 1.0;
 
@@ -48,7 +54,19 @@ public sealed record TrainerOptions
         if (CheckpointEvery < 0) throw new ArgumentException($"checkpoint interval must be >= 0, got {CheckpointEvery}.");
         if (CheckpointEvery > 0 && string.IsNullOrEmpty(CheckpointDir)) throw new ArgumentException("checkpoints need a checkpoint folder.");
         if (KeepCheckpoints < 0) throw new ArgumentException($"keep-checkpoints must be >= 0, got {KeepCheckpoints}.");
+        if (!(MinLearningRate >= 0 && MinLearningRate <= Optimizer.LearningRate))
+            throw new ArgumentException($"the minimum learning rate must be in [0, {Optimizer.LearningRate}], got {MinLearningRate}.");
     }
+}
+
+/// <summary>How the learning rate moves after warm-up.</summary>
+public enum LearningRateSchedule
+{
+    /// <summary>The peak rate until the end.</summary>
+    Constant,
+
+    /// <summary>Half a cosine from the peak rate (end of warm-up) to the minimum rate (last step).</summary>
+    Cosine,
 }
 
 /// <summary>Progress after each optimizer step.</summary>
@@ -114,9 +132,16 @@ public sealed class Trainer : IDisposable
         return z ^ (z >> 31);
     }
 
-    /// <summary>Learning rate of 0-based step <paramref name="step"/> (linear warm-up, then constant).</summary>
-    public double LearningRateAt(long step) =>
-        Options.Optimizer.LearningRate * (Options.WarmupSteps > 0 ? Math.Min(1.0, (step + 1.0) / Options.WarmupSteps) : 1.0);
+    /// <summary>Learning rate of 0-based step <paramref name="step"/> (linear warm-up, then the schedule).</summary>
+    public double LearningRateAt(long step)
+    {
+        double peak = Options.Optimizer.LearningRate;
+        if (step < Options.WarmupSteps) return peak * (step + 1.0) / Options.WarmupSteps;
+        if (Options.Schedule == LearningRateSchedule.Constant) return peak;
+        double span = Math.Max(1, Options.Steps - 1 - Options.WarmupSteps);
+        double progress = Math.Clamp((step - Options.WarmupSteps) / span, 0, 1);
+        return Options.MinLearningRate + (peak - Options.MinLearningRate) * 0.5 * (1 + Math.Cos(Math.PI * progress));
+    }
 
     /// <summary>Trains until <see cref="TrainerOptions.Steps"/>; returns the number of steps run by this call.</summary>
     public long Train(IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)

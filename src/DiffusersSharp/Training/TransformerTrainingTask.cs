@@ -179,7 +179,9 @@ public sealed class TransformerTrainingTask : ITrainingTask
         {
             var noise = randn(latents.shape, dtype: ScalarType.Float32, generator: generator).to(latents.dtype, _device);
             var batch = _objective.Sample(latents, noise, generator);
-            var prediction = Transformer.forward(batch.NoisyInput, prompt.PromptEmbeds, prompt.PooledPromptEmbeds, batch.Timesteps);
+            // The zero T5 block is one key weighted by its count: the same loss as the full 333 tokens, several times faster.
+            var (context, repeats) = SD3Transformer2DModel.CollapseRepeatedTail(prompt.PromptEmbeds);
+            var prediction = Transformer.forward(batch.NoisyInput, context, prompt.PooledPromptEmbeds, batch.Timesteps, lastTokenRepeats: repeats);
             return FlowMatchingObjective.Loss(prediction, batch.Target, batch.Weighting).MoveToOuterDisposeScope();
         }
     }

@@ -193,4 +193,89 @@ public class SD3TransformerTests(ITestOutputHelper output)
         using (var y = model.forward(x.Hidden, x.Text, x.Pooled, x.Timestep)) { }
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
     }
+
+    /// <summary>The fixture's text with its tail replaced by <paramref name="zeros"/> zero rows (the pipeline without T5).</summary>
+    private static Tensor TextWithZeroTail(Tensor text, long keep, long zeros) =>
+        cat([text.narrow(1, 0, keep), torch.zeros(text.shape[0], zeros, text.shape[2])], 1);
+
+    [Fact]
+    public void CollapsedZeroTailGivesTheFullSequenceResult()
+    {
+        using var model = SD3Transformer2DModel.FromPretrained(Folder);
+        var x = LoadInputs();
+        using var _ = torch.inference_mode();
+        using var text = TextWithZeroTail(x.Text, 5, 256);
+        var (collapsed, repeats) = SD3Transformer2DModel.CollapseRepeatedTail(text);
+        using (collapsed)
+        {
+            Assert.Equal(256, repeats);
+            Assert.Equal([2, 6, 96], collapsed.shape);
+            using var full = model.forward(x.Hidden, text, x.Pooled, x.Timestep);
+            using var fast = model.forward(x.Hidden, collapsed, x.Pooled, x.Timestep, lastTokenRepeats: repeats);
+            using var plain = model.forward(x.Hidden, collapsed, x.Pooled, x.Timestep);
+            double diff = TensorAssert.MaxAbsDiff(fast, full), scale = full.abs().max().item<float>();
+            double withoutWeight = TensorAssert.MaxAbsDiff(plain, full);
+            output.WriteLine($"collapsed vs full: max |diff| {diff:G4} (max |out| {scale:G4}); one zero row without its count: {withoutWeight:G4}");
+            Assert.True(diff <= 1e-5 * scale, $"the collapsed sequence differs from the full one by {diff:G4}");
+            // The count matters: the same short sequence without it is another model input.
+            Assert.True(withoutWeight > 1e-2 * scale, $"dropping the count changed the output by only {withoutWeight:G4}");
+        }
+    }
+
+    [Fact]
+    public void CollapsedTailAddsNoErrorBeyondBfloat16s()
+    {
+        var x = LoadInputs();
+        using var _ = torch.inference_mode();
+        using var text = TextWithZeroTail(x.Text, 5, 256);
+        var (collapsed, repeats) = SD3Transformer2DModel.CollapseRepeatedTail(text);
+        using var exact32 = SD3Transformer2DModel.FromPretrained(Folder);
+        using var model = SD3Transformer2DModel.FromPretrained(Folder, ScalarType.BFloat16);
+        using (collapsed)
+        {
+            using var reference = exact32.forward(x.Hidden, text, x.Pooled, x.Timestep);
+            using var full = model.forward(x.Hidden, text, x.Pooled, x.Timestep);
+            using var fast = model.forward(x.Hidden, collapsed, x.Pooled, x.Timestep, lastTokenRepeats: repeats);
+            double errFull = RelativeL2(full, reference), errFast = RelativeL2(fast, reference);
+            output.WriteLine($"bf16 vs float32, relative L2: full sequence {errFull:G4}, collapsed {errFast:G4}");
+            // bf16 rounds ln(256) to 5.53 (1.4% on that key's weight); the result must stay within bf16's own error.
+            Assert.True(errFast <= 1.25 * errFull, $"collapsed bf16 error {errFast:G4} vs the full sequence's {errFull:G4}");
+        }
+    }
+
+    [Fact]
+    public void CollapseFindsOnlyTailsRepeatedInEveryBatchItem()
+    {
+        using var a = torch.randn(2, 7, 4);
+        var (same, one) = SD3Transformer2DModel.CollapseRepeatedTail(a);
+        using (same)
+        {
+            Assert.Equal(1, one);
+            Assert.True(same.equal(a).all().item<bool>());
+        }
+        // A non-zero repeated tail collapses too (keeping one of its rows).
+        using var b = a.clone();
+        b.narrow(1, 3, 4).copy_(torch.full(2, 4, 4, 1.5f));
+        var (shortB, repeatsB) = SD3Transformer2DModel.CollapseRepeatedTail(b);
+        using (shortB)
+        {
+            Assert.Equal(4, repeatsB);
+            Assert.True(shortB.equal(b.narrow(1, 0, 4)).all().item<bool>());
+        }
+        // Repeated in one batch item only: the rows differ across the batch, so nothing collapses beyond the common tail.
+        using var c = b.clone();
+        c[0, 4] = torch.full(4, 2f);
+        var (shortC, repeatsC) = SD3Transformer2DModel.CollapseRepeatedTail(c);
+        using (shortC)
+        {
+            Assert.Equal(2, repeatsC);
+            Assert.Equal(6, shortC.shape[1]);
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() =>
+        {
+            using var m = SD3Transformer2DModel.FromPretrained(Folder);
+            var x = LoadInputs();
+            m.forward(x.Hidden, x.Text, x.Pooled, x.Timestep, lastTokenRepeats: 0).Dispose();
+        });
+    }
 }

@@ -152,4 +152,26 @@ public class TrainerTests
         Assert.Equal(first, again);
         Assert.NotEqual(Trainer.StepSeed(3, "transformer", 4), Trainer.StepSeed(3, "vae", 4));
     }
+
+    [Fact]
+    public void LearningRateWarmsUpThenFollowsTheSchedule()
+    {
+        using var setup = new TinyTransformerSetup(seed: 6);
+        var baseOptions = new TrainerOptions { Steps = 111, WarmupSteps = 10, Optimizer = new AdamWOptions { LearningRate = 1e-3 } };
+        using (var constant = new Trainer(setup.Task, baseOptions))
+        {
+            Assert.Equal(1e-4, constant.LearningRateAt(0), 12);
+            Assert.Equal(1e-3, constant.LearningRateAt(9), 12);
+            Assert.Equal(1e-3, constant.LearningRateAt(110), 12);
+        }
+        using var cosine = new Trainer(setup.Task, baseOptions with { Schedule = LearningRateSchedule.Cosine, MinLearningRate = 1e-5 });
+        Assert.Equal(5e-4, cosine.LearningRateAt(4), 12);
+        Assert.Equal(1e-3, cosine.LearningRateAt(10), 12);
+        // Half way through the decay (steps 10..110): the mean of peak and floor; the last step reaches the floor.
+        Assert.Equal((1e-3 + 1e-5) / 2, cosine.LearningRateAt(60), 12);
+        Assert.Equal(1e-5, cosine.LearningRateAt(110), 12);
+        for (long step = 11; step <= 110; step++)
+            Assert.True(cosine.LearningRateAt(step) < cosine.LearningRateAt(step - 1), $"step {step} does not decay");
+        Assert.Throws<ArgumentException>(() => new TrainerOptions { MinLearningRate = 1, Optimizer = new AdamWOptions { LearningRate = 1e-3 } }.Validate());
+    }
 }

@@ -63,9 +63,10 @@ public sealed class JointAttention : nn.Module
     /// <summary>
     /// Attends. <paramref name="x"/> [B, N, D] are image tokens, <paramref name="context"/> [B, S, D] text tokens (null for
     /// self-attention). Returns the image output and the context output (null without a context; un-projected when
-    /// <c>context_pre_only</c>, which SD3 then discards).
+    /// <c>context_pre_only</c>, which SD3 then discards). <paramref name="keyBias"/> [N + S], if given, is added to the
+    /// attention logits of each key (image keys first); SD3Transformer2DModel uses it to let one text token stand for many.
     /// </summary>
-    public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context)
+    public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, Tensor? keyBias = null)
     {
         long batch = x.shape[0], n = x.shape[1];
         var q = Heads(to_q.forward(x));
@@ -85,7 +86,9 @@ public sealed class JointAttention : nn.Module
             k = torch.cat([k, ck], 2);
             v = torch.cat([v, cv], 2);
         }
-        var o = nn.functional.scaled_dot_product_attention(q, k, v);
+        var o = keyBias is null
+            ? nn.functional.scaled_dot_product_attention(q, k, v)
+            : nn.functional.scaled_dot_product_attention(q, k, v, keyBias.view(1, 1, 1, -1).to(q.dtype));
         o = o.transpose(1, 2).reshape(batch, -1, (long)_heads * _headDim).to(q.dtype);
         Tensor? ctxOut = null;
         if (context is not null)

@@ -52,9 +52,9 @@ public sealed class JointTransformerBlock : nn.Module
     /// <summary>
     /// Runs the block on image tokens <paramref name="x"/> [B, N, D] and context <paramref name="context"/> [B, S, D]
     /// with the conditioning <paramref name="temb"/> [B, D]. Returns the new context (null after the last block) and
-    /// the new image tokens.
+    /// the new image tokens. <paramref name="keyBias"/>: see <see cref="JointAttention.forward"/>.
     /// </summary>
-    public (Tensor? Context, Tensor X) forward(Tensor x, Tensor context, Tensor temb)
+    public (Tensor? Context, Tensor X) forward(Tensor x, Tensor context, Tensor temb, Tensor? keyBias = null)
     {
         Tensor nx, gateMsa, shiftMlp, scaleMlp, gateMlp;
         Tensor? nx2 = null, gateMsa2 = null;
@@ -78,7 +78,7 @@ public sealed class JointTransformerBlock : nn.Module
             nc = c.Value.X;
         }
 
-        var (ax, ac) = attn.forward(nx, nc);
+        var (ax, ac) = attn.forward(nx, nc, keyBias);
         x = x + gateMsa.unsqueeze(1) * ax;
         if (attn2 is not null)
             x = x + gateMsa2!.unsqueeze(1) * attn2.forward(nx2!, null).X;

@@ -67,13 +67,16 @@ public sealed class SD3Transformer2DModel : nn.Module
     /// patch_size, h/p and w/p at most pos_embed_max_size), text <paramref name="encoder_hidden_states"/> [B, S,
     /// joint_attention_dim], <paramref name="pooled_projections"/> [B, pooled_projection_dim] and the raw scheduler
     /// <paramref name="timestep"/> [B] (σ·1000; a scalar or [1] is broadcast). Blocks in <paramref name="skipLayers"/> are
-    /// bypassed (skip-layer guidance). Returns [B, out_channels, h, w] in the model dtype.
+    /// bypassed (skip-layer guidance). <paramref name="lastTokenRepeats"/> &gt; 1 says the last row of
+    /// <paramref name="encoder_hidden_states"/> stands for that many identical rows (see <see cref="CollapseRepeatedTail"/>):
+    /// the result equals passing them all, within rounding. Returns [B, out_channels, h, w] in the model dtype.
     /// </summary>
     /// <exception cref="ArgumentException">An input has the wrong rank, size or batch; thrown before any compute.</exception>
     public Tensor forward(Tensor hidden_states, Tensor encoder_hidden_states, Tensor pooled_projections, Tensor timestep,
-        IReadOnlyCollection<int>? skipLayers = null)
+        IReadOnlyCollection<int>? skipLayers = null, long lastTokenRepeats = 1)
     {
         Validate(hidden_states, encoder_hidden_states, pooled_projections, timestep, skipLayers);
+        if (lastTokenRepeats < 1) throw new ArgumentOutOfRangeException(nameof(lastTokenRepeats), lastTokenRepeats, "lastTokenRepeats must be at least 1.");
         using var scope = torch.NewDisposeScope();
         var dtype = Dtype;
         long batch = hidden_states.shape[0], height = hidden_states.shape[2], width = hidden_states.shape[3];
@@ -83,13 +86,14 @@ public sealed class SD3Transformer2DModel : nn.Module
         var x = pos_embed.forward(hidden_states.to(dtype));
         var temb = time_text_embed.forward(timestep, pooled_projections.to(dtype));
         var context = context_embedder.forward(encoder_hidden_states.to(dtype));
+        var keyBias = lastTokenRepeats > 1 ? RepeatedTokenKeyBias(x.shape[1], context.shape[1], lastTokenRepeats, x.device) : null;
 
         for (int i = 0; i < transformer_blocks.Count; i++)
         {
             if (skipLayers is not null && skipLayers.Contains(i)) continue;
             // Each block's intermediates are freed when it ends; only the two streams live on.
             using var blockScope = torch.NewDisposeScope();
-            var (newContext, newX) = transformer_blocks[i].forward(x, context, temb);
+            var (newContext, newX) = transformer_blocks[i].forward(x, context, temb, keyBias);
             newX.MoveToOuterDisposeScope();
             x.Dispose();
             x = newX;
@@ -105,6 +109,39 @@ public sealed class SD3Transformer2DModel : nn.Module
         int p = Config.PatchSize, c = Config.OutChannels;
         var output = h.view(batch, height / p, width / p, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(batch, c, height, width);
         return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Splits <paramref name="encoderHiddenStates"/> [B, S, D] into its rows up to the first of the identical rows that
+    /// end it in every batch item (the pipeline's zero T5 block when T5 is dropped: 256 of 333 rows) and their count.
+    /// Identical tokens stay identical through every block and, as keys, weigh in the softmax as one key with
+    /// <c>ln(count)</c> added to its logit, so <c>forward(..., collapsed, lastTokenRepeats: count)</c> gives the result
+    /// of the full sequence at the cost of the short one. Reads the tensor once (a device sync): call it once per
+    /// generation, not per step. Returns the tensor itself (as an alias) and 1 when it has no repeated tail.
+    /// </summary>
+    public static (Tensor Collapsed, long Repeats) CollapseRepeatedTail(Tensor encoderHiddenStates)
+    {
+        ArgumentNullException.ThrowIfNull(encoderHiddenStates);
+        if (encoderHiddenStates.dim() != 3) throw new ArgumentException("encoder_hidden_states must be [B, S, D].", nameof(encoderHiddenStates));
+        long length = encoderHiddenStates.shape[1];
+        if (length < 2) return (encoderHiddenStates.alias(), 1);
+        bool[] same;
+        using (var scope = torch.NewDisposeScope())
+        {
+            var last = encoderHiddenStates.narrow(1, length - 1, 1);
+            same = encoderHiddenStates.eq(last).all(-1).all(0).cpu().data<bool>().ToArray();
+        }
+        long repeats = 0;
+        for (long i = length - 1; i >= 0 && same[i]; i--) repeats++;
+        return repeats < 2 ? (encoderHiddenStates.alias(), 1) : (encoderHiddenStates.narrow(1, 0, length - repeats + 1), repeats);
+    }
+
+    /// <summary>The additive key bias [N + S] that makes the last text key count <paramref name="repeats"/> times.</summary>
+    private static Tensor RepeatedTokenKeyBias(long imageTokens, long textTokens, long repeats, Device device)
+    {
+        var bias = zeros(imageTokens + textTokens, ScalarType.Float32, device);
+        bias.narrow(0, imageTokens + textTokens - 1, 1).fill_(Math.Log(repeats));
+        return bias;
     }
 
     private void Validate(Tensor hidden, Tensor text, Tensor pooled, Tensor timestep, IReadOnlyCollection<int>? skipLayers)

@@ -1,5 +1,6 @@
 using DiffusersSharp.Images;
 using DiffusersSharp.Models;
+using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Schedulers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -201,6 +202,11 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
         var transformer = Components.Transformer;
         var skipLayers = r.SkipGuidanceLayers;
         Components.Activate("transformer");
+        // Without T5 the embeddings end in max_sequence_length identical zero rows: the transformer runs them as one
+        // row that counts that many times (the same result, a shorter sequence). Found again if a callback replaces them.
+        (Tensor, long) Collapse(Tensor e) => r.CollapseRepeatedText ? SD3Transformer2DModel.CollapseRepeatedTail(e) : (e, 1);
+        var (runEmbeds, repeats) = Collapse(embeds);
+        var (runPositive, positiveRepeats) = Collapse(positiveEmbeds);
         progress?.Report(new PipelineProgress("denoise", 0, total));
         for (int i = 0; i < total; i++)
         {
@@ -210,11 +216,11 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
             {
                 var t = timesteps[i];
                 // The callback may have dropped guidance: then only the conditional half of the embeddings is used.
-                var stepEmbeds = !cfg && embeds.shape[0] == 2 * latents.shape[0] ? embeds.chunk(2)[1] : embeds;
+                var stepEmbeds = !cfg && runEmbeds.shape[0] == 2 * latents.shape[0] ? runEmbeds.chunk(2)[1] : runEmbeds;
                 var stepPooled = !cfg && pooled.shape[0] == 2 * latents.shape[0] ? pooled.chunk(2)[1] : pooled;
                 var modelInput = cfg ? cat([latents, latents], 0) : latents;
                 var timestep = t.expand(modelInput.shape[0]);
-                var noisePred = transformer.forward(hooks.TransformerInput(modelInput, cfg), stepEmbeds, stepPooled, timestep);
+                var noisePred = transformer.forward(hooks.TransformerInput(modelInput, cfg), stepEmbeds, stepPooled, timestep, lastTokenRepeats: repeats);
                 if (cfg)
                 {
                     var halves = noisePred.chunk(2);
@@ -223,7 +229,7 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
                     bool skip = skipLayers is not null && i > numInferenceSteps * r.SkipLayerGuidanceStart && i < numInferenceSteps * r.SkipLayerGuidanceStop;
                     if (skip)
                     {
-                        var predSkip = transformer.forward(latents, positiveEmbeds, positivePooled, t.expand(latents.shape[0]), skipLayers!.ToArray());
+                        var predSkip = transformer.forward(latents, runPositive, positivePooled, t.expand(latents.shape[0]), skipLayers!.ToArray(), positiveRepeats);
                         noisePred = noisePred + (text - predSkip) * r.SkipLayerGuidanceScale;
                     }
                 }
@@ -243,7 +249,11 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
                 };
                 callback(context);
                 latents = Adopt(latents, context.Latents);
-                embeds = Adopt(embeds, context.PromptEmbeds);
+                if (!ReferenceEquals(embeds, context.PromptEmbeds))
+                {
+                    embeds = Adopt(embeds, context.PromptEmbeds);
+                    (runEmbeds, repeats) = Collapse(embeds);
+                }
                 pooled = Adopt(pooled, context.PooledPromptEmbeds);
                 if (context.Mask is not null && !ReferenceEquals(context.Mask, hooks.Mask)) hooks.Mask = context.Mask;
                 guidance = context.GuidanceScale;

@@ -91,6 +91,13 @@ public record StableDiffusion3Request
 
     /// <summary>Called after every step; may replace latents and embeddings or interrupt.</summary>
     public Action<StepEndContext>? CallbackOnStepEnd { get; init; }
+
+    /// <summary>
+    /// Not in diffusers: run identical rows that end the prompt embeddings (the zero T5 block when T5 is not loaded) as one
+    /// counted row (<see cref="Models.Transformers.SD3Transformer2DModel.CollapseRepeatedTail"/>): the same images within
+    /// float rounding, faster. False runs the full sequence as diffusers does.
+    /// </summary>
+    public bool CollapseRepeatedText { get; init; } = true;
 }
 
 /// <summary>Image-to-image parameters (<c>StableDiffusion3Img2ImgPipeline.__call__</c>): the text-to-image ones plus the image and strength.</summary>
