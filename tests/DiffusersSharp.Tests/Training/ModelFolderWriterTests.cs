@@ -9,6 +9,7 @@ using DiffusersSharp.Schedulers;
 using DiffusersSharp.Tests.Cli;
 using DiffusersSharp.Tests.Support;
 using DiffusersSharp.Training;
+using DiffusersSharp.Training.Shapes;
 using static TorchSharp.torch;
 
 namespace DiffusersSharp.Tests.Training;
@@ -108,5 +109,44 @@ public class CheckShapesCliTests
         Assert.Equal("held-out", doc.RootElement.GetProperty("split").GetString());
         Assert.StartsWith("000 ", stderr.Split('\n').First(l => l.StartsWith("000")));
         Assert.Equal(2, CliRunner.Run("check-shapes", "--model", Fixtures.TinySd3Model, "--split", "test").Code);
+    }
+
+    [Theory]
+    [InlineData("negative", null)]
+    [InlineData("img2img", "0.8")]
+    [InlineData("inpaint", "1")]
+    public void CheckShapesRunsEveryModeAndCountsWhatItMovesAwayFrom(string mode, string? strength)
+    {
+        var args = new List<string> { "check-shapes", "--model", Fixtures.TinySd3Model, "--count", "2", "--steps", "2", "--guidance", "2", "--mode", mode };
+        if (strength is not null) args.AddRange(["--strength", strength]);
+        var (code, stdout, stderr) = CliRunner.Run([.. args]);
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.Equal(mode, doc.RootElement.GetProperty("mode").GetString());
+        int avoided = doc.RootElement.GetProperty("avoided").GetInt32();
+        Assert.InRange(avoided, 0, 2);
+        string first = stderr.Split('\n').First(l => l.StartsWith("000"));
+        Assert.Contains(mode == "negative" ? " not \"a " : " from \"a ", first);
+    }
+
+    [Fact]
+    public void CheckShapesRejectsBadModesAndStrengths()
+    {
+        Assert.Equal(2, CliRunner.Run("check-shapes", "--model", Fixtures.TinySd3Model, "--mode", "video").Code);
+        Assert.Equal(2, CliRunner.Run("check-shapes", "--model", Fixtures.TinySd3Model, "--mode", "img2img", "--strength", "1.5").Code);
+    }
+
+    [Fact]
+    public void SourceScenesChangeOneAttributeAndKeepTheGeometry()
+    {
+        var scene = new SceneSpec(new SceneDescription(SceneColor.Purple, ShapeKind.Triangle, SceneColor.Black, ScenePosition.TopLeft), 0.3f, 0.25f, 0.25f);
+        var recoloured = ShapesEvaluation.Recoloured(scene);
+        // Purple is last in the palette; black (the background) is skipped.
+        Assert.Equal("a red triangle on a black background, top left", recoloured.Caption);
+        Assert.Equal((scene.Size, scene.CenterX, scene.CenterY), (recoloured.Size, recoloured.CenterX, recoloured.CenterY));
+        Assert.Equal("a purple circle on a black background, top left", ShapesEvaluation.Reshaped(scene).Caption);
+        Assert.Equal(ShapeKind.Square, ShapesEvaluation.OtherShape(new SceneDescription(SceneColor.Red, ShapeKind.Circle, SceneColor.Blue)).Shape);
+        var onRed = new SceneSpec(new SceneDescription(SceneColor.White, ShapeKind.Square, SceneColor.Black), 0.3f, 0.5f, 0.5f);
+        Assert.Equal(SceneColor.Orange, ShapesEvaluation.Recoloured(onRed).ShapeColor);
     }
 }
