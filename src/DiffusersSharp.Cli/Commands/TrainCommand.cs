@@ -46,6 +46,14 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
         [CommandOption("--min-lr <X>"), Description("Learning rate the cosine schedule ends at (default 0)."), DefaultValue("0")]
         public string MinLearningRate { get; init; } = "0";
 
+        /// <summary>Fine-tuning source.</summary>
+        [CommandOption("--init-from <DIR>"), Description("Start the transformer stage from the transformer and CLIP weights of this pipeline folder (same sizes) instead of a random initialisation.")]
+        public string? InitFrom { get; init; }
+
+        /// <summary>Scheduler shift.</summary>
+        [CommandOption("--shift <X>"), Description("The scheduler's shift, for training noise levels and the written model (default 1: these 128-pixel images need no shift toward noise; SD3 uses 3 at 1024 pixels)."), DefaultValue("1")]
+        public string Shift { get; init; } = "1";
+
         /// <summary>VAE steps.</summary>
         [CommandOption("--vae-steps <N>"), Description("VAE optimizer steps (default 1500)."), DefaultValue(1500L)]
         public long VaeSteps { get; init; } = 1500;
@@ -131,11 +139,14 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
             if (Preset is not ("default" or "tiny")) return ValidationResult.Error($"--preset must be default or tiny, got '{Preset}'.");
             try
             {
-                foreach (var (v, o) in new[] { (LearningRate, "--lr"), (MinLearningRate, "--min-lr"), (VaeLearningRate, "--vae-lr"), (EmaDecay, "--ema-decay"), (CaptionDropout, "--caption-dropout") }) Parse(v, o);
+                foreach (var (v, o) in new[] { (LearningRate, "--lr"), (MinLearningRate, "--min-lr"), (Shift, "--shift"), (VaeLearningRate, "--vae-lr"), (EmaDecay, "--ema-decay"), (CaptionDropout, "--caption-dropout") }) Parse(v, o);
             }
             catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
             if (Parse(LearningRate, "--lr") <= 0 || Parse(VaeLearningRate, "--vae-lr") <= 0) return ValidationResult.Error("learning rates must be positive.");
             if (Parse(MinLearningRate, "--min-lr") is var min && (min < 0 || min > Parse(LearningRate, "--lr"))) return ValidationResult.Error("--min-lr must be in [0, --lr].");
+            if (!(Parse(Shift, "--shift") > 0)) return ValidationResult.Error("--shift must be positive.");
+            if (InitFrom is not null && !Directory.Exists(Path.Combine(InitFrom, "transformer"))) return ValidationResult.Error($"--init-from {InitFrom} has no transformer/ folder.");
+            if (InitFrom is not null && Resume is not null) return ValidationResult.Error("--init-from starts a new run; --resume continues one: use one of them.");
             if (Parse(EmaDecay, "--ema-decay") is < 0 or >= 1) return ValidationResult.Error("--ema-decay must be in [0, 1).");
             if (Parse(CaptionDropout, "--caption-dropout") is < 0 or > 1) return ValidationResult.Error("--caption-dropout must be in [0, 1].");
             return ValidationResult.Success();
@@ -146,7 +157,8 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
         var device = TorchDevices.Parse(settings.Device);
-        var configs = settings.Preset == "tiny" ? ShapesModelConfigs.Tiny : ShapesModelConfigs.Default;
+        var preset = settings.Preset == "tiny" ? ShapesModelConfigs.Tiny : ShapesModelConfigs.Default;
+        var configs = preset with { Scheduler = preset.Scheduler with { Shift = settings.Parse(settings.Shift, "--shift") } };
         int imageSize = configs.Transformer.SampleSize * configs.Vae.VaeScaleFactor;
         string output = Path.GetFullPath(settings.Output);
         string checkpoints = settings.CheckpointDir ?? output.TrimEnd(Path.DirectorySeparatorChar) + "-checkpoints";
@@ -196,7 +208,8 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
                 CaptionDropout = settings.Parse(settings.CaptionDropout, "--caption-dropout"),
             };
             cli.Error.WriteLine($"training the transformer: {settings.Steps} steps of {settings.BatchSize} scenes on {settings.Device}, checkpoints in {trainer.CheckpointDir}");
-            results.Add(Summary(ShapesTraining.TrainTransformer(output, configs, trainer, options, tokenizers, device, settings.Resume, progress, cancellationToken)));
+            results.Add(Summary(ShapesTraining.TrainTransformer(output, configs, trainer, options, tokenizers, device, settings.Resume, progress, cancellationToken,
+                initFrom: settings.InitFrom)));
         }
         cli.Out.WriteLine(new JsonObject { ["output"] = output, ["seed"] = settings.Seed, ["stages"] = results }
             .ToJsonString(new JsonSerializerOptions { WriteIndented = true }));

@@ -68,10 +68,15 @@ public static class ShapesTraining
     /// pipeline folder; the CLIP tokenizers are copied from <paramref name="tokenizerSource"/> (a pipeline folder with
     /// <c>tokenizer</c> and <c>tokenizer_2</c>).
     /// </summary>
+    /// <remarks>
+    /// <paramref name="initFrom"/>, a pipeline folder with the same transformer and CLIP configs, starts the models from its
+    /// weights instead of a random initialisation (fine-tuning: a new optimizer, schedule and EMA).
+    /// </remarks>
     /// <exception cref="DirectoryNotFoundException">OUTPUT/vae or the tokenizers are missing.</exception>
+    /// <exception cref="ArgumentException"><paramref name="initFrom"/> holds models of other configs.</exception>
     public static StageResult TrainTransformer(string output, ShapesModelConfigs configs, TrainerOptions trainerOptions, TransformerTrainingOptions options,
         string tokenizerSource, Device? device = null, string? resume = null, IProgress<TrainingProgress>? progress = null,
-        CancellationToken cancellationToken = default, ScalarType weightsDtype = ScalarType.Float16)
+        CancellationToken cancellationToken = default, ScalarType weightsDtype = ScalarType.Float16, string? initFrom = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(output);
         ArgumentNullException.ThrowIfNull(configs);
@@ -84,8 +89,10 @@ public static class ShapesTraining
         using var vae = AutoencoderKL.FromPretrained(vaeFolder, ScalarType.Float32, device);
         var tokenizer = CLIPTokenizer.FromFolder(Path.Combine(tokenizerSource, "tokenizer"));
         var tokenizer2 = CLIPTokenizer.FromFolder(Path.Combine(tokenizerSource, "tokenizer_2"));
-        var (transformer, textEncoder, textEncoder2) = BuildSeeded(trainerOptions.Seed, () => (new SD3Transformer2DModel(configs.Transformer, device),
-            new CLIPTextModelWithProjection(configs.TextEncoder, device), new CLIPTextModelWithProjection(configs.TextEncoder2, device)));
+        var (transformer, textEncoder, textEncoder2) = initFrom is null
+            ? BuildSeeded(trainerOptions.Seed, () => (new SD3Transformer2DModel(configs.Transformer, device),
+                new CLIPTextModelWithProjection(configs.TextEncoder, device), new CLIPTextModelWithProjection(configs.TextEncoder2, device)))
+            : LoadForFineTuning(initFrom, configs, device);
         using var disposeTransformer = transformer;
         using var disposeTextEncoder = textEncoder;
         using var disposeTextEncoder2 = textEncoder2;
@@ -97,5 +104,26 @@ public static class ShapesTraining
         trainer.CopyEmaToModels();
         ModelFolderWriter.WritePipeline(output, transformer, textEncoder, textEncoder2, configs.Scheduler, tokenizerSource, weightsDtype);
         return new StageResult("transformer", trainerOptions.Steps, run, trainer.LastLoss, clock.Elapsed.TotalSeconds, output);
+    }
+
+    private static (SD3Transformer2DModel, CLIPTextModelWithProjection, CLIPTextModelWithProjection) LoadForFineTuning(string folder, ShapesModelConfigs configs, Device device)
+    {
+        var transformer = SD3Transformer2DModel.FromPretrained(Path.Combine(folder, "transformer"), ScalarType.Float32, device);
+        var textEncoder = CLIPTextModelWithProjection.FromPretrained(Path.Combine(folder, "text_encoder"), ScalarType.Float32, device);
+        var textEncoder2 = CLIPTextModelWithProjection.FromPretrained(Path.Combine(folder, "text_encoder_2"), ScalarType.Float32, device);
+        static string Json<T>(T config) => System.Text.Json.JsonSerializer.Serialize(config, IO.ConfigJson.Options);
+        string? differs = Json(transformer.Config) != Json(configs.Transformer) ? "transformer"
+            : Json(textEncoder.Config) != Json(configs.TextEncoder) ? "text_encoder"
+            : Json(textEncoder2.Config) != Json(configs.TextEncoder2) ? "text_encoder_2" : null;
+        if (differs is null)
+        {
+            // Loaded models are for inference (no gradients); training needs them back.
+            foreach (var p in transformer.parameters().Concat(textEncoder.parameters()).Concat(textEncoder2.parameters())) p.requires_grad = true;
+            return (transformer, textEncoder, textEncoder2);
+        }
+        transformer.Dispose();
+        textEncoder.Dispose();
+        textEncoder2.Dispose();
+        throw new ArgumentException($"{folder}/{differs} has another config than the model being trained; fine-tuning needs the same sizes.");
     }
 }

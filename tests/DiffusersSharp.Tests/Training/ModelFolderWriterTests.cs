@@ -19,6 +19,12 @@ public class ModelFolderWriterTests
 {
     private static string Temp() => Path.Combine(Path.GetTempPath(), "ds-train-" + Guid.NewGuid().ToString("N"));
 
+    private static void CopyFolder(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+    }
+
     private static string Json<T>(T config) => JsonSerializer.Serialize(config, ConfigJson.Options);
 
     [Fact]
@@ -83,6 +89,21 @@ public class ModelFolderWriterTests
                 "--batch-size", "2", "--checkpoint-every", "0", "--resume", Path.Combine(dir + "-checkpoints", "transformer"), "--tokenizers", Fixtures.TinySd3Model);
             Assert.True(resumeCode == 0, resumeErr);
             Assert.Contains("transformer step 4/4", resumeErr);
+
+            // Fine-tuning starts from the written weights (a new run: fresh optimizer, its own schedule) at another shift.
+            string tuned = dir + "-tuned";
+            Directory.CreateDirectory(tuned);
+            CopyFolder(Path.Combine(dir, "vae"), Path.Combine(tuned, "vae"));
+            var (tuneCode, tuneOut, tuneErr) = CliRunner.Run("train", "--output", tuned, "--preset", "tiny", "--stage", "transformer", "--steps", "2",
+                "--batch-size", "2", "--checkpoint-every", "0", "--init-from", dir, "--shift", "2.5", "--lr-schedule", "cosine", "--tokenizers", Fixtures.TinySd3Model);
+            Assert.True(tuneCode == 0, tuneErr);
+            Assert.Contains("transformer step 2/2", tuneErr);
+            Assert.Contains("\"shift\": 2.5", File.ReadAllText(Path.Combine(tuned, "scheduler", "scheduler_config.json")));
+            Directory.Delete(tuned, recursive: true);
+            Assert.Equal(2, CliRunner.Run("train", "--output", tuned, "--stage", "transformer", "--init-from", tuned).Code);
+            Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--shift", "0").Code);
+            Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--lr-schedule", "step").Code);
+            Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--min-lr", "1").Code);
 
             Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--stage", "unet").Code);
             Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--lr", "fast").Code);
