@@ -206,7 +206,8 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
         // row that counts that many times (the same result, a shorter sequence). Found again if a callback replaces them.
         (Tensor, long) Collapse(Tensor e) => r.CollapseRepeatedText ? SD3Transformer2DModel.CollapseRepeatedTail(e) : (e, 1);
         var (runEmbeds, repeats) = Collapse(embeds);
-        var (runPositive, positiveRepeats) = Collapse(positiveEmbeds);
+        // Only skip-layer guidance runs the positive half alone; finding its tail costs a device sync, so only then.
+        var (runPositive, positiveRepeats) = skipLayers is null ? (positiveEmbeds, 1L) : Collapse(positiveEmbeds);
         progress?.Report(new PipelineProgress("denoise", 0, total));
         for (int i = 0; i < total; i++)
         {
