@@ -40,7 +40,7 @@ public sealed record ShapesEvaluationSettings
     /// <summary>A negative prompt for every text-to-image generation (the negative-prompt mode makes its own).</summary>
     public string? NegativePrompt { get; init; }
 
-    /// <summary>Strength of image-to-image and inpainting.</summary>
+    /// <summary>Strength of image-to-image and inpainting (null: the requests' default, 0.6 as in diffusers).</summary>
     public double? Strength { get; init; }
 
     /// <summary>Growth of the inpainting mask beyond the shape's bounding box, as a fraction of the image side.</summary>
@@ -71,16 +71,6 @@ public sealed record ShapesEvaluationResult(SceneScore Score, IReadOnlyList<Shap
 /// <summary>Measures a shapes model: generate from each scene caption, read the image back with <see cref="SceneChecker"/>.</summary>
 public static class ShapesEvaluation
 {
-    /// <summary>Text-to-image over the captions of <paramref name="scenes"/> (seed <c>seed + i</c>, the pipeline's default size).</summary>
-    public static ShapesEvaluationResult TextToImage(StableDiffusion3Pipeline pipeline, IReadOnlyList<SceneSpec> scenes, int? steps = null,
-        double guidance = 7.0, long seed = 0, string? negativePrompt = null, IProgress<ShapesEvaluationItem>? progress = null,
-        CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(pipeline);
-        return Run(pipeline.Components, scenes, new ShapesEvaluationSettings { Steps = steps, GuidanceScale = guidance, Seed = seed, NegativePrompt = negativePrompt },
-            progress, cancellationToken);
-    }
-
     /// <summary>
     /// Runs <paramref name="settings"/>' mode over <paramref name="scenes"/> with pipelines sharing <paramref name="components"/>;
     /// every image is checked against its scene's caption.
@@ -109,27 +99,30 @@ public static class ShapesEvaluation
             using var generator = new Runtime.Generator().ManualSeed(seed);
             SceneSpec? source = null;
             string? negative = settings.NegativePrompt;
+            var negativeScene = settings.Mode == ShapesEvaluationMode.NegativePrompt ? OtherShape(scene.Description) : null;
             StableDiffusion3Output output;
             switch (settings.Mode)
             {
                 case ShapesEvaluationMode.ImageToImage:
                     source = Recoloured(scene);
-                    output = img2img.Generate(new StableDiffusion3Img2ImgRequest
+                    var i2i = new StableDiffusion3Img2ImgRequest
                     {
-                        Prompt = scene.Caption, Image = ShapeScenes.Draw(source, size), Strength = settings.Strength ?? 0.6,
+                        Prompt = scene.Caption, Image = ShapeScenes.Draw(source, size),
                         NumInferenceSteps = settings.Steps, GuidanceScale = settings.GuidanceScale, Generator = generator,
-                    }, cancellationToken: cancellationToken);
+                    };
+                    output = img2img.Generate(settings.Strength is { } i2iStrength ? i2i with { Strength = i2iStrength } : i2i, cancellationToken: cancellationToken);
                     break;
                 case ShapesEvaluationMode.Inpainting:
                     source = Reshaped(scene);
-                    output = inpaint.Generate(new StableDiffusion3InpaintRequest
+                    var fill = new StableDiffusion3InpaintRequest
                     {
                         Prompt = scene.Caption, Image = ShapeScenes.Draw(source, size), MaskImage = SceneRenderer.BoxMask(scene, size, settings.MaskGrow),
-                        Strength = settings.Strength ?? 0.6, NumInferenceSteps = settings.Steps, GuidanceScale = settings.GuidanceScale, Generator = generator,
-                    }, cancellationToken: cancellationToken);
+                        NumInferenceSteps = settings.Steps, GuidanceScale = settings.GuidanceScale, Generator = generator,
+                    };
+                    output = inpaint.Generate(settings.Strength is { } fillStrength ? fill with { Strength = fillStrength } : fill, cancellationToken: cancellationToken);
                     break;
                 default:
-                    if (settings.Mode == ShapesEvaluationMode.NegativePrompt) negative = OtherShape(scene.Description).Caption;
+                    if (negativeScene is not null) negative = negativeScene.Caption;
                     output = text.Generate(new StableDiffusion3Request
                     {
                         Prompt = scene.Caption, NegativePrompt = negative is null ? (PromptList?)null : new PromptList([negative]),
@@ -143,7 +136,7 @@ public static class ShapesEvaluation
             var wrong = score.Add(scene.Description, reading);
             avoided += settings.Mode switch
             {
-                ShapesEvaluationMode.NegativePrompt => reading.Shape != OtherShape(scene.Description).Shape ? 1 : 0,
+                ShapesEvaluationMode.NegativePrompt => reading.Shape != negativeScene!.Shape ? 1 : 0,
                 ShapesEvaluationMode.ImageToImage => reading.ShapeColor != source!.ShapeColor ? 1 : 0,
                 ShapesEvaluationMode.Inpainting => reading.Shape != source!.Shape ? 1 : 0,
                 _ => 0,

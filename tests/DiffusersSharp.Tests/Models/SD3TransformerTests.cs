@@ -238,8 +238,8 @@ public class SD3TransformerTests(ITestOutputHelper output)
             using var fast = model.forward(x.Hidden, collapsed, x.Pooled, x.Timestep, lastTokenRepeats: repeats);
             double errFull = RelativeL2(full, reference), errFast = RelativeL2(fast, reference);
             output.WriteLine($"bf16 vs float32, relative L2: full sequence {errFull:G4}, collapsed {errFast:G4}");
-            // bf16 rounds ln(256) to 5.53 (1.4% on that key's weight); the result must stay within bf16's own error.
-            Assert.True(errFast <= 1.25 * errFull, $"collapsed bf16 error {errFast:G4} vs the full sequence's {errFull:G4}");
+            // bf16 rounds ln(256) to 5.53 (1.4% on that key's weight); measured 0.0150 vs 0.0142: within bf16's own error.
+            Assert.True(errFast <= 1.1 * errFull, $"collapsed bf16 error {errFast:G4} vs the full sequence's {errFull:G4}");
         }
     }
 

@@ -10,7 +10,7 @@ using Generator = DiffusersSharp.Runtime.Generator;
 namespace DiffusersSharp.Tests.Pipelines;
 
 /// <summary>Behaviour of the SD3 pipelines on the tiny model: parameters, batching, callbacks, cancellation, memory.</summary>
-public sealed class StableDiffusion3PipelineTests : IClassFixture<TinySd3Pipeline>
+public sealed class StableDiffusion3PipelineTests(Xunit.Abstractions.ITestOutputHelper log) : IClassFixture<TinySd3Pipeline>
 {
     private static StableDiffusion3Request Small(long seed = 1) => new()
     {
@@ -95,7 +95,9 @@ public sealed class StableDiffusion3PipelineTests : IClassFixture<TinySd3Pipelin
         using var full = pipe.Generate(Request(false));
         using var fast = pipe.Generate(Request(true));
         double diff = TensorAssert.MaxAbsDiff(fast.Tensor!, full.Tensor!), scale = full.Tensor!.abs().max().item<float>();
-        Assert.True(diff <= 1e-5 * scale, $"collapsed vs full latents differ by {diff:G4} (max {scale:G4})");
+        log.WriteLine($"collapsed vs full latents: max |diff| {diff:G4}, max |latent| {scale:G4}");
+        // Measured 2.2e-5 on latents up to 20.6 (1.1e-6 relative): float32 rounding of a shorter softmax.
+        Assert.True(diff <= 3e-6 * scale, $"collapsed vs full latents differ by {diff:G4} (max {scale:G4})");
     }
 
     [Fact]
