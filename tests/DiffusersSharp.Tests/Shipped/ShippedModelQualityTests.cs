@@ -9,7 +9,7 @@ namespace DiffusersSharp.Tests.Shipped;
 /// float32) unless a strength is named, read back by the scene checker; 50 held-out captions (combinations never trained
 /// on) with seeds 0..49, exactly as `diffusers check-shapes --count 50 [--mode M]` runs them, so the README's numbers can be
 /// reproduced. Each bound is the rate measured when the model was committed less one image (another CPU's kernels may
-/// round one borderline image the other way). Issue 9's goal, 45 of 50 held-out captions, is not reached yet (42).
+/// round one borderline image the other way). Issue 9's goal is 45 of 50 held-out captions; 46 were measured.
 /// </summary>
 public sealed class ShippedModelQualityTests(ShippedModel model, ITestOutputHelper output) : IClassFixture<ShippedModel>
 {
@@ -27,7 +27,7 @@ public sealed class ShippedModelQualityTests(ShippedModel model, ITestOutputHelp
     public void HeldOutCaptionsAreDrawnRightWithinThreeSecondsEach()
     {
         var result = Run(ShapesEvaluationMode.TextToImage);
-        Assert.True(result.Score.Correct >= 41, $"{result.Score} (measured 42/50 at commit)");
+        Assert.True(result.Score.Correct >= 45, $"{result.Score} (measured 46/50 at commit; the goal is 45)");
         Assert.True(result.SecondsPerImage <= 3.0, $"{result.SecondsPerImage:0.00} s per 128x128 image at 28 steps");
     }
 
@@ -50,15 +50,15 @@ public sealed class ShippedModelQualityTests(ShippedModel model, ITestOutputHelp
     {
         var result = Run(ShapesEvaluationMode.ImageToImage, strength: 0.8);
         Assert.True(result.Avoided >= 49, $"{result.Avoided}/50 images lose the source colour (measured 50 at commit)");
-        Assert.True(result.Score.Correct >= 31, $"{result.Score} (measured 32/50 at commit)");
+        Assert.True(result.Score.Correct >= 35, $"{result.Score} (measured 36/50 at commit)");
     }
 
     [Fact]
     public void InpaintingReplacesTheShapeInsideTheMask()
     {
         var result = Run(ShapesEvaluationMode.Inpainting, strength: 1.0);
-        Assert.True(result.Avoided >= 48, $"{result.Avoided}/50 images lose the source shape (measured 49 at commit)");
-        Assert.True(result.Score.Correct >= 42, $"{result.Score} (measured 43/50 at commit)");
+        Assert.True(result.Avoided >= 49, $"{result.Avoided}/50 images lose the source shape (measured 50 at commit)");
+        Assert.True(result.Score.Correct >= 43, $"{result.Score} (measured 44/50 at commit)");
         Assert.True(result.Score.BackgroundCorrect == 50, $"{result.Score}: the unmasked background must stay");
     }
 }
