@@ -54,6 +54,22 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
         [CommandOption("--shift <X>"), Description("The scheduler's shift, for training noise levels and the written model (default 1: these 128-pixel images need no shift toward noise; SD3 uses 3 at 1024 pixels)."), DefaultValue("1")]
         public string Shift { get; init; } = "1";
 
+        /// <summary>Timestep density and loss weight.</summary>
+        [CommandOption("--weighting-scheme <NAME>"), Description("Timestep density / loss weight, as diffusers' SD3 training scripts: logit_normal (default, SD3's), mode, sigma_sqrt, cosmap or none."), DefaultValue("logit_normal")]
+        public string WeightingScheme { get; init; } = "logit_normal";
+
+        /// <summary>Logit-normal mean.</summary>
+        [CommandOption("--logit-mean <X>"), Description("Mean of the logit-normal timestep density (default 0; negative favours low noise)."), DefaultValue("0")]
+        public string LogitMean { get; init; } = "0";
+
+        /// <summary>Logit-normal standard deviation.</summary>
+        [CommandOption("--logit-std <X>"), Description("Standard deviation of the logit-normal timestep density (default 1)."), DefaultValue("1")]
+        public string LogitStd { get; init; } = "1";
+
+        /// <summary>Mode-density scale.</summary>
+        [CommandOption("--mode-scale <X>"), Description("Scale of the mode timestep density (default 1.29)."), DefaultValue("1.29")]
+        public string ModeScale { get; init; } = "1.29";
+
         /// <summary>VAE steps.</summary>
         [CommandOption("--vae-steps <N>"), Description("VAE optimizer steps (default 1500)."), DefaultValue(1500L)]
         public long VaeSteps { get; init; } = 1500;
@@ -122,6 +138,14 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
         [CommandOption("--log-every <N>"), Description("Progress line every N steps (default 10)."), DefaultValue(10)]
         public int LogEvery { get; init; } = 10;
 
+        internal FlowMatchingOptions Objective()
+        {
+            if (!FlowMatchingOptions.WeightingSchemes.Contains(WeightingScheme))
+                throw new ArgumentException($"--weighting-scheme must be one of {string.Join(", ", FlowMatchingOptions.WeightingSchemes)}, got '{WeightingScheme}'.");
+            if (!(Parse(LogitStd, "--logit-std") > 0)) throw new ArgumentException("--logit-std must be positive.");
+            return FlowMatchingOptions.FromWeightingScheme(WeightingScheme, Parse(LogitMean, "--logit-mean"), Parse(LogitStd, "--logit-std"), Parse(ModeScale, "--mode-scale"));
+        }
+
         internal double Parse(string value, string option) =>
             double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v)
                 ? v : throw new ArgumentException($"{option} must be a number, got '{value}'.");
@@ -139,7 +163,8 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
             if (Preset is not ("default" or "tiny")) return ValidationResult.Error($"--preset must be default or tiny, got '{Preset}'.");
             try
             {
-                foreach (var (v, o) in new[] { (LearningRate, "--lr"), (MinLearningRate, "--min-lr"), (Shift, "--shift"), (VaeLearningRate, "--vae-lr"), (EmaDecay, "--ema-decay"), (CaptionDropout, "--caption-dropout") }) Parse(v, o);
+                foreach (var (v, o) in new[] { (LearningRate, "--lr"), (MinLearningRate, "--min-lr"), (Shift, "--shift"), (VaeLearningRate, "--vae-lr"), (EmaDecay, "--ema-decay"), (CaptionDropout, "--caption-dropout"), (LogitMean, "--logit-mean"), (LogitStd, "--logit-std"), (ModeScale, "--mode-scale") }) Parse(v, o);
+                Objective();
             }
             catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
             if (Parse(LearningRate, "--lr") <= 0 || Parse(VaeLearningRate, "--vae-lr") <= 0) return ValidationResult.Error("learning rates must be positive.");
@@ -205,7 +230,7 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
             var options = new TransformerTrainingOptions
             {
                 BatchSize = settings.BatchSize, ImageSize = imageSize, TrainTextEncoders = !settings.FreezeTextEncoders,
-                CaptionDropout = settings.Parse(settings.CaptionDropout, "--caption-dropout"),
+                CaptionDropout = settings.Parse(settings.CaptionDropout, "--caption-dropout"), Objective = settings.Objective(),
             };
             cli.Error.WriteLine($"training the transformer: {settings.Steps} steps of {settings.BatchSize} scenes on {settings.Device}, checkpoints in {trainer.CheckpointDir}");
             results.Add(Summary(ShapesTraining.TrainTransformer(output, configs, trainer, options, tokenizers, device, settings.Resume, progress, cancellationToken,

@@ -47,6 +47,31 @@ public sealed record FlowMatchingOptions
 
     /// <summary>Loss weighting.</summary>
     public LossWeighting Weighting { get; init; } = LossWeighting.None;
+
+    /// <summary>The names diffusers' SD3 training scripts accept for <c>--weighting_scheme</c>.</summary>
+    public static IReadOnlyList<string> WeightingSchemes { get; } = ["logit_normal", "mode", "sigma_sqrt", "cosmap", "none"];
+
+    /// <summary>
+    /// The options diffusers' SD3 training scripts derive from <c>--weighting_scheme</c>: <c>logit_normal</c> and
+    /// <c>mode</c> choose the timestep density (no loss weight); <c>sigma_sqrt</c>, <c>cosmap</c> and <c>none</c> draw
+    /// timesteps uniformly and choose the loss weight.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="scheme"/> is not one of <see cref="WeightingSchemes"/>, or
+    /// <paramref name="logitStd"/> is not positive.</exception>
+    public static FlowMatchingOptions FromWeightingScheme(string scheme, double logitMean = 0, double logitStd = 1, double modeScale = 1.29)
+    {
+        if (!(logitStd > 0) || !double.IsFinite(logitStd) || !double.IsFinite(logitMean) || !double.IsFinite(modeScale))
+            throw new ArgumentException($"logit_mean and mode_scale must be finite and logit_std positive, got {logitMean}, {logitStd}, {modeScale}.");
+        return scheme switch
+        {
+            "logit_normal" => new() { Sampling = TimestepSampling.LogitNormal, LogitMean = logitMean, LogitStd = logitStd },
+            "mode" => new() { Sampling = TimestepSampling.Mode, ModeScale = modeScale },
+            "sigma_sqrt" => new() { Sampling = TimestepSampling.Uniform, Weighting = LossWeighting.SigmaSqrt },
+            "cosmap" => new() { Sampling = TimestepSampling.Uniform, Weighting = LossWeighting.CosMap },
+            "none" => new() { Sampling = TimestepSampling.Uniform },
+            _ => throw new ArgumentException($"weighting scheme must be one of {string.Join(", ", WeightingSchemes)}, got '{scheme}'.", nameof(scheme)),
+        };
+    }
 }
 
 /// <summary>One drawn training example batch of the flow-matching objective (tensors owned by the caller's dispose scope).</summary>

@@ -69,6 +69,18 @@ public static class ModelFolderWriter
         }
     }
 
+    /// <summary>Copies a VAE folder's <c>config.json</c> and <c>diffusion_pytorch_model.safetensors</c>, each file atomically.</summary>
+    /// <exception cref="FileNotFoundException">A file is missing in <paramref name="source"/>.</exception>
+    public static void CopyVae(string source, string folder)
+    {
+        foreach (var name in new[] { "config.json", "diffusion_pytorch_model.safetensors" })
+        {
+            string from = Path.Combine(source, name);
+            if (!File.Exists(from)) throw new FileNotFoundException($"VAE file {name} not found in {source}.", from);
+            AtomicFile.Write(Path.Combine(folder, name), s => { using var input = File.OpenRead(from); input.CopyTo(s); });
+        }
+    }
+
     /// <summary>
     /// Writes <c>model_index.json</c> of a <c>StableDiffusion3Pipeline</c> without T5 (text_encoder_3, tokenizer_3,
     /// image_encoder and feature_extractor are <c>[null, null]</c>).

@@ -70,9 +70,10 @@ public static class ShapesTraining
     /// </summary>
     /// <remarks>
     /// <paramref name="initFrom"/>, a pipeline folder with the same transformer and CLIP configs, starts the models from its
-    /// weights instead of a random initialisation (fine-tuning: a new optimizer, schedule and EMA).
+    /// weights instead of a random initialisation (fine-tuning: a new optimizer, schedule and EMA); when OUTPUT has no
+    /// <c>vae</c> yet, its VAE is used and copied there with the rest of the folder.
     /// </remarks>
-    /// <exception cref="DirectoryNotFoundException">OUTPUT/vae or the tokenizers are missing.</exception>
+    /// <exception cref="DirectoryNotFoundException">OUTPUT/vae (and <paramref name="initFrom"/>/vae) or the tokenizers are missing.</exception>
     /// <exception cref="ArgumentException"><paramref name="initFrom"/> holds models of other configs.</exception>
     public static StageResult TrainTransformer(string output, ShapesModelConfigs configs, TrainerOptions trainerOptions, TransformerTrainingOptions options,
         string tokenizerSource, Device? device = null, string? resume = null, IProgress<TrainingProgress>? progress = null,
@@ -81,12 +82,16 @@ public static class ShapesTraining
         ArgumentException.ThrowIfNullOrEmpty(output);
         ArgumentNullException.ThrowIfNull(configs);
         string vaeFolder = Path.Combine(output, "vae");
-        if (!Directory.Exists(vaeFolder)) throw new DirectoryNotFoundException($"{vaeFolder} not found: train the VAE stage first (--stage vae).");
+        // Fine-tuning keeps the VAE whose latents the init weights learned, unless OUTPUT already has one of its own.
+        string? inheritedVae = !Directory.Exists(vaeFolder) && initFrom is not null && Directory.Exists(Path.Combine(initFrom, "vae"))
+            ? Path.Combine(initFrom, "vae") : null;
+        if (inheritedVae is null && !Directory.Exists(vaeFolder))
+            throw new DirectoryNotFoundException($"{vaeFolder} not found: train the VAE stage first (--stage vae), or fine-tune from a folder with a vae/.");
         if (!Directory.Exists(Path.Combine(tokenizerSource, "tokenizer")) || !Directory.Exists(Path.Combine(tokenizerSource, "tokenizer_2")))
             throw new DirectoryNotFoundException($"{tokenizerSource} has no tokenizer/ and tokenizer_2/ folders (CLIP vocab.json + merges.txt).");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         device ??= CPU;
-        using var vae = AutoencoderKL.FromPretrained(vaeFolder, ScalarType.Float32, device);
+        using var vae = AutoencoderKL.FromPretrained(inheritedVae ?? vaeFolder, ScalarType.Float32, device);
         var tokenizer = CLIPTokenizer.FromFolder(Path.Combine(tokenizerSource, "tokenizer"));
         var tokenizer2 = CLIPTokenizer.FromFolder(Path.Combine(tokenizerSource, "tokenizer_2"));
         var (transformer, textEncoder, textEncoder2) = initFrom is null
@@ -103,6 +108,7 @@ public static class ShapesTraining
         long run = trainer.Train(progress, cancellationToken);
         trainer.CopyEmaToModels();
         ModelFolderWriter.WritePipeline(output, transformer, textEncoder, textEncoder2, configs.Scheduler, tokenizerSource, weightsDtype);
+        if (inheritedVae is not null) ModelFolderWriter.CopyVae(inheritedVae, vaeFolder);
         return new StageResult("transformer", trainerOptions.Steps, run, trainer.LastLoss, clock.Elapsed.TotalSeconds, output);
     }
 

@@ -45,6 +45,34 @@ public class FlowMatchingObjectiveTests
         Assert.Equal(0.0, Support.TensorAssert.MaxAbsDiff(u, expected), 7);
     }
 
+    [Theory]
+    [InlineData("logit_normal", TimestepSampling.LogitNormal, LossWeighting.None)]
+    [InlineData("mode", TimestepSampling.Mode, LossWeighting.None)]
+    [InlineData("sigma_sqrt", TimestepSampling.Uniform, LossWeighting.SigmaSqrt)]
+    [InlineData("cosmap", TimestepSampling.Uniform, LossWeighting.CosMap)]
+    [InlineData("none", TimestepSampling.Uniform, LossWeighting.None)]
+    public void WeightingSchemesSplitAsDiffusersTrainingScriptsDo(string scheme, TimestepSampling sampling, LossWeighting weighting)
+    {
+        var options = FlowMatchingOptions.FromWeightingScheme(scheme, logitMean: -0.5, logitStd: 1.5, modeScale: 1.1);
+        Assert.Equal((sampling, weighting), (options.Sampling, options.Weighting));
+        if (sampling == TimestepSampling.LogitNormal) Assert.Equal((-0.5, 1.5), (options.LogitMean, options.LogitStd));
+        if (sampling == TimestepSampling.Mode) Assert.Equal(1.1, options.ModeScale);
+        Assert.Throws<ArgumentException>(() => FlowMatchingOptions.FromWeightingScheme("logit-normal"));
+        Assert.Throws<ArgumentException>(() => FlowMatchingOptions.FromWeightingScheme(scheme, logitStd: 0));
+    }
+
+    [Fact]
+    public void LogitNormalMeanAndStdScaleTheSeededNormals()
+    {
+        // diffusers: torch.normal(mean=logit_mean, std=logit_std, size=(B,), generator=g).sigmoid().
+        var o = new FlowMatchingObjective(new FlowMatchEulerDiscreteSchedulerConfig(), FlowMatchingOptions.FromWeightingScheme("logit_normal", -1.0, 2.0));
+        using var g1 = new torch.Generator(11);
+        using var g2 = new torch.Generator(11);
+        using var u = o.SampleDensity(32, g1);
+        using var expected = (randn([32], generator: g2) * 2.0 - 1.0).sigmoid();
+        Assert.Equal(0.0, Support.TensorAssert.MaxAbsDiff(u, expected), 6);
+    }
+
     [Fact]
     public void ModeDensityMatchesTheFormula()
     {

@@ -19,12 +19,6 @@ public class ModelFolderWriterTests
 {
     private static string Temp() => Path.Combine(Path.GetTempPath(), "ds-train-" + Guid.NewGuid().ToString("N"));
 
-    private static void CopyFolder(string from, string to)
-    {
-        Directory.CreateDirectory(to);
-        foreach (var file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
-    }
-
     private static string Json<T>(T config) => JsonSerializer.Serialize(config, ConfigJson.Options);
 
     [Fact]
@@ -90,20 +84,25 @@ public class ModelFolderWriterTests
             Assert.True(resumeCode == 0, resumeErr);
             Assert.Contains("transformer step 4/4", resumeErr);
 
-            // Fine-tuning starts from the written weights (a new run: fresh optimizer, its own schedule) at another shift.
+            // Fine-tuning starts from the written weights (a new run: fresh optimizer, its own schedule) at another shift,
+            // into a new folder that takes the init folder's VAE.
             string tuned = dir + "-tuned";
-            Directory.CreateDirectory(tuned);
-            CopyFolder(Path.Combine(dir, "vae"), Path.Combine(tuned, "vae"));
             var (tuneCode, tuneOut, tuneErr) = CliRunner.Run("train", "--output", tuned, "--preset", "tiny", "--stage", "transformer", "--steps", "2",
-                "--batch-size", "2", "--checkpoint-every", "0", "--init-from", dir, "--shift", "2.5", "--lr-schedule", "cosine", "--tokenizers", Fixtures.TinySd3Model);
+                "--batch-size", "2", "--checkpoint-every", "0", "--init-from", dir, "--shift", "2.5", "--lr-schedule", "cosine",
+                "--weighting-scheme", "logit_normal", "--logit-mean", "-0.5", "--tokenizers", Fixtures.TinySd3Model);
             Assert.True(tuneCode == 0, tuneErr);
             Assert.Contains("transformer step 2/2", tuneErr);
             Assert.Contains("\"shift\": 2.5", File.ReadAllText(Path.Combine(tuned, "scheduler", "scheduler_config.json")));
+            foreach (var name in new[] { "config.json", "diffusion_pytorch_model.safetensors" })
+                Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "vae", name)), File.ReadAllBytes(Path.Combine(tuned, "vae", name)));
             Directory.Delete(tuned, recursive: true);
+            if (Directory.Exists(tuned + "-checkpoints")) Directory.Delete(tuned + "-checkpoints", recursive: true);
             Assert.Equal(2, CliRunner.Run("train", "--output", tuned, "--stage", "transformer", "--init-from", tuned).Code);
             Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--shift", "0").Code);
             Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--lr-schedule", "step").Code);
             Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--min-lr", "1").Code);
+            Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--weighting-scheme", "logit-normal").Code);
+            Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--logit-std", "0").Code);
 
             Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--stage", "unet").Code);
             Assert.Equal(2, CliRunner.Run("train", "--output", dir, "--lr", "fast").Code);
@@ -111,8 +110,8 @@ public class ModelFolderWriterTests
         }
         finally
         {
-            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
-            if (Directory.Exists(dir + "-checkpoints")) Directory.Delete(dir + "-checkpoints", recursive: true);
+            foreach (var folder in new[] { dir, dir + "-checkpoints", dir + "-tuned", dir + "-tuned-checkpoints" })
+                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
         }
     }
 }
