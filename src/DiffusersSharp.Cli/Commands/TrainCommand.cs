@@ -138,13 +138,8 @@ public sealed class TrainCommand(CliOutput cli) : Command<TrainCommand.Settings>
         [CommandOption("--log-every <N>"), Description("Progress line every N steps (default 10)."), DefaultValue(10)]
         public int LogEvery { get; init; } = 10;
 
-        internal FlowMatchingOptions Objective()
-        {
-            if (!FlowMatchingOptions.WeightingSchemes.Contains(WeightingScheme))
-                throw new ArgumentException($"--weighting-scheme must be one of {string.Join(", ", FlowMatchingOptions.WeightingSchemes)}, got '{WeightingScheme}'.");
-            if (!(Parse(LogitStd, "--logit-std") > 0)) throw new ArgumentException("--logit-std must be positive.");
-            return FlowMatchingOptions.FromWeightingScheme(WeightingScheme, Parse(LogitMean, "--logit-mean"), Parse(LogitStd, "--logit-std"), Parse(ModeScale, "--mode-scale"));
-        }
+        internal FlowMatchingOptions Objective() =>
+            FlowMatchingOptions.FromWeightingScheme(WeightingScheme, Parse(LogitMean, "--logit-mean"), Parse(LogitStd, "--logit-std"), Parse(ModeScale, "--mode-scale"));
 
         internal double Parse(string value, string option) =>
             double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v)

@@ -60,8 +60,8 @@ public sealed record FlowMatchingOptions
     /// <paramref name="logitStd"/> is not positive.</exception>
     public static FlowMatchingOptions FromWeightingScheme(string scheme, double logitMean = 0, double logitStd = 1, double modeScale = 1.29)
     {
-        if (!(logitStd > 0) || !double.IsFinite(logitStd) || !double.IsFinite(logitMean) || !double.IsFinite(modeScale))
-            throw new ArgumentException($"logit_mean and mode_scale must be finite and logit_std positive, got {logitMean}, {logitStd}, {modeScale}.");
+        if (!(logitStd > 0) || !double.IsFinite(logitStd)) throw new ArgumentException($"logit std must be positive, got {logitStd}.");
+        if (!double.IsFinite(logitMean) || !double.IsFinite(modeScale)) throw new ArgumentException($"logit mean and mode scale must be finite, got {logitMean} and {modeScale}.");
         return scheme switch
         {
             "logit_normal" => new() { Sampling = TimestepSampling.LogitNormal, LogitMean = logitMean, LogitStd = logitStd },
@@ -69,7 +69,7 @@ public sealed record FlowMatchingOptions
             "sigma_sqrt" => new() { Sampling = TimestepSampling.Uniform, Weighting = LossWeighting.SigmaSqrt },
             "cosmap" => new() { Sampling = TimestepSampling.Uniform, Weighting = LossWeighting.CosMap },
             "none" => new() { Sampling = TimestepSampling.Uniform },
-            _ => throw new ArgumentException($"weighting scheme must be one of {string.Join(", ", WeightingSchemes)}, got '{scheme}'.", nameof(scheme)),
+            _ => throw new ArgumentException($"weighting scheme must be one of {string.Join(", ", WeightingSchemes)}, got '{scheme}'."),
         };
     }
 }
