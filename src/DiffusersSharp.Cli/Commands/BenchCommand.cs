@@ -74,6 +74,10 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
         [CommandOption("--no-t5"), Description("Leave T5 out (not loaded, not timed).")]
         public bool NoT5 { get; init; }
 
+        /// <summary>Full text sequence without T5.</summary>
+        [CommandOption("--full-text-sequence"), Description("With --no-t5: run the pipeline over T5's zero rows as they are (as diffusers does) instead of as one counted attention key.")]
+        public bool FullTextSequence { get; init; }
+
         /// <summary>Offload mode.</summary>
         [CommandOption("--offload <MODE>"), Description("none, or model (diffusers' enable_model_cpu_offload: one model on the device at a time). Default none.")]
         [DefaultValue("none")]
@@ -84,6 +88,8 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
         {
             if ((Model is null) == (RandomWeights is null))
                 return ValidationResult.Error("Give exactly one of --model and --random-weights.");
+            if (FullTextSequence && !NoT5)
+                return ValidationResult.Error("--full-text-sequence only applies with --no-t5 (T5's zero rows are what it keeps).");
             if (Offload is not ("none" or "model"))
                 return ValidationResult.Error($"--offload must be none or model, got '{Offload}'.");
             return ValidationResult.Success();
@@ -97,7 +103,7 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
         {
             Model = settings.Model, RandomWeights = settings.RandomWeights, Device = settings.Device, Dtype = settings.Dtype,
             Height = settings.Height, Width = settings.Width, Steps = settings.Steps, GuidanceScale = settings.Guidance,
-            Warmup = settings.Warmup, Runs = settings.Runs, MaxSequenceLength = settings.MaxSequenceLength, NoT5 = settings.NoT5,
+            Warmup = settings.Warmup, Runs = settings.Runs, MaxSequenceLength = settings.MaxSequenceLength, NoT5 = settings.NoT5, CollapseRepeatedText = !settings.FullTextSequence,
             Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
         };
         options.Validate();

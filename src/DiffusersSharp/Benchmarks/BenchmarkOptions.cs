@@ -41,6 +41,13 @@ public sealed record BenchmarkOptions
     /// <summary>Leave T5 out (its embeddings are zeros; the text sequence keeps its length).</summary>
     public bool NoT5 { get; init; }
 
+    /// <summary>
+    /// With <see cref="NoT5"/>: whether the pipeline runs T5's identical zero rows as one counted attention key
+    /// (<see cref="Pipelines.StableDiffusion3.StableDiffusion3Request.CollapseRepeatedText"/>, the default); false times
+    /// the full sequence, as diffusers runs it.
+    /// </summary>
+    public bool CollapseRepeatedText { get; init; } = true;
+
     /// <summary>Model CPU offload.</summary>
     public OffloadMode Offload { get; init; } = OffloadMode.None;
 

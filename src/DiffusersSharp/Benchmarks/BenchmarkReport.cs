@@ -62,6 +62,8 @@ public sealed record BenchmarkReport
     public required string Offload { get; init; }
     /// <summary>Whether T5 was part of the run.</summary>
     public required bool T5 { get; init; }
+    /// <summary>Whether the pipeline measure ran T5's zero rows as one counted key (only without T5).</summary>
+    public required bool CollapsedText { get; init; }
     /// <summary>Machine and software.</summary>
     public required MachineReport Machine { get; init; }
     /// <summary>Parameters per component.</summary>

@@ -90,6 +90,7 @@ public sealed class BenchCliTests
         Assert.Equal(Path.GetFullPath(Model), r.GetProperty("random_weights").GetString());
         Assert.Equal("model", r.GetProperty("offload").GetString());
         Assert.False(r.GetProperty("t5").GetBoolean());
+        Assert.True(r.GetProperty("collapsed_text").GetBoolean());
         Assert.Equal(85, r.GetProperty("text_tokens").GetInt32());
         var encoders = r.GetProperty("text_encoders");
         Assert.Equal(["clip_g", "clip_l"], encoders.EnumerateObject().Select(p => p.Name).Order());
@@ -108,6 +109,7 @@ public sealed class BenchCliTests
     [InlineData("--model|M|--height|60", "multiples of 16")]
     [InlineData("--model|M|--runs|0", "runs")]
     [InlineData("--model|M|--dtype|int8", "int8")]
+    [InlineData("--model|M|--full-text-sequence", "--no-t5")]
     public void BadOptionsExitWithCode2BeforeLoading(string args, string message)
     {
         var list = args.Split('|').Select(a => a == "M" ? Model : a).ToList();

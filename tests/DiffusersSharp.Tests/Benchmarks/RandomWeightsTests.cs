@@ -61,4 +61,16 @@ public sealed class RandomWeightsTests
         Assert.Equal(2.0, PipelineBenchmark.Median([3.0, 1.0, 2.0]));
         Assert.Equal(2.5, PipelineBenchmark.Median([4.0, 1.0, 2.0, 3.0]));
     }
+    [Fact]
+    public void NoT5PromptEmbeddingsEndInZeroRowsThatCollapseIntoOneKey()
+    {
+        using var embeds = randn([1, 77 + 8, 16]);
+        using var noT5 = PipelineBenchmark.WithoutT5Rows(embeds, 8);
+        Assert.Equal(0.0, TensorAssert.MaxAbsDiff(noT5.narrow(1, 0, 77), embeds.narrow(1, 0, 77)));
+        Assert.Equal(0.0, noT5.narrow(1, 77, 8).abs().max().item<float>());
+        Assert.NotEqual(0.0, embeds.narrow(1, 77, 8).abs().max().item<float>()); // the input is left as it was
+        var (collapsed, repeats) = SD3Transformer2DModel.CollapseRepeatedTail(noT5);
+        using (collapsed) Assert.Equal((78L, 8L), (collapsed.shape[1], repeats));
+        Assert.Throws<ArgumentOutOfRangeException>(() => PipelineBenchmark.WithoutT5Rows(embeds, 86));
+    }
 }
