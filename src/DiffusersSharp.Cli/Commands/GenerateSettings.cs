@@ -107,6 +107,17 @@ public class GenerateSettings : CommandSettings
     [CommandOption("--revision <REV>"), Description("Hub branch, tag or commit.")]
     public string? Revision { get; init; }
 
+    /// <summary>LoRA file.</summary>
+    [CommandOption("--lora <FILE>"), Description("A transformer LoRA (pytorch_lora_weights.safetensors as diffusers' save_lora_weights writes it), fused into the weights.")]
+    public string? Lora { get; init; }
+
+    /// <summary>LoRA scale.</summary>
+    [CommandOption("--lora-scale <S>"), Description("LoRA strength (default 1; diffusers' joint_attention_kwargs={\"scale\": S}).")]
+    public string LoraScale { get; init; } = "1";
+
+    /// <summary>The parsed LoRA scale.</summary>
+    public double LoraScaleValue => double.Parse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture);
+
     /// <summary>The parsed guidance scale.</summary>
     public double GuidanceScale => double.Parse(Guidance, NumberStyles.Float, CultureInfo.InvariantCulture);
 
@@ -136,6 +147,9 @@ public class GenerateSettings : CommandSettings
         if (NumImages < 1) return $"--num-images must be at least 1, got {NumImages}.";
         if (MaxSequenceLength is < 1 or > 512) return $"--max-sequence-length must be in [1, 512], got {MaxSequenceLength}.";
         if (ClipSkip is < 0) return $"--clip-skip must not be negative, got {ClipSkip}.";
+        if (Lora is not null && !File.Exists(Lora)) return $"--lora file not found: {Lora}.";
+        if (!double.TryParse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double loraScale) || !double.IsFinite(loraScale))
+            return $"--lora-scale must be a finite number, got '{LoraScale}'.";
         try
         {
             TorchDtypes.Parse(Dtype);

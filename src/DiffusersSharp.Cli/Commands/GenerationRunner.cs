@@ -1,6 +1,7 @@
 using System.Globalization;
 using DiffusersSharp.Images;
 using DiffusersSharp.IO;
+using DiffusersSharp.Loaders;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Runtime;
@@ -55,7 +56,20 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             }),
         };
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
-        return StableDiffusion3Components.FromPretrained(settings.Model!, options, ct);
+        var components = StableDiffusion3Components.FromPretrained(settings.Model!, options, ct);
+        if (settings.Lora is null) return components;
+        try
+        {
+            using var lora = LoraWeights.Load(settings.Lora);
+            lora.FuseInto(components.Transformer, settings.LoraScaleValue);
+            output.Error.WriteLine($"fused {lora.Layers.Count} LoRA layers from {settings.Lora} at scale {settings.LoraScale}");
+            return components;
+        }
+        catch
+        {
+            components.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Fills the request fields common to the three verbs.</summary>
@@ -127,6 +141,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (settings.Width is not null || settings.Height is not null) fields.Add($"Size: {settings.Width}x{settings.Height}");
         if (settings is Img2ImgSettings i2i) fields.Add($"Denoising strength: {i2i.StrengthValue.ToString(inv)}");
         if (settings.SkipLayers is not null) fields.Add($"Skip layers: {settings.SkipLayers}");
+        if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");
         fields.Add("Software: DiffusersSharp");
         lines.Add(string.Join(", ", fields));
         return string.Join("\n", lines);

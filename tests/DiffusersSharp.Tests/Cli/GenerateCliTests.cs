@@ -39,6 +39,29 @@ public sealed class GenerateCliTests : IDisposable
     }
 
     [Fact]
+    public void GenerateWithALoraDrawsDiffusersImage()
+    {
+        // tiny-sd3-lora's scale05 case: diffusers' float image, which our PNG must equal after rounding to 8 bits.
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt", "A photo of a group of teddy bears eating pizza on the surface of mars",
+            "--negative-prompt", "pepperoni", "--steps", "4", "--guidance", "4.5", "--width", "64", "--height", "64", "--seed", "123456",
+            "--lora", Loaders.LoraWeightsTests.LoraFile, "--lora-scale", "0.5", "--output", Out());
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Lora: pytorch_lora_weights.safetensors:0.5", ImageFile.ReadPngText(Out())["parameters"]);
+        var expected = Fixtures.Expected("tiny-sd3-lora/expected.safetensors")["scale05.image"].flatten().data<float>().ToArray();
+        var pixels = ImageFile.Load(Out()).Pixels;
+        Assert.Equal(expected.Length, pixels.Length);
+        int worst = Enumerable.Range(0, pixels.Length).Max(i => Math.Abs(pixels[i] - (int)Math.Round(expected[i] * 255)));
+        Assert.True(worst <= 1, $"{worst} levels");
+
+        Assert.Equal(2, CliRunner.Run("generate", "--model", Model, "--prompt", "x", "--lora", Out("none.safetensors"), "--output", Out("x.png")).Code);
+        Assert.Equal(2, CliRunner.Run("generate", "--model", Model, "--prompt", "x", "--lora", Loaders.LoraWeightsTests.LoraFile, "--lora-scale", "strong", "--output", Out("x.png")).Code);
+        var wrongModel = CliRunner.Run("generate", "--prompt", "x", "--steps", "1", "--lora", Loaders.LoraWeightsTests.LoraFile, "--output", Out("x.png"));
+        Assert.Equal(2, wrongModel.Code); // the shipped model is not the LoRA's base model
+        Assert.Contains("LoRA", wrongModel.Err);
+        Assert.False(File.Exists(Out("x.png")));
+    }
+
+    [Fact]
     public void NumImagesNumbersTheFiles()
     {
         var (code, _, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt", "x", "--steps", "1", "--width", "32", "--height", "32",

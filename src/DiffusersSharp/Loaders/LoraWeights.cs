@@ -1,0 +1,122 @@
+using DiffusersSharp.IO;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Loaders;
+
+/// <summary>
+/// A LoRA in the format diffusers' <c>save_lora_weights</c> writes (PEFT): for each adapted <c>Linear</c> of a
+/// component, <c>{component}.{module}.lora_A.weight</c> [r, in] and <c>{component}.{module}.lora_B.weight</c> [out, r].
+/// Fusing adds <c>scale · (alpha / r) · B A</c> to the Linear's weight, which is what diffusers computes unfused
+/// (<c>W x + scale · (alpha / r) · B (A x)</c>) up to float rounding; <c>scale</c> plays the part of diffusers'
+/// <c>joint_attention_kwargs={"scale": s}</c> or <c>fuse_lora(lora_scale=s)</c>.
+/// </summary>
+/// <remarks>
+/// diffusers' files carry no alpha unless written with adapter metadata; then diffusers (through PEFT) uses
+/// <c>alpha = r</c>, a factor of 1, and so does this class.
+/// </remarks>
+public sealed class LoraWeights : IDisposable
+{
+    private readonly Dictionary<string, (Tensor Down, Tensor Up)> _layers;
+
+    private LoraWeights(string component, Dictionary<string, (Tensor Down, Tensor Up)> layers)
+    {
+        Component = component;
+        _layers = layers;
+    }
+
+    /// <summary>The pipeline component the LoRA adapts (the key prefix, e.g. <c>transformer</c>).</summary>
+    public string Component { get; }
+
+    /// <summary>Adapted module paths (as in the component's state dict, without <c>.weight</c>) and their A (down) and B (up) matrices.</summary>
+    public IReadOnlyDictionary<string, (Tensor Down, Tensor Up)> Layers => _layers;
+
+    /// <summary>Reads a LoRA file for one component; every tensor in it must be a lora_A / lora_B pair of that component.</summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">Keys of another component or format, or an incomplete or mis-shaped pair.</exception>
+    public static LoraWeights Load(string path, string component = "transformer")
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"LoRA file not found: {path}", path);
+        using var file = SafetensorsFile.Open(path);
+        string prefix = component + ".";
+        var downs = new Dictionary<string, string>(StringComparer.Ordinal);
+        var ups = new Dictionary<string, string>(StringComparer.Ordinal);
+        var unknown = new List<string>();
+        foreach (var key in file.Tensors.Keys)
+        {
+            if (key.StartsWith(prefix, StringComparison.Ordinal) && key.EndsWith(".lora_A.weight", StringComparison.Ordinal))
+                downs[key[prefix.Length..^".lora_A.weight".Length]] = key;
+            else if (key.StartsWith(prefix, StringComparison.Ordinal) && key.EndsWith(".lora_B.weight", StringComparison.Ordinal))
+                ups[key[prefix.Length..^".lora_B.weight".Length]] = key;
+            else
+                unknown.Add(key);
+        }
+        if (unknown.Count > 0)
+            throw new InvalidDataException($"{path}: {unknown.Count} keys are not {prefix}*.lora_A/lora_B.weight (other components, alphas or other formats are not supported), e.g. {string.Join(", ", unknown.Take(3))}.");
+        var unpaired = downs.Keys.Except(ups.Keys).Concat(ups.Keys.Except(downs.Keys)).ToList();
+        if (unpaired.Count > 0) throw new InvalidDataException($"{path}: lora_A without lora_B or the reverse for {string.Join(", ", unpaired.Take(3))}.");
+        if (downs.Count == 0) throw new InvalidDataException($"{path} has no {prefix}*.lora_A.weight tensors.");
+
+        var layers = new Dictionary<string, (Tensor, Tensor)>(StringComparer.Ordinal);
+        try
+        {
+            foreach (var (module, downKey) in downs.OrderBy(p => p.Key, StringComparer.Ordinal))
+            {
+                var down = file.Read(downKey, ScalarType.Float32);
+                var up = file.Read(ups[module], ScalarType.Float32);
+                layers[module] = (down, up);
+                if (down.dim() != 2 || up.dim() != 2 || up.shape[1] != down.shape[0])
+                    throw new InvalidDataException($"{path}: {module} has lora_A [{string.Join(", ", down.shape)}] and lora_B [{string.Join(", ", up.shape)}]; expected [r, in] and [out, r].");
+            }
+        }
+        catch
+        {
+            foreach (var (down, up) in layers.Values) { down.Dispose(); up.Dispose(); }
+            throw;
+        }
+        return new LoraWeights(component, layers);
+    }
+
+    /// <summary>
+    /// Adds <c>scale · B A</c> to each adapted Linear's weight of <paramref name="model"/> (in its dtype and on its device).
+    /// Every module is checked before any weight changes; fusing again with <c>-scale</c> takes the LoRA back out (up to
+    /// rounding in the model's dtype).
+    /// </summary>
+    /// <exception cref="ArgumentException">A module is missing, not a Linear, or of another size than its pair.</exception>
+    public void FuseInto(nn.Module model, double scale = 1.0)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (!double.IsFinite(scale)) throw new ArgumentException($"LoRA scale must be finite, got {scale}.", nameof(scale));
+        var modules = model.named_modules().ToDictionary(m => m.name, m => m.module, StringComparer.Ordinal);
+        var targets = new List<(Linear Linear, Tensor Down, Tensor Up)>();
+        foreach (var (name, (down, up)) in _layers)
+        {
+            if (!modules.TryGetValue(name, out var module) || module is not Linear linear)
+                throw new ArgumentException($"The {Component} LoRA adapts '{name}', which is not a Linear of this model.");
+            if (linear.weight!.shape[0] != up.shape[0] || linear.weight.shape[1] != down.shape[1])
+                throw new ArgumentException($"'{name}' is [{string.Join(", ", linear.weight.shape)}] but its LoRA makes [{up.shape[0]}, {down.shape[1]}].");
+            targets.Add((linear, down, up));
+        }
+        using var noGrad = no_grad();
+        foreach (var (linear, down, up) in targets)
+        {
+            using var scope = NewDisposeScope();
+            var weight = linear.weight!;
+            // The product in float32, as PEFT computes the update, then one rounding into the model's dtype.
+            var delta = up.to(weight.device).matmul(down.to(weight.device)).mul_(scale);
+            weight.copy_(weight.to(ScalarType.Float32).add_(delta).to(weight.dtype));
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        foreach (var (down, up) in _layers.Values)
+        {
+            down.Dispose();
+            up.Dispose();
+        }
+        _layers.Clear();
+    }
+}

@@ -1,0 +1,105 @@
+using DiffusersSharp.IO;
+using DiffusersSharp.Loaders;
+using DiffusersSharp.Models.Transformers;
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.StableDiffusion3;
+using DiffusersSharp.Tests.Shipped;
+using DiffusersSharp.Tests.Support;
+using TorchSharp.Modules;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+using Generator = DiffusersSharp.Runtime.Generator;
+
+namespace DiffusersSharp.Tests.Loaders;
+
+/// <summary>
+/// A diffusers LoRA (tiny-sd3-lora: rank 4 on every attention projection of tiny-sd3's transformer) fused into the
+/// weights, against diffusers' images of the t2i case after <c>load_lora_weights</c>, at scale 1 and 0.5.
+/// </summary>
+public sealed class LoraWeightsTests(ITestOutputHelper output)
+{
+    internal static readonly string LoraFile = Fixtures.Path("tiny-sd3-lora/lora/pytorch_lora_weights.safetensors");
+
+    [Theory]
+    [InlineData("scale1", 1.0)]
+    [InlineData("scale05", 0.5)]
+    public void FusedLoraGivesDiffusersImage(string name, double scale)
+    {
+        var expected = Fixtures.Expected("tiny-sd3-lora/expected.safetensors")[$"{name}.image"];
+        using var components = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions());
+        using (var lora = LoraWeights.Load(LoraFile))
+        {
+            Assert.Equal(38 / 2, lora.Layers.Count);
+            lora.FuseInto(components.Transformer, scale);
+        }
+        using var pipe = new StableDiffusion3Pipeline(components);
+        using var image = pipe.Generate(new StableDiffusion3Request
+        {
+            Prompt = "A photo of a group of teddy bears eating pizza on the surface of mars", NegativePrompt = "pepperoni",
+            NumInferenceSteps = 4, GuidanceScale = 4.5, Height = 64, Width = 64, Generator = new Generator("cpu").ManualSeed(123456),
+            OutputType = OutputType.Numpy,
+        });
+        double err = TensorAssert.MaxAbsDiff(image.Tensor!, expected);
+        output.WriteLine($"{name}: max |ours - diffusers| = {err:G3} (image in [0, 1])");
+        // This case runs every component, T5 included (unlike tiny-sd3's own images, made with T5 dropout on): the
+        // component tolerance holds end to end (measured 3.6e-6 here).
+        Assert.True(err <= 1e-4, $"{name}: {err}");
+    }
+
+    [Fact]
+    public void FusingAddsScaledUpTimesDownAndTheNegativeScaleTakesItBack()
+    {
+        using var transformer = SD3Transformer2DModel.FromPretrained(Path.Combine(Fixtures.TinySd3Model, "transformer"), ScalarType.Float32, CPU);
+        using var lora = LoraWeights.Load(LoraFile);
+        var linear = (Linear)transformer.named_modules().Single(m => m.name == "transformer_blocks.0.attn.to_add_out").module;
+        using var before = linear.weight!.clone();
+        var (down, up) = lora.Layers["transformer_blocks.0.attn.to_add_out"];
+        lora.FuseInto(transformer, 0.5);
+        using var expectedDelta = up.matmul(down) * 0.5;
+        using var delta = linear.weight! - before;
+        Assert.True(expectedDelta.abs().max().item<float>() > 0.01f);
+        Assert.True(TensorAssert.MaxAbsDiff(delta, expectedDelta) <= 1e-6);
+        lora.FuseInto(transformer, -0.5);
+        Assert.True(TensorAssert.MaxAbsDiff(linear.weight!, before) <= 1e-6);
+    }
+
+    [Fact]
+    public void ALoraForAnotherModelChangesNothingAndSaysWhy()
+    {
+        // The shipped model's transformer has the same module names at width 128; the fixture LoRA is for width 32.
+        using var transformer = SD3Transformer2DModel.FromPretrained(Path.Combine(ShippedModel.Folder, "transformer"), ScalarType.Float32, CPU);
+        using var lora = LoraWeights.Load(LoraFile);
+        var weights = transformer.parameters().Select(p => p.clone()).ToList();
+        var e = Assert.Throws<ArgumentException>(() => lora.FuseInto(transformer));
+        Assert.Contains("transformer_blocks.0.attn", e.Message);
+        Assert.All(transformer.parameters().Zip(weights), p => Assert.Equal(0.0, TensorAssert.MaxAbsDiff(p.First, p.Second)));
+        foreach (var w in weights) w.Dispose();
+    }
+
+    [Fact]
+    public void FilesThatAreNotATransformerLoraAreRejected()
+    {
+        string dir = Directory.CreateTempSubdirectory("lora").FullName;
+        try
+        {
+            void Write(string file, params string[] keys) =>
+                SafetensorsWriter.Save(Path.Combine(dir, file), keys.ToDictionary(k => k, _ => zeros(4, 8)));
+            Write("te.safetensors", "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight",
+                "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight");
+            Write("half.safetensors", "transformer.transformer_blocks.0.attn.to_q.lora_A.weight");
+            Write("alpha.safetensors", "transformer.transformer_blocks.0.attn.to_q.lora_A.weight",
+                "transformer.transformer_blocks.0.attn.to_q.lora_B.weight", "transformer.transformer_blocks.0.attn.to_q.alpha");
+            Assert.Contains("text_encoder.", Assert.Throws<InvalidDataException>(() => LoraWeights.Load(Path.Combine(dir, "te.safetensors"))).Message);
+            Assert.Contains("to_q", Assert.Throws<InvalidDataException>(() => LoraWeights.Load(Path.Combine(dir, "half.safetensors"))).Message);
+            Assert.Contains("alpha", Assert.Throws<InvalidDataException>(() => LoraWeights.Load(Path.Combine(dir, "alpha.safetensors"))).Message);
+            // lora_A [4, 8] with lora_B [4, 8]: B must be [out, r].
+            Write("shape.safetensors", "transformer.x.lora_A.weight", "transformer.x.lora_B.weight");
+            Assert.Contains("[out, r]", Assert.Throws<InvalidDataException>(() => LoraWeights.Load(Path.Combine(dir, "shape.safetensors"))).Message);
+            Assert.Throws<FileNotFoundException>(() => LoraWeights.Load(Path.Combine(dir, "missing.safetensors")));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+}
