@@ -103,7 +103,7 @@ public sealed class LoraWeights : IDisposable
         {
             using var scope = NewDisposeScope();
             var weight = linear.weight!;
-            // The product in float32, as PEFT computes the update, then one rounding into the model's dtype.
+            // The update and the sum in float32, then one rounding into the model's dtype (bf16 / fp16 round once, not twice).
             var delta = up.to(weight.device).matmul(down.to(weight.device)).mul_(scale);
             weight.copy_(weight.to(ScalarType.Float32).add_(delta).to(weight.dtype));
         }
