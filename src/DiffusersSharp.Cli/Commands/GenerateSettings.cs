@@ -108,7 +108,7 @@ public class GenerateSettings : CommandSettings
     public string? Revision { get; init; }
 
     /// <summary>LoRA file.</summary>
-    [CommandOption("--lora <FILE>"), Description("A transformer LoRA (pytorch_lora_weights.safetensors as diffusers' save_lora_weights writes it), fused into the weights.")]
+    [CommandOption("--lora <FILE>"), Description("A LoRA (pytorch_lora_weights.safetensors as diffusers' save_lora_weights writes it: transformer and CLIP parts), fused into the weights.")]
     public string? Lora { get; init; }
 
     /// <summary>LoRA scale.</summary>

@@ -1,7 +1,6 @@
 using System.Globalization;
 using DiffusersSharp.Images;
 using DiffusersSharp.IO;
-using DiffusersSharp.Loaders;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Runtime;
@@ -60,9 +59,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (settings.Lora is null) return components;
         try
         {
-            using var lora = LoraWeights.Load(settings.Lora);
-            lora.FuseInto(components.Transformer, settings.LoraScaleValue);
-            output.Error.WriteLine($"fused {lora.Layers.Count} LoRA layers from {settings.Lora} at scale {settings.LoraScale}");
+            int layers = components.FuseLora(settings.Lora, settings.LoraScaleValue);
+            output.Error.WriteLine($"fused {layers} LoRA layers from {settings.Lora} at scale {settings.LoraScale}");
             return components;
         }
         catch

@@ -37,46 +37,73 @@ public sealed class LoraWeights : IDisposable
     /// <exception cref="InvalidDataException">Keys of another component or format, or an incomplete or mis-shaped pair.</exception>
     public static LoraWeights Load(string path, string component = "transformer")
     {
+        var all = LoadAll(path);
+        var others = all.Keys.Where(k => k != component).ToList();
+        if (others.Count == 0 && all.TryGetValue(component, out var lora)) return lora;
+        foreach (var l in all.Values) l.Dispose();
+        throw new InvalidDataException(others.Count > 0
+            ? $"{path} also adapts {string.Join(", ", others)}, not only {component} (load it for the whole pipeline instead)."
+            : $"{path} has no {component}.*.lora_A.weight tensors.");
+    }
+
+    /// <summary>
+    /// Reads a LoRA file for every component it adapts (the first segment of its keys: <c>transformer</c>,
+    /// <c>text_encoder</c>, <c>text_encoder_2</c>, ...); every tensor must be a lora_A / lora_B pair.
+    /// </summary>
+    /// <inheritdoc cref="Load" path="/exception"/>
+    public static IReadOnlyDictionary<string, LoraWeights> LoadAll(string path)
+    {
         if (!File.Exists(path)) throw new FileNotFoundException($"LoRA file not found: {path}", path);
         using var file = SafetensorsFile.Open(path);
-        string prefix = component + ".";
-        var downs = new Dictionary<string, string>(StringComparer.Ordinal);
-        var ups = new Dictionary<string, string>(StringComparer.Ordinal);
+        var pairs = new Dictionary<(string Component, string Module), (string? Down, string? Up)>();
         var unknown = new List<string>();
         foreach (var key in file.Tensors.Keys)
         {
-            if (key.StartsWith(prefix, StringComparison.Ordinal) && key.EndsWith(".lora_A.weight", StringComparison.Ordinal))
-                downs[key[prefix.Length..^".lora_A.weight".Length]] = key;
-            else if (key.StartsWith(prefix, StringComparison.Ordinal) && key.EndsWith(".lora_B.weight", StringComparison.Ordinal))
-                ups[key[prefix.Length..^".lora_B.weight".Length]] = key;
-            else
+            int dot = key.IndexOf('.', StringComparison.Ordinal);
+            bool down = key.EndsWith(".lora_A.weight", StringComparison.Ordinal), up = key.EndsWith(".lora_B.weight", StringComparison.Ordinal);
+            if (dot <= 0 || !(down || up) || key.Length - dot - 1 <= ".lora_A.weight".Length)
+            {
                 unknown.Add(key);
+                continue;
+            }
+            var id = (key[..dot], key[(dot + 1)..^".lora_A.weight".Length]);
+            var pair = pairs.GetValueOrDefault(id);
+            pairs[id] = down ? (key, pair.Up) : (pair.Down, key);
         }
         if (unknown.Count > 0)
-            throw new InvalidDataException($"{path}: {unknown.Count} keys are not {prefix}*.lora_A/lora_B.weight (other components, alphas or other formats are not supported), e.g. {string.Join(", ", unknown.Take(3))}.");
-        var unpaired = downs.Keys.Except(ups.Keys).Concat(ups.Keys.Except(downs.Keys)).ToList();
+            throw new InvalidDataException($"{path}: {unknown.Count} keys are not component.module.lora_A/lora_B.weight (alphas and other formats are not supported), e.g. {string.Join(", ", unknown.Take(3))}.");
+        var unpaired = pairs.Where(p => p.Value.Down is null || p.Value.Up is null).Select(p => $"{p.Key.Component}.{p.Key.Module}").ToList();
         if (unpaired.Count > 0) throw new InvalidDataException($"{path}: lora_A without lora_B or the reverse for {string.Join(", ", unpaired.Take(3))}.");
-        if (downs.Count == 0) throw new InvalidDataException($"{path} has no {prefix}*.lora_A.weight tensors.");
+        if (pairs.Count == 0) throw new InvalidDataException($"{path} has no *.lora_A.weight tensors.");
 
-        var layers = new Dictionary<string, (Tensor, Tensor)>(StringComparer.Ordinal);
+        var result = new Dictionary<string, LoraWeights>(StringComparer.Ordinal);
         try
         {
-            foreach (var (module, downKey) in downs.OrderBy(p => p.Key, StringComparer.Ordinal))
+            foreach (var group in pairs.GroupBy(p => p.Key.Component).OrderBy(g => g.Key, StringComparer.Ordinal))
             {
-                var down = file.Read(downKey, ScalarType.Float32);
-                var up = file.Read(ups[module], ScalarType.Float32);
-                layers[module] = (down, up);
-                if (down.dim() != 2 || up.dim() != 2 || up.shape[1] != down.shape[0])
-                    throw new InvalidDataException($"{path}: {module} has lora_A [{string.Join(", ", down.shape)}] and lora_B [{string.Join(", ", up.shape)}]; expected [r, in] and [out, r].");
+                var layers = new Dictionary<string, (Tensor, Tensor)>(StringComparer.Ordinal);
+                result[group.Key] = new LoraWeights(group.Key, layers);
+                foreach (var ((_, module), (downKey, upKey)) in group.OrderBy(p => p.Key.Module, StringComparer.Ordinal))
+                {
+                    var down = file.Read(downKey!, ScalarType.Float32);
+                    var up = file.Read(upKey!, ScalarType.Float32);
+                    layers[module] = (down, up);
+                    if (down.dim() != 2 || up.dim() != 2 || up.shape[1] != down.shape[0])
+                        throw new InvalidDataException($"{path}: {group.Key}.{module} has lora_A [{string.Join(", ", down.shape)}] and lora_B [{string.Join(", ", up.shape)}]; expected [r, in] and [out, r].");
+                }
             }
         }
         catch
         {
-            foreach (var (down, up) in layers.Values) { down.Dispose(); up.Dispose(); }
+            foreach (var lora in result.Values) lora.Dispose();
             throw;
         }
-        return new LoraWeights(component, layers);
+        return result;
     }
+
+    /// <summary>Throws unless every adapted module of this LoRA is a Linear of <paramref name="model"/> of the pair's size.</summary>
+    /// <exception cref="ArgumentException">A module is missing, not a Linear, or of another size than its pair.</exception>
+    public void CheckFits(nn.Module model) => Targets(model);
 
     /// <summary>
     /// Adds <c>scale · B A</c> to each adapted Linear's weight of <paramref name="model"/> (in its dtype and on its device).
@@ -86,18 +113,8 @@ public sealed class LoraWeights : IDisposable
     /// <exception cref="ArgumentException">A module is missing, not a Linear, or of another size than its pair.</exception>
     public void FuseInto(nn.Module model, double scale = 1.0)
     {
-        ArgumentNullException.ThrowIfNull(model);
         if (!double.IsFinite(scale)) throw new ArgumentException($"LoRA scale must be finite, got {scale}.", nameof(scale));
-        var modules = model.named_modules().ToDictionary(m => m.name, m => m.module, StringComparer.Ordinal);
-        var targets = new List<(Linear Linear, Tensor Down, Tensor Up)>();
-        foreach (var (name, (down, up)) in _layers)
-        {
-            if (!modules.TryGetValue(name, out var module) || module is not Linear linear)
-                throw new ArgumentException($"The {Component} LoRA adapts '{name}', which is not a Linear of this model.");
-            if (linear.weight!.shape[0] != up.shape[0] || linear.weight.shape[1] != down.shape[1])
-                throw new ArgumentException($"'{name}' is [{string.Join(", ", linear.weight.shape)}] but its LoRA makes [{up.shape[0]}, {down.shape[1]}].");
-            targets.Add((linear, down, up));
-        }
+        var targets = Targets(model);
         using var noGrad = no_grad();
         foreach (var (linear, down, up) in targets)
         {
@@ -107,6 +124,22 @@ public sealed class LoraWeights : IDisposable
             var delta = up.to(weight.device).matmul(down.to(weight.device)).mul_(scale);
             weight.copy_(weight.to(ScalarType.Float32).add_(delta).to(weight.dtype));
         }
+    }
+
+    private List<(Linear Linear, Tensor Down, Tensor Up)> Targets(nn.Module model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var modules = model.named_modules().ToDictionary(m => m.name, m => m.module, StringComparer.Ordinal);
+        var targets = new List<(Linear Linear, Tensor Down, Tensor Up)>();
+        foreach (var (name, (down, up)) in _layers)
+        {
+            if (!modules.TryGetValue(name, out var module) || module is not Linear linear)
+                throw new ArgumentException($"The {Component} LoRA adapts '{name}', which is not a Linear of this model.");
+            if (linear.weight!.shape[0] != up.shape[0] || linear.weight.shape[1] != down.shape[1])
+                throw new ArgumentException($"{Component} LoRA: '{name}' is [{string.Join(", ", linear.weight.shape)}] but its LoRA makes [{up.shape[0]}, {down.shape[1]}].");
+            targets.Add((linear, down, up));
+        }
+        return targets;
     }
 
     /// <inheritdoc />

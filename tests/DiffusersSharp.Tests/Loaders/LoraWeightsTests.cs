@@ -117,3 +117,74 @@ public sealed class LoraWeightsTests(ITestOutputHelper output)
         }
     }
 }
+
+/// <summary>
+/// A whole-pipeline LoRA file (transformer and both CLIP parts, as diffusers' SD3 <c>save_lora_weights</c> can write it)
+/// fused through <see cref="StableDiffusion3Components.FuseLora"/>.
+/// </summary>
+public sealed class PipelineLoraTests : IDisposable
+{
+    private const string ClipQ = "text_model.encoder.layers.0.self_attn.q_proj";
+    private const string TransformerQ = "transformer_blocks.0.attn.to_q";
+    private readonly string _dir = Directory.CreateTempSubdirectory("lora").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string Write(string name, Dictionary<string, Tensor> tensors)
+    {
+        string path = Path.Combine(_dir, name);
+        SafetensorsWriter.Save(path, tensors);
+        return path;
+    }
+
+    private static Dictionary<string, Tensor> Pair(string component, string module, int outFeatures, int inFeatures, int seed)
+    {
+        using var g = new TorchSharp.torch.Generator((ulong)seed);
+        return new()
+        {
+            [$"{component}.{module}.lora_A.weight"] = randn([2, inFeatures], generator: g),
+            [$"{component}.{module}.lora_B.weight"] = randn([outFeatures, 2], generator: g),
+        };
+    }
+
+    private static Tensor Weight(TorchSharp.torch.nn.Module model, string module) =>
+        ((Linear)model.named_modules().Single(m => m.name == module).module).weight!;
+
+    [Fact]
+    public void EveryPartIsFusedIntoItsModelAtTheScale()
+    {
+        var tensors = Pair("transformer", TransformerQ, 32, 32, 1)
+            .Concat(Pair("text_encoder", ClipQ, 32, 32, 2)).Concat(Pair("text_encoder_2", ClipQ, 32, 32, 3)).ToDictionary();
+        string path = Write("all.safetensors", tensors);
+        using var components = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions { LoadTextEncoder3 = false });
+        var models = new (string Component, TorchSharp.torch.nn.Module Model, string Module)[]
+        {
+            ("transformer", components.Transformer, TransformerQ), ("text_encoder", components.TextEncoder!, ClipQ), ("text_encoder_2", components.TextEncoder2!, ClipQ),
+        };
+        var before = models.Select(m => Weight(m.Model, m.Module).clone()).ToArray();
+        Assert.Equal(3, components.FuseLora(path, 0.25));
+        for (int i = 0; i < models.Length; i++)
+        {
+            var (component, model, module) = models[i];
+            using var expected = tensors[$"{component}.{module}.lora_B.weight"].matmul(tensors[$"{component}.{module}.lora_A.weight"]) * 0.25;
+            using var delta = Weight(model, module) - before[i];
+            Assert.True(TensorAssert.MaxAbsDiff(delta, expected) <= 1e-6, component);
+        }
+        foreach (var t in before.Concat(tensors.Values)) t.Dispose();
+    }
+
+    [Fact]
+    public void APartThatDoesNotFitLeavesEveryModelAsItWas()
+    {
+        // The text_encoder part fits (and comes first); the transformer part is for another width: nothing may be fused.
+        var tensors = Pair("text_encoder", ClipQ, 32, 32, 1).Concat(Pair("transformer", TransformerQ, 64, 64, 2)).ToDictionary();
+        string path = Write("misfit.safetensors", tensors);
+        string unet = Write("unet.safetensors", Pair("text_encoder", ClipQ, 32, 32, 1).Concat(Pair("unet", "down_blocks.0.attentions.0.proj_in", 32, 32, 3)).ToDictionary());
+        using var components = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions { LoadTextEncoder3 = false });
+        using var before = Weight(components.TextEncoder!, ClipQ).clone();
+        Assert.Contains("transformer", Assert.Throws<ArgumentException>(() => components.FuseLora(path)).Message);
+        Assert.Contains("unet", Assert.Throws<InvalidDataException>(() => components.FuseLora(unet)).Message);
+        Assert.Equal(0.0, TensorAssert.MaxAbsDiff(Weight(components.TextEncoder!, ClipQ), before));
+        foreach (var t in tensors.Values) t.Dispose();
+    }
+}

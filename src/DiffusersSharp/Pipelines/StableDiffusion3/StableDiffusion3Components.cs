@@ -1,4 +1,5 @@
 using DiffusersSharp.IO;
+using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.Autoencoders;
 using DiffusersSharp.Models.TextEncoders;
@@ -133,6 +134,43 @@ public sealed class StableDiffusion3Components : IDisposable
             OnTruncated = onTruncated,
             BeforeEncoder = _offloader is null ? null : _offloader.Activate,
         };
+
+    /// <summary>
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c>: fuses a LoRA file's
+    /// <c>transformer</c>, <c>text_encoder</c> and <c>text_encoder_2</c> parts into those models (see
+    /// <see cref="LoraWeights"/>). Every part is checked against its model before any weight changes. Returns the number
+    /// of adapted layers.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a LoRA of these components (unknown keys or components, bad pairs).</exception>
+    /// <exception cref="ArgumentException">A part does not fit its model (missing modules or other sizes).</exception>
+    public int FuseLora(string path, double scale = 1.0)
+    {
+        var parts = LoraWeights.LoadAll(path);
+        try
+        {
+            var models = new List<(LoraWeights Lora, nn.Module Model)>();
+            foreach (var (component, lora) in parts)
+            {
+                nn.Module? model = component switch
+                {
+                    "transformer" => Transformer,
+                    "text_encoder" => TextEncoder,
+                    "text_encoder_2" => TextEncoder2,
+                    _ => throw new InvalidDataException($"{path} adapts '{component}'; an SD3 LoRA adapts transformer, text_encoder or text_encoder_2."),
+                };
+                if (model is null) throw new InvalidDataException($"{path} adapts {component}, which this pipeline has not loaded.");
+                lora.CheckFits(model);
+                models.Add((lora, model));
+            }
+            foreach (var (lora, model) in models) lora.FuseInto(model, scale);
+            return parts.Values.Sum(l => l.Layers.Count);
+        }
+        finally
+        {
+            foreach (var lora in parts.Values) lora.Dispose();
+        }
+    }
 
     /// <summary>
     /// diffusers' <c>enable_model_cpu_offload</c>: moves every model to the CPU; from now on each one moves to
