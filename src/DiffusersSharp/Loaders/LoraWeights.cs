@@ -42,7 +42,7 @@ public sealed class LoraWeights : IDisposable
         if (others.Count == 0 && all.TryGetValue(component, out var lora)) return lora;
         foreach (var l in all.Values) l.Dispose();
         throw new InvalidDataException(others.Count > 0
-            ? $"{path} also adapts {string.Join(", ", others)}, not only {component} (load it for the whole pipeline instead)."
+            ? $"{path} adapts {string.Join(", ", others)}, not only {component}: read it with LoadAll or StableDiffusion3Components.FuseLora."
             : $"{path} has no {component}.*.lora_A.weight tensors.");
     }
 
