@@ -48,6 +48,14 @@ public sealed record FlowMatchingOptions
     /// <summary>Loss weighting.</summary>
     public LossWeighting Weighting { get; init; } = LossWeighting.None;
 
+    /// <summary>Throws unless the logit-normal std is positive and the other parameters are finite.</summary>
+    /// <exception cref="ArgumentException">An invalid parameter.</exception>
+    public void Validate()
+    {
+        if (!(LogitStd > 0) || !double.IsFinite(LogitStd)) throw new ArgumentException($"logit std must be positive, got {LogitStd}.");
+        if (!double.IsFinite(LogitMean) || !double.IsFinite(ModeScale)) throw new ArgumentException($"logit mean and mode scale must be finite, got {LogitMean} and {ModeScale}.");
+    }
+
     /// <summary>The names diffusers' SD3 training scripts accept for <c>--weighting_scheme</c>.</summary>
     public static IReadOnlyList<string> WeightingSchemes { get; } = ["logit_normal", "mode", "sigma_sqrt", "cosmap", "none"];
 
@@ -60,8 +68,8 @@ public sealed record FlowMatchingOptions
     /// <paramref name="logitStd"/> is not positive.</exception>
     public static FlowMatchingOptions FromWeightingScheme(string scheme, double logitMean = 0, double logitStd = 1, double modeScale = 1.29)
     {
-        if (!(logitStd > 0) || !double.IsFinite(logitStd)) throw new ArgumentException($"logit std must be positive, got {logitStd}.");
-        if (!double.IsFinite(logitMean) || !double.IsFinite(modeScale)) throw new ArgumentException($"logit mean and mode scale must be finite, got {logitMean} and {modeScale}.");
+        // The density parameters are checked even where the scheme does not use them: a typo should not pass silently.
+        new FlowMatchingOptions { LogitMean = logitMean, LogitStd = logitStd, ModeScale = modeScale }.Validate();
         return scheme switch
         {
             "logit_normal" => new() { Sampling = TimestepSampling.LogitNormal, LogitMean = logitMean, LogitStd = logitStd },
@@ -100,7 +108,7 @@ public sealed class FlowMatchingObjective
     {
         ArgumentNullException.ThrowIfNull(schedulerConfig);
         Options = options ?? new FlowMatchingOptions();
-        if (!(Options.LogitStd > 0)) throw new ArgumentException($"logit_std must be positive, got {Options.LogitStd}.", nameof(options));
+        Options.Validate();
         // A fresh scheduler holds the training schedule (set_timesteps is never called on it).
         using var scheduler = new FlowMatchEulerDiscreteScheduler(schedulerConfig);
         _timesteps = scheduler.TimestepValues.ToArray();

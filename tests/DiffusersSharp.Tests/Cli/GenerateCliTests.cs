@@ -50,8 +50,10 @@ public sealed class GenerateCliTests : IDisposable
         var expected = Fixtures.Expected("tiny-sd3-lora/expected.safetensors")["scale05.image"].flatten().data<float>().ToArray();
         var pixels = ImageFile.Load(Out()).Pixels;
         Assert.Equal(expected.Length, pixels.Length);
-        int worst = Enumerable.Range(0, pixels.Length).Max(i => Math.Abs(pixels[i] - (int)Math.Round(expected[i] * 255)));
-        Assert.True(worst <= 1, $"{worst} levels");
+        // Every pixel is diffusers' value rounded to 8 bits, except where that value sits on a rounding midpoint (our float
+        // image is 3.6e-6 away from theirs): measured 2 of 12288 pixels, at 125.4998 and 96.5001.
+        var off = Enumerable.Range(0, pixels.Length).Where(i => pixels[i] != (int)Math.Round(expected[i] * 255)).ToList();
+        Assert.All(off, i => Assert.True(Math.Abs(pixels[i] - expected[i] * 255) <= 0.501, $"pixel {i}: {pixels[i]} vs {expected[i] * 255}"));
 
         Assert.Equal(2, CliRunner.Run("generate", "--model", Model, "--prompt", "x", "--lora", Out("none.safetensors"), "--output", Out("x.png")).Code);
         Assert.Equal(2, CliRunner.Run("generate", "--model", Model, "--prompt", "x", "--lora", Loaders.LoraWeightsTests.LoraFile, "--lora-scale", "strong", "--output", Out("x.png")).Code);

@@ -27,9 +27,9 @@ public sealed class LoraWeightsTests(ITestOutputHelper output)
     {
         double err = LoraImageError(name, scale, withT5: true);
         output.WriteLine($"{name}: max |ours - diffusers| = {err:G3} (image in [0, 1])");
-        // This case runs every component, T5 included (unlike tiny-sd3's own images, made with T5 dropout on): the
-        // component tolerance holds end to end (measured 3.6e-6 here).
-        Assert.True(err <= 1e-4, $"{name}: {err}");
+        // This case runs every component, T5 included (unlike tiny-sd3's own images, made with T5 dropout on).
+        // Measured 3.5e-6 (scale 1) and 3.6e-6 (scale 0.5) against diffusers' run on another CPU.
+        Assert.True(err <= 1e-5, $"{name}: {err}");
     }
 
     [Fact]
@@ -72,9 +72,10 @@ public sealed class LoraWeightsTests(ITestOutputHelper output)
         using var expectedDelta = up.matmul(down) * 0.5;
         using var delta = linear.weight! - before;
         Assert.True(expectedDelta.abs().max().item<float>() > 0.01f);
-        Assert.True(TensorAssert.MaxAbsDiff(delta, expectedDelta) <= 1e-6);
+        // float32 rounding of W + delta (|W + delta| < 1.1 here, ulp 1.2e-7); measured 3.0e-8 for both.
+        Assert.True(TensorAssert.MaxAbsDiff(delta, expectedDelta) <= 2.5e-7);
         lora.FuseInto(transformer, -0.5);
-        Assert.True(TensorAssert.MaxAbsDiff(linear.weight!, before) <= 1e-6);
+        Assert.True(TensorAssert.MaxAbsDiff(linear.weight!, before) <= 2.5e-7);
     }
 
     [Fact]
@@ -168,7 +169,8 @@ public sealed class PipelineLoraTests : IDisposable
             var (component, model, module) = models[i];
             using var expected = tensors[$"{component}.{module}.lora_B.weight"].matmul(tensors[$"{component}.{module}.lora_A.weight"]) * 0.25;
             using var delta = Weight(model, module) - before[i];
-            Assert.True(TensorAssert.MaxAbsDiff(delta, expected) <= 1e-6, component);
+            // float32 rounding of W + delta with |delta| up to 1.7 (ulp 1.2e-7 to 2.4e-7); measured 6e-8 to 1.2e-7.
+            Assert.True(TensorAssert.MaxAbsDiff(delta, expected) <= 5e-7, component);
         }
         foreach (var t in before.Concat(tensors.Values)) t.Dispose();
     }

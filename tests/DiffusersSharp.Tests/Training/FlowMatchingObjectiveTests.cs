@@ -59,6 +59,7 @@ public class FlowMatchingObjectiveTests
         if (sampling == TimestepSampling.Mode) Assert.Equal(1.1, options.ModeScale);
         Assert.Throws<ArgumentException>(() => FlowMatchingOptions.FromWeightingScheme("logit-normal"));
         Assert.Throws<ArgumentException>(() => FlowMatchingOptions.FromWeightingScheme(scheme, logitStd: 0));
+        Assert.Throws<ArgumentException>(() => new FlowMatchingObjective(new FlowMatchEulerDiscreteSchedulerConfig(), options with { LogitStd = -1 }));
     }
 
     [Fact]
