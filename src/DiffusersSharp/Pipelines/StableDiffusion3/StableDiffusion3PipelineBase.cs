@@ -91,30 +91,11 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
     protected static int BatchSize(StableDiffusion3Request r) => r.PromptEmbeds is { } e ? (int)e.shape[0] : r.Prompt!.Value.Count;
 
     /// <summary>
-    /// Draws <c>randn(shape)</c> like diffusers' <c>randn_tensor</c>: one generator for the batch, or one per sample
-    /// (each drawing a [1, ...] slice); without a generator, from a fresh random seed. The noise goes to the execution
-    /// device (<see cref="StableDiffusion3Components.Device"/>, also under model offload): a CPU generator draws on the
-    /// CPU and the noise is moved, so a seed gives the same image on every device up to the device's arithmetic; a CUDA
-    /// generator draws on the GPU (the numbers of <c>torch.Generator("cuda")</c>) and cannot serve a CPU pipeline.
+    /// Draws <c>randn(shape)</c> like diffusers' <c>randn_tensor</c> from the request's generator(s) onto the execution
+    /// device (<see cref="StableDiffusion3Components.Device"/>, also under model offload); see <see cref="RandomDraws.Randn"/>.
     /// </summary>
-    protected Tensor RandnTensor(long[] shape, StableDiffusion3Request r, ScalarType dtype)
-    {
-        if (r.Generators is { Count: > 1 } list)
-        {
-            if (list.Count != shape[0])
-                throw new ArgumentException($"{list.Count} generators were given for a batch of {shape[0]}.");
-            var one = shape.ToArray();
-            one[0] = 1;
-            var parts = list.Select(g => g.Randn(one, dtype, Components.Device)).ToArray();
-            var result = cat(parts, 0);
-            foreach (var p in parts) p.Dispose();
-            return result;
-        }
-        var generator = r.Generator ?? r.Generators?[0];
-        if (generator is not null) return generator.Randn(shape, dtype, Components.Device);
-        using var fresh = new Generator(CPU).ManualSeed(Random.Shared.NextInt64());
-        return fresh.Randn(shape, dtype, Components.Device);
-    }
+    protected Tensor RandnTensor(long[] shape, StableDiffusion3Request r, ScalarType dtype) =>
+        RandomDraws.Randn(shape, r.Generator, r.Generators, dtype, Components.Device);
 
     /// <summary>
     /// A VAE posterior sample of <paramref name="image"/> (diffusers' <c>retrieve_latents(vae.encode(image), generator)</c>):
@@ -122,29 +103,8 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
     /// </summary>
     protected Tensor SampleLatents(Tensor image, StableDiffusion3Request r)
     {
-        var vae = Components.Vae;
         Components.Activate("vae");
-        using var scope = NewDisposeScope();
-        image = image.to(vae.WeightDtype(), Components.Device);
-        Tensor result;
-        if (r.Generators is { Count: > 1 } list)
-        {
-            if (list.Count < image.shape[0])
-                throw new ArgumentException($"{list.Count} generators were given for {image.shape[0]} images.");
-            var parts = new List<Tensor>();
-            for (int i = 0; i < image.shape[0]; i++)
-            {
-                using var dist = vae.Encode(image[i..(i + 1)]);
-                parts.Add(dist.Mean + dist.Std * list[i].Randn(dist.Mean.shape, dist.Mean.dtype, Components.Device));
-            }
-            result = cat(parts, 0);
-        }
-        else
-        {
-            using var dist = vae.Encode(image);
-            result = dist.Mean + dist.Std * RandnTensor(dist.Mean.shape, r, dist.Mean.dtype);
-        }
-        return result.MoveToOuterDisposeScope();
+        return RandomDraws.SampleVae(Components.Vae, image, r.Generator, r.Generators, Components.Device);
     }
 
     /// <summary>A scheduler for one call, with its timesteps set (dynamic shifting resolved as diffusers does).</summary>
