@@ -42,6 +42,12 @@ public sealed class CLIPTextModel : nn.Module
         var (last, pooled, hidden) = text_model.Run(ids, outputHiddenStates);
         return CLIPLoading.Output(last, pooled, hidden, null);
     }
+
+    /// <summary>
+    /// Applies <c>text_model.final_layer_norm</c> to a hidden state, as Stable Diffusion 1.x pipelines do with
+    /// <c>clip_skip</c> (<c>final_layer_norm(hidden_states[-(clip_skip + 1)])</c>).
+    /// </summary>
+    public Tensor FinalLayerNorm(Tensor hiddenState) => text_model.FinalLayerNorm(hiddenState);
 }
 
 /// <summary>

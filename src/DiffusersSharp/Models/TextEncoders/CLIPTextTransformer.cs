@@ -167,4 +167,7 @@ internal sealed class CLIPTextTransformer : nn.Module
         var pooled = last.index(new TensorIndex[] { TensorIndex.Tensor(rows), TensorIndex.Tensor(index) });
         return (last, pooled, hidden);
     }
+
+    /// <summary>The final LayerNorm alone (SD 1.x's clip_skip applies it to an earlier hidden state).</summary>
+    public Tensor FinalLayerNorm(Tensor hidden) => final_layer_norm.forward(hidden);
 }

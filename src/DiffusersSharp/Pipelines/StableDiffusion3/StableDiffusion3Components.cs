@@ -15,11 +15,8 @@ namespace DiffusersSharp.Pipelines.StableDiffusion3;
 /// The loaded components of a Stable Diffusion 3 / 3.5 pipeline folder. Shared by the text-to-image, image-to-image and
 /// inpainting pipelines (<c>FromPipe</c>); freed when the last pipeline using them is disposed.
 /// </summary>
-public sealed class StableDiffusion3Components : IDisposable
+public sealed class StableDiffusion3Components : PipelineComponents
 {
-    private int _users = 1; // the creator's reference, given up by Dispose
-    private bool _creatorReleased;
-
     /// <summary>The MMDiT.</summary>
     public required SD3Transformer2DModel Transformer { get; init; }
 
@@ -46,26 +43,6 @@ public sealed class StableDiffusion3Components : IDisposable
 
     /// <summary>The scheduler config; every call builds its own scheduler from it (schedulers hold per-call state).</summary>
     public required FlowMatchEulerDiscreteSchedulerConfig SchedulerConfig { get; init; }
-
-    /// <summary>
-    /// The execution device: where the models run and the pipeline's tensors live. Under model offload
-    /// (<see cref="EnableModelCpuOffload"/>) the models wait on the CPU and come here one at a time.
-    /// </summary>
-    public required Device Device { get; init; }
-
-    /// <summary>Milliseconds each model took to load (component name -> ms), when loaded by <see cref="FromPretrained"/>.</summary>
-    public IReadOnlyDictionary<string, double> LoadMilliseconds { get; init; } = new Dictionary<string, double>();
-
-    /// <summary>Where the models stay between uses.</summary>
-    public OffloadMode Offload => _offloader is null ? OffloadMode.None : OffloadMode.Model;
-
-    /// <summary>Raised for every move of a model under model offload (the sequence diffusers' hooks would make).</summary>
-    public event Action<ModelMove>? ModelMoved;
-
-    private ModelOffloader? _offloader;
-
-    /// <summary>The models' floating-point dtype.</summary>
-    public required ScalarType Dtype { get; init; }
 
     /// <summary>Loads every component of a diffusers pipeline folder, or of a hub repo id (downloaded into the hub cache first).</summary>
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
@@ -132,7 +109,7 @@ public sealed class StableDiffusion3Components : IDisposable
         new(Tokenizer, TextEncoder, Tokenizer2, TextEncoder2, Tokenizer3, TextEncoder3, Transformer.Config.JointAttentionDim)
         {
             OnTruncated = onTruncated,
-            BeforeEncoder = _offloader is null ? null : _offloader.Activate,
+            BeforeEncoder = ActivateHook,
         };
 
     /// <summary>
@@ -172,66 +149,21 @@ public sealed class StableDiffusion3Components : IDisposable
         }
     }
 
-    /// <summary>
-    /// diffusers' <c>enable_model_cpu_offload</c>: moves every model to the CPU; from now on each one moves to
-    /// <see cref="Device"/> when the pipeline uses it, in the order text_encoder, text_encoder_2, text_encoder_3,
-    /// transformer, vae, and the previous one goes back to the CPU, so at most one model is on the device. Calling it
-    /// again does nothing. <see cref="ModelMoved"/> reports each move.
-    /// </summary>
-    public void EnableModelCpuOffload()
+    /// <inheritdoc />
+    protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
     {
-        if (_offloader is not null) return;
-        var models = new Dictionary<string, TorchSharp.torch.nn.Module>
-        {
-            ["transformer"] = Transformer,
-            ["vae"] = Vae,
-        };
+        // diffusers' model_cpu_offload_seq: text_encoder->text_encoder_2->text_encoder_3->transformer->vae.
+        var models = new Dictionary<string, nn.Module>();
         if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
         if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
         if (TextEncoder3 is not null) models["text_encoder_3"] = TextEncoder3;
-        foreach (var model in models.Values) ModuleMover.MoveTo(model, CPU);
-        _offloader = new ModelOffloader(Device, models, move => ModelMoved?.Invoke(move));
+        models["transformer"] = Transformer;
+        models["vae"] = Vae;
+        return models;
     }
 
-    /// <summary>Under model offload, puts <paramref name="component"/> on the execution device (and the previous one back on the CPU).</summary>
-    internal void Activate(string component) => _offloader?.Activate(component);
-
-    /// <summary>Under model offload, moves the model on the execution device back to the CPU (the end of a call).</summary>
-    internal void OffloadAll() => _offloader?.OffloadAll();
-
-    internal StableDiffusion3Components Acquire()
-    {
-        lock (this)
-        {
-            ObjectDisposedException.ThrowIf(_users <= 0, this);
-            _users++;
-            return this;
-        }
-    }
-
-    internal void Release()
-    {
-        lock (this)
-        {
-            if (--_users == 0) FreeModels();
-        }
-    }
-
-    /// <summary>
-    /// Gives up the creator's reference: the models are freed now if no pipeline uses them, else when the last pipeline
-    /// sharing them is disposed.
-    /// </summary>
-    public void Dispose()
-    {
-        lock (this)
-        {
-            if (_creatorReleased) return;
-            _creatorReleased = true;
-        }
-        Release();
-    }
-
-    private void FreeModels()
+    /// <inheritdoc />
+    protected override void FreeModels()
     {
         Transformer.Dispose();
         Vae.Dispose();

@@ -38,7 +38,8 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
     /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
     protected StableDiffusion3PipelineBase(StableDiffusion3Components components)
     {
-        Components = components.Acquire();
+        components.Acquire();
+        Components = components;
         int scale = components.Vae.VaeScaleFactor, channels = components.Vae.Config.LatentChannels;
         ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig { VaeScaleFactor = scale, VaeLatentChannels = channels });
         MaskProcessor = VaeImageProcessor.CreateMaskProcessor(scale, channels);
@@ -92,7 +93,7 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
 
     /// <summary>
     /// Draws <c>randn(shape)</c> like diffusers' <c>randn_tensor</c> from the request's generator(s) onto the execution
-    /// device (<see cref="StableDiffusion3Components.Device"/>, also under model offload); see <see cref="RandomDraws.Randn"/>.
+    /// device (<see cref="PipelineComponents.Device"/>, also under model offload); see <see cref="RandomDraws.Randn"/>.
     /// </summary>
     protected Tensor RandnTensor(long[] shape, StableDiffusion3Request r, ScalarType dtype) =>
         RandomDraws.Randn(shape, r.Generator, r.Generators, dtype, Components.Device);

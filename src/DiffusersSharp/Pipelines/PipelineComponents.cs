@@ -1,0 +1,95 @@
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines;
+
+/// <summary>
+/// What the loaded components of every pipeline family share: the execution device and dtype, model CPU offload, and
+/// the reference count that lets pipelines share one set of models (diffusers' <c>from_pipe</c>): the models are freed
+/// when the creator and the last pipeline using them are done.
+/// </summary>
+public abstract class PipelineComponents : IDisposable
+{
+    private int _users = 1; // the creator's reference, given up by Dispose
+    private bool _creatorReleased;
+    private ModelOffloader? _offloader;
+
+    /// <summary>
+    /// The execution device: where the models run and the pipeline's tensors live. Under model offload
+    /// (<see cref="EnableModelCpuOffload"/>) the models wait on the CPU and come here one at a time.
+    /// </summary>
+    public required Device Device { get; init; }
+
+    /// <summary>The models' floating-point dtype.</summary>
+    public required ScalarType Dtype { get; init; }
+
+    /// <summary>Milliseconds each model took to load (component name -> ms), when loaded from a folder.</summary>
+    public IReadOnlyDictionary<string, double> LoadMilliseconds { get; init; } = new Dictionary<string, double>();
+
+    /// <summary>Where the models stay between uses.</summary>
+    public OffloadMode Offload => _offloader is null ? OffloadMode.None : OffloadMode.Model;
+
+    /// <summary>Raised for every move of a model under model offload (the sequence diffusers' hooks would make).</summary>
+    public event Action<ModelMove>? ModelMoved;
+
+    /// <summary>The loaded models by component name, in diffusers' <c>model_cpu_offload_seq</c> order.</summary>
+    protected abstract IReadOnlyDictionary<string, nn.Module> OffloadableModels();
+
+    /// <summary>Frees every model (called once, when the last user is gone).</summary>
+    protected abstract void FreeModels();
+
+    /// <summary>
+    /// diffusers' <c>enable_model_cpu_offload</c>: moves every model to the CPU; from now on each one moves to
+    /// <see cref="Device"/> when the pipeline uses it and the previous one goes back to the CPU, so at most one model is
+    /// on the device. Calling it again does nothing. <see cref="ModelMoved"/> reports each move.
+    /// </summary>
+    public void EnableModelCpuOffload()
+    {
+        if (_offloader is not null) return;
+        var models = OffloadableModels();
+        foreach (var model in models.Values) ModuleMover.MoveTo(model, CPU);
+        _offloader = new ModelOffloader(Device, models, move => ModelMoved?.Invoke(move));
+    }
+
+    /// <summary>Under model offload, puts <paramref name="component"/> on the execution device (and the previous one back on the CPU).</summary>
+    internal void Activate(string component) => _offloader?.Activate(component);
+
+    /// <summary>Under model offload, moves the model on the execution device back to the CPU (the end of a call).</summary>
+    internal void OffloadAll() => _offloader?.OffloadAll();
+
+    /// <summary>The offloader's hook for encoders that run outside the pipeline class (null without offload).</summary>
+    internal Action<string>? ActivateHook => _offloader is null ? null : _offloader.Activate;
+
+    /// <summary>Takes a reference for a pipeline; throws when the models are already freed.</summary>
+    internal void Acquire()
+    {
+        lock (this)
+        {
+            ObjectDisposedException.ThrowIf(_users <= 0, this);
+            _users++;
+        }
+    }
+
+    /// <summary>Gives a pipeline's reference back; the last one frees the models.</summary>
+    internal void Release()
+    {
+        lock (this)
+        {
+            if (--_users == 0) FreeModels();
+        }
+    }
+
+    /// <summary>
+    /// Gives up the creator's reference: the models are freed now if no pipeline uses them, else when the last pipeline
+    /// sharing them is disposed.
+    /// </summary>
+    public void Dispose()
+    {
+        lock (this)
+        {
+            if (_creatorReleased) return;
+            _creatorReleased = true;
+        }
+        Release();
+        GC.SuppressFinalize(this);
+    }
+}

@@ -1,0 +1,111 @@
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines.StableDiffusion;
+
+/// <summary>
+/// The parameters of a text-to-image call of the UNet pipelines, with diffusers' names and defaults
+/// (<c>StableDiffusionPipeline.__call__</c> and <c>StableDiffusionXLPipeline.__call__</c>; the members marked SDXL are
+/// ignored by SD 1.x / 2.x). Tensors passed in stay owned by the caller.
+/// </summary>
+public record StableDiffusionRequest
+{
+    /// <summary>The prompt(s); required unless <see cref="PromptEmbeds"/> is given.</summary>
+    public PromptList? Prompt { get; init; }
+
+    /// <summary>SDXL: the prompt for the second text encoder (defaults to <see cref="Prompt"/>).</summary>
+    public PromptList? Prompt2 { get; init; }
+
+    /// <summary>Negative prompt(s), used when guidance is on (default: "" for SD 1.x; zeros for SDXL models with
+    /// <c>force_zeros_for_empty_prompt</c>).</summary>
+    public PromptList? NegativePrompt { get; init; }
+
+    /// <summary>SDXL: the negative prompt for the second text encoder (defaults to <see cref="NegativePrompt"/>).</summary>
+    public PromptList? NegativePrompt2 { get; init; }
+
+    /// <summary>Image height in pixels, a multiple of 8 (default: UNet sample_size x VAE scale factor: 512 for SD 1.5, 1024 for SDXL).</summary>
+    public int? Height { get; init; }
+
+    /// <summary>Image width in pixels, a multiple of 8 (default as <see cref="Height"/>).</summary>
+    public int? Width { get; init; }
+
+    /// <summary>Denoising steps (default 50).</summary>
+    public int? NumInferenceSteps { get; init; }
+
+    /// <summary>Classifier-free guidance scale, on when above 1 (default 7.5 for SD 1.x / 2.x, 5.0 for SDXL).</summary>
+    public double? GuidanceScale { get; init; }
+
+    /// <summary>Rescales the guided prediction toward the text prediction's standard deviation (0 = off; "Common
+    /// Diffusion Noise Schedules and Sample Steps are Flawed", section 3.4).</summary>
+    public double GuidanceRescale { get; init; }
+
+    /// <summary>Images per prompt.</summary>
+    public int NumImagesPerPrompt { get; init; } = 1;
+
+    /// <summary>Random source (one for the batch, like a single torch.Generator). Null draws from a fresh random seed.</summary>
+    public Runtime.Generator? Generator { get; init; }
+
+    /// <summary>One generator per image (batch x images per prompt), like a list of torch.Generators.</summary>
+    public IReadOnlyList<Runtime.Generator>? Generators { get; init; }
+
+    /// <summary>Initial latents [B*n, 4, H/8, W/8] instead of drawn noise (not yet scaled by the scheduler's init_noise_sigma).</summary>
+    public Tensor? Latents { get; init; }
+
+    /// <summary>Precomputed prompt embeddings [B, 77, cross_attention_dim].</summary>
+    public Tensor? PromptEmbeds { get; init; }
+
+    /// <summary>Precomputed negative prompt embeddings.</summary>
+    public Tensor? NegativePromptEmbeds { get; init; }
+
+    /// <summary>SDXL: precomputed pooled prompt embeddings [B, projection_dim]; required with <see cref="PromptEmbeds"/>.</summary>
+    public Tensor? PooledPromptEmbeds { get; init; }
+
+    /// <summary>SDXL: precomputed negative pooled prompt embeddings.</summary>
+    public Tensor? NegativePooledPromptEmbeds { get; init; }
+
+    /// <summary>What to return.</summary>
+    public OutputType OutputType { get; init; } = OutputType.Image;
+
+    /// <summary>CLIP layers to skip from the end (positive prompt only, as in diffusers).</summary>
+    public int? ClipSkip { get; init; }
+
+    /// <summary>SDXL micro-conditioning: the original image size (height, width); default the output size.</summary>
+    public (int Height, int Width)? OriginalSize { get; init; }
+
+    /// <summary>SDXL micro-conditioning: the crop's top-left corner (top, left); default (0, 0).</summary>
+    public (int Top, int Left) CropsCoordsTopLeft { get; init; }
+
+    /// <summary>SDXL micro-conditioning: the target size (height, width); default the output size.</summary>
+    public (int Height, int Width)? TargetSize { get; init; }
+
+    /// <summary>Called after every step; may replace latents and embeddings or interrupt.</summary>
+    public Action<StepEndContext>? CallbackOnStepEnd { get; init; }
+}
+
+/// <summary>Image-to-image parameters (<c>StableDiffusion[XL]Img2ImgPipeline.__call__</c>): the image and strength.</summary>
+public record StableDiffusionImg2ImgRequest : StableDiffusionRequest
+{
+    /// <summary>The starting image (RGB; its size, rounded down to a multiple of 8, is the output size unless
+    /// <see cref="StableDiffusionRequest.Height"/> / <see cref="StableDiffusionRequest.Width"/> are given), or a
+    /// [B,4,h,w] latent tensor used as is.</summary>
+    public PipelineImage? Image { get; init; }
+
+    /// <summary>How much to change the image, in [0, 1] (default 0.8 for SD 1.x / 2.x, 0.3 for SDXL).</summary>
+    public double? Strength { get; init; }
+}
+
+/// <summary>Inpainting parameters (<c>StableDiffusion[XL]InpaintPipeline.__call__</c>).</summary>
+public record StableDiffusionInpaintRequest : StableDiffusionImg2ImgRequest
+{
+    /// <summary>The mask: white (1) is repainted, black (0) kept. Grayscale or RGB; binarized at 0.5.</summary>
+    public PipelineImage? MaskImage { get; init; }
+}
+
+/// <summary>A UNet pipeline result: images (output type Image) or a tensor (Numpy, Tensor, Latent). Owns the tensor
+/// (diffusers' <c>StableDiffusionPipelineOutput</c>, without the safety checker's flags).</summary>
+/// <param name="Images">The 8-bit RGB images, one per prompt x image per prompt.</param>
+/// <param name="Tensor">NHWC [0,1] (Numpy), NCHW [0,1] (Tensor) or the final latents (Latent).</param>
+public sealed record StableDiffusionPipelineOutput(IReadOnlyList<Images.ImageBuffer>? Images, Tensor? Tensor) : IDisposable
+{
+    /// <summary>Frees the tensor.</summary>
+    public void Dispose() => Tensor?.Dispose();
+}
