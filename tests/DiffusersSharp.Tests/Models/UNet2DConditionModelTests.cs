@@ -69,6 +69,22 @@ public class UNet2DConditionModelTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ForwardLeavesOnlyItsResultAlive()
+    {
+        using var model = UNet2DConditionModel.FromPretrained(TinyFolder("tiny-sdxl"));
+        using var _ = inference_mode();
+        var g = new Generator(9);
+        var sample = Randn(g, 2, 4, 10, 14);
+        var (text, textEmbeds, timeIds) = Conditioning(model, 2, g);
+        var t = tensor(new float[] { 10, 20 });
+        long before = LiveTensors.Count();
+        using (var y = model.forward(sample, t, text, textEmbeds, timeIds))
+            Assert.Equal(before + 1, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        foreach (var tensor in new[] { sample, text, textEmbeds!, timeIds!, t }) tensor.Dispose();
+    }
+
+    [Fact]
     public void TinyConfigsReadAsDiffusersDoes()
     {
         var sd15 = ConfigJson.Read<UNet2DConditionModelConfig>(System.IO.Path.Combine(TinyFolder("tiny-sd15"), "config.json"));

@@ -41,6 +41,7 @@ public sealed class CrossAttnDownBlock2D : nn.Module, IUNetDownBlock
     /// <inheritdoc cref="DownBlock2D.forward"/>
     public (Tensor Hidden, Tensor[] Residuals) forward(Tensor hiddenStates, Tensor temb, Tensor? encoderHiddenStates)
     {
+        using var scope = NewDisposeScope();
         var outputs = new List<Tensor>();
         var h = hiddenStates;
         for (int i = 0; i < resnets.Count; i++)
@@ -54,6 +55,8 @@ public sealed class CrossAttnDownBlock2D : nn.Module, IUNetDownBlock
             h = downsamplers[0].forward(h);
             outputs.Add(h);
         }
+        // The skip states outlive the block; what the transformers and resnets made in between does not.
+        foreach (var state in outputs) state.MoveToOuterDisposeScope();
         return (h, outputs.ToArray());
     }
 }

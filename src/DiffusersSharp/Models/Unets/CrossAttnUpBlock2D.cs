@@ -46,6 +46,7 @@ public sealed class CrossAttnUpBlock2D : nn.Module, IUNetUpBlock
     /// <inheritdoc/>
     public Tensor forward(Tensor hiddenStates, IReadOnlyList<Tensor> residuals, Tensor temb, Tensor? encoderHiddenStates, long[]? upsampleSize)
     {
+        using var scope = NewDisposeScope();
         var h = hiddenStates;
         for (int i = 0; i < resnets.Count; i++)
         {
@@ -54,6 +55,6 @@ public sealed class CrossAttnUpBlock2D : nn.Module, IUNetUpBlock
             h = attentions[i].forward(h, encoderHiddenStates);
         }
         if (upsamplers is not null) h = upsamplers[0].forward(h, upsampleSize);
-        return h;
+        return h.MoveToOuterDisposeScope();
     }
 }

@@ -30,6 +30,7 @@ public sealed class DownBlock2D : nn.Module, IUNetDownBlock
     /// <summary>Runs the block; returns the output and every intermediate state the up path concatenates (each resnet's, then the downsampled one).</summary>
     public (Tensor Hidden, Tensor[] Residuals) forward(Tensor hiddenStates, Tensor temb, Tensor? encoderHiddenStates)
     {
+        using var scope = NewDisposeScope();
         var outputs = new List<Tensor>();
         var h = hiddenStates;
         foreach (var resnet in resnets)
@@ -42,6 +43,8 @@ public sealed class DownBlock2D : nn.Module, IUNetDownBlock
             h = downsamplers[0].forward(h);
             outputs.Add(h);
         }
+        // The skip states outlive the block; what the transformers and resnets made in between does not.
+        foreach (var state in outputs) state.MoveToOuterDisposeScope();
         return (h, outputs.ToArray());
     }
 }

@@ -196,6 +196,7 @@ public sealed class UNet2DConditionModel : nn.Module
             if (!isFinal && forwardUpsampleSize)
                 upsampleSize = [skips[^1].shape[2], skips[^1].shape[3]];
             x = block.forward(x, residuals, emb, context, upsampleSize);
+            foreach (var used in residuals) used.Dispose(); // each skip state is consumed once
         }
 
         x = nn.functional.silu(conv_norm_out.forward(x));

@@ -34,8 +34,9 @@ public sealed class UNetMidBlock2DCrossAttn : nn.Module
     /// <summary>Runs the block.</summary>
     public Tensor forward(Tensor hiddenStates, Tensor temb, Tensor? encoderHiddenStates)
     {
+        using var scope = NewDisposeScope();
         var h = resnets[0].forward(hiddenStates, temb);
         h = attentions[0].forward(h, encoderHiddenStates);
-        return resnets[1].forward(h, temb);
+        return resnets[1].forward(h, temb).MoveToOuterDisposeScope();
     }
 }

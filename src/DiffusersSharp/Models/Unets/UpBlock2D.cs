@@ -39,6 +39,7 @@ public sealed class UpBlock2D : nn.Module, IUNetUpBlock
     /// <inheritdoc/>
     public Tensor forward(Tensor hiddenStates, IReadOnlyList<Tensor> residuals, Tensor temb, Tensor? encoderHiddenStates, long[]? upsampleSize)
     {
+        using var scope = NewDisposeScope();
         var h = hiddenStates;
         for (int i = 0; i < resnets.Count; i++)
         {
@@ -46,6 +47,6 @@ public sealed class UpBlock2D : nn.Module, IUNetUpBlock
             h = resnets[i].forward(h, temb);
         }
         if (upsamplers is not null) h = upsamplers[0].forward(h, upsampleSize);
-        return h;
+        return h.MoveToOuterDisposeScope();
     }
 }
