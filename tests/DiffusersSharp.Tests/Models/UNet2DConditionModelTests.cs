@@ -186,6 +186,19 @@ public class UNet2DConditionModelTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void OnlyCrossAttentionMakesAttn1AttendToTheTextExceptInTheMidBlock()
+    {
+        var baseConfig = ConfigJson.Read<UNet2DConditionModelConfig>(System.IO.Path.Combine(TinyFolder("tiny-sd15"), "config.json"));
+        var config = baseConfig with { OnlyCrossAttention = true, CrossAttentionDim = 48 };
+        using var model = new UNet2DConditionModel(config, new Device(DeviceType.META));
+        var sd = model.state_dict();
+        Assert.Equal(new long[] { 32, 48 }, sd["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k.weight"].shape);
+        Assert.Equal(new long[] { 32, 48 }, sd["up_blocks.3.attentions.2.transformer_blocks.0.attn1.to_v.weight"].shape);
+        // diffusers' UNetMidBlock2DCrossAttn takes no only_cross_attention argument.
+        Assert.Equal(new long[] { 64, 64 }, sd["mid_block.attentions.0.transformer_blocks.0.attn1.to_k.weight"].shape);
+    }
+
+    [Fact]
     public void InconsistentConfigsAreArgumentErrors()
     {
         var baseConfig = ConfigJson.Read<UNet2DConditionModelConfig>(System.IO.Path.Combine(TinyFolder("tiny-sd15"), "config.json"));
