@@ -70,9 +70,9 @@ public sealed class InfoCliTests : IDisposable
     {
         string model = Path.Combine(_dir, "m");
         Directory.CreateDirectory(Path.Combine(model, "unet"));
-        File.WriteAllText(Path.Combine(model, "model_index.json"), """{"_class_name":"StableDiffusionPipeline","unet":["diffusers","UNet2DConditionModel"]}""");
+        File.WriteAllText(Path.Combine(model, "model_index.json"), """{"_class_name":"StableDiffusionPipeline","unet":["diffusers","UNetSpatioTemporalConditionModel"]}""");
         var (code, _, stderr) = CliRunner.Run("info", "--model", model);
         Assert.Equal(2, code);
-        Assert.Contains("'unet' has class 'UNet2DConditionModel'", stderr);
+        Assert.Contains("'unet' has class 'UNetSpatioTemporalConditionModel'", stderr);
     }
 }

@@ -1,3 +1,4 @@
+using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -34,7 +35,7 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
             bool isFinal = i == reversed.Length - 1;
             up_blocks.Add(new UpDecoderBlock2D(previous, output, config.LayersPerBlock + 1, groups, addUpsample: !isFinal, device, dtype));
         }
-        conv_norm_out = VaeGroupNorm.Create(groups, config.BlockOutChannels[0], 1e-6, device, dtype);
+        conv_norm_out = AffineGroupNorm.Create(groups, config.BlockOutChannels[0], 1e-6, device, dtype);
         conv_out = nn.Conv2d(config.BlockOutChannels[0], config.OutChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         RegisterComponents();
     }

@@ -1,3 +1,4 @@
+using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -20,7 +21,7 @@ public sealed class DownEncoderBlock2D : nn.Module<Tensor, Tensor>
         for (int i = 0; i < layers; i++)
             resnets.Add(new ResnetBlock2D(i == 0 ? inChannels : outChannels, outChannels, groups, device: device, dtype: dtype));
         if (addDownsample)
-            downsamplers = new ModuleList<Downsample2D>(new Downsample2D(outChannels, device, dtype));
+            downsamplers = new ModuleList<Downsample2D>(new Downsample2D(outChannels, useConv: true, padding: 0, device: device, dtype: dtype));
         RegisterComponents();
     }
 

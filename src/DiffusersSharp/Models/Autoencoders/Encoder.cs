@@ -1,3 +1,4 @@
+using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -34,7 +35,7 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
             down_blocks.Add(new DownEncoderBlock2D(input, output, config.LayersPerBlock, groups, addDownsample: !isFinal, device, dtype));
         }
         mid_block = new UNetMidBlock2D(channels[^1], groups, config.MidBlockAddAttention, device, dtype);
-        conv_norm_out = VaeGroupNorm.Create(groups, channels[^1], 1e-6, device, dtype);
+        conv_norm_out = AffineGroupNorm.Create(groups, channels[^1], 1e-6, device, dtype);
         conv_out = nn.Conv2d(channels[^1], 2 * config.LatentChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         RegisterComponents();
     }

@@ -1,3 +1,4 @@
+using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -22,7 +23,7 @@ public sealed class VaeAttention : nn.Module<Tensor, Tensor>
     public VaeAttention(long channels, long groups, double eps = 1e-6, Device? device = null, ScalarType? dtype = null)
         : base(nameof(VaeAttention))
     {
-        group_norm = VaeGroupNorm.Create(groups, channels, eps, device, dtype);
+        group_norm = AffineGroupNorm.Create(groups, channels, eps, device, dtype);
         to_q = nn.Linear(channels, channels, hasBias: true, device: device, dtype: dtype);
         to_k = nn.Linear(channels, channels, hasBias: true, device: device, dtype: dtype);
         to_v = nn.Linear(channels, channels, hasBias: true, device: device, dtype: dtype);

@@ -31,8 +31,36 @@ public sealed class GELU : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>
-/// The transformer feed-forward (diffusers <c>FeedForward</c> with <c>activation_fn="gelu-approximate"</c>):
-/// <c>net.0</c> = Linear(D → mult·D) + tanh GELU, <c>net.1</c> = Dropout(0), <c>net.2</c> = Linear(mult·D → D).
+/// diffusers' GEGLU activation module (key <c>proj</c>): <c>proj</c> = Linear(dimIn → 2·dimOut), split in two halves
+/// along the last axis (<c>chunk(2, -1)</c>) and returned as <c>hidden · gelu(gate)</c> with the exact (erf) GELU.
+/// </summary>
+public sealed class GEGLU : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // field names are checkpoint keys
+    private readonly Linear proj;
+#pragma warning restore IDE1006
+
+    /// <summary>Creates <c>GEGLU(Linear(dimIn → 2·dimOut))</c>.</summary>
+    public GEGLU(long dimIn, long dimOut, bool bias = true, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(GEGLU))
+    {
+        proj = nn.Linear(dimIn, dimOut * 2, hasBias: bias, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    /// <summary>Projects and gates.</summary>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var halves = proj.forward(x).chunk(2, -1);
+        return (halves[0] * nn.functional.gelu(halves[1])).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// diffusers' transformer <c>FeedForward</c>: <c>net.0</c> = the activation module projecting D → inner (inner =
+/// mult·D), <c>net.1</c> = Dropout(0), <c>net.2</c> = Linear(inner → dimOut). Activations: <c>"geglu"</c> (diffusers'
+/// default; SD / SDXL UNets), <c>"gelu"</c> and <c>"gelu-approximate"</c> (SD3).
 /// </summary>
 public sealed class FeedForward : nn.Module<Tensor, Tensor>
 {
@@ -41,17 +69,29 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
 #pragma warning restore IDE1006
 
     /// <summary>Creates the block for width <paramref name="dim"/> (output <paramref name="dimOut"/>, default <paramref name="dim"/>).</summary>
-    public FeedForward(long dim, long? dimOut = null, int mult = 4, bool bias = true, Device? device = null, ScalarType? dtype = null)
+    /// <exception cref="NotSupportedException"><paramref name="activationFn"/> is not one of geglu, gelu, gelu-approximate.</exception>
+    public FeedForward(long dim, long? dimOut = null, int mult = 4, bool bias = true, string activationFn = "geglu",
+        Device? device = null, ScalarType? dtype = null)
         : base(nameof(FeedForward))
     {
         long inner = dim * mult;
-        net = new ModuleList<nn.Module<Tensor, Tensor>>(
-            new GELU(dim, inner, tanhApproximation: true, bias: bias, device: device, dtype: dtype),
-            nn.Dropout(0.0),
+        nn.Module<Tensor, Tensor> act = activationFn switch
+        {
+            "geglu" => new GEGLU(dim, inner, bias, device, dtype),
+            "gelu" => new GELU(dim, inner, tanhApproximation: false, bias: bias, device: device, dtype: dtype),
+            "gelu-approximate" => new GELU(dim, inner, tanhApproximation: true, bias: bias, device: device, dtype: dtype),
+            _ => throw new NotSupportedException(
+                $"FeedForward activation_fn '{activationFn}' is not supported; use geglu, gelu or gelu-approximate."),
+        };
+        net = new ModuleList<nn.Module<Tensor, Tensor>>(act, nn.Dropout(0.0),
             nn.Linear(inner, dimOut ?? dim, hasBias: bias, device: device, dtype: dtype));
         RegisterComponents();
     }
 
     /// <summary>Applies the block; the zero-probability dropout is skipped.</summary>
-    public override Tensor forward(Tensor x) => net[2].forward(net[0].forward(x));
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return net[2].forward(net[0].forward(x)).MoveToOuterDisposeScope();
+    }
 }

@@ -42,8 +42,8 @@ public sealed class JointTransformerBlock : nn.Module
         attn = new JointAttention(dim, numAttentionHeads, attentionHeadDim, joint: true, contextPreOnly, qkRmsNorm, device, dtype);
         if (useDualAttention)
             attn2 = new JointAttention(dim, numAttentionHeads, attentionHeadDim, joint: false, contextPreOnly: false, qkRmsNorm, device, dtype);
-        ff = new FeedForward(dim, device: device, dtype: dtype);
-        if (!contextPreOnly) ff_context = new FeedForward(dim, device: device, dtype: dtype);
+        ff = new FeedForward(dim, activationFn: "gelu-approximate", device: device, dtype: dtype);
+        if (!contextPreOnly) ff_context = new FeedForward(dim, activationFn: "gelu-approximate", device: device, dtype: dtype);
         RegisterComponents();
     }
 

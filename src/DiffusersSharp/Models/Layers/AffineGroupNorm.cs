@@ -2,10 +2,10 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace DiffusersSharp.Models.Autoencoders;
+namespace DiffusersSharp.Models.Layers;
 
-/// <summary>GroupNorm construction for the VAE layers.</summary>
-internal static class VaeGroupNorm
+/// <summary>GroupNorm construction shared by the VAE and UNet layers.</summary>
+internal static class AffineGroupNorm
 {
     /// <summary>
     /// An affine GroupNorm initialised as PyTorch does (weight 1, bias 0). TorchSharp 0.107's <c>nn.GroupNorm</c>

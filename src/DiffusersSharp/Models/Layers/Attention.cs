@@ -1,0 +1,69 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.Layers;
+
+/// <summary>
+/// diffusers' <c>Attention</c> as <c>BasicTransformerBlock</c> builds it, run by its default <c>AttnProcessor2_0</c>:
+/// <c>to_q</c> from the queries, <c>to_k</c> / <c>to_v</c> from <c>encoder_hidden_states</c> (or the queries for
+/// self-attention), <c>heads</c> x <c>dim_head</c>, <c>scaled_dot_product_attention</c> with its default scale
+/// 1/sqrt(dim_head), then <c>to_out.0</c> (Linear with bias; <c>to_out.1</c> is a zero dropout). No residual, no
+/// output rescale. <c>upcast_attention</c> does not exist here: AttnProcessor2_0 ignores it as well.
+/// </summary>
+public sealed class Attention : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // field names are checkpoint keys
+    private readonly Linear to_q;
+    private readonly Linear to_k;
+    private readonly Linear to_v;
+    private readonly ModuleList<Linear> to_out;
+#pragma warning restore IDE1006
+    private readonly int _heads;
+
+    /// <summary>Builds the layer.</summary>
+    /// <param name="queryDim">Width of the queries (and of the output).</param>
+    /// <param name="crossAttentionDim">Width of the key/value source, or null for self-attention.</param>
+    /// <param name="heads">Number of heads.</param>
+    /// <param name="dimHead">Width of one head.</param>
+    /// <param name="bias">Bias of to_q / to_k / to_v (false in the UNets).</param>
+    /// <param name="outBias">Bias of to_out.0.</param>
+    /// <param name="device">Device of the parameters.</param>
+    /// <param name="dtype">Dtype of the parameters.</param>
+    public Attention(long queryDim, long? crossAttentionDim, int heads, long dimHead, bool bias = false, bool outBias = true,
+        Device? device = null, ScalarType? dtype = null)
+        : base(nameof(Attention))
+    {
+        if (heads <= 0) throw new ArgumentOutOfRangeException(nameof(heads), heads, "heads must be positive.");
+        _heads = heads;
+        long inner = dimHead * heads;
+        long kvDim = crossAttentionDim ?? queryDim;
+        to_q = nn.Linear(queryDim, inner, hasBias: bias, device: device, dtype: dtype);
+        to_k = nn.Linear(kvDim, inner, hasBias: bias, device: device, dtype: dtype);
+        to_v = nn.Linear(kvDim, inner, hasBias: bias, device: device, dtype: dtype);
+        to_out = new ModuleList<Linear>(nn.Linear(inner, queryDim, hasBias: outBias, device: device, dtype: dtype));
+        RegisterComponents();
+    }
+
+    /// <summary>Self-attention over <paramref name="hiddenStates"/> [B, N, queryDim].</summary>
+    public override Tensor forward(Tensor hiddenStates) => forward(hiddenStates, null);
+
+    /// <summary>Attends from <paramref name="hiddenStates"/> [B, N, queryDim] to <paramref name="encoderHiddenStates"/> [B, S, crossAttentionDim] (null: to itself).</summary>
+    public Tensor forward(Tensor hiddenStates, Tensor? encoderHiddenStates)
+    {
+        using var scope = NewDisposeScope();
+        long batch = hiddenStates.shape[0];
+        var query = to_q.forward(hiddenStates);
+        var source = encoderHiddenStates ?? hiddenStates;
+        var key = to_k.forward(source);
+        var value = to_v.forward(source);
+        long inner = key.shape[^1];
+        long headDim = inner / _heads;
+        query = query.view(batch, -1, _heads, headDim).transpose(1, 2);
+        key = key.view(batch, -1, _heads, headDim).transpose(1, 2);
+        value = value.view(batch, -1, _heads, headDim).transpose(1, 2);
+        var attended = nn.functional.scaled_dot_product_attention(query, key, value);
+        attended = attended.transpose(1, 2).reshape(batch, -1, _heads * headDim).to(query.dtype);
+        return to_out[0].forward(attended).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,60 @@
+using DiffusersSharp.Models.Layers;
+using DiffusersSharp.Models.Transformers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.Unets;
+
+/// <summary>
+/// diffusers' <c>CrossAttnUpBlock2D</c>: for each (resnet, <see cref="Transformer2DModel"/>) pair, concatenate the next
+/// skip state (from the last) along channels, apply the resnet then the transformer; then an optional
+/// <see cref="Upsample2D"/> (x2, or to the given size).
+/// </summary>
+public sealed class CrossAttnUpBlock2D : nn.Module, IUNetUpBlock
+{
+#pragma warning disable IDE1006 // field names are checkpoint keys
+    private readonly ModuleList<ResnetBlock2D> resnets;
+    private readonly ModuleList<Transformer2DModel> attentions;
+    private readonly ModuleList<Upsample2D>? upsamplers;
+#pragma warning restore IDE1006
+
+    /// <summary>Builds the block (channels as in <see cref="UpBlock2D"/>).</summary>
+    public CrossAttnUpBlock2D(long inChannels, long prevOutputChannels, long outChannels, long tembChannels, int numLayers,
+        int transformerLayers, long groups, double eps, int heads, long crossAttentionDim, bool addUpsample,
+        bool useLinearProjection, bool onlyCrossAttention, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(CrossAttnUpBlock2D))
+    {
+        resnets = new ModuleList<ResnetBlock2D>();
+        attentions = new ModuleList<Transformer2DModel>();
+        for (int i = 0; i < numLayers; i++)
+        {
+            long skip = i == numLayers - 1 ? inChannels : outChannels;
+            long input = i == 0 ? prevOutputChannels : outChannels;
+            resnets.Add(new ResnetBlock2D(input + skip, outChannels, groups, eps, tembChannels, device: device, dtype: dtype));
+            attentions.Add(new Transformer2DModel(heads, outChannels / heads, outChannels, transformerLayers, groups, crossAttentionDim,
+                useLinearProjection, onlyCrossAttention, device, dtype));
+        }
+        if (addUpsample)
+            upsamplers = new ModuleList<Upsample2D>(new Upsample2D(outChannels, useConv: true, outChannels: outChannels, device: device, dtype: dtype));
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public int NumResnets => resnets.Count;
+
+    /// <inheritdoc/>
+    public Tensor forward(Tensor hiddenStates, IReadOnlyList<Tensor> residuals, Tensor temb, Tensor? encoderHiddenStates, long[]? upsampleSize)
+    {
+        using var scope = NewDisposeScope();
+        var h = hiddenStates;
+        for (int i = 0; i < resnets.Count; i++)
+        {
+            h = cat([h, residuals[residuals.Count - 1 - i]], 1);
+            h = resnets[i].forward(h, temb);
+            h = attentions[i].forward(h, encoderHiddenStates);
+        }
+        if (upsamplers is not null) h = upsamplers[0].forward(h, upsampleSize);
+        return h.MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,248 @@
+using DiffusersSharp.IO;
+using DiffusersSharp.Models.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.Unets;
+
+/// <summary>
+/// diffusers' <c>UNet2DConditionModel</c>, the noise predictor of Stable Diffusion 1.x / 2.x (including the 9-channel
+/// inpainting UNet) and SDXL: conv_in, sinusoidal timestep features + MLP (plus SDXL's <c>text_time</c> embedding of
+/// pooled text and size/crop ids), down blocks that keep their intermediate states, a cross-attention mid block, up
+/// blocks that concatenate those states back, GroupNorm + SiLU + conv_out. State-dict keys equal the diffusers keys.
+/// Unsupported config options are rejected at construction (see <see cref="UNet2DConditionModelConfig.Validate"/>).
+/// </summary>
+public sealed class UNet2DConditionModel : nn.Module
+{
+#pragma warning disable IDE1006 // field names are checkpoint keys
+    private readonly Conv2d conv_in;
+    private readonly Timesteps time_proj;
+    private readonly TimestepEmbedding time_embedding;
+    private readonly Timesteps? add_time_proj;
+    private readonly TimestepEmbedding? add_embedding;
+    private readonly ModuleList<nn.Module> down_blocks;
+    private readonly UNetMidBlock2DCrossAttn? mid_block;
+    private readonly ModuleList<nn.Module> up_blocks;
+    private readonly GroupNorm conv_norm_out;
+    private readonly Conv2d conv_out;
+#pragma warning restore IDE1006
+    private readonly long[] _crossAttentionDims;
+
+    /// <summary>The configuration the model was built from.</summary>
+    public UNet2DConditionModelConfig Config { get; }
+
+    /// <summary>The element type of the weights (inputs are converted to it).</summary>
+    public ScalarType Dtype => conv_out.weight!.dtype;
+
+    /// <summary>The device of the weights.</summary>
+    public Device Device => conv_out.weight!.device;
+
+    /// <summary>Builds the model; on the <c>meta</c> device it holds shapes only (for counting or as a loading shell).</summary>
+    /// <exception cref="NotSupportedException">The config sets an option this port does not implement (named in the message).</exception>
+    /// <exception cref="ArgumentException">The config is inconsistent.</exception>
+    public UNet2DConditionModel(UNet2DConditionModelConfig config, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(UNet2DConditionModel))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+        int n = config.DownBlockTypes.Length;
+        var channels = config.BlockOutChannels;
+        long groups = config.NormNumGroups!.Value;
+        double eps = config.NormEps;
+        long temb = config.TimeEmbedDim;
+        var heads = config.HeadsPerBlock;
+        var crossDims = config.CrossAttentionDim.Expand(n, "cross_attention_dim");
+        var layers = config.LayersPerBlock.Expand(n, "layers_per_block");
+        var transformerLayers = config.TransformerLayersPerBlock.Expand(n, "transformer_layers_per_block");
+        var onlyCross = config.OnlyCrossAttention.Expand(n, "only_cross_attention");
+
+        conv_in = nn.Conv2d(config.InChannels, channels[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        time_proj = new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift);
+        time_embedding = new TimestepEmbedding(channels[0], temb, device, dtype);
+        if (config.AdditionEmbedType == "text_time")
+        {
+            add_time_proj = new Timesteps(config.AdditionTimeEmbedDim!.Value, config.FlipSinToCos, config.FreqShift);
+            add_embedding = new TimestepEmbedding(config.ProjectionClassEmbeddingsInputDim!.Value, temb, device, dtype);
+        }
+
+        down_blocks = new ModuleList<nn.Module>();
+        var usedCrossDims = new SortedSet<long>();
+        long output = channels[0];
+        for (int i = 0; i < n; i++)
+        {
+            long input = output;
+            output = channels[i];
+            bool isFinal = i == n - 1;
+            if (config.DownBlockTypes[i] == "CrossAttnDownBlock2D")
+            {
+                down_blocks.Add(new CrossAttnDownBlock2D(input, output, temb, layers[i], transformerLayers[i], groups, eps, heads[i],
+                    crossDims[i], !isFinal, config.DownsamplePadding, config.UseLinearProjection, onlyCross[i], device, dtype));
+                usedCrossDims.Add(crossDims[i]);
+            }
+            else
+            {
+                down_blocks.Add(new DownBlock2D(input, output, temb, layers[i], groups, eps, !isFinal, config.DownsamplePadding, device, dtype));
+            }
+        }
+
+        if (config.MidBlockType is not null)
+        {
+            mid_block = new UNetMidBlock2DCrossAttn(channels[^1], temb, transformerLayers[^1], groups, eps, heads[^1], crossDims[^1],
+                config.MidBlockScaleFactor, config.UseLinearProjection, device, dtype);
+            usedCrossDims.Add(crossDims[^1]);
+        }
+
+        up_blocks = new ModuleList<nn.Module>();
+        var reversedChannels = channels.Reverse().ToArray();
+        var reversedHeads = heads.Reverse().ToArray();
+        var reversedLayers = layers.Reverse().ToArray();
+        var reversedCross = crossDims.Reverse().ToArray();
+        var reversedTransformerLayers = transformerLayers.Reverse().ToArray();
+        var reversedOnlyCross = onlyCross.Reverse().ToArray();
+        output = reversedChannels[0];
+        for (int i = 0; i < n; i++)
+        {
+            bool isFinal = i == n - 1;
+            long previous = output;
+            output = reversedChannels[i];
+            long input = reversedChannels[Math.Min(i + 1, n - 1)];
+            if (config.UpBlockTypes[i] == "CrossAttnUpBlock2D")
+            {
+                up_blocks.Add(new CrossAttnUpBlock2D(input, previous, output, temb, reversedLayers[i] + 1, reversedTransformerLayers[i], groups, eps,
+                    reversedHeads[i], reversedCross[i], !isFinal, config.UseLinearProjection, reversedOnlyCross[i], device, dtype));
+                usedCrossDims.Add(reversedCross[i]);
+            }
+            else
+            {
+                up_blocks.Add(new UpBlock2D(input, previous, output, temb, reversedLayers[i] + 1, groups, eps, !isFinal, device, dtype));
+            }
+        }
+
+        conv_norm_out = AffineGroupNorm.Create(groups, channels[0], eps, device, dtype);
+        conv_out = nn.Conv2d(channels[0], config.OutChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        _crossAttentionDims = usedCrossDims.ToArray();
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// Loads a diffusers <c>unet</c> folder (config.json + safetensors, single or sharded), strictly: every key and shape
+    /// must match. <paramref name="dtype"/> converts floating weights (null keeps the stored type).
+    /// </summary>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="FileNotFoundException">config.json or the weights are missing.</exception>
+    /// <exception cref="WeightLoadException">The weights do not match the config.</exception>
+    /// <exception cref="NotSupportedException">The config sets an option this port does not implement.</exception>
+    public static UNet2DConditionModel FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null) =>
+        PretrainedLoader.Load<UNet2DConditionModelConfig, UNet2DConditionModel>(folder, (c, meta) => new UNet2DConditionModel(c, meta, dtype), dtype, device, variant);
+
+    /// <summary>
+    /// Predicts the noise (or v / x0, as the checkpoint was trained) for latents <paramref name="sample"/> [B, in_channels,
+    /// h, w] (any h, w: sides that are not multiples of 2^(levels-1) are handled as diffusers does, by upsampling to the
+    /// skip states' sizes), the scheduler's <paramref name="timestep"/> (a scalar, [1] or [B]), text
+    /// <paramref name="encoderHiddenStates"/> [B, S, cross_attention_dim] and, for SDXL (<c>addition_embed_type
+    /// "text_time"</c>), the pooled text <paramref name="textEmbeds"/> [B, T] and size/crop <paramref name="timeIds"/>
+    /// [B, K] with T + K x addition_time_embed_dim = projection_class_embeddings_input_dim. Inputs are converted to the
+    /// model dtype; returns [B, out_channels, h, w] in the model dtype.
+    /// </summary>
+    /// <exception cref="ArgumentException">An input is missing or has the wrong rank, size or batch; thrown before any compute.</exception>
+    public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds = null, Tensor? timeIds = null)
+    {
+        Validate(sample, timestep, encoderHiddenStates, textEmbeds, timeIds);
+        using var scope = NewDisposeScope();
+        var dtype = Dtype;
+        long batch = sample.shape[0];
+        int upFactor = 1 << Config.NumUpsamplers;
+        bool forwardUpsampleSize = sample.shape[2] % upFactor != 0 || sample.shape[3] % upFactor != 0;
+
+        var x = sample.to(dtype);
+        if (Config.CenterInputSample) x = 2 * x - 1.0;
+        var context = encoderHiddenStates.to(dtype);
+
+        // Time: sinusoidal features in float32, cast to the sample dtype, then the MLP.
+        var timesteps = timestep.dim() == 0 ? timestep.reshape(1) : timestep;
+        timesteps = timesteps.to(x.device).expand(batch);
+        var tEmb = time_proj.forward(timesteps).to(x.dtype);
+        var emb = time_embedding.forward(tEmb);
+        if (add_embedding is not null)
+        {
+            var timeEmbeds = add_time_proj!.forward(timeIds!.flatten());
+            timeEmbeds = timeEmbeds.reshape(textEmbeds!.shape[0], -1);
+            var addEmbeds = cat([textEmbeds, timeEmbeds], -1).to(emb.dtype);
+            emb = emb + add_embedding.forward(addEmbeds);
+        }
+        if (Config.TimeEmbeddingActFn is not null) emb = nn.functional.silu(emb);
+
+        x = conv_in.forward(x);
+        var skips = new List<Tensor> { x };
+        foreach (var block in down_blocks)
+        {
+            var (hidden, residuals) = ((IUNetDownBlock)block).forward(x, emb, context);
+            x = hidden;
+            skips.AddRange(residuals);
+        }
+
+        if (mid_block is not null) x = mid_block.forward(x, emb, context);
+
+        long[]? upsampleSize = null;
+        for (int i = 0; i < up_blocks.Count; i++)
+        {
+            var block = (IUNetUpBlock)up_blocks[i];
+            bool isFinal = i == up_blocks.Count - 1;
+            int take = block.NumResnets;
+            var residuals = skips.GetRange(skips.Count - take, take);
+            skips.RemoveRange(skips.Count - take, take);
+            if (!isFinal && forwardUpsampleSize)
+                upsampleSize = [skips[^1].shape[2], skips[^1].shape[3]];
+            x = block.forward(x, residuals, emb, context, upsampleSize);
+            foreach (var used in residuals) used.Dispose(); // each skip state is consumed once
+        }
+
+        x = nn.functional.silu(conv_norm_out.forward(x));
+        x = conv_out.forward(x);
+        return x.MoveToOuterDisposeScope();
+    }
+
+    private void Validate(Tensor sample, Tensor timestep, Tensor text, Tensor? textEmbeds, Tensor? timeIds)
+    {
+        ArgumentNullException.ThrowIfNull(sample);
+        ArgumentNullException.ThrowIfNull(timestep);
+        ArgumentNullException.ThrowIfNull(text);
+        static string Shape(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
+        if (sample.dim() != 4 || sample.shape[1] != Config.InChannels)
+            throw new ArgumentException(
+                $"sample must be [B, {Config.InChannels}, h, w] (in_channels = {Config.InChannels}), got {Shape(sample)}.", nameof(sample));
+        if (sample.shape[0] == 0 || sample.shape[2] == 0 || sample.shape[3] == 0)
+            throw new ArgumentException($"sample is empty: {Shape(sample)}.", nameof(sample));
+        long batch = sample.shape[0];
+        string widths = string.Join(" or ", _crossAttentionDims);
+        if (text.dim() != 3 || text.shape[0] != batch || (_crossAttentionDims.Length > 0 && !_crossAttentionDims.All(d => d == text.shape[2])))
+            throw new ArgumentException(
+                $"encoder_hidden_states must be [B={batch}, S, {widths}] (cross_attention_dim), got {Shape(text)}.", "encoder_hidden_states");
+        if (timestep.dim() > 1 || (timestep.numel() != batch && timestep.numel() != 1))
+            throw new ArgumentException($"timestep must be a scalar, [1] or [B={batch}], got {Shape(timestep)}.", nameof(timestep));
+        if (!timestep.is_floating_point() && timestep.dtype is not (ScalarType.Int32 or ScalarType.Int64))
+            throw new ArgumentException($"timestep must be a floating or integer tensor, got {timestep.dtype}.", nameof(timestep));
+        foreach (var (t, name) in new[] { (sample, "sample"), (text, "encoder_hidden_states") })
+            if (!t.is_floating_point())
+                throw new ArgumentException($"{name} must be a floating-point tensor, got {t.dtype}.", name);
+        if (add_embedding is null) return;
+
+        int timeDim = Config.AdditionTimeEmbedDim!.Value, projection = Config.ProjectionClassEmbeddingsInputDim!.Value;
+        const string need = "this UNet has addition_embed_type \"text_time\" (SDXL) and needs ";
+        if (textEmbeds is null)
+            throw new ArgumentException(need + "text_embeds (the pooled text embedding, [B, T]).", "text_embeds");
+        if (timeIds is null)
+            throw new ArgumentException(need + "time_ids (original size, crop top-left, target size: [B, 6]).", "time_ids");
+        if (textEmbeds.dim() != 2 || textEmbeds.shape[0] != batch || !textEmbeds.is_floating_point())
+            throw new ArgumentException($"text_embeds must be a floating [B={batch}, T] tensor, got {Shape(textEmbeds)} {textEmbeds.dtype}.", "text_embeds");
+        if (timeIds.dim() != 2 || timeIds.shape[0] != batch)
+            throw new ArgumentException($"time_ids must be [B={batch}, K], got {Shape(timeIds)}.", "time_ids");
+        long width = textEmbeds.shape[1] + timeIds.shape[1] * timeDim;
+        if (width != projection)
+            throw new ArgumentException(
+                $"text_embeds width {textEmbeds.shape[1]} + {timeIds.shape[1]} time ids x addition_time_embed_dim {timeDim} = {width}, but " +
+                $"projection_class_embeddings_input_dim is {projection}.", "text_embeds");
+    }
+}
