@@ -53,8 +53,13 @@ public abstract class DiffusionSchedulerBase : IDiffusionScheduler
 
     /// <summary><c>scheduler.timesteps</c>: the timesteps in diffusers' dtype, on the device of <see cref="SetTimesteps"/>;
     /// owned by the scheduler (dispose the scheduler to free it).</summary>
-    public Tensor Timesteps => _timestepsTensor ??=
-        tensor(TimestepArray, ScalarType.Float32).to(TimestepDtype).to(_device).DetachFromDisposeScope();
+    public Tensor Timesteps => _timestepsTensor ??= OwnTimesteps();
+
+    private Tensor OwnTimesteps()
+    {
+        using var scope = NewDisposeScope();
+        return tensor(TimestepArray, ScalarType.Float32).to(TimestepDtype).to(_device).DetachFromDisposeScope();
+    }
 
     /// <inheritdoc/>
     public abstract void SetTimesteps(int numInferenceSteps, Device? device = null);

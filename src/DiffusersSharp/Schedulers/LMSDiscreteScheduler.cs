@@ -78,7 +78,10 @@ public sealed class LMSDiscreteScheduler : SigmaSchedulerBase
     /// diffusers' <c>get_lms_coefficient</c>: the integral from sigma[t] to sigma[t+1] of the Lagrange basis polynomial
     /// of <paramref name="currentOrder"/>, its factors computed as float32 tensor ops are (<c>tau</c> rounded to float32).
     /// </summary>
-    internal double LmsCoefficient(int order, int t, int currentOrder)
+    internal double LmsCoefficient(int order, int t, int currentOrder) => LmsCoefficient(order, t, currentOrder, out _);
+
+    /// <summary><see cref="LmsCoefficient(int, int, int)"/>, saying whether scipy's quad stops after its first pass there.</summary>
+    internal double LmsCoefficient(int order, int t, int currentOrder, out bool exactQuadPath)
     {
         float[] s = SigmaArray;
         double Derivative(double tau)
@@ -94,7 +97,7 @@ public sealed class LMSDiscreteScheduler : SigmaSchedulerBase
             }
             return any ? prod : 1.0;
         }
-        return Quadpack.Integrate(Derivative, s[t], s[t + 1], 1e-4, out _);
+        return Quadpack.Integrate(Derivative, s[t], s[t + 1], 1e-4, out exactQuadPath);
     }
 
     /// <summary>
