@@ -39,6 +39,8 @@ public static class ModelRegistry
     private static readonly HashSet<string> Schedulers = new(StringComparer.Ordinal)
     {
         "FlowMatchEulerDiscreteScheduler",
+        "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+        "LMSDiscreteScheduler", "DPMSolverMultistepScheduler",
     };
 
     /// <summary>Every supported class name.</summary>

@@ -366,17 +366,6 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
         return result;
     }
 
-    /// <summary><c>np.linspace(start, stop, num)</c> in float64: <c>i * step + start</c>, the last value set to <c>stop</c>.</summary>
-    internal static double[] Linspace(double start, double stop, int num)
-    {
-        var y = new double[num];
-        if (num == 1) { y[0] = start; return y; }
-        int div = num - 1;
-        double delta = stop - start;
-        double step = delta / div;
-        for (int i = 0; i < num; i++)
-            y[i] = step == 0 ? i / (double)div * delta + start : i * step + start;
-        y[num - 1] = stop;
-        return y;
-    }
+    /// <summary><c>np.linspace(start, stop, num)</c> in float64 (see <see cref="NumpyMath.Linspace"/>).</summary>
+    internal static double[] Linspace(double start, double stop, int num) => NumpyMath.Linspace(start, stop, num);
 }

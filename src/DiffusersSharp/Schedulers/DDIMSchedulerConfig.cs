@@ -1,0 +1,29 @@
+namespace DiffusersSharp.Schedulers;
+
+/// <summary><c>scheduler_config.json</c> of a <c>DDIMScheduler</c>; defaults are the Python constructor defaults.</summary>
+public sealed record DDIMSchedulerConfig : BetaScheduleConfig
+{
+    /// <summary>Clamp the predicted x0 to [-clip_sample_range, clip_sample_range] (true).</summary>
+    public bool ClipSample { get; init; } = true;
+
+    /// <summary>The alpha product "before" the first timestep: 1 when set (true), else alphas_cumprod[0].</summary>
+    public bool SetAlphaToOne { get; init; } = true;
+
+    /// <summary>Dynamic thresholding of x0 (not supported here).</summary>
+    public bool Thresholding { get; init; }
+
+    /// <summary>Quantile of dynamic thresholding.</summary>
+    public double DynamicThresholdingRatio { get; init; } = 0.995;
+
+    /// <summary>Bound of <see cref="ClipSample"/>.</summary>
+    public double ClipSampleRange { get; init; } = 1.0;
+
+    /// <summary>Threshold ceiling of dynamic thresholding.</summary>
+    public double SampleMaxValue { get; init; } = 1.0;
+
+    /// <summary><c>leading</c>, <c>trailing</c> or <c>linspace</c>.</summary>
+    public string TimestepSpacing { get; init; } = "leading";
+
+    /// <summary>Rescale the betas to zero terminal SNR (Lin et al. 2023).</summary>
+    public bool RescaleBetasZeroSnr { get; init; }
+}

@@ -1,0 +1,337 @@
+using DiffusersSharp.IO;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Schedulers;
+
+/// <summary>
+/// DPM-Solver++ multistep (diffusers' <c>DPMSolverMultistepScheduler</c>; with <c>solver_order</c> 2 and Karras sigmas
+/// this is "DPM++ 2M Karras"). The data prediction x0 of each step is kept and the update extrapolates it in
+/// log-SNR (lambda). Algorithm types <c>dpmsolver++</c> and <c>sde-dpmsolver++</c> are implemented, orders 1 to 3,
+/// midpoint and heun; the scalars are 0-dim float32 tensors in diffusers' order of operations.
+/// </summary>
+public sealed class DPMSolverMultistepScheduler : SigmaSchedulerBase
+{
+    private readonly Tensor?[] _modelOutputs;
+    private int _lowerOrderNums;
+
+    /// <summary>Creates the scheduler from its config (call <see cref="SetTimesteps"/> next).</summary>
+    /// <exception cref="ArgumentException">An invalid option.</exception>
+    /// <exception cref="NotSupportedException">An option diffusers has that this port does not implement.</exception>
+    public DPMSolverMultistepScheduler(DPMSolverMultistepSchedulerConfig? config = null)
+        : this(config ?? new DPMSolverMultistepSchedulerConfig(), 0) { }
+
+    private DPMSolverMultistepScheduler(DPMSolverMultistepSchedulerConfig config, int _)
+        : base(config, BetaSchedules.AlphasCumprod(config, config.RescaleBetasZeroSnr, zeroSnrLast: true, nameof(DPMSolverMultistepScheduler)))
+    {
+        Config = config;
+        if ((config.UseKarrasSigmas ? 1 : 0) + (config.UseExponentialSigmas ? 1 : 0) + (config.UseBetaSigmas ? 1 : 0) > 1)
+            throw new ArgumentException("Only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be used.", nameof(config));
+        string algorithm = config.AlgorithmType == "deis" ? "dpmsolver++" : config.AlgorithmType;
+        if (algorithm is "dpmsolver" or "sde-dpmsolver")
+            throw new NotSupportedException($"algorithm_type \"{algorithm}\" (deprecated in diffusers) is not implemented; use dpmsolver++ or sde-dpmsolver++.");
+        if (algorithm is not ("dpmsolver++" or "sde-dpmsolver++"))
+            throw new ArgumentException($"algorithm_type \"{config.AlgorithmType}\" is not implemented; use dpmsolver++ or sde-dpmsolver++.", nameof(config));
+        Algorithm = algorithm;
+        SolverType = config.SolverType is "logrho" or "bh1" or "bh2" ? "midpoint" : config.SolverType;
+        if (SolverType is not ("midpoint" or "heun"))
+            throw new ArgumentException($"solver_type \"{config.SolverType}\" is not implemented; use midpoint or heun.", nameof(config));
+        if (config.SolverOrder is < 1 or > 3)
+            throw new ArgumentException($"solver_order must be 1, 2 or 3, got {config.SolverOrder}.", nameof(config));
+        if (config.PredictionType is not ("epsilon" or "sample" or "v_prediction" or "flow_prediction"))
+            throw new ArgumentException($"prediction_type \"{config.PredictionType}\" must be one of epsilon, sample, v_prediction, flow_prediction.", nameof(config));
+        if (config.Thresholding)
+            throw new NotSupportedException("DPMSolverMultistepScheduler: thresholding is not implemented in DiffusersSharp; set thresholding to false.");
+        if (config.UseFlowSigmas || config.UseDynamicShifting)
+            throw new NotSupportedException("DPMSolverMultistepScheduler: use_flow_sigmas / use_dynamic_shifting are not implemented in DiffusersSharp.");
+        if (config.FinalSigmasType is not ("zero" or "sigma_min"))
+            throw new ArgumentException($"final_sigmas_type must be one of zero, sigma_min, got \"{config.FinalSigmasType}\".", nameof(config));
+        if (config.TimestepSpacing is not ("linspace" or "leading" or "trailing"))
+            throw new ArgumentException($"timestep_spacing \"{config.TimestepSpacing}\" is not supported; use linspace, leading or trailing.", nameof(config));
+        _modelOutputs = new Tensor?[config.SolverOrder];
+        // __init__: sigmas are the training sigmas in ascending t (no final 0) and the timesteps T-1 .. 0.
+        SigmaArray = TrainingSigmas(AlphasCumprod.ToArray());
+        int t = config.NumTrainTimesteps;
+        var lin = NumpyMath.Linspace(0, t - 1, t);
+        var timesteps = new float[t];
+        for (int i = 0; i < t; i++) timesteps[i] = (float)lin[t - 1 - i];
+        TimestepArray = timesteps;
+    }
+
+    /// <summary>Reads <c>scheduler_config.json</c> from a scheduler folder or the file itself.</summary>
+    public static DPMSolverMultistepScheduler FromPretrained(string folderOrFile) =>
+        new(ConfigJson.Parse<DPMSolverMultistepSchedulerConfig>(SchedulerConfigText.Read(folderOrFile)));
+
+    /// <summary>The config.</summary>
+    public DPMSolverMultistepSchedulerConfig Config { get; }
+
+    /// <summary>The algorithm in use (<c>deis</c> maps to <c>dpmsolver++</c>, as diffusers does).</summary>
+    public string Algorithm { get; }
+
+    /// <summary>The second-order update in use (<c>logrho</c> / <c>bh1</c> / <c>bh2</c> map to <c>midpoint</c>).</summary>
+    public string SolverType { get; }
+
+    /// <inheritdoc/>
+    public override string ClassName => nameof(DPMSolverMultistepScheduler);
+
+    /// <summary>1.0: the model input is not scaled.</summary>
+    public override double InitNoiseSigma => 1.0;
+
+    private protected override ScalarType TimestepDtype => ScalarType.Int64;
+
+    private protected override string TimestepSpacing => Config.TimestepSpacing;
+
+    private protected override int? IndexWhenMissing => TimestepArray.Length - 1;
+
+    /// <summary>diffusers' <c>set_timesteps(num_inference_steps)</c>: int64 timesteps, then sigmas (interpolated, or Karras
+    /// / lu / exponential / beta with timesteps recovered by <c>_sigma_to_t</c>), then the final sigma.</summary>
+    public override void SetTimesteps(int numInferenceSteps, Device? device = null)
+    {
+        CheckStepCount(numInferenceSteps);
+        int n = numInferenceSteps, T = Config.NumTrainTimesteps;
+        float[] train = TrainingSigmas(AlphasCumprod.ToArray());
+        long last = T - ClippedIndex();
+        double[] ts = Config.TimestepSpacing switch
+        {
+            "linspace" => Reversed(Array.ConvertAll(NumpyMath.Linspace(0, last - 1, n + 1), NumpyMath.Round))[..n],
+            "leading" => Reversed(Enumerable.Range(0, n + 1).Select(i => (double)(i * (last / (n + 1)))).ToArray())[..n]
+                .Select(v => v + Config.StepsOffset).ToArray(),
+            _ => Array.ConvertAll(NumpyMath.Arange(last, 0, -((double)T / n)), v => NumpyMath.Round(v) - 1),
+        };
+
+        double[] sigmas;
+        float[] logSigmas = NumpyMath.LogF32(train);
+        bool roundTimesteps = Config.BetaSchedule != "squaredcos_cap_v2";
+        if (Config.UseKarrasSigmas || Config.UseExponentialSigmas || Config.UseBetaSigmas)
+        {
+            // in_sigmas = np.flip(sigmas): the ends are the largest and the smallest training sigma.
+            double min = Config.SigmaMin ?? train[0], max = Config.SigmaMax ?? train[^1];
+            sigmas = Config.UseKarrasSigmas ? NumpyMath.Karras(min, max, n)
+                : Config.UseExponentialSigmas ? NumpyMath.Exponential(min, max, n)
+                : NumpyMath.Beta(min, max, n);
+            ts = Array.ConvertAll(sigmas, s => NumpyMath.SigmaToT(s, logSigmas));
+            if (Config.UseKarrasSigmas && roundTimesteps) ts = Array.ConvertAll(ts, NumpyMath.Round);
+        }
+        else if (Config.UseLuLambdas)
+        {
+            double lambdaMin = logSigmas[0], lambdaMax = logSigmas[^1];
+            double[] ramp = NumpyMath.Linspace(0, 1, n);
+            sigmas = new double[n];
+            for (int i = 0; i < n; i++) sigmas[i] = Math.Exp(lambdaMax + ramp[i] * (lambdaMin - lambdaMax));
+            ts = Array.ConvertAll(sigmas, s => NumpyMath.SigmaToT(s, logSigmas));
+            if (roundTimesteps) ts = Array.ConvertAll(ts, NumpyMath.Round);
+        }
+        else
+        {
+            sigmas = Array.ConvertAll(ts, x => NumpyMath.Interp(x, train));
+        }
+
+        float final = Config.FinalSigmasType == "sigma_min" ? MathF.Sqrt((1f - AlphasCumprod[0]) / AlphasCumprod[0]) : 0f;
+        var sigmas32 = new float[sigmas.Length + 1];
+        for (int i = 0; i < sigmas.Length; i++) sigmas32[i] = (float)sigmas[i];
+        sigmas32[^1] = final;
+        // .to(torch.int64) truncates toward zero.
+        var timesteps = Array.ConvertAll(ts, v => (float)(long)v);
+        InstallSigmas(timesteps, sigmas32, device);
+        NumInferenceSteps = timesteps.Length;
+        _lowerOrderNums = 0;
+    }
+
+    /// <summary><c>torch.searchsorted(torch.flip(lambda_t), lambda_min_clipped)</c>, lambda_t = log(alpha_t) - log(sigma_t) in torch float32.</summary>
+    private int ClippedIndex()
+    {
+        if (double.IsNegativeInfinity(Config.LambdaMinClipped)) return 0;
+        using var scope = NewDisposeScope();
+        var ac = tensor(AlphasCumprod.ToArray(), ScalarType.Float32);
+        var lambda = ac.sqrt().log() - (1 - ac).sqrt().log();
+        var flipped = lambda.flip(0).data<float>().ToArray();
+        int idx = 0;
+        while (idx < flipped.Length && flipped[idx] < Config.LambdaMinClipped) idx++;
+        return idx;
+    }
+
+    private static double[] Reversed(double[] values)
+    {
+        Array.Reverse(values);
+        return values;
+    }
+
+    /// <summary>
+    /// One multistep DPM-Solver step: converts the model output to the x0 prediction, shifts the history, and applies
+    /// the first / second / third-order update chosen as diffusers does (warm-up, <c>lower_order_final</c>,
+    /// <c>final_sigmas_type</c> zero). SDE variants draw float32 noise from <paramref name="generator"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException"><see cref="SetTimesteps"/> was not called, or all steps are done.</exception>
+    public override Tensor Step(Tensor modelOutput, float timestep, Tensor sample, Runtime.Generator? generator = null)
+    {
+        ArgumentNullException.ThrowIfNull(modelOutput);
+        ArgumentNullException.ThrowIfNull(sample);
+        int i = CurrentStep(timestep);
+        int count = TimestepArray.Length;
+        bool lowerOrderFinal = i == count - 1
+            && (Config.EulerAtFinal || (Config.LowerOrderFinal && count < 15) || Config.FinalSigmasType == "zero");
+        bool lowerOrderSecond = i == count - 2 && Config.LowerOrderFinal && count < 15;
+
+        using var scope = NewDisposeScope();
+        var x0 = ConvertModelOutput(modelOutput, sample, i);
+        _modelOutputs[0]?.Dispose();
+        for (int k = 0; k < _modelOutputs.Length - 1; k++) _modelOutputs[k] = _modelOutputs[k + 1];
+        _modelOutputs[^1] = x0.alias().DetachFromDisposeScope();
+
+        var x = sample.to(ScalarType.Float32);
+        Tensor? noise = Algorithm == "sde-dpmsolver++"
+            ? RandnLike(x0.shape, ScalarType.Float32, x0.device, generator)
+            : null;
+
+        Tensor prev;
+        if (Config.SolverOrder == 1 || _lowerOrderNums < 1 || lowerOrderFinal)
+            prev = FirstOrder(x0, x, noise, i);
+        else if (Config.SolverOrder == 2 || _lowerOrderNums < 2 || lowerOrderSecond)
+            prev = SecondOrder(x, noise, i);
+        else
+            prev = ThirdOrder(x, noise, i);
+        if (_lowerOrderNums < Config.SolverOrder) _lowerOrderNums++;
+        var result = prev.to(x0.dtype);
+        StepIndex = i + 1;
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary><c>_sigma_to_alpha_sigma_t</c>: alpha = 1 / sqrt(sigma² + 1), sigma_t = sigma * alpha.</summary>
+    private static (Tensor Alpha, Tensor Sigma) AlphaSigma(Tensor sigma)
+    {
+        var alpha = 1 / (sigma.pow(2) + 1).pow(0.5);
+        return (alpha, sigma * alpha);
+    }
+
+    private static Tensor Lambda(Tensor alpha, Tensor sigma) => alpha.log() - sigma.log();
+
+    private Tensor ConvertModelOutput(Tensor modelOutput, Tensor sample, int i)
+    {
+        switch (Config.PredictionType)
+        {
+            case "epsilon":
+            {
+                if (Config.VarianceType is "learned" or "learned_range") modelOutput = modelOutput.narrow(1, 0, 3);
+                var (alpha, sigma) = AlphaSigma(Scalar(SigmaArray[i]));
+                return (sample - sigma * modelOutput) / alpha;
+            }
+            case "sample":
+                return modelOutput.alias();
+            case "v_prediction":
+            {
+                var (alpha, sigma) = AlphaSigma(Scalar(SigmaArray[i]));
+                return alpha * sample - sigma * modelOutput;
+            }
+            default:
+                return sample - Scalar(SigmaArray[i]) * modelOutput;
+        }
+    }
+
+    private Tensor FirstOrder(Tensor m, Tensor sample, Tensor? noise, int i)
+    {
+        var (alphaT, sigmaT) = AlphaSigma(Scalar(SigmaArray[i + 1]));
+        var (alphaS, sigmaS) = AlphaSigma(Scalar(SigmaArray[i]));
+        var h = Lambda(alphaT, sigmaT) - Lambda(alphaS, sigmaS);
+        if (noise is null)
+            return (sigmaT / sigmaS) * sample - (alphaT * ((-h).exp() - 1.0)) * m;
+        return (sigmaT / sigmaS * (-h).exp()) * sample
+            + (alphaT * (1 - (-2.0 * h).exp())) * m
+            + sigmaT * (1.0 - (-2 * h).exp()).sqrt() * noise;
+    }
+
+    private Tensor SecondOrder(Tensor sample, Tensor? noise, int i)
+    {
+        var (alphaT, sigmaT) = AlphaSigma(Scalar(SigmaArray[i + 1]));
+        var (alphaS0, sigmaS0) = AlphaSigma(Scalar(SigmaArray[i]));
+        var (alphaS1, sigmaS1) = AlphaSigma(Scalar(SigmaArray[i - 1]));
+        var lambdaT = Lambda(alphaT, sigmaT);
+        var lambdaS0 = Lambda(alphaS0, sigmaS0);
+        var lambdaS1 = Lambda(alphaS1, sigmaS1);
+        var m0 = _modelOutputs[^1]!;
+        var m1 = _modelOutputs[^2]!;
+        var h = lambdaT - lambdaS0;
+        var h0 = lambdaS0 - lambdaS1;
+        var r0 = h0 / h;
+        var d0 = m0;
+        var d1 = (1.0 / r0) * (m0 - m1);
+        if (noise is null)
+        {
+            if (SolverType == "midpoint")
+                return (sigmaT / sigmaS0) * sample
+                    - (alphaT * ((-h).exp() - 1.0)) * d0
+                    - 0.5 * (alphaT * ((-h).exp() - 1.0)) * d1;
+            return (sigmaT / sigmaS0) * sample
+                - (alphaT * ((-h).exp() - 1.0)) * d0
+                + (alphaT * (((-h).exp() - 1.0) / h + 1.0)) * d1;
+        }
+        if (SolverType == "midpoint")
+            return (sigmaT / sigmaS0 * (-h).exp()) * sample
+                + (alphaT * (1 - (-2.0 * h).exp())) * d0
+                + 0.5 * (alphaT * (1 - (-2.0 * h).exp())) * d1
+                + sigmaT * (1.0 - (-2 * h).exp()).sqrt() * noise;
+        return (sigmaT / sigmaS0 * (-h).exp()) * sample
+            + (alphaT * (1 - (-2.0 * h).exp())) * d0
+            + (alphaT * ((1.0 - (-2.0 * h).exp()) / (-2.0 * h) + 1.0)) * d1
+            + sigmaT * (1.0 - (-2 * h).exp()).sqrt() * noise;
+    }
+
+    private Tensor ThirdOrder(Tensor sample, Tensor? noise, int i)
+    {
+        var (alphaT, sigmaT) = AlphaSigma(Scalar(SigmaArray[i + 1]));
+        var (alphaS0, sigmaS0) = AlphaSigma(Scalar(SigmaArray[i]));
+        var (alphaS1, sigmaS1) = AlphaSigma(Scalar(SigmaArray[i - 1]));
+        var (alphaS2, sigmaS2) = AlphaSigma(Scalar(SigmaArray[i - 2]));
+        var lambdaT = Lambda(alphaT, sigmaT);
+        var lambdaS0 = Lambda(alphaS0, sigmaS0);
+        var lambdaS1 = Lambda(alphaS1, sigmaS1);
+        var lambdaS2 = Lambda(alphaS2, sigmaS2);
+        var m0 = _modelOutputs[^1]!;
+        var m1 = _modelOutputs[^2]!;
+        var m2 = _modelOutputs[^3]!;
+        var h = lambdaT - lambdaS0;
+        var h0 = lambdaS0 - lambdaS1;
+        var h1 = lambdaS1 - lambdaS2;
+        var r0 = h0 / h;
+        var r1 = h1 / h;
+        var d0 = m0;
+        var d10 = (1.0 / r0) * (m0 - m1);
+        var d11 = (1.0 / r1) * (m1 - m2);
+        var d1 = d10 + (r0 / (r0 + r1)) * (d10 - d11);
+        var d2 = (1.0 / (r0 + r1)) * (d10 - d11);
+        if (noise is null)
+            return (sigmaT / sigmaS0) * sample
+                - (alphaT * ((-h).exp() - 1.0)) * d0
+                + (alphaT * (((-h).exp() - 1.0) / h + 1.0)) * d1
+                - (alphaT * (((-h).exp() - 1.0 + h) / h.pow(2) - 0.5)) * d2;
+        return (sigmaT / sigmaS0 * (-h).exp()) * sample
+            + (alphaT * (1.0 - (-2.0 * h).exp())) * d0
+            + (alphaT * ((1.0 - (-2.0 * h).exp()) / (-2.0 * h) + 1.0)) * d1
+            + (alphaT * ((1.0 - (-2.0 * h).exp() - 2.0 * h) / (2.0 * h).pow(2) - 0.5)) * d2
+            + sigmaT * (1.0 - (-2 * h).exp()).sqrt() * noise;
+    }
+
+    /// <summary>The identity: DPM-Solver takes the unscaled sample.</summary>
+    public override Tensor ScaleModelInput(Tensor sample, float timestep)
+    {
+        ArgumentNullException.ThrowIfNull(sample);
+        return sample.alias();
+    }
+
+    /// <summary><c>alpha_t * x0 + sigma_t * noise</c> with alpha_t, sigma_t from sigma in the sample's dtype.</summary>
+    private protected override Tensor NoiseAt(Tensor originalSamples, Tensor noise, Tensor sigma)
+    {
+        var (alpha, sigmaT) = AlphaSigma(sigma);
+        return alpha * originalSamples + sigmaT * noise;
+    }
+
+    private protected override void ReleaseState()
+    {
+        for (int k = 0; k < _modelOutputs.Length; k++)
+        {
+            _modelOutputs[k]?.Dispose();
+            _modelOutputs[k] = null;
+        }
+        _lowerOrderNums = 0;
+        base.ReleaseState();
+    }
+}
