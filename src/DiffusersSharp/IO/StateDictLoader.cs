@@ -21,6 +21,12 @@ public sealed record WeightLoadOptions
     public IReadOnlyDictionary<string, string>? Aliases { get; init; }
 
     /// <summary>
+    /// For a model key absent from the checkpoint (and from <see cref="Aliases"/>), another checkpoint key that may hold
+    /// it, or null: e.g. the same key without the base-model prefix (transformers' <c>base_model_prefix</c>).
+    /// </summary>
+    public Func<string, string?>? AlternateKey { get; init; }
+
+    /// <summary>
     /// Keys kept in float32 when <see cref="Dtype"/> is float16 (transformers' <c>_keep_in_fp32_modules</c>, e.g. T5's
     /// <c>wo</c>, whose activations overflow in half precision).
     /// </summary>
@@ -88,6 +94,8 @@ public static class StateDictLoader
             string source = key;
             if (!available.ContainsKey(source) && options.Aliases is { } aliases && aliases.TryGetValue(key, out var alias) && available.ContainsKey(alias))
                 source = alias;
+            if (!available.ContainsKey(source) && options.AlternateKey?.Invoke(key) is { } alternate && available.ContainsKey(alternate))
+                source = alternate;
             if (!available.TryGetValue(source, out var shape))
             {
                 missing.Add(key);

@@ -98,11 +98,15 @@ public sealed class CLIPTextModelWithProjection : nn.Module
 /// <summary>Loading and output plumbing shared by the two CLIP text models.</summary>
 internal static class CLIPLoading
 {
+    private const string TextModelPrefix = "text_model.";
+
     public static T Load<T>(string folder, Func<CLIPTextConfig, Device, T> build, ScalarType? dtype, Device? device, string? variant) where T : nn.Module =>
         PretrainedLoader.Load(folder, build, dtype, device, variant, new WeightLoadOptions
         {
             // Checkpoints saved by older transformers hold the position_ids arange as a persistent buffer.
-            IgnoreUnexpected = k => k == "text_model.embeddings.position_ids",
+            IgnoreUnexpected = k => k is "text_model.embeddings.position_ids" or "embeddings.position_ids",
+            // transformers 5 saves CLIPTextModel without its "text_model." prefix; older checkpoints have it.
+            AlternateKey = k => k.StartsWith(TextModelPrefix, StringComparison.Ordinal) ? k[TextModelPrefix.Length..] : null,
         });
 
     public static CLIPTextModelOutput Output(Tensor last, Tensor pooled, List<Tensor> hidden, Tensor? embeds)

@@ -1,0 +1,182 @@
+using System.Text.Json.Nodes;
+using DiffusersSharp.IO;
+using DiffusersSharp.Models;
+using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.TextEncoders;
+using DiffusersSharp.Models.Unets;
+using DiffusersSharp.Schedulers;
+using DiffusersSharp.Tokenizers;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines.StableDiffusion;
+
+/// <summary>
+/// The loaded components of a UNet pipeline folder: Stable Diffusion 1.x / 2.x (<c>StableDiffusionPipeline</c>) or SDXL
+/// (<c>StableDiffusionXLPipeline</c>, with a second text encoder). Shared by the text-to-image, image-to-image and
+/// inpainting pipelines of the family (<c>FromPipe</c>); freed when the last pipeline using them is disposed.
+/// </summary>
+public sealed class StableDiffusionComponents : PipelineComponents
+{
+    private static readonly string[] XLPipelines = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"];
+    private static readonly string[] SDPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"];
+
+    /// <summary>The denoising UNet.</summary>
+    public required UNet2DConditionModel Unet { get; init; }
+
+    /// <summary>The 4-channel VAE.</summary>
+    public required AutoencoderKL Vae { get; init; }
+
+    /// <summary>CLIP text encoder (CLIP-L for SD 1.x and SDXL, OpenCLIP-H for SD 2.x).</summary>
+    public required CLIPTextModel TextEncoder { get; init; }
+
+    /// <summary>SDXL's OpenCLIP-G with projection; null for SD 1.x / 2.x.</summary>
+    public CLIPTextModelWithProjection? TextEncoder2 { get; init; }
+
+    /// <summary>The tokenizer of <see cref="TextEncoder"/>.</summary>
+    public required CLIPTokenizer Tokenizer { get; init; }
+
+    /// <summary>The tokenizer of <see cref="TextEncoder2"/> (SDXL).</summary>
+    public CLIPTokenizer? Tokenizer2 { get; init; }
+
+    /// <summary>True for SDXL.</summary>
+    public bool IsXL => TextEncoder2 is not null;
+
+    /// <summary>SDXL's <c>force_zeros_for_empty_prompt</c> (model_index.json): without a negative prompt the negative
+    /// embeddings are zeros rather than the encoding of "".</summary>
+    public bool ForceZerosForEmptyPrompt { get; init; } = true;
+
+    /// <summary>The scheduler config every call builds its scheduler from (its own instance: schedulers hold per-call
+    /// state), with its <c>_class_name</c>. Loaded from the scheduler folder; <see cref="UseScheduler(string)"/> changes it.</summary>
+    public JsonObject SchedulerConfig { get; private set; } = new();
+
+    /// <summary>The class of <see cref="SchedulerConfig"/>.</summary>
+    public string SchedulerClassName => SchedulerConfig["_class_name"]?.GetValue<string>() ?? "";
+
+    /// <summary>
+    /// Swaps the scheduler, as <c>pipe.scheduler = OtherScheduler.from_config(pipe.scheduler.config)</c>: a diffusers class
+    /// name, or a short name of <see cref="DiffusionSchedulers"/> (<c>euler_a</c>, <c>dpmpp_2m_karras</c>...).
+    /// </summary>
+    /// <exception cref="ArgumentException">An unknown scheduler.</exception>
+    public void UseScheduler(string nameOrClass)
+    {
+        using var probe = DiffusionSchedulers.Create(nameOrClass, SchedulerConfig);
+        SchedulerConfig = probe.ToConfig();
+    }
+
+    /// <summary>Uses a complete scheduler config (with <c>_class_name</c>), as <c>pipe.scheduler = Scheduler.from_config(config)</c>.</summary>
+    /// <exception cref="ArgumentException">An unknown class or an invalid config.</exception>
+    public void UseScheduler(JsonObject config)
+    {
+        var copy = (JsonObject)config.DeepClone();
+        using (DiffusionSchedulers.FromConfig(copy)) { } // check it before taking it
+        SchedulerConfig = copy;
+    }
+
+    /// <summary>A fresh scheduler for one call.</summary>
+    public IDiffusionScheduler CreateScheduler() => DiffusionSchedulers.FromConfig(SchedulerConfig);
+
+    /// <summary>Whether <paramref name="pipelineClass"/> (model_index.json's <c>_class_name</c>) is an SD 1.x / 2.x or SDXL pipeline.</summary>
+    public static bool IsSupportedPipeline(string pipelineClass) => SDPipelines.Contains(pipelineClass) || XLPipelines.Contains(pipelineClass);
+
+    /// <summary>Loads every component of a diffusers SD 1.x / 2.x or SDXL pipeline folder, or of a hub repo id.</summary>
+    /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
+    /// <exception cref="InvalidDataException">The folder is not such a pipeline, or misses a component.</exception>
+    public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default)
+    {
+        var device = options.ParsedDevice;
+        var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
+        string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
+        var index = ModelIndex.Read(folder);
+        if (!IsSupportedPipeline(index.ClassName))
+            throw new InvalidDataException($"{folder}: model_index.json names {index.ClassName}; this loader takes {string.Join(", ", SDPipelines.Concat(XLPipelines))}.");
+        bool xl = XLPipelines.Contains(index.ClassName);
+        List<string> required = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"];
+        if (xl) required.AddRange(["text_encoder_2", "tokenizer_2"]);
+        foreach (var name in required)
+            if (!index.Components.TryGetValue(name, out var spec) || spec.IsEmpty)
+                throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; {index.ClassName} needs it.");
+        foreach (var name in required)
+            ModelRegistry.KindOf(name, index.Components[name].ClassName!);
+        var schedulerConfig = ReadJsonObject(Path.Combine(folder, "scheduler", "scheduler_config.json"));
+        schedulerConfig["_class_name"] = index.Components["scheduler"].ClassName!;
+        bool forceZeros = ReadJsonObject(Path.Combine(folder, "model_index.json"))["force_zeros_for_empty_prompt"]?.GetValue<bool>() ?? true;
+
+        var disposables = new List<IDisposable>();
+        var loadMs = new Dictionary<string, double>();
+        string Sub(string name) => Path.Combine(folder, name);
+        T Load<T>(string name, Func<T> load) where T : IDisposable
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            var item = load();
+            disposables.Add(item);
+            loadMs[name] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            return item;
+        }
+        try
+        {
+            var components = new StableDiffusionComponents
+            {
+                Tokenizer = CLIPTokenizer.FromFolder(Sub("tokenizer")),
+                Tokenizer2 = xl ? CLIPTokenizer.FromFolder(Sub("tokenizer_2")) : null,
+                TextEncoder = Load("text_encoder", () => CLIPTextModel.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)),
+                TextEncoder2 = xl ? Load("text_encoder_2", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)) : null,
+                Unet = Load("unet", () => UNet2DConditionModel.FromPretrained(Sub("unet"), options.Dtype, modelDevice, options.Variant)),
+                Vae = Load("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
+                ForceZerosForEmptyPrompt = forceZeros,
+                Device = device,
+                Dtype = options.Dtype,
+                LoadMilliseconds = loadMs,
+            };
+            components.UseScheduler(schedulerConfig); // an unsupported scheduler fails here, not in the first call
+            if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
+            return components;
+        }
+        catch
+        {
+            foreach (var d in disposables) d.Dispose();
+            throw;
+        }
+    }
+
+    private static JsonObject ReadJsonObject(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path} is missing.", path);
+        try
+        {
+            return JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object.");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not valid JSON: {e.Message}");
+        }
+    }
+
+    /// <summary>Builds the prompt encoder over these components.</summary>
+    public StableDiffusionPromptEncoder CreatePromptEncoder(Action<string, int, int>? onTruncated = null) =>
+        new(Tokenizer, TextEncoder, Tokenizer2, TextEncoder2, ForceZerosForEmptyPrompt)
+        {
+            OnTruncated = onTruncated,
+            BeforeEncoder = ActivateHook,
+        };
+
+    /// <inheritdoc />
+    protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
+    {
+        // diffusers' model_cpu_offload_seq: "text_encoder->unet->vae" (SDXL: "text_encoder->text_encoder_2->unet->vae").
+        var models = new Dictionary<string, nn.Module> { ["text_encoder"] = TextEncoder };
+        if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
+        models["unet"] = Unet;
+        models["vae"] = Vae;
+        return models;
+    }
+
+    /// <inheritdoc />
+    protected override void FreeModels()
+    {
+        Unet.Dispose();
+        Vae.Dispose();
+        TextEncoder.Dispose();
+        TextEncoder2?.Dispose();
+    }
+}

@@ -1,0 +1,25 @@
+namespace DiffusersSharp.Pipelines.StableDiffusion;
+
+/// <summary>Image-to-image with Stable Diffusion 1.x / 2.x (diffusers' <c>StableDiffusionImg2ImgPipeline</c>): the image is encoded, noised to the timestep that <c>strength</c> selects, and denoised from there.</summary>
+public sealed class StableDiffusionImg2ImgPipeline : StableDiffusionPipelineBase
+{
+    /// <summary>Wraps loaded components (taking a reference on them).</summary>
+    /// <exception cref="ArgumentException">The components are of the other model family.</exception>
+    public StableDiffusionImg2ImgPipeline(StableDiffusionComponents components) : base(components, xl: false) { }
+
+    /// <summary>Loads a diffusers pipeline folder or hub repo id.</summary>
+    public static StableDiffusionImg2ImgPipeline FromPretrained(string model, PipelineLoadOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        using var components = StableDiffusionComponents.FromPretrained(model, options ?? new PipelineLoadOptions(), cancellationToken);
+        return new(components); // the pipeline's own reference keeps them
+    }
+
+    /// <summary>A pipeline sharing the components of <paramref name="other"/> (diffusers' <c>from_pipe</c>).</summary>
+    public static StableDiffusionImg2ImgPipeline FromPipe(StableDiffusionPipelineBase other) => new(other.Components);
+
+    /// <summary>Generates images (diffusers' <c>__call__</c>).</summary>
+    /// <exception cref="ArgumentException">Invalid parameters (checked before any compute).</exception>
+    /// <exception cref="OperationCanceledException">Cancelled; the call stops after the current step.</exception>
+    public StableDiffusionPipelineOutput Generate(StableDiffusionImg2ImgRequest request, IProgress<PipelineProgress>? progress = null,
+        CancellationToken cancellationToken = default) => Run(request, typeof(StableDiffusionImg2ImgRequest), progress, cancellationToken);
+}

@@ -1,0 +1,399 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.Models;
+using DiffusersSharp.Schedulers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines.StableDiffusion;
+
+/// <summary>
+/// What the UNet pipelines share (SD 1.x / 2.x and SDXL; text-to-image, image-to-image, inpainting): input checks,
+/// prompt encoding with CFG batching, SDXL's micro-conditioning, random draws in diffusers' order, the denoising loop
+/// and the VAE decode. Each public pipeline picks the family and the mode.
+/// </summary>
+public abstract class StableDiffusionPipelineBase : IDisposable
+{
+    private bool _disposed;
+
+    /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
+    /// <exception cref="ArgumentException">The components are of the other family (SDXL for an SD pipeline or the reverse).</exception>
+    private protected StableDiffusionPipelineBase(StableDiffusionComponents components, bool xl)
+    {
+        ArgumentNullException.ThrowIfNull(components);
+        if (components.IsXL != xl)
+            throw new ArgumentException(xl
+                ? "These components are a Stable Diffusion 1.x / 2.x model; use StableDiffusionPipeline (or its Img2Img / Inpaint twins)."
+                : "These components are an SDXL model; use StableDiffusionXLPipeline (or its Img2Img / Inpaint twins).", nameof(components));
+        components.Acquire();
+        Components = components;
+        int scale = components.Vae.VaeScaleFactor, channels = components.Vae.Config.LatentChannels;
+        ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig { VaeScaleFactor = scale, VaeLatentChannels = channels });
+        MaskProcessor = VaeImageProcessor.CreateMaskProcessor(scale, channels);
+    }
+
+    /// <summary>The shared components.</summary>
+    public StableDiffusionComponents Components { get; }
+
+    /// <summary>The VAE's spatial scale factor (8).</summary>
+    public int VaeScaleFactor => Components.Vae.VaeScaleFactor;
+
+    /// <summary>Default height and width: UNet sample_size x VAE scale factor (512 for SD 1.5, 768 for SD 2.1, 1024 for SDXL).</summary>
+    public int DefaultSize => (Components.Unet.Config.SampleSize is { } size ? size.IsScalar ? size.Scalar : size.List![0] : IsXL ? 128 : 64) * VaeScaleFactor;
+
+    /// <summary>Image pre/post-processing (diffusers' <c>image_processor</c>: LANCZOS resize, [-1, 1] normalization).</summary>
+    public VaeImageProcessor ImageProcessor { get; }
+
+    /// <summary>The inpainting mask processor (grayscale, binarized at 0.5, no normalization).</summary>
+    public VaeImageProcessor MaskProcessor { get; }
+
+    /// <summary>Called when a prompt is cut to a tokenizer's limit (tokenizer, untruncated length, limit).</summary>
+    public Action<string, int, int>? OnPromptTruncated { get; set; }
+
+    private bool IsXL => Components.IsXL;
+
+    /// <summary>The guidance scale <paramref name="r"/> runs with: its own, or the pipeline's default (7.5; SDXL 5.0).</summary>
+    public double GuidanceOf(StableDiffusionRequest r) => r.GuidanceScale ?? (IsXL ? 5.0 : 7.5);
+
+    /// <summary>The strength <paramref name="r"/> runs with: its own, or the pipeline's default (img2img 0.8, inpaint 1.0;
+    /// SDXL 0.3 and 0.9999).</summary>
+    public double StrengthOf(StableDiffusionImg2ImgRequest r) => r.Strength ?? (r is StableDiffusionInpaintRequest ? (IsXL ? 0.9999 : 1.0) : (IsXL ? 0.3 : 0.8));
+
+    /// <summary>Validates a request (diffusers' check_inputs and the mode's own checks), before any compute.</summary>
+    private void CheckInputs(StableDiffusionRequest r, int height, int width, int steps)
+    {
+        if (height <= 0 || width <= 0 || height % 8 != 0 || width % 8 != 0)
+            throw new ArgumentException($"height and width must be positive multiples of 8, got {height}x{width}.");
+        if (steps < 1) throw new ArgumentException($"num_inference_steps must be at least 1, got {steps}.");
+        double guidance = GuidanceOf(r);
+        if (!double.IsFinite(guidance)) throw new ArgumentException($"guidance_scale must be a finite number, got {guidance}.");
+        if (!(r.GuidanceRescale >= 0 && r.GuidanceRescale <= 1)) throw new ArgumentException($"guidance_rescale must be in [0, 1], got {r.GuidanceRescale}.");
+        if (r.NumImagesPerPrompt < 1) throw new ArgumentException($"num_images_per_prompt must be at least 1, got {r.NumImagesPerPrompt}.");
+        if (r.ClipSkip is < 0) throw new ArgumentException($"clip_skip must not be negative, got {r.ClipSkip}.");
+        if (r.PromptEmbeds is not null && (r.Prompt is not null || r.Prompt2 is not null))
+            throw new ArgumentException("Give either a prompt or prompt_embeds, not both.");
+        if (r.PromptEmbeds is null && (r.Prompt is null || r.Prompt.Value.Count == 0))
+            throw new ArgumentException("Give a prompt or prompt_embeds.");
+        if (r.NegativePromptEmbeds is not null && (r.NegativePrompt is not null || r.NegativePrompt2 is not null))
+            throw new ArgumentException("Give either a negative prompt or negative_prompt_embeds, not both.");
+        if (IsXL && r.PromptEmbeds is not null && r.PooledPromptEmbeds is null)
+            throw new ArgumentException("prompt_embeds needs pooled_prompt_embeds too (they come from the same encode_prompt call).");
+        if (IsXL && r.NegativePromptEmbeds is not null && r.NegativePooledPromptEmbeds is null)
+            throw new ArgumentException("negative_prompt_embeds needs negative_pooled_prompt_embeds too.");
+        if (r.PromptEmbeds is not null && r.NegativePromptEmbeds is not null && !r.PromptEmbeds.shape.SequenceEqual(r.NegativePromptEmbeds.shape))
+            throw new ArgumentException("prompt_embeds and negative_prompt_embeds must have the same shape.");
+        if (r.Generator is not null && r.Generators is not null)
+            throw new ArgumentException("Give one generator or a list of generators, not both.");
+        if (r is StableDiffusionImg2ImgRequest i)
+        {
+            double strength = StrengthOf(i);
+            if (!(strength >= 0 && strength <= 1)) throw new ArgumentException($"strength must be in [0, 1], got {strength}.");
+            if (i.Image is null) throw new ArgumentException("image is required.");
+        }
+        if (r is StableDiffusionInpaintRequest p)
+        {
+            if (p.MaskImage is null) throw new ArgumentException("mask_image is required.");
+            long unetChannels = Components.Unet.Config.InChannels, latentChannels = Components.Vae.Config.LatentChannels;
+            if (unetChannels != latentChannels && unetChannels != 2 * latentChannels + 1)
+                throw new ArgumentException($"An inpainting UNet takes {latentChannels} (latents) or {2 * latentChannels + 1} (latents, mask, masked image) channels; this one takes {unetChannels}.");
+        }
+        else if (r is StableDiffusionImg2ImgRequest && r.Latents is not null)
+            throw new ArgumentException("latents is not an image-to-image input: the image is the start.");
+    }
+
+    /// <summary>The batch size before num_images_per_prompt.</summary>
+    private static int BatchSize(StableDiffusionRequest r) => r.PromptEmbeds is { } e ? (int)e.shape[0] : r.Prompt!.Value.Count;
+
+    private Tensor Randn(long[] shape, StableDiffusionRequest r, ScalarType dtype) =>
+        RandomDraws.Randn(shape, r.Generator, r.Generators, dtype, Components.Device);
+
+    /// <summary>diffusers' <c>_encode_vae_image</c> / img2img encode: a posterior sample, scaled (SDXL with latents_mean /
+    /// latents_std when the VAE config has them), tiled to the batch. A tensor with the latent channel count is taken as latents.</summary>
+    private Tensor ImageLatents(Tensor image, StableDiffusionRequest r, ScalarType dtype, int batch)
+    {
+        var vae = Components.Vae;
+        Tensor latents;
+        if (image.shape[1] == vae.Config.LatentChannels) latents = image.to(dtype, Components.Device);
+        else
+        {
+            Components.Activate("vae");
+            var sample = RandomDraws.SampleVae(vae, image, r.Generator, r.Generators, Components.Device).to(dtype);
+            if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
+            {
+                var m = tensor(mean.Select(v => (float)v).ToArray(), [1, mean.Length, 1, 1], device: Components.Device).to(dtype);
+                var s = tensor(std.Select(v => (float)v).ToArray(), [1, std.Length, 1, 1], device: Components.Device).to(dtype);
+                latents = (sample - m) * vae.Config.ScalingFactor / s;
+            }
+            else latents = vae.Config.ScalingFactor * sample;
+        }
+        if (batch > latents.shape[0] && batch % latents.shape[0] == 0) latents = latents.repeat((int)(batch / latents.shape[0]), 1, 1, 1);
+        else if (batch > latents.shape[0])
+            throw new ArgumentException($"Cannot duplicate an image batch of {latents.shape[0]} to {batch} images.");
+        return latents;
+    }
+
+    /// <summary>SDXL's add_time_ids: original size, crop corner, target size (6 numbers), checked against the UNet's add_embedding.</summary>
+    private Tensor TimeIds(StableDiffusionRequest r, int height, int width, ScalarType dtype)
+    {
+        var (oh, ow) = r.OriginalSize ?? (height, width);
+        var (th, tw) = r.TargetSize ?? (height, width);
+        float[] ids = [oh, ow, r.CropsCoordsTopLeft.Top, r.CropsCoordsTopLeft.Left, th, tw];
+        var config = Components.Unet.Config;
+        long expected = (config.AdditionTimeEmbedDim ?? 0) * ids.Length + Components.TextEncoder2!.Config.ProjectionDim;
+        if (config.ProjectionClassEmbeddingsInputDim != expected)
+            throw new ArgumentException($"The UNet's add_embedding takes {config.ProjectionClassEmbeddingsInputDim} features, but 6 time ids and a {Components.TextEncoder2.Config.ProjectionDim}-wide pooled embedding give {expected} (models with aesthetic-score conditioning, such as the SDXL refiner, are not supported).");
+        return tensor(ids, [1, ids.Length], device: Components.Device).to(dtype);
+    }
+
+    /// <summary>The pipeline call behind every public <c>Generate</c>: the request's type selects the mode, and must be the
+    /// pipeline's own (an image-to-image request given to the text-to-image pipeline is a mistake, not a mode switch).</summary>
+    private protected StableDiffusionPipelineOutput Run(StableDiffusionRequest r, Type requestType, IProgress<PipelineProgress>? progress, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(r);
+        if (r.GetType() != requestType)
+            throw new ArgumentException($"{GetType().Name} takes a {requestType.Name}, not a {r.GetType().Name}: use the pipeline of that mode (FromPipe shares the models).");
+        var img2img = r as StableDiffusionImg2ImgRequest;
+        var inpaint = r as StableDiffusionInpaintRequest;
+        int steps = r.NumInferenceSteps ?? 50;
+        // Sizes: text-to-image and inpainting default to the model size; image-to-image to the image's (rounded down to 8).
+        int height, width;
+        if (img2img is not null && inpaint is null && img2img.Image is { } start && (r.Height is null || r.Width is null))
+        {
+            var (h, w) = start.Image is { } pixels ? (pixels.Height, pixels.Width) : ((int)start.Tensor!.shape[2], (int)start.Tensor.shape[3]);
+            if (start.Tensor is { } t && t.shape[1] == Components.Vae.Config.LatentChannels) (h, w) = (h * VaeScaleFactor, w * VaeScaleFactor);
+            (height, width) = ImageProcessor.GetDefaultHeightWidth(h, w, r.Height, r.Width);
+        }
+        else (height, width) = (r.Height ?? DefaultSize, r.Width ?? DefaultSize);
+        CheckInputs(r, height, width, steps);
+
+        using var inference = inference_mode();
+        using var scope = NewDisposeScope();
+        double guidance = GuidanceOf(r);
+        bool cfg = guidance > 1;
+        int batch = BatchSize(r) * r.NumImagesPerPrompt;
+        var device = Components.Device;
+        var image = img2img?.Image is { } img ? Preprocess(ImageProcessor, img, height, width) : null;
+        var maskCondition = inpaint?.MaskImage is { } maskImage ? Preprocess(MaskProcessor, maskImage, height, width) : null;
+
+        using var scheduler = Components.CreateScheduler();
+        scheduler.SetTimesteps(steps, device);
+        var timesteps = scheduler.TimestepValues.ToArray();
+        if (img2img is not null)
+        {
+            // diffusers' get_timesteps: keep the last int(steps * strength) steps.
+            int initTimestep = Math.Min((int)(steps * StrengthOf(img2img)), steps);
+            int tStart = Math.Max(steps - initTimestep, 0) * scheduler.Order;
+            timesteps = timesteps[tStart..];
+            scheduler.SetBeginIndex(tStart);
+            if (timesteps.Length < 1)
+                throw new ArgumentException($"strength {StrengthOf(img2img)} with {steps} steps leaves no step to run; raise strength or steps.");
+        }
+
+        progress?.Report(new PipelineProgress("encode", 0, 1));
+        var encoder = Components.CreatePromptEncoder(OnPromptTruncated);
+        var encoded = encoder.Encode(r, cfg, device);
+        var embeds = cfg ? cat([encoded.NegativePromptEmbeds!, encoded.PromptEmbeds], 0) : encoded.PromptEmbeds;
+        Tensor? textEmbeds = null, timeIds = null;
+        var dtype = embeds.dtype;
+        if (IsXL)
+        {
+            textEmbeds = cfg ? cat([encoded.NegativePooledPromptEmbeds!, encoded.PooledPromptEmbeds!], 0) : encoded.PooledPromptEmbeds!;
+            var ids = TimeIds(r, height, width, dtype);
+            timeIds = (cfg ? cat([ids, ids], 0) : ids).repeat(batch, 1);
+        }
+        progress?.Report(new PipelineProgress("encode", 1, 1));
+        ct.ThrowIfCancellationRequested();
+
+        var unet = Components.Unet;
+        var vaeConfig = Components.Vae.Config;
+        long latentChannels = inpaint is null ? unet.Config.InChannels : vaeConfig.LatentChannels;
+        long[] shape = [batch, latentChannels, height / VaeScaleFactor, width / VaeScaleFactor];
+        double initNoiseSigma = scheduler.InitNoiseSigma;
+        Tensor latents;
+        Tensor? imageLatents = null, noise = null, mask = null, maskedImageLatents = null;
+        if (inpaint is not null)
+        {
+            bool strengthMax = StrengthOf(inpaint) == 1.0;
+            bool fourChannel = unet.Config.InChannels == vaeConfig.LatentChannels;
+            if (fourChannel || (r.Latents is null && !strengthMax)) imageLatents = ImageLatents(image!, r, dtype, batch);
+            if (r.Latents is { } given)
+            {
+                noise = given.to(dtype, device, copy: true);
+                latents = noise * initNoiseSigma;
+            }
+            else
+            {
+                noise = Randn(shape, r, dtype);
+                latents = strengthMax ? noise * initNoiseSigma : scheduler.AddNoise(imageLatents!, noise, timesteps[0]);
+            }
+            // prepare_mask_latents: the mask at latent size, and the masked image's latents (diffusers encodes them, and so
+            // draws from the generator, whatever the UNet's channel count).
+            var maskedImage = image!.shape[1] == vaeConfig.LatentChannels ? null : image * maskCondition!.lt(0.5).to(image.dtype);
+            mask = VaeImageProcessor.ResizeMaskNearest(maskCondition!, height / VaeScaleFactor, width / VaeScaleFactor).to(dtype, device);
+            maskedImageLatents = maskedImage is null ? null : ImageLatents(maskedImage, r, dtype, batch);
+            if (batch > mask.shape[0] && batch % mask.shape[0] == 0) mask = mask.repeat((int)(batch / mask.shape[0]), 1, 1, 1);
+        }
+        else if (img2img is not null)
+        {
+            imageLatents = ImageLatents(image!, r, dtype, batch);
+            noise = Randn(imageLatents.shape, r, dtype);
+            latents = scheduler.AddNoise(imageLatents, noise, timesteps[0]);
+        }
+        else
+        {
+            latents = r.Latents is { } given ? given.to(dtype, device, copy: true) : Randn(shape, r, dtype);
+            if (!latents.shape.SequenceEqual(shape))
+                throw new ArgumentException($"latents must have shape [{string.Join(", ", shape)}], got [{string.Join(", ", latents.shape)}].");
+            latents = latents * initNoiseSigma;
+        }
+
+        var loop = new DenoiseState(embeds, textEmbeds, timeIds, mask, maskedImageLatents, imageLatents, noise, guidance);
+        latents = Denoise(latents, loop, scheduler, timesteps, r, progress, ct);
+        progress?.Report(new PipelineProgress("decode", 0, 1));
+        var output = Decode(latents, r.OutputType);
+        progress?.Report(new PipelineProgress("decode", 1, 1));
+        return output;
+    }
+
+    private static Tensor Preprocess(VaeImageProcessor processor, PipelineImage image, int height, int width) =>
+        image.Image is { } pixels ? processor.Preprocess(pixels, height, width) : processor.Preprocess(image.Tensor!, height, width);
+
+    /// <summary>The tensors the loop reads and a callback may replace.</summary>
+    private sealed class DenoiseState(Tensor embeds, Tensor? textEmbeds, Tensor? timeIds, Tensor? mask, Tensor? maskedImageLatents,
+        Tensor? imageLatents, Tensor? noise, double guidance)
+    {
+        public Tensor Embeds = embeds;
+        public Tensor? TextEmbeds = textEmbeds;
+        public readonly Tensor? TimeIds = timeIds;
+        public Tensor? Mask = mask;
+        public readonly Tensor? MaskedImageLatents = maskedImageLatents;
+        public readonly Tensor? ImageLatents = imageLatents;
+        public readonly Tensor? Noise = noise;
+        public double Guidance = guidance;
+    }
+
+    /// <summary>
+    /// The denoising loop: UNet (CFG-batched, SDXL's added conditioning, the inpainting UNet's extra channels), guidance
+    /// (and guidance rescale), scheduler step, the 4-channel inpainting blend, callback. Each step runs in its own dispose
+    /// scope; cancellation is checked between steps.
+    /// </summary>
+    private Tensor Denoise(Tensor latents, DenoiseState s, IDiffusionScheduler scheduler, float[] timesteps, StableDiffusionRequest r,
+        IProgress<PipelineProgress>? progress, CancellationToken ct)
+    {
+        var unet = Components.Unet;
+        bool nineChannel = s.Mask is not null && unet.Config.InChannels != Components.Vae.Config.LatentChannels;
+        var generator = r.Generator ?? r.Generators?[0];
+        Components.Activate("unet");
+        progress?.Report(new PipelineProgress("denoise", 0, timesteps.Length));
+        for (int i = 0; i < timesteps.Length; i++)
+        {
+            ct.ThrowIfCancellationRequested();
+            float t = timesteps[i];
+            bool cfg = s.Guidance > 1;
+            using (var stepScope = NewDisposeScope())
+            {
+                // A callback may have dropped guidance: then only the conditional half of the conditioning is used.
+                Tensor Half(Tensor x) => !cfg && x.shape[0] == 2 * latents.shape[0] ? x.chunk(2)[1] : x;
+                var modelInput = cfg ? cat([latents, latents], 0) : latents;
+                modelInput = scheduler.ScaleModelInput(modelInput, t);
+                if (nineChannel)
+                {
+                    var maskIn = cfg ? cat([s.Mask!, s.Mask!], 0) : s.Mask!;
+                    var maskedIn = cfg ? cat([s.MaskedImageLatents!, s.MaskedImageLatents!], 0) : s.MaskedImageLatents!;
+                    modelInput = cat([modelInput, maskIn, maskedIn], 1);
+                }
+                using var timestep = tensor(t, device: Components.Device);
+                var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
+                    s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds));
+                if (cfg)
+                {
+                    var halves = noisePred.chunk(2);
+                    var (uncond, text) = (halves[0], halves[1]);
+                    noisePred = uncond + s.Guidance * (text - uncond);
+                    if (r.GuidanceRescale > 0) noisePred = RescaleNoiseCfg(noisePred, text, r.GuidanceRescale);
+                }
+                var next = scheduler.Step(noisePred, t, latents, generator);
+                if (s.Mask is not null && !nineChannel)
+                {
+                    // The 4-channel inpainting blend: outside the mask, the image noised to the next timestep.
+                    var proper = s.ImageLatents!;
+                    if (i < timesteps.Length - 1) proper = scheduler.AddNoise(proper, s.Noise!, timesteps[i + 1]);
+                    next = (1 - s.Mask) * proper + s.Mask * next;
+                }
+                next.MoveToOuterDisposeScope();
+                latents.Dispose();
+                latents = next;
+            }
+            progress?.Report(new PipelineProgress("denoise", i + 1, timesteps.Length));
+            if (r.CallbackOnStepEnd is { } callback)
+            {
+                var context = new StepEndContext
+                {
+                    Step = i, TotalSteps = timesteps.Length, Timestep = t, Latents = latents, PromptEmbeds = s.Embeds,
+                    PooledPromptEmbeds = s.TextEmbeds, GuidanceScale = s.Guidance, Mask = s.Mask,
+                };
+                callback(context);
+                latents = Adopt(latents, context.Latents);
+                s.Embeds = Adopt(s.Embeds, context.PromptEmbeds);
+                if (s.TextEmbeds is not null) s.TextEmbeds = Adopt(s.TextEmbeds, context.PooledPromptEmbeds ?? s.TextEmbeds);
+                if (s.Mask is not null && context.Mask is not null) s.Mask = Adopt(s.Mask, context.Mask);
+                s.Guidance = context.GuidanceScale;
+                if (context.Interrupt) break;
+            }
+        }
+        return latents;
+    }
+
+    /// <summary>diffusers' <c>rescale_noise_cfg</c>: match the guided prediction's std to the text prediction's, then mix.</summary>
+    private static Tensor RescaleNoiseCfg(Tensor noiseCfg, Tensor noiseText, double rescale)
+    {
+        long[] dims = Enumerable.Range(1, (int)noiseText.dim() - 1).Select(d => (long)d).ToArray();
+        var stdText = noiseText.std(dims, keepdim: true);
+        var stdCfg = noiseCfg.std(dims, keepdim: true);
+        var rescaled = noiseCfg * (stdText / stdCfg);
+        return rescale * rescaled + (1 - rescale) * noiseCfg;
+    }
+
+    /// <summary>Takes a tensor the callback put in place; the alias belongs to the call's dispose scope, like the rest.</summary>
+    private static Tensor Adopt(Tensor current, Tensor replacement) =>
+        ReferenceEquals(current, replacement) ? current : replacement.alias();
+
+    /// <summary>Decodes latents to the requested output (diffusers' postprocess); under model offload the last model goes back to the CPU.</summary>
+    private StableDiffusionPipelineOutput Decode(Tensor latents, OutputType outputType)
+    {
+        try
+        {
+            if (outputType == OutputType.Latent) return new StableDiffusionPipelineOutput(null, latents.alias().DetachFromDisposeScope());
+            Components.Activate("vae");
+            using var scope = NewDisposeScope();
+            var vae = Components.Vae;
+            Tensor scaled;
+            if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
+            {
+                var m = tensor(mean.Select(v => (float)v).ToArray(), [1, mean.Length, 1, 1], device: latents.device).to(latents.dtype);
+                var sd = tensor(std.Select(v => (float)v).ToArray(), [1, std.Length, 1, 1], device: latents.device).to(latents.dtype);
+                scaled = latents * sd / vae.Config.ScalingFactor + m;
+            }
+            else scaled = latents / vae.Config.ScalingFactor;
+            var decoded = vae.Decode(scaled.to(vae.WeightDtype()));
+            return outputType switch
+            {
+                OutputType.Tensor => new StableDiffusionPipelineOutput(null, (decoded * 0.5 + 0.5).clamp(0, 1).DetachFromDisposeScope()),
+                OutputType.Numpy => new StableDiffusionPipelineOutput(null, ImageProcessor.Postprocess(decoded).DetachFromDisposeScope()),
+                _ => new StableDiffusionPipelineOutput(ImageProcessor.PostprocessToImages(decoded), null),
+            };
+        }
+        finally
+        {
+            Components.OffloadAll();
+        }
+    }
+
+    /// <summary>Releases this pipeline's reference on the shared components.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        Components.Release();
+        GC.SuppressFinalize(this);
+    }
+}

@@ -1,0 +1,113 @@
+using System.Text.Json.Nodes;
+using DiffusersSharp.Images;
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.StableDiffusion;
+using DiffusersSharp.Pipelines.StableDiffusionXL;
+using DiffusersSharp.Tests.Support;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+using Generator = DiffusersSharp.Runtime.Generator;
+
+namespace DiffusersSharp.Tests.Pipelines;
+
+/// <summary>The tiny SD 1.5 and SDXL pipelines loaded once for the parity tests.</summary>
+public sealed class TinyUNetPipelines : IDisposable
+{
+    /// <summary>tiny-sd15's components.</summary>
+    public StableDiffusionComponents Sd15 { get; } = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sd15/model"), new PipelineLoadOptions());
+
+    /// <summary>tiny-sdxl's components.</summary>
+    public StableDiffusionComponents Sdxl { get; } = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sdxl/model"), new PipelineLoadOptions());
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        Sd15.Dispose();
+        Sdxl.Dispose();
+    }
+}
+
+/// <summary>
+/// The SD 1.5 and SDXL pipelines against diffusers' own runs on the tiny models (fixtures tiny-sd15 and tiny-sdxl: final
+/// latents and the decoded image of each case in meta.json, every case with its own scheduler). Float32 on the CPU; the
+/// targets are the fixtures README's: latents within 1e-3, images within 2/255.
+/// </summary>
+public sealed class StableDiffusionParityTests(TinyUNetPipelines models, ITestOutputHelper output) : IClassFixture<TinyUNetPipelines>
+{
+    private const double LatentTolerance = 1e-3, ImageTolerance = 2.0 / 255;
+
+    private static JsonObject Case(string fixture, string name) =>
+        JsonNode.Parse(File.ReadAllText(Fixtures.Path($"{fixture}/meta.json")))!["cases"]![name]!.AsObject();
+
+    /// <summary>The request diffusers was called with, as meta.json records it; the mode comes from the pipeline class.</summary>
+    private static StableDiffusionRequest Request(string fixture, JsonObject c, Generator generator, OutputType outputType)
+    {
+        string pipeline = c["pipeline"]!.GetValue<string>();
+        var baseRequest = new StableDiffusionRequest
+        {
+            Prompt = c["prompt"]!.GetValue<string>(),
+            NegativePrompt = c["negative_prompt"]?.GetValue<string>() is { } n ? n : null,
+            NumInferenceSteps = c["num_inference_steps"]!.GetValue<int>(),
+            GuidanceScale = c["guidance_scale"]!.GetValue<double>(),
+            Height = c["height"]?.GetValue<int>(),
+            Width = c["width"]?.GetValue<int>(),
+            Generator = generator,
+            OutputType = outputType,
+        };
+        if (!pipeline.Contains("Img2Img") && !pipeline.Contains("Inpaint")) return baseRequest;
+        var image = ImageFile.LoadRgb(Fixtures.Path($"{fixture}/{c["image"]!.GetValue<string>()}"));
+        double strength = c["strength"]!.GetValue<double>();
+        if (pipeline.Contains("Img2Img")) return new StableDiffusionImg2ImgRequest(baseRequest) { Image = image, Strength = strength };
+        var mask = ImageFile.Load(Fixtures.Path($"{fixture}/{c["mask_image"]!.GetValue<string>()}"));
+        return new StableDiffusionInpaintRequest(new StableDiffusionImg2ImgRequest(baseRequest) { Image = image, Strength = strength }) { MaskImage = mask };
+    }
+
+    private StableDiffusionPipelineOutput Generate(StableDiffusionComponents components, StableDiffusionRequest request) => (components.IsXL, request) switch
+    {
+        (false, StableDiffusionInpaintRequest r) => Use(new StableDiffusionInpaintPipeline(components), p => p.Generate(r)),
+        (false, StableDiffusionImg2ImgRequest r) => Use(new StableDiffusionImg2ImgPipeline(components), p => p.Generate(r)),
+        (false, var r) => Use(new StableDiffusionPipeline(components), p => p.Generate(r)),
+        (true, StableDiffusionInpaintRequest r) => Use(new StableDiffusionXLInpaintPipeline(components), p => p.Generate(r)),
+        (true, StableDiffusionImg2ImgRequest r) => Use(new StableDiffusionXLImg2ImgPipeline(components), p => p.Generate(r)),
+        (true, var r) => Use(new StableDiffusionXLPipeline(components), p => p.Generate(r)),
+    };
+
+    private static StableDiffusionPipelineOutput Use<T>(T pipeline, Func<T, StableDiffusionPipelineOutput> run) where T : IDisposable
+    {
+        using (pipeline) return run(pipeline);
+    }
+
+    [Theory]
+    [InlineData("tiny-sd15", "t2i_pndm")]
+    [InlineData("tiny-sd15", "t2i_euler")]
+    [InlineData("tiny-sd15", "t2i_euler_a")]
+    [InlineData("tiny-sd15", "t2i_dpmpp_2m_karras")]
+    [InlineData("tiny-sd15", "t2i_ddim")]
+    [InlineData("tiny-sd15", "t2i_lms")]
+    [InlineData("tiny-sd15", "i2i")]
+    [InlineData("tiny-sd15", "inpaint")]
+    [InlineData("tiny-sdxl", "t2i")]
+    [InlineData("tiny-sdxl", "t2i_noneg")]
+    [InlineData("tiny-sdxl", "i2i")]
+    [InlineData("tiny-sdxl", "inpaint")]
+    public void PipelineMatchesDiffusers(string fixture, string name)
+    {
+        var c = Case(fixture, name);
+        var components = fixture == "tiny-sdxl" ? models.Sdxl : models.Sd15;
+        // The scheduler each case ran with, from its recorded config (diffusers' Scheduler.from_config result).
+        components.UseScheduler(c["scheduler_config"]!.AsObject());
+        var expected = Fixtures.Expected($"{fixture}/expected.safetensors");
+        long seed = c["seed"]!.GetValue<long>();
+
+        using var g1 = new Generator("cpu").ManualSeed(seed);
+        using var latents = Generate(components, Request(fixture, c, g1, OutputType.Latent));
+        double latentError = TensorAssert.MaxAbsDiff(latents.Tensor!, expected[$"{name}.latents"]);
+        using var g2 = new Generator("cpu").ManualSeed(seed);
+        using var image = Generate(components, Request(fixture, c, g2, OutputType.Numpy));
+        Assert.Equal(expected[$"{name}.image"].shape, image.Tensor!.shape);
+        double imageError = TensorAssert.MaxAbsDiff(image.Tensor, expected[$"{name}.image"]);
+        output.WriteLine($"{fixture} {name}: latents max |diff| {latentError:G3}, image max |diff| {imageError:G3}");
+        Assert.True(latentError <= LatentTolerance, $"{name}: latents max |diff| {latentError:G4}");
+        Assert.True(imageError <= ImageTolerance, $"{name}: image max |diff| {imageError:G4}");
+    }
+}
