@@ -36,6 +36,14 @@ public sealed record PipelineLoadOptions
     /// <summary>The hub options these load options imply (token, revision, variant; the rest from the environment).</summary>
     internal Hub.HubOptions HubOptions => new() { Token = HubToken, Revision = Revision ?? "main", Variant = Variant };
 
+    /// <summary>
+    /// The local pipeline folder for <paramref name="model"/>: the folder itself, or a hub repo id's snapshot (downloaded
+    /// into the hub cache first, with these options' token and revision). Lets a caller read model_index.json to pick the
+    /// pipeline family before loading any weights.
+    /// </summary>
+    public string ResolveFolder(string model, CancellationToken cancellationToken = default) =>
+        Hub.ModelSource.Resolve(model, HubOptions, DownloadProgress, cancellationToken);
+
     /// <summary>The parsed device.</summary>
     internal Device ParsedDevice => TorchDevices.Parse(Device);
 }

@@ -16,7 +16,7 @@ public sealed class StepEndContext
     /// <summary>Number of steps this call runs.</summary>
     public required int TotalSteps { get; init; }
 
-    /// <summary>The step's timestep (sigma x 1000).</summary>
+    /// <summary>The step's timestep (SD3: sigma x 1000; UNet pipelines: the scheduler's timestep).</summary>
     public required float Timestep { get; init; }
 
     /// <summary>The latents after the step; assign to replace them.</summary>
@@ -25,8 +25,9 @@ public sealed class StepEndContext
     /// <summary>The prompt embeddings (with the negative half first under CFG); assign to replace them.</summary>
     public required Tensor PromptEmbeds { get; set; }
 
-    /// <summary>The pooled prompt embeddings (negative half first under CFG); assign to replace them.</summary>
-    public required Tensor PooledPromptEmbeds { get; set; }
+    /// <summary>The pooled prompt embeddings (negative half first under CFG; SDXL's add_text_embeds); null for models
+    /// without them (SD 1.x / 2.x). Assign to replace them.</summary>
+    public Tensor? PooledPromptEmbeds { get; set; }
 
     /// <summary>The inpainting mask at latent size (inpaint only); assign to replace it.</summary>
     public Tensor? Mask { get; set; }

@@ -3,6 +3,7 @@ using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusionXL;
+using DiffusersSharp.Schedulers;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
@@ -29,24 +30,27 @@ public sealed class TinyUNetPipelines : IDisposable
 
 /// <summary>
 /// The SD 1.5 and SDXL pipelines against diffusers' own runs on the tiny models (fixtures tiny-sd15 and tiny-sdxl: final
-/// latents and the decoded image of each case in meta.json, every case with its own scheduler). Float32 on the CPU; the
-/// targets are the fixtures README's: latents within 1e-3, images within 2/255.
+/// latents and the decoded image of each case in meta.json, every case with its own scheduler). Float32 on the CPU. The
+/// fixtures README asks for latents within 1e-3 and images within 2/255; measured (this machine) latents 2.7e-6 .. 1.04e-4
+/// (euler_a) on latents up to 66 in magnitude, images 8e-7 .. 2.4e-5 (ddim), so the bounds are the component tolerance:
+/// 1e-4 x max(1, max |expected|) for latents and 1e-4 for images in [0, 1].
 /// </summary>
 public sealed class StableDiffusionParityTests(TinyUNetPipelines models, ITestOutputHelper output) : IClassFixture<TinyUNetPipelines>
 {
-    private const double LatentTolerance = 1e-3, ImageTolerance = 2.0 / 255;
+    private const double Tolerance = 1e-4;
 
+    // meta.json holds a bare -Infinity (lambda_min_clipped), as Python's json writes it: read it as diffusers configs are read.
     private static JsonObject Case(string fixture, string name) =>
-        JsonNode.Parse(File.ReadAllText(Fixtures.Path($"{fixture}/meta.json")))!["cases"]![name]!.AsObject();
+        SchedulerConfigText.Parse(File.ReadAllText(Fixtures.Path($"{fixture}/meta.json")))["cases"]![name]!.AsObject();
 
     /// <summary>The request diffusers was called with, as meta.json records it; the mode comes from the pipeline class.</summary>
     private static StableDiffusionRequest Request(string fixture, JsonObject c, Generator generator, OutputType outputType)
     {
         string pipeline = c["pipeline"]!.GetValue<string>();
-        var baseRequest = new StableDiffusionRequest
+        T Fill<T>(T r) where T : StableDiffusionRequest => r with
         {
             Prompt = c["prompt"]!.GetValue<string>(),
-            NegativePrompt = c["negative_prompt"]?.GetValue<string>() is { } n ? n : null,
+            NegativePrompt = c["negative_prompt"]?.GetValue<string>() is { } n ? (PromptList?)n : null,
             NumInferenceSteps = c["num_inference_steps"]!.GetValue<int>(),
             GuidanceScale = c["guidance_scale"]!.GetValue<double>(),
             Height = c["height"]?.GetValue<int>(),
@@ -54,12 +58,12 @@ public sealed class StableDiffusionParityTests(TinyUNetPipelines models, ITestOu
             Generator = generator,
             OutputType = outputType,
         };
-        if (!pipeline.Contains("Img2Img") && !pipeline.Contains("Inpaint")) return baseRequest;
+        if (!pipeline.Contains("Img2Img") && !pipeline.Contains("Inpaint")) return Fill(new StableDiffusionRequest());
         var image = ImageFile.LoadRgb(Fixtures.Path($"{fixture}/{c["image"]!.GetValue<string>()}"));
         double strength = c["strength"]!.GetValue<double>();
-        if (pipeline.Contains("Img2Img")) return new StableDiffusionImg2ImgRequest(baseRequest) { Image = image, Strength = strength };
+        if (pipeline.Contains("Img2Img")) return Fill(new StableDiffusionImg2ImgRequest { Image = image, Strength = strength });
         var mask = ImageFile.Load(Fixtures.Path($"{fixture}/{c["mask_image"]!.GetValue<string>()}"));
-        return new StableDiffusionInpaintRequest(new StableDiffusionImg2ImgRequest(baseRequest) { Image = image, Strength = strength }) { MaskImage = mask };
+        return Fill(new StableDiffusionInpaintRequest { Image = image, Strength = strength, MaskImage = mask });
     }
 
     private StableDiffusionPipelineOutput Generate(StableDiffusionComponents components, StableDiffusionRequest request) => (components.IsXL, request) switch
@@ -101,13 +105,10 @@ public sealed class StableDiffusionParityTests(TinyUNetPipelines models, ITestOu
 
         using var g1 = new Generator("cpu").ManualSeed(seed);
         using var latents = Generate(components, Request(fixture, c, g1, OutputType.Latent));
-        double latentError = TensorAssert.MaxAbsDiff(latents.Tensor!, expected[$"{name}.latents"]);
+        double latentError = TensorAssert.Close(latents.Tensor!, expected[$"{name}.latents"], Tolerance, $"{name} latents");
         using var g2 = new Generator("cpu").ManualSeed(seed);
         using var image = Generate(components, Request(fixture, c, g2, OutputType.Numpy));
-        Assert.Equal(expected[$"{name}.image"].shape, image.Tensor!.shape);
-        double imageError = TensorAssert.MaxAbsDiff(image.Tensor, expected[$"{name}.image"]);
-        output.WriteLine($"{fixture} {name}: latents max |diff| {latentError:G3}, image max |diff| {imageError:G3}");
-        Assert.True(latentError <= LatentTolerance, $"{name}: latents max |diff| {latentError:G4}");
-        Assert.True(imageError <= ImageTolerance, $"{name}: image max |diff| {imageError:G4}");
+        double imageError = TensorAssert.Close(image.Tensor!, expected[$"{name}.image"], Tolerance, $"{name} image");
+        output.WriteLine($"{fixture} {name}: latents max |diff| {latentError:G3} (max |latents| {expected[$"{name}.latents"].abs().max().item<float>():G3}), image max |diff| {imageError:G3}");
     }
 }

@@ -59,8 +59,21 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// <exception cref="ArgumentException">An unknown scheduler.</exception>
     public void UseScheduler(string nameOrClass)
     {
-        using var probe = DiffusionSchedulers.Create(nameOrClass, SchedulerConfig);
-        SchedulerConfig = probe.ToConfig();
+        ArgumentNullException.ThrowIfNull(nameOrClass);
+        CheckSchedulerName(nameOrClass);
+        var (className, overrides) = DiffusionSchedulers.KnownNames.Contains(nameOrClass)
+            ? DiffusionSchedulers.Resolve(nameOrClass) : (nameOrClass, null);
+        var config = DiffusionSchedulers.EffectiveConfig(SchedulerConfig, overrides);
+        config["_class_name"] = className;
+        UseScheduler(config);
+    }
+
+    /// <summary>Throws unless <paramref name="nameOrClass"/> is a scheduler short name or class that <see cref="UseScheduler(string)"/> takes.</summary>
+    /// <exception cref="ArgumentException">An unknown scheduler, with the known ones.</exception>
+    public static void CheckSchedulerName(string nameOrClass)
+    {
+        if (!DiffusionSchedulers.KnownNames.Contains(nameOrClass) && !DiffusionSchedulers.KnownClassNames.Contains(nameOrClass))
+            throw new ArgumentException($"Unknown scheduler '{nameOrClass}'; known: {string.Join(", ", DiffusionSchedulers.KnownNames)} or a class: {string.Join(", ", DiffusionSchedulers.KnownClassNames)}.");
     }
 
     /// <summary>Uses a complete scheduler config (with <c>_class_name</c>), as <c>pipe.scheduler = Scheduler.from_config(config)</c>.</summary>
@@ -97,7 +110,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
                 throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; {index.ClassName} needs it.");
         foreach (var name in required)
             ModelRegistry.KindOf(name, index.Components[name].ClassName!);
-        var schedulerConfig = ReadJsonObject(Path.Combine(folder, "scheduler", "scheduler_config.json"));
+        var schedulerConfig = SchedulerConfigText.Parse(SchedulerConfigText.Read(Path.Combine(folder, "scheduler")));
         schedulerConfig["_class_name"] = index.Components["scheduler"].ClassName!;
         bool forceZeros = ReadJsonObject(Path.Combine(folder, "model_index.json"))["force_zeros_for_empty_prompt"]?.GetValue<bool>() ?? true;
 

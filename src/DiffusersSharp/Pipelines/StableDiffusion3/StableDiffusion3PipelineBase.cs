@@ -216,7 +216,7 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
                     embeds = Adopt(embeds, context.PromptEmbeds);
                     (runEmbeds, repeats) = Collapse(embeds);
                 }
-                pooled = Adopt(pooled, context.PooledPromptEmbeds);
+                pooled = Adopt(pooled, context.PooledPromptEmbeds ?? pooled);
                 if (context.Mask is not null && !ReferenceEquals(context.Mask, hooks.Mask)) hooks.Mask = context.Mask;
                 guidance = context.GuidanceScale;
                 if (context.Interrupt) break;
