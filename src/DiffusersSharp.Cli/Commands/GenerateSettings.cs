@@ -40,19 +40,19 @@ public class GenerateSettings : CommandSettings
     public int? Steps { get; init; }
 
     /// <summary>Guidance scale.</summary>
-    [CommandOption("--guidance <SCALE>"), Description("Classifier-free guidance scale (default 7.0; 1 turns it off).")]
-    public string Guidance { get; init; } = "7.0";
+    [CommandOption("--guidance <SCALE>"), Description("Classifier-free guidance scale (default: the pipeline's, 7.0 for SD3, 7.5 for SD 1.x / 2.x, 5.0 for SDXL; 1 turns it off).")]
+    public string? Guidance { get; init; }
 
     /// <summary>Seed.</summary>
     [CommandOption("--seed <SEED>"), Description("Random seed (default: random, written into the PNG).")]
     public long? Seed { get; init; }
 
     /// <summary>Width.</summary>
-    [CommandOption("--width <W>"), Description("Width in pixels, a multiple of 16 (default: the model's, 1024 for SD3).")]
+    [CommandOption("--width <W>"), Description("Width in pixels, a multiple of 8 (16 for SD3; default: the model's, e.g. 1024 for SD3 and SDXL, 512 for SD 1.5).")]
     public int? Width { get; init; }
 
     /// <summary>Height.</summary>
-    [CommandOption("--height <H>"), Description("Height in pixels, a multiple of 16 (default: the model's).")]
+    [CommandOption("--height <H>"), Description("Height in pixels, a multiple of 8 (16 for SD3; default: the model's).")]
     public int? Height { get; init; }
 
     /// <summary>Images to generate.</summary>
@@ -61,7 +61,7 @@ public class GenerateSettings : CommandSettings
 
     /// <summary>T5 sequence length.</summary>
     [CommandOption("--max-sequence-length <N>"), Description("T5 tokens (at most 512, default 256).")]
-    public int MaxSequenceLength { get; init; } = 256;
+    public int? MaxSequenceLength { get; init; }
 
     /// <summary>Device.</summary>
     [CommandOption("--device <DEVICE>"), Description("cpu, cuda or cuda:N.")]
@@ -118,8 +118,12 @@ public class GenerateSettings : CommandSettings
     /// <summary>The parsed LoRA scale.</summary>
     public double LoraScaleValue => double.Parse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture);
 
-    /// <summary>The parsed guidance scale.</summary>
-    public double GuidanceScale => double.Parse(Guidance, NumberStyles.Float, CultureInfo.InvariantCulture);
+    /// <summary>Scheduler (UNet models).</summary>
+    [CommandOption("--scheduler <NAME>"), Description("SD 1.x / 2.x and SDXL: the sampler, pndm, ddim, euler, euler_a, lms, dpmpp_2m or dpmpp_2m_karras, or a diffusers scheduler class (default: the model's).")]
+    public string? Scheduler { get; init; }
+
+    /// <summary>The parsed guidance scale, or null for the pipeline's default.</summary>
+    public double? GuidanceScale => Guidance is null ? null : double.Parse(Guidance, NumberStyles.Float, CultureInfo.InvariantCulture);
 
     /// <summary>The parsed skip-layer list.</summary>
     public int[]? SkipLayerList => SkipLayers?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
@@ -140,10 +144,10 @@ public class GenerateSettings : CommandSettings
         if (Prompt is not null && PromptEmbeds is not null) return "give either --prompt or --prompt-embeds, not both.";
         if (PromptEmbeds is not null && !File.Exists(PromptEmbeds)) return $"--prompt-embeds file not found: {PromptEmbeds}.";
         if (Steps is < 1) return $"--steps must be at least 1, got {Steps}.";
-        if (!double.TryParse(Guidance, NumberStyles.Float, CultureInfo.InvariantCulture, out double g) || !double.IsFinite(g))
+        if (Guidance is not null && (!double.TryParse(Guidance, NumberStyles.Float, CultureInfo.InvariantCulture, out double g) || !double.IsFinite(g)))
             return $"--guidance must be a finite number, got '{Guidance}'.";
-        if (Width is { } w && (w <= 0 || w % 16 != 0)) return $"--width must be a positive multiple of 16, got {w}.";
-        if (Height is { } h && (h <= 0 || h % 16 != 0)) return $"--height must be a positive multiple of 16, got {h}.";
+        if (Width is { } w && (w <= 0 || w % 8 != 0)) return $"--width must be a positive multiple of 8, got {w}.";
+        if (Height is { } h && (h <= 0 || h % 8 != 0)) return $"--height must be a positive multiple of 8, got {h}.";
         if (NumImages < 1) return $"--num-images must be at least 1, got {NumImages}.";
         if (MaxSequenceLength is < 1 or > 512) return $"--max-sequence-length must be in [1, 512], got {MaxSequenceLength}.";
         if (ClipSkip is < 0) return $"--clip-skip must not be negative, got {ClipSkip}.";
@@ -176,11 +180,11 @@ public class Img2ImgSettings : GenerateSettings
     public string? Image { get; init; }
 
     /// <summary>Strength.</summary>
-    [CommandOption("--strength <S>"), Description("How much to change the image, in [0, 1] (default 0.6).")]
-    public string Strength { get; init; } = "0.6";
+    [CommandOption("--strength <S>"), Description("How much to change the image, in [0, 1] (default: the pipeline's; SD3 0.6, SD 1.x img2img 0.8 / inpaint 1.0, SDXL img2img 0.3 / inpaint 0.9999).")]
+    public string? Strength { get; init; }
 
-    /// <summary>The parsed strength.</summary>
-    public double StrengthValue => double.Parse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture);
+    /// <summary>The parsed strength, or null for the pipeline's default.</summary>
+    public double? StrengthValue => Strength is null ? null : double.Parse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture);
 
     /// <inheritdoc />
     protected override string? Check()
@@ -188,7 +192,7 @@ public class Img2ImgSettings : GenerateSettings
         if (base.Check() is { } error) return error;
         if (string.IsNullOrWhiteSpace(Image)) return "--image is required.";
         if (!File.Exists(Image)) return $"--image not found: {Image}.";
-        if (!double.TryParse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture, out double s) || !(s >= 0 && s <= 1))
+        if (Strength is not null && (!double.TryParse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture, out double s) || !(s >= 0 && s <= 1)))
             return $"--strength must be a number in [0, 1], got '{Strength}'.";
         if (SkipLayers is not null) return "--skip-layers applies to generate only (diffusers has skip-layer guidance in text-to-image only).";
         return null;

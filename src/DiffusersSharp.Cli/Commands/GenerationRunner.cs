@@ -2,6 +2,7 @@ using System.Globalization;
 using DiffusersSharp.Images;
 using DiffusersSharp.IO;
 using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Runtime;
 using static TorchSharp.torch;
@@ -17,45 +18,85 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
     public ConsoleProgress Progress { get; } = ConsoleProgress.ForStderr(output.Error);
 
     /// <summary>
-    /// The flow of the three verbs: load the components, wrap them in the verb's pipeline, fill the request from the
-    /// options, generate, write the images. The options were validated before this runs.
+    /// The flow of the three verbs: find the model's family from its model_index.json (downloading a hub repo first), check
+    /// the options against it, load the components, run the verb's pipeline of that family, write the images. The options
+    /// were validated before this runs.
     /// </summary>
-    public static int Run<TPipe, TRequest>(CliOutput output, GenerateSettings settings, string verb, int defaultSteps,
-        Func<StableDiffusion3Components, TPipe> createPipeline, TRequest request,
-        Func<TPipe, TRequest, GenerationRunner, StableDiffusion3Output> generate, CancellationToken ct)
-        where TPipe : StableDiffusion3PipelineBase where TRequest : StableDiffusion3Request
+    public static int Run(CliOutput output, GenerateSettings settings, string verb, VerbPipelines pipelines, CancellationToken ct)
     {
         using var runner = new GenerationRunner(output, settings);
-        using var components = runner.LoadComponents(ct);
-        using var pipe = createPipeline(components);
-        pipe.OnPromptTruncated = (tokenizer, length, limit) =>
-            output.Error.WriteLine($"warning: the prompt is {length} tokens for {tokenizer}; only {limit} are used.");
-        using var result = generate(pipe, runner.Fill(request), runner);
-        runner.Write(result, verb, settings.Steps ?? defaultSteps, settings.Model!);
+        var options = runner.LoadOptions();
+        string folder = options.ResolveFolder(settings.Model!, ct);
+        string pipelineClass = ModelIndex.Read(folder).ClassName;
+        bool unet = StableDiffusionComponents.IsSupportedPipeline(pipelineClass);
+        if (unet) runner.CheckUNetOptions(pipelineClass);
+        else runner.CheckSd3Options();
+        output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
+        if (unet)
+        {
+            using var components = StableDiffusionComponents.FromPretrained(folder, options, ct);
+            if (settings.Scheduler is { } scheduler) components.UseScheduler(scheduler);
+            var request = runner.FillUNet(pipelines.UNetRequest());
+            var (result, guidance, strength) = pipelines.RunUNet(components, request, runner.OnTruncated, runner.Progress, ct);
+            using (result)
+                runner.Write(result.Images, verb, pipelines.UNetDefaultSteps, components.SchedulerClassName.Replace("Scheduler", ""), guidance, strength);
+        }
+        else
+        {
+            using var components = runner.LoadSd3(folder, options);
+            var request = runner.Fill(pipelines.Sd3Request());
+            using var result = pipelines.RunSd3(components, request, runner.OnTruncated, runner.Progress, ct);
+            runner.Write(result.Images, verb, pipelines.Sd3DefaultSteps, "FlowMatchEulerDiscrete", request.GuidanceScale,
+                (request as StableDiffusion3Img2ImgRequest)?.Strength);
+        }
         return ExitCodes.Ok;
     }
 
     public long Seed { get; } = settings.Seed ?? Random.Shared.NextInt64(0, 1L << 53);
 
-    /// <summary>Loads the pipeline components (after the options were validated).</summary>
-    public StableDiffusion3Components LoadComponents(CancellationToken ct)
+    private Action<string, int, int> OnTruncated => (tokenizer, length, limit) =>
+        output.Error.WriteLine($"warning: the prompt is {length} tokens for {tokenizer}; only {limit} are used.");
+
+    private PipelineLoadOptions LoadOptions() => new()
     {
-        var options = new PipelineLoadOptions
+        Dtype = TorchDtypes.Parse(settings.Dtype),
+        Device = settings.Device,
+        Variant = settings.Variant,
+        LoadTextEncoder3 = !settings.NoT5,
+        Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
+        HubToken = settings.Token,
+        Revision = settings.Revision,
+        DownloadProgress = new Progress<Hub.DownloadProgress>(p =>
         {
-            Dtype = TorchDtypes.Parse(settings.Dtype),
-            Device = settings.Device,
-            Variant = settings.Variant,
-            LoadTextEncoder3 = !settings.NoT5,
-            Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
-            HubToken = settings.Token,
-            Revision = settings.Revision,
-            DownloadProgress = new Progress<Hub.DownloadProgress>(p =>
-            {
-                if (p.Done) output.Error.WriteLine($"downloaded {p.File} ({p.FilesDone}/{p.FileCount})");
-            }),
-        };
-        output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
-        var components = StableDiffusion3Components.FromPretrained(settings.Model!, options, ct);
+            if (p.Done) output.Error.WriteLine($"downloaded {p.File} ({p.FilesDone}/{p.FileCount})");
+        }),
+    };
+
+    /// <summary>Options that only SD3 has are refused for a UNet model (before any weights load).</summary>
+    private void CheckUNetOptions(string pipelineClass)
+    {
+        string? sd3Only = settings.NoT5 ? "--no-t5" : settings.Prompt3 is not null ? "--prompt-3" : settings.SkipLayers is not null ? "--skip-layers"
+            : settings.MaxSequenceLength is not null ? "--max-sequence-length" : settings.Lora is not null ? "--lora" : null;
+        if (sd3Only is not null)
+            throw new ArgumentException($"{sd3Only} applies to Stable Diffusion 3 models; {settings.Model} is a {pipelineClass}.");
+        if (settings.Scheduler is { } scheduler) StableDiffusionComponents.CheckSchedulerName(scheduler);
+        if (settings.Prompt2 is not null && !pipelineClass.Contains("XL", StringComparison.Ordinal))
+            throw new ArgumentException($"--prompt-2 applies to models with two text encoders (SD3, SDXL); {settings.Model} is a {pipelineClass}.");
+    }
+
+    /// <summary>SD3's own constraints on the shared options (before any weights load).</summary>
+    private void CheckSd3Options()
+    {
+        if (settings.Scheduler is not null)
+            throw new ArgumentException("--scheduler applies to SD 1.x / 2.x and SDXL models; Stable Diffusion 3 has one scheduler (FlowMatchEulerDiscrete).");
+        if (settings.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Stable Diffusion 3, got {w}.");
+        if (settings.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Stable Diffusion 3, got {h}.");
+    }
+
+    /// <summary>Loads the SD3 components and fuses the LoRA, if any.</summary>
+    private StableDiffusion3Components LoadSd3(string folder, PipelineLoadOptions options)
+    {
+        var components = StableDiffusion3Components.FromPretrained(folder, options);
         if (settings.Lora is null) return components;
         try
         {
@@ -70,11 +111,43 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         }
     }
 
-    /// <summary>Fills the request fields common to the three verbs.</summary>
-    public T Fill<T>(T request) where T : StableDiffusion3Request
+    /// <summary>Fills the request fields common to the three verbs (UNet pipelines).</summary>
+    private T FillUNet<T>(T request) where T : StableDiffusionRequest
     {
-        var generator = new Generator(settings.GeneratorDevice).ManualSeed(Seed);
-        _owned.Add(generator);
+        var generator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed));
+        request = request with
+        {
+            Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
+            Prompt2 = settings.Prompt2 is null ? null : (PromptList?)settings.Prompt2,
+            NegativePrompt = settings.NegativePrompt is null ? null : (PromptList?)settings.NegativePrompt,
+            Height = settings.Height,
+            Width = settings.Width,
+            NumInferenceSteps = settings.Steps,
+            GuidanceScale = settings.GuidanceScale,
+            NumImagesPerPrompt = settings.NumImages,
+            Generator = generator,
+            ClipSkip = settings.ClipSkip,
+            OutputType = OutputType.Image,
+        };
+        if (settings.PromptEmbeds is { } file)
+        {
+            using var weights = SafetensorsFile.Open(file);
+            Tensor? Get(string key) => weights.Tensors.ContainsKey(key) ? Track(weights.Read(key).clone()) : null;
+            request = request with
+            {
+                PromptEmbeds = Get("prompt_embeds") ?? throw new InvalidDataException($"{file} has no 'prompt_embeds' tensor."),
+                PooledPromptEmbeds = Get("pooled_prompt_embeds"),
+                NegativePromptEmbeds = Get("negative_prompt_embeds"),
+                NegativePooledPromptEmbeds = Get("negative_pooled_prompt_embeds"),
+            };
+        }
+        return request;
+    }
+
+    /// <summary>Fills the request fields common to the three verbs.</summary>
+    private T Fill<T>(T request) where T : StableDiffusion3Request
+    {
+        var generator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed));
         request = request with
         {
             Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
@@ -84,11 +157,11 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             Height = settings.Height,
             Width = settings.Width,
             NumInferenceSteps = settings.Steps,
-            GuidanceScale = settings.GuidanceScale,
+            GuidanceScale = settings.GuidanceScale ?? 7.0,
             NumImagesPerPrompt = settings.NumImages,
             Generator = generator,
             ClipSkip = settings.ClipSkip,
-            MaxSequenceLength = settings.MaxSequenceLength,
+            MaxSequenceLength = settings.MaxSequenceLength ?? 256,
             SkipGuidanceLayers = settings.SkipLayerList,
             OutputType = OutputType.Image,
         };
@@ -107,17 +180,17 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         return request;
     }
 
-    private Tensor Track(Tensor t)
+    private T Track<T>(T item) where T : IDisposable
     {
-        _owned.Add(t);
-        return t;
+        _owned.Add(item);
+        return item;
     }
 
     /// <summary>Writes the images atomically (out.png, or out-1.png ... out-N.png) with the parameters in a PNG text chunk.</summary>
-    public void Write(StableDiffusion3Output result, string verb, int steps, string model)
+    private void Write(IReadOnlyList<ImageBuffer>? images, string verb, int defaultSteps, string sampler, double guidance, double? strength)
     {
-        var images = result.Images ?? throw new InvalidOperationException("The pipeline returned no images.");
-        string parameters = Parameters(verb, steps, model);
+        if (images is null) throw new InvalidOperationException("The pipeline returned no images.");
+        string parameters = Parameters(verb, settings.Steps ?? defaultSteps, settings.Model!, sampler, guidance, strength);
         for (int i = 0; i < images.Count; i++)
         {
             string path = images.Count == 1 ? settings.Output : NumberedPath(settings.Output, i + 1);
@@ -126,18 +199,18 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         }
     }
 
-    private string Parameters(string verb, int steps, string model)
+    private string Parameters(string verb, int steps, string model, string sampler, double guidance, double? strength)
     {
         var inv = CultureInfo.InvariantCulture;
         var lines = new List<string> { settings.Prompt ?? "" };
         if (settings.NegativePrompt is not null) lines.Add($"Negative prompt: {settings.NegativePrompt}");
         var fields = new List<string>
         {
-            $"Steps: {steps}", "Sampler: FlowMatchEulerDiscrete", $"CFG scale: {settings.GuidanceScale.ToString(inv)}",
+            $"Steps: {steps}", $"Sampler: {sampler}", $"CFG scale: {guidance.ToString(inv)}",
             $"Seed: {Seed}", $"Generator: {settings.GeneratorDevice}", $"Model: {model}", $"Dtype: {settings.Dtype}", $"Mode: {verb}",
         };
         if (settings.Width is not null || settings.Height is not null) fields.Add($"Size: {settings.Width}x{settings.Height}");
-        if (settings is Img2ImgSettings i2i) fields.Add($"Denoising strength: {i2i.StrengthValue.ToString(inv)}");
+        if (strength is { } denoise) fields.Add($"Denoising strength: {denoise.ToString(inv)}");
         if (settings.SkipLayers is not null) fields.Add($"Skip layers: {settings.SkipLayers}");
         if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");
         fields.Add("Software: DiffusersSharp");

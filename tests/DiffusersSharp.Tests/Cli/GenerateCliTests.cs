@@ -89,7 +89,8 @@ public sealed class GenerateCliTests : IDisposable
     public static TheoryData<string[], string> InvalidInputs => new()
     {
         { ["generate", "--prompt", "x", "--width", "40"], "multiple of 16" },
-        { ["generate", "--prompt", "x", "--height", "-16"], "multiple of 16" },
+        { ["generate", "--prompt", "x", "--height", "-16"], "multiple of 8" },
+        { ["generate", "--prompt", "x", "--scheduler", "euler"], "--scheduler applies to SD 1.x / 2.x and SDXL" },
         { ["generate", "--prompt", "x", "--steps", "0"], "--steps must be at least 1" },
         { ["generate", "--prompt", "x", "--guidance", "nan"], "finite number" },
         { ["generate", "--prompt", "x", "--guidance", "abc"], "finite number" },
@@ -125,6 +126,56 @@ public sealed class GenerateCliTests : IDisposable
         string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains(reason.Replace("CORRUPT", "corrupt.png"), line);
         Assert.Equal([corrupt], Directory.GetFiles(_dir));
+    }
+
+    [Fact]
+    public void GenerateWithAnSd15ModelDrawsDiffusersImage()
+    {
+        // tiny-sd15's t2i_pndm case (PNDM is the model's own scheduler): our PNG is diffusers' float image rounded to 8 bits.
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"),
+            "--prompt", "A photo of a group of teddy bears eating pizza on the surface of mars", "--negative-prompt", "pepperoni",
+            "--steps", "5", "--width", "64", "--height", "64", "--seed", "123456", "--output", Out());
+        Assert.True(code == 0, stderr);
+        string parameters = ImageFile.ReadPngText(Out())["parameters"];
+        Assert.Contains("Sampler: PNDM", parameters);
+        Assert.Contains("CFG scale: 7.5", parameters); // the SD 1.x pipeline's default guidance
+        AssertRoundedFrom(Fixtures.Expected("tiny-sd15/expected.safetensors")["t2i_pndm.image"], ImageFile.Load(Out()));
+    }
+
+    [Fact]
+    public void UNetModelsTakeASchedulerAndRefuseSd3Options()
+    {
+        string sd15 = Fixtures.Path("tiny-sd15/model"), sdxl = Fixtures.Path("tiny-sdxl/model");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", sdxl, "--prompt", "a dragon", "--steps", "2", "--scheduler", "euler_a",
+            "--width", "64", "--height", "48", "--seed", "1", "--output", Out("xl.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Equal((64, 48), (ImageFile.Load(Out("xl.png")).Width, ImageFile.Load(Out("xl.png")).Height));
+        Assert.Contains("Sampler: EulerAncestralDiscrete", ImageFile.ReadPngText(Out("xl.png"))["parameters"]);
+        Assert.Contains("CFG scale: 5", ImageFile.ReadPngText(Out("xl.png"))["parameters"]);
+
+        foreach (var (args, reason) in new (string[], string)[]
+        {
+            (["--model", sd15, "--no-t5"], "--no-t5 applies to Stable Diffusion 3"),
+            (["--model", sd15, "--prompt-2", "y"], "--prompt-2 applies"),
+            (["--model", sd15, "--scheduler", "heun"], "heun"),
+            (["--model", sdxl, "--skip-layers", "1"], "--skip-layers applies to Stable Diffusion 3"),
+        })
+        {
+            var result = CliRunner.Run(["generate", "--prompt", "x", "--output", Out("bad.png"), .. args]);
+            Assert.Equal(2, result.Code);
+            Assert.Contains(reason, Assert.Single(result.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+            Assert.False(File.Exists(Out("bad.png")));
+        }
+    }
+
+    /// <summary>Every pixel is diffusers' float value rounded to 8 bits, except on a rounding midpoint (within 0.501 levels).</summary>
+    private static void AssertRoundedFrom(TorchSharp.torch.Tensor expectedImage, ImageBuffer image)
+    {
+        var expected = expectedImage.flatten().data<float>().ToArray();
+        var pixels = image.Pixels;
+        Assert.Equal(expected.Length, pixels.Length);
+        var off = Enumerable.Range(0, pixels.Length).Where(i => pixels[i] != (int)Math.Round(expected[i] * 255)).ToList();
+        Assert.All(off, i => Assert.True(Math.Abs(pixels[i] - expected[i] * 255) <= 0.501, $"pixel {i}: {pixels[i]} vs {expected[i] * 255}"));
     }
 
     [Fact]
