@@ -108,7 +108,7 @@ public class GenerateSettings : CommandSettings
     public string? Revision { get; init; }
 
     /// <summary>LoRA file.</summary>
-    [CommandOption("--lora <FILE>"), Description("A LoRA (pytorch_lora_weights.safetensors as diffusers' save_lora_weights writes it: transformer and CLIP parts), fused into the weights.")]
+    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts), fused into the weights.")]
     public string? Lora { get; init; }
 
     /// <summary>LoRA scale.</summary>

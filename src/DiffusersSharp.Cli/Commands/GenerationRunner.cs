@@ -34,7 +34,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         if (unet)
         {
-            using var components = StableDiffusionComponents.FromPretrained(folder, options, ct);
+            using var components = runner.WithLora(StableDiffusionComponents.FromPretrained(folder, options, ct), c => c.FuseLora);
             if (settings.Scheduler is { } scheduler) components.UseScheduler(scheduler);
             var request = runner.FillUNet(pipelines.UNetRequest());
             var (result, guidance, strength) = pipelines.RunUNet(components, request, runner.OnTruncated, runner.Progress, ct);
@@ -43,7 +43,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         }
         else
         {
-            using var components = runner.LoadSd3(folder, options);
+            using var components = runner.WithLora(StableDiffusion3Components.FromPretrained(folder, options, ct), c => c.FuseLora);
             var request = runner.Fill(pipelines.Sd3Request());
             using var result = pipelines.RunSd3(components, request, runner.OnTruncated, runner.Progress, ct);
             runner.Write(result.Images, verb, pipelines.Sd3DefaultSteps, "FlowMatchEulerDiscrete", request.GuidanceScale,
@@ -76,7 +76,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
     private void CheckUNetOptions(string pipelineClass)
     {
         string? sd3Only = settings.NoT5 ? "--no-t5" : settings.Prompt3 is not null ? "--prompt-3" : settings.SkipLayers is not null ? "--skip-layers"
-            : settings.MaxSequenceLength is not null ? "--max-sequence-length" : settings.Lora is not null ? "--lora" : null;
+            : settings.MaxSequenceLength is not null ? "--max-sequence-length" : null;
         if (sd3Only is not null)
             throw new ArgumentException($"{sd3Only} applies to Stable Diffusion 3 models; {settings.Model} is a {pipelineClass}.");
         if (settings.Scheduler is { } scheduler) StableDiffusionComponents.CheckSchedulerName(scheduler);
@@ -93,14 +93,13 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (settings.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Stable Diffusion 3, got {h}.");
     }
 
-    /// <summary>Loads the SD3 components and fuses the LoRA, if any.</summary>
-    private StableDiffusion3Components LoadSd3(string folder, PipelineLoadOptions options)
+    /// <summary>Fuses the --lora file, if any, into freshly loaded components (freed again if that fails).</summary>
+    private T WithLora<T>(T components, Func<T, Func<string, double, int>> fuse) where T : PipelineComponents
     {
-        var components = StableDiffusion3Components.FromPretrained(folder, options);
         if (settings.Lora is null) return components;
         try
         {
-            int layers = components.FuseLora(settings.Lora, settings.LoraScaleValue);
+            int layers = fuse(components)(settings.Lora, settings.LoraScaleValue);
             output.Error.WriteLine($"fused {layers} LoRA layers from {settings.Lora} at scale {settings.LoraScale}");
             return components;
         }

@@ -101,6 +101,40 @@ public sealed class LoraWeights : IDisposable
         return result;
     }
 
+    /// <summary>
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a whole pipeline: reads every
+    /// component part of the file, checks each against its model in <paramref name="models"/> (component name -> model,
+    /// null for a component the pipeline has not loaded) before any weight changes, then fuses them all. Returns the number
+    /// of adapted layers.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file adapts components these models do not have, or is not a LoRA.</exception>
+    /// <exception cref="ArgumentException">A part does not fit its model (missing modules or other sizes).</exception>
+    public static int FuseAll(string path, IReadOnlyDictionary<string, nn.Module?> models, double scale = 1.0)
+    {
+        ArgumentNullException.ThrowIfNull(models);
+        if (!double.IsFinite(scale)) throw new ArgumentException($"LoRA scale must be finite, got {scale}.", nameof(scale));
+        var parts = LoadAll(path);
+        try
+        {
+            var fits = new List<(LoraWeights Lora, nn.Module Model)>();
+            foreach (var (component, lora) in parts)
+            {
+                if (!models.TryGetValue(component, out var model))
+                    throw new InvalidDataException($"{path} adapts '{component}'; this pipeline's LoRA components are {string.Join(", ", models.Keys)}.");
+                if (model is null) throw new InvalidDataException($"{path} adapts {component}, which this pipeline has not loaded.");
+                lora.CheckFits(model);
+                fits.Add((lora, model));
+            }
+            foreach (var (lora, model) in fits) lora.FuseInto(model, scale);
+            return parts.Values.Sum(l => l.Layers.Count);
+        }
+        finally
+        {
+            foreach (var lora in parts.Values) lora.Dispose();
+        }
+    }
+
     /// <summary>Throws unless every adapted module of this LoRA is a Linear of <paramref name="model"/> of the pair's size.</summary>
     /// <exception cref="ArgumentException">A module is missing, not a Linear, or of another size than its pair.</exception>
     public void CheckFits(nn.Module model) => Targets(model);

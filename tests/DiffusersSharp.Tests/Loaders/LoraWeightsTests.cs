@@ -2,6 +2,7 @@ using DiffusersSharp.IO;
 using DiffusersSharp.Loaders;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Tests.Shipped;
 using DiffusersSharp.Tests.Support;
@@ -172,6 +173,39 @@ public sealed class PipelineLoraTests : IDisposable
             // float32 rounding of W + delta with |delta| up to 1.7 (ulp 1.2e-7 to 2.4e-7); measured 6e-8 to 1.2e-7.
             Assert.True(TensorAssert.MaxAbsDiff(delta, expected) <= 5e-7, component);
         }
+        foreach (var t in before.Concat(tensors.Values)) t.Dispose();
+    }
+
+    [Fact]
+    public void AnSdxlLoraIsFusedIntoTheUnetAndBothTextEncoders()
+    {
+        // diffusers' SD / SDXL save_lora_weights keys: unet.<module>, text_encoder.<module>, text_encoder_2.<module>.
+        const string UnetK = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"; // cross-attention: text width in
+        using var components = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sdxl/model"), new PipelineLoadOptions());
+        var models = new (string Component, TorchSharp.torch.nn.Module Model, string Module)[]
+        {
+            ("unet", components.Unet, UnetK), ("text_encoder", components.TextEncoder, ClipQ), ("text_encoder_2", components.TextEncoder2!, ClipQ),
+        };
+        var tensors = models.SelectMany((m, i) =>
+        {
+            var shape = Weight(m.Model, m.Module).shape;
+            return Pair(m.Component, m.Module, (int)shape[0], (int)shape[1], 10 + i);
+        }).ToDictionary();
+        string path = Write("sdxl.safetensors", tensors);
+        var before = models.Select(m => Weight(m.Model, m.Module).clone()).ToArray();
+        Assert.Equal(3, components.FuseLora(path, 0.5));
+        for (int i = 0; i < models.Length; i++)
+        {
+            var (component, model, module) = models[i];
+            using var expected = tensors[$"{component}.{module}.lora_B.weight"].matmul(tensors[$"{component}.{module}.lora_A.weight"]) * 0.5;
+            using var delta = Weight(model, module) - before[i];
+            Assert.True(TensorAssert.MaxAbsDiff(delta, expected) <= 5e-7, component);
+        }
+        // An SD3 part (transformer) does not belong to a UNet pipeline; nothing else is touched when it is refused.
+        string sd3 = Write("sd3.safetensors", Pair("transformer", TransformerQ, 32, 32, 4));
+        using var fused = Weight(components.Unet, UnetK).clone();
+        Assert.Contains("'transformer'", Assert.Throws<InvalidDataException>(() => components.FuseLora(sd3)).Message);
+        Assert.Equal(0.0, TensorAssert.MaxAbsDiff(Weight(components.Unet, UnetK), fused));
         foreach (var t in before.Concat(tensors.Values)) t.Dispose();
     }
 

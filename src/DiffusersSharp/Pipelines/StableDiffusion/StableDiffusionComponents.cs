@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using DiffusersSharp.IO;
+using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.Autoencoders;
 using DiffusersSharp.Models.TextEncoders;
@@ -172,6 +173,21 @@ public sealed class StableDiffusionComponents : PipelineComponents
             OnTruncated = onTruncated,
             BeforeEncoder = ActivateHook,
         };
+
+    /// <summary>
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c>: fuses a LoRA file in diffusers' PEFT
+    /// format (<c>unet.*</c>, <c>text_encoder.*</c>, SDXL's <c>text_encoder_2.*</c> lora_A / lora_B pairs on Linear layers)
+    /// into those models. Every part is checked before any weight changes. Returns the number of adapted layers.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a LoRA of these components (unknown keys or components, bad pairs).</exception>
+    /// <exception cref="ArgumentException">A part does not fit its model (missing modules or other sizes).</exception>
+    public int FuseLora(string path, double scale = 1.0)
+    {
+        var models = new Dictionary<string, nn.Module?> { ["unet"] = Unet, ["text_encoder"] = TextEncoder };
+        if (IsXL) models["text_encoder_2"] = TextEncoder2;
+        return LoraWeights.FuseAll(path, models, scale);
+    }
 
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()

@@ -121,33 +121,12 @@ public sealed class StableDiffusion3Components : PipelineComponents
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">The file is not a LoRA of these components (unknown keys or components, bad pairs).</exception>
     /// <exception cref="ArgumentException">A part does not fit its model (missing modules or other sizes).</exception>
-    public int FuseLora(string path, double scale = 1.0)
+    public int FuseLora(string path, double scale = 1.0) => LoraWeights.FuseAll(path, new Dictionary<string, nn.Module?>
     {
-        var parts = LoraWeights.LoadAll(path);
-        try
-        {
-            var models = new List<(LoraWeights Lora, nn.Module Model)>();
-            foreach (var (component, lora) in parts)
-            {
-                nn.Module? model = component switch
-                {
-                    "transformer" => Transformer,
-                    "text_encoder" => TextEncoder,
-                    "text_encoder_2" => TextEncoder2,
-                    _ => throw new InvalidDataException($"{path} adapts '{component}'; an SD3 LoRA adapts transformer, text_encoder or text_encoder_2."),
-                };
-                if (model is null) throw new InvalidDataException($"{path} adapts {component}, which this pipeline has not loaded.");
-                lora.CheckFits(model);
-                models.Add((lora, model));
-            }
-            foreach (var (lora, model) in models) lora.FuseInto(model, scale);
-            return parts.Values.Sum(l => l.Layers.Count);
-        }
-        finally
-        {
-            foreach (var lora in parts.Values) lora.Dispose();
-        }
-    }
+        ["transformer"] = Transformer,
+        ["text_encoder"] = TextEncoder,
+        ["text_encoder_2"] = TextEncoder2,
+    }, scale);
 
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
