@@ -128,19 +128,24 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             ClipSkip = settings.ClipSkip,
             OutputType = OutputType.Image,
         };
-        if (settings.PromptEmbeds is { } file)
-        {
-            using var weights = SafetensorsFile.Open(file);
-            Tensor? Get(string key) => weights.Tensors.ContainsKey(key) ? Track(weights.Read(key).clone()) : null;
+        if (ReadPromptEmbeds(pooledRequired: false) is { } e)
             request = request with
             {
-                PromptEmbeds = Get("prompt_embeds") ?? throw new InvalidDataException($"{file} has no 'prompt_embeds' tensor."),
-                PooledPromptEmbeds = Get("pooled_prompt_embeds"),
-                NegativePromptEmbeds = Get("negative_prompt_embeds"),
-                NegativePooledPromptEmbeds = Get("negative_pooled_prompt_embeds"),
+                PromptEmbeds = e.Embeds, PooledPromptEmbeds = e.Pooled, NegativePromptEmbeds = e.NegativeEmbeds, NegativePooledPromptEmbeds = e.NegativePooled,
             };
-        }
         return request;
+    }
+
+    /// <summary>The tensors of --prompt-embeds (owned by the runner), or null without the option.</summary>
+    private (Tensor Embeds, Tensor? Pooled, Tensor? NegativeEmbeds, Tensor? NegativePooled)? ReadPromptEmbeds(bool pooledRequired)
+    {
+        if (settings.PromptEmbeds is not { } file) return null;
+        using var weights = SafetensorsFile.Open(file);
+        Tensor? Get(string key) => weights.Tensors.ContainsKey(key) ? Track(weights.Read(key).clone()) : null;
+        var embeds = Get("prompt_embeds") ?? throw new InvalidDataException($"{file} has no 'prompt_embeds' tensor.");
+        var pooled = Get("pooled_prompt_embeds");
+        if (pooledRequired && pooled is null) throw new InvalidDataException($"{file} has no 'pooled_prompt_embeds' tensor.");
+        return (embeds, pooled, Get("negative_prompt_embeds"), Get("negative_pooled_prompt_embeds"));
     }
 
     /// <summary>Fills the request fields common to the three verbs.</summary>
@@ -164,18 +169,11 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             SkipGuidanceLayers = settings.SkipLayerList,
             OutputType = OutputType.Image,
         };
-        if (settings.PromptEmbeds is { } file)
-        {
-            using var weights = SafetensorsFile.Open(file);
-            Tensor? Get(string key) => weights.Tensors.ContainsKey(key) ? Track(weights.Read(key).clone()) : null;
+        if (ReadPromptEmbeds(pooledRequired: true) is { } e)
             request = request with
             {
-                PromptEmbeds = Get("prompt_embeds") ?? throw new InvalidDataException($"{file} has no 'prompt_embeds' tensor."),
-                PooledPromptEmbeds = Get("pooled_prompt_embeds") ?? throw new InvalidDataException($"{file} has no 'pooled_prompt_embeds' tensor."),
-                NegativePromptEmbeds = Get("negative_prompt_embeds"),
-                NegativePooledPromptEmbeds = Get("negative_pooled_prompt_embeds"),
+                PromptEmbeds = e.Embeds, PooledPromptEmbeds = e.Pooled, NegativePromptEmbeds = e.NegativeEmbeds, NegativePooledPromptEmbeds = e.NegativePooled,
             };
-        }
         return request;
     }
 

@@ -153,17 +153,6 @@ public sealed class StableDiffusionPromptEncoder
         return hidden[^fromEnd];
     }
 
-    /// <summary>[prompts, 77] int64 ids, padded and truncated as the pipelines call the tokenizer; reports truncation.</summary>
-    private Tensor TokenIds(CLIPTokenizer tokenizer, IReadOnlyList<string> prompts, Device device, string name)
-    {
-        int maxLength = tokenizer.ModelMaxLength;
-        var ids = new long[prompts.Count * maxLength];
-        for (int i = 0; i < prompts.Count; i++)
-        {
-            var encoded = tokenizer.Encode(prompts[i], maxLength);
-            if (encoded.WasTruncated) OnTruncated?.Invoke(name, encoded.UntruncatedLength, maxLength);
-            for (int j = 0; j < maxLength; j++) ids[i * maxLength + j] = encoded.Ids[j];
-        }
-        return tensor(ids, [prompts.Count, maxLength], device: device);
-    }
+    private Tensor TokenIds(CLIPTokenizer tokenizer, IReadOnlyList<string> prompts, Device device, string name) =>
+        PromptTokens.Ids(tokenizer, prompts, tokenizer.ModelMaxLength, device, name, OnTruncated);
 }

@@ -160,16 +160,6 @@ public sealed class StableDiffusion3PromptEncoder
         return _textEncoder3.Forward(input);
     }
 
-    /// <summary>[prompts, maxLength] int64 ids, padded and truncated as the pipeline calls the tokenizer; reports truncation.</summary>
-    private Tensor TokenIds(ITextTokenizer tokenizer, IReadOnlyList<string> prompts, int maxLength, Device device, string name)
-    {
-        var ids = new long[prompts.Count * maxLength];
-        for (int i = 0; i < prompts.Count; i++)
-        {
-            var encoded = tokenizer.Encode(prompts[i], maxLength);
-            if (encoded.WasTruncated) OnTruncated?.Invoke(name, encoded.UntruncatedLength, maxLength);
-            for (int j = 0; j < maxLength; j++) ids[i * maxLength + j] = encoded.Ids[j];
-        }
-        return tensor(ids, [prompts.Count, maxLength], device: device);
-    }
+    private Tensor TokenIds(ITextTokenizer tokenizer, IReadOnlyList<string> prompts, int maxLength, Device device, string name) =>
+        PromptTokens.Ids(tokenizer, prompts, maxLength, device, name, OnTruncated);
 }
