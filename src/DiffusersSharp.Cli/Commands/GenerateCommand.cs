@@ -38,6 +38,12 @@ public sealed class InpaintCommand(CliOutput output) : Command<InpaintSettings>
     }
 }
 
+/// <summary>Where step previews go: every <paramref name="Every"/> steps, the images decoded so far (step count, images).</summary>
+internal sealed record PreviewSink(int Every, Action<int, IReadOnlyList<ImageBuffer>> Write);
+
+/// <summary>What a run reports along the way: truncated prompts, progress, step previews.</summary>
+internal sealed record RunHooks(Action<string, int, int> OnTruncated, IProgress<PipelineProgress>? Progress, PreviewSink? Preview);
+
 /// <summary>A verb's pipelines in each model family, and its request before the shared options are filled in.</summary>
 internal abstract class VerbPipelines
 {
@@ -54,34 +60,45 @@ internal abstract class VerbPipelines
     public abstract StableDiffusionRequest UNetRequest();
 
     /// <summary>Runs the verb's SD3 pipeline.</summary>
-    public abstract StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request,
-        Action<string, int, int> onTruncated, IProgress<PipelineProgress> progress, CancellationToken ct);
+    public abstract StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct);
 
     /// <summary>Runs the verb's SD 1.x / 2.x or SDXL pipeline; also returns the guidance and strength it used.</summary>
     public abstract (StableDiffusionPipelineOutput Output, double Guidance, double? Strength) RunUNet(StableDiffusionComponents components,
-        StableDiffusionRequest request, Action<string, int, int> onTruncated, IProgress<PipelineProgress> progress, CancellationToken ct);
+        StableDiffusionRequest request, RunHooks hooks, CancellationToken ct);
 
-    /// <summary>Runs <paramref name="pipeline"/> and disposes it.</summary>
-    protected static (StableDiffusionPipelineOutput, double, double?) Use<TPipe>(TPipe pipeline, StableDiffusionRequest request,
-        Action<string, int, int> onTruncated, Func<TPipe, StableDiffusionPipelineOutput> run) where TPipe : StableDiffusionPipelineBase
+    /// <summary>Runs a UNet pipeline with the hooks and disposes it.</summary>
+    protected static (StableDiffusionPipelineOutput, double, double?) Use<TPipe, TRequest>(TPipe pipeline, TRequest request, RunHooks hooks,
+        CancellationToken ct, Func<TPipe, TRequest, IProgress<PipelineProgress>?, CancellationToken, StableDiffusionPipelineOutput> run)
+        where TPipe : StableDiffusionPipelineBase where TRequest : StableDiffusionRequest
     {
         using (pipeline)
         {
-            pipeline.OnPromptTruncated = onTruncated;
-            return (run(pipeline), pipeline.GuidanceOf(request), request is StableDiffusionImg2ImgRequest i ? pipeline.StrengthOf(i) : null);
+            pipeline.OnPromptTruncated = hooks.OnTruncated;
+            if (hooks.Preview is { } preview) request = request with { CallbackOnStepEnd = Previews(preview, pipeline.PreviewImages) };
+            var output = run(pipeline, request, hooks.Progress, ct);
+            return (output, pipeline.GuidanceOf(request), request is StableDiffusionImg2ImgRequest i ? pipeline.StrengthOf(i) : null);
         }
     }
 
-    /// <summary>Runs an SD3 pipeline and disposes it.</summary>
-    protected static StableDiffusion3Output Use<TPipe>(TPipe pipeline, Action<string, int, int> onTruncated, Func<TPipe, StableDiffusion3Output> run)
-        where TPipe : StableDiffusion3PipelineBase
+    /// <summary>Runs an SD3 pipeline with the hooks and disposes it.</summary>
+    protected static StableDiffusion3Output Use<TPipe, TRequest>(TPipe pipeline, TRequest request, RunHooks hooks, CancellationToken ct,
+        Func<TPipe, TRequest, IProgress<PipelineProgress>?, CancellationToken, StableDiffusion3Output> run)
+        where TPipe : StableDiffusion3PipelineBase where TRequest : StableDiffusion3Request
     {
         using (pipeline)
         {
-            pipeline.OnPromptTruncated = onTruncated;
-            return run(pipeline);
+            pipeline.OnPromptTruncated = hooks.OnTruncated;
+            if (hooks.Preview is { } preview) request = request with { CallbackOnStepEnd = Previews(preview, pipeline.PreviewImages) };
+            return run(pipeline, request, hooks.Progress, ct);
         }
     }
+
+    /// <summary>A step callback that decodes the latents every <see cref="PreviewSink.Every"/> steps (not after the last: the result follows).</summary>
+    private static Action<StepEndContext> Previews(PreviewSink sink, Func<TorchSharp.torch.Tensor, IReadOnlyList<ImageBuffer>> decode) => context =>
+    {
+        int done = context.Step + 1;
+        if (done % sink.Every == 0 && done < context.TotalSteps) sink.Write(done, decode(context.Latents));
+    };
 }
 
 /// <summary><c>generate</c>'s pipelines.</summary>
@@ -93,14 +110,13 @@ internal sealed class TextToImage : VerbPipelines
 
     public override StableDiffusionRequest UNetRequest() => new();
 
-    public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request,
-        Action<string, int, int> onTruncated, IProgress<PipelineProgress> progress, CancellationToken ct) =>
-        Use(new StableDiffusion3Pipeline(components), onTruncated, p => p.Generate(request, progress, ct));
+    public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
+        Use(new StableDiffusion3Pipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
-        Action<string, int, int> onTruncated, IProgress<PipelineProgress> progress, CancellationToken ct) => components.IsXL
-        ? Use(new StableDiffusionXLPipeline(components), request, onTruncated, p => p.Generate(request, progress, ct))
-        : Use(new StableDiffusionPipeline(components), request, onTruncated, p => p.Generate(request, progress, ct));
+        RunHooks hooks, CancellationToken ct) => components.IsXL
+        ? Use(new StableDiffusionXLPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
+        : Use(new StableDiffusionPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 }
 
 /// <summary><c>img2img</c>'s pipelines.</summary>
@@ -116,17 +132,16 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength) : VerbPi
 
     public override StableDiffusionRequest UNetRequest() => new StableDiffusionImg2ImgRequest { Image = image, Strength = strength };
 
-    public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request,
-        Action<string, int, int> onTruncated, IProgress<PipelineProgress> progress, CancellationToken ct) =>
-        Use(new StableDiffusion3Img2ImgPipeline(components), onTruncated, p => p.Generate((StableDiffusion3Img2ImgRequest)request, progress, ct));
+    public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
+        Use(new StableDiffusion3Img2ImgPipeline(components), (StableDiffusion3Img2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
-        Action<string, int, int> onTruncated, IProgress<PipelineProgress> progress, CancellationToken ct)
+        RunHooks hooks, CancellationToken ct)
     {
         var r = (StableDiffusionImg2ImgRequest)request;
         return components.IsXL
-            ? Use(new StableDiffusionXLImg2ImgPipeline(components), r, onTruncated, p => p.Generate(r, progress, ct))
-            : Use(new StableDiffusionImg2ImgPipeline(components), r, onTruncated, p => p.Generate(r, progress, ct));
+            ? Use(new StableDiffusionXLImg2ImgPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
+            : Use(new StableDiffusionImg2ImgPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
     }
 }
 
@@ -143,16 +158,15 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
 
     public override StableDiffusionRequest UNetRequest() => new StableDiffusionInpaintRequest { Image = image, MaskImage = mask, Strength = strength };
 
-    public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request,
-        Action<string, int, int> onTruncated, IProgress<PipelineProgress> progress, CancellationToken ct) =>
-        Use(new StableDiffusion3InpaintPipeline(components), onTruncated, p => p.Generate((StableDiffusion3InpaintRequest)request, progress, ct));
+    public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
+        Use(new StableDiffusion3InpaintPipeline(components), (StableDiffusion3InpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
-        Action<string, int, int> onTruncated, IProgress<PipelineProgress> progress, CancellationToken ct)
+        RunHooks hooks, CancellationToken ct)
     {
         var r = (StableDiffusionInpaintRequest)request;
         return components.IsXL
-            ? Use(new StableDiffusionXLInpaintPipeline(components), r, onTruncated, p => p.Generate(r, progress, ct))
-            : Use(new StableDiffusionInpaintPipeline(components), r, onTruncated, p => p.Generate(r, progress, ct));
+            ? Use(new StableDiffusionXLInpaintPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
+            : Use(new StableDiffusionInpaintPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
     }
 }

@@ -118,6 +118,10 @@ public class GenerateSettings : CommandSettings
     /// <summary>The parsed LoRA scale.</summary>
     public double LoraScaleValue => double.Parse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture);
 
+    /// <summary>Step previews.</summary>
+    [CommandOption("--preview-every <N>"), Description("Also write the image decoded after every N steps, as out.step-N.png (the VAE decodes the latents so far).")]
+    public int? PreviewEvery { get; init; }
+
     /// <summary>Scheduler (UNet models).</summary>
     [CommandOption("--scheduler <NAME>"), Description("SD 1.x / 2.x and SDXL: the sampler, pndm, ddim, euler, euler_a, lms, dpmpp_2m or dpmpp_2m_karras, or a diffusers scheduler class (default: the model's).")]
     public string? Scheduler { get; init; }
@@ -149,6 +153,7 @@ public class GenerateSettings : CommandSettings
         if (Width is { } w && (w <= 0 || w % 8 != 0)) return $"--width must be a positive multiple of 8, got {w}.";
         if (Height is { } h && (h <= 0 || h % 8 != 0)) return $"--height must be a positive multiple of 8, got {h}.";
         if (NumImages < 1) return $"--num-images must be at least 1, got {NumImages}.";
+        if (PreviewEvery is < 1) return $"--preview-every must be at least 1, got {PreviewEvery}.";
         if (MaxSequenceLength is < 1 or > 512) return $"--max-sequence-length must be in [1, 512], got {MaxSequenceLength}.";
         if (ClipSkip is < 0) return $"--clip-skip must not be negative, got {ClipSkip}.";
         if (Lora is not null && !File.Exists(Lora)) return $"--lora file not found: {Lora}.";

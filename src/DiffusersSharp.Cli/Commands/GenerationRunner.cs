@@ -10,105 +10,56 @@ using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Cli.Commands;
 
-/// <summary>What <c>generate</c>, <c>img2img</c> and <c>inpaint</c> share: loading, the request, writing the images.</summary>
+/// <summary>The images of one generation and the parameters text that goes with them (a PNG's "parameters" chunk).</summary>
+internal sealed record Generated(IReadOnlyList<ImageBuffer> Images, string Parameters);
+
+/// <summary>What <c>generate</c>, <c>img2img</c>, <c>inpaint</c> and the web UI share: the request from the options, the
+/// run of the verb's pipeline in the model's family, the parameters text, writing the images.</summary>
 internal sealed class GenerationRunner(CliOutput output, GenerateSettings settings) : IDisposable
 {
     private readonly List<IDisposable> _owned = [];
 
-    public ConsoleProgress Progress { get; } = ConsoleProgress.ForStderr(output.Error);
-
     /// <summary>
-    /// The flow of the three verbs: find the model's family from its model_index.json (downloading a hub repo first), check
-    /// the options against it, load the components, run the verb's pipeline of that family, write the images. The options
-    /// were validated before this runs.
+    /// The flow of the three verbs: load the model (its family from model_index.json; options checked against it before
+    /// any weights load), generate, write the images (and the step previews of --preview-every). The options were
+    /// validated before this runs.
     /// </summary>
     public static int Run(CliOutput output, GenerateSettings settings, string verb, VerbPipelines pipelines, CancellationToken ct)
     {
+        using var model = LoadedModel.Load(output, settings, ct);
         using var runner = new GenerationRunner(output, settings);
-        var options = runner.LoadOptions();
-        string folder = options.ResolveFolder(settings.Model!, ct);
-        string pipelineClass = ModelIndex.Read(folder).ClassName;
-        bool unet = StableDiffusionComponents.IsSupportedPipeline(pipelineClass);
-        if (unet) runner.CheckUNetOptions(pipelineClass);
-        else runner.CheckSd3Options();
-        output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
-        if (unet)
-        {
-            using var components = runner.WithLora(StableDiffusionComponents.FromPretrained(folder, options, ct), c => c.FuseLora);
-            if (settings.Scheduler is { } scheduler) components.UseScheduler(scheduler);
-            var request = runner.FillUNet(pipelines.UNetRequest());
-            var (result, guidance, strength) = pipelines.RunUNet(components, request, runner.OnTruncated, runner.Progress, ct);
-            using (result)
-                runner.Write(result.Images, verb, pipelines.UNetDefaultSteps, components.SchedulerClassName.Replace("Scheduler", ""), guidance, strength);
-        }
-        else
-        {
-            using var components = runner.WithLora(StableDiffusion3Components.FromPretrained(folder, options, ct), c => c.FuseLora);
-            var request = runner.Fill(pipelines.Sd3Request());
-            using var result = pipelines.RunSd3(components, request, runner.OnTruncated, runner.Progress, ct);
-            runner.Write(result.Images, verb, pipelines.Sd3DefaultSteps, "FlowMatchEulerDiscrete", request.GuidanceScale,
-                (request as StableDiffusion3Img2ImgRequest)?.Strength);
-        }
+        var preview = settings.PreviewEvery is { } every ? new PreviewSink(every, runner.WritePreview) : null;
+        var generated = runner.Generate(model, verb, pipelines, ConsoleProgress.ForStderr(output.Error), preview, ct);
+        runner.Write(generated);
         return ExitCodes.Ok;
     }
 
+    /// <summary>The seed of this generation (--seed, or a random one that goes into the parameters).</summary>
     public long Seed { get; } = settings.Seed ?? Random.Shared.NextInt64(0, 1L << 53);
+
+    /// <summary>Runs the verb's pipeline of <paramref name="model"/>'s family with the options' request.</summary>
+    public Generated Generate(LoadedModel model, string verb, VerbPipelines pipelines, IProgress<PipelineProgress>? progress, PreviewSink? preview,
+        CancellationToken ct)
+    {
+        model.CheckOptions(settings);
+        var hooks = new RunHooks(OnTruncated, progress, preview);
+        if (model.UNet is { } unet)
+        {
+            model.UseScheduler(settings.Scheduler);
+            var request = FillUNet(pipelines.UNetRequest());
+            var (result, guidance, strength) = pipelines.RunUNet(unet, request, hooks, ct);
+            using (result)
+                return new Generated(result.Images!, Parameters(verb, settings.Steps ?? pipelines.UNetDefaultSteps, model.Name,
+                    unet.SchedulerClassName.Replace("Scheduler", ""), guidance, strength));
+        }
+        var sd3Request = Fill(pipelines.Sd3Request());
+        using var sd3Result = pipelines.RunSd3(model.Sd3!, sd3Request, hooks, ct);
+        return new Generated(sd3Result.Images!, Parameters(verb, settings.Steps ?? pipelines.Sd3DefaultSteps, model.Name, "FlowMatchEulerDiscrete",
+            sd3Request.GuidanceScale, (sd3Request as StableDiffusion3Img2ImgRequest)?.Strength));
+    }
 
     private Action<string, int, int> OnTruncated => (tokenizer, length, limit) =>
         output.Error.WriteLine($"warning: the prompt is {length} tokens for {tokenizer}; only {limit} are used.");
-
-    private PipelineLoadOptions LoadOptions() => new()
-    {
-        Dtype = TorchDtypes.Parse(settings.Dtype),
-        Device = settings.Device,
-        Variant = settings.Variant,
-        LoadTextEncoder3 = !settings.NoT5,
-        Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
-        HubToken = settings.Token,
-        Revision = settings.Revision,
-        DownloadProgress = new Progress<Hub.DownloadProgress>(p =>
-        {
-            if (p.Done) output.Error.WriteLine($"downloaded {p.File} ({p.FilesDone}/{p.FileCount})");
-        }),
-    };
-
-    /// <summary>Options that only SD3 has are refused for a UNet model (before any weights load).</summary>
-    private void CheckUNetOptions(string pipelineClass)
-    {
-        string? sd3Only = settings.NoT5 ? "--no-t5" : settings.Prompt3 is not null ? "--prompt-3" : settings.SkipLayers is not null ? "--skip-layers"
-            : settings.MaxSequenceLength is not null ? "--max-sequence-length" : null;
-        if (sd3Only is not null)
-            throw new ArgumentException($"{sd3Only} applies to Stable Diffusion 3 models; {settings.Model} is a {pipelineClass}.");
-        if (settings.Scheduler is { } scheduler) StableDiffusionComponents.CheckSchedulerName(scheduler);
-        if (settings.Prompt2 is not null && !pipelineClass.Contains("XL", StringComparison.Ordinal))
-            throw new ArgumentException($"--prompt-2 applies to models with two text encoders (SD3, SDXL); {settings.Model} is a {pipelineClass}.");
-    }
-
-    /// <summary>SD3's own constraints on the shared options (before any weights load).</summary>
-    private void CheckSd3Options()
-    {
-        if (settings.Scheduler is not null)
-            throw new ArgumentException("--scheduler applies to SD 1.x / 2.x and SDXL models; Stable Diffusion 3 has one scheduler (FlowMatchEulerDiscrete).");
-        if (settings.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Stable Diffusion 3, got {w}.");
-        if (settings.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Stable Diffusion 3, got {h}.");
-    }
-
-    /// <summary>Fuses the --lora file, if any, into freshly loaded components (freed again if that fails).</summary>
-    private T WithLora<T>(T components, Func<T, Func<string, double, int>> fuse) where T : PipelineComponents
-    {
-        if (settings.Lora is null) return components;
-        try
-        {
-            int layers = fuse(components)(settings.Lora, settings.LoraScaleValue);
-            output.Error.WriteLine($"fused {layers} LoRA layers from {settings.Lora} at scale {settings.LoraScale}");
-            return components;
-        }
-        catch
-        {
-            components.Dispose();
-            throw;
-        }
-    }
 
     /// <summary>Fills the request fields common to the three verbs (UNet pipelines).</summary>
     private T FillUNet<T>(T request) where T : StableDiffusionRequest
@@ -184,15 +135,26 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
     }
 
     /// <summary>Writes the images atomically (out.png, or out-1.png ... out-N.png) with the parameters in a PNG text chunk.</summary>
-    private void Write(IReadOnlyList<ImageBuffer>? images, string verb, int defaultSteps, string sampler, double guidance, double? strength)
+    private void Write(Generated generated)
     {
-        if (images is null) throw new InvalidOperationException("The pipeline returned no images.");
-        string parameters = Parameters(verb, settings.Steps ?? defaultSteps, settings.Model!, sampler, guidance, strength);
+        var images = generated.Images;
         for (int i = 0; i < images.Count; i++)
         {
             string path = images.Count == 1 ? settings.Output : NumberedPath(settings.Output, i + 1);
-            ImageFile.Save(images[i], path, new Dictionary<string, string> { [PngText.ParametersKeyword] = parameters });
+            ImageFile.Save(images[i], path, new Dictionary<string, string> { [PngText.ParametersKeyword] = generated.Parameters });
             output.Out.WriteLine(Path.GetFullPath(path));
+        }
+    }
+
+    /// <summary>Writes the previews after <paramref name="step"/> steps as out.step-K.png (out-N.step-K.png for several images), atomically.</summary>
+    private void WritePreview(int step, IReadOnlyList<ImageBuffer> images)
+    {
+        for (int i = 0; i < images.Count; i++)
+        {
+            string path = images.Count == 1 ? settings.Output : NumberedPath(settings.Output, i + 1);
+            path = Path.Combine(Path.GetDirectoryName(path) ?? "", $"{Path.GetFileNameWithoutExtension(path)}.step-{step}{Path.GetExtension(path)}");
+            ImageFile.Save(images[i], path);
+            output.Error.WriteLine($"preview {Path.GetFullPath(path)}");
         }
     }
 

@@ -56,6 +56,28 @@ public abstract class PipelineComponents : IDisposable
     /// <summary>Under model offload, moves the model on the execution device back to the CPU (the end of a call).</summary>
     internal void OffloadAll() => _offloader?.OffloadAll();
 
+    /// <summary>Under model offload, the component now on the execution device (null otherwise, or between calls).</summary>
+    internal string? ActiveComponent => _offloader?.OnDevice;
+
+    /// <summary>
+    /// Runs <paramref name="use"/> with <paramref name="component"/> on the execution device and puts the model that was
+    /// there back afterwards (model offload; without it this only runs <paramref name="use"/>): lets a step callback decode
+    /// a preview in the middle of the denoising loop.
+    /// </summary>
+    internal T WithActive<T>(string component, Func<T> use)
+    {
+        var previous = ActiveComponent;
+        Activate(component);
+        try
+        {
+            return use();
+        }
+        finally
+        {
+            if (previous is not null) Activate(previous);
+        }
+    }
+
     /// <summary>The offloader's hook for encoders that run outside the pipeline class (null without offload).</summary>
     internal Action<string>? ActivateHook => _offloader is null ? null : _offloader.Activate;
 

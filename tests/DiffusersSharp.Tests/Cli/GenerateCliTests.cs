@@ -168,6 +168,19 @@ public sealed class GenerateCliTests : IDisposable
         }
     }
 
+    [Fact]
+    public void PreviewEveryWritesTheDecodedStepsBeforeTheResult()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt", "x", "--steps", "5", "--width", "32", "--height", "32",
+            "--max-sequence-length", "8", "--seed", "3", "--preview-every", "2", "--output", Out("p.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Equal(["p.png", "p.step-2.png", "p.step-4.png"], Directory.GetFiles(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal((32, 32), (ImageFile.Load(Out("p.step-2.png")).Width, ImageFile.Load(Out("p.step-2.png")).Height));
+        // A preview is the latents so far, decoded: not the final image.
+        Assert.NotEqual(ImageFile.Load(Out("p.png")).Pixels, ImageFile.Load(Out("p.step-4.png")).Pixels);
+        Assert.Equal(2, CliRunner.Run("generate", "--model", Model, "--prompt", "x", "--preview-every", "0", "--output", Out("q.png")).Code);
+    }
+
     /// <summary>Every pixel is diffusers' float value rounded to 8 bits, except on a rounding midpoint (within 0.501 levels).</summary>
     private static void AssertRoundedFrom(TorchSharp.torch.Tensor expectedImage, ImageBuffer image)
     {

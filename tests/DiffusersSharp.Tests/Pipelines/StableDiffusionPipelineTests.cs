@@ -129,6 +129,25 @@ public sealed class StableDiffusionPipelineTests(TinyUNetPipelines models) : ICl
     }
 
     [Fact]
+    public void APreviewOfTheLastStepIsTheImageAndUnderOffloadTheUNetComesBack()
+    {
+        using var components = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sd15/model"), new PipelineLoadOptions { Offload = OffloadMode.Model });
+        var moves = new List<string>();
+        components.ModelMoved += m => { if (m.ToExecutionDevice) moves.Add(m.Component); };
+        using var pipe = new StableDiffusionPipeline(components);
+        var previews = new List<ImageBuffer>();
+        using var result = pipe.Generate(Small() with
+        {
+            CallbackOnStepEnd = c => { if (c.Step == 0 || c.Step == c.TotalSteps - 1) previews.Add(pipe.PreviewImages(c.Latents)[0]); },
+        });
+        Assert.Equal(2, previews.Count);
+        Assert.Equal(result.Images![0].Pixels, previews[1].Pixels); // the last step's latents are the result's
+        Assert.NotEqual(previews[0].Pixels, previews[1].Pixels);
+        // Each preview brings the VAE to the device and the UNet back for the next step; the final decode ends the call.
+        Assert.Equal(["text_encoder", "unet", "vae", "unet", "vae", "unet", "vae"], moves);
+    }
+
+    [Fact]
     public void UseSchedulerTakesShortNamesAndClassesAndRefusesOthers()
     {
         var c = models.Sd15;

@@ -357,6 +357,17 @@ public abstract class StableDiffusionPipelineBase : IDisposable
     private static Tensor Adopt(Tensor current, Tensor replacement) =>
         ReferenceEquals(current, replacement) ? current : replacement.alias();
 
+    /// <summary>
+    /// Decodes intermediate latents (e.g. <see cref="StepEndContext.Latents"/> in a step callback) to images, as a preview
+    /// of the generation so far. Under model offload the VAE comes to the device for it and the UNet goes back after.
+    /// </summary>
+    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents)
+    {
+        ArgumentNullException.ThrowIfNull(latents);
+        using var inference = inference_mode();
+        return Components.WithActive("vae", () => DecodeOnDevice(latents, OutputType.Image).Images!);
+    }
+
     /// <summary>Decodes latents to the requested output (diffusers' postprocess); under model offload the last model goes back to the CPU.</summary>
     private StableDiffusionPipelineOutput Decode(Tensor latents, OutputType outputType)
     {
@@ -364,28 +375,33 @@ public abstract class StableDiffusionPipelineBase : IDisposable
         {
             if (outputType == OutputType.Latent) return new StableDiffusionPipelineOutput(null, latents.alias().DetachFromDisposeScope());
             Components.Activate("vae");
-            using var scope = NewDisposeScope();
-            var vae = Components.Vae;
-            Tensor scaled;
-            if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
-            {
-                var m = tensor(mean.Select(v => (float)v).ToArray(), [1, mean.Length, 1, 1], device: latents.device).to(latents.dtype);
-                var sd = tensor(std.Select(v => (float)v).ToArray(), [1, std.Length, 1, 1], device: latents.device).to(latents.dtype);
-                scaled = latents * sd / vae.Config.ScalingFactor + m;
-            }
-            else scaled = latents / vae.Config.ScalingFactor;
-            var decoded = vae.Decode(scaled.to(vae.WeightDtype()));
-            return outputType switch
-            {
-                OutputType.Tensor => new StableDiffusionPipelineOutput(null, (decoded * 0.5 + 0.5).clamp(0, 1).DetachFromDisposeScope()),
-                OutputType.Numpy => new StableDiffusionPipelineOutput(null, ImageProcessor.Postprocess(decoded).DetachFromDisposeScope()),
-                _ => new StableDiffusionPipelineOutput(ImageProcessor.PostprocessToImages(decoded), null),
-            };
+            return DecodeOnDevice(latents, outputType);
         }
         finally
         {
             Components.OffloadAll();
         }
+    }
+
+    private StableDiffusionPipelineOutput DecodeOnDevice(Tensor latents, OutputType outputType)
+    {
+        using var scope = NewDisposeScope();
+        var vae = Components.Vae;
+        Tensor scaled;
+        if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
+        {
+            var m = tensor(mean.Select(v => (float)v).ToArray(), [1, mean.Length, 1, 1], device: latents.device).to(latents.dtype);
+            var sd = tensor(std.Select(v => (float)v).ToArray(), [1, std.Length, 1, 1], device: latents.device).to(latents.dtype);
+            scaled = latents * sd / vae.Config.ScalingFactor + m;
+        }
+        else scaled = latents / vae.Config.ScalingFactor;
+        var decoded = vae.Decode(scaled.to(vae.WeightDtype()));
+        return outputType switch
+        {
+            OutputType.Tensor => new StableDiffusionPipelineOutput(null, (decoded * 0.5 + 0.5).clamp(0, 1).DetachFromDisposeScope()),
+            OutputType.Numpy => new StableDiffusionPipelineOutput(null, ImageProcessor.Postprocess(decoded).DetachFromDisposeScope()),
+            _ => new StableDiffusionPipelineOutput(ImageProcessor.PostprocessToImages(decoded), null),
+        };
     }
 
     /// <summary>Releases this pipeline's reference on the shared components.</summary>

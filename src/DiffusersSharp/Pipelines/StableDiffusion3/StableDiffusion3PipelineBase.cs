@@ -245,6 +245,17 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
         }
     }
 
+    /// <summary>
+    /// Decodes intermediate latents (e.g. <see cref="StepEndContext.Latents"/> in a step callback) to images, as a preview
+    /// of the generation so far. Under model offload the VAE comes to the device for it and the denoiser goes back after.
+    /// </summary>
+    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents)
+    {
+        ArgumentNullException.ThrowIfNull(latents);
+        using var inference = inference_mode();
+        return Components.WithActive("vae", () => DecodeOnDevice(latents, OutputType.Image, addShift: true).Images!);
+    }
+
     private StableDiffusion3Output DecodeOnDevice(Tensor latents, OutputType outputType, bool addShift)
     {
         if (outputType == OutputType.Latent) return new StableDiffusion3Output(null, latents.alias().DetachFromDisposeScope());

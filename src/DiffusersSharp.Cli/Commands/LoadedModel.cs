@@ -1,0 +1,122 @@
+using System.Text.Json.Nodes;
+using DiffusersSharp.IO;
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.StableDiffusion;
+using DiffusersSharp.Pipelines.StableDiffusion3;
+using DiffusersSharp.Runtime;
+
+namespace DiffusersSharp.Cli.Commands;
+
+/// <summary>
+/// A model loaded for the generation verbs and the web UI: the components of its family (SD3, or the UNet family of
+/// SD 1.x / 2.x and SDXL), chosen by its model_index.json, with the --lora fused in.
+/// </summary>
+internal sealed class LoadedModel : IDisposable
+{
+    private readonly JsonObject? _modelScheduler;
+
+    private LoadedModel(string name, string pipelineClass, StableDiffusion3Components? sd3, StableDiffusionComponents? unet)
+    {
+        Name = name;
+        PipelineClass = pipelineClass;
+        Sd3 = sd3;
+        UNet = unet;
+        _modelScheduler = unet is null ? null : (JsonObject)unet.SchedulerConfig.DeepClone();
+    }
+
+    /// <summary>What --model said (folder or hub id).</summary>
+    public string Name { get; }
+
+    /// <summary>model_index.json's <c>_class_name</c>.</summary>
+    public string PipelineClass { get; }
+
+    /// <summary>The SD3 components, or null for a UNet model.</summary>
+    public StableDiffusion3Components? Sd3 { get; }
+
+    /// <summary>The SD 1.x / 2.x or SDXL components, or null for an SD3 model.</summary>
+    public StableDiffusionComponents? UNet { get; }
+
+    /// <summary>
+    /// Resolves --model (downloading a hub repo), checks the options against the model's family before any weights load,
+    /// loads the components and fuses --lora.
+    /// </summary>
+    public static LoadedModel Load(CliOutput output, GenerateSettings settings, CancellationToken ct)
+    {
+        var options = new PipelineLoadOptions
+        {
+            Dtype = TorchDtypes.Parse(settings.Dtype),
+            Device = settings.Device,
+            Variant = settings.Variant,
+            LoadTextEncoder3 = !settings.NoT5,
+            Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
+            HubToken = settings.Token,
+            Revision = settings.Revision,
+            DownloadProgress = new Progress<Hub.DownloadProgress>(p =>
+            {
+                if (p.Done) output.Error.WriteLine($"downloaded {p.File} ({p.FilesDone}/{p.FileCount})");
+            }),
+        };
+        string folder = options.ResolveFolder(settings.Model!, ct);
+        string pipelineClass = ModelIndex.Read(folder).ClassName;
+        bool unet = StableDiffusionComponents.IsSupportedPipeline(pipelineClass);
+        CheckOptions(settings, pipelineClass, unet);
+        output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
+        return unet
+            ? new LoadedModel(settings.Model!, pipelineClass, null, WithLora(output, settings, StableDiffusionComponents.FromPretrained(folder, options, ct), c => c.FuseLora))
+            : new LoadedModel(settings.Model!, pipelineClass, WithLora(output, settings, StableDiffusion3Components.FromPretrained(folder, options, ct), c => c.FuseLora), null);
+    }
+
+    /// <summary>Refuses the options this model's family does not have (as invalid input, before any compute).</summary>
+    public void CheckOptions(GenerateSettings settings) => CheckOptions(settings, PipelineClass, UNet is not null);
+
+    private static void CheckOptions(GenerateSettings settings, string pipelineClass, bool unet)
+    {
+        if (unet)
+        {
+            string? sd3Only = settings.NoT5 ? "--no-t5" : settings.Prompt3 is not null ? "--prompt-3" : settings.SkipLayers is not null ? "--skip-layers"
+                : settings.MaxSequenceLength is not null ? "--max-sequence-length" : null;
+            if (sd3Only is not null)
+                throw new ArgumentException($"{sd3Only} applies to Stable Diffusion 3 models; {settings.Model} is a {pipelineClass}.");
+            if (settings.Scheduler is { } scheduler) StableDiffusionComponents.CheckSchedulerName(scheduler);
+            if (settings.Prompt2 is not null && !pipelineClass.Contains("XL", StringComparison.Ordinal))
+                throw new ArgumentException($"--prompt-2 applies to models with two text encoders (SD3, SDXL); {settings.Model} is a {pipelineClass}.");
+            return;
+        }
+        if (settings.Scheduler is not null)
+            throw new ArgumentException("--scheduler applies to SD 1.x / 2.x and SDXL models; Stable Diffusion 3 has one scheduler (FlowMatchEulerDiscrete).");
+        if (settings.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Stable Diffusion 3, got {w}.");
+        if (settings.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Stable Diffusion 3, got {h}.");
+    }
+
+    /// <summary>A UNet model's scheduler for the next call: the named one, or the model's own.</summary>
+    public void UseScheduler(string? name)
+    {
+        if (UNet is null) return;
+        if (name is null) UNet.UseScheduler(_modelScheduler!);
+        else UNet.UseScheduler(name);
+    }
+
+    /// <summary>Fuses the --lora file, if any, into freshly loaded components (freed again if that fails).</summary>
+    private static T WithLora<T>(CliOutput output, GenerateSettings settings, T components, Func<T, Func<string, double, int>> fuse) where T : PipelineComponents
+    {
+        if (settings.Lora is null) return components;
+        try
+        {
+            int layers = fuse(components)(settings.Lora, settings.LoraScaleValue);
+            output.Error.WriteLine($"fused {layers} LoRA layers from {settings.Lora} at scale {settings.LoraScale}");
+            return components;
+        }
+        catch
+        {
+            components.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        Sd3?.Dispose();
+        UNet?.Dispose();
+    }
+}
