@@ -21,6 +21,7 @@ public static class CliApp
             config.AddCommand<GenerateCommand>("generate").WithDescription("Text-to-image.");
             config.AddCommand<Img2ImgCommand>("img2img").WithDescription("Image-to-image: --image and --strength.");
             config.AddCommand<InpaintCommand>("inpaint").WithDescription("Inpainting: --image and --mask (white is repainted).");
+            config.AddCommand<ServeCommand>("serve").WithDescription("Web UI: load a model once and generate from a browser (text-to-image, img2img, inpainting, step previews).");
             config.AddCommand<InfoCommand>("info").WithDescription("Components, classes, dtypes and sizes of a model, from headers and configs only.");
             config.AddCommand<DownloadCommand>("download").WithDescription("Fetch a Hugging Face repo's pipeline files into the hub cache; prints the snapshot folder.");
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Token ids of a prompt for each tokenizer of a model, as the pipeline pads them; warns when the prompt is cut.");

@@ -12,30 +12,23 @@ public sealed class GenerateCommand(CliOutput output) : Command<GenerateSettings
 {
     /// <inheritdoc />
     public override int Execute(CommandContext context, GenerateSettings settings, CancellationToken cancellationToken) =>
-        GenerationRunner.Run(output, settings, "txt2img", new TextToImage(), cancellationToken);
+        GenerationRunner.Run(output, settings, VerbPipelines.For(settings), cancellationToken);
 }
 
 /// <summary><c>diffusers img2img</c>: image-to-image.</summary>
 public sealed class Img2ImgCommand(CliOutput output) : Command<Img2ImgSettings>
 {
     /// <inheritdoc />
-    public override int Execute(CommandContext context, Img2ImgSettings settings, CancellationToken cancellationToken)
-    {
-        var image = ImageFile.LoadRgb(settings.Image!); // before any model is loaded: an unreadable image is invalid input
-        return GenerationRunner.Run(output, settings, "img2img", new ImageToImage(image, settings.StrengthValue), cancellationToken);
-    }
+    public override int Execute(CommandContext context, Img2ImgSettings settings, CancellationToken cancellationToken) =>
+        GenerationRunner.Run(output, settings, VerbPipelines.For(settings), cancellationToken);
 }
 
 /// <summary><c>diffusers inpaint</c>: repaint the white part of a mask.</summary>
 public sealed class InpaintCommand(CliOutput output) : Command<InpaintSettings>
 {
     /// <inheritdoc />
-    public override int Execute(CommandContext context, InpaintSettings settings, CancellationToken cancellationToken)
-    {
-        var image = ImageFile.LoadRgb(settings.Image!);
-        var mask = ImageFile.Load(settings.Mask!);
-        return GenerationRunner.Run(output, settings, "inpaint", new Inpaint(image, mask, settings.StrengthValue), cancellationToken);
-    }
+    public override int Execute(CommandContext context, InpaintSettings settings, CancellationToken cancellationToken) =>
+        GenerationRunner.Run(output, settings, VerbPipelines.For(settings), cancellationToken);
 }
 
 /// <summary>Where step previews go: every <paramref name="Every"/> steps, the images decoded so far (step count, images).</summary>
@@ -47,6 +40,20 @@ internal sealed record RunHooks(Action<string, int, int> OnTruncated, IProgress<
 /// <summary>A verb's pipelines in each model family, and its request before the shared options are filled in.</summary>
 internal abstract class VerbPipelines
 {
+    /// <summary>
+    /// The pipelines of the verb whose options <paramref name="settings"/> are, with its input images read (before any
+    /// model is loaded: an unreadable image is invalid input).
+    /// </summary>
+    public static VerbPipelines For(GenerateSettings settings) => settings switch
+    {
+        InpaintSettings s => new Inpaint(ImageFile.LoadRgb(s.Image!), ImageFile.Load(s.Mask!), s.StrengthValue),
+        Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue),
+        _ => new TextToImage(),
+    };
+
+    /// <summary>The verb's name in the parameters text (txt2img, img2img, inpaint).</summary>
+    public abstract string Verb { get; }
+
     /// <summary>The SD3 pipeline's default step count (diffusers': 28 text-to-image, 50 otherwise).</summary>
     public abstract int Sd3DefaultSteps { get; }
 
@@ -104,6 +111,8 @@ internal abstract class VerbPipelines
 /// <summary><c>generate</c>'s pipelines.</summary>
 internal sealed class TextToImage : VerbPipelines
 {
+    public override string Verb => "txt2img";
+
     public override int Sd3DefaultSteps => 28;
 
     public override StableDiffusion3Request Sd3Request() => new();
@@ -122,6 +131,8 @@ internal sealed class TextToImage : VerbPipelines
 /// <summary><c>img2img</c>'s pipelines.</summary>
 internal sealed class ImageToImage(ImageBuffer image, double? strength) : VerbPipelines
 {
+    public override string Verb => "img2img";
+
     public override int Sd3DefaultSteps => 50;
 
     public override StableDiffusion3Request Sd3Request()
@@ -148,6 +159,8 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength) : VerbPi
 /// <summary><c>inpaint</c>'s pipelines.</summary>
 internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? strength) : VerbPipelines
 {
+    public override string Verb => "inpaint";
+
     public override int Sd3DefaultSteps => 50;
 
     public override StableDiffusion3Request Sd3Request()

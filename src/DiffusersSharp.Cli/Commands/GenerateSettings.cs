@@ -6,8 +6,11 @@ using Spectre.Console.Cli;
 
 namespace DiffusersSharp.Cli.Commands;
 
-/// <summary>Options shared by <c>generate</c>, <c>img2img</c> and <c>inpaint</c>; validated before any model is loaded.</summary>
-public class GenerateSettings : CommandSettings
+/// <summary>
+/// What loads a model: the model, device, dtype, variant, hub access, offload, T5 and LoRA. Shared by the generation verbs
+/// and <c>serve</c>; validated before any model is loaded.
+/// </summary>
+public class ModelSettings : CommandSettings
 {
     private readonly string? _model;
 
@@ -15,6 +18,74 @@ public class GenerateSettings : CommandSettings
     [CommandOption("--model <MODEL>"), Description("Model folder in the diffusers layout, or a Hugging Face repo id (default: the bundled models/shapes-sd3).")]
     public string? Model { get => _model ?? BundledModel.Find(); init => _model = value; }
 
+    /// <summary>Device.</summary>
+    [CommandOption("--device <DEVICE>"), Description("cpu, cuda or cuda:N.")]
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>Dtype.</summary>
+    [CommandOption("--dtype <DTYPE>"), Description("float32, bfloat16 or float16.")]
+    public string Dtype { get; init; } = "float32";
+
+    /// <summary>Drop T5.</summary>
+    [CommandOption("--no-t5"), Description("Do not load T5 (its embeddings become zeros), as text_encoder_3=None.")]
+    public bool NoT5 { get; init; }
+
+    /// <summary>Offload mode.</summary>
+    [CommandOption("--offload <MODE>"), Description("none, or model: keep models on the CPU and move each to the device only while it runs (enable_model_cpu_offload).")]
+    public string Offload { get; init; } = "none";
+
+    /// <summary>Weights variant.</summary>
+    [CommandOption("--variant <NAME>"), Description("Weights variant, e.g. fp16.")]
+    public string? Variant { get; init; }
+
+    /// <summary>Hub token.</summary>
+    [CommandOption("--token <TOKEN>"), Description("Hugging Face token for gated models (default: HF_TOKEN or the saved token).")]
+    public string? Token { get; init; }
+
+    /// <summary>Hub revision.</summary>
+    [CommandOption("--revision <REV>"), Description("Hub branch, tag or commit.")]
+    public string? Revision { get; init; }
+
+    /// <summary>LoRA file.</summary>
+    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts), fused into the weights.")]
+    public string? Lora { get; init; }
+
+    /// <summary>LoRA scale.</summary>
+    [CommandOption("--lora-scale <S>"), Description("LoRA strength (default 1; diffusers' joint_attention_kwargs={\"scale\": S}).")]
+    public string LoraScale { get; init; } = "1";
+
+    /// <summary>The parsed LoRA scale.</summary>
+    public double LoraScaleValue => double.Parse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    /// <inheritdoc />
+    public override ValidationResult Validate()
+    {
+        string? error = Check();
+        return error is null ? ValidationResult.Success() : ValidationResult.Error(error);
+    }
+
+    /// <summary>The first problem with the options, or null.</summary>
+    protected virtual string? Check()
+    {
+        if (string.IsNullOrWhiteSpace(Model)) return $"--model is required (the bundled model {BundledModel.RelativePath} was not found).";
+        if (Lora is not null && !File.Exists(Lora)) return $"--lora file not found: {Lora}.";
+        if (!double.TryParse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double loraScale) || !double.IsFinite(loraScale))
+            return $"--lora-scale must be a finite number, got '{LoraScale}'.";
+        if (Device.Trim().ToLowerInvariant() is not ("cpu" or "cuda") && !Device.Trim().ToLowerInvariant().StartsWith("cuda:", StringComparison.Ordinal))
+            return $"--device must be cpu, cuda or cuda:N, got '{Device}'.";
+        if (Offload is not ("none" or "model")) return $"--offload must be none or model, got '{Offload}'.";
+        try
+        {
+            TorchDtypes.Parse(Dtype);
+        }
+        catch (ArgumentException e) { return e.Message; }
+        return null;
+    }
+}
+
+/// <summary>Options shared by <c>generate</c>, <c>img2img</c> and <c>inpaint</c>; validated before any model is loaded.</summary>
+public class GenerateSettings : ModelSettings
+{
     /// <summary>The prompt.</summary>
     [CommandOption("--prompt <PROMPT>"), Description("What to draw.")]
     public string? Prompt { get; init; }
@@ -63,21 +134,9 @@ public class GenerateSettings : CommandSettings
     [CommandOption("--max-sequence-length <N>"), Description("T5 tokens (at most 512, default 256).")]
     public int? MaxSequenceLength { get; init; }
 
-    /// <summary>Device.</summary>
-    [CommandOption("--device <DEVICE>"), Description("cpu, cuda or cuda:N.")]
-    public string Device { get; init; } = "cpu";
-
-    /// <summary>Dtype.</summary>
-    [CommandOption("--dtype <DTYPE>"), Description("float32, bfloat16 or float16.")]
-    public string Dtype { get; init; } = "float32";
-
     /// <summary>Output file.</summary>
     [CommandOption("--output <FILE>"), Description("Output image (.png with the parameters in a text chunk, or .jpg).")]
     public string Output { get; init; } = "out.png";
-
-    /// <summary>Drop T5.</summary>
-    [CommandOption("--no-t5"), Description("Do not load T5 (its embeddings become zeros), as text_encoder_3=None.")]
-    public bool NoT5 { get; init; }
 
     /// <summary>CLIP skip.</summary>
     [CommandOption("--clip-skip <N>"), Description("CLIP layers to skip from the end (positive prompt only).")]
@@ -90,33 +149,6 @@ public class GenerateSettings : CommandSettings
     /// <summary>Generator device.</summary>
     [CommandOption("--generator-device <DEVICE>"), Description("Where the seed's noise is drawn: cpu (same image on every device, default) or cuda.")]
     public string GeneratorDevice { get; init; } = "cpu";
-
-    /// <summary>Offload mode.</summary>
-    [CommandOption("--offload <MODE>"), Description("none, or model: keep models on the CPU and move each to the device only while it runs (enable_model_cpu_offload).")]
-    public string Offload { get; init; } = "none";
-
-    /// <summary>Weights variant.</summary>
-    [CommandOption("--variant <NAME>"), Description("Weights variant, e.g. fp16.")]
-    public string? Variant { get; init; }
-
-    /// <summary>Hub token.</summary>
-    [CommandOption("--token <TOKEN>"), Description("Hugging Face token for gated models (default: HF_TOKEN or the saved token).")]
-    public string? Token { get; init; }
-
-    /// <summary>Hub revision.</summary>
-    [CommandOption("--revision <REV>"), Description("Hub branch, tag or commit.")]
-    public string? Revision { get; init; }
-
-    /// <summary>LoRA file.</summary>
-    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts), fused into the weights.")]
-    public string? Lora { get; init; }
-
-    /// <summary>LoRA scale.</summary>
-    [CommandOption("--lora-scale <S>"), Description("LoRA strength (default 1; diffusers' joint_attention_kwargs={\"scale\": S}).")]
-    public string LoraScale { get; init; } = "1";
-
-    /// <summary>The parsed LoRA scale.</summary>
-    public double LoraScaleValue => double.Parse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture);
 
     /// <summary>Step previews.</summary>
     [CommandOption("--preview-every <N>"), Description("Also write the image decoded after every N steps, as out.step-N.png (the VAE decodes the latents so far).")]
@@ -134,16 +166,9 @@ public class GenerateSettings : CommandSettings
         .Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
 
     /// <inheritdoc />
-    public override ValidationResult Validate()
+    protected override string? Check()
     {
-        string? error = Check();
-        return error is null ? ValidationResult.Success() : ValidationResult.Error(error);
-    }
-
-    /// <summary>The first problem with the options, or null.</summary>
-    protected virtual string? Check()
-    {
-        if (string.IsNullOrWhiteSpace(Model)) return $"--model is required (the bundled model {BundledModel.RelativePath} was not found).";
+        if (base.Check() is { } error) return error;
         if (Prompt is null && PromptEmbeds is null) return "--prompt is required (or --prompt-embeds).";
         if (Prompt is not null && PromptEmbeds is not null) return "give either --prompt or --prompt-embeds, not both.";
         if (PromptEmbeds is not null && !File.Exists(PromptEmbeds)) return $"--prompt-embeds file not found: {PromptEmbeds}.";
@@ -156,18 +181,11 @@ public class GenerateSettings : CommandSettings
         if (PreviewEvery is < 1) return $"--preview-every must be at least 1, got {PreviewEvery}.";
         if (MaxSequenceLength is < 1 or > 512) return $"--max-sequence-length must be in [1, 512], got {MaxSequenceLength}.";
         if (ClipSkip is < 0) return $"--clip-skip must not be negative, got {ClipSkip}.";
-        if (Lora is not null && !File.Exists(Lora)) return $"--lora file not found: {Lora}.";
-        if (!double.TryParse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double loraScale) || !double.IsFinite(loraScale))
-            return $"--lora-scale must be a finite number, got '{LoraScale}'.";
         try
         {
-            TorchDtypes.Parse(Dtype);
             _ = SkipLayerList;
         }
         catch (Exception e) when (e is ArgumentException or FormatException or OverflowException) { return e.Message; }
-        if (Device.Trim().ToLowerInvariant() is not ("cpu" or "cuda") && !Device.Trim().ToLowerInvariant().StartsWith("cuda:", StringComparison.Ordinal))
-            return $"--device must be cpu, cuda or cuda:N, got '{Device}'.";
-        if (Offload is not ("none" or "model")) return $"--offload must be none or model, got '{Offload}'.";
         if (GeneratorDevice.Trim().ToLowerInvariant() is not ("cpu" or "cuda")) return $"--generator-device must be cpu or cuda, got '{GeneratorDevice}'.";
         string ext = Path.GetExtension(Output).ToLowerInvariant();
         if (ext is not (".png" or ".jpg" or ".jpeg")) return $"--output must end in .png, .jpg or .jpeg, got '{Output}'.";

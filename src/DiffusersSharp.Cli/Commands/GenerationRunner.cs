@@ -24,12 +24,12 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
     /// any weights load), generate, write the images (and the step previews of --preview-every). The options were
     /// validated before this runs.
     /// </summary>
-    public static int Run(CliOutput output, GenerateSettings settings, string verb, VerbPipelines pipelines, CancellationToken ct)
+    public static int Run(CliOutput output, GenerateSettings settings, VerbPipelines pipelines, CancellationToken ct)
     {
         using var model = LoadedModel.Load(output, settings, ct);
         using var runner = new GenerationRunner(output, settings);
         var preview = settings.PreviewEvery is { } every ? new PreviewSink(every, runner.WritePreview) : null;
-        var generated = runner.Generate(model, verb, pipelines, ConsoleProgress.ForStderr(output.Error), preview, ct);
+        var generated = runner.Generate(model, pipelines, ConsoleProgress.ForStderr(output.Error), preview, ct);
         runner.Write(generated);
         return ExitCodes.Ok;
     }
@@ -38,9 +38,10 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
     public long Seed { get; } = settings.Seed ?? Random.Shared.NextInt64(0, 1L << 53);
 
     /// <summary>Runs the verb's pipeline of <paramref name="model"/>'s family with the options' request.</summary>
-    public Generated Generate(LoadedModel model, string verb, VerbPipelines pipelines, IProgress<PipelineProgress>? progress, PreviewSink? preview,
+    public Generated Generate(LoadedModel model, VerbPipelines pipelines, IProgress<PipelineProgress>? progress, PreviewSink? preview,
         CancellationToken ct)
     {
+        string verb = pipelines.Verb;
         model.CheckOptions(settings);
         var hooks = new RunHooks(OnTruncated, progress, preview);
         if (model.UNet is { } unet)

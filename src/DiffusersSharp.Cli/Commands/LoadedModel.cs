@@ -37,10 +37,10 @@ internal sealed class LoadedModel : IDisposable
     public StableDiffusionComponents? UNet { get; }
 
     /// <summary>
-    /// Resolves --model (downloading a hub repo), checks the options against the model's family before any weights load,
-    /// loads the components and fuses --lora.
+    /// Resolves --model (downloading a hub repo), checks generation options (when <paramref name="settings"/> has them)
+    /// against the model's family before any weights load, loads the components and fuses --lora.
     /// </summary>
-    public static LoadedModel Load(CliOutput output, GenerateSettings settings, CancellationToken ct)
+    public static LoadedModel Load(CliOutput output, ModelSettings settings, CancellationToken ct)
     {
         var options = new PipelineLoadOptions
         {
@@ -59,7 +59,7 @@ internal sealed class LoadedModel : IDisposable
         string folder = options.ResolveFolder(settings.Model!, ct);
         string pipelineClass = ModelIndex.Read(folder).ClassName;
         bool unet = StableDiffusionComponents.IsSupportedPipeline(pipelineClass);
-        CheckOptions(settings, pipelineClass, unet);
+        if (settings is GenerateSettings generate) CheckOptions(generate, pipelineClass, unet);
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         return unet
             ? new LoadedModel(settings.Model!, pipelineClass, null, WithLora(output, settings, StableDiffusionComponents.FromPretrained(folder, options, ct), c => c.FuseLora))
@@ -97,7 +97,7 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>Fuses the --lora file, if any, into freshly loaded components (freed again if that fails).</summary>
-    private static T WithLora<T>(CliOutput output, GenerateSettings settings, T components, Func<T, Func<string, double, int>> fuse) where T : PipelineComponents
+    private static T WithLora<T>(CliOutput output, ModelSettings settings, T components, Func<T, Func<string, double, int>> fuse) where T : PipelineComponents
     {
         if (settings.Lora is null) return components;
         try

@@ -1,0 +1,44 @@
+using System.ComponentModel;
+using DiffusersSharp.Cli.Web;
+using Spectre.Console.Cli;
+
+namespace DiffusersSharp.Cli.Commands;
+
+/// <summary><c>diffusers serve</c>: loads a model once and serves a web UI for it (text-to-image, img2img, inpainting, step previews).</summary>
+public sealed class ServeCommand(CliOutput output) : Command<ServeCommand.Settings>
+{
+    /// <summary>Options of <c>serve</c>: the model's, and where to listen.</summary>
+    public sealed class Settings : ModelSettings
+    {
+        /// <summary>Address to listen on.</summary>
+        [CommandOption("--host <HOST>"), Description("Address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface).")]
+        public string Host { get; init; } = "127.0.0.1";
+
+        /// <summary>Port.</summary>
+        [CommandOption("--port <PORT>"), Description("Port (default 7860; 0 picks a free one).")]
+        public int Port { get; init; } = 7860;
+
+        /// <inheritdoc />
+        protected override string? Check()
+        {
+            if (base.Check() is { } error) return error;
+            if (Port is < 0 or > 65535) return $"--port must be in [0, 65535], got {Port}.";
+            if (string.IsNullOrWhiteSpace(Host)) return "--host must not be empty.";
+            return null;
+        }
+    }
+
+    /// <inheritdoc />
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken) =>
+        ExecuteAsync(settings, cancellationToken).GetAwaiter().GetResult();
+
+    private async Task<int> ExecuteAsync(Settings settings, CancellationToken ct)
+    {
+        using var model = LoadedModel.Load(output, settings, ct);
+        await using var server = await WebServer.StartAsync(model, output, settings.Host, settings.Port, ct);
+        output.Out.WriteLine(server.Address);
+        output.Error.WriteLine($"serving {model.Name} ({model.PipelineClass}) at {server.Address}; Ctrl+C stops");
+        await server.WaitForShutdownAsync(ct);
+        return ExitCodes.Ok;
+    }
+}

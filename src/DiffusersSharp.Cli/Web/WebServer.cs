@@ -1,0 +1,197 @@
+using System.Reflection;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Threading.Channels;
+using DiffusersSharp.Cli.Commands;
+using DiffusersSharp.Images;
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Schedulers;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace DiffusersSharp.Cli.Web;
+
+/// <summary>
+/// The web UI of <c>diffusers serve</c>: one page (<c>GET /</c>), the model's description (<c>GET /api/info</c>) and
+/// generation (<c>POST /api/generate</c>, answered as server-sent events: progress, step previews, then the images).
+/// One generation runs at a time; later requests wait their turn. A client that goes away cancels its generation.
+/// </summary>
+internal sealed class WebServer : IAsyncDisposable
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        // Data URLs hold many "+": the default encoder would write each as \u002B. The stream is read by JSON.parse, not embedded in HTML.
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    private readonly WebApplication _app;
+    private readonly LoadedModel _model;
+    private readonly CliOutput _output;
+    private readonly SemaphoreSlim _gate = new(1, 1);
+
+    private WebServer(WebApplication app, LoadedModel model, CliOutput output)
+    {
+        _app = app;
+        _model = model;
+        _output = output;
+        app.MapGet("/", () => Results.Content(IndexHtml.Value, "text/html; charset=utf-8"));
+        app.MapGet("/api/info", () => Results.Json(Info(), Json));
+        app.MapPost("/api/generate", GenerateAsync);
+    }
+
+    /// <summary>Where the server listens (with the port chosen when 0 was asked for).</summary>
+    public Uri Address { get; private set; } = new("http://127.0.0.1/");
+
+    /// <summary>Starts listening on <paramref name="host"/>:<paramref name="port"/> (0: any free port) with <paramref name="model"/> loaded.</summary>
+    public static async Task<WebServer> StartAsync(LoadedModel model, CliOutput output, string host, int port, CancellationToken ct)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseUrls($"http://{host}:{port}");
+        var server = new WebServer(builder.Build(), model, output);
+        await server._app.StartAsync(ct);
+        var addresses = server._app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>();
+        server.Address = new Uri(addresses!.Addresses.First());
+        return server;
+    }
+
+    /// <summary>Runs until <paramref name="ct"/> is cancelled or the process is asked to stop (Ctrl+C).</summary>
+    public Task WaitForShutdownAsync(CancellationToken ct) => _app.WaitForShutdownAsync(ct);
+
+    private object Info()
+    {
+        var unet = _model.UNet;
+        return new
+        {
+            Model = _model.Name,
+            Pipeline = _model.PipelineClass,
+            Family = unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
+            Scheduler = unet?.SchedulerClassName ?? "FlowMatchEulerDiscreteScheduler",
+            Schedulers = unet is null ? [] : DiffusionSchedulers.KnownNames,
+            Modes = new[] { "txt2img", "img2img", "inpaint" },
+        };
+    }
+
+    private async Task GenerateAsync(HttpContext http)
+    {
+        var aborted = http.RequestAborted;
+        string uploads = Directory.CreateTempSubdirectory("diffusers-web-").FullName;
+        try
+        {
+            GenerateSettings settings;
+            VerbPipelines pipelines;
+            try
+            {
+                var body = await http.Request.ReadFromJsonAsync<WebGenerateRequest>(Json, aborted)
+                    ?? throw new ArgumentException("The request body must be a JSON object.");
+                settings = body.ToSettings(_model.Name, uploads);
+                pipelines = VerbPipelines.For(settings);
+                _model.CheckOptions(settings);
+            }
+            catch (Exception e) when (e is JsonException || ExitCodes.IsInvalidInput(e))
+            {
+                http.Response.StatusCode = StatusCodes.Status400BadRequest;
+                await http.Response.WriteAsJsonAsync(new { Error = WebText.WithoutDashes(ExitCodes.OneLine(e)) }, Json, aborted);
+                return;
+            }
+            await _gate.WaitAsync(aborted);
+            try
+            {
+                await StreamGenerationAsync(http, settings, pipelines, aborted);
+            }
+            finally
+            {
+                _gate.Release();
+            }
+        }
+        finally
+        {
+            Directory.Delete(uploads, recursive: true);
+        }
+    }
+
+    /// <summary>Runs the generation on a worker thread and relays its events to the client as they come.</summary>
+    private async Task StreamGenerationAsync(HttpContext http, GenerateSettings settings, VerbPipelines pipelines, CancellationToken aborted)
+    {
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+        var events = Channel.CreateUnbounded<(string Name, object Data)>();
+        void Emit(string name, object data) => events.Writer.TryWrite((name, data));
+        var work = Task.Run(() =>
+        {
+            using var runner = new GenerationRunner(_output, settings);
+            try
+            {
+                var preview = settings.PreviewEvery is { } every
+                    ? new PreviewSink(every, (step, images) => Emit("preview", new { Step = step, Images = images.Select(DataUrl) }))
+                    : null;
+                var progress = new EventProgress(p => Emit("progress", new { p.Stage, p.Step, Total = p.TotalSteps }));
+                var generated = runner.Generate(_model, pipelines, progress, preview, aborted);
+                Emit("result", new { runner.Seed, generated.Parameters, Images = generated.Images.Select(i => DataUrl(i, generated.Parameters)) });
+            }
+            catch (OperationCanceledException) when (aborted.IsCancellationRequested)
+            {
+                // The client left: nobody to tell.
+            }
+            catch (Exception e)
+            {
+                Emit("error", new { Error = WebText.WithoutDashes(ExitCodes.OneLine(e)), Invalid = ExitCodes.IsInvalidInput(e) });
+            }
+            finally
+            {
+                events.Writer.Complete();
+            }
+        }, CancellationToken.None);
+        try
+        {
+            await foreach (var (name, data) in events.Reader.ReadAllAsync(aborted))
+            {
+                string line = $"event: {name}\ndata: {JsonSerializer.Serialize(data, Json)}\n\n";
+                await http.Response.Body.WriteAsync(Encoding.UTF8.GetBytes(line), aborted);
+                await http.Response.Body.FlushAsync(aborted);
+            }
+        }
+        catch (OperationCanceledException) when (aborted.IsCancellationRequested)
+        {
+            // The client left; the generation sees the same token and stops after its current step.
+        }
+        await work;
+    }
+
+    private static string DataUrl(ImageBuffer image) => DataUrl(image, null);
+
+    private static string DataUrl(ImageBuffer image, string? parameters) =>
+        "data:image/png;base64," + Convert.ToBase64String(ImageFile.EncodePng(image,
+            parameters is null ? null : new Dictionary<string, string> { [PngText.ParametersKeyword] = parameters }));
+
+    private static readonly Lazy<string> IndexHtml = new(() =>
+    {
+        using var stream = Assembly.GetExecutingAssembly().GetManifestResourceStream("DiffusersSharp.Cli.Web.index.html")
+            ?? throw new InvalidOperationException("The web UI page is missing from the assembly.");
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    });
+
+    /// <summary>Progress reported on the generating thread, at once (<see cref="Progress{T}"/> would post it elsewhere).</summary>
+    private sealed class EventProgress(Action<PipelineProgress> report) : IProgress<PipelineProgress>
+    {
+        public void Report(PipelineProgress value) => report(value);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await _app.DisposeAsync();
+        _gate.Dispose();
+    }
+}

@@ -1,0 +1,125 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using DiffusersSharp.Cli;
+using DiffusersSharp.Cli.Commands;
+using DiffusersSharp.Cli.Web;
+using DiffusersSharp.Images;
+using DiffusersSharp.Tests.Support;
+
+namespace DiffusersSharp.Tests.Cli;
+
+/// <summary>The web UI of <c>diffusers serve</c> on the tiny SD 1.5 model, over real HTTP on a free local port.</summary>
+public sealed class ServeTests : IAsyncLifetime
+{
+    private static readonly CliOutput Quiet = new(TextWriter.Null, TextWriter.Null);
+    private LoadedModel? _model;
+    private WebServer? _server;
+    private HttpClient? _http;
+
+    private HttpClient Http => _http!;
+
+    public async Task InitializeAsync()
+    {
+        _model = LoadedModel.Load(Quiet, new ServeCommand.Settings { Model = Fixtures.Path("tiny-sd15/model") }, default);
+        _server = await WebServer.StartAsync(_model, Quiet, "127.0.0.1", 0, default);
+        _http = new HttpClient { BaseAddress = _server.Address };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http?.Dispose();
+        if (_server is not null) await _server.DisposeAsync();
+        _model?.Dispose();
+    }
+
+    private static Dictionary<string, object?> TeddyBears() => new()
+    {
+        ["prompt"] = "A photo of a group of teddy bears eating pizza on the surface of mars", ["negative_prompt"] = "pepperoni",
+        ["steps"] = 5, ["width"] = 64, ["height"] = 64, ["seed"] = 123456, ["preview_every"] = 2,
+    };
+
+    /// <summary>Posts a generation and reads the whole event stream: (event name, JSON data) in order.</summary>
+    private async Task<List<(string Name, JsonElement Data)>> Generate(object body)
+    {
+        using var response = await Http.PostAsJsonAsync("api/generate", body);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType!.MediaType);
+        string text = await response.Content.ReadAsStringAsync();
+        return text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(block =>
+        {
+            var lines = block.Split('\n');
+            return (lines[0]["event: ".Length..], JsonDocument.Parse(lines[1]["data: ".Length..]).RootElement.Clone());
+        }).ToList();
+    }
+
+    private static ImageBuffer Decode(JsonElement dataUrl) =>
+        ImageFile.Decode(Convert.FromBase64String(dataUrl.GetString()!["data:image/png;base64,".Length..]));
+
+    [Fact]
+    public async Task ThePageAndTheModelInfoAreServed()
+    {
+        Assert.Contains("<form id=\"form\">", await Http.GetStringAsync("/"));
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal("StableDiffusionPipeline", info.GetProperty("pipeline").GetString());
+        Assert.Equal("sd", info.GetProperty("family").GetString());
+        Assert.Equal("PNDMScheduler", info.GetProperty("scheduler").GetString());
+        Assert.Contains("euler_a", info.GetProperty("schedulers").EnumerateArray().Select(s => s.GetString()));
+    }
+
+    [Fact]
+    public async Task AGenerationStreamsProgressAndPreviewsThenDiffusersImage()
+    {
+        var events = await Generate(TeddyBears());
+        Assert.Equal("result", events[^1].Name);
+        Assert.Contains(events, e => e.Name == "progress" && e.Data.GetProperty("stage").GetString() == "denoise");
+        // PNDM runs 5 steps as 6 timestep entries: previews after 2 and 4, none after the last (the result follows).
+        Assert.Equal([2, 4], events.Where(e => e.Name == "preview").Select(e => e.Data.GetProperty("step").GetInt32()));
+        var result = events[^1].Data;
+        Assert.Equal(123456, result.GetProperty("seed").GetInt64());
+        Assert.Contains("Sampler: PNDM", result.GetProperty("parameters").GetString());
+        var image = Decode(Assert.Single(result.GetProperty("images").EnumerateArray()));
+        // The same image as diffusers' t2i_pndm case (and as `generate` writes).
+        ImageAssert.RoundedFrom(Fixtures.Expected("tiny-sd15/expected.safetensors")["t2i_pndm.image"], image);
+    }
+
+    [Fact]
+    public async Task UploadsDriveImageToImageAndInpainting()
+    {
+        string Url(string file) => "data:image/png;base64," + Convert.ToBase64String(File.ReadAllBytes(Fixtures.Path($"tiny-sd15/{file}")));
+        var i2i = await Generate(new { mode = "img2img", prompt = "a dragon", steps = 4, seed = 1, image = Url("init_image.png"), scheduler = "euler_a" });
+        var image = Decode(Assert.Single(i2i[^1].Data.GetProperty("images").EnumerateArray()));
+        Assert.Equal((64, 64), (image.Width, image.Height));
+        Assert.Contains("Sampler: EulerAncestralDiscrete", i2i[^1].Data.GetProperty("parameters").GetString());
+        var inpaint = await Generate(new { mode = "inpaint", prompt = "the moon", steps = 3, seed = 2, image = Url("init_image.png"), mask = Url("mask.png") });
+        Assert.Equal("result", inpaint[^1].Name);
+        // The scheduler of one request does not stay for the next: the model's own is back.
+        Assert.Contains("Sampler: PNDM", inpaint[^1].Data.GetProperty("parameters").GetString());
+    }
+
+    [Fact]
+    public void ServeRefusesBadOptionsBeforeLoading()
+    {
+        var (code, _, stderr) = CliRunner.Run("serve", "--model", Fixtures.Path("tiny-sd15/model"), "--port", "70000");
+        Assert.Equal(2, code);
+        Assert.Contains("--port must be in [0, 65535]", stderr);
+        Assert.Equal(2, CliRunner.Run("serve", "--model", Fixtures.Path("tiny-sd15/model"), "--dtype", "int8").Code);
+    }
+
+    [Theory]
+    [InlineData("""{"prompt": "x", "steps": 0}""", "steps must be at least 1")]
+    [InlineData("""{"prompt": "x", "stepz": 3}""", "stepz")]
+    [InlineData("""{"prompt": "x", "mode": "outpaint"}""", "mode must be txt2img, img2img or inpaint")]
+    [InlineData("""{"prompt": "x", "scheduler": "heun"}""", "Unknown scheduler 'heun'")]
+    [InlineData("""{"prompt": "x", "mode": "img2img"}""", "image is required")]
+    [InlineData("""{"prompt": "x", "mode": "img2img", "image": "not base64!"}""", "image must be a data URL or base64")]
+    [InlineData("""{"prompt": "x", "no_t5": true}""", "no_t5")]
+    [InlineData("""[1, 2]""", "JSON")]
+    public async Task InvalidRequestsAreAnsweredWith400AndTheReason(string body, string reason)
+    {
+        using var response = await Http.PostAsync("api/generate", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var error = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetString();
+        Assert.Contains(reason, error);
+    }
+}
