@@ -191,8 +191,9 @@ public abstract class StableDiffusionPipelineBase : IDisposable
 
     /// <summary>
     /// <c>_get_add_time_ids</c>'s check: the UNet's add_embedding must take addition_time_embed_dim x (number of ids) +
-    /// the pooled embedding's width. Image-to-image and inpainting (<paramref name="aesthetic"/> given) tell which way
-    /// <c>requires_aesthetics_score</c> must be set when the difference is exactly one id.
+    /// the pooled embedding's width. Image-to-image and inpainting (<paramref name="aesthetic"/> given), when the
+    /// difference is exactly one id, say which way <c>requires_aesthetics_score</c> must be set (diffusers' two messages
+    /// give the opposite advice to the setting that would fit; these name the one that does).
     /// </summary>
     private void CheckAddEmbedding(int idCount, StableDiffusionImg2ImgRequest? aesthetic)
     {
@@ -204,10 +205,10 @@ public abstract class StableDiffusionPipelineBase : IDisposable
             throw new ArgumentException("The UNet has no add_embedding (addition_embed_type \"text_time\"): it is not an SDXL UNet.");
         if (expected == passed) return;
         string head = $"The UNet's add_embedding takes a vector of {expected} features, but {idCount} time ids x {timeDim} + a {projection}-wide pooled embedding give {passed}.";
-        if (aesthetic is not null && expected - passed == timeDim)
-            throw new ArgumentException($"{head} The UNet is conditioned on an aesthetic score (as the SDXL refiner): set StableDiffusionComponents.RequiresAestheticsScore = true (model_index.json's requires_aesthetics_score) so that aesthetic_score {aesthetic.AestheticScore} and negative_aesthetic_score {aesthetic.NegativeAestheticScore} are used.");
-        if (aesthetic is not null && passed - expected == timeDim)
-            throw new ArgumentException($"{head} The UNet is conditioned on the target size, not an aesthetic score: set StableDiffusionComponents.RequiresAestheticsScore = false (model_index.json's requires_aesthetics_score) so that target_size {aesthetic.TargetSize?.ToString() ?? "(the output size)"} is used.");
+        if (aesthetic is not null && Math.Abs(expected - passed) == timeDim)
+            throw new ArgumentException(Components.RequiresAestheticsScore
+                ? $"{head} The UNet is conditioned on the target size, not an aesthetic score (as the SDXL base): set StableDiffusionComponents.RequiresAestheticsScore = false (model_index.json's requires_aesthetics_score) so that target_size {aesthetic.TargetSize?.ToString() ?? "(the output size)"} is used."
+                : $"{head} The UNet is conditioned on an aesthetic score (as the SDXL refiner): set StableDiffusionComponents.RequiresAestheticsScore = true (model_index.json's requires_aesthetics_score) so that aesthetic_score {aesthetic.AestheticScore} and negative_aesthetic_score {aesthetic.NegativeAestheticScore} are used.");
         throw new ArgumentException($"{head} The model has an incorrect config: check the UNet's addition_time_embed_dim / projection_class_embeddings_input_dim and text_encoder_2's projection_dim{(aesthetic is null && Components.RequiresAestheticsScore ? " (this model conditions on an aesthetic score, as the SDXL refiner: use it with the image-to-image or inpainting pipeline)" : "")}.");
     }
 
