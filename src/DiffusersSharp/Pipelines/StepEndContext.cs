@@ -29,6 +29,10 @@ public sealed class StepEndContext
     /// without them (SD 1.x / 2.x). Assign to replace them.</summary>
     public Tensor? PooledPromptEmbeds { get; set; }
 
+    /// <summary>SDXL's add_time_ids, [batch (x2 under CFG, negatives first), 5 or 6]; null for models without them.
+    /// Assign to replace them.</summary>
+    public Tensor? AddTimeIds { get; set; }
+
     /// <summary>The inpainting mask at latent size (inpaint only); assign to replace it.</summary>
     public Tensor? Mask { get; set; }
 

@@ -8,7 +8,7 @@ namespace DiffusersSharp.Schedulers;
 /// Denoising diffusion implicit models (diffusers' <c>DDIMScheduler</c>): deterministic with eta 0 (the default of the
 /// pipelines), stochastic with eta &gt; 0. Integer timesteps; the step follows diffusers' formula (12) line by line.
 /// </summary>
-public sealed class DDIMScheduler : DiffusionSchedulerBase
+public sealed class DDIMScheduler : DiffusionSchedulerBase, IEtaStepScheduler
 {
     private readonly float _finalAlphaCumprod;
 
@@ -62,13 +62,14 @@ public sealed class DDIMScheduler : DiffusionSchedulerBase
 
     /// <summary>
     /// One DDIM step from <paramref name="timestep"/> to <c>timestep - T / N</c>: predicted x0 (clipped when
-    /// configured), direction to x_t, and with <paramref name="eta"/> &gt; 0 noise of std <c>eta * sigma_t</c> drawn
-    /// from <paramref name="generator"/> with the model output's shape and dtype.
+    /// configured), direction to x_t, and with <paramref name="eta"/> &gt; 0 noise of std <c>eta * sigma_t</c>:
+    /// <paramref name="varianceNoise"/>, or drawn from <paramref name="generator"/> with the model output's shape and dtype.
     /// </summary>
     /// <exception cref="InvalidOperationException"><see cref="SetTimesteps"/> was not called.</exception>
-    /// <exception cref="ArgumentException">The timestep is not a whole number in [0, T).</exception>
+    /// <exception cref="ArgumentException">The timestep is not a whole number in [0, T), or both a generator and
+    /// variance noise were given.</exception>
     public Tensor Step(Tensor modelOutput, float timestep, Tensor sample, double eta, bool useClippedModelOutput = false,
-        Runtime.Generator? generator = null)
+        Runtime.Generator? generator = null, Tensor? varianceNoise = null)
     {
         ArgumentNullException.ThrowIfNull(modelOutput);
         ArgumentNullException.ThrowIfNull(sample);
@@ -111,7 +112,9 @@ public sealed class DDIMScheduler : DiffusionSchedulerBase
         var prev = alphaProdTPrev.pow(0.5) * predOriginal + direction;
         if (eta > 0)
         {
-            var noise = RandnLike(modelOutput.shape, modelOutput.dtype, modelOutput.device, generator);
+            if (varianceNoise is not null && generator is not null)
+                throw new ArgumentException("Give either a generator or variance noise to the DDIM step, not both.");
+            var noise = varianceNoise ?? RandnLike(modelOutput.shape, modelOutput.dtype, modelOutput.device, generator);
             prev = prev + stdDevT * noise;
         }
         return prev.MoveToOuterDisposeScope();

@@ -34,6 +34,9 @@ public abstract class DiffusionSchedulerBase : IDiffusionScheduler
     public int Order => 1;
 
     /// <inheritdoc/>
+    public int NumTrainTimesteps => BaseConfig.NumTrainTimesteps;
+
+    /// <inheritdoc/>
     public string PredictionType => BaseConfig.PredictionType;
 
     /// <inheritdoc/>

@@ -17,6 +17,10 @@ public interface IDiffusionScheduler : IDisposable
     /// <summary>Model evaluations per timestep entry (diffusers' <c>order</c>; 1 for all schedulers here).</summary>
     int Order { get; }
 
+    /// <summary>The training schedule's length (<c>config.num_train_timesteps</c>, 1000 for Stable Diffusion): the scale of
+    /// the SDXL pipelines' <c>denoising_start</c> / <c>denoising_end</c> cutoffs.</summary>
+    int NumTrainTimesteps { get; }
+
     /// <summary>What the model predicts: <c>epsilon</c>, <c>v_prediction</c> or <c>sample</c>.</summary>
     string PredictionType { get; }
 

@@ -184,7 +184,7 @@ public sealed class PipelineLoraTests : IDisposable
         using var components = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sdxl/model"), new PipelineLoadOptions());
         var models = new (string Component, TorchSharp.torch.nn.Module Model, string Module)[]
         {
-            ("unet", components.Unet, UnetK), ("text_encoder", components.TextEncoder, ClipQ), ("text_encoder_2", components.TextEncoder2!, ClipQ),
+            ("unet", components.Unet, UnetK), ("text_encoder", components.TextEncoder!, ClipQ), ("text_encoder_2", components.TextEncoder2!, ClipQ),
         };
         var tensors = models.SelectMany((m, i) =>
         {

@@ -62,11 +62,11 @@ public sealed class StableDiffusionPipelineTests(TinyUNetPipelines models) : ICl
         var encoder = c.CreatePromptEncoder();
         using var plain = encoder.Encode(new StableDiffusionRequest { Prompt = "a cat" }, true, CPU);
         using var skipped = encoder.Encode(new StableDiffusionRequest { Prompt = "a cat", ClipSkip = 1 }, true, CPU);
-        using var ids = tensor(c.Tokenizer.Encode("a cat", 77).Ids.Select(i => (long)i).ToArray(), [1, 77]);
-        using var output = c.TextEncoder.Forward(ids);
+        using var ids = tensor(c.Tokenizer!.Encode("a cat", 77).Ids.Select(i => (long)i).ToArray(), [1, 77]);
+        using var output = c.TextEncoder!.Forward(ids);
         TensorAssert.Close(plain.PromptEmbeds, output.LastHiddenState, 1e-6);
         // diffusers: final_layer_norm(hidden_states[-(clip_skip + 1)]).
-        using var expected = c.TextEncoder.FinalLayerNorm(output.HiddenStates[^2]);
+        using var expected = c.TextEncoder!.FinalLayerNorm(output.HiddenStates[^2]);
         TensorAssert.Close(skipped.PromptEmbeds, expected, 1e-6);
         Assert.False(skipped.PromptEmbeds.equal(plain.PromptEmbeds).all().item<bool>());
         Assert.True(skipped.NegativePromptEmbeds!.equal(plain.NegativePromptEmbeds!).all().item<bool>());

@@ -27,14 +27,15 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// <summary>The 4-channel VAE.</summary>
     public required AutoencoderKL Vae { get; init; }
 
-    /// <summary>CLIP text encoder (CLIP-L for SD 1.x and SDXL, OpenCLIP-H for SD 2.x).</summary>
-    public required CLIPTextModel TextEncoder { get; init; }
+    /// <summary>CLIP text encoder (CLIP-L for SD 1.x and SDXL, OpenCLIP-H for SD 2.x); null for SDXL models that only
+    /// use the second encoder (the refiner, whose model_index.json has <c>text_encoder: [null, null]</c>).</summary>
+    public CLIPTextModel? TextEncoder { get; init; }
 
     /// <summary>SDXL's OpenCLIP-G with projection; null for SD 1.x / 2.x.</summary>
     public CLIPTextModelWithProjection? TextEncoder2 { get; init; }
 
-    /// <summary>The tokenizer of <see cref="TextEncoder"/>.</summary>
-    public required CLIPTokenizer Tokenizer { get; init; }
+    /// <summary>The tokenizer of <see cref="TextEncoder"/> (null exactly when it is).</summary>
+    public CLIPTokenizer? Tokenizer { get; init; }
 
     /// <summary>The tokenizer of <see cref="TextEncoder2"/> (SDXL).</summary>
     public CLIPTokenizer? Tokenizer2 { get; init; }
@@ -45,6 +46,12 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// <summary>SDXL's <c>force_zeros_for_empty_prompt</c> (model_index.json): without a negative prompt the negative
     /// embeddings are zeros rather than the encoding of "".</summary>
     public bool ForceZerosForEmptyPrompt { get; init; } = true;
+
+    /// <summary>SDXL image-to-image and inpainting: <c>requires_aesthetics_score</c> (model_index.json; true for the
+    /// refiner). The UNet is then conditioned on original size, crop corner and an aesthetic score (5 time ids) instead
+    /// of original size, crop corner and target size (6). Settable, as diffusers'
+    /// <c>pipe.register_to_config(requires_aesthetics_score=...)</c>; text-to-image always uses 6.</summary>
+    public bool RequiresAestheticsScore { get; set; }
 
     /// <summary>The scheduler config every call builds its scheduler from (its own instance: schedulers hold per-call
     /// state), with its <c>_class_name</c>. Loaded from the scheduler folder; <see cref="UseScheduler(string)"/> changes it.</summary>
@@ -104,7 +111,12 @@ public sealed class StableDiffusionComponents : PipelineComponents
         if (!IsSupportedPipeline(index.ClassName))
             throw new InvalidDataException($"{folder}: model_index.json names {index.ClassName}; this loader takes {string.Join(", ", SDPipelines.Concat(XLPipelines))}.");
         bool xl = XLPipelines.Contains(index.ClassName);
-        List<string> required = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"];
+        // SDXL may leave out the first text encoder (the refiner: text_encoder and tokenizer [null, null]), as diffusers'
+        // encode_prompt then runs text_encoder_2 alone; both halves of the pair are there or neither.
+        bool Present(string name) => index.Components.TryGetValue(name, out var spec) && !spec.IsEmpty;
+        bool firstEncoder = !xl || Present("text_encoder") || Present("tokenizer");
+        List<string> required = ["unet", "vae", "scheduler"];
+        if (firstEncoder) required.AddRange(["text_encoder", "tokenizer"]);
         if (xl) required.AddRange(["text_encoder_2", "tokenizer_2"]);
         foreach (var name in required)
             if (!index.Components.TryGetValue(name, out var spec) || spec.IsEmpty)
@@ -113,7 +125,9 @@ public sealed class StableDiffusionComponents : PipelineComponents
             ModelRegistry.KindOf(name, index.Components[name].ClassName!);
         var schedulerConfig = SchedulerConfigText.Parse(SchedulerConfigText.Read(Path.Combine(folder, "scheduler")));
         schedulerConfig["_class_name"] = index.Components["scheduler"].ClassName!;
-        bool forceZeros = ReadJsonObject(Path.Combine(folder, "model_index.json"))["force_zeros_for_empty_prompt"]?.GetValue<bool>() ?? true;
+        var indexJson = ReadJsonObject(Path.Combine(folder, "model_index.json"));
+        bool forceZeros = indexJson["force_zeros_for_empty_prompt"]?.GetValue<bool>() ?? true;
+        bool aesthetics = indexJson["requires_aesthetics_score"]?.GetValue<bool>() ?? false;
 
         var disposables = new List<IDisposable>();
         var loadMs = new Dictionary<string, double>();
@@ -131,13 +145,14 @@ public sealed class StableDiffusionComponents : PipelineComponents
         {
             var components = new StableDiffusionComponents
             {
-                Tokenizer = CLIPTokenizer.FromFolder(Sub("tokenizer")),
+                Tokenizer = firstEncoder ? CLIPTokenizer.FromFolder(Sub("tokenizer")) : null,
                 Tokenizer2 = xl ? CLIPTokenizer.FromFolder(Sub("tokenizer_2")) : null,
-                TextEncoder = Load("text_encoder", () => CLIPTextModel.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)),
+                TextEncoder = firstEncoder ? Load("text_encoder", () => CLIPTextModel.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)) : null,
                 TextEncoder2 = xl ? Load("text_encoder_2", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)) : null,
                 Unet = Load("unet", () => UNet2DConditionModel.FromPretrained(Sub("unet"), options.Dtype, modelDevice, options.Variant)),
                 Vae = Load("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
                 ForceZerosForEmptyPrompt = forceZeros,
+                RequiresAestheticsScore = aesthetics,
                 Device = device,
                 Dtype = options.Dtype,
                 LoadMilliseconds = loadMs,
@@ -193,7 +208,8 @@ public sealed class StableDiffusionComponents : PipelineComponents
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
     {
         // diffusers' model_cpu_offload_seq: "text_encoder->unet->vae" (SDXL: "text_encoder->text_encoder_2->unet->vae").
-        var models = new Dictionary<string, nn.Module> { ["text_encoder"] = TextEncoder };
+        var models = new Dictionary<string, nn.Module>();
+        if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
         if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
         models["unet"] = Unet;
         models["vae"] = Vae;
@@ -205,7 +221,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
     {
         Unet.Dispose();
         Vae.Dispose();
-        TextEncoder.Dispose();
+        TextEncoder?.Dispose();
         TextEncoder2?.Dispose();
     }
 }

@@ -24,6 +24,8 @@ public abstract class StableDiffusionPipelineBase : IDisposable
             throw new ArgumentException(xl
                 ? "These components are a Stable Diffusion 1.x / 2.x model; use StableDiffusionPipeline (or its Img2Img / Inpaint twins)."
                 : "These components are an SDXL model; use StableDiffusionXLPipeline (or its Img2Img / Inpaint twins).", nameof(components));
+        if (!xl && (components.TextEncoder is null || components.Tokenizer is null))
+            throw new ArgumentException("A Stable Diffusion 1.x / 2.x pipeline needs text_encoder and tokenizer.", nameof(components));
         components.Acquire();
         Components = components;
         int scale = components.Vae.VaeScaleFactor, channels = components.Vae.Config.LatentChannels;
@@ -83,6 +85,9 @@ public abstract class StableDiffusionPipelineBase : IDisposable
             throw new ArgumentException("prompt_embeds and negative_prompt_embeds must have the same shape.");
         if (r.Generator is not null && r.Generators is not null)
             throw new ArgumentException("Give one generator or a list of generators, not both.");
+        if (IsXL && r is StableDiffusionImg2ImgRequest { DenoisingStart: { } start } && DenoisingValueValid(start)
+            && r.DenoisingEnd is { } end && DenoisingValueValid(end) && start >= end)
+            throw new ArgumentException($"denoising_start {start} cannot be larger than or equal to denoising_end {end}.");
         if (r is StableDiffusionImg2ImgRequest i)
         {
             double strength = StrengthOf(i);
@@ -131,17 +136,80 @@ public abstract class StableDiffusionPipelineBase : IDisposable
         return latents;
     }
 
-    /// <summary>SDXL's add_time_ids: original size, crop corner, target size (6 numbers), checked against the UNet's add_embedding.</summary>
-    private Tensor TimeIds(StableDiffusionRequest r, int height, int width, ScalarType dtype)
+    /// <summary>diffusers' <c>denoising_value_valid</c>: a fraction strictly inside (0, 1).</summary>
+    private static bool DenoisingValueValid(double? value) => value is > 0 and < 1;
+
+    /// <summary>The timestep a <c>denoising_start</c> / <c>denoising_end</c> fraction cuts the schedule at:
+    /// <c>int(round(T - fraction * T))</c>, Python's round (half to even) on the same float64 value.</summary>
+    private static int DiscreteTimestepCutoff(double fraction, IDiffusionScheduler scheduler)
+    {
+        int t = scheduler.NumTrainTimesteps;
+        return (int)Math.Round(t - fraction * t, MidpointRounding.ToEven);
+    }
+
+    /// <summary>
+    /// SDXL's add_time_ids as the UNet gets them, [batch (x2 under CFG, negatives first), 5 or 6], after diffusers'
+    /// <c>_get_add_time_ids</c> and the layout each mode gives them. Text-to-image: original size, crop corner, target
+    /// size; negative ids only when both negative sizes are given, and the [negative; positive] pair repeated per image.
+    /// Image-to-image and inpainting: with <c>requires_aesthetics_score</c> original size, crop corner and aesthetic
+    /// score (5), else as text-to-image (6, the negative ids with the positive crop corner, as diffusers builds them);
+    /// negative sizes default to the positive ones; all negatives, then all positives.
+    /// </summary>
+    private Tensor TimeIds(StableDiffusionRequest r, int height, int width, bool cfg, int batch, ScalarType dtype)
     {
         var (oh, ow) = r.OriginalSize ?? (height, width);
         var (th, tw) = r.TargetSize ?? (height, width);
-        float[] ids = [oh, ow, r.CropsCoordsTopLeft.Top, r.CropsCoordsTopLeft.Left, th, tw];
+        var (ct, cl) = r.CropsCoordsTopLeft;
+        var (nct, ncl) = r.NegativeCropsCoordsTopLeft;
+        Tensor Row(double[] ids) => tensor(ids, [1, ids.Length], device: Components.Device).to(dtype);
+        if (r is StableDiffusionImg2ImgRequest i)
+        {
+            var (noh, now) = r.NegativeOriginalSize ?? (oh, ow);
+            var (nth, ntw) = r.NegativeTargetSize ?? (th, tw);
+            double[] positive, negative;
+            if (Components.RequiresAestheticsScore)
+            {
+                positive = [oh, ow, ct, cl, i.AestheticScore];
+                negative = [noh, now, nct, ncl, i.NegativeAestheticScore];
+            }
+            else
+            {
+                positive = [oh, ow, ct, cl, th, tw];
+                negative = [noh, now, ct, cl, nth, ntw];
+            }
+            CheckAddEmbedding(positive.Length, i);
+            var ids = Row(positive).repeat(batch, 1);
+            return cfg ? cat([Row(negative).repeat(batch, 1), ids], 0) : ids;
+        }
+        double[] plain = [oh, ow, ct, cl, th, tw];
+        CheckAddEmbedding(plain.Length, null);
+        var pos = Row(plain);
+        var neg = r.NegativeOriginalSize is { } no && r.NegativeTargetSize is { } nt
+            ? Row([no.Height, no.Width, nct, ncl, nt.Height, nt.Width]) : pos;
+        return (cfg ? cat([neg, pos], 0) : pos).repeat(batch, 1);
+    }
+
+    /// <summary>
+    /// <c>_get_add_time_ids</c>'s check: the UNet's add_embedding must take addition_time_embed_dim x (number of ids) +
+    /// the pooled embedding's width. Image-to-image and inpainting (<paramref name="aesthetic"/> given), when the
+    /// difference is exactly one id, say which way <c>requires_aesthetics_score</c> must be set (diffusers' two messages
+    /// give the opposite advice to the setting that would fit; these name the one that does).
+    /// </summary>
+    private void CheckAddEmbedding(int idCount, StableDiffusionImg2ImgRequest? aesthetic)
+    {
         var config = Components.Unet.Config;
-        long expected = (config.AdditionTimeEmbedDim ?? 0) * ids.Length + Components.TextEncoder2!.Config.ProjectionDim;
-        if (config.ProjectionClassEmbeddingsInputDim != expected)
-            throw new ArgumentException($"The UNet's add_embedding takes {config.ProjectionClassEmbeddingsInputDim} features, but 6 time ids and a {Components.TextEncoder2.Config.ProjectionDim}-wide pooled embedding give {expected} (models with aesthetic-score conditioning, such as the SDXL refiner, are not supported).");
-        return tensor(ids, [1, ids.Length], device: Components.Device).to(dtype);
+        int projection = Components.TextEncoder2!.Config.ProjectionDim;
+        int timeDim = config.AdditionTimeEmbedDim ?? 0;
+        long passed = (long)timeDim * idCount + projection;
+        if (config.ProjectionClassEmbeddingsInputDim is not { } expected)
+            throw new ArgumentException("The UNet has no add_embedding (addition_embed_type \"text_time\"): it is not an SDXL UNet.");
+        if (expected == passed) return;
+        string head = $"The UNet's add_embedding takes a vector of {expected} features, but {idCount} time ids x {timeDim} + a {projection}-wide pooled embedding give {passed}.";
+        if (aesthetic is not null && Math.Abs(expected - passed) == timeDim)
+            throw new ArgumentException(Components.RequiresAestheticsScore
+                ? $"{head} The UNet is conditioned on the target size, not an aesthetic score (as the SDXL base): set StableDiffusionComponents.RequiresAestheticsScore = false (model_index.json's requires_aesthetics_score) so that target_size {aesthetic.TargetSize?.ToString() ?? "(the output size)"} is used."
+                : $"{head} The UNet is conditioned on an aesthetic score (as the SDXL refiner): set StableDiffusionComponents.RequiresAestheticsScore = true (model_index.json's requires_aesthetics_score) so that aesthetic_score {aesthetic.AestheticScore} and negative_aesthetic_score {aesthetic.NegativeAestheticScore} are used.");
+        throw new ArgumentException($"{head} The model has an incorrect config: check the UNet's addition_time_embed_dim / projection_class_embeddings_input_dim and text_encoder_2's projection_dim{(aesthetic is null && Components.RequiresAestheticsScore ? " (this model conditions on an aesthetic score, as the SDXL refiner: use it with the image-to-image or inpainting pipeline)" : "")}.");
     }
 
     /// <summary>The pipeline call behind every public <c>Generate</c>: the request's type selects the mode, and must be the
@@ -177,16 +245,34 @@ public abstract class StableDiffusionPipelineBase : IDisposable
         using var scheduler = Components.CreateScheduler();
         scheduler.SetTimesteps(steps, device);
         var timesteps = scheduler.TimestepValues.ToArray();
+        bool fromDenoisingStart = IsXL && img2img is not null && DenoisingValueValid(img2img.DenoisingStart);
         if (img2img is not null)
         {
-            // diffusers' get_timesteps: keep the last int(steps * strength) steps.
-            int initTimestep = Math.Min((int)(steps * StrengthOf(img2img)), steps);
-            int tStart = Math.Max(steps - initTimestep, 0) * scheduler.Order;
+            int tStart;
+            if (fromDenoisingStart)
+            {
+                // get_timesteps with denoising_start: strength gives way to the timesteps below the cutoff.
+                int cutoff = DiscreteTimestepCutoff(img2img.DenoisingStart!.Value, scheduler);
+                int count = timesteps.Count(t => t < cutoff);
+                // A second-order scheduler repeats every timestep but the first: an even count would stop mid-step.
+                if (scheduler.Order == 2 && count % 2 == 0) count++;
+                tStart = timesteps.Length - count;
+            }
+            else
+            {
+                // diffusers' get_timesteps: keep the last int(steps * strength) steps.
+                int initTimestep = Math.Min((int)(steps * StrengthOf(img2img)), steps);
+                tStart = Math.Max(steps - initTimestep, 0) * scheduler.Order;
+            }
             timesteps = timesteps[tStart..];
             scheduler.SetBeginIndex(tStart);
             if (timesteps.Length < 1)
-                throw new ArgumentException($"strength {StrengthOf(img2img)} with {steps} steps leaves no step to run; raise strength or steps.");
+                throw new ArgumentException(fromDenoisingStart
+                    ? $"denoising_start {img2img.DenoisingStart} with {steps} steps leaves no step to run; lower denoising_start or raise steps."
+                    : $"strength {StrengthOf(img2img)} with {steps} steps leaves no step to run; raise strength or steps.");
         }
+        // SDXL (all modes): without denoising_start the image is noised to the first timestep; with it, taken as it is.
+        bool addNoise = !(IsXL && img2img?.DenoisingStart is not null);
 
         progress?.Report(new PipelineProgress("encode", 0, 1));
         var encoder = Components.CreatePromptEncoder(OnPromptTruncated);
@@ -197,8 +283,7 @@ public abstract class StableDiffusionPipelineBase : IDisposable
         if (IsXL)
         {
             textEmbeds = cfg ? cat([encoded.NegativePooledPromptEmbeds!, encoded.PooledPromptEmbeds!], 0) : encoded.PooledPromptEmbeds!;
-            var ids = TimeIds(r, height, width, dtype);
-            timeIds = (cfg ? cat([ids, ids], 0) : ids).repeat(batch, 1);
+            timeIds = TimeIds(r, height, width, cfg, batch, dtype);
         }
         progress?.Report(new PipelineProgress("encode", 1, 1));
         ct.ThrowIfCancellationRequested();
@@ -214,8 +299,16 @@ public abstract class StableDiffusionPipelineBase : IDisposable
         {
             bool strengthMax = StrengthOf(inpaint) == 1.0;
             bool fourChannel = unet.Config.InChannels == vaeConfig.LatentChannels;
-            if (fourChannel || (r.Latents is null && !strengthMax)) imageLatents = ImageLatents(image!, r, dtype, batch);
-            if (r.Latents is { } given)
+            // Without noise the image latents are the start, whatever the UNet (diffusers would fail on a 9-channel UNet at strength 1).
+            if (fourChannel || (r.Latents is null && !strengthMax) || !addNoise) imageLatents = ImageLatents(image!, r, dtype, batch);
+            if (!addNoise)
+            {
+                // prepare_latents(add_noise=False): the image latents as they are (given latents are not used); the noise
+                // is still drawn, for the 4-channel blend.
+                noise = Randn(shape, r, dtype);
+                latents = imageLatents!.alias();
+            }
+            else if (r.Latents is { } given)
             {
                 noise = given.to(dtype, device, copy: true);
                 latents = noise * initNoiseSigma;
@@ -235,8 +328,12 @@ public abstract class StableDiffusionPipelineBase : IDisposable
         else if (img2img is not null)
         {
             imageLatents = ImageLatents(image!, r, dtype, batch);
-            noise = Randn(imageLatents.shape, r, dtype);
-            latents = scheduler.AddNoise(imageLatents, noise, timesteps[0]);
+            if (addNoise)
+            {
+                noise = Randn(imageLatents.shape, r, dtype);
+                latents = scheduler.AddNoise(imageLatents, noise, timesteps[0]);
+            }
+            else latents = imageLatents.alias();
         }
         else
         {
@@ -244,6 +341,13 @@ public abstract class StableDiffusionPipelineBase : IDisposable
             if (!latents.shape.SequenceEqual(shape))
                 throw new ArgumentException($"latents must have shape [{string.Join(", ", shape)}], got [{string.Join(", ", latents.shape)}].");
             latents = latents * initNoiseSigma;
+        }
+
+        if (IsXL && DenoisingValueValid(r.DenoisingEnd))
+        {
+            // denoising_end: run the timesteps at or above the cutoff and return the latents there (for a refiner).
+            int cutoff = DiscreteTimestepCutoff(r.DenoisingEnd!.Value, scheduler);
+            timesteps = timesteps[..timesteps.Count(t => t >= cutoff)];
         }
 
         var loop = new DenoiseState(embeds, textEmbeds, timeIds, mask, maskedImageLatents, imageLatents, noise, guidance);
@@ -263,7 +367,7 @@ public abstract class StableDiffusionPipelineBase : IDisposable
     {
         public Tensor Embeds = embeds;
         public Tensor? TextEmbeds = textEmbeds;
-        public readonly Tensor? TimeIds = timeIds;
+        public Tensor? TimeIds = timeIds;
         public Tensor? Mask = mask;
         public readonly Tensor? MaskedImageLatents = maskedImageLatents;
         public readonly Tensor? ImageLatents = imageLatents;
@@ -311,7 +415,7 @@ public abstract class StableDiffusionPipelineBase : IDisposable
                     noisePred = uncond + s.Guidance * (text - uncond);
                     if (r.GuidanceRescale > 0) noisePred = RescaleNoiseCfg(noisePred, text, r.GuidanceRescale);
                 }
-                var next = scheduler.Step(noisePred, t, latents, generator);
+                var next = SchedulerStep(scheduler, noisePred, t, latents, r, generator);
                 if (s.Mask is not null && !nineChannel)
                 {
                     // The 4-channel inpainting blend: outside the mask, the image noised to the next timestep.
@@ -329,18 +433,35 @@ public abstract class StableDiffusionPipelineBase : IDisposable
                 var context = new StepEndContext
                 {
                     Step = i, TotalSteps = timesteps.Length, Timestep = t, Latents = latents, PromptEmbeds = s.Embeds,
-                    PooledPromptEmbeds = s.TextEmbeds, GuidanceScale = s.Guidance, Mask = s.Mask,
+                    PooledPromptEmbeds = s.TextEmbeds, AddTimeIds = s.TimeIds, GuidanceScale = s.Guidance, Mask = s.Mask,
                 };
                 callback(context);
                 latents = Adopt(latents, context.Latents);
                 s.Embeds = Adopt(s.Embeds, context.PromptEmbeds);
                 if (s.TextEmbeds is not null) s.TextEmbeds = Adopt(s.TextEmbeds, context.PooledPromptEmbeds ?? s.TextEmbeds);
+                if (s.TimeIds is not null) s.TimeIds = Adopt(s.TimeIds, context.AddTimeIds ?? s.TimeIds);
                 if (s.Mask is not null && context.Mask is not null) s.Mask = Adopt(s.Mask, context.Mask);
                 s.Guidance = context.GuidanceScale;
                 if (context.Interrupt) break;
             }
         }
         return latents;
+    }
+
+    /// <summary>
+    /// The scheduler step with diffusers' <c>prepare_extra_step_kwargs</c>: eta goes only to a step that takes it (DDIM),
+    /// the generator to every step. A list of generators draws DDIM's noise per image, as <c>randn_tensor</c> does.
+    /// </summary>
+    private static Tensor SchedulerStep(IDiffusionScheduler scheduler, Tensor noisePred, float t, Tensor latents, StableDiffusionRequest r,
+        Runtime.Generator? generator)
+    {
+        if (scheduler is not IEtaStepScheduler ddim) return scheduler.Step(noisePred, t, latents, generator);
+        if (r.Eta > 0 && r.Generators is { Count: > 1 } list)
+        {
+            using var noise = RandomDraws.Randn(noisePred.shape, null, list, noisePred.dtype, noisePred.device);
+            return ddim.Step(noisePred, t, latents, r.Eta, varianceNoise: noise);
+        }
+        return ddim.Step(noisePred, t, latents, r.Eta, generator: generator);
     }
 
     /// <summary>diffusers' <c>rescale_noise_cfg</c>: match the guided prediction's std to the text prediction's, then mix.</summary>

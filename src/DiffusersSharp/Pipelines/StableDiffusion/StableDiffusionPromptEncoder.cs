@@ -27,28 +27,36 @@ public sealed record StableDiffusionEncodedPrompt(Tensor PromptEmbeds, Tensor? P
 /// The <c>encode_prompt</c> of the UNet pipelines. SD 1.x / 2.x: CLIP's last hidden state (after the final LayerNorm;
 /// with clip_skip an earlier layer through the final LayerNorm), negatives "" by default. SDXL: the penultimate hidden
 /// states of CLIP-L and OpenCLIP-G side by side, pooled = the second encoder's projection, and zero negatives when the
-/// model says <c>force_zeros_for_empty_prompt</c> and no negative prompt is given. No attention masks, as diffusers calls
+/// model says <c>force_zeros_for_empty_prompt</c> and no negative prompt is given. An SDXL model without the first
+/// encoder (the refiner) uses OpenCLIP-G's penultimate states alone, and encodes <c>prompt</c> (not <c>prompt_2</c>) with
+/// it, as diffusers' encode_prompt pairs the prompts with the encoders it has. No attention masks, as diffusers calls
 /// these encoders.
 /// </summary>
 public sealed class StableDiffusionPromptEncoder
 {
-    private readonly CLIPTokenizer _tokenizer;
-    private readonly CLIPTextModel _textEncoder;
+    private readonly CLIPTokenizer? _tokenizer;
+    private readonly CLIPTextModel? _textEncoder;
     private readonly CLIPTokenizer? _tokenizer2;
     private readonly CLIPTextModelWithProjection? _textEncoder2;
     private readonly bool _forceZerosForEmptyPrompt;
 
     /// <summary>
     /// Creates the encoder: SD 1.x / 2.x with one tokenizer and encoder; SDXL with the second pair too
-    /// (<paramref name="tokenizer2"/> and <paramref name="textEncoder2"/> both given, or both null).
+    /// (<paramref name="tokenizer2"/> and <paramref name="textEncoder2"/> both given, or both null), the first pair then
+    /// optional (the SDXL refiner has none).
     /// </summary>
-    public StableDiffusionPromptEncoder(CLIPTokenizer tokenizer, CLIPTextModel textEncoder,
+    /// <exception cref="ArgumentException">An encoder without its tokenizer or the reverse, or no encoder at all.</exception>
+    public StableDiffusionPromptEncoder(CLIPTokenizer? tokenizer, CLIPTextModel? textEncoder,
         CLIPTokenizer? tokenizer2 = null, CLIPTextModelWithProjection? textEncoder2 = null, bool forceZerosForEmptyPrompt = false)
     {
         if ((tokenizer2 is null) != (textEncoder2 is null))
             throw new ArgumentException("The second text encoder needs its tokenizer, and the other way round.");
-        _tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
-        _textEncoder = textEncoder ?? throw new ArgumentNullException(nameof(textEncoder));
+        if ((tokenizer is null) != (textEncoder is null))
+            throw new ArgumentException("The text encoder needs its tokenizer, and the other way round.");
+        if (textEncoder is null && textEncoder2 is null)
+            throw new ArgumentException("A prompt encoder needs a text encoder: text_encoder (SD 1.x / 2.x), text_encoder_2 (SDXL refiner) or both (SDXL).");
+        _tokenizer = tokenizer;
+        _textEncoder = textEncoder;
         _tokenizer2 = tokenizer2;
         _textEncoder2 = textEncoder2;
         _forceZerosForEmptyPrompt = forceZerosForEmptyPrompt;
@@ -120,28 +128,29 @@ public sealed class StableDiffusionPromptEncoder
     private (Tensor Embeds, Tensor? Pooled) EncodeOne(IReadOnlyList<string> prompt, IReadOnlyList<string> prompt2, int n, int? clipSkip, Device device)
     {
         using var scope = NewDisposeScope();
-        BeforeEncoder?.Invoke("text_encoder");
-        using var ids = TokenIds(_tokenizer, prompt, device, "tokenizer");
-        using var output = _textEncoder.Forward(ids, outputHiddenStates: IsXL || clipSkip is not null);
         Tensor embeds, pooled;
+        if (_textEncoder is null) prompt2 = prompt; // diffusers zips [prompt, prompt_2] with the one encoder it has
+        else BeforeEncoder?.Invoke("text_encoder");
+        using var ids = _textEncoder is null ? null : TokenIds(_tokenizer!, prompt, device, "tokenizer");
+        using var output = _textEncoder?.Forward(ids!, outputHiddenStates: IsXL || clipSkip is not null);
         if (!IsXL)
         {
             embeds = clipSkip is { } skip
-                ? _textEncoder.FinalLayerNorm(Layer(output.HiddenStates, skip + 1, clipSkip))
-                : output.LastHiddenState.clone();
-            embeds = embeds.to(_textEncoder.WeightDtype(), device).repeat_interleave(n, dim: 0);
+                ? _textEncoder!.FinalLayerNorm(Layer(output!.HiddenStates, skip + 1, clipSkip))
+                : output!.LastHiddenState.clone();
+            embeds = embeds.to(_textEncoder!.WeightDtype(), device).repeat_interleave(n, dim: 0);
             return (embeds.MoveToOuterDisposeScope(), null);
         }
         // SDXL: "We are only ALWAYS interested in the pooled output of the final text encoder"; hidden states [-(skip + 2)].
         int layer = clipSkip is { } s ? s + 2 : 2;
-        var first = Layer(output.HiddenStates, layer, clipSkip);
+        var first = output is null ? null : Layer(output.HiddenStates, layer, clipSkip);
         BeforeEncoder?.Invoke("text_encoder_2");
         using var ids2 = TokenIds(_tokenizer2!, prompt2, device, "tokenizer_2");
         using var output2 = _textEncoder2!.Forward(ids2, outputHiddenStates: true);
         var second = Layer(output2.HiddenStates, layer, clipSkip);
         pooled = output2.TextEmbeds ?? throw new InvalidOperationException("text_encoder_2 has no text projection.");
         var dtype = _textEncoder2.WeightDtype();
-        embeds = cat([first, second], dim: -1).to(dtype, device).repeat_interleave(n, dim: 0);
+        embeds = (first is null ? second : cat([first, second], dim: -1)).to(dtype, device).repeat_interleave(n, dim: 0);
         pooled = pooled.to(dtype, device).repeat_interleave(n, dim: 0);
         return (embeds.MoveToOuterDisposeScope(), pooled.MoveToOuterDisposeScope());
     }

@@ -77,6 +77,31 @@ public record StableDiffusionRequest
     /// <summary>SDXL micro-conditioning: the target size (height, width); default the output size.</summary>
     public (int Height, int Width)? TargetSize { get; init; }
 
+    /// <summary>SDXL: the original size the negative conditioning claims. Text-to-image uses the negative time ids only
+    /// when this and <see cref="NegativeTargetSize"/> are both given; image-to-image and inpainting default it to
+    /// <see cref="OriginalSize"/>.</summary>
+    public (int Height, int Width)? NegativeOriginalSize { get; init; }
+
+    /// <summary>SDXL: the crop corner of the negative conditioning; default (0, 0). Image-to-image and inpainting use it
+    /// only with aesthetic-score conditioning (otherwise diffusers puts <see cref="CropsCoordsTopLeft"/> in the negative
+    /// time ids too).</summary>
+    public (int Top, int Left) NegativeCropsCoordsTopLeft { get; init; }
+
+    /// <summary>SDXL: the target size of the negative conditioning (see <see cref="NegativeOriginalSize"/>); unused with
+    /// aesthetic-score conditioning.</summary>
+    public (int Height, int Width)? NegativeTargetSize { get; init; }
+
+    /// <summary>SDXL "ensemble of experts": stop after this fraction of the schedule, in (0, 1), and return the
+    /// still-noisy latents for a refiner called with the same value as <see cref="StableDiffusionImg2ImgRequest.DenoisingStart"/>
+    /// (use <see cref="OutputType.Latent"/>). The cutoff is the timestep <c>round(T - DenoisingEnd * T)</c> (T =
+    /// num_train_timesteps): the steps at or above it run. Values outside (0, 1) are ignored, as in diffusers.</summary>
+    public double? DenoisingEnd { get; init; }
+
+    /// <summary>DDIM's η: the weight of fresh noise in each step, 0 (deterministic, the default) to 1 (DDPM-like).
+    /// Used only by schedulers whose step takes it (DDIM), with noise from <see cref="Generator"/> /
+    /// <see cref="Generators"/>; ignored by the others.</summary>
+    public double Eta { get; init; }
+
     /// <summary>Called after every step; may replace latents and embeddings or interrupt.</summary>
     public Action<StepEndContext>? CallbackOnStepEnd { get; init; }
 }
@@ -89,8 +114,22 @@ public record StableDiffusionImg2ImgRequest : StableDiffusionRequest
     /// [B,4,h,w] latent tensor used as is.</summary>
     public PipelineImage? Image { get; init; }
 
-    /// <summary>How much to change the image, in [0, 1] (default 0.8 for SD 1.x / 2.x, 0.3 for SDXL).</summary>
+    /// <summary>How much to change the image, in [0, 1] (default 0.8 for SD 1.x / 2.x, 0.3 for SDXL). Ignored by SDXL
+    /// when <see cref="DenoisingStart"/> is in (0, 1).</summary>
     public double? Strength { get; init; }
+
+    /// <summary>SDXL "ensemble of experts": skip this fraction of the schedule, in (0, 1), and denoise only the
+    /// timesteps below <c>round(T - DenoisingStart * T)</c> (T = num_train_timesteps), starting from the image (or a
+    /// base pipeline's latents) as it is. When set, no noise is added to the image, whatever its value (as in diffusers);
+    /// a value outside (0, 1) falls back to <see cref="Strength"/> for the schedule.</summary>
+    public double? DenoisingStart { get; init; }
+
+    /// <summary>SDXL with aesthetic-score conditioning (<see cref="StableDiffusionComponents.RequiresAestheticsScore"/>,
+    /// the refiner): the aesthetic score of the positive conditioning (default 6.0).</summary>
+    public double AestheticScore { get; init; } = 6.0;
+
+    /// <summary>SDXL with aesthetic-score conditioning: the aesthetic score of the negative conditioning (default 2.5).</summary>
+    public double NegativeAestheticScore { get; init; } = 2.5;
 }
 
 /// <summary>Inpainting parameters (<c>StableDiffusion[XL]InpaintPipeline.__call__</c>).</summary>

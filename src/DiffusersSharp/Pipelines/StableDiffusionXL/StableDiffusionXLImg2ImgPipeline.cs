@@ -2,7 +2,9 @@ using DiffusersSharp.Pipelines.StableDiffusion;
 
 namespace DiffusersSharp.Pipelines.StableDiffusionXL;
 
-/// <summary>Image-to-image with SDXL (diffusers' <c>StableDiffusionXLImg2ImgPipeline</c>, without aesthetic-score conditioning).</summary>
+/// <summary>Image-to-image with SDXL (diffusers' <c>StableDiffusionXLImg2ImgPipeline</c>): also the refiner's pipeline
+/// (aesthetic-score conditioning, no first text encoder) and the second half of the base + refiner ensemble
+/// (<see cref="StableDiffusionImg2ImgRequest.DenoisingStart"/>).</summary>
 public sealed class StableDiffusionXLImg2ImgPipeline : StableDiffusionPipelineBase
 {
     /// <summary>Wraps loaded components (taking a reference on them).</summary>

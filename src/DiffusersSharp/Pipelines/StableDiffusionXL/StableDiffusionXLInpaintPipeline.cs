@@ -2,7 +2,8 @@ using DiffusersSharp.Pipelines.StableDiffusion;
 
 namespace DiffusersSharp.Pipelines.StableDiffusionXL;
 
-/// <summary>Inpainting with SDXL (diffusers' <c>StableDiffusionXLInpaintPipeline</c>, without aesthetic-score conditioning): white mask pixels are repainted.</summary>
+/// <summary>Inpainting with SDXL (diffusers' <c>StableDiffusionXLInpaintPipeline</c>, with aesthetic-score conditioning when the
+/// model asks for it): white mask pixels are repainted.</summary>
 public sealed class StableDiffusionXLInpaintPipeline : StableDiffusionPipelineBase
 {
     /// <summary>Wraps loaded components (taking a reference on them).</summary>

@@ -2,7 +2,8 @@ using DiffusersSharp.Pipelines.StableDiffusion;
 
 namespace DiffusersSharp.Pipelines.StableDiffusionXL;
 
-/// <summary>Text-to-image with SDXL (diffusers' <c>StableDiffusionXLPipeline</c>): two text encoders and size / crop micro-conditioning.</summary>
+/// <summary>Text-to-image with SDXL (diffusers' <c>StableDiffusionXLPipeline</c>): two text encoders and size / crop micro-conditioning;
+/// <see cref="StableDiffusionRequest.DenoisingEnd"/> makes it the first half of the base + refiner ensemble.</summary>
 public sealed class StableDiffusionXLPipeline : StableDiffusionPipelineBase
 {
     /// <summary>Wraps loaded components (taking a reference on them).</summary>
