@@ -6,13 +6,23 @@ namespace DiffusersSharp.Hub;
 /// <summary>
 /// Chooses the repo files a diffusers pipeline needs: <c>model_index.json</c>, then, for each non-empty component, the
 /// folder's config/tokenizer files and its safetensors weights of the requested variant (falling back to the default
-/// weights when the component has no such variant, as diffusers does). Never pickle weights (.bin/.ckpt/.pt), other
+/// weights when the component has no such variant, as diffusers does), skipping the optional components DiffusersSharp
+/// does not use (<see cref="UnusedComponents"/>). Never pickle weights (.bin/.ckpt/.pt), other
 /// formats, other variants, single-file checkpoints or other folders at the repo root.
 /// </summary>
 public static partial class HubFileSelector
 {
     /// <summary>The pipeline description at the repo root.</summary>
     public const string ModelIndexFile = "model_index.json";
+
+    /// <summary>
+    /// Optional components of diffusers' pipelines that DiffusersSharp never loads (the SD 1.x safety checker and its
+    /// image processor, IP-Adapter image encoders): not downloaded, as if they were <c>None</c>.
+    /// </summary>
+    public static readonly IReadOnlySet<string> UnusedComponents = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "safety_checker", "feature_extractor", "image_encoder",
+    };
 
     private static readonly string[] SideFileExtensions = [".json", ".txt", ".model", ".tiktoken"];
     private static readonly string[] OtherWeightExtensions =
@@ -27,7 +37,7 @@ public static partial class HubFileSelector
         var selected = new List<string> { ModelIndexFile };
         foreach (var (component, spec) in index.Components.OrderBy(c => c.Key, StringComparer.Ordinal))
         {
-            if (spec.IsEmpty) continue;
+            if (spec.IsEmpty || UnusedComponents.Contains(component)) continue;
             string prefix = component + "/";
             var names = repoFiles.Where(f => f.StartsWith(prefix, StringComparison.Ordinal) && f.IndexOf('/', prefix.Length) < 0)
                 .Select(f => f[prefix.Length..]).ToList();

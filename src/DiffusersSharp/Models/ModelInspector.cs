@@ -41,7 +41,8 @@ public static class ModelInspector
             var components = new List<ComponentInfo>();
             foreach (var (name, spec) in index.Components.OrderBy(c => c.Key, StringComparer.Ordinal))
             {
-                if (spec.IsEmpty) continue;
+                // Optional components DiffusersSharp never loads (the safety checker...) are left out, as downloads leave them.
+                if (spec.IsEmpty || Hub.HubFileSelector.UnusedComponents.Contains(name)) continue;
                 components.Add(Component(name, spec.Library, spec.ClassName!, System.IO.Path.Combine(path, name)));
             }
             return new ModelInfo(path, index.ClassName, components);

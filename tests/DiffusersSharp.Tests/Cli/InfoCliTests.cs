@@ -75,4 +75,21 @@ public sealed class InfoCliTests : IDisposable
         Assert.Equal(2, code);
         Assert.Contains("'unet' has class 'UNetSpatioTemporalConditionModel'", stderr);
     }
+
+    [Fact]
+    public void TheSafetyCheckerAndItsFeatureExtractorAreLeftOut()
+    {
+        // stable-diffusion-v1-5 names both; DiffusersSharp neither downloads nor loads them (safety_checker=None).
+        string model = Path.Combine(_dir, "sd15");
+        Directory.CreateDirectory(Path.Combine(model, "scheduler"));
+        File.Copy(Fixtures.Path("tiny-sd15/model/scheduler/scheduler_config.json"), Path.Combine(model, "scheduler", "scheduler_config.json"));
+        File.WriteAllText(Path.Combine(model, "model_index.json"), """
+            {"_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers", "PNDMScheduler"],
+             "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"], "feature_extractor": ["transformers", "CLIPImageProcessor"]}
+            """);
+        var (code, stdout, stderr) = CliRunner.Run("info", "--model", model);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("PNDMScheduler", stdout);
+        Assert.DoesNotContain("safety_checker", stdout);
+    }
 }

@@ -45,6 +45,21 @@ public sealed class HubFileSelectorTests
     }
 
     [Fact]
+    public void The_safety_checker_and_its_feature_extractor_are_not_fetched()
+    {
+        // stable-diffusion-v1-5's model_index.json names both; DiffusersSharp has no safety checker (safety_checker=None).
+        var index = new ModelIndex("StableDiffusionPipeline", null, new Dictionary<string, ComponentSpec>
+        {
+            ["safety_checker"] = new("stable_diffusion", "StableDiffusionSafetyChecker"),
+            ["feature_extractor"] = new("transformers", "CLIPImageProcessor"),
+            ["scheduler"] = new("diffusers", "PNDMScheduler"),
+        });
+        string[] repo = ["model_index.json", "safety_checker/config.json", "safety_checker/model.safetensors",
+            "feature_extractor/preprocessor_config.json", "scheduler/scheduler_config.json"];
+        Assert.Equal(["model_index.json", "scheduler/scheduler_config.json"], HubFileSelector.Select(repo, index, null, "o/r"));
+    }
+
+    [Fact]
     public void Variant_weights_where_present_default_weights_elsewhere()
     {
         var files = HubFileSelector.Select(Repo, Index, "fp16", "o/r");
