@@ -77,6 +77,18 @@ internal sealed class ModelOffloader(Device executionDevice, IReadOnlyDictionary
 /// </summary>
 internal static class ModuleMover
 {
+    /// <summary>Converts every floating-point parameter and buffer of <paramref name="module"/> to <paramref name="dtype"/>, in place.</summary>
+    public static void CastTo(nn.Module module, ScalarType dtype)
+    {
+        using var noGrad = no_grad();
+        foreach (var (key, tensor) in module.state_dict().DistinctBy(kv => kv.Value.Handle).ToList())
+        {
+            if (!tensor.is_floating_point() || tensor.dtype == dtype) continue;
+            StateDictLoader.Replace(module, key, tensor.to(dtype));
+            tensor.Dispose();
+        }
+    }
+
     /// <summary>Moves every parameter and buffer of <paramref name="module"/> that is elsewhere to <paramref name="device"/>.</summary>
     public static void MoveTo(nn.Module module, Device device)
     {

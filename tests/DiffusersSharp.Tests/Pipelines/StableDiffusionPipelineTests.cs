@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using DiffusersSharp.Images;
+using DiffusersSharp.Models;
 using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion;
@@ -145,6 +146,29 @@ public sealed class StableDiffusionPipelineTests(TinyUNetPipelines models) : ICl
         Assert.NotEqual(previews[0].Pixels, previews[1].Pixels);
         // Each preview brings the VAE to the device and the UNet back for the next step; the final decode ends the call.
         Assert.Equal(["text_encoder", "unet", "vae", "unet", "vae", "unet", "vae"], moves);
+    }
+
+    [Fact]
+    public void AFloat16SdxlVaeDecodesInFloat32AndStaysFloat16()
+    {
+        // diffusers' force_upcast: SDXL's VAE overflows in float16, so the pipeline decodes (and encodes) in float32.
+        using var components = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sdxl/model"), new PipelineLoadOptions { Dtype = ScalarType.Float16 });
+        Assert.True(components.Vae.Config.ForceUpcast);
+        using var pipe = new StableDiffusionXLPipeline(components);
+        using var latents = pipe.Generate(Small() with { NumInferenceSteps = 2, OutputType = OutputType.Latent });
+        Assert.Equal(ScalarType.Float16, latents.Tensor!.dtype);
+        Assert.Equal(ScalarType.Float16, components.Vae.WeightDtype());
+
+        var preview = pipe.PreviewImages(latents.Tensor)[0];
+        Assert.Equal(ScalarType.Float16, components.Vae.WeightDtype()); // back after the decode
+        // The same decode by hand with the VAE cast to float32: equal, pixel for pixel.
+        DiffusersSharp.Pipelines.ModuleMover.CastTo(components.Vae, ScalarType.Float32);
+        using (var _ = inference_mode())
+        {
+            using var z = latents.Tensor.to(ScalarType.Float32) / components.Vae.Config.ScalingFactor;
+            using var decoded = components.Vae.Decode(z);
+            Assert.Equal(pipe.ImageProcessor.PostprocessToImages(decoded)[0].Pixels, preview.Pixels);
+        }
     }
 
     [Fact]

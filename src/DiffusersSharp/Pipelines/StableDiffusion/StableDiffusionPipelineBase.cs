@@ -121,7 +121,7 @@ public abstract class StableDiffusionPipelineBase : IDisposable
         else
         {
             Components.Activate("vae");
-            var sample = RandomDraws.SampleVae(vae, image, r.Generator, r.Generators, Components.Device).to(dtype);
+            var sample = WithVaeUpcast(() => RandomDraws.SampleVae(vae, image, r.Generator, r.Generators, Components.Device)).to(dtype);
             if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
             {
                 var m = tensor(mean.Select(v => (float)v).ToArray(), [1, mean.Length, 1, 1], device: Components.Device).to(dtype);
@@ -486,7 +486,7 @@ public abstract class StableDiffusionPipelineBase : IDisposable
     {
         ArgumentNullException.ThrowIfNull(latents);
         using var inference = inference_mode();
-        return Components.WithActive("vae", () => DecodeOnDevice(latents, OutputType.Image).Images!);
+        return Components.WithActive("vae", () => WithVaeUpcast(() => DecodeOnDevice(latents, OutputType.Image)).Images!);
     }
 
     /// <summary>Decodes latents to the requested output (diffusers' postprocess); under model offload the last model goes back to the CPU.</summary>
@@ -496,7 +496,7 @@ public abstract class StableDiffusionPipelineBase : IDisposable
         {
             if (outputType == OutputType.Latent) return new StableDiffusionPipelineOutput(null, latents.alias().DetachFromDisposeScope());
             Components.Activate("vae");
-            return DecodeOnDevice(latents, outputType);
+            return WithVaeUpcast(() => DecodeOnDevice(latents, outputType));
         }
         finally
         {
@@ -504,10 +504,31 @@ public abstract class StableDiffusionPipelineBase : IDisposable
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="use"/> with the VAE in float32 when it is float16 with <c>force_upcast</c> (SDXL's VAE overflows
+    /// in float16: diffusers' <c>upcast_vae</c> for SDXL encode and decode), and puts it back to float16 after.
+    /// </summary>
+    private T WithVaeUpcast<T>(Func<T> use)
+    {
+        var vae = Components.Vae;
+        if (!IsXL || !vae.Config.ForceUpcast || vae.WeightDtype() != ScalarType.Float16) return use();
+        ModuleMover.CastTo(vae, ScalarType.Float32);
+        try
+        {
+            return use();
+        }
+        finally
+        {
+            ModuleMover.CastTo(vae, ScalarType.Float16);
+        }
+    }
+
     private StableDiffusionPipelineOutput DecodeOnDevice(Tensor latents, OutputType outputType)
     {
         using var scope = NewDisposeScope();
         var vae = Components.Vae;
+        // diffusers casts to the VAE's dtype before unscaling (float32 when the VAE was upcast).
+        latents = latents.to(vae.WeightDtype());
         Tensor scaled;
         if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
         {
@@ -516,7 +537,7 @@ public abstract class StableDiffusionPipelineBase : IDisposable
             scaled = latents * sd / vae.Config.ScalingFactor + m;
         }
         else scaled = latents / vae.Config.ScalingFactor;
-        var decoded = vae.Decode(scaled.to(vae.WeightDtype()));
+        var decoded = vae.Decode(scaled);
         return outputType switch
         {
             OutputType.Tensor => new StableDiffusionPipelineOutput(null, (decoded * 0.5 + 0.5).clamp(0, 1).DetachFromDisposeScope()),
