@@ -1,0 +1,128 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.Models;
+using DiffusersSharp.Schedulers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines.StableDiffusion;
+
+// The denoising loop: UNet, guidance, scheduler step, inpainting blend, callbacks.
+public abstract partial class StableDiffusionPipelineBase
+{
+    /// <summary>The tensors the loop reads and a callback may replace.</summary>
+    private sealed class DenoiseState(Tensor embeds, Tensor? textEmbeds, Tensor? timeIds, Tensor? mask, Tensor? maskedImageLatents,
+        Tensor? imageLatents, Tensor? noise, double guidance)
+    {
+        public Tensor Embeds = embeds;
+        public Tensor? TextEmbeds = textEmbeds;
+        public Tensor? TimeIds = timeIds;
+        public Tensor? Mask = mask;
+        public readonly Tensor? MaskedImageLatents = maskedImageLatents;
+        public readonly Tensor? ImageLatents = imageLatents;
+        public readonly Tensor? Noise = noise;
+        public double Guidance = guidance;
+    }
+
+    /// <summary>
+    /// The denoising loop: UNet (CFG-batched, SDXL's added conditioning, the inpainting UNet's extra channels), guidance
+    /// (and guidance rescale), scheduler step, the 4-channel inpainting blend, callback. Each step runs in its own dispose
+    /// scope; cancellation is checked between steps.
+    /// </summary>
+    private Tensor Denoise(Tensor latents, DenoiseState s, IDiffusionScheduler scheduler, float[] timesteps, StableDiffusionRequest r,
+        IProgress<PipelineProgress>? progress, CancellationToken ct)
+    {
+        var unet = Components.Unet;
+        bool nineChannel = s.Mask is not null && unet.Config.InChannels != Components.Vae.Config.LatentChannels;
+        var generator = r.Generator ?? r.Generators?[0];
+        Components.Activate("unet");
+        progress?.Report(new PipelineProgress("denoise", 0, timesteps.Length));
+        for (int i = 0; i < timesteps.Length; i++)
+        {
+            ct.ThrowIfCancellationRequested();
+            float t = timesteps[i];
+            bool cfg = s.Guidance > 1;
+            using (var stepScope = NewDisposeScope())
+            {
+                // A callback may have dropped guidance: then only the conditional half of the conditioning is used.
+                Tensor Half(Tensor x) => !cfg && x.shape[0] == 2 * latents.shape[0] ? x.chunk(2)[1] : x;
+                var modelInput = cfg ? cat([latents, latents], 0) : latents;
+                modelInput = scheduler.ScaleModelInput(modelInput, t);
+                if (nineChannel)
+                {
+                    var maskIn = cfg ? cat([s.Mask!, s.Mask!], 0) : s.Mask!;
+                    var maskedIn = cfg ? cat([s.MaskedImageLatents!, s.MaskedImageLatents!], 0) : s.MaskedImageLatents!;
+                    modelInput = cat([modelInput, maskIn, maskedIn], 1);
+                }
+                using var timestep = tensor(t, device: Components.Device);
+                var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
+                    s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds));
+                if (cfg)
+                {
+                    var halves = noisePred.chunk(2);
+                    var (uncond, text) = (halves[0], halves[1]);
+                    noisePred = uncond + s.Guidance * (text - uncond);
+                    if (r.GuidanceRescale > 0) noisePred = RescaleNoiseCfg(noisePred, text, r.GuidanceRescale);
+                }
+                var next = SchedulerStep(scheduler, noisePred, t, latents, r, generator);
+                if (s.Mask is not null && !nineChannel)
+                {
+                    // The 4-channel inpainting blend: outside the mask, the image noised to the next timestep.
+                    var proper = s.ImageLatents!;
+                    if (i < timesteps.Length - 1) proper = scheduler.AddNoise(proper, s.Noise!, timesteps[i + 1]);
+                    next = (1 - s.Mask) * proper + s.Mask * next;
+                }
+                next.MoveToOuterDisposeScope();
+                latents.Dispose();
+                latents = next;
+            }
+            progress?.Report(new PipelineProgress("denoise", i + 1, timesteps.Length));
+            if (r.CallbackOnStepEnd is { } callback)
+            {
+                var context = new StepEndContext
+                {
+                    Step = i, TotalSteps = timesteps.Length, Timestep = t, Latents = latents, PromptEmbeds = s.Embeds,
+                    PooledPromptEmbeds = s.TextEmbeds, AddTimeIds = s.TimeIds, GuidanceScale = s.Guidance, Mask = s.Mask,
+                };
+                callback(context);
+                latents = Adopt(latents, context.Latents);
+                s.Embeds = Adopt(s.Embeds, context.PromptEmbeds);
+                if (s.TextEmbeds is not null) s.TextEmbeds = Adopt(s.TextEmbeds, context.PooledPromptEmbeds ?? s.TextEmbeds);
+                if (s.TimeIds is not null) s.TimeIds = Adopt(s.TimeIds, context.AddTimeIds ?? s.TimeIds);
+                if (s.Mask is not null && context.Mask is not null) s.Mask = Adopt(s.Mask, context.Mask);
+                s.Guidance = context.GuidanceScale;
+                if (context.Interrupt) break;
+            }
+        }
+        return latents;
+    }
+
+    /// <summary>
+    /// The scheduler step with diffusers' <c>prepare_extra_step_kwargs</c>: eta goes only to a step that takes it (DDIM),
+    /// the generator to every step. A list of generators draws DDIM's noise per image, as <c>randn_tensor</c> does.
+    /// </summary>
+    private static Tensor SchedulerStep(IDiffusionScheduler scheduler, Tensor noisePred, float t, Tensor latents, StableDiffusionRequest r,
+        Runtime.Generator? generator)
+    {
+        if (scheduler is not IEtaStepScheduler ddim) return scheduler.Step(noisePred, t, latents, generator);
+        if (r.Eta > 0 && r.Generators is { Count: > 1 } list)
+        {
+            using var noise = RandomDraws.Randn(noisePred.shape, null, list, noisePred.dtype, noisePred.device);
+            return ddim.Step(noisePred, t, latents, r.Eta, varianceNoise: noise);
+        }
+        return ddim.Step(noisePred, t, latents, r.Eta, generator: generator);
+    }
+
+    /// <summary>diffusers' <c>rescale_noise_cfg</c>: match the guided prediction's std to the text prediction's, then mix.</summary>
+    private static Tensor RescaleNoiseCfg(Tensor noiseCfg, Tensor noiseText, double rescale)
+    {
+        long[] dims = Enumerable.Range(1, (int)noiseText.dim() - 1).Select(d => (long)d).ToArray();
+        var stdText = noiseText.std(dims, keepdim: true);
+        var stdCfg = noiseCfg.std(dims, keepdim: true);
+        var rescaled = noiseCfg * (stdText / stdCfg);
+        return rescale * rescaled + (1 - rescale) * noiseCfg;
+    }
+
+    /// <summary>Takes a tensor the callback put in place; the alias belongs to the call's dispose scope, like the rest.</summary>
+    private static Tensor Adopt(Tensor current, Tensor replacement) =>
+        ReferenceEquals(current, replacement) ? current : replacement.alias();
+}

@@ -1,0 +1,104 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.Models;
+using DiffusersSharp.Schedulers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines.StableDiffusion;
+
+// The VAE side: image latents, decoding, previews, and the float32 upcast of float16 SDXL VAEs.
+public abstract partial class StableDiffusionPipelineBase
+{
+    /// <summary>diffusers' <c>_encode_vae_image</c> / img2img encode: a posterior sample, scaled (SDXL with latents_mean /
+    /// latents_std when the VAE config has them), tiled to the batch. A tensor with the latent channel count is taken as latents.</summary>
+    private Tensor ImageLatents(Tensor image, StableDiffusionRequest r, ScalarType dtype, int batch)
+    {
+        var vae = Components.Vae;
+        Tensor latents;
+        if (image.shape[1] == vae.Config.LatentChannels) latents = image.to(dtype, Components.Device);
+        else
+        {
+            Components.Activate("vae");
+            var sample = WithVaeUpcast(() => RandomDraws.SampleVae(vae, image, r.Generator, r.Generators, Components.Device)).to(dtype);
+            if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
+            {
+                var m = tensor(mean.Select(v => (float)v).ToArray(), [1, mean.Length, 1, 1], device: Components.Device).to(dtype);
+                var s = tensor(std.Select(v => (float)v).ToArray(), [1, std.Length, 1, 1], device: Components.Device).to(dtype);
+                latents = (sample - m) * vae.Config.ScalingFactor / s;
+            }
+            else latents = vae.Config.ScalingFactor * sample;
+        }
+        if (batch > latents.shape[0] && batch % latents.shape[0] == 0) latents = latents.repeat((int)(batch / latents.shape[0]), 1, 1, 1);
+        else if (batch > latents.shape[0])
+            throw new ArgumentException($"Cannot duplicate an image batch of {latents.shape[0]} to {batch} images.");
+        return latents;
+    }
+
+    /// <summary>
+    /// Decodes intermediate latents (e.g. <see cref="StepEndContext.Latents"/> in a step callback) to images, as a preview
+    /// of the generation so far. Under model offload the VAE comes to the device for it and the UNet goes back after.
+    /// </summary>
+    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents)
+    {
+        ArgumentNullException.ThrowIfNull(latents);
+        using var inference = inference_mode();
+        return Components.WithActive("vae", () => WithVaeUpcast(() => DecodeOnDevice(latents, OutputType.Image)).Images!);
+    }
+
+    /// <summary>Decodes latents to the requested output (diffusers' postprocess); under model offload the last model goes back to the CPU.</summary>
+    private StableDiffusionPipelineOutput Decode(Tensor latents, OutputType outputType)
+    {
+        try
+        {
+            if (outputType == OutputType.Latent) return new StableDiffusionPipelineOutput(null, latents.alias().DetachFromDisposeScope());
+            Components.Activate("vae");
+            return WithVaeUpcast(() => DecodeOnDevice(latents, outputType));
+        }
+        finally
+        {
+            Components.OffloadAll();
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="use"/> with the VAE in float32 when it is float16 with <c>force_upcast</c> (SDXL's VAE overflows
+    /// in float16: diffusers' <c>upcast_vae</c> for SDXL encode and decode), and puts it back to float16 after.
+    /// </summary>
+    private T WithVaeUpcast<T>(Func<T> use)
+    {
+        var vae = Components.Vae;
+        if (!IsXL || !vae.Config.ForceUpcast || vae.WeightDtype() != ScalarType.Float16) return use();
+        ModuleMover.CastTo(vae, ScalarType.Float32);
+        try
+        {
+            return use();
+        }
+        finally
+        {
+            ModuleMover.CastTo(vae, ScalarType.Float16);
+        }
+    }
+
+    private StableDiffusionPipelineOutput DecodeOnDevice(Tensor latents, OutputType outputType)
+    {
+        using var scope = NewDisposeScope();
+        var vae = Components.Vae;
+        // diffusers casts to the VAE's dtype before unscaling (float32 when the VAE was upcast).
+        latents = latents.to(vae.WeightDtype());
+        Tensor scaled;
+        if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
+        {
+            var m = tensor(mean.Select(v => (float)v).ToArray(), [1, mean.Length, 1, 1], device: latents.device).to(latents.dtype);
+            var sd = tensor(std.Select(v => (float)v).ToArray(), [1, std.Length, 1, 1], device: latents.device).to(latents.dtype);
+            scaled = latents * sd / vae.Config.ScalingFactor + m;
+        }
+        else scaled = latents / vae.Config.ScalingFactor;
+        var decoded = vae.Decode(scaled);
+        return outputType switch
+        {
+            OutputType.Tensor => new StableDiffusionPipelineOutput(null, (decoded * 0.5 + 0.5).clamp(0, 1).DetachFromDisposeScope()),
+            OutputType.Numpy => new StableDiffusionPipelineOutput(null, ImageProcessor.Postprocess(decoded).DetachFromDisposeScope()),
+            _ => new StableDiffusionPipelineOutput(ImageProcessor.PostprocessToImages(decoded), null),
+        };
+    }
+}
