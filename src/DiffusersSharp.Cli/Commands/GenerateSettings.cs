@@ -150,6 +150,20 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--generator-device <DEVICE>"), Description("Where the seed's noise is drawn: cpu (same image on every device, default) or cuda.")]
     public string GeneratorDevice { get; init; } = "cpu";
 
+    /// <summary>DDIM's eta (UNet models).</summary>
+    [CommandOption("--eta <ETA>"), Description("SD 1.x / 2.x and SDXL with the DDIM scheduler: the noise of each step, 0 (default, deterministic) to 1 (DDPM-like).")]
+    public string? Eta { get; init; }
+
+    /// <summary>Guidance rescale (UNet models).</summary>
+    [CommandOption("--guidance-rescale <R>"), Description("SD 1.x / 2.x and SDXL: rescale the guided prediction toward the text prediction's spread, 0 (default) to 1 (0.7 is common for zero-SNR models).")]
+    public string? GuidanceRescale { get; init; }
+
+    /// <summary>The parsed eta, or null.</summary>
+    public double? EtaValue => Eta is null ? null : double.Parse(Eta, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    /// <summary>The parsed guidance rescale, or null.</summary>
+    public double? GuidanceRescaleValue => GuidanceRescale is null ? null : double.Parse(GuidanceRescale, NumberStyles.Float, CultureInfo.InvariantCulture);
+
     /// <summary>Step previews.</summary>
     [CommandOption("--preview-every <N>"), Description("Also write the image decoded after every N steps, as out.step-N.png (the VAE decodes the latents so far).")]
     public int? PreviewEvery { get; init; }
@@ -179,6 +193,10 @@ public class GenerateSettings : ModelSettings
         if (Height is { } h && (h <= 0 || h % 8 != 0)) return $"--height must be a positive multiple of 8, got {h}.";
         if (NumImages < 1) return $"--num-images must be at least 1, got {NumImages}.";
         if (PreviewEvery is < 1) return $"--preview-every must be at least 1, got {PreviewEvery}.";
+        if (Eta is not null && (!double.TryParse(Eta, NumberStyles.Float, CultureInfo.InvariantCulture, out double eta) || !(eta >= 0 && eta <= 1)))
+            return $"--eta must be a number in [0, 1], got '{Eta}'.";
+        if (GuidanceRescale is not null && (!double.TryParse(GuidanceRescale, NumberStyles.Float, CultureInfo.InvariantCulture, out double rescale) || !(rescale >= 0 && rescale <= 1)))
+            return $"--guidance-rescale must be a number in [0, 1], got '{GuidanceRescale}'.";
         if (MaxSequenceLength is < 1 or > 512) return $"--max-sequence-length must be in [1, 512], got {MaxSequenceLength}.";
         if (ClipSkip is < 0) return $"--clip-skip must not be negative, got {ClipSkip}.";
         try

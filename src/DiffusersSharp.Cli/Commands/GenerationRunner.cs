@@ -78,6 +78,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             NumImagesPerPrompt = settings.NumImages,
             Generator = generator,
             ClipSkip = settings.ClipSkip,
+            Eta = settings.EtaValue ?? 0,
+            GuidanceRescale = settings.GuidanceRescaleValue ?? 0,
             OutputType = OutputType.Image,
         };
         if (ReadPromptEmbeds(pooledRequired: false) is { } e)
@@ -172,6 +174,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (settings.Width is not null || settings.Height is not null) fields.Add($"Size: {settings.Width}x{settings.Height}");
         if (strength is { } denoise) fields.Add($"Denoising strength: {denoise.ToString(inv)}");
         if (settings.SkipLayers is not null) fields.Add($"Skip layers: {settings.SkipLayers}");
+        if (settings.Eta is not null) fields.Add($"Eta: {settings.EtaValue!.Value.ToString(inv)}");
+        if (settings.GuidanceRescale is not null) fields.Add($"Guidance rescale: {settings.GuidanceRescaleValue!.Value.ToString(inv)}");
         if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");
         fields.Add("Software: DiffusersSharp");
         lines.Add(string.Join(", ", fields));

@@ -82,8 +82,10 @@ internal sealed class LoadedModel : IDisposable
                 throw new ArgumentException($"--prompt-2 applies to models with two text encoders (SD3, SDXL); {settings.Model} is a {pipelineClass}.");
             return;
         }
-        if (settings.Scheduler is not null)
-            throw new ArgumentException("--scheduler applies to SD 1.x / 2.x and SDXL models; Stable Diffusion 3 has one scheduler (FlowMatchEulerDiscrete).");
+        string? unetOnly = settings.Scheduler is not null ? "--scheduler" : settings.Eta is not null ? "--eta"
+            : settings.GuidanceRescale is not null ? "--guidance-rescale" : null;
+        if (unetOnly is not null)
+            throw new ArgumentException($"{unetOnly} applies to SD 1.x / 2.x and SDXL models, not to Stable Diffusion 3 (one scheduler: FlowMatchEulerDiscrete).");
         if (settings.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Stable Diffusion 3, got {w}.");
         if (settings.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Stable Diffusion 3, got {h}.");
     }

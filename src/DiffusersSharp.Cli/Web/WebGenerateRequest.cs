@@ -42,6 +42,12 @@ public sealed record WebGenerateRequest
     /// <summary>UNet models: the scheduler short name or class (default: the model's).</summary>
     public string? Scheduler { get; init; }
 
+    /// <summary>UNet models with DDIM: the step noise (0 to 1).</summary>
+    public double? Eta { get; init; }
+
+    /// <summary>UNet models: guidance rescale (0 to 1).</summary>
+    public double? GuidanceRescale { get; init; }
+
     /// <summary>Images to generate.</summary>
     public int NumImages { get; init; } = 1;
 
@@ -74,24 +80,26 @@ public sealed record WebGenerateRequest
         }
         string? guidance = Guidance?.ToString("R", CultureInfo.InvariantCulture);
         string? strength = Strength?.ToString("R", CultureInfo.InvariantCulture);
+        string? eta = Eta?.ToString("R", CultureInfo.InvariantCulture);
+        string? rescale = GuidanceRescale?.ToString("R", CultureInfo.InvariantCulture);
         // Settings are init-only (as the command line fills them): one initializer per verb, the shared options in each.
         GenerateSettings settings = Mode switch
         {
             "txt2img" => new GenerateSettings
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
-                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery,
+                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
             },
             "img2img" => new Img2ImgSettings
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
-                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery,
+                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 Image = Upload(Image, "image"), Strength = strength,
             },
             "inpaint" => new InpaintSettings
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
-                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery,
+                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 Image = Upload(Image, "image"), Mask = Upload(Mask, "mask"), Strength = strength,
             },
             _ => throw new ArgumentException($"mode must be txt2img, img2img or inpaint, got '{Mode}'."),

@@ -91,6 +91,9 @@ public sealed class GenerateCliTests : IDisposable
         { ["generate", "--prompt", "x", "--width", "40"], "multiple of 16" },
         { ["generate", "--prompt", "x", "--height", "-16"], "multiple of 8" },
         { ["generate", "--prompt", "x", "--scheduler", "euler"], "--scheduler applies to SD 1.x / 2.x and SDXL" },
+        { ["generate", "--prompt", "x", "--eta", "0.5"], "--eta applies to SD 1.x / 2.x and SDXL" },
+        { ["generate", "--prompt", "x", "--eta", "2"], "--eta must be a number in [0, 1]" },
+        { ["generate", "--prompt", "x", "--guidance-rescale", "-1"], "--guidance-rescale must be a number in [0, 1]" },
         { ["generate", "--prompt", "x", "--steps", "0"], "--steps must be at least 1" },
         { ["generate", "--prompt", "x", "--guidance", "nan"], "finite number" },
         { ["generate", "--prompt", "x", "--guidance", "abc"], "finite number" },
@@ -152,6 +155,16 @@ public sealed class GenerateCliTests : IDisposable
         Assert.Equal((64, 48), (ImageFile.Load(Out("xl.png")).Width, ImageFile.Load(Out("xl.png")).Height));
         Assert.Contains("Sampler: EulerAncestralDiscrete", ImageFile.ReadPngText(Out("xl.png"))["parameters"]);
         Assert.Contains("CFG scale: 5", ImageFile.ReadPngText(Out("xl.png"))["parameters"]);
+
+        // DDIM's eta draws noise at every step: another image, the same for the same seed, and written in the parameters.
+        string[] Ddim(string eta, string output) => ["generate", "--model", sd15, "--prompt", "a dragon", "--steps", "3", "--scheduler", "ddim",
+            "--width", "64", "--height", "64", "--seed", "4", "--eta", eta, "--guidance-rescale", "0.7", "--output", Out(output)];
+        Assert.Equal(0, CliRunner.Run(Ddim("0", "eta0.png")).Code);
+        Assert.Equal(0, CliRunner.Run(Ddim("0.8", "eta8.png")).Code);
+        Assert.Equal(0, CliRunner.Run(Ddim("0.8", "eta8b.png")).Code);
+        Assert.NotEqual(ImageFile.Load(Out("eta0.png")).Pixels, ImageFile.Load(Out("eta8.png")).Pixels);
+        Assert.Equal(ImageFile.Load(Out("eta8b.png")).Pixels, ImageFile.Load(Out("eta8.png")).Pixels);
+        Assert.Contains("Eta: 0.8, Guidance rescale: 0.7", ImageFile.ReadPngText(Out("eta8.png"))["parameters"]);
 
         foreach (var (args, reason) in new (string[], string)[]
         {
