@@ -1,7 +1,4 @@
-using DiffusersSharp.Images;
-using DiffusersSharp.Models;
 using DiffusersSharp.Schedulers;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace DiffusersSharp.Pipelines.StableDiffusion;

@@ -1,7 +1,5 @@
 using DiffusersSharp.Images;
 using DiffusersSharp.Models;
-using DiffusersSharp.Schedulers;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace DiffusersSharp.Pipelines.StableDiffusion;
