@@ -57,6 +57,10 @@ public class ModelSettings : CommandSettings
     /// <summary>The parsed LoRA scale.</summary>
     public double LoraScaleValue => double.Parse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture);
 
+    /// <summary>Single-file checkpoint (SD3).</summary>
+    [CommandOption("--single-file <FILE>"), Description("SD3 / SD3.5: an original single-file checkpoint (e.g. sd3.5_medium.safetensors) whose MMDiT and VAE replace --model's; --model still gives the configs, text encoders, tokenizers and scheduler.")]
+    public string? SingleFile { get; init; }
+
     /// <inheritdoc />
     public override ValidationResult Validate()
     {
@@ -69,6 +73,7 @@ public class ModelSettings : CommandSettings
     {
         if (string.IsNullOrWhiteSpace(Model)) return $"--model is required (the bundled model {BundledModel.RelativePath} was not found).";
         if (Lora is not null && !File.Exists(Lora)) return $"--lora file not found: {Lora}.";
+        if (SingleFile is not null && !File.Exists(SingleFile)) return $"--single-file not found: {SingleFile}.";
         if (!double.TryParse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double loraScale) || !double.IsFinite(loraScale))
             return $"--lora-scale must be a finite number, got '{LoraScale}'.";
         if (Device.Trim().ToLowerInvariant() is not ("cpu" or "cuda") && !Device.Trim().ToLowerInvariant().StartsWith("cuda:", StringComparison.Ordinal))

@@ -51,6 +51,7 @@ internal sealed class LoadedModel : IDisposable
             Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
             HubToken = settings.Token,
             Revision = settings.Revision,
+            SingleFile = settings.SingleFile,
             DownloadProgress = new Progress<Hub.DownloadProgress>(p =>
             {
                 if (p.Done) output.Error.WriteLine($"downloaded {p.File} ({p.FilesDone}/{p.FileCount})");
@@ -59,6 +60,8 @@ internal sealed class LoadedModel : IDisposable
         string folder = options.ResolveFolder(settings.Model!, ct);
         string pipelineClass = ModelIndex.Read(folder).ClassName;
         bool unet = StableDiffusionComponents.IsSupportedPipeline(pipelineClass);
+        if (unet && settings.SingleFile is not null)
+            throw new ArgumentException($"--single-file applies to Stable Diffusion 3 models; {settings.Model} is a {pipelineClass}.");
         if (settings is GenerateSettings generate) CheckOptions(generate, pipelineClass, unet);
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         return unet

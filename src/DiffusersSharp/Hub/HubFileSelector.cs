@@ -29,10 +29,12 @@ public static partial class HubFileSelector
         [".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx", ".onnx_data", ".pb", ".gguf", ".ot"];
 
     /// <summary>
-    /// The files to fetch, from the repo's file list and its <c>model_index.json</c>.
+    /// The files to fetch, from the repo's file list and its <c>model_index.json</c>; for the <paramref name="configOnly"/>
+    /// components (weights from a single-file checkpoint) only their config and tokenizer files.
     /// </summary>
     /// <exception cref="HubException">A component folder is missing, or holds no safetensors weights usable here.</exception>
-    public static IReadOnlyList<string> Select(IReadOnlyCollection<string> repoFiles, ModelIndex index, string? variant, string repoId)
+    public static IReadOnlyList<string> Select(IReadOnlyCollection<string> repoFiles, ModelIndex index, string? variant, string repoId,
+        IReadOnlySet<string>? configOnly = null)
     {
         var selected = new List<string> { ModelIndexFile };
         foreach (var (component, spec) in index.Components.OrderBy(c => c.Key, StringComparer.Ordinal))
@@ -44,7 +46,10 @@ public static partial class HubFileSelector
             if (names.Count == 0)
                 throw new HubException(HubErrorKind.EntryNotFound,
                     $"{repoId}: model_index.json names component '{component}' ({spec.ClassName}) but the repo has no '{component}/' folder.");
-            foreach (var name in ComponentFiles(names, variant, repoId, component)) selected.Add(prefix + name);
+            var files = configOnly?.Contains(component) == true
+                ? names.Where(n => SideFileExtensions.Any(e => n.EndsWith(e, StringComparison.OrdinalIgnoreCase)) && ParseSafetensors(n) is null && !IsIndex(n))
+                : ComponentFiles(names, variant, repoId, component);
+            foreach (var name in files) selected.Add(prefix + name);
         }
         return selected;
     }

@@ -28,6 +28,12 @@ public sealed record HubOptions
     /// <summary>Weights variant to fetch (e.g. "fp16"); null: the default (non-variant) safetensors.</summary>
     public string? Variant { get; init; }
 
+    /// <summary>
+    /// Components whose weights come from elsewhere (a single-file checkpoint): only their config and tokenizer files
+    /// are fetched, and a cached snapshot without their weights is complete.
+    /// </summary>
+    public IReadOnlySet<string> ConfigOnlyComponents { get; init; } = new HashSet<string>();
+
     /// <summary>How many files download at once.</summary>
     public int MaxParallelDownloads { get; init; } = 8;
 

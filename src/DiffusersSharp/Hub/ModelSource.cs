@@ -55,7 +55,7 @@ public static partial class ModelSource
         var fetcher = new SnapshotFetcher(http, cache, commit, options, progress);
         await fetcher.FetchAsync([HubFileSelector.ModelIndexFile], ct).ConfigureAwait(false);
         var index = ModelIndex.Read(cache.PointerPath(commit, HubFileSelector.ModelIndexFile));
-        var files = HubFileSelector.Select(listing.Files, index, options.Variant, repoId);
+        var files = HubFileSelector.Select(listing.Files, index, options.Variant, repoId, options.ConfigOnlyComponents);
         await fetcher.FetchAsync(files, ct).ConfigureAwait(false);
         cache.WriteRef(options.Revision, commit);
         return cache.SnapshotFolder(commit);
@@ -80,10 +80,11 @@ public static partial class ModelSource
         catch (InvalidDataException) { return null; }
         foreach (var (component, spec) in index.Components)
         {
-            if (spec.IsEmpty) continue;
+            if (spec.IsEmpty || HubFileSelector.UnusedComponents.Contains(component)) continue;
             string folder = Path.Combine(snapshot, component);
             if (!Directory.Exists(folder) || !Directory.EnumerateFiles(folder).Any(File.Exists)) return null;
-            if (File.Exists(Path.Combine(folder, "config.json")) && !HasWeights(folder, options.Variant)) return null;
+            if (File.Exists(Path.Combine(folder, "config.json")) && !options.ConfigOnlyComponents.Contains(component)
+                && !HasWeights(folder, options.Variant)) return null;
         }
         return snapshot;
     }

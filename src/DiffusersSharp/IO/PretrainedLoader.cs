@@ -39,6 +39,43 @@ public static class PretrainedLoader
         return model;
     }
 
+    /// <summary>
+    /// Loads a model from a single-file checkpoint whose keys need converting (an original, non-diffusers layout):
+    /// builds it on <c>meta</c>, converts the file's tensors to its state-dict names and loads them strictly.
+    /// </summary>
+    /// <param name="path">The .safetensors file.</param>
+    /// <param name="build">Builds the (empty) model on the given device; the file is open for reading a config from its keys.</param>
+    /// <param name="convert">The model's tensors under diffusers' names (views of the mapped file where possible).</param>
+    /// <param name="dtype">Floating-point dtype of the weights (null keeps the stored one).</param>
+    /// <param name="device">Target device (default CPU).</param>
+    public static TModel LoadConverted<TModel>(string path, Func<SafetensorsFile, Device, TModel> build,
+        Func<SafetensorsFile, Dictionary<string, Tensor>> convert, ScalarType? dtype = null, Device? device = null) where TModel : nn.Module
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint not found: {path}", path);
+        using var file = SafetensorsFile.Open(path);
+        var model = build(file, new Device("meta"));
+        try
+        {
+            var tensors = convert(file);
+            try
+            {
+                StateDictLoader.Load(model, tensors, new WeightLoadOptions { Dtype = dtype, Device = device });
+            }
+            finally
+            {
+                foreach (var t in tensors.Values) t.Dispose();
+            }
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        model.eval();
+        return model;
+    }
+
     private static WeightFiles? OpenWeights(string folder, string? variant)
     {
         var files = (variant is null ? null : WeightFiles.FindExact(folder, variant)) ?? WeightFiles.FindExact(folder, null);

@@ -24,6 +24,14 @@ public sealed record PipelineLoadOptions
     /// </summary>
     public OffloadMode Offload { get; init; } = OffloadMode.None;
 
+    /// <summary>
+    /// SD3 / SD3.5: an original single-file checkpoint (Stability AI's <c>sd3.5_medium.safetensors</c> layout) whose MMDiT,
+    /// and VAE when it has one, replace the model folder's, as diffusers' <c>from_single_file</c>. The folder or hub repo
+    /// still gives the configs, text encoders, tokenizers and scheduler; the replaced components' weights are not
+    /// downloaded.
+    /// </summary>
+    public string? SingleFile { get; init; }
+
     /// <summary>Hugging Face token for gated repos (else HF_TOKEN or the huggingface_hub token file).</summary>
     public string? HubToken { get; init; }
 
@@ -34,7 +42,14 @@ public sealed record PipelineLoadOptions
     public IProgress<Hub.DownloadProgress>? DownloadProgress { get; init; }
 
     /// <summary>The hub options these load options imply (token, revision, variant; the rest from the environment).</summary>
-    internal Hub.HubOptions HubOptions => new() { Token = HubToken, Revision = Revision ?? "main", Variant = Variant };
+    internal Hub.HubOptions HubOptions => new()
+    {
+        Token = HubToken, Revision = Revision ?? "main", Variant = Variant, ConfigOnlyComponents = SingleFileComponents,
+    };
+
+    /// <summary>The components <see cref="SingleFile"/> replaces (read from its keys; none without one).</summary>
+    internal IReadOnlySet<string> SingleFileComponents =>
+        SingleFile is { } path ? Loaders.SingleFileConversion.SD3ComponentsIn(path) : new HashSet<string>();
 
     /// <summary>
     /// The local pipeline folder for <paramref name="model"/>: the folder itself, or a hub repo id's snapshot (downloaded

@@ -60,6 +60,15 @@ public sealed class HubFileSelectorTests
     }
 
     [Fact]
+    public void Components_from_a_single_file_fetch_only_their_configs()
+    {
+        var files = HubFileSelector.Select(Repo, Index, null, "o/r", new HashSet<string> { "transformer" });
+        Assert.Contains("transformer/config.json", files);
+        Assert.DoesNotContain(files, f => f.StartsWith("transformer/diffusion_pytorch_model"));
+        Assert.Contains("text_encoder/model.safetensors", files);
+    }
+
+    [Fact]
     public void Variant_weights_where_present_default_weights_elsewhere()
     {
         var files = HubFileSelector.Select(Repo, Index, "fp16", "o/r");

@@ -88,6 +88,19 @@ public sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
     public static AutoencoderKL FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null) =>
         PretrainedLoader.Load<AutoencoderKLConfig, AutoencoderKL>(folder, (c, meta) => new AutoencoderKL(c, meta, dtype), dtype, device, variant);
 
+    /// <summary>
+    /// Loads the VAE of an original single-file checkpoint (LDM layout, keys under <c>first_stage_model.</c> or
+    /// <c>vae.</c>), as diffusers' <c>from_single_file</c>, with <paramref name="config"/> (the model's
+    /// <c>vae/config.json</c>: the scaling and shift factors are not in the file).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file holds no VAE, or keys of another layout.</exception>
+    /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
+    public static AutoencoderKL FromSingleFile(string path, AutoencoderKLConfig config, ScalarType? dtype = null, Device? device = null) =>
+        PretrainedLoader.LoadConverted(path, (_, meta) => new AutoencoderKL(config, meta), file =>
+            Loaders.SingleFileConversion.ConvertLdmVae(file, Loaders.SingleFileConversion.VaePrefix(file)
+                ?? throw new InvalidDataException($"{Path.GetFileName(path)} holds no VAE (first_stage_model.* or vae.* keys).")), dtype, device);
+
     /// <summary>Turns tiling on (or off with <c>false</c>).</summary>
     public void EnableTiling(bool useTiling = true) => UseTiling = useTiling;
 

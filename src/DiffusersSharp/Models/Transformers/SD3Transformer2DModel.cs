@@ -63,6 +63,26 @@ public sealed class SD3Transformer2DModel : nn.Module
         PretrainedLoader.Load<SD3Transformer2DModelConfig, SD3Transformer2DModel>(folder, (c, meta) => new SD3Transformer2DModel(c, meta, dtype), dtype, device, variant);
 
     /// <summary>
+    /// Loads the MMDiT of an original single-file checkpoint (Stability AI's <c>sd3.5_medium.safetensors</c> layout, keys
+    /// under <c>model.diffusion_model.</c>), as diffusers' <c>from_single_file</c>: keys converted by
+    /// <see cref="Loaders.SingleFileConversion"/>, then loaded strictly. Without <paramref name="config"/> (the model's
+    /// <c>transformer/config.json</c>) the config is read from the keys.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file holds no SD3 MMDiT, or keys of another layout.</exception>
+    /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
+    public static SD3Transformer2DModel FromSingleFile(string path, SD3Transformer2DModelConfig? config = null, ScalarType? dtype = null, Device? device = null)
+    {
+        int layers = 0;
+        return PretrainedLoader.LoadConverted(path, (file, meta) =>
+        {
+            var c = config ?? Loaders.SingleFileConversion.InferSD3TransformerConfig(file);
+            layers = c.NumLayers;
+            return new SD3Transformer2DModel(c, meta);
+        }, file => Loaders.SingleFileConversion.ConvertSD3Transformer(file, layers), dtype, device);
+    }
+
+    /// <summary>
     /// Predicts the flow-matching velocity for <paramref name="hidden_states"/> [B, in_channels, h, w] (h, w multiples of
     /// patch_size, h/p and w/p at most pos_embed_max_size), text <paramref name="encoder_hidden_states"/> [B, S,
     /// joint_attention_dim], <paramref name="pooled_projections"/> [B, pooled_projection_dim] and the raw scheduler

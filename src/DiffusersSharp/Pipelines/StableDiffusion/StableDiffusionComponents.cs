@@ -104,6 +104,8 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// <exception cref="InvalidDataException">The folder is not such a pipeline, or misses a component.</exception>
     public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default)
     {
+        if (options.SingleFile is not null)
+            throw new ArgumentException("Single-file checkpoints are read for Stable Diffusion 3 models only; give SD 1.x / 2.x and SDXL models as diffusers folders or hub repos.");
         var device = options.ParsedDevice;
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
         string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);

@@ -50,6 +50,7 @@ public sealed class StableDiffusion3Components : PipelineComponents
     {
         var device = options.ParsedDevice; // fail on a bad device before any download
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
+        var fromFile = options.SingleFileComponents;
         string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
         var index = ModelIndex.Read(folder);
         string[] required = ["transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"];
@@ -87,8 +88,12 @@ public sealed class StableDiffusion3Components : PipelineComponents
                 TextEncoder = Track(Timed("text_encoder", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant))),
                 TextEncoder2 = Track(Timed("text_encoder_2", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant))),
                 TextEncoder3 = withT5 ? Track(Timed("text_encoder_3", () => T5EncoderModel.FromPretrained(Sub("text_encoder_3"), options.Dtype, modelDevice, options.Variant))) : null,
-                Transformer = Track(Timed("transformer", () => SD3Transformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant))),
-                Vae = Track(Timed("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant))),
+                Transformer = Track(Timed("transformer", () => fromFile.Contains("transformer")
+                    ? SD3Transformer2DModel.FromSingleFile(options.SingleFile!, ConfigJson.Read<SD3Transformer2DModelConfig>(Path.Combine(Sub("transformer"), "config.json")), options.Dtype, modelDevice)
+                    : SD3Transformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant))),
+                Vae = Track(Timed("vae", () => fromFile.Contains("vae")
+                    ? AutoencoderKL.FromSingleFile(options.SingleFile!, ConfigJson.Read<AutoencoderKLConfig>(Path.Combine(Sub("vae"), "config.json")), options.Dtype, modelDevice)
+                    : AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant))),
                 SchedulerConfig = schedulerConfig,
                 Device = device,
                 Dtype = options.Dtype,
