@@ -49,7 +49,7 @@ internal sealed class LoraAdapterMetadata
         {
             foreach (var (pattern, value) in patterns)
             {
-                if (Regex.IsMatch(module, $"^(.*\\.)?({pattern})$", RegexOptions.CultureInvariant))
+                if (Matches(path, module, pattern))
                 {
                     alpha = Number(value);
                     break;
@@ -58,6 +58,19 @@ internal sealed class LoraAdapterMetadata
         }
         if (alpha is null) return null;
         return alpha.Value / (Bool(component, "use_rslora") ? Math.Sqrt(rank) : rank);
+    }
+
+    // PEFT's get_pattern_key: the pattern is a regex that must match the end of the module path at a '.' boundary.
+    private static bool Matches(string path, string module, string pattern)
+    {
+        try
+        {
+            return Regex.IsMatch(module, $"^(.*\\.)?({pattern})$", RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"{path}: alpha_pattern key '{pattern}' is not a valid regular expression ({e.Message}).", e);
+        }
     }
 
     private bool Bool(string component, string name) =>

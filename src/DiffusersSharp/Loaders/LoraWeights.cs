@@ -111,8 +111,8 @@ public sealed class LoraWeights : IDisposable
         }
         if (unknown.Count > 0)
             throw new InvalidDataException(format == LoraKeyFormat.Kohya
-                ? $"{path}: {unknown.Count} keys are not kohya LoRA tensors (lora_unet_ / lora_te_ / lora_te1_ / lora_te2_ + layer + .lora_down.weight, .lora_up.weight or .alpha; LoHa, LoKr, DoRA and other LyCORIS types are not supported), e.g. {string.Join(", ", unknown.Take(3))}."
-                : $"{path}: {unknown.Count} keys are not component.module.lora_A.weight / lora_B.weight / alpha (nor kohya lora_unet_ / lora_te_ keys), e.g. {string.Join(", ", unknown.Take(3))}.");
+                ? $"{path}: {unknown.Count} key(s) are not kohya LoRA tensors (lora_unet_ / lora_te_ / lora_te1_ / lora_te2_ + layer + .lora_down.weight, .lora_up.weight or .alpha; LoHa, LoKr, DoRA and other LyCORIS types are not supported), e.g. {string.Join(", ", unknown.Take(3))}."
+                : $"{path}: {unknown.Count} key(s) are not component.module.lora_A.weight / lora_B.weight / alpha (nor kohya lora_unet_ / lora_te_ keys), e.g. {string.Join(", ", unknown.Take(3))}.");
         if (repeated.Count > 0)
             throw new InvalidDataException($"{path}: two tensors for the same layer of one component (lora_te_ and lora_te1_ both?): {string.Join(", ", repeated.Take(3))}.");
         var incomplete = layers.Values.Where(l => l.Down is null || l.Up is null).Select(l => l.Stem).ToList();
