@@ -166,8 +166,7 @@ public sealed class LoraWeights : IDisposable
             if (dot <= 0) return null;
             string stem = key[..dot];
             Part? part = key[(dot + 1)..] switch { "lora_down.weight" => Part.Down, "lora_up.weight" => Part.Up, "alpha" => Part.Alpha, _ => null };
-            // The longest prefix first: lora_te1_ is not lora_te_ + "1_...".
-            var prefix = KohyaPrefixes.Where(p => stem.StartsWith(p.Prefix, StringComparison.Ordinal)).MaxBy(p => p.Prefix.Length);
+            var prefix = KohyaPrefixes.FirstOrDefault(p => stem.StartsWith(p.Prefix, StringComparison.Ordinal));
             if (part is null || prefix.Prefix is null || stem.Length == prefix.Prefix.Length) return null;
             return (prefix.Component, stem[prefix.Prefix.Length..], stem, part.Value);
         }
@@ -193,7 +192,17 @@ public sealed class LoraWeights : IDisposable
             alpha = a.item<float>();
         }
         var down = file.Read(keys.Down!, ScalarType.Float32);
-        var up = file.Read(keys.Up!, ScalarType.Float32);
+        Tensor up;
+        try
+        {
+            up = file.Read(keys.Up!, ScalarType.Float32);
+        }
+        catch
+        {
+            down.Dispose();
+            throw;
+        }
+        // Owned by this LoRA from here on, so that a failed load disposes them with the rest.
         _layers[name] = (down, up);
         _sources[name] = keys.Stem;
         bool linear = down.dim() == 2 && up.dim() == 2, conv = down.dim() == 4 && up.dim() == 4 && up.shape[2] == 1 && up.shape[3] == 1;
