@@ -47,7 +47,7 @@ public class ModelSettings : CommandSettings
     public string? Revision { get; init; }
 
     /// <summary>LoRA file.</summary>
-    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts), fused into the weights.")]
+    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts) or, for SD 1.x / 2.x and SDXL, kohya's (civitai: lora_unet_ / lora_te_ keys), fused into the weights.")]
     public string? Lora { get; init; }
 
     /// <summary>LoRA scale.</summary>

@@ -5,34 +5,71 @@ using static TorchSharp.torch;
 
 namespace DiffusersSharp.Loaders;
 
+/// <summary>The key layout of a LoRA file.</summary>
+public enum LoraKeyFormat
+{
+    /// <summary>
+    /// diffusers' <c>save_lora_weights</c> (PEFT): <c>{component}.{module}.lora_A.weight</c> [r, in],
+    /// <c>.lora_B.weight</c> [out, r] and optionally <c>.alpha</c>.
+    /// </summary>
+    Peft,
+
+    /// <summary>
+    /// kohya sd-scripts (most LoRAs on civitai): <c>lora_unet_{module}.lora_down.weight</c>, <c>.lora_up.weight</c>,
+    /// <c>.alpha</c>, with <c>lora_te_</c> (SD 1.x), <c>lora_te1_</c> / <c>lora_te2_</c> (SDXL) for the text encoders and
+    /// module paths written with <c>_</c> for <c>.</c> (diffusers' names or, for SDXL UNets, the SGM / LDM ones).
+    /// </summary>
+    Kohya,
+}
+
 /// <summary>
-/// A LoRA in the format diffusers' <c>save_lora_weights</c> writes (PEFT): for each adapted <c>Linear</c> of a
-/// component, <c>{component}.{module}.lora_A.weight</c> [r, in] and <c>{component}.{module}.lora_B.weight</c> [out, r].
-/// Fusing adds <c>scale · (alpha / r) · B A</c> to the Linear's weight, which is what diffusers computes unfused
+/// A LoRA for one pipeline component: for each adapted <c>Linear</c> or <c>Conv2d</c>, a down matrix A [r, in]
+/// ([r, in, kh, kw] for a conv), an up matrix B [out, r] ([out, r, 1, 1]) and PEFT's scaling <c>alpha / r</c>. Fusing
+/// adds <c>scale · (alpha / r) · B A</c> to the module's weight, which is what diffusers computes unfused
 /// (<c>W x + scale · (alpha / r) · B (A x)</c>) up to float rounding; <c>scale</c> plays the part of diffusers'
 /// <c>joint_attention_kwargs={"scale": s}</c> or <c>fuse_lora(lora_scale=s)</c>.
 /// </summary>
 /// <remarks>
-/// diffusers' files carry no alpha unless written with adapter metadata; then diffusers (through PEFT) uses
-/// <c>alpha = r</c>, a factor of 1, and so does this class.
+/// The alpha of a layer is its <c>.alpha</c> tensor when the file has one (kohya files do; PEFT files may), else the
+/// <c>lora_alpha</c> / <c>alpha_pattern</c> of the adapter metadata diffusers can store in the file, else <c>r</c>
+/// (a factor of 1, as diffusers and PEFT assume). The format is told from the keys (<see cref="LoraKeyFormat"/>).
 /// </remarks>
 public sealed class LoraWeights : IDisposable
 {
-    private readonly Dictionary<string, (Tensor Down, Tensor Up)> _layers;
+    private static readonly (string Prefix, string Component)[] KohyaPrefixes =
+        [("lora_unet_", "unet"), ("lora_te_", "text_encoder"), ("lora_te1_", "text_encoder"), ("lora_te2_", "text_encoder_2")];
 
-    private LoraWeights(string component, Dictionary<string, (Tensor Down, Tensor Up)> layers)
+    private readonly Dictionary<string, (Tensor Down, Tensor Up)> _layers;
+    private readonly Dictionary<string, float> _scales;
+    private readonly Dictionary<string, string> _sources;
+
+    private LoraWeights(string component, LoraKeyFormat format)
     {
         Component = component;
-        _layers = layers;
+        Format = format;
+        _layers = new(StringComparer.Ordinal);
+        _scales = new(StringComparer.Ordinal);
+        _sources = new(StringComparer.Ordinal);
     }
 
-    /// <summary>The pipeline component the LoRA adapts (the key prefix, e.g. <c>transformer</c>).</summary>
+    /// <summary>The pipeline component the LoRA adapts (the key prefix, e.g. <c>transformer</c>; <c>unet</c> for <c>lora_unet_</c>).</summary>
     public string Component { get; }
 
-    /// <summary>Adapted module paths (as in the component's state dict, without <c>.weight</c>) and their A (down) and B (up) matrices.</summary>
+    /// <summary>The key layout the file used.</summary>
+    public LoraKeyFormat Format { get; }
+
+    /// <summary>
+    /// Adapted layers and their A (down) and B (up) matrices in float32. For <see cref="LoraKeyFormat.Peft"/> the names
+    /// are module paths as in the component's state dict (without <c>.weight</c>); for <see cref="LoraKeyFormat.Kohya"/>
+    /// they are the file's layer names without the <c>lora_unet_</c> / <c>lora_te*_</c> prefix, resolved against the
+    /// model when fusing.
+    /// </summary>
     public IReadOnlyDictionary<string, (Tensor Down, Tensor Up)> Layers => _layers;
 
-    /// <summary>Reads a LoRA file for one component; every tensor in it must be a lora_A / lora_B pair of that component.</summary>
+    /// <summary>PEFT's scaling of each layer, <c>alpha / r</c> in float32 (1 when the file gives no alpha).</summary>
+    public IReadOnlyDictionary<string, float> Scales => _scales;
+
+    /// <summary>Reads a LoRA file for one component; every tensor in it must be a LoRA tensor of that component.</summary>
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">Keys of another component or format, or an incomplete or mis-shaped pair.</exception>
     public static LoraWeights Load(string path, string component = "transformer")
@@ -47,50 +84,51 @@ public sealed class LoraWeights : IDisposable
     }
 
     /// <summary>
-    /// Reads a LoRA file for every component it adapts (the first segment of its keys: <c>transformer</c>,
-    /// <c>text_encoder</c>, <c>text_encoder_2</c>, ...); every tensor must be a lora_A / lora_B pair.
+    /// Reads a LoRA file for every component it adapts (<c>transformer</c>, <c>unet</c>, <c>text_encoder</c>,
+    /// <c>text_encoder_2</c>, ...), in either <see cref="LoraKeyFormat"/> (told from the keys). Every tensor must be the
+    /// down, up or alpha tensor of a complete pair, or the load fails.
     /// </summary>
     /// <inheritdoc cref="Load" path="/exception"/>
     public static IReadOnlyDictionary<string, LoraWeights> LoadAll(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"LoRA file not found: {path}", path);
         using var file = SafetensorsFile.Open(path);
-        var pairs = new Dictionary<(string Component, string Module), (string? Down, string? Up)>();
+        var format = file.Tensors.Keys.Any(k => KohyaPrefixes.Any(p => k.StartsWith(p.Prefix, StringComparison.Ordinal)))
+            ? LoraKeyFormat.Kohya : LoraKeyFormat.Peft;
+        var layers = new Dictionary<(string Component, string Layer), LayerKeys>();
         var unknown = new List<string>();
+        var repeated = new List<string>();
         foreach (var key in file.Tensors.Keys)
         {
-            int dot = key.IndexOf('.', StringComparison.Ordinal);
-            bool down = key.EndsWith(".lora_A.weight", StringComparison.Ordinal), up = key.EndsWith(".lora_B.weight", StringComparison.Ordinal);
-            if (dot <= 0 || !(down || up) || key.Length - dot - 1 <= ".lora_A.weight".Length)
+            if (ParseKey(key, format) is not { } parsed)
             {
                 unknown.Add(key);
                 continue;
             }
-            var id = (key[..dot], key[(dot + 1)..^".lora_A.weight".Length]);
-            var pair = pairs.GetValueOrDefault(id);
-            pairs[id] = down ? (key, pair.Up) : (pair.Down, key);
+            var id = (parsed.Component, parsed.Layer);
+            if (!layers.TryGetValue(id, out var entry)) layers[id] = entry = new LayerKeys(parsed.Stem);
+            if (!entry.Set(parsed.Part, key)) repeated.Add(key);
         }
         if (unknown.Count > 0)
-            throw new InvalidDataException($"{path}: {unknown.Count} keys are not component.module.lora_A/lora_B.weight (alphas and other formats are not supported), e.g. {string.Join(", ", unknown.Take(3))}.");
-        var unpaired = pairs.Where(p => p.Value.Down is null || p.Value.Up is null).Select(p => $"{p.Key.Component}.{p.Key.Module}").ToList();
-        if (unpaired.Count > 0) throw new InvalidDataException($"{path}: lora_A without lora_B or the reverse for {string.Join(", ", unpaired.Take(3))}.");
-        if (pairs.Count == 0) throw new InvalidDataException($"{path} has no *.lora_A.weight tensors.");
+            throw new InvalidDataException(format == LoraKeyFormat.Kohya
+                ? $"{path}: {unknown.Count} key(s) are not kohya LoRA tensors (lora_unet_ / lora_te_ / lora_te1_ / lora_te2_ + layer + .lora_down.weight, .lora_up.weight or .alpha; LoHa, LoKr, DoRA and other LyCORIS types are not supported), e.g. {string.Join(", ", unknown.Take(3))}."
+                : $"{path}: {unknown.Count} key(s) are not component.module.lora_A.weight / lora_B.weight / alpha (nor kohya lora_unet_ / lora_te_ keys), e.g. {string.Join(", ", unknown.Take(3))}.");
+        if (repeated.Count > 0)
+            throw new InvalidDataException($"{path}: two tensors for the same layer of one component (lora_te_ and lora_te1_ both?): {string.Join(", ", repeated.Take(3))}.");
+        var incomplete = layers.Values.Where(l => l.Down is null || l.Up is null).Select(l => l.Stem).ToList();
+        if (incomplete.Count > 0)
+            throw new InvalidDataException($"{path}: a down (lora_A / lora_down) without its up (lora_B / lora_up) or the reverse, or an alpha alone, for {string.Join(", ", incomplete.Take(3))}.");
+        if (layers.Count == 0) throw new InvalidDataException($"{path} has no *.lora_A.weight or *.lora_down.weight tensors.");
+        var metadata = format == LoraKeyFormat.Peft ? LoraAdapterMetadata.Read(path, file.Header.Metadata) : null;
 
         var result = new Dictionary<string, LoraWeights>(StringComparer.Ordinal);
         try
         {
-            foreach (var group in pairs.GroupBy(p => p.Key.Component).OrderBy(g => g.Key, StringComparer.Ordinal))
+            foreach (var group in layers.GroupBy(p => p.Key.Component).OrderBy(g => g.Key, StringComparer.Ordinal))
             {
-                var layers = new Dictionary<string, (Tensor, Tensor)>(StringComparer.Ordinal);
-                result[group.Key] = new LoraWeights(group.Key, layers);
-                foreach (var ((_, module), (downKey, upKey)) in group.OrderBy(p => p.Key.Module, StringComparer.Ordinal))
-                {
-                    var down = file.Read(downKey!, ScalarType.Float32);
-                    var up = file.Read(upKey!, ScalarType.Float32);
-                    layers[module] = (down, up);
-                    if (down.dim() != 2 || up.dim() != 2 || up.shape[1] != down.shape[0])
-                        throw new InvalidDataException($"{path}: {group.Key}.{module} has lora_A [{string.Join(", ", down.shape)}] and lora_B [{string.Join(", ", up.shape)}]; expected [r, in] and [out, r].");
-                }
+                var lora = result[group.Key] = new LoraWeights(group.Key, format);
+                foreach (var ((_, name), keys) in group.OrderBy(p => p.Key.Layer, StringComparer.Ordinal))
+                    lora.ReadLayer(path, file, name, keys, metadata);
             }
         }
         catch
@@ -101,32 +139,108 @@ public sealed class LoraWeights : IDisposable
         return result;
     }
 
+    private enum Part { Down, Up, Alpha }
+
+    private sealed class LayerKeys(string stem)
+    {
+        public string Stem { get; } = stem;
+        public string? Down { get; private set; }
+        public string? Up { get; private set; }
+        public string? Alpha { get; private set; }
+
+        public bool Set(Part part, string key)
+        {
+            if ((part switch { Part.Down => Down, Part.Up => Up, _ => Alpha }) is not null) return false;
+            if (part == Part.Down) Down = key;
+            else if (part == Part.Up) Up = key;
+            else Alpha = key;
+            return true;
+        }
+    }
+
+    private static (string Component, string Layer, string Stem, Part Part)? ParseKey(string key, LoraKeyFormat format)
+    {
+        if (format == LoraKeyFormat.Kohya)
+        {
+            int dot = key.IndexOf('.', StringComparison.Ordinal);
+            if (dot <= 0) return null;
+            string stem = key[..dot];
+            Part? part = key[(dot + 1)..] switch { "lora_down.weight" => Part.Down, "lora_up.weight" => Part.Up, "alpha" => Part.Alpha, _ => null };
+            var prefix = KohyaPrefixes.FirstOrDefault(p => stem.StartsWith(p.Prefix, StringComparison.Ordinal));
+            if (part is null || prefix.Prefix is null || stem.Length == prefix.Prefix.Length) return null;
+            return (prefix.Component, stem[prefix.Prefix.Length..], stem, part.Value);
+        }
+        foreach (var (suffix, p) in new[] { (".lora_A.weight", Part.Down), (".lora_B.weight", Part.Up), (".alpha", Part.Alpha) })
+        {
+            if (!key.EndsWith(suffix, StringComparison.Ordinal)) continue;
+            string stem = key[..^suffix.Length];
+            int dot = stem.IndexOf('.', StringComparison.Ordinal);
+            return dot > 0 && dot < stem.Length - 1 ? (stem[..dot], stem[(dot + 1)..], stem, p) : null;
+        }
+        return null;
+    }
+
+    private void ReadLayer(string path, SafetensorsFile file, string name, LayerKeys keys, LoraAdapterMetadata? metadata)
+    {
+        float? alpha = null;
+        if (keys.Alpha is not null)
+        {
+            var info = file.Tensors[keys.Alpha];
+            if (info.ElementCount != 1)
+                throw new InvalidDataException($"{path}: {keys.Alpha} is [{string.Join(", ", info.Shape)}]; an alpha is a single number.");
+            using var a = file.Read(keys.Alpha, ScalarType.Float32);
+            alpha = a.item<float>();
+        }
+        var down = file.Read(keys.Down!, ScalarType.Float32);
+        Tensor up;
+        try
+        {
+            up = file.Read(keys.Up!, ScalarType.Float32);
+        }
+        catch
+        {
+            down.Dispose();
+            throw;
+        }
+        // Owned by this LoRA from here on, so that a failed load disposes them with the rest.
+        _layers[name] = (down, up);
+        _sources[name] = keys.Stem;
+        bool linear = down.dim() == 2 && up.dim() == 2, conv = down.dim() == 4 && up.dim() == 4 && up.shape[2] == 1 && up.shape[3] == 1;
+        if (!(linear || conv) || up.shape[1] != down.shape[0])
+            throw new InvalidDataException($"{path}: {keys.Stem} has down [{string.Join(", ", down.shape)}] and up [{string.Join(", ", up.shape)}]; expected [r, in] and [out, r] (a conv: [r, in, kh, kw] and [out, r, 1, 1]).");
+        long rank = down.shape[0];
+        // PEFT's scaling lora_alpha / r, in float32 like the weights it multiplies.
+        _scales[name] = alpha is { } x ? x / rank : (float)(metadata?.Scaling(path, Component, name, rank) ?? 1.0);
+    }
+
     /// <summary>
     /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a whole pipeline: reads every
     /// component part of the file, checks each against its model in <paramref name="models"/> (component name -> model,
     /// null for a component the pipeline has not loaded) before any weight changes, then fuses them all. Returns the number
-    /// of adapted layers.
+    /// of adapted layers. <paramref name="kohya"/> says whether kohya files are accepted (diffusers' SD / SDXL loaders
+    /// convert them; its SD3 loader does not).
     /// </summary>
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">The file adapts components these models do not have, or is not a LoRA.</exception>
     /// <exception cref="ArgumentException">A part does not fit its model (missing modules or other sizes).</exception>
-    public static int FuseAll(string path, IReadOnlyDictionary<string, nn.Module?> models, double scale = 1.0)
+    public static int FuseAll(string path, IReadOnlyDictionary<string, nn.Module?> models, double scale = 1.0, bool kohya = true)
     {
         ArgumentNullException.ThrowIfNull(models);
         if (!double.IsFinite(scale)) throw new ArgumentException($"LoRA scale must be finite, got {scale}.", nameof(scale));
         var parts = LoadAll(path);
         try
         {
-            var fits = new List<(LoraWeights Lora, nn.Module Model)>();
+            var fits = new List<List<Target>>();
             foreach (var (component, lora) in parts)
             {
+                if (lora.Format == LoraKeyFormat.Kohya && !kohya)
+                    throw new InvalidDataException($"{path} is a kohya LoRA (lora_unet_ / lora_te_ keys), which this pipeline does not read; convert it to diffusers' format.");
                 if (!models.TryGetValue(component, out var model))
                     throw new InvalidDataException($"{path} adapts '{component}'; this pipeline's LoRA components are {string.Join(", ", models.Keys)}.");
                 if (model is null) throw new InvalidDataException($"{path} adapts {component}, which this pipeline has not loaded.");
-                lora.CheckFits(model);
-                fits.Add((lora, model));
+                fits.Add(lora.Targets(model));
             }
-            foreach (var (lora, model) in fits) lora.FuseInto(model, scale);
+            foreach (var targets in fits) Fuse(targets, scale);
             return parts.Values.Sum(l => l.Layers.Count);
         }
         finally
@@ -135,43 +249,69 @@ public sealed class LoraWeights : IDisposable
         }
     }
 
-    /// <summary>Throws unless every adapted module of this LoRA is a Linear of <paramref name="model"/> of the pair's size.</summary>
-    /// <exception cref="ArgumentException">A module is missing, not a Linear, or of another size than its pair.</exception>
+    /// <summary>
+    /// Throws unless every layer of this LoRA names a Linear or Conv2d of <paramref name="model"/> (for kohya names, once
+    /// resolved) of the pair's size, and no two layers name the same module.
+    /// </summary>
+    /// <exception cref="ArgumentException">A module is missing, of another kind, or of another size than its pair.</exception>
     public void CheckFits(nn.Module model) => Targets(model);
 
     /// <summary>
-    /// Adds <c>scale · B A</c> to each adapted Linear's weight of <paramref name="model"/> (in its dtype and on its device).
-    /// Every module is checked before any weight changes; fusing again with <c>-scale</c> takes the LoRA back out (up to
-    /// rounding in the model's dtype).
+    /// Adds <c>scale · (alpha / r) · B A</c> to each adapted module's weight of <paramref name="model"/> (in its dtype and
+    /// on its device). Every module is checked before any weight changes; fusing again with <c>-scale</c> takes the LoRA
+    /// back out (up to rounding in the model's dtype).
     /// </summary>
-    /// <exception cref="ArgumentException">A module is missing, not a Linear, or of another size than its pair.</exception>
+    /// <inheritdoc cref="CheckFits" path="/exception"/>
     public void FuseInto(nn.Module model, double scale = 1.0)
     {
         if (!double.IsFinite(scale)) throw new ArgumentException($"LoRA scale must be finite, got {scale}.", nameof(scale));
-        var targets = Targets(model);
+        Fuse(Targets(model), scale);
+    }
+
+    private sealed record Target(Tensor Weight, Tensor Down, Tensor Up, float Scaling);
+
+    private static void Fuse(List<Target> targets, double scale)
+    {
         using var noGrad = no_grad();
-        foreach (var (linear, down, up) in targets)
+        foreach (var (weight, down, up, scaling) in targets)
         {
             using var scope = NewDisposeScope();
-            var weight = linear.weight!;
-            // The update and the sum in float32, then one rounding into the model's dtype (bf16 / fp16 round once, not twice).
-            var delta = up.to(weight.device).matmul(down.to(weight.device)).mul_(scale);
+            // B A; for a conv the 1x1 up times the [r, in, kh, kw] down, which is PEFT's conv delta written as a matmul.
+            var product = up.to(weight.device).flatten(1).matmul(down.to(weight.device).flatten(1)).view(weight.shape);
+            // PEFT multiplies by lora_alpha / r times the fuse scale; the update and the sum in float32, then one rounding
+            // into the model's dtype (bf16 / fp16 round once, not twice).
+            var delta = product.mul_(scale * scaling);
             weight.copy_(weight.to(ScalarType.Float32).add_(delta).to(weight.dtype));
         }
     }
 
-    private List<(Linear Linear, Tensor Down, Tensor Up)> Targets(nn.Module model)
+    private List<Target> Targets(nn.Module model)
     {
         ArgumentNullException.ThrowIfNull(model);
         var modules = model.named_modules().ToDictionary(m => m.name, m => m.module, StringComparer.Ordinal);
-        var targets = new List<(Linear Linear, Tensor Down, Tensor Up)>();
-        foreach (var (name, (down, up)) in _layers)
+        var kohyaNames = Format == LoraKeyFormat.Kohya ? KohyaModuleNames.Table(model) : null;
+        var claimed = new Dictionary<string, string>(StringComparer.Ordinal);
+        var targets = new List<Target>();
+        foreach (var (layer, (down, up)) in _layers)
         {
-            if (!modules.TryGetValue(name, out var module) || module is not Linear linear)
-                throw new ArgumentException($"The {Component} LoRA adapts '{name}', which is not a Linear of this model.");
-            if (linear.weight!.shape[0] != up.shape[0] || linear.weight.shape[1] != down.shape[1])
-                throw new ArgumentException($"{Component} LoRA: '{name}' is [{string.Join(", ", linear.weight.shape)}] but its LoRA makes [{up.shape[0]}, {down.shape[1]}].");
-            targets.Add((linear, down, up));
+            string source = _sources[layer], name = layer;
+            if (kohyaNames is not null)
+            {
+                if (!kohyaNames.TryGetValue(layer, out var resolved))
+                    throw new ArgumentException($"The {Component} LoRA adapts '{source}', which names no Linear or Conv2d of this model.");
+                name = resolved ?? throw new ArgumentException($"The {Component} LoRA adapts '{source}', which could be more than one module of this model.");
+            }
+            if (claimed.TryGetValue(name, out var other))
+                throw new ArgumentException($"The {Component} LoRA adapts '{name}' twice: '{other}' and '{source}'.");
+            claimed[name] = source;
+            var weight = modules.GetValueOrDefault(name) switch { Linear l => l.weight!, Conv2d c => c.weight!, _ => null };
+            if (weight is null)
+                throw new ArgumentException($"The {Component} LoRA adapts '{source}', which is not a Linear or Conv2d of this model.");
+            bool fits = weight.dim() == down.dim() && weight.shape[0] == up.shape[0] && weight.shape[1] == down.shape[1]
+                && weight.shape.Skip(2).SequenceEqual(down.shape.Skip(2));
+            if (!fits)
+                throw new ArgumentException($"{Component} LoRA: '{source}' is [{string.Join(", ", weight.shape)}] ('{name}') but its LoRA makes [{up.shape[0]}, {string.Join(", ", down.shape.Skip(1))}].");
+            targets.Add(new Target(weight, down, up, _scales[layer]));
         }
         return targets;
     }
@@ -185,5 +325,7 @@ public sealed class LoraWeights : IDisposable
             up.Dispose();
         }
         _layers.Clear();
+        _scales.Clear();
+        _sources.Clear();
     }
 }

@@ -107,6 +107,7 @@ public sealed class LoraWeightsTests(ITestOutputHelper output)
                 "transformer.transformer_blocks.0.attn.to_q.lora_B.weight", "transformer.transformer_blocks.0.attn.to_q.alpha");
             Assert.Contains("text_encoder.", Assert.Throws<InvalidDataException>(() => LoraWeights.Load(Path.Combine(dir, "te.safetensors"))).Message);
             Assert.Contains("to_q", Assert.Throws<InvalidDataException>(() => LoraWeights.Load(Path.Combine(dir, "half.safetensors"))).Message);
+            // Alphas are read now (KohyaLoraTests); this one is [4, 8], not a single number.
             Assert.Contains("alpha", Assert.Throws<InvalidDataException>(() => LoraWeights.Load(Path.Combine(dir, "alpha.safetensors"))).Message);
             // lora_A [4, 8] with lora_B [4, 8]: B must be [out, r].
             Write("shape.safetensors", "transformer.x.lora_A.weight", "transformer.x.lora_B.weight");

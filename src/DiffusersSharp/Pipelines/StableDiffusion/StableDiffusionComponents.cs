@@ -192,9 +192,11 @@ public sealed class StableDiffusionComponents : PipelineComponents
         };
 
     /// <summary>
-    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c>: fuses a LoRA file in diffusers' PEFT
-    /// format (<c>unet.*</c>, <c>text_encoder.*</c>, SDXL's <c>text_encoder_2.*</c> lora_A / lora_B pairs on Linear layers)
-    /// into those models. Every part is checked before any weight changes. Returns the number of adapted layers.
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c>: fuses a LoRA file into the UNet and
+    /// text encoders, in diffusers' PEFT format (<c>unet.*</c>, <c>text_encoder.*</c>, SDXL's <c>text_encoder_2.*</c>) or
+    /// kohya's (<c>lora_unet_*</c>, <c>lora_te_*</c>, SDXL's <c>lora_te1_*</c> / <c>lora_te2_*</c>, UNet names in diffusers'
+    /// or the SGM layout), on Linear and Conv2d layers, with per-layer alphas (see <see cref="LoraWeights"/>). Every part
+    /// is checked before any weight changes. Returns the number of adapted layers.
     /// </summary>
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">The file is not a LoRA of these components (unknown keys or components, bad pairs).</exception>

@@ -121,7 +121,7 @@ public sealed class StableDiffusion3Components : PipelineComponents
     /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c>: fuses a LoRA file's
     /// <c>transformer</c>, <c>text_encoder</c> and <c>text_encoder_2</c> parts into those models (see
     /// <see cref="LoraWeights"/>). Every part is checked against its model before any weight changes. Returns the number
-    /// of adapted layers.
+    /// of adapted layers. Kohya files are refused, as diffusers' SD3 loader does not convert them.
     /// </summary>
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">The file is not a LoRA of these components (unknown keys or components, bad pairs).</exception>
@@ -131,7 +131,7 @@ public sealed class StableDiffusion3Components : PipelineComponents
         ["transformer"] = Transformer,
         ["text_encoder"] = TextEncoder,
         ["text_encoder_2"] = TextEncoder2,
-    }, scale);
+    }, scale, kohya: false);
 
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
