@@ -88,6 +88,21 @@ public sealed class HubDownloadTests : HubTestBase
     }
 
     [Fact]
+    public async Task Weights_from_a_single_file_are_not_downloaded_and_their_absence_is_a_complete_cache()
+    {
+        await using var hub = StartHub();
+        var configOnly = Options(hub) with { ConfigOnlyComponents = new HashSet<string> { "transformer" } };
+        string folder = await Resolve(PublicRepo, configOnly);
+        Assert.True(File.Exists(Path.Combine(folder, "transformer", "config.json")));
+        Assert.False(File.Exists(Path.Combine(folder, "transformer", "diffusion_pytorch_model.safetensors")));
+        Assert.True(File.Exists(Path.Combine(folder, "vae", "diffusion_pytorch_model.safetensors")));
+        Assert.Equal(folder, await Resolve(PublicRepo, configOnly with { Offline = true }));
+        // Without the single file the snapshot lacks the transformer's weights: not usable offline.
+        var e = await Assert.ThrowsAsync<HubException>(() => Resolve(PublicRepo, Options(hub) with { Offline = true }));
+        Assert.Equal(HubErrorKind.NotCached, e.Kind);
+    }
+
+    [Fact]
     public async Task Offline_rejects_an_incomplete_snapshot()
     {
         await using var hub = StartHub();
