@@ -177,6 +177,13 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--scheduler <NAME>"), Description("SD 1.x / 2.x and SDXL: the sampler, pndm, ddim, euler, euler_a, lms, dpmpp_2m or dpmpp_2m_karras, or a diffusers scheduler class (default: the model's).")]
     public string? Scheduler { get; init; }
 
+    /// <summary>True CFG scale (Flux).</summary>
+    [CommandOption("--true-cfg <SCALE>"), Description("Flux: diffusers' true_cfg_scale; above 1 with --negative-prompt, each step runs the transformer for the negative prompt too (default 1: off). --guidance is Flux's embedded guidance (default 3.5).")]
+    public string? TrueCfg { get; init; }
+
+    /// <summary>The parsed true CFG scale, or null.</summary>
+    public double? TrueCfgScale => TrueCfg is null ? null : double.Parse(TrueCfg, NumberStyles.Float, CultureInfo.InvariantCulture);
+
     /// <summary>The parsed guidance scale, or null for the pipeline's default.</summary>
     public double? GuidanceScale => Guidance is null ? null : double.Parse(Guidance, NumberStyles.Float, CultureInfo.InvariantCulture);
 
@@ -194,6 +201,8 @@ public class GenerateSettings : ModelSettings
         if (Steps is < 1) return $"--steps must be at least 1, got {Steps}.";
         if (Guidance is not null && (!double.TryParse(Guidance, NumberStyles.Float, CultureInfo.InvariantCulture, out double g) || !double.IsFinite(g)))
             return $"--guidance must be a finite number, got '{Guidance}'.";
+        if (TrueCfg is not null && (!double.TryParse(TrueCfg, NumberStyles.Float, CultureInfo.InvariantCulture, out double tc) || !double.IsFinite(tc)))
+            return $"--true-cfg must be a finite number, got '{TrueCfg}'.";
         if (Width is { } w && (w <= 0 || w % 8 != 0)) return $"--width must be a positive multiple of 8, got {w}.";
         if (Height is { } h && (h <= 0 || h % 8 != 0)) return $"--height must be a positive multiple of 8, got {h}.";
         if (NumImages < 1) return $"--num-images must be at least 1, got {NumImages}.";

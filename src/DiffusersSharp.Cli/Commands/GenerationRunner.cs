@@ -2,6 +2,7 @@ using System.Globalization;
 using DiffusersSharp.Images;
 using DiffusersSharp.IO;
 using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Runtime;
@@ -52,6 +53,13 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             using (result)
                 return new Generated(result.Images!, Parameters(verb, settings.Steps ?? pipelines.UNetDefaultSteps, model.Name,
                     unet.SchedulerClassName.Replace("Scheduler", ""), guidance, strength));
+        }
+        if (model.Flux is { } flux)
+        {
+            var fluxRequest = FillFlux(new FluxRequest());
+            using var fluxResult = RunFlux(flux, fluxRequest, hooks, ct);
+            return new Generated(fluxResult.Images!, Parameters(verb, settings.Steps ?? FluxPipeline.DefaultSteps, model.Name, "FlowMatchEulerDiscrete",
+                fluxRequest.GuidanceScale, null));
         }
         var sd3Request = Fill(pipelines.Sd3Request());
         using var sd3Result = pipelines.RunSd3(model.Sd3!, sd3Request, hooks, ct);
@@ -131,6 +139,52 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         return request;
     }
 
+    /// <summary>The Flux request from the options (text-to-image; the other verbs are refused before loading).</summary>
+    private FluxRequest FillFlux(FluxRequest request)
+    {
+        var generator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed));
+        request = request with
+        {
+            Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
+            Prompt2 = settings.Prompt2 is null ? null : (PromptList?)settings.Prompt2,
+            NegativePrompt = settings.NegativePrompt is null ? null : (PromptList?)settings.NegativePrompt,
+            TrueCfgScale = settings.TrueCfgScale ?? 1.0,
+            Height = settings.Height,
+            Width = settings.Width,
+            NumInferenceSteps = settings.Steps,
+            GuidanceScale = settings.GuidanceScale ?? 3.5,
+            NumImagesPerPrompt = settings.NumImages,
+            Generator = generator,
+            MaxSequenceLength = settings.MaxSequenceLength ?? 512,
+            OutputType = OutputType.Image,
+        };
+        if (ReadPromptEmbeds(pooledRequired: true) is { } e)
+            request = request with
+            {
+                PromptEmbeds = e.Embeds, PooledPromptEmbeds = e.Pooled, NegativePromptEmbeds = e.NegativeEmbeds, NegativePooledPromptEmbeds = e.NegativePooled,
+            };
+        return request;
+    }
+
+    /// <summary>Runs the Flux pipeline with the hooks (previews decode at the request's size).</summary>
+    private static FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct)
+    {
+        using var pipeline = new FluxPipeline(components) { OnPromptTruncated = hooks.OnTruncated };
+        if (hooks.Preview is { } preview)
+        {
+            int height = request.Height ?? pipeline.DefaultSize, width = request.Width ?? pipeline.DefaultSize;
+            request = request with
+            {
+                CallbackOnStepEnd = context =>
+                {
+                    int done = context.Step + 1;
+                    if (done % preview.Every == 0 && done < context.TotalSteps) preview.Write(done, pipeline.PreviewImages(context.Latents, height, width));
+                },
+            };
+        }
+        return pipeline.Generate(request, hooks.Progress, ct);
+    }
+
     private T Track<T>(T item) where T : IDisposable
     {
         _owned.Add(item);
@@ -174,6 +228,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (settings.Width is not null || settings.Height is not null) fields.Add($"Size: {settings.Width}x{settings.Height}");
         if (strength is { } denoise) fields.Add($"Denoising strength: {denoise.ToString(inv)}");
         if (settings.SkipLayers is not null) fields.Add($"Skip layers: {settings.SkipLayers}");
+        if (settings.TrueCfg is not null) fields.Add($"True CFG scale: {settings.TrueCfgScale!.Value.ToString(inv)}");
         if (settings.Eta is not null) fields.Add($"Eta: {settings.EtaValue!.Value.ToString(inv)}");
         if (settings.GuidanceRescale is not null) fields.Add($"Guidance rescale: {settings.GuidanceRescaleValue!.Value.ToString(inv)}");
         if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using DiffusersSharp.IO;
 using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Runtime;
@@ -8,21 +9,30 @@ using DiffusersSharp.Runtime;
 namespace DiffusersSharp.Cli.Commands;
 
 /// <summary>
-/// A model loaded for the generation verbs and the web UI: the components of its family (SD3, or the UNet family of
-/// SD 1.x / 2.x and SDXL), chosen by its model_index.json, with the --lora fused in.
+/// A model loaded for the generation verbs and the web UI: the components of its family (SD3, Flux, or the UNet family
+/// of SD 1.x / 2.x and SDXL), chosen by its model_index.json, with the --lora fused in.
 /// </summary>
 internal sealed class LoadedModel : IDisposable
 {
     private readonly JsonObject? _modelScheduler;
 
-    private LoadedModel(string name, string pipelineClass, StableDiffusion3Components? sd3, StableDiffusionComponents? unet)
+    private LoadedModel(string name, string pipelineClass, StableDiffusion3Components? sd3, StableDiffusionComponents? unet, FluxComponents? flux = null)
     {
         Name = name;
         PipelineClass = pipelineClass;
         Sd3 = sd3;
         UNet = unet;
+        Flux = flux;
         _modelScheduler = unet is null ? null : (JsonObject)unet.SchedulerConfig.DeepClone();
     }
+
+    /// <summary>The model families, as model_index.json's <c>_class_name</c> tells them apart.</summary>
+    private enum Family { Sd3, UNet, Flux }
+
+    private static Family FamilyOf(string pipelineClass) =>
+        StableDiffusionComponents.IsSupportedPipeline(pipelineClass) ? Family.UNet
+        : FluxComponents.IsSupportedPipeline(pipelineClass) ? Family.Flux
+        : Family.Sd3;
 
     /// <summary>What --model said (folder or hub id).</summary>
     public string Name { get; }
@@ -30,11 +40,14 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>model_index.json's <c>_class_name</c>.</summary>
     public string PipelineClass { get; }
 
-    /// <summary>The SD3 components, or null for a UNet model.</summary>
+    /// <summary>The SD3 components, or null for another family.</summary>
     public StableDiffusion3Components? Sd3 { get; }
 
-    /// <summary>The SD 1.x / 2.x or SDXL components, or null for an SD3 model.</summary>
+    /// <summary>The SD 1.x / 2.x or SDXL components, or null for another family.</summary>
     public StableDiffusionComponents? UNet { get; }
+
+    /// <summary>The Flux.1 components, or null for another family.</summary>
+    public FluxComponents? Flux { get; }
 
     /// <summary>
     /// Resolves --model (downloading a hub repo), checks generation options (when <paramref name="settings"/> has them)
@@ -59,22 +72,42 @@ internal sealed class LoadedModel : IDisposable
         };
         string folder = options.ResolveFolder(settings.Model!, ct);
         string pipelineClass = ModelIndex.Read(folder).ClassName;
-        bool unet = StableDiffusionComponents.IsSupportedPipeline(pipelineClass);
-        if (unet && settings.SingleFile is not null)
+        var family = FamilyOf(pipelineClass);
+        if (family != Family.Sd3 && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 3 models; {settings.Model} is a {pipelineClass}.");
-        if (settings is GenerateSettings generate) CheckOptions(generate, pipelineClass, unet);
+        if (settings is GenerateSettings generate) CheckOptions(generate, pipelineClass, family);
+        if (family == Family.Flux && settings.Lora is not null)
+            throw new ArgumentException($"--lora is not supported for Flux models yet; {settings.Model} is a {pipelineClass}.");
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
-        return unet
-            ? new LoadedModel(settings.Model!, pipelineClass, null, WithLora(output, settings, StableDiffusionComponents.FromPretrained(folder, options, ct), c => c.FuseLora))
-            : new LoadedModel(settings.Model!, pipelineClass, WithLora(output, settings, StableDiffusion3Components.FromPretrained(folder, options, ct), c => c.FuseLora), null);
+        return family switch
+        {
+            Family.UNet => new LoadedModel(settings.Model!, pipelineClass, null, WithLora(output, settings, StableDiffusionComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
+            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, null, null, FluxComponents.FromPretrained(folder, options, ct)),
+            _ => new LoadedModel(settings.Model!, pipelineClass, WithLora(output, settings, StableDiffusion3Components.FromPretrained(folder, options, ct), c => c.FuseLora), null),
+        };
     }
 
     /// <summary>Refuses the options this model's family does not have (as invalid input, before any compute).</summary>
-    public void CheckOptions(GenerateSettings settings) => CheckOptions(settings, PipelineClass, UNet is not null);
+    public void CheckOptions(GenerateSettings settings) => CheckOptions(settings, PipelineClass, FamilyOf(PipelineClass));
 
-    private static void CheckOptions(GenerateSettings settings, string pipelineClass, bool unet)
+    private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
-        if (unet)
+        if (family != Family.Flux && settings.TrueCfg is not null)
+            throw new ArgumentException($"--true-cfg applies to Flux models; {settings.Model} is a {pipelineClass}.");
+        if (family == Family.Flux)
+        {
+            if (settings is Img2ImgSettings)
+                throw new ArgumentException($"img2img and inpaint are not implemented for Flux models yet; {settings.Model} is a {pipelineClass} (use generate).");
+            string? notFlux = settings.NoT5 ? "--no-t5" : settings.Prompt3 is not null ? "--prompt-3" : settings.SkipLayers is not null ? "--skip-layers"
+                : settings.ClipSkip is not null ? "--clip-skip" : settings.Scheduler is not null ? "--scheduler" : settings.Eta is not null ? "--eta"
+                : settings.GuidanceRescale is not null ? "--guidance-rescale" : null;
+            if (notFlux is not null)
+                throw new ArgumentException($"{notFlux} does not apply to Flux models; {settings.Model} is a {pipelineClass}.");
+            if (settings.Width is { } fw && fw % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Flux, got {fw}.");
+            if (settings.Height is { } fh && fh % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Flux, got {fh}.");
+            return;
+        }
+        if (family == Family.UNet)
         {
             string? sd3Only = settings.NoT5 ? "--no-t5" : settings.Prompt3 is not null ? "--prompt-3" : settings.SkipLayers is not null ? "--skip-layers"
                 : settings.MaxSequenceLength is not null ? "--max-sequence-length" : null;
@@ -123,5 +156,6 @@ internal sealed class LoadedModel : IDisposable
     {
         Sd3?.Dispose();
         UNet?.Dispose();
+        Flux?.Dispose();
     }
 }

@@ -75,10 +75,10 @@ internal sealed class WebServer : IAsyncDisposable
         {
             Model = _model.Name,
             Pipeline = _model.PipelineClass,
-            Family = unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
+            Family = _model.Flux is not null ? "flux" : unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
             Scheduler = unet?.SchedulerClassName ?? "FlowMatchEulerDiscreteScheduler",
             Schedulers = unet is null ? [] : DiffusionSchedulers.KnownNames,
-            Modes = new[] { "txt2img", "img2img", "inpaint" },
+            Modes = _model.Flux is not null ? new[] { "txt2img" } : new[] { "txt2img", "img2img", "inpaint" },
         };
     }
 

@@ -6,10 +6,13 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Models.Transformers;
 
 /// <summary>
-/// SD3's attention (diffusers <c>Attention</c> with <c>JointAttnProcessor2_0</c>). With a context stream
-/// (<c>added_kv_proj_dim</c> set) image and text tokens attend jointly: q, k, v of both streams are concatenated along
-/// the sequence, <b>image tokens first</b>, attended with <c>scaled_dot_product_attention</c> (scale 1/√head_dim) and split
-/// again; without one (the SD3.5 <c>attn2</c>) it is plain self-attention. Optional per-head RMSNorm on q and k.
+/// The MMDiT attention of SD3 (diffusers <c>Attention</c> with <c>JointAttnProcessor2_0</c>) and Flux (<c>FluxAttention</c>
+/// with <c>FluxAttnProcessor</c>). With a context stream (<c>added_kv_proj_dim</c> set) image and text tokens attend
+/// jointly: q, k, v of both streams are concatenated along the sequence, <b>image tokens first</b> (SD3) or <b>text tokens
+/// first</b> (Flux, <c>contextFirst</c>), attended with <c>scaled_dot_product_attention</c> (scale 1/√head_dim) and split
+/// again; without one (the SD3.5 <c>attn2</c>, Flux's single-stream blocks) it is plain self-attention. Optional per-head
+/// RMSNorm on q and k, then optional rotary embedding of q and k over the joint sequence (Flux). Flux's single-stream
+/// attention is <c>pre_only</c>: no output projection.
 /// </summary>
 public sealed class JointAttention : nn.Module
 {
@@ -21,22 +24,26 @@ public sealed class JointAttention : nn.Module
 #pragma warning restore IDE1006
     private readonly int _heads;
     private readonly int _headDim;
+    private readonly bool _contextFirst;
 
     /// <summary>
     /// Creates the attention for width <paramref name="dim"/> = <paramref name="heads"/> × <paramref name="headDim"/>.
     /// <paramref name="joint"/> adds the context projections; <paramref name="contextPreOnly"/> (last block) drops the
-    /// context output projection.
+    /// context output projection. <paramref name="contextFirst"/> puts the text tokens before the image tokens (Flux);
+    /// <paramref name="preOnly"/> drops the output projection <c>to_out</c> (Flux's single-stream blocks).
     /// </summary>
     public JointAttention(long dim, int heads, int headDim, bool joint, bool contextPreOnly, bool qkRmsNorm,
-        Device? device = null, ScalarType? dtype = null) : base(nameof(JointAttention))
+        Device? device = null, ScalarType? dtype = null, bool contextFirst = false, bool preOnly = false) : base(nameof(JointAttention))
     {
         _heads = heads;
         _headDim = headDim;
+        _contextFirst = contextFirst;
         long inner = (long)heads * headDim;
         to_q = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
         to_k = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
         to_v = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
-        to_out = new ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(inner, dim, hasBias: true, device: device, dtype: dtype), nn.Dropout(0.0));
+        to_out = preOnly ? new ModuleList<nn.Module<Tensor, Tensor>>()
+            : new ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(inner, dim, hasBias: true, device: device, dtype: dtype), nn.Dropout(0.0));
         if (qkRmsNorm)
         {
             norm_q = new RMSNorm(headDim, 1e-6, device, dtype);
@@ -65,9 +72,11 @@ public sealed class JointAttention : nn.Module
     /// self-attention). Returns the image output and the context output (null without a context; un-projected when
     /// <c>context_pre_only</c>, which SD3 then discards). <paramref name="keyBias"/> [N + S], if given, is added to the
     /// attention logits of each key (image keys first); SD3Transformer2DModel uses it to let one text token stand for many.
+    /// <paramref name="rotary"/> (cos, sin) [S_joint, head_dim] rotates q and k after their norms, in the joint order.
     /// </summary>
-    public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, Tensor? keyBias = null)
+    public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, Tensor? keyBias = null, (Tensor Cos, Tensor Sin)? rotary = null)
     {
+        if (keyBias is not null && _contextFirst) throw new NotSupportedException("keyBias assumes the image tokens first.");
         long batch = x.shape[0], n = x.shape[1];
         var q = Heads(to_q.forward(x));
         var k = Heads(to_k.forward(x));
@@ -82,9 +91,14 @@ public sealed class JointAttention : nn.Module
             var cv = Heads(add_v_proj!.forward(context));
             if (norm_added_q is not null) cq = norm_added_q.forward(cq);
             if (norm_added_k is not null) ck = norm_added_k.forward(ck);
-            q = torch.cat([q, cq], 2);
-            k = torch.cat([k, ck], 2);
-            v = torch.cat([v, cv], 2);
+            q = _contextFirst ? torch.cat([cq, q], 2) : torch.cat([q, cq], 2);
+            k = _contextFirst ? torch.cat([ck, k], 2) : torch.cat([k, ck], 2);
+            v = _contextFirst ? torch.cat([cv, v], 2) : torch.cat([v, cv], 2);
+        }
+        if (rotary is { } rope)
+        {
+            q = FluxPosEmbed.Apply(q, rope);
+            k = FluxPosEmbed.Apply(k, rope);
         }
         var o = keyBias is null
             ? nn.functional.scaled_dot_product_attention(q, k, v)
@@ -93,10 +107,11 @@ public sealed class JointAttention : nn.Module
         Tensor? ctxOut = null;
         if (context is not null)
         {
-            ctxOut = o.narrow(1, n, o.shape[1] - n);
-            o = o.narrow(1, 0, n);
+            long s = o.shape[1] - n;
+            ctxOut = o.narrow(1, _contextFirst ? 0 : n, s);
+            o = o.narrow(1, _contextFirst ? s : 0, n);
             if (to_add_out is not null) ctxOut = to_add_out.forward(ctxOut);
         }
-        return (to_out[0].forward(o), ctxOut);
+        return (to_out.Count == 0 ? o : to_out[0].forward(o), ctxOut);
     }
 }

@@ -1,0 +1,160 @@
+using DiffusersSharp.IO;
+using DiffusersSharp.Models.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.Transformers;
+
+/// <summary>
+/// The Flux.1 rectified-flow transformer (diffusers <c>FluxTransformer2DModel</c>): packed latent tokens and T5 text
+/// tokens run through <c>num_layers</c> double-stream blocks and <c>num_single_layers</c> single-stream blocks, conditioned
+/// on timestep + pooled CLIP text (+ the guidance scale for guidance-distilled models), with 3-axis rotary positions over
+/// the joint sequence (text first, then image); an adaptive norm and a projection give the velocity per image token.
+/// State-dict keys equal the diffusers keys.
+/// </summary>
+public sealed class FluxTransformer2DModel : nn.Module
+{
+#pragma warning disable IDE1006 // field names are checkpoint keys
+    private readonly FluxPosEmbed pos_embed;
+    private readonly CombinedTimestepTextProjEmbeddings time_text_embed;
+    private readonly Linear context_embedder;
+    private readonly Linear x_embedder;
+    private readonly ModuleList<FluxTransformerBlock> transformer_blocks;
+    private readonly ModuleList<FluxSingleTransformerBlock> single_transformer_blocks;
+    private readonly AdaLayerNormContinuous norm_out;
+    private readonly Linear proj_out;
+#pragma warning restore IDE1006
+
+    /// <summary>The configuration the model was built from.</summary>
+    public FluxTransformer2DModelConfig Config { get; }
+
+    /// <summary>The element type of the weights (inputs are converted to it).</summary>
+    public ScalarType Dtype => proj_out.weight!.dtype;
+
+    /// <summary>The device of the weights.</summary>
+    public Device Device => proj_out.weight!.device;
+
+    /// <summary>Builds the model; on the <c>meta</c> device it holds shapes only (for counting or as a loading shell).</summary>
+    /// <exception cref="ArgumentException">The config is invalid.</exception>
+    public FluxTransformer2DModel(FluxTransformer2DModelConfig config, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(FluxTransformer2DModel))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+        int d = config.InnerDim;
+        pos_embed = new FluxPosEmbed(10000, config.AxesDimsRope);
+        time_text_embed = new CombinedTimestepTextProjEmbeddings(d, config.PooledProjectionDim, device, dtype, withGuidance: config.GuidanceEmbeds);
+        context_embedder = nn.Linear(config.JointAttentionDim, d, hasBias: true, device: device, dtype: dtype);
+        x_embedder = nn.Linear(config.InChannels, d, hasBias: true, device: device, dtype: dtype);
+        transformer_blocks = new ModuleList<FluxTransformerBlock>();
+        for (int i = 0; i < config.NumLayers; i++)
+            transformer_blocks.Add(new FluxTransformerBlock(d, config.NumAttentionHeads, config.AttentionHeadDim, device, dtype));
+        single_transformer_blocks = new ModuleList<FluxSingleTransformerBlock>();
+        for (int i = 0; i < config.NumSingleLayers; i++)
+            single_transformer_blocks.Add(new FluxSingleTransformerBlock(d, config.NumAttentionHeads, config.AttentionHeadDim, device: device, dtype: dtype));
+        norm_out = new AdaLayerNormContinuous(d, d, eps: 1e-6, bias: true, device: device, dtype: dtype);
+        proj_out = nn.Linear(d, (long)config.PatchSize * config.PatchSize * config.OutChannelsOrIn, hasBias: true, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// Loads a diffusers <c>transformer</c> folder (config.json + safetensors, single or sharded), strictly: every key
+    /// and shape must match. <paramref name="dtype"/> converts floating weights (null keeps the stored type).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">config.json or the weights are missing.</exception>
+    /// <exception cref="WeightLoadException">The weights do not match the config.</exception>
+    public static FluxTransformer2DModel FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null) =>
+        PretrainedLoader.Load<FluxTransformer2DModelConfig, FluxTransformer2DModel>(folder, (c, meta) => new FluxTransformer2DModel(c, meta, dtype), dtype, device, variant);
+
+    /// <summary>
+    /// Predicts the flow-matching velocity of the packed latent tokens <paramref name="hidden_states"/> [B, S_img,
+    /// in_channels] for the text <paramref name="encoder_hidden_states"/> [B, S_txt, joint_attention_dim],
+    /// <paramref name="pooled_projections"/> [B, pooled_projection_dim] and <paramref name="timestep"/> [B] (σ, i.e. the
+    /// scheduler's timestep / 1000, as the pipeline passes it; ×1000 inside as in diffusers; a scalar or [1] is broadcast).
+    /// <paramref name="img_ids"/> [S_img, 3] and <paramref name="txt_ids"/> [S_txt, 3] are the rotary positions.
+    /// <paramref name="guidance"/> [B] (the guidance scale; ×1000 inside) is required exactly when the config has
+    /// guidance_embeds. Returns [B, S_img, patch² × out_channels] in the model dtype.
+    /// </summary>
+    /// <exception cref="ArgumentException">An input has the wrong rank, size or batch, or guidance is missing or not
+    /// expected; thrown before any compute.</exception>
+    public Tensor forward(Tensor hidden_states, Tensor encoder_hidden_states, Tensor pooled_projections, Tensor timestep,
+        Tensor img_ids, Tensor txt_ids, Tensor? guidance = null)
+    {
+        Validate(hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids, guidance);
+        using var scope = torch.NewDisposeScope();
+        var dtype = Dtype;
+        long batch = hidden_states.shape[0];
+        Tensor Batched(Tensor t) => t.numel() == 1 ? t.reshape(1).expand(batch) : t;
+
+        var x = x_embedder.forward(hidden_states.to(dtype));
+        var t = Batched(timestep).to(x.dtype) * 1000;
+        var pooled = pooled_projections.to(dtype);
+        var temb = guidance is null
+            ? time_text_embed.forward(t, pooled)
+            : time_text_embed.forward(t, Batched(guidance).to(x.dtype) * 1000, pooled);
+        var context = context_embedder.forward(encoder_hidden_states.to(dtype));
+
+        var ids = torch.cat([txt_ids.to(x.device), img_ids.to(x.device)], 0);
+        var rotary = pos_embed.forward(ids);
+
+        foreach (var block in transformer_blocks)
+            (context, x) = RunBlock(() => block.forward(x, context, temb, rotary), context, x);
+        foreach (var block in single_transformer_blocks)
+            (context, x) = RunBlock(() => block.forward(x, context, temb, rotary), context, x);
+
+        var output = proj_out.forward(norm_out.forward(x, temb));
+        return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Runs one block in its own dispose scope: only the two streams live on.</summary>
+    private static (Tensor Context, Tensor X) RunBlock(Func<(Tensor Context, Tensor X)> block, Tensor context, Tensor x)
+    {
+        Tensor newContext, newX;
+        using (var blockScope = torch.NewDisposeScope())
+        {
+            (newContext, newX) = block();
+            newContext.MoveToOuterDisposeScope();
+            newX.MoveToOuterDisposeScope();
+        }
+        context.Dispose();
+        x.Dispose();
+        return (newContext, newX);
+    }
+
+    private void Validate(Tensor hidden, Tensor text, Tensor pooled, Tensor timestep, Tensor imgIds, Tensor txtIds, Tensor? guidance)
+    {
+        ArgumentNullException.ThrowIfNull(hidden);
+        ArgumentNullException.ThrowIfNull(text);
+        ArgumentNullException.ThrowIfNull(pooled);
+        ArgumentNullException.ThrowIfNull(timestep);
+        ArgumentNullException.ThrowIfNull(imgIds);
+        ArgumentNullException.ThrowIfNull(txtIds);
+        static string Shape(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
+        var c = Config;
+        if (hidden.dim() != 3 || hidden.shape[2] != c.InChannels || hidden.shape[1] < 1)
+            throw new ArgumentException($"hidden_states must be packed latent tokens [B, S_img, {c.InChannels}] (in_channels), got {Shape(hidden)}.", "hidden_states");
+        long batch = hidden.shape[0], imageTokens = hidden.shape[1];
+        if (text.dim() != 3 || text.shape[0] != batch || text.shape[2] != c.JointAttentionDim)
+            throw new ArgumentException($"encoder_hidden_states must be [B={batch}, S_txt, {c.JointAttentionDim}] (joint_attention_dim), got {Shape(text)}.", "encoder_hidden_states");
+        if (pooled.dim() != 2 || pooled.shape[0] != batch || pooled.shape[1] != c.PooledProjectionDim)
+            throw new ArgumentException($"pooled_projections must be [B={batch}, {c.PooledProjectionDim}] (pooled_projection_dim), got {Shape(pooled)}.", "pooled_projections");
+        if (timestep.dim() > 1 || (timestep.numel() != batch && timestep.numel() != 1))
+            throw new ArgumentException($"timestep must be a scalar, [1] or [B={batch}], got {Shape(timestep)}.", nameof(timestep));
+        int axes = c.AxesDimsRope.Length;
+        if (imgIds.dim() != 2 || imgIds.shape[0] != imageTokens || imgIds.shape[1] != axes)
+            throw new ArgumentException($"img_ids must be [S_img={imageTokens}, {axes}], got {Shape(imgIds)}.", "img_ids");
+        if (txtIds.dim() != 2 || txtIds.shape[0] != text.shape[1] || txtIds.shape[1] != axes)
+            throw new ArgumentException($"txt_ids must be [S_txt={text.shape[1]}, {axes}], got {Shape(txtIds)}.", "txt_ids");
+        if (c.GuidanceEmbeds && guidance is null)
+            throw new ArgumentException("This model embeds the guidance scale (guidance_embeds): pass guidance [B] (e.g. 3.5 for FLUX.1-dev).", nameof(guidance));
+        if (!c.GuidanceEmbeds && guidance is not null)
+            throw new ArgumentException("This model has no guidance embedding (guidance_embeds is false): pass no guidance.", nameof(guidance));
+        if (guidance is not null && (guidance.dim() > 1 || (guidance.numel() != batch && guidance.numel() != 1)))
+            throw new ArgumentException($"guidance must be a scalar, [1] or [B={batch}], got {Shape(guidance)}.", nameof(guidance));
+        foreach (var (tensor, name) in new[] { (hidden, "hidden_states"), (text, "encoder_hidden_states"), (pooled, "pooled_projections") })
+            if (!tensor.is_floating_point())
+                throw new ArgumentException($"{name} must be a floating-point tensor, got {tensor.dtype}.", name);
+    }
+}

@@ -1,0 +1,61 @@
+using DiffusersSharp.Models.Layers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.Transformers;
+
+/// <summary>
+/// One double-stream Flux block (diffusers <c>FluxTransformerBlock</c>): AdaLN-Zero modulated joint attention (text
+/// tokens first, RMSNorm on q and k, rotary positions) and a tanh-GELU feed-forward, on the image stream and on the text
+/// stream. In float16 the text stream is clipped to ±65504 at the end, as diffusers does.
+/// </summary>
+public sealed class FluxTransformerBlock : nn.Module
+{
+#pragma warning disable IDE1006 // field names are checkpoint keys
+    private readonly AdaLayerNormZero norm1;
+    private readonly AdaLayerNormZero norm1_context;
+    private readonly JointAttention attn;
+    private readonly FeedForward ff;
+    private readonly FeedForward ff_context;
+#pragma warning restore IDE1006
+    private readonly long _dim;
+
+    /// <summary>Creates a block of width <paramref name="dim"/> = heads × head width.</summary>
+    public FluxTransformerBlock(long dim, int numAttentionHeads, int attentionHeadDim, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(FluxTransformerBlock))
+    {
+        _dim = dim;
+        norm1 = new AdaLayerNormZero(dim, device, dtype);
+        norm1_context = new AdaLayerNormZero(dim, device, dtype);
+        attn = new JointAttention(dim, numAttentionHeads, attentionHeadDim, joint: true, contextPreOnly: false, qkRmsNorm: true,
+            device, dtype, contextFirst: true);
+        ff = new FeedForward(dim, dim, activationFn: "gelu-approximate", device: device, dtype: dtype);
+        ff_context = new FeedForward(dim, dim, activationFn: "gelu-approximate", device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    // norm2 and norm2_context: LayerNorm without affine parameters (no checkpoint keys).
+    private Tensor LayerNorm(Tensor x) => nn.functional.layer_norm(x, [_dim], eps: 1e-6);
+
+    /// <summary>
+    /// Runs the block on image tokens <paramref name="x"/> [B, N, D] and text tokens <paramref name="context"/> [B, S, D]
+    /// with the conditioning <paramref name="temb"/> [B, D] and the rotary table of the joint sequence (text, then image).
+    /// Returns the new text and image tokens.
+    /// </summary>
+    public (Tensor Context, Tensor X) forward(Tensor x, Tensor context, Tensor temb, (Tensor Cos, Tensor Sin) rotary)
+    {
+        var n = norm1.forward(x, temb);
+        var c = norm1_context.forward(context, temb);
+        var (ax, ac) = attn.forward(n.X, c.X, rotary: rotary);
+
+        x = x + n.GateMsa.unsqueeze(1) * ax;
+        var h = LayerNorm(x) * (1 + n.ScaleMlp.unsqueeze(1)) + n.ShiftMlp.unsqueeze(1);
+        x = x + n.GateMlp.unsqueeze(1) * ff.forward(h);
+
+        context = context + c.GateMsa.unsqueeze(1) * ac!;
+        var hc = LayerNorm(context) * (1 + c.ScaleMlp.unsqueeze(1)) + c.ShiftMlp.unsqueeze(1);
+        context = context + c.GateMlp.unsqueeze(1) * ff_context.forward(hc);
+        if (context.dtype == ScalarType.Float16) context = context.clip(-65504, 65504);
+        return (context, x);
+    }
+}

@@ -1,0 +1,132 @@
+using DiffusersSharp.IO;
+using DiffusersSharp.Models;
+using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.TextEncoders;
+using DiffusersSharp.Models.Transformers;
+using DiffusersSharp.Schedulers;
+using DiffusersSharp.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines.Flux;
+
+/// <summary>
+/// The loaded components of a Flux.1 pipeline folder (model_index.json <c>FluxPipeline</c>): the transformer, the
+/// 16-channel VAE, CLIP-L (pooled output only), T5 v1.1 XXL, their tokenizers and the scheduler config. Freed when the
+/// creator and the last pipeline using them are done.
+/// </summary>
+public sealed class FluxComponents : PipelineComponents
+{
+    /// <summary>The pipeline class names these components load.</summary>
+    public static bool IsSupportedPipeline(string pipelineClass) => pipelineClass == "FluxPipeline";
+
+    /// <summary>The Flux transformer.</summary>
+    public required FluxTransformer2DModel Transformer { get; init; }
+
+    /// <summary>The 16-channel VAE (scaling and shift factors from its config).</summary>
+    public required AutoencoderKL Vae { get; init; }
+
+    /// <summary>CLIP-L, or null for a pipeline that only takes prompt embeddings.</summary>
+    public CLIPTextModel? TextEncoder { get; init; }
+
+    /// <summary>T5 v1.1 XXL encoder, or null with <see cref="TextEncoder"/>.</summary>
+    public T5EncoderModel? TextEncoder2 { get; init; }
+
+    /// <summary>CLIP-L tokenizer (null with <see cref="TextEncoder"/>).</summary>
+    public CLIPTokenizer? Tokenizer { get; init; }
+
+    /// <summary>T5 tokenizer (null with <see cref="TextEncoder2"/>).</summary>
+    public T5Tokenizer? Tokenizer2 { get; init; }
+
+    /// <summary>The scheduler config; every call builds its own scheduler from it (schedulers hold per-call state).</summary>
+    public required FlowMatchEulerDiscreteSchedulerConfig SchedulerConfig { get; init; }
+
+    /// <summary>Loads every component of a diffusers Flux pipeline folder, or of a hub repo id (downloaded into the hub cache first).</summary>
+    /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
+    /// <exception cref="InvalidDataException">The folder is not a Flux pipeline or lacks a component.</exception>
+    public static FluxComponents FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default)
+    {
+        var device = options.ParsedDevice; // fail on a bad device before any download
+        var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
+        string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
+        var index = ModelIndex.Read(folder);
+        if (!IsSupportedPipeline(index.ClassName))
+            throw new InvalidDataException($"{folder}: model_index.json names {index.ClassName}, not FluxPipeline.");
+        string[] required = ["transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"];
+        foreach (var name in required)
+            if (!index.Components.TryGetValue(name, out var spec) || spec.IsEmpty)
+                throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; a Flux pipeline needs it.");
+        foreach (var (name, spec) in index.Components)
+            if (!spec.IsEmpty) ModelRegistry.KindOf(name, spec.ClassName!);
+
+        var disposables = new List<IDisposable>();
+        T Track<T>(T item) where T : class
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (item is IDisposable d) disposables.Add(d);
+            return item;
+        }
+        string Sub(string name) => Path.Combine(folder, name);
+        var loadMs = new Dictionary<string, double>();
+        T Timed<T>(string name, Func<T> load)
+        {
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            var loaded = load();
+            loadMs[name] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            return loaded;
+        }
+        try
+        {
+            var schedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Path.Combine(Sub("scheduler"), "scheduler_config.json"));
+            var components = new FluxComponents
+            {
+                Tokenizer = Track(CLIPTokenizer.FromFolder(Sub("tokenizer"))),
+                Tokenizer2 = Track(T5Tokenizer.FromFolder(Sub("tokenizer_2"))),
+                TextEncoder = Track(Timed("text_encoder", () => CLIPTextModel.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant))),
+                TextEncoder2 = Track(Timed("text_encoder_2", () => T5EncoderModel.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant))),
+                Transformer = Track(Timed("transformer", () => FluxTransformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant))),
+                Vae = Track(Timed("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant))),
+                SchedulerConfig = schedulerConfig,
+                Device = device,
+                Dtype = options.Dtype,
+                LoadMilliseconds = loadMs,
+            };
+            if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
+            return components;
+        }
+        catch
+        {
+            foreach (var d in disposables) d.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Builds the prompt encoder over these components.</summary>
+    public FluxPromptEncoder CreatePromptEncoder(Action<string, int, int>? onTruncated = null) =>
+        new(Tokenizer, TextEncoder, Tokenizer2, TextEncoder2)
+        {
+            OnTruncated = onTruncated,
+            BeforeEncoder = ActivateHook,
+        };
+
+    /// <inheritdoc />
+    protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
+    {
+        // diffusers' model_cpu_offload_seq: text_encoder->text_encoder_2->transformer->vae (no image encoder here).
+        var models = new Dictionary<string, nn.Module>();
+        if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
+        if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
+        models["transformer"] = Transformer;
+        models["vae"] = Vae;
+        return models;
+    }
+
+    /// <inheritdoc />
+    protected override void FreeModels()
+    {
+        Transformer.Dispose();
+        Vae.Dispose();
+        TextEncoder?.Dispose();
+        TextEncoder2?.Dispose();
+    }
+}

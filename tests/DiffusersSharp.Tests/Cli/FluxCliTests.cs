@@ -1,0 +1,65 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.Tests.Support;
+
+namespace DiffusersSharp.Tests.Cli;
+
+/// <summary>generate with a Flux model folder (model_index.json FluxPipeline), and the options refused for it before loading.</summary>
+public sealed class FluxCliTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("flux-cli").FullName;
+    private readonly string _model;
+
+    public FluxCliTests()
+    {
+        _model = Path.Combine(_dir, "model");
+        TinyFluxPipelineFolder.Write(_model);
+    }
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string Out(string name = "out.png") => Path.Combine(_dir, name);
+
+    [Fact]
+    public void GenerateWithAFluxFolderWritesTheRequestedSizeReproducibly()
+    {
+        string[] Args(string output) => ["generate", "--model", _model, "--prompt", "a teddy bear", "--negative-prompt", "blurry", "--true-cfg", "2",
+            "--steps", "2", "--guidance", "3.5", "--width", "48", "--height", "32", "--seed", "7", "--max-sequence-length", "16", "--output", output];
+        var (code, stdout, stderr) = CliRunner.Run(Args(Out()));
+        Assert.True(code == 0, stderr);
+        Assert.Equal(Path.GetFullPath(Out()), stdout.Trim());
+        var image = ImageFile.Load(Out());
+        Assert.Equal((48, 32), (image.Width, image.Height));
+        string parameters = ImageFile.ReadPngText(Out())["parameters"];
+        Assert.Contains("CFG scale: 3.5", parameters);
+        Assert.Contains("True CFG scale: 2", parameters);
+        Assert.Contains("Sampler: FlowMatchEulerDiscrete", parameters);
+        var again = CliRunner.Run(Args(Out("again.png")));
+        Assert.Equal(0, again.Code);
+        Assert.Equal(image.Pixels, ImageFile.Load(Out("again.png")).Pixels);
+    }
+
+    [Theory]
+    [InlineData("--scheduler", "euler")]
+    [InlineData("--clip-skip", "1")]
+    [InlineData("--prompt-3", "x")]
+    [InlineData("--width", "40")]
+    public void OptionsFluxDoesNotHaveAreRefusedBeforeLoading(string option, string value)
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "x", option, value, "--output", Out());
+        Assert.Equal(2, code);
+        Assert.Contains(option, stderr);
+        Assert.DoesNotContain("loading", stderr);
+        Assert.False(File.Exists(Out()));
+    }
+
+    [Fact]
+    public void Img2ImgAndTrueCfgOnOtherFamiliesAreRefused()
+    {
+        var (code, _, stderr) = CliRunner.Run("img2img", "--model", _model, "--prompt", "x", "--image", Fixtures.Path("tiny-sd3/init_image.png"), "--output", Out());
+        Assert.Equal(2, code);
+        Assert.Contains("not implemented for Flux", stderr);
+        var sd3 = CliRunner.Run("generate", "--model", Fixtures.TinySd3Model, "--prompt", "x", "--true-cfg", "2", "--output", Out());
+        Assert.Equal(2, sd3.Code);
+        Assert.Contains("--true-cfg applies to Flux", sd3.Err);
+    }
+}
