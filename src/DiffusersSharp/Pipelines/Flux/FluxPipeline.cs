@@ -286,12 +286,8 @@ public sealed class FluxPipeline : IDisposable
         var unpacked = UnpackLatents(latents, height, width, VaeScaleFactor);
         var scaled = unpacked / vae.Config.ScalingFactor + (vae.Config.ShiftFactor ?? 0.0);
         var decoded = vae.Decode(scaled.to(vae.WeightDtype()));
-        return outputType switch
-        {
-            OutputType.Tensor => new FluxOutput(null, (decoded * 0.5 + 0.5).clamp(0, 1).DetachFromDisposeScope()),
-            OutputType.Numpy => new FluxOutput(null, ImageProcessor.Postprocess(decoded).DetachFromDisposeScope()),
-            _ => new FluxOutput(ImageProcessor.PostprocessToImages(decoded), null),
-        };
+        var (images, tensor) = DecodedOutput.From(decoded, outputType, ImageProcessor);
+        return new FluxOutput(images, tensor);
     }
 
     /// <summary>Releases this pipeline's reference on the shared components.</summary>

@@ -92,11 +92,7 @@ public abstract partial class StableDiffusionPipelineBase
         }
         else scaled = latents / vae.Config.ScalingFactor;
         var decoded = vae.Decode(scaled);
-        return outputType switch
-        {
-            OutputType.Tensor => new StableDiffusionPipelineOutput(null, (decoded * 0.5 + 0.5).clamp(0, 1).DetachFromDisposeScope()),
-            OutputType.Numpy => new StableDiffusionPipelineOutput(null, ImageProcessor.Postprocess(decoded).DetachFromDisposeScope()),
-            _ => new StableDiffusionPipelineOutput(ImageProcessor.PostprocessToImages(decoded), null),
-        };
+        var (images, output) = DecodedOutput.From(decoded, outputType, ImageProcessor);
+        return new StableDiffusionPipelineOutput(images, output);
     }
 }

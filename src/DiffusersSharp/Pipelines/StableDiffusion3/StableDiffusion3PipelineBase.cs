@@ -265,12 +265,8 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
         var scaled = latents / vae.Config.ScalingFactor;
         if (addShift && vae.Config.ShiftFactor is { } shift) scaled = scaled + shift;
         var decoded = vae.Decode(scaled.to(vae.WeightDtype()));
-        return outputType switch
-        {
-            OutputType.Tensor => new StableDiffusion3Output(null, (decoded * 0.5 + 0.5).clamp(0, 1).DetachFromDisposeScope()),
-            OutputType.Numpy => new StableDiffusion3Output(null, ImageProcessor.Postprocess(decoded).DetachFromDisposeScope()),
-            _ => new StableDiffusion3Output(ImageProcessor.PostprocessToImages(decoded), null),
-        };
+        var (images, tensor) = DecodedOutput.From(decoded, outputType, ImageProcessor);
+        return new StableDiffusion3Output(images, tensor);
     }
 
     /// <summary>Releases this pipeline's reference on the shared components.</summary>
