@@ -171,6 +171,61 @@ public sealed class StableDiffusionPipelineTests(TinyUNetPipelines models) : ICl
         }
     }
 
+    [Theory]
+    [InlineData("txt2img", false)]
+    [InlineData("img2img", true)]
+    [InlineData("inpaint", true)]
+    [InlineData("txt2img", true)]
+    public void GenerationsLeaveNoLiveTensors(string mode, bool xl)
+    {
+        // Every mode of both families, with the ancestral scheduler's per-step draws and a callback that replaces latents.
+        var components = xl ? models.Sdxl : models.Sd15;
+        var original = (JsonObject)components.SchedulerConfig.DeepClone();
+        components.UseScheduler("euler_a");
+        try
+        {
+            StableDiffusionPipelineOutput Run(long seed)
+            {
+                var generator = new Generator("cpu").ManualSeed(seed);
+                var request = new StableDiffusionRequest
+                {
+                    Prompt = "a red circle", NumInferenceSteps = 3, Height = 64, Width = 48, Generator = generator,
+                    CallbackOnStepEnd = c => c.Latents = c.Latents * 1.0,
+                };
+                var i2i = new StableDiffusionImg2ImgRequest { Prompt = "x", Image = Init, NumInferenceSteps = 4, Generator = generator };
+                var inpaint = new StableDiffusionInpaintRequest { Prompt = "x", Image = Init, MaskImage = Mask, NumInferenceSteps = 3, Height = 64, Width = 64, Generator = generator };
+                using StableDiffusionPipelineBase pipe = (mode, xl) switch
+                {
+                    ("img2img", true) => new StableDiffusionXLImg2ImgPipeline(components),
+                    ("inpaint", true) => new StableDiffusionXLInpaintPipeline(components),
+                    (_, true) => new StableDiffusionXLPipeline(components),
+                    ("img2img", false) => new StableDiffusionImg2ImgPipeline(components),
+                    ("inpaint", false) => new StableDiffusionInpaintPipeline(components),
+                    _ => new StableDiffusionPipeline(components),
+                };
+                using (generator)
+                    return pipe switch
+                    {
+                        StableDiffusionXLImg2ImgPipeline p => p.Generate(i2i),
+                        StableDiffusionXLInpaintPipeline p => p.Generate(inpaint),
+                        StableDiffusionXLPipeline p => p.Generate(request),
+                        StableDiffusionImg2ImgPipeline p => p.Generate(i2i),
+                        StableDiffusionInpaintPipeline p => p.Generate(inpaint),
+                        StableDiffusionPipeline p => p.Generate(request),
+                        _ => throw new InvalidOperationException(),
+                    };
+            }
+            Run(1).Dispose(); // warm-up: allocator pools, lazy tables
+            long before = LiveTensors.Count();
+            for (int i = 0; i < 5; i++) Run(i).Dispose();
+            Assert.Equal(before, LiveTensors.Count());
+        }
+        finally
+        {
+            components.UseScheduler(original);
+        }
+    }
+
     [Fact]
     public void UseSchedulerTakesShortNamesAndClassesAndRefusesOthers()
     {
