@@ -15,8 +15,8 @@ namespace DiffusersSharp.Tests.Loaders;
 /// <summary>
 /// Original single-file checkpoints (Stability AI's SD3 layout: MMDiT under model.diffusion_model., LDM VAE under
 /// first_stage_model.). No such file of the tiny model exists, so the test writes one from tiny-sd3's diffusers weights
-/// with the layout the team's SD3 reference describes (sd3-reference.md, section 1.8: (fused qkv, LDM names, reversed decoder blocks, 1x1
-/// convolutions, (shift, scale) halves)), then checks that loading it gives back every weight bit for bit.
+/// in the layout the team's SD3 reference describes (sd3-reference.md, section 1.8: fused qkv, LDM names, reversed
+/// decoder blocks, 1x1 convolutions, (shift, scale) halves), then checks that loading it gives back every weight bit for bit.
 /// </summary>
 public sealed class SingleFileTests : IDisposable
 {
