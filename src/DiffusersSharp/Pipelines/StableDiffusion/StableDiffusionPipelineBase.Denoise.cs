@@ -33,23 +33,27 @@ public abstract partial class StableDiffusionPipelineBase
         var generator = r.Generator ?? r.Generators?[0];
         Components.Activate("unet");
         progress?.Report(new PipelineProgress("denoise", 0, timesteps.Length));
+        // The 9-channel UNet's extra input (mask, masked-image latents; doubled under CFG), built once and again only when
+        // a callback replaces the mask or drops guidance. It belongs to the call's dispose scope.
+        Tensor? extra = null, extraMask = null;
+        bool extraCfg = false;
         for (int i = 0; i < timesteps.Length; i++)
         {
             ct.ThrowIfCancellationRequested();
             float t = timesteps[i];
             bool cfg = s.Guidance > 1;
+            if (nineChannel && (extra is null || !ReferenceEquals(extraMask, s.Mask) || extraCfg != cfg))
+            {
+                var one = cat([s.Mask!, s.MaskedImageLatents!], 1);
+                (extra, extraMask, extraCfg) = (cfg ? cat([one, one], 0) : one, s.Mask, cfg);
+            }
             using (var stepScope = NewDisposeScope())
             {
                 // A callback may have dropped guidance: then only the conditional half of the conditioning is used.
                 Tensor Half(Tensor x) => !cfg && x.shape[0] == 2 * latents.shape[0] ? x.chunk(2)[1] : x;
                 var modelInput = cfg ? cat([latents, latents], 0) : latents;
                 modelInput = scheduler.ScaleModelInput(modelInput, t);
-                if (nineChannel)
-                {
-                    var maskIn = cfg ? cat([s.Mask!, s.Mask!], 0) : s.Mask!;
-                    var maskedIn = cfg ? cat([s.MaskedImageLatents!, s.MaskedImageLatents!], 0) : s.MaskedImageLatents!;
-                    modelInput = cat([modelInput, maskIn, maskedIn], 1);
-                }
+                if (nineChannel) modelInput = cat([modelInput, extra!], 1);
                 using var timestep = tensor(t, device: Components.Device);
                 var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
                     s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds));
