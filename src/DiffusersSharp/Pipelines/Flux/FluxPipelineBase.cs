@@ -152,6 +152,72 @@ public abstract class FluxPipelineBase : IDisposable
     }
 
     /// <summary>
+    /// Checks what image-to-image and inpainting add, before any compute: strength in [0, 1] and at least one step left
+    /// after it (diffusers raises the latter after encoding the prompt; the step count is known before).
+    /// </summary>
+    protected static void CheckStrength(FluxImg2ImgRequest r)
+    {
+        Strength.Check(r.Strength);
+        int total = r.Sigmas?.Length ?? r.NumInferenceSteps ?? DefaultSteps;
+        int remaining = total - Strength.StartStep(total, r.Strength);
+        if (remaining < 1)
+            throw new ArgumentException($"strength {r.Strength} with {total} steps leaves {remaining} steps to run; raise strength or steps.");
+    }
+
+    /// <summary>
+    /// The strength tail of the scheduler's timesteps (diffusers' <c>get_timesteps</c>): sets the scheduler's begin index
+    /// to its first step and returns the timesteps from there.
+    /// </summary>
+    protected static Tensor StrengthTimesteps(FlowMatchEulerDiscreteScheduler scheduler, double strength)
+    {
+        int start = Strength.StartStep((int)scheduler.Timesteps.shape[0], strength);
+        scheduler.SetBeginIndex(start);
+        return scheduler.Timesteps[start..];
+    }
+
+    /// <summary>An image input as a float32 tensor NCHW in [-1, 1] at the requested size (a latent tensor passes through).</summary>
+    protected Tensor PreprocessImage(PipelineImage image, int height, int width) =>
+        (image.Image is { } pixels ? ImageProcessor.Preprocess(pixels, height, width) : ImageProcessor.Preprocess(image.Tensor!, height, width)).to(ScalarType.Float32);
+
+    /// <summary>A mask input as a binarized tensor N1HW at the requested size.</summary>
+    protected Tensor PreprocessMask(PipelineImage mask, int height, int width) =>
+        mask.Image is { } pixels ? MaskProcessor.Preprocess(pixels, height, width) : MaskProcessor.Preprocess(mask.Tensor!, height, width);
+
+    /// <summary>
+    /// Checks a preprocessed image (or latent tensor) against the batch and size before any compute: latents must have
+    /// the latent size, and the batch must be a multiple of the images (they are repeated, as diffusers does).
+    /// </summary>
+    protected void CheckImageTensor(Tensor image, int batch, int height, int width, string name)
+    {
+        var (latentH, latentW) = LatentSize(height, width);
+        if (image.shape[1] == Components.Vae.Config.LatentChannels && (image.shape[2] != latentH || image.shape[3] != latentW))
+            throw new ArgumentException($"{name} given as latents must be [N, {image.shape[1]}, {latentH}, {latentW}] for {height}x{width}, got [{string.Join(", ", image.shape)}].");
+        if (image.shape[0] > batch || batch % image.shape[0] != 0)
+            throw new ArgumentException($"Cannot repeat {image.shape[0]} {name}s to a batch of {batch} (prompts x images per prompt).");
+    }
+
+    /// <summary>
+    /// diffusers' Flux <c>_encode_vae_image</c> and the batch repeat of <c>prepare_latents</c>: the VAE posterior sample
+    /// drawn with the request's generator(s), <c>(latents − shift_factor) · scaling_factor</c>, repeated to the batch. A
+    /// tensor with the latent channel count is taken as latents as is.
+    /// </summary>
+    protected Tensor EncodeImage(Tensor image, FluxRequest r, ScalarType dtype, int batch)
+    {
+        var device = Components.Device;
+        image = image.to(dtype, device);
+        var vae = Components.Vae;
+        Tensor latents = image;
+        if (image.shape[1] != vae.Config.LatentChannels)
+        {
+            Components.Activate("vae");
+            var sample = RandomDraws.SampleVae(vae, image, r.Generator, r.Generators, device);
+            latents = (sample - (vae.Config.ShiftFactor ?? 0.0)) * vae.Config.ScalingFactor;
+        }
+        latents = latents.to(dtype);
+        return batch > latents.shape[0] ? cat(Enumerable.Repeat(latents, (int)(batch / latents.shape[0])).ToArray(), 0) : latents;
+    }
+
+    /// <summary>
     /// Encodes the prompt and, under true CFG, the negative prompt (diffusers' two <c>encode_prompt</c> calls), each
     /// repeated for the images per prompt.
     /// </summary>
