@@ -1,5 +1,6 @@
 using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Pipelines.StableDiffusionXL;
@@ -69,6 +70,12 @@ internal abstract class VerbPipelines
     /// <summary>Runs the verb's SD3 pipeline.</summary>
     public abstract StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct);
 
+    /// <summary>The verb's Flux request (its defaults: guidance 3.5 text-to-image, 7.0 otherwise).</summary>
+    public abstract FluxRequest FluxRequest();
+
+    /// <summary>Runs the verb's Flux pipeline.</summary>
+    public abstract FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct);
+
     /// <summary>Runs the verb's SD 1.x / 2.x or SDXL pipeline; also returns the guidance and strength it used.</summary>
     public abstract (StableDiffusionPipelineOutput Output, double Guidance, double? Strength) RunUNet(StableDiffusionComponents components,
         StableDiffusionRequest request, RunHooks hooks, CancellationToken ct);
@@ -100,6 +107,23 @@ internal abstract class VerbPipelines
         }
     }
 
+    /// <summary>Runs a Flux pipeline with the hooks (previews decode at the request's size) and disposes it.</summary>
+    protected static FluxOutput Use<TPipe, TRequest>(TPipe pipeline, TRequest request, RunHooks hooks, CancellationToken ct,
+        Func<TPipe, TRequest, IProgress<PipelineProgress>?, CancellationToken, FluxOutput> run)
+        where TPipe : FluxPipelineBase where TRequest : FluxRequest
+    {
+        using (pipeline)
+        {
+            pipeline.OnPromptTruncated = hooks.OnTruncated;
+            if (hooks.Preview is { } preview)
+            {
+                int height = request.Height ?? pipeline.DefaultSize, width = request.Width ?? pipeline.DefaultSize;
+                request = request with { CallbackOnStepEnd = Previews(preview, latents => pipeline.PreviewImages(latents, height, width)) };
+            }
+            return run(pipeline, request, hooks.Progress, ct);
+        }
+    }
+
     /// <summary>A step callback that decodes the latents every <see cref="PreviewSink.Every"/> steps (not after the last: the result follows).</summary>
     private static Action<StepEndContext> Previews(PreviewSink sink, Func<TorchSharp.torch.Tensor, IReadOnlyList<ImageBuffer>> decode) => context =>
     {
@@ -118,6 +142,11 @@ internal sealed class TextToImage : VerbPipelines
     public override StableDiffusion3Request Sd3Request() => new();
 
     public override StableDiffusionRequest UNetRequest() => new();
+
+    public override FluxRequest FluxRequest() => new();
+
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) =>
+        Use(new FluxPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
         Use(new StableDiffusion3Pipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
@@ -142,6 +171,15 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength) : VerbPi
     }
 
     public override StableDiffusionRequest UNetRequest() => new StableDiffusionImg2ImgRequest { Image = image, Strength = strength };
+
+    public override FluxRequest FluxRequest()
+    {
+        var request = new FluxImg2ImgRequest { Image = image };
+        return strength is { } s ? request with { Strength = s } : request;
+    }
+
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) =>
+        Use(new FluxImg2ImgPipeline(components), (FluxImg2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
         Use(new StableDiffusion3Img2ImgPipeline(components), (StableDiffusion3Img2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
@@ -170,6 +208,15 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
     }
 
     public override StableDiffusionRequest UNetRequest() => new StableDiffusionInpaintRequest { Image = image, MaskImage = mask, Strength = strength };
+
+    public override FluxRequest FluxRequest()
+    {
+        var request = new FluxInpaintRequest { Image = image, MaskImage = mask };
+        return strength is { } s ? request with { Strength = s } : request;
+    }
+
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) =>
+        Use(new FluxInpaintPipeline(components), (FluxInpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
         Use(new StableDiffusion3InpaintPipeline(components), (StableDiffusion3InpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));

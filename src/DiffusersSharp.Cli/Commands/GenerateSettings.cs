@@ -178,7 +178,7 @@ public class GenerateSettings : ModelSettings
     public string? Scheduler { get; init; }
 
     /// <summary>True CFG scale (Flux).</summary>
-    [CommandOption("--true-cfg <SCALE>"), Description("Flux: diffusers' true_cfg_scale; above 1 with --negative-prompt, each step runs the transformer for the negative prompt too (default 1: off). --guidance is Flux's embedded guidance (default 3.5).")]
+    [CommandOption("--true-cfg <SCALE>"), Description("Flux: diffusers' true_cfg_scale; above 1 with --negative-prompt, each step runs the transformer for the negative prompt too (default 1: off). --guidance is Flux's embedded guidance (default 3.5; 7.0 for img2img and inpaint, as diffusers).")]
     public string? TrueCfg { get; init; }
 
     /// <summary>The parsed true CFG scale, or null.</summary>
@@ -235,7 +235,7 @@ public class Img2ImgSettings : GenerateSettings
     public string? Image { get; init; }
 
     /// <summary>Strength.</summary>
-    [CommandOption("--strength <S>"), Description("How much to change the image, in [0, 1] (default: the pipeline's; SD3 0.6, SD 1.x img2img 0.8 / inpaint 1.0, SDXL img2img 0.3 / inpaint 0.9999).")]
+    [CommandOption("--strength <S>"), Description("How much to change the image, in [0, 1] (default: the pipeline's; SD3 and Flux 0.6, SD 1.x img2img 0.8 / inpaint 1.0, SDXL img2img 0.3 / inpaint 0.9999).")]
     public string? Strength { get; init; }
 
     /// <summary>The parsed strength, or null for the pipeline's default.</summary>

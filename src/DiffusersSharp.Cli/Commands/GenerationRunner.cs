@@ -56,10 +56,10 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         }
         if (model.Flux is { } flux)
         {
-            var fluxRequest = FillFlux(new FluxRequest());
-            using var fluxResult = RunFlux(flux, fluxRequest, hooks, ct);
-            return new Generated(fluxResult.Images!, Parameters(verb, settings.Steps ?? FluxPipeline.DefaultSteps, model.Name, "FlowMatchEulerDiscrete",
-                fluxRequest.GuidanceScale, null));
+            var fluxRequest = FillFlux(pipelines.FluxRequest());
+            using var fluxResult = pipelines.RunFlux(flux, fluxRequest, hooks, ct);
+            return new Generated(fluxResult.Images!, Parameters(verb, settings.Steps ?? FluxPipelineBase.DefaultSteps, model.Name, "FlowMatchEulerDiscrete",
+                fluxRequest.GuidanceScale, (fluxRequest as FluxImg2ImgRequest)?.Strength));
         }
         var sd3Request = Fill(pipelines.Sd3Request());
         using var sd3Result = pipelines.RunSd3(model.Sd3!, sd3Request, hooks, ct);
@@ -139,8 +139,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         return request;
     }
 
-    /// <summary>The Flux request from the options (text-to-image; the other verbs are refused before loading).</summary>
-    private FluxRequest FillFlux(FluxRequest request)
+    /// <summary>Fills the request fields common to the three verbs (Flux); the guidance scale defaults to the verb's request's.</summary>
+    private T FillFlux<T>(T request) where T : FluxRequest
     {
         var generator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed));
         request = request with
@@ -152,7 +152,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             Height = settings.Height,
             Width = settings.Width,
             NumInferenceSteps = settings.Steps,
-            GuidanceScale = settings.GuidanceScale ?? 3.5,
+            GuidanceScale = settings.GuidanceScale ?? request.GuidanceScale,
             NumImagesPerPrompt = settings.NumImages,
             Generator = generator,
             MaxSequenceLength = settings.MaxSequenceLength ?? 512,
@@ -164,25 +164,6 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
                 PromptEmbeds = e.Embeds, PooledPromptEmbeds = e.Pooled, NegativePromptEmbeds = e.NegativeEmbeds, NegativePooledPromptEmbeds = e.NegativePooled,
             };
         return request;
-    }
-
-    /// <summary>Runs the Flux pipeline with the hooks (previews decode at the request's size).</summary>
-    private static FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct)
-    {
-        using var pipeline = new FluxPipeline(components) { OnPromptTruncated = hooks.OnTruncated };
-        if (hooks.Preview is { } preview)
-        {
-            int height = request.Height ?? pipeline.DefaultSize, width = request.Width ?? pipeline.DefaultSize;
-            request = request with
-            {
-                CallbackOnStepEnd = context =>
-                {
-                    int done = context.Step + 1;
-                    if (done % preview.Every == 0 && done < context.TotalSteps) preview.Write(done, pipeline.PreviewImages(context.Latents, height, width));
-                },
-            };
-        }
-        return pipeline.Generate(request, hooks.Progress, ct);
     }
 
     private T Track<T>(T item) where T : IDisposable

@@ -96,8 +96,6 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--true-cfg applies to Flux models; {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux)
         {
-            if (settings is Img2ImgSettings)
-                throw new ArgumentException($"img2img and inpaint are not implemented for Flux models yet; {settings.Model} is a {pipelineClass} (use generate).");
             string? notFlux = settings.NoT5 ? "--no-t5" : settings.Prompt3 is not null ? "--prompt-3" : settings.SkipLayers is not null ? "--skip-layers"
                 : settings.ClipSkip is not null ? "--clip-skip" : settings.Scheduler is not null ? "--scheduler" : settings.Eta is not null ? "--eta"
                 : settings.GuidanceRescale is not null ? "--guidance-rescale" : null;

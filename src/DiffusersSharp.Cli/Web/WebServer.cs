@@ -78,7 +78,7 @@ internal sealed class WebServer : IAsyncDisposable
             Family = _model.Flux is not null ? "flux" : unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
             Scheduler = unet?.SchedulerClassName ?? "FlowMatchEulerDiscreteScheduler",
             Schedulers = unet is null ? [] : DiffusionSchedulers.KnownNames,
-            Modes = _model.Flux is not null ? new[] { "txt2img" } : new[] { "txt2img", "img2img", "inpaint" },
+            Modes = new[] { "txt2img", "img2img", "inpaint" },
         };
     }
 

@@ -65,4 +65,21 @@ internal static class RandomDraws
         }
         return result.MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// The draws of <see cref="SampleVae"/> for images whose posterior is <paramref name="latentShape"/>, without the
+    /// encode: leaves the generator(s) where that sample would. For a sample diffusers makes and never reads.
+    /// </summary>
+    public static void SkipVaeSample(long[] latentShape, Generator? generator, IReadOnlyList<Generator>? generators, ScalarType dtype, Device device)
+    {
+        if (generators is { Count: > 1 } list)
+        {
+            if (list.Count < latentShape[0])
+                throw new ArgumentException($"{list.Count} generators were given for {latentShape[0]} images.");
+            var one = latentShape.ToArray();
+            one[0] = 1;
+            for (int i = 0; i < latentShape[0]; i++) list[i].Randn(one, dtype, device).Dispose();
+        }
+        else if ((generator ?? generators?[0]) is { } single) single.Randn(latentShape, dtype, device).Dispose();
+    }
 }

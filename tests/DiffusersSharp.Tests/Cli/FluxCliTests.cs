@@ -3,7 +3,7 @@ using DiffusersSharp.Tests.Support;
 
 namespace DiffusersSharp.Tests.Cli;
 
-/// <summary>generate with a Flux model folder (model_index.json FluxPipeline), and the options refused for it before loading.</summary>
+/// <summary>generate, img2img and inpaint with a Flux model folder (model_index.json FluxPipeline), and the options refused for it before loading.</summary>
 public sealed class FluxCliTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("flux-cli").FullName;
@@ -53,11 +53,55 @@ public sealed class FluxCliTests : IDisposable
     }
 
     [Fact]
-    public void Img2ImgAndTrueCfgOnOtherFamiliesAreRefused()
+    public void Img2ImgAndInpaintWithAFluxFolderWriteTheRequestedSize()
     {
-        var (code, _, stderr) = CliRunner.Run("img2img", "--model", _model, "--prompt", "x", "--image", Fixtures.Path("tiny-sd3/init_image.png"), "--output", Out());
+        string image = Fixtures.Path("tiny-sd3/init_image.png"), mask = Fixtures.Path("tiny-sd3/mask.png");
+        string[] Common(string output) => ["--model", _model, "--prompt", "a teddy bear", "--steps", "4", "--width", "48", "--height", "32",
+            "--seed", "3", "--max-sequence-length", "16", "--image", image, "--output", output];
+        var i2i = CliRunner.Run(["img2img", .. Common(Out("i2i.png")), "--strength", "0.5"]);
+        Assert.True(i2i.Code == 0, i2i.Err);
+        Assert.Equal(Path.GetFullPath(Out("i2i.png")), i2i.Out.Trim());
+        Assert.Equal((48, 32), (ImageFile.Load(Out("i2i.png")).Width, ImageFile.Load(Out("i2i.png")).Height));
+        string parameters = ImageFile.ReadPngText(Out("i2i.png"))["parameters"];
+        Assert.Contains("Mode: img2img", parameters);
+        Assert.Contains("Denoising strength: 0.5", parameters);
+        Assert.Contains("CFG scale: 7,", parameters); // diffusers' Flux img2img default guidance
+
+        string[] Inpaint(string output) => ["inpaint", .. Common(output), "--mask", mask, "--guidance", "3"];
+        var inpaint = CliRunner.Run(Inpaint(Out("inpaint.png")));
+        Assert.True(inpaint.Code == 0, inpaint.Err);
+        var written = ImageFile.Load(Out("inpaint.png"));
+        Assert.Equal((48, 32), (written.Width, written.Height));
+        parameters = ImageFile.ReadPngText(Out("inpaint.png"))["parameters"];
+        Assert.Contains("Mode: inpaint", parameters);
+        Assert.Contains("Denoising strength: 0.6", parameters); // the pipeline's default
+        Assert.Contains("CFG scale: 3,", parameters);
+        var again = CliRunner.Run(Inpaint(Out("again.png")));
+        Assert.Equal(0, again.Code);
+        Assert.Equal(written.Pixels, ImageFile.Load(Out("again.png")).Pixels);
+    }
+
+    [Theory]
+    [InlineData("img2img", "--scheduler", "euler")]
+    [InlineData("img2img", "--no-t5", null)]
+    [InlineData("inpaint", "--clip-skip", "1")]
+    [InlineData("inpaint", "--height", "40")]
+    [InlineData("inpaint", "--eta", "0.5")]
+    public void Img2ImgAndInpaintRefuseWhatFluxLacksBeforeLoading(string verb, string option, string? value)
+    {
+        List<string> args = [verb, "--model", _model, "--prompt", "x", "--image", Fixtures.Path("tiny-sd3/init_image.png"), "--output", Out(), option];
+        if (value is not null) args.Add(value);
+        if (verb == "inpaint") args.AddRange(["--mask", Fixtures.Path("tiny-sd3/mask.png")]);
+        var (code, _, stderr) = CliRunner.Run([.. args]);
         Assert.Equal(2, code);
-        Assert.Contains("not implemented for Flux", stderr);
+        Assert.Contains(option, stderr);
+        Assert.DoesNotContain("loading", stderr);
+        Assert.False(File.Exists(Out()));
+    }
+
+    [Fact]
+    public void TrueCfgOnOtherFamiliesIsRefused()
+    {
         var sd3 = CliRunner.Run("generate", "--model", Fixtures.TinySd3Model, "--prompt", "x", "--true-cfg", "2", "--output", Out());
         Assert.Equal(2, sd3.Code);
         Assert.Contains("--true-cfg applies to Flux", sd3.Err);

@@ -6,7 +6,7 @@ namespace DiffusersSharp.Pipelines.Flux;
 /// The parameters of a Flux text-to-image call, with diffusers' names and defaults (<c>FluxPipeline.__call__</c>).
 /// Tensors passed in stay owned by the caller.
 /// </summary>
-public sealed record FluxRequest
+public record FluxRequest
 {
     /// <summary>The prompt(s) for CLIP; required unless <see cref="PromptEmbeds"/> is given.</summary>
     public PromptList? Prompt { get; init; }
@@ -40,7 +40,8 @@ public sealed record FluxRequest
 
     /// <summary>
     /// The guidance scale fed to the guidance embedding of guidance-distilled models (FLUX.1-dev); not CFG, no second
-    /// transformer pass. Ignored by models without the embedding (FLUX.1-schnell).
+    /// transformer pass. Ignored by models without the embedding (FLUX.1-schnell). Default 3.5 (text-to-image; diffusers'
+    /// image-to-image and inpainting pipelines default to 7.0).
     /// </summary>
     public double GuidanceScale { get; init; } = 3.5;
 
@@ -82,4 +83,38 @@ public sealed record FluxRequest
     /// (<see cref="StepEndContext.GuidanceScale"/>; 1 or below stops it) or interrupt.
     /// </summary>
     public Action<StepEndContext>? CallbackOnStepEnd { get; init; }
+}
+
+/// <summary>
+/// Image-to-image parameters (diffusers' <c>FluxImg2ImgPipeline.__call__</c>): the text-to-image ones plus the image and
+/// strength; the guidance scale defaults to 7.0 there. <see cref="FluxRequest.Latents"/> (packed) replace the noised
+/// image latents: the image is then not encoded.
+/// </summary>
+public record FluxImg2ImgRequest : FluxRequest
+{
+    /// <summary>diffusers' image-to-image and inpainting default guidance scale (7.0).</summary>
+    public const double DefaultGuidanceScale = 7.0;
+
+    /// <summary>A request with diffusers' image-to-image defaults.</summary>
+    public FluxImg2ImgRequest() => GuidanceScale = DefaultGuidanceScale;
+
+    /// <summary>
+    /// The starting image (RGB, resized to the requested size), or a [B, 16, H/8, W/8] latent tensor taken as already
+    /// shifted and scaled VAE latents.
+    /// </summary>
+    public PipelineImage? Image { get; init; }
+
+    /// <summary>How much to change the image, in [0, 1]: the fraction of the schedule that is run (default 0.6).</summary>
+    public double Strength { get; init; } = 0.6;
+}
+
+/// <summary>
+/// Inpainting parameters (diffusers' <c>FluxInpaintPipeline.__call__</c>). <see cref="FluxRequest.Latents"/> are the noise
+/// (no scale_noise is applied to them): [B, 16, H/8, W/8] as diffusers takes them here, or packed [B, (H/16)·(W/16), 64].
+/// Not here: diffusers' <c>padding_mask_crop</c> and <c>masked_image_latents</c> (which its 64-channel loop never reads).
+/// </summary>
+public record FluxInpaintRequest : FluxImg2ImgRequest
+{
+    /// <summary>The mask: white (1) is repainted, black (0) kept. Grayscale or RGB, resized to the requested size, binarized at 0.5.</summary>
+    public PipelineImage? MaskImage { get; init; }
 }

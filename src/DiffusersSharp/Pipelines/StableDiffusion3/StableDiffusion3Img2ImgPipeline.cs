@@ -26,20 +26,15 @@ public sealed class StableDiffusion3Img2ImgPipeline : StableDiffusion3PipelineBa
     protected override int DefaultSteps => 50;
 
     /// <summary>
-    /// The part of the schedule that <paramref name="strength"/> keeps (diffusers' <c>get_timesteps</c>): returns the first
-    /// step index and sets the scheduler's begin index to it.
+    /// The part of the schedule that <paramref name="strength"/> keeps (diffusers' <c>get_timesteps</c>): the first step
+    /// index (<see cref="Strength.StartStep"/>).
     /// </summary>
-    internal static int StartStep(int numInferenceSteps, double strength)
-    {
-        double initTimestep = Math.Min(numInferenceSteps * strength, numInferenceSteps);
-        return (int)Math.Max(numInferenceSteps - initTimestep, 0);
-    }
+    internal static int StartStep(int numInferenceSteps, double strength) => Strength.StartStep(numInferenceSteps, strength);
 
     /// <summary>Checks strength and the image, before any compute.</summary>
     internal static void CheckImageInputs(StableDiffusion3Img2ImgRequest request)
     {
-        if (!(request.Strength >= 0 && request.Strength <= 1))
-            throw new ArgumentException($"strength must be in [0, 1], got {request.Strength}.");
+        Strength.Check(request.Strength);
         if (request.Image is null && request.Latents is null)
             throw new ArgumentException("image is required.");
     }
