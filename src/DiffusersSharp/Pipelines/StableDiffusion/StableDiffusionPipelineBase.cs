@@ -87,8 +87,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             throw new ArgumentException($"denoising_start {start} cannot be larger than or equal to denoising_end {end}.");
         if (r is StableDiffusionImg2ImgRequest i)
         {
-            double strength = StrengthOf(i);
-            if (!(strength >= 0 && strength <= 1)) throw new ArgumentException($"strength must be in [0, 1], got {strength}.");
+            Strength.Check(StrengthOf(i));
             if (i.Image is null) throw new ArgumentException("image is required.");
         }
         if (r is StableDiffusionInpaintRequest p)
@@ -157,8 +156,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             else
             {
                 // diffusers' get_timesteps: keep the last int(steps * strength) steps.
-                int initTimestep = Math.Min((int)(steps * StrengthOf(img2img)), steps);
-                tStart = Math.Max(steps - initTimestep, 0) * scheduler.Order;
+                tStart = Strength.UNetStartStep(steps, StrengthOf(img2img), scheduler.Order);
             }
             timesteps = timesteps[tStart..];
             scheduler.SetBeginIndex(tStart);
