@@ -76,13 +76,11 @@ internal sealed class LoadedModel : IDisposable
         if (family != Family.Sd3 && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 3 models; {settings.Model} is a {pipelineClass}.");
         if (settings is GenerateSettings generate) CheckOptions(generate, pipelineClass, family);
-        if (family == Family.Flux && settings.Lora is not null)
-            throw new ArgumentException($"--lora is not supported for Flux models yet; {settings.Model} is a {pipelineClass}.");
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         return family switch
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, null, WithLora(output, settings, StableDiffusionComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
-            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, null, null, FluxComponents.FromPretrained(folder, options, ct)),
+            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, null, null, WithLora(output, settings, FluxComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             _ => new LoadedModel(settings.Model!, pipelineClass, WithLora(output, settings, StableDiffusion3Components.FromPretrained(folder, options, ct), c => c.FuseLora), null),
         };
     }

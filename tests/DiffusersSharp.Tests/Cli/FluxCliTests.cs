@@ -38,6 +38,30 @@ public sealed class FluxCliTests : IDisposable
         Assert.Equal(image.Pixels, ImageFile.Load(Out("again.png")).Pixels);
     }
 
+    [Fact]
+    public void ALoraChangesTheFluxImageByItsScale()
+    {
+        // A diffusers-format LoRA on the first double block's query: scale 0 is the plain image, scale 1 another one.
+        var loaded = new Dictionary<string, TorchSharp.torch.Tensor>();
+        using (var file = DiffusersSharp.IO.SafetensorsFile.Open(Path.Combine(_model, "transformer", "diffusion_pytorch_model.safetensors")))
+        {
+            var w = file.Tensors["transformer_blocks.0.attn.to_q.weight"].Shape;
+            loaded["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"] = TorchSharp.torch.randn(2, w[1]);
+            loaded["transformer.transformer_blocks.0.attn.to_q.lora_B.weight"] = TorchSharp.torch.randn(w[0], 2);
+        }
+        string lora = Out("lora.safetensors");
+        DiffusersSharp.IO.SafetensorsWriter.Save(lora, loaded);
+        string[] Args(string output, params string[] extra) => ["generate", "--model", _model, "--prompt", "a teddy bear", "--steps", "2",
+            "--width", "48", "--height", "32", "--seed", "5", "--max-sequence-length", "16", "--output", output, .. extra];
+        Assert.Equal(0, CliRunner.Run(Args(Out("plain.png"))).Code);
+        var zero = CliRunner.Run(Args(Out("zero.png"), "--lora", lora, "--lora-scale", "0"));
+        Assert.True(zero.Code == 0, zero.Err);
+        Assert.Equal(0, CliRunner.Run(Args(Out("one.png"), "--lora", lora)).Code);
+        Assert.Equal(ImageFile.Load(Out("plain.png")).Pixels, ImageFile.Load(Out("zero.png")).Pixels);
+        Assert.NotEqual(ImageFile.Load(Out("plain.png")).Pixels, ImageFile.Load(Out("one.png")).Pixels);
+        Assert.Contains("Lora: lora.safetensors:1", ImageFile.ReadPngText(Out("one.png"))["parameters"]);
+    }
+
     [Theory]
     [InlineData("--scheduler", "euler")]
     [InlineData("--clip-skip", "1")]

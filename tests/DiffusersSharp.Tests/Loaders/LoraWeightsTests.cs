@@ -211,6 +211,37 @@ public sealed class PipelineLoraTests : IDisposable
     }
 
     [Fact]
+    public void AFluxLoraIsFusedIntoTheTransformerAndClip()
+    {
+        // diffusers' Flux save_lora_weights keys: transformer.<module> (double and single blocks) and text_encoder.<module>.
+        string folder = Path.Combine(_dir, "flux");
+        TinyFluxPipelineFolder.Write(folder);
+        using var components = DiffusersSharp.Pipelines.Flux.FluxComponents.FromPretrained(folder, new PipelineLoadOptions());
+        var models = new (string Component, TorchSharp.torch.nn.Module Model, string Module)[]
+        {
+            ("transformer", components.Transformer, "transformer_blocks.0.attn.to_q"),
+            ("transformer", components.Transformer, "single_transformer_blocks.0.proj_mlp"),
+            ("text_encoder", components.TextEncoder!, ClipQ),
+        };
+        var tensors = models.SelectMany((m, i) =>
+        {
+            var shape = Weight(m.Model, m.Module).shape;
+            return Pair(m.Component, m.Module, (int)shape[0], (int)shape[1], 20 + i);
+        }).ToDictionary();
+        string path = Write("flux.safetensors", tensors);
+        var before = models.Select(m => Weight(m.Model, m.Module).clone()).ToArray();
+        Assert.Equal(3, components.FuseLora(path, 0.5));
+        for (int i = 0; i < models.Length; i++)
+        {
+            var (component, model, module) = models[i];
+            using var expected = tensors[$"{component}.{module}.lora_B.weight"].matmul(tensors[$"{component}.{module}.lora_A.weight"]) * 0.5;
+            using var delta = Weight(model, module) - before[i];
+            Assert.True(TensorAssert.MaxAbsDiff(delta, expected) <= 5e-7, module);
+        }
+        foreach (var t in before.Concat(tensors.Values)) t.Dispose();
+    }
+
+    [Fact]
     public void APartThatDoesNotFitLeavesEveryModelAsItWas()
     {
         // The text_encoder part fits (and comes first); the transformer part is for another width: nothing may be fused.

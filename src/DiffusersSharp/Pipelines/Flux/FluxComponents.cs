@@ -1,4 +1,5 @@
 using DiffusersSharp.IO;
+using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.Autoencoders;
 using DiffusersSharp.Models.TextEncoders;
@@ -108,6 +109,21 @@ public sealed class FluxComponents : PipelineComponents
             OnTruncated = onTruncated,
             BeforeEncoder = ActivateHook,
         };
+
+    /// <summary>
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a LoRA in diffusers' format
+    /// (<c>transformer.*</c> and CLIP <c>text_encoder.*</c> lora_A / lora_B pairs, with optional alphas), as diffusers'
+    /// Flux training scripts save it. Every part is checked before any weight changes. Returns the number of adapted
+    /// layers. The original BFL / kohya Flux key layouts (<c>double_blocks</c>, <c>lora_unet_double_blocks_*</c>) are refused.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a LoRA of these components (unknown keys or components, bad pairs).</exception>
+    /// <exception cref="ArgumentException">A part does not fit its model (missing modules or other sizes).</exception>
+    public int FuseLora(string path, double scale = 1.0) => LoraWeights.FuseAll(path, new Dictionary<string, nn.Module?>
+    {
+        ["transformer"] = Transformer,
+        ["text_encoder"] = TextEncoder,
+    }, scale, kohya: false);
 
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
