@@ -58,7 +58,7 @@ public class ModelSettings : CommandSettings
     public double LoraScaleValue => double.Parse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture);
 
     /// <summary>Single-file checkpoint (SD3).</summary>
-    [CommandOption("--single-file <FILE>"), Description("SD3 / SD3.5: an original single-file checkpoint (e.g. sd3.5_medium.safetensors) whose MMDiT and VAE replace --model's; --model still gives the configs, text encoders, tokenizers and scheduler.")]
+    [CommandOption("--single-file <FILE>"), Description("An original single-file checkpoint whose weights replace --model's: SD3 / SD3.5 (e.g. sd3.5_medium.safetensors: MMDiT and VAE) or SD 1.x / 2.x / SDXL in the LDM / SGM layout (e.g. v1-5-pruned-emaonly.safetensors, sd_xl_base_1.0.safetensors: UNet, and the VAE and text encoders it holds). --model (a folder or hub repo of the same family) still gives the configs, tokenizers, scheduler and whatever the file lacks. Not for Flux.")]
     public string? SingleFile { get; init; }
 
     /// <inheritdoc />

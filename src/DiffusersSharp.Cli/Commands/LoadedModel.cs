@@ -73,8 +73,8 @@ internal sealed class LoadedModel : IDisposable
         string folder = options.ResolveFolder(settings.Model!, ct);
         string pipelineClass = ModelIndex.Read(folder).ClassName;
         var family = FamilyOf(pipelineClass);
-        if (family != Family.Sd3 && settings.SingleFile is not null)
-            throw new ArgumentException($"--single-file applies to Stable Diffusion 3 models; {settings.Model} is a {pipelineClass}.");
+        if (family == Family.Flux && settings.SingleFile is not null)
+            throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
         if (settings is GenerateSettings generate) CheckOptions(generate, pipelineClass, family);
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         return family switch

@@ -34,59 +34,9 @@ internal static class KohyaModuleNames
         else table[key] = module;
     }
 
-    // LDM ResBlock layers under their diffusers names.
-    private static readonly Dictionary<string, string> ResnetLayers = new(StringComparer.Ordinal)
-    {
-        ["conv1"] = "in_layers_2", ["conv2"] = "out_layers_3", ["time_emb_proj"] = "emb_layers_1", ["conv_shortcut"] = "skip_connection",
-    };
-
-    /// <summary>
-    /// Diffusers module prefix -> SGM name prefix, walking the blocks as SGM's UNetModel builds them: input_blocks 0 is
-    /// conv_in, then per down block <c>layers_per_block</c> entries (resnet <c>_0</c>, attention <c>_1</c> for
-    /// cross-attention blocks) and a downsampler entry (<c>_0_op</c>) except after the last; the middle block is resnet,
-    /// attention, resnet; output_blocks hold <c>layers_per_block + 1</c> entries per up block, the last one ending with the
-    /// upsampler (<c>_1</c> after a resnet alone, <c>_2</c> after resnet and attention).
-    /// </summary>
-    internal static Dictionary<string, string> SgmPrefixes(UNet2DConditionModelConfig config)
-    {
-        int n = config.DownBlockTypes.Length;
-        var layers = config.LayersPerBlock.Expand(n, "layers_per_block");
-        var map = new Dictionary<string, string>(StringComparer.Ordinal)
-        {
-            ["conv_in"] = "input_blocks_0_0", ["time_embedding.linear_1"] = "time_embed_0", ["time_embedding.linear_2"] = "time_embed_2",
-            ["add_embedding.linear_1"] = "label_emb_0_0", ["add_embedding.linear_2"] = "label_emb_0_2", ["conv_out"] = "out_2",
-        };
-        int index = 1;
-        for (int b = 0; b < n; b++)
-        {
-            bool attention = config.DownBlockTypes[b] == "CrossAttnDownBlock2D";
-            for (int l = 0; l < layers[b]; l++, index++)
-            {
-                map[$"down_blocks.{b}.resnets.{l}"] = $"input_blocks_{index}_0";
-                if (attention) map[$"down_blocks.{b}.attentions.{l}"] = $"input_blocks_{index}_1";
-            }
-            if (b < n - 1) map[$"down_blocks.{b}.downsamplers.0.conv"] = $"input_blocks_{index++}_0_op";
-        }
-        if (config.MidBlockType is not null)
-        {
-            map["mid_block.resnets.0"] = "middle_block_0";
-            map["mid_block.attentions.0"] = "middle_block_1";
-            map["mid_block.resnets.1"] = "middle_block_2";
-        }
-        index = 0;
-        for (int b = 0; b < n; b++)
-        {
-            bool attention = config.UpBlockTypes[b] == "CrossAttnUpBlock2D";
-            int count = layers[n - 1 - b] + 1;
-            for (int l = 0; l < count; l++, index++)
-            {
-                map[$"up_blocks.{b}.resnets.{l}"] = $"output_blocks_{index}_0";
-                if (attention) map[$"up_blocks.{b}.attentions.{l}"] = $"output_blocks_{index}_1";
-                if (l == count - 1 && b < n - 1) map[$"up_blocks.{b}.upsamplers.0.conv"] = $"output_blocks_{index}_{(attention ? 2 : 1)}_conv";
-            }
-        }
-        return map;
-    }
+    /// <summary>Diffusers module prefix -> SGM name prefix (<see cref="LdmUnetLayout.Prefixes"/> with <c>_</c> for <c>.</c>).</summary>
+    internal static Dictionary<string, string> SgmPrefixes(UNet2DConditionModelConfig config) =>
+        LdmUnetLayout.Prefixes(config).ToDictionary(kv => kv.Key, kv => kv.Value.Replace('.', '_'), StringComparer.Ordinal);
 
     private static string? SgmName(Dictionary<string, string> prefixes, string module)
     {
@@ -96,8 +46,8 @@ internal static class KohyaModuleNames
             if (!prefixes.TryGetValue(module[..end], out var sgm)) continue;
             if (end == module.Length) return sgm;
             string rest = module[(end + 1)..];
-            if (module[..end].Contains(".resnets.", StringComparison.Ordinal))
-                return ResnetLayers.TryGetValue(rest, out var layer) ? $"{sgm}_{layer}" : null;
+            if (LdmUnetLayout.IsResnet(module[..end]))
+                return LdmUnetLayout.ResnetLayers.TryGetValue(rest, out var layer) ? $"{sgm}_{layer.Replace('.', '_')}" : null;
             return $"{sgm}_{rest.Replace('.', '_')}";
         }
         return null;

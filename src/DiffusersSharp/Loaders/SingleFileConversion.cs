@@ -39,6 +39,11 @@ public static partial class SingleFileConversion
         using var file = SafetensorsFile.Open(path);
         if (!HasSD3Transformer(file))
             throw new InvalidDataException($"{Path.GetFileName(path)} holds no SD3 MMDiT ({TransformerPrefix}context_embedder.weight): not an original SD3 / SD3.5 checkpoint.");
+        return SD3ComponentsIn(file);
+    }
+
+    private static HashSet<string> SD3ComponentsIn(SafetensorsFile file)
+    {
         var components = new HashSet<string>(StringComparer.Ordinal) { "transformer" };
         if (VaePrefix(file) is not null) components.Add("vae");
         return components;

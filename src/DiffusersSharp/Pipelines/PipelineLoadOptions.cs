@@ -25,10 +25,12 @@ public sealed record PipelineLoadOptions
     public OffloadMode Offload { get; init; } = OffloadMode.None;
 
     /// <summary>
-    /// SD3 / SD3.5: an original single-file checkpoint (Stability AI's <c>sd3.5_medium.safetensors</c> layout) whose MMDiT,
-    /// and VAE when it has one, replace the model folder's, as diffusers' <c>from_single_file</c>. The folder or hub repo
-    /// still gives the configs, text encoders, tokenizers and scheduler; the replaced components' weights are not
-    /// downloaded.
+    /// An original single-file checkpoint whose components replace the model folder's, as diffusers'
+    /// <c>from_single_file</c> with a config repo: for SD3 / SD3.5 (Stability AI's <c>sd3.5_medium.safetensors</c> layout)
+    /// the MMDiT and the VAE when it has one; for SD 1.x / 2.x and SDXL (the LDM / SGM layout of
+    /// <c>v1-5-pruned-emaonly.safetensors</c>, <c>sd_xl_base_1.0.safetensors</c>) the UNet and whichever of the VAE and
+    /// text encoders it holds. The folder or hub repo still gives the configs, tokenizers, scheduler and the components
+    /// the file lacks; the replaced components' weights are not downloaded.
     /// </summary>
     public string? SingleFile { get; init; }
 
@@ -49,7 +51,21 @@ public sealed record PipelineLoadOptions
 
     /// <summary>The components <see cref="SingleFile"/> replaces (read from its keys; none without one).</summary>
     internal IReadOnlySet<string> SingleFileComponents =>
-        SingleFile is { } path ? Loaders.SingleFileConversion.SD3ComponentsIn(path) : new HashSet<string>();
+        SingleFile is { } path ? Loaders.SingleFileConversion.ContentsOf(path).Components : new HashSet<string>();
+
+    /// <summary>
+    /// The components <see cref="SingleFile"/> replaces, after checking that its layout is <paramref name="layout"/>
+    /// (an SD3 file given to a UNet model, or the reverse, is refused); none without a file.
+    /// </summary>
+    /// <exception cref="ArgumentException">The file is of the other layout.</exception>
+    internal IReadOnlySet<string> SingleFileComponentsOf(Loaders.SingleFileLayout layout, string family)
+    {
+        if (SingleFile is not { } path) return new HashSet<string>();
+        var contents = Loaders.SingleFileConversion.ContentsOf(path);
+        if (contents.Layout != layout)
+            throw new ArgumentException($"The single file {Path.GetFileName(path)} is an original {(contents.Layout == Loaders.SingleFileLayout.SD3 ? "SD3 / SD3.5 (MMDiT)" : "SD 1.x / 2.x / SDXL (UNet)")} checkpoint; a {family} model needs an original {(layout == Loaders.SingleFileLayout.SD3 ? "SD3 / SD3.5" : "SD 1.x / 2.x / SDXL")} one.");
+        return contents.Components;
+    }
 
     /// <summary>
     /// The local pipeline folder for <paramref name="model"/>: the folder itself, or a hub repo id's snapshot (downloaded

@@ -97,7 +97,7 @@ public sealed class SingleFileTests : IDisposable
     }
 
     /// <summary>The VAE in the LDM layout.</summary>
-    private static Dictionary<string, Tensor> OriginalVae(Dictionary<string, Tensor> d, int upBlocks)
+    internal static Dictionary<string, Tensor> OriginalVae(Dictionary<string, Tensor> d, int upBlocks)
     {
         var o = new Dictionary<string, Tensor>();
         foreach (var (key, t) in d)
@@ -198,7 +198,7 @@ public sealed class SingleFileTests : IDisposable
         Assert.Equal(ImageFile.Load(Path.Combine(_dir, "b.png")).Pixels, ImageFile.Load(Path.Combine(_dir, "a.png")).Pixels);
         var sd15 = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "x", "--single-file", path, "--output", Path.Combine(_dir, "c.png"));
         Assert.Equal(2, sd15.Code);
-        Assert.Contains("--single-file applies to Stable Diffusion 3", sd15.Err);
+        Assert.Contains("is an original SD3 / SD3.5 (MMDiT) checkpoint", sd15.Err);
     }
 
     [Fact]

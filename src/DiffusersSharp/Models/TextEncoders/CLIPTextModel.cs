@@ -32,6 +32,18 @@ public sealed class CLIPTextModel : nn.Module
         CLIPLoading.Load(folder, (c, meta) => new CLIPTextModel(c, meta), dtype, device, variant);
 
     /// <summary>
+    /// Loads the first text encoder of an original SD 1.x / 2.x / SDXL single file (<c>cond_stage_model.transformer.</c>,
+    /// SDXL's <c>conditioner.embedders.0.transformer.</c> or SD 2.x's OpenCLIP <c>cond_stage_model.model.</c>), converted
+    /// by <see cref="Loaders.SingleFileConversion.ConvertLdmTextEncoder"/>, with <paramref name="config"/> (the model's
+    /// <c>text_encoder/config.json</c>).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file holds no such encoder, or keys that are not part of it.</exception>
+    /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
+    public static CLIPTextModel FromSingleFile(string path, CLIPTextConfig config, ScalarType? dtype = null, Device? device = null) =>
+        CLIPLoading.LoadSingleFile(path, "text_encoder", config, meta => new CLIPTextModel(config, meta), dtype, device);
+
+    /// <summary>
     /// Encodes [batch, seq] int64 token ids (seq &lt;= max_position_embeddings) with the causal mask only.
     /// </summary>
     /// <exception cref="ArgumentException">The ids are not a 2-D integer tensor, are out of the vocabulary, or too long.</exception>
@@ -81,6 +93,17 @@ public sealed class CLIPTextModelWithProjection : nn.Module
         CLIPLoading.Load(folder, (c, meta) => new CLIPTextModelWithProjection(c, meta), dtype, device, variant);
 
     /// <summary>
+    /// Loads SDXL's OpenCLIP-G from an original SGM single file (<c>conditioner.embedders.1.model.</c>), converted by
+    /// <see cref="Loaders.SingleFileConversion.ConvertLdmTextEncoder"/>, with <paramref name="config"/> (the model's
+    /// <c>text_encoder_2/config.json</c>).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file holds no such encoder, or keys that are not part of it.</exception>
+    /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
+    public static CLIPTextModelWithProjection FromSingleFile(string path, CLIPTextConfig config, ScalarType? dtype = null, Device? device = null) =>
+        CLIPLoading.LoadSingleFile(path, "text_encoder_2", config, meta => new CLIPTextModelWithProjection(config, meta), dtype, device);
+
+    /// <summary>
     /// Encodes [batch, seq] int64 token ids (seq &lt;= max_position_embeddings) with the causal mask only; also returns
     /// <see cref="CLIPTextModelOutput.TextEmbeds"/>.
     /// </summary>
@@ -108,6 +131,17 @@ internal static class CLIPLoading
             // transformers 5 saves CLIPTextModel without its "text_model." prefix; older checkpoints have it.
             AlternateKey = k => k.StartsWith(TextModelPrefix, StringComparison.Ordinal) ? k[TextModelPrefix.Length..] : null,
         });
+
+    public static T LoadSingleFile<T>(string path, string component, CLIPTextConfig config, Func<Device, T> build, ScalarType? dtype, Device? device) where T : nn.Module
+    {
+        HashSet<string>? names = null;
+        return PretrainedLoader.LoadConverted(path, (_, meta) =>
+        {
+            var model = build(meta);
+            names = model.state_dict().Keys.ToHashSet(StringComparer.Ordinal);
+            return model;
+        }, file => Loaders.SingleFileConversion.ConvertLdmTextEncoder(file, component, config, names), dtype, device);
+    }
 
     public static CLIPTextModelOutput Output(Tensor last, Tensor pooled, List<Tensor> hidden, Tensor? embeds)
     {

@@ -138,6 +138,26 @@ public sealed class UNet2DConditionModel : nn.Module
         PretrainedLoader.Load<UNet2DConditionModelConfig, UNet2DConditionModel>(folder, (c, meta) => new UNet2DConditionModel(c, meta, dtype), dtype, device, variant);
 
     /// <summary>
+    /// Loads the UNet of an original SD 1.x / 2.x (LDM) or SDXL (SGM) single file (keys under
+    /// <c>model.diffusion_model.</c>), as diffusers' <c>from_single_file</c> with a config repo: <paramref name="config"/>
+    /// (the model's <c>unet/config.json</c>) places the LDM blocks; keys converted by
+    /// <see cref="Loaders.SingleFileConversion.ConvertLdmUnet"/>, then loaded strictly.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">A key of the file is not part of this UNet.</exception>
+    /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
+    public static UNet2DConditionModel FromSingleFile(string path, UNet2DConditionModelConfig config, ScalarType? dtype = null, Device? device = null)
+    {
+        HashSet<string>? names = null;
+        return PretrainedLoader.LoadConverted(path, (_, meta) =>
+        {
+            var model = new UNet2DConditionModel(config, meta, dtype);
+            names = model.state_dict().Keys.ToHashSet(StringComparer.Ordinal);
+            return model;
+        }, file => Loaders.SingleFileConversion.ConvertLdmUnet(file, config, names), dtype, device);
+    }
+
+    /// <summary>
     /// Predicts the noise (or v / x0, as the checkpoint was trained) for latents <paramref name="sample"/> [B, in_channels,
     /// h, w] (any h, w: sides that are not multiples of 2^(levels-1) are handled as diffusers does, by upsampling to the
     /// skip states' sizes), the scheduler's <paramref name="timestep"/> (a scalar, [1] or [B]), text

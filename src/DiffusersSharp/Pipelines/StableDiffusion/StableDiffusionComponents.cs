@@ -99,14 +99,17 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// <summary>Whether <paramref name="pipelineClass"/> (model_index.json's <c>_class_name</c>) is an SD 1.x / 2.x or SDXL pipeline.</summary>
     public static bool IsSupportedPipeline(string pipelineClass) => SDPipelines.Contains(pipelineClass) || XLPipelines.Contains(pipelineClass);
 
-    /// <summary>Loads every component of a diffusers SD 1.x / 2.x or SDXL pipeline folder, or of a hub repo id.</summary>
+    /// <summary>
+    /// Loads every component of a diffusers SD 1.x / 2.x or SDXL pipeline folder, or of a hub repo id. With
+    /// <see cref="PipelineLoadOptions.SingleFile"/> (an original LDM / SGM checkpoint) the UNet and whichever of the VAE
+    /// and text encoders the file holds come from it, with the folder's configs; the rest from the folder.
+    /// </summary>
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
     /// <exception cref="InvalidDataException">The folder is not such a pipeline, or misses a component.</exception>
     public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default)
     {
-        if (options.SingleFile is not null)
-            throw new ArgumentException("Single-file checkpoints are read for Stable Diffusion 3 models only; give SD 1.x / 2.x and SDXL models as diffusers folders or hub repos.");
         var device = options.ParsedDevice;
+        var fromFile = options.SingleFileComponentsOf(SingleFileLayout.Ldm, "Stable Diffusion 1.x / 2.x / SDXL");
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
         string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
         var index = ModelIndex.Read(folder);
@@ -117,6 +120,9 @@ public sealed class StableDiffusionComponents : PipelineComponents
         // encode_prompt then runs text_encoder_2 alone; both halves of the pair are there or neither.
         bool Present(string name) => index.Components.TryGetValue(name, out var spec) && !spec.IsEmpty;
         bool firstEncoder = !xl || Present("text_encoder") || Present("tokenizer");
+        foreach (var name in fromFile)
+            if (name is "text_encoder" && !firstEncoder || name is "text_encoder_2" && !xl)
+                throw new ArgumentException($"The single file {Path.GetFileName(options.SingleFile)} holds a {name}, which {index.ClassName} does not have: it is a checkpoint of another model family.");
         List<string> required = ["unet", "vae", "scheduler"];
         if (firstEncoder) required.AddRange(["text_encoder", "tokenizer"]);
         if (xl) required.AddRange(["text_encoder_2", "tokenizer_2"]);
@@ -134,6 +140,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
         var disposables = new List<IDisposable>();
         var loadMs = new Dictionary<string, double>();
         string Sub(string name) => Path.Combine(folder, name);
+        TConfig Config<TConfig>(string name) where TConfig : class => ConfigJson.Read<TConfig>(Path.Combine(Sub(name), "config.json"));
         T Load<T>(string name, Func<T> load) where T : IDisposable
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -149,10 +156,18 @@ public sealed class StableDiffusionComponents : PipelineComponents
             {
                 Tokenizer = firstEncoder ? CLIPTokenizer.FromFolder(Sub("tokenizer")) : null,
                 Tokenizer2 = xl ? CLIPTokenizer.FromFolder(Sub("tokenizer_2")) : null,
-                TextEncoder = firstEncoder ? Load("text_encoder", () => CLIPTextModel.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)) : null,
-                TextEncoder2 = xl ? Load("text_encoder_2", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)) : null,
-                Unet = Load("unet", () => UNet2DConditionModel.FromPretrained(Sub("unet"), options.Dtype, modelDevice, options.Variant)),
-                Vae = Load("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
+                TextEncoder = firstEncoder ? Load("text_encoder", () => fromFile.Contains("text_encoder")
+                    ? CLIPTextModel.FromSingleFile(options.SingleFile!, Config<CLIPTextConfig>("text_encoder"), options.Dtype, modelDevice)
+                    : CLIPTextModel.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)) : null,
+                TextEncoder2 = xl ? Load("text_encoder_2", () => fromFile.Contains("text_encoder_2")
+                    ? CLIPTextModelWithProjection.FromSingleFile(options.SingleFile!, Config<CLIPTextConfig>("text_encoder_2"), options.Dtype, modelDevice)
+                    : CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)) : null,
+                Unet = Load("unet", () => fromFile.Contains("unet")
+                    ? UNet2DConditionModel.FromSingleFile(options.SingleFile!, Config<UNet2DConditionModelConfig>("unet"), options.Dtype, modelDevice)
+                    : UNet2DConditionModel.FromPretrained(Sub("unet"), options.Dtype, modelDevice, options.Variant)),
+                Vae = Load("vae", () => fromFile.Contains("vae")
+                    ? AutoencoderKL.FromSingleFile(options.SingleFile!, Config<AutoencoderKLConfig>("vae"), options.Dtype, modelDevice)
+                    : AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
                 ForceZerosForEmptyPrompt = forceZeros,
                 RequiresAestheticsScore = aesthetics,
                 Device = device,
