@@ -7,11 +7,11 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Loaders;
 
 /// <summary>
-/// Reads the original single-file checkpoints (Stability AI's <c>sd3.5_medium.safetensors</c> and the like) into
-/// diffusers' state-dict names, as diffusers' <c>single_file_utils</c> does: the SD3 MMDiT under
-/// <c>model.diffusion_model.</c>, the LDM-layout VAE under <c>first_stage_model.</c> (or <c>vae.</c>), and the text
-/// encoders of the <c>*_incl_clips*</c> files under <c>text_encoders.{clip_l,clip_g,t5xxl}.transformer.</c>. Converted
-/// tensors are views of the mapped file where no arithmetic is needed; they belong to the caller.
+/// Reads original single-file checkpoints into diffusers' state-dict names, as diffusers' <c>single_file_utils</c> does:
+/// Stability AI's SD3 files (<c>sd3.5_medium.safetensors</c>: the MMDiT under <c>model.diffusion_model.</c>, the LDM-layout
+/// VAE under <c>first_stage_model.</c> or <c>vae.</c>; text encoders of <c>*_incl_clips*</c> files are not read, the model
+/// folder's are used) and, in SingleFileConversion.Ldm.cs, SD 1.x / 2.x / SDXL files. Converted tensors are views of the
+/// mapped file where no arithmetic is needed; they belong to the caller.
 /// </summary>
 public static partial class SingleFileConversion
 {
@@ -20,28 +20,7 @@ public static partial class SingleFileConversion
 
     private static readonly string[] VaePrefixes = ["first_stage_model.", "vae."];
 
-    /// <summary>The text encoders a single file may carry: pipeline component, key prefix.</summary>
-    public static IReadOnlyList<(string Component, string Prefix)> TextEncoderPrefixes { get; } =
-    [
-        ("text_encoder", "text_encoders.clip_l.transformer."),
-        ("text_encoder_2", "text_encoders.clip_g.transformer."),
-        ("text_encoder_3", "text_encoders.t5xxl.transformer."),
-    ];
-
-    /// <summary>
-    /// The SD3 pipeline components an original single file replaces: <c>transformer</c>, and <c>vae</c> when it has one.
-    /// </summary>
-    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
-    /// <exception cref="InvalidDataException">The file holds no SD3 MMDiT.</exception>
-    public static IReadOnlySet<string> SD3ComponentsIn(string path)
-    {
-        if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint not found: {path}", path);
-        using var file = SafetensorsFile.Open(path);
-        if (!HasSD3Transformer(file))
-            throw new InvalidDataException($"{Path.GetFileName(path)} holds no SD3 MMDiT ({TransformerPrefix}context_embedder.weight): not an original SD3 / SD3.5 checkpoint.");
-        return SD3ComponentsIn(file);
-    }
-
+    /// <summary>The SD3 pipeline components an original SD3 file replaces: <c>transformer</c>, and <c>vae</c> when it has one.</summary>
     private static HashSet<string> SD3ComponentsIn(SafetensorsFile file)
     {
         var components = new HashSet<string>(StringComparer.Ordinal) { "transformer" };
