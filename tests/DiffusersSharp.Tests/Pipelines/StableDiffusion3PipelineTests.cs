@@ -178,9 +178,13 @@ public sealed class StableDiffusion3PipelineTests(Xunit.Abstractions.ITestOutput
         });
         Assert.Equal(7, timesteps.Count); // diffusers' get_timesteps: int(10 - 10*0.7) = 3 steps skipped
         Assert.Single(result.Images!);
-        Assert.Equal(3, StableDiffusion3Img2ImgPipeline.StartStep(10, 0.7));
-        Assert.Equal(20, StableDiffusion3Img2ImgPipeline.StartStep(50, 0.6));
-        Assert.Equal(6, StableDiffusion3Img2ImgPipeline.StartStep(10, 0.33));
+        Assert.Equal(3, Strength.StartStep(10, 0.7));
+        Assert.Equal(20, Strength.StartStep(50, 0.6));
+        Assert.Equal(6, Strength.StartStep(10, 0.33));
+        // The UNet pipelines' get_timesteps truncates first: 10 x 0.75 keeps int(7.5) = 7 steps (start 3); SD3 / Flux start at int(2.5) = 2.
+        Assert.Equal(2, Strength.StartStep(10, 0.75));
+        Assert.Equal(3, Strength.UNetStartStep(10, 0.75, schedulerOrder: 1));
+        Assert.Equal(14, Strength.UNetStartStep(10, 0.33, schedulerOrder: 2)); // int(3.3) = 3 kept, start (10 - 3) x order 2
     }
 
     [Fact]

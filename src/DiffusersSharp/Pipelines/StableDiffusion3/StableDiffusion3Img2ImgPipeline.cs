@@ -25,12 +25,6 @@ public sealed class StableDiffusion3Img2ImgPipeline : StableDiffusion3PipelineBa
     /// <inheritdoc />
     protected override int DefaultSteps => 50;
 
-    /// <summary>
-    /// The part of the schedule that <paramref name="strength"/> keeps (diffusers' <c>get_timesteps</c>): the first step
-    /// index (<see cref="Strength.StartStep"/>).
-    /// </summary>
-    internal static int StartStep(int numInferenceSteps, double strength) => Strength.StartStep(numInferenceSteps, strength);
-
     /// <summary>Checks strength and the image, before any compute.</summary>
     internal static void CheckImageInputs(StableDiffusion3Img2ImgRequest request)
     {
@@ -59,7 +53,7 @@ public sealed class StableDiffusion3Img2ImgPipeline : StableDiffusion3PipelineBa
 
         using var scheduler = CreateScheduler(request, steps, height, width);
         int total = (int)scheduler.Timesteps.shape[0];
-        int start = StartStep(total, request.Strength);
+        int start = Strength.StartStep(total, request.Strength);
         var timesteps = scheduler.Timesteps[start..];
         scheduler.SetBeginIndex(start);
         int remaining = total - start;

@@ -63,7 +63,7 @@ public sealed class StableDiffusion3InpaintPipeline : StableDiffusion3PipelineBa
 
             using var scheduler = CreateScheduler(request, steps, height, width);
             int total = (int)scheduler.Timesteps.shape[0];
-            int start = StableDiffusion3Img2ImgPipeline.StartStep(total, request.Strength);
+            int start = Strength.StartStep(total, request.Strength);
             var timesteps = scheduler.Timesteps[start..];
             scheduler.SetBeginIndex(start);
             int remaining = total - start;
