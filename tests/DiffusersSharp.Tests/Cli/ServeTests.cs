@@ -123,3 +123,51 @@ public sealed class ServeTests : IAsyncLifetime
         Assert.Contains(reason, error);
     }
 }
+
+/// <summary>The web UI serving a Flux folder (the tiny random one): the family, and a generation through the API.</summary>
+public sealed class FluxServeTests : IAsyncLifetime
+{
+    private static readonly CliOutput Quiet = new(TextWriter.Null, TextWriter.Null);
+    private readonly string _dir = Directory.CreateTempSubdirectory("flux-serve").FullName;
+    private LoadedModel? _model;
+    private WebServer? _server;
+    private HttpClient? _http;
+
+    public async Task InitializeAsync()
+    {
+        string folder = Path.Combine(_dir, "model");
+        TinyFluxPipelineFolder.Write(folder);
+        _model = LoadedModel.Load(Quiet, new ServeCommand.Settings { Model = folder }, default);
+        _server = await WebServer.StartAsync(_model, Quiet, "127.0.0.1", 0, default);
+        _http = new HttpClient { BaseAddress = _server.Address };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http?.Dispose();
+        if (_server is not null) await _server.DisposeAsync();
+        _model?.Dispose();
+        Directory.Delete(_dir, true);
+    }
+
+    [Fact]
+    public async Task AFluxModelIsServedAndGenerates()
+    {
+        var http = _http!;
+        var info = await http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal("flux", info.GetProperty("family").GetString());
+        Assert.Empty(info.GetProperty("schedulers").EnumerateArray());
+        using var response = await http.PostAsJsonAsync("api/generate", new { prompt = "a teddy bear", steps = 2, width = 48, height = 32, seed = 3 });
+        string text = await response.Content.ReadAsStringAsync();
+        var last = text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[^1].Split('\n');
+        Assert.Equal("event: result", last[0]);
+        var result = JsonDocument.Parse(last[1]["data: ".Length..]).RootElement;
+        var png = Convert.FromBase64String(result.GetProperty("images")[0].GetString()!["data:image/png;base64,".Length..]);
+        var image = ImageFile.Decode(png);
+        Assert.Equal((48, 32), (image.Width, image.Height));
+        // Options Flux lacks are refused with a 400 before anything runs.
+        using var refused = await http.PostAsJsonAsync("api/generate", new { prompt = "x", scheduler = "euler" });
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.Contains("scheduler", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetString());
+    }
+}
