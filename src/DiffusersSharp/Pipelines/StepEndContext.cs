@@ -41,6 +41,13 @@ public sealed class StepEndContext
 
     /// <summary>Set to stop after this step; the result is decoded from the current latents.</summary>
     public bool Interrupt { get; set; }
+
+    /// <summary>
+    /// What a pipeline continues with after the callback: <paramref name="current"/> if the callback left it, else an alias
+    /// of the callback's replacement, owned by the call's dispose scope like the pipeline's own tensors.
+    /// </summary>
+    internal static Tensor Adopt(Tensor current, Tensor replacement) =>
+        ReferenceEquals(current, replacement) ? current : replacement.alias();
 }
 
 /// <summary>Progress of a pipeline call.</summary>

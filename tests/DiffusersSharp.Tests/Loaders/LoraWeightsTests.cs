@@ -153,28 +153,40 @@ public sealed class PipelineLoraTests : IDisposable
     private static Tensor Weight(TorchSharp.torch.nn.Module model, string module) =>
         ((Linear)model.named_modules().Single(m => m.name == module).module).weight!;
 
-    [Fact]
-    public void EveryPartIsFusedIntoItsModelAtTheScale()
+    /// <summary>
+    /// Writes a random rank-2 PEFT pair for each (component, model, module), fuses the file with <paramref name="fuse"/> at
+    /// <paramref name="scale"/>, and checks each weight moved by scale · B A. The bound is float32 rounding of W + delta
+    /// with |delta| up to 1.7 (ulp 1.2e-7 to 2.4e-7); measured 6e-8 to 1.2e-7.
+    /// </summary>
+    private void AssertEveryPartFused((string Component, TorchSharp.torch.nn.Module Model, string Module)[] models,
+        Func<string, double, int> fuse, double scale, int seed)
     {
-        var tensors = Pair("transformer", TransformerQ, 32, 32, 1)
-            .Concat(Pair("text_encoder", ClipQ, 32, 32, 2)).Concat(Pair("text_encoder_2", ClipQ, 32, 32, 3)).ToDictionary();
-        string path = Write("all.safetensors", tensors);
-        using var components = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions { LoadTextEncoder3 = false });
-        var models = new (string Component, TorchSharp.torch.nn.Module Model, string Module)[]
+        var tensors = models.SelectMany((m, i) =>
         {
-            ("transformer", components.Transformer, TransformerQ), ("text_encoder", components.TextEncoder!, ClipQ), ("text_encoder_2", components.TextEncoder2!, ClipQ),
-        };
+            var shape = Weight(m.Model, m.Module).shape;
+            return Pair(m.Component, m.Module, (int)shape[0], (int)shape[1], seed + i);
+        }).ToDictionary();
+        string path = Write($"lora-{seed}.safetensors", tensors);
         var before = models.Select(m => Weight(m.Model, m.Module).clone()).ToArray();
-        Assert.Equal(3, components.FuseLora(path, 0.25));
+        Assert.Equal(models.Length, fuse(path, scale));
         for (int i = 0; i < models.Length; i++)
         {
             var (component, model, module) = models[i];
-            using var expected = tensors[$"{component}.{module}.lora_B.weight"].matmul(tensors[$"{component}.{module}.lora_A.weight"]) * 0.25;
+            using var expected = tensors[$"{component}.{module}.lora_B.weight"].matmul(tensors[$"{component}.{module}.lora_A.weight"]) * scale;
             using var delta = Weight(model, module) - before[i];
-            // float32 rounding of W + delta with |delta| up to 1.7 (ulp 1.2e-7 to 2.4e-7); measured 6e-8 to 1.2e-7.
-            Assert.True(TensorAssert.MaxAbsDiff(delta, expected) <= 5e-7, component);
+            Assert.True(TensorAssert.MaxAbsDiff(delta, expected) <= 5e-7, $"{component}.{module}");
         }
         foreach (var t in before.Concat(tensors.Values)) t.Dispose();
+    }
+
+    [Fact]
+    public void EveryPartIsFusedIntoItsModelAtTheScale()
+    {
+        using var components = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions { LoadTextEncoder3 = false });
+        AssertEveryPartFused(
+        [
+            ("transformer", components.Transformer, TransformerQ), ("text_encoder", components.TextEncoder!, ClipQ), ("text_encoder_2", components.TextEncoder2!, ClipQ),
+        ], components.FuseLora, 0.25, seed: 1);
     }
 
     [Fact]
@@ -183,31 +195,15 @@ public sealed class PipelineLoraTests : IDisposable
         // diffusers' SD / SDXL save_lora_weights keys: unet.<module>, text_encoder.<module>, text_encoder_2.<module>.
         const string UnetK = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"; // cross-attention: text width in
         using var components = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sdxl/model"), new PipelineLoadOptions());
-        var models = new (string Component, TorchSharp.torch.nn.Module Model, string Module)[]
-        {
+        AssertEveryPartFused(
+        [
             ("unet", components.Unet, UnetK), ("text_encoder", components.TextEncoder!, ClipQ), ("text_encoder_2", components.TextEncoder2!, ClipQ),
-        };
-        var tensors = models.SelectMany((m, i) =>
-        {
-            var shape = Weight(m.Model, m.Module).shape;
-            return Pair(m.Component, m.Module, (int)shape[0], (int)shape[1], 10 + i);
-        }).ToDictionary();
-        string path = Write("sdxl.safetensors", tensors);
-        var before = models.Select(m => Weight(m.Model, m.Module).clone()).ToArray();
-        Assert.Equal(3, components.FuseLora(path, 0.5));
-        for (int i = 0; i < models.Length; i++)
-        {
-            var (component, model, module) = models[i];
-            using var expected = tensors[$"{component}.{module}.lora_B.weight"].matmul(tensors[$"{component}.{module}.lora_A.weight"]) * 0.5;
-            using var delta = Weight(model, module) - before[i];
-            Assert.True(TensorAssert.MaxAbsDiff(delta, expected) <= 5e-7, component);
-        }
+        ], components.FuseLora, 0.5, seed: 10);
         // An SD3 part (transformer) does not belong to a UNet pipeline; nothing else is touched when it is refused.
         string sd3 = Write("sd3.safetensors", Pair("transformer", TransformerQ, 32, 32, 4));
         using var fused = Weight(components.Unet, UnetK).clone();
         Assert.Contains("'transformer'", Assert.Throws<InvalidDataException>(() => components.FuseLora(sd3)).Message);
         Assert.Equal(0.0, TensorAssert.MaxAbsDiff(Weight(components.Unet, UnetK), fused));
-        foreach (var t in before.Concat(tensors.Values)) t.Dispose();
     }
 
     [Fact]
@@ -217,28 +213,12 @@ public sealed class PipelineLoraTests : IDisposable
         string folder = Path.Combine(_dir, "flux");
         TinyFluxPipelineFolder.Write(folder);
         using var components = DiffusersSharp.Pipelines.Flux.FluxComponents.FromPretrained(folder, new PipelineLoadOptions());
-        var models = new (string Component, TorchSharp.torch.nn.Module Model, string Module)[]
-        {
+        AssertEveryPartFused(
+        [
             ("transformer", components.Transformer, "transformer_blocks.0.attn.to_q"),
             ("transformer", components.Transformer, "single_transformer_blocks.0.proj_mlp"),
             ("text_encoder", components.TextEncoder!, ClipQ),
-        };
-        var tensors = models.SelectMany((m, i) =>
-        {
-            var shape = Weight(m.Model, m.Module).shape;
-            return Pair(m.Component, m.Module, (int)shape[0], (int)shape[1], 20 + i);
-        }).ToDictionary();
-        string path = Write("flux.safetensors", tensors);
-        var before = models.Select(m => Weight(m.Model, m.Module).clone()).ToArray();
-        Assert.Equal(3, components.FuseLora(path, 0.5));
-        for (int i = 0; i < models.Length; i++)
-        {
-            var (component, model, module) = models[i];
-            using var expected = tensors[$"{component}.{module}.lora_B.weight"].matmul(tensors[$"{component}.{module}.lora_A.weight"]) * 0.5;
-            using var delta = Weight(model, module) - before[i];
-            Assert.True(TensorAssert.MaxAbsDiff(delta, expected) <= 5e-7, module);
-        }
-        foreach (var t in before.Concat(tensors.Values)) t.Dispose();
+        ], components.FuseLora, 0.5, seed: 20);
     }
 
     [Fact]

@@ -312,9 +312,9 @@ public abstract class FluxPipelineBase : IDisposable
                     PromptEmbeds = embeds, PooledPromptEmbeds = pooled, GuidanceScale = trueCfgScale, Mask = hooks.Mask,
                 };
                 callback(context);
-                latents = Adopt(latents, context.Latents);
-                embeds = Adopt(embeds, context.PromptEmbeds);
-                pooled = Adopt(pooled, context.PooledPromptEmbeds ?? pooled);
+                latents = StepEndContext.Adopt(latents, context.Latents);
+                embeds = StepEndContext.Adopt(embeds, context.PromptEmbeds);
+                pooled = StepEndContext.Adopt(pooled, context.PooledPromptEmbeds ?? pooled);
                 if (context.Mask is not null && !ReferenceEquals(context.Mask, hooks.Mask)) hooks.Mask = context.Mask.alias();
                 trueCfgScale = context.GuidanceScale;
                 if (context.Interrupt) break;
@@ -322,10 +322,6 @@ public abstract class FluxPipelineBase : IDisposable
         }
         return latents;
     }
-
-    /// <summary>Takes a tensor the callback put in place; the alias belongs to the call's dispose scope, like the rest.</summary>
-    private static Tensor Adopt(Tensor current, Tensor replacement) =>
-        ReferenceEquals(current, replacement) ? current : replacement.alias();
 
     /// <summary>
     /// Decodes the final packed latents to the requested output; the end of every call: under model offload the last

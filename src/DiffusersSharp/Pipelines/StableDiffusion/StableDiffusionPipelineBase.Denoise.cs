@@ -85,11 +85,11 @@ public abstract partial class StableDiffusionPipelineBase
                     PooledPromptEmbeds = s.TextEmbeds, AddTimeIds = s.TimeIds, GuidanceScale = s.Guidance, Mask = s.Mask,
                 };
                 callback(context);
-                latents = Adopt(latents, context.Latents);
-                s.Embeds = Adopt(s.Embeds, context.PromptEmbeds);
-                if (s.TextEmbeds is not null) s.TextEmbeds = Adopt(s.TextEmbeds, context.PooledPromptEmbeds ?? s.TextEmbeds);
-                if (s.TimeIds is not null) s.TimeIds = Adopt(s.TimeIds, context.AddTimeIds ?? s.TimeIds);
-                if (s.Mask is not null && context.Mask is not null) s.Mask = Adopt(s.Mask, context.Mask);
+                latents = StepEndContext.Adopt(latents, context.Latents);
+                s.Embeds = StepEndContext.Adopt(s.Embeds, context.PromptEmbeds);
+                if (s.TextEmbeds is not null) s.TextEmbeds = StepEndContext.Adopt(s.TextEmbeds, context.PooledPromptEmbeds ?? s.TextEmbeds);
+                if (s.TimeIds is not null) s.TimeIds = StepEndContext.Adopt(s.TimeIds, context.AddTimeIds ?? s.TimeIds);
+                if (s.Mask is not null && context.Mask is not null) s.Mask = StepEndContext.Adopt(s.Mask, context.Mask);
                 s.Guidance = context.GuidanceScale;
                 if (context.Interrupt) break;
             }
@@ -122,8 +122,4 @@ public abstract partial class StableDiffusionPipelineBase
         var rescaled = noiseCfg * (stdText / stdCfg);
         return rescale * rescaled + (1 - rescale) * noiseCfg;
     }
-
-    /// <summary>Takes a tensor the callback put in place; the alias belongs to the call's dispose scope, like the rest.</summary>
-    private static Tensor Adopt(Tensor current, Tensor replacement) =>
-        ReferenceEquals(current, replacement) ? current : replacement.alias();
 }

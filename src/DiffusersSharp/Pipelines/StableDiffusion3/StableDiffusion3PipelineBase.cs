@@ -210,13 +210,13 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
                     PromptEmbeds = embeds, PooledPromptEmbeds = pooled, GuidanceScale = guidance, Mask = hooks.Mask,
                 };
                 callback(context);
-                latents = Adopt(latents, context.Latents);
+                latents = StepEndContext.Adopt(latents, context.Latents);
                 if (!ReferenceEquals(embeds, context.PromptEmbeds))
                 {
-                    embeds = Adopt(embeds, context.PromptEmbeds);
+                    embeds = StepEndContext.Adopt(embeds, context.PromptEmbeds);
                     (runEmbeds, repeats) = Collapse(embeds);
                 }
-                pooled = Adopt(pooled, context.PooledPromptEmbeds ?? pooled);
+                pooled = StepEndContext.Adopt(pooled, context.PooledPromptEmbeds ?? pooled);
                 if (context.Mask is not null && !ReferenceEquals(context.Mask, hooks.Mask)) hooks.Mask = context.Mask;
                 guidance = context.GuidanceScale;
                 if (context.Interrupt) break;
@@ -224,10 +224,6 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
         }
         return latents;
     }
-
-    /// <summary>Takes a tensor the callback put in place; the alias belongs to the call's dispose scope, like the rest.</summary>
-    private static Tensor Adopt(Tensor current, Tensor replacement) =>
-        ReferenceEquals(current, replacement) ? current : replacement.alias();
 
     /// <summary>
     /// Decodes latents and converts them to the requested output (diffusers' postprocess). The end of every call: under
