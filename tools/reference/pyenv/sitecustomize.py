@@ -1,0 +1,78 @@
+"""Lets diffusers' current source import and run on Debian 12's python3-torch 1.13 (CPU, float32).
+
+Python imports this file by itself when its folder is on PYTHONPATH. It adds only what torch 1.13 lacks and the
+reference scripts reach: device namespaces and dtypes that diffusers names at import time, torch.compiler /
+torch.library decorators (no-ops), F.scaled_dot_product_attention and nn.RMSNorm written from their definitions in
+PyTorch's documentation (float32 math, no fused kernel).
+"""
+import math
+import sys
+import types
+
+import torch
+import torch.distributed
+import torch.nn.functional as F
+
+
+def _no_device():
+    return types.SimpleNamespace(
+        empty_cache=lambda: None, is_available=lambda: False, device_count=lambda: 0, synchronize=lambda *a: None,
+        manual_seed=lambda *a: None, current_device=lambda: 0, get_device_name=lambda *a: "",
+        memory_allocated=lambda *a: 0, max_memory_allocated=lambda *a: 0, reset_peak_memory_stats=lambda *a: None,
+        reset_max_memory_allocated=lambda *a: None, current_allocated_memory=lambda: 0,
+        driver_allocated_memory=lambda: 0, recommended_max_memory=lambda: 0)
+
+
+for _device in ("xpu", "mps", "mtia", "npu"):
+    if not hasattr(torch, _device):
+        setattr(torch, _device, _no_device())
+
+# Named in diffusers' dtype tables only; never used by these scripts.
+for _dtype in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "uint16", "uint32", "uint64"):
+    if not hasattr(torch, _dtype):
+        setattr(torch, _dtype, types.SimpleNamespace(name=_dtype, itemsize=1, is_floating_point=True))
+
+if not hasattr(torch.distributed, "device_mesh"):
+    torch.distributed.device_mesh = types.SimpleNamespace(DeviceMesh=type("DeviceMesh", (), {}), init_device_mesh=None)
+if "torch.distributed._functional_collectives" not in sys.modules:
+    try:
+        import torch.distributed._functional_collectives  # noqa: F401
+    except ImportError:
+        sys.modules["torch.distributed._functional_collectives"] = types.ModuleType("torch.distributed._functional_collectives")
+
+if not hasattr(torch, "compiler"):
+    torch.compiler = types.SimpleNamespace(
+        disable=lambda fn=None, recursive=True: fn if fn is not None else (lambda f: f), is_compiling=lambda: False)
+if not hasattr(torch.library, "custom_op"):
+    torch.library.custom_op = lambda *a, **k: (lambda f: f)
+    torch.library.register_fake = lambda *a, **k: (lambda f: f)
+
+if not hasattr(F, "scaled_dot_product_attention"):
+    def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                     enable_gqa=False):
+        scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+        weights = torch.matmul(query, key.transpose(-2, -1)) * scale
+        if is_causal:
+            keep = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool).tril()
+            weights = weights.masked_fill(keep.logical_not(), float("-inf"))
+        if attn_mask is not None:
+            weights = weights.masked_fill(attn_mask.logical_not(), float("-inf")) if attn_mask.dtype == torch.bool else weights + attn_mask
+        return torch.matmul(torch.softmax(weights, dim=-1), value)
+
+    F.scaled_dot_product_attention = scaled_dot_product_attention
+
+if not hasattr(torch.nn, "RMSNorm"):
+    class RMSNorm(torch.nn.Module):
+        def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
+            super().__init__()
+            self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+            self.eps = eps
+            self.weight = torch.nn.Parameter(torch.ones(self.normalized_shape, device=device, dtype=dtype)) if elementwise_affine else None
+
+        def forward(self, x):
+            eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+            dims = tuple(range(-len(self.normalized_shape), 0))
+            y = x * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
+            return y if self.weight is None else y * self.weight
+
+    torch.nn.RMSNorm = RMSNorm
