@@ -20,6 +20,10 @@ namespace DiffusersSharp.Tests.Loaders;
 /// one from the fixtures' diffusers weights in the original layout, with the inverse mapping written here from the
 /// layout's documented names (SGM's UNetModel block order, ResBlock's in_layers / emb_layers / out_layers, OpenCLIP's
 /// resblocks with fused in_proj), then checks that loading it gives back every weight bit for bit and the same images.
+/// The written files were checked once against diffusers 0.36's own converters (2026-11-27, tools/reference environment):
+/// convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint and convert_open_clip_checkpoint
+/// give back every UNet, VAE and text-encoder tensor of tiny-sd15 and tiny-sdxl bit for bit (diffusers also keeps CLIP's
+/// position_ids buffer, which the encoders do not load).
 /// </summary>
 public sealed class LdmSingleFileTests : IDisposable
 {
