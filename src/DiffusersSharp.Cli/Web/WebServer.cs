@@ -34,6 +34,12 @@ internal sealed class WebServer : IAsyncDisposable
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
+    /// <summary>
+    /// The page sends the picture as a PNG data URL at its own size, and a photo's PNG in base64 is tens of MB: over Kestrel's
+    /// default limit of 30 MB, which refused it with an empty 413.
+    /// </summary>
+    private const long MaxRequestBytes = 256L << 20;
+
     private readonly WebApplication _app;
     private readonly LoadedModel _model;
     private readonly CliOutput _output;
@@ -58,6 +64,7 @@ internal sealed class WebServer : IAsyncDisposable
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseUrls($"http://{host}:{port}");
+        builder.WebHost.ConfigureKestrel(kestrel => kestrel.Limits.MaxRequestBodySize = MaxRequestBytes);
         var server = new WebServer(builder.Build(), model, output);
         await server._app.StartAsync(ct);
         var addresses = server._app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>();

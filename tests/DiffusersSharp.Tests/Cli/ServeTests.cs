@@ -98,6 +98,17 @@ public sealed class ServeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AnUploadOverKestrelsDefaultBodyLimitIsRead()
+    {
+        // A photo's PNG in base64 is over Kestrel's default body limit (30 MB), which answered an empty 413: the request
+        // must reach the option checks (here the image is not base64, so a 400 with the reason).
+        string image = "data:image/png;base64," + new string('A', 40_000_000) + "!";
+        using var response = await Http.PostAsJsonAsync("api/generate", new { prompt = "x", mode = "img2img", image });
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("image must be a data URL or base64", (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetString());
+    }
+
+    [Fact]
     public void ServeRefusesBadOptionsBeforeLoading()
     {
         var (code, _, stderr) = CliRunner.Run("serve", "--model", Fixtures.Path("tiny-sd15/model"), "--port", "70000");
