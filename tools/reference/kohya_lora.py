@@ -11,9 +11,10 @@
 # paths and Linear layers, holding the fixture's real weights, whose load_adapter does what transformers'
 # PeftAdapterMixin.load_adapter does (inject_adapter_in_model + set_peft_model_state_dict). The UNets are diffusers'.
 # Run from the repository root:
-#   PYTHONPATH=/work/run/py/shim:/work/run/py:/work/run/py/stubs:/work/run/peft/src:/work/run/peft/extra \
+#   PYTHONPATH=tools/reference/pyenv:/tmp/refpy:tools/reference/pyenv-peft \
 #     /usr/bin/python3 -c "import peft_prelude, runpy; runpy.run_path('tools/reference/kohya_lora.py', run_name='__main__')"
-# (peft_prelude: scratch stubs that let PEFT v0.18.0 and accelerate v1.11.0 import on torch 1.13.)
+# (/tmp/refpy: diffusers, huggingface_hub, peft and accelerate source, see README.md; peft_prelude lets PEFT v0.18.0 and
+# accelerate v1.11.0 import on torch 1.13.)
 import json, logging, os, struct
 import torch, torch.nn as nn
 import transformers

@@ -9,7 +9,7 @@
 # No CLIP can run (transformers is a stub in the scratch environment), so the prompt embeddings are random tensors
 # passed in, and the pipelines are built with text encoders and tokenizers None.
 # Run from the repository root with the scratch environment:
-#   PYTHONPATH=/work/run/py/shim:/work/run/py:/work/run/py/stubs /usr/bin/python3 tools/reference/sdxl_refiner.py
+#   PYTHONPATH=tools/reference/pyenv:/tmp/refpy /usr/bin/python3 tools/reference/sdxl_refiner.py
 import json, os
 import torch
 from PIL import Image

@@ -55,8 +55,8 @@ public sealed class LocalDiffusersRefiner : IDisposable
 /// local-diffusers/sdxl-refiner, made on this project's machine by tools/reference/sdxl_refiner.py; see its README).
 /// Prompt embeddings are the fixture's random inputs (no CLIP ran in Python). Float32 on the CPU; every step's latents,
 /// the final latents and the decoded image are compared, and the time ids and timesteps exactly. Measured: i2i latents
-/// 1.9e-6 (max |latents| 2.2), image 1.6e-6; base latents 2.2e-5 on latents of 25.5 (8.6e-7 relative), image 1.0e-6;
-/// refine latents 1.9e-6 on 25.4, image 6.3e-7. The bound, 1e-5 x max(1, max |expected|), sits about 5x above the worst.
+/// 2.4e-6 (max |latents| 2.2), image 1.7e-6; base latents 2.1e-5 on latents of 25.5 (8.3e-7 relative), image 9.5e-7;
+/// refine latents 1.9e-6 on 25.4, image 6.6e-7. The bound, 1e-5 x max(1, max |expected|), sits about 9x above the worst.
 /// </summary>
 public sealed class StableDiffusionXLRefinerParityTests(LocalDiffusersRefiner models, ITestOutputHelper output) : IClassFixture<LocalDiffusersRefiner>
 {
