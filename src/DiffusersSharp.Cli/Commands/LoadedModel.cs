@@ -1,5 +1,7 @@
 using System.Text.Json.Nodes;
 using DiffusersSharp.IO;
+using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Pipelines.StableDiffusion;
@@ -75,7 +77,11 @@ internal sealed class LoadedModel : IDisposable
         var family = FamilyOf(pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
-        if (settings is GenerateSettings generate) CheckOptions(generate, pipelineClass, family);
+        if (settings is GenerateSettings generate)
+        {
+            CheckOptions(generate, pipelineClass, family);
+            if (family == Family.Sd3 && settings.SingleFile is null) CheckSd3Size(generate, folder);
+        }
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         return family switch
         {
@@ -86,7 +92,29 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>Refuses the options this model's family does not have (as invalid input, before any compute).</summary>
-    public void CheckOptions(GenerateSettings settings) => CheckOptions(settings, PipelineClass, FamilyOf(PipelineClass));
+    public void CheckOptions(GenerateSettings settings)
+    {
+        CheckOptions(settings, PipelineClass, FamilyOf(PipelineClass));
+        if (Sd3 is { } sd3) CheckSd3Size(settings, sd3.Transformer.Config, sd3.Vae.VaeScaleFactor);
+    }
+
+    /// <summary>
+    /// An SD3 image is bounded by the transformer's position table (the other families have no such limit): checked from
+    /// the folder's configs before any weights load; a folder without them is left to the pipeline's own check.
+    /// </summary>
+    private static void CheckSd3Size(GenerateSettings settings, string folder)
+    {
+        string transformer = Path.Combine(folder, "transformer", "config.json"), vae = Path.Combine(folder, "vae", "config.json");
+        if ((settings.Height is null && settings.Width is null) || !File.Exists(transformer) || !File.Exists(vae)) return;
+        CheckSd3Size(settings, ConfigJson.Read<SD3Transformer2DModelConfig>(transformer), ConfigJson.Read<AutoencoderKLConfig>(vae).VaeScaleFactor);
+    }
+
+    private static void CheckSd3Size(GenerateSettings settings, SD3Transformer2DModelConfig transformer, int vaeScaleFactor)
+    {
+        if (settings.Height is null && settings.Width is null) return;
+        int fallback = transformer.SampleSize * vaeScaleFactor; // the pipeline's default size
+        StableDiffusion3Components.CheckImageSize(transformer, vaeScaleFactor, settings.Height ?? fallback, settings.Width ?? fallback);
+    }
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {

@@ -108,7 +108,8 @@ internal sealed class WebServer : IAsyncDisposable
             catch (Exception e) when (e is JsonException || ExitCodes.IsInvalidInput(e))
             {
                 http.Response.StatusCode = StatusCodes.Status400BadRequest;
-                await http.Response.WriteAsJsonAsync(new { Error = WebText.WithoutDashes(ExitCodes.OneLine(e)) }, Json, aborted);
+                string reason = e is JsonException json ? WebText.JsonError(json) : WebText.WithoutDashes(ExitCodes.OneLine(e));
+                await http.Response.WriteAsJsonAsync(new { Error = reason }, Json, aborted);
                 return;
             }
             await _gate.WaitAsync(aborted);

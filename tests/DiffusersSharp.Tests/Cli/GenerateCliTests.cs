@@ -90,6 +90,8 @@ public sealed class GenerateCliTests : IDisposable
     {
         { ["generate", "--prompt", "x", "--width", "40"], "multiple of 16" },
         { ["generate", "--prompt", "x", "--height", "-16"], "multiple of 8" },
+        { ["generate", "--prompt", "x", "--width", "528"], "position table covers at most 512 pixels a side" },
+        { ["img2img", "--prompt", "x", "--image", "INIT", "--height", "1024"], "position table covers at most 512 pixels a side" },
         { ["generate", "--prompt", "x", "--scheduler", "euler"], "--scheduler applies to SD 1.x / 2.x and SDXL" },
         { ["generate", "--prompt", "x", "--eta", "0.5"], "--eta applies to SD 1.x / 2.x and SDXL" },
         { ["generate", "--prompt", "x", "--eta", "2"], "--eta must be a number in [0, 1]" },

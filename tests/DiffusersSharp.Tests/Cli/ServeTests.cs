@@ -126,6 +126,8 @@ public sealed class ServeTests : IAsyncLifetime
     [InlineData("""{"prompt": "x", "mode": "img2img", "image": "not base64!"}""", "image must be a data URL or base64")]
     [InlineData("""{"prompt": "x", "no_t5": true}""", "no_t5")]
     [InlineData("""[1, 2]""", "JSON")]
+    [InlineData("""{"prompt": "x", "seed": 1e20}""", "seed must be a whole number from -2^63 to 2^63 - 1")]
+    [InlineData("""{"prompt": "x", "steps": "four"}""", "steps must be a whole number")]
     public async Task InvalidRequestsAreAnsweredWith400AndTheReason(string body, string reason)
     {
         using var response = await Http.PostAsync("api/generate", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));

@@ -209,6 +209,8 @@ public sealed class StableDiffusion3PipelineTests(Xunit.Abstractions.ITestOutput
     [Theory]
     [InlineData(30, 32, "multiples of 16")]
     [InlineData(32, 0, "multiples of 16")]
+    [InlineData(528, 32, "position table covers at most 512 pixels a side (pos_embed_max_size 32); try 512x32")]
+    [InlineData(64, 1024, "try 64x512")]
     public void InvalidSizesAreRejectedBeforeCompute(int height, int width, string message)
     {
         using var pipe = new StableDiffusion3Pipeline(TinySd3Pipeline.Shared);

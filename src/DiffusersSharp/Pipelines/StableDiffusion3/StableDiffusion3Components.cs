@@ -118,6 +118,27 @@ public sealed class StableDiffusion3Components : PipelineComponents
         };
 
     /// <summary>
+    /// Checks an image size against what the transformer takes, before any compute: height and width multiples of the VAE
+    /// scale factor x patch size, and a token grid within the stored position table (pos_embed_max_size: 96 tokens, i.e.
+    /// 1536 pixels, for SD3 / SD3.5). diffusers fails on a larger size only inside the transformer's forward.
+    /// </summary>
+    /// <exception cref="ArgumentException">The size does not fit, with the reason and the nearest size that does.</exception>
+    public void CheckImageSize(int height, int width) => CheckImageSize(Transformer.Config, Vae.VaeScaleFactor, height, width);
+
+    /// <summary>
+    /// <see cref="CheckImageSize(int, int)"/> from the configs alone, so a caller can refuse a size before loading weights.
+    /// </summary>
+    /// <exception cref="ArgumentException">The size does not fit.</exception>
+    public static void CheckImageSize(SD3Transformer2DModelConfig transformer, int vaeScaleFactor, int height, int width)
+    {
+        int multiple = vaeScaleFactor * transformer.PatchSize;
+        if (height <= 0 || width <= 0 || height % multiple != 0 || width % multiple != 0)
+            throw new ArgumentException($"height and width must be positive multiples of {multiple}, got {height}x{width} (try {Math.Max(multiple, height - height % multiple)}x{Math.Max(multiple, width - width % multiple)}).");
+        if (transformer.PosEmbedMaxSize is int tokens && (height / multiple > tokens || width / multiple > tokens))
+            throw new ArgumentException($"{height}x{width} is larger than this model takes: its position table covers at most {tokens * multiple} pixels a side (pos_embed_max_size {tokens}); try {Math.Min(height, tokens * multiple)}x{Math.Min(width, tokens * multiple)}.");
+    }
+
+    /// <summary>
     /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c>: fuses a LoRA file's
     /// <c>transformer</c>, <c>text_encoder</c> and <c>text_encoder_2</c> parts into those models (see
     /// <see cref="LoraWeights"/>). Every part is checked against its model before any weight changes. Returns the number

@@ -59,9 +59,7 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
     /// <summary>Validates what every SD3 pipeline validates (diffusers' check_inputs), before any compute.</summary>
     protected void CheckInputs(StableDiffusion3Request r, int height, int width)
     {
-        int multiple = VaeScaleFactor * Components.Transformer.Config.PatchSize;
-        if (height <= 0 || width <= 0 || height % multiple != 0 || width % multiple != 0)
-            throw new ArgumentException($"height and width must be positive multiples of {multiple}, got {height}x{width} (try {Math.Max(multiple, height - height % multiple)}x{Math.Max(multiple, width - width % multiple)}).");
+        Components.CheckImageSize(height, width);
         if (r.NumInferenceSteps is < 1)
             throw new ArgumentException($"num_inference_steps must be at least 1, got {r.NumInferenceSteps}.");
         if (!double.IsFinite(r.GuidanceScale))
