@@ -48,6 +48,9 @@ public sealed record WebGenerateRequest
     /// <summary>UNet models: guidance rescale (0 to 1).</summary>
     public double? GuidanceRescale { get; init; }
 
+    /// <summary>Flux models: the true-CFG scale (above 1, with a negative prompt: a second, negative pass per step).</summary>
+    public double? TrueCfg { get; init; }
+
     /// <summary>Images to generate.</summary>
     public int NumImages { get; init; } = 1;
 
@@ -82,6 +85,7 @@ public sealed record WebGenerateRequest
         string? strength = Strength?.ToString("R", CultureInfo.InvariantCulture);
         string? eta = Eta?.ToString("R", CultureInfo.InvariantCulture);
         string? rescale = GuidanceRescale?.ToString("R", CultureInfo.InvariantCulture);
+        string? trueCfg = TrueCfg?.ToString("R", CultureInfo.InvariantCulture);
         // Settings are init-only (as the command line fills them): one initializer per verb, the shared options in each.
         GenerateSettings settings = Mode switch
         {
@@ -89,17 +93,20 @@ public sealed record WebGenerateRequest
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
+                TrueCfg = trueCfg,
             },
             "img2img" => new Img2ImgSettings
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
+                TrueCfg = trueCfg,
                 Image = Upload(Image, "image"), Strength = strength,
             },
             "inpaint" => new InpaintSettings
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
+                TrueCfg = trueCfg,
                 Image = Upload(Image, "image"), Mask = Upload(Mask, "mask"), Strength = strength,
             },
             _ => throw new ArgumentException($"mode must be txt2img, img2img or inpaint, got '{Mode}'."),

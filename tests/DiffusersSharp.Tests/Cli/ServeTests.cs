@@ -98,6 +98,22 @@ public sealed class ServeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task EtaAndGuidanceRescaleReachTheUNetPipeline()
+    {
+        async Task<ImageBuffer> Image(double eta, double rescale) => Decode(Assert.Single((await Generate(new
+        {
+            prompt = "a dragon", negative_prompt = "blur", steps = 3, seed = 7, scheduler = "ddim", eta, guidance_rescale = rescale,
+        }))[^1].Data.GetProperty("images").EnumerateArray()));
+        var plain = await Image(0, 0);
+        Assert.NotEqual(plain.Pixels, (await Image(1, 0)).Pixels);   // DDIM's step noise
+        Assert.NotEqual(plain.Pixels, (await Image(0, 0.7)).Pixels); // the rescaled CFG
+        Assert.Equal(plain.Pixels, (await Image(0, 0)).Pixels);
+        using var refused = await Http.PostAsJsonAsync("api/generate", new { prompt = "x", true_cfg = 2.0 });
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.Contains("true_cfg applies to Flux models", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetString());
+    }
+
+    [Fact]
     public async Task AnUploadOverKestrelsDefaultBodyLimitIsRead()
     {
         // A photo's PNG in base64 is over Kestrel's default body limit (30 MB), which answered an empty 413: the request
@@ -178,6 +194,17 @@ public sealed class FluxServeTests : IAsyncLifetime
         var png = Convert.FromBase64String(result.GetProperty("images")[0].GetString()!["data:image/png;base64,".Length..]);
         var image = ImageFile.Decode(png);
         Assert.Equal((48, 32), (image.Width, image.Height));
+        // True CFG with a negative prompt runs a second pass per step: another image than without it.
+        async Task<byte[]> Png(object body)
+        {
+            using var r = await http.PostAsJsonAsync("api/generate", body);
+            var end = (await r.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[^1].Split('\n');
+            Assert.Equal("event: result", end[0]);
+            return Convert.FromBase64String(JsonDocument.Parse(end[1]["data: ".Length..]).RootElement.GetProperty("images")[0].GetString()!["data:image/png;base64,".Length..]);
+        }
+        var single = await Png(new { prompt = "a teddy bear", negative_prompt = "blur", steps = 2, width = 48, height = 32, seed = 3 });
+        var trueCfg = await Png(new { prompt = "a teddy bear", negative_prompt = "blur", steps = 2, width = 48, height = 32, seed = 3, true_cfg = 3.0 });
+        Assert.NotEqual(single, trueCfg);
         // Options Flux lacks are refused with a 400 before anything runs.
         using var refused = await http.PostAsJsonAsync("api/generate", new { prompt = "x", scheduler = "euler" });
         Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
