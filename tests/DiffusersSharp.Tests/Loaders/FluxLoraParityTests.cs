@@ -1,8 +1,4 @@
-using DiffusersSharp.IO;
-using DiffusersSharp.Models.Autoencoders;
-using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines.Flux;
-using DiffusersSharp.Schedulers;
 using DiffusersSharp.Tests.Support;
 using TorchSharp.Modules;
 using Xunit.Abstractions;
@@ -25,13 +21,7 @@ public sealed class FluxLoraParityTests(ITestOutputHelper output)
     public void APeftLoraSavedByDiffusersFusesAsDiffusersAndPeft()
     {
         string dir = Fixtures.Path("local-diffusers/flux-lora");
-        using var components = new FluxComponents
-        {
-            Transformer = FluxTransformer2DModel.FromPretrained(Fixtures.Path("local-diffusers/flux/transformer")),
-            Vae = AutoencoderKL.FromPretrained(Fixtures.Path("tiny-sd3/model/vae")),
-            SchedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Fixtures.Path("local-diffusers/flux/scheduler/scheduler_config.json")),
-            Device = CPU, Dtype = ScalarType.Float32,
-        };
+        using var components = LocalDiffusersFlux.Components();
         var weights = components.Transformer.named_modules().Where(m => m.module is Linear)
             .ToDictionary(m => $"transformer.{m.name}.weight", m => ((Linear)m.module).weight!, StringComparer.Ordinal);
         var before = weights.ToDictionary(w => w.Key, w => w.Value.clone(), StringComparer.Ordinal);

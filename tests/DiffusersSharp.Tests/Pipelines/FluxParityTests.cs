@@ -1,10 +1,6 @@
 using DiffusersSharp.Images;
-using DiffusersSharp.IO;
-using DiffusersSharp.Models.Autoencoders;
-using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
-using DiffusersSharp.Schedulers;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
@@ -23,13 +19,7 @@ public sealed class FluxParityTests(ITestOutputHelper output) : IDisposable
 {
     private const double Tolerance = 5e-5;
     private readonly Dictionary<string, Tensor> _expected = Fixtures.Expected("local-diffusers/flux/expected.safetensors");
-    private readonly FluxComponents _components = new()
-    {
-        Transformer = FluxTransformer2DModel.FromPretrained(Fixtures.Path("local-diffusers/flux/transformer")),
-        Vae = AutoencoderKL.FromPretrained(Fixtures.Path("tiny-sd3/model/vae")),
-        SchedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Fixtures.Path("local-diffusers/flux/scheduler/scheduler_config.json")),
-        Device = CPU, Dtype = ScalarType.Float32,
-    };
+    private readonly FluxComponents _components = LocalDiffusersFlux.Components();
 
     private Tensor E(string key) => _expected[key];
 

@@ -10,46 +10,6 @@ using Generator = DiffusersSharp.Runtime.Generator;
 namespace DiffusersSharp.Tests.Pipelines;
 
 /// <summary>
-/// The refiner of fixture local-diffusers/sdxl-refiner (its model_index.json and UNet) completed with tiny-sdxl's VAE,
-/// scheduler and second text encoder in a temporary folder, as tools/reference/sdxl_refiner.py built diffusers'
-/// pipeline; and tiny-sdxl itself as the base.
-/// </summary>
-public sealed class LocalDiffusersRefiner : IDisposable
-{
-    private readonly string _folder = Path.Combine(Path.GetTempPath(), $"diffuserssharp-refiner-parity-{Guid.NewGuid():N}");
-
-    /// <summary>Builds the folder and loads both pipelines' components.</summary>
-    public LocalDiffusersRefiner()
-    {
-        static void CopyDir(string from, string to)
-        {
-            Directory.CreateDirectory(to);
-            foreach (var file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
-        }
-        string source = Fixtures.Path("tiny-sdxl/model"), fixture = Fixtures.Path("local-diffusers/sdxl-refiner");
-        foreach (var name in new[] { "vae", "scheduler", "text_encoder_2", "tokenizer_2" }) CopyDir(Path.Combine(source, name), Path.Combine(_folder, name));
-        CopyDir(Path.Combine(fixture, "unet"), Path.Combine(_folder, "unet"));
-        File.Copy(Path.Combine(fixture, "model_index.json"), Path.Combine(_folder, "model_index.json"));
-        Refiner = StableDiffusionComponents.FromPretrained(_folder, new PipelineLoadOptions());
-        Base = StableDiffusionComponents.FromPretrained(source, new PipelineLoadOptions());
-    }
-
-    /// <summary>The refiner (requires_aesthetics_score, no first text encoder).</summary>
-    public StableDiffusionComponents Refiner { get; }
-
-    /// <summary>tiny-sdxl.</summary>
-    public StableDiffusionComponents Base { get; }
-
-    /// <inheritdoc />
-    public void Dispose()
-    {
-        Refiner.Dispose();
-        Base.Dispose();
-        Directory.Delete(_folder, recursive: true);
-    }
-}
-
-/// <summary>
 /// SDXL's refiner (aesthetic-score time ids, text_encoder_2 alone) and the base + refiner ensemble against diffusers'
 /// own StableDiffusionXLImg2ImgPipeline / StableDiffusionXLPipeline v0.36.0 on the tiny models (fixture
 /// local-diffusers/sdxl-refiner, made on this project's machine by tools/reference/sdxl_refiner.py; see its README).
@@ -58,7 +18,7 @@ public sealed class LocalDiffusersRefiner : IDisposable
 /// 2.4e-6 (max |latents| 2.2), image 1.7e-6; base latents 2.1e-5 on latents of 25.5 (8.3e-7 relative), image 9.5e-7;
 /// refine latents 1.9e-6 on 25.4, image 6.6e-7. The bound, 1e-5 x max(1, max |expected|), sits about 9x above the worst.
 /// </summary>
-public sealed class StableDiffusionXLRefinerParityTests(LocalDiffusersRefiner models, ITestOutputHelper output) : IClassFixture<LocalDiffusersRefiner>
+public sealed class StableDiffusionXLRefinerParityTests(TinyRefiner models, ITestOutputHelper output) : IClassFixture<TinyRefiner>
 {
     private const double Tolerance = 1e-5;
     private static readonly Dictionary<string, Tensor> Expected = Fixtures.Expected("local-diffusers/sdxl-refiner/expected.safetensors");

@@ -1,7 +1,4 @@
-using System.Text.Json.Nodes;
 using DiffusersSharp.Images;
-using DiffusersSharp.IO;
-using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusionXL;
@@ -12,10 +9,12 @@ using Generator = DiffusersSharp.Runtime.Generator;
 namespace DiffusersSharp.Tests.Pipelines;
 
 /// <summary>
-/// A refiner-shaped SDXL folder built from tiny-sdxl's files in a temporary directory, as stabilityai's refiner is laid
-/// out: no text_encoder / tokenizer ([null, null]), requires_aesthetics_score true, force_zeros_for_empty_prompt false,
-/// and a UNet (random weights) whose cross-attention takes text_encoder_2's 32-wide states and whose add_embedding takes
-/// 5 time ids x 8 + 32 pooled = 72 features. Also tiny-sdxl's own components.
+/// A refiner-shaped SDXL folder, as stabilityai's refiner is laid out: the refiner of fixture local-diffusers/sdxl-refiner
+/// (its model_index.json: no text_encoder / tokenizer, requires_aesthetics_score true, force_zeros_for_empty_prompt
+/// false; its UNet, drawn by diffusers, whose cross-attention takes text_encoder_2's 32-wide states and whose
+/// add_embedding takes 5 time ids x 8 + 32 pooled = 72 features) completed with tiny-sdxl's VAE, scheduler and second
+/// text encoder in a temporary folder, as tools/reference/sdxl_refiner.py built diffusers' pipeline. Also tiny-sdxl's
+/// own components as the base.
 /// </summary>
 public sealed class TinyRefiner : IDisposable
 {
@@ -24,32 +23,15 @@ public sealed class TinyRefiner : IDisposable
     /// <summary>Builds the folder and loads both models.</summary>
     public TinyRefiner()
     {
-        string source = Fixtures.Path("tiny-sdxl/model");
-        foreach (var dir in Directory.GetDirectories(source))
+        static void CopyDir(string from, string to)
         {
-            string name = Path.GetFileName(dir);
-            if (name is "text_encoder" or "tokenizer") continue;
-            Directory.CreateDirectory(Path.Combine(_folder, name));
-            foreach (var file in Directory.GetFiles(dir)) File.Copy(file, Path.Combine(_folder, name, Path.GetFileName(file)));
+            Directory.CreateDirectory(to);
+            foreach (var file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
         }
-        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "model_index.json")))!.AsObject();
-        index["_class_name"] = "StableDiffusionXLImg2ImgPipeline";
-        index["text_encoder"] = new JsonArray(null, null);
-        index["tokenizer"] = new JsonArray(null, null);
-        index["requires_aesthetics_score"] = true;
-        index["force_zeros_for_empty_prompt"] = false;
-        File.WriteAllText(Path.Combine(_folder, "model_index.json"), index.ToJsonString());
-
-        string unetConfig = Path.Combine(_folder, "unet", "config.json");
-        var config = JsonNode.Parse(File.ReadAllText(unetConfig))!.AsObject();
-        config["cross_attention_dim"] = 32;
-        config["projection_class_embeddings_input_dim"] = 72;
-        File.WriteAllText(unetConfig, config.ToJsonString());
-        File.Delete(Path.Combine(_folder, "unet", "diffusion_pytorch_model.safetensors"));
-        manual_seed(7);
-        using (var unet = new UNet2DConditionModel(ConfigJson.Read<UNet2DConditionModelConfig>(unetConfig)))
-            SafetensorsWriter.Save(Path.Combine(_folder, "unet", "diffusion_pytorch_model.safetensors"), unet.state_dict());
-
+        string source = Fixtures.Path("tiny-sdxl/model"), fixture = Fixtures.Path("local-diffusers/sdxl-refiner");
+        foreach (var name in new[] { "vae", "scheduler", "text_encoder_2", "tokenizer_2" }) CopyDir(Path.Combine(source, name), Path.Combine(_folder, name));
+        CopyDir(Path.Combine(fixture, "unet"), Path.Combine(_folder, "unet"));
+        File.Copy(Path.Combine(fixture, "model_index.json"), Path.Combine(_folder, "model_index.json"));
         Refiner = StableDiffusionComponents.FromPretrained(_folder, new PipelineLoadOptions());
         Base = StableDiffusionComponents.FromPretrained(source, new PipelineLoadOptions());
     }

@@ -1,0 +1,24 @@
+using DiffusersSharp.IO;
+using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.Transformers;
+using DiffusersSharp.Pipelines.Flux;
+using DiffusersSharp.Schedulers;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Tests.Support;
+
+/// <summary>
+/// The tiny Flux pipeline of fixture local-diffusers/flux as tools/reference/flux.py assembled it for diffusers: that
+/// fixture's transformer and scheduler config, tiny-sd3's VAE, no text encoders (prompt embeddings are given).
+/// </summary>
+public static class LocalDiffusersFlux
+{
+    /// <summary>Loads the components, float32 on the CPU.</summary>
+    public static FluxComponents Components() => new()
+    {
+        Transformer = FluxTransformer2DModel.FromPretrained(Fixtures.Path("local-diffusers/flux/transformer")),
+        Vae = AutoencoderKL.FromPretrained(Fixtures.Path("tiny-sd3/model/vae")),
+        SchedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Fixtures.Path("local-diffusers/flux/scheduler/scheduler_config.json")),
+        Device = CPU, Dtype = ScalarType.Float32,
+    };
+}
