@@ -1,4 +1,3 @@
-using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Tests.Support;
 using TorchSharp.Modules;
 using Xunit.Abstractions;
