@@ -8,9 +8,10 @@ using Spectre.Console.Cli;
 namespace DiffusersSharp.Cli.Commands;
 
 /// <summary>
-/// <c>diffusers bench (--model M | --random-weights sd3.5-medium) --device cpu|cuda --dtype T --height H --width W --steps N</c>:
-/// times the transformer forward, the pipeline, the VAE decode and the text encoders as diffusers' reference script does,
-/// with peak memory and cold start, and prints one JSON document on stdout (progress on stderr).
+/// <c>diffusers bench (--model M | --random-weights PRESET) --device cpu|cuda --dtype T --height H --width W --steps N</c>:
+/// times the denoiser (transformer or UNet) forward, the pipeline, the VAE decode and the text encoders as diffusers'
+/// reference scripts do, for SD3, SDXL, SD 1.x / 2.x and Flux.1, with peak memory and cold start, and prints one JSON
+/// document on stdout (progress on stderr). Options the model's family lacks are refused before anything loads.
 /// </summary>
 public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settings>
 {
@@ -22,7 +23,7 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
         public string? Model { get; init; }
 
         /// <summary>Random weights preset or config folder.</summary>
-        [CommandOption("--random-weights <PRESET>"), Description("Build the transformer, VAE and text encoders with random weights (std 0.02) on the device instead of loading: sd3.5-medium, or a pipeline folder whose configs to use.")]
+        [CommandOption("--random-weights <PRESET>"), Description("Build the denoiser, VAE and text encoders with random weights (std 0.02) on the device instead of loading: sd3.5-medium, sdxl-base, sd1.5, flux.1-schnell, flux.1-dev, or a pipeline folder whose configs to use.")]
         public string? RandomWeights { get; init; }
 
         /// <summary>Device.</summary>
@@ -36,24 +37,20 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
         public string Dtype { get; init; } = "float32";
 
         /// <summary>Height.</summary>
-        [CommandOption("--height <H>"), Description("Image height, a multiple of 16. Default 1024.")]
-        [DefaultValue(1024)]
-        public int Height { get; init; } = 1024;
+        [CommandOption("--height <H>"), Description("Image height, a multiple of 16 (UNet models: 8). Default: the family's (1024; SD 1.x / 2.x: the UNet's, 512 for 1.5).")]
+        public int? Height { get; init; }
 
         /// <summary>Width.</summary>
-        [CommandOption("--width <W>"), Description("Image width, a multiple of 16. Default 1024.")]
-        [DefaultValue(1024)]
-        public int Width { get; init; } = 1024;
+        [CommandOption("--width <W>"), Description("Image width, a multiple of 16 (UNet models: 8). Default as --height.")]
+        public int? Width { get; init; }
 
         /// <summary>Steps.</summary>
-        [CommandOption("--steps <N>"), Description("Pipeline steps. Default 40.")]
-        [DefaultValue(40)]
-        public int Steps { get; init; } = 40;
+        [CommandOption("--steps <N>"), Description("Pipeline steps. Default: SD3 40, SDXL and SD 50, FLUX.1-dev 50, FLUX.1-schnell 4.")]
+        public int? Steps { get; init; }
 
         /// <summary>Guidance.</summary>
-        [CommandOption("--guidance <SCALE>"), Description("Guidance scale (above 1: CFG, batch 2). Default 4.5.")]
-        [DefaultValue(4.5)]
-        public double Guidance { get; init; } = 4.5;
+        [CommandOption("--guidance <SCALE>"), Description("Guidance scale (SD3 / UNet models: above 1 is CFG, batch 2; FLUX.1-dev: the embedded guidance; refused for FLUX.1-schnell). Default: SD3 4.5, SDXL 5.0, SD 7.5, FLUX.1-dev 3.5.")]
+        public double? Guidance { get; init; }
 
         /// <summary>Warm-up runs.</summary>
         [CommandOption("--warmup <N>"), Description("Untimed runs before the timed ones, per measure. Default 1.")]
@@ -66,12 +63,11 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
         public int Runs { get; init; } = 3;
 
         /// <summary>T5 tokens.</summary>
-        [CommandOption("--max-sequence-length <N>"), Description("T5 tokens: prompt embeddings have 77 + N tokens. Default 256.")]
-        [DefaultValue(256)]
-        public int MaxSequenceLength { get; init; } = 256;
+        [CommandOption("--max-sequence-length <N>"), Description("T5 tokens (SD3: prompt embeddings have 77 + N tokens; Flux: N). Default: SD3 256, FLUX.1-dev 512, FLUX.1-schnell 256. Not for UNet models.")]
+        public int? MaxSequenceLength { get; init; }
 
         /// <summary>Drop T5.</summary>
-        [CommandOption("--no-t5"), Description("Leave T5 out (not loaded, not timed).")]
+        [CommandOption("--no-t5"), Description("SD3: leave T5 out (not loaded, not timed).")]
         public bool NoT5 { get; init; }
 
         /// <summary>Full text sequence without T5.</summary>

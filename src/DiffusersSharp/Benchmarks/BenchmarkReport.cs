@@ -28,9 +28,9 @@ public sealed record MachineReport(string Os, int CpuCount, string Dotnet,
     [property: System.Text.Json.Serialization.JsonPropertyName("torchsharp")] string TorchSharp, string DeviceName, int CudaDeviceCount);
 
 /// <summary>
-/// The benchmark's result: the same measures as diffusers' reference script (diffusers_baseline_sd35.py), plus cold
-/// start and details. <see cref="Summary"/> uses the reference's key names (for 1024x1024) so the two JSONs compare
-/// side by side.
+/// The benchmark's result: the same measures as diffusers' reference scripts (diffusers_baseline_sd35.py; for SDXL /
+/// SD 1.x and Flux tools/bench/diffusers_baseline_sdxl.py and diffusers_baseline_flux.py), plus cold start and details.
+/// <see cref="Summary"/> uses the reference's key names so the two JSONs compare side by side.
 /// </summary>
 public sealed record BenchmarkReport
 {
@@ -40,6 +40,9 @@ public sealed record BenchmarkReport
     public string? Model { get; init; }
     /// <summary>The random-weights preset or config folder (null with a model).</summary>
     public string? RandomWeights { get; init; }
+    /// <summary>The diffusers pipeline class measured (StableDiffusion3Pipeline, StableDiffusionXLPipeline,
+    /// StableDiffusionPipeline or FluxPipeline).</summary>
+    public required string PipelineClass { get; init; }
     /// <summary>The execution device.</summary>
     public required string Device { get; init; }
     /// <summary>The models' dtype.</summary>
@@ -56,11 +59,11 @@ public sealed record BenchmarkReport
     public required int Warmup { get; init; }
     /// <summary>Timed runs per measure.</summary>
     public required int Runs { get; init; }
-    /// <summary>Text tokens of the prompt embeddings (77 + max_sequence_length).</summary>
+    /// <summary>Text tokens of the prompt embeddings (SD3: 77 + max_sequence_length; UNets: 77; Flux: max_sequence_length).</summary>
     public required int TextTokens { get; init; }
     /// <summary>"none" or "model".</summary>
     public required string Offload { get; init; }
-    /// <summary>Whether T5 was part of the run.</summary>
+    /// <summary>Whether T5 was timed.</summary>
     public required bool T5 { get; init; }
     /// <summary>Whether the pipeline measure ran T5's zero rows as one counted key (only without T5).</summary>
     public required bool CollapsedText { get; init; }
@@ -70,15 +73,19 @@ public sealed record BenchmarkReport
     public required IReadOnlyDictionary<string, long> Parameters { get; init; }
     /// <summary>Medians under the reference script's key names (ms, or s for the pipeline; it/s; GiB).</summary>
     public required IReadOnlyDictionary<string, double?> Summary { get; init; }
-    /// <summary>One transformer forward, batch 2 (CFG).</summary>
-    public required TimingReport TransformerForward { get; init; }
+    /// <summary>One transformer forward: SD3 batch 2 (CFG), Flux batch 1 (absent for the UNet models).</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public TimingReport? TransformerForward { get; init; }
+    /// <summary>One UNet forward, batch 2 (CFG) (absent for the transformer models).</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public TimingReport? UnetForward { get; init; }
     /// <summary>The whole pipeline call with given prompt embeddings, image output.</summary>
     public required TimingReport Pipeline { get; init; }
     /// <summary>Pipeline steps per second (steps / median pipeline time).</summary>
     public required double PipelineItPerS { get; init; }
     /// <summary>One VAE decode, batch 1.</summary>
     public required TimingReport VaeDecode { get; init; }
-    /// <summary>Each text encoder, batch 2 (clip_l, clip_g, t5).</summary>
+    /// <summary>Each text encoder (clip_l, clip_g, t5), batch 2 (SD3, UNets) or 1 (Flux).</summary>
     public required IReadOnlyDictionary<string, TimingReport> TextEncoders { get; init; }
     /// <summary>Peak memory of the pipeline runs.</summary>
     public required MemoryReport Memory { get; init; }

@@ -73,4 +73,65 @@ public sealed class RandomWeightsTests
         using (collapsed) Assert.Equal((78L, 8L), (collapsed.shape[1], repeats));
         Assert.Throws<ArgumentOutOfRangeException>(() => PipelineBenchmark.WithoutT5Rows(embeds, 86));
     }
+
+    public static TheoryData<string, string, long> FullSizePresetCounts => new()
+    {
+        // UNets as in UNet2DConditionModelTests (the hub models' counts); the 4-channel VAE of SD 1.x / SDXL (83,653,863:
+        // SD3's 83,819,683 less 12 latent channels in encoder.conv_out and decoder.conv_in, plus quant_conv and
+        // post_quant_conv); CLIP-L without projection (clip_l of image-ops/meta.json less 768 x 768); CLIP-G and T5-XXL as
+        // in meta.json; the Flux transformers as in FluxTransformerTests; Flux's VAE is SD3's.
+        { UNetPipelineConfigs.SdxlBase, "unet", 2_567_463_684 },
+        { UNetPipelineConfigs.SdxlBase, "vae", 83_653_863 },
+        { UNetPipelineConfigs.SdxlBase, "text_encoder", 123_060_480 },
+        { UNetPipelineConfigs.SdxlBase, "text_encoder_2", 694_659_840 },
+        { UNetPipelineConfigs.Sd15, "unet", 859_520_964 },
+        { UNetPipelineConfigs.Sd15, "vae", 83_653_863 },
+        { UNetPipelineConfigs.Sd15, "text_encoder", 123_060_480 },
+        { FluxPipelineConfigs.Schnell, "transformer", 11_891_178_560 },
+        { FluxPipelineConfigs.Dev, "transformer", 11_901_408_320 },
+        { FluxPipelineConfigs.Dev, "vae", 83_819_683 },
+        { FluxPipelineConfigs.Dev, "text_encoder", 123_060_480 },
+        { FluxPipelineConfigs.Dev, "text_encoder_2", 4_762_310_656 },
+    };
+
+    [Theory]
+    [MemberData(nameof(FullSizePresetCounts))]
+    public void FullSizePresetsBuildOnMetaWithTheModelsParameterCounts(string preset, string component, long expected)
+    {
+        nn.Module Build(ModelConfigs configs) => (configs, component) switch
+        {
+            (UNetPipelineConfigs u, "unet") => new DiffusersSharp.Models.Unets.UNet2DConditionModel(u.Unet, Meta),
+            (UNetPipelineConfigs u, "vae") => new AutoencoderKL(u.Vae, Meta),
+            (UNetPipelineConfigs u, "text_encoder") => new CLIPTextModel(u.TextEncoder!, Meta),
+            (UNetPipelineConfigs u, "text_encoder_2") => new CLIPTextModelWithProjection(u.TextEncoder2!, Meta),
+            (FluxPipelineConfigs f, "transformer") => new FluxTransformer2DModel(f.Transformer, Meta),
+            (FluxPipelineConfigs f, "vae") => new AutoencoderKL(f.Vae, Meta),
+            (FluxPipelineConfigs f, "text_encoder") => new CLIPTextModel(f.TextEncoder, Meta),
+            (FluxPipelineConfigs f, "text_encoder_2") => new T5EncoderModel(f.TextEncoder2, Meta),
+            _ => throw new ArgumentException($"{preset} {component}"),
+        };
+        using var model = Build(ModelConfigs.Resolve(preset.ToUpperInvariant()));
+        Assert.All(model.parameters(), p => Assert.Equal(DeviceType.META, p.device_type));
+        long elements = model.parameters().DistinctBy(p => p.Handle).Sum(p => p.numel()) + model.buffers().Sum(b => b.numel());
+        Assert.Equal(expected, elements);
+    }
+
+    [Fact]
+    public void PresetsResolveToTheirFamilyWithDiffusersDefaults()
+    {
+        var options = new BenchmarkOptions { RandomWeights = "x" };
+        BenchmarkOptions For(string preset) => options.WithFamilyDefaults(ModelConfigs.Resolve(preset));
+        Assert.Equal((1024, 1024, 40, 4.5, (int?)256), Tuple(For("sd3.5-medium")));
+        Assert.Equal((1024, 1024, 50, 5.0, (int?)null), Tuple(For("sdxl-base")));
+        Assert.Equal((512, 512, 50, 7.5, (int?)null), Tuple(For("sd1.5")));
+        Assert.Equal((1024, 1024, 4, 0.0, (int?)256), Tuple(For("flux.1-schnell")));
+        Assert.Equal((1024, 1024, 50, 3.5, (int?)512), Tuple(For("flux.1-dev")));
+        Assert.Equal((768, 1024, 28, 4.0, (int?)300), Tuple((options with { Height = 768, Steps = 28, GuidanceScale = 4, MaxSequenceLength = 300 }).WithFamilyDefaults(FluxPipelineConfigs.FluxDev)));
+        Assert.Equal(("StableDiffusionXLPipeline", "StableDiffusionPipeline", "FluxPipeline", "StableDiffusion3Pipeline"),
+            (ModelConfigs.Resolve("sdxl-base").PipelineClass, ModelConfigs.Resolve("sd1.5").PipelineClass, ModelConfigs.Resolve("flux.1-dev").PipelineClass, ModelConfigs.Resolve("sd3.5-medium").PipelineClass));
+        Assert.True(UNetPipelineConfigs.StableDiffusionXLBase.IsXL);
+        Assert.Equal(("EulerDiscreteScheduler", "PNDMScheduler"), (UNetPipelineConfigs.StableDiffusionXLBase.Scheduler["_class_name"]!.GetValue<string>(), UNetPipelineConfigs.StableDiffusion15.Scheduler["_class_name"]!.GetValue<string>()));
+        Assert.Equal((1.0, false, 3.0, true), (FluxPipelineConfigs.FluxSchnell.Scheduler.Shift, FluxPipelineConfigs.FluxSchnell.Scheduler.UseDynamicShifting, FluxPipelineConfigs.FluxDev.Scheduler.Shift, FluxPipelineConfigs.FluxDev.Scheduler.UseDynamicShifting));
+        static (int, int, int, double, int?) Tuple(BenchmarkOptions o) => (o.Height!.Value, o.Width!.Value, o.Steps!.Value, o.GuidanceScale!.Value, o.MaxSequenceLength);
+    }
 }

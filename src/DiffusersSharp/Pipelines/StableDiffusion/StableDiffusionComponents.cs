@@ -40,8 +40,9 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// <summary>The tokenizer of <see cref="TextEncoder2"/> (SDXL).</summary>
     public CLIPTokenizer? Tokenizer2 { get; init; }
 
-    /// <summary>True for SDXL.</summary>
-    public bool IsXL => TextEncoder2 is not null;
+    /// <summary>True for SDXL: a second text encoder, or (for components that only take prompt embeddings, diffusers'
+    /// <c>text_encoder_2=None</c>) a UNet conditioned on SDXL's text_time embedding.</summary>
+    public bool IsXL => TextEncoder2 is not null || Unet.Config.AdditionEmbedType == "text_time";
 
     /// <summary>SDXL's <c>force_zeros_for_empty_prompt</c> (model_index.json): without a negative prompt the negative
     /// embeddings are zeros rather than the encoding of "".</summary>
@@ -202,6 +203,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
     public StableDiffusionPromptEncoder CreatePromptEncoder(Action<string, int, int>? onTruncated = null) =>
         new(Tokenizer, TextEncoder, Tokenizer2, TextEncoder2, ForceZerosForEmptyPrompt)
         {
+            EmbeddingsOnlyXL = IsXL,
             OnTruncated = onTruncated,
             BeforeEncoder = ActivateHook,
         };

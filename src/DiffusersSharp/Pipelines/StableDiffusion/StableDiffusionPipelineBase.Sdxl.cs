@@ -25,7 +25,7 @@ public abstract partial class StableDiffusionPipelineBase
     /// score (5), else as text-to-image (6, the negative ids with the positive crop corner, as diffusers builds them);
     /// negative sizes default to the positive ones; all negatives, then all positives.
     /// </summary>
-    private Tensor TimeIds(StableDiffusionRequest r, int height, int width, bool cfg, int batch, ScalarType dtype)
+    private Tensor TimeIds(StableDiffusionRequest r, int height, int width, bool cfg, int batch, ScalarType dtype, int pooledWidth)
     {
         var (oh, ow) = r.OriginalSize ?? (height, width);
         var (th, tw) = r.TargetSize ?? (height, width);
@@ -47,12 +47,12 @@ public abstract partial class StableDiffusionPipelineBase
                 positive = [oh, ow, ct, cl, th, tw];
                 negative = [noh, now, ct, cl, nth, ntw];
             }
-            CheckAddEmbedding(positive.Length, i);
+            CheckAddEmbedding(positive.Length, i, pooledWidth);
             var ids = Row(positive).repeat(batch, 1);
             return cfg ? cat([Row(negative).repeat(batch, 1), ids], 0) : ids;
         }
         double[] plain = [oh, ow, ct, cl, th, tw];
-        CheckAddEmbedding(plain.Length, null);
+        CheckAddEmbedding(plain.Length, null, pooledWidth);
         var pos = Row(plain);
         var neg = r.NegativeOriginalSize is { } no && r.NegativeTargetSize is { } nt
             ? Row([no.Height, no.Width, nct, ncl, nt.Height, nt.Width]) : pos;
@@ -65,10 +65,11 @@ public abstract partial class StableDiffusionPipelineBase
     /// difference is exactly one id, say which way <c>requires_aesthetics_score</c> must be set (diffusers' two messages
     /// give the opposite advice to the setting that would fit; these name the one that does).
     /// </summary>
-    private void CheckAddEmbedding(int idCount, StableDiffusionImg2ImgRequest? aesthetic)
+    private void CheckAddEmbedding(int idCount, StableDiffusionImg2ImgRequest? aesthetic, int pooledWidth)
     {
         var config = Components.Unet.Config;
-        int projection = Components.TextEncoder2!.Config.ProjectionDim;
+        // diffusers: text_encoder_2's projection_dim, or the pooled embeddings' width without that encoder.
+        int projection = Components.TextEncoder2?.Config.ProjectionDim ?? pooledWidth;
         int timeDim = config.AdditionTimeEmbedDim ?? 0;
         long passed = (long)timeDim * idCount + projection;
         if (config.ProjectionClassEmbeddingsInputDim is not { } expected)

@@ -21,8 +21,6 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             throw new ArgumentException(xl
                 ? "These components are a Stable Diffusion 1.x / 2.x model; use StableDiffusionPipeline (or its Img2Img / Inpaint twins)."
                 : "These components are an SDXL model; use StableDiffusionXLPipeline (or its Img2Img / Inpaint twins).", nameof(components));
-        if (!xl && (components.TextEncoder is null || components.Tokenizer is null))
-            throw new ArgumentException("A Stable Diffusion 1.x / 2.x pipeline needs text_encoder and tokenizer.", nameof(components));
         components.Acquire();
         Components = components;
         int scale = components.Vae.VaeScaleFactor, channels = components.Vae.Config.LatentChannels;
@@ -177,7 +175,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         if (IsXL)
         {
             textEmbeds = cfg ? cat([encoded.NegativePooledPromptEmbeds!, encoded.PooledPromptEmbeds!], 0) : encoded.PooledPromptEmbeds!;
-            timeIds = TimeIds(r, height, width, cfg, batch, dtype);
+            timeIds = TimeIds(r, height, width, cfg, batch, dtype, (int)textEmbeds.shape[^1]);
         }
         progress?.Report(new PipelineProgress("encode", 1, 1));
         ct.ThrowIfCancellationRequested();

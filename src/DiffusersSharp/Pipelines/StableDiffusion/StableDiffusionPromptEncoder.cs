@@ -43,9 +43,10 @@ public sealed class StableDiffusionPromptEncoder
     /// <summary>
     /// Creates the encoder: SD 1.x / 2.x with one tokenizer and encoder; SDXL with the second pair too
     /// (<paramref name="tokenizer2"/> and <paramref name="textEncoder2"/> both given, or both null), the first pair then
-    /// optional (the SDXL refiner has none).
+    /// optional (the SDXL refiner has none). With no encoder at all it only takes prompt embeddings (diffusers' <c>text_encoder=None</c>); set
+    /// <see cref="EmbeddingsOnlyXL"/> for SDXL ones (pooled embeddings too).
     /// </summary>
-    /// <exception cref="ArgumentException">An encoder without its tokenizer or the reverse, or no encoder at all.</exception>
+    /// <exception cref="ArgumentException">An encoder without its tokenizer or the reverse.</exception>
     public StableDiffusionPromptEncoder(CLIPTokenizer? tokenizer, CLIPTextModel? textEncoder,
         CLIPTokenizer? tokenizer2 = null, CLIPTextModelWithProjection? textEncoder2 = null, bool forceZerosForEmptyPrompt = false)
     {
@@ -53,8 +54,6 @@ public sealed class StableDiffusionPromptEncoder
             throw new ArgumentException("The second text encoder needs its tokenizer, and the other way round.");
         if ((tokenizer is null) != (textEncoder is null))
             throw new ArgumentException("The text encoder needs its tokenizer, and the other way round.");
-        if (textEncoder is null && textEncoder2 is null)
-            throw new ArgumentException("A prompt encoder needs a text encoder: text_encoder (SD 1.x / 2.x), text_encoder_2 (SDXL refiner) or both (SDXL).");
         _tokenizer = tokenizer;
         _textEncoder = textEncoder;
         _tokenizer2 = tokenizer2;
@@ -62,8 +61,11 @@ public sealed class StableDiffusionPromptEncoder
         _forceZerosForEmptyPrompt = forceZerosForEmptyPrompt;
     }
 
-    /// <summary>True for SDXL's two encoders.</summary>
-    public bool IsXL => _textEncoder2 is not null;
+    /// <summary>True for SDXL's two encoders (or <see cref="EmbeddingsOnlyXL"/>).</summary>
+    public bool IsXL => _textEncoder2 is not null || EmbeddingsOnlyXL;
+
+    /// <summary>Without text encoders: the embeddings are SDXL's (pooled embeddings required, zero negatives).</summary>
+    public bool EmbeddingsOnlyXL { get; init; }
 
     /// <summary>Called with the component name (text_encoder, text_encoder_2) before that encoder runs (model offload).</summary>
     internal Action<string>? BeforeEncoder { get; init; }
@@ -127,6 +129,8 @@ public sealed class StableDiffusionPromptEncoder
 
     private (Tensor Embeds, Tensor? Pooled) EncodeOne(IReadOnlyList<string> prompt, IReadOnlyList<string> prompt2, int n, int? clipSkip, Device device)
     {
+        if (_textEncoder is null && _textEncoder2 is null)
+            throw new ArgumentException("This pipeline has no text encoder (text_encoder=None): give prompt_embeds (and negative_prompt_embeds under guidance) instead of prompts.");
         using var scope = NewDisposeScope();
         Tensor embeds, pooled;
         if (_textEncoder is null) prompt2 = prompt; // diffusers zips [prompt, prompt_2] with the one encoder it has
