@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using DiffusersSharp.Images;
 using DiffusersSharp.Models;
+using DiffusersSharp.Models.Autoencoders;
 using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion;
@@ -44,6 +45,30 @@ public sealed class StableDiffusionPipelineTests(TinyUNetPipelines models) : ICl
         var components = reason == "SDXL model" ? models.Sdxl : models.Sd15;
         var error = Assert.ThrowsAny<ArgumentException>(call(components));
         Assert.Contains(reason, error.Message);
+    }
+
+    [Fact]
+    public void ComponentsWithoutTextEncodersTakeEmbeddingsAndRefusePrompts()
+    {
+        // diffusers' text_encoder=None: the pipeline runs on given embeddings, the same generation as with encoders.
+        using var bare = new StableDiffusionComponents
+        {
+            Unet = UNet2DConditionModel.FromPretrained(Fixtures.Path("tiny-sd15/model/unet")),
+            Vae = AutoencoderKL.FromPretrained(Fixtures.Path("tiny-sd15/model/vae")), Device = CPU, Dtype = ScalarType.Float32,
+        };
+        bare.UseScheduler(models.Sd15.SchedulerConfig);
+        using var encoded = models.Sd15.CreatePromptEncoder().Encode(Small(), true, CPU);
+        var request = new StableDiffusionRequest
+        {
+            PromptEmbeds = encoded.PromptEmbeds, NegativePromptEmbeds = encoded.NegativePromptEmbeds, NumInferenceSteps = 3, Height = 64,
+            Width = 48, OutputType = OutputType.Latent,
+        };
+        using var withEncoders = new StableDiffusionPipeline(models.Sd15).Generate(request with { Generator = new Generator("cpu").ManualSeed(4) });
+        using var pipe = new StableDiffusionPipeline(bare);
+        using var withoutEncoders = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(4) });
+        Assert.True(withEncoders.Tensor!.equal(withoutEncoders.Tensor!).all().item<bool>());
+        var error = Assert.Throws<ArgumentException>(() => pipe.Generate(Small()));
+        Assert.Contains("no text encoder (text_encoder=None): give prompt_embeds", error.Message);
     }
 
     [Fact]
