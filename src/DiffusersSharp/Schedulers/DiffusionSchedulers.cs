@@ -29,6 +29,12 @@ public static class DiffusionSchedulers
         ["lms"] = (nameof(LMSDiscreteScheduler), Array.Empty<(string, JsonNode)>()),
         ["dpmpp_2m"] = (nameof(DPMSolverMultistepScheduler), Array.Empty<(string, JsonNode)>()),
         ["dpmpp_2m_karras"] = (nameof(DPMSolverMultistepScheduler), new (string, JsonNode)[] { ("use_karras_sigmas", JsonValue.Create(true)) }),
+        ["dpmpp_2m_sde"] = (nameof(DPMSolverMultistepScheduler), new (string, JsonNode)[] { ("algorithm_type", JsonValue.Create("sde-dpmsolver++")) }),
+        ["dpmpp_2m_sde_karras"] = (nameof(DPMSolverMultistepScheduler), new (string, JsonNode)[]
+        {
+            ("algorithm_type", JsonValue.Create("sde-dpmsolver++")), ("use_karras_sigmas", JsonValue.Create(true)),
+        }),
+        ["euler_karras"] = (nameof(EulerDiscreteScheduler), new (string, JsonNode)[] { ("use_karras_sigmas", JsonValue.Create(true)) }),
     };
 
     /// <summary>The scheduler classes this factory builds.</summary>
