@@ -87,6 +87,7 @@ public sealed class SchedulerRunParityTests(ITestOutputHelper output)
     [InlineData("dpmpp_2m_sde_karras", 1e-6)]
     [InlineData("euler_karras", 1e-6)]
     [InlineData("unipc", 1e-6)]
+    [InlineData("heun", 1e-6)]
     [InlineData("unipc_bh1_o3", 1e-6)]
     public void RunsMatchDiffusers(string name, double tolerance)
     {
