@@ -41,7 +41,7 @@ public static class ModelRegistry
     {
         "FlowMatchEulerDiscreteScheduler",
         "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
-        "LMSDiscreteScheduler", "DPMSolverMultistepScheduler",
+        "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "HeunDiscreteScheduler",
     };
 
     /// <summary>Every supported class name.</summary>

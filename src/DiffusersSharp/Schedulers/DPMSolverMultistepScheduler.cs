@@ -10,7 +10,7 @@ namespace DiffusersSharp.Schedulers;
 /// log-SNR (lambda). Algorithm types <c>dpmsolver++</c> and <c>sde-dpmsolver++</c> are implemented, orders 1 to 3,
 /// midpoint and heun; the scalars are 0-dim float32 tensors in diffusers' order of operations.
 /// </summary>
-public sealed class DPMSolverMultistepScheduler : SigmaSchedulerBase
+public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
 {
     private readonly Tensor?[] _modelOutputs;
     private int _lowerOrderNums;
@@ -49,13 +49,6 @@ public sealed class DPMSolverMultistepScheduler : SigmaSchedulerBase
         if (config.TimestepSpacing is not ("linspace" or "leading" or "trailing"))
             throw new ArgumentException($"timestep_spacing \"{config.TimestepSpacing}\" is not supported; use linspace, leading or trailing.", nameof(config));
         _modelOutputs = new Tensor?[config.SolverOrder];
-        // __init__: sigmas are the training sigmas in ascending t (no final 0) and the timesteps T-1 .. 0.
-        SigmaArray = TrainingSigmas(AlphasCumprod.ToArray());
-        int t = config.NumTrainTimesteps;
-        var lin = NumpyMath.Linspace(0, t - 1, t);
-        var timesteps = new float[t];
-        for (int i = 0; i < t; i++) timesteps[i] = (float)lin[t - 1 - i];
-        TimestepArray = timesteps;
     }
 
     /// <summary>Reads <c>scheduler_config.json</c> from a scheduler folder or the file itself.</summary>
@@ -74,64 +67,20 @@ public sealed class DPMSolverMultistepScheduler : SigmaSchedulerBase
     /// <inheritdoc/>
     public override string ClassName => nameof(DPMSolverMultistepScheduler);
 
-    /// <summary>1.0: the model input is not scaled.</summary>
-    public override double InitNoiseSigma => 1.0;
-
-    private protected override ScalarType TimestepDtype => ScalarType.Int64;
-
     private protected override string TimestepSpacing => Config.TimestepSpacing;
-
-    private protected override int? IndexWhenMissing => TimestepArray.Length - 1;
 
     /// <summary>diffusers' <c>set_timesteps(num_inference_steps)</c>: int64 timesteps, then sigmas (interpolated, or Karras
     /// / lu / exponential / beta with timesteps recovered by <c>_sigma_to_t</c>), then the final sigma.</summary>
     public override void SetTimesteps(int numInferenceSteps, Device? device = null)
     {
         CheckStepCount(numInferenceSteps);
-        int n = numInferenceSteps, T = Config.NumTrainTimesteps;
-        float[] train = TrainingSigmas(AlphasCumprod.ToArray());
-        long last = T - ClippedIndex();
-        double[] ts = Config.TimestepSpacing switch
+        var (timesteps, sigmas32) = MultistepSchedule.Compute(numInferenceSteps, Config.NumTrainTimesteps, AlphasCumprod.ToArray(), new()
         {
-            "linspace" => Reversed(Array.ConvertAll(NumpyMath.Linspace(0, last - 1, n + 1), NumpyMath.Round))[..n],
-            "leading" => Reversed(Enumerable.Range(0, n + 1).Select(i => (double)(i * (last / (n + 1)))).ToArray())[..n]
-                .Select(v => v + Config.StepsOffset).ToArray(),
-            _ => Array.ConvertAll(NumpyMath.Arange(last, 0, -((double)T / n)), v => NumpyMath.Round(v) - 1),
-        };
-
-        double[] sigmas;
-        float[] logSigmas = NumpyMath.LogF32(train);
-        bool roundTimesteps = Config.BetaSchedule != "squaredcos_cap_v2";
-        if (Config.UseKarrasSigmas || Config.UseExponentialSigmas || Config.UseBetaSigmas)
-        {
-            // in_sigmas = np.flip(sigmas): the ends are the largest and the smallest training sigma.
-            double min = Config.SigmaMin ?? train[0], max = Config.SigmaMax ?? train[^1];
-            sigmas = Config.UseKarrasSigmas ? NumpyMath.Karras(min, max, n)
-                : Config.UseExponentialSigmas ? NumpyMath.Exponential(min, max, n)
-                : NumpyMath.Beta(min, max, n);
-            ts = Array.ConvertAll(sigmas, s => NumpyMath.SigmaToT(s, logSigmas));
-            if (Config.UseKarrasSigmas && roundTimesteps) ts = Array.ConvertAll(ts, NumpyMath.Round);
-        }
-        else if (Config.UseLuLambdas)
-        {
-            double lambdaMin = logSigmas[0], lambdaMax = logSigmas[^1];
-            double[] ramp = NumpyMath.Linspace(0, 1, n);
-            sigmas = new double[n];
-            for (int i = 0; i < n; i++) sigmas[i] = Math.Exp(lambdaMax + ramp[i] * (lambdaMin - lambdaMax));
-            ts = Array.ConvertAll(sigmas, s => NumpyMath.SigmaToT(s, logSigmas));
-            if (roundTimesteps) ts = Array.ConvertAll(ts, NumpyMath.Round);
-        }
-        else
-        {
-            sigmas = Array.ConvertAll(ts, x => NumpyMath.Interp(x, train));
-        }
-
-        float final = Config.FinalSigmasType == "sigma_min" ? MathF.Sqrt((1f - AlphasCumprod[0]) / AlphasCumprod[0]) : 0f;
-        var sigmas32 = new float[sigmas.Length + 1];
-        for (int i = 0; i < sigmas.Length; i++) sigmas32[i] = (float)sigmas[i];
-        sigmas32[^1] = final;
-        // .to(torch.int64) truncates toward zero.
-        var timesteps = Array.ConvertAll(ts, v => (float)(long)v);
+            Spacing = Config.TimestepSpacing, StepsOffset = Config.StepsOffset, LastTimestep = Config.NumTrainTimesteps - ClippedIndex(),
+            Karras = Config.UseKarrasSigmas, Exponential = Config.UseExponentialSigmas, Beta = Config.UseBetaSigmas,
+            LuLambdas = Config.UseLuLambdas, SigmaMin = Config.SigmaMin, SigmaMax = Config.SigmaMax,
+            FinalSigmasType = Config.FinalSigmasType, RoundConverted = Config.BetaSchedule != "squaredcos_cap_v2",
+        });
         InstallSigmas(timesteps, sigmas32, device);
         NumInferenceSteps = timesteps.Length;
         _lowerOrderNums = 0;
@@ -148,12 +97,6 @@ public sealed class DPMSolverMultistepScheduler : SigmaSchedulerBase
         int idx = 0;
         while (idx < flipped.Length && flipped[idx] < Config.LambdaMinClipped) idx++;
         return idx;
-    }
-
-    private static double[] Reversed(double[] values)
-    {
-        Array.Reverse(values);
-        return values;
     }
 
     /// <summary>
@@ -195,15 +138,6 @@ public sealed class DPMSolverMultistepScheduler : SigmaSchedulerBase
         StepIndex = i + 1;
         return result.MoveToOuterDisposeScope();
     }
-
-    /// <summary><c>_sigma_to_alpha_sigma_t</c>: alpha = 1 / sqrt(sigma² + 1), sigma_t = sigma * alpha.</summary>
-    private static (Tensor Alpha, Tensor Sigma) AlphaSigma(Tensor sigma)
-    {
-        var alpha = 1 / (sigma.pow(2) + 1).pow(0.5);
-        return (alpha, sigma * alpha);
-    }
-
-    private static Tensor Lambda(Tensor alpha, Tensor sigma) => alpha.log() - sigma.log();
 
     private Tensor ConvertModelOutput(Tensor modelOutput, Tensor sample, int i)
     {
@@ -308,20 +242,6 @@ public sealed class DPMSolverMultistepScheduler : SigmaSchedulerBase
             + (alphaT * ((1.0 - (-2.0 * h).exp()) / (-2.0 * h) + 1.0)) * d1
             + (alphaT * ((1.0 - (-2.0 * h).exp() - 2.0 * h) / (2.0 * h).pow(2) - 0.5)) * d2
             + sigmaT * (1.0 - (-2 * h).exp()).sqrt() * noise;
-    }
-
-    /// <summary>The identity: DPM-Solver takes the unscaled sample.</summary>
-    public override Tensor ScaleModelInput(Tensor sample, float timestep)
-    {
-        ArgumentNullException.ThrowIfNull(sample);
-        return sample.alias();
-    }
-
-    /// <summary><c>alpha_t * x0 + sigma_t * noise</c> with alpha_t, sigma_t from sigma in the sample's dtype.</summary>
-    private protected override Tensor NoiseAt(Tensor originalSamples, Tensor noise, Tensor sigma)
-    {
-        var (alpha, sigmaT) = AlphaSigma(sigma);
-        return alpha * originalSamples + sigmaT * noise;
     }
 
     private protected override void ReleaseState()

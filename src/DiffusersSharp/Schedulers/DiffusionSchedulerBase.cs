@@ -31,7 +31,7 @@ public abstract class DiffusionSchedulerBase : IDiffusionScheduler
     public abstract string ClassName { get; }
 
     /// <inheritdoc/>
-    public int Order => 1;
+    public virtual int Order => 1;
 
     /// <inheritdoc/>
     public int NumTrainTimesteps => BaseConfig.NumTrainTimesteps;

@@ -17,6 +17,8 @@ public static class DiffusionSchedulers
         [nameof(EulerDiscreteScheduler)] = json => new EulerDiscreteScheduler(ConfigJson.Parse<EulerDiscreteSchedulerConfig>(json, nameof(EulerDiscreteScheduler))),
         [nameof(EulerAncestralDiscreteScheduler)] = json => new EulerAncestralDiscreteScheduler(ConfigJson.Parse<EulerAncestralDiscreteSchedulerConfig>(json, nameof(EulerAncestralDiscreteScheduler))),
         [nameof(LMSDiscreteScheduler)] = json => new LMSDiscreteScheduler(ConfigJson.Parse<LMSDiscreteSchedulerConfig>(json, nameof(LMSDiscreteScheduler))),
+        [nameof(HeunDiscreteScheduler)] = json => new HeunDiscreteScheduler(ConfigJson.Parse<HeunDiscreteSchedulerConfig>(json, nameof(HeunDiscreteScheduler))),
+        [nameof(UniPCMultistepScheduler)] = json => new UniPCMultistepScheduler(ConfigJson.Parse<UniPCMultistepSchedulerConfig>(json, nameof(UniPCMultistepScheduler))),
         [nameof(DPMSolverMultistepScheduler)] = json => new DPMSolverMultistepScheduler(ConfigJson.Parse<DPMSolverMultistepSchedulerConfig>(json, nameof(DPMSolverMultistepScheduler))),
     };
 
@@ -29,6 +31,14 @@ public static class DiffusionSchedulers
         ["lms"] = (nameof(LMSDiscreteScheduler), Array.Empty<(string, JsonNode)>()),
         ["dpmpp_2m"] = (nameof(DPMSolverMultistepScheduler), Array.Empty<(string, JsonNode)>()),
         ["dpmpp_2m_karras"] = (nameof(DPMSolverMultistepScheduler), new (string, JsonNode)[] { ("use_karras_sigmas", JsonValue.Create(true)) }),
+        ["dpmpp_2m_sde"] = (nameof(DPMSolverMultistepScheduler), new (string, JsonNode)[] { ("algorithm_type", JsonValue.Create("sde-dpmsolver++")) }),
+        ["dpmpp_2m_sde_karras"] = (nameof(DPMSolverMultistepScheduler), new (string, JsonNode)[]
+        {
+            ("algorithm_type", JsonValue.Create("sde-dpmsolver++")), ("use_karras_sigmas", JsonValue.Create(true)),
+        }),
+        ["heun"] = (nameof(HeunDiscreteScheduler), Array.Empty<(string, JsonNode)>()),
+        ["unipc"] = (nameof(UniPCMultistepScheduler), Array.Empty<(string, JsonNode)>()),
+        ["euler_karras"] = (nameof(EulerDiscreteScheduler), new (string, JsonNode)[] { ("use_karras_sigmas", JsonValue.Create(true)) }),
     };
 
     /// <summary>The scheduler classes this factory builds.</summary>

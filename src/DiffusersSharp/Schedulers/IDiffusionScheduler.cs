@@ -14,7 +14,7 @@ public interface IDiffusionScheduler : IDisposable
     /// <summary>The diffusers class name (<c>PNDMScheduler</c>, <c>EulerDiscreteScheduler</c>...).</summary>
     string ClassName { get; }
 
-    /// <summary>Model evaluations per timestep entry (diffusers' <c>order</c>; 1 for all schedulers here).</summary>
+    /// <summary>Model evaluations per timestep entry (diffusers' <c>order</c>: 2 for Heun, whose timesteps repeat, else 1).</summary>
     int Order { get; }
 
     /// <summary>The training schedule's length (<c>config.num_train_timesteps</c>, 1000 for Stable Diffusion): the scale of

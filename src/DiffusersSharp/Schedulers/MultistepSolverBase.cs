@@ -1,0 +1,54 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Schedulers;
+
+/// <summary>
+/// What diffusers' data-prediction multistep solvers (DPM-Solver++, UniPC, DEIS) share: int64 timesteps, an unscaled
+/// model input (<c>init_noise_sigma</c> 1), a missing timestep taken as the last step, alpha_t / sigma_t from sigma and
+/// the <c>alpha_t * x0 + sigma_t * noise</c> forward process.
+/// </summary>
+public abstract class MultistepSolverBase : SigmaSchedulerBase
+{
+    private protected MultistepSolverBase(BetaScheduleConfig config, float[] alphasCumprod) : base(config, alphasCumprod)
+    {
+        // __init__: sigmas are the training sigmas in ascending t (no final 0) and the timesteps T-1 .. 0.
+        SigmaArray = TrainingSigmas(alphasCumprod);
+        int t = config.NumTrainTimesteps;
+        var lin = NumpyMath.Linspace(0, t - 1, t);
+        var timesteps = new float[t];
+        for (int i = 0; i < t; i++) timesteps[i] = (float)lin[t - 1 - i];
+        TimestepArray = timesteps;
+    }
+
+    /// <summary>1.0: the model input is not scaled.</summary>
+    public override double InitNoiseSigma => 1.0;
+
+    private protected override ScalarType TimestepDtype => ScalarType.Int64;
+
+    private protected override int? IndexWhenMissing => TimestepArray.Length - 1;
+
+    /// <summary><c>_sigma_to_alpha_sigma_t</c>: alpha = 1 / sqrt(sigma² + 1), sigma_t = sigma * alpha.</summary>
+    private protected static (Tensor Alpha, Tensor Sigma) AlphaSigma(Tensor sigma)
+    {
+        var alpha = 1 / (sigma.pow(2) + 1).pow(0.5);
+        return (alpha, sigma * alpha);
+    }
+
+    /// <summary>log-SNR: <c>log(alpha_t) - log(sigma_t)</c>.</summary>
+    private protected static Tensor Lambda(Tensor alpha, Tensor sigma) => alpha.log() - sigma.log();
+
+    /// <summary>The identity: these solvers take the unscaled sample.</summary>
+    public override Tensor ScaleModelInput(Tensor sample, float timestep)
+    {
+        ArgumentNullException.ThrowIfNull(sample);
+        return sample.alias();
+    }
+
+    /// <summary><c>alpha_t * x0 + sigma_t * noise</c> with alpha_t, sigma_t from sigma in the sample's dtype.</summary>
+    private protected override Tensor NoiseAt(Tensor originalSamples, Tensor noise, Tensor sigma)
+    {
+        var (alpha, sigmaT) = AlphaSigma(sigma);
+        return alpha * originalSamples + sigmaT * noise;
+    }
+}

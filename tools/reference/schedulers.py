@@ -1,0 +1,93 @@
+"""diffusers' own schedulers: schedules and full sampling runs with a synthetic model, for the UNet-pipeline schedulers
+that no shared fixture covers. Writes local-diffusers/schedulers/{expected.safetensors, meta.json}.
+
+Usage (see README.md for the environment):
+    python3 tools/reference/schedulers.py tests/DiffusersSharp.Tests/Fixtures
+
+For every scheduler (a class with from_config overrides, as DiffusionSchedulers' short names), every base config
+(tiny-sd15's and tiny-sdxl's scheduler configs, and variants with other spacings / v_prediction) and N steps:
+`timesteps` and `sigmas` after set_timesteps(N), `init_noise_sigma`, then a sampling run: latents = randn(shape,
+generator) * init_noise_sigma, and for each t: x_in = scale_model_input(latents, t); model_output = 0.3 * x_in +
+0.1 * sin(t / 100) (float32); latents = step(model_output, t, latents, generator=generator).prev_sample, each saved.
+Stochastic schedulers get the same generator in step, so the draws follow diffusers' order.
+"""
+import inspect
+import json
+import math
+import sys
+
+import modern_float32  # noqa: F401  (PyTorch 2.x linspace, correctly rounded float32 np.log; see that file)
+import torch
+from safetensors.torch import save_file
+
+import diffusers
+
+root = sys.argv[1]
+SHAPE = (1, 4, 4, 4)
+STEPS = (1, 4, 10, 25)
+
+
+def read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+sd15 = read(f"{root}/tiny-sd15/model/scheduler/scheduler_config.json")
+sdxl = read(f"{root}/tiny-sdxl/model/scheduler/scheduler_config.json")
+BASES = {
+    "sd15": sd15,
+    "sdxl": sdxl,
+    "sd15_v_trailing": dict(sd15, prediction_type="v_prediction", timestep_spacing="trailing"),
+    "sdxl_linspace": dict(sdxl, timestep_spacing="linspace"),
+}
+SCHEDULERS = {
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "unipc_bh1_o3": ("UniPCMultistepScheduler", {"solver_type": "bh1", "solver_order": 3}),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "dpmpp_2m_sde_karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "euler_karras": ("EulerDiscreteScheduler", {"use_karras_sigmas": True}),
+    "kdpm2": ("KDPM2DiscreteScheduler", {}),
+    "kdpm2_a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "dpmpp_singlestep": ("DPMSolverSinglestepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+}
+if len(sys.argv) > 2:
+    SCHEDULERS = {k: v for k, v in SCHEDULERS.items() if k in sys.argv[2:]}
+
+out, meta = {}, {}
+for name, (cls_name, overrides) in SCHEDULERS.items():
+    cls = getattr(diffusers, cls_name)
+    for base_name, base in BASES.items():
+        for n in STEPS:
+            key = f"{name}.{base_name}.n{n}"
+            scheduler = cls.from_config(base, **overrides)
+            try:
+                scheduler.set_timesteps(n)
+            except Exception as e:  # recorded, so the C# side can expect the same refusal
+                meta[key] = {"error": f"{type(e).__name__}: {e}"}
+                continue
+            out[f"{key}.timesteps"] = scheduler.timesteps.clone()
+            if getattr(scheduler, "sigmas", None) is not None:
+                out[f"{key}.sigmas"] = scheduler.sigmas.clone()
+            generator = torch.Generator("cpu").manual_seed(1000 + n)
+            takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+            latents = torch.randn(SHAPE, generator=generator, dtype=torch.float32) * scheduler.init_noise_sigma
+            out[f"{key}.init"] = latents.clone()
+            for i, t in enumerate(scheduler.timesteps):
+                x_in = scheduler.scale_model_input(latents, t)
+                model_output = 0.3 * x_in + 0.1 * torch.sin(t.float() / 100)
+                kwargs = {"generator": generator} if takes_generator else {}
+                latents = scheduler.step(model_output, t, latents, **kwargs).prev_sample
+                out[f"{key}.step{i}"] = latents.clone()
+            meta[key] = {"class": cls_name, "overrides": overrides, "base": base_name, "steps": n, "seed": 1000 + n,
+                         "order": scheduler.order, "init_noise_sigma": float(scheduler.init_noise_sigma),
+                         "timesteps_dtype": str(scheduler.timesteps.dtype), "model_evals": len(scheduler.timesteps)}
+
+folder = f"{root}/local-diffusers/schedulers"
+save_file({k: v.contiguous() for k, v in out.items()}, f"{folder}/expected.safetensors")
+with open(f"{folder}/meta.json", "w") as f:
+    json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "shape": list(SHAPE),
+               "bases": BASES, "cases": meta}, f, indent=1, sort_keys=True)
+print(f"wrote {len(out)} tensors, {len(meta)} cases")

@@ -1,0 +1,51 @@
+"""diffusers' StableDiffusionPipeline on tiny-sd15 with the newer schedulers, given prompt embeddings: writes
+local-diffusers/sd-schedulers/expected.safetensors.
+
+Usage (see README.md for the environment):
+    python3 tools/reference/sd_schedulers.py tests/DiffusersSharp.Tests/Fixtures
+
+No text encoder runs: the prompt embeddings are seeded random tensors ([1, 77, 32], stored in the fixture), the
+pipeline is built with text_encoder / tokenizer / safety checker None. Each case swaps the scheduler as a user does,
+`Class.from_config(pipe.scheduler.config, **overrides)` on tiny-sd15's PNDM config, and records every step's latents
+(callback_on_step_end), the final latents and the decoded image (output_type "np").
+"""
+import sys
+
+import modern_float32  # noqa: F401  (PyTorch 2.x linspace, numpy 2 promotion; see that file)
+import torch
+from safetensors.torch import save_file
+
+import diffusers
+from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+
+root = sys.argv[1]
+model = f"{root}/tiny-sd15/model"
+unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet").eval()
+vae = AutoencoderKL.from_pretrained(model, subfolder="vae").eval()
+base = PNDMScheduler.from_pretrained(model, subfolder="scheduler").config
+
+g = torch.Generator("cpu").manual_seed(2024)
+out = {"prompt_embeds": torch.randn((1, 77, 32), generator=g), "negative_prompt_embeds": torch.randn((1, 77, 32), generator=g)}
+cases = {
+    "unipc": ("UniPCMultistepScheduler", {}, 8, 123456),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, 8, 42),
+}
+for name, (cls_name, overrides, steps, seed) in cases.items():
+    scheduler = getattr(diffusers, cls_name).from_config(base, **overrides)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    args = dict(prompt_embeds=out["prompt_embeds"], negative_prompt_embeds=out["negative_prompt_embeds"],
+                num_inference_steps=steps, guidance_scale=7.5, height=64, width=64)
+
+    def on_step_end(p, i, t, kw, name=name):
+        out[f"{name}.step{i}.latents"] = kw["latents"].clone()
+        return kw
+    with torch.no_grad():
+        out[f"{name}.latents"] = pipe(**args, output_type="latent", callback_on_step_end=on_step_end,
+                                      generator=torch.Generator("cpu").manual_seed(seed)).images
+        out[f"{name}.image"] = torch.from_numpy(pipe(**args, output_type="np",
+                                                     generator=torch.Generator("cpu").manual_seed(seed)).images)
+
+save_file({k: v.contiguous().float() for k, v in out.items()}, f"{root}/local-diffusers/sd-schedulers/expected.safetensors")
+print(f"wrote {len(out)} tensors")
