@@ -128,8 +128,10 @@ public sealed class ControlNetPipelineParityTests(LocalDiffusersControlNets mode
         Assert.Contains("does not fit this UNet", e.Message);
     }
 
+    /// <summary>Under model offload the ControlNet travels inside the "unet" move (no move of its own). On the CPU the
+    /// moves change no memory, so this checks the sequence and that the call runs, not where the weights went.</summary>
     [Fact]
-    public void ModelOffloadMovesTheControlNetWithTheUnet()
+    public void ModelOffloadRunsWithTheControlNetInTheUnetMove()
     {
         using var components = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sd15/model"), new PipelineLoadOptions { Offload = OffloadMode.Model },
             Fixtures.Path("local-diffusers/controlnet/sd15"));
@@ -137,7 +139,6 @@ public sealed class ControlNetPipelineParityTests(LocalDiffusersControlNets mode
         components.ModelMoved += m => moves.Add(m.ToString());
         using var pipe = new StableDiffusionControlNetPipeline(components);
         using var result = pipe.Generate(Sd15(new() { NumInferenceSteps = 2, Generator = Seed(1), OutputType = OutputType.Latent }));
-        Assert.Equal(["unet -> cpu"], moves.Take(1));
-        Assert.Equal(CPU.type, components.ControlNet!.Device.type);
+        Assert.Equal(["unet -> cpu", "unet <- cpu"], moves);
     }
 }
