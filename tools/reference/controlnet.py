@@ -1,8 +1,8 @@
 # Our own script (DiffusersSharp): runs diffusers' OWN ControlNet code to make the parity fixture
 # tests/DiffusersSharp.Tests/Fixtures/local-diffusers/controlnet (see its README.md).
 #   1. tiny ControlNets: diffusers' ControlNetModel.from_unet on tiny-sd15's and tiny-sdxl's UNets (weights copied from
-#      the UNet as diffusers does), conditioning_embedding_out_channels (8, 8, 16, 16) (three stride-2 convs: the VAE's
-#      factor 8); then, under torch.manual_seed(1), every zero-initialised conv (controlnet_down_blocks,
+#      the UNet as diffusers does; the rest drawn by its constructor under torch.manual_seed(0)),
+#      conditioning_embedding_out_channels (8, 8, 16, 16) (three stride-2 convs: the VAE's factor 8); then, under torch.manual_seed(1), every zero-initialised conv (controlnet_down_blocks,
 #      controlnet_mid_block, controlnet_cond_embedding.conv_out) re-drawn with PyTorch's default Conv2d initialisation
 #      (reset_parameters) so the residuals are not zero;
 #   2. one ControlNet forward per model (plain, and guess mode) and one UNet forward taking those residuals;
@@ -27,6 +27,7 @@ out = {}
 
 def make_controlnet(base, name):
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").eval()
+    torch.manual_seed(0)  # the conditioning embedding's convs keep the constructor's random draws
     cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
     torch.manual_seed(1)
     for conv in list(cn.controlnet_down_blocks) + [cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out]:

@@ -13,8 +13,8 @@ namespace DiffusersSharp.Tests.Models;
 /// ControlNetModel against diffusers v0.36.0's own (fixture local-diffusers/controlnet, made by
 /// tools/reference/controlnet.py: tiny ControlNets from <c>ControlNetModel.from_unet</c> on tiny-sd15's and tiny-sdxl's
 /// UNets with their zero convs re-drawn), and the UNet taking its residuals. Float32 on the CPU. Measured (max |diff|):
-/// sd15 residuals 9.5e-7 (guess mode 6.6e-7), UNet with them 6.3e-7 on outputs of 1.06; sdxl 7.2e-7 (guess 7.2e-7),
-/// UNet 8.3e-7 on 1.42. The bound, 1e-5 x max(1, max |expected|), sits about 10x above the worst.
+/// sd15 residuals 6.7e-7 (guess mode 5.5e-7), UNet with them 7.3e-7 on outputs of 1.06; sdxl 1.25e-6 on residuals of
+/// 1.25 (guess 1.25e-6), UNet 1.25e-6 on 1.42. The bound, 1e-5 x max(1, max |expected|), sits about 8x above the worst.
 /// </summary>
 public class ControlNetModelTests(ITestOutputHelper output)
 {
