@@ -49,6 +49,11 @@ internal abstract class VerbPipelines
     {
         InpaintSettings s => new Inpaint(ImageFile.LoadRgb(s.Image!), ImageFile.Load(s.Mask!), s.StrengthValue),
         Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue),
+        { ControlNet: not null } s => new ControlNetTextToImage(new StableDiffusionControlNetRequest
+        {
+            Image = ImageFile.LoadRgb(s.ControlImage!), ControlNetConditioningScale = s.ControlNetScaleValue ?? 1.0,
+            ControlGuidanceStart = s.ControlStartValue ?? 0, ControlGuidanceEnd = s.ControlEndValue ?? 1, GuessMode = s.GuessMode,
+        }),
         _ => new TextToImage(),
     };
 
@@ -155,6 +160,36 @@ internal sealed class TextToImage : VerbPipelines
         RunHooks hooks, CancellationToken ct) => components.IsXL
         ? Use(new StableDiffusionXLPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
         : Use(new StableDiffusionPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
+}
+
+/// <summary><c>generate --controlnet</c>'s pipelines (SD 1.x / 2.x and SDXL only: other families are refused before loading).</summary>
+internal sealed class ControlNetTextToImage(StableDiffusionControlNetRequest control) : VerbPipelines
+{
+    private const string UNetOnly = "--controlnet applies to SD 1.x / 2.x and SDXL models.";
+
+    public override string Verb => "txt2img";
+
+    public override int Sd3DefaultSteps => 28;
+
+    public override StableDiffusion3Request Sd3Request() => throw new ArgumentException(UNetOnly);
+
+    public override StableDiffusionRequest UNetRequest() => control;
+
+    public override FluxRequest FluxRequest() => throw new ArgumentException(UNetOnly);
+
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => throw new ArgumentException(UNetOnly);
+
+    public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
+        throw new ArgumentException(UNetOnly);
+
+    public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
+        RunHooks hooks, CancellationToken ct)
+    {
+        var r = (StableDiffusionControlNetRequest)request;
+        return components.IsXL
+            ? Use(new StableDiffusionXLControlNetPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
+            : Use(new StableDiffusionControlNetPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+    }
 }
 
 /// <summary><c>img2img</c>'s pipelines.</summary>

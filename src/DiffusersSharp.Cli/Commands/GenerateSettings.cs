@@ -181,6 +181,41 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--true-cfg <SCALE>"), Description("Flux: diffusers' true_cfg_scale; above 1 with --negative-prompt, each step runs the transformer for the negative prompt too (default 1: off). --guidance is Flux's embedded guidance (default 3.5; 7.0 for img2img and inpaint, as diffusers).")]
     public string? TrueCfg { get; init; }
 
+    /// <summary>ControlNet folder or hub repo id (UNet models, generate).</summary>
+    [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL, generate: a diffusers ControlNet folder or hub repo id (e.g. lllyasviel/sd-controlnet-canny) steering the image with --control-image.")]
+    public string? ControlNet { get; init; }
+
+    /// <summary>The control image.</summary>
+    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), resized to the output size; without --width / --height the output has its size (rounded down to 8).")]
+    public string? ControlImage { get; init; }
+
+    /// <summary>ControlNet conditioning scale.</summary>
+    [CommandOption("--controlnet-scale <S>"), Description("With --controlnet: how strongly it steers (diffusers' controlnet_conditioning_scale, default 1.0).")]
+    public string? ControlNetScale { get; init; }
+
+    /// <summary>ControlNet guidance start.</summary>
+    [CommandOption("--control-start <F>"), Description("With --controlnet: the fraction of the steps after which it starts to apply (default 0).")]
+    public string? ControlStart { get; init; }
+
+    /// <summary>ControlNet guidance end.</summary>
+    [CommandOption("--control-end <F>"), Description("With --controlnet: the fraction of the steps after which it stops applying (default 1).")]
+    public string? ControlEnd { get; init; }
+
+    /// <summary>ControlNet guess mode.</summary>
+    [CommandOption("--guess-mode"), Description("With --controlnet: diffusers' guess_mode (the ControlNet sees the conditional half only; guidance 3 to 5 recommended).")]
+    public bool GuessMode { get; init; }
+
+    private static double? ParseOrNull(string? value) => value is null ? null : double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    /// <summary>The parsed --controlnet-scale, or null.</summary>
+    public double? ControlNetScaleValue => ParseOrNull(ControlNetScale);
+
+    /// <summary>The parsed --control-start, or null.</summary>
+    public double? ControlStartValue => ParseOrNull(ControlStart);
+
+    /// <summary>The parsed --control-end, or null.</summary>
+    public double? ControlEndValue => ParseOrNull(ControlEnd);
+
     /// <summary>The parsed true CFG scale, or null.</summary>
     public double? TrueCfgScale => TrueCfg is null ? null : double.Parse(TrueCfg, NumberStyles.Float, CultureInfo.InvariantCulture);
 
@@ -190,6 +225,24 @@ public class GenerateSettings : ModelSettings
     /// <summary>The parsed skip-layer list.</summary>
     public int[]? SkipLayerList => SkipLayers?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
         .Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+
+    private string? CheckControlNet()
+    {
+        if (ControlNet is null)
+        {
+            string? stray = ControlImage is not null ? "--control-image" : ControlNetScale is not null ? "--controlnet-scale"
+                : ControlStart is not null ? "--control-start" : ControlEnd is not null ? "--control-end" : GuessMode ? "--guess-mode" : null;
+            return stray is null ? null : $"{stray} needs --controlnet.";
+        }
+        if (string.IsNullOrWhiteSpace(ControlImage)) return "--controlnet needs --control-image.";
+        if (!File.Exists(ControlImage)) return $"--control-image not found: {ControlImage}.";
+        foreach (var (name, value) in new[] { ("--controlnet-scale", ControlNetScale), ("--control-start", ControlStart), ("--control-end", ControlEnd) })
+            if (value is not null && (!double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v)))
+                return $"{name} must be a finite number, got '{value}'.";
+        double start = ControlStartValue ?? 0, end = ControlEndValue ?? 1;
+        if (start < 0 || end > 1 || start >= end) return $"--control-start and --control-end must satisfy 0 <= start < end <= 1, got {start} and {end}.";
+        return null;
+    }
 
     /// <inheritdoc />
     protected override string? Check()
@@ -218,6 +271,7 @@ public class GenerateSettings : ModelSettings
             _ = SkipLayerList;
         }
         catch (Exception e) when (e is ArgumentException or FormatException or OverflowException) { return e.Message; }
+        if (CheckControlNet() is { } controlError) return controlError;
         if (GeneratorDevice.Trim().ToLowerInvariant() is not ("cpu" or "cuda")) return $"--generator-device must be cpu or cuda, got '{GeneratorDevice}'.";
         string ext = Path.GetExtension(Output).ToLowerInvariant();
         if (ext is not (".png" or ".jpg" or ".jpeg")) return $"--output must end in .png, .jpg or .jpeg, got '{Output}'.";
@@ -250,6 +304,7 @@ public class Img2ImgSettings : GenerateSettings
         if (Strength is not null && (!double.TryParse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture, out double s) || !(s >= 0 && s <= 1)))
             return $"--strength must be a number in [0, 1], got '{Strength}'.";
         if (SkipLayers is not null) return "--skip-layers applies to generate only (diffusers has skip-layer guidance in text-to-image only).";
+        if (ControlNet is not null) return "--controlnet applies to generate only (text-to-image ControlNet pipelines).";
         return null;
     }
 }

@@ -212,6 +212,9 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (settings.TrueCfg is not null) fields.Add($"True CFG scale: {settings.TrueCfgScale!.Value.ToString(inv)}");
         if (settings.Eta is not null) fields.Add($"Eta: {settings.EtaValue!.Value.ToString(inv)}");
         if (settings.GuidanceRescale is not null) fields.Add($"Guidance rescale: {settings.GuidanceRescaleValue!.Value.ToString(inv)}");
+        if (settings.ControlNet is not null)
+            fields.Add($"ControlNet: {settings.ControlNet}:{(settings.ControlNetScaleValue ?? 1.0).ToString(inv)}" +
+                       $" [{(settings.ControlStartValue ?? 0).ToString(inv)}, {(settings.ControlEndValue ?? 1).ToString(inv)}]{(settings.GuessMode ? " guess mode" : "")}");
         if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");
         fields.Add("Software: DiffusersSharp");
         lines.Add(string.Join(", ", fields));

@@ -27,6 +27,7 @@ public static class ModelRegistry
         ["FluxTransformer2DModel"] = (config, device) => new Transformers.FluxTransformer2DModel(ConfigJson.Read<Transformers.FluxTransformer2DModelConfig>(config), device),
         ["AutoencoderKL"] = (config, device) => new Autoencoders.AutoencoderKL(ConfigJson.Read<Autoencoders.AutoencoderKLConfig>(config), device),
         ["UNet2DConditionModel"] = (config, device) => new Unets.UNet2DConditionModel(ConfigJson.Read<Unets.UNet2DConditionModelConfig>(config), device),
+        ["ControlNetModel"] = (config, device) => new ControlNets.ControlNetModel(ConfigJson.Read<ControlNets.ControlNetModelConfig>(config), device),
         ["CLIPTextModel"] = (config, device) => new TextEncoders.CLIPTextModel(ConfigJson.Read<TextEncoders.CLIPTextConfig>(config), device),
         ["CLIPTextModelWithProjection"] = (config, device) => new TextEncoders.CLIPTextModelWithProjection(ConfigJson.Read<TextEncoders.CLIPTextConfig>(config), device),
         ["T5EncoderModel"] = (config, device) => new TextEncoders.T5EncoderModel(ConfigJson.Read<TextEncoders.T5Config>(config), device),

@@ -69,6 +69,16 @@ internal sealed class ModelOffloader(Device executionDevice, IReadOnlyDictionary
     }
 }
 
+/// <summary>Models that move on and off the execution device together under model offload (a UNet and its ControlNet).
+/// Holds them as children <c>0</c>, <c>1</c>...; does not own them.</summary>
+internal sealed class ModuleGroup : nn.Module
+{
+    public ModuleGroup(params nn.Module[] members) : base(nameof(ModuleGroup))
+    {
+        for (int i = 0; i < members.Length; i++) register_module(i.ToString(System.Globalization.CultureInfo.InvariantCulture), members[i]);
+    }
+}
+
 /// <summary>
 /// Moves a module's tensors to a device and frees the copies left behind at once. TorchSharp's <c>Module.to</c> is not
 /// used: it skips a module whose recorded device already matches (a model loaded or filled straight onto CUDA still

@@ -43,6 +43,9 @@ if "torch.distributed._functional_collectives" not in sys.modules:
 if not hasattr(torch, "compiler"):
     torch.compiler = types.SimpleNamespace(
         disable=lambda fn=None, recursive=True: fn if fn is not None else (lambda f: f), is_compiling=lambda: False)
+# The ControlNet pipelines' check_inputs asks whether the ControlNet is a torch.compile'd module; none is here.
+if not hasattr(torch, "_dynamo"):
+    torch._dynamo = types.SimpleNamespace(eval_frame=types.SimpleNamespace(OptimizedModule=type("OptimizedModule", (), {})))
 if not hasattr(torch.library, "custom_op"):
     torch.library.custom_op = lambda *a, **k: (lambda f: f)
     torch.library.register_fake = lambda *a, **k: (lambda f: f)

@@ -163,13 +163,18 @@ public sealed class UNet2DConditionModel : nn.Module
     /// skip states' sizes), the scheduler's <paramref name="timestep"/> (a scalar, [1] or [B]), text
     /// <paramref name="encoderHiddenStates"/> [B, S, cross_attention_dim] and, for SDXL (<c>addition_embed_type
     /// "text_time"</c>), the pooled text <paramref name="textEmbeds"/> [B, T] and size/crop <paramref name="timeIds"/>
-    /// [B, K] with T + K x addition_time_embed_dim = projection_class_embeddings_input_dim. Inputs are converted to the
-    /// model dtype; returns [B, out_channels, h, w] in the model dtype.
+    /// [B, K] with T + K x addition_time_embed_dim = projection_class_embeddings_input_dim. A ControlNet's outputs go in
+    /// <paramref name="downBlockAdditionalResiduals"/> (one per skip state, in order: conv_in's, then each down block's)
+    /// and <paramref name="midBlockAdditionalResidual"/>, both or neither; they are added to the skip states and to the
+    /// mid block's output, as diffusers' <c>down_block_additional_residuals</c> / <c>mid_block_additional_residual</c>.
+    /// Inputs are converted to the model dtype; returns [B, out_channels, h, w] in the model dtype.
     /// </summary>
     /// <exception cref="ArgumentException">An input is missing or has the wrong rank, size or batch; thrown before any compute.</exception>
-    public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds = null, Tensor? timeIds = null)
+    public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds = null, Tensor? timeIds = null,
+        IReadOnlyList<Tensor>? downBlockAdditionalResiduals = null, Tensor? midBlockAdditionalResidual = null)
     {
         Validate(sample, timestep, encoderHiddenStates, textEmbeds, timeIds);
+        ValidateResiduals(sample, downBlockAdditionalResiduals, midBlockAdditionalResidual);
         using var scope = NewDisposeScope();
         var dtype = Dtype;
         long batch = sample.shape[0];
@@ -180,18 +185,7 @@ public sealed class UNet2DConditionModel : nn.Module
         if (Config.CenterInputSample) x = 2 * x - 1.0;
         var context = encoderHiddenStates.to(dtype);
 
-        // Time: sinusoidal features in float32, cast to the sample dtype, then the MLP.
-        var timesteps = timestep.dim() == 0 ? timestep.reshape(1) : timestep;
-        timesteps = timesteps.to(x.device).expand(batch);
-        var tEmb = time_proj.forward(timesteps).to(x.dtype);
-        var emb = time_embedding.forward(tEmb);
-        if (add_embedding is not null)
-        {
-            var timeEmbeds = add_time_proj!.forward(timeIds!.flatten());
-            timeEmbeds = timeEmbeds.reshape(textEmbeds!.shape[0], -1);
-            var addEmbeds = cat([textEmbeds, timeEmbeds], -1).to(emb.dtype);
-            emb = emb + add_embedding.forward(addEmbeds);
-        }
+        var emb = TimeEmbedding(time_proj, time_embedding, add_time_proj, add_embedding, timestep, batch, x.dtype, x.device, textEmbeds, timeIds);
         if (Config.TimeEmbeddingActFn is not null) emb = nn.functional.silu(emb);
 
         x = conv_in.forward(x);
@@ -202,8 +196,12 @@ public sealed class UNet2DConditionModel : nn.Module
             x = hidden;
             skips.AddRange(residuals);
         }
+        // A ControlNet's residuals are added to every skip state, then to the mid block's output.
+        if (downBlockAdditionalResiduals is not null)
+            for (int i = 0; i < skips.Count; i++) skips[i] = skips[i] + downBlockAdditionalResiduals[i];
 
         if (mid_block is not null) x = mid_block.forward(x, emb, context);
+        if (midBlockAdditionalResidual is not null) x = x + midBlockAdditionalResidual;
 
         long[]? upsampleSize = null;
         for (int i = 0; i < up_blocks.Count; i++)
@@ -247,22 +245,81 @@ public sealed class UNet2DConditionModel : nn.Module
         foreach (var (t, name) in new[] { (sample, "sample"), (text, "encoder_hidden_states") })
             if (!t.is_floating_point())
                 throw new ArgumentException($"{name} must be a floating-point tensor, got {t.dtype}.", name);
-        if (add_embedding is null) return;
+        if (add_embedding is not null)
+            ValidateTextTime(textEmbeds, timeIds, batch, Config.AdditionTimeEmbedDim!.Value, Config.ProjectionClassEmbeddingsInputDim!.Value);
+    }
 
-        int timeDim = Config.AdditionTimeEmbedDim!.Value, projection = Config.ProjectionClassEmbeddingsInputDim!.Value;
-        const string need = "this UNet has addition_embed_type \"text_time\" (SDXL) and needs ";
+    /// <summary>SDXL's <c>text_time</c> inputs (shared with the ControlNet, which takes the same conditioning).</summary>
+    internal static void ValidateTextTime(Tensor? textEmbeds, Tensor? timeIds, long batch, int timeDim, int projection)
+    {
+        const string need = "this model has addition_embed_type \"text_time\" (SDXL) and needs ";
         if (textEmbeds is null)
             throw new ArgumentException(need + "text_embeds (the pooled text embedding, [B, T]).", "text_embeds");
         if (timeIds is null)
             throw new ArgumentException(need + "time_ids (original size, crop top-left, target size: [B, 6]).", "time_ids");
         if (textEmbeds.dim() != 2 || textEmbeds.shape[0] != batch || !textEmbeds.is_floating_point())
-            throw new ArgumentException($"text_embeds must be a floating [B={batch}, T] tensor, got {Shape(textEmbeds)} {textEmbeds.dtype}.", "text_embeds");
+            throw new ArgumentException($"text_embeds must be a floating [B={batch}, T] tensor, got {ShapeOf(textEmbeds)} {textEmbeds.dtype}.", "text_embeds");
         if (timeIds.dim() != 2 || timeIds.shape[0] != batch)
-            throw new ArgumentException($"time_ids must be [B={batch}, K], got {Shape(timeIds)}.", "time_ids");
+            throw new ArgumentException($"time_ids must be [B={batch}, K], got {ShapeOf(timeIds)}.", "time_ids");
         long width = textEmbeds.shape[1] + timeIds.shape[1] * timeDim;
         if (width != projection)
             throw new ArgumentException(
                 $"text_embeds width {textEmbeds.shape[1]} + {timeIds.shape[1]} time ids x addition_time_embed_dim {timeDim} = {width}, but " +
                 $"projection_class_embeddings_input_dim is {projection}.", "text_embeds");
+    }
+
+    private static string ShapeOf(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
+
+    /// <summary>
+    /// The embedding the blocks receive (before the UNet's optional time_embedding_act_fn): sinusoidal timestep features
+    /// in float32 cast to <paramref name="dtype"/>, the time MLP, plus SDXL's <c>text_time</c> embedding of the pooled
+    /// text and the sinusoidal time ids. Shared by the UNet and the ControlNet, which compute it the same way.
+    /// </summary>
+    internal static Tensor TimeEmbedding(Timesteps timeProj, TimestepEmbedding timeEmbedding, Timesteps? addTimeProj, TimestepEmbedding? addEmbedding,
+        Tensor timestep, long batch, ScalarType dtype, Device device, Tensor? textEmbeds, Tensor? timeIds)
+    {
+        var timesteps = timestep.dim() == 0 ? timestep.reshape(1) : timestep;
+        timesteps = timesteps.to(device).expand(batch);
+        var emb = timeEmbedding.forward(timeProj.forward(timesteps).to(dtype));
+        if (addEmbedding is null) return emb;
+        var timeEmbeds = addTimeProj!.forward(timeIds!.flatten()).reshape(textEmbeds!.shape[0], -1);
+        var addEmbeds = cat([textEmbeds, timeEmbeds], -1).to(emb.dtype);
+        return emb + addEmbedding.forward(addEmbeds);
+    }
+
+    /// <summary>The shapes of the skip states for a [B, C, h, w] sample: conv_in's, then each down block's resnets (and downsampler).</summary>
+    internal static List<long[]> SkipShapes(long batch, long height, long width, int[] channels, int[] layers, int downsamplePadding)
+    {
+        var shapes = new List<long[]> { new[] { batch, channels[0], height, width } };
+        for (int i = 0; i < channels.Length; i++)
+        {
+            for (int l = 0; l < layers[i]; l++) shapes.Add([batch, channels[i], height, width]);
+            if (i == channels.Length - 1) break;
+            // Downsample2D: 3x3 stride 2 conv with this padding (padding 0 pads right and bottom by one instead).
+            (height, width) = downsamplePadding == 0
+                ? ((height - 2) / 2 + 1, (width - 2) / 2 + 1)
+                : ((height + 2 * downsamplePadding - 3) / 2 + 1, (width + 2 * downsamplePadding - 3) / 2 + 1);
+            shapes.Add([batch, channels[i], height, width]);
+        }
+        return shapes;
+    }
+
+    private void ValidateResiduals(Tensor sample, IReadOnlyList<Tensor>? down, Tensor? mid)
+    {
+        if (down is null && mid is null) return;
+        if (down is null || mid is null)
+            throw new ArgumentException("A ControlNet gives down_block_additional_residuals and mid_block_additional_residual together; pass both or neither.",
+                down is null ? "down_block_additional_residuals" : "mid_block_additional_residual");
+        var shapes = SkipShapes(sample.shape[0], sample.shape[2], sample.shape[3], Config.BlockOutChannels,
+            Config.LayersPerBlock.Expand(Config.DownBlockTypes.Length, "layers_per_block"), Config.DownsamplePadding);
+        if (down.Count != shapes.Count)
+            throw new ArgumentException($"down_block_additional_residuals must hold {shapes.Count} tensors (one per skip state of this UNet), got {down.Count}.",
+                "down_block_additional_residuals");
+        for (int i = 0; i < shapes.Count; i++)
+            if (!down[i].shape.SequenceEqual(shapes[i]))
+                throw new ArgumentException($"down_block_additional_residuals[{i}] must be [{string.Join(", ", shapes[i])}], got {ShapeOf(down[i])}.",
+                    "down_block_additional_residuals");
+        if (mid_block is not null && !mid.shape.SequenceEqual(shapes[^1]))
+            throw new ArgumentException($"mid_block_additional_residual must be [{string.Join(", ", shapes[^1])}], got {ShapeOf(mid)}.", "mid_block_additional_residual");
     }
 }

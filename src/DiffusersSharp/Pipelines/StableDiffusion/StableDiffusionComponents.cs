@@ -3,6 +3,7 @@ using DiffusersSharp.IO;
 using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.ControlNets;
 using DiffusersSharp.Models.TextEncoders;
 using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Schedulers;
@@ -23,6 +24,11 @@ public sealed class StableDiffusionComponents : PipelineComponents
 
     /// <summary>The denoising UNet.</summary>
     public required UNet2DConditionModel Unet { get; init; }
+
+    /// <summary>The ControlNet of the ControlNet pipelines (diffusers' <c>controlnet</c> component), loaded beside the
+    /// base model (<see cref="FromPretrained(string, PipelineLoadOptions, string?, CancellationToken)"/>); null otherwise.
+    /// Freed with the other models; under model offload it moves with the UNet.</summary>
+    public ControlNetModel? ControlNet { get; init; }
 
     /// <summary>The 4-channel VAE.</summary>
     public required AutoencoderKL Vae { get; init; }
@@ -107,7 +113,20 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// </summary>
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
     /// <exception cref="InvalidDataException">The folder is not such a pipeline, or misses a component.</exception>
-    public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default)
+    public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default) =>
+        FromPretrained(model, options, null, cancellationToken);
+
+    /// <summary>
+    /// Loads the components as <see cref="FromPretrained(string, PipelineLoadOptions, CancellationToken)"/>, and a
+    /// ControlNet from <paramref name="controlnet"/> (a diffusers <c>controlnet</c> folder or hub repo id, e.g.
+    /// lllyasviel/sd-controlnet-canny) in the same dtype, as diffusers'
+    /// <c>from_pretrained(base, controlnet=ControlNetModel.from_pretrained(cn))</c>. The ControlNet must fit the UNet
+    /// (same cross-attention width, channels and SDXL conditioning).
+    /// </summary>
+    /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
+    /// <exception cref="InvalidDataException">The folder is not such a pipeline, or misses a component.</exception>
+    /// <exception cref="ArgumentException">The ControlNet does not fit the UNet.</exception>
+    public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, string? controlnet, CancellationToken cancellationToken = default)
     {
         var device = options.ParsedDevice;
         var fromFile = options.SingleFileComponentsOf(SingleFileLayout.Ldm, "Stable Diffusion 1.x / 2.x / SDXL");
@@ -166,6 +185,8 @@ public sealed class StableDiffusionComponents : PipelineComponents
                 Unet = Load("unet", () => fromFile.Contains("unet")
                     ? UNet2DConditionModel.FromSingleFile(options.SingleFile!, Config<UNet2DConditionModelConfig>("unet"), options.Dtype, modelDevice)
                     : UNet2DConditionModel.FromPretrained(Sub("unet"), options.Dtype, modelDevice, options.Variant)),
+                ControlNet = controlnet is null ? null : Load("controlnet", () => ControlNetModel.FromPretrained(
+                    Hub.ModelSource.Resolve(controlnet, options.HubOptions, options.DownloadProgress, cancellationToken), options.Dtype, modelDevice)),
                 Vae = Load("vae", () => fromFile.Contains("vae")
                     ? AutoencoderKL.FromSingleFile(options.SingleFile!, Config<AutoencoderKLConfig>("vae"), options.Dtype, modelDevice)
                     : AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
@@ -176,6 +197,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
                 LoadMilliseconds = loadMs,
             };
             components.UseScheduler(schedulerConfig); // an unsupported scheduler fails here, not in the first call
+            if (components.ControlNet is { } net) CheckControlNet(net, components.Unet);
             if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
             return components;
         }
@@ -184,6 +206,28 @@ public sealed class StableDiffusionComponents : PipelineComponents
             foreach (var d in disposables) d.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Throws unless <paramref name="controlnet"/> gives residuals <paramref name="unet"/> can add and takes the same conditioning.</summary>
+    /// <exception cref="ArgumentException">They do not fit; the message says which setting differs.</exception>
+    public static void CheckControlNet(ControlNetModel controlnet, UNet2DConditionModel unet)
+    {
+        ArgumentNullException.ThrowIfNull(controlnet);
+        ArgumentNullException.ThrowIfNull(unet);
+        var (c, u) = (controlnet.Config, unet.Config);
+        int n = u.DownBlockTypes.Length;
+        void Same(bool ok, string what, object theirs, object ours)
+        {
+            if (!ok) throw new ArgumentException($"The ControlNet does not fit this UNet: its {what} is {theirs}, the UNet's {ours}. Use a ControlNet made for this base model.");
+        }
+        Same(c.BlockOutChannels.SequenceEqual(u.BlockOutChannels), "block_out_channels", string.Join(",", c.BlockOutChannels), string.Join(",", u.BlockOutChannels));
+        Same(u.LayersPerBlock.Expand(n, "layers_per_block").All(l => l == c.LayersPerBlock), "layers_per_block", c.LayersPerBlock, u.LayersPerBlock);
+        Same(c.DownsamplePadding == u.DownsamplePadding, "downsample_padding", c.DownsamplePadding, u.DownsamplePadding);
+        Same(u.CrossAttentionDim.Expand(n, "cross_attention_dim").All(d => d == c.CrossAttentionDim), "cross_attention_dim", c.CrossAttentionDim, u.CrossAttentionDim);
+        Same(c.InChannels == u.InChannels, "in_channels", c.InChannels, u.InChannels);
+        Same(c.AdditionEmbedType == u.AdditionEmbedType && c.ProjectionClassEmbeddingsInputDim == u.ProjectionClassEmbeddingsInputDim,
+            "addition_embed_type / projection_class_embeddings_input_dim", $"{c.AdditionEmbedType ?? "null"} / {c.ProjectionClassEmbeddingsInputDim}",
+            $"{u.AdditionEmbedType ?? "null"} / {u.ProjectionClassEmbeddingsInputDim}");
     }
 
     private static JsonObject ReadJsonObject(string path)
@@ -232,7 +276,9 @@ public sealed class StableDiffusionComponents : PipelineComponents
         var models = new Dictionary<string, nn.Module>();
         if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
         if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
-        models["unet"] = Unet;
+        // The ControlNet is not in the ControlNet pipelines' sequence: diffusers gives it a hook of its own, so it comes to
+        // the device at its first step and stays there beside the UNet until the call ends. It moves with the UNet here.
+        models["unet"] = ControlNet is null ? Unet : new ModuleGroup(Unet, ControlNet);
         models["vae"] = Vae;
         return models;
     }
@@ -241,6 +287,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
     protected override void FreeModels()
     {
         Unet.Dispose();
+        ControlNet?.Dispose();
         Vae.Dispose();
         TextEncoder?.Dispose();
         TextEncoder2?.Dispose();

@@ -18,6 +18,8 @@ public abstract partial class StableDiffusionPipelineBase
         public readonly Tensor? ImageLatents = imageLatents;
         public readonly Tensor? Noise = noise;
         public double Guidance = guidance;
+        /// <summary>ControlNet pipelines: the prepared control image and the per-step conditioning scales.</summary>
+        public ControlState? Control;
     }
 
     /// <summary>
@@ -55,8 +57,10 @@ public abstract partial class StableDiffusionPipelineBase
                 modelInput = scheduler.ScaleModelInput(modelInput, t);
                 if (nineChannel) modelInput = cat([modelInput, extra!], 1);
                 using var timestep = tensor(t, device: Components.Device);
+                using var control = s.Control is { } c ? ControlResiduals(c, i, latents, modelInput, timestep, s, cfg, Half, scheduler, t) : null;
                 var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
-                    s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds));
+                    s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds),
+                    control?.DownBlockResSamples, control?.MidBlockResSample);
                 if (cfg)
                 {
                     var halves = noisePred.chunk(2);

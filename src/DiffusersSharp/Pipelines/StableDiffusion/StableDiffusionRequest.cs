@@ -139,6 +139,32 @@ public record StableDiffusionInpaintRequest : StableDiffusionImg2ImgRequest
     public PipelineImage? MaskImage { get; init; }
 }
 
+/// <summary>
+/// ControlNet text-to-image parameters (<c>StableDiffusion[XL]ControlNetPipeline.__call__</c>): the control image and how
+/// strongly and when the ControlNet steers. Without <see cref="StableDiffusionRequest.Height"/> /
+/// <see cref="StableDiffusionRequest.Width"/> the output has the control image's size, rounded down to a multiple of 8.
+/// </summary>
+public record StableDiffusionControlNetRequest : StableDiffusionRequest
+{
+    /// <summary>The control image (an edge map, depth map, pose...), RGB, resized to the output size (LANCZOS) and taken
+    /// in [0, 1] (not normalized); or a [1 or B, 3, H, W] tensor in [0, 1]. diffusers' <c>image</c>.</summary>
+    public PipelineImage? Image { get; init; }
+
+    /// <summary>Multiplies the ControlNet's residuals before the UNet adds them (default 1.0).</summary>
+    public double ControlNetConditioningScale { get; init; } = 1.0;
+
+    /// <summary>The ControlNet sees only the conditional half of the batch and its residuals grow from 0.1 to 1 x the
+    /// scale along the down path (the unconditional half gets none): it tries to recognize the control image's content
+    /// even without a prompt (guidance 3 to 5 recommended). Always on for ControlNets with global_pool_conditions.</summary>
+    public bool GuessMode { get; init; }
+
+    /// <summary>The fraction of the steps after which the ControlNet starts to apply (default 0).</summary>
+    public double ControlGuidanceStart { get; init; }
+
+    /// <summary>The fraction of the steps after which it stops applying (default 1).</summary>
+    public double ControlGuidanceEnd { get; init; } = 1.0;
+}
+
 /// <summary>A UNet pipeline result: images (output type Image) or a tensor (Numpy, Tensor, Latent). Owns the tensor
 /// (diffusers' <c>StableDiffusionPipelineOutput</c>, without the safety checker's flags).</summary>
 /// <param name="Images">The 8-bit RGB images, one per prompt x image per prompt.</param>

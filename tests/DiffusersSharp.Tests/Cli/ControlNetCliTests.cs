@@ -1,0 +1,67 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.IO;
+using DiffusersSharp.Tests.Support;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Tests.Cli;
+
+/// <summary><c>generate --controlnet</c>: the ControlNet pipelines end to end, against diffusers' images of fixture local-diffusers/controlnet.</summary>
+public sealed class ControlNetCliTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("controlnet").FullName;
+    private static readonly Dictionary<string, Tensor> Expected = Fixtures.Expected("local-diffusers/controlnet/expected.safetensors");
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string Out(string name = "out.png") => Path.Combine(_dir, name);
+
+    private static string Fixture(string name) => Fixtures.Path($"local-diffusers/controlnet/{name}");
+
+    [Fact]
+    public void GenerateWithAControlNetDrawsDiffusersImage()
+    {
+        // The fixture's sd15_window case: the prompt embeddings diffusers got, from a file; our PNG is diffusers' float image in 8 bits.
+        string embeds = Out("embeds.safetensors");
+        SafetensorsWriter.Save(embeds, new Dictionary<string, Tensor>
+        {
+            ["prompt_embeds"] = Expected["in.sd15.prompt_embeds"], ["negative_prompt_embeds"] = Expected["in.sd15.neg_prompt_embeds"],
+        });
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt-embeds", embeds,
+            "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png"), "--controlnet-scale", "1.3",
+            "--control-start", "0.1", "--control-end", "0.6", "--steps", "10", "--width", "64", "--height", "64", "--seed", "12", "--output", Out());
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"ControlNet: {Fixture("sd15")}:1.3 [0.1, 0.6]", ImageFile.ReadPngText(Out())["parameters"]);
+        ImageAssert.RoundedFrom(Expected["sd15_window.image"], ImageFile.Load(Out()));
+
+        // Without a size the output takes the control image's (80 x 64).
+        (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sdxl/model"), "--prompt", "edges", "--controlnet", Fixture("sdxl"),
+            "--control-image", Fixture("control.png"), "--guess-mode", "--steps", "2", "--seed", "1", "--output", Out("xl.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Equal((80, 64), (ImageFile.Load(Out("xl.png")).Width, ImageFile.Load(Out("xl.png")).Height));
+    }
+
+    [Fact]
+    public void ControlNetOptionsAreCheckedBeforeLoading()
+    {
+        string sd15 = Fixtures.Path("tiny-sd15/model");
+        foreach (var (args, reason) in new (string[], string)[]
+        {
+            (["--model", sd15, "--control-image", Fixture("control.png")], "--control-image needs --controlnet"),
+            (["--model", sd15, "--controlnet", Fixture("sd15")], "--controlnet needs --control-image"),
+            (["--model", sd15, "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png"), "--control-start", "0.7", "--control-end", "0.5"],
+                "0 <= start < end <= 1"),
+            (["--model", Fixtures.TinySd3Model, "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png")],
+                "--controlnet applies to SD 1.x / 2.x and SDXL"),
+            (["--model", sd15, "--controlnet", Fixture("sdxl"), "--control-image", Fixture("control.png")], "does not fit this UNet"),
+        })
+        {
+            var (code, _, stderr) = CliRunner.Run(["generate", "--prompt", "x", "--steps", "1", "--output", Out(), .. args]);
+            Assert.True(code == 2, $"{string.Join(' ', args)}: exit {code}, {stderr}");
+            Assert.Contains(reason, stderr);
+        }
+        var img2img = CliRunner.Run("img2img", "--model", sd15, "--prompt", "x", "--image", Fixture("control.png"), "--controlnet", Fixture("sd15"),
+            "--control-image", Fixture("control.png"), "--output", Out());
+        Assert.Equal(2, img2img.Code);
+        Assert.Contains("--controlnet applies to generate only", img2img.Err);
+    }
+}
