@@ -1,5 +1,3 @@
-using DiffusersSharp.Pipelines.StableDiffusion;
-
 namespace DiffusersSharp.Pipelines.StableDiffusion;
 
 /// <summary>Text-to-image with Stable Diffusion 1.x / 2.x steered by a ControlNet (diffusers' <c>StableDiffusionControlNetPipeline</c>): the control image's residuals
