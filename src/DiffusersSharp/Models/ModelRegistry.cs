@@ -42,6 +42,7 @@ public static class ModelRegistry
         "FlowMatchEulerDiscreteScheduler",
         "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
         "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "HeunDiscreteScheduler",
+        "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
     };
 
     /// <summary>Every supported class name.</summary>
