@@ -91,6 +91,7 @@ public sealed class SchedulerRunParityTests(ITestOutputHelper output)
     [InlineData("unipc_bh1_o3", 1e-6)]
     [InlineData("kdpm2", 1e-6)]
     [InlineData("kdpm2_a", 1e-6)]
+    [InlineData("dpmpp_singlestep", 1e-6)]
     public void RunsMatchDiffusers(string name, double tolerance)
     {
         double worst = RunAll(name);
