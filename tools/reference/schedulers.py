@@ -40,6 +40,8 @@ BASES = {
     "sd15_v_trailing": dict(sd15, prediction_type="v_prediction", timestep_spacing="trailing"),
     "sdxl_linspace": dict(sdxl, timestep_spacing="linspace"),
 }
+# Classes whose set_timesteps runs float32 torch exp / log (modern_float32.correctly_rounded_exp_log).
+ROUNDED_EXP_LOG = {"KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler"}
 SCHEDULERS = {
     "unipc": ("UniPCMultistepScheduler", {}),
     "unipc_bh1_o3": ("UniPCMultistepScheduler", {"solver_type": "bh1", "solver_order": 3}),
@@ -64,7 +66,11 @@ for name, (cls_name, overrides) in SCHEDULERS.items():
             key = f"{name}.{base_name}.n{n}"
             scheduler = cls.from_config(base, **overrides)
             try:
-                scheduler.set_timesteps(n)
+                if cls_name in ROUNDED_EXP_LOG:
+                    with modern_float32.correctly_rounded_exp_log():
+                        scheduler.set_timesteps(n)
+                else:
+                    scheduler.set_timesteps(n)
             except Exception as e:  # recorded, so the C# side can expect the same refusal
                 meta[key] = {"error": f"{type(e).__name__}: {e}"}
                 continue

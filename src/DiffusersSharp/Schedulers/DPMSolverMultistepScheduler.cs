@@ -76,7 +76,7 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
         CheckStepCount(numInferenceSteps);
         var (timesteps, sigmas32) = MultistepSchedule.Compute(numInferenceSteps, Config.NumTrainTimesteps, AlphasCumprod.ToArray(), new()
         {
-            Spacing = Config.TimestepSpacing, StepsOffset = Config.StepsOffset, LastTimestep = Config.NumTrainTimesteps - ClippedIndex(),
+            Spacing = Config.TimestepSpacing, StepsOffset = Config.StepsOffset, LastTimestep = Config.NumTrainTimesteps - MultistepSchedule.ClippedIndex(AlphasCumprod, Config.LambdaMinClipped),
             Karras = Config.UseKarrasSigmas, Exponential = Config.UseExponentialSigmas, Beta = Config.UseBetaSigmas,
             LuLambdas = Config.UseLuLambdas, SigmaMin = Config.SigmaMin, SigmaMax = Config.SigmaMax,
             FinalSigmasType = Config.FinalSigmasType, RoundConverted = Config.BetaSchedule != "squaredcos_cap_v2",
@@ -84,19 +84,6 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
         InstallSigmas(timesteps, sigmas32, device);
         NumInferenceSteps = timesteps.Length;
         _lowerOrderNums = 0;
-    }
-
-    /// <summary><c>torch.searchsorted(torch.flip(lambda_t), lambda_min_clipped)</c>, lambda_t = log(alpha_t) - log(sigma_t) in torch float32.</summary>
-    private int ClippedIndex()
-    {
-        if (double.IsNegativeInfinity(Config.LambdaMinClipped)) return 0;
-        using var scope = NewDisposeScope();
-        var ac = tensor(AlphasCumprod.ToArray(), ScalarType.Float32);
-        var lambda = ac.sqrt().log() - (1 - ac).sqrt().log();
-        var flipped = lambda.flip(0).data<float>().ToArray();
-        int idx = 0;
-        while (idx < flipped.Length && flipped[idx] < Config.LambdaMinClipped) idx++;
-        return idx;
     }
 
     /// <summary>

@@ -19,6 +19,9 @@ public static class DiffusionSchedulers
         [nameof(LMSDiscreteScheduler)] = json => new LMSDiscreteScheduler(ConfigJson.Parse<LMSDiscreteSchedulerConfig>(json, nameof(LMSDiscreteScheduler))),
         [nameof(HeunDiscreteScheduler)] = json => new HeunDiscreteScheduler(ConfigJson.Parse<HeunDiscreteSchedulerConfig>(json, nameof(HeunDiscreteScheduler))),
         [nameof(UniPCMultistepScheduler)] = json => new UniPCMultistepScheduler(ConfigJson.Parse<UniPCMultistepSchedulerConfig>(json, nameof(UniPCMultistepScheduler))),
+        [nameof(KDPM2DiscreteScheduler)] = json => new KDPM2DiscreteScheduler(ConfigJson.Parse<KDPM2DiscreteSchedulerConfig>(json, nameof(KDPM2DiscreteScheduler))),
+        [nameof(KDPM2AncestralDiscreteScheduler)] = json => new KDPM2AncestralDiscreteScheduler(ConfigJson.Parse<KDPM2AncestralDiscreteSchedulerConfig>(json, nameof(KDPM2AncestralDiscreteScheduler))),
+        [nameof(DPMSolverSinglestepScheduler)] = json => new DPMSolverSinglestepScheduler(ConfigJson.Parse<DPMSolverSinglestepSchedulerConfig>(json, nameof(DPMSolverSinglestepScheduler))),
         [nameof(DPMSolverMultistepScheduler)] = json => new DPMSolverMultistepScheduler(ConfigJson.Parse<DPMSolverMultistepSchedulerConfig>(json, nameof(DPMSolverMultistepScheduler))),
     };
 
@@ -39,6 +42,9 @@ public static class DiffusionSchedulers
         ["heun"] = (nameof(HeunDiscreteScheduler), Array.Empty<(string, JsonNode)>()),
         ["unipc"] = (nameof(UniPCMultistepScheduler), Array.Empty<(string, JsonNode)>()),
         ["euler_karras"] = (nameof(EulerDiscreteScheduler), new (string, JsonNode)[] { ("use_karras_sigmas", JsonValue.Create(true)) }),
+        ["kdpm2"] = (nameof(KDPM2DiscreteScheduler), Array.Empty<(string, JsonNode)>()),
+        ["kdpm2_a"] = (nameof(KDPM2AncestralDiscreteScheduler), Array.Empty<(string, JsonNode)>()),
+        ["dpmpp_singlestep"] = (nameof(DPMSolverSinglestepScheduler), Array.Empty<(string, JsonNode)>()),
     };
 
     /// <summary>The scheduler classes this factory builds.</summary>

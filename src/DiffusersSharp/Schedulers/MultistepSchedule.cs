@@ -79,6 +79,20 @@ internal static class MultistepSchedule
         return (Array.ConvertAll(ts, v => (float)(long)v), sigmas32);
     }
 
+    /// <summary>DPM-Solver's <c>torch.searchsorted(torch.flip(lambda_t), lambda_min_clipped)</c>, lambda_t =
+    /// log(alpha_t) - log(sigma_t) in torch float32: how many of the noisiest training timesteps the schedule drops.</summary>
+    public static int ClippedIndex(IReadOnlyList<float> alphasCumprod, double lambdaMinClipped)
+    {
+        if (double.IsNegativeInfinity(lambdaMinClipped)) return 0;
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var ac = TorchSharp.torch.tensor(alphasCumprod.ToArray(), TorchSharp.torch.ScalarType.Float32);
+        var lambda = ac.sqrt().log() - (1 - ac).sqrt().log();
+        var flipped = lambda.flip(0).data<float>().ToArray();
+        int idx = 0;
+        while (idx < flipped.Length && flipped[idx] < lambdaMinClipped) idx++;
+        return idx;
+    }
+
     private static double[] Reversed(double[] values)
     {
         Array.Reverse(values);

@@ -87,6 +87,26 @@ internal static class NumpyMath
         return (1 - w) * lowIdx + w * highIdx;
     }
 
+    /// <summary>
+    /// <c>_sigma_to_t</c> when diffusers hands it torch float32 tensors (KDPM2's interpolated sigmas against
+    /// <c>self.log_sigmas</c>): numpy's ufuncs return tensors there, so every step, the log included, is float32.
+    /// </summary>
+    public static float SigmaToTFloat32(float sigma, float[] logSigmas)
+    {
+        float logSigma = (float)Math.Log(Math.Max(sigma, 1e-10f));
+        int count = 0, best = -1, lowIdx = 0;
+        for (int i = 0; i < logSigmas.Length; i++)
+        {
+            if (logSigma - logSigmas[i] >= 0) count++;
+            if (count > best) { best = count; lowIdx = i; }
+        }
+        lowIdx = Math.Min(lowIdx, logSigmas.Length - 2);
+        int highIdx = lowIdx + 1;
+        float low = logSigmas[lowIdx], high = logSigmas[highIdx];
+        float w = Math.Clamp((low - logSigma) / (low - high), 0f, 1f);
+        return (1 - w) * lowIdx + w * highIdx;
+    }
+
     /// <summary>numpy's float32 <c>np.log</c> of each value (correctly rounded here; numpy's SIMD log may differ by an ulp).</summary>
     public static float[] LogF32(float[] values) => Array.ConvertAll(values, v => (float)Math.Log(v));
 

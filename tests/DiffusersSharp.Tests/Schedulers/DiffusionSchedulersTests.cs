@@ -57,9 +57,9 @@ public class DiffusionSchedulersTests
     [Fact]
     public void UnknownClassesAndNamesListTheKnownOnes()
     {
-        var e = Assert.Throws<ArgumentException>(() => DiffusionSchedulers.FromConfig("KDPM2DiscreteScheduler", PndmConfig()));
+        var e = Assert.Throws<ArgumentException>(() => DiffusionSchedulers.FromConfig("DPMSolverSDEScheduler", PndmConfig()));
         Assert.Contains("DPMSolverMultistepScheduler", e.Message);
-        var n = Assert.Throws<ArgumentException>(() => DiffusionSchedulers.FromName("kdpm2", PndmConfig()));
+        var n = Assert.Throws<ArgumentException>(() => DiffusionSchedulers.FromName("dpmpp_sde", PndmConfig()));
         Assert.Contains("dpmpp_2m_karras", n.Message);
         var noClass = PndmConfig();
         noClass.Remove("_class_name");

@@ -89,6 +89,9 @@ public sealed class SchedulerRunParityTests(ITestOutputHelper output)
     [InlineData("unipc", 1e-6)]
     [InlineData("heun", 1e-6)]
     [InlineData("unipc_bh1_o3", 1e-6)]
+    [InlineData("kdpm2", 1e-6)]
+    [InlineData("kdpm2_a", 1e-6)]
+    [InlineData("dpmpp_singlestep", 1e-6)]
     public void RunsMatchDiffusers(string name, double tolerance)
     {
         double worst = RunAll(name);

@@ -54,3 +54,31 @@ def log(x, *args, **kwargs):
 
 
 np.log = log
+
+
+# 4. In the context below only (global, it would move other entries): np.log of float32 torch tensors (KDPM2's
+# _sigma_to_t gets its interpolated sigmas as 0-dim tensors, which numpy logs with the SIMD float32 log of 2 and wraps
+# back into a tensor), and torch 1.13's float32 Tensor.exp / Tensor.log, an ulp off the correctly rounded value where
+# PyTorch 2.x's is not (KDPM2's interpolated sigma exp(lerp(log s_i, log s_(i-1), 0.5)) at 10 steps of SD's schedule),
+# all computed in float64 and rounded once. schedulers.py opens it around the set_timesteps of the classes that need it.
+class correctly_rounded_exp_log:
+    """Tensor.exp / Tensor.log and np.log of float32 tensors computed in float64 and rounded once."""
+
+    def __enter__(self):
+        self._saved = torch.Tensor.exp, torch.Tensor.log, np.log
+        exp, lg, np_log = self._saved
+
+        def rounded(f):
+            return lambda t: f(t.double()).float() if t.dtype == torch.float32 else f(t)
+
+        def np_log_any(x, *args, **kwargs):
+            if not args and not kwargs and isinstance(x, torch.Tensor) and x.dtype == torch.float32:
+                return torch.from_numpy(np.asarray(_np_log(x.detach().cpu().numpy().astype(np.float64)), dtype=np.float32))
+            return np_log(x, *args, **kwargs)
+
+        torch.Tensor.exp, torch.Tensor.log, np.log = rounded(exp), rounded(lg), np_log_any
+        return self
+
+    def __exit__(self, *exc):
+        torch.Tensor.exp, torch.Tensor.log, np.log = self._saved
+        return False

@@ -1,0 +1,4 @@
+namespace DiffusersSharp.Schedulers;
+
+/// <summary><c>scheduler_config.json</c> of a <c>KDPM2DiscreteScheduler</c>; defaults are the Python constructor defaults.</summary>
+public sealed record KDPM2DiscreteSchedulerConfig : KDPM2SchedulerConfigBase;
