@@ -42,6 +42,8 @@ BASES = {
 }
 # Classes whose set_timesteps runs float32 torch exp / log (modern_float32.correctly_rounded_exp_log).
 ROUNDED_EXP_LOG = {"KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler"}
+# Classes whose step runs np.log on float32 tensors (DEIS's logrho coefficients), in the same context.
+ROUNDED_STEP_EXP_LOG = {"DEISMultistepScheduler"}
 SCHEDULERS = {
     "unipc": ("UniPCMultistepScheduler", {}),
     "unipc_bh1_o3": ("UniPCMultistepScheduler", {"solver_type": "bh1", "solver_order": 3}),
@@ -53,6 +55,7 @@ SCHEDULERS = {
     "kdpm2_a": ("KDPM2AncestralDiscreteScheduler", {}),
     "dpmpp_singlestep": ("DPMSolverSinglestepScheduler", {}),
     "deis": ("DEISMultistepScheduler", {}),
+    "deis_o3": ("DEISMultistepScheduler", {"solver_order": 3}),
     "lcm": ("LCMScheduler", {}),
 }
 if len(sys.argv) > 2:
@@ -85,7 +88,11 @@ for name, (cls_name, overrides) in SCHEDULERS.items():
                 x_in = scheduler.scale_model_input(latents, t)
                 model_output = 0.3 * x_in + 0.1 * torch.sin(t.float() / 100)
                 kwargs = {"generator": generator} if takes_generator else {}
-                latents = scheduler.step(model_output, t, latents, **kwargs).prev_sample
+                if cls_name in ROUNDED_STEP_EXP_LOG:
+                    with modern_float32.correctly_rounded_exp_log():
+                        latents = scheduler.step(model_output, t, latents, **kwargs).prev_sample
+                else:
+                    latents = scheduler.step(model_output, t, latents, **kwargs).prev_sample
                 out[f"{key}.step{i}"] = latents.clone()
             meta[key] = {"class": cls_name, "overrides": overrides, "base": base_name, "steps": n, "seed": 1000 + n,
                          "order": scheduler.order, "init_noise_sigma": float(scheduler.init_noise_sigma),

@@ -22,6 +22,7 @@ public static class DiffusionSchedulers
         [nameof(KDPM2DiscreteScheduler)] = json => new KDPM2DiscreteScheduler(ConfigJson.Parse<KDPM2DiscreteSchedulerConfig>(json, nameof(KDPM2DiscreteScheduler))),
         [nameof(KDPM2AncestralDiscreteScheduler)] = json => new KDPM2AncestralDiscreteScheduler(ConfigJson.Parse<KDPM2AncestralDiscreteSchedulerConfig>(json, nameof(KDPM2AncestralDiscreteScheduler))),
         [nameof(DPMSolverSinglestepScheduler)] = json => new DPMSolverSinglestepScheduler(ConfigJson.Parse<DPMSolverSinglestepSchedulerConfig>(json, nameof(DPMSolverSinglestepScheduler))),
+        [nameof(DEISMultistepScheduler)] = json => new DEISMultistepScheduler(ConfigJson.Parse<DEISMultistepSchedulerConfig>(json, nameof(DEISMultistepScheduler))),
         [nameof(DPMSolverMultistepScheduler)] = json => new DPMSolverMultistepScheduler(ConfigJson.Parse<DPMSolverMultistepSchedulerConfig>(json, nameof(DPMSolverMultistepScheduler))),
     };
 
@@ -45,6 +46,7 @@ public static class DiffusionSchedulers
         ["kdpm2"] = (nameof(KDPM2DiscreteScheduler), Array.Empty<(string, JsonNode)>()),
         ["kdpm2_a"] = (nameof(KDPM2AncestralDiscreteScheduler), Array.Empty<(string, JsonNode)>()),
         ["dpmpp_singlestep"] = (nameof(DPMSolverSinglestepScheduler), Array.Empty<(string, JsonNode)>()),
+        ["deis"] = (nameof(DEISMultistepScheduler), Array.Empty<(string, JsonNode)>()),
     };
 
     /// <summary>The scheduler classes this factory builds.</summary>

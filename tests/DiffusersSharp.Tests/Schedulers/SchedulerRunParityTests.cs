@@ -92,6 +92,8 @@ public sealed class SchedulerRunParityTests(ITestOutputHelper output)
     [InlineData("kdpm2", 1e-6)]
     [InlineData("kdpm2_a", 1e-6)]
     [InlineData("dpmpp_singlestep", 1e-6)]
+    [InlineData("deis", 1e-6)]
+    [InlineData("deis_o3", 1e-6)]
     public void RunsMatchDiffusers(string name, double tolerance)
     {
         double worst = RunAll(name);
