@@ -174,7 +174,7 @@ public class GenerateSettings : ModelSettings
     public int? PreviewEvery { get; init; }
 
     /// <summary>Scheduler (UNet models).</summary>
-    [CommandOption("--scheduler <NAME>"), Description("SD 1.x / 2.x and SDXL: the sampler, pndm, ddim, euler, euler_karras, euler_a, lms, dpmpp_2m, dpmpp_2m_karras, dpmpp_2m_sde, dpmpp_2m_sde_karras, unipc, heun, kdpm2, kdpm2_a, dpmpp_singlestep or deis, or a diffusers scheduler class (default: the model's).")]
+    [CommandOption("--scheduler <NAME>"), Description("SD 1.x / 2.x and SDXL: the sampler, pndm, ddim, euler, euler_karras, euler_a, lms, dpmpp_2m, dpmpp_2m_karras, dpmpp_2m_sde, dpmpp_2m_sde_karras, unipc, heun, kdpm2, kdpm2_a, dpmpp_singlestep, deis or lcm (LCM-distilled models or LCM-LoRAs: few steps, guidance 1 to 2), or a diffusers scheduler class (default: the model's).")]
     public string? Scheduler { get; init; }
 
     /// <summary>True CFG scale (Flux).</summary>

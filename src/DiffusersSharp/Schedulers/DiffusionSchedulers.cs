@@ -23,6 +23,7 @@ public static class DiffusionSchedulers
         [nameof(KDPM2AncestralDiscreteScheduler)] = json => new KDPM2AncestralDiscreteScheduler(ConfigJson.Parse<KDPM2AncestralDiscreteSchedulerConfig>(json, nameof(KDPM2AncestralDiscreteScheduler))),
         [nameof(DPMSolverSinglestepScheduler)] = json => new DPMSolverSinglestepScheduler(ConfigJson.Parse<DPMSolverSinglestepSchedulerConfig>(json, nameof(DPMSolverSinglestepScheduler))),
         [nameof(DEISMultistepScheduler)] = json => new DEISMultistepScheduler(ConfigJson.Parse<DEISMultistepSchedulerConfig>(json, nameof(DEISMultistepScheduler))),
+        [nameof(LCMScheduler)] = json => new LCMScheduler(ConfigJson.Parse<LCMSchedulerConfig>(json, nameof(LCMScheduler))),
         [nameof(DPMSolverMultistepScheduler)] = json => new DPMSolverMultistepScheduler(ConfigJson.Parse<DPMSolverMultistepSchedulerConfig>(json, nameof(DPMSolverMultistepScheduler))),
     };
 
@@ -47,6 +48,7 @@ public static class DiffusionSchedulers
         ["kdpm2_a"] = (nameof(KDPM2AncestralDiscreteScheduler), Array.Empty<(string, JsonNode)>()),
         ["dpmpp_singlestep"] = (nameof(DPMSolverSinglestepScheduler), Array.Empty<(string, JsonNode)>()),
         ["deis"] = (nameof(DEISMultistepScheduler), Array.Empty<(string, JsonNode)>()),
+        ["lcm"] = (nameof(LCMScheduler), Array.Empty<(string, JsonNode)>()),
     };
 
     /// <summary>The scheduler classes this factory builds.</summary>

@@ -109,6 +109,16 @@ public class DiffusionSchedulersTests
         dpm.Step(sample, dpm.TimestepValues[0], sample);
         dpm.Step(sample, dpm.TimestepValues[1], sample);
         Assert.Throws<InvalidOperationException>(() => dpm.Step(sample, dpm.TimestepValues[1], sample));
+
+        Assert.Throws<NotSupportedException>(() => new DEISMultistepScheduler(new DEISMultistepSchedulerConfig { Thresholding = true }));
+        Assert.Throws<NotSupportedException>(() => new DEISMultistepScheduler(new DEISMultistepSchedulerConfig { UseFlowSigmas = true }));
+        Assert.Throws<ArgumentException>(() => new DEISMultistepScheduler(new DEISMultistepSchedulerConfig { AlgorithmType = "sde-dpmsolver++" }));
+        Assert.Throws<NotSupportedException>(() => new LCMScheduler(new LCMSchedulerConfig { Thresholding = true }));
+        using var lcm = new LCMScheduler();
+        Assert.Throws<ArgumentOutOfRangeException>(() => lcm.SetTimesteps(51));   // more than original_inference_steps
+        lcm.SetTimesteps(4);
+        Assert.Equal(new[] { 999f, 759f, 499f, 259f }, lcm.TimestepValues);
+        Assert.Throws<ArgumentException>(() => lcm.Step(sample, 998f, sample));
     }
 
     [Fact]

@@ -94,6 +94,7 @@ public sealed class SchedulerRunParityTests(ITestOutputHelper output)
     [InlineData("dpmpp_singlestep", 1e-6)]
     [InlineData("deis", 1e-6)]
     [InlineData("deis_o3", 1e-6)]
+    [InlineData("lcm", 1e-6)]
     public void RunsMatchDiffusers(string name, double tolerance)
     {
         double worst = RunAll(name);
