@@ -27,16 +27,17 @@ base = PNDMScheduler.from_pretrained(model, subfolder="scheduler").config
 
 g = torch.Generator("cpu").manual_seed(2024)
 out = {"prompt_embeds": torch.randn((1, 77, 32), generator=g), "negative_prompt_embeds": torch.randn((1, 77, 32), generator=g)}
-cases = {
-    "unipc": ("UniPCMultistepScheduler", {}, 8, 123456),
-    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, 8, 42),
+cases = {  # class, overrides, steps, seed, guidance
+    "unipc": ("UniPCMultistepScheduler", {}, 8, 123456, 7.5),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, 8, 42, 7.5),
+    "lcm": ("LCMScheduler", {}, 4, 31337, 1.0),
 }
-for name, (cls_name, overrides, steps, seed) in cases.items():
+for name, (cls_name, overrides, steps, seed, guidance) in cases.items():
     scheduler = getattr(diffusers, cls_name).from_config(base, **overrides)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     args = dict(prompt_embeds=out["prompt_embeds"], negative_prompt_embeds=out["negative_prompt_embeds"],
-                num_inference_steps=steps, guidance_scale=7.5, height=64, width=64)
+                num_inference_steps=steps, guidance_scale=guidance, height=64, width=64)
 
     def on_step_end(p, i, t, kw, name=name):
         out[f"{name}.step{i}.latents"] = kw["latents"].clone()
