@@ -60,7 +60,8 @@ np.log = log
 # _sigma_to_t gets its interpolated sigmas as 0-dim tensors, which numpy logs with the SIMD float32 log of 2 and wraps
 # back into a tensor), and torch 1.13's float32 Tensor.exp / Tensor.log, an ulp off the correctly rounded value where
 # PyTorch 2.x's is not (KDPM2's interpolated sigma exp(lerp(log s_i, log s_(i-1), 0.5)) at 10 steps of SD's schedule),
-# all computed in float64 and rounded once. schedulers.py opens it around the set_timesteps of the classes that need it.
+# all computed in float64 and rounded once. schedulers.py opens it around the set_timesteps of the classes that need it,
+# and around DEIS's step (its logrho coefficients take np.log of 0-dim float32 tensors).
 class correctly_rounded_exp_log:
     """Tensor.exp / Tensor.log and np.log of float32 tensors computed in float64 and rounded once."""
 
