@@ -109,8 +109,8 @@ public abstract class FluxPipelineBase : IDisposable
     protected (int Height, int Width) LatentSize(int height, int width) =>
         (2 * (height / (VaeScaleFactor * 2)), 2 * (width / (VaeScaleFactor * 2)));
 
-    /// <summary>The transformer's latent channels before packing (in_channels / 4: 16).</summary>
-    protected int LatentChannels => Components.Transformer.Config.InChannels / 4;
+    /// <summary>The latent channels before packing (in_channels / 4: 16; Fill's transformer takes more, see its override).</summary>
+    protected virtual int LatentChannels => Components.Transformer.Config.InChannels / 4;
 
     /// <summary>Validates what every Flux pipeline validates (diffusers' check_inputs, stricter on sizes), before any compute.</summary>
     protected void CheckInputs(FluxRequest r, int height, int width)
@@ -199,9 +199,10 @@ public abstract class FluxPipelineBase : IDisposable
     /// <summary>
     /// diffusers' Flux <c>_encode_vae_image</c> and the batch repeat of <c>prepare_latents</c>: the VAE posterior sample
     /// drawn with the request's generator(s), <c>(latents − shift_factor) · scaling_factor</c>, repeated to the batch. A
-    /// tensor with the latent channel count is taken as latents as is.
+    /// tensor with the latent channel count is taken as latents as is. <paramref name="mode"/> takes the posterior mode
+    /// instead (diffusers' <c>sample_mode="argmax"</c>, Kontext): no draw.
     /// </summary>
-    protected Tensor EncodeImage(Tensor image, FluxRequest r, ScalarType dtype, int batch)
+    protected Tensor EncodeImage(Tensor image, FluxRequest r, ScalarType dtype, int batch, bool mode = false)
     {
         var device = Components.Device;
         image = image.to(dtype, device);
@@ -210,7 +211,13 @@ public abstract class FluxPipelineBase : IDisposable
         if (image.shape[1] != vae.Config.LatentChannels)
         {
             Components.Activate("vae");
-            var sample = RandomDraws.SampleVae(vae, image, r.Generator, r.Generators, device);
+            Tensor sample;
+            if (mode)
+            {
+                using var posterior = vae.Encode(image.to(vae.WeightDtype()));
+                sample = posterior.Mode();
+            }
+            else sample = RandomDraws.SampleVae(vae, image, r.Generator, r.Generators, device);
             latents = (sample - (vae.Config.ShiftFactor ?? 0.0)) * vae.Config.ScalingFactor;
         }
         latents = latents.to(dtype);
@@ -263,6 +270,12 @@ public abstract class FluxPipelineBase : IDisposable
         /// <summary>Runs after each scheduler step (<paramref name="step"/> indexes <paramref name="timesteps"/>); returns the latents to continue with.</summary>
         public virtual Tensor AfterStep(Tensor latents, int step, FlowMatchEulerDiscreteScheduler scheduler, Tensor timesteps) => latents;
 
+        /// <summary>
+        /// The transformer's hidden states for the packed <paramref name="latents"/> (Fill appends its condition channels,
+        /// Kontext the input image's tokens; the prediction is cut back to the latents' tokens).
+        /// </summary>
+        public virtual Tensor TransformerInput(Tensor latents) => latents;
+
         /// <summary>The packed mask shown to callbacks (inpainting only); a callback may replace it.</summary>
         public virtual Tensor? Mask { get => null; set { } }
     }
@@ -291,10 +304,11 @@ public abstract class FluxPipelineBase : IDisposable
                 var t = timesteps[i];
                 // diffusers: t.expand(B).to(latents.dtype), then / 1000 (in that dtype) into the transformer.
                 var timestep = t.expand(latents.shape[0]).to(latents.dtype) / 1000;
-                var noisePred = transformer.forward(latents, embeds, pooled, timestep, imageIds, positive.TextIds, guidance);
+                var input = hooks.TransformerInput(latents);
+                var noisePred = OwnTokens(transformer.forward(input, embeds, pooled, timestep, imageIds, positive.TextIds, guidance), latents);
                 if (negative is not null && trueCfgScale > 1)
                 {
-                    var negPred = transformer.forward(latents, negative.PromptEmbeds, negative.PooledPromptEmbeds, timestep, imageIds, negative.TextIds, guidance);
+                    var negPred = OwnTokens(transformer.forward(input, negative.PromptEmbeds, negative.PooledPromptEmbeds, timestep, imageIds, negative.TextIds, guidance), latents);
                     noisePred = negPred + trueCfgScale * (noisePred - negPred);
                 }
                 var next = scheduler.Step(noisePred, t, latents);
@@ -322,6 +336,10 @@ public abstract class FluxPipelineBase : IDisposable
         }
         return latents;
     }
+
+    /// <summary>The prediction for the latents' own tokens (Kontext's model also predicts for the input image's).</summary>
+    private static Tensor OwnTokens(Tensor prediction, Tensor latents) =>
+        prediction.shape[1] == latents.shape[1] ? prediction : prediction[.., ..(int)latents.shape[1]];
 
     /// <summary>
     /// Decodes the final packed latents to the requested output; the end of every call: under model offload the last
