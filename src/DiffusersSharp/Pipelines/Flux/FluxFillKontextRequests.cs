@@ -12,14 +12,10 @@ public record FluxFillRequest : FluxInpaintRequest
     /// <summary>diffusers' Fill default guidance scale (30).</summary>
     public const double DefaultFillGuidanceScale = 30.0;
 
-    /// <summary>diffusers' Fill default number of steps (50).</summary>
-    public const int DefaultFillSteps = 50;
-
-    /// <summary>A request with diffusers' Fill defaults.</summary>
+    /// <summary>A request with diffusers' Fill defaults (the 50 steps are the pipeline's: <see cref="FluxRequest.NumInferenceSteps"/> null).</summary>
     public FluxFillRequest()
     {
         GuidanceScale = DefaultFillGuidanceScale;
-        NumInferenceSteps = DefaultFillSteps;
         Strength = 1.0;
     }
 }

@@ -26,6 +26,12 @@ public sealed class FluxFillPipeline : FluxPipelineBase
     /// <summary>A Fill pipeline sharing the components of <paramref name="other"/> (diffusers' <c>from_pipe</c>).</summary>
     public static FluxFillPipeline FromPipe(FluxPipelineBase other) => new(other.Components);
 
+    /// <summary>diffusers' Fill default number of steps (50).</summary>
+    public const int DefaultFillSteps = 50;
+
+    /// <inheritdoc />
+    public override int DefaultStepCount => DefaultFillSteps;
+
     /// <summary>Fill's noise latents are the VAE's channels (diffusers: <c>vae.config.latent_channels</c>), not in_channels / 4.</summary>
     protected override int LatentChannels => Components.Vae.Config.LatentChannels;
 

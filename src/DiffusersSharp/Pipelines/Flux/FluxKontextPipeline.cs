@@ -45,6 +45,10 @@ public sealed class FluxKontextPipeline : FluxPipelineBase
         return (h / multiple * multiple, w / multiple * multiple);
     }
 
+    /// <inheritdoc />
+    public override (int Height, int Width) OutputSizeOf(FluxRequest request) => OutputSize(request.Height ?? DefaultSize,
+        request.Width ?? DefaultSize, (request as FluxKontextRequest)?.MaxArea ?? DefaultSize * DefaultSize, VaeScaleFactor * 2);
+
     /// <summary>
     /// The input image's size: its own rounded down to multiples of <paramref name="multiple"/>, or with
     /// <paramref name="autoResize"/> the preferred resolution of the closest aspect ratio (ties: the smaller width).

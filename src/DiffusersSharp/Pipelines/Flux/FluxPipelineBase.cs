@@ -45,8 +45,14 @@ public abstract class FluxPipelineBase : IDisposable
     /// <summary>Default height and width: diffusers' default_sample_size 128 × the VAE scale factor (1024).</summary>
     public int DefaultSize => 128 * VaeScaleFactor;
 
-    /// <summary>Default number of steps (28, in all three Flux pipelines).</summary>
+    /// <summary>Default number of steps (28: FluxPipeline, Img2Img, Inpaint and Kontext; Fill has 50).</summary>
     public const int DefaultSteps = 28;
+
+    /// <summary>This pipeline's number of steps when the request leaves it null (diffusers' <c>__call__</c> default).</summary>
+    public virtual int DefaultStepCount => DefaultSteps;
+
+    /// <summary>The output height and width of <paramref name="request"/> (its own, or the default 1024; Kontext derives it).</summary>
+    public virtual (int Height, int Width) OutputSizeOf(FluxRequest request) => (request.Height ?? DefaultSize, request.Width ?? DefaultSize);
 
     /// <summary>
     /// diffusers' <c>_pack_latents</c>: [B, C, h, w] (h, w even) -> [B, (h/2)·(w/2), 4C], each token a 2×2 patch with
@@ -155,10 +161,10 @@ public abstract class FluxPipelineBase : IDisposable
     /// Checks what image-to-image and inpainting add, before any compute: strength in [0, 1] and at least one step left
     /// after it (diffusers raises the latter after encoding the prompt; the step count is known before).
     /// </summary>
-    protected static void CheckStrength(FluxImg2ImgRequest r)
+    protected void CheckStrength(FluxImg2ImgRequest r)
     {
         Strength.Check(r.Strength);
-        int total = r.Sigmas?.Length ?? r.NumInferenceSteps ?? DefaultSteps;
+        int total = r.Sigmas?.Length ?? r.NumInferenceSteps ?? DefaultStepCount;
         int remaining = total - Strength.StartStep(total, r.Strength);
         if (remaining < 1)
             throw new ArgumentException($"strength {r.Strength} with {total} steps leaves {remaining} steps to run; raise strength or steps.");
@@ -254,7 +260,7 @@ public abstract class FluxPipelineBase : IDisposable
     {
         var config = Components.SchedulerConfig;
         var scheduler = new FlowMatchEulerDiscreteScheduler(config);
-        var sigmas = request.Sigmas ?? DefaultSigmas(request.NumInferenceSteps ?? DefaultSteps);
+        var sigmas = request.Sigmas ?? DefaultSigmas(request.NumInferenceSteps ?? DefaultStepCount);
         scheduler.SetTimesteps(sigmas.Length, Components.Device, sigmas, request.Mu ?? Mu(imageSeqLen, config));
         return scheduler;
     }
