@@ -75,10 +75,14 @@ internal abstract class VerbPipelines
     /// <summary>Runs the verb's SD3 pipeline.</summary>
     public abstract StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct);
 
-    /// <summary>The verb's Flux request (its defaults: guidance 3.5 text-to-image, 7.0 otherwise).</summary>
-    public abstract FluxRequest FluxRequest();
+    /// <summary>
+    /// The verb's Flux request for a model of <paramref name="pipelineClass"/> (its defaults: guidance 3.5 text-to-image and
+    /// Kontext, 7.0 img2img / inpaint, 30 Fill). Kontext models run <c>generate</c> without an image and <c>img2img</c> as
+    /// diffusers' image editing; Fill models run <c>inpaint</c> (the other verbs were refused before loading).
+    /// </summary>
+    public abstract FluxRequest FluxRequest(string pipelineClass);
 
-    /// <summary>Runs the verb's Flux pipeline.</summary>
+    /// <summary>Runs the verb's Flux pipeline (the one the request's type names).</summary>
     public abstract FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct);
 
     /// <summary>Runs the verb's SD 1.x / 2.x or SDXL pipeline; also returns the guidance and strength it used.</summary>
@@ -122,7 +126,7 @@ internal abstract class VerbPipelines
             pipeline.OnPromptTruncated = hooks.OnTruncated;
             if (hooks.Preview is { } preview)
             {
-                int height = request.Height ?? pipeline.DefaultSize, width = request.Width ?? pipeline.DefaultSize;
+                var (height, width) = pipeline.OutputSizeOf(request);
                 request = request with { CallbackOnStepEnd = Previews(preview, latents => pipeline.PreviewImages(latents, height, width)) };
             }
             return run(pipeline, request, hooks.Progress, ct);
@@ -148,10 +152,12 @@ internal sealed class TextToImage : VerbPipelines
 
     public override StableDiffusionRequest UNetRequest() => new();
 
-    public override FluxRequest FluxRequest() => new();
+    public override FluxRequest FluxRequest(string pipelineClass) =>
+        pipelineClass == FluxComponents.KontextPipelineClass ? new FluxKontextRequest() : new FluxRequest();
 
-    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) =>
-        Use(new FluxPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => request is FluxKontextRequest kontext
+        ? Use(new FluxKontextPipeline(components), kontext, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
+        : Use(new FluxPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
         Use(new StableDiffusion3Pipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
@@ -175,7 +181,7 @@ internal sealed class ControlNetTextToImage(StableDiffusionControlNetRequest con
 
     public override StableDiffusionRequest UNetRequest() => control;
 
-    public override FluxRequest FluxRequest() => throw new ArgumentException(UNetOnly);
+    public override FluxRequest FluxRequest(string pipelineClass) => throw new ArgumentException(UNetOnly);
 
     public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => throw new ArgumentException(UNetOnly);
 
@@ -207,14 +213,16 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength) : VerbPi
 
     public override StableDiffusionRequest UNetRequest() => new StableDiffusionImg2ImgRequest { Image = image, Strength = strength };
 
-    public override FluxRequest FluxRequest()
+    public override FluxRequest FluxRequest(string pipelineClass)
     {
+        if (pipelineClass == FluxComponents.KontextPipelineClass) return new FluxKontextRequest { Image = image }; // --strength was refused
         var request = new FluxImg2ImgRequest { Image = image };
         return strength is { } s ? request with { Strength = s } : request;
     }
 
-    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) =>
-        Use(new FluxImg2ImgPipeline(components), (FluxImg2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => request is FluxKontextRequest kontext
+        ? Use(new FluxKontextPipeline(components), kontext, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
+        : Use(new FluxImg2ImgPipeline(components), (FluxImg2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
         Use(new StableDiffusion3Img2ImgPipeline(components), (StableDiffusion3Img2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
@@ -244,14 +252,17 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
 
     public override StableDiffusionRequest UNetRequest() => new StableDiffusionInpaintRequest { Image = image, MaskImage = mask, Strength = strength };
 
-    public override FluxRequest FluxRequest()
+    public override FluxRequest FluxRequest(string pipelineClass)
     {
-        var request = new FluxInpaintRequest { Image = image, MaskImage = mask };
+        var request = pipelineClass == FluxComponents.FillPipelineClass
+            ? new FluxFillRequest { Image = image, MaskImage = mask }
+            : new FluxInpaintRequest { Image = image, MaskImage = mask };
         return strength is { } s ? request with { Strength = s } : request;
     }
 
-    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) =>
-        Use(new FluxInpaintPipeline(components), (FluxInpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => request is FluxFillRequest fill
+        ? Use(new FluxFillPipeline(components), fill, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
+        : Use(new FluxInpaintPipeline(components), (FluxInpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
         Use(new StableDiffusion3InpaintPipeline(components), (StableDiffusion3InpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));

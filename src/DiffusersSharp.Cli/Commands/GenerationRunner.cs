@@ -56,9 +56,10 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         }
         if (model.Flux is { } flux)
         {
-            var fluxRequest = FillFlux(pipelines.FluxRequest());
+            var fluxRequest = FillFlux(pipelines.FluxRequest(flux.PipelineClass));
             using var fluxResult = pipelines.RunFlux(flux, fluxRequest, hooks, ct);
-            return new Generated(fluxResult.Images!, Parameters(verb, settings.Steps ?? FluxPipelineBase.DefaultSteps, model.Name, "FlowMatchEulerDiscrete",
+            int defaultSteps = fluxRequest is FluxFillRequest ? FluxFillPipeline.DefaultFillSteps : FluxPipelineBase.DefaultSteps;
+            return new Generated(fluxResult.Images!, Parameters(verb, settings.Steps ?? defaultSteps, model.Name, "FlowMatchEulerDiscrete",
                 fluxRequest.GuidanceScale, (fluxRequest as FluxImg2ImgRequest)?.Strength));
         }
         var sd3Request = Fill(pipelines.Sd3Request());
@@ -131,6 +132,9 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             SkipGuidanceLayers = settings.SkipLayerList,
             OutputType = OutputType.Image,
         };
+        // Kontext's output is max_area pixels at the requested aspect ratio: --width and --height ask for that size.
+        if (request is FluxKontextRequest kontext && settings.Width is int w && settings.Height is int h)
+            request = (T)(object)(kontext with { MaxArea = w * h });
         if (ReadPromptEmbeds(pooledRequired: true) is { } e)
             request = request with
             {
@@ -158,6 +162,9 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             MaxSequenceLength = settings.MaxSequenceLength ?? 512,
             OutputType = OutputType.Image,
         };
+        // Kontext's output is max_area pixels at the requested aspect ratio: --width and --height ask for that size.
+        if (request is FluxKontextRequest kontext && settings.Width is int w && settings.Height is int h)
+            request = (T)(object)(kontext with { MaxArea = w * h });
         if (ReadPromptEmbeds(pooledRequired: true) is { } e)
             request = request with
             {

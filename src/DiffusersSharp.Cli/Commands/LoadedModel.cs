@@ -117,6 +117,23 @@ internal sealed class LoadedModel : IDisposable
         StableDiffusion3Components.CheckImageSize(transformer, vaeScaleFactor, settings.Height ?? fallback, settings.Width ?? fallback);
     }
 
+    /// <summary>
+    /// The verbs of FLUX.1-Fill and FLUX.1-Kontext: Fill only inpaints (diffusers' FluxFillPipeline needs an image and a
+    /// mask); Kontext edits with img2img (no strength, no mask) or generates from the prompt alone.
+    /// </summary>
+    private static void CheckFluxVariant(GenerateSettings settings, string pipelineClass)
+    {
+        if (pipelineClass == FluxComponents.FillPipelineClass && settings is not InpaintSettings)
+            throw new ArgumentException($"{settings.Model} is a FluxFillPipeline (FLUX.1-Fill), which repaints the masked part of an image: use `inpaint --image FILE --mask FILE` (diffusers' Fill pipeline needs both).");
+        if (pipelineClass == FluxComponents.FillPipelineClass && settings.TrueCfg is not null)
+            throw new ArgumentException($"--true-cfg does not apply to FLUX.1-Fill (diffusers' FluxFillPipeline has no true CFG); {settings.Model} is a {pipelineClass}.");
+        if (pipelineClass != FluxComponents.KontextPipelineClass) return;
+        if (settings is InpaintSettings)
+            throw new ArgumentException($"{settings.Model} is a FluxKontextPipeline (FLUX.1-Kontext), which edits a whole image as the prompt says: use `img2img --image FILE` (no mask).");
+        if (settings is Img2ImgSettings { Strength: not null })
+            throw new ArgumentException($"--strength does not apply to FLUX.1-Kontext: the image conditions every step as extra tokens (diffusers' FluxKontextPipeline has no strength); {settings.Model} is a {pipelineClass}.");
+    }
+
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
         if (family != Family.UNet && settings.ControlNet is not null)
@@ -132,6 +149,7 @@ internal sealed class LoadedModel : IDisposable
                 throw new ArgumentException($"{notFlux} does not apply to Flux models; {settings.Model} is a {pipelineClass}.");
             if (settings.Width is { } fw && fw % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Flux, got {fw}.");
             if (settings.Height is { } fh && fh % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Flux, got {fh}.");
+            CheckFluxVariant(settings, pipelineClass);
             return;
         }
         if (family == Family.UNet)

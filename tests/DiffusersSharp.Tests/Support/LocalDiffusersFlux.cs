@@ -13,10 +13,13 @@ namespace DiffusersSharp.Tests.Support;
 /// </summary>
 public static class LocalDiffusersFlux
 {
-    /// <summary>Loads the components, float32 on the CPU.</summary>
-    public static FluxComponents Components() => new()
+    /// <summary>
+    /// Loads the components, float32 on the CPU; <paramref name="transformer"/> names another fixture's transformer folder
+    /// (local-diffusers/flux-fill or flux-kontext, which tools/reference/flux_fill_kontext.py pairs with the same parts).
+    /// </summary>
+    public static FluxComponents Components(string transformer = "local-diffusers/flux/transformer") => new()
     {
-        Transformer = FluxTransformer2DModel.FromPretrained(Fixtures.Path("local-diffusers/flux/transformer")),
+        Transformer = FluxTransformer2DModel.FromPretrained(Fixtures.Path(transformer)),
         Vae = AutoencoderKL.FromPretrained(Fixtures.Path("tiny-sd3/model/vae")),
         SchedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Fixtures.Path("local-diffusers/flux/scheduler/scheduler_config.json")),
         Device = CPU, Dtype = ScalarType.Float32,

@@ -25,9 +25,15 @@ public static class TinyFluxPipelineFolder
          "axes_dims_rope": [4, 6, 6], "in_channels": 64, "patch_size": 1, "out_channels": null}
         """;
 
-    /// <summary>Writes the folder under <paramref name="dir"/> with weights drawn from <paramref name="seed"/>.</summary>
-    public static void Write(string dir, long seed = 0)
+    /// <summary>
+    /// Writes the folder under <paramref name="dir"/> with weights drawn from <paramref name="seed"/>; model_index.json
+    /// names <paramref name="pipelineClass"/>, and the transformer takes <paramref name="inChannels"/> (FluxFillPipeline: 384,
+    /// with out_channels 64).
+    /// </summary>
+    public static void Write(string dir, long seed = 0, string pipelineClass = "FluxPipeline", int inChannels = 64)
     {
+        string transformerConfig = TransformerConfig.Replace("\"in_channels\": 64", $"\"in_channels\": {inChannels}")
+            .Replace("\"out_channels\": null", inChannels == 64 ? "\"out_channels\": null" : "\"out_channels\": 64");
         string sd3 = Fixtures.TinySd3Model;
         void Copy(string from, string to)
         {
@@ -48,20 +54,20 @@ public static class TinyFluxPipelineFolder
             SafetensorsWriter.Save(Path.Combine(dir, "text_encoder", "model.safetensors"), clip.state_dict());
 
         Directory.CreateDirectory(Path.Combine(dir, "transformer"));
-        File.WriteAllText(Path.Combine(dir, "transformer", "config.json"), TransformerConfig);
+        File.WriteAllText(Path.Combine(dir, "transformer", "config.json"), transformerConfig);
         torch.manual_seed(seed + 1);
-        using (var transformer = new FluxTransformer2DModel(ConfigJson.Parse<FluxTransformer2DModelConfig>(TransformerConfig)))
+        using (var transformer = new FluxTransformer2DModel(ConfigJson.Parse<FluxTransformer2DModelConfig>(transformerConfig)))
             SafetensorsWriter.Save(Path.Combine(dir, "transformer", "diffusion_pytorch_model.safetensors"), transformer.state_dict());
 
         Directory.CreateDirectory(Path.Combine(dir, "scheduler"));
         File.WriteAllText(Path.Combine(dir, "scheduler", "scheduler_config.json"), SchedulerConfig);
         File.WriteAllText(Path.Combine(dir, "model_index.json"), """
-            {"_class_name": "FluxPipeline", "_diffusers_version": "0.35.0",
+            {"_class_name": "PIPELINE_CLASS", "_diffusers_version": "0.35.0",
              "feature_extractor": [null, null], "image_encoder": [null, null],
              "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
              "text_encoder_2": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
              "tokenizer_2": ["transformers", "T5TokenizerFast"], "transformer": ["diffusers", "FluxTransformer2DModel"],
              "vae": ["diffusers", "AutoencoderKL"]}
-            """);
+            """.Replace("PIPELINE_CLASS", pipelineClass));
     }
 }

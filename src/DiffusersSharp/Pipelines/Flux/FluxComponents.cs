@@ -12,14 +12,27 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Pipelines.Flux;
 
 /// <summary>
-/// The loaded components of a Flux.1 pipeline folder (model_index.json <c>FluxPipeline</c>): the transformer, the
+/// The loaded components of a Flux.1 pipeline folder (model_index.json <c>FluxPipeline</c>, <c>FluxFillPipeline</c> or
+/// <c>FluxKontextPipeline</c>: the same parts; Fill's transformer takes 384 channels): the transformer, the
 /// 16-channel VAE, CLIP-L (pooled output only), T5 v1.1 XXL, their tokenizers and the scheduler config. Freed when the
 /// creator and the last pipeline using them are done.
 /// </summary>
 public sealed class FluxComponents : PipelineComponents
 {
     /// <summary>The pipeline class names these components load.</summary>
-    public static bool IsSupportedPipeline(string pipelineClass) => pipelineClass == "FluxPipeline";
+    public static bool IsSupportedPipeline(string pipelineClass) => pipelineClass is FluxPipelineClass or FillPipelineClass or KontextPipelineClass;
+
+    /// <summary>model_index.json's class of FLUX.1-dev / schnell.</summary>
+    public const string FluxPipelineClass = "FluxPipeline";
+
+    /// <summary>model_index.json's class of FLUX.1-Fill-dev (run it with <see cref="FluxFillPipeline"/>).</summary>
+    public const string FillPipelineClass = "FluxFillPipeline";
+
+    /// <summary>model_index.json's class of FLUX.1-Kontext-dev (run it with <see cref="FluxKontextPipeline"/>).</summary>
+    public const string KontextPipelineClass = "FluxKontextPipeline";
+
+    /// <summary>The folder's model_index.json class (<see cref="FluxPipelineClass"/> for components built in code).</summary>
+    public string PipelineClass { get; init; } = FluxPipelineClass;
 
     /// <summary>The Flux transformer.</summary>
     public required FluxTransformer2DModel Transformer { get; init; }
@@ -52,7 +65,7 @@ public sealed class FluxComponents : PipelineComponents
         string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
         var index = ModelIndex.Read(folder);
         if (!IsSupportedPipeline(index.ClassName))
-            throw new InvalidDataException($"{folder}: model_index.json names {index.ClassName}, not FluxPipeline.");
+            throw new InvalidDataException($"{folder}: model_index.json names {index.ClassName}, not FluxPipeline, FluxFillPipeline or FluxKontextPipeline.");
         string[] required = ["transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"];
         foreach (var name in required)
             if (!index.Components.TryGetValue(name, out var spec) || spec.IsEmpty)
@@ -88,6 +101,7 @@ public sealed class FluxComponents : PipelineComponents
                 Transformer = Track(Timed("transformer", () => FluxTransformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant))),
                 Vae = Track(Timed("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant))),
                 SchedulerConfig = schedulerConfig,
+                PipelineClass = index.ClassName,
                 Device = device,
                 Dtype = options.Dtype,
                 LoadMilliseconds = loadMs,

@@ -45,8 +45,14 @@ public abstract class FluxPipelineBase : IDisposable
     /// <summary>Default height and width: diffusers' default_sample_size 128 × the VAE scale factor (1024).</summary>
     public int DefaultSize => 128 * VaeScaleFactor;
 
-    /// <summary>Default number of steps (28, in all three Flux pipelines).</summary>
+    /// <summary>Default number of steps (28: FluxPipeline, Img2Img, Inpaint and Kontext; Fill has 50).</summary>
     public const int DefaultSteps = 28;
+
+    /// <summary>This pipeline's number of steps when the request leaves it null (diffusers' <c>__call__</c> default).</summary>
+    public virtual int DefaultStepCount => DefaultSteps;
+
+    /// <summary>The output height and width of <paramref name="request"/> (its own, or the default 1024; Kontext derives it).</summary>
+    public virtual (int Height, int Width) OutputSizeOf(FluxRequest request) => (request.Height ?? DefaultSize, request.Width ?? DefaultSize);
 
     /// <summary>
     /// diffusers' <c>_pack_latents</c>: [B, C, h, w] (h, w even) -> [B, (h/2)·(w/2), 4C], each token a 2×2 patch with
@@ -109,8 +115,8 @@ public abstract class FluxPipelineBase : IDisposable
     protected (int Height, int Width) LatentSize(int height, int width) =>
         (2 * (height / (VaeScaleFactor * 2)), 2 * (width / (VaeScaleFactor * 2)));
 
-    /// <summary>The transformer's latent channels before packing (in_channels / 4: 16).</summary>
-    protected int LatentChannels => Components.Transformer.Config.InChannels / 4;
+    /// <summary>The latent channels before packing (in_channels / 4: 16; Fill's transformer takes more, see its override).</summary>
+    protected virtual int LatentChannels => Components.Transformer.Config.InChannels / 4;
 
     /// <summary>Validates what every Flux pipeline validates (diffusers' check_inputs, stricter on sizes), before any compute.</summary>
     protected void CheckInputs(FluxRequest r, int height, int width)
@@ -155,10 +161,10 @@ public abstract class FluxPipelineBase : IDisposable
     /// Checks what image-to-image and inpainting add, before any compute: strength in [0, 1] and at least one step left
     /// after it (diffusers raises the latter after encoding the prompt; the step count is known before).
     /// </summary>
-    protected static void CheckStrength(FluxImg2ImgRequest r)
+    protected void CheckStrength(FluxImg2ImgRequest r)
     {
         Strength.Check(r.Strength);
-        int total = r.Sigmas?.Length ?? r.NumInferenceSteps ?? DefaultSteps;
+        int total = r.Sigmas?.Length ?? r.NumInferenceSteps ?? DefaultStepCount;
         int remaining = total - Strength.StartStep(total, r.Strength);
         if (remaining < 1)
             throw new ArgumentException($"strength {r.Strength} with {total} steps leaves {remaining} steps to run; raise strength or steps.");
@@ -199,9 +205,10 @@ public abstract class FluxPipelineBase : IDisposable
     /// <summary>
     /// diffusers' Flux <c>_encode_vae_image</c> and the batch repeat of <c>prepare_latents</c>: the VAE posterior sample
     /// drawn with the request's generator(s), <c>(latents − shift_factor) · scaling_factor</c>, repeated to the batch. A
-    /// tensor with the latent channel count is taken as latents as is.
+    /// tensor with the latent channel count is taken as latents as is. <paramref name="mode"/> takes the posterior mode
+    /// instead (diffusers' <c>sample_mode="argmax"</c>, Kontext): no draw.
     /// </summary>
-    protected Tensor EncodeImage(Tensor image, FluxRequest r, ScalarType dtype, int batch)
+    protected Tensor EncodeImage(Tensor image, FluxRequest r, ScalarType dtype, int batch, bool mode = false)
     {
         var device = Components.Device;
         image = image.to(dtype, device);
@@ -210,7 +217,13 @@ public abstract class FluxPipelineBase : IDisposable
         if (image.shape[1] != vae.Config.LatentChannels)
         {
             Components.Activate("vae");
-            var sample = RandomDraws.SampleVae(vae, image, r.Generator, r.Generators, device);
+            Tensor sample;
+            if (mode)
+            {
+                using var posterior = vae.Encode(image.to(vae.WeightDtype()));
+                sample = posterior.Mode();
+            }
+            else sample = RandomDraws.SampleVae(vae, image, r.Generator, r.Generators, device);
             latents = (sample - (vae.Config.ShiftFactor ?? 0.0)) * vae.Config.ScalingFactor;
         }
         latents = latents.to(dtype);
@@ -247,7 +260,7 @@ public abstract class FluxPipelineBase : IDisposable
     {
         var config = Components.SchedulerConfig;
         var scheduler = new FlowMatchEulerDiscreteScheduler(config);
-        var sigmas = request.Sigmas ?? DefaultSigmas(request.NumInferenceSteps ?? DefaultSteps);
+        var sigmas = request.Sigmas ?? DefaultSigmas(request.NumInferenceSteps ?? DefaultStepCount);
         scheduler.SetTimesteps(sigmas.Length, Components.Device, sigmas, request.Mu ?? Mu(imageSeqLen, config));
         return scheduler;
     }
@@ -262,6 +275,12 @@ public abstract class FluxPipelineBase : IDisposable
     {
         /// <summary>Runs after each scheduler step (<paramref name="step"/> indexes <paramref name="timesteps"/>); returns the latents to continue with.</summary>
         public virtual Tensor AfterStep(Tensor latents, int step, FlowMatchEulerDiscreteScheduler scheduler, Tensor timesteps) => latents;
+
+        /// <summary>
+        /// The transformer's hidden states for the packed <paramref name="latents"/> (Fill appends its condition channels,
+        /// Kontext the input image's tokens; the prediction is cut back to the latents' tokens).
+        /// </summary>
+        public virtual Tensor TransformerInput(Tensor latents) => latents;
 
         /// <summary>The packed mask shown to callbacks (inpainting only); a callback may replace it.</summary>
         public virtual Tensor? Mask { get => null; set { } }
@@ -291,10 +310,11 @@ public abstract class FluxPipelineBase : IDisposable
                 var t = timesteps[i];
                 // diffusers: t.expand(B).to(latents.dtype), then / 1000 (in that dtype) into the transformer.
                 var timestep = t.expand(latents.shape[0]).to(latents.dtype) / 1000;
-                var noisePred = transformer.forward(latents, embeds, pooled, timestep, imageIds, positive.TextIds, guidance);
+                var input = hooks.TransformerInput(latents);
+                var noisePred = OwnTokens(transformer.forward(input, embeds, pooled, timestep, imageIds, positive.TextIds, guidance), latents);
                 if (negative is not null && trueCfgScale > 1)
                 {
-                    var negPred = transformer.forward(latents, negative.PromptEmbeds, negative.PooledPromptEmbeds, timestep, imageIds, negative.TextIds, guidance);
+                    var negPred = OwnTokens(transformer.forward(input, negative.PromptEmbeds, negative.PooledPromptEmbeds, timestep, imageIds, negative.TextIds, guidance), latents);
                     noisePred = negPred + trueCfgScale * (noisePred - negPred);
                 }
                 var next = scheduler.Step(noisePred, t, latents);
@@ -322,6 +342,10 @@ public abstract class FluxPipelineBase : IDisposable
         }
         return latents;
     }
+
+    /// <summary>The prediction for the latents' own tokens (Kontext's model also predicts for the input image's).</summary>
+    private static Tensor OwnTokens(Tensor prediction, Tensor latents) =>
+        prediction.shape[1] == latents.shape[1] ? prediction : prediction[.., ..(int)latents.shape[1]];
 
     /// <summary>
     /// Decodes the final packed latents to the requested output; the end of every call: under model offload the last
