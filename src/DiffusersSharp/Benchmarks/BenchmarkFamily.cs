@@ -23,8 +23,11 @@ public static class BenchmarkFamilies
     /// The family of a model_index.json <c>_class_name</c>: the UNet pipelines (SDXL when the name says XL), Flux, and
     /// otherwise SD3 (whose loader checks the folder).
     /// </summary>
+    /// <exception cref="ArgumentException">A Flux Fill or Kontext model: the bench measures text-to-image only.</exception>
     public static BenchmarkFamily Of(string pipelineClass) =>
-        StableDiffusionComponents.IsSupportedPipeline(pipelineClass)
+        pipelineClass is FluxComponents.FillPipelineClass or FluxComponents.KontextPipelineClass
+            ? throw new ArgumentException($"bench measures text-to-image pipelines; a {pipelineClass} (it needs an input image) is not benchmarked.")
+        : StableDiffusionComponents.IsSupportedPipeline(pipelineClass)
             ? pipelineClass.Contains("XL", StringComparison.Ordinal) ? BenchmarkFamily.StableDiffusionXL : BenchmarkFamily.StableDiffusion
             : FluxComponents.IsSupportedPipeline(pipelineClass) ? BenchmarkFamily.Flux
             : BenchmarkFamily.StableDiffusion3;

@@ -116,6 +116,13 @@ public sealed class BenchFamiliesCliTests : IDisposable
             Assert.Equal(StoredElements(_flux, component), r.GetProperty("parameters").GetProperty(component).GetInt64());
     }
 
+    private string FillFolder()
+    {
+        string folder = Path.Combine(_dir, "fill");
+        TinyFluxPipelineFolder.Write(folder, pipelineClass: "FluxFillPipeline", inChannels: 384);
+        return folder;
+    }
+
     [Theory]
     [InlineData("--model|SDXL|--max-sequence-length|77", "--max-sequence-length applies to models with T5")]
     [InlineData("--model|SD15|--no-t5", "--no-t5 applies to Stable Diffusion 3")]
@@ -125,9 +132,10 @@ public sealed class BenchFamiliesCliTests : IDisposable
     [InlineData("--random-weights|flux.1-dev|--height|1000", "multiples of 16 for a FluxPipeline")]
     [InlineData("--random-weights|sdxl-base|--width|1020", "multiples of 8 for a StableDiffusionXLPipeline")]
     [InlineData("--random-weights|flux.1-dev|--max-sequence-length|600", "max_sequence_length")]
+    [InlineData("--model|FILL", "a FluxFillPipeline (it needs an input image) is not benchmarked")]
     public void OptionsAFamilyLacksExitWithCode2BeforeLoading(string args, string message)
     {
-        var list = args.Split('|').Select(a => a switch { "SDXL" => Sdxl, "SD15" => Sd15, "FLUX" => _flux, _ => a }).ToList();
+        var list = args.Split('|').Select(a => a switch { "SDXL" => Sdxl, "SD15" => Sd15, "FLUX" => _flux, "FILL" => FillFolder(), _ => a }).ToList();
         var (code, stdout, stderr) = CliRunner.Run(["bench", .. list]);
         Assert.Equal(2, code);
         Assert.Empty(stdout);
