@@ -49,13 +49,28 @@ internal abstract class VerbPipelines
     {
         InpaintSettings s => new Inpaint(ImageFile.LoadRgb(s.Image!), ImageFile.Load(s.Mask!), s.StrengthValue),
         Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue),
-        { ControlNet: not null } s => new ControlNetTextToImage(new StableDiffusionControlNetRequest
-        {
-            Image = ImageFile.LoadRgb(s.ControlImage!), ControlNetConditioningScale = s.ControlNetScaleValue ?? 1.0,
-            ControlGuidanceStart = s.ControlStartValue ?? 0, ControlGuidanceEnd = s.ControlEndValue ?? 1, GuessMode = s.GuessMode,
-        }),
+        { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlImages(s) is var images && images.Length == 1
+            ? ControlNetOptions(s, new StableDiffusionControlNetRequest { Image = images[0] })
+            : ControlNetOptions(s, new StableDiffusionControlNetRequest { Images = images })),
         _ => new TextToImage(),
     };
+
+    private static PipelineImage[] ControlImages(GenerateSettings s) => s.ControlImage!.Select(f => (PipelineImage)ImageFile.LoadRgb(f)).ToArray();
+
+    /// <summary>The repeated ControlNet options paired with the ControlNets: one value is a scalar for all (the
+    /// pipeline's default when absent), several are one per ControlNet.</summary>
+    private static StableDiffusionControlNetRequest ControlNetOptions(GenerateSettings s, StableDiffusionControlNetRequest r)
+    {
+        double[]? scales = s.ControlNetScaleValues, starts = s.ControlStartValues, ends = s.ControlEndValues;
+        return r with
+        {
+            ControlNetConditioningScale = scales is [var scale] ? scale : r.ControlNetConditioningScale,
+            ControlNetConditioningScales = scales is { Length: > 1 } ? scales : null,
+            ControlGuidanceStart = starts is [var start] ? start : 0, ControlGuidanceStarts = starts is { Length: > 1 } ? starts : null,
+            ControlGuidanceEnd = ends is [var end] ? end : 1, ControlGuidanceEnds = ends is { Length: > 1 } ? ends : null,
+            GuessMode = s.GuessMode,
+        };
+    }
 
     /// <summary>The verb's name in the parameters text (txt2img, img2img, inpaint).</summary>
     public abstract string Verb { get; }

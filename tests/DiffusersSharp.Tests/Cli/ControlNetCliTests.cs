@@ -41,6 +41,28 @@ public sealed class ControlNetCliTests : IDisposable
     }
 
     [Fact]
+    public void RepeatedControlNetOptionsPairInOrder()
+    {
+        // The controlnet-modes fixture's "multi" case: two ControlNets, each with its image, scale and window.
+        var modes = Fixtures.Expected("local-diffusers/controlnet-modes/expected.safetensors");
+        string embeds = Out("embeds.safetensors");
+        SafetensorsWriter.Save(embeds, new Dictionary<string, Tensor>
+        {
+            ["prompt_embeds"] = modes["in.prompt_embeds"], ["negative_prompt_embeds"] = modes["in.neg_prompt_embeds"],
+        });
+        string second = Fixtures.Path("local-diffusers/controlnet-modes/sd15b");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt-embeds", embeds,
+            "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png"), "--controlnet-scale", "0.8", "--control-end", "0.7",
+            "--controlnet", second, "--control-image", Fixtures.Path("local-diffusers/controlnet-modes/control2.png"), "--controlnet-scale", "1.3",
+            "--control-end", "1", "--control-start", "0", "--control-start", "0.3", "--steps", "10", "--seed", "31", "--output", Out());
+        Assert.True(code == 0, stderr);
+        string parameters = ImageFile.ReadPngText(Out())["parameters"];
+        Assert.Contains($"ControlNet 1: {Fixture("sd15")}:0.8 [0, 0.7]", parameters);
+        Assert.Contains($"ControlNet 2: {second}:1.3 [0.3, 1]", parameters);
+        ImageAssert.RoundedFrom(modes["multi.image"], ImageFile.Load(Out()));
+    }
+
+    [Fact]
     public void ControlNetOptionsAreCheckedBeforeLoading()
     {
         string sd15 = Fixtures.Path("tiny-sd15/model");
@@ -53,6 +75,11 @@ public sealed class ControlNetCliTests : IDisposable
             (["--model", Fixtures.TinySd3Model, "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png")],
                 "--controlnet applies to SD 1.x / 2.x and SDXL"),
             (["--model", sd15, "--controlnet", Fixture("sdxl"), "--control-image", Fixture("control.png")], "does not fit this UNet"),
+            (["--model", sd15, "--controlnet", Fixture("sd15"), "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png")],
+                "2 --controlnet take 2 --control-image"),
+            (["--model", sd15, "--controlnet", Fixture("sd15"), "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png"),
+                "--control-image", Fixture("control.png"), "--controlnet-scale", "1", "--controlnet-scale", "1", "--controlnet-scale", "1"],
+                "--controlnet-scale is given once for all ControlNets or once per --controlnet (2), got 3"),
         })
         {
             var (code, _, stderr) = CliRunner.Run(["generate", "--prompt", "x", "--steps", "1", "--output", Out(), .. args]);
