@@ -323,7 +323,6 @@ public class Img2ImgSettings : GenerateSettings
         if (Strength is not null && (!double.TryParse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture, out double s) || !(s >= 0 && s <= 1)))
             return $"--strength must be a number in [0, 1], got '{Strength}'.";
         if (SkipLayers is not null) return "--skip-layers applies to generate only (diffusers has skip-layer guidance in text-to-image only).";
-        if (ControlNet is not null) return "--controlnet applies to generate only (text-to-image ControlNet pipelines).";
         return null;
     }
 }

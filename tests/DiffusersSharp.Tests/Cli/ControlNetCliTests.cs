@@ -86,9 +86,32 @@ public sealed class ControlNetCliTests : IDisposable
             Assert.True(code == 2, $"{string.Join(' ', args)}: exit {code}, {stderr}");
             Assert.Contains(reason, stderr);
         }
-        var img2img = CliRunner.Run("img2img", "--model", sd15, "--prompt", "x", "--image", Fixture("control.png"), "--controlnet", Fixture("sd15"),
-            "--control-image", Fixture("control.png"), "--output", Out());
+        var img2img = CliRunner.Run("img2img", "--model", Fixtures.Path("tiny-sdxl/model"), "--prompt", "x", "--image", Fixture("control.png"),
+            "--controlnet", Fixture("sdxl"), "--control-image", Fixture("control.png"), "--output", Out());
         Assert.Equal(2, img2img.Code);
-        Assert.Contains("--controlnet applies to generate only", img2img.Err);
+        Assert.Contains("not implemented yet", img2img.Err);
+    }
+
+    [Fact]
+    public void Img2ImgAndInpaintTakeTheControlNetOptions()
+    {
+        // The controlnet-modes fixture's img2img and inpaint cases, with their default ControlNet scales (0.8, 0.5).
+        string modes = Fixtures.Path("local-diffusers/controlnet-modes");
+        var expected = Fixtures.Expected("local-diffusers/controlnet-modes/expected.safetensors");
+        string embeds = Out("embeds.safetensors");
+        SafetensorsWriter.Save(embeds, new Dictionary<string, Tensor>
+        {
+            ["prompt_embeds"] = expected["in.prompt_embeds"], ["negative_prompt_embeds"] = expected["in.neg_prompt_embeds"],
+        });
+        string[] common = ["--model", Fixtures.Path("tiny-sd15/model"), "--prompt-embeds", embeds, "--image", Path.Combine(modes, "init.png"),
+            "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png")];
+        var (code, _, stderr) = CliRunner.Run(["img2img", .. common, "--strength", "0.6", "--steps", "10", "--seed", "41", "--output", Out("i2i.png")]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"ControlNet: {Fixture("sd15")}:0.8 [0, 1]", ImageFile.ReadPngText(Out("i2i.png"))["parameters"]);
+        ImageAssert.RoundedFrom(expected["img2img.image"], ImageFile.Load(Out("i2i.png")));
+        (code, _, stderr) = CliRunner.Run(["inpaint", .. common, "--mask", Path.Combine(modes, "mask.png"), "--steps", "8", "--seed", "51", "--output", Out("inp.png")]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"ControlNet: {Fixture("sd15")}:0.5 [0, 1]", ImageFile.ReadPngText(Out("inp.png"))["parameters"]);
+        ImageAssert.RoundedFrom(expected["inpaint.image"], ImageFile.Load(Out("inp.png")));
     }
 }

@@ -105,6 +105,38 @@ public sealed class ControlNetModesParityTests(LocalDiffusersControlNetModes mod
         }), 32, r => pipe.Generate(r));
     }
 
+    private static readonly ImageBuffer Init = ImageFile.LoadRgb(Fixtures.Path(Folder + "init.png"));
+    private static readonly ImageBuffer Mask = ImageFile.Load(Fixtures.Path(Folder + "mask.png"));
+
+    /// <summary>StableDiffusionControlNetImg2ImgPipeline: strength 0.6 of 10 steps (6 run), the default scale (0.8), the
+    /// image's size (80 x 64).</summary>
+    [Fact]
+    public void Img2ImgMatchesDiffusers()
+    {
+        using var pipe = new StableDiffusionControlNetImg2ImgPipeline(models.Single);
+        Check("img2img", Embeds(new StableDiffusionControlNetImg2ImgRequest
+        {
+            Image = Init, ControlImage = Control, Strength = 0.6, NumInferenceSteps = 10,
+        }), 41, r => pipe.Generate(r));
+    }
+
+    /// <summary>StableDiffusionControlNetInpaintPipeline with tiny-sd15's 4-channel UNet: the defaults (strength 1, scale
+    /// 0.5, the image's size), 8 steps; then strength 0.7 of 10 steps, scale 0.9 from 0.2 of the steps run.</summary>
+    [Fact]
+    public void InpaintMatchesDiffusers()
+    {
+        using var pipe = new StableDiffusionControlNetInpaintPipeline(models.Single);
+        Check("inpaint", Embeds(new StableDiffusionControlNetInpaintRequest
+        {
+            Image = Init, MaskImage = Mask, ControlImage = Control, NumInferenceSteps = 8,
+        }), 51, r => pipe.Generate(r));
+        Check("inpaint_strength", Embeds(new StableDiffusionControlNetInpaintRequest
+        {
+            Image = Init, MaskImage = Mask, ControlImage = Control, Strength = 0.7, NumInferenceSteps = 10,
+            ControlNetConditioningScale = 0.9, ControlGuidanceStart = 0.2,
+        }), 52, r => pipe.Generate(r));
+    }
+
     [Fact]
     public void BadMultiControlNetInputsAreRejectedBeforeAnyCompute()
     {
@@ -122,6 +154,15 @@ public sealed class ControlNetModesParityTests(LocalDiffusersControlNetModes mod
         Assert.Contains("control_guidance_end has 1", Fails(ok with { ControlGuidanceEnds = [0.5] }));
         Assert.Contains("cannot be larger or equal", Fails(ok with { ControlGuidanceStarts = [0.1, 0.6], ControlGuidanceEnd = 0.5 }));
         Assert.Contains("finite", Fails(ok with { ControlNetConditioningScales = [1, double.NaN] }));
+        // The image-to-image and inpainting requests name it control_image, as diffusers does; the plain pipelines refuse them.
+        using var img2img = new StableDiffusionControlNetImg2ImgPipeline(models.Single);
+        var i2i = Embeds(new StableDiffusionControlNetImg2ImgRequest { Image = Init, NumInferenceSteps = 2 });
+        Assert.Contains("control_image (the control image) is required", Assert.Throws<ArgumentException>(() => img2img.Generate(i2i)).Message);
+        using var plainImg2Img = new StableDiffusionImg2ImgPipeline(models.Single);
+        Assert.Contains("takes a StableDiffusionImg2ImgRequest", Assert.Throws<ArgumentException>(() => plainImg2Img.Generate(i2i with { ControlImage = Control })).Message);
+        using var inpaint = new StableDiffusionControlNetInpaintPipeline(models.Single);
+        Assert.Contains("mask_image is required", Assert.Throws<ArgumentException>(() => inpaint.Generate(Embeds(
+            new StableDiffusionControlNetInpaintRequest { Image = Init, ControlImage = Control, NumInferenceSteps = 2 }))).Message);
         // One ControlNet takes a list of one control image too, and refuses two.
         using var single = new StableDiffusionControlNetPipeline(models.Single);
         Assert.Contains("1 ControlNet(s) take 1 control image(s)",

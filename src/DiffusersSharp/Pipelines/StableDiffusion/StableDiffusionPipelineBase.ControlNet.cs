@@ -13,6 +13,17 @@ public abstract partial class StableDiffusionPipelineBase
     /// its window).</summary>
     private sealed record ControlState(IReadOnlyList<ControlNetModel> ControlNets, Tensor[] Images, bool GuessMode, double[][] Scales);
 
+    /// <summary>The ControlNet pipelines' constructor check: <paramref name="components"/> must hold a ControlNet
+    /// (checked before the base takes its reference).</summary>
+    private protected static StableDiffusionComponents WithControlNets(StableDiffusionComponents components)
+    {
+        ArgumentNullException.ThrowIfNull(components);
+        if (components.ControlNets.Count == 0)
+            throw new ArgumentException("These components have no ControlNet; load them with StableDiffusionComponents.FromPretrained(model, options, controlnet).",
+                nameof(components));
+        return components;
+    }
+
     /// <summary>diffusers' <c>control_image_processor</c>: resize (LANCZOS) to the output size, RGB, [0, 1] (no normalization).</summary>
     private VaeImageProcessor ControlImageProcessor => new(new VaeImageProcessorConfig
     {

@@ -116,9 +116,10 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         var img2img = r as StableDiffusionImg2ImgRequest;
         var inpaint = r as StableDiffusionInpaintRequest;
         int steps = r.NumInferenceSteps ?? 50;
-        // Sizes: text-to-image and inpainting default to the model size; image-to-image to the image's (rounded down to 8).
+        // Sizes: text-to-image and inpainting default to the model size; image-to-image and ControlNet inpainting (as
+        // diffusers' StableDiffusionControlNetInpaintPipeline has it) to the image's (rounded down to 8).
         int height, width;
-        if (img2img is not null && inpaint is null && img2img.Image is { } start && (r.Height is null || r.Width is null))
+        if (img2img is not null && (inpaint is null || r is IControlNetRequest) && img2img.Image is { } start && (r.Height is null || r.Width is null))
         {
             var (h, w) = start.Image is { } pixels ? (pixels.Height, pixels.Width) : ((int)start.Tensor!.shape[2], (int)start.Tensor.shape[3]);
             if (start.Tensor is { } t && t.shape[1] == Components.Vae.Config.LatentChannels) (h, w) = (h * VaeScaleFactor, w * VaeScaleFactor);

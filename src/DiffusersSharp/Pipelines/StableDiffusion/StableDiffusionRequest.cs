@@ -186,7 +186,82 @@ public record StableDiffusionControlNetRequest : StableDiffusionRequest, IContro
     string IControlNetRequest.ImageName => "image";
 }
 
-/// <summary>What the ControlNet requests share, for the pipelines' ControlNet code.</summary>
+/// <summary>
+/// ControlNet image-to-image parameters (<c>StableDiffusionControlNetImg2ImgPipeline.__call__</c>): the starting
+/// <see cref="StableDiffusionImg2ImgRequest.Image"/> and strength, and the control image(s) as
+/// <see cref="ControlImage"/> (diffusers' <c>control_image</c>), resized to the output size (by default the starting
+/// image's, rounded down to a multiple of 8).
+/// </summary>
+public record StableDiffusionControlNetImg2ImgRequest : StableDiffusionImg2ImgRequest, IControlNetRequest
+{
+    /// <summary>The control image, as <see cref="StableDiffusionControlNetRequest.Image"/> is for text-to-image.</summary>
+    public PipelineImage? ControlImage { get; init; }
+
+    /// <summary>One control image per ControlNet, in order; instead of <see cref="ControlImage"/>.</summary>
+    public IReadOnlyList<PipelineImage>? ControlImages { get; init; }
+
+    /// <summary>Multiplies the ControlNets' residuals (default 0.8, as diffusers' image-to-image ControlNet pipeline).</summary>
+    public double ControlNetConditioningScale { get; init; } = 0.8;
+
+    /// <summary>One conditioning scale per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlNetConditioningScales { get; init; }
+
+    /// <summary>Guess mode (see <see cref="StableDiffusionControlNetRequest.GuessMode"/>).</summary>
+    public bool GuessMode { get; init; }
+
+    /// <summary>The fraction of the steps run after which the ControlNets start to apply (default 0).</summary>
+    public double ControlGuidanceStart { get; init; }
+
+    /// <summary>One start per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlGuidanceStarts { get; init; }
+
+    /// <summary>The fraction of the steps run after which they stop applying (default 1).</summary>
+    public double ControlGuidanceEnd { get; init; } = 1.0;
+
+    /// <summary>One end per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlGuidanceEnds { get; init; }
+
+    string IControlNetRequest.ImageName => "control_image";
+}
+
+/// <summary>
+/// ControlNet inpainting parameters (<c>StableDiffusionControlNetInpaintPipeline.__call__</c>): image, mask, strength,
+/// and the control image(s) as <see cref="ControlImage"/>. Unlike plain inpainting, the output size defaults to the
+/// image's (rounded down to a multiple of 8), as diffusers' ControlNet inpaint pipeline has it.
+/// </summary>
+public record StableDiffusionControlNetInpaintRequest : StableDiffusionInpaintRequest, IControlNetRequest
+{
+    /// <summary>The control image, as <see cref="StableDiffusionControlNetRequest.Image"/> is for text-to-image.</summary>
+    public PipelineImage? ControlImage { get; init; }
+
+    /// <summary>One control image per ControlNet, in order; instead of <see cref="ControlImage"/>.</summary>
+    public IReadOnlyList<PipelineImage>? ControlImages { get; init; }
+
+    /// <summary>Multiplies the ControlNets' residuals (default 0.5, as diffusers' inpainting ControlNet pipeline).</summary>
+    public double ControlNetConditioningScale { get; init; } = 0.5;
+
+    /// <summary>One conditioning scale per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlNetConditioningScales { get; init; }
+
+    /// <summary>Guess mode (see <see cref="StableDiffusionControlNetRequest.GuessMode"/>).</summary>
+    public bool GuessMode { get; init; }
+
+    /// <summary>The fraction of the steps run after which the ControlNets start to apply (default 0).</summary>
+    public double ControlGuidanceStart { get; init; }
+
+    /// <summary>One start per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlGuidanceStarts { get; init; }
+
+    /// <summary>The fraction of the steps run after which they stop applying (default 1).</summary>
+    public double ControlGuidanceEnd { get; init; } = 1.0;
+
+    /// <summary>One end per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlGuidanceEnds { get; init; }
+
+    string IControlNetRequest.ImageName => "control_image";
+}
+
+/// <summary>What the three ControlNet requests share, for the pipelines' ControlNet code.</summary>
 internal interface IControlNetRequest
 {
     PipelineImage? ControlImage { get; }
