@@ -1,6 +1,7 @@
 # Our own script (DiffusersSharp): runs diffusers' OWN ControlNet pipelines to make the parity fixture
 # tests/DiffusersSharp.Tests/Fixtures/local-diffusers/controlnet-modes (see its README.md): several ControlNets at once
-# (MultiControlNetModel), ControlNet image-to-image and ControlNet inpainting on tiny-sd15.
+# (MultiControlNetModel), ControlNet image-to-image and ControlNet inpainting on tiny-sd15 (its 4-channel UNet, and a
+# 9-channel variant of it).
 #   - the first ControlNet is local-diffusers/controlnet/sd15 (made by controlnet.py, loaded as it is); the second is
 #     drawn here the same way (ControlNetModel.from_unet on tiny-sd15's UNet, conditioning_embedding_out_channels
 #     (8, 8, 16, 16), the constructor under torch.manual_seed(2), the zero convs re-drawn under torch.manual_seed(3));
@@ -99,6 +100,24 @@ inp = StableDiffusionControlNetInpaintPipeline(**parts(cn_a))
 run("inpaint", inp, 51, **embeds, image=init, mask_image=mask, control_image=control, num_inference_steps=8)
 run("inpaint_strength", inp, 52, **embeds, image=init, mask_image=mask, control_image=control, strength=0.7,
     num_inference_steps=10, controlnet_conditioning_scale=0.9, control_guidance_start=0.2)
+
+# A 9-channel inpainting UNet (latents, mask, masked-image latents): tiny-sd15's UNet with in_channels 9, every weight
+# copied but conv_in.weight, re-drawn by reset_parameters() under torch.manual_seed(4) and stored as an input. The
+# ControlNet (4 channels) is given the latents alone.
+cfg = dict(unet.config)
+cfg["in_channels"] = 9
+unet9 = UNet2DConditionModel.from_config(cfg)
+weights = unet.state_dict()
+torch.manual_seed(4)
+unet9.conv_in.reset_parameters()
+weights["conv_in.weight"] = unet9.conv_in.weight.detach().clone()
+unet9.load_state_dict(weights)
+unet9.eval()
+out["in.unet9.conv_in.weight"] = weights["conv_in.weight"]
+inp9 = StableDiffusionControlNetInpaintPipeline(**dict(parts(cn_a), unet=unet9))
+run("inpaint9", inp9, 61, **embeds, image=init, mask_image=mask, control_image=control, num_inference_steps=8)
+run("inpaint9_strength", inp9, 62, **embeds, image=init, mask_image=mask, control_image=control, strength=0.7,
+    num_inference_steps=10, controlnet_conditioning_scale=0.9)
 
 save_file({k: v.contiguous().float() for k, v in out.items()}, OUT + "expected.safetensors")
 print("saved", len(out), "tensors")

@@ -1,4 +1,5 @@
 using DiffusersSharp.Images;
+using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Tests.Support;
@@ -46,7 +47,8 @@ public sealed class LocalDiffusersControlNetModes : IDisposable
 /// in Python). Float32 on the CPU; every step's latents, the final latents and the decoded image are compared, and the
 /// timesteps exactly. Measured (max |diff| over the steps' latents, then the image): multi 1.6e-5 on final latents of
 /// 28.0, 1.1e-6; multi_guess 9.5e-6 on 26.4, 7.2e-7; img2img 7.4e-6 on 7.2, 2.2e-6; inpaint 2.7e-5 on 22.4, 1.6e-6;
-/// inpaint_strength 1.1e-5 on 7.6, 3.6e-6: at most 1.4e-6 of the latents' size. The bound is the ControlNet tests'
+/// inpaint_strength 1.1e-5 on 7.6, 3.6e-6; 9-channel UNet: inpaint9 1.9e-5 on 23.8, 9.8e-7; inpaint9_strength 6.4e-6 on
+/// 8.5, 1.3e-6: at most 1.4e-6 of the latents' size. The bound is the ControlNet tests'
 /// 1e-5 x max(1, max |expected|), about 7x the worst of those ratios.
 /// </summary>
 public sealed class ControlNetModesParityTests(LocalDiffusersControlNetModes models, ITestOutputHelper output) : IClassFixture<LocalDiffusersControlNetModes>
@@ -137,6 +139,35 @@ public sealed class ControlNetModesParityTests(LocalDiffusersControlNetModes mod
             Image = Init, MaskImage = Mask, ControlImage = Control, Strength = 0.7, NumInferenceSteps = 10,
             ControlNetConditioningScale = 0.9, ControlGuidanceStart = 0.2,
         }), 52, r => pipe.Generate(r));
+    }
+
+    /// <summary>StableDiffusionControlNetInpaintPipeline with a 9-channel inpainting UNet (tiny-sd15's with in_channels 9,
+    /// conv_in.weight from the fixture): the ControlNet takes the latents alone. The defaults, 8 steps; then strength 0.7
+    /// of 10 steps, scale 0.9.</summary>
+    [Fact]
+    public void NineChannelInpaintMatchesDiffusers()
+    {
+        var c = models.Single;
+        using var unet = new UNet2DConditionModel(c.Unet.Config with { InChannels = 9 });
+        using (no_grad())
+        {
+            var source = c.Unet.state_dict();
+            foreach (var (name, parameter) in unet.named_parameters())
+                parameter.copy_(name == "conv_in.weight" ? Expected["in.unet9.conv_in.weight"] : source[name]);
+        }
+        unet.eval();
+        // These components borrow the fixture's models: they are not disposed here (that would free the fixture's).
+        var components = new StableDiffusionComponents { Unet = unet, Vae = c.Vae, ControlNet = c.ControlNet, Device = CPU, Dtype = ScalarType.Float32 };
+        components.UseScheduler(c.SchedulerConfig);
+        using var pipe = new StableDiffusionControlNetInpaintPipeline(components);
+        Check("inpaint9", Embeds(new StableDiffusionControlNetInpaintRequest
+        {
+            Image = Init, MaskImage = Mask, ControlImage = Control, NumInferenceSteps = 8,
+        }), 61, r => pipe.Generate(r));
+        Check("inpaint9_strength", Embeds(new StableDiffusionControlNetInpaintRequest
+        {
+            Image = Init, MaskImage = Mask, ControlImage = Control, Strength = 0.7, NumInferenceSteps = 10, ControlNetConditioningScale = 0.9,
+        }), 62, r => pipe.Generate(r));
     }
 
     [Fact]
