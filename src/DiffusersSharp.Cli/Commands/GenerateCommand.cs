@@ -47,13 +47,9 @@ internal abstract class VerbPipelines
     /// </summary>
     public static VerbPipelines For(GenerateSettings settings) => settings switch
     {
-        InpaintSettings s => new Inpaint(ImageFile.LoadRgb(s.Image!), ImageFile.Load(s.Mask!), s.StrengthValue),
-        Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue),
-        { ControlNet: not null } s => new ControlNetTextToImage(new StableDiffusionControlNetRequest
-        {
-            Image = ImageFile.LoadRgb(s.ControlImage!), ControlNetConditioningScale = s.ControlNetScaleValue ?? 1.0,
-            ControlGuidanceStart = s.ControlStartValue ?? 0, ControlGuidanceEnd = s.ControlEndValue ?? 1, GuessMode = s.GuessMode,
-        }),
+        InpaintSettings s => new Inpaint(ImageFile.LoadRgb(s.Image!), ImageFile.Load(s.Mask!), s.StrengthValue, ControlOptions.From(s)),
+        Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s)),
+        { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlOptions.From(s)!.Apply(new StableDiffusionControlNetRequest())),
         _ => new TextToImage(),
     };
 
@@ -199,7 +195,7 @@ internal sealed class ControlNetTextToImage(StableDiffusionControlNetRequest con
 }
 
 /// <summary><c>img2img</c>'s pipelines.</summary>
-internal sealed class ImageToImage(ImageBuffer image, double? strength) : VerbPipelines
+internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlOptions? control) : VerbPipelines
 {
     public override string Verb => "img2img";
 
@@ -211,7 +207,9 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength) : VerbPi
         return strength is { } s ? request with { Strength = s } : request;
     }
 
-    public override StableDiffusionRequest UNetRequest() => new StableDiffusionImg2ImgRequest { Image = image, Strength = strength };
+    public override StableDiffusionRequest UNetRequest() => control is null
+        ? new StableDiffusionImg2ImgRequest { Image = image, Strength = strength }
+        : control.Apply(new StableDiffusionControlNetImg2ImgRequest { Image = image, Strength = strength });
 
     public override FluxRequest FluxRequest(string pipelineClass)
     {
@@ -230,6 +228,8 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength) : VerbPi
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
         RunHooks hooks, CancellationToken ct)
     {
+        if (request is StableDiffusionControlNetImg2ImgRequest cn)
+            return Use(new StableDiffusionControlNetImg2ImgPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         var r = (StableDiffusionImg2ImgRequest)request;
         return components.IsXL
             ? Use(new StableDiffusionXLImg2ImgPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
@@ -238,7 +238,7 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength) : VerbPi
 }
 
 /// <summary><c>inpaint</c>'s pipelines.</summary>
-internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? strength) : VerbPipelines
+internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? strength, ControlOptions? control) : VerbPipelines
 {
     public override string Verb => "inpaint";
 
@@ -250,7 +250,9 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
         return strength is { } s ? request with { Strength = s } : request;
     }
 
-    public override StableDiffusionRequest UNetRequest() => new StableDiffusionInpaintRequest { Image = image, MaskImage = mask, Strength = strength };
+    public override StableDiffusionRequest UNetRequest() => control is null
+        ? new StableDiffusionInpaintRequest { Image = image, MaskImage = mask, Strength = strength }
+        : control.Apply(new StableDiffusionControlNetInpaintRequest { Image = image, MaskImage = mask, Strength = strength });
 
     public override FluxRequest FluxRequest(string pipelineClass)
     {
@@ -270,9 +272,48 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
         RunHooks hooks, CancellationToken ct)
     {
+        if (request is StableDiffusionControlNetInpaintRequest cn)
+            return Use(new StableDiffusionControlNetInpaintPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         var r = (StableDiffusionInpaintRequest)request;
         return components.IsXL
             ? Use(new StableDiffusionXLInpaintPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
             : Use(new StableDiffusionInpaintPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
     }
+}
+
+/// <summary>
+/// The ControlNet options of a verb, paired with the ControlNets in order: a value given once is the scalar for all (the
+/// pipeline's default when absent), values given per ControlNet are its list; one control image is the single image.
+/// </summary>
+internal sealed record ControlOptions(PipelineImage[] Images, double[]? Scales, double[]? Starts, double[]? Ends, bool GuessMode)
+{
+    /// <summary>The options of <paramref name="s"/>, with the control images read; null without --controlnet.</summary>
+    public static ControlOptions? From(GenerateSettings s) => s.ControlNets.Count == 0 ? null : new(
+        s.ControlImage!.Select(f => (PipelineImage)ImageFile.LoadRgb(f)).ToArray(), s.ControlNetScaleValues, s.ControlStartValues, s.ControlEndValues, s.GuessMode);
+
+    private PipelineImage? One => Images is [var one] ? one : null;
+    private PipelineImage[]? Several => Images.Length > 1 ? Images : null;
+    private static double Scalar(double[]? values, double fallback) => values is [var one] ? one : fallback;
+    private static double[]? List(double[]? values) => values is { Length: > 1 } ? values : null;
+
+    public StableDiffusionControlNetRequest Apply(StableDiffusionControlNetRequest r) => r with
+    {
+        Image = One, Images = Several, GuessMode = GuessMode,
+        ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
+        ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
+    };
+
+    public StableDiffusionControlNetImg2ImgRequest Apply(StableDiffusionControlNetImg2ImgRequest r) => r with
+    {
+        ControlImage = One, ControlImages = Several, GuessMode = GuessMode,
+        ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
+        ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
+    };
+
+    public StableDiffusionControlNetInpaintRequest Apply(StableDiffusionControlNetInpaintRequest r) => r with
+    {
+        ControlImage = One, ControlImages = Several, GuessMode = GuessMode,
+        ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
+        ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
+    };
 }

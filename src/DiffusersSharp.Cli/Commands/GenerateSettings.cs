@@ -181,40 +181,46 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--true-cfg <SCALE>"), Description("Flux: diffusers' true_cfg_scale; above 1 with --negative-prompt, each step runs the transformer for the negative prompt too (default 1: off). --guidance is Flux's embedded guidance (default 3.5; 7.0 for img2img and inpaint, as diffusers).")]
     public string? TrueCfg { get; init; }
 
-    /// <summary>ControlNet folder or hub repo id (UNet models, generate).</summary>
-    [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL, generate: a diffusers ControlNet folder or hub repo id (e.g. lllyasviel/sd-controlnet-canny) steering the image with --control-image.")]
-    public string? ControlNet { get; init; }
+    /// <summary>ControlNet folders or hub repo ids (UNet models), in order.</summary>
+    [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL: a diffusers ControlNet folder or hub repo id (e.g. lllyasviel/sd-controlnet-canny) steering the image with --control-image. Repeat it for several ControlNets (their residuals are summed); the repeated --control-image, --controlnet-scale, --control-start and --control-end pair with them in order.")]
+    public string[]? ControlNet { get; init; }
 
-    /// <summary>The control image.</summary>
-    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), resized to the output size; without --width / --height the output has its size (rounded down to 8).")]
-    public string? ControlImage { get; init; }
+    /// <summary>The control images, one per ControlNet.</summary>
+    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), one per --controlnet in the same order, resized to the output size; generate without --width / --height takes the (first) image's size (rounded down to 8).")]
+    public string[]? ControlImage { get; init; }
 
-    /// <summary>ControlNet conditioning scale.</summary>
-    [CommandOption("--controlnet-scale <S>"), Description("With --controlnet: how strongly it steers (diffusers' controlnet_conditioning_scale, default 1.0).")]
-    public string? ControlNetScale { get; init; }
+    /// <summary>ControlNet conditioning scales.</summary>
+    [CommandOption("--controlnet-scale <S>"), Description("With --controlnet: how strongly it steers (diffusers' controlnet_conditioning_scale; default 1.0 for generate, 0.8 for img2img, 0.5 for inpaint). Once for all ControlNets or once per --controlnet.")]
+    public string[]? ControlNetScale { get; init; }
 
-    /// <summary>ControlNet guidance start.</summary>
-    [CommandOption("--control-start <F>"), Description("With --controlnet: the fraction of the steps after which it starts to apply (default 0).")]
-    public string? ControlStart { get; init; }
+    /// <summary>ControlNet guidance starts.</summary>
+    [CommandOption("--control-start <F>"), Description("With --controlnet: the fraction of the steps after which it starts to apply (default 0). Once for all ControlNets or once per --controlnet.")]
+    public string[]? ControlStart { get; init; }
 
-    /// <summary>ControlNet guidance end.</summary>
-    [CommandOption("--control-end <F>"), Description("With --controlnet: the fraction of the steps after which it stops applying (default 1).")]
-    public string? ControlEnd { get; init; }
+    /// <summary>ControlNet guidance ends.</summary>
+    [CommandOption("--control-end <F>"), Description("With --controlnet: the fraction of the steps after which it stops applying (default 1). Once for all ControlNets or once per --controlnet.")]
+    public string[]? ControlEnd { get; init; }
 
     /// <summary>ControlNet guess mode.</summary>
-    [CommandOption("--guess-mode"), Description("With --controlnet: diffusers' guess_mode (the ControlNet sees the conditional half only; guidance 3 to 5 recommended).")]
+    [CommandOption("--guess-mode"), Description("With --controlnet: diffusers' guess_mode (the ControlNets see the conditional half only; guidance 3 to 5 recommended).")]
     public bool GuessMode { get; init; }
 
-    private static double? ParseOrNull(string? value) => value is null ? null : double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture);
+    private static bool Given(string[]? values) => values is { Length: > 0 };
 
-    /// <summary>The parsed --controlnet-scale, or null.</summary>
-    public double? ControlNetScaleValue => ParseOrNull(ControlNetScale);
+    private static double[]? ParseAll(string[]? values) =>
+        Given(values) ? values!.Select(v => double.Parse(v, NumberStyles.Float, CultureInfo.InvariantCulture)).ToArray() : null;
 
-    /// <summary>The parsed --control-start, or null.</summary>
-    public double? ControlStartValue => ParseOrNull(ControlStart);
+    /// <summary>The ControlNets, or an empty list.</summary>
+    public IReadOnlyList<string> ControlNets => ControlNet ?? [];
 
-    /// <summary>The parsed --control-end, or null.</summary>
-    public double? ControlEndValue => ParseOrNull(ControlEnd);
+    /// <summary>The parsed --controlnet-scale values (one for all, or one per ControlNet), or null.</summary>
+    public double[]? ControlNetScaleValues => ParseAll(ControlNetScale);
+
+    /// <summary>The parsed --control-start values, or null.</summary>
+    public double[]? ControlStartValues => ParseAll(ControlStart);
+
+    /// <summary>The parsed --control-end values, or null.</summary>
+    public double[]? ControlEndValues => ParseAll(ControlEnd);
 
     /// <summary>The parsed true CFG scale, or null.</summary>
     public double? TrueCfgScale => TrueCfg is null ? null : double.Parse(TrueCfg, NumberStyles.Float, CultureInfo.InvariantCulture);
@@ -228,19 +234,32 @@ public class GenerateSettings : ModelSettings
 
     private string? CheckControlNet()
     {
-        if (ControlNet is null)
+        if (!Given(ControlNet))
         {
-            string? stray = ControlImage is not null ? "--control-image" : ControlNetScale is not null ? "--controlnet-scale"
-                : ControlStart is not null ? "--control-start" : ControlEnd is not null ? "--control-end" : GuessMode ? "--guess-mode" : null;
+            string? stray = Given(ControlImage) ? "--control-image" : Given(ControlNetScale) ? "--controlnet-scale"
+                : Given(ControlStart) ? "--control-start" : Given(ControlEnd) ? "--control-end" : GuessMode ? "--guess-mode" : null;
             return stray is null ? null : $"{stray} needs --controlnet.";
         }
-        if (string.IsNullOrWhiteSpace(ControlImage)) return "--controlnet needs --control-image.";
-        if (!File.Exists(ControlImage)) return $"--control-image not found: {ControlImage}.";
-        foreach (var (name, value) in new[] { ("--controlnet-scale", ControlNetScale), ("--control-start", ControlStart), ("--control-end", ControlEnd) })
-            if (value is not null && (!double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v)))
-                return $"{name} must be a finite number, got '{value}'.";
-        double start = ControlStartValue ?? 0, end = ControlEndValue ?? 1;
-        if (start < 0 || end > 1 || start >= end) return $"--control-start and --control-end must satisfy 0 <= start < end <= 1, got {start} and {end}.";
+        int n = ControlNet!.Length;
+        if (!Given(ControlImage)) return "--controlnet needs --control-image.";
+        if (ControlImage!.Length != n)
+            return $"{n} --controlnet take {n} --control-image (one per ControlNet, in the same order), got {ControlImage.Length}.";
+        foreach (var image in ControlImage)
+            if (string.IsNullOrWhiteSpace(image) || !File.Exists(image)) return $"--control-image not found: {image}.";
+        foreach (var (name, values) in new[] { ("--controlnet-scale", ControlNetScale), ("--control-start", ControlStart), ("--control-end", ControlEnd) })
+        {
+            if (!Given(values)) continue;
+            if (values!.Length != 1 && values.Length != n) return $"{name} is given once for all ControlNets or once per --controlnet ({n}), got {values.Length}.";
+            foreach (var value in values)
+                if (!double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+                    return $"{name} must be a finite number, got '{value}'.";
+        }
+        double[] starts = ControlStartValues ?? [0], ends = ControlEndValues ?? [1];
+        for (int i = 0; i < n; i++)
+        {
+            double start = starts[starts.Length == 1 ? 0 : i], end = ends[ends.Length == 1 ? 0 : i];
+            if (start < 0 || end > 1 || start >= end) return $"--control-start and --control-end must satisfy 0 <= start < end <= 1, got {start} and {end}.";
+        }
         return null;
     }
 
@@ -304,7 +323,6 @@ public class Img2ImgSettings : GenerateSettings
         if (Strength is not null && (!double.TryParse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture, out double s) || !(s >= 0 && s <= 1)))
             return $"--strength must be a number in [0, 1], got '{Strength}'.";
         if (SkipLayers is not null) return "--skip-layers applies to generate only (diffusers has skip-layer guidance in text-to-image only).";
-        if (ControlNet is not null) return "--controlnet applies to generate only (text-to-image ControlNet pipelines).";
         return null;
     }
 }

@@ -215,13 +215,17 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         };
         if (settings.Width is not null || settings.Height is not null) fields.Add($"Size: {settings.Width}x{settings.Height}");
         if (strength is { } denoise) fields.Add($"Denoising strength: {denoise.ToString(inv)}");
+        double controlNetScale = verb switch { "img2img" => 0.8, "inpaint" => 0.5, _ => 1.0 }; // diffusers' defaults per pipeline
         if (settings.SkipLayers is not null) fields.Add($"Skip layers: {settings.SkipLayers}");
         if (settings.TrueCfg is not null) fields.Add($"True CFG scale: {settings.TrueCfgScale!.Value.ToString(inv)}");
         if (settings.Eta is not null) fields.Add($"Eta: {settings.EtaValue!.Value.ToString(inv)}");
         if (settings.GuidanceRescale is not null) fields.Add($"Guidance rescale: {settings.GuidanceRescaleValue!.Value.ToString(inv)}");
-        if (settings.ControlNet is not null)
-            fields.Add($"ControlNet: {settings.ControlNet}:{(settings.ControlNetScaleValue ?? 1.0).ToString(inv)}" +
-                       $" [{(settings.ControlStartValue ?? 0).ToString(inv)}, {(settings.ControlEndValue ?? 1).ToString(inv)}]{(settings.GuessMode ? " guess mode" : "")}");
+        for (int i = 0; i < settings.ControlNets.Count; i++)
+        {
+            static double Pick(double[]? values, int i, double fallback) => values is null ? fallback : values[values.Length == 1 ? 0 : i];
+            fields.Add($"ControlNet{(settings.ControlNets.Count > 1 ? $" {i + 1}" : "")}: {settings.ControlNets[i]}:{Pick(settings.ControlNetScaleValues, i, controlNetScale).ToString(inv)}" +
+                       $" [{Pick(settings.ControlStartValues, i, 0).ToString(inv)}, {Pick(settings.ControlEndValues, i, 1).ToString(inv)}]{(settings.GuessMode ? " guess mode" : "")}");
+        }
         if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");
         fields.Add("Software: DiffusersSharp");
         lines.Add(string.Join(", ", fields));

@@ -86,7 +86,7 @@ internal sealed class LoadedModel : IDisposable
         return family switch
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, null, WithLora(output, settings,
-                StableDiffusionComponents.FromPretrained(folder, options, (settings as GenerateSettings)?.ControlNet, ct), c => c.FuseLora)),
+                StableDiffusionComponents.FromPretrained(folder, options, (settings as GenerateSettings)?.ControlNets ?? [], ct), c => c.FuseLora)),
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, null, null, WithLora(output, settings, FluxComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             _ => new LoadedModel(settings.Model!, pipelineClass, WithLora(output, settings, StableDiffusion3Components.FromPretrained(folder, options, ct), c => c.FuseLora), null),
         };
@@ -136,8 +136,10 @@ internal sealed class LoadedModel : IDisposable
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
-        if (family != Family.UNet && settings.ControlNet is not null)
+        if (family != Family.UNet && settings.ControlNets.Count > 0)
             throw new ArgumentException($"--controlnet applies to SD 1.x / 2.x and SDXL models; {settings.Model} is a {pipelineClass}.");
+        if (settings is Img2ImgSettings && settings.ControlNets.Count > 0 && pipelineClass.Contains("XL", StringComparison.Ordinal))
+            throw new ArgumentException($"--controlnet with {(settings is InpaintSettings ? "inpaint" : "img2img")} applies to SD 1.x / 2.x models (the SDXL ControlNet image-to-image and inpainting pipelines are not implemented yet); {settings.Model} is a {pipelineClass}.");
         if (family != Family.Flux && settings.TrueCfg is not null)
             throw new ArgumentException($"--true-cfg applies to Flux models; {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux)

@@ -41,6 +41,28 @@ public sealed class ControlNetCliTests : IDisposable
     }
 
     [Fact]
+    public void RepeatedControlNetOptionsPairInOrder()
+    {
+        // The controlnet-modes fixture's "multi" case: two ControlNets, each with its image, scale and window.
+        var modes = Fixtures.Expected("local-diffusers/controlnet-modes/expected.safetensors");
+        string embeds = Out("embeds.safetensors");
+        SafetensorsWriter.Save(embeds, new Dictionary<string, Tensor>
+        {
+            ["prompt_embeds"] = modes["in.prompt_embeds"], ["negative_prompt_embeds"] = modes["in.neg_prompt_embeds"],
+        });
+        string second = Fixtures.Path("local-diffusers/controlnet-modes/sd15b");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt-embeds", embeds,
+            "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png"), "--controlnet-scale", "0.8", "--control-end", "0.7",
+            "--controlnet", second, "--control-image", Fixtures.Path("local-diffusers/controlnet-modes/control2.png"), "--controlnet-scale", "1.3",
+            "--control-end", "1", "--control-start", "0", "--control-start", "0.3", "--steps", "10", "--seed", "31", "--output", Out());
+        Assert.True(code == 0, stderr);
+        string parameters = ImageFile.ReadPngText(Out())["parameters"];
+        Assert.Contains($"ControlNet 1: {Fixture("sd15")}:0.8 [0, 0.7]", parameters);
+        Assert.Contains($"ControlNet 2: {second}:1.3 [0.3, 1]", parameters);
+        ImageAssert.RoundedFrom(modes["multi.image"], ImageFile.Load(Out()));
+    }
+
+    [Fact]
     public void ControlNetOptionsAreCheckedBeforeLoading()
     {
         string sd15 = Fixtures.Path("tiny-sd15/model");
@@ -53,15 +75,43 @@ public sealed class ControlNetCliTests : IDisposable
             (["--model", Fixtures.TinySd3Model, "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png")],
                 "--controlnet applies to SD 1.x / 2.x and SDXL"),
             (["--model", sd15, "--controlnet", Fixture("sdxl"), "--control-image", Fixture("control.png")], "does not fit this UNet"),
+            (["--model", sd15, "--controlnet", Fixture("sd15"), "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png")],
+                "2 --controlnet take 2 --control-image"),
+            (["--model", sd15, "--controlnet", Fixture("sd15"), "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png"),
+                "--control-image", Fixture("control.png"), "--controlnet-scale", "1", "--controlnet-scale", "1", "--controlnet-scale", "1"],
+                "--controlnet-scale is given once for all ControlNets or once per --controlnet (2), got 3"),
         })
         {
             var (code, _, stderr) = CliRunner.Run(["generate", "--prompt", "x", "--steps", "1", "--output", Out(), .. args]);
             Assert.True(code == 2, $"{string.Join(' ', args)}: exit {code}, {stderr}");
             Assert.Contains(reason, stderr);
         }
-        var img2img = CliRunner.Run("img2img", "--model", sd15, "--prompt", "x", "--image", Fixture("control.png"), "--controlnet", Fixture("sd15"),
-            "--control-image", Fixture("control.png"), "--output", Out());
+        var img2img = CliRunner.Run("img2img", "--model", Fixtures.Path("tiny-sdxl/model"), "--prompt", "x", "--image", Fixture("control.png"),
+            "--controlnet", Fixture("sdxl"), "--control-image", Fixture("control.png"), "--output", Out());
         Assert.Equal(2, img2img.Code);
-        Assert.Contains("--controlnet applies to generate only", img2img.Err);
+        Assert.Contains("not implemented yet", img2img.Err);
+    }
+
+    [Fact]
+    public void Img2ImgAndInpaintTakeTheControlNetOptions()
+    {
+        // The controlnet-modes fixture's img2img and inpaint cases, with their default ControlNet scales (0.8, 0.5).
+        string modes = Fixtures.Path("local-diffusers/controlnet-modes");
+        var expected = Fixtures.Expected("local-diffusers/controlnet-modes/expected.safetensors");
+        string embeds = Out("embeds.safetensors");
+        SafetensorsWriter.Save(embeds, new Dictionary<string, Tensor>
+        {
+            ["prompt_embeds"] = expected["in.prompt_embeds"], ["negative_prompt_embeds"] = expected["in.neg_prompt_embeds"],
+        });
+        string[] common = ["--model", Fixtures.Path("tiny-sd15/model"), "--prompt-embeds", embeds, "--image", Path.Combine(modes, "init.png"),
+            "--controlnet", Fixture("sd15"), "--control-image", Fixture("control.png")];
+        var (code, _, stderr) = CliRunner.Run(["img2img", .. common, "--strength", "0.6", "--steps", "10", "--seed", "41", "--output", Out("i2i.png")]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"ControlNet: {Fixture("sd15")}:0.8 [0, 1]", ImageFile.ReadPngText(Out("i2i.png"))["parameters"]);
+        ImageAssert.RoundedFrom(expected["img2img.image"], ImageFile.Load(Out("i2i.png")));
+        (code, _, stderr) = CliRunner.Run(["inpaint", .. common, "--mask", Path.Combine(modes, "mask.png"), "--steps", "8", "--seed", "51", "--output", Out("inp.png")]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"ControlNet: {Fixture("sd15")}:0.5 [0, 1]", ImageFile.ReadPngText(Out("inp.png"))["parameters"]);
+        ImageAssert.RoundedFrom(expected["inpaint.image"], ImageFile.Load(Out("inp.png")));
     }
 }

@@ -25,10 +25,26 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// <summary>The denoising UNet.</summary>
     public required UNet2DConditionModel Unet { get; init; }
 
+    private readonly IReadOnlyList<ControlNetModel> _controlNets = [];
+
     /// <summary>The ControlNet of the ControlNet pipelines (diffusers' <c>controlnet</c> component), loaded beside the
-    /// base model (<see cref="FromPretrained(string, PipelineLoadOptions, string?, CancellationToken)"/>); null otherwise.
-    /// Freed with the other models; under model offload it moves with the UNet.</summary>
-    public ControlNetModel? ControlNet { get; init; }
+    /// base model (<see cref="FromPretrained(string, PipelineLoadOptions, string?, CancellationToken)"/>), when there is
+    /// exactly one; null with none or several (see <see cref="ControlNets"/>). Setting it sets <see cref="ControlNets"/>
+    /// to that one.</summary>
+    public ControlNetModel? ControlNet
+    {
+        get => _controlNets.Count == 1 ? _controlNets[0] : null;
+        init => _controlNets = value is null ? [] : [value];
+    }
+
+    /// <summary>Every ControlNet, in the order their control images, scales and guidance windows are given (several:
+    /// diffusers' <c>MultiControlNetModel</c>, whose residuals are summed); empty without. Freed with the other models;
+    /// under model offload they move with the UNet.</summary>
+    public IReadOnlyList<ControlNetModel> ControlNets
+    {
+        get => _controlNets;
+        init => _controlNets = value?.ToArray() ?? [];
+    }
 
     /// <summary>The 4-channel VAE.</summary>
     public required AutoencoderKL Vae { get; init; }
@@ -114,7 +130,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
     /// <exception cref="InvalidDataException">The folder is not such a pipeline, or misses a component.</exception>
     public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default) =>
-        FromPretrained(model, options, null, cancellationToken);
+        FromPretrained(model, options, (string?)null, cancellationToken);
 
     /// <summary>
     /// Loads the components as <see cref="FromPretrained(string, PipelineLoadOptions, CancellationToken)"/>, and a
@@ -126,8 +142,22 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
     /// <exception cref="InvalidDataException">The folder is not such a pipeline, or misses a component.</exception>
     /// <exception cref="ArgumentException">The ControlNet does not fit the UNet.</exception>
-    public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, string? controlnet, CancellationToken cancellationToken = default)
+    public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, string? controlnet, CancellationToken cancellationToken = default) =>
+        FromPretrained(model, options, controlnet is null ? [] : [controlnet], cancellationToken);
+
+    /// <summary>
+    /// Loads the components as <see cref="FromPretrained(string, PipelineLoadOptions, CancellationToken)"/>, and every
+    /// ControlNet of <paramref name="controlnets"/> (diffusers <c>controlnet</c> folders or hub repo ids) in the same
+    /// dtype, in that order: several are diffusers' <c>from_pretrained(base, controlnet=[cn1, cn2])</c>
+    /// (<c>MultiControlNetModel</c>). Each must fit the UNet.
+    /// </summary>
+    /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
+    /// <exception cref="InvalidDataException">The folder is not such a pipeline, or misses a component.</exception>
+    /// <exception cref="ArgumentException">A ControlNet does not fit the UNet.</exception>
+    public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, IReadOnlyList<string> controlnets,
+        CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(controlnets);
         var device = options.ParsedDevice;
         var fromFile = options.SingleFileComponentsOf(SingleFileLayout.Ldm, "Stable Diffusion 1.x / 2.x / SDXL");
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
@@ -185,8 +215,8 @@ public sealed class StableDiffusionComponents : PipelineComponents
                 Unet = Load("unet", () => fromFile.Contains("unet")
                     ? UNet2DConditionModel.FromSingleFile(options.SingleFile!, Config<UNet2DConditionModelConfig>("unet"), options.Dtype, modelDevice)
                     : UNet2DConditionModel.FromPretrained(Sub("unet"), options.Dtype, modelDevice, options.Variant)),
-                ControlNet = controlnet is null ? null : Load("controlnet", () => ControlNetModel.FromPretrained(
-                    Hub.ModelSource.Resolve(controlnet, options.HubOptions, options.DownloadProgress, cancellationToken), options.Dtype, modelDevice)),
+                ControlNets = controlnets.Select((net, i) => Load(controlnets.Count == 1 ? "controlnet" : $"controlnet.{i}", () => ControlNetModel.FromPretrained(
+                    Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken), options.Dtype, modelDevice))).ToArray(),
                 Vae = Load("vae", () => fromFile.Contains("vae")
                     ? AutoencoderKL.FromSingleFile(options.SingleFile!, Config<AutoencoderKLConfig>("vae"), options.Dtype, modelDevice)
                     : AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
@@ -197,7 +227,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
                 LoadMilliseconds = loadMs,
             };
             components.UseScheduler(schedulerConfig); // an unsupported scheduler fails here, not in the first call
-            if (components.ControlNet is { } net) CheckControlNet(net, components.Unet);
+            foreach (var net in components.ControlNets) CheckControlNet(net, components.Unet);
             if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
             return components;
         }
@@ -224,7 +254,8 @@ public sealed class StableDiffusionComponents : PipelineComponents
         Same(u.LayersPerBlock.Expand(n, "layers_per_block").All(l => l == c.LayersPerBlock), "layers_per_block", c.LayersPerBlock, u.LayersPerBlock);
         Same(c.DownsamplePadding == u.DownsamplePadding, "downsample_padding", c.DownsamplePadding, u.DownsamplePadding);
         Same(u.CrossAttentionDim.Expand(n, "cross_attention_dim").All(d => d == c.CrossAttentionDim), "cross_attention_dim", c.CrossAttentionDim, u.CrossAttentionDim);
-        Same(c.InChannels == u.InChannels, "in_channels", c.InChannels, u.InChannels);
+        // An inpainting UNet (latents, mask, masked-image latents) takes 2n + 1 channels; its ControlNet sees the n of the latents.
+        Same(c.InChannels == u.InChannels || u.InChannels == 2 * c.InChannels + 1, "in_channels", c.InChannels, u.InChannels);
         Same(c.AdditionEmbedType == u.AdditionEmbedType && c.ProjectionClassEmbeddingsInputDim == u.ProjectionClassEmbeddingsInputDim,
             "addition_embed_type / projection_class_embeddings_input_dim", $"{c.AdditionEmbedType ?? "null"} / {c.ProjectionClassEmbeddingsInputDim}",
             $"{u.AdditionEmbedType ?? "null"} / {u.ProjectionClassEmbeddingsInputDim}");
@@ -278,7 +309,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
         if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
         // The ControlNet is not in the ControlNet pipelines' sequence: diffusers gives it a hook of its own, so it comes to
         // the device at its first step and stays there beside the UNet until the call ends. It moves with the UNet here.
-        models["unet"] = ControlNet is null ? Unet : new ModuleGroup(Unet, ControlNet);
+        models["unet"] = ControlNets.Count == 0 ? Unet : new ModuleGroup([Unet, .. ControlNets]);
         models["vae"] = Vae;
         return models;
     }
@@ -287,7 +318,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
     protected override void FreeModels()
     {
         Unet.Dispose();
-        ControlNet?.Dispose();
+        foreach (var net in ControlNets) net.Dispose();
         Vae.Dispose();
         TextEncoder?.Dispose();
         TextEncoder2?.Dispose();

@@ -5,12 +5,24 @@ using static TorchSharp.torch;
 
 namespace DiffusersSharp.Pipelines.StableDiffusion;
 
-// The ControlNet pipelines' part: the control image, the guidance window and the residuals of each step.
+// The ControlNet pipelines' part: the control images, the guidance windows and the summed residuals of each step.
 public abstract partial class StableDiffusionPipelineBase
 {
-    /// <summary>What the loop needs for the ControlNet: the control image as the ControlNet takes it (repeated per image,
-    /// doubled under CFG outside guess mode), guess mode, and each step's conditioning scale (0 outside the window).</summary>
-    private sealed record ControlState(ControlNetModel ControlNet, Tensor Image, bool GuessMode, double[] Scales);
+    /// <summary>What the loop needs for the ControlNets: each one's control image as it takes it (repeated per image,
+    /// doubled under CFG outside guess mode), guess mode, and each step's conditioning scale per ControlNet (0 outside
+    /// its window).</summary>
+    private sealed record ControlState(IReadOnlyList<ControlNetModel> ControlNets, Tensor[] Images, bool GuessMode, double[][] Scales);
+
+    /// <summary>The ControlNet pipelines' constructor check: <paramref name="components"/> must hold a ControlNet
+    /// (checked before the base takes its reference).</summary>
+    private protected static StableDiffusionComponents WithControlNets(StableDiffusionComponents components)
+    {
+        ArgumentNullException.ThrowIfNull(components);
+        if (components.ControlNets.Count == 0)
+            throw new ArgumentException("These components have no ControlNet; load them with StableDiffusionComponents.FromPretrained(model, options, controlnet).",
+                nameof(components));
+        return components;
+    }
 
     /// <summary>diffusers' <c>control_image_processor</c>: resize (LANCZOS) to the output size, RGB, [0, 1] (no normalization).</summary>
     private VaeImageProcessor ControlImageProcessor => new(new VaeImageProcessorConfig
@@ -18,68 +30,116 @@ public abstract partial class StableDiffusionPipelineBase
         VaeScaleFactor = VaeScaleFactor, DoConvertRgb = true, DoNormalize = false,
     });
 
-    /// <summary>Output size of a ControlNet call: the request's, else the control image's rounded down to a multiple of 8.</summary>
-    private (int Height, int Width) ControlNetSize(StableDiffusionControlNetRequest r)
+    /// <summary>The control images, one per ControlNet: the list, or the single image as a list of one.</summary>
+    private static IReadOnlyList<PipelineImage> ControlImagesOf(IControlNetRequest r) =>
+        r.ControlImages ?? (r.ControlImage is { } one ? [one] : []);
+
+    /// <summary>A per-ControlNet setting: its list, or the single value for every ControlNet (diffusers broadcasts a float).</summary>
+    private static double[] PerControlNet(IReadOnlyList<double>? list, double value, int count) =>
+        list?.ToArray() ?? Enumerable.Repeat(value, count).ToArray();
+
+    /// <summary>Output size of a text-to-image ControlNet call: the request's, else the first control image's rounded
+    /// down to a multiple of 8 (diffusers takes the first prepared image's size).</summary>
+    private (int Height, int Width) ControlNetSize(PipelineImage image, StableDiffusionRequest r)
     {
-        var image = r.Image ?? throw new ArgumentException("image (the control image) is required.");
         var (h, w) = image.Image is { } pixels ? (pixels.Height, pixels.Width) : ((int)image.Tensor!.shape[^2], (int)image.Tensor.shape[^1]);
         return ControlImageProcessor.GetDefaultHeightWidth(h, w, r.Height, r.Width);
     }
 
-    /// <summary>The ControlNet request's own checks (diffusers' check_inputs for a single ControlNet).</summary>
-    private void CheckControlNetInputs(StableDiffusionControlNetRequest r)
+    /// <summary>The ControlNet request's own checks (diffusers' check_inputs for one ControlNet or a MultiControlNetModel):
+    /// one control image per ControlNet, list lengths, scales and guidance windows.</summary>
+    private void CheckControlNetInputs(IControlNetRequest r, StableDiffusionRequest request)
     {
-        if (Components.ControlNet is null)
+        var nets = Components.ControlNets;
+        int n = nets.Count;
+        if (n == 0)
             throw new ArgumentException("These components have no ControlNet; load them with StableDiffusionComponents.FromPretrained(model, options, controlnet).");
-        if (r.Image is null) throw new ArgumentException("image (the control image) is required.");
-        if (r.Image.Tensor is { } t && (t.dim() != 4 || t.shape[1] != Components.ControlNet.Config.ConditioningChannels))
-            throw new ArgumentException($"A control image tensor must be [B, {Components.ControlNet.Config.ConditioningChannels}, H, W] in [0, 1].");
-        if (!double.IsFinite(r.ControlNetConditioningScale))
-            throw new ArgumentException($"controlnet_conditioning_scale must be a finite number, got {r.ControlNetConditioningScale}.");
-        double start = r.ControlGuidanceStart, end = r.ControlGuidanceEnd;
-        if (start >= end) throw new ArgumentException($"control guidance start: {start} cannot be larger or equal to control guidance end: {end}.");
-        if (start < 0) throw new ArgumentException($"control guidance start: {start} can't be smaller than 0.");
-        if (end > 1) throw new ArgumentException($"control guidance end: {end} can't be larger than 1.0.");
-        if (r.GuidanceRescale != 0) throw new ArgumentException("guidance_rescale is not a parameter of diffusers' ControlNet pipelines.");
+        if (r.ControlImage is not null && r.ControlImages is not null)
+            throw new ArgumentException($"Give {r.ImageName} (one control image) or a list of control images, not both.");
+        var images = ControlImagesOf(r);
+        if (images.Count == 0) throw new ArgumentException($"{r.ImageName} (the control image) is required.");
+        if (images.Count != n)
+            throw new ArgumentException($"{r.ImageName}: {n} ControlNet(s) take {n} control image(s), one per ControlNet in order; got {images.Count}.");
+        for (int i = 0; i < n; i++)
+        {
+            long channels = nets[i].Config.ConditioningChannels;
+            if (images[i] is null) throw new ArgumentException($"{r.ImageName}: control image {i} is null.");
+            if (images[i].Tensor is { } t && (t.dim() != 4 || t.shape[1] != channels))
+                throw new ArgumentException($"A control image tensor must be [B, {channels}, H, W] in [0, 1] (control image {i}).");
+        }
+        void Count(IReadOnlyList<double>? list, string name)
+        {
+            if (list is not null && list.Count != n)
+                throw new ArgumentException($"{name} has {list.Count} element(s) but there are {n} ControlNet(s); give one per ControlNet.");
+        }
+        Count(r.ControlNetConditioningScales, "controlnet_conditioning_scale");
+        Count(r.ControlGuidanceStarts, "control_guidance_start");
+        Count(r.ControlGuidanceEnds, "control_guidance_end");
+        foreach (double scale in PerControlNet(r.ControlNetConditioningScales, r.ControlNetConditioningScale, n))
+            if (!double.IsFinite(scale)) throw new ArgumentException($"controlnet_conditioning_scale must be a finite number, got {scale}.");
+        var starts = PerControlNet(r.ControlGuidanceStarts, r.ControlGuidanceStart, n);
+        var ends = PerControlNet(r.ControlGuidanceEnds, r.ControlGuidanceEnd, n);
+        for (int i = 0; i < n; i++)
+        {
+            double start = starts[i], end = ends[i];
+            if (!(start < end)) throw new ArgumentException($"control guidance start: {start} cannot be larger or equal to control guidance end: {end}.");
+            if (start < 0) throw new ArgumentException($"control guidance start: {start} can't be smaller than 0.");
+            if (end > 1) throw new ArgumentException($"control guidance end: {end} can't be larger than 1.0.");
+        }
+        if (request.GuidanceRescale != 0) throw new ArgumentException("guidance_rescale is not a parameter of diffusers' ControlNet pipelines.");
     }
 
     /// <summary>
-    /// prepare_image: the control image at the output size, repeated to the batch (one image for all, or one per prompt
-    /// repeated per image), doubled under CFG unless in guess mode; and controlnet_keep over the full schedule: a step
-    /// i of n applies the ControlNet unless i / n &lt; start or (i + 1) / n &gt; end.
+    /// prepare_image, per ControlNet: its control image at the output size, repeated to the batch (one image for all, or
+    /// one per prompt repeated per image), doubled under CFG unless in guess mode; and controlnet_keep over the steps
+    /// that run: step i of n applies ControlNet k unless i / n &lt; start_k or (i + 1) / n &gt; end_k. Guess mode is
+    /// the request's, or the first ControlNet's global_pool_conditions (as diffusers reads it from nets[0]).
     /// </summary>
-    private ControlState PrepareControl(StableDiffusionControlNetRequest r, int height, int width, int batch, bool cfg, int timestepCount)
+    private ControlState PrepareControl(IControlNetRequest r, int numImagesPerPrompt, int height, int width, int batch, bool cfg, int timestepCount)
     {
-        var controlnet = Components.ControlNet!;
-        bool guess = r.GuessMode || controlnet.Config.GlobalPoolConditions;
+        var nets = Components.ControlNets;
+        int n = nets.Count;
+        bool guess = r.GuessMode || nets[0].Config.GlobalPoolConditions;
         var processor = ControlImageProcessor;
-        var image = (r.Image!.Image is { } pixels ? processor.Preprocess(pixels, height, width) : processor.Preprocess(r.Image.Tensor!, height, width))
-            .to(ScalarType.Float32);
-        long repeat = image.shape[0] == 1 ? batch : r.NumImagesPerPrompt;
-        if (image.shape[0] != 1 && image.shape[0] * r.NumImagesPerPrompt != batch)
-            throw new ArgumentException($"The control image batch ({image.shape[0]}) must be 1 or the prompt batch ({batch / r.NumImagesPerPrompt}).");
-        image = image.repeat_interleave(repeat, 0).to(controlnet.Dtype, Components.Device);
-        if (cfg && !guess) image = cat([image, image], 0);
-        var scales = new double[timestepCount];
+        var sources = ControlImagesOf(r);
+        var images = new Tensor[n];
+        for (int k = 0; k < n; k++)
+        {
+            var image = Preprocess(processor, sources[k], height, width).to(ScalarType.Float32);
+            long repeat = image.shape[0] == 1 ? batch : numImagesPerPrompt;
+            if (image.shape[0] != 1 && image.shape[0] * numImagesPerPrompt != batch)
+                throw new ArgumentException($"The control image batch ({image.shape[0]}) must be 1 or the prompt batch ({batch / numImagesPerPrompt}).");
+            image = image.repeat_interleave(repeat, 0).to(nets[k].Dtype, Components.Device);
+            images[k] = cfg && !guess ? cat([image, image], 0) : image;
+        }
+        var scales = PerControlNet(r.ControlNetConditioningScales, r.ControlNetConditioningScale, n);
+        var starts = PerControlNet(r.ControlGuidanceStarts, r.ControlGuidanceStart, n);
+        var ends = PerControlNet(r.ControlGuidanceEnds, r.ControlGuidanceEnd, n);
+        var perStep = new double[timestepCount][];
         for (int i = 0; i < timestepCount; i++)
         {
-            bool off = (double)i / timestepCount < r.ControlGuidanceStart || (double)(i + 1) / timestepCount > r.ControlGuidanceEnd;
-            scales[i] = r.ControlNetConditioningScale * (off ? 0.0 : 1.0);
+            perStep[i] = new double[n];
+            for (int k = 0; k < n; k++)
+            {
+                bool off = (double)i / timestepCount < starts[k] || (double)(i + 1) / timestepCount > ends[k];
+                perStep[i][k] = scales[k] * (off ? 0.0 : 1.0);
+            }
         }
-        return new ControlState(controlnet, image, guess, scales);
+        return new ControlState(nets, images, guess, perStep);
     }
 
     /// <summary>
-    /// One step's ControlNet residuals, or null when its scale is 0 there (outside the guidance window: diffusers still
-    /// runs it and adds residuals multiplied by 0, which changes nothing). In guess mode under CFG the ControlNet sees the
+    /// One step's ControlNet residuals, summed over the ControlNets in order (diffusers' MultiControlNetModel), or null
+    /// when every scale is 0 there. A ControlNet whose scale is 0 (outside its window) is not run: diffusers runs it and
+    /// adds its residuals multiplied by 0, which changes no sum. In guess mode under CFG the ControlNets see the
     /// conditional half only and the unconditional half gets zero residuals.
     /// </summary>
     private ControlNetOutput? ControlResiduals(ControlState c, int step, Tensor latents, Tensor modelInput, Tensor timestep, DenoiseState s,
         bool cfg, Func<Tensor, Tensor> half, IDiffusionScheduler scheduler, float t)
     {
-        double scale = c.Scales[step];
-        if (scale == 0) return null;
-        Tensor input, embeds, image = half(c.Image);
+        var scales = c.Scales[step];
+        if (scales.All(x => x == 0)) return null;
+        Tensor input, embeds;
         Tensor? textEmbeds = s.TextEmbeds is null ? null : half(s.TextEmbeds), timeIds = s.TimeIds is null ? null : half(s.TimeIds);
         bool conditionalOnly = c.GuessMode && cfg;
         if (conditionalOnly)
@@ -90,12 +150,20 @@ public abstract partial class StableDiffusionPipelineBase
             timeIds = timeIds?.chunk(2)[1];
         }
         else (input, embeds) = (modelInput, half(s.Embeds));
-        var result = c.ControlNet.forward(input, timestep, embeds, image, scale, c.GuessMode, textEmbeds, timeIds);
-        if (!conditionalOnly) return result;
-        var doubled = new ControlNetOutput(
-            result.DownBlockResSamples.Select(d => cat([zeros_like(d), d], 0)).ToArray(),
-            cat([zeros_like(result.MidBlockResSample), result.MidBlockResSample], 0));
-        result.Dispose();
-        return doubled;
+        Tensor[]? down = null;
+        Tensor? mid = null;
+        for (int k = 0; k < c.ControlNets.Count; k++)
+        {
+            if (scales[k] == 0) continue;
+            var result = c.ControlNets[k].forward(input, timestep, embeds, half(c.Images[k]), scales[k], c.GuessMode, textEmbeds, timeIds);
+            if (down is null) (down, mid) = (result.DownBlockResSamples, result.MidBlockResSample);
+            else
+            {
+                down = down.Zip(result.DownBlockResSamples, (a, b) => a + b).ToArray();
+                mid = mid! + result.MidBlockResSample;
+            }
+        }
+        if (!conditionalOnly) return new ControlNetOutput(down!, mid!);
+        return new ControlNetOutput(down!.Select(d => cat([zeros_like(d), d], 0)).ToArray(), cat([zeros_like(mid!), mid!], 0));
     }
 }

@@ -55,9 +55,10 @@ public abstract partial class StableDiffusionPipelineBase
                 Tensor Half(Tensor x) => !cfg && x.shape[0] == 2 * latents.shape[0] ? x.chunk(2)[1] : x;
                 var modelInput = cfg ? cat([latents, latents], 0) : latents;
                 modelInput = scheduler.ScaleModelInput(modelInput, t);
-                if (nineChannel) modelInput = cat([modelInput, extra!], 1);
                 using var timestep = tensor(t, device: Components.Device);
+                // The ControlNets take the latents alone, also beside a 9-channel inpainting UNet (diffusers' ControlNet inpaint pipeline).
                 using var control = s.Control is { } c ? ControlResiduals(c, i, latents, modelInput, timestep, s, cfg, Half, scheduler, t) : null;
+                if (nineChannel) modelInput = cat([modelInput, extra!], 1);
                 var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
                     s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds),
                     control?.DownBlockResSamples, control?.MidBlockResSample);

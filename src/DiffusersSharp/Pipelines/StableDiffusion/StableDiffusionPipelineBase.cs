@@ -97,7 +97,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         }
         else if (r is StableDiffusionImg2ImgRequest && r.Latents is not null)
             throw new ArgumentException("latents is not an image-to-image input: the image is the start.");
-        if (r is StableDiffusionControlNetRequest control) CheckControlNetInputs(control);
+        if (r is IControlNetRequest control) CheckControlNetInputs(control, r);
     }
 
     /// <summary>The batch size before num_images_per_prompt.</summary>
@@ -116,15 +116,17 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         var img2img = r as StableDiffusionImg2ImgRequest;
         var inpaint = r as StableDiffusionInpaintRequest;
         int steps = r.NumInferenceSteps ?? 50;
-        // Sizes: text-to-image and inpainting default to the model size; image-to-image to the image's (rounded down to 8).
+        // Sizes: text-to-image and inpainting default to the model size; image-to-image and ControlNet inpainting (as
+        // diffusers' StableDiffusionControlNetInpaintPipeline has it) to the image's (rounded down to 8).
         int height, width;
-        if (img2img is not null && inpaint is null && img2img.Image is { } start && (r.Height is null || r.Width is null))
+        if (img2img is not null && (inpaint is null || r is IControlNetRequest) && img2img.Image is { } start && (r.Height is null || r.Width is null))
         {
             var (h, w) = start.Image is { } pixels ? (pixels.Height, pixels.Width) : ((int)start.Tensor!.shape[2], (int)start.Tensor.shape[3]);
             if (start.Tensor is { } t && t.shape[1] == Components.Vae.Config.LatentChannels) (h, w) = (h * VaeScaleFactor, w * VaeScaleFactor);
             (height, width) = ImageProcessor.GetDefaultHeightWidth(h, w, r.Height, r.Width);
         }
-        else if (r is StableDiffusionControlNetRequest { Image: not null } controlRequest) (height, width) = ControlNetSize(controlRequest);
+        else if (r is IControlNetRequest controlRequest && ControlImagesOf(controlRequest) is [{ } firstControl, ..])
+            (height, width) = ControlNetSize(firstControl, r);
         else (height, width) = (r.Height ?? DefaultSize, r.Width ?? DefaultSize);
         CheckInputs(r, height, width, steps);
 
@@ -165,8 +167,8 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
                     ? $"denoising_start {img2img.DenoisingStart} with {steps} steps leaves no step to run; lower denoising_start or raise steps."
                     : $"strength {StrengthOf(img2img)} with {steps} steps leaves no step to run; raise strength or steps.");
         }
-        // The ControlNet's window is over the whole schedule, before denoising_end cuts it (as diffusers orders it).
-        var control = r is StableDiffusionControlNetRequest cr ? PrepareControl(cr, height, width, batch, cfg, timesteps.Length) : null;
+        // The ControlNets' windows are over the steps that run (after strength), before denoising_end cuts them (as diffusers orders it).
+        var control = r is IControlNetRequest cr ? PrepareControl(cr, r.NumImagesPerPrompt, height, width, batch, cfg, timesteps.Length) : null;
         // SDXL (all modes): without denoising_start the image is noised to the first timestep; with it, taken as it is.
         bool addNoise = !(IsXL && img2img?.DenoisingStart is not null);
 

@@ -140,29 +140,141 @@ public record StableDiffusionInpaintRequest : StableDiffusionImg2ImgRequest
 }
 
 /// <summary>
-/// ControlNet text-to-image parameters (<c>StableDiffusion[XL]ControlNetPipeline.__call__</c>): the control image and how
-/// strongly and when the ControlNet steers. Without <see cref="StableDiffusionRequest.Height"/> /
-/// <see cref="StableDiffusionRequest.Width"/> the output has the control image's size, rounded down to a multiple of 8.
+/// ControlNet text-to-image parameters (<c>StableDiffusion[XL]ControlNetPipeline.__call__</c>): the control image(s) and
+/// how strongly and when each ControlNet steers. Without <see cref="StableDiffusionRequest.Height"/> /
+/// <see cref="StableDiffusionRequest.Width"/> the output has the (first) control image's size, rounded down to a multiple
+/// of 8. With several ControlNets (<see cref="StableDiffusionComponents.ControlNets"/>) give <see cref="Images"/>, one
+/// per ControlNet in the same order; a single scale, start or end applies to all of them, a list gives one each.
 /// </summary>
-public record StableDiffusionControlNetRequest : StableDiffusionRequest
+public record StableDiffusionControlNetRequest : StableDiffusionRequest, IControlNetRequest
 {
     /// <summary>The control image (an edge map, depth map, pose...), RGB, resized to the output size (LANCZOS) and taken
     /// in [0, 1] (not normalized); or a [1 or B, 3, H, W] tensor in [0, 1]. diffusers' <c>image</c>.</summary>
     public PipelineImage? Image { get; init; }
 
-    /// <summary>Multiplies the ControlNet's residuals before the UNet adds them (default 1.0).</summary>
+    /// <summary>One control image per ControlNet, in order (diffusers' <c>image</c> as a list with
+    /// <c>MultiControlNetModel</c>); instead of <see cref="Image"/>.</summary>
+    public IReadOnlyList<PipelineImage>? Images { get; init; }
+
+    /// <summary>Multiplies the ControlNets' residuals before the UNet adds them (default 1.0); all of them unless
+    /// <see cref="ControlNetConditioningScales"/> is given.</summary>
     public double ControlNetConditioningScale { get; init; } = 1.0;
 
-    /// <summary>The ControlNet sees only the conditional half of the batch and its residuals grow from 0.1 to 1 x the
-    /// scale along the down path (the unconditional half gets none): it tries to recognize the control image's content
-    /// even without a prompt (guidance 3 to 5 recommended). Always on for ControlNets with global_pool_conditions.</summary>
+    /// <summary>One conditioning scale per ControlNet (diffusers' list form).</summary>
+    public IReadOnlyList<double>? ControlNetConditioningScales { get; init; }
+
+    /// <summary>The ControlNets see only the conditional half of the batch and their residuals grow from 0.1 to 1 x the
+    /// scale along the down path (the unconditional half gets none): they try to recognize the control image's content
+    /// even without a prompt (guidance 3 to 5 recommended). Always on when the (first) ControlNet has
+    /// global_pool_conditions.</summary>
     public bool GuessMode { get; init; }
 
-    /// <summary>The fraction of the steps after which the ControlNet starts to apply (default 0).</summary>
+    /// <summary>The fraction of the steps after which the ControlNets start to apply (default 0).</summary>
     public double ControlGuidanceStart { get; init; }
 
-    /// <summary>The fraction of the steps after which it stops applying (default 1).</summary>
+    /// <summary>One start per ControlNet (diffusers' list form).</summary>
+    public IReadOnlyList<double>? ControlGuidanceStarts { get; init; }
+
+    /// <summary>The fraction of the steps after which they stop applying (default 1).</summary>
     public double ControlGuidanceEnd { get; init; } = 1.0;
+
+    /// <summary>One end per ControlNet (diffusers' list form).</summary>
+    public IReadOnlyList<double>? ControlGuidanceEnds { get; init; }
+
+    PipelineImage? IControlNetRequest.ControlImage => Image;
+    IReadOnlyList<PipelineImage>? IControlNetRequest.ControlImages => Images;
+    string IControlNetRequest.ImageName => "image";
+}
+
+/// <summary>
+/// ControlNet image-to-image parameters (<c>StableDiffusionControlNetImg2ImgPipeline.__call__</c>): the starting
+/// <see cref="StableDiffusionImg2ImgRequest.Image"/> and strength, and the control image(s) as
+/// <see cref="ControlImage"/> (diffusers' <c>control_image</c>), resized to the output size (by default the starting
+/// image's, rounded down to a multiple of 8).
+/// </summary>
+public record StableDiffusionControlNetImg2ImgRequest : StableDiffusionImg2ImgRequest, IControlNetRequest
+{
+    /// <summary>The control image, as <see cref="StableDiffusionControlNetRequest.Image"/> is for text-to-image.</summary>
+    public PipelineImage? ControlImage { get; init; }
+
+    /// <summary>One control image per ControlNet, in order; instead of <see cref="ControlImage"/>.</summary>
+    public IReadOnlyList<PipelineImage>? ControlImages { get; init; }
+
+    /// <summary>Multiplies the ControlNets' residuals (default 0.8, as diffusers' image-to-image ControlNet pipeline).</summary>
+    public double ControlNetConditioningScale { get; init; } = 0.8;
+
+    /// <summary>One conditioning scale per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlNetConditioningScales { get; init; }
+
+    /// <summary>Guess mode (see <see cref="StableDiffusionControlNetRequest.GuessMode"/>).</summary>
+    public bool GuessMode { get; init; }
+
+    /// <summary>The fraction of the steps run after which the ControlNets start to apply (default 0).</summary>
+    public double ControlGuidanceStart { get; init; }
+
+    /// <summary>One start per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlGuidanceStarts { get; init; }
+
+    /// <summary>The fraction of the steps run after which they stop applying (default 1).</summary>
+    public double ControlGuidanceEnd { get; init; } = 1.0;
+
+    /// <summary>One end per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlGuidanceEnds { get; init; }
+
+    string IControlNetRequest.ImageName => "control_image";
+}
+
+/// <summary>
+/// ControlNet inpainting parameters (<c>StableDiffusionControlNetInpaintPipeline.__call__</c>): image, mask, strength,
+/// and the control image(s) as <see cref="ControlImage"/>. Unlike plain inpainting, the output size defaults to the
+/// image's (rounded down to a multiple of 8), as diffusers' ControlNet inpaint pipeline has it.
+/// </summary>
+public record StableDiffusionControlNetInpaintRequest : StableDiffusionInpaintRequest, IControlNetRequest
+{
+    /// <summary>The control image, as <see cref="StableDiffusionControlNetRequest.Image"/> is for text-to-image.</summary>
+    public PipelineImage? ControlImage { get; init; }
+
+    /// <summary>One control image per ControlNet, in order; instead of <see cref="ControlImage"/>.</summary>
+    public IReadOnlyList<PipelineImage>? ControlImages { get; init; }
+
+    /// <summary>Multiplies the ControlNets' residuals (default 0.5, as diffusers' inpainting ControlNet pipeline).</summary>
+    public double ControlNetConditioningScale { get; init; } = 0.5;
+
+    /// <summary>One conditioning scale per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlNetConditioningScales { get; init; }
+
+    /// <summary>Guess mode (see <see cref="StableDiffusionControlNetRequest.GuessMode"/>).</summary>
+    public bool GuessMode { get; init; }
+
+    /// <summary>The fraction of the steps run after which the ControlNets start to apply (default 0).</summary>
+    public double ControlGuidanceStart { get; init; }
+
+    /// <summary>One start per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlGuidanceStarts { get; init; }
+
+    /// <summary>The fraction of the steps run after which they stop applying (default 1).</summary>
+    public double ControlGuidanceEnd { get; init; } = 1.0;
+
+    /// <summary>One end per ControlNet.</summary>
+    public IReadOnlyList<double>? ControlGuidanceEnds { get; init; }
+
+    string IControlNetRequest.ImageName => "control_image";
+}
+
+/// <summary>What the three ControlNet requests share, for the pipelines' ControlNet code.</summary>
+internal interface IControlNetRequest
+{
+    PipelineImage? ControlImage { get; }
+    IReadOnlyList<PipelineImage>? ControlImages { get; }
+    /// <summary>diffusers' name of the control image parameter, for messages.</summary>
+    string ImageName { get; }
+    double ControlNetConditioningScale { get; }
+    IReadOnlyList<double>? ControlNetConditioningScales { get; }
+    bool GuessMode { get; }
+    double ControlGuidanceStart { get; }
+    IReadOnlyList<double>? ControlGuidanceStarts { get; }
+    double ControlGuidanceEnd { get; }
+    IReadOnlyList<double>? ControlGuidanceEnds { get; }
 }
 
 /// <summary>A UNet pipeline result: images (output type Image) or a tensor (Numpy, Tensor, Latent). Owns the tensor

@@ -8,21 +8,22 @@ public sealed class StableDiffusionXLControlNetPipeline : StableDiffusionPipelin
 {
     /// <summary>Wraps loaded components (taking a reference on them); they must hold a ControlNet.</summary>
     /// <exception cref="ArgumentException">The components are of the other model family, or have no ControlNet.</exception>
-    public StableDiffusionXLControlNetPipeline(StableDiffusionComponents components) : base(components, xl: true)
-    {
-        if (components.ControlNet is null)
-        {
-            Dispose();
-            throw new ArgumentException("These components have no ControlNet; load them with StableDiffusionComponents.FromPretrained(model, options, controlnet).",
-                nameof(components));
-        }
-    }
+    public StableDiffusionXLControlNetPipeline(StableDiffusionComponents components) : base(WithControlNets(components), xl: true) { }
 
     /// <summary>Loads a diffusers pipeline folder or hub repo id and a ControlNet folder or hub repo id beside it.</summary>
     public static StableDiffusionXLControlNetPipeline FromPretrained(string model, string controlnet, PipelineLoadOptions? options = null,
         CancellationToken cancellationToken = default)
     {
         using var components = StableDiffusionComponents.FromPretrained(model, options ?? new PipelineLoadOptions(), controlnet, cancellationToken);
+        return new(components); // the pipeline's own reference keeps them
+    }
+
+    /// <summary>Loads a diffusers pipeline folder or hub repo id and several ControlNets beside it (diffusers'
+    /// <c>MultiControlNetModel</c>; give the control images, and any per-ControlNet settings, in the same order).</summary>
+    public static StableDiffusionXLControlNetPipeline FromPretrained(string model, IReadOnlyList<string> controlnets, PipelineLoadOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        using var components = StableDiffusionComponents.FromPretrained(model, options ?? new PipelineLoadOptions(), controlnets, cancellationToken);
         return new(components); // the pipeline's own reference keeps them
     }
 
