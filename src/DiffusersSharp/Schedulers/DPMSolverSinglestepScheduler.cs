@@ -200,25 +200,7 @@ public sealed class DPMSolverSinglestepScheduler : MultistepSolverBase
         var r0 = h0 / h;
         var d0 = m1;
         var d1 = (1.0 / r0) * (m0 - m1);
-        if (noise is null)
-        {
-            if (SolverType == "midpoint")
-                return (sigmaT / sigmaS1) * sample
-                    - (alphaT * ((-h).exp() - 1.0)) * d0
-                    - 0.5 * (alphaT * ((-h).exp() - 1.0)) * d1;
-            return (sigmaT / sigmaS1) * sample
-                - (alphaT * ((-h).exp() - 1.0)) * d0
-                + (alphaT * (((-h).exp() - 1.0) / h + 1.0)) * d1;
-        }
-        if (SolverType == "midpoint")
-            return (sigmaT / sigmaS1 * (-h).exp()) * sample
-                + (alphaT * (1 - (-2.0 * h).exp())) * d0
-                + 0.5 * (alphaT * (1 - (-2.0 * h).exp())) * d1
-                + sigmaT * (1.0 - (-2 * h).exp()).sqrt() * noise;
-        return (sigmaT / sigmaS1 * (-h).exp()) * sample
-            + (alphaT * (1 - (-2.0 * h).exp())) * d0
-            + (alphaT * ((1.0 - (-2.0 * h).exp()) / (-2.0 * h) + 1.0)) * d1
-            + sigmaT * (1.0 - (-2 * h).exp()).sqrt() * noise;
+        return DpmSolverPlusPlusSecondOrder(sample, noise, SolverType, alphaT, sigmaT, sigmaS1, h, d0, d1);
     }
 
     /// <summary>From the sample kept at sigma[i - 2] to sigma[i + 1] with the model outputs at i - 2, i - 1 and i.</summary>

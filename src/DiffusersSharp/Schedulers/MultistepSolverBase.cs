@@ -38,6 +38,36 @@ public abstract class MultistepSolverBase : SigmaSchedulerBase
     /// <summary>log-SNR: <c>log(alpha_t) - log(sigma_t)</c>.</summary>
     private protected static Tensor Lambda(Tensor alpha, Tensor sigma) => alpha.log() - sigma.log();
 
+    /// <summary>
+    /// DPM-Solver++'s second-order update (<c>multistep_dpm_solver_second_order_update</c> and the singlestep twin, which
+    /// differ only in which sigma the sample sits at and which output is <paramref name="d0"/>): from
+    /// <paramref name="sample"/> at <paramref name="sigmaS"/> to <paramref name="sigmaT"/> over the log-SNR step
+    /// <paramref name="h"/>; with <paramref name="noise"/> the SDE variant (sde-dpmsolver++). Midpoint or heun terms.
+    /// </summary>
+    private protected static Tensor DpmSolverPlusPlusSecondOrder(Tensor sample, Tensor? noise, string solverType, Tensor alphaT, Tensor sigmaT,
+        Tensor sigmaS, Tensor h, Tensor d0, Tensor d1)
+    {
+        if (noise is null)
+        {
+            if (solverType == "midpoint")
+                return (sigmaT / sigmaS) * sample
+                    - (alphaT * ((-h).exp() - 1.0)) * d0
+                    - 0.5 * (alphaT * ((-h).exp() - 1.0)) * d1;
+            return (sigmaT / sigmaS) * sample
+                - (alphaT * ((-h).exp() - 1.0)) * d0
+                + (alphaT * (((-h).exp() - 1.0) / h + 1.0)) * d1;
+        }
+        if (solverType == "midpoint")
+            return (sigmaT / sigmaS * (-h).exp()) * sample
+                + (alphaT * (1 - (-2.0 * h).exp())) * d0
+                + 0.5 * (alphaT * (1 - (-2.0 * h).exp())) * d1
+                + sigmaT * (1.0 - (-2 * h).exp()).sqrt() * noise;
+        return (sigmaT / sigmaS * (-h).exp()) * sample
+            + (alphaT * (1 - (-2.0 * h).exp())) * d0
+            + (alphaT * ((1.0 - (-2.0 * h).exp()) / (-2.0 * h) + 1.0)) * d1
+            + sigmaT * (1.0 - (-2 * h).exp()).sqrt() * noise;
+    }
+
     /// <summary>The identity: these solvers take the unscaled sample.</summary>
     public override Tensor ScaleModelInput(Tensor sample, float timestep)
     {
