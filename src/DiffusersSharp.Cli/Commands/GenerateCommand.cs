@@ -229,7 +229,9 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
         RunHooks hooks, CancellationToken ct)
     {
         if (request is StableDiffusionControlNetImg2ImgRequest cn)
-            return Use(new StableDiffusionControlNetImg2ImgPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+            return components.IsXL
+                ? Use(new StableDiffusionXLControlNetImg2ImgPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
+                : Use(new StableDiffusionControlNetImg2ImgPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         var r = (StableDiffusionImg2ImgRequest)request;
         return components.IsXL
             ? Use(new StableDiffusionXLImg2ImgPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
@@ -273,7 +275,9 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
         RunHooks hooks, CancellationToken ct)
     {
         if (request is StableDiffusionControlNetInpaintRequest cn)
-            return Use(new StableDiffusionControlNetInpaintPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+            return components.IsXL
+                ? Use(new StableDiffusionXLControlNetInpaintPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
+                : Use(new StableDiffusionControlNetInpaintPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         var r = (StableDiffusionInpaintRequest)request;
         return components.IsXL
             ? Use(new StableDiffusionXLInpaintPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
@@ -313,7 +317,8 @@ internal sealed record ControlOptions(PipelineImage[] Images, double[]? Scales, 
     public StableDiffusionControlNetInpaintRequest Apply(StableDiffusionControlNetInpaintRequest r) => r with
     {
         ControlImage = One, ControlImages = Several, GuessMode = GuessMode,
-        ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
+        // Left null without --controlnet-scale: the pipeline's default (0.5 for SD 1.x / 2.x, 1.0 for SDXL).
+        ControlNetConditioningScale = Scales is [var one] ? one : r.ControlNetConditioningScale, ControlNetConditioningScales = List(Scales),
         ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
     };
 }

@@ -190,7 +190,7 @@ public class GenerateSettings : ModelSettings
     public string[]? ControlImage { get; init; }
 
     /// <summary>ControlNet conditioning scales.</summary>
-    [CommandOption("--controlnet-scale <S>"), Description("With --controlnet: how strongly it steers (diffusers' controlnet_conditioning_scale; default 1.0 for generate, 0.8 for img2img, 0.5 for inpaint). Once for all ControlNets or once per --controlnet.")]
+    [CommandOption("--controlnet-scale <S>"), Description("With --controlnet: how strongly it steers (diffusers' controlnet_conditioning_scale; default 1.0 for generate, 0.8 for img2img, 0.5 for inpaint, 1.0 for SDXL inpaint). Once for all ControlNets or once per --controlnet.")]
     public string[]? ControlNetScale { get; init; }
 
     /// <summary>ControlNet guidance starts.</summary>
@@ -308,7 +308,7 @@ public class Img2ImgSettings : GenerateSettings
     public string? Image { get; init; }
 
     /// <summary>Strength.</summary>
-    [CommandOption("--strength <S>"), Description("How much to change the image, in [0, 1] (default: the pipeline's; SD3 and Flux 0.6, SD 1.x img2img 0.8 / inpaint 1.0, SDXL img2img 0.3 / inpaint 0.9999).")]
+    [CommandOption("--strength <S>"), Description("How much to change the image, in [0, 1] (default: the pipeline's; SD3 and Flux 0.6, SD 1.x img2img 0.8 / inpaint 1.0, SDXL img2img 0.3 / inpaint 0.9999; with --controlnet, SDXL img2img 0.8).")]
     public string? Strength { get; init; }
 
     /// <summary>The parsed strength, or null for the pipeline's default.</summary>

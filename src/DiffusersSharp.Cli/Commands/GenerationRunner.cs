@@ -52,7 +52,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             var (result, guidance, strength) = pipelines.RunUNet(unet, request, hooks, ct);
             using (result)
                 return new Generated(result.Images!, Parameters(verb, settings.Steps ?? pipelines.UNetDefaultSteps, model.Name,
-                    unet.SchedulerClassName.Replace("Scheduler", ""), guidance, strength));
+                    unet.SchedulerClassName.Replace("Scheduler", ""), guidance, strength, unet.IsXL));
         }
         if (model.Flux is { } flux)
         {
@@ -203,7 +203,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         }
     }
 
-    private string Parameters(string verb, int steps, string model, string sampler, double guidance, double? strength)
+    private string Parameters(string verb, int steps, string model, string sampler, double guidance, double? strength, bool xl = false)
     {
         var inv = CultureInfo.InvariantCulture;
         var lines = new List<string> { settings.Prompt ?? "" };
@@ -215,7 +215,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         };
         if (settings.Width is not null || settings.Height is not null) fields.Add($"Size: {settings.Width}x{settings.Height}");
         if (strength is { } denoise) fields.Add($"Denoising strength: {denoise.ToString(inv)}");
-        double controlNetScale = verb switch { "img2img" => 0.8, "inpaint" => 0.5, _ => 1.0 }; // diffusers' defaults per pipeline
+        double controlNetScale = verb switch { "img2img" => 0.8, "inpaint" => xl ? 1.0 : 0.5, _ => 1.0 }; // diffusers' defaults per pipeline
         if (settings.SkipLayers is not null) fields.Add($"Skip layers: {settings.SkipLayers}");
         if (settings.TrueCfg is not null) fields.Add($"True CFG scale: {settings.TrueCfgScale!.Value.ToString(inv)}");
         if (settings.Eta is not null) fields.Add($"Eta: {settings.EtaValue!.Value.ToString(inv)}");

@@ -138,8 +138,6 @@ internal sealed class LoadedModel : IDisposable
     {
         if (family != Family.UNet && settings.ControlNets.Count > 0)
             throw new ArgumentException($"--controlnet applies to SD 1.x / 2.x and SDXL models; {settings.Model} is a {pipelineClass}.");
-        if (settings is Img2ImgSettings && settings.ControlNets.Count > 0 && pipelineClass.Contains("XL", StringComparison.Ordinal))
-            throw new ArgumentException($"--controlnet with {(settings is InpaintSettings ? "inpaint" : "img2img")} applies to SD 1.x / 2.x models (the SDXL ControlNet image-to-image and inpainting pipelines are not implemented yet); {settings.Model} is a {pipelineClass}.");
         if (family != Family.Flux && settings.TrueCfg is not null)
             throw new ArgumentException($"--true-cfg applies to Flux models; {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux)

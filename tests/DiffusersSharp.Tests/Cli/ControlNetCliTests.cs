@@ -86,10 +86,32 @@ public sealed class ControlNetCliTests : IDisposable
             Assert.True(code == 2, $"{string.Join(' ', args)}: exit {code}, {stderr}");
             Assert.Contains(reason, stderr);
         }
-        var img2img = CliRunner.Run("img2img", "--model", Fixtures.Path("tiny-sdxl/model"), "--prompt", "x", "--image", Fixture("control.png"),
-            "--controlnet", Fixture("sdxl"), "--control-image", Fixture("control.png"), "--output", Out());
-        Assert.Equal(2, img2img.Code);
-        Assert.Contains("not implemented yet", img2img.Err);
+    }
+
+    [Fact]
+    public void SdxlImg2ImgAndInpaintTakeTheControlNetOptions()
+    {
+        // The controlnet-sdxl-modes fixture's img2img and inpaint cases, with SDXL's default ControlNet scales (0.8, 1.0).
+        string modes = Fixtures.Path("local-diffusers/controlnet-modes");
+        var expected = Fixtures.Expected("local-diffusers/controlnet-sdxl-modes/expected.safetensors");
+        string embeds = Out("embeds.safetensors");
+        SafetensorsWriter.Save(embeds, new Dictionary<string, Tensor>
+        {
+            ["prompt_embeds"] = expected["in.prompt_embeds"], ["pooled_prompt_embeds"] = expected["in.pooled"],
+            ["negative_prompt_embeds"] = expected["in.neg_prompt_embeds"], ["negative_pooled_prompt_embeds"] = expected["in.neg_pooled"],
+        });
+        string[] common = ["--model", Fixtures.Path("tiny-sdxl/model"), "--prompt-embeds", embeds, "--image", Path.Combine(modes, "init.png"),
+            "--controlnet", Fixture("sdxl"), "--control-image", Fixture("control.png")];
+        var (code, _, stderr) = CliRunner.Run(["img2img", .. common, "--strength", "0.6", "--steps", "10", "--seed", "71", "--output", Out("i2i.png")]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"ControlNet: {Fixture("sdxl")}:0.8 [0, 1]", ImageFile.ReadPngText(Out("i2i.png"))["parameters"]);
+        ImageAssert.RoundedFrom(expected["img2img.image"], ImageFile.Load(Out("i2i.png")));
+        (code, _, stderr) = CliRunner.Run(["inpaint", .. common, "--mask", Path.Combine(modes, "mask.png"), "--steps", "8", "--seed", "81", "--output", Out("inp.png")]);
+        Assert.True(code == 0, stderr);
+        string parameters = ImageFile.ReadPngText(Out("inp.png"))["parameters"];
+        Assert.Contains($"ControlNet: {Fixture("sdxl")}:1 [0, 1]", parameters);
+        Assert.Contains("Denoising strength: 0.9999", parameters);
+        ImageAssert.RoundedFrom(expected["inpaint.image"], ImageFile.Load(Out("inp.png")));
     }
 
     [Fact]

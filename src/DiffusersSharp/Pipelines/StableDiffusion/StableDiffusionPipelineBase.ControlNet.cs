@@ -34,6 +34,14 @@ public abstract partial class StableDiffusionPipelineBase
     private static IReadOnlyList<PipelineImage> ControlImagesOf(IControlNetRequest r) =>
         r.ControlImages ?? (r.ControlImage is { } one ? [one] : []);
 
+    /// <summary>The single conditioning scale <paramref name="r"/> runs with: its own, or the pipeline's default (only
+    /// inpainting leaves it open: 0.5 for SD 1.x / 2.x, 1.0 for SDXL, as diffusers' two inpainting ControlNet pipelines).</summary>
+    private double ConditioningScaleOf(IControlNetRequest r) => r.ConditioningScale ?? (IsXL ? 1.0 : 0.5);
+
+    /// <summary>Whether the SDXL ControlNet inpainting pipeline runs: diffusers' version of it lacks a few of its
+    /// siblings' behaviours (global_pool_conditions does not turn guess mode on; no negative micro-conditioning).</summary>
+    private bool IsXLControlNetInpaint(StableDiffusionRequest r) => IsXL && r is IControlNetRequest && r is StableDiffusionInpaintRequest;
+
     /// <summary>A per-ControlNet setting: its list, or the single value for every ControlNet (diffusers broadcasts a float).</summary>
     private static double[] PerControlNet(IReadOnlyList<double>? list, double value, int count) =>
         list?.ToArray() ?? Enumerable.Repeat(value, count).ToArray();
@@ -75,7 +83,7 @@ public abstract partial class StableDiffusionPipelineBase
         Count(r.ControlNetConditioningScales, "controlnet_conditioning_scale");
         Count(r.ControlGuidanceStarts, "control_guidance_start");
         Count(r.ControlGuidanceEnds, "control_guidance_end");
-        foreach (double scale in PerControlNet(r.ControlNetConditioningScales, r.ControlNetConditioningScale, n))
+        foreach (double scale in PerControlNet(r.ControlNetConditioningScales, ConditioningScaleOf(r), n))
             if (!double.IsFinite(scale)) throw new ArgumentException($"controlnet_conditioning_scale must be a finite number, got {scale}.");
         var starts = PerControlNet(r.ControlGuidanceStarts, r.ControlGuidanceStart, n);
         var ends = PerControlNet(r.ControlGuidanceEnds, r.ControlGuidanceEnd, n);
@@ -86,20 +94,30 @@ public abstract partial class StableDiffusionPipelineBase
             if (start < 0) throw new ArgumentException($"control guidance start: {start} can't be smaller than 0.");
             if (end > 1) throw new ArgumentException($"control guidance end: {end} can't be larger than 1.0.");
         }
-        if (request.GuidanceRescale != 0) throw new ArgumentException("guidance_rescale is not a parameter of diffusers' ControlNet pipelines.");
+        // What each diffusers ControlNet pipeline lacks is refused rather than silently used or ignored.
+        bool xlInpaint = IsXLControlNetInpaint(request);
+        if (request.GuidanceRescale != 0 && !xlInpaint)
+            throw new ArgumentException("guidance_rescale is not a parameter of this diffusers ControlNet pipeline (of the ControlNet ones only SDXL inpainting has it).");
+        if (IsXL && request is StableDiffusionImg2ImgRequest { DenoisingStart: not null } && !xlInpaint)
+            throw new ArgumentException("denoising_start is not a parameter of diffusers' StableDiffusionXLControlNetImg2ImgPipeline; use strength.");
+        if (IsXL && request is StableDiffusionImg2ImgRequest && request.DenoisingEnd is not null && !xlInpaint)
+            throw new ArgumentException("denoising_end is not a parameter of diffusers' StableDiffusionXLControlNetImg2ImgPipeline.");
+        if (xlInpaint && (request.NegativeOriginalSize is not null || request.NegativeTargetSize is not null || request.NegativeCropsCoordsTopLeft != default))
+            throw new ArgumentException("negative_original_size, negative_crops_coords_top_left and negative_target_size are not parameters of diffusers' StableDiffusionXLControlNetInpaintPipeline (its negative time ids repeat the positive ones).");
     }
 
     /// <summary>
     /// prepare_image, per ControlNet: its control image at the output size, repeated to the batch (one image for all, or
     /// one per prompt repeated per image), doubled under CFG unless in guess mode; and controlnet_keep over the steps
     /// that run: step i of n applies ControlNet k unless i / n &lt; start_k or (i + 1) / n &gt; end_k. Guess mode is
-    /// the request's, or the first ControlNet's global_pool_conditions (as diffusers reads it from nets[0]).
+    /// the request's, or the first ControlNet's global_pool_conditions (as diffusers reads it from nets[0]; not in SDXL
+    /// inpainting, whose diffusers pipeline does not read it).
     /// </summary>
     private ControlState PrepareControl(IControlNetRequest r, int numImagesPerPrompt, int height, int width, int batch, bool cfg, int timestepCount)
     {
         var nets = Components.ControlNets;
         int n = nets.Count;
-        bool guess = r.GuessMode || nets[0].Config.GlobalPoolConditions;
+        bool guess = r.GuessMode || (nets[0].Config.GlobalPoolConditions && !IsXLControlNetInpaint((StableDiffusionRequest)r));
         var processor = ControlImageProcessor;
         var sources = ControlImagesOf(r);
         var images = new Tensor[n];
@@ -112,7 +130,7 @@ public abstract partial class StableDiffusionPipelineBase
             image = image.repeat_interleave(repeat, 0).to(nets[k].Dtype, Components.Device);
             images[k] = cfg && !guess ? cat([image, image], 0) : image;
         }
-        var scales = PerControlNet(r.ControlNetConditioningScales, r.ControlNetConditioningScale, n);
+        var scales = PerControlNet(r.ControlNetConditioningScales, ConditioningScaleOf(r), n);
         var starts = PerControlNet(r.ControlGuidanceStarts, r.ControlGuidanceStart, n);
         var ends = PerControlNet(r.ControlGuidanceEnds, r.ControlGuidanceEnd, n);
         var perStep = new double[timestepCount][];

@@ -30,7 +30,8 @@ public abstract partial class StableDiffusionPipelineBase
         var (oh, ow) = r.OriginalSize ?? (height, width);
         var (th, tw) = r.TargetSize ?? (height, width);
         var (ct, cl) = r.CropsCoordsTopLeft;
-        var (nct, ncl) = r.NegativeCropsCoordsTopLeft;
+        // diffusers' SDXL ControlNet inpainting builds the negative ids from the positive crop corner (it has no negative one).
+        var (nct, ncl) = IsXLControlNetInpaint(r) ? r.CropsCoordsTopLeft : r.NegativeCropsCoordsTopLeft;
         Tensor Row(double[] ids) => tensor(ids, [1, ids.Length], device: Components.Device).to(dtype);
         if (r is StableDiffusionImg2ImgRequest i)
         {

@@ -52,8 +52,9 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
     public double GuidanceOf(StableDiffusionRequest r) => r.GuidanceScale ?? (IsXL ? 5.0 : 7.5);
 
     /// <summary>The strength <paramref name="r"/> runs with: its own, or the pipeline's default (img2img 0.8, inpaint 1.0;
-    /// SDXL 0.3 and 0.9999).</summary>
-    public double StrengthOf(StableDiffusionImg2ImgRequest r) => r.Strength ?? (r is StableDiffusionInpaintRequest ? (IsXL ? 0.9999 : 1.0) : (IsXL ? 0.3 : 0.8));
+    /// SDXL 0.3 and 0.9999, but 0.8 for SDXL ControlNet image-to-image).</summary>
+    public double StrengthOf(StableDiffusionImg2ImgRequest r) =>
+        r.Strength ?? (r is StableDiffusionInpaintRequest ? (IsXL ? 0.9999 : 1.0) : (IsXL && r is not IControlNetRequest ? 0.3 : 0.8));
 
     /// <summary>Validates a request (diffusers' check_inputs and the mode's own checks), before any compute.</summary>
     private void CheckInputs(StableDiffusionRequest r, int height, int width, int steps)

@@ -181,16 +181,19 @@ public record StableDiffusionControlNetRequest : StableDiffusionRequest, IContro
     /// <summary>One end per ControlNet (diffusers' list form).</summary>
     public IReadOnlyList<double>? ControlGuidanceEnds { get; init; }
 
+    double? IControlNetRequest.ConditioningScale => ControlNetConditioningScale;
     PipelineImage? IControlNetRequest.ControlImage => Image;
     IReadOnlyList<PipelineImage>? IControlNetRequest.ControlImages => Images;
     string IControlNetRequest.ImageName => "image";
 }
 
 /// <summary>
-/// ControlNet image-to-image parameters (<c>StableDiffusionControlNetImg2ImgPipeline.__call__</c>): the starting
+/// ControlNet image-to-image parameters (<c>StableDiffusion[XL]ControlNetImg2ImgPipeline.__call__</c>): the starting
 /// <see cref="StableDiffusionImg2ImgRequest.Image"/> and strength, and the control image(s) as
 /// <see cref="ControlImage"/> (diffusers' <c>control_image</c>), resized to the output size (by default the starting
-/// image's, rounded down to a multiple of 8).
+/// image's, rounded down to a multiple of 8). SDXL: strength defaults to 0.8 here (not plain SDXL image-to-image's 0.3),
+/// and diffusers' SDXL ControlNet image-to-image pipeline has neither denoising_start / denoising_end nor
+/// guidance_rescale, so they are refused.
 /// </summary>
 public record StableDiffusionControlNetImg2ImgRequest : StableDiffusionImg2ImgRequest, IControlNetRequest
 {
@@ -221,13 +224,18 @@ public record StableDiffusionControlNetImg2ImgRequest : StableDiffusionImg2ImgRe
     /// <summary>One end per ControlNet.</summary>
     public IReadOnlyList<double>? ControlGuidanceEnds { get; init; }
 
+    double? IControlNetRequest.ConditioningScale => ControlNetConditioningScale;
     string IControlNetRequest.ImageName => "control_image";
 }
 
 /// <summary>
-/// ControlNet inpainting parameters (<c>StableDiffusionControlNetInpaintPipeline.__call__</c>): image, mask, strength,
+/// ControlNet inpainting parameters (<c>StableDiffusion[XL]ControlNetInpaintPipeline.__call__</c>): image, mask, strength,
 /// and the control image(s) as <see cref="ControlImage"/>. Unlike plain inpainting, the output size defaults to the
-/// image's (rounded down to a multiple of 8), as diffusers' ControlNet inpaint pipeline has it.
+/// image's (rounded down to a multiple of 8), as diffusers' ControlNet inpaint pipelines have it. SDXL (diffusers'
+/// <c>StableDiffusionXLControlNetInpaintPipeline</c>): strength 0.9999 and conditioning scale 1.0 by default,
+/// denoising_start / denoising_end and guidance_rescale as SDXL inpainting has them; it has no negative size / crop
+/// micro-conditioning (the negative time ids repeat the positive ones, so those members are refused), and guess mode is
+/// only the request's (that pipeline does not turn it on for a ControlNet with global_pool_conditions).
 /// </summary>
 public record StableDiffusionControlNetInpaintRequest : StableDiffusionInpaintRequest, IControlNetRequest
 {
@@ -237,8 +245,9 @@ public record StableDiffusionControlNetInpaintRequest : StableDiffusionInpaintRe
     /// <summary>One control image per ControlNet, in order; instead of <see cref="ControlImage"/>.</summary>
     public IReadOnlyList<PipelineImage>? ControlImages { get; init; }
 
-    /// <summary>Multiplies the ControlNets' residuals (default 0.5, as diffusers' inpainting ControlNet pipeline).</summary>
-    public double ControlNetConditioningScale { get; init; } = 0.5;
+    /// <summary>Multiplies the ControlNets' residuals (default: 0.5 for SD 1.x / 2.x, 1.0 for SDXL, as diffusers'
+    /// inpainting ControlNet pipelines have it).</summary>
+    public double? ControlNetConditioningScale { get; init; }
 
     /// <summary>One conditioning scale per ControlNet.</summary>
     public IReadOnlyList<double>? ControlNetConditioningScales { get; init; }
@@ -258,6 +267,7 @@ public record StableDiffusionControlNetInpaintRequest : StableDiffusionInpaintRe
     /// <summary>One end per ControlNet.</summary>
     public IReadOnlyList<double>? ControlGuidanceEnds { get; init; }
 
+    double? IControlNetRequest.ConditioningScale => ControlNetConditioningScale;
     string IControlNetRequest.ImageName => "control_image";
 }
 
@@ -268,7 +278,8 @@ internal interface IControlNetRequest
     IReadOnlyList<PipelineImage>? ControlImages { get; }
     /// <summary>diffusers' name of the control image parameter, for messages.</summary>
     string ImageName { get; }
-    double ControlNetConditioningScale { get; }
+    /// <summary>The single conditioning scale; null for the pipeline's default.</summary>
+    double? ConditioningScale { get; }
     IReadOnlyList<double>? ControlNetConditioningScales { get; }
     bool GuessMode { get; }
     double ControlGuidanceStart { get; }
