@@ -121,6 +121,9 @@ cases = {
     "multi": (multi, dict(**embeds("t2i"), control_image=[image, mask_rgb], num_inference_steps=4, guidance_scale=4.5,
                           height=64, width=64, controlnet_conditioning_scale=[0.5, 1.2],
                           control_guidance_start=[0.0, 0.5], control_guidance_end=[0.5, 1.0]), 42, 4),
+    # The CLI's generate --seed 5 (one seed for the generator and the global generator), no CFG, scale 0.9.
+    "cli": (single, dict(**embeds("t2i_nocfg"), control_image=image, num_inference_steps=2, guidance_scale=1.0, height=64,
+                         width=64, controlnet_conditioning_scale=0.9), 5, 5),
 }
 for name, (p, args, seed, control_seed) in cases.items():
     def on_step_end(pp, i, t, kw, name=name):

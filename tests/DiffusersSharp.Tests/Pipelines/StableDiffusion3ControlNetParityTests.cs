@@ -77,6 +77,12 @@ public sealed class StableDiffusion3ControlNetParityTests(ITestOutputHelper outp
     }, "multi", "t2i", 42, 4);
 
     [Fact]
+    public void CliCaseMatchesDiffusers() => Check(["controlnet"], new StableDiffusion3ControlNetRequest
+    {
+        ControlImage = InitImage, NumInferenceSteps = 2, GuidanceScale = 1.0, Height = 64, Width = 64, ControlNetConditioningScale = 0.9,
+    }, "cli", "t2i_nocfg", 5, 5);
+
+    [Fact]
     public void InvalidInputsAreRefusedBeforeCompute()
     {
         using var components = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions(), Net("controlnet"));

@@ -138,7 +138,7 @@ public sealed class StableDiffusion3Components : PipelineComponents
                     ? AutoencoderKL.FromSingleFile(options.SingleFile!, ConfigJson.Read<AutoencoderKLConfig>(Path.Combine(Sub("vae"), "config.json")), options.Dtype, modelDevice)
                     : AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant))),
                 ControlNets = controlnets.Select((net, i) => Track(Timed(controlnets.Count == 1 ? "controlnet" : $"controlnet.{i}", () => SD3ControlNetModel.FromPretrained(
-                    Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken), options.Dtype, modelDevice)))).ToArray(),
+                    SD3ControlNetFolder(Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken), net), options.Dtype, modelDevice)))).ToArray(),
                 SchedulerConfig = schedulerConfig,
                 Device = device,
                 Dtype = options.Dtype,
@@ -153,6 +153,19 @@ public sealed class StableDiffusion3Components : PipelineComponents
             foreach (var d in disposables) d.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Returns <paramref name="folder"/> when its config.json names <c>SD3ControlNetModel</c>, else says what it is.</summary>
+    /// <exception cref="ArgumentException">The folder holds another kind of ControlNet (e.g. a UNet one).</exception>
+    private static string SD3ControlNetFolder(string folder, string given)
+    {
+        string config = Path.Combine(folder, "config.json");
+        if (!File.Exists(config)) return folder; // the loader says what is missing
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(config));
+        string? name = doc.RootElement.TryGetProperty("_class_name", out var c) && c.ValueKind == System.Text.Json.JsonValueKind.String ? c.GetString() : null;
+        if (name is not null && name != "SD3ControlNetModel")
+            throw new ArgumentException($"{given} is a {name}, not an SD3 ControlNet (SD3ControlNetModel); an SD3 model takes ControlNets made for SD3.");
+        return folder;
     }
 
     /// <summary>
