@@ -11,7 +11,8 @@ namespace DiffusersSharp.Tests.Models;
 /// tools/reference/sd3_controlnet.py on torch 1.13 CPU, float32): one forward of a tiny ControlNet drawn by diffusers'
 /// <c>from_transformer</c> from tiny-sd3 (one joint block with dual attention and QK norm) and of an SD3.5-kind one (no
 /// text, two single-stream blocks), and tiny-sd3's transformer with the first one's residuals. Bound: 1e-4 x max(1, max
-/// |expected|) as for the other components.
+/// |expected|) as for the other components. Measured: ControlNet residual 2.3e-5 on values up to 35, transformer 1.9e-5
+/// (max 7.1; the SD3 transformer's own parity is 5.4e-5), SD3.5 kind 1.4e-6 (max 11.5).
 /// </summary>
 public sealed class SD3ControlNetModelTests(ITestOutputHelper output)
 {
