@@ -53,6 +53,24 @@ public sealed class SD3ControlNetModelTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ResidualsAreSpacedOverTheBlocksAndNoneAfterTheLast()
+    {
+        // tiny-sd3 has two blocks; the last (context_pre_only) takes no residual. With two residuals block 0 takes the
+        // first (interval 1), with one it takes that one (interval 2): the second residual never counts.
+        _ = Expected.Count;
+        using var inference = inference_mode();
+        using var scope = NewDisposeScope();
+        using var transformer = SD3Transformer2DModel.FromPretrained(Fixtures.Path("tiny-sd3/model/transformer"));
+        var (x, ctx, pooled, t) = (Expected["forward.hidden_states"], Expected["forward.encoder_hidden_states"], Expected["forward.pooled_projections"],
+            Expected["forward.timestep"]);
+        var r = Expected["forward.controlnet.block0"];
+        var one = transformer.forward(x, ctx, pooled, t, block_controlnet_hidden_states: [r]);
+        var two = transformer.forward(x, ctx, pooled, t, block_controlnet_hidden_states: [r, r * 100]);
+        Assert.True(one.eq(two).all().item<bool>());
+        Assert.False(one.allclose(transformer.forward(x, ctx, pooled, t)));
+    }
+
+    [Fact]
     public void StateDictKeysAreDiffusersKeys()
     {
         using var cn = new SD3ControlNetModel(DiffusersSharp.IO.ConfigJson.Read<SD3ControlNetModelConfig>(Folder("controlnet-sd35") + "/config.json"), new Device("meta"));

@@ -97,5 +97,9 @@ public sealed class StableDiffusion3ControlNetParityTests(ITestOutputHelper outp
         Assert.Throws<ArgumentException>(() => pipe.Generate(ok with { ControlNetConditioningScales = [1, 2] }));
         Assert.Throws<ArgumentException>(() => pipe.Generate(ok with { SkipGuidanceLayers = [1] }));
         Assert.Throws<ArgumentException>(() => new StableDiffusion3ControlNetPipeline(TinySd3Pipeline.Shared));
+        // diffusers feeds every ControlNet as the first: one with text input and one without cannot run together.
+        var mixed = Assert.Throws<ArgumentException>(() => StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions(),
+            [Net("controlnet"), Net("controlnet-sd35")]));
+        Assert.Contains("of one kind", mixed.Message);
     }
 }
