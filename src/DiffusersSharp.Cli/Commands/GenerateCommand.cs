@@ -49,7 +49,7 @@ internal abstract class VerbPipelines
     {
         InpaintSettings s => new Inpaint(ImageFile.LoadRgb(s.Image!), ImageFile.Load(s.Mask!), s.StrengthValue, ControlOptions.From(s)),
         Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s)),
-        { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlOptions.From(s)!.Apply(new StableDiffusionControlNetRequest())),
+        { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlOptions.From(s)!),
         _ => new TextToImage(),
     };
 
@@ -164,25 +164,25 @@ internal sealed class TextToImage : VerbPipelines
         : Use(new StableDiffusionPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 }
 
-/// <summary><c>generate --controlnet</c>'s pipelines (SD 1.x / 2.x and SDXL only: other families are refused before loading).</summary>
-internal sealed class ControlNetTextToImage(StableDiffusionControlNetRequest control) : VerbPipelines
+/// <summary><c>generate --controlnet</c>'s pipelines (SD 1.x / 2.x, SDXL and SD3; Flux is refused before loading).</summary>
+internal sealed class ControlNetTextToImage(ControlOptions control) : VerbPipelines
 {
-    private const string UNetOnly = "--controlnet applies to SD 1.x / 2.x and SDXL models.";
+    private const string NotFlux = "--controlnet applies to SD 1.x / 2.x, SDXL and SD3 models.";
 
     public override string Verb => "txt2img";
 
     public override int Sd3DefaultSteps => 28;
 
-    public override StableDiffusion3Request Sd3Request() => throw new ArgumentException(UNetOnly);
+    public override StableDiffusion3Request Sd3Request() => control.Apply(new StableDiffusion3ControlNetRequest());
 
-    public override StableDiffusionRequest UNetRequest() => control;
+    public override StableDiffusionRequest UNetRequest() => control.Apply(new StableDiffusionControlNetRequest());
 
-    public override FluxRequest FluxRequest(string pipelineClass) => throw new ArgumentException(UNetOnly);
+    public override FluxRequest FluxRequest(string pipelineClass) => throw new ArgumentException(NotFlux);
 
-    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => throw new ArgumentException(UNetOnly);
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => throw new ArgumentException(NotFlux);
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
-        throw new ArgumentException(UNetOnly);
+        Use(new StableDiffusion3ControlNetPipeline(components), (StableDiffusion3ControlNetRequest)request, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
 
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
         RunHooks hooks, CancellationToken ct)
@@ -303,6 +303,13 @@ internal sealed record ControlOptions(PipelineImage[] Images, double[]? Scales, 
     public StableDiffusionControlNetRequest Apply(StableDiffusionControlNetRequest r) => r with
     {
         Image = One, Images = Several, GuessMode = GuessMode,
+        ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
+        ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
+    };
+
+    public StableDiffusion3ControlNetRequest Apply(StableDiffusion3ControlNetRequest r) => r with
+    {
+        ControlImage = One, ControlImages = Several,
         ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
         ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
     };

@@ -181,12 +181,12 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--true-cfg <SCALE>"), Description("Flux: diffusers' true_cfg_scale; above 1 with --negative-prompt, each step runs the transformer for the negative prompt too (default 1: off). --guidance is Flux's embedded guidance (default 3.5; 7.0 for img2img and inpaint, as diffusers).")]
     public string? TrueCfg { get; init; }
 
-    /// <summary>ControlNet folders or hub repo ids (UNet models), in order.</summary>
-    [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL: a diffusers ControlNet folder or hub repo id (e.g. lllyasviel/sd-controlnet-canny) steering the image with --control-image. Repeat it for several ControlNets (their residuals are summed); the repeated --control-image, --controlnet-scale, --control-start and --control-end pair with them in order.")]
+    /// <summary>ControlNet folders or hub repo ids (UNet and SD3 models), in order.</summary>
+    [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL (generate, img2img, inpaint) and SD3 / SD3.5 (generate): a diffusers ControlNet folder or hub repo id (e.g. lllyasviel/sd-controlnet-canny, InstantX/SD3-Controlnet-Canny) steering the image with --control-image. Repeat it for several ControlNets (their residuals are summed); the repeated --control-image, --controlnet-scale, --control-start and --control-end pair with them in order.")]
     public string[]? ControlNet { get; init; }
 
     /// <summary>The control images, one per ControlNet.</summary>
-    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), one per --controlnet in the same order, resized to the output size; generate without --width / --height takes the (first) image's size (rounded down to 8).")]
+    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), one per --controlnet in the same order, resized to the output size; generate without --width / --height takes the (first) image's size (rounded down to 8) for SD 1.x / 2.x and SDXL, the model's default size for SD3 (as diffusers).")]
     public string[]? ControlImage { get; init; }
 
     /// <summary>ControlNet conditioning scales.</summary>

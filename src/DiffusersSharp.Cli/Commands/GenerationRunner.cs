@@ -132,6 +132,10 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             SkipGuidanceLayers = settings.SkipLayerList,
             OutputType = OutputType.Image,
         };
+        // diffusers draws the control images' VAE samples from torch's global generator: the seed seeds it too, as
+        // torch.manual_seed(seed) would.
+        if (request is StableDiffusion3ControlNetRequest control)
+            request = (T)(object)(control with { ControlImageGenerator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed)) });
         // Kontext's output is max_area pixels at the requested aspect ratio: --width and --height ask for that size.
         if (request is FluxKontextRequest kontext && settings.Width is int w && settings.Height is int h)
             request = (T)(object)(kontext with { MaxArea = w * h });
@@ -162,6 +166,10 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             MaxSequenceLength = settings.MaxSequenceLength ?? 512,
             OutputType = OutputType.Image,
         };
+        // diffusers draws the control images' VAE samples from torch's global generator: the seed seeds it too, as
+        // torch.manual_seed(seed) would.
+        if (request is StableDiffusion3ControlNetRequest control)
+            request = (T)(object)(control with { ControlImageGenerator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed)) });
         // Kontext's output is max_area pixels at the requested aspect ratio: --width and --height ask for that size.
         if (request is FluxKontextRequest kontext && settings.Width is int w && settings.Height is int h)
             request = (T)(object)(kontext with { MaxArea = w * h });

@@ -88,7 +88,8 @@ internal sealed class LoadedModel : IDisposable
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, null, WithLora(output, settings,
                 StableDiffusionComponents.FromPretrained(folder, options, (settings as GenerateSettings)?.ControlNets ?? [], ct), c => c.FuseLora)),
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, null, null, WithLora(output, settings, FluxComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
-            _ => new LoadedModel(settings.Model!, pipelineClass, WithLora(output, settings, StableDiffusion3Components.FromPretrained(folder, options, ct), c => c.FuseLora), null),
+            _ => new LoadedModel(settings.Model!, pipelineClass, WithLora(output, settings,
+                StableDiffusion3Components.FromPretrained(folder, options, (settings as GenerateSettings)?.ControlNets ?? [], ct), c => c.FuseLora), null),
         };
     }
 
@@ -136,8 +137,17 @@ internal sealed class LoadedModel : IDisposable
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
-        if (family != Family.UNet && settings.ControlNets.Count > 0)
-            throw new ArgumentException($"--controlnet applies to SD 1.x / 2.x and SDXL models; {settings.Model} is a {pipelineClass}.");
+        if (family == Family.Flux && settings.ControlNets.Count > 0)
+            throw new ArgumentException($"--controlnet applies to SD 1.x / 2.x, SDXL and SD3 models; {settings.Model} is a {pipelineClass}.");
+        if (family == Family.Sd3 && settings.ControlNets.Count > 0)
+        {
+            if (settings is Img2ImgSettings)
+                throw new ArgumentException($"--controlnet with {(settings is InpaintSettings ? "inpaint" : "img2img")} applies to SD 1.x / 2.x models (the SD3 ControlNet inpainting pipeline is not implemented yet); {settings.Model} is a {pipelineClass}.");
+            if (settings.GuessMode)
+                throw new ArgumentException($"--guess-mode does not apply to SD3 ControlNets (diffusers' SD3 ControlNet pipeline has no guess mode); {settings.Model} is a {pipelineClass}.");
+            if (settings.SkipLayers is not null)
+                throw new ArgumentException($"--skip-layers does not apply with --controlnet (diffusers' SD3 ControlNet pipeline has no skip-layer guidance).");
+        }
         if (family != Family.Flux && settings.TrueCfg is not null)
             throw new ArgumentException($"--true-cfg applies to Flux models; {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux)

@@ -8,7 +8,8 @@ namespace DiffusersSharp.Models.Layers;
 /// 2-D image to patch tokens with a sin-cos position embedding (diffusers <c>PatchEmbed</c> as SD3 configures it:
 /// no LayerNorm, flattened, bias, interpolation scale 1). With <c>posEmbedMaxSize</c> the [1, P·P, D] table is a
 /// persistent buffer (<c>pos_embed</c>, loaded from the checkpoint) and the centre gh×gw window is cropped for each latent;
-/// without it the table is computed for the latent's grid on each call.
+/// without it the table is computed for the latent's grid on each call. Without positions (diffusers'
+/// <c>pos_embed_type=None</c>, e.g. the SD3 ControlNet's <c>pos_embed_input</c>) it is the patchifying conv alone.
 /// </summary>
 public sealed class PatchEmbed : nn.Module<Tensor, Tensor>
 {
@@ -21,16 +22,20 @@ public sealed class PatchEmbed : nn.Module<Tensor, Tensor>
     private readonly long _embedDim;
     private readonly int? _posEmbedMaxSize;
     private readonly double _baseSize;
+    private readonly bool _positions;
 
     /// <summary>
     /// Creates the embedding. <paramref name="height"/>/<paramref name="width"/> are the configured sample size (latent
-    /// pixels), which set the position scale (<c>base_size = height / patchSize</c>).
+    /// pixels), which set the position scale (<c>base_size = height / patchSize</c>). <paramref name="positions"/> false
+    /// adds no position embedding (diffusers' <c>pos_embed_type=None</c>; <paramref name="posEmbedMaxSize"/> is then ignored).
     /// </summary>
     public PatchEmbed(int height, int width, int patchSize, int inChannels, long embedDim, int? posEmbedMaxSize,
-        Device? device = null, ScalarType? dtype = null) : base(nameof(PatchEmbed))
+        Device? device = null, ScalarType? dtype = null, bool positions = true) : base(nameof(PatchEmbed))
     {
         if (patchSize < 1) throw new ArgumentOutOfRangeException(nameof(patchSize), patchSize, "patch size must be positive.");
-        if (embedDim % 4 != 0) throw new ArgumentException($"the sin-cos position embedding needs a width divisible by 4, got {embedDim}.", nameof(embedDim));
+        _positions = positions;
+        if (!positions) posEmbedMaxSize = null;
+        if (positions && embedDim % 4 != 0) throw new ArgumentException($"the sin-cos position embedding needs a width divisible by 4, got {embedDim}.", nameof(embedDim));
         _patchSize = patchSize;
         _inChannels = inChannels;
         _embedDim = embedDim;
@@ -75,6 +80,7 @@ public sealed class PatchEmbed : nn.Module<Tensor, Tensor>
         Validate(latent.shape, nameof(latent));
         long gh = latent.shape[2] / _patchSize, gw = latent.shape[3] / _patchSize;
         var x = proj.forward(latent).flatten(2).transpose(1, 2);
+        if (!_positions) return x;
         Tensor pe;
         if (pos_embed is not null)
         {

@@ -89,13 +89,18 @@ public sealed class SD3Transformer2DModel : nn.Module
     /// <paramref name="timestep"/> [B] (σ·1000; a scalar or [1] is broadcast). Blocks in <paramref name="skipLayers"/> are
     /// bypassed (skip-layer guidance). <paramref name="lastTokenRepeats"/> &gt; 1 says the last row of
     /// <paramref name="encoder_hidden_states"/> stands for that many identical rows (see <see cref="CollapseRepeatedTail"/>):
-    /// the result equals passing them all, within rounding. Returns [B, out_channels, h, w] in the model dtype.
+    /// the result equals passing them all, within rounding. <paramref name="block_controlnet_hidden_states"/> (an SD3
+    /// ControlNet's residuals, [B, N, D] each) are added to the image stream after every block but the last, block i
+    /// taking residual <c>floor(i / (num_layers / count))</c> as diffusers spaces them (also after a skipped block).
+    /// Returns [B, out_channels, h, w] in the model dtype.
     /// </summary>
     /// <exception cref="ArgumentException">An input has the wrong rank, size or batch; thrown before any compute.</exception>
     public Tensor forward(Tensor hidden_states, Tensor encoder_hidden_states, Tensor pooled_projections, Tensor timestep,
-        IReadOnlyCollection<int>? skipLayers = null, long lastTokenRepeats = 1)
+        IReadOnlyCollection<int>? skipLayers = null, long lastTokenRepeats = 1, IReadOnlyList<Tensor>? block_controlnet_hidden_states = null)
     {
         Validate(hidden_states, encoder_hidden_states, pooled_projections, timestep, skipLayers);
+        if (block_controlnet_hidden_states is { Count: 0 })
+            throw new ArgumentException("block_controlnet_hidden_states must not be empty (pass null for none).", nameof(block_controlnet_hidden_states));
         if (lastTokenRepeats < 1) throw new ArgumentOutOfRangeException(nameof(lastTokenRepeats), lastTokenRepeats, "lastTokenRepeats must be at least 1.");
         using var scope = torch.NewDisposeScope();
         var dtype = Dtype;
@@ -110,10 +115,16 @@ public sealed class SD3Transformer2DModel : nn.Module
 
         for (int i = 0; i < transformer_blocks.Count; i++)
         {
-            if (skipLayers is not null && skipLayers.Contains(i)) continue;
+            if (skipLayers is not null && skipLayers.Contains(i))
+            {
+                var added = WithControlResidual(x, i, block_controlnet_hidden_states);
+                if (!ReferenceEquals(added, x)) { x.Dispose(); x = added; }
+                continue;
+            }
             // Each block's intermediates are freed when it ends; only the two streams live on.
             using var blockScope = torch.NewDisposeScope();
             var (newContext, newX) = transformer_blocks[i].forward(x, context, temb, keyBias);
+            newX = WithControlResidual(newX, i, block_controlnet_hidden_states);
             newX.MoveToOuterDisposeScope();
             x.Dispose();
             x = newX;
@@ -129,6 +140,14 @@ public sealed class SD3Transformer2DModel : nn.Module
         int p = Config.PatchSize, c = Config.OutChannels;
         var output = h.view(batch, height / p, width / p, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(batch, c, height, width);
         return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The image stream plus the ControlNet residual of block <paramref name="index"/> (none after the last block, as diffusers).</summary>
+    private Tensor WithControlResidual(Tensor x, int index, IReadOnlyList<Tensor>? residuals)
+    {
+        if (residuals is null || transformer_blocks[index].ContextPreOnly) return x;
+        double interval = (double)transformer_blocks.Count / residuals.Count;
+        return x + residuals[(int)(index / interval)].to(x.dtype);
     }
 
     /// <summary>

@@ -2,6 +2,7 @@ using DiffusersSharp.IO;
 using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.ControlNets;
 using DiffusersSharp.Models.TextEncoders;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Schedulers;
@@ -19,6 +20,27 @@ public sealed class StableDiffusion3Components : PipelineComponents
 {
     /// <summary>The MMDiT.</summary>
     public required SD3Transformer2DModel Transformer { get; init; }
+
+    private readonly IReadOnlyList<SD3ControlNetModel> _controlNets = [];
+
+    /// <summary>The ControlNet of <see cref="StableDiffusion3ControlNetPipeline"/> (diffusers' <c>controlnet</c>
+    /// component), loaded beside the base model (<see cref="FromPretrained(string, PipelineLoadOptions, string?, CancellationToken)"/>),
+    /// when there is exactly one; null with none or several (see <see cref="ControlNets"/>). Setting it sets
+    /// <see cref="ControlNets"/> to that one.</summary>
+    public SD3ControlNetModel? ControlNet
+    {
+        get => _controlNets.Count == 1 ? _controlNets[0] : null;
+        init => _controlNets = value is null ? [] : [value];
+    }
+
+    /// <summary>Every ControlNet, in the order their control images, scales and guidance windows are given (several:
+    /// diffusers' <c>SD3MultiControlNetModel</c>, whose residuals are summed); empty without. Freed with the other models;
+    /// under model offload they move with the transformer.</summary>
+    public IReadOnlyList<SD3ControlNetModel> ControlNets
+    {
+        get => _controlNets;
+        init => _controlNets = value?.ToArray() ?? [];
+    }
 
     /// <summary>The 16-channel VAE.</summary>
     public required AutoencoderKL Vae { get; init; }
@@ -46,8 +68,29 @@ public sealed class StableDiffusion3Components : PipelineComponents
 
     /// <summary>Loads every component of a diffusers pipeline folder, or of a hub repo id (downloaded into the hub cache first).</summary>
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
-    public static StableDiffusion3Components FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default)
+    public static StableDiffusion3Components FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default) =>
+        FromPretrained(model, options, Array.Empty<string>(), cancellationToken);
+
+    /// <summary>
+    /// Loads the components of <paramref name="model"/> as <see cref="FromPretrained(string, PipelineLoadOptions, CancellationToken)"/>
+    /// and an SD3 ControlNet from <paramref name="controlnet"/> (a diffusers <c>controlnet</c> folder or hub repo id, e.g.
+    /// InstantX/SD3-Controlnet-Canny) in the same dtype, as diffusers'
+    /// <c>from_pretrained(base, controlnet=SD3ControlNetModel.from_pretrained(cn))</c>. The ControlNet must fit the transformer.
+    /// </summary>
+    /// <exception cref="ArgumentException">The ControlNet does not fit the transformer.</exception>
+    public static StableDiffusion3Components FromPretrained(string model, PipelineLoadOptions options, string? controlnet, CancellationToken cancellationToken = default) =>
+        FromPretrained(model, options, controlnet is null ? Array.Empty<string>() : [controlnet], cancellationToken);
+
+    /// <summary>
+    /// Loads the components of <paramref name="model"/> and every SD3 ControlNet of <paramref name="controlnets"/> (folders or
+    /// hub repo ids) in the same dtype, in that order: several are diffusers' <c>SD3MultiControlNetModel</c>. Each must fit
+    /// the transformer, and several must be of one kind (diffusers feeds them all as it feeds the first).
+    /// </summary>
+    /// <exception cref="ArgumentException">A ControlNet does not fit the transformer, or they are of different kinds.</exception>
+    public static StableDiffusion3Components FromPretrained(string model, PipelineLoadOptions options, IReadOnlyList<string> controlnets,
+        CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(controlnets);
         var device = options.ParsedDevice; // fail on a bad device before any download
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
         var fromFile = options.SingleFileComponentsOf(Loaders.SingleFileLayout.SD3, "Stable Diffusion 3");
@@ -94,11 +137,14 @@ public sealed class StableDiffusion3Components : PipelineComponents
                 Vae = Track(Timed("vae", () => fromFile.Contains("vae")
                     ? AutoencoderKL.FromSingleFile(options.SingleFile!, ConfigJson.Read<AutoencoderKLConfig>(Path.Combine(Sub("vae"), "config.json")), options.Dtype, modelDevice)
                     : AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant))),
+                ControlNets = controlnets.Select((net, i) => Track(Timed(controlnets.Count == 1 ? "controlnet" : $"controlnet.{i}", () => SD3ControlNetModel.FromPretrained(
+                    SD3ControlNetFolder(Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken), net), options.Dtype, modelDevice)))).ToArray(),
                 SchedulerConfig = schedulerConfig,
                 Device = device,
                 Dtype = options.Dtype,
                 LoadMilliseconds = loadMs,
             };
+            CheckControlNets(components.ControlNets, components.Transformer);
             if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
             return components;
         }
@@ -107,6 +153,54 @@ public sealed class StableDiffusion3Components : PipelineComponents
             foreach (var d in disposables) d.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Returns <paramref name="folder"/> when its config.json names <c>SD3ControlNetModel</c>, else says what it is.</summary>
+    /// <exception cref="ArgumentException">The folder holds another kind of ControlNet (e.g. a UNet one).</exception>
+    private static string SD3ControlNetFolder(string folder, string given)
+    {
+        string config = Path.Combine(folder, "config.json");
+        if (!File.Exists(config)) return folder; // the loader says what is missing
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(config));
+        string? name = doc.RootElement.TryGetProperty("_class_name", out var c) && c.ValueKind == System.Text.Json.JsonValueKind.String ? c.GetString() : null;
+        if (name is not null && name != "SD3ControlNetModel")
+            throw new ArgumentException($"{given} is a {name}, not an SD3 ControlNet (SD3ControlNetModel); an SD3 model takes ControlNets made for SD3.");
+        return folder;
+    }
+
+    /// <summary>
+    /// Throws unless every ControlNet gives residuals the transformer can add (same inner width), takes its latents (patch
+    /// size, channels) and pooled embeddings, and the ControlNets share one kind (text or not, zero pooled projections or
+    /// not), as diffusers' pipeline feeds all of them as it feeds the first.
+    /// </summary>
+    /// <exception cref="ArgumentException">A ControlNet does not fit, with the reason.</exception>
+    public static void CheckControlNets(IReadOnlyList<SD3ControlNetModel> controlnets, SD3Transformer2DModel transformer)
+    {
+        ArgumentNullException.ThrowIfNull(controlnets);
+        ArgumentNullException.ThrowIfNull(transformer);
+        var t = transformer.Config;
+        foreach (var net in controlnets)
+        {
+            var c = net.Config;
+            void Same(object theirs, object ours, string what)
+            {
+                if (!Equals(theirs, ours))
+                    throw new ArgumentException($"The ControlNet does not fit this transformer: its {what} is {theirs}, the transformer's {ours}. Use an SD3 ControlNet made for this base model.");
+            }
+            Same(c.InnerDim, t.InnerDim, "inner width (heads x head dim)");
+            Same(c.PatchSize, t.PatchSize, "patch_size");
+            Same(c.InChannels, t.InChannels, "in_channels");
+            Same(c.PooledProjectionDim, t.PooledProjectionDim, "pooled_projection_dim");
+            if (c.JointAttentionDim is int joint) Same(joint, t.JointAttentionDim, "joint_attention_dim");
+            if (!c.UsePosEmbed)
+                throw new ArgumentException("This SD3 ControlNet has use_pos_embed false (it takes tokens, not latents); diffusers' SD3 ControlNet pipeline cannot feed it either.");
+            if (c.ExtraConditioningChannels != 0)
+                throw new ArgumentException($"This SD3 ControlNet takes {c.ExtraConditioningChannels} extra conditioning channel(s); diffusers' SD3 ControlNet pipeline gives it the control image's latents alone, so it cannot run it.");
+        }
+        for (int i = 1; i < controlnets.Count; i++)
+            if ((controlnets[i].Config.JointAttentionDim is null) != (controlnets[0].Config.JointAttentionDim is null)
+                || controlnets[i].Config.ForceZerosForPooledProjection != controlnets[0].Config.ForceZerosForPooledProjection)
+                throw new ArgumentException($"SD3 ControlNet {i} is of another kind than the first (text input or force_zeros_for_pooled_projection); diffusers feeds every ControlNet as the first, so several must be of one kind.");
     }
 
     /// <summary>Builds the prompt encoder over these components (it can only pass precomputed embeddings through when the CLIP encoders are absent).</summary>
@@ -162,7 +256,8 @@ public sealed class StableDiffusion3Components : PipelineComponents
         if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
         if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
         if (TextEncoder3 is not null) models["text_encoder_3"] = TextEncoder3;
-        models["transformer"] = Transformer;
+        // The ControlNets come to the device with the transformer and stay beside it until the call ends.
+        models["transformer"] = ControlNets.Count == 0 ? Transformer : new ModuleGroup([Transformer, .. ControlNets]);
         models["vae"] = Vae;
         return models;
     }
@@ -171,6 +266,7 @@ public sealed class StableDiffusion3Components : PipelineComponents
     protected override void FreeModels()
     {
         Transformer.Dispose();
+        foreach (var net in ControlNets) net.Dispose();
         Vae.Dispose();
         TextEncoder?.Dispose();
         TextEncoder2?.Dispose();

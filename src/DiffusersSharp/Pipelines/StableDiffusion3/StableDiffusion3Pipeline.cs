@@ -41,15 +41,7 @@ public sealed class StableDiffusion3Pipeline : StableDiffusion3PipelineBase
         progress?.Report(new PipelineProgress("encode", 1, 1));
         cancellationToken.ThrowIfCancellationRequested();
 
-        long[] shape = [batch, Components.Transformer.Config.InChannels, height / VaeScaleFactor, width / VaeScaleFactor];
-        Tensor latents;
-        if (request.Latents is { } given)
-        {
-            if (!given.shape.SequenceEqual(shape))
-                throw new ArgumentException($"latents must have shape [{string.Join(", ", shape)}], got [{string.Join(", ", given.shape)}].");
-            latents = given.to(embeds.dtype, Components.Device, copy: true);
-        }
-        else latents = RandnTensor(shape, request, embeds.dtype);
+        var latents = InitialLatents(request, batch, height, width, embeds.dtype);
 
         using var scheduler = CreateScheduler(request, steps, height, width);
         var timesteps = scheduler.Timesteps;

@@ -96,6 +96,17 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
     protected Tensor RandnTensor(long[] shape, StableDiffusion3Request r, ScalarType dtype) =>
         RandomDraws.Randn(shape, r.Generator, r.Generators, dtype, Components.Device);
 
+    /// <summary>Text-to-image's starting latents (diffusers' <c>prepare_latents</c>): the request's, or noise.</summary>
+    /// <exception cref="ArgumentException">The given latents have another shape.</exception>
+    protected Tensor InitialLatents(StableDiffusion3Request r, int batch, int height, int width, ScalarType dtype)
+    {
+        long[] shape = [batch, Components.Transformer.Config.InChannels, height / VaeScaleFactor, width / VaeScaleFactor];
+        if (r.Latents is not { } given) return RandnTensor(shape, r, dtype);
+        if (!given.shape.SequenceEqual(shape))
+            throw new ArgumentException($"latents must have shape [{string.Join(", ", shape)}], got [{string.Join(", ", given.shape)}].");
+        return given.to(dtype, Components.Device, copy: true);
+    }
+
     /// <summary>
     /// A VAE posterior sample of <paramref name="image"/> (diffusers' <c>retrieve_latents(vae.encode(image), generator)</c>):
     /// mean + std * randn, drawn from the request's generator, or per sample from a list of generators.
@@ -143,6 +154,12 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
         /// <summary>Runs after each scheduler step; returns the latents to continue with.</summary>
         public virtual Tensor AfterStep(Tensor latents, int step, FlowMatchEulerDiscreteScheduler scheduler, Tensor timesteps) => latents;
 
+        /// <summary>
+        /// The ControlNet residuals for step <paramref name="step"/> (null: none), given the transformer's input, timestep
+        /// and the step's full prompt embeddings (CFG-batched as the input).
+        /// </summary>
+        public virtual IReadOnlyList<Tensor>? ControlResiduals(Tensor modelInput, Tensor timestep, Tensor promptEmbeds, int step) => null;
+
         /// <summary>The latent-size mask shown to callbacks (inpainting only).</summary>
         public virtual Tensor? Mask { get => null; set { } }
     }
@@ -180,7 +197,10 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
                 var stepPooled = !cfg && pooled.shape[0] == 2 * latents.shape[0] ? pooled.chunk(2)[1] : pooled;
                 var modelInput = cfg ? cat([latents, latents], 0) : latents;
                 var timestep = t.expand(modelInput.shape[0]);
-                var noisePred = transformer.forward(hooks.TransformerInput(modelInput, cfg), stepEmbeds, stepPooled, timestep, lastTokenRepeats: repeats);
+                var fullEmbeds = !cfg && embeds.shape[0] == 2 * latents.shape[0] ? embeds.chunk(2)[1] : embeds;
+                var residuals = hooks.ControlResiduals(modelInput, timestep, fullEmbeds, i);
+                var noisePred = transformer.forward(hooks.TransformerInput(modelInput, cfg), stepEmbeds, stepPooled, timestep, lastTokenRepeats: repeats,
+                    block_controlnet_hidden_states: residuals);
                 if (cfg)
                 {
                     var halves = noisePred.chunk(2);

@@ -119,3 +119,53 @@ public record StableDiffusion3InpaintRequest : StableDiffusion3Img2ImgRequest
     /// <summary>Latents of the masked image, if precomputed.</summary>
     public Tensor? MaskedImageLatents { get; init; }
 }
+
+/// <summary>
+/// The parameters of an SD3 ControlNet text-to-image call (<c>StableDiffusion3ControlNetPipeline.__call__</c>), with
+/// diffusers' names and defaults. Skip-layer guidance is not a parameter of that pipeline and is refused.
+/// </summary>
+public record StableDiffusion3ControlNetRequest : StableDiffusion3Request
+{
+    /// <summary>
+    /// The control image (diffusers' <c>control_image</c>): resized to the output size (LANCZOS), normalized to [-1, 1] and
+    /// encoded by the VAE (a posterior sample, then <c>(latents - shift) x scaling</c>; no shift for ControlNets with
+    /// <c>force_zeros_for_pooled_projection</c>). A tensor [1 or B, 3, H, W] is taken as it is (in [-1, 1], at the output size).
+    /// </summary>
+    public PipelineImage? ControlImage { get; init; }
+
+    /// <summary>One control image per ControlNet, in order (diffusers' list form with <c>SD3MultiControlNetModel</c>); instead of <see cref="ControlImage"/>.</summary>
+    public IReadOnlyList<PipelineImage>? ControlImages { get; init; }
+
+    /// <summary>Multiplies the ControlNets' residuals before the transformer adds them (default 1.0); all of them unless
+    /// <see cref="ControlNetConditioningScales"/> is given.</summary>
+    public double ControlNetConditioningScale { get; init; } = 1.0;
+
+    /// <summary>One conditioning scale per ControlNet (diffusers' list form).</summary>
+    public IReadOnlyList<double>? ControlNetConditioningScales { get; init; }
+
+    /// <summary>The fraction of the steps after which the ControlNets start to apply (default 0).</summary>
+    public double ControlGuidanceStart { get; init; }
+
+    /// <summary>One start per ControlNet (diffusers' list form).</summary>
+    public IReadOnlyList<double>? ControlGuidanceStarts { get; init; }
+
+    /// <summary>The fraction of the steps after which they stop applying (default 1).</summary>
+    public double ControlGuidanceEnd { get; init; } = 1.0;
+
+    /// <summary>One end per ControlNet (diffusers' list form).</summary>
+    public IReadOnlyList<double>? ControlGuidanceEnds { get; init; }
+
+    /// <summary>
+    /// The pooled projections given to ControlNets without <c>force_zeros_for_pooled_projection</c> (SD3.5 ControlNets),
+    /// [B', pooled_projection_dim] with B' the transformer's batch (doubled under CFG); default the pooled prompt embeddings
+    /// (CFG-batched). ControlNets with <c>force_zeros_for_pooled_projection</c> always get zeros.
+    /// </summary>
+    public Tensor? ControlNetPooledProjections { get; init; }
+
+    /// <summary>
+    /// Draws the control images' VAE posterior samples. diffusers draws them from torch's global generator, so
+    /// <c>torch.manual_seed(s)</c> before its call equals <c>new Generator("cpu").ManualSeed(s)</c> here; null: a fresh
+    /// random seed (as an unseeded global generator).
+    /// </summary>
+    public DiffusersSharp.Runtime.Generator? ControlImageGenerator { get; init; }
+}
