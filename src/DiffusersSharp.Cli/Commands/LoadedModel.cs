@@ -142,7 +142,7 @@ internal sealed class LoadedModel : IDisposable
         if (family == Family.Sd3 && settings.ControlNets.Count > 0)
         {
             if (settings is Img2ImgSettings)
-                throw new ArgumentException($"--controlnet with {(settings is InpaintSettings ? "inpaint" : "img2img")} applies to SD 1.x / 2.x models (the SD3 ControlNet inpainting pipeline is not implemented yet); {settings.Model} is a {pipelineClass}.");
+                throw new ArgumentException($"--controlnet with {(settings is InpaintSettings ? "inpaint" : "img2img")} applies to SD 1.x / 2.x and SDXL models (the SD3 ControlNet image-to-image and inpainting pipelines are not implemented yet); {settings.Model} is a {pipelineClass}.");
             if (settings.GuessMode)
                 throw new ArgumentException($"--guess-mode does not apply to SD3 ControlNets (diffusers' SD3 ControlNet pipeline has no guess mode); {settings.Model} is a {pipelineClass}.");
             if (settings.SkipLayers is not null)
