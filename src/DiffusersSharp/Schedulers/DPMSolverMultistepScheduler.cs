@@ -126,27 +126,8 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
         return result.MoveToOuterDisposeScope();
     }
 
-    private Tensor ConvertModelOutput(Tensor modelOutput, Tensor sample, int i)
-    {
-        switch (Config.PredictionType)
-        {
-            case "epsilon":
-            {
-                if (Config.VarianceType is "learned" or "learned_range") modelOutput = modelOutput.narrow(1, 0, 3);
-                var (alpha, sigma) = AlphaSigma(Scalar(SigmaArray[i]));
-                return (sample - sigma * modelOutput) / alpha;
-            }
-            case "sample":
-                return modelOutput.alias();
-            case "v_prediction":
-            {
-                var (alpha, sigma) = AlphaSigma(Scalar(SigmaArray[i]));
-                return alpha * sample - sigma * modelOutput;
-            }
-            default:
-                return sample - Scalar(SigmaArray[i]) * modelOutput;
-        }
-    }
+    private Tensor ConvertModelOutput(Tensor modelOutput, Tensor sample, int i) =>
+        DataPrediction(modelOutput, sample, i, Config.PredictionType, Config.VarianceType is "learned" or "learned_range");
 
     private Tensor FirstOrder(Tensor m, Tensor sample, Tensor? noise, int i)
     {

@@ -145,27 +145,8 @@ public sealed class DPMSolverSinglestepScheduler : MultistepSolverBase
         return prev.MoveToOuterDisposeScope();
     }
 
-    private Tensor ConvertModelOutput(Tensor modelOutput, Tensor sample, int i)
-    {
-        switch (Config.PredictionType)
-        {
-            case "epsilon":
-            {
-                if (Config.VarianceType is "learned" or "learned_range") modelOutput = modelOutput.narrow(1, 0, 3);
-                var (alpha, sigma) = AlphaSigma(Scalar(SigmaArray[i]));
-                return (sample - sigma * modelOutput) / alpha;
-            }
-            case "sample":
-                return modelOutput.alias();
-            case "v_prediction":
-            {
-                var (alpha, sigma) = AlphaSigma(Scalar(SigmaArray[i]));
-                return alpha * sample - sigma * modelOutput;
-            }
-            default:
-                return sample - Scalar(SigmaArray[i]) * modelOutput;
-        }
-    }
+    private Tensor ConvertModelOutput(Tensor modelOutput, Tensor sample, int i) =>
+        DataPrediction(modelOutput, sample, i, Config.PredictionType, Config.VarianceType is "learned" or "learned_range");
 
     /// <summary>alpha_t, sigma_t and lambda at sigma index <paramref name="index"/>.</summary>
     private (Tensor Alpha, Tensor Sigma, Tensor Lambda) At(int index)

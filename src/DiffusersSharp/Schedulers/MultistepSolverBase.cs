@@ -39,6 +39,25 @@ public abstract class MultistepSolverBase : SigmaSchedulerBase
     private protected static Tensor Lambda(Tensor alpha, Tensor sigma) => alpha.log() - sigma.log();
 
     /// <summary>
+    /// <c>convert_model_output</c> to a data (x0) prediction, as DPM-Solver++ and UniPC (predict_x0) take it, at sigma
+    /// index <paramref name="i"/>; "flow_prediction" is <c>sample - sigma * output</c>. With a learned variance (epsilon
+    /// only) the predicted variance channels are dropped first: the first 3 channels are kept, as diffusers keeps them.
+    /// </summary>
+    private protected Tensor DataPrediction(Tensor modelOutput, Tensor sample, int i, string predictionType, bool learnedVariance = false)
+    {
+        var sigma = Scalar(SigmaArray[i]);
+        if (learnedVariance && predictionType == "epsilon") modelOutput = modelOutput.narrow(1, 0, 3);
+        var (alpha, sigmaT) = AlphaSigma(sigma);
+        return predictionType switch
+        {
+            "epsilon" => (sample - sigmaT * modelOutput) / alpha,
+            "sample" => modelOutput.alias(),
+            "v_prediction" => alpha * sample - sigmaT * modelOutput,
+            _ => sample - sigma * modelOutput,
+        };
+    }
+
+    /// <summary>
     /// DPM-Solver++'s second-order update (<c>multistep_dpm_solver_second_order_update</c> and the singlestep twin, which
     /// differ only in which sigma the sample sits at and which output is <paramref name="d0"/>): from
     /// <paramref name="sample"/> at <paramref name="sigmaS"/> to <paramref name="sigmaT"/> over the log-SNR step

@@ -108,18 +108,8 @@ public sealed class UniPCMultistepScheduler : MultistepSolverBase
         return prev.MoveToOuterDisposeScope();
     }
 
-    private Tensor ConvertModelOutput(Tensor modelOutput, Tensor sample, int i)
-    {
-        var sigma = Scalar(SigmaArray[i]);
-        var (alpha, sigmaT) = AlphaSigma(sigma);
-        return Config.PredictionType switch
-        {
-            "epsilon" => (sample - sigmaT * modelOutput) / alpha,
-            "sample" => modelOutput.alias(),
-            "v_prediction" => alpha * sample - sigmaT * modelOutput,
-            _ => sample - sigma * modelOutput,
-        };
-    }
+    private Tensor ConvertModelOutput(Tensor modelOutput, Tensor sample, int i) =>
+        DataPrediction(modelOutput, sample, i, Config.PredictionType);
 
     /// <summary>The log-SNR steps and the coefficients shared by UniP and UniC: rks (with 1.0 last), the differences
     /// D1 = (m_i - m0) / r_i, h·φ1 = expm1(-h), B(h), and R (powers of rks) with b, as float32 tensors.</summary>
