@@ -63,30 +63,8 @@ public sealed class ControlNetPipelineParityTests(LocalDiffusersControlNets mode
         NegativePromptEmbeds = Expected["in.sdxl.neg_prompt_embeds"], NegativePooledPromptEmbeds = Expected["in.sdxl.neg_pooled"],
     };
 
-    /// <summary>Runs a case twice (latents with per-step checks, then the image) and compares everything the fixture has.</summary>
-    private void Check(string name, StableDiffusionControlNetRequest request, long seed, Func<StableDiffusionControlNetRequest, StableDiffusionPipelineOutput> generate)
-    {
-        var steps = new List<(float Timestep, Tensor Latents)>();
-        using var latents = generate(request with
-        {
-            Generator = Seed(seed), OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c => steps.Add((c.Timestep, c.Latents.clone().DetachFromDisposeScope())),
-        });
-        int expectedSteps = Expected.Keys.Count(k => k.StartsWith($"{name}.step") && k.EndsWith(".latents"));
-        Assert.Equal(expectedSteps, steps.Count);
-        double worstStep = 0;
-        for (int i = 0; i < steps.Count; i++)
-        {
-            Assert.Equal(Expected[$"{name}.step{i}.timestep"].item<float>(), steps[i].Timestep);
-            worstStep = Math.Max(worstStep, TensorAssert.Close(steps[i].Latents, Expected[$"{name}.step{i}.latents"], Tolerance, $"{name} step {i}"));
-            steps[i].Latents.Dispose();
-        }
-        double latentError = TensorAssert.Close(latents.Tensor!, Expected[$"{name}.latents"], Tolerance, $"{name} latents");
-        using var image = generate(request with { Generator = Seed(seed), OutputType = OutputType.Numpy });
-        double imageError = TensorAssert.Close(image.Tensor!, Expected[$"{name}.image"], Tolerance, $"{name} image");
-        output.WriteLine($"{name}: {steps.Count} steps, worst step latents {worstStep:G3}, final latents {latentError:G3} " +
-                         $"(max |latents| {Expected[$"{name}.latents"].abs().max().item<float>():G3}), image {imageError:G3}");
-    }
+    private void Check(string name, StableDiffusionControlNetRequest request, long seed, Func<StableDiffusionControlNetRequest, StableDiffusionPipelineOutput> generate) =>
+        StepParity.Check(output, Expected, Tolerance, name, request, seed, generate);
 
     [Fact]
     public void Sd15MatchesDiffusers()

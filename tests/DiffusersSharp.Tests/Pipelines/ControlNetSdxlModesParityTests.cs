@@ -5,7 +5,6 @@ using DiffusersSharp.Pipelines.StableDiffusionXL;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
-using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Tests.Pipelines;
 
@@ -56,7 +55,6 @@ public sealed class ControlNetSdxlModesParityTests(LocalDiffusersControlNetSdxlM
     private static readonly ImageBuffer Init = ImageFile.LoadRgb(Fixtures.Path("local-diffusers/controlnet-modes/init.png"));
     private static readonly ImageBuffer Mask = ImageFile.Load(Fixtures.Path("local-diffusers/controlnet-modes/mask.png"));
 
-    private static Generator Seed(long seed) => new Generator("cpu").ManualSeed(seed);
 
     private static T Embeds<T>(T r) where T : StableDiffusionRequest => r with
     {
@@ -64,30 +62,8 @@ public sealed class ControlNetSdxlModesParityTests(LocalDiffusersControlNetSdxlM
         NegativePromptEmbeds = Expected["in.neg_prompt_embeds"], NegativePooledPromptEmbeds = Expected["in.neg_pooled"],
     };
 
-    /// <summary>Runs a case twice (latents with per-step checks, then the image) and compares everything the fixture has.</summary>
-    private void Check<T>(string name, T request, long seed, Func<T, StableDiffusionPipelineOutput> generate) where T : StableDiffusionRequest
-    {
-        var steps = new List<(float Timestep, Tensor Latents)>();
-        using var latents = generate(request with
-        {
-            Generator = Seed(seed), OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c => steps.Add((c.Timestep, c.Latents.clone().DetachFromDisposeScope())),
-        });
-        int expectedSteps = Expected.Keys.Count(k => k.StartsWith($"{name}.step") && k.EndsWith(".latents"));
-        Assert.Equal(expectedSteps, steps.Count);
-        double worstStep = 0;
-        for (int i = 0; i < steps.Count; i++)
-        {
-            Assert.Equal(Expected[$"{name}.step{i}.timestep"].item<float>(), steps[i].Timestep);
-            worstStep = Math.Max(worstStep, TensorAssert.Close(steps[i].Latents, Expected[$"{name}.step{i}.latents"], Tolerance, $"{name} step {i}"));
-            steps[i].Latents.Dispose();
-        }
-        double latentError = TensorAssert.Close(latents.Tensor!, Expected[$"{name}.latents"], Tolerance, $"{name} latents");
-        using var image = generate(request with { Generator = Seed(seed), OutputType = OutputType.Numpy });
-        double imageError = TensorAssert.Close(image.Tensor!, Expected[$"{name}.image"], Tolerance, $"{name} image");
-        output.WriteLine($"{name}: {steps.Count} steps, worst step latents {worstStep:G3}, final latents {latentError:G3} " +
-                         $"(max |latents| {Expected[$"{name}.latents"].abs().max().item<float>():G3}), image {imageError:G3}");
-    }
+    private void Check<T>(string name, T request, long seed, Func<T, StableDiffusionPipelineOutput> generate) where T : StableDiffusionRequest =>
+        StepParity.Check(output, Expected, Tolerance, name, request, seed, generate);
 
     /// <summary>strength 0.6 of 10 steps (6 run), the default scale (0.8), the image's size (80 x 64).</summary>
     [Fact]

@@ -5,7 +5,6 @@ using DiffusersSharp.Pipelines.StableDiffusionXL;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
-using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Tests.Pipelines;
 
@@ -23,7 +22,6 @@ public sealed class StableDiffusionXLRefinerParityTests(TinyRefiner models, ITes
     private const double Tolerance = 1e-5;
     private static readonly Dictionary<string, Tensor> Expected = Fixtures.Expected("local-diffusers/sdxl-refiner/expected.safetensors");
 
-    private static Generator Seed(long seed) => new Generator("cpu").ManualSeed(seed);
 
     private static T Embeds<T>(T request, string who) where T : StableDiffusionRequest => request with
     {
@@ -31,35 +29,12 @@ public sealed class StableDiffusionXLRefinerParityTests(TinyRefiner models, ITes
         NegativePromptEmbeds = Expected[$"in.{who}.neg_prompt_embeds"], NegativePooledPromptEmbeds = Expected[$"in.{who}.neg_pooled"],
     };
 
-    /// <summary>Runs a case twice (latents with per-step checks, then the image) and compares everything the fixture has.</summary>
+    /// <summary>A case as <see cref="StepParity.Check"/> runs it, plus the SDXL time ids, exactly.</summary>
     private void Check<T>(string name, T request, long seed, Func<T, StableDiffusionPipelineOutput> generate) where T : StableDiffusionRequest
     {
-        var steps = new List<(float Timestep, Tensor Latents)>();
         Tensor? timeIds = null;
-        using var latents = generate(request with
-        {
-            Generator = Seed(seed), OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c =>
-            {
-                steps.Add((c.Timestep, c.Latents.clone().DetachFromDisposeScope()));
-                timeIds ??= c.AddTimeIds!.clone().DetachFromDisposeScope();
-            },
-        });
-        int expectedSteps = Expected.Keys.Count(k => k.StartsWith($"{name}.step") && k.EndsWith(".latents"));
-        Assert.Equal(expectedSteps, steps.Count);
+        StepParity.Check(output, Expected, Tolerance, name, request, seed, generate, c => timeIds ??= c.AddTimeIds!.clone().DetachFromDisposeScope());
         Assert.Equal(0.0, TensorAssert.MaxAbsDiff(timeIds!, Expected[$"{name}.add_time_ids"]));
-        double worstStep = 0;
-        for (int i = 0; i < steps.Count; i++)
-        {
-            Assert.Equal(Expected[$"{name}.step{i}.timestep"].item<float>(), steps[i].Timestep);
-            worstStep = Math.Max(worstStep, TensorAssert.Close(steps[i].Latents, Expected[$"{name}.step{i}.latents"], Tolerance, $"{name} step {i}"));
-            steps[i].Latents.Dispose();
-        }
-        double latentError = TensorAssert.Close(latents.Tensor!, Expected[$"{name}.latents"], Tolerance, $"{name} latents");
-        using var image = generate(request with { Generator = Seed(seed), OutputType = OutputType.Numpy });
-        double imageError = TensorAssert.Close(image.Tensor!, Expected[$"{name}.image"], Tolerance, $"{name} image");
-        output.WriteLine($"{name}: {steps.Count} steps, worst step latents {worstStep:G3}, final latents {latentError:G3} " +
-                         $"(max |latents| {Expected[$"{name}.latents"].abs().max().item<float>():G3}), image {imageError:G3}");
     }
 
     [Fact]
