@@ -89,6 +89,8 @@ internal sealed class WebServer : IAsyncDisposable
             Modes = _model.Modes,
             // The page hides the strength field where it does not apply (Kontext's img2img is an edit of the whole image).
             Strength = _model.HasStrength,
+            // Flux's true CFG, which diffusers' FluxFillPipeline lacks.
+            TrueCfg = _model.Flux is not null && _model.PipelineClass != FluxComponents.FillPipelineClass,
             // "controlnets", "controlnet_modes": spelled as the request's controlnet_scale.
             Controlnets = _model.ControlNets,
             ControlnetModes = _model.ControlNetModes,

@@ -418,6 +418,7 @@ public sealed class FluxFillKontextServeTests : IAsyncLifetime
         var info = await Info(_fill!);
         Assert.Equal("FluxFillPipeline", info.GetProperty("pipeline").GetString());
         Assert.Equal(["inpaint"], Modes(info));
+        Assert.False(info.GetProperty("true_cfg").GetBoolean());
         Assert.True(info.GetProperty("strength").GetBoolean());
         var result = await ServeApi.Result(_fill!, new { mode = "inpaint", prompt = "a teddy bear", steps = 2, width = 48, height = 32, seed = 3, image = Image, mask = Mask });
         Assert.Equal((48, 32), (ServeApi.Image(result).Width, ServeApi.Image(result).Height));
@@ -434,6 +435,7 @@ public sealed class FluxFillKontextServeTests : IAsyncLifetime
         var info = await Info(_kontext!);
         Assert.Equal("FluxKontextPipeline", info.GetProperty("pipeline").GetString());
         Assert.Equal(["txt2img", "img2img"], Modes(info));
+        Assert.True(info.GetProperty("true_cfg").GetBoolean());
         Assert.False(info.GetProperty("strength").GetBoolean());
         var edit = await ServeApi.Result(_kontext!, new { mode = "img2img", prompt = "a teddy bear", steps = 2, width = 48, height = 32, seed = 3, image = Image });
         Assert.Equal((48, 32), (ServeApi.Image(edit).Width, ServeApi.Image(edit).Height));
