@@ -18,9 +18,11 @@ internal sealed class LoadedModel : IDisposable
 {
     private readonly JsonObject? _modelScheduler;
 
-    private LoadedModel(string name, string pipelineClass, StableDiffusion3Components? sd3, StableDiffusionComponents? unet, FluxComponents? flux = null)
+    private LoadedModel(string name, string pipelineClass, IReadOnlyList<string> controlNets, StableDiffusion3Components? sd3, StableDiffusionComponents? unet,
+        FluxComponents? flux = null)
     {
         Name = name;
+        ControlNets = controlNets;
         PipelineClass = pipelineClass;
         Sd3 = sd3;
         UNet = unet;
@@ -41,6 +43,37 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>model_index.json's <c>_class_name</c>.</summary>
     public string PipelineClass { get; }
+
+    /// <summary>The ControlNets loaded beside the model (--controlnet, as given), in order; empty without.</summary>
+    public IReadOnlyList<string> ControlNets { get; }
+
+    /// <summary>
+    /// The verbs this model runs (txt2img, img2img, inpaint): FLUX.1-Fill only inpaints, FLUX.1-Kontext generates and
+    /// edits (img2img without strength) but does not inpaint; the other models run all three.
+    /// </summary>
+    public IReadOnlyList<string> Modes => PipelineClass switch
+    {
+        FluxComponents.FillPipelineClass => ["inpaint"],
+        FluxComponents.KontextPipelineClass => ["txt2img", "img2img"],
+        _ => ["txt2img", "img2img", "inpaint"],
+    };
+
+    /// <summary>Whether img2img / inpaint take a strength (FLUX.1-Kontext's image conditions every step instead).</summary>
+    public bool HasStrength => PipelineClass != FluxComponents.KontextPipelineClass;
+
+    /// <summary>The verbs the loaded ControlNets steer: SD3's ControlNets text-to-image only, the UNet models' all three.</summary>
+    public IReadOnlyList<string> ControlNetModes => ControlNets.Count == 0 ? [] : Sd3 is not null ? ["txt2img"] : Modes;
+
+    /// <summary>Whether the ControlNets take guess mode (the UNet models' do; diffusers' SD3 ControlNet pipeline has none).</summary>
+    public bool HasGuessMode => ControlNets.Count > 0 && UNet is not null;
+
+    /// <summary>The ControlNets that <paramref name="settings"/> load with the model: generate's per run, serve's for all its requests.</summary>
+    private static IReadOnlyList<string> ControlNetsOf(ModelSettings settings) => settings switch
+    {
+        GenerateSettings generate => generate.ControlNets,
+        ServeCommand.Settings serve => serve.ControlNets,
+        _ => [],
+    };
 
     /// <summary>The SD3 components, or null for another family.</summary>
     public StableDiffusion3Components? Sd3 { get; }
@@ -77,6 +110,9 @@ internal sealed class LoadedModel : IDisposable
         var family = FamilyOf(pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
+        var controlNets = ControlNetsOf(settings);
+        if (family == Family.Flux && controlNets.Count > 0)
+            throw new ArgumentException($"--controlnet applies to SD 1.x / 2.x, SDXL and SD3 models; {settings.Model} is a {pipelineClass}.");
         if (settings is GenerateSettings generate)
         {
             CheckOptions(generate, pipelineClass, family);
@@ -85,11 +121,11 @@ internal sealed class LoadedModel : IDisposable
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         return family switch
         {
-            Family.UNet => new LoadedModel(settings.Model!, pipelineClass, null, WithLora(output, settings,
-                StableDiffusionComponents.FromPretrained(folder, options, (settings as GenerateSettings)?.ControlNets ?? [], ct), c => c.FuseLora)),
-            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, null, null, WithLora(output, settings, FluxComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
-            _ => new LoadedModel(settings.Model!, pipelineClass, WithLora(output, settings,
-                StableDiffusion3Components.FromPretrained(folder, options, (settings as GenerateSettings)?.ControlNets ?? [], ct), c => c.FuseLora), null),
+            Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithLora(output, settings,
+                StableDiffusionComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora)),
+            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, WithLora(output, settings, FluxComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
+            _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings,
+                StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), null),
         };
     }
 

@@ -18,12 +18,20 @@ public sealed class ServeCommand(CliOutput output) : Command<ServeCommand.Settin
         [CommandOption("--port <PORT>"), Description("Port (default 7860; 0 picks a free one).")]
         public int Port { get; init; } = 7860;
 
+        /// <summary>ControlNet folders or hub repo ids loaded with the model, in order.</summary>
+        [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x, SDXL and SD3 / SD3.5: a diffusers ControlNet folder or hub repo id loaded beside the model (as generate --controlnet takes it); repeat it for several. The page then takes a control image per ControlNet; a request without control images runs the plain pipeline.")]
+        public string[]? ControlNet { get; init; }
+
+        /// <summary>The ControlNets, or an empty list.</summary>
+        public IReadOnlyList<string> ControlNets => ControlNet ?? [];
+
         /// <inheritdoc />
         protected override string? Check()
         {
             if (base.Check() is { } error) return error;
             if (Port is < 0 or > 65535) return $"--port must be in [0, 65535], got {Port}.";
             if (string.IsNullOrWhiteSpace(Host)) return "--host must not be empty.";
+            if (ControlNets.Any(string.IsNullOrWhiteSpace)) return "--controlnet must name a folder or hub repo id.";
             return null;
         }
     }
@@ -37,7 +45,8 @@ public sealed class ServeCommand(CliOutput output) : Command<ServeCommand.Settin
         using var model = LoadedModel.Load(output, settings, ct);
         await using var server = await WebServer.StartAsync(model, output, settings.Host, settings.Port, ct);
         output.Out.WriteLine(server.Address);
-        output.Error.WriteLine($"serving {model.Name} ({model.PipelineClass}) at {server.Address}; Ctrl+C stops");
+        string controlNets = model.ControlNets.Count == 0 ? "" : $" with ControlNet{(model.ControlNets.Count > 1 ? "s" : "")} {string.Join(", ", model.ControlNets)}";
+        output.Error.WriteLine($"serving {model.Name} ({model.PipelineClass}){controlNets} at {server.Address}; Ctrl+C stops");
         await server.WaitForShutdownAsync(ct);
         return ExitCodes.Ok;
     }

@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using DiffusersSharp.Cli.Commands;
 
 namespace DiffusersSharp.Cli.Web;
@@ -63,24 +65,59 @@ public sealed record WebGenerateRequest
     /// <summary>The inpainting mask (white is repainted): a data URL or base64 PNG / JPEG.</summary>
     public string? Mask { get; init; }
 
+    /// <summary>With one ControlNet on the server: its control image (edge map, depth map...), a data URL or base64.</summary>
+    public string? ControlImage { get; init; }
+
+    /// <summary>One control image per ControlNet of the server, in its order (instead of <see cref="ControlImage"/>).</summary>
+    public string[]? ControlImages { get; init; }
+
+    /// <summary>ControlNet conditioning scale: one number for all ControlNets, or a list with one per ControlNet.</summary>
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public double[]? ControlnetScale { get; init; }
+
+    /// <summary>The fraction of the steps after which the ControlNets start to apply (a number, or one per ControlNet).</summary>
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public double[]? ControlStart { get; init; }
+
+    /// <summary>The fraction of the steps after which the ControlNets stop applying (a number, or one per ControlNet).</summary>
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public double[]? ControlEnd { get; init; }
+
+    /// <summary>ControlNet guess mode (SD 1.x / 2.x and SDXL ControlNets).</summary>
+    public bool? GuessMode { get; init; }
+
     /// <summary>
     /// The options as the CLI verb of <see cref="Mode"/> has them, with the uploaded images written to files in
-    /// <paramref name="uploads"/>; validated by the same checks as the command line.
+    /// <paramref name="uploads"/>; validated by the same checks as the command line. The control images pair with
+    /// <paramref name="controlNets"/>, the server's ControlNets: a request without them runs the plain pipeline.
     /// </summary>
     /// <exception cref="ArgumentException">An unknown mode, an image that is not base64, or an option the verb refuses.</exception>
-    internal GenerateSettings ToSettings(string model, string uploads)
+    internal GenerateSettings ToSettings(string model, IReadOnlyList<string> controlNets, string uploads)
     {
-        string? Upload(string? data, string name)
+        string? Upload(string? data, string name, string? file = null)
         {
             if (data is null) return null;
             int comma = data.StartsWith("data:", StringComparison.Ordinal) ? data.IndexOf(',') : -1;
             byte[] bytes;
             try { bytes = Convert.FromBase64String(comma >= 0 ? data[(comma + 1)..] : data); }
             catch (FormatException) { throw new ArgumentException($"{name} must be a data URL or base64 of a PNG or JPEG file."); }
-            string path = Path.Combine(uploads, name);
+            string path = Path.Combine(uploads, file ?? name);
             File.WriteAllBytes(path, bytes);
             return path;
         }
+        string[]? controlImages = ControlImages;
+        if (ControlImage is not null)
+        {
+            if (controlImages is not null) throw new ArgumentException("give control_image (one ControlNet) or control_images (one per ControlNet), not both.");
+            controlImages = [ControlImage];
+        }
+        CheckControl(controlImages, controlNets);
+        string[]? Numbers(double[]? values) => values?.Select(v => v.ToString("R", CultureInfo.InvariantCulture)).ToArray();
+        string[]? controlFiles = controlImages?.Select((data, i) =>
+            Upload(data, controlImages.Length == 1 ? "control_image" : $"control_images[{i}]", $"control-{i}")!).ToArray();
+        string[]? controlNet = controlFiles is null ? null : [.. controlNets];
+        string[]? scale = Numbers(ControlnetScale), start = Numbers(ControlStart), end = Numbers(ControlEnd);
+        bool guessMode = GuessMode ?? false;
         string? guidance = Guidance?.ToString("R", CultureInfo.InvariantCulture);
         string? strength = Strength?.ToString("R", CultureInfo.InvariantCulture);
         string? eta = Eta?.ToString("R", CultureInfo.InvariantCulture);
@@ -94,12 +131,14 @@ public sealed record WebGenerateRequest
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 TrueCfg = trueCfg,
+                ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
             },
             "img2img" => new Img2ImgSettings
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 TrueCfg = trueCfg,
+                ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 Image = Upload(Image, "image"), Strength = strength,
             },
             "inpaint" => new InpaintSettings
@@ -107,6 +146,7 @@ public sealed record WebGenerateRequest
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 TrueCfg = trueCfg,
+                ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 Image = Upload(Image, "image"), Mask = Upload(Mask, "mask"), Strength = strength,
             },
             _ => throw new ArgumentException($"mode must be txt2img, img2img or inpaint, got '{Mode}'."),
@@ -114,5 +154,43 @@ public sealed record WebGenerateRequest
         var result = settings.Validate();
         if (!result.Successful) throw new ArgumentException(WebText.WithoutDashes(result.Message ?? "invalid request"));
         return settings;
+    }
+
+    /// <summary>
+    /// The ControlNet fields against the server's ControlNets, worded for the API: the command line's own checks (values,
+    /// counts of the scales and windows) follow, but they speak of --controlnet, which here is the server's.
+    /// </summary>
+    private void CheckControl(string[]? controlImages, IReadOnlyList<string> controlNets)
+    {
+        string? option = controlImages is not null ? "control_image" : ControlnetScale is not null ? "controlnet_scale"
+            : ControlStart is not null ? "control_start" : ControlEnd is not null ? "control_end" : GuessMode is true ? "guess_mode" : null;
+        if (option is null) return;
+        if (controlNets.Count == 0)
+            throw new ArgumentException($"{option} needs a ControlNet, and this server has none (start it with serve --controlnet FOLDER_OR_REPO).");
+        if (controlImages is null)
+            throw new ArgumentException($"{option} needs control_image (or control_images: one per ControlNet of the server).");
+        if (controlImages.Length != controlNets.Count)
+            throw new ArgumentException($"this server has {controlNets.Count} ControlNet{(controlNets.Count > 1 ? "s" : "")} ({string.Join(", ", controlNets)}): " +
+                $"give one control image per ControlNet, in that order; got {controlImages.Length}.");
+    }
+
+    /// <summary>Reads a number, or a list of numbers, as a list (a scale for all ControlNets, or one per ControlNet).</summary>
+    private sealed class NumberOrListConverter : JsonConverter<double[]>
+    {
+        public override double[] Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+        {
+            if (reader.TokenType == JsonTokenType.Number) return [reader.GetDouble()];
+            if (reader.TokenType != JsonTokenType.StartArray) throw new JsonException("a number or a list of numbers");
+            var values = new List<double>();
+            while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+            {
+                if (reader.TokenType != JsonTokenType.Number) throw new JsonException("a number or a list of numbers");
+                values.Add(reader.GetDouble());
+            }
+            return [.. values];
+        }
+
+        public override void Write(Utf8JsonWriter writer, double[] value, JsonSerializerOptions options) =>
+            JsonSerializer.Serialize(writer, value, options);
     }
 }

@@ -6,6 +6,7 @@ using System.Threading.Channels;
 using DiffusersSharp.Cli.Commands;
 using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Schedulers;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -85,8 +86,32 @@ internal sealed class WebServer : IAsyncDisposable
             Family = _model.Flux is not null ? "flux" : unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
             Scheduler = unet?.SchedulerClassName ?? "FlowMatchEulerDiscreteScheduler",
             Schedulers = unet is null ? [] : DiffusionSchedulers.KnownNames,
-            Modes = new[] { "txt2img", "img2img", "inpaint" },
+            Modes = _model.Modes,
+            // The page hides the strength field where it does not apply (Kontext's img2img is an edit of the whole image).
+            Strength = _model.HasStrength,
+            // Flux's true CFG, which diffusers' FluxFillPipeline lacks.
+            TrueCfg = _model.Flux is not null && _model.PipelineClass != FluxComponents.FillPipelineClass,
+            // "controlnets", "controlnet_modes": spelled as the request's controlnet_scale.
+            Controlnets = _model.ControlNets,
+            ControlnetModes = _model.ControlNetModes,
+            GuessMode = _model.HasGuessMode,
         };
+    }
+
+    /// <summary>
+    /// A mode the model does not run, refused in the API's words (the model check that follows speaks of the CLI verbs and
+    /// their options, which the page does not have).
+    /// </summary>
+    private void CheckMode(WebGenerateRequest body)
+    {
+        if (!_model.Modes.Contains(body.Mode) && body.Mode is "txt2img" or "img2img" or "inpaint")
+            throw new ArgumentException(_model.PipelineClass switch
+            {
+                FluxComponents.FillPipelineClass => $"mode {body.Mode} does not apply to FLUX.1-Fill ({_model.PipelineClass}), which repaints the masked part of an image: use mode inpaint with image and mask.",
+                _ => $"mode {body.Mode} does not apply to FLUX.1-Kontext ({_model.PipelineClass}), which edits a whole image as the prompt says: use mode img2img (an edit, without strength) or txt2img.",
+            });
+        if (body.Mode != "txt2img" && !_model.ControlNetModes.Contains(body.Mode) && (body.ControlImage ?? body.ControlImages?.FirstOrDefault()) is not null && _model.ControlNets.Count > 0)
+            throw new ArgumentException($"the ControlNets of {_model.PipelineClass} models steer text to image only (diffusers' SD3 ControlNet image-to-image and inpainting pipelines are not implemented yet): send mode txt2img with the control image.");
     }
 
     private async Task GenerateAsync(HttpContext http)
@@ -101,7 +126,8 @@ internal sealed class WebServer : IAsyncDisposable
             {
                 var body = await http.Request.ReadFromJsonAsync<WebGenerateRequest>(Json, aborted)
                     ?? throw new ArgumentException("The request body must be a JSON object.");
-                settings = body.ToSettings(_model.Name, uploads);
+                CheckMode(body);
+                settings = body.ToSettings(_model.Name, _model.ControlNets, uploads);
                 pipelines = VerbPipelines.For(settings);
                 _model.CheckOptions(settings);
             }

@@ -26,6 +26,8 @@ internal static partial class WebText
             : type == typeof(double) ? "a number"
             : type == typeof(bool) ? "true or false"
             : type == typeof(string) ? "a string"
+            : type == typeof(string[]) ? "a list of strings"
+            : type == typeof(double[]) ? "a number or a list of numbers (one per ControlNet)"
             : "a value of another kind";
         return $"{field} must be {kind}.";
     }

@@ -65,6 +65,10 @@ public sealed class ServeTests : IAsyncLifetime
         Assert.Equal("sd", info.GetProperty("family").GetString());
         Assert.Equal("PNDMScheduler", info.GetProperty("scheduler").GetString());
         Assert.Contains("euler_a", info.GetProperty("schedulers").EnumerateArray().Select(s => s.GetString()));
+        Assert.Equal(["txt2img", "img2img", "inpaint"], info.GetProperty("modes").EnumerateArray().Select(s => s.GetString()));
+        Assert.True(info.GetProperty("strength").GetBoolean());
+        Assert.Empty(info.GetProperty("controlnets").EnumerateArray());
+        Assert.False(info.GetProperty("guess_mode").GetBoolean());
     }
 
     [Fact]
@@ -144,6 +148,9 @@ public sealed class ServeTests : IAsyncLifetime
     [InlineData("""[1, 2]""", "JSON")]
     [InlineData("""{"prompt": "x", "seed": 1e20}""", "seed must be a whole number from -2^63 to 2^63 - 1")]
     [InlineData("""{"prompt": "x", "steps": "four"}""", "steps must be a whole number")]
+    [InlineData("""{"prompt": "x", "control_image": "AAAA"}""", "control_image needs a ControlNet, and this server has none")]
+    [InlineData("""{"prompt": "x", "guess_mode": true}""", "guess_mode needs a ControlNet")]
+    [InlineData("""{"prompt": "x", "controlnet_scale": "high"}""", "controlnet_scale must be a number or a list of numbers")]
     public async Task InvalidRequestsAreAnsweredWith400AndTheReason(string body, string reason)
     {
         using var response = await Http.PostAsync("api/generate", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
@@ -209,5 +216,236 @@ public sealed class FluxServeTests : IAsyncLifetime
         using var refused = await http.PostAsJsonAsync("api/generate", new { prompt = "x", scheduler = "euler" });
         Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
         Assert.Contains("scheduler", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetString());
+    }
+}
+
+/// <summary>Reading the API's answers: the event stream of a generation, a refusal's reason.</summary>
+internal static class ServeApi
+{
+    /// <summary>Posts a generation and reads the whole event stream: (event name, JSON data) in order.</summary>
+    public static async Task<List<(string Name, JsonElement Data)>> Generate(HttpClient http, object body)
+    {
+        using var response = await http.PostAsJsonAsync("api/generate", body);
+        string text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+        return text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(block =>
+        {
+            var lines = block.Split('\n');
+            return (lines[0]["event: ".Length..], JsonDocument.Parse(lines[1]["data: ".Length..]).RootElement.Clone());
+        }).ToList();
+    }
+
+    /// <summary>The result event's data (the stream must end with it).</summary>
+    public static async Task<JsonElement> Result(HttpClient http, object body)
+    {
+        var events = await Generate(http, body);
+        Assert.True(events[^1].Name == "result", events[^1].Data.ToString());
+        return events[^1].Data;
+    }
+
+    /// <summary>The single image of a result.</summary>
+    public static ImageBuffer Image(JsonElement result) =>
+        ImageFile.Decode(Convert.FromBase64String(Assert.Single(result.GetProperty("images").EnumerateArray()).GetString()!["data:image/png;base64,".Length..]));
+
+    /// <summary>Posts a request that must be refused: the 400's reason.</summary>
+    public static async Task<string> Refusal(HttpClient http, object body)
+    {
+        using var response = await http.PostAsJsonAsync("api/generate", body);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        return (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetString()!;
+    }
+
+    /// <summary>A file as a PNG data URL, as the page sends it.</summary>
+    public static string DataUrl(string file) => "data:image/png;base64," + Convert.ToBase64String(File.ReadAllBytes(file));
+}
+
+/// <summary>
+/// <c>serve --controlnet</c> on the tiny SD 1.5 model with the fixture's tiny ControlNet: the control fields of the API
+/// reach the ControlNet pipelines as the CLI's options do.
+/// </summary>
+public sealed class ControlNetServeTests : IAsyncLifetime
+{
+    private static readonly CliOutput Quiet = new(TextWriter.Null, TextWriter.Null);
+    private readonly string _dir = Directory.CreateTempSubdirectory("controlnet-serve").FullName;
+    private LoadedModel? _model;
+    private WebServer? _server;
+    private HttpClient? _http;
+
+    private HttpClient Http => _http!;
+
+    private static string Fixture(string name) => Fixtures.Path($"local-diffusers/controlnet/{name}");
+
+    private static string Model => Fixtures.Path("tiny-sd15/model");
+
+    public async Task InitializeAsync()
+    {
+        _model = LoadedModel.Load(Quiet, new ServeCommand.Settings { Model = Model, ControlNet = [Fixture("sd15")] }, default);
+        _server = await WebServer.StartAsync(_model, Quiet, "127.0.0.1", 0, default);
+        _http = new HttpClient { BaseAddress = _server.Address };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http?.Dispose();
+        if (_server is not null) await _server.DisposeAsync();
+        _model?.Dispose();
+        Directory.Delete(_dir, true);
+    }
+
+    [Fact]
+    public async Task InfoNamesTheControlNetsAndWhereTheyApply()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal([Fixture("sd15")], info.GetProperty("controlnets").EnumerateArray().Select(s => s.GetString()));
+        Assert.Equal(["txt2img", "img2img", "inpaint"], info.GetProperty("controlnet_modes").EnumerateArray().Select(s => s.GetString()));
+        Assert.True(info.GetProperty("guess_mode").GetBoolean());
+    }
+
+    [Fact]
+    public async Task AControlNetGenerationEqualsTheCommandLines()
+    {
+        var result = await ServeApi.Result(Http, new
+        {
+            prompt = "edges", steps = 4, width = 64, height = 64, seed = 12, control_image = ServeApi.DataUrl(Fixture("control.png")),
+            controlnet_scale = 1.3, control_start = 0.1, control_end = 0.6,
+        });
+        string output = Path.Combine(_dir, "cli.png");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt", "edges", "--controlnet", Fixture("sd15"),
+            "--control-image", Fixture("control.png"), "--controlnet-scale", "1.3", "--control-start", "0.1", "--control-end", "0.6",
+            "--steps", "4", "--width", "64", "--height", "64", "--seed", "12", "--output", output);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(ImageFile.Load(output).Pixels, ServeApi.Image(result).Pixels);
+        Assert.Equal(ImageFile.ReadPngText(output)["parameters"], result.GetProperty("parameters").GetString());
+        Assert.Contains($"ControlNet: {Fixture("sd15")}:1.3 [0.1, 0.6]", result.GetProperty("parameters").GetString());
+
+        // The same request without the control image runs the plain pipeline: another image, no ControlNet in the parameters.
+        var plain = await ServeApi.Result(Http, new { prompt = "edges", steps = 4, width = 64, height = 64, seed = 12 });
+        Assert.DoesNotContain("ControlNet", plain.GetProperty("parameters").GetString());
+        Assert.NotEqual(ServeApi.Image(result).Pixels, ServeApi.Image(plain).Pixels);
+    }
+
+    [Fact]
+    public async Task AControlImageSteersInpaintingWithGuessMode()
+    {
+        var result = await ServeApi.Result(Http, new
+        {
+            mode = "inpaint", prompt = "the moon", steps = 3, seed = 2, image = ServeApi.DataUrl(Fixtures.Path("tiny-sd15/init_image.png")),
+            mask = ServeApi.DataUrl(Fixtures.Path("tiny-sd15/mask.png")), control_images = new[] { ServeApi.DataUrl(Fixture("control.png")) },
+            controlnet_scale = new[] { 0.5 }, guess_mode = true,
+        });
+        Assert.Contains("Mode: inpaint", result.GetProperty("parameters").GetString());
+        Assert.Contains("ControlNet:", result.GetProperty("parameters").GetString());
+    }
+
+    [Theory]
+    [InlineData("two", "this server has 1 ControlNet")]
+    [InlineData("both", "give control_image (one ControlNet) or control_images")]
+    [InlineData("no-image", "controlnet_scale needs control_image")]
+    [InlineData("three-scales", "controlnet_scale is given once for all ControlNets or once per controlnet (1), got 3")]
+    [InlineData("window", "control_start and control_end must satisfy 0 <= start < end <= 1")]
+    [InlineData("not-base64", "control_image must be a data URL or base64")]
+    public async Task ControlFieldsAreCheckedBeforeAnythingRuns(string kind, string reason)
+    {
+        string control = ServeApi.DataUrl(Fixture("control.png"));
+        object body = kind switch
+        {
+            "two" => new { prompt = "x", control_images = new[] { control, control } },
+            "both" => new { prompt = "x", control_image = control, control_images = new[] { control } },
+            "no-image" => new { prompt = "x", controlnet_scale = 0.5 },
+            "three-scales" => new { prompt = "x", control_image = control, controlnet_scale = new[] { 1.0, 0.5, 0.2 } },
+            "window" => new { prompt = "x", control_image = control, control_start = 0.7, control_end = 0.6 },
+            _ => new { prompt = "x", control_image = "not base64!" },
+        };
+        Assert.Contains(reason, await ServeApi.Refusal(Http, body));
+    }
+
+    [Fact]
+    public void ServeRefusesAControlNetForFluxBeforeLoading()
+    {
+        string folder = Path.Combine(_dir, "flux");
+        TinyFluxPipelineFolder.Write(folder);
+        var (code, _, stderr) = CliRunner.Run("serve", "--model", folder, "--controlnet", Fixture("sd15"), "--port", "0");
+        Assert.Equal(2, code);
+        Assert.Contains("--controlnet applies to SD 1.x / 2.x, SDXL and SD3 models", stderr);
+        Assert.DoesNotContain("loading", stderr);
+    }
+}
+
+/// <summary>FLUX.1-Fill and FLUX.1-Kontext folders served: the modes each runs, and the others refused with the reason.</summary>
+public sealed class FluxFillKontextServeTests : IAsyncLifetime
+{
+    private static readonly CliOutput Quiet = new(TextWriter.Null, TextWriter.Null);
+    private readonly string _dir = Directory.CreateTempSubdirectory("flux-fk-serve").FullName;
+    private readonly List<IAsyncDisposable> _servers = [];
+    private readonly List<LoadedModel> _models = [];
+    private HttpClient? _fill, _kontext;
+    private static readonly string Image = ServeApi.DataUrl(Fixtures.Path("tiny-sd3/init_image.png"));
+    private static readonly string Mask = ServeApi.DataUrl(Fixtures.Path("tiny-sd3/mask.png"));
+
+    private async Task<HttpClient> Serve(string name, string pipelineClass, int inChannels)
+    {
+        string folder = Path.Combine(_dir, name);
+        TinyFluxPipelineFolder.Write(folder, pipelineClass: pipelineClass, inChannels: inChannels);
+        var model = LoadedModel.Load(Quiet, new ServeCommand.Settings { Model = folder }, default);
+        _models.Add(model);
+        var server = await WebServer.StartAsync(model, Quiet, "127.0.0.1", 0, default);
+        _servers.Add(server);
+        return new HttpClient { BaseAddress = server.Address };
+    }
+
+    public async Task InitializeAsync()
+    {
+        _fill = await Serve("fill", "FluxFillPipeline", 384);
+        _kontext = await Serve("kontext", "FluxKontextPipeline", 64);
+    }
+
+    public async Task DisposeAsync()
+    {
+        _fill?.Dispose();
+        _kontext?.Dispose();
+        foreach (var server in _servers) await server.DisposeAsync();
+        foreach (var model in _models) model.Dispose();
+        Directory.Delete(_dir, true);
+    }
+
+    private static async Task<JsonElement> Info(HttpClient http) => await http.GetFromJsonAsync<JsonElement>("api/info");
+
+    private static IEnumerable<string?> Modes(JsonElement info) => info.GetProperty("modes").EnumerateArray().Select(s => s.GetString());
+
+    [Fact]
+    public async Task AFillFolderInpaintsOnly()
+    {
+        var info = await Info(_fill!);
+        Assert.Equal("FluxFillPipeline", info.GetProperty("pipeline").GetString());
+        Assert.Equal(["inpaint"], Modes(info));
+        Assert.False(info.GetProperty("true_cfg").GetBoolean());
+        Assert.True(info.GetProperty("strength").GetBoolean());
+        var result = await ServeApi.Result(_fill!, new { mode = "inpaint", prompt = "a teddy bear", steps = 2, width = 48, height = 32, seed = 3, image = Image, mask = Mask });
+        Assert.Equal((48, 32), (ServeApi.Image(result).Width, ServeApi.Image(result).Height));
+        Assert.Contains("CFG scale: 30,", result.GetProperty("parameters").GetString()); // diffusers' Fill default guidance
+        Assert.Contains("mode txt2img does not apply to FLUX.1-Fill", await ServeApi.Refusal(_fill!, new { prompt = "x" }));
+        Assert.Contains("mode img2img does not apply to FLUX.1-Fill", await ServeApi.Refusal(_fill!, new { prompt = "x", mode = "img2img", image = Image }));
+        Assert.Contains("true_cfg does not apply to FLUX.1-Fill",
+            await ServeApi.Refusal(_fill!, new { prompt = "x", mode = "inpaint", image = Image, mask = Mask, true_cfg = 2.0 }));
+    }
+
+    [Fact]
+    public async Task AKontextFolderGeneratesAndEditsWithoutStrength()
+    {
+        var info = await Info(_kontext!);
+        Assert.Equal("FluxKontextPipeline", info.GetProperty("pipeline").GetString());
+        Assert.Equal(["txt2img", "img2img"], Modes(info));
+        Assert.True(info.GetProperty("true_cfg").GetBoolean());
+        Assert.False(info.GetProperty("strength").GetBoolean());
+        var edit = await ServeApi.Result(_kontext!, new { mode = "img2img", prompt = "a teddy bear", steps = 2, width = 48, height = 32, seed = 3, image = Image });
+        Assert.Equal((48, 32), (ServeApi.Image(edit).Width, ServeApi.Image(edit).Height));
+        Assert.DoesNotContain("Denoising strength", edit.GetProperty("parameters").GetString());
+        var generated = await ServeApi.Result(_kontext!, new { prompt = "a teddy bear", steps = 2, width = 48, height = 32, seed = 3 });
+        Assert.Contains("Mode: txt2img", generated.GetProperty("parameters").GetString());
+        Assert.Contains("strength does not apply to FLUX.1-Kontext",
+            await ServeApi.Refusal(_kontext!, new { prompt = "x", mode = "img2img", image = Image, strength = 0.5 }));
+        Assert.Contains("mode inpaint does not apply to FLUX.1-Kontext",
+            await ServeApi.Refusal(_kontext!, new { prompt = "x", mode = "inpaint", image = Image, mask = Mask }));
+        Assert.Contains("control_image needs a ControlNet", await ServeApi.Refusal(_kontext!, new { prompt = "x", control_image = Image }));
     }
 }
