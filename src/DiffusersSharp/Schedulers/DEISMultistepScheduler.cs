@@ -25,20 +25,11 @@ public sealed class DEISMultistepScheduler : MultistepSolverBase
         : base(config, BetaSchedules.AlphasCumprod(config, rescaleZeroSnr: false, zeroSnrLast: false, nameof(DEISMultistepScheduler)))
     {
         Config = config;
-        if ((config.UseKarrasSigmas ? 1 : 0) + (config.UseExponentialSigmas ? 1 : 0) + (config.UseBetaSigmas ? 1 : 0) > 1)
-            throw new ArgumentException("Only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be used.", nameof(config));
+        CheckSolverConfig(config, nameof(DEISMultistepScheduler));
         if (config.AlgorithmType is not ("deis" or "dpmsolver" or "dpmsolver++"))
             throw new ArgumentException($"algorithm_type \"{config.AlgorithmType}\" is not implemented for DEISMultistepScheduler; use deis.", nameof(config));
         if (config.SolverType is not ("logrho" or "midpoint" or "heun" or "bh1" or "bh2"))
             throw new ArgumentException($"solver_type \"{config.SolverType}\" is not implemented for DEISMultistepScheduler; use logrho.", nameof(config));
-        if (config.SolverOrder is < 1 or > 3)
-            throw new ArgumentException($"solver_order must be 1, 2 or 3, got {config.SolverOrder}.", nameof(config));
-        if (config.PredictionType is not ("epsilon" or "sample" or "v_prediction" or "flow_prediction"))
-            throw new ArgumentException($"prediction_type \"{config.PredictionType}\" must be one of epsilon, sample, v_prediction, flow_prediction.", nameof(config));
-        if (config.Thresholding)
-            throw new NotSupportedException("DEISMultistepScheduler: thresholding is not implemented in DiffusersSharp; set thresholding to false.");
-        if (config.UseFlowSigmas || config.UseDynamicShifting)
-            throw new NotSupportedException("DEISMultistepScheduler: use_flow_sigmas / use_dynamic_shifting are not implemented in DiffusersSharp.");
         if (config.TimestepSpacing is not ("linspace" or "leading" or "trailing"))
             throw new ArgumentException($"timestep_spacing \"{config.TimestepSpacing}\" is not supported; use linspace, leading or trailing.", nameof(config));
         _modelOutputs = new Tensor?[config.SolverOrder];

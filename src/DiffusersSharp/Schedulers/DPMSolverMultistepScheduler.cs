@@ -25,8 +25,7 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
         : base(config, BetaSchedules.AlphasCumprod(config, config.RescaleBetasZeroSnr, zeroSnrLast: true, nameof(DPMSolverMultistepScheduler)))
     {
         Config = config;
-        if ((config.UseKarrasSigmas ? 1 : 0) + (config.UseExponentialSigmas ? 1 : 0) + (config.UseBetaSigmas ? 1 : 0) > 1)
-            throw new ArgumentException("Only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be used.", nameof(config));
+        CheckSolverConfig(config, nameof(DPMSolverMultistepScheduler));
         string algorithm = config.AlgorithmType == "deis" ? "dpmsolver++" : config.AlgorithmType;
         if (algorithm is "dpmsolver" or "sde-dpmsolver")
             throw new NotSupportedException($"algorithm_type \"{algorithm}\" (deprecated in diffusers) is not implemented; use dpmsolver++ or sde-dpmsolver++.");
@@ -36,14 +35,6 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
         SolverType = config.SolverType is "logrho" or "bh1" or "bh2" ? "midpoint" : config.SolverType;
         if (SolverType is not ("midpoint" or "heun"))
             throw new ArgumentException($"solver_type \"{config.SolverType}\" is not implemented; use midpoint or heun.", nameof(config));
-        if (config.SolverOrder is < 1 or > 3)
-            throw new ArgumentException($"solver_order must be 1, 2 or 3, got {config.SolverOrder}.", nameof(config));
-        if (config.PredictionType is not ("epsilon" or "sample" or "v_prediction" or "flow_prediction"))
-            throw new ArgumentException($"prediction_type \"{config.PredictionType}\" must be one of epsilon, sample, v_prediction, flow_prediction.", nameof(config));
-        if (config.Thresholding)
-            throw new NotSupportedException("DPMSolverMultistepScheduler: thresholding is not implemented in DiffusersSharp; set thresholding to false.");
-        if (config.UseFlowSigmas || config.UseDynamicShifting)
-            throw new NotSupportedException("DPMSolverMultistepScheduler: use_flow_sigmas / use_dynamic_shifting are not implemented in DiffusersSharp.");
         if (config.FinalSigmasType is not ("zero" or "sigma_min"))
             throw new ArgumentException($"final_sigmas_type must be one of zero, sigma_min, got \"{config.FinalSigmasType}\".", nameof(config));
         if (config.TimestepSpacing is not ("linspace" or "leading" or "trailing"))

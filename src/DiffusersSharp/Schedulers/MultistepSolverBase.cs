@@ -28,6 +28,24 @@ public abstract class MultistepSolverBase : SigmaSchedulerBase
 
     private protected override int? IndexWhenMissing => TimestepArray.Length - 1;
 
+    /// <summary>
+    /// The checks every solver's constructor makes on the shared fields: one sigma spacing at most, order 1 to 3, a known
+    /// prediction type, and no thresholding / flow sigmas / dynamic shifting (not implemented here).
+    /// </summary>
+    private protected static void CheckSolverConfig(MultistepSolverConfig config, string scheduler)
+    {
+        if ((config.UseKarrasSigmas ? 1 : 0) + (config.UseExponentialSigmas ? 1 : 0) + (config.UseBetaSigmas ? 1 : 0) > 1)
+            throw new ArgumentException("Only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be used.", nameof(config));
+        if (config.SolverOrder is < 1 or > 3)
+            throw new ArgumentException($"solver_order must be 1, 2 or 3, got {config.SolverOrder}.", nameof(config));
+        if (config.PredictionType is not ("epsilon" or "sample" or "v_prediction" or "flow_prediction"))
+            throw new ArgumentException($"prediction_type \"{config.PredictionType}\" must be one of epsilon, sample, v_prediction, flow_prediction.", nameof(config));
+        if (config.Thresholding)
+            throw new NotSupportedException($"{scheduler}: thresholding is not implemented in DiffusersSharp; set thresholding to false.");
+        if (config.UseFlowSigmas || config.UseDynamicShifting)
+            throw new NotSupportedException($"{scheduler}: use_flow_sigmas / use_dynamic_shifting are not implemented in DiffusersSharp.");
+    }
+
     /// <summary><c>_sigma_to_alpha_sigma_t</c>: alpha = 1 / sqrt(sigma² + 1), sigma_t = sigma * alpha.</summary>
     private protected static (Tensor Alpha, Tensor Sigma) AlphaSigma(Tensor sigma)
     {

@@ -27,21 +27,12 @@ public sealed class UniPCMultistepScheduler : MultistepSolverBase
         : base(config, BetaSchedules.AlphasCumprod(config, config.RescaleBetasZeroSnr, zeroSnrLast: true, nameof(UniPCMultistepScheduler)))
     {
         Config = config;
-        if ((config.UseKarrasSigmas ? 1 : 0) + (config.UseExponentialSigmas ? 1 : 0) + (config.UseBetaSigmas ? 1 : 0) > 1)
-            throw new ArgumentException("Only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be used.", nameof(config));
+        CheckSolverConfig(config, nameof(UniPCMultistepScheduler));
         SolverType = config.SolverType is "midpoint" or "heun" or "logrho" ? "bh2" : config.SolverType;
         if (SolverType is not ("bh1" or "bh2"))
             throw new ArgumentException($"solver_type \"{config.SolverType}\" is not implemented; use bh1 or bh2.", nameof(config));
-        if (config.SolverOrder is < 1 or > 3)
-            throw new ArgumentException($"solver_order must be 1, 2 or 3, got {config.SolverOrder}.", nameof(config));
-        if (config.PredictionType is not ("epsilon" or "sample" or "v_prediction" or "flow_prediction"))
-            throw new ArgumentException($"prediction_type \"{config.PredictionType}\" must be one of epsilon, sample, v_prediction, flow_prediction.", nameof(config));
         if (!config.PredictX0)
             throw new NotSupportedException("UniPCMultistepScheduler: predict_x0 false (noise-prediction UniPC) is not implemented in DiffusersSharp.");
-        if (config.Thresholding)
-            throw new NotSupportedException("UniPCMultistepScheduler: thresholding is not implemented in DiffusersSharp; set thresholding to false.");
-        if (config.UseFlowSigmas || config.UseDynamicShifting)
-            throw new NotSupportedException("UniPCMultistepScheduler: use_flow_sigmas / use_dynamic_shifting are not implemented in DiffusersSharp.");
         if (config.FinalSigmasType is not ("zero" or "sigma_min"))
             throw new ArgumentException($"final_sigmas_type must be one of zero, sigma_min, got \"{config.FinalSigmasType}\".", nameof(config));
         if (config.TimestepSpacing is not ("linspace" or "leading" or "trailing"))
