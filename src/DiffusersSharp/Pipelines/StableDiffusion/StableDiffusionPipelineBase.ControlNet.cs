@@ -30,9 +30,9 @@ public abstract partial class StableDiffusionPipelineBase
         VaeScaleFactor = VaeScaleFactor, DoConvertRgb = true, DoNormalize = false,
     });
 
-    /// <summary>The control images, one per ControlNet: the list, or the single image as a list of one.</summary>
-    private static IReadOnlyList<PipelineImage> ControlImagesOf(IControlNetRequest r) =>
-        r.ControlImages ?? (r.ControlImage is { } one ? [one] : []);
+    /// <summary>The request's control images and per-ControlNet settings (the scale defaulted as <see cref="ConditioningScaleOf"/>).</summary>
+    private ControlNetSettings SettingsOf(IControlNetRequest r) => new(r.ImageName, r.ControlImage, r.ControlImages, ConditioningScaleOf(r),
+        r.ControlNetConditioningScales, r.ControlGuidanceStart, r.ControlGuidanceStarts, r.ControlGuidanceEnd, r.ControlGuidanceEnds);
 
     /// <summary>The single conditioning scale <paramref name="r"/> runs with: its own, or the pipeline's default (only
     /// inpainting leaves it open: 0.5 for SD 1.x / 2.x, 1.0 for SDXL, as diffusers' two inpainting ControlNet pipelines).</summary>
@@ -41,10 +41,6 @@ public abstract partial class StableDiffusionPipelineBase
     /// <summary>Whether the SDXL ControlNet inpainting pipeline runs: diffusers' version of it lacks a few of its
     /// siblings' behaviours (global_pool_conditions does not turn guess mode on; no negative micro-conditioning).</summary>
     private bool IsXLControlNetInpaint(StableDiffusionRequest r) => IsXL && r is IControlNetRequest && r is StableDiffusionInpaintRequest;
-
-    /// <summary>A per-ControlNet setting: its list, or the single value for every ControlNet (diffusers broadcasts a float).</summary>
-    private static double[] PerControlNet(IReadOnlyList<double>? list, double value, int count) =>
-        list?.ToArray() ?? Enumerable.Repeat(value, count).ToArray();
 
     /// <summary>Output size of a text-to-image ControlNet call: the request's, else the first control image's rounded
     /// down to a multiple of 8 (diffusers takes the first prepared image's size).</summary>
@@ -62,38 +58,7 @@ public abstract partial class StableDiffusionPipelineBase
         int n = nets.Count;
         if (n == 0)
             throw new ArgumentException("These components have no ControlNet; load them with StableDiffusionComponents.FromPretrained(model, options, controlnet).");
-        if (r.ControlImage is not null && r.ControlImages is not null)
-            throw new ArgumentException($"Give {r.ImageName} (one control image) or a list of control images, not both.");
-        var images = ControlImagesOf(r);
-        if (images.Count == 0) throw new ArgumentException($"{r.ImageName} (the control image) is required.");
-        if (images.Count != n)
-            throw new ArgumentException($"{r.ImageName}: {n} ControlNet(s) take {n} control image(s), one per ControlNet in order; got {images.Count}.");
-        for (int i = 0; i < n; i++)
-        {
-            long channels = nets[i].Config.ConditioningChannels;
-            if (images[i] is null) throw new ArgumentException($"{r.ImageName}: control image {i} is null.");
-            if (images[i].Tensor is { } t && (t.dim() != 4 || t.shape[1] != channels))
-                throw new ArgumentException($"A control image tensor must be [B, {channels}, H, W] in [0, 1] (control image {i}).");
-        }
-        void Count(IReadOnlyList<double>? list, string name)
-        {
-            if (list is not null && list.Count != n)
-                throw new ArgumentException($"{name} has {list.Count} element(s) but there are {n} ControlNet(s); give one per ControlNet.");
-        }
-        Count(r.ControlNetConditioningScales, "controlnet_conditioning_scale");
-        Count(r.ControlGuidanceStarts, "control_guidance_start");
-        Count(r.ControlGuidanceEnds, "control_guidance_end");
-        foreach (double scale in PerControlNet(r.ControlNetConditioningScales, ConditioningScaleOf(r), n))
-            if (!double.IsFinite(scale)) throw new ArgumentException($"controlnet_conditioning_scale must be a finite number, got {scale}.");
-        var starts = PerControlNet(r.ControlGuidanceStarts, r.ControlGuidanceStart, n);
-        var ends = PerControlNet(r.ControlGuidanceEnds, r.ControlGuidanceEnd, n);
-        for (int i = 0; i < n; i++)
-        {
-            double start = starts[i], end = ends[i];
-            if (!(start < end)) throw new ArgumentException($"control guidance start: {start} cannot be larger or equal to control guidance end: {end}.");
-            if (start < 0) throw new ArgumentException($"control guidance start: {start} can't be smaller than 0.");
-            if (end > 1) throw new ArgumentException($"control guidance end: {end} can't be larger than 1.0.");
-        }
+        SettingsOf(r).Check(n, k => (nets[k].Config.ConditioningChannels, "[0, 1]"));
         // What each diffusers ControlNet pipeline lacks is refused rather than silently used or ignored.
         bool xlInpaint = IsXLControlNetInpaint(request);
         if (request.GuidanceRescale != 0 && !xlInpaint)
@@ -119,7 +84,8 @@ public abstract partial class StableDiffusionPipelineBase
         int n = nets.Count;
         bool guess = r.GuessMode || (nets[0].Config.GlobalPoolConditions && !IsXLControlNetInpaint((StableDiffusionRequest)r));
         var processor = ControlImageProcessor;
-        var sources = ControlImagesOf(r);
+        var settings = SettingsOf(r);
+        var sources = settings.ControlImages;
         var images = new Tensor[n];
         for (int k = 0; k < n; k++)
         {
@@ -130,19 +96,7 @@ public abstract partial class StableDiffusionPipelineBase
             image = image.repeat_interleave(repeat, 0).to(nets[k].Dtype, Components.Device);
             images[k] = cfg && !guess ? cat([image, image], 0) : image;
         }
-        var scales = PerControlNet(r.ControlNetConditioningScales, ConditioningScaleOf(r), n);
-        var starts = PerControlNet(r.ControlGuidanceStarts, r.ControlGuidanceStart, n);
-        var ends = PerControlNet(r.ControlGuidanceEnds, r.ControlGuidanceEnd, n);
-        var perStep = new double[timestepCount][];
-        for (int i = 0; i < timestepCount; i++)
-        {
-            perStep[i] = new double[n];
-            for (int k = 0; k < n; k++)
-            {
-                bool off = (double)i / timestepCount < starts[k] || (double)(i + 1) / timestepCount > ends[k];
-                perStep[i][k] = scales[k] * (off ? 0.0 : 1.0);
-            }
-        }
+        var perStep = settings.StepScales(n, timestepCount);
         return new ControlState(nets, images, guess, perStep);
     }
 

@@ -126,7 +126,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             if (start.Tensor is { } t && t.shape[1] == Components.Vae.Config.LatentChannels) (h, w) = (h * VaeScaleFactor, w * VaeScaleFactor);
             (height, width) = ImageProcessor.GetDefaultHeightWidth(h, w, r.Height, r.Width);
         }
-        else if (r is IControlNetRequest controlRequest && ControlImagesOf(controlRequest) is [{ } firstControl, ..])
+        else if (r is IControlNetRequest controlRequest && SettingsOf(controlRequest).ControlImages is [{ } firstControl, ..])
             (height, width) = ControlNetSize(firstControl, r);
         else (height, width) = (r.Height ?? DefaultSize, r.Width ?? DefaultSize);
         CheckInputs(r, height, width, steps);

@@ -45,12 +45,10 @@ public sealed class StableDiffusion3ControlNetPipeline : StableDiffusion3Pipelin
     /// <inheritdoc />
     protected override int DefaultSteps => 28;
 
-    private static IReadOnlyList<PipelineImage> ControlImagesOf(StableDiffusion3ControlNetRequest r) =>
-        r.ControlImages ?? (r.ControlImage is { } one ? [one] : []);
-
-    /// <summary>A per-ControlNet setting: its list, or the single value for every ControlNet (diffusers broadcasts a float).</summary>
-    private static double[] PerControlNet(IReadOnlyList<double>? list, double value, int count) =>
-        list?.ToArray() ?? Enumerable.Repeat(value, count).ToArray();
+    /// <summary>The request's control images and per-ControlNet settings.</summary>
+    private static ControlNetSettings SettingsOf(StableDiffusion3ControlNetRequest r) => new("control_image", r.ControlImage, r.ControlImages,
+        r.ControlNetConditioningScale, r.ControlNetConditioningScales, r.ControlGuidanceStart, r.ControlGuidanceStarts, r.ControlGuidanceEnd,
+        r.ControlGuidanceEnds);
 
     /// <summary>Generates images (diffusers' <c>__call__</c>).</summary>
     /// <exception cref="ArgumentException">Invalid parameters (checked before any compute).</exception>
@@ -77,7 +75,7 @@ public sealed class StableDiffusion3ControlNetPipeline : StableDiffusion3Pipelin
         var timesteps = scheduler.Timesteps;
         var latents = InitialLatents(request, batch, height, width, embeds.dtype);
         int total = (int)timesteps.shape[0];
-        var hooks = new ControlHooks(Components.ControlNets, controlLatents, Scales(request, total),
+        var hooks = new ControlHooks(Components.ControlNets, controlLatents, SettingsOf(request).StepScales(Components.ControlNets.Count, total),
             Components.ControlNets[0].Config.ForceZerosForPooledProjection ? zeros_like(pooled) : request.ControlNetPooledProjections ?? pooled);
         latents = Denoise(latents, embeds, pooled, positive, positivePooled, scheduler, timesteps, request, total, progress, cancellationToken, hooks);
         progress?.Report(new PipelineProgress("decode", 0, 1));
@@ -90,33 +88,7 @@ public sealed class StableDiffusion3ControlNetPipeline : StableDiffusion3Pipelin
     private void CheckControlInputs(StableDiffusion3ControlNetRequest r)
     {
         int n = Components.ControlNets.Count;
-        if (r.ControlImage is not null && r.ControlImages is not null)
-            throw new ArgumentException("Give control_image (one control image) or a list of control images, not both.");
-        var images = ControlImagesOf(r);
-        if (images.Count == 0) throw new ArgumentException("control_image is required.");
-        if (images.Count != n)
-            throw new ArgumentException($"control_image: {n} ControlNet(s) take {n} control image(s), one per ControlNet in order; got {images.Count}.");
-        for (int i = 0; i < n; i++)
-        {
-            if (images[i] is null) throw new ArgumentException($"control_image: control image {i} is null.");
-            if (images[i].Tensor is { } t && (t.dim() != 4 || t.shape[1] != 3))
-                throw new ArgumentException($"A control image tensor must be [B, 3, H, W] in [-1, 1] (control image {i}).");
-        }
-        void Count(IReadOnlyList<double>? list, string name)
-        {
-            if (list is not null && list.Count != n)
-                throw new ArgumentException($"{name} has {list.Count} element(s) but there are {n} ControlNet(s); give one per ControlNet.");
-        }
-        Count(r.ControlNetConditioningScales, "controlnet_conditioning_scale");
-        Count(r.ControlGuidanceStarts, "control_guidance_start");
-        Count(r.ControlGuidanceEnds, "control_guidance_end");
-        foreach (double scale in PerControlNet(r.ControlNetConditioningScales, r.ControlNetConditioningScale, n))
-            if (!double.IsFinite(scale)) throw new ArgumentException($"controlnet_conditioning_scale must be a finite number, got {scale}.");
-        var starts = PerControlNet(r.ControlGuidanceStarts, r.ControlGuidanceStart, n);
-        var ends = PerControlNet(r.ControlGuidanceEnds, r.ControlGuidanceEnd, n);
-        for (int i = 0; i < n; i++)
-            if (!(starts[i] < ends[i]) || starts[i] < 0 || ends[i] > 1)
-                throw new ArgumentException($"control guidance window {i}: need 0 <= start < end <= 1, got start {starts[i]}, end {ends[i]}.");
+        SettingsOf(r).Check(n, _ => (3, "[-1, 1]"));
         if (r.SkipGuidanceLayers is not null)
             throw new ArgumentException("skip_guidance_layers is not a parameter of diffusers' SD3 ControlNet pipeline.");
         if (r.ControlNetPooledProjections is { } p && (p.dim() != 2 || p.shape[1] != Components.ControlNets[0].Config.PooledProjectionDim))
@@ -135,7 +107,7 @@ public sealed class StableDiffusion3ControlNetPipeline : StableDiffusion3Pipelin
         var vae = Components.Vae;
         double shift = nets[0].Config.ForceZerosForPooledProjection ? 0 : vae.Config.ShiftFactor ?? 0;
         var generator = r.ControlImageGenerator ?? new Generator(CPU).ManualSeed(Random.Shared.NextInt64());
-        var sources = ControlImagesOf(r);
+        var sources = SettingsOf(r).ControlImages;
         var result = new Tensor[nets.Count];
         Components.Activate("vae");
         for (int k = 0; k < nets.Count; k++)
@@ -151,26 +123,6 @@ public sealed class StableDiffusion3ControlNetPipeline : StableDiffusion3Pipelin
             result[k] = ((sample - shift) * vae.Config.ScalingFactor).MoveToOuterDisposeScope();
         }
         return result;
-    }
-
-    /// <summary>controlnet_keep x scale per step and ControlNet: step i of n applies ControlNet k unless i / n &lt; start_k or (i + 1) / n &gt; end_k.</summary>
-    private static double[][] Scales(StableDiffusion3ControlNetRequest r, int total)
-    {
-        int n = ControlImagesOf(r).Count;
-        var scales = PerControlNet(r.ControlNetConditioningScales, r.ControlNetConditioningScale, n);
-        var starts = PerControlNet(r.ControlGuidanceStarts, r.ControlGuidanceStart, n);
-        var ends = PerControlNet(r.ControlGuidanceEnds, r.ControlGuidanceEnd, n);
-        var perStep = new double[total][];
-        for (int i = 0; i < total; i++)
-        {
-            perStep[i] = new double[n];
-            for (int k = 0; k < n; k++)
-            {
-                bool off = (double)i / total < starts[k] || (double)(i + 1) / total > ends[k];
-                perStep[i][k] = scales[k] * (off ? 0.0 : 1.0);
-            }
-        }
-        return perStep;
     }
 
     /// <summary>
