@@ -300,6 +300,22 @@ public sealed class StableDiffusionComponents : PipelineComponents
         return LoraWeights.FuseAll(path, models, scale);
     }
 
+    /// <summary>
+    /// diffusers' <c>load_ip_adapter</c> for a local IP-Adapter file in h94/IP-Adapter's safetensors layout (see
+    /// <see cref="IPAdapterWeights"/>): the UNet's cross-attention layers gain the image key/value path and the UNet the
+    /// image projection, scale 1.0. The pipelines then take <c>IpAdapterImageEmbeds</c> (or <c>IpAdapterImage</c> with an
+    /// image encoder). Under model offload the adapter moves with the UNet.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="NotSupportedException">An IP-Adapter kind not implemented here.</exception>
+    /// <exception cref="WeightLoadException">The file does not fit this UNet.</exception>
+    /// <exception cref="InvalidOperationException">An IP-Adapter is already loaded.</exception>
+    public void LoadIpAdapter(string path) => IPAdapterWeights.Load(Unet, path);
+
+    /// <summary>diffusers' <c>set_ip_adapter_scale</c>: one scale for all adapters or one per adapter.</summary>
+    /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
+    public void SetIpAdapterScale(params double[] scales) => Unet.SetIpAdapterScale(scales);
+
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
     {

@@ -1,0 +1,77 @@
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines.StableDiffusion;
+
+// IP-Adapter inputs: checks and diffusers' prepare_ip_adapter_image_embeds.
+public abstract partial class StableDiffusionPipelineBase
+{
+    /// <summary>The IP-Adapter inputs' checks (diffusers' check_inputs and what its UNet call would refuse), before any compute.</summary>
+    private void CheckIpAdapterInputs(StableDiffusionRequest r, bool cfg)
+    {
+        if (r.IpAdapterImage is null && r.IpAdapterImageEmbeds is null)
+        {
+            if (r.IpAdapterScale is not null) throw new ArgumentException("ip_adapter_scale needs ip_adapter_image or ip_adapter_image_embeds.");
+            return;
+        }
+        if (r.IpAdapterImage is not null && r.IpAdapterImageEmbeds is not null)
+            throw new ArgumentException("Provide either ip_adapter_image or ip_adapter_image_embeds, not both.");
+        var projection = Components.Unet.EncoderHidProj
+            ?? throw new ArgumentException("No IP-Adapter is loaded: load one (Components.LoadIpAdapter) before passing ip_adapter_image(_embeds).");
+        if (r.IpAdapterScale is { } scale && !double.IsFinite(scale)) throw new ArgumentException($"ip_adapter_scale must be a finite number, got {scale}.");
+        int count = r.IpAdapterImage?.Count ?? r.IpAdapterImageEmbeds!.Count;
+        if (count != projection.Count)
+            throw new ArgumentException($"ip_adapter_image(_embeds) must have one entry per IP-Adapter ({projection.Count}), got {count}.");
+        if (r.IpAdapterImage is not null)
+            throw new ArgumentException("ip_adapter_image needs an image encoder, and these components have none; pass ip_adapter_image_embeds.");
+        int batch = BatchSize(r);
+        foreach (var e in r.IpAdapterImageEmbeds!)
+        {
+            if (e is null || e.dim() is not (3 or 4))
+                throw new ArgumentException($"ip_adapter_image_embeds has to be a list of 3D or 4D tensors, got {(e is null ? "null" : e.dim() + "D")}.");
+            long expected = cfg ? 2L * batch : batch;
+            if (e.shape[0] != expected)
+                throw new ArgumentException(cfg
+                    ? $"With guidance on, each ip_adapter_image_embeds tensor holds the negative then the positive embeddings: batch {expected} (2 x {batch} prompts), got {e.shape[0]}."
+                    : $"Each ip_adapter_image_embeds tensor must have batch {batch} (one per prompt), got {e.shape[0]}.");
+        }
+    }
+
+    /// <summary>
+    /// diffusers' <c>prepare_ip_adapter_image_embeds</c> for given embeddings: under CFG each tensor is split into its
+    /// negative and positive halves, each repeated num_images_per_prompt times along the batch, then joined negative
+    /// first. Null without IP-Adapter inputs.
+    /// </summary>
+    private Tensor[]? PrepareIpAdapterImageEmbeds(StableDiffusionRequest r, bool cfg, Device device)
+    {
+        if (r.IpAdapterImageEmbeds is not { } given) return null;
+        int n = r.NumImagesPerPrompt;
+        var result = new Tensor[given.Count];
+        for (int i = 0; i < given.Count; i++)
+        {
+            var embeds = given[i].to(device);
+            Tensor Repeat(Tensor x) => n == 1 ? x : cat(Enumerable.Repeat(x, n).ToArray(), 0);
+            if (cfg)
+            {
+                var halves = embeds.chunk(2);
+                result[i] = cat([Repeat(halves[0]), Repeat(halves[1])], 0);
+            }
+            else result[i] = Repeat(embeds);
+        }
+        return result;
+    }
+
+    /// <summary>Sets the request's IP-Adapter scale for one call; disposing restores the previous scales.</summary>
+    private IDisposable? IpAdapterScaleFor(StableDiffusionRequest r)
+    {
+        if (r.IpAdapterScale is not { } scale) return null;
+        var unet = Components.Unet;
+        var previous = unet.IpAdapterScales.ToArray();
+        unet.SetIpAdapterScale(scale);
+        return new Restore(() => unet.SetIpAdapterScale(previous));
+    }
+
+    private sealed class Restore(Action action) : IDisposable
+    {
+        public void Dispose() => action();
+    }
+}

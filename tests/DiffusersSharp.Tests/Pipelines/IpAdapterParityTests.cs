@@ -1,0 +1,127 @@
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.StableDiffusion;
+using DiffusersSharp.Pipelines.StableDiffusionXL;
+using DiffusersSharp.Tests.Support;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+using Generator = DiffusersSharp.Runtime.Generator;
+
+namespace DiffusersSharp.Tests.Pipelines;
+
+/// <summary>tiny-sd15 and tiny-sdxl, each with its tiny IP-Adapter of fixture local-diffusers/ip-adapter loaded, scale 0.7.</summary>
+public sealed class LocalDiffusersIpAdapters : IDisposable
+{
+    /// <summary>Loads both.</summary>
+    public LocalDiffusersIpAdapters()
+    {
+        Sd15 = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sd15/model"), new PipelineLoadOptions());
+        Sd15.LoadIpAdapter(Fixtures.Path("local-diffusers/ip-adapter/sd15/ip-adapter.safetensors"));
+        Sd15.SetIpAdapterScale(0.7);
+        Sdxl = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sdxl/model"), new PipelineLoadOptions());
+        Sdxl.LoadIpAdapter(Fixtures.Path("local-diffusers/ip-adapter/sdxl/ip-adapter.safetensors"));
+        Sdxl.SetIpAdapterScale(0.7);
+    }
+
+    /// <summary>tiny-sd15 + its IP-Adapter.</summary>
+    public StableDiffusionComponents Sd15 { get; }
+
+    /// <summary>tiny-sdxl + its IP-Adapter.</summary>
+    public StableDiffusionComponents Sdxl { get; }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        Sd15.Dispose();
+        Sdxl.Dispose();
+    }
+}
+
+/// <summary>
+/// IP-Adapter (plain: ImageProjection + IPAdapterAttnProcessor2_0) against diffusers v0.36.0's own on the tiny models
+/// (fixture local-diffusers/ip-adapter, made on this project's machine by tools/reference/ip_adapter.py; see its README):
+/// the tiny adapters loaded by diffusers' load_ip_adapter and set_ip_adapter_scale(0.7), one UNet forward with image
+/// embeddings, and pipeline runs given ip_adapter_image_embeds (no CLIP image encoder ran in Python). Float32 on the CPU;
+/// pipelines are compared at every step's latents, the final latents and the decoded image, timesteps exactly, within
+/// 1e-5 x max(1, max |expected|) as the ControlNet parity tests; the UNet forward within the component bound 1e-4.
+/// </summary>
+public sealed class IpAdapterParityTests(LocalDiffusersIpAdapters models, ITestOutputHelper output) : IClassFixture<LocalDiffusersIpAdapters>
+{
+    private const double Tolerance = 1e-5;
+    private static readonly Dictionary<string, Tensor> Expected = Fixtures.Expected("local-diffusers/ip-adapter/expected.safetensors");
+
+    private static Generator Seed(long seed) => new Generator("cpu").ManualSeed(seed);
+
+    private static Tensor WithZeroNegative(Tensor embeds) => cat([zeros_like(embeds), embeds], 0);
+
+    private static StableDiffusionRequest Sd15(StableDiffusionRequest r) => r with
+    {
+        PromptEmbeds = Expected["in.sd15.prompt_embeds"], NegativePromptEmbeds = Expected["in.sd15.neg_prompt_embeds"],
+    };
+
+    private static StableDiffusionRequest Sdxl(StableDiffusionRequest r) => r with
+    {
+        PromptEmbeds = Expected["in.sdxl.prompt_embeds"], PooledPromptEmbeds = Expected["in.sdxl.pooled"],
+        NegativePromptEmbeds = Expected["in.sdxl.neg_prompt_embeds"], NegativePooledPromptEmbeds = Expected["in.sdxl.neg_pooled"],
+    };
+
+    private void Check(string name, StableDiffusionRequest request, long seed, Func<StableDiffusionRequest, StableDiffusionPipelineOutput> generate)
+    {
+        var steps = new List<(float Timestep, Tensor Latents)>();
+        using var latents = generate(request with
+        {
+            Generator = Seed(seed), OutputType = OutputType.Latent,
+            CallbackOnStepEnd = c => steps.Add((c.Timestep, c.Latents.clone().DetachFromDisposeScope())),
+        });
+        int expectedSteps = Expected.Keys.Count(k => k.StartsWith($"{name}.step") && k.EndsWith(".latents"));
+        Assert.Equal(expectedSteps, steps.Count);
+        double worstStep = 0;
+        for (int i = 0; i < steps.Count; i++)
+        {
+            Assert.Equal(Expected[$"{name}.step{i}.timestep"].item<float>(), steps[i].Timestep);
+            worstStep = Math.Max(worstStep, TensorAssert.Close(steps[i].Latents, Expected[$"{name}.step{i}.latents"], Tolerance, $"{name} step {i}"));
+            steps[i].Latents.Dispose();
+        }
+        double latentError = TensorAssert.Close(latents.Tensor!, Expected[$"{name}.latents"], Tolerance, $"{name} latents");
+        using var image = generate(request with { Generator = Seed(seed), OutputType = OutputType.Numpy });
+        double imageError = TensorAssert.Close(image.Tensor!, Expected[$"{name}.image"], Tolerance, $"{name} image");
+        output.WriteLine($"{name}: {steps.Count} steps, worst step latents {worstStep:G3}, final latents {latentError:G3} " +
+                         $"(max |latents| {Expected[$"{name}.latents"].abs().max().item<float>():G3}), image {imageError:G3}");
+    }
+
+    [Theory]
+    [InlineData("sd15")]
+    [InlineData("sdxl")]
+    public void UnetForwardWithImageEmbedsMatchesDiffusers(string name)
+    {
+        var unet = (name == "sd15" ? models.Sd15 : models.Sdxl).Unet;
+        using var _ = inference_mode();
+        string p = $"fwd.{name}.";
+        using var projected = unet.EncoderHidProj!.forward([Expected[p + "image_embeds"]])[0];
+        double projError = TensorAssert.Close(projected, Expected[p + "projected"], 1e-4, $"{name} projection");
+        using var y = unet.forward(Expected[p + "sample"], Expected[p + "t"], Expected[p + "states"],
+            name == "sdxl" ? Expected[p + "text_embeds"] : null, name == "sdxl" ? Expected[p + "time_ids"] : null,
+            imageEmbeds: [Expected[p + "image_embeds"]]);
+        double error = TensorAssert.Close(y, Expected[p + "unet"], 1e-4, $"{name} unet");
+        output.WriteLine($"{name}: projection {projError:G3}, UNet {error:G3} (max |expected| {Expected[p + "unet"].abs().max().item<float>():G3})");
+    }
+
+    [Fact]
+    public void Sd15MatchesDiffusers()
+    {
+        using var pipe = new StableDiffusionPipeline(models.Sd15);
+        var image = Expected["in.image_embeds"];
+        Check("sd15", Sd15(new() { NumInferenceSteps = 8, Height = 64, Width = 64, IpAdapterImageEmbeds = [WithZeroNegative(image)] }), 31, r => pipe.Generate(r));
+        Check("sd15_nocfg", Sd15(new() { NumInferenceSteps = 6, GuidanceScale = 1.0, Height = 64, Width = 80, IpAdapterImageEmbeds = [image] }), 32, r => pipe.Generate(r));
+        var two = cat([image, Expected["in.image_embeds_2"]], 1);
+        Check("sd15_two", Sd15(new() { NumInferenceSteps = 6, Height = 64, Width = 64, NumImagesPerPrompt = 2, IpAdapterImageEmbeds = [WithZeroNegative(two)] }),
+            33, r => pipe.Generate(r));
+    }
+
+    [Fact]
+    public void SdxlMatchesDiffusers()
+    {
+        using var pipe = new StableDiffusionXLPipeline(models.Sdxl);
+        Check("sdxl", Sdxl(new() { NumInferenceSteps = 8, Height = 64, Width = 64, IpAdapterImageEmbeds = [WithZeroNegative(Expected["in.image_embeds"])] }),
+            41, r => pipe.Generate(r));
+    }
+}
