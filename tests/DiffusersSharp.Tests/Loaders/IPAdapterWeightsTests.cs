@@ -1,4 +1,6 @@
+using DiffusersSharp.Images;
 using DiffusersSharp.IO;
+using DiffusersSharp.Models.ImageEncoders;
 using DiffusersSharp.Loaders;
 using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Pipelines;
@@ -67,6 +69,45 @@ public sealed class IPAdapterWeightsTests : IDisposable
         Assert.Throws<WeightLoadException>(() => IPAdapterWeights.Load(unet, sdxl));
         var plus = new Dictionary<string, Tensor> { ["image_proj.latents"] = zeros(1, 16, 32), ["ip_adapter.1.to_k_ip.weight"] = zeros(32, 32) };
         Assert.Contains("IP-Adapter Plus", Assert.Throws<NotSupportedException>(() => IPAdapterWeights.Load(unet, Write("plus.safetensors", plus))).Message);
+    }
+
+    /// <summary>A tiny random CLIP image encoder (projection 24, the fixture adapters' width) in an image_encoder folder.</summary>
+    private string TinyImageEncoder()
+    {
+        var config = new CLIPVisionConfig { HiddenSize = 16, IntermediateSize = 24, ProjectionDim = 24, NumHiddenLayers = 2, NumAttentionHeads = 2, ImageSize = 32, PatchSize = 8 };
+        manual_seed(3);
+        var weights = new Dictionary<string, Tensor>();
+        using (var shell = new CLIPVisionModelWithProjection(config, new Device("meta")))
+            foreach (var (k, v) in shell.state_dict()) weights[k] = randn(v.shape) * 0.3;
+        string folder = Path.Combine(_dir, "image_encoder");
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "config.json"),
+            """{"hidden_size": 16, "intermediate_size": 24, "projection_dim": 24, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32, "patch_size": 8}""");
+        SafetensorsWriter.Save(Path.Combine(folder, "model.safetensors"), weights);
+        return folder;
+    }
+
+    /// <summary>ip_adapter_image runs diffusers' encode_image path: feature extractor, image encoder's image_embeds, zeros
+    /// as the negative; the same as passing those embeddings.</summary>
+    [Fact]
+    public void IpAdapterImageEqualsItsEncodedEmbeddings()
+    {
+        using var components = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sd15/model"), new PipelineLoadOptions());
+        components.LoadIpAdapter(Sd15File, TinyImageEncoder());
+        Assert.NotNull(components.ImageEncoder);
+        Assert.Equal(32, components.FeatureExtractor!.Size);
+        using var pipe = new StableDiffusionPipeline(components);
+        var image = ImageFile.LoadRgb(Fixtures.Path("tiny-sd15/init_image.png"));
+        Tensor embeds;
+        using (var pixels = components.FeatureExtractor.Preprocess([image]))
+        using (var encoded = components.ImageEncoder!.Forward(pixels))
+            embeds = cat([zeros_like(encoded.ImageEmbeds), encoded.ImageEmbeds], 0).unsqueeze(1);
+        var r = new StableDiffusionRequest { PromptEmbeds = randn(1, 77, 32), NumInferenceSteps = 2, Height = 64, Width = 64, OutputType = OutputType.Latent };
+        using var fromImage = pipe.Generate(r with { IpAdapterImage = [image], IpAdapterScale = 0.7, Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(5) });
+        using var fromEmbeds = pipe.Generate(r with { IpAdapterImageEmbeds = [embeds], IpAdapterScale = 0.7, Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(5) });
+        using var without = pipe.Generate(r with { Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(5) });
+        Assert.Equal(0, (fromImage.Tensor! - fromEmbeds.Tensor!).abs().max().item<float>());
+        Assert.True((fromImage.Tensor! - without.Tensor!).abs().max().item<float>() > 1e-3); // the image does change the result
     }
 
     [Fact]

@@ -21,9 +21,20 @@ public abstract partial class StableDiffusionPipelineBase
         int count = r.IpAdapterImage?.Count ?? r.IpAdapterImageEmbeds!.Count;
         if (count != projection.Count)
             throw new ArgumentException($"ip_adapter_image(_embeds) must have one entry per IP-Adapter ({projection.Count}), got {count}.");
-        if (r.IpAdapterImage is not null)
-            throw new ArgumentException("ip_adapter_image needs an image encoder, and these components have none; pass ip_adapter_image_embeds.");
         int batch = BatchSize(r);
+        if (r.IpAdapterImage is not null)
+        {
+            if (Components.ImageEncoder is null)
+                throw new ArgumentException("ip_adapter_image needs an image encoder, and these components have none: load the IP-Adapter with its image_encoder folder, or pass ip_adapter_image_embeds.");
+            if (batch != 1)
+                throw new ArgumentException($"ip_adapter_image gives the embeddings of one prompt; with {batch} prompts pass ip_adapter_image_embeds (one row per prompt).");
+            var size = Components.ImageEncoder.Config.ImageSize;
+            foreach (var image in r.IpAdapterImage)
+                if (image?.Tensor is { } t && (t.dim() != 4 || t.shape[0] != 1 || t.shape[1] != 3 || t.shape[2] != size || t.shape[3] != size))
+                    throw new ArgumentException($"An ip_adapter_image tensor is taken as the image encoder's pixel values: [1, 3, {size}, {size}], got [{string.Join(", ", t.shape)}].");
+                else if (image is null) throw new ArgumentException("ip_adapter_image has a null entry.");
+            return;
+        }
         foreach (var e in r.IpAdapterImageEmbeds!)
         {
             if (e is null || e.dim() is not (3 or 4))
@@ -43,6 +54,7 @@ public abstract partial class StableDiffusionPipelineBase
     /// </summary>
     private Tensor[]? PrepareIpAdapterImageEmbeds(StableDiffusionRequest r, bool cfg, Device device)
     {
+        if (r.IpAdapterImage is { } images) return EncodeIpAdapterImages(images, r.NumImagesPerPrompt, cfg, device);
         if (r.IpAdapterImageEmbeds is not { } given) return null;
         int n = r.NumImagesPerPrompt;
         var result = new Tensor[given.Count];
@@ -56,6 +68,27 @@ public abstract partial class StableDiffusionPipelineBase
                 result[i] = cat([Repeat(halves[0]), Repeat(halves[1])], 0);
             }
             else result[i] = Repeat(embeds);
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// diffusers' <c>encode_image</c> path of <c>prepare_ip_adapter_image_embeds</c> (plain IP-Adapters): each adapter's
+    /// image through the feature extractor (a tensor is taken as pixel values) and the image encoder's
+    /// <c>image_embeds</c>, as [1, 1, D]; the negative embeddings are zeros; then num_images_per_prompt copies, negative first under CFG.
+    /// </summary>
+    private Tensor[] EncodeIpAdapterImages(IReadOnlyList<PipelineImage> images, int n, bool cfg, Device device)
+    {
+        var encoder = Components.ImageEncoder!;
+        Components.Activate("image_encoder");
+        var result = new Tensor[images.Count];
+        for (int i = 0; i < images.Count; i++)
+        {
+            var pixels = images[i].Image is { } buffer ? Components.FeatureExtractor!.Preprocess([buffer]) : images[i].Tensor!;
+            using var output = encoder.Forward(pixels.to(encoder.Dtype, encoder.Device));
+            var embeds = output.ImageEmbeds.to(device).unsqueeze(0);
+            var repeated = n == 1 ? embeds : cat(Enumerable.Repeat(embeds, n).ToArray(), 0);
+            result[i] = cfg ? cat([zeros_like(repeated), repeated], 0) : repeated;
         }
         return result;
     }
