@@ -1,6 +1,5 @@
 using DiffusersSharp.Images;
 using DiffusersSharp.IO;
-using DiffusersSharp.Models.ImageEncoders;
 using DiffusersSharp.Loaders;
 using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Pipelines;
@@ -71,29 +70,13 @@ public sealed class IPAdapterWeightsTests : IDisposable
         Assert.Contains("IP-Adapter Plus", Assert.Throws<NotSupportedException>(() => IPAdapterWeights.Load(unet, Write("plus.safetensors", plus))).Message);
     }
 
-    /// <summary>A tiny random CLIP image encoder (projection 24, the fixture adapters' width) in an image_encoder folder.</summary>
-    private string TinyImageEncoder()
-    {
-        var config = new CLIPVisionConfig { HiddenSize = 16, IntermediateSize = 24, ProjectionDim = 24, NumHiddenLayers = 2, NumAttentionHeads = 2, ImageSize = 32, PatchSize = 8 };
-        manual_seed(3);
-        var weights = new Dictionary<string, Tensor>();
-        using (var shell = new CLIPVisionModelWithProjection(config, new Device("meta")))
-            foreach (var (k, v) in shell.state_dict()) weights[k] = randn(v.shape) * 0.3;
-        string folder = Path.Combine(_dir, "image_encoder");
-        Directory.CreateDirectory(folder);
-        File.WriteAllText(Path.Combine(folder, "config.json"),
-            """{"hidden_size": 16, "intermediate_size": 24, "projection_dim": 24, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32, "patch_size": 8}""");
-        SafetensorsWriter.Save(Path.Combine(folder, "model.safetensors"), weights);
-        return folder;
-    }
-
     /// <summary>ip_adapter_image runs diffusers' encode_image path: feature extractor, image encoder's image_embeds, zeros
     /// as the negative; the same as passing those embeddings.</summary>
     [Fact]
     public void IpAdapterImageEqualsItsEncodedEmbeddings()
     {
         using var components = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sd15/model"), new PipelineLoadOptions());
-        components.LoadIpAdapter(Sd15File, TinyImageEncoder());
+        components.LoadIpAdapter(Sd15File, TinyImageEncoder.Write(_dir));
         Assert.NotNull(components.ImageEncoder);
         Assert.Equal(32, components.FeatureExtractor!.Size);
         using var pipe = new StableDiffusionPipeline(components);
