@@ -122,5 +122,70 @@ run("sd15_two", sd, 33, **sd_embeds, ip_adapter_image_embeds=[torch.cat([torch.z
 xl_embeds = dict(prompt_embeds=pexl, pooled_prompt_embeds=pooled, negative_prompt_embeds=npexl, negative_pooled_prompt_embeds=npooled)
 run("sdxl", xl, 41, **xl_embeds, ip_adapter_image_embeds=[cfg1], num_inference_steps=8, height=64, width=64)
 
+# 4. IP-Adapter Plus (IPAdapterPlusImageProjection, the Resampler) in h94's original key names, on fresh pipelines:
+#    8 queries of width 64 (one 64-wide head), depth 4 and ffn ratio 4 (diffusers' fixed defaults), image features of
+#    5 tokens x 20; drawn from a second generator so the plain part above keeps its numbers.
+gp = torch.Generator("cpu").manual_seed(20261128)
+PLUS_DIM, PLUS_TOKENS, PLUS_HIDDEN, PLUS_QUERIES = 20, 5, 64, 8
+
+
+def make_plus(unet, name):
+    cross = unet.config.cross_attention_dim
+    h = PLUS_HIDDEN
+    sd = {"image_proj.latents": torch.randn(1, PLUS_QUERIES, h, generator=gp) / h ** 0.5,
+          "image_proj.proj_in.weight": torch.randn(h, PLUS_DIM, generator=gp) / PLUS_DIM ** 0.5,
+          "image_proj.proj_in.bias": 0.1 * torch.randn(h, generator=gp),
+          "image_proj.proj_out.weight": torch.randn(cross, h, generator=gp) / h ** 0.5,
+          "image_proj.proj_out.bias": 0.1 * torch.randn(cross, generator=gp),
+          "image_proj.norm_out.weight": 1 + 0.1 * torch.randn(cross, generator=gp),
+          "image_proj.norm_out.bias": 0.1 * torch.randn(cross, generator=gp)}
+    for i in range(4):
+        l = f"image_proj.layers.{i}."
+        for norm in ["0.norm1", "0.norm2", "1.0"]:
+            sd[l + norm + ".weight"] = 1 + 0.1 * torch.randn(h, generator=gp)
+            sd[l + norm + ".bias"] = 0.1 * torch.randn(h, generator=gp)
+        sd[l + "0.to_q.weight"] = torch.randn(h, h, generator=gp) / h ** 0.5
+        sd[l + "0.to_kv.weight"] = torch.randn(2 * h, h, generator=gp) / h ** 0.5
+        sd[l + "0.to_out.weight"] = torch.randn(h, h, generator=gp) / h ** 0.5
+        sd[l + "1.1.weight"] = torch.randn(4 * h, h, generator=gp) / h ** 0.5
+        sd[l + "1.3.weight"] = torch.randn(h, 4 * h, generator=gp) / (4 * h) ** 0.5
+    key_id = 1
+    for proc in unet.attn_processors.keys():
+        if proc.endswith("attn1.processor"):
+            continue
+        hidden = unet.get_submodule(proc[: -len(".processor")]).to_k.out_features
+        sd[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross, generator=gp) / cross ** 0.5
+        sd[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross, generator=gp) / cross ** 0.5
+        key_id += 2
+    folder = OUT + name
+    os.makedirs(folder, exist_ok=True)
+    save_file(sd, folder + "/ip-adapter-plus.safetensors")
+    print(name, "IP-Adapter Plus:", len(sd), "tensors")
+    return folder
+
+
+sd_plus = StableDiffusionPipeline(vae=sd.vae, text_encoder=None, tokenizer=None,
+                                  unet=UNet2DConditionModel.from_pretrained(FX + "tiny-sd15/model", subfolder="unet").eval(),
+                                  scheduler=PNDMScheduler.from_pretrained(FX + "tiny-sd15/model", subfolder="scheduler"),
+                                  safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+xl_plus = StableDiffusionXLPipeline(vae=xl.vae, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None,
+                                    unet=UNet2DConditionModel.from_pretrained(FX + "tiny-sdxl/model", subfolder="unet").eval(),
+                                    scheduler=EulerDiscreteScheduler.from_pretrained(FX + "tiny-sdxl/model", subfolder="scheduler"),
+                                    force_zeros_for_empty_prompt=True, add_watermarker=False)
+for name, pipe in [("sd15", sd_plus), ("sdxl", xl_plus)]:
+    folder = make_plus(pipe.unet, name)
+    pipe.load_ip_adapter(folder, subfolder="", weight_name="ip-adapter-plus.safetensors", image_encoder_folder=None)
+    pipe.set_ip_adapter_scale(0.7)
+    print(name, "plus projection:", type(pipe.unet.encoder_hid_proj.image_projection_layers[0]).__name__)
+
+# Image features [2 (negative, positive), 1 image, 5 tokens, 20]: under CFG diffusers encodes a zero image for the
+# negative half (not zeros), so here both halves are drawn.
+feats = torch.randn(2, 1, PLUS_TOKENS, PLUS_DIM, generator=gp)
+out["in.plus_features"] = feats
+with torch.no_grad():
+    out["fwd.sd15_plus.projected"] = sd_plus.unet.encoder_hid_proj([feats])[0]
+run("sd15_plus", sd_plus, 51, **sd_embeds, ip_adapter_image_embeds=[feats], num_inference_steps=6, height=64, width=64)
+run("sdxl_plus", xl_plus, 52, **xl_embeds, ip_adapter_image_embeds=[feats], num_inference_steps=6, height=64, width=64)
+
 save_file({k: v.contiguous().float() for k, v in out.items()}, OUT + "expected.safetensors")
 print("saved", len(out), "tensors")

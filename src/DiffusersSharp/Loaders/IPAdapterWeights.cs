@@ -35,8 +35,15 @@ public static class IPAdapterWeights
         long cross = layers.Count > 0 ? layers[0].Layer.KeyValueDim : throw new NotSupportedException("This UNet has no cross-attention layers for an IP-Adapter.");
 
         var expected = new Dictionary<string, long[]>(StringComparer.Ordinal);
-        var (projection, projectionKeys) = ImageProjectionFor(shapes, cross, unet.Device, unet.Dtype);
-        foreach (var (key, shape) in projectionKeys) expected[key] = shape;
+        var (projection, sources) = ImageProjectionFor(shapes, cross, unet.Device, unet.Dtype);
+        var parameters = projection.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
+        foreach (var (name, source) in sources)
+        {
+            long[] shape = parameters[name].shape;
+            // A key/value pair stored as one to_kv matrix holds the two halves one after the other.
+            if (source.Half >= 0) shape = [2 * shape[0], .. shape[1..]];
+            expected["image_proj." + source.Key] = shape;
+        }
         for (int k = 0; k < layers.Count; k++)
         {
             long inner = layers[k].Layer.InnerDim;
@@ -56,8 +63,11 @@ public static class IPAdapterWeights
         var state = new IPAdapterState(1);
         using (no_grad())
         {
-            foreach (var (key, parameter) in projection.named_parameters())
-                CopyInto(parameter, file, "image_proj." + key.Replace("image_embeds", "proj", StringComparison.Ordinal), unet);
+            foreach (var (name, source) in sources)
+            {
+                using var stored = file.Read("image_proj." + source.Key, unet.Dtype, unet.Device);
+                parameters[name].copy_(source.Half < 0 ? stored : stored.chunk(2, 0)[source.Half]);
+            }
             var processors = new List<(Attention, IPAdapterAttnProcessor)>();
             for (int k = 0; k < layers.Count; k++)
             {
@@ -92,29 +102,67 @@ public static class IPAdapterWeights
             .ToList();
     }
 
-    /// <summary>The image projection diffusers' <c>_convert_ip_adapter_image_proj_to_diffusers</c> picks from the keys.</summary>
-    private static (nn.Module<Tensor, Tensor> Module, Dictionary<string, long[]> Keys) ImageProjectionFor(
+    /// <summary>Where a projection parameter comes from in the file: a key under image_proj., whole or one half of it.</summary>
+    private readonly record struct Source(string Key, int Half = -1);
+
+    /// <summary>
+    /// The image projection diffusers' <c>_convert_ip_adapter_image_proj_to_diffusers</c> picks from the keys, and for
+    /// each of its parameters the file key diffusers renames to it.
+    /// </summary>
+    private static (nn.Module<Tensor, Tensor> Module, Dictionary<string, Source> Sources) ImageProjectionFor(
         Dictionary<string, long[]> shapes, long cross, Device device, ScalarType dtype)
     {
+        var sources = new Dictionary<string, Source>(StringComparer.Ordinal);
         if (shapes.TryGetValue("image_proj.proj.weight", out var proj) && proj.Length == 2)
         {
             // Plain IP-Adapter: 4 tokens per image, the CLIP width read from the file as diffusers does.
-            long clip = proj[1];
-            var keys = new Dictionary<string, long[]>(StringComparer.Ordinal)
+            foreach (var p in new[] { "weight", "bias" })
             {
-                ["image_proj.proj.weight"] = [4 * cross, clip], ["image_proj.proj.bias"] = [4 * cross],
-                ["image_proj.norm.weight"] = [cross], ["image_proj.norm.bias"] = [cross],
-            };
-            return (new ImageProjection(clip, cross, 4, device, dtype), keys);
+                sources["image_embeds." + p] = new("proj." + p);
+                sources["norm." + p] = new("norm." + p);
+            }
+            return (new ImageProjection(proj[1], cross, 4, device, dtype), sources);
+        }
+        if (shapes.TryGetValue("image_proj.latents", out var latents) && latents.Length == 3
+            && shapes.TryGetValue("image_proj.proj_in.weight", out var projIn) && projIn.Length == 2
+            && shapes.TryGetValue("image_proj.proj_out.weight", out var projOut) && projOut.Length == 2
+            && shapes.TryGetValue("image_proj.layers.0.0.to_q.weight", out var toQ) && toQ.Length == 2)
+        {
+            // IP-Adapter Plus in the original Resampler's names; depth and ffn ratio are diffusers' defaults (4, 4), the
+            // other sizes read from the file, heads = to_q rows / 64, as diffusers does.
+            const int Depth = 4;
+            sources["latents"] = new("latents");
+            foreach (var p in new[] { "weight", "bias" })
+                foreach (var m in new[] { "proj_in", "proj_out", "norm_out" })
+                    sources[$"{m}.{p}"] = new($"{m}.{p}");
+            for (int i = 0; i < Depth; i++)
+            {
+                string l = $"layers.{i}.";
+                foreach (var p in new[] { "weight", "bias" })
+                {
+                    sources[l + "ln0." + p] = new(l + "0.norm1." + p);
+                    sources[l + "ln1." + p] = new(l + "0.norm2." + p);
+                    sources[l + "ff.0." + p] = new(l + "1.0." + p);
+                }
+                sources[l + "attn.to_q.weight"] = new(l + "0.to_q.weight");
+                sources[l + "attn.to_k.weight"] = new(l + "0.to_kv.weight", 0);
+                sources[l + "attn.to_v.weight"] = new(l + "0.to_kv.weight", 1);
+                sources[l + "attn.to_out.0.weight"] = new(l + "0.to_out.weight");
+                sources[l + "ff.1.net.0.proj.weight"] = new(l + "1.1.weight");
+                sources[l + "ff.1.net.2.weight"] = new(l + "1.3.weight");
+            }
+            var module = new IPAdapterPlusImageProjection(embedDims: projIn[1], outputDims: projOut[0], hiddenDims: latents[2], depth: Depth,
+                dimHead: 64, heads: (int)(toQ[0] / 64), numQueries: (int)latents[1], ffnRatio: 4, device: device, dtype: dtype);
+            return (module, sources);
         }
         string? kind = shapes.ContainsKey("image_proj.proj.3.weight") ? "IP-Adapter Full Face (IPAdapterFullImageProjection)"
             : shapes.ContainsKey("image_proj.perceiver_resampler.proj_in.weight") ? "IP-Adapter FaceID Plus"
-            : shapes.ContainsKey("image_proj.latents") ? "IP-Adapter Plus (IPAdapterPlusImageProjection)"
+            : shapes.ContainsKey("image_proj.latents") ? "IP-Adapter Plus in diffusers' own names (layers.N.attn.*)"
             : shapes.ContainsKey("image_proj.norm.weight") ? "IP-Adapter FaceID"
             : null;
         throw kind is null
             ? new WeightLoadException("IP-Adapter", ["image_proj.proj.weight"], [], [])
-            : new NotSupportedException($"{kind} files are not supported yet; the plain IP-Adapter (image_proj.proj) is.");
+            : new NotSupportedException($"{kind} files are not supported yet; the plain IP-Adapter (image_proj.proj) and IP-Adapter Plus (image_proj.latents, h94's names) are.");
     }
 
     private static void CopyInto(Tensor target, SafetensorsFile file, string key, UNet2DConditionModel unet)

@@ -93,6 +93,26 @@ public sealed class IPAdapterWeightsTests : IDisposable
         Assert.True((fromImage.Tensor! - without.Tensor!).abs().max().item<float>() > 1e-3); // the image does change the result
     }
 
+    /// <summary>IP-Adapter Plus with ip_adapter_image: the image encoder's penultimate hidden states, the negative those of
+    /// an all-zero image (diffusers' encode_image with output_hidden_states).</summary>
+    [Fact]
+    public void PlusImageUsesPenultimateHiddenStates()
+    {
+        using var components = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sd15/model"), new PipelineLoadOptions());
+        components.LoadIpAdapter(Fixtures.Path("local-diffusers/ip-adapter/sd15/ip-adapter-plus.safetensors"), TinyImageEncoder.Write(_dir));
+        using var pipe = new StableDiffusionPipeline(components);
+        var image = ImageFile.LoadRgb(Fixtures.Path("tiny-sd15/init_image.png"));
+        Tensor embeds;
+        using (var pixels = components.FeatureExtractor!.Preprocess([image]))
+        using (var encoded = components.ImageEncoder!.Forward(pixels, outputHiddenStates: true))
+        using (var zero = components.ImageEncoder!.Forward(zeros_like(pixels), outputHiddenStates: true))
+            embeds = cat([zero.HiddenStates[^2], encoded.HiddenStates[^2]], 0).unsqueeze(1);
+        var r = new StableDiffusionRequest { PromptEmbeds = randn(1, 77, 32), NumInferenceSteps = 2, Height = 64, Width = 64, OutputType = OutputType.Latent };
+        using var fromImage = pipe.Generate(r with { IpAdapterImage = [image], Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(5) });
+        using var fromEmbeds = pipe.Generate(r with { IpAdapterImageEmbeds = [embeds], Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(5) });
+        Assert.Equal(0, (fromImage.Tensor! - fromEmbeds.Tensor!).abs().max().item<float>());
+    }
+
     [Fact]
     public void PipelineChecksIpAdapterInputsAndRestoresTheScale()
     {

@@ -28,6 +28,15 @@ public sealed class LocalDiffusersIpAdapters : IDisposable
     /// <summary>tiny-sdxl + its IP-Adapter.</summary>
     public StableDiffusionComponents Sdxl { get; }
 
+    /// <summary>A fresh tiny model (sd15 / sdxl) with the fixture's IP-Adapter Plus, scale 0.7.</summary>
+    public static StableDiffusionComponents Plus(string name)
+    {
+        var components = StableDiffusionComponents.FromPretrained(Fixtures.Path($"tiny-{name}/model"), new PipelineLoadOptions());
+        components.LoadIpAdapter(Fixtures.Path($"local-diffusers/ip-adapter/{name}/ip-adapter-plus.safetensors"));
+        components.SetIpAdapterScale(0.7);
+        return components;
+    }
+
     /// <inheritdoc />
     public void Dispose()
     {
@@ -115,6 +124,26 @@ public sealed class IpAdapterParityTests(LocalDiffusersIpAdapters models, ITestO
         var two = cat([image, Expected["in.image_embeds_2"]], 1);
         Check("sd15_two", Sd15(new() { NumInferenceSteps = 6, Height = 64, Width = 64, NumImagesPerPrompt = 2, IpAdapterImageEmbeds = [WithZeroNegative(two)] }),
             33, r => pipe.Generate(r));
+    }
+
+    /// <summary>IP-Adapter Plus (the Resampler, from h94's key names with to_kv split) given image features, both halves drawn.</summary>
+    [Fact]
+    public void PlusMatchesDiffusers()
+    {
+        var features = Expected["in.plus_features"];
+        using (var components = LocalDiffusersIpAdapters.Plus("sd15"))
+        {
+            using (inference_mode())
+            using (var projected = components.Unet.EncoderHidProj!.forward([features])[0])
+                output.WriteLine($"sd15_plus projection: {TensorAssert.Close(projected, Expected["fwd.sd15_plus.projected"], 1e-4, "plus projection"):G3}");
+            using var pipe = new StableDiffusionPipeline(components);
+            Check("sd15_plus", Sd15(new() { NumInferenceSteps = 6, Height = 64, Width = 64, IpAdapterImageEmbeds = [features] }), 51, r => pipe.Generate(r));
+        }
+        using (var components = LocalDiffusersIpAdapters.Plus("sdxl"))
+        {
+            using var pipe = new StableDiffusionXLPipeline(components);
+            Check("sdxl_plus", Sdxl(new() { NumInferenceSteps = 6, Height = 64, Width = 64, IpAdapterImageEmbeds = [features] }), 52, r => pipe.Generate(r));
+        }
     }
 
     [Fact]

@@ -73,9 +73,11 @@ public abstract partial class StableDiffusionPipelineBase
     }
 
     /// <summary>
-    /// diffusers' <c>encode_image</c> path of <c>prepare_ip_adapter_image_embeds</c> (plain IP-Adapters): each adapter's
-    /// image through the feature extractor (a tensor is taken as pixel values) and the image encoder's
-    /// <c>image_embeds</c>, as [1, 1, D]; the negative embeddings are zeros; then num_images_per_prompt copies, negative first under CFG.
+    /// diffusers' <c>encode_image</c> path of <c>prepare_ip_adapter_image_embeds</c>: each adapter's image through the
+    /// feature extractor (a tensor is taken as pixel values) and the image encoder. A plain IP-Adapter takes its
+    /// <c>image_embeds</c> as [1, 1, D] with zeros as the negative; the others (IP-Adapter Plus) the penultimate hidden
+    /// states [1, 1, S, D], the negative being those of an all-zero image. Then num_images_per_prompt copies, negative
+    /// first under CFG.
     /// </summary>
     private Tensor[] EncodeIpAdapterImages(IReadOnlyList<PipelineImage> images, int n, bool cfg, Device device)
     {
@@ -84,11 +86,24 @@ public abstract partial class StableDiffusionPipelineBase
         var result = new Tensor[images.Count];
         for (int i = 0; i < images.Count; i++)
         {
-            var pixels = images[i].Image is { } buffer ? Components.FeatureExtractor!.Preprocess([buffer]) : images[i].Tensor!;
-            using var output = encoder.Forward(pixels.to(encoder.Dtype, encoder.Device));
-            var embeds = output.ImageEmbeds.to(device).unsqueeze(0);
-            var repeated = n == 1 ? embeds : cat(Enumerable.Repeat(embeds, n).ToArray(), 0);
-            result[i] = cfg ? cat([zeros_like(repeated), repeated], 0) : repeated;
+            var pixels = (images[i].Image is { } buffer ? Components.FeatureExtractor!.Preprocess([buffer]) : images[i].Tensor!).to(encoder.Dtype, encoder.Device);
+            Tensor embeds, negative;
+            Tensor Repeat(Tensor x) => n == 1 ? x : cat(Enumerable.Repeat(x, n).ToArray(), 0);
+            if (Components.Unet.EncoderHidProj![i] is Models.IPAdapters.ImageProjection)
+            {
+                using var output = encoder.Forward(pixels);
+                embeds = output.ImageEmbeds.to(device).unsqueeze(0);
+                negative = zeros_like(embeds);
+            }
+            else
+            {
+                using var output = encoder.Forward(pixels, outputHiddenStates: true);
+                embeds = output.HiddenStates[^2].to(device).unsqueeze(0);
+                using var zeroImage = zeros_like(pixels);
+                using var uncond = encoder.Forward(zeroImage, outputHiddenStates: true);
+                negative = uncond.HiddenStates[^2].to(device).unsqueeze(0);
+            }
+            result[i] = cfg ? cat([Repeat(negative), Repeat(embeds)], 0) : Repeat(embeds);
         }
         return result;
     }
