@@ -124,7 +124,8 @@ public sealed class IPAdapterWeightsTests : IDisposable
         components.LoadIpAdapter(Sd15File);
         Assert.Contains("negative then the positive", Assert.Throws<ArgumentException>(() => pipe.Generate(r with { IpAdapterImageEmbeds = [randn(1, 1, 24)] })).Message);
         Assert.Contains("one entry per IP-Adapter", Assert.Throws<ArgumentException>(() => pipe.Generate(r with { IpAdapterImageEmbeds = [embeds, embeds] })).Message);
-        Assert.Contains("3D or 4D", Assert.Throws<ArgumentException>(() => pipe.Generate(r with { IpAdapterImageEmbeds = [randn(2, 24)] })).Message);
+        Assert.Contains("must be [B, images, D] with D = 24", Assert.Throws<ArgumentException>(() => pipe.Generate(r with { IpAdapterImageEmbeds = [randn(2, 24)] })).Message);
+        Assert.Contains("with D = 24, got [2, 1, 7]", Assert.Throws<ArgumentException>(() => pipe.Generate(r with { IpAdapterImageEmbeds = [randn(2, 1, 7)] })).Message);
         Assert.Contains("image encoder", Assert.Throws<ArgumentException>(() => pipe.Generate(r with { IpAdapterImage = [PipelineImage.FromTensor(rand(1, 3, 64, 64))] })).Message);
         components.SetIpAdapterScale(0.3);
         using var _ = pipe.Generate(r with { IpAdapterImageEmbeds = [embeds], IpAdapterScale = 0.9, Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(1) });

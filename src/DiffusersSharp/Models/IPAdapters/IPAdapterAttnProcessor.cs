@@ -12,10 +12,11 @@ public sealed class IPAdapterState
 {
     internal IPAdapterState(int adapters) => Scales = Enumerable.Repeat(1.0, adapters).ToArray();
 
-    /// <summary>The scale of each adapter (diffusers' default 1.0 after loading).</summary>
-    public double[] Scales { get; }
+    /// <summary>The scale of each adapter (diffusers' default 1.0 after loading); set through the UNet's SetIpAdapterScale.</summary>
+    internal double[] Scales { get; }
 
-    /// <summary>Image tokens per adapter appended to the text in the running forward; null outside one.</summary>
+    /// <summary>Image tokens per adapter appended to the text in the running forward; null outside one. Set per forward
+    /// by the UNet, so one UNet runs one forward at a time (as every pipeline call does).</summary>
     internal long[]? TokenCounts { get; set; }
 }
 

@@ -76,6 +76,9 @@ public sealed class IPAdapterPlusImageProjection : nn.Module<Tensor, Tensor>
     /// <summary>Tokens produced per image (num_queries).</summary>
     public int NumTokens { get; }
 
+    /// <summary>Width of the image features it takes ([N, S, width]).</summary>
+    public long EmbedDims => proj_in.weight!.shape[1];
+
     /// <summary>Resamples image features [N, S, embed_dims] to [N, num_queries, output_dims].</summary>
     public override Tensor forward(Tensor x)
     {

@@ -34,6 +34,9 @@ public sealed class ImageProjection : nn.Module<Tensor, Tensor>
     /// <summary>Tokens produced per image.</summary>
     public int NumTokens { get; }
 
+    /// <summary>Width of the image embedding it takes ([N, width]).</summary>
+    public long ImageEmbedDim => image_embeds.weight!.shape[1];
+
     /// <summary>Projects image embeddings [N, imageEmbedDim] to tokens [N, NumTokens, crossAttentionDim].</summary>
     public override Tensor forward(Tensor imageEmbeds)
     {

@@ -28,6 +28,30 @@ public sealed class MultiIPAdapterImageProjection : nn.Module
     /// <summary>The projection of adapter <paramref name="index"/>.</summary>
     public nn.Module<Tensor, Tensor> this[int index] => image_projection_layers[index];
 
+    /// <summary>
+    /// Checks one tensor per adapter of the rank and width its projection takes: [B, images, D] for
+    /// <see cref="ImageProjection"/>, [B, images, S, D] for <see cref="IPAdapterPlusImageProjection"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">A count, rank or width does not fit.</exception>
+    public void CheckInputs(IReadOnlyList<Tensor> imageEmbeds)
+    {
+        ArgumentNullException.ThrowIfNull(imageEmbeds);
+        if (imageEmbeds.Count != Count)
+            throw new ArgumentException($"image_embeds must have one tensor per IP-Adapter ({Count}), got {imageEmbeds.Count}.", nameof(imageEmbeds));
+        for (int i = 0; i < Count; i++)
+        {
+            var e = imageEmbeds[i] ?? throw new ArgumentException($"image_embeds of IP-Adapter {i} is null.", nameof(imageEmbeds));
+            var (rank, width, what) = image_projection_layers[i] switch
+            {
+                ImageProjection p => (3, p.ImageEmbedDim, "[B, images, D]"),
+                IPAdapterPlusImageProjection p => (4, p.EmbedDims, "[B, images, S, D]"),
+                _ => (0, 0L, "?"),
+            };
+            if (e.dim() != rank || e.shape[^1] != width)
+                throw new ArgumentException($"image_embeds of IP-Adapter {i} must be {what} with D = {width}, got [{string.Join(", ", e.shape)}].", nameof(imageEmbeds));
+        }
+    }
+
     /// <summary>Projects one embedding tensor per adapter; returns [B, images, tokens, cross_attention_dim] per adapter.</summary>
     public Tensor[] forward(IReadOnlyList<Tensor> imageEmbeds)
     {

@@ -56,9 +56,6 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
     /// <summary>Width of the attention (heads x dim_head), diffusers' hidden_size of an IP-Adapter processor.</summary>
     internal long InnerDim => to_k.weight!.shape[0];
 
-    /// <summary>Whether an IP-Adapter processor is attached.</summary>
-    internal bool HasIpAdapter => _ipAdapter is not null;
-
     /// <summary>Attaches the IP-Adapter key/value projections (diffusers' set_attn_processor with IPAdapterAttnProcessor2_0).</summary>
     internal void AttachIpAdapter(IPAdapterAttnProcessor processor)
     {

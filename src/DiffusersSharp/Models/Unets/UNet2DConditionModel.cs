@@ -287,12 +287,9 @@ public sealed class UNet2DConditionModel : nn.Module
         if (imageEmbeds is null) return;
         if (_ipProjection is null)
             throw new ArgumentException("image_embeds were given but no IP-Adapter is loaded into the UNet.", nameof(imageEmbeds));
-        if (imageEmbeds.Count != _ipProjection.Count)
-            throw new ArgumentException($"image_embeds must have one tensor per IP-Adapter ({_ipProjection.Count}), got {imageEmbeds.Count}.", nameof(imageEmbeds));
+        _ipProjection.CheckInputs(imageEmbeds);
         foreach (var e in imageEmbeds)
         {
-            if (e.dim() is not (3 or 4))
-                throw new ArgumentException($"Each image_embeds tensor must be [B, images, D] or [B, images, S, D], got {e.dim()} dimensions.", nameof(imageEmbeds));
             if (e.shape[0] != sample.shape[0])
                 throw new ArgumentException($"image_embeds batch {e.shape[0]} differs from the sample batch {sample.shape[0]}.", nameof(imageEmbeds));
         }

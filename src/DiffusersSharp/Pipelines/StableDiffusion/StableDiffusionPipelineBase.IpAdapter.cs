@@ -35,10 +35,9 @@ public abstract partial class StableDiffusionPipelineBase
                 else if (image is null) throw new ArgumentException("ip_adapter_image has a null entry.");
             return;
         }
+        projection.CheckInputs(r.IpAdapterImageEmbeds!);
         foreach (var e in r.IpAdapterImageEmbeds!)
         {
-            if (e is null || e.dim() is not (3 or 4))
-                throw new ArgumentException($"ip_adapter_image_embeds has to be a list of 3D or 4D tensors, got {(e is null ? "null" : e.dim() + "D")}.");
             long expected = cfg ? 2L * batch : batch;
             if (e.shape[0] != expected)
                 throw new ArgumentException(cfg
