@@ -187,5 +187,21 @@ with torch.no_grad():
 run("sd15_plus", sd_plus, 51, **sd_embeds, ip_adapter_image_embeds=[feats], num_inference_steps=6, height=64, width=64)
 run("sdxl_plus", xl_plus, 52, **xl_embeds, ip_adapter_image_embeds=[feats], num_inference_steps=6, height=64, width=64)
 
+# 5. Other modes with the plain sd15 adapter (same UNet, scale 0.7): image-to-image and ControlNet text-to-image.
+from PIL import Image
+from diffusers import ControlNetModel
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import StableDiffusionImg2ImgPipeline
+from diffusers.pipelines.controlnet.pipeline_controlnet import StableDiffusionControlNetPipeline
+
+init = Image.open(FX + "tiny-sd15/init_image.png").convert("RGB")
+i2i = StableDiffusionImg2ImgPipeline(vae=sd.vae, text_encoder=None, tokenizer=None, unet=sd.unet, scheduler=sd.scheduler,
+                                     safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+run("sd15_img2img", i2i, 61, **sd_embeds, ip_adapter_image_embeds=[cfg1], image=init, strength=0.6, num_inference_steps=8)
+control = Image.open(FX + "local-diffusers/controlnet/control.png").convert("RGB")
+cn = StableDiffusionControlNetPipeline(vae=sd.vae, text_encoder=None, tokenizer=None, unet=sd.unet,
+                                       controlnet=ControlNetModel.from_pretrained(FX + "local-diffusers/controlnet/sd15").eval(),
+                                       scheduler=sd.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+run("sd15_controlnet", cn, 62, **sd_embeds, ip_adapter_image_embeds=[cfg1], image=control, num_inference_steps=6, controlnet_conditioning_scale=0.8)
+
 save_file({k: v.contiguous().float() for k, v in out.items()}, OUT + "expected.safetensors")
 print("saved", len(out), "tensors")

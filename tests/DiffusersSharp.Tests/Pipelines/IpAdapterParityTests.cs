@@ -1,3 +1,4 @@
+using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusionXL;
@@ -52,6 +53,10 @@ public sealed class LocalDiffusersIpAdapters : IDisposable
 /// embeddings, and pipeline runs given ip_adapter_image_embeds (no CLIP image encoder ran in Python). Float32 on the CPU;
 /// pipelines are compared at every step's latents, the final latents and the decoded image, timesteps exactly, within
 /// 1e-5 x max(1, max |expected|) as the ControlNet parity tests; the UNet forward within the component bound 1e-4.
+/// Measured (max |diff|): UNet forward sd15 7.8e-7 on outputs of 1.21, sdxl 8.4e-7 on 1.34 (the adapter moves those outputs
+/// by 0.51); pipelines, worst latents / image: sd15 2.1e-5 on 24.5 / 1.2e-6, sd15_nocfg 3.8e-6 / 7.8e-7, sd15_two 1.5e-5 /
+/// 1.1e-6, sdxl 2.4e-5 on 23.8 / 7.8e-7, sd15_plus 1.8e-5 / 8.9e-7, sdxl_plus 2.0e-5 on 17.5 / 1.3e-6, sd15_img2img 6.2e-6 /
+/// 1.8e-6, sd15_controlnet 1.3e-5 / 7.8e-7: at most 1.1e-6 of the latents' size, about 9x below the bound.
 /// </summary>
 public sealed class IpAdapterParityTests(LocalDiffusersIpAdapters models, ITestOutputHelper output) : IClassFixture<LocalDiffusersIpAdapters>
 {
@@ -124,6 +129,29 @@ public sealed class IpAdapterParityTests(LocalDiffusersIpAdapters models, ITestO
         var two = cat([image, Expected["in.image_embeds_2"]], 1);
         Check("sd15_two", Sd15(new() { NumInferenceSteps = 6, Height = 64, Width = 64, NumImagesPerPrompt = 2, IpAdapterImageEmbeds = [WithZeroNegative(two)] }),
             33, r => pipe.Generate(r));
+    }
+
+    /// <summary>Image-to-image and ControlNet text-to-image with the plain adapter (the same request members in every mode).</summary>
+    [Fact]
+    public void OtherModesMatchDiffusers()
+    {
+        var embeds = WithZeroNegative(Expected["in.image_embeds"]);
+        using (var pipe = new StableDiffusionImg2ImgPipeline(models.Sd15))
+            Check("sd15_img2img", new StableDiffusionImg2ImgRequest
+            {
+                PromptEmbeds = Expected["in.sd15.prompt_embeds"], NegativePromptEmbeds = Expected["in.sd15.neg_prompt_embeds"],
+                Image = ImageFile.LoadRgb(Fixtures.Path("tiny-sd15/init_image.png")), Strength = 0.6, NumInferenceSteps = 8, IpAdapterImageEmbeds = [embeds],
+            }, 61, r => pipe.Generate((StableDiffusionImg2ImgRequest)r));
+        using var components = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sd15/model"), new PipelineLoadOptions(),
+            Fixtures.Path("local-diffusers/controlnet/sd15"));
+        components.LoadIpAdapter(Fixtures.Path("local-diffusers/ip-adapter/sd15/ip-adapter.safetensors"));
+        using var cn = new StableDiffusionControlNetPipeline(components);
+        Check("sd15_controlnet", new StableDiffusionControlNetRequest
+        {
+            PromptEmbeds = Expected["in.sd15.prompt_embeds"], NegativePromptEmbeds = Expected["in.sd15.neg_prompt_embeds"],
+            Image = ImageFile.LoadRgb(Fixtures.Path("local-diffusers/controlnet/control.png")), NumInferenceSteps = 6, ControlNetConditioningScale = 0.8,
+            IpAdapterImageEmbeds = [embeds], IpAdapterScale = 0.7,
+        }, 62, r => cn.Generate((StableDiffusionControlNetRequest)r));
     }
 
     /// <summary>IP-Adapter Plus (the Resampler, from h94's key names with to_kv split) given image features, both halves drawn.</summary>
