@@ -205,6 +205,47 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--guess-mode"), Description("With --controlnet: diffusers' guess_mode (the ControlNets see the conditional half only; guidance 3 to 5 recommended).")]
     public bool GuessMode { get; init; }
 
+    /// <summary>IP-Adapter file (UNet models).</summary>
+    [CommandOption("--ip-adapter <FILE>"), Description("SD 1.x / 2.x and SDXL: an IP-Adapter file in h94/IP-Adapter's safetensors layout (e.g. models/ip-adapter_sd15.safetensors; the plain IP-Adapter), steering the image with --ip-adapter-image. Its CLIP image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it) unless --ip-adapter-image-encoder names another.")]
+    public string? IpAdapter { get; init; }
+
+    /// <summary>The IP-Adapter's image prompt.</summary>
+    [CommandOption("--ip-adapter-image <FILE>"), Description("With --ip-adapter: the image prompt (diffusers' ip_adapter_image).")]
+    public string? IpAdapterImage { get; init; }
+
+    /// <summary>The IP-Adapter's image encoder folder.</summary>
+    [CommandOption("--ip-adapter-image-encoder <FOLDER>"), Description("With --ip-adapter: the CLIP image encoder folder (config.json + model.safetensors; default: image_encoder beside the --ip-adapter file), e.g. h94/IP-Adapter's models/image_encoder for SDXL's ip-adapter_sdxl_vit-h.")]
+    public string? IpAdapterImageEncoder { get; init; }
+
+    /// <summary>The IP-Adapter scale.</summary>
+    [CommandOption("--ip-adapter-scale <S>"), Description("With --ip-adapter: the weight of the image prompt (diffusers' set_ip_adapter_scale; default 1.0).")]
+    public string? IpAdapterScale { get; init; }
+
+    /// <summary>The parsed --ip-adapter-scale, or null.</summary>
+    public double? IpAdapterScaleValue => IpAdapterScale is null ? null : double.Parse(IpAdapterScale, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    /// <summary>The image encoder folder the IP-Adapter uses: the option, or image_encoder beside the file.</summary>
+    public string? IpAdapterImageEncoderFolder => IpAdapter is null ? null
+        : IpAdapterImageEncoder ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(IpAdapter))!, "image_encoder");
+
+    private string? CheckIpAdapter()
+    {
+        if (IpAdapter is null)
+        {
+            string? stray = IpAdapterImage is not null ? "--ip-adapter-image" : IpAdapterImageEncoder is not null ? "--ip-adapter-image-encoder"
+                : IpAdapterScale is not null ? "--ip-adapter-scale" : null;
+            return stray is null ? null : $"{stray} needs --ip-adapter.";
+        }
+        if (!File.Exists(IpAdapter)) return $"--ip-adapter file not found: {IpAdapter}.";
+        if (IpAdapterImage is null) return "--ip-adapter needs --ip-adapter-image.";
+        if (!File.Exists(IpAdapterImage)) return $"--ip-adapter-image not found: {IpAdapterImage}.";
+        if (!Directory.Exists(IpAdapterImageEncoderFolder))
+            return $"--ip-adapter needs a CLIP image encoder folder: {IpAdapterImageEncoderFolder} does not exist (name one with --ip-adapter-image-encoder).";
+        if (IpAdapterScale is not null && (!double.TryParse(IpAdapterScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v)))
+            return $"--ip-adapter-scale must be a finite number, got '{IpAdapterScale}'.";
+        return null;
+    }
+
     private static bool Given(string[]? values) => values is { Length: > 0 };
 
     private static double[]? ParseAll(string[]? values) =>
@@ -291,6 +332,7 @@ public class GenerateSettings : ModelSettings
         }
         catch (Exception e) when (e is ArgumentException or FormatException or OverflowException) { return e.Message; }
         if (CheckControlNet() is { } controlError) return controlError;
+        if (CheckIpAdapter() is { } ipAdapterError) return ipAdapterError;
         if (GeneratorDevice.Trim().ToLowerInvariant() is not ("cpu" or "cuda")) return $"--generator-device must be cpu or cuda, got '{GeneratorDevice}'.";
         string ext = Path.GetExtension(Output).ToLowerInvariant();
         if (ext is not (".png" or ".jpg" or ".jpeg")) return $"--output must end in .png, .jpg or .jpeg, got '{Output}'.";

@@ -91,6 +91,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             GuidanceRescale = settings.GuidanceRescaleValue ?? 0,
             OutputType = OutputType.Image,
         };
+        if (settings.IpAdapterImage is { } ipImage)
+            request = request with { IpAdapterImage = [ImageFile.LoadRgb(ipImage)], IpAdapterScale = settings.IpAdapterScaleValue };
         if (ReadPromptEmbeds(pooledRequired: false) is { } e)
             request = request with
             {

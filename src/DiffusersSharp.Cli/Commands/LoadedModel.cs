@@ -121,8 +121,8 @@ internal sealed class LoadedModel : IDisposable
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         return family switch
         {
-            Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithLora(output, settings,
-                StableDiffusionComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora)),
+            Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, settings as GenerateSettings, WithLora(output, settings,
+                StableDiffusionComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora))),
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, WithLora(output, settings, FluxComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), null),
@@ -173,6 +173,8 @@ internal sealed class LoadedModel : IDisposable
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
+        if (family != Family.UNet && settings.IpAdapter is not null)
+            throw new ArgumentException($"--ip-adapter applies to SD 1.x / 2.x and SDXL models (diffusers' SD3 and Flux IP-Adapters are not implemented); {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux && settings.ControlNets.Count > 0)
             throw new ArgumentException($"--controlnet applies to SD 1.x / 2.x, SDXL and SD3 models; {settings.Model} is a {pipelineClass}.");
         if (family == Family.Sd3 && settings.ControlNets.Count > 0)
@@ -223,6 +225,23 @@ internal sealed class LoadedModel : IDisposable
         if (UNet is null) return;
         if (name is null) UNet.UseScheduler(_modelScheduler!);
         else UNet.UseScheduler(name);
+    }
+
+    /// <summary>Loads the --ip-adapter file and its image encoder, if any, into freshly loaded components (freed again if that fails).</summary>
+    private static StableDiffusionComponents WithIpAdapter(CliOutput output, GenerateSettings? settings, StableDiffusionComponents components)
+    {
+        if (settings?.IpAdapter is null) return components;
+        try
+        {
+            components.LoadIpAdapter(settings.IpAdapter, settings.IpAdapterImageEncoderFolder);
+            output.Error.WriteLine($"loaded IP-Adapter {settings.IpAdapter} (image encoder {settings.IpAdapterImageEncoderFolder})");
+            return components;
+        }
+        catch
+        {
+            components.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Fuses the --lora file, if any, into freshly loaded components (freed again if that fails).</summary>

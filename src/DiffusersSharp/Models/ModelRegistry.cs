@@ -31,6 +31,7 @@ public static class ModelRegistry
         ["SD3ControlNetModel"] = (config, device) => new ControlNets.SD3ControlNetModel(ConfigJson.Read<ControlNets.SD3ControlNetModelConfig>(config), device),
         ["CLIPTextModel"] = (config, device) => new TextEncoders.CLIPTextModel(ConfigJson.Read<TextEncoders.CLIPTextConfig>(config), device),
         ["CLIPTextModelWithProjection"] = (config, device) => new TextEncoders.CLIPTextModelWithProjection(ConfigJson.Read<TextEncoders.CLIPTextConfig>(config), device),
+        ["CLIPVisionModelWithProjection"] = (config, device) => new ImageEncoders.CLIPVisionModelWithProjection(ConfigJson.Read<ImageEncoders.CLIPVisionConfig>(config), device),
         ["T5EncoderModel"] = (config, device) => new TextEncoders.T5EncoderModel(ConfigJson.Read<TextEncoders.T5Config>(config), device),
     };
 

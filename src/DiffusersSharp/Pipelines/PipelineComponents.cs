@@ -50,6 +50,16 @@ public abstract class PipelineComponents : IDisposable
         _offloader = new ModelOffloader(Device, models, move => ModelMoved?.Invoke(move));
     }
 
+    /// <summary>Under model offload, takes in models added after it was enabled (an IP-Adapter's image encoder): all go
+    /// back to the CPU and move per use from then on.</summary>
+    private protected void RefreshModelOffload()
+    {
+        if (_offloader is null) return;
+        _offloader.OffloadAll();
+        _offloader = null;
+        EnableModelCpuOffload();
+    }
+
     /// <summary>Under model offload, puts <paramref name="component"/> on the execution device (and the previous one back on the CPU).</summary>
     internal void Activate(string component) => _offloader?.Activate(component);
 

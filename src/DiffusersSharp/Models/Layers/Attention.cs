@@ -1,3 +1,4 @@
+using DiffusersSharp.Models.IPAdapters;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -9,7 +10,10 @@ namespace DiffusersSharp.Models.Layers;
 /// <c>to_q</c> from the queries, <c>to_k</c> / <c>to_v</c> from <c>encoder_hidden_states</c> (or the queries for
 /// self-attention), <c>heads</c> x <c>dim_head</c>, <c>scaled_dot_product_attention</c> with its default scale
 /// 1/sqrt(dim_head), then <c>to_out.0</c> (Linear with bias; <c>to_out.1</c> is a zero dropout). No residual, no
-/// output rescale. <c>upcast_attention</c> does not exist here: AttnProcessor2_0 ignores it as well.
+/// output rescale. <c>upcast_attention</c> does not exist here: AttnProcessor2_0 ignores it as well. With an IP-Adapter
+/// attached (<see cref="IPAdapters.IPAdapterAttnProcessor"/>, registered as <c>processor</c> like diffusers' processor
+/// module) it runs as <c>IPAdapterAttnProcessor2_0</c>: image tokens appended after the text are split off the end of
+/// <c>encoder_hidden_states</c> and attended to separately.
 /// </summary>
 public sealed class Attention : nn.Module<Tensor, Tensor>
 {
@@ -20,6 +24,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
     private readonly ModuleList<Linear> to_out;
 #pragma warning restore IDE1006
     private readonly int _heads;
+    private IPAdapterAttnProcessor? _ipAdapter;
 
     /// <summary>Builds the layer.</summary>
     /// <param name="queryDim">Width of the queries (and of the output).</param>
@@ -45,6 +50,20 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Width of the key/value source (cross_attention_dim for cross-attention).</summary>
+    internal long KeyValueDim => to_k.weight!.shape[1];
+
+    /// <summary>Width of the attention (heads x dim_head), diffusers' hidden_size of an IP-Adapter processor.</summary>
+    internal long InnerDim => to_k.weight!.shape[0];
+
+    /// <summary>Attaches the IP-Adapter key/value projections (diffusers' set_attn_processor with IPAdapterAttnProcessor2_0).</summary>
+    internal void AttachIpAdapter(IPAdapterAttnProcessor processor)
+    {
+        if (_ipAdapter is not null) throw new InvalidOperationException("This attention layer already has an IP-Adapter.");
+        register_module("processor", processor);
+        _ipAdapter = processor;
+    }
+
     /// <summary>Self-attention over <paramref name="hiddenStates"/> [B, N, queryDim].</summary>
     public override Tensor forward(Tensor hiddenStates) => forward(hiddenStates, null);
 
@@ -54,6 +73,20 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         long batch = hiddenStates.shape[0];
         var query = to_q.forward(hiddenStates);
+        Tensor[]? ipStates = null;
+        if (_ipAdapter?.State.TokenCounts is { } counts && encoderHiddenStates is not null)
+        {
+            // IPAdapterAttnProcessor2_0's legacy input: the image tokens of each adapter follow the text tokens.
+            long end = encoderHiddenStates.shape[1] - counts.Sum();
+            ipStates = new Tensor[counts.Length];
+            long start = end;
+            for (int i = 0; i < counts.Length; i++)
+            {
+                ipStates[i] = encoderHiddenStates.narrow(1, start, counts[i]);
+                start += counts[i];
+            }
+            encoderHiddenStates = encoderHiddenStates.narrow(1, 0, end);
+        }
         var source = encoderHiddenStates ?? hiddenStates;
         var key = to_k.forward(source);
         var value = to_v.forward(source);
@@ -64,6 +97,19 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
         value = value.view(batch, -1, _heads, headDim).transpose(1, 2);
         var attended = nn.functional.scaled_dot_product_attention(query, key, value);
         attended = attended.transpose(1, 2).reshape(batch, -1, _heads * headDim).to(query.dtype);
+        if (ipStates is not null)
+        {
+            var scales = _ipAdapter!.State.Scales;
+            for (int i = 0; i < ipStates.Length; i++)
+            {
+                if (scales[i] == 0) continue; // diffusers skips an adapter at scale 0
+                var ipKey = _ipAdapter.KeyProjection(i).forward(ipStates[i]).view(batch, -1, _heads, headDim).transpose(1, 2);
+                var ipValue = _ipAdapter.ValueProjection(i).forward(ipStates[i]).view(batch, -1, _heads, headDim).transpose(1, 2);
+                var ipAttended = nn.functional.scaled_dot_product_attention(query, ipKey, ipValue);
+                ipAttended = ipAttended.transpose(1, 2).reshape(batch, -1, _heads * headDim).to(query.dtype);
+                attended = attended + scales[i] * ipAttended;
+            }
+        }
         return to_out[0].forward(attended).MoveToOuterDisposeScope();
     }
 }

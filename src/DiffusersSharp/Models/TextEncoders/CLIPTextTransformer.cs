@@ -27,14 +27,17 @@ internal sealed class CLIPTextEmbeddings : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>Multi-head self-attention with biased q/k/v/out projections, 1/sqrt(head_dim) scaling.</summary>
+/// <summary>Multi-head self-attention with biased q/k/v/out projections, 1/sqrt(head_dim) scaling; causal for the text
+/// model, unmasked for the vision model.</summary>
 internal sealed class CLIPAttention : nn.Module<Tensor, Tensor>
 {
     private readonly Linear q_proj, k_proj, v_proj, out_proj;
     private readonly long _heads, _headDim;
+    private readonly bool _causal;
 
-    public CLIPAttention(CLIPTextConfig config, Device? device, ScalarType? dtype) : base(nameof(CLIPAttention))
+    public CLIPAttention(CLIPTextConfig config, Device? device, ScalarType? dtype, bool causal = true) : base(nameof(CLIPAttention))
     {
+        _causal = causal;
         int h = config.HiddenSize;
         _heads = config.NumAttentionHeads;
         _headDim = h / config.NumAttentionHeads;
@@ -45,13 +48,13 @@ internal sealed class CLIPAttention : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    /// <summary>Causal self-attention (SD pipelines pass no padding mask, so the causal mask is the only one).</summary>
+    /// <summary>Self-attention (SD pipelines pass no padding mask, so the causal mask of the text model is the only one).</summary>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
         long b = x.shape[0], s = x.shape[1];
         Tensor Heads(Linear proj) => proj.forward(x).view(b, s, _heads, _headDim).transpose(1, 2);
-        var attn = nn.functional.scaled_dot_product_attention(Heads(q_proj), Heads(k_proj), Heads(v_proj), is_casual: true);
+        var attn = nn.functional.scaled_dot_product_attention(Heads(q_proj), Heads(k_proj), Heads(v_proj), is_casual: _causal);
         var merged = attn.transpose(1, 2).reshape(b, s, _heads * _headDim);
         return out_proj.forward(merged).MoveToOuterDisposeScope();
     }
@@ -86,9 +89,9 @@ internal sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
     private readonly CLIPMLP mlp;
     private readonly LayerNorm layer_norm2;
 
-    public CLIPEncoderLayer(CLIPTextConfig config, Device? device, ScalarType? dtype) : base(nameof(CLIPEncoderLayer))
+    public CLIPEncoderLayer(CLIPTextConfig config, Device? device, ScalarType? dtype, bool causal = true) : base(nameof(CLIPEncoderLayer))
     {
-        self_attn = new CLIPAttention(config, device, dtype);
+        self_attn = new CLIPAttention(config, device, dtype, causal);
         layer_norm1 = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
         mlp = new CLIPMLP(config, device, dtype);
         layer_norm2 = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
@@ -104,15 +107,16 @@ internal sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>The stack of encoder layers (<c>text_model.encoder.layers.{i}</c>).</summary>
+/// <summary>The stack of encoder layers (<c>text_model.encoder.layers.{i}</c>, or <c>vision_model.encoder.layers.{i}</c>
+/// without the causal mask).</summary>
 internal sealed class CLIPEncoder : nn.Module
 {
     private readonly ModuleList<CLIPEncoderLayer> layers;
 
-    public CLIPEncoder(CLIPTextConfig config, Device? device, ScalarType? dtype) : base(nameof(CLIPEncoder))
+    public CLIPEncoder(CLIPTextConfig config, Device? device, ScalarType? dtype, bool causal = true) : base(nameof(CLIPEncoder))
     {
         layers = new ModuleList<CLIPEncoderLayer>();
-        for (int i = 0; i < config.NumHiddenLayers; i++) layers.Add(new CLIPEncoderLayer(config, device, dtype));
+        for (int i = 0; i < config.NumHiddenLayers; i++) layers.Add(new CLIPEncoderLayer(config, device, dtype, causal));
         RegisterComponents();
     }
 

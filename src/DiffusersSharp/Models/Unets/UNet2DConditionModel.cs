@@ -1,4 +1,5 @@
 using DiffusersSharp.IO;
+using DiffusersSharp.Models.IPAdapters;
 using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -28,6 +29,8 @@ public sealed class UNet2DConditionModel : nn.Module
     private readonly Conv2d conv_out;
 #pragma warning restore IDE1006
     private readonly long[] _crossAttentionDims;
+    private MultiIPAdapterImageProjection? _ipProjection;
+    private IPAdapterState? _ipState;
 
     /// <summary>The configuration the model was built from.</summary>
     public UNet2DConditionModelConfig Config { get; }
@@ -167,14 +170,39 @@ public sealed class UNet2DConditionModel : nn.Module
     /// <paramref name="downBlockAdditionalResiduals"/> (one per skip state, in order: conv_in's, then each down block's)
     /// and <paramref name="midBlockAdditionalResidual"/>, both or neither; they are added to the skip states and to the
     /// mid block's output, as diffusers' <c>down_block_additional_residuals</c> / <c>mid_block_additional_residual</c>.
-    /// Inputs are converted to the model dtype; returns [B, out_channels, h, w] in the model dtype.
+    /// With an IP-Adapter loaded, <paramref name="imageEmbeds"/> (diffusers' <c>added_cond_kwargs["image_embeds"]</c>: one
+    /// [B, images, D] tensor per adapter) are projected to image tokens for the IP-Adapter layers; null runs the UNet
+    /// without them. Inputs are converted to the model dtype; returns [B, out_channels, h, w] in the model dtype.
     /// </summary>
     /// <exception cref="ArgumentException">An input is missing or has the wrong rank, size or batch; thrown before any compute.</exception>
     public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds = null, Tensor? timeIds = null,
-        IReadOnlyList<Tensor>? downBlockAdditionalResiduals = null, Tensor? midBlockAdditionalResidual = null)
+        IReadOnlyList<Tensor>? downBlockAdditionalResiduals = null, Tensor? midBlockAdditionalResidual = null,
+        IReadOnlyList<Tensor>? imageEmbeds = null)
     {
         Validate(sample, timestep, encoderHiddenStates, textEmbeds, timeIds);
         ValidateResiduals(sample, downBlockAdditionalResiduals, midBlockAdditionalResidual);
+        ValidateImageEmbeds(sample, imageEmbeds);
+        if (imageEmbeds is null) return Forward(sample, timestep, encoderHiddenStates, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual);
+        using var scope = NewDisposeScope();
+        // diffusers' process_encoder_hidden_states ("ip_image_proj"): each adapter's image tokens, one sequence per sample,
+        // go after the text; every IP-Adapter layer splits them off again by the counts set for this forward.
+        var projected = _ipProjection!.forward(imageEmbeds);
+        var tokens = projected.Select(p => p.reshape(p.shape[0], -1, p.shape[^1])).ToArray();
+        var context = cat([encoderHiddenStates.to(Dtype), .. tokens.Select(t => t.to(Dtype))], 1);
+        _ipState!.TokenCounts = tokens.Select(t => t.shape[1]).ToArray();
+        try
+        {
+            return Forward(sample, timestep, context, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual).MoveToOuterDisposeScope();
+        }
+        finally
+        {
+            _ipState.TokenCounts = null;
+        }
+    }
+
+    private Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds, Tensor? timeIds,
+        IReadOnlyList<Tensor>? downBlockAdditionalResiduals, Tensor? midBlockAdditionalResidual)
+    {
         using var scope = NewDisposeScope();
         var dtype = Dtype;
         long batch = sample.shape[0];
@@ -220,6 +248,51 @@ public sealed class UNet2DConditionModel : nn.Module
         x = nn.functional.silu(conv_norm_out.forward(x));
         x = conv_out.forward(x);
         return x.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Whether an IP-Adapter is loaded (<see cref="Loaders.IPAdapterWeights.Load"/>).</summary>
+    public bool HasIpAdapter => _ipProjection is not null;
+
+    /// <summary>The loaded IP-Adapters' image projections (diffusers' <c>encoder_hid_proj</c>), or null.</summary>
+    public MultiIPAdapterImageProjection? EncoderHidProj => _ipProjection;
+
+    /// <summary>The scale of each loaded IP-Adapter (empty without).</summary>
+    public IReadOnlyList<double> IpAdapterScales => _ipState?.Scales ?? [];
+
+    /// <summary>
+    /// diffusers' <c>set_ip_adapter_scale</c> with one number per adapter (or one for all): the weight of the image
+    /// attention in every IP-Adapter layer. 0 turns an adapter off.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
+    /// <exception cref="ArgumentException">The count of scales is neither 1 nor the number of adapters, or a scale is not finite.</exception>
+    public void SetIpAdapterScale(params double[] scales)
+    {
+        var state = _ipState ?? throw new InvalidOperationException("No IP-Adapter is loaded: load one before setting its scale.");
+        if (scales.Length != 1 && scales.Length != state.Scales.Length)
+            throw new ArgumentException($"Give one scale or one per IP-Adapter ({state.Scales.Length}), got {scales.Length}.", nameof(scales));
+        if (scales.Any(s => !double.IsFinite(s))) throw new ArgumentException("IP-Adapter scales must be finite numbers.", nameof(scales));
+        for (int i = 0; i < state.Scales.Length; i++) state.Scales[i] = scales.Length == 1 ? scales[0] : scales[i];
+    }
+
+    /// <summary>Installs loaded IP-Adapter parts (the loader's last step): the projections become <c>encoder_hid_proj</c>.</summary>
+    internal void AttachIpAdapter(MultiIPAdapterImageProjection projection, IPAdapterState state)
+    {
+        if (_ipProjection is not null) throw new InvalidOperationException("An IP-Adapter is already loaded into this UNet.");
+        register_module("encoder_hid_proj", projection);
+        (_ipProjection, _ipState) = (projection, state);
+    }
+
+    private void ValidateImageEmbeds(Tensor sample, IReadOnlyList<Tensor>? imageEmbeds)
+    {
+        if (imageEmbeds is null) return;
+        if (_ipProjection is null)
+            throw new ArgumentException("image_embeds were given but no IP-Adapter is loaded into the UNet.", nameof(imageEmbeds));
+        _ipProjection.CheckInputs(imageEmbeds);
+        foreach (var e in imageEmbeds)
+        {
+            if (e.shape[0] != sample.shape[0])
+                throw new ArgumentException($"image_embeds batch {e.shape[0]} differs from the sample batch {sample.shape[0]}.", nameof(imageEmbeds));
+        }
     }
 
     private void Validate(Tensor sample, Tensor timestep, Tensor text, Tensor? textEmbeds, Tensor? timeIds)

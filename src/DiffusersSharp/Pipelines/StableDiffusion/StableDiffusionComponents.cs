@@ -1,9 +1,11 @@
 using System.Text.Json.Nodes;
+using DiffusersSharp.Images;
 using DiffusersSharp.IO;
 using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.Autoencoders;
 using DiffusersSharp.Models.ControlNets;
+using DiffusersSharp.Models.ImageEncoders;
 using DiffusersSharp.Models.TextEncoders;
 using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Schedulers;
@@ -300,6 +302,52 @@ public sealed class StableDiffusionComponents : PipelineComponents
         return LoraWeights.FuseAll(path, models, scale);
     }
 
+    /// <summary>
+    /// diffusers' <c>load_ip_adapter</c> for a local IP-Adapter file in h94/IP-Adapter's safetensors layout (see
+    /// <see cref="IPAdapterWeights"/>): the UNet's cross-attention layers gain the image key/value path and the UNet the
+    /// image projection, scale 1.0. The pipelines then take <c>IpAdapterImageEmbeds</c> (or <c>IpAdapterImage</c> with an
+    /// image encoder). Under model offload the adapter moves with the UNet.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="NotSupportedException">An IP-Adapter kind not implemented here.</exception>
+    /// <exception cref="WeightLoadException">The file does not fit this UNet.</exception>
+    /// <exception cref="InvalidOperationException">An IP-Adapter is already loaded.</exception>
+    /// <remarks>With <paramref name="imageEncoderFolder"/> (diffusers: <c>image_encoder_folder</c> resolved against the
+    /// adapter's repository, e.g. h94/IP-Adapter's <c>models/image_encoder</c>) the CLIP image encoder is loaded too, in
+    /// the components' dtype, with a <see cref="CLIPImageProcessor"/> at its image size, so that pipelines take
+    /// <c>IpAdapterImage</c>; an encoder already loaded is kept, as diffusers does.</remarks>
+    public void LoadIpAdapter(string path, string? imageEncoderFolder = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (Unet.HasIpAdapter) throw new InvalidOperationException("An IP-Adapter is already loaded into this UNet.");
+        CLIPVisionModelWithProjection? encoder = null;
+        if (imageEncoderFolder is not null && ImageEncoder is null)
+            encoder = CLIPVisionModelWithProjection.FromPretrained(imageEncoderFolder, Dtype, Offload == OffloadMode.Model ? CPU : Device);
+        try
+        {
+            IPAdapterWeights.Load(Unet, path);
+        }
+        catch
+        {
+            encoder?.Dispose();
+            throw;
+        }
+        if (encoder is null) return;
+        ImageEncoder = encoder;
+        FeatureExtractor = new CLIPImageProcessor(encoder.Config.ImageSize);
+        RefreshModelOffload();
+    }
+
+    /// <summary>The IP-Adapter's CLIP image encoder (diffusers' <c>image_encoder</c>), or null.</summary>
+    public CLIPVisionModelWithProjection? ImageEncoder { get; private set; }
+
+    /// <summary>The image encoder's preprocessing (diffusers' <c>feature_extractor</c>), or null.</summary>
+    public CLIPImageProcessor? FeatureExtractor { get; private set; }
+
+    /// <summary>diffusers' <c>set_ip_adapter_scale</c>: one scale for all adapters or one per adapter.</summary>
+    /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
+    public void SetIpAdapterScale(params double[] scales) => Unet.SetIpAdapterScale(scales);
+
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
     {
@@ -307,6 +355,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
         var models = new Dictionary<string, nn.Module>();
         if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
         if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
+        if (ImageEncoder is not null) models["image_encoder"] = ImageEncoder; // diffusers: text_encoder->image_encoder->unet->vae
         // The ControlNet is not in the ControlNet pipelines' sequence: diffusers gives it a hook of its own, so it comes to
         // the device at its first step and stays there beside the UNet until the call ends. It moves with the UNet here.
         models["unet"] = ControlNets.Count == 0 ? Unet : new ModuleGroup([Unet, .. ControlNets]);
@@ -322,5 +371,6 @@ public sealed class StableDiffusionComponents : PipelineComponents
         Vae.Dispose();
         TextEncoder?.Dispose();
         TextEncoder2?.Dispose();
+        ImageEncoder?.Dispose();
     }
 }

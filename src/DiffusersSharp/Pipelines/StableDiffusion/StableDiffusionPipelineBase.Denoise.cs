@@ -20,6 +20,8 @@ public abstract partial class StableDiffusionPipelineBase
         public double Guidance = guidance;
         /// <summary>ControlNet pipelines: the prepared control image and the per-step conditioning scales.</summary>
         public ControlState? Control;
+        /// <summary>IP-Adapter: the image embeddings per adapter (CFG-batched), or null.</summary>
+        public Tensor[]? ImageEmbeds;
     }
 
     /// <summary>
@@ -61,7 +63,7 @@ public abstract partial class StableDiffusionPipelineBase
                 if (nineChannel) modelInput = cat([modelInput, extra!], 1);
                 var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
                     s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds),
-                    control?.DownBlockResSamples, control?.MidBlockResSample);
+                    control?.DownBlockResSamples, control?.MidBlockResSample, s.ImageEmbeds?.Select(Half).ToArray());
                 if (cfg)
                 {
                     var halves = noisePred.chunk(2);

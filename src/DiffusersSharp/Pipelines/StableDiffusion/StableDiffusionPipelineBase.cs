@@ -99,6 +99,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         else if (r is StableDiffusionImg2ImgRequest && r.Latents is not null)
             throw new ArgumentException("latents is not an image-to-image input: the image is the start.");
         if (r is IControlNetRequest control) CheckControlNetInputs(control, r);
+        CheckIpAdapterInputs(r, guidance > 1);
     }
 
     /// <summary>The batch size before num_images_per_prompt.</summary>
@@ -184,6 +185,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             textEmbeds = cfg ? cat([encoded.NegativePooledPromptEmbeds!, encoded.PooledPromptEmbeds!], 0) : encoded.PooledPromptEmbeds!;
             timeIds = TimeIds(r, height, width, cfg, batch, dtype, (int)textEmbeds.shape[^1]);
         }
+        var imageEmbeds = PrepareIpAdapterImageEmbeds(r, cfg, device);
         progress?.Report(new PipelineProgress("encode", 1, 1));
         ct.ThrowIfCancellationRequested();
 
@@ -249,8 +251,11 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             timesteps = timesteps[..timesteps.Count(t => t >= cutoff)];
         }
 
-        var loop = new DenoiseState(embeds, textEmbeds, timeIds, mask, maskedImageLatents, imageLatents, noise, guidance) { Control = control };
-        latents = Denoise(latents, loop, scheduler, timesteps, r, progress, ct);
+        var loop = new DenoiseState(embeds, textEmbeds, timeIds, mask, maskedImageLatents, imageLatents, noise, guidance)
+        {
+            Control = control, ImageEmbeds = imageEmbeds,
+        };
+        using (IpAdapterScaleFor(r)) latents = Denoise(latents, loop, scheduler, timesteps, r, progress, ct);
         progress?.Report(new PipelineProgress("decode", 0, 1));
         var output = Decode(latents, r.OutputType);
         progress?.Report(new PipelineProgress("decode", 1, 1));

@@ -104,6 +104,20 @@ public record StableDiffusionRequest
 
     /// <summary>Called after every step; may replace latents and embeddings or interrupt.</summary>
     public Action<StepEndContext>? CallbackOnStepEnd { get; init; }
+
+    /// <summary>IP-Adapter: one image per loaded adapter (diffusers' <c>ip_adapter_image</c>), encoded by the components'
+    /// image encoder; needs an IP-Adapter loaded (<see cref="StableDiffusionComponents.LoadIpAdapter"/>).</summary>
+    public IReadOnlyList<PipelineImage>? IpAdapterImage { get; init; }
+
+    /// <summary>IP-Adapter: precomputed image embeddings instead of <see cref="IpAdapterImage"/> (diffusers'
+    /// <c>ip_adapter_image_embeds</c>): one tensor per adapter, [B, images, D] (images per prompt, D the image encoder's
+    /// projection width); with guidance on, [2B, images, D] holding the negative embeddings first, as diffusers chunks them
+    /// (zeros for a plain IP-Adapter, as its encode_image makes them).</summary>
+    public IReadOnlyList<Tensor>? IpAdapterImageEmbeds { get; init; }
+
+    /// <summary>IP-Adapter: the scale for this call (diffusers' <c>set_ip_adapter_scale</c>); null keeps the UNet's (1.0
+    /// after loading, or what <see cref="StableDiffusionComponents.SetIpAdapterScale"/> set).</summary>
+    public double? IpAdapterScale { get; init; }
 }
 
 /// <summary>Image-to-image parameters (<c>StableDiffusion[XL]Img2ImgPipeline.__call__</c>): the image and strength.</summary>
