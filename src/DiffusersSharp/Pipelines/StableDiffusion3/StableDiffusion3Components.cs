@@ -171,10 +171,17 @@ public sealed class StableDiffusion3Components : PipelineComponents
     /// <summary>
     /// Throws unless every ControlNet gives residuals the transformer can add (same inner width), takes its latents (patch
     /// size, channels) and pooled embeddings, and the ControlNets share one kind (text or not, zero pooled projections or
-    /// not), as diffusers' pipeline feeds all of them as it feeds the first.
+    /// not), as diffusers' pipeline feeds all of them as it feeds the first. With <paramref name="extraConditioningChannels"/>
+    /// (what a pipeline gives beyond the latents: 0 for the control image's latents alone, 1 for the inpainting pipeline's
+    /// masked-image latents and mask) each ControlNet's <c>extra_conditioning_channels</c> must equal it.
     /// </summary>
+    /// <param name="controlnets">The ControlNets.</param>
+    /// <param name="transformer">The transformer they steer.</param>
+    /// <param name="extraConditioningChannels">The extra channels the pipeline gives, or null not to check them (loading).</param>
+    /// <param name="pipelineName">diffusers' pipeline name, for messages.</param>
     /// <exception cref="ArgumentException">A ControlNet does not fit, with the reason.</exception>
-    public static void CheckControlNets(IReadOnlyList<SD3ControlNetModel> controlnets, SD3Transformer2DModel transformer)
+    public static void CheckControlNets(IReadOnlyList<SD3ControlNetModel> controlnets, SD3Transformer2DModel transformer,
+        int? extraConditioningChannels = null, string pipelineName = "StableDiffusion3ControlNetPipeline")
     {
         ArgumentNullException.ThrowIfNull(controlnets);
         ArgumentNullException.ThrowIfNull(transformer);
@@ -194,8 +201,10 @@ public sealed class StableDiffusion3Components : PipelineComponents
             if (c.JointAttentionDim is int joint) Same(joint, t.JointAttentionDim, "joint_attention_dim");
             if (!c.UsePosEmbed)
                 throw new ArgumentException("This SD3 ControlNet has use_pos_embed false (it takes tokens, not latents); diffusers' SD3 ControlNet pipeline cannot feed it either.");
-            if (c.ExtraConditioningChannels != 0)
-                throw new ArgumentException($"This SD3 ControlNet takes {c.ExtraConditioningChannels} extra conditioning channel(s); diffusers' SD3 ControlNet pipeline gives it the control image's latents alone, so it cannot run it.");
+            if (extraConditioningChannels is int extra && c.ExtraConditioningChannels != extra)
+                throw new ArgumentException(extra == 0
+                    ? $"This SD3 ControlNet takes {c.ExtraConditioningChannels} extra conditioning channel(s); diffusers' {pipelineName} gives it the control image's latents alone, so it cannot run it{(c.ExtraConditioningChannels == 1 ? " (an inpainting ControlNet: use StableDiffusion3ControlNetInpaintingPipeline)" : "")}."
+                    : $"This SD3 ControlNet takes {c.ExtraConditioningChannels} extra conditioning channel(s); diffusers' {pipelineName} gives it the masked image's latents and the mask ({extra} extra channel), so it cannot run it.");
         }
         for (int i = 1; i < controlnets.Count; i++)
             if ((controlnets[i].Config.JointAttentionDim is null) != (controlnets[0].Config.JointAttentionDim is null)

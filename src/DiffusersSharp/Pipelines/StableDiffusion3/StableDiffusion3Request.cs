@@ -169,3 +169,23 @@ public record StableDiffusion3ControlNetRequest : StableDiffusion3Request
     /// </summary>
     public DiffusersSharp.Runtime.Generator? ControlImageGenerator { get; init; }
 }
+
+/// <summary>
+/// The parameters of an SD3 ControlNet inpainting call (<c>StableDiffusion3ControlNetInpaintingPipeline.__call__</c>), with
+/// diffusers' names and defaults (28 steps, guidance 7.0, scale 1.0, window 0 .. 1): the ControlNet request's, with
+/// <see cref="StableDiffusion3ControlNetRequest.ControlImage"/> the image to inpaint and <see cref="ControlMask"/> where.
+/// The pipeline runs one ControlNet (a list of control images or settings must have one element). Unlike the text-to-image
+/// pipeline, the VAE shift is always applied to the control latents, and the ControlNet's pooled projections are zeros
+/// unless <see cref="StableDiffusion3ControlNetRequest.ControlNetPooledProjections"/> is given (then those, whatever the
+/// ControlNet's <c>force_zeros_for_pooled_projection</c>).
+/// </summary>
+public record StableDiffusion3ControlNetInpaintingRequest : StableDiffusion3ControlNetRequest
+{
+    /// <summary>
+    /// The mask (diffusers' <c>control_mask</c>): white (1) is repainted, black (0) kept. An image is converted to grayscale,
+    /// resized to the output size and binarized at 0.5; a tensor [1 or B, 1, H, W] (the control image's batch and size) is
+    /// taken as it is. The masked image (pixels where the mask is above 0.5 set to -1) is VAE-encoded, and the mask, resized
+    /// (nearest) to the latent size and inverted (1 kept, 0 repainted), is appended as the ControlNet's extra channel.
+    /// </summary>
+    public PipelineImage? ControlMask { get; init; }
+}
