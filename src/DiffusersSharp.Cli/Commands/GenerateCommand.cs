@@ -244,10 +244,14 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
 {
     public override string Verb => "inpaint";
 
-    public override int Sd3DefaultSteps => 50;
+    // diffusers' SD3 ControlNet inpainting pipeline defaults to 28 steps, its plain inpainting pipeline to 50.
+    public override int Sd3DefaultSteps => control is null ? 50 : 28;
 
     public override StableDiffusion3Request Sd3Request()
     {
+        // With --controlnet: diffusers' StableDiffusion3ControlNetInpaintingPipeline, whose control_image is the image to
+        // inpaint (--control-image, the same file as --image: checked before loading) and control_mask the mask.
+        if (control is not null) return control.Apply(new StableDiffusion3ControlNetInpaintingRequest { ControlMask = mask });
         var request = new StableDiffusion3InpaintRequest { Image = image, MaskImage = mask };
         return strength is { } s ? request with { Strength = s } : request;
     }
@@ -269,7 +273,9 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
         : Use(new FluxInpaintPipeline(components), (FluxInpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
-        Use(new StableDiffusion3InpaintPipeline(components), (StableDiffusion3InpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
+        request is StableDiffusion3ControlNetInpaintingRequest cn
+            ? Use(new StableDiffusion3ControlNetInpaintingPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
+            : Use(new StableDiffusion3InpaintPipeline(components), (StableDiffusion3InpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
         RunHooks hooks, CancellationToken ct)

@@ -182,7 +182,7 @@ public class GenerateSettings : ModelSettings
     public string? TrueCfg { get; init; }
 
     /// <summary>ControlNet folders or hub repo ids (UNet and SD3 models), in order.</summary>
-    [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL (generate, img2img, inpaint) and SD3 / SD3.5 (generate): a diffusers ControlNet folder or hub repo id (e.g. lllyasviel/sd-controlnet-canny, InstantX/SD3-Controlnet-Canny) steering the image with --control-image. Repeat it for several ControlNets (their residuals are summed); the repeated --control-image, --controlnet-scale, --control-start and --control-end pair with them in order.")]
+    [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL (generate, img2img, inpaint) and SD3 / SD3.5 (generate; inpaint with one inpainting ControlNet such as alimama-creative/SD3-Controlnet-Inpainting, --control-image then being the image to inpaint, the same file as --image): a diffusers ControlNet folder or hub repo id (e.g. lllyasviel/sd-controlnet-canny, InstantX/SD3-Controlnet-Canny) steering the image with --control-image. Repeat it for several ControlNets (their residuals are summed); the repeated --control-image, --controlnet-scale, --control-start and --control-end pair with them in order.")]
     public string[]? ControlNet { get; init; }
 
     /// <summary>The control images, one per ControlNet.</summary>
@@ -190,7 +190,7 @@ public class GenerateSettings : ModelSettings
     public string[]? ControlImage { get; init; }
 
     /// <summary>ControlNet conditioning scales.</summary>
-    [CommandOption("--controlnet-scale <S>"), Description("With --controlnet: how strongly it steers (diffusers' controlnet_conditioning_scale; default 1.0 for generate, 0.8 for img2img, 0.5 for inpaint, 1.0 for SDXL inpaint). Once for all ControlNets or once per --controlnet.")]
+    [CommandOption("--controlnet-scale <S>"), Description("With --controlnet: how strongly it steers (diffusers' controlnet_conditioning_scale; default 1.0 for generate, 0.8 for img2img, 0.5 for inpaint, 1.0 for SDXL and SD3 inpaint). Once for all ControlNets or once per --controlnet.")]
     public string[]? ControlNetScale { get; init; }
 
     /// <summary>ControlNet guidance starts.</summary>

@@ -61,7 +61,8 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>Whether img2img / inpaint take a strength (FLUX.1-Kontext's image conditions every step instead).</summary>
     public bool HasStrength => PipelineClass != FluxComponents.KontextPipelineClass;
 
-    /// <summary>The verbs the loaded ControlNets steer: SD3's ControlNets text-to-image only, the UNet models' all three.</summary>
+    /// <summary>The verbs the loaded ControlNets steer in the web page: SD3's ControlNets text-to-image only (the CLI's inpaint
+    /// also takes an SD3 inpainting ControlNet), the UNet models' all three.</summary>
     public IReadOnlyList<string> ControlNetModes => ControlNets.Count == 0 ? [] : Sd3 is not null ? ["txt2img"] : Modes;
 
     /// <summary>Whether the ControlNets take guess mode (the UNet models' do; diffusers' SD3 ControlNet pipeline has none).</summary>
@@ -179,8 +180,19 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--controlnet applies to SD 1.x / 2.x, SDXL and SD3 models; {settings.Model} is a {pipelineClass}.");
         if (family == Family.Sd3 && settings.ControlNets.Count > 0)
         {
-            if (settings is Img2ImgSettings)
-                throw new ArgumentException($"--controlnet with {(settings is InpaintSettings ? "inpaint" : "img2img")} applies to SD 1.x / 2.x and SDXL models (the SD3 ControlNet image-to-image and inpainting pipelines are not implemented yet); {settings.Model} is a {pipelineClass}.");
+            if (settings is InpaintSettings inpaint)
+            {
+                // diffusers' StableDiffusion3ControlNetInpaintingPipeline: one inpainting ControlNet, no init image nor strength
+                // (it starts from noise; the image to inpaint is its control_image).
+                if (settings.ControlNets.Count > 1)
+                    throw new ArgumentException($"inpaint with SD3 takes one --controlnet (diffusers' StableDiffusion3ControlNetInpaintingPipeline runs one inpainting ControlNet), got {settings.ControlNets.Count}.");
+                if (inpaint.Strength is not null)
+                    throw new ArgumentException("--strength does not apply to SD3 ControlNet inpainting (diffusers' StableDiffusion3ControlNetInpaintingPipeline starts from noise and has no strength).");
+                if (!string.Equals(Path.GetFullPath(inpaint.Image!), Path.GetFullPath(settings.ControlImage![0]), StringComparison.Ordinal))
+                    throw new ArgumentException("inpaint with an SD3 ControlNet: --control-image is the image to inpaint (diffusers' control_image; the pipeline has no other image), so give the same file as --image.");
+            }
+            else if (settings is Img2ImgSettings)
+                throw new ArgumentException($"--controlnet with img2img applies to SD 1.x / 2.x and SDXL models (diffusers has no SD3 ControlNet image-to-image pipeline); {settings.Model} is a {pipelineClass}.");
             if (settings.GuessMode)
                 throw new ArgumentException($"--guess-mode does not apply to SD3 ControlNets (diffusers' SD3 ControlNet pipeline has no guess mode); {settings.Model} is a {pipelineClass}.");
             if (settings.SkipLayers is not null)

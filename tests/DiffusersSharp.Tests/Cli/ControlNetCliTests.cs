@@ -76,6 +76,58 @@ public sealed class ControlNetCliTests : IDisposable
         Assert.Equal(library.Images![0].Pixels, ImageFile.Load(Out()).Pixels);
     }
 
+    private static string Sd3InpaintNet => Fixtures.Path("local-diffusers/sd3-controlnet-inpaint/controlnet");
+
+    [Fact]
+    public void InpaintWithAnSd3InpaintingControlNetDrawsTheLibrarysImage()
+    {
+        // StableDiffusion3ControlNetInpaintingParityTests checks the library against diffusers; here the CLI's wiring: the
+        // image to inpaint (--control-image = --image) and --mask as control_image / control_mask, the scale, the default
+        // 28 steps overridden, one seed for the noise and the masked image's VAE sample.
+        var shared = Fixtures.Expected();
+        string embeds = Out("embeds.safetensors");
+        SafetensorsWriter.Save(embeds, new Dictionary<string, Tensor>
+        {
+            ["prompt_embeds"] = shared["t2i_nocfg.prompt_embeds"], ["pooled_prompt_embeds"] = shared["t2i_nocfg.pooled_prompt_embeds"],
+        });
+        string image = Fixtures.Path("tiny-sd3/init_image.png"), mask = Fixtures.Path("tiny-sd3/mask.png");
+        var (code, _, stderr) = CliRunner.Run("inpaint", "--model", Fixtures.TinySd3Model, "--prompt-embeds", embeds, "--image", image, "--mask", mask,
+            "--controlnet", Sd3InpaintNet, "--control-image", image, "--controlnet-scale", "0.8", "--guidance", "1", "--steps", "2",
+            "--width", "64", "--height", "64", "--seed", "5", "--output", Out());
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"ControlNet: {Sd3InpaintNet}:0.8 [0, 1]", ImageFile.ReadPngText(Out())["parameters"]);
+
+        using var components = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions(), Sd3InpaintNet);
+        using var pipe = new StableDiffusion3ControlNetInpaintingPipeline(components);
+        using var library = pipe.Generate(new StableDiffusion3ControlNetInpaintingRequest
+        {
+            PromptEmbeds = shared["t2i_nocfg.prompt_embeds"], PooledPromptEmbeds = shared["t2i_nocfg.pooled_prompt_embeds"],
+            ControlImage = ImageFile.LoadRgb(image), ControlMask = ImageFile.Load(mask), ControlNetConditioningScale = 0.8, GuidanceScale = 1,
+            NumInferenceSteps = 2, Width = 64, Height = 64, Generator = new Generator("cpu").ManualSeed(5),
+            ControlImageGenerator = new Generator("cpu").ManualSeed(5),
+        });
+        Assert.Equal(library.Images![0].Pixels, ImageFile.Load(Out()).Pixels);
+    }
+
+    [Fact]
+    public void Sd3ControlNetInpaintOptionsAreCheckedBeforeRunning()
+    {
+        string image = Fixtures.Path("tiny-sd3/init_image.png"), mask = Fixtures.Path("tiny-sd3/mask.png");
+        foreach (var (args, reason) in new (string[], string)[]
+        {
+            (["--controlnet", Sd3InpaintNet, "--control-image", mask], "give the same file as --image"),
+            (["--controlnet", Sd3InpaintNet, "--control-image", image, "--strength", "0.5"], "--strength does not apply to SD3 ControlNet inpainting"),
+            (["--controlnet", Sd3InpaintNet, "--control-image", image, "--controlnet", Sd3InpaintNet, "--control-image", image], "takes one --controlnet"),
+            (["--controlnet", Sd3Net, "--control-image", image], "the masked image's latents and the mask"),
+        })
+        {
+            var (code, _, stderr) = CliRunner.Run(["inpaint", "--model", Fixtures.TinySd3Model, "--prompt", "x", "--steps", "1", "--image", image,
+                "--mask", mask, "--output", Out(), .. args]);
+            Assert.True(code == 2, $"{string.Join(' ', args)}: exit {code}, {stderr}");
+            Assert.Contains(reason, stderr);
+        }
+    }
+
     [Fact]
     public void RepeatedControlNetOptionsPairInOrder()
     {

@@ -16,6 +16,8 @@ namespace DiffusersSharp.Tests.Pipelines;
 /// Checked: the masked image's VAE encode (diffusers draws its posterior sample from torch's global generator, seeded by
 /// the script before each call, here <c>ControlImageGenerator</c>), the VAE shift, the inverted mask as the 17th channel,
 /// zero pooled projections, the scale, every step's latents and the decode.
+/// Measured here: latents within 8.2e-6 of each tensor's max (step 0: 5.1e-5 of 6.2; final 1.3e-4 of 40.9), image 3.6e-6;
+/// the same order as the SD3 ControlNet parity tests. Replacing the inverted mask by the mask fails step 0 by 0.27.
 /// Bounds as the SD3 ControlNet parity tests: 5e-5 x max(1, max |expected|) for latents, 5e-5 for images in [0, 1].
 /// </summary>
 public sealed class StableDiffusion3ControlNetInpaintingParityTests(ITestOutputHelper output)
