@@ -66,6 +66,17 @@ public sealed class FluxControlNetParityTests(ITestOutputHelper output) : IDispo
         Close(image.Tensor!, "window.image");
     }
 
+    [Fact]
+    public void UnionAndXLabsConfigsAndMissingControlNetAreRefusedByName()
+    {
+        var union = Assert.Throws<NotSupportedException>(() => new FluxControlNetModel(new FluxControlNetModelConfig { NumMode = 10 }, new Device("meta")));
+        Assert.Contains("ControlNet-Union", union.Message);
+        var xlabs = Assert.Throws<NotSupportedException>(() => new FluxControlNetModel(new FluxControlNetModelConfig { ConditioningEmbeddingChannels = 16 }, new Device("meta")));
+        Assert.Contains("XLabs", xlabs.Message);
+        var missing = Assert.Throws<ArgumentException>(() => new FluxControlNetPipeline(_components));
+        Assert.Contains("ControlNet", missing.Message);
+    }
+
     public void Dispose()
     {
         _controlNet.Dispose();
