@@ -1,5 +1,6 @@
 using DiffusersSharp.IO;
 using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.ControlNets;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Schedulers;
@@ -15,10 +16,12 @@ public static class LocalDiffusersFlux
 {
     /// <summary>
     /// Loads the components, float32 on the CPU; <paramref name="transformer"/> names another fixture's transformer folder
-    /// (local-diffusers/flux-fill or flux-kontext, which tools/reference/flux_fill_kontext.py pairs with the same parts).
+    /// (local-diffusers/flux-fill or flux-kontext, which tools/reference/flux_fill_kontext.py pairs with the same parts);
+    /// <paramref name="controlNet"/> a Flux ControlNet folder to load beside them (local-diffusers/flux-controlnet).
     /// </summary>
-    public static FluxComponents Components(string transformer = "local-diffusers/flux/transformer") => new()
+    public static FluxComponents Components(string transformer = "local-diffusers/flux/transformer", string? controlNet = null) => new()
     {
+        ControlNet = controlNet is null ? null : FluxControlNetModel.FromPretrained(Fixtures.Path(controlNet)),
         Transformer = FluxTransformer2DModel.FromPretrained(Fixtures.Path(transformer)),
         Vae = AutoencoderKL.FromPretrained(Fixtures.Path("tiny-sd3/model/vae")),
         SchedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Fixtures.Path("local-diffusers/flux/scheduler/scheduler_config.json")),

@@ -75,14 +75,20 @@ public sealed class FluxTransformer2DModel : nn.Module
     /// scheduler's timestep / 1000, as the pipeline passes it; ×1000 inside as in diffusers; a scalar or [1] is broadcast).
     /// <paramref name="img_ids"/> [S_img, 3] and <paramref name="txt_ids"/> [S_txt, 3] are the rotary positions.
     /// <paramref name="guidance"/> [B] (the guidance scale; ×1000 inside) is required exactly when the config has
-    /// guidance_embeds. Returns [B, S_img, patch² × out_channels] in the model dtype.
+    /// guidance_embeds. <paramref name="controlnet_block_samples"/> / <paramref name="controlnet_single_block_samples"/>
+    /// (a Flux ControlNet's residuals, each [B, S_img, D]; null or empty for none) are added to the image stream after
+    /// the double- / single-stream blocks, block i taking residual <c>i / ceil(blocks / residuals)</c> as diffusers
+    /// spaces them. Returns [B, S_img, patch² × out_channels] in the model dtype.
     /// </summary>
     /// <exception cref="ArgumentException">An input has the wrong rank, size or batch, or guidance is missing or not
     /// expected; thrown before any compute.</exception>
     public Tensor forward(Tensor hidden_states, Tensor encoder_hidden_states, Tensor pooled_projections, Tensor timestep,
-        Tensor img_ids, Tensor txt_ids, Tensor? guidance = null)
+        Tensor img_ids, Tensor txt_ids, Tensor? guidance = null, IReadOnlyList<Tensor>? controlnet_block_samples = null,
+        IReadOnlyList<Tensor>? controlnet_single_block_samples = null)
     {
-        Validate(hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids, guidance);
+        ValidateInputs(Config, hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids, guidance);
+        ValidateResiduals(controlnet_block_samples, transformer_blocks.Count, hidden_states, "controlnet_block_samples");
+        ValidateResiduals(controlnet_single_block_samples, single_transformer_blocks.Count, hidden_states, "controlnet_single_block_samples");
         using var scope = torch.NewDisposeScope();
         var dtype = Dtype;
         long batch = hidden_states.shape[0];
@@ -99,13 +105,46 @@ public sealed class FluxTransformer2DModel : nn.Module
         var ids = torch.cat([txt_ids.to(x.device), img_ids.to(x.device)], 0);
         var rotary = pos_embed.forward(ids);
 
-        foreach (var block in transformer_blocks)
-            (context, x) = RunBlock(() => block.forward(x, context, temb, rotary), context, x);
-        foreach (var block in single_transformer_blocks)
-            (context, x) = RunBlock(() => block.forward(x, context, temb, rotary), context, x);
+        for (int i = 0; i < transformer_blocks.Count; i++)
+        {
+            var block = transformer_blocks[i];
+            var residual = Residual(controlnet_block_samples, i, transformer_blocks.Count);
+            (context, x) = RunBlock(() => AddResidual(block.forward(x, context, temb, rotary), residual), context, x);
+        }
+        for (int i = 0; i < single_transformer_blocks.Count; i++)
+        {
+            var block = single_transformer_blocks[i];
+            var residual = Residual(controlnet_single_block_samples, i, single_transformer_blocks.Count);
+            (context, x) = RunBlock(() => AddResidual(block.forward(x, context, temb, rotary), residual), context, x);
+        }
 
         var output = proj_out.forward(norm_out.forward(x, temb));
         return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The ControlNet residual for block <paramref name="index"/> of <paramref name="blocks"/>: diffusers' interval
+    /// <c>int(np.ceil(blocks / len(samples)))</c>, residual <c>index // interval</c>.</summary>
+    private static Tensor? Residual(IReadOnlyList<Tensor>? samples, int index, int blocks)
+    {
+        if (samples is null || samples.Count == 0) return null;
+        int interval = (int)Math.Ceiling((double)blocks / samples.Count);
+        return samples[index / interval];
+    }
+
+    private static (Tensor Context, Tensor X) AddResidual((Tensor Context, Tensor X) streams, Tensor? residual) =>
+        residual is null ? streams : (streams.Context, streams.X + residual.to(streams.X.dtype));
+
+    private static void ValidateResiduals(IReadOnlyList<Tensor>? samples, int blocks, Tensor hidden, string name)
+    {
+        if (samples is null || samples.Count == 0) return;
+        if (blocks == 0)
+            throw new ArgumentException($"{name}: this transformer has no such blocks to add ControlNet residuals to.", name);
+        int interval = (int)Math.Ceiling((double)blocks / samples.Count);
+        if ((blocks - 1) / interval >= samples.Count)
+            throw new ArgumentException($"{name}: {samples.Count} residuals cannot be spread over {blocks} blocks.", name);
+        foreach (var sample in samples)
+            if (sample is null || sample.dim() != 3 || sample.shape[0] != hidden.shape[0] || sample.shape[1] != hidden.shape[1])
+                throw new ArgumentException($"{name}: each residual must be [B={hidden.shape[0]}, S_img={hidden.shape[1]}, D].", name);
     }
 
     /// <summary>Runs one block in its own dispose scope: only the two streams live on.</summary>
@@ -123,7 +162,8 @@ public sealed class FluxTransformer2DModel : nn.Module
         return (newContext, newX);
     }
 
-    private void Validate(Tensor hidden, Tensor text, Tensor pooled, Tensor timestep, Tensor imgIds, Tensor txtIds, Tensor? guidance)
+    /// <summary>Checks the inputs of a Flux transformer (or a Flux ControlNet built on its layers) of config <paramref name="c"/>.</summary>
+    internal static void ValidateInputs(FluxTransformer2DModelConfig c, Tensor hidden, Tensor text, Tensor pooled, Tensor timestep, Tensor imgIds, Tensor txtIds, Tensor? guidance)
     {
         ArgumentNullException.ThrowIfNull(hidden);
         ArgumentNullException.ThrowIfNull(text);
@@ -132,7 +172,6 @@ public sealed class FluxTransformer2DModel : nn.Module
         ArgumentNullException.ThrowIfNull(imgIds);
         ArgumentNullException.ThrowIfNull(txtIds);
         static string Shape(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
-        var c = Config;
         if (hidden.dim() != 3 || hidden.shape[2] != c.InChannels || hidden.shape[1] < 1)
             throw new ArgumentException($"hidden_states must be packed latent tokens [B, S_img, {c.InChannels}] (in_channels), got {Shape(hidden)}.", "hidden_states");
         long batch = hidden.shape[0], imageTokens = hidden.shape[1];

@@ -2,6 +2,7 @@ using DiffusersSharp.IO;
 using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.ControlNets;
 using DiffusersSharp.Models.TextEncoders;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Schedulers;
@@ -37,6 +38,11 @@ public sealed class FluxComponents : PipelineComponents
     /// <summary>The Flux transformer.</summary>
     public required FluxTransformer2DModel Transformer { get; init; }
 
+    /// <summary>The ControlNet of <see cref="FluxControlNetPipeline"/> (diffusers' <c>controlnet</c> component), loaded beside
+    /// the base model (<see cref="FromPretrained(string, PipelineLoadOptions, string?, CancellationToken)"/>), or null. Freed
+    /// with the other models; under model offload it moves with the transformer.</summary>
+    public FluxControlNetModel? ControlNet { get; init; }
+
     /// <summary>The 16-channel VAE (scaling and shift factors from its config).</summary>
     public required AutoencoderKL Vae { get; init; }
 
@@ -58,7 +64,18 @@ public sealed class FluxComponents : PipelineComponents
     /// <summary>Loads every component of a diffusers Flux pipeline folder, or of a hub repo id (downloaded into the hub cache first).</summary>
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
     /// <exception cref="InvalidDataException">The folder is not a Flux pipeline or lacks a component.</exception>
-    public static FluxComponents FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default)
+    public static FluxComponents FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default) =>
+        FromPretrained(model, options, null, cancellationToken);
+
+    /// <summary>
+    /// Loads the components of <paramref name="model"/> as <see cref="FromPretrained(string, PipelineLoadOptions, CancellationToken)"/>
+    /// and, unless null, a Flux ControlNet from <paramref name="controlnet"/> (a diffusers <c>controlnet</c> folder or hub repo
+    /// id, e.g. InstantX/FLUX.1-dev-Controlnet-Canny) in the same dtype, as diffusers'
+    /// <c>from_pretrained(base, controlnet=FluxControlNetModel.from_pretrained(cn))</c>. The ControlNet must fit the transformer.
+    /// </summary>
+    /// <exception cref="ArgumentException">The ControlNet is another kind or does not fit the transformer.</exception>
+    /// <exception cref="NotSupportedException">The ControlNet is a ControlNet-Union or XLabs one.</exception>
+    public static FluxComponents FromPretrained(string model, PipelineLoadOptions options, string? controlnet, CancellationToken cancellationToken = default)
     {
         var device = options.ParsedDevice; // fail on a bad device before any download
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
@@ -100,12 +117,16 @@ public sealed class FluxComponents : PipelineComponents
                 TextEncoder2 = Track(Timed("text_encoder_2", () => T5EncoderModel.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant))),
                 Transformer = Track(Timed("transformer", () => FluxTransformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant))),
                 Vae = Track(Timed("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant))),
+                ControlNet = controlnet is null ? null : Track(Timed("controlnet", () => FluxControlNetModel.FromPretrained(
+                    ControlNetFolder(Hub.ModelSource.Resolve(controlnet, options.HubOptions, options.DownloadProgress, cancellationToken), controlnet),
+                    options.Dtype, modelDevice))),
                 SchedulerConfig = schedulerConfig,
                 PipelineClass = index.ClassName,
                 Device = device,
                 Dtype = options.Dtype,
                 LoadMilliseconds = loadMs,
             };
+            if (components.ControlNet is { } net) CheckControlNet(net, components.Transformer);
             if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
             return components;
         }
@@ -114,6 +135,38 @@ public sealed class FluxComponents : PipelineComponents
             foreach (var d in disposables) d.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Returns <paramref name="folder"/> when its config.json names <c>FluxControlNetModel</c>, else says what it is.</summary>
+    private static string ControlNetFolder(string folder, string given)
+    {
+        string config = Path.Combine(folder, "config.json");
+        if (!File.Exists(config)) return folder; // the loader says what is missing
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(config));
+        string? name = doc.RootElement.TryGetProperty("_class_name", out var c) && c.ValueKind == System.Text.Json.JsonValueKind.String ? c.GetString() : null;
+        if (name is not null && name != "FluxControlNetModel")
+            throw new ArgumentException($"{given} is a {name}, not a Flux ControlNet (FluxControlNetModel); a Flux model takes ControlNets made for Flux.");
+        return folder;
+    }
+
+    /// <summary>Throws unless the ControlNet's residuals and inputs fit the transformer (widths, channels, text and pooled sizes).</summary>
+    /// <exception cref="ArgumentException">The ControlNet does not fit, with the reason.</exception>
+    public static void CheckControlNet(FluxControlNetModel controlnet, FluxTransformer2DModel transformer)
+    {
+        ArgumentNullException.ThrowIfNull(controlnet);
+        ArgumentNullException.ThrowIfNull(transformer);
+        var c = controlnet.Config;
+        var t = transformer.Config;
+        void Same(object theirs, object ours, string what)
+        {
+            if (!Equals(theirs, ours))
+                throw new ArgumentException($"The ControlNet does not fit this transformer: its {what} is {theirs}, the transformer's {ours}. Use a Flux ControlNet made for this base model.");
+        }
+        Same(c.InnerDim, t.InnerDim, "inner width (heads x head dim)");
+        Same(c.InChannels, t.InChannels, "in_channels");
+        Same(c.JointAttentionDim, t.JointAttentionDim, "joint_attention_dim");
+        Same(c.PooledProjectionDim, t.PooledProjectionDim, "pooled_projection_dim");
+        Same(string.Join(",", c.AxesDimsRope), string.Join(",", t.AxesDimsRope), "axes_dims_rope");
     }
 
     /// <summary>Builds the prompt encoder over these components.</summary>
@@ -146,7 +199,8 @@ public sealed class FluxComponents : PipelineComponents
         var models = new Dictionary<string, nn.Module>();
         if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
         if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
-        models["transformer"] = Transformer;
+        // The ControlNet comes to the device with the transformer and stays beside it until the call ends.
+        models["transformer"] = ControlNet is null ? Transformer : new ModuleGroup([Transformer, ControlNet]);
         models["vae"] = Vae;
         return models;
     }
@@ -155,6 +209,7 @@ public sealed class FluxComponents : PipelineComponents
     protected override void FreeModels()
     {
         Transformer.Dispose();
+        ControlNet?.Dispose();
         Vae.Dispose();
         TextEncoder?.Dispose();
         TextEncoder2?.Dispose();

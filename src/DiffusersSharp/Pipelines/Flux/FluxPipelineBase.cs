@@ -282,6 +282,13 @@ public abstract class FluxPipelineBase : IDisposable
         /// </summary>
         public virtual Tensor TransformerInput(Tensor latents) => latents;
 
+        /// <summary>
+        /// ControlNet residuals for step <paramref name="step"/> (null for none), given the packed latents, the timestep the
+        /// transformer gets and the positive prompt; both transformer passes of true CFG take them, as in diffusers.
+        /// </summary>
+        public virtual (IReadOnlyList<Tensor>? Blocks, IReadOnlyList<Tensor>? Singles) ControlResiduals(Tensor latents, Tensor timestep, int step,
+            Tensor embeds, Tensor pooled, Tensor textIds) => (null, null);
+
         /// <summary>The packed mask shown to callbacks (inpainting only); a callback may replace it.</summary>
         public virtual Tensor? Mask { get => null; set { } }
     }
@@ -311,10 +318,12 @@ public abstract class FluxPipelineBase : IDisposable
                 // diffusers: t.expand(B).to(latents.dtype), then / 1000 (in that dtype) into the transformer.
                 var timestep = t.expand(latents.shape[0]).to(latents.dtype) / 1000;
                 var input = hooks.TransformerInput(latents);
-                var noisePred = OwnTokens(transformer.forward(input, embeds, pooled, timestep, imageIds, positive.TextIds, guidance), latents);
+                var (blocks, singles) = hooks.ControlResiduals(latents, timestep, i, embeds, pooled, positive.TextIds);
+                var noisePred = OwnTokens(transformer.forward(input, embeds, pooled, timestep, imageIds, positive.TextIds, guidance, blocks, singles), latents);
                 if (negative is not null && trueCfgScale > 1)
                 {
-                    var negPred = OwnTokens(transformer.forward(input, negative.PromptEmbeds, negative.PooledPromptEmbeds, timestep, imageIds, negative.TextIds, guidance), latents);
+                    var negPred = OwnTokens(transformer.forward(input, negative.PromptEmbeds, negative.PooledPromptEmbeds, timestep, imageIds, negative.TextIds,
+                        guidance, blocks, singles), latents);
                     noisePred = negPred + trueCfgScale * (noisePred - negPred);
                 }
                 var next = scheduler.Step(noisePred, t, latents);
