@@ -90,41 +90,27 @@ public sealed class FluxComponents : PipelineComponents
         foreach (var (name, spec) in index.Components)
             if (!spec.IsEmpty) ModelRegistry.KindOf(name, spec.ClassName!);
 
-        var disposables = new List<IDisposable>();
-        T Track<T>(T item) where T : class
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            if (item is IDisposable d) disposables.Add(d);
-            return item;
-        }
-        string Sub(string name) => Path.Combine(folder, name);
-        var loadMs = new Dictionary<string, double>();
-        T Timed<T>(string name, Func<T> load)
-        {
-            long start = System.Diagnostics.Stopwatch.GetTimestamp();
-            var loaded = load();
-            loadMs[name] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-            return loaded;
-        }
+        var loader = new ComponentLoader(folder, cancellationToken);
+        string Sub(string name) => loader.Sub(name);
         try
         {
             var schedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Path.Combine(Sub("scheduler"), "scheduler_config.json"));
             var components = new FluxComponents
             {
-                Tokenizer = Track(CLIPTokenizer.FromFolder(Sub("tokenizer"))),
-                Tokenizer2 = Track(T5Tokenizer.FromFolder(Sub("tokenizer_2"))),
-                TextEncoder = Track(Timed("text_encoder", () => CLIPTextModel.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant))),
-                TextEncoder2 = Track(Timed("text_encoder_2", () => T5EncoderModel.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant))),
-                Transformer = Track(Timed("transformer", () => FluxTransformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant))),
-                Vae = Track(Timed("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant))),
-                ControlNet = controlnet is null ? null : Track(Timed("controlnet", () => FluxControlNetModel.FromPretrained(
+                Tokenizer = loader.Keep(CLIPTokenizer.FromFolder(Sub("tokenizer"))),
+                Tokenizer2 = loader.Keep(T5Tokenizer.FromFolder(Sub("tokenizer_2"))),
+                TextEncoder = loader.Load("text_encoder", () => CLIPTextModel.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)),
+                TextEncoder2 = loader.Load("text_encoder_2", () => T5EncoderModel.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)),
+                Transformer = loader.Load("transformer", () => FluxTransformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant)),
+                Vae = loader.Load("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
+                ControlNet = controlnet is null ? null : loader.Load("controlnet", () => FluxControlNetModel.FromPretrained(
                     ControlNetFolder(Hub.ModelSource.Resolve(controlnet, options.HubOptions, options.DownloadProgress, cancellationToken), controlnet),
-                    options.Dtype, modelDevice))),
+                    options.Dtype, modelDevice)),
                 SchedulerConfig = schedulerConfig,
                 PipelineClass = index.ClassName,
                 Device = device,
                 Dtype = options.Dtype,
-                LoadMilliseconds = loadMs,
+                LoadMilliseconds = loader.LoadMilliseconds,
             };
             if (components.ControlNet is { } net) CheckControlNet(net, components.Transformer);
             if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
@@ -132,7 +118,7 @@ public sealed class FluxComponents : PipelineComponents
         }
         catch
         {
-            foreach (var d in disposables) d.Dispose();
+            loader.DisposeLoaded();
             throw;
         }
     }

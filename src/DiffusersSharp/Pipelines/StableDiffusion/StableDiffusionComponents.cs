@@ -189,44 +189,34 @@ public sealed class StableDiffusionComponents : PipelineComponents
         bool forceZeros = indexJson["force_zeros_for_empty_prompt"]?.GetValue<bool>() ?? true;
         bool aesthetics = indexJson["requires_aesthetics_score"]?.GetValue<bool>() ?? false;
 
-        var disposables = new List<IDisposable>();
-        var loadMs = new Dictionary<string, double>();
-        string Sub(string name) => Path.Combine(folder, name);
+        var loader = new ComponentLoader(folder, cancellationToken);
+        string Sub(string name) => loader.Sub(name);
         TConfig Config<TConfig>(string name) where TConfig : class => ConfigJson.Read<TConfig>(Path.Combine(Sub(name), "config.json"));
-        T Load<T>(string name, Func<T> load) where T : IDisposable
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            long start = System.Diagnostics.Stopwatch.GetTimestamp();
-            var item = load();
-            disposables.Add(item);
-            loadMs[name] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-            return item;
-        }
         try
         {
             var components = new StableDiffusionComponents
             {
                 Tokenizer = firstEncoder ? CLIPTokenizer.FromFolder(Sub("tokenizer")) : null,
                 Tokenizer2 = xl ? CLIPTokenizer.FromFolder(Sub("tokenizer_2")) : null,
-                TextEncoder = firstEncoder ? Load("text_encoder", () => fromFile.Contains("text_encoder")
+                TextEncoder = firstEncoder ? loader.Load("text_encoder", () => fromFile.Contains("text_encoder")
                     ? CLIPTextModel.FromSingleFile(options.SingleFile!, Config<CLIPTextConfig>("text_encoder"), options.Dtype, modelDevice)
                     : CLIPTextModel.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)) : null,
-                TextEncoder2 = xl ? Load("text_encoder_2", () => fromFile.Contains("text_encoder_2")
+                TextEncoder2 = xl ? loader.Load("text_encoder_2", () => fromFile.Contains("text_encoder_2")
                     ? CLIPTextModelWithProjection.FromSingleFile(options.SingleFile!, Config<CLIPTextConfig>("text_encoder_2"), options.Dtype, modelDevice)
                     : CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)) : null,
-                Unet = Load("unet", () => fromFile.Contains("unet")
+                Unet = loader.Load("unet", () => fromFile.Contains("unet")
                     ? UNet2DConditionModel.FromSingleFile(options.SingleFile!, Config<UNet2DConditionModelConfig>("unet"), options.Dtype, modelDevice)
                     : UNet2DConditionModel.FromPretrained(Sub("unet"), options.Dtype, modelDevice, options.Variant)),
-                ControlNets = controlnets.Select((net, i) => Load(controlnets.Count == 1 ? "controlnet" : $"controlnet.{i}", () => ControlNetModel.FromPretrained(
+                ControlNets = controlnets.Select((net, i) => loader.Load(controlnets.Count == 1 ? "controlnet" : $"controlnet.{i}", () => ControlNetModel.FromPretrained(
                     Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken), options.Dtype, modelDevice))).ToArray(),
-                Vae = Load("vae", () => fromFile.Contains("vae")
+                Vae = loader.Load("vae", () => fromFile.Contains("vae")
                     ? AutoencoderKL.FromSingleFile(options.SingleFile!, Config<AutoencoderKLConfig>("vae"), options.Dtype, modelDevice)
                     : AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
                 ForceZerosForEmptyPrompt = forceZeros,
                 RequiresAestheticsScore = aesthetics,
                 Device = device,
                 Dtype = options.Dtype,
-                LoadMilliseconds = loadMs,
+                LoadMilliseconds = loader.LoadMilliseconds,
             };
             components.UseScheduler(schedulerConfig); // an unsupported scheduler fails here, not in the first call
             foreach (var net in components.ControlNets) CheckControlNet(net, components.Unet);
@@ -235,7 +225,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
         }
         catch
         {
-            foreach (var d in disposables) d.Dispose();
+            loader.DisposeLoaded();
             throw;
         }
     }

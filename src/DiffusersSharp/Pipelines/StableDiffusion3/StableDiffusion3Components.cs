@@ -104,45 +104,31 @@ public sealed class StableDiffusion3Components : PipelineComponents
             if (!spec.IsEmpty) ModelRegistry.KindOf(name, spec.ClassName!);
         bool withT5 = options.LoadTextEncoder3 && index.Components.TryGetValue("text_encoder_3", out var t5) && !t5.IsEmpty;
 
-        var disposables = new List<IDisposable>();
-        T Track<T>(T item) where T : class
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            if (item is IDisposable d) disposables.Add(d);
-            return item;
-        }
-        string Sub(string name) => Path.Combine(folder, name);
-        var loadMs = new Dictionary<string, double>();
-        T Timed<T>(string name, Func<T> load)
-        {
-            long start = System.Diagnostics.Stopwatch.GetTimestamp();
-            var model = load();
-            loadMs[name] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-            return model;
-        }
+        var loader = new ComponentLoader(folder, cancellationToken);
+        string Sub(string name) => loader.Sub(name);
         try
         {
             var schedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Path.Combine(Sub("scheduler"), "scheduler_config.json"));
             var components = new StableDiffusion3Components
             {
-                Tokenizer = Track(CLIPTokenizer.FromFolder(Sub("tokenizer"))),
-                Tokenizer2 = Track(CLIPTokenizer.FromFolder(Sub("tokenizer_2"))),
-                Tokenizer3 = withT5 ? Track(T5Tokenizer.FromFolder(Sub("tokenizer_3"))) : null,
-                TextEncoder = Track(Timed("text_encoder", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant))),
-                TextEncoder2 = Track(Timed("text_encoder_2", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant))),
-                TextEncoder3 = withT5 ? Track(Timed("text_encoder_3", () => T5EncoderModel.FromPretrained(Sub("text_encoder_3"), options.Dtype, modelDevice, options.Variant))) : null,
-                Transformer = Track(Timed("transformer", () => fromFile.Contains("transformer")
+                Tokenizer = loader.Keep(CLIPTokenizer.FromFolder(Sub("tokenizer"))),
+                Tokenizer2 = loader.Keep(CLIPTokenizer.FromFolder(Sub("tokenizer_2"))),
+                Tokenizer3 = withT5 ? loader.Keep(T5Tokenizer.FromFolder(Sub("tokenizer_3"))) : null,
+                TextEncoder = loader.Load("text_encoder", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)),
+                TextEncoder2 = loader.Load("text_encoder_2", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)),
+                TextEncoder3 = withT5 ? loader.Load("text_encoder_3", () => T5EncoderModel.FromPretrained(Sub("text_encoder_3"), options.Dtype, modelDevice, options.Variant)) : null,
+                Transformer = loader.Load("transformer", () => fromFile.Contains("transformer")
                     ? SD3Transformer2DModel.FromSingleFile(options.SingleFile!, ConfigJson.Read<SD3Transformer2DModelConfig>(Path.Combine(Sub("transformer"), "config.json")), options.Dtype, modelDevice)
-                    : SD3Transformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant))),
-                Vae = Track(Timed("vae", () => fromFile.Contains("vae")
+                    : SD3Transformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant)),
+                Vae = loader.Load("vae", () => fromFile.Contains("vae")
                     ? AutoencoderKL.FromSingleFile(options.SingleFile!, ConfigJson.Read<AutoencoderKLConfig>(Path.Combine(Sub("vae"), "config.json")), options.Dtype, modelDevice)
-                    : AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant))),
-                ControlNets = controlnets.Select((net, i) => Track(Timed(controlnets.Count == 1 ? "controlnet" : $"controlnet.{i}", () => SD3ControlNetModel.FromPretrained(
-                    SD3ControlNetFolder(Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken), net), options.Dtype, modelDevice)))).ToArray(),
+                    : AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
+                ControlNets = controlnets.Select((net, i) => loader.Load(controlnets.Count == 1 ? "controlnet" : $"controlnet.{i}", () => SD3ControlNetModel.FromPretrained(
+                    SD3ControlNetFolder(Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken), net), options.Dtype, modelDevice))).ToArray(),
                 SchedulerConfig = schedulerConfig,
                 Device = device,
                 Dtype = options.Dtype,
-                LoadMilliseconds = loadMs,
+                LoadMilliseconds = loader.LoadMilliseconds,
             };
             CheckControlNets(components.ControlNets, components.Transformer);
             if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
@@ -150,7 +136,7 @@ public sealed class StableDiffusion3Components : PipelineComponents
         }
         catch
         {
-            foreach (var d in disposables) d.Dispose();
+            loader.DisposeLoaded();
             throw;
         }
     }
