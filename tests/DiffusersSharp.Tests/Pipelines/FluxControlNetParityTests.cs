@@ -16,11 +16,11 @@ namespace DiffusersSharp.Tests.Pipelines;
 /// zero-initialised linears re-drawn), the transformer given its residuals, and FluxControlNetPipeline with local-diffusers/flux's
 /// prompt embeddings (the control image resized and VAE-encoded with the call's generator before the noise; conditioning
 /// scale; guidance window), every step's latents and the decoded image.
-/// Bounds as the Flux parity tests: 5e-5 x max(1, max |expected|).
+/// Bound: 1e-5 x max(1, max |expected|), about 3x above the worst measured (the image, 3.6e-6).
 /// </summary>
 public sealed class FluxControlNetParityTests(ITestOutputHelper output) : IDisposable
 {
-    private const double Tolerance = 5e-5;
+    private const double Tolerance = 1e-5;
     private readonly Dictionary<string, Tensor> _expected = Fixtures.Expected("local-diffusers/flux-controlnet/expected.safetensors");
     private readonly FluxComponents _components = LocalDiffusersFlux.Components();
     private readonly FluxControlNetModel _controlNet = FluxControlNetModel.FromPretrained(Fixtures.Path("local-diffusers/flux-controlnet/controlnet"));
