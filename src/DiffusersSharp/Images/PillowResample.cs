@@ -16,23 +16,45 @@ public static class PillowResample
     public static ImageBuffer Resize(ImageBuffer image, int width, int height, ResampleFilter filter)
     {
         ArgumentNullException.ThrowIfNull(image);
+        return Resize(image, width, height, filter, new ResampleBox(0, 0, image.Width, image.Height));
+    }
+
+    /// <summary>
+    /// Resizes the region <paramref name="box"/> of <paramref name="image"/> to <paramref name="width"/> x
+    /// <paramref name="height"/>, as <c>image.resize((width, height), filter, box)</c>. The box may be empty in one
+    /// direction (diffusers' <c>resize_mode="fill"</c> stretches an edge that way): the filter then weighs the rows or
+    /// columns next to that edge.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is not positive.</exception>
+    /// <exception cref="ArgumentException">The box is outside the image or reversed (Pillow's errors), or NEAREST with a partial box.</exception>
+    public static ImageBuffer Resize(ImageBuffer image, int width, int height, ResampleFilter filter, ResampleBox box)
+    {
+        ArgumentNullException.ThrowIfNull(image);
         if (width < 1) throw new ArgumentOutOfRangeException(nameof(width), width, "Target width must be positive.");
         if (height < 1) throw new ArgumentOutOfRangeException(nameof(height), height, "Target height must be positive.");
-        if (width == image.Width && height == image.Height) return image.Clone();
-        if (filter == ResampleFilter.Nearest) return Nearest(image, width, height);
+        if (box.X0 < 0 || box.Y0 < 0) throw new ArgumentException("box offset can't be negative.", nameof(box));
+        if (box.X1 > image.Width || box.Y1 > image.Height) throw new ArgumentException("box can't exceed original image size.", nameof(box));
+        if (box.X1 - box.X0 < 0 || box.Y1 - box.Y0 < 0) throw new ArgumentException("box can't be empty.", nameof(box));
+        bool wholeImage = box == new ResampleBox(0, 0, image.Width, image.Height);
+        if (width == image.Width && height == image.Height && wholeImage) return image.Clone();
+        if (filter == ResampleFilter.Nearest)
+            return wholeImage ? Nearest(image, width, height) : throw new ArgumentException("NEAREST resizing of part of an image is not supported.", nameof(filter));
 
         var (support, kernel) = Filter(filter);
         int c = image.Channels;
-        var (ksizeV, boundsV, kkV) = PrecomputeCoeffs(image.Height, 0f, image.Height, height, support, kernel);
+        // Resample.c: a pass runs when the size changes or the box is not [0, output size] along it.
+        bool horizontal = width != image.Width || box.X0 != 0 || box.X1 != width;
+        bool vertical = height != image.Height || box.Y0 != 0 || box.Y1 != height;
+        var (ksizeV, boundsV, kkV) = PrecomputeCoeffs(image.Height, box.Y0, box.Y1, height, support, kernel);
         int yFirst = boundsV[0];
         int yLast = boundsV[2 * height - 2] + boundsV[2 * height - 1];
 
         // Horizontal pass over rows [yFirst, yLast) only.
         byte[] src = image.Pixels;
         int srcW = image.Width, srcRows = image.Height, rowOffset = 0;
-        if (width != image.Width)
+        if (horizontal)
         {
-            var (ksizeH, boundsH, kkH) = PrecomputeCoeffs(image.Width, 0f, image.Width, width, support, kernel);
+            var (ksizeH, boundsH, kkH) = PrecomputeCoeffs(image.Width, box.X0, box.X1, width, support, kernel);
             int[] kH = Normalize(kkH);
             int rows = yLast - yFirst;
             var tmp = new byte[rows * width * c];
@@ -57,7 +79,7 @@ public static class PillowResample
             rowOffset = yFirst;
         }
 
-        if (height == image.Height)
+        if (!vertical)
             return new ImageBuffer(srcW, srcRows, c, src == image.Pixels ? (byte[])src.Clone() : src);
 
         int[] kV = Normalize(kkV);
@@ -212,3 +234,7 @@ public static class PillowResample
         return i >= 0 && i < size ? i : -1;
     }
 }
+
+/// <summary>A source region for <see cref="PillowResample.Resize(ImageBuffer, int, int, ResampleFilter, ResampleBox)"/>:
+/// Pillow's <c>box=(x0, y0, x1, y1)</c>, in float pixel coordinates as Pillow keeps them.</summary>
+public readonly record struct ResampleBox(float X0, float Y0, float X1, float Y1);

@@ -35,7 +35,7 @@ public sealed record VaeImageProcessorConfig
 /// diffusers' <c>VaeImageProcessor</c>: images to VAE input tensors (resize with Pillow's filter, /255, 2x-1,
 /// optional binarize) and VAE output tensors back to [0, 1] arrays and 8-bit images.
 /// </summary>
-public sealed class VaeImageProcessor
+public sealed partial class VaeImageProcessor
 {
     /// <summary>Creates a processor.</summary>
     /// <exception cref="ArgumentException">Both RGB and grayscale conversion are set, or the scale factor is not positive.</exception>
@@ -74,33 +74,36 @@ public sealed class VaeImageProcessor
         return (h - h % f, w - w % f);
     }
 
-    /// <summary>Preprocesses one image; see <see cref="Preprocess(IReadOnlyList{ImageBuffer}, int?, int?)"/>.</summary>
-    public Tensor Preprocess(ImageBuffer image, int? height = null, int? width = null)
+    /// <summary>Preprocesses one image; see <see cref="Preprocess(IReadOnlyList{ImageBuffer}, int?, int?, ResizeMode, CropRegion?)"/>.</summary>
+    public Tensor Preprocess(ImageBuffer image, int? height = null, int? width = null, ResizeMode resizeMode = ResizeMode.Default, CropRegion? crop = null)
     {
         ArgumentNullException.ThrowIfNull(image);
-        return Preprocess(new[] { image }, height, width);
+        return Preprocess(new[] { image }, height, width, resizeMode, crop);
     }
 
     /// <summary>
-    /// Images to a float32 CPU tensor [N, C, H, W]: resized to (width, height) with the configured Pillow filter when
-    /// <c>do_resize</c> (a same-size resize is a copy), converted to RGB / L if configured, divided by 255 (float32),
-    /// then <c>2x - 1</c> if <c>do_normalize</c> and binarized at 0.5 if <c>do_binarize</c>.
+    /// Images to a float32 CPU tensor [N, C, H, W]: cropped to <paramref name="crop"/> if given (Pillow's crop), resized
+    /// to (width, height) by <see cref="Resize"/> in <paramref name="resizeMode"/> when <c>do_resize</c> (a same-size
+    /// default resize is a copy), converted to RGB / L if configured, divided by 255 (float32), then <c>2x - 1</c> if
+    /// <c>do_normalize</c> and binarized at 0.5 if <c>do_binarize</c>.
     /// </summary>
     /// <exception cref="ArgumentException">No images, a target size under one VAE block, or images of different sizes or channel counts after resizing.</exception>
-    public Tensor Preprocess(IReadOnlyList<ImageBuffer> images, int? height = null, int? width = null)
+    public Tensor Preprocess(IReadOnlyList<ImageBuffer> images, int? height = null, int? width = null, ResizeMode resizeMode = ResizeMode.Default, CropRegion? crop = null)
     {
         ArgumentNullException.ThrowIfNull(images);
         if (images.Count == 0) throw new ArgumentException("No images to preprocess.", nameof(images));
-        var prepared = new ImageBuffer[images.Count];
-        for (int i = 0; i < images.Count; i++)
+        if (images.Any(i => i is null)) throw new ArgumentException("An image is null.", nameof(images));
+        var cropped = crop is { } box ? images.Select(i => PillowCompose.Crop(i, box.X1, box.Y1, box.X2, box.Y2)).ToArray() : images;
+        var prepared = new ImageBuffer[cropped.Count];
+        for (int i = 0; i < cropped.Count; i++)
         {
-            var img = images[i] ?? throw new ArgumentException($"Image {i} is null.", nameof(images));
+            var img = cropped[i];
             if (Config.DoResize)
             {
-                var (h, w) = GetDefaultHeightWidth(images[0].Height, images[0].Width, height, width);
+                var (h, w) = GetDefaultHeightWidth(cropped[0].Height, cropped[0].Width, height, width);
                 if (h < 1 || w < 1)
-                    throw new ArgumentException($"Target size {width ?? images[0].Width}x{height ?? images[0].Height} is smaller than one VAE block ({Config.VaeScaleFactor} pixels).");
-                img = img.Resize(w, h, Config.Resample);
+                    throw new ArgumentException($"Target size {width ?? cropped[0].Width}x{height ?? cropped[0].Height} is smaller than one VAE block ({Config.VaeScaleFactor} pixels).");
+                img = Resize(img, h, w, resizeMode);
             }
             if (Config.DoConvertRgb) img = img.ToRgb();
             else if (Config.DoConvertGrayscale) img = img.ToGrayscale();
