@@ -28,6 +28,16 @@ public sealed class PipelineImage
     /// <summary>A tensor input: NCHW in [0, 1], or latents.</summary>
     public static PipelineImage FromTensor(Tensor tensor) => new(null, tensor ?? throw new ArgumentNullException(nameof(tensor)));
 
+    /// <summary>
+    /// The processor's tensor for this input at <paramref name="height"/> x <paramref name="width"/>; with
+    /// <paramref name="crop"/> (images only, checked by <see cref="MaskCrop.For"/>) cropped to its region and resized in
+    /// <see cref="ResizeMode.Fill"/> mode, as diffusers preprocesses with <c>crops_coords</c>.
+    /// </summary>
+    internal Tensor Preprocess(VaeImageProcessor processor, int height, int width, MaskCrop? crop = null) =>
+        Image is { } pixels
+            ? crop is null ? processor.Preprocess(pixels, height, width) : processor.Preprocess(pixels, height, width, ResizeMode.Fill, crop.Region)
+            : processor.Preprocess(Tensor!, height, width);
+
     /// <summary>Reads a PNG or JPEG file.</summary>
     public static PipelineImage Load(string path) => ImageFile.LoadRgb(path);
 }

@@ -72,13 +72,14 @@ public abstract partial class StableDiffusionPipelineBase
     }
 
     /// <summary>
-    /// prepare_image, per ControlNet: its control image at the output size, repeated to the batch (one image for all, or
+    /// prepare_image, per ControlNet: its control image at the output size (cropped as the image is under
+    /// padding_mask_crop), repeated to the batch (one image for all, or
     /// one per prompt repeated per image), doubled under CFG unless in guess mode; and controlnet_keep over the steps
     /// that run: step i of n applies ControlNet k unless i / n &lt; start_k or (i + 1) / n &gt; end_k. Guess mode is
     /// the request's, or the first ControlNet's global_pool_conditions (as diffusers reads it from nets[0]; not in SDXL
     /// inpainting, whose diffusers pipeline does not read it).
     /// </summary>
-    private ControlState PrepareControl(IControlNetRequest r, int numImagesPerPrompt, int height, int width, int batch, bool cfg, int timestepCount)
+    private ControlState PrepareControl(IControlNetRequest r, int numImagesPerPrompt, int height, int width, int batch, bool cfg, int timestepCount, MaskCrop? maskCrop)
     {
         var nets = Components.ControlNets;
         int n = nets.Count;
@@ -89,7 +90,7 @@ public abstract partial class StableDiffusionPipelineBase
         var images = new Tensor[n];
         for (int k = 0; k < n; k++)
         {
-            var image = Preprocess(processor, sources[k], height, width).to(ScalarType.Float32);
+            var image = sources[k].Preprocess(processor, height, width, maskCrop).to(ScalarType.Float32);
             long repeat = image.shape[0] == 1 ? batch : numImagesPerPrompt;
             if (image.shape[0] != 1 && image.shape[0] * numImagesPerPrompt != batch)
                 throw new ArgumentException($"The control image batch ({image.shape[0]}) must be 1 or the prompt batch ({batch / numImagesPerPrompt}).");

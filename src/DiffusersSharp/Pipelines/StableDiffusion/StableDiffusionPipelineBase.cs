@@ -131,6 +131,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             (height, width) = ControlNetSize(firstControl, r);
         else (height, width) = (r.Height ?? DefaultSize, r.Width ?? DefaultSize);
         CheckInputs(r, height, width, steps);
+        var maskCrop = inpaint is null ? null : MaskCrop.For(inpaint.PaddingMaskCrop, inpaint.Image, inpaint.MaskImage, r.OutputType, height, width);
 
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
@@ -138,8 +139,8 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         bool cfg = guidance > 1;
         int batch = BatchSize(r) * r.NumImagesPerPrompt;
         var device = Components.Device;
-        var image = img2img?.Image is { } img ? Preprocess(ImageProcessor, img, height, width) : null;
-        var maskCondition = inpaint?.MaskImage is { } maskImage ? Preprocess(MaskProcessor, maskImage, height, width) : null;
+        var image = img2img?.Image?.Preprocess(ImageProcessor, height, width, maskCrop);
+        var maskCondition = inpaint?.MaskImage?.Preprocess(MaskProcessor, height, width, maskCrop);
 
         using var scheduler = Components.CreateScheduler();
         scheduler.SetTimesteps(steps, device);
@@ -170,7 +171,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
                     : $"strength {StrengthOf(img2img)} with {steps} steps leaves no step to run; raise strength or steps.");
         }
         // The ControlNets' windows are over the steps that run (after strength), before denoising_end cuts them (as diffusers orders it).
-        var control = r is IControlNetRequest cr ? PrepareControl(cr, r.NumImagesPerPrompt, height, width, batch, cfg, timesteps.Length) : null;
+        var control = r is IControlNetRequest cr ? PrepareControl(cr, r.NumImagesPerPrompt, height, width, batch, cfg, timesteps.Length, maskCrop) : null;
         // SDXL (all modes): without denoising_start the image is noised to the first timestep; with it, taken as it is.
         bool addNoise = !(IsXL && img2img?.DenoisingStart is not null);
 
@@ -258,12 +259,10 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         using (IpAdapterScaleFor(r)) latents = Denoise(latents, loop, scheduler, timesteps, r, progress, ct);
         progress?.Report(new PipelineProgress("decode", 0, 1));
         var output = Decode(latents, r.OutputType);
+        if (maskCrop is not null) output = new StableDiffusionPipelineOutput(maskCrop.Overlay(ImageProcessor, output.Images!), null);
         progress?.Report(new PipelineProgress("decode", 1, 1));
         return output;
     }
-
-    private static Tensor Preprocess(VaeImageProcessor processor, PipelineImage image, int height, int width) =>
-        image.Image is { } pixels ? processor.Preprocess(pixels, height, width) : processor.Preprocess(image.Tensor!, height, width);
 
     /// <summary>Releases this pipeline's reference on the shared components.</summary>
     public void Dispose()

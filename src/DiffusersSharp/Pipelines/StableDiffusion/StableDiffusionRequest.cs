@@ -151,6 +151,15 @@ public record StableDiffusionInpaintRequest : StableDiffusionImg2ImgRequest
 {
     /// <summary>The mask: white (1) is repainted, black (0) kept. Grayscale or RGB; binarized at 0.5.</summary>
     public PipelineImage? MaskImage { get; init; }
+
+    /// <summary>
+    /// diffusers' <c>padding_mask_crop</c>: inpaint only the rectangle around the mask's non-black pixels, grown by this
+    /// many pixels and widened to the output's aspect ratio, at the full output size, then paste the result back onto the
+    /// original image (which keeps its size; output type Image only). Sharper detail for a small mask on a large image.
+    /// The image and mask must be 8-bit images of one size. With ControlNet inpainting the control images are cropped
+    /// the same way.
+    /// </summary>
+    public int? PaddingMaskCrop { get; init; }
 }
 
 /// <summary>

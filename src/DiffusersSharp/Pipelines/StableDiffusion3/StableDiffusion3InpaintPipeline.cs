@@ -46,6 +46,7 @@ public sealed class StableDiffusion3InpaintPipeline : StableDiffusion3PipelineBa
         int inChannels = Components.Transformer.Config.InChannels;
         if (inChannels is not (16 or 33))
             throw new ArgumentException($"The transformer must have 16 or 33 input channels for inpainting, not {inChannels}.");
+        var maskCrop = MaskCrop.For(request.PaddingMaskCrop, request.Image, request.MaskImage, request.OutputType, height, width);
         int steps = request.NumInferenceSteps ?? DefaultSteps;
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
@@ -53,8 +54,8 @@ public sealed class StableDiffusion3InpaintPipeline : StableDiffusion3PipelineBa
             bool cfg = request.GuidanceScale > 1;
             int batch = BatchSize(request) * request.NumImagesPerPrompt;
             var vae = Components.Vae;
-            var initImage = PreprocessImage(request.Image, height, width).to(ScalarType.Float32);
-            var maskCondition = PreprocessMask(request.MaskImage, height, width);
+            var initImage = PreprocessImage(request.Image, height, width, maskCrop).to(ScalarType.Float32);
+            var maskCondition = PreprocessMask(request.MaskImage, height, width, maskCrop);
             progress?.Report(new PipelineProgress("encode", 0, 1));
             var (embeds, pooled, positive, positivePooled) = EncodePrompt(request, cfg);
             progress?.Report(new PipelineProgress("encode", 1, 1));
@@ -106,6 +107,7 @@ public sealed class StableDiffusion3InpaintPipeline : StableDiffusion3PipelineBa
                 remaining, progress, cancellationToken, hooks);
             progress?.Report(new PipelineProgress("decode", 0, 1));
             var output = Decode(latents, request.OutputType, addShift: DecodeWithShiftFactor);
+            if (maskCrop is not null) output = new StableDiffusion3Output(maskCrop.Overlay(ImageProcessor, output.Images!), null);
             progress?.Report(new PipelineProgress("decode", 1, 1));
             return output;
         }

@@ -46,12 +46,12 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
     }
 
     /// <summary>An image input as a tensor NCHW in [-1, 1] at the requested size (latent tensors pass through).</summary>
-    protected Tensor PreprocessImage(PipelineImage image, int height, int width) =>
-        image.Image is { } pixels ? ImageProcessor.Preprocess(pixels, height, width) : ImageProcessor.Preprocess(image.Tensor!, height, width);
+    private protected Tensor PreprocessImage(PipelineImage image, int height, int width, MaskCrop? crop = null) =>
+        image.Preprocess(ImageProcessor, height, width, crop);
 
     /// <summary>A mask input as a binarized tensor N1HW at the requested size.</summary>
-    protected Tensor PreprocessMask(PipelineImage mask, int height, int width) =>
-        mask.Image is { } pixels ? MaskProcessor.Preprocess(pixels, height, width) : MaskProcessor.Preprocess(mask.Tensor!, height, width);
+    private protected Tensor PreprocessMask(PipelineImage mask, int height, int width, MaskCrop? crop = null) =>
+        mask.Preprocess(MaskProcessor, height, width, crop);
 
     /// <summary>The default number of steps of this pipeline (28 text-to-image, 50 otherwise).</summary>
     protected abstract int DefaultSteps { get; }

@@ -118,6 +118,13 @@ public record StableDiffusion3InpaintRequest : StableDiffusion3Img2ImgRequest
 
     /// <summary>Latents of the masked image, if precomputed.</summary>
     public Tensor? MaskedImageLatents { get; init; }
+
+    /// <summary>
+    /// diffusers' <c>padding_mask_crop</c>: inpaint only the rectangle around the mask's non-black pixels, grown by this
+    /// many pixels and widened to the output's aspect ratio, at the full output size, then paste the result back onto the
+    /// original image (which keeps its size; output type Image only). The image and mask must be 8-bit images of one size.
+    /// </summary>
+    public int? PaddingMaskCrop { get; init; }
 }
 
 /// <summary>
