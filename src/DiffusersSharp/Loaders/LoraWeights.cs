@@ -223,7 +223,8 @@ public sealed class LoraWeights : IDisposable
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">The file adapts components these models do not have, or is not a LoRA.</exception>
     /// <exception cref="ArgumentException">A part does not fit its model (missing modules or other sizes).</exception>
-    public static int FuseAll(string path, IReadOnlyDictionary<string, nn.Module?> models, double scale = 1.0, bool kohya = true)
+    /// <remarks>With <paramref name="fused"/>, the file's matrices are kept there so that the fuse can be undone.</remarks>
+    public static int FuseAll(string path, IReadOnlyDictionary<string, nn.Module?> models, double scale = 1.0, bool kohya = true, FusedLoras? fused = null)
     {
         ArgumentNullException.ThrowIfNull(models);
         if (!double.IsFinite(scale)) throw new ArgumentException($"LoRA scale must be finite, got {scale}.", nameof(scale));
@@ -241,11 +242,18 @@ public sealed class LoraWeights : IDisposable
                 fits.Add(lora.Targets(model));
             }
             foreach (var targets in fits) Fuse(targets, scale);
-            return parts.Values.Sum(l => l.Layers.Count);
+            int layers = parts.Values.Sum(l => l.Layers.Count);
+            if (fused is not null)
+            {
+                fused.Add(parts, models, scale);
+                parts = null; // the record owns them now
+            }
+            return layers;
         }
         finally
         {
-            foreach (var lora in parts.Values) lora.Dispose();
+            if (parts is not null)
+                foreach (var lora in parts.Values) lora.Dispose();
         }
     }
 

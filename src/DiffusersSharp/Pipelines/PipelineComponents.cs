@@ -1,3 +1,4 @@
+using DiffusersSharp.Loaders;
 using static TorchSharp.torch;
 
 namespace DiffusersSharp.Pipelines;
@@ -30,6 +31,22 @@ public abstract class PipelineComponents : IDisposable
 
     /// <summary>Raised for every move of a model under model offload (the sequence diffusers' hooks would make).</summary>
     public event Action<ModelMove>? ModelMoved;
+
+    /// <summary>The LoRAs fused into these models by <c>FuseLora</c>, kept so that <see cref="UnfuseLora"/> can take them out.</summary>
+    private protected FusedLoras FusedLoras { get; } = new();
+
+    /// <summary>How many LoRA files are fused into these models.</summary>
+    public int FusedLoraCount => FusedLoras.Count;
+
+    /// <summary>
+    /// diffusers' <c>unfuse_lora</c>: takes every LoRA fused by <c>FuseLora</c> back out of the models, newest first,
+    /// subtracting what was added (so the weights return up to one rounding in the model's dtype). Afterwards other
+    /// LoRAs can be fused, or the same one with another scale.
+    /// </summary>
+    public void UnfuseLora()
+    {
+        FusedLoras.Unfuse();
+    }
 
     /// <summary>The loaded models by component name, in diffusers' <c>model_cpu_offload_seq</c> order.</summary>
     protected abstract IReadOnlyDictionary<string, nn.Module> OffloadableModels();
@@ -106,7 +123,9 @@ public abstract class PipelineComponents : IDisposable
     {
         lock (this)
         {
-            if (--_users == 0) FreeModels();
+            if (--_users != 0) return;
+            FreeModels();
+            FusedLoras.Dispose();
         }
     }
 

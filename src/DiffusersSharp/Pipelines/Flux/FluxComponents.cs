@@ -176,7 +176,7 @@ public sealed class FluxComponents : PipelineComponents
     {
         ["transformer"] = Transformer,
         ["text_encoder"] = TextEncoder,
-    }, scale, kohya: false);
+    }, scale, kohya: false, FusedLoras);
 
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()

@@ -289,7 +289,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
     {
         var models = new Dictionary<string, nn.Module?> { ["unet"] = Unet, ["text_encoder"] = TextEncoder };
         if (IsXL) models["text_encoder_2"] = TextEncoder2;
-        return LoraWeights.FuseAll(path, models, scale);
+        return LoraWeights.FuseAll(path, models, scale, fused: FusedLoras);
     }
 
     /// <summary>

@@ -241,7 +241,7 @@ public sealed class StableDiffusion3Components : PipelineComponents
         ["transformer"] = Transformer,
         ["text_encoder"] = TextEncoder,
         ["text_encoder_2"] = TextEncoder2,
-    }, scale, kohya: false);
+    }, scale, kohya: false, FusedLoras);
 
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
