@@ -7,8 +7,8 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Tests.Models;
 
 /// <summary>
-/// CLIPVisionModelWithProjection and CLIPImageProcessor. transformers cannot run in this project's reference environment,
-/// so these are NOT parity tests against transformers: the model is checked against transformers' key names and against
+/// CLIPVisionModelWithProjection and CLIPImageProcessor, beside the parity test against transformers' own model
+/// (<see cref="TransformersEncodersParityTests"/>): here the model is checked against transformers' key names and against
 /// CLIP's formulas written out here in plain tensor ops (patch conv as a matrix product, softmax attention without a
 /// mask, quick-GELU MLP, pre-norm layers, post_layernorm of the class token, projection); the processor against its
 /// documented steps on sizes where the arithmetic is known.
