@@ -7,9 +7,11 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Pipelines.Flux;
 
 /// <summary>
-/// What the Flux.1 pipelines (text-to-image, image-to-image, inpainting) share: the components, the latent packing, the
-/// input checks, prompt encoding (with true CFG's negative side), the schedule, the denoising loop and the VAE decode.
-/// Each pipeline adds how its latents start and what happens after each step.
+/// What the Flux.1 pipelines (text-to-image, image-to-image, inpainting, each also with ControlNets; Fill, Kontext) share:
+/// the components, the latent packing, the input checks, prompt encoding (with true CFG's negative side), the schedule,
+/// the denoising loop and the VAE decode; the text-to-image, image-to-image and inpainting runs themselves
+/// (FluxPipelineBase.Modes.cs), with or without the ControlNet part (FluxPipelineBase.ControlNet.cs). Each pipeline adds
+/// how its latents start and what happens after each step.
 /// </summary>
 public abstract partial class FluxPipelineBase : IDisposable
 {
