@@ -164,11 +164,9 @@ internal sealed class TextToImage : VerbPipelines
         : Use(new StableDiffusionPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 }
 
-/// <summary><c>generate --controlnet</c>'s pipelines (SD 1.x / 2.x, SDXL and SD3; Flux is refused before loading).</summary>
+/// <summary><c>generate --controlnet</c>'s pipelines (SD 1.x / 2.x, SDXL, SD3 and Flux; FLUX.1-Fill / Kontext are refused before loading).</summary>
 internal sealed class ControlNetTextToImage(ControlOptions control) : VerbPipelines
 {
-    private const string NotFlux = "--controlnet applies to SD 1.x / 2.x, SDXL and SD3 models.";
-
     public override string Verb => "txt2img";
 
     public override int Sd3DefaultSteps => 28;
@@ -177,9 +175,10 @@ internal sealed class ControlNetTextToImage(ControlOptions control) : VerbPipeli
 
     public override StableDiffusionRequest UNetRequest() => control.Apply(new StableDiffusionControlNetRequest());
 
-    public override FluxRequest FluxRequest(string pipelineClass) => throw new ArgumentException(NotFlux);
+    public override FluxRequest FluxRequest(string pipelineClass) => control.Apply(new FluxControlNetRequest());
 
-    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => throw new ArgumentException(NotFlux);
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) =>
+        Use(new FluxControlNetPipeline(components), (FluxControlNetRequest)request, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
         Use(new StableDiffusion3ControlNetPipeline(components), (StableDiffusion3ControlNetRequest)request, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
@@ -214,13 +213,16 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     public override FluxRequest FluxRequest(string pipelineClass)
     {
         if (pipelineClass == FluxComponents.KontextPipelineClass) return new FluxKontextRequest { Image = image }; // --strength was refused
-        var request = new FluxImg2ImgRequest { Image = image };
+        FluxImg2ImgRequest request = control is null ? new FluxImg2ImgRequest { Image = image } : control.Apply(new FluxControlNetImg2ImgRequest { Image = image });
         return strength is { } s ? request with { Strength = s } : request;
     }
 
-    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => request is FluxKontextRequest kontext
-        ? Use(new FluxKontextPipeline(components), kontext, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
-        : Use(new FluxImg2ImgPipeline(components), (FluxImg2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => request switch
+    {
+        FluxKontextRequest kontext => Use(new FluxKontextPipeline(components), kontext, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
+        FluxControlNetImg2ImgRequest cn => Use(new FluxControlNetImg2ImgPipeline(components), cn, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
+        _ => Use(new FluxImg2ImgPipeline(components), (FluxImg2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
+    };
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
         Use(new StableDiffusion3Img2ImgPipeline(components), (StableDiffusion3Img2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
@@ -262,15 +264,18 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
 
     public override FluxRequest FluxRequest(string pipelineClass)
     {
-        var request = pipelineClass == FluxComponents.FillPipelineClass
-            ? new FluxFillRequest { Image = image, MaskImage = mask }
-            : new FluxInpaintRequest { Image = image, MaskImage = mask };
+        FluxInpaintRequest request = pipelineClass == FluxComponents.FillPipelineClass ? new FluxFillRequest { Image = image, MaskImage = mask }
+            : control is null ? new FluxInpaintRequest { Image = image, MaskImage = mask }
+            : control.Apply(new FluxControlNetInpaintRequest { Image = image, MaskImage = mask }); // --controlnet with Fill was refused
         return strength is { } s ? request with { Strength = s } : request;
     }
 
-    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => request is FluxFillRequest fill
-        ? Use(new FluxFillPipeline(components), fill, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
-        : Use(new FluxInpaintPipeline(components), (FluxInpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => request switch
+    {
+        FluxFillRequest fill => Use(new FluxFillPipeline(components), fill, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
+        FluxControlNetInpaintRequest cn => Use(new FluxControlNetInpaintPipeline(components), cn, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
+        _ => Use(new FluxInpaintPipeline(components), (FluxInpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
+    };
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
         request is StableDiffusion3ControlNetInpaintingRequest cn
@@ -323,6 +328,27 @@ internal sealed record ControlOptions(PipelineImage[] Images, double[]? Scales, 
     public StableDiffusionControlNetImg2ImgRequest Apply(StableDiffusionControlNetImg2ImgRequest r) => r with
     {
         ControlImage = One, ControlImages = Several, GuessMode = GuessMode,
+        ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
+        ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
+    };
+
+    public FluxControlNetRequest Apply(FluxControlNetRequest r) => r with
+    {
+        ControlImage = One, ControlImages = Several,
+        ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
+        ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
+    };
+
+    public FluxControlNetImg2ImgRequest Apply(FluxControlNetImg2ImgRequest r) => r with
+    {
+        ControlImage = One, ControlImages = Several,
+        ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
+        ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
+    };
+
+    public FluxControlNetInpaintRequest Apply(FluxControlNetInpaintRequest r) => r with
+    {
+        ControlImage = One, ControlImages = Several,
         ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
         ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
     };

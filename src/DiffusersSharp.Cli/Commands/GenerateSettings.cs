@@ -182,15 +182,15 @@ public class GenerateSettings : ModelSettings
     public string? TrueCfg { get; init; }
 
     /// <summary>ControlNet folders or hub repo ids (UNet and SD3 models), in order.</summary>
-    [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL (generate, img2img, inpaint) and SD3 / SD3.5 (generate; inpaint with one inpainting ControlNet such as alimama-creative/SD3-Controlnet-Inpainting, --control-image then being the image to inpaint, the same file as --image): a diffusers ControlNet folder or hub repo id (e.g. lllyasviel/sd-controlnet-canny, InstantX/SD3-Controlnet-Canny) steering the image with --control-image. Repeat it for several ControlNets (their residuals are summed); the repeated --control-image, --controlnet-scale, --control-start and --control-end pair with them in order.")]
+    [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x, SDXL and FLUX.1-dev / schnell (generate, img2img, inpaint) and SD3 / SD3.5 (generate; inpaint with one inpainting ControlNet such as alimama-creative/SD3-Controlnet-Inpainting, --control-image then being the image to inpaint, the same file as --image): a diffusers ControlNet folder or hub repo id (e.g. lllyasviel/sd-controlnet-canny, InstantX/SD3-Controlnet-Canny, InstantX/FLUX.1-dev-Controlnet-Canny) steering the image with --control-image. Repeat it for several ControlNets (their residuals are summed); the repeated --control-image, --controlnet-scale, --control-start and --control-end pair with them in order.")]
     public string[]? ControlNet { get; init; }
 
     /// <summary>The control images, one per ControlNet.</summary>
-    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), one per --controlnet in the same order, resized to the output size; generate without --width / --height takes the (first) image's size (rounded down to 8) for SD 1.x / 2.x and SDXL, the model's default size for SD3 (as diffusers).")]
+    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), one per --controlnet in the same order, resized to the output size; generate without --width / --height takes the (first) image's size (rounded down to 8) for SD 1.x / 2.x and SDXL, the model's default size for SD3 and Flux (as diffusers).")]
     public string[]? ControlImage { get; init; }
 
     /// <summary>ControlNet conditioning scales.</summary>
-    [CommandOption("--controlnet-scale <S>"), Description("With --controlnet: how strongly it steers (diffusers' controlnet_conditioning_scale; default 1.0 for generate, 0.8 for img2img, 0.5 for inpaint, 1.0 for SDXL and SD3 inpaint). Once for all ControlNets or once per --controlnet.")]
+    [CommandOption("--controlnet-scale <S>"), Description("With --controlnet: how strongly it steers (diffusers' controlnet_conditioning_scale; default 1.0 for generate, 0.8 for img2img, 0.5 for inpaint, 1.0 for SDXL and SD3 inpaint and for every Flux verb). Once for all ControlNets or once per --controlnet.")]
     public string[]? ControlNetScale { get; init; }
 
     /// <summary>ControlNet guidance starts.</summary>
@@ -202,7 +202,7 @@ public class GenerateSettings : ModelSettings
     public string[]? ControlEnd { get; init; }
 
     /// <summary>ControlNet guess mode.</summary>
-    [CommandOption("--guess-mode"), Description("With --controlnet: diffusers' guess_mode (the ControlNets see the conditional half only; guidance 3 to 5 recommended).")]
+    [CommandOption("--guess-mode"), Description("With --controlnet, SD 1.x / 2.x and SDXL: diffusers' guess_mode (the ControlNets see the conditional half only; guidance 3 to 5 recommended).")]
     public bool GuessMode { get; init; }
 
     /// <summary>IP-Adapter file (UNet models).</summary>

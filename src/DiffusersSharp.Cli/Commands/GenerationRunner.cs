@@ -60,7 +60,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             using var fluxResult = pipelines.RunFlux(flux, fluxRequest, hooks, ct);
             int defaultSteps = fluxRequest is FluxFillRequest ? FluxFillPipeline.DefaultFillSteps : FluxPipelineBase.DefaultSteps;
             return new Generated(fluxResult.Images!, Parameters(verb, settings.Steps ?? defaultSteps, model.Name, "FlowMatchEulerDiscrete",
-                fluxRequest.GuidanceScale, (fluxRequest as FluxImg2ImgRequest)?.Strength));
+                fluxRequest.GuidanceScale, (fluxRequest as FluxImg2ImgRequest)?.Strength, controlNetScale: 1.0));
         }
         var sd3Request = Fill(pipelines.Sd3Request());
         using var sd3Result = pipelines.RunSd3(model.Sd3!, sd3Request, hooks, ct);
@@ -213,7 +213,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         }
     }
 
-    private string Parameters(string verb, int steps, string model, string sampler, double guidance, double? strength, bool xl = false)
+    private string Parameters(string verb, int steps, string model, string sampler, double guidance, double? strength, bool xl = false,
+        double? controlNetScale = null)
     {
         var inv = CultureInfo.InvariantCulture;
         var lines = new List<string> { settings.Prompt ?? "" };
@@ -225,7 +226,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         };
         if (settings.Width is not null || settings.Height is not null) fields.Add($"Size: {settings.Width}x{settings.Height}");
         if (strength is { } denoise) fields.Add($"Denoising strength: {denoise.ToString(inv)}");
-        double controlNetScale = verb switch { "img2img" => 0.8, "inpaint" => xl ? 1.0 : 0.5, _ => 1.0 }; // diffusers' defaults per pipeline
+        // diffusers' default conditioning scale per pipeline (the UNet ones; Flux's are all 1.0).
+        double defaultScale = controlNetScale ?? verb switch { "img2img" => 0.8, "inpaint" => xl ? 1.0 : 0.5, _ => 1.0 };
         if (settings.SkipLayers is not null) fields.Add($"Skip layers: {settings.SkipLayers}");
         if (settings.TrueCfg is not null) fields.Add($"True CFG scale: {settings.TrueCfgScale!.Value.ToString(inv)}");
         if (settings.Eta is not null) fields.Add($"Eta: {settings.EtaValue!.Value.ToString(inv)}");
@@ -233,7 +235,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         for (int i = 0; i < settings.ControlNets.Count; i++)
         {
             static double Pick(double[]? values, int i, double fallback) => values is null ? fallback : values[values.Length == 1 ? 0 : i];
-            fields.Add($"ControlNet{(settings.ControlNets.Count > 1 ? $" {i + 1}" : "")}: {settings.ControlNets[i]}:{Pick(settings.ControlNetScaleValues, i, controlNetScale).ToString(inv)}" +
+            fields.Add($"ControlNet{(settings.ControlNets.Count > 1 ? $" {i + 1}" : "")}: {settings.ControlNets[i]}:{Pick(settings.ControlNetScaleValues, i, defaultScale).ToString(inv)}" +
                        $" [{Pick(settings.ControlStartValues, i, 0).ToString(inv)}, {Pick(settings.ControlEndValues, i, 1).ToString(inv)}]{(settings.GuessMode ? " guess mode" : "")}");
         }
         if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");

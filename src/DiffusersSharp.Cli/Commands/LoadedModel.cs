@@ -62,7 +62,7 @@ internal sealed class LoadedModel : IDisposable
     public bool HasStrength => PipelineClass != FluxComponents.KontextPipelineClass;
 
     /// <summary>The verbs the loaded ControlNets steer in the web page: SD3's ControlNets text-to-image only (the CLI's inpaint
-    /// also takes an SD3 inpainting ControlNet), the UNet models' all three.</summary>
+    /// also takes an SD3 inpainting ControlNet), the UNet models' and Flux's all three.</summary>
     public IReadOnlyList<string> ControlNetModes => ControlNets.Count == 0 ? [] : Sd3 is not null ? ["txt2img"] : Modes;
 
     /// <summary>Whether the ControlNets take guess mode (the UNet models' do; diffusers' SD3 ControlNet pipeline has none).</summary>
@@ -112,8 +112,7 @@ internal sealed class LoadedModel : IDisposable
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
         var controlNets = ControlNetsOf(settings);
-        if (family == Family.Flux && controlNets.Count > 0)
-            throw new ArgumentException($"--controlnet applies to SD 1.x / 2.x, SDXL and SD3 models; {settings.Model} is a {pipelineClass}.");
+        if (family == Family.Flux && controlNets.Count > 0) CheckFluxControlNet(settings.Model!, pipelineClass);
         if (settings is GenerateSettings generate)
         {
             CheckOptions(generate, pipelineClass, family);
@@ -124,7 +123,8 @@ internal sealed class LoadedModel : IDisposable
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, settings as GenerateSettings, WithLora(output, settings,
                 StableDiffusionComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora))),
-            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, WithLora(output, settings, FluxComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
+            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, WithLora(output, settings,
+                FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), null),
         };
@@ -172,12 +172,26 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--strength does not apply to FLUX.1-Kontext: the image conditions every step as extra tokens (diffusers' FluxKontextPipeline has no strength); {settings.Model} is a {pipelineClass}.");
     }
 
+    /// <summary>Flux ControlNets steer FLUX.1 text-to-image models (FluxPipeline folders) only: diffusers has no ControlNet
+    /// pipeline for FLUX.1-Fill or FLUX.1-Kontext.</summary>
+    private static void CheckFluxControlNet(string model, string pipelineClass)
+    {
+        if (pipelineClass != FluxComponents.FluxPipelineClass)
+            throw new ArgumentException($"--controlnet applies to FLUX.1 text-to-image models (FluxPipeline: FLUX.1-dev, FLUX.1-schnell), not to {model}, a {pipelineClass} (diffusers has no Flux ControlNet pipeline for it).");
+    }
+
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
         if (family != Family.UNet && settings.IpAdapter is not null)
             throw new ArgumentException($"--ip-adapter applies to SD 1.x / 2.x and SDXL models (diffusers' SD3 and Flux IP-Adapters are not implemented); {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux && settings.ControlNets.Count > 0)
-            throw new ArgumentException($"--controlnet applies to SD 1.x / 2.x, SDXL and SD3 models; {settings.Model} is a {pipelineClass}.");
+        {
+            CheckFluxControlNet(settings.Model!, pipelineClass);
+            if (settings.GuessMode)
+                throw new ArgumentException($"--guess-mode does not apply to Flux ControlNets (diffusers' Flux ControlNet pipelines have no guess mode); {settings.Model} is a {pipelineClass}.");
+            if (settings is Img2ImgSettings && (settings.NegativePrompt is not null || settings.TrueCfg is not null))
+                throw new ArgumentException($"--negative-prompt and --true-cfg do not apply to Flux {(settings is InpaintSettings ? "inpaint" : "img2img")} with --controlnet (diffusers' {(settings is InpaintSettings ? "FluxControlNetInpaintPipeline" : "FluxControlNetImg2ImgPipeline")} has no true CFG).");
+        }
         if (family == Family.Sd3 && settings.ControlNets.Count > 0)
         {
             if (settings is InpaintSettings inpaint)

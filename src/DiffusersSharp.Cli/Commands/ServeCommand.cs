@@ -19,7 +19,7 @@ public sealed class ServeCommand(CliOutput output) : Command<ServeCommand.Settin
         public int Port { get; init; } = 7860;
 
         /// <summary>ControlNet folders or hub repo ids loaded with the model, in order.</summary>
-        [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x, SDXL and SD3 / SD3.5: a diffusers ControlNet folder or hub repo id loaded beside the model (as generate --controlnet takes it); repeat it for several. The page then takes a control image per ControlNet; a request without control images runs the plain pipeline.")]
+        [CommandOption("--controlnet <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x, SDXL, SD3 / SD3.5 and FLUX.1-dev / schnell: a diffusers ControlNet folder or hub repo id loaded beside the model (as generate --controlnet takes it); repeat it for several. The page then takes a control image per ControlNet; a request without control images runs the plain pipeline.")]
         public string[]? ControlNet { get; init; }
 
         /// <summary>The ControlNets, or an empty list.</summary>

@@ -360,14 +360,81 @@ public sealed class ControlNetServeTests : IAsyncLifetime
     }
 
     [Fact]
-    public void ServeRefusesAControlNetForFluxBeforeLoading()
+    public void ServeRefusesAControlNetForFluxFillBeforeLoading()
     {
-        string folder = Path.Combine(_dir, "flux");
-        TinyFluxPipelineFolder.Write(folder);
-        var (code, _, stderr) = CliRunner.Run("serve", "--model", folder, "--controlnet", Fixture("sd15"), "--port", "0");
+        string folder = Path.Combine(_dir, "fill");
+        TinyFluxPipelineFolder.Write(folder, pipelineClass: "FluxFillPipeline", inChannels: 384);
+        var (code, _, stderr) = CliRunner.Run("serve", "--model", folder, "--controlnet", Fixtures.Path("local-diffusers/flux-controlnet/controlnet"), "--port", "0");
         Assert.Equal(2, code);
-        Assert.Contains("--controlnet applies to SD 1.x / 2.x, SDXL and SD3 models", stderr);
+        Assert.Contains("--controlnet applies to FLUX.1 text-to-image models", stderr);
         Assert.DoesNotContain("loading", stderr);
+    }
+}
+
+/// <summary>
+/// <c>serve --controlnet</c> on the tiny Flux folder with the Flux ControlNet of local-diffusers/flux-controlnet: the
+/// control fields reach the Flux ControlNet pipelines as the CLI's options do, in the three modes; no guess mode.
+/// </summary>
+public sealed class FluxControlNetServeTests : IAsyncLifetime
+{
+    private static readonly CliOutput Quiet = new(TextWriter.Null, TextWriter.Null);
+    private static readonly string Net = Fixtures.Path("local-diffusers/flux-controlnet/controlnet");
+    private static readonly string Image = Fixtures.Path("tiny-sd3/init_image.png"), Mask = Fixtures.Path("tiny-sd3/mask.png");
+    private readonly string _dir = Directory.CreateTempSubdirectory("flux-controlnet-serve").FullName;
+    private LoadedModel? _model;
+    private WebServer? _server;
+    private HttpClient? _http;
+
+    private HttpClient Http => _http!;
+
+    private string Model => Path.Combine(_dir, "model");
+
+    public async Task InitializeAsync()
+    {
+        TinyFluxPipelineFolder.Write(Model);
+        _model = LoadedModel.Load(Quiet, new ServeCommand.Settings { Model = Model, ControlNet = [Net] }, default);
+        _server = await WebServer.StartAsync(_model, Quiet, "127.0.0.1", 0, default);
+        _http = new HttpClient { BaseAddress = _server.Address };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http?.Dispose();
+        if (_server is not null) await _server.DisposeAsync();
+        _model?.Dispose();
+        Directory.Delete(_dir, true);
+    }
+
+    [Fact]
+    public async Task InfoNamesTheControlNetInEveryModeWithoutGuessMode()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal([Net], info.GetProperty("controlnets").EnumerateArray().Select(s => s.GetString()));
+        Assert.Equal(["txt2img", "img2img", "inpaint"], info.GetProperty("controlnet_modes").EnumerateArray().Select(s => s.GetString()));
+        Assert.False(info.GetProperty("guess_mode").GetBoolean());
+    }
+
+    [Fact]
+    public async Task AnInpaintingWithTheControlNetEqualsTheCommandLines()
+    {
+        var result = await ServeApi.Result(Http, new
+        {
+            mode = "inpaint", prompt = "a teddy bear", steps = 2, width = 48, height = 32, seed = 4, image = ServeApi.DataUrl(Image),
+            mask = ServeApi.DataUrl(Mask), control_image = ServeApi.DataUrl(Image), controlnet_scale = 0.7, control_end = 0.5,
+        });
+        string output = Path.Combine(_dir, "cli.png");
+        var (code, _, stderr) = CliRunner.Run("inpaint", "--model", Model, "--prompt", "a teddy bear", "--image", Image, "--mask", Mask,
+            "--controlnet", Net, "--control-image", Image, "--controlnet-scale", "0.7", "--control-end", "0.5", "--steps", "2",
+            "--width", "48", "--height", "32", "--seed", "4", "--output", output);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(ImageFile.Load(output).Pixels, ServeApi.Image(result).Pixels);
+        Assert.Contains($"ControlNet: {Net}:0.7 [0, 0.5]", result.GetProperty("parameters").GetString());
+        Assert.Contains("guess_mode does not apply to Flux ControlNets",
+            await ServeApi.Refusal(Http, new { prompt = "x", control_image = ServeApi.DataUrl(Image), guess_mode = true }));
+        Assert.Contains("FluxControlNetImg2ImgPipeline has no true CFG", await ServeApi.Refusal(Http, new
+        {
+            mode = "img2img", prompt = "x", negative_prompt = "blurry", image = ServeApi.DataUrl(Image), control_image = ServeApi.DataUrl(Image),
+        }));
     }
 }
 

@@ -38,10 +38,26 @@ public sealed class FluxComponents : PipelineComponents
     /// <summary>The Flux transformer.</summary>
     public required FluxTransformer2DModel Transformer { get; init; }
 
-    /// <summary>The ControlNet of <see cref="FluxControlNetPipeline"/> (diffusers' <c>controlnet</c> component), loaded beside
-    /// the base model (<see cref="FromPretrained(string, PipelineLoadOptions, string?, CancellationToken)"/>), or null. Freed
-    /// with the other models; under model offload it moves with the transformer.</summary>
-    public FluxControlNetModel? ControlNet { get; init; }
+    private readonly IReadOnlyList<FluxControlNetModel> _controlNets = [];
+
+    /// <summary>The ControlNet of the Flux ControlNet pipelines (diffusers' <c>controlnet</c> component), loaded beside the
+    /// base model (<see cref="FromPretrained(string, PipelineLoadOptions, string?, CancellationToken)"/>), when there is
+    /// exactly one; null with none or several (see <see cref="ControlNets"/>). Setting it sets <see cref="ControlNets"/>
+    /// to that one.</summary>
+    public FluxControlNetModel? ControlNet
+    {
+        get => _controlNets.Count == 1 ? _controlNets[0] : null;
+        init => _controlNets = value is null ? [] : [value];
+    }
+
+    /// <summary>Every ControlNet, in the order their control images, scales and guidance windows are given (several:
+    /// diffusers' <c>FluxMultiControlNetModel</c>, whose residuals are summed); empty without. Freed with the other models;
+    /// under model offload they move with the transformer.</summary>
+    public IReadOnlyList<FluxControlNetModel> ControlNets
+    {
+        get => _controlNets;
+        init => _controlNets = value?.ToArray() ?? [];
+    }
 
     /// <summary>The 16-channel VAE (scaling and shift factors from its config).</summary>
     public required AutoencoderKL Vae { get; init; }
@@ -65,7 +81,7 @@ public sealed class FluxComponents : PipelineComponents
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
     /// <exception cref="InvalidDataException">The folder is not a Flux pipeline or lacks a component.</exception>
     public static FluxComponents FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default) =>
-        FromPretrained(model, options, null, cancellationToken);
+        FromPretrained(model, options, Array.Empty<string>(), cancellationToken);
 
     /// <summary>
     /// Loads the components of <paramref name="model"/> as <see cref="FromPretrained(string, PipelineLoadOptions, CancellationToken)"/>
@@ -75,8 +91,20 @@ public sealed class FluxComponents : PipelineComponents
     /// </summary>
     /// <exception cref="ArgumentException">The ControlNet is another kind or does not fit the transformer.</exception>
     /// <exception cref="NotSupportedException">The ControlNet is a ControlNet-Union or XLabs one.</exception>
-    public static FluxComponents FromPretrained(string model, PipelineLoadOptions options, string? controlnet, CancellationToken cancellationToken = default)
+    public static FluxComponents FromPretrained(string model, PipelineLoadOptions options, string? controlnet, CancellationToken cancellationToken = default) =>
+        FromPretrained(model, options, controlnet is null ? Array.Empty<string>() : [controlnet], cancellationToken);
+
+    /// <summary>
+    /// Loads the components of <paramref name="model"/> and every Flux ControlNet of <paramref name="controlnets"/> (folders
+    /// or hub repo ids) in the same dtype, in that order: several are diffusers' <c>FluxMultiControlNetModel</c>. Each must
+    /// fit the transformer, and several must agree on guidance_embeds (diffusers gives all of them the first one's guidance).
+    /// </summary>
+    /// <exception cref="ArgumentException">A ControlNet is another kind, does not fit the transformer, or they disagree on guidance_embeds.</exception>
+    /// <exception cref="NotSupportedException">A ControlNet is a ControlNet-Union or XLabs one.</exception>
+    public static FluxComponents FromPretrained(string model, PipelineLoadOptions options, IReadOnlyList<string> controlnets,
+        CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(controlnets);
         var device = options.ParsedDevice; // fail on a bad device before any download
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
         string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
@@ -103,16 +131,16 @@ public sealed class FluxComponents : PipelineComponents
                 TextEncoder2 = loader.Load("text_encoder_2", () => T5EncoderModel.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)),
                 Transformer = loader.Load("transformer", () => FluxTransformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant)),
                 Vae = loader.Load("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
-                ControlNet = controlnet is null ? null : loader.Load("controlnet", () => FluxControlNetModel.FromPretrained(
-                    ControlNetFolder(Hub.ModelSource.Resolve(controlnet, options.HubOptions, options.DownloadProgress, cancellationToken), controlnet),
-                    options.Dtype, modelDevice)),
+                ControlNets = controlnets.Select((net, i) => loader.Load(controlnets.Count == 1 ? "controlnet" : $"controlnet.{i}", () => FluxControlNetModel.FromPretrained(
+                    ControlNetFolder(Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken), net),
+                    options.Dtype, modelDevice))).ToArray(),
                 SchedulerConfig = schedulerConfig,
                 PipelineClass = index.ClassName,
                 Device = device,
                 Dtype = options.Dtype,
                 LoadMilliseconds = loader.LoadMilliseconds,
             };
-            if (components.ControlNet is { } net) CheckControlNet(net, components.Transformer);
+            CheckControlNets(components.ControlNets, components.Transformer);
             if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
             return components;
         }
@@ -135,24 +163,35 @@ public sealed class FluxComponents : PipelineComponents
         return folder;
     }
 
-    /// <summary>Throws unless the ControlNet's residuals and inputs fit the transformer (widths, channels, text and pooled sizes).</summary>
-    /// <exception cref="ArgumentException">The ControlNet does not fit, with the reason.</exception>
-    public static void CheckControlNet(FluxControlNetModel controlnet, FluxTransformer2DModel transformer)
+    /// <summary>
+    /// Throws unless every ControlNet's residuals and inputs fit the transformer (widths, channels, text and pooled sizes)
+    /// and, with several, they agree on guidance_embeds: diffusers' Flux ControlNet pipelines give every ControlNet the
+    /// guidance the first one's config asks for, which a ControlNet of the other kind cannot take.
+    /// </summary>
+    /// <exception cref="ArgumentException">A ControlNet does not fit, with the reason.</exception>
+    public static void CheckControlNets(IReadOnlyList<FluxControlNetModel> controlnets, FluxTransformer2DModel transformer)
     {
-        ArgumentNullException.ThrowIfNull(controlnet);
+        ArgumentNullException.ThrowIfNull(controlnets);
         ArgumentNullException.ThrowIfNull(transformer);
-        var c = controlnet.Config;
         var t = transformer.Config;
-        void Same(object theirs, object ours, string what)
+        foreach (var controlnet in controlnets)
         {
-            if (!Equals(theirs, ours))
-                throw new ArgumentException($"The ControlNet does not fit this transformer: its {what} is {theirs}, the transformer's {ours}. Use a Flux ControlNet made for this base model.");
+            ArgumentNullException.ThrowIfNull(controlnet, nameof(controlnets));
+            var c = controlnet.Config;
+            void Same(object theirs, object ours, string what)
+            {
+                if (!Equals(theirs, ours))
+                    throw new ArgumentException($"The ControlNet does not fit this transformer: its {what} is {theirs}, the transformer's {ours}. Use a Flux ControlNet made for this base model.");
+            }
+            Same(c.InnerDim, t.InnerDim, "inner width (heads x head dim)");
+            Same(c.InChannels, t.InChannels, "in_channels");
+            Same(c.JointAttentionDim, t.JointAttentionDim, "joint_attention_dim");
+            Same(c.PooledProjectionDim, t.PooledProjectionDim, "pooled_projection_dim");
+            Same(string.Join(",", c.AxesDimsRope), string.Join(",", t.AxesDimsRope), "axes_dims_rope");
         }
-        Same(c.InnerDim, t.InnerDim, "inner width (heads x head dim)");
-        Same(c.InChannels, t.InChannels, "in_channels");
-        Same(c.JointAttentionDim, t.JointAttentionDim, "joint_attention_dim");
-        Same(c.PooledProjectionDim, t.PooledProjectionDim, "pooled_projection_dim");
-        Same(string.Join(",", c.AxesDimsRope), string.Join(",", t.AxesDimsRope), "axes_dims_rope");
+        for (int i = 1; i < controlnets.Count; i++)
+            if (controlnets[i].Config.GuidanceEmbeds != controlnets[0].Config.GuidanceEmbeds)
+                throw new ArgumentException($"Flux ControlNet {i} has guidance_embeds {controlnets[i].Config.GuidanceEmbeds.ToString().ToLowerInvariant()}, the first {controlnets[0].Config.GuidanceEmbeds.ToString().ToLowerInvariant()}; diffusers gives every ControlNet the first one's guidance input, so several must agree.");
     }
 
     /// <summary>Builds the prompt encoder over these components.</summary>
@@ -185,8 +224,8 @@ public sealed class FluxComponents : PipelineComponents
         var models = new Dictionary<string, nn.Module>();
         if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
         if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
-        // The ControlNet comes to the device with the transformer and stays beside it until the call ends.
-        models["transformer"] = ControlNet is null ? Transformer : new ModuleGroup([Transformer, ControlNet]);
+        // The ControlNets come to the device with the transformer and stay beside it until the call ends.
+        models["transformer"] = ControlNets.Count == 0 ? Transformer : new ModuleGroup([Transformer, .. ControlNets]);
         models["vae"] = Vae;
         return models;
     }
@@ -195,7 +234,7 @@ public sealed class FluxComponents : PipelineComponents
     protected override void FreeModels()
     {
         Transformer.Dispose();
-        ControlNet?.Dispose();
+        foreach (var net in ControlNets) net.Dispose();
         Vae.Dispose();
         TextEncoder?.Dispose();
         TextEncoder2?.Dispose();

@@ -1,5 +1,3 @@
-using static TorchSharp.torch;
-
 namespace DiffusersSharp.Pipelines.Flux;
 
 /// <summary>
@@ -26,36 +24,6 @@ public sealed class FluxPipeline : FluxPipelineBase
     /// <summary>Generates images (diffusers' <c>__call__</c>).</summary>
     /// <exception cref="ArgumentException">The request is invalid; thrown before any compute.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked between steps).</exception>
-    public FluxOutput Generate(FluxRequest request, IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(request);
-        ThrowIfDisposed();
-        int height = request.Height ?? DefaultSize, width = request.Width ?? DefaultSize;
-        CheckInputs(request, height, width);
-        int batch = BatchSize(request);
-        var (latentH, latentW) = LatentSize(height, width);
-        long[] packedShape = [batch, (latentH / 2) * (latentW / 2), LatentChannels * 4];
-        if (request.Latents is { } given && !given.shape.SequenceEqual(packedShape))
-            throw new ArgumentException($"latents must be packed [{string.Join(", ", packedShape)}], got [{string.Join(", ", given.shape)}].");
-
-        using var inference = inference_mode();
-        using var scope = NewDisposeScope();
-        var device = Components.Device;
-        progress?.Report(new PipelineProgress("encode", 0, 1));
-        var (positive, negative) = EncodePrompts(request, batch);
-        progress?.Report(new PipelineProgress("encode", 1, 1));
-        cancellationToken.ThrowIfCancellationRequested();
-
-        var dtype = positive.PromptEmbeds.dtype;
-        Tensor latents = request.Latents is { } initial
-            ? initial.to(dtype, device, copy: true)
-            : PackLatents(RandomDraws.Randn([batch, LatentChannels, latentH, latentW], request.Generator, request.Generators, dtype, device));
-        var imageIds = LatentImageIds(latentH / 2, latentW / 2, device, dtype);
-
-        using var scheduler = CreateScheduler(request, (int)latents.shape[1]);
-        scheduler.SetBeginIndex(0);
-        latents = Denoise(latents, positive, negative, imageIds, GuidanceTensor(request, batch), scheduler, scheduler.Timesteps, request,
-            progress, cancellationToken);
-        return Decode(latents, request.OutputType, height, width, progress);
-    }
+    public FluxOutput Generate(FluxRequest request, IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        RunTextToImage(request, null, progress, cancellationToken);
 }

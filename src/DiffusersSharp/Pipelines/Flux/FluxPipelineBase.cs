@@ -7,11 +7,13 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Pipelines.Flux;
 
 /// <summary>
-/// What the Flux.1 pipelines (text-to-image, image-to-image, inpainting) share: the components, the latent packing, the
-/// input checks, prompt encoding (with true CFG's negative side), the schedule, the denoising loop and the VAE decode.
-/// Each pipeline adds how its latents start and what happens after each step.
+/// What the Flux.1 pipelines (text-to-image, image-to-image, inpainting, each also with ControlNets; Fill, Kontext) share:
+/// the components, the latent packing, the input checks, prompt encoding (with true CFG's negative side), the schedule,
+/// the denoising loop and the VAE decode; the text-to-image, image-to-image and inpainting runs themselves
+/// (FluxPipelineBase.Modes.cs), with or without the ControlNet part (FluxPipelineBase.ControlNet.cs). Each pipeline adds
+/// how its latents start and what happens after each step.
 /// </summary>
-public abstract class FluxPipelineBase : IDisposable
+public abstract partial class FluxPipelineBase : IDisposable
 {
     private bool _disposed;
 
@@ -283,11 +285,10 @@ public abstract class FluxPipelineBase : IDisposable
         public virtual Tensor TransformerInput(Tensor latents) => latents;
 
         /// <summary>
-        /// ControlNet residuals for step <paramref name="step"/> (null for none), given the packed latents, the timestep the
-        /// transformer gets and the positive prompt; both transformer passes of true CFG take them, as in diffusers.
+        /// The ControlNets' residuals for each step (null for none); both transformer passes of true CFG take them, as in
+        /// diffusers.
         /// </summary>
-        public virtual (IReadOnlyList<Tensor>? Blocks, IReadOnlyList<Tensor>? Singles) ControlResiduals(Tensor latents, Tensor timestep, int step,
-            Tensor embeds, Tensor pooled, Tensor textIds) => (null, null);
+        internal FluxControlNetResiduals? Control { get; init; }
 
         /// <summary>The packed mask shown to callbacks (inpainting only); a callback may replace it.</summary>
         public virtual Tensor? Mask { get => null; set { } }
@@ -318,7 +319,7 @@ public abstract class FluxPipelineBase : IDisposable
                 // diffusers: t.expand(B).to(latents.dtype), then / 1000 (in that dtype) into the transformer.
                 var timestep = t.expand(latents.shape[0]).to(latents.dtype) / 1000;
                 var input = hooks.TransformerInput(latents);
-                var (blocks, singles) = hooks.ControlResiduals(latents, timestep, i, embeds, pooled, positive.TextIds);
+                var (blocks, singles) = hooks.Control?.ForStep(latents, timestep, i, embeds, pooled, positive.TextIds) ?? (null, null);
                 var noisePred = OwnTokens(transformer.forward(input, embeds, pooled, timestep, imageIds, positive.TextIds, guidance, blocks, singles), latents);
                 if (negative is not null && trueCfgScale > 1)
                 {

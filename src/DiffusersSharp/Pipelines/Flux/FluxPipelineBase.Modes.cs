@@ -1,0 +1,206 @@
+using DiffusersSharp.Models;
+using DiffusersSharp.Schedulers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines.Flux;
+
+// Text-to-image, image-to-image and inpainting, each with or without ControlNets: FluxPipeline, FluxImg2ImgPipeline and
+// FluxInpaintPipeline run them without, the three Flux ControlNet pipelines with (diffusers' ControlNet versions are the
+// same calls with the control latents prepared after prompt encoding and the residuals added each step).
+public abstract partial class FluxPipelineBase
+{
+    /// <summary>
+    /// Text-to-image (diffusers' <c>FluxPipeline</c> / <c>FluxControlNetPipeline</c>): noise, the scheduler loop with
+    /// optional true CFG, decode. With <paramref name="control"/> the control latents are drawn before the noise.
+    /// </summary>
+    private protected FluxOutput RunTextToImage(FluxRequest request, IFluxControlNetRequest? control, IProgress<PipelineProgress>? progress,
+        CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ThrowIfDisposed();
+        int height = request.Height ?? DefaultSize, width = request.Width ?? DefaultSize;
+        CheckInputs(request, height, width);
+        if (control is not null) CheckControlNetInputs(control, request, height, width);
+        int batch = BatchSize(request);
+        var (latentH, latentW) = LatentSize(height, width);
+        long[] packedShape = [batch, (latentH / 2) * (latentW / 2), LatentChannels * 4];
+        if (request.Latents is { } given && !given.shape.SequenceEqual(packedShape))
+            throw new ArgumentException($"latents must be packed [{string.Join(", ", packedShape)}], got [{string.Join(", ", given.shape)}].");
+
+        using var inference = inference_mode();
+        using var scope = NewDisposeScope();
+        var device = Components.Device;
+        progress?.Report(new PipelineProgress("encode", 0, 1));
+        var (positive, negative) = EncodePrompts(request, batch);
+        progress?.Report(new PipelineProgress("encode", 1, 1));
+        cancellationToken.ThrowIfCancellationRequested();
+
+        var controlLatents = control is null ? null : PrepareControlLatents(control, request, height, width, batch);
+        var dtype = positive.PromptEmbeds.dtype;
+        Tensor latents = request.Latents is { } initial
+            ? initial.to(dtype, device, copy: true)
+            : PackLatents(RandomDraws.Randn([batch, LatentChannels, latentH, latentW], request.Generator, request.Generators, dtype, device));
+        var imageIds = LatentImageIds(latentH / 2, latentW / 2, device, dtype);
+
+        using var scheduler = CreateScheduler(request, (int)latents.shape[1]);
+        scheduler.SetBeginIndex(0);
+        var hooks = control is null ? null : new DenoiseHooks
+        {
+            Control = ControlResiduals(control, controlLatents!, (int)scheduler.Timesteps.shape[0], imageIds, request.GuidanceScale, batch),
+        };
+        latents = Denoise(latents, positive, negative, imageIds, GuidanceTensor(request, batch), scheduler, scheduler.Timesteps, request,
+            progress, cancellationToken, hooks);
+        return Decode(latents, request.OutputType, height, width, progress);
+    }
+
+    /// <summary>
+    /// Image-to-image (diffusers' <c>FluxImg2ImgPipeline</c> / <c>FluxControlNetImg2ImgPipeline</c>): the image resized,
+    /// VAE-encoded with a posterior sample, noised with <c>scale_noise</c> to the first timestep <c>strength</c> keeps
+    /// (noise drawn after the sample), packed, and denoised over the rest of the schedule. With
+    /// <paramref name="control"/> the control latents are drawn first, and the guidance windows cover the steps that run.
+    /// </summary>
+    private protected FluxOutput RunImageToImage(FluxImg2ImgRequest request, IFluxControlNetRequest? control, IProgress<PipelineProgress>? progress,
+        CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ThrowIfDisposed();
+        int height = request.Height ?? DefaultSize, width = request.Width ?? DefaultSize;
+        CheckInputs(request, height, width);
+        CheckStrength(request);
+        if (control is not null) CheckControlNetInputs(control, request, height, width);
+        if (request.Image is null && request.Latents is null)
+            throw new ArgumentException("image is required for image-to-image (or packed latents to start from).");
+        int batch = BatchSize(request);
+        var (latentH, latentW) = LatentSize(height, width);
+        long[] packedShape = [batch, (latentH / 2) * (latentW / 2), LatentChannels * 4];
+        if (request.Latents is { } given && !given.shape.SequenceEqual(packedShape))
+            throw new ArgumentException($"latents must be packed [{string.Join(", ", packedShape)}], got [{string.Join(", ", given.shape)}].");
+
+        using var inference = inference_mode();
+        using var scope = NewDisposeScope();
+        var device = Components.Device;
+        // diffusers preprocesses the image even when latents are given (they then skip its encoding).
+        var image = request.Image is null ? null : PreprocessImage(request.Image, height, width);
+        if (image is not null) CheckImageTensor(image, batch, height, width, "image");
+        progress?.Report(new PipelineProgress("encode", 0, 1));
+        var (positive, negative) = EncodePrompts(request, batch);
+        progress?.Report(new PipelineProgress("encode", 1, 1));
+        cancellationToken.ThrowIfCancellationRequested();
+
+        var controlLatents = control is null ? null : PrepareControlLatents(control, request, height, width, batch);
+        var dtype = positive.PromptEmbeds.dtype;
+        using var scheduler = CreateScheduler(request, (latentH / 2) * (latentW / 2));
+        var timesteps = StrengthTimesteps(scheduler, request.Strength);
+        Tensor latents;
+        if (request.Latents is { } initial) latents = initial.to(dtype, device, copy: true);
+        else
+        {
+            // prepare_latents: the posterior sample, then the noise, scale_noise at the first kept timestep.
+            var imageLatents = EncodeImage(image!, request, dtype, batch);
+            var noise = RandomDraws.Randn([batch, LatentChannels, latentH, latentW], request.Generator, request.Generators, dtype, device);
+            latents = PackLatents(scheduler.ScaleNoise(imageLatents, timesteps[..1].repeat(batch), noise));
+        }
+        var imageIds = LatentImageIds(latentH / 2, latentW / 2, device, dtype);
+        var hooks = control is null ? null : new DenoiseHooks
+        {
+            Control = ControlResiduals(control, controlLatents!, (int)timesteps.shape[0], imageIds, request.GuidanceScale, batch),
+        };
+        latents = Denoise(latents, positive, negative, imageIds, GuidanceTensor(request, batch), scheduler, timesteps, request,
+            progress, cancellationToken, hooks);
+        return Decode(latents, request.OutputType, height, width, progress);
+    }
+
+    /// <summary>
+    /// Inpainting (diffusers' <c>FluxInpaintPipeline</c> / <c>FluxControlNetInpaintPipeline</c>): image-to-image where,
+    /// after every step, the packed latents outside the mask are reset to the image latents noised to the next timestep.
+    /// With <paramref name="control"/> the control latents are drawn after prompt encoding, before the image's.
+    /// </summary>
+    private protected FluxOutput RunInpaint(FluxInpaintRequest request, IFluxControlNetRequest? control, IProgress<PipelineProgress>? progress,
+        CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ThrowIfDisposed();
+        int height = request.Height ?? DefaultSize, width = request.Width ?? DefaultSize;
+        CheckInputs(request, height, width);
+        CheckStrength(request);
+        if (control is not null) CheckControlNetInputs(control, request, height, width);
+        if (request.Image is null) throw new ArgumentException("image is required for inpainting.");
+        if (request.MaskImage is null) throw new ArgumentException("mask_image is required for inpainting.");
+        int batch = BatchSize(request), channels = LatentChannels;
+        var (latentH, latentW) = LatentSize(height, width);
+        long[] shape = [batch, channels, latentH, latentW], packedShape = [batch, (latentH / 2) * (latentW / 2), channels * 4];
+        if (request.Latents is { } given && !given.shape.SequenceEqual(shape) && !given.shape.SequenceEqual(packedShape))
+            throw new ArgumentException($"latents must be [{string.Join(", ", shape)}] or packed [{string.Join(", ", packedShape)}], got [{string.Join(", ", given.shape)}].");
+
+        using var inference = inference_mode();
+        using var scope = NewDisposeScope();
+        var device = Components.Device;
+        var initImage = PreprocessImage(request.Image, height, width);
+        CheckImageTensor(initImage, batch, height, width, "image");
+        var maskCondition = PreprocessMask(request.MaskImage, height, width);
+        CheckImageTensor(maskCondition, batch, height, width, "mask");
+        if (initImage.shape[1] == Components.Vae.Config.LatentChannels)
+            throw new ArgumentException("image must be pixels for inpainting (the masked image is made from it), not latents.");
+        progress?.Report(new PipelineProgress("encode", 0, 1));
+        var (positive, negative) = EncodePrompts(request, batch);
+        progress?.Report(new PipelineProgress("encode", 1, 1));
+        cancellationToken.ThrowIfCancellationRequested();
+
+        var controlLatents = control is null ? null : PrepareControlLatents(control, request, height, width, batch);
+        var dtype = positive.PromptEmbeds.dtype;
+        using var scheduler = CreateScheduler(request, (latentH / 2) * (latentW / 2));
+        var timesteps = StrengthTimesteps(scheduler, request.Strength);
+
+        // prepare_latents: the image's posterior sample (also with given latents), then the noise.
+        var imageLatents = EncodeImage(initImage, request, dtype, batch);
+        Tensor noise, latents;
+        if (request.Latents is { } initial)
+        {
+            noise = initial.to(dtype, device, copy: true);
+            if (noise.dim() == 4) noise = PackLatents(noise);
+            latents = noise.alias(); // the loop frees its latents each step; the noise must outlive it
+        }
+        else
+        {
+            var drawn = RandomDraws.Randn(shape, request.Generator, request.Generators, dtype, device);
+            latents = PackLatents(scheduler.ScaleNoise(imageLatents, timesteps[..1].repeat(batch), drawn));
+            noise = PackLatents(drawn);
+        }
+        imageLatents = PackLatents(imageLatents);
+
+        // prepare_mask_latents: the mask at latent size (nearest), over every channel, packed like the latents.
+        var mask = nn.functional.interpolate(maskCondition, [latentH, latentW]).to(dtype, device);
+        if (mask.shape[0] < batch) mask = mask.repeat(batch / mask.shape[0], 1, 1, 1);
+        mask = PackLatents(mask.repeat(1, channels, 1, 1));
+        // diffusers also encodes the masked image with the generator; the 64-channel loop never reads it, so only its
+        // draw is made, to leave the generator where diffusers leaves it.
+        long maskedBatch = Math.Max(initImage.shape[0], maskCondition.shape[0]);
+        RandomDraws.SkipVaeSample([maskedBatch, Components.Vae.Config.LatentChannels, height / VaeScaleFactor, width / VaeScaleFactor],
+            request.Generator, request.Generators, Components.Vae.WeightDtype(), device);
+
+        var imageIds = LatentImageIds(latentH / 2, latentW / 2, device, dtype);
+        var hooks = new BlendHooks(mask, imageLatents, noise)
+        {
+            Control = control is null ? null : ControlResiduals(control, controlLatents!, (int)timesteps.shape[0], imageIds, request.GuidanceScale, batch),
+        };
+        latents = Denoise(latents, positive, negative, imageIds, GuidanceTensor(request, batch), scheduler, timesteps, request,
+            progress, cancellationToken, hooks);
+        return Decode(latents, request.OutputType, height, width, progress);
+    }
+
+    /// <summary>After each inpainting step: the known region (mask 0) becomes the image latents noised to the next timestep.</summary>
+    private sealed class BlendHooks(Tensor mask, Tensor imageLatents, Tensor noise) : DenoiseHooks
+    {
+        public override Tensor? Mask { get => mask; set => mask = value ?? mask; }
+
+        public override Tensor AfterStep(Tensor latents, int step, FlowMatchEulerDiscreteScheduler scheduler, Tensor timesteps)
+        {
+            var proper = imageLatents;
+            // scale_noise takes the sigma at the scheduler's step index, which the step just advanced to the next timestep.
+            if (step < timesteps.shape[0] - 1)
+                proper = scheduler.ScaleNoise(imageLatents, timesteps[(step + 1)..(step + 2)], noise);
+            return (1 - mask) * proper + mask * latents;
+        }
+    }
+}
