@@ -2,7 +2,8 @@
 # to make the parity fixture tests/DiffusersSharp.Tests/Fixtures/local-diffusers/mask-crop (see its README.md):
 # get_crop_region, preprocess with crops_coords and resize_mode "fill", the "fill" / "crop" resize modes, apply_overlay,
 # and StableDiffusionInpaintPipeline / StableDiffusionControlNetInpaintPipeline (tiny-sd15) and
-# StableDiffusion3InpaintPipeline (tiny-sd3) with padding_mask_crop. Pillow is Debian 12's python3-pil 9.4.0.
+# StableDiffusion3InpaintPipeline (tiny-sd3) and FluxInpaintPipeline (local-diffusers/flux) with padding_mask_crop.
+# Pillow is Debian 12's python3-pil 9.4.0.
 # No CLIP / T5 runs: prompt embeddings are passed in (random for tiny-sd15, the shared tiny-sd3 fixture's stored ones).
 # Run from the repository root with the scratch environment:
 #   PYTHONPATH=tools/reference/pyenv:/tmp/refpy /usr/bin/python3 tools/reference/mask_crop.py
@@ -144,6 +145,19 @@ run("sd3", sd3, 74, prompt_embeds=shared["t2i.prompt_embeds"], negative_prompt_e
     pooled_prompt_embeds=shared["t2i.pooled_prompt_embeds"],
     negative_pooled_prompt_embeds=shared["t2i.negative_pooled_prompt_embeds"], image=init, mask_image=masks["soft"],
     height=64, width=64, num_inference_steps=4, guidance_scale=5.0, strength=0.9, padding_mask_crop=6)
+
+# Flux inpainting (local-diffusers/flux's tiny transformer, tiny-sd3's VAE) with that fixture's stored prompt embeddings.
+from diffusers import FluxTransformer2DModel
+from diffusers.pipelines.flux.pipeline_flux_inpaint import FluxInpaintPipeline
+flux_dir = FX + "local-diffusers/flux"
+flux = FluxInpaintPipeline(transformer=FluxTransformer2DModel.from_pretrained(flux_dir, subfolder="transformer").eval(),
+                           vae=AutoencoderKL.from_pretrained(model, subfolder="vae").eval(),
+                           scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(flux_dir, subfolder="scheduler"),
+                           text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+flux_embeds = load_file(flux_dir + "/expected.safetensors")
+run("flux", flux, 75, prompt_embeds=flux_embeds["in.prompt_embeds"], pooled_prompt_embeds=flux_embeds["in.pooled"],
+    image=init, mask_image=masks["box"], height=64, width=64, num_inference_steps=4, guidance_scale=7.0, strength=0.8,
+    padding_mask_crop=8)
 
 save_file({k: v.contiguous() for k, v in out.items()}, OUT + "expected.safetensors")
 print("saved", len(out), "tensors")

@@ -1,5 +1,6 @@
 using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Tests.Images;
@@ -13,8 +14,8 @@ namespace DiffusersSharp.Tests.Pipelines;
 /// <summary>
 /// Inpainting with padding_mask_crop against diffusers v0.36.0's own pipelines (fixture local-diffusers/mask-crop, made by
 /// tools/reference/mask_crop.py on Pillow 9.4): StableDiffusionInpaintPipeline and StableDiffusionControlNetInpaintPipeline
-/// on tiny-sd15 (random prompt embeddings from the fixture) and StableDiffusion3InpaintPipeline on tiny-sd3 (the shared
-/// fixture's stored embeddings). The 96 x 72 image is cropped around the mask, inpainted at 64 x 64 (64 x 48), and pasted
+/// on tiny-sd15 (random prompt embeddings from the fixture), StableDiffusion3InpaintPipeline on tiny-sd3 (the shared
+/// fixture's stored embeddings) and FluxInpaintPipeline on local-diffusers/flux (its stored embeddings). The 96 x 72 image is cropped around the mask, inpainted at 64 x 64 (64 x 48), and pasted
 /// back: every step's latents within the parity bound of each family's tests, and the returned 8-bit image, at the
 /// original size, within one level where diffusers' float image rounds the other way. Measured (worst step latents;
 /// image): sd15 1.8e-5, sd15_soft 7.8e-6, sd15_controlnet 1.9e-5, sd3 1.5e-4 (latents up to ~10; the SD3 tests' note on
@@ -91,6 +92,20 @@ public sealed class MaskCropParityTests(TinyUNetPipelines unets, LocalDiffusersC
             PooledPromptEmbeds = Sd3Embeds["t2i.pooled_prompt_embeds"], NegativePooledPromptEmbeds = Sd3Embeds["t2i.negative_pooled_prompt_embeds"],
             Image = Init, MaskImage = SoftMask, Height = 64, Width = 64, NumInferenceSteps = 4, GuidanceScale = 5.0, Strength = 0.9,
             PaddingMaskCrop = 6, Generator = new Generator("cpu").ManualSeed(74), CallbackOnStepEnd = s,
+        }).Images!);
+    }
+
+    [Fact]
+    public void FluxInpaintingWithMaskCropMatchesDiffusers()
+    {
+        var embeds = Fixtures.Expected("local-diffusers/flux/expected.safetensors");
+        using var components = LocalDiffusersFlux.Components();
+        using var pipe = new FluxInpaintPipeline(components);
+        Check("flux", 1e-5, s => pipe.Generate(new FluxInpaintRequest
+        {
+            PromptEmbeds = embeds["in.prompt_embeds"], PooledPromptEmbeds = embeds["in.pooled"], Image = Init, MaskImage = BoxMask,
+            Height = 64, Width = 64, NumInferenceSteps = 4, GuidanceScale = 7.0, Strength = 0.8, PaddingMaskCrop = 8,
+            Generator = new Generator("cpu").ManualSeed(75), CallbackOnStepEnd = s,
         }).Images!);
     }
 

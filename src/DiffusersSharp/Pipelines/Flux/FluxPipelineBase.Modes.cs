@@ -127,6 +127,9 @@ public abstract partial class FluxPipelineBase
         if (control is not null) CheckControlNetInputs(control, request, height, width);
         if (request.Image is null) throw new ArgumentException("image is required for inpainting.");
         if (request.MaskImage is null) throw new ArgumentException("mask_image is required for inpainting.");
+        if (control is not null && request.PaddingMaskCrop is not null)
+            throw new ArgumentException("padding_mask_crop is not supported with ControlNet inpainting: diffusers' FluxControlNetInpaintPipeline crops the image but never pastes the result back.");
+        var maskCrop = MaskCrop.For(request.PaddingMaskCrop, request.Image, request.MaskImage, request.OutputType, height, width);
         int batch = BatchSize(request), channels = LatentChannels;
         var (latentH, latentW) = LatentSize(height, width);
         long[] shape = [batch, channels, latentH, latentW], packedShape = [batch, (latentH / 2) * (latentW / 2), channels * 4];
@@ -136,9 +139,9 @@ public abstract partial class FluxPipelineBase
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         var device = Components.Device;
-        var initImage = PreprocessImage(request.Image, height, width);
+        var initImage = PreprocessImage(request.Image, height, width, maskCrop);
         CheckImageTensor(initImage, batch, height, width, "image");
-        var maskCondition = PreprocessMask(request.MaskImage, height, width);
+        var maskCondition = PreprocessMask(request.MaskImage, height, width, maskCrop);
         CheckImageTensor(maskCondition, batch, height, width, "mask");
         if (initImage.shape[1] == Components.Vae.Config.LatentChannels)
             throw new ArgumentException("image must be pixels for inpainting (the masked image is made from it), not latents.");
@@ -186,7 +189,8 @@ public abstract partial class FluxPipelineBase
         };
         latents = Denoise(latents, positive, negative, imageIds, GuidanceTensor(request, batch), scheduler, timesteps, request,
             progress, cancellationToken, hooks);
-        return Decode(latents, request.OutputType, height, width, progress);
+        var output = Decode(latents, request.OutputType, height, width, progress);
+        return maskCrop is null ? output : new FluxOutput(maskCrop.Overlay(ImageProcessor, output.Images!), null);
     }
 
     /// <summary>After each inpainting step: the known region (mask 0) becomes the image latents noised to the next timestep.</summary>

@@ -184,12 +184,12 @@ public abstract partial class FluxPipelineBase : IDisposable
     }
 
     /// <summary>An image input as a float32 tensor NCHW in [-1, 1] at the requested size (a latent tensor passes through).</summary>
-    protected Tensor PreprocessImage(PipelineImage image, int height, int width) =>
-        (image.Image is { } pixels ? ImageProcessor.Preprocess(pixels, height, width) : ImageProcessor.Preprocess(image.Tensor!, height, width)).to(ScalarType.Float32);
+    private protected Tensor PreprocessImage(PipelineImage image, int height, int width, MaskCrop? crop = null) =>
+        image.Preprocess(ImageProcessor, height, width, crop).to(ScalarType.Float32);
 
     /// <summary>A mask input as a binarized tensor N1HW at the requested size.</summary>
-    protected Tensor PreprocessMask(PipelineImage mask, int height, int width) =>
-        mask.Image is { } pixels ? MaskProcessor.Preprocess(pixels, height, width) : MaskProcessor.Preprocess(mask.Tensor!, height, width);
+    private protected Tensor PreprocessMask(PipelineImage mask, int height, int width, MaskCrop? crop = null) =>
+        mask.Preprocess(MaskProcessor, height, width, crop);
 
     /// <summary>
     /// Checks a preprocessed image (or latent tensor) against the batch and size before any compute: latents must have

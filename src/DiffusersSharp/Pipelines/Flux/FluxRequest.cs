@@ -117,4 +117,13 @@ public record FluxInpaintRequest : FluxImg2ImgRequest
 {
     /// <summary>The mask: white (1) is repainted, black (0) kept. Grayscale or RGB, resized to the requested size, binarized at 0.5.</summary>
     public PipelineImage? MaskImage { get; init; }
+
+    /// <summary>
+    /// diffusers' <c>padding_mask_crop</c> (FluxInpaintPipeline): inpaint only the rectangle around the mask's non-black
+    /// pixels, grown by this many pixels and widened to the output's aspect ratio, at the full output size, then paste the
+    /// result back onto the original image (which keeps its size; output type Image only). The image and mask must be
+    /// 8-bit images of one size. Not with ControlNet inpainting: diffusers' FluxControlNetInpaintPipeline crops the image
+    /// but never pastes the result back, so it is refused there.
+    /// </summary>
+    public int? PaddingMaskCrop { get; init; }
 }
