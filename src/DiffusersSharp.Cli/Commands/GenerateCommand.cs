@@ -47,7 +47,7 @@ internal abstract class VerbPipelines
     /// </summary>
     public static VerbPipelines For(GenerateSettings settings) => settings switch
     {
-        InpaintSettings s => new Inpaint(ImageFile.LoadRgb(s.Image!), ImageFile.Load(s.Mask!), s.StrengthValue, ControlOptions.From(s)),
+        InpaintSettings s => Inpaint.Read(s),
         Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s)),
         { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlOptions.From(s)!),
         _ => new TextToImage(),
@@ -242,8 +242,22 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
 }
 
 /// <summary><c>inpaint</c>'s pipelines.</summary>
-internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? strength, ControlOptions? control) : VerbPipelines
+internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? strength, ControlOptions? control, int? paddingMaskCrop) : VerbPipelines
 {
+    /// <summary>The images of <c>inpaint</c>'s options, and --padding-mask-crop's checks that need them (before loading).</summary>
+    public static Inpaint Read(InpaintSettings s)
+    {
+        var image = ImageFile.LoadRgb(s.Image!);
+        var mask = ImageFile.Load(s.Mask!);
+        if (s.PaddingMaskCrop is { } pad)
+        {
+            if (mask.Width != image.Width || mask.Height != image.Height)
+                throw new ArgumentException($"--padding-mask-crop needs a mask of the image's size: the mask is {mask.Width}x{mask.Height}, the image {image.Width}x{image.Height}.");
+            VaeImageProcessor.GetCropRegion(mask, image.Width, image.Height, pad); // throws for a mask that marks nothing
+        }
+        return new Inpaint(image, mask, s.StrengthValue, ControlOptions.From(s), s.PaddingMaskCrop);
+    }
+
     public override string Verb => "inpaint";
 
     // diffusers' SD3 ControlNet inpainting pipeline defaults to 28 steps, its plain inpainting pipeline to 50.
@@ -254,18 +268,18 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
         // With --controlnet: diffusers' StableDiffusion3ControlNetInpaintingPipeline, whose control_image is the image to
         // inpaint (--control-image, the same file as --image: checked before loading) and control_mask the mask.
         if (control is not null) return control.Apply(new StableDiffusion3ControlNetInpaintingRequest { ControlMask = mask });
-        var request = new StableDiffusion3InpaintRequest { Image = image, MaskImage = mask };
+        var request = new StableDiffusion3InpaintRequest { Image = image, MaskImage = mask, PaddingMaskCrop = paddingMaskCrop };
         return strength is { } s ? request with { Strength = s } : request;
     }
 
     public override StableDiffusionRequest UNetRequest() => control is null
-        ? new StableDiffusionInpaintRequest { Image = image, MaskImage = mask, Strength = strength }
-        : control.Apply(new StableDiffusionControlNetInpaintRequest { Image = image, MaskImage = mask, Strength = strength });
+        ? new StableDiffusionInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop }
+        : control.Apply(new StableDiffusionControlNetInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop });
 
     public override FluxRequest FluxRequest(string pipelineClass)
     {
         FluxInpaintRequest request = pipelineClass == FluxComponents.FillPipelineClass ? new FluxFillRequest { Image = image, MaskImage = mask }
-            : control is null ? new FluxInpaintRequest { Image = image, MaskImage = mask }
+            : control is null ? new FluxInpaintRequest { Image = image, MaskImage = mask, PaddingMaskCrop = paddingMaskCrop }
             : control.Apply(new FluxControlNetInpaintRequest { Image = image, MaskImage = mask }); // --controlnet with Fill was refused
         return strength is { } s ? request with { Strength = s } : request;
     }

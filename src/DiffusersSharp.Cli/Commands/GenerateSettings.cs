@@ -376,12 +376,17 @@ public sealed class InpaintSettings : Img2ImgSettings
     [CommandOption("--mask <FILE>"), Description("The mask: white is repainted, black kept.")]
     public string? Mask { get; init; }
 
+    /// <summary>diffusers' padding_mask_crop.</summary>
+    [CommandOption("--padding-mask-crop <PIXELS>"), Description("Inpaint only the mask's bounding box grown by this many pixels (widened to the output's aspect ratio) at the full output size, then paste it back onto the image, which keeps its own size (diffusers' padding_mask_crop): finer detail for a small mask on a large image. The mask must have the image's size. SD 1.x / 2.x and SDXL (with --controlnet too), SD3 and Flux; not FLUX.1-Fill, nor with an SD3 or Flux --controlnet.")]
+    public int? PaddingMaskCrop { get; init; }
+
     /// <inheritdoc />
     protected override string? Check()
     {
         if (base.Check() is { } error) return error;
         if (string.IsNullOrWhiteSpace(Mask)) return "--mask is required.";
         if (!File.Exists(Mask)) return $"--mask not found: {Mask}.";
+        if (PaddingMaskCrop is < 0) return $"--padding-mask-crop must be >= 0, got {PaddingMaskCrop}.";
         return null;
     }
 }

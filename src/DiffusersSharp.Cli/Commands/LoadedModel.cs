@@ -182,6 +182,13 @@ internal sealed class LoadedModel : IDisposable
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
+        if (settings is InpaintSettings { PaddingMaskCrop: not null })
+        {
+            if (pipelineClass == FluxComponents.FillPipelineClass)
+                throw new ArgumentException($"--padding-mask-crop does not apply to FLUX.1-Fill (diffusers' FluxFillPipeline has no padding_mask_crop); {settings.Model} is a {pipelineClass}.");
+            if (family != Family.UNet && settings.ControlNets.Count > 0)
+                throw new ArgumentException($"--padding-mask-crop does not apply to {(family == Family.Sd3 ? "SD3" : "Flux")} inpainting with --controlnet (diffusers' {(family == Family.Sd3 ? "StableDiffusion3ControlNetInpaintingPipeline has no padding_mask_crop" : "FluxControlNetInpaintPipeline crops but never pastes the result back")}).");
+        }
         if (family != Family.UNet && settings.IpAdapter is not null)
             throw new ArgumentException($"--ip-adapter applies to SD 1.x / 2.x and SDXL models (diffusers' SD3 and Flux IP-Adapters are not implemented); {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux && settings.ControlNets.Count > 0)

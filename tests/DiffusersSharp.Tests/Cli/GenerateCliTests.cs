@@ -134,6 +134,47 @@ public sealed class GenerateCliTests : IDisposable
     }
 
     [Fact]
+    public void InpaintWithPaddingMaskCropReturnsTheImageAtItsOwnSizeUntouchedOutsideTheMask()
+    {
+        string folder = Fixtures.Path("local-diffusers/mask-crop/"), sd15 = Fixtures.Path("tiny-sd15/model");
+        var (code, _, stderr) = CliRunner.Run("inpaint", "--model", sd15, "--prompt", "x", "--image", folder + "init.png",
+            "--mask", folder + "mask_box.png", "--padding-mask-crop", "8", "--width", "64", "--height", "64", "--steps", "2", "--output", Out("crop.png"));
+        Assert.True(code == 0, stderr);
+        var result = ImageFile.Load(Out("crop.png"));
+        var init = ImageFile.LoadRgb(folder + "init.png");
+        var mask = ImageFile.Load(folder + "mask_box.png");
+        Assert.Equal((96, 72, 3), (result.Width, result.Height, result.Channels));
+        // Where the mask is black the original shows through unchanged (alpha 255 over the pasted-back crop).
+        int kept = 0, repainted = 0;
+        for (int p = 0; p < mask.Pixels.Length; p++)
+        {
+            bool same = result.Pixels.AsSpan(3 * p, 3).SequenceEqual(init.Pixels.AsSpan(3 * p, 3));
+            if (mask.Pixels[p] == 0) { Assert.True(same, $"pixel {p} outside the mask changed"); kept++; }
+            else if (!same) repainted++;
+        }
+        Assert.True(repainted > 0 && kept > 0, $"{repainted} repainted, {kept} kept");
+
+        foreach (var (args, reason) in new (string[], string)[]
+        {
+            (["--mask", Mask], "needs a mask of the image's size"),
+            (["--mask", folder + "mask_box.png", "--padding-mask-crop", "-1"], ">= 0"),
+        })
+        {
+            string[] full = ["inpaint", "--model", sd15, "--prompt", "x", "--image", folder + "init.png", "--padding-mask-crop", "4", .. args, "--output", Out("bad.png")];
+            var bad = CliRunner.Run(full);
+            Assert.True(bad.Code == 2, bad.Err);
+            Assert.Contains(reason, bad.Err);
+            Assert.False(File.Exists(Out("bad.png")));
+        }
+        string black = Out("black.png");
+        ImageFile.Save(new ImageBuffer(96, 72, 1), black);
+        var nothing = CliRunner.Run("inpaint", "--model", sd15, "--prompt", "x", "--image", folder + "init.png", "--mask", black,
+            "--padding-mask-crop", "4", "--output", Out("bad.png"));
+        Assert.Equal(2, nothing.Code);
+        Assert.Contains("non-black", nothing.Err);
+    }
+
+    [Fact]
     public void GenerateWithAnSd15ModelDrawsDiffusersImage()
     {
         // tiny-sd15's t2i_pndm case (PNDM is the model's own scheduler): our PNG is diffusers' float image rounded to 8 bits.

@@ -51,6 +51,8 @@ public sealed class FluxFillPipeline : FluxPipelineBase
         CheckStrength(request);
         if (request.TrueCfgScale != 1.0 || request.NegativePrompt is not null || request.NegativePrompt2 is not null || request.NegativePromptEmbeds is not null)
             throw new ArgumentException("Flux Fill has no true CFG or negative prompt (diffusers' FluxFillPipeline takes neither); guidance_scale is its embedded guidance.");
+        if (request.PaddingMaskCrop is not null)
+            throw new ArgumentException("Flux Fill has no padding_mask_crop (diffusers' FluxFillPipeline takes none); FluxInpaintPipeline has it.");
         if (request.Image is null) throw new ArgumentException("image is required for Flux Fill (diffusers preprocesses it in every call).");
         if (request.MaskImage is null) throw new ArgumentException("mask_image is required with image (diffusers: 'Please provide mask_image when passing image').");
         int batch = BatchSize(request);
