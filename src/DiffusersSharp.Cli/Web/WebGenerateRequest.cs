@@ -65,6 +65,10 @@ public sealed record WebGenerateRequest
     /// <summary>The inpainting mask (white is repainted): a data URL or base64 PNG / JPEG.</summary>
     public string? Mask { get; init; }
 
+    /// <summary>Inpaint: inpaint only the mask's bounding box grown by this many pixels, at the full size, pasted back onto the
+    /// image (diffusers' padding_mask_crop); the result keeps the image's size.</summary>
+    public int? PaddingMaskCrop { get; init; }
+
     /// <summary>With one ControlNet on the server: its control image (edge map, depth map...), a data URL or base64.</summary>
     public string? ControlImage { get; init; }
 
@@ -124,6 +128,7 @@ public sealed record WebGenerateRequest
         string? rescale = GuidanceRescale?.ToString("R", CultureInfo.InvariantCulture);
         string? trueCfg = TrueCfg?.ToString("R", CultureInfo.InvariantCulture);
         // Settings are init-only (as the command line fills them): one initializer per verb, the shared options in each.
+        if (PaddingMaskCrop is not null && Mode != "inpaint") throw new ArgumentException("padding_mask_crop applies to inpaint only.");
         GenerateSettings settings = Mode switch
         {
             "txt2img" => new GenerateSettings
@@ -147,7 +152,7 @@ public sealed record WebGenerateRequest
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 TrueCfg = trueCfg,
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
-                Image = Upload(Image, "image"), Mask = Upload(Mask, "mask"), Strength = strength,
+                Image = Upload(Image, "image"), Mask = Upload(Mask, "mask"), Strength = strength, PaddingMaskCrop = PaddingMaskCrop,
             },
             _ => throw new ArgumentException($"mode must be txt2img, img2img or inpaint, got '{Mode}'."),
         };

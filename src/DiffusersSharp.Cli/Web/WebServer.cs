@@ -91,6 +91,8 @@ internal sealed class WebServer : IAsyncDisposable
             Strength = _model.HasStrength,
             // Flux's true CFG, which diffusers' FluxFillPipeline lacks.
             TrueCfg = _model.Flux is not null && _model.PipelineClass != FluxComponents.FillPipelineClass,
+            // Inpainting only the masked area (padding_mask_crop), which diffusers' FluxFillPipeline lacks.
+            PaddingMaskCrop = _model.PipelineClass != FluxComponents.FillPipelineClass,
             // "controlnets", "controlnet_modes": spelled as the request's controlnet_scale.
             Controlnets = _model.ControlNets,
             ControlnetModes = _model.ControlNetModes,

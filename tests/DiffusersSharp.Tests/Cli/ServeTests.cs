@@ -67,6 +67,7 @@ public sealed class ServeTests : IAsyncLifetime
         Assert.Contains("euler_a", info.GetProperty("schedulers").EnumerateArray().Select(s => s.GetString()));
         Assert.Equal(["txt2img", "img2img", "inpaint"], info.GetProperty("modes").EnumerateArray().Select(s => s.GetString()));
         Assert.True(info.GetProperty("strength").GetBoolean());
+        Assert.True(info.GetProperty("padding_mask_crop").GetBoolean());
         Assert.Empty(info.GetProperty("controlnets").EnumerateArray());
         Assert.False(info.GetProperty("guess_mode").GetBoolean());
     }
@@ -151,6 +152,7 @@ public sealed class ServeTests : IAsyncLifetime
     [InlineData("""{"prompt": "x", "control_image": "AAAA"}""", "control_image needs a ControlNet, and this server has none")]
     [InlineData("""{"prompt": "x", "guess_mode": true}""", "guess_mode needs a ControlNet")]
     [InlineData("""{"prompt": "x", "controlnet_scale": "high"}""", "controlnet_scale must be a number or a list of numbers")]
+    [InlineData("""{"prompt": "x", "padding_mask_crop": 8}""", "padding_mask_crop applies to inpaint only")]
     public async Task InvalidRequestsAreAnsweredWith400AndTheReason(string body, string reason)
     {
         using var response = await Http.PostAsync("api/generate", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
@@ -487,6 +489,7 @@ public sealed class FluxFillKontextServeTests : IAsyncLifetime
         Assert.Equal(["inpaint"], Modes(info));
         Assert.False(info.GetProperty("true_cfg").GetBoolean());
         Assert.True(info.GetProperty("strength").GetBoolean());
+        Assert.False(info.GetProperty("padding_mask_crop").GetBoolean());
         var result = await ServeApi.Result(_fill!, new { mode = "inpaint", prompt = "a teddy bear", steps = 2, width = 48, height = 32, seed = 3, image = Image, mask = Mask });
         Assert.Equal((48, 32), (ServeApi.Image(result).Width, ServeApi.Image(result).Height));
         Assert.Contains("CFG scale: 30,", result.GetProperty("parameters").GetString()); // diffusers' Fill default guidance
@@ -494,6 +497,8 @@ public sealed class FluxFillKontextServeTests : IAsyncLifetime
         Assert.Contains("mode img2img does not apply to FLUX.1-Fill", await ServeApi.Refusal(_fill!, new { prompt = "x", mode = "img2img", image = Image }));
         Assert.Contains("true_cfg does not apply to FLUX.1-Fill",
             await ServeApi.Refusal(_fill!, new { prompt = "x", mode = "inpaint", image = Image, mask = Mask, true_cfg = 2.0 }));
+        Assert.Contains("padding_mask_crop does not apply to FLUX.1-Fill",
+            await ServeApi.Refusal(_fill!, new { prompt = "x", mode = "inpaint", image = Image, mask = Mask, padding_mask_crop = 8 }));
     }
 
     [Fact]
