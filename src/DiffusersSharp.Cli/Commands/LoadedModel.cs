@@ -123,7 +123,7 @@ internal sealed class LoadedModel : IDisposable
         return family switch
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, settings as GenerateSettings, WithLora(output, settings,
-                StableDiffusionComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora))),
+                StableDiffusionComponents.FromPretrained(folder, options, controlNets, (settings as GenerateSettings)?.Adapters ?? [], ct), c => c.FuseLora))),
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, WithLora(output, settings, FluxComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), null),
@@ -178,6 +178,16 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--ip-adapter applies to SD 1.x / 2.x and SDXL models (diffusers' SD3 and Flux IP-Adapters are not implemented); {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux && settings.ControlNets.Count > 0)
             throw new ArgumentException($"--controlnet applies to SD 1.x / 2.x, SDXL and SD3 models; {settings.Model} is a {pipelineClass}.");
+        if (family != Family.UNet && settings.Adapters.Count > 0)
+            throw new ArgumentException($"--adapter applies to SD 1.x / 2.x and SDXL models (diffusers' T2I-Adapter pipelines); {settings.Model} is a {pipelineClass}.");
+        if (family == Family.UNet && settings.Adapters.Count > 0 && !pipelineClass.Contains("XL", StringComparison.Ordinal))
+        {
+            // What diffusers' StableDiffusionAdapterPipeline lacks (its SDXL twin has them).
+            string? notSd = settings.AdapterFactor is not null ? "--adapter-factor" : settings.IpAdapter is not null ? "--ip-adapter"
+                : settings.GuidanceRescale is not null ? "--guidance-rescale" : null;
+            if (notSd is not null)
+                throw new ArgumentException($"{notSd} does not apply with --adapter to SD 1.x / 2.x models (diffusers' StableDiffusionAdapterPipeline has no such parameter; its SDXL adapter pipeline does); {settings.Model} is a {pipelineClass}.");
+        }
         if (family == Family.Sd3 && settings.ControlNets.Count > 0)
         {
             if (settings is InpaintSettings inpaint)
