@@ -460,7 +460,7 @@ public sealed class UNet2DConditionModel : nn.Module
     {
         if (down is null && mid is null) return;
         if (down is null || mid is null)
-            throw new ArgumentException("A ControlNet gives down_block_additional_residuals and mid_block_additional_residual together; pass both or neither.",
+            throw new ArgumentException("A ControlNet gives down_block_additional_residuals and mid_block_additional_residual together; pass both or neither (a T2I-Adapter's feature maps go in down_intrablock_additional_residuals).",
                 down is null ? "down_block_additional_residuals" : "mid_block_additional_residual");
         var shapes = SkipShapes(sample.shape[0], sample.shape[2], sample.shape[3], Config.BlockOutChannels,
             Config.LayersPerBlock.Expand(Config.DownBlockTypes.Length, "layers_per_block"), Config.DownsamplePadding);
