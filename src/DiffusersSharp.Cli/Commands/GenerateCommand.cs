@@ -50,6 +50,7 @@ internal abstract class VerbPipelines
         InpaintSettings s => Inpaint.Read(s),
         Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s)),
         { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlOptions.From(s)!),
+        { Adapters.Count: > 0 } s => new AdapterTextToImage(AdapterOptions.From(s)),
         _ => new TextToImage(),
     };
 
@@ -190,6 +191,63 @@ internal sealed class ControlNetTextToImage(ControlOptions control) : VerbPipeli
         return components.IsXL
             ? Use(new StableDiffusionXLControlNetPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
             : Use(new StableDiffusionControlNetPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+    }
+}
+
+/// <summary><c>generate --adapter</c>'s pipelines (SD 1.x / 2.x and SDXL; SD3 and Flux are refused before loading).</summary>
+internal sealed class AdapterTextToImage(AdapterOptions adapter) : VerbPipelines
+{
+    private const string OnlyUNet = "--adapter applies to SD 1.x / 2.x and SDXL models.";
+
+    public override string Verb => "txt2img";
+
+    public override int Sd3DefaultSteps => 28;
+
+    public override StableDiffusion3Request Sd3Request() => throw new ArgumentException(OnlyUNet);
+
+    public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
+        throw new ArgumentException(OnlyUNet);
+
+    public override FluxRequest FluxRequest(string pipelineClass) => throw new ArgumentException(OnlyUNet);
+
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => throw new ArgumentException(OnlyUNet);
+
+    public override StableDiffusionRequest UNetRequest() => adapter.Apply(new StableDiffusionAdapterRequest());
+
+    public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
+        RunHooks hooks, CancellationToken ct)
+    {
+        var r = adapter.WithImagesFor(components, (StableDiffusionAdapterRequest)request);
+        return components.IsXL
+            ? Use(new StableDiffusionXLAdapterPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
+            : Use(new StableDiffusionAdapterPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+    }
+}
+
+/// <summary>
+/// The T2I-Adapter options of <c>generate</c>, paired with the adapters in order: a scale given once is the scalar for
+/// all, scales given per adapter are its list; the images are read as stored and converted for each adapter once it is
+/// loaded (RGB, as diffusers' <c>load_image</c>, or grayscale for an adapter with in_channels 1).
+/// </summary>
+internal sealed record AdapterOptions(ImageBuffer[] Images, double[]? Scales, double? Factor)
+{
+    /// <summary>The options of <paramref name="s"/>, with the adapter images read.</summary>
+    public static AdapterOptions From(GenerateSettings s) =>
+        new(s.AdapterImage!.Select(f => ImageFile.Load(f)).ToArray(), s.AdapterScaleValues, s.AdapterFactorValue);
+
+    public StableDiffusionAdapterRequest Apply(StableDiffusionAdapterRequest r) => r with
+    {
+        AdapterConditioningScale = Scales is [var one] ? one : r.AdapterConditioningScale,
+        AdapterConditioningScales = Scales is { Length: > 1 } ? Scales : null,
+        AdapterConditioningFactor = Factor ?? r.AdapterConditioningFactor,
+    };
+
+    /// <summary>The request with each image in the channels of its adapter.</summary>
+    public StableDiffusionAdapterRequest WithImagesFor(StableDiffusionComponents components, StableDiffusionAdapterRequest r)
+    {
+        var images = Images.Select((image, k) => (PipelineImage)(k < components.Adapters.Count && components.Adapters[k].Config.InChannels == 1
+            ? image.ToGrayscale() : image.ToRgb())).ToArray();
+        return r with { Image = images.Length == 1 ? images[0] : null, Images = images.Length > 1 ? images : null };
     }
 }
 

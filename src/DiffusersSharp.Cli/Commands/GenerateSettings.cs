@@ -205,6 +205,60 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--guess-mode"), Description("With --controlnet, SD 1.x / 2.x and SDXL: diffusers' guess_mode (the ControlNets see the conditional half only; guidance 3 to 5 recommended).")]
     public bool GuessMode { get; init; }
 
+    /// <summary>T2I-Adapter folders or hub repo ids (UNet models), in order.</summary>
+    [CommandOption("--adapter <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL, generate only: a diffusers T2I-Adapter folder or hub repo id (e.g. TencentARC/t2iadapter_canny_sd15v2, TencentARC/t2i-adapter-canny-sdxl-1.0) steering the image with --adapter-image (diffusers' StableDiffusion[XL]AdapterPipeline). Repeat it for several adapters (diffusers' MultiAdapter: their feature maps are summed, weighted by --adapter-scale); the repeated --adapter-image and --adapter-scale pair with them in order. Not with --controlnet.")]
+    public string[]? Adapter { get; init; }
+
+    /// <summary>The adapter images, one per adapter.</summary>
+    [CommandOption("--adapter-image <FILE>"), Description("With --adapter: the adapter's condition image (sketch, canny edges, depth map, pose...), one per --adapter in the same order, resized to the output size; read as RGB, or as grayscale for an adapter with in_channels 1. Without --width / --height the output takes the (first) image's size, rounded down to the adapter's downscale factor (8; 16 for SDXL adapters).")]
+    public string[]? AdapterImage { get; init; }
+
+    /// <summary>Adapter conditioning scales.</summary>
+    [CommandOption("--adapter-scale <S>"), Description("With --adapter: how strongly it steers (diffusers' adapter_conditioning_scale, default 1.0; with several adapters, each one's weight in their sum). Once for all adapters or once per --adapter.")]
+    public string[]? AdapterScale { get; init; }
+
+    /// <summary>Adapter conditioning factor (SDXL).</summary>
+    [CommandOption("--adapter-factor <F>"), Description("With --adapter, SDXL only: the fraction of the steps the adapters steer, in [0, 1] (diffusers' adapter_conditioning_factor, default 1: all).")]
+    public string? AdapterFactor { get; init; }
+
+    /// <summary>The T2I-Adapters, or an empty list.</summary>
+    public IReadOnlyList<string> Adapters => Adapter ?? [];
+
+    /// <summary>The parsed --adapter-scale values (one for all, or one per adapter), or null.</summary>
+    public double[]? AdapterScaleValues => ParseAll(AdapterScale);
+
+    /// <summary>The parsed --adapter-factor, or null.</summary>
+    public double? AdapterFactorValue => AdapterFactor is null ? null : double.Parse(AdapterFactor, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    private string? CheckAdapter()
+    {
+        if (!Given(Adapter))
+        {
+            string? stray = Given(AdapterImage) ? "--adapter-image" : Given(AdapterScale) ? "--adapter-scale" : AdapterFactor is not null ? "--adapter-factor" : null;
+            return stray is null ? null : $"{stray} needs --adapter.";
+        }
+        if (this is Img2ImgSettings)
+            return "--adapter applies to generate only (diffusers' T2I-Adapter pipelines are text-to-image; it has no adapter image-to-image or inpainting pipeline).";
+        if (Given(ControlNet))
+            return "--adapter and --controlnet cannot be combined (diffusers has no pipeline that runs T2I-Adapters and ControlNets together).";
+        int n = Adapter!.Length;
+        if (!Given(AdapterImage)) return "--adapter needs --adapter-image.";
+        if (AdapterImage!.Length != n)
+            return $"{n} --adapter take {n} --adapter-image (one per adapter, in the same order), got {AdapterImage.Length}.";
+        foreach (var image in AdapterImage)
+            if (string.IsNullOrWhiteSpace(image) || !File.Exists(image)) return $"--adapter-image not found: {image}.";
+        if (Given(AdapterScale))
+        {
+            if (AdapterScale!.Length != 1 && AdapterScale.Length != n) return $"--adapter-scale is given once for all adapters or once per --adapter ({n}), got {AdapterScale.Length}.";
+            foreach (var value in AdapterScale)
+                if (!double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+                    return $"--adapter-scale must be a finite number, got '{value}'.";
+        }
+        if (AdapterFactor is not null && (!double.TryParse(AdapterFactor, NumberStyles.Float, CultureInfo.InvariantCulture, out double f) || !(f >= 0 && f <= 1)))
+            return $"--adapter-factor must be a number in [0, 1], got '{AdapterFactor}'.";
+        return null;
+    }
+
     /// <summary>IP-Adapter file (UNet models).</summary>
     [CommandOption("--ip-adapter <FILE>"), Description("SD 1.x / 2.x and SDXL: an IP-Adapter file in h94/IP-Adapter's safetensors layout (e.g. models/ip-adapter_sd15.safetensors; the plain IP-Adapter), steering the image with --ip-adapter-image. Its CLIP image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it) unless --ip-adapter-image-encoder names another.")]
     public string? IpAdapter { get; init; }
@@ -333,6 +387,7 @@ public class GenerateSettings : ModelSettings
         catch (Exception e) when (e is ArgumentException or FormatException or OverflowException) { return e.Message; }
         if (CheckControlNet() is { } controlError) return controlError;
         if (CheckIpAdapter() is { } ipAdapterError) return ipAdapterError;
+        if (CheckAdapter() is { } adapterError) return adapterError;
         if (GeneratorDevice.Trim().ToLowerInvariant() is not ("cpu" or "cuda")) return $"--generator-device must be cpu or cuda, got '{GeneratorDevice}'.";
         string ext = Path.GetExtension(Output).ToLowerInvariant();
         if (ext is not (".png" or ".jpg" or ".jpeg")) return $"--output must end in .png, .jpg or .jpeg, got '{Output}'.";

@@ -238,6 +238,12 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             fields.Add($"ControlNet{(settings.ControlNets.Count > 1 ? $" {i + 1}" : "")}: {settings.ControlNets[i]}:{Pick(settings.ControlNetScaleValues, i, defaultScale).ToString(inv)}" +
                        $" [{Pick(settings.ControlStartValues, i, 0).ToString(inv)}, {Pick(settings.ControlEndValues, i, 1).ToString(inv)}]{(settings.GuessMode ? " guess mode" : "")}");
         }
+        for (int i = 0; i < settings.Adapters.Count; i++)
+        {
+            double scale = settings.AdapterScaleValues is { } scales ? scales[scales.Length == 1 ? 0 : i] : 1.0;
+            fields.Add($"T2I-Adapter{(settings.Adapters.Count > 1 ? $" {i + 1}" : "")}: {settings.Adapters[i]}:{scale.ToString(inv)}");
+        }
+        if (settings.AdapterFactorValue is { } factor) fields.Add($"Adapter factor: {factor.ToString(inv)}");
         if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");
         fields.Add("Software: DiffusersSharp");
         lines.Add(string.Join(", ", fields));

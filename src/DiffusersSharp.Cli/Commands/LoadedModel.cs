@@ -122,7 +122,7 @@ internal sealed class LoadedModel : IDisposable
         return family switch
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, settings as GenerateSettings, WithLora(output, settings,
-                StableDiffusionComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora))),
+                StableDiffusionComponents.FromPretrained(folder, options, controlNets, (settings as GenerateSettings)?.Adapters ?? [], ct), c => c.FuseLora))),
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, WithLora(output, settings,
                 FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings,
@@ -198,6 +198,16 @@ internal sealed class LoadedModel : IDisposable
                 throw new ArgumentException($"--guess-mode does not apply to Flux ControlNets (diffusers' Flux ControlNet pipelines have no guess mode); {settings.Model} is a {pipelineClass}.");
             if (settings is Img2ImgSettings && (settings.NegativePrompt is not null || settings.TrueCfg is not null))
                 throw new ArgumentException($"--negative-prompt and --true-cfg do not apply to Flux {(settings is InpaintSettings ? "inpaint" : "img2img")} with --controlnet (diffusers' {(settings is InpaintSettings ? "FluxControlNetInpaintPipeline" : "FluxControlNetImg2ImgPipeline")} has no true CFG).");
+        }
+        if (family != Family.UNet && settings.Adapters.Count > 0)
+            throw new ArgumentException($"--adapter applies to SD 1.x / 2.x and SDXL models (diffusers' T2I-Adapter pipelines); {settings.Model} is a {pipelineClass}.");
+        if (family == Family.UNet && settings.Adapters.Count > 0 && !pipelineClass.Contains("XL", StringComparison.Ordinal))
+        {
+            // What diffusers' StableDiffusionAdapterPipeline lacks (its SDXL twin has them).
+            string? notSd = settings.AdapterFactor is not null ? "--adapter-factor" : settings.IpAdapter is not null ? "--ip-adapter"
+                : settings.GuidanceRescale is not null ? "--guidance-rescale" : null;
+            if (notSd is not null)
+                throw new ArgumentException($"{notSd} does not apply with --adapter to SD 1.x / 2.x models (diffusers' StableDiffusionAdapterPipeline has no such parameter; its SDXL adapter pipeline does); {settings.Model} is a {pipelineClass}.");
         }
         if (family == Family.Sd3 && settings.ControlNets.Count > 0)
         {

@@ -30,6 +30,7 @@ public static class ModelRegistry
         ["ControlNetModel"] = (config, device) => new ControlNets.ControlNetModel(ConfigJson.Read<ControlNets.ControlNetModelConfig>(config), device),
         ["FluxControlNetModel"] = (config, device) => new ControlNets.FluxControlNetModel(ConfigJson.Read<ControlNets.FluxControlNetModelConfig>(config), device),
         ["SD3ControlNetModel"] = (config, device) => new ControlNets.SD3ControlNetModel(ConfigJson.Read<ControlNets.SD3ControlNetModelConfig>(config), device),
+        ["T2IAdapter"] = (config, device) => new Adapters.T2IAdapter(ConfigJson.Read<Adapters.T2IAdapterConfig>(config), device),
         ["CLIPTextModel"] = (config, device) => new TextEncoders.CLIPTextModel(ConfigJson.Read<TextEncoders.CLIPTextConfig>(config), device),
         ["CLIPTextModelWithProjection"] = (config, device) => new TextEncoders.CLIPTextModelWithProjection(ConfigJson.Read<TextEncoders.CLIPTextConfig>(config), device),
         ["CLIPVisionModelWithProjection"] = (config, device) => new ImageEncoders.CLIPVisionModelWithProjection(ConfigJson.Read<ImageEncoders.CLIPVisionConfig>(config), device),

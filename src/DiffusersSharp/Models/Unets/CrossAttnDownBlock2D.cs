@@ -39,7 +39,15 @@ public sealed class CrossAttnDownBlock2D : nn.Module, IUNetDownBlock
     }
 
     /// <inheritdoc cref="DownBlock2D.forward"/>
-    public (Tensor Hidden, Tensor[] Residuals) forward(Tensor hiddenStates, Tensor temb, Tensor? encoderHiddenStates)
+    public (Tensor Hidden, Tensor[] Residuals) forward(Tensor hiddenStates, Tensor temb, Tensor? encoderHiddenStates) =>
+        forward(hiddenStates, temb, encoderHiddenStates, null);
+
+    /// <summary>
+    /// Runs the block; <paramref name="additionalResiduals"/> (a T2I-Adapter feature map, diffusers'
+    /// <c>additional_residuals</c>) is added to the output of the last (resnet, transformer) pair, before it is kept as a
+    /// skip state and before the downsampler.
+    /// </summary>
+    public (Tensor Hidden, Tensor[] Residuals) forward(Tensor hiddenStates, Tensor temb, Tensor? encoderHiddenStates, Tensor? additionalResiduals)
     {
         using var scope = NewDisposeScope();
         var outputs = new List<Tensor>();
@@ -48,6 +56,7 @@ public sealed class CrossAttnDownBlock2D : nn.Module, IUNetDownBlock
         {
             h = resnets[i].forward(h, temb);
             h = attentions[i].forward(h, encoderHiddenStates);
+            if (i == resnets.Count - 1 && additionalResiduals is not null) h = h + additionalResiduals;
             outputs.Add(h);
         }
         if (downsamplers is not null)

@@ -170,19 +170,32 @@ public sealed class UNet2DConditionModel : nn.Module
     /// <paramref name="downBlockAdditionalResiduals"/> (one per skip state, in order: conv_in's, then each down block's)
     /// and <paramref name="midBlockAdditionalResidual"/>, both or neither; they are added to the skip states and to the
     /// mid block's output, as diffusers' <c>down_block_additional_residuals</c> / <c>mid_block_additional_residual</c>.
-    /// With an IP-Adapter loaded, <paramref name="imageEmbeds"/> (diffusers' <c>added_cond_kwargs["image_embeds"]</c>: one
+    /// A T2I-Adapter's feature maps go in <paramref name="downIntrablockAdditionalResiduals"/> (diffusers'
+    /// <c>down_intrablock_additional_residuals</c>), consumed in order, one per down block while any are left: a
+    /// cross-attention block adds its map to the output of its last (resnet, transformer) pair, before the downsampler; a
+    /// block without attention adds it to its output (after the downsampler), in place, so its last skip state gets it
+    /// too; one left over after the down blocks is added to the mid block's output (T2I-Adapter-XL). See
+    /// <see cref="IntrablockResidualShapes"/> for the shapes; a map diffusers would leave unused is refused. Both kinds of
+    /// residuals may be given together. With an IP-Adapter loaded, <paramref name="imageEmbeds"/> (diffusers' <c>added_cond_kwargs["image_embeds"]</c>: one
     /// [B, images, D] tensor per adapter) are projected to image tokens for the IP-Adapter layers; null runs the UNet
     /// without them. Inputs are converted to the model dtype; returns [B, out_channels, h, w] in the model dtype.
     /// </summary>
     /// <exception cref="ArgumentException">An input is missing or has the wrong rank, size or batch; thrown before any compute.</exception>
     public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds = null, Tensor? timeIds = null,
         IReadOnlyList<Tensor>? downBlockAdditionalResiduals = null, Tensor? midBlockAdditionalResidual = null,
-        IReadOnlyList<Tensor>? imageEmbeds = null)
+        IReadOnlyList<Tensor>? imageEmbeds = null, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals = null)
     {
         Validate(sample, timestep, encoderHiddenStates, textEmbeds, timeIds);
         ValidateResiduals(sample, downBlockAdditionalResiduals, midBlockAdditionalResidual);
+        if (downIntrablockAdditionalResiduals is not null)
+        {
+            if (downIntrablockAdditionalResiduals.Any(r => r is null || !r.is_floating_point()))
+                throw new ArgumentException("down_intrablock_additional_residuals must be floating-point tensors.", "down_intrablock_additional_residuals");
+            CheckIntrablockResidualShapes(downIntrablockAdditionalResiduals.Select(r => r.shape).ToArray(), sample.shape[0], sample.shape[2], sample.shape[3]);
+        }
         ValidateImageEmbeds(sample, imageEmbeds);
-        if (imageEmbeds is null) return Forward(sample, timestep, encoderHiddenStates, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual);
+        if (imageEmbeds is null)
+            return Forward(sample, timestep, encoderHiddenStates, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual, downIntrablockAdditionalResiduals);
         using var scope = NewDisposeScope();
         // diffusers' process_encoder_hidden_states ("ip_image_proj"): each adapter's image tokens, one sequence per sample,
         // go after the text; every IP-Adapter layer splits them off again by the counts set for this forward.
@@ -192,7 +205,8 @@ public sealed class UNet2DConditionModel : nn.Module
         _ipState!.TokenCounts = tokens.Select(t => t.shape[1]).ToArray();
         try
         {
-            return Forward(sample, timestep, context, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual).MoveToOuterDisposeScope();
+            return Forward(sample, timestep, context, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual,
+                downIntrablockAdditionalResiduals).MoveToOuterDisposeScope();
         }
         finally
         {
@@ -201,7 +215,7 @@ public sealed class UNet2DConditionModel : nn.Module
     }
 
     private Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds, Tensor? timeIds,
-        IReadOnlyList<Tensor>? downBlockAdditionalResiduals, Tensor? midBlockAdditionalResidual)
+        IReadOnlyList<Tensor>? downBlockAdditionalResiduals, Tensor? midBlockAdditionalResidual, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals)
     {
         using var scope = NewDisposeScope();
         var dtype = Dtype;
@@ -218,9 +232,20 @@ public sealed class UNet2DConditionModel : nn.Module
 
         x = conv_in.forward(x);
         var skips = new List<Tensor> { x };
+        // A T2I-Adapter's maps, taken in order while any are left (diffusers pops them from its list).
+        var intrablock = new Queue<Tensor>(downIntrablockAdditionalResiduals ?? []);
         foreach (var block in down_blocks)
         {
-            var (hidden, residuals) = ((IUNetDownBlock)block).forward(x, emb, context);
+            var extra = intrablock.Count > 0 ? intrablock.Dequeue().to(dtype) : null;
+            Tensor hidden;
+            Tensor[] residuals;
+            if (block is CrossAttnDownBlock2D cross) (hidden, residuals) = cross.forward(x, emb, context, extra);
+            else
+            {
+                (hidden, residuals) = ((IUNetDownBlock)block).forward(x, emb, context);
+                // diffusers' `sample += residual`: in place, so the block's last skip state (the same tensor) has it too.
+                if (extra is not null) hidden.add_(extra);
+            }
             x = hidden;
             skips.AddRange(residuals);
         }
@@ -228,7 +253,12 @@ public sealed class UNet2DConditionModel : nn.Module
         if (downBlockAdditionalResiduals is not null)
             for (int i = 0; i < skips.Count; i++) skips[i] = skips[i] + downBlockAdditionalResiduals[i];
 
-        if (mid_block is not null) x = mid_block.forward(x, emb, context);
+        if (mid_block is not null)
+        {
+            x = mid_block.forward(x, emb, context);
+            // T2I-Adapter-XL: a map left after the down blocks goes to the mid block's output when it has its shape.
+            if (intrablock.Count > 0 && intrablock.Peek().shape.SequenceEqual(x.shape)) x = x + intrablock.Dequeue().to(dtype);
+        }
         if (midBlockAdditionalResidual is not null) x = x + midBlockAdditionalResidual;
 
         long[]? upsampleSize = null;
@@ -368,20 +398,69 @@ public sealed class UNet2DConditionModel : nn.Module
         {
             for (int l = 0; l < layers[i]; l++) shapes.Add([batch, channels[i], height, width]);
             if (i == channels.Length - 1) break;
-            // Downsample2D: 3x3 stride 2 conv with this padding (padding 0 pads right and bottom by one instead).
-            (height, width) = downsamplePadding == 0
-                ? ((height - 2) / 2 + 1, (width - 2) / 2 + 1)
-                : ((height + 2 * downsamplePadding - 3) / 2 + 1, (width + 2 * downsamplePadding - 3) / 2 + 1);
+            (height, width) = Downsampled(height, width, downsamplePadding);
             shapes.Add([batch, channels[i], height, width]);
         }
         return shapes;
     }
 
+    /// <summary>
+    /// The shapes of the T2I-Adapter maps (<c>down_intrablock_additional_residuals</c>) this UNet adds for a [B, C, h, w]
+    /// sample, in the order it takes them: per down block, [B, block channels, side] at the block's input size for a
+    /// cross-attention block (added before its downsampler), after its downsampler for a block without attention; then,
+    /// with a mid block, the mid block's output shape. Fewer maps may be given (the first ones are used, as diffusers does).
+    /// </summary>
+    public IReadOnlyList<long[]> IntrablockResidualShapes(long batch, long height, long width)
+    {
+        var channels = Config.BlockOutChannels;
+        int n = channels.Length;
+        var shapes = new List<long[]>();
+        long h = height, w = width;
+        for (int i = 0; i < n; i++)
+        {
+            bool cross = Config.DownBlockTypes[i] == "CrossAttnDownBlock2D";
+            if (cross) shapes.Add([batch, channels[i], h, w]);
+            if (i < n - 1) (h, w) = Downsampled(h, w, Config.DownsamplePadding);
+            if (!cross) shapes.Add([batch, channels[i], h, w]);
+        }
+        if (mid_block is not null) shapes.Add([batch, channels[^1], h, w]);
+        return shapes;
+    }
+
+    /// <summary>
+    /// Throws unless T2I-Adapter maps of <paramref name="shapes"/> fit a [<paramref name="batch"/>, C,
+    /// <paramref name="height"/>, <paramref name="width"/>] sample (see <see cref="IntrablockResidualShapes"/>). A map
+    /// diffusers would leave unused (more maps than blocks, or a last map that does not have the mid block's shape) is
+    /// refused rather than ignored.
+    /// </summary>
+    /// <exception cref="ArgumentException">A map has the wrong shape, or there are more maps than this UNet takes.</exception>
+    public void CheckIntrablockResidualShapes(IReadOnlyList<long[]> shapes, long batch, long height, long width)
+    {
+        ArgumentNullException.ThrowIfNull(shapes);
+        const string name = "down_intrablock_additional_residuals";
+        var expected = IntrablockResidualShapes(batch, height, width);
+        int downs = Config.DownBlockTypes.Length;
+        if (shapes.Count > expected.Count)
+            throw new ArgumentException($"{name} holds {shapes.Count} feature maps, but this UNet takes at most {expected.Count} (one per down block" +
+                $"{(mid_block is null ? "" : ", then one for the mid block")}): {MapsDescription(expected)}. Use an adapter made for this base model.", name);
+        for (int i = 0; i < shapes.Count; i++)
+            if (!shapes[i].SequenceEqual(expected[i]))
+                throw new ArgumentException($"{name}[{i}] must be [{string.Join(", ", expected[i])}] ({(i < downs ? $"down block {i}" : "the mid block's output")}), got " +
+                    $"[{string.Join(", ", shapes[i])}]; this UNet takes {MapsDescription(expected)}. Use an adapter made for this base model (and a size it supports).", name);
+    }
+
+    private static string MapsDescription(IEnumerable<long[]> shapes) => string.Join(", ", shapes.Select(s => "[" + string.Join(", ", s) + "]"));
+
+    /// <summary>A side after Downsample2D's 3x3 stride-2 conv with this padding (padding 0 pads right and bottom by one instead).</summary>
+    private static (long Height, long Width) Downsampled(long height, long width, int padding) => padding == 0
+        ? ((height - 2) / 2 + 1, (width - 2) / 2 + 1)
+        : ((height + 2 * padding - 3) / 2 + 1, (width + 2 * padding - 3) / 2 + 1);
+
     private void ValidateResiduals(Tensor sample, IReadOnlyList<Tensor>? down, Tensor? mid)
     {
         if (down is null && mid is null) return;
         if (down is null || mid is null)
-            throw new ArgumentException("A ControlNet gives down_block_additional_residuals and mid_block_additional_residual together; pass both or neither.",
+            throw new ArgumentException("A ControlNet gives down_block_additional_residuals and mid_block_additional_residual together; pass both or neither (a T2I-Adapter's feature maps go in down_intrablock_additional_residuals).",
                 down is null ? "down_block_additional_residuals" : "mid_block_additional_residual");
         var shapes = SkipShapes(sample.shape[0], sample.shape[2], sample.shape[3], Config.BlockOutChannels,
             Config.LayersPerBlock.Expand(Config.DownBlockTypes.Length, "layers_per_block"), Config.DownsamplePadding);

@@ -3,6 +3,7 @@ using DiffusersSharp.Images;
 using DiffusersSharp.IO;
 using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
+using DiffusersSharp.Models.Adapters;
 using DiffusersSharp.Models.Autoencoders;
 using DiffusersSharp.Models.ControlNets;
 using DiffusersSharp.Models.ImageEncoders;
@@ -46,6 +47,19 @@ public sealed class StableDiffusionComponents : PipelineComponents
     {
         get => _controlNets;
         init => _controlNets = value?.ToArray() ?? [];
+    }
+
+    private readonly IReadOnlyList<T2IAdapter> _adapters = [];
+
+    /// <summary>The T2I-Adapters of the adapter pipelines (diffusers' <c>adapter</c> component: one
+    /// <see cref="T2IAdapter"/>, or several as a <c>MultiAdapter</c>), in the order their images and scales are given;
+    /// empty without. Loaded beside the base model (<see cref="FromPretrained(string, PipelineLoadOptions, IReadOnlyList{string}, IReadOnlyList{string}, CancellationToken)"/>);
+    /// freed with the other models; under model offload they move to the device before the UNet, as diffusers'
+    /// <c>text_encoder->adapter->unet->vae</c>.</summary>
+    public IReadOnlyList<T2IAdapter> Adapters
+    {
+        get => _adapters;
+        init => _adapters = value?.ToArray() ?? [];
     }
 
     /// <summary>The 4-channel VAE.</summary>
@@ -157,9 +171,23 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// <exception cref="InvalidDataException">The folder is not such a pipeline, or misses a component.</exception>
     /// <exception cref="ArgumentException">A ControlNet does not fit the UNet.</exception>
     public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, IReadOnlyList<string> controlnets,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default) => FromPretrained(model, options, controlnets, [], cancellationToken);
+
+    /// <summary>
+    /// Loads the components as <see cref="FromPretrained(string, PipelineLoadOptions, IReadOnlyList{string}, CancellationToken)"/>
+    /// (the ControlNets of <paramref name="controlnets"/>, possibly none), and every T2I-Adapter of
+    /// <paramref name="adapters"/> (diffusers T2I-Adapter folders or hub repo ids, e.g. TencentARC/t2iadapter_canny_sd15v2)
+    /// in the same dtype, in that order: diffusers' <c>from_pretrained(base, adapter=T2IAdapter.from_pretrained(a))</c>,
+    /// several being its <c>MultiAdapter</c>. Each must fit the UNet, and several must downscale alike.
+    /// </summary>
+    /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
+    /// <exception cref="InvalidDataException">The folder is not such a pipeline, or misses a component.</exception>
+    /// <exception cref="ArgumentException">A ControlNet or adapter does not fit the UNet, or the adapters do not fit each other.</exception>
+    public static StableDiffusionComponents FromPretrained(string model, PipelineLoadOptions options, IReadOnlyList<string> controlnets,
+        IReadOnlyList<string> adapters, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(controlnets);
+        ArgumentNullException.ThrowIfNull(adapters);
         var device = options.ParsedDevice;
         var fromFile = options.SingleFileComponentsOf(SingleFileLayout.Ldm, "Stable Diffusion 1.x / 2.x / SDXL");
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
@@ -209,6 +237,8 @@ public sealed class StableDiffusionComponents : PipelineComponents
                     : UNet2DConditionModel.FromPretrained(Sub("unet"), options.Dtype, modelDevice, options.Variant)),
                 ControlNets = controlnets.Select((net, i) => loader.Load(controlnets.Count == 1 ? "controlnet" : $"controlnet.{i}", () => ControlNetModel.FromPretrained(
                     Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken), options.Dtype, modelDevice))).ToArray(),
+                Adapters = adapters.Select((adapter, i) => loader.Load(adapters.Count == 1 ? "adapter" : $"adapter.{i}", () => T2IAdapter.FromPretrained(
+                    Hub.ModelSource.Resolve(adapter, options.HubOptions, options.DownloadProgress, cancellationToken), options.Dtype, modelDevice, options.Variant))).ToArray(),
                 Vae = loader.Load("vae", () => fromFile.Contains("vae")
                     ? AutoencoderKL.FromSingleFile(options.SingleFile!, Config<AutoencoderKLConfig>("vae"), options.Dtype, modelDevice)
                     : AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
@@ -220,6 +250,8 @@ public sealed class StableDiffusionComponents : PipelineComponents
             };
             components.UseScheduler(schedulerConfig); // an unsupported scheduler fails here, not in the first call
             foreach (var net in components.ControlNets) CheckControlNet(net, components.Unet);
+            foreach (var adapter in components.Adapters) CheckAdapter(adapter, components.Unet, components.Vae.VaeScaleFactor);
+            MultiAdapter.CheckCompatible(components.Adapters);
             if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
             return components;
         }
@@ -251,6 +283,28 @@ public sealed class StableDiffusionComponents : PipelineComponents
         Same(c.AdditionEmbedType == u.AdditionEmbedType && c.ProjectionClassEmbeddingsInputDim == u.ProjectionClassEmbeddingsInputDim,
             "addition_embed_type / projection_class_embeddings_input_dim", $"{c.AdditionEmbedType ?? "null"} / {c.ProjectionClassEmbeddingsInputDim}",
             $"{u.AdditionEmbedType ?? "null"} / {u.ProjectionClassEmbeddingsInputDim}");
+    }
+
+    /// <summary>
+    /// Throws unless <paramref name="adapter"/>'s feature maps are what <paramref name="unet"/> adds inside its down
+    /// blocks (<see cref="UNet2DConditionModel.IntrablockResidualShapes"/>), checked at a size every factor divides.
+    /// </summary>
+    /// <exception cref="ArgumentException">They do not fit; the message gives both sets of shapes.</exception>
+    public static void CheckAdapter(T2IAdapter adapter, UNet2DConditionModel unet, int vaeScaleFactor)
+    {
+        ArgumentNullException.ThrowIfNull(adapter);
+        ArgumentNullException.ThrowIfNull(unet);
+        long side = (long)adapter.TotalDownscaleFactor * vaeScaleFactor << unet.Config.DownBlockTypes.Length;
+        var maps = adapter.FeatureShapes(1, side, side);
+        try
+        {
+            unet.CheckIntrablockResidualShapes(maps, 1, side / vaeScaleFactor, side / vaeScaleFactor);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"The T2I-Adapter ({adapter.Config.AdapterType}, channels {string.Join(",", adapter.Config.Channels)}) does not fit this UNet: " +
+                $"for a {side}x{side} image it gives {MultiAdapter.Describe(maps)}. {e.Message}", e);
+        }
     }
 
     private static JsonObject ReadJsonObject(string path)
@@ -348,6 +402,8 @@ public sealed class StableDiffusionComponents : PipelineComponents
         if (ImageEncoder is not null) models["image_encoder"] = ImageEncoder; // diffusers: text_encoder->image_encoder->unet->vae
         // The ControlNet is not in the ControlNet pipelines' sequence: diffusers gives it a hook of its own, so it comes to
         // the device at its first step and stays there beside the UNet until the call ends. It moves with the UNet here.
+        // diffusers' adapter pipelines: "text_encoder->adapter->unet->vae" (the adapters run once, before the loop).
+        if (Adapters.Count > 0) models["adapter"] = Adapters.Count == 1 ? Adapters[0] : new ModuleGroup([.. Adapters]);
         models["unet"] = ControlNets.Count == 0 ? Unet : new ModuleGroup([Unet, .. ControlNets]);
         models["vae"] = Vae;
         return models;
@@ -358,6 +414,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
     {
         Unet.Dispose();
         foreach (var net in ControlNets) net.Dispose();
+        foreach (var adapter in Adapters) adapter.Dispose();
         Vae.Dispose();
         TextEncoder?.Dispose();
         TextEncoder2?.Dispose();

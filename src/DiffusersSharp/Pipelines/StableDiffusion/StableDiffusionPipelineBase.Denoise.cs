@@ -22,6 +22,8 @@ public abstract partial class StableDiffusionPipelineBase
         public ControlState? Control;
         /// <summary>IP-Adapter: the image embeddings per adapter (CFG-batched), or null.</summary>
         public Tensor[]? ImageEmbeds;
+        /// <summary>T2I-Adapter pipelines: the feature maps and the steps that take them.</summary>
+        public AdapterState? Adapter;
     }
 
     /// <summary>
@@ -61,9 +63,10 @@ public abstract partial class StableDiffusionPipelineBase
                 // The ControlNets take the latents alone, also beside a 9-channel inpainting UNet (diffusers' ControlNet inpaint pipeline).
                 using var control = s.Control is { } c ? ControlResiduals(c, i, latents, modelInput, timestep, s, cfg, Half, scheduler, t) : null;
                 if (nineChannel) modelInput = cat([modelInput, extra!], 1);
+                var intrablock = s.Adapter is { } adapter && i < adapter.ActiveSteps ? adapter.States.Select(Half).ToArray() : null;
                 var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
                     s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds),
-                    control?.DownBlockResSamples, control?.MidBlockResSample, s.ImageEmbeds?.Select(Half).ToArray());
+                    control?.DownBlockResSamples, control?.MidBlockResSample, s.ImageEmbeds?.Select(Half).ToArray(), intrablock);
                 if (cfg)
                 {
                     var halves = noisePred.chunk(2);

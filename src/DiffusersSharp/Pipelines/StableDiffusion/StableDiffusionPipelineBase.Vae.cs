@@ -43,14 +43,15 @@ public abstract partial class StableDiffusionPipelineBase
         return Components.WithActive("vae", () => WithVaeUpcast(() => DecodeOnDevice(latents, OutputType.Image)).Images!);
     }
 
-    /// <summary>Decodes latents to the requested output (diffusers' postprocess); under model offload the last model goes back to the CPU.</summary>
-    private StableDiffusionPipelineOutput Decode(Tensor latents, OutputType outputType)
+    /// <summary>Decodes latents to the requested output (diffusers' postprocess); under model offload the last model goes back to the CPU.
+    /// <paramref name="adapterPipeline"/>: as diffusers' T2I-Adapter pipelines decode (see <see cref="DecodeOnDevice"/>).</summary>
+    private StableDiffusionPipelineOutput Decode(Tensor latents, OutputType outputType, bool adapterPipeline = false)
     {
         try
         {
             if (outputType == OutputType.Latent) return new StableDiffusionPipelineOutput(null, latents.alias().DetachFromDisposeScope());
             Components.Activate("vae");
-            return WithVaeUpcast(() => DecodeOnDevice(latents, outputType));
+            return WithVaeUpcast(() => DecodeOnDevice(latents, outputType, adapterPipeline));
         }
         finally
         {
@@ -77,14 +78,21 @@ public abstract partial class StableDiffusionPipelineBase
         }
     }
 
-    private StableDiffusionPipelineOutput DecodeOnDevice(Tensor latents, OutputType outputType)
+    /// <summary>
+    /// The VAE decode and postprocessing. The T2I-Adapter pipelines (<paramref name="adapterPipeline"/>) unscale as their
+    /// diffusers twins: SD 1.x / 2.x's deprecated <c>decode_latents</c> multiplies by <c>1 / scaling_factor</c>, SDXL's
+    /// divides by it without the VAE's latents_mean / latents_std.
+    /// </summary>
+    private StableDiffusionPipelineOutput DecodeOnDevice(Tensor latents, OutputType outputType, bool adapterPipeline = false)
     {
         using var scope = NewDisposeScope();
         var vae = Components.Vae;
         // diffusers casts to the VAE's dtype before unscaling (float32 when the VAE was upcast).
         latents = latents.to(vae.WeightDtype());
         Tensor scaled;
-        if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
+        if (adapterPipeline)
+            scaled = IsXL ? latents / vae.Config.ScalingFactor : latents * (1.0 / vae.Config.ScalingFactor);
+        else if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
         {
             var m = tensor(mean.Select(v => (float)v).ToArray(), [1, mean.Length, 1, 1], device: latents.device).to(latents.dtype);
             var sd = tensor(std.Select(v => (float)v).ToArray(), [1, std.Length, 1, 1], device: latents.device).to(latents.dtype);

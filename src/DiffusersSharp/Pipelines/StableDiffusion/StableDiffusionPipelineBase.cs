@@ -99,6 +99,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         else if (r is StableDiffusionImg2ImgRequest && r.Latents is not null)
             throw new ArgumentException("latents is not an image-to-image input: the image is the start.");
         if (r is IControlNetRequest control) CheckControlNetInputs(control, r);
+        if (r is StableDiffusionAdapterRequest adapter) CheckAdapterInputs(adapter, height, width);
         CheckIpAdapterInputs(r, guidance > 1);
     }
 
@@ -129,6 +130,8 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         }
         else if (r is IControlNetRequest controlRequest && SettingsOf(controlRequest).ControlImages is [{ } firstControl, ..])
             (height, width) = ControlNetSize(firstControl, r);
+        else if (r is StableDiffusionAdapterRequest adapterRequest && AdapterImagesOf(adapterRequest) is [{ } firstAdapterImage, ..])
+            (height, width) = AdapterSize(firstAdapterImage, r);
         else (height, width) = (r.Height ?? DefaultSize, r.Width ?? DefaultSize);
         CheckInputs(r, height, width, steps);
         var maskCrop = inpaint is null ? null : MaskCrop.For(inpaint.PaddingMaskCrop, inpaint.Image, inpaint.MaskImage, r.OutputType, height, width);
@@ -245,20 +248,27 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             latents = latents * initNoiseSigma;
         }
 
+        // diffusers' num_inference_steps from here on: the steps asked for, or after denoising_end the timesteps it keeps.
+        int numInferenceSteps = steps;
         if (IsXL && DenoisingValueValid(r.DenoisingEnd))
         {
             // denoising_end: run the timesteps at or above the cutoff and return the latents there (for a refiner).
             int cutoff = DiscreteTimestepCutoff(r.DenoisingEnd!.Value, scheduler);
             timesteps = timesteps[..timesteps.Count(t => t >= cutoff)];
+            numInferenceSteps = timesteps.Length;
         }
+        // SDXL's adapter_conditioning_factor: the adapters steer the steps i < int(num_inference_steps x factor).
+        var adapterState = r is StableDiffusionAdapterRequest ar
+            ? PrepareAdapter(ar, height, width, r.NumImagesPerPrompt, cfg, IsXL ? (int)(numInferenceSteps * ar.AdapterConditioningFactor) : timesteps.Length)
+            : null;
 
         var loop = new DenoiseState(embeds, textEmbeds, timeIds, mask, maskedImageLatents, imageLatents, noise, guidance)
         {
-            Control = control, ImageEmbeds = imageEmbeds,
+            Control = control, ImageEmbeds = imageEmbeds, Adapter = adapterState,
         };
         using (IpAdapterScaleFor(r)) latents = Denoise(latents, loop, scheduler, timesteps, r, progress, ct);
         progress?.Report(new PipelineProgress("decode", 0, 1));
-        var output = Decode(latents, r.OutputType);
+        var output = Decode(latents, r.OutputType, adapterPipeline: r is StableDiffusionAdapterRequest);
         if (maskCrop is not null) output = new StableDiffusionPipelineOutput(maskCrop.Overlay(ImageProcessor, output.Images!), null);
         progress?.Report(new PipelineProgress("decode", 1, 1));
         return output;
