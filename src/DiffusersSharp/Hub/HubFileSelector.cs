@@ -54,6 +54,24 @@ public static partial class HubFileSelector
         return selected;
     }
 
+    /// <summary>The model config at the root of a single-model repo (a ControlNet, a T2I-Adapter: no model_index.json).</summary>
+    public const string ModelConfigFile = "config.json";
+
+    /// <summary>
+    /// The files to fetch from a single-model repo (diffusers' <c>ModelMixin.from_pretrained(repo)</c>: a ControlNet or
+    /// T2I-Adapter repo with <c>config.json</c> and the weights at its root): the root's config / side files and its
+    /// safetensors weights of the requested variant (else the default ones), nothing from subfolders.
+    /// </summary>
+    /// <exception cref="HubException">The root holds no safetensors weights usable here.</exception>
+    public static IReadOnlyList<string> SelectModel(IReadOnlyCollection<string> repoFiles, string? variant, string repoId)
+    {
+        var names = repoFiles.Where(f => !f.Contains('/')).ToList();
+        var files = ComponentFiles(names, variant, repoId, "(the repo root)").ToList();
+        if (!files.Any(f => ParseSafetensors(f) is not null))
+            throw new HubException(HubErrorKind.UnsupportedRepo, $"{repoId} has a config.json but no safetensors weights at its root.");
+        return files;
+    }
+
     private static IEnumerable<string> ComponentFiles(List<string> names, string? variant, string repoId, string component)
     {
         var weights = new List<(string Name, string? Variant)>();

@@ -4,8 +4,10 @@ using DiffusersSharp.IO;
 namespace DiffusersSharp.Hub;
 
 /// <summary>
-/// Turns what a user names as a model into a local pipeline folder: an existing folder as is, or a Hugging Face Hub repo id
-/// (<c>org/name</c>) fetched into the huggingface_hub cache (shared with Python) with only the files the pipeline needs.
+/// Turns what a user names as a model into a local folder: an existing folder as is, or a Hugging Face Hub repo id
+/// (<c>org/name</c>) fetched into the huggingface_hub cache (shared with Python) with only the files needed: a pipeline
+/// repo's (<c>model_index.json</c> and its components) or a single-model repo's (a ControlNet or T2I-Adapter:
+/// <c>config.json</c> and the weights at the root).
 /// </summary>
 public static partial class ModelSource
 {
@@ -49,14 +51,18 @@ public static partial class ModelSource
             return cached; // as huggingface_hub: the hub is unreachable but the cache has this revision
         }
         string commit = listing.Commit;
-        if (!listing.Files.Contains(HubFileSelector.ModelIndexFile))
-            throw new HubException(HubErrorKind.UnsupportedRepo,
-                $"{repoId} has no model_index.json at its root: it is not a diffusers pipeline repo (single-file checkpoints are not supported).");
         var fetcher = new SnapshotFetcher(http, cache, commit, options, progress);
-        await fetcher.FetchAsync([HubFileSelector.ModelIndexFile], ct).ConfigureAwait(false);
-        var index = ModelIndex.Read(cache.PointerPath(commit, HubFileSelector.ModelIndexFile));
-        var files = HubFileSelector.Select(listing.Files, index, options.Variant, repoId, options.ConfigOnlyComponents);
-        await fetcher.FetchAsync(files, ct).ConfigureAwait(false);
+        if (listing.Files.Contains(HubFileSelector.ModelIndexFile))
+        {
+            await fetcher.FetchAsync([HubFileSelector.ModelIndexFile], ct).ConfigureAwait(false);
+            var index = ModelIndex.Read(cache.PointerPath(commit, HubFileSelector.ModelIndexFile));
+            await fetcher.FetchAsync(HubFileSelector.Select(listing.Files, index, options.Variant, repoId, options.ConfigOnlyComponents), ct).ConfigureAwait(false);
+        }
+        else if (listing.Files.Contains(HubFileSelector.ModelConfigFile))
+            await fetcher.FetchAsync(HubFileSelector.SelectModel(listing.Files, options.Variant, repoId), ct).ConfigureAwait(false);
+        else
+            throw new HubException(HubErrorKind.UnsupportedRepo,
+                $"{repoId} has neither model_index.json (a diffusers pipeline) nor config.json (a diffusers model such as a ControlNet) at its root (single-file checkpoints are not supported).");
         cache.WriteRef(options.Revision, commit);
         return cache.SnapshotFolder(commit);
     }
@@ -66,7 +72,8 @@ public static partial class ModelSource
 
     /// <summary>
     /// The cached snapshot of the options' revision when it holds the whole pipeline (model_index.json, every non-empty
-    /// component folder, and weights for each model component), else null. Never touches the network.
+    /// component folder, and weights for each model component) or, for a single-model repo, its config.json and weights;
+    /// else null. Never touches the network.
     /// </summary>
     public static string? CachedSnapshot(HubCache cache, HubOptions options)
     {
@@ -74,7 +81,8 @@ public static partial class ModelSource
         if (commit is null) return null;
         string snapshot = cache.SnapshotFolder(commit);
         string indexPath = Path.Combine(snapshot, HubFileSelector.ModelIndexFile);
-        if (!File.Exists(indexPath)) return null;
+        if (!File.Exists(indexPath))
+            return File.Exists(Path.Combine(snapshot, HubFileSelector.ModelConfigFile)) && HasWeights(snapshot, options.Variant) ? snapshot : null;
         ModelIndex index;
         try { index = ModelIndex.Read(indexPath); }
         catch (InvalidDataException) { return null; }

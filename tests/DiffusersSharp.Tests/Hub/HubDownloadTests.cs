@@ -339,6 +339,40 @@ public sealed class HubDownloadTests : HubTestBase
         Assert.Equal(folder, await Resolve(PublicRepo, options with { Offline = true }));
     }
 
+    [Fact]
+    public async Task A_single_model_repo_such_as_a_ControlNet_is_fetched_from_its_root()
+    {
+        // A ControlNet / T2I-Adapter repo (lllyasviel/sd-controlnet-canny's layout): config.json and weights at the root.
+        var files = new Dictionary<string, byte[]>
+        {
+            ["config.json"] = """{"_class_name": "ControlNetModel"}"""u8.ToArray(),
+            ["diffusion_pytorch_model.safetensors"] = [1, 2, 3],
+            ["diffusion_pytorch_model.fp16.safetensors"] = [4, 5],
+            ["diffusion_pytorch_model.bin"] = [6],
+            ["README.md"] = "# cn"u8.ToArray(),
+            ["images/example.safetensors"] = [7],
+        };
+        await using var hub = StartHub(files);
+        string folder = await Resolve(PublicRepo, Options(hub));
+        Assert.Equal(["config.json", "diffusion_pytorch_model.safetensors"], SnapshotFiles());
+        Assert.Equal(folder, await Resolve(PublicRepo, Options(hub) with { Offline = true }));
+
+        var fp16 = Options(hub) with { CacheDir = Path.Combine(CacheDir, "fp16"), Variant = "fp16" };
+        string half = await Resolve(PublicRepo, fp16);
+        Assert.Equal(["config.json", "diffusion_pytorch_model.fp16.safetensors"],
+            Directory.EnumerateFiles(half).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(half, await Resolve(PublicRepo, fp16 with { Offline = true }));
+
+        // A root with no safetensors weights, and a repo that is neither a pipeline nor a model, are clear errors.
+        await using var pickle = StartHub(new Dictionary<string, byte[]> { ["config.json"] = "{}"u8.ToArray(), ["diffusion_pytorch_model.bin"] = [1] });
+        var e = await Assert.ThrowsAsync<HubException>(() => Resolve(PublicRepo, Options(pickle) with { CacheDir = Path.Combine(CacheDir, "pickle") }));
+        Assert.Equal(HubErrorKind.UnsupportedRepo, e.Kind);
+        Assert.Contains("no safetensors weights", e.Message);
+        await using var other = StartHub(new Dictionary<string, byte[]> { ["weights.safetensors"] = [1], ["README.md"] = [2] });
+        e = await Assert.ThrowsAsync<HubException>(() => Resolve(PublicRepo, Options(other) with { CacheDir = Path.Combine(CacheDir, "other") }));
+        Assert.Contains("neither model_index.json", e.Message);
+    }
+
     /// <summary>Collects reports on the reporting thread (Progress&lt;T&gt; would post them later).</summary>
     private sealed class SyncProgress(List<DownloadProgress> reports) : IProgress<DownloadProgress>
     {
