@@ -226,6 +226,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         };
         if (settings.Width is not null || settings.Height is not null) fields.Add($"Size: {settings.Width}x{settings.Height}");
         if (strength is { } denoise) fields.Add($"Denoising strength: {denoise.ToString(inv)}");
+        if (settings is InpaintSettings { PaddingMaskCrop: { } pad }) fields.Add($"Mask crop padding: {pad}");
         // diffusers' default conditioning scale per pipeline (the UNet ones; Flux's are all 1.0).
         double defaultScale = controlNetScale ?? verb switch { "img2img" => 0.8, "inpaint" => xl ? 1.0 : 0.5, _ => 1.0 };
         if (settings.SkipLayers is not null) fields.Add($"Skip layers: {settings.SkipLayers}");

@@ -144,6 +144,7 @@ public sealed class GenerateCliTests : IDisposable
         var init = ImageFile.LoadRgb(folder + "init.png");
         var mask = ImageFile.Load(folder + "mask_box.png");
         Assert.Equal((96, 72, 3), (result.Width, result.Height, result.Channels));
+        Assert.Contains("Mask crop padding: 8", ImageFile.ReadPngText(Out("crop.png"))["parameters"]);
         // Where the mask is black the original shows through unchanged (alpha 255 over the pasted-back crop).
         int kept = 0, repainted = 0;
         for (int p = 0; p < mask.Pixels.Length; p++)
