@@ -43,6 +43,9 @@ public record FluxControlNetRequest : FluxRequest
 /// </summary>
 public sealed class FluxControlNetPipeline : FluxPipelineBase
 {
+    /// <inheritdoc />
+    private protected override bool ConvertsT5PromptWithClipTokenizer => true;
+
     /// <summary>Wraps loaded components, which must hold a <see cref="FluxComponents.ControlNet"/>.</summary>
     /// <exception cref="ArgumentException">The components have no ControlNet, or it does not fit the transformer.</exception>
     public FluxControlNetPipeline(FluxComponents components) : base(Checked(components)) { }
