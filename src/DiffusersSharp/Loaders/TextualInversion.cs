@@ -213,7 +213,7 @@ public static class TextualInversion
             throw new ArgumentException($"You have passed a list of models of length {sources}, and list of tokens of length {tokens.Count} Make sure both lists have the same length.");
         var valid = tokens.Where(t => t is not null).ToList();
         if (valid.Distinct(StringComparer.Ordinal).Count() < valid.Count)
-            throw new ArgumentException($"You have passed a list of tokens that contains duplicates: [{string.Join(", ", tokens.Select(t => t ?? "None"))}]");
+            throw new ArgumentException($"You have passed a list of tokens that contains duplicates: {PythonList(tokens)}");
     }
 
     private static IReadOnlyList<string> LoadStateDicts(CLIPTokenizer tokenizer, ICLIPTextEncoder textEncoder, List<StateDict> stateDicts, List<string?> tokens)
@@ -270,7 +270,7 @@ public static class TextualInversion
             {
                 var multi = new List<string> { token };
                 for (int i = 1; added.ContainsKey($"{token}_{i}"); i++) multi.Add($"{token}_{i}");
-                throw new ArgumentException($"Multi-vector Token [{string.Join(", ", multi)}] already in tokenizer vocabulary. Please choose a different token name or remove the [{string.Join(", ", multi)}] and embedding from the tokenizer and text encoder.");
+                throw new ArgumentException($"Multi-vector Token {PythonList(multi)} already in tokenizer vocabulary. Please choose a different token name or remove the {PythonList(multi)} and embedding from the tokenizer and text encoder.");
             }
             if (embedding.dim() is not (1 or 2) || embedding.numel() == 0 || !embedding.is_floating_point())
                 throw new InvalidDataException($"{source}: a textual inversion embedding is a float tensor [dim] or [vectors, dim], got {embedding.dtype} [{string.Join(", ", embedding.shape)}].");
@@ -315,6 +315,10 @@ public static class TextualInversion
     }
 
     private const string A1111Key = "string_to_param.*";
+
+    /// <summary>A list of tokens as diffusers' messages print it (Python's repr).</summary>
+    private static string PythonList(IEnumerable<string?> tokens) =>
+        "[" + string.Join(", ", tokens.Select(t => t is null ? "None" : "'" + t + "'")) + "]";
 
     private static void CheckFile(string path)
     {
