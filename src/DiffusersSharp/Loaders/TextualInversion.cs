@@ -56,7 +56,8 @@ public static class TextualInversion
     /// Returns the tokens added, in id order (<c>tok</c>, <c>tok_1</c> ... for a multi-vector embedding).
     /// </summary>
     /// <exception cref="FileNotFoundException">A file is missing.</exception>
-    /// <exception cref="InvalidDataException">A pickle file, a malformed safetensors file, or tensors that are no textual inversion.</exception>
+    /// <exception cref="InvalidDataException">A pickle file, or tensors that are no textual inversion.</exception>
+    /// <exception cref="SafetensorsFormatException">Not a valid safetensors file.</exception>
     /// <exception cref="ArgumentException">diffusers' checks (see the class remarks).</exception>
     public static IReadOnlyList<string> Load(CLIPTokenizer tokenizer, ICLIPTextEncoder textEncoder, IReadOnlyList<string> paths,
         IReadOnlyList<string?>? tokens = null, string? key = null)
@@ -162,7 +163,8 @@ public static class TextualInversion
 
     /// <summary>Whether the safetensors file at <paramref name="path"/> is an SDXL embedding (<c>clip_l</c> and <c>clip_g</c>).</summary>
     /// <exception cref="FileNotFoundException">No file there.</exception>
-    /// <exception cref="InvalidDataException">A pickle file or a malformed safetensors file.</exception>
+    /// <exception cref="InvalidDataException">A pickle file.</exception>
+    /// <exception cref="SafetensorsFormatException">Not a valid safetensors file.</exception>
     public static bool IsSdxlFile(string path)
     {
         CheckFile(path);
