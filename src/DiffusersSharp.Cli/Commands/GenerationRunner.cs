@@ -237,6 +237,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
                        $" [{Pick(settings.ControlStartValues, i, 0).ToString(inv)}, {Pick(settings.ControlEndValues, i, 1).ToString(inv)}]{(settings.GuessMode ? " guess mode" : "")}");
         }
         if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");
+        foreach (var (file, token) in settings.TextualInversions)
+            fields.Add($"Textual inversion: {Path.GetFileName(file)}{(token is null ? "" : ":" + token)}");
         fields.Add("Software: DiffusersSharp");
         lines.Add(string.Join(", ", fields));
         return string.Join("\n", lines);
