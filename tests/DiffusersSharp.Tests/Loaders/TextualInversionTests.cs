@@ -191,3 +191,49 @@ public sealed class TextualInversionTests(ITestOutputHelper output) : IDisposabl
         Assert.Equal(["<kw>", "<kw>_1"], c.LoadTextualInversion(file, "<kw>"));
     }
 }
+
+/// <summary>Flux: textual inversion goes into the CLIP-L pair (diffusers' default); its pooled output is CLIP-L on the
+/// extended table; FluxControlNetPipeline's quirk of converting the T5 prompt with the CLIP tokenizer.</summary>
+public sealed class FluxTextualInversionTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("ti-flux-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void PooledOutputIsClipOnTheExtendedTableAndT5SeesTheTextUnlessControlNet()
+    {
+        TinyFluxPipelineFolder.Write(_dir);
+        using var c = DiffusersSharp.Pipelines.Flux.FluxComponents.FromPretrained(_dir, new PipelineLoadOptions());
+        string dir = Fixtures.Path("local-diffusers/textual-inversion/embeddings");
+        c.LoadTextualInversion([Path.Combine(dir, "single.safetensors"), Path.Combine(dir, "multi.safetensors")], null);
+        Assert.Throws<InvalidDataException>(() => c.LoadTextualInversion(Path.Combine(dir, "learned_embeds.pt")));
+        var encoder = c.CreatePromptEncoder();
+        const string prompt = "a photo of <multi> and <cat-toy>";
+        using var ours = encoder.Encode(prompt, null, null, null, 1, 32, CPU, ScalarType.Float32);
+
+        using var clip = CLIPTextModel.FromPretrained(Path.Combine(_dir, "text_encoder"));
+        var rows = new List<Tensor> { clip.TokenEmbeddingWeight.detach().clone() };
+        foreach (var (file, key) in new[] { ("single.safetensors", "<cat-toy>"), ("multi.safetensors", "<multi>") })
+        {
+            using var f = SafetensorsFile.Open(Path.Combine(dir, file));
+            var t = f.Read(key);
+            rows.Add(t.dim() == 1 ? t.unsqueeze(0) : t);
+        }
+        clip.SetTokenEmbeddingWeight(cat(rows, 0));
+        string converted = TextualInversion.MaybeConvertPrompt(prompt, c.Tokenizer!);
+        Assert.Equal("a photo of <multi> <multi>_1 <multi>_2 and <cat-toy>", converted);
+        using var ids = tensor(c.Tokenizer!.Encode(converted, 77).Ids.Select(i => (long)i).ToArray(), [1, 77]);
+        using var expected = clip.Forward(ids, outputHiddenStates: false);
+        Assert.Equal(0, (ours.PooledPromptEmbeds - expected.PooledOutput).abs().max().item<float>());
+
+        // T5 gets the prompt as written; under FluxControlNetPipeline's conversion, the spelled-out one.
+        using var asWritten = encoder.Encode(prompt, null, null, null, 1, 32, CPU, ScalarType.Float32);
+        using var spelled = encoder.Encode(prompt, converted, null, null, 1, 32, CPU, ScalarType.Float32);
+        encoder.ConvertT5PromptWithClipTokenizer = true;
+        using var controlNet = encoder.Encode(prompt, null, null, null, 1, 32, CPU, ScalarType.Float32);
+        Assert.True(controlNet.PromptEmbeds.eq(spelled.PromptEmbeds).all().item<bool>());
+        Assert.False(asWritten.PromptEmbeds.eq(spelled.PromptEmbeds).all().item<bool>());
+        Assert.Equal(["<cat-toy>", "<multi>", "<multi>_1", "<multi>_2"], c.UnloadTextualInversion());
+    }
+}
