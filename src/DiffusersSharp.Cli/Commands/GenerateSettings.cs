@@ -57,6 +57,22 @@ public class ModelSettings : CommandSettings
     /// <summary>The parsed LoRA scale.</summary>
     public double LoraScaleValue => double.Parse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture);
 
+    /// <summary>Textual inversion embeddings: FILE or FILE:TOKEN, repeatable.</summary>
+    [CommandOption("--textual-inversion <FILE[:TOKEN]>"), Description("SD 1.x / 2.x, SDXL and Flux: a textual inversion embedding in a local .safetensors file, as diffusers' load_textual_inversion(FILE, token=TOKEN): diffusers' format (the token is the file's key unless :TOKEN is given), A1111 / kohya files (emb_params: give :TOKEN), or an SDXL file with clip_l and clip_g (both halves load, into the two encoders; :TOKEN required). Write the token in the prompt; a multi-vector embedding spells out as TOKEN TOKEN_1 ... as diffusers rewrites prompts. Repeatable. Pickle files (.bin, .pt) are refused: convert them to safetensors.")]
+    public string[]? TextualInversion { get; init; }
+
+    /// <summary>The --textual-inversion entries as (file, token or null), in order.</summary>
+    public IReadOnlyList<(string File, string? Token)> TextualInversions => (TextualInversion ?? []).Select(ParseTextualInversion).ToList();
+
+    /// <summary>FILE, or FILE:TOKEN (the last colon, when the text before it is a file).</summary>
+    internal static (string File, string? Token) ParseTextualInversion(string value)
+    {
+        if (File.Exists(value)) return (value, null);
+        int colon = value.LastIndexOf(':');
+        if (colon > 0 && File.Exists(value[..colon])) return (value[..colon], value[(colon + 1)..]);
+        return (value, null);
+    }
+
     /// <summary>Single-file checkpoint (SD3).</summary>
     [CommandOption("--single-file <FILE>"), Description("An original single-file checkpoint whose weights replace --model's: SD3 / SD3.5 (e.g. sd3.5_medium.safetensors: MMDiT and VAE) or SD 1.x / 2.x / SDXL in the LDM / SGM layout (e.g. v1-5-pruned-emaonly.safetensors, sd_xl_base_1.0.safetensors: UNet, and the VAE and text encoders it holds). --model (a folder or hub repo of the same family) still gives the configs, tokenizers, scheduler and whatever the file lacks. Not for Flux.")]
     public string? SingleFile { get; init; }
@@ -74,6 +90,15 @@ public class ModelSettings : CommandSettings
         if (string.IsNullOrWhiteSpace(Model)) return $"--model is required (the bundled model {BundledModel.RelativePath} was not found).";
         if (Lora is not null && !File.Exists(Lora)) return $"--lora file not found: {Lora}.";
         if (SingleFile is not null && !File.Exists(SingleFile)) return $"--single-file not found: {SingleFile}.";
+        foreach (var (file, token) in TextualInversions)
+        {
+            if (token is { Length: 0 }) return $"--textual-inversion {file}: the token after ':' is empty.";
+            try
+            {
+                DiffusersSharp.Loaders.TextualInversion.IsSdxlFile(file); // missing, pickle or not safetensors: refused here
+            }
+            catch (Exception e) when (e is IOException or ArgumentException) { return $"--textual-inversion: {e.Message}"; }
+        }
         if (!double.TryParse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double loraScale) || !double.IsFinite(loraScale))
             return $"--lora-scale must be a finite number, got '{LoraScale}'.";
         if (Device.Trim().ToLowerInvariant() is not ("cpu" or "cuda") && !Device.Trim().ToLowerInvariant().StartsWith("cuda:", StringComparison.Ordinal))

@@ -113,6 +113,7 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
         var controlNets = ControlNetsOf(settings);
         if (family == Family.Flux && controlNets.Count > 0) CheckFluxControlNet(settings.Model!, pipelineClass);
+        CheckTextualInversion(settings, pipelineClass, family);
         if (settings is GenerateSettings generate)
         {
             CheckOptions(generate, pipelineClass, family);
@@ -121,10 +122,11 @@ internal sealed class LoadedModel : IDisposable
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         return family switch
         {
-            Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, settings as GenerateSettings, WithLora(output, settings,
-                StableDiffusionComponents.FromPretrained(folder, options, controlNets, (settings as GenerateSettings)?.Adapters ?? [], ct), c => c.FuseLora))),
-            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, WithLora(output, settings,
-                FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora)),
+            Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, settings as GenerateSettings,
+                WithTextualInversion(output, settings, WithLora(output, settings, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
+                    (settings as GenerateSettings)?.Adapters ?? [], ct), c => c.FuseLora), LoadTextualInversion))),
+            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
+                WithTextualInversion(output, settings, WithLora(output, settings, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), null),
         };
@@ -278,6 +280,66 @@ internal sealed class LoadedModel : IDisposable
         {
             components.LoadIpAdapter(settings.IpAdapter, settings.IpAdapterImageEncoderFolder);
             output.Error.WriteLine($"loaded IP-Adapter {settings.IpAdapter} (image encoder {settings.IpAdapterImageEncoderFolder})");
+            return components;
+        }
+        catch
+        {
+            components.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Refuses --textual-inversion before any weights load where diffusers has no textual inversion (SD3's pipelines do not
+    /// inherit TextualInversionLoaderMixin) and SDXL files (clip_l / clip_g) without a token or for a model without two
+    /// CLIP encoders.
+    /// </summary>
+    private static void CheckTextualInversion(ModelSettings settings, string pipelineClass, Family family)
+    {
+        var entries = settings.TextualInversions;
+        if (entries.Count == 0) return;
+        if (family == Family.Sd3)
+            throw new ArgumentException($"--textual-inversion applies to SD 1.x / 2.x, SDXL and Flux models (diffusers' SD3 pipelines have no textual inversion loader); {settings.Model} is a {pipelineClass}.");
+        foreach (var (file, token) in entries)
+        {
+            if (!Loaders.TextualInversion.IsSdxlFile(file)) continue;
+            if (!pipelineClass.Contains("XL", StringComparison.Ordinal))
+                throw new ArgumentException($"--textual-inversion {file} is an SDXL embedding (clip_l / clip_g) and {settings.Model} is a {pipelineClass}; its clip_l half can be loaded with the library (LoadTextualInversion with key \"clip_l\").");
+            if (token is null)
+                throw new ArgumentException($"--textual-inversion {file} is an SDXL embedding (clip_l / clip_g), which names no token: give FILE:TOKEN and write TOKEN in the prompt.");
+        }
+    }
+
+    /// <summary>Loads the --textual-inversion files into SD 1.x / 2.x or SDXL components: an SDXL file's halves into both
+    /// encoders (the refiner: the clip_g half only), any other file into the first, diffusers' default.</summary>
+    private static string LoadTextualInversion(StableDiffusionComponents components, string file, string? token)
+    {
+        var into = new List<string>();
+        IReadOnlyList<string> tokens = [];
+        bool sdxl = Loaders.TextualInversion.IsSdxlFile(file);
+        if (!sdxl || components.TextEncoder is not null)
+        {
+            tokens = components.LoadTextualInversion(file, token);
+            into.Add("text_encoder");
+        }
+        if (sdxl && components.TextEncoder2 is not null)
+        {
+            tokens = components.LoadTextualInversion(file, token, Loaders.TextualInversionTarget.TextEncoder2);
+            into.Add("text_encoder_2");
+        }
+        return $"{string.Join(", ", tokens)} into {string.Join(" and ", into)}";
+    }
+
+    private static string LoadTextualInversion(FluxComponents components, string file, string? token) =>
+        $"{string.Join(", ", components.LoadTextualInversion(file, token))} into text_encoder";
+
+    /// <summary>Loads the --textual-inversion files, if any, into freshly loaded components (freed again if that fails).</summary>
+    private static T WithTextualInversion<T>(CliOutput output, ModelSettings settings, T components, Func<T, string, string?, string> load) where T : PipelineComponents
+    {
+        try
+        {
+            foreach (var (file, token) in settings.TextualInversions)
+                output.Error.WriteLine($"loaded textual inversion {load(components, file, token)} from {file}");
             return components;
         }
         catch

@@ -15,26 +15,30 @@ namespace DiffusersSharp.Tokenizers;
 public sealed class CLIPTokenizer : ITextTokenizer
 {
     private readonly BpeTokenizer _bpe;
-    private readonly SpecialTokenSplitter _special;
-    private readonly Dictionary<int, string> _idToToken;
-    private readonly HashSet<int> _specialIds;
+    private readonly Dictionary<string, int> _vocab;
     private readonly bool _lowerCase;
+    // Added tokens (special ones from the tokenizer files, then those add_tokens adds) and what is derived from them;
+    // replaced together by SetAddedTokens.
+    private List<AddedToken> _added;
+    private SpecialTokenSplitter _special;
+    private Dictionary<int, string> _idToToken;
+    private HashSet<int> _specialIds;
 
     private CLIPTokenizer(BpeTokenizer bpe, Dictionary<string, int> vocab, SpecialTokenSplitter special, bool lowerCase,
         int bos, int eos, int pad, int maxLength)
     {
         _bpe = bpe;
-        _special = special;
+        _vocab = vocab;
         _lowerCase = lowerCase;
         BosTokenId = bos;
         EosTokenId = eos;
         PadTokenId = pad;
         ModelMaxLength = maxLength;
+        _added = special.Tokens.ToList();
+        _special = special;
         _idToToken = new Dictionary<int, string>();
-        foreach (var (token, id) in vocab) _idToToken[id] = token;
-        foreach (var t in special.Tokens) _idToToken[t.Id] = t.Content;
-        _specialIds = special.Tokens.Select(t => t.Id).ToHashSet();
-        VocabSize = _idToToken.Count == 0 ? 0 : _idToToken.Keys.Max() + 1;
+        _specialIds = new HashSet<int>();
+        SetAddedTokens(_added);
     }
 
     /// <inheritdoc />
@@ -50,7 +54,58 @@ public sealed class CLIPTokenizer : ITextTokenizer
     public int BosTokenId { get; }
 
     /// <inheritdoc />
-    public int VocabSize { get; }
+    /// <remarks>transformers' <c>len(tokenizer)</c>: it grows with the tokens textual inversion adds.</remarks>
+    public int VocabSize { get; private set; }
+
+    /// <summary>
+    /// transformers' <c>added_tokens_encoder</c>: every added token (the special ones and those textual inversion adds)
+    /// by its content, in id order.
+    /// </summary>
+    public IReadOnlyDictionary<string, int> AddedTokensEncoder =>
+        _added.OrderBy(t => t.Id).DistinctBy(t => t.Content).ToDictionary(t => t.Content, t => t.Id, StringComparer.Ordinal);
+
+    /// <summary>Whether <paramref name="token"/> is in transformers' <c>get_vocab()</c>: the BPE vocabulary or an added token.</summary>
+    public bool ContainsToken(string token)
+    {
+        ArgumentNullException.ThrowIfNull(token);
+        return _vocab.ContainsKey(token) || _added.Any(t => t.Content == token);
+    }
+
+    /// <summary>The added tokens, specials included (for textual inversion's bookkeeping).</summary>
+    internal IReadOnlyList<AddedToken> AddedTokens => _added;
+
+    /// <summary>
+    /// transformers' <c>add_tokens(content)</c> (tokenizers backend) for a token not in the vocabulary: a non-special token
+    /// matched in the normalised text (so, as CLIP lower-cases, in any case), never split by BPE, with the next free id
+    /// (<see cref="VocabSize"/>). Returns that id.
+    /// </summary>
+    internal int AddToken(string content)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(content);
+        if (ContainsToken(content)) throw new InvalidOperationException($"'{content}' is already in the tokenizer's vocabulary.");
+        int id = NextTokenId;
+        SetAddedTokens([.. _added, new AddedToken(content, id, Normalized: true, Special: false)]);
+        return id;
+    }
+
+    /// <summary>The id <see cref="AddToken"/> gives next: as the tokenizers library, the vocabulary's size, or one past the
+    /// highest added id when that is higher.</summary>
+    internal int NextTokenId => Math.Max(_vocab.Count, _added.Count == 0 ? 0 : _added.Max(t => t.Id) + 1);
+
+    /// <summary>Replaces the added tokens (textual inversion's unload renumbers the ones it keeps).</summary>
+    internal void SetAddedTokens(IReadOnlyList<AddedToken> tokens)
+    {
+        // A normalized token is matched by its normalised content, as the tokenizers library builds its pattern.
+        var added = tokens.Select(t => t.Normalized ? t with { Pattern = Normalize(t.Content) } : t).ToList();
+        var idToToken = new Dictionary<int, string>();
+        foreach (var (token, id) in _vocab) idToToken[id] = token;
+        foreach (var t in added) idToToken[t.Id] = t.Content;
+        _added = added;
+        _special = new SpecialTokenSplitter(added);
+        _idToToken = idToToken;
+        _specialIds = added.Where(t => t.Special).Select(t => t.Id).ToHashSet();
+        VocabSize = idToToken.Count == 0 ? 0 : idToToken.Keys.Max() + 1;
+    }
 
     /// <summary>
     /// Loads a CLIP tokenizer folder: <c>vocab.json</c> + <c>merges.txt</c>, or <c>tokenizer.json</c> when vocab.json is
@@ -179,18 +234,36 @@ public sealed class CLIPTokenizer : ITextTokenizer
     public TokenizedText Encode(string text, int maxLength, bool padToMaxLength = true, bool truncate = true)
     {
         ArgumentNullException.ThrowIfNull(text);
-        var body = new List<int>();
+        var body = Pieces(text).Select(p => p.Id).ToList();
+        return TokenLayout.Build(body, [BosTokenId], [EosTokenId], maxLength, PadTokenId, padToMaxLength, truncate);
+    }
+
+    /// <summary>
+    /// transformers' <c>tokenize(text)</c>: the tokens of the text without BOS / EOS: BPE pieces as vocabulary strings
+    /// (<c>"a&lt;/w&gt;"</c>), added tokens as the text they matched (for a normalized token, the normalised text).
+    /// </summary>
+    public IReadOnlyList<string> Tokenize(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return Pieces(text).Select(p => p.Token).ToList();
+    }
+
+    /// <summary>Added tokens (raw text first, then normalised text) and BPE pieces, in order.</summary>
+    private IEnumerable<(string Token, int Id)> Pieces(string text)
+    {
         foreach (var (part, id) in _special.Split(text, normalized: false))
         {
-            if (id >= 0) { body.Add(id); continue; }
+            if (id >= 0) { yield return (part, id); continue; }
             foreach (var (normalizedPart, normalizedId) in _special.Split(Normalize(part), normalized: true))
             {
-                if (normalizedId >= 0) { body.Add(normalizedId); continue; }
+                if (normalizedId >= 0) { yield return (normalizedPart, normalizedId); continue; }
                 foreach (string word in PreTokenize(normalizedPart))
-                    body.AddRange(_bpe.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
+                {
+                    foreach (int bpeId in _bpe.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false))
+                        yield return (_idToToken.GetValueOrDefault(bpeId, ""), bpeId);
+                }
             }
         }
-        return TokenLayout.Build(body, [BosTokenId], [EosTokenId], maxLength, PadTokenId, padToMaxLength, truncate);
     }
 
     /// <inheritdoc />

@@ -1,17 +1,25 @@
 namespace DiffusersSharp.Tokenizers;
 
-/// <summary>A token added to the vocabulary (special tokens), with the tokenizers library's matching flags.</summary>
+/// <summary>A token added to the vocabulary (special tokens, textual inversion tokens), with the tokenizers library's flags.</summary>
 /// <param name="Content">The text of the token.</param>
 /// <param name="Id">Its id.</param>
 /// <param name="Normalized">Matched in the normalised text instead of the raw text.</param>
 /// <param name="LStrip">A match also takes the whitespace before it.</param>
 /// <param name="RStrip">A match also takes the whitespace after it.</param>
-internal readonly record struct AddedToken(string Content, int Id, bool Normalized = false, bool LStrip = false, bool RStrip = false);
+/// <param name="Special">A special token (left out when decoding); <c>add_tokens</c> adds non-special ones.</param>
+/// <param name="Pattern">What is matched, when not <paramref name="Content"/>: the tokenizers library matches a normalized
+/// token by its content passed through the normaliser (CLIP: lower case), so "&lt;Cat&gt;" is found as "&lt;cat&gt;".</param>
+internal readonly record struct AddedToken(string Content, int Id, bool Normalized = false, bool LStrip = false, bool RStrip = false,
+    bool Special = true, string? Pattern = null)
+{
+    /// <summary>The text looked for in the (raw or normalised) text.</summary>
+    public string Match => Pattern ?? Content;
+}
 
 /// <summary>
 /// Finds added tokens written inside the text, as the tokenizers library does: tokens with <c>normalized: false</c> in
 /// the raw text, then the others in each normalised stretch between them; leftmost match first, the longest token among
-/// those starting there.
+/// those starting there. A match is returned as the text it matched (the token's <see cref="AddedToken.Match"/>).
 /// </summary>
 internal sealed class SpecialTokenSplitter
 {
@@ -21,8 +29,8 @@ internal sealed class SpecialTokenSplitter
     {
         // First definition of a content wins (tokenizer.json before the configs); longest first, so the first token
         // that matches at a position is the longest one there.
-        _tokens = tokens.Where(t => t.Content.Length > 0).DistinctBy(t => t.Content)
-            .OrderByDescending(t => t.Content.Length).ThenBy(t => t.Content, StringComparer.Ordinal).ToArray();
+        _tokens = tokens.Where(t => t.Content.Length > 0 && t.Match.Length > 0).DistinctBy(t => t.Content)
+            .OrderByDescending(t => t.Match.Length).ThenBy(t => t.Id).ToArray();
     }
 
     public IReadOnlyList<AddedToken> Tokens => _tokens;
@@ -37,7 +45,7 @@ internal sealed class SpecialTokenSplitter
         return false;
     }
 
-    /// <summary>Pieces of <paramref name="text"/> in order: plain text (Id = -1) and added tokens (their id).</summary>
+    /// <summary>Pieces of <paramref name="text"/> in order: plain text (Id = -1) and added tokens (the matched text, their id).</summary>
     /// <param name="text">The text to split.</param>
     /// <param name="normalized">Which tokens to look for: those matched in normalised text, or those matched in raw text.</param>
     public List<(string Text, int Id)> Split(string text, bool normalized)
@@ -49,7 +57,7 @@ internal sealed class SpecialTokenSplitter
             int found = -1;
             for (int k = 0; k < _tokens.Length; k++)
             {
-                if (_tokens[k].Normalized == normalized && text.AsSpan(i).StartsWith(_tokens[k].Content, StringComparison.Ordinal))
+                if (_tokens[k].Normalized == normalized && text.AsSpan(i).StartsWith(_tokens[k].Match, StringComparison.Ordinal))
                 {
                     found = k;
                     break;
@@ -57,7 +65,7 @@ internal sealed class SpecialTokenSplitter
             }
             if (found < 0) { i++; continue; }
             var token = _tokens[found];
-            int matchStart = i, matchEnd = i + token.Content.Length;
+            int matchStart = i, matchEnd = i + token.Match.Length;
             if (token.LStrip)
             {
                 while (matchStart > start && char.IsWhiteSpace(text[matchStart - 1])) matchStart--;
@@ -67,7 +75,7 @@ internal sealed class SpecialTokenSplitter
                 while (matchEnd < text.Length && char.IsWhiteSpace(text[matchEnd])) matchEnd++;
             }
             if (matchStart > start) parts.Add((text[start..matchStart], -1));
-            parts.Add((token.Content, token.Id));
+            parts.Add((token.Match, token.Id));
             i = start = matchEnd;
         }
         if (start < text.Length) parts.Add((text[start..], -1));

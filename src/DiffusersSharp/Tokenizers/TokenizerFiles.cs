@@ -40,11 +40,13 @@ internal static class TokenizerFiles
         _ => null,
     };
 
-    /// <summary>An AddedToken object's flags (<c>normalized</c>, <c>lstrip</c>, <c>rstrip</c>), for the token <paramref name="content"/> with <paramref name="id"/>.</summary>
+    /// <summary>An AddedToken object's flags (<c>normalized</c>, <c>lstrip</c>, <c>rstrip</c>, <c>special</c>: true when
+    /// not given), for the token <paramref name="content"/> with <paramref name="id"/>.</summary>
     public static AddedToken ReadAddedToken(JsonElement obj, string content, int id)
     {
         bool Flag(string name) => obj.ValueKind == JsonValueKind.Object && obj.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.True;
-        return new AddedToken(content, id, Flag("normalized"), Flag("lstrip"), Flag("rstrip"));
+        bool special = obj.ValueKind != JsonValueKind.Object || !obj.TryGetProperty("special", out var s) || s.ValueKind != JsonValueKind.False;
+        return new AddedToken(content, id, Flag("normalized"), Flag("lstrip"), Flag("rstrip"), special);
     }
 
     /// <summary>Added tokens of a tokenizer.json in file order.</summary>

@@ -8,12 +8,19 @@ namespace DiffusersSharp.Models.TextEncoders;
 /// transformers' <c>CLIPTextModel</c>: the CLIP text transformer without projection (SD 1.5's text encoder). Keys
 /// <c>text_model.*</c>.
 /// </summary>
-public sealed class CLIPTextModel : nn.Module
+public sealed class CLIPTextModel : nn.Module, ICLIPTextEncoder
 {
     private readonly CLIPTextTransformer text_model;
 
-    /// <summary>The configuration the model was built from.</summary>
-    public CLIPTextConfig Config { get; }
+    /// <summary>The configuration the model was built from (<c>vocab_size</c> follows the token embedding table when
+    /// textual inversion resizes it, as transformers' <c>resize_token_embeddings</c> updates it).</summary>
+    public CLIPTextConfig Config { get; private set; }
+
+    /// <inheritdoc />
+    public Tensor TokenEmbeddingWeight => CLIPLoading.TokenEmbedding(this);
+
+    /// <inheritdoc />
+    public void SetTokenEmbeddingWeight(Tensor weight) => Config = CLIPLoading.SetTokenEmbedding(this, Config, weight);
 
     /// <summary>Builds the model (random weights; on <c>meta</c> it holds no memory and is an empty shell to load into).</summary>
     public CLIPTextModel(CLIPTextConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(CLIPTextModel))
@@ -66,13 +73,20 @@ public sealed class CLIPTextModel : nn.Module
 /// transformers' <c>CLIPTextModelWithProjection</c> (SD3's text_encoder and text_encoder_2, SDXL's text_encoder_2):
 /// the CLIP text transformer plus a bias-free <c>text_projection</c> of the pooled output.
 /// </summary>
-public sealed class CLIPTextModelWithProjection : nn.Module
+public sealed class CLIPTextModelWithProjection : nn.Module, ICLIPTextEncoder
 {
     private readonly CLIPTextTransformer text_model;
     private readonly TorchSharp.Modules.Linear text_projection;
 
-    /// <summary>The configuration the model was built from.</summary>
-    public CLIPTextConfig Config { get; }
+    /// <summary>The configuration the model was built from (<c>vocab_size</c> follows the token embedding table when
+    /// textual inversion resizes it, as transformers' <c>resize_token_embeddings</c> updates it).</summary>
+    public CLIPTextConfig Config { get; private set; }
+
+    /// <inheritdoc />
+    public Tensor TokenEmbeddingWeight => CLIPLoading.TokenEmbedding(this);
+
+    /// <inheritdoc />
+    public void SetTokenEmbeddingWeight(Tensor weight) => Config = CLIPLoading.SetTokenEmbedding(this, Config, weight);
 
     /// <summary>Builds the model (random weights; on <c>meta</c> it holds no memory and is an empty shell to load into).</summary>
     public CLIPTextModelWithProjection(CLIPTextConfig config, Device? device = null, ScalarType? dtype = null)
@@ -118,10 +132,50 @@ public sealed class CLIPTextModelWithProjection : nn.Module
     }
 }
 
+/// <summary>
+/// A CLIP text model whose token embedding table can be read and replaced (<see cref="CLIPTextModel"/>,
+/// <see cref="CLIPTextModelWithProjection"/>): what textual inversion needs, transformers' <c>get_input_embeddings</c> /
+/// <c>set_input_embeddings</c>.
+/// </summary>
+public interface ICLIPTextEncoder
+{
+    /// <summary>The configuration; <c>vocab_size</c> is the number of rows of the token embedding table.</summary>
+    CLIPTextConfig Config { get; }
+
+    /// <summary>The token embedding table <c>text_model.embeddings.token_embedding.weight</c>, [vocab_size, hidden_size]:
+    /// the model's own tensor (read it; do not dispose or change it, nor use it after <see cref="SetTokenEmbeddingWeight"/>,
+    /// which frees it).</summary>
+    Tensor TokenEmbeddingWeight { get; }
+
+    /// <summary>
+    /// Replaces the token embedding table by <paramref name="weight"/> [rows, hidden_size] (copied, in the table's dtype and
+    /// on its device) and sets <c>vocab_size</c> to its rows, as transformers' <c>set_input_embeddings</c> with
+    /// <c>resize_token_embeddings</c>.
+    /// </summary>
+    /// <exception cref="ArgumentException">Not a [rows, hidden_size] tensor with at least one row.</exception>
+    void SetTokenEmbeddingWeight(Tensor weight);
+}
+
 /// <summary>Loading and output plumbing shared by the two CLIP text models.</summary>
 internal static class CLIPLoading
 {
     private const string TextModelPrefix = "text_model.";
+    private const string TokenEmbeddingKey = "text_model.embeddings.token_embedding.weight";
+
+    public static Tensor TokenEmbedding(nn.Module model) =>
+        model.named_parameters().First(p => p.name == TokenEmbeddingKey).parameter;
+
+    public static CLIPTextConfig SetTokenEmbedding(nn.Module model, CLIPTextConfig config, Tensor weight)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        if (weight.dim() != 2 || weight.shape[0] < 1 || weight.shape[1] != config.HiddenSize)
+            throw new ArgumentException($"A token embedding table must be [rows, {config.HiddenSize}], got [{string.Join(", ", weight.shape)}].", nameof(weight));
+        var current = TokenEmbedding(model);
+        var table = weight.to(current.dtype, current.device, copy: true);
+        StateDictLoader.Replace(model, TokenEmbeddingKey, table);
+        current.Dispose(); // the old table, which can be hundreds of MB, is not left to the finalizer
+        return config with { VocabSize = (int)weight.shape[0] };
+    }
 
     public static T Load<T>(string folder, Func<CLIPTextConfig, Device, T> build, ScalarType? dtype, Device? device, string? variant) where T : nn.Module =>
         PretrainedLoader.Load(folder, build, dtype, device, variant, new WeightLoadOptions

@@ -217,6 +217,42 @@ public sealed class FluxComponents : PipelineComponents
         ["text_encoder"] = TextEncoder,
     }, scale, kohya: false, FusedLoras);
 
+    /// <summary>
+    /// diffusers' <c>load_textual_inversion(path, token=token)</c> for Flux: the embeddings of a safetensors file become
+    /// tokens of the CLIP tokenizer and rows of the CLIP-L text encoder (diffusers' default pair; T5 takes none here), and
+    /// CLIP prompts that name them are rewritten for multi-vector embeddings (see <see cref="TextualInversion"/>); the
+    /// <c>clip_l</c> half of an SDXL file is taken when it is one. Flux uses CLIP only for its pooled embedding. Returns
+    /// the tokens added.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">A pickle file, or no textual inversion embedding.</exception>
+    /// <exception cref="ArgumentException">diffusers' checks (token in the vocabulary, width not the encoder's, no text encoder...).</exception>
+    public IReadOnlyList<string> LoadTextualInversion(string path, string? token = null) =>
+        LoadTextualInversion([path], token is null ? null : [token]);
+
+    /// <summary>diffusers' <c>load_textual_inversion([paths], token=[tokens])</c> into the CLIP pair (see
+    /// <see cref="TextualInversion.Load(CLIPTokenizer, ICLIPTextEncoder, IReadOnlyList{string}, IReadOnlyList{string?}?, string?)"/>).</summary>
+    /// <inheritdoc cref="LoadTextualInversion(string, string?)"/>
+    public IReadOnlyList<string> LoadTextualInversion(IReadOnlyList<string> paths, IReadOnlyList<string?>? tokens, string? key = null) =>
+        TextualInversion.LoadInto(Tokenizer, TextEncoder, TextualInversionTarget.TextEncoder, "FluxPipeline", paths, tokens, key);
+
+    /// <summary>diffusers' <c>load_textual_inversion(tensor, token=tokens)</c> into the CLIP pair.</summary>
+    /// <exception cref="ArgumentException">diffusers' checks.</exception>
+    public IReadOnlyList<string> LoadTextualInversion(Tensor embedding, IReadOnlyList<string> tokens)
+    {
+        var (tokenizer, encoder) = TextualInversion.Pair(Tokenizer, TextEncoder, TextualInversionTarget.TextEncoder, "FluxPipeline");
+        return TextualInversion.Load(tokenizer, encoder, embedding, tokens);
+    }
+
+    /// <summary>diffusers' <c>unload_textual_inversion(tokens)</c> (see <see cref="TextualInversion.Unload"/>): all textual
+    /// inversion tokens when <paramref name="tokens"/> is null. Returns the tokens removed.</summary>
+    /// <exception cref="ArgumentException">None of the tokens is loaded, or there is no text encoder.</exception>
+    public IReadOnlyList<string> UnloadTextualInversion(IReadOnlyList<string>? tokens = null)
+    {
+        var (tokenizer, encoder) = TextualInversion.Pair(Tokenizer, TextEncoder, TextualInversionTarget.TextEncoder, "FluxPipeline");
+        return TextualInversion.Unload(tokenizer, encoder, tokens);
+    }
+
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
     {

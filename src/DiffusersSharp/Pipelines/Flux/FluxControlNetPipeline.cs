@@ -10,6 +10,9 @@ namespace DiffusersSharp.Pipelines.Flux;
 /// </summary>
 public sealed class FluxControlNetPipeline : FluxPipelineBase
 {
+    /// <inheritdoc />
+    private protected override bool ConvertsT5PromptWithClipTokenizer => true;
+
     /// <summary>Wraps loaded components, which must hold a ControlNet (<see cref="FluxComponents.ControlNets"/>).</summary>
     /// <exception cref="ArgumentException">The components have no ControlNet, or one does not fit the transformer.</exception>
     public FluxControlNetPipeline(FluxComponents components) : base(WithControlNets(components, nameof(FluxControlNetPipeline))) { }

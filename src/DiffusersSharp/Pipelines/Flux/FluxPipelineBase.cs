@@ -232,6 +232,10 @@ public abstract partial class FluxPipelineBase : IDisposable
         return batch > latents.shape[0] ? cat(Enumerable.Repeat(latents, (int)(batch / latents.shape[0])).ToArray(), 0) : latents;
     }
 
+    /// <summary>Whether the T5 prompts go through the CLIP tokenizer's textual inversion conversion (diffusers'
+    /// FluxControlNetPipeline does that; see <see cref="FluxPromptEncoder.ConvertT5PromptWithClipTokenizer"/>).</summary>
+    private protected virtual bool ConvertsT5PromptWithClipTokenizer => false;
+
     /// <summary>
     /// Encodes the prompt and, under true CFG, the negative prompt (diffusers' two <c>encode_prompt</c> calls), each
     /// repeated for the images per prompt.
@@ -240,6 +244,7 @@ public abstract partial class FluxPipelineBase : IDisposable
     {
         var device = Components.Device;
         var encoder = Components.CreatePromptEncoder(OnPromptTruncated);
+        encoder.ConvertT5PromptWithClipTokenizer = ConvertsT5PromptWithClipTokenizer;
         var idsDtype = Components.TextEncoder?.WeightDtype() ?? Components.Transformer.Dtype;
         var positive = encoder.Encode(request.Prompt, request.Prompt2, request.PromptEmbeds, request.PooledPromptEmbeds,
             request.NumImagesPerPrompt, request.MaxSequenceLength, device, idsDtype);

@@ -1,3 +1,4 @@
+using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.TextEncoders;
 using DiffusersSharp.Tokenizers;
@@ -23,7 +24,9 @@ public sealed record FluxEncodedPrompt(Tensor PromptEmbeds, Tensor PooledPromptE
 /// <summary>
 /// Flux's <c>encode_prompt</c>: CLIP-L's pooled output (tokens padded to 77, no projection) as the pooled embedding, T5's
 /// last hidden state (padded to max_sequence_length, no attention mask, as diffusers calls it) as the sequence, and zero
-/// text ids. The copies for images per prompt are adjacent (diffusers' <c>repeat(1, n, 1).view</c>).
+/// text ids. The copies for images per prompt are adjacent (diffusers' <c>repeat(1, n, 1).view</c>). The CLIP prompts go
+/// through <see cref="TextualInversion.MaybeConvertPrompt(string, CLIPTokenizer)"/> first, as diffusers' Flux pipelines
+/// (<c>TextualInversionLoaderMixin</c>) convert them.
 /// </summary>
 public sealed class FluxPromptEncoder
 {
@@ -53,6 +56,13 @@ public sealed class FluxPromptEncoder
     public Action<string, int, int>? OnTruncated { get; init; }
 
     /// <summary>
+    /// diffusers' FluxControlNetPipeline converts the T5 prompts with the CLIP tokenizer (its <c>_get_t5_prompt_embeds</c>
+    /// calls <c>maybe_convert_prompt(prompt, self.tokenizer)</c>), so a multi-vector textual inversion token is spelled out
+    /// for T5 too; the other Flux pipelines convert them with T5's tokenizer, which holds no textual inversion tokens here.
+    /// </summary>
+    internal bool ConvertT5PromptWithClipTokenizer { get; set; }
+
+    /// <summary>
     /// Encodes <paramref name="prompt"/> (CLIP) and <paramref name="prompt2"/> (T5, defaults to the prompt), each
     /// <paramref name="numImagesPerPrompt"/> times, or copies the given embeddings (repeated the same way).
     /// <paramref name="textIdsDtype"/> is the dtype of the text ids (diffusers: the CLIP encoder's).
@@ -76,6 +86,8 @@ public sealed class FluxPromptEncoder
             var t5Prompts = (prompt2 ?? prompt.Value).Broadcast(clipPrompts.Count, "prompt_2");
             if (_tokenizer is null || _textEncoder is null || _tokenizer2 is null || _textEncoder2 is null)
                 throw new ArgumentException("This pipeline has no text encoders: give prompt_embeds and pooled_prompt_embeds instead of prompts.");
+            if (ConvertT5PromptWithClipTokenizer) t5Prompts = TextualInversion.MaybeConvertPrompt(t5Prompts, _tokenizer);
+            clipPrompts = TextualInversion.MaybeConvertPrompt(clipPrompts, _tokenizer);
             BeforeEncoder?.Invoke("text_encoder");
             using (var ids = PromptTokens.Ids(_tokenizer, clipPrompts, _tokenizer.ModelMaxLength, device, "tokenizer (CLIP-L)", OnTruncated))
             using (var output = _textEncoder.Forward(ids, outputHiddenStates: false))

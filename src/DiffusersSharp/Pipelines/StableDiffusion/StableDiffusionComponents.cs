@@ -347,6 +347,55 @@ public sealed class StableDiffusionComponents : PipelineComponents
     }
 
     /// <summary>
+    /// diffusers' <c>load_textual_inversion(path, token=token)</c>: the embeddings of a safetensors file become tokens of
+    /// <see cref="Tokenizer"/> and rows of <see cref="TextEncoder"/> (or, with <see cref="TextualInversionTarget.TextEncoder2"/>,
+    /// SDXL's second pair), and prompts that name them are rewritten for multi-vector embeddings (see
+    /// <see cref="TextualInversion"/>). An SDXL file (<c>clip_l</c> / <c>clip_g</c>) gives the half of that encoder (load
+    /// both, with the same token, for an SDXL embedding; a token is then required). Returns the tokens added.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">A pickle file, or no textual inversion embedding.</exception>
+    /// <exception cref="ArgumentException">diffusers' checks: the token is in the vocabulary, the width is not the encoder's, the encoder is missing...</exception>
+    public IReadOnlyList<string> LoadTextualInversion(string path, string? token = null, TextualInversionTarget target = TextualInversionTarget.TextEncoder) =>
+        LoadTextualInversion([path], token is null ? null : [token], target);
+
+    /// <summary>
+    /// diffusers' <c>load_textual_inversion([paths], token=[tokens])</c>: several files at once (one token per file, or
+    /// null to take each file's own), or one file whose tensor holds n embeddings with n tokens; <paramref name="key"/>
+    /// picks that tensor of each file (see <see cref="TextualInversion.Load(CLIPTokenizer, ICLIPTextEncoder, IReadOnlyList{string}, IReadOnlyList{string?}?, string?)"/>).
+    /// </summary>
+    /// <inheritdoc cref="LoadTextualInversion(string, string?, TextualInversionTarget)"/>
+    public IReadOnlyList<string> LoadTextualInversion(IReadOnlyList<string> paths, IReadOnlyList<string?>? tokens,
+        TextualInversionTarget target = TextualInversionTarget.TextEncoder, string? key = null) =>
+        TextualInversion.LoadInto(TextualInversionTokenizer(target), TextualInversionEncoder(target), target, PipelineName, paths, tokens, key);
+
+    /// <summary>diffusers' <c>load_textual_inversion(state_dict["clip_g"], token=tokens, tokenizer=..., text_encoder=...)</c>:
+    /// a [dim] or [n, dim] tensor with one token (n vectors) or n tokens.</summary>
+    /// <exception cref="ArgumentException">diffusers' checks.</exception>
+    public IReadOnlyList<string> LoadTextualInversion(Tensor embedding, IReadOnlyList<string> tokens, TextualInversionTarget target = TextualInversionTarget.TextEncoder)
+    {
+        var (tokenizer, encoder) = TextualInversion.Pair(TextualInversionTokenizer(target), TextualInversionEncoder(target), target, PipelineName);
+        return TextualInversion.Load(tokenizer, encoder, embedding, tokens);
+    }
+
+    /// <summary>diffusers' <c>unload_textual_inversion(tokens)</c> for one encoder (see <see cref="TextualInversion.Unload"/>):
+    /// all textual inversion tokens when <paramref name="tokens"/> is null. Returns the tokens removed.</summary>
+    /// <exception cref="ArgumentException">None of the tokens is loaded, or the encoder is missing.</exception>
+    public IReadOnlyList<string> UnloadTextualInversion(IReadOnlyList<string>? tokens = null, TextualInversionTarget target = TextualInversionTarget.TextEncoder)
+    {
+        var (tokenizer, encoder) = TextualInversion.Pair(TextualInversionTokenizer(target), TextualInversionEncoder(target), target, PipelineName);
+        return TextualInversion.Unload(tokenizer, encoder, tokens);
+    }
+
+    private string PipelineName => IsXL ? "StableDiffusionXLPipeline" : "StableDiffusionPipeline";
+
+    private CLIPTokenizer? TextualInversionTokenizer(TextualInversionTarget target) =>
+        target == TextualInversionTarget.TextEncoder ? Tokenizer : Tokenizer2;
+
+    private ICLIPTextEncoder? TextualInversionEncoder(TextualInversionTarget target) =>
+        target == TextualInversionTarget.TextEncoder ? TextEncoder : TextEncoder2;
+
+    /// <summary>
     /// diffusers' <c>load_ip_adapter</c> for a local IP-Adapter file in h94/IP-Adapter's safetensors layout (see
     /// <see cref="IPAdapterWeights"/>): the UNet's cross-attention layers gain the image key/value path and the UNet the
     /// image projection, scale 1.0. The pipelines then take <c>IpAdapterImageEmbeds</c> (or <c>IpAdapterImage</c> with an

@@ -1,3 +1,4 @@
+using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.TextEncoders;
 using DiffusersSharp.Tokenizers;
@@ -30,7 +31,8 @@ public sealed record StableDiffusionEncodedPrompt(Tensor PromptEmbeds, Tensor? P
 /// model says <c>force_zeros_for_empty_prompt</c> and no negative prompt is given. An SDXL model without the first
 /// encoder (the refiner) uses OpenCLIP-G's penultimate states alone, and encodes <c>prompt</c> (not <c>prompt_2</c>) with
 /// it, as diffusers' encode_prompt pairs the prompts with the encoders it has. No attention masks, as diffusers calls
-/// these encoders.
+/// these encoders. Every prompt goes through <see cref="TextualInversion.MaybeConvertPrompt(string, CLIPTokenizer)"/> with
+/// the tokenizer that then tokenizes it, as diffusers' pipelines (<c>TextualInversionLoaderMixin</c>) do.
 /// </summary>
 public sealed class StableDiffusionPromptEncoder
 {
@@ -167,5 +169,5 @@ public sealed class StableDiffusionPromptEncoder
     }
 
     private Tensor TokenIds(CLIPTokenizer tokenizer, IReadOnlyList<string> prompts, Device device, string name) =>
-        PromptTokens.Ids(tokenizer, prompts, tokenizer.ModelMaxLength, device, name, OnTruncated);
+        PromptTokens.Ids(tokenizer, TextualInversion.MaybeConvertPrompt(prompts, tokenizer), tokenizer.ModelMaxLength, device, name, OnTruncated);
 }
