@@ -58,49 +58,34 @@ public sealed partial class VaeImageProcessor
         // Python float ratios and int() truncation, as diffusers computes them.
         double ratioCropRegion = (double)(x2 - x1) / (y2 - y1);
         double ratioProcessing = (double)width / height;
-        if (ratioCropRegion > ratioProcessing)
-        {
-            double desiredHeight = (x2 - x1) / ratioProcessing;
-            int diff = (int)(desiredHeight - (y2 - y1));
-            y1 -= FloorHalf(diff);
-            y2 += diff - FloorHalf(diff);
-            if (y2 >= h)
-            {
-                int over = y2 - h;
-                y2 -= over;
-                y1 -= over;
-            }
-            if (y1 < 0)
-            {
-                y2 -= y1;
-                y1 = 0;
-            }
-            if (y2 >= h) y2 = h;
-        }
-        else
-        {
-            double desiredWidth = (y2 - y1) * ratioProcessing;
-            int diff = (int)(desiredWidth - (x2 - x1));
-            x1 -= FloorHalf(diff);
-            x2 += diff - FloorHalf(diff);
-            if (x2 >= w)
-            {
-                int over = x2 - w;
-                x2 -= over;
-                x1 -= over;
-            }
-            if (x1 < 0)
-            {
-                x2 -= x1;
-                x1 = 0;
-            }
-            if (x2 >= w) x2 = w;
-        }
+        if (ratioCropRegion > ratioProcessing) Grow(ref y1, ref y2, (x2 - x1) / ratioProcessing, h);
+        else Grow(ref x1, ref x2, (y2 - y1) * ratioProcessing, w);
         return new CropRegion(x1, y1, x2, y2);
     }
 
-    // Python's diff // 2 (floor, also for a negative diff).
-    private static int FloorHalf(int v) => (int)Math.Floor(v / 2.0);
+    /// <summary>
+    /// One side of get_crop_region's step 3: [a1, a2) grown to <paramref name="desired"/> (int() of the difference, split
+    /// as diffusers splits it), shifted back inside [0, <paramref name="size"/>) and clipped there.
+    /// </summary>
+    private static void Grow(ref int a1, ref int a2, double desired, int size)
+    {
+        int diff = (int)(desired - (a2 - a1));
+        int half = (int)Math.Floor(diff / 2.0); // Python's diff // 2
+        a1 -= half;
+        a2 += diff - half;
+        if (a2 >= size)
+        {
+            int over = a2 - size;
+            a2 -= over;
+            a1 -= over;
+        }
+        if (a1 < 0)
+        {
+            a2 -= a1;
+            a1 = 0;
+        }
+        if (a2 >= size) a2 = size;
+    }
 
     /// <summary>
     /// diffusers' <c>resize</c> for an image: <see cref="ResizeMode.Default"/> is Pillow's resize with the configured

@@ -79,7 +79,8 @@ public record FluxControlNetImg2ImgRequest : FluxImg2ImgRequest, IFluxControlNet
 /// ControlNet inpainting parameters (diffusers' <c>FluxControlNetInpaintPipeline.__call__</c>): the inpainting ones
 /// (<see cref="FluxImg2ImgRequest.Image"/>, <see cref="FluxInpaintRequest.MaskImage"/>, strength 0.6, guidance scale
 /// 7.0, 28 steps) plus the control images and their settings. diffusers' pipeline has no negative prompt nor true CFG:
-/// they are refused. Not here: <c>padding_mask_crop</c> and <c>masked_image_latents</c>, as in <see cref="FluxInpaintRequest"/>.
+/// they are refused, and so is <see cref="FluxInpaintRequest.PaddingMaskCrop"/> (diffusers' pipeline crops the image but
+/// never pastes the result back). Not here: <c>masked_image_latents</c>, as in <see cref="FluxInpaintRequest"/>.
 /// </summary>
 public record FluxControlNetInpaintRequest : FluxInpaintRequest, IFluxControlNetRequest
 {
