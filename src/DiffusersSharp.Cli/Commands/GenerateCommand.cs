@@ -174,7 +174,9 @@ internal sealed class ControlNetTextToImage(ControlOptions control) : VerbPipeli
 
     public override StableDiffusion3Request Sd3Request() => control.Apply(new StableDiffusion3ControlNetRequest());
 
-    public override StableDiffusionRequest UNetRequest() => control.Apply(new StableDiffusionControlNetRequest());
+    public override StableDiffusionRequest UNetRequest() => control.Modes is null
+        ? control.Apply(new StableDiffusionControlNetRequest())
+        : control.Apply(new StableDiffusionControlNetUnionRequest());
 
     public override FluxRequest FluxRequest(string pipelineClass) => control.Apply(new FluxControlNetRequest());
 
@@ -187,6 +189,8 @@ internal sealed class ControlNetTextToImage(ControlOptions control) : VerbPipeli
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
         RunHooks hooks, CancellationToken ct)
     {
+        if (request is StableDiffusionControlNetUnionRequest union)
+            return Use(new StableDiffusionXLControlNetUnionPipeline(components), union, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         var r = (StableDiffusionControlNetRequest)request;
         return components.IsXL
             ? Use(new StableDiffusionXLControlNetPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
@@ -266,6 +270,7 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
 
     public override StableDiffusionRequest UNetRequest() => control is null
         ? new StableDiffusionImg2ImgRequest { Image = image, Strength = strength }
+        : control.Modes is not null ? control.Apply(new StableDiffusionControlNetUnionImg2ImgRequest { Image = image, Strength = strength })
         : control.Apply(new StableDiffusionControlNetImg2ImgRequest { Image = image, Strength = strength });
 
     public override FluxRequest FluxRequest(string pipelineClass)
@@ -288,6 +293,8 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
         RunHooks hooks, CancellationToken ct)
     {
+        if (request is StableDiffusionControlNetUnionImg2ImgRequest union)
+            return Use(new StableDiffusionXLControlNetUnionImg2ImgPipeline(components), union, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         if (request is StableDiffusionControlNetImg2ImgRequest cn)
             return components.IsXL
                 ? Use(new StableDiffusionXLControlNetImg2ImgPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
@@ -332,6 +339,7 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
 
     public override StableDiffusionRequest UNetRequest() => control is null
         ? new StableDiffusionInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop }
+        : control.Modes is not null ? control.Apply(new StableDiffusionControlNetUnionInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop })
         : control.Apply(new StableDiffusionControlNetInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop });
 
     public override FluxRequest FluxRequest(string pipelineClass)
@@ -357,6 +365,8 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
         RunHooks hooks, CancellationToken ct)
     {
+        if (request is StableDiffusionControlNetUnionInpaintRequest union)
+            return Use(new StableDiffusionXLControlNetUnionInpaintPipeline(components), union, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         if (request is StableDiffusionControlNetInpaintRequest cn)
             return components.IsXL
                 ? Use(new StableDiffusionXLControlNetInpaintPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
@@ -371,12 +381,15 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
 /// <summary>
 /// The ControlNet options of a verb, paired with the ControlNets in order: a value given once is the scalar for all (the
 /// pipeline's default when absent), values given per ControlNet are its list; one control image is the single image.
+/// With <see cref="Modes"/> (--control-mode) the ControlNets are ControlNet-Unions: the images and modes are the
+/// conditions, and the lists are per condition for one ControlNet-Union.
 /// </summary>
-internal sealed record ControlOptions(PipelineImage[] Images, double[]? Scales, double[]? Starts, double[]? Ends, bool GuessMode)
+internal sealed record ControlOptions(PipelineImage[] Images, double[]? Scales, double[]? Starts, double[]? Ends, bool GuessMode, int[]? Modes = null)
 {
     /// <summary>The options of <paramref name="s"/>, with the control images read; null without --controlnet.</summary>
     public static ControlOptions? From(GenerateSettings s) => s.ControlNets.Count == 0 ? null : new(
-        s.ControlImage!.Select(f => (PipelineImage)ImageFile.LoadRgb(f)).ToArray(), s.ControlNetScaleValues, s.ControlStartValues, s.ControlEndValues, s.GuessMode);
+        s.ControlImage!.Select(f => (PipelineImage)ImageFile.LoadRgb(f)).ToArray(), s.ControlNetScaleValues, s.ControlStartValues, s.ControlEndValues, s.GuessMode,
+        s.ControlModeValues);
 
     private PipelineImage? One => Images is [var one] ? one : null;
     private PipelineImage[]? Several => Images.Length > 1 ? Images : null;
@@ -386,6 +399,27 @@ internal sealed record ControlOptions(PipelineImage[] Images, double[]? Scales, 
     public StableDiffusionControlNetRequest Apply(StableDiffusionControlNetRequest r) => r with
     {
         Image = One, Images = Several, GuessMode = GuessMode,
+        ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
+        ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
+    };
+
+    public StableDiffusionControlNetUnionRequest Apply(StableDiffusionControlNetUnionRequest r) => r with
+    {
+        ControlImages = Images, ControlModes = Modes, GuessMode = GuessMode,
+        ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
+        ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
+    };
+
+    public StableDiffusionControlNetUnionImg2ImgRequest Apply(StableDiffusionControlNetUnionImg2ImgRequest r) => r with
+    {
+        ControlImages = Images, ControlModes = Modes, GuessMode = GuessMode,
+        ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
+        ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
+    };
+
+    public StableDiffusionControlNetUnionInpaintRequest Apply(StableDiffusionControlNetUnionInpaintRequest r) => r with
+    {
+        ControlImages = Images, ControlModes = Modes, GuessMode = GuessMode,
         ControlNetConditioningScale = Scalar(Scales, r.ControlNetConditioningScale), ControlNetConditioningScales = List(Scales),
         ControlGuidanceStart = Scalar(Starts, 0), ControlGuidanceStarts = List(Starts), ControlGuidanceEnd = Scalar(Ends, 1), ControlGuidanceEnds = List(Ends),
     };

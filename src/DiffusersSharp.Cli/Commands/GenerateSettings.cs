@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using System.Globalization;
+using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Runtime;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -226,6 +227,10 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--control-end <F>"), Description("With --controlnet: the fraction of the steps after which it stops applying (default 1). Once for all ControlNets or once per --controlnet.")]
     public string[]? ControlEnd { get; init; }
 
+    /// <summary>ControlNet-Union control modes, one per control image.</summary>
+    [CommandOption("--control-mode <NAME_OR_INDEX>"), Description("With a ControlNet-Union --controlnet (SDXL; e.g. xinsir/controlnet-union-sdxl-1.0, brad-twinkl/controlnet-union-sdxl-1.0-promax): the control type of each --control-image, in the same order (diffusers' control_mode): openpose 0, depth 1, hed / pidi / scribble / ted 2, canny / lineart / anime_lineart / mlsd 3, normal 4, segment 5, tile 6, repaint 7 (6 and 7: ProMax). One ControlNet-Union fuses several conditions: repeat --control-image and --control-mode (--controlnet-scale, --control-start and --control-end then go once for all or once per condition); with several ControlNet-Unions, one image and mode each. Required for ControlNet-Union folders, refused for other ControlNets.")]
+    public string[]? ControlMode { get; init; }
+
     /// <summary>ControlNet guess mode.</summary>
     [CommandOption("--guess-mode"), Description("With --controlnet, SD 1.x / 2.x and SDXL: diffusers' guess_mode (the ControlNets see the conditional half only; guidance 3 to 5 recommended).")]
     public bool GuessMode { get; init; }
@@ -333,6 +338,13 @@ public class GenerateSettings : ModelSettings
     /// <summary>The ControlNets, or an empty list.</summary>
     public IReadOnlyList<string> ControlNets => ControlNet ?? [];
 
+    /// <summary>The parsed --control-mode values (ControlNet-Union), or null.</summary>
+    public int[]? ControlModeValues => Given(ControlMode) ? ControlMode!.Select(ControlNetUnionMode.Parse).ToArray() : null;
+
+    /// <summary>How many --controlnet-scale / --control-start / --control-end values "once per" means: one per condition
+    /// (--control-image) for one ControlNet-Union, one per --controlnet otherwise.</summary>
+    public int ControlSettingsCount => Given(ControlMode) && ControlNets.Count == 1 ? ControlImage?.Length ?? 0 : ControlNets.Count;
+
     /// <summary>The parsed --controlnet-scale values (one for all, or one per ControlNet), or null.</summary>
     public double[]? ControlNetScaleValues => ParseAll(ControlNetScale);
 
@@ -357,25 +369,42 @@ public class GenerateSettings : ModelSettings
         if (!Given(ControlNet))
         {
             string? stray = Given(ControlImage) ? "--control-image" : Given(ControlNetScale) ? "--controlnet-scale"
-                : Given(ControlStart) ? "--control-start" : Given(ControlEnd) ? "--control-end" : GuessMode ? "--guess-mode" : null;
+                : Given(ControlStart) ? "--control-start" : Given(ControlEnd) ? "--control-end" : GuessMode ? "--guess-mode"
+                : Given(ControlMode) ? "--control-mode" : null;
             return stray is null ? null : $"{stray} needs --controlnet.";
         }
         int n = ControlNet!.Length;
         if (!Given(ControlImage)) return "--controlnet needs --control-image.";
-        if (ControlImage!.Length != n)
+        if (Given(ControlMode))
+        {
+            // ControlNet-Union: one mode per control image; one ControlNet-Union takes any number of them.
+            if (ControlMode!.Length != ControlImage!.Length)
+                return $"--control-mode is given once per --control-image ({ControlImage.Length}), in the same order; got {ControlMode.Length}.";
+            foreach (var mode in ControlMode)
+            {
+                try
+                {
+                    ControlNetUnionMode.Parse(mode);
+                }
+                catch (ArgumentException e) { return "--control-mode: " + e.Message; }
+            }
+        }
+        if ((!Given(ControlMode) || n > 1) && ControlImage!.Length != n)
             return $"{n} --controlnet take {n} --control-image (one per ControlNet, in the same order), got {ControlImage.Length}.";
-        foreach (var image in ControlImage)
+        int count = ControlSettingsCount;
+        string per = count != n ? $"once per --control-image ({count})" : $"once per --controlnet ({n})";
+        foreach (var image in ControlImage!)
             if (string.IsNullOrWhiteSpace(image) || !File.Exists(image)) return $"--control-image not found: {image}.";
         foreach (var (name, values) in new[] { ("--controlnet-scale", ControlNetScale), ("--control-start", ControlStart), ("--control-end", ControlEnd) })
         {
             if (!Given(values)) continue;
-            if (values!.Length != 1 && values.Length != n) return $"{name} is given once for all ControlNets or once per --controlnet ({n}), got {values.Length}.";
+            if (values!.Length != 1 && values.Length != count) return $"{name} is given once for all ControlNets or {per}, got {values.Length}.";
             foreach (var value in values)
                 if (!double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
                     return $"{name} must be a finite number, got '{value}'.";
         }
         double[] starts = ControlStartValues ?? [0], ends = ControlEndValues ?? [1];
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < count; i++)
         {
             double start = starts[starts.Length == 1 ? 0 : i], end = ends[ends.Length == 1 ? 0 : i];
             if (start < 0 || end > 1 || start >= end) return $"--control-start and --control-end must satisfy 0 <= start < end <= 1, got {start} and {end}.";

@@ -233,10 +233,14 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (settings.TrueCfg is not null) fields.Add($"True CFG scale: {settings.TrueCfgScale!.Value.ToString(inv)}");
         if (settings.Eta is not null) fields.Add($"Eta: {settings.EtaValue!.Value.ToString(inv)}");
         if (settings.GuidanceRescale is not null) fields.Add($"Guidance rescale: {settings.GuidanceRescaleValue!.Value.ToString(inv)}");
-        for (int i = 0; i < settings.ControlNets.Count; i++)
+        // One line per ControlNet; with one ControlNet-Union, one per condition (its mode after the folder).
+        var modes = settings.ControlModeValues;
+        int controlLines = settings.ControlNets.Count == 0 ? 0 : settings.ControlSettingsCount;
+        for (int i = 0; i < controlLines; i++)
         {
             static double Pick(double[]? values, int i, double fallback) => values is null ? fallback : values[values.Length == 1 ? 0 : i];
-            fields.Add($"ControlNet{(settings.ControlNets.Count > 1 ? $" {i + 1}" : "")}: {settings.ControlNets[i]}:{Pick(settings.ControlNetScaleValues, i, defaultScale).ToString(inv)}" +
+            string net = settings.ControlNets[settings.ControlNets.Count == 1 ? 0 : i] + (modes is null ? "" : $" mode {modes[i]}");
+            fields.Add($"ControlNet{(controlLines > 1 ? $" {i + 1}" : "")}: {net}:{Pick(settings.ControlNetScaleValues, i, defaultScale).ToString(inv)}" +
                        $" [{Pick(settings.ControlStartValues, i, 0).ToString(inv)}, {Pick(settings.ControlEndValues, i, 1).ToString(inv)}]{(settings.GuessMode ? " guess mode" : "")}");
         }
         for (int i = 0; i < settings.Adapters.Count; i++)

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using DiffusersSharp.IO;
 using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.ControlNets;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
@@ -119,6 +120,7 @@ internal sealed class LoadedModel : IDisposable
             CheckOptions(generate, pipelineClass, family);
             if (family == Family.Sd3 && settings.SingleFile is null) CheckSd3Size(generate, folder);
         }
+        if (family == Family.UNet) CheckControlNetUnions(settings, controlNets, options, ct);
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         return family switch
         {
@@ -130,6 +132,35 @@ internal sealed class LoadedModel : IDisposable
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), null),
         };
+    }
+
+    /// <summary>
+    /// A UNet model's ControlNets against --control-mode, from their configs before any weights load: ControlNet-Union
+    /// folders need one mode per control image, each below the model's num_control_type; other ControlNets take none;
+    /// serve's web page does not run ControlNet-Unions.
+    /// </summary>
+    private static void CheckControlNetUnions(ModelSettings settings, IReadOnlyList<string> controlNets, PipelineLoadOptions options, CancellationToken ct)
+    {
+        var modes = (settings as GenerateSettings)?.ControlModeValues;
+        for (int i = 0; i < controlNets.Count; i++)
+        {
+            string folder = options.ResolveFolder(controlNets[i], ct);
+            if (!ControlNetUnionModel.IsControlNetUnion(folder))
+            {
+                if (modes is not null)
+                    throw new ArgumentException($"--control-mode applies to ControlNet-Union models; {controlNets[i]} is a plain ControlNet (ControlNetModel).");
+                continue;
+            }
+            if (settings is not GenerateSettings)
+                throw new ArgumentException($"{controlNets[i]} is a ControlNet-Union, which the web page does not run; use generate, img2img or inpaint with --control-mode.");
+            if (modes is null)
+                throw new ArgumentException($"{controlNets[i]} is a ControlNet-Union: give the control type of each --control-image with --control-mode " +
+                    $"({string.Join(", ", ControlNetUnionMode.Names.Select(kv => $"{kv.Key} {kv.Value}"))}).");
+            int types = ConfigJson.Read<ControlNetUnionModelConfig>(Path.Combine(folder, "config.json")).NumControlType;
+            foreach (int mode in controlNets.Count == 1 ? modes : [modes[i]])
+                if (mode >= types)
+                    throw new ArgumentException($"--control-mode {mode}: {controlNets[i]} knows {types} control types (0 to {types - 1}).");
+        }
     }
 
     /// <summary>Refuses the options this model's family does not have (as invalid input, before any compute).</summary>
@@ -211,6 +242,8 @@ internal sealed class LoadedModel : IDisposable
             if (notSd is not null)
                 throw new ArgumentException($"{notSd} does not apply with --adapter to SD 1.x / 2.x models (diffusers' StableDiffusionAdapterPipeline has no such parameter; its SDXL adapter pipeline does); {settings.Model} is a {pipelineClass}.");
         }
+        if (family != Family.UNet && settings.ControlModeValues is not null)
+            throw new ArgumentException($"--control-mode applies to SDXL ControlNet-Union models; {settings.Model} is a {pipelineClass}.");
         if (family == Family.Sd3 && settings.ControlNets.Count > 0)
         {
             if (settings is InpaintSettings inpaint)

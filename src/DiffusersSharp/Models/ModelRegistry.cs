@@ -28,6 +28,7 @@ public static class ModelRegistry
         ["AutoencoderKL"] = (config, device) => new Autoencoders.AutoencoderKL(ConfigJson.Read<Autoencoders.AutoencoderKLConfig>(config), device),
         ["UNet2DConditionModel"] = (config, device) => new Unets.UNet2DConditionModel(ConfigJson.Read<Unets.UNet2DConditionModelConfig>(config), device),
         ["ControlNetModel"] = (config, device) => new ControlNets.ControlNetModel(ConfigJson.Read<ControlNets.ControlNetModelConfig>(config), device),
+        ["ControlNetUnionModel"] = (config, device) => new ControlNets.ControlNetUnionModel(ConfigJson.Read<ControlNets.ControlNetUnionModelConfig>(config), device),
         ["FluxControlNetModel"] = (config, device) => new ControlNets.FluxControlNetModel(ConfigJson.Read<ControlNets.FluxControlNetModelConfig>(config), device),
         ["SD3ControlNetModel"] = (config, device) => new ControlNets.SD3ControlNetModel(ConfigJson.Read<ControlNets.SD3ControlNetModelConfig>(config), device),
         ["T2IAdapter"] = (config, device) => new Adapters.T2IAdapter(ConfigJson.Read<Adapters.T2IAdapterConfig>(config), device),

@@ -58,6 +58,14 @@ public sealed record ControlNetOutput(Tensor[] DownBlockResSamples, Tensor MidBl
         foreach (var t in DownBlockResSamples) t.Dispose();
         MidBlockResSample.Dispose();
     }
+
+    /// <summary>Moves every tensor to the enclosing dispose scope; returns this.</summary>
+    internal ControlNetOutput MoveToOuterDisposeScope()
+    {
+        foreach (var t in DownBlockResSamples) t.MoveToOuterDisposeScope();
+        MidBlockResSample.MoveToOuterDisposeScope();
+        return this;
+    }
 }
 
 /// <summary>
@@ -99,14 +107,8 @@ public sealed class ControlNetModel : nn.Module
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         Config = config;
-        int n = config.DownBlockTypes.Length;
         var channels = config.BlockOutChannels;
-        long groups = config.NormNumGroups!.Value, temb = config.TimeEmbedDim;
-        double eps = config.NormEps;
-        var heads = config.HeadsPerBlock;
-        var transformerLayers = config.TransformerLayersPerBlock.Expand(n, "transformer_layers_per_block");
-        var onlyCross = config.OnlyCrossAttention.Expand(n, "only_cross_attention");
-
+        long temb = config.TimeEmbedDim;
         conv_in = nn.Conv2d(config.InChannels, channels[0], 3, padding: 1, device: device, dtype: dtype);
         time_proj = new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift);
         time_embedding = new TimestepEmbedding(channels[0], temb, device, dtype);
@@ -117,27 +119,7 @@ public sealed class ControlNetModel : nn.Module
         }
         controlnet_cond_embedding = new ControlNetConditioningEmbedding(channels[0], config.ConditioningChannels,
             config.ConditioningEmbeddingOutChannels, device, dtype);
-
-        down_blocks = new ModuleList<nn.Module>();
-        controlnet_down_blocks = new ModuleList<Conv2d>();
-        Conv2d ZeroConv(long c) => nn.Conv2d(c, c, 1, device: device, dtype: dtype);
-        controlnet_down_blocks.Add(ZeroConv(channels[0]));
-        long output = channels[0];
-        for (int i = 0; i < n; i++)
-        {
-            long input = output;
-            output = channels[i];
-            bool isFinal = i == n - 1;
-            down_blocks.Add(config.DownBlockTypes[i] == "CrossAttnDownBlock2D"
-                ? new CrossAttnDownBlock2D(input, output, temb, config.LayersPerBlock, transformerLayers[i], groups, eps, heads[i],
-                    config.CrossAttentionDim, !isFinal, config.DownsamplePadding, config.UseLinearProjection, onlyCross[i], device, dtype)
-                : new DownBlock2D(input, output, temb, config.LayersPerBlock, groups, eps, !isFinal, config.DownsamplePadding, device, dtype));
-            for (int l = 0; l < config.LayersPerBlock + (isFinal ? 0 : 1); l++) controlnet_down_blocks.Add(ZeroConv(output));
-        }
-
-        controlnet_mid_block = ZeroConv(channels[^1]);
-        mid_block = new UNetMidBlock2DCrossAttn(channels[^1], temb, transformerLayers[^1], groups, eps, heads[^1], config.CrossAttentionDim,
-            config.MidBlockScaleFactor, config.UseLinearProjection, device, dtype);
+        (down_blocks, controlnet_down_blocks, mid_block, controlnet_mid_block) = BuildDownPath(config, device, dtype);
         RegisterComponents();
     }
 
@@ -179,66 +161,132 @@ public sealed class ControlNetModel : nn.Module
         x = conv_in.forward(x);
         x = x + controlnet_cond_embedding.forward(cond);
 
+        return Residuals(x, emb, context, down_blocks, controlnet_down_blocks, mid_block, controlnet_mid_block, conditioningScale, guessMode,
+            Config.GlobalPoolConditions).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The down path a ControlNet copies from the UNet (shared with <see cref="ControlNetUnionModel"/>): the down blocks,
+    /// a 1x1 conv per skip state (<c>controlnet_down_blocks</c>: conv_in's, each resnet's, each downsampler's), the mid
+    /// block and its 1x1 conv (<c>controlnet_mid_block</c>).
+    /// </summary>
+    internal static (ModuleList<nn.Module> DownBlocks, ModuleList<Conv2d> ControlNetDownBlocks, UNetMidBlock2DCrossAttn MidBlock, Conv2d ControlNetMidBlock)
+        BuildDownPath(ControlNetModelConfig config, Device? device, ScalarType? dtype)
+    {
+        int n = config.DownBlockTypes.Length;
+        var channels = config.BlockOutChannels;
+        long groups = config.NormNumGroups!.Value, temb = config.TimeEmbedDim;
+        double eps = config.NormEps;
+        var heads = config.HeadsPerBlock;
+        var transformerLayers = config.TransformerLayersPerBlock.Expand(n, "transformer_layers_per_block");
+        var onlyCross = config.OnlyCrossAttention.Expand(n, "only_cross_attention");
+        var downBlocks = new ModuleList<nn.Module>();
+        var zeroConvs = new ModuleList<Conv2d>();
+        Conv2d ZeroConv(long c) => nn.Conv2d(c, c, 1, device: device, dtype: dtype);
+        zeroConvs.Add(ZeroConv(channels[0]));
+        long output = channels[0];
+        for (int i = 0; i < n; i++)
+        {
+            long input = output;
+            output = channels[i];
+            bool isFinal = i == n - 1;
+            downBlocks.Add(config.DownBlockTypes[i] == "CrossAttnDownBlock2D"
+                ? new CrossAttnDownBlock2D(input, output, temb, config.LayersPerBlock, transformerLayers[i], groups, eps, heads[i],
+                    config.CrossAttentionDim, !isFinal, config.DownsamplePadding, config.UseLinearProjection, onlyCross[i], device, dtype)
+                : new DownBlock2D(input, output, temb, config.LayersPerBlock, groups, eps, !isFinal, config.DownsamplePadding, device, dtype));
+            for (int l = 0; l < config.LayersPerBlock + (isFinal ? 0 : 1); l++) zeroConvs.Add(ZeroConv(output));
+        }
+        var midZero = ZeroConv(channels[^1]);
+        var mid = new UNetMidBlock2DCrossAttn(channels[^1], temb, transformerLayers[^1], groups, eps, heads[^1], config.CrossAttentionDim,
+            config.MidBlockScaleFactor, config.UseLinearProjection, device, dtype);
+        return (downBlocks, zeroConvs, mid, midZero);
+    }
+
+    /// <summary>
+    /// The residuals from the down path's input <paramref name="x"/> (conv_in's output plus the control features): the down
+    /// blocks and the mid block, each skip state and the mid output through its 1x1 conv, then scaled as diffusers'
+    /// ControlNets do: times <paramref name="conditioningScale"/> (null: not scaled, as a ControlNet-Union with several
+    /// conditions leaves them); in <paramref name="guessMode"/> (unless <paramref name="globalPoolConditions"/>) by
+    /// logspace(-1, 0, n + 1) (times the scale when given) instead, from 0.1 for conv_in's to 1 for the mid block's; with
+    /// global pool conditions averaged over space. The tensors belong to the caller's dispose scope.
+    /// </summary>
+    internal static ControlNetOutput Residuals(Tensor x, Tensor emb, Tensor context, ModuleList<nn.Module> downBlocks, ModuleList<Conv2d> zeroConvs,
+        UNetMidBlock2DCrossAttn midBlock, Conv2d midZero, double? conditioningScale, bool guessMode, bool globalPoolConditions)
+    {
         var states = new List<Tensor> { x };
-        foreach (var block in down_blocks)
+        foreach (var block in downBlocks)
         {
             var (hidden, residuals) = ((IUNetDownBlock)block).forward(x, emb, context);
             x = hidden;
             states.AddRange(residuals);
         }
-        x = mid_block.forward(x, emb, context);
+        x = midBlock.forward(x, emb, context);
 
         var down = new Tensor[states.Count];
-        for (int i = 0; i < states.Count; i++) down[i] = controlnet_down_blocks[i].forward(states[i]);
-        var mid = controlnet_mid_block.forward(x);
+        for (int i = 0; i < states.Count; i++) down[i] = zeroConvs[i].forward(states[i]);
+        var mid = midZero.forward(x);
 
-        if (guessMode && !Config.GlobalPoolConditions)
+        if (guessMode && !globalPoolConditions)
         {
             // 0.1 for the first residual up to 1.0 for the mid block's, times the conditioning scale (float32, as torch.logspace).
-            var scales = logspace(-1, 0, down.Length + 1, device: x.device) * conditioningScale;
+            var scales = logspace(-1, 0, down.Length + 1, device: x.device);
+            if (conditioningScale is { } scale) scales = scales * scale;
             for (int i = 0; i < down.Length; i++) down[i] = down[i] * scales[i];
             mid = mid * scales[-1];
         }
-        else
+        else if (conditioningScale is { } scale)
         {
-            for (int i = 0; i < down.Length; i++) down[i] = down[i] * conditioningScale;
-            mid = mid * conditioningScale;
+            for (int i = 0; i < down.Length; i++) down[i] = down[i] * scale;
+            mid = mid * scale;
         }
-        if (Config.GlobalPoolConditions)
+        if (globalPoolConditions)
         {
             for (int i = 0; i < down.Length; i++) down[i] = down[i].mean([2, 3], keepdim: true);
             mid = mid.mean([2, 3], keepdim: true);
         }
-        foreach (var t in down) t.MoveToOuterDisposeScope();
-        return new ControlNetOutput(down, mid.MoveToOuterDisposeScope());
+        return new ControlNetOutput(down, mid);
     }
 
     private void Validate(Tensor sample, Tensor timestep, Tensor text, Tensor cond, Tensor? textEmbeds, Tensor? timeIds)
     {
+        ValidateInputs(Config, sample, timestep, text);
+        ValidateCond(Config, cond, sample, "controlnet_cond");
+        if (add_embedding is not null)
+            UNet2DConditionModel.ValidateTextTime(textEmbeds, timeIds, sample.shape[0], Config.AdditionTimeEmbedDim!.Value, Config.ProjectionClassEmbeddingsInputDim!.Value);
+    }
+
+    /// <summary>A ControlNet's latents, timestep and text (shared with <see cref="ControlNetUnionModel"/>).</summary>
+    internal static void ValidateInputs(ControlNetModelConfig config, Tensor sample, Tensor timestep, Tensor text)
+    {
         ArgumentNullException.ThrowIfNull(sample);
         ArgumentNullException.ThrowIfNull(timestep);
         ArgumentNullException.ThrowIfNull(text);
-        ArgumentNullException.ThrowIfNull(cond);
-        static string Shape(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
-        if (sample.dim() != 4 || sample.shape[1] != Config.InChannels || !sample.is_floating_point() || sample.numel() == 0)
-            throw new ArgumentException($"sample must be a floating [B, {Config.InChannels}, h, w] tensor, got {Shape(sample)} {sample.dtype}.", nameof(sample));
+        if (sample.dim() != 4 || sample.shape[1] != config.InChannels || !sample.is_floating_point() || sample.numel() == 0)
+            throw new ArgumentException($"sample must be a floating [B, {config.InChannels}, h, w] tensor, got {Shape(sample)} {sample.dtype}.", nameof(sample));
         long batch = sample.shape[0];
-        if (text.dim() != 3 || text.shape[0] != batch || text.shape[2] != Config.CrossAttentionDim || !text.is_floating_point())
-            throw new ArgumentException($"encoder_hidden_states must be [B={batch}, S, {Config.CrossAttentionDim}] (cross_attention_dim), got {Shape(text)}.",
+        if (text.dim() != 3 || text.shape[0] != batch || text.shape[2] != config.CrossAttentionDim || !text.is_floating_point())
+            throw new ArgumentException($"encoder_hidden_states must be [B={batch}, S, {config.CrossAttentionDim}] (cross_attention_dim), got {Shape(text)}.",
                 "encoder_hidden_states");
         if (timestep.dim() > 1 || (timestep.numel() != batch && timestep.numel() != 1))
             throw new ArgumentException($"timestep must be a scalar, [1] or [B={batch}], got {Shape(timestep)}.", nameof(timestep));
+    }
+
+    /// <summary>A control image for latents <paramref name="sample"/>: [B, conditioning_channels, H, W] that the conditioning
+    /// embedding brings to the latent size (shared with <see cref="ControlNetUnionModel"/>).</summary>
+    internal static void ValidateCond(ControlNetModelConfig config, Tensor? cond, Tensor sample, string name)
+    {
+        if (cond is null) throw new ArgumentNullException(name);
         // The conditioning embedding halves the image once per stride-2 conv; it must land on the latent size.
-        int factor = 1 << (Config.ConditioningEmbeddingOutChannels.Length - 1);
-        long h = sample.shape[2], w = sample.shape[3];
-        if (cond.dim() != 4 || cond.shape[0] != batch || cond.shape[1] != Config.ConditioningChannels || !cond.is_floating_point()
+        int factor = 1 << (config.ConditioningEmbeddingOutChannels.Length - 1);
+        long batch = sample.shape[0], h = sample.shape[2], w = sample.shape[3];
+        if (cond.dim() != 4 || cond.shape[0] != batch || cond.shape[1] != config.ConditioningChannels || !cond.is_floating_point()
             || Downsampled(cond.shape[2], factor) != h || Downsampled(cond.shape[3], factor) != w)
             throw new ArgumentException(
-                $"controlnet_cond must be a floating [B={batch}, {Config.ConditioningChannels}, {h * factor}, {w * factor}] image ({factor} x the latent size), got {Shape(cond)}.",
-                "controlnet_cond");
-        if (add_embedding is not null)
-            UNet2DConditionModel.ValidateTextTime(textEmbeds, timeIds, batch, Config.AdditionTimeEmbedDim!.Value, Config.ProjectionClassEmbeddingsInputDim!.Value);
+                $"{name} must be a floating [B={batch}, {config.ConditioningChannels}, {h * factor}, {w * factor}] image ({factor} x the latent size), got {Shape(cond)}.",
+                name);
     }
+
+    private static string Shape(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
 
     /// <summary>The side after the conditioning embedding's stride-2, padding-1, 3x3 convs.</summary>
     private static long Downsampled(long side, int factor)

@@ -7,8 +7,9 @@ namespace DiffusersSharp.Models.ControlNets;
 /// <c>config.json</c> of diffusers' <c>ControlNetModel</c> (SD 1.x / 2.x and SDXL ControlNets). Defaults are the Python
 /// constructor defaults. The UNet's down path and mid block are described as in
 /// <see cref="Unets.UNet2DConditionModelConfig"/>; options this port does not implement are rejected by <see cref="Validate"/>.
+/// <see cref="ControlNetUnionModelConfig"/> extends it.
 /// </summary>
-public sealed record ControlNetModelConfig
+public record ControlNetModelConfig
 {
     /// <summary>Latent channels in.</summary>
     public int InChannels { get; init; } = 4;
@@ -114,18 +115,22 @@ public sealed record ControlNetModelConfig
     [JsonIgnore]
     public int[] HeadsPerBlock => (NumAttentionHeads ?? AttentionHeadDim).Expand(DownBlockTypes.Length, NumAttentionHeads is null ? "attention_head_dim" : "num_attention_heads");
 
+    /// <summary>The diffusers class the config describes, for messages.</summary>
+    protected virtual string ModelClass => "ControlNetModel";
+
     /// <summary>Checks the config describes a ControlNet this port builds exactly as diffusers does.</summary>
     /// <exception cref="NotSupportedException">An option this port does not implement is set; the message names it.</exception>
     /// <exception cref="ArgumentException">The config is inconsistent.</exception>
-    public void Validate()
+    public virtual void Validate()
     {
-        static void Unsupported(bool bad, string option, object? value, string hint = "")
+        string model = ModelClass;
+        void Unsupported(bool bad, string option, object? value, string hint = "")
         {
-            if (bad) throw new NotSupportedException($"ControlNetModel config: {option} = {value ?? "null"} is not supported by DiffusersSharp{hint}.");
+            if (bad) throw new NotSupportedException($"{model} config: {option} = {value ?? "null"} is not supported by DiffusersSharp{hint}.");
         }
-        static void Require(bool ok, string message)
+        void Require(bool ok, string message)
         {
-            if (!ok) throw new ArgumentException("ControlNetModel config: " + message);
+            if (!ok) throw new ArgumentException($"{model} config: " + message);
         }
 
         Unsupported(ClassEmbedType is not null, "class_embed_type", ClassEmbedType);

@@ -385,9 +385,16 @@ public sealed class UNet2DConditionModel : nn.Module
         timesteps = timesteps.to(device).expand(batch);
         var emb = timeEmbedding.forward(timeProj.forward(timesteps).to(dtype));
         if (addEmbedding is null) return emb;
-        var timeEmbeds = addTimeProj!.forward(timeIds!.flatten()).reshape(textEmbeds!.shape[0], -1);
-        var addEmbeds = cat([textEmbeds, timeEmbeds], -1).to(emb.dtype);
-        return emb + addEmbedding.forward(addEmbeds);
+        return emb + TextTimeEmbedding(addTimeProj!, addEmbedding, textEmbeds!, timeIds!, emb.dtype);
+    }
+
+    /// <summary>SDXL's <c>text_time</c> embedding (diffusers' <c>aug_emb</c>): the pooled text and the sinusoidal time ids
+    /// through <c>add_embedding</c>, in <paramref name="dtype"/>.</summary>
+    internal static Tensor TextTimeEmbedding(Timesteps addTimeProj, TimestepEmbedding addEmbedding, Tensor textEmbeds, Tensor timeIds, ScalarType dtype)
+    {
+        var timeEmbeds = addTimeProj.forward(timeIds.flatten()).reshape(textEmbeds.shape[0], -1);
+        var addEmbeds = cat([textEmbeds, timeEmbeds], -1).to(dtype);
+        return addEmbedding.forward(addEmbeds);
     }
 
     /// <summary>The shapes of the skip states for a [B, C, h, w] sample: conv_in's, then each down block's resnets (and downsampler).</summary>

@@ -62,6 +62,19 @@ public sealed class StableDiffusionComponents : PipelineComponents
         init => _adapters = value?.ToArray() ?? [];
     }
 
+    private readonly IReadOnlyList<ControlNetUnionModel> _controlNetUnions = [];
+
+    /// <summary>The ControlNet-Union models of the ControlNet-Union pipelines (diffusers' <c>controlnet</c> component as a
+    /// <c>ControlNetUnionModel</c>; several: <c>MultiControlNetUnionModel</c>), loaded beside the base model from folders
+    /// whose config names that class (see <see cref="ControlNetUnionModel.IsControlNetUnion"/>); empty without. The
+    /// components hold ControlNets of one kind: these or <see cref="ControlNets"/>. Freed with the other models; under
+    /// model offload they move with the UNet.</summary>
+    public IReadOnlyList<ControlNetUnionModel> ControlNetUnions
+    {
+        get => _controlNetUnions;
+        init => _controlNetUnions = value?.ToArray() ?? [];
+    }
+
     /// <summary>The 4-channel VAE.</summary>
     public required AutoencoderKL Vae { get; init; }
 
@@ -165,7 +178,9 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// Loads the components as <see cref="FromPretrained(string, PipelineLoadOptions, CancellationToken)"/>, and every
     /// ControlNet of <paramref name="controlnets"/> (diffusers <c>controlnet</c> folders or hub repo ids) in the same
     /// dtype, in that order: several are diffusers' <c>from_pretrained(base, controlnet=[cn1, cn2])</c>
-    /// (<c>MultiControlNetModel</c>). Each must fit the UNet.
+    /// (<c>MultiControlNetModel</c>). Each must fit the UNet. ControlNet-Union folders (SDXL; see
+    /// <see cref="ControlNetUnionModel.IsControlNetUnion"/>) load as <see cref="ControlNetUnionModel"/>s into
+    /// <see cref="ControlNetUnions"/>; the ControlNets must all be of one kind, as diffusers' pipelines take them.
     /// </summary>
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
     /// <exception cref="InvalidDataException">The folder is not such a pipeline, or misses a component.</exception>
@@ -211,6 +226,9 @@ public sealed class StableDiffusionComponents : PipelineComponents
                 throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; {index.ClassName} needs it.");
         foreach (var name in required)
             ModelRegistry.KindOf(name, index.Components[name].ClassName!);
+        // The ControlNets' folders and kind (plain or union), before any weights load.
+        var controlNetFolders = controlnets.Select(net => Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken)).ToArray();
+        bool unions = CheckControlNetKinds(controlNetFolders, xl);
         var schedulerConfig = SchedulerConfigText.Parse(SchedulerConfigText.Read(Path.Combine(folder, "scheduler")));
         schedulerConfig["_class_name"] = index.Components["scheduler"].ClassName!;
         var indexJson = ReadJsonObject(Path.Combine(folder, "model_index.json"));
@@ -235,8 +253,10 @@ public sealed class StableDiffusionComponents : PipelineComponents
                 Unet = loader.Load("unet", () => fromFile.Contains("unet")
                     ? UNet2DConditionModel.FromSingleFile(options.SingleFile!, Config<UNet2DConditionModelConfig>("unet"), options.Dtype, modelDevice)
                     : UNet2DConditionModel.FromPretrained(Sub("unet"), options.Dtype, modelDevice, options.Variant)),
-                ControlNets = controlnets.Select((net, i) => loader.Load(controlnets.Count == 1 ? "controlnet" : $"controlnet.{i}", () => ControlNetModel.FromPretrained(
-                    Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken), options.Dtype, modelDevice))).ToArray(),
+                ControlNets = unions ? [] : controlNetFolders.Select((net, i) => loader.Load(ControlNetName(i, controlnets.Count),
+                    () => ControlNetModel.FromPretrained(net, options.Dtype, modelDevice))).ToArray(),
+                ControlNetUnions = !unions ? [] : controlNetFolders.Select((net, i) => loader.Load(ControlNetName(i, controlnets.Count),
+                    () => ControlNetUnionModel.FromPretrained(net, options.Dtype, modelDevice))).ToArray(),
                 Adapters = adapters.Select((adapter, i) => loader.Load(adapters.Count == 1 ? "adapter" : $"adapter.{i}", () => T2IAdapter.FromPretrained(
                     Hub.ModelSource.Resolve(adapter, options.HubOptions, options.DownloadProgress, cancellationToken), options.Dtype, modelDevice, options.Variant))).ToArray(),
                 Vae = loader.Load("vae", () => fromFile.Contains("vae")
@@ -252,6 +272,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
             foreach (var net in components.ControlNets) CheckControlNet(net, components.Unet);
             foreach (var adapter in components.Adapters) CheckAdapter(adapter, components.Unet, components.Vae.VaeScaleFactor);
             MultiAdapter.CheckCompatible(components.Adapters);
+            foreach (var net in components.ControlNetUnions) CheckControlNet(net.Config, components.Unet);
             if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
             return components;
         }
@@ -267,8 +288,33 @@ public sealed class StableDiffusionComponents : PipelineComponents
     public static void CheckControlNet(ControlNetModel controlnet, UNet2DConditionModel unet)
     {
         ArgumentNullException.ThrowIfNull(controlnet);
+        CheckControlNet(controlnet.Config, unet);
+    }
+
+    /// <summary>The state-dict name of ControlNet <paramref name="i"/> of <paramref name="count"/>, for load messages.</summary>
+    private static string ControlNetName(int i, int count) => count == 1 ? "controlnet" : $"controlnet.{i}";
+
+    /// <summary>Whether the ControlNet folders are ControlNet-Unions (all of them) or plain ControlNets (all of them);
+    /// throws for a mix, or for union models beside a model that is not SDXL (diffusers has them for SDXL only).</summary>
+    private static bool CheckControlNetKinds(IReadOnlyList<string> folders, bool xl)
+    {
+        var kinds = folders.Select(f => ControlNetUnionModel.IsControlNetUnion(f)).ToArray();
+        if (kinds.Distinct().Count() > 1)
+            throw new ArgumentException("The ControlNets mix ControlNet-Union models with plain ControlNets; diffusers' pipelines take ControlNets of one kind.");
+        bool unions = kinds.Length > 0 && kinds[0];
+        if (unions && !xl)
+            throw new ArgumentException("ControlNet-Union models steer SDXL (diffusers' StableDiffusionXLControlNetUnion pipelines); this model is not SDXL.");
+        return unions;
+    }
+
+    /// <summary>Throws unless a ControlNet (or ControlNet-Union) of <paramref name="c"/> gives residuals <paramref name="unet"/>
+    /// can add and takes the same conditioning.</summary>
+    /// <exception cref="ArgumentException">They do not fit; the message says which setting differs.</exception>
+    public static void CheckControlNet(ControlNetModelConfig c, UNet2DConditionModel unet)
+    {
+        ArgumentNullException.ThrowIfNull(c);
         ArgumentNullException.ThrowIfNull(unet);
-        var (c, u) = (controlnet.Config, unet.Config);
+        var u = unet.Config;
         int n = u.DownBlockTypes.Length;
         void Same(bool ok, string what, object theirs, object ours)
         {
@@ -453,7 +499,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
         // the device at its first step and stays there beside the UNet until the call ends. It moves with the UNet here.
         // diffusers' adapter pipelines: "text_encoder->adapter->unet->vae" (the adapters run once, before the loop).
         if (Adapters.Count > 0) models["adapter"] = Adapters.Count == 1 ? Adapters[0] : new ModuleGroup([.. Adapters]);
-        models["unet"] = ControlNets.Count == 0 ? Unet : new ModuleGroup([Unet, .. ControlNets]);
+        models["unet"] = ControlNets.Count + ControlNetUnions.Count == 0 ? Unet : new ModuleGroup([Unet, .. ControlNets, .. ControlNetUnions]);
         models["vae"] = Vae;
         return models;
     }
@@ -464,6 +510,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
         Unet.Dispose();
         foreach (var net in ControlNets) net.Dispose();
         foreach (var adapter in Adapters) adapter.Dispose();
+        foreach (var net in ControlNetUnions) net.Dispose();
         Vae.Dispose();
         TextEncoder?.Dispose();
         TextEncoder2?.Dispose();

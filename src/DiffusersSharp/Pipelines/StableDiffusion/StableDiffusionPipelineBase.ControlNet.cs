@@ -10,8 +10,12 @@ public abstract partial class StableDiffusionPipelineBase
 {
     /// <summary>What the loop needs for the ControlNets: each one's control image as it takes it (repeated per image,
     /// doubled under CFG outside guess mode), guess mode, and each step's conditioning scale per ControlNet (0 outside
-    /// its window).</summary>
-    private sealed record ControlState(IReadOnlyList<ControlNetModel> ControlNets, Tensor[] Images, bool GuessMode, double[][] Scales);
+    /// its window). For ControlNet-Unions, <see cref="Union"/> holds the models and images instead.</summary>
+    private sealed record ControlState(IReadOnlyList<ControlNetModel> ControlNets, Tensor[] Images, bool GuessMode, double[][] Scales)
+    {
+        /// <summary>The ControlNet-Unions and their control images and modes (ControlNet-Union pipelines), or null.</summary>
+        public UnionControl? Union { get; init; }
+    }
 
     /// <summary>The ControlNet pipelines' constructor check: <paramref name="components"/> must hold a ControlNet
     /// (checked before the base takes its reference).</summary>
@@ -19,8 +23,9 @@ public abstract partial class StableDiffusionPipelineBase
     {
         ArgumentNullException.ThrowIfNull(components);
         if (components.ControlNets.Count == 0)
-            throw new ArgumentException("These components have no ControlNet; load them with StableDiffusionComponents.FromPretrained(model, options, controlnet).",
-                nameof(components));
+            throw new ArgumentException(components.ControlNetUnions.Count > 0
+                ? "These components hold ControlNet-Unions; use StableDiffusionXLControlNetUnionPipeline (or its Img2Img / Inpaint twins)."
+                : "These components have no ControlNet; load them with StableDiffusionComponents.FromPretrained(model, options, controlnet).", nameof(components));
         return components;
     }
 
@@ -56,9 +61,10 @@ public abstract partial class StableDiffusionPipelineBase
     {
         var nets = Components.ControlNets;
         int n = nets.Count;
-        if (n == 0)
+        if (r is IControlNetUnionRequest union) CheckControlNetUnionInputs(union, request);
+        else if (n == 0)
             throw new ArgumentException("These components have no ControlNet; load them with StableDiffusionComponents.FromPretrained(model, options, controlnet).");
-        SettingsOf(r).Check(n, k => (nets[k].Config.ConditioningChannels, "[0, 1]"));
+        else SettingsOf(r).Check(n, k => (nets[k].Config.ConditioningChannels, "[0, 1]"));
         // What each diffusers ControlNet pipeline lacks is refused rather than silently used or ignored.
         bool xlInpaint = IsXLControlNetInpaint(request);
         if (request.GuidanceRescale != 0 && !xlInpaint)
@@ -81,6 +87,7 @@ public abstract partial class StableDiffusionPipelineBase
     /// </summary>
     private ControlState PrepareControl(IControlNetRequest r, int numImagesPerPrompt, int height, int width, int batch, bool cfg, int timestepCount, MaskCrop? maskCrop)
     {
+        if (r is IControlNetUnionRequest union) return PrepareControlUnion(union, numImagesPerPrompt, height, width, batch, cfg, timestepCount, maskCrop);
         var nets = Components.ControlNets;
         int n = nets.Count;
         bool guess = r.GuessMode || (nets[0].Config.GlobalPoolConditions && !IsXLControlNetInpaint((StableDiffusionRequest)r));
@@ -88,17 +95,23 @@ public abstract partial class StableDiffusionPipelineBase
         var settings = SettingsOf(r);
         var sources = settings.ControlImages;
         var images = new Tensor[n];
-        for (int k = 0; k < n; k++)
-        {
-            var image = sources[k].Preprocess(processor, height, width, maskCrop).to(ScalarType.Float32);
-            long repeat = image.shape[0] == 1 ? batch : numImagesPerPrompt;
-            if (image.shape[0] != 1 && image.shape[0] * numImagesPerPrompt != batch)
-                throw new ArgumentException($"The control image batch ({image.shape[0]}) must be 1 or the prompt batch ({batch / numImagesPerPrompt}).");
-            image = image.repeat_interleave(repeat, 0).to(nets[k].Dtype, Components.Device);
-            images[k] = cfg && !guess ? cat([image, image], 0) : image;
-        }
+        for (int k = 0; k < n; k++) images[k] = PrepareControlImage(processor, sources[k], height, width, batch, numImagesPerPrompt, cfg && !guess, nets[k].Dtype, maskCrop);
         var perStep = settings.StepScales(n, timestepCount);
         return new ControlState(nets, images, guess, perStep);
+    }
+
+    /// <summary>prepare_image for one control image: at the output size (cropped as the image is under padding_mask_crop),
+    /// repeated to the batch (one image for all, or one per prompt repeated per image), in the ControlNet's dtype, doubled
+    /// when <paramref name="doubled"/> (CFG outside guess mode).</summary>
+    private Tensor PrepareControlImage(VaeImageProcessor processor, PipelineImage source, int height, int width, int batch, int numImagesPerPrompt,
+        bool doubled, ScalarType dtype, MaskCrop? maskCrop)
+    {
+        var image = source.Preprocess(processor, height, width, maskCrop).to(ScalarType.Float32);
+        long repeat = image.shape[0] == 1 ? batch : numImagesPerPrompt;
+        if (image.shape[0] != 1 && image.shape[0] * numImagesPerPrompt != batch)
+            throw new ArgumentException($"The control image batch ({image.shape[0]}) must be 1 or the prompt batch ({batch / numImagesPerPrompt}).");
+        image = image.repeat_interleave(repeat, 0).to(dtype, Components.Device);
+        return doubled ? cat([image, image], 0) : image;
     }
 
     /// <summary>
@@ -111,7 +124,7 @@ public abstract partial class StableDiffusionPipelineBase
         bool cfg, Func<Tensor, Tensor> half, IDiffusionScheduler scheduler, float t)
     {
         var scales = c.Scales[step];
-        if (scales.All(x => x == 0)) return null;
+        if (scales.All(x => x == 0) && c.Union is not { RunsWhenScalesAreZero: true }) return null;
         Tensor input, embeds;
         Tensor? textEmbeds = s.TextEmbeds is null ? null : half(s.TextEmbeds), timeIds = s.TimeIds is null ? null : half(s.TimeIds);
         bool conditionalOnly = c.GuessMode && cfg;
@@ -125,10 +138,12 @@ public abstract partial class StableDiffusionPipelineBase
         else (input, embeds) = (modelInput, half(s.Embeds));
         Tensor[]? down = null;
         Tensor? mid = null;
-        for (int k = 0; k < c.ControlNets.Count; k++)
+        for (int k = 0; k < (c.Union?.Runs ?? c.ControlNets.Count); k++)
         {
-            if (scales[k] == 0) continue;
-            var result = c.ControlNets[k].forward(input, timestep, embeds, half(c.Images[k]), scales[k], c.GuessMode, textEmbeds, timeIds);
+            if (c.Union is null && scales[k] == 0) continue;
+            var result = c.Union is { } union ? union.Forward(k, scales, input, timestep, embeds, half, c.GuessMode, textEmbeds, timeIds)
+                : c.ControlNets[k].forward(input, timestep, embeds, half(c.Images[k]), scales[k], c.GuessMode, textEmbeds, timeIds);
+            if (result is null) continue;
             if (down is null) (down, mid) = (result.DownBlockResSamples, result.MidBlockResSample);
             else
             {
