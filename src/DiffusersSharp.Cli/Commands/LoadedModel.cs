@@ -219,6 +219,8 @@ internal sealed class LoadedModel : IDisposable
         {
             if (pipelineClass == FluxComponents.FillPipelineClass)
                 throw new ArgumentException($"--padding-mask-crop does not apply to FLUX.1-Fill (diffusers' FluxFillPipeline has no padding_mask_crop); {settings.Model} is a {pipelineClass}.");
+            if (settings.ControlModeValues is not null)
+                throw new ArgumentException("--padding-mask-crop does not apply to ControlNet-Union inpainting (diffusers' StableDiffusionXLControlNetUnionInpaintPipeline refuses padding_mask_crop whatever the input).");
             if (family != Family.UNet && settings.ControlNets.Count > 0)
                 throw new ArgumentException($"--padding-mask-crop does not apply to {(family == Family.Sd3 ? "SD3" : "Flux")} inpainting with --controlnet (diffusers' {(family == Family.Sd3 ? "StableDiffusion3ControlNetInpaintingPipeline has no padding_mask_crop" : "FluxControlNetInpaintPipeline crops but never pastes the result back")}).");
         }

@@ -158,6 +158,7 @@ public sealed class ControlNetUnionParityTests(LocalDiffusersControlNetUnion mod
         Assert.Equal(5.0, t2i.GuidanceOf(r));
         string Fails(Action run) => Assert.Throws<ArgumentException>(run).Message;
         Assert.Contains("control_mode is required", Fails(() => t2i.Generate(r with { ControlModes = null })));
+        Assert.Contains("padding_mask_crop is not supported with ControlNet-Union", Fails(() => inpaint.Generate(inp with { PaddingMaskCrop = 8 })));
         Assert.Contains("control_image (the control images) is required", Fails(() => t2i.Generate(r with { ControlImages = null })));
         Assert.Contains("len(control_image) == len(control_mode)", Fails(() => t2i.Generate(r with { ControlModes = [3, 1] })));
         Assert.Contains("must be lower than 8", Fails(() => t2i.Generate(r with { ControlModes = [8] })));

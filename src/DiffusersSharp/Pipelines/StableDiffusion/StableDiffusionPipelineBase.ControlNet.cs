@@ -87,7 +87,7 @@ public abstract partial class StableDiffusionPipelineBase
     /// </summary>
     private ControlState PrepareControl(IControlNetRequest r, int numImagesPerPrompt, int height, int width, int batch, bool cfg, int timestepCount, MaskCrop? maskCrop)
     {
-        if (r is IControlNetUnionRequest union) return PrepareControlUnion(union, numImagesPerPrompt, height, width, batch, cfg, timestepCount, maskCrop);
+        if (r is IControlNetUnionRequest union) return PrepareControlUnion(union, numImagesPerPrompt, height, width, batch, cfg, timestepCount);
         var nets = Components.ControlNets;
         int n = nets.Count;
         bool guess = r.GuessMode || (nets[0].Config.GlobalPoolConditions && !IsXLControlNetInpaint((StableDiffusionRequest)r));

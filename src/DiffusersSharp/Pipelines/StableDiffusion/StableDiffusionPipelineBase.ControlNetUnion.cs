@@ -65,13 +65,16 @@ public abstract partial class StableDiffusionPipelineBase
     /// diffusers' check_inputs for the ControlNet-Union pipelines, before any compute: one control mode per control image,
     /// each below its model's num_control_type; one image and mode per ControlNet when there are several; scales and
     /// windows per condition (one ControlNet-Union) or per ControlNet; and what those pipelines cannot run (guess mode
-    /// under classifier-free guidance; a 9-channel inpainting UNet).
+    /// under classifier-free guidance; a 9-channel inpainting UNet; padding_mask_crop, which diffusers' union inpainting
+    /// refuses for any input: its check sees the control images as a list).
     /// </summary>
     private void CheckControlNetUnionInputs(IControlNetUnionRequest r, StableDiffusionRequest request)
     {
         var nets = Components.ControlNetUnions;
         if (nets.Count == 0)
             throw new ArgumentException("These components have no ControlNet-Union; load them with StableDiffusionComponents.FromPretrained(model, options, controlnet).");
+        if (request is StableDiffusionInpaintRequest { PaddingMaskCrop: not null })
+            throw new ArgumentException("padding_mask_crop is not supported with ControlNet-Union inpainting: diffusers' StableDiffusionXLControlNetUnionInpaintPipeline refuses it whatever the input (it checks the list of control images as the image).");
         if (r.ControlImage is not null && r.ControlImages is not null)
             throw new ArgumentException("Give control_image as one image or as a list, not both.");
         if (r.ControlMode is not null && r.ControlModes is not null)
@@ -114,8 +117,7 @@ public abstract partial class StableDiffusionPipelineBase
     /// ControlNet over the steps that run. Guess mode is the request's, or the first model's global_pool_conditions (not
     /// in inpainting, whose diffusers pipeline does not read it).
     /// </summary>
-    private ControlState PrepareControlUnion(IControlNetUnionRequest r, int numImagesPerPrompt, int height, int width, int batch, bool cfg, int timestepCount,
-        MaskCrop? maskCrop)
+    private ControlState PrepareControlUnion(IControlNetUnionRequest r, int numImagesPerPrompt, int height, int width, int batch, bool cfg, int timestepCount)
     {
         var nets = Components.ControlNetUnions;
         bool guess = r.GuessMode || (nets[0].Config.GlobalPoolConditions && !IsXLControlNetInpaint((StableDiffusionRequest)r));
@@ -124,7 +126,7 @@ public abstract partial class StableDiffusionPipelineBase
         var processor = ControlImageProcessor;
         var images = new Tensor[sources.Count];
         for (int k = 0; k < images.Length; k++)
-            images[k] = PrepareControlImage(processor, sources[k], height, width, batch, numImagesPerPrompt, cfg && !guess, (nets.Count == 1 ? nets[0] : nets[k]).Dtype, maskCrop);
+            images[k] = PrepareControlImage(processor, sources[k], height, width, batch, numImagesPerPrompt, cfg && !guess, (nets.Count == 1 ? nets[0] : nets[k]).Dtype, maskCrop: null); // padding_mask_crop is refused here
         int count = nets.Count == 1 ? images.Length : nets.Count;
         return new ControlState([], [], guess, settings.StepScales(count, timestepCount)) { Union = new UnionControl(nets, images, ModesOf(r).ToArray()) };
     }
