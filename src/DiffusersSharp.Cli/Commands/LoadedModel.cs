@@ -219,6 +219,8 @@ internal sealed class LoadedModel : IDisposable
         {
             if (pipelineClass == FluxComponents.FillPipelineClass)
                 throw new ArgumentException($"--padding-mask-crop does not apply to FLUX.1-Fill (diffusers' FluxFillPipeline has no padding_mask_crop); {settings.Model} is a {pipelineClass}.");
+            if (settings.ControlNets.Count > 1)
+                throw new ArgumentException("--padding-mask-crop takes one --controlnet at most (diffusers' ControlNet inpainting checks that control_image is a single image when cropping).");
             if (settings.ControlModeValues is not null)
                 throw new ArgumentException("--padding-mask-crop does not apply to ControlNet-Union inpainting (diffusers' StableDiffusionXLControlNetUnionInpaintPipeline refuses padding_mask_crop whatever the input).");
             if (family != Family.UNet && settings.ControlNets.Count > 0)

@@ -124,6 +124,13 @@ public sealed class MaskCropParityTests(TinyUNetPipelines unets, LocalDiffusersC
         Assert.Contains("of the image's size", Fails(ok with { MaskImage = BoxMask.Resize(48, 36) }));
         Assert.Contains("non-black", Fails(ok with { MaskImage = new ImageBuffer(96, 72, 1) }));
         Assert.Contains(">= 0", Fails(ok with { PaddingMaskCrop = -1 }));
+        using var controlNet = new StableDiffusionControlNetInpaintPipeline(controlNets.Sd15);
+        var withControl = Sd15Embeds(new StableDiffusionControlNetInpaintRequest
+        {
+            Image = Init, MaskImage = BoxMask, Height = 64, Width = 64, NumInferenceSteps = 2, PaddingMaskCrop = 8,
+        }, 1, _ => throw new InvalidOperationException("no step may run"));
+        Assert.Contains("takes one control image", Assert.Throws<ArgumentException>(
+            () => controlNet.Generate(withControl with { ControlImage = PipelineImage.FromTensor(zeros(1, 3, 64, 64)) })).Message);
         using var sd3 = new StableDiffusion3InpaintPipeline(TinySd3Pipeline.Shared);
         Assert.Contains("output_type must be Image", Assert.Throws<ArgumentException>(() => sd3.Generate(new StableDiffusion3InpaintRequest
         {

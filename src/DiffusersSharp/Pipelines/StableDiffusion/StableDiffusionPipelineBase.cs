@@ -135,6 +135,9 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         else (height, width) = (r.Height ?? DefaultSize, r.Width ?? DefaultSize);
         CheckInputs(r, height, width, steps);
         var maskCrop = inpaint is null ? null : MaskCrop.For(inpaint.PaddingMaskCrop, inpaint.Image, inpaint.MaskImage, r.OutputType, height, width);
+        // diffusers' ControlNet inpainting checks that control_image is one PIL image when cropping.
+        if (maskCrop is not null && r is IControlNetRequest cropped && SettingsOf(cropped).ControlImages is not [{ Image: not null }])
+            throw new ArgumentException("padding_mask_crop with ControlNet inpainting takes one control image, as an 8-bit image (diffusers checks that control_image is a single PIL image, so several ControlNets cannot crop).");
 
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
