@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using System.Globalization;
+using DiffusersSharp.Hub;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Runtime;
 using Spectre.Console;
@@ -48,7 +49,7 @@ public class ModelSettings : CommandSettings
     public string? Revision { get; init; }
 
     /// <summary>LoRA file.</summary>
-    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts) or, for SD 1.x / 2.x and SDXL, kohya's (civitai: lora_unet_ / lora_te_ keys), fused into the weights.")]
+    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts) or, for SD 1.x / 2.x and SDXL, kohya's (civitai: lora_unet_ / lora_te_ keys), fused into the weights. A local file, or a file of a Hugging Face repo: hf://org/name/file.safetensors or its https://huggingface.co/org/name/blob/main/file.safetensors address (downloaded into the hub cache with --token).")]
     public string? Lora { get; init; }
 
     /// <summary>LoRA scale.</summary>
@@ -89,7 +90,7 @@ public class ModelSettings : CommandSettings
     protected virtual string? Check()
     {
         if (string.IsNullOrWhiteSpace(Model)) return $"--model is required (the bundled model {BundledModel.RelativePath} was not found).";
-        if (Lora is not null && !File.Exists(Lora)) return $"--lora file not found: {Lora}.";
+        if (Lora is not null && !HubFileReference.TryParse(Lora, out _) && !File.Exists(Lora)) return $"--lora file not found: {Lora}.";
         if (SingleFile is not null && !File.Exists(SingleFile)) return $"--single-file not found: {SingleFile}.";
         foreach (var (file, token) in TextualInversions)
         {

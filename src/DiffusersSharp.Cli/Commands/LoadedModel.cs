@@ -108,6 +108,7 @@ internal sealed class LoadedModel : IDisposable
             }),
         };
         string folder = options.ResolveFolder(settings.Model!, ct);
+        string? lora = settings.Lora is null ? null : options.ResolveFile(settings.Lora, ct); // a hub file is fetched before any weights load
         string pipelineClass = ModelIndex.Read(folder).ClassName;
         var family = FamilyOf(pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
@@ -125,11 +126,11 @@ internal sealed class LoadedModel : IDisposable
         return family switch
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, settings as GenerateSettings,
-                WithTextualInversion(output, settings, WithLora(output, settings, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
+                WithTextualInversion(output, settings, WithLora(output, settings, lora, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
                     (settings as GenerateSettings)?.Adapters ?? [], ct), c => c.FuseLora), LoadTextualInversion))),
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
-                WithTextualInversion(output, settings, WithLora(output, settings, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion)),
-            _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings,
+                WithTextualInversion(output, settings, WithLora(output, settings, lora, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion)),
+            _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings, lora,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), null),
         };
     }
@@ -387,12 +388,12 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>Fuses the --lora file, if any, into freshly loaded components (freed again if that fails).</summary>
-    private static T WithLora<T>(CliOutput output, ModelSettings settings, T components, Func<T, Func<string, double, int>> fuse) where T : PipelineComponents
+    private static T WithLora<T>(CliOutput output, ModelSettings settings, string? lora, T components, Func<T, Func<string, double, int>> fuse) where T : PipelineComponents
     {
-        if (settings.Lora is null) return components;
+        if (lora is null) return components;
         try
         {
-            int layers = fuse(components)(settings.Lora, settings.LoraScaleValue);
+            int layers = fuse(components)(lora, settings.LoraScaleValue);
             output.Error.WriteLine($"fused {layers} LoRA layers from {settings.Lora} at scale {settings.LoraScale}");
             return components;
         }

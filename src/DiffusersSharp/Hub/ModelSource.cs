@@ -67,6 +67,45 @@ public static partial class ModelSource
         return cache.SnapshotFolder(commit);
     }
 
+    /// <summary>
+    /// huggingface_hub's <c>hf_hub_download</c>: the local path of one repo file (a LoRA, an IP-Adapter or embedding file),
+    /// from the cache snapshot of its revision (the reference's, else the options'), downloading it when missing (unless
+    /// offline; with the hub unreachable a cached copy is used).
+    /// </summary>
+    /// <exception cref="HubException">Gated/unauthorized, missing repo/revision/file, offline and not cached, network failure, corrupted transfer.</exception>
+    public static string ResolveFile(HubFileReference file, HubOptions options, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default) =>
+        ResolveFileAsync(file, options, progress, ct).GetAwaiter().GetResult();
+
+    /// <inheritdoc cref="ResolveFile"/>
+    public static async Task<string> ResolveFileAsync(HubFileReference file, HubOptions options, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        ArgumentNullException.ThrowIfNull(options);
+        if (file.Revision is { } revision) options = options with { Revision = revision };
+        var cache = new HubCache(options.EffectiveCacheDir, file.RepoId);
+        string? Cached() => cache.ReadRef(options.Revision) is { } commit && File.Exists(Path.Combine(cache.SnapshotFolder(commit), file.Path))
+            ? Path.Combine(cache.SnapshotFolder(commit), file.Path) : null;
+        if (options.EffectiveOffline)
+            return Cached() ?? throw new HubException(HubErrorKind.NotCached,
+                $"{file} is not in the cache {options.EffectiveCacheDir} and offline mode is on (HF_HUB_OFFLINE): download it once online or turn offline mode off.");
+
+        using var http = new HubHttp(options, file.RepoId);
+        RepoListing listing;
+        try
+        {
+            listing = await http.ListAsync(options.Revision, ct).ConfigureAwait(false);
+        }
+        catch (HubException e) when (e.Kind == HubErrorKind.Network && Cached() is { } cached)
+        {
+            return cached;
+        }
+        if (!listing.Files.Contains(file.Path))
+            throw new HubException(HubErrorKind.EntryNotFound, $"{file.RepoId} (revision {options.Revision}) has no file '{file.Path}'.");
+        await new SnapshotFetcher(http, cache, listing.Commit, options, progress).FetchAsync([file.Path], ct).ConfigureAwait(false);
+        cache.WriteRef(options.Revision, listing.Commit);
+        return Path.Combine(cache.SnapshotFolder(listing.Commit), file.Path);
+    }
+
     /// <summary>Whether <paramref name="text"/> has the form of a hub repo id (<c>org/name</c>).</summary>
     public static bool IsRepoId(string text) => RepoIdRegex().IsMatch(text) && !text.Contains("--", StringComparison.Ordinal) && !text.Contains("..", StringComparison.Ordinal);
 

@@ -75,6 +75,21 @@ public sealed record PipelineLoadOptions
     public string ResolveFolder(string model, CancellationToken cancellationToken = default) =>
         Hub.ModelSource.Resolve(model, HubOptions, DownloadProgress, cancellationToken);
 
+    /// <summary>
+    /// The local path of a file such as a LoRA: <paramref name="fileOrHubFile"/> itself, or, for a hub file reference
+    /// (<see cref="Hub.HubFileReference"/>: <c>hf://org/name/file.safetensors</c> or its huggingface.co address), the file
+    /// downloaded into the hub cache with these options' token (at the address's revision, else main: <see cref="Revision"/>
+    /// is the model's).
+    /// </summary>
+    public string ResolveFile(string fileOrHubFile, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(fileOrHubFile);
+        return Hub.HubFileReference.TryParse(fileOrHubFile, out var file)
+            ? Hub.ModelSource.ResolveFile(file!, HubOptions with { Revision = "main", Variant = null, ConfigOnlyComponents = new HashSet<string>() },
+                DownloadProgress, cancellationToken)
+            : fileOrHubFile;
+    }
+
     /// <summary>The parsed device.</summary>
     internal Device ParsedDevice => TorchDevices.Parse(Device);
 }

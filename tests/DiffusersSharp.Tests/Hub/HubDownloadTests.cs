@@ -373,6 +373,41 @@ public sealed class HubDownloadTests : HubTestBase
         Assert.Contains("neither model_index.json", e.Message);
     }
 
+    [Fact]
+    public async Task One_file_is_fetched_as_hf_hub_download_does()
+    {
+        var files = new Dictionary<string, byte[]>(Tiny) { ["loras/style.safetensors"] = [1, 2, 3, 4] };
+        await using var hub = StartHub(files);
+        Assert.True(HubFileReference.TryParse($"hf://{PublicRepo}/loras/style.safetensors", out var file));
+        string path = await ModelSource.ResolveFileAsync(file!, Options(hub)).WaitAsync(Bound);
+        Assert.Equal(Path.Combine(Snapshot(), "loras", "style.safetensors"), path);
+        Assert.Equal([1, 2, 3, 4], File.ReadAllBytes(path));
+        Assert.Equal(["loras/style.safetensors"], SnapshotFiles()); // that file only, not the pipeline
+        Assert.Equal(path, await ModelSource.ResolveFileAsync(file!, Options(hub) with { Offline = true }).WaitAsync(Bound));
+
+        Assert.True(HubFileReference.TryParse($"https://huggingface.co/{PublicRepo}/blob/main/missing.safetensors", out var missing));
+        var e = await Assert.ThrowsAsync<HubException>(() => ModelSource.ResolveFileAsync(missing!, Options(hub)).WaitAsync(Bound));
+        Assert.Equal(HubErrorKind.EntryNotFound, e.Kind);
+        Assert.Contains("has no file 'missing.safetensors'", e.Message);
+        var offline = await Assert.ThrowsAsync<HubException>(() => ModelSource.ResolveFileAsync(missing!, Options(hub) with { Offline = true }).WaitAsync(Bound));
+        Assert.Equal(HubErrorKind.NotCached, offline.Kind);
+    }
+
+    [Theory]
+    [InlineData("hf://org/name/lora.safetensors", "org/name", "lora.safetensors", null)]
+    [InlineData("hf://org/name/sub/dir/x.safetensors", "org/name", "sub/dir/x.safetensors", null)]
+    [InlineData("https://huggingface.co/org/name/blob/main/x.safetensors", "org/name", "x.safetensors", "main")]
+    [InlineData("https://huggingface.co/org/name/resolve/v1.0/models/x.safetensors?download=true", "org/name", "models/x.safetensors", "v1.0")]
+    [InlineData("loras/x.safetensors", null, null, null)]
+    [InlineData("hf://org/name/../x.safetensors", null, null, null)]
+    [InlineData("https://example.com/org/name/blob/main/x.safetensors", null, null, null)]
+    public void Hub_file_references_are_read_and_everything_else_is_a_local_path(string text, string? repo, string? path, string? revision)
+    {
+        bool parsed = HubFileReference.TryParse(text, out var file);
+        Assert.Equal(repo is not null, parsed);
+        if (parsed) Assert.Equal(new HubFileReference(repo!, path!, revision), file);
+    }
+
     /// <summary>Collects reports on the reporting thread (Progress&lt;T&gt; would post them later).</summary>
     private sealed class SyncProgress(List<DownloadProgress> reports) : IProgress<DownloadProgress>
     {
