@@ -291,7 +291,7 @@ public class GenerateSettings : ModelSettings
     }
 
     /// <summary>IP-Adapter file (UNet models).</summary>
-    [CommandOption("--ip-adapter <FILE>"), Description("SD 1.x / 2.x and SDXL: an IP-Adapter file in h94/IP-Adapter's safetensors layout (e.g. models/ip-adapter_sd15.safetensors; the plain IP-Adapter), steering the image with --ip-adapter-image. Its CLIP image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it) unless --ip-adapter-image-encoder names another.")]
+    [CommandOption("--ip-adapter <FILE>"), Description("SD 1.x / 2.x and SDXL: an IP-Adapter file in h94/IP-Adapter's safetensors layout (e.g. models/ip-adapter_sd15.safetensors; the plain IP-Adapter), steering the image with --ip-adapter-image; a local file or a hub repo's, e.g. hf://h94/IP-Adapter/models/ip-adapter_sd15.safetensors. Its CLIP image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it; in the repo for a hub file) unless --ip-adapter-image-encoder names another (a folder or hf://org/name/sub/folder).")]
     public string? IpAdapter { get; init; }
 
     /// <summary>The IP-Adapter's image prompt.</summary>
@@ -309,9 +309,12 @@ public class GenerateSettings : ModelSettings
     /// <summary>The parsed --ip-adapter-scale, or null.</summary>
     public double? IpAdapterScaleValue => IpAdapterScale is null ? null : double.Parse(IpAdapterScale, NumberStyles.Float, CultureInfo.InvariantCulture);
 
-    /// <summary>The image encoder folder the IP-Adapter uses: the option, or image_encoder beside the file.</summary>
+    /// <summary>The image encoder folder the IP-Adapter uses: the option, or image_encoder beside the file (in the same hub
+    /// repo for a hub file).</summary>
     public string? IpAdapterImageEncoderFolder => IpAdapter is null ? null
-        : IpAdapterImageEncoder ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(IpAdapter))!, "image_encoder");
+        : IpAdapterImageEncoder ?? (HubFileReference.TryParse(IpAdapter, out var file)
+            ? $"hf://{file!.RepoId}/{(file.Path.Contains('/') ? file.Path[..file.Path.LastIndexOf('/')] + "/" : "")}image_encoder"
+            : Path.Combine(Path.GetDirectoryName(Path.GetFullPath(IpAdapter))!, "image_encoder"));
 
     private string? CheckIpAdapter()
     {
@@ -321,10 +324,10 @@ public class GenerateSettings : ModelSettings
                 : IpAdapterScale is not null ? "--ip-adapter-scale" : null;
             return stray is null ? null : $"{stray} needs --ip-adapter.";
         }
-        if (!File.Exists(IpAdapter)) return $"--ip-adapter file not found: {IpAdapter}.";
+        if (!HubFileReference.TryParse(IpAdapter, out _) && !File.Exists(IpAdapter)) return $"--ip-adapter file not found: {IpAdapter}.";
         if (IpAdapterImage is null) return "--ip-adapter needs --ip-adapter-image.";
         if (!File.Exists(IpAdapterImage)) return $"--ip-adapter-image not found: {IpAdapterImage}.";
-        if (!Directory.Exists(IpAdapterImageEncoderFolder))
+        if (!HubFileReference.TryParse(IpAdapterImageEncoderFolder, out _) && !Directory.Exists(IpAdapterImageEncoderFolder))
             return $"--ip-adapter needs a CLIP image encoder folder: {IpAdapterImageEncoderFolder} does not exist (name one with --ip-adapter-image-encoder).";
         if (IpAdapterScale is not null && (!double.TryParse(IpAdapterScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v)))
             return $"--ip-adapter-scale must be a finite number, got '{IpAdapterScale}'.";

@@ -108,7 +108,6 @@ internal sealed class LoadedModel : IDisposable
             }),
         };
         string folder = options.ResolveFolder(settings.Model!, ct);
-        string? lora = settings.Lora is null ? null : options.ResolveFile(settings.Lora, ct); // a hub file is fetched before any weights load
         string pipelineClass = ModelIndex.Read(folder).ClassName;
         var family = FamilyOf(pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
@@ -122,10 +121,14 @@ internal sealed class LoadedModel : IDisposable
             if (family == Family.Sd3 && settings.SingleFile is null) CheckSd3Size(generate, folder);
         }
         if (family == Family.UNet) CheckControlNetUnions(settings, controlNets, options, ct);
+        // Hub files beside the model are fetched once the options are checked, before any weights load.
+        string? lora = settings.Lora is null ? null : options.ResolveFile(settings.Lora, ct);
+        var ipAdapter = settings is GenerateSettings { IpAdapter: { } adapterFile } g
+            ? (File: options.ResolveFile(adapterFile, ct), ImageEncoder: options.ResolveSubfolder(g.IpAdapterImageEncoderFolder!, ct)) : default;
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         return family switch
         {
-            Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, settings as GenerateSettings,
+            Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, ipAdapter,
                 WithTextualInversion(output, settings, WithLora(output, settings, lora, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
                     (settings as GenerateSettings)?.Adapters ?? [], ct), c => c.FuseLora), LoadTextualInversion))),
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
@@ -311,13 +314,13 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>Loads the --ip-adapter file and its image encoder, if any, into freshly loaded components (freed again if that fails).</summary>
-    private static StableDiffusionComponents WithIpAdapter(CliOutput output, GenerateSettings? settings, StableDiffusionComponents components)
+    private static StableDiffusionComponents WithIpAdapter(CliOutput output, (string? File, string? ImageEncoder) ipAdapter, StableDiffusionComponents components)
     {
-        if (settings?.IpAdapter is null) return components;
+        if (ipAdapter.File is null) return components;
         try
         {
-            components.LoadIpAdapter(settings.IpAdapter, settings.IpAdapterImageEncoderFolder);
-            output.Error.WriteLine($"loaded IP-Adapter {settings.IpAdapter} (image encoder {settings.IpAdapterImageEncoderFolder})");
+            components.LoadIpAdapter(ipAdapter.File, ipAdapter.ImageEncoder!);
+            output.Error.WriteLine($"loaded IP-Adapter {ipAdapter.File} (image encoder {ipAdapter.ImageEncoder})");
             return components;
         }
         catch

@@ -63,13 +63,24 @@ public static partial class HubFileSelector
     /// safetensors weights of the requested variant (else the default ones), nothing from subfolders.
     /// </summary>
     /// <exception cref="HubException">The root holds no safetensors weights usable here.</exception>
-    public static IReadOnlyList<string> SelectModel(IReadOnlyCollection<string> repoFiles, string? variant, string repoId)
+    public static IReadOnlyList<string> SelectModel(IReadOnlyCollection<string> repoFiles, string? variant, string repoId) =>
+        SelectModel(repoFiles, variant, repoId, "");
+
+    /// <summary>As <see cref="SelectModel(IReadOnlyCollection{string}, string?, string)"/> for a model folder inside the repo
+    /// (<paramref name="folder"/>, e.g. h94/IP-Adapter's <c>models/image_encoder</c>; "" for the root): its direct files.</summary>
+    /// <exception cref="HubException">The folder holds no safetensors weights usable here, or no config.json.</exception>
+    public static IReadOnlyList<string> SelectModel(IReadOnlyCollection<string> repoFiles, string? variant, string repoId, string folder)
     {
-        var names = repoFiles.Where(f => !f.Contains('/')).ToList();
-        var files = ComponentFiles(names, variant, repoId, "(the repo root)").ToList();
+        string prefix = folder.Length == 0 ? "" : folder.TrimEnd('/') + "/";
+        string where = folder.Length == 0 ? "at its root" : $"in {folder}/";
+        var names = repoFiles.Where(f => f.StartsWith(prefix, StringComparison.Ordinal) && f.IndexOf('/', prefix.Length) < 0)
+            .Select(f => f[prefix.Length..]).ToList();
+        if (!names.Contains(ModelConfigFile))
+            throw new HubException(HubErrorKind.EntryNotFound, $"{repoId} has no {ModelConfigFile} {where}: not a diffusers / transformers model folder.");
+        var files = ComponentFiles(names, variant, repoId, folder.Length == 0 ? "(the repo root)" : folder).ToList();
         if (!files.Any(f => ParseSafetensors(f) is not null))
-            throw new HubException(HubErrorKind.UnsupportedRepo, $"{repoId} has a config.json but no safetensors weights at its root.");
-        return files;
+            throw new HubException(HubErrorKind.UnsupportedRepo, $"{repoId} has a config.json but no safetensors weights {where}.");
+        return files.Select(f => prefix + f).ToList();
     }
 
     private static IEnumerable<string> ComponentFiles(List<string> names, string? variant, string repoId, string component)

@@ -106,6 +106,44 @@ public static partial class ModelSource
         return Path.Combine(cache.SnapshotFolder(listing.Commit), file.Path);
     }
 
+    /// <summary>
+    /// The local path of a model folder inside a repo (a CLIP image encoder such as h94/IP-Adapter's
+    /// <c>models/image_encoder</c>, given as <c>hf://h94/IP-Adapter/models/image_encoder</c>): its config.json and
+    /// safetensors weights, fetched into the cache snapshot as <see cref="ResolveFile"/> fetches a file.
+    /// </summary>
+    /// <inheritdoc cref="ResolveFile" path="/exception"/>
+    public static string ResolveSubfolder(HubFileReference folder, HubOptions options, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default) =>
+        ResolveSubfolderAsync(folder, options, progress, ct).GetAwaiter().GetResult();
+
+    /// <inheritdoc cref="ResolveSubfolder"/>
+    public static async Task<string> ResolveSubfolderAsync(HubFileReference folder, HubOptions options, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(options);
+        if (folder.Revision is { } revision) options = options with { Revision = revision };
+        var cache = new HubCache(options.EffectiveCacheDir, folder.RepoId);
+        string? Cached() => cache.ReadRef(options.Revision) is { } commit && Path.Combine(cache.SnapshotFolder(commit), folder.Path) is var local
+            && File.Exists(Path.Combine(local, HubFileSelector.ModelConfigFile)) && HasWeights(local, options.Variant) ? local : null;
+        if (options.EffectiveOffline)
+            return Cached() ?? throw new HubException(HubErrorKind.NotCached,
+                $"{folder} is not in the cache {options.EffectiveCacheDir} and offline mode is on (HF_HUB_OFFLINE): download it once online or turn offline mode off.");
+
+        using var http = new HubHttp(options, folder.RepoId);
+        RepoListing listing;
+        try
+        {
+            listing = await http.ListAsync(options.Revision, ct).ConfigureAwait(false);
+        }
+        catch (HubException e) when (e.Kind == HubErrorKind.Network && Cached() is { } cached)
+        {
+            return cached;
+        }
+        var files = HubFileSelector.SelectModel(listing.Files, options.Variant, folder.RepoId, folder.Path);
+        await new SnapshotFetcher(http, cache, listing.Commit, options, progress).FetchAsync(files, ct).ConfigureAwait(false);
+        cache.WriteRef(options.Revision, listing.Commit);
+        return Path.Combine(cache.SnapshotFolder(listing.Commit), folder.Path);
+    }
+
     /// <summary>Whether <paramref name="text"/> has the form of a hub repo id (<c>org/name</c>).</summary>
     public static bool IsRepoId(string text) => RepoIdRegex().IsMatch(text) && !text.Contains("--", StringComparison.Ordinal) && !text.Contains("..", StringComparison.Ordinal);
 

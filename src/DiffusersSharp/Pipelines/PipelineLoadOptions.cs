@@ -85,10 +85,25 @@ public sealed record PipelineLoadOptions
     {
         ArgumentNullException.ThrowIfNull(fileOrHubFile);
         return Hub.HubFileReference.TryParse(fileOrHubFile, out var file)
-            ? Hub.ModelSource.ResolveFile(file!, HubOptions with { Revision = "main", Variant = null, ConfigOnlyComponents = new HashSet<string>() },
-                DownloadProgress, cancellationToken)
+            ? Hub.ModelSource.ResolveFile(file!, SideFileHubOptions, DownloadProgress, cancellationToken)
             : fileOrHubFile;
     }
+
+    /// <summary>
+    /// The local path of a model folder beside the pipeline, such as an IP-Adapter's image encoder:
+    /// <paramref name="folderOrHubFolder"/> itself, or a repo's subfolder (<c>hf://h94/IP-Adapter/models/image_encoder</c>)
+    /// with its config.json and safetensors weights downloaded into the hub cache, as <see cref="ResolveFile"/> does.
+    /// </summary>
+    public string ResolveSubfolder(string folderOrHubFolder, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(folderOrHubFolder);
+        return Hub.HubFileReference.TryParse(folderOrHubFolder, out var folder)
+            ? Hub.ModelSource.ResolveSubfolder(folder!, SideFileHubOptions, DownloadProgress, cancellationToken)
+            : folderOrHubFolder;
+    }
+
+    // Files beside the model come from other repos: main unless their address names a revision, default weights.
+    private Hub.HubOptions SideFileHubOptions => HubOptions with { Revision = "main", Variant = null, ConfigOnlyComponents = new HashSet<string>() };
 
     /// <summary>The parsed device.</summary>
     internal Device ParsedDevice => TorchDevices.Parse(Device);

@@ -393,6 +393,40 @@ public sealed class HubDownloadTests : HubTestBase
         Assert.Equal(HubErrorKind.NotCached, offline.Kind);
     }
 
+    [Fact]
+    public async Task A_model_folder_inside_a_repo_is_fetched_with_its_config_and_weights()
+    {
+        // h94/IP-Adapter's layout: adapter files and the CLIP image encoder folder under models/.
+        var files = new Dictionary<string, byte[]>
+        {
+            ["models/ip-adapter_sd15.safetensors"] = [1],
+            ["models/image_encoder/config.json"] = """{"model_type": "clip_vision_model"}"""u8.ToArray(),
+            ["models/image_encoder/model.safetensors"] = [2, 3],
+            ["models/image_encoder/pytorch_model.bin"] = [4],
+            ["models/image_encoder/extra/more.safetensors"] = [5],
+            ["README.md"] = [6],
+        };
+        await using var hub = StartHub(files);
+        Assert.True(HubFileReference.TryParse($"hf://{PublicRepo}/models/image_encoder", out var folder));
+        string path = await ModelSource.ResolveSubfolderAsync(folder!, Options(hub)).WaitAsync(Bound);
+        Assert.Equal(Path.Combine(Snapshot(), "models", "image_encoder"), path);
+        Assert.Equal(["models/image_encoder/config.json", "models/image_encoder/model.safetensors"], SnapshotFiles());
+        Assert.Equal(path, await ModelSource.ResolveSubfolderAsync(folder!, Options(hub) with { Offline = true }).WaitAsync(Bound));
+
+        Assert.True(HubFileReference.TryParse($"hf://{PublicRepo}/models", out var notModel));
+        var e = await Assert.ThrowsAsync<HubException>(() => ModelSource.ResolveSubfolderAsync(notModel!, Options(hub)).WaitAsync(Bound));
+        Assert.Contains("has no config.json in models/", e.Message);
+    }
+
+    [Fact]
+    public void An_IP_Adapter_hub_file_takes_the_image_encoder_beside_it_in_its_repo()
+    {
+        var settings = new DiffusersSharp.Cli.Commands.GenerateSettings { IpAdapter = "hf://h94/IP-Adapter/models/ip-adapter_sd15.safetensors" };
+        Assert.Equal("hf://h94/IP-Adapter/models/image_encoder", settings.IpAdapterImageEncoderFolder);
+        Assert.Equal("hf://h94/IP-Adapter/image_encoder",
+            new DiffusersSharp.Cli.Commands.GenerateSettings { IpAdapter = "hf://h94/IP-Adapter/ip.safetensors" }.IpAdapterImageEncoderFolder);
+    }
+
     [Theory]
     [InlineData("hf://org/name/lora.safetensors", "org/name", "lora.safetensors", null)]
     [InlineData("hf://org/name/sub/dir/x.safetensors", "org/name", "sub/dir/x.safetensors", null)]
