@@ -126,7 +126,7 @@ internal sealed class LoadedModel : IDisposable
         var ipAdapter = settings is GenerateSettings { IpAdapter: { } adapterFile } g
             ? (File: options.ResolveFile(adapterFile, ct), ImageEncoder: options.ResolveSubfolder(g.IpAdapterImageEncoderFolder!, ct)) : default;
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
-        return family switch
+        var model = family switch
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, ipAdapter,
                 WithTextualInversion(output, settings, WithLora(output, settings, lora, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
@@ -136,6 +136,33 @@ internal sealed class LoadedModel : IDisposable
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings, lora,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), null),
         };
+        if (lora is not null) (model.LoraFile, model.LoraScale) = (lora, settings.LoraScaleValue);
+        return model;
+    }
+
+    /// <summary>The fused --lora file (a local path; a hub file's cache copy), or null.</summary>
+    public string? LoraFile { get; private set; }
+
+    /// <summary>The scale <see cref="LoraFile"/> is fused at.</summary>
+    public double LoraScale { get; private set; }
+
+    /// <summary>
+    /// Refuses the LoRA at another scale (diffusers' <c>unfuse_lora</c> then <c>fuse_lora(lora_scale=scale)</c>); nothing
+    /// to do at the current one.
+    /// </summary>
+    /// <exception cref="ArgumentException">No LoRA is fused, or the scale is not finite.</exception>
+    public void SetLoraScale(double scale)
+    {
+        if (LoraFile is null) throw new ArgumentException("lora_scale needs a LoRA: start the server with --lora FILE.");
+        if (!double.IsFinite(scale)) throw new ArgumentException($"lora_scale must be a finite number, got {scale}.");
+        if (scale == LoraScale) return;
+        PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? Flux!;
+        components.UnfuseLora();
+        LoraScale = 0; // unfused, until the fuse below succeeds
+        if (Sd3 is not null) Sd3.FuseLora(LoraFile, scale);
+        else if (UNet is not null) UNet.FuseLora(LoraFile, scale);
+        else Flux!.FuseLora(LoraFile, scale);
+        LoraScale = scale;
     }
 
     /// <summary>

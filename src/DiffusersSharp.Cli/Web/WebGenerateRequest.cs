@@ -65,6 +65,10 @@ public sealed record WebGenerateRequest
     /// <summary>The inpainting mask (white is repainted): a data URL or base64 PNG / JPEG.</summary>
     public string? Mask { get; init; }
 
+    /// <summary>With a server started with --lora: the scale to fuse it at for this and later requests (the LoRA is taken
+    /// out and fused again when it changes, diffusers' unfuse_lora + fuse_lora(lora_scale)).</summary>
+    public double? LoraScale { get; init; }
+
     /// <summary>Inpaint: inpaint only the mask's bounding box grown by this many pixels, at the full size, pasted back onto the
     /// image (diffusers' padding_mask_crop); the result keeps the image's size.</summary>
     public int? PaddingMaskCrop { get; init; }
@@ -96,7 +100,7 @@ public sealed record WebGenerateRequest
     /// <paramref name="controlNets"/>, the server's ControlNets: a request without them runs the plain pipeline.
     /// </summary>
     /// <exception cref="ArgumentException">An unknown mode, an image that is not base64, or an option the verb refuses.</exception>
-    internal GenerateSettings ToSettings(string model, IReadOnlyList<string> controlNets, string uploads)
+    internal GenerateSettings ToSettings(string model, IReadOnlyList<string> controlNets, string uploads, string? lora = null, double loraScale = 1)
     {
         string? Upload(string? data, string name, string? file = null)
         {
@@ -127,6 +131,8 @@ public sealed record WebGenerateRequest
         string? eta = Eta?.ToString("R", CultureInfo.InvariantCulture);
         string? rescale = GuidanceRescale?.ToString("R", CultureInfo.InvariantCulture);
         string? trueCfg = TrueCfg?.ToString("R", CultureInfo.InvariantCulture);
+        // The server's LoRA, at the scale this request runs with, for the image's parameters text.
+        string loraText = (LoraScale ?? loraScale).ToString("R", CultureInfo.InvariantCulture);
         // Settings are init-only (as the command line fills them): one initializer per verb, the shared options in each.
         if (PaddingMaskCrop is not null && Mode != "inpaint") throw new ArgumentException("padding_mask_crop applies to inpaint only.");
         GenerateSettings settings = Mode switch
@@ -135,14 +141,14 @@ public sealed record WebGenerateRequest
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
-                TrueCfg = trueCfg,
+                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText,
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
             },
             "img2img" => new Img2ImgSettings
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
-                TrueCfg = trueCfg,
+                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText,
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 Image = Upload(Image, "image"), Strength = strength,
             },
@@ -150,7 +156,7 @@ public sealed record WebGenerateRequest
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
-                TrueCfg = trueCfg,
+                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText,
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 Image = Upload(Image, "image"), Mask = Upload(Mask, "mask"), Strength = strength, PaddingMaskCrop = PaddingMaskCrop,
             },

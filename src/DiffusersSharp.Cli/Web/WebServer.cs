@@ -93,6 +93,9 @@ internal sealed class WebServer : IAsyncDisposable
             TrueCfg = _model.Flux is not null && _model.PipelineClass != FluxComponents.FillPipelineClass,
             // Inpainting only the masked area (padding_mask_crop), which diffusers' FluxFillPipeline lacks.
             PaddingMaskCrop = _model.PipelineClass != FluxComponents.FillPipelineClass,
+            // The server's --lora (file name) and the scale it is fused at now; requests may change it with lora_scale.
+            Lora = _model.LoraFile is { } lora ? Path.GetFileName(lora) : null,
+            LoraScale = _model.LoraScale,
             // "controlnets", "controlnet_modes": spelled as the request's controlnet_scale.
             Controlnets = _model.ControlNets,
             ControlnetModes = _model.ControlNetModes,
@@ -124,12 +127,16 @@ internal sealed class WebServer : IAsyncDisposable
         {
             GenerateSettings settings;
             VerbPipelines pipelines;
+            double? loraScaleWanted;
             try
             {
                 var body = await http.Request.ReadFromJsonAsync<WebGenerateRequest>(Json, aborted)
                     ?? throw new ArgumentException("The request body must be a JSON object.");
                 CheckMode(body);
-                settings = body.ToSettings(_model.Name, _model.ControlNets, uploads);
+                if (body.LoraScale is { } loraScale && (_model.LoraFile is null || !double.IsFinite(loraScale)))
+                    throw new ArgumentException(_model.LoraFile is null ? "lora_scale needs a LoRA: start the server with --lora FILE." : $"lora_scale must be a finite number, got {loraScale}.");
+                settings = body.ToSettings(_model.Name, _model.ControlNets, uploads, _model.LoraFile, _model.LoraScale);
+                loraScaleWanted = body.LoraScale;
                 pipelines = VerbPipelines.For(settings);
                 _model.CheckOptions(settings);
             }
@@ -143,6 +150,8 @@ internal sealed class WebServer : IAsyncDisposable
             await _gate.WaitAsync(aborted);
             try
             {
+                // One generation at a time: the LoRA is re-fused at a new scale only between them.
+                if (loraScaleWanted is { } scale) _model.SetLoraScale(scale);
                 await StreamGenerationAsync(http, settings, pipelines, aborted);
             }
             finally

@@ -153,6 +153,7 @@ public sealed class ServeTests : IAsyncLifetime
     [InlineData("""{"prompt": "x", "guess_mode": true}""", "guess_mode needs a ControlNet")]
     [InlineData("""{"prompt": "x", "controlnet_scale": "high"}""", "controlnet_scale must be a number or a list of numbers")]
     [InlineData("""{"prompt": "x", "padding_mask_crop": 8}""", "padding_mask_crop applies to inpaint only")]
+    [InlineData("""{"prompt": "x", "lora_scale": 0.5}""", "lora_scale needs a LoRA")]
     public async Task InvalidRequestsAreAnsweredWith400AndTheReason(string body, string reason)
     {
         using var response = await Http.PostAsync("api/generate", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
@@ -218,6 +219,55 @@ public sealed class FluxServeTests : IAsyncLifetime
         using var refused = await http.PostAsJsonAsync("api/generate", new { prompt = "x", scheduler = "euler" });
         Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
         Assert.Contains("scheduler", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetString());
+    }
+}
+
+/// <summary>The web UI with a server-side --lora: its scale per request (the LoRA re-fused between generations).</summary>
+public sealed class LoraServeTests : IAsyncLifetime
+{
+    private static readonly CliOutput Quiet = new(TextWriter.Null, TextWriter.Null);
+    private LoadedModel? _model;
+    private WebServer? _server;
+    private HttpClient? _http;
+
+    public async Task InitializeAsync()
+    {
+        _model = LoadedModel.Load(Quiet, new ServeCommand.Settings
+        {
+            Model = Fixtures.TinySd3Model, Lora = Loaders.LoraWeightsTests.LoraFile, LoraScale = "0.5",
+        }, default);
+        _server = await WebServer.StartAsync(_model, Quiet, "127.0.0.1", 0, default);
+        _http = new HttpClient { BaseAddress = _server.Address };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http?.Dispose();
+        if (_server is not null) await _server.DisposeAsync();
+        _model?.Dispose();
+    }
+
+    [Fact]
+    public async Task TheLoraScaleCanChangeBetweenRequests()
+    {
+        var http = _http!;
+        async Task<double> Scale() => (await http.GetFromJsonAsync<JsonElement>("api/info")).GetProperty("lora_scale").GetDouble();
+        var info = await http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal("pytorch_lora_weights.safetensors", info.GetProperty("lora").GetString());
+        Assert.Equal(0.5, await Scale());
+        object Body(double? scale) => new { prompt = "a teddy bear", steps = 2, width = 32, height = 32, seed = 3, lora_scale = scale };
+
+        var half = await ServeApi.Result(http, Body(null));
+        Assert.Contains("Lora: pytorch_lora_weights.safetensors:0.5", half.GetProperty("parameters").GetString());
+        var full = await ServeApi.Result(http, Body(1.0));
+        Assert.Equal(1.0, await Scale());
+        Assert.Contains("Lora: pytorch_lora_weights.safetensors:1,", full.GetProperty("parameters").GetString());
+        Assert.NotEqual(ServeApi.Image(half).Pixels, ServeApi.Image(full).Pixels);
+        // Back at 0.5: the weights are those of the first run up to float rounding of the unfuse, so the image is too.
+        var again = await ServeApi.Result(http, Body(0.5));
+        Assert.Equal(0.5, await Scale());
+        var (_, max) = Images.ImageFixtures.Diff(ServeApi.Image(half), ServeApi.Image(again));
+        Assert.True(max <= 1, $"the image at scale 0.5 again differs by up to {max}");
     }
 }
 
