@@ -60,18 +60,18 @@ public class ModelSettings : CommandSettings
     public double LoraScaleValue => double.Parse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture);
 
     /// <summary>Textual inversion embeddings: FILE or FILE:TOKEN, repeatable.</summary>
-    [CommandOption("--textual-inversion <FILE[:TOKEN]>"), Description("SD 1.x / 2.x, SDXL and Flux: a textual inversion embedding in a local .safetensors file, as diffusers' load_textual_inversion(FILE, token=TOKEN): diffusers' format (the token is the file's key unless :TOKEN is given), A1111 / kohya files (emb_params: give :TOKEN), or an SDXL file with clip_l and clip_g (both halves load, into the two encoders; :TOKEN required). Write the token in the prompt; a multi-vector embedding spells out as TOKEN TOKEN_1 ... as diffusers rewrites prompts. Repeatable. Pickle files (.bin, .pt) are refused: convert them to safetensors.")]
+    [CommandOption("--textual-inversion <FILE[:TOKEN]>"), Description("SD 1.x / 2.x, SDXL and Flux: a textual inversion embedding in a .safetensors file (local, or a hub repo's: hf://org/name/file.safetensors), as diffusers' load_textual_inversion(FILE, token=TOKEN): diffusers' format (the token is the file's key unless :TOKEN is given), A1111 / kohya files (emb_params: give :TOKEN), or an SDXL file with clip_l and clip_g (both halves load, into the two encoders; :TOKEN required). Write the token in the prompt; a multi-vector embedding spells out as TOKEN TOKEN_1 ... as diffusers rewrites prompts. Repeatable. Pickle files (.bin, .pt) are refused: convert them to safetensors.")]
     public string[]? TextualInversion { get; init; }
 
     /// <summary>The --textual-inversion entries as (file, token or null), in order.</summary>
     public IReadOnlyList<(string File, string? Token)> TextualInversions => (TextualInversion ?? []).Select(ParseTextualInversion).ToList();
 
-    /// <summary>FILE, or FILE:TOKEN (the last colon, when the text before it is a file).</summary>
+    /// <summary>FILE, or FILE:TOKEN (the last colon, when the text before it is a file or a hub file reference).</summary>
     internal static (string File, string? Token) ParseTextualInversion(string value)
     {
-        if (File.Exists(value)) return (value, null);
+        if (File.Exists(value) || HubFileReference.TryParse(value, out _)) return (value, null);
         int colon = value.LastIndexOf(':');
-        if (colon > 0 && File.Exists(value[..colon])) return (value[..colon], value[(colon + 1)..]);
+        if (colon > 0 && (File.Exists(value[..colon]) || HubFileReference.TryParse(value[..colon], out _))) return (value[..colon], value[(colon + 1)..]);
         return (value, null);
     }
 
@@ -95,6 +95,7 @@ public class ModelSettings : CommandSettings
         foreach (var (file, token) in TextualInversions)
         {
             if (token is { Length: 0 }) return $"--textual-inversion {file}: the token after ':' is empty.";
+            if (HubFileReference.TryParse(file, out _)) continue; // read once fetched, before any weights load
             try
             {
                 DiffusersSharp.Loaders.TextualInversion.IsSdxlFile(file); // missing, pickle or not safetensors: refused here

@@ -114,7 +114,7 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
         var controlNets = ControlNetsOf(settings);
         if (family == Family.Flux && controlNets.Count > 0) CheckFluxControlNet(settings.Model!, pipelineClass);
-        CheckTextualInversion(settings, pipelineClass, family);
+        var textualInversions = TextualInversionFiles(settings, pipelineClass, family, options, ct);
         if (settings is GenerateSettings generate)
         {
             CheckOptions(generate, pipelineClass, family);
@@ -129,10 +129,10 @@ internal sealed class LoadedModel : IDisposable
         var model = family switch
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, ipAdapter,
-                WithTextualInversion(output, settings, WithLora(output, settings, lora, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
+                WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
                     (settings as GenerateSettings)?.Adapters ?? [], ct), c => c.FuseLora), LoadTextualInversion))),
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
-                WithTextualInversion(output, settings, WithLora(output, settings, lora, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion)),
+                WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings, lora,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), null),
         };
@@ -362,12 +362,17 @@ internal sealed class LoadedModel : IDisposable
     /// inherit TextualInversionLoaderMixin) and SDXL files (clip_l / clip_g) without a token or for a model without two
     /// CLIP encoders.
     /// </summary>
-    private static void CheckTextualInversion(ModelSettings settings, string pipelineClass, Family family)
+    /// <summary>The --textual-inversion files, hub files fetched (after the family check), checked against the model.</summary>
+    private static IReadOnlyList<(string File, string? Token)> TextualInversionFiles(ModelSettings settings, string pipelineClass, Family family,
+        PipelineLoadOptions options, CancellationToken ct)
     {
         var entries = settings.TextualInversions;
-        if (entries.Count == 0) return;
+        if (entries.Count == 0) return entries;
         if (family == Family.Sd3)
             throw new ArgumentException($"--textual-inversion applies to SD 1.x / 2.x, SDXL and Flux models (diffusers' SD3 pipelines have no textual inversion loader); {settings.Model} is a {pipelineClass}.");
+        entries = entries.Select(e => (options.ResolveFile(e.File, ct), e.Token)).ToList();
+        foreach (var (file, _) in entries)
+            if (!File.Exists(file)) throw new ArgumentException($"--textual-inversion file not found: {file}.");
         foreach (var (file, token) in entries)
         {
             if (!Loaders.TextualInversion.IsSdxlFile(file)) continue;
@@ -376,6 +381,7 @@ internal sealed class LoadedModel : IDisposable
             if (token is null)
                 throw new ArgumentException($"--textual-inversion {file} is an SDXL embedding (clip_l / clip_g), which names no token: give FILE:TOKEN and write TOKEN in the prompt.");
         }
+        return entries;
     }
 
     /// <summary>Loads the --textual-inversion files into SD 1.x / 2.x or SDXL components: an SDXL file's halves into both
@@ -402,11 +408,11 @@ internal sealed class LoadedModel : IDisposable
         $"{string.Join(", ", components.LoadTextualInversion(file, token))} into text_encoder";
 
     /// <summary>Loads the --textual-inversion files, if any, into freshly loaded components (freed again if that fails).</summary>
-    private static T WithTextualInversion<T>(CliOutput output, ModelSettings settings, T components, Func<T, string, string?, string> load) where T : PipelineComponents
+    private static T WithTextualInversion<T>(CliOutput output, IReadOnlyList<(string File, string? Token)> files, T components, Func<T, string, string?, string> load) where T : PipelineComponents
     {
         try
         {
-            foreach (var (file, token) in settings.TextualInversions)
+            foreach (var (file, token) in files)
                 output.Error.WriteLine($"loaded textual inversion {load(components, file, token)} from {file}");
             return components;
         }

@@ -22,7 +22,8 @@ public sealed partial record HubFileReference(string RepoId, string Path, string
         if (!m.Success) return false;
         string repo = m.Groups["repo"].Value, path = Uri.UnescapeDataString(m.Groups["path"].Value);
         string? revision = m.Groups["rev"].Success ? Uri.UnescapeDataString(m.Groups["rev"].Value) : null;
-        if (!ModelSource.IsRepoId(repo) || path.Split('/').Any(part => part is "" or "." or "..")) return false;
+        // No ':' in paths, so that a suffix such as textual inversion's FILE:TOKEN stays apart.
+        if (!ModelSource.IsRepoId(repo) || path.Contains(':') || path.Split('/').Any(part => part is "" or "." or "..")) return false;
         reference = new HubFileReference(repo, path, revision);
         return true;
     }

@@ -428,6 +428,13 @@ public sealed class HubDownloadTests : HubTestBase
     }
 
     [Theory]
+    [InlineData("hf://org/name/emb.safetensors", "hf://org/name/emb.safetensors", null)]
+    [InlineData("hf://org/name/emb.safetensors:<cat-toy>", "hf://org/name/emb.safetensors", "<cat-toy>")]
+    [InlineData("https://huggingface.co/org/name/blob/main/emb.safetensors:tok", "https://huggingface.co/org/name/blob/main/emb.safetensors", "tok")]
+    public void A_textual_inversion_hub_file_may_carry_a_token(string value, string file, string? token) =>
+        Assert.Equal((file, token), DiffusersSharp.Cli.Commands.GenerateSettings.ParseTextualInversion(value));
+
+    [Theory]
     [InlineData("hf://org/name/lora.safetensors", "org/name", "lora.safetensors", null)]
     [InlineData("hf://org/name/sub/dir/x.safetensors", "org/name", "sub/dir/x.safetensors", null)]
     [InlineData("https://huggingface.co/org/name/blob/main/x.safetensors", "org/name", "x.safetensors", "main")]
