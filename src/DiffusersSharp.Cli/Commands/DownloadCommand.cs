@@ -6,7 +6,8 @@ namespace DiffusersSharp.Cli.Commands;
 
 /// <summary>
 /// <c>diffusers download org/name [--revision R] [--token T] [--variant V]</c>: fills the Hugging Face cache with the files
-/// the pipeline needs and prints the snapshot folder on stdout; progress goes to stderr.
+/// the pipeline (or single model) needs and prints the snapshot folder on stdout; progress goes to stderr. A hub file
+/// reference (<c>hf://org/name/path</c>, a huggingface.co address) fetches that one file and prints its path.
 /// </summary>
 public sealed class DownloadCommand(CliOutput output) : Command<DownloadCommand.Settings>
 {
@@ -15,7 +16,7 @@ public sealed class DownloadCommand(CliOutput output) : Command<DownloadCommand.
     {
         /// <summary>Hub repo id.</summary>
         [CommandArgument(0, "<REPO>")]
-        [Description("Hugging Face repo id, e.g. stabilityai/stable-diffusion-3.5-medium.")]
+        [Description("Hugging Face repo id, e.g. stabilityai/stable-diffusion-3.5-medium (a pipeline, or one model such as a ControlNet), or one file of a repo: hf://org/name/path/file.safetensors or its https://huggingface.co/org/name/blob/main/... address.")]
         public string Repo { get; init; } = "";
 
         /// <summary>Branch, tag or commit.</summary>
@@ -59,7 +60,9 @@ public sealed class DownloadCommand(CliOutput output) : Command<DownloadCommand.
         string folder;
         try
         {
-            folder = ModelSource.Resolve(settings.Repo, options, progress, cancellationToken);
+            folder = HubFileReference.TryParse(settings.Repo, out var file)
+                ? ModelSource.ResolveFile(file!, options, progress, cancellationToken)
+                : ModelSource.Resolve(settings.Repo, options, progress, cancellationToken);
         }
         catch (HubException e)
         {

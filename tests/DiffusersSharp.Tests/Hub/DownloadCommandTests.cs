@@ -25,6 +25,16 @@ public sealed class DownloadCommandTests : HubTestBase
     }
 
     [Fact]
+    public async Task Download_of_one_file_prints_its_path()
+    {
+        await using var hub = StartHub(new Dictionary<string, byte[]>(Tiny) { ["loras/a.safetensors"] = [9, 8, 7] });
+        var (code, stdout, stderr) = Run("download", $"hf://{PublicRepo}/loras/a.safetensors", "--endpoint", hub.Endpoint, "--cache-dir", CacheDir);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(Path.Combine(Snapshot(), "loras", "a.safetensors"), stdout.Trim());
+        Assert.Equal([9, 8, 7], File.ReadAllBytes(stdout.Trim()));
+    }
+
+    [Fact]
     public async Task Gated_and_missing_repos_exit_with_invalid_input_and_a_clear_message()
     {
         await using var hub = StartHub();
