@@ -75,7 +75,8 @@ internal abstract class VerbPipelines
     /// <summary>
     /// The verb's Flux request for a model of <paramref name="pipelineClass"/> (its defaults: guidance 3.5 text-to-image and
     /// Kontext, 7.0 img2img / inpaint, 30 Fill). Kontext models run <c>generate</c> without an image and <c>img2img</c> as
-    /// diffusers' image editing; Fill models run <c>inpaint</c> (the other verbs were refused before loading).
+    /// diffusers' image editing and <c>inpaint</c> as FluxKontextInpaintPipeline; Fill models run <c>inpaint</c> (the other
+    /// verbs were refused before loading).
     /// </summary>
     public abstract FluxRequest FluxRequest(string pipelineClass);
 
@@ -345,6 +346,8 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
     public override FluxRequest FluxRequest(string pipelineClass)
     {
         FluxInpaintRequest request = pipelineClass == FluxComponents.FillPipelineClass ? new FluxFillRequest { Image = image, MaskImage = mask }
+            : pipelineClass == FluxComponents.KontextPipelineClass // --controlnet with Kontext was refused
+                ? new FluxKontextInpaintRequest { Image = image, MaskImage = mask, PaddingMaskCrop = paddingMaskCrop }
             : control is null ? new FluxInpaintRequest { Image = image, MaskImage = mask, PaddingMaskCrop = paddingMaskCrop }
             : control.Apply(new FluxControlNetInpaintRequest { Image = image, MaskImage = mask }); // --controlnet with Fill was refused
         return strength is { } s ? request with { Strength = s } : request;
@@ -353,6 +356,7 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
     public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => request switch
     {
         FluxFillRequest fill => Use(new FluxFillPipeline(components), fill, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
+        FluxKontextInpaintRequest kontext => Use(new FluxKontextInpaintPipeline(components), kontext, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
         FluxControlNetInpaintRequest cn => Use(new FluxControlNetInpaintPipeline(components), cn, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
         _ => Use(new FluxInpaintPipeline(components), (FluxInpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
     };

@@ -49,18 +49,20 @@ internal sealed class LoadedModel : IDisposable
     public IReadOnlyList<string> ControlNets { get; }
 
     /// <summary>
-    /// The verbs this model runs (txt2img, img2img, inpaint): FLUX.1-Fill only inpaints, FLUX.1-Kontext generates and
-    /// edits (img2img without strength) but does not inpaint; the other models run all three.
+    /// The verbs this model runs (txt2img, img2img, inpaint): FLUX.1-Fill only inpaints, FLUX.1-Kontext generates, edits
+    /// (img2img without strength) and inpaints (diffusers' FluxKontextInpaintPipeline); the other models run all three.
     /// </summary>
     public IReadOnlyList<string> Modes => PipelineClass switch
     {
         FluxComponents.FillPipelineClass => ["inpaint"],
-        FluxComponents.KontextPipelineClass => ["txt2img", "img2img"],
         _ => ["txt2img", "img2img", "inpaint"],
     };
 
-    /// <summary>Whether img2img / inpaint take a strength (FLUX.1-Kontext's image conditions every step instead).</summary>
+    /// <summary>Whether img2img takes a strength (FLUX.1-Kontext's edit conditions every step on the image instead).</summary>
     public bool HasStrength => PipelineClass != FluxComponents.KontextPipelineClass;
+
+    /// <summary>The modes that take a strength: img2img (unless <see cref="HasStrength"/> is false) and inpaint.</summary>
+    public IReadOnlyList<string> StrengthModes => Modes.Where(m => m == "inpaint" || (m == "img2img" && HasStrength)).ToArray();
 
     /// <summary>The verbs the loaded ControlNets steer in the web page: SD3's ControlNets text-to-image only (the CLI's inpaint
     /// also takes an SD3 inpainting ControlNet), the UNet models' and Flux's all three.</summary>
@@ -221,7 +223,8 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>
     /// The verbs of FLUX.1-Fill and FLUX.1-Kontext: Fill only inpaints (diffusers' FluxFillPipeline needs an image and a
-    /// mask); Kontext edits with img2img (no strength, no mask) or generates from the prompt alone.
+    /// mask); Kontext edits with img2img (no strength, no mask), inpaints (FluxKontextInpaintPipeline, with strength) or
+    /// generates from the prompt alone.
     /// </summary>
     private static void CheckFluxVariant(GenerateSettings settings, string pipelineClass)
     {
@@ -230,9 +233,9 @@ internal sealed class LoadedModel : IDisposable
         if (pipelineClass == FluxComponents.FillPipelineClass && settings.TrueCfg is not null)
             throw new ArgumentException($"--true-cfg does not apply to FLUX.1-Fill (diffusers' FluxFillPipeline has no true CFG); {settings.Model} is a {pipelineClass}.");
         if (pipelineClass != FluxComponents.KontextPipelineClass) return;
-        if (settings is InpaintSettings)
-            throw new ArgumentException($"{settings.Model} is a FluxKontextPipeline (FLUX.1-Kontext), which edits a whole image as the prompt says: use `img2img --image FILE` (no mask).");
-        if (settings is Img2ImgSettings { Strength: not null })
+        if (settings is InpaintSettings && (settings.Width is not null || settings.Height is not null))
+            throw new ArgumentException($"--width and --height do not apply to FLUX.1-Kontext inpainting: the output takes the image's Kontext size (the preferred Kontext resolution closest to its aspect ratio, as diffusers' FluxKontextInpaintPipeline sizes it); {settings.Model} is a {pipelineClass}.");
+        if (settings is Img2ImgSettings { Strength: not null } and not InpaintSettings)
             throw new ArgumentException($"--strength does not apply to FLUX.1-Kontext: the image conditions every step as extra tokens (diffusers' FluxKontextPipeline has no strength); {settings.Model} is a {pipelineClass}.");
     }
 

@@ -87,8 +87,10 @@ internal sealed class WebServer : IAsyncDisposable
             Scheduler = unet?.SchedulerClassName ?? "FlowMatchEulerDiscreteScheduler",
             Schedulers = unet is null ? [] : DiffusionSchedulers.KnownNames,
             Modes = _model.Modes,
-            // The page hides the strength field where it does not apply (Kontext's img2img is an edit of the whole image).
+            // The page hides the strength field where it does not apply (Kontext's img2img is an edit of the whole image):
+            // strength says whether img2img takes one, strength_modes lists the modes that do.
             Strength = _model.HasStrength,
+            StrengthModes = _model.StrengthModes,
             // Flux's true CFG, which diffusers' FluxFillPipeline lacks.
             TrueCfg = _model.Flux is not null && _model.PipelineClass != FluxComponents.FillPipelineClass,
             // Inpainting only the masked area (padding_mask_crop), which diffusers' FluxFillPipeline lacks.
@@ -113,7 +115,7 @@ internal sealed class WebServer : IAsyncDisposable
             throw new ArgumentException(_model.PipelineClass switch
             {
                 FluxComponents.FillPipelineClass => $"mode {body.Mode} does not apply to FLUX.1-Fill ({_model.PipelineClass}), which repaints the masked part of an image: use mode inpaint with image and mask.",
-                _ => $"mode {body.Mode} does not apply to FLUX.1-Kontext ({_model.PipelineClass}), which edits a whole image as the prompt says: use mode img2img (an edit, without strength) or txt2img.",
+                _ => $"mode {body.Mode} does not apply to {_model.PipelineClass}: use one of {string.Join(", ", _model.Modes)}.",
             });
         if (body.Mode != "txt2img" && !_model.ControlNetModes.Contains(body.Mode) && (body.ControlImage ?? body.ControlImages?.FirstOrDefault()) is not null && _model.ControlNets.Count > 0)
             throw new ArgumentException($"the ControlNets of {_model.PipelineClass} models steer text to image only (diffusers' SD3 ControlNet image-to-image and inpainting pipelines are not implemented yet): send mode txt2img with the control image.");

@@ -54,10 +54,25 @@ public sealed class FluxFillKontextCliTests : IDisposable
         Assert.DoesNotContain("Denoising strength", parameters);
     }
 
+    [Fact]
+    public void InpaintWithAKontextFolderRunsKontextInpaintingAtTheImagesKontextSize()
+    {
+        // No --width / --height (refused below): the 64 x 64 image auto-resizes to the preferred 1024 x 1024.
+        var run = CliRunner.Run(["inpaint", "--model", _kontext, "--prompt", "a teddy bear", "--steps", "2", "--seed", "3",
+            "--max-sequence-length", "16", "--output", Out(), "--image", _image, "--mask", _mask, "--strength", "0.5"]);
+        Assert.True(run.Code == 0, run.Err);
+        var written = ImageFile.Load(Out());
+        Assert.Equal((1024, 1024), (written.Width, written.Height));
+        string parameters = ImageFile.ReadPngText(Out())["parameters"];
+        Assert.Contains("Mode: inpaint", parameters);
+        Assert.Contains("CFG scale: 3.5,", parameters); // diffusers' Kontext inpainting default guidance
+        Assert.Contains("Denoising strength: 0.5", parameters);
+    }
+
     [Theory]
     [InlineData("fill", "generate", "inpaint --image")]
     [InlineData("fill", "img2img", "inpaint --image")]
-    [InlineData("kontext", "inpaint", "img2img --image")]
+    [InlineData("kontext", "inpaint", "--width and --height do not apply to FLUX.1-Kontext inpainting")]
     [InlineData("kontext", "img2img --strength 0.5", "--strength")]
     [InlineData("fill", "inpaint --true-cfg 2", "--true-cfg")]
     public void VerbsAModelLacksAreRefusedBeforeLoading(string model, string verbAndOptions, string expected)

@@ -552,13 +552,14 @@ public sealed class FluxFillKontextServeTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task AKontextFolderGeneratesAndEditsWithoutStrength()
+    public async Task AKontextFolderGeneratesEditsWithoutStrengthAndInpaints()
     {
         var info = await Info(_kontext!);
         Assert.Equal("FluxKontextPipeline", info.GetProperty("pipeline").GetString());
-        Assert.Equal(["txt2img", "img2img"], Modes(info));
+        Assert.Equal(["txt2img", "img2img", "inpaint"], Modes(info));
         Assert.True(info.GetProperty("true_cfg").GetBoolean());
         Assert.False(info.GetProperty("strength").GetBoolean());
+        Assert.Equal(["inpaint"], info.GetProperty("strength_modes").EnumerateArray().Select(s => s.GetString()));
         var edit = await ServeApi.Result(_kontext!, new { mode = "img2img", prompt = "a teddy bear", steps = 2, width = 48, height = 32, seed = 3, image = Image });
         Assert.Equal((48, 32), (ServeApi.Image(edit).Width, ServeApi.Image(edit).Height));
         Assert.DoesNotContain("Denoising strength", edit.GetProperty("parameters").GetString());
@@ -566,8 +567,10 @@ public sealed class FluxFillKontextServeTests : IAsyncLifetime
         Assert.Contains("Mode: txt2img", generated.GetProperty("parameters").GetString());
         Assert.Contains("strength does not apply to FLUX.1-Kontext",
             await ServeApi.Refusal(_kontext!, new { prompt = "x", mode = "img2img", image = Image, strength = 0.5 }));
-        Assert.Contains("mode inpaint does not apply to FLUX.1-Kontext",
-            await ServeApi.Refusal(_kontext!, new { prompt = "x", mode = "inpaint", image = Image, mask = Mask }));
+        // Kontext inpainting (FluxKontextInpaintPipeline) at the image's Kontext size: 64 x 64 auto-resizes to 1024 x 1024.
+        var inpainted = await ServeApi.Result(_kontext!, new { mode = "inpaint", prompt = "a teddy bear", steps = 1, seed = 3, image = Image, mask = Mask, strength = 0.9 });
+        Assert.Equal((1024, 1024), (ServeApi.Image(inpainted).Width, ServeApi.Image(inpainted).Height));
+        Assert.Contains("Denoising strength: 0.9", inpainted.GetProperty("parameters").GetString());
         Assert.Contains("control_image needs a ControlNet", await ServeApi.Refusal(_kontext!, new { prompt = "x", control_image = Image }));
     }
 }

@@ -45,3 +45,37 @@ public record FluxKontextRequest : FluxRequest
     /// </summary>
     public bool AutoResize { get; init; } = true;
 }
+
+/// <summary>
+/// Kontext inpainting parameters (diffusers' <c>FluxKontextInpaintPipeline.__call__</c>): the inpainting ones with
+/// diffusers' defaults there (guidance 3.5, 28 steps, strength 1.0) plus the Kontext sizing and an optional reference
+/// image. The output has the image's Kontext size (its own floored to multiples of 16, or with <see cref="AutoResize"/>
+/// the preferred resolution of its aspect ratio): as in diffusers, <see cref="FluxRequest.Height"/>,
+/// <see cref="FluxRequest.Width"/> and <see cref="MaxArea"/> are checked but do not change it. The image must be pixels
+/// (not latents). <see cref="FluxRequest.Latents"/> are the noise, [B, 16, H/8, W/8] only (diffusers packs them itself).
+/// <see cref="FluxInpaintRequest.PaddingMaskCrop"/> crops the resized image (and the reference) to the mask's region, as
+/// diffusers does; the mask must have the image's Kontext size, and the result (at the image's size) is not pasted back,
+/// as diffusers' Kontext inpainting returns it.
+/// </summary>
+public record FluxKontextInpaintRequest : FluxInpaintRequest
+{
+    /// <summary>A request with diffusers' Kontext inpainting defaults (guidance 3.5, strength 1.0).</summary>
+    public FluxKontextInpaintRequest()
+    {
+        GuidanceScale = 3.5;
+        Strength = 1.0;
+    }
+
+    /// <summary>
+    /// diffusers' <c>image_reference</c>: an image (resized like the image, to its own Kontext size) or a [B, 16, h, w]
+    /// latent tensor whose tokens are the context instead of the image's (what to paint into the masked region). Null: the
+    /// image's own tokens are the context.
+    /// </summary>
+    public PipelineImage? ImageReference { get; init; }
+
+    /// <summary>diffusers' <c>max_area</c> (default 1024²); checked, but the image's size gives the output's.</summary>
+    public int MaxArea { get; init; } = 1024 * 1024;
+
+    /// <summary>diffusers' <c>_auto_resize</c> (default true): the image and reference take the preferred Kontext resolution closest to their aspect ratio.</summary>
+    public bool AutoResize { get; init; } = true;
+}

@@ -5,7 +5,7 @@ namespace DiffusersSharp.Pipelines.Flux;
 /// image-to-image where, after every step, the packed latents outside the mask (black) are reset to the image's latents
 /// noised to the next timestep (the clean image latents after the last step), so only the white part is repainted.
 /// The mask is resized to the latent size (nearest), repeated over the 16 latent channels and packed like the latents.
-/// diffusers' <c>padding_mask_crop</c> (inpaint a crop around the mask, then paste it back) is not implemented.
+/// diffusers' <c>padding_mask_crop</c> (<see cref="FluxInpaintRequest.PaddingMaskCrop"/>) inpaints a crop around the mask, then pastes it back.
 /// </summary>
 public sealed class FluxInpaintPipeline : FluxPipelineBase
 {

@@ -91,7 +91,7 @@ public sealed class FluxKontextPipeline : FluxPipelineBase
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         var device = Components.Device;
-        var image = request.Image is null ? null : PreprocessInput(request.Image, request.AutoResize, batch);
+        var image = request.Image is null ? null : PreprocessKontextInput(request.Image, request.AutoResize, batch, "image");
         progress?.Report(new PipelineProgress("encode", 0, 1));
         var (positive, negative) = EncodePrompts(request, batch);
         progress?.Report(new PipelineProgress("encode", 1, 1));
@@ -103,10 +103,7 @@ public sealed class FluxKontextPipeline : FluxPipelineBase
         var ids = LatentImageIds(latentH / 2, latentW / 2, device, dtype);
         if (image is not null)
         {
-            var encoded = EncodeImage(image, request, dtype, batch, mode: true);
-            imageLatents = PackLatents(encoded);
-            var imageIds = LatentImageIds((int)encoded.shape[2] / 2, (int)encoded.shape[3] / 2, device, dtype);
-            imageIds.select(1, 0).fill_(1);
+            (imageLatents, var imageIds) = KontextTokens(EncodeImage(image, request, dtype, batch, mode: true), dtype);
             ids = cat([ids, imageIds], 0);
         }
         Tensor latents = request.Latents is { } initial
@@ -116,37 +113,7 @@ public sealed class FluxKontextPipeline : FluxPipelineBase
         using var scheduler = CreateScheduler(request, (int)latents.shape[1]);
         scheduler.SetBeginIndex(0);
         latents = Denoise(latents, positive, negative, ids, GuidanceTensor(request, batch), scheduler, scheduler.Timesteps, request,
-            progress, cancellationToken, new ContextHooks(imageLatents));
+            progress, cancellationToken, new DenoiseHooks { Context = imageLatents });
         return Decode(latents, request.OutputType, height, width, progress);
-    }
-
-    /// <summary>The input image as [N, 3, h, w] in [-1, 1] at its Kontext size, or latents [N, 16, h, w] as given.</summary>
-    private Tensor PreprocessInput(PipelineImage input, bool autoResize, int batch)
-    {
-        int latentChannels = Components.Vae.Config.LatentChannels;
-        Tensor image;
-        if (input.Tensor is { } t && t.dim() == 4 && t.shape[1] == latentChannels)
-        {
-            if (t.shape[2] % 2 != 0 || t.shape[3] % 2 != 0)
-                throw new ArgumentException($"image given as latents must have an even height and width (they are packed 2 x 2), got [{string.Join(", ", t.shape)}].");
-            image = t.alias();
-        }
-        else
-        {
-            var (imageH, imageW) = input.Image is { } pixels ? (pixels.Height, pixels.Width)
-                : input.Tensor!.dim() == 4 ? ((int)input.Tensor.shape[2], (int)input.Tensor.shape[3])
-                : throw new ArgumentException($"image tensor must be [N, C, H, W], got [{string.Join(", ", input.Tensor.shape)}].");
-            var (h, w) = InputImageSize(imageH, imageW, autoResize, VaeScaleFactor * 2);
-            image = PreprocessImage(input, h, w);
-        }
-        if (image.shape[0] > batch || batch % image.shape[0] != 0)
-            throw new ArgumentException($"Cannot repeat {image.shape[0]} images to a batch of {batch} (prompts x images per prompt).");
-        return image;
-    }
-
-    /// <summary>Every step's transformer input: the noise tokens, then the input image's (when there is one).</summary>
-    private sealed class ContextHooks(Tensor? imageLatents) : DenoiseHooks
-    {
-        public override Tensor TransformerInput(Tensor latents) => imageLatents is null ? latents : cat([latents, imageLatents], 1);
     }
 }

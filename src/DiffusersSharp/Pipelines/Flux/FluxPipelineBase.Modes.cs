@@ -114,33 +114,48 @@ public abstract partial class FluxPipelineBase
     /// <summary>
     /// Inpainting (diffusers' <c>FluxInpaintPipeline</c> / <c>FluxControlNetInpaintPipeline</c>): image-to-image where,
     /// after every step, the packed latents outside the mask are reset to the image latents noised to the next timestep.
-    /// With <paramref name="control"/> the control latents are drawn after prompt encoding, before the image's.
+    /// With <paramref name="control"/> the control latents are drawn after prompt encoding, before the image's. A
+    /// <see cref="FluxKontextInpaintRequest"/> runs diffusers' <c>FluxKontextInpaintPipeline</c>: the output takes the
+    /// image's Kontext size, the image is encoded to its posterior mode, and its tokens (or the reference image's, encoded
+    /// after it) are the context appended at every step; a padding_mask_crop result is not pasted back.
     /// </summary>
     private protected FluxOutput RunInpaint(FluxInpaintRequest request, IFluxControlNetRequest? control, IProgress<PipelineProgress>? progress,
         CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
         ThrowIfDisposed();
-        int height = request.Height ?? DefaultSize, width = request.Width ?? DefaultSize;
+        if (request.Image is null) throw new ArgumentException("image is required for inpainting.");
+        if (request.MaskImage is null) throw new ArgumentException("mask_image is required for inpainting.");
+        var kontext = request as FluxKontextInpaintRequest;
+        (int Height, int Width)? kontextSize = kontext is null ? null : KontextInputSize(request.Image, kontext.AutoResize)
+            ?? throw new ArgumentException("image must be pixels for Kontext inpainting (diffusers resizes it), not latents.");
+        if (kontext is not null) CheckKontextInpaint(kontext);
+        int height = kontextSize?.Height ?? request.Height ?? DefaultSize, width = kontextSize?.Width ?? request.Width ?? DefaultSize;
         CheckInputs(request, height, width);
         CheckStrength(request);
         if (control is not null) CheckControlNetInputs(control, request, height, width);
-        if (request.Image is null) throw new ArgumentException("image is required for inpainting.");
-        if (request.MaskImage is null) throw new ArgumentException("mask_image is required for inpainting.");
         if (control is not null && request.PaddingMaskCrop is not null)
             throw new ArgumentException("padding_mask_crop is not supported with ControlNet inpainting: diffusers' FluxControlNetInpaintPipeline crops the image but never pastes the result back.");
-        var maskCrop = MaskCrop.For(request.PaddingMaskCrop, request.Image, request.MaskImage, request.OutputType, height, width);
+        // Kontext crops the image after resizing it to its Kontext size (the region comes from the mask as given).
+        var image = kontext is null || request.PaddingMaskCrop is null ? request.Image : KontextResize(request.Image, height, width);
+        if (kontext is not null && request.PaddingMaskCrop is not null && request.MaskImage.Image is { } m
+            && (m.Width != width || m.Height != height))
+            throw new ArgumentException($"padding_mask_crop with Kontext needs mask_image ({m.Width}x{m.Height}) of the image's Kontext size ({width}x{height}): diffusers crops the resized image with the mask's region.");
+        var maskCrop = MaskCrop.For(request.PaddingMaskCrop, image, request.MaskImage, request.OutputType, height, width);
         int batch = BatchSize(request), channels = LatentChannels;
         var (latentH, latentW) = LatentSize(height, width);
         long[] shape = [batch, channels, latentH, latentW], packedShape = [batch, (latentH / 2) * (latentW / 2), channels * 4];
-        if (request.Latents is { } given && !given.shape.SequenceEqual(shape) && !given.shape.SequenceEqual(packedShape))
-            throw new ArgumentException($"latents must be [{string.Join(", ", shape)}] or packed [{string.Join(", ", packedShape)}], got [{string.Join(", ", given.shape)}].");
+        if (request.Latents is { } given && !given.shape.SequenceEqual(shape) && (kontext is not null || !given.shape.SequenceEqual(packedShape)))
+            throw new ArgumentException(kontext is not null // diffusers packs them itself
+                ? $"latents must be [{string.Join(", ", shape)}], got [{string.Join(", ", given.shape)}]."
+                : $"latents must be [{string.Join(", ", shape)}] or packed [{string.Join(", ", packedShape)}], got [{string.Join(", ", given.shape)}].");
 
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         var device = Components.Device;
-        var initImage = PreprocessImage(request.Image, height, width, maskCrop);
+        var initImage = PreprocessImage(image, height, width, maskCrop);
         CheckImageTensor(initImage, batch, height, width, "image");
+        var reference = kontext?.ImageReference is { } r ? PreprocessKontextInput(r, kontext.AutoResize, batch, "image_reference", maskCrop) : null;
         var maskCondition = PreprocessMask(request.MaskImage, height, width, maskCrop);
         CheckImageTensor(maskCondition, batch, height, width, "mask");
         if (initImage.shape[1] == Components.Vae.Config.LatentChannels)
@@ -155,8 +170,9 @@ public abstract partial class FluxPipelineBase
         using var scheduler = CreateScheduler(request, (latentH / 2) * (latentW / 2));
         var timesteps = StrengthTimesteps(scheduler, request.Strength);
 
-        // prepare_latents: the image's posterior sample (also with given latents), then the noise.
-        var imageLatents = EncodeImage(initImage, request, dtype, batch);
+        // prepare_latents: the image's posterior sample (Kontext: mode; also with given latents), the reference's mode, the noise.
+        var imageLatents = EncodeImage(initImage, request, dtype, batch, mode: kontext is not null);
+        var referenceLatents = reference is null ? null : EncodeImage(reference, request, dtype, batch, mode: true);
         Tensor noise, latents;
         if (request.Latents is { } initial)
         {
@@ -170,6 +186,7 @@ public abstract partial class FluxPipelineBase
             latents = PackLatents(scheduler.ScaleNoise(imageLatents, timesteps[..1].repeat(batch), drawn));
             noise = PackLatents(drawn);
         }
+        var (context, contextIds) = kontext is null ? (null, null) : KontextTokens(referenceLatents ?? imageLatents, dtype);
         imageLatents = PackLatents(imageLatents);
 
         // prepare_mask_latents: the mask at latent size (nearest), over every channel, packed like the latents.
@@ -183,14 +200,27 @@ public abstract partial class FluxPipelineBase
             request.Generator, request.Generators, Components.Vae.WeightDtype(), device);
 
         var imageIds = LatentImageIds(latentH / 2, latentW / 2, device, dtype);
+        var ids = contextIds is null ? imageIds : cat([imageIds, contextIds], 0);
         var hooks = new BlendHooks(mask, imageLatents, noise)
         {
+            Context = context,
             Control = control is null ? null : ControlResiduals(control, controlLatents!, (int)timesteps.shape[0], imageIds, request.GuidanceScale, batch),
         };
-        latents = Denoise(latents, positive, negative, imageIds, GuidanceTensor(request, batch), scheduler, timesteps, request,
+        latents = Denoise(latents, positive, negative, ids, GuidanceTensor(request, batch), scheduler, timesteps, request,
             progress, cancellationToken, hooks);
         var output = Decode(latents, request.OutputType, height, width, progress);
-        return maskCrop is null ? output : new FluxOutput(maskCrop.Overlay(ImageProcessor, output.Images!), null);
+        return maskCrop is null || kontext is not null ? output : new FluxOutput(maskCrop.Overlay(ImageProcessor, output.Images!), null);
+    }
+
+    /// <summary>
+    /// What Kontext inpainting checks beyond inpainting, before any compute: diffusers' sizing parameters (which the image's
+    /// size overrides for the output, as there) must still be valid.
+    /// </summary>
+    private void CheckKontextInpaint(FluxKontextInpaintRequest r)
+    {
+        if (r.MaxArea < 1) throw new ArgumentException($"max_area must be positive, got {r.MaxArea}.");
+        if (r.Height is <= 0 || r.Width is <= 0)
+            throw new ArgumentException($"height and width must be positive (they give the aspect ratio), got {r.Height}x{r.Width}.");
     }
 
     /// <summary>After each inpainting step: the known region (mask 0) becomes the image latents noised to the next timestep.</summary>

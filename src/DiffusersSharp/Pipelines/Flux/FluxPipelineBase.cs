@@ -287,7 +287,10 @@ public abstract partial class FluxPipelineBase : IDisposable
         /// The transformer's hidden states for the packed <paramref name="latents"/> (Fill appends its condition channels,
         /// Kontext the input image's tokens; the prediction is cut back to the latents' tokens).
         /// </summary>
-        public virtual Tensor TransformerInput(Tensor latents) => latents;
+        public virtual Tensor TransformerInput(Tensor latents) => Context is null ? latents : cat([latents, Context], 1);
+
+        /// <summary>Packed context tokens appended to the latents' (Kontext's input or reference image), or null.</summary>
+        internal Tensor? Context { get; init; }
 
         /// <summary>
         /// The ControlNets' residuals for each step (null for none); both transformer passes of true CFG take them, as in
