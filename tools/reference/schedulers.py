@@ -9,7 +9,9 @@ For every scheduler (a class with from_config overrides, as DiffusionSchedulers'
 `timesteps` and `sigmas` after set_timesteps(N), `init_noise_sigma`, then a sampling run: latents = randn(shape,
 generator) * init_noise_sigma, and for each t: x_in = scale_model_input(latents, t); model_output = 0.3 * x_in +
 0.1 * sin(t / 100) (float32); latents = step(model_output, t, latents, generator=generator).prev_sample, each saved.
-Stochastic schedulers get the same generator in step, so the draws follow diffusers' order.
+Stochastic schedulers get the same generator in step, so the draws follow diffusers' order. For the learned
+variance types (LEARNED_VARIANCE) the model output has a second half of channels, 0.5 * tanh(x_in), the predicted
+variance; TCD's step runs with its default eta (gamma) 0.3.
 """
 import inspect
 import json
@@ -57,7 +59,16 @@ SCHEDULERS = {
     "deis": ("DEISMultistepScheduler", {}),
     "deis_o3": ("DEISMultistepScheduler", {"solver_order": 3}),
     "lcm": ("LCMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "ddpm_noclip": ("DDPMScheduler", {"clip_sample": False}),
+    "ddpm_small_log": ("DDPMScheduler", {"variance_type": "fixed_small_log"}),
+    "ddpm_large": ("DDPMScheduler", {"variance_type": "fixed_large"}),
+    "ddpm_learned_range": ("DDPMScheduler", {"variance_type": "learned_range"}),
+    "tcd": ("TCDScheduler", {}),
 }
+# Variance types that read a predicted variance: the synthetic model output gets a second half of channels,
+# 0.5 * tanh(x_in), which DDPMScheduler splits off as predicted_variance.
+LEARNED_VARIANCE = {"ddpm_learned_range"}
 if len(sys.argv) > 2:
     SCHEDULERS = {k: v for k, v in SCHEDULERS.items() if k in sys.argv[2:]}
 
@@ -87,6 +98,8 @@ for name, (cls_name, overrides) in SCHEDULERS.items():
             for i, t in enumerate(scheduler.timesteps):
                 x_in = scheduler.scale_model_input(latents, t)
                 model_output = 0.3 * x_in + 0.1 * torch.sin(t.float() / 100)
+                if name in LEARNED_VARIANCE:
+                    model_output = torch.cat([model_output, 0.5 * torch.tanh(x_in)], dim=1)
                 kwargs = {"generator": generator} if takes_generator else {}
                 if cls_name in ROUNDED_STEP_EXP_LOG:
                     with modern_float32.correctly_rounded_exp_log():
@@ -97,6 +110,8 @@ for name, (cls_name, overrides) in SCHEDULERS.items():
             meta[key] = {"class": cls_name, "overrides": overrides, "base": base_name, "steps": n, "seed": 1000 + n,
                          "order": scheduler.order, "init_noise_sigma": float(scheduler.init_noise_sigma),
                          "timesteps_dtype": str(scheduler.timesteps.dtype), "model_evals": len(scheduler.timesteps)}
+            if name in LEARNED_VARIANCE:
+                meta[key]["learned_variance"] = True
 
 folder = f"{root}/local-diffusers/schedulers"
 save_file({k: v.contiguous() for k, v in out.items()}, f"{folder}/expected.safetensors")

@@ -25,6 +25,8 @@ public static class DiffusionSchedulers
         [nameof(DEISMultistepScheduler)] = json => new DEISMultistepScheduler(ConfigJson.Parse<DEISMultistepSchedulerConfig>(json, nameof(DEISMultistepScheduler))),
         [nameof(LCMScheduler)] = json => new LCMScheduler(ConfigJson.Parse<LCMSchedulerConfig>(json, nameof(LCMScheduler))),
         [nameof(DPMSolverMultistepScheduler)] = json => new DPMSolverMultistepScheduler(ConfigJson.Parse<DPMSolverMultistepSchedulerConfig>(json, nameof(DPMSolverMultistepScheduler))),
+        [nameof(DDPMScheduler)] = json => new DDPMScheduler(ConfigJson.Parse<DDPMSchedulerConfig>(json, nameof(DDPMScheduler))),
+        [nameof(TCDScheduler)] = json => new TCDScheduler(ConfigJson.Parse<TCDSchedulerConfig>(json, nameof(TCDScheduler))),
     };
 
     private static readonly Dictionary<string, (string ClassName, (string Key, JsonNode Value)[] Overrides)> Names = new(StringComparer.Ordinal)
@@ -49,6 +51,8 @@ public static class DiffusionSchedulers
         ["dpmpp_singlestep"] = (nameof(DPMSolverSinglestepScheduler), Array.Empty<(string, JsonNode)>()),
         ["deis"] = (nameof(DEISMultistepScheduler), Array.Empty<(string, JsonNode)>()),
         ["lcm"] = (nameof(LCMScheduler), Array.Empty<(string, JsonNode)>()),
+        ["ddpm"] = (nameof(DDPMScheduler), Array.Empty<(string, JsonNode)>()),
+        ["tcd"] = (nameof(TCDScheduler), Array.Empty<(string, JsonNode)>()),
     };
 
     /// <summary>The scheduler classes this factory builds.</summary>

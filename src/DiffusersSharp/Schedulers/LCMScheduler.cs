@@ -66,33 +66,43 @@ public sealed class LCMScheduler : DiffusionSchedulerBase
         if (numInferenceSteps > original)
             throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), numInferenceSteps,
                 $"LCMScheduler picks its timesteps from original_inference_steps ({original}); use at most that many steps.");
-        long k = Config.NumTrainTimesteps / original;
-        // np.linspace(0, original, N, endpoint=False) is j * (original / N) in float64, floored to an index of the
-        // reversed schedule, whose entry j is (original - j) * k - 1.
-        double spacing = (double)original / numInferenceSteps;
-        var timesteps = new float[numInferenceSteps];
-        for (int j = 0; j < numInferenceSteps; j++)
-        {
-            long index = (long)Math.Floor(j * spacing);
-            timesteps[j] = (original - index) * k - 1;
-        }
+        var timesteps = DistillationTimesteps(Config.NumTrainTimesteps, original, numInferenceSteps);
         InstallSchedule(timesteps, device);
         StepIndex = null;
         NumInferenceSteps = numInferenceSteps;
     }
 
+    /// <summary>
+    /// The LCM / TCD inference timesteps: the distillation schedule <c>k, 2k, ..., original * k</c> less one
+    /// (k = numTrain // original), reversed, at the indices <c>floor(linspace(0, original, n, endpoint=False))</c>.
+    /// </summary>
+    internal static float[] DistillationTimesteps(int numTrain, int original, int n)
+    {
+        long k = numTrain / original;
+        // np.linspace(0, original, N, endpoint=False) is j * (original / N) in float64, floored to an index of the
+        // reversed schedule, whose entry j is (original - j) * k - 1.
+        double spacing = (double)original / n;
+        var timesteps = new float[n];
+        for (int j = 0; j < n; j++)
+        {
+            long index = (long)Math.Floor(j * spacing);
+            timesteps[j] = (original - index) * k - 1;
+        }
+        return timesteps;
+    }
+
     /// <summary>The index of <paramref name="timestep"/> (the second match if it repeats), as Euler's <c>index_for_timestep</c>.</summary>
-    private int IndexForTimestep(float timestep)
+    internal static int IndexForTimestep(float[] schedule, float timestep, string owner)
     {
         int first = -1;
-        for (int i = 0; i < TimestepArray.Length; i++)
+        for (int i = 0; i < schedule.Length; i++)
         {
-            if (TimestepArray[i] != timestep) continue;
+            if (schedule[i] != timestep) continue;
             if (first >= 0) return i;
             first = i;
         }
         return first >= 0 ? first : throw new ArgumentException(
-            $"Timestep {timestep:R} is not one of the LCMScheduler timesteps; pass a value of TimestepValues.", nameof(timestep));
+            $"Timestep {timestep:R} is not one of the {owner} timesteps; pass a value of TimestepValues.", nameof(timestep));
     }
 
     /// <summary>
@@ -123,7 +133,7 @@ public sealed class LCMScheduler : DiffusionSchedulerBase
         int t = WholeTimestep(timestep);
         if (t < 0 || t >= AlphasCumprod.Count)
             throw new ArgumentException($"Timestep {t} is outside [0, {AlphasCumprod.Count}).", nameof(timestep));
-        StepIndex ??= BeginIndex ?? IndexForTimestep(timestep);
+        StepIndex ??= BeginIndex ?? IndexForTimestep(TimestepArray, timestep, nameof(LCMScheduler));
         int i = StepIndex.Value;
         if (i >= TimestepArray.Length)
             throw new InvalidOperationException($"LCMScheduler: all {NumInferenceSteps} steps are done; call SetTimesteps again.");

@@ -214,7 +214,7 @@ public sealed class GenerateCliTests : IDisposable
         {
             (["--model", sd15, "--no-t5"], "--no-t5 applies to Stable Diffusion 3"),
             (["--model", sd15, "--prompt-2", "y"], "--prompt-2 applies"),
-            (["--model", sd15, "--scheduler", "ipndm"], "ipndm"),
+            (["--model", sd15, "--scheduler", "no_such_sampler"], "no_such_sampler"),
             (["--model", sdxl, "--skip-layers", "1"], "--skip-layers applies to Stable Diffusion 3"),
         })
         {

@@ -142,7 +142,7 @@ public sealed class ServeTests : IAsyncLifetime
     [InlineData("""{"prompt": "x", "steps": 0}""", "steps must be at least 1")]
     [InlineData("""{"prompt": "x", "stepz": 3}""", "stepz")]
     [InlineData("""{"prompt": "x", "mode": "outpaint"}""", "mode must be txt2img, img2img or inpaint")]
-    [InlineData("""{"prompt": "x", "scheduler": "ipndm"}""", "Unknown scheduler 'ipndm'")]
+    [InlineData("""{"prompt": "x", "scheduler": "no_such_sampler"}""", "Unknown scheduler 'no_such_sampler'")]
     [InlineData("""{"prompt": "x", "mode": "img2img"}""", "image is required")]
     [InlineData("""{"prompt": "x", "mode": "img2img", "image": "not base64!"}""", "image must be a data URL or base64")]
     [InlineData("""{"prompt": "x", "no_t5": true}""", "no_t5")]

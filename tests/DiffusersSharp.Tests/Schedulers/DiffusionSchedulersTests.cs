@@ -122,6 +122,43 @@ public class DiffusionSchedulersTests
     }
 
     [Fact]
+    public void DdpmAndTcdRefuseBadInputAndTakeTcdGamma()
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var sample = TorchSharp.torch.ones(1, 4, 2, 2);
+        Assert.Throws<NotSupportedException>(() => new DDPMScheduler(new DDPMSchedulerConfig { Thresholding = true }));
+        Assert.Throws<ArgumentException>(() => new DDPMScheduler(new DDPMSchedulerConfig { VarianceType = "fixed_tiny" }));
+        Assert.Throws<ArgumentException>(() => new DDPMScheduler(new DDPMSchedulerConfig { TimestepSpacing = "karras" }));
+        using var learned = new DDPMScheduler(new DDPMSchedulerConfig { VarianceType = "learned_range" });
+        learned.SetTimesteps(4);
+        Assert.Equal(new[] { 750f, 500f, 250f, 0f }, learned.TimestepValues);
+        var e = Assert.Throws<ArgumentException>(() => learned.Step(sample, 750f, sample));   // no predicted-variance half
+        Assert.Contains("twice the sample's channels", e.Message);
+        Assert.Throws<ArgumentException>(() => learned.Step(TorchSharp.torch.cat(new[] { sample, sample }, 1), 749f, sample));
+        Assert.Equal(new[] { 1, 4, 2, 2 }, learned.Step(TorchSharp.torch.cat(new[] { sample, sample * 0 }, 1), 750f, sample).shape.Select(d => (int)d));
+
+        using var tcd = (TCDScheduler)DiffusionSchedulers.FromName("tcd", PndmConfig());
+        Assert.Throws<ArgumentOutOfRangeException>(() => tcd.SetTimesteps(51));   // more than original_inference_steps
+        tcd.SetTimesteps(4);
+        Assert.Equal(new[] { 999f, 759f, 499f, 259f }, tcd.TimestepValues);
+        Assert.Throws<ArgumentException>(() => tcd.Step(sample, 999f, sample, 1.5));
+        Assert.Throws<ArgumentException>(() => tcd.Step(sample, 999f, sample, 0.3, useClippedModelOutput: true));
+        // The plain step is gamma 0.3; gamma 0 draws nothing and is deterministic.
+        using var g1 = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(7);
+        using var g2 = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(7);
+        var plain = tcd.Step(sample, 999f, sample, g1);
+        tcd.SetTimesteps(4);
+        var gamma = tcd.Step(sample, 999f, sample, TCDScheduler.DefaultGamma, generator: g2);
+        Assert.Equal(0f, (plain - gamma).abs().max().item<float>());
+        tcd.SetTimesteps(4);
+        var det1 = tcd.Step(sample, 999f, sample, 0.0, generator: g1);
+        tcd.SetTimesteps(4);
+        var det2 = tcd.Step(sample, 999f, sample, 0.0);
+        Assert.Equal(0f, (det1 - det2).abs().max().item<float>());
+        Assert.NotEqual(0f, (det1 - gamma).abs().max().item<float>());
+    }
+
+    [Fact]
     public void TrainedBetasAndZeroSnrRescale()
     {
         var betas = Enumerable.Range(0, 1000).Select(i => 0.0001 + i * 1e-5).ToArray();

@@ -12,7 +12,8 @@ namespace DiffusersSharp.Tests.Schedulers;
 /// tools/reference/schedulers.py with diffusers 0.36.0 on torch 1.13 CPU): for each short name, four base configs
 /// (tiny-sd15's, tiny-sdxl's, v_prediction with trailing spacing, linspace spacing) and 1, 4, 10 and 25 steps, the
 /// timesteps and sigmas must be equal and every step's sample must match with a synthetic model
-/// (<c>0.3 * scale_model_input(x, t) + 0.1 * sin(t / 100)</c>), the stochastic ones drawing from the same seeded generator.
+/// (<c>0.3 * scale_model_input(x, t) + 0.1 * sin(t / 100)</c>; DDPM's learned_range variance gets a second half of channels,
+/// <c>0.5 * tanh(x_in)</c>), the stochastic ones drawing from the same seeded generator (TCD with its default gamma 0.3).
 /// Relative error: max |ours - diffusers| / max(1, max |diffusers|) per step.
 /// </summary>
 public sealed class SchedulerRunParityTests(ITestOutputHelper output)
@@ -35,14 +36,16 @@ public sealed class SchedulerRunParityTests(ITestOutputHelper output)
             var config = (JsonObject)bases[(string)meta["base"]!]!.DeepClone();
             var overrides = ((JsonObject)meta["overrides"]!).ToDictionary(p => p.Key, p => p.Value!.DeepClone());
             using var scheduler = DiffusionSchedulers.FromConfig((string)meta["class"]!, config, overrides);
-            double err = RunCase(scheduler, key, (int)meta["steps"]!, (long)meta["seed"]!, (double)meta["init_noise_sigma"]!, (int)meta["order"]!);
+            bool learned = meta["learned_variance"] is JsonValue lv && lv.GetValue<bool>();
+            double err = RunCase(scheduler, key, (int)meta["steps"]!, (long)meta["seed"]!, (double)meta["init_noise_sigma"]!, (int)meta["order"]!, learned);
             worst = Math.Max(worst, err);
         }
         output.WriteLine($"{name}: {cases.Count} cases, max relative step error {worst:G3}");
         return worst;
     }
 
-    private static double RunCase(IDiffusionScheduler scheduler, string key, int steps, long seed, double initNoiseSigma, int order)
+    private static double RunCase(IDiffusionScheduler scheduler, string key, int steps, long seed, double initNoiseSigma, int order,
+        bool learnedVariance)
     {
         var e = Expected.Value;
         scheduler.SetTimesteps(steps);
@@ -63,6 +66,8 @@ public sealed class SchedulerRunParityTests(ITestOutputHelper output)
             float t = expectedT[i];
             var input = scheduler.ScaleModelInput(latents, t);
             var modelOutput = 0.3 * input + 0.1 * (tensor(t, ScalarType.Float32) / 100).sin();
+            // DDPM's learned variance types: a second half of channels, the predicted variance 0.5 * tanh(x_in).
+            if (learnedVariance) modelOutput = cat(new[] { modelOutput, 0.5 * input.tanh() }, 1);
             latents = scheduler.Step(modelOutput, t, latents, generator);
             var want = e[$"{key}.step{i}"];
             // NaN where diffusers has NaN (UniPC bh1's last step onto sigma 0), compared elsewhere.
@@ -95,6 +100,12 @@ public sealed class SchedulerRunParityTests(ITestOutputHelper output)
     [InlineData("deis", 1e-6)]
     [InlineData("deis_o3", 1e-6)]
     [InlineData("lcm", 1e-6)]
+    [InlineData("ddpm", 1e-6)]
+    [InlineData("ddpm_noclip", 1e-6)]
+    [InlineData("ddpm_small_log", 1e-6)]
+    [InlineData("ddpm_large", 1e-6)]
+    [InlineData("ddpm_learned_range", 1e-6)]
+    [InlineData("tcd", 1e-6)]
     public void RunsMatchDiffusers(string name, double tolerance)
     {
         double worst = RunAll(name);
