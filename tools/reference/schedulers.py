@@ -44,8 +44,30 @@ BASES = {
 }
 # Classes whose set_timesteps runs float32 torch exp / log (modern_float32.correctly_rounded_exp_log).
 ROUNDED_EXP_LOG = {"KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler"}
+# Classes whose set_timesteps runs float32 torch.sin / torch.atan2 (IPNDM's schedule): computed in float64 and rounded
+# once (correctly_rounded_sin_atan2 below), as the project does: torch 1.13's and libtorch 2.10's SIMD float32 sin /
+# atan2 disagree by an ulp in some lanes (e.g. IPNDM's 25-step timestep 15), and neither is always correctly rounded.
+ROUNDED_SIN_ATAN2 = {"IPNDMScheduler"}
 # Classes whose step runs np.log on float32 tensors (DEIS's logrho coefficients), in the same context.
 ROUNDED_STEP_EXP_LOG = {"DEISMultistepScheduler"}
+
+
+class correctly_rounded_sin_atan2:
+    """torch.sin / torch.atan2 of float32 tensors computed in float64 and rounded once."""
+
+    def __enter__(self):
+        self._saved = torch.sin, torch.atan2
+        sin, atan2 = self._saved
+        torch.sin = lambda t: sin(t.double()).float() if t.dtype == torch.float32 else sin(t)
+        torch.atan2 = lambda y, x: (atan2(y.double(), x.double()).float()
+                                    if y.dtype == torch.float32 and x.dtype == torch.float32 else atan2(y, x))
+        return self
+
+    def __exit__(self, *exc):
+        torch.sin, torch.atan2 = self._saved
+        return False
+
+
 SCHEDULERS = {
     "unipc": ("UniPCMultistepScheduler", {}),
     "unipc_bh1_o3": ("UniPCMultistepScheduler", {"solver_type": "bh1", "solver_order": 3}),
@@ -65,6 +87,7 @@ SCHEDULERS = {
     "ddpm_large": ("DDPMScheduler", {"variance_type": "fixed_large"}),
     "ddpm_learned_range": ("DDPMScheduler", {"variance_type": "learned_range"}),
     "tcd": ("TCDScheduler", {}),
+    "ipndm": ("IPNDMScheduler", {}),
 }
 # Variance types that read a predicted variance: the synthetic model output gets a second half of channels,
 # 0.5 * tanh(x_in), which DDPMScheduler splits off as predicted_variance.
@@ -82,6 +105,9 @@ for name, (cls_name, overrides) in SCHEDULERS.items():
             try:
                 if cls_name in ROUNDED_EXP_LOG:
                     with modern_float32.correctly_rounded_exp_log():
+                        scheduler.set_timesteps(n)
+                elif cls_name in ROUNDED_SIN_ATAN2:
+                    with correctly_rounded_sin_atan2():
                         scheduler.set_timesteps(n)
                 else:
                     scheduler.set_timesteps(n)

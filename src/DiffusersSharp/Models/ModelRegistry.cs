@@ -49,7 +49,7 @@ public static class ModelRegistry
         "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
         "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "HeunDiscreteScheduler",
         "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "DPMSolverSinglestepScheduler", "DEISMultistepScheduler",
-        "LCMScheduler",
+        "LCMScheduler", "DDPMScheduler", "TCDScheduler", "IPNDMScheduler",
     };
 
     /// <summary>Every supported class name.</summary>

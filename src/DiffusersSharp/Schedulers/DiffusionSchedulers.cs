@@ -27,6 +27,7 @@ public static class DiffusionSchedulers
         [nameof(DPMSolverMultistepScheduler)] = json => new DPMSolverMultistepScheduler(ConfigJson.Parse<DPMSolverMultistepSchedulerConfig>(json, nameof(DPMSolverMultistepScheduler))),
         [nameof(DDPMScheduler)] = json => new DDPMScheduler(ConfigJson.Parse<DDPMSchedulerConfig>(json, nameof(DDPMScheduler))),
         [nameof(TCDScheduler)] = json => new TCDScheduler(ConfigJson.Parse<TCDSchedulerConfig>(json, nameof(TCDScheduler))),
+        [nameof(IPNDMScheduler)] = json => new IPNDMScheduler(ConfigJson.Parse<IPNDMSchedulerConfig>(json, nameof(IPNDMScheduler))),
     };
 
     private static readonly Dictionary<string, (string ClassName, (string Key, JsonNode Value)[] Overrides)> Names = new(StringComparer.Ordinal)
@@ -53,6 +54,7 @@ public static class DiffusionSchedulers
         ["lcm"] = (nameof(LCMScheduler), Array.Empty<(string, JsonNode)>()),
         ["ddpm"] = (nameof(DDPMScheduler), Array.Empty<(string, JsonNode)>()),
         ["tcd"] = (nameof(TCDScheduler), Array.Empty<(string, JsonNode)>()),
+        ["ipndm"] = (nameof(IPNDMScheduler), Array.Empty<(string, JsonNode)>()),
     };
 
     /// <summary>The scheduler classes this factory builds.</summary>

@@ -122,7 +122,7 @@ public class DiffusionSchedulersTests
     }
 
     [Fact]
-    public void DdpmAndTcdRefuseBadInputAndTakeTcdGamma()
+    public void DdpmTcdAndIpndmRefuseBadInputAndTcdTakesGamma()
     {
         using var scope = TorchSharp.torch.NewDisposeScope();
         var sample = TorchSharp.torch.ones(1, 4, 2, 2);
@@ -156,6 +156,14 @@ public class DiffusionSchedulersTests
         var det2 = tcd.Step(sample, 999f, sample, 0.0);
         Assert.Equal(0f, (det1 - det2).abs().max().item<float>());
         Assert.NotEqual(0f, (det1 - gamma).abs().max().item<float>());
+
+        using var ipndm = (IPNDMScheduler)DiffusionSchedulers.FromName("ipndm", PndmConfig());
+        Assert.Throws<InvalidOperationException>(() => ipndm.Step(sample, 1f, sample));   // before SetTimesteps
+        ipndm.SetTimesteps(4);
+        Assert.Equal(1f, ipndm.TimestepValues[0]);
+        Assert.Throws<NotSupportedException>(() => ipndm.AddNoise(sample, sample, ipndm.TimestepValues[1]));
+        Assert.Throws<ArgumentException>(() => ipndm.Step(sample, 0.5f, sample));   // not in the schedule
+        Assert.Throws<ArgumentException>(() => new IPNDMScheduler(new IPNDMSchedulerConfig { TrainedBetas = new[] { 0.5 } }));
     }
 
     [Fact]

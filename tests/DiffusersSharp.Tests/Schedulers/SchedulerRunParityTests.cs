@@ -106,6 +106,7 @@ public sealed class SchedulerRunParityTests(ITestOutputHelper output)
     [InlineData("ddpm_large", 1e-6)]
     [InlineData("ddpm_learned_range", 1e-6)]
     [InlineData("tcd", 1e-6)]
+    [InlineData("ipndm", 1e-6)]
     public void RunsMatchDiffusers(string name, double tolerance)
     {
         double worst = RunAll(name);
