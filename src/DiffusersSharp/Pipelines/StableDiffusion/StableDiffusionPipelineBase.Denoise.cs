@@ -108,8 +108,8 @@ public abstract partial class StableDiffusionPipelineBase
     }
 
     /// <summary>
-    /// The scheduler step with diffusers' <c>prepare_extra_step_kwargs</c>: eta goes only to a step that takes it (DDIM),
-    /// the generator to every step. A list of generators draws DDIM's noise per image, as <c>randn_tensor</c> does.
+    /// The scheduler step with diffusers' <c>prepare_extra_step_kwargs</c>: eta goes only to a step that takes it (DDIM,
+    /// TCD), the generator to every step. A list of generators draws that noise per image, as <c>randn_tensor</c> does.
     /// </summary>
     private static Tensor SchedulerStep(IDiffusionScheduler scheduler, Tensor noisePred, float t, Tensor latents, StableDiffusionRequest r,
         Runtime.Generator? generator)

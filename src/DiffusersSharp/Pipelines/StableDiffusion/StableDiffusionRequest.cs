@@ -97,8 +97,8 @@ public record StableDiffusionRequest
     /// num_train_timesteps): the steps at or above it run. Values outside (0, 1) are ignored, as in diffusers.</summary>
     public double? DenoisingEnd { get; init; }
 
-    /// <summary>DDIM's η: the weight of fresh noise in each step, 0 (deterministic, the default) to 1 (DDPM-like).
-    /// Used only by schedulers whose step takes it (DDIM), with noise from <see cref="Generator"/> /
+    /// <summary>DDIM's η (TCD's gamma): the weight of fresh noise in each step, 0 (deterministic, the default) to 1.
+    /// Used only by schedulers whose step takes it (DDIM, TCD), with noise from <see cref="Generator"/> /
     /// <see cref="Generators"/>; ignored by the others.</summary>
     public double Eta { get; init; }
 
