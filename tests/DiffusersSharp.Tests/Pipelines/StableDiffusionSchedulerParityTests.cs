@@ -7,11 +7,11 @@ using Generator = DiffusersSharp.Runtime.Generator;
 namespace DiffusersSharp.Tests.Pipelines;
 
 /// <summary>
-/// Text-to-image on tiny-sd15 with the newer schedulers (UniPC, DPM++ 2M SDE, LCM) against diffusers' StableDiffusionPipeline
+/// Text-to-image on tiny-sd15 with the newer schedulers (UniPC, DPM++ 2M SDE, LCM, DDPM, TCD with eta 0.3) against diffusers' StableDiffusionPipeline
 /// (fixture local-diffusers/sd-schedulers, made by tools/reference/sd_schedulers.py with diffusers 0.36.0 on torch 1.13
 /// CPU, float32), given the same seeded prompt embeddings: the scheduler swapped as <c>Class.from_config(pipe.scheduler.config,
-/// ...)</c>, CFG 7.5 and 8 steps (LCM: guidance 1, so no CFG, and 4 steps), every step's latents, the final latents and
-/// the image. DPM++ 2M SDE and LCM also check that the scheduler's noise is drawn from the request's generator after the
+/// ...)</c>, CFG 7.5 and 8 steps (LCM and TCD: guidance 1, so no CFG, and 4 steps), every step's latents, the final latents
+/// and the image. DPM++ 2M SDE, LCM, DDPM and TCD also check that the scheduler's noise is drawn from the request's generator after the
 /// initial latents, as diffusers draws it.
 /// Bounds as the SD / SDXL parity tests: 5e-5 x max(1, max |expected|).
 /// </summary>
@@ -24,10 +24,12 @@ public sealed class StableDiffusionSchedulerParityTests(TinyUNetPipelines models
         output.WriteLine($"{key}: max |diff| {TensorAssert.Close(actual, Expected[key], Tolerance, key):G3} (max |expected| {Expected[key].abs().max().item<float>():G3})");
 
     [Theory]
-    [InlineData("unipc", 123456L, 8, 7.5)]
-    [InlineData("dpmpp_2m_sde", 42L, 8, 7.5)]
-    [InlineData("lcm", 31337L, 4, 1.0)]
-    public void TextToImageMatchesDiffusers(string scheduler, long seed, int numSteps, double guidance)
+    [InlineData("unipc", 123456L, 8, 7.5, 0.0)]
+    [InlineData("dpmpp_2m_sde", 42L, 8, 7.5, 0.0)]
+    [InlineData("lcm", 31337L, 4, 1.0, 0.0)]
+    [InlineData("ddpm", 777L, 8, 7.5, 0.0)]
+    [InlineData("tcd", 2468L, 4, 1.0, 0.3)]
+    public void TextToImageMatchesDiffusers(string scheduler, long seed, int numSteps, double guidance, double eta)
     {
         models.Sd15.UseScheduler(scheduler);
         using var pipe = new StableDiffusionPipeline(models.Sd15);
@@ -35,7 +37,7 @@ public sealed class StableDiffusionSchedulerParityTests(TinyUNetPipelines models
         {
             PromptEmbeds = Expected["prompt_embeds"], NegativePromptEmbeds = Expected["negative_prompt_embeds"],
             NumInferenceSteps = numSteps, GuidanceScale = guidance, Height = 64, Width = 64, OutputType = type,
-            Generator = new Generator("cpu").ManualSeed(seed), CallbackOnStepEnd = onStep,
+            Generator = new Generator("cpu").ManualSeed(seed), CallbackOnStepEnd = onStep, Eta = eta,
         };
         int steps = 0;
         using (var latents = pipe.Generate(Request(OutputType.Latent, c => { Close(c.Latents, $"{scheduler}.step{c.Step}.latents"); steps++; })))
