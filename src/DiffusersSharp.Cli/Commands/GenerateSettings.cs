@@ -183,7 +183,7 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--generator-device <DEVICE>"), Description("Where the seed's noise is drawn: cpu (same image on every device, default) or cuda.")]
     public string GeneratorDevice { get; init; } = "cpu";
 
-    /// <summary>DDIM's eta (UNet models).</summary>
+    /// <summary>DDIM's eta, TCD's gamma (UNet models).</summary>
     [CommandOption("--eta <ETA>"), Description("SD 1.x / 2.x and SDXL with the DDIM or TCD scheduler: the noise of each step (DDIM's eta, TCD's gamma), 0 (default, deterministic) to 1.")]
     public string? Eta { get; init; }
 

@@ -44,7 +44,7 @@ public sealed record WebGenerateRequest
     /// <summary>UNet models: the scheduler short name or class (default: the model's).</summary>
     public string? Scheduler { get; init; }
 
-    /// <summary>UNet models with DDIM: the step noise (0 to 1).</summary>
+    /// <summary>UNet models with DDIM or TCD: the step noise (DDIM's eta, TCD's gamma; 0 to 1).</summary>
     public double? Eta { get; init; }
 
     /// <summary>UNet models: guidance rescale (0 to 1).</summary>
