@@ -310,17 +310,13 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
 /// <summary><c>inpaint</c>'s pipelines.</summary>
 internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? strength, ControlOptions? control, int? paddingMaskCrop) : VerbPipelines
 {
-    /// <summary>The images of <c>inpaint</c>'s options, and --padding-mask-crop's checks that need them (before loading).</summary>
+    /// <summary>The images of <c>inpaint</c>'s options, and --padding-mask-crop's check that the mask marks something
+    /// (before loading; the sizes are checked against the model's pipeline in LoadedModel).</summary>
     public static Inpaint Read(InpaintSettings s)
     {
         var image = ImageFile.LoadRgb(s.Image!);
         var mask = ImageFile.Load(s.Mask!);
-        if (s.PaddingMaskCrop is { } pad)
-        {
-            if (mask.Width != image.Width || mask.Height != image.Height)
-                throw new ArgumentException($"--padding-mask-crop needs a mask of the image's size: the mask is {mask.Width}x{mask.Height}, the image {image.Width}x{image.Height}.");
-            VaeImageProcessor.GetCropRegion(mask, image.Width, image.Height, pad); // throws for a mask that marks nothing
-        }
+        if (s.PaddingMaskCrop is { } pad) VaeImageProcessor.GetCropRegion(mask, image.Width, image.Height, pad); // throws for a mask that marks nothing
         return new Inpaint(image, mask, s.StrengthValue, ControlOptions.From(s), s.PaddingMaskCrop);
     }
 

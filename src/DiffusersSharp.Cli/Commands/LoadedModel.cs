@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using DiffusersSharp.Images;
 using DiffusersSharp.IO;
 using DiffusersSharp.Models.Autoencoders;
 using DiffusersSharp.Models.ControlNets;
@@ -249,8 +250,13 @@ internal sealed class LoadedModel : IDisposable
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
-        if (settings is InpaintSettings { PaddingMaskCrop: not null })
+        if (settings is InpaintSettings { PaddingMaskCrop: not null } cropped)
         {
+            // The mask is cropped with the image, so it must have its size; for Kontext the image's Kontext size, which
+            // the pipeline checks (before any compute) once it has resized the image.
+            if (pipelineClass != FluxComponents.KontextPipelineClass
+                && (ImageFile.Load(cropped.Image!), ImageFile.Load(cropped.Mask!)) is var (image, mask) && (mask.Width != image.Width || mask.Height != image.Height))
+                throw new ArgumentException($"--padding-mask-crop needs a mask of the image's size: the mask is {mask.Width}x{mask.Height}, the image {image.Width}x{image.Height}.");
             if (pipelineClass == FluxComponents.FillPipelineClass)
                 throw new ArgumentException($"--padding-mask-crop does not apply to FLUX.1-Fill (diffusers' FluxFillPipeline has no padding_mask_crop); {settings.Model} is a {pipelineClass}.");
             if (settings.ControlNets.Count > 1)
