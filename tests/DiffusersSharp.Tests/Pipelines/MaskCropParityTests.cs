@@ -48,7 +48,8 @@ public sealed class MaskCropParityTests(TinyUNetPipelines unets, LocalDiffusersC
         Assert.Equal((96, 72), (image.Width, image.Height));
         var (count, max) = ImageFixtures.Diff(new ImageBuffer(96, 72, 3, expected.contiguous().data<byte>().ToArray()), image);
         output.WriteLine($"{name}: {steps} steps, worst step latents {worst:G3}; image: {count} of {image.Pixels.Length} bytes differ, by up to {max}");
-        Assert.True(max <= 1, $"{name}: image bytes differ by up to {max}");
+        // One level where a float value within ~1e-5 of diffusers' rounds the other way, on a few bytes at most (measured: none).
+        Assert.True(max <= 1 && count <= image.Pixels.Length / 1000, $"{name}: {count} image bytes differ, by up to {max}");
     }
 
     private static T Sd15Embeds<T>(T r, long seed, Action<StepEndContext> onStep) where T : StableDiffusionRequest => r with
