@@ -36,7 +36,11 @@ public sealed class InpaintCommand(CliOutput output) : Command<InpaintSettings>
 internal sealed record PreviewSink(int Every, Action<int, IReadOnlyList<ImageBuffer>> Write);
 
 /// <summary>What a run reports along the way: truncated prompts, progress, step previews.</summary>
-internal sealed record RunHooks(Action<string, int, int> OnTruncated, IProgress<PipelineProgress>? Progress, PreviewSink? Preview);
+/// <param name="UNetScheduler">--scheduler of a UNet model, swapped in once the pipeline is built: as
+/// <c>Pipeline.from_pretrained</c> then <c>pipe.scheduler = X.from_config(pipe.scheduler.config)</c>, the pipeline's
+/// outdated-config fix-ups act on the model's own scheduler config, which the swap then starts from.</param>
+internal sealed record RunHooks(Action<string, int, int> OnTruncated, IProgress<PipelineProgress>? Progress, PreviewSink? Preview,
+    string? UNetScheduler = null);
 
 /// <summary>A verb's pipelines in each model family, and its request before the shared options are filled in.</summary>
 internal abstract class VerbPipelines
@@ -95,6 +99,7 @@ internal abstract class VerbPipelines
         using (pipeline)
         {
             pipeline.OnPromptTruncated = hooks.OnTruncated;
+            if (hooks.UNetScheduler is { } scheduler) pipeline.Components.UseScheduler(scheduler);
             if (hooks.Preview is { } preview) request = request with { CallbackOnStepEnd = Previews(preview, pipeline.PreviewImages) };
             var output = run(pipeline, request, hooks.Progress, ct);
             return (output, pipeline.GuidanceOf(request), request is StableDiffusionImg2ImgRequest i ? pipeline.StrengthOf(i) : null);

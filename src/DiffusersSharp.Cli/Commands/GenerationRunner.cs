@@ -44,10 +44,10 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
     {
         string verb = pipelines.Verb;
         model.CheckOptions(settings);
-        var hooks = new RunHooks(OnTruncated, progress, preview);
+        var hooks = new RunHooks(OnTruncated, progress, preview, settings.Scheduler);
         if (model.UNet is { } unet)
         {
-            model.UseScheduler(settings.Scheduler);
+            model.RestoreScheduler();
             var request = FillUNet(pipelines.UNetRequest());
             var (result, guidance, strength) = pipelines.RunUNet(unet, request, hooks, ct);
             using (result)

@@ -341,13 +341,9 @@ internal sealed class LoadedModel : IDisposable
         if (settings.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Stable Diffusion 3, got {h}.");
     }
 
-    /// <summary>A UNet model's scheduler for the next call: the named one, or the model's own.</summary>
-    public void UseScheduler(string? name)
-    {
-        if (UNet is null) return;
-        if (name is null) UNet.UseScheduler(_modelScheduler!);
-        else UNet.UseScheduler(name);
-    }
+    /// <summary>Puts back a UNet model's own scheduler config as loaded (an earlier call may have swapped it, or a
+    /// pipeline fixed it up); the next call's pipeline and --scheduler start from it.</summary>
+    public void RestoreScheduler() => UNet?.UseScheduler(_modelScheduler!);
 
     /// <summary>Loads the --ip-adapter file and its image encoder, if any, into freshly loaded components (freed again if that fails).</summary>
     private static StableDiffusionComponents WithIpAdapter(CliOutput output, (string? File, string? ImageEncoder) ipAdapter, StableDiffusionComponents components)

@@ -69,10 +69,10 @@ public sealed class StableDiffusionEtaTests(TinyUNetPipelines models) : IClassFi
         var meta = SchedulerConfigText.Parse(File.ReadAllText(Fixtures.Path("tiny-sd15/meta.json")))["cases"]!["t2i_ddim"]!.AsObject();
         var c = models.Sd15;
         var original = (JsonObject)c.SchedulerConfig.DeepClone();
-        c.UseScheduler(meta["scheduler_config"]!.AsObject());
         try
         {
             using var pipe = new StableDiffusionPipeline(c);
+            c.UseScheduler(meta["scheduler_config"]!.AsObject()); // on the built pipeline, as the fixture's DDIM ran (clip_sample True)
             using var generator = new Generator("cpu").ManualSeed(meta["seed"]!.GetValue<long>());
             using var latents = pipe.Generate(new StableDiffusionRequest
             {

@@ -20,6 +20,9 @@ public sealed class TinyUNetPipelines : IDisposable
     /// <summary>tiny-sdxl's components.</summary>
     public StableDiffusionComponents Sdxl { get; } = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sdxl/model"), new PipelineLoadOptions());
 
+    /// <summary>tiny-sd15's own scheduler config as loaded (tests swap <see cref="Sd15"/>'s).</summary>
+    public JsonObject Sd15Scheduler { get; } = SchedulerConfigText.Parse(SchedulerConfigText.Read(Fixtures.Path("tiny-sd15/model/scheduler")));
+
     /// <inheritdoc />
     public void Dispose()
     {
@@ -67,19 +70,28 @@ public sealed class StableDiffusionParityTests(TinyUNetPipelines models, ITestOu
         return Fill(new StableDiffusionInpaintRequest { Image = image, Strength = strength, MaskImage = mask });
     }
 
-    private StableDiffusionPipelineOutput Generate(StableDiffusionComponents components, StableDiffusionRequest request) => (components.IsXL, request) switch
-    {
-        (false, StableDiffusionInpaintRequest r) => Use(new StableDiffusionInpaintPipeline(components), p => p.Generate(r)),
-        (false, StableDiffusionImg2ImgRequest r) => Use(new StableDiffusionImg2ImgPipeline(components), p => p.Generate(r)),
-        (false, var r) => Use(new StableDiffusionPipeline(components), p => p.Generate(r)),
-        (true, StableDiffusionInpaintRequest r) => Use(new StableDiffusionXLInpaintPipeline(components), p => p.Generate(r)),
-        (true, StableDiffusionImg2ImgRequest r) => Use(new StableDiffusionXLImg2ImgPipeline(components), p => p.Generate(r)),
-        (true, var r) => Use(new StableDiffusionXLPipeline(components), p => p.Generate(r)),
-    };
+    private StableDiffusionPipelineOutput Generate(StableDiffusionComponents components, StableDiffusionRequest request, JsonObject scheduler) =>
+        (components.IsXL, request) switch
+        {
+            (false, StableDiffusionInpaintRequest r) => Use(new StableDiffusionInpaintPipeline(components), scheduler, p => p.Generate(r)),
+            (false, StableDiffusionImg2ImgRequest r) => Use(new StableDiffusionImg2ImgPipeline(components), scheduler, p => p.Generate(r)),
+            (false, var r) => Use(new StableDiffusionPipeline(components), scheduler, p => p.Generate(r)),
+            (true, StableDiffusionInpaintRequest r) => Use(new StableDiffusionXLInpaintPipeline(components), scheduler, p => p.Generate(r)),
+            (true, StableDiffusionImg2ImgRequest r) => Use(new StableDiffusionXLImg2ImgPipeline(components), scheduler, p => p.Generate(r)),
+            (true, var r) => Use(new StableDiffusionXLPipeline(components), scheduler, p => p.Generate(r)),
+        };
 
-    private static StableDiffusionPipelineOutput Use<T>(T pipeline, Func<T, StableDiffusionPipelineOutput> run) where T : IDisposable
+    // The scheduler is set on the built pipeline, as `pipe.scheduler = ...`: the recorded configs show that the fixture's
+    // schedulers did not go through the SD constructors' outdated-config fix-ups (t2i_ddim ran with DDIM's default
+    // clip_sample True, which StableDiffusionPipeline's constructor would have turned off).
+    private static StableDiffusionPipelineOutput Use<T>(T pipeline, JsonObject scheduler, Func<T, StableDiffusionPipelineOutput> run)
+        where T : StableDiffusionPipelineBase
     {
-        using (pipeline) return run(pipeline);
+        using (pipeline)
+        {
+            pipeline.Components.UseScheduler(scheduler);
+            return run(pipeline);
+        }
     }
 
     [Theory]
@@ -100,15 +112,15 @@ public sealed class StableDiffusionParityTests(TinyUNetPipelines models, ITestOu
         var c = Case(fixture, name);
         var components = fixture == "tiny-sdxl" ? models.Sdxl : models.Sd15;
         // The scheduler each case ran with, from its recorded config (diffusers' Scheduler.from_config result).
-        components.UseScheduler(c["scheduler_config"]!.AsObject());
+        var scheduler = c["scheduler_config"]!.AsObject();
         var expected = Fixtures.Expected($"{fixture}/expected.safetensors");
         long seed = c["seed"]!.GetValue<long>();
 
         using var g1 = new Generator("cpu").ManualSeed(seed);
-        using var latents = Generate(components, Request(fixture, c, g1, OutputType.Latent));
+        using var latents = Generate(components, Request(fixture, c, g1, OutputType.Latent), scheduler);
         double latentError = TensorAssert.Close(latents.Tensor!, expected[$"{name}.latents"], Tolerance, $"{name} latents");
         using var g2 = new Generator("cpu").ManualSeed(seed);
-        using var image = Generate(components, Request(fixture, c, g2, OutputType.Numpy));
+        using var image = Generate(components, Request(fixture, c, g2, OutputType.Numpy), scheduler);
         double imageError = TensorAssert.Close(image.Tensor!, expected[$"{name}.image"], Tolerance, $"{name} image");
         output.WriteLine($"{fixture} {name}: latents max |diff| {latentError:G3} (max |latents| {expected[$"{name}.latents"].abs().max().item<float>():G3}), image max |diff| {imageError:G3}");
     }

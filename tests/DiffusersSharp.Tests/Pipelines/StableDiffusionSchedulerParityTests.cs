@@ -31,8 +31,15 @@ public sealed class StableDiffusionSchedulerParityTests(TinyUNetPipelines models
     [InlineData("tcd", 2468L, 4, 1.0, 0.3)]
     public void TextToImageMatchesDiffusers(string scheduler, long seed, int numSteps, double guidance, double eta)
     {
-        models.Sd15.UseScheduler(scheduler);
+        // As the script: DDPM and TCD are swapped in after the pipeline is built (so the constructor's outdated-config
+        // fix-up does not turn DDPM's default clip_sample off), the others are built with it.
+        bool swappedAfter = scheduler is "ddpm" or "tcd";
+        var pndm = (System.Text.Json.Nodes.JsonObject)models.Sd15Scheduler.DeepClone();
+        pndm["_class_name"] = "PNDMScheduler";
+        models.Sd15.UseScheduler(pndm); // every case starts from tiny-sd15's config, as the script's from_config(base)
+        if (!swappedAfter) models.Sd15.UseScheduler(scheduler);
         using var pipe = new StableDiffusionPipeline(models.Sd15);
+        if (swappedAfter) models.Sd15.UseScheduler(scheduler);
         StableDiffusionRequest Request(OutputType type, Action<StepEndContext>? onStep) => new()
         {
             PromptEmbeds = Expected["prompt_embeds"], NegativePromptEmbeds = Expected["negative_prompt_embeds"],

@@ -9,7 +9,7 @@ namespace DiffusersSharp.Tests.Support;
 /// <summary>
 /// One UNet-pipeline case against a local-diffusers fixture, as its script recorded it: the call run twice from the same
 /// seed, once for the latents (every step's timestep exactly, every step's latents, the final latents) and once for the
-/// decoded image, each within <c>tolerance x max(1, max |expected|)</c>.
+/// decoded image (where the fixture has one), each within <c>tolerance x max(1, max |expected|)</c>.
 /// </summary>
 public static class StepParity
 {
@@ -40,6 +40,11 @@ public static class StepParity
             steps[i].Latents.Dispose();
         }
         double latentError = TensorAssert.Close(latents.Tensor!, expected[$"{name}.latents"], tolerance, $"{name} latents");
+        if (!expected.ContainsKey($"{name}.image"))
+        {
+            output.WriteLine($"{name}: {steps.Count} steps, worst step latents {worstStep:G3}, final latents {latentError:G3} (no image recorded)");
+            return;
+        }
         using var image = generate(request with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Numpy });
         double imageError = TensorAssert.Close(image.Tensor!, expected[$"{name}.image"], tolerance, $"{name} image");
         output.WriteLine($"{name}: {steps.Count} steps, worst step latents {worstStep:G3}, final latents {latentError:G3} " +

@@ -16,6 +16,12 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Latent side the model was trained at (pipelines derive the default image size from it), or null.</summary>
     public OneOrMany<int>? SampleSize { get; init; }
 
+    /// <summary>The diffusers version that wrote the config (<c>_diffusers_version</c>), or null: the SD pipelines raise
+    /// a <see cref="SampleSize"/> under 64 of configs older than 0.9.0, as diffusers does.</summary>
+    [JsonPropertyName("_diffusers_version")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? DiffusersVersion { get; init; }
+
     /// <summary>Latent channels in (9 for inpainting UNets: latents, mask, masked-image latents).</summary>
     public int InChannels { get; init; } = 4;
 

@@ -136,17 +136,59 @@ public sealed class StableDiffusionComponents : PipelineComponents
             throw new ArgumentException($"Unknown scheduler '{nameOrClass}'; known: {string.Join(", ", DiffusionSchedulers.KnownNames)} or a class: {string.Join(", ", DiffusionSchedulers.KnownClassNames)}.");
     }
 
-    /// <summary>Uses a complete scheduler config (with <c>_class_name</c>), as <c>pipe.scheduler = Scheduler.from_config(config)</c>.</summary>
+    /// <summary>
+    /// Swaps the scheduler with keyword arguments, as <c>pipe.scheduler = OtherScheduler.from_config(pipe.scheduler.config,
+    /// **overrides)</c> (e.g. <c>timestep_spacing</c>): a class or short name as <see cref="UseScheduler(string)"/> takes,
+    /// whose own overrides <paramref name="overrides"/> win over.
+    /// </summary>
+    /// <exception cref="ArgumentException">An unknown scheduler, or a config the class refuses.</exception>
+    public void UseScheduler(string nameOrClass, IReadOnlyDictionary<string, JsonNode> overrides)
+    {
+        ArgumentNullException.ThrowIfNull(nameOrClass);
+        ArgumentNullException.ThrowIfNull(overrides);
+        CheckSchedulerName(nameOrClass);
+        var (className, named) = DiffusionSchedulers.KnownNames.Contains(nameOrClass)
+            ? DiffusionSchedulers.Resolve(nameOrClass) : (nameOrClass, new Dictionary<string, JsonNode>());
+        var merged = named.ToDictionary();
+        foreach (var (key, value) in overrides) merged[key] = value;
+        var config = DiffusionSchedulers.EffectiveConfig(SchedulerConfig, merged);
+        config["_class_name"] = className;
+        UseScheduler(config);
+    }
+
+    /// <summary>Uses a complete scheduler config (with <c>_class_name</c>), as <c>pipe.scheduler = Scheduler.from_config(config)</c>:
+    /// keys listed in its <c>_use_default_values</c> are dropped (the class defaults apply).</summary>
     /// <exception cref="ArgumentException">An unknown class or an invalid config.</exception>
     public void UseScheduler(JsonObject config)
     {
-        var copy = (JsonObject)config.DeepClone();
-        using (DiffusionSchedulers.FromConfig(copy)) { } // check it before taking it
-        SchedulerConfig = copy;
+        ArgumentNullException.ThrowIfNull(config);
+        var effective = DiffusionSchedulers.EffectiveConfig(config);
+        using (DiffusionSchedulers.FromConfig(effective)) { } // check it before taking it
+        SchedulerConfig = effective;
     }
 
-    /// <summary>A fresh scheduler for one call.</summary>
-    public IDiffusionScheduler CreateScheduler() => DiffusionSchedulers.FromConfig(SchedulerConfig);
+    /// <summary>A fresh scheduler for one call. It runs with every value of <see cref="SchedulerConfig"/>, those of
+    /// keys its <c>_use_default_values</c> lists too (only the outdated-config fix-ups put keys there): that list only
+    /// tells <c>from_config</c> which keys to leave to the next class's defaults.</summary>
+    public IDiffusionScheduler CreateScheduler()
+    {
+        var config = (JsonObject)SchedulerConfig.DeepClone();
+        config.Remove("_use_default_values");
+        return DiffusionSchedulers.FromConfig(config);
+    }
+
+    /// <summary>The UNet's <c>sample_size</c> as raised by an outdated-config fix-up (64), or null.</summary>
+    internal int? FixedUnetSampleSize { get; private set; }
+
+    /// <summary>
+    /// Rewrites outdated configs as diffusers' SD 1.x / 2.x text-to-image, image-to-image and inpainting pipeline
+    /// constructors do on the (shared) scheduler and UNet: see <see cref="OutdatedConfigs"/>.
+    /// </summary>
+    internal void FixOutdatedConfigs(OutdatedConfigs.SchedulerFixups fixups)
+    {
+        SchedulerConfig = OutdatedConfigs.Fix(SchedulerConfig, fixups);
+        if (OutdatedConfigs.UnetSampleSizeTooSmall(Unet.Config)) FixedUnetSampleSize = 64;
+    }
 
     /// <summary>Whether <paramref name="pipelineClass"/> (model_index.json's <c>_class_name</c>) is an SD 1.x / 2.x or SDXL pipeline.</summary>
     public static bool IsSupportedPipeline(string pipelineClass) => SDPipelines.Contains(pipelineClass) || XLPipelines.Contains(pipelineClass);

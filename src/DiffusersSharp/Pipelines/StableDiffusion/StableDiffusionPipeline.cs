@@ -3,9 +3,11 @@ namespace DiffusersSharp.Pipelines.StableDiffusion;
 /// <summary>Text-to-image with Stable Diffusion 1.x / 2.x (diffusers' <c>StableDiffusionPipeline</c>).</summary>
 public sealed class StableDiffusionPipeline : StableDiffusionPipelineBase
 {
-    /// <summary>Wraps loaded components (taking a reference on them).</summary>
+    /// <summary>Wraps loaded components (taking a reference on them) and, as diffusers' constructor, rewrites an outdated
+    /// scheduler or UNet config in them (see <see cref="OutdatedConfigs"/>).</summary>
     /// <exception cref="ArgumentException">The components are of the other model family.</exception>
-    public StableDiffusionPipeline(StableDiffusionComponents components) : base(components, xl: false) { }
+    public StableDiffusionPipeline(StableDiffusionComponents components) : base(components, xl: false) =>
+        components.FixOutdatedConfigs(OutdatedConfigs.TextAndImageToImage);
 
     /// <summary>Loads a diffusers pipeline folder or hub repo id.</summary>
     public static StableDiffusionPipeline FromPretrained(string model, PipelineLoadOptions? options = null, CancellationToken cancellationToken = default)

@@ -35,7 +35,8 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
     public int VaeScaleFactor => Components.Vae.VaeScaleFactor;
 
     /// <summary>Default height and width: UNet sample_size x VAE scale factor (512 for SD 1.5, 768 for SD 2.1, 1024 for SDXL).</summary>
-    public int DefaultSize => (Components.Unet.Config.SampleSize is { } size ? size.IsScalar ? size.Scalar : size.List![0] : IsXL ? 128 : 64) * VaeScaleFactor;
+    public int DefaultSize => (Components.FixedUnetSampleSize
+        ?? (Components.Unet.Config.SampleSize is { } size ? size.IsScalar ? size.Scalar : size.List![0] : IsXL ? 128 : 64)) * VaeScaleFactor;
 
     /// <summary>Image pre/post-processing (diffusers' <c>image_processor</c>: LANCZOS resize, [-1, 1] normalization).</summary>
     public VaeImageProcessor ImageProcessor { get; }
