@@ -21,10 +21,14 @@ internal sealed class LoadedModel : IDisposable
     private readonly JsonObject? _modelScheduler;
 
     private LoadedModel(string name, string pipelineClass, IReadOnlyList<string> controlNets, StableDiffusion3Components? sd3, StableDiffusionComponents? unet,
-        FluxComponents? flux = null)
+        FluxComponents? flux = null, IReadOnlyList<string>? adapters = null)
     {
         Name = name;
         ControlNets = controlNets;
+        ControlNetUnionTypes = unet is { ControlNetUnions.Count: > 0 }
+            ? unet.ControlNetUnions.Select(net => (int?)net.Config.NumControlType).ToArray()
+            : controlNets.Select(_ => (int?)null).ToArray();
+        Adapters = adapters ?? [];
         PipelineClass = pipelineClass;
         Sd3 = sd3;
         UNet = unet;
@@ -48,6 +52,12 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>The ControlNets loaded beside the model (--controlnet, as given), in order; empty without.</summary>
     public IReadOnlyList<string> ControlNets { get; }
+
+    /// <summary>Per ControlNet, its number of control types if it is a ControlNet-Union (SDXL), else null.</summary>
+    public IReadOnlyList<int?> ControlNetUnionTypes { get; }
+
+    /// <summary>The T2I-Adapters loaded beside the model (--adapter, as given), in order; empty without.</summary>
+    public IReadOnlyList<string> Adapters { get; }
 
     /// <summary>
     /// The verbs this model runs (txt2img, img2img, inpaint): FLUX.1-Fill only inpaints, FLUX.1-Kontext generates, edits
@@ -79,6 +89,17 @@ internal sealed class LoadedModel : IDisposable
         ServeCommand.Settings serve => serve.ControlNets,
         _ => [],
     };
+
+    /// <summary>The T2I-Adapters that <paramref name="settings"/> load with the model: generate's per run, serve's for all its requests.</summary>
+    private static IReadOnlyList<string> AdaptersOf(ModelSettings settings) => settings switch
+    {
+        GenerateSettings generate => generate.Adapters,
+        ServeCommand.Settings serve => serve.Adapters,
+        _ => [],
+    };
+
+    /// <summary>The modes the T2I-Adapters steer: text to image (diffusers' adapter pipelines); none without adapters.</summary>
+    public IReadOnlyList<string> AdapterModes => Adapters.Count == 0 ? [] : ["txt2img"];
 
     /// <summary>The SD3 components, or null for another family.</summary>
     public StableDiffusion3Components? Sd3 { get; }
@@ -123,7 +144,11 @@ internal sealed class LoadedModel : IDisposable
             CheckOptions(generate, pipelineClass, family);
             if (family == Family.Sd3 && settings.SingleFile is null) CheckSd3Size(generate, folder);
         }
-        if (family == Family.UNet) CheckControlNetUnions(settings, controlNets, options, ct);
+        var adapters = AdaptersOf(settings);
+        if (settings is ServeCommand.Settings && adapters.Count > 0 && family != Family.UNet)
+            throw new ArgumentException($"--adapter applies to SD 1.x / 2.x and SDXL models (diffusers' T2I-Adapter pipelines); {settings.Model} is a {pipelineClass}.");
+        var unionTypes = family == Family.UNet ? ControlNetUnionTypesOf(controlNets, options, ct) : controlNets.Select(_ => (int?)null).ToArray();
+        if (settings is GenerateSettings unionCheck && family == Family.UNet) CheckControlModes(unionCheck, unionTypes);
         // Hub files beside the model are fetched once the options are checked, before any weights load.
         string? lora = settings.Lora is null ? null : options.ResolveFile(settings.Lora, ct);
         var ipAdapter = settings is GenerateSettings { IpAdapter: { } adapterFile } g
@@ -133,7 +158,7 @@ internal sealed class LoadedModel : IDisposable
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, ipAdapter,
                 WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
-                    (settings as GenerateSettings)?.Adapters ?? [], ct), c => c.FuseLora), LoadTextualInversion))),
+                    adapters, ct), c => c.FuseLora), LoadTextualInversion)), adapters: adapters),
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
                 WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings, lora,
@@ -168,29 +193,32 @@ internal sealed class LoadedModel : IDisposable
         LoraScale = scale;
     }
 
+    /// <summary>Per ControlNet folder, from its config before any weights load: its num_control_type if it is a
+    /// ControlNet-Union, else null.</summary>
+    private static int?[] ControlNetUnionTypesOf(IReadOnlyList<string> controlNets, PipelineLoadOptions options, CancellationToken ct) =>
+        controlNets.Select(net => options.ResolveFolder(net, ct) is var folder && ControlNetUnionModel.IsControlNetUnion(folder)
+            ? ConfigJson.Read<ControlNetUnionModelConfig>(Path.Combine(folder, "config.json")).NumControlType : (int?)null).ToArray();
+
     /// <summary>
-    /// A UNet model's ControlNets against --control-mode, from their configs before any weights load: ControlNet-Union
-    /// folders need one mode per control image, each below the model's num_control_type; other ControlNets take none;
-    /// serve's web page does not run ControlNet-Unions.
+    /// A UNet model's ControlNets (<paramref name="unionTypes"/>: <see cref="ControlNetUnionTypes"/>) against --control-mode:
+    /// ControlNet-Union folders need one mode per control image, each below the model's num_control_type; other
+    /// ControlNets take none. Nothing to check when the settings use no ControlNet.
     /// </summary>
-    private static void CheckControlNetUnions(ModelSettings settings, IReadOnlyList<string> controlNets, PipelineLoadOptions options, CancellationToken ct)
+    private static void CheckControlModes(GenerateSettings settings, IReadOnlyList<int?> unionTypes)
     {
-        var modes = (settings as GenerateSettings)?.ControlModeValues;
-        for (int i = 0; i < controlNets.Count; i++)
+        var controlNets = settings.ControlNets;
+        var modes = settings.ControlModeValues;
+        for (int i = 0; i < controlNets.Count && i < unionTypes.Count; i++)
         {
-            string folder = options.ResolveFolder(controlNets[i], ct);
-            if (!ControlNetUnionModel.IsControlNetUnion(folder))
+            if (unionTypes[i] is not { } types)
             {
                 if (modes is not null)
                     throw new ArgumentException($"--control-mode applies to ControlNet-Union models; {controlNets[i]} is a plain ControlNet (ControlNetModel).");
                 continue;
             }
-            if (settings is not GenerateSettings)
-                throw new ArgumentException($"{controlNets[i]} is a ControlNet-Union, which the web page does not run; use generate, img2img or inpaint with --control-mode.");
             if (modes is null)
                 throw new ArgumentException($"{controlNets[i]} is a ControlNet-Union: give the control type of each --control-image with --control-mode " +
                     $"({string.Join(", ", ControlNetUnionMode.Names.Select(kv => $"{kv.Key} {kv.Value}"))}).");
-            int types = ConfigJson.Read<ControlNetUnionModelConfig>(Path.Combine(folder, "config.json")).NumControlType;
             foreach (int mode in controlNets.Count == 1 ? modes : [modes[i]])
                 if (mode >= types)
                     throw new ArgumentException($"--control-mode {mode}: {controlNets[i]} knows {types} control types (0 to {types - 1}).");
@@ -201,6 +229,7 @@ internal sealed class LoadedModel : IDisposable
     public void CheckOptions(GenerateSettings settings)
     {
         CheckOptions(settings, PipelineClass, FamilyOf(PipelineClass));
+        if (UNet is not null) CheckControlModes(settings, ControlNetUnionTypes);
         if (Sd3 is { } sd3) CheckSd3Size(settings, sd3.Transformer.Config, sd3.Vae.VaeScaleFactor);
     }
 

@@ -25,6 +25,13 @@ public sealed class ServeCommand(CliOutput output) : Command<ServeCommand.Settin
         /// <summary>The ControlNets, or an empty list.</summary>
         public IReadOnlyList<string> ControlNets => ControlNet ?? [];
 
+        /// <summary>T2I-Adapter folders or hub repo ids loaded with the model, in order.</summary>
+        [CommandOption("--adapter <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL: a diffusers T2I-Adapter folder or hub repo id loaded beside the model (as generate --adapter takes it); repeat it for several. The page's text to image then takes an adapter image per adapter; a request without adapter images runs the plain pipeline. Not with --controlnet.")]
+        public string[]? Adapter { get; init; }
+
+        /// <summary>The T2I-Adapters, or an empty list.</summary>
+        public IReadOnlyList<string> Adapters => Adapter ?? [];
+
         /// <inheritdoc />
         protected override string? Check()
         {
@@ -32,6 +39,9 @@ public sealed class ServeCommand(CliOutput output) : Command<ServeCommand.Settin
             if (Port is < 0 or > 65535) return $"--port must be in [0, 65535], got {Port}.";
             if (string.IsNullOrWhiteSpace(Host)) return "--host must not be empty.";
             if (ControlNets.Any(string.IsNullOrWhiteSpace)) return "--controlnet must name a folder or hub repo id.";
+            if (Adapters.Any(string.IsNullOrWhiteSpace)) return "--adapter must name a folder or hub repo id.";
+            if (Adapters.Count > 0 && ControlNets.Count > 0)
+                return "--adapter and --controlnet cannot be combined (diffusers has no pipeline that runs T2I-Adapters and ControlNets together).";
             return null;
         }
     }
@@ -46,6 +56,7 @@ public sealed class ServeCommand(CliOutput output) : Command<ServeCommand.Settin
         await using var server = await WebServer.StartAsync(model, output, settings.Host, settings.Port, ct);
         output.Out.WriteLine(server.Address);
         string controlNets = model.ControlNets.Count == 0 ? "" : $" with ControlNet{(model.ControlNets.Count > 1 ? "s" : "")} {string.Join(", ", model.ControlNets)}";
+        if (model.Adapters.Count > 0) controlNets += $" with T2I-Adapter{(model.Adapters.Count > 1 ? "s" : "")} {string.Join(", ", model.Adapters)}";
         output.Error.WriteLine($"serving {model.Name} ({model.PipelineClass}){controlNets} at {server.Address}; Ctrl+C stops");
         await server.WaitForShutdownAsync(ct);
         return ExitCodes.Ok;

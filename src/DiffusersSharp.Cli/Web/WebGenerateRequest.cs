@@ -94,14 +94,35 @@ public sealed record WebGenerateRequest
     /// <summary>ControlNet guess mode (SD 1.x / 2.x and SDXL ControlNets).</summary>
     public bool? GuessMode { get; init; }
 
+    /// <summary>With ControlNet-Unions on the server: the control type of each control image (a name such as
+    /// <c>canny</c> or an index, or a list in the control images' order). One ControlNet-Union takes several conditions
+    /// (a control image and a type each); several take one each.</summary>
+    [JsonConverter(typeof(NameOrListConverter))]
+    public string[]? ControlMode { get; init; }
+
+    /// <summary>With one T2I-Adapter on the server (txt2img): its condition image, a data URL or base64.</summary>
+    public string? AdapterImage { get; init; }
+
+    /// <summary>One condition image per T2I-Adapter of the server, in its order (instead of <see cref="AdapterImage"/>).</summary>
+    public string[]? AdapterImages { get; init; }
+
+    /// <summary>T2I-Adapter conditioning scale: one number for all adapters, or one per adapter.</summary>
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public double[]? AdapterScale { get; init; }
+
+    /// <summary>SDXL T2I-Adapters: the fraction of the steps they steer, in [0, 1].</summary>
+    public double? AdapterFactor { get; init; }
+
     /// <summary>
     /// The options as the CLI verb of <see cref="Mode"/> has them, with the uploaded images written to files in
     /// <paramref name="uploads"/>; validated by the same checks as the command line. The control images pair with
-    /// <paramref name="controlNets"/>, the server's ControlNets: a request without them runs the plain pipeline.
+    /// <paramref name="server"/>'s ControlNets (one each, or several conditions for one ControlNet-Union), the adapter
+    /// images with its T2I-Adapters: a request without them runs the plain pipeline.
     /// </summary>
     /// <exception cref="ArgumentException">An unknown mode, an image that is not base64, or an option the verb refuses.</exception>
-    internal GenerateSettings ToSettings(string model, IReadOnlyList<string> controlNets, string uploads, string? lora = null, double loraScale = 1)
+    internal GenerateSettings ToSettings(string model, ServerModels server, string uploads, string? lora = null, double loraScale = 1)
     {
+        var controlNets = server.ControlNets;
         string? Upload(string? data, string name, string? file = null)
         {
             if (data is null) return null;
@@ -119,11 +140,24 @@ public sealed record WebGenerateRequest
             if (controlImages is not null) throw new ArgumentException("give control_image (one ControlNet) or control_images (one per ControlNet), not both.");
             controlImages = [ControlImage];
         }
-        CheckControl(controlImages, controlNets);
+        CheckControl(controlImages, server);
+        string[]? adapterImages = AdapterImages;
+        if (AdapterImage is not null)
+        {
+            if (adapterImages is not null) throw new ArgumentException("give adapter_image (one T2I-Adapter) or adapter_images (one per T2I-Adapter), not both.");
+            adapterImages = [AdapterImage];
+        }
+        CheckAdapters(adapterImages, server.Adapters);
         string[]? Numbers(double[]? values) => values?.Select(v => v.ToString("R", CultureInfo.InvariantCulture)).ToArray();
         string[]? controlFiles = controlImages?.Select((data, i) =>
             Upload(data, controlImages.Length == 1 ? "control_image" : $"control_images[{i}]", $"control-{i}")!).ToArray();
         string[]? controlNet = controlFiles is null ? null : [.. controlNets];
+        string[]? controlMode = controlFiles is null ? null : ControlMode;
+        string[]? adapterFiles = adapterImages?.Select((data, i) =>
+            Upload(data, adapterImages.Length == 1 ? "adapter_image" : $"adapter_images[{i}]", $"adapter-{i}")!).ToArray();
+        string[]? adapter = adapterFiles is null ? null : [.. server.Adapters];
+        string[]? adapterScale = adapterFiles is null ? null : Numbers(AdapterScale);
+        string? adapterFactor = adapterFiles is null ? null : AdapterFactor?.ToString("R", CultureInfo.InvariantCulture);
         string[]? scale = Numbers(ControlnetScale), start = Numbers(ControlStart), end = Numbers(ControlEnd);
         bool guessMode = GuessMode ?? false;
         string? guidance = Guidance?.ToString("R", CultureInfo.InvariantCulture);
@@ -143,6 +177,7 @@ public sealed record WebGenerateRequest
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 TrueCfg = trueCfg, Lora = lora, LoraScale = loraText,
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
+                ControlMode = controlMode, Adapter = adapter, AdapterImage = adapterFiles, AdapterScale = adapterScale, AdapterFactor = adapterFactor,
             },
             "img2img" => new Img2ImgSettings
             {
@@ -150,7 +185,7 @@ public sealed record WebGenerateRequest
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 TrueCfg = trueCfg, Lora = lora, LoraScale = loraText,
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
-                Image = Upload(Image, "image"), Strength = strength,
+                ControlMode = controlMode, Image = Upload(Image, "image"), Strength = strength,
             },
             "inpaint" => new InpaintSettings
             {
@@ -158,7 +193,7 @@ public sealed record WebGenerateRequest
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 TrueCfg = trueCfg, Lora = lora, LoraScale = loraText,
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
-                Image = Upload(Image, "image"), Mask = Upload(Mask, "mask"), Strength = strength, PaddingMaskCrop = PaddingMaskCrop,
+                ControlMode = controlMode, Image = Upload(Image, "image"), Mask = Upload(Mask, "mask"), Strength = strength, PaddingMaskCrop = PaddingMaskCrop,
             },
             _ => throw new ArgumentException($"mode must be txt2img, img2img or inpaint, got '{Mode}'."),
         };
@@ -171,18 +206,65 @@ public sealed record WebGenerateRequest
     /// The ControlNet fields against the server's ControlNets, worded for the API: the command line's own checks (values,
     /// counts of the scales and windows) follow, but they speak of --controlnet, which here is the server's.
     /// </summary>
-    private void CheckControl(string[]? controlImages, IReadOnlyList<string> controlNets)
+    private void CheckControl(string[]? controlImages, ServerModels server)
     {
+        var controlNets = server.ControlNets;
         string? option = controlImages is not null ? "control_image" : ControlnetScale is not null ? "controlnet_scale"
-            : ControlStart is not null ? "control_start" : ControlEnd is not null ? "control_end" : GuessMode is true ? "guess_mode" : null;
+            : ControlStart is not null ? "control_start" : ControlEnd is not null ? "control_end" : GuessMode is true ? "guess_mode"
+            : ControlMode is not null ? "control_mode" : null;
         if (option is null) return;
         if (controlNets.Count == 0)
             throw new ArgumentException($"{option} needs a ControlNet, and this server has none (start it with serve --controlnet FOLDER_OR_REPO).");
         if (controlImages is null)
             throw new ArgumentException($"{option} needs control_image (or control_images: one per ControlNet of the server).");
+        bool unions = server.ControlNetUnionTypes.Any(types => types is not null);
+        if (ControlMode is not null && !unions)
+            throw new ArgumentException($"control_mode applies to ControlNet-Union models; this server's ControlNets ({string.Join(", ", controlNets)}) are plain ControlNets.");
+        if (unions && ControlMode is null)
+            throw new ArgumentException($"this server's ControlNet{(controlNets.Count > 1 ? "s are ControlNet-Unions" : " is a ControlNet-Union")}: give the control type of each control image with control_mode " +
+                $"({string.Join(", ", DiffusersSharp.Pipelines.StableDiffusion.ControlNetUnionMode.Names.Select(kv => $"{kv.Key} {kv.Value}"))}).");
+        // One ControlNet-Union fuses several conditions (control_mode pairs with them); otherwise one image per ControlNet.
+        if (unions && controlNets.Count == 1) return;
         if (controlImages.Length != controlNets.Count)
             throw new ArgumentException($"this server has {controlNets.Count} ControlNet{(controlNets.Count > 1 ? "s" : "")} ({string.Join(", ", controlNets)}): " +
                 $"give one control image per ControlNet, in that order; got {controlImages.Length}.");
+    }
+
+    /// <summary>The T2I-Adapter fields against the server's adapters, worded for the API (the command line's checks follow).</summary>
+    private void CheckAdapters(string[]? adapterImages, IReadOnlyList<string> adapters)
+    {
+        string? option = adapterImages is not null ? "adapter_image" : AdapterScale is not null ? "adapter_scale" : AdapterFactor is not null ? "adapter_factor" : null;
+        if (option is null) return;
+        if (adapters.Count == 0)
+            throw new ArgumentException($"{option} needs a T2I-Adapter, and this server has none (start it with serve --adapter FOLDER_OR_REPO).");
+        if (Mode != "txt2img")
+            throw new ArgumentException($"{option} applies to txt2img only (diffusers' T2I-Adapter pipelines are text-to-image); got mode {Mode}.");
+        if (adapterImages is null)
+            throw new ArgumentException($"{option} needs adapter_image (or adapter_images: one per T2I-Adapter of the server).");
+        if (adapterImages.Length != adapters.Count)
+            throw new ArgumentException($"this server has {adapters.Count} T2I-Adapter{(adapters.Count > 1 ? "s" : "")} ({string.Join(", ", adapters)}): " +
+                $"give one adapter image per adapter, in that order; got {adapterImages.Length}.");
+    }
+
+    /// <summary>Reads a name or number, or a list of them, as a list of strings (control types by name or index).</summary>
+    private sealed class NameOrListConverter : JsonConverter<string[]>
+    {
+        public override string[] Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+        {
+            static string One(ref Utf8JsonReader r) => r.TokenType switch
+            {
+                JsonTokenType.String => r.GetString()!,
+                JsonTokenType.Number => r.GetInt64().ToString(CultureInfo.InvariantCulture),
+                _ => throw new JsonException("a name, a number, or a list of them"),
+            };
+            if (reader.TokenType != JsonTokenType.StartArray) return [One(ref reader)];
+            var values = new List<string>();
+            while (reader.Read() && reader.TokenType != JsonTokenType.EndArray) values.Add(One(ref reader));
+            return [.. values];
+        }
+
+        public override void Write(Utf8JsonWriter writer, string[] value, JsonSerializerOptions options) =>
+            JsonSerializer.Serialize(writer, value, options);
     }
 
     /// <summary>Reads a number, or a list of numbers, as a list (a scale for all ControlNets, or one per ControlNet).</summary>
@@ -204,4 +286,14 @@ public sealed record WebGenerateRequest
         public override void Write(Utf8JsonWriter writer, double[] value, JsonSerializerOptions options) =>
             JsonSerializer.Serialize(writer, value, options);
     }
+}
+
+/// <summary>What the server loaded beside its model, which a request's control and adapter images pair with.</summary>
+/// <param name="ControlNets">The ControlNets (serve --controlnet), in order.</param>
+/// <param name="ControlNetUnionTypes">Per ControlNet: its number of control types if it is a ControlNet-Union, else null.</param>
+/// <param name="Adapters">The T2I-Adapters (serve --adapter), in order.</param>
+internal sealed record ServerModels(IReadOnlyList<string> ControlNets, IReadOnlyList<int?> ControlNetUnionTypes, IReadOnlyList<string> Adapters)
+{
+    /// <summary>A server with nothing beside its model.</summary>
+    public static ServerModels None { get; } = new([], [], []);
 }

@@ -7,6 +7,7 @@ using DiffusersSharp.Cli.Commands;
 using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
+using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Schedulers;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -102,6 +103,13 @@ internal sealed class WebServer : IAsyncDisposable
             Controlnets = _model.ControlNets,
             ControlnetModes = _model.ControlNetModes,
             GuessMode = _model.HasGuessMode,
+            // Per ControlNet: its number of control types if it is a ControlNet-Union (the request then takes control_mode), else null.
+            ControlnetUnionTypes = _model.ControlNetUnionTypes,
+            ControlModeNames = ControlNetUnionMode.Names,
+            // The T2I-Adapters (serve --adapter): txt2img takes an adapter image per adapter; SDXL's also an adapter_factor.
+            Adapters = _model.Adapters,
+            AdapterModes = _model.AdapterModes,
+            AdapterFactor = _model.Adapters.Count > 0 && unet is { IsXL: true },
         };
     }
 
@@ -137,7 +145,8 @@ internal sealed class WebServer : IAsyncDisposable
                 CheckMode(body);
                 if (body.LoraScale is { } loraScale && (_model.LoraFile is null || !double.IsFinite(loraScale)))
                     throw new ArgumentException(_model.LoraFile is null ? "lora_scale needs a LoRA: start the server with --lora FILE." : $"lora_scale must be a finite number, got {loraScale}.");
-                settings = body.ToSettings(_model.Name, _model.ControlNets, uploads, _model.LoraFile, _model.LoraScale);
+                settings = body.ToSettings(_model.Name, new ServerModels(_model.ControlNets, _model.ControlNetUnionTypes, _model.Adapters), uploads,
+                    _model.LoraFile, _model.LoraScale);
                 loraScaleWanted = body.LoraScale;
                 pipelines = VerbPipelines.For(settings);
                 _model.CheckOptions(settings);

@@ -27,7 +27,7 @@ internal static partial class WebText
             : type == typeof(bool) ? "true or false"
             : type == typeof(string) ? "a string"
             : type == typeof(string[]) ? "a list of strings"
-            : type == typeof(double[]) ? "a number or a list of numbers (one per ControlNet)"
+            : type == typeof(double[]) ? "a number or a list of numbers"
             : "a value of another kind";
         return $"{field} must be {kind}.";
     }

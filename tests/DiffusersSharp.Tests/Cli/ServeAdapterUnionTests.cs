@@ -1,0 +1,189 @@
+using System.Net.Http.Json;
+using System.Text.Json;
+using DiffusersSharp.Cli;
+using DiffusersSharp.Cli.Commands;
+using DiffusersSharp.Cli.Web;
+using DiffusersSharp.Images;
+using DiffusersSharp.Tests.Support;
+
+namespace DiffusersSharp.Tests.Cli;
+
+/// <summary>A served model with one loader-side add-on (a ControlNet-Union or T2I-Adapters), over real HTTP.</summary>
+public abstract class ServeWithAddOn : IAsyncLifetime
+{
+    private protected static readonly CliOutput Quiet = new(TextWriter.Null, TextWriter.Null);
+    private readonly string _dir = Directory.CreateTempSubdirectory("serve-add-on").FullName;
+    private LoadedModel? _model;
+    private WebServer? _server;
+    private HttpClient? _http;
+
+    private protected HttpClient Http => _http!;
+
+    private protected abstract ServeCommand.Settings Settings { get; }
+
+    private protected string Out(string name) => Path.Combine(_dir, name);
+
+    public async Task InitializeAsync()
+    {
+        _model = LoadedModel.Load(Quiet, Settings, default);
+        _server = await WebServer.StartAsync(_model, Quiet, "127.0.0.1", 0, default);
+        _http = new HttpClient { BaseAddress = _server.Address };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http?.Dispose();
+        if (_server is not null) await _server.DisposeAsync();
+        _model?.Dispose();
+        Directory.Delete(_dir, true);
+    }
+
+    /// <summary>Runs <c>generate</c> with <paramref name="args"/> and checks that its image and parameters equal the API result's.</summary>
+    private protected void AssertSameAsCommandLine(JsonElement result, params string[] args)
+    {
+        string output = Out("cli.png");
+        var (code, _, stderr) = CliRunner.Run(["generate", .. args, "--output", output]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(ImageFile.ReadPngText(output)["parameters"], result.GetProperty("parameters").GetString());
+        Assert.Equal(ImageFile.Load(output).Pixels, ServeApi.Image(result).Pixels);
+    }
+}
+
+/// <summary>
+/// <c>serve --controlnet</c> with the tiny SDXL ControlNet-Union of local-diffusers/controlnet-union: control_mode names
+/// each control image's type, one union takes several conditions, and the requests equal the command line's.
+/// </summary>
+public sealed class ControlNetUnionServeTests : ServeWithAddOn
+{
+    private static readonly string Union = Fixtures.Path("local-diffusers/controlnet-union/union");
+    private static readonly string Model = Fixtures.Path("tiny-sdxl/model");
+    private static readonly string Control = Fixtures.Path("local-diffusers/controlnet/control.png");
+    private static readonly string Control2 = Fixtures.Path("local-diffusers/controlnet-modes/control2.png");
+
+    private protected override ServeCommand.Settings Settings => new() { Model = Model, ControlNet = [Union] };
+
+    [Fact]
+    public async Task InfoGivesTheUnionsControlTypes()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal(8, Assert.Single(info.GetProperty("controlnet_union_types").EnumerateArray()).GetInt32());
+        Assert.Equal(3, info.GetProperty("control_mode_names").GetProperty("canny").GetInt32());
+        Assert.Empty(info.GetProperty("adapters").EnumerateArray());
+    }
+
+    [Fact]
+    public async Task TwoConditionsOnOneUnionEqualTheCommandLines()
+    {
+        var result = await ServeApi.Result(Http, new
+        {
+            prompt = "edges", steps = 3, width = 64, height = 64, seed = 5,
+            control_images = new[] { ServeApi.DataUrl(Control), ServeApi.DataUrl(Control2) }, control_mode = new object[] { "canny", 1 },
+            controlnet_scale = new[] { 0.6, 1.1 }, control_start = new[] { 0.0, 0.3 }, control_end = new[] { 0.7, 1.0 },
+        });
+        Assert.Contains($"ControlNet 2: {Union} mode 1:1.1 [0.3, 1]", result.GetProperty("parameters").GetString());
+        AssertSameAsCommandLine(result, "--model", Model, "--prompt", "edges", "--controlnet", Union,
+            "--control-image", Control, "--control-mode", "canny", "--control-image", Control2, "--control-mode", "1",
+            "--controlnet-scale", "0.6", "--controlnet-scale", "1.1", "--control-start", "0", "--control-start", "0.3",
+            "--control-end", "0.7", "--control-end", "1", "--steps", "3", "--width", "64", "--height", "64", "--seed", "5");
+    }
+
+    [Fact]
+    public async Task AUnionSteersImageToImage()
+    {
+        var result = await ServeApi.Result(Http, new
+        {
+            mode = "img2img", prompt = "tiles", steps = 4, strength = 0.5, seed = 6, image = ServeApi.DataUrl(Control2),
+            control_image = ServeApi.DataUrl(Control2), control_mode = "tile",
+        });
+        Assert.Contains($"ControlNet: {Union} mode 6", result.GetProperty("parameters").GetString());
+    }
+
+    [Theory]
+    [InlineData("no-mode", "give the control type of each control image with control_mode")]
+    [InlineData("too-high", "knows 8 control types (0 to 7)")]
+    [InlineData("unknown", "canny")]
+    [InlineData("count", "control_mode is given once per control_image (2), in the same order; got 1")]
+    [InlineData("mode-alone", "control_mode needs control_image")]
+    public async Task ControlModesAreCheckedBeforeAnythingRuns(string kind, string reason)
+    {
+        string control = ServeApi.DataUrl(Control);
+        object body = kind switch
+        {
+            "no-mode" => new { prompt = "x", control_image = control },
+            "too-high" => new { prompt = "x", control_image = control, control_mode = 9 } as object,
+            "unknown" => new { prompt = "x", control_image = control, control_mode = "sketchy" },
+            "count" => new { prompt = "x", control_images = new[] { control, control }, control_mode = new[] { "canny" } },
+            _ => new { prompt = "x", control_mode = "depth" },
+        };
+        Assert.Contains(reason, await ServeApi.Refusal(Http, body));
+    }
+}
+
+/// <summary>
+/// <c>serve --adapter</c> with the tiny T2I-Adapters of local-diffusers/t2i-adapter on tiny-sd15: text-to-image takes an
+/// adapter image per adapter and equals the command line's; other modes and stray fields are refused before anything runs.
+/// </summary>
+public sealed class T2IAdapterServeTests : ServeWithAddOn
+{
+    private static string Fixture(string name) => Fixtures.Path($"local-diffusers/t2i-adapter/{name}");
+
+    private static readonly string Model = Fixtures.Path("tiny-sd15/model");
+
+    private protected override ServeCommand.Settings Settings => new() { Model = Model, Adapter = [Fixture("full"), Fixture("light_gray")] };
+
+    [Fact]
+    public async Task InfoNamesTheAdaptersAndTheirMode()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal([Fixture("full"), Fixture("light_gray")], info.GetProperty("adapters").EnumerateArray().Select(s => s.GetString()));
+        Assert.Equal(["txt2img"], info.GetProperty("adapter_modes").EnumerateArray().Select(s => s.GetString()));
+        Assert.False(info.GetProperty("adapter_factor").GetBoolean()); // SD 1.x's adapter pipeline has none
+    }
+
+    [Fact]
+    public async Task TwoAdaptersEqualTheCommandLines()
+    {
+        var result = await ServeApi.Result(Http, new
+        {
+            prompt = "a sketch", steps = 3, width = 64, height = 64, seed = 8,
+            adapter_images = new[] { ServeApi.DataUrl(Fixture("sketch.png")), ServeApi.DataUrl(Fixture("depth.png")) }, adapter_scale = new[] { 0.7, 1.3 },
+        });
+        Assert.Contains("T2I-Adapter", result.GetProperty("parameters").GetString());
+        AssertSameAsCommandLine(result, "--model", Model, "--prompt", "a sketch",
+            "--adapter", Fixture("full"), "--adapter-image", Fixture("sketch.png"), "--adapter-scale", "0.7",
+            "--adapter", Fixture("light_gray"), "--adapter-image", Fixture("depth.png"), "--adapter-scale", "1.3",
+            "--steps", "3", "--width", "64", "--height", "64", "--seed", "8");
+        // Without adapter images the plain pipeline runs.
+        var plain = await ServeApi.Result(Http, new { prompt = "a sketch", steps = 3, width = 64, height = 64, seed = 8 });
+        Assert.DoesNotContain("T2I-Adapter", plain.GetProperty("parameters").GetString());
+    }
+
+    [Theory]
+    [InlineData("one", "this server has 2 T2I-Adapters")]
+    [InlineData("img2img", "adapter_image applies to txt2img only")]
+    [InlineData("scale-alone", "adapter_scale needs adapter_image")]
+    [InlineData("factor", "adapter_factor does not apply with adapter to SD 1.x / 2.x models")]
+    [InlineData("control", "control_image needs a ControlNet, and this server has none")]
+    public async Task AdapterFieldsAreCheckedBeforeAnythingRuns(string kind, string reason)
+    {
+        string sketch = ServeApi.DataUrl(Fixture("sketch.png"));
+        object body = kind switch
+        {
+            "one" => new { prompt = "x", adapter_image = sketch },
+            "img2img" => new { prompt = "x", mode = "img2img", image = sketch, adapter_images = new[] { sketch, sketch } } as object,
+            "scale-alone" => new { prompt = "x", adapter_scale = 0.5 },
+            "factor" => new { prompt = "x", adapter_images = new[] { sketch, sketch }, adapter_factor = 0.5 },
+            _ => new { prompt = "x", control_image = sketch },
+        };
+        Assert.Contains(reason, await ServeApi.Refusal(Http, body));
+    }
+
+    [Fact]
+    public void ServeRefusesAdaptersWithControlNetsBeforeLoading()
+    {
+        var (code, _, stderr) = CliRunner.Run("serve", "--model", Model, "--adapter", Fixture("full"),
+            "--controlnet", Fixtures.Path("local-diffusers/controlnet/sd15"), "--port", "0");
+        Assert.Equal(2, code);
+        Assert.Contains("--adapter and --controlnet cannot be combined", stderr);
+    }
+}
