@@ -49,14 +49,25 @@ internal abstract class VerbPipelines
     /// The pipelines of the verb whose options <paramref name="settings"/> are, with its input images read (before any
     /// model is loaded: an unreadable image is invalid input).
     /// </summary>
-    public static VerbPipelines For(GenerateSettings settings) => settings switch
+    public static VerbPipelines For(GenerateSettings settings)
     {
-        InpaintSettings s => Inpaint.Read(s),
-        Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s)),
-        { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlOptions.From(s)!),
-        { Adapters.Count: > 0 } s => new AdapterTextToImage(AdapterOptions.From(s)),
-        _ => new TextToImage(),
-    };
+        VerbPipelines pipelines = settings switch
+        {
+            InpaintSettings s => Inpaint.Read(s),
+            Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s)),
+            { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlOptions.From(s)!),
+            { Adapters.Count: > 0 } s => new AdapterTextToImage(AdapterOptions.From(s)),
+            _ => new TextToImage(),
+        };
+        // Without --controlnet, the control image is a FLUX.1 control model's (the model check refuses it for others).
+        if (settings is { ControlNets.Count: 0, ControlImage: [var file] }) pipelines.FluxControlImage = ImageFile.LoadRgb(file);
+        // (a FLUX.1 control model without it is refused by the model check, before its request is built)
+        return pipelines;
+    }
+
+    /// <summary>The control image of a FLUX.1 control model (FLUX.1-Canny-dev, Depth-dev; --control-image without
+    /// --controlnet), or null.</summary>
+    public ImageBuffer? FluxControlImage { get; private set; }
 
     /// <summary>The verb's name in the parameters text (txt2img, img2img, inpaint).</summary>
     public abstract string Verb { get; }
@@ -155,10 +166,16 @@ internal sealed class TextToImage : VerbPipelines
 
     public override StableDiffusionRequest UNetRequest() => new();
 
-    public override FluxRequest FluxRequest(string pipelineClass) =>
-        pipelineClass == FluxComponents.KontextPipelineClass ? new FluxKontextRequest() : new FluxRequest();
+    public override FluxRequest FluxRequest(string pipelineClass) => pipelineClass switch
+    {
+        FluxComponents.KontextPipelineClass => new FluxKontextRequest(),
+        FluxComponents.ControlPipelineClass => new FluxControlRequest { ControlImage = FluxControlImage! },
+        _ => new FluxRequest(),
+    };
 
-    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => request is FluxKontextRequest kontext
+    public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) =>
+        request is FluxControlRequest structural ? Use(new FluxControlPipeline(components), structural, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
+        : request is FluxKontextRequest kontext
         ? Use(new FluxKontextPipeline(components), kontext, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
         : Use(new FluxPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
@@ -282,13 +299,15 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     public override FluxRequest FluxRequest(string pipelineClass)
     {
         if (pipelineClass == FluxComponents.KontextPipelineClass) return new FluxKontextRequest { Image = image }; // --strength was refused
-        FluxImg2ImgRequest request = control is null ? new FluxImg2ImgRequest { Image = image } : control.Apply(new FluxControlNetImg2ImgRequest { Image = image });
+        FluxImg2ImgRequest request = pipelineClass == FluxComponents.ControlPipelineClass ? new FluxControlImg2ImgRequest { Image = image, ControlImage = FluxControlImage! }
+            : control is null ? new FluxImg2ImgRequest { Image = image } : control.Apply(new FluxControlNetImg2ImgRequest { Image = image });
         return strength is { } s ? request with { Strength = s } : request;
     }
 
     public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => request switch
     {
         FluxKontextRequest kontext => Use(new FluxKontextPipeline(components), kontext, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
+        FluxControlImg2ImgRequest structural => Use(new FluxControlImg2ImgPipeline(components), structural, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
         FluxControlNetImg2ImgRequest cn => Use(new FluxControlNetImg2ImgPipeline(components), cn, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
         _ => Use(new FluxImg2ImgPipeline(components), (FluxImg2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
     };
@@ -349,6 +368,8 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
         FluxInpaintRequest request = pipelineClass == FluxComponents.FillPipelineClass ? new FluxFillRequest { Image = image, MaskImage = mask }
             : pipelineClass == FluxComponents.KontextPipelineClass // --controlnet with Kontext was refused
                 ? new FluxKontextInpaintRequest { Image = image, MaskImage = mask, PaddingMaskCrop = paddingMaskCrop }
+            : pipelineClass == FluxComponents.ControlPipelineClass // --padding-mask-crop was refused
+                ? new FluxControlInpaintRequest { Image = image, MaskImage = mask, ControlImage = FluxControlImage! }
             : control is null ? new FluxInpaintRequest { Image = image, MaskImage = mask, PaddingMaskCrop = paddingMaskCrop }
             : control.Apply(new FluxControlNetInpaintRequest { Image = image, MaskImage = mask }); // --controlnet with Fill was refused
         return strength is { } s ? request with { Strength = s } : request;
@@ -358,6 +379,7 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
     {
         FluxFillRequest fill => Use(new FluxFillPipeline(components), fill, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
         FluxKontextInpaintRequest kontext => Use(new FluxKontextInpaintPipeline(components), kontext, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
+        FluxControlInpaintRequest structural => Use(new FluxControlInpaintPipeline(components), structural, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
         FluxControlNetInpaintRequest cn => Use(new FluxControlNetInpaintPipeline(components), cn, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
         _ => Use(new FluxInpaintPipeline(components), (FluxInpaintRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c)),
     };

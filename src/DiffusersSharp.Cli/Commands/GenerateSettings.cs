@@ -214,7 +214,7 @@ public class GenerateSettings : ModelSettings
     public string[]? ControlNet { get; init; }
 
     /// <summary>The control images, one per ControlNet.</summary>
-    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), one per --controlnet in the same order, resized to the output size; generate without --width / --height takes the (first) image's size (rounded down to 8) for SD 1.x / 2.x and SDXL, the model's default size for SD3 and Flux (as diffusers).")]
+    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), one per --controlnet in the same order, resized to the output size; generate without --width / --height takes the (first) image's size (rounded down to 8) for SD 1.x / 2.x and SDXL, the model's default size for SD3 and Flux (as diffusers). Without --controlnet, for a FLUX.1 control model (FLUX.1-Canny-dev, FLUX.1-Depth-dev: model_index FluxControlPipeline): its Canny edge map or depth map, once (diffusers' FluxControl[Img2Img|Inpaint]Pipeline control_image).")]
     public string[]? ControlImage { get; init; }
 
     /// <summary>ControlNet conditioning scales.</summary>
@@ -373,7 +373,10 @@ public class GenerateSettings : ModelSettings
     {
         if (!Given(ControlNet))
         {
-            string? stray = Given(ControlImage) ? "--control-image" : Given(ControlNetScale) ? "--controlnet-scale"
+            // One --control-image alone is a FLUX.1 control model's (FLUX.1-Canny-dev, Depth-dev): the model check refuses it for others.
+            if (Given(ControlImage) && ControlImage!.Length > 1) return "--control-image is given once per --controlnet; without --controlnet (FLUX.1-Canny-dev / Depth-dev), once.";
+            if (Given(ControlImage) && (string.IsNullOrWhiteSpace(ControlImage![0]) || !File.Exists(ControlImage[0]))) return $"--control-image not found: {ControlImage[0]}.";
+            string? stray = Given(ControlNetScale) ? "--controlnet-scale"
                 : Given(ControlStart) ? "--control-start" : Given(ControlEnd) ? "--control-end" : GuessMode ? "--guess-mode"
                 : Given(ControlMode) ? "--control-mode" : null;
             return stray is null ? null : $"{stray} needs --controlnet.";

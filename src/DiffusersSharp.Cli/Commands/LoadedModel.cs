@@ -258,6 +258,17 @@ internal sealed class LoadedModel : IDisposable
     /// </summary>
     private static void CheckFluxVariant(GenerateSettings settings, string pipelineClass)
     {
+        if (pipelineClass == FluxComponents.ControlPipelineClass)
+        {
+            // diffusers' FluxControlPipeline, FluxControlImg2ImgPipeline and FluxControlInpaintPipeline.
+            if (settings.ControlImage is not { Length: 1 })
+                throw new ArgumentException($"{settings.Model} is a FLUX.1 control model ({pipelineClass}: FLUX.1-Canny-dev, Depth-dev): give its control image (Canny edges or a depth map) with --control-image.");
+            if (settings.TrueCfg is not null || settings.NegativePrompt is not null)
+                throw new ArgumentException($"--true-cfg and --negative-prompt do not apply to FLUX.1 control models (diffusers' FluxControlPipeline has no true CFG); {settings.Model} is a {pipelineClass}.");
+            if (settings is InpaintSettings { PaddingMaskCrop: not null })
+                throw new ArgumentException($"--padding-mask-crop does not apply to FLUX.1 control models (diffusers' FluxControlInpaintPipeline has none); {settings.Model} is a {pipelineClass}.");
+            return;
+        }
         if (pipelineClass == FluxComponents.FillPipelineClass && settings is not InpaintSettings)
             throw new ArgumentException($"{settings.Model} is a FluxFillPipeline (FLUX.1-Fill), which repaints the masked part of an image: use `inpaint --image FILE --mask FILE` (diffusers' Fill pipeline needs both).");
         if (pipelineClass == FluxComponents.FillPipelineClass && settings.TrueCfg is not null)
@@ -279,6 +290,8 @@ internal sealed class LoadedModel : IDisposable
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
+        if (settings.ControlNets.Count == 0 && settings.ControlImage is { Length: > 0 } && pipelineClass != FluxComponents.ControlPipelineClass)
+            throw new ArgumentException($"--control-image needs --controlnet (or a FLUX.1 control model such as FLUX.1-Canny-dev, whose model_index.json names {FluxComponents.ControlPipelineClass}); {settings.Model} is a {pipelineClass}.");
         if (settings is InpaintSettings { PaddingMaskCrop: not null } cropped)
         {
             // The mask is cropped with the image, so it must have its size; for Kontext the image's Kontext size, which

@@ -151,7 +151,7 @@ public sealed record WebGenerateRequest
         string[]? Numbers(double[]? values) => values?.Select(v => v.ToString("R", CultureInfo.InvariantCulture)).ToArray();
         string[]? controlFiles = controlImages?.Select((data, i) =>
             Upload(data, controlImages.Length == 1 ? "control_image" : $"control_images[{i}]", $"control-{i}")!).ToArray();
-        string[]? controlNet = controlFiles is null ? null : [.. controlNets];
+        string[]? controlNet = controlFiles is null || server.TakesControlImage ? null : [.. controlNets];
         string[]? controlMode = controlFiles is null ? null : ControlMode;
         string[]? adapterFiles = adapterImages?.Select((data, i) =>
             Upload(data, adapterImages.Length == 1 ? "adapter_image" : $"adapter_images[{i}]", $"adapter-{i}")!).ToArray();
@@ -209,9 +209,18 @@ public sealed record WebGenerateRequest
     private void CheckControl(string[]? controlImages, ServerModels server)
     {
         var controlNets = server.ControlNets;
-        string? option = controlImages is not null ? "control_image" : ControlnetScale is not null ? "controlnet_scale"
-            : ControlStart is not null ? "control_start" : ControlEnd is not null ? "control_end" : GuessMode is true ? "guess_mode"
-            : ControlMode is not null ? "control_mode" : null;
+        string? setting = ControlnetScale is not null ? "controlnet_scale" : ControlStart is not null ? "control_start"
+            : ControlEnd is not null ? "control_end" : GuessMode is true ? "guess_mode" : ControlMode is not null ? "control_mode" : null;
+        string? option = controlImages is not null ? "control_image" : setting;
+        if (server.TakesControlImage)
+        {
+            // A FLUX.1 control model: one control image, every request (diffusers' FluxControl pipelines need it).
+            if (controlImages is not { Length: 1 })
+                throw new ArgumentException("this server's model is a FLUX.1 control model (FLUX.1-Canny-dev, Depth-dev): give its control image (Canny edges or a depth map), once, with control_image.");
+            if (setting is not null)
+                throw new ArgumentException($"{setting} applies to ControlNets; this server's model takes its control image alone.");
+            return;
+        }
         if (option is null) return;
         if (controlNets.Count == 0)
             throw new ArgumentException($"{option} needs a ControlNet, and this server has none (start it with serve --controlnet FOLDER_OR_REPO).");
@@ -292,8 +301,6 @@ public sealed record WebGenerateRequest
 /// <param name="ControlNets">The ControlNets (serve --controlnet), in order.</param>
 /// <param name="ControlNetUnionTypes">Per ControlNet: its number of control types if it is a ControlNet-Union, else null.</param>
 /// <param name="Adapters">The T2I-Adapters (serve --adapter), in order.</param>
-internal sealed record ServerModels(IReadOnlyList<string> ControlNets, IReadOnlyList<int?> ControlNetUnionTypes, IReadOnlyList<string> Adapters)
-{
-    /// <summary>A server with nothing beside its model.</summary>
-    public static ServerModels None { get; } = new([], [], []);
-}
+/// <param name="TakesControlImage">Whether the model itself takes a control image (a FLUX.1 control model: FLUX.1-Canny-dev, Depth-dev).</param>
+internal sealed record ServerModels(IReadOnlyList<string> ControlNets, IReadOnlyList<int?> ControlNetUnionTypes, IReadOnlyList<string> Adapters,
+    bool TakesControlImage = false);

@@ -110,6 +110,8 @@ internal sealed class WebServer : IAsyncDisposable
             Adapters = _model.Adapters,
             AdapterModes = _model.AdapterModes,
             AdapterFactor = _model.Adapters.Count > 0 && unet is { IsXL: true },
+            // A FLUX.1 control model (FLUX.1-Canny-dev, Depth-dev): every request takes its control_image.
+            TakesControlImage = _model.PipelineClass == FluxComponents.ControlPipelineClass,
         };
     }
 
@@ -145,7 +147,8 @@ internal sealed class WebServer : IAsyncDisposable
                 CheckMode(body);
                 if (body.LoraScale is { } loraScale && (_model.LoraFile is null || !double.IsFinite(loraScale)))
                     throw new ArgumentException(_model.LoraFile is null ? "lora_scale needs a LoRA: start the server with --lora FILE." : $"lora_scale must be a finite number, got {loraScale}.");
-                settings = body.ToSettings(_model.Name, new ServerModels(_model.ControlNets, _model.ControlNetUnionTypes, _model.Adapters), uploads,
+                settings = body.ToSettings(_model.Name, new ServerModels(_model.ControlNets, _model.ControlNetUnionTypes, _model.Adapters,
+                    _model.PipelineClass == FluxComponents.ControlPipelineClass), uploads,
                     _model.LoraFile, _model.LoraScale);
                 loraScaleWanted = body.LoraScale;
                 pipelines = VerbPipelines.For(settings);

@@ -21,7 +21,8 @@ namespace DiffusersSharp.Pipelines.Flux;
 public sealed class FluxComponents : PipelineComponents
 {
     /// <summary>The pipeline class names these components load.</summary>
-    public static bool IsSupportedPipeline(string pipelineClass) => pipelineClass is FluxPipelineClass or FillPipelineClass or KontextPipelineClass;
+    public static bool IsSupportedPipeline(string pipelineClass) =>
+        pipelineClass is FluxPipelineClass or FillPipelineClass or KontextPipelineClass or ControlPipelineClass;
 
     /// <summary>model_index.json's class of FLUX.1-dev / schnell.</summary>
     public const string FluxPipelineClass = "FluxPipeline";
@@ -31,6 +32,10 @@ public sealed class FluxComponents : PipelineComponents
 
     /// <summary>model_index.json's class of FLUX.1-Kontext-dev (run it with <see cref="FluxKontextPipeline"/>).</summary>
     public const string KontextPipelineClass = "FluxKontextPipeline";
+
+    /// <summary>model_index.json's class of FLUX.1-Canny-dev and FLUX.1-Depth-dev (run them with <see cref="FluxControlPipeline"/>
+    /// or <see cref="FluxControlImg2ImgPipeline"/>).</summary>
+    public const string ControlPipelineClass = "FluxControlPipeline";
 
     /// <summary>The folder's model_index.json class (<see cref="FluxPipelineClass"/> for components built in code).</summary>
     public string PipelineClass { get; init; } = FluxPipelineClass;

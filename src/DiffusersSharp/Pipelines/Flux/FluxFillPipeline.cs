@@ -99,13 +99,7 @@ public sealed class FluxFillPipeline : FluxPipelineBase
 
         var imageIds = LatentImageIds(latentH / 2, latentW / 2, device, dtype);
         latents = Denoise(latents, positive, negative, imageIds, GuidanceTensor(request, batch), scheduler, timesteps, request,
-            progress, cancellationToken, new FillHooks(condition));
+            progress, cancellationToken, new DenoiseHooks { ChannelCondition = condition });
         return Decode(latents, request.OutputType, height, width, progress);
-    }
-
-    /// <summary>Every step's transformer input: the latents with the masked-image and mask channels appended.</summary>
-    private sealed class FillHooks(Tensor condition) : DenoiseHooks
-    {
-        public override Tensor TransformerInput(Tensor latents) => cat([latents, condition], 2);
     }
 }

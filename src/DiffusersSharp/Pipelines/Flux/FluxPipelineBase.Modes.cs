@@ -22,6 +22,8 @@ public abstract partial class FluxPipelineBase
         int height = request.Height ?? DefaultSize, width = request.Width ?? DefaultSize;
         CheckInputs(request, height, width);
         if (control is not null) CheckControlNetInputs(control, request, height, width);
+        var controlImage = request as FluxControlRequest;
+        if (controlImage is not null) CheckControlImageInputs(request, controlImage.ControlImage);
         int batch = BatchSize(request);
         var (latentH, latentW) = LatentSize(height, width);
         long[] packedShape = [batch, (latentH / 2) * (latentW / 2), LatentChannels * 4];
@@ -37,6 +39,7 @@ public abstract partial class FluxPipelineBase
         cancellationToken.ThrowIfCancellationRequested();
 
         var controlLatents = control is null ? null : PrepareControlLatents(control, request, height, width, batch);
+        var controlImageLatents = controlImage is null ? null : ControlImageLatents(controlImage.ControlImage!, request, height, width, batch);
         var dtype = positive.PromptEmbeds.dtype;
         Tensor latents = request.Latents is { } initial
             ? initial.to(dtype, device, copy: true)
@@ -45,10 +48,10 @@ public abstract partial class FluxPipelineBase
 
         using var scheduler = CreateScheduler(request, (int)latents.shape[1]);
         scheduler.SetBeginIndex(0);
-        var hooks = control is null ? null : new DenoiseHooks
+        var hooks = control is not null ? new DenoiseHooks
         {
             Control = ControlResiduals(control, controlLatents!, (int)scheduler.Timesteps.shape[0], imageIds, request.GuidanceScale, batch),
-        };
+        } : controlImageLatents is not null ? new DenoiseHooks { ChannelCondition = controlImageLatents } : null;
         latents = Denoise(latents, positive, negative, imageIds, GuidanceTensor(request, batch), scheduler, scheduler.Timesteps, request,
             progress, cancellationToken, hooks);
         return Decode(latents, request.OutputType, height, width, progress);
@@ -69,6 +72,8 @@ public abstract partial class FluxPipelineBase
         CheckInputs(request, height, width);
         CheckStrength(request);
         if (control is not null) CheckControlNetInputs(control, request, height, width);
+        var controlImage = request as FluxControlImg2ImgRequest;
+        if (controlImage is not null) CheckControlImageInputs(request, controlImage.ControlImage);
         if (request.Image is null && request.Latents is null)
             throw new ArgumentException("image is required for image-to-image (or packed latents to start from).");
         int batch = BatchSize(request);
@@ -92,6 +97,8 @@ public abstract partial class FluxPipelineBase
         var dtype = positive.PromptEmbeds.dtype;
         using var scheduler = CreateScheduler(request, (latentH / 2) * (latentW / 2));
         var timesteps = StrengthTimesteps(scheduler, request.Strength);
+        // diffusers' FluxControlImg2ImgPipeline samples the control image after setting the timesteps, before the image.
+        var controlImageLatents = controlImage is null ? null : ControlImageLatents(controlImage.ControlImage!, request, height, width, batch);
         Tensor latents;
         if (request.Latents is { } initial) latents = initial.to(dtype, device, copy: true);
         else
@@ -102,10 +109,10 @@ public abstract partial class FluxPipelineBase
             latents = PackLatents(scheduler.ScaleNoise(imageLatents, timesteps[..1].repeat(batch), noise));
         }
         var imageIds = LatentImageIds(latentH / 2, latentW / 2, device, dtype);
-        var hooks = control is null ? null : new DenoiseHooks
+        var hooks = control is not null ? new DenoiseHooks
         {
             Control = ControlResiduals(control, controlLatents!, (int)timesteps.shape[0], imageIds, request.GuidanceScale, batch),
-        };
+        } : controlImageLatents is not null ? new DenoiseHooks { ChannelCondition = controlImageLatents } : null;
         latents = Denoise(latents, positive, negative, imageIds, GuidanceTensor(request, batch), scheduler, timesteps, request,
             progress, cancellationToken, hooks);
         return Decode(latents, request.OutputType, height, width, progress);
@@ -134,6 +141,10 @@ public abstract partial class FluxPipelineBase
         CheckInputs(request, height, width);
         CheckStrength(request);
         if (control is not null) CheckControlNetInputs(control, request, height, width);
+        var controlImage = request as FluxControlInpaintRequest;
+        if (controlImage is not null) CheckControlImageInputs(request, controlImage.ControlImage);
+        if (controlImage is not null && (request.Latents is not null || request.PaddingMaskCrop is not null))
+            throw new ArgumentException("latents and padding_mask_crop do not apply to Flux control inpainting (diffusers' FluxControlInpaintPipeline cannot start from given latents and has no padding_mask_crop).");
         if (control is not null && request.PaddingMaskCrop is not null)
             throw new ArgumentException("padding_mask_crop is not supported with ControlNet inpainting: diffusers' FluxControlNetInpaintPipeline crops the image but never pastes the result back.");
         // Kontext crops the image after resizing it to its Kontext size (the region comes from the mask as given).
@@ -169,6 +180,18 @@ public abstract partial class FluxPipelineBase
         var dtype = positive.PromptEmbeds.dtype;
         using var scheduler = CreateScheduler(request, (latentH / 2) * (latentW / 2));
         var timesteps = StrengthTimesteps(scheduler, request.Strength);
+        // diffusers also encodes the masked image with the generator, which the loop never reads: only its draw is made,
+        // to leave the generator where diffusers leaves it (FluxControlInpaintPipeline: first, then the control image's).
+        long maskedBatch = Math.Max(initImage.shape[0], maskCondition.shape[0]);
+        void SkipMaskedImageSample() => RandomDraws.SkipVaeSample(
+            [maskedBatch, Components.Vae.Config.LatentChannels, height / VaeScaleFactor, width / VaeScaleFactor],
+            request.Generator, request.Generators, Components.Vae.WeightDtype(), device);
+        Tensor? controlImageLatents = null;
+        if (controlImage is not null)
+        {
+            SkipMaskedImageSample();
+            controlImageLatents = ControlImageLatents(controlImage.ControlImage!, request, height, width, batch);
+        }
 
         // prepare_latents: the image's posterior sample (Kontext: mode; also with given latents), the reference's mode, the noise.
         var imageLatents = EncodeImage(initImage, request, dtype, batch, mode: kontext is not null);
@@ -193,17 +216,14 @@ public abstract partial class FluxPipelineBase
         var mask = nn.functional.interpolate(maskCondition, [latentH, latentW]).to(dtype, device);
         if (mask.shape[0] < batch) mask = mask.repeat(batch / mask.shape[0], 1, 1, 1);
         mask = PackLatents(mask.repeat(1, channels, 1, 1));
-        // diffusers also encodes the masked image with the generator; the 64-channel loop never reads it, so only its
-        // draw is made, to leave the generator where diffusers leaves it.
-        long maskedBatch = Math.Max(initImage.shape[0], maskCondition.shape[0]);
-        RandomDraws.SkipVaeSample([maskedBatch, Components.Vae.Config.LatentChannels, height / VaeScaleFactor, width / VaeScaleFactor],
-            request.Generator, request.Generators, Components.Vae.WeightDtype(), device);
+        if (controlImage is null) SkipMaskedImageSample(); // FluxInpaintPipeline: after the image latents
 
         var imageIds = LatentImageIds(latentH / 2, latentW / 2, device, dtype);
         var ids = contextIds is null ? imageIds : cat([imageIds, contextIds], 0);
         var hooks = new BlendHooks(mask, imageLatents, noise)
         {
             Context = context,
+            ChannelCondition = controlImageLatents,
             Control = control is null ? null : ControlResiduals(control, controlLatents!, (int)timesteps.shape[0], imageIds, request.GuidanceScale, batch),
         };
         latents = Denoise(latents, positive, negative, ids, GuidanceTensor(request, batch), scheduler, timesteps, request,

@@ -287,10 +287,18 @@ public abstract partial class FluxPipelineBase : IDisposable
         /// The transformer's hidden states for the packed <paramref name="latents"/> (Fill appends its condition channels,
         /// Kontext the input image's tokens; the prediction is cut back to the latents' tokens).
         /// </summary>
-        public virtual Tensor TransformerInput(Tensor latents) => Context is null ? latents : cat([latents, Context], 1);
+        public virtual Tensor TransformerInput(Tensor latents)
+        {
+            var input = ChannelCondition is null ? latents : cat([latents, ChannelCondition.to(latents.dtype)], 2);
+            return Context is null ? input : cat([input, Context], 1);
+        }
 
         /// <summary>Packed context tokens appended to the latents' (Kontext's input or reference image), or null.</summary>
         internal Tensor? Context { get; init; }
+
+        /// <summary>Packed condition channels appended to every latent token's (Fill's masked image and mask, the control
+        /// pipelines' control image), or null.</summary>
+        internal Tensor? ChannelCondition { get; init; }
 
         /// <summary>
         /// The ControlNets' residuals for each step (null for none); both transformer passes of true CFG take them, as in

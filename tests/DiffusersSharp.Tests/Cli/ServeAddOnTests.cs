@@ -187,3 +187,51 @@ public sealed class T2IAdapterServeTests : ServeWithAddOn
         Assert.Contains("--adapter and --controlnet cannot be combined", stderr);
     }
 }
+
+/// <summary>
+/// <c>serve</c> with a FLUX.1 control folder (FluxControlPipeline): every request takes the model's control_image, and
+/// equals the command line's; the ControlNet fields are refused.
+/// </summary>
+public sealed class FluxControlServeTests : ServeWithAddOn
+{
+    private static readonly string Control = Fixtures.Path("local-diffusers/controlnet/control.png");
+    private string? _model;
+
+    private protected override ServeCommand.Settings Settings
+    {
+        get
+        {
+            _model = Out("canny");
+            TinyFluxPipelineFolder.Write(_model, seed: 4, pipelineClass: DiffusersSharp.Pipelines.Flux.FluxComponents.ControlPipelineClass, inChannels: 128);
+            return new() { Model = _model };
+        }
+    }
+
+    [Fact]
+    public async Task TheControlImageSteersEveryModeAsOnTheCommandLine()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.True(info.GetProperty("takes_control_image").GetBoolean());
+        var result = await ServeApi.Result(Http, new
+        {
+            prompt = "edges", steps = 2, width = 48, height = 32, seed = 3, control_image = ServeApi.DataUrl(Control),
+        });
+        AssertSameAsCommandLine(result, "--model", _model!, "--prompt", "edges", "--control-image", Control, "--steps", "2",
+            "--width", "48", "--height", "32", "--seed", "3");
+        var edit = await ServeApi.Result(Http, new
+        {
+            mode = "img2img", prompt = "edges", steps = 2, strength = 0.5, seed = 3, width = 48, height = 32,
+            image = ServeApi.DataUrl(Fixtures.Path("tiny-sd3/init_image.png")), control_image = ServeApi.DataUrl(Control),
+        });
+        Assert.Contains("Mode: img2img", edit.GetProperty("parameters").GetString());
+    }
+
+    [Theory]
+    [InlineData("none", "this server's model is a FLUX.1 control model")]
+    [InlineData("scale", "controlnet_scale applies to ControlNets")]
+    public async Task ControlFieldsAreCheckedBeforeAnythingRuns(string kind, string reason)
+    {
+        object body = kind == "none" ? new { prompt = "x" } : new { prompt = "x", control_image = ServeApi.DataUrl(Control), controlnet_scale = 0.5 };
+        Assert.Contains(reason, await ServeApi.Refusal(Http, body));
+    }
+}

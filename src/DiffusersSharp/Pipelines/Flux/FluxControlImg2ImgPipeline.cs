@@ -1,0 +1,32 @@
+namespace DiffusersSharp.Pipelines.Flux;
+
+/// <summary>
+/// Image-to-image with FLUX.1 structural control (diffusers' <c>FluxControlImg2ImgPipeline</c>; FLUX.1-Canny-dev, FLUX.1-Depth-dev): the
+/// control image is resized to the output size, VAE-encoded with a posterior sample (drawn before the latents' noise, as
+/// diffusers draws it), packed and appended to the packed latents' channels at every step. The transformer takes twice
+/// the packed channels (in_channels 128); the latents have half of them (in_channels / 8 before packing).
+/// </summary>
+public sealed class FluxControlImg2ImgPipeline : FluxPipelineBase
+{
+    /// <summary>Wraps loaded components (taking a reference on them).</summary>
+    public FluxControlImg2ImgPipeline(FluxComponents components) : base(components) { }
+
+    /// <summary>Loads a diffusers Flux control pipeline folder or hub repo id (e.g. black-forest-labs/FLUX.1-Canny-dev).</summary>
+    public static FluxControlImg2ImgPipeline FromPretrained(string model, PipelineLoadOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        using var components = FluxComponents.FromPretrained(model, options ?? new PipelineLoadOptions(), cancellationToken);
+        return new FluxControlImg2ImgPipeline(components); // the pipeline's own reference keeps them
+    }
+
+    /// <summary>A control pipeline sharing the components of <paramref name="other"/> (diffusers' <c>from_pipe</c>).</summary>
+    public static FluxControlImg2ImgPipeline FromPipe(FluxPipelineBase other) => new(other.Components);
+
+    /// <summary>The control transformer's latents have half its channels: diffusers' <c>in_channels // 8</c> before packing.</summary>
+    protected override int LatentChannels => Components.Transformer.Config.InChannels / 8;
+
+    /// <summary>Generates images steered by <see cref="FluxControlImg2ImgRequest.ControlImage"/> (diffusers' <c>__call__</c>).</summary>
+    /// <exception cref="ArgumentException">The request is invalid, or the transformer is not a control transformer; thrown before any compute.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked between steps).</exception>
+    public FluxOutput Generate(FluxControlImg2ImgRequest request, IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        RunImageToImage(request, null, progress, cancellationToken);
+}
