@@ -54,7 +54,7 @@ internal abstract class VerbPipelines
         VerbPipelines pipelines = settings switch
         {
             InpaintSettings s => Inpaint.Read(s),
-            Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s)),
+            Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s), s.ImageGuidanceValue),
             { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlOptions.From(s)!),
             { Adapters.Count: > 0 } s => new AdapterTextToImage(AdapterOptions.From(s)),
             _ => new TextToImage(),
@@ -81,8 +81,8 @@ internal abstract class VerbPipelines
     /// <summary>The verb's SD3 request.</summary>
     public abstract StableDiffusion3Request Sd3Request();
 
-    /// <summary>The verb's UNet request.</summary>
-    public abstract StableDiffusionRequest UNetRequest();
+    /// <summary>The verb's UNet request for a model whose model_index.json names <paramref name="pipelineClass"/>.</summary>
+    public abstract StableDiffusionRequest UNetRequest(string pipelineClass);
 
     /// <summary>Runs the verb's SD3 pipeline.</summary>
     public abstract StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct);
@@ -164,7 +164,7 @@ internal sealed class TextToImage : VerbPipelines
 
     public override StableDiffusion3Request Sd3Request() => new();
 
-    public override StableDiffusionRequest UNetRequest() => new();
+    public override StableDiffusionRequest UNetRequest(string pipelineClass) => new();
 
     public override FluxRequest FluxRequest(string pipelineClass) => pipelineClass switch
     {
@@ -197,7 +197,7 @@ internal sealed class ControlNetTextToImage(ControlOptions control) : VerbPipeli
 
     public override StableDiffusion3Request Sd3Request() => control.Apply(new StableDiffusion3ControlNetRequest());
 
-    public override StableDiffusionRequest UNetRequest() => control.Modes is null
+    public override StableDiffusionRequest UNetRequest(string pipelineClass) => control.Modes is null
         ? control.Apply(new StableDiffusionControlNetRequest())
         : control.Apply(new StableDiffusionControlNetUnionRequest());
 
@@ -239,7 +239,7 @@ internal sealed class AdapterTextToImage(AdapterOptions adapter) : VerbPipelines
 
     public override FluxOutput RunFlux(FluxComponents components, FluxRequest request, RunHooks hooks, CancellationToken ct) => throw new ArgumentException(OnlyUNet);
 
-    public override StableDiffusionRequest UNetRequest() => adapter.Apply(new StableDiffusionAdapterRequest());
+    public override StableDiffusionRequest UNetRequest(string pipelineClass) => adapter.Apply(new StableDiffusionAdapterRequest());
 
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
         RunHooks hooks, CancellationToken ct)
@@ -279,7 +279,7 @@ internal sealed record AdapterOptions(ImageBuffer[] Images, double[]? Scales, do
 }
 
 /// <summary><c>img2img</c>'s pipelines.</summary>
-internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlOptions? control) : VerbPipelines
+internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlOptions? control, double? imageGuidance = null) : VerbPipelines
 {
     public override string Verb => "img2img";
 
@@ -291,7 +291,10 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
         return strength is { } s ? request with { Strength = s } : request;
     }
 
-    public override StableDiffusionRequest UNetRequest() => control is null
+    public override StableDiffusionRequest UNetRequest(string pipelineClass) =>
+        pipelineClass == StableDiffusionInstructPix2PixPipeline.PipelineClass // --strength, --controlnet were refused
+        ? new StableDiffusionInstructPix2PixRequest { Image = image, ImageGuidanceScale = imageGuidance ?? 1.5 }
+        : control is null
         ? new StableDiffusionImg2ImgRequest { Image = image, Strength = strength }
         : control.Modes is not null ? control.Apply(new StableDiffusionControlNetUnionImg2ImgRequest { Image = image, Strength = strength })
         : control.Apply(new StableDiffusionControlNetImg2ImgRequest { Image = image, Strength = strength });
@@ -320,6 +323,8 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     {
         if (request is StableDiffusionControlNetUnionImg2ImgRequest union)
             return Use(new StableDiffusionXLControlNetUnionImg2ImgPipeline(components), union, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+        if (request is StableDiffusionInstructPix2PixRequest edit)
+            return Use(new StableDiffusionInstructPix2PixPipeline(components), edit, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         if (request is StableDiffusionControlNetImg2ImgRequest cn)
             return components.IsXL
                 ? Use(new StableDiffusionXLControlNetImg2ImgPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
@@ -358,7 +363,7 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
         return strength is { } s ? request with { Strength = s } : request;
     }
 
-    public override StableDiffusionRequest UNetRequest() => control is null
+    public override StableDiffusionRequest UNetRequest(string pipelineClass) => control is null
         ? new StableDiffusionInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop }
         : control.Modes is not null ? control.Apply(new StableDiffusionControlNetUnionInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop })
         : control.Apply(new StableDiffusionControlNetInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop });

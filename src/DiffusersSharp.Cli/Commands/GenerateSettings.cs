@@ -473,6 +473,13 @@ public class Img2ImgSettings : GenerateSettings
     /// <summary>The parsed strength, or null for the pipeline's default.</summary>
     public double? StrengthValue => Strength is null ? null : double.Parse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture);
 
+    /// <summary>InstructPix2Pix's image guidance scale.</summary>
+    [CommandOption("--image-guidance <S>"), Description("img2img with an InstructPix2Pix model (model_index StableDiffusionInstructPix2PixPipeline, e.g. timbrooks/instruct-pix2pix; the prompt is the edit instruction): how closely the result keeps to the image (diffusers' image_guidance_scale, default 1.5; below 1 turns guidance off).")]
+    public string? ImageGuidance { get; init; }
+
+    /// <summary>The parsed image guidance scale, or null for the pipeline's default.</summary>
+    public double? ImageGuidanceValue => ImageGuidance is null ? null : double.Parse(ImageGuidance, NumberStyles.Float, CultureInfo.InvariantCulture);
+
     /// <inheritdoc />
     protected override string? Check()
     {
@@ -482,6 +489,9 @@ public class Img2ImgSettings : GenerateSettings
         if (Strength is not null && (!double.TryParse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture, out double s) || !(s >= 0 && s <= 1)))
             return $"--strength must be a number in [0, 1], got '{Strength}'.";
         if (SkipLayers is not null) return "--skip-layers applies to generate only (diffusers has skip-layer guidance in text-to-image only).";
+        if (ImageGuidance is not null && (!double.TryParse(ImageGuidance, NumberStyles.Float, CultureInfo.InvariantCulture, out double ig) || !double.IsFinite(ig)))
+            return $"--image-guidance must be a finite number, got '{ImageGuidance}'.";
+        if (ImageGuidance is not null && this is InpaintSettings) return "--image-guidance applies to img2img with an InstructPix2Pix model.";
         return null;
     }
 }

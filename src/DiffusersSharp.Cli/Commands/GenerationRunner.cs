@@ -48,10 +48,10 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (model.UNet is { } unet)
         {
             model.RestoreScheduler();
-            var request = FillUNet(pipelines.UNetRequest());
+            var request = FillUNet(pipelines.UNetRequest(model.PipelineClass));
             var (result, guidance, strength) = pipelines.RunUNet(unet, request, hooks, ct);
             using (result)
-                return new Generated(result.Images!, Parameters(verb, settings.Steps ?? pipelines.UNetDefaultSteps, model.Name,
+                return new Generated(result.Images!, Parameters(verb, settings.Steps ?? (request is StableDiffusionInstructPix2PixRequest ? 100 : pipelines.UNetDefaultSteps), model.Name,
                     unet.SchedulerClassName.Replace("Scheduler", ""), guidance, strength, unet.IsXL));
         }
         if (model.Flux is { } flux)
@@ -233,6 +233,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (settings.TrueCfg is not null) fields.Add($"True CFG scale: {settings.TrueCfgScale!.Value.ToString(inv)}");
         if (settings.Eta is not null) fields.Add($"Eta: {settings.EtaValue!.Value.ToString(inv)}");
         if (settings.GuidanceRescale is not null) fields.Add($"Guidance rescale: {settings.GuidanceRescaleValue!.Value.ToString(inv)}");
+        if (settings is Img2ImgSettings { ImageGuidanceValue: { } imageGuidance }) fields.Add($"Image CFG scale: {imageGuidance.ToString(inv)}");
         // One line per ControlNet; with one ControlNet-Union, one per condition (its mode after the folder).
         var modes = settings.ControlModeValues;
         int controlLines = settings.ControlNets.Count == 0 ? 0 : settings.ControlSettingsCount;

@@ -66,11 +66,12 @@ internal sealed class LoadedModel : IDisposable
     public IReadOnlyList<string> Modes => PipelineClass switch
     {
         FluxComponents.FillPipelineClass => ["inpaint"],
+        StableDiffusionInstructPix2PixPipeline.PipelineClass => ["img2img"],
         _ => ["txt2img", "img2img", "inpaint"],
     };
 
     /// <summary>Whether img2img takes a strength (FLUX.1-Kontext's edit conditions every step on the image instead).</summary>
-    public bool HasStrength => PipelineClass != FluxComponents.KontextPipelineClass;
+    public bool HasStrength => PipelineClass is not FluxComponents.KontextPipelineClass and not StableDiffusionInstructPix2PixPipeline.PipelineClass;
 
     /// <summary>The modes that take a strength: img2img (unless <see cref="HasStrength"/> is false) and inpaint.</summary>
     public IReadOnlyList<string> StrengthModes => Modes.Where(m => m == "inpaint" || (m == "img2img" && HasStrength)).ToArray();
@@ -252,6 +253,27 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>
+    /// InstructPix2Pix models edit an image as the prompt says (diffusers' StableDiffusionInstructPix2PixPipeline): img2img
+    /// only, with the image's size, no strength, no ControlNet / adapter; --image-guidance is theirs alone.
+    /// </summary>
+    private static void CheckInstructPix2Pix(GenerateSettings settings, string pipelineClass)
+    {
+        if (pipelineClass != StableDiffusionInstructPix2PixPipeline.PipelineClass)
+        {
+            if (settings is Img2ImgSettings { ImageGuidance: not null })
+                throw new ArgumentException($"--image-guidance applies to InstructPix2Pix models (StableDiffusionInstructPix2PixPipeline); {settings.Model} is a {pipelineClass}.");
+            return;
+        }
+        if (settings is not Img2ImgSettings || settings is InpaintSettings)
+            throw new ArgumentException($"{settings.Model} is an InstructPix2Pix model ({pipelineClass}): edit an image with `img2img --image FILE --prompt \"the instruction\"`.");
+        string? lacking = ((Img2ImgSettings)settings).Strength is not null ? "--strength" : settings.Width is not null || settings.Height is not null ? "--width / --height"
+            : settings.ControlNets.Count > 0 ? "--controlnet" : settings.Adapters.Count > 0 ? "--adapter" : settings.IpAdapter is not null ? "--ip-adapter"
+            : settings.GuidanceRescale is not null ? "--guidance-rescale" : settings.ClipSkip is not null ? "--clip-skip" : null;
+        if (lacking is not null)
+            throw new ArgumentException($"{lacking} does not apply to InstructPix2Pix (diffusers' StableDiffusionInstructPix2PixPipeline takes none; the output has the image's size); {settings.Model} is a {pipelineClass}.");
+    }
+
+    /// <summary>
     /// The verbs of FLUX.1-Fill and FLUX.1-Kontext: Fill only inpaints (diffusers' FluxFillPipeline needs an image and a
     /// mask); Kontext edits with img2img (no strength, no mask), inpaints (FluxKontextInpaintPipeline, with strength) or
     /// generates from the prompt alone.
@@ -290,6 +312,7 @@ internal sealed class LoadedModel : IDisposable
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
+        CheckInstructPix2Pix(settings, pipelineClass);
         if (settings.ControlNets.Count == 0 && settings.ControlImage is { Length: > 0 } && pipelineClass != FluxComponents.ControlPipelineClass)
             throw new ArgumentException($"--control-image needs --controlnet (or a FLUX.1 control model such as FLUX.1-Canny-dev, whose model_index.json names {FluxComponents.ControlPipelineClass}); {settings.Model} is a {pipelineClass}.");
         if (settings is InpaintSettings { PaddingMaskCrop: not null } cropped)

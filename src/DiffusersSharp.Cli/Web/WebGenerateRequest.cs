@@ -41,6 +41,9 @@ public sealed record WebGenerateRequest
     /// <summary>img2img / inpaint strength.</summary>
     public double? Strength { get; init; }
 
+    /// <summary>img2img with an InstructPix2Pix model: how closely the edit keeps to the image (image_guidance_scale).</summary>
+    public double? ImageGuidance { get; init; }
+
     /// <summary>UNet models: the scheduler short name or class (default: the model's).</summary>
     public string? Scheduler { get; init; }
 
@@ -169,6 +172,7 @@ public sealed record WebGenerateRequest
         string loraText = (LoraScale ?? loraScale).ToString("R", CultureInfo.InvariantCulture);
         // Settings are init-only (as the command line fills them): one initializer per verb, the shared options in each.
         if (PaddingMaskCrop is not null && Mode != "inpaint") throw new ArgumentException("padding_mask_crop applies to inpaint only.");
+        if (ImageGuidance is not null && Mode != "img2img") throw new ArgumentException("image_guidance applies to img2img with an InstructPix2Pix model.");
         GenerateSettings settings = Mode switch
         {
             "txt2img" => new GenerateSettings
@@ -186,6 +190,7 @@ public sealed record WebGenerateRequest
                 TrueCfg = trueCfg, Lora = lora, LoraScale = loraText,
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Image = Upload(Image, "image"), Strength = strength,
+                ImageGuidance = ImageGuidance?.ToString("R", CultureInfo.InvariantCulture),
             },
             "inpaint" => new InpaintSettings
             {

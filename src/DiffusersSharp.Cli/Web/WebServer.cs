@@ -110,6 +110,8 @@ internal sealed class WebServer : IAsyncDisposable
             Adapters = _model.Adapters,
             AdapterModes = _model.AdapterModes,
             AdapterFactor = _model.Adapters.Count > 0 && unet is { IsXL: true },
+            // An InstructPix2Pix model: img2img takes image_guidance.
+            ImageGuidance = _model.PipelineClass == StableDiffusionInstructPix2PixPipeline.PipelineClass,
             // A FLUX.1 control model (FLUX.1-Canny-dev, Depth-dev): every request takes its control_image.
             TakesControlImage = _model.PipelineClass == FluxComponents.ControlPipelineClass,
         };

@@ -38,11 +38,11 @@ public abstract class ServeWithAddOn : IAsyncLifetime
         Directory.Delete(_dir, true);
     }
 
-    /// <summary>Runs <c>generate</c> with <paramref name="args"/> and checks that its image and parameters equal the API result's.</summary>
+    /// <summary>Runs the CLI with <paramref name="args"/> (the verb first) and checks that its image and parameters equal the API result's.</summary>
     private protected void AssertSameAsCommandLine(JsonElement result, params string[] args)
     {
         string output = Out("cli.png");
-        var (code, _, stderr) = CliRunner.Run(["generate", .. args, "--output", output]);
+        var (code, _, stderr) = CliRunner.Run([.. args, "--output", output]);
         Assert.True(code == 0, stderr);
         Assert.Equal(ImageFile.ReadPngText(output)["parameters"], result.GetProperty("parameters").GetString());
         Assert.Equal(ImageFile.Load(output).Pixels, ServeApi.Image(result).Pixels);
@@ -81,7 +81,7 @@ public sealed class ControlNetUnionServeTests : ServeWithAddOn
             controlnet_scale = new[] { 0.6, 1.1 }, control_start = new[] { 0.0, 0.3 }, control_end = new[] { 0.7, 1.0 },
         });
         Assert.Contains($"ControlNet 2: {Union} mode 1:1.1 [0.3, 1]", result.GetProperty("parameters").GetString());
-        AssertSameAsCommandLine(result, "--model", Model, "--prompt", "edges", "--controlnet", Union,
+        AssertSameAsCommandLine(result, "generate", "--model", Model, "--prompt", "edges", "--controlnet", Union,
             "--control-image", Control, "--control-mode", "canny", "--control-image", Control2, "--control-mode", "1",
             "--controlnet-scale", "0.6", "--controlnet-scale", "1.1", "--control-start", "0", "--control-start", "0.3",
             "--control-end", "0.7", "--control-end", "1", "--steps", "3", "--width", "64", "--height", "64", "--seed", "5");
@@ -149,7 +149,7 @@ public sealed class T2IAdapterServeTests : ServeWithAddOn
             adapter_images = new[] { ServeApi.DataUrl(Fixture("sketch.png")), ServeApi.DataUrl(Fixture("depth.png")) }, adapter_scale = new[] { 0.7, 1.3 },
         });
         Assert.Contains("T2I-Adapter", result.GetProperty("parameters").GetString());
-        AssertSameAsCommandLine(result, "--model", Model, "--prompt", "a sketch",
+        AssertSameAsCommandLine(result, "generate", "--model", Model, "--prompt", "a sketch",
             "--adapter", Fixture("full"), "--adapter-image", Fixture("sketch.png"), "--adapter-scale", "0.7",
             "--adapter", Fixture("light_gray"), "--adapter-image", Fixture("depth.png"), "--adapter-scale", "1.3",
             "--steps", "3", "--width", "64", "--height", "64", "--seed", "8");
@@ -216,7 +216,7 @@ public sealed class FluxControlServeTests : ServeWithAddOn
         {
             prompt = "edges", steps = 2, width = 48, height = 32, seed = 3, control_image = ServeApi.DataUrl(Control),
         });
-        AssertSameAsCommandLine(result, "--model", _model!, "--prompt", "edges", "--control-image", Control, "--steps", "2",
+        AssertSameAsCommandLine(result, "generate", "--model", _model!, "--prompt", "edges", "--control-image", Control, "--steps", "2",
             "--width", "48", "--height", "32", "--seed", "3");
         var edit = await ServeApi.Result(Http, new
         {
@@ -233,5 +233,40 @@ public sealed class FluxControlServeTests : ServeWithAddOn
     {
         object body = kind == "none" ? new { prompt = "x" } : new { prompt = "x", control_image = ServeApi.DataUrl(Control), controlnet_scale = 0.5 };
         Assert.Contains(reason, await ServeApi.Refusal(Http, body));
+    }
+}
+
+/// <summary><c>serve</c> with an InstructPix2Pix folder: img2img only, no strength, image_guidance as the command line's.</summary>
+public sealed class InstructPix2PixServeTests : ServeWithAddOn
+{
+    private static readonly string Input = Fixtures.Path("local-diffusers/instruct-pix2pix/input.png");
+    private string? _model;
+
+    private protected override ServeCommand.Settings Settings
+    {
+        get
+        {
+            _model = Out("pix2pix");
+            TinyInstructPix2PixFolder.Write(_model);
+            return new() { Model = _model };
+        }
+    }
+
+    [Fact]
+    public async Task AnEditEqualsTheCommandLinesAndOtherModesAreRefused()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal(["img2img"], info.GetProperty("modes").EnumerateArray().Select(s => s.GetString()));
+        Assert.Empty(info.GetProperty("strength_modes").EnumerateArray());
+        Assert.True(info.GetProperty("image_guidance").GetBoolean());
+        var result = await ServeApi.Result(Http, new
+        {
+            mode = "img2img", prompt = "make it snowy", steps = 3, seed = 5, image = ServeApi.DataUrl(Input), image_guidance = 1.2,
+        });
+        AssertSameAsCommandLine(result, "img2img", "--model", _model!, "--image", Input, "--prompt", "make it snowy", "--steps", "3",
+            "--seed", "5", "--image-guidance", "1.2");
+        Assert.Contains("mode txt2img does not apply", await ServeApi.Refusal(Http, new { prompt = "x" }));
+        Assert.Contains("strength does not apply to InstructPix2Pix",
+            await ServeApi.Refusal(Http, new { mode = "img2img", prompt = "x", image = ServeApi.DataUrl(Input), strength = 0.5 }));
     }
 }

@@ -23,7 +23,8 @@ namespace DiffusersSharp.Pipelines.StableDiffusion;
 public sealed class StableDiffusionComponents : PipelineComponents
 {
     private static readonly string[] XLPipelines = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"];
-    private static readonly string[] SDPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"];
+    private static readonly string[] SDPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
+        StableDiffusionInstructPix2PixPipeline.PipelineClass];
 
     /// <summary>The denoising UNet.</summary>
     public required UNet2DConditionModel Unet { get; init; }

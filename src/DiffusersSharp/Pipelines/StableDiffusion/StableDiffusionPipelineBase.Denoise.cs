@@ -24,6 +24,8 @@ public abstract partial class StableDiffusionPipelineBase
         public Tensor[]? ImageEmbeds;
         /// <summary>T2I-Adapter pipelines: the feature maps and the steps that take them.</summary>
         public AdapterState? Adapter;
+        /// <summary>InstructPix2Pix: the image latents appended to the UNet input and the three-pass guidance.</summary>
+        public InstructPix2PixState? InstructPix2Pix;
     }
 
     /// <summary>
@@ -47,7 +49,7 @@ public abstract partial class StableDiffusionPipelineBase
         {
             ct.ThrowIfCancellationRequested();
             float t = timesteps[i];
-            bool cfg = s.Guidance > 1;
+            bool cfg = s.InstructPix2Pix?.Cfg ?? s.Guidance > 1;
             if (nineChannel && (extra is null || !ReferenceEquals(extraMask, s.Mask) || extraCfg != cfg))
             {
                 var one = cat([s.Mask!, s.MaskedImageLatents!], 1);
@@ -57,8 +59,9 @@ public abstract partial class StableDiffusionPipelineBase
             {
                 // A callback may have dropped guidance: then only the conditional half of the conditioning is used.
                 Tensor Half(Tensor x) => !cfg && x.shape[0] == 2 * latents.shape[0] ? x.chunk(2)[1] : x;
-                var modelInput = cfg ? cat([latents, latents], 0) : latents;
+                var modelInput = !cfg ? latents : s.InstructPix2Pix is null ? cat([latents, latents], 0) : cat([latents, latents, latents], 0);
                 modelInput = scheduler.ScaleModelInput(modelInput, t);
+                if (s.InstructPix2Pix is { } editing) modelInput = cat([modelInput, editing.ImageLatents], 1);
                 using var timestep = tensor(t, device: Components.Device);
                 // The ControlNets take the latents alone, also beside a 9-channel inpainting UNet (diffusers' ControlNet inpaint pipeline).
                 using var control = s.Control is { } c ? ControlResiduals(c, i, latents, modelInput, timestep, s, cfg, Half, scheduler, t) : null;
@@ -67,7 +70,8 @@ public abstract partial class StableDiffusionPipelineBase
                 var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
                     s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds),
                     control?.DownBlockResSamples, control?.MidBlockResSample, s.ImageEmbeds?.Select(Half).ToArray(), intrablock);
-                if (cfg)
+                if (cfg && s.InstructPix2Pix is { } guided) noisePred = InstructPix2PixGuidance(noisePred, s.Guidance, guided.ImageGuidance);
+                else if (cfg)
                 {
                     var halves = noisePred.chunk(2);
                     var (uncond, text) = (halves[0], halves[1]);

@@ -100,8 +100,18 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         else if (r is StableDiffusionImg2ImgRequest && r.Latents is not null)
             throw new ArgumentException("latents is not an image-to-image input: the image is the start.");
         if (r is IControlNetRequest control) CheckControlNetInputs(control, r);
+        if (r is StableDiffusionInstructPix2PixRequest pix2pix) CheckInstructPix2PixInputs(pix2pix);
         if (r is StableDiffusionAdapterRequest adapter) CheckAdapterInputs(adapter, height, width);
         CheckIpAdapterInputs(r, guidance > 1);
+    }
+
+    /// <summary>diffusers' default size of an input image: its own (a latent tensor's times the VAE factor), rounded down to
+    /// multiples of 8, unless <paramref name="height"/> / <paramref name="width"/> are given.</summary>
+    private (int Height, int Width) SizeOf(PipelineImage start, int? height, int? width)
+    {
+        var (h, w) = start.Image is { } pixels ? (pixels.Height, pixels.Width) : ((int)start.Tensor!.shape[2], (int)start.Tensor.shape[3]);
+        if (start.Tensor is { } t && t.shape[1] == Components.Vae.Config.LatentChannels) (h, w) = (h * VaeScaleFactor, w * VaeScaleFactor);
+        return ImageProcessor.GetDefaultHeightWidth(h, w, height, width);
     }
 
     /// <summary>The batch size before num_images_per_prompt.</summary>
@@ -119,16 +129,14 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             throw new ArgumentException($"{GetType().Name} takes a {requestType.Name}, not a {r.GetType().Name}: use the pipeline of that mode (FromPipe shares the models).");
         var img2img = r as StableDiffusionImg2ImgRequest;
         var inpaint = r as StableDiffusionInpaintRequest;
-        int steps = r.NumInferenceSteps ?? 50;
+        var pix2pix = r as StableDiffusionInstructPix2PixRequest;
+        int steps = r.NumInferenceSteps ?? (pix2pix is null ? 50 : 100);
         // Sizes: text-to-image and inpainting default to the model size; image-to-image and ControlNet inpainting (as
         // diffusers' StableDiffusionControlNetInpaintPipeline has it) to the image's (rounded down to 8).
         int height, width;
-        if (img2img is not null && (inpaint is null || r is IControlNetRequest) && img2img.Image is { } start && (r.Height is null || r.Width is null))
-        {
-            var (h, w) = start.Image is { } pixels ? (pixels.Height, pixels.Width) : ((int)start.Tensor!.shape[2], (int)start.Tensor.shape[3]);
-            if (start.Tensor is { } t && t.shape[1] == Components.Vae.Config.LatentChannels) (h, w) = (h * VaeScaleFactor, w * VaeScaleFactor);
-            (height, width) = ImageProcessor.GetDefaultHeightWidth(h, w, r.Height, r.Width);
-        }
+        if (pix2pix?.Image is { } edited) (height, width) = SizeOf(edited, null, null); // InstructPix2Pix takes no size
+        else if (img2img is not null && (inpaint is null || r is IControlNetRequest) && img2img.Image is { } start && (r.Height is null || r.Width is null))
+            (height, width) = SizeOf(start, r.Height, r.Width);
         else if (r is IControlNetRequest controlRequest && SettingsOf(controlRequest).ControlImages is [{ } firstControl, ..])
             (height, width) = ControlNetSize(firstControl, r);
         else if (r is StableDiffusionAdapterRequest adapterRequest && AdapterImagesOf(adapterRequest) is [{ } firstAdapterImage, ..])
@@ -143,10 +151,10 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         double guidance = GuidanceOf(r);
-        bool cfg = guidance > 1;
+        bool cfg = pix2pix is null ? guidance > 1 : InstructPix2PixCfg(pix2pix, guidance);
         int batch = BatchSize(r) * r.NumImagesPerPrompt;
         var device = Components.Device;
-        var image = img2img?.Image?.Preprocess(ImageProcessor, height, width, maskCrop);
+        var image = (img2img?.Image ?? pix2pix?.Image)?.Preprocess(ImageProcessor, height, width, maskCrop);
         var maskCondition = inpaint?.MaskImage?.Preprocess(MaskProcessor, height, width, maskCrop);
 
         using var scheduler = Components.CreateScheduler();
@@ -185,7 +193,10 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         progress?.Report(new PipelineProgress("encode", 0, 1));
         var encoder = Components.CreatePromptEncoder(OnPromptTruncated);
         var encoded = encoder.Encode(r, cfg, device);
-        var embeds = cfg ? cat([encoded.NegativePromptEmbeds!, encoded.PromptEmbeds], 0) : encoded.PromptEmbeds;
+        // InstructPix2Pix batches the passes as [instruction, negative, negative] (with the image latents [image, image, zeros]).
+        var embeds = !cfg ? encoded.PromptEmbeds : pix2pix is not null
+            ? cat([encoded.PromptEmbeds, encoded.NegativePromptEmbeds!, encoded.NegativePromptEmbeds!], 0)
+            : cat([encoded.NegativePromptEmbeds!, encoded.PromptEmbeds], 0);
         Tensor? textEmbeds = null, timeIds = null;
         var dtype = embeds.dtype;
         if (IsXL)
@@ -199,7 +210,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
 
         var unet = Components.Unet;
         var vaeConfig = Components.Vae.Config;
-        long latentChannels = inpaint is null ? unet.Config.InChannels : vaeConfig.LatentChannels;
+        long latentChannels = inpaint is null && pix2pix is null ? unet.Config.InChannels : vaeConfig.LatentChannels;
         long[] shape = [batch, latentChannels, height / VaeScaleFactor, width / VaeScaleFactor];
         double initNoiseSigma = scheduler.InitNoiseSigma;
         Tensor latents;
@@ -269,6 +280,8 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         var loop = new DenoiseState(embeds, textEmbeds, timeIds, mask, maskedImageLatents, imageLatents, noise, guidance)
         {
             Control = control, ImageEmbeds = imageEmbeds, Adapter = adapterState,
+            InstructPix2Pix = pix2pix is null ? null
+                : new InstructPix2PixState(InstructPix2PixImageLatents(image!, dtype, batch, cfg), pix2pix.ImageGuidanceScale, cfg),
         };
         using (IpAdapterScaleFor(r)) latents = Denoise(latents, loop, scheduler, timesteps, r, progress, ct);
         progress?.Report(new PipelineProgress("decode", 0, 1));
