@@ -23,12 +23,16 @@ public static partial class IPAdapterWeights
     /// transformer's dtype and device; scale 0.5 (diffusers' processor default).
     /// </summary>
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="NotSupportedException">A pickled checkpoint (InstantX's <c>ip-adapter.bin</c>).</exception>
     /// <exception cref="WeightLoadException">Keys or shapes do not fit this transformer.</exception>
     /// <exception cref="InvalidOperationException">The transformer already has an IP-Adapter.</exception>
     public static void Load(SD3Transformer2DModel transformer, string path)
     {
         ArgumentNullException.ThrowIfNull(transformer);
         if (!File.Exists(path)) throw new FileNotFoundException($"No IP-Adapter file at {path}.", path);
+        if (!path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+            throw new NotSupportedException($"{Path.GetFileName(path)}: only safetensors IP-Adapter files are read (pickled .bin files are not): for " +
+                "InstantX/SD3.5-Large-IP-Adapter take its safetensors conversion, e.g. guiyrt/InstantX-SD3.5-Large-IP-Adapter-diffusers' ip-adapter.safetensors.");
         if (transformer.HasIpAdapter) throw new InvalidOperationException("An IP-Adapter is already loaded into this transformer.");
         using var file = SafetensorsFile.Open(path);
         var shapes = file.Header.Tensors.ToDictionary(kv => kv.Key, kv => kv.Value.Shape, StringComparer.Ordinal);

@@ -144,6 +144,9 @@ public sealed class StableDiffusion3IpAdapterParityTests(TinySd3IpAdapterPipelin
         Assert.Throws<WeightLoadException>(() => IPAdapterWeights.Load(transformer, Write("narrow.safetensors", narrow)));
         Assert.False(transformer.HasIpAdapter);
         Assert.Throws<FileNotFoundException>(() => IPAdapterWeights.Load(transformer, Path.Combine(_dir, "none.safetensors")));
+        string pickled = Path.Combine(_dir, "ip-adapter.bin");
+        File.WriteAllBytes(pickled, [0x80, 0x02]);
+        Assert.Contains("safetensors conversion", Assert.Throws<NotSupportedException>(() => IPAdapterWeights.Load(transformer, pickled)).Message, StringComparison.Ordinal);
         IPAdapterWeights.Load(transformer, AdapterFile);
         Assert.Throws<InvalidOperationException>(() => IPAdapterWeights.Load(transformer, AdapterFile));
         Assert.Contains("transformer_blocks.0.attn2.processor.norm_ip.linear.weight", transformer.state_dict().Keys);
