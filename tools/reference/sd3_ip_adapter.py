@@ -9,7 +9,8 @@
 #   3. one transformer forward with image embeddings (scale 0.5, diffusers' default after loading, 1.0 and 0), the
 #      Resampler's own outputs, and pipeline runs given the shared tiny-sd3 fixture's stored prompt embeddings and
 #      ip_adapter_image_embeds: text-to-image with CFG at scale 0.5 and 1.0, without CFG (2 images per prompt), with
-#      skip-layer guidance, image-to-image and inpainting (no image encoder runs: transformers is a stub here, so the
+#      skip-layer guidance, image-to-image, inpainting, and StableDiffusion3ControlNetPipeline with
+#      local-diffusers/sd3-controlnet's tiny ControlNet (no image encoder runs: transformers is a stub here, so the
 #      embeddings stand for the SigLIP encoder's penultimate hidden states).
 # Run from the repository root with the scratch environment:
 #   PYTHONPATH=tools/reference/pyenv:/tmp/refpy /usr/bin/python3 tools/reference/sd3_ip_adapter.py tests/DiffusersSharp.Tests/Fixtures
@@ -20,9 +21,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3ControlNetModel, SD3Transformer2DModel
 from diffusers.models.attention_processor import SD3IPAdapterJointAttnProcessor2_0
 from diffusers.models.embeddings import IPAdapterTimeImageProjection
+from diffusers.pipelines.controlnet_sd3.pipeline_stable_diffusion_3_controlnet import StableDiffusion3ControlNetPipeline
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import StableDiffusion3Pipeline
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3_img2img import StableDiffusion3Img2ImgPipeline
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3_inpaint import StableDiffusion3InpaintPipeline
@@ -83,6 +85,8 @@ t2i = StableDiffusion3Pipeline(**parts)
 t2i.load_ip_adapter(out_dir, weight_name="ip-adapter.safetensors", image_encoder_folder=None)
 i2i = StableDiffusion3Img2ImgPipeline(**parts)
 inpaint = StableDiffusion3InpaintPipeline(**parts)
+controlnet = StableDiffusion3ControlNetPipeline(**parts, controlnet=SD3ControlNetModel.from_pretrained(
+    f"{root}/local-diffusers/sd3-controlnet/controlnet").eval())
 out = {}
 
 # Image features: [negative, positive] under CFG; the negative half zeros, as encode_image's torch.zeros_like.
@@ -134,6 +138,10 @@ cases = {
                            guidance_scale=7.0, height=64, width=64), 123456),
     "inpaint": (inpaint, 0.5, dict(**embeds("t2i"), ip_adapter_image_embeds=ip, image=image, mask_image=mask,
                                    strength=0.99, num_inference_steps=4, guidance_scale=7.0, height=64, width=64), 42),
+    # The ControlNet gets the same joint_attention_kwargs; its plain processors ignore the image features. The control
+    # image's VAE sample is drawn from torch's global generator, seeded with 3 before each call.
+    "controlnet": (controlnet, 0.5, dict(**embeds("t2i"), ip_adapter_image_embeds=ip, control_image=image, num_inference_steps=3,
+                                         guidance_scale=4.5, height=64, width=64, controlnet_conditioning_scale=0.7), 11),
 }
 for name, (pipe, scale, args, seed) in cases.items():
     t2i.set_ip_adapter_scale(scale)  # the pipelines share the transformer and so its processors
@@ -142,8 +150,10 @@ for name, (pipe, scale, args, seed) in cases.items():
         out[f"{name}.step{i}.latents"] = kw["latents"].clone()
         return kw
     with torch.no_grad():
+        torch.manual_seed(3)
         out[f"{name}.latents"] = pipe(**args, output_type="latent", callback_on_step_end=on_step_end,
                                       generator=torch.Generator("cpu").manual_seed(seed)).images
+        torch.manual_seed(3)
         out[f"{name}.image"] = torch.from_numpy(pipe(**args, output_type="np",
                                                      generator=torch.Generator("cpu").manual_seed(seed)).images)
 

@@ -230,6 +230,21 @@ public sealed class StableDiffusion3IpAdapterParityTests(TinySd3IpAdapterPipelin
     }
 
     [Fact]
+    public void ControlNetPipelineMatchesDiffusers()
+    {
+        // diffusers gives the ControlNet the same joint_attention_kwargs; its plain processors ignore the image features.
+        using var components = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions(),
+            Fixtures.Path("local-diffusers/sd3-controlnet/controlnet"));
+        components.LoadIpAdapter(AdapterFile);
+        using var pipe = new StableDiffusion3ControlNetPipeline(components);
+        Check(r => pipe.Generate(r with { ControlImageGenerator = new Generator("cpu").ManualSeed(3) }), new StableDiffusion3ControlNetRequest
+        {
+            ControlImage = ImageFile.LoadRgb(Fixtures.Path("tiny-sd3/init_image.png")), NumInferenceSteps = 3, GuidanceScale = 4.5, Height = 64, Width = 64,
+            ControlNetConditioningScale = 0.7, IpAdapterImageEmbeds = CfgFeatures,
+        }, "controlnet", "t2i", 11);
+    }
+
+    [Fact]
     public void BadInputsAreRefusedBeforeAnyCompute()
     {
         using var pipe = new StableDiffusion3Pipeline(fixture.Components);
