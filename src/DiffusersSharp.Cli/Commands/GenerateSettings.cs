@@ -291,8 +291,8 @@ public class GenerateSettings : ModelSettings
         return null;
     }
 
-    /// <summary>IP-Adapter file (UNet models).</summary>
-    [CommandOption("--ip-adapter <FILE>"), Description("SD 1.x / 2.x and SDXL: an IP-Adapter file in h94/IP-Adapter's safetensors layout (e.g. models/ip-adapter_sd15.safetensors; the plain IP-Adapter), steering the image with --ip-adapter-image; a local file or a hub repo's, e.g. hf://h94/IP-Adapter/models/ip-adapter_sd15.safetensors. Its CLIP image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it; in the repo for a hub file) unless --ip-adapter-image-encoder names another (a folder or hf://org/name/sub/folder).")]
+    /// <summary>IP-Adapter file (UNet and SD3 models).</summary>
+    [CommandOption("--ip-adapter <FILE>"), Description("SD 1.x / 2.x and SDXL: an IP-Adapter file in h94/IP-Adapter's safetensors layout (e.g. models/ip-adapter_sd15.safetensors; the plain IP-Adapter); SD3 / SD3.5: InstantX/SD3.5-Large-IP-Adapter's (e.g. hf://guiyrt/InstantX-SD3.5-Large-IP-Adapter-diffusers/ip-adapter.safetensors); steering the image with --ip-adapter-image; a local file or a hub repo's, e.g. hf://h94/IP-Adapter/models/ip-adapter_sd15.safetensors. Its image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it; in the repo for a hub file) unless --ip-adapter-image-encoder names another (the SD3 adapter has none beside it: name its SigLIP encoder).")]
     public string? IpAdapter { get; init; }
 
     /// <summary>The IP-Adapter's image prompt.</summary>
@@ -300,11 +300,11 @@ public class GenerateSettings : ModelSettings
     public string? IpAdapterImage { get; init; }
 
     /// <summary>The IP-Adapter's image encoder folder.</summary>
-    [CommandOption("--ip-adapter-image-encoder <FOLDER>"), Description("With --ip-adapter: the CLIP image encoder folder (config.json + model.safetensors; default: image_encoder beside the --ip-adapter file), e.g. h94/IP-Adapter's models/image_encoder for SDXL's ip-adapter_sdxl_vit-h.")]
+    [CommandOption("--ip-adapter-image-encoder <FOLDER>"), Description("With --ip-adapter: the image encoder (config.json + model.safetensors; default: image_encoder beside the --ip-adapter file): a folder, hf://org/name/sub/folder or a hub repo id; CLIP for SD / SDXL, e.g. h94/IP-Adapter's models/image_encoder for SDXL's ip-adapter_sdxl_vit-h; SigLIP for SD3, google/siglip-so400m-patch14-384 (its vision tower) for the InstantX adapter.")]
     public string? IpAdapterImageEncoder { get; init; }
 
     /// <summary>The IP-Adapter scale.</summary>
-    [CommandOption("--ip-adapter-scale <S>"), Description("With --ip-adapter: the weight of the image prompt (diffusers' set_ip_adapter_scale; default 1.0).")]
+    [CommandOption("--ip-adapter-scale <S>"), Description("With --ip-adapter: the weight of the image prompt (diffusers' set_ip_adapter_scale; default 1.0, SD3 0.5).")]
     public string? IpAdapterScale { get; init; }
 
     /// <summary>The parsed --ip-adapter-scale, or null.</summary>
@@ -328,8 +328,9 @@ public class GenerateSettings : ModelSettings
         if (!HubFileReference.TryParse(IpAdapter, out _) && !File.Exists(IpAdapter)) return $"--ip-adapter file not found: {IpAdapter}.";
         if (IpAdapterImage is null) return "--ip-adapter needs --ip-adapter-image.";
         if (!File.Exists(IpAdapterImage)) return $"--ip-adapter-image not found: {IpAdapterImage}.";
-        if (!HubFileReference.TryParse(IpAdapterImageEncoderFolder, out _) && !Directory.Exists(IpAdapterImageEncoderFolder))
-            return $"--ip-adapter needs a CLIP image encoder folder: {IpAdapterImageEncoderFolder} does not exist (name one with --ip-adapter-image-encoder).";
+        if (!HubFileReference.TryParse(IpAdapterImageEncoderFolder, out _) && !Directory.Exists(IpAdapterImageEncoderFolder)
+            && !(IpAdapterImageEncoder is not null && Hub.ModelSource.IsRepoId(IpAdapterImageEncoder)))
+            return $"--ip-adapter needs an image encoder folder: {IpAdapterImageEncoderFolder} does not exist (name one with --ip-adapter-image-encoder: CLIP for SD / SDXL, SigLIP for SD3, e.g. google/siglip-so400m-patch14-384).";
         if (IpAdapterScale is not null && (!double.TryParse(IpAdapterScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v)))
             return $"--ip-adapter-scale must be a finite number, got '{IpAdapterScale}'.";
         return null;

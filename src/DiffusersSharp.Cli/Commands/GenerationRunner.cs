@@ -134,6 +134,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             SkipGuidanceLayers = settings.SkipLayerList,
             OutputType = OutputType.Image,
         };
+        if (settings.IpAdapterImage is { } sd3IpImage)
+            request = request with { IpAdapterImage = ImageFile.LoadRgb(sd3IpImage), IpAdapterScale = settings.IpAdapterScaleValue };
         // diffusers draws the control images' VAE samples from torch's global generator: the seed seeds it too, as
         // torch.manual_seed(seed) would.
         if (request is StableDiffusion3ControlNetRequest control)

@@ -162,8 +162,8 @@ internal sealed class LoadedModel : IDisposable
                     adapters, ct), c => c.FuseLora), LoadTextualInversion)), adapters: adapters),
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
                 WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion)),
-            _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings, lora,
-                StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), null),
+            _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithSd3IpAdapter(output, ipAdapter, WithLora(output, settings, lora,
+                StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora)), null),
         };
         if (lora is not null) (model.LoraFile, model.LoraScale) = (lora, settings.LoraScaleValue);
         return model;
@@ -331,8 +331,8 @@ internal sealed class LoadedModel : IDisposable
             if (family != Family.UNet && settings.ControlNets.Count > 0)
                 throw new ArgumentException($"--padding-mask-crop does not apply to {(family == Family.Sd3 ? "SD3" : "Flux")} inpainting with --controlnet (diffusers' {(family == Family.Sd3 ? "StableDiffusion3ControlNetInpaintingPipeline has no padding_mask_crop" : "FluxControlNetInpaintPipeline crops but never pastes the result back")}).");
         }
-        if (family != Family.UNet && settings.IpAdapter is not null)
-            throw new ArgumentException($"--ip-adapter applies to SD 1.x / 2.x and SDXL models (diffusers' SD3 and Flux IP-Adapters are not implemented); {settings.Model} is a {pipelineClass}.");
+        if (family == Family.Flux && settings.IpAdapter is not null)
+            throw new ArgumentException($"--ip-adapter applies to SD 1.x / 2.x, SDXL and SD3 models (diffusers' Flux IP-Adapter is not implemented); {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux && settings.ControlNets.Count > 0)
         {
             CheckFluxControlNet(settings.Model!, pipelineClass);
@@ -412,6 +412,23 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>Loads the --ip-adapter file and its image encoder, if any, into freshly loaded components (freed again if that fails).</summary>
     private static StableDiffusionComponents WithIpAdapter(CliOutput output, (string? File, string? ImageEncoder) ipAdapter, StableDiffusionComponents components)
+    {
+        if (ipAdapter.File is null) return components;
+        try
+        {
+            components.LoadIpAdapter(ipAdapter.File, ipAdapter.ImageEncoder!);
+            output.Error.WriteLine($"loaded IP-Adapter {ipAdapter.File} (image encoder {ipAdapter.ImageEncoder})");
+            return components;
+        }
+        catch
+        {
+            components.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Loads the --ip-adapter file and its SigLIP image encoder into freshly loaded SD3 components (freed again if that fails).</summary>
+    private static StableDiffusion3Components WithSd3IpAdapter(CliOutput output, (string? File, string? ImageEncoder) ipAdapter, StableDiffusion3Components components)
     {
         if (ipAdapter.File is null) return components;
         try

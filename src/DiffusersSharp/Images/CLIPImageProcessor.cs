@@ -54,18 +54,29 @@ public sealed class CLIPImageProcessor
     {
         ArgumentNullException.ThrowIfNull(images);
         if (images.Count == 0) throw new ArgumentException("No images to preprocess.", nameof(images));
-        int n = CropSize * CropSize;
-        var values = new float[images.Count * 3 * n];
-        for (int i = 0; i < images.Count; i++)
+        return PixelValues(images.Select(ResizeAndCrop).ToArray(), Mean, Std);
+    }
+
+    /// <summary>
+    /// transformers' <c>rescale</c> then <c>normalize</c> of 8-bit RGB images of one size: each value times 1/255 in
+    /// float64, stored as float32, then <c>(x - mean) / std</c> in float32; returns [images, 3, H, W].
+    /// </summary>
+    internal static Tensor PixelValues(IReadOnlyList<ImageBuffer> sized, float[] mean, float[] std)
+    {
+        int width = sized[0].Width, height = sized[0].Height, n = width * height;
+        var values = new float[sized.Count * 3 * n];
+        for (int i = 0; i < sized.Count; i++)
         {
-            var crop = ResizeAndCrop(images[i]);
+            var image = sized[i];
+            if (image.Width != width || image.Height != height || image.Channels != 3)
+                throw new ArgumentException("The images to normalize must be RGB and of one size.", nameof(sized));
             for (int p = 0; p < n; p++)
                 for (int c = 0; c < 3; c++)
                 {
-                    float rescaled = (float)(crop.Pixels[p * 3 + c] * (1 / 255.0));
-                    values[(i * 3 + c) * n + p] = (rescaled - Mean[c]) / Std[c];
+                    float rescaled = (float)(image.Pixels[p * 3 + c] * (1 / 255.0));
+                    values[(i * 3 + c) * n + p] = (rescaled - mean[c]) / std[c];
                 }
         }
-        return tensor(values, [images.Count, 3, CropSize, CropSize]);
+        return tensor(values, [sized.Count, 3, height, width]);
     }
 }

@@ -14,7 +14,7 @@ namespace DiffusersSharp.Loaders;
 /// cross-attention alternating), so the k-th cross-attention layer has N = 2k + 1. Loading is strict: every key of the file
 /// must have its place and every cross-attention layer its two weights, with matching shapes.
 /// </summary>
-public static class IPAdapterWeights
+public static partial class IPAdapterWeights
 {
     /// <summary>
     /// Loads the IP-Adapter at <paramref name="path"/> into <paramref name="unet"/> (diffusers' <c>_load_ip_adapter_weights</c>):

@@ -91,14 +91,17 @@ public sealed record PipelineLoadOptions
 
     /// <summary>
     /// The local path of a model folder beside the pipeline, such as an IP-Adapter's image encoder:
-    /// <paramref name="folderOrHubFolder"/> itself, or a repo's subfolder (<c>hf://h94/IP-Adapter/models/image_encoder</c>)
-    /// with its config.json and safetensors weights downloaded into the hub cache, as <see cref="ResolveFile"/> does.
+    /// <paramref name="folderOrHubFolder"/> itself, a repo's subfolder (<c>hf://h94/IP-Adapter/models/image_encoder</c>) or,
+    /// when no such local folder exists, a whole single-model repo (<c>google/siglip-so400m-patch14-384</c>), with its
+    /// config.json and safetensors weights downloaded into the hub cache, as <see cref="ResolveFile"/> does.
     /// </summary>
     public string ResolveSubfolder(string folderOrHubFolder, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(folderOrHubFolder);
-        return Hub.HubFileReference.TryParse(folderOrHubFolder, out var folder)
-            ? Hub.ModelSource.ResolveSubfolder(folder!, SideFileHubOptions, DownloadProgress, cancellationToken)
+        if (!Hub.HubFileReference.TryParse(folderOrHubFolder, out var folder) && !Directory.Exists(folderOrHubFolder) && Hub.ModelSource.IsRepoId(folderOrHubFolder))
+            folder = new Hub.HubFileReference(folderOrHubFolder, "", null);
+        return folder is not null
+            ? Hub.ModelSource.ResolveSubfolder(folder, SideFileHubOptions, DownloadProgress, cancellationToken)
             : folderOrHubFolder;
     }
 

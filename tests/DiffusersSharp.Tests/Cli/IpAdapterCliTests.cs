@@ -3,8 +3,9 @@ using DiffusersSharp.Tests.Support;
 
 namespace DiffusersSharp.Tests.Cli;
 
-/// <summary><c>generate --ip-adapter</c>: option checks before loading, and a run on tiny-sd15 with the fixture's adapter
-/// and a tiny random image encoder (a wiring test; the adapter's numbers are checked by IpAdapterParityTests).</summary>
+/// <summary><c>generate --ip-adapter</c>: option checks before loading, a run on tiny-sd15 with the fixture's adapter and a
+/// tiny random image encoder, and one on tiny-sd3 with the SD3 fixture's adapter and SigLIP encoder (wiring tests; the
+/// adapters' numbers are checked by IpAdapterParityTests and StableDiffusion3IpAdapterParityTests).</summary>
 public sealed class IpAdapterCliTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("ipadapter-cli").FullName;
@@ -19,16 +20,18 @@ public sealed class IpAdapterCliTests : IDisposable
     public void OptionsAreCheckedBeforeLoading()
     {
         string encoder = TinyImageEncoder.Write(_dir);
-        var (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.TinySd3Model, "--prompt", "a", "--ip-adapter", Adapter,
+        string flux = Path.Combine(_dir, "flux");
+        TinyFluxPipelineFolder.Write(flux);
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", flux, "--prompt", "a", "--ip-adapter", Adapter,
             "--ip-adapter-image", Image, "--ip-adapter-image-encoder", encoder, "--steps", "1", "--output", Out());
         Assert.Equal(2, code);
-        Assert.Contains("--ip-adapter applies to SD 1.x / 2.x and SDXL models", stderr);
+        Assert.Contains("--ip-adapter applies to SD 1.x / 2.x, SDXL and SD3 models", stderr);
         (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "a", "--ip-adapter-image", Image, "--output", Out());
         Assert.Equal(2, code);
         Assert.Contains("--ip-adapter-image needs --ip-adapter", stderr);
         (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "a", "--ip-adapter", Adapter, "--ip-adapter-image", Image, "--output", Out());
         Assert.Equal(2, code);
-        Assert.Contains("needs a CLIP image encoder folder", stderr);
+        Assert.Contains("needs an image encoder folder", stderr);
         (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "a", "--ip-adapter", Adapter,
             "--ip-adapter-image", Image, "--ip-adapter-image-encoder", encoder, "--ip-adapter-scale", "x", "--output", Out());
         Assert.Equal(2, code);
@@ -48,5 +51,29 @@ public sealed class IpAdapterCliTests : IDisposable
             "--width", "64", "--height", "64", "--seed", "3", "--output", Out("plain.png"));
         Assert.True(code == 0, stderr);
         Assert.NotEqual(ImageFile.Load(Out()).Pixels, ImageFile.Load(Out("plain.png")).Pixels);
+    }
+
+    [Fact]
+    public void GenerateWithAnSd3IpAdapterRuns()
+    {
+        // The SD3 adapter's image features are 32 wide: local-diffusers/siglip-vision's image_encoder.
+        string adapter = Fixtures.Path("local-diffusers/sd3-ip-adapter/ip-adapter.safetensors");
+        string encoder = Fixtures.Path("local-diffusers/siglip-vision/image_encoder");
+        string[] Args(string output, params string[] more) => ["generate", "--model", Fixtures.TinySd3Model, "--prompt", "a cat", "--steps", "2",
+            "--width", "64", "--height", "64", "--seed", "3", "--output", output, .. more];
+        var (code, _, stderr) = CliRunner.Run(Args(Out(), "--ip-adapter", adapter, "--ip-adapter-image", Fixtures.Path("tiny-sd3/init_image.png"),
+            "--ip-adapter-image-encoder", encoder, "--ip-adapter-scale", "0.8"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("loaded IP-Adapter", stderr);
+        (code, _, stderr) = CliRunner.Run(Args(Out("plain.png")));
+        Assert.True(code == 0, stderr);
+        Assert.NotEqual(ImageFile.Load(Out()).Pixels, ImageFile.Load(Out("plain.png")).Pixels);
+        // Without an encoder beside the file or named, the SD3 adapter is refused before loading.
+        string lone = Path.Combine(_dir, "lone", "ip-adapter.safetensors");
+        Directory.CreateDirectory(Path.GetDirectoryName(lone)!);
+        File.Copy(adapter, lone);
+        (code, _, stderr) = CliRunner.Run(Args(Out("x.png"), "--ip-adapter", lone, "--ip-adapter-image", Fixtures.Path("tiny-sd3/init_image.png")));
+        Assert.Equal(2, code);
+        Assert.Contains("google/siglip-so400m-patch14-384", stderr);
     }
 }

@@ -60,7 +60,13 @@ if not hasattr(F, "scaled_dot_product_attention"):
             weights = weights.masked_fill(keep.logical_not(), float("-inf"))
         if attn_mask is not None:
             weights = weights.masked_fill(attn_mask.logical_not(), float("-inf")) if attn_mask.dtype == torch.bool else weights + attn_mask
-        return torch.matmul(torch.softmax(weights, dim=-1), value)
+        result = torch.matmul(torch.softmax(weights, dim=-1), value)
+        if result.dim() == 4:
+            # PyTorch 2.x's fused kernels (CPU flash attention, CUDA) write the output as [B, N, heads, d] and return its
+            # transpose: same values, but `.transpose(1, 2).view(B, -1, heads * d)` works on it, which diffusers'
+            # SD3IPAdapterJointAttnProcessor2_0 relies on. The layout only; nothing is computed differently.
+            result = result.transpose(1, 2).contiguous().transpose(1, 2)
+        return result
 
     F.scaled_dot_product_attention = scaled_dot_product_attention
 

@@ -25,6 +25,7 @@ public sealed class JointAttention : nn.Module
     private readonly int _heads;
     private readonly int _headDim;
     private readonly bool _contextFirst;
+    private IPAdapters.SD3IPAdapterJointAttnProcessor? _ipAdapter;
 
     /// <summary>
     /// Creates the attention for width <paramref name="dim"/> = <paramref name="heads"/> × <paramref name="headDim"/>.
@@ -64,6 +65,18 @@ public sealed class JointAttention : nn.Module
         RegisterComponents();
     }
 
+    /// <summary>The SD3 IP-Adapter attached to this attention (diffusers' <c>SD3IPAdapterJointAttnProcessor2_0</c>), or null.</summary>
+    internal IPAdapters.SD3IPAdapterJointAttnProcessor? IpAdapter => _ipAdapter;
+
+    /// <summary>Attaches an SD3 IP-Adapter processor, registered as <c>processor</c> as diffusers' module processors are.</summary>
+    internal void AttachIpAdapter(IPAdapters.SD3IPAdapterJointAttnProcessor processor)
+    {
+        if (_contextFirst) throw new NotSupportedException("The SD3 IP-Adapter processor is for SD3's joint attention (image tokens first).");
+        if (_ipAdapter is not null) throw new InvalidOperationException("An IP-Adapter is already attached to this attention.");
+        register_module("processor", processor);
+        _ipAdapter = processor;
+    }
+
     /// <summary>[B, N, H·d] → [B, H, N, d] as a view of the projection output.</summary>
     private Tensor Heads(Tensor x) => x.view(x.shape[0], x.shape[1], _heads, _headDim).transpose(1, 2);
 
@@ -73,14 +86,18 @@ public sealed class JointAttention : nn.Module
     /// <c>context_pre_only</c>, which SD3 then discards). <paramref name="keyBias"/> [N + S], if given, is added to the
     /// attention logits of each key (image keys first); SD3Transformer2DModel uses it to let one text token stand for many.
     /// <paramref name="rotary"/> (cos, sin) [S_joint, head_dim] rotates q and k after their norms, in the joint order.
+    /// <paramref name="ip"/>: the SD3 IP-Adapter Resampler's tokens and timestep embedding; with an attached processor
+    /// whose scale is not 0, its image attention is added to the image output before <c>to_out</c>.
     /// </summary>
-    public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, Tensor? keyBias = null, (Tensor Cos, Tensor Sin)? rotary = null)
+    public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, Tensor? keyBias = null, (Tensor Cos, Tensor Sin)? rotary = null,
+        (Tensor Hidden, Tensor Temb)? ip = null)
     {
         if (keyBias is not null && _contextFirst) throw new NotSupportedException("keyBias assumes the image tokens first.");
         long batch = x.shape[0], n = x.shape[1];
         var q = Heads(to_q.forward(x));
         var k = Heads(to_k.forward(x));
         var v = Heads(to_v.forward(x));
+        var (imageQuery, imageKey, imageValue) = (q, k, v); // before the q / k norms: the IP-Adapter's own norms take them
         if (norm_q is not null) q = norm_q.forward(q);
         if (norm_k is not null) k = norm_k.forward(k);
         if (context is not null)
@@ -112,6 +129,8 @@ public sealed class JointAttention : nn.Module
             o = o.narrow(1, _contextFirst ? s : 0, n);
             if (to_add_out is not null) ctxOut = to_add_out.forward(ctxOut);
         }
+        if (_ipAdapter is { Scale: not 0 } processor && ip is { } tokens)
+            o = o + processor.Attend(imageQuery, imageKey, imageValue, tokens.Hidden, tokens.Temb, _heads);
         return (to_out.Count == 0 ? o : to_out[0].forward(o), ctxOut);
     }
 }

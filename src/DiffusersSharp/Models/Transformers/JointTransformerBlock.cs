@@ -25,6 +25,13 @@ public sealed class JointTransformerBlock : nn.Module
     /// <summary>Whether this is the last block, whose context stream ends after the attention.</summary>
     public bool ContextPreOnly { get; }
 
+    /// <summary>The block's attentions in diffusers' <c>attn_processors</c> order: <c>attn</c>, then <c>attn2</c> if any.</summary>
+    internal IEnumerable<(string Name, JointAttention Attention)> Attentions()
+    {
+        yield return ("attn", attn);
+        if (attn2 is not null) yield return ("attn2", attn2);
+    }
+
     /// <summary>Whether this block runs the extra self-attention <c>attn2</c>.</summary>
     public bool UseDualAttention { get; }
 
@@ -52,9 +59,10 @@ public sealed class JointTransformerBlock : nn.Module
     /// <summary>
     /// Runs the block on image tokens <paramref name="x"/> [B, N, D] and context <paramref name="context"/> [B, S, D]
     /// with the conditioning <paramref name="temb"/> [B, D]. Returns the new context (null after the last block) and
-    /// the new image tokens. <paramref name="keyBias"/>: see <see cref="JointAttention.forward"/>.
+    /// the new image tokens. <paramref name="keyBias"/>, <paramref name="ip"/>: see <see cref="JointAttention.forward"/>
+    /// (the IP-Adapter tokens go to <c>attn</c> and <c>attn2</c>, as diffusers' joint_attention_kwargs do).
     /// </summary>
-    public (Tensor? Context, Tensor X) forward(Tensor x, Tensor context, Tensor temb, Tensor? keyBias = null)
+    public (Tensor? Context, Tensor X) forward(Tensor x, Tensor context, Tensor temb, Tensor? keyBias = null, (Tensor Hidden, Tensor Temb)? ip = null)
     {
         Tensor nx, gateMsa, shiftMlp, scaleMlp, gateMlp;
         Tensor? nx2 = null, gateMsa2 = null;
@@ -78,10 +86,10 @@ public sealed class JointTransformerBlock : nn.Module
             nc = c.Value.X;
         }
 
-        var (ax, ac) = attn.forward(nx, nc, keyBias);
+        var (ax, ac) = attn.forward(nx, nc, keyBias, ip: ip);
         x = x + gateMsa.unsqueeze(1) * ax;
         if (attn2 is not null)
-            x = x + gateMsa2!.unsqueeze(1) * attn2.forward(nx2!, null).X;
+            x = x + gateMsa2!.unsqueeze(1) * attn2.forward(nx2!, null, ip: ip).X;
 
         var h = LayerNorm(x) * (1 + scaleMlp.unsqueeze(1)) + shiftMlp.unsqueeze(1);
         x = x + gateMlp.unsqueeze(1) * ff.forward(h);

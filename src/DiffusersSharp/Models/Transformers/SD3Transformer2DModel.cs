@@ -21,6 +21,7 @@ public sealed class SD3Transformer2DModel : nn.Module
     private readonly AdaLayerNormContinuous norm_out;
     private readonly Linear proj_out;
 #pragma warning restore IDE1006
+    private IPAdapters.IPAdapterTimeImageProjection? _imageProj;
 
     /// <summary>The configuration the model was built from.</summary>
     public SD3Transformer2DModelConfig Config { get; }
@@ -92,13 +93,19 @@ public sealed class SD3Transformer2DModel : nn.Module
     /// the result equals passing them all, within rounding. <paramref name="block_controlnet_hidden_states"/> (an SD3
     /// ControlNet's residuals, [B, N, D] each) are added to the image stream after every block but the last, block i
     /// taking residual <c>floor(i / (num_layers / count))</c> as diffusers spaces them (also after a skipped block).
+    /// <paramref name="ip_adapter_image_embeds"/> [B, S, embed_dim] (diffusers' <c>joint_attention_kwargs</c> entry; needs an
+    /// IP-Adapter, <see cref="Loaders.IPAdapterWeights"/>): the image features go through <c>image_proj</c> at these
+    /// timesteps and every attention's IP-Adapter processor attends to its tokens. With B = 1 any count of rows is taken,
+    /// their tokens attending together, as diffusers' skip-layer pass does with the CFG-doubled embeddings.
     /// Returns [B, out_channels, h, w] in the model dtype.
     /// </summary>
     /// <exception cref="ArgumentException">An input has the wrong rank, size or batch; thrown before any compute.</exception>
     public Tensor forward(Tensor hidden_states, Tensor encoder_hidden_states, Tensor pooled_projections, Tensor timestep,
-        IReadOnlyCollection<int>? skipLayers = null, long lastTokenRepeats = 1, IReadOnlyList<Tensor>? block_controlnet_hidden_states = null)
+        IReadOnlyCollection<int>? skipLayers = null, long lastTokenRepeats = 1, IReadOnlyList<Tensor>? block_controlnet_hidden_states = null,
+        Tensor? ip_adapter_image_embeds = null)
     {
         Validate(hidden_states, encoder_hidden_states, pooled_projections, timestep, skipLayers);
+        ValidateImageEmbeds(hidden_states.shape[0], ip_adapter_image_embeds);
         if (block_controlnet_hidden_states is { Count: 0 })
             throw new ArgumentException("block_controlnet_hidden_states must not be empty (pass null for none).", nameof(block_controlnet_hidden_states));
         if (lastTokenRepeats < 1) throw new ArgumentOutOfRangeException(nameof(lastTokenRepeats), lastTokenRepeats, "lastTokenRepeats must be at least 1.");
@@ -112,6 +119,7 @@ public sealed class SD3Transformer2DModel : nn.Module
         var temb = time_text_embed.forward(timestep, pooled_projections.to(dtype));
         var context = context_embedder.forward(encoder_hidden_states.to(dtype));
         var keyBias = lastTokenRepeats > 1 ? RepeatedTokenKeyBias(x.shape[1], context.shape[1], lastTokenRepeats, x.device) : null;
+        (Tensor, Tensor)? ip = ip_adapter_image_embeds is null ? null : _imageProj!.forward(ip_adapter_image_embeds.to(dtype), timestep);
 
         for (int i = 0; i < transformer_blocks.Count; i++)
         {
@@ -123,7 +131,7 @@ public sealed class SD3Transformer2DModel : nn.Module
             }
             // Each block's intermediates are freed when it ends; only the two streams live on.
             using var blockScope = torch.NewDisposeScope();
-            var (newContext, newX) = transformer_blocks[i].forward(x, context, temb, keyBias);
+            var (newContext, newX) = transformer_blocks[i].forward(x, context, temb, keyBias, ip);
             newX = WithControlResidual(newX, i, block_controlnet_hidden_states);
             newX.MoveToOuterDisposeScope();
             x.Dispose();
@@ -140,6 +148,52 @@ public sealed class SD3Transformer2DModel : nn.Module
         int p = Config.PatchSize, c = Config.OutChannels;
         var output = h.view(batch, height / p, width / p, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(batch, c, height, width);
         return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Whether an IP-Adapter is loaded (diffusers' <c>image_proj</c> and IP-Adapter processors).</summary>
+    public bool HasIpAdapter => _imageProj is not null;
+
+    /// <summary>The loaded IP-Adapter's Resampler (diffusers' <c>image_proj</c>), or null.</summary>
+    public IPAdapters.IPAdapterTimeImageProjection? ImageProj => _imageProj;
+
+    /// <summary>The attentions in diffusers' <c>attn_processors</c> order (block by block: <c>attn</c>, then <c>attn2</c>).</summary>
+    internal IReadOnlyList<(string Name, JointAttention Attention)> AttentionLayers() =>
+        transformer_blocks.SelectMany((b, i) => b.Attentions().Select(a => ($"transformer_blocks.{i}.{a.Name}", a.Attention))).ToList();
+
+    /// <summary>The IP-Adapter scale of the processors (diffusers: 0.5 after loading); null without an IP-Adapter.</summary>
+    public double? IpAdapterScale => AttentionLayers().Select(a => a.Attention.IpAdapter?.Scale).FirstOrDefault(s => s is not null);
+
+    /// <summary>diffusers' SD3 <c>set_ip_adapter_scale</c>: the weight of the image attention in every IP-Adapter processor; 0 turns it off.</summary>
+    /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
+    /// <exception cref="ArgumentException">The scale is not finite.</exception>
+    public void SetIpAdapterScale(double scale)
+    {
+        if (_imageProj is null) throw new InvalidOperationException("No IP-Adapter is loaded: load one before setting its scale.");
+        if (!double.IsFinite(scale)) throw new ArgumentException($"The IP-Adapter scale must be a finite number, got {scale}.", nameof(scale));
+        foreach (var (_, attention) in AttentionLayers())
+            if (attention.IpAdapter is { } processor) processor.Scale = scale;
+    }
+
+    /// <summary>Attaches a loaded IP-Adapter: its processors to the attentions (in <see cref="AttentionLayers"/> order) and its
+    /// Resampler, registered as <c>image_proj</c> as in diffusers.</summary>
+    internal void AttachIpAdapter(IPAdapters.IPAdapterTimeImageProjection imageProj, IReadOnlyList<IPAdapters.SD3IPAdapterJointAttnProcessor> processors)
+    {
+        if (_imageProj is not null) throw new InvalidOperationException("An IP-Adapter is already loaded into this transformer.");
+        var layers = AttentionLayers();
+        if (processors.Count != layers.Count) throw new ArgumentException($"Expected {layers.Count} IP-Adapter processors, got {processors.Count}.", nameof(processors));
+        for (int i = 0; i < layers.Count; i++) layers[i].Attention.AttachIpAdapter(processors[i]);
+        register_module("image_proj", imageProj);
+        _imageProj = imageProj;
+    }
+
+    private void ValidateImageEmbeds(long batch, Tensor? embeds)
+    {
+        if (embeds is null) return;
+        if (_imageProj is null)
+            throw new ArgumentException("ip_adapter_image_embeds needs an IP-Adapter: load one first (IPAdapterWeights.Load).", "ip_adapter_image_embeds");
+        if (embeds.dim() != 3 || embeds.shape[2] != _imageProj.EmbedDim || (embeds.shape[0] != batch && batch != 1) || !embeds.is_floating_point())
+            throw new ArgumentException($"ip_adapter_image_embeds must be a floating [B={batch}, S, {_imageProj.EmbedDim}] tensor (the image encoder's " +
+                $"penultimate hidden states), got {embeds.dtype} [{string.Join(", ", embeds.shape)}].", "ip_adapter_image_embeds");
     }
 
     /// <summary>The image stream plus the ControlNet residual of block <paramref name="index"/> (none after the last block, as diffusers).</summary>

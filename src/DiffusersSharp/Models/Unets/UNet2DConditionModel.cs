@@ -280,7 +280,7 @@ public sealed class UNet2DConditionModel : nn.Module
         return x.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Whether an IP-Adapter is loaded (<see cref="Loaders.IPAdapterWeights.Load"/>).</summary>
+    /// <summary>Whether an IP-Adapter is loaded (<see cref="Loaders.IPAdapterWeights.Load(UNet2DConditionModel, string)"/>).</summary>
     public bool HasIpAdapter => _ipProjection is not null;
 
     /// <summary>The loaded IP-Adapters' image projections (diffusers' <c>encoder_hid_proj</c>), or null.</summary>

@@ -2,7 +2,9 @@ using DiffusersSharp.IO;
 using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Images;
 using DiffusersSharp.Models.ControlNets;
+using DiffusersSharp.Models.ImageEncoders;
 using DiffusersSharp.Models.TextEncoders;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Schedulers;
@@ -243,14 +245,61 @@ public sealed class StableDiffusion3Components : PipelineComponents
         ["text_encoder_2"] = TextEncoder2,
     }, scale, kohya: false, FusedLoras);
 
+    /// <summary>
+    /// diffusers' SD3 <c>load_ip_adapter</c> (<c>SD3IPAdapterMixin</c>): loads an SD3 / SD3.5 IP-Adapter file in
+    /// InstantX/SD3.5-Large-IP-Adapter's layout into the transformer (<see cref="IPAdapterWeights.Load(SD3Transformer2DModel, string)"/>:
+    /// its Resampler <c>image_proj</c> and one attention processor per attention), scale 0.5. The pipelines then take
+    /// <c>IpAdapterImageEmbeds</c> (or <c>IpAdapterImage</c> with an image encoder). Under model offload the adapter moves
+    /// with the transformer.
+    /// </summary>
+    /// <remarks>With <paramref name="imageEncoderFolder"/> (the InstantX repository has none: diffusers users pass
+    /// <c>image_encoder=SiglipVisionModel.from_pretrained("google/siglip-so400m-patch14-384")</c>) the SigLIP image encoder
+    /// is loaded too, in the components' dtype, with a <see cref="SiglipImageProcessor"/> at its image size; an encoder
+    /// already loaded is kept, as diffusers does.</remarks>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="WeightLoadException">The file does not fit this transformer, or the encoder its folder.</exception>
+    /// <exception cref="InvalidOperationException">An IP-Adapter is already loaded.</exception>
+    public void LoadIpAdapter(string path, string? imageEncoderFolder = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (Transformer.HasIpAdapter) throw new InvalidOperationException("An IP-Adapter is already loaded into this transformer.");
+        SiglipVisionModel? encoder = null;
+        if (imageEncoderFolder is not null && ImageEncoder is null)
+            encoder = SiglipVisionModel.FromPretrained(imageEncoderFolder, Dtype, Offload == OffloadMode.Model ? CPU : Device);
+        try
+        {
+            IPAdapterWeights.Load(Transformer, path);
+        }
+        catch
+        {
+            encoder?.Dispose();
+            throw;
+        }
+        if (encoder is null) return;
+        ImageEncoder = encoder;
+        FeatureExtractor = new SiglipImageProcessor(encoder.Config.ImageSize);
+        RefreshModelOffload();
+    }
+
+    /// <summary>The IP-Adapter's SigLIP image encoder (diffusers' <c>image_encoder</c>), or null.</summary>
+    public SiglipVisionModel? ImageEncoder { get; private set; }
+
+    /// <summary>The image encoder's preprocessing (diffusers' <c>feature_extractor</c>), or null.</summary>
+    public SiglipImageProcessor? FeatureExtractor { get; private set; }
+
+    /// <summary>diffusers' SD3 <c>set_ip_adapter_scale</c>: the weight of the image attention in every layer (0 turns it off).</summary>
+    /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
+    public void SetIpAdapterScale(double scale) => Transformer.SetIpAdapterScale(scale);
+
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
     {
-        // diffusers' model_cpu_offload_seq: text_encoder->text_encoder_2->text_encoder_3->transformer->vae.
+        // diffusers' model_cpu_offload_seq: text_encoder->text_encoder_2->text_encoder_3->image_encoder->transformer->vae.
         var models = new Dictionary<string, nn.Module>();
         if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
         if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
         if (TextEncoder3 is not null) models["text_encoder_3"] = TextEncoder3;
+        if (ImageEncoder is not null) models["image_encoder"] = ImageEncoder;
         // The ControlNets come to the device with the transformer and stay beside it until the call ends.
         models["transformer"] = ControlNets.Count == 0 ? Transformer : new ModuleGroup([Transformer, .. ControlNets]);
         models["vae"] = Vae;
@@ -266,5 +315,6 @@ public sealed class StableDiffusion3Components : PipelineComponents
         TextEncoder?.Dispose();
         TextEncoder2?.Dispose();
         TextEncoder3?.Dispose();
+        ImageEncoder?.Dispose();
     }
 }

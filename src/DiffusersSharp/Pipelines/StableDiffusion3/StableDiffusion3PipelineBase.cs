@@ -13,7 +13,7 @@ namespace DiffusersSharp.Pipelines.StableDiffusion3;
 /// diffusers' order, the denoising loop and the VAE decode. Each pipeline adds how its latents start and what happens
 /// after each step.
 /// </summary>
-public abstract class StableDiffusion3PipelineBase : IDisposable
+public abstract partial class StableDiffusion3PipelineBase : IDisposable
 {
     private bool _disposed;
 
@@ -84,6 +84,7 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
             throw new ArgumentException("Give one generator or a list of generators, not both.");
         if (r.Sigmas is { Length: 0 })
             throw new ArgumentException("sigmas must not be empty.");
+        CheckIpAdapterInputs(r);
     }
 
     /// <summary>The batch size before num_images_per_prompt.</summary>
@@ -177,6 +178,9 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
         int total = (int)timesteps.shape[0];
         var transformer = Components.Transformer;
         var skipLayers = r.SkipGuidanceLayers;
+        using var ipScale = IpAdapterScaleFor(r);
+        // diffusers' step 6: the IP-Adapter's image features, CFG-batched like the prompt embeddings.
+        var ipEmbeds = PrepareIpAdapterImageEmbeds(r, guidance > 1, latents.shape[0], Components.Device);
         Components.Activate("transformer");
         // Without T5 the embeddings end in max_sequence_length identical zero rows: the transformer runs them as one
         // row that counts that many times (the same result, a shorter sequence). Found again if a callback replaces them.
@@ -198,9 +202,10 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
                 var modelInput = cfg ? cat([latents, latents], 0) : latents;
                 var timestep = t.expand(modelInput.shape[0]);
                 var fullEmbeds = !cfg && embeds.shape[0] == 2 * latents.shape[0] ? embeds.chunk(2)[1] : embeds;
+                var stepIp = ipEmbeds is not null && !cfg && ipEmbeds.shape[0] == 2 * latents.shape[0] ? ipEmbeds.chunk(2)[1] : ipEmbeds;
                 var residuals = hooks.ControlResiduals(modelInput, timestep, fullEmbeds, i);
                 var noisePred = transformer.forward(hooks.TransformerInput(modelInput, cfg), stepEmbeds, stepPooled, timestep, lastTokenRepeats: repeats,
-                    block_controlnet_hidden_states: residuals);
+                    block_controlnet_hidden_states: residuals, ip_adapter_image_embeds: stepIp);
                 if (cfg)
                 {
                     var halves = noisePred.chunk(2);
@@ -209,7 +214,9 @@ public abstract class StableDiffusion3PipelineBase : IDisposable
                     bool skip = skipLayers is not null && i > numInferenceSteps * r.SkipLayerGuidanceStart && i < numInferenceSteps * r.SkipLayerGuidanceStop;
                     if (skip)
                     {
-                        var predSkip = transformer.forward(latents, runPositive, positivePooled, t.expand(latents.shape[0]), skipLayers!.ToArray(), positiveRepeats);
+                        // As diffusers: the skip pass takes the same (CFG-doubled) image features (one image: checked before).
+                        var predSkip = transformer.forward(latents, runPositive, positivePooled, t.expand(latents.shape[0]), skipLayers!.ToArray(), positiveRepeats,
+                            ip_adapter_image_embeds: ipEmbeds);
                         noisePred = noisePred + (text - predSkip) * r.SkipLayerGuidanceScale;
                     }
                 }

@@ -92,6 +92,20 @@ public record StableDiffusion3Request
     /// <summary>Called after every step; may replace latents and embeddings or interrupt.</summary>
     public Action<StepEndContext>? CallbackOnStepEnd { get; init; }
 
+    /// <summary>IP-Adapter: the image prompt (diffusers' <c>ip_adapter_image</c>), encoded by the SigLIP image encoder
+    /// (<c>hidden_states[-2]</c>; the negative is zeros); a tensor is taken as pixel values [1, 3, S, S]. Needs an
+    /// IP-Adapter and its image encoder (<see cref="StableDiffusion3Components.LoadIpAdapter"/>).</summary>
+    public PipelineImage? IpAdapterImage { get; init; }
+
+    /// <summary>IP-Adapter: precomputed image features instead of <see cref="IpAdapterImage"/> (diffusers'
+    /// <c>ip_adapter_image_embeds</c>): [1, S, D] for one image, under guidance [2, S, D] with the negative first, as
+    /// diffusers chunks them; repeated for every prompt and image.</summary>
+    public Tensor? IpAdapterImageEmbeds { get; init; }
+
+    /// <summary>IP-Adapter scale for this call only (not in diffusers' call; default: the loaded adapter's, 0.5 after
+    /// loading, or what <see cref="StableDiffusion3Components.SetIpAdapterScale"/> set).</summary>
+    public double? IpAdapterScale { get; init; }
+
     /// <summary>
     /// Not in diffusers: run identical rows that end the prompt embeddings (the zero T5 block when T5 is not loaded) as one
     /// counted row (<see cref="Models.Transformers.SD3Transformer2DModel.CollapseRepeatedTail"/>): the same images within
