@@ -1,3 +1,4 @@
+using DiffusersSharp.Models.IPAdapters;
 using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -25,6 +26,7 @@ public sealed class JointAttention : nn.Module
     private readonly int _heads;
     private readonly int _headDim;
     private readonly bool _contextFirst;
+    private FluxIPAdapterAttnProcessor? _ipAdapter;
 
     /// <summary>
     /// Creates the attention for width <paramref name="dim"/> = <paramref name="heads"/> × <paramref name="headDim"/>.
@@ -74,7 +76,36 @@ public sealed class JointAttention : nn.Module
     /// attention logits of each key (image keys first); SD3Transformer2DModel uses it to let one text token stand for many.
     /// <paramref name="rotary"/> (cos, sin) [S_joint, head_dim] rotates q and k after their norms, in the joint order.
     /// </summary>
-    public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, Tensor? keyBias = null, (Tensor Cos, Tensor Sin)? rotary = null)
+    public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, Tensor? keyBias = null, (Tensor Cos, Tensor Sin)? rotary = null) =>
+        Attend(x, context, keyBias, rotary, out _);
+
+    /// <summary>The attached Flux IP-Adapter processor (diffusers' <c>attn.processor</c> after <c>load_ip_adapter</c>), or null.</summary>
+    internal FluxIPAdapterAttnProcessor? IpAdapter => _ipAdapter;
+
+    /// <summary>Width of the attention (heads × head_dim), the hidden_size of an IP-Adapter processor.</summary>
+    internal long InnerDim => to_q.weight!.shape[0];
+
+    /// <summary>Attaches a Flux IP-Adapter processor, registered as <c>processor</c> (diffusers' set_attn_processor).</summary>
+    internal void AttachIpAdapter(FluxIPAdapterAttnProcessor processor)
+    {
+        if (_ipAdapter is not null) throw new InvalidOperationException("This attention layer already has an IP-Adapter.");
+        register_module("processor", processor);
+        _ipAdapter = processor;
+    }
+
+    /// <summary>
+    /// <see cref="forward"/> plus diffusers' <c>FluxIPAdapterAttnProcessor</c> output: the image query attends to each
+    /// adapter's image tokens <paramref name="ipHiddenStates"/> (null or no processor: no IP output).
+    /// </summary>
+    internal (Tensor X, Tensor? Context, Tensor? Ip) ForwardWithIpAdapter(Tensor x, Tensor? context, (Tensor Cos, Tensor Sin)? rotary,
+        IReadOnlyList<Tensor>? ipHiddenStates)
+    {
+        var (o, c) = Attend(x, context, null, rotary, out var imageQuery);
+        var ip = ipHiddenStates is null || _ipAdapter is null ? null : _ipAdapter.forward(imageQuery, ipHiddenStates);
+        return (o, c, ip);
+    }
+
+    private (Tensor X, Tensor? Context) Attend(Tensor x, Tensor? context, Tensor? keyBias, (Tensor Cos, Tensor Sin)? rotary, out Tensor imageQuery)
     {
         if (keyBias is not null && _contextFirst) throw new NotSupportedException("keyBias assumes the image tokens first.");
         long batch = x.shape[0], n = x.shape[1];
@@ -83,6 +114,7 @@ public sealed class JointAttention : nn.Module
         var v = Heads(to_v.forward(x));
         if (norm_q is not null) q = norm_q.forward(q);
         if (norm_k is not null) k = norm_k.forward(k);
+        imageQuery = q; // diffusers' ip_query: the normed image query, before the text is joined and the rotation
         if (context is not null)
         {
             if (add_q_proj is null) throw new InvalidOperationException("this attention has no context projections (self-attention only).");
