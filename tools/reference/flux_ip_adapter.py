@@ -16,6 +16,7 @@ Usage (see README.md for the environment; /tmp/reftf must hold transformers' CLI
    substitutes for a missing negative_ip_adapter_image (CLIPImageProcessor of an all-zero image: resize and crop leave
    zeros, rescale gives 0, normalize gives (0 - mean) / std per channel in float32); those embeddings then go into the
    pipeline as diffusers' encode_image would give them.
+5. FluxImg2ImgPipeline and FluxInpaintPipeline with the same adapter and image embeddings.
 """
 import json
 import os
@@ -23,12 +24,14 @@ import subprocess
 import sys
 
 import torch
-from PIL import Image  # noqa: F401  (diffusers' pipelines import it too)
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import diffusers.loaders.ip_adapter as ip_adapter_loader
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 from diffusers.pipelines.flux.pipeline_flux import FluxPipeline
+from diffusers.pipelines.flux.pipeline_flux_img2img import FluxImg2ImgPipeline
+from diffusers.pipelines.flux.pipeline_flux_inpaint import FluxInpaintPipeline
 
 # load_ip_adapter registers a transformers CLIPImageProcessor as the feature extractor; the transformers stub cannot build
 # one and no image goes through it here (embeddings are given), so that one call returns None.
@@ -145,6 +148,35 @@ for name, (scale, args, seed) in cases.items():
                                       generator=torch.Generator("cpu").manual_seed(seed)).images
         out[f"{name}.image"] = torch.from_numpy(pipe(**prompt, **args, output_type="np",
                                                      generator=torch.Generator("cpu").manual_seed(seed)).images)
+    print(name, tuple(out[f"{name}.latents"].shape), float(out[f"{name}.latents"].abs().max()))
+
+# 3c. Image-to-image and inpainting (FluxImg2ImgPipeline / FluxInpaintPipeline sharing the components, so the adapter and
+#     its scale too), with tiny-sd3's init image and mask, as local-diffusers/flux's i2i and inpaint cases. No true CFG:
+#     these two pipelines turn it on only for a negative prompt string (do_true_cfg = true_cfg_scale > 1 and
+#     negative_prompt is not None), which needs the text encoders.
+i2i = FluxImg2ImgPipeline(scheduler=scheduler, vae=vae, transformer=transformer, text_encoder=None, tokenizer=None,
+                          text_encoder_2=None, tokenizer_2=None, image_encoder=None, feature_extractor=None)
+inpaint = FluxInpaintPipeline(scheduler=scheduler, vae=vae, transformer=transformer, text_encoder=None, tokenizer=None,
+                              text_encoder_2=None, tokenizer_2=None, image_encoder=None, feature_extractor=None)
+image = Image.open(f"{root}/tiny-sd3/init_image.png").convert("RGB")
+mask = Image.open(f"{root}/tiny-sd3/mask.png")
+more = {
+    "ip_i2i": (i2i, 0.8, dict(image=image, strength=0.6, num_inference_steps=5, guidance_scale=7.0, height=64, width=64,
+                              ip_adapter_image_embeds=[img1], negative_ip_adapter_image_embeds=[nimg]), 21),
+    "ip_inpaint": (inpaint, 0.8, dict(image=image, mask_image=mask, strength=0.8, num_inference_steps=4, guidance_scale=7.0,
+                                      height=64, width=64, ip_adapter_image_embeds=[img1], negative_ip_adapter_image_embeds=[nimg]), 22),
+}
+for name, (p, scale, args, seed) in more.items():
+    pipe.set_ip_adapter_scale(scale)
+
+    def on_step_end(p, i, t, kw, name=name):
+        out[f"{name}.step{i}.latents"] = kw["latents"].clone()
+        return kw
+    with torch.no_grad():
+        out[f"{name}.latents"] = p(**prompt, **args, output_type="latent", callback_on_step_end=on_step_end,
+                                   generator=torch.Generator("cpu").manual_seed(seed)).images
+        out[f"{name}.image"] = torch.from_numpy(p(**prompt, **args, output_type="np",
+                                                  generator=torch.Generator("cpu").manual_seed(seed)).images)
     print(name, tuple(out[f"{name}.latents"].shape), float(out[f"{name}.latents"].abs().max()))
 
 save_file({k: v.contiguous().float() for k, v in out.items()}, f"{out_dir}/expected.safetensors")

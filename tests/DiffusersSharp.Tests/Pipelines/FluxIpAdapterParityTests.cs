@@ -15,11 +15,14 @@ namespace DiffusersSharp.Tests.Pipelines;
 /// per-block scales [0.5, 1.2], and FluxPipeline runs given ip_adapter_image_embeds (scale 1.0, 0.6 with two images and two
 /// images per prompt, 0.6 with true CFG and negative image embeddings) or an ip_adapter_image pixel tensor through the tiny
 /// CLIP image encoder of local-diffusers/transformers-encoders (true CFG with diffusers' all-black negative image; the
-/// reference's embeddings came from transformers' own CLIPVisionModelWithProjection). Float32 on the CPU; the bound is the
+/// reference's embeddings came from transformers' own CLIPVisionModelWithProjection), and FluxImg2ImgPipeline /
+/// FluxInpaintPipeline with image embeddings at scale 0.8. Float32 on the CPU; the bound is the
 /// Flux parity tests' 1e-5 x max(1, max |expected|). Measured (max |diff|): image projection 7.2e-7 (of 3.5), transformer
-/// 4.1e-6 (of 2.25; without the image embeddings the output is 2.5 away); latents at every step 4.8e-7 .. 6.9e-6 (of 4.7,
-/// ip_image_truecfg), images 2.5e-6 .. 3.1e-6; our encoder's image embeddings 3.6e-7 and the black image's 6.0e-7 from
-/// transformers', its pixel values exact. The worst, relative to its bound, is the images' 3.1e-6 against 1e-5.
+/// 4.1e-6 (of 2.25; without the image embeddings the output is 2.5 away); latents at every step 4.8e-7 .. 8.1e-6 (of 4.4,
+/// ip_inpaint), images 2.5e-6 .. 4.2e-6; our encoder's image embeddings 3.6e-7 and the black image's 6.0e-7 from
+/// transformers', its pixel values exact. The worst, relative to its bound, is the images' 4.2e-6 against 1e-5, as in
+/// FluxParityTests. Image-to-image and inpainting run without true CFG: diffusers' FluxImg2ImgPipeline and
+/// FluxInpaintPipeline turn it on only for a negative prompt string, which needs the text encoders.
 /// </summary>
 public sealed class FluxIpAdapterParityTests(ITestOutputHelper output) : IDisposable
 {
@@ -63,10 +66,12 @@ public sealed class FluxIpAdapterParityTests(ITestOutputHelper output) : IDispos
     }
 
     /// <summary>Runs the case twice, as the script does: latents (checked at every step), then the decoded image.</summary>
-    private void Check(FluxPipeline pipe, FluxRequest request, string name, long seed)
+    private void Check(FluxPipeline pipe, FluxRequest request, string name, long seed) => Check(r => pipe.Generate(r), request, name, seed);
+
+    private void Check<T>(Func<T, FluxOutput> generate, T request, string name, long seed) where T : FluxRequest
     {
         int steps = 0;
-        FluxRequest With(OutputType type, bool steps) => request with
+        T With(OutputType type, bool steps) => request with
         {
             PromptEmbeds = E("in.prompt_embeds"), PooledPromptEmbeds = E("in.pooled"), Generator = new Generator("cpu").ManualSeed(seed),
             OutputType = type, CallbackOnStepEnd = steps ? Step : null,
@@ -76,9 +81,9 @@ public sealed class FluxIpAdapterParityTests(ITestOutputHelper output) : IDispos
             steps++;
             Close(context.Latents, $"{name}.step{context.Step}.latents");
         }
-        using (var latents = pipe.Generate(With(OutputType.Latent, true))) Close(latents.Tensor!, $"{name}.latents");
+        using (var latents = generate(With(OutputType.Latent, true))) Close(latents.Tensor!, $"{name}.latents");
         Assert.Equal(_expected.Keys.Count(k => k.StartsWith($"{name}.step", StringComparison.Ordinal)), steps);
-        using var image = pipe.Generate(With(OutputType.Numpy, false));
+        using var image = generate(With(OutputType.Numpy, false));
         Close(image.Tensor!, $"{name}.image");
     }
 
@@ -145,6 +150,29 @@ public sealed class FluxIpAdapterParityTests(ITestOutputHelper output) : IDispos
             NegativePromptEmbeds = E("in.neg_prompt_embeds"), NegativePooledPromptEmbeds = E("in.neg_pooled"),
             IpAdapterImage = [PipelineImage.FromTensor(E("in.pixel_values"))],
         }, "ip_image_truecfg", 14);
+    }
+
+    [Fact]
+    public void ImageToImageMatchesDiffusers()
+    {
+        using var pipe = new FluxImg2ImgPipeline(Components());
+        Check(r => pipe.Generate(r), new FluxImg2ImgRequest
+        {
+            Image = ImageFile.LoadRgb(Fixtures.Path("tiny-sd3/init_image.png")), Strength = 0.6, NumInferenceSteps = 5, GuidanceScale = 7.0,
+            Height = 64, Width = 64, IpAdapterScale = 0.8, IpAdapterImageEmbeds = [E("in.image_embeds")],
+        }, "ip_i2i", 21);
+    }
+
+    [Fact]
+    public void InpaintingMatchesDiffusers()
+    {
+        using var pipe = new FluxInpaintPipeline(Components());
+        Check(r => pipe.Generate(r), new FluxInpaintRequest
+        {
+            Image = ImageFile.LoadRgb(Fixtures.Path("tiny-sd3/init_image.png")), MaskImage = ImageFile.Load(Fixtures.Path("tiny-sd3/mask.png")),
+            Strength = 0.8, NumInferenceSteps = 4, GuidanceScale = 7.0, Height = 64, Width = 64, IpAdapterScale = 0.8,
+            IpAdapterImageEmbeds = [E("in.image_embeds")],
+        }, "ip_inpaint", 22);
     }
 
     /// <inheritdoc />
