@@ -292,7 +292,7 @@ public class GenerateSettings : ModelSettings
     }
 
     /// <summary>IP-Adapter file (UNet models).</summary>
-    [CommandOption("--ip-adapter <FILE>"), Description("SD 1.x / 2.x and SDXL: an IP-Adapter file in h94/IP-Adapter's safetensors layout (e.g. models/ip-adapter_sd15.safetensors; the plain IP-Adapter), steering the image with --ip-adapter-image; a local file or a hub repo's, e.g. hf://h94/IP-Adapter/models/ip-adapter_sd15.safetensors. Its CLIP image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it; in the repo for a hub file) unless --ip-adapter-image-encoder names another (a folder or hf://org/name/sub/folder).")]
+    [CommandOption("--ip-adapter <FILE>"), Description("SD 1.x / 2.x and SDXL: an IP-Adapter file in h94/IP-Adapter's safetensors layout (e.g. models/ip-adapter_sd15.safetensors; the plain IP-Adapter); Flux (FLUX.1 text-to-image folders): one in XLabs-AI/flux-ip-adapter's layout (ip_adapter.safetensors). It steers the image with --ip-adapter-image; a local file or a hub repo's, e.g. hf://h94/IP-Adapter/models/ip-adapter_sd15.safetensors or hf://XLabs-AI/flux-ip-adapter/ip_adapter.safetensors. Its CLIP image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it; in the repo for a hub file) unless --ip-adapter-image-encoder names another; XLabs' repo has none: pass --ip-adapter-image-encoder openai/clip-vit-large-patch14.")]
     public string? IpAdapter { get; init; }
 
     /// <summary>The IP-Adapter's image prompt.</summary>
@@ -300,7 +300,7 @@ public class GenerateSettings : ModelSettings
     public string? IpAdapterImage { get; init; }
 
     /// <summary>The IP-Adapter's image encoder folder.</summary>
-    [CommandOption("--ip-adapter-image-encoder <FOLDER>"), Description("With --ip-adapter: the CLIP image encoder folder (config.json + model.safetensors; default: image_encoder beside the --ip-adapter file), e.g. h94/IP-Adapter's models/image_encoder for SDXL's ip-adapter_sdxl_vit-h.")]
+    [CommandOption("--ip-adapter-image-encoder <FOLDER>"), Description("With --ip-adapter: the CLIP image encoder (diffusers' image_encoder_folder / image_encoder_pretrained_model_name_or_path): a folder with config.json + model.safetensors (a CLIPVisionModelWithProjection, or a whole CLIP model whose vision half is taken), hf://org/name/sub/folder, or a hub repo id; default: image_encoder beside the --ip-adapter file. E.g. hf://h94/IP-Adapter/models/image_encoder for SDXL's ip-adapter_sdxl_vit-h, openai/clip-vit-large-patch14 for XLabs' Flux IP-Adapter.")]
     public string? IpAdapterImageEncoder { get; init; }
 
     /// <summary>The IP-Adapter scale.</summary>
@@ -328,8 +328,9 @@ public class GenerateSettings : ModelSettings
         if (!HubFileReference.TryParse(IpAdapter, out _) && !File.Exists(IpAdapter)) return $"--ip-adapter file not found: {IpAdapter}.";
         if (IpAdapterImage is null) return "--ip-adapter needs --ip-adapter-image.";
         if (!File.Exists(IpAdapterImage)) return $"--ip-adapter-image not found: {IpAdapterImage}.";
-        if (!HubFileReference.TryParse(IpAdapterImageEncoderFolder, out _) && !Directory.Exists(IpAdapterImageEncoderFolder))
-            return $"--ip-adapter needs a CLIP image encoder folder: {IpAdapterImageEncoderFolder} does not exist (name one with --ip-adapter-image-encoder).";
+        if (!HubFileReference.TryParse(IpAdapterImageEncoderFolder, out _) && !Directory.Exists(IpAdapterImageEncoderFolder)
+            && !(IpAdapterImageEncoder is not null && Hub.ModelSource.IsRepoId(IpAdapterImageEncoder)))
+            return $"--ip-adapter needs a CLIP image encoder: {IpAdapterImageEncoderFolder} does not exist (name one with --ip-adapter-image-encoder: a folder, hf://org/name/sub/folder or a repo id, e.g. openai/clip-vit-large-patch14 for XLabs' Flux IP-Adapter).";
         if (IpAdapterScale is not null && (!double.TryParse(IpAdapterScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v)))
             return $"--ip-adapter-scale must be a finite number, got '{IpAdapterScale}'.";
         return null;

@@ -127,15 +127,16 @@ internal sealed class LoadedModel : IDisposable
         // Hub files beside the model are fetched once the options are checked, before any weights load.
         string? lora = settings.Lora is null ? null : options.ResolveFile(settings.Lora, ct);
         var ipAdapter = settings is GenerateSettings { IpAdapter: { } adapterFile } g
-            ? (File: options.ResolveFile(adapterFile, ct), ImageEncoder: options.ResolveSubfolder(g.IpAdapterImageEncoderFolder!, ct)) : default;
+            ? (File: options.ResolveFile(adapterFile, ct), ImageEncoder: ResolveImageEncoder(options, g, ct)) : default;
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         var model = family switch
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, ipAdapter,
                 WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
-                    (settings as GenerateSettings)?.Adapters ?? [], ct), c => c.FuseLora), LoadTextualInversion))),
-            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
-                WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion)),
+                    (settings as GenerateSettings)?.Adapters ?? [], ct), c => c.FuseLora), LoadTextualInversion), (c, file, encoder) => c.LoadIpAdapter(file, encoder))),
+            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, WithIpAdapter(output, ipAdapter,
+                WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion),
+                (c, file, encoder) => c.LoadIpAdapter(file, encoder))),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithLora(output, settings, lora,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), null),
         };
@@ -266,8 +267,15 @@ internal sealed class LoadedModel : IDisposable
             if (family != Family.UNet && settings.ControlNets.Count > 0)
                 throw new ArgumentException($"--padding-mask-crop does not apply to {(family == Family.Sd3 ? "SD3" : "Flux")} inpainting with --controlnet (diffusers' {(family == Family.Sd3 ? "StableDiffusion3ControlNetInpaintingPipeline has no padding_mask_crop" : "FluxControlNetInpaintPipeline crops but never pastes the result back")}).");
         }
-        if (family != Family.UNet && settings.IpAdapter is not null)
-            throw new ArgumentException($"--ip-adapter applies to SD 1.x / 2.x and SDXL models (diffusers' SD3 and Flux IP-Adapters are not implemented); {settings.Model} is a {pipelineClass}.");
+        if (family == Family.Sd3 && settings.IpAdapter is not null)
+            throw new ArgumentException($"--ip-adapter applies to SD 1.x / 2.x, SDXL and FLUX.1 models (diffusers' SD3 IP-Adapter is not implemented); {settings.Model} is a {pipelineClass}.");
+        if (family == Family.Flux && settings.IpAdapter is not null)
+        {
+            if (pipelineClass != FluxComponents.FluxPipelineClass)
+                throw new ArgumentException($"--ip-adapter applies to FLUX.1 text-to-image models (FluxPipeline: FLUX.1-dev, FLUX.1-schnell), not to {settings.Model}, a {pipelineClass} (its IP-Adapter path is not implemented).");
+            if (settings.ControlNets.Count > 0)
+                throw new ArgumentException("--ip-adapter with --controlnet is not supported for Flux yet (diffusers' Flux ControlNet pipelines take an IP-Adapter; ours do not).");
+        }
         if (family == Family.Flux && settings.ControlNets.Count > 0)
         {
             CheckFluxControlNet(settings.Model!, pipelineClass);
@@ -349,13 +357,36 @@ internal sealed class LoadedModel : IDisposable
         else UNet.UseScheduler(name);
     }
 
+    /// <summary>
+    /// The --ip-adapter image encoder's local folder: a local folder as it is, a hub subfolder (hf://org/name/sub/folder,
+    /// the default beside a hub file) or a repo id (org/name, e.g. openai/clip-vit-large-patch14) downloaded into the hub
+    /// cache (config.json and safetensors weights).
+    /// </summary>
+    private static string ResolveImageEncoder(PipelineLoadOptions options, GenerateSettings settings, CancellationToken ct)
+    {
+        string encoder = settings.IpAdapterImageEncoderFolder!;
+        if (Hub.HubFileReference.TryParse(encoder, out _))
+        {
+            try
+            {
+                return options.ResolveSubfolder(encoder, ct);
+            }
+            catch (Hub.HubException e) when (settings.IpAdapterImageEncoder is null && e.Kind == Hub.HubErrorKind.EntryNotFound)
+            {
+                throw new ArgumentException($"--ip-adapter: the repo of {settings.IpAdapter} has no image encoder at {encoder} ({e.Message}); name one with --ip-adapter-image-encoder (for XLabs' Flux IP-Adapter: openai/clip-vit-large-patch14).", e);
+            }
+        }
+        return options.ResolveSubfolder(encoder, ct);
+    }
+
     /// <summary>Loads the --ip-adapter file and its image encoder, if any, into freshly loaded components (freed again if that fails).</summary>
-    private static StableDiffusionComponents WithIpAdapter(CliOutput output, (string? File, string? ImageEncoder) ipAdapter, StableDiffusionComponents components)
+    private static T WithIpAdapter<T>(CliOutput output, (string? File, string? ImageEncoder) ipAdapter, T components, Action<T, string, string> load)
+        where T : PipelineComponents
     {
         if (ipAdapter.File is null) return components;
         try
         {
-            components.LoadIpAdapter(ipAdapter.File, ipAdapter.ImageEncoder!);
+            load(components, ipAdapter.File, ipAdapter.ImageEncoder!);
             output.Error.WriteLine($"loaded IP-Adapter {ipAdapter.File} (image encoder {ipAdapter.ImageEncoder})");
             return components;
         }

@@ -92,13 +92,17 @@ public sealed record PipelineLoadOptions
     /// <summary>
     /// The local path of a model folder beside the pipeline, such as an IP-Adapter's image encoder:
     /// <paramref name="folderOrHubFolder"/> itself, or a repo's subfolder (<c>hf://h94/IP-Adapter/models/image_encoder</c>)
-    /// with its config.json and safetensors weights downloaded into the hub cache, as <see cref="ResolveFile"/> does.
+    /// with its config.json and safetensors weights downloaded into the hub cache, as <see cref="ResolveFile"/> does; or,
+    /// when no such local folder exists, a repo id whose root is the model (<c>openai/clip-vit-large-patch14</c>), fetched
+    /// the same way.
     /// </summary>
     public string ResolveSubfolder(string folderOrHubFolder, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(folderOrHubFolder);
-        return Hub.HubFileReference.TryParse(folderOrHubFolder, out var folder)
-            ? Hub.ModelSource.ResolveSubfolder(folder!, SideFileHubOptions, DownloadProgress, cancellationToken)
+        if (Hub.HubFileReference.TryParse(folderOrHubFolder, out var folder))
+            return Hub.ModelSource.ResolveSubfolder(folder!, SideFileHubOptions, DownloadProgress, cancellationToken);
+        return !Directory.Exists(folderOrHubFolder) && Hub.ModelSource.IsRepoId(folderOrHubFolder)
+            ? Hub.ModelSource.Resolve(folderOrHubFolder, SideFileHubOptions, DownloadProgress, cancellationToken)
             : folderOrHubFolder;
     }
 

@@ -22,13 +22,13 @@ public sealed class IpAdapterCliTests : IDisposable
         var (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.TinySd3Model, "--prompt", "a", "--ip-adapter", Adapter,
             "--ip-adapter-image", Image, "--ip-adapter-image-encoder", encoder, "--steps", "1", "--output", Out());
         Assert.Equal(2, code);
-        Assert.Contains("--ip-adapter applies to SD 1.x / 2.x and SDXL models", stderr);
+        Assert.Contains("--ip-adapter applies to SD 1.x / 2.x, SDXL and FLUX.1 models", stderr);
         (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "a", "--ip-adapter-image", Image, "--output", Out());
         Assert.Equal(2, code);
         Assert.Contains("--ip-adapter-image needs --ip-adapter", stderr);
         (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "a", "--ip-adapter", Adapter, "--ip-adapter-image", Image, "--output", Out());
         Assert.Equal(2, code);
-        Assert.Contains("needs a CLIP image encoder folder", stderr);
+        Assert.Contains("needs a CLIP image encoder", stderr);
         (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "a", "--ip-adapter", Adapter,
             "--ip-adapter-image", Image, "--ip-adapter-image-encoder", encoder, "--ip-adapter-scale", "x", "--output", Out());
         Assert.Equal(2, code);
