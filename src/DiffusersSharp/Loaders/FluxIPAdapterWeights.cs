@@ -61,31 +61,31 @@ public static class FluxIPAdapterWeights
                     throw new ArgumentException($"The IP-Adapter {Path.GetFileName(path)} takes image embeddings of width {layout.Item4}, the image encoder gives {width}; use the image encoder the adapter was trained with (XLabs' Flux IP-Adapter: openai/clip-vit-large-patch14, 768).");
                 layouts.Add(layout);
             }
+            // Built on meta and filled strictly from the file in the transformer's dtype and device (no random init of
+            // XLabs' ~480M adapter parameters).
             var device = transformer.Device;
             var dtype = transformer.Dtype;
-            for (int b = 0; b < attentions.Count; b++)
-                processors.Add(new FluxIPAdapterAttnProcessor(inner, cross, paths.Count, device, dtype));
-            using (no_grad())
+            var load = new WeightLoadOptions { Dtype = dtype, Device = device };
+            var meta = new Device("meta");
+            for (int a = 0; a < files.Count; a++)
             {
-                for (int a = 0; a < files.Count; a++)
-                {
-                    var (imageProj, attn, tokens, embedDim) = layouts[a];
-                    var projection = new ImageProjection(embedDim, cross, tokens, device, dtype);
-                    projections.Add(projection);
-                    var parameters = projection.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
-                    foreach (var (name, key) in imageProj) Copy(parameters[name], files[a], key, device, dtype);
-                    for (int b = 0; b < attentions.Count; b++)
-                    {
-                        var k = processors[b].KeyProjection(a);
-                        var v = processors[b].ValueProjection(a);
-                        Copy(k.weight!, files[a], attn[$"{b}.to_k_ip.weight"], device, dtype);
-                        Copy(k.bias!, files[a], attn[$"{b}.to_k_ip.bias"], device, dtype);
-                        Copy(v.weight!, files[a], attn[$"{b}.to_v_ip.weight"], device, dtype);
-                        Copy(v.bias!, files[a], attn[$"{b}.to_v_ip.bias"], device, dtype);
-                    }
-                    projection.eval();
-                }
+                var (imageProj, _, tokens, embedDim) = layouts[a];
+                var projection = new ImageProjection(embedDim, cross, tokens, meta);
+                projections.Add(projection);
+                LoadFrom(projection, imageProj.ToDictionary(kv => kv.Key, kv => (a, kv.Value)), files, load);
             }
+            for (int b = 0; b < attentions.Count; b++)
+            {
+                var processor = new FluxIPAdapterAttnProcessor(inner, cross, paths.Count, meta);
+                processors.Add(processor);
+                var sources = new Dictionary<string, (int, string)>(StringComparer.Ordinal);
+                for (int a = 0; a < files.Count; a++)
+                    foreach (var kv in new[] { "k", "v" })
+                        foreach (var p in new[] { "weight", "bias" })
+                            sources[$"to_{kv}_ip.{a}.{p}"] = (a, layouts[a].Attn[$"{b}.to_{kv}_ip.{p}"]);
+                LoadFrom(processor, sources, files, load);
+            }
+            foreach (var projection in projections) projection.eval();
             foreach (var processor in processors) processor.eval();
             transformer.AttachIpAdapter(new MultiIPAdapterImageProjection(projections), processors);
         }
@@ -195,9 +195,18 @@ public static class FluxIPAdapterWeights
         return (imageProj, attn, tokens, embedDim);
     }
 
-    private static void Copy(Tensor target, SafetensorsFile file, string key, Device device, ScalarType dtype)
+    /// <summary>Loads <paramref name="module"/> (built on meta) strictly from the file tensors named by
+    /// <paramref name="sources"/> (parameter name -> file index, key).</summary>
+    private static void LoadFrom(nn.Module module, Dictionary<string, (int File, string Key)> sources, List<SafetensorsFile> files, WeightLoadOptions options)
     {
-        using var source = file.Read(key, dtype, device);
-        target.copy_(source);
+        var tensors = sources.ToDictionary(kv => kv.Key, kv => files[kv.Value.File].Read(kv.Value.Key), StringComparer.Ordinal);
+        try
+        {
+            StateDictLoader.Load(module, tensors, options);
+        }
+        finally
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+        }
     }
 }

@@ -45,10 +45,6 @@ public sealed class FluxIPAdapterAttnProcessor : nn.Module
 
     internal void SetScale(int adapter, double scale) => _scale[adapter] = scale;
 
-    internal Linear KeyProjection(int adapter) => to_k_ip[adapter];
-
-    internal Linear ValueProjection(int adapter) => to_v_ip[adapter];
-
     /// <summary>
     /// The image attention: <paramref name="query"/> [B, heads, N, head_dim] is the block's normed image query (before
     /// the rotary embedding); <paramref name="ipHiddenStates"/> holds, per adapter, its projected image tokens
