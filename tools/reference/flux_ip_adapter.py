@@ -16,7 +16,9 @@ Usage (see README.md for the environment; /tmp/reftf must hold transformers' CLI
    substitutes for a missing negative_ip_adapter_image (CLIPImageProcessor of an all-zero image: resize and crop leave
    zeros, rescale gives 0, normalize gives (0 - mean) / std per channel in float32); those embeddings then go into the
    pipeline as diffusers' encode_image would give them.
-5. FluxImg2ImgPipeline and FluxInpaintPipeline with the same adapter and image embeddings.
+5. FluxImg2ImgPipeline and FluxInpaintPipeline with the same adapter and image embeddings; FluxControlNetPipeline (with
+   local-diffusers/flux-controlnet's ControlNet), FluxKontextPipeline and FluxKontextInpaintPipeline (the same adapter file
+   loaded into local-diffusers/flux-kontext's transformer).
 """
 import json
 import os
@@ -32,6 +34,10 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransf
 from diffusers.pipelines.flux.pipeline_flux import FluxPipeline
 from diffusers.pipelines.flux.pipeline_flux_img2img import FluxImg2ImgPipeline
 from diffusers.pipelines.flux.pipeline_flux_inpaint import FluxInpaintPipeline
+from diffusers.pipelines.flux.pipeline_flux_controlnet import FluxControlNetPipeline
+from diffusers.pipelines.flux.pipeline_flux_kontext import FluxKontextPipeline
+from diffusers.pipelines.flux.pipeline_flux_kontext_inpaint import FluxKontextInpaintPipeline
+from diffusers import FluxControlNetModel
 
 # load_ip_adapter registers a transformers CLIPImageProcessor as the feature extractor; the transformers stub cannot build
 # one and no image goes through it here (embeddings are given), so that one call returns None.
@@ -168,6 +174,44 @@ more = {
 }
 for name, (p, scale, args, seed) in more.items():
     pipe.set_ip_adapter_scale(scale)
+
+    def on_step_end(p, i, t, kw, name=name):
+        out[f"{name}.step{i}.latents"] = kw["latents"].clone()
+        return kw
+    with torch.no_grad():
+        out[f"{name}.latents"] = p(**prompt, **args, output_type="latent", callback_on_step_end=on_step_end,
+                                   generator=torch.Generator("cpu").manual_seed(seed)).images
+        out[f"{name}.image"] = torch.from_numpy(p(**prompt, **args, output_type="np",
+                                                  generator=torch.Generator("cpu").manual_seed(seed)).images)
+    print(name, tuple(out[f"{name}.latents"].shape), float(out[f"{name}.latents"].abs().max()))
+
+# 3d. The other Flux pipelines with IP-Adapter inputs in diffusers 0.36: FluxControlNetPipeline (the same transformer, so
+#     the same adapter; local-diffusers/flux-controlnet's ControlNet, which ignores the image embeddings; no true CFG: a
+#     negative prompt string turns it on there), FluxKontextPipeline and FluxKontextInpaintPipeline (local-diffusers/
+#     flux-kontext's transformer, the same adapter file loaded into it by load_ip_adapter; true CFG with the negative
+#     embeddings, which these two take).
+cn = FluxControlNetModel.from_pretrained(f"{root}/local-diffusers/flux-controlnet/controlnet").eval()
+controlnet = FluxControlNetPipeline(scheduler=scheduler, vae=vae, transformer=transformer, controlnet=cn, text_encoder=None,
+                                    tokenizer=None, text_encoder_2=None, tokenizer_2=None, image_encoder=None, feature_extractor=None)
+kontext_transformer = FluxTransformer2DModel.from_pretrained(f"{root}/local-diffusers/flux-kontext/transformer").eval()
+kontext = FluxKontextPipeline(scheduler=scheduler, vae=vae, transformer=kontext_transformer, text_encoder=None, tokenizer=None,
+                              text_encoder_2=None, tokenizer_2=None, image_encoder=None, feature_extractor=None)
+kontext.load_ip_adapter(out_dir, weight_name="ip_adapter.safetensors", image_encoder_pretrained_model_name_or_path=None)
+kontext_inpaint = FluxKontextInpaintPipeline(scheduler=scheduler, vae=vae, transformer=kontext_transformer, text_encoder=None,
+                                             tokenizer=None, text_encoder_2=None, tokenizer_2=None, image_encoder=None,
+                                             feature_extractor=None)
+wide = Image.open(f"{root}/local-diffusers/flux-kontext/kontext_input.png").convert("RGB")
+ip = dict(ip_adapter_image_embeds=[img1], negative_ip_adapter_image_embeds=[nimg])
+others = {
+    "ip_controlnet": (controlnet, pipe, 0.8, dict(control_image=image, height=64, width=80, num_inference_steps=4, guidance_scale=3.5,
+                                                  controlnet_conditioning_scale=0.6, **ip), 31),
+    "ip_kontext": (kontext, kontext, 0.7, dict(image=wide, height=48, width=64, max_area=48 * 64, num_inference_steps=3,
+                                               true_cfg_scale=4.0, **negative, **ip), 32),
+    "ip_kontext_inpaint": (kontext_inpaint, kontext, 0.7, dict(image=image, mask_image=mask, strength=0.75, num_inference_steps=4,
+                                                               _auto_resize=False, true_cfg_scale=2.0, **negative, **ip), 33),
+}
+for name, (p, owner, scale, args, seed) in others.items():
+    owner.set_ip_adapter_scale(scale)
 
     def on_step_end(p, i, t, kw, name=name):
         out[f"{name}.step{i}.latents"] = kw["latents"].clone()

@@ -271,10 +271,10 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--ip-adapter applies to SD 1.x / 2.x, SDXL and FLUX.1 models (diffusers' SD3 IP-Adapter is not implemented); {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux && settings.IpAdapter is not null)
         {
-            if (pipelineClass != FluxComponents.FluxPipelineClass)
-                throw new ArgumentException($"--ip-adapter applies to FLUX.1 text-to-image models (FluxPipeline: FLUX.1-dev, FLUX.1-schnell), not to {settings.Model}, a {pipelineClass} (its IP-Adapter path is not implemented).");
-            if (settings.ControlNets.Count > 0)
-                throw new ArgumentException("--ip-adapter with --controlnet is not supported for Flux yet (diffusers' Flux ControlNet pipelines take an IP-Adapter; ours do not).");
+            if (pipelineClass == FluxComponents.FillPipelineClass)
+                throw new ArgumentException($"--ip-adapter does not apply to FLUX.1-Fill (diffusers' FluxFillPipeline takes no IP-Adapter); {settings.Model} is a {pipelineClass}.");
+            if (settings.ControlNets.Count > 0 && settings is Img2ImgSettings)
+                throw new ArgumentException($"--ip-adapter with --controlnet applies to generate only (diffusers' FluxControlNetPipeline takes an IP-Adapter; its Flux ControlNet {(settings is InpaintSettings ? "inpainting" : "image-to-image")} pipeline does not).");
         }
         if (family == Family.Flux && settings.ControlNets.Count > 0)
         {

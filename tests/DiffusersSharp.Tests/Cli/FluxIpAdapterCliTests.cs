@@ -4,9 +4,10 @@ using DiffusersSharp.Tests.Support;
 
 namespace DiffusersSharp.Tests.Cli;
 
-/// <summary><c>generate / img2img --ip-adapter</c> with a Flux folder: a run on the tiny Flux model with the fixture's
-/// XLabs-layout adapter and tiny image encoder (a wiring test; the numbers are checked by FluxIpAdapterParityTests), and
-/// the Flux variants refused before loading.</summary>
+/// <summary><c>generate / img2img --ip-adapter</c> with Flux folders: runs on the tiny Flux models (text-to-image,
+/// image-to-image with true CFG, Kontext editing, ControlNet) with the fixture's XLabs-layout adapter and tiny image
+/// encoder (wiring tests; the numbers are checked by FluxIpAdapterParityTests), and what diffusers lacks refused before
+/// loading.</summary>
 public sealed class FluxIpAdapterCliTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("flux-ipadapter-cli").FullName;
@@ -45,14 +46,32 @@ public sealed class FluxIpAdapterCliTests : IDisposable
     }
 
     [Fact]
-    public void FluxVariantsAndMissingEncoderAreRefusedBeforeLoading()
+    public void KontextEditingAndControlNetWithAFluxIpAdapterRun()
     {
         string kontext = Path.Combine(_dir, "kontext");
         TinyFluxPipelineFolder.Write(kontext, pipelineClass: "FluxKontextPipeline");
-        var (code, _, stderr) = CliRunner.Run(["generate", "--model", kontext, "--prompt", "a", "--ip-adapter", Adapter, "--ip-adapter-image", Image,
-            "--ip-adapter-image-encoder", Encoder, "--output", Out()]);
+        var (code, _, stderr) = CliRunner.Run(["img2img", "--model", kontext, "--prompt", "a hat", "--image", Image, "--steps", "2", "--width", "32",
+            "--height", "32", "--seed", "5", "--max-sequence-length", "16", "--output", Out("kontext.png"),
+            "--ip-adapter", Adapter, "--ip-adapter-image", Image, "--ip-adapter-image-encoder", Encoder]);
+        Assert.True(code == 0, stderr);
+        (code, _, stderr) = CliRunner.Run(Args("generate", Out("cn.png"), "--controlnet", Fixtures.Path("local-diffusers/flux-controlnet/controlnet"),
+            "--control-image", Image, "--ip-adapter", Adapter, "--ip-adapter-image", Image, "--ip-adapter-image-encoder", Encoder));
+        Assert.True(code == 0, stderr);
+    }
+
+    [Fact]
+    public void FluxVariantsAndMissingEncoderAreRefusedBeforeLoading()
+    {
+        string fill = Path.Combine(_dir, "fill");
+        TinyFluxPipelineFolder.Write(fill, pipelineClass: "FluxFillPipeline", inChannels: 384);
+        var (code, _, stderr) = CliRunner.Run(["inpaint", "--model", fill, "--prompt", "a", "--image", Image, "--mask", Fixtures.Path("tiny-sd3/mask.png"),
+            "--ip-adapter", Adapter, "--ip-adapter-image", Image, "--ip-adapter-image-encoder", Encoder, "--output", Out()]);
         Assert.Equal(2, code);
-        Assert.Contains("--ip-adapter applies to FLUX.1 text-to-image models", stderr);
+        Assert.Contains("--ip-adapter does not apply to FLUX.1-Fill", stderr);
+        (code, _, stderr) = CliRunner.Run(Args("img2img", Out(), "--image", Image, "--controlnet", Fixtures.Path("local-diffusers/flux-controlnet/controlnet"),
+            "--control-image", Image, "--ip-adapter", Adapter, "--ip-adapter-image", Image, "--ip-adapter-image-encoder", Encoder));
+        Assert.Equal(2, code);
+        Assert.Contains("applies to generate only", stderr);
         // The adapter's folder has no image_encoder beside it (as XLabs' repo): the option must name one.
         (code, _, stderr) = CliRunner.Run(Args("generate", Out(), "--ip-adapter", Adapter, "--ip-adapter-image", Image));
         Assert.Equal(2, code);

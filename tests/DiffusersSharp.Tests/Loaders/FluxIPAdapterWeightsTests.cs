@@ -212,13 +212,17 @@ public sealed class FluxIPAdapterWeightsTests : IDisposable
         }), p), "not both");
         RefusedBeforeCompute(p => encoded.Generate(Request(new() { IpAdapterImage = [PipelineImage.FromTensor(randn(1, 3, 24, 24))] }), p), "[N, 3, 32, 32]");
 
-        // Pipelines whose IP-Adapter path is not implemented refuse the inputs.
-        using var kontext = new FluxKontextPipeline(withEncoder);
-        RefusedBeforeCompute(p => kontext.Generate(new FluxKontextRequest
+        // Pipelines diffusers gives no IP-Adapter inputs refuse them.
+        var fillComponents = LocalDiffusersFlux.Components("local-diffusers/flux-fill/transformer");
+        _owned.Add(fillComponents);
+        fillComponents.LoadIpAdapter(AdapterFile);
+        using var fill = new FluxFillPipeline(fillComponents);
+        RefusedBeforeCompute(p => fill.Generate(new FluxFillRequest
         {
             PromptEmbeds = randn(1, 16, 96), PooledPromptEmbeds = randn(1, 32), Height = 32, Width = 32, NumInferenceSteps = 1,
+            Image = new DiffusersSharp.Images.ImageBuffer(32, 32, 3), MaskImage = new DiffusersSharp.Images.ImageBuffer(32, 32, 3),
             IpAdapterImageEmbeds = [randn(1, 1, 24)],
-        }, p), "not supported by FluxKontextPipeline");
+        }, p), "FluxFillPipeline takes no IP-Adapter inputs");
     }
 
     [Fact]

@@ -15,14 +15,16 @@ namespace DiffusersSharp.Tests.Pipelines;
 /// per-block scales [0.5, 1.2], and FluxPipeline runs given ip_adapter_image_embeds (scale 1.0, 0.6 with two images and two
 /// images per prompt, 0.6 with true CFG and negative image embeddings) or an ip_adapter_image pixel tensor through the tiny
 /// CLIP image encoder of local-diffusers/transformers-encoders (true CFG with diffusers' all-black negative image; the
-/// reference's embeddings came from transformers' own CLIPVisionModelWithProjection), and FluxImg2ImgPipeline /
-/// FluxInpaintPipeline with image embeddings at scale 0.8. Float32 on the CPU; the bound is the
-/// Flux parity tests' 1e-5 x max(1, max |expected|). Measured (max |diff|): image projection 7.2e-7 (of 3.5), transformer
-/// 4.1e-6 (of 2.25; without the image embeddings the output is 2.5 away); latents at every step 4.8e-7 .. 8.1e-6 (of 4.4,
-/// ip_inpaint), images 2.5e-6 .. 4.2e-6; our encoder's image embeddings 3.6e-7 and the black image's 6.0e-7 from
-/// transformers', its pixel values exact. The worst, relative to its bound, is the images' 4.2e-6 against 1e-5, as in
-/// FluxParityTests. Image-to-image and inpainting run without true CFG: diffusers' FluxImg2ImgPipeline and
-/// FluxInpaintPipeline turn it on only for a negative prompt string, which needs the text encoders.
+/// reference's embeddings came from transformers' own CLIPVisionModelWithProjection); FluxImg2ImgPipeline /
+/// FluxInpaintPipeline (scale 0.8), FluxControlNetPipeline (scale 0.8) and, on local-diffusers/flux-kontext's transformer
+/// with the same file, FluxKontextPipeline / FluxKontextInpaintPipeline with true CFG (scale 0.7). Float32 on the CPU; the
+/// bound is the Flux parity tests' 1e-5 x max(1, max |expected|). Measured (max |diff|): image projection 7.2e-7 (of 3.5),
+/// transformer 4.1e-6 (of 2.25; without the image embeddings the output is 2.5 away); latents at every step 4.8e-7 ..
+/// 8.1e-6 (of 4.4, ip_inpaint), Kontext 1.3e-5 (of 7.0, true CFG 4 over 1456 x 720 input tokens); images 2.5e-6 .. 4.2e-6;
+/// our encoder's image embeddings 3.6e-7 and the black image's 6.0e-7 from transformers', its pixel values exact. The
+/// worst, relative to its bound, is the images' 4.2e-6 against 1e-5, as in FluxParityTests. Image-to-image, inpainting and
+/// ControlNet run without true CFG: those diffusers pipelines turn it on only for a negative prompt string, which needs
+/// the text encoders.
 /// </summary>
 public sealed class FluxIpAdapterParityTests(ITestOutputHelper output) : IDisposable
 {
@@ -37,9 +39,9 @@ public sealed class FluxIpAdapterParityTests(ITestOutputHelper output) : IDispos
     private void Close(Tensor actual, string key, double tolerance = Tolerance) =>
         output.WriteLine($"{key}: max |diff| {TensorAssert.Close(actual, E(key), tolerance, key):G3} (max |expected| {E(key).abs().max().item<float>():G3})");
 
-    private FluxComponents Components(string? imageEncoder = null)
+    private FluxComponents Components(string? imageEncoder = null, string transformer = "local-diffusers/flux/transformer", string? controlNet = null)
     {
-        var components = LocalDiffusersFlux.Components();
+        var components = LocalDiffusersFlux.Components(transformer, controlNet);
         _components.Add(components);
         components.LoadIpAdapter(Fixtures.Path(Adapter), imageEncoder is null ? null : Fixtures.Path(imageEncoder));
         return components;
@@ -173,6 +175,43 @@ public sealed class FluxIpAdapterParityTests(ITestOutputHelper output) : IDispos
             Strength = 0.8, NumInferenceSteps = 4, GuidanceScale = 7.0, Height = 64, Width = 64, IpAdapterScale = 0.8,
             IpAdapterImageEmbeds = [E("in.image_embeds")],
         }, "ip_inpaint", 22);
+    }
+
+    /// <summary>FluxControlNetPipeline: the ControlNet ignores the image embeddings, the transformer takes them.</summary>
+    [Fact]
+    public void ControlNetMatchesDiffusers()
+    {
+        using var pipe = new FluxControlNetPipeline(Components(controlNet: "local-diffusers/flux-controlnet/controlnet"));
+        Check(r => pipe.Generate(r), new FluxControlNetRequest
+        {
+            ControlImage = ImageFile.LoadRgb(Fixtures.Path("tiny-sd3/init_image.png")), Height = 64, Width = 80, NumInferenceSteps = 4,
+            GuidanceScale = 3.5, ControlNetConditioningScale = 0.6, IpAdapterScale = 0.8, IpAdapterImageEmbeds = [E("in.image_embeds")],
+        }, "ip_controlnet", 31);
+    }
+
+    [Fact]
+    public void KontextWithTrueCfgMatchesDiffusers()
+    {
+        using var pipe = new FluxKontextPipeline(Components(transformer: "local-diffusers/flux-kontext/transformer"));
+        Check(r => pipe.Generate(r), new FluxKontextRequest
+        {
+            Image = ImageFile.LoadRgb(Fixtures.Path("local-diffusers/flux-kontext/kontext_input.png")), Height = 48, Width = 64, MaxArea = 48 * 64,
+            NumInferenceSteps = 3, TrueCfgScale = 4.0, NegativePromptEmbeds = E("in.neg_prompt_embeds"), NegativePooledPromptEmbeds = E("in.neg_pooled"),
+            IpAdapterScale = 0.7, IpAdapterImageEmbeds = [E("in.image_embeds")], NegativeIpAdapterImageEmbeds = [E("in.neg_image_embeds")],
+        }, "ip_kontext", 32);
+    }
+
+    [Fact]
+    public void KontextInpaintingWithTrueCfgMatchesDiffusers()
+    {
+        using var pipe = new FluxKontextInpaintPipeline(Components(transformer: "local-diffusers/flux-kontext/transformer"));
+        Check(r => pipe.Generate(r), new FluxKontextInpaintRequest
+        {
+            Image = ImageFile.LoadRgb(Fixtures.Path("tiny-sd3/init_image.png")), MaskImage = ImageFile.Load(Fixtures.Path("tiny-sd3/mask.png")),
+            AutoResize = false, Strength = 0.75, NumInferenceSteps = 4, TrueCfgScale = 2.0,
+            NegativePromptEmbeds = E("in.neg_prompt_embeds"), NegativePooledPromptEmbeds = E("in.neg_pooled"),
+            IpAdapterScale = 0.7, IpAdapterImageEmbeds = [E("in.image_embeds")], NegativeIpAdapterImageEmbeds = [E("in.neg_image_embeds")],
+        }, "ip_kontext_inpaint", 33);
     }
 
     /// <inheritdoc />

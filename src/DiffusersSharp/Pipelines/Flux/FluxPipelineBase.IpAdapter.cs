@@ -19,7 +19,7 @@ public abstract partial class FluxPipelineBase
     {
         if (!r.HasIpAdapterInput) return;
         if (!supported)
-            throw new ArgumentException($"IP-Adapter inputs are not supported by {GetType().Name} yet; FluxPipeline, FluxImg2ImgPipeline and FluxInpaintPipeline take them.");
+            throw new ArgumentException($"{GetType().Name} takes no IP-Adapter inputs (diffusers' has none); FluxPipeline, FluxImg2ImgPipeline, FluxInpaintPipeline, FluxControlNetPipeline, FluxKontextPipeline and FluxKontextInpaintPipeline take them.");
         bool positive = r.IpAdapterImage is not null || r.IpAdapterImageEmbeds is not null;
         bool negative = r.NegativeIpAdapterImage is not null || r.NegativeIpAdapterImageEmbeds is not null;
         if (!positive && !negative) throw new ArgumentException("ip_adapter_scale needs ip_adapter_image or ip_adapter_image_embeds.");

@@ -157,7 +157,10 @@ public abstract partial class FluxPipelineBase : IDisposable
         int batch = BatchSize(r);
         if (r.Generators is { } generators && generators.Count != batch)
             throw new ArgumentException($"{generators.Count} generators were given for a batch of {batch} (prompts x images per prompt).");
-        CheckIpAdapterInputs(r, supported: this is FluxPipeline or FluxImg2ImgPipeline or FluxInpaintPipeline);
+        // diffusers' Flux pipelines with IP-Adapter inputs (FluxIPAdapterMixin); Fill and ControlNet image-to-image /
+        // inpainting have none.
+        CheckIpAdapterInputs(r, supported: this is FluxPipeline or FluxImg2ImgPipeline or FluxInpaintPipeline or FluxControlNetPipeline
+            or FluxKontextPipeline or FluxKontextInpaintPipeline);
     }
 
     /// <summary>

@@ -88,7 +88,8 @@ public record FluxRequest
     /// IP-Adapter: one image per loaded adapter (diffusers' <c>ip_adapter_image</c>), encoded by the components' image
     /// encoder to its <c>image_embeds</c> (an 8-bit image goes through the feature extractor; a tensor [N, 3, S, S] is taken
     /// as pixel values, N images for that adapter). Needs an IP-Adapter loaded (<see cref="FluxComponents.LoadIpAdapter(string, string?)"/>).
-    /// Text-to-image, image-to-image and inpainting; not the ControlNet, Fill and Kontext pipelines.
+    /// Text-to-image, image-to-image, inpainting, ControlNet text-to-image, Kontext and Kontext inpainting, as in diffusers
+    /// (its Fill and ControlNet image-to-image / inpainting pipelines take none).
     /// </summary>
     public IReadOnlyList<PipelineImage>? IpAdapterImage { get; init; }
 
