@@ -225,6 +225,33 @@ public sealed class FluxIPAdapterWeightsTests : IDisposable
         }, p), "FluxFillPipeline takes no IP-Adapter inputs");
     }
 
+    /// <summary>unload_ip_adapter: the keys and outputs of the plain transformer come back, and another adapter loads.</summary>
+    [Fact]
+    public void UnloadingRestoresThePlainTransformer()
+    {
+        var components = Components(adapter: false);
+        var transformer = components.Transformer;
+        var before = transformer.state_dict().Keys.Order().ToArray();
+        using var _ = inference_mode();
+        Tensor hidden = randn(1, 4, 64), text = randn(1, 3, 96), pooled = randn(1, 32), t = tensor(new[] { 0.5f }), g = tensor(new[] { 3.5f });
+        Tensor imgIds = zeros(4, 3), txtIds = zeros(3, 3);
+        using var plain = transformer.forward(hidden, text, pooled, t, imgIds, txtIds, g);
+        components.LoadIpAdapter(AdapterFile, Fixtures.Path(FluxIpAdapterParityTests.ImageEncoder));
+        using (var adapted = transformer.forward(hidden, text, pooled, t, imgIds, txtIds, g, ip_adapter_image_embeds: [randn(1, 1, 24)]))
+            Assert.False(adapted.eq(plain).all().item<bool>());
+        components.UnloadIpAdapter();
+        Assert.False(transformer.HasIpAdapter);
+        Assert.Null(components.ImageEncoder);
+        Assert.Null(components.FeatureExtractor);
+        Assert.Equal(before, transformer.state_dict().Keys.Order().ToArray());
+        using (var again = transformer.forward(hidden, text, pooled, t, imgIds, txtIds, g))
+            Assert.True(again.eq(plain).all().item<bool>());
+        Assert.Throws<ArgumentException>(() => transformer.forward(hidden, text, pooled, t, imgIds, txtIds, g, ip_adapter_image_embeds: [randn(1, 1, 24)]));
+        components.UnloadIpAdapter(); // nothing to do
+        components.LoadIpAdapter([AdapterFile, AdapterFile]);
+        Assert.Equal(2, transformer.EncoderHidProj!.Count);
+    }
+
     [Fact]
     public void TransformerChecksImageEmbeds()
     {

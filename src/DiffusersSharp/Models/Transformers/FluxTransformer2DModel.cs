@@ -197,6 +197,20 @@ public sealed class FluxTransformer2DModel : nn.Module
         _ipProjection = projection;
     }
 
+    /// <summary>
+    /// diffusers' <c>unload_ip_adapter</c> for the transformer: the double-stream blocks' IP-Adapter processors and
+    /// <c>encoder_hid_proj</c> are removed and freed; the transformer is as before loading (same keys, same outputs).
+    /// Nothing happens without an adapter.
+    /// </summary>
+    public void UnloadIpAdapter()
+    {
+        if (_ipProjection is null) return;
+        foreach (var block in transformer_blocks) block.Attention.DetachIpAdapter();
+        _internal_submodules.Remove("encoder_hid_proj");
+        _ipProjection.Dispose();
+        _ipProjection = null;
+    }
+
     /// <summary>Checks IP-Adapter image embeddings against the loaded adapters and the batch, before any compute.</summary>
     private void CheckIpAdapterImageEmbeds(IReadOnlyList<Tensor>? embeds, long batch)
     {

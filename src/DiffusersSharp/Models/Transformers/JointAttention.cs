@@ -93,6 +93,15 @@ public sealed class JointAttention : nn.Module
         _ipAdapter = processor;
     }
 
+    /// <summary>Removes and frees the attached IP-Adapter processor (diffusers' unload_ip_adapter restoring FluxAttnProcessor).</summary>
+    internal void DetachIpAdapter()
+    {
+        if (_ipAdapter is null) return;
+        _internal_submodules.Remove("processor");
+        _ipAdapter.Dispose();
+        _ipAdapter = null;
+    }
+
     /// <summary>
     /// <see cref="forward"/> plus diffusers' <c>FluxIPAdapterAttnProcessor</c> output: the image query attends to each
     /// adapter's image tokens <paramref name="ipHiddenStates"/> (null or no processor: no IP output).

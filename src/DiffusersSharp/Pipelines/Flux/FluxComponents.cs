@@ -302,6 +302,21 @@ public sealed class FluxComponents : PipelineComponents
         RefreshModelOffload();
     }
 
+    /// <summary>
+    /// diffusers' <c>unload_ip_adapter</c>: the transformer's IP-Adapter layers are removed (see
+    /// <see cref="FluxTransformer2DModel.UnloadIpAdapter"/>) and the image encoder and feature extractor are freed, so
+    /// another adapter can be loaded. Nothing happens without an adapter.
+    /// </summary>
+    public void UnloadIpAdapter()
+    {
+        Transformer.UnloadIpAdapter();
+        if (ImageEncoder is not { } encoder) return;
+        ImageEncoder = null;
+        FeatureExtractor = null;
+        RefreshModelOffload(); // the offload sequence without image_encoder (the old one still moves it back first)
+        encoder.Dispose();
+    }
+
     /// <summary>The IP-Adapter's CLIP image encoder (diffusers' <c>image_encoder</c>), or null.</summary>
     public CLIPVisionModelWithProjection? ImageEncoder { get; private set; }
 
