@@ -291,8 +291,8 @@ public class GenerateSettings : ModelSettings
         return null;
     }
 
-    /// <summary>IP-Adapter file (UNet and SD3 models).</summary>
-    [CommandOption("--ip-adapter <FILE>"), Description("SD 1.x / 2.x and SDXL: an IP-Adapter file in h94/IP-Adapter's safetensors layout (e.g. models/ip-adapter_sd15.safetensors; the plain IP-Adapter); SD3 / SD3.5: InstantX/SD3.5-Large-IP-Adapter's (e.g. hf://guiyrt/InstantX-SD3.5-Large-IP-Adapter-diffusers/ip-adapter.safetensors); steering the image with --ip-adapter-image; a local file or a hub repo's, e.g. hf://h94/IP-Adapter/models/ip-adapter_sd15.safetensors. Its image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it; in the repo for a hub file) unless --ip-adapter-image-encoder names another (the SD3 adapter has none beside it: name its SigLIP encoder).")]
+    /// <summary>IP-Adapter file (UNet, SD3 and FLUX.1 models).</summary>
+    [CommandOption("--ip-adapter <FILE>"), Description("An IP-Adapter steering the image with --ip-adapter-image: SD 1.x / 2.x and SDXL, a file in h94/IP-Adapter's safetensors layout (e.g. hf://h94/IP-Adapter/models/ip-adapter_sd15.safetensors; the plain IP-Adapter and Plus); SD3 / SD3.5, InstantX/SD3.5-Large-IP-Adapter's (e.g. hf://guiyrt/InstantX-SD3.5-Large-IP-Adapter-diffusers/ip-adapter.safetensors); FLUX.1 text-to-image folders, XLabs-AI/flux-ip-adapter's (hf://XLabs-AI/flux-ip-adapter/ip_adapter.safetensors). A local file or a hub repo's. Its image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it; in the repo for a hub file) unless --ip-adapter-image-encoder names another; the SD3 and XLabs adapters have none beside them: name it.")]
     public string? IpAdapter { get; init; }
 
     /// <summary>The IP-Adapter's image prompt.</summary>
@@ -300,7 +300,7 @@ public class GenerateSettings : ModelSettings
     public string? IpAdapterImage { get; init; }
 
     /// <summary>The IP-Adapter's image encoder folder.</summary>
-    [CommandOption("--ip-adapter-image-encoder <FOLDER>"), Description("With --ip-adapter: the image encoder (config.json + model.safetensors; default: image_encoder beside the --ip-adapter file): a folder, hf://org/name/sub/folder or a hub repo id; CLIP for SD / SDXL, e.g. h94/IP-Adapter's models/image_encoder for SDXL's ip-adapter_sdxl_vit-h; SigLIP for SD3, google/siglip-so400m-patch14-384 (its vision tower) for the InstantX adapter.")]
+    [CommandOption("--ip-adapter-image-encoder <FOLDER>"), Description("With --ip-adapter: the image encoder (diffusers' image_encoder_folder / image_encoder_pretrained_model_name_or_path; config.json + model.safetensors; default: image_encoder beside the --ip-adapter file): a folder, hf://org/name/sub/folder or a hub repo id. CLIP for SD / SDXL (e.g. hf://h94/IP-Adapter/models/image_encoder for SDXL's ip-adapter_sdxl_vit-h) and Flux (openai/clip-vit-large-patch14, a whole CLIP model whose vision half is taken); SigLIP for SD3 (google/siglip-so400m-patch14-384, its vision tower).")]
     public string? IpAdapterImageEncoder { get; init; }
 
     /// <summary>The IP-Adapter scale.</summary>
@@ -330,7 +330,7 @@ public class GenerateSettings : ModelSettings
         if (!File.Exists(IpAdapterImage)) return $"--ip-adapter-image not found: {IpAdapterImage}.";
         if (!HubFileReference.TryParse(IpAdapterImageEncoderFolder, out _) && !Directory.Exists(IpAdapterImageEncoderFolder)
             && !(IpAdapterImageEncoder is not null && Hub.ModelSource.IsRepoId(IpAdapterImageEncoder)))
-            return $"--ip-adapter needs an image encoder folder: {IpAdapterImageEncoderFolder} does not exist (name one with --ip-adapter-image-encoder: CLIP for SD / SDXL, SigLIP for SD3, e.g. google/siglip-so400m-patch14-384).";
+            return $"--ip-adapter needs an image encoder: {IpAdapterImageEncoderFolder} does not exist (name one with --ip-adapter-image-encoder: a folder, hf://org/name/sub/folder or a repo id; CLIP for SD / SDXL and Flux, e.g. openai/clip-vit-large-patch14 for XLabs' Flux IP-Adapter; SigLIP for SD3, google/siglip-so400m-patch14-384).";
         if (IpAdapterScale is not null && (!double.TryParse(IpAdapterScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v)))
             return $"--ip-adapter-scale must be a finite number, got '{IpAdapterScale}'.";
         return null;

@@ -170,6 +170,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             MaxSequenceLength = settings.MaxSequenceLength ?? 512,
             OutputType = OutputType.Image,
         };
+        if (settings.IpAdapterImage is { } ipImage)
+            request = request with { IpAdapterImage = [ImageFile.LoadRgb(ipImage)], IpAdapterScale = settings.IpAdapterScaleValue };
         // diffusers draws the control images' VAE samples from torch's global generator: the seed seeds it too, as
         // torch.manual_seed(seed) would.
         if (request is StableDiffusion3ControlNetRequest control)

@@ -153,17 +153,18 @@ internal sealed class LoadedModel : IDisposable
         // Hub files beside the model are fetched once the options are checked, before any weights load.
         string? lora = settings.Lora is null ? null : options.ResolveFile(settings.Lora, ct);
         var ipAdapter = settings is GenerateSettings { IpAdapter: { } adapterFile } g
-            ? (File: options.ResolveFile(adapterFile, ct), ImageEncoder: options.ResolveSubfolder(g.IpAdapterImageEncoderFolder!, ct)) : default;
+            ? (File: options.ResolveFile(adapterFile, ct), ImageEncoder: ResolveImageEncoder(options, g, ct)) : default;
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         var model = family switch
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, ipAdapter,
                 WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
-                    adapters, ct), c => c.FuseLora), LoadTextualInversion)), adapters: adapters),
-            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
-                WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion)),
-            _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithSd3IpAdapter(output, ipAdapter, WithLora(output, settings, lora,
-                StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora)), null),
+                    adapters, ct), c => c.FuseLora), LoadTextualInversion), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), adapters: adapters),
+            Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, WithIpAdapter(output, ipAdapter,
+                WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion),
+                (c, file, encoder) => c.LoadIpAdapter(file, encoder))),
+            _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithIpAdapter(output, ipAdapter, WithLora(output, settings, lora,
+                StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
         if (lora is not null) (model.LoraFile, model.LoraScale) = (lora, settings.LoraScaleValue);
         return model;
@@ -332,7 +333,12 @@ internal sealed class LoadedModel : IDisposable
                 throw new ArgumentException($"--padding-mask-crop does not apply to {(family == Family.Sd3 ? "SD3" : "Flux")} inpainting with --controlnet (diffusers' {(family == Family.Sd3 ? "StableDiffusion3ControlNetInpaintingPipeline has no padding_mask_crop" : "FluxControlNetInpaintPipeline crops but never pastes the result back")}).");
         }
         if (family == Family.Flux && settings.IpAdapter is not null)
-            throw new ArgumentException($"--ip-adapter applies to SD 1.x / 2.x, SDXL and SD3 models (diffusers' Flux IP-Adapter is not implemented); {settings.Model} is a {pipelineClass}.");
+        {
+            if (pipelineClass is FluxComponents.FillPipelineClass or FluxComponents.ControlPipelineClass)
+                throw new ArgumentException($"--ip-adapter does not apply to {(pipelineClass == FluxComponents.FillPipelineClass ? "FLUX.1-Fill (diffusers' FluxFillPipeline" : "FLUX.1 control models (diffusers' FluxControlPipeline")} takes no IP-Adapter); {settings.Model} is a {pipelineClass}.");
+            if (settings.ControlNets.Count > 0 && settings is Img2ImgSettings)
+                throw new ArgumentException($"--ip-adapter with --controlnet applies to generate only (diffusers' FluxControlNetPipeline takes an IP-Adapter; its Flux ControlNet {(settings is InpaintSettings ? "inpainting" : "image-to-image")} pipeline does not).");
+        }
         if (family == Family.Flux && settings.ControlNets.Count > 0)
         {
             CheckFluxControlNet(settings.Model!, pipelineClass);
@@ -410,30 +416,36 @@ internal sealed class LoadedModel : IDisposable
     /// pipeline fixed it up); the next call's pipeline and --scheduler start from it.</summary>
     public void RestoreScheduler() => UNet?.UseScheduler(_modelScheduler!);
 
-    /// <summary>Loads the --ip-adapter file and its image encoder, if any, into freshly loaded components (freed again if that fails).</summary>
-    private static StableDiffusionComponents WithIpAdapter(CliOutput output, (string? File, string? ImageEncoder) ipAdapter, StableDiffusionComponents components)
+    /// <summary>
+    /// The --ip-adapter image encoder's local folder: a local folder as it is, a hub subfolder (hf://org/name/sub/folder,
+    /// the default beside a hub file) or a repo id (org/name, e.g. openai/clip-vit-large-patch14) downloaded into the hub
+    /// cache (config.json and safetensors weights).
+    /// </summary>
+    private static string ResolveImageEncoder(PipelineLoadOptions options, GenerateSettings settings, CancellationToken ct)
     {
-        if (ipAdapter.File is null) return components;
-        try
+        string encoder = settings.IpAdapterImageEncoderFolder!;
+        if (Hub.HubFileReference.TryParse(encoder, out _))
         {
-            components.LoadIpAdapter(ipAdapter.File, ipAdapter.ImageEncoder!);
-            output.Error.WriteLine($"loaded IP-Adapter {ipAdapter.File} (image encoder {ipAdapter.ImageEncoder})");
-            return components;
+            try
+            {
+                return options.ResolveSubfolder(encoder, ct);
+            }
+            catch (Hub.HubException e) when (settings.IpAdapterImageEncoder is null && e.Kind == Hub.HubErrorKind.EntryNotFound)
+            {
+                throw new ArgumentException($"--ip-adapter: the repo of {settings.IpAdapter} has no image encoder at {encoder} ({e.Message}); name one with --ip-adapter-image-encoder (for XLabs' Flux IP-Adapter: openai/clip-vit-large-patch14; for InstantX's SD3 one: google/siglip-so400m-patch14-384).", e);
+            }
         }
-        catch
-        {
-            components.Dispose();
-            throw;
-        }
+        return options.ResolveSubfolder(encoder, ct);
     }
 
-    /// <summary>Loads the --ip-adapter file and its SigLIP image encoder into freshly loaded SD3 components (freed again if that fails).</summary>
-    private static StableDiffusion3Components WithSd3IpAdapter(CliOutput output, (string? File, string? ImageEncoder) ipAdapter, StableDiffusion3Components components)
+    /// <summary>Loads the --ip-adapter file and its image encoder, if any, into freshly loaded components (freed again if that fails).</summary>
+    private static T WithIpAdapter<T>(CliOutput output, (string? File, string? ImageEncoder) ipAdapter, T components, Action<T, string, string> load)
+        where T : PipelineComponents
     {
         if (ipAdapter.File is null) return components;
         try
         {
-            components.LoadIpAdapter(ipAdapter.File, ipAdapter.ImageEncoder!);
+            load(components, ipAdapter.File, ipAdapter.ImageEncoder!);
             output.Error.WriteLine($"loaded IP-Adapter {ipAdapter.File} (image encoder {ipAdapter.ImageEncoder})");
             return components;
         }

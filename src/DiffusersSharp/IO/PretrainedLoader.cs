@@ -22,7 +22,20 @@ public static class PretrainedLoader
     {
         ArgumentException.ThrowIfNullOrEmpty(folder);
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"Model folder not found: {folder}");
-        var config = ConfigJson.Read<TConfig>(Path.Combine(folder, "config.json"));
+        return Load(folder, ConfigJson.Read<TConfig>(Path.Combine(folder, "config.json")), build, dtype, device, variant, options);
+    }
+
+    /// <summary>
+    /// Loads the weights in <paramref name="folder"/> into the model of <paramref name="config"/> (read by the caller, e.g.
+    /// a sub-config of the folder's config.json), as <see cref="Load{TConfig, TModel}(string, Func{TConfig, Device, TModel}, ScalarType?, Device?, string?, WeightLoadOptions?)"/>.
+    /// </summary>
+    public static TModel Load<TConfig, TModel>(string folder, TConfig config, Func<TConfig, Device, TModel> build, ScalarType? dtype = null,
+        Device? device = null, string? variant = null, WeightLoadOptions? options = null)
+        where TConfig : class where TModel : nn.Module
+    {
+        ArgumentException.ThrowIfNullOrEmpty(folder);
+        ArgumentNullException.ThrowIfNull(config);
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"Model folder not found: {folder}");
         using var weights = OpenWeights(folder, variant)
             ?? throw new FileNotFoundException($"{folder} holds no safetensors weights (diffusion_pytorch_model.safetensors, model.safetensors or a sharded index).");
         var model = build(config, new Device("meta"));

@@ -92,8 +92,9 @@ public sealed record PipelineLoadOptions
     /// <summary>
     /// The local path of a model folder beside the pipeline, such as an IP-Adapter's image encoder:
     /// <paramref name="folderOrHubFolder"/> itself, a repo's subfolder (<c>hf://h94/IP-Adapter/models/image_encoder</c>) or,
-    /// when no such local folder exists, a whole single-model repo (<c>google/siglip-so400m-patch14-384</c>), with its
-    /// config.json and safetensors weights downloaded into the hub cache, as <see cref="ResolveFile"/> does.
+    /// when no such local folder exists, a whole single-model repo (<c>google/siglip-so400m-patch14-384</c>,
+    /// <c>openai/clip-vit-large-patch14</c>), with its config.json and safetensors weights downloaded into the hub cache, as
+    /// <see cref="ResolveFile"/> does.
     /// </summary>
     public string ResolveSubfolder(string folderOrHubFolder, CancellationToken cancellationToken = default)
     {

@@ -20,18 +20,18 @@ public sealed class IpAdapterCliTests : IDisposable
     public void OptionsAreCheckedBeforeLoading()
     {
         string encoder = TinyImageEncoder.Write(_dir);
-        string flux = Path.Combine(_dir, "flux");
-        TinyFluxPipelineFolder.Write(flux);
-        var (code, _, stderr) = CliRunner.Run("generate", "--model", flux, "--prompt", "a", "--ip-adapter", Adapter,
-            "--ip-adapter-image", Image, "--ip-adapter-image-encoder", encoder, "--steps", "1", "--output", Out());
+        string fill = Path.Combine(_dir, "fill");
+        TinyFluxPipelineFolder.Write(fill, pipelineClass: "FluxFillPipeline", inChannels: 384);
+        var (code, _, stderr) = CliRunner.Run("inpaint", "--model", fill, "--prompt", "a", "--ip-adapter", Adapter, "--image", Image,
+            "--mask", Image, "--ip-adapter-image", Image, "--ip-adapter-image-encoder", encoder, "--steps", "1", "--output", Out());
         Assert.Equal(2, code);
-        Assert.Contains("--ip-adapter applies to SD 1.x / 2.x, SDXL and SD3 models", stderr);
+        Assert.Contains("--ip-adapter does not apply to FLUX.1-Fill", stderr);
         (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "a", "--ip-adapter-image", Image, "--output", Out());
         Assert.Equal(2, code);
         Assert.Contains("--ip-adapter-image needs --ip-adapter", stderr);
         (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "a", "--ip-adapter", Adapter, "--ip-adapter-image", Image, "--output", Out());
         Assert.Equal(2, code);
-        Assert.Contains("needs an image encoder folder", stderr);
+        Assert.Contains("needs an image encoder", stderr);
         (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "a", "--ip-adapter", Adapter,
             "--ip-adapter-image", Image, "--ip-adapter-image-encoder", encoder, "--ip-adapter-scale", "x", "--output", Out());
         Assert.Equal(2, code);

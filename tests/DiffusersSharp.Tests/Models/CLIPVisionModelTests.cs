@@ -114,4 +114,40 @@ public sealed class CLIPVisionModelTests : IDisposable
         Assert.Equal(expected, values[0, 2, 100, 100].item<float>());
         Assert.Equal(((float)(crop.Pixels[0] * (1 / 255.0)) - 0.48145466f) / 0.26862954f, values[0, 0, 0, 0].item<float>());
     }
+
+    /// <summary>A whole CLIP model's folder (CLIPModel config with vision_config and text_config; text weights beside the
+    /// vision ones, as openai/clip-vit-large-patch14 ships) loads its vision half as transformers' from_pretrained does.</summary>
+    [Fact]
+    public void LoadsTheVisionHalfOfAWholeClipModel()
+    {
+        string source = Fixtures.Path("local-diffusers/transformers-encoders/image_encoder");
+        using var direct = CLIPVisionModelWithProjection.FromPretrained(source);
+        Dictionary<string, Tensor> weights;
+        using (var file = SafetensorsFile.Open(Path.Combine(source, "model.safetensors"))) weights = file.ReadAll().ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+        weights["text_model.embeddings.token_embedding.weight"] = zeros(10, 8);
+        weights["text_projection.weight"] = zeros(24, 8);
+        weights["logit_scale"] = tensor(2.6592f);
+        string folder = Path.Combine(_dir, "clip");
+        Directory.CreateDirectory(folder);
+        SafetensorsWriter.Save(Path.Combine(folder, "model.safetensors"), weights);
+        string vision = File.ReadAllText(Path.Combine(source, "config.json"));
+        File.WriteAllText(Path.Combine(folder, "config.json"),
+            $$"""{"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 99, "text_config": {"hidden_size": 8}, "vision_config": {{vision}}}""");
+        using var whole = CLIPVisionModelWithProjection.FromPretrained(folder);
+        Assert.Equal(direct.Config, whole.Config); // vision_config only: the top-level projection_dim is not read
+        using var _ = inference_mode();
+        using var pixels = randn(1, 3, 32, 32, generator: new TorchSharp.torch.Generator(1));
+        using var a = direct.Forward(pixels);
+        using var b = whole.Forward(pixels);
+        // The same weights bit for bit; the outputs agree to rounding (the kernels may take other paths for other
+        // alignments of the same values: 2.4e-7 was seen).
+        var sa = direct.state_dict();
+        Assert.Equal(sa.Keys.Order(), whole.state_dict().Keys.Order());
+        foreach (var (k, v) in whole.state_dict()) Assert.True(v.eq(sa[k]).all().item<bool>(), k);
+        TensorAssert.Close(b.ImageEmbeds, a.ImageEmbeds, 1e-6, "image_embeds");
+        // Other unexpected keys are still refused.
+        weights["vision_model.extra"] = zeros(1);
+        SafetensorsWriter.Save(Path.Combine(folder, "model.safetensors"), weights);
+        Assert.Throws<WeightLoadException>(() => CLIPVisionModelWithProjection.FromPretrained(folder));
+    }
 }

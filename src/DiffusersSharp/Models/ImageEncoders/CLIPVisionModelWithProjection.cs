@@ -119,12 +119,51 @@ public sealed class CLIPVisionModelWithProjection : nn.Module
     /// <summary>The device of the weights.</summary>
     public Device Device => visual_projection.weight!.device;
 
-    /// <summary>Loads an <c>image_encoder</c> folder (config.json + model.safetensors, or shards), strictly.</summary>
+    /// <summary>
+    /// Loads an <c>image_encoder</c> folder (config.json + model.safetensors, or shards), strictly; or, as transformers'
+    /// <c>CLIPVisionModelWithProjection.from_pretrained</c> does, the vision half of a whole CLIP model's folder (a
+    /// <c>CLIPModel</c> config.json with a <c>vision_config</c>, such as openai/clip-vit-large-patch14, the image encoder
+    /// of XLabs' Flux IP-Adapter): the config is its <c>vision_config</c> and the text model's weights
+    /// (<c>text_model.*</c>, <c>text_projection</c>, <c>logit_scale</c>) are skipped; the vision weights load strictly.
+    /// </summary>
     /// <exception cref="FileNotFoundException">No config or no weights in <paramref name="folder"/>.</exception>
     /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
-    public static CLIPVisionModelWithProjection FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null) =>
-        PretrainedLoader.Load<CLIPVisionConfig, CLIPVisionModelWithProjection>(folder, (c, meta) => new CLIPVisionModelWithProjection(c, meta, dtype), dtype, device, variant,
-            new WeightLoadOptions { IgnoreUnexpected = k => k == "vision_model.embeddings.position_ids" }); // older transformers' buffer
+    public static CLIPVisionModelWithProjection FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(folder);
+        string configPath = Path.Combine(folder, "config.json");
+        var (config, whole) = ReadConfig(configPath);
+        return PretrainedLoader.Load(folder, config, (c, meta) => new CLIPVisionModelWithProjection(c, meta, dtype), dtype, device, variant,
+            new WeightLoadOptions
+            {
+                IgnoreUnexpected = k => k == "vision_model.embeddings.position_ids" // older transformers' buffer
+                    || (whole && (k.StartsWith("text_model.", StringComparison.Ordinal) || k is "text_projection.weight" or "logit_scale")),
+            });
+    }
+
+    /// <summary>The vision config of <paramref name="path"/>: the file itself, or its <c>vision_config</c> when it is another
+    /// model's config that holds one (transformers' <c>base_config_key</c> rule); <c>Whole</c> tells the latter.</summary>
+    private static (CLIPVisionConfig Config, bool Whole) ReadConfig(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Config file not found: {path}", path);
+        string json = File.ReadAllText(path);
+        System.Text.Json.JsonDocument doc;
+        try
+        {
+            doc = System.Text.Json.JsonDocument.Parse(json, new System.Text.Json.JsonDocumentOptions { CommentHandling = System.Text.Json.JsonCommentHandling.Skip, AllowTrailingCommas = true });
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new InvalidDataException($"{path}: invalid config: {e.Message}", e);
+        }
+        using var _ = doc;
+        var root = doc.RootElement;
+        bool vision = root.TryGetProperty("model_type", out var type) && type.ValueKind == System.Text.Json.JsonValueKind.String && type.GetString() == "clip_vision_model";
+        if (!vision && root.ValueKind == System.Text.Json.JsonValueKind.Object && root.TryGetProperty("vision_config", out var sub)
+            && sub.ValueKind == System.Text.Json.JsonValueKind.Object)
+            return (ConfigJson.Parse<CLIPVisionConfig>(sub.GetRawText(), path + " (vision_config)"), true);
+        return (ConfigJson.Parse<CLIPVisionConfig>(json, path), false);
+    }
 
     /// <summary>Encodes preprocessed images <paramref name="pixelValues"/> [B, num_channels, image_size, image_size]
     /// (see <see cref="Images.CLIPImageProcessor"/>).</summary>

@@ -1,4 +1,5 @@
 using DiffusersSharp.IO;
+using DiffusersSharp.Models.IPAdapters;
 using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -25,6 +26,7 @@ public sealed class FluxTransformer2DModel : nn.Module
     private readonly AdaLayerNormContinuous norm_out;
     private readonly Linear proj_out;
 #pragma warning restore IDE1006
+    private MultiIPAdapterImageProjection? _ipProjection;
 
     /// <summary>The configuration the model was built from.</summary>
     public FluxTransformer2DModelConfig Config { get; }
@@ -78,15 +80,20 @@ public sealed class FluxTransformer2DModel : nn.Module
     /// guidance_embeds. <paramref name="controlnet_block_samples"/> / <paramref name="controlnet_single_block_samples"/>
     /// (a Flux ControlNet's residuals, each [B, S_img, D]; null or empty for none) are added to the image stream after
     /// the double- / single-stream blocks, block i taking residual <c>i / ceil(blocks / residuals)</c> as diffusers
-    /// spaces them. Returns [B, S_img, patch² × out_channels] in the model dtype.
+    /// spaces them. <paramref name="ip_adapter_image_embeds"/> (diffusers' <c>joint_attention_kwargs["ip_adapter_image_embeds"]</c>;
+    /// needs a loaded IP-Adapter) holds one [B', images, D] tensor of CLIP image embeddings per adapter, B' a multiple
+    /// of B (each sample attends to the tokens of B' / B rows, as diffusers' view does): <c>encoder_hid_proj</c> turns
+    /// them into image tokens for every double-stream block's IP-Adapter attention. Returns [B, S_img, patch² ×
+    /// out_channels] in the model dtype.
     /// </summary>
-    /// <exception cref="ArgumentException">An input has the wrong rank, size or batch, or guidance is missing or not
-    /// expected; thrown before any compute.</exception>
+    /// <exception cref="ArgumentException">An input has the wrong rank, size or batch, guidance is missing or not
+    /// expected, or image embeddings do not fit the loaded IP-Adapters (or none is loaded); thrown before any compute.</exception>
     public Tensor forward(Tensor hidden_states, Tensor encoder_hidden_states, Tensor pooled_projections, Tensor timestep,
         Tensor img_ids, Tensor txt_ids, Tensor? guidance = null, IReadOnlyList<Tensor>? controlnet_block_samples = null,
-        IReadOnlyList<Tensor>? controlnet_single_block_samples = null)
+        IReadOnlyList<Tensor>? controlnet_single_block_samples = null, IReadOnlyList<Tensor>? ip_adapter_image_embeds = null)
     {
         ValidateInputs(Config, hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids, guidance);
+        CheckIpAdapterImageEmbeds(ip_adapter_image_embeds, hidden_states.shape[0]);
         ValidateResiduals(controlnet_block_samples, transformer_blocks.Count, hidden_states, "controlnet_block_samples");
         ValidateResiduals(controlnet_single_block_samples, single_transformer_blocks.Count, hidden_states, "controlnet_single_block_samples");
         using var scope = torch.NewDisposeScope();
@@ -104,12 +111,13 @@ public sealed class FluxTransformer2DModel : nn.Module
 
         var ids = torch.cat([txt_ids.to(x.device), img_ids.to(x.device)], 0);
         var rotary = pos_embed.forward(ids);
+        var ipHiddenStates = ip_adapter_image_embeds is null ? null : _ipProjection!.forward(ip_adapter_image_embeds);
 
         for (int i = 0; i < transformer_blocks.Count; i++)
         {
             var block = transformer_blocks[i];
             var residual = Residual(controlnet_block_samples, i, transformer_blocks.Count);
-            (context, x) = RunBlock(() => AddResidual(block.forward(x, context, temb, rotary), residual), context, x);
+            (context, x) = RunBlock(() => AddResidual(block.forward(x, context, temb, rotary, ipHiddenStates), residual), context, x);
         }
         for (int i = 0; i < single_transformer_blocks.Count; i++)
         {
@@ -120,6 +128,99 @@ public sealed class FluxTransformer2DModel : nn.Module
 
         var output = proj_out.forward(norm_out.forward(x, temb));
         return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Whether an IP-Adapter is loaded (<see cref="Loaders.FluxIPAdapterWeights.Load"/>).</summary>
+    public bool HasIpAdapter => _ipProjection is not null;
+
+    /// <summary>The loaded IP-Adapters' image projections (diffusers' <c>encoder_hid_proj</c>), or null.</summary>
+    public MultiIPAdapterImageProjection? EncoderHidProj => _ipProjection;
+
+    /// <summary>The IP-Adapter scales: per double-stream block, one per adapter (empty without an adapter).</summary>
+    public IReadOnlyList<IReadOnlyList<double>> IpAdapterScales =>
+        _ipProjection is null ? [] : transformer_blocks.Select(b => (IReadOnlyList<double>)b.Attention.FluxIpAdapter!.Scale.ToArray()).ToArray();
+
+    /// <summary>diffusers' <c>set_ip_adapter_scale(scale)</c> with one number: every block of every adapter.</summary>
+    /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
+    /// <exception cref="ArgumentException">The scale is not finite.</exception>
+    public void SetIpAdapterScale(double scale) => SetIpAdapterScale(Enumerable.Repeat<IReadOnlyList<double>>([scale], AdapterCount()).ToArray());
+
+    /// <summary>
+    /// diffusers' <c>set_ip_adapter_scale</c> with a list of numbers: with one adapter loaded, one scale per double-stream
+    /// block (num_layers of them); with several, one scale per adapter.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
+    /// <exception cref="ArgumentException">The count does not fit, or a scale is not finite.</exception>
+    public void SetIpAdapterScale(IReadOnlyList<double> scales)
+    {
+        ArgumentNullException.ThrowIfNull(scales);
+        if (AdapterCount() == 1) SetIpAdapterScale([scales]);
+        else SetIpAdapterScale(scales.Select(s => (IReadOnlyList<double>)[s]).ToArray());
+    }
+
+    /// <summary>
+    /// diffusers' <c>set_ip_adapter_scale</c> with one entry per adapter, each a single scale for every double-stream block
+    /// (a one-element list) or one scale per block (num_layers elements). Single-stream blocks have no IP-Adapter.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
+    /// <exception cref="ArgumentException">A count does not fit, or a scale is not finite.</exception>
+    public void SetIpAdapterScale(IReadOnlyList<IReadOnlyList<double>> scales)
+    {
+        ArgumentNullException.ThrowIfNull(scales);
+        int adapters = AdapterCount(), blocks = transformer_blocks.Count;
+        if (scales.Count != adapters)
+            throw new ArgumentException($"Cannot assign {scales.Count} scales to {adapters} IP-Adapters.", nameof(scales));
+        foreach (var s in scales)
+        {
+            if (s is null || (s.Count != 1 && s.Count != blocks))
+                throw new ArgumentException($"Expected one scale or a list of {blocks} scales (one per double-stream block) per IP-Adapter, got {s?.Count ?? 0}.", nameof(scales));
+            if (s.Any(v => !double.IsFinite(v))) throw new ArgumentException("IP-Adapter scales must be finite numbers.", nameof(scales));
+        }
+        for (int b = 0; b < blocks; b++)
+            for (int a = 0; a < adapters; a++)
+                transformer_blocks[b].Attention.FluxIpAdapter!.SetScale(a, scales[a].Count == 1 ? scales[a][0] : scales[a][b]);
+    }
+
+    private int AdapterCount() => _ipProjection?.Count ?? throw new InvalidOperationException("No IP-Adapter is loaded: load one before setting its scale.");
+
+    /// <summary>The double-stream blocks' attentions, in order (where IP-Adapter processors go).</summary>
+    internal IReadOnlyList<JointAttention> DoubleStreamAttentions => transformer_blocks.Select(b => b.Attention).ToArray();
+
+    /// <summary>Installs loaded IP-Adapter parts (the loader's last step): one processor per double-stream block and the
+    /// image projections as <c>encoder_hid_proj</c>.</summary>
+    internal void AttachIpAdapter(MultiIPAdapterImageProjection projection, IReadOnlyList<FluxIPAdapterAttnProcessor> processors)
+    {
+        if (_ipProjection is not null) throw new InvalidOperationException("An IP-Adapter is already loaded into this transformer.");
+        if (processors.Count != transformer_blocks.Count) throw new ArgumentException("One processor per double-stream block.", nameof(processors));
+        for (int i = 0; i < processors.Count; i++) transformer_blocks[i].Attention.AttachIpAdapter(processors[i]);
+        register_module("encoder_hid_proj", projection);
+        _ipProjection = projection;
+    }
+
+    /// <summary>
+    /// diffusers' <c>unload_ip_adapter</c> for the transformer: the double-stream blocks' IP-Adapter processors and
+    /// <c>encoder_hid_proj</c> are removed and freed; the transformer is as before loading (same keys, same outputs).
+    /// Nothing happens without an adapter.
+    /// </summary>
+    public void UnloadIpAdapter()
+    {
+        if (_ipProjection is null) return;
+        foreach (var block in transformer_blocks) block.Attention.DetachIpAdapter();
+        _internal_submodules.Remove("encoder_hid_proj");
+        _ipProjection.Dispose();
+        _ipProjection = null;
+    }
+
+    /// <summary>Checks IP-Adapter image embeddings against the loaded adapters and the batch, before any compute.</summary>
+    private void CheckIpAdapterImageEmbeds(IReadOnlyList<Tensor>? embeds, long batch)
+    {
+        if (embeds is null) return;
+        if (_ipProjection is null)
+            throw new ArgumentException("ip_adapter_image_embeds were given but no IP-Adapter is loaded into the transformer.", "ip_adapter_image_embeds");
+        _ipProjection.CheckInputs(embeds);
+        foreach (var e in embeds)
+            if (e.shape[0] < batch || e.shape[0] % batch != 0 || e.shape[1] < 1)
+                throw new ArgumentException($"ip_adapter_image_embeds [{string.Join(", ", e.shape)}]: the batch must be a multiple of the batch {batch} and there must be at least one image.", "ip_adapter_image_embeds");
     }
 
     /// <summary>The ControlNet residual for block <paramref name="index"/> of <paramref name="blocks"/>: diffusers' interval

@@ -34,23 +34,30 @@ public sealed class FluxTransformerBlock : nn.Module
         RegisterComponents();
     }
 
+    /// <summary>The joint attention (its <c>processor</c> holds an IP-Adapter once one is loaded).</summary>
+    internal JointAttention Attention => attn;
+
     // norm2 and norm2_context: LayerNorm without affine parameters (no checkpoint keys).
     private Tensor LayerNorm(Tensor x) => nn.functional.layer_norm(x, [_dim], eps: 1e-6);
 
     /// <summary>
     /// Runs the block on image tokens <paramref name="x"/> [B, N, D] and text tokens <paramref name="context"/> [B, S, D]
     /// with the conditioning <paramref name="temb"/> [B, D] and the rotary table of the joint sequence (text, then image).
-    /// Returns the new text and image tokens.
+    /// Returns the new text and image tokens. <paramref name="ipHiddenStates"/> (the projected image tokens of each loaded
+    /// IP-Adapter, see <see cref="FluxTransformer2DModel"/>) adds the IP-Adapter's image attention to the image stream
+    /// after the feed-forward, as diffusers' <c>FluxIPAdapterAttnProcessor</c> path does; null or no adapter: none.
     /// </summary>
-    public (Tensor Context, Tensor X) forward(Tensor x, Tensor context, Tensor temb, (Tensor Cos, Tensor Sin) rotary)
+    public (Tensor Context, Tensor X) forward(Tensor x, Tensor context, Tensor temb, (Tensor Cos, Tensor Sin) rotary,
+        IReadOnlyList<Tensor>? ipHiddenStates = null)
     {
         var n = norm1.forward(x, temb);
         var c = norm1_context.forward(context, temb);
-        var (ax, ac) = attn.forward(n.X, c.X, rotary: rotary);
+        var (ax, ac, ip) = attn.ForwardWithIpAdapter(n.X, c.X, rotary, ipHiddenStates);
 
         x = x + n.GateMsa.unsqueeze(1) * ax;
         var h = LayerNorm(x) * (1 + n.ScaleMlp.unsqueeze(1)) + n.ShiftMlp.unsqueeze(1);
         x = x + n.GateMlp.unsqueeze(1) * ff.forward(h);
+        if (ip is not null) x = x + ip;
 
         context = context + c.GateMsa.unsqueeze(1) * ac!;
         var hc = LayerNorm(context) * (1 + c.ScaleMlp.unsqueeze(1)) + c.ShiftMlp.unsqueeze(1);

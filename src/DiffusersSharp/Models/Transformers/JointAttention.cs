@@ -1,3 +1,4 @@
+using DiffusersSharp.Models.IPAdapters;
 using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -25,7 +26,8 @@ public sealed class JointAttention : nn.Module
     private readonly int _heads;
     private readonly int _headDim;
     private readonly bool _contextFirst;
-    private IPAdapters.SD3IPAdapterJointAttnProcessor? _ipAdapter;
+    private SD3IPAdapterJointAttnProcessor? _sd3IpAdapter;
+    private FluxIPAdapterAttnProcessor? _fluxIpAdapter;
 
     /// <summary>
     /// Creates the attention for width <paramref name="dim"/> = <paramref name="heads"/> × <paramref name="headDim"/>.
@@ -66,15 +68,42 @@ public sealed class JointAttention : nn.Module
     }
 
     /// <summary>The SD3 IP-Adapter attached to this attention (diffusers' <c>SD3IPAdapterJointAttnProcessor2_0</c>), or null.</summary>
-    internal IPAdapters.SD3IPAdapterJointAttnProcessor? IpAdapter => _ipAdapter;
+    internal SD3IPAdapterJointAttnProcessor? Sd3IpAdapter => _sd3IpAdapter;
+
+    /// <summary>The attached Flux IP-Adapter processor (diffusers' <c>FluxIPAdapterAttnProcessor</c>), or null.</summary>
+    internal FluxIPAdapterAttnProcessor? FluxIpAdapter => _fluxIpAdapter;
+
+    /// <summary>Width of the attention (heads × head_dim), the hidden_size of an IP-Adapter processor.</summary>
+    internal long InnerDim => to_q.weight!.shape[0];
 
     /// <summary>Attaches an SD3 IP-Adapter processor, registered as <c>processor</c> as diffusers' module processors are.</summary>
-    internal void AttachIpAdapter(IPAdapters.SD3IPAdapterJointAttnProcessor processor)
+    internal void AttachIpAdapter(SD3IPAdapterJointAttnProcessor processor)
     {
         if (_contextFirst) throw new NotSupportedException("The SD3 IP-Adapter processor is for SD3's joint attention (image tokens first).");
-        if (_ipAdapter is not null) throw new InvalidOperationException("An IP-Adapter is already attached to this attention.");
+        RegisterProcessor(processor);
+        _sd3IpAdapter = processor;
+    }
+
+    /// <summary>Attaches a Flux IP-Adapter processor, registered as <c>processor</c> (diffusers' set_attn_processor).</summary>
+    internal void AttachIpAdapter(FluxIPAdapterAttnProcessor processor)
+    {
+        RegisterProcessor(processor);
+        _fluxIpAdapter = processor;
+    }
+
+    private void RegisterProcessor(nn.Module processor)
+    {
+        if (_sd3IpAdapter is not null || _fluxIpAdapter is not null) throw new InvalidOperationException("An IP-Adapter is already attached to this attention.");
         register_module("processor", processor);
-        _ipAdapter = processor;
+    }
+
+    /// <summary>Removes and frees the attached Flux IP-Adapter processor (diffusers' unload_ip_adapter restoring FluxAttnProcessor).</summary>
+    internal void DetachIpAdapter()
+    {
+        if (_fluxIpAdapter is null) return;
+        _internal_submodules.Remove("processor");
+        _fluxIpAdapter.Dispose();
+        _fluxIpAdapter = null;
     }
 
     /// <summary>[B, N, H·d] → [B, H, N, d] as a view of the projection output.</summary>
@@ -90,7 +119,22 @@ public sealed class JointAttention : nn.Module
     /// whose scale is not 0, its image attention is added to the image output before <c>to_out</c>.
     /// </summary>
     public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, Tensor? keyBias = null, (Tensor Cos, Tensor Sin)? rotary = null,
-        (Tensor Hidden, Tensor Temb)? ip = null)
+        (Tensor Hidden, Tensor Temb)? ip = null) => Attend(x, context, keyBias, rotary, ip, out _);
+
+    /// <summary>
+    /// <see cref="forward"/> plus diffusers' <c>FluxIPAdapterAttnProcessor</c> output: the image query attends to each
+    /// adapter's image tokens <paramref name="ipHiddenStates"/> (null or no processor: no IP output).
+    /// </summary>
+    internal (Tensor X, Tensor? Context, Tensor? Ip) ForwardWithIpAdapter(Tensor x, Tensor? context, (Tensor Cos, Tensor Sin)? rotary,
+        IReadOnlyList<Tensor>? ipHiddenStates)
+    {
+        var (o, c) = Attend(x, context, null, rotary, null, out var normedImageQuery);
+        var ip = ipHiddenStates is null || _fluxIpAdapter is null ? null : _fluxIpAdapter.forward(normedImageQuery, ipHiddenStates);
+        return (o, c, ip);
+    }
+
+    private (Tensor X, Tensor? Context) Attend(Tensor x, Tensor? context, Tensor? keyBias, (Tensor Cos, Tensor Sin)? rotary,
+        (Tensor Hidden, Tensor Temb)? ip, out Tensor normedImageQuery)
     {
         if (keyBias is not null && _contextFirst) throw new NotSupportedException("keyBias assumes the image tokens first.");
         long batch = x.shape[0], n = x.shape[1];
@@ -100,6 +144,7 @@ public sealed class JointAttention : nn.Module
         var (imageQuery, imageKey, imageValue) = (q, k, v); // before the q / k norms: the IP-Adapter's own norms take them
         if (norm_q is not null) q = norm_q.forward(q);
         if (norm_k is not null) k = norm_k.forward(k);
+        normedImageQuery = q; // diffusers' Flux ip_query: the normed image query, before the text is joined and the rotation
         if (context is not null)
         {
             if (add_q_proj is null) throw new InvalidOperationException("this attention has no context projections (self-attention only).");
@@ -129,7 +174,7 @@ public sealed class JointAttention : nn.Module
             o = o.narrow(1, _contextFirst ? s : 0, n);
             if (to_add_out is not null) ctxOut = to_add_out.forward(ctxOut);
         }
-        if (_ipAdapter is { Scale: not 0 } processor && ip is { } tokens)
+        if (_sd3IpAdapter is { Scale: not 0 } processor && ip is { } tokens)
             o = o + processor.Attend(imageQuery, imageKey, imageValue, tokens.Hidden, tokens.Temb, _heads);
         return (to_out.Count == 0 ? o : to_out[0].forward(o), ctxOut);
     }

@@ -161,7 +161,7 @@ public sealed class SD3Transformer2DModel : nn.Module
         transformer_blocks.SelectMany((b, i) => b.Attentions().Select(a => ($"transformer_blocks.{i}.{a.Name}", a.Attention))).ToList();
 
     /// <summary>The IP-Adapter scale of the processors (diffusers: 0.5 after loading); null without an IP-Adapter.</summary>
-    public double? IpAdapterScale => AttentionLayers().Select(a => a.Attention.IpAdapter?.Scale).FirstOrDefault(s => s is not null);
+    public double? IpAdapterScale => AttentionLayers().Select(a => a.Attention.Sd3IpAdapter?.Scale).FirstOrDefault(s => s is not null);
 
     /// <summary>diffusers' SD3 <c>set_ip_adapter_scale</c>: the weight of the image attention in every IP-Adapter processor; 0 turns it off.</summary>
     /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
@@ -171,7 +171,7 @@ public sealed class SD3Transformer2DModel : nn.Module
         if (_imageProj is null) throw new InvalidOperationException("No IP-Adapter is loaded: load one before setting its scale.");
         if (!double.IsFinite(scale)) throw new ArgumentException($"The IP-Adapter scale must be a finite number, got {scale}.", nameof(scale));
         foreach (var (_, attention) in AttentionLayers())
-            if (attention.IpAdapter is { } processor) processor.Scale = scale;
+            if (attention.Sd3IpAdapter is { } processor) processor.Scale = scale;
     }
 
     /// <summary>Attaches a loaded IP-Adapter: its processors to the attentions (in <see cref="AttentionLayers"/> order) and its

@@ -1,8 +1,10 @@
+using DiffusersSharp.Images;
 using DiffusersSharp.IO;
 using DiffusersSharp.Loaders;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.Autoencoders;
 using DiffusersSharp.Models.ControlNets;
+using DiffusersSharp.Models.ImageEncoders;
 using DiffusersSharp.Models.TextEncoders;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Schedulers;
@@ -258,13 +260,97 @@ public sealed class FluxComponents : PipelineComponents
         return TextualInversion.Unload(tokenizer, encoder, tokens);
     }
 
+    /// <summary>
+    /// diffusers' <c>FluxIPAdapterMixin.load_ip_adapter</c> for a local safetensors file in XLabs-AI/flux-ip-adapter's
+    /// layout (see <see cref="FluxIPAdapterWeights"/>): every double-stream block gains the image key/value path, the
+    /// transformer the image projection, scale 1.0. The pipelines then take <c>IpAdapterImageEmbeds</c> (or
+    /// <c>IpAdapterImage</c> with an image encoder). Under model offload the adapter moves with the transformer.
+    /// </summary>
+    /// <param name="path">The IP-Adapter file (e.g. XLabs-AI/flux-ip-adapter's ip_adapter.safetensors).</param>
+    /// <param name="imageEncoder">The CLIP image encoder, diffusers' <c>image_encoder_pretrained_model_name_or_path</c>: a
+    /// <c>CLIPVisionModelWithProjection</c> folder (config.json + weights); XLabs' adapter takes CLIP ViT-L/14's
+    /// (openai/clip-vit-large-patch14). Loaded in the components' dtype (diffusers' default is float16) with a
+    /// <see cref="CLIPImageProcessor"/> at its image size; an encoder already loaded is kept, as diffusers does. Null:
+    /// none, so only image embeddings can be passed (diffusers' <c>image_encoder_pretrained_model_name_or_path=None</c>).</param>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="WeightLoadException">The file does not fit this transformer, or the encoder's weights its config.</exception>
+    /// <exception cref="InvalidOperationException">An IP-Adapter is already loaded.</exception>
+    /// <exception cref="ArgumentException">The image encoder's embedding width is not the adapter's.</exception>
+    public void LoadIpAdapter(string path, string? imageEncoder = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        LoadIpAdapter([path], imageEncoder);
+    }
+
+    /// <summary>diffusers' <c>load_ip_adapter</c> with a list of files: one IP-Adapter per file, in order (see
+    /// <see cref="LoadIpAdapter(string, string?)"/>); every file is checked before anything changes.</summary>
+    /// <inheritdoc cref="LoadIpAdapter(string, string?)"/>
+    public void LoadIpAdapter(IReadOnlyList<string> paths, string? imageEncoder = null)
+    {
+        ArgumentNullException.ThrowIfNull(paths);
+        if (Transformer.HasIpAdapter) throw new InvalidOperationException("An IP-Adapter is already loaded into this transformer.");
+        CLIPVisionModelWithProjection? encoder = null;
+        if (imageEncoder is not null && ImageEncoder is null)
+            encoder = CLIPVisionModelWithProjection.FromPretrained(imageEncoder, Dtype, Offload == OffloadMode.Model ? CPU : Device);
+        try
+        {
+            FluxIPAdapterWeights.Load(Transformer, paths, (encoder ?? ImageEncoder)?.Config.ProjectionDim);
+        }
+        catch
+        {
+            encoder?.Dispose();
+            throw;
+        }
+        if (encoder is null) return;
+        ImageEncoder = encoder;
+        FeatureExtractor = new CLIPImageProcessor(encoder.Config.ImageSize);
+        RefreshModelOffload();
+    }
+
+    /// <summary>
+    /// diffusers' <c>unload_ip_adapter</c>: the transformer's IP-Adapter layers are removed (see
+    /// <see cref="FluxTransformer2DModel.UnloadIpAdapter"/>) and the image encoder and feature extractor are freed, so
+    /// another adapter can be loaded. Nothing happens without an adapter.
+    /// </summary>
+    public void UnloadIpAdapter()
+    {
+        Transformer.UnloadIpAdapter();
+        if (ImageEncoder is not { } encoder) return;
+        ImageEncoder = null;
+        FeatureExtractor = null;
+        RefreshModelOffload(); // the offload sequence without image_encoder (the old one still moves it back first)
+        encoder.Dispose();
+    }
+
+    /// <summary>The IP-Adapter's CLIP image encoder (diffusers' <c>image_encoder</c>), or null.</summary>
+    public CLIPVisionModelWithProjection? ImageEncoder { get; private set; }
+
+    /// <summary>The image encoder's preprocessing (diffusers' <c>feature_extractor</c>), or null.</summary>
+    public CLIPImageProcessor? FeatureExtractor { get; private set; }
+
+    /// <summary>diffusers' <c>set_ip_adapter_scale(scale)</c>: one scale for every block of every adapter.</summary>
+    /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
+    public void SetIpAdapterScale(double scale) => Transformer.SetIpAdapterScale(scale);
+
+    /// <summary>diffusers' <c>set_ip_adapter_scale([..])</c>: with one adapter one scale per double-stream block, with
+    /// several one scale per adapter (see <see cref="FluxTransformer2DModel.SetIpAdapterScale(IReadOnlyList{double})"/>).</summary>
+    /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
+    /// <exception cref="ArgumentException">The count does not fit.</exception>
+    public void SetIpAdapterScale(IReadOnlyList<double> scales) => Transformer.SetIpAdapterScale(scales);
+
+    /// <summary>diffusers' <c>set_ip_adapter_scale([[..], ..])</c>: per adapter one scale or one per double-stream block.</summary>
+    /// <exception cref="InvalidOperationException">No IP-Adapter is loaded.</exception>
+    /// <exception cref="ArgumentException">A count does not fit.</exception>
+    public void SetIpAdapterScale(IReadOnlyList<IReadOnlyList<double>> scales) => Transformer.SetIpAdapterScale(scales);
+
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
     {
-        // diffusers' model_cpu_offload_seq: text_encoder->text_encoder_2->transformer->vae (no image encoder here).
+        // diffusers' model_cpu_offload_seq: text_encoder->text_encoder_2->image_encoder->transformer->vae.
         var models = new Dictionary<string, nn.Module>();
         if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
         if (TextEncoder2 is not null) models["text_encoder_2"] = TextEncoder2;
+        if (ImageEncoder is not null) models["image_encoder"] = ImageEncoder;
         // The ControlNets come to the device with the transformer and stay beside it until the call ends.
         models["transformer"] = ControlNets.Count == 0 ? Transformer : new ModuleGroup([Transformer, .. ControlNets]);
         models["vae"] = Vae;
@@ -279,5 +365,6 @@ public sealed class FluxComponents : PipelineComponents
         Vae.Dispose();
         TextEncoder?.Dispose();
         TextEncoder2?.Dispose();
+        ImageEncoder?.Dispose();
     }
 }

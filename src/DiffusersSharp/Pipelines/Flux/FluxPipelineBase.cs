@@ -157,6 +157,10 @@ public abstract partial class FluxPipelineBase : IDisposable
         int batch = BatchSize(r);
         if (r.Generators is { } generators && generators.Count != batch)
             throw new ArgumentException($"{generators.Count} generators were given for a batch of {batch} (prompts x images per prompt).");
+        // diffusers' Flux pipelines with IP-Adapter inputs (FluxIPAdapterMixin); Fill and ControlNet image-to-image /
+        // inpainting have none.
+        CheckIpAdapterInputs(r, supported: this is FluxPipeline or FluxImg2ImgPipeline or FluxInpaintPipeline or FluxControlNetPipeline
+            or FluxKontextPipeline or FluxKontextInpaintPipeline);
     }
 
     /// <summary>
@@ -313,7 +317,8 @@ public abstract partial class FluxPipelineBase : IDisposable
     /// <summary>
     /// The denoising loop of the Flux pipelines over <paramref name="timesteps"/> (the scheduler's, or their strength
     /// tail): transformer, optional true CFG (<c>neg + s · (pos − neg)</c>), scheduler step, pipeline hook, callback. Each
-    /// step runs in its own dispose scope; cancellation is checked between steps.
+    /// step runs in its own dispose scope; cancellation is checked between steps. IP-Adapter image embeddings (and the
+    /// request's IP-Adapter scale) are prepared first, as diffusers does just before its loop.
     /// </summary>
     protected Tensor Denoise(Tensor latents, FluxEncodedPrompt positive, FluxEncodedPrompt? negative, Tensor imageIds, Tensor? guidance,
         FlowMatchEulerDiscreteScheduler scheduler, Tensor timesteps, FluxRequest r, IProgress<PipelineProgress>? progress, CancellationToken ct,
@@ -324,6 +329,8 @@ public abstract partial class FluxPipelineBase : IDisposable
         int total = (int)timesteps.shape[0];
         double trueCfgScale = r.TrueCfgScale;
         Tensor embeds = positive.PromptEmbeds, pooled = positive.PooledPromptEmbeds;
+        var ip = PrepareIpAdapterEmbeds(r, (int)latents.shape[0]);
+        using var ipScale = IpAdapterScaleFor(r);
         Components.Activate("transformer");
         progress?.Report(new PipelineProgress("denoise", 0, total));
         for (int i = 0; i < total; i++)
@@ -336,11 +343,13 @@ public abstract partial class FluxPipelineBase : IDisposable
                 var timestep = t.expand(latents.shape[0]).to(latents.dtype) / 1000;
                 var input = hooks.TransformerInput(latents);
                 var (blocks, singles) = hooks.Control?.ForStep(latents, timestep, i, embeds, pooled, positive.TextIds) ?? (null, null);
-                var noisePred = OwnTokens(transformer.forward(input, embeds, pooled, timestep, imageIds, positive.TextIds, guidance, blocks, singles), latents);
+                var noisePred = OwnTokens(transformer.forward(input, embeds, pooled, timestep, imageIds, positive.TextIds, guidance, blocks, singles,
+                    ip?.Positive), latents);
                 if (negative is not null && trueCfgScale > 1)
                 {
+                    // diffusers swaps in the negative image embeddings for this pass (the positive ones stay otherwise).
                     var negPred = OwnTokens(transformer.forward(input, negative.PromptEmbeds, negative.PooledPromptEmbeds, timestep, imageIds, negative.TextIds,
-                        guidance, blocks, singles), latents);
+                        guidance, blocks, singles, ip?.Negative ?? ip?.Positive), latents);
                     noisePred = negPred + trueCfgScale * (noisePred - negPred);
                 }
                 var next = scheduler.Step(noisePred, t, latents);

@@ -83,6 +83,43 @@ public record FluxRequest
     /// (<see cref="StepEndContext.GuidanceScale"/>; 1 or below stops it) or interrupt.
     /// </summary>
     public Action<StepEndContext>? CallbackOnStepEnd { get; init; }
+
+    /// <summary>
+    /// IP-Adapter: one image per loaded adapter (diffusers' <c>ip_adapter_image</c>), encoded by the components' image
+    /// encoder to its <c>image_embeds</c> (an 8-bit image goes through the feature extractor; a tensor [N, 3, S, S] is taken
+    /// as pixel values, N images for that adapter). Needs an IP-Adapter loaded (<see cref="FluxComponents.LoadIpAdapter(string, string?)"/>).
+    /// Text-to-image, image-to-image, inpainting, ControlNet text-to-image, Kontext and Kontext inpainting, as in diffusers
+    /// (its Fill and ControlNet image-to-image / inpainting pipelines take none).
+    /// </summary>
+    public IReadOnlyList<PipelineImage>? IpAdapterImage { get; init; }
+
+    /// <summary>
+    /// IP-Adapter: precomputed image embeddings instead of <see cref="IpAdapterImage"/> (diffusers'
+    /// <c>ip_adapter_image_embeds</c>): one [b, images, D] tensor per adapter (D the image encoder's projection width),
+    /// repeated for every prompt and image as diffusers does (<c>cat([e] * batch)</c>), so b is normally 1: each sample
+    /// attends to the image tokens of all b rows.
+    /// </summary>
+    public IReadOnlyList<Tensor>? IpAdapterImageEmbeds { get; init; }
+
+    /// <summary>
+    /// IP-Adapter: the image(s) for the negative pass of true CFG (diffusers' <c>negative_ip_adapter_image</c>). When only
+    /// one side is given, diffusers encodes an all-black image for the other (which needs the image encoder); the
+    /// negative side is only used by true CFG, so without it a missing negative is not computed.
+    /// </summary>
+    public IReadOnlyList<PipelineImage>? NegativeIpAdapterImage { get; init; }
+
+    /// <summary>IP-Adapter: precomputed embeddings of the negative side (diffusers' <c>negative_ip_adapter_image_embeds</c>),
+    /// as <see cref="IpAdapterImageEmbeds"/>.</summary>
+    public IReadOnlyList<Tensor>? NegativeIpAdapterImageEmbeds { get; init; }
+
+    /// <summary>IP-Adapter: one scale for every block and adapter in this call (diffusers' <c>set_ip_adapter_scale</c>);
+    /// null keeps the transformer's (1.0 after loading, or what <see cref="FluxComponents.SetIpAdapterScale(double)"/> set).
+    /// The previous scales are restored after the call.</summary>
+    public double? IpAdapterScale { get; init; }
+
+    /// <summary>Whether any IP-Adapter input is set.</summary>
+    internal bool HasIpAdapterInput => IpAdapterImage is not null || IpAdapterImageEmbeds is not null
+        || NegativeIpAdapterImage is not null || NegativeIpAdapterImageEmbeds is not null || IpAdapterScale is not null;
 }
 
 /// <summary>
