@@ -79,6 +79,22 @@ public class ModelSettings : CommandSettings
     [CommandOption("--single-file <FILE>"), Description("An original single-file checkpoint whose weights replace --model's: SD3 / SD3.5 (e.g. sd3.5_medium.safetensors: MMDiT and VAE) or SD 1.x / 2.x / SDXL in the LDM / SGM layout (e.g. v1-5-pruned-emaonly.safetensors, sd_xl_base_1.0.safetensors: UNet, and the VAE and text encoders it holds). --model (a folder or hub repo of the same family) still gives the configs, tokenizers, scheduler and whatever the file lacks. Not for Flux.")]
     public string? SingleFile { get; init; }
 
+    /// <summary>IP-Adapter file (UNet, SD3 and FLUX.1 models).</summary>
+    [CommandOption("--ip-adapter <FILE>"), Description("An IP-Adapter steering the image with an image prompt (generate: --ip-adapter-image; serve: each request's ip_adapter_image): SD 1.x / 2.x and SDXL, a file in h94/IP-Adapter's safetensors layout (e.g. hf://h94/IP-Adapter/models/ip-adapter_sd15.safetensors; the plain IP-Adapter and Plus); SD3 / SD3.5, InstantX/SD3.5-Large-IP-Adapter's (e.g. hf://guiyrt/InstantX-SD3.5-Large-IP-Adapter-diffusers/ip-adapter.safetensors); FLUX.1 text-to-image folders, XLabs-AI/flux-ip-adapter's (hf://XLabs-AI/flux-ip-adapter/ip_adapter.safetensors). A local file or a hub repo's. Its image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it; in the repo for a hub file) unless --ip-adapter-image-encoder names another; the SD3 and XLabs adapters have none beside them: name it.")]
+    public string? IpAdapter { get; init; }
+
+    /// <summary>The IP-Adapter's image encoder folder.</summary>
+    [CommandOption("--ip-adapter-image-encoder <FOLDER>"), Description("With --ip-adapter: the image encoder (diffusers' image_encoder_folder / image_encoder_pretrained_model_name_or_path; config.json + model.safetensors; default: image_encoder beside the --ip-adapter file): a folder, hf://org/name/sub/folder or a hub repo id. CLIP for SD / SDXL (e.g. hf://h94/IP-Adapter/models/image_encoder for SDXL's ip-adapter_sdxl_vit-h) and Flux (openai/clip-vit-large-patch14, a whole CLIP model whose vision half is taken); SigLIP for SD3 (google/siglip-so400m-patch14-384, its vision tower).")]
+    public string? IpAdapterImageEncoder { get; init; }
+
+    /// <summary>The image encoder folder the IP-Adapter uses: the option, or image_encoder beside the file (in the same hub
+    /// repo for a hub file).</summary>
+    public string? IpAdapterImageEncoderFolder => IpAdapter is null ? null
+        : IpAdapterImageEncoder ?? (HubFileReference.TryParse(IpAdapter, out var file)
+            ? $"hf://{file!.RepoId}/{(file.Path.Contains('/') ? file.Path[..file.Path.LastIndexOf('/')] + "/" : "")}image_encoder"
+            : Path.Combine(Path.GetDirectoryName(Path.GetFullPath(IpAdapter))!, "image_encoder"));
+
+
     /// <inheritdoc />
     public override ValidationResult Validate()
     {
@@ -92,6 +108,11 @@ public class ModelSettings : CommandSettings
         if (string.IsNullOrWhiteSpace(Model)) return $"--model is required (the bundled model {BundledModel.RelativePath} was not found).";
         if (Lora is not null && !HubFileReference.TryParse(Lora, out _) && !File.Exists(Lora)) return $"--lora file not found: {Lora}.";
         if (SingleFile is not null && !File.Exists(SingleFile)) return $"--single-file not found: {SingleFile}.";
+        if (IpAdapterImageEncoder is not null && IpAdapter is null) return "--ip-adapter-image-encoder needs --ip-adapter.";
+        if (IpAdapter is not null && !HubFileReference.TryParse(IpAdapter, out _) && !File.Exists(IpAdapter)) return $"--ip-adapter file not found: {IpAdapter}.";
+        if (IpAdapter is not null && !HubFileReference.TryParse(IpAdapterImageEncoderFolder, out _) && !Directory.Exists(IpAdapterImageEncoderFolder)
+            && !(IpAdapterImageEncoder is not null && Hub.ModelSource.IsRepoId(IpAdapterImageEncoder)))
+            return $"--ip-adapter needs an image encoder: {IpAdapterImageEncoderFolder} does not exist (name one with --ip-adapter-image-encoder: a folder, hf://org/name/sub/folder or a repo id; CLIP for SD / SDXL and Flux, e.g. openai/clip-vit-large-patch14 for XLabs' Flux IP-Adapter; SigLIP for SD3, google/siglip-so400m-patch14-384).";
         foreach (var (file, token) in TextualInversions)
         {
             if (token is { Length: 0 }) return $"--textual-inversion {file}: the token after ':' is empty.";
@@ -291,17 +312,9 @@ public class GenerateSettings : ModelSettings
         return null;
     }
 
-    /// <summary>IP-Adapter file (UNet, SD3 and FLUX.1 models).</summary>
-    [CommandOption("--ip-adapter <FILE>"), Description("An IP-Adapter steering the image with --ip-adapter-image: SD 1.x / 2.x and SDXL, a file in h94/IP-Adapter's safetensors layout (e.g. hf://h94/IP-Adapter/models/ip-adapter_sd15.safetensors; the plain IP-Adapter and Plus); SD3 / SD3.5, InstantX/SD3.5-Large-IP-Adapter's (e.g. hf://guiyrt/InstantX-SD3.5-Large-IP-Adapter-diffusers/ip-adapter.safetensors); FLUX.1 text-to-image folders, XLabs-AI/flux-ip-adapter's (hf://XLabs-AI/flux-ip-adapter/ip_adapter.safetensors). A local file or a hub repo's. Its image encoder is the image_encoder folder beside the file (as diffusers' load_ip_adapter(repo, subfolder, weight_name) finds it; in the repo for a hub file) unless --ip-adapter-image-encoder names another; the SD3 and XLabs adapters have none beside them: name it.")]
-    public string? IpAdapter { get; init; }
-
     /// <summary>The IP-Adapter's image prompt.</summary>
     [CommandOption("--ip-adapter-image <FILE>"), Description("With --ip-adapter: the image prompt (diffusers' ip_adapter_image).")]
     public string? IpAdapterImage { get; init; }
-
-    /// <summary>The IP-Adapter's image encoder folder.</summary>
-    [CommandOption("--ip-adapter-image-encoder <FOLDER>"), Description("With --ip-adapter: the image encoder (diffusers' image_encoder_folder / image_encoder_pretrained_model_name_or_path; config.json + model.safetensors; default: image_encoder beside the --ip-adapter file): a folder, hf://org/name/sub/folder or a hub repo id. CLIP for SD / SDXL (e.g. hf://h94/IP-Adapter/models/image_encoder for SDXL's ip-adapter_sdxl_vit-h) and Flux (openai/clip-vit-large-patch14, a whole CLIP model whose vision half is taken); SigLIP for SD3 (google/siglip-so400m-patch14-384, its vision tower).")]
-    public string? IpAdapterImageEncoder { get; init; }
 
     /// <summary>The IP-Adapter scale.</summary>
     [CommandOption("--ip-adapter-scale <S>"), Description("With --ip-adapter: the weight of the image prompt (diffusers' set_ip_adapter_scale; default 1.0, SD3 0.5).")]
@@ -310,27 +323,15 @@ public class GenerateSettings : ModelSettings
     /// <summary>The parsed --ip-adapter-scale, or null.</summary>
     public double? IpAdapterScaleValue => IpAdapterScale is null ? null : double.Parse(IpAdapterScale, NumberStyles.Float, CultureInfo.InvariantCulture);
 
-    /// <summary>The image encoder folder the IP-Adapter uses: the option, or image_encoder beside the file (in the same hub
-    /// repo for a hub file).</summary>
-    public string? IpAdapterImageEncoderFolder => IpAdapter is null ? null
-        : IpAdapterImageEncoder ?? (HubFileReference.TryParse(IpAdapter, out var file)
-            ? $"hf://{file!.RepoId}/{(file.Path.Contains('/') ? file.Path[..file.Path.LastIndexOf('/')] + "/" : "")}image_encoder"
-            : Path.Combine(Path.GetDirectoryName(Path.GetFullPath(IpAdapter))!, "image_encoder"));
-
     private string? CheckIpAdapter()
     {
         if (IpAdapter is null)
         {
-            string? stray = IpAdapterImage is not null ? "--ip-adapter-image" : IpAdapterImageEncoder is not null ? "--ip-adapter-image-encoder"
-                : IpAdapterScale is not null ? "--ip-adapter-scale" : null;
+            string? stray = IpAdapterImage is not null ? "--ip-adapter-image" : IpAdapterScale is not null ? "--ip-adapter-scale" : null;
             return stray is null ? null : $"{stray} needs --ip-adapter.";
         }
-        if (!HubFileReference.TryParse(IpAdapter, out _) && !File.Exists(IpAdapter)) return $"--ip-adapter file not found: {IpAdapter}.";
         if (IpAdapterImage is null) return "--ip-adapter needs --ip-adapter-image.";
         if (!File.Exists(IpAdapterImage)) return $"--ip-adapter-image not found: {IpAdapterImage}.";
-        if (!HubFileReference.TryParse(IpAdapterImageEncoderFolder, out _) && !Directory.Exists(IpAdapterImageEncoderFolder)
-            && !(IpAdapterImageEncoder is not null && Hub.ModelSource.IsRepoId(IpAdapterImageEncoder)))
-            return $"--ip-adapter needs an image encoder: {IpAdapterImageEncoderFolder} does not exist (name one with --ip-adapter-image-encoder: a folder, hf://org/name/sub/folder or a repo id; CLIP for SD / SDXL and Flux, e.g. openai/clip-vit-large-patch14 for XLabs' Flux IP-Adapter; SigLIP for SD3, google/siglip-so400m-patch14-384).";
         if (IpAdapterScale is not null && (!double.TryParse(IpAdapterScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v)))
             return $"--ip-adapter-scale must be a finite number, got '{IpAdapterScale}'.";
         return null;

@@ -255,6 +255,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         }
         if (settings.AdapterFactorValue is { } factor) fields.Add($"Adapter factor: {factor.ToString(inv)}");
         if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");
+        if (settings is { IpAdapter: { } ipAdapter, IpAdapterImage: not null })
+            fields.Add($"IP-Adapter: {Path.GetFileName(ipAdapter)}{(settings.IpAdapterScaleValue is { } ipScale ? ":" + ipScale.ToString(inv) : "")}");
         foreach (var (file, token) in settings.TextualInversions)
             fields.Add($"Textual inversion: {Path.GetFileName(file)}{(token is null ? "" : ":" + token)}");
         fields.Add("Software: DiffusersSharp");

@@ -152,8 +152,9 @@ internal sealed class LoadedModel : IDisposable
         if (settings is GenerateSettings unionCheck && family == Family.UNet) CheckControlModes(unionCheck, unionTypes);
         // Hub files beside the model are fetched once the options are checked, before any weights load.
         string? lora = settings.Lora is null ? null : options.ResolveFile(settings.Lora, ct);
-        var ipAdapter = settings is GenerateSettings { IpAdapter: { } adapterFile } g
-            ? (File: options.ResolveFile(adapterFile, ct), ImageEncoder: ResolveImageEncoder(options, g, ct)) : default;
+        if (settings is ServeCommand.Settings { IpAdapter: not null }) CheckServedIpAdapter(settings, pipelineClass);
+        var ipAdapter = settings.IpAdapter is { } adapterFile
+            ? (File: options.ResolveFile(adapterFile, ct), ImageEncoder: ResolveImageEncoder(options, settings, ct)) : default;
         output.Error.WriteLine($"loading {settings.Model} ({settings.Dtype}, {settings.Device})");
         var model = family switch
         {
@@ -167,8 +168,15 @@ internal sealed class LoadedModel : IDisposable
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
         if (lora is not null) (model.LoraFile, model.LoraScale) = (lora, settings.LoraScaleValue);
+        (model.IpAdapter, model.IpAdapterImageEncoder) = (settings.IpAdapter, settings.IpAdapterImageEncoder);
         return model;
     }
+
+    /// <summary>The loaded --ip-adapter, as given (serve's requests name it again for the option checks), or null.</summary>
+    public string? IpAdapter { get; private set; }
+
+    /// <summary>The --ip-adapter-image-encoder given with <see cref="IpAdapter"/>, or null (the folder beside it).</summary>
+    public string? IpAdapterImageEncoder { get; private set; }
 
     /// <summary>The fused --lora file (a local path; a hub file's cache copy), or null.</summary>
     public string? LoraFile { get; private set; }
@@ -421,7 +429,7 @@ internal sealed class LoadedModel : IDisposable
     /// the default beside a hub file) or a repo id (org/name, e.g. openai/clip-vit-large-patch14) downloaded into the hub
     /// cache (config.json and safetensors weights).
     /// </summary>
-    private static string ResolveImageEncoder(PipelineLoadOptions options, GenerateSettings settings, CancellationToken ct)
+    private static string ResolveImageEncoder(PipelineLoadOptions options, ModelSettings settings, CancellationToken ct)
     {
         string encoder = settings.IpAdapterImageEncoderFolder!;
         if (Hub.HubFileReference.TryParse(encoder, out _))
@@ -436,6 +444,21 @@ internal sealed class LoadedModel : IDisposable
             }
         }
         return options.ResolveSubfolder(encoder, ct);
+    }
+
+    /// <summary>serve's --ip-adapter, refused before loading for the models whose diffusers pipelines take none (its requests
+    /// are checked as generate's options are).</summary>
+    private static void CheckServedIpAdapter(ModelSettings settings, string pipelineClass)
+    {
+        string? none = pipelineClass switch
+        {
+            FluxComponents.FillPipelineClass => "FLUX.1-Fill (diffusers' FluxFillPipeline",
+            FluxComponents.ControlPipelineClass => "FLUX.1 control models (diffusers' FluxControlPipeline",
+            StableDiffusionInstructPix2PixPipeline.PipelineClass => "InstructPix2Pix (diffusers' StableDiffusionInstructPix2PixPipeline",
+            _ => null,
+        };
+        if (none is not null)
+            throw new ArgumentException($"--ip-adapter does not apply to {none} takes no IP-Adapter); {settings.Model} is a {pipelineClass}.");
     }
 
     /// <summary>Loads the --ip-adapter file and its image encoder, if any, into freshly loaded components (freed again if that fails).</summary>

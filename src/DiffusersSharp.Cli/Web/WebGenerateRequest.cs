@@ -116,6 +116,12 @@ public sealed record WebGenerateRequest
     /// <summary>SDXL T2I-Adapters: the fraction of the steps they steer, in [0, 1].</summary>
     public double? AdapterFactor { get; init; }
 
+    /// <summary>With an IP-Adapter on the server (serve --ip-adapter): the image prompt, a data URL or base64.</summary>
+    public string? IpAdapterImage { get; init; }
+
+    /// <summary>The IP-Adapter scale for this request (default: the pipeline's, 1.0; SD3 0.5).</summary>
+    public double? IpAdapterScale { get; init; }
+
     /// <summary>
     /// The options as the CLI verb of <see cref="Mode"/> has them, with the uploaded images written to files in
     /// <paramref name="uploads"/>; validated by the same checks as the command line. The control images pair with
@@ -151,6 +157,13 @@ public sealed record WebGenerateRequest
             adapterImages = [AdapterImage];
         }
         CheckAdapters(adapterImages, server.Adapters);
+        if ((IpAdapterImage is not null || IpAdapterScale is not null) && server.IpAdapter is null)
+            throw new ArgumentException($"{(IpAdapterImage is not null ? "ip_adapter_image" : "ip_adapter_scale")} needs an IP-Adapter, and this server has none (start it with serve --ip-adapter FILE).");
+        if (IpAdapterScale is not null && IpAdapterImage is null) throw new ArgumentException("ip_adapter_scale needs ip_adapter_image.");
+        string? ipAdapterImage = Upload(IpAdapterImage, "ip_adapter_image", "ip-adapter-image");
+        // The server's IP-Adapter is named again, as --lora is, so the option checks see it; it is not loaded again.
+        string? ipAdapter = ipAdapterImage is null ? null : server.IpAdapter, ipAdapterEncoder = ipAdapterImage is null ? null : server.IpAdapterImageEncoder;
+        string? ipAdapterScale = IpAdapterScale?.ToString("R", CultureInfo.InvariantCulture);
         string[]? Numbers(double[]? values) => values?.Select(v => v.ToString("R", CultureInfo.InvariantCulture)).ToArray();
         string[]? controlFiles = controlImages?.Select((data, i) =>
             Upload(data, controlImages.Length == 1 ? "control_image" : $"control_images[{i}]", $"control-{i}")!).ToArray();
@@ -179,7 +192,8 @@ public sealed record WebGenerateRequest
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
-                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText,
+                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
+                IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Adapter = adapter, AdapterImage = adapterFiles, AdapterScale = adapterScale, AdapterFactor = adapterFactor,
             },
@@ -187,7 +201,8 @@ public sealed record WebGenerateRequest
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
-                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText,
+                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
+                IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Image = Upload(Image, "image"), Strength = strength,
                 ImageGuidance = ImageGuidance?.ToString("R", CultureInfo.InvariantCulture),
@@ -196,7 +211,8 @@ public sealed record WebGenerateRequest
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
-                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText,
+                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
+                IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Image = Upload(Image, "image"), Mask = Upload(Mask, "mask"), Strength = strength, PaddingMaskCrop = PaddingMaskCrop,
             },
@@ -307,5 +323,7 @@ public sealed record WebGenerateRequest
 /// <param name="ControlNetUnionTypes">Per ControlNet: its number of control types if it is a ControlNet-Union, else null.</param>
 /// <param name="Adapters">The T2I-Adapters (serve --adapter), in order.</param>
 /// <param name="TakesControlImage">Whether the model itself takes a control image (a FLUX.1 control model: FLUX.1-Canny-dev, Depth-dev).</param>
+/// <param name="IpAdapter">The server's IP-Adapter (serve --ip-adapter, as given), or null.</param>
+/// <param name="IpAdapterImageEncoder">Its --ip-adapter-image-encoder, or null.</param>
 internal sealed record ServerModels(IReadOnlyList<string> ControlNets, IReadOnlyList<int?> ControlNetUnionTypes, IReadOnlyList<string> Adapters,
-    bool TakesControlImage = false);
+    bool TakesControlImage = false, string? IpAdapter = null, string? IpAdapterImageEncoder = null);

@@ -110,6 +110,8 @@ internal sealed class WebServer : IAsyncDisposable
             Adapters = _model.Adapters,
             AdapterModes = _model.AdapterModes,
             AdapterFactor = _model.Adapters.Count > 0 && unet is { IsXL: true },
+            // The server's IP-Adapter (serve --ip-adapter, its file name): requests take ip_adapter_image and ip_adapter_scale.
+            IpAdapter = _model.IpAdapter is { } ipAdapter ? ipAdapter.Split('/', '\\').Last() : null,
             // An InstructPix2Pix model: img2img takes image_guidance.
             ImageGuidance = _model.PipelineClass == StableDiffusionInstructPix2PixPipeline.PipelineClass,
             // A FLUX.1 control model (FLUX.1-Canny-dev, Depth-dev): every request takes its control_image.
@@ -150,7 +152,7 @@ internal sealed class WebServer : IAsyncDisposable
                 if (body.LoraScale is { } loraScale && (_model.LoraFile is null || !double.IsFinite(loraScale)))
                     throw new ArgumentException(_model.LoraFile is null ? "lora_scale needs a LoRA: start the server with --lora FILE." : $"lora_scale must be a finite number, got {loraScale}.");
                 settings = body.ToSettings(_model.Name, new ServerModels(_model.ControlNets, _model.ControlNetUnionTypes, _model.Adapters,
-                    _model.PipelineClass == FluxComponents.ControlPipelineClass), uploads,
+                    _model.PipelineClass == FluxComponents.ControlPipelineClass, _model.IpAdapter, _model.IpAdapterImageEncoder), uploads,
                     _model.LoraFile, _model.LoraScale);
                 loraScaleWanted = body.LoraScale;
                 pipelines = VerbPipelines.For(settings);

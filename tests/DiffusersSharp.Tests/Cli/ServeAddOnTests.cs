@@ -270,3 +270,47 @@ public sealed class InstructPix2PixServeTests : ServeWithAddOn
             await ServeApi.Refusal(Http, new { mode = "img2img", prompt = "x", image = ServeApi.DataUrl(Input), strength = 0.5 }));
     }
 }
+
+/// <summary>
+/// <c>serve --ip-adapter</c> on tiny-sd3 with the SD3 fixture's adapter and SigLIP encoder: a request's
+/// ip_adapter_image equals generate's --ip-adapter-image; a request without one runs without the image prompt.
+/// </summary>
+public sealed class IpAdapterServeTests : ServeWithAddOn
+{
+    private static readonly string Adapter = Fixtures.Path("local-diffusers/sd3-ip-adapter/ip-adapter.safetensors");
+    private static readonly string Encoder = Fixtures.Path("local-diffusers/siglip-vision/image_encoder");
+    private static readonly string Image = Fixtures.Path("tiny-sd3/init_image.png");
+
+    private protected override ServeCommand.Settings Settings => new()
+    {
+        Model = Fixtures.TinySd3Model, IpAdapter = Adapter, IpAdapterImageEncoder = Encoder,
+    };
+
+    [Fact]
+    public async Task AnImagePromptEqualsTheCommandLines()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal("ip-adapter.safetensors", info.GetProperty("ip_adapter").GetString());
+        var result = await ServeApi.Result(Http, new
+        {
+            prompt = "a cat", steps = 2, width = 64, height = 64, seed = 3, ip_adapter_image = ServeApi.DataUrl(Image), ip_adapter_scale = 0.8,
+        });
+        AssertSameAsCommandLine(result, "generate", "--model", Fixtures.TinySd3Model, "--prompt", "a cat", "--steps", "2", "--width", "64",
+            "--height", "64", "--seed", "3", "--ip-adapter", Adapter, "--ip-adapter-image", Image, "--ip-adapter-image-encoder", Encoder,
+            "--ip-adapter-scale", "0.8");
+        var plain = await ServeApi.Result(Http, new { prompt = "a cat", steps = 2, width = 64, height = 64, seed = 3 });
+        Assert.NotEqual(ServeApi.Image(result).Pixels, ServeApi.Image(plain).Pixels);
+        Assert.Contains("ip_adapter_scale needs ip_adapter_image",
+            await ServeApi.Refusal(Http, new { prompt = "x", ip_adapter_scale = 0.5 }));
+    }
+
+    [Fact]
+    public void ServeRefusesAnIpAdapterForModelsWithoutOneBeforeLoading()
+    {
+        string model = Out("pix2pix");
+        TinyInstructPix2PixFolder.Write(model);
+        var (code, _, stderr) = CliRunner.Run("serve", "--model", model, "--ip-adapter", Adapter, "--ip-adapter-image-encoder", Encoder, "--port", "0");
+        Assert.Equal(2, code);
+        Assert.Contains("--ip-adapter does not apply to InstructPix2Pix", stderr);
+    }
+}
