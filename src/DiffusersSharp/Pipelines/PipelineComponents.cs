@@ -69,6 +69,28 @@ public abstract class PipelineComponents : IDisposable
 
     /// <summary>Under model offload, takes in models added after it was enabled (an IP-Adapter's image encoder): all go
     /// back to the CPU and move per use from then on.</summary>
+    /// <summary>
+    /// The load order of every <c>load_ip_adapter</c>: the image encoder from <paramref name="encoderFolder"/> (only when one
+    /// is named and <paramref name="hasEncoder"/> is false: diffusers keeps a loaded one), on the CPU under model offload,
+    /// then the adapter's weights (<paramref name="loadWeights"/>, given the new encoder or null); a new encoder is freed
+    /// again if the weights fail. Returns the new encoder (the caller keeps it and refreshes the offload order), or null.
+    /// </summary>
+    private protected TEncoder? LoadIpAdapterWithEncoder<TEncoder>(string? encoderFolder, bool hasEncoder,
+        Func<string, ScalarType, Device, TEncoder> loadEncoder, Action<TEncoder?> loadWeights) where TEncoder : class, IDisposable
+    {
+        var encoder = encoderFolder is not null && !hasEncoder ? loadEncoder(encoderFolder, Dtype, Offload == OffloadMode.Model ? CPU : Device) : null;
+        try
+        {
+            loadWeights(encoder);
+        }
+        catch
+        {
+            encoder?.Dispose();
+            throw;
+        }
+        return encoder;
+    }
+
     private protected void RefreshModelOffload()
     {
         if (_offloader is null) return;

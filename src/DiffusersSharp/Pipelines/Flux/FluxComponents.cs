@@ -289,18 +289,9 @@ public sealed class FluxComponents : PipelineComponents
     {
         ArgumentNullException.ThrowIfNull(paths);
         if (Transformer.HasIpAdapter) throw new InvalidOperationException("An IP-Adapter is already loaded into this transformer.");
-        CLIPVisionModelWithProjection? encoder = null;
-        if (imageEncoder is not null && ImageEncoder is null)
-            encoder = CLIPVisionModelWithProjection.FromPretrained(imageEncoder, Dtype, Offload == OffloadMode.Model ? CPU : Device);
-        try
-        {
-            FluxIPAdapterWeights.Load(Transformer, paths, (encoder ?? ImageEncoder)?.Config.ProjectionDim);
-        }
-        catch
-        {
-            encoder?.Dispose();
-            throw;
-        }
+        var encoder = LoadIpAdapterWithEncoder(imageEncoder, ImageEncoder is not null,
+            (folder, dtype, device) => CLIPVisionModelWithProjection.FromPretrained(folder, dtype, device),
+            loaded => FluxIPAdapterWeights.Load(Transformer, paths, (loaded ?? ImageEncoder)?.Config.ProjectionDim));
         if (encoder is null) return;
         ImageEncoder = encoder;
         FeatureExtractor = new CLIPImageProcessor(encoder.Config.ImageSize);

@@ -502,18 +502,8 @@ public sealed class StableDiffusionComponents : PipelineComponents
     {
         ArgumentNullException.ThrowIfNull(path);
         if (Unet.HasIpAdapter) throw new InvalidOperationException("An IP-Adapter is already loaded into this UNet.");
-        CLIPVisionModelWithProjection? encoder = null;
-        if (imageEncoderFolder is not null && ImageEncoder is null)
-            encoder = CLIPVisionModelWithProjection.FromPretrained(imageEncoderFolder, Dtype, Offload == OffloadMode.Model ? CPU : Device);
-        try
-        {
-            IPAdapterWeights.Load(Unet, path);
-        }
-        catch
-        {
-            encoder?.Dispose();
-            throw;
-        }
+        var encoder = LoadIpAdapterWithEncoder(imageEncoderFolder, ImageEncoder is not null,
+            (folder, dtype, device) => CLIPVisionModelWithProjection.FromPretrained(folder, dtype, device), _ => IPAdapterWeights.Load(Unet, path));
         if (encoder is null) return;
         ImageEncoder = encoder;
         FeatureExtractor = new CLIPImageProcessor(encoder.Config.ImageSize);

@@ -42,9 +42,7 @@ public abstract partial class StableDiffusionPipelineBase
             using var posterior = vae.Encode(image.to(vae.WeightDtype(), Components.Device));
             latents = posterior.Mode().to(dtype);
         }
-        if (batch > latents.shape[0] && batch % latents.shape[0] == 0) latents = latents.repeat((int)(batch / latents.shape[0]), 1, 1, 1);
-        else if (batch > latents.shape[0])
-            throw new ArgumentException($"Cannot duplicate an image batch of {latents.shape[0]} to {batch} images.");
+        latents = RepeatToBatch(latents, batch);
         return cfg ? cat([latents, latents, zeros_like(latents)], 0) : latents;
     }
 

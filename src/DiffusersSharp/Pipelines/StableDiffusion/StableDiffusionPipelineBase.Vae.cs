@@ -26,8 +26,14 @@ public abstract partial class StableDiffusionPipelineBase
             }
             else latents = vae.Config.ScalingFactor * sample;
         }
-        if (batch > latents.shape[0] && batch % latents.shape[0] == 0) latents = latents.repeat((int)(batch / latents.shape[0]), 1, 1, 1);
-        else if (batch > latents.shape[0])
+        return RepeatToBatch(latents, batch);
+    }
+
+    /// <summary>Image latents repeated to <paramref name="batch"/> (whole copies of the image batch, as diffusers concatenates them).</summary>
+    private static Tensor RepeatToBatch(Tensor latents, int batch)
+    {
+        if (batch > latents.shape[0] && batch % latents.shape[0] == 0) return latents.repeat((int)(batch / latents.shape[0]), 1, 1, 1);
+        if (batch > latents.shape[0])
             throw new ArgumentException($"Cannot duplicate an image batch of {latents.shape[0]} to {batch} images.");
         return latents;
     }

@@ -263,18 +263,8 @@ public sealed class StableDiffusion3Components : PipelineComponents
     {
         ArgumentNullException.ThrowIfNull(path);
         if (Transformer.HasIpAdapter) throw new InvalidOperationException("An IP-Adapter is already loaded into this transformer.");
-        SiglipVisionModel? encoder = null;
-        if (imageEncoderFolder is not null && ImageEncoder is null)
-            encoder = SiglipVisionModel.FromPretrained(imageEncoderFolder, Dtype, Offload == OffloadMode.Model ? CPU : Device);
-        try
-        {
-            IPAdapterWeights.Load(Transformer, path);
-        }
-        catch
-        {
-            encoder?.Dispose();
-            throw;
-        }
+        var encoder = LoadIpAdapterWithEncoder(imageEncoderFolder, ImageEncoder is not null,
+            (folder, dtype, device) => SiglipVisionModel.FromPretrained(folder, dtype, device), _ => IPAdapterWeights.Load(Transformer, path));
         if (encoder is null) return;
         ImageEncoder = encoder;
         FeatureExtractor = new SiglipImageProcessor(encoder.Config.ImageSize);
