@@ -110,6 +110,7 @@ public abstract partial class StableDiffusionPipelineBase
                 {
                     Step = i, TotalSteps = timesteps.Length, Timestep = t, Latents = latents, PromptEmbeds = s.Embeds,
                     PooledPromptEmbeds = s.TextEmbeds, AddTimeIds = s.TimeIds, GuidanceScale = s.Guidance, Mask = s.Mask,
+                    Denoised = denoised, TimestepCond = s.TimestepCond,
                 };
                 callback(context);
                 latents = StepEndContext.Adopt(latents, context.Latents);
@@ -117,6 +118,8 @@ public abstract partial class StableDiffusionPipelineBase
                 if (s.TextEmbeds is not null) s.TextEmbeds = StepEndContext.Adopt(s.TextEmbeds, context.PooledPromptEmbeds ?? s.TextEmbeds);
                 if (s.TimeIds is not null) s.TimeIds = StepEndContext.Adopt(s.TimeIds, context.AddTimeIds ?? s.TimeIds);
                 if (s.Mask is not null && context.Mask is not null) s.Mask = StepEndContext.Adopt(s.Mask, context.Mask);
+                if (denoised is not null && context.Denoised is not null) denoised = StepEndContext.Adopt(denoised, context.Denoised);
+                if (s.TimestepCond is not null && context.TimestepCond is not null) s.TimestepCond = StepEndContext.Adopt(s.TimestepCond, context.TimestepCond);
                 s.Guidance = context.GuidanceScale;
                 if (context.Interrupt) break;
             }
