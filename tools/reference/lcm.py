@@ -21,6 +21,8 @@ from diffusers import AutoencoderKL, LCMScheduler, PNDMScheduler, UNet2DConditio
 from diffusers.pipelines.latent_consistency_models.pipeline_latent_consistency_img2img import LatentConsistencyModelImg2ImgPipeline
 from diffusers.pipelines.latent_consistency_models.pipeline_latent_consistency_text2img import LatentConsistencyModelPipeline
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import StableDiffusionXLPipeline
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2img import StableDiffusionXLImg2ImgPipeline
 
 root = sys.argv[1]
 model = f"{root}/tiny-sd15/model"
@@ -70,7 +72,7 @@ def run(name, pipe, seed, **kw):
         if "denoised" in cb_kw:
             out[f"{name}.step{i}.denoised"] = cb_kw["denoised"].clone()
         return cb_kw
-    inputs = ["latents", "denoised"] if pipe is not sd else ["latents"]
+    inputs = ["latents", "denoised"] if pipe in (t2i, i2i) else ["latents"]
     with torch.no_grad():
         out[f"{name}.latents"] = pipe(**kw, output_type="latent", callback_on_step_end=on_step_end,
                                       callback_on_step_end_tensor_inputs=inputs,
@@ -92,5 +94,33 @@ run("i2i_half", i2i, 14, **embeds, image=image, strength=0.5, num_inference_step
 # StableDiffusionPipeline on the same UNet: timestep_cond from guidance 7.5, no classifier-free guidance (the negative
 # embeddings given are not used), the LCMScheduler's prev_sample as the latents.
 run("sd", sd, 15, **embeds, negative_prompt_embeds=out["in.negative_prompt_embeds"], num_inference_steps=4, height=64, width=64)
+
+# SDXL (latent-consistency/lcm-sdxl style): tiny-sdxl's UNet with time_cond_proj_dim 32, cond_proj drawn under
+# torch.manual_seed(33) (in.xl.cond_proj.weight); the SDXL pipelines compute timestep_cond as the SD ones do.
+xl_model = f"{root}/tiny-sdxl/model"
+xl_base = UNet2DConditionModel.from_pretrained(xl_model, subfolder="unet").eval()
+xl_config = dict(xl_base.config)
+xl_config["time_cond_proj_dim"] = 32
+xl_unet = UNet2DConditionModel.from_config(xl_config)
+xl_weights = xl_base.state_dict()
+torch.manual_seed(33)
+xl_unet.time_embedding.cond_proj.reset_parameters()
+xl_weights["time_embedding.cond_proj.weight"] = xl_unet.time_embedding.cond_proj.weight.detach().clone()
+xl_unet.load_state_dict(xl_weights)
+xl_unet.eval()
+xl_vae = AutoencoderKL.from_pretrained(xl_model, subfolder="vae").eval()
+xl_scheduler_config = PNDMScheduler.from_pretrained(xl_model, subfolder="scheduler").config
+xl_parts = dict(vae=xl_vae, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None, unet=xl_unet,
+                force_zeros_for_empty_prompt=True, add_watermarker=False)
+xl_t2i = StableDiffusionXLPipeline(scheduler=LCMScheduler.from_config(xl_scheduler_config), **xl_parts)
+xl_i2i = StableDiffusionXLImg2ImgPipeline(scheduler=LCMScheduler.from_config(xl_scheduler_config), **xl_parts)
+out["in.xl.cond_proj.weight"] = xl_weights["time_embedding.cond_proj.weight"]
+out["in.xl.prompt_embeds"] = torch.randn((1, 77, 64), generator=g)
+out["in.xl.pooled_prompt_embeds"] = torch.randn((1, 32), generator=g)
+xl_embeds = dict(prompt_embeds=out["in.xl.prompt_embeds"], pooled_prompt_embeds=out["in.xl.pooled_prompt_embeds"])
+# Two images per prompt (the guidance embedding repeated to 2), 4 steps, guidance 3, 64 x 64.
+run("xl", xl_t2i, 16, **xl_embeds, num_inference_steps=4, guidance_scale=3.0, num_images_per_prompt=2, height=64, width=64)
+# Image-to-image: strength 0.6 keeps int(5 x 0.6) = 3 of 5 steps; guidance 6.
+run("xl_i2i", xl_i2i, 17, **xl_embeds, image=image, strength=0.6, num_inference_steps=5, guidance_scale=6.0)
 save_file({k: v.contiguous().float() for k, v in out.items()}, f"{OUT}/expected.safetensors")
 print(f"wrote {len(out)} tensors")

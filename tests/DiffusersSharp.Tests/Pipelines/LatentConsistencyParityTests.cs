@@ -2,6 +2,7 @@ using DiffusersSharp.Images;
 using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion;
+using DiffusersSharp.Pipelines.StableDiffusionXL;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
@@ -13,25 +14,40 @@ namespace DiffusersSharp.Tests.Pipelines;
 public sealed class TinyLcm : IDisposable
 {
     private readonly StableDiffusionComponents _sd15 = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sd15/model"), new PipelineLoadOptions());
-    private readonly UNet2DConditionModel _unet;
+    private readonly StableDiffusionComponents _sdxl = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sdxl/model"), new PipelineLoadOptions());
+    private readonly UNet2DConditionModel _unet, _xlUnet;
 
     public TinyLcm()
     {
         var expected = Fixtures.Expected("local-diffusers/lcm/expected.safetensors");
-        _unet = new UNet2DConditionModel(_sd15.Unet.Config with { TimeCondProjDim = 32 });
-        using (no_grad())
-        {
-            var source = _sd15.Unet.state_dict();
-            foreach (var (name, parameter) in _unet.named_parameters())
-                parameter.copy_(name == "time_embedding.cond_proj.weight" ? expected["in.cond_proj.weight"] : source[name]);
-        }
-        _unet.eval();
+        _unet = WithCondProj(_sd15.Unet, expected["in.cond_proj.weight"]);
+        _xlUnet = WithCondProj(_sdxl.Unet, expected["in.xl.cond_proj.weight"]);
         // These components borrow tiny-sd15's VAE: only the UNet is theirs to free (Dispose below).
         Components = new StableDiffusionComponents { Unet = _unet, Vae = _sd15.Vae, Device = CPU, Dtype = ScalarType.Float32 };
         var pndm = (System.Text.Json.Nodes.JsonObject)_sd15.SchedulerConfig.DeepClone();
         Components.UseScheduler(pndm);
         Components.UseScheduler("LCMScheduler"); // the script's LCMScheduler.from_config(tiny-sd15's PNDM config)
+        XLComponents = new StableDiffusionComponents { Unet = _xlUnet, Vae = _sdxl.Vae, Device = CPU, Dtype = ScalarType.Float32 };
+        XLComponents.UseScheduler((System.Text.Json.Nodes.JsonObject)_sdxl.SchedulerConfig.DeepClone());
+        XLComponents.UseScheduler("LCMScheduler");
     }
+
+    /// <summary>A UNet of <paramref name="source"/>'s config with time_cond_proj_dim 32: its weights and the fixture's cond_proj.</summary>
+    private static UNet2DConditionModel WithCondProj(UNet2DConditionModel source, Tensor condProj)
+    {
+        var unet = new UNet2DConditionModel(source.Config with { TimeCondProjDim = 32 });
+        using (no_grad())
+        {
+            var weights = source.state_dict();
+            foreach (var (name, parameter) in unet.named_parameters())
+                parameter.copy_(name == "time_embedding.cond_proj.weight" ? condProj : weights[name]);
+        }
+        unet.eval();
+        return unet;
+    }
+
+    /// <summary>tiny-sdxl with that UNet (lcm-sdxl style) and the LCMScheduler from tiny-sdxl's config.</summary>
+    public StableDiffusionComponents XLComponents { get; }
 
     /// <summary>The pipelines' components.</summary>
     public StableDiffusionComponents Components { get; }
@@ -42,7 +58,9 @@ public sealed class TinyLcm : IDisposable
     public void Dispose()
     {
         _unet.Dispose();
+        _xlUnet.Dispose();
         _sd15.Dispose();
+        _sdxl.Dispose();
     }
 }
 
@@ -142,6 +160,48 @@ public sealed class LatentConsistencyParityTests(TinyLcm model, ITestOutputHelpe
             PromptEmbeds = Expected["in.prompt_embeds"], NegativePromptEmbeds = Expected["in.negative_prompt_embeds"], NumInferenceSteps = 4,
             Height = 64, Width = 64,
         }, 15, r => pipe.Generate(r), c => Assert.Equal(1, c.PromptEmbeds.shape[0]));
+    }
+
+    [Fact]
+    public void StableDiffusionXLPipelineTakesTheGuidanceEmbedding()
+    {
+        using var pipe = new StableDiffusionXLPipeline(model.XLComponents);
+        StepParity.Check(output, Expected, Tolerance, "xl", new StableDiffusionRequest
+        {
+            PromptEmbeds = Expected["in.xl.prompt_embeds"], PooledPromptEmbeds = Expected["in.xl.pooled_prompt_embeds"], NumInferenceSteps = 4,
+            GuidanceScale = 3.0, NumImagesPerPrompt = 2, Height = 64, Width = 64,
+        }, 16, r => pipe.Generate(r), c => Assert.Equal([2L, 32L], c.TimestepCond!.shape));
+    }
+
+    [Fact]
+    public void StableDiffusionXLImg2ImgPipelineTakesTheGuidanceEmbedding()
+    {
+        using var pipe = new StableDiffusionXLImg2ImgPipeline(model.XLComponents);
+        StepParity.Check(output, Expected, Tolerance, "xl_i2i", new StableDiffusionImg2ImgRequest
+        {
+            PromptEmbeds = Expected["in.xl.prompt_embeds"], PooledPromptEmbeds = Expected["in.xl.pooled_prompt_embeds"], Image = Input,
+            Strength = 0.6, NumInferenceSteps = 5, GuidanceScale = 6.0,
+        }, 17, r => pipe.Generate(r));
+    }
+
+    [Fact]
+    public void OnlyThePipelinesWhoseDiffusersTwinsComputeTimestepCondTakeIt()
+    {
+        using var pipe = new StableDiffusionPipeline(model.Components);
+        // diffusers computes timestep_cond in the text-, image-to-image and inpaint pipelines and ControlNet / T2I-Adapter
+        // text-to-image; its ControlNet image-to-image / inpaint and InstructPix2Pix pipelines run CFG on such a UNet.
+        Assert.True(pipe.UsesGuidanceEmbedding(new StableDiffusionRequest()));
+        Assert.True(pipe.UsesGuidanceEmbedding(new StableDiffusionImg2ImgRequest()));
+        Assert.True(pipe.UsesGuidanceEmbedding(new StableDiffusionInpaintRequest()));
+        Assert.True(pipe.UsesGuidanceEmbedding(new StableDiffusionControlNetRequest()));
+        Assert.True(pipe.UsesGuidanceEmbedding(new StableDiffusionAdapterRequest()));
+        Assert.False(pipe.UsesGuidanceEmbedding(new StableDiffusionControlNetImg2ImgRequest()));
+        Assert.False(pipe.UsesGuidanceEmbedding(new StableDiffusionControlNetInpaintRequest()));
+        Assert.False(pipe.UsesGuidanceEmbedding(new StableDiffusionInstructPix2PixRequest()));
+        // A UNet without time_cond_proj_dim: only the LCM requests (which then refuse it).
+        using var plain = new StableDiffusionPipeline(model.Sd15);
+        Assert.False(plain.UsesGuidanceEmbedding(new StableDiffusionRequest()));
+        Assert.True(plain.UsesGuidanceEmbedding(new LatentConsistencyModelRequest()));
     }
 
     [Fact]
