@@ -164,7 +164,8 @@ internal sealed class TextToImage : VerbPipelines
 
     public override StableDiffusion3Request Sd3Request() => new();
 
-    public override StableDiffusionRequest UNetRequest(string pipelineClass) => new();
+    public override StableDiffusionRequest UNetRequest(string pipelineClass) =>
+        LoadedModel.IsLatentConsistency(pipelineClass) ? new LatentConsistencyModelRequest() : new StableDiffusionRequest();
 
     public override FluxRequest FluxRequest(string pipelineClass) => pipelineClass switch
     {
@@ -183,7 +184,9 @@ internal sealed class TextToImage : VerbPipelines
         Use(new StableDiffusion3Pipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
-        RunHooks hooks, CancellationToken ct) => components.IsXL
+        RunHooks hooks, CancellationToken ct) => request is LatentConsistencyModelRequest lcm
+        ? Use(new LatentConsistencyModelPipeline(components), lcm, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
+        : components.IsXL
         ? Use(new StableDiffusionXLPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
         : Use(new StableDiffusionPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 }
@@ -294,6 +297,8 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     public override StableDiffusionRequest UNetRequest(string pipelineClass) =>
         pipelineClass == StableDiffusionInstructPix2PixPipeline.PipelineClass // --strength, --controlnet were refused
         ? new StableDiffusionInstructPix2PixRequest { Image = image, ImageGuidanceScale = imageGuidance ?? 1.5 }
+        : LoadedModel.IsLatentConsistency(pipelineClass) // --controlnet was refused
+        ? new LatentConsistencyModelImg2ImgRequest { Image = image, Strength = strength }
         : control is null
         ? new StableDiffusionImg2ImgRequest { Image = image, Strength = strength }
         : control.Modes is not null ? control.Apply(new StableDiffusionControlNetUnionImg2ImgRequest { Image = image, Strength = strength })
@@ -323,6 +328,8 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     {
         if (request is StableDiffusionControlNetUnionImg2ImgRequest union)
             return Use(new StableDiffusionXLControlNetUnionImg2ImgPipeline(components), union, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+        if (request is LatentConsistencyModelImg2ImgRequest lcm)
+            return Use(new LatentConsistencyModelImg2ImgPipeline(components), lcm, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         if (request is StableDiffusionInstructPix2PixRequest edit)
             return Use(new StableDiffusionInstructPix2PixPipeline(components), edit, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         if (request is StableDiffusionControlNetImg2ImgRequest cn)

@@ -51,7 +51,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             var request = FillUNet(pipelines.UNetRequest(model.PipelineClass));
             var (result, guidance, strength) = pipelines.RunUNet(unet, request, hooks, ct);
             using (result)
-                return new Generated(result.Images!, Parameters(verb, settings.Steps ?? (request is StableDiffusionInstructPix2PixRequest ? 100 : pipelines.UNetDefaultSteps), model.Name,
+                return new Generated(result.Images!, Parameters(verb, settings.Steps ?? (request is StableDiffusionInstructPix2PixRequest ? 100 : request is ILatentConsistencyRequest ? 4 : pipelines.UNetDefaultSteps), model.Name,
                     unet.SchedulerClassName.Replace("Scheduler", ""), guidance, strength, unet.IsXL));
         }
         if (model.Flux is { } flux)

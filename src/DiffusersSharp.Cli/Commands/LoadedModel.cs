@@ -67,6 +67,7 @@ internal sealed class LoadedModel : IDisposable
     {
         FluxComponents.FillPipelineClass => ["inpaint"],
         StableDiffusionInstructPix2PixPipeline.PipelineClass => ["img2img"],
+        LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass => ["txt2img", "img2img"],
         _ => ["txt2img", "img2img", "inpaint"],
     };
 
@@ -319,9 +320,35 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--controlnet applies to FLUX.1 text-to-image models (FluxPipeline: FLUX.1-dev, FLUX.1-schnell), not to {model}, a {pipelineClass} (diffusers has no Flux ControlNet pipeline for it).");
     }
 
+    /// <summary>Whether <paramref name="pipelineClass"/> is a latent consistency model's (diffusers' LatentConsistencyModel(Img2Img)Pipeline).</summary>
+    internal static bool IsLatentConsistency(string pipelineClass) =>
+        pipelineClass is LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass;
+
+    /// <summary>
+    /// Latent consistency models (e.g. SimianLuo/LCM_Dreamshaper_v7) run diffusers' LatentConsistencyModelPipeline
+    /// (generate) and LatentConsistencyModelImg2ImgPipeline (img2img): no inpainting pipeline, no classifier-free guidance
+    /// (so no negative prompt), the LCMScheduler, and none of the options those calls lack.
+    /// </summary>
+    private static void CheckLatentConsistency(GenerateSettings settings, string pipelineClass)
+    {
+        if (!IsLatentConsistency(pipelineClass)) return;
+        if (settings is InpaintSettings)
+            throw new ArgumentException($"{settings.Model} is a latent consistency model ({pipelineClass}); diffusers has no LCM inpainting pipeline: use `generate` or `img2img`.");
+        string? lacking = settings.NegativePrompt is not null ? "--negative-prompt (LCM runs no classifier-free guidance: --guidance is embedded into the UNet's time conditioning)"
+            : settings.Prompt2 is not null ? "--prompt-2"
+            : settings.ControlNets.Count > 0 ? "--controlnet" : settings.Adapters.Count > 0 ? "--adapter"
+            : settings.GuidanceRescale is not null ? "--guidance-rescale" : settings.Eta is not null ? "--eta"
+            : settings.Scheduler is { } scheduler && scheduler is not ("lcm" or "LCMScheduler") ? "--scheduler other than lcm (the pipeline decodes the LCMScheduler's denoised estimate)"
+            : settings is Img2ImgSettings && (settings.Width is not null || settings.Height is not null) ? "--width / --height with img2img (the output has the image's size)"
+            : null;
+        if (lacking is not null)
+            throw new ArgumentException($"{lacking} does not apply to latent consistency models (diffusers' {(settings is Img2ImgSettings ? LatentConsistencyModelImg2ImgPipeline.PipelineClass : LatentConsistencyModelPipeline.PipelineClass)} takes none); {settings.Model} is a {pipelineClass}.");
+    }
+
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
         CheckInstructPix2Pix(settings, pipelineClass);
+        CheckLatentConsistency(settings, pipelineClass);
         if (settings.ControlNets.Count == 0 && settings.ControlImage is { Length: > 0 } && pipelineClass != FluxComponents.ControlPipelineClass)
             throw new ArgumentException($"--control-image needs --controlnet (or a FLUX.1 control model such as FLUX.1-Canny-dev, whose model_index.json names {FluxComponents.ControlPipelineClass}); {settings.Model} is a {pipelineClass}.");
         if (settings is InpaintSettings { PaddingMaskCrop: not null } cropped)

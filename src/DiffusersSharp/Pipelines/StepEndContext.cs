@@ -36,6 +36,14 @@ public sealed class StepEndContext
     /// <summary>The inpainting mask at latent size (inpaint only); assign to replace it.</summary>
     public Tensor? Mask { get; set; }
 
+    /// <summary>The LCM pipelines: the step's denoised estimate (the last one is the result); null elsewhere. Assign to
+    /// replace it.</summary>
+    public Tensor? Denoised { get; set; }
+
+    /// <summary>Guidance-distilled UNets: the guidance-scale embedding passed as <c>timestep_cond</c> (diffusers'
+    /// <c>w_embedding</c>); null elsewhere. Assign to replace it.</summary>
+    public Tensor? TimestepCond { get; set; }
+
     /// <summary>The guidance scale used from the next step on; set to 1 or below to drop CFG (as SD3CFGCutoffCallback does).</summary>
     public double GuidanceScale { get; set; }
 

@@ -15,7 +15,7 @@ public sealed class LCMScheduler : DiffusionSchedulerBase
 {
     private readonly float _finalAlphaCumprod;
 
-    /// <summary>Creates the scheduler from its config (call <see cref="SetTimesteps"/> next).</summary>
+    /// <summary>Creates the scheduler from its config (call <see cref="SetTimesteps(int, Device?)"/> next).</summary>
     /// <exception cref="ArgumentException">An invalid option.</exception>
     /// <exception cref="NotSupportedException">Thresholding (not implemented here).</exception>
     public LCMScheduler(LCMSchedulerConfig? config = null) : this(config ?? new LCMSchedulerConfig(), 0) { }
@@ -59,34 +59,52 @@ public sealed class LCMScheduler : DiffusionSchedulerBase
     /// <c>floor(linspace(0, original_steps, N, endpoint=False))</c>.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">More steps than original_inference_steps (or than the training steps).</exception>
-    public override void SetTimesteps(int numInferenceSteps, Device? device = null)
+    public override void SetTimesteps(int numInferenceSteps, Device? device = null) => SetTimesteps(numInferenceSteps, device, null);
+
+    /// <summary>
+    /// diffusers' <c>set_timesteps(num_inference_steps, original_inference_steps=..., strength=...)</c>: as
+    /// <see cref="SetTimesteps(int, Device?)"/> with <paramref name="originalInferenceSteps"/> in place of the config's
+    /// (null keeps it), over the first <c>int(original_steps * strength)</c> entries of the distillation schedule (the
+    /// image-to-image start of <c>LatentConsistencyModelImg2ImgPipeline</c>).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">More steps than the schedule holds, original steps outside [1,
+    /// num_train_timesteps], or a strength outside (0, 1].</exception>
+    public void SetTimesteps(int numInferenceSteps, Device? device, int? originalInferenceSteps, double strength = 1.0)
     {
         CheckStepCount(numInferenceSteps);
-        int original = Config.OriginalInferenceSteps;
-        if (numInferenceSteps > original)
-            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), numInferenceSteps,
-                $"LCMScheduler picks its timesteps from original_inference_steps ({original}); use at most that many steps.");
-        var timesteps = DistillationTimesteps(Config.NumTrainTimesteps, original, numInferenceSteps);
+        int original = originalInferenceSteps ?? Config.OriginalInferenceSteps;
+        if (original < 1 || original > Config.NumTrainTimesteps)
+            throw new ArgumentOutOfRangeException(nameof(originalInferenceSteps), original,
+                $"original_inference_steps must be between 1 and num_train_timesteps ({Config.NumTrainTimesteps}).");
+        if (!(strength > 0 && strength <= 1))
+            throw new ArgumentOutOfRangeException(nameof(strength), strength, "strength must be in (0, 1].");
+        int length = (int)(original * strength);
+        if (length / numInferenceSteps < 1)
+            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), numInferenceSteps, strength == 1.0
+                ? $"LCMScheduler picks its timesteps from original_inference_steps ({original}); use at most that many steps."
+                : $"LCMScheduler picks its timesteps from int(original_inference_steps x strength) = int({original} x {strength}) = {length}; use at most that many steps, or raise strength.");
+        var timesteps = DistillationTimesteps(Config.NumTrainTimesteps, original, numInferenceSteps, strength);
         InstallSchedule(timesteps, device);
         StepIndex = null;
         NumInferenceSteps = numInferenceSteps;
     }
 
     /// <summary>
-    /// The LCM / TCD inference timesteps: the distillation schedule <c>k, 2k, ..., original * k</c> less one
-    /// (k = numTrain // original), reversed, at the indices <c>floor(linspace(0, original, n, endpoint=False))</c>.
+    /// The LCM / TCD inference timesteps: the distillation schedule <c>k, 2k, ..., L * k</c> less one (k = numTrain //
+    /// original, L = int(original * strength)), reversed, at the indices <c>floor(linspace(0, L, n, endpoint=False))</c>.
     /// </summary>
-    internal static float[] DistillationTimesteps(int numTrain, int original, int n)
+    internal static float[] DistillationTimesteps(int numTrain, int original, int n, double strength = 1.0)
     {
         long k = numTrain / original;
-        // np.linspace(0, original, N, endpoint=False) is j * (original / N) in float64, floored to an index of the
-        // reversed schedule, whose entry j is (original - j) * k - 1.
-        double spacing = (double)original / n;
+        int length = (int)(original * strength);
+        // np.linspace(0, L, N, endpoint=False) is j * (L / N) in float64, floored to an index of the reversed schedule,
+        // whose entry j is (L - j) * k - 1.
+        double spacing = (double)length / n;
         var timesteps = new float[n];
         for (int j = 0; j < n; j++)
         {
             long index = (long)Math.Floor(j * spacing);
-            timesteps[j] = (original - index) * k - 1;
+            timesteps[j] = (length - index) * k - 1;
         }
         return timesteps;
     }
@@ -123,9 +141,23 @@ public sealed class LCMScheduler : DiffusionSchedulerBase
     /// then, except on the last step, <c>sqrt(a_prev) * denoised + sqrt(1 - a_prev) * noise</c> with the noise drawn from
     /// <paramref name="generator"/> (model output's shape, the denoised dtype), as diffusers does between steps.
     /// </summary>
-    /// <exception cref="InvalidOperationException"><see cref="SetTimesteps"/> was not called, or all steps are done.</exception>
+    /// <exception cref="InvalidOperationException"><see cref="SetTimesteps(int, Device?)"/> was not called, or all steps are done.</exception>
     /// <exception cref="ArgumentException">The timestep is not in the schedule.</exception>
     public override Tensor Step(Tensor modelOutput, float timestep, Tensor sample, Runtime.Generator? generator = null)
+    {
+        var (prev, denoised) = StepWithDenoised(modelOutput, timestep, sample, generator);
+        denoised.Dispose();
+        return prev;
+    }
+
+    /// <summary>
+    /// <see cref="Step"/> returning diffusers' pair <c>(prev_sample, denoised)</c>: the sample for the next step and the
+    /// denoised estimate of this one (the output of <c>LatentConsistencyModelPipeline</c>). On the last step they hold the
+    /// same values (two tensors, each the caller's to dispose).
+    /// </summary>
+    /// <exception cref="InvalidOperationException"><see cref="SetTimesteps(int, Device?)"/> was not called, or all steps are done.</exception>
+    /// <exception cref="ArgumentException">The timestep is not in the schedule.</exception>
+    public (Tensor PrevSample, Tensor Denoised) StepWithDenoised(Tensor modelOutput, float timestep, Tensor sample, Runtime.Generator? generator = null)
     {
         ArgumentNullException.ThrowIfNull(modelOutput);
         ArgumentNullException.ThrowIfNull(sample);
@@ -155,14 +187,14 @@ public sealed class LCMScheduler : DiffusionSchedulerBase
         if (Config.ClipSample) predOriginal = predOriginal.clamp(-Config.ClipSampleRange, Config.ClipSampleRange);
 
         var denoised = cOut * predOriginal + cSkip * sample;
-        Tensor prev = denoised;
+        Tensor prev = denoised.alias();
         if (i != NumInferenceSteps!.Value - 1)
         {
             var noise = RandnLike(modelOutput.shape, denoised.dtype, modelOutput.device, generator);
             prev = alphaProdTPrev.sqrt() * denoised + betaProdTPrev.sqrt() * noise;
         }
         StepIndex = i + 1;
-        return prev.MoveToOuterDisposeScope();
+        return (prev.MoveToOuterDisposeScope(), denoised.MoveToOuterDisposeScope());
     }
 
     /// <summary>DDPM's forward process at integer <paramref name="timestep"/>: <c>sqrt(a) x0 + sqrt(1 - a) noise</c>.</summary>

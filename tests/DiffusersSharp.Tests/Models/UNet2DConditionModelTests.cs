@@ -156,7 +156,6 @@ public class UNet2DConditionModelTests(ITestOutputHelper output)
         { "class_embed_type", "\"timestep\"", "class_embed_type" },
         { "num_class_embeds", "10", "num_class_embeds" },
         { "addition_embed_type", "\"text\"", "addition_embed_type" },
-        { "time_cond_proj_dim", "256", "time_cond_proj_dim" },
         { "resnet_time_scale_shift", "\"scale_shift\"", "resnet_time_scale_shift" },
         { "dual_cross_attention", "true", "dual_cross_attention" },
         { "attention_type", "\"gated\"", "attention_type" },

@@ -3,22 +3,47 @@ using static TorchSharp.torch;
 
 namespace DiffusersSharp.Models.Layers;
 
-/// <summary>Two-layer MLP on timestep features (diffusers <c>TimestepEmbedding</c>: linear_1 → SiLU → linear_2).</summary>
+/// <summary>
+/// Two-layer MLP on timestep features (diffusers <c>TimestepEmbedding</c>: linear_1 → SiLU → linear_2), with the
+/// optional <c>cond_proj</c> of guidance-distilled models (<c>time_cond_proj_dim</c>): a bias-free projection of a
+/// condition (the guidance-scale embedding of LCM models) added to the features before linear_1.
+/// </summary>
 public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // field names are checkpoint keys
     private readonly TorchSharp.Modules.Linear linear_1;
+    private readonly TorchSharp.Modules.Linear? cond_proj;
     private readonly TorchSharp.Modules.Linear linear_2;
 #pragma warning restore IDE1006
 
-    /// <summary>Creates <c>Linear(inChannels → timeEmbedDim) → SiLU → Linear(timeEmbedDim → timeEmbedDim)</c>.</summary>
-    public TimestepEmbedding(long inChannels, long timeEmbedDim, Device? device = null, ScalarType? dtype = null) : base(nameof(TimestepEmbedding))
+    /// <summary>Creates <c>Linear(inChannels → timeEmbedDim) → SiLU → Linear(timeEmbedDim → timeEmbedDim)</c>, and with
+    /// <paramref name="condProjDim"/> the <c>cond_proj</c> <c>Linear(condProjDim → inChannels, bias=False)</c>.</summary>
+    public TimestepEmbedding(long inChannels, long timeEmbedDim, Device? device = null, ScalarType? dtype = null, long? condProjDim = null)
+        : base(nameof(TimestepEmbedding))
     {
         linear_1 = nn.Linear(inChannels, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
+        if (condProjDim is { } cond) cond_proj = nn.Linear(cond, inChannels, hasBias: false, device: device, dtype: dtype);
         linear_2 = nn.Linear(timeEmbedDim, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 
+    /// <summary>The width of the condition <c>cond_proj</c> takes, or null without one.</summary>
+    public long? CondProjDim => cond_proj?.in_features;
+
     /// <summary>Applies the MLP.</summary>
-    public override Tensor forward(Tensor sample) => linear_2.forward(nn.functional.silu(linear_1.forward(sample)));
+    public override Tensor forward(Tensor sample) => forward(sample, null);
+
+    /// <summary>Applies the MLP after adding <c>cond_proj(condition)</c> to <paramref name="sample"/> (diffusers adds
+    /// nothing when the condition is null).</summary>
+    /// <exception cref="ArgumentException">A condition was given but this embedding has no <c>cond_proj</c>.</exception>
+    public Tensor forward(Tensor sample, Tensor? condition)
+    {
+        if (condition is not null)
+        {
+            if (cond_proj is null)
+                throw new ArgumentException("A timestep condition was given, but this time embedding has no cond_proj (time_cond_proj_dim is not set).", nameof(condition));
+            sample = sample + cond_proj.forward(condition);
+        }
+        return linear_2.forward(nn.functional.silu(linear_1.forward(sample)));
+    }
 }

@@ -63,7 +63,7 @@ public sealed class UNet2DConditionModel : nn.Module
 
         conv_in = nn.Conv2d(config.InChannels, channels[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
         time_proj = new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift);
-        time_embedding = new TimestepEmbedding(channels[0], temb, device, dtype);
+        time_embedding = new TimestepEmbedding(channels[0], temb, device, dtype, config.TimeCondProjDim);
         if (config.AdditionEmbedType == "text_time")
         {
             add_time_proj = new Timesteps(config.AdditionTimeEmbedDim!.Value, config.FlipSinToCos, config.FreqShift);
@@ -149,8 +149,13 @@ public sealed class UNet2DConditionModel : nn.Module
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">A key of the file is not part of this UNet.</exception>
     /// <exception cref="WeightLoadException">The weights do not fit the config.</exception>
+    /// <exception cref="NotSupportedException">The config sets time_cond_proj_dim (single files carry no cond_proj).</exception>
     public static UNet2DConditionModel FromSingleFile(string path, UNet2DConditionModelConfig config, ScalarType? dtype = null, Device? device = null)
     {
+        ArgumentNullException.ThrowIfNull(config);
+        if (config.TimeCondProjDim is not null)
+            throw new NotSupportedException("A UNet with time_cond_proj_dim (LCM and other guidance-distilled models) cannot load from an original single file: " +
+                "such files have no time_embedding.cond_proj, and diffusers' convert_ldm_unet_checkpoint maps none. Load the diffusers folder instead.");
         HashSet<string>? names = null;
         return PretrainedLoader.LoadConverted(path, (_, meta) =>
         {
@@ -178,14 +183,19 @@ public sealed class UNet2DConditionModel : nn.Module
     /// <see cref="IntrablockResidualShapes"/> for the shapes; a map diffusers would leave unused is refused. Both kinds of
     /// residuals may be given together. With an IP-Adapter loaded, <paramref name="imageEmbeds"/> (diffusers' <c>added_cond_kwargs["image_embeds"]</c>: one
     /// [B, images, D] tensor per adapter) are projected to image tokens for the IP-Adapter layers; null runs the UNet
-    /// without them. Inputs are converted to the model dtype; returns [B, out_channels, h, w] in the model dtype.
+    /// without them. A guidance-distilled UNet (<c>time_cond_proj_dim</c> set, e.g. LCM) takes <paramref name="timestepCond"/>
+    /// (diffusers' <c>timestep_cond</c>: [B, time_cond_proj_dim], the guidance-scale embedding of
+    /// <see cref="Pipelines.GuidanceScaleEmbedding"/>), projected by <c>time_embedding.cond_proj</c> and added to the timestep
+    /// features; null adds nothing, as in diffusers. Inputs are converted to the model dtype; returns [B, out_channels, h, w]
+    /// in the model dtype.
     /// </summary>
     /// <exception cref="ArgumentException">An input is missing or has the wrong rank, size or batch; thrown before any compute.</exception>
     public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds = null, Tensor? timeIds = null,
         IReadOnlyList<Tensor>? downBlockAdditionalResiduals = null, Tensor? midBlockAdditionalResidual = null,
-        IReadOnlyList<Tensor>? imageEmbeds = null, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals = null)
+        IReadOnlyList<Tensor>? imageEmbeds = null, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals = null, Tensor? timestepCond = null)
     {
         Validate(sample, timestep, encoderHiddenStates, textEmbeds, timeIds);
+        ValidateTimestepCond(sample, timestepCond);
         ValidateResiduals(sample, downBlockAdditionalResiduals, midBlockAdditionalResidual);
         if (downIntrablockAdditionalResiduals is not null)
         {
@@ -195,7 +205,7 @@ public sealed class UNet2DConditionModel : nn.Module
         }
         ValidateImageEmbeds(sample, imageEmbeds);
         if (imageEmbeds is null)
-            return Forward(sample, timestep, encoderHiddenStates, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual, downIntrablockAdditionalResiduals);
+            return Forward(sample, timestep, encoderHiddenStates, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual, downIntrablockAdditionalResiduals, timestepCond);
         using var scope = NewDisposeScope();
         // diffusers' process_encoder_hidden_states ("ip_image_proj"): each adapter's image tokens, one sequence per sample,
         // go after the text; every IP-Adapter layer splits them off again by the counts set for this forward.
@@ -206,7 +216,7 @@ public sealed class UNet2DConditionModel : nn.Module
         try
         {
             return Forward(sample, timestep, context, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual,
-                downIntrablockAdditionalResiduals).MoveToOuterDisposeScope();
+                downIntrablockAdditionalResiduals, timestepCond).MoveToOuterDisposeScope();
         }
         finally
         {
@@ -215,7 +225,8 @@ public sealed class UNet2DConditionModel : nn.Module
     }
 
     private Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds, Tensor? timeIds,
-        IReadOnlyList<Tensor>? downBlockAdditionalResiduals, Tensor? midBlockAdditionalResidual, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals)
+        IReadOnlyList<Tensor>? downBlockAdditionalResiduals, Tensor? midBlockAdditionalResidual, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals,
+        Tensor? timestepCond)
     {
         using var scope = NewDisposeScope();
         var dtype = Dtype;
@@ -227,7 +238,7 @@ public sealed class UNet2DConditionModel : nn.Module
         if (Config.CenterInputSample) x = 2 * x - 1.0;
         var context = encoderHiddenStates.to(dtype);
 
-        var emb = TimeEmbedding(time_proj, time_embedding, add_time_proj, add_embedding, timestep, batch, x.dtype, x.device, textEmbeds, timeIds);
+        var emb = TimeEmbedding(time_proj, time_embedding, add_time_proj, add_embedding, timestep, batch, x.dtype, x.device, textEmbeds, timeIds, timestepCond);
         if (Config.TimeEmbeddingActFn is not null) emb = nn.functional.silu(emb);
 
         x = conv_in.forward(x);
@@ -312,6 +323,15 @@ public sealed class UNet2DConditionModel : nn.Module
         (_ipProjection, _ipState) = (projection, state);
     }
 
+    private void ValidateTimestepCond(Tensor sample, Tensor? timestepCond)
+    {
+        if (timestepCond is null) return;
+        if (Config.TimeCondProjDim is not { } width)
+            throw new ArgumentException("timestep_cond was given, but this UNet has no time_cond_proj_dim (it is not a guidance-distilled model such as LCM).", "timestep_cond");
+        if (timestepCond.dim() != 2 || timestepCond.shape[0] != sample.shape[0] || timestepCond.shape[1] != width || !timestepCond.is_floating_point())
+            throw new ArgumentException($"timestep_cond must be a floating [B={sample.shape[0]}, {width}] tensor (time_cond_proj_dim = {width}), got {ShapeOf(timestepCond)} {timestepCond.dtype}.", "timestep_cond");
+    }
+
     private void ValidateImageEmbeds(Tensor sample, IReadOnlyList<Tensor>? imageEmbeds)
     {
         if (imageEmbeds is null) return;
@@ -375,15 +395,15 @@ public sealed class UNet2DConditionModel : nn.Module
 
     /// <summary>
     /// The embedding the blocks receive (before the UNet's optional time_embedding_act_fn): sinusoidal timestep features
-    /// in float32 cast to <paramref name="dtype"/>, the time MLP, plus SDXL's <c>text_time</c> embedding of the pooled
+    /// in float32 cast to <paramref name="dtype"/>, plus <c>cond_proj(timestep_cond)</c> when given, the time MLP, plus SDXL's <c>text_time</c> embedding of the pooled
     /// text and the sinusoidal time ids. Shared by the UNet and the ControlNet, which compute it the same way.
     /// </summary>
     internal static Tensor TimeEmbedding(Timesteps timeProj, TimestepEmbedding timeEmbedding, Timesteps? addTimeProj, TimestepEmbedding? addEmbedding,
-        Tensor timestep, long batch, ScalarType dtype, Device device, Tensor? textEmbeds, Tensor? timeIds)
+        Tensor timestep, long batch, ScalarType dtype, Device device, Tensor? textEmbeds, Tensor? timeIds, Tensor? timestepCond = null)
     {
         var timesteps = timestep.dim() == 0 ? timestep.reshape(1) : timestep;
         timesteps = timesteps.to(device).expand(batch);
-        var emb = timeEmbedding.forward(timeProj.forward(timesteps).to(dtype));
+        var emb = timeEmbedding.forward(timeProj.forward(timesteps).to(dtype), timestepCond?.to(dtype, device));
         if (addEmbedding is null) return emb;
         return emb + TextTimeEmbedding(addTimeProj!, addEmbedding, textEmbeds!, timeIds!, emb.dtype);
     }

@@ -145,7 +145,9 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Activation after the time MLP (not supported).</summary>
     public string? TimestepPostAct { get; init; }
 
-    /// <summary>Timestep condition projection width (not supported).</summary>
+    /// <summary>Width of the timestep condition of guidance-distilled models (LCM: 256), projected by
+    /// <c>time_embedding.cond_proj</c>; null for none. Pipelines then pass the guidance-scale embedding instead of running
+    /// classifier-free guidance.</summary>
     public int? TimeCondProjDim { get; init; }
 
     /// <summary>Kernel of conv_in; only 3 is supported.</summary>
@@ -207,7 +209,6 @@ public sealed record UNet2DConditionModelConfig
         Unsupported(AdditionEmbedType is not (null or "text_time"), "addition_embed_type", AdditionEmbedType, " (only null and \"text_time\")");
         Unsupported(EncoderHidDim is not null, "encoder_hid_dim", EncoderHidDim);
         Unsupported(EncoderHidDimType is not null, "encoder_hid_dim_type", EncoderHidDimType);
-        Unsupported(TimeCondProjDim is not null, "time_cond_proj_dim", TimeCondProjDim);
         Unsupported(TimeEmbeddingType != "positional", "time_embedding_type", TimeEmbeddingType, " (only \"positional\")");
         Unsupported(TimeEmbeddingActFn is not (null or "silu" or "swish"), "time_embedding_act_fn", TimeEmbeddingActFn, " (only null and silu)");
         Unsupported(TimestepPostAct is not null, "timestep_post_act", TimestepPostAct);
@@ -241,6 +242,7 @@ public sealed record UNet2DConditionModelConfig
             $"every block_out_channels entry must be a positive multiple of norm_num_groups ({NormNumGroups}).");
         Require(DownsamplePadding >= 0, "downsample_padding must not be negative.");
         Require(BlockOutChannels[0] % 2 == 0 && TimeEmbedDim > 0, "block_out_channels[0] must be even (sinusoidal timestep features).");
+        Require(TimeCondProjDim is null or > 0, $"time_cond_proj_dim must be positive, got {TimeCondProjDim}.");
         Require(MidBlockScaleFactor != 0, "mid_block_scale_factor must not be zero.");
         var heads = HeadsPerBlock;
         Require(heads.All(h => h > 0), "attention_head_dim (the head count) must be positive.");

@@ -24,7 +24,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
 {
     private static readonly string[] XLPipelines = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"];
     private static readonly string[] SDPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
-        StableDiffusionInstructPix2PixPipeline.PipelineClass];
+        StableDiffusionInstructPix2PixPipeline.PipelineClass, LatentConsistencyModelPipeline.PipelineClass, LatentConsistencyModelImg2ImgPipeline.PipelineClass];
 
     /// <summary>The denoising UNet.</summary>
     public required UNet2DConditionModel Unet { get; init; }

@@ -26,12 +26,17 @@ public abstract partial class StableDiffusionPipelineBase
         public AdapterState? Adapter;
         /// <summary>InstructPix2Pix: the image latents appended to the UNet input and the three-pass guidance.</summary>
         public InstructPix2PixState? InstructPix2Pix;
+        /// <summary>Guidance-distilled UNets: the guidance-scale embedding passed as <c>timestep_cond</c> (no CFG then), or null.</summary>
+        public Tensor? TimestepCond;
+        /// <summary>The LCM pipelines: the LCMScheduler's denoised estimate of the last step is the result, not the latents.</summary>
+        public bool LatentConsistency;
     }
 
     /// <summary>
     /// The denoising loop: UNet (CFG-batched, SDXL's added conditioning, the inpainting UNet's extra channels), guidance
     /// (and guidance rescale), scheduler step, the 4-channel inpainting blend, callback. Each step runs in its own dispose
-    /// scope; cancellation is checked between steps.
+    /// scope; cancellation is checked between steps. The LCM pipelines return the last step's denoised estimate instead of
+    /// the latents.
     /// </summary>
     private Tensor Denoise(Tensor latents, DenoiseState s, IDiffusionScheduler scheduler, float[] timesteps, StableDiffusionRequest r,
         IProgress<PipelineProgress>? progress, CancellationToken ct)
@@ -43,13 +48,13 @@ public abstract partial class StableDiffusionPipelineBase
         progress?.Report(new PipelineProgress("denoise", 0, timesteps.Length));
         // The 9-channel UNet's extra input (mask, masked-image latents; doubled under CFG), built once and again only when
         // a callback replaces the mask or drops guidance. It belongs to the call's dispose scope.
-        Tensor? extra = null, extraMask = null;
+        Tensor? extra = null, extraMask = null, denoised = null;
         bool extraCfg = false;
         for (int i = 0; i < timesteps.Length; i++)
         {
             ct.ThrowIfCancellationRequested();
             float t = timesteps[i];
-            bool cfg = s.InstructPix2Pix?.Cfg ?? s.Guidance > 1;
+            bool cfg = s.TimestepCond is null && (s.InstructPix2Pix?.Cfg ?? s.Guidance > 1);
             if (nineChannel && (extra is null || !ReferenceEquals(extraMask, s.Mask) || extraCfg != cfg))
             {
                 var one = cat([s.Mask!, s.MaskedImageLatents!], 1);
@@ -69,7 +74,7 @@ public abstract partial class StableDiffusionPipelineBase
                 var intrablock = s.Adapter is { } adapter && i < adapter.ActiveSteps ? adapter.States.Select(Half).ToArray() : null;
                 var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
                     s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds),
-                    control?.DownBlockResSamples, control?.MidBlockResSample, s.ImageEmbeds?.Select(Half).ToArray(), intrablock);
+                    control?.DownBlockResSamples, control?.MidBlockResSample, s.ImageEmbeds?.Select(Half).ToArray(), intrablock, s.TimestepCond);
                 if (cfg && s.InstructPix2Pix is { } guided) noisePred = InstructPix2PixGuidance(noisePred, s.Guidance, guided.ImageGuidance);
                 else if (cfg)
                 {
@@ -78,7 +83,15 @@ public abstract partial class StableDiffusionPipelineBase
                     noisePred = uncond + s.Guidance * (text - uncond);
                     if (r.GuidanceRescale > 0) noisePred = RescaleNoiseCfg(noisePred, text, r.GuidanceRescale);
                 }
-                var next = SchedulerStep(scheduler, noisePred, t, latents, r, generator);
+                Tensor next;
+                if (s.LatentConsistency)
+                {
+                    // LatentConsistencyModelPipeline: `latents, denoised = scheduler.step(...)`; the last denoised is decoded.
+                    (next, var stepDenoised) = ((LCMScheduler)scheduler).StepWithDenoised(noisePred, t, latents, generator);
+                    denoised?.Dispose();
+                    denoised = stepDenoised.MoveToOuterDisposeScope();
+                }
+                else next = SchedulerStep(scheduler, noisePred, t, latents, r, generator);
                 if (s.Mask is not null && !nineChannel)
                 {
                     // The 4-channel inpainting blend: outside the mask, the image noised to the next timestep.
@@ -97,6 +110,7 @@ public abstract partial class StableDiffusionPipelineBase
                 {
                     Step = i, TotalSteps = timesteps.Length, Timestep = t, Latents = latents, PromptEmbeds = s.Embeds,
                     PooledPromptEmbeds = s.TextEmbeds, AddTimeIds = s.TimeIds, GuidanceScale = s.Guidance, Mask = s.Mask,
+                    Denoised = denoised, TimestepCond = s.TimestepCond,
                 };
                 callback(context);
                 latents = StepEndContext.Adopt(latents, context.Latents);
@@ -104,9 +118,16 @@ public abstract partial class StableDiffusionPipelineBase
                 if (s.TextEmbeds is not null) s.TextEmbeds = StepEndContext.Adopt(s.TextEmbeds, context.PooledPromptEmbeds ?? s.TextEmbeds);
                 if (s.TimeIds is not null) s.TimeIds = StepEndContext.Adopt(s.TimeIds, context.AddTimeIds ?? s.TimeIds);
                 if (s.Mask is not null && context.Mask is not null) s.Mask = StepEndContext.Adopt(s.Mask, context.Mask);
+                if (denoised is not null && context.Denoised is not null) denoised = StepEndContext.Adopt(denoised, context.Denoised);
+                if (s.TimestepCond is not null && context.TimestepCond is not null) s.TimestepCond = StepEndContext.Adopt(s.TimestepCond, context.TimestepCond);
                 s.Guidance = context.GuidanceScale;
                 if (context.Interrupt) break;
             }
+        }
+        if (denoised is not null)
+        {
+            latents.Dispose();
+            return denoised;
         }
         return latents;
     }

@@ -1,4 +1,5 @@
 using DiffusersSharp.Images;
+using DiffusersSharp.Schedulers;
 using static TorchSharp.torch;
 
 namespace DiffusersSharp.Pipelines.StableDiffusion;
@@ -49,8 +50,19 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
 
     private bool IsXL => Components.IsXL;
 
-    /// <summary>The guidance scale <paramref name="r"/> runs with: its own, or the pipeline's default (7.5; SDXL 5.0).</summary>
-    public double GuidanceOf(StableDiffusionRequest r) => r.GuidanceScale ?? (IsXL ? 5.0 : 7.5);
+    /// <summary>The guidance scale <paramref name="r"/> runs with: its own, or the pipeline's default (7.5; SDXL 5.0; LCM 8.5).</summary>
+    public double GuidanceOf(StableDiffusionRequest r) => r.GuidanceScale ?? (r is ILatentConsistencyRequest ? 8.5 : IsXL ? 5.0 : 7.5);
+
+    /// <summary>
+    /// Whether the call conditions the UNet on the guidance-scale embedding (<c>timestep_cond</c>) instead of running
+    /// classifier-free guidance: always for the LCM pipelines; for a UNet with <c>time_cond_proj_dim</c>, in the pipelines
+    /// whose diffusers twins compute it (text-to-image, image-to-image and inpainting, SD and SDXL; ControlNet, ControlNet-Union
+    /// and T2I-Adapter text-to-image), not in ControlNet image-to-image / inpainting or InstructPix2Pix, which run CFG on
+    /// such a UNet as on any other.
+    /// </summary>
+    public bool UsesGuidanceEmbedding(StableDiffusionRequest r) => r is ILatentConsistencyRequest
+        || (Components.Unet.Config.TimeCondProjDim is not null && r is not StableDiffusionInstructPix2PixRequest
+            && !(r is IControlNetRequest && r is StableDiffusionImg2ImgRequest));
 
     /// <summary>The strength <paramref name="r"/> runs with: its own, or the pipeline's default (img2img 0.8, inpaint 1.0;
     /// SDXL 0.3 and 0.9999, but 0.8 for SDXL ControlNet image-to-image).</summary>
@@ -102,7 +114,8 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         if (r is IControlNetRequest control) CheckControlNetInputs(control, r);
         if (r is StableDiffusionInstructPix2PixRequest pix2pix) CheckInstructPix2PixInputs(pix2pix);
         if (r is StableDiffusionAdapterRequest adapter) CheckAdapterInputs(adapter, height, width);
-        CheckIpAdapterInputs(r, guidance > 1);
+        if (r is ILatentConsistencyRequest lcm) CheckLatentConsistencyInputs(r, lcm);
+        CheckIpAdapterInputs(r, guidance > 1 && !UsesGuidanceEmbedding(r));
     }
 
     /// <summary>diffusers' default size of an input image: its own (a latent tensor's times the VAE factor), rounded down to
@@ -130,7 +143,8 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         var img2img = r as StableDiffusionImg2ImgRequest;
         var inpaint = r as StableDiffusionInpaintRequest;
         var pix2pix = r as StableDiffusionInstructPix2PixRequest;
-        int steps = r.NumInferenceSteps ?? (pix2pix is null ? 50 : 100);
+        var lcmRequest = r as ILatentConsistencyRequest;
+        int steps = r.NumInferenceSteps ?? (lcmRequest is not null ? 4 : pix2pix is null ? 50 : 100);
         // Sizes: text-to-image and inpainting default to the model size; image-to-image and ControlNet inpainting (as
         // diffusers' StableDiffusionControlNetInpaintPipeline has it) to the image's (rounded down to 8).
         int height, width;
@@ -151,17 +165,20 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         double guidance = GuidanceOf(r);
-        bool cfg = pix2pix is null ? guidance > 1 : InstructPix2PixCfg(pix2pix, guidance);
+        bool guidanceEmbedding = UsesGuidanceEmbedding(r);
+        bool cfg = pix2pix is null ? guidance > 1 && !guidanceEmbedding : InstructPix2PixCfg(pix2pix, guidance);
         int batch = BatchSize(r) * r.NumImagesPerPrompt;
         var device = Components.Device;
         var image = (img2img?.Image ?? pix2pix?.Image)?.Preprocess(ImageProcessor, height, width, maskCrop);
         var maskCondition = inpaint?.MaskImage?.Preprocess(MaskProcessor, height, width, maskCrop);
 
         using var scheduler = Components.CreateScheduler();
-        scheduler.SetTimesteps(steps, device);
+        // LCM image-to-image: strength shortens the distillation schedule the timesteps come from (no steps are dropped).
+        if (lcmRequest is not null) ((LCMScheduler)scheduler).SetTimesteps(steps, device, lcmRequest.OriginalInferenceSteps, img2img is null ? 1.0 : StrengthOf(img2img));
+        else scheduler.SetTimesteps(steps, device);
         var timesteps = scheduler.TimestepValues.ToArray();
         bool fromDenoisingStart = IsXL && img2img is not null && DenoisingValueValid(img2img.DenoisingStart);
-        if (img2img is not null)
+        if (img2img is not null && lcmRequest is null)
         {
             int tStart;
             if (fromDenoisingStart)
@@ -277,8 +294,13 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             ? PrepareAdapter(ar, height, width, r.NumImagesPerPrompt, cfg, IsXL ? (int)(numInferenceSteps * ar.AdapterConditioningFactor) : timesteps.Length)
             : null;
 
+        // diffusers: get_guidance_scale_embedding(guidance_scale - 1) per image, in the latents' dtype.
+        var timestepCond = guidanceEmbedding
+            ? GuidanceScaleEmbedding.Create(guidance, batch, unet.Config.TimeCondProjDim!.Value, latents.dtype, device)
+            : null;
         var loop = new DenoiseState(embeds, textEmbeds, timeIds, mask, maskedImageLatents, imageLatents, noise, guidance)
         {
+            TimestepCond = timestepCond, LatentConsistency = lcmRequest is not null,
             Control = control, ImageEmbeds = imageEmbeds, Adapter = adapterState,
             InstructPix2Pix = pix2pix is null ? null
                 : new InstructPix2PixState(InstructPix2PixImageLatents(image!, dtype, batch, cfg), pix2pix.ImageGuidanceScale, cfg),
