@@ -314,3 +314,36 @@ public sealed class IpAdapterServeTests : ServeWithAddOn
         Assert.Contains("--ip-adapter does not apply to InstructPix2Pix", stderr);
     }
 }
+
+/// <summary><c>serve</c> with a latent consistency folder: text-to-image and image-to-image as the command line runs
+/// them; inpainting and a negative prompt (which LCM has no guidance for) are refused before anything runs.</summary>
+public sealed class LatentConsistencyServeTests : ServeWithAddOn
+{
+    private string? _model;
+
+    private protected override ServeCommand.Settings Settings
+    {
+        get
+        {
+            _model = Out("lcm");
+            TinyLcmFolder.Write(_model);
+            return new() { Model = _model };
+        }
+    }
+
+    [Fact]
+    public async Task TextToImageEqualsTheCommandLinesAndWhatLcmLacksIsRefused()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal(["txt2img", "img2img"], info.GetProperty("modes").EnumerateArray().Select(s => s.GetString()));
+        var result = await ServeApi.Result(Http, new { prompt = "a red square", seed = 7, guidance = 6.0, width = 64, height = 64 });
+        AssertSameAsCommandLine(result, "generate", "--model", _model!, "--prompt", "a red square", "--seed", "7", "--guidance", "6",
+            "--width", "64", "--height", "64");
+        Assert.Contains("negative_prompt", await ServeApi.Refusal(Http, new { prompt = "x", negative_prompt = "blurry" }));
+        Assert.Contains("mode inpaint does not apply", await ServeApi.Refusal(Http, new
+        {
+            mode = "inpaint", prompt = "x", image = ServeApi.DataUrl(Fixtures.Path("tiny-sd15/init_image.png")),
+            mask = ServeApi.DataUrl(Fixtures.Path("tiny-sd15/mask.png")),
+        }));
+    }
+}
