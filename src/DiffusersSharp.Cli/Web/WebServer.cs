@@ -93,7 +93,11 @@ internal sealed class WebServer : IAsyncDisposable
             Strength = _model.HasStrength,
             StrengthModes = _model.StrengthModes,
             // Flux's true CFG, which diffusers' FluxFillPipeline lacks.
-            TrueCfg = _model.Flux is not null && _model.PipelineClass != FluxComponents.FillPipelineClass,
+            TrueCfg = _model.Flux is not null && _model.PipelineClass is not FluxComponents.FillPipelineClass and not FluxComponents.ControlPipelineClass,
+            // Whether requests take a negative prompt: not the models whose diffusers pipelines have no guidance pass for
+            // one (FLUX.1-Fill and control models: no true CFG; latent consistency models: no CFG).
+            NegativePrompt = _model.PipelineClass is not (FluxComponents.FillPipelineClass or FluxComponents.ControlPipelineClass
+                or LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass),
             // Inpainting only the masked area (padding_mask_crop), which diffusers' FluxFillPipeline lacks.
             PaddingMaskCrop = _model.PipelineClass != FluxComponents.FillPipelineClass,
             // The server's --lora (file name) and the scale it is fused at now; requests may change it with lora_scale.

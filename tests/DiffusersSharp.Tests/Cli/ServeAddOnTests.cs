@@ -212,6 +212,8 @@ public sealed class FluxControlServeTests : ServeWithAddOn
     {
         var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
         Assert.True(info.GetProperty("takes_control_image").GetBoolean());
+        Assert.False(info.GetProperty("negative_prompt").GetBoolean()); // no true CFG in diffusers' FluxControlPipeline
+        Assert.False(info.GetProperty("true_cfg").GetBoolean());
         var result = await ServeApi.Result(Http, new
         {
             prompt = "edges", steps = 2, width = 48, height = 32, seed = 3, control_image = ServeApi.DataUrl(Control),
@@ -336,6 +338,7 @@ public sealed class LatentConsistencyServeTests : ServeWithAddOn
     {
         var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
         Assert.Equal(["txt2img", "img2img"], info.GetProperty("modes").EnumerateArray().Select(s => s.GetString()));
+        Assert.False(info.GetProperty("negative_prompt").GetBoolean()); // the page hides the field
         var result = await ServeApi.Result(Http, new { prompt = "a red square", seed = 7, guidance = 6.0, width = 64, height = 64 });
         AssertSameAsCommandLine(result, "generate", "--model", _model!, "--prompt", "a red square", "--seed", "7", "--guidance", "6",
             "--width", "64", "--height", "64");

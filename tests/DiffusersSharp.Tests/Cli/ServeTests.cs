@@ -69,6 +69,7 @@ public sealed class ServeTests : IAsyncLifetime
         Assert.True(info.GetProperty("strength").GetBoolean());
         Assert.True(info.GetProperty("padding_mask_crop").GetBoolean());
         Assert.Empty(info.GetProperty("controlnets").EnumerateArray());
+        Assert.True(info.GetProperty("negative_prompt").GetBoolean());
         Assert.False(info.GetProperty("guess_mode").GetBoolean());
     }
 
