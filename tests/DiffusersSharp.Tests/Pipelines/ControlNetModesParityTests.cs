@@ -124,14 +124,7 @@ public sealed class ControlNetModesParityTests(LocalDiffusersControlNetModes mod
     public void NineChannelInpaintMatchesDiffusers()
     {
         var c = models.Single;
-        using var unet = new UNet2DConditionModel(c.Unet.Config with { InChannels = 9 });
-        using (no_grad())
-        {
-            var source = c.Unet.state_dict();
-            foreach (var (name, parameter) in unet.named_parameters())
-                parameter.copy_(name == "conv_in.weight" ? Expected["in.unet9.conv_in.weight"] : source[name]);
-        }
-        unet.eval();
+        using var unet = UnetVariants.WithConvIn(c.Unet, 9, Expected["in.unet9.conv_in.weight"]);
         // These components borrow the fixture's models: they are not disposed here (that would free the fixture's).
         var components = new StableDiffusionComponents { Unet = unet, Vae = c.Vae, ControlNet = c.ControlNet, Device = CPU, Dtype = ScalarType.Float32 };
         components.UseScheduler(c.SchedulerConfig);

@@ -18,14 +18,7 @@ public sealed class TinyInstructPix2Pix : IDisposable
     public TinyInstructPix2Pix()
     {
         var expected = Fixtures.Expected("local-diffusers/instruct-pix2pix/expected.safetensors");
-        _unet = new UNet2DConditionModel(_sd15.Unet.Config with { InChannels = 8 });
-        using (no_grad())
-        {
-            var source = _sd15.Unet.state_dict();
-            foreach (var (name, parameter) in _unet.named_parameters())
-                parameter.copy_(name == "conv_in.weight" ? expected["in.unet8.conv_in.weight"] : source[name]);
-        }
-        _unet.eval();
+        _unet = UnetVariants.WithConvIn(_sd15.Unet, 8, expected["in.unet8.conv_in.weight"]);
         // These components borrow tiny-sd15's VAE: only the UNet is theirs to free (Dispose below).
         Components = new StableDiffusionComponents { Unet = _unet, Vae = _sd15.Vae, Device = CPU, Dtype = ScalarType.Float32 };
         var scheduler = (System.Text.Json.Nodes.JsonObject)_sd15.SchedulerConfig.DeepClone();
