@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using DiffusersSharp.Cli.Commands;
+using DiffusersSharp.Pipelines.StableDiffusion;
 
 namespace DiffusersSharp.Cli.Web;
 
@@ -252,7 +253,7 @@ public sealed record WebGenerateRequest
             throw new ArgumentException($"control_mode applies to ControlNet-Union models; this server's ControlNets ({string.Join(", ", controlNets)}) are plain ControlNets.");
         if (unions && ControlMode is null)
             throw new ArgumentException($"this server's ControlNet{(controlNets.Count > 1 ? "s are ControlNet-Unions" : " is a ControlNet-Union")}: give the control type of each control image with control_mode " +
-                $"({string.Join(", ", DiffusersSharp.Pipelines.StableDiffusion.ControlNetUnionMode.Names.Select(kv => $"{kv.Key} {kv.Value}"))}).");
+                $"({string.Join(", ", ControlNetUnionMode.Names.Select(kv => $"{kv.Key} {kv.Value}"))}).");
         // One ControlNet-Union fuses several conditions (control_mode pairs with them); otherwise one image per ControlNet.
         if (unions && controlNets.Count == 1) return;
         if (controlImages.Length != controlNets.Count)
@@ -284,7 +285,7 @@ public sealed record WebGenerateRequest
             static string One(ref Utf8JsonReader r) => r.TokenType switch
             {
                 JsonTokenType.String => r.GetString()!,
-                JsonTokenType.Number => r.GetInt64().ToString(CultureInfo.InvariantCulture),
+                JsonTokenType.Number when r.TryGetInt64(out long index) => index.ToString(CultureInfo.InvariantCulture),
                 _ => throw new JsonException("a name, a number, or a list of them"),
             };
             if (reader.TokenType != JsonTokenType.StartArray) return [One(ref reader)];

@@ -21,7 +21,8 @@ internal static partial class WebText
         if (property is null)
             return field is null ? "The request body is not valid JSON for this API." : $"{field} is not an option of this API (or its value is invalid).";
         var type = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
-        string kind = type == typeof(int) ? "a whole number from -2^31 to 2^31 - 1"
+        string kind = field == "control_mode" ? "a control type (a name such as canny, or an index) or a list of them"
+            : type == typeof(int) ? "a whole number from -2^31 to 2^31 - 1"
             : type == typeof(long) ? "a whole number from -2^63 to 2^63 - 1"
             : type == typeof(double) ? "a number"
             : type == typeof(bool) ? "true or false"

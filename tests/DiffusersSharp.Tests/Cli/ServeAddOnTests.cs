@@ -104,6 +104,7 @@ public sealed class ControlNetUnionServeTests : ServeWithAddOn
     [InlineData("unknown", "canny")]
     [InlineData("count", "control_mode is given once per control_image (2), in the same order; got 1")]
     [InlineData("mode-alone", "control_mode needs control_image")]
+    [InlineData("fraction", "control_mode must be a control type (a name such as canny, or an index)")]
     public async Task ControlModesAreCheckedBeforeAnythingRuns(string kind, string reason)
     {
         string control = ServeApi.DataUrl(Control);
@@ -113,6 +114,7 @@ public sealed class ControlNetUnionServeTests : ServeWithAddOn
             "too-high" => new { prompt = "x", control_image = control, control_mode = 9 } as object,
             "unknown" => new { prompt = "x", control_image = control, control_mode = "sketchy" },
             "count" => new { prompt = "x", control_images = new[] { control, control }, control_mode = new[] { "canny" } },
+            "fraction" => new { prompt = "x", control_image = control, control_mode = 1.5 } as object,
             _ => new { prompt = "x", control_mode = "depth" },
         };
         Assert.Contains(reason, await ServeApi.Refusal(Http, body));
