@@ -1,4 +1,3 @@
-using DiffusersSharp.Models;
 using static TorchSharp.torch;
 
 namespace DiffusersSharp.Pipelines.Flux;

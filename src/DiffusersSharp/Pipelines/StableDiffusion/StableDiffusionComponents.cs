@@ -118,16 +118,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// name, or a short name of <see cref="DiffusionSchedulers"/> (<c>euler_a</c>, <c>dpmpp_2m_karras</c>...).
     /// </summary>
     /// <exception cref="ArgumentException">An unknown scheduler.</exception>
-    public void UseScheduler(string nameOrClass)
-    {
-        ArgumentNullException.ThrowIfNull(nameOrClass);
-        CheckSchedulerName(nameOrClass);
-        var (className, overrides) = DiffusionSchedulers.KnownNames.Contains(nameOrClass)
-            ? DiffusionSchedulers.Resolve(nameOrClass) : (nameOrClass, null);
-        var config = DiffusionSchedulers.EffectiveConfig(SchedulerConfig, overrides);
-        config["_class_name"] = className;
-        UseScheduler(config);
-    }
+    public void UseScheduler(string nameOrClass) => UseScheduler(nameOrClass, new Dictionary<string, JsonNode>());
 
     /// <summary>Throws unless <paramref name="nameOrClass"/> is a scheduler short name or class that <see cref="UseScheduler(string)"/> takes.</summary>
     /// <exception cref="ArgumentException">An unknown scheduler, with the known ones.</exception>
