@@ -20,14 +20,15 @@ public sealed class FusedLoras : IDisposable
     /// <summary>
     /// Subtracts every fused LoRA again, newest first (each delta <c>scale · (alpha / r) · B A</c> computed in float32 as
     /// when fused, then one rounding into the model's dtype), as diffusers' <c>unfuse_lora</c> does: the weights come back
-    /// up to that rounding (exactly for float32 weights in most elements, within an ulp of bf16 / fp16 weights).
+    /// up to that rounding (exactly for float32 weights in most elements, within an ulp of bf16 / fp16 weights). Weights a
+    /// LoRA replaced (Flux control LoRAs' QK norms) come back as they were, and Linears it widened narrow again.
     /// </summary>
     public void Unfuse()
     {
         for (int i = _fused.Count - 1; i >= 0; i--)
         {
             var (parts, models, scale) = _fused[i];
-            foreach (var (component, lora) in parts) lora.FuseInto(models[component]!, -scale);
+            foreach (var (component, lora) in parts) lora.UnfuseFrom(models[component]!, scale);
             foreach (var lora in parts.Values) lora.Dispose();
             _fused.RemoveAt(i);
         }

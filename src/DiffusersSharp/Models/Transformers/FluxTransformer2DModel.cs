@@ -28,8 +28,21 @@ public sealed class FluxTransformer2DModel : nn.Module
 #pragma warning restore IDE1006
     private MultiIPAdapterImageProjection? _ipProjection;
 
-    /// <summary>The configuration the model was built from.</summary>
-    public FluxTransformer2DModelConfig Config { get; }
+    private FluxTransformer2DModelConfig _config;
+
+    /// <summary>
+    /// The configuration the model was built from. Its in_channels follows x_embedder's width when a FLUX.1-Canny / Depth
+    /// LoRA widens it (diffusers sets <c>config.in_channels</c> then); out_channels stays the width proj_out was built with.
+    /// </summary>
+    public FluxTransformer2DModelConfig Config
+    {
+        get
+        {
+            long width = x_embedder.weight!.shape[1];
+            if (width != _config.InChannels) _config = _config with { InChannels = checked((int)width), OutChannels = _config.OutChannelsOrIn };
+            return _config;
+        }
+    }
 
     /// <summary>The element type of the weights (inputs are converted to it).</summary>
     public ScalarType Dtype => proj_out.weight!.dtype;
@@ -44,7 +57,7 @@ public sealed class FluxTransformer2DModel : nn.Module
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
-        Config = config;
+        _config = config;
         int d = config.InnerDim;
         pos_embed = new FluxPosEmbed(10000, config.AxesDimsRope);
         time_text_embed = new CombinedTimestepTextProjEmbeddings(d, config.PooledProjectionDim, device, dtype, withGuidance: config.GuidanceEmbeds);

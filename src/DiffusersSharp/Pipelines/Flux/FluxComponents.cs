@@ -210,11 +210,23 @@ public sealed class FluxComponents : PipelineComponents
         };
 
     /// <summary>
-    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a LoRA in diffusers' format
-    /// (<c>transformer.*</c> and CLIP <c>text_encoder.*</c> lora_A / lora_B pairs, with optional alphas), as diffusers'
-    /// Flux training scripts save it. Every part is checked before any weight changes. Returns the number of adapted
-    /// layers. The original BFL / kohya Flux key layouts (<c>double_blocks</c>, <c>lora_unet_double_blocks_*</c>) are refused.
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a Flux LoRA in any layout
+    /// diffusers reads (<see cref="LoraKeyFormat"/>): diffusers' own (<c>transformer.*</c> and CLIP <c>text_encoder.*</c>
+    /// lora_A / lora_B pairs, optional alphas and lora_B biases), kohya sd-scripts' and ComfyUI's
+    /// (<c>lora_unet_double_blocks_0_img_attn_qkv</c>, <c>lora_te1_</c> for CLIP), and BFL's (FLUX.1-Canny-dev-lora /
+    /// Depth-dev-lora: <c>double_blocks.0.img_attn.qkv.lora_A.weight</c> with QK-norm scales). A control LoRA widens the
+    /// transformer's x_embedder to take the control image's latents (zero columns; <c>Transformer.Config.InChannels</c>
+    /// doubles), after which <see cref="FluxControlPipeline"/> runs on these components; its QK-norm weights replace the
+    /// transformer's, unscaled. Every part is checked before any weight changes. Returns the number of adapted layers.
     /// </summary>
+    /// <remarks>
+    /// Three differences from diffusers 0.36, which mis-converts these files: the final modulation's down matrix is not
+    /// permuted (diffusers swaps its rank rows along with the up matrix's output rows, which changes the product; the bug is
+    /// reported upstream as diffusers#13998 and fixed there for kohya files only); the non-block layers of kohya /
+    /// ComfyUI files (img_in, txt_in, time_in, vector_in, guidance_in, final_layer) are applied (diffusers converts them to
+    /// keys without the <c>transformer.</c> prefix, which its loader then skips without a word); and kohya's CLIP layers
+    /// (<c>lora_te1_</c>) are applied (diffusers' converter keeps only <c>lora_unet_</c> and <c>lora_te_</c> keys).
+    /// </remarks>
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">The file is not a LoRA of these components (unknown keys or components, bad pairs).</exception>
     /// <exception cref="ArgumentException">A part does not fit its model (missing modules or other sizes).</exception>
@@ -222,7 +234,7 @@ public sealed class FluxComponents : PipelineComponents
     {
         ["transformer"] = Transformer,
         ["text_encoder"] = TextEncoder,
-    }, scale, kohya: false, FusedLoras);
+    }, scale, kohya: true, FusedLoras);
 
     /// <summary>
     /// diffusers' <c>load_textual_inversion(path, token=token)</c> for Flux: the embeddings of a safetensors file become
