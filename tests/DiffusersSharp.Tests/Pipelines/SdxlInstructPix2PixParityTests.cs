@@ -1,4 +1,5 @@
 using DiffusersSharp.Images;
+using DiffusersSharp.Models;
 using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion;
@@ -96,6 +97,48 @@ public sealed class SdxlInstructPix2PixParityTests(TinySdxlInstructPix2Pix model
     [Fact]
     public void EulerAncestralMatchesDiffusers() =>
         Check("euler_a", WithNegative with { NumInferenceSteps = 5, GuidanceScale = 6.0, ImageGuidanceScale = 1.2 }, 46, model.EulerAncestral);
+
+    [Fact]
+    public void AFloat16VaeEncodesTheImageInFloat32AndStaysFloat16()
+    {
+        // diffusers' prepare_image_latents: needs_upcasting (float16 VAE with force_upcast) encodes in float32, then casts back.
+        string dir = Directory.CreateTempSubdirectory("xl-pix2pix-f16").FullName;
+        try
+        {
+            TinyInstructPix2PixFolder.WriteXL(dir);
+            using var components = StableDiffusionComponents.FromPretrained(dir, new PipelineLoadOptions { Dtype = ScalarType.Float16 });
+            Assert.True(components.Vae.Config.ForceUpcast);
+            using var pipe = new StableDiffusionXLInstructPix2PixPipeline(components);
+            var request = new StableDiffusionInstructPix2PixRequest { Prompt = "make it snowy", NumInferenceSteps = 2, OutputType = OutputType.Latent };
+            using var fromImage = pipe.Generate(request with { Image = Input, Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(3) });
+            Assert.Equal(ScalarType.Float16, components.Vae.WeightDtype());
+            // The same image latents by hand: the posterior mode of a float32 VAE, in float16, given as a latent tensor.
+            Tensor byHand;
+            DiffusersSharp.Pipelines.ModuleMover.CastTo(components.Vae, ScalarType.Float32);
+            using (var _ = inference_mode())
+            {
+                using var pixels = pipe.ImageProcessor.Preprocess(Input, 64, 64);
+                using var posterior = components.Vae.Encode(pixels);
+                byHand = posterior.Mode().to(ScalarType.Float16).DetachFromDisposeScope();
+            }
+            DiffusersSharp.Pipelines.ModuleMover.CastTo(components.Vae, ScalarType.Float16);
+            using (byHand)
+            {
+                using var fromLatents = pipe.Generate(request with { Image = PipelineImage.FromTensor(byHand), Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(3) });
+                Assert.Equal(ScalarType.Float16, fromImage.Tensor!.dtype);
+                Assert.True(fromImage.Tensor.eq(fromLatents.Tensor!).all().item<bool>());
+                // A float16 encode would give other latents: the upcast is what this checks.
+                using var _ = inference_mode();
+                using var pixels16 = pipe.ImageProcessor.Preprocess(Input, 64, 64).to(ScalarType.Float16);
+                using var posterior16 = components.Vae.Encode(pixels16);
+                Assert.False(posterior16.Mode().eq(byHand).all().item<bool>());
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
 
     [Fact]
     public void BadInputIsRefusedBeforeCompute()
