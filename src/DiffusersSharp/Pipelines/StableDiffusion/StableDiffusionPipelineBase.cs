@@ -146,7 +146,8 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         var lcmRequest = r as ILatentConsistencyRequest;
         int steps = r.NumInferenceSteps ?? (lcmRequest is not null ? 4 : pix2pix is null ? 50 : 100);
         // Sizes: text-to-image and inpainting default to the model size; image-to-image and ControlNet inpainting (as
-        // diffusers' StableDiffusionControlNetInpaintPipeline has it) to the image's (rounded down to 8).
+        // diffusers' StableDiffusionControlNetInpaintPipeline has it) to the image's (rounded down to 8); InstructPix2Pix
+        // SD 1.x to the image's, SDXL to the model size.
         int height, width;
         if (pix2pix?.Image is { } edited) (height, width) = InstructPix2PixSize(pix2pix, edited);
         else if (img2img is not null && (inpaint is null || r is IControlNetRequest) && img2img.Image is { } start && (r.Height is null || r.Width is null))
