@@ -295,7 +295,7 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     }
 
     public override StableDiffusionRequest UNetRequest(string pipelineClass) =>
-        pipelineClass == StableDiffusionInstructPix2PixPipeline.PipelineClass // --strength, --controlnet were refused
+        LoadedModel.IsInstructPix2Pix(pipelineClass) // --strength, --controlnet were refused
         ? new StableDiffusionInstructPix2PixRequest { Image = image, ImageGuidanceScale = imageGuidance ?? 1.5 }
         : LoadedModel.IsLatentConsistency(pipelineClass) // --controlnet was refused
         ? new LatentConsistencyModelImg2ImgRequest { Image = image, Strength = strength }
@@ -331,7 +331,9 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
         if (request is LatentConsistencyModelImg2ImgRequest lcm)
             return Use(new LatentConsistencyModelImg2ImgPipeline(components), lcm, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         if (request is StableDiffusionInstructPix2PixRequest edit)
-            return Use(new StableDiffusionInstructPix2PixPipeline(components), edit, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+            return components.IsXL
+                ? Use(new StableDiffusionXLInstructPix2PixPipeline(components), edit, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
+                : Use(new StableDiffusionInstructPix2PixPipeline(components), edit, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         if (request is StableDiffusionControlNetImg2ImgRequest cn)
             return components.IsXL
                 ? Use(new StableDiffusionXLControlNetImg2ImgPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))

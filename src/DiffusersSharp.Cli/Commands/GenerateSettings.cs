@@ -476,7 +476,7 @@ public class Img2ImgSettings : GenerateSettings
     public double? StrengthValue => Strength is null ? null : double.Parse(Strength, NumberStyles.Float, CultureInfo.InvariantCulture);
 
     /// <summary>InstructPix2Pix's image guidance scale.</summary>
-    [CommandOption("--image-guidance <S>"), Description("img2img with an InstructPix2Pix model (model_index StableDiffusionInstructPix2PixPipeline, e.g. timbrooks/instruct-pix2pix; the prompt is the edit instruction): how closely the result keeps to the image (diffusers' image_guidance_scale, default 1.5; below 1 turns guidance off).")]
+    [CommandOption("--image-guidance <S>"), Description("img2img with an InstructPix2Pix model (model_index StableDiffusionInstructPix2PixPipeline, e.g. timbrooks/instruct-pix2pix, or StableDiffusionXLInstructPix2PixPipeline, e.g. diffusers/sdxl-instructpix2pix-768; the prompt is the edit instruction): how closely the result keeps to the image (diffusers' image_guidance_scale, default 1.5; below 1 turns guidance off).")]
     public string? ImageGuidance { get; init; }
 
     /// <summary>The parsed image guidance scale, or null for the pipeline's default.</summary>

@@ -8,6 +8,7 @@ using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
+using DiffusersSharp.Pipelines.StableDiffusionXL;
 using DiffusersSharp.Runtime;
 
 namespace DiffusersSharp.Cli.Commands;
@@ -66,13 +67,13 @@ internal sealed class LoadedModel : IDisposable
     public IReadOnlyList<string> Modes => PipelineClass switch
     {
         FluxComponents.FillPipelineClass => ["inpaint"],
-        StableDiffusionInstructPix2PixPipeline.PipelineClass => ["img2img"],
+        StableDiffusionInstructPix2PixPipeline.PipelineClass or StableDiffusionXLInstructPix2PixPipeline.PipelineClass => ["img2img"],
         LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass => ["txt2img", "img2img"],
         _ => ["txt2img", "img2img", "inpaint"],
     };
 
     /// <summary>Whether img2img takes a strength (FLUX.1-Kontext's edit conditions every step on the image instead).</summary>
-    public bool HasStrength => PipelineClass is not FluxComponents.KontextPipelineClass and not StableDiffusionInstructPix2PixPipeline.PipelineClass;
+    public bool HasStrength => PipelineClass is not FluxComponents.KontextPipelineClass && !IsInstructPix2Pix(PipelineClass);
 
     /// <summary>The modes that take a strength: img2img (unless <see cref="HasStrength"/> is false) and inpaint.</summary>
     public IReadOnlyList<string> StrengthModes => Modes.Where(m => m == "inpaint" || (m == "img2img" && HasStrength)).ToArray();
@@ -262,25 +263,34 @@ internal sealed class LoadedModel : IDisposable
         StableDiffusion3Components.CheckImageSize(transformer, vaeScaleFactor, settings.Height ?? fallback, settings.Width ?? fallback);
     }
 
+    /// <summary>Whether <paramref name="pipelineClass"/> is an InstructPix2Pix model's (diffusers'
+    /// StableDiffusionInstructPix2PixPipeline or StableDiffusionXLInstructPix2PixPipeline).</summary>
+    internal static bool IsInstructPix2Pix(string pipelineClass) =>
+        pipelineClass is StableDiffusionInstructPix2PixPipeline.PipelineClass or StableDiffusionXLInstructPix2PixPipeline.PipelineClass;
+
     /// <summary>
-    /// InstructPix2Pix models edit an image as the prompt says (diffusers' StableDiffusionInstructPix2PixPipeline): img2img
-    /// only, with the image's size, no strength, no ControlNet / adapter; --image-guidance is theirs alone.
+    /// InstructPix2Pix models edit an image as the prompt says (diffusers' StableDiffusionInstructPix2PixPipeline and
+    /// StableDiffusionXLInstructPix2PixPipeline): img2img only, no strength, no ControlNet / adapter / IP-Adapter / CLIP
+    /// skip; SD 1.x keeps the image's size and has no guidance rescale, SDXL takes --width / --height (default the model's
+    /// size) and --guidance-rescale; --image-guidance is theirs alone.
     /// </summary>
     private static void CheckInstructPix2Pix(GenerateSettings settings, string pipelineClass)
     {
-        if (pipelineClass != StableDiffusionInstructPix2PixPipeline.PipelineClass)
+        if (!IsInstructPix2Pix(pipelineClass))
         {
             if (settings is Img2ImgSettings { ImageGuidance: not null })
-                throw new ArgumentException($"--image-guidance applies to InstructPix2Pix models (StableDiffusionInstructPix2PixPipeline); {settings.Model} is a {pipelineClass}.");
+                throw new ArgumentException($"--image-guidance applies to InstructPix2Pix models (StableDiffusionInstructPix2PixPipeline, StableDiffusionXLInstructPix2PixPipeline); {settings.Model} is a {pipelineClass}.");
             return;
         }
         if (settings is not Img2ImgSettings || settings is InpaintSettings)
             throw new ArgumentException($"{settings.Model} is an InstructPix2Pix model ({pipelineClass}): edit an image with `img2img --image FILE --prompt \"the instruction\"`.");
-        string? lacking = ((Img2ImgSettings)settings).Strength is not null ? "--strength" : settings.Width is not null || settings.Height is not null ? "--width / --height"
+        bool xl = pipelineClass == StableDiffusionXLInstructPix2PixPipeline.PipelineClass;
+        string? lacking = ((Img2ImgSettings)settings).Strength is not null ? "--strength"
+            : !xl && (settings.Width is not null || settings.Height is not null) ? "--width / --height"
             : settings.ControlNets.Count > 0 ? "--controlnet" : settings.Adapters.Count > 0 ? "--adapter" : settings.IpAdapter is not null ? "--ip-adapter"
-            : settings.GuidanceRescale is not null ? "--guidance-rescale" : settings.ClipSkip is not null ? "--clip-skip" : null;
+            : !xl && settings.GuidanceRescale is not null ? "--guidance-rescale" : settings.ClipSkip is not null ? "--clip-skip" : null;
         if (lacking is not null)
-            throw new ArgumentException($"{lacking} does not apply to InstructPix2Pix (diffusers' StableDiffusionInstructPix2PixPipeline takes none; the output has the image's size); {settings.Model} is a {pipelineClass}.");
+            throw new ArgumentException($"{lacking} does not apply to InstructPix2Pix (diffusers' {pipelineClass} takes none{(xl ? "" : "; the output has the image's size")}); {settings.Model} is a {pipelineClass}.");
     }
 
     /// <summary>
@@ -482,6 +492,7 @@ internal sealed class LoadedModel : IDisposable
             FluxComponents.FillPipelineClass => "FLUX.1-Fill (diffusers' FluxFillPipeline",
             FluxComponents.ControlPipelineClass => "FLUX.1 control models (diffusers' FluxControlPipeline",
             StableDiffusionInstructPix2PixPipeline.PipelineClass => "InstructPix2Pix (diffusers' StableDiffusionInstructPix2PixPipeline",
+            StableDiffusionXLInstructPix2PixPipeline.PipelineClass => "SDXL InstructPix2Pix (diffusers' StableDiffusionXLInstructPix2PixPipeline",
             _ => null,
         };
         if (none is not null)

@@ -117,7 +117,7 @@ internal sealed class WebServer : IAsyncDisposable
             // The server's IP-Adapter (serve --ip-adapter, its file name): requests take ip_adapter_image and ip_adapter_scale.
             IpAdapter = _model.IpAdapter is { } ipAdapter ? ipAdapter.Split('/', '\\').Last() : null,
             // An InstructPix2Pix model: img2img takes image_guidance.
-            ImageGuidance = _model.PipelineClass == StableDiffusionInstructPix2PixPipeline.PipelineClass,
+            ImageGuidance = LoadedModel.IsInstructPix2Pix(_model.PipelineClass),
             // A FLUX.1 control model (FLUX.1-Canny-dev, Depth-dev): every request takes its control_image.
             TakesControlImage = _model.PipelineClass == FluxComponents.ControlPipelineClass,
         };

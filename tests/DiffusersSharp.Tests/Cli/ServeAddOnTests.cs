@@ -275,6 +275,42 @@ public sealed class InstructPix2PixServeTests : ServeWithAddOn
     }
 }
 
+/// <summary><c>serve</c> with an SDXL InstructPix2Pix folder: img2img only, no strength, image_guidance and a size as the
+/// command line's.</summary>
+public sealed class SdxlInstructPix2PixServeTests : ServeWithAddOn
+{
+    private static readonly string Input = Fixtures.Path("local-diffusers/sdxl-instruct-pix2pix/input.png");
+    private string? _model;
+
+    private protected override ServeCommand.Settings Settings
+    {
+        get
+        {
+            _model = Out("xl-pix2pix");
+            TinyInstructPix2PixFolder.WriteXL(_model);
+            return new() { Model = _model };
+        }
+    }
+
+    [Fact]
+    public async Task AnEditEqualsTheCommandLinesAndOtherModesAreRefused()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal(["img2img"], info.GetProperty("modes").EnumerateArray().Select(s => s.GetString()));
+        Assert.Empty(info.GetProperty("strength_modes").EnumerateArray());
+        Assert.True(info.GetProperty("image_guidance").GetBoolean());
+        var result = await ServeApi.Result(Http, new
+        {
+            mode = "img2img", prompt = "make it snowy", steps = 3, seed = 5, image = ServeApi.DataUrl(Input), image_guidance = 1.2, width = 56, height = 48,
+        });
+        AssertSameAsCommandLine(result, "img2img", "--model", _model!, "--image", Input, "--prompt", "make it snowy", "--steps", "3",
+            "--seed", "5", "--image-guidance", "1.2", "--width", "56", "--height", "48");
+        Assert.Contains("mode txt2img does not apply", await ServeApi.Refusal(Http, new { prompt = "x" }));
+        Assert.Contains("strength does not apply to InstructPix2Pix",
+            await ServeApi.Refusal(Http, new { mode = "img2img", prompt = "x", image = ServeApi.DataUrl(Input), strength = 0.5 }));
+    }
+}
+
 /// <summary>
 /// <c>serve --ip-adapter</c> on tiny-sd3 with the SD3 fixture's adapter and SigLIP encoder: a request's
 /// ip_adapter_image equals generate's --ip-adapter-image; a request without one runs without the image prompt.

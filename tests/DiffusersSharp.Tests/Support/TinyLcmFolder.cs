@@ -10,7 +10,7 @@ namespace DiffusersSharp.Tests.Support;
 public static class TinyLcmFolder
 {
     /// <summary>Writes the folder at <paramref name="dir"/>.</summary>
-    public static void Write(string dir) => TinySd15Variant.Write(dir, LatentConsistencyModelPipeline.PipelineClass, "LCMScheduler",
+    public static void Write(string dir) => TinyModelVariant.Write(dir, "tiny-sd15/model", LatentConsistencyModelPipeline.PipelineClass, "LCMScheduler",
         unet => unet["time_cond_proj_dim"] = 32, "time_embedding.cond_proj.weight",
         Fixtures.Expected("local-diffusers/lcm/expected.safetensors")["in.cond_proj.weight"]);
 }

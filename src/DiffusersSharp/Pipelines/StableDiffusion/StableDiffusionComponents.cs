@@ -22,7 +22,8 @@ namespace DiffusersSharp.Pipelines.StableDiffusion;
 /// </summary>
 public sealed class StableDiffusionComponents : PipelineComponents
 {
-    private static readonly string[] XLPipelines = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"];
+    private static readonly string[] XLPipelines = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline",
+        StableDiffusionXL.StableDiffusionXLInstructPix2PixPipeline.PipelineClass];
     private static readonly string[] SDPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
         StableDiffusionInstructPix2PixPipeline.PipelineClass, LatentConsistencyModelPipeline.PipelineClass, LatentConsistencyModelImg2ImgPipeline.PipelineClass];
 
@@ -105,6 +106,11 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// of original size, crop corner and target size (6). Settable, as diffusers'
     /// <c>pipe.register_to_config(requires_aesthetics_score=...)</c>; text-to-image always uses 6.</summary>
     public bool RequiresAestheticsScore { get; set; }
+
+    /// <summary>model_index.json's <c>is_cosxl_edit</c> (false without one): the default of
+    /// <see cref="StableDiffusionXL.StableDiffusionXLInstructPix2PixPipeline.IsCosXLEdit"/>, as diffusers' <c>from_pretrained</c>
+    /// takes that keyword from the pipeline config when it is not passed.</summary>
+    public bool IsCosXLEdit { get; init; }
 
     /// <summary>The scheduler config every call builds its scheduler from (its own instance: schedulers hold per-call
     /// state), with its <c>_class_name</c>. Loaded from the scheduler folder; <see cref="UseScheduler(string)"/> changes it.</summary>
@@ -268,6 +274,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
         var indexJson = ReadJsonObject(Path.Combine(folder, "model_index.json"));
         bool forceZeros = indexJson["force_zeros_for_empty_prompt"]?.GetValue<bool>() ?? true;
         bool aesthetics = indexJson["requires_aesthetics_score"]?.GetValue<bool>() ?? false;
+        bool cosXLEdit = indexJson["is_cosxl_edit"]?.GetValue<bool>() ?? false;
 
         var loader = new ComponentLoader(folder, cancellationToken);
         string Sub(string name) => loader.Sub(name);
@@ -298,6 +305,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
                     : AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
                 ForceZerosForEmptyPrompt = forceZeros,
                 RequiresAestheticsScore = aesthetics,
+                IsCosXLEdit = cosXLEdit,
                 Device = device,
                 Dtype = options.Dtype,
                 LoadMilliseconds = loader.LoadMilliseconds,

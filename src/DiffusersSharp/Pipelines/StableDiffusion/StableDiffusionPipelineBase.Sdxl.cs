@@ -23,7 +23,8 @@ public abstract partial class StableDiffusionPipelineBase
     /// size; negative ids only when both negative sizes are given, and the [negative; positive] pair repeated per image.
     /// Image-to-image and inpainting: with <c>requires_aesthetics_score</c> original size, crop corner and aesthetic
     /// score (5), else as text-to-image (6, the negative ids with the positive crop corner, as diffusers builds them);
-    /// negative sizes default to the positive ones; all negatives, then all positives.
+    /// negative sizes default to the positive ones; all negatives, then all positives. InstructPix2Pix: text-to-image's
+    /// ids for every pass (three under guidance).
     /// </summary>
     private Tensor TimeIds(StableDiffusionRequest r, int height, int width, bool cfg, int batch, ScalarType dtype, int pooledWidth)
     {
@@ -55,6 +56,8 @@ public abstract partial class StableDiffusionPipelineBase
         double[] plain = [oh, ow, ct, cl, th, tw];
         CheckAddEmbedding(plain.Length, null, pooledWidth);
         var pos = Row(plain);
+        // InstructPix2Pix: the same ids for the three passes (diffusers concatenates them thrice, then repeats per image).
+        if (r is StableDiffusionInstructPix2PixRequest) return pos.repeat(batch * (cfg ? 3 : 1), 1);
         var neg = r.NegativeOriginalSize is { } no && r.NegativeTargetSize is { } nt
             ? Row([no.Height, no.Width, nct, ncl, nt.Height, nt.Width]) : pos;
         return (cfg ? cat([neg, pos], 0) : pos).repeat(batch, 1);

@@ -112,7 +112,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         else if (r is StableDiffusionImg2ImgRequest && r.Latents is not null)
             throw new ArgumentException("latents is not an image-to-image input: the image is the start.");
         if (r is IControlNetRequest control) CheckControlNetInputs(control, r);
-        if (r is StableDiffusionInstructPix2PixRequest pix2pix) CheckInstructPix2PixInputs(pix2pix);
+        if (r is StableDiffusionInstructPix2PixRequest pix2pix) CheckInstructPix2PixInputs(pix2pix, height, width);
         if (r is StableDiffusionAdapterRequest adapter) CheckAdapterInputs(adapter, height, width);
         if (r is ILatentConsistencyRequest lcm) CheckLatentConsistencyInputs(r, lcm);
         CheckIpAdapterInputs(r, guidance > 1 && !UsesGuidanceEmbedding(r));
@@ -146,9 +146,10 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         var lcmRequest = r as ILatentConsistencyRequest;
         int steps = r.NumInferenceSteps ?? (lcmRequest is not null ? 4 : pix2pix is null ? 50 : 100);
         // Sizes: text-to-image and inpainting default to the model size; image-to-image and ControlNet inpainting (as
-        // diffusers' StableDiffusionControlNetInpaintPipeline has it) to the image's (rounded down to 8).
+        // diffusers' StableDiffusionControlNetInpaintPipeline has it) to the image's (rounded down to 8); InstructPix2Pix
+        // SD 1.x to the image's, SDXL to the model size.
         int height, width;
-        if (pix2pix?.Image is { } edited) (height, width) = SizeOf(edited, null, null); // InstructPix2Pix takes no size
+        if (pix2pix?.Image is { } edited) (height, width) = InstructPix2PixSize(pix2pix, edited);
         else if (img2img is not null && (inpaint is null || r is IControlNetRequest) && img2img.Image is { } start && (r.Height is null || r.Width is null))
             (height, width) = SizeOf(start, r.Height, r.Width);
         else if (r is IControlNetRequest controlRequest && SettingsOf(controlRequest).ControlImages is [{ } firstControl, ..])
@@ -210,15 +211,16 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         progress?.Report(new PipelineProgress("encode", 0, 1));
         var encoder = Components.CreatePromptEncoder(OnPromptTruncated);
         var encoded = encoder.Encode(r, cfg, device);
-        // InstructPix2Pix batches the passes as [instruction, negative, negative] (with the image latents [image, image, zeros]).
-        var embeds = !cfg ? encoded.PromptEmbeds : pix2pix is not null
-            ? cat([encoded.PromptEmbeds, encoded.NegativePromptEmbeds!, encoded.NegativePromptEmbeds!], 0)
-            : cat([encoded.NegativePromptEmbeds!, encoded.PromptEmbeds], 0);
+        // InstructPix2Pix batches the passes as [instruction, negative, negative] (with the image latents [image, image,
+        // zeros]), SDXL's pooled embeddings too; the others as [negative, positive].
+        Tensor Batched(Tensor positive, Tensor negative) =>
+            !cfg ? positive : pix2pix is not null ? cat([positive, negative, negative], 0) : cat([negative, positive], 0);
+        var embeds = Batched(encoded.PromptEmbeds, encoded.NegativePromptEmbeds!);
         Tensor? textEmbeds = null, timeIds = null;
         var dtype = embeds.dtype;
         if (IsXL)
         {
-            textEmbeds = cfg ? cat([encoded.NegativePooledPromptEmbeds!, encoded.PooledPromptEmbeds!], 0) : encoded.PooledPromptEmbeds!;
+            textEmbeds = Batched(encoded.PooledPromptEmbeds!, encoded.NegativePooledPromptEmbeds!);
             timeIds = TimeIds(r, height, width, cfg, batch, dtype, (int)textEmbeds.shape[^1]);
         }
         var imageEmbeds = PrepareIpAdapterImageEmbeds(r, cfg, device);

@@ -5,17 +5,20 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Tests.Support;
 
 /// <summary>
-/// A pipeline folder written for tests from tiny-sd15: its model_index.json and scheduler renamed, its UNet config
-/// changed, and one UNet weight replaced (a fixture's drawn tensor), the rest tiny-sd15's files.
+/// A pipeline folder written for tests from a tiny fixture model (tiny-sd15, tiny-sdxl): its model_index.json and
+/// scheduler renamed, its UNet config changed, and one UNet weight replaced (a fixture's drawn tensor), the rest the
+/// fixture model's files.
 /// </summary>
-public static class TinySd15Variant
+public static class TinyModelVariant
 {
-    /// <summary>Writes the folder at <paramref name="dir"/>: model_index.json names <paramref name="pipelineClass"/> and
-    /// <paramref name="schedulerClass"/>, <paramref name="unetConfig"/> edits unet/config.json, and the UNet weight
-    /// <paramref name="weightName"/> becomes <paramref name="weight"/>.</summary>
-    public static void Write(string dir, string pipelineClass, string schedulerClass, Action<JsonObject> unetConfig, string weightName, Tensor weight)
+    /// <summary>Writes the folder at <paramref name="dir"/> from fixture model <paramref name="fixtureModel"/> (e.g.
+    /// "tiny-sd15/model"): model_index.json names <paramref name="pipelineClass"/> and <paramref name="schedulerClass"/>,
+    /// <paramref name="unetConfig"/> edits unet/config.json, and the UNet weight <paramref name="weightName"/> becomes
+    /// <paramref name="weight"/>.</summary>
+    public static void Write(string dir, string fixtureModel, string pipelineClass, string schedulerClass, Action<JsonObject> unetConfig,
+        string weightName, Tensor weight)
     {
-        string source = Fixtures.Path("tiny-sd15/model");
+        string source = Fixtures.Path(fixtureModel);
         foreach (string file in Directory.GetFiles(source, "*", SearchOption.AllDirectories))
         {
             string target = Path.Combine(dir, Path.GetRelativePath(source, file));
