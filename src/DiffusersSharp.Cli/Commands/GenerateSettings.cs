@@ -49,7 +49,7 @@ public class ModelSettings : CommandSettings
     public string? Revision { get; init; }
 
     /// <summary>LoRA file.</summary>
-    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts) or, for SD 1.x / 2.x and SDXL, kohya's (civitai: lora_unet_ / lora_te_ keys), fused into the weights. A local file, or a file of a Hugging Face repo: hf://org/name/file.safetensors or its https://huggingface.co/org/name/blob/main/file.safetensors address (downloaded into the hub cache with --token).")]
+    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts) or, for SD 1.x / 2.x, SDXL and Flux, kohya's (civitai: lora_unet_ / lora_te_ keys; ComfyUI's diffusion_model. keys), or for Flux BFL's (FLUX.1-Canny-dev-lora / Depth-dev-lora, which make FLUX.1-dev a control model: give --control-image), fused into the weights. A local file, or a file of a Hugging Face repo: hf://org/name/file.safetensors or its https://huggingface.co/org/name/blob/main/file.safetensors address (downloaded into the hub cache with --token).")]
     public string? Lora { get; init; }
 
     /// <summary>LoRA scale.</summary>
@@ -235,7 +235,7 @@ public class GenerateSettings : ModelSettings
     public string[]? ControlNet { get; init; }
 
     /// <summary>The control images, one per ControlNet.</summary>
-    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), one per --controlnet in the same order, resized to the output size; generate without --width / --height takes the (first) image's size (rounded down to 8) for SD 1.x / 2.x and SDXL, the model's default size for SD3 and Flux (as diffusers). Without --controlnet, for a FLUX.1 control model (FLUX.1-Canny-dev, FLUX.1-Depth-dev: model_index FluxControlPipeline): its Canny edge map or depth map, once (diffusers' FluxControl[Img2Img|Inpaint]Pipeline control_image).")]
+    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), one per --controlnet in the same order, resized to the output size; generate without --width / --height takes the (first) image's size (rounded down to 8) for SD 1.x / 2.x and SDXL, the model's default size for SD3 and Flux (as diffusers). Without --controlnet, for a FLUX.1 control model (FLUX.1-Canny-dev, FLUX.1-Depth-dev: model_index FluxControlPipeline; or FLUX.1-dev with --lora FLUX.1-Canny-dev-lora / Depth-dev-lora): its Canny edge map or depth map, once (diffusers' FluxControl[Img2Img|Inpaint]Pipeline control_image).")]
     public string[]? ControlImage { get; init; }
 
     /// <summary>ControlNet conditioning scales.</summary>

@@ -56,7 +56,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         }
         if (model.Flux is { } flux)
         {
-            var fluxRequest = FillFlux(pipelines.FluxRequest(flux.PipelineClass));
+            var fluxRequest = FillFlux(pipelines.FluxRequest(model.PipelineClass)); // FluxControlPipeline for FLUX.1-dev with a control LoRA
             using var fluxResult = pipelines.RunFlux(flux, fluxRequest, hooks, ct);
             int defaultSteps = fluxRequest is FluxFillRequest ? FluxFillPipeline.DefaultFillSteps : FluxPipelineBase.DefaultSteps;
             return new Generated(fluxResult.Images!, Parameters(verb, settings.Steps ?? defaultSteps, model.Name, "FlowMatchEulerDiscrete",

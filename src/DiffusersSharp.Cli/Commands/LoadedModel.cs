@@ -139,6 +139,16 @@ internal sealed class LoadedModel : IDisposable
         var family = FamilyOf(pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
+        // A FLUX.1-Canny / Depth LoRA makes FLUX.1-dev a control model (diffusers: FluxControlPipeline.from_pretrained of
+        // FLUX.1-dev, then load_lora_weights), which the file's header tells: the options are checked against that.
+        string? lora = null;
+        if (family == Family.Flux && pipelineClass == FluxComponents.FluxPipelineClass && settings.Lora is not null)
+        {
+            lora = options.ResolveFile(settings.Lora, ct);
+            string config = Path.Combine(folder, "transformer", "config.json");
+            if (File.Exists(config) && FluxComponents.IsControlLora(lora, ConfigJson.Read<FluxTransformer2DModelConfig>(config)))
+                pipelineClass = FluxComponents.ControlPipelineClass;
+        }
         var controlNets = ControlNetsOf(settings);
         if (family == Family.Flux && controlNets.Count > 0) CheckFluxControlNet(settings.Model!, pipelineClass);
         var textualInversions = TextualInversionFiles(settings, pipelineClass, family, options, ct);
@@ -153,7 +163,7 @@ internal sealed class LoadedModel : IDisposable
         var unionTypes = family == Family.UNet ? ControlNetUnionTypesOf(controlNets, options, ct) : controlNets.Select(_ => (int?)null).ToArray();
         if (settings is GenerateSettings unionCheck && family == Family.UNet) CheckControlModes(unionCheck, unionTypes);
         // Hub files beside the model are fetched once the options are checked, before any weights load.
-        string? lora = settings.Lora is null ? null : options.ResolveFile(settings.Lora, ct);
+        lora ??= settings.Lora is null ? null : options.ResolveFile(settings.Lora, ct);
         if (settings is ServeCommand.Settings { IpAdapter: not null }) CheckServedIpAdapter(settings, pipelineClass);
         var ipAdapter = settings.IpAdapter is { } adapterFile
             ? (File: options.ResolveFile(adapterFile, ct), ImageEncoder: ResolveImageEncoder(options, settings, ct)) : default;

@@ -196,6 +196,22 @@ public sealed class LoraWeights : IDisposable
         return result;
     }
 
+    /// <summary>
+    /// The input width of the Flux x_embedder a LoRA file adapts (its down matrix's columns, under any of the key layouts
+    /// diffusers reads), from the file's header alone; null when it does not adapt x_embedder. A FLUX.1-Canny / Depth
+    /// LoRA's is twice a FLUX.1-dev transformer's in_channels (the control image's latents beside the noise).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    public static long? FluxInputWidth(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"LoRA file not found: {path}", path);
+        using var file = SafetensorsFile.Open(path);
+        foreach (var key in (string[])["transformer.x_embedder.lora_A.weight", "img_in.lora_A.weight", "lora_unet_img_in.lora_down.weight",
+                     $"{ComfyPrefix}img_in.lora_down.weight", "lora_transformer_x_embedder.lora_down.weight"])
+            if (file.Tensors.TryGetValue(key, out var info) && info.Shape.Length == 2) return info.Shape[1];
+        return null;
+    }
+
     private static LoraKeyFormat DetectFormat(IEnumerable<string> keys)
     {
         if (keys.Any(k => KohyaPrefixes.Any(p => k.StartsWith(p.Prefix, StringComparison.Ordinal))

@@ -79,6 +79,38 @@ public sealed class FluxControlCliTests : IDisposable
         Assert.False(File.Exists(Out()));
     }
 
+    /// <summary>
+    /// FLUX.1-dev with a FLUX.1-Canny / Depth-style LoRA (--lora whose x_embedder is twice as wide) is a control model, as
+    /// diffusers' FluxControlPipeline.from_pretrained + load_lora_weights makes it: the CLI's image equals the library's,
+    /// and a run without --control-image is refused before any weights load (the header tells).
+    /// </summary>
+    [Fact]
+    public void AControlLoraMakesFluxDevAControlModel()
+    {
+        string dev = Path.Combine(_dir, "dev"), lora = Fixtures.Path("local-diffusers/flux-lora-layouts/control.safetensors");
+        TinyFluxPipelineFolder.Write(dev, seed: 4);
+        string[] common = [.. Common(Out()).Select(a => a == _model ? dev : a), "--lora", lora, "--lora-scale", "0.75"];
+        var run = CliRunner.Run(["generate", .. common, "--control-image", _control]);
+        Assert.True(run.Code == 0, run.Err);
+
+        using var components = FluxComponents.FromPretrained(dev, new PipelineLoadOptions());
+        components.FuseLora(lora, 0.75);
+        using var pipe = new FluxControlPipeline(components);
+        using var result = pipe.Generate(new FluxControlRequest
+        {
+            Prompt = "a teddy bear", ControlImage = ImageFile.LoadRgb(_control), NumInferenceSteps = 2, Width = 48, Height = 32,
+            MaxSequenceLength = 16, Generator = new Generator("cpu").ManualSeed(3),
+        });
+        Assert.Equal(result.Images![0].Pixels, ImageFile.Load(Out()).Pixels);
+
+        File.Delete(Out());
+        var (code, _, stderr) = CliRunner.Run(["generate", .. common]);
+        Assert.Equal(2, code);
+        Assert.Contains("FLUX.1 control model", stderr);
+        Assert.DoesNotContain("loading", stderr);
+        Assert.False(File.Exists(Out()));
+    }
+
     [Fact]
     public void ALoneControlImageNeedsAControlModel()
     {

@@ -237,6 +237,18 @@ public sealed class FluxComponents : PipelineComponents
     }, scale, kohya: true, FusedLoras);
 
     /// <summary>
+    /// Whether the LoRA at <paramref name="path"/> is a structural-control LoRA (FLUX.1-Canny-dev-lora, Depth-dev-lora) for a
+    /// transformer of <paramref name="transformer"/>'s config: one that widens its x_embedder, so that the components run
+    /// <see cref="FluxControlPipeline"/> once it is fused. Reads the file's header only.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    public static bool IsControlLora(string path, FluxTransformer2DModelConfig transformer)
+    {
+        ArgumentNullException.ThrowIfNull(transformer);
+        return LoraWeights.FluxInputWidth(path) is { } width && width > transformer.InChannels;
+    }
+
+    /// <summary>
     /// diffusers' <c>load_textual_inversion(path, token=token)</c> for Flux: the embeddings of a safetensors file become
     /// tokens of the CLIP tokenizer and rows of the CLIP-L text encoder (diffusers' default pair; T5 takes none here), and
     /// CLIP prompts that name them are rewritten for multi-vector embeddings (see <see cref="TextualInversion"/>); the
