@@ -10,7 +10,8 @@ Usage, from the repository root (environment: README.md, with pyenv-peft):
    (FLUX.1-Canny-dev-lora: "double_blocks.0.img_attn.qkv.lora_A.weight", lora_B biases, QK-norm scales), kohya
    sd-scripts ("lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight", with alphas; no CLIP "lora_te1_" layers, which
    diffusers 0.36's Flux converter drops: it keeps only keys starting "lora_unet_" or "lora_te_")
-   and ComfyUI's kohya variant ("diffusion_model.double_blocks.0...lora_down.weight"). Every input element is float64
+   ComfyUI's kohya variant ("diffusion_model.double_blocks.0...lora_down.weight") and XLabs-AI's x-flux LoRAs
+   ("double_blocks.0.processor.qkv_lora1.down.weight"). Every input element is float64
    and encodes its tensor and position (id * 2^22 + flat index), so each output tensor is decoded back into the input
    rows it was made of: for every output key, its input key and [first row, row count] runs, in order. Alphas equal the
    rank, so diffusers' alpha / rank factors are exactly 1 and cannot hide a row. No tensor of these LoRAs is stored.
@@ -135,8 +136,24 @@ def kohya(comfy):
     return enc, sd
 
 
+def xlabs():
+    enc, sd = Encoder(), {}
+    layers = {}
+    for i in range(DOUBLE):
+        for n in ("1", "2"):
+            layers[f"double_blocks.{i}.processor.qkv_lora{n}"] = (D, 3 * D)
+            layers[f"double_blocks.{i}.processor.proj_lora{n}"] = (D, D)
+    for i in range(SINGLE):
+        layers[f"single_blocks.{i}.processor.qkv_lora"] = (D, 3 * D)
+        layers[f"single_blocks.{i}.processor.proj_lora"] = (D + MLP, D)
+    for name, (i, o) in layers.items():
+        sd[f"{name}.down.weight"] = enc(f"{name}.down.weight", (R, i))
+        sd[f"{name}.up.weight"] = enc(f"{name}.up.weight", (o, R))
+    return enc, sd
+
+
 mapping = {}
-for label, (enc, sd) in {"bfl_control": bfl_control(), "kohya": kohya(False), "comfyui": kohya(True)}.items():
+for label, (enc, sd) in {"bfl_control": bfl_control(), "kohya": kohya(False), "comfyui": kohya(True), "xlabs": xlabs()}.items():
     converted = FluxControlPipeline.lora_state_dict(dict(sd))
     if isinstance(converted, tuple):
         converted = converted[0]

@@ -49,7 +49,7 @@ public class ModelSettings : CommandSettings
     public string? Revision { get; init; }
 
     /// <summary>LoRA file.</summary>
-    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts) or, for SD 1.x / 2.x, SDXL and Flux, kohya's (civitai: lora_unet_ / lora_te_ keys; ComfyUI's diffusion_model. keys), or for Flux BFL's (FLUX.1-Canny-dev-lora / Depth-dev-lora, which make FLUX.1-dev a control model: give --control-image), fused into the weights. A local file, or a file of a Hugging Face repo: hf://org/name/file.safetensors or its https://huggingface.co/org/name/blob/main/file.safetensors address (downloaded into the hub cache with --token).")]
+    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts) or, for SD 1.x / 2.x, SDXL and Flux, kohya's (civitai: lora_unet_ / lora_te_ keys; ComfyUI's diffusion_model. keys), or for Flux XLabs' or BFL's (FLUX.1-Canny-dev-lora / Depth-dev-lora, which make FLUX.1-dev a control model: give --control-image), fused into the weights. A local file, or a file of a Hugging Face repo: hf://org/name/file.safetensors or its https://huggingface.co/org/name/blob/main/file.safetensors address (downloaded into the hub cache with --token).")]
     public string? Lora { get; init; }
 
     /// <summary>LoRA scale.</summary>

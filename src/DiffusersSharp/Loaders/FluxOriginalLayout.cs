@@ -14,7 +14,8 @@ internal sealed record LayoutTarget(string Module, RowRange[]? Rows);
 /// <summary>
 /// The module names of Black Forest Labs' original Flux layout (<c>double_blocks.0.img_attn.qkv</c>,
 /// <c>single_blocks.3.linear1</c>, <c>final_layer.adaLN_modulation.1</c>), which BFL's own LoRAs (FLUX.1-Canny-dev-lora,
-/// FLUX.1-Depth-dev-lora) and kohya sd-scripts' Flux LoRAs (<c>lora_unet_double_blocks_0_img_attn_qkv</c>) use, resolved
+/// FLUX.1-Depth-dev-lora), kohya sd-scripts' Flux LoRAs (<c>lora_unet_double_blocks_0_img_attn_qkv</c>) and XLabs' (named
+/// after the same modules) use, resolved
 /// against a <see cref="FluxTransformer2DModel"/> as diffusers' converters do: a fused QKV layer is the model's Q, K and V
 /// (the up matrix split in thirds, the down matrix shared), <c>linear1</c> of a single block is Q, K, V and
 /// <c>proj_mlp</c>, and the final modulation's rows swap halves (BFL orders it shift, scale; diffusers scale, shift).
@@ -63,6 +64,8 @@ internal static class FluxOriginalLayout
             table[bfl + "modulation_lin"] = [Whole(ours + "norm.linear")];
             table[bfl + "linear1"] = Split(ours, ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"], d, d, d, mlp);
             table[bfl + "linear2"] = [Whole(ours + "proj_out")];
+            // Not a BFL module: XLabs' single-block LoRA adapts only the Q, K, V part of linear1 (its qkv_lora).
+            table[bfl + "linear1_qkv"] = Split(ours, ["attn.to_q", "attn.to_k", "attn.to_v"], d, d, d);
         }
         return table;
     }

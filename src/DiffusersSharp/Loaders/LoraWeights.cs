@@ -31,6 +31,14 @@ public enum LoraKeyFormat
     /// and QK-norm scales (<c>double_blocks.0.img_attn.norm.query_norm.scale</c>) that replace the transformer's.
     /// </summary>
     Bfl,
+
+    /// <summary>
+    /// XLabs-AI's Flux LoRAs (x-flux): <c>double_blocks.0.processor.qkv_lora1.down.weight</c> / <c>.up.weight</c> (qkv_lora1 /
+    /// proj_lora1 the image stream's QKV and output projection, qkv_lora2 / proj_lora2 the text stream's), and
+    /// <c>single_blocks.0.processor.qkv_lora</c> / <c>proj_lora</c> (a single block's Q, K, V and linear2), optionally
+    /// under <c>diffusion_model.</c>; no alphas.
+    /// </summary>
+    XLabs,
 }
 
 /// <summary>
@@ -161,7 +169,8 @@ public sealed class LoraWeights : IDisposable
             throw new InvalidDataException(format switch
             {
                 LoraKeyFormat.Kohya => $"{path}: {unknown.Count} key(s) are not kohya LoRA tensors (lora_unet_ / lora_te_ / lora_te1_ / lora_te2_ / lora_transformer_ or diffusion_model. + layer + .lora_down.weight, .lora_up.weight or .alpha; LoHa, LoKr, DoRA and other LyCORIS types are not supported), e.g. {string.Join(", ", unknown.Take(3))}.",
-                LoraKeyFormat.Bfl => $"{path}: {unknown.Count} key(s) are not LoRA tensors of BFL's Flux layout (module + .lora_A.weight, .lora_B.weight or .lora_B.bias, or a *_norm.scale; XLabs' processor LoRAs are not supported), e.g. {string.Join(", ", unknown.Take(3))}.",
+                LoraKeyFormat.Bfl => $"{path}: {unknown.Count} key(s) are not LoRA tensors of BFL's Flux layout (module + .lora_A.weight, .lora_B.weight or .lora_B.bias, or a *_norm.scale), e.g. {string.Join(", ", unknown.Take(3))}.",
+                LoraKeyFormat.XLabs => $"{path}: {unknown.Count} key(s) are not XLabs Flux LoRA tensors ((diffusion_model.)double_blocks.N.processor.qkv_lora1 / qkv_lora2 / proj_lora1 / proj_lora2 or single_blocks.N.processor.qkv_lora / proj_lora + .down.weight / .up.weight), e.g. {string.Join(", ", unknown.Take(3))}.",
                 _ => $"{path}: {unknown.Count} key(s) are not component.module.lora_A.weight / lora_B.weight / lora_B.bias / alpha (nor kohya lora_unet_ / lora_te_ keys, nor a Flux control LoRA's norm_q / norm_k / norm_added_q / norm_added_k weights), e.g. {string.Join(", ", unknown.Take(3))}.",
             });
         if (repeated.Count > 0)
@@ -217,6 +226,8 @@ public sealed class LoraWeights : IDisposable
         if (keys.Any(k => KohyaPrefixes.Any(p => k.StartsWith(p.Prefix, StringComparison.Ordinal))
                 || (k.StartsWith(ComfyPrefix, StringComparison.Ordinal) && KohyaPart(k) is not null)))
             return LoraKeyFormat.Kohya;
+        if (keys.Any(k => k.Contains(".processor.qkv_lora", StringComparison.Ordinal) || k.Contains(".processor.proj_lora", StringComparison.Ordinal)))
+            return LoraKeyFormat.XLabs;
         if (keys.Any(k => BflRoots.Any(r => k.StartsWith(r, StringComparison.Ordinal)))) return LoraKeyFormat.Bfl;
         return LoraKeyFormat.Peft;
     }
@@ -268,6 +279,7 @@ public sealed class LoraWeights : IDisposable
             if (prefix.Prefix is null || stem.Length == prefix.Prefix.Length) return null;
             return (prefix.Component, stem[prefix.Prefix.Length..], stem, part);
         }
+        if (format == LoraKeyFormat.XLabs) return XLabsKey(key);
         if (format == LoraKeyFormat.Bfl)
         {
             // No alphas: BFL's files have none, and diffusers' converter refuses any tensor it does not map.
@@ -293,6 +305,29 @@ public sealed class LoraWeights : IDisposable
             if (ReplacedNorms.Contains(module[(module.LastIndexOf('.') + 1)..])) return (key[..first], parameter, key, Part.Replacement);
         }
         return null;
+    }
+
+    private static readonly System.Text.RegularExpressions.Regex XLabsName = new(
+        @"^(?:diffusion_model\.)?(double|single)_blocks\.(\d+)\.processor\.(qkv_lora1|qkv_lora2|proj_lora1|proj_lora2|qkv_lora|proj_lora)\.(down|up)\.weight$");
+
+    /// <summary>An XLabs key as the BFL layer its LoRA adapts (see <see cref="FluxOriginalLayout"/>), as diffusers converts it.</summary>
+    private static (string Component, string Layer, string Stem, Part Part)? XLabsKey(string key)
+    {
+        var m = XLabsName.Match(key);
+        if (!m.Success) return null;
+        string? module = (m.Groups[1].Value, m.Groups[3].Value) switch
+        {
+            ("double", "qkv_lora1") => "img_attn_qkv",
+            ("double", "qkv_lora2") => "txt_attn_qkv",
+            ("double", "proj_lora1") => "img_attn_proj",
+            ("double", "proj_lora2") => "txt_attn_proj",
+            ("single", "qkv_lora") => "linear1_qkv",
+            ("single", "proj_lora") => "linear2",
+            _ => null,
+        };
+        if (module is null) return null;
+        string stem = key[..key.LastIndexOf('.', key.Length - ".weight".Length - 1)];
+        return ("transformer", $"{m.Groups[1].Value}_blocks_{m.Groups[2].Value}_{module}", stem, m.Groups[4].Value == "down" ? Part.Down : Part.Up);
     }
 
     private void ReadLayer(string path, SafetensorsFile file, string name, LayerKeys keys, LoraAdapterMetadata? metadata)
@@ -489,11 +524,11 @@ public sealed class LoraWeights : IDisposable
     {
         ArgumentNullException.ThrowIfNull(model);
         var flux = model as FluxTransformer2DModel;
-        if (Format == LoraKeyFormat.Bfl && flux is null)
-            throw new ArgumentException($"This LoRA is in BFL's Flux layout (double_blocks / single_blocks), which adapts a Flux transformer, not a {model.GetType().Name}.");
+        if (Format is LoraKeyFormat.Bfl or LoraKeyFormat.XLabs && flux is null)
+            throw new ArgumentException($"This LoRA is in {(Format == LoraKeyFormat.Bfl ? "BFL's" : "XLabs'")} Flux layout (double_blocks / single_blocks), which adapts a Flux transformer, not a {model.GetType().Name}.");
         var modules = model.named_modules().ToDictionary(m => m.name, m => m.module, StringComparer.Ordinal);
         // BFL names, in BFL's own files and in kohya sd-scripts' Flux files (lora_unet_double_blocks_...).
-        var original = flux is not null && (Format == LoraKeyFormat.Bfl || (Format == LoraKeyFormat.Kohya && Component == "unet"))
+        var original = flux is not null && (Format is LoraKeyFormat.Bfl or LoraKeyFormat.XLabs || (Format == LoraKeyFormat.Kohya && Component == "unet"))
             ? FluxOriginalLayout.Layers(flux.Config) : null;
         var kohyaNames = Format == LoraKeyFormat.Kohya && original is null ? KohyaModuleNames.Table(model) : null;
         var claimed = new Dictionary<string, string>(StringComparer.Ordinal);

@@ -15,7 +15,7 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Tests.Loaders;
 
 /// <summary>
-/// Flux LoRAs in the original BFL module layout (BFL's control LoRAs, kohya sd-scripts, ComfyUI): the names and rows
+/// Flux LoRAs in the original BFL module layout (BFL's control LoRAs, kohya sd-scripts, ComfyUI, XLabs): the names and rows
 /// against diffusers 0.36.0's own converters at full size (local-diffusers/flux-lora-layouts/mapping.json, written by
 /// tools/reference/flux_lora_layouts.py), and the fused deltas on the tiny transformer against their definition.
 /// </summary>
@@ -37,6 +37,7 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
     [InlineData("bfl_control")]
     [InlineData("kohya")]
     [InlineData("comfyui")]
+    [InlineData("xlabs")]
     public void OriginalLayoutsResolveAsDiffusersConvertsThem(string layout)
     {
         var mapping = JsonNode.Parse(File.ReadAllText(Fixtures.Path("local-diffusers/flux-lora-layouts/mapping.json")))![layout]!;
@@ -59,10 +60,15 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
             {
                 foreach (var (component, lora) in parts)
                 {
-                    Assert.Equal(layout == "bfl_control" ? "transformer" : "unet", component);
+                    Assert.Equal(layout is "bfl_control" or "xlabs" ? "transformer" : "unet", component);
                     var plan = lora.Targets(transformer);
                     const string prefix = "transformer";
-                    var (down, up) = layout == "bfl_control" ? (".lora_A.weight", ".lora_B.weight") : (".lora_down.weight", ".lora_up.weight");
+                    var (down, up) = layout switch
+                    {
+                        "bfl_control" => (".lora_A.weight", ".lora_B.weight"),
+                        "xlabs" => (".down.weight", ".up.weight"),
+                        _ => (".lora_down.weight", ".lora_up.weight"),
+                    };
                     foreach (var t in plan.Targets)
                     {
                         ours[$"{prefix}.{t.Name}.lora_A.weight"] = (t.Source + down, t.Down.shape, Runs(t.Down));
@@ -70,8 +76,9 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
                         if (t.UpBias is { } bias) ours[$"{prefix}.{t.Name}.lora_B.bias"] = (t.Source + ".lora_B.bias", bias.shape, Runs(bias));
                     }
                     foreach (var (name, source, _, value) in plan.Replacements) ours[$"{prefix}.{name}"] = (source, value.shape, Runs(value));
-                    // FLUX.1-dev's x_embedder takes 64; every file's img_in takes 128, as the control LoRAs' does.
-                    Assert.Equal(128, Assert.Single(plan.Widen).Value);
+                    // FLUX.1-dev's x_embedder takes 64; every file's img_in takes 128, as the control LoRAs' does (XLabs': none).
+                    if (layout == "xlabs") Assert.Empty(plan.Widen);
+                    else Assert.Equal(128, Assert.Single(plan.Widen).Value);
                 }
             }
             finally
@@ -87,7 +94,7 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
             string name = key;
             if (!key.StartsWith("transformer.", StringComparison.Ordinal))
             {
-                Assert.NotEqual("bfl_control", layout);
+                Assert.True(layout is "kohya" or "comfyui", key);
                 Assert.Matches("^(x_embedder|context_embedder|time_text_embed|norm_out|proj_out)\\.", key);
                 name = "transformer." + key;
                 unprefixed++;
@@ -106,8 +113,8 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
             Assert.Equal(node["shape"]!.AsArray().Select(d => (long)d!), mine.Shape);
         }
         Assert.Empty(ours.Keys.Except(theirs));
-        Assert.Equal(layout == "comfyui" ? 0 : 1, swapped);
-        Assert.Equal(layout switch { "bfl_control" => 0, "kohya" => 20, _ => 12 }, unprefixed);
+        Assert.Equal(layout is "bfl_control" or "kohya" ? 1 : 0, swapped);
+        Assert.Equal(layout switch { "kohya" => 20, "comfyui" => 12, _ => 0 }, unprefixed);
         output.WriteLine($"{layout}: {theirs.Count} converted tensors equal ({swapped} rank-swapped down matrix, {unprefixed} non-block tensors diffusers leaves unprefixed)");
     }
 
@@ -215,7 +222,7 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
             SafetensorsWriter.Save(Path.Combine(_dir, name), shapes.ToDictionary(kv => kv.Key, kv => zeros(kv.Value)));
         Write("deep.safetensors", new() { ["double_blocks.5.img_mlp.0.lora_A.weight"] = [2, 32], ["double_blocks.5.img_mlp.0.lora_B.weight"] = [128, 2] });
         Write("qkv.safetensors", new() { ["double_blocks.0.img_attn.qkv.lora_A.weight"] = [2, 32], ["double_blocks.0.img_attn.qkv.lora_B.weight"] = [90, 2] });
-        Write("xlabs.safetensors", new() { ["double_blocks.0.processor.proj_lora1.down.weight"] = [2, 32], ["double_blocks.0.processor.proj_lora1.up.weight"] = [32, 2] });
+        Write("xlabs.safetensors", new() { ["double_blocks.0.processor.proj_lora3.down.weight"] = [2, 32], ["double_blocks.0.processor.proj_lora3.up.weight"] = [32, 2] });
         Write("alpha.safetensors", new() { ["img_in.lora_A.weight"] = [2, 64], ["img_in.lora_B.weight"] = [32, 2], ["img_in.alpha"] = [] });
         using var components = LocalDiffusersFlux.Components();
         var before = components.Transformer.parameters().Select(p => p.detach().clone()).ToList();
