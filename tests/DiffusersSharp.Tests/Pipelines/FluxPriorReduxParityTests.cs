@@ -19,8 +19,9 @@ namespace DiffusersSharp.Tests.Pipelines;
 /// encode_prompt path), one image, two images with per-image scale lists and two with single scales; then diffusers'
 /// FluxPipeline on local-diffusers/flux's tiny transformer given the prior's output. Float32 on the CPU, bound 1e-5 x
 /// max(1, max |expected|) as the Flux parity tests. Measured (max |diff|): pixel values 0 (exact); SigLIP last hidden
-/// state up to 9.5e-7 (of 4.6); image embeddings 4.8e-7 (of 2.6); prior prompt embeddings 7.2e-7 (of 5.4), pooled 0;
-/// FluxPipeline given our prior's output: step latents up to 7.2e-7 (of 4.9), image 4.8e-7.
+/// state up to 1.2e-6 (of 2.9); image embeddings 1.3e-6 (of 2.0); prior prompt embeddings up to 1.8e-6 (of 5.4), pooled 0;
+/// FluxPipeline given our prior's output: step latents up to 2.5e-6 (of 4.9), image 4.0e-6; the zeros path's image rows
+/// 1.8e-6.
 /// diffusers' zeros path (no text encoder) hard-codes [B, 512, 4096] / [B, 768], which no tiny embedder meets, so it is
 /// checked on its own: zero rows, and image rows equal to diffusers' recorded image embeddings weighted and summed.
 /// </summary>
