@@ -96,6 +96,17 @@ public sealed class FluxReduxCliTests : IDisposable
     }
 
     [Fact]
+    public void InfoDescribesAReduxFolder()
+    {
+        var (code, stdout, stderr) = CliRunner.Run("info", "--model", Redux);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("FluxPriorReduxPipeline", stdout);
+        Assert.Contains("ReduxImageEncoder", stdout);
+        Assert.Contains("SiglipVisionModel", stdout);
+        Assert.Contains("image_processor", stdout);
+    }
+
+    [Fact]
     public void ReduxOnAModelOtherThanFluxIsRefused()
     {
         var (code, _, stderr) = CliRunner.Run(["generate", "--model", Fixtures.TinySd3Model, "--prompt", "a", "--redux", Redux, "--redux-image", Image1,
