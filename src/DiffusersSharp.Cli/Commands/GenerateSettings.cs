@@ -312,6 +312,53 @@ public class GenerateSettings : ModelSettings
         return null;
     }
 
+    /// <summary>A FLUX.1-Redux folder or repo.</summary>
+    [CommandOption("--redux <FOLDER_OR_REPO>"), Description("FLUX.1 models: a FLUX.1-Redux prior (diffusers' FluxPriorReduxPipeline; a folder or hub repo such as black-forest-labs/FLUX.1-Redux-dev) that turns --redux-image into the prompt embeddings of the run (image variation). With --prompt (and --prompt-2) the base model's text encoders encode it inside the prior, once per image, as diffusers' experimental prompt input; without it the text part is zeros, as diffusers'. --negative-prompt with --true-cfg is encoded by the base model as usual. Not with --prompt-embeds.")]
+    public string? Redux { get; init; }
+
+    /// <summary>The Redux images.</summary>
+    [CommandOption("--redux-image <FILE>"), Description("With --redux: an image to vary (PNG or JPEG); repeat for several, whose embeddings are weighted by the scales and summed.")]
+    public string[]? ReduxImage { get; init; }
+
+    /// <summary>The Redux prompt_embeds_scale.</summary>
+    [CommandOption("--redux-scale <S>"), Description("With --redux: the weight of each image's text + image tokens (diffusers' prompt_embeds_scale, default 1.0), once for all images or once per --redux-image.")]
+    public string[]? ReduxScale { get; init; }
+
+    /// <summary>The Redux pooled_prompt_embeds_scale.</summary>
+    [CommandOption("--redux-pooled-scale <S>"), Description("With --redux: the weight of each image's pooled embedding (diffusers' pooled_prompt_embeds_scale, default 1.0), once for all images or once per --redux-image.")]
+    public string[]? ReduxPooledScale { get; init; }
+
+    /// <summary>The parsed --redux-scale values (one for all, or one per image), or null.</summary>
+    public double[]? ReduxScaleValues => ParseAll(ReduxScale);
+
+    /// <summary>The parsed --redux-pooled-scale values, or null.</summary>
+    public double[]? ReduxPooledScaleValues => ParseAll(ReduxPooledScale);
+
+    private string? CheckRedux()
+    {
+        if (Redux is null)
+        {
+            string? stray = Given(ReduxImage) ? "--redux-image" : Given(ReduxScale) ? "--redux-scale" : Given(ReduxPooledScale) ? "--redux-pooled-scale" : null;
+            return stray is null ? null : $"{stray} needs --redux.";
+        }
+        if (!Hub.ModelSource.IsRepoId(Redux) && !HubFileReference.TryParse(Redux, out _) && !Directory.Exists(Redux))
+            return $"--redux folder not found: {Redux} (a FLUX.1-Redux folder in the diffusers layout, or a hub repo id such as black-forest-labs/FLUX.1-Redux-dev).";
+        if (!Given(ReduxImage)) return "--redux needs --redux-image (one or more images).";
+        foreach (var image in ReduxImage!)
+            if (string.IsNullOrWhiteSpace(image) || !File.Exists(image)) return $"--redux-image not found: {image}.";
+        if (PromptEmbeds is not null) return "--redux and --prompt-embeds cannot be combined: the Redux prior makes the prompt embeddings (give --prompt to encode a prompt inside it).";
+        int n = ReduxImage.Length;
+        foreach (var (name, values) in new[] { ("--redux-scale", ReduxScale), ("--redux-pooled-scale", ReduxPooledScale) })
+        {
+            if (!Given(values)) continue;
+            if (values!.Length != 1 && values.Length != n) return $"{name} is given once for all images or once per --redux-image ({n}), got {values.Length}.";
+            foreach (var value in values)
+                if (!double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+                    return $"{name} must be a finite number, got '{value}'.";
+        }
+        return null;
+    }
+
     /// <summary>The IP-Adapter's image prompt.</summary>
     [CommandOption("--ip-adapter-image <FILE>"), Description("With --ip-adapter: the image prompt (diffusers' ip_adapter_image).")]
     public string? IpAdapterImage { get; init; }
@@ -426,7 +473,7 @@ public class GenerateSettings : ModelSettings
     protected override string? Check()
     {
         if (base.Check() is { } error) return error;
-        if (Prompt is null && PromptEmbeds is null) return "--prompt is required (or --prompt-embeds).";
+        if (Prompt is null && PromptEmbeds is null && Redux is null) return "--prompt is required (or --prompt-embeds, or --redux with --redux-image).";
         if (Prompt is not null && PromptEmbeds is not null) return "give either --prompt or --prompt-embeds, not both.";
         if (PromptEmbeds is not null && !File.Exists(PromptEmbeds)) return $"--prompt-embeds file not found: {PromptEmbeds}.";
         if (Steps is < 1) return $"--steps must be at least 1, got {Steps}.";
@@ -451,6 +498,7 @@ public class GenerateSettings : ModelSettings
         catch (Exception e) when (e is ArgumentException or FormatException or OverflowException) { return e.Message; }
         if (CheckControlNet() is { } controlError) return controlError;
         if (CheckIpAdapter() is { } ipAdapterError) return ipAdapterError;
+        if (CheckRedux() is { } reduxError) return reduxError;
         if (CheckAdapter() is { } adapterError) return adapterError;
         if (GeneratorDevice.Trim().ToLowerInvariant() is not ("cpu" or "cuda")) return $"--generator-device must be cpu or cuda, got '{GeneratorDevice}'.";
         string ext = Path.GetExtension(Output).ToLowerInvariant();

@@ -57,6 +57,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (model.Flux is { } flux)
         {
             var fluxRequest = FillFlux(pipelines.FluxRequest(model.PipelineClass)); // FluxControlPipeline for FLUX.1-dev with a control LoRA
+            if (model.ReduxLoader is { } loadRedux) fluxRequest = WithRedux(fluxRequest, flux, loadRedux, ct);
             using var fluxResult = pipelines.RunFlux(flux, fluxRequest, hooks, ct);
             int defaultSteps = fluxRequest is FluxFillRequest ? FluxFillPipeline.DefaultFillSteps : FluxPipelineBase.DefaultSteps;
             return new Generated(fluxResult.Images!, Parameters(verb, settings.Steps ?? defaultSteps, model.Name, "FlowMatchEulerDiscrete",
@@ -187,6 +188,33 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         return request;
     }
 
+    /// <summary>
+    /// Runs the --redux prior on the --redux-image files (with --prompt / --prompt-2 encoded by the model's text encoders
+    /// inside it, else its zero text part) and puts its output into <paramref name="request"/> in place of the prompt, as
+    /// diffusers' <c>pipe(**pipe_prior_output)</c>; the prior is freed before the Flux run.
+    /// </summary>
+    private T WithRedux<T>(T request, FluxComponents flux, Func<FluxComponents?, CancellationToken, FluxPriorReduxPipeline> load, CancellationToken ct)
+        where T : FluxRequest
+    {
+        var images = settings.ReduxImage!.Select(ImageFile.LoadRgb).ToArray();
+        static OneOrMany<double> Scale(double[]? values) => values is null ? 1.0 : values.Length == 1 ? values[0] : values;
+        output.Error.WriteLine($"loading {settings.Redux} (FLUX.1-Redux prior)");
+        FluxPriorReduxOutput conditioning;
+        using (var prior = load(settings.Prompt is null ? null : flux, ct))
+        {
+            prior.OnPromptTruncated = OnTruncated;
+            conditioning = Track(prior.Generate(new FluxPriorReduxRequest
+            {
+                Images = images,
+                Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
+                Prompt2 = settings.Prompt2 is null ? null : (PromptList?)settings.Prompt2,
+                PromptEmbedsScale = Scale(settings.ReduxScaleValues),
+                PooledPromptEmbedsScale = Scale(settings.ReduxPooledScaleValues),
+            }, ct));
+        }
+        return request with { Prompt = null, Prompt2 = null, PromptEmbeds = conditioning.PromptEmbeds, PooledPromptEmbeds = conditioning.PooledPromptEmbeds };
+    }
+
     private T Track<T>(T item) where T : IDisposable
     {
         _owned.Add(item);
@@ -254,6 +282,13 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             fields.Add($"T2I-Adapter{(settings.Adapters.Count > 1 ? $" {i + 1}" : "")}: {settings.Adapters[i]}:{scale.ToString(inv)}");
         }
         if (settings.AdapterFactorValue is { } factor) fields.Add($"Adapter factor: {factor.ToString(inv)}");
+        if (settings.Redux is { } redux)
+        {
+            double[] scales = settings.ReduxScaleValues ?? [1.0], pooled = settings.ReduxPooledScaleValues ?? [1.0];
+            for (int i = 0; i < settings.ReduxImage!.Length; i++)
+                fields.Add($"Redux{(settings.ReduxImage.Length > 1 ? $" {i + 1}" : "")}: {redux}, {Path.GetFileName(settings.ReduxImage[i])}:" +
+                           $"{scales[scales.Length == 1 ? 0 : i].ToString(inv)}/{pooled[pooled.Length == 1 ? 0 : i].ToString(inv)}");
+        }
         if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");
         if (settings is { IpAdapter: { } ipAdapter, IpAdapterImage: not null })
             fields.Add($"IP-Adapter: {Path.GetFileName(ipAdapter)}{(settings.IpAdapterScaleValue is { } ipScale ? ":" + ipScale.ToString(inv) : "")}");

@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using DiffusersSharp.Images;
 using DiffusersSharp.IO;
 using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.ImageEncoders;
 using DiffusersSharp.Models.ControlNets;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines;
@@ -113,6 +114,29 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>The Flux.1 components, or null for another family.</summary>
     public FluxComponents? Flux { get; }
 
+    /// <summary>Loads the --redux prior (checked against the model before any weights loaded) with the given text
+    /// encoders, or null without --redux.</summary>
+    public Func<FluxComponents?, CancellationToken, FluxPriorReduxPipeline>? ReduxLoader { get; private set; }
+
+    /// <summary>
+    /// Checks a --redux folder against the base Flux model before any weights load: a FLUX.1-Redux pipeline folder whose
+    /// image embedder gives tokens of the transformer's text width and, without a prompt (<paramref name="zeroText"/>), whose
+    /// zero pooled embedding (768 wide, as diffusers hard-codes it) fits the transformer. Returns the folder.
+    /// </summary>
+    private static string CheckRedux(string redux, string reduxFolder, string modelFolder, bool zeroText)
+    {
+        string reduxClass = ModelIndex.Read(reduxFolder).ClassName;
+        if (reduxClass != Hub.HubFileSelector.FluxPriorReduxPipelineClass)
+            throw new ArgumentException($"--redux {redux} is a {reduxClass}, not a FLUX.1-Redux prior ({Hub.HubFileSelector.FluxPriorReduxPipelineClass}, e.g. black-forest-labs/FLUX.1-Redux-dev).");
+        var embedder = ConfigJson.Read<ReduxImageEncoderConfig>(Path.Combine(reduxFolder, "image_embedder", "config.json"));
+        var transformer = ConfigJson.Read<FluxTransformer2DModelConfig>(Path.Combine(modelFolder, "transformer", "config.json"));
+        if (embedder.TxtInFeatures != transformer.JointAttentionDim)
+            throw new ArgumentException($"--redux {redux} gives tokens of width {embedder.TxtInFeatures} (txt_in_features), but the model's transformer takes text of width {transformer.JointAttentionDim} (joint_attention_dim): use a Redux prior made for this model.");
+        if (zeroText && transformer.PooledProjectionDim != FluxPriorReduxPipeline.ZeroPooledPromptEmbedsDim)
+            throw new ArgumentException($"--redux without --prompt gives a zero pooled embedding of width {FluxPriorReduxPipeline.ZeroPooledPromptEmbedsDim} (diffusers' FLUX.1 size), but the model's transformer takes {transformer.PooledProjectionDim} (pooled_projection_dim): give --prompt, which the model's own text encoders encode.");
+        return reduxFolder;
+    }
+
     /// <summary>
     /// Resolves --model (downloading a hub repo), checks generation options (when <paramref name="settings"/> has them)
     /// against the model's family before any weights load, loads the components and fuses --lora.
@@ -152,10 +176,12 @@ internal sealed class LoadedModel : IDisposable
         var controlNets = ControlNetsOf(settings);
         if (family == Family.Flux && controlNets.Count > 0) CheckFluxControlNet(settings.Model!, pipelineClass);
         var textualInversions = TextualInversionFiles(settings, pipelineClass, family, options, ct);
+        string? reduxFolder = null;
         if (settings is GenerateSettings generate)
         {
             CheckOptions(generate, pipelineClass, family);
             if (family == Family.Sd3 && settings.SingleFile is null) CheckSd3Size(generate, folder);
+            if (generate.Redux is { } redux) reduxFolder = CheckRedux(redux, options.ResolveFolder(redux, ct), folder, zeroText: generate.Prompt is null);
         }
         var adapters = AdaptersOf(settings);
         if (settings is ServeCommand.Settings && adapters.Count > 0 && family != Family.UNet)
@@ -180,6 +206,8 @@ internal sealed class LoadedModel : IDisposable
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
         if (lora is not null) (model.LoraFile, model.LoraScale) = (lora, settings.LoraScaleValue);
+        if (reduxFolder is not null)
+            model.ReduxLoader = (textEncoders, token) => FluxPriorReduxPipeline.FromPretrained(reduxFolder, options, textEncoders, token);
         (model.IpAdapter, model.IpAdapterImageEncoder) = (settings.IpAdapter, settings.IpAdapterImageEncoder);
         return model;
     }
@@ -436,6 +464,8 @@ internal sealed class LoadedModel : IDisposable
         }
         if (family != Family.Flux && settings.TrueCfg is not null)
             throw new ArgumentException($"--true-cfg applies to Flux models; {settings.Model} is a {pipelineClass}.");
+        if (family != Family.Flux && settings.Redux is not null)
+            throw new ArgumentException($"--redux applies to FLUX.1 models (FLUX.1-Redux makes Flux prompt embeddings); {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux)
         {
             string? notFlux = settings.NoT5 ? "--no-t5" : settings.Prompt3 is not null ? "--prompt-3" : settings.SkipLayers is not null ? "--skip-layers"

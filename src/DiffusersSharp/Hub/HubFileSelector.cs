@@ -24,6 +24,18 @@ public static partial class HubFileSelector
         "safety_checker", "feature_extractor", "image_encoder",
     };
 
+    /// <summary>model_index.json's class of FLUX.1-Redux (diffusers' <c>FluxPriorReduxPipeline</c>), whose image encoder and
+    /// feature extractor are what it runs.</summary>
+    public const string FluxPriorReduxPipelineClass = "FluxPriorReduxPipeline";
+
+    /// <summary>
+    /// Whether <paramref name="component"/> of a pipeline of class <paramref name="pipelineClass"/> is one DiffusersSharp
+    /// never loads (<see cref="UnusedComponents"/>), except where that pipeline runs it: FLUX.1-Redux's
+    /// <c>image_encoder</c> (SigLIP) and <c>feature_extractor</c> (its SiglipImageProcessor config).
+    /// </summary>
+    public static bool IsUnused(string component, string? pipelineClass) =>
+        UnusedComponents.Contains(component) && pipelineClass != FluxPriorReduxPipelineClass;
+
     private static readonly string[] SideFileExtensions = [".json", ".txt", ".model", ".tiktoken"];
     private static readonly string[] OtherWeightExtensions =
         [".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx", ".onnx_data", ".pb", ".gguf", ".ot"];
@@ -39,7 +51,7 @@ public static partial class HubFileSelector
         var selected = new List<string> { ModelIndexFile };
         foreach (var (component, spec) in index.Components.OrderBy(c => c.Key, StringComparer.Ordinal))
         {
-            if (spec.IsEmpty || UnusedComponents.Contains(component)) continue;
+            if (spec.IsEmpty || IsUnused(component, index.ClassName)) continue;
             string prefix = component + "/";
             var names = repoFiles.Where(f => f.StartsWith(prefix, StringComparison.Ordinal) && f.IndexOf('/', prefix.Length) < 0)
                 .Select(f => f[prefix.Length..]).ToList();

@@ -165,7 +165,7 @@ public static partial class ModelSource
         catch (InvalidDataException) { return null; }
         foreach (var (component, spec) in index.Components)
         {
-            if (spec.IsEmpty || HubFileSelector.UnusedComponents.Contains(component)) continue;
+            if (spec.IsEmpty || HubFileSelector.IsUnused(component, index.ClassName)) continue;
             string folder = Path.Combine(snapshot, component);
             if (!Directory.Exists(folder) || !Directory.EnumerateFiles(folder).Any(File.Exists)) return null;
             if (File.Exists(Path.Combine(folder, "config.json")) && !options.ConfigOnlyComponents.Contains(component)

@@ -9,7 +9,7 @@ namespace DiffusersSharp.Models;
 /// <param name="Name">Component name (model_index.json key), or the folder/file name.</param>
 /// <param name="Library">"diffusers" or "transformers" when known.</param>
 /// <param name="ClassName">The component class.</param>
-/// <param name="Kind">Model, tokenizer or scheduler.</param>
+/// <param name="Kind">Model, tokenizer, scheduler or image processor.</param>
 /// <param name="Source">"safetensors" (counted from headers), "config" (built on the meta device) or "files".</param>
 /// <param name="Dtypes">Stored dtypes of the weights (from headers); the config's torch_dtype when counted from a config.</param>
 /// <param name="Tensors">Number of tensors (state_dict keys).</param>
@@ -42,7 +42,7 @@ public static class ModelInspector
             foreach (var (name, spec) in index.Components.OrderBy(c => c.Key, StringComparer.Ordinal))
             {
                 // Optional components DiffusersSharp never loads (the safety checker...) are left out, as downloads leave them.
-                if (spec.IsEmpty || Hub.HubFileSelector.UnusedComponents.Contains(name)) continue;
+                if (spec.IsEmpty || Hub.HubFileSelector.IsUnused(name, index.ClassName)) continue;
                 components.Add(Component(name, spec.Library, spec.ClassName!, System.IO.Path.Combine(path, name)));
             }
             return new ModelInfo(path, index.ClassName, components);
@@ -83,7 +83,7 @@ public static class ModelInspector
 
     private static JsonNode? ReadConfig(string folder)
     {
-        foreach (var file in new[] { "config.json", "scheduler_config.json", "tokenizer_config.json" })
+        foreach (var file in new[] { "config.json", "scheduler_config.json", "tokenizer_config.json", "preprocessor_config.json" })
         {
             string p = System.IO.Path.Combine(folder, file);
             if (!File.Exists(p)) continue;
@@ -99,6 +99,7 @@ public static class ModelInspector
         if (config is null) return null;
         string? cls = config["_class_name"]?.GetValue<string>();
         if (cls is not null) return cls;
-        return config["architectures"] is JsonArray { Count: > 0 } a ? a[0]?.GetValue<string>() : config["tokenizer_class"]?.GetValue<string>();
+        return config["architectures"] is JsonArray { Count: > 0 } a ? a[0]?.GetValue<string>()
+            : config["tokenizer_class"]?.GetValue<string>() ?? config["image_processor_type"]?.GetValue<string>();
     }
 }

@@ -13,6 +13,8 @@ public enum ComponentKind
     Tokenizer,
     /// <summary>A scheduler (a config only).</summary>
     Scheduler,
+    /// <summary>An image processor (a preprocessing config, <c>preprocessor_config.json</c>, no weights).</summary>
+    ImageProcessor,
 }
 
 /// <summary>
@@ -35,6 +37,8 @@ public static class ModelRegistry
         ["CLIPTextModel"] = (config, device) => new TextEncoders.CLIPTextModel(ConfigJson.Read<TextEncoders.CLIPTextConfig>(config), device),
         ["CLIPTextModelWithProjection"] = (config, device) => new TextEncoders.CLIPTextModelWithProjection(ConfigJson.Read<TextEncoders.CLIPTextConfig>(config), device),
         ["CLIPVisionModelWithProjection"] = (config, device) => new ImageEncoders.CLIPVisionModelWithProjection(ConfigJson.Read<ImageEncoders.CLIPVisionConfig>(config), device),
+        ["SiglipVisionModel"] = (config, device) => new ImageEncoders.SiglipVisionModel(ConfigJson.Read<ImageEncoders.SiglipVisionConfig>(config), device),
+        ["ReduxImageEncoder"] = (config, device) => new ImageEncoders.ReduxImageEncoder(ConfigJson.Read<ImageEncoders.ReduxImageEncoderConfig>(config), device),
         ["T5EncoderModel"] = (config, device) => new TextEncoders.T5EncoderModel(ConfigJson.Read<TextEncoders.T5Config>(config), device),
     };
 
@@ -52,8 +56,13 @@ public static class ModelRegistry
         "LCMScheduler", "DDPMScheduler", "TCDScheduler", "IPNDMScheduler",
     };
 
+    private static readonly HashSet<string> ImageProcessors = new(StringComparer.Ordinal)
+    {
+        "SiglipImageProcessor",
+    };
+
     /// <summary>Every supported class name.</summary>
-    public static IEnumerable<string> KnownClasses => Builders.Keys.Concat(Tokenizers).Concat(Schedulers).Order(StringComparer.Ordinal);
+    public static IEnumerable<string> KnownClasses => Builders.Keys.Concat(Tokenizers).Concat(Schedulers).Concat(ImageProcessors).Order(StringComparer.Ordinal);
 
     /// <summary>The kind of <paramref name="className"/>; throws <see cref="UnknownComponentException"/> for an unsupported class.</summary>
     public static ComponentKind KindOf(string component, string className)
@@ -61,6 +70,7 @@ public static class ModelRegistry
         if (Builders.ContainsKey(className)) return ComponentKind.Model;
         if (Tokenizers.Contains(className)) return ComponentKind.Tokenizer;
         if (Schedulers.Contains(className)) return ComponentKind.Scheduler;
+        if (ImageProcessors.Contains(className)) return ComponentKind.ImageProcessor;
         throw new UnknownComponentException(component, className, KnownClasses);
     }
 

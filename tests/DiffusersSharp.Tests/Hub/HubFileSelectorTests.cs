@@ -60,6 +60,25 @@ public sealed class HubFileSelectorTests
     }
 
     [Fact]
+    public void FLUX_1_Redux_fetches_its_image_encoder_and_feature_extractor()
+    {
+        // black-forest-labs/FLUX.1-Redux-dev: the prior runs both; the original single file at the root is not fetched.
+        var index = new ModelIndex("FluxPriorReduxPipeline", null, new Dictionary<string, ComponentSpec>
+        {
+            ["feature_extractor"] = new("transformers", "SiglipImageProcessor"),
+            ["image_embedder"] = new("flux", "ReduxImageEncoder"),
+            ["image_encoder"] = new("transformers", "SiglipVisionModel"),
+            ["text_encoder"] = new(null, null),
+        });
+        string[] repo = ["model_index.json", "flux1-redux-dev.safetensors", "feature_extractor/preprocessor_config.json",
+            "image_embedder/config.json", "image_embedder/diffusion_pytorch_model.safetensors", "image_encoder/config.json",
+            "image_encoder/model.safetensors"];
+        Assert.Equal(["model_index.json", "feature_extractor/preprocessor_config.json", "image_embedder/config.json",
+            "image_embedder/diffusion_pytorch_model.safetensors", "image_encoder/config.json", "image_encoder/model.safetensors"],
+            HubFileSelector.Select(repo, index, null, "black-forest-labs/FLUX.1-Redux-dev"));
+    }
+
+    [Fact]
     public void Components_from_a_single_file_fetch_only_their_configs()
     {
         var files = HubFileSelector.Select(Repo, Index, null, "o/r", new HashSet<string> { "transformer" });

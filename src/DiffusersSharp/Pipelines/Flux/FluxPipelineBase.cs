@@ -150,8 +150,10 @@ public abstract partial class FluxPipelineBase : IDisposable
             throw new ArgumentException("prompt_embeds needs pooled_prompt_embeds too (they come from the same encode_prompt call).");
         if (r.NegativePromptEmbeds is not null && r.NegativePooledPromptEmbeds is null)
             throw new ArgumentException("negative_prompt_embeds needs negative_pooled_prompt_embeds too.");
-        if (r.PromptEmbeds is not null && r.NegativePromptEmbeds is not null && !r.PromptEmbeds.shape.SequenceEqual(r.NegativePromptEmbeds.shape))
-            throw new ArgumentException("prompt_embeds and negative_prompt_embeds must have the same shape.");
+        // The two sides run as separate transformer passes with their own text ids, so their token counts may differ (a
+        // FLUX.1-Redux prior's embeddings against a 512-token negative prompt), as in diffusers; batch and width may not.
+        if (r.PromptEmbeds is not null && r.NegativePromptEmbeds is not null && !SameBatchAndWidth(r.PromptEmbeds, r.NegativePromptEmbeds))
+            throw new ArgumentException($"prompt_embeds [{string.Join(", ", r.PromptEmbeds.shape)}] and negative_prompt_embeds [{string.Join(", ", r.NegativePromptEmbeds.shape)}] must have the same batch and width (their token counts may differ).");
         if (r.Generator is not null && r.Generators is not null)
             throw new ArgumentException("Give one generator or a list of generators, not both.");
         int batch = BatchSize(r);
@@ -258,10 +260,19 @@ public abstract partial class FluxPipelineBase : IDisposable
         PromptList? neg2 = request.NegativePrompt2 is { } np2 ? new PromptList(np2.Broadcast(prompts, "negative_prompt_2")) : (PromptList?)null;
         var negative = encoder.Encode(neg, neg2, request.NegativePromptEmbeds, request.NegativePooledPromptEmbeds,
             request.NumImagesPerPrompt, request.MaxSequenceLength, device, idsDtype);
-        if (!negative.PromptEmbeds.shape.SequenceEqual(positive.PromptEmbeds.shape))
-            throw new ArgumentException($"negative prompt embeddings [{string.Join(", ", negative.PromptEmbeds.shape)}] must have the shape of the prompt's [{string.Join(", ", positive.PromptEmbeds.shape)}].");
+        if (!SameBatchAndWidth(negative.PromptEmbeds, positive.PromptEmbeds))
+        {
+            string message = $"negative prompt embeddings [{string.Join(", ", negative.PromptEmbeds.shape)}] must have the batch and width of the prompt's [{string.Join(", ", positive.PromptEmbeds.shape)}].";
+            positive.Dispose();
+            negative.Dispose();
+            throw new ArgumentException(message);
+        }
         return (positive, negative);
     }
+
+    /// <summary>Whether two [B, S, D] prompt embeddings agree on B and D (true CFG's two passes may differ in S).</summary>
+    private static bool SameBatchAndWidth(Tensor a, Tensor b) =>
+        a.dim() == 3 && b.dim() == 3 && a.shape[0] == b.shape[0] && a.shape[2] == b.shape[2];
 
     /// <summary>
     /// A scheduler for one call with its timesteps set as diffusers' <c>retrieve_timesteps</c>: the request's sigmas or
