@@ -149,6 +149,10 @@ internal sealed class LoadedModel : IDisposable
             Device = settings.Device,
             Variant = settings.Variant,
             LoadTextEncoder3 = !settings.NoT5,
+            // FLUX.1-Redux without any prompt runs on the prior's embeddings alone: the text encoders (T5-XXL's 9.5 GB) are
+            // neither fetched nor loaded, as diffusers' example passes text_encoder=None, text_encoder_2=None (kept when a
+            // --lora or --textual-inversion may adapt them).
+            LoadTextEncoders = settings is not GenerateSettings { Redux: not null, Prompt: null, Prompt2: null, NegativePrompt: null, Lora: null, TextualInversion: null },
             Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
             HubToken = settings.Token,
             Revision = settings.Revision,

@@ -19,6 +19,14 @@ public sealed record PipelineLoadOptions
     public bool LoadTextEncoder3 { get; init; } = true;
 
     /// <summary>
+    /// Flux: load the text encoders (CLIP <c>text_encoder</c> and T5 <c>text_encoder_2</c>). False leaves them out, as
+    /// diffusers' <c>FluxPipeline.from_pretrained(repo, text_encoder=None, text_encoder_2=None)</c> does for FLUX.1-Redux:
+    /// requests must then give prompt embeddings (a Redux prior's output); the tokenizers are left out too. Other families
+    /// refuse false.
+    /// </summary>
+    public bool LoadTextEncoders { get; init; } = true;
+
+    /// <summary>
     /// <see cref="OffloadMode.Model"/> loads the models on the CPU and moves each to <see cref="Device"/> only while it
     /// is used (diffusers' <c>enable_model_cpu_offload</c>).
     /// </summary>
@@ -46,8 +54,23 @@ public sealed record PipelineLoadOptions
     /// <summary>The hub options these load options imply (token, revision, variant; the rest from the environment).</summary>
     internal Hub.HubOptions HubOptions => new()
     {
-        Token = HubToken, Revision = Revision ?? "main", Variant = Variant, ConfigOnlyComponents = SingleFileComponents,
+        Token = HubToken, Revision = Revision ?? "main", Variant = Variant, ConfigOnlyComponents = ConfigOnlyComponents,
     };
+
+    /// <summary>
+    /// Components whose weights are not fetched: those <see cref="SingleFile"/> replaces, and the text encoders left out
+    /// (diffusers downloads no component passed as None either); their configs still come, so that folders stay complete.
+    /// </summary>
+    private IReadOnlySet<string> ConfigOnlyComponents
+    {
+        get
+        {
+            var components = new HashSet<string>(SingleFileComponents, StringComparer.Ordinal);
+            if (!LoadTextEncoder3) components.Add("text_encoder_3");
+            if (!LoadTextEncoders) components.UnionWith(["text_encoder", "text_encoder_2"]);
+            return components;
+        }
+    }
 
     /// <summary>The components <see cref="SingleFile"/> replaces (read from its keys; none without one).</summary>
     internal IReadOnlySet<string> SingleFileComponents =>

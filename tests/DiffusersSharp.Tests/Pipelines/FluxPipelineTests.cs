@@ -42,6 +42,32 @@ public sealed class FluxPipelineTests(TinyFluxPipeline tiny, Xunit.Abstractions.
         Generator = new Generator("cpu").ManualSeed(seed), MaxSequenceLength = 16,
     };
 
+    /// <summary>
+    /// LoadTextEncoders = false (diffusers' text_encoder=None, text_encoder_2=None, as for FLUX.1-Redux): the encoders are
+    /// not loaded nor fetched (config only), prompt embeddings give the image the full components give, and a prompt is
+    /// refused with the reason. The other families refuse the option.
+    /// </summary>
+    [Fact]
+    public void WithoutTextEncodersEmbeddingsGiveTheSameImage()
+    {
+        var options = new PipelineLoadOptions { LoadTextEncoders = false };
+        Assert.Superset(new HashSet<string> { "text_encoder", "text_encoder_2" }, options.HubOptions.ConfigOnlyComponents.ToHashSet());
+        Assert.Contains("text_encoder_3", (new PipelineLoadOptions { LoadTextEncoder3 = false }).HubOptions.ConfigOnlyComponents);
+        using var bare = FluxComponents.FromPretrained(tiny.Folder, options);
+        Assert.Null(bare.TextEncoder);
+        Assert.Null(bare.TextEncoder2);
+        using var full = new FluxPipeline(tiny.Components);
+        using var encoded = tiny.Components.CreatePromptEncoder().Encode("a red circle", null, null, null, 1, 16, CPU, ScalarType.Float32);
+        var (embeds, pooled) = (encoded.PromptEmbeds, encoded.PooledPromptEmbeds);
+        using var expected = full.Generate(Small());
+        using var pipe = new FluxPipeline(bare);
+        using var image = pipe.Generate(Small() with { Prompt = null, PromptEmbeds = embeds, PooledPromptEmbeds = pooled });
+        Assert.Equal(expected.Images![0].Pixels, image.Images![0].Pixels);
+        Assert.Contains("no text encoders", Assert.Throws<ArgumentException>(() => pipe.Generate(Small())).Message);
+        Assert.Contains("applies to Flux", Assert.Throws<ArgumentException>(() =>
+            DiffusersSharp.Pipelines.StableDiffusion3.StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, options)).Message);
+    }
+
     [Fact]
     public void PackUnpackRoundTripIsBitExactAndFollowsDiffusersLayout()
     {

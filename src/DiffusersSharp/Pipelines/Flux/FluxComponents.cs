@@ -132,10 +132,12 @@ public sealed class FluxComponents : PipelineComponents
             var schedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Path.Combine(Sub("scheduler"), "scheduler_config.json"));
             var components = new FluxComponents
             {
-                Tokenizer = loader.Keep(CLIPTokenizer.FromFolder(Sub("tokenizer"))),
-                Tokenizer2 = loader.Keep(T5Tokenizer.FromFolder(Sub("tokenizer_2"))),
-                TextEncoder = loader.Load("text_encoder", () => CLIPTextModel.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)),
-                TextEncoder2 = loader.Load("text_encoder_2", () => T5EncoderModel.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)),
+                // Left out with LoadTextEncoders false (text_encoder=None, text_encoder_2=None), with the tokenizers they
+                // would use: the components take prompt embeddings only.
+                Tokenizer = options.LoadTextEncoders ? loader.Keep(CLIPTokenizer.FromFolder(Sub("tokenizer"))) : null,
+                Tokenizer2 = options.LoadTextEncoders ? loader.Keep(T5Tokenizer.FromFolder(Sub("tokenizer_2"))) : null,
+                TextEncoder = options.LoadTextEncoders ? loader.Load("text_encoder", () => CLIPTextModel.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)) : null,
+                TextEncoder2 = options.LoadTextEncoders ? loader.Load("text_encoder_2", () => T5EncoderModel.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)) : null,
                 Transformer = loader.Load("transformer", () => FluxTransformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant)),
                 Vae = loader.Load("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
                 ControlNets = controlnets.Select((net, i) => loader.Load(controlnets.Count == 1 ? "controlnet" : $"controlnet.{i}", () => FluxControlNetModel.FromPretrained(

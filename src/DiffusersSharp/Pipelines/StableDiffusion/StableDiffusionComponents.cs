@@ -243,6 +243,8 @@ public sealed class StableDiffusionComponents : PipelineComponents
     {
         ArgumentNullException.ThrowIfNull(controlnets);
         ArgumentNullException.ThrowIfNull(adapters);
+        if (!options.LoadTextEncoders)
+            throw new ArgumentException("PipelineLoadOptions.LoadTextEncoders = false applies to Flux; Stable Diffusion 1.x / 2.x / SDXL loads its text encoders.", nameof(options));
         var device = options.ParsedDevice;
         var fromFile = options.SingleFileComponentsOf(SingleFileLayout.Ldm, "Stable Diffusion 1.x / 2.x / SDXL");
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;

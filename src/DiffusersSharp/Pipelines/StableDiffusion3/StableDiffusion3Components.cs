@@ -93,6 +93,8 @@ public sealed class StableDiffusion3Components : PipelineComponents
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(controlnets);
+        if (!options.LoadTextEncoders)
+            throw new ArgumentException("PipelineLoadOptions.LoadTextEncoders = false applies to Flux; Stable Diffusion 3 loads its text encoders (LoadTextEncoder3 = false drops T5).", nameof(options));
         var device = options.ParsedDevice; // fail on a bad device before any download
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
         var fromFile = options.SingleFileComponentsOf(Loaders.SingleFileLayout.SD3, "Stable Diffusion 3");
