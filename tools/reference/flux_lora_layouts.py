@@ -11,7 +11,8 @@ Usage, from the repository root (environment: README.md, with pyenv-peft):
    sd-scripts ("lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight", with alphas; no CLIP "lora_te1_" layers, which
    diffusers 0.36's Flux converter drops: it keeps only keys starting "lora_unet_" or "lora_te_")
    ComfyUI's kohya variant ("diffusion_model.double_blocks.0...lora_down.weight") and XLabs-AI's x-flux LoRAs
-   ("double_blocks.0.processor.qkv_lora1.down.weight"). Every input element is float64
+   ("double_blocks.0.processor.qkv_lora1.down.weight") and fal's Kontext LoRAs (BFL names under "base_model.model.").
+   Every input element is float64
    and encodes its tensor and position (id * 2^22 + flat index), so each output tensor is decoded back into the input
    rows it was made of: for every output key, its input key and [first row, row count] runs, in order. Alphas equal the
    rank, so diffusers' alpha / rank factors are exactly 1 and cannot hide a row. No tensor of these LoRAs is stored.
@@ -136,6 +137,17 @@ def kohya(comfy):
     return enc, sd
 
 
+def fal_kontext():
+    enc, sd = Encoder(), {}
+    for name, (i, o) in LINEARS.items():
+        if name.startswith(("time_in", "vector_in", "guidance_in", "txt_in", "img_in", "final_layer.adaLN")):
+            continue  # the blocks and final_layer.linear, which diffusers' converter takes
+        stem = "base_model.model." + name
+        sd[f"{stem}.lora_A.weight"] = enc(f"{stem}.lora_A.weight", (R, i))
+        sd[f"{stem}.lora_B.weight"] = enc(f"{stem}.lora_B.weight", (o, R))
+    return enc, sd
+
+
 def xlabs():
     enc, sd = Encoder(), {}
     layers = {}
@@ -153,7 +165,8 @@ def xlabs():
 
 
 mapping = {}
-for label, (enc, sd) in {"bfl_control": bfl_control(), "kohya": kohya(False), "comfyui": kohya(True), "xlabs": xlabs()}.items():
+for label, (enc, sd) in {"bfl_control": bfl_control(), "kohya": kohya(False), "comfyui": kohya(True), "xlabs": xlabs(),
+                           "fal_kontext": fal_kontext()}.items():
     converted = FluxControlPipeline.lora_state_dict(dict(sd))
     if isinstance(converted, tuple):
         converted = converted[0]

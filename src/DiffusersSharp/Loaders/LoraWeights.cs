@@ -28,7 +28,8 @@ public enum LoraKeyFormat
     /// <summary>
     /// Black Forest Labs' original Flux layout, as their control LoRAs (FLUX.1-Canny-dev-lora, FLUX.1-Depth-dev-lora)
     /// ship: <c>double_blocks.0.img_attn.qkv.lora_A.weight</c>, <c>.lora_B.weight</c>, optionally <c>.lora_B.bias</c>,
-    /// and QK-norm scales (<c>double_blocks.0.img_attn.norm.query_norm.scale</c>) that replace the transformer's.
+    /// and QK-norm scales (<c>double_blocks.0.img_attn.norm.query_norm.scale</c>) that replace the transformer's; fal's
+    /// Kontext LoRA trainer writes the same names under <c>base_model.model.</c>.
     /// </summary>
     Bfl,
 
@@ -66,6 +67,9 @@ public sealed class LoraWeights : IDisposable
 
     /// <summary>ComfyUI's kohya variant: <c>diffusion_model.</c> + the dotted BFL module path (diffusers reads it as <c>lora_unet_</c>).</summary>
     private const string ComfyPrefix = "diffusion_model.";
+
+    /// <summary>fal's Kontext LoRAs: BFL's names under PEFT's model prefix.</summary>
+    private const string FalPrefix = "base_model.model.";
 
     /// <summary>First segments of BFL's Flux module paths.</summary>
     private static readonly string[] BflRoots =
@@ -228,7 +232,8 @@ public sealed class LoraWeights : IDisposable
             return LoraKeyFormat.Kohya;
         if (keys.Any(k => k.Contains(".processor.qkv_lora", StringComparison.Ordinal) || k.Contains(".processor.proj_lora", StringComparison.Ordinal)))
             return LoraKeyFormat.XLabs;
-        if (keys.Any(k => BflRoots.Any(r => k.StartsWith(r, StringComparison.Ordinal)))) return LoraKeyFormat.Bfl;
+        if (keys.Any(k => BflRoots.Any(r => k.StartsWith(r, StringComparison.Ordinal) || k.StartsWith(FalPrefix + r, StringComparison.Ordinal))))
+            return LoraKeyFormat.Bfl;
         return LoraKeyFormat.Peft;
     }
 
@@ -282,12 +287,13 @@ public sealed class LoraWeights : IDisposable
         if (format == LoraKeyFormat.XLabs) return XLabsKey(key);
         if (format == LoraKeyFormat.Bfl)
         {
+            string name = key.StartsWith(FalPrefix, StringComparison.Ordinal) ? key[FalPrefix.Length..] : key;
             // No alphas: BFL's files have none, and diffusers' converter refuses any tensor it does not map.
-            if (key.EndsWith(".query_norm.scale", StringComparison.Ordinal) || key.EndsWith(".key_norm.scale", StringComparison.Ordinal))
-                return ("transformer", key.Replace('.', '_'), key, Part.Replacement);
+            if (name.EndsWith(".query_norm.scale", StringComparison.Ordinal) || name.EndsWith(".key_norm.scale", StringComparison.Ordinal))
+                return ("transformer", name.Replace('.', '_'), key, Part.Replacement);
             foreach (var (suffix, p) in new[] { (".lora_A.weight", Part.Down), (".lora_B.weight", Part.Up), (".lora_B.bias", Part.UpBias) })
-                if (key.EndsWith(suffix, StringComparison.Ordinal) && key.Length > suffix.Length)
-                    return ("transformer", key[..^suffix.Length].Replace('.', '_'), key[..^suffix.Length], p);
+                if (name.EndsWith(suffix, StringComparison.Ordinal) && name.Length > suffix.Length)
+                    return ("transformer", name[..^suffix.Length].Replace('.', '_'), key[..^suffix.Length], p);
             return null;
         }
         foreach (var (suffix, p) in new[] { (".lora_A.weight", Part.Down), (".lora_B.weight", Part.Up), (".lora_B.bias", Part.UpBias), (".alpha", Part.Alpha) })

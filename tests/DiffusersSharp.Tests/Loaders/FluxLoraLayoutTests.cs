@@ -15,7 +15,7 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Tests.Loaders;
 
 /// <summary>
-/// Flux LoRAs in the original BFL module layout (BFL's control LoRAs, kohya sd-scripts, ComfyUI, XLabs): the names and rows
+/// Flux LoRAs in the original BFL module layout (BFL's control LoRAs, kohya sd-scripts, ComfyUI, XLabs, fal Kontext): the names and rows
 /// against diffusers 0.36.0's own converters at full size (local-diffusers/flux-lora-layouts/mapping.json, written by
 /// tools/reference/flux_lora_layouts.py), and the fused deltas on the tiny transformer against their definition.
 /// </summary>
@@ -38,6 +38,7 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
     [InlineData("kohya")]
     [InlineData("comfyui")]
     [InlineData("xlabs")]
+    [InlineData("fal_kontext")]
     public void OriginalLayoutsResolveAsDiffusersConvertsThem(string layout)
     {
         var mapping = JsonNode.Parse(File.ReadAllText(Fixtures.Path("local-diffusers/flux-lora-layouts/mapping.json")))![layout]!;
@@ -60,12 +61,12 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
             {
                 foreach (var (component, lora) in parts)
                 {
-                    Assert.Equal(layout is "bfl_control" or "xlabs" ? "transformer" : "unet", component);
+                    Assert.Equal(layout is "kohya" or "comfyui" ? "unet" : "transformer", component);
                     var plan = lora.Targets(transformer);
                     const string prefix = "transformer";
                     var (down, up) = layout switch
                     {
-                        "bfl_control" => (".lora_A.weight", ".lora_B.weight"),
+                        "bfl_control" or "fal_kontext" => (".lora_A.weight", ".lora_B.weight"),
                         "xlabs" => (".down.weight", ".up.weight"),
                         _ => (".lora_down.weight", ".lora_up.weight"),
                     };
@@ -76,8 +77,9 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
                         if (t.UpBias is { } bias) ours[$"{prefix}.{t.Name}.lora_B.bias"] = (t.Source + ".lora_B.bias", bias.shape, Runs(bias));
                     }
                     foreach (var (name, source, _, value) in plan.Replacements) ours[$"{prefix}.{name}"] = (source, value.shape, Runs(value));
-                    // FLUX.1-dev's x_embedder takes 64; every file's img_in takes 128, as the control LoRAs' does (XLabs': none).
-                    if (layout == "xlabs") Assert.Empty(plan.Widen);
+                    // FLUX.1-dev's x_embedder takes 64; every file's img_in takes 128, as the control LoRAs' does (XLabs' and
+                    // fal's adapt the blocks only).
+                    if (layout is "xlabs" or "fal_kontext") Assert.Empty(plan.Widen);
                     else Assert.Equal(128, Assert.Single(plan.Widen).Value);
                 }
             }

@@ -216,7 +216,8 @@ public sealed class FluxComponents : PipelineComponents
     /// diffusers reads (<see cref="LoraKeyFormat"/>): diffusers' own (<c>transformer.*</c> and CLIP <c>text_encoder.*</c>
     /// lora_A / lora_B pairs, optional alphas and lora_B biases), kohya sd-scripts' and ComfyUI's
     /// (<c>lora_unet_double_blocks_0_img_attn_qkv</c>, <c>lora_te1_</c> for CLIP), XLabs-AI's
-    /// (<c>double_blocks.0.processor.qkv_lora1.down.weight</c>), and BFL's (FLUX.1-Canny-dev-lora /
+    /// (<c>double_blocks.0.processor.qkv_lora1.down.weight</c>), fal's Kontext trainer's (BFL's names under
+    /// <c>base_model.model.</c>), and BFL's (FLUX.1-Canny-dev-lora /
     /// Depth-dev-lora: <c>double_blocks.0.img_attn.qkv.lora_A.weight</c> with QK-norm scales). A control LoRA widens the
     /// transformer's x_embedder to take the control image's latents (zero columns; <c>Transformer.Config.InChannels</c>
     /// doubles), after which <see cref="FluxControlPipeline"/> runs on these components; its QK-norm weights replace the
