@@ -532,6 +532,8 @@ public sealed class LoraWeights : IDisposable
         var flux = model as FluxTransformer2DModel;
         if (Format is LoraKeyFormat.Bfl or LoraKeyFormat.XLabs && flux is null)
             throw new ArgumentException($"This LoRA is in {(Format == LoraKeyFormat.Bfl ? "BFL's" : "XLabs'")} Flux layout (double_blocks / single_blocks), which adapts a Flux transformer, not a {model.GetType().Name}.");
+        if (_replacements.Count > 0 && flux is null)
+            throw new ArgumentException($"The {Component} LoRA carries whole norm weights ({string.Join(", ", _replacements.Keys.Take(2))}), as Flux control LoRAs do; this model is a {model.GetType().Name}.");
         var modules = model.named_modules().ToDictionary(m => m.name, m => m.module, StringComparer.Ordinal);
         // BFL names, in BFL's own files and in kohya sd-scripts' Flux files (lora_unet_double_blocks_...).
         var original = flux is not null && (Format is LoraKeyFormat.Bfl or LoraKeyFormat.XLabs || (Format == LoraKeyFormat.Kohya && Component == "unet"))
@@ -542,19 +544,7 @@ public sealed class LoraWeights : IDisposable
         foreach (var (layer, (down, up)) in _layers)
         {
             string source = _sources[layer];
-            LayoutTarget[] resolved;
-            if (original is not null)
-            {
-                if (!original.TryGetValue(layer, out resolved!))
-                    throw new ArgumentException($"The {Component} LoRA adapts '{source}', which names no layer of this Flux transformer in BFL's layout ({flux!.Config.NumLayers} double_blocks, {flux.Config.NumSingleLayers} single_blocks).");
-            }
-            else if (kohyaNames is not null)
-            {
-                if (!kohyaNames.TryGetValue(layer, out var name))
-                    throw new ArgumentException($"The {Component} LoRA adapts '{source}', which names no Linear or Conv2d of this model.");
-                resolved = [new(name ?? throw new ArgumentException($"The {Component} LoRA adapts '{source}', which could be more than one module of this model."), null)];
-            }
-            else resolved = [new(layer, null)];
+            var resolved = Resolve(layer, source, original, kohyaNames, flux);
             // A fused layer (QKV, linear1) is split by rows: together they must be all of B's.
             long split = resolved.Where(t => t.Rows is not null).SelectMany(t => t.Rows!).Sum(r => r.Count);
             if (split > 0 && split != up.shape[0])
@@ -595,23 +585,39 @@ public sealed class LoraWeights : IDisposable
                 plan.Targets.Add(new Target(name, source, module!, down, targetUp, targetBias, _scales[layer]));
             }
         }
-        if (_replacements.Count > 0)
-        {
-            var norms = Format == LoraKeyFormat.Bfl ? FluxOriginalLayout.NormScales(flux!.Config) : null;
-            var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
-            foreach (var (name, value) in _replacements)
-            {
-                string parameterName = name;
-                if (norms is not null && !norms.TryGetValue(name, out parameterName!))
-                    throw new ArgumentException($"The {Component} LoRA replaces '{name}', which names no QK-norm of this Flux transformer.");
-                if (!parameters.TryGetValue(parameterName, out var parameter))
-                    throw new ArgumentException($"The {Component} LoRA replaces '{parameterName}', which is not a parameter of this model.");
-                if (!parameter.shape.SequenceEqual(value.shape))
-                    throw new ArgumentException($"{Component} LoRA: '{parameterName}' is [{string.Join(", ", parameter.shape)}], the file's replacement [{string.Join(", ", value.shape)}].");
-                plan.Replacements.Add((parameterName, _sources[name], parameter, value));
-            }
-        }
+        if (_replacements.Count > 0) AddReplacements(plan, model, flux!);
         return plan;
+    }
+
+    /// <summary>The diffusers modules a layer of the file names (several for a fused layer of the original Flux layout).</summary>
+    private LayoutTarget[] Resolve(string layer, string source, Dictionary<string, LayoutTarget[]>? original,
+        Dictionary<string, string?>? kohyaNames, FluxTransformer2DModel? flux)
+    {
+        if (original is not null)
+            return original.TryGetValue(layer, out var targets) ? targets
+                : throw new ArgumentException($"The {Component} LoRA adapts '{source}', which names no layer of this Flux transformer in BFL's layout ({flux!.Config.NumLayers} double_blocks, {flux.Config.NumSingleLayers} single_blocks).");
+        if (kohyaNames is null) return [new(layer, null)];
+        if (!kohyaNames.TryGetValue(layer, out var name))
+            throw new ArgumentException($"The {Component} LoRA adapts '{source}', which names no Linear or Conv2d of this model.");
+        return [new(name ?? throw new ArgumentException($"The {Component} LoRA adapts '{source}', which could be more than one module of this model."), null)];
+    }
+
+    /// <summary>Checks the whole weights the file replaces (a Flux control LoRA's QK norms) and adds them to the plan.</summary>
+    private void AddReplacements(Plan plan, nn.Module model, FluxTransformer2DModel flux)
+    {
+        var norms = Format == LoraKeyFormat.Bfl ? FluxOriginalLayout.NormScales(flux.Config) : null;
+        var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
+        foreach (var (name, value) in _replacements)
+        {
+            string parameterName = name;
+            if (norms is not null && !norms.TryGetValue(name, out parameterName!))
+                throw new ArgumentException($"The {Component} LoRA replaces '{_sources[name]}', which names no QK-norm of this Flux transformer.");
+            if (!parameters.TryGetValue(parameterName, out var parameter))
+                throw new ArgumentException($"The {Component} LoRA replaces '{parameterName}', which is not a parameter of this model.");
+            if (!parameter.shape.SequenceEqual(value.shape))
+                throw new ArgumentException($"{Component} LoRA: '{parameterName}' is [{string.Join(", ", parameter.shape)}], the file's replacement [{string.Join(", ", value.shape)}].");
+            plan.Replacements.Add((parameterName, _sources[name], parameter, value));
+        }
     }
 
     /// <summary>The rows of <paramref name="t"/> that <paramref name="rows"/> name, in order.</summary>

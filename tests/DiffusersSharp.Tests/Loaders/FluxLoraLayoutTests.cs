@@ -236,6 +236,12 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(64, components.Transformer.Config.InChannels);
         using var sd3 = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions { LoadTextEncoder3 = false });
         Assert.Contains("Flux transformer", Assert.Throws<ArgumentException>(() => sd3.FuseLora(Path.Combine(_dir, "deep.safetensors"))).Message);
+        Write("norm.safetensors", new()
+        {
+            ["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"] = [2, 32], ["transformer.transformer_blocks.0.attn.to_q.lora_B.weight"] = [32, 2],
+            ["transformer.transformer_blocks.0.attn.norm_q.weight"] = [16],
+        });
+        Assert.Contains("as Flux control LoRAs do", Assert.Throws<ArgumentException>(() => sd3.FuseLora(Path.Combine(_dir, "norm.safetensors"))).Message);
         foreach (var t in before) t.Dispose();
     }
 }
