@@ -134,6 +134,12 @@ def kohya(comfy):
         sd[f"{stem}.lora_up.weight"] = enc(f"{stem}.lora_up.weight", (o, R))
         if not name.startswith("final_layer"):  # diffusers 0.36 refuses final_layer alphas ("Incompatible keys")
             sd[f"{stem}.alpha"] = torch.tensor(float(R), dtype=torch.float64)
+    if comfy:  # ComfyUI's CLIP-L part, which diffusers reads as lora_te_ (its kohya "lora_te1_" keys it drops)
+        for name, (i, o) in {"self_attn.q_proj": (768, 768), "mlp.fc2": (3072, 768)}.items():
+            stem = f"text_encoders.clip_l.transformer.text_model.encoder.layers.{0 if 'q_proj' in name else 11}.{name}"
+            sd[f"{stem}.lora_down.weight"] = enc(f"{stem}.lora_down.weight", (R, i))
+            sd[f"{stem}.lora_up.weight"] = enc(f"{stem}.lora_up.weight", (o, R))
+            sd[f"{stem}.alpha"] = torch.tensor(float(R), dtype=torch.float64)
     return enc, sd
 
 

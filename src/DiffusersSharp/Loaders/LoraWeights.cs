@@ -21,7 +21,8 @@ public enum LoraKeyFormat
     /// module paths written with <c>_</c> for <c>.</c> (diffusers' names or, for SDXL UNets, the SGM / LDM ones). Flux
     /// files name the original BFL modules (<c>lora_unet_double_blocks_0_img_attn_qkv</c>, see
     /// <see cref="FluxOriginalLayout"/>), or diffusers' ones under <c>lora_transformer_</c>; ComfyUI's variant writes
-    /// <c>diffusion_model.double_blocks.0.img_attn.qkv.lora_down.weight</c>.
+    /// <c>diffusion_model.double_blocks.0.img_attn.qkv.lora_down.weight</c> and, for CLIP-L,
+    /// <c>text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.lora_down.weight</c>.
     /// </summary>
     Kohya,
 
@@ -67,6 +68,9 @@ public sealed class LoraWeights : IDisposable
 
     /// <summary>ComfyUI's kohya variant: <c>diffusion_model.</c> + the dotted BFL module path (diffusers reads it as <c>lora_unet_</c>).</summary>
     private const string ComfyPrefix = "diffusion_model.";
+
+    /// <summary>ComfyUI's CLIP-L part: <c>text_encoders.clip_l.transformer.</c> + the module path (diffusers: <c>lora_te_</c>).</summary>
+    private const string ComfyClipPrefix = "text_encoders.clip_l.transformer.";
 
     /// <summary>fal's Kontext LoRAs: BFL's names under PEFT's model prefix.</summary>
     private const string FalPrefix = "base_model.model.";
@@ -228,7 +232,7 @@ public sealed class LoraWeights : IDisposable
     private static LoraKeyFormat DetectFormat(IEnumerable<string> keys)
     {
         if (keys.Any(k => KohyaPrefixes.Any(p => k.StartsWith(p.Prefix, StringComparison.Ordinal))
-                || (k.StartsWith(ComfyPrefix, StringComparison.Ordinal) && KohyaPart(k) is not null)))
+                || ((k.StartsWith(ComfyPrefix, StringComparison.Ordinal) || k.StartsWith(ComfyClipPrefix, StringComparison.Ordinal)) && KohyaPart(k) is not null)))
             return LoraKeyFormat.Kohya;
         if (keys.Any(k => k.Contains(".processor.qkv_lora", StringComparison.Ordinal) || k.Contains(".processor.proj_lora", StringComparison.Ordinal)))
             return LoraKeyFormat.XLabs;
@@ -278,6 +282,11 @@ public sealed class LoraWeights : IDisposable
                 // diffusers turns diffusion_model.X.Y into lora_unet_X_Y.
                 string layer = stem[ComfyPrefix.Length..].Replace('.', '_');
                 return layer.Length > 0 ? ("unet", layer, stem, part) : null;
+            }
+            if (stem.StartsWith(ComfyClipPrefix, StringComparison.Ordinal))
+            {
+                string layer = stem[ComfyClipPrefix.Length..].Replace('.', '_');
+                return layer.Length > 0 ? ("text_encoder", layer, stem, part) : null;
             }
             if (stem.Contains('.', StringComparison.Ordinal)) return null;
             var prefix = KohyaPrefixes.FirstOrDefault(p => stem.StartsWith(p.Prefix, StringComparison.Ordinal));

@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using DiffusersSharp.Benchmarks;
 using DiffusersSharp.IO;
 using DiffusersSharp.Loaders;
+using DiffusersSharp.Models.TextEncoders;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
@@ -55,15 +56,17 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
 
         var ours = new Dictionary<string, (string Source, long[] Shape, string Rows)>(StringComparer.Ordinal);
         using (var transformer = new FluxTransformer2DModel(FluxPipelineConfigs.FluxDev.Transformer, device: new Device(DeviceType.META)))
+        using (var clip = new CLIPTextModel(FluxPipelineConfigs.FluxDev.TextEncoder, new Device(DeviceType.META)))
         {
             var parts = LoraWeights.LoadAll(file);
             try
             {
                 foreach (var (component, lora) in parts)
                 {
-                    Assert.Equal(layout is "kohya" or "comfyui" ? "unet" : "transformer", component);
-                    var plan = lora.Targets(transformer);
-                    const string prefix = "transformer";
+                    bool text = component == "text_encoder";
+                    Assert.Equal(text ? "text_encoder" : layout is "kohya" or "comfyui" ? "unet" : "transformer", component);
+                    var plan = lora.Targets(text ? clip : transformer);
+                    string prefix = text ? "text_encoder" : "transformer";
                     var (down, up) = layout switch
                     {
                         "bfl_control" or "fal_kontext" => (".lora_A.weight", ".lora_B.weight"),
@@ -79,7 +82,7 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
                     foreach (var (name, source, _, value) in plan.Replacements) ours[$"{prefix}.{name}"] = (source, value.shape, Runs(value));
                     // FLUX.1-dev's x_embedder takes 64; every file's img_in takes 128, as the control LoRAs' does (XLabs' and
                     // fal's adapt the blocks only).
-                    if (layout is "xlabs" or "fal_kontext") Assert.Empty(plan.Widen);
+                    if (text || layout is "xlabs" or "fal_kontext") Assert.Empty(plan.Widen);
                     else Assert.Equal(128, Assert.Single(plan.Widen).Value);
                 }
             }
@@ -93,12 +96,16 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
         var theirs = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (key, node) in mapping["outputs"]!.AsObject())
         {
-            string name = key;
-            if (!key.StartsWith("transformer.", StringComparison.Ordinal))
+            // diffusers' kohya text-encoder names are the old attention-processor ones, which its loader renames to PEFT's.
+            string name = System.Text.RegularExpressions.Regex.Replace(key, @"\.to_(q|k|v|out)_lora\.(down|up)\.weight$",
+                m => $".{m.Groups[1].Value}_proj.lora_{(m.Groups[2].Value == "down" ? "A" : "B")}.weight");
+            name = System.Text.RegularExpressions.Regex.Replace(name, @"\.lora_linear_layer\.(down|up)\.weight$",
+                m => $".lora_{(m.Groups[1].Value == "down" ? "A" : "B")}.weight");
+            if (!key.StartsWith("transformer.", StringComparison.Ordinal) && !key.StartsWith("text_encoder.", StringComparison.Ordinal))
             {
                 Assert.True(layout is "kohya" or "comfyui", key);
                 Assert.Matches("^(x_embedder|context_embedder|time_text_embed|norm_out|proj_out)\\.", key);
-                name = "transformer." + key;
+                name = "transformer." + name;
                 unprefixed++;
             }
             theirs.Add(name);
@@ -213,6 +220,34 @@ public sealed class FluxLoraLayoutTests(ITestOutputHelper output) : IDisposable
             1.6 * file[$"{qkv}.lora_up.weight"].narrow(0, 64, 32).matmul(file[$"{qkv}.lora_down.weight"]), 1e-6, "add_v_proj");
         TensorAssert.Close(Weight(model, "single_transformer_blocks.0.proj_out.weight") - proj,
             0.8 * file[$"{linear2}.lora_up.weight"].matmul(file[$"{linear2}.lora_down.weight"]), 1e-6, "proj_out");
+        foreach (var t in file.Values) t.Dispose();
+    }
+
+    /// <summary>
+    /// ComfyUI's CLIP-L part (text_encoders.clip_l.transformer. + the module path, which diffusers reads as lora_te_) adapts
+    /// the Flux pipeline's CLIP text encoder, beside the transformer's diffusion_model. part.
+    /// </summary>
+    [Fact]
+    public void ComfyUiClipLayersAdaptTheTextEncoder()
+    {
+        string folder = Path.Combine(_dir, "flux");
+        TinyFluxPipelineFolder.Write(folder);
+        using var components = FluxComponents.FromPretrained(folder, new PipelineLoadOptions());
+        using var g = new Generator().manual_seed(5);
+        const string clip = "text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj";
+        const string block = "diffusion_model.single_blocks.1.linear2";
+        var q = Weight(components.TextEncoder!, "text_model.encoder.layers.0.self_attn.q_proj.weight");
+        var file = new Dictionary<string, Tensor>
+        {
+            [$"{clip}.lora_down.weight"] = Draw(g, 2, q.shape[1]), [$"{clip}.lora_up.weight"] = Draw(g, q.shape[0], 2), [$"{clip}.alpha"] = tensor(1f),
+            [$"{block}.lora_down.weight"] = Draw(g, 2, 160), [$"{block}.lora_up.weight"] = Draw(g, 32, 2),
+        };
+        string path = Path.Combine(_dir, "comfy.safetensors");
+        SafetensorsWriter.Save(path, file);
+        using var before = q.detach().clone();
+        Assert.Equal(2, components.FuseLora(path, 1.0));
+        // alpha 1 / r 2 = 0.5.
+        TensorAssert.Close(q - before, 0.5 * file[$"{clip}.lora_up.weight"].matmul(file[$"{clip}.lora_down.weight"]), 1e-6, "q_proj");
         foreach (var t in file.Values) t.Dispose();
     }
 
