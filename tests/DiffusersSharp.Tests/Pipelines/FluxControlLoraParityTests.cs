@@ -1,10 +1,8 @@
 using DiffusersSharp.Images;
-using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
-using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Tests.Pipelines;
 
@@ -57,27 +55,12 @@ public sealed class FluxControlLoraParityTests(ITestOutputHelper output) : IDisp
 
         using var pipe = new FluxControlPipeline(components);
         Assert.True(pipe.TakesControlImage);
-        var request = new FluxControlRequest
+        FluxParity.Check(r => pipe.Generate(r), new FluxControlRequest
         {
             ControlImage = Control, Height = 64, Width = 64, NumInferenceSteps = 4,
             PromptEmbeds = _prompt["in.prompt_embeds"], PooledPromptEmbeds = _prompt["in.pooled"],
-        };
-        double latentError = 0;
-        int steps = 0;
-        using (var latents = pipe.Generate(request with
-        {
-            Generator = new Generator("cpu").ManualSeed(42), OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c =>
-            {
-                latentError = Math.Max(latentError, TensorAssert.Close(c.Latents, _expected[$"{name}.t2i.step{c.Step}.latents"], 5e-5, $"step {c.Step}"));
-                steps++;
-            },
-        }))
-            latentError = Math.Max(latentError, TensorAssert.Close(latents.Tensor!, _expected[$"{name}.t2i.latents"], 5e-5, "latents"));
-        Assert.Equal(4, steps);
-        using var image = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(42), OutputType = OutputType.Numpy });
-        double imageError = TensorAssert.Close(image.Tensor!, _expected[$"{name}.t2i.image"], 5e-5, "image");
-        output.WriteLine($"{name}: {changed} weights within {worst:G3}; latents {latentError:G3}, image {imageError:G3}");
+        }, _expected, $"{name}.t2i", 42, 5e-5, output);
+        output.WriteLine($"{name}: {changed} weights within {worst:G3}");
 
         // unfuse_lora + unload_lora_weights(reset_to_overwritten_params=True): the 64-wide FLUX.1-dev transformer again.
         components.UnfuseLora();

@@ -62,29 +62,9 @@ public sealed class FluxControlNetModesParityTests(LocalDiffusersFluxControlNets
     /// Runs case <paramref name="name"/> twice, as the script does: the latents (every step checked), then the decoded
     /// image; writes the measured errors.
     /// </summary>
-    private void Check<T>(string name, T request, long seed, Func<T, FluxOutput> generate) where T : FluxRequest
-    {
-        var prompted = request with { PromptEmbeds = Flux["in.prompt_embeds"], PooledPromptEmbeds = Flux["in.pooled"] };
-        double worstStep = 0;
-        int steps = 0;
-        using (var latents = generate(prompted with
-        {
-            Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c =>
-            {
-                worstStep = Math.Max(worstStep, TensorAssert.Close(c.Latents, Expected[$"{name}.step{c.Step}.latents"], Tolerance, $"{name} step {c.Step}"));
-                steps++;
-            },
-        }))
-        {
-            Assert.Equal(Expected.Keys.Count(k => k.StartsWith($"{name}.step", StringComparison.Ordinal)), steps);
-            double latentError = TensorAssert.Close(latents.Tensor!, Expected[$"{name}.latents"], Tolerance, $"{name} latents");
-            using var image = generate(prompted with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Numpy });
-            double imageError = TensorAssert.Close(image.Tensor!, Expected[$"{name}.image"], Tolerance, $"{name} image");
-            output.WriteLine($"{name}: {steps} steps, worst step latents {worstStep:G3}, final latents {latentError:G3} " +
-                             $"(max |latents| {Expected[$"{name}.latents"].abs().max().item<float>():G3}), image {imageError:G3}");
-        }
-    }
+    private void Check<T>(string name, T request, long seed, Func<T, FluxOutput> generate) where T : FluxRequest =>
+        FluxParity.Check(generate, request with { PromptEmbeds = Flux["in.prompt_embeds"], PooledPromptEmbeds = Flux["in.pooled"] },
+            Expected, name, seed, Tolerance, output);
 
     /// <summary>Two ControlNets at 64 x 80, scales 0.6 / 0.9, windows [0, 0.75] / [0.25, 1] over 4 steps, true CFG 2.0.</summary>
     [Fact]

@@ -4,7 +4,6 @@ using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
-using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Tests.Pipelines;
 
@@ -29,27 +28,10 @@ public sealed class FluxControlParityTests(ITestOutputHelper output) : IDisposab
         foreach (var t in _expected.Values) t.Dispose();
     }
 
-    /// <summary>Runs a case twice, as the script does: latents (checked at every step), then the decoded image.</summary>
-    private void Check<T>(Func<T, FluxOutput> generate, T request, string name, long seed) where T : FluxRequest
-    {
-        double worst = 0;
-        T With(OutputType type, Action<StepEndContext>? callback) => request with
-        {
-            PromptEmbeds = _expected["in.prompt_embeds"], PooledPromptEmbeds = _expected["in.pooled"],
-            Generator = new Generator("cpu").ManualSeed(seed), OutputType = type, CallbackOnStepEnd = callback,
-        };
-        int steps = 0;
-        using (var latents = generate(With(OutputType.Latent, c =>
-               {
-                   worst = Math.Max(worst, TensorAssert.Close(c.Latents, _expected[$"{name}.step{c.Step}.latents"], Tolerance, $"{name} step {c.Step}"));
-                   steps++;
-               })))
-            worst = Math.Max(worst, TensorAssert.Close(latents.Tensor!, _expected[$"{name}.latents"], Tolerance, $"{name} latents"));
-        Assert.Equal(_expected.Keys.Count(k => k.StartsWith($"{name}.step", StringComparison.Ordinal)), steps);
-        using var image = generate(With(OutputType.Numpy, null));
-        double imageError = TensorAssert.Close(image.Tensor!, _expected[$"{name}.image"], Tolerance, $"{name} image");
-        output.WriteLine($"{name}: {steps} steps, latents max |diff| {worst:G3} (max |latents| {_expected[$"{name}.latents"].abs().max().item<float>():G3}), image {imageError:G3}");
-    }
+    /// <summary>Runs a case as the script does (<see cref="FluxParity.Check"/>) with the fixture's prompt embeddings.</summary>
+    private void Check<T>(Func<T, FluxOutput> generate, T request, string name, long seed) where T : FluxRequest =>
+        FluxParity.Check(generate, request with { PromptEmbeds = _expected["in.prompt_embeds"], PooledPromptEmbeds = _expected["in.pooled"] },
+            _expected, name, seed, Tolerance, output);
 
     private FluxOutput TextToImage(FluxControlRequest r)
     {

@@ -1,10 +1,8 @@
 using DiffusersSharp.Images;
-using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
-using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Tests.Pipelines;
 
@@ -29,19 +27,8 @@ public sealed class FluxFillKontextParityTests(ITestOutputHelper output)
         using var components = LocalDiffusersFlux.Components($"local-diffusers/{fixture}/transformer");
         try
         {
-            void Close(Tensor actual, string key) =>
-                output.WriteLine($"{key}: max |diff| {TensorAssert.Close(actual, expected[key], Tolerance, key):G3}");
-            T With(OutputType type, Action<StepEndContext>? callback) => request with
-            {
-                PromptEmbeds = expected["in.prompt_embeds"], PooledPromptEmbeds = expected["in.pooled"],
-                Generator = new Generator("cpu").ManualSeed(seed), OutputType = type, CallbackOnStepEnd = callback,
-            };
-            int steps = 0;
-            using (var latents = generate(components, With(OutputType.Latent, c => { steps++; Close(c.Latents, $"{name}.step{c.Step}.latents"); })))
-                Close(latents.Tensor!, $"{name}.latents");
-            Assert.Equal(expected.Keys.Count(k => k.StartsWith($"{name}.step", StringComparison.Ordinal)), steps);
-            using var image = generate(components, With(OutputType.Numpy, null));
-            Close(image.Tensor!, $"{name}.image");
+            FluxParity.Check(r => generate(components, r), request with { PromptEmbeds = expected["in.prompt_embeds"], PooledPromptEmbeds = expected["in.pooled"] },
+                expected, name, seed, Tolerance, output);
         }
         finally
         {

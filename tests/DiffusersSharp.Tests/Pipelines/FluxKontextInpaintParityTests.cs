@@ -29,7 +29,7 @@ public sealed class FluxKontextInpaintParityTests(ITestOutputHelper output)
         Generator = new Generator("cpu").ManualSeed(seed),
     };
 
-    /// <summary>Runs a case twice, as the script does: latents (checked at every step), then the decoded image.</summary>
+    /// <summary>Runs a case as the script does (<see cref="FluxParity.Check"/>).</summary>
     private void Check(Func<Dictionary<string, Tensor>, FluxKontextInpaintRequest> request, string name, long seed)
     {
         var expected = Fixtures.Expected(Folder + "expected.safetensors");
@@ -37,18 +37,7 @@ public sealed class FluxKontextInpaintParityTests(ITestOutputHelper output)
         using var pipe = new FluxKontextInpaintPipeline(components);
         try
         {
-            void Close(Tensor actual, string key) =>
-                output.WriteLine($"{key}: max |diff| {TensorAssert.Close(actual, expected[key], Tolerance, key):G3}");
-            int steps = 0;
-            var r = request(expected);
-            using (var latents = pipe.Generate(r with
-            {
-                OutputType = OutputType.Latent, CallbackOnStepEnd = c => { steps++; Close(c.Latents, $"{name}.step{c.Step}.latents"); },
-            }))
-                Close(latents.Tensor!, $"{name}.latents");
-            Assert.Equal(expected.Keys.Count(k => k.StartsWith($"{name}.step", StringComparison.Ordinal)), steps);
-            using var image = pipe.Generate(r with { OutputType = OutputType.Numpy, Generator = new Generator("cpu").ManualSeed(seed) });
-            Close(image.Tensor!, $"{name}.image");
+            FluxParity.Check(r => pipe.Generate(r), request(expected), expected, name, seed, Tolerance, output);
         }
         finally
         {
