@@ -87,6 +87,24 @@ public sealed class ControlNetUnionServeTests : ServeWithAddOn
             "--control-end", "0.7", "--control-end", "1", "--steps", "3", "--width", "64", "--height", "64", "--seed", "5");
     }
 
+    /// <summary>The page's form of a union's condition rows: lists in row order, types by index, an empty start / end
+    /// filled with its default, no scale (the pipeline's default).</summary>
+    [Fact]
+    public async Task ThreeConditionsAsThePageSendsThemEqualTheCommandLines()
+    {
+        var result = await ServeApi.Result(Http, new
+        {
+            prompt = "edges", steps = 3, width = 64, height = 64, seed = 9,
+            control_images = new[] { ServeApi.DataUrl(Control), ServeApi.DataUrl(Control2), ServeApi.DataUrl(Control) }, control_mode = new[] { 3, 1, 6 },
+            control_start = new[] { 0.0, 0.2, 0.0 }, control_end = new[] { 1.0, 1.0, 0.8 },
+        });
+        Assert.Contains($"ControlNet 3: {Union} mode 6:1 [0, 0.8]", result.GetProperty("parameters").GetString());
+        AssertSameAsCommandLine(result, "generate", "--model", Model, "--prompt", "edges", "--controlnet", Union,
+            "--control-image", Control, "--control-mode", "3", "--control-image", Control2, "--control-mode", "1", "--control-image", Control, "--control-mode", "6",
+            "--control-start", "0", "--control-start", "0.2", "--control-start", "0", "--control-end", "1", "--control-end", "1", "--control-end", "0.8",
+            "--steps", "3", "--width", "64", "--height", "64", "--seed", "9");
+    }
+
     [Fact]
     public async Task AUnionSteersImageToImage()
     {
