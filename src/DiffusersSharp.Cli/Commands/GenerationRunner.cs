@@ -57,7 +57,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (model.Flux is { } flux)
         {
             var fluxRequest = FillFlux(pipelines.FluxRequest(model.PipelineClass)); // FluxControlPipeline for FLUX.1-dev with a control LoRA
-            if (model.ReduxLoader is { } loadRedux) fluxRequest = WithRedux(fluxRequest, flux, loadRedux, ct);
+            if (settings.Redux is not null) fluxRequest = WithRedux(fluxRequest, model, flux, ct);
             using var fluxResult = pipelines.RunFlux(flux, fluxRequest, hooks, ct);
             int defaultSteps = fluxRequest is FluxFillRequest ? FluxFillPipeline.DefaultFillSteps : FluxPipelineBase.DefaultSteps;
             return new Generated(fluxResult.Images!, Parameters(verb, settings.Steps ?? defaultSteps, model.Name, "FlowMatchEulerDiscrete",
@@ -191,16 +191,23 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
     /// <summary>
     /// Runs the --redux prior on the --redux-image files (with --prompt / --prompt-2 encoded by the model's text encoders
     /// inside it, else its zero text part) and puts its output into <paramref name="request"/> in place of the prompt, as
-    /// diffusers' <c>pipe(**pipe_prior_output)</c>; the prior is freed before the Flux run.
+    /// diffusers' <c>pipe(**pipe_prior_output)</c>. generate loads the prior for the run and frees it before the Flux run;
+    /// serve's prior (<see cref="LoadedModel.ReduxPrior"/>, loaded with the text encoders) is kept.
     /// </summary>
-    private T WithRedux<T>(T request, FluxComponents flux, Func<FluxComponents?, CancellationToken, FluxPriorReduxPipeline> load, CancellationToken ct)
-        where T : FluxRequest
+    private T WithRedux<T>(T request, LoadedModel model, FluxComponents flux, CancellationToken ct) where T : FluxRequest
     {
         var images = settings.ReduxImage!.Select(ImageFile.LoadRgb).ToArray();
         static OneOrMany<double> Scale(double[]? values) => values is null ? 1.0 : values.Length == 1 ? values[0] : values;
-        output.Error.WriteLine($"loading {settings.Redux} (FLUX.1-Redux prior)");
+        FluxPriorReduxPipeline? loaded = null;
+        if (model.ReduxPrior is null)
+        {
+            var load = model.ReduxLoader ?? throw new InvalidOperationException("--redux was not loaded with the model.");
+            output.Error.WriteLine($"loading {settings.Redux} (FLUX.1-Redux prior)");
+            loaded = load(settings.Prompt is null ? null : flux, ct);
+        }
+        var prior = model.ReduxPrior ?? loaded!;
         FluxPriorReduxOutput conditioning;
-        using (var prior = load(settings.Prompt is null ? null : flux, ct))
+        try
         {
             prior.OnPromptTruncated = OnTruncated;
             conditioning = Track(prior.Generate(new FluxPriorReduxRequest
@@ -211,6 +218,11 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
                 PromptEmbedsScale = Scale(settings.ReduxScaleValues),
                 PooledPromptEmbedsScale = Scale(settings.ReduxPooledScaleValues),
             }, ct));
+        }
+        finally
+        {
+            prior.OnPromptTruncated = null;
+            loaded?.Dispose();
         }
         return request with { Prompt = null, Prompt2 = null, PromptEmbeds = conditioning.PromptEmbeds, PooledPromptEmbeds = conditioning.PooledPromptEmbeds };
     }

@@ -118,6 +118,13 @@ internal sealed class LoadedModel : IDisposable
     /// encoders, or null without --redux.</summary>
     public Func<FluxComponents?, CancellationToken, FluxPriorReduxPipeline>? ReduxLoader { get; private set; }
 
+    /// <summary>serve's --redux prior, loaded once at start with the model's text encoders (so that a request's prompt is
+    /// encoded inside it) and kept for every request; null without serve --redux.</summary>
+    public FluxPriorReduxPipeline? ReduxPrior { get; private set; }
+
+    /// <summary>serve's --redux, as given (requests name it again for the option checks and the parameters), or null.</summary>
+    public string? ReduxName { get; private set; }
+
     /// <summary>
     /// Checks a --redux folder against the base Flux model before any weights load: a FLUX.1-Redux pipeline folder whose
     /// image embedder gives tokens of the transformer's text width and, without a prompt (<paramref name="zeroText"/>), whose
@@ -187,6 +194,13 @@ internal sealed class LoadedModel : IDisposable
             if (family == Family.Sd3 && settings.SingleFile is null) CheckSd3Size(generate, folder);
             if (generate.Redux is { } redux) reduxFolder = CheckRedux(redux, options.ResolveFolder(redux, ct), folder, zeroText: generate.Prompt is null);
         }
+        if (settings is ServeCommand.Settings { Redux: { } servedRedux })
+        {
+            // Its prompt is a request's: the zero text part (no prompt) is checked per request, against the loaded transformer.
+            if (family != Family.Flux)
+                throw new ArgumentException($"--redux applies to FLUX.1 models (FLUX.1-Redux makes Flux prompt embeddings); {settings.Model} is a {pipelineClass}.");
+            reduxFolder = CheckRedux(servedRedux, options.ResolveFolder(servedRedux, ct), folder, zeroText: false);
+        }
         var adapters = AdaptersOf(settings);
         if (settings is ServeCommand.Settings && adapters.Count > 0 && family != Family.UNet)
             throw new ArgumentException($"--adapter applies to SD 1.x / 2.x and SDXL models (diffusers' T2I-Adapter pipelines); {settings.Model} is a {pipelineClass}.");
@@ -212,6 +226,20 @@ internal sealed class LoadedModel : IDisposable
         if (lora is not null) (model.LoraFile, model.LoraScale) = (lora, settings.LoraScaleValue);
         if (reduxFolder is not null)
             model.ReduxLoader = (textEncoders, token) => FluxPriorReduxPipeline.FromPretrained(reduxFolder, options, textEncoders, token);
+        if (reduxFolder is not null && settings is ServeCommand.Settings)
+        {
+            try
+            {
+                model.ReduxPrior = FluxPriorReduxPipeline.FromPretrained(reduxFolder, options, model.Flux, ct);
+                model.ReduxName = ((ServeCommand.Settings)settings).Redux;
+                output.Error.WriteLine($"loaded FLUX.1-Redux prior {model.ReduxName}");
+            }
+            catch
+            {
+                model.Dispose();
+                throw;
+            }
+        }
         (model.IpAdapter, model.IpAdapterImageEncoder) = (settings.IpAdapter, settings.IpAdapterImageEncoder);
         return model;
     }
@@ -284,6 +312,10 @@ internal sealed class LoadedModel : IDisposable
     {
         CheckOptions(settings, PipelineClass, FamilyOf(PipelineClass));
         if (UNet is not null) CheckControlModes(settings, ControlNetUnionTypes);
+        // serve --redux: the prompt is a request's, so the zero text part is checked here (generate checks it before loading).
+        if (settings.Redux is not null && settings.Prompt is null && Flux is { } flux
+            && flux.Transformer.Config.PooledProjectionDim != FluxPriorReduxPipeline.ZeroPooledPromptEmbedsDim)
+            throw new ArgumentException($"--redux-image without --prompt gives a zero pooled embedding of width {FluxPriorReduxPipeline.ZeroPooledPromptEmbedsDim} (diffusers' FLUX.1 size), but the model's transformer takes {flux.Transformer.Config.PooledProjectionDim} (pooled_projection_dim): give --prompt, which the model's own text encoders encode.");
         if (Sd3 is { } sd3) CheckSd3Size(settings, sd3.Transformer.Config, sd3.Vae.VaeScaleFactor);
     }
 
@@ -647,6 +679,7 @@ internal sealed class LoadedModel : IDisposable
     /// <inheritdoc />
     public void Dispose()
     {
+        ReduxPrior?.Dispose();
         Sd3?.Dispose();
         UNet?.Dispose();
         Flux?.Dispose();

@@ -32,6 +32,10 @@ public sealed class ServeCommand(CliOutput output) : Command<ServeCommand.Settin
         /// <summary>The T2I-Adapters, or an empty list.</summary>
         public IReadOnlyList<string> Adapters => Adapter ?? [];
 
+        /// <summary>A FLUX.1-Redux prior loaded with the model (Flux models), or null.</summary>
+        [CommandOption("--redux <FOLDER_OR_REPO>"), Description("FLUX.1 models: a FLUX.1-Redux prior (diffusers' FluxPriorReduxPipeline; a folder or hub repo such as black-forest-labs/FLUX.1-Redux-dev), loaded once beside the model (as generate --redux takes it). Requests may then add redux_image (or redux_images) and redux_scale / redux_pooled_scale: the prior turns the images (and the prompt, encoded by the model's text encoders inside it) into the run's prompt embeddings; a request without Redux images runs the plain pipeline.")]
+        public string? Redux { get; init; }
+
         /// <inheritdoc />
         protected override string? Check()
         {
@@ -40,6 +44,8 @@ public sealed class ServeCommand(CliOutput output) : Command<ServeCommand.Settin
             if (string.IsNullOrWhiteSpace(Host)) return "--host must not be empty.";
             if (ControlNets.Any(string.IsNullOrWhiteSpace)) return "--controlnet must name a folder or hub repo id.";
             if (Adapters.Any(string.IsNullOrWhiteSpace)) return "--adapter must name a folder or hub repo id.";
+            if (Redux is not null && !Hub.ModelSource.IsRepoId(Redux) && !Hub.HubFileReference.TryParse(Redux, out _) && !Directory.Exists(Redux))
+                return $"--redux folder not found: {Redux} (a FLUX.1-Redux folder in the diffusers layout, or a hub repo id such as black-forest-labs/FLUX.1-Redux-dev).";
             if (Adapters.Count > 0 && ControlNets.Count > 0)
                 return "--adapter and --controlnet cannot be combined (diffusers has no pipeline that runs T2I-Adapters and ControlNets together).";
             return null;
@@ -56,6 +62,7 @@ public sealed class ServeCommand(CliOutput output) : Command<ServeCommand.Settin
         await using var server = await WebServer.StartAsync(model, output, settings.Host, settings.Port, ct);
         output.Out.WriteLine(server.Address);
         string controlNets = model.ControlNets.Count == 0 ? "" : $" with ControlNet{(model.ControlNets.Count > 1 ? "s" : "")} {string.Join(", ", model.ControlNets)}";
+        if (model.ReduxName is not null) controlNets += $" with FLUX.1-Redux prior {model.ReduxName}";
         if (model.Adapters.Count > 0) controlNets += $" with T2I-Adapter{(model.Adapters.Count > 1 ? "s" : "")} {string.Join(", ", model.Adapters)}";
         output.Error.WriteLine($"serving {model.Name} ({model.PipelineClass}){controlNets} at {server.Address}; Ctrl+C stops");
         await server.WaitForShutdownAsync(ct);

@@ -123,6 +123,22 @@ public sealed record WebGenerateRequest
     /// <summary>The IP-Adapter scale for this request (default: the pipeline's, 1.0; SD3 0.5).</summary>
     public double? IpAdapterScale { get; init; }
 
+    /// <summary>With a FLUX.1-Redux prior on the server (serve --redux): the image prompt to vary, a data URL or base64.</summary>
+    public string? ReduxImage { get; init; }
+
+    /// <summary>Several Redux images (instead of <see cref="ReduxImage"/>), whose embeddings are weighted by the scales and summed.</summary>
+    public string[]? ReduxImages { get; init; }
+
+    /// <summary>The weight of each Redux image's text + image tokens (diffusers' prompt_embeds_scale, default 1): a number for
+    /// all images, or one per image.</summary>
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public double[]? ReduxScale { get; init; }
+
+    /// <summary>The weight of each Redux image's pooled embedding (diffusers' pooled_prompt_embeds_scale, default 1): a number
+    /// for all images, or one per image.</summary>
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public double[]? ReduxPooledScale { get; init; }
+
     /// <summary>
     /// The options as the CLI verb of <see cref="Mode"/> has them, with the uploaded images written to files in
     /// <paramref name="uploads"/>; validated by the same checks as the command line. The control images pair with
@@ -165,6 +181,21 @@ public sealed record WebGenerateRequest
         // The server's IP-Adapter is named again, as --lora is, so the option checks see it; it is not loaded again.
         string? ipAdapter = ipAdapterImage is null ? null : server.IpAdapter, ipAdapterEncoder = ipAdapterImage is null ? null : server.IpAdapterImageEncoder;
         string? ipAdapterScale = IpAdapterScale?.ToString("R", CultureInfo.InvariantCulture);
+        string[]? reduxImages = ReduxImages;
+        if (ReduxImage is not null)
+        {
+            if (reduxImages is not null) throw new ArgumentException("give redux_image (one image) or redux_images (a list), not both.");
+            reduxImages = [ReduxImage];
+        }
+        string? reduxField = reduxImages is not null ? "redux_image" : ReduxScale is not null ? "redux_scale" : ReduxPooledScale is not null ? "redux_pooled_scale" : null;
+        if (reduxField is not null && server.Redux is null)
+            throw new ArgumentException($"{reduxField} needs a FLUX.1-Redux prior, and this server has none (start it with serve --redux FOLDER_OR_REPO; FLUX.1 models).");
+        if (reduxImages is null && reduxField is not null) throw new ArgumentException($"{reduxField} needs redux_image (or redux_images).");
+        if (reduxImages is { Length: 0 }) throw new ArgumentException("redux_images is empty: give at least one image (or leave it out to run without the image prompt).");
+        string[]? reduxFiles = reduxImages?.Select((data, i) =>
+            Upload(data, reduxImages.Length == 1 ? "redux_image" : $"redux_images[{i}]", reduxImages.Length == 1 ? "redux-image" : $"redux-image-{i + 1}")!).ToArray();
+        // The server's prior is named again, as --ip-adapter is, so the option checks see it; it is not loaded again.
+        string? redux = reduxFiles is null ? null : server.Redux;
         string[]? Numbers(double[]? values) => values?.Select(v => v.ToString("R", CultureInfo.InvariantCulture)).ToArray();
         string[]? controlFiles = controlImages?.Select((data, i) =>
             Upload(data, controlImages.Length == 1 ? "control_image" : $"control_images[{i}]", $"control-{i}")!).ToArray();
@@ -195,6 +226,7 @@ public sealed record WebGenerateRequest
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
                 IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
+                Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Adapter = adapter, AdapterImage = adapterFiles, AdapterScale = adapterScale, AdapterFactor = adapterFactor,
             },
@@ -204,6 +236,7 @@ public sealed record WebGenerateRequest
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
                 IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
+                Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Image = Upload(Image, "image"), Strength = strength,
                 ImageGuidance = ImageGuidance?.ToString("R", CultureInfo.InvariantCulture),
@@ -214,6 +247,7 @@ public sealed record WebGenerateRequest
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
                 TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
                 IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
+                Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Image = Upload(Image, "image"), Mask = Upload(Mask, "mask"), Strength = strength, PaddingMaskCrop = PaddingMaskCrop,
             },
@@ -326,5 +360,6 @@ public sealed record WebGenerateRequest
 /// <param name="TakesControlImage">Whether the model itself takes a control image (a FLUX.1 control model: FLUX.1-Canny-dev, Depth-dev).</param>
 /// <param name="IpAdapter">The server's IP-Adapter (serve --ip-adapter, as given), or null.</param>
 /// <param name="IpAdapterImageEncoder">Its --ip-adapter-image-encoder, or null.</param>
+/// <param name="Redux">The server's FLUX.1-Redux prior (serve --redux, as given), or null.</param>
 internal sealed record ServerModels(IReadOnlyList<string> ControlNets, IReadOnlyList<int?> ControlNetUnionTypes, IReadOnlyList<string> Adapters,
-    bool TakesControlImage = false, string? IpAdapter = null, string? IpAdapterImageEncoder = null);
+    bool TakesControlImage = false, string? IpAdapter = null, string? IpAdapterImageEncoder = null, string? Redux = null);

@@ -118,6 +118,8 @@ internal sealed class WebServer : IAsyncDisposable
             IpAdapter = _model.IpAdapter is { } ipAdapter ? ipAdapter.Split('/', '\\').Last() : null,
             // An InstructPix2Pix model: img2img takes image_guidance.
             ImageGuidance = LoadedModel.IsInstructPix2Pix(_model.PipelineClass),
+            // serve --redux: requests take redux_image / redux_images and redux_scale / redux_pooled_scale (FLUX.1 models).
+            Redux = _model.ReduxPrior is not null,
             // A FLUX.1 control model (FLUX.1-Canny-dev, Depth-dev): every request takes its control_image.
             TakesControlImage = _model.PipelineClass == FluxComponents.ControlPipelineClass,
         };
@@ -156,7 +158,7 @@ internal sealed class WebServer : IAsyncDisposable
                 if (body.LoraScale is { } loraScale && (_model.LoraFile is null || !double.IsFinite(loraScale)))
                     throw new ArgumentException(_model.LoraFile is null ? "lora_scale needs a LoRA: start the server with --lora FILE." : $"lora_scale must be a finite number, got {loraScale}.");
                 settings = body.ToSettings(_model.Name, new ServerModels(_model.ControlNets, _model.ControlNetUnionTypes, _model.Adapters,
-                    _model.PipelineClass == FluxComponents.ControlPipelineClass, _model.IpAdapter, _model.IpAdapterImageEncoder), uploads,
+                    _model.PipelineClass == FluxComponents.ControlPipelineClass, _model.IpAdapter, _model.IpAdapterImageEncoder, _model.ReduxName), uploads,
                     _model.LoraFile, _model.LoraScale);
                 loraScaleWanted = body.LoraScale;
                 pipelines = VerbPipelines.For(settings);

@@ -87,6 +87,24 @@ public sealed class ControlNetUnionServeTests : ServeWithAddOn
             "--control-end", "0.7", "--control-end", "1", "--steps", "3", "--width", "64", "--height", "64", "--seed", "5");
     }
 
+    /// <summary>The page's form of a union's condition rows: lists in row order, types by index, an empty start / end
+    /// filled with its default, no scale (the pipeline's default).</summary>
+    [Fact]
+    public async Task ThreeConditionsAsThePageSendsThemEqualTheCommandLines()
+    {
+        var result = await ServeApi.Result(Http, new
+        {
+            prompt = "edges", steps = 3, width = 64, height = 64, seed = 9,
+            control_images = new[] { ServeApi.DataUrl(Control), ServeApi.DataUrl(Control2), ServeApi.DataUrl(Control) }, control_mode = new[] { 3, 1, 6 },
+            control_start = new[] { 0.0, 0.2, 0.0 }, control_end = new[] { 1.0, 1.0, 0.8 },
+        });
+        Assert.Contains($"ControlNet 3: {Union} mode 6:1 [0, 0.8]", result.GetProperty("parameters").GetString());
+        AssertSameAsCommandLine(result, "generate", "--model", Model, "--prompt", "edges", "--controlnet", Union,
+            "--control-image", Control, "--control-mode", "3", "--control-image", Control2, "--control-mode", "1", "--control-image", Control, "--control-mode", "6",
+            "--control-start", "0", "--control-start", "0.2", "--control-start", "0", "--control-end", "1", "--control-end", "1", "--control-end", "0.8",
+            "--steps", "3", "--width", "64", "--height", "64", "--seed", "9");
+    }
+
     [Fact]
     public async Task AUnionSteersImageToImage()
     {
@@ -386,5 +404,114 @@ public sealed class LatentConsistencyServeTests : ServeWithAddOn
             mode = "inpaint", prompt = "x", image = ServeApi.DataUrl(Fixtures.Path("tiny-sd15/init_image.png")),
             mask = ServeApi.DataUrl(Fixtures.Path("tiny-sd15/mask.png")),
         }));
+    }
+}
+
+/// <summary>
+/// <c>serve --redux</c> with the fixture's tiny FLUX.1-Redux prior beside the tiny Flux folder (T5 96 wide, as the prior's
+/// tokens; CLIP's pooled output 32): the prior loads once at start; a request's Redux images (and its prompt, encoded
+/// inside the prior) equal generate --redux's; a request without them runs the plain pipeline; bad fields are refused
+/// before anything runs.
+/// </summary>
+public sealed class FluxReduxServeTests : ServeWithAddOn
+{
+    private static readonly string Redux = Fixtures.Path(Pipelines.FluxPriorReduxParityTests.Folder);
+    private static readonly string Image1 = Fixtures.Path("local-diffusers/flux-redux/image1.png");
+    private static readonly string Image2 = Fixtures.Path("local-diffusers/flux-redux/image2.png");
+    private string? _model;
+
+    private protected override ServeCommand.Settings Settings
+    {
+        get
+        {
+            _model = Out("flux");
+            TinyFluxPipelineFolder.Write(_model);
+            return new() { Model = _model, Redux = Redux };
+        }
+    }
+
+    /// <summary>The fixture image under the name the server gives an upload (which the parameters text names).</summary>
+    private string Named(string image, string name)
+    {
+        string path = Out(name);
+        File.Copy(image, path, overwrite: true);
+        return path;
+    }
+
+    [Fact]
+    public async Task ReduxImagesEqualTheCommandLinesAndWithoutThemThePlainPipelineRuns()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.True(info.GetProperty("redux").GetBoolean());
+        var result = await ServeApi.Result(Http, new
+        {
+            prompt = "a cat", steps = 2, width = 32, height = 32, seed = 5,
+            redux_images = new[] { ServeApi.DataUrl(Image1), ServeApi.DataUrl(Image2) }, redux_scale = new[] { 0.7, 1.3 }, redux_pooled_scale = 0.4,
+        });
+        Assert.Contains($"Redux 2: {Redux}, redux-image-2:1.3/0.4", result.GetProperty("parameters").GetString());
+        AssertSameAsCommandLine(result, "generate", "--model", _model!, "--prompt", "a cat", "--steps", "2", "--width", "32", "--height", "32",
+            "--seed", "5", "--redux", Redux, "--redux-image", Named(Image1, "redux-image-1"), "--redux-image", Named(Image2, "redux-image-2"),
+            "--redux-scale", "0.7", "--redux-scale", "1.3", "--redux-pooled-scale", "0.4");
+
+        // One image, image to image: as img2img --redux.
+        string init = Fixtures.Path("tiny-sd3/init_image.png");
+        var edit = await ServeApi.Result(Http, new
+        {
+            mode = "img2img", prompt = "a cat", steps = 2, width = 32, height = 32, seed = 6, strength = 0.6, image = ServeApi.DataUrl(init),
+            redux_image = ServeApi.DataUrl(Image2),
+        });
+        AssertSameAsCommandLine(edit, "img2img", "--model", _model!, "--image", init, "--prompt", "a cat", "--steps", "2", "--width", "32",
+            "--height", "32", "--seed", "6", "--strength", "0.6", "--redux", Redux, "--redux-image", Named(Image2, "redux-image"));
+
+        // Without Redux images: the plain pipeline, as generate without --redux (the prior stays loaded for later requests).
+        var plain = await ServeApi.Result(Http, new { prompt = "a cat", steps = 2, width = 32, height = 32, seed = 5 });
+        Assert.DoesNotContain("Redux", plain.GetProperty("parameters").GetString());
+        AssertSameAsCommandLine(plain, "generate", "--model", _model!, "--prompt", "a cat", "--steps", "2", "--width", "32", "--height", "32", "--seed", "5");
+        Assert.NotEqual(ServeApi.Image(plain).Pixels, ServeApi.Image(result).Pixels);
+        var again = await ServeApi.Result(Http, new
+        {
+            prompt = "a cat", steps = 2, width = 32, height = 32, seed = 5,
+            redux_images = new[] { ServeApi.DataUrl(Image1), ServeApi.DataUrl(Image2) }, redux_scale = new[] { 0.7, 1.3 }, redux_pooled_scale = 0.4,
+        });
+        Assert.Equal(ServeApi.Image(result).Pixels, ServeApi.Image(again).Pixels);
+    }
+
+    [Theory]
+    [InlineData("no-prompt", "redux_image without prompt gives a zero pooled embedding of width 768")]
+    [InlineData("both", "give redux_image (one image) or redux_images (a list), not both")]
+    [InlineData("empty", "redux_images is empty")]
+    [InlineData("scale-alone", "redux_scale needs redux_image")]
+    [InlineData("scale-count", "redux_pooled_scale is given once for all images or once per redux_image (2), got 3")]
+    [InlineData("not-base64", "redux_images[1] must be a data URL or base64")]
+    [InlineData("scale-kind", "redux_scale must be a number or a list of numbers")]
+    public async Task ReduxFieldsAreCheckedBeforeAnythingRuns(string kind, string reason)
+    {
+        string image = ServeApi.DataUrl(Image1);
+        object body = kind switch
+        {
+            "no-prompt" => new { redux_image = image },
+            "both" => new { prompt = "x", redux_image = image, redux_images = new[] { image } },
+            "empty" => new { prompt = "x", redux_images = Array.Empty<string>() },
+            "scale-alone" => new { prompt = "x", redux_scale = 0.5 },
+            "scale-count" => new { prompt = "x", redux_images = new[] { image, image }, redux_pooled_scale = new[] { 1.0, 2.0, 3.0 } },
+            "not-base64" => new { prompt = "x", redux_images = new[] { image, "not an image!" } },
+            _ => new { prompt = "x", redux_image = image, redux_scale = "high" } as object,
+        };
+        Assert.Contains(reason, await ServeApi.Refusal(Http, body));
+    }
+
+    [Fact]
+    public void ServeRefusesReduxForOtherFamiliesAndOtherFoldersBeforeLoading()
+    {
+        var (code, _, stderr) = CliRunner.Run("serve", "--model", Fixtures.TinySd3Model, "--redux", Redux, "--port", "0");
+        Assert.Equal(2, code);
+        Assert.Contains("--redux applies to FLUX.1 models", stderr);
+        Assert.DoesNotContain("loading", stderr);
+        (code, _, stderr) = CliRunner.Run("serve", "--model", _model!, "--redux", _model!, "--port", "0");
+        Assert.Equal(2, code);
+        Assert.Contains("not a FLUX.1-Redux prior", stderr);
+        (code, _, stderr) = CliRunner.Run("serve", "--model", _model!, "--redux", Out("missing"), "--port", "0");
+        Assert.Equal(2, code);
+        Assert.Contains("--redux folder not found", stderr);
     }
 }

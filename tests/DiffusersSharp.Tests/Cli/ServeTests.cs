@@ -197,6 +197,9 @@ public sealed class FluxServeTests : IAsyncLifetime
         var info = await http.GetFromJsonAsync<JsonElement>("api/info");
         Assert.Equal("flux", info.GetProperty("family").GetString());
         Assert.Empty(info.GetProperty("schedulers").EnumerateArray());
+        Assert.False(info.GetProperty("redux").GetBoolean());
+        Assert.Contains("redux_image needs a FLUX.1-Redux prior, and this server has none",
+            await ServeApi.Refusal(http, new { prompt = "x", redux_image = ServeApi.DataUrl(Fixtures.Path("local-diffusers/flux-redux/image1.png")) }));
         using var response = await http.PostAsJsonAsync("api/generate", new { prompt = "a teddy bear", steps = 2, width = 48, height = 32, seed = 3 });
         string text = await response.Content.ReadAsStringAsync();
         var last = text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[^1].Split('\n');
