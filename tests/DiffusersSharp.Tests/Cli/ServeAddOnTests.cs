@@ -258,6 +258,45 @@ public sealed class FluxControlServeTests : ServeWithAddOn
     }
 }
 
+/// <summary>
+/// <c>serve</c> with a FLUX.1-dev-style folder and a FLUX.1-Canny / Depth-style control LoRA (<c>--lora</c>): a FLUX.1
+/// control model, as the command line makes it; a new lora_scale takes the LoRA out (x_embedder narrows again) and fuses
+/// it back at that scale.
+/// </summary>
+public sealed class FluxControlLoraServeTests : ServeWithAddOn
+{
+    private static readonly string Control = Fixtures.Path("local-diffusers/controlnet/control.png");
+    private static readonly string Lora = Fixtures.Path("local-diffusers/flux-lora-layouts/control.safetensors");
+    private string? _model;
+
+    private protected override ServeCommand.Settings Settings
+    {
+        get
+        {
+            _model = Out("dev");
+            TinyFluxPipelineFolder.Write(_model, seed: 4);
+            return new() { Model = _model, Lora = Lora, LoraScale = "0.75" };
+        }
+    }
+
+    [Fact]
+    public async Task AControlLoraServesTheControlPipelineAtAnyScale()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.True(info.GetProperty("takes_control_image").GetBoolean());
+        Assert.Equal("FluxControlPipeline", info.GetProperty("pipeline").GetString());
+        foreach (double scale in new[] { 0.75, 0.5 })
+        {
+            var result = await ServeApi.Result(Http, new
+            {
+                prompt = "edges", steps = 2, width = 48, height = 32, seed = 3, control_image = ServeApi.DataUrl(Control), lora_scale = scale,
+            });
+            AssertSameAsCommandLine(result, "generate", "--model", _model!, "--prompt", "edges", "--control-image", Control, "--steps", "2",
+                "--width", "48", "--height", "32", "--seed", "3", "--lora", Lora, "--lora-scale", scale.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+    }
+}
+
 /// <summary><c>serve</c> with an InstructPix2Pix folder: img2img only, no strength, image_guidance as the command line's.</summary>
 public sealed class InstructPix2PixServeTests : ServeWithAddOn
 {
