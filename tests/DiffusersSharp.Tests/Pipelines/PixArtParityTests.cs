@@ -16,7 +16,8 @@ namespace DiffusersSharp.Tests.Pipelines;
 /// default DPM-Solver++ schedule, masked prompt embeddings with CFG, without CFG, two images per prompt, non-square
 /// sizes, PixArt-α's micro-conditions. Prompt embeddings and masks come from the fixture, so T5 is not part of this
 /// check. Latents are compared at every step, then the final latents and the decoded image, each within
-/// 1e-5 × max(1, max |expected|) as the Flux parity tests; the measured errors are in the test output and the report.
+/// 1e-5 × max(1, max |expected|) as the Flux parity tests. Measured here: step latents within 1.03e-6 of their magnitude
+/// (the random tiny transformers drive the latents to 18 .. 590; worst absolute 5.1e-4 of 548), images within 1.1e-6.
 /// </summary>
 public sealed class PixArtParityTests(ITestOutputHelper output) : IDisposable
 {
