@@ -3,6 +3,7 @@ using DiffusersSharp.Images;
 using DiffusersSharp.IO;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
+using DiffusersSharp.Pipelines.PixArt;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Runtime;
@@ -62,6 +63,27 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             int defaultSteps = fluxRequest is FluxFillRequest ? FluxFillPipeline.DefaultFillSteps : FluxPipelineBase.DefaultSteps;
             return new Generated(fluxResult.Images!, Parameters(verb, settings.Steps ?? defaultSteps, model.Name, "FlowMatchEulerDiscrete",
                 fluxRequest.GuidanceScale, (fluxRequest as FluxImg2ImgRequest)?.Strength, controlNetScale: 1.0));
+        }
+        if (model.PixArt is { } pixArt)
+        {
+            var pixArtRequest = new PixArtRequest
+            {
+                Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
+                NegativePrompt = settings.NegativePrompt is null ? null : (PromptList?)settings.NegativePrompt,
+                Height = settings.Height,
+                Width = settings.Width,
+                NumInferenceSteps = settings.Steps ?? 20,
+                GuidanceScale = settings.GuidanceScale ?? 4.5,
+                NumImagesPerPrompt = settings.NumImages,
+                Generator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed)),
+                MaxSequenceLength = settings.MaxSequenceLength,
+                OutputType = OutputType.Image,
+            };
+            using PixArtPipelineBase pipe = model.PipelineClass == PixArtComponents.AlphaPipelineClass ? new PixArtAlphaPipeline(pixArt) : new PixArtSigmaPipeline(pixArt);
+            pipe.OnPromptTruncated = OnTruncated;
+            using var pixArtResult = pipe.Generate(pixArtRequest, progress, ct);
+            return new Generated(pixArtResult.Images!, Parameters(verb, pixArtRequest.NumInferenceSteps, model.Name,
+                pixArt.SchedulerConfig["_class_name"]?.GetValue<string>()?.Replace("Scheduler", "") ?? "", pixArtRequest.GuidanceScale, null));
         }
         var sd3Request = Fill(pipelines.Sd3Request());
         using var sd3Result = pipelines.RunSd3(model.Sd3!, sd3Request, hooks, ct);

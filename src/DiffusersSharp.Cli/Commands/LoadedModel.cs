@@ -7,6 +7,7 @@ using DiffusersSharp.Models.ControlNets;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
+using DiffusersSharp.Pipelines.PixArt;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Pipelines.StableDiffusionXL;
@@ -23,8 +24,9 @@ internal sealed class LoadedModel : IDisposable
     private readonly JsonObject? _modelScheduler;
 
     private LoadedModel(string name, string pipelineClass, IReadOnlyList<string> controlNets, StableDiffusion3Components? sd3, StableDiffusionComponents? unet,
-        FluxComponents? flux = null, IReadOnlyList<string>? adapters = null)
+        FluxComponents? flux = null, IReadOnlyList<string>? adapters = null, PixArtComponents? pixArt = null)
     {
+        PixArt = pixArt;
         Name = name;
         ControlNets = controlNets;
         ControlNetUnionTypes = unet is { ControlNetUnions.Count: > 0 }
@@ -39,12 +41,16 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>The model families, as model_index.json's <c>_class_name</c> tells them apart.</summary>
-    private enum Family { Sd3, UNet, Flux }
+    private enum Family { Sd3, UNet, Flux, PixArt }
 
     private static Family FamilyOf(string pipelineClass) =>
         StableDiffusionComponents.IsSupportedPipeline(pipelineClass) ? Family.UNet
         : FluxComponents.IsSupportedPipeline(pipelineClass) ? Family.Flux
+        : PixArtComponents.IsSupportedPipeline(pipelineClass) ? Family.PixArt
         : Family.Sd3;
+
+    /// <summary>The PixArt-Σ / PixArt-α components, or null for another family.</summary>
+    public PixArtComponents? PixArt { get; }
 
     /// <summary>What --model said (folder or hub id).</summary>
     public string Name { get; }
@@ -68,6 +74,7 @@ internal sealed class LoadedModel : IDisposable
     public IReadOnlyList<string> Modes => PipelineClass switch
     {
         FluxComponents.FillPipelineClass => ["inpaint"],
+        PixArtComponents.SigmaPipelineClass or PixArtComponents.AlphaPipelineClass => ["txt2img"],
         StableDiffusionInstructPix2PixPipeline.PipelineClass or StableDiffusionXLInstructPix2PixPipeline.PipelineClass => ["img2img"],
         LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass => ["txt2img", "img2img"],
         _ => ["txt2img", "img2img", "inpaint"],
@@ -172,6 +179,9 @@ internal sealed class LoadedModel : IDisposable
         string folder = options.ResolveFolder(settings.Model!, ct);
         string pipelineClass = ModelIndex.Read(folder).ClassName;
         var family = FamilyOf(pipelineClass);
+        if (family == Family.PixArt && settings is ServeCommand.Settings)
+            throw new ArgumentException($"serve does not run PixArt models yet; use `generate` ({settings.Model} is a {pipelineClass}).");
+        if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
         // A FLUX.1-Canny / Depth LoRA makes FLUX.1-dev a control model (diffusers: FluxControlPipeline.from_pretrained of
@@ -220,6 +230,7 @@ internal sealed class LoadedModel : IDisposable
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, WithIpAdapter(output, ipAdapter,
                 WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion),
                 (c, file, encoder) => c.LoadIpAdapter(file, encoder))),
+            Family.PixArt => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, pixArt: PixArtComponents.FromPretrained(folder, options, ct)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithIpAdapter(output, ipAdapter, WithLora(output, settings, lora,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
@@ -429,8 +440,33 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"{lacking} does not apply to latent consistency models (diffusers' {(settings is Img2ImgSettings ? LatentConsistencyModelImg2ImgPipeline.PipelineClass : LatentConsistencyModelPipeline.PipelineClass)} takes none); {settings.Model} is a {pipelineClass}.");
     }
 
+    /// <summary>
+    /// PixArt-Σ / PixArt-α (diffusers' PixArtSigmaPipeline / PixArtAlphaPipeline) only generate from text: diffusers has no
+    /// PixArt image-to-image or inpainting pipeline, no ControlNet / adapter / IP-Adapter / LoRA / textual inversion
+    /// loading for them here, one prompt (T5), plain CFG. Refused before any weights load.
+    /// </summary>
+    private static void CheckPixArt(ModelSettings settings, string pipelineClass)
+    {
+        string? lacking = settings.Lora is not null ? "--lora" : settings.TextualInversion is { Length: > 0 } ? "--textual-inversion"
+            : settings.SingleFile is not null ? "--single-file" : settings.IpAdapter is not null ? "--ip-adapter" : null;
+        if (settings is GenerateSettings g)
+        {
+            if (g is Img2ImgSettings)
+                throw new ArgumentException($"{settings.Model} is a {pipelineClass} (PixArt): it only generates from text (diffusers has no PixArt image-to-image or inpainting pipeline); use `generate`.");
+            lacking ??= g.ControlNets.Count > 0 ? "--controlnet" : g.ControlImage is { Length: > 0 } ? "--control-image" : g.Adapters.Count > 0 ? "--adapter"
+                : g.Prompt2 is not null ? "--prompt-2" : g.Prompt3 is not null ? "--prompt-3" : g.PromptEmbeds is not null ? "--prompt-embeds"
+                : g.ClipSkip is not null ? "--clip-skip" : g.SkipLayers is not null ? "--skip-layers" : g.Eta is not null ? "--eta"
+                : g.GuidanceRescale is not null ? "--guidance-rescale" : g.TrueCfg is not null ? "--true-cfg" : g.Redux is not null ? "--redux"
+                : g.PreviewEvery is not null ? "--preview-every" : g.Scheduler is not null ? "--scheduler" : g.IpAdapterImage is not null ? "--ip-adapter-image"
+                : g.NoT5 ? "--no-t5" : null;
+        }
+        if (lacking is not null)
+            throw new ArgumentException($"{lacking} does not apply to PixArt models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+    }
+
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
+        if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
         CheckInstructPix2Pix(settings, pipelineClass);
         CheckLatentConsistency(settings, pipelineClass);
         if (settings.ControlNets.Count == 0 && settings.ControlImage is { Length: > 0 } && pipelineClass != FluxComponents.ControlPipelineClass)
@@ -683,5 +719,6 @@ internal sealed class LoadedModel : IDisposable
         Sd3?.Dispose();
         UNet?.Dispose();
         Flux?.Dispose();
+        PixArt?.Dispose();
     }
 }

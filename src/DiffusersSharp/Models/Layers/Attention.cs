@@ -68,7 +68,14 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hiddenStates) => forward(hiddenStates, null);
 
     /// <summary>Attends from <paramref name="hiddenStates"/> [B, N, queryDim] to <paramref name="encoderHiddenStates"/> [B, S, crossAttentionDim] (null: to itself).</summary>
-    public Tensor forward(Tensor hiddenStates, Tensor? encoderHiddenStates)
+    public Tensor forward(Tensor hiddenStates, Tensor? encoderHiddenStates) => forward(hiddenStates, encoderHiddenStates, null);
+
+    /// <summary>
+    /// Attends from <paramref name="hiddenStates"/> [B, N, queryDim] to <paramref name="encoderHiddenStates"/> [B, S,
+    /// crossAttentionDim] (null: to itself), adding <paramref name="attentionBias"/> [B, 1, S] to the scores of every head
+    /// and query (diffusers' <c>attention_mask</c> after <c>prepare_attention_mask</c>: 0 keeps a key, -10000 drops it).
+    /// </summary>
+    public Tensor forward(Tensor hiddenStates, Tensor? encoderHiddenStates, Tensor? attentionBias)
     {
         using var scope = NewDisposeScope();
         long batch = hiddenStates.shape[0];
@@ -95,7 +102,8 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
         query = query.view(batch, -1, _heads, headDim).transpose(1, 2);
         key = key.view(batch, -1, _heads, headDim).transpose(1, 2);
         value = value.view(batch, -1, _heads, headDim).transpose(1, 2);
-        var attended = nn.functional.scaled_dot_product_attention(query, key, value);
+        var mask = attentionBias is null ? null : attentionBias.reshape(batch, 1, 1, -1).to(query.dtype);
+        var attended = nn.functional.scaled_dot_product_attention(query, key, value, mask);
         attended = attended.transpose(1, 2).reshape(batch, -1, _heads * headDim).to(query.dtype);
         if (ipStates is not null)
         {

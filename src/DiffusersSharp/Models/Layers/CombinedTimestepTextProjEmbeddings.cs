@@ -30,7 +30,7 @@ public sealed class CombinedTimestepTextProjEmbeddings : nn.Module<Tensor, Tenso
         time_proj = new Timesteps(256, flipSinToCos: true, downscaleFreqShift: 0);
         timestep_embedder = new TimestepEmbedding(256, embeddingDim, device, dtype);
         if (withGuidance) guidance_embedder = new TimestepEmbedding(256, embeddingDim, device, dtype);
-        text_embedder = new PixArtAlphaTextProjection(pooledProjectionDim, embeddingDim, device: device, dtype: dtype);
+        text_embedder = new PixArtAlphaTextProjection(pooledProjectionDim, embeddingDim, device: device, dtype: dtype, actFn: "silu");
         RegisterComponents();
     }
 

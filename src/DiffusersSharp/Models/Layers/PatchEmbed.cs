@@ -22,16 +22,21 @@ public sealed class PatchEmbed : nn.Module<Tensor, Tensor>
     private readonly long _embedDim;
     private readonly int? _posEmbedMaxSize;
     private readonly double _baseSize;
+    private readonly double _interpolationScale;
     private readonly bool _positions;
 
     /// <summary>
     /// Creates the embedding. <paramref name="height"/>/<paramref name="width"/> are the configured sample size (latent
     /// pixels), which set the position scale (<c>base_size = height / patchSize</c>). <paramref name="positions"/> false
     /// adds no position embedding (diffusers' <c>pos_embed_type=None</c>; <paramref name="posEmbedMaxSize"/> is then ignored).
+    /// <paramref name="interpolationScale"/> divides the positions (diffusers' <c>interpolation_scale</c>; PixArt uses
+    /// <c>sample_size / 64</c>, at least 1).
     /// </summary>
     public PatchEmbed(int height, int width, int patchSize, int inChannels, long embedDim, int? posEmbedMaxSize,
-        Device? device = null, ScalarType? dtype = null, bool positions = true) : base(nameof(PatchEmbed))
+        Device? device = null, ScalarType? dtype = null, bool positions = true, double interpolationScale = 1) : base(nameof(PatchEmbed))
     {
+        if (!(interpolationScale > 0)) throw new ArgumentOutOfRangeException(nameof(interpolationScale), interpolationScale, "interpolation_scale must be positive.");
+        _interpolationScale = interpolationScale;
         if (patchSize < 1) throw new ArgumentOutOfRangeException(nameof(patchSize), patchSize, "patch size must be positive.");
         _positions = positions;
         if (!positions) posEmbedMaxSize = null;
@@ -48,7 +53,7 @@ public sealed class PatchEmbed : nn.Module<Tensor, Tensor>
             // On the meta device the table is only a shape (filled by loading); elsewhere it is computed as diffusers does.
             pos_embed = device is { type: DeviceType.META }
                 ? torch.empty([1, (long)p * p, embedDim], dtype: ScalarType.Float32, device: device)
-                : SinCos2D(embedDim, p, p, _baseSize).unsqueeze(0).to(ScalarType.Float32, device ?? CPU);
+                : SinCos2D(embedDim, p, p, _baseSize, interpolationScale).unsqueeze(0).to(ScalarType.Float32, device ?? CPU);
             if (dtype is { } d && pos_embed.dtype != d) pos_embed = pos_embed.to(d);
         }
         RegisterComponents();
@@ -90,21 +95,28 @@ public sealed class PatchEmbed : nn.Module<Tensor, Tensor>
         }
         else
         {
-            pe = SinCos2D(_embedDim, gh, gw, _baseSize).unsqueeze(0).to(ScalarType.Float32, latent.device);
+            pe = SinCos2D(_embedDim, gh, gw, _baseSize, _interpolationScale).unsqueeze(0).to(ScalarType.Float32, latent.device);
         }
         return (x + pe).to(x.dtype);
     }
 
     /// <summary>
     /// diffusers' <c>get_2d_sincos_pos_embed</c> for a gh×gw grid, as [gh·gw, D] float64: positions are
-    /// <c>arange(n) / (n / baseSize)</c> in float32; channels [0, D/2) encode the column, [D/2, D) the row, each half
+    /// <c>arange(n) / (n / baseSize) / interpolationScale</c> in float32; channels [0, D/2) encode the column, [D/2, D) the row, each half
     /// <c>[sin(pos·ω), cos(pos·ω)]</c> with <c>ω_k = 10000^(-k / (D/4))</c>.
     /// </summary>
-    public static Tensor SinCos2D(long embedDim, long gridH, long gridW, double baseSize)
+    public static Tensor SinCos2D(long embedDim, long gridH, long gridW, double baseSize, double interpolationScale = 1)
     {
         using var scope = torch.NewDisposeScope();
-        var posH = (torch.arange(gridH, dtype: ScalarType.Float32) / (gridH / baseSize)).to(ScalarType.Float64);
-        var posW = (torch.arange(gridW, dtype: ScalarType.Float32) / (gridW / baseSize)).to(ScalarType.Float64);
+        var posH = torch.arange(gridH, dtype: ScalarType.Float32) / (gridH / baseSize);
+        var posW = torch.arange(gridW, dtype: ScalarType.Float32) / (gridW / baseSize);
+        if (interpolationScale != 1)
+        {
+            posH = posH / interpolationScale;
+            posW = posW / interpolationScale;
+        }
+        posH = posH.to(ScalarType.Float64);
+        posW = posW.to(ScalarType.Float64);
         var rows = posH.unsqueeze(1).expand(gridH, gridW).reshape(-1);
         var cols = posW.unsqueeze(0).expand(gridH, gridW).reshape(-1);
         long quarter = embedDim / 4;

@@ -52,10 +52,21 @@ public sealed class T5EncoderModel : nn.Module
     /// last_hidden_state [batch, seq, d_model] after the final RMS norm.
     /// </summary>
     /// <exception cref="ArgumentException">The ids are not a 2-D integer tensor or are out of the vocabulary.</exception>
-    public Tensor Forward(Tensor inputIds)
+    public Tensor Forward(Tensor inputIds) => Forward(inputIds, null);
+
+    /// <summary>
+    /// Encodes [batch, seq] int64 token ids under <paramref name="attentionMask"/> [batch, seq] (1 keeps a token, 0 drops
+    /// it as a key of every self-attention, as transformers' <c>attention_mask</c>: PixArt passes the tokenizer's mask;
+    /// null attends to everything) and returns last_hidden_state [batch, seq, d_model] after the final RMS norm. Dropped
+    /// tokens still get outputs (they attend to the kept ones), as in transformers.
+    /// </summary>
+    /// <exception cref="ArgumentException">The ids are not a 2-D integer tensor or are out of the vocabulary, or the mask has another shape.</exception>
+    public Tensor Forward(Tensor inputIds, Tensor? attentionMask)
     {
         using var scope = NewDisposeScope();
         var ids = TokenIds.Check(inputIds, Config.VocabSize, null, nameof(T5EncoderModel));
-        return encoder.forward(ids).MoveToOuterDisposeScope();
+        if (attentionMask is not null && !attentionMask.shape.SequenceEqual(ids.shape))
+            throw new ArgumentException($"attention_mask must be [{string.Join(", ", ids.shape)}] like the ids, got [{string.Join(", ", attentionMask.shape)}].", nameof(attentionMask));
+        return encoder.forward(ids, attentionMask?.to(ids.device)).MoveToOuterDisposeScope();
     }
 }

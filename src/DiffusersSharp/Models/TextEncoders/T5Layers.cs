@@ -230,12 +230,29 @@ internal sealed class T5Stack : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor ids)
+    public override Tensor forward(Tensor ids) => forward(ids, null);
+
+    /// <summary>
+    /// Encodes <paramref name="ids"/>; with <paramref name="attentionMask"/> [B, S] (1 keeps a key, 0 drops it) the bias of
+    /// every layer gets <c>(1 - mask) · finfo(dtype).min</c> on the dropped keys, as transformers' extended attention mask.
+    /// </summary>
+    public Tensor forward(Tensor ids, Tensor? attentionMask)
     {
         using var scope = NewDisposeScope();
         var h = embed_tokens.forward(ids);
-        // No attention mask: SD3 lets the encoder attend to padding, exactly as transformers does without a mask.
+        // Without a mask (SD3, Flux) the encoder attends to padding, exactly as transformers does without one.
         var bias = block[0].SelfAttentionLayer.Attention.ComputeBias(ids.shape[1], ids.device);
+        if (attentionMask is not null)
+        {
+            double min = h.dtype switch
+            {
+                ScalarType.Float16 => -65504.0,
+                ScalarType.BFloat16 => -3.3895313892515355e38,
+                _ => float.MinValue,
+            };
+            var extended = (1 - attentionMask.to(bias.dtype)).unsqueeze(1).unsqueeze(1) * min;
+            bias = bias + extended.to(bias.dtype);
+        }
         foreach (var b in block)
         {
             var next = b.forward(h, bias);

@@ -1,0 +1,296 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.Models;
+using DiffusersSharp.Schedulers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Pipelines.PixArt;
+
+/// <summary>
+/// What PixArt-Σ and PixArt-α share (diffusers' <c>PixArtSigmaPipeline</c> / <c>PixArtAlphaPipeline</c>, which differ only
+/// in the T5 length, α's resolution / aspect-ratio micro-conditions and its one-step rule): prompt -> lower-cased T5 tokens
+/// with their attention mask -> T5 embeddings (the negative prompt padded to the same length) -> noise
+/// [B, 4, H/8, W/8] × init_noise_sigma -> scheduler steps over the transformer (CFG on the batched negative + positive
+/// halves, the caption mask applied in cross-attention, the learned-variance half dropped) -> VAE decode.
+/// </summary>
+public abstract class PixArtPipelineBase : IDisposable
+{
+    private bool _disposed;
+
+    /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
+    protected PixArtPipelineBase(PixArtComponents components)
+    {
+        ArgumentNullException.ThrowIfNull(components);
+        components.Acquire();
+        Components = components;
+        ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig { VaeScaleFactor = components.Vae.VaeScaleFactor });
+    }
+
+    /// <summary>The shared components.</summary>
+    public PixArtComponents Components { get; }
+
+    /// <summary>Image post-processing (diffusers' <c>image_processor</c>).</summary>
+    public VaeImageProcessor ImageProcessor { get; }
+
+    /// <summary>Called when a prompt is cut to the T5 limit (tokenizer, untruncated length, limit).</summary>
+    public Action<string, int, int>? OnPromptTruncated { get; set; }
+
+    /// <summary>The VAE's spatial scale factor (8).</summary>
+    public int VaeScaleFactor => Components.Vae.VaeScaleFactor;
+
+    /// <summary>Default height and width: the transformer's sample_size × the VAE scale factor.</summary>
+    public int DefaultSize => Components.Transformer.Config.SampleSize * VaeScaleFactor;
+
+    /// <summary>The T5 token limit when the request leaves it null (Σ 300, α 120).</summary>
+    public abstract int DefaultMaxSequenceLength { get; }
+
+    /// <summary>Whether this pipeline passes resolution and aspect ratio to the transformer (α at sample_size 128).</summary>
+    protected abstract bool PassesMicroConditions { get; }
+
+    /// <summary>diffusers' pipeline class name (for messages).</summary>
+    protected abstract string PipelineName { get; }
+
+    /// <summary>Generates images (diffusers' <c>__call__</c>).</summary>
+    /// <exception cref="ArgumentException">The request is invalid; thrown before any compute.</exception>
+    /// <exception cref="NotSupportedException">clean_caption or resolution binning was asked for.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked between steps).</exception>
+    public PixArtOutput Generate(PixArtRequest request, IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var r = request;
+        int height = r.Height ?? DefaultSize, width = r.Width ?? DefaultSize;
+        int maxLength = r.MaxSequenceLength ?? DefaultMaxSequenceLength;
+        using var scheduler = Components.CreateScheduler();
+        CheckInputs(r, height, width, maxLength, scheduler);
+        using var mode = inference_mode();
+        using var scope = NewDisposeScope();
+        var device = Components.Device;
+        var transformer = Components.Transformer;
+        bool cfg = r.GuidanceScale > 1.0;
+
+        progress?.Report(new PipelineProgress("encode", 0, 1));
+        var (embeds, mask, negEmbeds, negMask) = EncodePrompt(r, cfg, maxLength);
+        progress?.Report(new PipelineProgress("encode", 1, 1));
+        if (cfg)
+        {
+            embeds = cat([negEmbeds!, embeds], 0);
+            mask = cat([negMask!, mask], 0);
+        }
+
+        scheduler.SetTimesteps(r.NumInferenceSteps, device);
+        var timesteps = scheduler.TimestepValues.ToArray();
+        long batch = (r.PromptEmbeds?.shape[0] ?? r.Prompt!.Value.Count) * r.NumImagesPerPrompt;
+        int channels = transformer.Config.InChannels;
+        long[] shape = [batch, channels, height / VaeScaleFactor, width / VaeScaleFactor];
+        var latents = (r.Latents is { } given ? given.to(embeds.dtype, device) : RandomDraws.Randn(shape, r.Generator, r.Generators, embeds.dtype, device))
+            * scheduler.InitNoiseSigma;
+
+        Tensor? resolution = null, aspectRatio = null;
+        if (PassesMicroConditions)
+        {
+            // diffusers: tensor([height, width]) and tensor([float(height / width)]) per image, doubled under CFG.
+            resolution = tensor(new float[] { height, width }).repeat(batch, 1).to(embeds.dtype, device);
+            aspectRatio = tensor(new float[] { (float)((double)height / width) }).repeat(batch, 1).to(embeds.dtype, device);
+            if (cfg)
+            {
+                resolution = cat([resolution, resolution], 0);
+                aspectRatio = cat([aspectRatio, aspectRatio], 0);
+            }
+        }
+
+        var generator = r.Generator ?? r.Generators?[0];
+        bool learnedSigma = transformer.Config.OutChannelsOrIn / 2 == channels;
+        Components.Activate("transformer");
+        progress?.Report(new PipelineProgress("denoise", 0, timesteps.Length));
+        for (int i = 0; i < timesteps.Length; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            float t = timesteps[i];
+            using (var stepScope = NewDisposeScope())
+            {
+                var modelInput = cfg ? cat([latents, latents], 0) : latents;
+                modelInput = scheduler.ScaleModelInput(modelInput, t);
+                var timestep = full(modelInput.shape[0], t, dtype: ScalarType.Float32, device: device);
+                var noisePred = transformer.forward(modelInput, embeds, timestep, mask, resolution, aspectRatio);
+                if (cfg)
+                {
+                    var halves = noisePred.chunk(2);
+                    noisePred = halves[0] + r.GuidanceScale * (halves[1] - halves[0]);
+                }
+                if (learnedSigma) noisePred = noisePred.chunk(2, 1)[0];
+                Tensor next;
+                if (timesteps.Length == 1 && this is PixArtAlphaPipeline && scheduler is LCMScheduler lcm)
+                {
+                    // PixArtAlphaPipeline at one step takes the scheduler's second output (the denoised sample).
+                    (_, next) = lcm.StepWithDenoised(noisePred, t, latents, generator);
+                }
+                else next = scheduler.Step(noisePred, t, latents, generator);
+                next.MoveToOuterDisposeScope();
+                latents.Dispose();
+                latents = next;
+            }
+            progress?.Report(new PipelineProgress("denoise", i + 1, timesteps.Length));
+            if (r.CallbackOnStepEnd is { } callback)
+            {
+                var context = new StepEndContext
+                {
+                    Step = i, TotalSteps = timesteps.Length, Timestep = t, Latents = latents, PromptEmbeds = embeds,
+                    GuidanceScale = r.GuidanceScale,
+                };
+                callback(context);
+                latents = StepEndContext.Adopt(latents, context.Latents);
+                embeds = StepEndContext.Adopt(embeds, context.PromptEmbeds);
+                if (context.Interrupt) break;
+            }
+        }
+
+        if (r.OutputType == OutputType.Latent)
+            return new PixArtOutput(null, latents.DetachFromDisposeScope());
+        Components.Activate("vae");
+        progress?.Report(new PipelineProgress("decode", 0, 1));
+        var vae = Components.Vae;
+        var decoded = vae.Decode(latents.to(vae.WeightDtype()) / vae.Config.ScalingFactor);
+        var (images, output) = DecodedOutput.From(decoded, r.OutputType, ImageProcessor);
+        progress?.Report(new PipelineProgress("decode", 1, 1));
+        Components.OffloadAll();
+        return new PixArtOutput(images, output);
+    }
+
+    /// <summary>
+    /// diffusers' <c>encode_prompt</c>: T5 embeddings and masks of the prompts (or the given ones), each repeated for the
+    /// images per prompt; under CFG the negative side (the negative prompt tokenized to the prompt side's length).
+    /// </summary>
+    private (Tensor Embeds, Tensor Mask, Tensor? NegEmbeds, Tensor? NegMask) EncodePrompt(PixArtRequest r, bool cfg, int maxLength)
+    {
+        var device = Components.Device;
+        var dtype = Components.TextEncoder?.WeightDtype() ?? Components.Transformer.Dtype;
+        Tensor embeds, mask;
+        if (r.PromptEmbeds is null)
+            (embeds, mask) = EncodeText(r.Prompt!.Value.Items, maxLength);
+        else
+            (embeds, mask) = (r.PromptEmbeds, r.PromptAttentionMask!);
+        embeds = embeds.to(dtype, device);
+        mask = mask.to(device);
+        long bsEmbed = embeds.shape[0];
+        int n = r.NumImagesPerPrompt;
+        embeds = embeds.repeat(1, n, 1).view(bsEmbed * n, embeds.shape[1], -1);
+        mask = mask.repeat(1, n).view(bsEmbed * n, -1);
+        if (!cfg) return (embeds, mask, null, null);
+        Tensor negEmbeds, negMask;
+        if (r.NegativePromptEmbeds is null)
+        {
+            var negatives = (r.NegativePrompt ?? "").Broadcast((int)bsEmbed, "negative prompts");
+            (negEmbeds, negMask) = EncodeText(negatives, (int)embeds.shape[1]);
+        }
+        else (negEmbeds, negMask) = (r.NegativePromptEmbeds, r.NegativePromptAttentionMask!);
+        negEmbeds = negEmbeds.to(dtype, device);
+        negMask = negMask.to(device);
+        long negLen = negEmbeds.shape[1];
+        negEmbeds = negEmbeds.repeat(1, n, 1).view(bsEmbed * n, negLen, -1);
+        negMask = negMask.repeat(1, n).view(bsEmbed * n, -1);
+        return (embeds, mask, negEmbeds, negMask);
+    }
+
+    /// <summary>Lower-cased, stripped prompts -> T5 ids padded to <paramref name="maxLength"/> and their mask -> T5 under the mask.</summary>
+    private (Tensor Embeds, Tensor Mask) EncodeText(IReadOnlyList<string> prompts, int maxLength)
+    {
+        var tokenizer = Components.Tokenizer!;
+        var ids = new long[prompts.Count * maxLength];
+        var mask = new long[prompts.Count * maxLength];
+        for (int i = 0; i < prompts.Count; i++)
+        {
+            var encoded = tokenizer.Encode(prompts[i].ToLowerInvariant().Trim(), maxLength);
+            if (encoded.WasTruncated) OnPromptTruncated?.Invoke("tokenizer (T5)", encoded.UntruncatedLength, maxLength);
+            int kept = Math.Min(encoded.UntruncatedLength, maxLength);
+            for (int j = 0; j < maxLength; j++)
+            {
+                ids[i * maxLength + j] = encoded.Ids[j];
+                mask[i * maxLength + j] = j < kept ? 1 : 0;
+            }
+        }
+        var device = Components.Device;
+        var idTensor = tensor(ids, [prompts.Count, maxLength], device: device);
+        var maskTensor = tensor(mask, [prompts.Count, maxLength], device: device);
+        Components.Activate("text_encoder");
+        return (Components.TextEncoder!.Forward(idTensor, maskTensor), maskTensor);
+    }
+
+    private void CheckInputs(PixArtRequest r, int height, int width, int maxLength, IDiffusionScheduler scheduler)
+    {
+        static string Shape(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
+        var config = Components.Transformer.Config;
+        if (r.CleanCaption)
+            throw new NotSupportedException("clean_caption (ftfy + BeautifulSoup caption cleaning) is not implemented; prompts are lower-cased and stripped, as diffusers does without those packages.");
+        if (r.UseResolutionBinning)
+            throw new NotSupportedException("use_resolution_binning (PixArt's aspect-ratio bins) is not implemented; pass a size the model handles (e.g. one of its bins) with binning off.");
+        int multiple = VaeScaleFactor * config.PatchSize;
+        if (height <= 0 || width <= 0 || height % 8 != 0 || width % 8 != 0 || height % multiple != 0 || width % multiple != 0)
+            throw new ArgumentException($"height and width must be positive multiples of {Math.Max(8, multiple)} (the VAE scale factor x the patch size), got {height}x{width}.");
+        if (r.NumInferenceSteps < 1)
+            throw new ArgumentException($"num_inference_steps must be at least 1, got {r.NumInferenceSteps}.");
+        if (r.NumInferenceSteps == 1 && this is PixArtAlphaPipeline && scheduler is not LCMScheduler)
+            throw new ArgumentException($"{PipelineName} takes the scheduler's denoised output at 1 step, which {scheduler.ClassName} does not give (diffusers fails there too); use 2 or more steps, or an LCM scheduler.");
+        if (!double.IsFinite(r.GuidanceScale))
+            throw new ArgumentException($"guidance_scale must be a finite number, got {r.GuidanceScale}.");
+        if (r.NumImagesPerPrompt < 1)
+            throw new ArgumentException($"num_images_per_prompt must be at least 1, got {r.NumImagesPerPrompt}.");
+        if (maxLength < 1)
+            throw new ArgumentException($"max_sequence_length must be at least 1, got {maxLength}.");
+        if (r.OutputType is not (OutputType.Image or OutputType.Numpy or OutputType.Tensor or OutputType.Latent))
+            throw new ArgumentException($"Unknown output type {r.OutputType}.");
+        if (r.PromptEmbeds is not null && r.Prompt is not null)
+            throw new ArgumentException("Give either a prompt or prompt_embeds, not both.");
+        if (r.PromptEmbeds is null && (r.Prompt is null || r.Prompt.Value.Count == 0))
+            throw new ArgumentException("Give a prompt or prompt_embeds.");
+        if (r.NegativePromptEmbeds is not null && r.NegativePrompt is not null)
+            throw new ArgumentException("Give either a negative prompt or negative_prompt_embeds, not both.");
+        if (r.PromptEmbeds is not null && r.PromptAttentionMask is null)
+            throw new ArgumentException("prompt_embeds needs prompt_attention_mask too.");
+        if (r.NegativePromptEmbeds is not null && r.NegativePromptAttentionMask is null)
+            throw new ArgumentException("negative_prompt_embeds needs negative_prompt_attention_mask too.");
+        long width3 = Components.Transformer.TextWidth;
+        if (r.PromptEmbeds is { } e)
+        {
+            if (e.dim() != 3 || e.shape[2] != width3 || e.shape[1] < 1 || e.shape[0] < 1)
+                throw new ArgumentException($"prompt_embeds must be [B, S, {width3}] (the transformer's caption width), got {Shape(e)}.");
+            if (!r.PromptAttentionMask!.shape.SequenceEqual(e.shape[..2]))
+                throw new ArgumentException($"prompt_attention_mask must be [{e.shape[0]}, {e.shape[1]}], got {Shape(r.PromptAttentionMask)}.");
+        }
+        if (r.NegativePromptEmbeds is { } ne)
+        {
+            if (r.PromptEmbeds is null)
+                throw new ArgumentException("negative_prompt_embeds go with prompt_embeds (diffusers compares their shapes).");
+            if (!ne.shape.SequenceEqual(r.PromptEmbeds.shape))
+                throw new ArgumentException($"prompt_embeds {Shape(r.PromptEmbeds)} and negative_prompt_embeds {Shape(ne)} must have the same shape.");
+            if (!r.NegativePromptAttentionMask!.shape.SequenceEqual(r.PromptAttentionMask!.shape))
+                throw new ArgumentException($"prompt_attention_mask {Shape(r.PromptAttentionMask)} and negative_prompt_attention_mask {Shape(r.NegativePromptAttentionMask)} must have the same shape.");
+        }
+        bool needsEncoder = r.PromptEmbeds is null || (r.GuidanceScale > 1 && r.NegativePromptEmbeds is null);
+        if (needsEncoder && (Components.TextEncoder is null || Components.Tokenizer is null))
+            throw new ArgumentException("These components have no T5 text encoder: pass prompt_embeds (and, with guidance, negative_prompt_embeds) with their masks.");
+        if (r.Prompt is { } p && r.NegativePrompt is { } np && np.Count != 1 && np.Count != p.Count)
+            throw new ArgumentException($"{np.Count} negative prompts were given for {p.Count} prompts.");
+        if (r.PromptEmbeds is { } pe && r.NegativePrompt is { } np2 && np2.Count != 1 && np2.Count != pe.shape[0])
+            throw new ArgumentException($"{np2.Count} negative prompts were given for {pe.shape[0]} prompt embeddings.");
+        if (r.Generator is not null && r.Generators is not null)
+            throw new ArgumentException("Give one generator or a list of generators, not both.");
+        long batch = (r.PromptEmbeds?.shape[0] ?? r.Prompt!.Value.Count) * r.NumImagesPerPrompt;
+        if (r.Generators is { } generators && generators.Count != batch)
+            throw new ArgumentException($"{generators.Count} generators were given for a batch of {batch} (prompts x images per prompt).");
+        long[] latentShape = [batch, config.InChannels, height / VaeScaleFactor, width / VaeScaleFactor];
+        if (r.Latents is { } l && !l.shape.SequenceEqual(latentShape))
+            throw new ArgumentException($"latents must be [{string.Join(", ", latentShape)}] for this request, got {Shape(l)}.");
+        if (config.UsesAdditionalConditions && !PassesMicroConditions)
+            throw new ArgumentException($"This transformer takes resolution / aspect-ratio conditions (use_additional_conditions), which {PipelineName} only passes at sample_size 128; diffusers fails on it too.");
+    }
+
+    /// <summary>Gives up this pipeline's reference on the components.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        Components.Release();
+        GC.SuppressFinalize(this);
+    }
+}
