@@ -93,6 +93,9 @@ cases = {
                             num_images_per_prompt=2, use_resolution_binning=False), 123456),
     "alpha_t2i": (alpha, dict(**prompt, **negative, height=48, width=64, num_inference_steps=4, guidance_scale=4.5,
                               use_resolution_binning=False), 99),
+    # Resolution binning (diffusers' default) at sample_size 32: 200 x 120 (ratio 1.667) runs at the 320 x 192 bin and
+    # the image is resized (bilinear) to cover 200 x 120 and center-cropped.
+    "t2i_binned": (sigma, dict(**prompt, **negative, height=200, width=120, num_inference_steps=3, guidance_scale=4.5), 11),
 }
 for name, (pipe, args, seed) in cases.items():
     def on_step(i, t, latents, name=name):

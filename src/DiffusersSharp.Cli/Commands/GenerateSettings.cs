@@ -144,6 +144,10 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--prompt <PROMPT>"), Description("What to draw.")]
     public string? Prompt { get; init; }
 
+    /// <summary>PixArt: run the size as given instead of at the closest trained aspect ratio.</summary>
+    [CommandOption("--no-resolution-binning"), Description("PixArt: run --width x --height as given (multiples of 16) instead of diffusers' default use_resolution_binning, which generates at the model's closest trained aspect ratio and resizes the image back to the requested size.")]
+    public bool NoResolutionBinning { get; init; }
+
     /// <summary>Prompt for CLIP-G (default: --prompt).</summary>
     [CommandOption("--prompt-2 <PROMPT>"), Description("Prompt for the second CLIP encoder (default: --prompt).")]
     public string? Prompt2 { get; init; }

@@ -77,6 +77,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
                 NumImagesPerPrompt = settings.NumImages,
                 Generator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed)),
                 MaxSequenceLength = settings.MaxSequenceLength,
+                UseResolutionBinning = !settings.NoResolutionBinning,
                 OutputType = OutputType.Image,
             };
             using PixArtPipelineBase pipe = model.PipelineClass == PixArtComponents.AlphaPipelineClass ? new PixArtAlphaPipeline(pixArt) : new PixArtSigmaPipeline(pixArt);

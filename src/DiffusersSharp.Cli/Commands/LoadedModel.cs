@@ -538,6 +538,16 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--true-cfg applies to Flux models; {settings.Model} is a {pipelineClass}.");
         if (family != Family.Flux && settings.Redux is not null)
             throw new ArgumentException($"--redux applies to FLUX.1 models (FLUX.1-Redux makes Flux prompt embeddings); {settings.Model} is a {pipelineClass}.");
+        if (family == Family.PixArt)
+        {
+            // With resolution binning (diffusers' default) any size runs (the image is resized back); without, the latents
+            // must split into the transformer's 2 x 2 patches.
+            if (settings.NoResolutionBinning && settings.Width is { } pw && pw % 16 != 0) throw new ArgumentException($"--width must be a multiple of 16 for PixArt with --no-resolution-binning, got {pw}.");
+            if (settings.NoResolutionBinning && settings.Height is { } ph && ph % 16 != 0) throw new ArgumentException($"--height must be a multiple of 16 for PixArt with --no-resolution-binning, got {ph}.");
+            return;
+        }
+        if (settings.NoResolutionBinning)
+            throw new ArgumentException($"--no-resolution-binning applies to PixArt models; {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux)
         {
             string? notFlux = settings.NoT5 ? "--no-t5" : settings.Prompt3 is not null ? "--prompt-3" : settings.SkipLayers is not null ? "--skip-layers"

@@ -30,7 +30,8 @@ public sealed class PixArtCliTests : IDisposable
     {
         string model = alpha ? _alpha : _sigma;
         string[] Args(string output) => ["generate", "--model", model, "--prompt", "a teddy bear", "--negative-prompt", "blurry",
-            "--steps", "2", "--guidance", "4.5", "--width", "48", "--height", "32", "--seed", "7", "--max-sequence-length", "16", "--output", output];
+            "--steps", "2", "--guidance", "4.5", "--width", "48", "--height", "32", "--seed", "7", "--max-sequence-length", "16",
+            "--no-resolution-binning", "--output", output];
         var (code, stdout, stderr) = CliRunner.Run(Args(Out()));
         Assert.True(code == 0, stderr);
         Assert.Equal(Path.GetFullPath(Out()), stdout.Trim());
@@ -43,7 +44,7 @@ public sealed class PixArtCliTests : IDisposable
         Assert.Equal(0, again.Code);
         Assert.Equal(image.Pixels, ImageFile.Load(Out("again.png")).Pixels);
         var other = CliRunner.Run(["generate", "--model", model, "--prompt", "a teddy bear", "--steps", "2", "--width", "48", "--height", "32",
-            "--seed", "8", "--max-sequence-length", "16", "--output", Out("other.png")]);
+            "--seed", "8", "--max-sequence-length", "16", "--no-resolution-binning", "--output", Out("other.png")]);
         Assert.Equal(0, other.Code);
         Assert.NotEqual(image.Pixels, ImageFile.Load(Out("other.png")).Pixels);
     }
@@ -57,11 +58,36 @@ public sealed class PixArtCliTests : IDisposable
     [InlineData("--width", "40")]
     public void OptionsPixArtDoesNotHaveAreRefusedBeforeLoading(string option, string value)
     {
-        var (code, _, stderr) = CliRunner.Run("generate", "--model", _sigma, "--prompt", "x", option, value, "--output", Out());
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _sigma, "--prompt", "x", option, value, "--no-resolution-binning", "--output", Out());
         Assert.Equal(2, code);
         Assert.Contains(option, stderr);
         Assert.DoesNotContain("loading", stderr);
         Assert.False(File.Exists(Out()));
+    }
+
+    /// <summary>
+    /// Without --no-resolution-binning the CLI bins as diffusers' call does by default: 200 x 120 runs at the tiny Σ's
+    /// 320 x 192 bin and comes back at 200 x 120, the library's image exactly.
+    /// </summary>
+    [Fact]
+    public void GenerateBinsTheSizeAsDiffusersDoesByDefault()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _sigma, "--prompt", "a teddy bear", "--steps", "2", "--width", "120",
+            "--height", "200", "--seed", "5", "--max-sequence-length", "16", "--output", Out());
+        Assert.True(code == 0, stderr);
+        var image = ImageFile.Load(Out());
+        Assert.Equal((120, 200), (image.Width, image.Height));
+        using var components = DiffusersSharp.Pipelines.PixArt.PixArtComponents.FromPretrained(_sigma, new DiffusersSharp.Pipelines.PipelineLoadOptions());
+        using var pipe = new DiffusersSharp.Pipelines.PixArt.PixArtSigmaPipeline(components);
+        using var result = pipe.Generate(new DiffusersSharp.Pipelines.PixArt.PixArtRequest
+        {
+            Prompt = "a teddy bear", NumInferenceSteps = 2, Width = 120, Height = 200, MaxSequenceLength = 16,
+            Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(5),
+        });
+        Assert.Equal(result.Images![0].Pixels, image.Pixels);
+        var (refused, _, error) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "x", "--no-resolution-binning", "--output", Out("sd.png"));
+        Assert.Equal(2, refused);
+        Assert.Contains("--no-resolution-binning applies to PixArt", error);
     }
 
     [Theory]

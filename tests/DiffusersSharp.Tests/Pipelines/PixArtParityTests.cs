@@ -48,8 +48,10 @@ public sealed class PixArtParityTests(ITestOutputHelper output) : IDisposable
         return error;
     }
 
+    /// <summary>The fixture's embeddings; binning off, as the script's cases but the binned one give it.</summary>
     private PixArtRequest Embeds(bool negative) => new()
     {
+        UseResolutionBinning = false,
         PromptEmbeds = E("in.prompt_embeds"), PromptAttentionMask = E("in.prompt_attention_mask").to(ScalarType.Int64),
         NegativePromptEmbeds = negative ? E("in.negative_prompt_embeds") : null,
         NegativePromptAttentionMask = negative ? E("in.negative_prompt_attention_mask").to(ScalarType.Int64) : null,
@@ -95,6 +97,18 @@ public sealed class PixArtParityTests(ITestOutputHelper output) : IDisposable
     {
         using var pipe = new PixArtAlphaPipeline(Components("alpha"));
         Check(pipe, Embeds(negative: true) with { Height = 48, Width = 64, NumInferenceSteps = 4, GuidanceScale = 4.5 }, "alpha_t2i", 99);
+    }
+
+    /// <summary>
+    /// Resolution binning (diffusers' default) at sample_size 32: 200 x 120 runs at the 320 x 192 bin (ratio 1.67 of 1.667)
+    /// and the decoded image is resized to cover 200 x 120 (bilinear) and center-cropped, as diffusers' resize_and_crop_tensor.
+    /// </summary>
+    [Fact]
+    public void ResolutionBinningMatchesDiffusers()
+    {
+        using var pipe = new PixArtSigmaPipeline(Components("sigma"));
+        Assert.Equal((320, 192), PixArtAspectRatios.Classify(200, 120, PixArtAspectRatios.For(32)));
+        Check(pipe, Embeds(negative: true) with { UseResolutionBinning = true, Height = 200, Width = 120, NumInferenceSteps = 3, GuidanceScale = 4.5 }, "t2i_binned", 11);
     }
 
     public void Dispose()

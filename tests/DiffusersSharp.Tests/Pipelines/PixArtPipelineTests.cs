@@ -63,7 +63,7 @@ public sealed class PixArtPipelineTests : IDisposable
         }
         var (embeds, mask) = Encode("a red cube on a table");
         var (neg, negMask) = Encode("blurry");
-        var request = new PixArtRequest { Height = 32, Width = 48, NumInferenceSteps = 2, GuidanceScale = 3.0, MaxSequenceLength = 16, OutputType = OutputType.Latent };
+        var request = new PixArtRequest { UseResolutionBinning = false, Height = 32, Width = 48, NumInferenceSteps = 2, GuidanceScale = 3.0, MaxSequenceLength = 16, OutputType = OutputType.Latent };
         using var fromText = pipe.Generate(request with { Prompt = "  A Red Cube on a TABLE ", NegativePrompt = "Blurry", Generator = new Generator("cpu").ManualSeed(3) });
         using var fromEmbeds = pipe.Generate(request with
         {
@@ -79,9 +79,10 @@ public sealed class PixArtPipelineTests : IDisposable
     public void InvalidRequestsFailBeforeCompute()
     {
         using var pipe = new PixArtSigmaPipeline(_components);
-        var ok = new PixArtRequest { Prompt = "x", Height = 32, Width = 32, NumInferenceSteps = 2 };
+        var ok = new PixArtRequest { UseResolutionBinning = false, Prompt = "x", Height = 32, Width = 32, NumInferenceSteps = 2 };
         Assert.Contains("clean_caption", Assert.Throws<NotSupportedException>(() => pipe.Generate(ok with { CleanCaption = true })).Message);
-        Assert.Contains("use_resolution_binning", Assert.Throws<NotSupportedException>(() => pipe.Generate(ok with { UseResolutionBinning = true })).Message);
+        Assert.Contains("positive", Assert.Throws<ArgumentException>(() => pipe.Generate(ok with { UseResolutionBinning = true, Height = 0 })).Message);
+        Assert.Contains("Invalid sample size", Assert.Throws<ArgumentException>(() => PixArtAspectRatios.For(48)).Message);
         Assert.Contains("multiples of 16", Assert.Throws<ArgumentException>(() => pipe.Generate(ok with { Height = 40 })).Message);
         Assert.Contains("num_inference_steps", Assert.Throws<ArgumentException>(() => pipe.Generate(ok with { NumInferenceSteps = 0 })).Message);
         Assert.Contains("num_images_per_prompt", Assert.Throws<ArgumentException>(() => pipe.Generate(ok with { NumImagesPerPrompt = 0 })).Message);
@@ -105,7 +106,7 @@ public sealed class PixArtPipelineTests : IDisposable
         int steps = 0;
         var request = new PixArtRequest
         {
-            Prompt = "x", Height = 32, Width = 32, NumInferenceSteps = 4, MaxSequenceLength = 8, OutputType = OutputType.Latent,
+            UseResolutionBinning = false, Prompt = "x", Height = 32, Width = 32, NumInferenceSteps = 4, MaxSequenceLength = 8, OutputType = OutputType.Latent,
             CallbackOnStepEnd = _ => { if (++steps == 2) cts.Cancel(); },
         };
         Assert.Throws<OperationCanceledException>(() => pipe.Generate(request, null, cts.Token));

@@ -52,7 +52,7 @@ public abstract class PixArtPipelineBase : IDisposable
 
     /// <summary>Generates images (diffusers' <c>__call__</c>).</summary>
     /// <exception cref="ArgumentException">The request is invalid; thrown before any compute.</exception>
-    /// <exception cref="NotSupportedException">clean_caption or resolution binning was asked for.</exception>
+    /// <exception cref="NotSupportedException">clean_caption was asked for.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked between steps).</exception>
     public PixArtOutput Generate(PixArtRequest request, IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -60,6 +60,15 @@ public abstract class PixArtPipelineBase : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         var r = request;
         int height = r.Height ?? DefaultSize, width = r.Width ?? DefaultSize;
+        (int Height, int Width)? requested = null;
+        if (r.UseResolutionBinning)
+        {
+            // diffusers: the size snaps to the closest trained aspect ratio; the image is resized back after decoding.
+            if (height <= 0 || width <= 0)
+                throw new ArgumentException($"height and width must be positive, got {height}x{width}.");
+            requested = (height, width);
+            (height, width) = PixArtAspectRatios.Classify(height, width, PixArtAspectRatios.For(Components.Transformer.Config.SampleSize));
+        }
         int maxLength = r.MaxSequenceLength ?? DefaultMaxSequenceLength;
         using var scheduler = Components.CreateScheduler();
         CheckInputs(r, height, width, maxLength, scheduler);
@@ -151,6 +160,7 @@ public abstract class PixArtPipelineBase : IDisposable
         progress?.Report(new PipelineProgress("decode", 0, 1));
         var vae = Components.Vae;
         var decoded = vae.Decode(latents.to(vae.WeightDtype()) / vae.Config.ScalingFactor);
+        if (requested is { } size) decoded = PixArtAspectRatios.ResizeAndCrop(decoded, size.Width, size.Height);
         var (images, output) = DecodedOutput.From(decoded, r.OutputType, ImageProcessor);
         progress?.Report(new PipelineProgress("decode", 1, 1));
         Components.OffloadAll();
@@ -222,8 +232,6 @@ public abstract class PixArtPipelineBase : IDisposable
         var config = Components.Transformer.Config;
         if (r.CleanCaption)
             throw new NotSupportedException("clean_caption (ftfy + BeautifulSoup caption cleaning) is not implemented; prompts are lower-cased and stripped, as diffusers does without those packages.");
-        if (r.UseResolutionBinning)
-            throw new NotSupportedException("use_resolution_binning (PixArt's aspect-ratio bins) is not implemented; pass a size the model handles (e.g. one of its bins) with binning off.");
         int multiple = VaeScaleFactor * config.PatchSize;
         if (height <= 0 || width <= 0 || height % 8 != 0 || width % 8 != 0 || height % multiple != 0 || width % multiple != 0)
             throw new ArgumentException($"height and width must be positive multiples of {Math.Max(8, multiple)} (the VAE scale factor x the patch size), got {height}x{width}.");

@@ -62,10 +62,12 @@ public sealed record PixArtRequest
     public bool CleanCaption { get; init; }
 
     /// <summary>
-    /// diffusers' <c>use_resolution_binning</c> (snap the size to the model's aspect-ratio bins, resize and crop the image
-    /// back). Not implemented: true is refused, so sizes run as given (diffusers' default is true).
+    /// diffusers' <c>use_resolution_binning</c> (true by default, as there): the size snaps to the trained size of the
+    /// closest aspect ratio (<see cref="PixArtAspectRatios"/>; the transformer's sample_size must be 256, 128, 64 or 32), and
+    /// the decoded image is resized and center-cropped back to the requested size (any positive size then). False runs the
+    /// size as given (multiples of 8 x the patch size). The latents (output type Latent) are the binned size's.
     /// </summary>
-    public bool UseResolutionBinning { get; init; }
+    public bool UseResolutionBinning { get; init; } = true;
 
     /// <summary>What to return: images, NHWC / NCHW tensors, or the final latents.</summary>
     public OutputType OutputType { get; init; } = OutputType.Image;
