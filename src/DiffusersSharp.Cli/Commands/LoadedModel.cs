@@ -179,8 +179,6 @@ internal sealed class LoadedModel : IDisposable
         string folder = options.ResolveFolder(settings.Model!, ct);
         string pipelineClass = ModelIndex.Read(folder).ClassName;
         var family = FamilyOf(pipelineClass);
-        if (family == Family.PixArt && settings is ServeCommand.Settings)
-            throw new ArgumentException($"serve does not run PixArt models yet; use `generate` ({settings.Model} is a {pipelineClass}).");
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");

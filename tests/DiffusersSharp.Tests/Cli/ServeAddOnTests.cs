@@ -297,6 +297,40 @@ public sealed class FluxControlLoraServeTests : ServeWithAddOn
     }
 }
 
+/// <summary>
+/// <c>serve</c> with a PixArt-Σ folder: text-to-image only (its modes), with a negative prompt and diffusers' default
+/// resolution binning, equal to the command line's.
+/// </summary>
+public sealed class PixArtServeTests : ServeWithAddOn
+{
+    private string? _model;
+
+    private protected override ServeCommand.Settings Settings
+    {
+        get
+        {
+            _model = Out("pixart");
+            TinyPixArtPipelineFolder.Write(_model);
+            return new() { Model = _model };
+        }
+    }
+
+    [Fact]
+    public async Task TextToImageEqualsTheCommandLine()
+    {
+        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.Equal(["txt2img"], info.GetProperty("modes").EnumerateArray().Select(m => m.GetString()));
+        Assert.True(info.GetProperty("negative_prompt").GetBoolean());
+        var result = await ServeApi.Result(Http, new { prompt = "a teddy bear", negative_prompt = "blurry", steps = 2, width = 120, height = 200, seed = 5 });
+        AssertSameAsCommandLine(result, "generate", "--model", _model!, "--prompt", "a teddy bear", "--negative-prompt", "blurry", "--steps", "2",
+            "--width", "120", "--height", "200", "--seed", "5");
+        Assert.Contains("img2img", await ServeApi.Refusal(Http, new
+        {
+            mode = "img2img", prompt = "x", image = ServeApi.DataUrl(Fixtures.Path("tiny-sdxl/init_image.png")),
+        }));
+    }
+}
+
 /// <summary><c>serve</c> with an InstructPix2Pix folder: img2img only, no strength, image_guidance as the command line's.</summary>
 public sealed class InstructPix2PixServeTests : ServeWithAddOn
 {
