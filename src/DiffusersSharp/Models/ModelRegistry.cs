@@ -54,7 +54,7 @@ public static class ModelRegistry
         "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
         "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "HeunDiscreteScheduler",
         "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "DPMSolverSinglestepScheduler", "DEISMultistepScheduler",
-        "LCMScheduler", "DDPMScheduler", "TCDScheduler", "IPNDMScheduler",
+        "LCMScheduler", "DDPMScheduler", "TCDScheduler", "IPNDMScheduler", "EDMEulerScheduler", "EDMDPMSolverMultistepScheduler",
     };
 
     private static readonly HashSet<string> ImageProcessors = new(StringComparer.Ordinal)

@@ -125,11 +125,7 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
         var (alphaT, sigmaT) = AlphaSigma(Scalar(SigmaArray[i + 1]));
         var (alphaS, sigmaS) = AlphaSigma(Scalar(SigmaArray[i]));
         var h = Lambda(alphaT, sigmaT) - Lambda(alphaS, sigmaS);
-        if (noise is null)
-            return (sigmaT / sigmaS) * sample - (alphaT * ((-h).exp() - 1.0)) * m;
-        return (sigmaT / sigmaS * (-h).exp()) * sample
-            + (alphaT * (1 - (-2.0 * h).exp())) * m
-            + sigmaT * (1.0 - (-2 * h).exp()).sqrt() * noise;
+        return DpmSolverPlusPlusFirstOrder(sample, noise, alphaT, sigmaT, sigmaS, h, m);
     }
 
     private Tensor SecondOrder(Tensor sample, Tensor? noise, int i)
@@ -173,11 +169,7 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
         var d11 = (1.0 / r1) * (m1 - m2);
         var d1 = d10 + (r0 / (r0 + r1)) * (d10 - d11);
         var d2 = (1.0 / (r0 + r1)) * (d10 - d11);
-        if (noise is null)
-            return (sigmaT / sigmaS0) * sample
-                - (alphaT * ((-h).exp() - 1.0)) * d0
-                + (alphaT * (((-h).exp() - 1.0) / h + 1.0)) * d1
-                - (alphaT * (((-h).exp() - 1.0 + h) / h.pow(2) - 0.5)) * d2;
+        if (noise is null) return DpmSolverPlusPlusThirdOrder(sample, alphaT, sigmaT, sigmaS0, h, d0, d1, d2);
         return (sigmaT / sigmaS0 * (-h).exp()) * sample
             + (alphaT * (1.0 - (-2.0 * h).exp())) * d0
             + (alphaT * ((1.0 - (-2.0 * h).exp()) / (-2.0 * h) + 1.0)) * d1

@@ -6,7 +6,7 @@ namespace DiffusersSharp.Schedulers;
 /// <summary>
 /// Builds the UNet-pipeline schedulers from diffusers configs: by <c>_class_name</c>, by class name on another
 /// scheduler's config (diffusers' <c>OtherScheduler.from_config(pipe.scheduler.config)</c>), or by a short name for the
-/// CLI (<c>euler_a</c>, <c>dpmpp_2m_karras</c>...).
+/// CLI (<c>euler_a</c>, <c>dpmpp_2m_karras</c>, <c>edm_dpmpp_2m</c>...).
 /// </summary>
 public static class DiffusionSchedulers
 {
@@ -28,6 +28,8 @@ public static class DiffusionSchedulers
         [nameof(DDPMScheduler)] = json => new DDPMScheduler(ConfigJson.Parse<DDPMSchedulerConfig>(json, nameof(DDPMScheduler))),
         [nameof(TCDScheduler)] = json => new TCDScheduler(ConfigJson.Parse<TCDSchedulerConfig>(json, nameof(TCDScheduler))),
         [nameof(IPNDMScheduler)] = json => new IPNDMScheduler(ConfigJson.Parse<IPNDMSchedulerConfig>(json, nameof(IPNDMScheduler))),
+        [nameof(EDMEulerScheduler)] = json => new EDMEulerScheduler(ConfigJson.Parse<EDMEulerSchedulerConfig>(json, nameof(EDMEulerScheduler))),
+        [nameof(EDMDPMSolverMultistepScheduler)] = json => new EDMDPMSolverMultistepScheduler(ConfigJson.Parse<EDMDPMSolverMultistepSchedulerConfig>(json, nameof(EDMDPMSolverMultistepScheduler))),
     };
 
     private static readonly Dictionary<string, (string ClassName, (string Key, JsonNode Value)[] Overrides)> Names = new(StringComparer.Ordinal)
@@ -55,6 +57,10 @@ public static class DiffusionSchedulers
         ["ddpm"] = (nameof(DDPMScheduler), Array.Empty<(string, JsonNode)>()),
         ["tcd"] = (nameof(TCDScheduler), Array.Empty<(string, JsonNode)>()),
         ["ipndm"] = (nameof(IPNDMScheduler), Array.Empty<(string, JsonNode)>()),
+        // EDM schedulers, for EDM-trained models (Playground v2.5, CosXL): from another EDM scheduler's config.
+        ["edm_euler"] = (nameof(EDMEulerScheduler), Array.Empty<(string, JsonNode)>()),
+        ["edm_dpmpp_2m"] = (nameof(EDMDPMSolverMultistepScheduler), Array.Empty<(string, JsonNode)>()),
+        ["edm_dpmpp_2m_sde"] = (nameof(EDMDPMSolverMultistepScheduler), new (string, JsonNode)[] { ("algorithm_type", JsonValue.Create("sde-dpmsolver++")) }),
     };
 
     /// <summary>The scheduler classes this factory builds.</summary>

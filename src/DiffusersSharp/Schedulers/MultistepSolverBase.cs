@@ -76,12 +76,37 @@ public abstract class MultistepSolverBase : SigmaSchedulerBase
     }
 
     /// <summary>
+    /// DPM-Solver++'s first-order update (<c>dpm_solver_first_order_update</c>, DDIM's equivalent): from
+    /// <paramref name="sample"/> at <paramref name="sigmaS"/> to <paramref name="sigmaT"/> over the log-SNR step
+    /// <paramref name="h"/> with the data prediction <paramref name="m"/>; with <paramref name="noise"/> the SDE variant.
+    /// </summary>
+    internal static Tensor DpmSolverPlusPlusFirstOrder(Tensor sample, Tensor? noise, Tensor alphaT, Tensor sigmaT, Tensor sigmaS, Tensor h, Tensor m)
+    {
+        if (noise is null)
+            return (sigmaT / sigmaS) * sample - (alphaT * ((-h).exp() - 1.0)) * m;
+        return (sigmaT / sigmaS * (-h).exp()) * sample
+            + (alphaT * (1 - (-2.0 * h).exp())) * m
+            + sigmaT * (1.0 - (-2 * h).exp()).sqrt() * noise;
+    }
+
+    /// <summary>
+    /// DPM-Solver++'s third-order multistep update (<c>multistep_dpm_solver_third_order_update</c>, the ODE form) from the
+    /// differences <paramref name="d0"/>, <paramref name="d1"/>, <paramref name="d2"/> of the data predictions.
+    /// </summary>
+    internal static Tensor DpmSolverPlusPlusThirdOrder(Tensor sample, Tensor alphaT, Tensor sigmaT, Tensor sigmaS0, Tensor h,
+        Tensor d0, Tensor d1, Tensor d2) =>
+        (sigmaT / sigmaS0) * sample
+            - (alphaT * ((-h).exp() - 1.0)) * d0
+            + (alphaT * (((-h).exp() - 1.0) / h + 1.0)) * d1
+            - (alphaT * (((-h).exp() - 1.0 + h) / h.pow(2) - 0.5)) * d2;
+
+    /// <summary>
     /// DPM-Solver++'s second-order update (<c>multistep_dpm_solver_second_order_update</c> and the singlestep twin, which
     /// differ only in which sigma the sample sits at and which output is <paramref name="d0"/>): from
     /// <paramref name="sample"/> at <paramref name="sigmaS"/> to <paramref name="sigmaT"/> over the log-SNR step
     /// <paramref name="h"/>; with <paramref name="noise"/> the SDE variant (sde-dpmsolver++). Midpoint or heun terms.
     /// </summary>
-    private protected static Tensor DpmSolverPlusPlusSecondOrder(Tensor sample, Tensor? noise, string solverType, Tensor alphaT, Tensor sigmaT,
+    internal static Tensor DpmSolverPlusPlusSecondOrder(Tensor sample, Tensor? noise, string solverType, Tensor alphaT, Tensor sigmaT,
         Tensor sigmaS, Tensor h, Tensor d0, Tensor d1)
     {
         if (noise is null)

@@ -190,6 +190,27 @@ public sealed class GenerateCliTests : IDisposable
     }
 
     [Fact]
+    public void APlaygroundFolderRunsItsEdmSchedulerAndTakesTheEdmNames()
+    {
+        // A folder whose scheduler config names EDMDPMSolverMultistepScheduler (Playground v2.5) loads it; --scheduler
+        // edm_euler swaps in EDM Euler from that config, and a name that is no scheduler is refused with the EDM names listed.
+        string folder = Path.Combine(_dir, "playground");
+        TinyPlaygroundFolder.Write(folder);
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", folder, "--prompt", "a dragon", "--steps", "2", "--guidance", "3",
+            "--width", "64", "--height", "64", "--seed", "1", "--output", Out("pg.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Sampler: EDMDPMSolverMultistep", ImageFile.ReadPngText(Out("pg.png"))["parameters"]);
+        (code, _, stderr) = CliRunner.Run("generate", "--model", folder, "--prompt", "a dragon", "--steps", "2", "--guidance", "3",
+            "--width", "64", "--height", "64", "--seed", "1", "--scheduler", "edm_euler", "--output", Out("pg-euler.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Sampler: EDMEuler", ImageFile.ReadPngText(Out("pg-euler.png"))["parameters"]);
+        Assert.NotEqual(ImageFile.Load(Out("pg.png")).Pixels, ImageFile.Load(Out("pg-euler.png")).Pixels);
+        (code, _, stderr) = CliRunner.Run("generate", "--model", folder, "--prompt", "a dragon", "--scheduler", "edm_heun", "--output", Out("x.png"));
+        Assert.Equal(2, code);
+        Assert.Contains("edm_dpmpp_2m", stderr);
+    }
+
+    [Fact]
     public void UNetModelsTakeASchedulerAndRefuseSd3Options()
     {
         string sd15 = Fixtures.Path("tiny-sd15/model"), sdxl = Fixtures.Path("tiny-sdxl/model");

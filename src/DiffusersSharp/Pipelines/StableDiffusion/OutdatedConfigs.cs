@@ -71,7 +71,7 @@ internal static class OutdatedConfigs
     // getattr's fallback in the pipeline makes the fix-up a no-op unless the file has the key).
     private static object? StepsOffsetDefault(string className) => className switch
     {
-        nameof(DPMSolverSinglestepScheduler) or nameof(IPNDMScheduler) => null,
+        nameof(DPMSolverSinglestepScheduler) or nameof(IPNDMScheduler) or nameof(EDMEulerScheduler) or nameof(EDMDPMSolverMultistepScheduler) => null,
         _ when DiffusionSchedulers.KnownClassNames.Contains(className) => new DDIMSchedulerConfig().StepsOffset,
         _ => null,
     };

@@ -7,8 +7,10 @@ namespace DiffusersSharp.Pipelines.StableDiffusion;
 // The VAE side: image latents, decoding, previews, and the float32 upcast of float16 SDXL VAEs.
 public abstract partial class StableDiffusionPipelineBase
 {
-    /// <summary>diffusers' <c>_encode_vae_image</c> / img2img encode: a posterior sample, scaled (SDXL with latents_mean /
-    /// latents_std when the VAE config has them), tiled to the batch. A tensor with the latent channel count is taken as latents.</summary>
+    /// <summary>diffusers' <c>_encode_vae_image</c> / img2img encode: a posterior sample, scaled, tiled to the batch. A tensor
+    /// with the latent channel count is taken as latents. SDXL image-to-image (plain, ControlNet, ControlNet-Union) normalizes
+    /// with the VAE's latents_mean / latents_std when the config has both, <c>(x - mean) * scaling_factor / std</c>
+    /// (Playground v2.5); the inpainting pipelines' <c>_encode_vae_image</c> scale by scaling_factor alone, as diffusers does.</summary>
     private Tensor ImageLatents(Tensor image, StableDiffusionRequest r, ScalarType dtype, int batch)
     {
         var vae = Components.Vae;
@@ -18,7 +20,7 @@ public abstract partial class StableDiffusionPipelineBase
         {
             Components.Activate("vae");
             var sample = WithVaeUpcast(() => RandomDraws.SampleVae(vae, image, r.Generator, r.Generators, Components.Device)).to(dtype);
-            if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
+            if (IsXL && r is not StableDiffusionInpaintRequest && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
             {
                 var m = tensor(mean.Select(v => (float)v).ToArray(), [1, mean.Length, 1, 1], device: Components.Device).to(dtype);
                 var s = tensor(std.Select(v => (float)v).ToArray(), [1, std.Length, 1, 1], device: Components.Device).to(dtype);
@@ -50,14 +52,15 @@ public abstract partial class StableDiffusionPipelineBase
     }
 
     /// <summary>Decodes latents to the requested output (diffusers' postprocess); under model offload the last model goes back to the CPU.
-    /// <paramref name="adapterPipeline"/>: as diffusers' T2I-Adapter pipelines decode (see <see cref="DecodeOnDevice"/>).</summary>
-    private StableDiffusionPipelineOutput Decode(Tensor latents, OutputType outputType, bool adapterPipeline = false)
+    /// <paramref name="plainUnscale"/>: as diffusers' T2I-Adapter and SDXL ControlNet inpainting pipelines decode (see
+    /// <see cref="DecodeOnDevice"/>).</summary>
+    private StableDiffusionPipelineOutput Decode(Tensor latents, OutputType outputType, bool plainUnscale = false)
     {
         try
         {
             if (outputType == OutputType.Latent) return new StableDiffusionPipelineOutput(null, latents.alias().DetachFromDisposeScope());
             Components.Activate("vae");
-            return WithVaeUpcast(() => DecodeOnDevice(latents, outputType, adapterPipeline));
+            return WithVaeUpcast(() => DecodeOnDevice(latents, outputType, plainUnscale));
         }
         finally
         {
@@ -85,18 +88,20 @@ public abstract partial class StableDiffusionPipelineBase
     }
 
     /// <summary>
-    /// The VAE decode and postprocessing. The T2I-Adapter pipelines (<paramref name="adapterPipeline"/>) unscale as their
-    /// diffusers twins: SD 1.x / 2.x's deprecated <c>decode_latents</c> multiplies by <c>1 / scaling_factor</c>, SDXL's
-    /// divides by it without the VAE's latents_mean / latents_std.
+    /// The VAE decode and postprocessing. SDXL unscales with the VAE's latents_mean / latents_std when the config has both,
+    /// <c>x * std / scaling_factor + mean</c> (Playground v2.5), else divides by scaling_factor. <paramref name="plainUnscale"/>:
+    /// the pipelines whose diffusers twins never read latents_mean / latents_std (T2I-Adapter; SDXL ControlNet and
+    /// ControlNet-Union inpainting): SD 1.x / 2.x's deprecated <c>decode_latents</c> multiplies by <c>1 / scaling_factor</c>,
+    /// SDXL's divides by it.
     /// </summary>
-    private StableDiffusionPipelineOutput DecodeOnDevice(Tensor latents, OutputType outputType, bool adapterPipeline = false)
+    private StableDiffusionPipelineOutput DecodeOnDevice(Tensor latents, OutputType outputType, bool plainUnscale = false)
     {
         using var scope = NewDisposeScope();
         var vae = Components.Vae;
         // diffusers casts to the VAE's dtype before unscaling (float32 when the VAE was upcast).
         latents = latents.to(vae.WeightDtype());
         Tensor scaled;
-        if (adapterPipeline)
+        if (plainUnscale)
             scaled = IsXL ? latents / vae.Config.ScalingFactor : latents * (1.0 / vae.Config.ScalingFactor);
         else if (IsXL && vae.Config.LatentsMean is { } mean && vae.Config.LatentsStd is { } std)
         {

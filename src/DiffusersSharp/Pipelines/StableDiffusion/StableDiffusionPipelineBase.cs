@@ -309,7 +309,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         };
         using (IpAdapterScaleFor(r)) latents = Denoise(latents, loop, scheduler, timesteps, r, progress, ct);
         progress?.Report(new PipelineProgress("decode", 0, 1));
-        var output = Decode(latents, r.OutputType, adapterPipeline: r is StableDiffusionAdapterRequest);
+        var output = Decode(latents, r.OutputType, plainUnscale: r is StableDiffusionAdapterRequest || IsXLControlNetInpaint(r));
         if (maskCrop is not null) output = new StableDiffusionPipelineOutput(maskCrop.Overlay(ImageProcessor, output.Images!), null);
         progress?.Report(new PipelineProgress("decode", 1, 1));
         return output;
