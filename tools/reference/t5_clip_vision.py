@@ -8,7 +8,8 @@ Usage, from the repository root, after saving transformers' model files under /t
 1. T5EncoderModel (models/t5/modeling_t5.py, unmodified) built from tiny-sd3's text_encoder_3/config.json by transformers'
    T5Config, loaded strictly with its model.safetensors (encoder.embed_tokens.weight tied to shared.weight, as
    transformers' loader ties it), in eval mode (no dropout), run on token ids of tiny-sd3's tokenizers.json: SD3's
-   256-token padded rows, one row unpadded, two rows padded to T5's 512-token maximum.
+   256-token padded rows, one row unpadded, two rows padded to T5's 512-token maximum, and the padded rows again under
+   their attention mask (PixArt's encoding).
 2. CLIPVisionModelWithProjection (models/clip/modeling_clip.py, unmodified; "eager" attention) on two tiny configs whose
    weights are drawn here under a fixed seed and saved as image_encoder folders, loaded back strictly, run on drawn
    pixel tensors with output_hidden_states=True.
@@ -87,6 +88,13 @@ with torch.no_grad():
         report(f"t5.{name}", last, t5_64(input_ids=input_ids).last_hidden_state)
         out[f"t5.{name}.input_ids"] = input_ids.float()  # exact: ids < 2^24
         out[f"t5.{name}.last_hidden_state"] = last
+    # PixArt's encoding: the padded rows under their tokenizer attention mask (1 up to </s>, 0 on the pad id 0).
+    input_ids = torch.tensor(cases["padded"], dtype=torch.long)
+    mask = (input_ids != 0).long()
+    last = t5(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    report("t5.masked", last, t5_64(input_ids=input_ids, attention_mask=mask).last_hidden_state)
+    out["t5.masked.attention_mask"] = mask.float()
+    out["t5.masked.last_hidden_state"] = last
 
 # ---------------------------------------------------------------- CLIP vision
 # "image_encoder": the sizes of tests' TinyImageEncoder (projection 24 = the local-diffusers/ip-adapter adapters' CLIP

@@ -39,6 +39,23 @@ public sealed class TransformersEncodersParityTests(ITestOutputHelper output)
         output.WriteLine($"t5.{name} float32 max |diff| vs transformers: {err:G3}");
     }
 
+    /// <summary>
+    /// PixArt's encoding: SD3's padded rows under their tokenizer attention mask (1 up to &lt;/s&gt;, 0 on the padding), every
+    /// position compared, the masked ones too (diffusers' PixArt pipelines pass them on, masked again in cross-attention).
+    /// </summary>
+    [Fact]
+    public void MaskedT5MatchesTransformers()
+    {
+        using var model = T5EncoderModel.FromPretrained(Fixtures.Path("tiny-sd3/model/text_encoder_3"));
+        using var _ = inference_mode();
+        using var ids = Expected["t5.padded.input_ids"].to(ScalarType.Int64);
+        using var mask = Expected["t5.masked.attention_mask"].to(ScalarType.Int64);
+        Assert.True(mask.sum().item<long>() < mask.numel()); // some positions are masked
+        using var last = model.Forward(ids, mask);
+        double err = TensorAssert.Close(last, Expected["t5.masked.last_hidden_state"], Tolerance, "t5.masked");
+        output.WriteLine($"t5.masked float32 max |diff| vs transformers: {err:G3}");
+    }
+
     [Theory]
     [InlineData("image_encoder", 17)]      // quick_gelu, 2 layers, 4 x 4 patches (the IP-Adapter tests' sizes)
     [InlineData("image_encoder_gelu", 37)] // exact gelu, 3 layers, 6 x 6 patches
