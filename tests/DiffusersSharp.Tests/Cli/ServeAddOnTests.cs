@@ -321,6 +321,7 @@ public sealed class PixArtServeTests : ServeWithAddOn
         var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
         Assert.Equal(["txt2img"], info.GetProperty("modes").EnumerateArray().Select(m => m.GetString()));
         Assert.True(info.GetProperty("negative_prompt").GetBoolean());
+        Assert.Equal(("pixart", "DPMSolverMultistepScheduler"), (info.GetProperty("family").GetString(), info.GetProperty("scheduler").GetString()));
         var result = await ServeApi.Result(Http, new { prompt = "a teddy bear", negative_prompt = "blurry", steps = 2, width = 120, height = 200, seed = 5 });
         AssertSameAsCommandLine(result, "generate", "--model", _model!, "--prompt", "a teddy bear", "--negative-prompt", "blurry", "--steps", "2",
             "--width", "120", "--height", "200", "--seed", "5");
