@@ -18,7 +18,8 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtTransformer2DModel
+from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       PixArtTransformer2DModel)
 from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import PixArtAlphaPipeline
 from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import PixArtSigmaPipeline
 
@@ -57,6 +58,13 @@ vae = AutoencoderKL.from_pretrained(f"{root}/tiny-sdxl/model", subfolder="vae").
 scheduler = DPMSolverMultistepScheduler.from_pretrained(here, subfolder="scheduler")
 sigma = PixArtSigmaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=models["sigma"], scheduler=scheduler)
 alpha = PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=models["alpha"], scheduler=scheduler)
+# Swapped schedulers, as users write it: pipe.scheduler = X.from_config(pipe.scheduler.config).
+sigma_euler_a = PixArtSigmaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=models["sigma"], scheduler=scheduler)
+sigma_euler_a.scheduler = EulerAncestralDiscreteScheduler.from_config(sigma_euler_a.scheduler.config)
+sigma_ddim = PixArtSigmaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=models["sigma"], scheduler=scheduler)
+# (clip_sample off: the random tiny transformer's predictions are in the hundreds, so clipped latents of magnitude 1 would
+# be left with the float32 rounding of those terms.)
+sigma_ddim.scheduler = DDIMScheduler.from_config(sigma_ddim.scheduler.config, clip_sample=False)
 out = {}
 
 # Inputs, from one generator: prompt embeddings (12 tokens, 7 kept) and negative ones (3 kept), then the forwards'.
@@ -96,6 +104,12 @@ cases = {
     # Resolution binning (diffusers' default) at sample_size 32: 200 x 120 (ratio 1.667) runs at the 320 x 192 bin and
     # the image is resized (bilinear) to cover 200 x 120 and center-cropped.
     "t2i_binned": (sigma, dict(**prompt, **negative, height=200, width=120, num_inference_steps=3, guidance_scale=4.5), 11),
+    # EulerAncestralDiscreteScheduler.from_config(DPM-Solver++ config): its step noise comes from the call's generator.
+    "t2i_euler_a": (sigma_euler_a, dict(**prompt, **negative, height=64, width=48, num_inference_steps=4, guidance_scale=4.5,
+                                        use_resolution_binning=False), 5),
+    # DDIMScheduler.from_config(..., clip_sample=False) with eta 0.7: prepare_extra_step_kwargs passes eta (and the generator) to its step.
+    "t2i_ddim_eta": (sigma_ddim, dict(**prompt, **negative, height=48, width=64, num_inference_steps=4, guidance_scale=4.5,
+                                      eta=0.7, use_resolution_binning=False), 6),
 }
 for name, (pipe, args, seed) in cases.items():
     def on_step(i, t, latents, name=name):

@@ -148,7 +148,7 @@ internal abstract class VerbPipelines
     }
 
     /// <summary>A step callback that decodes the latents every <see cref="PreviewSink.Every"/> steps (not after the last: the result follows).</summary>
-    private static Action<StepEndContext> Previews(PreviewSink sink, Func<TorchSharp.torch.Tensor, IReadOnlyList<ImageBuffer>> decode) => context =>
+    internal static Action<StepEndContext> Previews(PreviewSink sink, Func<TorchSharp.torch.Tensor, IReadOnlyList<ImageBuffer>> decode) => context =>
     {
         int done = context.Step + 1;
         if (done % sink.Every == 0 && done < context.TotalSteps) sink.Write(done, decode(context.Latents));

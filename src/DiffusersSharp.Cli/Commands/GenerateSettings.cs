@@ -209,7 +209,7 @@ public class GenerateSettings : ModelSettings
     public string GeneratorDevice { get; init; } = "cpu";
 
     /// <summary>DDIM's eta, TCD's gamma (UNet models).</summary>
-    [CommandOption("--eta <ETA>"), Description("SD 1.x / 2.x and SDXL with the DDIM or TCD scheduler: the noise of each step (DDIM's eta, TCD's gamma), 0 (default, deterministic) to 1.")]
+    [CommandOption("--eta <ETA>"), Description("SD 1.x / 2.x, SDXL and PixArt with the DDIM or TCD scheduler: the noise of each step (DDIM's eta, TCD's gamma), 0 (default, deterministic) to 1.")]
     public string? Eta { get; init; }
 
     /// <summary>Guidance rescale (UNet models).</summary>
@@ -227,7 +227,7 @@ public class GenerateSettings : ModelSettings
     public int? PreviewEvery { get; init; }
 
     /// <summary>Scheduler (UNet models).</summary>
-    [CommandOption("--scheduler <NAME>"), Description("SD 1.x / 2.x and SDXL: the sampler, pndm, ddim, euler, euler_karras, euler_a, lms, dpmpp_2m, dpmpp_2m_karras, dpmpp_2m_sde, dpmpp_2m_sde_karras, unipc, heun, kdpm2, kdpm2_a, dpmpp_singlestep, deis, lcm (LCM-distilled models or LCM-LoRAs: few steps, guidance 1 to 2), ddpm, tcd (TCD LoRAs: few steps, gamma via --eta, e.g. 0.3), ipndm, or for EDM-trained models (Playground v2.5, CosXL) edm_euler, edm_dpmpp_2m, edm_dpmpp_2m_sde; or a diffusers scheduler class, e.g. EDMEulerScheduler (default: the model's).")]
+    [CommandOption("--scheduler <NAME>"), Description("SD 1.x / 2.x, SDXL and PixArt: the sampler, pndm, ddim, euler, euler_karras, euler_a, lms, dpmpp_2m, dpmpp_2m_karras, dpmpp_2m_sde, dpmpp_2m_sde_karras, unipc, heun, kdpm2, kdpm2_a, dpmpp_singlestep, deis, lcm (LCM-distilled models or LCM-LoRAs: few steps, guidance 1 to 2), ddpm, tcd (TCD LoRAs: few steps, gamma via --eta, e.g. 0.3), ipndm, or for EDM-trained models (Playground v2.5, CosXL) edm_euler, edm_dpmpp_2m, edm_dpmpp_2m_sde; or a diffusers scheduler class, e.g. EDMEulerScheduler (default: the model's).")]
     public string? Scheduler { get; init; }
 
     /// <summary>True CFG scale (Flux).</summary>

@@ -66,6 +66,9 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         }
         if (model.PixArt is { } pixArt)
         {
+            // As pipe.scheduler = X.from_config(pipe.scheduler.config) on the model's own scheduler.
+            model.RestoreScheduler();
+            if (settings.Scheduler is { } scheduler) pixArt.UseScheduler(scheduler);
             var pixArtRequest = new PixArtRequest
             {
                 Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
@@ -74,6 +77,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
                 Width = settings.Width,
                 NumInferenceSteps = settings.Steps ?? 20,
                 GuidanceScale = settings.GuidanceScale ?? 4.5,
+                Eta = settings.EtaValue ?? 0,
                 NumImagesPerPrompt = settings.NumImages,
                 Generator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed)),
                 MaxSequenceLength = settings.MaxSequenceLength,
@@ -82,9 +86,11 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             };
             using PixArtPipelineBase pipe = model.PipelineClass == PixArtComponents.AlphaPipelineClass ? new PixArtAlphaPipeline(pixArt) : new PixArtSigmaPipeline(pixArt);
             pipe.OnPromptTruncated = OnTruncated;
+            if (preview is not null)
+                pixArtRequest = pixArtRequest with { CallbackOnStepEnd = VerbPipelines.Previews(preview, latents => pipe.PreviewImages(latents, pixArtRequest)) };
             using var pixArtResult = pipe.Generate(pixArtRequest, progress, ct);
             return new Generated(pixArtResult.Images!, Parameters(verb, pixArtRequest.NumInferenceSteps, model.Name,
-                pixArt.SchedulerConfig["_class_name"]?.GetValue<string>()?.Replace("Scheduler", "") ?? "", pixArtRequest.GuidanceScale, null));
+                pixArt.SchedulerClassName.Replace("Scheduler", ""), pixArtRequest.GuidanceScale, null));
         }
         var sd3Request = Fill(pipelines.Sd3Request());
         using var sd3Result = pipelines.RunSd3(model.Sd3!, sd3Request, hooks, ct);

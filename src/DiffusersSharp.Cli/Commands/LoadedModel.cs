@@ -37,7 +37,7 @@ internal sealed class LoadedModel : IDisposable
         Sd3 = sd3;
         UNet = unet;
         Flux = flux;
-        _modelScheduler = unet is null ? null : (JsonObject)unet.SchedulerConfig.DeepClone();
+        _modelScheduler = Swappable is { } swappable ? (JsonObject)swappable.SchedulerConfig.DeepClone() : null;
     }
 
     /// <summary>The model families, as model_index.json's <c>_class_name</c> tells them apart.</summary>
@@ -48,6 +48,9 @@ internal sealed class LoadedModel : IDisposable
         : FluxComponents.IsSupportedPipeline(pipelineClass) ? Family.Flux
         : PixArtComponents.IsSupportedPipeline(pipelineClass) ? Family.PixArt
         : Family.Sd3;
+
+    /// <summary>The components whose scheduler --scheduler swaps (UNet and PixArt models), or null.</summary>
+    public SwappableSchedulerComponents? Swappable => (SwappableSchedulerComponents?)UNet ?? PixArt;
 
     /// <summary>The PixArt-Σ / PixArt-α components, or null for another family.</summary>
     public PixArtComponents? PixArt { get; }
@@ -453,10 +456,9 @@ internal sealed class LoadedModel : IDisposable
                 throw new ArgumentException($"{settings.Model} is a {pipelineClass} (PixArt): it only generates from text (diffusers has no PixArt image-to-image or inpainting pipeline); use `generate`.");
             lacking ??= g.ControlNets.Count > 0 ? "--controlnet" : g.ControlImage is { Length: > 0 } ? "--control-image" : g.Adapters.Count > 0 ? "--adapter"
                 : g.Prompt2 is not null ? "--prompt-2" : g.Prompt3 is not null ? "--prompt-3" : g.PromptEmbeds is not null ? "--prompt-embeds"
-                : g.ClipSkip is not null ? "--clip-skip" : g.SkipLayers is not null ? "--skip-layers" : g.Eta is not null ? "--eta"
+                : g.ClipSkip is not null ? "--clip-skip" : g.SkipLayers is not null ? "--skip-layers"
                 : g.GuidanceRescale is not null ? "--guidance-rescale" : g.TrueCfg is not null ? "--true-cfg" : g.Redux is not null ? "--redux"
-                : g.PreviewEvery is not null ? "--preview-every" : g.Scheduler is not null ? "--scheduler" : g.IpAdapterImage is not null ? "--ip-adapter-image"
-                : g.NoT5 ? "--no-t5" : null;
+                : g.IpAdapterImage is not null ? "--ip-adapter-image" : g.NoT5 ? "--no-t5" : null;
         }
         if (lacking is not null)
             throw new ArgumentException($"{lacking} does not apply to PixArt models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
@@ -542,6 +544,7 @@ internal sealed class LoadedModel : IDisposable
             // must split into the transformer's 2 x 2 patches.
             if (settings.NoResolutionBinning && settings.Width is { } pw && pw % 16 != 0) throw new ArgumentException($"--width must be a multiple of 16 for PixArt with --no-resolution-binning, got {pw}.");
             if (settings.NoResolutionBinning && settings.Height is { } ph && ph % 16 != 0) throw new ArgumentException($"--height must be a multiple of 16 for PixArt with --no-resolution-binning, got {ph}.");
+            if (settings.Scheduler is { } pixArtScheduler) SwappableSchedulerComponents.CheckSchedulerName(pixArtScheduler);
             return;
         }
         if (settings.NoResolutionBinning)
@@ -564,7 +567,7 @@ internal sealed class LoadedModel : IDisposable
                 : settings.MaxSequenceLength is not null ? "--max-sequence-length" : null;
             if (sd3Only is not null)
                 throw new ArgumentException($"{sd3Only} applies to Stable Diffusion 3 models; {settings.Model} is a {pipelineClass}.");
-            if (settings.Scheduler is { } scheduler) StableDiffusionComponents.CheckSchedulerName(scheduler);
+            if (settings.Scheduler is { } scheduler) SwappableSchedulerComponents.CheckSchedulerName(scheduler);
             if (settings.Prompt2 is not null && !pipelineClass.Contains("XL", StringComparison.Ordinal))
                 throw new ArgumentException($"--prompt-2 applies to models with two text encoders (SD3, SDXL); {settings.Model} is a {pipelineClass}.");
             return;
@@ -577,9 +580,9 @@ internal sealed class LoadedModel : IDisposable
         if (settings.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Stable Diffusion 3, got {h}.");
     }
 
-    /// <summary>Puts back a UNet model's own scheduler config as loaded (an earlier call may have swapped it, or a
+    /// <summary>Puts back a UNet or PixArt model's own scheduler config as loaded (an earlier call may have swapped it, or a
     /// pipeline fixed it up); the next call's pipeline and --scheduler start from it.</summary>
-    public void RestoreScheduler() => UNet?.UseScheduler(_modelScheduler!);
+    public void RestoreScheduler() => Swappable?.UseScheduler(_modelScheduler!);
 
     /// <summary>
     /// The --ip-adapter image encoder's local folder: a local folder as it is, a hub subfolder (hf://org/name/sub/folder,

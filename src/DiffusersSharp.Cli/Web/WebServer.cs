@@ -85,8 +85,8 @@ internal sealed class WebServer : IAsyncDisposable
             Model = _model.Name,
             Pipeline = _model.PipelineClass,
             Family = _model.Flux is not null ? "flux" : _model.PixArt is not null ? "pixart" : unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
-            Scheduler = unet?.SchedulerClassName ?? _model.PixArt?.SchedulerConfig["_class_name"]?.GetValue<string>() ?? "FlowMatchEulerDiscreteScheduler",
-            Schedulers = unet is null ? [] : DiffusionSchedulers.KnownNames,
+            Scheduler = _model.Swappable?.SchedulerClassName ?? "FlowMatchEulerDiscreteScheduler",
+            Schedulers = _model.Swappable is null ? [] : DiffusionSchedulers.KnownNames,
             Modes = _model.Modes,
             // The page hides the strength field where it does not apply (Kontext's img2img is an edit of the whole image):
             // strength says whether img2img takes one, strength_modes lists the modes that do.

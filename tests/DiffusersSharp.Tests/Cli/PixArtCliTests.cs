@@ -1,11 +1,15 @@
+using System.Globalization;
 using System.Text.Json.Nodes;
 using DiffusersSharp.Images;
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.PixArt;
 using DiffusersSharp.Tests.Support;
+using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Tests.Cli;
 
-/// <summary>generate and info with PixArt folders (model_index.json PixArtSigmaPipeline / PixArtAlphaPipeline), and the
-/// options and verbs refused for them before loading.</summary>
+/// <summary>generate and info with PixArt folders (model_index.json PixArtSigmaPipeline / PixArtAlphaPipeline): --scheduler,
+/// --eta and --preview-every against the library, and the options and verbs refused for them before loading.</summary>
 public sealed class PixArtCliTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("pixart-cli").FullName;
@@ -50,7 +54,6 @@ public sealed class PixArtCliTests : IDisposable
     }
 
     [Theory]
-    [InlineData("--scheduler", "euler")]
     [InlineData("--clip-skip", "1")]
     [InlineData("--prompt-2", "x")]
     [InlineData("--true-cfg", "2")]
@@ -88,6 +91,70 @@ public sealed class PixArtCliTests : IDisposable
         var (refused, _, error) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "x", "--no-resolution-binning", "--output", Out("sd.png"));
         Assert.Equal(2, refused);
         Assert.Contains("--no-resolution-binning applies to PixArt", error);
+    }
+
+    /// <summary>
+    /// --scheduler swaps the model's scheduler as <c>pipe.scheduler = X.from_config(pipe.scheduler.config)</c> and --eta goes
+    /// to a step that takes it: the image is the library's exactly (Euler Ancestral's step noise and DDIM's eta noise from
+    /// the seed's generator), and the parameters name the sampler.
+    /// </summary>
+    [Theory]
+    [InlineData("euler_a", null, "EulerAncestralDiscrete")]
+    [InlineData("DDIMScheduler", "0.5", "DDIM")]
+    public void SwappedSchedulerAndEtaGiveTheLibrarysImage(string scheduler, string? eta, string sampler)
+    {
+        string[] args = ["generate", "--model", _sigma, "--prompt", "a teddy bear", "--steps", "3", "--width", "48", "--height", "32",
+            "--seed", "9", "--max-sequence-length", "16", "--no-resolution-binning", "--scheduler", scheduler, "--output", Out()];
+        var (code, _, stderr) = CliRunner.Run(eta is null ? args : [.. args, "--eta", eta]);
+        Assert.True(code == 0, stderr);
+        var image = ImageFile.Load(Out());
+        string parameters = ImageFile.ReadPngText(Out())["parameters"];
+        Assert.Contains($"Sampler: {sampler},", parameters);
+        using var components = PixArtComponents.FromPretrained(_sigma, new PipelineLoadOptions());
+        components.UseScheduler(scheduler);
+        using var pipe = new PixArtSigmaPipeline(components);
+        using var result = pipe.Generate(new PixArtRequest
+        {
+            Prompt = "a teddy bear", NumInferenceSteps = 3, Width = 48, Height = 32, MaxSequenceLength = 16, UseResolutionBinning = false,
+            Eta = eta is null ? 0 : double.Parse(eta, CultureInfo.InvariantCulture), Generator = new Generator("cpu").ManualSeed(9),
+        });
+        Assert.Equal(result.Images![0].Pixels, image.Pixels);
+    }
+
+    [Fact]
+    public void AnUnknownSchedulerIsRefusedBeforeLoading()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _sigma, "--prompt", "x", "--scheduler", "nope", "--output", Out());
+        Assert.Equal(2, code);
+        Assert.Contains("Unknown scheduler 'nope'", stderr);
+        Assert.DoesNotContain("loading", stderr);
+    }
+
+    /// <summary>
+    /// --preview-every writes the decoded latents every N steps (not after the last), as for the other families; under
+    /// resolution binning at the requested size, as the result: the library's decode of that step's latents exactly.
+    /// </summary>
+    [Fact]
+    public void PreviewEveryWritesTheDecodedStepsAtTheRequestedSize()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _sigma, "--prompt", "a teddy bear", "--steps", "3", "--width", "120",
+            "--height", "200", "--seed", "4", "--max-sequence-length", "16", "--preview-every", "1", "--output", Out("p.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Equal(["alpha", "p.png", "p.step-1.png", "p.step-2.png", "sigma"],
+            Directory.GetFileSystemEntries(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        var preview = ImageFile.Load(Out("p.step-2.png"));
+        Assert.Equal((120, 200), (preview.Width, preview.Height));
+        Assert.NotEqual(ImageFile.Load(Out("p.png")).Pixels, preview.Pixels);
+        using var components = PixArtComponents.FromPretrained(_sigma, new PipelineLoadOptions());
+        using var pipe = new PixArtSigmaPipeline(components);
+        byte[]? expected = null;
+        var request = new PixArtRequest
+        {
+            Prompt = "a teddy bear", NumInferenceSteps = 3, Width = 120, Height = 200, MaxSequenceLength = 16,
+            Generator = new Generator("cpu").ManualSeed(4), OutputType = OutputType.Latent,
+        };
+        using (pipe.Generate(request with { CallbackOnStepEnd = c => { if (c.Step == 1) expected = pipe.PreviewImages(c.Latents, request)[0].Pixels; } })) { }
+        Assert.Equal(expected, preview.Pixels);
     }
 
     [Theory]

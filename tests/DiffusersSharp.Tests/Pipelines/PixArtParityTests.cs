@@ -111,6 +111,31 @@ public sealed class PixArtParityTests(ITestOutputHelper output) : IDisposable
         Check(pipe, Embeds(negative: true) with { UseResolutionBinning = true, Height = 200, Width = 120, NumInferenceSteps = 3, GuidanceScale = 4.5 }, "t2i_binned", 11);
     }
 
+    /// <summary>
+    /// A swapped scheduler, as <c>pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)</c>:
+    /// the DPM-Solver++ config's schedule under Euler Ancestral, whose step noise comes from the call's generator.
+    /// </summary>
+    [Fact]
+    public void SwappedEulerAncestralSchedulerMatchesDiffusers()
+    {
+        var components = Components("sigma");
+        components.UseScheduler("EulerAncestralDiscreteScheduler");
+        Assert.Equal("EulerAncestralDiscreteScheduler", components.SchedulerClassName);
+        using var pipe = new PixArtSigmaPipeline(components);
+        Check(pipe, Embeds(negative: true) with { Height = 64, Width = 48, NumInferenceSteps = 4, GuidanceScale = 4.5 }, "t2i_euler_a", 5);
+    }
+
+    /// <summary>eta with a swapped DDIMScheduler (<c>from_config(config, clip_sample=False)</c>): diffusers'
+    /// <c>prepare_extra_step_kwargs</c> passes it (and the generator) to DDIM's step, which adds eta-weighted noise.</summary>
+    [Fact]
+    public void DdimWithEtaMatchesDiffusers()
+    {
+        var components = Components("sigma");
+        components.UseScheduler("ddim", new Dictionary<string, JsonNode> { ["clip_sample"] = false });
+        using var pipe = new PixArtSigmaPipeline(components);
+        Check(pipe, Embeds(negative: true) with { Height = 48, Width = 64, NumInferenceSteps = 4, GuidanceScale = 4.5, Eta = 0.7 }, "t2i_ddim_eta", 6);
+    }
+
     public void Dispose()
     {
         foreach (var c in _components) c.Dispose();

@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using DiffusersSharp.IO;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.Autoencoders;
@@ -14,9 +13,10 @@ namespace DiffusersSharp.Pipelines.PixArt;
 /// <summary>
 /// The loaded components of a PixArt pipeline folder (model_index.json <c>PixArtSigmaPipeline</c> or
 /// <c>PixArtAlphaPipeline</c>): the PixArt transformer, the 4-channel (SDXL) VAE, the T5 encoder and its tokenizer, and the
-/// scheduler config (DPM-Solver++ for the released models). Freed when the creator and the last pipeline using them are done.
+/// scheduler config (DPM-Solver++ for the released models; <see cref="SwappableSchedulerComponents.UseScheduler(string)"/>
+/// swaps it, as <c>pipe.scheduler = X.from_config(pipe.scheduler.config)</c>). Freed when the creator and the last pipeline using them are done.
 /// </summary>
-public sealed class PixArtComponents : PipelineComponents
+public sealed class PixArtComponents : SwappableSchedulerComponents
 {
     /// <summary>model_index.json's class of the PixArt-Σ models.</summary>
     public const string SigmaPipelineClass = "PixArtSigmaPipeline";
@@ -42,12 +42,6 @@ public sealed class PixArtComponents : PipelineComponents
     /// <summary>The T5 tokenizer (null exactly when <see cref="TextEncoder"/> is).</summary>
     public T5Tokenizer? Tokenizer { get; init; }
 
-    /// <summary>The scheduler config with its <c>_class_name</c>; every call builds its own scheduler from it.</summary>
-    public required JsonObject SchedulerConfig { get; init; }
-
-    /// <summary>A fresh scheduler for one call.</summary>
-    public IDiffusionScheduler CreateScheduler() => DiffusionSchedulers.FromConfig((JsonObject)SchedulerConfig.DeepClone());
-
     /// <summary>Loads every component of a diffusers PixArt pipeline folder, or of a hub repo id (downloaded into the hub cache first).</summary>
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
     /// <exception cref="InvalidDataException">The folder is not a PixArt pipeline or lacks a component.</exception>
@@ -69,8 +63,8 @@ public sealed class PixArtComponents : PipelineComponents
         string Sub(string name) => loader.Sub(name);
         try
         {
-            var schedulerConfig = ReadJsonObject(Path.Combine(Sub("scheduler"), "scheduler_config.json"));
-            using (DiffusionSchedulers.FromConfig((JsonObject)schedulerConfig.DeepClone())) { } // check it before any weights load
+            var schedulerConfig = SchedulerConfigText.Parse(SchedulerConfigText.Read(Sub("scheduler")));
+            using (DiffusionSchedulers.FromConfig(DiffusionSchedulers.EffectiveConfig(schedulerConfig))) { } // check it before any weights load
             var components = new PixArtComponents
             {
                 Tokenizer = loader.Keep(T5Tokenizer.FromFolder(Sub("tokenizer"))),
@@ -90,19 +84,6 @@ public sealed class PixArtComponents : PipelineComponents
         {
             loader.DisposeLoaded();
             throw;
-        }
-    }
-
-    private static JsonObject ReadJsonObject(string path)
-    {
-        if (!File.Exists(path)) throw new FileNotFoundException($"{path} is missing.", path);
-        try
-        {
-            return JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object.");
-        }
-        catch (System.Text.Json.JsonException e)
-        {
-            throw new InvalidDataException($"{path}: not valid JSON: {e.Message}");
         }
     }
 

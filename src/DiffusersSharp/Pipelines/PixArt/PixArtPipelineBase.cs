@@ -134,7 +134,7 @@ public abstract class PixArtPipelineBase : IDisposable
                     // PixArtAlphaPipeline at one step takes the scheduler's second output (the denoised sample).
                     (_, next) = lcm.StepWithDenoised(noisePred, t, latents, generator);
                 }
-                else next = scheduler.Step(noisePred, t, latents, generator);
+                else next = SchedulerSteps.Step(scheduler, noisePred, t, latents, r.Eta, generator, r.Generators);
                 next.MoveToOuterDisposeScope();
                 latents.Dispose();
                 latents = next;
@@ -156,15 +156,37 @@ public abstract class PixArtPipelineBase : IDisposable
 
         if (r.OutputType == OutputType.Latent)
             return new PixArtOutput(null, latents.DetachFromDisposeScope());
-        Components.Activate("vae");
         progress?.Report(new PipelineProgress("decode", 0, 1));
-        var vae = Components.Vae;
-        var decoded = vae.Decode(latents.to(vae.WeightDtype()) / vae.Config.ScalingFactor);
-        if (requested is { } size) decoded = PixArtAspectRatios.ResizeAndCrop(decoded, size.Width, size.Height);
-        var (images, output) = DecodedOutput.From(decoded, r.OutputType, ImageProcessor);
+        var (images, output) = Decode(latents, r.OutputType, requested);
         progress?.Report(new PipelineProgress("decode", 1, 1));
         Components.OffloadAll();
         return new PixArtOutput(images, output);
+    }
+
+    /// <summary>
+    /// Decodes latents of <paramref name="request"/>'s run (e.g. a step's, for a preview) to images as that call's end does:
+    /// under resolution binning resized and center-cropped back to the requested size. Under model offload the model that
+    /// ran before is active again afterwards.
+    /// </summary>
+    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents, PixArtRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(latents);
+        ArgumentNullException.ThrowIfNull(request);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        (int, int)? requested = request.UseResolutionBinning ? (request.Height ?? DefaultSize, request.Width ?? DefaultSize) : null;
+        using var inference = inference_mode();
+        using var scope = NewDisposeScope();
+        return Components.WithActive("vae", () => Decode(latents, OutputType.Image, requested).Images!);
+    }
+
+    /// <summary>The VAE decode (latents / scaling_factor), the binning resize back, the output form.</summary>
+    private (IReadOnlyList<ImageBuffer>? Images, Tensor? Tensor) Decode(Tensor latents, OutputType outputType, (int Height, int Width)? requestedSize)
+    {
+        Components.Activate("vae");
+        var vae = Components.Vae;
+        var decoded = vae.Decode(latents.to(vae.WeightDtype()) / vae.Config.ScalingFactor);
+        if (requestedSize is { } size) decoded = PixArtAspectRatios.ResizeAndCrop(decoded, size.Width, size.Height);
+        return DecodedOutput.From(decoded, outputType, ImageProcessor);
     }
 
     /// <summary>
@@ -239,6 +261,8 @@ public abstract class PixArtPipelineBase : IDisposable
             throw new ArgumentException($"num_inference_steps must be at least 1, got {r.NumInferenceSteps}.");
         if (r.NumInferenceSteps == 1 && this is PixArtAlphaPipeline && scheduler is not LCMScheduler)
             throw new ArgumentException($"{PipelineName} takes the scheduler's denoised output at 1 step, which {scheduler.ClassName} does not give (diffusers fails there too); use 2 or more steps, or an LCM scheduler.");
+        if (!(r.Eta >= 0))
+            throw new ArgumentException($"eta must be a number of at least 0, got {r.Eta}.");
         if (!double.IsFinite(r.GuidanceScale))
             throw new ArgumentException($"guidance_scale must be a finite number, got {r.GuidanceScale}.");
         if (r.NumImagesPerPrompt < 1)

@@ -31,7 +31,12 @@ public sealed record PixArtRequest
     /// <summary>Output width in pixels (null: as <see cref="Height"/>).</summary>
     public int? Width { get; init; }
 
-    /// <summary>The noise generator (CPU generators reproduce PyTorch's draws).</summary>
+    /// <summary>DDIM's η (TCD's gamma): the weight of fresh noise in each step, 0 (deterministic, the default) to 1. Passed
+    /// only to schedulers whose step takes it (DDIM, TCD), as diffusers' <c>prepare_extra_step_kwargs</c>; ignored by the others.</summary>
+    public double Eta { get; init; }
+
+    /// <summary>The noise generator (CPU generators reproduce PyTorch's draws; a stochastic scheduler's step noise comes
+    /// from it too).</summary>
     public Runtime.Generator? Generator { get; init; }
 
     /// <summary>One generator per image (prompts × images per prompt), instead of <see cref="Generator"/>.</summary>

@@ -20,7 +20,7 @@ namespace DiffusersSharp.Pipelines.StableDiffusion;
 /// (<c>StableDiffusionXLPipeline</c>, with a second text encoder). Shared by the text-to-image, image-to-image and
 /// inpainting pipelines of the family (<c>FromPipe</c>); freed when the last pipeline using them is disposed.
 /// </summary>
-public sealed class StableDiffusionComponents : PipelineComponents
+public sealed class StableDiffusionComponents : SwappableSchedulerComponents
 {
     private static readonly string[] XLPipelines = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline",
         StableDiffusionXL.StableDiffusionXLInstructPix2PixPipeline.PipelineClass];
@@ -112,69 +112,6 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// takes that keyword from the pipeline config when it is not passed.</summary>
     public bool IsCosXLEdit { get; init; }
 
-    /// <summary>The scheduler config every call builds its scheduler from (its own instance: schedulers hold per-call
-    /// state), with its <c>_class_name</c>. Loaded from the scheduler folder; <see cref="UseScheduler(string)"/> changes it.</summary>
-    public JsonObject SchedulerConfig { get; private set; } = new();
-
-    /// <summary>The class of <see cref="SchedulerConfig"/>.</summary>
-    public string SchedulerClassName => SchedulerConfig["_class_name"]?.GetValue<string>() ?? "";
-
-    /// <summary>
-    /// Swaps the scheduler, as <c>pipe.scheduler = OtherScheduler.from_config(pipe.scheduler.config)</c>: a diffusers class
-    /// name, or a short name of <see cref="DiffusionSchedulers"/> (<c>euler_a</c>, <c>dpmpp_2m_karras</c>...).
-    /// </summary>
-    /// <exception cref="ArgumentException">An unknown scheduler.</exception>
-    public void UseScheduler(string nameOrClass) => UseScheduler(nameOrClass, new Dictionary<string, JsonNode>());
-
-    /// <summary>Throws unless <paramref name="nameOrClass"/> is a scheduler short name or class that <see cref="UseScheduler(string)"/> takes.</summary>
-    /// <exception cref="ArgumentException">An unknown scheduler, with the known ones.</exception>
-    public static void CheckSchedulerName(string nameOrClass)
-    {
-        if (!DiffusionSchedulers.KnownNames.Contains(nameOrClass) && !DiffusionSchedulers.KnownClassNames.Contains(nameOrClass))
-            throw new ArgumentException($"Unknown scheduler '{nameOrClass}'; known: {string.Join(", ", DiffusionSchedulers.KnownNames)} or a class: {string.Join(", ", DiffusionSchedulers.KnownClassNames)}.");
-    }
-
-    /// <summary>
-    /// Swaps the scheduler with keyword arguments, as <c>pipe.scheduler = OtherScheduler.from_config(pipe.scheduler.config,
-    /// **overrides)</c> (e.g. <c>timestep_spacing</c>): a class or short name as <see cref="UseScheduler(string)"/> takes,
-    /// whose own overrides <paramref name="overrides"/> win over.
-    /// </summary>
-    /// <exception cref="ArgumentException">An unknown scheduler, or a config the class refuses.</exception>
-    public void UseScheduler(string nameOrClass, IReadOnlyDictionary<string, JsonNode> overrides)
-    {
-        ArgumentNullException.ThrowIfNull(nameOrClass);
-        ArgumentNullException.ThrowIfNull(overrides);
-        CheckSchedulerName(nameOrClass);
-        var (className, named) = DiffusionSchedulers.KnownNames.Contains(nameOrClass)
-            ? DiffusionSchedulers.Resolve(nameOrClass) : (nameOrClass, new Dictionary<string, JsonNode>());
-        var merged = named.ToDictionary();
-        foreach (var (key, value) in overrides) merged[key] = value;
-        var config = DiffusionSchedulers.EffectiveConfig(SchedulerConfig, merged);
-        config["_class_name"] = className;
-        UseScheduler(config);
-    }
-
-    /// <summary>Uses a complete scheduler config (with <c>_class_name</c>), as <c>pipe.scheduler = Scheduler.from_config(config)</c>:
-    /// keys listed in its <c>_use_default_values</c> are dropped (the class defaults apply).</summary>
-    /// <exception cref="ArgumentException">An unknown class or an invalid config.</exception>
-    public void UseScheduler(JsonObject config)
-    {
-        ArgumentNullException.ThrowIfNull(config);
-        var effective = DiffusionSchedulers.EffectiveConfig(config);
-        using (DiffusionSchedulers.FromConfig(effective)) { } // check it before taking it
-        SchedulerConfig = effective;
-    }
-
-    /// <summary>A fresh scheduler for one call. It runs with every value of <see cref="SchedulerConfig"/>, those of
-    /// keys its <c>_use_default_values</c> lists too (only the outdated-config fix-ups put keys there): that list only
-    /// tells <c>from_config</c> which keys to leave to the next class's defaults.</summary>
-    public IDiffusionScheduler CreateScheduler()
-    {
-        var config = (JsonObject)SchedulerConfig.DeepClone();
-        config.Remove("_use_default_values");
-        return DiffusionSchedulers.FromConfig(config);
-    }
-
     /// <summary>The UNet's <c>sample_size</c> as raised by an outdated-config fix-up (64), or null.</summary>
     internal int? FixedUnetSampleSize { get; private set; }
 
@@ -184,7 +121,7 @@ public sealed class StableDiffusionComponents : PipelineComponents
     /// </summary>
     internal void FixOutdatedConfigs(OutdatedConfigs.SchedulerFixups fixups)
     {
-        SchedulerConfig = OutdatedConfigs.Fix(SchedulerConfig, fixups);
+        ReplaceSchedulerConfig(OutdatedConfigs.Fix(SchedulerConfig, fixups));
         if (OutdatedConfigs.UnetSampleSizeTooSmall(Unet.Config)) FixedUnetSampleSize = 64;
     }
 

@@ -91,7 +91,7 @@ public abstract partial class StableDiffusionPipelineBase
                     denoised?.Dispose();
                     denoised = stepDenoised.MoveToOuterDisposeScope();
                 }
-                else next = SchedulerStep(scheduler, noisePred, t, latents, r, generator);
+                else next = SchedulerSteps.Step(scheduler, noisePred, t, latents, r.Eta, generator, r.Generators);
                 if (s.Mask is not null && !nineChannel)
                 {
                     // The 4-channel inpainting blend: outside the mask, the image noised to the next timestep.
@@ -130,22 +130,6 @@ public abstract partial class StableDiffusionPipelineBase
             return denoised;
         }
         return latents;
-    }
-
-    /// <summary>
-    /// The scheduler step with diffusers' <c>prepare_extra_step_kwargs</c>: eta goes only to a step that takes it (DDIM,
-    /// TCD), the generator to every step. A list of generators draws that noise per image, as <c>randn_tensor</c> does.
-    /// </summary>
-    private static Tensor SchedulerStep(IDiffusionScheduler scheduler, Tensor noisePred, float t, Tensor latents, StableDiffusionRequest r,
-        Runtime.Generator? generator)
-    {
-        if (scheduler is not IEtaStepScheduler ddim) return scheduler.Step(noisePred, t, latents, generator);
-        if (r.Eta > 0 && r.Generators is { Count: > 1 } list)
-        {
-            using var noise = RandomDraws.Randn(noisePred.shape, null, list, noisePred.dtype, noisePred.device);
-            return ddim.Step(noisePred, t, latents, r.Eta, varianceNoise: noise);
-        }
-        return ddim.Step(noisePred, t, latents, r.Eta, generator: generator);
     }
 
     /// <summary>diffusers' <c>rescale_noise_cfg</c>: match the guided prediction's std to the text prediction's, then mix.</summary>
