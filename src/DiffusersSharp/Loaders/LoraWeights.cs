@@ -470,13 +470,14 @@ public sealed class LoraWeights : IDisposable
         var plan = Targets(model);
         Fuse(plan.Targets, -scale);
         using var noGrad = no_grad();
-        foreach (var (parameter, original) in _replaced)
+        // Newest first, so that a LoRA fused twice comes back to the weights before the first fuse.
+        foreach (var (parameter, original) in Enumerable.Reverse(_replaced))
         {
             parameter.copy_(original);
             original.Dispose();
         }
         _replaced.Clear();
-        foreach (var (linear, width) in _widened) SetWidth(linear, width);
+        foreach (var (linear, width) in Enumerable.Reverse(_widened)) SetWidth(linear, width);
         _widened.Clear();
     }
 
