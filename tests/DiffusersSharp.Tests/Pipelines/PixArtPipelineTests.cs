@@ -96,6 +96,8 @@ public sealed class PixArtPipelineTests : IDisposable
         Assert.Contains("generators", Assert.Throws<ArgumentException>(() => pipe.Generate(ok with { Generators = [new Generator("cpu"), new Generator("cpu")] })).Message);
         Assert.Contains("latents must be", Assert.Throws<ArgumentException>(() => pipe.Generate(ok with { Latents = zeros(1, 4, 8, 8) })).Message);
         Assert.Contains("max_sequence_length", Assert.Throws<ArgumentException>(() => pipe.Generate(ok with { MaxSequenceLength = 0 })).Message);
+        Assert.Contains("eta must be", Assert.Throws<ArgumentException>(() => pipe.Generate(ok with { Eta = -0.1 })).Message);
+        Assert.Contains("eta must be", Assert.Throws<ArgumentException>(() => pipe.Generate(ok with { Eta = double.NaN })).Message);
     }
 
     [Fact]
