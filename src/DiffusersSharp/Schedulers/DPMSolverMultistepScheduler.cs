@@ -26,15 +26,7 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
     {
         Config = config;
         CheckSolverConfig(config, nameof(DPMSolverMultistepScheduler));
-        string algorithm = config.AlgorithmType == "deis" ? "dpmsolver++" : config.AlgorithmType;
-        if (algorithm is "dpmsolver" or "sde-dpmsolver")
-            throw new NotSupportedException($"algorithm_type \"{algorithm}\" (deprecated in diffusers) is not implemented; use dpmsolver++ or sde-dpmsolver++.");
-        if (algorithm is not ("dpmsolver++" or "sde-dpmsolver++"))
-            throw new ArgumentException($"algorithm_type \"{config.AlgorithmType}\" is not implemented; use dpmsolver++ or sde-dpmsolver++.", nameof(config));
-        Algorithm = algorithm;
-        SolverType = config.SolverType is "logrho" or "bh1" or "bh2" ? "midpoint" : config.SolverType;
-        if (SolverType is not ("midpoint" or "heun"))
-            throw new ArgumentException($"solver_type \"{config.SolverType}\" is not implemented; use midpoint or heun.", nameof(config));
+        (Algorithm, SolverType) = DpmSolverPlusPlusVariant(config.AlgorithmType, config.SolverType, nameof(DPMSolverMultistepScheduler));
         if (config.FinalSigmasType is not ("zero" or "sigma_min"))
             throw new ArgumentException($"final_sigmas_type must be one of zero, sigma_min, got \"{config.FinalSigmasType}\".", nameof(config));
         if (config.TimestepSpacing is not ("linspace" or "leading" or "trailing"))

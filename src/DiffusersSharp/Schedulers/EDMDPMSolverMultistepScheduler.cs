@@ -27,12 +27,7 @@ public sealed class EDMDPMSolverMultistepScheduler : EDMSchedulerBase
     {
         Config = config;
         string name = nameof(EDMDPMSolverMultistepScheduler);
-        Algorithm = config.AlgorithmType == "deis" ? "dpmsolver++" : config.AlgorithmType;
-        if (Algorithm is not ("dpmsolver++" or "sde-dpmsolver++"))
-            throw new ArgumentException($"{name}: algorithm_type \"{config.AlgorithmType}\" is not implemented (diffusers' class has dpmsolver++ and sde-dpmsolver++).", nameof(config));
-        SolverType = config.SolverType is "logrho" or "bh1" or "bh2" ? "midpoint" : config.SolverType;
-        if (SolverType is not ("midpoint" or "heun"))
-            throw new ArgumentException($"{name}: solver_type \"{config.SolverType}\" is not implemented; use midpoint or heun.", nameof(config));
+        (Algorithm, SolverType) = MultistepSolverBase.DpmSolverPlusPlusVariant(config.AlgorithmType, config.SolverType, name);
         if (config.SolverOrder is < 1 or > 3)
             throw new ArgumentException($"{name}: solver_order must be 1, 2 or 3, got {config.SolverOrder}.", nameof(config));
         if (Algorithm == "sde-dpmsolver++" && config.SolverOrder == 3)

@@ -46,6 +46,26 @@ public abstract class MultistepSolverBase : SigmaSchedulerBase
             throw new NotSupportedException($"{scheduler}: use_flow_sigmas / use_dynamic_shifting are not implemented in DiffusersSharp.");
     }
 
+    /// <summary>
+    /// The DPM-Solver++ algorithm and second-order update diffusers runs for a config's <c>algorithm_type</c> /
+    /// <c>solver_type</c> (<c>deis</c> runs as <c>dpmsolver++</c>; <c>logrho</c>, <c>bh1</c>, <c>bh2</c> as <c>midpoint</c>),
+    /// shared by the DPM-Solver++ schedulers; only dpmsolver++ / sde-dpmsolver++ with midpoint / heun are implemented.
+    /// </summary>
+    /// <exception cref="ArgumentException">Another algorithm or solver type.</exception>
+    /// <exception cref="NotSupportedException">The deprecated dpmsolver / sde-dpmsolver.</exception>
+    internal static (string Algorithm, string SolverType) DpmSolverPlusPlusVariant(string algorithmType, string solverType, string scheduler)
+    {
+        string algorithm = algorithmType == "deis" ? "dpmsolver++" : algorithmType;
+        if (algorithm is "dpmsolver" or "sde-dpmsolver")
+            throw new NotSupportedException($"{scheduler}: algorithm_type \"{algorithm}\" (deprecated in diffusers) is not implemented; use dpmsolver++ or sde-dpmsolver++.");
+        if (algorithm is not ("dpmsolver++" or "sde-dpmsolver++"))
+            throw new ArgumentException($"{scheduler}: algorithm_type \"{algorithmType}\" is not implemented; use dpmsolver++ or sde-dpmsolver++.", "config");
+        string solver = solverType is "logrho" or "bh1" or "bh2" ? "midpoint" : solverType;
+        if (solver is not ("midpoint" or "heun"))
+            throw new ArgumentException($"{scheduler}: solver_type \"{solverType}\" is not implemented; use midpoint or heun.", "config");
+        return (algorithm, solver);
+    }
+
     /// <summary><c>_sigma_to_alpha_sigma_t</c>: alpha = 1 / sqrt(sigma² + 1), sigma_t = sigma * alpha.</summary>
     private protected static (Tensor Alpha, Tensor Sigma) AlphaSigma(Tensor sigma)
     {

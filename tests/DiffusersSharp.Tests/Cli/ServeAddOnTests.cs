@@ -332,18 +332,29 @@ public sealed class PixArtServeTests : ServeWithAddOn
     }
 }
 
-/// <summary><c>serve</c> with an InstructPix2Pix folder: img2img only, no strength, image_guidance as the command line's.</summary>
-public sealed class InstructPix2PixServeTests : ServeWithAddOn
+/// <summary>
+/// <c>serve</c> with an InstructPix2Pix folder (SD 1.x, or SDXL with a size): img2img only, no strength, image_guidance as
+/// the command line's.
+/// </summary>
+public abstract class InstructPix2PixServeTestsBase : ServeWithAddOn
 {
-    private static readonly string Input = Fixtures.Path("local-diffusers/instruct-pix2pix/input.png");
     private string? _model;
+
+    /// <summary>The edit's input image.</summary>
+    private protected abstract string Input { get; }
+
+    /// <summary>Options beside the edit's, the same on the page and the command line (a size for SDXL).</summary>
+    private protected abstract (object? Width, object? Height) Size { get; }
+
+    /// <summary>Writes the model folder.</summary>
+    private protected abstract void WriteModel(string folder);
 
     private protected override ServeCommand.Settings Settings
     {
         get
         {
             _model = Out("pix2pix");
-            TinyInstructPix2PixFolder.Write(_model);
+            WriteModel(_model);
             return new() { Model = _model };
         }
     }
@@ -355,52 +366,34 @@ public sealed class InstructPix2PixServeTests : ServeWithAddOn
         Assert.Equal(["img2img"], info.GetProperty("modes").EnumerateArray().Select(s => s.GetString()));
         Assert.Empty(info.GetProperty("strength_modes").EnumerateArray());
         Assert.True(info.GetProperty("image_guidance").GetBoolean());
+        var (width, height) = Size;
         var result = await ServeApi.Result(Http, new
         {
-            mode = "img2img", prompt = "make it snowy", steps = 3, seed = 5, image = ServeApi.DataUrl(Input), image_guidance = 1.2,
+            mode = "img2img", prompt = "make it snowy", steps = 3, seed = 5, image = ServeApi.DataUrl(Input), image_guidance = 1.2, width, height,
         });
-        AssertSameAsCommandLine(result, "img2img", "--model", _model!, "--image", Input, "--prompt", "make it snowy", "--steps", "3",
-            "--seed", "5", "--image-guidance", "1.2");
+        string[] size = width is null ? [] : ["--width", $"{width}", "--height", $"{height}"];
+        AssertSameAsCommandLine(result, ["img2img", "--model", _model!, "--image", Input, "--prompt", "make it snowy", "--steps", "3",
+            "--seed", "5", "--image-guidance", "1.2", .. size]);
         Assert.Contains("mode txt2img does not apply", await ServeApi.Refusal(Http, new { prompt = "x" }));
         Assert.Contains("strength does not apply to InstructPix2Pix",
             await ServeApi.Refusal(Http, new { mode = "img2img", prompt = "x", image = ServeApi.DataUrl(Input), strength = 0.5 }));
     }
 }
 
-/// <summary><c>serve</c> with an SDXL InstructPix2Pix folder: img2img only, no strength, image_guidance and a size as the
-/// command line's.</summary>
-public sealed class SdxlInstructPix2PixServeTests : ServeWithAddOn
+/// <summary>SD 1.x InstructPix2Pix: the output keeps the image's size.</summary>
+public sealed class InstructPix2PixServeTests : InstructPix2PixServeTestsBase
 {
-    private static readonly string Input = Fixtures.Path("local-diffusers/sdxl-instruct-pix2pix/input.png");
-    private string? _model;
+    private protected override string Input => Fixtures.Path("local-diffusers/instruct-pix2pix/input.png");
+    private protected override (object? Width, object? Height) Size => (null, null);
+    private protected override void WriteModel(string folder) => TinyInstructPix2PixFolder.Write(folder);
+}
 
-    private protected override ServeCommand.Settings Settings
-    {
-        get
-        {
-            _model = Out("xl-pix2pix");
-            TinyInstructPix2PixFolder.WriteXL(_model);
-            return new() { Model = _model };
-        }
-    }
-
-    [Fact]
-    public async Task AnEditEqualsTheCommandLinesAndOtherModesAreRefused()
-    {
-        var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
-        Assert.Equal(["img2img"], info.GetProperty("modes").EnumerateArray().Select(s => s.GetString()));
-        Assert.Empty(info.GetProperty("strength_modes").EnumerateArray());
-        Assert.True(info.GetProperty("image_guidance").GetBoolean());
-        var result = await ServeApi.Result(Http, new
-        {
-            mode = "img2img", prompt = "make it snowy", steps = 3, seed = 5, image = ServeApi.DataUrl(Input), image_guidance = 1.2, width = 56, height = 48,
-        });
-        AssertSameAsCommandLine(result, "img2img", "--model", _model!, "--image", Input, "--prompt", "make it snowy", "--steps", "3",
-            "--seed", "5", "--image-guidance", "1.2", "--width", "56", "--height", "48");
-        Assert.Contains("mode txt2img does not apply", await ServeApi.Refusal(Http, new { prompt = "x" }));
-        Assert.Contains("strength does not apply to InstructPix2Pix",
-            await ServeApi.Refusal(Http, new { mode = "img2img", prompt = "x", image = ServeApi.DataUrl(Input), strength = 0.5 }));
-    }
+/// <summary>SDXL InstructPix2Pix: a size, as diffusers' SDXL pipeline takes one.</summary>
+public sealed class SdxlInstructPix2PixServeTests : InstructPix2PixServeTestsBase
+{
+    private protected override string Input => Fixtures.Path("local-diffusers/sdxl-instruct-pix2pix/input.png");
+    private protected override (object? Width, object? Height) Size => (56, 48);
+    private protected override void WriteModel(string folder) => TinyInstructPix2PixFolder.WriteXL(folder);
 }
 
 /// <summary>
