@@ -26,7 +26,7 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
     {
         Config = config;
         CheckSolverConfig(config, nameof(DPMSolverMultistepScheduler));
-        (Algorithm, SolverType) = DpmSolverPlusPlusVariant(config.AlgorithmType, config.SolverType, nameof(DPMSolverMultistepScheduler));
+        (Algorithm, SolverType) = DpmSolverPlusPlusVariant(config.AlgorithmType, config.SolverType, nameof(DPMSolverMultistepScheduler), hasDeprecatedForms: true);
         if (config.FinalSigmasType is not ("zero" or "sigma_min"))
             throw new ArgumentException($"final_sigmas_type must be one of zero, sigma_min, got \"{config.FinalSigmasType}\".", nameof(config));
         if (config.TimestepSpacing is not ("linspace" or "leading" or "trailing"))

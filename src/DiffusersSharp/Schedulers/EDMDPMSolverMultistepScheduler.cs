@@ -27,7 +27,7 @@ public sealed class EDMDPMSolverMultistepScheduler : EDMSchedulerBase
     {
         Config = config;
         string name = nameof(EDMDPMSolverMultistepScheduler);
-        (Algorithm, SolverType) = MultistepSolverBase.DpmSolverPlusPlusVariant(config.AlgorithmType, config.SolverType, name);
+        (Algorithm, SolverType) = MultistepSolverBase.DpmSolverPlusPlusVariant(config.AlgorithmType, config.SolverType, name, hasDeprecatedForms: false);
         if (config.SolverOrder is < 1 or > 3)
             throw new ArgumentException($"{name}: solver_order must be 1, 2 or 3, got {config.SolverOrder}.", nameof(config));
         if (Algorithm == "sde-dpmsolver++" && config.SolverOrder == 3)

@@ -50,13 +50,16 @@ public abstract class MultistepSolverBase : SigmaSchedulerBase
     /// The DPM-Solver++ algorithm and second-order update diffusers runs for a config's <c>algorithm_type</c> /
     /// <c>solver_type</c> (<c>deis</c> runs as <c>dpmsolver++</c>; <c>logrho</c>, <c>bh1</c>, <c>bh2</c> as <c>midpoint</c>),
     /// shared by the DPM-Solver++ schedulers; only dpmsolver++ / sde-dpmsolver++ with midpoint / heun are implemented.
+    /// <paramref name="hasDeprecatedForms"/>: the diffusers class also runs the deprecated dpmsolver / sde-dpmsolver
+    /// (DPMSolverMultistepScheduler does, its EDM twin does not).
     /// </summary>
     /// <exception cref="ArgumentException">Another algorithm or solver type.</exception>
-    /// <exception cref="NotSupportedException">The deprecated dpmsolver / sde-dpmsolver.</exception>
-    internal static (string Algorithm, string SolverType) DpmSolverPlusPlusVariant(string algorithmType, string solverType, string scheduler)
+    /// <exception cref="NotSupportedException">The deprecated dpmsolver / sde-dpmsolver, where diffusers runs them.</exception>
+    internal static (string Algorithm, string SolverType) DpmSolverPlusPlusVariant(string algorithmType, string solverType, string scheduler,
+        bool hasDeprecatedForms)
     {
         string algorithm = algorithmType == "deis" ? "dpmsolver++" : algorithmType;
-        if (algorithm is "dpmsolver" or "sde-dpmsolver")
+        if (hasDeprecatedForms && algorithm is "dpmsolver" or "sde-dpmsolver")
             throw new NotSupportedException($"{scheduler}: algorithm_type \"{algorithm}\" (deprecated in diffusers) is not implemented; use dpmsolver++ or sde-dpmsolver++.");
         if (algorithm is not ("dpmsolver++" or "sde-dpmsolver++"))
             throw new ArgumentException($"{scheduler}: algorithm_type \"{algorithmType}\" is not implemented; use dpmsolver++ or sde-dpmsolver++.", "config");
