@@ -54,8 +54,9 @@ public enum LoraKeyFormat
 /// </summary>
 /// <remarks>
 /// The alpha of a layer is its <c>.alpha</c> tensor when the file has one (kohya files do; PEFT files may), else the
-/// <c>lora_alpha</c> / <c>alpha_pattern</c> of the adapter metadata diffusers can store in the file, else <c>r</c>
-/// (a factor of 1, as diffusers and PEFT assume). The format is told from the keys (<see cref="LoraKeyFormat"/>).
+/// <c>lora_alpha</c> / <c>alpha_pattern</c> of the adapter metadata diffusers can store in the file, else what diffusers
+/// assumes: the rank of the component's first layer (a factor of 1 when all ranks are equal; see
+/// <c>DiffusersDefaultAlpha</c>). The format is told from the keys (<see cref="LoraKeyFormat"/>).
 /// On a <see cref="FluxTransformer2DModel"/> a down matrix wider than its Linear widens the Linear (zero columns added),
 /// as diffusers does for FLUX.1-Canny / Depth LoRAs, whose x_embedder takes the control image's latents too (the config's
 /// in_channels follows); a narrower one is zero-padded to the Linear's width (a regular LoRA on such a transformer).
@@ -125,7 +126,7 @@ public sealed class LoraWeights : IDisposable
     /// </summary>
     public IReadOnlyDictionary<string, Tensor> Replacements => _replacements;
 
-    /// <summary>PEFT's scaling of each layer, <c>alpha / r</c> in float32 (1 when the file gives no alpha).</summary>
+    /// <summary>PEFT's scaling of each layer, <c>alpha / r</c> in float32 (with diffusers' default alpha when the file gives none).</summary>
     public IReadOnlyDictionary<string, float> Scales => _scales;
 
     /// <summary>Reads a LoRA file for one component; every tensor in it must be a LoRA tensor of that component.</summary>
@@ -196,8 +197,10 @@ public sealed class LoraWeights : IDisposable
             foreach (var component in components.OrderBy(c => c, StringComparer.Ordinal))
             {
                 var lora = result[component] = new LoraWeights(component, format);
-                foreach (var ((_, name), keys) in layers.Where(p => p.Key.Component == component).OrderBy(p => p.Key.Layer, StringComparer.Ordinal))
-                    lora.ReadLayer(path, file, name, keys, metadata);
+                var own = layers.Where(p => p.Key.Component == component).Select(p => (p.Key.Layer, Keys: p.Value)).ToList();
+                long? defaultAlpha = format == LoraKeyFormat.Peft ? DiffusersDefaultAlpha(component, own.Select(l => (l.Layer, file.Tensors[l.Keys.Up!]))) : null;
+                foreach (var (name, keys) in own.OrderBy(l => l.Layer, StringComparer.Ordinal))
+                    lora.ReadLayer(path, file, name, keys, metadata, defaultAlpha);
                 foreach (var ((_, name), key) in replacements.Where(p => p.Key.Component == component).OrderBy(p => p.Key.Name, StringComparer.Ordinal))
                 {
                     lora._replacements[name] = file.Read(key, ScalarType.Float32);
@@ -345,7 +348,30 @@ public sealed class LoraWeights : IDisposable
         return ("transformer", $"{m.Groups[1].Value}_blocks_{m.Groups[2].Value}_{module}", stem, m.Groups[4].Value == "down" ? Part.Down : Part.Up);
     }
 
-    private void ReadLayer(string path, SafetensorsFile file, string name, LayerKeys keys, LoraAdapterMetadata? metadata)
+    /// <summary>CLIP's adapted modules in the order its encoder layer defines them (transformers' CLIPEncoderLayer).</summary>
+    private static readonly string[] ClipLayerModules = ["self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2"];
+
+    private static readonly System.Text.RegularExpressions.Regex ClipLayerModule = new(@"(?:^|\.)layers\.(\d+)\.(self_attn\.(?:k|v|q|out)_proj|mlp\.fc[12])$");
+
+    /// <summary>
+    /// The lora_alpha diffusers gives a PEFT-format part without alphas (no <c>.alpha</c> tensors, no adapter metadata):
+    /// <c>get_peft_kwargs</c> takes the rank of the first entry of its rank dict for every module, so a module whose rank
+    /// differs is scaled by that rank / its own. The rank dict of a UNet or transformer lists the lora_B tensors in the
+    /// order safetensors' <c>load_file</c> reads them (by data offset); a text encoder's lists its attention and MLP
+    /// projections in module order (<c>_load_lora_into_text_encoder</c> walks <c>named_modules</c>). Null where that dict
+    /// would be empty.
+    /// </summary>
+    private static long? DiffusersDefaultAlpha(string component, IEnumerable<(string Layer, SafetensorsTensorInfo Up)> ups)
+    {
+        var first = component.StartsWith("text_encoder", StringComparison.Ordinal)
+            ? ups.Select(u => (u.Up, Match: ClipLayerModule.Match(u.Layer))).Where(u => u.Match.Success)
+                .OrderBy(u => int.Parse(u.Match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture))
+                .ThenBy(u => Array.IndexOf(ClipLayerModules, u.Match.Groups[2].Value)).Select(u => u.Up).FirstOrDefault()
+            : ups.Select(u => u.Up).Where(u => u.Shape.Length > 1).OrderBy(u => u.Begin).FirstOrDefault();
+        return first is { Shape.Length: > 1 } ? first.Shape[1] : null;
+    }
+
+    private void ReadLayer(string path, SafetensorsFile file, string name, LayerKeys keys, LoraAdapterMetadata? metadata, long? defaultAlpha)
     {
         float? alpha = null;
         if (keys.Alpha is not null)
@@ -381,7 +407,7 @@ public sealed class LoraWeights : IDisposable
         }
         long rank = down.shape[0];
         // PEFT's scaling lora_alpha / r, in float32 like the weights it multiplies.
-        _scales[name] = alpha is { } x ? x / rank : (float)(metadata?.Scaling(path, Component, name, rank) ?? 1.0);
+        _scales[name] = alpha is { } x ? x / rank : (float)(metadata?.Scaling(path, Component, name, rank) ?? (double)(defaultAlpha ?? rank) / rank);
     }
 
     /// <summary>
