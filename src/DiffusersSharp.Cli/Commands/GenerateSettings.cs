@@ -48,16 +48,24 @@ public class ModelSettings : CommandSettings
     [CommandOption("--revision <REV>"), Description("Hub branch, tag or commit.")]
     public string? Revision { get; init; }
 
-    /// <summary>LoRA file.</summary>
-    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts) or, for SD 1.x / 2.x, SDXL and Flux, kohya's (civitai: lora_unet_ / lora_te_ keys; ComfyUI's diffusion_model. keys), or for Flux XLabs' or BFL's (FLUX.1-Canny-dev-lora / Depth-dev-lora, which make FLUX.1-dev a control model: give --control-image), fused into the weights. A local file, or a file of a Hugging Face repo: hf://org/name/file.safetensors or its https://huggingface.co/org/name/blob/main/file.safetensors address (downloaded into the hub cache with --token).")]
-    public string? Lora { get; init; }
+    /// <summary>LoRA files, in fuse order.</summary>
+    [CommandOption("--lora <FILE>"), Description("A LoRA in diffusers' format (pytorch_lora_weights.safetensors as save_lora_weights writes it: transformer or unet, and text encoder parts) or, for SD 1.x / 2.x, SDXL and Flux, kohya's (civitai: lora_unet_ / lora_te_ keys; ComfyUI's diffusion_model. keys), or for Flux XLabs' or BFL's (FLUX.1-Canny-dev-lora / Depth-dev-lora, which make FLUX.1-dev a control model: give --control-image), fused into the weights. A local file, or a file of a Hugging Face repo: hf://org/name/file.safetensors or its https://huggingface.co/org/name/blob/main/file.safetensors address (downloaded into the hub cache with --token). Repeatable: the LoRAs are fused one after another, each at its --lora-scale (as diffusers' load_lora_weights(adapter_name=...) for each, set_adapters(names, adapter_weights=scales), fuse_lora()).")]
+    public string[]? Lora { get; init; }
 
-    /// <summary>LoRA scale.</summary>
-    [CommandOption("--lora-scale <S>"), Description("LoRA strength (default 1; diffusers' joint_attention_kwargs={\"scale\": S}).")]
-    public string LoraScale { get; init; } = "1";
+    /// <summary>LoRA scales: one for every LoRA, or one per LoRA.</summary>
+    [CommandOption("--lora-scale <S>"), Description("LoRA strength (default 1; diffusers' joint_attention_kwargs={\"scale\": S}, or fuse_lora(lora_scale=S)): once for every --lora, or once per --lora in the same order (diffusers' set_adapters adapter_weights).")]
+    public string[]? LoraScale { get; init; }
 
-    /// <summary>The parsed LoRA scale.</summary>
-    public double LoraScaleValue => double.Parse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture);
+    /// <summary>The --lora files with the scale each is fused at, in order (empty without --lora).</summary>
+    public IReadOnlyList<(string File, double Scale)> Loras
+    {
+        get
+        {
+            var files = Lora ?? [];
+            var scales = (LoraScale ?? []).Select(s => double.Parse(s, NumberStyles.Float, CultureInfo.InvariantCulture)).ToArray();
+            return files.Select((file, i) => (file, scales.Length == 0 ? 1.0 : scales[scales.Length == 1 ? 0 : i])).ToList();
+        }
+    }
 
     /// <summary>Textual inversion embeddings: FILE or FILE:TOKEN, repeatable.</summary>
     [CommandOption("--textual-inversion <FILE[:TOKEN]>"), Description("SD 1.x / 2.x, SDXL and Flux: a textual inversion embedding in a .safetensors file (local, or a hub repo's: hf://org/name/file.safetensors), as diffusers' load_textual_inversion(FILE, token=TOKEN): diffusers' format (the token is the file's key unless :TOKEN is given), A1111 / kohya files (emb_params: give :TOKEN), or an SDXL file with clip_l and clip_g (both halves load, into the two encoders; :TOKEN required). Write the token in the prompt; a multi-vector embedding spells out as TOKEN TOKEN_1 ... as diffusers rewrites prompts. Repeatable. Pickle files (.bin, .pt) are refused: convert them to safetensors.")]
@@ -106,7 +114,8 @@ public class ModelSettings : CommandSettings
     protected virtual string? Check()
     {
         if (string.IsNullOrWhiteSpace(Model)) return $"--model is required (the bundled model {BundledModel.RelativePath} was not found).";
-        if (Lora is not null && !HubFileReference.TryParse(Lora, out _) && !File.Exists(Lora)) return $"--lora file not found: {Lora}.";
+        foreach (var lora in Lora ?? [])
+            if (!HubFileReference.TryParse(lora, out _) && !File.Exists(lora)) return $"--lora file not found: {lora}.";
         if (SingleFile is not null && !File.Exists(SingleFile)) return $"--single-file not found: {SingleFile}.";
         if (IpAdapterImageEncoder is not null && IpAdapter is null) return "--ip-adapter-image-encoder needs --ip-adapter.";
         if (IpAdapter is not null && !HubFileReference.TryParse(IpAdapter, out _) && !File.Exists(IpAdapter)) return $"--ip-adapter file not found: {IpAdapter}.";
@@ -123,8 +132,16 @@ public class ModelSettings : CommandSettings
             }
             catch (Exception e) when (e is IOException or ArgumentException) { return $"--textual-inversion: {e.Message}"; }
         }
-        if (!double.TryParse(LoraScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double loraScale) || !double.IsFinite(loraScale))
-            return $"--lora-scale must be a finite number, got '{LoraScale}'.";
+        if (LoraScale is { Length: > 0 } loraScales)
+        {
+            int loras = Lora?.Length ?? 0;
+            if (loras == 0) return "--lora-scale needs --lora.";
+            if (loraScales.Length != 1 && loraScales.Length != loras)
+                return $"--lora-scale is given {loraScales.Length} times for {loras} --lora files: give it once (for all) or once per --lora.";
+            foreach (var text in loraScales)
+                if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double loraScale) || !double.IsFinite(loraScale))
+                    return $"--lora-scale must be a finite number, got '{text}'.";
+        }
         if (Device.Trim().ToLowerInvariant() is not ("cpu" or "cuda") && !Device.Trim().ToLowerInvariant().StartsWith("cuda:", StringComparison.Ordinal))
             return $"--device must be cpu, cuda or cuda:N, got '{Device}'.";
         if (Offload is not ("none" or "model")) return $"--offload must be none or model, got '{Offload}'.";

@@ -330,7 +330,9 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
                 fields.Add($"Redux{(settings.ReduxImage.Length > 1 ? $" {i + 1}" : "")}: {redux}, {Path.GetFileName(settings.ReduxImage[i])}:" +
                            $"{scales[scales.Length == 1 ? 0 : i].ToString(inv)}/{pooled[pooled.Length == 1 ? 0 : i].ToString(inv)}");
         }
-        if (settings.Lora is not null) fields.Add($"Lora: {Path.GetFileName(settings.Lora)}:{settings.LoraScaleValue.ToString(inv)}");
+        var loras = settings.Loras;
+        for (int i = 0; i < loras.Count; i++)
+            fields.Add($"Lora{(loras.Count > 1 ? $" {i + 1}" : "")}: {Path.GetFileName(loras[i].File)}:{loras[i].Scale.ToString(inv)}");
         if (settings is { IpAdapter: { } ipAdapter, IpAdapterImage: not null })
             fields.Add($"IP-Adapter: {Path.GetFileName(ipAdapter)}{(settings.IpAdapterScaleValue is { } ipScale ? ":" + ipScale.ToString(inv) : "")}");
         foreach (var (file, token) in settings.TextualInversions)

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json.Nodes;
 using DiffusersSharp.Images;
 using DiffusersSharp.IO;
@@ -169,7 +170,7 @@ internal sealed class LoadedModel : IDisposable
             // FLUX.1-Redux without any prompt runs on the prior's embeddings alone: the text encoders (T5-XXL's 9.5 GB) are
             // neither fetched nor loaded, as diffusers' example passes text_encoder=None, text_encoder_2=None (kept when a
             // --lora or --textual-inversion may adapt them).
-            LoadTextEncoders = settings is not GenerateSettings { Redux: not null, Prompt: null, Prompt2: null, NegativePrompt: null, Lora: null, TextualInversion: null },
+            LoadTextEncoders = !(settings is GenerateSettings { Redux: not null, Prompt: null, Prompt2: null, NegativePrompt: null, TextualInversion: null } && settings.Loras.Count == 0),
             Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
             HubToken = settings.Token,
             Revision = settings.Revision,
@@ -187,13 +188,19 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
         // A FLUX.1-Canny / Depth LoRA makes FLUX.1-dev a control model (diffusers: FluxControlPipeline.from_pretrained of
         // FLUX.1-dev, then load_lora_weights), which the file's header tells: the options are checked against that.
-        string? lora = null;
-        if (family == Family.Flux && pipelineClass == FluxComponents.FluxPipelineClass && settings.Lora is not null)
+        IReadOnlyList<(string File, double Scale)>? loras = null;
+        if (family == Family.Flux && pipelineClass == FluxComponents.FluxPipelineClass && settings.Loras.Count > 0)
         {
-            lora = options.ResolveFile(settings.Lora, ct);
+            loras = ResolveLoras(settings, options, ct);
             string config = Path.Combine(folder, "transformer", "config.json");
-            if (File.Exists(config) && FluxComponents.IsControlLora(lora, ConfigJson.Read<FluxTransformer2DModelConfig>(config)))
-                pipelineClass = FluxComponents.ControlPipelineClass;
+            if (File.Exists(config))
+            {
+                var transformerConfig = ConfigJson.Read<FluxTransformer2DModelConfig>(config);
+                var control = loras.Where(l => FluxComponents.IsControlLora(l.File, transformerConfig)).ToList();
+                if (control.Count > 1)
+                    throw new ArgumentException($"--lora: {string.Join(" and ", control.Select(l => Path.GetFileName(l.File)))} are both FLUX.1 control LoRAs (they widen x_embedder for a control image); give one.");
+                if (control.Count == 1) pipelineClass = FluxComponents.ControlPipelineClass;
+            }
         }
         var controlNets = ControlNetsOf(settings);
         if (family == Family.Flux && controlNets.Count > 0) CheckFluxControlNet(settings.Model!, pipelineClass);
@@ -218,7 +225,7 @@ internal sealed class LoadedModel : IDisposable
         var unionTypes = family == Family.UNet ? ControlNetUnionTypesOf(controlNets, options, ct) : controlNets.Select(_ => (int?)null).ToArray();
         if (settings is GenerateSettings unionCheck && family == Family.UNet) CheckControlModes(unionCheck, unionTypes);
         // Hub files beside the model are fetched once the options are checked, before any weights load.
-        lora ??= settings.Lora is null ? null : options.ResolveFile(settings.Lora, ct);
+        loras ??= ResolveLoras(settings, options, ct);
         if (settings is ServeCommand.Settings { IpAdapter: not null }) CheckServedIpAdapter(settings, pipelineClass);
         var ipAdapter = settings.IpAdapter is { } adapterFile
             ? (File: options.ResolveFile(adapterFile, ct), ImageEncoder: ResolveImageEncoder(options, settings, ct)) : default;
@@ -226,16 +233,16 @@ internal sealed class LoadedModel : IDisposable
         var model = family switch
         {
             Family.UNet => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, WithIpAdapter(output, ipAdapter,
-                WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
+                WithTextualInversion(output, textualInversions, WithLoras(output, loras, StableDiffusionComponents.FromPretrained(folder, options, controlNets,
                     adapters, ct), c => c.FuseLora), LoadTextualInversion), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), adapters: adapters),
             Family.Flux => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, WithIpAdapter(output, ipAdapter,
-                WithTextualInversion(output, textualInversions, WithLora(output, settings, lora, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion),
+                WithTextualInversion(output, textualInversions, WithLoras(output, loras, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion),
                 (c, file, encoder) => c.LoadIpAdapter(file, encoder))),
             Family.PixArt => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, pixArt: PixArtComponents.FromPretrained(folder, options, ct)),
-            _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithIpAdapter(output, ipAdapter, WithLora(output, settings, lora,
+            _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithIpAdapter(output, ipAdapter, WithLoras(output, loras,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
-        if (lora is not null) (model.LoraFile, model.LoraScale) = (lora, settings.LoraScaleValue);
+        model.Loras = loras;
         if (reduxFolder is not null)
             model.ReduxLoader = (textEncoders, token) => FluxPriorReduxPipeline.FromPretrained(reduxFolder, options, textEncoders, token);
         if (reduxFolder is not null && settings is ServeCommand.Settings)
@@ -262,30 +269,50 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>The --ip-adapter-image-encoder given with <see cref="IpAdapter"/>, or null (the folder beside it).</summary>
     public string? IpAdapterImageEncoder { get; private set; }
 
-    /// <summary>The fused --lora file (a local path; a hub file's cache copy), or null.</summary>
-    public string? LoraFile { get; private set; }
-
-    /// <summary>The scale <see cref="LoraFile"/> is fused at.</summary>
-    public double LoraScale { get; private set; }
+    /// <summary>The fused --lora files (local paths; a hub file's cache copy) with the scale each is fused at now, in fuse
+    /// order; empty without --lora.</summary>
+    public IReadOnlyList<(string File, double Scale)> Loras { get; private set; } = [];
 
     /// <summary>
-    /// Refuses the LoRA at another scale (diffusers' <c>unfuse_lora</c> then <c>fuse_lora(lora_scale=scale)</c>); nothing
-    /// to do at the current one.
+    /// Fuses the LoRAs again at other scales, one per LoRA in <see cref="Loras"/> or one for all (diffusers'
+    /// <c>unfuse_lora</c>, <c>set_adapters(names, adapter_weights=scales)</c>, <c>fuse_lora()</c>); nothing to do at the
+    /// current ones. Checked before any weight changes.
     /// </summary>
-    /// <exception cref="ArgumentException">No LoRA is fused, or the scale is not finite.</exception>
-    public void SetLoraScale(double scale)
+    /// <exception cref="ArgumentException">No LoRA is fused, a scale is not finite, or the count fits neither.</exception>
+    public void SetLoraScales(IReadOnlyList<double> scales)
     {
-        if (LoraFile is null) throw new ArgumentException("lora_scale needs a LoRA: start the server with --lora FILE.");
-        if (!double.IsFinite(scale)) throw new ArgumentException($"lora_scale must be a finite number, got {scale}.");
-        if (scale == LoraScale) return;
+        CheckLoraScales(scales);
+        var wanted = Loras.Select((l, i) => (l.File, Scale: scales[scales.Count == 1 ? 0 : i])).ToList();
+        if (wanted.SequenceEqual(Loras)) return;
         PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? Flux!;
         components.UnfuseLora();
-        LoraScale = 0; // unfused, until the fuse below succeeds
-        if (Sd3 is not null) Sd3.FuseLora(LoraFile, scale);
-        else if (UNet is not null) UNet.FuseLora(LoraFile, scale);
-        else Flux!.FuseLora(LoraFile, scale);
-        LoraScale = scale;
+        Loras = Loras.Select(l => (l.File, 0.0)).ToList(); // unfused, until the fuses below succeed
+        var fused = new List<(string File, double Scale)>();
+        foreach (var (file, scale) in wanted)
+        {
+            if (Sd3 is not null) Sd3.FuseLora(file, scale);
+            else if (UNet is not null) UNet.FuseLora(file, scale);
+            else Flux!.FuseLora(file, scale);
+            fused.Add((file, scale));
+        }
+        Loras = fused;
     }
+
+    /// <summary>Throws unless <paramref name="scales"/> fit <see cref="Loras"/> (<see cref="SetLoraScales"/>), before any
+    /// generation starts.</summary>
+    /// <exception cref="ArgumentException">No LoRA is fused, a scale is not finite, or the count fits neither.</exception>
+    public void CheckLoraScales(IReadOnlyList<double> scales)
+    {
+        if (Loras.Count == 0) throw new ArgumentException("lora_scale needs a LoRA: start the server with --lora FILE.");
+        if (scales.Count != 1 && scales.Count != Loras.Count)
+            throw new ArgumentException($"lora_scale has {scales.Count} numbers for {Loras.Count} LoRAs: give one (for all) or one per LoRA.");
+        foreach (double scale in scales)
+            if (!double.IsFinite(scale)) throw new ArgumentException($"lora_scale must be finite numbers, got {scale}.");
+    }
+
+    /// <summary>The --lora files, hub files fetched into the cache, with their scales.</summary>
+    private static IReadOnlyList<(string File, double Scale)> ResolveLoras(ModelSettings settings, PipelineLoadOptions options, CancellationToken ct) =>
+        settings.Loras.Select(l => (options.ResolveFile(l.File, ct), l.Scale)).ToList();
 
     /// <summary>Per ControlNet folder, from its config before any weights load: its num_control_type if it is a
     /// ControlNet-Union, else null.</summary>
@@ -448,7 +475,7 @@ internal sealed class LoadedModel : IDisposable
     /// </summary>
     private static void CheckPixArt(ModelSettings settings, string pipelineClass)
     {
-        string? lacking = settings.Lora is not null ? "--lora" : settings.TextualInversion is { Length: > 0 } ? "--textual-inversion"
+        string? lacking = settings.Loras.Count > 0 ? "--lora" : settings.TextualInversion is { Length: > 0 } ? "--textual-inversion"
             : settings.SingleFile is not null ? "--single-file" : settings.IpAdapter is not null ? "--ip-adapter" : null;
         if (settings is GenerateSettings g)
         {
@@ -706,14 +733,16 @@ internal sealed class LoadedModel : IDisposable
         }
     }
 
-    /// <summary>Fuses the --lora file, if any, into freshly loaded components (freed again if that fails).</summary>
-    private static T WithLora<T>(CliOutput output, ModelSettings settings, string? lora, T components, Func<T, Func<string, double, int>> fuse) where T : PipelineComponents
+    /// <summary>Fuses the --lora files, if any, one after another into freshly loaded components (freed again if that fails).</summary>
+    private static T WithLoras<T>(CliOutput output, IReadOnlyList<(string File, double Scale)> loras, T components, Func<T, Func<string, double, int>> fuse) where T : PipelineComponents
     {
-        if (lora is null) return components;
         try
         {
-            int layers = fuse(components)(lora, settings.LoraScaleValue);
-            output.Error.WriteLine($"fused {layers} LoRA layers from {settings.Lora} at scale {settings.LoraScale}");
+            foreach (var (file, scale) in loras)
+            {
+                int layers = fuse(components)(file, scale);
+                output.Error.WriteLine($"fused {layers} LoRA layers from {Path.GetFileName(file)} at scale {scale.ToString("R", CultureInfo.InvariantCulture)}");
+            }
             return components;
         }
         catch

@@ -69,9 +69,11 @@ public sealed record WebGenerateRequest
     /// <summary>The inpainting mask (white is repainted): a data URL or base64 PNG / JPEG.</summary>
     public string? Mask { get; init; }
 
-    /// <summary>With a server started with --lora: the scale to fuse it at for this and later requests (the LoRA is taken
-    /// out and fused again when it changes, diffusers' unfuse_lora + fuse_lora(lora_scale)).</summary>
-    public double? LoraScale { get; init; }
+    /// <summary>With a server started with --lora: the scale to fuse its LoRAs at for this and later requests, a number
+    /// (for all) or a list (one per LoRA, in the server's order); the LoRAs are taken out and fused again when it changes
+    /// (diffusers' unfuse_lora, set_adapters(adapter_weights), fuse_lora).</summary>
+    [JsonConverter(typeof(NumberOrListConverter))]
+    public double[]? LoraScale { get; init; }
 
     /// <summary>Inpaint: inpaint only the mask's bounding box grown by this many pixels, at the full size, pasted back onto the
     /// image (diffusers' padding_mask_crop); the result keeps the image's size.</summary>
@@ -146,7 +148,7 @@ public sealed record WebGenerateRequest
     /// images with its T2I-Adapters: a request without them runs the plain pipeline.
     /// </summary>
     /// <exception cref="ArgumentException">An unknown mode, an image that is not base64, or an option the verb refuses.</exception>
-    internal GenerateSettings ToSettings(string model, ServerModels server, string uploads, string? lora = null, double loraScale = 1)
+    internal GenerateSettings ToSettings(string model, ServerModels server, string uploads, IReadOnlyList<(string File, double Scale)>? loras = null)
     {
         var controlNets = server.ControlNets;
         string? Upload(string? data, string name, string? file = null)
@@ -213,8 +215,10 @@ public sealed record WebGenerateRequest
         string? eta = Eta?.ToString("R", CultureInfo.InvariantCulture);
         string? rescale = GuidanceRescale?.ToString("R", CultureInfo.InvariantCulture);
         string? trueCfg = TrueCfg?.ToString("R", CultureInfo.InvariantCulture);
-        // The server's LoRA, at the scale this request runs with, for the image's parameters text.
-        string loraText = (LoraScale ?? loraScale).ToString("R", CultureInfo.InvariantCulture);
+        // The server's LoRAs, at the scales this request runs with, for the image's parameters text.
+        string[]? lora = loras is { Count: > 0 } ? loras.Select(l => l.File).ToArray() : null;
+        string[]? loraText = lora is null ? null
+            : Numbers(LoraScale is { } wanted ? loras!.Select((_, i) => wanted[wanted.Length == 1 ? 0 : i]).ToArray() : loras!.Select(l => l.Scale).ToArray());
         // Settings are init-only (as the command line fills them): one initializer per verb, the shared options in each.
         if (PaddingMaskCrop is not null && Mode != "inpaint") throw new ArgumentException("padding_mask_crop applies to inpaint only.");
         if (ImageGuidance is not null && Mode != "img2img") throw new ArgumentException("image_guidance applies to img2img with an InstructPix2Pix model.");

@@ -100,9 +100,12 @@ internal sealed class WebServer : IAsyncDisposable
                 or LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass),
             // Inpainting only the masked area (padding_mask_crop), which diffusers' FluxFillPipeline lacks.
             PaddingMaskCrop = _model.PipelineClass != FluxComponents.FillPipelineClass,
-            // The server's --lora (file name) and the scale it is fused at now; requests may change it with lora_scale.
-            Lora = _model.LoraFile is { } lora ? Path.GetFileName(lora) : null,
-            LoraScale = _model.LoraScale,
+            // The server's --lora files (names) and the scales they are fused at now; requests may change them with
+            // lora_scale. "lora" / "lora_scale" name the first, for clients of one LoRA.
+            Lora = _model.Loras.Count > 0 ? Path.GetFileName(_model.Loras[0].File) : null,
+            LoraScale = _model.Loras.Count > 0 ? _model.Loras[0].Scale : 0,
+            Loras = _model.Loras.Select(l => Path.GetFileName(l.File)).ToArray(),
+            LoraScales = _model.Loras.Select(l => l.Scale).ToArray(),
             // "controlnets", "controlnet_modes": spelled as the request's controlnet_scale.
             Controlnets = _model.ControlNets,
             ControlnetModes = _model.ControlNetModes,
@@ -149,17 +152,16 @@ internal sealed class WebServer : IAsyncDisposable
         {
             GenerateSettings settings;
             VerbPipelines pipelines;
-            double? loraScaleWanted;
+            double[]? loraScaleWanted;
             try
             {
                 var body = await http.Request.ReadFromJsonAsync<WebGenerateRequest>(Json, aborted)
                     ?? throw new ArgumentException("The request body must be a JSON object.");
                 CheckMode(body);
-                if (body.LoraScale is { } loraScale && (_model.LoraFile is null || !double.IsFinite(loraScale)))
-                    throw new ArgumentException(_model.LoraFile is null ? "lora_scale needs a LoRA: start the server with --lora FILE." : $"lora_scale must be a finite number, got {loraScale}.");
+                if (body.LoraScale is { } loraScales) _model.CheckLoraScales(loraScales);
                 settings = body.ToSettings(_model.Name, new ServerModels(_model.ControlNets, _model.ControlNetUnionTypes, _model.Adapters,
                     _model.PipelineClass == FluxComponents.ControlPipelineClass, _model.IpAdapter, _model.IpAdapterImageEncoder, _model.ReduxName), uploads,
-                    _model.LoraFile, _model.LoraScale);
+                    _model.Loras);
                 loraScaleWanted = body.LoraScale;
                 pipelines = VerbPipelines.For(settings);
                 _model.CheckOptions(settings);
@@ -175,7 +177,7 @@ internal sealed class WebServer : IAsyncDisposable
             try
             {
                 // One generation at a time: the LoRA is re-fused at a new scale only between them.
-                if (loraScaleWanted is { } scale) _model.SetLoraScale(scale);
+                if (loraScaleWanted is { } scales) _model.SetLoraScales(scales);
                 await StreamGenerationAsync(http, settings, pipelines, aborted);
             }
             finally

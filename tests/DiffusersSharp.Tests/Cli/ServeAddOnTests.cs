@@ -275,7 +275,7 @@ public sealed class FluxControlLoraServeTests : ServeWithAddOn
         {
             _model = Out("dev");
             TinyFluxPipelineFolder.Write(_model, seed: 4);
-            return new() { Model = _model, Lora = Lora, LoraScale = "0.75" };
+            return new() { Model = _model, Lora = [Lora], LoraScale = ["0.75"] };
         }
     }
 

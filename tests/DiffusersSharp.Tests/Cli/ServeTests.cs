@@ -238,7 +238,7 @@ public sealed class LoraServeTests : IAsyncLifetime
     {
         _model = LoadedModel.Load(Quiet, new ServeCommand.Settings
         {
-            Model = Fixtures.TinySd3Model, Lora = Loaders.LoraWeightsTests.LoraFile, LoraScale = "0.5",
+            Model = Fixtures.TinySd3Model, Lora = [Loaders.LoraWeightsTests.LoraFile], LoraScale = ["0.5"],
         }, default);
         _server = await WebServer.StartAsync(_model, Quiet, "127.0.0.1", 0, default);
         _http = new HttpClient { BaseAddress = _server.Address };
