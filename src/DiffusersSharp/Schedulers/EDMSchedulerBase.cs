@@ -174,20 +174,9 @@ public abstract class EDMSchedulerBase : IDiffusionScheduler
     /// <exception cref="InvalidOperationException"><see cref="SetTimesteps"/> was not called.</exception>
     public Tensor AddNoise(Tensor originalSamples, Tensor noise, float timestep)
     {
-        ArgumentNullException.ThrowIfNull(originalSamples);
-        ArgumentNullException.ThrowIfNull(noise);
         RequireTimesteps();
-        if (!originalSamples.shape.SequenceEqual(noise.shape))
-            throw new ArgumentException($"noise shape [{string.Join(",", noise.shape)}] differs from sample shape [{string.Join(",", originalSamples.shape)}].", nameof(noise));
-        int index = BeginIndex is null ? IndexForTimestep(timestep) : StepIndex ?? BeginIndex.Value;
-        if (index >= SigmaArray.Length)
-            throw new InvalidOperationException($"Step index {index} is past the end of the schedule ({SigmaArray.Length} sigmas).");
         using var scope = NewDisposeScope();
-        var dev = originalSamples.device;
-        var sigmas = tensor(SigmaArray, ScalarType.Float32).to(dev).to(originalSamples.dtype);
-        var indices = full(new[] { originalSamples.shape[0] }, (long)index, ScalarType.Int64, dev);
-        var sigma = sigmas.index_select(0, indices).flatten();
-        while (sigma.dim() < originalSamples.dim()) sigma = sigma.unsqueeze(-1);
+        var sigma = TimestepIndex.SigmaForNoise(SigmaArray, BeginIndex, StepIndex, () => IndexForTimestep(timestep), originalSamples, noise);
         return (originalSamples + noise * sigma).MoveToOuterDisposeScope();
     }
 
@@ -197,19 +186,7 @@ public abstract class EDMSchedulerBase : IDiffusionScheduler
     /// (DPM-Solver), as each diffusers class does.
     /// </summary>
     /// <exception cref="ArgumentException">The timestep is not in the schedule (Euler).</exception>
-    public int IndexForTimestep(float timestep)
-    {
-        int first = -1;
-        for (int i = 0; i < TimestepArray.Length; i++)
-        {
-            if (TimestepArray[i] != timestep) continue;
-            if (first >= 0) return i;
-            first = i;
-        }
-        if (first >= 0) return first;
-        return IndexWhenMissing ?? throw new ArgumentException(
-            $"Timestep {timestep:R} is not one of the {ClassName} timesteps; pass a value of TimestepValues.", nameof(timestep));
-    }
+    public int IndexForTimestep(float timestep) => TimestepIndex.Find(TimestepArray, timestep, ClassName, IndexWhenMissing);
 
     /// <summary>The step index of a timestep not in the schedule, or null to refuse it.</summary>
     private protected virtual int? IndexWhenMissing => null;

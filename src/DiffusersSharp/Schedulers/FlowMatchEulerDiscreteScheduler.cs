@@ -197,19 +197,7 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
     /// times (so a schedule entered midway does not skip a sigma), as diffusers' <c>index_for_timestep</c>.
     /// </summary>
     /// <exception cref="ArgumentException">The timestep is not in the schedule.</exception>
-    public int IndexForTimestep(float timestep)
-    {
-        int first = -1;
-        for (int i = 0; i < _timesteps.Length; i++)
-        {
-            if (_timesteps[i] != timestep) continue;
-            if (first >= 0) return i;
-            first = i;
-        }
-        if (first < 0)
-            throw new ArgumentException($"Timestep {timestep:R} is not one of the scheduler's timesteps; pass a value of Timesteps.", nameof(timestep));
-        return first;
-    }
+    public int IndexForTimestep(float timestep) => TimestepIndex.Find(_timesteps, timestep, nameof(FlowMatchEulerDiscreteScheduler));
 
     /// <summary>
     /// One Euler step from <paramref name="timestep"/> to the next sigma: <c>prev = sample.float() + dt * model_output</c>

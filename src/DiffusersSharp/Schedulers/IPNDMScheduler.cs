@@ -132,7 +132,7 @@ public sealed class IPNDMScheduler : IDiffusionScheduler
         ArgumentNullException.ThrowIfNull(sample);
         if (NumInferenceSteps is null)
             throw new InvalidOperationException("IPNDMScheduler: call SetTimesteps before Step.");
-        StepIndex ??= BeginIndex ?? LCMScheduler.IndexForTimestep(_timesteps, timestep, nameof(IPNDMScheduler));
+        StepIndex ??= BeginIndex ?? TimestepIndex.Find(_timesteps, timestep, nameof(IPNDMScheduler));
         int i = StepIndex.Value;
         if (i >= _timesteps.Length)
             throw new InvalidOperationException($"IPNDMScheduler: all {_timesteps.Length} steps are done; call SetTimesteps again.");

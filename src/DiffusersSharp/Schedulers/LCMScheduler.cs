@@ -109,20 +109,6 @@ public sealed class LCMScheduler : DiffusionSchedulerBase
         return timesteps;
     }
 
-    /// <summary>The index of <paramref name="timestep"/> (the second match if it repeats), as Euler's <c>index_for_timestep</c>.</summary>
-    internal static int IndexForTimestep(float[] schedule, float timestep, string owner)
-    {
-        int first = -1;
-        for (int i = 0; i < schedule.Length; i++)
-        {
-            if (schedule[i] != timestep) continue;
-            if (first >= 0) return i;
-            first = i;
-        }
-        return first >= 0 ? first : throw new ArgumentException(
-            $"Timestep {timestep:R} is not one of the {owner} timesteps; pass a value of TimestepValues.", nameof(timestep));
-    }
-
     /// <summary>
     /// <c>get_scalings_for_boundary_condition_discrete</c> on the int64 timestep as diffusers gets it from
     /// <c>scheduler.timesteps</c>: <c>t * timestep_scaling</c> promotes to float32, and c_skip = 0.25 / (s² + 0.25),
@@ -165,7 +151,7 @@ public sealed class LCMScheduler : DiffusionSchedulerBase
         int t = WholeTimestep(timestep);
         if (t < 0 || t >= AlphasCumprod.Count)
             throw new ArgumentException($"Timestep {t} is outside [0, {AlphasCumprod.Count}).", nameof(timestep));
-        StepIndex ??= BeginIndex ?? IndexForTimestep(TimestepArray, timestep, nameof(LCMScheduler));
+        StepIndex ??= BeginIndex ?? TimestepIndex.Find(TimestepArray, timestep, nameof(LCMScheduler));
         int i = StepIndex.Value;
         if (i >= TimestepArray.Length)
             throw new InvalidOperationException($"LCMScheduler: all {NumInferenceSteps} steps are done; call SetTimesteps again.");

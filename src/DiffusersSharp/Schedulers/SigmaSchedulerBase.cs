@@ -69,19 +69,7 @@ public abstract class SigmaSchedulerBase : DiffusionSchedulerBase
     /// schedule entered midway does not skip a sigma), as diffusers' <c>index_for_timestep</c>.
     /// </summary>
     /// <exception cref="ArgumentException">The timestep is not in the schedule.</exception>
-    public int IndexForTimestep(float timestep)
-    {
-        int first = -1;
-        for (int i = 0; i < TimestepArray.Length; i++)
-        {
-            if (TimestepArray[i] != timestep) continue;
-            if (first >= 0) return i;
-            first = i;
-        }
-        if (first >= 0) return first;
-        return IndexWhenMissing ?? throw new ArgumentException(
-            $"Timestep {timestep:R} is not one of the {ClassName} timesteps; pass a value of TimestepValues.", nameof(timestep));
-    }
+    public int IndexForTimestep(float timestep) => TimestepIndex.Find(TimestepArray, timestep, ClassName, IndexWhenMissing);
 
     /// <summary>diffusers' <c>_init_step_index</c>.</summary>
     private protected int EnsureStepIndex(float timestep)
@@ -118,18 +106,8 @@ public abstract class SigmaSchedulerBase : DiffusionSchedulerBase
     /// <exception cref="ArgumentException">Shapes disagree or the timestep is not in the schedule.</exception>
     public override Tensor AddNoise(Tensor originalSamples, Tensor noise, float timestep)
     {
-        ArgumentNullException.ThrowIfNull(originalSamples);
-        ArgumentNullException.ThrowIfNull(noise);
-        if (!originalSamples.shape.SequenceEqual(noise.shape))
-            throw new ArgumentException($"noise shape [{string.Join(",", noise.shape)}] differs from sample shape [{string.Join(",", originalSamples.shape)}].", nameof(noise));
-        int index = BeginIndex is null ? IndexForTimestep(timestep) : StepIndex ?? BeginIndex.Value;
-        if (index >= SigmaArray.Length)
-            throw new InvalidOperationException($"Step index {index} is past the end of the schedule ({SigmaArray.Length} sigmas).");
         using var scope = NewDisposeScope();
-        var dev = originalSamples.device;
-        var sigmas = tensor(SigmaArray, ScalarType.Float32).to(dev).to(originalSamples.dtype);
-        var indices = full(new[] { originalSamples.shape[0] }, (long)index, ScalarType.Int64, dev);
-        var sigma = Unsqueezed(sigmas.index_select(0, indices).flatten(), originalSamples.dim());
+        var sigma = TimestepIndex.SigmaForNoise(SigmaArray, BeginIndex, StepIndex, () => IndexForTimestep(timestep), originalSamples, noise);
         return NoiseAt(originalSamples, noise, sigma).MoveToOuterDisposeScope();
     }
 

@@ -98,7 +98,7 @@ public sealed class TCDScheduler : DiffusionSchedulerBase, IEtaStepScheduler
         int t = WholeTimestep(timestep);
         if (t < 0 || t >= AlphasCumprod.Count)
             throw new ArgumentException($"Timestep {t} is outside [0, {AlphasCumprod.Count}).", nameof(timestep));
-        StepIndex ??= BeginIndex ?? LCMScheduler.IndexForTimestep(TimestepArray, timestep, nameof(TCDScheduler));
+        StepIndex ??= BeginIndex ?? TimestepIndex.Find(TimestepArray, timestep, nameof(TCDScheduler));
         int i = StepIndex.Value;
         if (i >= TimestepArray.Length)
             throw new InvalidOperationException($"TCDScheduler: all {NumInferenceSteps} steps are done; call SetTimesteps again.");
