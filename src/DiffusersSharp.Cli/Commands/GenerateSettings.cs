@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.Globalization;
 using DiffusersSharp.Hub;
+using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Runtime;
 using Spectre.Console;
@@ -232,6 +233,24 @@ public class GenerateSettings : ModelSettings
     /// <summary>Guidance rescale (UNet models).</summary>
     [CommandOption("--guidance-rescale <R>"), Description("SD 1.x / 2.x and SDXL: rescale the guided prediction toward the text prediction's spread, 0 (default) to 1 (0.7 is common for zero-SNR models).")]
     public string? GuidanceRescale { get; init; }
+
+    /// <summary>FreeU's four factors (UNet models).</summary>
+    [CommandOption("--freeu <S1,S2,B1,B2>"), Description("SD 1.x / 2.x and SDXL: FreeU (diffusers' pipe.enable_freeu(s1, s2, b1, b2)): the backbone features of the two lowest-resolution up blocks amplified by b1 / b2, their skip features' low frequencies damped by s1 / s2. FreeU's suggestions: SD 1.4 0.9,0.2,1.2,1.4; SD 1.5 0.9,0.2,1.5,1.6; SD 2.1 0.9,0.2,1.4,1.6; SDXL 0.6,0.4,1.1,1.2. A 0 among them leaves it off, as in diffusers.")]
+    public string? FreeU { get; init; }
+
+    /// <summary>The parsed --freeu, or null.</summary>
+    public FreeU? FreeUValue => FreeU is null || ParseFreeU(FreeU).Values is not { } v ? null : new FreeU(v[0], v[1], v[2], v[3]);
+
+    /// <summary>Four finite numbers separated by commas, or the reason they are not.</summary>
+    private static (double[]? Values, string? Error) ParseFreeU(string text)
+    {
+        var parts = text.Split(',');
+        var values = new double[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!double.TryParse(parts[i].Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out values[i]) || !double.IsFinite(values[i]))
+                return (null, $"--freeu takes four numbers s1,s2,b1,b2 (e.g. 0.9,0.2,1.2,1.4), got '{text}'.");
+        return parts.Length == 4 ? (values, null) : (null, $"--freeu takes four numbers s1,s2,b1,b2 (e.g. 0.9,0.2,1.2,1.4), got {parts.Length}: '{text}'.");
+    }
 
     /// <summary>The parsed eta, or null.</summary>
     public double? EtaValue => Eta is null ? null : double.Parse(Eta, NumberStyles.Float, CultureInfo.InvariantCulture);
@@ -510,6 +529,7 @@ public class GenerateSettings : ModelSettings
             return $"--eta must be a number in [0, 1], got '{Eta}'.";
         if (GuidanceRescale is not null && (!double.TryParse(GuidanceRescale, NumberStyles.Float, CultureInfo.InvariantCulture, out double rescale) || !(rescale >= 0 && rescale <= 1)))
             return $"--guidance-rescale must be a number in [0, 1], got '{GuidanceRescale}'.";
+        if (FreeU is not null && ParseFreeU(FreeU).Error is { } freeUError) return freeUError;
         if (MaxSequenceLength is < 1 or > 512) return $"--max-sequence-length must be in [1, 512], got {MaxSequenceLength}.";
         if (ClipSkip is < 0) return $"--clip-skip must not be negative, got {ClipSkip}.";
         try

@@ -49,6 +49,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
         if (model.UNet is { } unet)
         {
             model.RestoreScheduler();
+            unet.Unet.SetFreeU(settings.FreeUValue); // as pipe.enable_freeu / disable_freeu before the call (serve: per request)
             var request = FillUNet(pipelines.UNetRequest(model.PipelineClass));
             var (result, guidance, strength) = pipelines.RunUNet(unet, request, hooks, ct);
             using (result)
@@ -330,6 +331,8 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
                 fields.Add($"Redux{(settings.ReduxImage.Length > 1 ? $" {i + 1}" : "")}: {redux}, {Path.GetFileName(settings.ReduxImage[i])}:" +
                            $"{scales[scales.Length == 1 ? 0 : i].ToString(inv)}/{pooled[pooled.Length == 1 ? 0 : i].ToString(inv)}");
         }
+        if (settings.FreeUValue is { } freeU)
+            fields.Add($"FreeU: {freeU.S1.ToString(inv)},{freeU.S2.ToString(inv)},{freeU.B1.ToString(inv)},{freeU.B2.ToString(inv)}");
         var loras = settings.Loras;
         for (int i = 0; i < loras.Count; i++)
             fields.Add($"Lora{(loras.Count > 1 ? $" {i + 1}" : "")}: {Path.GetFileName(loras[i].File)}:{loras[i].Scale.ToString(inv)}");

@@ -493,6 +493,8 @@ internal sealed class LoadedModel : IDisposable
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
+        if (settings.FreeU is not null && family != Family.UNet)
+            throw new ArgumentException($"--freeu applies to SD 1.x / 2.x and SDXL models (diffusers' UNet2DConditionModel.enable_freeu); {settings.Model} is a {pipelineClass}.");
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
         CheckInstructPix2Pix(settings, pipelineClass);
         CheckLatentConsistency(settings, pipelineClass);

@@ -54,6 +54,9 @@ public sealed record WebGenerateRequest
     /// <summary>UNet models: guidance rescale (0 to 1).</summary>
     public double? GuidanceRescale { get; init; }
 
+    /// <summary>UNet models: FreeU's s1, s2, b1, b2 for this request (diffusers' enable_freeu; off when absent).</summary>
+    public double[]? Freeu { get; init; }
+
     /// <summary>Flux models: the true-CFG scale (above 1, with a negative prompt: a second, negative pass per step).</summary>
     public double? TrueCfg { get; init; }
 
@@ -214,6 +217,7 @@ public sealed record WebGenerateRequest
         string? strength = Strength?.ToString("R", CultureInfo.InvariantCulture);
         string? eta = Eta?.ToString("R", CultureInfo.InvariantCulture);
         string? rescale = GuidanceRescale?.ToString("R", CultureInfo.InvariantCulture);
+        string? freeU = Freeu is null ? null : string.Join(",", Numbers(Freeu)!);
         string? trueCfg = TrueCfg?.ToString("R", CultureInfo.InvariantCulture);
         // The server's LoRAs, at the scales this request runs with, for the image's parameters text.
         string[]? lora = loras is { Count: > 0 } ? loras.Select(l => l.File).ToArray() : null;
@@ -227,7 +231,7 @@ public sealed record WebGenerateRequest
             "txt2img" => new GenerateSettings
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
-                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
+                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale, FreeU = freeU,
                 TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
                 IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
                 Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
@@ -237,7 +241,7 @@ public sealed record WebGenerateRequest
             "img2img" => new Img2ImgSettings
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
-                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
+                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale, FreeU = freeU,
                 TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
                 IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
                 Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
@@ -248,7 +252,7 @@ public sealed record WebGenerateRequest
             "inpaint" => new InpaintSettings
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
-                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale,
+                Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale, FreeU = freeU,
                 TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
                 IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
                 Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),

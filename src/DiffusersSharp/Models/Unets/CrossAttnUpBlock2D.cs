@@ -44,13 +44,21 @@ public sealed class CrossAttnUpBlock2D : nn.Module, IUNetUpBlock
     public int NumResnets => resnets.Count;
 
     /// <inheritdoc/>
+    public int ResolutionIdx { get; init; }
+
+    /// <inheritdoc/>
+    public FreeU? FreeU { get; set; }
+
+    /// <inheritdoc/>
     public Tensor forward(Tensor hiddenStates, IReadOnlyList<Tensor> residuals, Tensor temb, Tensor? encoderHiddenStates, long[]? upsampleSize)
     {
         using var scope = NewDisposeScope();
         var h = hiddenStates;
         for (int i = 0; i < resnets.Count; i++)
         {
-            h = cat([h, residuals[residuals.Count - 1 - i]], 1);
+            var residual = residuals[residuals.Count - 1 - i];
+            if (FreeU is not null) (h, residual) = FreeU.Apply(ResolutionIdx, h, residual);
+            h = cat([h, residual], 1);
             h = resnets[i].forward(h, temb);
             h = attentions[i].forward(h, encoderHiddenStates);
         }

@@ -114,12 +114,12 @@ public sealed class UNet2DConditionModel : nn.Module
             if (config.UpBlockTypes[i] == "CrossAttnUpBlock2D")
             {
                 up_blocks.Add(new CrossAttnUpBlock2D(input, previous, output, temb, reversedLayers[i] + 1, reversedTransformerLayers[i], groups, eps,
-                    reversedHeads[i], reversedCross[i], !isFinal, config.UseLinearProjection, reversedOnlyCross[i], device, dtype));
+                    reversedHeads[i], reversedCross[i], !isFinal, config.UseLinearProjection, reversedOnlyCross[i], device, dtype) { ResolutionIdx = i });
                 usedCrossDims.Add(reversedCross[i]);
             }
             else
             {
-                up_blocks.Add(new UpBlock2D(input, previous, output, temb, reversedLayers[i] + 1, groups, eps, !isFinal, device, dtype));
+                up_blocks.Add(new UpBlock2D(input, previous, output, temb, reversedLayers[i] + 1, groups, eps, !isFinal, device, dtype) { ResolutionIdx = i });
             }
         }
 
@@ -299,6 +299,21 @@ public sealed class UNet2DConditionModel : nn.Module
 
     /// <summary>The scale of each loaded IP-Adapter (empty without).</summary>
     public IReadOnlyList<double> IpAdapterScales => _ipState?.Scales ?? [];
+
+    /// <summary>
+    /// diffusers' <c>enable_freeu(s1, s2, b1, b2)</c>: FreeU in the up blocks from the next forward on (see
+    /// <see cref="Unets.FreeU"/>; any value 0 leaves it off, as in diffusers); null is <c>disable_freeu()</c>.
+    /// </summary>
+    /// <exception cref="ArgumentException">A value is not finite.</exception>
+    public void SetFreeU(FreeU? freeU)
+    {
+        if (freeU is not null && !new[] { freeU.S1, freeU.S2, freeU.B1, freeU.B2 }.All(double.IsFinite))
+            throw new ArgumentException($"FreeU's s1, s2, b1, b2 must be finite numbers, got {freeU}.", nameof(freeU));
+        foreach (var block in up_blocks) ((IUNetUpBlock)block).FreeU = freeU;
+    }
+
+    /// <summary>The FreeU the up blocks apply (<see cref="SetFreeU"/>), or null.</summary>
+    public FreeU? FreeU => up_blocks.Count > 0 ? ((IUNetUpBlock)up_blocks[0]).FreeU : null;
 
     /// <summary>
     /// diffusers' <c>set_ip_adapter_scale</c> with one number per adapter (or one for all): the weight of the image

@@ -37,13 +37,21 @@ public sealed class UpBlock2D : nn.Module, IUNetUpBlock
     public int NumResnets => resnets.Count;
 
     /// <inheritdoc/>
+    public int ResolutionIdx { get; init; }
+
+    /// <inheritdoc/>
+    public FreeU? FreeU { get; set; }
+
+    /// <inheritdoc/>
     public Tensor forward(Tensor hiddenStates, IReadOnlyList<Tensor> residuals, Tensor temb, Tensor? encoderHiddenStates, long[]? upsampleSize)
     {
         using var scope = NewDisposeScope();
         var h = hiddenStates;
         for (int i = 0; i < resnets.Count; i++)
         {
-            h = cat([h, residuals[residuals.Count - 1 - i]], 1);
+            var residual = residuals[residuals.Count - 1 - i];
+            if (FreeU is not null) (h, residual) = FreeU.Apply(ResolutionIdx, h, residual);
+            h = cat([h, residual], 1);
             h = resnets[i].forward(h, temb);
         }
         if (upsamplers is not null) h = upsamplers[0].forward(h, upsampleSize);
