@@ -115,6 +115,9 @@ TEST_STRINGS = [
     "x \n\n y\r\rz \r\n ",
     "Café naïve façade — “quotes” «guillemets» Ünïcödé Ångström",
     "Cafe\u0301 A\u030a \u212b \ufb01 \u00bd",
+    # NFC: Hangul jamo, marks in either order (canonical reordering), a non-starter decomposition, an excluded
+    # composition, a singleton, marks on a non-letter.
+    "\u1100\u1161\u11a8 \u1112\u1161\u11ab Tie\u0302\u0301ng Vie\u0323\u0302t Vie\u0302\u0323t \u0344 \u0958 \u2126 1\u0301 \u0301x",
     "日本語のテキスト、中文测试。一辆复古蒸汽小火车",
     "Ελληνικά Русский עברית العربية हिन्दी ภาษาไทย",
     "𝐀𝐁𝐂 𝒜𝓁𝓅𝒽𝒶 𠀀𠀁 a𝐀b",

@@ -244,7 +244,7 @@ public sealed class CLIPTokenizer : ITextTokenizer
     /// <summary>The tokenizers normaliser of CLIP: NFC, whitespace runs to one space, lower case.</summary>
     internal string Normalize(string text)
     {
-        string nfc = text.Normalize(NormalizationForm.FormC);
+        string nfc = UnicodeNfc.Normalize(text);
         var sb = new StringBuilder(nfc.Length);
         bool inSpace = false;
         foreach (Rune r in nfc.EnumerateRunes())

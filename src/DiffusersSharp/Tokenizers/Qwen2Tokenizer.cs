@@ -197,7 +197,7 @@ public sealed class Qwen2Tokenizer : ITextTokenizer
         foreach (var (part, id) in _added.Split(text, normalized: false))
         {
             if (id >= 0) { yield return (part, id); continue; }
-            foreach (var (normalizedPart, normalizedId) in _added.Split(part.Normalize(NormalizationForm.FormC), normalized: true))
+            foreach (var (normalizedPart, normalizedId) in _added.Split(UnicodeNfc.Normalize(part), normalized: true))
             {
                 if (normalizedId >= 0) { yield return (normalizedPart, normalizedId); continue; }
                 foreach (string word in Qwen2PreTokenizer.Split(normalizedPart))

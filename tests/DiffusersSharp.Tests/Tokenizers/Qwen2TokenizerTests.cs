@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json.Nodes;
 using DiffusersSharp.Tokenizers;
 using DiffusersSharp.Tests.Support;
@@ -34,7 +33,7 @@ public sealed class Qwen2TokenizerTests : IDisposable
     {
         var tokenizer = Qwen2Tokenizer.Load(TokenizerFolder, preferTokenizerJson: tokenizerJson);
         var cases = HfIds();
-        Assert.Equal(30, cases.Count);
+        Assert.Equal(31, cases.Count);
         foreach (var (text, ids) in cases)
             Assert.True(ids.SequenceEqual(tokenizer.EncodeToIds(text)), $"'{text}': expected [{string.Join(", ", ids)}], got [{string.Join(", ", tokenizer.EncodeToIds(text))}]");
     }
@@ -89,10 +88,22 @@ public sealed class Qwen2TokenizerTests : IDisposable
     {
         var tokenizer = Qwen2Tokenizer.FromFolder(TokenizerFolder);
         foreach (var (text, ids) in HfIds().Where(c => !c.Text.Contains('<')))
-            Assert.Equal(text.Normalize(NormalizationForm.FormC), tokenizer.Decode(ids));
+            Assert.Equal(UnicodeNfc.Normalize(text), tokenizer.Decode(ids)); // the library's NFC, decoded
         var template = Qwen3ChatTemplate.ApplyUserMessage("A photo of a cat", enableThinking: false);
         Assert.Equal("user\nA photo of a cat\nassistant\n<think>\n\n</think>\n\n", tokenizer.Decode(tokenizer.EncodeToIds(template)));
     }
+
+    /// <summary>NFC as UAX #15 defines it (the project's InvariantGlobalization makes string.Normalize a no-op here).</summary>
+    [Theory]
+    [InlineData("Cafe\u0301", "Caf\u00e9")]
+    [InlineData("\u212b \u2126", "\u00c5 \u03a9")]                // singletons
+    [InlineData("\u1100\u1161\u11a8", "\uac01")]                  // Hangul L V T
+    [InlineData("e\u0323\u0302 e\u0302\u0323", "\u1ec7 \u1ec7")] // marks reordered by combining class, then composed
+    [InlineData("\u0958 \u0344", "\u0915\u093c \u0308\u0301")]   // excluded composition, non-starter decomposition
+    [InlineData("\ufb01 \u00bd \u0301x", "\ufb01 \u00bd \u0301x")] // compatibility forms kept; a leading mark stays
+    [InlineData("a\u0301\u0301", "\u00e1\u0301")]                 // the second mark is blocked by the first
+    [InlineData("\U0001D400 plain ASCII", "\U0001D400 plain ASCII")]
+    public void UnicodeNfcComposesCanonically(string text, string nfc) => Assert.Equal(nfc, UnicodeNfc.Normalize(text));
 
     [Fact]
     public void ChatTemplateRendersQwen3sUserTurn()
