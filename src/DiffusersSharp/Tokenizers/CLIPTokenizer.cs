@@ -141,17 +141,8 @@ public sealed class CLIPTokenizer : ITextTokenizer
             var model = TokenizerFiles.Require(doc.RootElement, "model", JsonValueKind.Object, jsonPath);
             if (model.TryGetProperty("type", out var type) && type.GetString() is { } t && t != "BPE")
                 throw new InvalidDataException($"{jsonPath}: model type is \"{t}\", a CLIP tokenizer needs \"BPE\".");
-            vocab = ReadVocab(TokenizerFiles.Require(model, "vocab", JsonValueKind.Object, jsonPath), jsonPath);
-            merges = [];
-            foreach (var m in TokenizerFiles.Require(model, "merges", JsonValueKind.Array, jsonPath).EnumerateArray())
-            {
-                merges.Add(m.ValueKind switch
-                {
-                    JsonValueKind.String => m.GetString()!,
-                    JsonValueKind.Array when m.GetArrayLength() == 2 => m[0].GetString() + " " + m[1].GetString(),
-                    _ => throw new InvalidDataException($"{jsonPath}: malformed entry in model.merges."),
-                });
-            }
+            vocab = TokenizerFiles.ReadVocab(TokenizerFiles.Require(model, "vocab", JsonValueKind.Object, jsonPath), jsonPath);
+            merges = TokenizerFiles.ReadJsonMerges(TokenizerFiles.Require(model, "merges", JsonValueKind.Array, jsonPath), jsonPath);
             if (doc.RootElement.TryGetProperty("normalizer", out var norm) && norm.ValueKind == JsonValueKind.Object)
                 jsonLowerCase = norm.GetRawText().Contains("\"Lowercase\"", StringComparison.Ordinal);
         }
@@ -161,9 +152,9 @@ public sealed class CLIPTokenizer : ITextTokenizer
             using (var doc = TokenizerFiles.ReadJson(vocabPath))
             {
                 if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{vocabPath}: expected a JSON object token -> id.");
-                vocab = ReadVocab(doc.RootElement, vocabPath);
+                vocab = TokenizerFiles.ReadVocab(doc.RootElement, vocabPath);
             }
-            merges = ReadMerges(mergesPath);
+            merges = TokenizerFiles.ReadMergesFile(mergesPath);
         }
 
         var config = TokenizerConfig.Read(folder);
@@ -200,34 +191,6 @@ public sealed class CLIPTokenizer : ITextTokenizer
         special.TryGetId(pad, out int padId);
         return new CLIPTokenizer(bpe, vocab, special, jsonLowerCase ?? config.DoLowerCase ?? true, bosId, eosId, padId,
             config.ModelMaxLength ?? 77);
-    }
-
-    private static Dictionary<string, int> ReadVocab(JsonElement obj, string path)
-    {
-        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var p in obj.EnumerateObject())
-        {
-            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0)
-                throw new InvalidDataException($"{path}: the id of \"{p.Name}\" is not a non-negative integer.");
-            vocab[p.Name] = id;
-        }
-        if (vocab.Count == 0) throw new InvalidDataException($"{path}: the vocabulary is empty.");
-        return vocab;
-    }
-
-    private static List<string> ReadMerges(string path)
-    {
-        var merges = new List<string>();
-        int lineNo = 0;
-        foreach (string line in File.ReadLines(path))
-        {
-            lineNo++;
-            if (lineNo == 1 && line.StartsWith("#version", StringComparison.Ordinal)) continue;
-            if (line.Length == 0) continue;
-            if (line.Split(' ').Length != 2) throw new InvalidDataException($"{path}:{lineNo}: a merge must be two tokens separated by one space.");
-            merges.Add(line);
-        }
-        return merges;
     }
 
     /// <inheritdoc />
@@ -281,7 +244,7 @@ public sealed class CLIPTokenizer : ITextTokenizer
     /// <summary>The tokenizers normaliser of CLIP: NFC, whitespace runs to one space, lower case.</summary>
     internal string Normalize(string text)
     {
-        string nfc = text.Normalize(NormalizationForm.FormC);
+        string nfc = UnicodeNfc.Normalize(text);
         var sb = new StringBuilder(nfc.Length);
         bool inSpace = false;
         foreach (Rune r in nfc.EnumerateRunes())
@@ -383,6 +346,15 @@ internal static class ByteLevel
             table[b] = printable ? (char)b : (char)(256 + extra++);
         }
         return table;
+    }
+
+    /// <summary>The byte-level characters of <paramref name="text"/>'s UTF-8 bytes.</summary>
+    public static string Encode(string text)
+    {
+        var bytes = Encoding.UTF8.GetBytes(text);
+        var chars = new char[bytes.Length];
+        for (int i = 0; i < bytes.Length; i++) chars[i] = ByteToChar[bytes[i]];
+        return new string(chars);
     }
 
     /// <summary>Text of a string of byte-level characters (characters outside the table are kept as they are).</summary>

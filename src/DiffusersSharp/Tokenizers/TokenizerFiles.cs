@@ -49,6 +49,52 @@ internal static class TokenizerFiles
         return new AddedToken(content, id, Flag("normalized"), Flag("lstrip"), Flag("rstrip"), special);
     }
 
+    /// <summary>A BPE vocabulary (vocab.json, or tokenizer.json's model.vocab): token -> non-negative id.</summary>
+    public static Dictionary<string, int> ReadVocab(JsonElement obj, string path)
+    {
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var p in obj.EnumerateObject())
+        {
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0)
+                throw new InvalidDataException($"{path}: the id of \"{p.Name}\" is not a non-negative integer.");
+            vocab[p.Name] = id;
+        }
+        if (vocab.Count == 0) throw new InvalidDataException($"{path}: the vocabulary is empty.");
+        return vocab;
+    }
+
+    /// <summary>merges.txt: "a b" lines in rank order, after an optional "#version" line.</summary>
+    public static List<string> ReadMergesFile(string path)
+    {
+        var merges = new List<string>();
+        int lineNo = 0;
+        foreach (string line in File.ReadLines(path))
+        {
+            lineNo++;
+            if (lineNo == 1 && line.StartsWith("#version", StringComparison.Ordinal)) continue;
+            if (line.Length == 0) continue;
+            if (line.Split(' ').Length != 2) throw new InvalidDataException($"{path}:{lineNo}: a merge must be two tokens separated by one space.");
+            merges.Add(line);
+        }
+        return merges;
+    }
+
+    /// <summary>tokenizer.json's model.merges, as "a b" strings (older files) or ["a", "b"] pairs (tokenizers 0.20+).</summary>
+    public static List<string> ReadJsonMerges(JsonElement array, string path)
+    {
+        var merges = new List<string>();
+        foreach (var m in array.EnumerateArray())
+        {
+            merges.Add(m.ValueKind switch
+            {
+                JsonValueKind.String => m.GetString()!,
+                JsonValueKind.Array when m.GetArrayLength() == 2 => m[0].GetString() + " " + m[1].GetString(),
+                _ => throw new InvalidDataException($"{path}: malformed entry in model.merges."),
+            });
+        }
+        return merges;
+    }
+
     /// <summary>Added tokens of a tokenizer.json in file order.</summary>
     public static List<AddedToken> AddedTokens(JsonElement root, string path)
     {
@@ -82,6 +128,9 @@ internal sealed class TokenizerConfig
     public bool? DoLowerCase { get; private set; }
     public int? ExtraIds { get; private set; }
 
+    /// <summary>tokenizer_config.json's split_special_tokens (special tokens written in the text are then not matched).</summary>
+    public bool SplitSpecialTokens { get; private set; }
+
     public string? Token(string name) => SpecialTokens.GetValueOrDefault(name);
 
     public static TokenizerConfig Read(string folder)
@@ -109,6 +158,7 @@ internal sealed class TokenizerConfig
             if (root.TryGetProperty("do_lower_case", out var lc) && lc.ValueKind is JsonValueKind.True or JsonValueKind.False)
                 config.DoLowerCase = lc.GetBoolean();
             if (root.TryGetProperty("extra_ids", out var e) && e.ValueKind == JsonValueKind.Number) config.ExtraIds = e.GetInt32();
+            config.SplitSpecialTokens = root.TryGetProperty("split_special_tokens", out var sst) && sst.ValueKind == JsonValueKind.True;
             if (root.TryGetProperty("added_tokens_decoder", out var dec) && dec.ValueKind == JsonValueKind.Object)
             {
                 foreach (var p in dec.EnumerateObject())

@@ -8,11 +8,18 @@
 // the added tokens it matched are those of the stand-in tokenizer in textual_inversion.py (whose tokenize() diffusers'
 // maybe_convert_prompt used). Writes hf_tokenizers.json. Run from the repository root:
 //   dotnet run --project tools/reference/hf_tokenizers -c Release
+// With the argument "qwen2" it runs Qwen2.cs instead (the fixture local-diffusers/qwen3).
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Tokenizers.DotNet;
+
+if (args.Length > 0 && args[0] == "qwen2")
+{
+    Qwen2Ids.Run(); // Qwen2.cs: the ids of local-diffusers/qwen3's tokenizer
+    return;
+}
 
 const string Fixtures = "tests/DiffusersSharp.Tests/Fixtures/";
 const string Out = Fixtures + "local-diffusers/textual-inversion/";

@@ -1,4 +1,5 @@
-"""Named placeholders: only T5's decoder uses key/value caches; the encoder passes past_key_values=None."""
+"""Named placeholders: only decoders that generate use key/value caches; T5's encoder passes past_key_values=None, and
+qwen3.py calls Qwen3Model with use_cache=False."""
 
 
 class Cache:
@@ -15,4 +16,8 @@ class EncoderDecoderCache(Cache):
 
 
 class StaticCache(Cache):
+    pass
+
+
+class SlidingWindowCache(Cache):
     pass

@@ -35,3 +35,12 @@ class PretrainedConfig:
     @property
     def use_return_dict(self):
         return self.return_dict and not self.torchscript
+
+
+ALLOWED_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention", "linear_attention")
+
+
+def layer_type_validation(layer_types):
+    """transformers' check of a config's layer_types (Qwen3Config calls it): it only raises on an unknown name."""
+    if not all(layer_type in ALLOWED_LAYER_TYPES for layer_type in layer_types):
+        raise ValueError(f"The `layer_types` entries must be in {ALLOWED_LAYER_TYPES}")

@@ -34,3 +34,8 @@ class PreTrainedModel(nn.Module):
 
     def invert_attention_mask(self, encoder_attention_mask):
         raise NotImplementedError("the decoder's cross-attention mask is not part of the reference environment")
+
+
+# The attention functions transformers registers by name ("sdpa", "flash_attention_2", ...). Empty here: the configs
+# keep _attn_implementation = "eager", which the model files resolve to their own eager_attention_forward.
+ALL_ATTENTION_FUNCTIONS = {}

@@ -1,5 +1,9 @@
 """The parts of transformers.utils that the model files import: docstring decorators (no-ops here: they only edit
-__doc__), feature probes answered for torch 1.13 on the CPU, ModelOutput, and T5's dummy-input constants."""
+__doc__), feature probes answered for torch 1.13 on the CPU, ModelOutput, T5's dummy-input constants, and Qwen3's
+can_return_tuple (the output container as a tuple when return_dict=False) and LossKwargs (a typing-only TypedDict)."""
+import functools
+from typing import Optional, TypedDict
+
 import torch
 
 from . import logging
@@ -52,3 +56,23 @@ def is_torchdynamo_compiling():
 def torch_int(x):
     # transformers: int(x) unless torch.jit is tracing; only the position-embedding interpolation path uses it.
     return x.to(torch.int64) if torch.jit.is_tracing() and isinstance(x, torch.Tensor) else int(x)
+
+
+def is_torch_available():
+    return True
+
+
+class LossKwargs(TypedDict, total=False):
+    num_items_in_batch: Optional[int]
+
+
+def can_return_tuple(func):
+    # transformers: pops return_dict; the ModelOutput becomes a tuple when it is False (or config.use_return_dict is).
+    @functools.wraps(func)
+    def wrapper(self, *args, **kwargs):
+        as_tuple = kwargs.pop("return_dict", True) is False
+        configured_tuple = self.config.use_return_dict is False if hasattr(self, "config") else False
+        output = func(self, *args, **kwargs)
+        return output.to_tuple() if as_tuple or configured_tuple else output
+
+    return wrapper
