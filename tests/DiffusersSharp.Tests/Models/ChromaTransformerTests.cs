@@ -147,6 +147,46 @@ public sealed class ChromaTransformerTests(ITestOutputHelper output)
         Assert.Equal(32, tiny.ModulationCount); // 3 x 2 single + 12 x 2 double + 2
     }
 
+    // Not a parity bound (no diffusers fixture in half precision): a sanity bound on the random tiny model, with the
+    // pipelines' float mask (converted to the attention's dtype, as diffusers' pipelines build it in that dtype). The
+    // timesteps (1.0, 0.25) stay exact through diffusers' cast to the model dtype and ×1000 (the fixture's 0.3125 would
+    // become 312 in bfloat16, another input).
+    [Theory]
+    [InlineData(ScalarType.BFloat16, 5e-2)]
+    [InlineData(ScalarType.Float16, 5e-3)]
+    public void HalfPrecisionStaysCloseToFloat32(ScalarType dtype, double maxRelativeL2)
+    {
+        using var model = Load();
+        using var _ = inference_mode();
+        using var timestep = tensor(new float[] { 1.0f, 0.25f });
+        using var reference = model.forward(E("tf.hidden_states"), E("tf.encoder_hidden_states"), timestep, E("tf.img_ids"), E("tf.txt_ids"),
+            E("tf.attention_mask"));
+        model.to(dtype);
+        using var half = model.forward(E("tf.hidden_states").to(dtype), E("tf.encoder_hidden_states").to(dtype), timestep, E("tf.img_ids"),
+            E("tf.txt_ids"), E("tf.attention_mask").to(dtype));
+        Assert.Equal(dtype, half.dtype);
+        using var diff = (half.to(ScalarType.Float64) - reference.to(ScalarType.Float64)).norm();
+        using var norm = reference.to(ScalarType.Float64).norm();
+        double rel = diff.item<double>() / norm.item<double>();
+        output.WriteLine($"{dtype}: relative L2 vs float32 = {rel:G3}");
+        Assert.True(rel < maxRelativeL2, $"{dtype}: relative L2 {rel:G3}");
+    }
+
+    [Fact]
+    public void TheApproximatorsNormIsTorchsRmsNorm()
+    {
+        // torch.nn.RMSNorm(dim) (eps None): float32's epsilon, a 16-bit input computed in float32 with the weight, cast back;
+        // diffusers' RMSNorm casts to the weight's type before scaling instead.
+        using var _ = inference_mode();
+        using var norm = DiffusersSharp.Models.Layers.RMSNorm.Torch(48, dtype: ScalarType.BFloat16);
+        using var x = (randn(3, 48, generator: new TorchSharp.torch.Generator(3)) * 1e-3).to(ScalarType.BFloat16);
+        using var y = norm.forward(x);
+        using var x32 = x.to(ScalarType.Float32);
+        using var expected = (x32 * (x32.pow(2).mean([-1L], keepdim: true) + Math.Pow(2, -23)).rsqrt()).to(ScalarType.BFloat16);
+        Assert.Equal(ScalarType.BFloat16, y.dtype);
+        Assert.Equal(0, TensorAssert.MaxAbsDiff(y, expected));
+    }
+
     [Fact]
     public void ForwardLeavesNoTensorsBehind()
     {

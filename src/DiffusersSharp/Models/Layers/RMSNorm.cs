@@ -41,7 +41,7 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     {
         if (_torchSemantics)
         {
-            // libtorch's rms_norm (composite and fused alike): the upcast input times rsqrt, times the weight, cast back.
+            // libtorch's rms_norm in its composite form: the upcast input times rsqrt, times the weight, cast back.
             var upcast = x.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? x.to(ScalarType.Float32) : x;
             var r = (upcast.pow(2).mean([-1L], keepdim: true) + _eps).rsqrt();
             return (upcast * r * weight).to(x.dtype);
