@@ -17,7 +17,7 @@ internal sealed record Generated(IReadOnlyList<ImageBuffer> Images, string Param
 
 /// <summary>What <c>generate</c>, <c>img2img</c>, <c>inpaint</c> and the web UI share: the request from the options, the
 /// run of the verb's pipeline in the model's family, the parameters text, writing the images.</summary>
-internal sealed class GenerationRunner(CliOutput output, GenerateSettings settings) : IDisposable
+internal sealed partial class GenerationRunner(CliOutput output, GenerateSettings settings) : IDisposable
 {
     private readonly List<IDisposable> _owned = [];
 
@@ -65,6 +65,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             return new Generated(fluxResult.Images!, Parameters(verb, settings.Steps ?? defaultSteps, model.Name, "FlowMatchEulerDiscrete",
                 fluxRequest.GuidanceScale, (fluxRequest as FluxImg2ImgRequest)?.Strength, controlNetScale: 1.0));
         }
+        if (model.Chroma is { } chroma) return GenerateChroma(model, chroma, pipelines.Verb, progress, preview, ct);
         if (model.PixArt is { } pixArt)
         {
             // As pipe.scheduler = X.from_config(pipe.scheduler.config) on the model's own scheduler.

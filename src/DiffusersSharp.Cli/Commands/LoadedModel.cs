@@ -7,6 +7,7 @@ using DiffusersSharp.Models.ImageEncoders;
 using DiffusersSharp.Models.ControlNets;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.Chroma;
 using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Pipelines.PixArt;
 using DiffusersSharp.Pipelines.StableDiffusion;
@@ -25,9 +26,10 @@ internal sealed class LoadedModel : IDisposable
     private readonly JsonObject? _modelScheduler;
 
     private LoadedModel(string name, string pipelineClass, IReadOnlyList<string> controlNets, StableDiffusion3Components? sd3, StableDiffusionComponents? unet,
-        FluxComponents? flux = null, IReadOnlyList<string>? adapters = null, PixArtComponents? pixArt = null)
+        FluxComponents? flux = null, IReadOnlyList<string>? adapters = null, PixArtComponents? pixArt = null, ChromaComponents? chroma = null)
     {
         PixArt = pixArt;
+        Chroma = chroma;
         Name = name;
         ControlNets = controlNets;
         ControlNetUnionTypes = unet is { ControlNetUnions.Count: > 0 }
@@ -42,12 +44,13 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>The model families, as model_index.json's <c>_class_name</c> tells them apart.</summary>
-    private enum Family { Sd3, UNet, Flux, PixArt }
+    private enum Family { Sd3, UNet, Flux, PixArt, Chroma }
 
     private static Family FamilyOf(string pipelineClass) =>
         StableDiffusionComponents.IsSupportedPipeline(pipelineClass) ? Family.UNet
         : FluxComponents.IsSupportedPipeline(pipelineClass) ? Family.Flux
         : PixArtComponents.IsSupportedPipeline(pipelineClass) ? Family.PixArt
+        : ChromaComponents.IsSupportedPipeline(pipelineClass) ? Family.Chroma
         : Family.Sd3;
 
     /// <summary>The components whose scheduler --scheduler swaps (UNet and PixArt models), or null.</summary>
@@ -55,6 +58,9 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>The PixArt-Σ / PixArt-α components, or null for another family.</summary>
     public PixArtComponents? PixArt { get; }
+
+    /// <summary>The Chroma components, or null for another family.</summary>
+    public ChromaComponents? Chroma { get; }
 
     /// <summary>What --model said (folder or hub id).</summary>
     public string Name { get; }
@@ -79,6 +85,7 @@ internal sealed class LoadedModel : IDisposable
     {
         FluxComponents.FillPipelineClass => ["inpaint"],
         PixArtComponents.SigmaPipelineClass or PixArtComponents.AlphaPipelineClass => ["txt2img"],
+        ChromaComponents.PipelineClassName or ChromaComponents.Img2ImgPipelineClassName => ["txt2img", "img2img"],
         StableDiffusionInstructPix2PixPipeline.PipelineClass or StableDiffusionXLInstructPix2PixPipeline.PipelineClass => ["img2img"],
         LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass => ["txt2img", "img2img"],
         _ => ["txt2img", "img2img", "inpaint"],
@@ -184,6 +191,7 @@ internal sealed class LoadedModel : IDisposable
         string pipelineClass = ModelIndex.Read(folder).ClassName;
         var family = FamilyOf(pipelineClass);
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
+        if (family == Family.Chroma) CheckChroma(settings, pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
         // A FLUX.1-Canny / Depth LoRA makes FLUX.1-dev a control model (diffusers: FluxControlPipeline.from_pretrained of
@@ -239,6 +247,7 @@ internal sealed class LoadedModel : IDisposable
                 WithTextualInversion(output, textualInversions, WithLoras(output, loras, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion),
                 (c, file, encoder) => c.LoadIpAdapter(file, encoder))),
             Family.PixArt => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, pixArt: PixArtComponents.FromPretrained(folder, options, ct)),
+            Family.Chroma => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, chroma: ChromaComponents.FromPretrained(folder, options, ct)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithIpAdapter(output, ipAdapter, WithLoras(output, loras,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
@@ -491,11 +500,44 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"{lacking} does not apply to PixArt models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
     }
 
+    /// <summary>
+    /// Chroma (diffusers' ChromaPipeline / ChromaImg2ImgPipeline): text-to-image and image-to-image with one T5 prompt, a
+    /// negative prompt under classifier-free guidance, FLUX's scheduler; no inpainting pipeline in diffusers 0.36 and no
+    /// ControlNet / adapter / IP-Adapter / LoRA / textual inversion loading here. Refused before any weights load.
+    /// </summary>
+    private static void CheckChroma(ModelSettings settings, string pipelineClass)
+    {
+        string? lacking = settings.Loras.Count > 0 ? "--lora" : settings.TextualInversion is { Length: > 0 } ? "--textual-inversion"
+            : settings.SingleFile is not null ? "--single-file" : settings.IpAdapter is not null ? "--ip-adapter" : settings.NoT5 ? "--no-t5" : null;
+        if (settings is ServeCommand.Settings serve)
+            lacking ??= serve.ControlNets.Count > 0 ? "--controlnet" : serve.Adapters.Count > 0 ? "--adapter" : serve.Redux is not null ? "--redux" : null;
+        if (settings is GenerateSettings g)
+        {
+            if (g is InpaintSettings)
+                throw new ArgumentException($"{settings.Model} is a {pipelineClass} (Chroma): it generates from text and edits with img2img (diffusers 0.36 has no Chroma inpainting pipeline); use `generate` or `img2img`.");
+            lacking ??= g.ControlNets.Count > 0 ? "--controlnet" : g.ControlImage is { Length: > 0 } ? "--control-image" : g.Adapters.Count > 0 ? "--adapter"
+                : g.Prompt2 is not null ? "--prompt-2" : g.Prompt3 is not null ? "--prompt-3" : g.ClipSkip is not null ? "--clip-skip"
+                : g.SkipLayers is not null ? "--skip-layers" : g.GuidanceRescale is not null ? "--guidance-rescale" : g.TrueCfg is not null ? "--true-cfg (Chroma runs real CFG: --guidance with --negative-prompt)"
+                : g.Redux is not null ? "--redux" : g.IpAdapterImage is not null ? "--ip-adapter-image" : g.Scheduler is not null ? "--scheduler"
+                : g.Eta is not null ? "--eta" : g.NoResolutionBinning ? "--no-resolution-binning"
+                : g is Img2ImgSettings { ImageGuidance: not null } ? "--image-guidance" : null;
+            if (lacking is null && g.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Chroma, got {w}.");
+            if (lacking is null && g.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Chroma, got {h}.");
+        }
+        if (lacking is not null)
+            throw new ArgumentException($"{lacking} does not apply to Chroma models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+    }
+
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
         if (settings.FreeU is not null && family != Family.UNet)
             throw new ArgumentException($"--freeu applies to SD 1.x / 2.x and SDXL models (diffusers' UNet2DConditionModel.enable_freeu); {settings.Model} is a {pipelineClass}.");
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
+        if (family == Family.Chroma)
+        {
+            CheckChroma(settings, pipelineClass);
+            return;
+        }
         CheckInstructPix2Pix(settings, pipelineClass);
         CheckLatentConsistency(settings, pipelineClass);
         if (settings.ControlNets.Count == 0 && settings.ControlImage is { Length: > 0 } && pipelineClass != FluxComponents.ControlPipelineClass)
@@ -762,5 +804,6 @@ internal sealed class LoadedModel : IDisposable
         UNet?.Dispose();
         Flux?.Dispose();
         PixArt?.Dispose();
+        Chroma?.Dispose();
     }
 }

@@ -21,8 +21,9 @@ public sealed record PipelineLoadOptions
     /// <summary>
     /// Flux: load the text encoders (CLIP <c>text_encoder</c> and T5 <c>text_encoder_2</c>). False leaves them out, as
     /// diffusers' <c>FluxPipeline.from_pretrained(repo, text_encoder=None, text_encoder_2=None)</c> does for FLUX.1-Redux:
-    /// requests must then give prompt embeddings (a Redux prior's output); the tokenizers are left out too. Other families
-    /// refuse false.
+    /// requests must then give prompt embeddings (a Redux prior's output); the tokenizers are left out too. Chroma: the
+    /// same for its T5 (<c>text_encoder=None</c>; requests give prompt embeddings with their attention masks). Other
+    /// families refuse false.
     /// </summary>
     public bool LoadTextEncoders { get; init; } = true;
 

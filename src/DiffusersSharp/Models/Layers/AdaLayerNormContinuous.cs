@@ -34,4 +34,17 @@ public sealed class AdaLayerNormContinuous : nn.Module<Tensor, Tensor, Tensor>
         var c = emb.chunk(2, 1);
         return nn.functional.layer_norm(x, [_dim], eps: _eps) * (1 + c[0].unsqueeze(1)) + c[1].unsqueeze(1);
     }
+
+    /// <summary>
+    /// diffusers' <c>ChromaAdaLayerNormContinuousPruned</c> as Chroma builds it (no affine, eps 1e-6, no parameters): the
+    /// modulation comes from outside as <paramref name="emb"/> [B, 2, D] in the order <b>shift, scale</b> (the reverse
+    /// of <see cref="forward"/>'s linear output), cast to x's dtype; <c>LayerNorm(x) * (1 + scale) + shift</c>.
+    /// </summary>
+    public static Tensor Pruned(Tensor x, Tensor emb)
+    {
+        if (emb.dim() != 3 || emb.shape[1] != 2 || emb.shape[2] != x.shape[^1])
+            throw new ArgumentException($"A pruned AdaLayerNormContinuous takes [B, 2, {x.shape[^1]}] modulation, got [{string.Join(", ", emb.shape)}].", nameof(emb));
+        var c = emb.to(x.dtype).unbind(1);
+        return nn.functional.layer_norm(x, [x.shape[^1]], eps: 1e-6) * (1 + c[1].unsqueeze(1)) + c[0].unsqueeze(1);
+    }
 }

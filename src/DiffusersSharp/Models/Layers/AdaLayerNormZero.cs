@@ -33,10 +33,25 @@ public sealed class AdaLayerNormZero : nn.Module
     }
 
     /// <summary>Modulates <paramref name="x"/> [B, N, D] with the conditioning <paramref name="emb"/> [B, D].</summary>
-    public AdaLayerNormZeroOutput forward(Tensor x, Tensor emb)
+    public AdaLayerNormZeroOutput forward(Tensor x, Tensor emb) =>
+        Modulate(x, _dim, linear.forward(nn.functional.silu(emb)).chunk(6, 1));
+
+    /// <summary>
+    /// diffusers' <c>ChromaAdaLayerNormZeroPruned</c> (no parameters): the six modulation vectors come from outside, as
+    /// <paramref name="emb"/> [B, 6, D] (Chroma's approximator output for one stream of one block), in the order of
+    /// <see cref="forward"/>'s linear output.
+    /// </summary>
+    public static AdaLayerNormZeroOutput Pruned(Tensor x, Tensor emb)
     {
-        var c = linear.forward(nn.functional.silu(emb)).chunk(6, 1);
-        var normed = nn.functional.layer_norm(x, [_dim], eps: 1e-6);
+        if (emb.dim() != 3 || emb.shape[1] != 6 || emb.shape[2] != x.shape[^1])
+            throw new ArgumentException($"A pruned AdaLayerNormZero takes [B, 6, {x.shape[^1]}] modulation, got [{string.Join(", ", emb.shape)}].", nameof(emb));
+        return Modulate(x, x.shape[^1], emb.unbind(1));
+    }
+
+    /// <summary>LayerNorm (eps 1e-6, no affine) of <paramref name="x"/> scaled by 1 + c[1] and shifted by c[0]; c[2..5] passed on.</summary>
+    private static AdaLayerNormZeroOutput Modulate(Tensor x, long dim, Tensor[] c)
+    {
+        var normed = nn.functional.layer_norm(x, [dim], eps: 1e-6);
         var h = normed * (1 + c[1].unsqueeze(1)) + c[0].unsqueeze(1);
         return new AdaLayerNormZeroOutput(h, c[2], c[3], c[4], c[5]);
     }

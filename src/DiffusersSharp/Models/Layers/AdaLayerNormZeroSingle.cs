@@ -25,10 +25,20 @@ public sealed class AdaLayerNormZeroSingle : nn.Module
     }
 
     /// <summary>Modulates <paramref name="x"/> [B, N, D] with the conditioning <paramref name="emb"/> [B, D]; returns it and gate_msa [B, D].</summary>
-    public (Tensor X, Tensor Gate) forward(Tensor x, Tensor emb)
+    public (Tensor X, Tensor Gate) forward(Tensor x, Tensor emb) =>
+        Modulate(x, _dim, linear.forward(nn.functional.silu(emb)).chunk(3, 1));
+
+    /// <summary>
+    /// diffusers' <c>ChromaAdaLayerNormZeroSinglePruned</c> (no parameters): shift, scale and gate come from outside, as
+    /// <paramref name="emb"/> [B, 3, D] (Chroma's approximator output for one single-stream block).
+    /// </summary>
+    public static (Tensor X, Tensor Gate) Pruned(Tensor x, Tensor emb)
     {
-        var c = linear.forward(nn.functional.silu(emb)).chunk(3, 1);
-        var h = nn.functional.layer_norm(x, [_dim], eps: 1e-6) * (1 + c[1].unsqueeze(1)) + c[0].unsqueeze(1);
-        return (h, c[2]);
+        if (emb.dim() != 3 || emb.shape[1] != 3 || emb.shape[2] != x.shape[^1])
+            throw new ArgumentException($"A pruned AdaLayerNormZeroSingle takes [B, 3, {x.shape[^1]}] modulation, got [{string.Join(", ", emb.shape)}].", nameof(emb));
+        return Modulate(x, x.shape[^1], emb.unbind(1));
     }
+
+    private static (Tensor X, Tensor Gate) Modulate(Tensor x, long dim, Tensor[] c) =>
+        (nn.functional.layer_norm(x, [dim], eps: 1e-6) * (1 + c[1].unsqueeze(1)) + c[0].unsqueeze(1), c[2]);
 }

@@ -6,7 +6,9 @@ namespace DiffusersSharp.Models.Layers;
 
 /// <summary>
 /// Root-mean-square normalisation over the last dimension (diffusers <c>RMSNorm</c>): the variance is taken in float32,
-/// the normalised values are cast to the weight's type when that is 16-bit, then scaled by the learned weight.
+/// the normalised values are cast to the weight's type when that is 16-bit, then scaled by the learned weight. Built
+/// with <see cref="Torch"/> it is PyTorch's <c>torch.nn.RMSNorm</c> instead (Chroma's approximator): 16-bit inputs are
+/// computed in float32 throughout, weight included, and cast back to the input's type; eps defaults to float32's epsilon.
 /// </summary>
 public sealed class RMSNorm : nn.Module<Tensor, Tensor>
 {
@@ -14,18 +16,36 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     private Parameter weight;
 #pragma warning restore IDE1006
     private readonly double _eps;
+    private readonly bool _torchSemantics;
 
     /// <summary>Creates the norm over the last <paramref name="dim"/> values.</summary>
-    public RMSNorm(long dim, double eps = 1e-6, Device? device = null, ScalarType? dtype = null) : base(nameof(RMSNorm))
+    public RMSNorm(long dim, double eps = 1e-6, Device? device = null, ScalarType? dtype = null) : this(dim, eps, false, device, dtype) { }
+
+    private RMSNorm(long dim, double eps, bool torchSemantics, Device? device, ScalarType? dtype) : base(nameof(RMSNorm))
     {
         _eps = eps;
+        _torchSemantics = torchSemantics;
         weight = new Parameter(torch.ones(dim, dtype: dtype, device: device), requires_grad: false);
         RegisterComponents();
     }
 
+    /// <summary>
+    /// PyTorch's <c>torch.nn.RMSNorm(dim)</c> (eps None: float32's epsilon, the one libtorch's <c>rms_norm</c> takes for
+    /// float32, bfloat16 and float16 inputs): <c>(x32 · rsqrt(mean(x32²) + eps) · weight).to(x.dtype)</c>.
+    /// </summary>
+    public static RMSNorm Torch(long dim, Device? device = null, ScalarType? dtype = null) =>
+        new(dim, 1.0 / (1 << 23), true, device, dtype); // 2^-23: C++ numeric_limits<float>::epsilon()
+
     /// <summary>Normalises <paramref name="x"/> over its last dimension.</summary>
     public override Tensor forward(Tensor x)
     {
+        if (_torchSemantics)
+        {
+            // libtorch's rms_norm in its composite form: the upcast input times rsqrt, times the weight, cast back.
+            var upcast = x.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? x.to(ScalarType.Float32) : x;
+            var r = (upcast.pow(2).mean([-1L], keepdim: true) + _eps).rsqrt();
+            return (upcast * r * weight).to(x.dtype);
+        }
         var variance = x.to(ScalarType.Float32).pow(2).mean([-1L], keepdim: true);
         // x * rsqrt(var) promotes a 16-bit x to float32, as in diffusers; the weight's 16-bit type is restored before scaling.
         var normed = x * (variance + _eps).rsqrt();

@@ -117,26 +117,30 @@ public sealed class JointAttention : nn.Module
     /// <paramref name="rotary"/> (cos, sin) [S_joint, head_dim] rotates q and k after their norms, in the joint order.
     /// <paramref name="ip"/>: the SD3 IP-Adapter Resampler's tokens and timestep embedding; with an attached processor
     /// whose scale is not 0, its image attention is added to the image output before <c>to_out</c>.
+    /// <paramref name="attentionMask"/> (Chroma), broadcastable to [B, heads, S_joint, S_joint] in the joint order, goes to
+    /// <c>scaled_dot_product_attention</c> as diffusers passes it: a bool mask keeps the true pairs, a floating one is
+    /// added to the logits (converted to the query's dtype).
     /// </summary>
     public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, Tensor? keyBias = null, (Tensor Cos, Tensor Sin)? rotary = null,
-        (Tensor Hidden, Tensor Temb)? ip = null) => Attend(x, context, keyBias, rotary, ip, out _);
+        (Tensor Hidden, Tensor Temb)? ip = null, Tensor? attentionMask = null) => Attend(x, context, keyBias, rotary, ip, attentionMask, out _);
 
     /// <summary>
     /// <see cref="forward"/> plus diffusers' <c>FluxIPAdapterAttnProcessor</c> output: the image query attends to each
     /// adapter's image tokens <paramref name="ipHiddenStates"/> (null or no processor: no IP output).
     /// </summary>
     internal (Tensor X, Tensor? Context, Tensor? Ip) ForwardWithIpAdapter(Tensor x, Tensor? context, (Tensor Cos, Tensor Sin)? rotary,
-        IReadOnlyList<Tensor>? ipHiddenStates)
+        IReadOnlyList<Tensor>? ipHiddenStates, Tensor? attentionMask = null)
     {
-        var (o, c) = Attend(x, context, null, rotary, null, out var normedImageQuery);
+        var (o, c) = Attend(x, context, null, rotary, null, attentionMask, out var normedImageQuery);
         var ip = ipHiddenStates is null || _fluxIpAdapter is null ? null : _fluxIpAdapter.forward(normedImageQuery, ipHiddenStates);
         return (o, c, ip);
     }
 
     private (Tensor X, Tensor? Context) Attend(Tensor x, Tensor? context, Tensor? keyBias, (Tensor Cos, Tensor Sin)? rotary,
-        (Tensor Hidden, Tensor Temb)? ip, out Tensor normedImageQuery)
+        (Tensor Hidden, Tensor Temb)? ip, Tensor? attentionMask, out Tensor normedImageQuery)
     {
         if (keyBias is not null && _contextFirst) throw new NotSupportedException("keyBias assumes the image tokens first.");
+        if (keyBias is not null && attentionMask is not null) throw new NotSupportedException("Give keyBias or attentionMask, not both.");
         long batch = x.shape[0], n = x.shape[1];
         var q = Heads(to_q.forward(x));
         var k = Heads(to_k.forward(x));
@@ -162,9 +166,11 @@ public sealed class JointAttention : nn.Module
             q = FluxPosEmbed.Apply(q, rope);
             k = FluxPosEmbed.Apply(k, rope);
         }
-        var o = keyBias is null
+        var mask = keyBias is not null ? keyBias.view(1, 1, 1, -1).to(q.dtype)
+            : attentionMask is null || attentionMask.dtype == ScalarType.Bool ? attentionMask : attentionMask.to(q.dtype);
+        var o = mask is null
             ? nn.functional.scaled_dot_product_attention(q, k, v)
-            : nn.functional.scaled_dot_product_attention(q, k, v, keyBias.view(1, 1, 1, -1).to(q.dtype));
+            : nn.functional.scaled_dot_product_attention(q, k, v, mask);
         o = o.transpose(1, 2).reshape(batch, -1, (long)_heads * _headDim).to(q.dtype);
         Tensor? ctxOut = null;
         if (context is not null)

@@ -182,7 +182,7 @@ public abstract partial class FluxPipelineBase : IDisposable
     /// The strength tail of the scheduler's timesteps (diffusers' <c>get_timesteps</c>): sets the scheduler's begin index
     /// to its first step and returns the timesteps from there.
     /// </summary>
-    protected static Tensor StrengthTimesteps(FlowMatchEulerDiscreteScheduler scheduler, double strength)
+    protected internal static Tensor StrengthTimesteps(FlowMatchEulerDiscreteScheduler scheduler, double strength)
     {
         int start = Strength.StartStep((int)scheduler.Timesteps.shape[0], strength);
         scheduler.SetBeginIndex(start);

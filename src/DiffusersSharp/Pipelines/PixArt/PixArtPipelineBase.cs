@@ -227,23 +227,8 @@ public abstract class PixArtPipelineBase : IDisposable
     /// <summary>Lower-cased, stripped prompts -> T5 ids padded to <paramref name="maxLength"/> and their mask -> T5 under the mask.</summary>
     private (Tensor Embeds, Tensor Mask) EncodeText(IReadOnlyList<string> prompts, int maxLength)
     {
-        var tokenizer = Components.Tokenizer!;
-        var ids = new long[prompts.Count * maxLength];
-        var mask = new long[prompts.Count * maxLength];
-        for (int i = 0; i < prompts.Count; i++)
-        {
-            var encoded = tokenizer.Encode(prompts[i].ToLowerInvariant().Trim(), maxLength);
-            if (encoded.WasTruncated) OnPromptTruncated?.Invoke("tokenizer (T5)", encoded.UntruncatedLength, maxLength);
-            int kept = Math.Min(encoded.UntruncatedLength, maxLength);
-            for (int j = 0; j < maxLength; j++)
-            {
-                ids[i * maxLength + j] = encoded.Ids[j];
-                mask[i * maxLength + j] = j < kept ? 1 : 0;
-            }
-        }
-        var device = Components.Device;
-        var idTensor = tensor(ids, [prompts.Count, maxLength], device: device);
-        var maskTensor = tensor(mask, [prompts.Count, maxLength], device: device);
+        var (idTensor, maskTensor) = PromptTokens.IdsAndMask(Components.Tokenizer!, prompts.Select(p => p.ToLowerInvariant().Trim()).ToArray(),
+            maxLength, Components.Device, "tokenizer (T5)", OnPromptTruncated);
         Components.Activate("text_encoder");
         return (Components.TextEncoder!.Forward(idTensor, maskTensor), maskTensor);
     }
