@@ -121,13 +121,23 @@ public sealed class ZImageTransformer2DModel : nn.Module
                 throw new ArgumentException($"Latent image {i} must be [{c.InChannels}, F, H, W] with F a multiple of {fPatchSize} and H, W multiples of {patchSize}, got [{string.Join(", ", image.shape)}].", nameof(x));
             if (cap.dim() != 2 || cap.shape[0] < 1 || cap.shape[1] != c.CapFeatDim)
                 throw new ArgumentException($"Caption features {i} must be [L, {c.CapFeatDim}] with at least one token, got [{string.Join(", ", cap.shape)}].", nameof(capFeats));
-            long capPadded = PaddedLength(cap.shape[0]);
-            long frames = image.shape[1] / fPatchSize, rows = image.shape[2] / patchSize, cols = image.shape[3] / patchSize;
-            // Caption positions run to capPadded, image frames to capPadded + frames; rows and columns from 0.
-            if (capPadded + frames >= c.AxesLens[0] || rows > c.AxesLens[1] || cols > c.AxesLens[2])
-                throw new ArgumentException($"Sample {i} ({cap.shape[0]} caption tokens, {frames} x {rows} x {cols} patches) has RoPE positions up to " +
-                    $"({capPadded + frames}, {rows - 1}, {cols - 1}), past this transformer's axes_lens [{string.Join(", ", c.AxesLens)}]: use a shorter caption or a smaller image.", nameof(x));
+            if (RopeRangeProblem(cap.shape[0], image.shape[1] / fPatchSize, image.shape[2] / patchSize, image.shape[3] / patchSize) is { } problem)
+                throw new ArgumentException($"Sample {i}: {problem}", nameof(x));
         }
+    }
+
+    /// <summary>
+    /// Why a sample of <paramref name="captionLength"/> caption tokens and <paramref name="frames"/> × <paramref name="rows"/>
+    /// × <paramref name="cols"/> patches has RoPE positions past <c>axes_lens</c>, or null when it fits: caption positions
+    /// run to the padded caption length, image frames to that plus the frames; rows and columns from 0.
+    /// </summary>
+    public string? RopeRangeProblem(long captionLength, long frames, long rows, long cols)
+    {
+        var lens = Config.AxesLens;
+        long capPadded = PaddedLength(captionLength);
+        if (capPadded + frames < lens[0] && rows <= lens[1] && cols <= lens[2]) return null;
+        return $"{captionLength} caption tokens and {frames} x {rows} x {cols} patches need RoPE positions up to " +
+            $"({capPadded + frames}, {rows - 1}, {cols - 1}), past this transformer's axes_lens [{string.Join(", ", lens)}]: use a shorter caption or a smaller image.";
     }
 
     /// <summary>The length of a sequence of <paramref name="length"/> after padding to a multiple of <see cref="SequenceMultiple"/>.</summary>
