@@ -85,6 +85,27 @@ public sealed class ZImageTransformerTests(ITestOutputHelper output) : IDisposab
         Assert.Contains("axes_lens", Assert.Throws<ArgumentException>(() => _model.forward([x], t, [longCaption])).Message);
     }
 
+    // Not a parity bound (the fixture is float32): a sanity bound for the half-precision paths (the captions go in as float32,
+    // as given; the RMSNorm of the caption embedder returns the weights' type).
+    [Theory]
+    [InlineData(ScalarType.BFloat16, 5e-2)]
+    [InlineData(ScalarType.Float16, 5e-3)]
+    public void HalfPrecisionStaysCloseToFloat32(ScalarType dtype, double maxRelativeL2)
+    {
+        using var half = ZImageTransformer2DModel.FromPretrained(Fixtures.Path("local-diffusers/z-image/transformer"), dtype);
+        Assert.Equal(dtype, half.Dtype);
+        using var _ = inference_mode();
+        var actual = half.forward(Inputs("x"), E("tf.t"), Inputs("cap_feats"));
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.Equal(dtype, actual[i].dtype);
+            var expected = E($"tf.out.{i}").to(ScalarType.Float64);
+            double rel = (actual[i].to(ScalarType.Float64) - expected).norm().item<double>() / expected.norm().item<double>();
+            output.WriteLine($"{dtype} sample {i}: relative L2 vs diffusers' float32 = {rel:G3}");
+            Assert.True(rel < maxRelativeL2, $"{dtype}: relative L2 {rel:G3}");
+        }
+    }
+
     [Fact]
     public void LoadingIsStrict()
     {

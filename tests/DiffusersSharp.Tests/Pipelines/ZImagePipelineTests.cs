@@ -278,6 +278,37 @@ public sealed class ZImagePipelineTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(0.0, TensorAssert.MaxAbsDiff(fromLatents.Tensor!, direct.Tensor!));
     }
 
+    [Fact]
+    public void BFloat16ComponentsRunBothPipelines()
+    {
+        // A sanity bound, not parity: bfloat16 weights with float32 embeddings, noise, CFG and scheduler, as diffusers runs
+        // them. Image-to-image is not compared with float32: a bfloat16 VAE draws its posterior sample in bfloat16, which
+        // on the CPU is another random stream than float32's (torch's too), so only its determinism is checked.
+        using var half = new ZImageComponents
+        {
+            Transformer = DiffusersSharp.Models.Transformers.ZImageTransformer2DModel.FromPretrained(Fixtures.Path("local-diffusers/z-image/transformer"), ScalarType.BFloat16),
+            Vae = DiffusersSharp.Models.Autoencoders.AutoencoderKL.FromPretrained(Fixtures.Path("tiny-sd3/model/vae"), ScalarType.BFloat16),
+            SchedulerConfig = _components.SchedulerConfig, Device = CPU, Dtype = ScalarType.BFloat16,
+        };
+        using var t2i = new ZImagePipeline(half);
+        using var i2i = new ZImageImg2ImgPipeline(half);
+        using var latents = t2i.Generate(Guided(7) with { Height = 64, Width = 64, NumInferenceSteps = 4 });
+        Assert.Equal(ScalarType.Float32, latents.Tensor!.dtype);
+        using var expected = E("t2i_cfg.latents").to(ScalarType.Float64);
+        double relative = (latents.Tensor!.to(ScalarType.Float64) - expected).norm().item<double>() / expected.norm().item<double>();
+        log.WriteLine($"bfloat16: t2i_cfg latents relative L2 {relative:G3} vs diffusers' float32");
+        Assert.True(relative < 5e-2);
+        var request = new ZImageImg2ImgRequest
+        {
+            PromptEmbeds = [E("in.prompt_embeds.0")], Image = InitImage(), Strength = 0.6, NumInferenceSteps = 5, GuidanceScale = 0,
+            OutputType = OutputType.Latent,
+        };
+        using var first = i2i.Generate(request with { Generator = new Generator("cpu").ManualSeed(123) });
+        using var second = i2i.Generate(request with { Generator = new Generator("cpu").ManualSeed(123) });
+        Assert.True(first.Tensor!.isfinite().all().item<bool>());
+        Assert.Equal(0.0, TensorAssert.MaxAbsDiff(first.Tensor!, second.Tensor!));
+    }
+
     /// <summary>The scheduler as the pipelines set it: sigma_min 0, so Turbo's static shift 3 ends at sigma 0 before the terminal 0.</summary>
     [Fact]
     public void TheScheduleRunsDownToSigmaZero()
