@@ -116,6 +116,7 @@ public sealed class ZImagePipelineTests(ITestOutputHelper log) : IDisposable
         Refused(Guided() with { NegativePromptEmbeds = [E("in.negative_prompt_embeds.0"), E("in.negative_prompt_embeds.1")] }, "one per prompt");
         Refused(Guided() with { NegativePromptEmbeds = [zeros(3, 40)] }, "negative_prompt_embeds[0]");
         Refused(Guided() with { NegativePrompt = "x" }, "not both");
+        Refused(ok with { NegativePrompt = new[] { "a", "b" } }, "give one per prompt");
         Refused(ok with { Generators = [new Generator("cpu"), new Generator("cpu")] }, "generators");
         Refused(ok with { Generators = [new Generator("cpu")] }, "not both");
         Refused(ok with { Latents = zeros(1, 16, 4, 4) }, "latents must be [1, 16, 4, 6]");

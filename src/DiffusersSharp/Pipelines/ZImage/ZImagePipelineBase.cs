@@ -71,7 +71,7 @@ public abstract class ZImagePipelineBase : IDisposable
         var device = Components.Device;
         var positive = r.PromptEmbeds ?? EncodePrompt(r.Prompt!.Value.Items, r.MaxSequenceLength);
         IReadOnlyList<Tensor> negative = r.NegativePromptEmbeds
-            ?? (r.GuidanceScale > 1 ? EncodePrompt((r.NegativePrompt ?? "").Broadcast(positive.Count, "negative_prompt"), r.MaxSequenceLength) : []);
+            ?? (r.GuidanceScale > 1 ? EncodePrompt(r.NegativePrompt?.Items ?? Enumerable.Repeat("", positive.Count).ToArray(), r.MaxSequenceLength) : []);
         IReadOnlyList<Tensor> Repeat(IReadOnlyList<Tensor> list) =>
             list.SelectMany(e => Enumerable.Repeat(e.to(device), r.NumImagesPerPrompt)).ToArray();
         return (Repeat(positive), Repeat(negative));
@@ -126,8 +126,8 @@ public abstract class ZImagePipelineBase : IDisposable
             throw new ArgumentException("Z-Image prompt strings need the Qwen3 text encoder, which ZImageComponents does not load yet: pass prompt_embeds " +
                 "(one [L, " + config.CapFeatDim + "] tensor per prompt) and, with guidance above 1, negative_prompt_embeds.");
         int prompts = PromptCount(r);
-        if (r.Prompt is not null && r.NegativePrompt is { } np && np.Count != 1 && np.Count != prompts)
-            throw new ArgumentException($"{np.Count} negative prompts were given for {prompts} prompts.");
+        if (r.NegativePrompt is { } np && np.Count != prompts)
+            throw new ArgumentException($"{np.Count} negative prompts were given for {prompts} prompts; give one per prompt (diffusers asserts equal counts).");
         var (latentH, latentW) = LatentSize(height, width);
         void CheckEmbeds(IReadOnlyList<Tensor> list, string name)
         {
