@@ -25,6 +25,14 @@ public sealed class StepEndContext
     /// <summary>The prompt embeddings (with the negative half first under CFG); assign to replace them.</summary>
     public required Tensor PromptEmbeds { get; set; }
 
+    /// <summary>Z-Image: the prompt embeddings as diffusers' list, one [L_i, D] per image (prompts × images per prompt, each
+    /// of its own length; <see cref="PromptEmbeds"/> then shows them zero-padded to the longest, and is not to be replaced);
+    /// null elsewhere. Assign to replace them.</summary>
+    public IReadOnlyList<Tensor>? PromptEmbedsList { get; set; }
+
+    /// <summary>Z-Image: the negative prompt embeddings likewise (empty without CFG); null elsewhere. Assign to replace them.</summary>
+    public IReadOnlyList<Tensor>? NegativePromptEmbedsList { get; set; }
+
     /// <summary>The pooled prompt embeddings (negative half first under CFG; SDXL's add_text_embeds); null for models
     /// without them (SD 1.x / 2.x). Assign to replace them.</summary>
     public Tensor? PooledPromptEmbeds { get; set; }

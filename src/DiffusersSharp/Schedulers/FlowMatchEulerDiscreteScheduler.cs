@@ -19,7 +19,7 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
     private float[] _timesteps;
     private float[] _sigmas;
     private double _shift;
-    private readonly double _sigmaMin;
+    private double _sigmaMin;
     private readonly double _sigmaMax;
     private Device _device = CPU;
     private Tensor? _timestepsTensor;
@@ -93,6 +93,25 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
 
     /// <summary>The sigmas as float32 values.</summary>
     public IReadOnlyList<float> SigmaValues => _sigmas;
+
+    /// <summary>
+    /// The sigma the default schedule of <see cref="SetTimesteps"/> runs down to (diffusers' <c>sigma_min</c> attribute):
+    /// the last training sigma unless set. The Z-Image pipelines set it to 0 (<c>scheduler.sigma_min = 0.0</c>), so their
+    /// schedule ends at sigma 0 before the terminal 0.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not a finite number.</exception>
+    public double SigmaMin
+    {
+        get => _sigmaMin;
+        set
+        {
+            if (!double.IsFinite(value)) throw new ArgumentOutOfRangeException(nameof(value), value, "sigma_min must be a finite number.");
+            _sigmaMin = value;
+        }
+    }
+
+    /// <summary>The sigma the default schedule starts at (diffusers' <c>sigma_max</c>: the first training sigma).</summary>
+    public double SigmaMax => _sigmaMax;
 
     /// <summary>Changes the static shift used by later <see cref="SetTimesteps"/> calls (diffusers' <c>set_shift</c>).</summary>
     public void SetShift(double shift) => _shift = shift;

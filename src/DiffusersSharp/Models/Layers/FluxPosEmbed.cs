@@ -66,14 +66,17 @@ public sealed class FluxPosEmbed : nn.Module<Tensor, (Tensor Cos, Tensor Sin)>
 
     /// <summary>
     /// diffusers' <c>apply_rotary_emb(x, (cos, sin), use_real=True, use_real_unbind_dim=-1)</c> for <paramref name="x"/>
-    /// [B, H, S, D] and (cos, sin) [S, D]: each adjacent pair (a, b) becomes (a·cos − b·sin, b·cos + a·sin), computed in
-    /// float32 and returned in x's dtype.
+    /// [B, H, S, D] and (cos, sin) [S, D], or [B, S, D] for positions of their own per sample (Z-Image): each adjacent
+    /// pair (a, b) becomes (a·cos − b·sin, b·cos + a·sin), computed in float32 and returned in x's dtype. That is the
+    /// complex product (a + ib)(cos + i·sin) of <c>view_as_complex</c> rotations, rounded the same way (each product
+    /// rounded, then the sum).
     /// </summary>
     public static Tensor Apply(Tensor x, (Tensor Cos, Tensor Sin) rotary)
     {
         using var scope = NewDisposeScope();
-        var cos = rotary.Cos.to(x.device).unsqueeze(0).unsqueeze(0);
-        var sin = rotary.Sin.to(x.device).unsqueeze(0).unsqueeze(0);
+        var cos = rotary.Cos.to(x.device);
+        var sin = rotary.Sin.to(x.device);
+        (cos, sin) = cos.dim() == 3 ? (cos.unsqueeze(1), sin.unsqueeze(1)) : (cos.unsqueeze(0).unsqueeze(0), sin.unsqueeze(0).unsqueeze(0));
         long[] pairs = [.. x.shape[..^1], -1, 2];
         var parts = x.reshape(pairs).unbind(-1);
         var rotated = torch.stack([-parts[1], parts[0]], -1).flatten(3);
