@@ -295,16 +295,22 @@ internal sealed class LoadedModel : IDisposable
         if (wanted.SequenceEqual(Loras)) return;
         PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? Flux!;
         components.UnfuseLora();
-        Loras = Loras.Select(l => (l.File, 0.0)).ToList(); // unfused, until the fuses below succeed
         var fused = new List<(string File, double Scale)>();
-        foreach (var (file, scale) in wanted)
+        try
         {
-            if (Sd3 is not null) Sd3.FuseLora(file, scale);
-            else if (UNet is not null) UNet.FuseLora(file, scale);
-            else Flux!.FuseLora(file, scale);
-            fused.Add((file, scale));
+            foreach (var (file, scale) in wanted)
+            {
+                if (Sd3 is not null) Sd3.FuseLora(file, scale);
+                else if (UNet is not null) UNet.FuseLora(file, scale);
+                else Flux!.FuseLora(file, scale);
+                fused.Add((file, scale));
+            }
         }
-        Loras = fused;
+        finally
+        {
+            // What is fused now: a LoRA whose fuse failed, and those after it, count as scale 0 (unfused).
+            Loras = [.. fused, .. wanted.Skip(fused.Count).Select(l => (l.File, 0.0))];
+        }
     }
 
     /// <summary>Throws unless <paramref name="scales"/> fit <see cref="Loras"/> (<see cref="SetLoraScales"/>), before any
