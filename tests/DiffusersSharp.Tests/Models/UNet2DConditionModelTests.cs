@@ -153,8 +153,8 @@ public class UNet2DConditionModelTests(ITestOutputHelper output)
 
     public static TheoryData<string, string, string> UnsupportedOptions => new()
     {
-        { "class_embed_type", "\"timestep\"", "class_embed_type" },
-        { "num_class_embeds", "10", "num_class_embeds" },
+        { "class_embed_type", "\"learned\"", "class_embed_type" },
+        { "class_embeddings_concat", "true", "class_embeddings_concat" },
         { "addition_embed_type", "\"text\"", "addition_embed_type" },
         { "resnet_time_scale_shift", "\"scale_shift\"", "resnet_time_scale_shift" },
         { "dual_cross_attention", "true", "dual_cross_attention" },

@@ -9,8 +9,9 @@ namespace DiffusersSharp.Models.Unets;
 
 /// <summary>
 /// diffusers' <c>UNet2DConditionModel</c>, the noise predictor of Stable Diffusion 1.x / 2.x (including the 9-channel
-/// inpainting UNet) and SDXL: conv_in, sinusoidal timestep features + MLP (plus SDXL's <c>text_time</c> embedding of
-/// pooled text and size/crop ids), down blocks that keep their intermediate states, a cross-attention mid block, up
+/// inpainting UNet), SDXL and the x4 upscaler: conv_in, sinusoidal timestep features + MLP (plus a class embedding of
+/// <c>class_labels</c>, the upscaler's noise level, and SDXL's <c>text_time</c> embedding of pooled text and size/crop
+/// ids), down blocks that keep their intermediate states, a cross-attention mid block, up
 /// blocks that concatenate those states back, GroupNorm + SiLU + conv_out. State-dict keys equal the diffusers keys.
 /// Unsupported config options are rejected at construction (see <see cref="UNet2DConditionModelConfig.Validate"/>).
 /// </summary>
@@ -20,6 +21,7 @@ public sealed class UNet2DConditionModel : nn.Module
     private readonly Conv2d conv_in;
     private readonly Timesteps time_proj;
     private readonly TimestepEmbedding time_embedding;
+    private readonly nn.Module<Tensor, Tensor>? class_embedding;
     private readonly Timesteps? add_time_proj;
     private readonly TimestepEmbedding? add_embedding;
     private readonly ModuleList<nn.Module> down_blocks;
@@ -64,6 +66,16 @@ public sealed class UNet2DConditionModel : nn.Module
         conv_in = nn.Conv2d(config.InChannels, channels[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
         time_proj = new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift);
         time_embedding = new TimestepEmbedding(channels[0], temb, device, dtype, config.TimeCondProjDim);
+        // diffusers' _set_class_embedding (its activation is act_fn, silu: the only one Validate accepts).
+        class_embedding = config.ClassEmbeddingKind switch
+        {
+            "embedding" => nn.Embedding(config.NumClassEmbeds!.Value, temb, device: device, dtype: dtype),
+            "timestep" => new TimestepEmbedding(channels[0], temb, device, dtype),
+            "identity" => nn.Identity(),
+            "projection" => new TimestepEmbedding(config.ProjectionClassEmbeddingsInputDim!.Value, temb, device, dtype),
+            "simple_projection" => nn.Linear(config.ProjectionClassEmbeddingsInputDim!.Value, temb, device: device, dtype: dtype),
+            _ => null,
+        };
         if (config.AdditionEmbedType == "text_time")
         {
             add_time_proj = new Timesteps(config.AdditionTimeEmbedDim!.Value, config.FlipSinToCos, config.FreqShift);
@@ -186,15 +198,22 @@ public sealed class UNet2DConditionModel : nn.Module
     /// without them. A guidance-distilled UNet (<c>time_cond_proj_dim</c> set, e.g. LCM) takes <paramref name="timestepCond"/>
     /// (diffusers' <c>timestep_cond</c>: [B, time_cond_proj_dim], the guidance-scale embedding of
     /// <see cref="Pipelines.GuidanceScaleEmbedding"/>), projected by <c>time_embedding.cond_proj</c> and added to the timestep
-    /// features; null adds nothing, as in diffusers. Inputs are converted to the model dtype; returns [B, out_channels, h, w]
+    /// features; null adds nothing, as in diffusers. A UNet with a class embedding (<c>num_class_embeds</c> or
+    /// <c>class_embed_type</c>; the x4 upscaler's noise level) needs <paramref name="classLabels"/> (diffusers'
+    /// <c>class_labels</c>, one per sample or one for all): integer indices [B] below num_class_embeds for the table, values
+    /// [B] for <c>"timestep"</c> (embedded like the timestep), [B, time embedding width] for <c>"identity"</c>, [B,
+    /// projection_class_embeddings_input_dim] for the projections; their embedding is added to the time embedding (before
+    /// SDXL's <c>text_time</c> one, diffusers' order). Inputs are converted to the model dtype; returns [B, out_channels, h, w]
     /// in the model dtype.
     /// </summary>
     /// <exception cref="ArgumentException">An input is missing or has the wrong rank, size or batch; thrown before any compute.</exception>
     public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds = null, Tensor? timeIds = null,
         IReadOnlyList<Tensor>? downBlockAdditionalResiduals = null, Tensor? midBlockAdditionalResidual = null,
-        IReadOnlyList<Tensor>? imageEmbeds = null, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals = null, Tensor? timestepCond = null)
+        IReadOnlyList<Tensor>? imageEmbeds = null, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals = null, Tensor? timestepCond = null,
+        Tensor? classLabels = null)
     {
         Validate(sample, timestep, encoderHiddenStates, textEmbeds, timeIds);
+        ValidateClassLabels(sample, classLabels);
         ValidateTimestepCond(sample, timestepCond);
         ValidateResiduals(sample, downBlockAdditionalResiduals, midBlockAdditionalResidual);
         if (downIntrablockAdditionalResiduals is not null)
@@ -205,7 +224,7 @@ public sealed class UNet2DConditionModel : nn.Module
         }
         ValidateImageEmbeds(sample, imageEmbeds);
         if (imageEmbeds is null)
-            return Forward(sample, timestep, encoderHiddenStates, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual, downIntrablockAdditionalResiduals, timestepCond);
+            return Forward(sample, timestep, encoderHiddenStates, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual, downIntrablockAdditionalResiduals, timestepCond, classLabels);
         using var scope = NewDisposeScope();
         // diffusers' process_encoder_hidden_states ("ip_image_proj"): each adapter's image tokens, one sequence per sample,
         // go after the text; every IP-Adapter layer splits them off again by the counts set for this forward.
@@ -216,7 +235,7 @@ public sealed class UNet2DConditionModel : nn.Module
         try
         {
             return Forward(sample, timestep, context, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual,
-                downIntrablockAdditionalResiduals, timestepCond).MoveToOuterDisposeScope();
+                downIntrablockAdditionalResiduals, timestepCond, classLabels).MoveToOuterDisposeScope();
         }
         finally
         {
@@ -226,7 +245,7 @@ public sealed class UNet2DConditionModel : nn.Module
 
     private Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds, Tensor? timeIds,
         IReadOnlyList<Tensor>? downBlockAdditionalResiduals, Tensor? midBlockAdditionalResidual, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals,
-        Tensor? timestepCond)
+        Tensor? timestepCond, Tensor? classLabels)
     {
         using var scope = NewDisposeScope();
         var dtype = Dtype;
@@ -238,7 +257,8 @@ public sealed class UNet2DConditionModel : nn.Module
         if (Config.CenterInputSample) x = 2 * x - 1.0;
         var context = encoderHiddenStates.to(dtype);
 
-        var emb = TimeEmbedding(time_proj, time_embedding, add_time_proj, add_embedding, timestep, batch, x.dtype, x.device, textEmbeds, timeIds, timestepCond);
+        var emb = TimeEmbedding(time_proj, time_embedding, add_time_proj, add_embedding, timestep, batch, x.dtype, x.device, textEmbeds, timeIds, timestepCond,
+            ClassEmbedding(classLabels, x.dtype, x.device));
         if (Config.TimeEmbeddingActFn is not null) emb = nn.functional.silu(emb);
 
         x = conv_in.forward(x);
@@ -323,6 +343,60 @@ public sealed class UNet2DConditionModel : nn.Module
         (_ipProjection, _ipState) = (projection, state);
     }
 
+    /// <summary>diffusers' <c>get_class_embed</c>: the labels' embedding in <paramref name="dtype"/> (a "timestep" class
+    /// embedding first takes the labels' sinusoidal features, as the timestep's), or null without a class embedding.</summary>
+    private Tensor? ClassEmbedding(Tensor? classLabels, ScalarType dtype, Device device)
+    {
+        if (class_embedding is null) return null;
+        var labels = classLabels!.to(device);
+        labels = Config.ClassEmbeddingKind switch
+        {
+            "embedding" => labels.to(ScalarType.Int64),
+            "timestep" => time_proj.forward(labels.dim() == 0 ? labels.reshape(1) : labels).to(dtype),
+            _ => labels.to(dtype),
+        };
+        return class_embedding.forward(labels).to(dtype);
+    }
+
+    /// <summary>The <c>class_labels</c> this UNet's class embedding takes (see <see cref="forward"/>), before any compute.</summary>
+    private void ValidateClassLabels(Tensor sample, Tensor? classLabels)
+    {
+        const string name = "class_labels";
+        string? kind = Config.ClassEmbeddingKind;
+        long batch = sample.shape[0];
+        if (kind is null)
+        {
+            if (classLabels is not null)
+                throw new ArgumentException("class_labels were given, but this UNet has no class embedding (num_class_embeds / class_embed_type are not set).", name);
+            return;
+        }
+        if (classLabels is null)
+            throw new ArgumentException(kind == "embedding"
+                ? $"This UNet has a class embedding of {Config.NumClassEmbeds} classes (num_class_embeds; the x4 upscaler's noise levels): class_labels are required."
+                : $"This UNet has a class embedding (class_embed_type \"{kind}\"): class_labels are required.", name);
+        bool perSample = classLabels.dim() >= 1 && (classLabels.shape[0] == batch || classLabels.shape[0] == 1);
+        switch (kind)
+        {
+            case "embedding":
+                if (classLabels.is_floating_point() || classLabels.dtype == ScalarType.Bool || classLabels.is_complex() || classLabels.dim() > 1
+                    || (classLabels.dim() == 1 && !perSample))
+                    throw new ArgumentException($"class_labels must be integer class indices, a scalar, [1] or [B={batch}], got {ShapeOf(classLabels)} {classLabels.dtype}.", name);
+                long min = classLabels.min().item<long>(), max = classLabels.max().item<long>();
+                if (min < 0 || max >= Config.NumClassEmbeds)
+                    throw new ArgumentException($"class_labels must be in [0, {Config.NumClassEmbeds}) (num_class_embeds), got values from {min} to {max}.", name);
+                break;
+            case "timestep":
+                if (classLabels.dim() > 1 || (classLabels.dim() == 1 && !perSample) || classLabels.dtype == ScalarType.Bool || classLabels.is_complex())
+                    throw new ArgumentException($"class_labels of a \"timestep\" class embedding must be numbers, a scalar, [1] or [B={batch}], got {ShapeOf(classLabels)} {classLabels.dtype}.", name);
+                break;
+            default:
+                long width = kind == "identity" ? Config.TimeEmbedDim : Config.ProjectionClassEmbeddingsInputDim!.Value;
+                if (classLabels.dim() != 2 || !perSample || classLabels.shape[1] != width || !classLabels.is_floating_point())
+                    throw new ArgumentException($"class_labels of a \"{kind}\" class embedding must be a floating [B={batch} or 1, {width}] tensor, got {ShapeOf(classLabels)} {classLabels.dtype}.", name);
+                break;
+        }
+    }
+
     private void ValidateTimestepCond(Tensor sample, Tensor? timestepCond)
     {
         if (timestepCond is null) return;
@@ -395,15 +469,18 @@ public sealed class UNet2DConditionModel : nn.Module
 
     /// <summary>
     /// The embedding the blocks receive (before the UNet's optional time_embedding_act_fn): sinusoidal timestep features
-    /// in float32 cast to <paramref name="dtype"/>, plus <c>cond_proj(timestep_cond)</c> when given, the time MLP, plus SDXL's <c>text_time</c> embedding of the pooled
-    /// text and the sinusoidal time ids. Shared by the UNet and the ControlNet, which compute it the same way.
+    /// in float32 cast to <paramref name="dtype"/>, plus <c>cond_proj(timestep_cond)</c> when given, the time MLP, plus the
+    /// <paramref name="classEmbedding"/> when given, plus SDXL's <c>text_time</c> embedding of the pooled text and the
+    /// sinusoidal time ids. Shared by the UNet and the ControlNet, which compute it the same way.
     /// </summary>
     internal static Tensor TimeEmbedding(Timesteps timeProj, TimestepEmbedding timeEmbedding, Timesteps? addTimeProj, TimestepEmbedding? addEmbedding,
-        Tensor timestep, long batch, ScalarType dtype, Device device, Tensor? textEmbeds, Tensor? timeIds, Tensor? timestepCond = null)
+        Tensor timestep, long batch, ScalarType dtype, Device device, Tensor? textEmbeds, Tensor? timeIds, Tensor? timestepCond = null,
+        Tensor? classEmbedding = null)
     {
         var timesteps = timestep.dim() == 0 ? timestep.reshape(1) : timestep;
         timesteps = timesteps.to(device).expand(batch);
         var emb = timeEmbedding.forward(timeProj.forward(timesteps).to(dtype), timestepCond?.to(dtype, device));
+        if (classEmbedding is not null) emb = emb + classEmbedding;
         if (addEmbedding is null) return emb;
         return emb + TextTimeEmbedding(addTimeProj!, addEmbedding, textEmbeds!, timeIds!, emb.dtype);
     }

@@ -4,7 +4,7 @@ using DiffusersSharp.IO;
 namespace DiffusersSharp.Models.Unets;
 
 /// <summary>
-/// <c>unet/config.json</c> of diffusers' <c>UNet2DConditionModel</c> (SD 1.x / 2.x, SDXL). Defaults are the Python
+/// <c>unet/config.json</c> of diffusers' <c>UNet2DConditionModel</c> (SD 1.x / 2.x, SDXL, the x4 upscaler). Defaults are the Python
 /// constructor defaults. Fields that diffusers accepts as one value or one value per block are
 /// <see cref="OneOrMany{T}"/>. Fields that the supported blocks never read in diffusers either
 /// (<c>resnet_skip_time_act</c>, <c>resnet_out_scale_factor</c>, <c>cross_attention_norm</c>,
@@ -22,7 +22,8 @@ public sealed record UNet2DConditionModelConfig
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? DiffusersVersion { get; init; }
 
-    /// <summary>Latent channels in (9 for inpainting UNets: latents, mask, masked-image latents).</summary>
+    /// <summary>Latent channels in (9 for inpainting UNets: latents, mask, masked-image latents; 7 for the x4 upscaler:
+    /// latents and the low-resolution image).</summary>
     public int InChannels { get; init; } = 4;
 
     /// <summary>Channels of the prediction.</summary>
@@ -106,7 +107,13 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Whether the spatial transformers project in and out with Linear layers (SD 2.x, SDXL) instead of 1x1 convs.</summary>
     public bool UseLinearProjection { get; init; }
 
-    /// <summary>Class embedding type (not supported).</summary>
+    /// <summary>
+    /// How <c>class_labels</c> are embedded and added to the time embedding: null (an <c>nn.Embedding</c> of
+    /// <see cref="NumClassEmbeds"/> rows when that is set, else no class embedding), <c>"timestep"</c> (the labels'
+    /// sinusoidal features through a <c>TimestepEmbedding</c>), <c>"identity"</c> (the labels are the embedding),
+    /// <c>"projection"</c> (a <c>TimestepEmbedding</c> of <see cref="ProjectionClassEmbeddingsInputDim"/>-wide labels) or
+    /// <c>"simple_projection"</c> (one Linear of them).
+    /// </summary>
     public string? ClassEmbedType { get; init; }
 
     /// <summary>Extra embedding added to the time embedding: null or <c>"text_time"</c> (SDXL).</summary>
@@ -115,7 +122,8 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Sinusoidal width of each SDXL time id.</summary>
     public int? AdditionTimeEmbedDim { get; init; }
 
-    /// <summary>Number of class embeddings (not supported).</summary>
+    /// <summary>Rows of the class embedding table when <see cref="ClassEmbedType"/> is null (the x4 upscaler: 1000, one
+    /// per noise level); the labels are integer indices into it.</summary>
     public int? NumClassEmbeds { get; init; }
 
     /// <summary>
@@ -156,7 +164,8 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Kernel of conv_out; only 3 is supported.</summary>
     public int ConvOutKernel { get; init; } = 3;
 
-    /// <summary>Input width of the SDXL <c>add_embedding</c>: text_embeds width + time ids x addition_time_embed_dim (2816 for SDXL base).</summary>
+    /// <summary>Input width of the SDXL <c>add_embedding</c>: text_embeds width + time ids x addition_time_embed_dim (2816 for
+    /// SDXL base); also the label width of the <c>"projection"</c> / <c>"simple_projection"</c> class embeddings.</summary>
     public int? ProjectionClassEmbeddingsInputDim { get; init; }
 
     /// <summary>Attention type; only "default" is supported (GLIGEN's gated types are not).</summary>
@@ -173,6 +182,11 @@ public sealed record UNet2DConditionModelConfig
 
     /// <summary>Unused unless addition_embed_type is "text" (not supported).</summary>
     public int AdditionEmbedTypeNumHeads { get; init; } = 64;
+
+    /// <summary>The class embedding this config builds (diffusers' <c>_set_class_embedding</c>): <see cref="ClassEmbedType"/>,
+    /// <c>"embedding"</c> for a table of <see cref="NumClassEmbeds"/> rows, or null for none.</summary>
+    [JsonIgnore]
+    public string? ClassEmbeddingKind => ClassEmbedType ?? (NumClassEmbeds is not null ? "embedding" : null);
 
     /// <summary>Width of the time embedding the blocks receive.</summary>
     [JsonIgnore]
@@ -203,8 +217,8 @@ public sealed record UNet2DConditionModelConfig
 
         Unsupported(NumAttentionHeads is not null, "num_attention_heads", NumAttentionHeads,
             " (nor by diffusers, which raises: the head count is read from attention_head_dim)");
-        Unsupported(ClassEmbedType is not null, "class_embed_type", ClassEmbedType);
-        Unsupported(NumClassEmbeds is not null, "num_class_embeds", NumClassEmbeds);
+        Unsupported(ClassEmbedType is not (null or "timestep" or "identity" or "projection" or "simple_projection"), "class_embed_type", ClassEmbedType,
+            " (only null, \"timestep\", \"identity\", \"projection\" and \"simple_projection\")");
         Unsupported(ClassEmbeddingsConcat, "class_embeddings_concat", ClassEmbeddingsConcat);
         Unsupported(AdditionEmbedType is not (null or "text_time"), "addition_embed_type", AdditionEmbedType, " (only null and \"text_time\")");
         Unsupported(EncoderHidDim is not null, "encoder_hid_dim", EncoderHidDim);
@@ -242,6 +256,9 @@ public sealed record UNet2DConditionModelConfig
             $"every block_out_channels entry must be a positive multiple of norm_num_groups ({NormNumGroups}).");
         Require(DownsamplePadding >= 0, "downsample_padding must not be negative.");
         Require(BlockOutChannels[0] % 2 == 0 && TimeEmbedDim > 0, "block_out_channels[0] must be even (sinusoidal timestep features).");
+        Require(NumClassEmbeds is null or > 0, $"num_class_embeds must be positive, got {NumClassEmbeds}.");
+        if (ClassEmbedType is "projection" or "simple_projection")
+            Require(ProjectionClassEmbeddingsInputDim is > 0, $"class_embed_type \"{ClassEmbedType}\" needs a positive projection_class_embeddings_input_dim.");
         Require(TimeCondProjDim is null or > 0, $"time_cond_proj_dim must be positive, got {TimeCondProjDim}.");
         Require(MidBlockScaleFactor != 0, "mid_block_scale_factor must not be zero.");
         var heads = HeadsPerBlock;
