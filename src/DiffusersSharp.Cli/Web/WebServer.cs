@@ -121,6 +121,8 @@ internal sealed class WebServer : IAsyncDisposable
             IpAdapter = _model.IpAdapter is { } ipAdapter ? ipAdapter.Split('/', '\\').Last() : null,
             // An InstructPix2Pix model: img2img takes image_guidance.
             ImageGuidance = LoadedModel.IsInstructPix2Pix(_model.PipelineClass),
+            // An x4 upscaler: img2img (four times the image) takes noise_level.
+            NoiseLevel = LoadedModel.IsUpscaler(_model.PipelineClass),
             // serve --redux: requests take redux_image / redux_images and redux_scale / redux_pooled_scale (FLUX.1 models).
             Redux = _model.ReduxPrior is not null,
             // A FLUX.1 control model (FLUX.1-Canny-dev, Depth-dev): every request takes its control_image.
