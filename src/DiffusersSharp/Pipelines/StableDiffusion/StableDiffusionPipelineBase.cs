@@ -161,7 +161,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         int steps = r.NumInferenceSteps ?? (lcmRequest is not null ? 4 : pix2pix is not null ? 100 : upscale is not null ? 75 : 50);
         // Sizes: text-to-image and inpainting default to the model size; image-to-image and ControlNet inpainting (as
         // diffusers' StableDiffusionControlNetInpaintPipeline has it) to the image's (rounded down to 8); InstructPix2Pix
-        // SD 1.x to the image's, SDXL to the model size.
+        // SD 1.x to the image's, SDXL to the model size; the x4 upscaler to the image's (rounded down to 4) times 4.
         int height, width;
         if (pix2pix?.Image is { } edited) (height, width) = InstructPix2PixSize(pix2pix, edited);
         else if (upscale?.Image is { } lowRes) (height, width) = UpscaleSize(lowRes);
