@@ -19,7 +19,7 @@ public sealed class UNet2DConditionModel : nn.Module
 {
 #pragma warning disable IDE1006 // field names are checkpoint keys
     private readonly Conv2d conv_in;
-    private readonly Timesteps time_proj;
+    private readonly nn.Module<Tensor, Tensor> time_proj;
     private readonly TimestepEmbedding time_embedding;
     private readonly nn.Module<Tensor, Tensor>? class_embedding;
     private readonly Timesteps? add_time_proj;
@@ -27,7 +27,7 @@ public sealed class UNet2DConditionModel : nn.Module
     private readonly ModuleList<nn.Module> down_blocks;
     private readonly UNetMidBlock2DCrossAttn? mid_block;
     private readonly ModuleList<nn.Module> up_blocks;
-    private readonly GroupNorm conv_norm_out;
+    private readonly GroupNorm? conv_norm_out;
     private readonly Conv2d conv_out;
 #pragma warning restore IDE1006
     private readonly long[] _crossAttentionDims;
@@ -54,7 +54,7 @@ public sealed class UNet2DConditionModel : nn.Module
         Config = config;
         int n = config.DownBlockTypes.Length;
         var channels = config.BlockOutChannels;
-        long groups = config.NormNumGroups!.Value;
+        long groups = config.NormNumGroups ?? 0; // null only in a K-UNet, whose blocks group by 32 channels
         double eps = config.NormEps;
         long temb = config.TimeEmbedDim;
         var heads = config.HeadsPerBlock;
@@ -62,15 +62,20 @@ public sealed class UNet2DConditionModel : nn.Module
         var layers = config.LayersPerBlock.Expand(n, "layers_per_block");
         var transformerLayers = config.TransformerLayersPerBlock.Expand(n, "transformer_layers_per_block");
         var onlyCross = config.OnlyCrossAttention.Expand(n, "only_cross_attention");
+        // The K blocks read attention_head_dim as the width of a head (diffusers: attention_head_dim[i] or the block's channels).
+        var headDims = config.AttentionHeadDim.Expand(n, "attention_head_dim").Select(d => (long)d).ToArray();
 
-        conv_in = nn.Conv2d(config.InChannels, channels[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
-        time_proj = new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift);
-        time_embedding = new TimestepEmbedding(channels[0], temb, device, dtype, config.TimeCondProjDim);
+        conv_in = nn.Conv2d(config.InChannels, channels[0], config.ConvInKernel, stride: 1, padding: (config.ConvInKernel - 1) / 2, device: device, dtype: dtype);
+        time_proj = config.TimeEmbeddingType == "fourier"
+            ? new GaussianFourierProjection(temb / 2, config.FlipSinToCos, device, dtype)
+            : new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift);
+        long timestepInput = config.TimestepInputDim;
+        time_embedding = new TimestepEmbedding(timestepInput, temb, device, dtype, config.TimeCondProjDim, config.ActFn, config.TimestepPostAct);
         // diffusers' _set_class_embedding (its activation is act_fn, silu: the only one Validate accepts).
         class_embedding = config.ClassEmbeddingKind switch
         {
             "embedding" => nn.Embedding(config.NumClassEmbeds!.Value, temb, device: device, dtype: dtype),
-            "timestep" => new TimestepEmbedding(channels[0], temb, device, dtype),
+            "timestep" => new TimestepEmbedding(timestepInput, temb, device, dtype, activation: config.ActFn),
             "identity" => nn.Identity(),
             "projection" => new TimestepEmbedding(config.ProjectionClassEmbeddingsInputDim!.Value, temb, device, dtype),
             "simple_projection" => nn.Linear(config.ProjectionClassEmbeddingsInputDim!.Value, temb, device: device, dtype: dtype),
@@ -90,7 +95,14 @@ public sealed class UNet2DConditionModel : nn.Module
             long input = output;
             output = channels[i];
             bool isFinal = i == n - 1;
-            if (config.DownBlockTypes[i] == "CrossAttnDownBlock2D")
+            if (config.DownBlockTypes[i] == "KDownBlock2D")
+                down_blocks.Add(new KDownBlock2D(input, output, temb, layers[i], eps, config.ActFn, !isFinal, device, dtype));
+            else if (config.DownBlockTypes[i] == "KCrossAttnDownBlock2D")
+            {
+                down_blocks.Add(new KCrossAttnDownBlock2D(input, output, temb, crossDims[i], layers[i], eps, config.ActFn, headDims[i], !isFinal, device, dtype));
+                usedCrossDims.Add(crossDims[i]);
+            }
+            else if (config.DownBlockTypes[i] == "CrossAttnDownBlock2D")
             {
                 down_blocks.Add(new CrossAttnDownBlock2D(input, output, temb, layers[i], transformerLayers[i], groups, eps, heads[i],
                     crossDims[i], !isFinal, config.DownsamplePadding, config.UseLinearProjection, onlyCross[i], device, dtype));
@@ -123,7 +135,16 @@ public sealed class UNet2DConditionModel : nn.Module
             long previous = output;
             output = reversedChannels[i];
             long input = reversedChannels[Math.Min(i + 1, n - 1)];
-            if (config.UpBlockTypes[i] == "CrossAttnUpBlock2D")
+            // The K blocks take diffusers' attention_head_dim[i] (not reversed, as diffusers passes it to the up blocks).
+            if (config.UpBlockTypes[i] == "KUpBlock2D")
+                up_blocks.Add(new KUpBlock2D(input, output, temb, reversedLayers[i] + 1, eps, config.ActFn, !isFinal, device, dtype));
+            else if (config.UpBlockTypes[i] == "KCrossAttnUpBlock2D")
+            {
+                up_blocks.Add(new KCrossAttnUpBlock2D(input, output, temb, reversedCross[i], reversedLayers[i] + 1, eps, config.ActFn, headDims[i], !isFinal,
+                    device, dtype));
+                usedCrossDims.Add(reversedCross[i]);
+            }
+            else if (config.UpBlockTypes[i] == "CrossAttnUpBlock2D")
             {
                 up_blocks.Add(new CrossAttnUpBlock2D(input, previous, output, temb, reversedLayers[i] + 1, reversedTransformerLayers[i], groups, eps,
                     reversedHeads[i], reversedCross[i], !isFinal, config.UseLinearProjection, reversedOnlyCross[i], device, dtype));
@@ -135,8 +156,8 @@ public sealed class UNet2DConditionModel : nn.Module
             }
         }
 
-        conv_norm_out = AffineGroupNorm.Create(groups, channels[0], eps, device, dtype);
-        conv_out = nn.Conv2d(channels[0], config.OutChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        if (config.NormNumGroups is not null) conv_norm_out = AffineGroupNorm.Create(groups, channels[0], eps, device, dtype);
+        conv_out = nn.Conv2d(channels[0], config.OutChannels, config.ConvOutKernel, stride: 1, padding: (config.ConvOutKernel - 1) / 2, device: device, dtype: dtype);
         _crossAttentionDims = usedCrossDims.ToArray();
         RegisterComponents();
     }
@@ -215,6 +236,8 @@ public sealed class UNet2DConditionModel : nn.Module
         Validate(sample, timestep, encoderHiddenStates, textEmbeds, timeIds);
         ValidateClassLabels(sample, classLabels);
         ValidateTimestepCond(sample, timestepCond);
+        if (Config.IsKUNet && (downBlockAdditionalResiduals is not null || midBlockAdditionalResidual is not null || downIntrablockAdditionalResiduals is not null))
+            throw new ArgumentException("A K-UNet takes no ControlNet or T2I-Adapter residuals (diffusers has none for it).", nameof(downBlockAdditionalResiduals));
         ValidateResiduals(sample, downBlockAdditionalResiduals, midBlockAdditionalResidual);
         if (downIntrablockAdditionalResiduals is not null)
         {
@@ -259,14 +282,21 @@ public sealed class UNet2DConditionModel : nn.Module
 
         var emb = TimeEmbedding(time_proj, time_embedding, add_time_proj, add_embedding, timestep, batch, x.dtype, x.device, textEmbeds, timeIds, timestepCond,
             ClassEmbedding(classLabels, x.dtype, x.device));
-        if (Config.TimeEmbeddingActFn is not null) emb = nn.functional.silu(emb);
+        if (Config.TimeEmbeddingActFn is { } timeAct) emb = DiffusersActivations.Apply(timeAct, emb);
 
         x = conv_in.forward(x);
-        var skips = new List<Tensor> { x };
+        // Skip states; a K-UNet's deepest block leaves absent ones (diffusers' None).
+        var skips = new List<Tensor?> { x };
         // A T2I-Adapter's maps, taken in order while any are left (diffusers pops them from its list).
         var intrablock = new Queue<Tensor>(downIntrablockAdditionalResiduals ?? []);
         foreach (var block in down_blocks)
         {
+            if (block is IKUNetDownBlock kBlock)
+            {
+                (x, var kResiduals) = kBlock.forward(x, emb, context);
+                skips.AddRange(kResiduals);
+                continue;
+            }
             var extra = intrablock.Count > 0 ? intrablock.Dequeue().to(dtype) : null;
             Tensor hidden;
             Tensor[] residuals;
@@ -282,7 +312,7 @@ public sealed class UNet2DConditionModel : nn.Module
         }
         // A ControlNet's residuals are added to every skip state, then to the mid block's output.
         if (downBlockAdditionalResiduals is not null)
-            for (int i = 0; i < skips.Count; i++) skips[i] = skips[i] + downBlockAdditionalResiduals[i];
+            for (int i = 0; i < skips.Count; i++) skips[i] = skips[i]! + downBlockAdditionalResiduals[i];
 
         if (mid_block is not null)
         {
@@ -295,18 +325,21 @@ public sealed class UNet2DConditionModel : nn.Module
         long[]? upsampleSize = null;
         for (int i = 0; i < up_blocks.Count; i++)
         {
-            var block = (IUNetUpBlock)up_blocks[i];
             bool isFinal = i == up_blocks.Count - 1;
-            int take = block.NumResnets;
+            int take = up_blocks[i] is IKUNetUpBlock kUp ? kUp.NumResnets : ((IUNetUpBlock)up_blocks[i]).NumResnets;
             var residuals = skips.GetRange(skips.Count - take, take);
             skips.RemoveRange(skips.Count - take, take);
-            if (!isFinal && forwardUpsampleSize)
-                upsampleSize = [skips[^1].shape[2], skips[^1].shape[3]];
-            x = block.forward(x, residuals, emb, context, upsampleSize);
-            foreach (var used in residuals) used.Dispose(); // each skip state is consumed once
+            if (up_blocks[i] is IKUNetUpBlock kBlock) x = kBlock.forward(x, residuals[^1], emb, context); // only the last one is concatenated
+            else
+            {
+                if (!isFinal && forwardUpsampleSize)
+                    upsampleSize = [skips[^1]!.shape[2], skips[^1]!.shape[3]];
+                x = ((IUNetUpBlock)up_blocks[i]).forward(x, residuals.ConvertAll(r => r!), emb, context, upsampleSize);
+            }
+            foreach (var used in residuals) used?.Dispose(); // each skip state is consumed once
         }
 
-        x = nn.functional.silu(conv_norm_out.forward(x));
+        if (conv_norm_out is not null) x = DiffusersActivations.Apply(Config.ActFn, conv_norm_out.forward(x));
         x = conv_out.forward(x);
         return x.MoveToOuterDisposeScope();
     }
@@ -430,6 +463,11 @@ public sealed class UNet2DConditionModel : nn.Module
                 $"sample must be [B, {Config.InChannels}, h, w] (in_channels = {Config.InChannels}), got {Shape(sample)}.", nameof(sample));
         if (sample.shape[0] == 0 || sample.shape[2] == 0 || sample.shape[3] == 0)
             throw new ArgumentException($"sample is empty: {Shape(sample)}.", nameof(sample));
+        // KDownsample2D halves and KUpsample2D doubles exactly (other sides would not meet their skip states again), and
+        // their reflect padding needs the deepest map to be at least 2 x 2.
+        int kFactor = 1 << Config.NumUpsamplers;
+        if (Config.IsKUNet && (sample.shape[2] % kFactor != 0 || sample.shape[3] % kFactor != 0 || sample.shape[2] < 2 * kFactor || sample.shape[3] < 2 * kFactor))
+            throw new ArgumentException($"sample sides must be multiples of {kFactor}, at least {2 * kFactor}, for this K-UNet (its K up / down samplers), got {Shape(sample)}.", nameof(sample));
         long batch = sample.shape[0];
         string widths = string.Join(" or ", _crossAttentionDims);
         if (text.dim() != 3 || text.shape[0] != batch || (_crossAttentionDims.Length > 0 && !_crossAttentionDims.All(d => d == text.shape[2])))
@@ -473,7 +511,7 @@ public sealed class UNet2DConditionModel : nn.Module
     /// <paramref name="classEmbedding"/> when given, plus SDXL's <c>text_time</c> embedding of the pooled text and the
     /// sinusoidal time ids. Shared by the UNet and the ControlNet, which compute it the same way.
     /// </summary>
-    internal static Tensor TimeEmbedding(Timesteps timeProj, TimestepEmbedding timeEmbedding, Timesteps? addTimeProj, TimestepEmbedding? addEmbedding,
+    internal static Tensor TimeEmbedding(nn.Module<Tensor, Tensor> timeProj, TimestepEmbedding timeEmbedding, Timesteps? addTimeProj, TimestepEmbedding? addEmbedding,
         Tensor timestep, long batch, ScalarType dtype, Device device, Tensor? textEmbeds, Tensor? timeIds, Tensor? timestepCond = null,
         Tensor? classEmbedding = null)
     {

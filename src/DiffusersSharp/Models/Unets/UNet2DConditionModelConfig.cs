@@ -65,10 +65,10 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Dropout probability (no effect at inference).</summary>
     public double Dropout { get; init; }
 
-    /// <summary>Activation of resnets, time embedding and output head; only silu (swish) is supported.</summary>
+    /// <summary>Activation of resnets, time embedding and output head: silu (swish), or gelu in a K-UNet (the latent upscaler's).</summary>
     public string ActFn { get; init; } = "silu";
 
-    /// <summary>Groups of every GroupNorm (null: not supported).</summary>
+    /// <summary>Groups of every GroupNorm; null only in a K-UNet (its blocks group channels by 32; no output norm then).</summary>
     public int? NormNumGroups { get; init; } = 32;
 
     /// <summary>Epsilon of the resnet and output GroupNorms.</summary>
@@ -132,7 +132,8 @@ public sealed record UNet2DConditionModelConfig
     /// </summary>
     public bool? UpcastAttention { get; init; }
 
-    /// <summary>How resnets apply the time embedding; only "default" (added after conv1) is supported.</summary>
+    /// <summary>How resnets apply the time embedding; only "default" (added after conv1) is supported, but a K-UNet's blocks
+    /// ignore it (their resnets always condition their GroupNorms, <c>ada_group</c>), as in diffusers.</summary>
     public string ResnetTimeScaleShift { get; init; } = "default";
 
     /// <summary>Unused by the supported blocks (as in diffusers).</summary>
@@ -141,16 +142,17 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Unused by the supported blocks (as in diffusers).</summary>
     public double ResnetOutScaleFactor { get; init; } = 1.0;
 
-    /// <summary>Timestep embedding type; only "positional" is supported.</summary>
+    /// <summary>Timestep embedding type: "positional" (sinusoidal) or "fourier" (<see cref="Layers.GaussianFourierProjection"/>, the
+    /// latent upscaler's; the time embedding is then 2 x block_out_channels[0] wide unless <see cref="TimeEmbeddingDim"/> says).</summary>
     public string TimeEmbeddingType { get; init; } = "positional";
 
-    /// <summary>Width of the time embedding (default 4 x block_out_channels[0]).</summary>
+    /// <summary>Width of the time embedding (default 4 x block_out_channels[0]; 2 x with "fourier").</summary>
     public int? TimeEmbeddingDim { get; init; }
 
-    /// <summary>Activation applied once to the summed embedding: null or silu.</summary>
+    /// <summary>Activation applied once to the summed embedding: null, silu or gelu.</summary>
     public string? TimeEmbeddingActFn { get; init; }
 
-    /// <summary>Activation after the time MLP (not supported).</summary>
+    /// <summary>Activation after the time MLP: null, silu or gelu (the latent upscaler's).</summary>
     public string? TimestepPostAct { get; init; }
 
     /// <summary>Width of the timestep condition of guidance-distilled models (LCM: 256), projected by
@@ -158,10 +160,10 @@ public sealed record UNet2DConditionModelConfig
     /// classifier-free guidance.</summary>
     public int? TimeCondProjDim { get; init; }
 
-    /// <summary>Kernel of conv_in; only 3 is supported.</summary>
+    /// <summary>Kernel of conv_in (odd; padded to keep the size: 3, or the latent upscaler's 1).</summary>
     public int ConvInKernel { get; init; } = 3;
 
-    /// <summary>Kernel of conv_out; only 3 is supported.</summary>
+    /// <summary>Kernel of conv_out (odd, as conv_in).</summary>
     public int ConvOutKernel { get; init; } = 3;
 
     /// <summary>Input width of the SDXL <c>add_embedding</c>: text_embeds width + time ids x addition_time_embed_dim (2816 for
@@ -190,7 +192,19 @@ public sealed record UNet2DConditionModelConfig
 
     /// <summary>Width of the time embedding the blocks receive.</summary>
     [JsonIgnore]
-    public int TimeEmbedDim => TimeEmbeddingDim ?? BlockOutChannels[0] * 4;
+    public int TimeEmbedDim => TimeEmbeddingDim ?? BlockOutChannels[0] * (TimeEmbeddingType == "fourier" ? 2 : 4);
+
+    /// <summary>Width of the timestep features the time MLP takes: block_out_channels[0] (positional) or the time embedding
+    /// width (fourier).</summary>
+    [JsonIgnore]
+    public int TimestepInputDim => TimeEmbeddingType == "fourier" ? TimeEmbedDim : BlockOutChannels[0];
+
+    /// <summary>Whether the blocks are diffusers' K-diffusion ones (<c>KDownBlock2D</c>, <c>KCrossAttnDownBlock2D</c>,
+    /// <c>KCrossAttnUpBlock2D</c>, <c>KUpBlock2D</c>: stabilityai/sd-x2-latent-upscaler); a UNet has them all or none.</summary>
+    [JsonIgnore]
+    public bool IsKUNet => DownBlockTypes.Any(IsKBlock) || UpBlockTypes.Any(IsKBlock);
+
+    private static bool IsKBlock(string type) => type is "KDownBlock2D" or "KCrossAttnDownBlock2D" or "KCrossAttnUpBlock2D" or "KUpBlock2D";
 
     /// <summary>Number of upsampling layers (levels - 1); latents whose sides are multiples of 2^this need no explicit upsample sizes.</summary>
     [JsonIgnore]
@@ -223,22 +237,31 @@ public sealed record UNet2DConditionModelConfig
         Unsupported(AdditionEmbedType is not (null or "text_time"), "addition_embed_type", AdditionEmbedType, " (only null and \"text_time\")");
         Unsupported(EncoderHidDim is not null, "encoder_hid_dim", EncoderHidDim);
         Unsupported(EncoderHidDimType is not null, "encoder_hid_dim_type", EncoderHidDimType);
-        Unsupported(TimeEmbeddingType != "positional", "time_embedding_type", TimeEmbeddingType, " (only \"positional\")");
-        Unsupported(TimeEmbeddingActFn is not (null or "silu" or "swish"), "time_embedding_act_fn", TimeEmbeddingActFn, " (only null and silu)");
-        Unsupported(TimestepPostAct is not null, "timestep_post_act", TimestepPostAct);
-        Unsupported(ResnetTimeScaleShift != "default", "resnet_time_scale_shift", ResnetTimeScaleShift, " (only \"default\")");
+        bool k = IsKUNet;
+        Unsupported(TimeEmbeddingType is not ("positional" or "fourier"), "time_embedding_type", TimeEmbeddingType, " (only \"positional\" and \"fourier\")");
+        Unsupported(TimeEmbeddingActFn is not null && !Layers.DiffusersActivations.IsKnown(TimeEmbeddingActFn), "time_embedding_act_fn", TimeEmbeddingActFn, " (only null, silu and gelu)");
+        Unsupported(TimestepPostAct is not null && !Layers.DiffusersActivations.IsKnown(TimestepPostAct), "timestep_post_act", TimestepPostAct, " (only null, silu and gelu)");
+        Unsupported(!k && ResnetTimeScaleShift != "default", "resnet_time_scale_shift", ResnetTimeScaleShift, " (only \"default\")");
         Unsupported(DualCrossAttention, "dual_cross_attention", DualCrossAttention);
         Unsupported(AttentionType != "default", "attention_type", AttentionType, " (only \"default\")");
-        Unsupported(ConvInKernel != 3, "conv_in_kernel", ConvInKernel, " (only 3)");
-        Unsupported(ConvOutKernel != 3, "conv_out_kernel", ConvOutKernel, " (only 3)");
-        Unsupported(ActFn is not ("silu" or "swish"), "act_fn", ActFn, " (only silu)");
-        Unsupported(NormNumGroups is null, "norm_num_groups", NormNumGroups);
+        Unsupported(ConvInKernel <= 0 || ConvInKernel % 2 == 0, "conv_in_kernel", ConvInKernel, " (only odd sizes)");
+        Unsupported(ConvOutKernel <= 0 || ConvOutKernel % 2 == 0, "conv_out_kernel", ConvOutKernel, " (only odd sizes)");
+        Unsupported(k ? !Layers.DiffusersActivations.IsKnown(ActFn) : ActFn is not ("silu" or "swish"), "act_fn", ActFn, k ? " (only silu and gelu)" : " (only silu, or gelu in a K-UNet)");
+        Unsupported(!k && NormNumGroups is null, "norm_num_groups", NormNumGroups, " (null only in a K-UNet)");
+        if (k)
+        {
+            Unsupported(!DownBlockTypes.All(IsKBlock) || !UpBlockTypes.All(IsKBlock), "down_block_types / up_block_types", string.Join(", ", DownBlockTypes.Concat(UpBlockTypes)),
+                " (K-diffusion blocks mixed with others)");
+            Unsupported(MidBlockType is not null, "mid_block_type", MidBlockType, " in a K-UNet (only null)");
+        }
         Unsupported(ReverseTransformerLayersPerBlock is not null, "reverse_transformer_layers_per_block", ReverseTransformerLayersPerBlock);
         Unsupported(MidBlockType is not (null or "UNetMidBlock2DCrossAttn"), "mid_block_type", MidBlockType, " (only UNetMidBlock2DCrossAttn or null)");
         foreach (var type in DownBlockTypes)
-            Unsupported(type is not ("CrossAttnDownBlock2D" or "DownBlock2D"), "down_block_types entry", type, " (only CrossAttnDownBlock2D and DownBlock2D)");
+            Unsupported(type is not ("CrossAttnDownBlock2D" or "DownBlock2D" or "KDownBlock2D" or "KCrossAttnDownBlock2D"), "down_block_types entry", type,
+                " (only CrossAttnDownBlock2D, DownBlock2D, KDownBlock2D and KCrossAttnDownBlock2D)");
         foreach (var type in UpBlockTypes)
-            Unsupported(type is not ("CrossAttnUpBlock2D" or "UpBlock2D"), "up_block_types entry", type, " (only CrossAttnUpBlock2D and UpBlock2D)");
+            Unsupported(type is not ("CrossAttnUpBlock2D" or "UpBlock2D" or "KCrossAttnUpBlock2D" or "KUpBlock2D"), "up_block_types entry", type,
+                " (only CrossAttnUpBlock2D, UpBlock2D, KCrossAttnUpBlock2D and KUpBlock2D)");
         if (TransformerLayersPerBlock.Nested is not null)
             Unsupported(true, "transformer_layers_per_block", TransformerLayersPerBlock, " as a list of lists (asymmetric UNets)");
         if (AdditionEmbedType == "text_time")
@@ -252,10 +275,15 @@ public sealed record UNet2DConditionModelConfig
         Require(UpBlockTypes.Length == n, $"down_block_types has {n} entries but up_block_types has {UpBlockTypes.Length}.");
         Require(BlockOutChannels.Length == n, $"block_out_channels has {BlockOutChannels.Length} entries but down_block_types has {n}.");
         Require(InChannels > 0 && OutChannels > 0, "in_channels and out_channels must be positive.");
-        Require(NormNumGroups > 0 && BlockOutChannels.All(c => c > 0 && c % NormNumGroups == 0),
-            $"every block_out_channels entry must be a positive multiple of norm_num_groups ({NormNumGroups}).");
+        if (NormNumGroups is not null || !k)
+            Require(NormNumGroups > 0 && BlockOutChannels.All(c => c > 0 && c % NormNumGroups == 0),
+                $"every block_out_channels entry must be a positive multiple of norm_num_groups ({NormNumGroups}).");
+        if (k)
+            Require(BlockOutChannels.All(c => c >= 32 && c % (c / 32) == 0),
+                "every block_out_channels entry of a K-UNet must be at least 32 and split into channels / 32 equal groups.");
         Require(DownsamplePadding >= 0, "downsample_padding must not be negative.");
         Require(BlockOutChannels[0] % 2 == 0 && TimeEmbedDim > 0, "block_out_channels[0] must be even (sinusoidal timestep features).");
+        Require(TimeEmbeddingType != "fourier" || TimeEmbedDim % 2 == 0, $"a fourier time embedding must be even, got {TimeEmbedDim}.");
         Require(NumClassEmbeds is null or > 0, $"num_class_embeds must be positive, got {NumClassEmbeds}.");
         if (ClassEmbedType is "projection" or "simple_projection")
             Require(ProjectionClassEmbeddingsInputDim is > 0, $"class_embed_type \"{ClassEmbedType}\" needs a positive projection_class_embeddings_input_dim.");
