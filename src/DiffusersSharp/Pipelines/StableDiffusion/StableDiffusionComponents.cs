@@ -27,7 +27,7 @@ public sealed class StableDiffusionComponents : SwappableSchedulerComponents
         StableDiffusionXL.StableDiffusionXLInstructPix2PixPipeline.PipelineClass];
     private static readonly string[] SDPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
         StableDiffusionInstructPix2PixPipeline.PipelineClass, LatentConsistencyModelPipeline.PipelineClass, LatentConsistencyModelImg2ImgPipeline.PipelineClass,
-        StableDiffusionUpscalePipeline.PipelineClass];
+        StableDiffusionUpscalePipeline.PipelineClass, StableDiffusionLatentUpscalePipeline.PipelineClass];
 
     /// <summary>The denoising UNet.</summary>
     public required UNet2DConditionModel Unet { get; init; }

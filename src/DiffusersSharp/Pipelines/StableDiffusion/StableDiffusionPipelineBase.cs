@@ -15,8 +15,9 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
 
     /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
     /// <exception cref="ArgumentException">The components are of the other family (SDXL for an SD pipeline or the reverse), or
-    /// an x4 upscaler's for another pipeline than <paramref name="upscaler"/>'s (or the reverse).</exception>
-    private protected StableDiffusionPipelineBase(StableDiffusionComponents components, bool xl, bool upscaler = false)
+    /// an x4 upscaler's for another pipeline than <paramref name="upscaler"/>'s (or the reverse), or a latent upscaler's (a
+    /// K-UNet) for another pipeline than <paramref name="latentUpscaler"/>'s (or the reverse).</exception>
+    private protected StableDiffusionPipelineBase(StableDiffusionComponents components, bool xl, bool upscaler = false, bool latentUpscaler = false)
     {
         ArgumentNullException.ThrowIfNull(components);
         if (components.IsXL != xl)
@@ -27,13 +28,17 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             throw new ArgumentException(upscaler
                 ? "These components are not an x4 upscaler's (they have no low_res_scheduler): load stabilityai/stable-diffusion-x4-upscaler or a folder whose model_index.json names StableDiffusionUpscalePipeline."
                 : "These components are a Stable Diffusion x4 upscaler (low_res_scheduler, a noise-level-conditioned UNet); use StableDiffusionUpscalePipeline.", nameof(components));
+        if (components.Unet.Config.IsKUNet != latentUpscaler)
+            throw new ArgumentException(latentUpscaler
+                ? "These components are not a latent upscaler's (their UNet has no K-diffusion blocks): load stabilityai/sd-x2-latent-upscaler or a folder whose model_index.json names StableDiffusionLatentUpscalePipeline."
+                : "These components are a latent x2 upscaler's (a K-diffusion UNet); use StableDiffusionLatentUpscalePipeline.", nameof(components));
         components.Acquire();
         Components = components;
         int scale = components.Vae.VaeScaleFactor, channels = components.Vae.Config.LatentChannels;
-        // diffusers' upscaler builds its image processor with resample="bicubic"; the others keep the LANCZOS default.
+        // diffusers' upscalers build their image processors with resample="bicubic"; the others keep the LANCZOS default.
         ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig
         {
-            VaeScaleFactor = scale, VaeLatentChannels = channels, Resample = upscaler ? ResampleFilter.Bicubic : ResampleFilter.Lanczos,
+            VaeScaleFactor = scale, VaeLatentChannels = channels, Resample = upscaler || latentUpscaler ? ResampleFilter.Bicubic : ResampleFilter.Lanczos,
         });
         MaskProcessor = VaeImageProcessor.CreateMaskProcessor(scale, channels);
     }
@@ -60,9 +65,9 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
     private bool IsXL => Components.IsXL;
 
     /// <summary>The guidance scale <paramref name="r"/> runs with: its own, or the pipeline's default (7.5; SDXL 5.0; LCM 8.5;
-    /// the x4 upscaler 9.0).</summary>
+    /// the x4 and latent upscalers 9.0).</summary>
     public double GuidanceOf(StableDiffusionRequest r) =>
-        r.GuidanceScale ?? (r is ILatentConsistencyRequest ? 8.5 : r is StableDiffusionUpscaleRequest ? 9.0 : IsXL ? 5.0 : 7.5);
+        r.GuidanceScale ?? (r is ILatentConsistencyRequest ? 8.5 : r is StableDiffusionUpscaleRequest or StableDiffusionLatentUpscaleRequest ? 9.0 : IsXL ? 5.0 : 7.5);
 
     /// <summary>
     /// Whether the call conditions the UNet on the guidance-scale embedding (<c>timestep_cond</c>) instead of running
@@ -72,7 +77,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
     /// such a UNet as on any other.
     /// </summary>
     public bool UsesGuidanceEmbedding(StableDiffusionRequest r) => r is ILatentConsistencyRequest
-        || (Components.Unet.Config.TimeCondProjDim is not null && r is not (StableDiffusionInstructPix2PixRequest or StableDiffusionUpscaleRequest)
+        || (Components.Unet.Config.TimeCondProjDim is not null && r is not (StableDiffusionInstructPix2PixRequest or StableDiffusionUpscaleRequest or StableDiffusionLatentUpscaleRequest)
             && !(r is IControlNetRequest && r is StableDiffusionImg2ImgRequest));
 
     /// <summary>The strength <paramref name="r"/> runs with: its own, or the pipeline's default (img2img 0.8, inpaint 1.0;
@@ -85,6 +90,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
     {
         // The upscaler's size is the image's times the VAE factor (its own checks say what is wrong with it).
         if (r is StableDiffusionUpscaleRequest upscale) CheckUpscaleInputs(upscale, height, width);
+        else if (r is StableDiffusionLatentUpscaleRequest latentUpscale) CheckLatentUpscaleInputs(latentUpscale);
         else if (height <= 0 || width <= 0 || height % 8 != 0 || width % 8 != 0)
             throw new ArgumentException($"height and width must be positive multiples of 8, got {height}x{width}.");
         if (steps < 1) throw new ArgumentException($"num_inference_steps must be at least 1, got {steps}.");
