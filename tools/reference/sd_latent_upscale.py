@@ -10,7 +10,10 @@ Writes, under local-diffusers/sd-latent-upscale/:
   here; the VAE is tiny-sd15's, named in the README), unet/ (the K-UNet, drawn by diffusers' constructor after
   torch.manual_seed(6): config.json by save_config, weights as safetensors), scheduler/ (EulerDiscreteScheduler with
   prediction_type "sample", as the real repo's);
-- expected.safetensors: one K-UNet forward and pipeline runs given prompt and pooled embeddings.
+- expected.safetensors: one K-UNet forward and pipeline runs given prompt and pooled embeddings;
+- full-size/: the real repo's configs (written from memory: see the README) and counts.json, diffusers' (and
+  transformers') parameter and tensor counts of them built with every parameter on `meta` (/tmp/reftf saved as README.md
+  says, for the text encoder's count).
 """
 import json
 import os
@@ -112,3 +115,67 @@ run("batch", 63, out["in.batch_latents_image"], prompt_embeds=out["in.batch_prom
     num_inference_steps=2, guidance_scale=5.0)
 save_file({k: v.contiguous() for k, v in out.items()}, f"{here}/expected.safetensors")
 print(f"wrote {len(out)} tensors")
+
+# Full size: stabilityai/sd-x2-latent-upscaler's configs as diffusers' convert_k_upscaler_to_diffusers.py makes them from
+# the k-diffusion upscaler's config (channels [384, 384, 768, 768], depths 4, mapping_cond_dim 896, cross_cond_dim 768,
+# has_variance), SD's VAE and CLIP ViT-L/14, written from memory, and diffusers' (and transformers') counts of them with
+# every parameter on `meta`.
+import subprocess  # noqa: E402
+
+full = f"{here}/full-size"
+k_unet = dict(unet_config, _class_name="UNet2DConditionModel", _diffusers_version="0.13.0.dev0", attention_head_dim=64,
+              block_out_channels=[384, 384, 768, 768], layers_per_block=4, time_cond_proj_dim=896, cross_attention_dim=768,
+              down_block_types=["KDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D"],
+              up_block_types=["KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KUpBlock2D"], sample_size=96)
+sd_vae = {"_class_name": "AutoencoderKL", "_diffusers_version": "0.8.0", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+          "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+          "norm_num_groups": 32, "out_channels": 3, "sample_size": 512, "up_block_types": ["UpDecoderBlock2D"] * 4}
+clip_l = {"architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2,
+          "hidden_act": "quick_gelu", "hidden_size": 768, "initializer_factor": 1.0, "initializer_range": 0.02,
+          "intermediate_size": 3072, "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "model_type": "clip_text_model",
+          "num_attention_heads": 12, "num_hidden_layers": 12, "pad_token_id": 1, "projection_dim": 768, "torch_dtype": "float32",
+          "vocab_size": 49408}
+write_json(f"{full}/model_index.json", {
+    "_class_name": "StableDiffusionLatentUpscalePipeline", "_diffusers_version": "0.13.0.dev0",
+    "scheduler": ["diffusers", "EulerDiscreteScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]})
+write_json(f"{full}/unet/config.json", k_unet)
+write_json(f"{full}/vae/config.json", sd_vae)
+write_json(f"{full}/text_encoder/config.json", clip_l)
+write_json(f"{full}/tokenizer/tokenizer_config.json", {"model_max_length": 77, "tokenizer_class": "CLIPTokenizer"})
+write_json(f"{full}/scheduler/scheduler_config.json", scheduler_config)
+
+meta_prelude = """
+from torch import nn
+_register = nn.Module.register_parameter
+def _register_on_meta(self, name, p):
+    if p is not None and p.device.type != "meta":
+        p = nn.Parameter(p.detach().to("meta"), p.requires_grad)
+    _register(self, name, p)
+nn.Module.register_parameter = _register_on_meta
+"""
+counts_code = meta_prelude + """
+import json, sys
+from diffusers import AutoencoderKL, UNet2DConditionModel
+full = sys.argv[1]
+counts = {}
+for name, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL)):
+    config = json.load(open(f"{full}/{name}/config.json"))
+    model = cls(**{k: v for k, v in config.items() if not k.startswith("_")})
+    counts[name] = {"parameters": sum(p.numel() for p in model.parameters()), "tensors": len(model.state_dict())}
+print(json.dumps(counts))
+"""
+text_code = meta_prelude + """
+import json, sys
+from transformers.models.clip.configuration_clip import CLIPTextConfig
+from transformers.models.clip.modeling_clip import CLIPTextModel
+config = json.load(open(f"{sys.argv[1]}/text_encoder/config.json"))
+model = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")}))
+print(json.dumps({"text_encoder": {"parameters": sum(p.numel() for p in model.parameters()), "tensors": len(model.state_dict())}}))
+"""
+counts = json.loads(subprocess.run([sys.executable, "-c", counts_code, full], check=True, capture_output=True, text=True).stdout)
+env = dict(os.environ, PYTHONPATH="tools/reference/pyenv-transformers:tools/reference/pyenv")
+counts.update(json.loads(subprocess.run([sys.executable, "-c", text_code, full], check=True, capture_output=True, text=True,
+                                        env=env).stdout))
+write_json(f"{full}/counts.json", counts)
+print(counts)

@@ -299,6 +299,8 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
         ? new StableDiffusionInstructPix2PixRequest { Image = image, ImageGuidanceScale = imageGuidance ?? 1.5 }
         : LoadedModel.IsUpscaler(pipelineClass) // --strength, --width / --height, --controlnet were refused
         ? new StableDiffusionUpscaleRequest { Image = image, NoiseLevel = noiseLevel ?? 20 }
+        : LoadedModel.IsLatentUpscaler(pipelineClass) // --strength, --width / --height, --controlnet were refused
+        ? new StableDiffusionLatentUpscaleRequest { Image = image }
         : LoadedModel.IsLatentConsistency(pipelineClass) // --controlnet was refused
         ? new LatentConsistencyModelImg2ImgRequest { Image = image, Strength = strength }
         : control is null
@@ -330,6 +332,8 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     {
         if (request is StableDiffusionControlNetUnionImg2ImgRequest union)
             return Use(new StableDiffusionXLControlNetUnionImg2ImgPipeline(components), union, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+        if (request is StableDiffusionLatentUpscaleRequest latentUpscale)
+            return Use(new StableDiffusionLatentUpscalePipeline(components), latentUpscale, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         if (request is StableDiffusionUpscaleRequest upscale)
             return Use(new StableDiffusionUpscalePipeline(components), upscale, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         if (request is LatentConsistencyModelImg2ImgRequest lcm)

@@ -53,7 +53,7 @@ internal sealed class GenerationRunner(CliOutput output, GenerateSettings settin
             var (result, guidance, strength) = pipelines.RunUNet(unet, request, hooks, ct);
             using (result)
                 return new Generated(result.Images!, Parameters(verb, settings.Steps ?? (request is StableDiffusionInstructPix2PixRequest ? 100 : request is ILatentConsistencyRequest ? 4
-                    : request is StableDiffusionUpscaleRequest ? 75 : pipelines.UNetDefaultSteps), model.Name,
+                    : request is StableDiffusionUpscaleRequest or StableDiffusionLatentUpscaleRequest ? 75 : pipelines.UNetDefaultSteps), model.Name,
                     unet.SchedulerClassName.Replace("Scheduler", ""), guidance, strength, unet.IsXL, noiseLevel: (request as StableDiffusionUpscaleRequest)?.NoiseLevel));
         }
         if (model.Flux is { } flux)

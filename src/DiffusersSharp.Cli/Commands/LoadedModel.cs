@@ -80,13 +80,14 @@ internal sealed class LoadedModel : IDisposable
         FluxComponents.FillPipelineClass => ["inpaint"],
         PixArtComponents.SigmaPipelineClass or PixArtComponents.AlphaPipelineClass => ["txt2img"],
         StableDiffusionInstructPix2PixPipeline.PipelineClass or StableDiffusionXLInstructPix2PixPipeline.PipelineClass => ["img2img"],
-        StableDiffusionUpscalePipeline.PipelineClass => ["img2img"],
+        StableDiffusionUpscalePipeline.PipelineClass or StableDiffusionLatentUpscalePipeline.PipelineClass => ["img2img"],
         LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass => ["txt2img", "img2img"],
         _ => ["txt2img", "img2img", "inpaint"],
     };
 
     /// <summary>Whether img2img takes a strength (FLUX.1-Kontext's edit conditions every step on the image instead).</summary>
-    public bool HasStrength => PipelineClass is not FluxComponents.KontextPipelineClass && !IsInstructPix2Pix(PipelineClass) && !IsUpscaler(PipelineClass);
+    public bool HasStrength => PipelineClass is not FluxComponents.KontextPipelineClass && !IsInstructPix2Pix(PipelineClass) && !IsUpscaler(PipelineClass)
+        && !IsLatentUpscaler(PipelineClass);
 
     /// <summary>The modes that take a strength: img2img (unless <see cref="HasStrength"/> is false) and inpaint.</summary>
     public IReadOnlyList<string> StrengthModes => Modes.Where(m => m == "inpaint" || (m == "img2img" && HasStrength)).ToArray();
@@ -185,6 +186,7 @@ internal sealed class LoadedModel : IDisposable
         string pipelineClass = ModelIndex.Read(folder).ClassName;
         var family = FamilyOf(pipelineClass);
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
+        if (IsLatentUpscaler(pipelineClass)) CheckLatentUpscalerLoaders(settings, pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
         // A FLUX.1-Canny / Depth LoRA makes FLUX.1-dev a control model (diffusers: FluxControlPipeline.from_pretrained of
@@ -435,6 +437,39 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"{lacking} does not apply to x4 upscalers (diffusers' {pipelineClass} takes none); {settings.Model} is a {pipelineClass}.");
     }
 
+    /// <summary>Whether <paramref name="pipelineClass"/> is a latent x2 upscaler's (diffusers' StableDiffusionLatentUpscalePipeline).</summary>
+    internal static bool IsLatentUpscaler(string pipelineClass) => pipelineClass == StableDiffusionLatentUpscalePipeline.PipelineClass;
+
+    /// <summary>
+    /// Latent x2 upscalers (diffusers' StableDiffusionLatentUpscalePipeline, stabilityai/sd-x2-latent-upscaler) upscale an
+    /// image (its VAE latents) twice as the prompt describes it: img2img only, one image, the model's Euler scheduler, none
+    /// of the options diffusers' call lacks.
+    /// </summary>
+    private static void CheckLatentUpscaler(GenerateSettings settings, string pipelineClass)
+    {
+        if (!IsLatentUpscaler(pipelineClass)) return;
+        if (settings is not Img2ImgSettings || settings is InpaintSettings)
+            throw new ArgumentException($"{settings.Model} is a latent x2 upscaler ({pipelineClass}): upscale an image with `img2img --image FILE --prompt \"what it shows\"`.");
+        string? lacking = ((Img2ImgSettings)settings).Strength is not null ? "--strength"
+            : settings.Width is not null || settings.Height is not null ? "--width / --height (the output is twice the image)"
+            : settings.NumImages != 1 ? "--num-images other than 1"
+            : settings.ControlNets.Count > 0 ? "--controlnet" : settings.Adapters.Count > 0 ? "--adapter" : settings.IpAdapter is not null ? "--ip-adapter"
+            : settings.GuidanceRescale is not null ? "--guidance-rescale" : settings.ClipSkip is not null ? "--clip-skip" : settings.Eta is not null ? "--eta"
+            : settings.Scheduler is { } scheduler && scheduler is not ("euler" or "EulerDiscreteScheduler") ? "--scheduler other than euler (the pipeline preconditions with the Euler sigmas)"
+            : null;
+        if (lacking is not null)
+            throw new ArgumentException($"{lacking} does not apply to latent upscalers (diffusers' {pipelineClass} takes none); {settings.Model} is a {pipelineClass}.");
+    }
+
+    /// <summary>diffusers' latent upscaler pipeline has no LoRA, textual inversion or single-file loader: refused before loading.</summary>
+    private static void CheckLatentUpscalerLoaders(ModelSettings settings, string pipelineClass)
+    {
+        string? lacking = settings.Loras.Count > 0 ? "--lora" : settings.TextualInversion is { Length: > 0 } ? "--textual-inversion"
+            : settings.SingleFile is not null ? "--single-file" : settings.IpAdapter is not null ? "--ip-adapter" : null;
+        if (lacking is not null)
+            throw new ArgumentException($"{lacking} does not apply to latent upscalers (diffusers' {pipelineClass} has no such loader); {settings.Model} is a {pipelineClass}.");
+    }
+
     /// <summary>--noise-level against the upscaler folder's model_index.json max_noise_level (default 350), before any weights load.</summary>
     private static void CheckNoiseLevel(GenerateSettings settings, string folder)
     {
@@ -540,6 +575,7 @@ internal sealed class LoadedModel : IDisposable
         CheckInstructPix2Pix(settings, pipelineClass);
         CheckLatentConsistency(settings, pipelineClass);
         CheckUpscaler(settings, pipelineClass);
+        CheckLatentUpscaler(settings, pipelineClass);
         if (settings.ControlNets.Count == 0 && settings.ControlImage is { Length: > 0 } && pipelineClass != FluxComponents.ControlPipelineClass)
             throw new ArgumentException($"--control-image needs --controlnet (or a FLUX.1 control model such as FLUX.1-Canny-dev, whose model_index.json names {FluxComponents.ControlPipelineClass}); {settings.Model} is a {pipelineClass}.");
         if (settings is InpaintSettings { PaddingMaskCrop: not null } cropped)
@@ -688,6 +724,7 @@ internal sealed class LoadedModel : IDisposable
             StableDiffusionInstructPix2PixPipeline.PipelineClass => "InstructPix2Pix (diffusers' StableDiffusionInstructPix2PixPipeline",
             StableDiffusionXLInstructPix2PixPipeline.PipelineClass => "SDXL InstructPix2Pix (diffusers' StableDiffusionXLInstructPix2PixPipeline",
             StableDiffusionUpscalePipeline.PipelineClass => "x4 upscalers (diffusers' StableDiffusionUpscalePipeline",
+            StableDiffusionLatentUpscalePipeline.PipelineClass => "latent upscalers (diffusers' StableDiffusionLatentUpscalePipeline",
             _ => null,
         };
         if (none is not null)

@@ -123,6 +123,8 @@ internal sealed class WebServer : IAsyncDisposable
             ImageGuidance = LoadedModel.IsInstructPix2Pix(_model.PipelineClass),
             // An x4 upscaler: img2img (four times the image) takes noise_level.
             NoiseLevel = LoadedModel.IsUpscaler(_model.PipelineClass),
+            // The upscalers' img2img makes the image this many times larger (x4 upscaler 4, latent upscaler 2), else null.
+            UpscaleFactor = LoadedModel.IsUpscaler(_model.PipelineClass) ? 4 : LoadedModel.IsLatentUpscaler(_model.PipelineClass) ? 2 : (int?)null,
             // serve --redux: requests take redux_image / redux_images and redux_scale / redux_pooled_scale (FLUX.1 models).
             Redux = _model.ReduxPrior is not null,
             // A FLUX.1 control model (FLUX.1-Canny-dev, Depth-dev): every request takes its control_image.

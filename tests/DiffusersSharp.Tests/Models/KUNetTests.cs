@@ -35,6 +35,18 @@ public sealed class KUNetTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void TheFullSizeLatentUpscalerUnetHasDiffusersCounts()
+    {
+        string full = Fixtures.Path("local-diffusers/sd-latent-upscale/full-size");
+        var counts = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(full, "counts.json")))!["unet"]!;
+        using var unet = new UNet2DConditionModel(ConfigJson.Read<UNet2DConditionModelConfig>(Path.Combine(full, "unet", "config.json")), new Device(DeviceType.META));
+        long parameters = unet.parameters().Sum(p => p.numel());
+        output.WriteLine($"sd-x2-latent-upscaler unet: {parameters:N0} parameters, {unet.state_dict().Count} tensors");
+        Assert.Equal((long)counts["parameters"]!, parameters);
+        Assert.Equal((long)counts["tensors"]!, unet.state_dict().Count);
+    }
+
+    [Fact]
     public void SidesTheKSamplersCannotTakeAreRefused()
     {
         using var unet = UNet2DConditionModel.FromPretrained(UnetFolder);
