@@ -13,23 +13,13 @@ public static class TinyLatentUpscalerFolder
     /// <summary>Writes the folder at <paramref name="dir"/>.</summary>
     public static void Write(string dir)
     {
-        Copy(Fixtures.Path("local-diffusers/sd-latent-upscale/model"), dir);
+        TinyUpscalerFolder.Copy(Fixtures.Path("local-diffusers/sd-latent-upscale/model"), dir);
         foreach (string part in new[] { "vae", "text_encoder", "tokenizer" })
-            Copy(Fixtures.Path($"tiny-sd15/model/{part}"), Path.Combine(dir, part));
+            TinyUpscalerFolder.Copy(Fixtures.Path($"tiny-sd15/model/{part}"), Path.Combine(dir, part));
         string index = Path.Combine(dir, "model_index.json");
         var json = JsonNode.Parse(File.ReadAllText(index))!.AsObject();
         json["text_encoder"] = new JsonArray("transformers", "CLIPTextModel");
         json["tokenizer"] = new JsonArray("transformers", "CLIPTokenizer");
         File.WriteAllText(index, json.ToJsonString());
-    }
-
-    private static void Copy(string source, string target)
-    {
-        foreach (string file in Directory.GetFiles(source, "*", SearchOption.AllDirectories))
-        {
-            string to = Path.Combine(target, Path.GetRelativePath(source, file));
-            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
-            File.Copy(file, to);
-        }
     }
 }

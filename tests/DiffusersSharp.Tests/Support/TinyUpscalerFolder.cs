@@ -23,7 +23,8 @@ public static class TinyUpscalerFolder
         File.WriteAllText(index, json.ToJsonString());
     }
 
-    private static void Copy(string source, string target)
+    /// <summary>Copies every file under <paramref name="source"/> to the same place under <paramref name="target"/>.</summary>
+    internal static void Copy(string source, string target)
     {
         foreach (string file in Directory.GetFiles(source, "*", SearchOption.AllDirectories))
         {

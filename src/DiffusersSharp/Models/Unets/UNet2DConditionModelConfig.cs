@@ -4,7 +4,8 @@ using DiffusersSharp.IO;
 namespace DiffusersSharp.Models.Unets;
 
 /// <summary>
-/// <c>unet/config.json</c> of diffusers' <c>UNet2DConditionModel</c> (SD 1.x / 2.x, SDXL, the x4 upscaler). Defaults are the Python
+/// <c>unet/config.json</c> of diffusers' <c>UNet2DConditionModel</c> (SD 1.x / 2.x, SDXL, the x4 upscaler, the latent
+/// upscaler's K-UNet). Defaults are the Python
 /// constructor defaults. Fields that diffusers accepts as one value or one value per block are
 /// <see cref="OneOrMany{T}"/>. Fields that the supported blocks never read in diffusers either
 /// (<c>resnet_skip_time_act</c>, <c>resnet_out_scale_factor</c>, <c>cross_attention_norm</c>,
