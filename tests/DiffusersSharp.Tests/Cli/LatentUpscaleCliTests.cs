@@ -79,6 +79,7 @@ public sealed class LatentUpscaleCliTests : IDisposable
     [InlineData("img2img --eta 0.5", "--eta does not apply to latent upscalers")]
     [InlineData("img2img --scheduler ddim", "--scheduler other than euler")]
     [InlineData("img2img --noise-level 20", "--noise-level applies to x4 upscalers")]
+    [InlineData("img2img --freeu 0.9,0.2,1.2,1.4", "the latent upscaler's K-diffusion blocks have no FreeU")]
     public void WhatTheLatentUpscalerLacksIsRefusedBeforeLoading(string verbAndOptions, string expected)
     {
         var words = verbAndOptions.Split(' ');
