@@ -1,3 +1,8 @@
+using System.Net.Http.Json;
+using System.Text.Json;
+using DiffusersSharp.Cli;
+using DiffusersSharp.Cli.Commands;
+using DiffusersSharp.Cli.Web;
 using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion;
@@ -8,7 +13,8 @@ using Generator = DiffusersSharp.Runtime.Generator;
 namespace DiffusersSharp.Tests.Cli;
 
 /// <summary><c>generate --pag-scale</c> (PagParityTests checks PAG itself against diffusers): the image is the library's
-/// PAG pipeline's, and misplaced PAG options are refused before loading.</summary>
+/// PAG pipeline's, and misplaced PAG options are refused before loading; serve's pag_scale / pag_layers /
+/// pag_adaptive_scale per request.</summary>
 public sealed class PagCliTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("pag").FullName;
@@ -101,5 +107,36 @@ public sealed class PagCliTests : IDisposable
         Assert.NotEqual(0, code);
         Assert.Contains("Cannot find PAG layer to set attention processor for: down.block_1", stderr);
         Assert.False(File.Exists(Out()));
+    }
+
+    [Fact]
+    public async Task ServeAppliesPagPerRequest()
+    {
+        var quiet = new CliOutput(TextWriter.Null, TextWriter.Null);
+        using var model = LoadedModel.Load(quiet, new ServeCommand.Settings { Model = Sd15 }, default);
+        await using var server = await WebServer.StartAsync(model, quiet, "127.0.0.1", 0, default);
+        using var http = new HttpClient { BaseAddress = server.Address };
+        Assert.True((await http.GetFromJsonAsync<JsonElement>("api/info")).GetProperty("pag").GetBoolean());
+        object Body(double? pagScale, string[]? layers = null, double? adaptive = null, string mode = "txt2img") => new
+        {
+            prompt = "a red square", steps = 2, width = 32, height = 32, seed = 3, guidance = 5, mode,
+            pag_scale = pagScale, pag_layers = layers, pag_adaptive_scale = adaptive,
+        };
+
+        var served = await ServeApi.Result(http, Body(2.0, ["up_blocks.3"], 0.002));
+        Assert.Contains("PAG: 2 (adaptive 0.002), layers up_blocks.3", served.GetProperty("parameters").GetString());
+        using var components = StableDiffusionComponents.FromPretrained(Sd15, new PipelineLoadOptions());
+        using var pipe = new StableDiffusionPAGPipeline(components);
+        using var library = pipe.Generate(new StableDiffusionPAGRequest
+        {
+            Prompt = "a red square", NumInferenceSteps = 2, GuidanceScale = 5, Width = 32, Height = 32, Generator = new Generator("cpu").ManualSeed(3),
+            PagScale = 2.0, PagAdaptiveScale = 0.002, PagAppliedLayers = ["up_blocks.3"],
+        });
+        Assert.Equal(library.Images![0].Pixels, ServeApi.Image(served).Pixels);
+        // A request without it runs without PAG (nothing of the last request's stays on the UNet).
+        Assert.DoesNotContain("PAG", (await ServeApi.Result(http, Body(null))).GetProperty("parameters").GetString());
+        Assert.Contains("pag_layers needs pag_scale", await ServeApi.Refusal(http, Body(null, ["mid"])));
+        Assert.Contains("pag_scale must be a finite number >= 0", await ServeApi.Refusal(http, Body(-1)));
+        Assert.Contains("apply to txt2img", await ServeApi.Refusal(http, Body(3, mode: "img2img")));
     }
 }
