@@ -57,6 +57,7 @@ internal abstract class VerbPipelines
             Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s), s.ImageGuidanceValue, s.NoiseLevel),
             { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlOptions.From(s)!),
             { Adapters.Count: > 0 } s => new AdapterTextToImage(AdapterOptions.From(s)),
+            { PagScale: not null } s => new TextToImage(new PagOptions(s.PagScaleValue!.Value, s.PagAdaptiveScaleValue, s.PagLayerList)),
             _ => new TextToImage(),
         };
         // Without --controlnet, the control image is a FLUX.1 control model's (the model check refuses it for others).
@@ -155,8 +156,11 @@ internal abstract class VerbPipelines
     };
 }
 
-/// <summary><c>generate</c>'s pipelines.</summary>
-internal sealed class TextToImage : VerbPipelines
+/// <summary>Perturbed-attention guidance's options of <c>generate</c> (--pag-scale, --pag-adaptive-scale, --pag-layers).</summary>
+internal sealed record PagOptions(double Scale, double AdaptiveScale, IReadOnlyList<string> Layers);
+
+/// <summary><c>generate</c>'s pipelines; with <paramref name="pag"/> the UNet ones are the PAG pipelines.</summary>
+internal sealed class TextToImage(PagOptions? pag = null) : VerbPipelines
 {
     public override string Verb => "txt2img";
 
@@ -165,7 +169,9 @@ internal sealed class TextToImage : VerbPipelines
     public override StableDiffusion3Request Sd3Request() => new();
 
     public override StableDiffusionRequest UNetRequest(string pipelineClass) =>
-        LoadedModel.IsLatentConsistency(pipelineClass) ? new LatentConsistencyModelRequest() : new StableDiffusionRequest();
+        LoadedModel.IsLatentConsistency(pipelineClass) ? new LatentConsistencyModelRequest()
+        : pag is not null ? new StableDiffusionPAGRequest { PagScale = pag.Scale, PagAdaptiveScale = pag.AdaptiveScale, PagAppliedLayers = pag.Layers }
+        : new StableDiffusionRequest();
 
     public override FluxRequest FluxRequest(string pipelineClass) => pipelineClass switch
     {
@@ -186,6 +192,10 @@ internal sealed class TextToImage : VerbPipelines
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
         RunHooks hooks, CancellationToken ct) => request is LatentConsistencyModelRequest lcm
         ? Use(new LatentConsistencyModelPipeline(components), lcm, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
+        : request is StableDiffusionPAGRequest pagRequest
+        ? components.IsXL
+            ? Use(new StableDiffusionXLPAGPipeline(components), pagRequest, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
+            : Use(new StableDiffusionPAGPipeline(components), pagRequest, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
         : components.IsXL
         ? Use(new StableDiffusionXLPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
         : Use(new StableDiffusionPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));

@@ -238,6 +238,27 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--freeu <S1,S2,B1,B2>"), Description("SD 1.x / 2.x and SDXL: FreeU (diffusers' pipe.enable_freeu(s1, s2, b1, b2)): the backbone features of the two lowest-resolution up blocks amplified by b1 / b2, their skip features' low frequencies damped by s1 / s2. FreeU's suggestions: SD 1.4 0.9,0.2,1.2,1.4; SD 1.5 0.9,0.2,1.5,1.6; SD 2.1 0.9,0.2,1.4,1.6; SDXL 0.6,0.4,1.1,1.2. A 0 among them leaves it off, as in diffusers.")]
     public string? FreeU { get; init; }
 
+    /// <summary>Perturbed-attention guidance's scale (UNet text-to-image).</summary>
+    [CommandOption("--pag-scale <S>"), Description("SD 1.x / 2.x and SDXL text-to-image: Perturbed-Attention Guidance (diffusers' StableDiffusionPAGPipeline / StableDiffusionXLPAGPipeline, pag_scale; 3.0 is diffusers' default): the UNet also predicts with the self-attention of --pag-layers replaced by the identity, and the result is pushed away from that prediction by S. Works with and without CFG (--guidance 1). 0 leaves it off.")]
+    public string? PagScale { get; init; }
+
+    /// <summary>The layers perturbed-attention guidance perturbs (with --pag-scale).</summary>
+    [CommandOption("--pag-layers <LAYERS>"), Description("With --pag-scale: the UNet's self-attention layers to perturb, comma-separated regular expressions over module names as diffusers' pag_applied_layers (default mid; e.g. mid,down_blocks.1 or up_blocks.0.attentions.1).")]
+    public string? PagLayers { get; init; }
+
+    /// <summary>Perturbed-attention guidance's adaptive scale (with --pag-scale).</summary>
+    [CommandOption("--pag-adaptive-scale <A>"), Description("With --pag-scale: diffusers' pag_adaptive_scale (default 0, off): the scale at timestep t is max(S - A x (1000 - t), 0), fading PAG out toward the end.")]
+    public string? PagAdaptiveScale { get; init; }
+
+    /// <summary>The parsed --pag-scale, or null without it.</summary>
+    public double? PagScaleValue => PagScale is null ? null : double.Parse(PagScale, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    /// <summary>The parsed --pag-adaptive-scale (0 without it).</summary>
+    public double PagAdaptiveScaleValue => PagAdaptiveScale is null ? 0 : double.Parse(PagAdaptiveScale, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    /// <summary>The --pag-layers ids (default ["mid"]).</summary>
+    public IReadOnlyList<string> PagLayerList => PagLayers is null ? ["mid"] : PagLayers.Split(',').Select(l => l.Trim()).ToArray();
+
     /// <summary>The parsed --freeu, or null.</summary>
     public FreeU? FreeUValue => FreeU is null || ParseFreeU(FreeU).Values is not { } v ? null : new FreeU(v[0], v[1], v[2], v[3]);
 
@@ -530,6 +551,13 @@ public class GenerateSettings : ModelSettings
         if (GuidanceRescale is not null && (!double.TryParse(GuidanceRescale, NumberStyles.Float, CultureInfo.InvariantCulture, out double rescale) || !(rescale >= 0 && rescale <= 1)))
             return $"--guidance-rescale must be a number in [0, 1], got '{GuidanceRescale}'.";
         if (FreeU is not null && ParseFreeU(FreeU).Error is { } freeUError) return freeUError;
+        if (PagScale is not null && (!double.TryParse(PagScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double pag) || !double.IsFinite(pag) || pag < 0))
+            return $"--pag-scale must be a finite number >= 0, got '{PagScale}'.";
+        if (PagAdaptiveScale is not null && (!double.TryParse(PagAdaptiveScale, NumberStyles.Float, CultureInfo.InvariantCulture, out double pagAdaptive) || !double.IsFinite(pagAdaptive) || pagAdaptive < 0))
+            return $"--pag-adaptive-scale must be a finite number >= 0, got '{PagAdaptiveScale}'.";
+        if (PagScale is null && (PagLayers is not null || PagAdaptiveScale is not null))
+            return $"{(PagLayers is not null ? "--pag-layers" : "--pag-adaptive-scale")} needs --pag-scale (Perturbed-Attention Guidance is off without it).";
+        if (PagLayers is not null && PagLayerList.Any(string.IsNullOrEmpty)) return $"--pag-layers takes comma-separated layer names (e.g. mid,down_blocks.1), got '{PagLayers}'.";
         if (MaxSequenceLength is < 1 or > 512) return $"--max-sequence-length must be in [1, 512], got {MaxSequenceLength}.";
         if (ClipSkip is < 0) return $"--clip-skip must not be negative, got {ClipSkip}.";
         try

@@ -334,6 +334,8 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
                 fields.Add($"Redux{(settings.ReduxImage.Length > 1 ? $" {i + 1}" : "")}: {redux}, {Path.GetFileName(settings.ReduxImage[i])}:" +
                            $"{scales[scales.Length == 1 ? 0 : i].ToString(inv)}/{pooled[pooled.Length == 1 ? 0 : i].ToString(inv)}");
         }
+        if (settings.PagScaleValue is { } pagScale)
+            fields.Add($"PAG: {pagScale.ToString(inv)}{(settings.PagAdaptiveScaleValue > 0 ? $" (adaptive {settings.PagAdaptiveScaleValue.ToString(inv)})" : "")}, layers {string.Join(",", settings.PagLayerList)}");
         if (settings.FreeUValue is { } freeU)
             fields.Add($"FreeU: {freeU.S1.ToString(inv)},{freeU.S2.ToString(inv)},{freeU.B1.ToString(inv)},{freeU.B2.ToString(inv)}");
         var loras = settings.Loras;

@@ -616,6 +616,18 @@ internal sealed class LoadedModel : IDisposable
     {
         if (settings.FreeU is not null && (family != Family.UNet || IsLatentUpscaler(pipelineClass)))
             throw new ArgumentException($"--freeu applies to SD 1.x / 2.x and SDXL models (diffusers' UNet2DConditionModel.enable_freeu; the latent upscaler's K-diffusion blocks have no FreeU); {settings.Model} is a {pipelineClass}.");
+        if (settings.PagScale is not null)
+        {
+            // diffusers' PAG pipelines here: StableDiffusionPAGPipeline and StableDiffusionXLPAGPipeline (text-to-image).
+            string? pagRefusal = family != Family.UNet || IsLatentUpscaler(pipelineClass) || IsLatentConsistency(pipelineClass)
+                    || IsUpscaler(pipelineClass) || IsInstructPix2Pix(pipelineClass)
+                    ? $"{settings.Model} is a {pipelineClass}"
+                : settings is Img2ImgSettings ? "image-to-image and inpainting have no PAG pipeline here"
+                : settings.ControlNets.Count > 0 ? "--controlnet has no PAG pipeline here"
+                : settings.Adapters.Count > 0 ? "--adapter has no PAG pipeline here" : null;
+            if (pagRefusal is not null)
+                throw new ArgumentException($"--pag-scale applies to SD 1.x / 2.x and SDXL text-to-image (`generate`; diffusers' StableDiffusionPAGPipeline / StableDiffusionXLPAGPipeline): {pagRefusal}.");
+        }
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
         if (family == Family.Chroma)
         {

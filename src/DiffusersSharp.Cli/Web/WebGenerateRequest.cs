@@ -60,6 +60,16 @@ public sealed record WebGenerateRequest
     /// <summary>UNet models: FreeU's s1, s2, b1, b2 for this request (diffusers' enable_freeu; off when absent).</summary>
     public double[]? Freeu { get; init; }
 
+    /// <summary>SD 1.x / 2.x and SDXL txt2img: Perturbed-Attention Guidance's scale for this request (diffusers' PAG
+    /// pipelines' pag_scale; off when absent).</summary>
+    public double? PagScale { get; init; }
+
+    /// <summary>With pag_scale: the layers to perturb (pag_applied_layers; default ["mid"]).</summary>
+    public string[]? PagLayers { get; init; }
+
+    /// <summary>With pag_scale: pag_adaptive_scale (default 0).</summary>
+    public double? PagAdaptiveScale { get; init; }
+
     /// <summary>Flux models: the true-CFG scale (above 1, with a negative prompt: a second, negative pass per step).</summary>
     public double? TrueCfg { get; init; }
 
@@ -230,6 +240,12 @@ public sealed record WebGenerateRequest
         if (PaddingMaskCrop is not null && Mode != "inpaint") throw new ArgumentException("padding_mask_crop applies to inpaint only.");
         if (ImageGuidance is not null && Mode != "img2img") throw new ArgumentException("image_guidance applies to img2img with an InstructPix2Pix model.");
         if (NoiseLevel is not null && Mode != "img2img") throw new ArgumentException("noise_level applies to img2img with an x4 upscaler.");
+        if ((PagScale ?? PagAdaptiveScale) is not null || PagLayers is not null)
+        {
+            if (Mode != "txt2img") throw new ArgumentException("pag_scale, pag_layers and pag_adaptive_scale apply to txt2img (diffusers' PAG pipelines are text-to-image here).");
+            if (PagLayers is { } layers && layers.Any(l => l is null || l.Contains(',')))
+                throw new ArgumentException("pag_layers takes a list of layer names (regular expressions without commas), e.g. [\"mid\", \"down_blocks.1\"].");
+        }
         GenerateSettings settings = Mode switch
         {
             "txt2img" => new GenerateSettings
@@ -241,6 +257,8 @@ public sealed record WebGenerateRequest
                 Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Adapter = adapter, AdapterImage = adapterFiles, AdapterScale = adapterScale, AdapterFactor = adapterFactor,
+                PagScale = PagScale?.ToString("R", CultureInfo.InvariantCulture), PagLayers = PagLayers is null ? null : string.Join(",", PagLayers),
+                PagAdaptiveScale = PagAdaptiveScale?.ToString("R", CultureInfo.InvariantCulture),
             },
             "img2img" => new Img2ImgSettings
             {

@@ -103,6 +103,10 @@ internal sealed class WebServer : IAsyncDisposable
             PaddingMaskCrop = _model.PipelineClass != FluxComponents.FillPipelineClass,
             // Whether requests take freeu: UNet models, not the latent upscaler (its K-diffusion blocks have none).
             Freeu = _model.UNet is not null && !LoadedModel.IsLatentUpscaler(_model.PipelineClass),
+            // Whether txt2img requests take pag_scale / pag_layers / pag_adaptive_scale: SD 1.x / 2.x and SDXL text-to-image
+            // models (diffusers' PAG pipelines), not the upscalers, InstructPix2Pix or latent consistency models.
+            Pag = _model.UNet is not null && !LoadedModel.IsLatentUpscaler(_model.PipelineClass) && !LoadedModel.IsUpscaler(_model.PipelineClass)
+                && !LoadedModel.IsInstructPix2Pix(_model.PipelineClass) && !LoadedModel.IsLatentConsistency(_model.PipelineClass),
             // The server's --lora files (names) and the scales they are fused at now; requests may change them with
             // lora_scale. "lora" / "lora_scale" name the first, for clients of one LoRA.
             Lora = _model.Loras.Count > 0 ? Path.GetFileName(_model.Loras[0].File) : null,

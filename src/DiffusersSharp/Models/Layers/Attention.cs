@@ -25,6 +25,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
     private readonly LayerNorm? norm_cross;
 #pragma warning restore IDE1006
     private readonly int _heads;
+    private readonly bool _isCrossAttention;
     private IPAdapterAttnProcessor? _ipAdapter;
 
     /// <summary>Builds the layer.</summary>
@@ -44,6 +45,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
     {
         if (heads <= 0) throw new ArgumentOutOfRangeException(nameof(heads), heads, "heads must be positive.");
         _heads = heads;
+        _isCrossAttention = crossAttentionDim is not null;
         long inner = dimHead * heads;
         long kvDim = crossAttentionDim ?? queryDim;
         to_q = nn.Linear(queryDim, inner, hasBias: bias, device: device, dtype: dtype);
@@ -59,6 +61,18 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
 
     /// <summary>Width of the attention (heads x dim_head), diffusers' hidden_size of an IP-Adapter processor.</summary>
     internal long InnerDim => to_k.weight!.shape[0];
+
+    /// <summary>diffusers' <c>is_cross_attention</c>: built with a cross_attention_dim (whatever it is called with).</summary>
+    internal bool IsCrossAttention => _isCrossAttention;
+
+    /// <summary>
+    /// Perturbed-Attention Guidance for the call in progress (diffusers' PAG processors, which <c>_set_pag_attn_processor</c>
+    /// installs on the chosen self-attention layers for one pipeline call): 0 runs the attention as usual; 2
+    /// (<c>PAGIdentitySelfAttnProcessor2_0</c>, the batch [original, perturbed]) or 3 (<c>PAGCFGIdentitySelfAttnProcessor2_0</c>,
+    /// [uncond, cond, perturbed]) splits the batch into that many equal parts and gives the last the identity attention: its
+    /// value projection straight through <c>to_out.0</c>. Set and cleared by <see cref="Unets.UNet2DConditionModel.PerturbAttention"/>.
+    /// </summary>
+    internal int PerturbedChunks { get; set; }
 
     /// <summary>Attaches the IP-Adapter key/value projections (diffusers' set_attn_processor with IPAdapterAttnProcessor2_0).</summary>
     internal void AttachIpAdapter(IPAdapterAttnProcessor processor)
@@ -80,6 +94,21 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
     /// and query (diffusers' <c>attention_mask</c> after <c>prepare_attention_mask</c>: 0 keeps a key, -10000 drops it).
     /// </summary>
     public Tensor forward(Tensor hiddenStates, Tensor? encoderHiddenStates, Tensor? attentionBias)
+    {
+        if (PerturbedChunks == 0) return Attend(hiddenStates, encoderHiddenStates, attentionBias);
+        long total = hiddenStates.shape[0];
+        if (total % PerturbedChunks != 0)
+            throw new ArgumentException($"Perturbed-attention guidance splits the batch into {PerturbedChunks} equal parts; got a batch of {total}.", nameof(hiddenStates));
+        using var scope = NewDisposeScope();
+        long perturbed = total / PerturbedChunks;
+        // The PAG processors: the first parts attend as usual (the layer is a self-attention, so no mask reaches it); the
+        // last part's attention is the identity, its values through the output projection.
+        var original = Attend(hiddenStates.narrow(0, 0, total - perturbed), encoderHiddenStates, attentionBias);
+        var identity = to_out[0].forward(to_v.forward(hiddenStates.narrow(0, total - perturbed, perturbed)));
+        return cat([original, identity], 0).MoveToOuterDisposeScope();
+    }
+
+    private Tensor Attend(Tensor hiddenStates, Tensor? encoderHiddenStates, Tensor? attentionBias)
     {
         using var scope = NewDisposeScope();
         long batch = hiddenStates.shape[0];

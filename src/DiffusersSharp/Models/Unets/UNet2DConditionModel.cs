@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using DiffusersSharp.IO;
 using DiffusersSharp.Models.IPAdapters;
 using DiffusersSharp.Models.Layers;
@@ -369,6 +370,70 @@ public sealed class UNet2DConditionModel : nn.Module
 
     /// <summary>The FreeU the up blocks apply (<see cref="SetFreeU"/>), or null.</summary>
     public FreeU? FreeU => up_blocks.OfType<IUNetUpBlock>().FirstOrDefault()?.FreeU;
+
+    /// <summary>
+    /// The self-attention layers Perturbed-Attention Guidance applies to for <paramref name="pagAppliedLayers"/>, as
+    /// diffusers' <c>PAGMixin._set_pag_attn_processor</c> resolves them: every <c>Attention</c> that is not a cross-attention
+    /// whose module name a layer id finds as a regular expression (<c>re.search</c>: "mid" is the mid block's,
+    /// "down_blocks.1" the second down block's, "up_blocks.0.attentions.0" one transformer of the first up block), unless
+    /// the id and the name both end in the same number after their last dot. Names in module order, each once.
+    /// </summary>
+    /// <exception cref="ArgumentException">No layer ids, an id that is not a valid regular expression, or one that finds no
+    /// self-attention layer (diffusers: "Cannot find PAG layer to set attention processor for").</exception>
+    public IReadOnlyList<string> ResolvePagLayers(IReadOnlyList<string> pagAppliedLayers)
+    {
+        ArgumentNullException.ThrowIfNull(pagAppliedLayers);
+        if (pagAppliedLayers.Count == 0) throw new ArgumentException("Give at least one PAG layer (e.g. \"mid\").", nameof(pagAppliedLayers));
+        var selfAttentions = named_modules().Where(m => m.module is Attention { IsCrossAttention: false }).Select(m => m.name).ToList();
+        var chosen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var layerId in pagAppliedLayers)
+        {
+            if (string.IsNullOrEmpty(layerId)) throw new ArgumentException("A PAG layer id is empty.", nameof(pagAppliedLayers));
+            Regex pattern;
+            try { pattern = new Regex(layerId, RegexOptions.CultureInvariant); }
+            catch (ArgumentException e) { throw new ArgumentException($"PAG layer '{layerId}' is not a valid regular expression: {e.Message}", nameof(pagAppliedLayers), e); }
+            var found = selfAttentions.Where(name => pattern.IsMatch(name) && !FakeIntegralMatch(layerId, name)).ToList();
+            if (found.Count == 0)
+                throw new ArgumentException($"Cannot find PAG layer to set attention processor for: {layerId} (layer ids are regular expressions over self-attention names such as {selfAttentions.FirstOrDefault() ?? "(none: this UNet has no self-attention)"}; e.g. mid, down_blocks.1, up_blocks.0.attentions.1).", nameof(pagAppliedLayers));
+            chosen.UnionWith(found);
+        }
+        return selfAttentions.Where(chosen.Contains).ToList();
+
+        // diffusers' is_fake_integral_match: both the id and the name end in the same number after their last dot.
+        static bool FakeIntegralMatch(string layerId, string name)
+        {
+            string a = layerId[(layerId.LastIndexOf('.') + 1)..], b = name[(name.LastIndexOf('.') + 1)..];
+            return a.Length > 0 && a.All(char.IsDigit) && b.Length > 0 && b.All(char.IsDigit) && a == b;
+        }
+    }
+
+    /// <summary>
+    /// Perturbed-Attention Guidance in the layers <paramref name="pagAppliedLayers"/> resolves to (see
+    /// <see cref="ResolvePagLayers"/>) until the returned scope is disposed, as diffusers' PAG pipelines set the PAG
+    /// processors for one call and restore the originals after it: the UNet's batch is then [uncond, cond, perturbed]
+    /// (<paramref name="classifierFreeGuidance"/>) or [cond, perturbed], and those layers give the perturbed part the identity
+    /// attention (its value projection through the output projection).
+    /// </summary>
+    /// <exception cref="ArgumentException">See <see cref="ResolvePagLayers"/>.</exception>
+    /// <exception cref="InvalidOperationException">PAG is already on (another call's scope is open).</exception>
+    public IDisposable PerturbAttention(IReadOnlyList<string> pagAppliedLayers, bool classifierFreeGuidance)
+    {
+        var names = ResolvePagLayers(pagAppliedLayers).ToHashSet(StringComparer.Ordinal);
+        var layers = named_modules().Where(m => names.Contains(m.name)).Select(m => (Attention)m.module).ToList();
+        if (named_modules().Any(m => m.module is Attention { PerturbedChunks: not 0 }))
+            throw new InvalidOperationException("Perturbed-attention guidance is already on in this UNet (another call is running with it).");
+        foreach (var layer in layers) layer.PerturbedChunks = classifierFreeGuidance ? 3 : 2;
+        return new PerturbedAttentionScope(layers);
+    }
+
+    private sealed class PerturbedAttentionScope(List<Attention> layers) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var layer in layers) layer.PerturbedChunks = 0;
+            layers.Clear();
+        }
+    }
 
     /// <summary>
     /// diffusers' <c>set_ip_adapter_scale</c> with one number per adapter (or one for all): the weight of the image

@@ -32,6 +32,8 @@ public abstract partial class StableDiffusionPipelineBase
         public bool LatentConsistency;
         /// <summary>The x4 upscaler: the noised low-resolution image appended to the UNet input and its noise level.</summary>
         public UpscaleState? Upscale;
+        /// <summary>Perturbed-attention guidance: its scales and whether it runs with CFG (fixed for the call), or null.</summary>
+        public PagState? Pag;
     }
 
     /// <summary>
@@ -56,7 +58,7 @@ public abstract partial class StableDiffusionPipelineBase
         {
             ct.ThrowIfCancellationRequested();
             float t = timesteps[i];
-            bool cfg = s.TimestepCond is null && (s.InstructPix2Pix?.Cfg ?? s.Guidance > 1);
+            bool cfg = s.Pag?.Cfg ?? (s.TimestepCond is null && (s.InstructPix2Pix?.Cfg ?? s.Guidance > 1));
             if (nineChannel && (extra is null || !ReferenceEquals(extraMask, s.Mask) || extraCfg != cfg))
             {
                 var one = cat([s.Mask!, s.MaskedImageLatents!], 1);
@@ -65,8 +67,10 @@ public abstract partial class StableDiffusionPipelineBase
             using (var stepScope = NewDisposeScope())
             {
                 // A callback may have dropped guidance: then only the conditional half of the conditioning is used.
-                Tensor Half(Tensor x) => !cfg && x.shape[0] == 2 * latents.shape[0] ? x.chunk(2)[1] : x;
-                var modelInput = !cfg ? latents : s.InstructPix2Pix is null ? cat([latents, latents], 0) : cat([latents, latents, latents], 0);
+                // (Under PAG the batch is fixed for the call: [uncond, cond, perturbed] or [cond, perturbed].)
+                Tensor Half(Tensor x) => s.Pag is null && !cfg && x.shape[0] == 2 * latents.shape[0] ? x.chunk(2)[1] : x;
+                var modelInput = s.Pag is not null ? cat(Enumerable.Repeat(latents, cfg ? 3 : 2).ToArray(), 0)
+                    : !cfg ? latents : s.InstructPix2Pix is null ? cat([latents, latents], 0) : cat([latents, latents, latents], 0);
                 modelInput = scheduler.ScaleModelInput(modelInput, t);
                 if (s.InstructPix2Pix is { } editing) modelInput = cat([modelInput, editing.ImageLatents], 1);
                 if (s.Upscale is { } upscaling) modelInput = cat([modelInput, Half(upscaling.Image)], 1);
@@ -80,7 +84,8 @@ public abstract partial class StableDiffusionPipelineBase
                 var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
                     s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds),
                     control?.DownBlockResSamples, control?.MidBlockResSample, s.ImageEmbeds?.Select(Half).ToArray(), intrablock, s.TimestepCond, classLabels);
-                if (cfg && s.InstructPix2Pix is { } guided) noisePred = InstructPix2PixGuidance(noisePred, s.Guidance, guided.ImageGuidance, r.GuidanceRescale);
+                if (s.Pag is { } pag) noisePred = PerturbedAttentionGuidance(noisePred, pag, s.Guidance, t, r.GuidanceRescale);
+                else if (cfg && s.InstructPix2Pix is { } guided) noisePred = InstructPix2PixGuidance(noisePred, s.Guidance, guided.ImageGuidance, r.GuidanceRescale);
                 else if (cfg)
                 {
                     var halves = noisePred.chunk(2);

@@ -60,6 +60,8 @@ public abstract partial class StableDiffusionPipelineBase
         if (r is StableDiffusionInstructPix2PixRequest) return pos.repeat(batch * (cfg ? 3 : 1), 1);
         var neg = r.NegativeOriginalSize is { } no && r.NegativeTargetSize is { } nt
             ? Row([no.Height, no.Width, nct, ncl, nt.Height, nt.Width]) : pos;
+        // Perturbed-attention guidance: [negative, positive, positive] (or [positive, positive]), then repeated per image.
+        if (PagOn(r)) return (cfg ? cat([neg, pos, pos], 0) : cat([pos, pos], 0)).repeat(batch, 1);
         return (cfg ? cat([neg, pos], 0) : pos).repeat(batch, 1);
     }
 

@@ -135,6 +135,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         if (r is StableDiffusionAdapterRequest adapter) CheckAdapterInputs(adapter, height, width);
         if (r is ILatentConsistencyRequest lcm) CheckLatentConsistencyInputs(r, lcm);
         CheckIpAdapterInputs(r, guidance > 1 && !UsesGuidanceEmbedding(r));
+        if (r is StableDiffusionPAGRequest pagRequest) CheckPagInputs(pagRequest);
     }
 
     /// <summary>diffusers' default size of an input image: its own (a latent tensor's times the VAE factor), rounded down to
@@ -236,8 +237,11 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         var encoded = encoder.Encode(r, cfg, device);
         // InstructPix2Pix batches the passes as [instruction, negative, negative] (with the image latents [image, image,
         // zeros]), SDXL's pooled embeddings too; the others as [negative, positive].
+        // Perturbed-attention guidance adds the positive pass again: [negative, positive, positive] (or [positive, positive]).
+        bool pag = PagOn(r);
         Tensor Batched(Tensor positive, Tensor negative) =>
-            !cfg ? positive : pix2pix is not null ? cat([positive, negative, negative], 0) : cat([negative, positive], 0);
+            pag ? (cfg ? cat([negative, positive, positive], 0) : cat([positive, positive], 0))
+            : !cfg ? positive : pix2pix is not null ? cat([positive, negative, negative], 0) : cat([negative, positive], 0);
         var embeds = Batched(encoded.PromptEmbeds, encoded.NegativePromptEmbeds!);
         Tensor? textEmbeds = null, timeIds = null;
         var dtype = embeds.dtype;
@@ -247,6 +251,8 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             timeIds = TimeIds(r, height, width, cfg, batch, dtype, (int)textEmbeds.shape[^1]);
         }
         var imageEmbeds = PrepareIpAdapterImageEmbeds(r, cfg, device);
+        if (pag && imageEmbeds is not null)
+            imageEmbeds = imageEmbeds.Select(e => cfg ? Batched(e.chunk(2)[1], e.chunk(2)[0]) : Batched(e, e)).ToArray();
         progress?.Report(new PipelineProgress("encode", 1, 1));
         ct.ThrowIfCancellationRequested();
 
@@ -329,10 +335,13 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         {
             TimestepCond = timestepCond, LatentConsistency = lcmRequest is not null, Upscale = upscaleState,
             Control = control, ImageEmbeds = imageEmbeds, Adapter = adapterState,
+            Pag = pag ? new PagState(((StableDiffusionPAGRequest)r).PagScale, ((StableDiffusionPAGRequest)r).PagAdaptiveScale, cfg) : null,
             InstructPix2Pix = pix2pix is null ? null
                 : new InstructPix2PixState(InstructPix2PixImageLatents(image!, dtype, batch, cfg), pix2pix.ImageGuidanceScale, cfg),
         };
-        using (IpAdapterScaleFor(r)) latents = Denoise(latents, loop, scheduler, timesteps, r, progress, ct);
+        using (IpAdapterScaleFor(r))
+        using (pag ? unet.PerturbAttention(((StableDiffusionPAGRequest)r).PagAppliedLayers, cfg) : null)
+            latents = Denoise(latents, loop, scheduler, timesteps, r, progress, ct);
         progress?.Report(new PipelineProgress("decode", 0, 1));
         var output = Decode(latents, r.OutputType, plainUnscale: r is StableDiffusionAdapterRequest || IsXLControlNetInpaint(r));
         if (maskCrop is not null) output = new StableDiffusionPipelineOutput(maskCrop.Overlay(ImageProcessor, output.Images!), null);

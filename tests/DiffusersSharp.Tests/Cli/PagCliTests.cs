@@ -1,0 +1,142 @@
+using System.Net.Http.Json;
+using System.Text.Json;
+using DiffusersSharp.Cli;
+using DiffusersSharp.Cli.Commands;
+using DiffusersSharp.Cli.Web;
+using DiffusersSharp.Images;
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.StableDiffusion;
+using DiffusersSharp.Pipelines.StableDiffusionXL;
+using DiffusersSharp.Tests.Support;
+using Generator = DiffusersSharp.Runtime.Generator;
+
+namespace DiffusersSharp.Tests.Cli;
+
+/// <summary><c>generate --pag-scale</c> (PagParityTests checks PAG itself against diffusers): the image is the library's
+/// PAG pipeline's, and misplaced PAG options are refused before loading; serve's pag_scale / pag_layers /
+/// pag_adaptive_scale per request.</summary>
+public sealed class PagCliTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("pag").FullName;
+    private static readonly string Sd15 = Fixtures.Path("tiny-sd15/model"), Sdxl = Fixtures.Path("tiny-sdxl/model");
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string Out(string name = "out.png") => Path.Combine(_dir, name);
+
+    [Fact]
+    public void PagDrawsTheLibrarysImage()
+    {
+        var run = CliRunner.Run("generate", "--model", Sd15, "--prompt", "a red square", "--steps", "2", "--guidance", "5", "--width", "32",
+            "--height", "32", "--seed", "3", "--pag-scale", "2.5", "--pag-layers", "mid, up_blocks.3", "--pag-adaptive-scale", "0.001", "--output", Out());
+        Assert.True(run.Code == 0, run.Err);
+        Assert.Contains("PAG: 2.5 (adaptive 0.001), layers mid,up_blocks.3", ImageFile.ReadPngText(Out())["parameters"]);
+
+        using var components = StableDiffusionComponents.FromPretrained(Sd15, new PipelineLoadOptions());
+        using var pipe = new StableDiffusionPAGPipeline(components);
+        using var library = pipe.Generate(new StableDiffusionPAGRequest
+        {
+            Prompt = "a red square", NumInferenceSteps = 2, GuidanceScale = 5, Width = 32, Height = 32, Generator = new Generator("cpu").ManualSeed(3),
+            PagScale = 2.5, PagAdaptiveScale = 0.001, PagAppliedLayers = ["mid", "up_blocks.3"],
+        });
+        Assert.Equal(library.Images![0].Pixels, ImageFile.Load(Out()).Pixels);
+        // and PAG does change the result: the latents differ (the tiny VAE's 8-bit images are too coarse to show it). It acts
+        // in up_blocks.3: at 32 x 32 the mid block attends over one token, where the identity is the attention.
+        var request = new StableDiffusionRequest
+        {
+            Prompt = "a red square", NumInferenceSteps = 2, GuidanceScale = 5, Width = 32, Height = 32, OutputType = OutputType.Latent,
+        };
+        using var plain = StableDiffusionPipeline.FromPipe(pipe);
+        using var plainLatents = plain.Generate(request with { Generator = new Generator("cpu").ManualSeed(3) });
+        using var pagLatents = pipe.Generate(new StableDiffusionPAGRequest
+        {
+            Prompt = "a red square", NumInferenceSteps = 2, GuidanceScale = 5, Width = 32, Height = 32, OutputType = OutputType.Latent,
+            Generator = new Generator("cpu").ManualSeed(3), PagScale = 2.5, PagAdaptiveScale = 0.001, PagAppliedLayers = ["mid", "up_blocks.3"],
+        });
+        Assert.True((plainLatents.Tensor! - pagLatents.Tensor!).abs().max().item<float>() > 1e-3);
+    }
+
+    [Fact]
+    public void SdxlPagWithoutGuidanceDrawsTheLibrarysImage()
+    {
+        var run = CliRunner.Run("generate", "--model", Sdxl, "--prompt", "a red square", "--steps", "2", "--guidance", "1", "--width", "64",
+            "--height", "64", "--seed", "4", "--pag-scale", "3", "--output", Out());
+        Assert.True(run.Code == 0, run.Err);
+        Assert.Contains("PAG: 3, layers mid", ImageFile.ReadPngText(Out())["parameters"]);
+
+        using var components = StableDiffusionComponents.FromPretrained(Sdxl, new PipelineLoadOptions());
+        using var pipe = new StableDiffusionXLPAGPipeline(components);
+        using var library = pipe.Generate(new StableDiffusionPAGRequest
+        {
+            Prompt = "a red square", NumInferenceSteps = 2, GuidanceScale = 1, Width = 64, Height = 64, Generator = new Generator("cpu").ManualSeed(4),
+            PagScale = 3,
+        });
+        Assert.Equal(library.Images![0].Pixels, ImageFile.Load(Out()).Pixels);
+    }
+
+    [Fact]
+    public void MisplacedPagIsRefusedBeforeLoading()
+    {
+        string image = Out("in.png");
+        ImageFile.Save(new ImageBuffer(32, 32, 3, new byte[32 * 32 * 3]), image);
+        foreach (var (args, message) in new (string[], string)[]
+        {
+            (["generate", "--model", Sd15, "--pag-scale", "x"], "--pag-scale must be a finite number >= 0, got 'x'"),
+            (["generate", "--model", Sd15, "--pag-scale", "-1"], "--pag-scale must be a finite number >= 0"),
+            (["generate", "--model", Sd15, "--pag-scale", "3", "--pag-adaptive-scale", "-0.1"], "--pag-adaptive-scale must be a finite number >= 0"),
+            (["generate", "--model", Sd15, "--pag-layers", "mid"], "--pag-layers needs --pag-scale"),
+            (["generate", "--model", Sd15, "--pag-adaptive-scale", "0.1"], "--pag-adaptive-scale needs --pag-scale"),
+            (["generate", "--model", Sd15, "--pag-scale", "3", "--pag-layers", "mid,,up"], "--pag-layers takes comma-separated layer names"),
+            (["generate", "--model", Fixtures.TinySd3Model, "--pag-scale", "3"], "--pag-scale applies to SD 1.x / 2.x and SDXL text-to-image"),
+            (["img2img", "--model", Sd15, "--image", image, "--pag-scale", "3"], "image-to-image and inpainting have no PAG pipeline here"),
+        })
+        {
+            var (code, _, stderr) = CliRunner.Run([.. args, "--prompt", "x", "--output", Out()]);
+            Assert.Equal(2, code);
+            Assert.Contains(message, stderr);
+            Assert.DoesNotContain("loading", stderr);
+            Assert.False(File.Exists(Out()));
+        }
+    }
+
+    [Fact]
+    public void UnknownPagLayerIsRefusedBeforeCompute()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Sd15, "--prompt", "x", "--steps", "1", "--width", "32", "--height", "32",
+            "--pag-scale", "3", "--pag-layers", "down.block_1", "--output", Out());
+        Assert.NotEqual(0, code);
+        Assert.Contains("Cannot find PAG layer to set attention processor for: down.block_1", stderr);
+        Assert.False(File.Exists(Out()));
+    }
+
+    [Fact]
+    public async Task ServeAppliesPagPerRequest()
+    {
+        var quiet = new CliOutput(TextWriter.Null, TextWriter.Null);
+        using var model = LoadedModel.Load(quiet, new ServeCommand.Settings { Model = Sd15 }, default);
+        await using var server = await WebServer.StartAsync(model, quiet, "127.0.0.1", 0, default);
+        using var http = new HttpClient { BaseAddress = server.Address };
+        Assert.True((await http.GetFromJsonAsync<JsonElement>("api/info")).GetProperty("pag").GetBoolean());
+        object Body(double? pagScale, string[]? layers = null, double? adaptive = null, string mode = "txt2img") => new
+        {
+            prompt = "a red square", steps = 2, width = 32, height = 32, seed = 3, guidance = 5, mode,
+            pag_scale = pagScale, pag_layers = layers, pag_adaptive_scale = adaptive,
+        };
+
+        var served = await ServeApi.Result(http, Body(2.0, ["up_blocks.3"], 0.002));
+        Assert.Contains("PAG: 2 (adaptive 0.002), layers up_blocks.3", served.GetProperty("parameters").GetString());
+        using var components = StableDiffusionComponents.FromPretrained(Sd15, new PipelineLoadOptions());
+        using var pipe = new StableDiffusionPAGPipeline(components);
+        using var library = pipe.Generate(new StableDiffusionPAGRequest
+        {
+            Prompt = "a red square", NumInferenceSteps = 2, GuidanceScale = 5, Width = 32, Height = 32, Generator = new Generator("cpu").ManualSeed(3),
+            PagScale = 2.0, PagAdaptiveScale = 0.002, PagAppliedLayers = ["up_blocks.3"],
+        });
+        Assert.Equal(library.Images![0].Pixels, ServeApi.Image(served).Pixels);
+        // A request without it runs without PAG (nothing of the last request's stays on the UNet).
+        Assert.DoesNotContain("PAG", (await ServeApi.Result(http, Body(null))).GetProperty("parameters").GetString());
+        Assert.Contains("pag_layers needs pag_scale", await ServeApi.Refusal(http, Body(null, ["mid"])));
+        Assert.Contains("pag_scale must be a finite number >= 0", await ServeApi.Refusal(http, Body(-1)));
+        Assert.Contains("apply to txt2img", await ServeApi.Refusal(http, Body(3, mode: "img2img")));
+    }
+}
