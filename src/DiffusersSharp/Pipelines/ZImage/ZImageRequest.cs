@@ -93,6 +93,9 @@ public record ZImageImg2ImgRequest : ZImageRequest
     /// <summary>The starting image: RGB, an 8-bit image or a [N, 3, H, W] tensor in [0, 1].</summary>
     public PipelineImage? Image { get; init; }
 
+    /// <summary>diffusers' default strength of <c>ZImageImg2ImgPipeline</c>.</summary>
+    public const double DefaultStrength = 0.6;
+
     /// <summary>How much to change the image, in [0, 1]: the fraction of the schedule that is run (default 0.6).</summary>
-    public double Strength { get; init; } = 0.6;
+    public double Strength { get; init; } = DefaultStrength;
 }
