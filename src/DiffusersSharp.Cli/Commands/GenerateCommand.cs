@@ -54,7 +54,7 @@ internal abstract class VerbPipelines
         VerbPipelines pipelines = settings switch
         {
             InpaintSettings s => Inpaint.Read(s),
-            Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s), s.ImageGuidanceValue),
+            Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s), s.ImageGuidanceValue, s.NoiseLevel),
             { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlOptions.From(s)!),
             { Adapters.Count: > 0 } s => new AdapterTextToImage(AdapterOptions.From(s)),
             _ => new TextToImage(),
@@ -282,7 +282,7 @@ internal sealed record AdapterOptions(ImageBuffer[] Images, double[]? Scales, do
 }
 
 /// <summary><c>img2img</c>'s pipelines.</summary>
-internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlOptions? control, double? imageGuidance = null) : VerbPipelines
+internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlOptions? control, double? imageGuidance = null, int? noiseLevel = null) : VerbPipelines
 {
     public override string Verb => "img2img";
 
@@ -297,6 +297,10 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     public override StableDiffusionRequest UNetRequest(string pipelineClass) =>
         LoadedModel.IsInstructPix2Pix(pipelineClass) // --strength, --controlnet were refused
         ? new StableDiffusionInstructPix2PixRequest { Image = image, ImageGuidanceScale = imageGuidance ?? 1.5 }
+        : LoadedModel.IsUpscaler(pipelineClass) // --strength, --width / --height, --controlnet were refused
+        ? new StableDiffusionUpscaleRequest { Image = image, NoiseLevel = noiseLevel ?? 20 }
+        : LoadedModel.IsLatentUpscaler(pipelineClass) // --strength, --width / --height, --controlnet were refused
+        ? new StableDiffusionLatentUpscaleRequest { Image = image }
         : LoadedModel.IsLatentConsistency(pipelineClass) // --controlnet was refused
         ? new LatentConsistencyModelImg2ImgRequest { Image = image, Strength = strength }
         : control is null
@@ -328,6 +332,10 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     {
         if (request is StableDiffusionControlNetUnionImg2ImgRequest union)
             return Use(new StableDiffusionXLControlNetUnionImg2ImgPipeline(components), union, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+        if (request is StableDiffusionLatentUpscaleRequest latentUpscale)
+            return Use(new StableDiffusionLatentUpscalePipeline(components), latentUpscale, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+        if (request is StableDiffusionUpscaleRequest upscale)
+            return Use(new StableDiffusionUpscalePipeline(components), upscale, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         if (request is LatentConsistencyModelImg2ImgRequest lcm)
             return Use(new LatentConsistencyModelImg2ImgPipeline(components), lcm, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         if (request is StableDiffusionInstructPix2PixRequest edit)

@@ -589,6 +589,10 @@ public class Img2ImgSettings : GenerateSettings
     /// <summary>The parsed image guidance scale, or null for the pipeline's default.</summary>
     public double? ImageGuidanceValue => ImageGuidance is null ? null : double.Parse(ImageGuidance, NumberStyles.Float, CultureInfo.InvariantCulture);
 
+    /// <summary>The x4 upscaler's noise level.</summary>
+    [CommandOption("--noise-level <N>"), Description("img2img with an x4 upscaler (model_index StableDiffusionUpscalePipeline, e.g. stabilityai/stable-diffusion-x4-upscaler; the output is four times the image): how much noise is added to the low-resolution image first, 0 to the model's max_noise_level (350); more lets the model invent more detail (diffusers' noise_level, default 20).")]
+    public int? NoiseLevel { get; init; }
+
     /// <inheritdoc />
     protected override string? Check()
     {
@@ -601,6 +605,8 @@ public class Img2ImgSettings : GenerateSettings
         if (ImageGuidance is not null && (!double.TryParse(ImageGuidance, NumberStyles.Float, CultureInfo.InvariantCulture, out double ig) || !double.IsFinite(ig)))
             return $"--image-guidance must be a finite number, got '{ImageGuidance}'.";
         if (ImageGuidance is not null && this is InpaintSettings) return "--image-guidance applies to img2img with an InstructPix2Pix model.";
+        if (NoiseLevel is not null && this is InpaintSettings) return "--noise-level applies to img2img with an x4 upscaler.";
+        if (NoiseLevel is < 0) return $"--noise-level must be >= 0, got {NoiseLevel}.";
         return null;
     }
 }

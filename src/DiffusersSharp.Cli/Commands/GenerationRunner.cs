@@ -53,8 +53,9 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
             var request = FillUNet(pipelines.UNetRequest(model.PipelineClass));
             var (result, guidance, strength) = pipelines.RunUNet(unet, request, hooks, ct);
             using (result)
-                return new Generated(result.Images!, Parameters(verb, settings.Steps ?? (request is StableDiffusionInstructPix2PixRequest ? 100 : request is ILatentConsistencyRequest ? 4 : pipelines.UNetDefaultSteps), model.Name,
-                    unet.SchedulerClassName.Replace("Scheduler", ""), guidance, strength, unet.IsXL));
+                return new Generated(result.Images!, Parameters(verb, settings.Steps ?? (request is StableDiffusionInstructPix2PixRequest ? 100 : request is ILatentConsistencyRequest ? 4
+                    : request is StableDiffusionUpscaleRequest or StableDiffusionLatentUpscaleRequest ? 75 : pipelines.UNetDefaultSteps), model.Name,
+                    unet.SchedulerClassName.Replace("Scheduler", ""), guidance, strength, unet.IsXL, noiseLevel: (request as StableDiffusionUpscaleRequest)?.NoiseLevel));
         }
         if (model.Flux is { } flux)
         {
@@ -290,7 +291,7 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
     }
 
     private string Parameters(string verb, int steps, string model, string sampler, double guidance, double? strength, bool xl = false,
-        double? controlNetScale = null)
+        double? controlNetScale = null, int? noiseLevel = null)
     {
         var inv = CultureInfo.InvariantCulture;
         var lines = new List<string> { settings.Prompt ?? "" };
@@ -312,6 +313,7 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
         if (settings.Eta is not null) fields.Add($"Eta: {settings.EtaValue!.Value.ToString(inv)}");
         if (settings.GuidanceRescale is not null) fields.Add($"Guidance rescale: {settings.GuidanceRescaleValue!.Value.ToString(inv)}");
         if (settings is Img2ImgSettings { ImageGuidanceValue: { } imageGuidance }) fields.Add($"Image CFG scale: {imageGuidance.ToString(inv)}");
+        if (noiseLevel is { } level) fields.Add($"Noise level: {level}");
         // One line per ControlNet; with one ControlNet-Union, one per condition (its mode after the folder).
         var modes = settings.ControlModeValues;
         int controlLines = settings.ControlNets.Count == 0 ? 0 : settings.ControlSettingsCount;

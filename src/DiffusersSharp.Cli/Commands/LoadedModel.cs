@@ -95,12 +95,14 @@ internal sealed class LoadedModel : IDisposable
         ChromaComponents.PipelineClassName or ChromaComponents.Img2ImgPipelineClassName => ["txt2img", "img2img"],
         ZImageComponents.ZImagePipelineClass or ZImageComponents.ZImageImg2ImgPipelineClass => ["txt2img", "img2img"],
         StableDiffusionInstructPix2PixPipeline.PipelineClass or StableDiffusionXLInstructPix2PixPipeline.PipelineClass => ["img2img"],
+        StableDiffusionUpscalePipeline.PipelineClass or StableDiffusionLatentUpscalePipeline.PipelineClass => ["img2img"],
         LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass => ["txt2img", "img2img"],
         _ => ["txt2img", "img2img", "inpaint"],
     };
 
     /// <summary>Whether img2img takes a strength (FLUX.1-Kontext's edit conditions every step on the image instead).</summary>
-    public bool HasStrength => PipelineClass is not FluxComponents.KontextPipelineClass && !IsInstructPix2Pix(PipelineClass);
+    public bool HasStrength => PipelineClass is not FluxComponents.KontextPipelineClass && !IsInstructPix2Pix(PipelineClass) && !IsUpscaler(PipelineClass)
+        && !IsLatentUpscaler(PipelineClass);
 
     /// <summary>The modes that take a strength: img2img (unless <see cref="HasStrength"/> is false) and inpaint.</summary>
     public IReadOnlyList<string> StrengthModes => Modes.Where(m => m == "inpaint" || (m == "img2img" && HasStrength)).ToArray();
@@ -201,6 +203,7 @@ internal sealed class LoadedModel : IDisposable
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
         if (family == Family.Chroma) CheckChroma(settings, pipelineClass);
         if (family == Family.ZImage) CheckZImage(settings, pipelineClass);
+        if (IsLatentUpscaler(pipelineClass)) CheckLatentUpscalerLoaders(settings, pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
         // A FLUX.1-Canny / Depth LoRA makes FLUX.1-dev a control model (diffusers: FluxControlPipeline.from_pretrained of
@@ -227,6 +230,7 @@ internal sealed class LoadedModel : IDisposable
         {
             CheckOptions(generate, pipelineClass, family);
             if (family == Family.Sd3 && settings.SingleFile is null) CheckSd3Size(generate, folder);
+            if (IsUpscaler(pipelineClass)) CheckNoiseLevel(generate, folder);
             if (generate.Redux is { } redux) reduxFolder = CheckRedux(redux, options.ResolveFolder(redux, ct), folder, zeroText: generate.Prompt is null);
         }
         if (settings is ServeCommand.Settings { Redux: { } servedRedux })
@@ -307,16 +311,22 @@ internal sealed class LoadedModel : IDisposable
         if (wanted.SequenceEqual(Loras)) return;
         PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? Flux!;
         components.UnfuseLora();
-        Loras = Loras.Select(l => (l.File, 0.0)).ToList(); // unfused, until the fuses below succeed
         var fused = new List<(string File, double Scale)>();
-        foreach (var (file, scale) in wanted)
+        try
         {
-            if (Sd3 is not null) Sd3.FuseLora(file, scale);
-            else if (UNet is not null) UNet.FuseLora(file, scale);
-            else Flux!.FuseLora(file, scale);
-            fused.Add((file, scale));
+            foreach (var (file, scale) in wanted)
+            {
+                if (Sd3 is not null) Sd3.FuseLora(file, scale);
+                else if (UNet is not null) UNet.FuseLora(file, scale);
+                else Flux!.FuseLora(file, scale);
+                fused.Add((file, scale));
+            }
         }
-        Loras = fused;
+        finally
+        {
+            // What is fused now: a LoRA whose fuse failed, and those after it, count as scale 0 (unfused).
+            Loras = [.. fused, .. wanted.Skip(fused.Count).Select(l => (l.File, 0.0))];
+        }
     }
 
     /// <summary>Throws unless <paramref name="scales"/> fit <see cref="Loras"/> (<see cref="SetLoraScales"/>), before any
@@ -377,6 +387,7 @@ internal sealed class LoadedModel : IDisposable
             && flux.Transformer.Config.PooledProjectionDim != FluxPriorReduxPipeline.ZeroPooledPromptEmbedsDim)
             throw new ArgumentException($"--redux-image without --prompt gives a zero pooled embedding of width {FluxPriorReduxPipeline.ZeroPooledPromptEmbedsDim} (diffusers' FLUX.1 size), but the model's transformer takes {flux.Transformer.Config.PooledProjectionDim} (pooled_projection_dim): give --prompt, which the model's own text encoders encode.");
         if (Sd3 is { } sd3) CheckSd3Size(settings, sd3.Transformer.Config, sd3.Vae.VaeScaleFactor);
+        if (UNet is { IsUpscaler: true } upscaler) CheckNoiseLevel(settings, upscaler.MaxNoiseLevel);
     }
 
     /// <summary>
@@ -425,6 +436,79 @@ internal sealed class LoadedModel : IDisposable
             : !xl && settings.GuidanceRescale is not null ? "--guidance-rescale" : settings.ClipSkip is not null ? "--clip-skip" : null;
         if (lacking is not null)
             throw new ArgumentException($"{lacking} does not apply to InstructPix2Pix (diffusers' {pipelineClass} takes none{(xl ? "" : "; the output has the image's size")}); {settings.Model} is a {pipelineClass}.");
+    }
+
+    /// <summary>Whether <paramref name="pipelineClass"/> is an x4 upscaler's (diffusers' StableDiffusionUpscalePipeline).</summary>
+    internal static bool IsUpscaler(string pipelineClass) => pipelineClass == StableDiffusionUpscalePipeline.PipelineClass;
+
+    /// <summary>
+    /// x4 upscalers (diffusers' StableDiffusionUpscalePipeline, stabilityai/stable-diffusion-x4-upscaler) upscale an image
+    /// as the prompt describes it: img2img only, the output four times the image (no --width / --height), --noise-level
+    /// instead of --strength, none of the add-ons diffusers' pipeline lacks; --noise-level is theirs alone.
+    /// </summary>
+    private static void CheckUpscaler(GenerateSettings settings, string pipelineClass)
+    {
+        if (!IsUpscaler(pipelineClass))
+        {
+            if (settings is Img2ImgSettings { NoiseLevel: not null })
+                throw new ArgumentException($"--noise-level applies to x4 upscalers (StableDiffusionUpscalePipeline, e.g. stabilityai/stable-diffusion-x4-upscaler); {settings.Model} is a {pipelineClass}.");
+            return;
+        }
+        if (settings is not Img2ImgSettings || settings is InpaintSettings)
+            throw new ArgumentException($"{settings.Model} is an x4 upscaler ({pipelineClass}): upscale an image with `img2img --image FILE --prompt \"what it shows\" [--noise-level 20]`.");
+        string? lacking = ((Img2ImgSettings)settings).Strength is not null ? "--strength (the image is noised by --noise-level instead)"
+            : settings.Width is not null || settings.Height is not null ? "--width / --height (the output is four times the image)"
+            : settings.ControlNets.Count > 0 ? "--controlnet" : settings.Adapters.Count > 0 ? "--adapter" : settings.IpAdapter is not null ? "--ip-adapter"
+            : settings.GuidanceRescale is not null ? "--guidance-rescale" : settings.SingleFile is not null ? "--single-file (load the diffusers folder)" : null;
+        if (lacking is not null)
+            throw new ArgumentException($"{lacking} does not apply to x4 upscalers (diffusers' {pipelineClass} takes none); {settings.Model} is a {pipelineClass}.");
+    }
+
+    /// <summary>Whether <paramref name="pipelineClass"/> is a latent x2 upscaler's (diffusers' StableDiffusionLatentUpscalePipeline).</summary>
+    internal static bool IsLatentUpscaler(string pipelineClass) => pipelineClass == StableDiffusionLatentUpscalePipeline.PipelineClass;
+
+    /// <summary>
+    /// Latent x2 upscalers (diffusers' StableDiffusionLatentUpscalePipeline, stabilityai/sd-x2-latent-upscaler) upscale an
+    /// image (its VAE latents) twice as the prompt describes it: img2img only, one image, the model's Euler scheduler, none
+    /// of the options diffusers' call lacks.
+    /// </summary>
+    private static void CheckLatentUpscaler(GenerateSettings settings, string pipelineClass)
+    {
+        if (!IsLatentUpscaler(pipelineClass)) return;
+        if (settings is not Img2ImgSettings || settings is InpaintSettings)
+            throw new ArgumentException($"{settings.Model} is a latent x2 upscaler ({pipelineClass}): upscale an image with `img2img --image FILE --prompt \"what it shows\"`.");
+        string? lacking = ((Img2ImgSettings)settings).Strength is not null ? "--strength"
+            : settings.Width is not null || settings.Height is not null ? "--width / --height (the output is twice the image)"
+            : settings.NumImages != 1 ? "--num-images other than 1"
+            : settings.ControlNets.Count > 0 ? "--controlnet" : settings.Adapters.Count > 0 ? "--adapter" : settings.IpAdapter is not null ? "--ip-adapter"
+            : settings.GuidanceRescale is not null ? "--guidance-rescale" : settings.ClipSkip is not null ? "--clip-skip" : settings.Eta is not null ? "--eta"
+            : settings.Scheduler is { } scheduler && scheduler is not ("euler" or "EulerDiscreteScheduler") ? "--scheduler other than euler (the pipeline preconditions with the Euler sigmas)"
+            : null;
+        if (lacking is not null)
+            throw new ArgumentException($"{lacking} does not apply to latent upscalers (diffusers' {pipelineClass} takes none); {settings.Model} is a {pipelineClass}.");
+    }
+
+    /// <summary>diffusers' latent upscaler pipeline has no LoRA, textual inversion or single-file loader: refused before loading.</summary>
+    private static void CheckLatentUpscalerLoaders(ModelSettings settings, string pipelineClass)
+    {
+        string? lacking = settings.Loras.Count > 0 ? "--lora" : settings.TextualInversion is { Length: > 0 } ? "--textual-inversion"
+            : settings.SingleFile is not null ? "--single-file" : settings.IpAdapter is not null ? "--ip-adapter" : null;
+        if (lacking is not null)
+            throw new ArgumentException($"{lacking} does not apply to latent upscalers (diffusers' {pipelineClass} has no such loader); {settings.Model} is a {pipelineClass}.");
+    }
+
+    /// <summary>--noise-level against the upscaler folder's model_index.json max_noise_level (default 350), before any weights load.</summary>
+    private static void CheckNoiseLevel(GenerateSettings settings, string folder)
+    {
+        if (settings is not Img2ImgSettings { NoiseLevel: not null }) return;
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "model_index.json")));
+        CheckNoiseLevel(settings, index?["max_noise_level"]?.GetValue<int>() ?? 350);
+    }
+
+    private static void CheckNoiseLevel(GenerateSettings settings, int max)
+    {
+        if (settings is Img2ImgSettings { NoiseLevel: { } level } && level > max)
+            throw new ArgumentException($"--noise-level must be at most the model's max_noise_level, {max}; got {level}.");
     }
 
     /// <summary>
@@ -578,8 +662,8 @@ internal sealed class LoadedModel : IDisposable
             CheckZImage(settings, pipelineClass);
             return;
         }
-        if (settings.FreeU is not null && family != Family.UNet)
-            throw new ArgumentException($"--freeu applies to SD 1.x / 2.x and SDXL models (diffusers' UNet2DConditionModel.enable_freeu); {settings.Model} is a {pipelineClass}.");
+        if (settings.FreeU is not null && (family != Family.UNet || IsLatentUpscaler(pipelineClass)))
+            throw new ArgumentException($"--freeu applies to SD 1.x / 2.x and SDXL models (diffusers' UNet2DConditionModel.enable_freeu; the latent upscaler's K-diffusion blocks have no FreeU); {settings.Model} is a {pipelineClass}.");
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
         if (family == Family.Chroma)
         {
@@ -588,6 +672,8 @@ internal sealed class LoadedModel : IDisposable
         }
         CheckInstructPix2Pix(settings, pipelineClass);
         CheckLatentConsistency(settings, pipelineClass);
+        CheckUpscaler(settings, pipelineClass);
+        CheckLatentUpscaler(settings, pipelineClass);
         if (settings.ControlNets.Count == 0 && settings.ControlImage is { Length: > 0 } && pipelineClass != FluxComponents.ControlPipelineClass)
             throw new ArgumentException($"--control-image needs --controlnet (or a FLUX.1 control model such as FLUX.1-Canny-dev, whose model_index.json names {FluxComponents.ControlPipelineClass}); {settings.Model} is a {pipelineClass}.");
         if (settings is InpaintSettings { PaddingMaskCrop: not null } cropped)
@@ -735,6 +821,8 @@ internal sealed class LoadedModel : IDisposable
             FluxComponents.ControlPipelineClass => "FLUX.1 control models (diffusers' FluxControlPipeline",
             StableDiffusionInstructPix2PixPipeline.PipelineClass => "InstructPix2Pix (diffusers' StableDiffusionInstructPix2PixPipeline",
             StableDiffusionXLInstructPix2PixPipeline.PipelineClass => "SDXL InstructPix2Pix (diffusers' StableDiffusionXLInstructPix2PixPipeline",
+            StableDiffusionUpscalePipeline.PipelineClass => "x4 upscalers (diffusers' StableDiffusionUpscalePipeline",
+            StableDiffusionLatentUpscalePipeline.PipelineClass => "latent upscalers (diffusers' StableDiffusionLatentUpscalePipeline",
             _ => null,
         };
         if (none is not null)

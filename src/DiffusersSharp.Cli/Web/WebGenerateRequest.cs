@@ -45,6 +45,9 @@ public sealed record WebGenerateRequest
     /// <summary>img2img with an InstructPix2Pix model: how closely the edit keeps to the image (image_guidance_scale).</summary>
     public double? ImageGuidance { get; init; }
 
+    /// <summary>img2img with an x4 upscaler: the noise added to the low-resolution image first (noise_level).</summary>
+    public int? NoiseLevel { get; init; }
+
     /// <summary>UNet models: the scheduler short name or class (default: the model's).</summary>
     public string? Scheduler { get; init; }
 
@@ -235,6 +238,7 @@ public sealed record WebGenerateRequest
         // Settings are init-only (as the command line fills them): one initializer per verb, the shared options in each.
         if (PaddingMaskCrop is not null && Mode != "inpaint") throw new ArgumentException("padding_mask_crop applies to inpaint only.");
         if (ImageGuidance is not null && Mode != "img2img") throw new ArgumentException("image_guidance applies to img2img with an InstructPix2Pix model.");
+        if (NoiseLevel is not null && Mode != "img2img") throw new ArgumentException("noise_level applies to img2img with an x4 upscaler.");
         GenerateSettings settings = Mode switch
         {
             "txt2img" => new GenerateSettings
@@ -258,7 +262,7 @@ public sealed record WebGenerateRequest
                 Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Image = Upload(Image, "image"), Strength = strength,
-                ImageGuidance = ImageGuidance?.ToString("R", CultureInfo.InvariantCulture),
+                ImageGuidance = ImageGuidance?.ToString("R", CultureInfo.InvariantCulture), NoiseLevel = NoiseLevel,
             },
             "inpaint" => new InpaintSettings
             {

@@ -101,6 +101,8 @@ internal sealed class WebServer : IAsyncDisposable
                 or LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass),
             // Inpainting only the masked area (padding_mask_crop), which diffusers' FluxFillPipeline lacks.
             PaddingMaskCrop = _model.PipelineClass != FluxComponents.FillPipelineClass,
+            // Whether requests take freeu: UNet models, not the latent upscaler (its K-diffusion blocks have none).
+            Freeu = _model.UNet is not null && !LoadedModel.IsLatentUpscaler(_model.PipelineClass),
             // The server's --lora files (names) and the scales they are fused at now; requests may change them with
             // lora_scale. "lora" / "lora_scale" name the first, for clients of one LoRA.
             Lora = _model.Loras.Count > 0 ? Path.GetFileName(_model.Loras[0].File) : null,
@@ -122,6 +124,10 @@ internal sealed class WebServer : IAsyncDisposable
             IpAdapter = _model.IpAdapter is { } ipAdapter ? ipAdapter.Split('/', '\\').Last() : null,
             // An InstructPix2Pix model: img2img takes image_guidance.
             ImageGuidance = LoadedModel.IsInstructPix2Pix(_model.PipelineClass),
+            // An x4 upscaler: img2img (four times the image) takes noise_level.
+            NoiseLevel = LoadedModel.IsUpscaler(_model.PipelineClass),
+            // The upscalers' img2img makes the image this many times larger (x4 upscaler 4, latent upscaler 2), else null.
+            UpscaleFactor = LoadedModel.IsUpscaler(_model.PipelineClass) ? 4 : LoadedModel.IsLatentUpscaler(_model.PipelineClass) ? 2 : (int?)null,
             // serve --redux: requests take redux_image / redux_images and redux_scale / redux_pooled_scale (FLUX.1 models).
             Redux = _model.ReduxPrior is not null,
             // A FLUX.1 control model (FLUX.1-Canny-dev, Depth-dev): every request takes its control_image.

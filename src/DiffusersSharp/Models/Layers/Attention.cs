@@ -22,6 +22,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
     private readonly Linear to_k;
     private readonly Linear to_v;
     private readonly ModuleList<Linear> to_out;
+    private readonly LayerNorm? norm_cross;
 #pragma warning restore IDE1006
     private readonly int _heads;
     private IPAdapterAttnProcessor? _ipAdapter;
@@ -35,8 +36,10 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
     /// <param name="outBias">Bias of to_out.0.</param>
     /// <param name="device">Device of the parameters.</param>
     /// <param name="dtype">Dtype of the parameters.</param>
+    /// <param name="crossAttentionNorm">diffusers' <c>cross_attention_norm="layer_norm"</c> (the K-UNet's cross-attentions): a
+    /// LayerNorm (<c>norm_cross</c>) over the key/value source when one is given.</param>
     public Attention(long queryDim, long? crossAttentionDim, int heads, long dimHead, bool bias = false, bool outBias = true,
-        Device? device = null, ScalarType? dtype = null)
+        Device? device = null, ScalarType? dtype = null, bool crossAttentionNorm = false)
         : base(nameof(Attention))
     {
         if (heads <= 0) throw new ArgumentOutOfRangeException(nameof(heads), heads, "heads must be positive.");
@@ -47,6 +50,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
         to_k = nn.Linear(kvDim, inner, hasBias: bias, device: device, dtype: dtype);
         to_v = nn.Linear(kvDim, inner, hasBias: bias, device: device, dtype: dtype);
         to_out = new ModuleList<Linear>(nn.Linear(inner, queryDim, hasBias: outBias, device: device, dtype: dtype));
+        if (crossAttentionNorm) norm_cross = nn.LayerNorm(kvDim, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -94,7 +98,8 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
             }
             encoderHiddenStates = encoderHiddenStates.narrow(1, 0, end);
         }
-        var source = encoderHiddenStates ?? hiddenStates;
+        // diffusers' processors: norm_encoder_hidden_states on given encoder states only.
+        var source = encoderHiddenStates is null ? hiddenStates : norm_cross?.forward(encoderHiddenStates) ?? encoderHiddenStates;
         var key = to_k.forward(source);
         var value = to_v.forward(source);
         long inner = key.shape[^1];

@@ -4,9 +4,10 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Models.Layers;
 
 /// <summary>
-/// Two-layer MLP on timestep features (diffusers <c>TimestepEmbedding</c>: linear_1 → SiLU → linear_2), with the
-/// optional <c>cond_proj</c> of guidance-distilled models (<c>time_cond_proj_dim</c>): a bias-free projection of a
-/// condition (the guidance-scale embedding of LCM models) added to the features before linear_1.
+/// Two-layer MLP on timestep features (diffusers <c>TimestepEmbedding</c>: linear_1 → SiLU (or the UNet's act_fn) →
+/// linear_2, then an optional post activation), with the optional <c>cond_proj</c> of guidance-distilled models
+/// (<c>time_cond_proj_dim</c>): a bias-free projection of a condition (the guidance-scale embedding of LCM models, the
+/// latent upscaler's noise level and pooled text) added to the features before linear_1.
 /// </summary>
 public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
 {
@@ -15,12 +16,18 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
     private readonly TorchSharp.Modules.Linear? cond_proj;
     private readonly TorchSharp.Modules.Linear linear_2;
 #pragma warning restore IDE1006
+    private readonly string _activation;
+    private readonly string? _postActivation;
 
-    /// <summary>Creates <c>Linear(inChannels → timeEmbedDim) → SiLU → Linear(timeEmbedDim → timeEmbedDim)</c>, and with
+    /// <summary>Creates <c>Linear(inChannels → timeEmbedDim) → act → Linear(timeEmbedDim → timeEmbedDim) [→ post act]</c>
+    /// (<paramref name="activation"/> silu by default; <paramref name="postActivation"/> none by default), and with
     /// <paramref name="condProjDim"/> the <c>cond_proj</c> <c>Linear(condProjDim → inChannels, bias=False)</c>.</summary>
-    public TimestepEmbedding(long inChannels, long timeEmbedDim, Device? device = null, ScalarType? dtype = null, long? condProjDim = null)
+    public TimestepEmbedding(long inChannels, long timeEmbedDim, Device? device = null, ScalarType? dtype = null, long? condProjDim = null,
+        string activation = "silu", string? postActivation = null)
         : base(nameof(TimestepEmbedding))
     {
+        _activation = activation;
+        _postActivation = postActivation;
         linear_1 = nn.Linear(inChannels, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
         if (condProjDim is { } cond) cond_proj = nn.Linear(cond, inChannels, hasBias: false, device: device, dtype: dtype);
         linear_2 = nn.Linear(timeEmbedDim, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
@@ -44,6 +51,7 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
                 throw new ArgumentException("A timestep condition was given, but this time embedding has no cond_proj (time_cond_proj_dim is not set).", nameof(condition));
             sample = sample + cond_proj.forward(condition);
         }
-        return linear_2.forward(nn.functional.silu(linear_1.forward(sample)));
+        var result = linear_2.forward(DiffusersActivations.Apply(_activation, linear_1.forward(sample)));
+        return _postActivation is null ? result : DiffusersActivations.Apply(_postActivation, result);
     }
 }

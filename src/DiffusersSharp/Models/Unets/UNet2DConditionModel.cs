@@ -9,8 +9,9 @@ namespace DiffusersSharp.Models.Unets;
 
 /// <summary>
 /// diffusers' <c>UNet2DConditionModel</c>, the noise predictor of Stable Diffusion 1.x / 2.x (including the 9-channel
-/// inpainting UNet) and SDXL: conv_in, sinusoidal timestep features + MLP (plus SDXL's <c>text_time</c> embedding of
-/// pooled text and size/crop ids), down blocks that keep their intermediate states, a cross-attention mid block, up
+/// inpainting UNet), SDXL and the x4 upscaler: conv_in, sinusoidal timestep features + MLP (plus a class embedding of
+/// <c>class_labels</c>, the upscaler's noise level, and SDXL's <c>text_time</c> embedding of pooled text and size/crop
+/// ids), down blocks that keep their intermediate states, a cross-attention mid block, up
 /// blocks that concatenate those states back, GroupNorm + SiLU + conv_out. State-dict keys equal the diffusers keys.
 /// Unsupported config options are rejected at construction (see <see cref="UNet2DConditionModelConfig.Validate"/>).
 /// </summary>
@@ -18,14 +19,15 @@ public sealed class UNet2DConditionModel : nn.Module
 {
 #pragma warning disable IDE1006 // field names are checkpoint keys
     private readonly Conv2d conv_in;
-    private readonly Timesteps time_proj;
+    private readonly nn.Module<Tensor, Tensor> time_proj;
     private readonly TimestepEmbedding time_embedding;
+    private readonly nn.Module<Tensor, Tensor>? class_embedding;
     private readonly Timesteps? add_time_proj;
     private readonly TimestepEmbedding? add_embedding;
     private readonly ModuleList<nn.Module> down_blocks;
     private readonly UNetMidBlock2DCrossAttn? mid_block;
     private readonly ModuleList<nn.Module> up_blocks;
-    private readonly GroupNorm conv_norm_out;
+    private readonly GroupNorm? conv_norm_out;
     private readonly Conv2d conv_out;
 #pragma warning restore IDE1006
     private readonly long[] _crossAttentionDims;
@@ -52,7 +54,7 @@ public sealed class UNet2DConditionModel : nn.Module
         Config = config;
         int n = config.DownBlockTypes.Length;
         var channels = config.BlockOutChannels;
-        long groups = config.NormNumGroups!.Value;
+        long groups = config.NormNumGroups ?? 0; // null only in a K-UNet, whose blocks group by 32 channels
         double eps = config.NormEps;
         long temb = config.TimeEmbedDim;
         var heads = config.HeadsPerBlock;
@@ -60,10 +62,25 @@ public sealed class UNet2DConditionModel : nn.Module
         var layers = config.LayersPerBlock.Expand(n, "layers_per_block");
         var transformerLayers = config.TransformerLayersPerBlock.Expand(n, "transformer_layers_per_block");
         var onlyCross = config.OnlyCrossAttention.Expand(n, "only_cross_attention");
+        // The K blocks read attention_head_dim as the width of a head (diffusers: attention_head_dim[i] or the block's channels).
+        var headDims = config.AttentionHeadDim.Expand(n, "attention_head_dim").Select(d => (long)d).ToArray();
 
-        conv_in = nn.Conv2d(config.InChannels, channels[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
-        time_proj = new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift);
-        time_embedding = new TimestepEmbedding(channels[0], temb, device, dtype, config.TimeCondProjDim);
+        conv_in = nn.Conv2d(config.InChannels, channels[0], config.ConvInKernel, stride: 1, padding: (config.ConvInKernel - 1) / 2, device: device, dtype: dtype);
+        time_proj = config.TimeEmbeddingType == "fourier"
+            ? new GaussianFourierProjection(temb / 2, config.FlipSinToCos, device, dtype)
+            : new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift);
+        long timestepInput = config.TimestepInputDim;
+        time_embedding = new TimestepEmbedding(timestepInput, temb, device, dtype, config.TimeCondProjDim, config.ActFn, config.TimestepPostAct);
+        // diffusers' _set_class_embedding (its activation is act_fn, silu: the only one Validate accepts).
+        class_embedding = config.ClassEmbeddingKind switch
+        {
+            "embedding" => nn.Embedding(config.NumClassEmbeds!.Value, temb, device: device, dtype: dtype),
+            "timestep" => new TimestepEmbedding(timestepInput, temb, device, dtype, activation: config.ActFn),
+            "identity" => nn.Identity(),
+            "projection" => new TimestepEmbedding(config.ProjectionClassEmbeddingsInputDim!.Value, temb, device, dtype),
+            "simple_projection" => nn.Linear(config.ProjectionClassEmbeddingsInputDim!.Value, temb, device: device, dtype: dtype),
+            _ => null,
+        };
         if (config.AdditionEmbedType == "text_time")
         {
             add_time_proj = new Timesteps(config.AdditionTimeEmbedDim!.Value, config.FlipSinToCos, config.FreqShift);
@@ -78,7 +95,14 @@ public sealed class UNet2DConditionModel : nn.Module
             long input = output;
             output = channels[i];
             bool isFinal = i == n - 1;
-            if (config.DownBlockTypes[i] == "CrossAttnDownBlock2D")
+            if (config.DownBlockTypes[i] == "KDownBlock2D")
+                down_blocks.Add(new KDownBlock2D(input, output, temb, layers[i], eps, config.ActFn, !isFinal, device, dtype));
+            else if (config.DownBlockTypes[i] == "KCrossAttnDownBlock2D")
+            {
+                down_blocks.Add(new KCrossAttnDownBlock2D(input, output, temb, crossDims[i], layers[i], eps, config.ActFn, headDims[i], !isFinal, device, dtype));
+                usedCrossDims.Add(crossDims[i]);
+            }
+            else if (config.DownBlockTypes[i] == "CrossAttnDownBlock2D")
             {
                 down_blocks.Add(new CrossAttnDownBlock2D(input, output, temb, layers[i], transformerLayers[i], groups, eps, heads[i],
                     crossDims[i], !isFinal, config.DownsamplePadding, config.UseLinearProjection, onlyCross[i], device, dtype));
@@ -111,7 +135,16 @@ public sealed class UNet2DConditionModel : nn.Module
             long previous = output;
             output = reversedChannels[i];
             long input = reversedChannels[Math.Min(i + 1, n - 1)];
-            if (config.UpBlockTypes[i] == "CrossAttnUpBlock2D")
+            // The K blocks take diffusers' attention_head_dim[i] (not reversed, as diffusers passes it to the up blocks).
+            if (config.UpBlockTypes[i] == "KUpBlock2D")
+                up_blocks.Add(new KUpBlock2D(input, output, temb, reversedLayers[i] + 1, eps, config.ActFn, !isFinal, device, dtype));
+            else if (config.UpBlockTypes[i] == "KCrossAttnUpBlock2D")
+            {
+                up_blocks.Add(new KCrossAttnUpBlock2D(input, output, temb, reversedCross[i], reversedLayers[i] + 1, eps, config.ActFn, headDims[i], !isFinal,
+                    device, dtype));
+                usedCrossDims.Add(reversedCross[i]);
+            }
+            else if (config.UpBlockTypes[i] == "CrossAttnUpBlock2D")
             {
                 up_blocks.Add(new CrossAttnUpBlock2D(input, previous, output, temb, reversedLayers[i] + 1, reversedTransformerLayers[i], groups, eps,
                     reversedHeads[i], reversedCross[i], !isFinal, config.UseLinearProjection, reversedOnlyCross[i], device, dtype) { ResolutionIdx = i });
@@ -123,8 +156,8 @@ public sealed class UNet2DConditionModel : nn.Module
             }
         }
 
-        conv_norm_out = AffineGroupNorm.Create(groups, channels[0], eps, device, dtype);
-        conv_out = nn.Conv2d(channels[0], config.OutChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        if (config.NormNumGroups is not null) conv_norm_out = AffineGroupNorm.Create(groups, channels[0], eps, device, dtype);
+        conv_out = nn.Conv2d(channels[0], config.OutChannels, config.ConvOutKernel, stride: 1, padding: (config.ConvOutKernel - 1) / 2, device: device, dtype: dtype);
         _crossAttentionDims = usedCrossDims.ToArray();
         RegisterComponents();
     }
@@ -186,16 +219,25 @@ public sealed class UNet2DConditionModel : nn.Module
     /// without them. A guidance-distilled UNet (<c>time_cond_proj_dim</c> set, e.g. LCM) takes <paramref name="timestepCond"/>
     /// (diffusers' <c>timestep_cond</c>: [B, time_cond_proj_dim], the guidance-scale embedding of
     /// <see cref="Pipelines.GuidanceScaleEmbedding"/>), projected by <c>time_embedding.cond_proj</c> and added to the timestep
-    /// features; null adds nothing, as in diffusers. Inputs are converted to the model dtype; returns [B, out_channels, h, w]
+    /// features; null adds nothing, as in diffusers. A UNet with a class embedding (<c>num_class_embeds</c> or
+    /// <c>class_embed_type</c>; the x4 upscaler's noise level) needs <paramref name="classLabels"/> (diffusers'
+    /// <c>class_labels</c>, one per sample or one for all): integer indices [B] below num_class_embeds for the table, values
+    /// [B] for <c>"timestep"</c> (embedded like the timestep), [B, time embedding width] for <c>"identity"</c>, [B,
+    /// projection_class_embeddings_input_dim] for the projections; their embedding is added to the time embedding (before
+    /// SDXL's <c>text_time</c> one, diffusers' order). Inputs are converted to the model dtype; returns [B, out_channels, h, w]
     /// in the model dtype.
     /// </summary>
     /// <exception cref="ArgumentException">An input is missing or has the wrong rank, size or batch; thrown before any compute.</exception>
     public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds = null, Tensor? timeIds = null,
         IReadOnlyList<Tensor>? downBlockAdditionalResiduals = null, Tensor? midBlockAdditionalResidual = null,
-        IReadOnlyList<Tensor>? imageEmbeds = null, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals = null, Tensor? timestepCond = null)
+        IReadOnlyList<Tensor>? imageEmbeds = null, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals = null, Tensor? timestepCond = null,
+        Tensor? classLabels = null)
     {
         Validate(sample, timestep, encoderHiddenStates, textEmbeds, timeIds);
+        ValidateClassLabels(sample, classLabels);
         ValidateTimestepCond(sample, timestepCond);
+        if (Config.IsKUNet && (downBlockAdditionalResiduals is not null || midBlockAdditionalResidual is not null || downIntrablockAdditionalResiduals is not null))
+            throw new ArgumentException("A K-UNet takes no ControlNet or T2I-Adapter residuals (diffusers has none for it).", nameof(downBlockAdditionalResiduals));
         ValidateResiduals(sample, downBlockAdditionalResiduals, midBlockAdditionalResidual);
         if (downIntrablockAdditionalResiduals is not null)
         {
@@ -205,7 +247,7 @@ public sealed class UNet2DConditionModel : nn.Module
         }
         ValidateImageEmbeds(sample, imageEmbeds);
         if (imageEmbeds is null)
-            return Forward(sample, timestep, encoderHiddenStates, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual, downIntrablockAdditionalResiduals, timestepCond);
+            return Forward(sample, timestep, encoderHiddenStates, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual, downIntrablockAdditionalResiduals, timestepCond, classLabels);
         using var scope = NewDisposeScope();
         // diffusers' process_encoder_hidden_states ("ip_image_proj"): each adapter's image tokens, one sequence per sample,
         // go after the text; every IP-Adapter layer splits them off again by the counts set for this forward.
@@ -216,7 +258,7 @@ public sealed class UNet2DConditionModel : nn.Module
         try
         {
             return Forward(sample, timestep, context, textEmbeds, timeIds, downBlockAdditionalResiduals, midBlockAdditionalResidual,
-                downIntrablockAdditionalResiduals, timestepCond).MoveToOuterDisposeScope();
+                downIntrablockAdditionalResiduals, timestepCond, classLabels).MoveToOuterDisposeScope();
         }
         finally
         {
@@ -226,7 +268,7 @@ public sealed class UNet2DConditionModel : nn.Module
 
     private Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds, Tensor? timeIds,
         IReadOnlyList<Tensor>? downBlockAdditionalResiduals, Tensor? midBlockAdditionalResidual, IReadOnlyList<Tensor>? downIntrablockAdditionalResiduals,
-        Tensor? timestepCond)
+        Tensor? timestepCond, Tensor? classLabels)
     {
         using var scope = NewDisposeScope();
         var dtype = Dtype;
@@ -238,15 +280,23 @@ public sealed class UNet2DConditionModel : nn.Module
         if (Config.CenterInputSample) x = 2 * x - 1.0;
         var context = encoderHiddenStates.to(dtype);
 
-        var emb = TimeEmbedding(time_proj, time_embedding, add_time_proj, add_embedding, timestep, batch, x.dtype, x.device, textEmbeds, timeIds, timestepCond);
-        if (Config.TimeEmbeddingActFn is not null) emb = nn.functional.silu(emb);
+        var emb = TimeEmbedding(time_proj, time_embedding, add_time_proj, add_embedding, timestep, batch, x.dtype, x.device, textEmbeds, timeIds, timestepCond,
+            ClassEmbedding(classLabels, x.dtype, x.device));
+        if (Config.TimeEmbeddingActFn is { } timeAct) emb = DiffusersActivations.Apply(timeAct, emb);
 
         x = conv_in.forward(x);
-        var skips = new List<Tensor> { x };
+        // Skip states; a K-UNet's deepest block leaves absent ones (diffusers' None).
+        var skips = new List<Tensor?> { x };
         // A T2I-Adapter's maps, taken in order while any are left (diffusers pops them from its list).
         var intrablock = new Queue<Tensor>(downIntrablockAdditionalResiduals ?? []);
         foreach (var block in down_blocks)
         {
+            if (block is IKUNetDownBlock kBlock)
+            {
+                (x, var kResiduals) = kBlock.forward(x, emb, context);
+                skips.AddRange(kResiduals);
+                continue;
+            }
             var extra = intrablock.Count > 0 ? intrablock.Dequeue().to(dtype) : null;
             Tensor hidden;
             Tensor[] residuals;
@@ -262,7 +312,7 @@ public sealed class UNet2DConditionModel : nn.Module
         }
         // A ControlNet's residuals are added to every skip state, then to the mid block's output.
         if (downBlockAdditionalResiduals is not null)
-            for (int i = 0; i < skips.Count; i++) skips[i] = skips[i] + downBlockAdditionalResiduals[i];
+            for (int i = 0; i < skips.Count; i++) skips[i] = skips[i]! + downBlockAdditionalResiduals[i];
 
         if (mid_block is not null)
         {
@@ -275,18 +325,21 @@ public sealed class UNet2DConditionModel : nn.Module
         long[]? upsampleSize = null;
         for (int i = 0; i < up_blocks.Count; i++)
         {
-            var block = (IUNetUpBlock)up_blocks[i];
             bool isFinal = i == up_blocks.Count - 1;
-            int take = block.NumResnets;
+            int take = up_blocks[i] is IKUNetUpBlock kUp ? kUp.NumResnets : ((IUNetUpBlock)up_blocks[i]).NumResnets;
             var residuals = skips.GetRange(skips.Count - take, take);
             skips.RemoveRange(skips.Count - take, take);
-            if (!isFinal && forwardUpsampleSize)
-                upsampleSize = [skips[^1].shape[2], skips[^1].shape[3]];
-            x = block.forward(x, residuals, emb, context, upsampleSize);
-            foreach (var used in residuals) used.Dispose(); // each skip state is consumed once
+            if (up_blocks[i] is IKUNetUpBlock kBlock) x = kBlock.forward(x, residuals[^1], emb, context); // only the last one is concatenated
+            else
+            {
+                if (!isFinal && forwardUpsampleSize)
+                    upsampleSize = [skips[^1]!.shape[2], skips[^1]!.shape[3]];
+                x = ((IUNetUpBlock)up_blocks[i]).forward(x, residuals.ConvertAll(r => r!), emb, context, upsampleSize);
+            }
+            foreach (var used in residuals) used?.Dispose(); // each skip state is consumed once
         }
 
-        x = nn.functional.silu(conv_norm_out.forward(x));
+        if (conv_norm_out is not null) x = DiffusersActivations.Apply(Config.ActFn, conv_norm_out.forward(x));
         x = conv_out.forward(x);
         return x.MoveToOuterDisposeScope();
     }
@@ -309,11 +362,13 @@ public sealed class UNet2DConditionModel : nn.Module
     {
         if (freeU is not null && !new[] { freeU.S1, freeU.S2, freeU.B1, freeU.B2 }.All(double.IsFinite))
             throw new ArgumentException($"FreeU's s1, s2, b1, b2 must be finite numbers, got {freeU}.", nameof(freeU));
-        foreach (var block in up_blocks) ((IUNetUpBlock)block).FreeU = freeU;
+        // The K-diffusion up blocks (the latent upscaler's) have no FreeU path, in diffusers either: enable_freeu sets
+        // attributes their forward never reads.
+        foreach (var block in up_blocks.OfType<IUNetUpBlock>()) block.FreeU = freeU;
     }
 
     /// <summary>The FreeU the up blocks apply (<see cref="SetFreeU"/>), or null.</summary>
-    public FreeU? FreeU => up_blocks.Count > 0 ? ((IUNetUpBlock)up_blocks[0]).FreeU : null;
+    public FreeU? FreeU => up_blocks.OfType<IUNetUpBlock>().FirstOrDefault()?.FreeU;
 
     /// <summary>
     /// diffusers' <c>set_ip_adapter_scale</c> with one number per adapter (or one for all): the weight of the image
@@ -336,6 +391,60 @@ public sealed class UNet2DConditionModel : nn.Module
         if (_ipProjection is not null) throw new InvalidOperationException("An IP-Adapter is already loaded into this UNet.");
         register_module("encoder_hid_proj", projection);
         (_ipProjection, _ipState) = (projection, state);
+    }
+
+    /// <summary>diffusers' <c>get_class_embed</c>: the labels' embedding in <paramref name="dtype"/> (a "timestep" class
+    /// embedding first takes the labels' sinusoidal features, as the timestep's), or null without a class embedding.</summary>
+    private Tensor? ClassEmbedding(Tensor? classLabels, ScalarType dtype, Device device)
+    {
+        if (class_embedding is null) return null;
+        var labels = classLabels!.to(device);
+        labels = Config.ClassEmbeddingKind switch
+        {
+            "embedding" => labels.to(ScalarType.Int64),
+            "timestep" => time_proj.forward(labels.dim() == 0 ? labels.reshape(1) : labels).to(dtype),
+            _ => labels.to(dtype),
+        };
+        return class_embedding.forward(labels).to(dtype);
+    }
+
+    /// <summary>The <c>class_labels</c> this UNet's class embedding takes (see <see cref="forward"/>), before any compute.</summary>
+    private void ValidateClassLabels(Tensor sample, Tensor? classLabels)
+    {
+        const string name = "class_labels";
+        string? kind = Config.ClassEmbeddingKind;
+        long batch = sample.shape[0];
+        if (kind is null)
+        {
+            if (classLabels is not null)
+                throw new ArgumentException("class_labels were given, but this UNet has no class embedding (num_class_embeds / class_embed_type are not set).", name);
+            return;
+        }
+        if (classLabels is null)
+            throw new ArgumentException(kind == "embedding"
+                ? $"This UNet has a class embedding of {Config.NumClassEmbeds} classes (num_class_embeds; the x4 upscaler's noise levels): class_labels are required."
+                : $"This UNet has a class embedding (class_embed_type \"{kind}\"): class_labels are required.", name);
+        bool perSample = classLabels.dim() >= 1 && (classLabels.shape[0] == batch || classLabels.shape[0] == 1);
+        switch (kind)
+        {
+            case "embedding":
+                if (classLabels.is_floating_point() || classLabels.dtype == ScalarType.Bool || classLabels.is_complex() || classLabels.dim() > 1
+                    || (classLabels.dim() == 1 && !perSample))
+                    throw new ArgumentException($"class_labels must be integer class indices, a scalar, [1] or [B={batch}], got {ShapeOf(classLabels)} {classLabels.dtype}.", name);
+                long min = classLabels.min().item<long>(), max = classLabels.max().item<long>();
+                if (min < 0 || max >= Config.NumClassEmbeds)
+                    throw new ArgumentException($"class_labels must be in [0, {Config.NumClassEmbeds}) (num_class_embeds), got values from {min} to {max}.", name);
+                break;
+            case "timestep":
+                if (classLabels.dim() > 1 || (classLabels.dim() == 1 && !perSample) || classLabels.dtype == ScalarType.Bool || classLabels.is_complex())
+                    throw new ArgumentException($"class_labels of a \"timestep\" class embedding must be numbers, a scalar, [1] or [B={batch}], got {ShapeOf(classLabels)} {classLabels.dtype}.", name);
+                break;
+            default:
+                long width = kind == "identity" ? Config.TimeEmbedDim : Config.ProjectionClassEmbeddingsInputDim!.Value;
+                if (classLabels.dim() != 2 || !perSample || classLabels.shape[1] != width || !classLabels.is_floating_point())
+                    throw new ArgumentException($"class_labels of a \"{kind}\" class embedding must be a floating [B={batch} or 1, {width}] tensor, got {ShapeOf(classLabels)} {classLabels.dtype}.", name);
+                break;
+        }
     }
 
     private void ValidateTimestepCond(Tensor sample, Tensor? timestepCond)
@@ -371,6 +480,11 @@ public sealed class UNet2DConditionModel : nn.Module
                 $"sample must be [B, {Config.InChannels}, h, w] (in_channels = {Config.InChannels}), got {Shape(sample)}.", nameof(sample));
         if (sample.shape[0] == 0 || sample.shape[2] == 0 || sample.shape[3] == 0)
             throw new ArgumentException($"sample is empty: {Shape(sample)}.", nameof(sample));
+        // KDownsample2D halves and KUpsample2D doubles exactly (other sides would not meet their skip states again), and
+        // their reflect padding needs the deepest map to be at least 2 x 2.
+        int kFactor = 1 << Config.NumUpsamplers;
+        if (Config.IsKUNet && (sample.shape[2] % kFactor != 0 || sample.shape[3] % kFactor != 0 || sample.shape[2] < 2 * kFactor || sample.shape[3] < 2 * kFactor))
+            throw new ArgumentException($"sample sides must be multiples of {kFactor}, at least {2 * kFactor}, for this K-UNet (its K up / down samplers), got {Shape(sample)}.", nameof(sample));
         long batch = sample.shape[0];
         string widths = string.Join(" or ", _crossAttentionDims);
         if (text.dim() != 3 || text.shape[0] != batch || (_crossAttentionDims.Length > 0 && !_crossAttentionDims.All(d => d == text.shape[2])))
@@ -410,15 +524,18 @@ public sealed class UNet2DConditionModel : nn.Module
 
     /// <summary>
     /// The embedding the blocks receive (before the UNet's optional time_embedding_act_fn): sinusoidal timestep features
-    /// in float32 cast to <paramref name="dtype"/>, plus <c>cond_proj(timestep_cond)</c> when given, the time MLP, plus SDXL's <c>text_time</c> embedding of the pooled
-    /// text and the sinusoidal time ids. Shared by the UNet and the ControlNet, which compute it the same way.
+    /// in float32 cast to <paramref name="dtype"/>, plus <c>cond_proj(timestep_cond)</c> when given, the time MLP, plus the
+    /// <paramref name="classEmbedding"/> when given, plus SDXL's <c>text_time</c> embedding of the pooled text and the
+    /// sinusoidal time ids. Shared by the UNet and the ControlNet, which compute it the same way.
     /// </summary>
-    internal static Tensor TimeEmbedding(Timesteps timeProj, TimestepEmbedding timeEmbedding, Timesteps? addTimeProj, TimestepEmbedding? addEmbedding,
-        Tensor timestep, long batch, ScalarType dtype, Device device, Tensor? textEmbeds, Tensor? timeIds, Tensor? timestepCond = null)
+    internal static Tensor TimeEmbedding(nn.Module<Tensor, Tensor> timeProj, TimestepEmbedding timeEmbedding, Timesteps? addTimeProj, TimestepEmbedding? addEmbedding,
+        Tensor timestep, long batch, ScalarType dtype, Device device, Tensor? textEmbeds, Tensor? timeIds, Tensor? timestepCond = null,
+        Tensor? classEmbedding = null)
     {
         var timesteps = timestep.dim() == 0 ? timestep.reshape(1) : timestep;
         timesteps = timesteps.to(device).expand(batch);
         var emb = timeEmbedding.forward(timeProj.forward(timesteps).to(dtype), timestepCond?.to(dtype, device));
+        if (classEmbedding is not null) emb = emb + classEmbedding;
         if (addEmbedding is null) return emb;
         return emb + TextTimeEmbedding(addTimeProj!, addEmbedding, textEmbeds!, timeIds!, emb.dtype);
     }

@@ -4,7 +4,8 @@ using DiffusersSharp.IO;
 namespace DiffusersSharp.Models.Unets;
 
 /// <summary>
-/// <c>unet/config.json</c> of diffusers' <c>UNet2DConditionModel</c> (SD 1.x / 2.x, SDXL). Defaults are the Python
+/// <c>unet/config.json</c> of diffusers' <c>UNet2DConditionModel</c> (SD 1.x / 2.x, SDXL, the x4 upscaler, the latent
+/// upscaler's K-UNet). Defaults are the Python
 /// constructor defaults. Fields that diffusers accepts as one value or one value per block are
 /// <see cref="OneOrMany{T}"/>. Fields that the supported blocks never read in diffusers either
 /// (<c>resnet_skip_time_act</c>, <c>resnet_out_scale_factor</c>, <c>cross_attention_norm</c>,
@@ -22,7 +23,8 @@ public sealed record UNet2DConditionModelConfig
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? DiffusersVersion { get; init; }
 
-    /// <summary>Latent channels in (9 for inpainting UNets: latents, mask, masked-image latents).</summary>
+    /// <summary>Latent channels in (9 for inpainting UNets: latents, mask, masked-image latents; 7 for the x4 upscaler:
+    /// latents and the low-resolution image).</summary>
     public int InChannels { get; init; } = 4;
 
     /// <summary>Channels of the prediction.</summary>
@@ -64,10 +66,10 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Dropout probability (no effect at inference).</summary>
     public double Dropout { get; init; }
 
-    /// <summary>Activation of resnets, time embedding and output head; only silu (swish) is supported.</summary>
+    /// <summary>Activation of resnets, time embedding and output head: silu (swish), or gelu in a K-UNet (the latent upscaler's).</summary>
     public string ActFn { get; init; } = "silu";
 
-    /// <summary>Groups of every GroupNorm (null: not supported).</summary>
+    /// <summary>Groups of every GroupNorm; null only in a K-UNet (its blocks group channels by 32; no output norm then).</summary>
     public int? NormNumGroups { get; init; } = 32;
 
     /// <summary>Epsilon of the resnet and output GroupNorms.</summary>
@@ -106,7 +108,13 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Whether the spatial transformers project in and out with Linear layers (SD 2.x, SDXL) instead of 1x1 convs.</summary>
     public bool UseLinearProjection { get; init; }
 
-    /// <summary>Class embedding type (not supported).</summary>
+    /// <summary>
+    /// How <c>class_labels</c> are embedded and added to the time embedding: null (an <c>nn.Embedding</c> of
+    /// <see cref="NumClassEmbeds"/> rows when that is set, else no class embedding), <c>"timestep"</c> (the labels'
+    /// sinusoidal features through a <c>TimestepEmbedding</c>), <c>"identity"</c> (the labels are the embedding),
+    /// <c>"projection"</c> (a <c>TimestepEmbedding</c> of <see cref="ProjectionClassEmbeddingsInputDim"/>-wide labels) or
+    /// <c>"simple_projection"</c> (one Linear of them).
+    /// </summary>
     public string? ClassEmbedType { get; init; }
 
     /// <summary>Extra embedding added to the time embedding: null or <c>"text_time"</c> (SDXL).</summary>
@@ -115,7 +123,8 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Sinusoidal width of each SDXL time id.</summary>
     public int? AdditionTimeEmbedDim { get; init; }
 
-    /// <summary>Number of class embeddings (not supported).</summary>
+    /// <summary>Rows of the class embedding table when <see cref="ClassEmbedType"/> is null (the x4 upscaler: 1000, one
+    /// per noise level); the labels are integer indices into it.</summary>
     public int? NumClassEmbeds { get; init; }
 
     /// <summary>
@@ -124,7 +133,8 @@ public sealed record UNet2DConditionModelConfig
     /// </summary>
     public bool? UpcastAttention { get; init; }
 
-    /// <summary>How resnets apply the time embedding; only "default" (added after conv1) is supported.</summary>
+    /// <summary>How resnets apply the time embedding; only "default" (added after conv1) is supported, but a K-UNet's blocks
+    /// ignore it (their resnets always condition their GroupNorms, <c>ada_group</c>), as in diffusers.</summary>
     public string ResnetTimeScaleShift { get; init; } = "default";
 
     /// <summary>Unused by the supported blocks (as in diffusers).</summary>
@@ -133,16 +143,17 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Unused by the supported blocks (as in diffusers).</summary>
     public double ResnetOutScaleFactor { get; init; } = 1.0;
 
-    /// <summary>Timestep embedding type; only "positional" is supported.</summary>
+    /// <summary>Timestep embedding type: "positional" (sinusoidal) or "fourier" (<see cref="Layers.GaussianFourierProjection"/>, the
+    /// latent upscaler's; the time embedding is then 2 x block_out_channels[0] wide unless <see cref="TimeEmbeddingDim"/> says).</summary>
     public string TimeEmbeddingType { get; init; } = "positional";
 
-    /// <summary>Width of the time embedding (default 4 x block_out_channels[0]).</summary>
+    /// <summary>Width of the time embedding (default 4 x block_out_channels[0]; 2 x with "fourier").</summary>
     public int? TimeEmbeddingDim { get; init; }
 
-    /// <summary>Activation applied once to the summed embedding: null or silu.</summary>
+    /// <summary>Activation applied once to the summed embedding: null, silu or gelu.</summary>
     public string? TimeEmbeddingActFn { get; init; }
 
-    /// <summary>Activation after the time MLP (not supported).</summary>
+    /// <summary>Activation after the time MLP: null, silu or gelu (the latent upscaler's).</summary>
     public string? TimestepPostAct { get; init; }
 
     /// <summary>Width of the timestep condition of guidance-distilled models (LCM: 256), projected by
@@ -150,13 +161,14 @@ public sealed record UNet2DConditionModelConfig
     /// classifier-free guidance.</summary>
     public int? TimeCondProjDim { get; init; }
 
-    /// <summary>Kernel of conv_in; only 3 is supported.</summary>
+    /// <summary>Kernel of conv_in (odd; padded to keep the size: 3, or the latent upscaler's 1).</summary>
     public int ConvInKernel { get; init; } = 3;
 
-    /// <summary>Kernel of conv_out; only 3 is supported.</summary>
+    /// <summary>Kernel of conv_out (odd, as conv_in).</summary>
     public int ConvOutKernel { get; init; } = 3;
 
-    /// <summary>Input width of the SDXL <c>add_embedding</c>: text_embeds width + time ids x addition_time_embed_dim (2816 for SDXL base).</summary>
+    /// <summary>Input width of the SDXL <c>add_embedding</c>: text_embeds width + time ids x addition_time_embed_dim (2816 for
+    /// SDXL base); also the label width of the <c>"projection"</c> / <c>"simple_projection"</c> class embeddings.</summary>
     public int? ProjectionClassEmbeddingsInputDim { get; init; }
 
     /// <summary>Attention type; only "default" is supported (GLIGEN's gated types are not).</summary>
@@ -174,9 +186,26 @@ public sealed record UNet2DConditionModelConfig
     /// <summary>Unused unless addition_embed_type is "text" (not supported).</summary>
     public int AdditionEmbedTypeNumHeads { get; init; } = 64;
 
+    /// <summary>The class embedding this config builds (diffusers' <c>_set_class_embedding</c>): <see cref="ClassEmbedType"/>,
+    /// <c>"embedding"</c> for a table of <see cref="NumClassEmbeds"/> rows, or null for none.</summary>
+    [JsonIgnore]
+    public string? ClassEmbeddingKind => ClassEmbedType ?? (NumClassEmbeds is not null ? "embedding" : null);
+
     /// <summary>Width of the time embedding the blocks receive.</summary>
     [JsonIgnore]
-    public int TimeEmbedDim => TimeEmbeddingDim ?? BlockOutChannels[0] * 4;
+    public int TimeEmbedDim => TimeEmbeddingDim ?? BlockOutChannels[0] * (TimeEmbeddingType == "fourier" ? 2 : 4);
+
+    /// <summary>Width of the timestep features the time MLP takes: block_out_channels[0] (positional) or the time embedding
+    /// width (fourier).</summary>
+    [JsonIgnore]
+    public int TimestepInputDim => TimeEmbeddingType == "fourier" ? TimeEmbedDim : BlockOutChannels[0];
+
+    /// <summary>Whether the blocks are diffusers' K-diffusion ones (<c>KDownBlock2D</c>, <c>KCrossAttnDownBlock2D</c>,
+    /// <c>KCrossAttnUpBlock2D</c>, <c>KUpBlock2D</c>: stabilityai/sd-x2-latent-upscaler); a UNet has them all or none.</summary>
+    [JsonIgnore]
+    public bool IsKUNet => DownBlockTypes.Any(IsKBlock) || UpBlockTypes.Any(IsKBlock);
+
+    private static bool IsKBlock(string type) => type is "KDownBlock2D" or "KCrossAttnDownBlock2D" or "KCrossAttnUpBlock2D" or "KUpBlock2D";
 
     /// <summary>Number of upsampling layers (levels - 1); latents whose sides are multiples of 2^this need no explicit upsample sizes.</summary>
     [JsonIgnore]
@@ -203,28 +232,37 @@ public sealed record UNet2DConditionModelConfig
 
         Unsupported(NumAttentionHeads is not null, "num_attention_heads", NumAttentionHeads,
             " (nor by diffusers, which raises: the head count is read from attention_head_dim)");
-        Unsupported(ClassEmbedType is not null, "class_embed_type", ClassEmbedType);
-        Unsupported(NumClassEmbeds is not null, "num_class_embeds", NumClassEmbeds);
+        Unsupported(ClassEmbedType is not (null or "timestep" or "identity" or "projection" or "simple_projection"), "class_embed_type", ClassEmbedType,
+            " (only null, \"timestep\", \"identity\", \"projection\" and \"simple_projection\")");
         Unsupported(ClassEmbeddingsConcat, "class_embeddings_concat", ClassEmbeddingsConcat);
         Unsupported(AdditionEmbedType is not (null or "text_time"), "addition_embed_type", AdditionEmbedType, " (only null and \"text_time\")");
         Unsupported(EncoderHidDim is not null, "encoder_hid_dim", EncoderHidDim);
         Unsupported(EncoderHidDimType is not null, "encoder_hid_dim_type", EncoderHidDimType);
-        Unsupported(TimeEmbeddingType != "positional", "time_embedding_type", TimeEmbeddingType, " (only \"positional\")");
-        Unsupported(TimeEmbeddingActFn is not (null or "silu" or "swish"), "time_embedding_act_fn", TimeEmbeddingActFn, " (only null and silu)");
-        Unsupported(TimestepPostAct is not null, "timestep_post_act", TimestepPostAct);
-        Unsupported(ResnetTimeScaleShift != "default", "resnet_time_scale_shift", ResnetTimeScaleShift, " (only \"default\")");
+        bool k = IsKUNet;
+        Unsupported(TimeEmbeddingType is not ("positional" or "fourier"), "time_embedding_type", TimeEmbeddingType, " (only \"positional\" and \"fourier\")");
+        Unsupported(TimeEmbeddingActFn is not null && !Layers.DiffusersActivations.IsKnown(TimeEmbeddingActFn), "time_embedding_act_fn", TimeEmbeddingActFn, " (only null, silu and gelu)");
+        Unsupported(TimestepPostAct is not null && !Layers.DiffusersActivations.IsKnown(TimestepPostAct), "timestep_post_act", TimestepPostAct, " (only null, silu and gelu)");
+        Unsupported(!k && ResnetTimeScaleShift != "default", "resnet_time_scale_shift", ResnetTimeScaleShift, " (only \"default\")");
         Unsupported(DualCrossAttention, "dual_cross_attention", DualCrossAttention);
         Unsupported(AttentionType != "default", "attention_type", AttentionType, " (only \"default\")");
-        Unsupported(ConvInKernel != 3, "conv_in_kernel", ConvInKernel, " (only 3)");
-        Unsupported(ConvOutKernel != 3, "conv_out_kernel", ConvOutKernel, " (only 3)");
-        Unsupported(ActFn is not ("silu" or "swish"), "act_fn", ActFn, " (only silu)");
-        Unsupported(NormNumGroups is null, "norm_num_groups", NormNumGroups);
+        Unsupported(ConvInKernel <= 0 || ConvInKernel % 2 == 0, "conv_in_kernel", ConvInKernel, " (only odd sizes)");
+        Unsupported(ConvOutKernel <= 0 || ConvOutKernel % 2 == 0, "conv_out_kernel", ConvOutKernel, " (only odd sizes)");
+        Unsupported(k ? !Layers.DiffusersActivations.IsKnown(ActFn) : ActFn is not ("silu" or "swish"), "act_fn", ActFn, k ? " (only silu and gelu)" : " (only silu, or gelu in a K-UNet)");
+        Unsupported(!k && NormNumGroups is null, "norm_num_groups", NormNumGroups, " (null only in a K-UNet)");
+        if (k)
+        {
+            Unsupported(!DownBlockTypes.All(IsKBlock) || !UpBlockTypes.All(IsKBlock), "down_block_types / up_block_types", string.Join(", ", DownBlockTypes.Concat(UpBlockTypes)),
+                " (K-diffusion blocks mixed with others)");
+            Unsupported(MidBlockType is not null, "mid_block_type", MidBlockType, " in a K-UNet (only null)");
+        }
         Unsupported(ReverseTransformerLayersPerBlock is not null, "reverse_transformer_layers_per_block", ReverseTransformerLayersPerBlock);
         Unsupported(MidBlockType is not (null or "UNetMidBlock2DCrossAttn"), "mid_block_type", MidBlockType, " (only UNetMidBlock2DCrossAttn or null)");
         foreach (var type in DownBlockTypes)
-            Unsupported(type is not ("CrossAttnDownBlock2D" or "DownBlock2D"), "down_block_types entry", type, " (only CrossAttnDownBlock2D and DownBlock2D)");
+            Unsupported(type is not ("CrossAttnDownBlock2D" or "DownBlock2D" or "KDownBlock2D" or "KCrossAttnDownBlock2D"), "down_block_types entry", type,
+                " (only CrossAttnDownBlock2D, DownBlock2D, KDownBlock2D and KCrossAttnDownBlock2D)");
         foreach (var type in UpBlockTypes)
-            Unsupported(type is not ("CrossAttnUpBlock2D" or "UpBlock2D"), "up_block_types entry", type, " (only CrossAttnUpBlock2D and UpBlock2D)");
+            Unsupported(type is not ("CrossAttnUpBlock2D" or "UpBlock2D" or "KCrossAttnUpBlock2D" or "KUpBlock2D"), "up_block_types entry", type,
+                " (only CrossAttnUpBlock2D, UpBlock2D, KCrossAttnUpBlock2D and KUpBlock2D)");
         if (TransformerLayersPerBlock.Nested is not null)
             Unsupported(true, "transformer_layers_per_block", TransformerLayersPerBlock, " as a list of lists (asymmetric UNets)");
         if (AdditionEmbedType == "text_time")
@@ -238,10 +276,18 @@ public sealed record UNet2DConditionModelConfig
         Require(UpBlockTypes.Length == n, $"down_block_types has {n} entries but up_block_types has {UpBlockTypes.Length}.");
         Require(BlockOutChannels.Length == n, $"block_out_channels has {BlockOutChannels.Length} entries but down_block_types has {n}.");
         Require(InChannels > 0 && OutChannels > 0, "in_channels and out_channels must be positive.");
-        Require(NormNumGroups > 0 && BlockOutChannels.All(c => c > 0 && c % NormNumGroups == 0),
-            $"every block_out_channels entry must be a positive multiple of norm_num_groups ({NormNumGroups}).");
+        if (NormNumGroups is not null || !k)
+            Require(NormNumGroups > 0 && BlockOutChannels.All(c => c > 0 && c % NormNumGroups == 0),
+                $"every block_out_channels entry must be a positive multiple of norm_num_groups ({NormNumGroups}).");
+        if (k)
+            Require(BlockOutChannels.All(c => c >= 32 && c % (c / 32) == 0),
+                "every block_out_channels entry of a K-UNet must be at least 32 and split into channels / 32 equal groups.");
         Require(DownsamplePadding >= 0, "downsample_padding must not be negative.");
         Require(BlockOutChannels[0] % 2 == 0 && TimeEmbedDim > 0, "block_out_channels[0] must be even (sinusoidal timestep features).");
+        Require(TimeEmbeddingType != "fourier" || TimeEmbedDim % 2 == 0, $"a fourier time embedding must be even, got {TimeEmbedDim}.");
+        Require(NumClassEmbeds is null or > 0, $"num_class_embeds must be positive, got {NumClassEmbeds}.");
+        if (ClassEmbedType is "projection" or "simple_projection")
+            Require(ProjectionClassEmbeddingsInputDim is > 0, $"class_embed_type \"{ClassEmbedType}\" needs a positive projection_class_embeddings_input_dim.");
         Require(TimeCondProjDim is null or > 0, $"time_cond_proj_dim must be positive, got {TimeCondProjDim}.");
         Require(MidBlockScaleFactor != 0, "mid_block_scale_factor must not be zero.");
         var heads = HeadsPerBlock;

@@ -16,16 +16,18 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Pipelines.StableDiffusion;
 
 /// <summary>
-/// The loaded components of a UNet pipeline folder: Stable Diffusion 1.x / 2.x (<c>StableDiffusionPipeline</c>) or SDXL
-/// (<c>StableDiffusionXLPipeline</c>, with a second text encoder). Shared by the text-to-image, image-to-image and
-/// inpainting pipelines of the family (<c>FromPipe</c>); freed when the last pipeline using them is disposed.
+/// The loaded components of a UNet pipeline folder: Stable Diffusion 1.x / 2.x (<c>StableDiffusionPipeline</c>), SDXL
+/// (<c>StableDiffusionXLPipeline</c>, with a second text encoder) or the x4 upscaler (<c>StableDiffusionUpscalePipeline</c>,
+/// with a low-resolution scheduler). Shared by the text-to-image, image-to-image and inpainting pipelines of the family
+/// (<c>FromPipe</c>); freed when the last pipeline using them is disposed.
 /// </summary>
 public sealed class StableDiffusionComponents : SwappableSchedulerComponents
 {
     private static readonly string[] XLPipelines = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline",
         StableDiffusionXL.StableDiffusionXLInstructPix2PixPipeline.PipelineClass];
     private static readonly string[] SDPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
-        StableDiffusionInstructPix2PixPipeline.PipelineClass, LatentConsistencyModelPipeline.PipelineClass, LatentConsistencyModelImg2ImgPipeline.PipelineClass];
+        StableDiffusionInstructPix2PixPipeline.PipelineClass, LatentConsistencyModelPipeline.PipelineClass, LatentConsistencyModelImg2ImgPipeline.PipelineClass,
+        StableDiffusionUpscalePipeline.PipelineClass, StableDiffusionLatentUpscalePipeline.PipelineClass];
 
     /// <summary>The denoising UNet.</summary>
     public required UNet2DConditionModel Unet { get; init; }
@@ -112,6 +114,20 @@ public sealed class StableDiffusionComponents : SwappableSchedulerComponents
     /// takes that keyword from the pipeline config when it is not passed.</summary>
     public bool IsCosXLEdit { get; init; }
 
+    /// <summary>
+    /// The x4 upscaler's <c>low_res_scheduler</c> (a <c>DDPMScheduler</c>: it adds <c>noise_level</c>'s noise to the
+    /// low-resolution image), or null for every other model. Set, these are upscaler components, which only
+    /// <see cref="StableDiffusionUpscalePipeline"/> runs.
+    /// </summary>
+    public DDPMSchedulerConfig? LowResSchedulerConfig { get; init; }
+
+    /// <summary>The x4 upscaler's highest <c>noise_level</c> (model_index.json's <c>max_noise_level</c>, default 350, as
+    /// diffusers' constructor has it).</summary>
+    public int MaxNoiseLevel { get; init; } = 350;
+
+    /// <summary>Whether these are the x4 upscaler's components (<see cref="LowResSchedulerConfig"/> is set).</summary>
+    public bool IsUpscaler => LowResSchedulerConfig is not null;
+
     /// <summary>The UNet's <c>sample_size</c> as raised by an outdated-config fix-up (64), or null.</summary>
     internal int? FixedUnetSampleSize { get; private set; }
 
@@ -197,7 +213,9 @@ public sealed class StableDiffusionComponents : SwappableSchedulerComponents
         foreach (var name in fromFile)
             if (name is "text_encoder" && !firstEncoder || name is "text_encoder_2" && !xl)
                 throw new ArgumentException($"The single file {Path.GetFileName(options.SingleFile)} holds a {name}, which {index.ClassName} does not have: it is a checkpoint of another model family.");
+        bool upscaler = index.ClassName == StableDiffusionUpscalePipeline.PipelineClass;
         List<string> required = ["unet", "vae", "scheduler"];
+        if (upscaler) required.Add("low_res_scheduler");
         if (firstEncoder) required.AddRange(["text_encoder", "tokenizer"]);
         if (xl) required.AddRange(["text_encoder_2", "tokenizer_2"]);
         foreach (var name in required)
@@ -205,6 +223,8 @@ public sealed class StableDiffusionComponents : SwappableSchedulerComponents
                 throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; {index.ClassName} needs it.");
         foreach (var name in required)
             ModelRegistry.KindOf(name, index.Components[name].ClassName!);
+        if (upscaler && index.Components["low_res_scheduler"].ClassName != nameof(DDPMScheduler))
+            throw new InvalidDataException($"{folder}: model_index.json's low_res_scheduler is a {index.Components["low_res_scheduler"].ClassName}; {index.ClassName} takes a DDPMScheduler (diffusers' type).");
         // The ControlNets' folders and kind (plain or union), before any weights load.
         var controlNetFolders = controlnets.Select(net => Hub.ModelSource.Resolve(net, options.HubOptions, options.DownloadProgress, cancellationToken)).ToArray();
         bool unions = CheckControlNetKinds(controlNetFolders, xl);
@@ -214,6 +234,14 @@ public sealed class StableDiffusionComponents : SwappableSchedulerComponents
         bool forceZeros = indexJson["force_zeros_for_empty_prompt"]?.GetValue<bool>() ?? true;
         bool aesthetics = indexJson["requires_aesthetics_score"]?.GetValue<bool>() ?? false;
         bool cosXLEdit = indexJson["is_cosxl_edit"]?.GetValue<bool>() ?? false;
+        int maxNoiseLevel = indexJson["max_noise_level"]?.GetValue<int>() ?? 350;
+        DDPMSchedulerConfig? lowRes = null;
+        if (upscaler)
+        {
+            // Checked as a scheduler (an invalid config fails here, before any weights load); each call builds its own.
+            using var lowResScheduler = DDPMScheduler.FromPretrained(Path.Combine(folder, "low_res_scheduler"));
+            lowRes = lowResScheduler.Config;
+        }
 
         var loader = new ComponentLoader(folder, cancellationToken);
         string Sub(string name) => loader.Sub(name);
@@ -245,6 +273,8 @@ public sealed class StableDiffusionComponents : SwappableSchedulerComponents
                 ForceZerosForEmptyPrompt = forceZeros,
                 RequiresAestheticsScore = aesthetics,
                 IsCosXLEdit = cosXLEdit,
+                LowResSchedulerConfig = lowRes,
+                MaxNoiseLevel = maxNoiseLevel,
                 Device = device,
                 Dtype = options.Dtype,
                 LoadMilliseconds = loader.LoadMilliseconds,

@@ -30,6 +30,8 @@ public abstract partial class StableDiffusionPipelineBase
         public Tensor? TimestepCond;
         /// <summary>The LCM pipelines: the LCMScheduler's denoised estimate of the last step is the result, not the latents.</summary>
         public bool LatentConsistency;
+        /// <summary>The x4 upscaler: the noised low-resolution image appended to the UNet input and its noise level.</summary>
+        public UpscaleState? Upscale;
     }
 
     /// <summary>
@@ -67,6 +69,9 @@ public abstract partial class StableDiffusionPipelineBase
                 var modelInput = !cfg ? latents : s.InstructPix2Pix is null ? cat([latents, latents], 0) : cat([latents, latents, latents], 0);
                 modelInput = scheduler.ScaleModelInput(modelInput, t);
                 if (s.InstructPix2Pix is { } editing) modelInput = cat([modelInput, editing.ImageLatents], 1);
+                if (s.Upscale is { } upscaling) modelInput = cat([modelInput, Half(upscaling.Image)], 1);
+                // diffusers passes the noise level as class_labels; a UNet without a class embedding ignores them there.
+                var classLabels = s.Upscale is { } levels && unet.Config.ClassEmbeddingKind is not null ? Half(levels.NoiseLevel) : null;
                 using var timestep = tensor(t, device: Components.Device);
                 // The ControlNets take the latents alone, also beside a 9-channel inpainting UNet (diffusers' ControlNet inpaint pipeline).
                 using var control = s.Control is { } c ? ControlResiduals(c, i, latents, modelInput, timestep, s, cfg, Half, scheduler, t) : null;
@@ -74,7 +79,7 @@ public abstract partial class StableDiffusionPipelineBase
                 var intrablock = s.Adapter is { } adapter && i < adapter.ActiveSteps ? adapter.States.Select(Half).ToArray() : null;
                 var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
                     s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds),
-                    control?.DownBlockResSamples, control?.MidBlockResSample, s.ImageEmbeds?.Select(Half).ToArray(), intrablock, s.TimestepCond);
+                    control?.DownBlockResSamples, control?.MidBlockResSample, s.ImageEmbeds?.Select(Half).ToArray(), intrablock, s.TimestepCond, classLabels);
                 if (cfg && s.InstructPix2Pix is { } guided) noisePred = InstructPix2PixGuidance(noisePred, s.Guidance, guided.ImageGuidance, r.GuidanceRescale);
                 else if (cfg)
                 {

@@ -70,12 +70,13 @@ public abstract partial class StableDiffusionPipelineBase
 
     /// <summary>
     /// Runs <paramref name="use"/> with the VAE in float32 when it is float16 with <c>force_upcast</c> (SDXL's VAE overflows
-    /// in float16: diffusers' <c>upcast_vae</c> for SDXL encode and decode), and puts it back to float16 after.
+    /// in float16: diffusers' <c>upcast_vae</c> for SDXL encode and decode, and the x4 upscaler's decode), and puts it back to
+    /// float16 after.
     /// </summary>
     private T WithVaeUpcast<T>(Func<T> use)
     {
         var vae = Components.Vae;
-        if (!IsXL || !vae.Config.ForceUpcast || vae.WeightDtype() != ScalarType.Float16) return use();
+        if (!(IsXL || Components.IsUpscaler) || !vae.Config.ForceUpcast || vae.WeightDtype() != ScalarType.Float16) return use();
         ModuleMover.CastTo(vae, ScalarType.Float32);
         try
         {
@@ -109,7 +110,8 @@ public abstract partial class StableDiffusionPipelineBase
             var sd = tensor(std.Select(v => (float)v).ToArray(), [1, std.Length, 1, 1], device: latents.device).to(latents.dtype);
             scaled = latents * sd / vae.Config.ScalingFactor + m;
         }
-        else scaled = latents / vae.Config.ScalingFactor;
+        // The x4 upscaler's scaling factor is 0.08333 whatever its VAE config says (diffusers' constructor sets it).
+        else scaled = latents / (Components.IsUpscaler ? StableDiffusionUpscalePipeline.ScalingFactor : vae.Config.ScalingFactor);
         var decoded = vae.Decode(scaled);
         var (images, output) = DecodedOutput.From(decoded, outputType, ImageProcessor);
         return new StableDiffusionPipelineOutput(images, output);

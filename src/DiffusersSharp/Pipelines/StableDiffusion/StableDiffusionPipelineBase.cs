@@ -14,18 +14,32 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
     private bool _disposed;
 
     /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
-    /// <exception cref="ArgumentException">The components are of the other family (SDXL for an SD pipeline or the reverse).</exception>
-    private protected StableDiffusionPipelineBase(StableDiffusionComponents components, bool xl)
+    /// <exception cref="ArgumentException">The components are of the other family (SDXL for an SD pipeline or the reverse), or
+    /// an x4 upscaler's for another pipeline than <paramref name="upscaler"/>'s (or the reverse), or a latent upscaler's (a
+    /// K-UNet) for another pipeline than <paramref name="latentUpscaler"/>'s (or the reverse).</exception>
+    private protected StableDiffusionPipelineBase(StableDiffusionComponents components, bool xl, bool upscaler = false, bool latentUpscaler = false)
     {
         ArgumentNullException.ThrowIfNull(components);
         if (components.IsXL != xl)
             throw new ArgumentException(xl
                 ? "These components are a Stable Diffusion 1.x / 2.x model; use StableDiffusionPipeline (or its Img2Img / Inpaint twins)."
                 : "These components are an SDXL model; use StableDiffusionXLPipeline (or its Img2Img / Inpaint twins).", nameof(components));
+        if (components.IsUpscaler != upscaler)
+            throw new ArgumentException(upscaler
+                ? "These components are not an x4 upscaler's (they have no low_res_scheduler): load stabilityai/stable-diffusion-x4-upscaler or a folder whose model_index.json names StableDiffusionUpscalePipeline."
+                : "These components are a Stable Diffusion x4 upscaler (low_res_scheduler, a noise-level-conditioned UNet); use StableDiffusionUpscalePipeline.", nameof(components));
+        if (components.Unet.Config.IsKUNet != latentUpscaler)
+            throw new ArgumentException(latentUpscaler
+                ? "These components are not a latent upscaler's (their UNet has no K-diffusion blocks): load stabilityai/sd-x2-latent-upscaler or a folder whose model_index.json names StableDiffusionLatentUpscalePipeline."
+                : "These components are a latent x2 upscaler's (a K-diffusion UNet); use StableDiffusionLatentUpscalePipeline.", nameof(components));
         components.Acquire();
         Components = components;
         int scale = components.Vae.VaeScaleFactor, channels = components.Vae.Config.LatentChannels;
-        ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig { VaeScaleFactor = scale, VaeLatentChannels = channels });
+        // diffusers' upscalers build their image processors with resample="bicubic"; the others keep the LANCZOS default.
+        ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig
+        {
+            VaeScaleFactor = scale, VaeLatentChannels = channels, Resample = upscaler || latentUpscaler ? ResampleFilter.Bicubic : ResampleFilter.Lanczos,
+        });
         MaskProcessor = VaeImageProcessor.CreateMaskProcessor(scale, channels);
     }
 
@@ -50,8 +64,10 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
 
     private bool IsXL => Components.IsXL;
 
-    /// <summary>The guidance scale <paramref name="r"/> runs with: its own, or the pipeline's default (7.5; SDXL 5.0; LCM 8.5).</summary>
-    public double GuidanceOf(StableDiffusionRequest r) => r.GuidanceScale ?? (r is ILatentConsistencyRequest ? 8.5 : IsXL ? 5.0 : 7.5);
+    /// <summary>The guidance scale <paramref name="r"/> runs with: its own, or the pipeline's default (7.5; SDXL 5.0; LCM 8.5;
+    /// the x4 and latent upscalers 9.0).</summary>
+    public double GuidanceOf(StableDiffusionRequest r) =>
+        r.GuidanceScale ?? (r is ILatentConsistencyRequest ? 8.5 : r is StableDiffusionUpscaleRequest or StableDiffusionLatentUpscaleRequest ? 9.0 : IsXL ? 5.0 : 7.5);
 
     /// <summary>
     /// Whether the call conditions the UNet on the guidance-scale embedding (<c>timestep_cond</c>) instead of running
@@ -61,7 +77,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
     /// such a UNet as on any other.
     /// </summary>
     public bool UsesGuidanceEmbedding(StableDiffusionRequest r) => r is ILatentConsistencyRequest
-        || (Components.Unet.Config.TimeCondProjDim is not null && r is not StableDiffusionInstructPix2PixRequest
+        || (Components.Unet.Config.TimeCondProjDim is not null && r is not (StableDiffusionInstructPix2PixRequest or StableDiffusionUpscaleRequest or StableDiffusionLatentUpscaleRequest)
             && !(r is IControlNetRequest && r is StableDiffusionImg2ImgRequest));
 
     /// <summary>The strength <paramref name="r"/> runs with: its own, or the pipeline's default (img2img 0.8, inpaint 1.0;
@@ -72,7 +88,10 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
     /// <summary>Validates a request (diffusers' check_inputs and the mode's own checks), before any compute.</summary>
     private void CheckInputs(StableDiffusionRequest r, int height, int width, int steps)
     {
-        if (height <= 0 || width <= 0 || height % 8 != 0 || width % 8 != 0)
+        // The upscaler's size is the image's times the VAE factor (its own checks say what is wrong with it).
+        if (r is StableDiffusionUpscaleRequest upscale) CheckUpscaleInputs(upscale, height, width);
+        else if (r is StableDiffusionLatentUpscaleRequest latentUpscale) CheckLatentUpscaleInputs(latentUpscale);
+        else if (height <= 0 || width <= 0 || height % 8 != 0 || width % 8 != 0)
             throw new ArgumentException($"height and width must be positive multiples of 8, got {height}x{width}.");
         if (steps < 1) throw new ArgumentException($"num_inference_steps must be at least 1, got {steps}.");
         double guidance = GuidanceOf(r);
@@ -144,12 +163,14 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         var inpaint = r as StableDiffusionInpaintRequest;
         var pix2pix = r as StableDiffusionInstructPix2PixRequest;
         var lcmRequest = r as ILatentConsistencyRequest;
-        int steps = r.NumInferenceSteps ?? (lcmRequest is not null ? 4 : pix2pix is null ? 50 : 100);
+        var upscale = r as StableDiffusionUpscaleRequest;
+        int steps = r.NumInferenceSteps ?? (lcmRequest is not null ? 4 : pix2pix is not null ? 100 : upscale is not null ? 75 : 50);
         // Sizes: text-to-image and inpainting default to the model size; image-to-image and ControlNet inpainting (as
         // diffusers' StableDiffusionControlNetInpaintPipeline has it) to the image's (rounded down to 8); InstructPix2Pix
-        // SD 1.x to the image's, SDXL to the model size.
+        // SD 1.x to the image's, SDXL to the model size; the x4 upscaler to the image's (rounded down to 4) times 4.
         int height, width;
         if (pix2pix?.Image is { } edited) (height, width) = InstructPix2PixSize(pix2pix, edited);
+        else if (upscale?.Image is { } lowRes) (height, width) = UpscaleSize(lowRes);
         else if (img2img is not null && (inpaint is null || r is IControlNetRequest) && img2img.Image is { } start && (r.Height is null || r.Width is null))
             (height, width) = SizeOf(start, r.Height, r.Width);
         else if (r is IControlNetRequest controlRequest && SettingsOf(controlRequest).ControlImages is [{ } firstControl, ..])
@@ -170,7 +191,9 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         bool cfg = pix2pix is null ? guidance > 1 && !guidanceEmbedding : InstructPix2PixCfg(pix2pix, guidance);
         int batch = BatchSize(r) * r.NumImagesPerPrompt;
         var device = Components.Device;
-        var image = (img2img?.Image ?? pix2pix?.Image)?.Preprocess(ImageProcessor, height, width, maskCrop);
+        // The upscaler's image is processed at its own (rounded) size, the output's / the VAE factor.
+        var image = upscale?.Image is { } low ? low.Preprocess(ImageProcessor, height / VaeScaleFactor, width / VaeScaleFactor)
+            : (img2img?.Image ?? pix2pix?.Image)?.Preprocess(ImageProcessor, height, width, maskCrop);
         var maskCondition = inpaint?.MaskImage?.Preprocess(MaskProcessor, height, width, maskCrop);
 
         using var scheduler = Components.CreateScheduler();
@@ -229,9 +252,11 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
 
         var unet = Components.Unet;
         var vaeConfig = Components.Vae.Config;
-        long latentChannels = inpaint is null && pix2pix is null ? unet.Config.InChannels : vaeConfig.LatentChannels;
+        long latentChannels = inpaint is null && pix2pix is null && upscale is null ? unet.Config.InChannels : vaeConfig.LatentChannels;
         long[] shape = [batch, latentChannels, height / VaeScaleFactor, width / VaeScaleFactor];
         double initNoiseSigma = scheduler.InitNoiseSigma;
+        // The upscaler draws the image's noise before the latents (diffusers' order).
+        var upscaleState = upscale is null ? null : PrepareUpscale(upscale, image!, dtype, cfg);
         Tensor latents;
         Tensor? imageLatents = null, noise = null, mask = null, maskedImageLatents = null;
         if (inpaint is not null)
@@ -302,7 +327,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             : null;
         var loop = new DenoiseState(embeds, textEmbeds, timeIds, mask, maskedImageLatents, imageLatents, noise, guidance)
         {
-            TimestepCond = timestepCond, LatentConsistency = lcmRequest is not null,
+            TimestepCond = timestepCond, LatentConsistency = lcmRequest is not null, Upscale = upscaleState,
             Control = control, ImageEmbeds = imageEmbeds, Adapter = adapterState,
             InstructPix2Pix = pix2pix is null ? null
                 : new InstructPix2PixState(InstructPix2PixImageLatents(image!, dtype, batch, cfg), pix2pix.ImageGuidanceScale, cfg),
