@@ -19,51 +19,19 @@ Writes, under local-diffusers/z-image/:
 import json
 import os
 import sys
-import types
 
 import torch
 from torch import nn
 from PIL import Image
 from safetensors.torch import save_file
 
-import diffusers.models.transformers.transformer_z_image as transformer_z_image
+import z_image_torch_compat
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImageTransformer2DModel
 from diffusers.pipelines.z_image.pipeline_z_image import ZImagePipeline
 from diffusers.pipelines.z_image.pipeline_z_image_img2img import ZImageImg2ImgPipeline
 
-
-# Two things transformer_z_image.py relies on that torch 1.13 lacks (no computation is changed):
-# 1. `with torch.device("cpu"):` around the RoPE table. Every tensor made inside names device="cpu" (or follows one that
-#    does), so the context does nothing here; torch 1.13's device is no context manager. That module alone sees a torch
-#    whose device(...) also is one.
-class _DeviceContext:
-    def __init__(self, device):
-        self.device = device
-
-    def __enter__(self):
-        return self.device
-
-    def __exit__(self, *exc):
-        return False
-
-
-_torch = types.ModuleType("torch")
-_torch.__dict__.update(torch.__dict__)
-_torch.device = lambda *args, **kwargs: _DeviceContext(torch.device(*args, **kwargs))
-transformer_z_image.torch = _torch
-
-# 2. Indexing with an int32 tensor (the RoPE table is indexed by int32 position ids): torch 2.x takes it, torch 1.13
-#    wants int64. The same indices, widened.
-_getitem = torch.Tensor.__getitem__
-
-
-def _getitem_int32(self, index):
-    if isinstance(index, torch.Tensor) and index.dtype == torch.int32:
-        index = index.long()
-    return _getitem(self, index)
-
-
-torch.Tensor.__getitem__ = _getitem_int32
+# What transformer_z_image.py needs beyond torch 1.13 (no computation changed): z_image_torch_compat.py.
+z_image_torch_compat.install()
 
 root = sys.argv[1]
 here = f"{root}/local-diffusers/z-image"

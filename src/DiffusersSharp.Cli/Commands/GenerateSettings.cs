@@ -179,15 +179,15 @@ public class GenerateSettings : ModelSettings
     public string? NegativePrompt { get; init; }
 
     /// <summary>Precomputed embeddings file.</summary>
-    [CommandOption("--prompt-embeds <FILE>"), Description("A .safetensors file with prompt_embeds and pooled_prompt_embeds (and optionally negative_*), instead of --prompt.")]
+    [CommandOption("--prompt-embeds <FILE>"), Description("A .safetensors file with prompt_embeds and pooled_prompt_embeds (and optionally negative_*), instead of --prompt. Chroma: prompt_embeds with prompt_attention_mask (negative_* likewise). Z-Image: prompt_embeds [[L, D]] (one prompt; [[N, L, D]]: N prompts) or prompt_embeds.0, prompt_embeds.1, ... (prompts of their own lengths), each the rows of a prompt's real tokens (diffusers' pipe.encode_prompt lists), and likewise negative_prompt_embeds, needed with --guidance above 1; the Qwen3 text encoder is then not loaded unless --negative-prompt is given.")]
     public string? PromptEmbeds { get; init; }
 
     /// <summary>Denoising steps.</summary>
-    [CommandOption("--steps <N>"), Description("Denoising steps (default 28 for generate, 50 for img2img and inpaint).")]
+    [CommandOption("--steps <N>"), Description("Denoising steps (default 28 for generate, 50 for img2img and inpaint; the pipeline's for the other families, e.g. 50 for Z-Image, where Z-Image-Turbo wants 9 with --guidance 0).")]
     public int? Steps { get; init; }
 
     /// <summary>Guidance scale.</summary>
-    [CommandOption("--guidance <SCALE>"), Description("Classifier-free guidance scale (default: the pipeline's, 7.0 for SD3, 7.5 for SD 1.x / 2.x, 5.0 for SDXL; 1 turns it off).")]
+    [CommandOption("--guidance <SCALE>"), Description("Classifier-free guidance scale (default: the pipeline's, 7.0 for SD3, 7.5 for SD 1.x / 2.x, 5.0 for SDXL, Chroma and Z-Image; 1 turns it off). Z-Image-Turbo is distilled for --guidance 0 with --steps 9.")]
     public string? Guidance { get; init; }
 
     /// <summary>Seed.</summary>
@@ -207,7 +207,7 @@ public class GenerateSettings : ModelSettings
     public int NumImages { get; init; } = 1;
 
     /// <summary>T5 sequence length.</summary>
-    [CommandOption("--max-sequence-length <N>"), Description("T5 tokens (at most 512, default 256).")]
+    [CommandOption("--max-sequence-length <N>"), Description("T5 tokens (at most 512, default 256; Flux, Chroma 512). Z-Image: Qwen3 tokens with the chat template around the prompt (default 512).")]
     public int? MaxSequenceLength { get; init; }
 
     /// <summary>Output file.</summary>
@@ -287,6 +287,20 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--scheduler <NAME>"), Description("SD 1.x / 2.x, SDXL and PixArt: the sampler, pndm, ddim, euler, euler_karras, euler_a, lms, dpmpp_2m, dpmpp_2m_karras, dpmpp_2m_sde, dpmpp_2m_sde_karras, unipc, heun, kdpm2, kdpm2_a, dpmpp_singlestep, deis, lcm (LCM-distilled models or LCM-LoRAs: few steps, guidance 1 to 2), ddpm, tcd (TCD LoRAs: few steps, gamma via --eta, e.g. 0.3), ipndm, or for EDM-trained models (Playground v2.5, CosXL) edm_euler, edm_dpmpp_2m, edm_dpmpp_2m_sde; or a diffusers scheduler class, e.g. EDMEulerScheduler (default: the model's).")]
     public string? Scheduler { get; init; }
 
+    /// <summary>Z-Image's cfg_normalization.</summary>
+    [CommandOption("--cfg-normalization <F>"), Description("Z-Image, with --guidance above 1: cap each guided prediction's norm at F times the conditional prediction's (diffusers' cfg_normalization, a bool there: True is 1; default 0, off).")]
+    public string? CfgNormalization { get; init; }
+
+    /// <summary>Z-Image's cfg_truncation.</summary>
+    [CommandOption("--cfg-truncation <F>"), Description("Z-Image, with --guidance above 1: run the steps whose normalized time (1000 - t) / 1000 is above F without guidance (diffusers' cfg_truncation; default 1: never).")]
+    public string? CfgTruncation { get; init; }
+
+    /// <summary>The parsed --cfg-normalization, or null.</summary>
+    public double? CfgNormalizationValue => CfgNormalization is null ? null : double.Parse(CfgNormalization, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    /// <summary>The parsed --cfg-truncation, or null.</summary>
+    public double? CfgTruncationValue => CfgTruncation is null ? null : double.Parse(CfgTruncation, NumberStyles.Float, CultureInfo.InvariantCulture);
+
     /// <summary>True CFG scale (Flux).</summary>
     [CommandOption("--true-cfg <SCALE>"), Description("Flux: diffusers' true_cfg_scale; above 1 with --negative-prompt, each step runs the transformer for the negative prompt too (default 1: off). --guidance is Flux's embedded guidance (default 3.5; 7.0 for img2img and inpaint, as diffusers).")]
     public string? TrueCfg { get; init; }
@@ -296,7 +310,7 @@ public class GenerateSettings : ModelSettings
     public string[]? ControlNet { get; init; }
 
     /// <summary>The control images, one per ControlNet.</summary>
-    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), one per --controlnet in the same order, resized to the output size; generate without --width / --height takes the (first) image's size (rounded down to 8) for SD 1.x / 2.x and SDXL, the model's default size for SD3 and Flux (as diffusers). Without --controlnet, for a FLUX.1 control model (FLUX.1-Canny-dev, FLUX.1-Depth-dev: model_index FluxControlPipeline; or FLUX.1-dev with --lora FLUX.1-Canny-dev-lora / Depth-dev-lora): its Canny edge map or depth map, once (diffusers' FluxControl[Img2Img|Inpaint]Pipeline control_image).")]
+    [CommandOption("--control-image <FILE>"), Description("With --controlnet: the control image (edge map, depth map, pose...), one per --controlnet in the same order, resized to the output size; generate without --width / --height takes the (first) image's size (rounded down to 8) for SD 1.x / 2.x and SDXL, the model's default size for SD3 and Flux (as diffusers). Without --controlnet, for a FLUX.1 control model (FLUX.1-Canny-dev, FLUX.1-Depth-dev: model_index FluxControlPipeline; or FLUX.1-dev with --lora FLUX.1-Canny-dev-lora / Depth-dev-lora): its Canny edge map or depth map, once (diffusers' FluxControl[[Img2Img|Inpaint]]Pipeline control_image).")]
     public string[]? ControlImage { get; init; }
 
     /// <summary>ControlNet conditioning scales.</summary>
@@ -320,7 +334,7 @@ public class GenerateSettings : ModelSettings
     public bool GuessMode { get; init; }
 
     /// <summary>T2I-Adapter folders or hub repo ids (UNet models), in order.</summary>
-    [CommandOption("--adapter <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL, generate only: a diffusers T2I-Adapter folder or hub repo id (e.g. TencentARC/t2iadapter_canny_sd15v2, TencentARC/t2i-adapter-canny-sdxl-1.0) steering the image with --adapter-image (diffusers' StableDiffusion[XL]AdapterPipeline). Repeat it for several adapters (diffusers' MultiAdapter: their feature maps are summed, weighted by --adapter-scale); the repeated --adapter-image and --adapter-scale pair with them in order. Not with --controlnet.")]
+    [CommandOption("--adapter <FOLDER_OR_REPO>"), Description("SD 1.x / 2.x and SDXL, generate only: a diffusers T2I-Adapter folder or hub repo id (e.g. TencentARC/t2iadapter_canny_sd15v2, TencentARC/t2i-adapter-canny-sdxl-1.0) steering the image with --adapter-image (diffusers' StableDiffusion[[XL]]AdapterPipeline). Repeat it for several adapters (diffusers' MultiAdapter: their feature maps are summed, weighted by --adapter-scale); the repeated --adapter-image and --adapter-scale pair with them in order. Not with --controlnet.")]
     public string[]? Adapter { get; init; }
 
     /// <summary>The adapter images, one per adapter.</summary>
@@ -332,7 +346,7 @@ public class GenerateSettings : ModelSettings
     public string[]? AdapterScale { get; init; }
 
     /// <summary>Adapter conditioning factor (SDXL).</summary>
-    [CommandOption("--adapter-factor <F>"), Description("With --adapter, SDXL only: the fraction of the steps the adapters steer, in [0, 1] (diffusers' adapter_conditioning_factor, default 1: all).")]
+    [CommandOption("--adapter-factor <F>"), Description("With --adapter, SDXL only: the fraction of the steps the adapters steer, in [[0, 1]] (diffusers' adapter_conditioning_factor, default 1: all).")]
     public string? AdapterFactor { get; init; }
 
     /// <summary>The T2I-Adapters, or an empty list.</summary>
@@ -542,6 +556,10 @@ public class GenerateSettings : ModelSettings
             return $"--guidance must be a finite number, got '{Guidance}'.";
         if (TrueCfg is not null && (!double.TryParse(TrueCfg, NumberStyles.Float, CultureInfo.InvariantCulture, out double tc) || !double.IsFinite(tc)))
             return $"--true-cfg must be a finite number, got '{TrueCfg}'.";
+        if (CfgNormalization is not null && (!double.TryParse(CfgNormalization, NumberStyles.Float, CultureInfo.InvariantCulture, out double cn) || !double.IsFinite(cn) || cn < 0))
+            return $"--cfg-normalization must be a finite number of at least 0 (0: off; diffusers' True is 1), got '{CfgNormalization}'.";
+        if (CfgTruncation is not null && (!double.TryParse(CfgTruncation, NumberStyles.Float, CultureInfo.InvariantCulture, out double ct) || !double.IsFinite(ct)))
+            return $"--cfg-truncation must be a finite number, got '{CfgTruncation}'.";
         if (Width is { } w && (w <= 0 || w % 8 != 0)) return $"--width must be a positive multiple of 8, got {w}.";
         if (Height is { } h && (h <= 0 || h % 8 != 0)) return $"--height must be a positive multiple of 8, got {h}.";
         if (NumImages < 1) return $"--num-images must be at least 1, got {NumImages}.";
@@ -586,7 +604,7 @@ public class Img2ImgSettings : GenerateSettings
     public string? Image { get; init; }
 
     /// <summary>Strength.</summary>
-    [CommandOption("--strength <S>"), Description("How much to change the image, in [0, 1] (default: the pipeline's; SD3 and Flux 0.6, SD 1.x img2img 0.8 / inpaint 1.0, SDXL img2img 0.3 / inpaint 0.9999; with --controlnet, SDXL img2img 0.8).")]
+    [CommandOption("--strength <S>"), Description("How much to change the image, in [[0, 1]] (default: the pipeline's; SD3, Flux and Z-Image 0.6, SD 1.x img2img 0.8 / inpaint 1.0, SDXL img2img 0.3 / inpaint 0.9999; with --controlnet, SDXL img2img 0.8).")]
     public string? Strength { get; init; }
 
     /// <summary>The parsed strength, or null for the pipeline's default.</summary>

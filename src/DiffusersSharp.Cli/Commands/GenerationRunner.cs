@@ -67,6 +67,7 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
                 fluxRequest.GuidanceScale, (fluxRequest as FluxImg2ImgRequest)?.Strength, controlNetScale: 1.0));
         }
         if (model.Chroma is { } chroma) return GenerateChroma(model, chroma, pipelines.Verb, progress, preview, ct);
+        if (model.ZImage is { } zImage) return GenerateZImage(model, zImage, pipelines.Verb, progress, preview, ct);
         if (model.PixArt is { } pixArt)
         {
             // As pipe.scheduler = X.from_config(pipe.scheduler.config) on the model's own scheduler.
@@ -307,6 +308,8 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
         double defaultScale = controlNetScale ?? verb switch { "img2img" => 0.8, "inpaint" => xl ? 1.0 : 0.5, _ => 1.0 };
         if (settings.SkipLayers is not null) fields.Add($"Skip layers: {settings.SkipLayers}");
         if (settings.TrueCfg is not null) fields.Add($"True CFG scale: {settings.TrueCfgScale!.Value.ToString(inv)}");
+        if (settings.CfgNormalization is not null) fields.Add($"CFG normalization: {settings.CfgNormalizationValue!.Value.ToString(inv)}");
+        if (settings.CfgTruncation is not null) fields.Add($"CFG truncation: {settings.CfgTruncationValue!.Value.ToString(inv)}");
         if (settings.Eta is not null) fields.Add($"Eta: {settings.EtaValue!.Value.ToString(inv)}");
         if (settings.GuidanceRescale is not null) fields.Add($"Guidance rescale: {settings.GuidanceRescaleValue!.Value.ToString(inv)}");
         if (settings is Img2ImgSettings { ImageGuidanceValue: { } imageGuidance }) fields.Add($"Image CFG scale: {imageGuidance.ToString(inv)}");

@@ -13,6 +13,7 @@ using DiffusersSharp.Pipelines.PixArt;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Pipelines.StableDiffusionXL;
+using DiffusersSharp.Pipelines.ZImage;
 using DiffusersSharp.Runtime;
 
 namespace DiffusersSharp.Cli.Commands;
@@ -26,10 +27,12 @@ internal sealed class LoadedModel : IDisposable
     private readonly JsonObject? _modelScheduler;
 
     private LoadedModel(string name, string pipelineClass, IReadOnlyList<string> controlNets, StableDiffusion3Components? sd3, StableDiffusionComponents? unet,
-        FluxComponents? flux = null, IReadOnlyList<string>? adapters = null, PixArtComponents? pixArt = null, ChromaComponents? chroma = null)
+        FluxComponents? flux = null, IReadOnlyList<string>? adapters = null, PixArtComponents? pixArt = null, ChromaComponents? chroma = null,
+        ZImageComponents? zImage = null)
     {
         PixArt = pixArt;
         Chroma = chroma;
+        ZImage = zImage;
         Name = name;
         ControlNets = controlNets;
         ControlNetUnionTypes = unet is { ControlNetUnions.Count: > 0 }
@@ -44,13 +47,14 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>The model families, as model_index.json's <c>_class_name</c> tells them apart.</summary>
-    private enum Family { Sd3, UNet, Flux, PixArt, Chroma }
+    private enum Family { Sd3, UNet, Flux, PixArt, Chroma, ZImage }
 
     private static Family FamilyOf(string pipelineClass) =>
         StableDiffusionComponents.IsSupportedPipeline(pipelineClass) ? Family.UNet
         : FluxComponents.IsSupportedPipeline(pipelineClass) ? Family.Flux
         : PixArtComponents.IsSupportedPipeline(pipelineClass) ? Family.PixArt
         : ChromaComponents.IsSupportedPipeline(pipelineClass) ? Family.Chroma
+        : ZImageComponents.IsSupportedPipeline(pipelineClass) ? Family.ZImage
         : Family.Sd3;
 
     /// <summary>The components whose scheduler --scheduler swaps (UNet and PixArt models), or null.</summary>
@@ -61,6 +65,9 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>The Chroma components, or null for another family.</summary>
     public ChromaComponents? Chroma { get; }
+
+    /// <summary>The Z-Image components, or null for another family.</summary>
+    public ZImageComponents? ZImage { get; }
 
     /// <summary>What --model said (folder or hub id).</summary>
     public string Name { get; }
@@ -86,6 +93,7 @@ internal sealed class LoadedModel : IDisposable
         FluxComponents.FillPipelineClass => ["inpaint"],
         PixArtComponents.SigmaPipelineClass or PixArtComponents.AlphaPipelineClass => ["txt2img"],
         ChromaComponents.PipelineClassName or ChromaComponents.Img2ImgPipelineClassName => ["txt2img", "img2img"],
+        ZImageComponents.ZImagePipelineClass or ZImageComponents.ZImageImg2ImgPipelineClass => ["txt2img", "img2img"],
         StableDiffusionInstructPix2PixPipeline.PipelineClass or StableDiffusionXLInstructPix2PixPipeline.PipelineClass => ["img2img"],
         StableDiffusionUpscalePipeline.PipelineClass or StableDiffusionLatentUpscalePipeline.PipelineClass => ["img2img"],
         LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass => ["txt2img", "img2img"],
@@ -194,6 +202,7 @@ internal sealed class LoadedModel : IDisposable
         var family = FamilyOf(pipelineClass);
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
         if (family == Family.Chroma) CheckChroma(settings, pipelineClass);
+        if (family == Family.ZImage) CheckZImage(settings, pipelineClass);
         if (IsLatentUpscaler(pipelineClass)) CheckLatentUpscalerLoaders(settings, pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
@@ -252,6 +261,9 @@ internal sealed class LoadedModel : IDisposable
                 (c, file, encoder) => c.LoadIpAdapter(file, encoder))),
             Family.PixArt => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, pixArt: PixArtComponents.FromPretrained(folder, options, ct)),
             Family.Chroma => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, chroma: ChromaComponents.FromPretrained(folder, options, ct)),
+            // --prompt-embeds without --negative-prompt needs no Qwen3-4B: it is left out (diffusers' text_encoder=None).
+            Family.ZImage => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, zImage: ZImageComponents.FromPretrained(folder,
+                options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null, NegativePrompt: null } }, ct)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithIpAdapter(output, ipAdapter, WithLoras(output, loras,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
@@ -612,8 +624,44 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"{lacking} does not apply to Chroma models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
     }
 
+    /// <summary>
+    /// Z-Image (diffusers' ZImagePipeline / ZImageImg2ImgPipeline; Tongyi-MAI/Z-Image-Turbo): text-to-image and image-to-image
+    /// with one Qwen3 prompt, a negative prompt under classifier-free guidance (with cfg_normalization / cfg_truncation),
+    /// FlowMatchEuler; no inpainting pipeline in diffusers 0.36 and no ControlNet / adapter / IP-Adapter / LoRA / textual
+    /// inversion / scheduler swap here. Refused before any weights load.
+    /// </summary>
+    private static void CheckZImage(ModelSettings settings, string pipelineClass)
+    {
+        string? lacking = settings.Loras.Count > 0 ? "--lora" : settings.TextualInversion is { Length: > 0 } ? "--textual-inversion"
+            : settings.SingleFile is not null ? "--single-file" : settings.IpAdapter is not null ? "--ip-adapter" : settings.NoT5 ? "--no-t5" : null;
+        if (settings is ServeCommand.Settings serve)
+            lacking ??= serve.ControlNets.Count > 0 ? "--controlnet" : serve.Adapters.Count > 0 ? "--adapter" : serve.Redux is not null ? "--redux" : null;
+        if (settings is GenerateSettings g)
+        {
+            if (g is InpaintSettings)
+                throw new ArgumentException($"{settings.Model} is a {pipelineClass} (Z-Image): it generates from text and edits with img2img (diffusers 0.36 has no Z-Image inpainting pipeline); use `generate` or `img2img`.");
+            lacking ??= g.ControlNets.Count > 0 ? "--controlnet" : g.ControlImage is { Length: > 0 } ? "--control-image" : g.Adapters.Count > 0 ? "--adapter"
+                : g.Prompt2 is not null ? "--prompt-2" : g.Prompt3 is not null ? "--prompt-3" : g.ClipSkip is not null ? "--clip-skip"
+                : g.SkipLayers is not null ? "--skip-layers" : g.GuidanceRescale is not null ? "--guidance-rescale" : g.TrueCfg is not null ? "--true-cfg (Z-Image runs real CFG: --guidance with --negative-prompt)"
+                : g.Redux is not null ? "--redux" : g.IpAdapterImage is not null ? "--ip-adapter-image" : g.Scheduler is not null ? "--scheduler"
+                : g.Eta is not null ? "--eta" : g.NoResolutionBinning ? "--no-resolution-binning" : g.FreeU is not null ? "--freeu"
+                : g is Img2ImgSettings { ImageGuidance: not null } ? "--image-guidance" : null;
+            if (lacking is null && g.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Z-Image, got {w}.");
+            if (lacking is null && g.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Z-Image, got {h}.");
+        }
+        if (lacking is not null)
+            throw new ArgumentException($"{lacking} does not apply to Z-Image models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+    }
+
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
+        if (family != Family.ZImage && (settings.CfgNormalization ?? settings.CfgTruncation) is not null)
+            throw new ArgumentException($"{(settings.CfgNormalization is not null ? "--cfg-normalization" : "--cfg-truncation")} applies to Z-Image models (diffusers' ZImagePipeline); {settings.Model} is a {pipelineClass}.");
+        if (family == Family.ZImage)
+        {
+            CheckZImage(settings, pipelineClass);
+            return;
+        }
         if (settings.FreeU is not null && (family != Family.UNet || IsLatentUpscaler(pipelineClass)))
             throw new ArgumentException($"--freeu applies to SD 1.x / 2.x and SDXL models (diffusers' UNet2DConditionModel.enable_freeu; the latent upscaler's K-diffusion blocks have no FreeU); {settings.Model} is a {pipelineClass}.");
         if (settings.PagScale is not null)
@@ -905,5 +953,6 @@ internal sealed class LoadedModel : IDisposable
         Flux?.Dispose();
         PixArt?.Dispose();
         Chroma?.Dispose();
+        ZImage?.Dispose();
     }
 }

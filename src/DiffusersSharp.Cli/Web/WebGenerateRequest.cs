@@ -73,6 +73,13 @@ public sealed record WebGenerateRequest
     /// <summary>Flux models: the true-CFG scale (above 1, with a negative prompt: a second, negative pass per step).</summary>
     public double? TrueCfg { get; init; }
 
+    /// <summary>Z-Image models: cap each guided prediction's norm at this factor times the conditional one's (diffusers'
+    /// cfg_normalization; True is 1, 0 off).</summary>
+    public double? CfgNormalization { get; init; }
+
+    /// <summary>Z-Image models: steps whose normalized time is above this run without guidance (diffusers' cfg_truncation).</summary>
+    public double? CfgTruncation { get; init; }
+
     /// <summary>Images to generate.</summary>
     public int NumImages { get; init; } = 1;
 
@@ -232,6 +239,8 @@ public sealed record WebGenerateRequest
         string? rescale = GuidanceRescale?.ToString("R", CultureInfo.InvariantCulture);
         string? freeU = Freeu is null ? null : string.Join(",", Numbers(Freeu)!);
         string? trueCfg = TrueCfg?.ToString("R", CultureInfo.InvariantCulture);
+        string? cfgNormalization = CfgNormalization?.ToString("R", CultureInfo.InvariantCulture);
+        string? cfgTruncation = CfgTruncation?.ToString("R", CultureInfo.InvariantCulture);
         // The server's LoRAs, at the scales this request runs with, for the image's parameters text.
         string[]? lora = loras is { Count: > 0 } ? loras.Select(l => l.File).ToArray() : null;
         string[]? loraText = lora is null ? null
@@ -252,7 +261,8 @@ public sealed record WebGenerateRequest
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale, FreeU = freeU,
-                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
+                TrueCfg = trueCfg, CfgNormalization = cfgNormalization, CfgTruncation = cfgTruncation,
+                Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
                 IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
                 Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
@@ -264,7 +274,8 @@ public sealed record WebGenerateRequest
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale, FreeU = freeU,
-                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
+                TrueCfg = trueCfg, CfgNormalization = cfgNormalization, CfgTruncation = cfgTruncation,
+                Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
                 IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
                 Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
@@ -275,7 +286,8 @@ public sealed record WebGenerateRequest
             {
                 Model = model, Prompt = Prompt, Prompt2 = Prompt2, NegativePrompt = NegativePrompt, Steps = Steps, Guidance = guidance, Seed = Seed,
                 Width = Width, Height = Height, Scheduler = Scheduler, NumImages = NumImages, PreviewEvery = PreviewEvery, Eta = eta, GuidanceRescale = rescale, FreeU = freeU,
-                TrueCfg = trueCfg, Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
+                TrueCfg = trueCfg, CfgNormalization = cfgNormalization, CfgTruncation = cfgTruncation,
+                Lora = lora, LoraScale = loraText, IpAdapter = ipAdapter, IpAdapterImageEncoder = ipAdapterEncoder,
                 IpAdapterImage = ipAdapterImage, IpAdapterScale = ipAdapterScale,
                 Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,

@@ -34,15 +34,7 @@ public static partial class HubFileSelector
     /// <c>image_encoder</c> (SigLIP) and <c>feature_extractor</c> (its SiglipImageProcessor config).
     /// </summary>
     public static bool IsUnused(string component, string? pipelineClass) =>
-        (UnusedComponents.Contains(component) && pipelineClass != FluxPriorReduxPipelineClass) || IsNotLoadedYet(component, pipelineClass);
-
-    /// <summary>
-    /// The Z-Image pipelines' Qwen3 text encoder and tokenizer, which this build does not load yet (its Z-Image pipelines
-    /// take prompt embeddings): left out like the unused components, so a download skips the 8 GB encoder and <c>info</c>
-    /// describes the rest of the folder. To go once the Qwen3 encoder is wired into ZImageComponents.
-    /// </summary>
-    private static bool IsNotLoadedYet(string component, string? pipelineClass) =>
-        pipelineClass is "ZImagePipeline" or "ZImageImg2ImgPipeline" && component is "text_encoder" or "tokenizer";
+        UnusedComponents.Contains(component) && pipelineClass != FluxPriorReduxPipelineClass;
 
     private static readonly string[] SideFileExtensions = [".json", ".txt", ".model", ".tiktoken"];
     private static readonly string[] OtherWeightExtensions =

@@ -43,11 +43,12 @@ public static class ModelRegistry
         ["SiglipVisionModel"] = (config, device) => new ImageEncoders.SiglipVisionModel(ConfigJson.Read<ImageEncoders.SiglipVisionConfig>(config), device),
         ["ReduxImageEncoder"] = (config, device) => new ImageEncoders.ReduxImageEncoder(ConfigJson.Read<ImageEncoders.ReduxImageEncoderConfig>(config), device),
         ["T5EncoderModel"] = (config, device) => new TextEncoders.T5EncoderModel(ConfigJson.Read<TextEncoders.T5Config>(config), device),
+        ["Qwen3Model"] = (config, device) => new TextEncoders.Qwen3Model(ConfigJson.Read<TextEncoders.Qwen3Config>(config), device),
     };
 
     private static readonly HashSet<string> Tokenizers = new(StringComparer.Ordinal)
     {
-        "CLIPTokenizer", "CLIPTokenizerFast", "T5Tokenizer", "T5TokenizerFast",
+        "CLIPTokenizer", "CLIPTokenizerFast", "T5Tokenizer", "T5TokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast",
     };
 
     private static readonly HashSet<string> Schedulers = new(StringComparer.Ordinal)

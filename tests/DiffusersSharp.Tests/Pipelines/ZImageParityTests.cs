@@ -27,30 +27,8 @@ public sealed class ZImageParityTests(ITestOutputHelper output) : IDisposable
 
     private Tensor[] Negatives(int count) => Enumerable.Range(0, count).Select(i => E($"in.negative_prompt_embeds.{i}")).ToArray();
 
-    private double Close(Tensor actual, string key) => TensorAssert.Close(actual, E(key), Tolerance, key);
-
-    /// <summary>Runs the case twice, as the script does: latents (checked at every step), then the decoded image.</summary>
-    private void Check<T>(Func<T, ZImageOutput> generate, T request, string name, long seed) where T : ZImageRequest
-    {
-        int steps = 0;
-        double worstStep = 0;
-        double latentError, imageError;
-        using (var latents = generate(request with
-        {
-            Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c =>
-            {
-                worstStep = Math.Max(worstStep, Close(c.Latents, $"{name}.step{c.Step}.latents"));
-                steps++;
-            },
-        }))
-            latentError = Close(latents.Tensor!, $"{name}.latents");
-        Assert.Equal(_expected.Keys.Count(k => k.StartsWith($"{name}.step", StringComparison.Ordinal)), steps);
-        using (var image = generate(request with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Numpy }))
-            imageError = Close(image.Tensor!, $"{name}.image");
-        output.WriteLine($"{name}: {steps} steps, worst step latents {worstStep:G3}, final latents {latentError:G3} " +
-                         $"(max |latents| {E($"{name}.latents").abs().max().item<float>():G3}), image {imageError:G3}");
-    }
+    private void Check<T>(Func<T, ZImageOutput> generate, T request, string name, long seed) where T : ZImageRequest =>
+        LocalDiffusersZImage.CheckCase(output, _expected, Tolerance, generate, request, name, seed);
 
     private void TextToImage(ZImageRequest request, string name, long seed, string scheduler = "scheduler")
     {

@@ -1,9 +1,12 @@
 using DiffusersSharp.IO;
 using DiffusersSharp.Models.Autoencoders;
 using DiffusersSharp.Models.Transformers;
+using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.ZImage;
 using DiffusersSharp.Schedulers;
+using Xunit.Abstractions;
 using static TorchSharp.torch;
+using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Tests.Support;
 
@@ -25,7 +28,9 @@ public static class LocalDiffusersZImage
 
     /// <summary>Writes a Z-Image pipeline folder in the diffusers layout to <paramref name="dir"/>: that transformer and
     /// scheduler, tiny-sd3's VAE, and a model_index.json naming <c>ZImagePipeline</c> with Z-Image-Turbo's text encoder and
-    /// tokenizer classes (folders holding only their configs: they are not loaded yet).</summary>
+    /// tokenizer classes, whose folders hold only configs (Qwen3-4B's width, not this transformer's cap_feat_dim 48): a
+    /// folder to load with <see cref="PipelineLoadOptions.LoadTextEncoders"/> false, as a download without them leaves it.
+    /// The whole tiny pipeline, text encoder included, is <see cref="TinyZImagePipelineFolder"/>.</summary>
     public static void WriteFolder(string dir)
     {
         void Copy(string from, string to)
@@ -47,5 +52,34 @@ public static class LocalDiffusersZImage
              "tokenizer": ["transformers", "Qwen2Tokenizer"], "transformer": ["diffusers", "ZImageTransformer2DModel"],
              "vae": ["diffusers", "AutoencoderKL"]}
             """);
+    }
+
+    /// <summary>
+    /// Checks one Z-Image case of <paramref name="expected"/> as the reference scripts recorded it: the call run twice from
+    /// the same seed, once for the latents (every step's, through the step callback, and the final ones), once for the
+    /// decoded image, each within <c>tolerance × max(1, max |expected|)</c>. Writes the measured errors to <paramref name="output"/>.
+    /// </summary>
+    public static void CheckCase<T>(ITestOutputHelper output, IReadOnlyDictionary<string, Tensor> expected, double tolerance,
+        Func<T, ZImageOutput> generate, T request, string name, long seed) where T : ZImageRequest
+    {
+        double Close(Tensor actual, string key) => TensorAssert.Close(actual, expected[key], tolerance, key);
+        int steps = 0;
+        double worstStep = 0;
+        double latentError, imageError;
+        using (var latents = generate(request with
+        {
+            Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent,
+            CallbackOnStepEnd = c =>
+            {
+                worstStep = Math.Max(worstStep, Close(c.Latents, $"{name}.step{c.Step}.latents"));
+                steps++;
+            },
+        }))
+            latentError = Close(latents.Tensor!, $"{name}.latents");
+        Assert.Equal(expected.Keys.Count(k => k.StartsWith($"{name}.step", StringComparison.Ordinal)), steps);
+        using (var image = generate(request with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Numpy }))
+            imageError = Close(image.Tensor!, $"{name}.image");
+        output.WriteLine($"{name}: {steps} steps, worst step latents {worstStep:G3}, final latents {latentError:G3} " +
+                         $"(max |latents| {expected[$"{name}.latents"].abs().max().item<float>():G3}), image {imageError:G3}");
     }
 }

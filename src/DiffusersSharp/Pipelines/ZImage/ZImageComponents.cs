@@ -1,8 +1,10 @@
 using DiffusersSharp.IO;
 using DiffusersSharp.Models;
 using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.TextEncoders;
 using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Schedulers;
+using DiffusersSharp.Tokenizers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -10,14 +12,14 @@ namespace DiffusersSharp.Pipelines.ZImage;
 
 /// <summary>
 /// The loaded components of a Z-Image pipeline folder (model_index.json <c>ZImagePipeline</c> or
-/// <c>ZImageImg2ImgPipeline</c>; e.g. Tongyi-MAI/Z-Image-Turbo): the Z-Image transformer, the 16-channel Flux-style VAE
-/// and the FlowMatchEulerDiscreteScheduler config. Freed when the creator and the last pipeline using them are done.
+/// <c>ZImageImg2ImgPipeline</c>; e.g. Tongyi-MAI/Z-Image-Turbo): the Z-Image transformer, the 16-channel Flux-style VAE,
+/// the Qwen3 text encoder (transformers' <c>Qwen3Model</c>, Qwen3-4B) with its <c>Qwen2Tokenizer</c>, and the
+/// FlowMatchEulerDiscreteScheduler config. Freed when the creator and the last pipeline using them are done.
 /// </summary>
 /// <remarks>
-/// The folder's <c>text_encoder</c> (transformers' Qwen3Model) and <c>tokenizer</c> (Qwen2Tokenizer) are not loaded yet:
-/// a hub download leaves them out, and the pipelines take prompt embeddings only (diffusers' <c>prompt_embeds</c> /
-/// <c>negative_prompt_embeds</c> lists, as with <c>text_encoder=None</c>); a prompt string is refused with a clear error
-/// before any compute. The encoder plugs in at one place, <see cref="ZImagePipelineBase"/>'s <c>EncodePrompt</c>.
+/// Without the text encoder (<see cref="PipelineLoadOptions.LoadTextEncoders"/> false, or components built without one:
+/// diffusers' <c>text_encoder=None</c>) the pipelines take prompt embeddings only (diffusers' <c>prompt_embeds</c> /
+/// <c>negative_prompt_embeds</c> lists); a prompt string is then refused with a clear error before any compute.
 /// </remarks>
 public sealed class ZImageComponents : PipelineComponents
 {
@@ -39,13 +41,25 @@ public sealed class ZImageComponents : PipelineComponents
     /// <summary>The 16-channel VAE (scaling and shift factors from its config).</summary>
     public required AutoencoderKL Vae { get; init; }
 
+    /// <summary>The Qwen3 text encoder (its second-to-last hidden states are the prompt embeddings), or null for components
+    /// that only take prompt embeddings (diffusers' <c>text_encoder=None</c>).</summary>
+    public Qwen3Model? TextEncoder { get; init; }
+
+    /// <summary>The Qwen2 tokenizer with Qwen3's chat template (null with <see cref="TextEncoder"/>).</summary>
+    public Qwen2Tokenizer? Tokenizer { get; init; }
+
     /// <summary>The scheduler config; every call builds its own scheduler from it (schedulers hold per-call state).</summary>
     public required FlowMatchEulerDiscreteSchedulerConfig SchedulerConfig { get; init; }
 
-    /// <summary>Loads the transformer, VAE and scheduler config of a diffusers Z-Image pipeline folder, or of a hub repo id
-    /// (downloaded into the hub cache first; without the text encoder, see the remarks).</summary>
+    /// <summary>
+    /// Loads every component of a diffusers Z-Image pipeline folder, or of a hub repo id (downloaded into the hub cache
+    /// first). With <see cref="PipelineLoadOptions.LoadTextEncoders"/> false, the Qwen3 text encoder and its tokenizer are
+    /// left out (and not downloaded): the pipelines then take prompt embeddings only. The text encoder's width is checked
+    /// against the transformer's <c>cap_feat_dim</c> from their configs, before any weights load.
+    /// </summary>
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
-    /// <exception cref="InvalidDataException">The folder is not a Z-Image pipeline or lacks a component.</exception>
+    /// <exception cref="InvalidDataException">The folder is not a Z-Image pipeline, lacks a component, or its text encoder
+    /// does not give the width the transformer takes.</exception>
     public static ZImageComponents FromPretrained(string model, PipelineLoadOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -55,11 +69,14 @@ public sealed class ZImageComponents : PipelineComponents
         var index = ModelIndex.Read(folder);
         if (!IsSupportedPipeline(index.ClassName))
             throw new InvalidDataException($"{folder}: model_index.json names {index.ClassName}, not {ZImagePipelineClass} or {ZImageImg2ImgPipelineClass}.");
-        foreach (var name in new[] { "transformer", "vae", "scheduler" })
+        string[] required = options.LoadTextEncoders
+            ? ["transformer", "vae", "text_encoder", "tokenizer", "scheduler"] : ["transformer", "vae", "scheduler"];
+        foreach (var name in required)
             if (!index.Components.TryGetValue(name, out var spec) || spec.IsEmpty)
                 throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; a Z-Image pipeline needs it.");
         foreach (var (name, spec) in index.Components)
             if (!spec.IsEmpty && !Hub.HubFileSelector.IsUnused(name, index.ClassName)) ModelRegistry.KindOf(name, spec.ClassName!);
+        if (options.LoadTextEncoders) CheckTextWidth(folder);
 
         var loader = new ComponentLoader(folder, cancellationToken);
         string Sub(string name) => loader.Sub(name);
@@ -69,6 +86,8 @@ public sealed class ZImageComponents : PipelineComponents
             using (new FlowMatchEulerDiscreteScheduler(schedulerConfig)) { } // check it before any weights load
             var components = new ZImageComponents
             {
+                Tokenizer = options.LoadTextEncoders ? loader.Keep(Qwen2Tokenizer.FromFolder(Sub("tokenizer"))) : null,
+                TextEncoder = options.LoadTextEncoders ? loader.Load("text_encoder", () => Qwen3Model.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)) : null,
                 Transformer = loader.Load("transformer", () => ZImageTransformer2DModel.FromPretrained(Sub("transformer"), options.Dtype, modelDevice, options.Variant)),
                 Vae = loader.Load("vae", () => AutoencoderKL.FromPretrained(Sub("vae"), options.Dtype, modelDevice, options.Variant)),
                 SchedulerConfig = schedulerConfig,
@@ -77,7 +96,7 @@ public sealed class ZImageComponents : PipelineComponents
                 Dtype = options.Dtype,
                 LoadMilliseconds = loader.LoadMilliseconds,
             };
-            CheckFit(components.Transformer, components.Vae);
+            CheckFit(components.Transformer, components.Vae, components.TextEncoder);
             if (options.Offload == OffloadMode.Model) components.EnableModelCpuOffload();
             return components;
         }
@@ -88,25 +107,46 @@ public sealed class ZImageComponents : PipelineComponents
         }
     }
 
-    /// <summary>Throws unless the VAE's latents are what the transformer takes (latent channels = in_channels).</summary>
+    /// <summary>The text encoder's hidden size against the transformer's cap_feat_dim, from the folder's configs (before any
+    /// weights load: Qwen3-4B is 8 GB).</summary>
+    private static void CheckTextWidth(string folder)
+    {
+        string te = Path.Combine(folder, "text_encoder", "config.json"), tf = Path.Combine(folder, "transformer", "config.json");
+        if (!File.Exists(te) || !File.Exists(tf)) return; // the loads below say which file is missing
+        int hidden = ConfigJson.Read<Qwen3Config>(te).HiddenSize, capFeatDim = ConfigJson.Read<ZImageTransformer2DModelConfig>(tf).CapFeatDim;
+        if (hidden != capFeatDim)
+            throw new InvalidDataException($"{folder}: the text encoder's hidden_size is {hidden} but the transformer's cap_feat_dim is {capFeatDim}; a Z-Image pipeline needs them equal.");
+    }
+
+    /// <summary>Throws unless the VAE's latents are what the transformer takes (latent channels = in_channels) and, when given,
+    /// the text encoder's width is the transformer's caption width (hidden_size = cap_feat_dim).</summary>
     /// <exception cref="ArgumentException">They do not fit, with both numbers.</exception>
-    public static void CheckFit(ZImageTransformer2DModel transformer, AutoencoderKL vae)
+    public static void CheckFit(ZImageTransformer2DModel transformer, AutoencoderKL vae, Qwen3Model? textEncoder = null)
     {
         ArgumentNullException.ThrowIfNull(transformer);
         ArgumentNullException.ThrowIfNull(vae);
         if (vae.Config.LatentChannels != transformer.Config.InChannels)
             throw new ArgumentException($"The VAE gives {vae.Config.LatentChannels} latent channels but the Z-Image transformer takes {transformer.Config.InChannels}.");
+        if (textEncoder is not null && textEncoder.Config.HiddenSize != transformer.Config.CapFeatDim)
+            throw new ArgumentException($"The text encoder gives {textEncoder.Config.HiddenSize}-wide embeddings but the Z-Image transformer takes {transformer.Config.CapFeatDim} (cap_feat_dim).");
     }
 
     /// <inheritdoc />
-    protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels() =>
-        // diffusers' model_cpu_offload_seq: text_encoder->transformer->vae (no text encoder loaded yet).
-        new Dictionary<string, nn.Module> { ["transformer"] = Transformer, ["vae"] = Vae };
+    protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
+    {
+        // diffusers' model_cpu_offload_seq: text_encoder->transformer->vae.
+        var models = new Dictionary<string, nn.Module>();
+        if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
+        models["transformer"] = Transformer;
+        models["vae"] = Vae;
+        return models;
+    }
 
     /// <inheritdoc />
     protected override void FreeModels()
     {
         Transformer.Dispose();
         Vae.Dispose();
+        TextEncoder?.Dispose();
     }
 }

@@ -15,7 +15,7 @@ public sealed class ZImageImg2ImgPipeline : ZImagePipelineBase
     /// <summary>Wraps loaded components (taking a reference on them).</summary>
     public ZImageImg2ImgPipeline(ZImageComponents components) : base(components) { }
 
-    /// <summary>Loads a diffusers Z-Image pipeline folder or hub repo id (without its text encoder, see <see cref="ZImageComponents"/>).</summary>
+    /// <summary>Loads a diffusers Z-Image pipeline folder or hub repo id (<see cref="ZImageComponents.FromPretrained"/>).</summary>
     public static ZImageImg2ImgPipeline FromPretrained(string model, PipelineLoadOptions? options = null, CancellationToken cancellationToken = default)
     {
         using var components = ZImageComponents.FromPretrained(model, options ?? new PipelineLoadOptions(), cancellationToken);
@@ -61,7 +61,7 @@ public sealed class ZImageImg2ImgPipeline : ZImagePipelineBase
 
         var device = Components.Device;
         progress?.Report(new PipelineProgress("encode", 0, 1));
-        var (positive, negative) = EncodePrompts(request);
+        var (positive, negative) = EncodePrompts(request, cancellationToken);
         progress?.Report(new PipelineProgress("encode", 1, 1));
         cancellationToken.ThrowIfCancellationRequested();
 

@@ -13,7 +13,7 @@ public sealed class ZImagePipeline : ZImagePipelineBase
     /// <summary>Wraps loaded components (taking a reference on them; they are freed when the last user is done).</summary>
     public ZImagePipeline(ZImageComponents components) : base(components) { }
 
-    /// <summary>Loads a diffusers Z-Image pipeline folder or hub repo id (without its text encoder, see <see cref="ZImageComponents"/>).</summary>
+    /// <summary>Loads a diffusers Z-Image pipeline folder or hub repo id (<see cref="ZImageComponents.FromPretrained"/>).</summary>
     public static ZImagePipeline FromPretrained(string model, PipelineLoadOptions? options = null, CancellationToken cancellationToken = default)
     {
         using var components = ZImageComponents.FromPretrained(model, options ?? new PipelineLoadOptions(), cancellationToken);
@@ -41,7 +41,7 @@ public sealed class ZImagePipeline : ZImagePipelineBase
         using var scope = NewDisposeScope();
         var device = Components.Device;
         progress?.Report(new PipelineProgress("encode", 0, 1));
-        var (positive, negative) = EncodePrompts(request);
+        var (positive, negative) = EncodePrompts(request, cancellationToken);
         progress?.Report(new PipelineProgress("encode", 1, 1));
         cancellationToken.ThrowIfCancellationRequested();
 

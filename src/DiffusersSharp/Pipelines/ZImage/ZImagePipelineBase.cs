@@ -7,8 +7,9 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Pipelines.ZImage;
 
 /// <summary>
-/// What diffusers' <c>ZImagePipeline</c> and <c>ZImageImg2ImgPipeline</c> share: prompt embeddings (lists, one [L_i, D] per
-/// prompt, repeated per image) -> latents [B, 16, H/8, W/8] (noise, or the noised image) -> FlowMatchEuler steps
+/// What diffusers' <c>ZImagePipeline</c> and <c>ZImageImg2ImgPipeline</c> share: prompts in Qwen3's chat template -> the
+/// Qwen3 text encoder's second-to-last hidden states at each prompt's real tokens (<see cref="Qwen3PromptEncoder"/>), or
+/// given embeddings: lists, one [L_i, D] per prompt, repeated per image -> latents [B, 16, H/8, W/8] (noise, or the noised image) -> FlowMatchEuler steps
 /// (<c>sigma_min</c> set to 0, mu from the image token count) over the transformer, fed <c>(1000 − t) / 1000</c> and the
 /// latents as a list of [16, 1, h, w] images; CFG (positive and negative samples in one transformer batch,
 /// <c>pos + s · (pos − neg)</c>, optionally renormalized and cut off late in the schedule); the step takes the negated
@@ -49,29 +50,45 @@ public abstract class ZImagePipelineBase : IDisposable
     /// <summary>Throws if this pipeline was disposed.</summary>
     protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
-    // ---- Prompt encoding: the one place the Qwen3 text encoder plugs in. ----
+    /// <summary>Called when a prompt is cut to <see cref="ZImageRequest.MaxSequenceLength"/> (tokenizer, untruncated length
+    /// in tokens with Qwen3's chat template around the prompt, limit). diffusers cuts silently.</summary>
+    public Action<string, int, int>? OnPromptTruncated { get; set; }
 
-    /// <summary>Whether these components can encode prompt strings (a Qwen3 text encoder and its tokenizer are loaded):
-    /// not yet, so requests must carry prompt embeddings.</summary>
-    protected static bool CanEncodePrompts => false;
+    /// <summary>Whether these components can encode prompt strings (the Qwen3 text encoder and its tokenizer are loaded).</summary>
+    protected bool CanEncodePrompts => Components.TextEncoder is not null && Components.Tokenizer is not null;
 
     /// <summary>
-    /// diffusers' <c>_encode_prompt</c>: each prompt in the chat template (user turn, generation prompt, thinking enabled),
-    /// tokenized to <paramref name="maxSequenceLength"/> with padding, Qwen3's second-to-last hidden states, and for each
-    /// prompt the rows of its real (unmasked) tokens: one [L_i, D] tensor per prompt. Not available until the text encoder
-    /// is wired in (<see cref="CanEncodePrompts"/>); requests with prompt strings are refused before any compute.
+    /// diffusers' <c>_encode_prompt</c> (<see cref="Qwen3PromptEncoder"/>): each prompt in Qwen3's chat template (user
+    /// turn, generation prompt, thinking enabled), tokenized and cut to <paramref name="maxSequenceLength"/>, the text
+    /// encoder's second-to-last hidden states, and for each prompt the rows of its real tokens: one [L_i, D] tensor per
+    /// prompt, in the text encoder's dtype. Under model offload the text encoder comes to the device for it.
     /// </summary>
-    protected static IReadOnlyList<Tensor> EncodePrompt(IReadOnlyList<string> prompts, int maxSequenceLength) =>
-        throw new NotSupportedException("Encoding Z-Image prompts needs the Qwen3 text encoder, which is not loaded yet; pass prompt embeddings.");
+    /// <exception cref="InvalidOperationException">These components have no text encoder (<see cref="CanEncodePrompts"/>;
+    /// requests are checked for that before any compute).</exception>
+    protected IReadOnlyList<Tensor> EncodePrompt(IReadOnlyList<string> prompts, int maxSequenceLength, CancellationToken cancellationToken = default)
+    {
+        if (!CanEncodePrompts)
+            throw new InvalidOperationException("These Z-Image components have no Qwen3 text encoder (LoadTextEncoders = false): pass prompt embeddings.");
+        Components.Activate("text_encoder");
+        var onTruncated = OnPromptTruncated;
+        var encoder = new Qwen3PromptEncoder(Components.Tokenizer!, Components.TextEncoder!)
+        {
+            OnTruncated = onTruncated is null ? null : (length, limit) => onTruncated("tokenizer (Qwen2)", length, limit),
+        };
+        return encoder.Encode(prompts, maxSequenceLength, cancellationToken);
+    }
 
-    /// <summary>The request's prompt embeddings (given or encoded) and, under CFG or when given, the negative ones, each
-    /// list repeated per image (<c>[pe for pe in prompt_embeds for _ in range(n)]</c>) and moved to the device.</summary>
-    private protected (IReadOnlyList<Tensor> Positive, IReadOnlyList<Tensor> Negative) EncodePrompts(ZImageRequest r)
+    /// <summary>The request's prompt embeddings (given or encoded) and, under CFG, the negative ones (given, or encoded from
+    /// the negative prompts, diffusers' "" per prompt by default), each list repeated per image
+    /// (<c>[pe for pe in prompt_embeds for _ in range(n)]</c>) and moved to the device.</summary>
+    private protected (IReadOnlyList<Tensor> Positive, IReadOnlyList<Tensor> Negative) EncodePrompts(ZImageRequest r, CancellationToken cancellationToken)
     {
         var device = Components.Device;
-        var positive = r.PromptEmbeds ?? EncodePrompt(r.Prompt!.Value.Items, r.MaxSequenceLength);
+        var positive = r.PromptEmbeds ?? EncodePrompt(r.Prompt!.Value.Items, r.MaxSequenceLength, cancellationToken);
         IReadOnlyList<Tensor> negative = r.NegativePromptEmbeds
-            ?? (r.GuidanceScale > 1 ? EncodePrompt(r.NegativePrompt?.Items ?? Enumerable.Repeat("", positive.Count).ToArray(), r.MaxSequenceLength) : []);
+            ?? (r.GuidanceScale > 1
+                ? EncodePrompt(r.NegativePrompt?.Items ?? Enumerable.Repeat("", positive.Count).ToArray(), r.MaxSequenceLength, cancellationToken)
+                : []);
         IReadOnlyList<Tensor> Repeat(IReadOnlyList<Tensor> list) =>
             list.SelectMany(e => Enumerable.Repeat(e.to(device), r.NumImagesPerPrompt)).ToArray();
         return (Repeat(positive), Repeat(negative));
@@ -123,8 +140,9 @@ public abstract class ZImagePipelineBase : IDisposable
             throw new ArgumentException("When prompt_embeds are given without a prompt, negative_prompt_embeds must be given too for classifier-free guidance (guidance_scale > 1), as diffusers requires.");
         bool needsEncoder = r.PromptEmbeds is null || (cfg && r.NegativePromptEmbeds is null);
         if (needsEncoder && !CanEncodePrompts)
-            throw new ArgumentException("Z-Image prompt strings need the Qwen3 text encoder, which ZImageComponents does not load yet: pass prompt_embeds " +
-                "(one [L, " + config.CapFeatDim + "] tensor per prompt) and, with guidance above 1, negative_prompt_embeds.");
+            throw new ArgumentException("Z-Image prompt strings need the Qwen3 text encoder, which these components do not have (loaded with " +
+                "LoadTextEncoders = false, or built without one): pass prompt_embeds (one [L, " + config.CapFeatDim + "] tensor per prompt) and, " +
+                "with guidance above 1, negative_prompt_embeds.");
         int prompts = PromptCount(r);
         if (r.NegativePrompt is { } np && np.Count != prompts)
             throw new ArgumentException($"{np.Count} negative prompts were given for {prompts} prompts; give one per prompt (diffusers asserts equal counts).");

@@ -9,8 +9,8 @@ namespace DiffusersSharp.Pipelines.ZImage;
 /// </summary>
 public record ZImageRequest
 {
-    /// <summary>The prompt(s). Encoding them needs the Qwen3 text encoder, which these components do not load yet: give
-    /// <see cref="PromptEmbeds"/> instead.</summary>
+    /// <summary>The prompt(s), encoded by the components' Qwen3 text encoder in its chat template (components without one
+    /// take <see cref="PromptEmbeds"/> instead).</summary>
     public PromptList? Prompt { get; init; }
 
     /// <summary>The negative prompt(s) for CFG (null: diffusers' "" per prompt); needs the text encoder, like <see cref="Prompt"/>.</summary>
@@ -71,7 +71,8 @@ public record ZImageRequest
     /// <summary>What to return (Latent: the final latents [B, 16, H/8, W/8]).</summary>
     public OutputType OutputType { get; init; } = OutputType.Image;
 
-    /// <summary>The token limit of prompt encoding (diffusers' default 512); used once the text encoder is wired.</summary>
+    /// <summary>The token limit of prompt encoding, chat template included (diffusers' default 512); longer prompts are cut
+    /// (<see cref="ZImagePipelineBase.OnPromptTruncated"/> tells).</summary>
     public int MaxSequenceLength { get; init; } = 512;
 
     /// <summary>
@@ -92,6 +93,9 @@ public record ZImageImg2ImgRequest : ZImageRequest
     /// <summary>The starting image: RGB, an 8-bit image or a [N, 3, H, W] tensor in [0, 1].</summary>
     public PipelineImage? Image { get; init; }
 
+    /// <summary>diffusers' default strength of <c>ZImageImg2ImgPipeline</c>.</summary>
+    public const double DefaultStrength = 0.6;
+
     /// <summary>How much to change the image, in [0, 1]: the fraction of the schedule that is run (default 0.6).</summary>
-    public double Strength { get; init; } = 0.6;
+    public double Strength { get; init; } = DefaultStrength;
 }
