@@ -657,11 +657,6 @@ internal sealed class LoadedModel : IDisposable
     {
         if (family != Family.ZImage && (settings.CfgNormalization ?? settings.CfgTruncation) is not null)
             throw new ArgumentException($"{(settings.CfgNormalization is not null ? "--cfg-normalization" : "--cfg-truncation")} applies to Z-Image models (diffusers' ZImagePipeline); {settings.Model} is a {pipelineClass}.");
-        if (family == Family.ZImage)
-        {
-            CheckZImage(settings, pipelineClass);
-            return;
-        }
         if (settings.FreeU is not null && (family != Family.UNet || IsLatentUpscaler(pipelineClass)))
             throw new ArgumentException($"--freeu applies to SD 1.x / 2.x and SDXL models (diffusers' UNet2DConditionModel.enable_freeu; the latent upscaler's K-diffusion blocks have no FreeU); {settings.Model} is a {pipelineClass}.");
         if (settings.PagScale is not null)
@@ -675,6 +670,11 @@ internal sealed class LoadedModel : IDisposable
                 : settings.Adapters.Count > 0 ? "--adapter has no PAG pipeline here" : null;
             if (pagRefusal is not null)
                 throw new ArgumentException($"--pag-scale applies to SD 1.x / 2.x and SDXL text-to-image (`generate`; diffusers' StableDiffusionPAGPipeline / StableDiffusionXLPAGPipeline): {pagRefusal}.");
+        }
+        if (family == Family.ZImage)
+        {
+            CheckZImage(settings, pipelineClass);
+            return;
         }
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
         if (family == Family.Chroma)

@@ -201,6 +201,7 @@ public sealed class ZImageCliTests : IDisposable
     [InlineData("--eta", "0.5")]
     [InlineData("--guidance-rescale", "0.5")]
     [InlineData("--freeu", "0.9,0.2,1.2,1.4")]
+    [InlineData("--pag-scale", "3")]
     [InlineData("--no-t5", null)]
     [InlineData("--width", "40")]
     public void OptionsZImageDoesNotHaveAreRefusedBeforeLoading(string option, string? value)
