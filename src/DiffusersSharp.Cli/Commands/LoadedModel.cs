@@ -580,20 +580,49 @@ internal sealed class LoadedModel : IDisposable
     /// </summary>
     private static void CheckPixArt(ModelSettings settings, string pipelineClass)
     {
-        string? lacking = settings.Loras.Count > 0 ? "--lora" : settings.TextualInversion is { Length: > 0 } ? "--textual-inversion"
-            : settings.SingleFile is not null ? "--single-file" : settings.IpAdapter is not null ? "--ip-adapter" : null;
-        if (settings is GenerateSettings g)
-        {
-            if (g is Img2ImgSettings)
-                throw new ArgumentException($"{settings.Model} is a {pipelineClass} (PixArt): it only generates from text (diffusers has no PixArt image-to-image or inpainting pipeline); use `generate`.");
-            lacking ??= g.ControlNets.Count > 0 ? "--controlnet" : g.ControlImage is { Length: > 0 } ? "--control-image" : g.Adapters.Count > 0 ? "--adapter"
-                : g.Prompt2 is not null ? "--prompt-2" : g.Prompt3 is not null ? "--prompt-3" : g.PromptEmbeds is not null ? "--prompt-embeds"
-                : g.ClipSkip is not null ? "--clip-skip" : g.SkipLayers is not null ? "--skip-layers"
-                : g.GuidanceRescale is not null ? "--guidance-rescale" : g.TrueCfg is not null ? "--true-cfg" : g.Redux is not null ? "--redux"
-                : g.IpAdapterImage is not null ? "--ip-adapter-image" : g.NoT5 ? "--no-t5" : null;
-        }
-        if (lacking is not null)
+        if (settings is Img2ImgSettings)
+            throw new ArgumentException($"{settings.Model} is a {pipelineClass} (PixArt): it only generates from text (diffusers has no PixArt image-to-image or inpainting pipeline); use `generate`.");
+        if (FirstLackingOption(settings, "--scheduler", "--eta", "--no-resolution-binning") is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to PixArt models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+    }
+
+    /// <summary>
+    /// The first option that a text-to-image family without add-ons (PixArt, Chroma, Z-Image) lacks, in one fixed order,
+    /// or null; <paramref name="takes"/> names those the family does take. Load-time options count for serve too.
+    /// </summary>
+    private static string? FirstLackingOption(ModelSettings settings, params string[] takes)
+    {
+        var options = new List<(string Option, bool Given)>
+        {
+            ("--lora", settings.Loras.Count > 0), ("--textual-inversion", settings.TextualInversion is { Length: > 0 }),
+            ("--single-file", settings.SingleFile is not null), ("--ip-adapter", settings.IpAdapter is not null), ("--no-t5", settings.NoT5),
+        };
+        if (settings is ServeCommand.Settings serve)
+            options.AddRange([("--controlnet", serve.ControlNets.Count > 0), ("--adapter", serve.Adapters.Count > 0), ("--redux", serve.Redux is not null)]);
+        if (settings is GenerateSettings g)
+            options.AddRange([
+                ("--controlnet", g.ControlNets.Count > 0), ("--control-image", g.ControlImage is { Length: > 0 }), ("--adapter", g.Adapters.Count > 0),
+                ("--prompt-2", g.Prompt2 is not null), ("--prompt-3", g.Prompt3 is not null), ("--prompt-embeds", g.PromptEmbeds is not null),
+                ("--clip-skip", g.ClipSkip is not null), ("--skip-layers", g.SkipLayers is not null), ("--guidance-rescale", g.GuidanceRescale is not null),
+                ("--true-cfg", g.TrueCfg is not null), ("--redux", g.Redux is not null), ("--ip-adapter-image", g.IpAdapterImage is not null),
+                ("--scheduler", g.Scheduler is not null), ("--eta", g.Eta is not null), ("--no-resolution-binning", g.NoResolutionBinning),
+                ("--freeu", g.FreeU is not null), ("--image-guidance", g is Img2ImgSettings { ImageGuidance: not null }),
+            ]);
+        return options.FirstOrDefault(o => o.Given && !takes.Contains(o.Option)).Option;
+    }
+
+    /// <summary>
+    /// Chroma and Z-Image: text-to-image and image-to-image only (diffusers 0.36 has no inpainting pipeline for either),
+    /// sizes in multiples of 16, and none of the options <see cref="FirstLackingOption"/> lists but --prompt-embeds.
+    /// </summary>
+    private static void CheckFlowTextToImage(ModelSettings settings, string pipelineClass, string family)
+    {
+        if (settings is InpaintSettings)
+            throw new ArgumentException($"{settings.Model} is a {pipelineClass} ({family}): it generates from text and edits with img2img (diffusers 0.36 has no {family} inpainting pipeline); use `generate` or `img2img`.");
+        if (FirstLackingOption(settings, "--prompt-embeds") is { } lacking)
+            throw new ArgumentException($"{lacking}{(lacking == "--true-cfg" ? $" ({family} runs real CFG: --guidance with --negative-prompt)" : "")} does not apply to {family} models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+        if (settings is GenerateSettings { Width: { } w } && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for {family}, got {w}.");
+        if (settings is GenerateSettings { Height: { } h } && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for {family}, got {h}.");
     }
 
     /// <summary>
@@ -601,28 +630,7 @@ internal sealed class LoadedModel : IDisposable
     /// negative prompt under classifier-free guidance, FLUX's scheduler; no inpainting pipeline in diffusers 0.36 and no
     /// ControlNet / adapter / IP-Adapter / LoRA / textual inversion loading here. Refused before any weights load.
     /// </summary>
-    private static void CheckChroma(ModelSettings settings, string pipelineClass)
-    {
-        string? lacking = settings.Loras.Count > 0 ? "--lora" : settings.TextualInversion is { Length: > 0 } ? "--textual-inversion"
-            : settings.SingleFile is not null ? "--single-file" : settings.IpAdapter is not null ? "--ip-adapter" : settings.NoT5 ? "--no-t5" : null;
-        if (settings is ServeCommand.Settings serve)
-            lacking ??= serve.ControlNets.Count > 0 ? "--controlnet" : serve.Adapters.Count > 0 ? "--adapter" : serve.Redux is not null ? "--redux" : null;
-        if (settings is GenerateSettings g)
-        {
-            if (g is InpaintSettings)
-                throw new ArgumentException($"{settings.Model} is a {pipelineClass} (Chroma): it generates from text and edits with img2img (diffusers 0.36 has no Chroma inpainting pipeline); use `generate` or `img2img`.");
-            lacking ??= g.ControlNets.Count > 0 ? "--controlnet" : g.ControlImage is { Length: > 0 } ? "--control-image" : g.Adapters.Count > 0 ? "--adapter"
-                : g.Prompt2 is not null ? "--prompt-2" : g.Prompt3 is not null ? "--prompt-3" : g.ClipSkip is not null ? "--clip-skip"
-                : g.SkipLayers is not null ? "--skip-layers" : g.GuidanceRescale is not null ? "--guidance-rescale" : g.TrueCfg is not null ? "--true-cfg (Chroma runs real CFG: --guidance with --negative-prompt)"
-                : g.Redux is not null ? "--redux" : g.IpAdapterImage is not null ? "--ip-adapter-image" : g.Scheduler is not null ? "--scheduler"
-                : g.Eta is not null ? "--eta" : g.NoResolutionBinning ? "--no-resolution-binning"
-                : g is Img2ImgSettings { ImageGuidance: not null } ? "--image-guidance" : null;
-            if (lacking is null && g.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Chroma, got {w}.");
-            if (lacking is null && g.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Chroma, got {h}.");
-        }
-        if (lacking is not null)
-            throw new ArgumentException($"{lacking} does not apply to Chroma models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
-    }
+    private static void CheckChroma(ModelSettings settings, string pipelineClass) => CheckFlowTextToImage(settings, pipelineClass, "Chroma");
 
     /// <summary>
     /// Z-Image (diffusers' ZImagePipeline / ZImageImg2ImgPipeline; Tongyi-MAI/Z-Image-Turbo): text-to-image and image-to-image
@@ -630,28 +638,7 @@ internal sealed class LoadedModel : IDisposable
     /// FlowMatchEuler; no inpainting pipeline in diffusers 0.36 and no ControlNet / adapter / IP-Adapter / LoRA / textual
     /// inversion / scheduler swap here. Refused before any weights load.
     /// </summary>
-    private static void CheckZImage(ModelSettings settings, string pipelineClass)
-    {
-        string? lacking = settings.Loras.Count > 0 ? "--lora" : settings.TextualInversion is { Length: > 0 } ? "--textual-inversion"
-            : settings.SingleFile is not null ? "--single-file" : settings.IpAdapter is not null ? "--ip-adapter" : settings.NoT5 ? "--no-t5" : null;
-        if (settings is ServeCommand.Settings serve)
-            lacking ??= serve.ControlNets.Count > 0 ? "--controlnet" : serve.Adapters.Count > 0 ? "--adapter" : serve.Redux is not null ? "--redux" : null;
-        if (settings is GenerateSettings g)
-        {
-            if (g is InpaintSettings)
-                throw new ArgumentException($"{settings.Model} is a {pipelineClass} (Z-Image): it generates from text and edits with img2img (diffusers 0.36 has no Z-Image inpainting pipeline); use `generate` or `img2img`.");
-            lacking ??= g.ControlNets.Count > 0 ? "--controlnet" : g.ControlImage is { Length: > 0 } ? "--control-image" : g.Adapters.Count > 0 ? "--adapter"
-                : g.Prompt2 is not null ? "--prompt-2" : g.Prompt3 is not null ? "--prompt-3" : g.ClipSkip is not null ? "--clip-skip"
-                : g.SkipLayers is not null ? "--skip-layers" : g.GuidanceRescale is not null ? "--guidance-rescale" : g.TrueCfg is not null ? "--true-cfg (Z-Image runs real CFG: --guidance with --negative-prompt)"
-                : g.Redux is not null ? "--redux" : g.IpAdapterImage is not null ? "--ip-adapter-image" : g.Scheduler is not null ? "--scheduler"
-                : g.Eta is not null ? "--eta" : g.NoResolutionBinning ? "--no-resolution-binning" : g.FreeU is not null ? "--freeu"
-                : g is Img2ImgSettings { ImageGuidance: not null } ? "--image-guidance" : null;
-            if (lacking is null && g.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Z-Image, got {w}.");
-            if (lacking is null && g.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Z-Image, got {h}.");
-        }
-        if (lacking is not null)
-            throw new ArgumentException($"{lacking} does not apply to Z-Image models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
-    }
+    private static void CheckZImage(ModelSettings settings, string pipelineClass) => CheckFlowTextToImage(settings, pipelineClass, "Z-Image");
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
