@@ -289,12 +289,7 @@ public abstract class ChromaPipelineBase : IDisposable
     {
         if (outputType == OutputType.Latent) return new ChromaOutput(null, latents.alias().DetachFromDisposeScope());
         Components.Activate("vae");
-        using var scope = NewDisposeScope();
-        var vae = Components.Vae;
-        var unpacked = FluxPipelineBase.UnpackLatents(latents, height, width, VaeScaleFactor);
-        var scaled = unpacked / vae.Config.ScalingFactor + (vae.Config.ShiftFactor ?? 0.0);
-        var decoded = vae.Decode(scaled.to(vae.WeightDtype()));
-        var (images, tensor) = DecodedOutput.From(decoded, outputType, ImageProcessor);
+        var (images, tensor) = FluxPipelineBase.DecodePackedLatents(Components.Vae, latents, outputType, height, width, VaeScaleFactor, ImageProcessor);
         return new ChromaOutput(images, tensor);
     }
 

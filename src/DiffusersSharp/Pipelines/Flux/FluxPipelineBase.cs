@@ -428,13 +428,23 @@ public abstract partial class FluxPipelineBase : IDisposable
     {
         if (outputType == OutputType.Latent) return new FluxOutput(null, latents.alias().DetachFromDisposeScope());
         Components.Activate("vae");
+        var (images, tensor) = DecodePackedLatents(Components.Vae, latents, outputType, height, width, VaeScaleFactor, ImageProcessor);
+        return new FluxOutput(images, tensor);
+    }
+
+    /// <summary>
+    /// Unpacks Flux-style packed latents of an image <paramref name="height"/> × <paramref name="width"/>, undoes the VAE's
+    /// scaling and shift, decodes them and converts the result to <paramref name="outputType"/> (not latent): the decode of
+    /// every pipeline with FLUX's packing (Flux, Chroma). The VAE must already be on its device.
+    /// </summary>
+    internal static (IReadOnlyList<ImageBuffer>? Images, Tensor? Tensor) DecodePackedLatents(Models.Autoencoders.AutoencoderKL vae, Tensor latents, OutputType outputType,
+        int height, int width, int vaeScaleFactor, VaeImageProcessor processor)
+    {
         using var scope = NewDisposeScope();
-        var vae = Components.Vae;
-        var unpacked = UnpackLatents(latents, height, width, VaeScaleFactor);
+        var unpacked = UnpackLatents(latents, height, width, vaeScaleFactor);
         var scaled = unpacked / vae.Config.ScalingFactor + (vae.Config.ShiftFactor ?? 0.0);
         var decoded = vae.Decode(scaled.to(vae.WeightDtype()));
-        var (images, tensor) = DecodedOutput.From(decoded, outputType, ImageProcessor);
-        return new FluxOutput(images, tensor);
+        return DecodedOutput.From(decoded, outputType, processor); // a tensor result is detached from the scope
     }
 
     /// <summary>Releases this pipeline's reference on the shared components.</summary>
