@@ -10,6 +10,30 @@ namespace DiffusersSharp.Pipelines;
 /// </summary>
 public abstract class PipelineComponents : IDisposable
 {
+    /// <summary>
+    /// The start every <c>FromPretrained</c> shares: resolves <paramref name="model"/> (a hub repo id is downloaded into the
+    /// hub cache first) and reads its model_index.json; then, before any weights load, checks that it names a pipeline
+    /// <paramref name="isSupported"/> accepts (<paramref name="expected"/> names them in the error; null accepts any), that
+    /// each of <paramref name="required"/> is there, and that DiffusersSharp knows every component's class
+    /// (<paramref name="skipUnused"/>: not the components no pipeline here loads).
+    /// </summary>
+    /// <exception cref="IO.UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
+    /// <exception cref="InvalidDataException">Another pipeline, or a required component missing.</exception>
+    private protected static (string Folder, IO.ModelIndex Index) OpenPipelineFolder(string model, PipelineLoadOptions options, string family,
+        Func<string, bool>? isSupported, string? expected, IReadOnlyList<string> required, bool skipUnused, CancellationToken cancellationToken)
+    {
+        string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
+        var index = IO.ModelIndex.Read(folder);
+        if (isSupported is not null && !isSupported(index.ClassName))
+            throw new InvalidDataException($"{folder}: model_index.json names {index.ClassName}, not {expected}.");
+        foreach (var name in required)
+            if (!index.Components.TryGetValue(name, out var spec) || spec.IsEmpty)
+                throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; a {family} pipeline needs it.");
+        foreach (var (name, spec) in index.Components)
+            if (!spec.IsEmpty && !(skipUnused && Hub.HubFileSelector.IsUnused(name, index.ClassName))) Models.ModelRegistry.KindOf(name, spec.ClassName!);
+        return (folder, index);
+    }
+
     private int _users = 1; // the creator's reference, given up by Dispose
     private bool _creatorReleased;
     private ModelOffloader? _offloader;

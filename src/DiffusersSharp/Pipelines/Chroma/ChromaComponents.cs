@@ -57,15 +57,8 @@ public sealed class ChromaComponents : PipelineComponents
         ArgumentNullException.ThrowIfNull(options);
         var device = options.ParsedDevice; // fail on a bad device before any download
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
-        string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
-        var index = ModelIndex.Read(folder);
-        if (!IsSupportedPipeline(index.ClassName))
-            throw new InvalidDataException($"{folder}: model_index.json names {index.ClassName}, not {PipelineClassName} or {Img2ImgPipelineClassName}.");
-        foreach (var name in new[] { "transformer", "vae", "text_encoder", "tokenizer", "scheduler" })
-            if (!index.Components.TryGetValue(name, out var spec) || spec.IsEmpty)
-                throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; a Chroma pipeline needs it.");
-        foreach (var (name, spec) in index.Components)
-            if (!spec.IsEmpty) ModelRegistry.KindOf(name, spec.ClassName!);
+        var (folder, index) = OpenPipelineFolder(model, options, "Chroma", IsSupportedPipeline, $"{PipelineClassName} or {Img2ImgPipelineClassName}",
+            ["transformer", "vae", "text_encoder", "tokenizer", "scheduler"], skipUnused: false, cancellationToken);
         var loader = new ComponentLoader(folder, cancellationToken);
         string Sub(string name) => loader.Sub(name);
         try

@@ -114,16 +114,8 @@ public sealed class FluxComponents : PipelineComponents
         ArgumentNullException.ThrowIfNull(controlnets);
         var device = options.ParsedDevice; // fail on a bad device before any download
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
-        string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
-        var index = ModelIndex.Read(folder);
-        if (!IsSupportedPipeline(index.ClassName))
-            throw new InvalidDataException($"{folder}: model_index.json names {index.ClassName}, not FluxPipeline, FluxFillPipeline or FluxKontextPipeline.");
-        string[] required = ["transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"];
-        foreach (var name in required)
-            if (!index.Components.TryGetValue(name, out var spec) || spec.IsEmpty)
-                throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; a Flux pipeline needs it.");
-        foreach (var (name, spec) in index.Components)
-            if (!spec.IsEmpty) ModelRegistry.KindOf(name, spec.ClassName!);
+        var (folder, index) = OpenPipelineFolder(model, options, "Flux", IsSupportedPipeline, "FluxPipeline, FluxFillPipeline or FluxKontextPipeline",
+            ["transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"], skipUnused: false, cancellationToken);
 
         var loader = new ComponentLoader(folder, cancellationToken);
         string Sub(string name) => loader.Sub(name);

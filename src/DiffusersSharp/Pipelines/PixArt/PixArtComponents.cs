@@ -50,15 +50,8 @@ public sealed class PixArtComponents : SwappableSchedulerComponents
         ArgumentNullException.ThrowIfNull(options);
         var device = options.ParsedDevice; // fail on a bad device before any download
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
-        string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
-        var index = ModelIndex.Read(folder);
-        if (!IsSupportedPipeline(index.ClassName))
-            throw new InvalidDataException($"{folder}: model_index.json names {index.ClassName}, not {SigmaPipelineClass} or {AlphaPipelineClass}.");
-        foreach (var name in new[] { "transformer", "vae", "text_encoder", "tokenizer", "scheduler" })
-            if (!index.Components.TryGetValue(name, out var spec) || spec.IsEmpty)
-                throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; a PixArt pipeline needs it.");
-        foreach (var (name, spec) in index.Components)
-            if (!spec.IsEmpty) ModelRegistry.KindOf(name, spec.ClassName!);
+        var (folder, index) = OpenPipelineFolder(model, options, "PixArt", IsSupportedPipeline, $"{SigmaPipelineClass} or {AlphaPipelineClass}",
+            ["transformer", "vae", "text_encoder", "tokenizer", "scheduler"], skipUnused: false, cancellationToken);
         var loader = new ComponentLoader(folder, cancellationToken);
         string Sub(string name) => loader.Sub(name);
         try

@@ -98,14 +98,8 @@ public sealed class StableDiffusion3Components : PipelineComponents
         var device = options.ParsedDevice; // fail on a bad device before any download
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
         var fromFile = options.SingleFileComponentsOf(Loaders.SingleFileLayout.SD3, "Stable Diffusion 3");
-        string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
-        var index = ModelIndex.Read(folder);
-        string[] required = ["transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"];
-        foreach (var name in required)
-            if (!index.Components.TryGetValue(name, out var spec) || spec.IsEmpty)
-                throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; a Stable Diffusion 3 pipeline needs it.");
-        foreach (var (name, spec) in index.Components)
-            if (!spec.IsEmpty) ModelRegistry.KindOf(name, spec.ClassName!);
+        var (folder, index) = OpenPipelineFolder(model, options, "Stable Diffusion 3", null, null,
+            ["transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"], skipUnused: false, cancellationToken);
         bool withT5 = options.LoadTextEncoder3 && index.Components.TryGetValue("text_encoder_3", out var t5) && !t5.IsEmpty;
 
         var loader = new ComponentLoader(folder, cancellationToken);

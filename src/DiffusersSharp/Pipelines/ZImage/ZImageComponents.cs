@@ -65,17 +65,10 @@ public sealed class ZImageComponents : PipelineComponents
         ArgumentNullException.ThrowIfNull(options);
         var device = options.ParsedDevice; // fail on a bad device before any download
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
-        string folder = Hub.ModelSource.Resolve(model, options.HubOptions, options.DownloadProgress, cancellationToken);
-        var index = ModelIndex.Read(folder);
-        if (!IsSupportedPipeline(index.ClassName))
-            throw new InvalidDataException($"{folder}: model_index.json names {index.ClassName}, not {ZImagePipelineClass} or {ZImageImg2ImgPipelineClass}.");
         string[] required = options.LoadTextEncoders
             ? ["transformer", "vae", "text_encoder", "tokenizer", "scheduler"] : ["transformer", "vae", "scheduler"];
-        foreach (var name in required)
-            if (!index.Components.TryGetValue(name, out var spec) || spec.IsEmpty)
-                throw new InvalidDataException($"{folder}: model_index.json has no '{name}' component; a Z-Image pipeline needs it.");
-        foreach (var (name, spec) in index.Components)
-            if (!spec.IsEmpty && !Hub.HubFileSelector.IsUnused(name, index.ClassName)) ModelRegistry.KindOf(name, spec.ClassName!);
+        var (folder, index) = OpenPipelineFolder(model, options, "Z-Image", IsSupportedPipeline, $"{ZImagePipelineClass} or {ZImageImg2ImgPipelineClass}",
+            required, skipUnused: true, cancellationToken);
         if (options.LoadTextEncoders) CheckTextWidth(folder);
 
         var loader = new ComponentLoader(folder, cancellationToken);
