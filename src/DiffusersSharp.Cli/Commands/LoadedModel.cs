@@ -260,7 +260,8 @@ internal sealed class LoadedModel : IDisposable
                 WithTextualInversion(output, textualInversions, WithLoras(output, loras, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion),
                 (c, file, encoder) => c.LoadIpAdapter(file, encoder))),
             Family.PixArt => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, pixArt: PixArtComponents.FromPretrained(folder, options, ct)),
-            Family.Chroma => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, chroma: ChromaComponents.FromPretrained(folder, options, ct)),
+            Family.Chroma => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
+                chroma: WithLoras(output, loras, ChromaComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             // --prompt-embeds without --negative-prompt needs no Qwen3-4B: it is left out (diffusers' text_encoder=None).
             Family.ZImage => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, zImage: ZImageComponents.FromPretrained(folder,
                 options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null, NegativePrompt: null } }, ct)),
@@ -309,7 +310,7 @@ internal sealed class LoadedModel : IDisposable
         CheckLoraScales(scales);
         var wanted = Loras.Select((l, i) => (l.File, Scale: scales[scales.Count == 1 ? 0 : i])).ToList();
         if (wanted.SequenceEqual(Loras)) return;
-        PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? Flux!;
+        PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? (PipelineComponents?)Flux ?? Chroma!;
         components.UnfuseLora();
         var fused = new List<(string File, double Scale)>();
         try
@@ -318,7 +319,8 @@ internal sealed class LoadedModel : IDisposable
             {
                 if (Sd3 is not null) Sd3.FuseLora(file, scale);
                 else if (UNet is not null) UNet.FuseLora(file, scale);
-                else Flux!.FuseLora(file, scale);
+                else if (Flux is not null) Flux.FuseLora(file, scale);
+                else Chroma!.FuseLora(file, scale);
                 fused.Add((file, scale));
             }
         }
@@ -613,13 +615,14 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>
     /// Chroma and Z-Image: text-to-image and image-to-image only (diffusers 0.36 has no inpainting pipeline for either),
-    /// sizes in multiples of 16, and none of the options <see cref="FirstLackingOption"/> lists but --prompt-embeds.
+    /// sizes in multiples of 16, and none of the options <see cref="FirstLackingOption"/> lists but --prompt-embeds and
+    /// <paramref name="takes"/>.
     /// </summary>
-    private static void CheckFlowTextToImage(ModelSettings settings, string pipelineClass, string family)
+    private static void CheckFlowTextToImage(ModelSettings settings, string pipelineClass, string family, params string[] takes)
     {
         if (settings is InpaintSettings)
             throw new ArgumentException($"{settings.Model} is a {pipelineClass} ({family}): it generates from text and edits with img2img (diffusers 0.36 has no {family} inpainting pipeline); use `generate` or `img2img`.");
-        if (FirstLackingOption(settings, "--prompt-embeds") is { } lacking)
+        if (FirstLackingOption(settings, ["--prompt-embeds", .. takes]) is { } lacking)
             throw new ArgumentException($"{lacking}{(lacking == "--true-cfg" ? $" ({family} runs real CFG: --guidance with --negative-prompt)" : "")} does not apply to {family} models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
         if (settings is GenerateSettings { Width: { } w } && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for {family}, got {w}.");
         if (settings is GenerateSettings { Height: { } h } && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for {family}, got {h}.");
@@ -627,10 +630,10 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>
     /// Chroma (diffusers' ChromaPipeline / ChromaImg2ImgPipeline): text-to-image and image-to-image with one T5 prompt, a
-    /// negative prompt under classifier-free guidance, FLUX's scheduler; no inpainting pipeline in diffusers 0.36 and no
-    /// ControlNet / adapter / IP-Adapter / LoRA / textual inversion loading here. Refused before any weights load.
+    /// negative prompt under classifier-free guidance, FLUX's scheduler, LoRAs in diffusers' layout; no inpainting pipeline
+    /// in diffusers 0.36 and no ControlNet / adapter / IP-Adapter / textual inversion loading here. Refused before any weights load.
     /// </summary>
-    private static void CheckChroma(ModelSettings settings, string pipelineClass) => CheckFlowTextToImage(settings, pipelineClass, "Chroma");
+    private static void CheckChroma(ModelSettings settings, string pipelineClass) => CheckFlowTextToImage(settings, pipelineClass, "Chroma", "--lora");
 
     /// <summary>
     /// Z-Image (diffusers' ZImagePipeline / ZImageImg2ImgPipeline; Tongyi-MAI/Z-Image-Turbo): text-to-image and image-to-image

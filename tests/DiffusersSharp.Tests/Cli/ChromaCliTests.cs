@@ -138,7 +138,7 @@ public sealed class ChromaCliTests : IDisposable
     }
 
     [Theory]
-    [InlineData("--lora", "missing.safetensors")]
+    [InlineData("--freeu", "0.9,0.2,1.2,1.4")]
     [InlineData("--true-cfg", "2")]
     [InlineData("--scheduler", "euler")]
     [InlineData("--prompt-2", "x")]
@@ -150,16 +150,30 @@ public sealed class ChromaCliTests : IDisposable
     public void OptionsChromaDoesNotHaveAreRefusedBeforeLoading(string option, string? value)
     {
         string[] args = ["generate", "--model", _model, "--prompt", "x", "--output", Out()];
-        if (option == "--lora")
-        {
-            File.WriteAllBytes(Out("lora.safetensors"), [0]);
-            value = Out("lora.safetensors");
-        }
         var (code, _, stderr) = CliRunner.Run(value is null ? [.. args, option] : [.. args, option, value]);
         Assert.Equal(2, code);
         Assert.Contains(option, stderr);
         Assert.DoesNotContain("loading", stderr);
         Assert.False(File.Exists(Out()));
+    }
+
+    [Fact]
+    public void ALoraGivesTheLibrarysImageOfItFused()
+    {
+        // ChromaLoraParityTests checks the fused weights against diffusers'; here the CLI's wiring.
+        string lora = Fixtures.Path("local-diffusers/chroma-lora/pytorch_lora_weights.safetensors");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "a teddy bear", "--steps", "2", "--width", "32",
+            "--height", "32", "--seed", "5", "--max-sequence-length", "16", "--lora", lora, "--lora-scale", "0.7", "--output", Out());
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Lora: pytorch_lora_weights.safetensors:0.7", ImageFile.ReadPngText(Out())["parameters"]);
+        using var components = ChromaComponents.FromPretrained(_model, new PipelineLoadOptions());
+        Assert.Equal(43, components.FuseLora(lora, 0.7));
+        using var pipe = new ChromaPipeline(components);
+        using var expected = pipe.Generate(new ChromaRequest
+        {
+            Prompt = "a teddy bear", NumInferenceSteps = 2, Width = 32, Height = 32, MaxSequenceLength = 16, Generator = new Generator("cpu").ManualSeed(5),
+        });
+        Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out()).Pixels);
     }
 
     [Fact]

@@ -86,6 +86,19 @@ public sealed class ChromaComponents : PipelineComponents
         }
     }
 
+    /// <summary>
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a Chroma LoRA in diffusers' own
+    /// layout (<c>transformer.*</c> lora_A / lora_B pairs, optional alphas, lora_B biases and adapter metadata; Chroma's
+    /// loader is FLUX's), the approximator's layers included; checked before any weight changes, undone by
+    /// <see cref="PipelineComponents.UnfuseLora"/>. Returns the number of adapted layers. FLUX's original layouts (kohya,
+    /// BFL, XLabs) name modulation layers Chroma does not have, and are refused.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a Chroma transformer LoRA in diffusers' layout.</exception>
+    /// <exception cref="ArgumentException">A part does not fit the transformer (missing modules or other sizes).</exception>
+    public int FuseLora(string path, double scale = 1.0) => Loaders.LoraWeights.FuseAll(path,
+        new Dictionary<string, nn.Module?> { ["transformer"] = Transformer }, scale, kohya: false, FusedLoras);
+
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
     {
