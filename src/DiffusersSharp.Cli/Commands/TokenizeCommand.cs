@@ -9,7 +9,9 @@ namespace DiffusersSharp.Cli.Commands;
 
 /// <summary>
 /// <c>diffusers tokenize --model M --prompt P [--max-sequence-length 256]</c>: JSON with the ids each tokenizer of the model
-/// gives the prompt as the SD3 pipeline pads them; a one-line warning on stderr when a tokenizer cuts the prompt.
+/// gives the prompt as the pipelines pad them (CLIP to its 77, T5 to --max-sequence-length; a Qwen2 tokenizer, Z-Image's,
+/// the prompt in Qwen3's chat template as ZImagePipeline renders it, up to --max-sequence-length); a one-line warning on
+/// stderr when a tokenizer cuts the prompt.
 /// </summary>
 public sealed class TokenizeCommand(CliOutput output) : Command<TokenizeCommand.Settings>
 {
@@ -30,7 +32,7 @@ public sealed class TokenizeCommand(CliOutput output) : Command<TokenizeCommand.
 
         /// <summary>T5 length, as the pipeline's <c>max_sequence_length</c>.</summary>
         [CommandOption("--max-sequence-length <N>")]
-        [Description("Length of the T5 ids (the pipeline's max_sequence_length, at most 512). Default 256.")]
+        [Description("Length of the T5 and Qwen2 ids (the pipeline's max_sequence_length, at most 512; Z-Image's pipeline uses 512). Default 256.")]
         [DefaultValue(256)]
         public int MaxSequenceLength { get; init; } = 256;
 
@@ -59,8 +61,10 @@ public sealed class TokenizeCommand(CliOutput output) : Command<TokenizeCommand.
             cancellationToken.ThrowIfCancellationRequested();
             string name = present[i];
             ITextTokenizer tokenizer = Load(Path.Combine(settings.Model, name), name);
-            int maxLength = tokenizer is T5Tokenizer ? settings.MaxSequenceLength : tokenizer.ModelMaxLength;
-            TokenizedText result = tokenizer.Encode(settings.Prompt!, maxLength);
+            int maxLength = tokenizer is T5Tokenizer or Qwen2Tokenizer ? settings.MaxSequenceLength : tokenizer.ModelMaxLength;
+            // Z-Image tokenizes each prompt in Qwen3's chat template (diffusers' ZImagePipeline._encode_prompt).
+            string text = tokenizer is Qwen2Tokenizer ? Qwen3ChatTemplate.ApplyUserMessage(settings.Prompt!) : settings.Prompt!;
+            TokenizedText result = tokenizer.Encode(text, maxLength);
             string entry = JsonSerializer.Serialize(new
             {
                 @class = tokenizer.GetType().Name,
@@ -97,6 +101,7 @@ public sealed class TokenizeCommand(CliOutput output) : Command<TokenizeCommand.
                 throw new InvalidDataException($"{configPath} is not valid JSON: {e.Message}", e);
             }
         }
+        if (declared.StartsWith("Qwen2Tokenizer", StringComparison.Ordinal)) return Qwen2Tokenizer.FromFolder(folder);
         bool t5 = declared.StartsWith("T5", StringComparison.Ordinal) || (declared.Length == 0 && name == "tokenizer_3");
         return t5 ? T5Tokenizer.FromFolder(folder) : CLIPTokenizer.FromFolder(folder);
     }

@@ -69,4 +69,38 @@ public class TokenizeCommandTests
         Assert.Equal(2, Run("--model", Fixtures.TinySd3Model).Code);
         Assert.Equal(2, Run("--model", Fixtures.TinySd3Model, "--prompt", "x", "--max-sequence-length", "513").Code);
     }
+
+    [Fact]
+    public void AQwen2TokenizerTakesThePromptInQwen3sChatTemplate()
+    {
+        // A model folder whose tokenizer/ is fixture qwen3's Qwen2 tokenizer (Z-Image's kind): the ids are Hugging Face
+        // tokenizers' for the chat-templated prompt (its hf_tokenizers.json), padded with <|endoftext|> to the length.
+        string dir = Directory.CreateTempSubdirectory("tokenize-qwen").FullName;
+        try
+        {
+            string source = Fixtures.Path("local-diffusers/qwen3/tokenizer");
+            Directory.CreateDirectory(Path.Combine(dir, "tokenizer"));
+            foreach (var file in Directory.GetFiles(source)) File.Copy(file, Path.Combine(dir, "tokenizer", Path.GetFileName(file)));
+            var hf = JsonDocument.Parse(File.ReadAllText(Fixtures.Path("local-diffusers/qwen3/hf_tokenizers.json")));
+            const string Templated = "<|im_start|>user\nA photo of a cat<|im_end|>\n<|im_start|>assistant\n";
+            int[] expected = hf.RootElement.GetProperty("ids").EnumerateArray().Single(e => e.GetProperty("text").GetString() == Templated)
+                .GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToArray();
+
+            var (code, json, err) = Run("--model", dir, "--prompt", "A photo of a cat", "--max-sequence-length", "24");
+            Assert.True(code == 0, err);
+            var entry = json!.RootElement.GetProperty("tokenizer");
+            Assert.Equal("Qwen2Tokenizer", entry.GetProperty("class").GetString());
+            Assert.Equal(expected.Length, entry.GetProperty("untruncated_length").GetInt32());
+            int[] ids = Ids(json, "tokenizer");
+            Assert.Equal(24, ids.Length);
+            Assert.Equal(expected, ids[..expected.Length]);
+            int pad = JsonDocument.Parse(File.ReadAllText(Path.Combine(source, "tokenizer.json"))).RootElement.GetProperty("added_tokens")
+                .EnumerateArray().Single(t => t.GetProperty("content").GetString() == "<|endoftext|>").GetProperty("id").GetInt32();
+            Assert.All(ids[expected.Length..], id => Assert.Equal(pad, id));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
 }
