@@ -10,20 +10,15 @@ namespace DiffusersSharp.Tests.Cli;
 
 /// <summary>generate, img2img and info with a Chroma folder (model_index.json ChromaPipeline): the library's images exactly,
 /// diffusers' defaults, --prompt-embeds with masks, previews, and the options and verbs refused before loading.</summary>
-public sealed class ChromaCliTests : IDisposable
+public sealed class ChromaCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("chroma-cli").FullName;
     private readonly string _model;
 
-    public ChromaCliTests()
+    public ChromaCliTests() : base("chroma-cli")
     {
-        _model = Path.Combine(_dir, "chroma");
+        _model = Path.Combine(Dir, "chroma");
         TinyChromaPipelineFolder.Write(_model);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private ChromaOutput Library<T>(T request) where T : ChromaRequest
     {
@@ -131,7 +126,7 @@ public sealed class ChromaCliTests : IDisposable
         var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "a teddy bear", "--steps", "3", "--width", "48",
             "--height", "32", "--seed", "4", "--max-sequence-length", "16", "--preview-every", "1", "--output", Out("p.png"));
         Assert.True(code == 0, stderr);
-        Assert.Equal(["chroma", "p.png", "p.step-1.png", "p.step-2.png"], Directory.GetFileSystemEntries(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(["chroma", "p.png", "p.step-1.png", "p.step-2.png"], Directory.GetFileSystemEntries(Dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
         var preview = ImageFile.Load(Out("p.step-2.png"));
         Assert.Equal((48, 32), (preview.Width, preview.Height));
         Assert.NotEqual(ImageFile.Load(Out("p.png")).Pixels, preview.Pixels);

@@ -9,14 +9,9 @@ using Generator = DiffusersSharp.Runtime.Generator;
 namespace DiffusersSharp.Tests.Cli;
 
 /// <summary><c>generate --controlnet</c>: the ControlNet pipelines end to end, against diffusers' images of fixture local-diffusers/controlnet.</summary>
-public sealed class ControlNetCliTests : IDisposable
+public sealed class ControlNetCliTests() : CliTempDirectory("controlnet")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("controlnet").FullName;
     private static readonly Dictionary<string, Tensor> Expected = Fixtures.Expected("local-diffusers/controlnet/expected.safetensors");
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private static string Fixture(string name) => Fixtures.Path($"local-diffusers/controlnet/{name}");
 

@@ -7,9 +7,8 @@ namespace DiffusersSharp.Tests.Cli;
 
 /// <summary><c>--controlnet</c> with a ControlNet-Union folder and <c>--control-mode</c>: the union pipelines end to end,
 /// against diffusers' images of fixture local-diffusers/controlnet-union.</summary>
-public sealed class ControlNetUnionCliTests : IDisposable
+public sealed class ControlNetUnionCliTests() : CliTempDirectory("controlnet-union")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("controlnet-union").FullName;
     private static readonly Dictionary<string, Tensor> Expected = Fixtures.Expected("local-diffusers/controlnet-union/expected.safetensors");
     private static readonly string Union = Fixtures.Path("local-diffusers/controlnet-union/union");
     private static readonly string Control = Fixtures.Path("local-diffusers/controlnet/control.png");
@@ -17,10 +16,6 @@ public sealed class ControlNetUnionCliTests : IDisposable
     private static readonly string Init = Fixtures.Path("local-diffusers/controlnet-modes/init.png");
     private static readonly string Mask = Fixtures.Path("local-diffusers/controlnet-modes/mask.png");
     private static readonly string Repaint = Fixtures.Path("local-diffusers/controlnet-union/repaint.png");
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     /// <summary>The fixture's prompt embeddings, as a --prompt-embeds file.</summary>
     private string Embeds()

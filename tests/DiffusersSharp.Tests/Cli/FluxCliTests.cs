@@ -4,20 +4,15 @@ using DiffusersSharp.Tests.Support;
 namespace DiffusersSharp.Tests.Cli;
 
 /// <summary>generate, img2img and inpaint with a Flux model folder (model_index.json FluxPipeline), and the options refused for it before loading.</summary>
-public sealed class FluxCliTests : IDisposable
+public sealed class FluxCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("flux-cli").FullName;
     private readonly string _model;
 
-    public FluxCliTests()
+    public FluxCliTests() : base("flux-cli")
     {
-        _model = Path.Combine(_dir, "model");
+        _model = Path.Combine(Dir, "model");
         TinyFluxPipelineFolder.Write(_model);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     [Fact]
     public void GenerateWithAFluxFolderWritesTheRequestedSizeReproducibly()

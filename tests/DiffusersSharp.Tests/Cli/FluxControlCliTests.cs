@@ -11,22 +11,17 @@ namespace DiffusersSharp.Tests.Cli;
 /// --control-image without --controlnet is its control image, in generate, img2img and inpaint; the CLI's image equals
 /// the library's; what the model lacks, and a lone --control-image for other models, are refused before any weights load.
 /// </summary>
-public sealed class FluxControlCliTests : IDisposable
+public sealed class FluxControlCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("flux-control-cli").FullName;
     private readonly string _model;
     private readonly string _image = Fixtures.Path("tiny-sd3/init_image.png"), _mask = Fixtures.Path("tiny-sd3/mask.png");
     private readonly string _control = Fixtures.Path("local-diffusers/controlnet/control.png");
 
-    public FluxControlCliTests()
+    public FluxControlCliTests() : base("flux-control-cli")
     {
-        _model = Path.Combine(_dir, "canny");
+        _model = Path.Combine(Dir, "canny");
         TinyFluxPipelineFolder.Write(_model, seed: 4, pipelineClass: FluxComponents.ControlPipelineClass, inChannels: 128);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private string[] Common(string output) => ["--model", _model, "--prompt", "a teddy bear", "--steps", "2", "--width", "48",
         "--height", "32", "--seed", "3", "--max-sequence-length", "16", "--output", output];
@@ -87,7 +82,7 @@ public sealed class FluxControlCliTests : IDisposable
     [Fact]
     public void AControlLoraMakesFluxDevAControlModel()
     {
-        string dev = Path.Combine(_dir, "dev"), lora = Fixtures.Path("local-diffusers/flux-lora-layouts/control.safetensors");
+        string dev = Path.Combine(Dir, "dev"), lora = Fixtures.Path("local-diffusers/flux-lora-layouts/control.safetensors");
         TinyFluxPipelineFolder.Write(dev, seed: 4);
         string[] common = [.. Common(Out()).Select(a => a == _model ? dev : a), "--lora", lora, "--lora-scale", "0.75"];
         var run = CliRunner.Run(["generate", .. common, "--control-image", _control]);

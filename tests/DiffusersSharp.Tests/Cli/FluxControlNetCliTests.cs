@@ -12,24 +12,19 @@ namespace DiffusersSharp.Tests.Cli;
 /// transformer): the CLI's wiring gives the library call's pixels exactly (FluxControlNetModesParityTests checks the
 /// library against diffusers), and what diffusers' Flux ControlNet pipelines lack is refused before loading.
 /// </summary>
-public sealed class FluxControlNetCliTests : IDisposable
+public sealed class FluxControlNetCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("flux-controlnet-cli").FullName;
     private readonly string _model;
     private static readonly string First = Fixtures.Path("local-diffusers/flux-controlnet/controlnet");
     private static readonly string Second = Fixtures.Path("local-diffusers/flux-controlnet-modes/controlnet2");
     private static readonly string Image = Fixtures.Path("tiny-sd3/init_image.png"), Mask = Fixtures.Path("tiny-sd3/mask.png");
     private static readonly string Control2 = Fixtures.Path("local-diffusers/flux-controlnet-modes/control2.png");
 
-    public FluxControlNetCliTests()
+    public FluxControlNetCliTests() : base("flux-controlnet-cli")
     {
-        _model = Path.Combine(_dir, "model");
+        _model = Path.Combine(Dir, "model");
         TinyFluxPipelineFolder.Write(_model);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private string[] Common(string output) => ["--model", _model, "--prompt", "a teddy bear", "--steps", "3", "--width", "48", "--height", "32",
         "--seed", "3", "--max-sequence-length", "16", "--output", output];
@@ -102,7 +97,7 @@ public sealed class FluxControlNetCliTests : IDisposable
     [Fact]
     public void WhatFluxControlNetPipelinesLackIsRefusedBeforeLoading()
     {
-        string fill = Path.Combine(_dir, "fill"), kontext = Path.Combine(_dir, "kontext");
+        string fill = Path.Combine(Dir, "fill"), kontext = Path.Combine(Dir, "kontext");
         TinyFluxPipelineFolder.Write(fill, pipelineClass: "FluxFillPipeline", inChannels: 384);
         TinyFluxPipelineFolder.Write(kontext, pipelineClass: "FluxKontextPipeline");
         string[] control = ["--controlnet", First, "--control-image", Image];

@@ -7,23 +7,18 @@ namespace DiffusersSharp.Tests.Cli;
 /// FLUX.1-Fill and FLUX.1-Kontext folders (model_index.json FluxFillPipeline / FluxKontextPipeline) through the verbs:
 /// Fill runs inpaint, Kontext runs img2img (image editing); what they lack is refused before any weights load.
 /// </summary>
-public sealed class FluxFillKontextCliTests : IDisposable
+public sealed class FluxFillKontextCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("flux-fk-cli").FullName;
     private readonly string _fill, _kontext;
     private readonly string _image = Fixtures.Path("tiny-sd3/init_image.png"), _mask = Fixtures.Path("tiny-sd3/mask.png");
 
-    public FluxFillKontextCliTests()
+    public FluxFillKontextCliTests() : base("flux-fk-cli")
     {
-        _fill = Path.Combine(_dir, "fill");
+        _fill = Path.Combine(Dir, "fill");
         TinyFluxPipelineFolder.Write(_fill, pipelineClass: "FluxFillPipeline", inChannels: 384);
-        _kontext = Path.Combine(_dir, "kontext");
+        _kontext = Path.Combine(Dir, "kontext");
         TinyFluxPipelineFolder.Write(_kontext, pipelineClass: "FluxKontextPipeline");
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private string[] Common(string model, string output) => ["--model", model, "--prompt", "a teddy bear", "--steps", "2", "--width", "48",
         "--height", "32", "--seed", "3", "--max-sequence-length", "16", "--output", output];

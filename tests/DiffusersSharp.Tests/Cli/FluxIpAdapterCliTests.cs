@@ -8,23 +8,18 @@ namespace DiffusersSharp.Tests.Cli;
 /// image-to-image with true CFG, Kontext editing, ControlNet) with the fixture's XLabs-layout adapter and tiny image
 /// encoder (wiring tests; the numbers are checked by FluxIpAdapterParityTests), and what diffusers lacks refused before
 /// loading.</summary>
-public sealed class FluxIpAdapterCliTests : IDisposable
+public sealed class FluxIpAdapterCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("flux-ipadapter-cli").FullName;
     private readonly string _model;
     private static readonly string Adapter = Fixtures.Path(FluxIpAdapterParityTests.Adapter);
     private static readonly string Encoder = Fixtures.Path(FluxIpAdapterParityTests.ImageEncoder);
     private static readonly string Image = Fixtures.Path("tiny-sd3/init_image.png");
 
-    public FluxIpAdapterCliTests()
+    public FluxIpAdapterCliTests() : base("flux-ipadapter-cli")
     {
-        _model = Path.Combine(_dir, "model");
+        _model = Path.Combine(Dir, "model");
         TinyFluxPipelineFolder.Write(_model);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private string[] Args(string verb, string output, params string[] extra) => [verb, "--model", _model, "--prompt", "a teddy bear", "--steps", "2",
         "--width", "32", "--height", "32", "--seed", "5", "--max-sequence-length", "16", "--output", output, .. extra];
@@ -48,7 +43,7 @@ public sealed class FluxIpAdapterCliTests : IDisposable
     [Fact]
     public void KontextEditingAndControlNetWithAFluxIpAdapterRun()
     {
-        string kontext = Path.Combine(_dir, "kontext");
+        string kontext = Path.Combine(Dir, "kontext");
         TinyFluxPipelineFolder.Write(kontext, pipelineClass: "FluxKontextPipeline");
         var (code, _, stderr) = CliRunner.Run(["img2img", "--model", kontext, "--prompt", "a hat", "--image", Image, "--steps", "2", "--width", "32",
             "--height", "32", "--seed", "5", "--max-sequence-length", "16", "--output", Out("kontext.png"),
@@ -62,7 +57,7 @@ public sealed class FluxIpAdapterCliTests : IDisposable
     [Fact]
     public void FluxVariantsAndMissingEncoderAreRefusedBeforeLoading()
     {
-        string fill = Path.Combine(_dir, "fill");
+        string fill = Path.Combine(Dir, "fill");
         TinyFluxPipelineFolder.Write(fill, pipelineClass: "FluxFillPipeline", inChannels: 384);
         var (code, _, stderr) = CliRunner.Run(["inpaint", "--model", fill, "--prompt", "a", "--image", Image, "--mask", Fixtures.Path("tiny-sd3/mask.png"),
             "--ip-adapter", Adapter, "--ip-adapter-image", Image, "--ip-adapter-image-encoder", Encoder, "--output", Out()]);

@@ -11,23 +11,18 @@ namespace DiffusersSharp.Tests.Cli;
 /// Flux folder (whose T5 is 96 wide, CLIP's pooled output 32): the CLI's image equals the library's prior + FluxPipeline
 /// run, true CFG with a negative prompt runs, and what makes no sense is refused before any weights load (the numbers
 /// are checked by FluxPriorReduxParityTests).</summary>
-public sealed class FluxReduxCliTests : IDisposable
+public sealed class FluxReduxCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("flux-redux-cli").FullName;
     private readonly string _model;
     private static readonly string Redux = Fixtures.Path(FluxPriorReduxParityTests.Folder);
     private static readonly string Image1 = Fixtures.Path("local-diffusers/flux-redux/image1.png");
     private static readonly string Image2 = Fixtures.Path("local-diffusers/flux-redux/image2.png");
 
-    public FluxReduxCliTests()
+    public FluxReduxCliTests() : base("flux-redux-cli")
     {
-        _model = Path.Combine(_dir, "model");
+        _model = Path.Combine(Dir, "model");
         TinyFluxPipelineFolder.Write(_model);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private string[] Args(string verb, string output, params string[] extra) => [verb, "--model", _model, "--steps", "2",
         "--width", "32", "--height", "32", "--seed", "5", "--output", output, .. extra];

@@ -11,14 +11,9 @@ using Generator = DiffusersSharp.Runtime.Generator;
 namespace DiffusersSharp.Tests.Cli;
 
 /// <summary><c>--freeu</c> (FreeUParityTests checks FreeU itself against diffusers): generate and serve.</summary>
-public sealed class FreeUCliTests : IDisposable
+public sealed class FreeUCliTests() : CliTempDirectory("freeu")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("freeu").FullName;
     private static readonly string Model = Fixtures.Path("tiny-sd15/model");
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     [Fact]
     public void FreeUDrawsTheLibrarysImage()

@@ -4,16 +4,11 @@ using DiffusersSharp.Tests.Support;
 namespace DiffusersSharp.Tests.Cli;
 
 /// <summary>The CLI contract of generate / img2img / inpaint: outputs, PNG parameters, exit codes, nothing left on failure.</summary>
-public sealed class GenerateCliTests : IDisposable
+public sealed class GenerateCliTests() : CliTempDirectory("gen")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("gen").FullName;
     private static readonly string Model = Fixtures.TinySd3Model;
     private static readonly string Init = Fixtures.Path("tiny-sd3/init_image.png");
     private static readonly string Mask = Fixtures.Path("tiny-sd3/mask.png");
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     [Fact]
     public void GenerateWritesAPngWithItsParameters()
@@ -29,7 +24,7 @@ public sealed class GenerateCliTests : IDisposable
         Assert.Contains("Steps: 2", parameters);
         Assert.Contains("Seed: 42", parameters);
         Assert.Contains("CFG scale: 4.5", parameters);
-        Assert.Single(Directory.GetFiles(_dir)); // no temporary file left behind
+        Assert.Single(Directory.GetFiles(Dir)); // no temporary file left behind
 
         // the same seed reproduces the same pixels
         var again = CliRunner.Run("generate", "--model", Model, "--prompt", "a teddy bear", "--negative-prompt", "pepperoni",
@@ -130,7 +125,7 @@ public sealed class GenerateCliTests : IDisposable
         Assert.Equal("", stdout);
         string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains(reason.Replace("CORRUPT", "corrupt.png"), line);
-        Assert.Equal([corrupt], Directory.GetFiles(_dir));
+        Assert.Equal([corrupt], Directory.GetFiles(Dir));
     }
 
     [Fact]
@@ -194,7 +189,7 @@ public sealed class GenerateCliTests : IDisposable
     {
         // A folder whose scheduler config names EDMDPMSolverMultistepScheduler (Playground v2.5) loads it; --scheduler
         // edm_euler swaps in EDM Euler from that config, and a name that is no scheduler is refused with the EDM names listed.
-        string folder = Path.Combine(_dir, "playground");
+        string folder = Path.Combine(Dir, "playground");
         TinyPlaygroundFolder.Write(folder);
         var (code, _, stderr) = CliRunner.Run("generate", "--model", folder, "--prompt", "a dragon", "--steps", "2", "--guidance", "3",
             "--width", "64", "--height", "64", "--seed", "1", "--output", Out("pg.png"));
@@ -252,7 +247,7 @@ public sealed class GenerateCliTests : IDisposable
         var (code, _, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt", "x", "--steps", "5", "--width", "32", "--height", "32",
             "--max-sequence-length", "8", "--seed", "3", "--preview-every", "2", "--output", Out("p.png"));
         Assert.True(code == 0, stderr);
-        Assert.Equal(["p.png", "p.step-2.png", "p.step-4.png"], Directory.GetFiles(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(["p.png", "p.step-2.png", "p.step-4.png"], Directory.GetFiles(Dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
         Assert.Equal((32, 32), (ImageFile.Load(Out("p.step-2.png")).Width, ImageFile.Load(Out("p.step-2.png")).Height));
         // A preview is the latents so far, decoded: not the final image.
         Assert.NotEqual(ImageFile.Load(Out("p.png")).Pixels, ImageFile.Load(Out("p.step-4.png")).Pixels);
@@ -262,9 +257,9 @@ public sealed class GenerateCliTests : IDisposable
     [Fact]
     public void AModelThatIsNotThereIsInvalidInput()
     {
-        var (code, _, stderr) = CliRunner.Run("generate", "--model", Path.Combine(_dir, "no-such-model"), "--prompt", "x", "--output", Out());
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Path.Combine(Dir, "no-such-model"), "--prompt", "x", "--output", Out());
         Assert.Equal(2, code);
         Assert.Contains("no-such-model", stderr);
-        Assert.Empty(Directory.GetFiles(_dir));
+        Assert.Empty(Directory.GetFiles(Dir));
     }
 }

@@ -11,21 +11,16 @@ namespace DiffusersSharp.Tests.Cli;
 /// tiny-sd15 with the 8-channel UNet of fixture local-diffusers/instruct-pix2pix) through <c>img2img</c>: the CLI's image
 /// equals the library's; the other verbs and the options InstructPix2Pix lacks are refused before any weights load.
 /// </summary>
-public sealed class InstructPix2PixCliTests : IDisposable
+public sealed class InstructPix2PixCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("pix2pix-cli").FullName;
     private readonly string _model;
     private readonly string _input = Fixtures.Path("local-diffusers/instruct-pix2pix/input.png");
 
-    public InstructPix2PixCliTests()
+    public InstructPix2PixCliTests() : base("pix2pix-cli")
     {
-        _model = Path.Combine(_dir, "pix2pix");
+        _model = Path.Combine(Dir, "pix2pix");
         TinyInstructPix2PixFolder.Write(_model);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     [Fact]
     public void Img2ImgEditsAsTheLibraryDoes()
@@ -83,21 +78,16 @@ public sealed class InstructPix2PixCliTests : IDisposable
 /// (the image resized to it), with --guidance-rescale and model_index.json's is_cosxl_edit; what the SDXL pipeline lacks
 /// is refused before any weights load.
 /// </summary>
-public sealed class SdxlInstructPix2PixCliTests : IDisposable
+public sealed class SdxlInstructPix2PixCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("xl-pix2pix-cli").FullName;
     private readonly string _model;
     private readonly string _input = Fixtures.Path("local-diffusers/sdxl-instruct-pix2pix/input.png");
 
-    public SdxlInstructPix2PixCliTests()
+    public SdxlInstructPix2PixCliTests() : base("xl-pix2pix-cli")
     {
-        _model = Path.Combine(_dir, "xl-pix2pix");
+        _model = Path.Combine(Dir, "xl-pix2pix");
         TinyInstructPix2PixFolder.WriteXL(_model);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private byte[] Library(string model, StableDiffusionInstructPix2PixRequest request, bool? cosXL = null)
     {
@@ -139,7 +129,7 @@ public sealed class SdxlInstructPix2PixCliTests : IDisposable
     [Fact]
     public void ModelIndexIsCosXLEditScalesTheImageLatents()
     {
-        string cosxl = Path.Combine(_dir, "cosxl");
+        string cosxl = Path.Combine(Dir, "cosxl");
         TinyInstructPix2PixFolder.WriteXL(cosxl);
         string index = Path.Combine(cosxl, "model_index.json");
         var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(index))!.AsObject();

@@ -6,21 +6,16 @@ namespace DiffusersSharp.Tests.Cli;
 /// <summary><c>generate --ip-adapter</c>: option checks before loading, a run on tiny-sd15 with the fixture's adapter and a
 /// tiny random image encoder, and one on tiny-sd3 with the SD3 fixture's adapter and SigLIP encoder (wiring tests; the
 /// adapters' numbers are checked by IpAdapterParityTests and StableDiffusion3IpAdapterParityTests).</summary>
-public sealed class IpAdapterCliTests : IDisposable
+public sealed class IpAdapterCliTests() : CliTempDirectory("ipadapter-cli")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("ipadapter-cli").FullName;
     private static readonly string Adapter = Fixtures.Path("local-diffusers/ip-adapter/sd15/ip-adapter.safetensors");
     private static readonly string Image = Fixtures.Path("tiny-sd15/init_image.png");
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     [Fact]
     public void OptionsAreCheckedBeforeLoading()
     {
-        string encoder = TinyImageEncoder.Write(_dir);
-        string fill = Path.Combine(_dir, "fill");
+        string encoder = TinyImageEncoder.Write(Dir);
+        string fill = Path.Combine(Dir, "fill");
         TinyFluxPipelineFolder.Write(fill, pipelineClass: "FluxFillPipeline", inChannels: 384);
         var (code, _, stderr) = CliRunner.Run("inpaint", "--model", fill, "--prompt", "a", "--ip-adapter", Adapter, "--image", Image,
             "--mask", Image, "--ip-adapter-image", Image, "--ip-adapter-image-encoder", encoder, "--steps", "1", "--output", Out());
@@ -41,7 +36,7 @@ public sealed class IpAdapterCliTests : IDisposable
     [Fact]
     public void GenerateWithAnIpAdapterRuns()
     {
-        string encoder = TinyImageEncoder.Write(_dir);
+        string encoder = TinyImageEncoder.Write(Dir);
         var (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd15/model"), "--prompt", "a cat", "--ip-adapter", Adapter,
             "--ip-adapter-image", Image, "--ip-adapter-image-encoder", encoder, "--ip-adapter-scale", "0.7", "--steps", "2",
             "--width", "64", "--height", "64", "--seed", "3", "--output", Out());
@@ -69,7 +64,7 @@ public sealed class IpAdapterCliTests : IDisposable
         Assert.True(code == 0, stderr);
         Assert.NotEqual(ImageFile.Load(Out()).Pixels, ImageFile.Load(Out("plain.png")).Pixels);
         // Without an encoder beside the file or named, the SD3 adapter is refused before loading.
-        string lone = Path.Combine(_dir, "lone", "ip-adapter.safetensors");
+        string lone = Path.Combine(Dir, "lone", "ip-adapter.safetensors");
         Directory.CreateDirectory(Path.GetDirectoryName(lone)!);
         File.Copy(adapter, lone);
         (code, _, stderr) = CliRunner.Run(Args(Out("x.png"), "--ip-adapter", lone, "--ip-adapter-image", Fixtures.Path("tiny-sd3/init_image.png")));

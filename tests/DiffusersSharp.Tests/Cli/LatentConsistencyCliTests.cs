@@ -11,21 +11,16 @@ namespace DiffusersSharp.Tests.Cli;
 /// <c>generate</c> and <c>img2img</c>: the CLI's images equal the library's LCM pipelines'; inpainting (diffusers has no
 /// LCM inpainting pipeline) and the options the LCM pipelines lack are refused before any weights load.
 /// </summary>
-public sealed class LatentConsistencyCliTests : IDisposable
+public sealed class LatentConsistencyCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("lcm-cli").FullName;
     private readonly string _model;
     private readonly string _input = Fixtures.Path("tiny-sd15/init_image.png");
 
-    public LatentConsistencyCliTests()
+    public LatentConsistencyCliTests() : base("lcm-cli")
     {
-        _model = Path.Combine(_dir, "lcm");
+        _model = Path.Combine(Dir, "lcm");
         TinyLcmFolder.Write(_model);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     [Fact]
     public void GenerateRunsTheLcmPipelineAsTheLibraryDoes()

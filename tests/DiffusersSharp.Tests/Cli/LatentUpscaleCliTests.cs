@@ -14,21 +14,16 @@ namespace DiffusersSharp.Tests.Cli;
 /// the library's (twice the input); the library's prompt path equals its embeddings path (last hidden states and pooled
 /// output of the text encoder); the other verbs and the options the pipeline lacks are refused before any weights load.
 /// </summary>
-public sealed class LatentUpscaleCliTests : IDisposable
+public sealed class LatentUpscaleCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("latent-upscale-cli").FullName;
     private readonly string _model;
     private readonly string _input = Fixtures.Path("tiny-sd15/init_image.png");
 
-    public LatentUpscaleCliTests()
+    public LatentUpscaleCliTests() : base("latent-upscale-cli")
     {
-        _model = Path.Combine(_dir, "latent-upscaler");
+        _model = Path.Combine(Dir, "latent-upscaler");
         TinyLatentUpscalerFolder.Write(_model);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     [Fact]
     public void Img2ImgUpscalesAsTheLibraryDoes()

@@ -15,16 +15,11 @@ namespace DiffusersSharp.Tests.Cli;
 /// Several <c>--lora</c> files: fused one after another, each at its <c>--lora-scale</c> (diffusers' adapters with
 /// set_adapters weights; MultiLoraParityTests checks the fused weights against diffusers), in generate and serve.
 /// </summary>
-public sealed class MultiLoraCliTests : IDisposable
+public sealed class MultiLoraCliTests() : CliTempDirectory("multilora")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("multilora").FullName;
     private static readonly string Model = Fixtures.Path("tiny-sd15/model");
     internal static readonly string Kohya = Fixtures.Path("local-diffusers/kohya-lora/sd15.safetensors");
     internal static readonly string Peft = Fixtures.Path("local-diffusers/multi-lora/peft.safetensors");
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private static string[] Run(string output, params string[] loraArgs) =>
         ["generate", "--model", Model, "--prompt", "a red square", "--steps", "2", "--guidance", "5", "--width", "32", "--height", "32",

@@ -15,14 +15,9 @@ namespace DiffusersSharp.Tests.Cli;
 /// <summary><c>generate --pag-scale</c> (PagParityTests checks PAG itself against diffusers): the image is the library's
 /// PAG pipeline's, and misplaced PAG options are refused before loading; serve's pag_scale / pag_layers /
 /// pag_adaptive_scale per request.</summary>
-public sealed class PagCliTests : IDisposable
+public sealed class PagCliTests() : CliTempDirectory("pag")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("pag").FullName;
     private static readonly string Sd15 = Fixtures.Path("tiny-sd15/model"), Sdxl = Fixtures.Path("tiny-sdxl/model");
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     [Fact]
     public void PagDrawsTheLibrarysImage()

@@ -10,22 +10,17 @@ namespace DiffusersSharp.Tests.Cli;
 
 /// <summary>generate and info with PixArt folders (model_index.json PixArtSigmaPipeline / PixArtAlphaPipeline): --scheduler,
 /// --eta and --preview-every against the library, and the options and verbs refused for them before loading.</summary>
-public sealed class PixArtCliTests : IDisposable
+public sealed class PixArtCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("pixart-cli").FullName;
     private readonly string _sigma, _alpha;
 
-    public PixArtCliTests()
+    public PixArtCliTests() : base("pixart-cli")
     {
-        _sigma = Path.Combine(_dir, "sigma");
-        _alpha = Path.Combine(_dir, "alpha");
+        _sigma = Path.Combine(Dir, "sigma");
+        _alpha = Path.Combine(Dir, "alpha");
         TinyPixArtPipelineFolder.Write(_sigma);
         TinyPixArtPipelineFolder.Write(_alpha, alpha: true);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     [Theory]
     [InlineData(false)]
@@ -141,7 +136,7 @@ public sealed class PixArtCliTests : IDisposable
             "--height", "200", "--seed", "4", "--max-sequence-length", "16", "--preview-every", "1", "--output", Out("p.png"));
         Assert.True(code == 0, stderr);
         Assert.Equal(["alpha", "p.png", "p.step-1.png", "p.step-2.png", "sigma"],
-            Directory.GetFileSystemEntries(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            Directory.GetFileSystemEntries(Dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
         var preview = ImageFile.Load(Out("p.step-2.png"));
         Assert.Equal((120, 200), (preview.Width, preview.Height));
         Assert.NotEqual(ImageFile.Load(Out("p.png")).Pixels, preview.Pixels);

@@ -6,14 +6,9 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Tests.Cli;
 
 /// <summary><c>generate --adapter</c>: the T2I-Adapter pipelines end to end, against diffusers' images of fixture local-diffusers/t2i-adapter.</summary>
-public sealed class T2IAdapterCliTests : IDisposable
+public sealed class T2IAdapterCliTests() : CliTempDirectory("t2i-adapter")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("t2i-adapter").FullName;
     private static readonly Dictionary<string, Tensor> Expected = Fixtures.Expected("local-diffusers/t2i-adapter/expected.safetensors");
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private static string Fixture(string name) => Fixtures.Path($"local-diffusers/t2i-adapter/{name}");
 

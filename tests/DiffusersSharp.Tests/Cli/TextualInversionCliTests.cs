@@ -5,17 +5,12 @@ namespace DiffusersSharp.Tests.Cli;
 
 /// <summary><c>--textual-inversion FILE[:TOKEN]</c>: checks before loading, runs on tiny-sd15 and tiny-sdxl (a wiring test;
 /// the loading itself is checked against diffusers by TextualInversionParityTests / TextualInversionTests).</summary>
-public sealed class TextualInversionCliTests : IDisposable
+public sealed class TextualInversionCliTests() : CliTempDirectory("ti-cli")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("ti-cli").FullName;
     private static readonly string Sd15 = Fixtures.Path("tiny-sd15/model");
     private static readonly string Sdxl = Fixtures.Path("tiny-sdxl/model");
 
     private static string Embedding(string file) => Fixtures.Path("local-diffusers/textual-inversion/embeddings/" + file);
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private static readonly string[] Small = ["--steps", "2", "--width", "64", "--height", "64", "--seed", "3"];
 
@@ -49,13 +44,13 @@ public sealed class TextualInversionCliTests : IDisposable
     [Fact]
     public void OptionsAreCheckedBeforeLoading()
     {
-        string pickle = Path.Combine(_dir, "learned_embeds.bin");
+        string pickle = Path.Combine(Dir, "learned_embeds.bin");
         File.WriteAllBytes(pickle, [0x80, 0x02]);
         (string[] Args, string Message)[] cases =
         [
             (["--model", Fixtures.TinySd3Model, "--textual-inversion", Embedding("single.safetensors")], "--textual-inversion applies to SD 1.x / 2.x, SDXL and Flux models"),
             (["--model", Sd15, "--textual-inversion", pickle], "pickle"),
-            (["--model", Sd15, "--textual-inversion", Path.Combine(_dir, "absent.safetensors")], "not found"),
+            (["--model", Sd15, "--textual-inversion", Path.Combine(Dir, "absent.safetensors")], "not found"),
             (["--model", Sd15, "--textual-inversion", Embedding("single.safetensors") + ":"], "the token after ':' is empty"),
             (["--model", Sd15, "--textual-inversion", Embedding("sdxl.safetensors") + ":<s>"], "is an SDXL embedding (clip_l / clip_g)"),
             (["--model", Sdxl, "--textual-inversion", Embedding("sdxl.safetensors")], "names no token: give FILE:TOKEN"),

@@ -15,21 +15,16 @@ namespace DiffusersSharp.Tests.Cli;
 /// upscaler lacks and --noise-level out of range are refused before any weights load; <c>info</c> reports the full-size
 /// x4 upscaler's counts as diffusers and transformers build them.
 /// </summary>
-public sealed class UpscaleCliTests : IDisposable
+public sealed class UpscaleCliTests : CliTempDirectory
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("upscale-cli").FullName;
     private readonly string _model;
     private readonly string _input = Fixtures.Path("local-diffusers/sd-upscale/input_nonsquare.png");
 
-    public UpscaleCliTests()
+    public UpscaleCliTests() : base("upscale-cli")
     {
-        _model = Path.Combine(_dir, "upscaler");
+        _model = Path.Combine(Dir, "upscaler");
         TinyUpscalerFolder.Write(_model);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     [Fact]
     public void Img2ImgUpscalesAsTheLibraryDoes()

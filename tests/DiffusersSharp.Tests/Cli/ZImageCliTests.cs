@@ -13,21 +13,16 @@ namespace DiffusersSharp.Tests.Cli;
 /// <summary>generate and img2img with a Z-Image folder (model_index.json ZImagePipeline; the whole tiny one, Qwen3 text
 /// encoder included): the library's images exactly, diffusers' defaults, cfg_normalization / cfg_truncation, the truncation
 /// warning, --prompt-embeds (without loading the text encoder), previews, and the options and verbs refused before loading.</summary>
-public sealed class ZImageCliTests : IDisposable
+public sealed class ZImageCliTests : CliTempDirectory
 {
     private const string Prompt = "A photo of a cat sitting on a wooden table, soft light.";
-    private readonly string _dir = Directory.CreateTempSubdirectory("zimage-cli").FullName;
     private readonly string _model;
 
-    public ZImageCliTests()
+    public ZImageCliTests() : base("zimage-cli")
     {
-        _model = Path.Combine(_dir, "zimage");
+        _model = Path.Combine(Dir, "zimage");
         TinyZImagePipelineFolder.Write(_model);
     }
-
-    public void Dispose() => Directory.Delete(_dir, true);
-
-    private string Out(string name = "out.png") => Path.Combine(_dir, name);
 
     private ZImageOutput Library<T>(T request) where T : ZImageRequest
     {
@@ -184,7 +179,7 @@ public sealed class ZImageCliTests : IDisposable
         var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "a teddy bear", "--steps", "3", "--width", "48",
             "--height", "32", "--seed", "4", "--guidance", "0", "--preview-every", "1", "--output", Out("p.png"));
         Assert.True(code == 0, stderr);
-        Assert.Equal(["p.png", "p.step-1.png", "p.step-2.png", "zimage"], Directory.GetFileSystemEntries(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(["p.png", "p.step-1.png", "p.step-2.png", "zimage"], Directory.GetFileSystemEntries(Dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
         var preview = ImageFile.Load(Out("p.step-1.png"));
         Assert.Equal((48, 32), (preview.Width, preview.Height));
         Assert.NotEqual(ImageFile.Load(Out("p.png")).Pixels, preview.Pixels);
