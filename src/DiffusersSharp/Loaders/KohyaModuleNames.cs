@@ -1,6 +1,7 @@
 using DiffusersSharp.Models.Unets;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Loaders;
 

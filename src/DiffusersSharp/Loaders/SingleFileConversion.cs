@@ -3,6 +3,7 @@ using System.Text.RegularExpressions;
 using DiffusersSharp.IO;
 using DiffusersSharp.Models.Transformers;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Loaders;
 

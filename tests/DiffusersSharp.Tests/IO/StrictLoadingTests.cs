@@ -1,6 +1,7 @@
 using DiffusersSharp.IO;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Tests.IO;
 
@@ -21,7 +22,7 @@ public sealed class StrictLoadingTests : IDisposable
 
         public Toy(Device? device = null) : base("Toy")
         {
-            proj = nn.Linear(4, 3, device: device);
+            proj = new Linear(4, 3, device: device);
             scale = new Parameter(empty(4, device: device));
             table = empty(2, 2, device: device);
             register_buffer("table", table);

@@ -7,6 +7,7 @@ using DiffusersSharp.Tests.Support;
 using TorchSharp.Modules;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Tests.Loaders;
 

@@ -3,6 +3,7 @@ using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Tests.Support;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Tests.Loaders;
 

@@ -10,6 +10,7 @@ using TorchSharp.Modules;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
 using Generator = DiffusersSharp.Runtime.Generator;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Tests.Loaders;
 

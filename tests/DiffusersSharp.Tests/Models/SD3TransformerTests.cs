@@ -222,6 +222,25 @@ public class SD3TransformerTests(ITestOutputHelper output)
         }
     }
 
+    [Theory]
+    [InlineData(ScalarType.BFloat16, 256)]
+    [InlineData(ScalarType.Float16, 256)]
+    [InlineData(ScalarType.BFloat16, 3)]
+    [InlineData(ScalarType.BFloat16, 1000)]
+    [InlineData(ScalarType.Float32, 256)]
+    public void RepeatedTokenLogitsWeighTheCountOnceRoundedToTheModelType(ScalarType dtype, long repeats)
+    {
+        var logits = SD3Transformer2DModel.RepeatedTokenLogits(repeats, dtype);
+        // What the attention adds: each logit rounded to the model's type, as JointAttention casts the key bias.
+        using var rounded = torch.tensor(logits, ScalarType.Float32).to(dtype).to(ScalarType.Float64);
+        double weight = rounded.exp().sum().item<double>();
+        Assert.True(Math.Abs(weight - repeats) <= 1e-4 * repeats, $"{dtype}: the keys weigh {weight} instead of {repeats}");
+        Assert.Equal(dtype == ScalarType.Float32 ? 1 : 2, logits.Length);
+        // bfloat16 alone would round ln(256) to 5.531 (1.4% of the weight): the split is what makes it exact.
+        using var single = torch.tensor(Math.Log(repeats), ScalarType.Float32).to(dtype).to(ScalarType.Float64);
+        if (dtype == ScalarType.BFloat16 && repeats == 256) Assert.True(Math.Abs(Math.Exp(single.item<double>()) - repeats) > 1e-2 * repeats);
+    }
+
     [Fact]
     public void CollapsedTailAddsNoErrorBeyondBfloat16s()
     {
@@ -238,7 +257,8 @@ public class SD3TransformerTests(ITestOutputHelper output)
             using var fast = model.forward(x.Hidden, collapsed, x.Pooled, x.Timestep, lastTokenRepeats: repeats);
             double errFull = RelativeL2(full, reference), errFast = RelativeL2(fast, reference);
             output.WriteLine($"bf16 vs float32, relative L2: full sequence {errFull:G4}, collapsed {errFast:G4}");
-            // bf16 rounds ln(256) to 5.53 (1.4% on that key's weight); measured 0.0150 vs 0.0142: within bf16's own error.
+            // The count rides on two bf16-exact logits (RepeatedTokenLogits); measured 0.0164 vs 0.0176 for the full sequence.
+            // With one logit bf16 rounded ln(256) to 5.53 (1.4% of that weight): 0.0197 vs 0.0176.
             Assert.True(errFast <= 1.1 * errFull, $"collapsed bf16 error {errFast:G4} vs the full sequence's {errFull:G4}");
         }
     }

@@ -2,6 +2,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Autoencoders;
 
@@ -24,10 +25,10 @@ public sealed class VaeAttention : nn.Module<Tensor, Tensor>
         : base(nameof(VaeAttention))
     {
         group_norm = AffineGroupNorm.Create(groups, channels, eps, device, dtype);
-        to_q = nn.Linear(channels, channels, hasBias: true, device: device, dtype: dtype);
-        to_k = nn.Linear(channels, channels, hasBias: true, device: device, dtype: dtype);
-        to_v = nn.Linear(channels, channels, hasBias: true, device: device, dtype: dtype);
-        to_out = new ModuleList<Linear>(nn.Linear(channels, channels, hasBias: true, device: device, dtype: dtype));
+        to_q = new Linear(channels, channels, hasBias: true, device: device, dtype: dtype);
+        to_k = new Linear(channels, channels, hasBias: true, device: device, dtype: dtype);
+        to_v = new Linear(channels, channels, hasBias: true, device: device, dtype: dtype);
+        to_out = new ModuleList<Linear>(new Linear(channels, channels, hasBias: true, device: device, dtype: dtype));
         RegisterComponents();
     }
 

@@ -7,6 +7,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using MultiheadAttention = DiffusersSharp.Models.Layers.MultiheadAttention;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.ControlNets;
 
@@ -21,8 +22,8 @@ public sealed class ResidualAttentionMlp : nn.Module<Tensor, Tensor>
     /// <summary>Builds the MLP of width <paramref name="dModel"/>.</summary>
     public ResidualAttentionMlp(long dModel, Device? device = null, ScalarType? dtype = null) : base(nameof(ResidualAttentionMlp))
     {
-        c_fc = nn.Linear(dModel, dModel * 4, device: device, dtype: dtype);
-        c_proj = nn.Linear(dModel * 4, dModel, device: device, dtype: dtype);
+        c_fc = new Linear(dModel, dModel * 4, device: device, dtype: dtype);
+        c_proj = new Linear(dModel * 4, dModel, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -143,7 +144,7 @@ public sealed class ControlNetUnionModel : nn.Module
         task_embedding = new Parameter(empty([config.NumControlType, config.NumTransChannel], dtype: dtype ?? ScalarType.Float32, device: device));
         transformer_layes = new ModuleList<ResidualAttentionBlock>();
         for (int i = 0; i < config.NumTransLayer; i++) transformer_layes.Add(new ResidualAttentionBlock(config.NumTransChannel, config.NumTransHead, device, dtype));
-        spatial_ch_projs = nn.Linear(config.NumTransChannel, config.NumProjChannel, device: device, dtype: dtype);
+        spatial_ch_projs = new Linear(config.NumTransChannel, config.NumProjChannel, device: device, dtype: dtype);
         control_type_proj = new Timesteps(timeIdDim, config.FlipSinToCos, config.FreqShift);
         control_add_embedding = new TimestepEmbedding((long)timeIdDim * config.NumControlType, temb, device, dtype);
         (down_blocks, controlnet_down_blocks, mid_block, controlnet_mid_block) = ControlNetModel.BuildDownPath(config, device, dtype);

@@ -4,6 +4,7 @@ using DiffusersSharp.Models.Transformers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.ControlNets;
 
@@ -115,23 +116,23 @@ public sealed class FluxControlNetModel : nn.Module
         int d = config.InnerDim;
         pos_embed = new FluxPosEmbed(10000, config.AxesDimsRope);
         time_text_embed = new CombinedTimestepTextProjEmbeddings(d, config.PooledProjectionDim, device, dtype, withGuidance: config.GuidanceEmbeds);
-        context_embedder = nn.Linear(config.JointAttentionDim, d, hasBias: true, device: device, dtype: dtype);
-        x_embedder = nn.Linear(config.InChannels, d, hasBias: true, device: device, dtype: dtype);
+        context_embedder = new Linear(config.JointAttentionDim, d, hasBias: true, device: device, dtype: dtype);
+        x_embedder = new Linear(config.InChannels, d, hasBias: true, device: device, dtype: dtype);
         transformer_blocks = new ModuleList<FluxTransformerBlock>();
         controlnet_blocks = new ModuleList<Linear>();
         for (int i = 0; i < config.NumLayers; i++)
         {
             transformer_blocks.Add(new FluxTransformerBlock(d, config.NumAttentionHeads, config.AttentionHeadDim, device, dtype));
-            controlnet_blocks.Add(nn.Linear(d, d, hasBias: true, device: device, dtype: dtype));
+            controlnet_blocks.Add(new Linear(d, d, hasBias: true, device: device, dtype: dtype));
         }
         single_transformer_blocks = new ModuleList<FluxSingleTransformerBlock>();
         controlnet_single_blocks = new ModuleList<Linear>();
         for (int i = 0; i < config.NumSingleLayers; i++)
         {
             single_transformer_blocks.Add(new FluxSingleTransformerBlock(d, config.NumAttentionHeads, config.AttentionHeadDim, device: device, dtype: dtype));
-            controlnet_single_blocks.Add(nn.Linear(d, d, hasBias: true, device: device, dtype: dtype));
+            controlnet_single_blocks.Add(new Linear(d, d, hasBias: true, device: device, dtype: dtype));
         }
-        controlnet_x_embedder = nn.Linear(config.InChannels, d, hasBias: true, device: device, dtype: dtype);
+        controlnet_x_embedder = new Linear(config.InChannels, d, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -4,6 +4,7 @@ using DiffusersSharp.Models.Transformers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.ControlNets;
 
@@ -50,7 +51,7 @@ public sealed class SD3ControlNetModel : nn.Module
         var dual = new HashSet<int>(config.DualAttentionLayers);
         if (config.JointAttentionDim is int joint)
         {
-            context_embedder = nn.Linear(joint, config.CaptionProjectionDim, hasBias: true, device: device, dtype: dtype);
+            context_embedder = new Linear(joint, config.CaptionProjectionDim, hasBias: true, device: device, dtype: dtype);
             for (int i = 0; i < config.NumLayers; i++)
                 transformer_blocks.Add(new JointTransformerBlock(d, config.NumAttentionHeads, config.AttentionHeadDim, contextPreOnly: false,
                     qkRmsNorm: config.QkNorm == "rms_norm", useDualAttention: dual.Contains(i), device, dtype));
@@ -62,7 +63,7 @@ public sealed class SD3ControlNetModel : nn.Module
         }
         controlnet_blocks = new ModuleList<Linear>();
         for (int i = 0; i < config.NumLayers; i++)
-            controlnet_blocks.Add(nn.Linear(d, d, hasBias: true, device: device, dtype: dtype));
+            controlnet_blocks.Add(new Linear(d, d, hasBias: true, device: device, dtype: dtype));
         // No position table: diffusers builds pos_embed_input with pos_embed_type=None.
         pos_embed_input = new PatchEmbed(config.SampleSize, config.SampleSize, config.PatchSize,
             config.InChannels + config.ExtraConditioningChannels, d, posEmbedMaxSize: null, device, dtype, positions: false);

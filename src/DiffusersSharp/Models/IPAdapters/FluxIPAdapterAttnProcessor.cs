@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.IPAdapters;
 
@@ -30,8 +31,8 @@ public sealed class FluxIPAdapterAttnProcessor : nn.Module
         to_v_ip = new ModuleList<Linear>();
         for (int i = 0; i < adapters; i++)
         {
-            to_k_ip.Add(nn.Linear(crossAttentionDim, hiddenSize, hasBias: true, device: device, dtype: dtype));
-            to_v_ip.Add(nn.Linear(crossAttentionDim, hiddenSize, hasBias: true, device: device, dtype: dtype));
+            to_k_ip.Add(new Linear(crossAttentionDim, hiddenSize, hasBias: true, device: device, dtype: dtype));
+            to_v_ip.Add(new Linear(crossAttentionDim, hiddenSize, hasBias: true, device: device, dtype: dtype));
         }
         _scale = Enumerable.Repeat(1.0, adapters).ToArray();
         RegisterComponents();

@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.IPAdapters;
 
@@ -42,8 +43,8 @@ public sealed class IPAdapterAttnProcessor : nn.Module
         to_v_ip = new ModuleList<Linear>();
         for (int i = 0; i < adapters; i++)
         {
-            to_k_ip.Add(nn.Linear(crossAttentionDim, hiddenSize, hasBias: false, device: device, dtype: dtype));
-            to_v_ip.Add(nn.Linear(crossAttentionDim, hiddenSize, hasBias: false, device: device, dtype: dtype));
+            to_k_ip.Add(new Linear(crossAttentionDim, hiddenSize, hasBias: false, device: device, dtype: dtype));
+            to_v_ip.Add(new Linear(crossAttentionDim, hiddenSize, hasBias: false, device: device, dtype: dtype));
         }
         RegisterComponents();
     }

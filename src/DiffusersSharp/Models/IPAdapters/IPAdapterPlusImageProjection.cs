@@ -2,6 +2,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.IPAdapters;
 
@@ -65,8 +66,8 @@ public sealed class IPAdapterPlusImageProjection : nn.Module<Tensor, Tensor>
     {
         NumTokens = numQueries;
         latents = new Parameter(empty([1, numQueries, hiddenDims], device: device, dtype: dtype ?? ScalarType.Float32));
-        proj_in = nn.Linear(embedDims, hiddenDims, hasBias: true, device: device, dtype: dtype);
-        proj_out = nn.Linear(hiddenDims, outputDims, hasBias: true, device: device, dtype: dtype);
+        proj_in = new Linear(embedDims, hiddenDims, hasBias: true, device: device, dtype: dtype);
+        proj_out = new Linear(hiddenDims, outputDims, hasBias: true, device: device, dtype: dtype);
         norm_out = nn.LayerNorm(outputDims, 1e-5, device: device, dtype: dtype);
         layers = new ModuleList<IPAdapterPlusImageProjectionBlock>();
         for (int i = 0; i < depth; i++) layers.Add(new IPAdapterPlusImageProjectionBlock(hiddenDims, dimHead, heads, ffnRatio, device, dtype));

@@ -2,6 +2,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.IPAdapters;
 
@@ -24,9 +25,9 @@ internal sealed class IPAdapterTimeImageProjectionAttention : nn.Module
     {
         (_heads, _dimHead) = (heads, dimHead);
         long inner = dimHead * heads;
-        to_q = nn.Linear(hiddenDim, inner, hasBias: false, device: device, dtype: dtype);
-        to_kv = nn.Linear(hiddenDim, 2 * inner, hasBias: false, device: device, dtype: dtype);
-        to_out = new ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(inner, hiddenDim, hasBias: false, device: device, dtype: dtype), nn.Dropout(0.0));
+        to_q = new Linear(hiddenDim, inner, hasBias: false, device: device, dtype: dtype);
+        to_kv = new Linear(hiddenDim, 2 * inner, hasBias: false, device: device, dtype: dtype);
+        to_out = new ModuleList<nn.Module<Tensor, Tensor>>(new Linear(inner, hiddenDim, hasBias: false, device: device, dtype: dtype), nn.Dropout(0.0));
         RegisterComponents();
     }
 
@@ -74,7 +75,7 @@ internal sealed class IPAdapterTimeImageProjectionBlock : nn.Module
         ln1 = nn.LayerNorm(hiddenDim, 1e-5, device: device, dtype: dtype);
         attn = new IPAdapterTimeImageProjectionAttention(hiddenDim, dimHead, heads, device, dtype);
         ff = new FeedForward(hiddenDim, hiddenDim, ffnRatio, bias: false, activationFn: "gelu", device: device, dtype: dtype);
-        adaln_proj = nn.Linear(hiddenDim, 4 * hiddenDim, hasBias: true, device: device, dtype: dtype);
+        adaln_proj = new Linear(hiddenDim, 4 * hiddenDim, hasBias: true, device: device, dtype: dtype);
         adaln_norm = nn.LayerNorm(hiddenDim, 1e-5, device: device, dtype: dtype);
         RegisterComponents();
     }
@@ -120,8 +121,8 @@ public sealed class IPAdapterTimeImageProjection : nn.Module
     {
         (EmbedDim, OutputDim, HiddenDim, NumQueries) = (embedDim, outputDim, hiddenDim, numQueries);
         latents = new Parameter(empty([1, numQueries, hiddenDim], device: device, dtype: dtype ?? ScalarType.Float32));
-        proj_in = nn.Linear(embedDim, hiddenDim, hasBias: true, device: device, dtype: dtype);
-        proj_out = nn.Linear(hiddenDim, outputDim, hasBias: true, device: device, dtype: dtype);
+        proj_in = new Linear(embedDim, hiddenDim, hasBias: true, device: device, dtype: dtype);
+        proj_out = new Linear(hiddenDim, outputDim, hasBias: true, device: device, dtype: dtype);
         norm_out = nn.LayerNorm(outputDim, 1e-5, device: device, dtype: dtype);
         layers = new ModuleList<IPAdapterTimeImageProjectionBlock>();
         for (int i = 0; i < depth; i++) layers.Add(new IPAdapterTimeImageProjectionBlock(hiddenDim, dimHead, heads, ffnRatio, device, dtype));

@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.IPAdapters;
 
@@ -26,7 +27,7 @@ public sealed class ImageProjection : nn.Module<Tensor, Tensor>
         : base(nameof(ImageProjection))
     {
         NumTokens = numImageTextEmbeds;
-        image_embeds = nn.Linear(imageEmbedDim, numImageTextEmbeds * crossAttentionDim, hasBias: true, device: device, dtype: dtype);
+        image_embeds = new Linear(imageEmbedDim, numImageTextEmbeds * crossAttentionDim, hasBias: true, device: device, dtype: dtype);
         norm = nn.LayerNorm(crossAttentionDim, 1e-5, elementwise_affine: true, device: device, dtype: dtype);
         RegisterComponents();
     }

@@ -2,6 +2,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.IPAdapters;
 
@@ -29,8 +30,8 @@ public sealed class SD3IPAdapterJointAttnProcessor : nn.Module
         : base(nameof(SD3IPAdapterJointAttnProcessor))
     {
         norm_ip = new AdaLayerNorm(timestepsEmbDim, ipHiddenStatesDim * 2, eps: 1e-6, device, dtype);
-        to_k_ip = nn.Linear(ipHiddenStatesDim, hiddenSize, hasBias: false, device: device, dtype: dtype);
-        to_v_ip = nn.Linear(ipHiddenStatesDim, hiddenSize, hasBias: false, device: device, dtype: dtype);
+        to_k_ip = new Linear(ipHiddenStatesDim, hiddenSize, hasBias: false, device: device, dtype: dtype);
+        to_v_ip = new Linear(ipHiddenStatesDim, hiddenSize, hasBias: false, device: device, dtype: dtype);
         norm_q = new RMSNorm(headDim, 1e-6, device, dtype);
         norm_k = new RMSNorm(headDim, 1e-6, device, dtype);
         norm_ip_k = new RMSNorm(headDim, 1e-6, device, dtype);

@@ -3,6 +3,7 @@ using DiffusersSharp.Models.TextEncoders;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.ImageEncoders;
 
@@ -109,7 +110,7 @@ public sealed class CLIPVisionModelWithProjection : nn.Module
         config.Validate();
         Config = config;
         vision_model = new CLIPVisionTransformer(config, device, dtype);
-        visual_projection = nn.Linear(config.HiddenSize, config.ProjectionDim, hasBias: false, device: device, dtype: dtype);
+        visual_projection = new Linear(config.HiddenSize, config.ProjectionDim, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -2,6 +2,7 @@ using DiffusersSharp.IO;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.ImageEncoders;
 
@@ -27,8 +28,8 @@ public sealed class ReduxImageEncoder : nn.Module<Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         Config = config;
-        redux_up = nn.Linear(config.ReduxDim, 3L * config.TxtInFeatures, hasBias: true, device: device, dtype: dtype);
-        redux_down = nn.Linear(3L * config.TxtInFeatures, config.TxtInFeatures, hasBias: true, device: device, dtype: dtype);
+        redux_up = new Linear(config.ReduxDim, 3L * config.TxtInFeatures, hasBias: true, device: device, dtype: dtype);
+        redux_down = new Linear(3L * config.TxtInFeatures, config.TxtInFeatures, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

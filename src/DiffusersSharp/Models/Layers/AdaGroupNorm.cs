@@ -23,7 +23,7 @@ public sealed class AdaGroupNorm : nn.Module<Tensor, Tensor, Tensor>
     {
         if (groups <= 0 || outDim % groups != 0)
             throw new ArgumentException($"AdaGroupNorm: {outDim} channels do not split into {groups} groups.", nameof(groups));
-        linear = nn.Linear(embeddingDim, outDim * 2, hasBias: true, device: device, dtype: dtype);
+        linear = new Linear(embeddingDim, outDim * 2, hasBias: true, device: device, dtype: dtype);
         _groups = groups;
         _eps = eps;
         RegisterComponents();

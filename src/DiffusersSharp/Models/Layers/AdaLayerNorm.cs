@@ -23,7 +23,7 @@ public sealed class AdaLayerNorm : nn.Module
         if (outputDim <= 0 || outputDim % 2 != 0) throw new ArgumentException($"output_dim must be a positive even number, got {outputDim}.", nameof(outputDim));
         _dim = outputDim / 2;
         _eps = eps;
-        linear = nn.Linear(embeddingDim, outputDim, hasBias: true, device: device, dtype: dtype);
+        linear = new Linear(embeddingDim, outputDim, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

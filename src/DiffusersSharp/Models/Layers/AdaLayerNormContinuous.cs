@@ -23,7 +23,7 @@ public sealed class AdaLayerNormContinuous : nn.Module<Tensor, Tensor, Tensor>
     {
         _dim = embeddingDim;
         _eps = eps;
-        linear = nn.Linear(conditioningEmbeddingDim, 2 * embeddingDim, hasBias: bias, device: device, dtype: dtype);
+        linear = new Linear(conditioningEmbeddingDim, 2 * embeddingDim, hasBias: bias, device: device, dtype: dtype);
         RegisterComponents();
     }
 

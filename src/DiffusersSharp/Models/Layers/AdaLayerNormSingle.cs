@@ -21,7 +21,7 @@ public sealed class AdaLayerNormSingle : nn.Module
         : base(nameof(AdaLayerNormSingle))
     {
         emb = new PixArtAlphaCombinedTimestepSizeEmbeddings(embeddingDim, embeddingDim / 3, useAdditionalConditions, device, dtype);
-        linear = nn.Linear(embeddingDim, 6 * embeddingDim, hasBias: true, device: device, dtype: dtype);
+        linear = new Linear(embeddingDim, 6 * embeddingDim, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -28,7 +28,7 @@ public sealed class AdaLayerNormZero : nn.Module
     public AdaLayerNormZero(long dim, Device? device = null, ScalarType? dtype = null) : base(nameof(AdaLayerNormZero))
     {
         _dim = dim;
-        linear = nn.Linear(dim, 6 * dim, hasBias: true, device: device, dtype: dtype);
+        linear = new Linear(dim, 6 * dim, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

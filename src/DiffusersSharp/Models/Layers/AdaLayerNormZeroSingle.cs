@@ -20,7 +20,7 @@ public sealed class AdaLayerNormZeroSingle : nn.Module
     public AdaLayerNormZeroSingle(long dim, Device? device = null, ScalarType? dtype = null) : base(nameof(AdaLayerNormZeroSingle))
     {
         _dim = dim;
-        linear = nn.Linear(dim, 3 * dim, hasBias: true, device: device, dtype: dtype);
+        linear = new Linear(dim, 3 * dim, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

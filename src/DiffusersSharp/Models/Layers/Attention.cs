@@ -48,10 +48,10 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
         _isCrossAttention = crossAttentionDim is not null;
         long inner = dimHead * heads;
         long kvDim = crossAttentionDim ?? queryDim;
-        to_q = nn.Linear(queryDim, inner, hasBias: bias, device: device, dtype: dtype);
-        to_k = nn.Linear(kvDim, inner, hasBias: bias, device: device, dtype: dtype);
-        to_v = nn.Linear(kvDim, inner, hasBias: bias, device: device, dtype: dtype);
-        to_out = new ModuleList<Linear>(nn.Linear(inner, queryDim, hasBias: outBias, device: device, dtype: dtype));
+        to_q = new Linear(queryDim, inner, hasBias: bias, device: device, dtype: dtype);
+        to_k = new Linear(kvDim, inner, hasBias: bias, device: device, dtype: dtype);
+        to_v = new Linear(kvDim, inner, hasBias: bias, device: device, dtype: dtype);
+        to_out = new ModuleList<Linear>(new Linear(inner, queryDim, hasBias: outBias, device: device, dtype: dtype));
         if (crossAttentionNorm) norm_cross = nn.LayerNorm(kvDim, device: device, dtype: dtype);
         RegisterComponents();
     }

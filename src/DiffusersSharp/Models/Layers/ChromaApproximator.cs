@@ -22,7 +22,7 @@ public sealed class ChromaApproximator : nn.Module<Tensor, Tensor>
     public ChromaApproximator(long inDim, long outDim, long hiddenDim, int nLayers, Device? device = null, ScalarType? dtype = null)
         : base(nameof(ChromaApproximator))
     {
-        in_proj = nn.Linear(inDim, hiddenDim, hasBias: true, device: device, dtype: dtype);
+        in_proj = new Linear(inDim, hiddenDim, hasBias: true, device: device, dtype: dtype);
         layers = new ModuleList<PixArtAlphaTextProjection>();
         norms = new ModuleList<RMSNorm>();
         for (int i = 0; i < nLayers; i++)
@@ -30,7 +30,7 @@ public sealed class ChromaApproximator : nn.Module<Tensor, Tensor>
             layers.Add(new PixArtAlphaTextProjection(hiddenDim, hiddenDim, device: device, dtype: dtype, actFn: "silu"));
             norms.Add(RMSNorm.Torch(hiddenDim, device, dtype));
         }
-        out_proj = nn.Linear(hiddenDim, outDim, hasBias: true, device: device, dtype: dtype);
+        out_proj = new Linear(hiddenDim, outDim, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

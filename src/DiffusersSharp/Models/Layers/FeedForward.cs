@@ -18,7 +18,7 @@ public sealed class GELU : nn.Module<Tensor, Tensor>
         : base(nameof(GELU))
     {
         _tanh = tanhApproximation;
-        proj = nn.Linear(dimIn, dimOut, hasBias: bias, device: device, dtype: dtype);
+        proj = new Linear(dimIn, dimOut, hasBias: bias, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -44,7 +44,7 @@ public sealed class GEGLU : nn.Module<Tensor, Tensor>
     public GEGLU(long dimIn, long dimOut, bool bias = true, Device? device = null, ScalarType? dtype = null)
         : base(nameof(GEGLU))
     {
-        proj = nn.Linear(dimIn, dimOut * 2, hasBias: bias, device: device, dtype: dtype);
+        proj = new Linear(dimIn, dimOut * 2, hasBias: bias, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -84,7 +84,7 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
                 $"FeedForward activation_fn '{activationFn}' is not supported; use geglu, gelu or gelu-approximate."),
         };
         net = new ModuleList<nn.Module<Tensor, Tensor>>(act, nn.Dropout(0.0),
-            nn.Linear(inner, dimOut ?? dim, hasBias: bias, device: device, dtype: dtype));
+            new Linear(inner, dimOut ?? dim, hasBias: bias, device: device, dtype: dtype));
         RegisterComponents();
     }
 

@@ -32,7 +32,7 @@ public sealed class MultiheadAttention : nn.Module<Tensor, Tensor>
         var type = dtype ?? ScalarType.Float32;
         in_proj_weight = new Parameter(empty([3 * embedDim, embedDim], dtype: type, device: device));
         in_proj_bias = new Parameter(empty([3 * embedDim], dtype: type, device: device));
-        out_proj = nn.Linear(embedDim, embedDim, hasBias: true, device: device, dtype: dtype);
+        out_proj = new Linear(embedDim, embedDim, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -41,7 +41,7 @@ public sealed class MultiheadAttention : nn.Module<Tensor, Tensor>
     {
         Check(x, nameof(x));
         using var scope = NewDisposeScope();
-        var qkv = nn.functional.linear(x, in_proj_weight, in_proj_bias).chunk(3, -1);
+        var qkv = Linear.Apply(x, in_proj_weight, in_proj_bias).chunk(3, -1);
         return Attention(qkv[0], qkv[1], qkv[2]).MoveToOuterDisposeScope();
     }
 
@@ -58,8 +58,8 @@ public sealed class MultiheadAttention : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"query and key/value must have the same batch N, got {query.shape[1]} and {keyValue.shape[1]}.", nameof(keyValue));
         using var scope = NewDisposeScope();
         long e = in_proj_weight.shape[1];
-        var q = nn.functional.linear(query, in_proj_weight.narrow(0, 0, e), in_proj_bias.narrow(0, 0, e));
-        var kv = nn.functional.linear(keyValue, in_proj_weight.narrow(0, e, 2 * e), in_proj_bias.narrow(0, e, 2 * e)).chunk(2, -1);
+        var q = Linear.Apply(query, in_proj_weight.narrow(0, 0, e), in_proj_bias.narrow(0, 0, e));
+        var kv = Linear.Apply(keyValue, in_proj_weight.narrow(0, e, 2 * e), in_proj_bias.narrow(0, e, 2 * e)).chunk(2, -1);
         return Attention(q, kv[0], kv[1]).MoveToOuterDisposeScope();
     }
 

@@ -11,8 +11,8 @@ namespace DiffusersSharp.Models.Layers;
 public sealed class PixArtAlphaTextProjection : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // field names are checkpoint keys
-    private readonly TorchSharp.Modules.Linear linear_1;
-    private readonly TorchSharp.Modules.Linear linear_2;
+    private readonly Linear linear_1;
+    private readonly Linear linear_2;
 #pragma warning restore IDE1006
     private readonly bool _gelu;
 
@@ -31,8 +31,8 @@ public sealed class PixArtAlphaTextProjection : nn.Module<Tensor, Tensor>
             "silu" => false,
             _ => throw new NotSupportedException($"PixArtAlphaTextProjection act_fn '{actFn}' is not supported; use gelu_tanh or silu."),
         };
-        linear_1 = nn.Linear(inFeatures, hiddenSize, hasBias: true, device: device, dtype: dtype);
-        linear_2 = nn.Linear(hiddenSize, outFeatures ?? hiddenSize, hasBias: true, device: device, dtype: dtype);
+        linear_1 = new Linear(inFeatures, hiddenSize, hasBias: true, device: device, dtype: dtype);
+        linear_2 = new Linear(hiddenSize, outFeatures ?? hiddenSize, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -39,7 +39,7 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor>
         norm1 = AffineGroupNorm.Create(groups, inChannels, eps, device, dtype);
         conv1 = nn.Conv2d(inChannels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         if (tembChannels is long temb)
-            time_emb_proj = nn.Linear(temb, outChannels, hasBias: true, device: device, dtype: dtype);
+            time_emb_proj = new Linear(temb, outChannels, hasBias: true, device: device, dtype: dtype);
         norm2 = AffineGroupNorm.Create(groups, outChannels, eps, device, dtype);
         conv2 = nn.Conv2d(outChannels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         if (inChannels != outChannels)

@@ -31,7 +31,7 @@ public sealed class SD35AdaLayerNormZeroX : nn.Module
     public SD35AdaLayerNormZeroX(long dim, Device? device = null, ScalarType? dtype = null) : base(nameof(SD35AdaLayerNormZeroX))
     {
         _dim = dim;
-        linear = nn.Linear(dim, 9 * dim, hasBias: true, device: device, dtype: dtype);
+        linear = new Linear(dim, 9 * dim, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -12,9 +12,9 @@ namespace DiffusersSharp.Models.Layers;
 public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // field names are checkpoint keys
-    private readonly TorchSharp.Modules.Linear linear_1;
-    private readonly TorchSharp.Modules.Linear? cond_proj;
-    private readonly TorchSharp.Modules.Linear linear_2;
+    private readonly Linear linear_1;
+    private readonly Linear? cond_proj;
+    private readonly Linear linear_2;
 #pragma warning restore IDE1006
     private readonly string _activation;
     private readonly string? _postActivation;
@@ -28,9 +28,9 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
     {
         _activation = activation;
         _postActivation = postActivation;
-        linear_1 = nn.Linear(inChannels, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
-        if (condProjDim is { } cond) cond_proj = nn.Linear(cond, inChannels, hasBias: false, device: device, dtype: dtype);
-        linear_2 = nn.Linear(timeEmbedDim, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
+        linear_1 = new Linear(inChannels, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
+        if (condProjDim is { } cond) cond_proj = new Linear(cond, inChannels, hasBias: false, device: device, dtype: dtype);
+        linear_2 = new Linear(timeEmbedDim, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -1,6 +1,7 @@
 using DiffusersSharp.IO;
 using TorchSharp;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.TextEncoders;
 
@@ -76,7 +77,7 @@ public sealed class CLIPTextModel : nn.Module, ICLIPTextEncoder
 public sealed class CLIPTextModelWithProjection : nn.Module, ICLIPTextEncoder
 {
     private readonly CLIPTextTransformer text_model;
-    private readonly TorchSharp.Modules.Linear text_projection;
+    private readonly Linear text_projection;
 
     /// <summary>The configuration the model was built from (<c>vocab_size</c> follows the token embedding table when
     /// textual inversion resizes it, as transformers' <c>resize_token_embeddings</c> updates it).</summary>
@@ -96,7 +97,7 @@ public sealed class CLIPTextModelWithProjection : nn.Module, ICLIPTextEncoder
         config.Validate();
         Config = config;
         text_model = new CLIPTextTransformer(config, device, dtype);
-        text_projection = nn.Linear(config.HiddenSize, config.ProjectionDim, hasBias: false, device: device, dtype: dtype);
+        text_projection = new Linear(config.HiddenSize, config.ProjectionDim, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.TextEncoders;
 
@@ -41,10 +42,10 @@ internal sealed class CLIPAttention : nn.Module<Tensor, Tensor>
         int h = config.HiddenSize;
         _heads = config.NumAttentionHeads;
         _headDim = h / config.NumAttentionHeads;
-        q_proj = nn.Linear(h, h, hasBias: true, device: device, dtype: dtype);
-        k_proj = nn.Linear(h, h, hasBias: true, device: device, dtype: dtype);
-        v_proj = nn.Linear(h, h, hasBias: true, device: device, dtype: dtype);
-        out_proj = nn.Linear(h, h, hasBias: true, device: device, dtype: dtype);
+        q_proj = new Linear(h, h, hasBias: true, device: device, dtype: dtype);
+        k_proj = new Linear(h, h, hasBias: true, device: device, dtype: dtype);
+        v_proj = new Linear(h, h, hasBias: true, device: device, dtype: dtype);
+        out_proj = new Linear(h, h, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -69,8 +70,8 @@ internal sealed class CLIPMLP : nn.Module<Tensor, Tensor>
     public CLIPMLP(CLIPTextConfig config, Device? device, ScalarType? dtype) : base(nameof(CLIPMLP))
     {
         _act = config.HiddenAct;
-        fc1 = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: true, device: device, dtype: dtype);
-        fc2 = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: true, device: device, dtype: dtype);
+        fc1 = new Linear(config.HiddenSize, config.IntermediateSize, hasBias: true, device: device, dtype: dtype);
+        fc2 = new Linear(config.IntermediateSize, config.HiddenSize, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

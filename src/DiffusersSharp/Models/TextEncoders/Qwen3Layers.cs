@@ -2,6 +2,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.TextEncoders;
 
@@ -54,10 +55,10 @@ internal sealed class Qwen3Attention : nn.Module
         _kvHeads = config.KeyValueHeads;
         _headDim = config.HeadDim;
         bool bias = config.AttentionBias;
-        q_proj = nn.Linear(config.HiddenSize, _heads * _headDim, hasBias: bias, device: device, dtype: dtype);
-        k_proj = nn.Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: bias, device: device, dtype: dtype);
-        v_proj = nn.Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: bias, device: device, dtype: dtype);
-        o_proj = nn.Linear(_heads * _headDim, config.HiddenSize, hasBias: bias, device: device, dtype: dtype);
+        q_proj = new Linear(config.HiddenSize, _heads * _headDim, hasBias: bias, device: device, dtype: dtype);
+        k_proj = new Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: bias, device: device, dtype: dtype);
+        v_proj = new Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: bias, device: device, dtype: dtype);
+        o_proj = new Linear(_heads * _headDim, config.HiddenSize, hasBias: bias, device: device, dtype: dtype);
         q_norm = new RMSNorm(_headDim, config.RmsNormEps, device, dtype);
         k_norm = new RMSNorm(_headDim, config.RmsNormEps, device, dtype);
         RegisterComponents();
@@ -93,9 +94,9 @@ internal sealed class Qwen3MLP : nn.Module<Tensor, Tensor>
     public Qwen3MLP(Qwen3Config config, Device? device, ScalarType? dtype) : base(nameof(Qwen3MLP))
     {
         _act = config.HiddenAct;
-        gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: false, device: device, dtype: dtype);
-        up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: false, device: device, dtype: dtype);
-        down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: false, device: device, dtype: dtype);
+        gate_proj = new Linear(config.HiddenSize, config.IntermediateSize, hasBias: false, device: device, dtype: dtype);
+        up_proj = new Linear(config.HiddenSize, config.IntermediateSize, hasBias: false, device: device, dtype: dtype);
+        down_proj = new Linear(config.IntermediateSize, config.HiddenSize, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.TextEncoders;
 
@@ -48,10 +49,10 @@ internal sealed class T5Attention : nn.Module<Tensor, Tensor, Tensor>
         _buckets = config.RelativeAttentionNumBuckets;
         _maxDistance = config.RelativeAttentionMaxDistance;
         long inner = _heads * _dkv;
-        q = nn.Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
-        k = nn.Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
-        v = nn.Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
-        o = nn.Linear(inner, config.DModel, hasBias: false, device: device, dtype: dtype);
+        q = new Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
+        k = new Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
+        v = new Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
+        o = new Linear(inner, config.DModel, hasBias: false, device: device, dtype: dtype);
         if (hasRelativeAttentionBias)
             relative_attention_bias = nn.Embedding(config.RelativeAttentionNumBuckets, config.NumHeads, device: device, dtype: dtype);
         RegisterComponents();
@@ -115,14 +116,14 @@ internal sealed class T5DenseActDense : nn.Module<Tensor, Tensor>
         _act = config.ActivationName;
         if (config.Gated)
         {
-            wi_0 = nn.Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
-            wi_1 = nn.Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
+            wi_0 = new Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
+            wi_1 = new Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
         }
         else
         {
-            wi = nn.Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
+            wi = new Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
         }
-        wo = nn.Linear(config.DFf, config.DModel, hasBias: false, device: device, dtype: dtype);
+        wo = new Linear(config.DFf, config.DModel, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -3,6 +3,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Transformers;
 
@@ -52,15 +53,15 @@ public sealed class ChromaTransformer2DModel : nn.Module
         pos_embed = new FluxPosEmbed(10000, config.AxesDimsRope);
         time_text_embed = new ChromaCombinedTimestepTextProjEmbeddings(config.ApproximatorNumChannels / 4, config.ModulationCount);
         distilled_guidance_layer = new ChromaApproximator(config.ApproximatorNumChannels, d, config.ApproximatorHiddenDim, config.ApproximatorLayers, device, dtype);
-        context_embedder = nn.Linear(config.JointAttentionDim, d, hasBias: true, device: device, dtype: dtype);
-        x_embedder = nn.Linear(config.InChannels, d, hasBias: true, device: device, dtype: dtype);
+        context_embedder = new Linear(config.JointAttentionDim, d, hasBias: true, device: device, dtype: dtype);
+        x_embedder = new Linear(config.InChannels, d, hasBias: true, device: device, dtype: dtype);
         transformer_blocks = new ModuleList<FluxTransformerBlock>();
         for (int i = 0; i < config.NumLayers; i++)
             transformer_blocks.Add(new FluxTransformerBlock(d, config.NumAttentionHeads, config.AttentionHeadDim, device, dtype, pruned: true));
         single_transformer_blocks = new ModuleList<FluxSingleTransformerBlock>();
         for (int i = 0; i < config.NumSingleLayers; i++)
             single_transformer_blocks.Add(new FluxSingleTransformerBlock(d, config.NumAttentionHeads, config.AttentionHeadDim, device: device, dtype: dtype, pruned: true));
-        proj_out = nn.Linear(d, (long)config.PatchSize * config.PatchSize * config.OutChannelsOrIn, hasBias: true, device: device, dtype: dtype);
+        proj_out = new Linear(d, (long)config.PatchSize * config.PatchSize * config.OutChannelsOrIn, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

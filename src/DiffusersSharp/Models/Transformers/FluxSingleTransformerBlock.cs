@@ -2,6 +2,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Transformers;
 
@@ -33,9 +34,9 @@ public sealed class FluxSingleTransformerBlock : nn.Module
     {
         long mlpHiddenDim = (long)(dim * mlpRatio);
         if (!pruned) norm = new AdaLayerNormZeroSingle(dim, device, dtype);
-        proj_mlp = nn.Linear(dim, mlpHiddenDim, hasBias: true, device: device, dtype: dtype);
+        proj_mlp = new Linear(dim, mlpHiddenDim, hasBias: true, device: device, dtype: dtype);
         act_mlp = nn.GELU(TorchSharp.Modules.GELU.Approximate.tanh);
-        proj_out = nn.Linear(dim + mlpHiddenDim, dim, hasBias: true, device: device, dtype: dtype);
+        proj_out = new Linear(dim + mlpHiddenDim, dim, hasBias: true, device: device, dtype: dtype);
         attn = new JointAttention(dim, numAttentionHeads, attentionHeadDim, joint: false, contextPreOnly: false, qkRmsNorm: true,
             device, dtype, preOnly: true);
         RegisterComponents();

@@ -4,6 +4,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Transformers;
 
@@ -61,8 +62,8 @@ public sealed class FluxTransformer2DModel : nn.Module
         int d = config.InnerDim;
         pos_embed = new FluxPosEmbed(10000, config.AxesDimsRope);
         time_text_embed = new CombinedTimestepTextProjEmbeddings(d, config.PooledProjectionDim, device, dtype, withGuidance: config.GuidanceEmbeds);
-        context_embedder = nn.Linear(config.JointAttentionDim, d, hasBias: true, device: device, dtype: dtype);
-        x_embedder = nn.Linear(config.InChannels, d, hasBias: true, device: device, dtype: dtype);
+        context_embedder = new Linear(config.JointAttentionDim, d, hasBias: true, device: device, dtype: dtype);
+        x_embedder = new Linear(config.InChannels, d, hasBias: true, device: device, dtype: dtype);
         transformer_blocks = new ModuleList<FluxTransformerBlock>();
         for (int i = 0; i < config.NumLayers; i++)
             transformer_blocks.Add(new FluxTransformerBlock(d, config.NumAttentionHeads, config.AttentionHeadDim, device, dtype));
@@ -70,7 +71,7 @@ public sealed class FluxTransformer2DModel : nn.Module
         for (int i = 0; i < config.NumSingleLayers; i++)
             single_transformer_blocks.Add(new FluxSingleTransformerBlock(d, config.NumAttentionHeads, config.AttentionHeadDim, device: device, dtype: dtype));
         norm_out = new AdaLayerNormContinuous(d, d, eps: 1e-6, bias: true, device: device, dtype: dtype);
-        proj_out = nn.Linear(d, (long)config.PatchSize * config.PatchSize * config.OutChannelsOrIn, hasBias: true, device: device, dtype: dtype);
+        proj_out = new Linear(d, (long)config.PatchSize * config.PatchSize * config.OutChannelsOrIn, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -3,6 +3,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Transformers;
 
@@ -42,11 +43,11 @@ public sealed class JointAttention : nn.Module
         _headDim = headDim;
         _contextFirst = contextFirst;
         long inner = (long)heads * headDim;
-        to_q = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
-        to_k = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
-        to_v = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+        to_q = new Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+        to_k = new Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+        to_v = new Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
         to_out = preOnly ? new ModuleList<nn.Module<Tensor, Tensor>>()
-            : new ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(inner, dim, hasBias: true, device: device, dtype: dtype), nn.Dropout(0.0));
+            : new ModuleList<nn.Module<Tensor, Tensor>>(new Linear(inner, dim, hasBias: true, device: device, dtype: dtype), nn.Dropout(0.0));
         if (qkRmsNorm)
         {
             norm_q = new RMSNorm(headDim, 1e-6, device, dtype);
@@ -54,10 +55,10 @@ public sealed class JointAttention : nn.Module
         }
         if (joint)
         {
-            add_q_proj = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
-            add_k_proj = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
-            add_v_proj = nn.Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
-            if (!contextPreOnly) to_add_out = nn.Linear(inner, dim, hasBias: true, device: device, dtype: dtype);
+            add_q_proj = new Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+            add_k_proj = new Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+            add_v_proj = new Linear(dim, inner, hasBias: true, device: device, dtype: dtype);
+            if (!contextPreOnly) to_add_out = new Linear(inner, dim, hasBias: true, device: device, dtype: dtype);
             if (qkRmsNorm)
             {
                 norm_added_q = new RMSNorm(headDim, 1e-6, device, dtype);

@@ -3,6 +3,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Transformers;
 
@@ -55,7 +56,7 @@ public sealed class PixArtTransformer2DModel : nn.Module
                 attentionBias: config.AttentionBias, normElementwiseAffine: config.NormElementwiseAffine));
         norm_out = nn.LayerNorm(d, 1e-6, elementwise_affine: false, device: device, dtype: dtype);
         scale_shift_table = new Parameter(torch.zeros([2, d], dtype: dtype ?? ScalarType.Float32, device: device), requires_grad: false);
-        proj_out = nn.Linear(d, (long)config.PatchSize * config.PatchSize * config.OutChannelsOrIn, hasBias: true, device: device, dtype: dtype);
+        proj_out = new Linear(d, (long)config.PatchSize * config.PatchSize * config.OutChannelsOrIn, hasBias: true, device: device, dtype: dtype);
         adaln_single = new AdaLayerNormSingle(d, config.UsesAdditionalConditions, device, dtype);
         if (config.CaptionChannels is int captionChannels)
             caption_projection = new PixArtAlphaTextProjection(captionChannels, d, device: device, dtype: dtype);

@@ -3,6 +3,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Transformers;
 
@@ -44,13 +45,13 @@ public sealed class SD3Transformer2DModel : nn.Module
         var dual = new HashSet<int>(config.DualAttentionLayers);
         pos_embed = new PatchEmbed(config.SampleSize, config.SampleSize, config.PatchSize, config.InChannels, d, config.PosEmbedMaxSize, device, dtype);
         time_text_embed = new CombinedTimestepTextProjEmbeddings(d, config.PooledProjectionDim, device, dtype);
-        context_embedder = nn.Linear(config.JointAttentionDim, d, hasBias: true, device: device, dtype: dtype);
+        context_embedder = new Linear(config.JointAttentionDim, d, hasBias: true, device: device, dtype: dtype);
         transformer_blocks = new ModuleList<JointTransformerBlock>();
         for (int i = 0; i < config.NumLayers; i++)
             transformer_blocks.Add(new JointTransformerBlock(d, config.NumAttentionHeads, config.AttentionHeadDim,
                 contextPreOnly: i == config.NumLayers - 1, qkRmsNorm: config.QkNorm == "rms_norm", useDualAttention: dual.Contains(i), device, dtype));
         norm_out = new AdaLayerNormContinuous(d, d, eps: 1e-6, bias: true, device: device, dtype: dtype);
-        proj_out = nn.Linear(d, (long)config.PatchSize * config.PatchSize * config.OutChannels, hasBias: true, device: device, dtype: dtype);
+        proj_out = new Linear(d, (long)config.PatchSize * config.PatchSize * config.OutChannels, hasBias: true, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -118,7 +119,14 @@ public sealed class SD3Transformer2DModel : nn.Module
         var x = pos_embed.forward(hidden_states.to(dtype));
         var temb = time_text_embed.forward(timestep, pooled_projections.to(dtype));
         var context = context_embedder.forward(encoder_hidden_states.to(dtype));
-        var keyBias = lastTokenRepeats > 1 ? RepeatedTokenKeyBias(x.shape[1], context.shape[1], lastTokenRepeats, x.device) : null;
+        Tensor? keyBias = null;
+        if (lastTokenRepeats > 1)
+        {
+            var logits = RepeatedTokenLogits(lastTokenRepeats, dtype);
+            // A 16-bit logit cannot hold ln(count) exactly: a second copy of the row carries the remainder.
+            if (logits.Length == 2) context = torch.cat([context, context.narrow(1, context.shape[1] - 1, 1)], 1);
+            keyBias = RepeatedTokenKeyBias(x.shape[1], context.shape[1], logits, x.device);
+        }
         (Tensor, Tensor)? ip = ip_adapter_image_embeds is null ? null : _imageProj!.forward(ip_adapter_image_embeds.to(dtype), timestep);
 
         for (int i = 0; i < transformer_blocks.Count; i++)
@@ -229,11 +237,37 @@ public sealed class SD3Transformer2DModel : nn.Module
         return repeats < 2 ? (encoderHiddenStates.alias(), 1) : (encoderHiddenStates.narrow(1, 0, length - repeats + 1), repeats);
     }
 
-    /// <summary>The additive key bias [N + S] that makes the last text key count <paramref name="repeats"/> times.</summary>
-    private static Tensor RepeatedTokenKeyBias(long imageTokens, long textTokens, long repeats, Device device)
+    /// <summary>
+    /// The logits added to the last key(s) so that they weigh <paramref name="repeats"/> times one key in the softmax. In
+    /// float32 (and float64) one key with <c>ln(repeats)</c>. The 16-bit types round ln(256) = 5.545 by up to 1.4% of the
+    /// weight (bfloat16: 5.531); there two keys share it: <c>ln(repeats)</c> rounded down in that type, and the logarithm
+    /// of what is left, whose rounding costs under 0.01% of the total.
+    /// </summary>
+    internal static double[] RepeatedTokenLogits(long repeats, ScalarType dtype)
+    {
+        double exact = Math.Log(repeats);
+        if (dtype is not (ScalarType.BFloat16 or ScalarType.Float16)) return [exact];
+        double first = RoundDown(exact, dtype);
+        double left = repeats - Math.Exp(first);
+        return left <= 0 ? [first] : [first, Math.Log(left)];
+    }
+
+    /// <summary>The largest bfloat16 / float16 value not above <paramref name="value"/> (positive and finite).</summary>
+    private static double RoundDown(double value, ScalarType dtype)
+    {
+        float single = (float)value;
+        if (single > value) single = MathF.BitDecrement(single);
+        if (dtype == ScalarType.BFloat16) return BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(single) & unchecked((int)0xFFFF0000));
+        var half = (Half)single;
+        if ((double)half > value) half = BitConverter.UInt16BitsToHalf((ushort)(BitConverter.HalfToUInt16Bits(half) - 1));
+        return (double)half;
+    }
+
+    /// <summary>The additive key bias [N + S]: <paramref name="logits"/> on the last keys, 0 elsewhere.</summary>
+    private static Tensor RepeatedTokenKeyBias(long imageTokens, long textTokens, double[] logits, Device device)
     {
         var bias = zeros(imageTokens + textTokens, ScalarType.Float32, device);
-        bias.narrow(0, imageTokens + textTokens - 1, 1).fill_(Math.Log(repeats));
+        for (int i = 0; i < logits.Length; i++) bias.narrow(0, imageTokens + textTokens - logits.Length + i, 1).fill_(logits[i]);
         return bias;
     }
 

@@ -2,6 +2,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Transformers;
 
@@ -41,14 +42,14 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor>
         _innerDim = numAttentionHeads * attentionHeadDim;
         norm = AffineGroupNorm.Create(normNumGroups, inChannels, 1e-6, device, dtype);
         proj_in = useLinearProjection
-            ? nn.Linear(inChannels, _innerDim, hasBias: true, device: device, dtype: dtype)
+            ? new Linear(inChannels, _innerDim, hasBias: true, device: device, dtype: dtype)
             : nn.Conv2d(inChannels, _innerDim, 1, stride: 1, padding: 0L, device: device, dtype: dtype);
         transformer_blocks = new ModuleList<BasicTransformerBlock>();
         for (int i = 0; i < numLayers; i++)
             transformer_blocks.Add(new BasicTransformerBlock(_innerDim, numAttentionHeads, attentionHeadDim, crossAttentionDim,
                 onlyCrossAttention, device: device, dtype: dtype));
         proj_out = useLinearProjection
-            ? nn.Linear(_innerDim, inChannels, hasBias: true, device: device, dtype: dtype)
+            ? new Linear(_innerDim, inChannels, hasBias: true, device: device, dtype: dtype)
             : nn.Conv2d(_innerDim, inChannels, 1, stride: 1, padding: 0L, device: device, dtype: dtype);
         RegisterComponents();
     }

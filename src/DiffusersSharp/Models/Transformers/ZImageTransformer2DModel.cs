@@ -3,6 +3,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Transformers;
 
@@ -62,7 +63,7 @@ public sealed class ZImageTransformer2DModel : nn.Module
             int p = config.AllPatchSize[i], f = config.AllFPatchSize[i];
             string key = ZImageTransformer2DModelConfig.PatchKey(p, f);
             long patchChannels = (long)f * p * p * config.InChannels;
-            all_x_embedder.Add((key, nn.Linear(patchChannels, dim, hasBias: true, device: device, dtype: dtype)));
+            all_x_embedder.Add((key, new Linear(patchChannels, dim, hasBias: true, device: device, dtype: dtype)));
             all_final_layer.Add((key, new ZImageFinalLayer(dim, patchChannels, config.AdaLnEmbedDim, device, dtype)));
         }
         noise_refiner = new ModuleList<ZImageTransformerBlock>();
@@ -74,7 +75,7 @@ public sealed class ZImageTransformer2DModel : nn.Module
         }
         t_embedder = new ZImageTimestepEmbedder(config.AdaLnEmbedDim, midSize: 1024, device: device, dtype: dtype);
         cap_embedder = new ModuleList<nn.Module<Tensor, Tensor>>(new RMSNorm(config.CapFeatDim, config.NormEps, device, dtype),
-            nn.Linear(config.CapFeatDim, dim, hasBias: true, device: device, dtype: dtype));
+            new Linear(config.CapFeatDim, dim, hasBias: true, device: device, dtype: dtype));
         x_pad_token = new Parameter(torch.zeros([1, dim], dtype: dtype ?? ScalarType.Float32, device: device), requires_grad: false);
         cap_pad_token = new Parameter(torch.zeros([1, dim], dtype: dtype ?? ScalarType.Float32, device: device), requires_grad: false);
         layers = new ModuleList<ZImageTransformerBlock>();
@@ -318,9 +319,9 @@ public sealed class ZImageTimestepEmbedder : nn.Module<Tensor, Tensor>
     public ZImageTimestepEmbedder(int outSize, int midSize, Device? device = null, ScalarType? dtype = null) : base(nameof(ZImageTimestepEmbedder))
     {
         mlp = new ModuleList<nn.Module<Tensor, Tensor>>(
-            nn.Linear(FrequencyEmbeddingSize, midSize, hasBias: true, device: device, dtype: dtype),
+            new Linear(FrequencyEmbeddingSize, midSize, hasBias: true, device: device, dtype: dtype),
             nn.SiLU(),
-            nn.Linear(midSize, outSize, hasBias: true, device: device, dtype: dtype));
+            new Linear(midSize, outSize, hasBias: true, device: device, dtype: dtype));
         _frequencies = new Timesteps(FrequencyEmbeddingSize, flipSinToCos: true, downscaleFreqShift: 0);
         RegisterComponents();
     }
@@ -351,9 +352,9 @@ public sealed class ZImageFinalLayer : nn.Module
         : base(nameof(ZImageFinalLayer))
     {
         norm_final = nn.LayerNorm(hiddenSize, eps: 1e-6, elementwise_affine: false, device: device, dtype: dtype);
-        linear = nn.Linear(hiddenSize, outChannels, hasBias: true, device: device, dtype: dtype);
+        linear = new Linear(hiddenSize, outChannels, hasBias: true, device: device, dtype: dtype);
         adaLN_modulation = new ModuleList<nn.Module<Tensor, Tensor>>(nn.SiLU(),
-            nn.Linear(adaLnEmbedDim, hiddenSize, hasBias: true, device: device, dtype: dtype));
+            new Linear(adaLnEmbedDim, hiddenSize, hasBias: true, device: device, dtype: dtype));
         RegisterComponents();
     }
 

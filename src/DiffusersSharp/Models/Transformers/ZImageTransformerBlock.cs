@@ -2,6 +2,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Transformers;
 
@@ -33,7 +34,7 @@ public sealed class ZImageTransformerBlock : nn.Module
         attention_norm2 = new RMSNorm(dim, config.NormEps, device, dtype);
         ffn_norm2 = new RMSNorm(dim, config.NormEps, device, dtype);
         if (modulation)
-            adaLN_modulation = new ModuleList<Linear>(nn.Linear(config.AdaLnEmbedDim, 4L * dim, hasBias: true, device: device, dtype: dtype));
+            adaLN_modulation = new ModuleList<Linear>(new Linear(config.AdaLnEmbedDim, 4L * dim, hasBias: true, device: device, dtype: dtype));
         RegisterComponents();
     }
 
@@ -92,10 +93,10 @@ public sealed class ZImageAttention : nn.Module
         _heads = heads;
         _headDim = headDim;
         long inner = (long)heads * headDim;
-        to_q = nn.Linear(dim, inner, hasBias: false, device: device, dtype: dtype);
-        to_k = nn.Linear(dim, inner, hasBias: false, device: device, dtype: dtype);
-        to_v = nn.Linear(dim, inner, hasBias: false, device: device, dtype: dtype);
-        to_out = new ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(inner, dim, hasBias: false, device: device, dtype: dtype), nn.Dropout(0.0));
+        to_q = new Linear(dim, inner, hasBias: false, device: device, dtype: dtype);
+        to_k = new Linear(dim, inner, hasBias: false, device: device, dtype: dtype);
+        to_v = new Linear(dim, inner, hasBias: false, device: device, dtype: dtype);
+        to_out = new ModuleList<nn.Module<Tensor, Tensor>>(new Linear(inner, dim, hasBias: false, device: device, dtype: dtype), nn.Dropout(0.0));
         if (qkNorm)
         {
             norm_q = new RMSNorm(headDim, 1e-5, device, dtype);
@@ -133,9 +134,9 @@ public sealed class ZImageFeedForward : nn.Module<Tensor, Tensor>
     /// <summary>Creates the layer of width <paramref name="dim"/> and hidden width <paramref name="hiddenDim"/>.</summary>
     public ZImageFeedForward(int dim, int hiddenDim, Device? device = null, ScalarType? dtype = null) : base(nameof(ZImageFeedForward))
     {
-        w1 = nn.Linear(dim, hiddenDim, hasBias: false, device: device, dtype: dtype);
-        w2 = nn.Linear(hiddenDim, dim, hasBias: false, device: device, dtype: dtype);
-        w3 = nn.Linear(dim, hiddenDim, hasBias: false, device: device, dtype: dtype);
+        w1 = new Linear(dim, hiddenDim, hasBias: false, device: device, dtype: dtype);
+        w2 = new Linear(hiddenDim, dim, hasBias: false, device: device, dtype: dtype);
+        w3 = new Linear(dim, hiddenDim, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -5,6 +5,7 @@ using DiffusersSharp.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Unets;
 
@@ -79,7 +80,7 @@ public sealed class UNet2DConditionModel : nn.Module
             "timestep" => new TimestepEmbedding(timestepInput, temb, device, dtype, activation: config.ActFn),
             "identity" => nn.Identity(),
             "projection" => new TimestepEmbedding(config.ProjectionClassEmbeddingsInputDim!.Value, temb, device, dtype),
-            "simple_projection" => nn.Linear(config.ProjectionClassEmbeddingsInputDim!.Value, temb, device: device, dtype: dtype),
+            "simple_projection" => new Linear(config.ProjectionClassEmbeddingsInputDim!.Value, temb, device: device, dtype: dtype),
             _ => null,
         };
         if (config.AdditionEmbedType == "text_time")

@@ -1,5 +1,6 @@
 using System.Text.Json.Serialization;
 using DiffusersSharp.IO;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Models.Unets;
 

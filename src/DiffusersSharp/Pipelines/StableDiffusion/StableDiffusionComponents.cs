@@ -12,6 +12,7 @@ using DiffusersSharp.Models.Unets;
 using DiffusersSharp.Schedulers;
 using DiffusersSharp.Tokenizers;
 using static TorchSharp.torch;
+using Linear = DiffusersSharp.Models.Layers.Linear;
 
 namespace DiffusersSharp.Pipelines.StableDiffusion;
 
