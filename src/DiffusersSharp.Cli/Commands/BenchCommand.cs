@@ -71,8 +71,12 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
         public bool NoT5 { get; init; }
 
         /// <summary>Full text sequence without T5.</summary>
-        [CommandOption("--full-text-sequence"), Description("With --no-t5: run the pipeline over T5's zero rows as they are (as diffusers does) instead of as one counted attention key.")]
+        [CommandOption("--full-text-sequence"), Description("With --no-t5: run the pipeline over T5's zero rows as they are (as diffusers does) instead of as one counted attention key (the default on the CPU).")]
         public bool FullTextSequence { get; init; }
+
+        /// <summary>Collapsed text without T5, on any device.</summary>
+        [CommandOption("--collapse-text"), Description("With --no-t5: run T5's zero rows as one counted attention key on any device (the default on the CPU only: on CUDA the key's additive mask keeps attention off the flash kernel).")]
+        public bool CollapseText { get; init; }
 
         /// <summary>Offload mode.</summary>
         [CommandOption("--offload <MODE>"), Description("none, or model (diffusers' enable_model_cpu_offload: one model on the device at a time). Default none.")]
@@ -86,6 +90,10 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
                 return ValidationResult.Error("Give exactly one of --model and --random-weights.");
             if (FullTextSequence && !NoT5)
                 return ValidationResult.Error("--full-text-sequence only applies with --no-t5 (T5's zero rows are what it keeps).");
+            if (CollapseText && !NoT5)
+                return ValidationResult.Error("--collapse-text only applies with --no-t5 (T5's zero rows are what it collapses).");
+            if (CollapseText && FullTextSequence)
+                return ValidationResult.Error("Give --collapse-text or --full-text-sequence, not both.");
             if (Offload is not ("none" or "model"))
                 return ValidationResult.Error($"--offload must be none or model, got '{Offload}'.");
             return ValidationResult.Success();
@@ -99,7 +107,7 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
         {
             Model = settings.Model, RandomWeights = settings.RandomWeights, Device = settings.Device, Dtype = settings.Dtype,
             Height = settings.Height, Width = settings.Width, Steps = settings.Steps, GuidanceScale = settings.Guidance,
-            Warmup = settings.Warmup, Runs = settings.Runs, MaxSequenceLength = settings.MaxSequenceLength, NoT5 = settings.NoT5, CollapseRepeatedText = !settings.FullTextSequence,
+            Warmup = settings.Warmup, Runs = settings.Runs, MaxSequenceLength = settings.MaxSequenceLength, NoT5 = settings.NoT5, CollapseRepeatedText = settings.FullTextSequence ? false : settings.CollapseText ? true : null,
             Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
         };
         options.Validate();

@@ -51,10 +51,10 @@ public sealed record BenchmarkOptions
 
     /// <summary>
     /// With <see cref="NoT5"/>: whether the pipeline runs T5's identical zero rows as one counted attention key
-    /// (<see cref="Pipelines.StableDiffusion3.StableDiffusion3Request.CollapseRepeatedText"/>, the default); false times
-    /// the full sequence, as diffusers runs it.
+    /// (<see cref="Pipelines.StableDiffusion3.StableDiffusion3Request.CollapseRepeatedText"/>); false times the full
+    /// sequence, as diffusers runs it; null (the default) is the pipeline's default, collapsed on the CPU only.
     /// </summary>
-    public bool CollapseRepeatedText { get; init; } = true;
+    public bool? CollapseRepeatedText { get; init; }
 
     /// <summary>Model CPU offload.</summary>
     public OffloadMode Offload { get; init; } = OffloadMode.None;
@@ -86,8 +86,8 @@ public sealed record BenchmarkOptions
     {
         ArgumentNullException.ThrowIfNull(configs);
         string model = $"{configs.Name} is a {configs.PipelineClass}";
-        if (configs is not PipelineConfigs && (NoT5 || !CollapseRepeatedText))
-            throw new ArgumentException($"{(NoT5 ? "--no-t5" : "--full-text-sequence")} applies to Stable Diffusion 3 models; {model}.");
+        if (configs is not PipelineConfigs && (NoT5 || CollapseRepeatedText is not null))
+            throw new ArgumentException($"{(NoT5 ? "--no-t5" : CollapseRepeatedText == true ? "--collapse-text" : "--full-text-sequence")} applies to Stable Diffusion 3 models; {model}.");
         int multiple = configs is UNetPipelineConfigs ? 8 : 16;
         var result = configs switch
         {

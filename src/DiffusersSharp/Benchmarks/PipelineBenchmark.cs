@@ -67,7 +67,7 @@ public static class PipelineBenchmark
             Height = options.Height!.Value, Width = options.Width!.Value, Steps = options.Steps.Value, GuidanceScale = options.GuidanceScale!.Value,
             Warmup = options.Warmup, Runs = options.Runs, TextTokens = measures.TextTokens,
             Offload = options.Offload == OffloadMode.Model ? "model" : "none", T5 = run.TextEncoders.ContainsKey("t5"),
-            CollapsedText = sd3Family && options.NoT5 && options.CollapseRepeatedText,
+            CollapsedText = sd3Family && options.NoT5 && Pipelines.StableDiffusion3.StableDiffusion3Request.CollapsesRepeatedText(options.CollapseRepeatedText, device),
             Machine = new MachineReport(RuntimeInformation.OSDescription, Environment.ProcessorCount, Environment.Version.ToString(),
                 typeof(torch).Assembly.GetName().Version?.ToString() ?? "?", memory.DeviceName ?? (device.type == DeviceType.CUDA ? "cuda (name unavailable)" : "cpu"),
                 device.type == DeviceType.CUDA ? (int)cuda.device_count() : 0),

@@ -58,8 +58,9 @@ internal static class Sd3Benchmark
             // Without T5 the pipeline's prompt embeddings end in T5's zero rows (what EncodePrompt gives), so the pipeline
             // measure times what a user without T5 runs; the transformer measure keeps the reference's random rows.
             var pipelineEmbeds = options.NoT5 ? PipelineBenchmark.WithoutT5Rows(embeds, maxSequenceLength) : embeds;
+            bool collapsed = StableDiffusion3Request.CollapsesRepeatedText(options.CollapseRepeatedText, device);
             string text = options.NoT5
-                ? $"prompt embeddings 1x{textTokens} with {maxSequenceLength} zero T5 rows{(options.CollapseRepeatedText ? " (run as one counted key)" : "")}"
+                ? $"prompt embeddings 1x{textTokens} with {maxSequenceLength} zero T5 rows{(collapsed ? " (run as one counted key)" : "")}"
                 : $"prompt embeddings 1x{textTokens}";
 
             run.Log($"pipeline: {run.Width}x{run.Height}, {run.Steps} steps, guidance {run.Guidance}");

@@ -110,6 +110,8 @@ public sealed class BenchCliTests
     [InlineData("--model|M|--runs|0", "runs")]
     [InlineData("--model|M|--dtype|int8", "int8")]
     [InlineData("--model|M|--full-text-sequence", "--no-t5")]
+    [InlineData("--model|M|--collapse-text", "--no-t5")]
+    [InlineData("--model|M|--no-t5|--collapse-text|--full-text-sequence", "not both")]
     public void BadOptionsExitWithCode2BeforeLoading(string args, string message)
     {
         var list = args.Split('|').Select(a => a == "M" ? Model : a).ToList();

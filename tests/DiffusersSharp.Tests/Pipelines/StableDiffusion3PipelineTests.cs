@@ -81,6 +81,18 @@ public sealed class StableDiffusion3PipelineTests(Xunit.Abstractions.ITestOutput
         Assert.True(skipped.NegativePromptEmbeds!.equal(plain.NegativePromptEmbeds!).all().item<bool>()); // negatives ignore clip_skip
     }
 
+    [Theory]
+    [InlineData(null, "cpu", true)]
+    [InlineData(null, "cuda", false)]
+    [InlineData(true, "cuda", true)]
+    [InlineData(false, "cpu", false)]
+    public void ZeroTailCollapsesByDefaultOnTheCpuOnly(bool? setting, string device, bool expected)
+    {
+        var d = new Device(device == "cpu" ? DeviceType.CPU : DeviceType.CUDA, device == "cpu" ? -1 : 0);
+        Assert.Equal(expected, (Small(1) with { CollapseRepeatedText = setting }).CollapsesRepeatedTextOn(d));
+        Assert.Equal(expected, StableDiffusion3Request.CollapsesRepeatedText(setting, d));
+    }
+
     [Fact]
     public void WithoutT5TheZeroTailRunsAsOneCountedRowWithTheSameResult()
     {

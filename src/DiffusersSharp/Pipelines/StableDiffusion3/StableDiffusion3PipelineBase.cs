@@ -184,7 +184,8 @@ public abstract partial class StableDiffusion3PipelineBase : IDisposable
         Components.Activate("transformer");
         // Without T5 the embeddings end in max_sequence_length identical zero rows: the transformer runs them as one
         // row that counts that many times (the same result, a shorter sequence). Found again if a callback replaces them.
-        (Tensor, long) Collapse(Tensor e) => r.CollapseRepeatedText ? SD3Transformer2DModel.CollapseRepeatedTail(e) : (e, 1);
+        bool collapse = r.CollapsesRepeatedTextOn(Components.Device);
+        (Tensor, long) Collapse(Tensor e) => collapse ? SD3Transformer2DModel.CollapseRepeatedTail(e) : (e, 1);
         var (runEmbeds, repeats) = Collapse(embeds);
         // Only skip-layer guidance runs the positive half alone; finding its tail costs a device sync, so only then.
         var (runPositive, positiveRepeats) = skipLayers is null ? (positiveEmbeds, 1L) : Collapse(positiveEmbeds);
