@@ -51,8 +51,14 @@ public sealed class AdaLayerNormZero : nn.Module
     /// <summary>LayerNorm (eps 1e-6, no affine) of <paramref name="x"/> scaled by 1 + c[1] and shifted by c[0]; c[2..5] passed on.</summary>
     private static AdaLayerNormZeroOutput Modulate(Tensor x, long dim, Tensor[] c)
     {
+        return new AdaLayerNormZeroOutput(Modulated(x, dim, c[1], c[0]), c[2], c[3], c[4], c[5]);
+    }
+
+    /// <summary><c>LayerNorm(x) * (1 + scale) + shift</c> (LayerNorm eps 1e-6, no affine; scale and shift [B, D]).</summary>
+    internal static Tensor Modulated(Tensor x, long dim, Tensor scale, Tensor shift)
+    {
+        using var scope = NewDisposeScope();
         var normed = nn.functional.layer_norm(x, [dim], eps: 1e-6);
-        var h = normed * (1 + c[1].unsqueeze(1)) + c[0].unsqueeze(1);
-        return new AdaLayerNormZeroOutput(h, c[2], c[3], c[4], c[5]);
+        return (normed * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)).MoveToOuterDisposeScope();
     }
 }

@@ -39,17 +39,19 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     /// <summary>Normalises <paramref name="x"/> over its last dimension.</summary>
     public override Tensor forward(Tensor x)
     {
+        // The float32 temporaries are twice the input's size in 16-bit models: freed here, not when the caller's scope ends.
+        using var scope = NewDisposeScope();
         if (_torchSemantics)
         {
             // libtorch's rms_norm in its composite form: the upcast input times rsqrt, times the weight, cast back.
             var upcast = x.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? x.to(ScalarType.Float32) : x;
             var r = (upcast.pow(2).mean([-1L], keepdim: true) + _eps).rsqrt();
-            return (upcast * r * weight).to(x.dtype);
+            return (upcast * r * weight).to(x.dtype).MoveToOuterDisposeScope();
         }
         var variance = x.to(ScalarType.Float32).pow(2).mean([-1L], keepdim: true);
         // x * rsqrt(var) promotes a 16-bit x to float32, as in diffusers; the weight's 16-bit type is restored before scaling.
         var normed = x * (variance + _eps).rsqrt();
         if (weight.dtype is ScalarType.Float16 or ScalarType.BFloat16) normed = normed.to(weight.dtype);
-        return normed * weight;
+        return (normed * weight).MoveToOuterDisposeScope();
     }
 }

@@ -39,9 +39,13 @@ public sealed class SD35AdaLayerNormZeroX : nn.Module
     public SD35AdaLayerNormZeroXOutput forward(Tensor x, Tensor emb)
     {
         var c = linear.forward(nn.functional.silu(emb)).chunk(9, 1);
-        var normed = nn.functional.layer_norm(x, [_dim], eps: 1e-6);
-        var h = normed * (1 + c[1].unsqueeze(1)) + c[0].unsqueeze(1);
-        var h2 = normed * (1 + c[7].unsqueeze(1)) + c[6].unsqueeze(1);
+        Tensor h, h2;
+        using (var scope = NewDisposeScope())
+        {
+            var normed = nn.functional.layer_norm(x, [_dim], eps: 1e-6);
+            h = (normed * (1 + c[1].unsqueeze(1)) + c[0].unsqueeze(1)).MoveToOuterDisposeScope();
+            h2 = (normed * (1 + c[7].unsqueeze(1)) + c[6].unsqueeze(1)).MoveToOuterDisposeScope();
+        }
         return new SD35AdaLayerNormZeroXOutput(h, c[2], c[3], c[4], c[5], h2, c[8]);
     }
 }

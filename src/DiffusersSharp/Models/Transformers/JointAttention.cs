@@ -123,7 +123,7 @@ public sealed class JointAttention : nn.Module
     /// added to the logits (converted to the query's dtype).
     /// </summary>
     public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, Tensor? keyBias = null, (Tensor Cos, Tensor Sin)? rotary = null,
-        (Tensor Hidden, Tensor Temb)? ip = null, Tensor? attentionMask = null) => Attend(x, context, keyBias, rotary, ip, attentionMask, out _);
+        (Tensor Hidden, Tensor Temb)? ip = null, Tensor? attentionMask = null) => Attend(x, context, keyBias, rotary, ip, attentionMask, null);
 
     /// <summary>
     /// <see cref="forward"/> plus diffusers' <c>FluxIPAdapterAttnProcessor</c> output: the image query attends to each
@@ -132,16 +132,21 @@ public sealed class JointAttention : nn.Module
     internal (Tensor X, Tensor? Context, Tensor? Ip) ForwardWithIpAdapter(Tensor x, Tensor? context, (Tensor Cos, Tensor Sin)? rotary,
         IReadOnlyList<Tensor>? ipHiddenStates, Tensor? attentionMask = null)
     {
-        var (o, c) = Attend(x, context, null, rotary, null, attentionMask, out var normedImageQuery);
-        var ip = ipHiddenStates is null || _fluxIpAdapter is null ? null : _fluxIpAdapter.forward(normedImageQuery, ipHiddenStates);
+        bool wantsIp = ipHiddenStates is not null && _fluxIpAdapter is not null;
+        var normedImageQuery = new Tensor?[1];
+        var (o, c) = Attend(x, context, null, rotary, null, attentionMask, wantsIp ? normedImageQuery : null);
+        var ip = wantsIp ? _fluxIpAdapter!.forward(normedImageQuery[0]!, ipHiddenStates!) : null;
         return (o, c, ip);
     }
 
+    /// <summary>The attention; <paramref name="normedImageQuery"/>, if given, receives the normed image query (Flux's
+    /// IP-Adapter input). Every other intermediate is freed before it returns.</summary>
     private (Tensor X, Tensor? Context) Attend(Tensor x, Tensor? context, Tensor? keyBias, (Tensor Cos, Tensor Sin)? rotary,
-        (Tensor Hidden, Tensor Temb)? ip, Tensor? attentionMask, out Tensor normedImageQuery)
+        (Tensor Hidden, Tensor Temb)? ip, Tensor? attentionMask, Tensor?[]? normedImageQuery)
     {
         if (keyBias is not null && _contextFirst) throw new NotSupportedException("keyBias assumes the image tokens first.");
         if (keyBias is not null && attentionMask is not null) throw new NotSupportedException("Give keyBias or attentionMask, not both.");
+        using var scope = NewDisposeScope();
         long batch = x.shape[0], n = x.shape[1];
         var q = Heads(to_q.forward(x));
         var k = Heads(to_k.forward(x));
@@ -149,7 +154,8 @@ public sealed class JointAttention : nn.Module
         var (imageQuery, imageKey, imageValue) = (q, k, v); // before the q / k norms: the IP-Adapter's own norms take them
         if (norm_q is not null) q = norm_q.forward(q);
         if (norm_k is not null) k = norm_k.forward(k);
-        normedImageQuery = q; // diffusers' Flux ip_query: the normed image query, before the text is joined and the rotation
+        // diffusers' Flux ip_query: the normed image query, before the text is joined and the rotation.
+        if (normedImageQuery is not null) normedImageQuery[0] = q.MoveToOuterDisposeScope();
         if (context is not null)
         {
             if (add_q_proj is null) throw new InvalidOperationException("this attention has no context projections (self-attention only).");
@@ -183,6 +189,7 @@ public sealed class JointAttention : nn.Module
         }
         if (_sd3IpAdapter is { Scale: not 0 } processor && ip is { } tokens)
             o = o + processor.Attend(imageQuery, imageKey, imageValue, tokens.Hidden, tokens.Temb, _heads);
-        return (to_out.Count == 0 ? o : to_out[0].forward(o), ctxOut);
+        var output = to_out.Count == 0 ? o : to_out[0].forward(o);
+        return (output.MoveToOuterDisposeScope(), ctxOut?.MoveToOuterDisposeScope());
     }
 }

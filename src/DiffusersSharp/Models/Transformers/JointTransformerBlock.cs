@@ -54,7 +54,12 @@ public sealed class JointTransformerBlock : nn.Module
         RegisterComponents();
     }
 
-    private Tensor LayerNorm(Tensor x) => nn.functional.layer_norm(x, [_dim], eps: 1e-6);
+    /// <summary><c>x + gate * y</c> (gate [B, D] over the tokens of y [B, N, D]), the product freed at once.</summary>
+    private static Tensor Gated(Tensor x, Tensor gate, Tensor y)
+    {
+        using var scope = NewDisposeScope();
+        return (x + gate.unsqueeze(1) * y).MoveToOuterDisposeScope();
+    }
 
     /// <summary>
     /// Runs the block on image tokens <paramref name="x"/> [B, N, D] and context <paramref name="context"/> [B, S, D]
@@ -87,17 +92,15 @@ public sealed class JointTransformerBlock : nn.Module
         }
 
         var (ax, ac) = attn.forward(nx, nc, keyBias, ip: ip);
-        x = x + gateMsa.unsqueeze(1) * ax;
+        x = Gated(x, gateMsa, ax);
         if (attn2 is not null)
-            x = x + gateMsa2!.unsqueeze(1) * attn2.forward(nx2!, null, ip: ip).X;
+            x = Gated(x, gateMsa2!, attn2.forward(nx2!, null, ip: ip).X);
 
-        var h = LayerNorm(x) * (1 + scaleMlp.unsqueeze(1)) + shiftMlp.unsqueeze(1);
-        x = x + gateMlp.unsqueeze(1) * ff.forward(h);
+        x = Gated(x, gateMlp, ff.forward(AdaLayerNormZero.Modulated(x, _dim, scaleMlp, shiftMlp)));
 
         if (c is not { } cz) return (null, x);
-        context = context + cz.GateMsa.unsqueeze(1) * ac!;
-        var hc = LayerNorm(context) * (1 + cz.ScaleMlp.unsqueeze(1)) + cz.ShiftMlp.unsqueeze(1);
-        context = context + cz.GateMlp.unsqueeze(1) * ff_context!.forward(hc);
+        context = Gated(context, cz.GateMsa, ac!);
+        context = Gated(context, cz.GateMlp, ff_context!.forward(AdaLayerNormZero.Modulated(context, _dim, cz.ScaleMlp, cz.ShiftMlp)));
         return (context, x);
     }
 }
