@@ -130,8 +130,9 @@ public static class RandomWeights
             if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16 or ScalarType.Float64))
                 throw new ArgumentException($"{module.GetName()}: '{key}' is {dtype}; random weights are drawn for floating-point tensors only.", nameof(module));
         using var noGrad = no_grad();
+        var replacer = new StateDictLoader.Replacer(module);
         foreach (var (key, shape, dtype) in plan)
-            StateDictLoader.Replace(module, key, generator is null
+            replacer.Replace(key, generator is null
                 ? randn(shape, dtype: dtype, device: device).mul_(std)
                 : Randn(generator, shape, dtype, device, std));
         var left = module.state_dict().Where(kv => kv.Value.device_type == DeviceType.META).Select(kv => kv.Key).ToList();

@@ -134,12 +134,37 @@ public static class StateDictLoader
         return modules;
     }
 
-    /// <summary>Replaces the parameter or buffer <paramref name="key"/> (dotted path) of <paramref name="root"/>.</summary>
+    /// <summary>Replaces the parameter or buffer <paramref name="key"/> (dotted path) of <paramref name="root"/>. To replace
+    /// many, use <see cref="Replacer"/>: this indexes the module tree on every call.</summary>
     internal static void Replace(nn.Module root, string key, Tensor value, bool requiresGrad = false)
     {
         var (owner, name) = Slot(root, key);
         Replace(owner, name, key, value, requiresGrad);
     }
+
+    /// <summary>
+    /// Replaces parameters and buffers of one module tree, indexing the tree once: on SD3.5-Medium's transformer (909
+    /// keys) one StateDictLoader.Replace per key spent 0.4 s finding the owners alone (on a 2-core CPU).
+    /// The tree must not gain or lose modules while it is in use.
+    /// </summary>
+    internal sealed class Replacer(nn.Module root)
+    {
+        private readonly Dictionary<string, nn.Module> _modules = Modules(root);
+
+        /// <summary>Replaces <paramref name="key"/> (dotted path) with <paramref name="value"/>.</summary>
+        public void Replace(string key, Tensor value, bool requiresGrad = false)
+        {
+            var (owner, name) = Slot(root, key, _modules);
+            StateDictLoader.Replace(owner, name, key, value, requiresGrad);
+        }
+    }
+
+    // TorchSharp's protected registration methods (looked up once: reflection metadata, not state).
+    private static readonly MethodInfo RegisterParameter = RegistrationMethod("ConditionallyRegisterParameter");
+    private static readonly MethodInfo RegisterBuffer = RegistrationMethod("ConditionallyRegisterBuffer");
+
+    private static MethodInfo RegistrationMethod(string name) => typeof(nn.Module).GetMethods(BindingFlags.NonPublic | BindingFlags.Instance)
+        .First(m => m.Name == name && m.GetParameters().Length >= 2 && m.GetParameters()[0].ParameterType == typeof(string));
 
     private static void Replace(nn.Module owner, string name, string key, Tensor value, bool requiresGrad)
     {
@@ -153,9 +178,7 @@ public static class StateDictLoader
             property.SetValue(owner, replacement); // TorchSharp's own modules (Linear.weight, ...) re-register in the setter
             return;
         }
-        string register = isParameter ? "ConditionallyRegisterParameter" : "ConditionallyRegisterBuffer";
-        var method = typeof(nn.Module).GetMethods(BindingFlags.NonPublic | BindingFlags.Instance)
-            .First(m => m.Name == register && m.GetParameters().Length >= 2 && m.GetParameters()[0].ParameterType == typeof(string));
+        var method = isParameter ? RegisterParameter : RegisterBuffer;
         var args = method.GetParameters().Length == 2 ? new object[] { name, replacement } : new object[] { name, replacement, true };
         method.Invoke(owner, args);
         for (var t = type; t is not null && t != typeof(object); t = t.BaseType)

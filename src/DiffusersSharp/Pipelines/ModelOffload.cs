@@ -91,10 +91,11 @@ internal static class ModuleMover
     public static void CastTo(nn.Module module, ScalarType dtype)
     {
         using var noGrad = no_grad();
+        var replacer = new StateDictLoader.Replacer(module);
         foreach (var (key, tensor) in module.state_dict().DistinctBy(kv => kv.Value.Handle).ToList())
         {
             if (!tensor.is_floating_point() || tensor.dtype == dtype) continue;
-            StateDictLoader.Replace(module, key, tensor.to(dtype));
+            replacer.Replace(key, tensor.to(dtype));
             tensor.Dispose();
         }
     }
@@ -103,11 +104,12 @@ internal static class ModuleMover
     public static void MoveTo(nn.Module module, Device device)
     {
         using var noGrad = no_grad();
+        var replacer = new StateDictLoader.Replacer(module);
         // Tied weights (one module under two names) are one tensor: moved once, through their first name.
         foreach (var (key, tensor) in module.state_dict().DistinctBy(kv => kv.Value.Handle).ToList())
         {
             if (tensor.device_type == device.type && (device.type != DeviceType.CUDA || tensor.device_index == Math.Max(device.index, 0))) continue;
-            StateDictLoader.Replace(module, key, tensor.to(device));
+            replacer.Replace(key, tensor.to(device));
             tensor.Dispose();
         }
     }
