@@ -82,3 +82,30 @@ var ff = Filled(new FeedForward(D, activationFn: "gelu-approximate", device: dev
 Time("ff", () => ff.forward(x));
 var norm1 = Filled(new SD35AdaLayerNormZeroX(D, device, bf));
 Time("norm1_dual", () => norm1.forward(x, temb).X);
+
+// The 24 blocks chained as SD3Transformer2DModel runs them (13 dual, 10 plain, the last context-pre-only; a dispose scope
+// per block), from a contiguous stream and from one laid out as PatchEmbed leaves it (the conv's channels-first memory
+// seen through flatten(2).transpose(1, 2)), then the whole model: where the forward spends time outside its blocks.
+var blocks = Enumerable.Range(0, 24).Select(i => i == 23 ? last : i < 13 ? dual : plain).ToList();
+Tensor Chain(Tensor stream)
+{
+    var (h, c) = (stream, ctx);
+    foreach (var block in blocks)
+    {
+        using var blockScope = NewDisposeScope();
+        var (nextContext, next) = block.forward(h, c, temb);
+        h = next.MoveToOuterDisposeScope();
+        if (nextContext is not null) c = nextContext.MoveToOuterDisposeScope();
+    }
+    return h;
+}
+Time("chain24_contiguous", () => Chain(x));
+var channelsFirst = R(B, D, N).transpose(1, 2);
+Time("chain24_channels_first", () => Chain(channelsFirst));
+var config = DiffusersSharp.Benchmarks.PipelineConfigs.StableDiffusion35Medium.Transformer;
+using var model = new SD3Transformer2DModel(config, new Device(DeviceType.META), bf);
+DiffusersSharp.Benchmarks.RandomWeights.Fill(model, device);
+long side = (long)Math.Sqrt(N) * 2;
+var latents = R(B, 16, side, side); var text = R(B, S, 4096); var pooled = R(B, 2048);
+var timestep = full(B, 500f, device: device);
+Time("model_forward", () => model.forward(latents, text, pooled, timestep));

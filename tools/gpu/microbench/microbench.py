@@ -68,3 +68,26 @@ try:
     print(json.dumps({"name": "torch", "version": torch.__version__, "sdp_flash": torch.backends.cuda.flash_sdp_enabled(), "sdp_cudnn": torch.backends.cuda.cudnn_sdp_enabled(), "sdp_mem": torch.backends.cuda.mem_efficient_sdp_enabled(), "bf16_reduced": torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction}))
 except Exception as e:
     print("backend flags:", e)
+
+# The 24 blocks chained as the model runs them, from a contiguous stream and from PatchEmbed's layout, then the model.
+blocks = [last if i == 23 else dual if i < 13 else plain for i in range(24)]
+def chain(stream):
+    h, c = stream, ctx
+    for block in blocks:
+        c2, h = block(h, c, temb)
+        if c2 is not None: c = c2
+    return h
+T("chain24_contiguous", lambda: chain(x))
+channels_first = R(B, D, N).transpose(1, 2)
+T("chain24_channels_first", lambda: chain(channels_first))
+from diffusers import SD3Transformer2DModel
+with torch.device("meta"):
+    model = SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
+        num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
+        out_channels=16, pos_embed_max_size=384, dual_attention_layers=tuple(range(13)), qk_norm="rms_norm")
+model = model.to_empty(device=dev).to(bf).eval()
+for t in list(model.parameters()) + list(model.buffers()): t.normal_(0, 0.02)
+side = int(N ** 0.5) * 2
+latents, text, pooled = R(B, 16, side, side), R(B, S, 4096), R(B, 2048)
+timestep = torch.full((B,), 500.0, device=dev)
+T("model_forward", lambda: model(hidden_states=latents, encoder_hidden_states=text, pooled_projections=pooled, timestep=timestep, return_dict=False)[0])
