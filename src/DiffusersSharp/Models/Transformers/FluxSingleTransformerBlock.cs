@@ -53,10 +53,15 @@ public sealed class FluxSingleTransformerBlock : nn.Module
         long textLength = context.shape[1];
         var joint = torch.cat([context, x], 1);
         var (normed, gate) = norm?.forward(joint, temb) ?? AdaLayerNormZeroSingle.Pruned(joint, temb);
-        var mlp = act_mlp.forward(proj_mlp.forward(normed));
-        var (attnOut, _) = attn.forward(normed, null, rotary: rotary, attentionMask: attentionMask);
-        var h = torch.cat([attnOut, mlp], 2);
-        h = joint + gate.unsqueeze(1) * proj_out.forward(h);
+        Tensor projected;
+        using (var scope = NewDisposeScope())
+        {
+            // The MLP branch is 4x the width: it and the concatenation are freed as soon as proj_out has read them.
+            var mlp = act_mlp.forward(proj_mlp.forward(normed));
+            var (attnOut, _) = attn.forward(normed, null, rotary: rotary, attentionMask: attentionMask);
+            projected = proj_out.forward(torch.cat([attnOut, mlp], 2)).MoveToOuterDisposeScope();
+        }
+        var h = AdaLayerNormZero.GatedResidual(joint, gate, projected);
         if (h.dtype == ScalarType.Float16) h = h.clip(-65504, 65504);
         return (h.narrow(1, 0, textLength), h.narrow(1, textLength, h.shape[1] - textLength));
     }

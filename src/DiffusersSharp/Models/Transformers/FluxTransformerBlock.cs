@@ -46,8 +46,7 @@ public sealed class FluxTransformerBlock : nn.Module
     /// <summary>The joint attention (its <c>processor</c> holds an IP-Adapter once one is loaded).</summary>
     internal JointAttention Attention => attn;
 
-    // norm2 and norm2_context: LayerNorm without affine parameters (no checkpoint keys).
-    private Tensor LayerNorm(Tensor x) => nn.functional.layer_norm(x, [_dim], eps: 1e-6);
+    // norm2 and norm2_context are LayerNorms without affine parameters (no checkpoint keys): AdaLayerNormZero.Modulated.
 
     /// <summary>
     /// Runs the block on image tokens <paramref name="x"/> [B, N, D] and text tokens <paramref name="context"/> [B, S, D]
@@ -66,14 +65,12 @@ public sealed class FluxTransformerBlock : nn.Module
         var c = norm1_context?.forward(context, temb) ?? AdaLayerNormZero.Pruned(context, temb.narrow(1, 6, 6));
         var (ax, ac, ip) = attn.ForwardWithIpAdapter(n.X, c.X, rotary, ipHiddenStates, attentionMask);
 
-        x = x + n.GateMsa.unsqueeze(1) * ax;
-        var h = LayerNorm(x) * (1 + n.ScaleMlp.unsqueeze(1)) + n.ShiftMlp.unsqueeze(1);
-        x = x + n.GateMlp.unsqueeze(1) * ff.forward(h);
+        x = AdaLayerNormZero.GatedResidual(x, n.GateMsa, ax);
+        x = AdaLayerNormZero.GatedResidual(x, n.GateMlp, ff.forward(AdaLayerNormZero.Modulated(x, _dim, n.ScaleMlp, n.ShiftMlp)));
         if (ip is not null) x = x + ip;
 
-        context = context + c.GateMsa.unsqueeze(1) * ac!;
-        var hc = LayerNorm(context) * (1 + c.ScaleMlp.unsqueeze(1)) + c.ShiftMlp.unsqueeze(1);
-        context = context + c.GateMlp.unsqueeze(1) * ff_context.forward(hc);
+        context = AdaLayerNormZero.GatedResidual(context, c.GateMsa, ac!);
+        context = AdaLayerNormZero.GatedResidual(context, c.GateMlp, ff_context.forward(AdaLayerNormZero.Modulated(context, _dim, c.ScaleMlp, c.ShiftMlp)));
         if (context.dtype == ScalarType.Float16) context = context.clip(-65504, 65504);
         return (context, x);
     }

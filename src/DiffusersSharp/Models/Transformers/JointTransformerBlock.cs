@@ -54,12 +54,7 @@ public sealed class JointTransformerBlock : nn.Module
         RegisterComponents();
     }
 
-    /// <summary><c>x + gate * y</c> (gate [B, D] over the tokens of y [B, N, D]), the product freed at once.</summary>
-    private static Tensor Gated(Tensor x, Tensor gate, Tensor y)
-    {
-        using var scope = NewDisposeScope();
-        return (x + gate.unsqueeze(1) * y).MoveToOuterDisposeScope();
-    }
+    private static Tensor Gated(Tensor x, Tensor gate, Tensor y) => AdaLayerNormZero.GatedResidual(x, gate, y);
 
     /// <summary>
     /// Runs the block on image tokens <paramref name="x"/> [B, N, D] and context <paramref name="context"/> [B, S, D]
