@@ -32,10 +32,15 @@ public sealed record ModelMove(string Component, bool ToExecutionDevice, string 
 /// Model CPU offload in diffusers' order (<c>model_cpu_offload_seq</c>): before a component runs it is moved to the
 /// execution device and the previously used one goes back to the CPU, as accelerate's chained offload hooks do; at the
 /// end of a pipeline call the last one goes back too (<c>maybe_free_model_hooks</c>).
+/// Unlike accelerate, the CPU copy of a model's weights is kept while the model is on the device: going back, every
+/// tensor that is still the one moved there returns to its kept copy, with no device-to-host copy and no new host
+/// allocation (an H200 spent 4.7 s on 4 offloaded SD3.5 steps of 0.4 s compute). Host memory is what it is at rest.
 /// </summary>
 internal sealed class ModelOffloader(Device executionDevice, IReadOnlyDictionary<string, nn.Module> models, Action<ModelMove> onMove)
+    : IDisposable
 {
     private string? _onDevice;
+    private ModuleMover.HostCopies? _hostCopies;
 
     public Device ExecutionDevice { get; } = executionDevice;
 
@@ -64,8 +69,25 @@ internal sealed class ModelOffloader(Device executionDevice, IReadOnlyDictionary
     private void Move(string component, nn.Module module, bool toExecutionDevice)
     {
         var (from, to) = toExecutionDevice ? (CPU, ExecutionDevice) : (ExecutionDevice, CPU);
-        ModuleMover.MoveTo(module, to);
+        if (toExecutionDevice)
+        {
+            _hostCopies?.Dispose();
+            _hostCopies = ModuleMover.MoveKeepingHostCopies(module, to);
+        }
+        else
+        {
+            var copies = _hostCopies;
+            _hostCopies = null;
+            ModuleMover.MoveBack(module, copies);
+        }
         onMove(new ModelMove(component, toExecutionDevice, from.ToString(), to.ToString()));
+    }
+
+    /// <summary>Frees the kept CPU copies of the model on the device, if any (the model itself stays where it is).</summary>
+    public void Dispose()
+    {
+        _hostCopies?.Dispose();
+        _hostCopies = null;
     }
 }
 
@@ -96,6 +118,88 @@ internal static class ModuleMover
         {
             if (!tensor.is_floating_point() || tensor.dtype == dtype) continue;
             replacer.Replace(key, tensor.to(dtype));
+            tensor.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The CPU tensors of a module that moved to an execution device, by state-dict key, with the tensor object that
+    /// replaced each: going back, a key whose tensor is still that object returns to its CPU copy. Objects, not native
+    /// handles: a handle freed by a replacement can be reused by the next tensor, an object held here cannot.
+    /// </summary>
+    internal sealed class HostCopies : IDisposable
+    {
+        private readonly Dictionary<string, (Tensor Host, Tensor Moved)> _copies = new(StringComparer.Ordinal);
+
+        public int Count => _copies.Count;
+
+        public void Add(string key, Tensor host, Tensor moved) => _copies.Add(key, (host, moved));
+
+        /// <summary>Takes the CPU copy of <paramref name="key"/> if <paramref name="current"/> is the tensor moved there.</summary>
+        public Tensor? Take(string key, Tensor current)
+        {
+            if (!_copies.Remove(key, out var copy)) return null;
+            if (ReferenceEquals(copy.Moved, current)) return copy.Host;
+            copy.Host.Dispose(); // replaced on the device (a cast, a new weight): its CPU copy is stale
+            return null;
+        }
+
+        public void Dispose()
+        {
+            foreach (var (host, _) in _copies.Values) host.Dispose();
+            _copies.Clear();
+        }
+    }
+
+    /// <summary>
+    /// Moves <paramref name="module"/>'s CPU tensors to <paramref name="device"/> as <see cref="MoveTo"/> does, but keeps
+    /// the CPU tensors (for <see cref="MoveBack"/>) instead of freeing them.
+    /// </summary>
+    public static HostCopies MoveKeepingHostCopies(nn.Module module, Device device)
+    {
+        using var noGrad = no_grad();
+        var kept = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var copies = new HostCopies();
+        try
+        {
+            var replacer = new StateDictLoader.Replacer(module);
+            // Tied weights (one module under two names) are one tensor: moved once, through their first name.
+            foreach (var (key, tensor) in module.state_dict().DistinctBy(kv => kv.Value.Handle).ToList())
+            {
+                if (tensor.device_type != DeviceType.CPU || device.type == DeviceType.CPU) continue;
+                kept.Add(key, tensor.alias()); // Replace frees the tensor object it replaces; the storage lives on here
+                replacer.Replace(key, tensor.to(device));
+                tensor.Dispose();
+            }
+            // Recognised on the way back by the objects the module holds now (Replace wraps each value in a new Parameter).
+            var now = module.state_dict();
+            foreach (var key in kept.Keys.ToList())
+            {
+                copies.Add(key, kept[key], now[key]);
+                kept.Remove(key);
+            }
+            return copies;
+        }
+        catch
+        {
+            foreach (var host in kept.Values) host.Dispose();
+            copies.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Moves <paramref name="module"/> back to the CPU: kept copies where the tensor is still the moved one, copies otherwise.</summary>
+    public static void MoveBack(nn.Module module, HostCopies? copies)
+    {
+        using var noGrad = no_grad();
+        using var _ = copies;
+        var replacer = new StateDictLoader.Replacer(module);
+        foreach (var (key, tensor) in module.state_dict().DistinctBy(kv => kv.Value.Handle).ToList())
+        {
+            if (tensor.device_type == DeviceType.CPU) continue;
+            var host = copies?.Take(key, tensor);
+            replacer.Replace(key, host ?? tensor.to(CPU));
+            host?.Dispose(); // Replace wrapped the storage in a new Parameter; this alias is no longer needed
             tensor.Dispose();
         }
     }

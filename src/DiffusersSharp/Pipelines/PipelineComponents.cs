@@ -170,6 +170,7 @@ public abstract class PipelineComponents : IDisposable
         lock (this)
         {
             if (--_users != 0) return;
+            _offloader?.Dispose(); // the CPU copies of a model left on the device by a failed call
             FreeModels();
             FusedLoras.Dispose();
         }

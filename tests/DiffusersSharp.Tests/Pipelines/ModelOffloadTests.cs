@@ -126,4 +126,53 @@ public sealed class ModelOffloadTests
         ModuleMover.MoveTo(t5, new Device(DeviceType.META)); // already there: nothing to do
         Assert.Equal(after["shared.weight"].Handle, t5.state_dict()["shared.weight"].Handle);
     }
+
+    [Fact]
+    public void OffloadKeepsTheCpuCopiesAndReturnsToThemUnlessATensorWasReplacedOnTheDevice()
+    {
+        // meta stands in for a GPU: moving there drops the values, so getting them back proves the CPU copies were kept.
+        var configs = PipelineConfigs.Resolve(Fixtures.TinySd3Model);
+        using var t5 = RandomWeights.Build((d, t) => new T5EncoderModel(configs.TextEncoder3!, d, t), CPU, ScalarType.Float32);
+        var expected = t5.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+        var moves = new List<string>();
+        using var offloader = new ModelOffloader(new Device(DeviceType.META), new Dictionary<string, nn.Module> { ["text_encoder_3"] = t5 },
+            m => moves.Add(m.ToString()));
+
+        offloader.Activate("text_encoder_3");
+        Assert.All(t5.state_dict().Values, v => Assert.Equal(DeviceType.META, v.device_type));
+        Assert.Equal(t5.state_dict()["shared.weight"].Handle, t5.state_dict()["encoder.embed_tokens.weight"].Handle);
+        // One tensor replaced while the model is out (as a dtype cast replaces them): the stale CPU copy must not come back.
+        const string replaced = "encoder.final_layer_norm.weight";
+        DiffusersSharp.IO.StateDictLoader.Replace(t5, replaced, zeros(t5.state_dict()[replaced].shape));
+        offloader.OffloadAll();
+
+        Assert.Equal(["text_encoder_3 -> meta", "text_encoder_3 <- meta"], moves);
+        var back = t5.state_dict();
+        Assert.Equal(expected.Keys.Order(), back.Keys.Order());
+        foreach (var (key, value) in back)
+        {
+            Assert.Equal(DeviceType.CPU, value.device_type);
+            var want = key == replaced ? zeros_like(expected[key]) : expected[key];
+            Assert.True(value.equal(want).all().item<bool>(), $"{key} does not hold its values");
+        }
+        Assert.Equal(back["shared.weight"].Handle, back["encoder.embed_tokens.weight"].Handle);
+        Assert.All(t5.parameters(), p => Assert.False(p.requires_grad));
+    }
+
+    [Fact]
+    public void AHostCopyIsOnlyTakenBackForTheTensorThatWasMoved()
+    {
+        using var moved = zeros(2);
+        using var other = zeros(2);
+        var host = ones(2);
+        using var copies = new ModuleMover.HostCopies();
+        copies.Add("w", host, moved);
+        Assert.Null(copies.Take("w", other)); // replaced on the device: the copy is stale and freed
+        Assert.True(host.IsInvalid);
+        Assert.Null(copies.Take("w", moved)); // taken (and dropped) once
+        var again = ones(2);
+        copies.Add("v", again, moved);
+        Assert.Same(again, copies.Take("v", moved));
+        again.Dispose();
+    }
 }
