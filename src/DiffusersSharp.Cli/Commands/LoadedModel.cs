@@ -263,8 +263,8 @@ internal sealed class LoadedModel : IDisposable
             Family.Chroma => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
                 chroma: WithLoras(output, loras, ChromaComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             // --prompt-embeds without --negative-prompt needs no Qwen3-4B: it is left out (diffusers' text_encoder=None).
-            Family.ZImage => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, zImage: ZImageComponents.FromPretrained(folder,
-                options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null, NegativePrompt: null } }, ct)),
+            Family.ZImage => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, zImage: WithLoras(output, loras, ZImageComponents.FromPretrained(folder,
+                options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null, NegativePrompt: null } }, ct), c => c.FuseLora)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithIpAdapter(output, ipAdapter, WithLoras(output, loras,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
@@ -310,7 +310,7 @@ internal sealed class LoadedModel : IDisposable
         CheckLoraScales(scales);
         var wanted = Loras.Select((l, i) => (l.File, Scale: scales[scales.Count == 1 ? 0 : i])).ToList();
         if (wanted.SequenceEqual(Loras)) return;
-        PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? (PipelineComponents?)Flux ?? Chroma!;
+        PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? (PipelineComponents?)Flux ?? (PipelineComponents?)Chroma ?? ZImage!;
         components.UnfuseLora();
         var fused = new List<(string File, double Scale)>();
         try
@@ -320,7 +320,8 @@ internal sealed class LoadedModel : IDisposable
                 if (Sd3 is not null) Sd3.FuseLora(file, scale);
                 else if (UNet is not null) UNet.FuseLora(file, scale);
                 else if (Flux is not null) Flux.FuseLora(file, scale);
-                else Chroma!.FuseLora(file, scale);
+                else if (Chroma is not null) Chroma.FuseLora(file, scale);
+                else ZImage!.FuseLora(file, scale);
                 fused.Add((file, scale));
             }
         }
@@ -638,10 +639,10 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>
     /// Z-Image (diffusers' ZImagePipeline / ZImageImg2ImgPipeline; Tongyi-MAI/Z-Image-Turbo): text-to-image and image-to-image
     /// with one Qwen3 prompt, a negative prompt under classifier-free guidance (with cfg_normalization / cfg_truncation),
-    /// FlowMatchEuler; no inpainting pipeline in diffusers 0.36 and no ControlNet / adapter / IP-Adapter / LoRA / textual
-    /// inversion / scheduler swap here. Refused before any weights load.
+    /// FlowMatchEuler, transformer LoRAs (diffusers' ZImageLoraLoaderMixin); no inpainting pipeline in diffusers 0.36 and no
+    /// ControlNet / adapter / IP-Adapter / textual inversion / scheduler swap here. Refused before any weights load.
     /// </summary>
-    private static void CheckZImage(ModelSettings settings, string pipelineClass) => CheckFlowTextToImage(settings, pipelineClass, "Z-Image");
+    private static void CheckZImage(ModelSettings settings, string pipelineClass) => CheckFlowTextToImage(settings, pipelineClass, "Z-Image", "--lora");
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {

@@ -62,7 +62,7 @@ public enum LoraKeyFormat
 /// as diffusers does for FLUX.1-Canny / Depth LoRAs, whose x_embedder takes the control image's latents too (the config's
 /// in_channels follows); a narrower one is zero-padded to the Linear's width (a regular LoRA on such a transformer).
 /// </remarks>
-public sealed class LoraWeights : IDisposable
+public sealed partial class LoraWeights : IDisposable
 {
     private static readonly (string Prefix, string Component)[] KohyaPrefixes =
         [("lora_unet_", "unet"), ("lora_te_", "text_encoder"), ("lora_te1_", "text_encoder"), ("lora_te2_", "text_encoder_2"),
@@ -422,11 +422,16 @@ public sealed class LoraWeights : IDisposable
     /// <exception cref="InvalidDataException">The file adapts components these models do not have, or is not a LoRA.</exception>
     /// <exception cref="ArgumentException">A part does not fit its model (missing modules or other sizes).</exception>
     /// <remarks>With <paramref name="fused"/>, the file's matrices are kept there so that the fuse can be undone.</remarks>
-    public static int FuseAll(string path, IReadOnlyDictionary<string, nn.Module?> models, double scale = 1.0, bool kohya = true, FusedLoras? fused = null)
+    public static int FuseAll(string path, IReadOnlyDictionary<string, nn.Module?> models, double scale = 1.0, bool kohya = true, FusedLoras? fused = null) =>
+        FuseParts(path, LoadAll, models, scale, kohya, fused);
+
+    /// <summary><see cref="FuseAll"/> with the file read by <paramref name="read"/> (a pipeline's own key conversion).</summary>
+    private static int FuseParts(string path, Func<string, IReadOnlyDictionary<string, LoraWeights>> read, IReadOnlyDictionary<string, nn.Module?> models,
+        double scale, bool kohya, FusedLoras? fused)
     {
         ArgumentNullException.ThrowIfNull(models);
         if (!double.IsFinite(scale)) throw new ArgumentException($"LoRA scale must be finite, got {scale}.", nameof(scale));
-        var parts = LoadAll(path);
+        var parts = read(path);
         try
         {
             var plans = new List<(LoraWeights Lora, nn.Module Model, Plan Plan)>();

@@ -124,6 +124,20 @@ public sealed class ZImageComponents : PipelineComponents
             throw new ArgumentException($"The text encoder gives {textEncoder.Config.HiddenSize}-wide embeddings but the Z-Image transformer takes {transformer.Config.CapFeatDim} (cap_feat_dim).");
     }
 
+    /// <summary>
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a Z-Image LoRA
+    /// (<c>ZImageLoraLoaderMixin</c>: the transformer only), in diffusers' own layout (<c>transformer.*</c> lora_A / lora_B
+    /// pairs, optional lora_B biases and adapter metadata) or one its converter reads (<c>diffusion_model.</c> names,
+    /// lora_down / lora_up / alpha triples, PEFT's <c>default.</c> adapter names; see
+    /// <see cref="Loaders.LoraWeights.LoadZImage"/>); checked before any weight changes, undone by
+    /// <see cref="PipelineComponents.UnfuseLora"/>. Returns the number of adapted layers.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a Z-Image transformer LoRA in a layout diffusers reads (kohya's
+    /// <c>lora_unet_</c> names among them: diffusers v0.36 cannot load those).</exception>
+    /// <exception cref="ArgumentException">A layer does not fit the transformer (missing modules or other sizes).</exception>
+    public int FuseLora(string path, double scale = 1.0) => Loaders.LoraWeights.FuseZImage(path, Transformer, scale, FusedLoras);
+
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
     {
