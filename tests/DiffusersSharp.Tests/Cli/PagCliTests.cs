@@ -170,4 +170,30 @@ public sealed class PagCliTests() : CliTempDirectory("pag")
         Assert.Contains("pag_scale must be a finite number >= 0", await ServeApi.Refusal(http, Body(-1)));
         Assert.Contains("apply to txt2img", await ServeApi.Refusal(http, Body(3, mode: "img2img")));
     }
+
+    [Fact]
+    public async Task ServeAppliesSd3PagPerRequest()
+    {
+        var quiet = new CliOutput(TextWriter.Null, TextWriter.Null);
+        using var model = LoadedModel.Load(quiet, new ServeCommand.Settings { Model = Fixtures.TinySd3Model }, default);
+        await using var server = await WebServer.StartAsync(model, quiet, "127.0.0.1", 0, default);
+        using var http = new HttpClient { BaseAddress = server.Address };
+        var info = await http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.True(info.GetProperty("pag").GetBoolean());
+        Assert.Equal("blocks.1", info.GetProperty("pag_default_layers")[0].GetString());
+        var served = await ServeApi.Result(http, new
+        {
+            prompt = "a red square", steps = 2, width = 64, height = 64, seed = 7, guidance = 3, mode = "txt2img", pag_scale = 2.0,
+            pag_layers = new[] { "transformer_blocks.1.attn$" },
+        });
+        Assert.Contains("PAG: 2, layers transformer_blocks.1.attn$", served.GetProperty("parameters").GetString());
+        using var components = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions());
+        using var pipe = new StableDiffusion3PAGPipeline(components);
+        using var library = pipe.Generate(new StableDiffusion3PAGRequest
+        {
+            Prompt = "a red square", NumInferenceSteps = 2, GuidanceScale = 3, Width = 64, Height = 64, Generator = new Generator("cpu").ManualSeed(7),
+            PagScale = 2.0, PagAppliedLayers = ["transformer_blocks.1.attn$"],
+        });
+        Assert.Equal(library.Images![0].Pixels, ServeApi.Image(served).Pixels);
+    }
 }
