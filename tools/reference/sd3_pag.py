@@ -18,6 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from diffusers.pipelines.pag.pipeline_pag_sd_3 import StableDiffusion3PAGPipeline
+from diffusers.pipelines.pag.pipeline_pag_sd_3_img2img import StableDiffusion3PAGImg2ImgPipeline
+from PIL import Image
 
 root = sys.argv[1]
 OUT = f"{root}/local-diffusers/sd3-pag"
@@ -44,9 +46,9 @@ def embeds(*cases, zero_tail=0):
     return e
 
 
-def run(name, seed, applied, **kw):
+def run(name, seed, applied, pipeline=StableDiffusion3PAGPipeline, **kw):
     # The constructor's pag_applied_layers (set_pag_applied_layers alone would install the UNet's PAG processors).
-    pipe = StableDiffusion3PAGPipeline(**parts, pag_applied_layers=applied)
+    pipe = pipeline(**parts, pag_applied_layers=applied)
 
     def on_step_end(p, i, t, cb_kw):
         out[f"{name}.step{i}.timestep"] = torch.tensor([float(t)])
@@ -69,6 +71,13 @@ run("nocfg_default", 12, "blocks.1", **embeds("t2i_nocfg"), num_inference_steps=
 # clamps to 0 at the last step.
 run("cfg_block0_adaptive", 13, ["transformer_blocks.0.attn$"], **embeds("t2i", "t2i_nocfg", zero_tail=100), num_inference_steps=3,
     guidance_scale=4.0, pag_scale=4.0, pag_adaptive_scale=0.006, height=64, width=64)
+
+# Image-to-image: tiny-sd3's init_image.png (64 x 64, no resize); strength 0.7 of 5 steps runs 4, 0.9 of 4 runs 4.
+image = Image.open(f"{root}/tiny-sd3/init_image.png").convert("RGB")
+run("i2i_cfg_default", 21, "blocks.1", StableDiffusion3PAGImg2ImgPipeline, **embeds("t2i"), image=image, strength=0.7,
+    num_inference_steps=5, guidance_scale=5.0, pag_scale=3.0, height=64, width=64)
+run("i2i_nocfg_layers", 22, ["transformer_blocks.0.attn$", "blocks.1"], StableDiffusion3PAGImg2ImgPipeline, **embeds("t2i_nocfg"),
+    image=image, strength=0.9, num_inference_steps=4, guidance_scale=1.0, pag_scale=2.0, pag_adaptive_scale=0.002, height=64, width=64)
 
 save_file({k: v.contiguous().float() for k, v in out.items()}, f"{OUT}/expected.safetensors")
 with open(f"{OUT}/layers.json", "w") as f:

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Tests.Support;
@@ -9,13 +10,19 @@ using Generator = DiffusersSharp.Runtime.Generator;
 namespace DiffusersSharp.Tests.Pipelines;
 
 /// <summary>
-/// Perturbed-Attention Guidance for SD3 against diffusers' own StableDiffusion3PAGPipeline (fixture local-diffusers/sd3-pag,
-/// made by tools/reference/sd3_pag.py with diffusers 0.36.0 on torch 1.13 CPU, float32) on tiny-sd3 given the shared
-/// fixture's prompt embeddings: PAG with and without classifier-free guidance on diffusers' default layers "blocks.1" (the
-/// last, context_pre_only block), and on the first block's joint attention (beside its SD3.5 attn2) with two prompts whose
-/// embeddings end in 100 zero rows (run collapsed on the CPU, and over the full sequence) and pag_adaptive_scale clamping
-/// the scale to 0 at the last step. tiny-sd3 has qk_norm: diffusers' PAG processors skip it in the PAG layers, which this
-/// checks too. Every step's latents and the image within the SD3 parity bound 5e-5 x max(1, max |expected|).
+/// Perturbed-Attention Guidance for SD3 against diffusers' own StableDiffusion3PAGPipeline and
+/// StableDiffusion3PAGImg2ImgPipeline (fixture local-diffusers/sd3-pag, made by tools/reference/sd3_pag.py with diffusers
+/// 0.36.0 on torch 1.13 CPU, float32) on tiny-sd3 given the shared fixture's prompt embeddings: PAG with and without
+/// classifier-free guidance on diffusers' default layers "blocks.1" (the last, context_pre_only block), on the first
+/// block's joint attention (beside its SD3.5 attn2) with two prompts whose embeddings end in 100 zero rows (run collapsed
+/// on the CPU, and over the full sequence) and pag_adaptive_scale clamping the scale to 0 at the last step, and
+/// image-to-image with one and two layers. tiny-sd3 has qk_norm: diffusers' PAG processors skip it in the PAG layers,
+/// which this checks too. Every step's latents and the image within the SD3 parity bound 5e-5 x max(1, max |expected|).
+/// Measured: latents 1.9e-5 .. 5.7e-4, relative to each tensor's max 4.7e-6 .. 3.6e-5 (i2i_nocfg_layers' last steps,
+/// 3.4e-4 of 9.35); images 4e-6 .. 4.2e-5. That is the plain SD3 pipelines' difference (torch 1.13's float32 exp in the
+/// timestep embedding, see <see cref="StableDiffusion3LocalParityTests"/>) times PAG's extrapolation (1 + pag_scale on the
+/// text prediction): at timestep 0, where that embedding agrees, one float64 transformer pass with both blocks' PAG
+/// processors, with and without CFG, matched diffusers' float64 pass within 3.2e-14 (checked once, not kept as a test).
 /// </summary>
 public sealed class StableDiffusion3PagParityTests(ITestOutputHelper output) : IClassFixture<TinySd3Pipeline>
 {
@@ -97,6 +104,59 @@ public sealed class StableDiffusion3PagParityTests(ITestOutputHelper output) : I
         Assert.True(difference > 1e-2, $"{name}: PAG changed the latents by only {difference}");
         using var plainPipe = new StableDiffusion3Pipeline(TinySd3Pipeline.Shared);
         using var plainAgain = plainPipe.Generate(ToPlain(request) with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent });
+        Assert.Equal(0, (plainAgain.Tensor! - plain.Tensor!).abs().max().item<float>());
+    }
+
+    /// <summary>The image-to-image cases of sd3_pag.py: name, embeddings, seed, layers, strength, steps, guidance, pag_scale, pag_adaptive_scale.</summary>
+    public static readonly TheoryData<string, string, long, string[], double, int, double, double, double> Img2ImgCases = new()
+    {
+        { "i2i_cfg_default", "t2i", 21, ["blocks.1"], 0.7, 5, 5.0, 3.0, 0.0 },
+        { "i2i_nocfg_layers", "t2i_nocfg", 22, ["transformer_blocks.0.attn$", "blocks.1"], 0.9, 4, 1.0, 2.0, 0.002 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Img2ImgCases))]
+    public void PagImageToImageMatchesDiffusers(string name, string embeds, long seed, string[] layers, double strength, int steps, double guidance,
+        double pagScale, double adaptive)
+    {
+        using var pipe = new StableDiffusion3PAGImg2ImgPipeline(TinySd3Pipeline.Shared);
+        Assert.Equal(Layers[name], TinySd3Pipeline.Shared.Transformer.ResolvePagLayers(layers).Order(StringComparer.Ordinal));
+        var t2i = WithEmbeds(new StableDiffusion3PAGRequest(), embeds);
+        var request = new StableDiffusion3PAGImg2ImgRequest
+        {
+            PromptEmbeds = t2i.PromptEmbeds, NegativePromptEmbeds = t2i.NegativePromptEmbeds, PooledPromptEmbeds = t2i.PooledPromptEmbeds,
+            NegativePooledPromptEmbeds = t2i.NegativePooledPromptEmbeds, Image = ImageFile.LoadRgb(Fixtures.Path("tiny-sd3/init_image.png")),
+            Strength = strength, NumInferenceSteps = steps, GuidanceScale = guidance, Height = 64, Width = 64, PagScale = pagScale,
+            PagAdaptiveScale = adaptive, PagAppliedLayers = layers,
+        };
+        int count = 0;
+        using (var latents = pipe.Generate(request with
+        {
+            Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent,
+            CallbackOnStepEnd = c =>
+            {
+                Assert.Equal(Expected[$"{name}.step{c.Step}.timestep"].item<float>(), c.Timestep);
+                Close(c.Latents, $"{name}.step{c.Step}.latents");
+                count++;
+            },
+        }))
+            Close(latents.Tensor!, $"{name}.latents");
+        Assert.Equal(Expected.Keys.Count(k => k.StartsWith($"{name}.step", StringComparison.Ordinal) && k.EndsWith(".latents", StringComparison.Ordinal)), count);
+        using (var image = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Numpy }))
+            Close(image.Tensor!, $"{name}.image");
+        // Not vacuous; and pag_scale 0 is the plain image-to-image pipeline's call, which refuses a PAG request.
+        using var plain = pipe.Generate(request with { PagScale = 0, Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent });
+        double difference = (plain.Tensor! - Expected[$"{name}.latents"]).abs().max().item<float>();
+        output.WriteLine($"{name}: without PAG the final latents differ by {difference:G3}");
+        Assert.True(difference > 1e-2, $"{name}: PAG changed the latents by only {difference}");
+        using var plainPipe = new StableDiffusion3Img2ImgPipeline(TinySd3Pipeline.Shared);
+        Assert.Throws<ArgumentException>(() => plainPipe.Generate(request));
+        using var plainAgain = plainPipe.Generate(new StableDiffusion3Img2ImgRequest
+        {
+            PromptEmbeds = request.PromptEmbeds, NegativePromptEmbeds = request.NegativePromptEmbeds, PooledPromptEmbeds = request.PooledPromptEmbeds,
+            NegativePooledPromptEmbeds = request.NegativePooledPromptEmbeds, Image = request.Image, Strength = strength, NumInferenceSteps = steps,
+            GuidanceScale = guidance, Height = 64, Width = 64, Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent,
+        });
         Assert.Equal(0, (plainAgain.Tensor! - plain.Tensor!).abs().max().item<float>());
     }
 

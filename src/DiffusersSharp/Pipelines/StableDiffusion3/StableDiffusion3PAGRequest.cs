@@ -27,3 +27,20 @@ public record StableDiffusion3PAGRequest : StableDiffusion3Request
     /// </summary>
     public IReadOnlyList<string> PagAppliedLayers { get; init; } = ["blocks.1"];
 }
+
+/// <summary>
+/// The parameters of an SD3 image-to-image call with Perturbed-Attention Guidance (diffusers'
+/// <c>StableDiffusion3PAGImg2ImgPipeline.__call__</c>): the image-to-image ones plus PAG's, as in
+/// <see cref="StableDiffusion3PAGRequest"/>.
+/// </summary>
+public record StableDiffusion3PAGImg2ImgRequest : StableDiffusion3Img2ImgRequest
+{
+    /// <inheritdoc cref="StableDiffusion3PAGRequest.PagScale"/>
+    public double PagScale { get; init; } = 3.0;
+
+    /// <inheritdoc cref="StableDiffusion3PAGRequest.PagAdaptiveScale"/>
+    public double PagAdaptiveScale { get; init; }
+
+    /// <inheritdoc cref="StableDiffusion3PAGRequest.PagAppliedLayers"/>
+    public IReadOnlyList<string> PagAppliedLayers { get; init; } = ["blocks.1"];
+}
