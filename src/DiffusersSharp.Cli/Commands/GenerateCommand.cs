@@ -156,22 +156,37 @@ internal abstract class VerbPipelines
     };
 }
 
-/// <summary>Perturbed-attention guidance's options of <c>generate</c> (--pag-scale, --pag-adaptive-scale, --pag-layers).</summary>
-internal sealed record PagOptions(double Scale, double AdaptiveScale, IReadOnlyList<string> Layers);
+/// <summary>Perturbed-attention guidance's options of <c>generate</c> (--pag-scale, --pag-adaptive-scale, --pag-layers; null
+/// layers: the PAG pipeline's default).</summary>
+internal sealed record PagOptions(double Scale, double AdaptiveScale, IReadOnlyList<string>? Layers)
+{
+    /// <summary>The UNet PAG request (SD 1.x / 2.x and SDXL).</summary>
+    public StableDiffusionPAGRequest UNetRequest()
+    {
+        var request = new StableDiffusionPAGRequest { PagScale = Scale, PagAdaptiveScale = AdaptiveScale };
+        return Layers is null ? request : request with { PagAppliedLayers = Layers };
+    }
 
-/// <summary><c>generate</c>'s pipelines; with <paramref name="pag"/> the UNet ones are the PAG pipelines.</summary>
+    /// <summary>The SD3 PAG request.</summary>
+    public StableDiffusion3PAGRequest Sd3Request()
+    {
+        var request = new StableDiffusion3PAGRequest { PagScale = Scale, PagAdaptiveScale = AdaptiveScale };
+        return Layers is null ? request : request with { PagAppliedLayers = Layers };
+    }
+}
+
+/// <summary><c>generate</c>'s pipelines; with <paramref name="pag"/> the UNet and SD3 ones are the PAG pipelines.</summary>
 internal sealed class TextToImage(PagOptions? pag = null) : VerbPipelines
 {
     public override string Verb => "txt2img";
 
     public override int Sd3DefaultSteps => 28;
 
-    public override StableDiffusion3Request Sd3Request() => new();
+    public override StableDiffusion3Request Sd3Request() => pag?.Sd3Request() ?? new StableDiffusion3Request();
 
     public override StableDiffusionRequest UNetRequest(string pipelineClass) =>
         LoadedModel.IsLatentConsistency(pipelineClass) ? new LatentConsistencyModelRequest()
-        : pag is not null ? new StableDiffusionPAGRequest { PagScale = pag.Scale, PagAdaptiveScale = pag.AdaptiveScale, PagAppliedLayers = pag.Layers }
-        : new StableDiffusionRequest();
+        : pag?.UNetRequest() ?? new StableDiffusionRequest();
 
     public override FluxRequest FluxRequest(string pipelineClass) => pipelineClass switch
     {
@@ -187,7 +202,9 @@ internal sealed class TextToImage(PagOptions? pag = null) : VerbPipelines
         : Use(new FluxPipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
-        Use(new StableDiffusion3Pipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
+        request is StableDiffusion3PAGRequest pagRequest
+        ? Use(new StableDiffusion3PAGPipeline(components), pagRequest, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
+        : Use(new StableDiffusion3Pipeline(components), request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
         RunHooks hooks, CancellationToken ct) => request is LatentConsistencyModelRequest lcm

@@ -239,11 +239,11 @@ public class GenerateSettings : ModelSettings
     public string? FreeU { get; init; }
 
     /// <summary>Perturbed-attention guidance's scale (UNet text-to-image).</summary>
-    [CommandOption("--pag-scale <S>"), Description("SD 1.x / 2.x and SDXL text-to-image: Perturbed-Attention Guidance (diffusers' StableDiffusionPAGPipeline / StableDiffusionXLPAGPipeline, pag_scale; 3.0 is diffusers' default): the UNet also predicts with the self-attention of --pag-layers replaced by the identity, and the result is pushed away from that prediction by S. Works with and without CFG (--guidance 1). 0 leaves it off.")]
+    [CommandOption("--pag-scale <S>"), Description("SD 1.x / 2.x, SDXL and SD3 / SD3.5 text-to-image: Perturbed-Attention Guidance (diffusers' StableDiffusionPAGPipeline / StableDiffusionXLPAGPipeline / StableDiffusion3PAGPipeline, pag_scale; 3.0 is diffusers' default): the denoiser also predicts with the attention of --pag-layers perturbed (UNet: the self-attention replaced by the identity; SD3: each image token attends to itself and the text only), and the result is pushed away from that prediction by S. Works with and without CFG (--guidance 1). 0 leaves it off.")]
     public string? PagScale { get; init; }
 
     /// <summary>The layers perturbed-attention guidance perturbs (with --pag-scale).</summary>
-    [CommandOption("--pag-layers <LAYERS>"), Description("With --pag-scale: the UNet's self-attention layers to perturb, comma-separated regular expressions over module names as diffusers' pag_applied_layers (default mid; e.g. mid,down_blocks.1 or up_blocks.0.attentions.1).")]
+    [CommandOption("--pag-layers <LAYERS>"), Description("With --pag-scale: the layers to perturb, comma-separated regular expressions over module names as diffusers' pag_applied_layers. UNet: its self-attention layers (default mid; e.g. mid,down_blocks.1 or up_blocks.0.attentions.1). SD3: the transformer's transformer_blocks.N.attn (default blocks.1, which as in diffusers also finds blocks 10-19; transformer_blocks\\.1\\.attn$ is block 1 alone; an SD3.5 dual-attention block's attn2 is refused).")]
     public string? PagLayers { get; init; }
 
     /// <summary>Perturbed-attention guidance's adaptive scale (with --pag-scale).</summary>
@@ -256,8 +256,8 @@ public class GenerateSettings : ModelSettings
     /// <summary>The parsed --pag-adaptive-scale (0 without it).</summary>
     public double PagAdaptiveScaleValue => PagAdaptiveScale is null ? 0 : double.Parse(PagAdaptiveScale, NumberStyles.Float, CultureInfo.InvariantCulture);
 
-    /// <summary>The --pag-layers ids (default ["mid"]).</summary>
-    public IReadOnlyList<string> PagLayerList => PagLayers is null ? ["mid"] : PagLayers.Split(',').Select(l => l.Trim()).ToArray();
+    /// <summary>The --pag-layers ids, or null for the PAG pipeline's default (UNet ["mid"], SD3 ["blocks.1"]).</summary>
+    public IReadOnlyList<string>? PagLayerList => PagLayers?.Split(',').Select(l => l.Trim()).ToArray();
 
     /// <summary>The parsed --freeu, or null.</summary>
     public FreeU? FreeUValue => FreeU is null || ParseFreeU(FreeU).Values is not { } v ? null : new FreeU(v[0], v[1], v[2], v[3]);
@@ -575,7 +575,7 @@ public class GenerateSettings : ModelSettings
             return $"--pag-adaptive-scale must be a finite number >= 0, got '{PagAdaptiveScale}'.";
         if (PagScale is null && (PagLayers is not null || PagAdaptiveScale is not null))
             return $"{(PagLayers is not null ? "--pag-layers" : "--pag-adaptive-scale")} needs --pag-scale (Perturbed-Attention Guidance is off without it).";
-        if (PagLayers is not null && PagLayerList.Any(string.IsNullOrEmpty)) return $"--pag-layers takes comma-separated layer names (e.g. mid,down_blocks.1), got '{PagLayers}'.";
+        if (PagLayerList is { } pagLayers && pagLayers.Any(string.IsNullOrEmpty)) return $"--pag-layers takes comma-separated layer names (e.g. mid,down_blocks.1), got '{PagLayers}'.";
         if (MaxSequenceLength is < 1 or > 512) return $"--max-sequence-length must be in [1, 512], got {MaxSequenceLength}.";
         if (ClipSkip is < 0) return $"--clip-skip must not be negative, got {ClipSkip}.";
         try

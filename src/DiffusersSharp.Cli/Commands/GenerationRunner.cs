@@ -99,7 +99,7 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
         var sd3Request = Fill(pipelines.Sd3Request());
         using var sd3Result = pipelines.RunSd3(model.Sd3!, sd3Request, hooks, ct);
         return new Generated(sd3Result.Images!, Parameters(verb, settings.Steps ?? pipelines.Sd3DefaultSteps, model.Name, "FlowMatchEulerDiscrete",
-            sd3Request.GuidanceScale, (sd3Request as StableDiffusion3Img2ImgRequest)?.Strength));
+            sd3Request.GuidanceScale, (sd3Request as StableDiffusion3Img2ImgRequest)?.Strength, sd3: true));
     }
 
     private Action<string, int, int> OnTruncated => (tokenizer, length, limit) =>
@@ -291,7 +291,7 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
     }
 
     private string Parameters(string verb, int steps, string model, string sampler, double guidance, double? strength, bool xl = false,
-        double? controlNetScale = null, int? noiseLevel = null)
+        double? controlNetScale = null, int? noiseLevel = null, bool sd3 = false)
     {
         var inv = CultureInfo.InvariantCulture;
         var lines = new List<string> { settings.Prompt ?? "" };
@@ -338,7 +338,8 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
                            $"{scales[scales.Length == 1 ? 0 : i].ToString(inv)}/{pooled[pooled.Length == 1 ? 0 : i].ToString(inv)}");
         }
         if (settings.PagScaleValue is { } pagScale)
-            fields.Add($"PAG: {pagScale.ToString(inv)}{(settings.PagAdaptiveScaleValue > 0 ? $" (adaptive {settings.PagAdaptiveScaleValue.ToString(inv)})" : "")}, layers {string.Join(",", settings.PagLayerList)}");
+            fields.Add($"PAG: {pagScale.ToString(inv)}{(settings.PagAdaptiveScaleValue > 0 ? $" (adaptive {settings.PagAdaptiveScaleValue.ToString(inv)})" : "")}, layers {string.Join(",", settings.PagLayerList
+                ?? (sd3 ? new StableDiffusion3PAGRequest().PagAppliedLayers : new StableDiffusionPAGRequest().PagAppliedLayers))}");
         if (settings.FreeUValue is { } freeU)
             fields.Add($"FreeU: {freeU.S1.ToString(inv)},{freeU.S2.ToString(inv)},{freeU.B1.ToString(inv)},{freeU.B2.ToString(inv)}");
         var loras = settings.Loras;

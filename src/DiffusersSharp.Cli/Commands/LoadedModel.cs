@@ -652,15 +652,18 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--freeu applies to SD 1.x / 2.x and SDXL models (diffusers' UNet2DConditionModel.enable_freeu; the latent upscaler's K-diffusion blocks have no FreeU); {settings.Model} is a {pipelineClass}.");
         if (settings.PagScale is not null)
         {
-            // diffusers' PAG pipelines here: StableDiffusionPAGPipeline and StableDiffusionXLPAGPipeline (text-to-image).
-            string? pagRefusal = family != Family.UNet || IsLatentUpscaler(pipelineClass) || IsLatentConsistency(pipelineClass)
+            // diffusers' PAG pipelines here: StableDiffusionPAGPipeline, StableDiffusionXLPAGPipeline and
+            // StableDiffusion3PAGPipeline (text-to-image; the SD3 one without skip-layer guidance or IP-Adapter).
+            string? pagRefusal = family is not (Family.UNet or Family.Sd3) || IsLatentUpscaler(pipelineClass) || IsLatentConsistency(pipelineClass)
                     || IsUpscaler(pipelineClass) || IsInstructPix2Pix(pipelineClass)
                     ? $"{settings.Model} is a {pipelineClass}"
                 : settings is Img2ImgSettings ? "image-to-image and inpainting have no PAG pipeline here"
                 : settings.ControlNets.Count > 0 ? "--controlnet has no PAG pipeline here"
-                : settings.Adapters.Count > 0 ? "--adapter has no PAG pipeline here" : null;
+                : settings.Adapters.Count > 0 ? "--adapter has no PAG pipeline here"
+                : family == Family.Sd3 && settings.SkipLayers is not null ? "diffusers' StableDiffusion3PAGPipeline has no skip-layer guidance (--skip-layers)"
+                : family == Family.Sd3 && settings.IpAdapter is not null ? "diffusers' StableDiffusion3PAGPipeline has no IP-Adapter (--ip-adapter)" : null;
             if (pagRefusal is not null)
-                throw new ArgumentException($"--pag-scale applies to SD 1.x / 2.x and SDXL text-to-image (`generate`; diffusers' StableDiffusionPAGPipeline / StableDiffusionXLPAGPipeline): {pagRefusal}.");
+                throw new ArgumentException($"--pag-scale applies to SD 1.x / 2.x, SDXL and SD3 text-to-image (`generate`; diffusers' StableDiffusionPAGPipeline / StableDiffusionXLPAGPipeline / StableDiffusion3PAGPipeline): {pagRefusal}.");
         }
         if (family == Family.ZImage)
         {

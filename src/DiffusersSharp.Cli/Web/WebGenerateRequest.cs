@@ -60,11 +60,11 @@ public sealed record WebGenerateRequest
     /// <summary>UNet models: FreeU's s1, s2, b1, b2 for this request (diffusers' enable_freeu; off when absent).</summary>
     public double[]? Freeu { get; init; }
 
-    /// <summary>SD 1.x / 2.x and SDXL txt2img: Perturbed-Attention Guidance's scale for this request (diffusers' PAG
+    /// <summary>SD 1.x / 2.x, SDXL and SD3 txt2img: Perturbed-Attention Guidance's scale for this request (diffusers' PAG
     /// pipelines' pag_scale; off when absent).</summary>
     public double? PagScale { get; init; }
 
-    /// <summary>With pag_scale: the layers to perturb (pag_applied_layers; default ["mid"]).</summary>
+    /// <summary>With pag_scale: the layers to perturb (pag_applied_layers; default ["mid"], SD3 ["blocks.1"]).</summary>
     public string[]? PagLayers { get; init; }
 
     /// <summary>With pag_scale: pag_adaptive_scale (default 0).</summary>

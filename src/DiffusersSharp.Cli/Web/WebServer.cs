@@ -8,6 +8,7 @@ using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Pipelines.StableDiffusion;
+using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Schedulers;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -103,10 +104,12 @@ internal sealed class WebServer : IAsyncDisposable
             PaddingMaskCrop = _model.PipelineClass != FluxComponents.FillPipelineClass,
             // Whether requests take freeu: UNet models, not the latent upscaler (its K-diffusion blocks have none).
             Freeu = _model.UNet is not null && !LoadedModel.IsLatentUpscaler(_model.PipelineClass),
-            // Whether txt2img requests take pag_scale / pag_layers / pag_adaptive_scale: SD 1.x / 2.x and SDXL text-to-image
-            // models (diffusers' PAG pipelines), not the upscalers, InstructPix2Pix or latent consistency models.
-            Pag = _model.UNet is not null && !LoadedModel.IsLatentUpscaler(_model.PipelineClass) && !LoadedModel.IsUpscaler(_model.PipelineClass)
-                && !LoadedModel.IsInstructPix2Pix(_model.PipelineClass) && !LoadedModel.IsLatentConsistency(_model.PipelineClass),
+            // Whether txt2img requests take pag_scale / pag_layers / pag_adaptive_scale: SD 1.x / 2.x, SDXL and SD3 text-to-image
+            // models (diffusers' PAG pipelines), not the upscalers, InstructPix2Pix or latent consistency models; and the
+            // layers PAG perturbs without pag_layers (the PAG pipeline's default).
+            Pag = (_model.UNet is not null && !LoadedModel.IsLatentUpscaler(_model.PipelineClass) && !LoadedModel.IsUpscaler(_model.PipelineClass)
+                && !LoadedModel.IsInstructPix2Pix(_model.PipelineClass) && !LoadedModel.IsLatentConsistency(_model.PipelineClass)) || _model.Sd3 is not null,
+            PagDefaultLayers = _model.Sd3 is not null ? new StableDiffusion3PAGRequest().PagAppliedLayers : new StableDiffusionPAGRequest().PagAppliedLayers,
             // The server's --lora files (names) and the scales they are fused at now; requests may change them with
             // lora_scale. "lora" / "lora_scale" name the first, for clients of one LoRA.
             Lora = _model.Loras.Count > 0 ? Path.GetFileName(_model.Loras[0].File) : null,

@@ -6,6 +6,7 @@ using DiffusersSharp.Cli.Web;
 using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.StableDiffusion;
+using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Pipelines.StableDiffusionXL;
 using DiffusersSharp.Tests.Support;
 using Generator = DiffusersSharp.Runtime.Generator;
@@ -74,6 +75,8 @@ public sealed class PagCliTests() : CliTempDirectory("pag")
     {
         string image = Out("in.png");
         ImageFile.Save(new ImageBuffer(32, 32, 3, new byte[32 * 32 * 3]), image);
+        string flux = Out("flux");
+        TinyFluxPipelineFolder.Write(flux);
         foreach (var (args, message) in new (string[], string)[]
         {
             (["generate", "--model", Sd15, "--pag-scale", "x"], "--pag-scale must be a finite number >= 0, got 'x'"),
@@ -82,7 +85,9 @@ public sealed class PagCliTests() : CliTempDirectory("pag")
             (["generate", "--model", Sd15, "--pag-layers", "mid"], "--pag-layers needs --pag-scale"),
             (["generate", "--model", Sd15, "--pag-adaptive-scale", "0.1"], "--pag-adaptive-scale needs --pag-scale"),
             (["generate", "--model", Sd15, "--pag-scale", "3", "--pag-layers", "mid,,up"], "--pag-layers takes comma-separated layer names"),
-            (["generate", "--model", Fixtures.TinySd3Model, "--pag-scale", "3"], "--pag-scale applies to SD 1.x / 2.x and SDXL text-to-image"),
+            (["generate", "--model", flux, "--pag-scale", "3"], "--pag-scale applies to SD 1.x / 2.x, SDXL and SD3 text-to-image"),
+            (["generate", "--model", Fixtures.TinySd3Model, "--pag-scale", "3", "--skip-layers", "1"], "StableDiffusion3PAGPipeline has no skip-layer guidance"),
+            (["img2img", "--model", Fixtures.TinySd3Model, "--image", image, "--pag-scale", "3"], "image-to-image and inpainting have no PAG pipeline here"),
             (["img2img", "--model", Sd15, "--image", image, "--pag-scale", "3"], "image-to-image and inpainting have no PAG pipeline here"),
         })
         {
@@ -92,6 +97,37 @@ public sealed class PagCliTests() : CliTempDirectory("pag")
             Assert.DoesNotContain("loading", stderr);
             Assert.False(File.Exists(Out()));
         }
+    }
+
+    [Fact]
+    public void Sd3PagDrawsTheLibrarysImage()
+    {
+        // StableDiffusion3PagParityTests checks the pipeline against diffusers; here the CLI's wiring: the SD3 PAG pipeline with
+        // its default layers (blocks.1), the scales, CFG, the prompt through tiny-sd3's three encoders.
+        var run = CliRunner.Run("generate", "--model", Fixtures.TinySd3Model, "--prompt", "a red square", "--steps", "2", "--guidance", "4",
+            "--width", "64", "--height", "64", "--seed", "6", "--pag-scale", "2.5", "--pag-adaptive-scale", "0.001", "--output", Out());
+        Assert.True(run.Code == 0, run.Err);
+        Assert.Contains("PAG: 2.5 (adaptive 0.001), layers blocks.1", ImageFile.ReadPngText(Out())["parameters"]);
+
+        using var components = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions());
+        using var pipe = new StableDiffusion3PAGPipeline(components);
+        var request = new StableDiffusion3PAGRequest
+        {
+            Prompt = "a red square", NumInferenceSteps = 2, GuidanceScale = 4, Width = 64, Height = 64, PagScale = 2.5, PagAdaptiveScale = 0.001,
+        };
+        using (var library = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(6) }))
+            Assert.Equal(library.Images![0].Pixels, ImageFile.Load(Out()).Pixels);
+        // PAG changes the result (the latents; the tiny VAE's 8-bit images may not show it).
+        using var pagLatents = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(6), OutputType = OutputType.Latent });
+        using var plainLatents = pipe.Generate(request with { PagScale = 0, Generator = new Generator("cpu").ManualSeed(6), OutputType = OutputType.Latent });
+        Assert.True((plainLatents.Tensor! - pagLatents.Tensor!).abs().max().item<float>() > 1e-3);
+
+        // An SD3.5 dual-attention block's attn2 (block 0 of tiny-sd3) is refused before compute.
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.TinySd3Model, "--prompt", "x", "--steps", "1", "--width", "64",
+            "--height", "64", "--pag-scale", "3", "--pag-layers", "blocks.0", "--output", Out("refused.png"));
+        Assert.NotEqual(0, code);
+        Assert.Contains("transformer_blocks.0.attn2", stderr);
+        Assert.False(File.Exists(Out("refused.png")));
     }
 
     [Fact]
@@ -133,5 +169,31 @@ public sealed class PagCliTests() : CliTempDirectory("pag")
         Assert.Contains("pag_layers needs pag_scale", await ServeApi.Refusal(http, Body(null, ["mid"])));
         Assert.Contains("pag_scale must be a finite number >= 0", await ServeApi.Refusal(http, Body(-1)));
         Assert.Contains("apply to txt2img", await ServeApi.Refusal(http, Body(3, mode: "img2img")));
+    }
+
+    [Fact]
+    public async Task ServeAppliesSd3PagPerRequest()
+    {
+        var quiet = new CliOutput(TextWriter.Null, TextWriter.Null);
+        using var model = LoadedModel.Load(quiet, new ServeCommand.Settings { Model = Fixtures.TinySd3Model }, default);
+        await using var server = await WebServer.StartAsync(model, quiet, "127.0.0.1", 0, default);
+        using var http = new HttpClient { BaseAddress = server.Address };
+        var info = await http.GetFromJsonAsync<JsonElement>("api/info");
+        Assert.True(info.GetProperty("pag").GetBoolean());
+        Assert.Equal("blocks.1", info.GetProperty("pag_default_layers")[0].GetString());
+        var served = await ServeApi.Result(http, new
+        {
+            prompt = "a red square", steps = 2, width = 64, height = 64, seed = 7, guidance = 3, mode = "txt2img", pag_scale = 2.0,
+            pag_layers = new[] { "transformer_blocks.1.attn$" },
+        });
+        Assert.Contains("PAG: 2, layers transformer_blocks.1.attn$", served.GetProperty("parameters").GetString());
+        using var components = StableDiffusion3Components.FromPretrained(Fixtures.TinySd3Model, new PipelineLoadOptions());
+        using var pipe = new StableDiffusion3PAGPipeline(components);
+        using var library = pipe.Generate(new StableDiffusion3PAGRequest
+        {
+            Prompt = "a red square", NumInferenceSteps = 2, GuidanceScale = 3, Width = 64, Height = 64, Generator = new Generator("cpu").ManualSeed(7),
+            PagScale = 2.0, PagAppliedLayers = ["transformer_blocks.1.attn$"],
+        });
+        Assert.Equal(library.Images![0].Pixels, ServeApi.Image(served).Pixels);
     }
 }

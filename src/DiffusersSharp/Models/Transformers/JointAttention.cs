@@ -107,6 +107,21 @@ public sealed class JointAttention : nn.Module
         _fluxIpAdapter = null;
     }
 
+    /// <summary>
+    /// Perturbed-Attention Guidance for the call in progress (diffusers' SD3 PAG processors, which
+    /// <c>_set_pag_attn_processor</c> installs on the chosen layers for one pipeline call): 0 runs the attention as usual;
+    /// 2 (<c>PAGJointAttnProcessor2_0</c>, the batch [original, perturbed]) or 3 (<c>PAGCFGJointAttnProcessor2_0</c>,
+    /// [uncond, cond, perturbed]) splits image and text tokens into that many equal batch parts. The first parts attend
+    /// jointly as usual; in the last, each image token attends to itself and to the text tokens only (the attention mask
+    /// is −∞ between different image tokens), and the text tokens attend to all. As in those processors, neither path
+    /// applies the q / k RMSNorms (SD3.5's <c>qk_norm</c>): they are diffusers' processors for SD3, written before it. Set
+    /// and cleared by <see cref="SD3Transformer2DModel.PerturbAttention"/>; only joint attentions (with a text stream) take it.
+    /// </summary>
+    internal int PerturbedChunks { get; set; }
+
+    /// <summary>Whether this attention has the text stream's projections (<c>added_kv_proj_dim</c>).</summary>
+    internal bool IsJoint => add_q_proj is not null;
+
     /// <summary>[B, N, H·d] → [B, H, N, d] as a view of the projection output.</summary>
     private Tensor Heads(Tensor x) => x.view(x.shape[0], x.shape[1], _heads, _headDim).transpose(1, 2);
 
@@ -123,7 +138,34 @@ public sealed class JointAttention : nn.Module
     /// added to the logits (converted to the query's dtype).
     /// </summary>
     public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, Tensor? keyBias = null, (Tensor Cos, Tensor Sin)? rotary = null,
-        (Tensor Hidden, Tensor Temb)? ip = null, Tensor? attentionMask = null) => Attend(x, context, keyBias, rotary, ip, attentionMask, null);
+        (Tensor Hidden, Tensor Temb)? ip = null, Tensor? attentionMask = null) =>
+        PerturbedChunks == 0 ? Attend(x, context, keyBias, rotary, ip, attentionMask, null) : AttendPerturbed(x, context, keyBias, rotary, ip, attentionMask);
+
+    /// <summary>
+    /// diffusers' <c>PAGJointAttnProcessor2_0</c> / <c>PAGCFGJointAttnProcessor2_0</c> (see <see cref="PerturbedChunks"/>).
+    /// <paramref name="keyBias"/> (the collapsed text tail's count) is added to both paths' logits, which keeps the result
+    /// that of the full text sequence.
+    /// </summary>
+    private (Tensor X, Tensor? Context) AttendPerturbed(Tensor x, Tensor? context, Tensor? keyBias, (Tensor Cos, Tensor Sin)? rotary,
+        (Tensor Hidden, Tensor Temb)? ip, Tensor? attentionMask)
+    {
+        if (context is null || _contextFirst || rotary is not null || ip is not null || attentionMask is not null)
+            throw new NotSupportedException("Perturbed-attention guidance runs SD3's joint attention only (text tokens given; no rotary embedding, IP-Adapter or attention mask).");
+        long total = x.shape[0];
+        if (total % PerturbedChunks != 0 || context.shape[0] != total)
+            throw new ArgumentException($"Perturbed-attention guidance splits the batch into {PerturbedChunks} equal parts; got a batch of {total}.", nameof(x));
+        using var scope = NewDisposeScope();
+        long perturbed = total / PerturbedChunks, original = total - perturbed;
+        var (o, c) = Attend(x.narrow(0, 0, original), context.narrow(0, 0, original), keyBias, null, null, null, null, qkNorms: false);
+        // The perturbed part's mask over the joint sequence [image; text]: −∞ between different image tokens, 0 elsewhere.
+        long n = x.shape[1], joint = n + context.shape[1];
+        var identity = full(n, n, float.NegativeInfinity, dtype: x.dtype, device: x.device).masked_fill(eye(n, dtype: ScalarType.Bool, device: x.device), 0);
+        var mask = nn.functional.pad(identity, [0, joint - n, 0, joint - n]);
+        if (keyBias is not null) mask = mask + keyBias.view(1, -1).to(mask.dtype);
+        var (po, pc) = Attend(x.narrow(0, original, perturbed), context.narrow(0, original, perturbed), null, null, null,
+            mask.view(1, 1, joint, joint), null, qkNorms: false);
+        return (cat([o, po], 0).MoveToOuterDisposeScope(), cat([c!, pc!], 0).MoveToOuterDisposeScope());
+    }
 
     /// <summary>
     /// <see cref="forward"/> plus diffusers' <c>FluxIPAdapterAttnProcessor</c> output: the image query attends to each
@@ -140,9 +182,10 @@ public sealed class JointAttention : nn.Module
     }
 
     /// <summary>The attention; <paramref name="normedImageQuery"/>, if given, receives the normed image query (Flux's
-    /// IP-Adapter input). Every other intermediate is freed before it returns.</summary>
+    /// IP-Adapter input); <paramref name="qkNorms"/> false skips the q / k RMSNorms (the PAG processors). Every other
+    /// intermediate is freed before it returns.</summary>
     private (Tensor X, Tensor? Context) Attend(Tensor x, Tensor? context, Tensor? keyBias, (Tensor Cos, Tensor Sin)? rotary,
-        (Tensor Hidden, Tensor Temb)? ip, Tensor? attentionMask, Tensor?[]? normedImageQuery)
+        (Tensor Hidden, Tensor Temb)? ip, Tensor? attentionMask, Tensor?[]? normedImageQuery, bool qkNorms = true)
     {
         if (keyBias is not null && _contextFirst) throw new NotSupportedException("keyBias assumes the image tokens first.");
         if (keyBias is not null && attentionMask is not null) throw new NotSupportedException("Give keyBias or attentionMask, not both.");
@@ -152,8 +195,8 @@ public sealed class JointAttention : nn.Module
         var k = Heads(to_k.forward(x));
         var v = Heads(to_v.forward(x));
         var (imageQuery, imageKey, imageValue) = (q, k, v); // before the q / k norms: the IP-Adapter's own norms take them
-        if (norm_q is not null) q = norm_q.forward(q);
-        if (norm_k is not null) k = norm_k.forward(k);
+        if (norm_q is not null && qkNorms) q = norm_q.forward(q);
+        if (norm_k is not null && qkNorms) k = norm_k.forward(k);
         // diffusers' Flux ip_query: the normed image query, before the text is joined and the rotation.
         if (normedImageQuery is not null) normedImageQuery[0] = q.MoveToOuterDisposeScope();
         if (context is not null)
@@ -162,8 +205,8 @@ public sealed class JointAttention : nn.Module
             var cq = Heads(add_q_proj.forward(context));
             var ck = Heads(add_k_proj!.forward(context));
             var cv = Heads(add_v_proj!.forward(context));
-            if (norm_added_q is not null) cq = norm_added_q.forward(cq);
-            if (norm_added_k is not null) ck = norm_added_k.forward(ck);
+            if (norm_added_q is not null && qkNorms) cq = norm_added_q.forward(cq);
+            if (norm_added_k is not null && qkNorms) ck = norm_added_k.forward(ck);
             q = _contextFirst ? torch.cat([cq, q], 2) : torch.cat([q, cq], 2);
             k = _contextFirst ? torch.cat([ck, k], 2) : torch.cat([k, ck], 2);
             v = _contextFirst ? torch.cat([cv, v], 2) : torch.cat([v, cv], 2);

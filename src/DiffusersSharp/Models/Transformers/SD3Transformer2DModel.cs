@@ -168,6 +168,55 @@ public sealed class SD3Transformer2DModel : nn.Module
     internal IReadOnlyList<(string Name, JointAttention Attention)> AttentionLayers() =>
         transformer_blocks.SelectMany((b, i) => b.Attentions().Select(a => ($"transformer_blocks.{i}.{a.Name}", a.Attention))).ToList();
 
+    /// <summary>
+    /// The attention layers Perturbed-Attention Guidance applies to for <paramref name="pagAppliedLayers"/>, as diffusers'
+    /// <c>PAGMixin._set_pag_attn_processor</c> resolves them over the transformer's attentions
+    /// (<c>transformer_blocks.N.attn</c>, and <c>transformer_blocks.N.attn2</c> in SD3.5's dual-attention blocks): each id is
+    /// a regular expression searched in those names (see <see cref="PagLayerSelection"/>), so diffusers' default
+    /// "blocks.1" also finds blocks 10 to 19 where there are that many. Names in module order, each once.
+    /// </summary>
+    /// <exception cref="ArgumentException">No layer ids, an id that is not a valid regular expression or finds no attention
+    /// ("Cannot find PAG layer to set attention processor for"), or one that finds an SD3.5 <c>attn2</c>: diffusers' PAG
+    /// processors need the text stream, which that self-attention does not get, and fail there (anchor the id, e.g.
+    /// <c>transformer_blocks\.0\.attn$</c>).</exception>
+    public IReadOnlyList<string> ResolvePagLayers(IReadOnlyList<string> pagAppliedLayers)
+    {
+        var attentions = AttentionLayers();
+        var names = PagLayerSelection.Resolve(attentions.Select(a => a.Name).ToList(), pagAppliedLayers, "e.g. blocks.1, transformer_blocks.(1|2).attn$");
+        var joint = attentions.Where(a => a.Attention.IsJoint).Select(a => a.Name).ToHashSet(StringComparer.Ordinal);
+        if (names.FirstOrDefault(n => !joint.Contains(n)) is { } selfOnly)
+            throw new ArgumentException($"The PAG layers [{string.Join(", ", pagAppliedLayers)}] include {selfOnly}, an SD3.5 dual-attention block's image-only self-attention: diffusers' SD3 PAG processors need the text stream and fail on it. Anchor the layer id to the joint attention, e.g. transformer_blocks\\.{selfOnly.Split('.')[1]}\\.attn$.", nameof(pagAppliedLayers));
+        return names;
+    }
+
+    /// <summary>
+    /// Perturbed-Attention Guidance in the layers <paramref name="pagAppliedLayers"/> resolves to (see
+    /// <see cref="ResolvePagLayers"/>) until the returned scope is disposed, as diffusers' SD3 PAG pipeline sets the PAG
+    /// processors for one call and restores the originals after it: the batch is then [uncond, cond, perturbed]
+    /// (<paramref name="classifierFreeGuidance"/>) or [cond, perturbed] (see <see cref="JointAttention.PerturbedChunks"/>).
+    /// </summary>
+    /// <exception cref="ArgumentException">See <see cref="ResolvePagLayers"/>.</exception>
+    /// <exception cref="InvalidOperationException">PAG is already on (another call's scope is open).</exception>
+    public IDisposable PerturbAttention(IReadOnlyList<string> pagAppliedLayers, bool classifierFreeGuidance)
+    {
+        var names = ResolvePagLayers(pagAppliedLayers).ToHashSet(StringComparer.Ordinal);
+        var attentions = AttentionLayers();
+        if (attentions.Any(a => a.Attention.PerturbedChunks != 0))
+            throw new InvalidOperationException("Perturbed-attention guidance is already on in this transformer (another call is running with it).");
+        var layers = attentions.Where(a => names.Contains(a.Name)).Select(a => a.Attention).ToList();
+        foreach (var layer in layers) layer.PerturbedChunks = classifierFreeGuidance ? 3 : 2;
+        return new PerturbedAttentionScope(layers);
+    }
+
+    private sealed class PerturbedAttentionScope(List<JointAttention> layers) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var layer in layers) layer.PerturbedChunks = 0;
+            layers.Clear();
+        }
+    }
+
     /// <summary>The IP-Adapter scale of the processors (diffusers: 0.5 after loading); null without an IP-Adapter.</summary>
     public double? IpAdapterScale => AttentionLayers().Select(a => a.Attention.Sd3IpAdapter?.Scale).FirstOrDefault(s => s is not null);
 

@@ -381,32 +381,9 @@ public sealed class UNet2DConditionModel : nn.Module
     /// </summary>
     /// <exception cref="ArgumentException">No layer ids, an id that is not a valid regular expression, or one that finds no
     /// self-attention layer (diffusers: "Cannot find PAG layer to set attention processor for").</exception>
-    public IReadOnlyList<string> ResolvePagLayers(IReadOnlyList<string> pagAppliedLayers)
-    {
-        ArgumentNullException.ThrowIfNull(pagAppliedLayers);
-        if (pagAppliedLayers.Count == 0) throw new ArgumentException("Give at least one PAG layer (e.g. \"mid\").", nameof(pagAppliedLayers));
-        var selfAttentions = named_modules().Where(m => m.module is Attention { IsCrossAttention: false }).Select(m => m.name).ToList();
-        var chosen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var layerId in pagAppliedLayers)
-        {
-            if (string.IsNullOrEmpty(layerId)) throw new ArgumentException("A PAG layer id is empty.", nameof(pagAppliedLayers));
-            Regex pattern;
-            try { pattern = new Regex(layerId, RegexOptions.CultureInvariant); }
-            catch (ArgumentException e) { throw new ArgumentException($"PAG layer '{layerId}' is not a valid regular expression: {e.Message}", nameof(pagAppliedLayers), e); }
-            var found = selfAttentions.Where(name => pattern.IsMatch(name) && !FakeIntegralMatch(layerId, name)).ToList();
-            if (found.Count == 0)
-                throw new ArgumentException($"Cannot find PAG layer to set attention processor for: {layerId} (layer ids are regular expressions over self-attention names such as {selfAttentions.FirstOrDefault() ?? "(none: this UNet has no self-attention)"}; e.g. mid, down_blocks.1, up_blocks.0.attentions.1).", nameof(pagAppliedLayers));
-            chosen.UnionWith(found);
-        }
-        return selfAttentions.Where(chosen.Contains).ToList();
-
-        // diffusers' is_fake_integral_match: both the id and the name end in the same number after their last dot.
-        static bool FakeIntegralMatch(string layerId, string name)
-        {
-            string a = layerId[(layerId.LastIndexOf('.') + 1)..], b = name[(name.LastIndexOf('.') + 1)..];
-            return a.Length > 0 && a.All(char.IsDigit) && b.Length > 0 && b.All(char.IsDigit) && a == b;
-        }
-    }
+    public IReadOnlyList<string> ResolvePagLayers(IReadOnlyList<string> pagAppliedLayers) =>
+        PagLayerSelection.Resolve(named_modules().Where(m => m.module is Attention { IsCrossAttention: false }).Select(m => m.name).ToList(),
+            pagAppliedLayers, "e.g. mid, down_blocks.1, up_blocks.0.attentions.1");
 
     /// <summary>
     /// Perturbed-Attention Guidance in the layers <paramref name="pagAppliedLayers"/> resolves to (see

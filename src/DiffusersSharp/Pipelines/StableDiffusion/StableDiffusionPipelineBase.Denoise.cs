@@ -33,7 +33,7 @@ public abstract partial class StableDiffusionPipelineBase
         /// <summary>The x4 upscaler: the noised low-resolution image appended to the UNet input and its noise level.</summary>
         public UpscaleState? Upscale;
         /// <summary>Perturbed-attention guidance: its scales and whether it runs with CFG (fixed for the call), or null.</summary>
-        public PagState? Pag;
+        public Pipelines.PerturbedAttentionGuidance? Pag;
     }
 
     /// <summary>
@@ -84,7 +84,7 @@ public abstract partial class StableDiffusionPipelineBase
                 var noisePred = unet.forward(modelInput, timestep, Half(s.Embeds),
                     s.TextEmbeds is null ? null : Half(s.TextEmbeds), s.TimeIds is null ? null : Half(s.TimeIds),
                     control?.DownBlockResSamples, control?.MidBlockResSample, s.ImageEmbeds?.Select(Half).ToArray(), intrablock, s.TimestepCond, classLabels);
-                if (s.Pag is { } pag) noisePred = PerturbedAttentionGuidance(noisePred, pag, s.Guidance, t, r.GuidanceRescale);
+                if (s.Pag is { } pag) noisePred = ApplyPag(noisePred, pag, s.Guidance, t, r.GuidanceRescale);
                 else if (cfg && s.InstructPix2Pix is { } guided) noisePred = InstructPix2PixGuidance(noisePred, s.Guidance, guided.ImageGuidance, r.GuidanceRescale);
                 else if (cfg)
                 {

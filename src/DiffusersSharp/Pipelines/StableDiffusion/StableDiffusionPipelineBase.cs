@@ -335,7 +335,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         {
             TimestepCond = timestepCond, LatentConsistency = lcmRequest is not null, Upscale = upscaleState,
             Control = control, ImageEmbeds = imageEmbeds, Adapter = adapterState,
-            Pag = pag ? new PagState(((StableDiffusionPAGRequest)r).PagScale, ((StableDiffusionPAGRequest)r).PagAdaptiveScale, cfg) : null,
+            Pag = pag ? new Pipelines.PerturbedAttentionGuidance(((StableDiffusionPAGRequest)r).PagScale, ((StableDiffusionPAGRequest)r).PagAdaptiveScale, cfg) : null,
             InstructPix2Pix = pix2pix is null ? null
                 : new InstructPix2PixState(InstructPix2PixImageLatents(image!, dtype, batch, cfg), pix2pix.ImageGuidanceScale, cfg),
         };

@@ -26,30 +26,14 @@ public sealed class StableDiffusion3Pipeline : StableDiffusion3PipelineBase
     protected override int DefaultSteps => 28;
 
     /// <summary>Generates images (diffusers' <c>__call__</c>).</summary>
+    /// <exception cref="ArgumentException">Invalid parameters (checked before any compute), or a PAG request (for
+    /// <see cref="StableDiffusion3PAGPipeline"/>).</exception>
     public StableDiffusion3Output Generate(StableDiffusion3Request request, IProgress<PipelineProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
-        int height = request.Height ?? DefaultSize, width = request.Width ?? DefaultSize;
-        CheckInputs(request, height, width);
-        int steps = request.NumInferenceSteps ?? DefaultSteps;
-        using var inference = inference_mode();
-        using var scope = NewDisposeScope();
-        bool cfg = request.GuidanceScale > 1;
-        int batch = BatchSize(request) * request.NumImagesPerPrompt;
-        progress?.Report(new PipelineProgress("encode", 0, 1));
-        var (embeds, pooled, positive, positivePooled) = EncodePrompt(request, cfg);
-        progress?.Report(new PipelineProgress("encode", 1, 1));
-        cancellationToken.ThrowIfCancellationRequested();
-
-        var latents = InitialLatents(request, batch, height, width, embeds.dtype);
-
-        using var scheduler = CreateScheduler(request, steps, height, width);
-        var timesteps = scheduler.Timesteps;
-        latents = Denoise(latents, embeds, pooled, positive, positivePooled, scheduler, timesteps, request,
-            (int)timesteps.shape[0], progress, cancellationToken);
-        progress?.Report(new PipelineProgress("decode", 0, 1));
-        var output = Decode(latents, request.OutputType, addShift: true);
-        progress?.Report(new PipelineProgress("decode", 1, 1));
-        return output;
+        ArgumentNullException.ThrowIfNull(request);
+        if (request is StableDiffusion3PAGRequest)
+            throw new ArgumentException("A perturbed-attention guidance request is for StableDiffusion3PAGPipeline.", nameof(request));
+        return TextToImage(request, () => null, null, progress, cancellationToken);
     }
 }

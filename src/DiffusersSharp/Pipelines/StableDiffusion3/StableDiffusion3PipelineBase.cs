@@ -171,7 +171,18 @@ public abstract partial class StableDiffusion3PipelineBase : IDisposable
     /// </summary>
     protected Tensor Denoise(Tensor latents, Tensor embeds, Tensor pooled, Tensor positiveEmbeds, Tensor positivePooled,
         FlowMatchEulerDiscreteScheduler scheduler, Tensor timesteps, StableDiffusion3Request r, int numInferenceSteps,
-        IProgress<PipelineProgress>? progress, CancellationToken ct, DenoiseHooks? hooks = null)
+        IProgress<PipelineProgress>? progress, CancellationToken ct, DenoiseHooks? hooks = null) =>
+        Denoise(latents, embeds, pooled, positiveEmbeds, positivePooled, scheduler, timesteps, r, numInferenceSteps, progress, ct, hooks, null);
+
+    /// <summary>
+    /// The denoising loop (see the overload above). With <paramref name="pag"/> (the PAG pipelines, whose embeddings are then
+    /// [uncond, cond, cond] or [cond, cond] and whose transformer's layers are perturbed for the call) the latents are
+    /// repeated to that batch and guided by <see cref="PerturbedAttentionGuidance.Apply"/>; whether CFG runs is then fixed
+    /// for the call, as diffusers' processors are.
+    /// </summary>
+    private protected Tensor Denoise(Tensor latents, Tensor embeds, Tensor pooled, Tensor positiveEmbeds, Tensor positivePooled,
+        FlowMatchEulerDiscreteScheduler scheduler, Tensor timesteps, StableDiffusion3Request r, int numInferenceSteps,
+        IProgress<PipelineProgress>? progress, CancellationToken ct, DenoiseHooks? hooks, PerturbedAttentionGuidance? pag)
     {
         hooks ??= new DenoiseHooks();
         double guidance = r.GuidanceScale;
@@ -197,28 +208,38 @@ public abstract partial class StableDiffusion3PipelineBase : IDisposable
             using (var scope = NewDisposeScope())
             {
                 var t = timesteps[i];
-                // The callback may have dropped guidance: then only the conditional half of the embeddings is used.
-                var stepEmbeds = !cfg && runEmbeds.shape[0] == 2 * latents.shape[0] ? runEmbeds.chunk(2)[1] : runEmbeds;
-                var stepPooled = !cfg && pooled.shape[0] == 2 * latents.shape[0] ? pooled.chunk(2)[1] : pooled;
-                var modelInput = cfg ? cat([latents, latents], 0) : latents;
-                var timestep = t.expand(modelInput.shape[0]);
-                var fullEmbeds = !cfg && embeds.shape[0] == 2 * latents.shape[0] ? embeds.chunk(2)[1] : embeds;
-                var stepIp = ipEmbeds is not null && !cfg && ipEmbeds.shape[0] == 2 * latents.shape[0] ? ipEmbeds.chunk(2)[1] : ipEmbeds;
-                var residuals = hooks.ControlResiduals(modelInput, timestep, fullEmbeds, i);
-                var noisePred = transformer.forward(hooks.TransformerInput(modelInput, cfg), stepEmbeds, stepPooled, timestep, lastTokenRepeats: repeats,
-                    block_controlnet_hidden_states: residuals, ip_adapter_image_embeds: stepIp);
-                if (cfg)
+                Tensor noisePred;
+                if (pag is not null)
                 {
-                    var halves = noisePred.chunk(2);
-                    var (uncond, text) = (halves[0], halves[1]);
-                    noisePred = uncond + guidance * (text - uncond);
-                    bool skip = skipLayers is not null && i > numInferenceSteps * r.SkipLayerGuidanceStart && i < numInferenceSteps * r.SkipLayerGuidanceStop;
-                    if (skip)
+                    var modelInput = cat(Enumerable.Repeat(latents, pag.Copies).ToArray(), 0);
+                    noisePred = transformer.forward(modelInput, runEmbeds, pooled, t.expand(modelInput.shape[0]), lastTokenRepeats: repeats);
+                    noisePred = pag.Apply(noisePred, guidance, t.item<float>()).Guided;
+                }
+                else
+                {
+                    // The callback may have dropped guidance: then only the conditional half of the embeddings is used.
+                    var stepEmbeds = !cfg && runEmbeds.shape[0] == 2 * latents.shape[0] ? runEmbeds.chunk(2)[1] : runEmbeds;
+                    var stepPooled = !cfg && pooled.shape[0] == 2 * latents.shape[0] ? pooled.chunk(2)[1] : pooled;
+                    var modelInput = cfg ? cat([latents, latents], 0) : latents;
+                    var timestep = t.expand(modelInput.shape[0]);
+                    var fullEmbeds = !cfg && embeds.shape[0] == 2 * latents.shape[0] ? embeds.chunk(2)[1] : embeds;
+                    var stepIp = ipEmbeds is not null && !cfg && ipEmbeds.shape[0] == 2 * latents.shape[0] ? ipEmbeds.chunk(2)[1] : ipEmbeds;
+                    var residuals = hooks.ControlResiduals(modelInput, timestep, fullEmbeds, i);
+                    noisePred = transformer.forward(hooks.TransformerInput(modelInput, cfg), stepEmbeds, stepPooled, timestep, lastTokenRepeats: repeats,
+                        block_controlnet_hidden_states: residuals, ip_adapter_image_embeds: stepIp);
+                    if (cfg)
                     {
-                        // As diffusers: the skip pass takes the same (CFG-doubled) image features (one image: checked before).
-                        var predSkip = transformer.forward(latents, runPositive, positivePooled, t.expand(latents.shape[0]), skipLayers!.ToArray(), positiveRepeats,
-                            ip_adapter_image_embeds: ipEmbeds);
-                        noisePred = noisePred + (text - predSkip) * r.SkipLayerGuidanceScale;
+                        var halves = noisePred.chunk(2);
+                        var (uncond, text) = (halves[0], halves[1]);
+                        noisePred = uncond + guidance * (text - uncond);
+                        bool skip = skipLayers is not null && i > numInferenceSteps * r.SkipLayerGuidanceStart && i < numInferenceSteps * r.SkipLayerGuidanceStop;
+                        if (skip)
+                        {
+                            // As diffusers: the skip pass takes the same (CFG-doubled) image features (one image: checked before).
+                            var predSkip = transformer.forward(latents, runPositive, positivePooled, t.expand(latents.shape[0]), skipLayers!.ToArray(), positiveRepeats,
+                                ip_adapter_image_embeds: ipEmbeds);
+                            noisePred = noisePred + (text - predSkip) * r.SkipLayerGuidanceScale;
+                        }
                     }
                 }
                 var next = scheduler.Step(noisePred, t, latents);
