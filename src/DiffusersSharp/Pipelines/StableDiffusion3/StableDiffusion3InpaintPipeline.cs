@@ -63,13 +63,7 @@ public sealed class StableDiffusion3InpaintPipeline : StableDiffusion3PipelineBa
             var dtype = embeds.dtype;
 
             using var scheduler = CreateScheduler(request, steps, height, width);
-            int total = (int)scheduler.Timesteps.shape[0];
-            int start = Strength.StartStep(total, request.Strength);
-            var timesteps = scheduler.Timesteps[start..];
-            scheduler.SetBeginIndex(start);
-            int remaining = total - start;
-            if (remaining < 1)
-                throw new ArgumentException($"strength {request.Strength} with {total} steps leaves {remaining} steps to run; raise strength or steps.");
+            var (timesteps, remaining) = StrengthTimesteps(scheduler, request.Strength);
             var latentTimestep = timesteps[..1].repeat(batch);
             bool strengthMax = request.Strength == 1.0;
 

@@ -32,13 +32,7 @@ public abstract partial class StableDiffusion3PipelineBase
         cancellationToken.ThrowIfCancellationRequested();
 
         using var scheduler = CreateScheduler(request, steps, height, width);
-        int total = (int)scheduler.Timesteps.shape[0];
-        int start = Strength.StartStep(total, request.Strength);
-        var timesteps = scheduler.Timesteps[start..];
-        scheduler.SetBeginIndex(start);
-        int remaining = total - start;
-        if (remaining < 1)
-            throw new ArgumentException($"strength {request.Strength} with {total} steps leaves {remaining} steps to run; raise strength or steps.");
+        var (timesteps, remaining) = StrengthTimesteps(scheduler, request.Strength);
 
         Tensor latents;
         if (request.Latents is { } given) latents = given.to(embeds.dtype, Components.Device, copy: true);

@@ -118,6 +118,22 @@ public abstract partial class StableDiffusion3PipelineBase : IDisposable
         return RandomDraws.SampleVae(Components.Vae, image, r.Generator, r.Generators, Components.Device);
     }
 
+    /// <summary>
+    /// diffusers' <c>get_timesteps</c> for image-to-image and inpainting: the schedule's steps from where
+    /// <paramref name="strength"/> starts (the scheduler's begin index set there), and how many they are.
+    /// </summary>
+    /// <exception cref="ArgumentException">Not one step is left to run.</exception>
+    protected static (Tensor Timesteps, int Count) StrengthTimesteps(FlowMatchEulerDiscreteScheduler scheduler, double strength)
+    {
+        int total = (int)scheduler.Timesteps.shape[0];
+        int start = Strength.StartStep(total, strength);
+        int remaining = total - start;
+        if (remaining < 1)
+            throw new ArgumentException($"strength {strength} with {total} steps leaves {remaining} steps to run; raise strength or steps.");
+        scheduler.SetBeginIndex(start);
+        return (scheduler.Timesteps[start..], remaining);
+    }
+
     /// <summary>A scheduler for one call, with its timesteps set (dynamic shifting resolved as diffusers does).</summary>
     protected FlowMatchEulerDiscreteScheduler CreateScheduler(StableDiffusion3Request r, int steps, int height, int width)
     {
