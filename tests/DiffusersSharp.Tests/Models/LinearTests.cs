@@ -53,16 +53,22 @@ public class LinearTests
     [Fact]
     public void ContiguousInputsGoThroughAddmmAsPyTorchDoes()
     {
-        // addmm adds the bias inside the product; matmul + add rounds the product first and then adds. Their float32 results
-        // differ in the last bits, so bit equality with the 2-D addmm shows which path ran for a 3-D contiguous input.
+        // In bfloat16 the two paths round differently: addmm adds the bias before the one rounding of the result,
+        // matmul + add rounds the product, adds, and rounds again. So bit equality with the 2-D addmm shows which path
+        // ran for a 3-D contiguous input, and the matmul + add result must differ (else this test could not tell).
         manual_seed(5);
-        using var layer = new Linear(64, 32, dtype: ScalarType.Float32);
-        var x = randn(3, 40, 64);
+        using var layer = new Linear(256, 96, dtype: ScalarType.BFloat16);
+        var x = randn(3, 40, 256).to(ScalarType.BFloat16);
         var w = layer.weight.detach();
         var b = layer.bias!.detach();
-        var viaAddmm = addmm(b, x.view(-1, 64), w.t(), 1, 1).view(3, 40, 32);
+        var viaAddmm = addmm(b, x.view(-1, 256), w.t(), 1, 1).view(3, 40, 96);
+        var viaMatmulAdd = x.matmul(w.t()) + b;
+        Assert.False(viaMatmulAdd.eq(viaAddmm).all().item<bool>());
         Assert.True(layer.forward(x).eq(viaAddmm).all().item<bool>());
         Assert.True(Linear.Apply(x, w, b).eq(viaAddmm).all().item<bool>());
+        // A non-contiguous input takes at::linear's other path, matmul + add.
+        var strided = randn(3, 256, 40).to(ScalarType.BFloat16).transpose(1, 2);
+        Assert.True(layer.forward(strided).eq(strided.matmul(w.t()) + b).all().item<bool>());
     }
 
     [Fact]
@@ -105,6 +111,9 @@ public class LinearTests
     [Fact]
     public void MetaLayersDrawNothingAndRealOnesAreInitialisedAsTorch()
     {
+        using var onMeta = new Linear(100, 50, device: new Device(DeviceType.META));
+        Assert.Equal(DeviceType.META, onMeta.weight.device_type);
+        Assert.Equal(DeviceType.META, onMeta.bias!.device_type);
         manual_seed(11);
         using var layer = new Linear(100, 50);
         double bound = 1 / Math.Sqrt(100);

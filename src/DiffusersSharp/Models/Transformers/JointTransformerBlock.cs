@@ -54,7 +54,6 @@ public sealed class JointTransformerBlock : nn.Module
         RegisterComponents();
     }
 
-    private static Tensor Gated(Tensor x, Tensor gate, Tensor y) => AdaLayerNormZero.GatedResidual(x, gate, y);
 
     /// <summary>
     /// Runs the block on image tokens <paramref name="x"/> [B, N, D] and context <paramref name="context"/> [B, S, D]
@@ -87,15 +86,15 @@ public sealed class JointTransformerBlock : nn.Module
         }
 
         var (ax, ac) = attn.forward(nx, nc, keyBias, ip: ip);
-        x = Gated(x, gateMsa, ax);
+        x = AdaLayerNormZero.GatedResidual(x, gateMsa, ax);
         if (attn2 is not null)
-            x = Gated(x, gateMsa2!, attn2.forward(nx2!, null, ip: ip).X);
+            x = AdaLayerNormZero.GatedResidual(x, gateMsa2!, attn2.forward(nx2!, null, ip: ip).X);
 
-        x = Gated(x, gateMlp, ff.forward(AdaLayerNormZero.Modulated(x, _dim, scaleMlp, shiftMlp)));
+        x = AdaLayerNormZero.GatedResidual(x, gateMlp, ff.forward(AdaLayerNormZero.Modulated(x, _dim, scaleMlp, shiftMlp)));
 
         if (c is not { } cz) return (null, x);
-        context = Gated(context, cz.GateMsa, ac!);
-        context = Gated(context, cz.GateMlp, ff_context!.forward(AdaLayerNormZero.Modulated(context, _dim, cz.ScaleMlp, cz.ShiftMlp)));
+        context = AdaLayerNormZero.GatedResidual(context, cz.GateMsa, ac!);
+        context = AdaLayerNormZero.GatedResidual(context, cz.GateMlp, ff_context!.forward(AdaLayerNormZero.Modulated(context, _dim, cz.ScaleMlp, cz.ShiftMlp)));
         return (context, x);
     }
 }
