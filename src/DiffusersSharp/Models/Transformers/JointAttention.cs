@@ -117,7 +117,37 @@ public sealed class JointAttention : nn.Module
     /// applies the q / k RMSNorms (SD3.5's <c>qk_norm</c>): they are diffusers' processors for SD3, written before it. Set
     /// and cleared by <see cref="SD3Transformer2DModel.PerturbAttention"/>; only joint attentions (with a text stream) take it.
     /// </summary>
-    internal int PerturbedChunks { get; set; }
+    internal int PerturbedChunks
+    {
+        get => _perturbedChunks;
+        set
+        {
+            _perturbedChunks = value;
+            if (value != 0) return;
+            _perturbedMask?.Dispose(); // the call is over: its mask goes with it
+            _perturbedMask = null;
+        }
+    }
+
+    private int _perturbedChunks;
+
+    // The perturbed part's mask for the call in progress (and its image-token count), made at its first step and reused.
+    private Tensor? _perturbedMask;
+    private long _perturbedMaskImageTokens;
+
+    /// <summary>The perturbed part's mask over the joint sequence [image; text], [joint, joint]: −∞ between different image
+    /// tokens, 0 elsewhere. Made once per call (per shape, dtype and device), not at every step.</summary>
+    private Tensor PerturbedMask(long n, long joint, ScalarType dtype, Device device)
+    {
+        if (_perturbedMask is { } cached && _perturbedMaskImageTokens == n && cached.shape[0] == joint && cached.dtype == dtype
+            && cached.device_type == device.type && cached.device_index == device.index) return cached;
+        _perturbedMask?.Dispose();
+        _perturbedMaskImageTokens = n;
+        using var scope = NewDisposeScope();
+        var identity = full(n, n, float.NegativeInfinity, dtype: dtype, device: device).masked_fill(eye(n, dtype: ScalarType.Bool, device: device), 0);
+        _perturbedMask = nn.functional.pad(identity, [0, joint - n, 0, joint - n]).DetachFromDisposeScope(); // outlives the step
+        return _perturbedMask;
+    }
 
     /// <summary>Whether this attention has the text stream's projections (<c>added_kv_proj_dim</c>).</summary>
     internal bool IsJoint => add_q_proj is not null;
@@ -159,8 +189,7 @@ public sealed class JointAttention : nn.Module
         var (o, c) = Attend(x.narrow(0, 0, original), context.narrow(0, 0, original), keyBias, null, null, null, null, qkNorms: false);
         // The perturbed part's mask over the joint sequence [image; text]: −∞ between different image tokens, 0 elsewhere.
         long n = x.shape[1], joint = n + context.shape[1];
-        var identity = full(n, n, float.NegativeInfinity, dtype: x.dtype, device: x.device).masked_fill(eye(n, dtype: ScalarType.Bool, device: x.device), 0);
-        var mask = nn.functional.pad(identity, [0, joint - n, 0, joint - n]);
+        var mask = PerturbedMask(n, joint, x.dtype, x.device);
         if (keyBias is not null) mask = mask + keyBias.view(1, -1).to(mask.dtype);
         var (po, pc) = Attend(x.narrow(0, original, perturbed), context.narrow(0, original, perturbed), null, null, null,
             mask.view(1, 1, joint, joint), null, qkNorms: false);

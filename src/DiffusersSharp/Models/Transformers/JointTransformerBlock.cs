@@ -54,7 +54,6 @@ public sealed class JointTransformerBlock : nn.Module
         RegisterComponents();
     }
 
-
     /// <summary>
     /// Runs the block on image tokens <paramref name="x"/> [B, N, D] and context <paramref name="context"/> [B, S, D]
     /// with the conditioning <paramref name="temb"/> [B, D]. Returns the new context (null after the last block) and
