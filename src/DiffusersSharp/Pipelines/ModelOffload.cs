@@ -131,8 +131,6 @@ internal static class ModuleMover
     {
         private readonly Dictionary<string, (Tensor Host, Tensor Moved)> _copies = new(StringComparer.Ordinal);
 
-        public int Count => _copies.Count;
-
         public void Add(string key, Tensor host, Tensor moved) => _copies.Add(key, (host, moved));
 
         /// <summary>Takes the CPU copy of <paramref name="key"/> if <paramref name="current"/> is the tensor moved there.</summary>
