@@ -43,11 +43,9 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        using var scope = NewDisposeScope();
-        var h = conv_in.forward(input);
-        h = mid_block.forward(h);
-        foreach (var block in up_blocks) h = block.forward(h);
-        h = conv_out.forward(nn.functional.silu(conv_norm_out.forward(h)));
-        return h.MoveToOuterDisposeScope();
+        // Each stage's output is freed once the next has run (see Temporaries): at full resolution one is 2^27 values.
+        var h = conv_in.forward(input).Consume(mid_block.forward);
+        foreach (var block in up_blocks) h = h.Consume(block.forward);
+        return h.Consume(conv_norm_out.forward).silu_().Consume(conv_out.forward);
     }
 }

@@ -28,10 +28,9 @@ public sealed class DownEncoderBlock2D : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        using var scope = NewDisposeScope();
         var h = input;
-        foreach (var resnet in resnets) h = resnet.forward(h);
-        if (downsamplers is not null) h = downsamplers[0].forward(h);
-        return h.MoveToOuterDisposeScope();
+        foreach (var resnet in resnets) h = h.Consume(resnet.forward, borrowed: input);
+        if (downsamplers is not null) h = h.Consume(downsamplers[0].forward, borrowed: input);
+        return h;
     }
 }

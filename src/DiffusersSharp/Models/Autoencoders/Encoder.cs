@@ -43,11 +43,10 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        using var scope = NewDisposeScope();
+        // Each stage's output is freed once the next has run (see Temporaries).
         var h = conv_in.forward(input);
-        foreach (var block in down_blocks) h = block.forward(h);
-        h = mid_block.forward(h);
-        h = conv_out.forward(nn.functional.silu(conv_norm_out.forward(h)));
-        return h.MoveToOuterDisposeScope();
+        foreach (var block in down_blocks) h = h.Consume(block.forward);
+        h = h.Consume(mid_block.forward);
+        return h.Consume(conv_norm_out.forward).silu_().Consume(conv_out.forward);
     }
 }

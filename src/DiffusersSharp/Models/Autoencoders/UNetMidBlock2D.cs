@@ -28,10 +28,8 @@ public sealed class UNetMidBlock2D : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        using var scope = NewDisposeScope();
         var h = resnets[0].forward(input);
-        if (attentions is not null) h = attentions[0].forward(h);
-        h = resnets[1].forward(h);
-        return h.MoveToOuterDisposeScope();
+        if (attentions is not null) h = h.Consume(attentions[0].forward);
+        return h.Consume(resnets[1].forward);
     }
 }

@@ -28,10 +28,9 @@ public sealed class UpDecoderBlock2D : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        using var scope = NewDisposeScope();
         var h = input;
-        foreach (var resnet in resnets) h = resnet.forward(h);
-        if (upsamplers is not null) h = upsamplers[0].forward(h);
-        return h.MoveToOuterDisposeScope();
+        foreach (var resnet in resnets) h = h.Consume(resnet.forward, borrowed: input);
+        if (upsamplers is not null) h = h.Consume(upsamplers[0].forward, borrowed: input);
+        return h;
     }
 }

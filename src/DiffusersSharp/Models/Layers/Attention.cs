@@ -137,8 +137,8 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
         key = key.view(batch, -1, _heads, headDim).transpose(1, 2);
         value = value.view(batch, -1, _heads, headDim).transpose(1, 2);
         var mask = attentionBias is null ? null : attentionBias.reshape(batch, 1, 1, -1).to(query.dtype);
-        var attended = nn.functional.scaled_dot_product_attention(query, key, value, mask);
-        attended = attended.transpose(1, 2).reshape(batch, -1, _heads * headDim).to(query.dtype);
+        var attended = nn.functional.scaled_dot_product_attention(query, key, value, mask)
+            .Consume(a => a.transpose(1, 2).reshape(batch, -1, _heads * headDim).to(query.dtype));
         if (ipStates is not null)
         {
             var scales = _ipAdapter!.State.Scales;

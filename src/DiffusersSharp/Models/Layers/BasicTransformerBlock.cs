@@ -82,16 +82,15 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor>
     {
         if (_adaNormSingle) throw new InvalidOperationException("An ada_norm_single block needs the timestep vector: use the overload with timestep.");
         using var scope = NewDisposeScope();
-        var attnOutput = attn1.forward(norm1.forward(hiddenStates), _onlyCrossAttention ? encoderHiddenStates : null);
-        var h = attnOutput + hiddenStates;
+        // Each residual sum lands in place in the branch output it adds (a fresh tensor; a + b in diffusers' order), and
+        // the stream before it is freed at once (see Temporaries).
+        var h = norm1.forward(hiddenStates).Consume(n => attn1.forward(n, _onlyCrossAttention ? encoderHiddenStates : null)).add_(hiddenStates);
         if (attn2 is not null)
         {
             // diffusers: with no text the cross-attention layer attends to the tokens themselves.
-            attnOutput = attn2.forward(norm2!.forward(h), encoderHiddenStates);
-            h = attnOutput + h;
+            h = h.Consume(x => norm2!.forward(x).Consume(n => attn2.forward(n, encoderHiddenStates)).add_(x));
         }
-        var ffOutput = ff.forward(norm3!.forward(h));
-        h = ffOutput + h;
+        h = h.Consume(x => norm3!.forward(x).Consume(ff.forward).add_(x));
         return h.MoveToOuterDisposeScope();
     }
 

@@ -53,7 +53,9 @@ public sealed class GEGLU : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var halves = proj.forward(x).chunk(2, -1);
-        return (halves[0] * nn.functional.gelu(halves[1])).MoveToOuterDisposeScope();
+        // hidden · gelu(gate), the product written into the fresh gelu output (IEEE multiplication commutes exactly):
+        // one half-width tensor fewer at the FeedForward's peak.
+        return nn.functional.gelu(halves[1]).mul_(halves[0]).MoveToOuterDisposeScope();
     }
 }
 
@@ -92,6 +94,6 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return net[2].forward(net[0].forward(x)).MoveToOuterDisposeScope();
+        return net[0].forward(x).Consume(net[2].forward).MoveToOuterDisposeScope();
     }
 }

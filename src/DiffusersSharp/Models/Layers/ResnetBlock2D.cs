@@ -53,15 +53,23 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor>
     /// <summary>Applies the block; <paramref name="temb"/> [B, temb_channels] is used when the block has a time projection.</summary>
     public Tensor forward(Tensor input, Tensor? temb)
     {
-        using var scope = NewDisposeScope();
-        var h = conv1.forward(nn.functional.silu(norm1.forward(input)));
+        // Each full-size intermediate is freed once consumed, and the activations and sums run in place on tensors made
+        // here (the same kernels, so the same values): peak memory is the input plus two intermediates, as in PyTorch.
+        var h = norm1.forward(input).silu_().Consume(conv1.forward);
         if (time_emb_proj is not null && temb is not null)
-            h = h + time_emb_proj.forward(nn.functional.silu(temb)).unsqueeze(-1).unsqueeze(-1);
-        h = conv2.forward(nn.functional.silu(norm2.forward(h)));
-        var shortcut = conv_shortcut is null ? input : conv_shortcut.forward(input.contiguous());
-        var output = shortcut + h;
+        {
+            using var scope = NewDisposeScope();
+            h.add_(time_emb_proj.forward(nn.functional.silu(temb)).unsqueeze(-1).unsqueeze(-1));
+        }
+        h = h.Consume(norm2.forward).silu_().Consume(conv2.forward);
+        if (conv_shortcut is null) h.add_(input);
+        else
+        {
+            using var scope = NewDisposeScope();
+            h.add_(conv_shortcut.forward(input.contiguous()));
+        }
         // x / 1.0 is exact, but skipping it saves a full-size pass in the common case.
-        if (_outputScaleFactor != 1.0) output = output / _outputScaleFactor;
-        return output.MoveToOuterDisposeScope();
+        if (_outputScaleFactor != 1.0) h.div_(_outputScaleFactor);
+        return h;
     }
 }

@@ -63,19 +63,20 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         long batch = hiddenStates.shape[0], height = hiddenStates.shape[2], width = hiddenStates.shape[3];
         var residual = hiddenStates;
+        // The token-layout copies and projections each free their input once done (see Temporaries).
         var h = norm.forward(hiddenStates);
         long inner;
         if (!_useLinearProjection)
         {
-            h = proj_in.forward(h);
+            h = h.Consume(proj_in.forward);
             inner = h.shape[1];
-            h = h.permute(0, 2, 3, 1).reshape(batch, height * width, inner);
+            h = h.Consume(x => x.permute(0, 2, 3, 1).reshape(batch, height * width, inner));
         }
         else
         {
             inner = h.shape[1];
-            h = h.permute(0, 2, 3, 1).reshape(batch, height * width, inner);
-            h = proj_in.forward(h);
+            h = h.Consume(x => x.permute(0, 2, 3, 1).reshape(batch, height * width, inner));
+            h = h.Consume(proj_in.forward);
         }
 
         foreach (var block in transformer_blocks)
@@ -89,14 +90,14 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor>
         // diffusers reshapes with the inner width it read at the input (equal to the channel count in every UNet).
         if (!_useLinearProjection)
         {
-            h = h.reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous();
-            h = proj_out.forward(h);
+            h = h.Consume(x => x.reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous());
+            h = h.Consume(proj_out.forward);
         }
         else
         {
-            h = proj_out.forward(h);
-            h = h.reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous();
+            h = h.Consume(proj_out.forward);
+            h = h.Consume(x => x.reshape(batch, height, width, inner).permute(0, 3, 1, 2).contiguous());
         }
-        return (h + residual).MoveToOuterDisposeScope();
+        return h.add_(residual).MoveToOuterDisposeScope();
     }
 }

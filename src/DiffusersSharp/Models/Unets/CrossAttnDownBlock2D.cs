@@ -54,9 +54,9 @@ public sealed class CrossAttnDownBlock2D : nn.Module, IUNetDownBlock
         var h = hiddenStates;
         for (int i = 0; i < resnets.Count; i++)
         {
-            h = resnets[i].forward(h, temb);
-            h = attentions[i].forward(h, encoderHiddenStates);
-            if (i == resnets.Count - 1 && additionalResiduals is not null) h = h + additionalResiduals;
+            // The resnet's output is freed once attended (the skip states are the attention outputs).
+            h = resnets[i].forward(h, temb).Consume(x => attentions[i].forward(x, encoderHiddenStates));
+            if (i == resnets.Count - 1 && additionalResiduals is not null) h = h.Consume(x => x + additionalResiduals);
             outputs.Add(h);
         }
         if (downsamplers is not null)

@@ -53,16 +53,16 @@ public sealed class CrossAttnUpBlock2D : nn.Module, IUNetUpBlock
     public Tensor forward(Tensor hiddenStates, IReadOnlyList<Tensor> residuals, Tensor temb, Tensor? encoderHiddenStates, long[]? upsampleSize)
     {
         using var scope = NewDisposeScope();
+        // Each intermediate is freed once the next step has run (see Temporaries); the skip states are the caller's.
         var h = hiddenStates;
         for (int i = 0; i < resnets.Count; i++)
         {
             var residual = residuals[residuals.Count - 1 - i];
-            if (FreeU is not null) (h, residual) = FreeU.Apply(ResolutionIdx, h, residual);
-            h = cat([h, residual], 1);
-            h = resnets[i].forward(h, temb);
-            h = attentions[i].forward(h, encoderHiddenStates);
+            h = h.Consume(x => Unets.FreeU.ConcatSkip(FreeU, ResolutionIdx, x, residual), borrowed: hiddenStates)
+                .Consume(x => resnets[i].forward(x, temb))
+                .Consume(x => attentions[i].forward(x, encoderHiddenStates));
         }
-        if (upsamplers is not null) h = upsamplers[0].forward(h, upsampleSize);
+        if (upsamplers is not null) h = h.Consume(x => upsamplers[0].forward(x, upsampleSize), borrowed: hiddenStates);
         return h.MoveToOuterDisposeScope();
     }
 }

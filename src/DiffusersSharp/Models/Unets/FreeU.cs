@@ -37,6 +37,17 @@ public sealed record FreeU(double S1, double S2, double B1, double B2)
         return (amplified, FourierFilter(residual, threshold: 1, s));
     }
 
+    /// <summary>
+    /// An up block's input to one resnet: <paramref name="hidden"/> and the skip state <paramref name="residual"/>
+    /// concatenated on channels, after <paramref name="freeU"/> when it is on (null: off). FreeU's intermediates are freed here.
+    /// </summary>
+    internal static Tensor ConcatSkip(FreeU? freeU, int resolutionIdx, Tensor hidden, Tensor residual)
+    {
+        using var scope = NewDisposeScope();
+        var (h, r) = freeU is null ? (hidden, residual) : freeU.Apply(resolutionIdx, hidden, residual);
+        return cat([h, r], 1).MoveToOuterDisposeScope();
+    }
+
     /// <summary>diffusers' <c>fourier_filter</c>: the [B, C, H, W] features with the FFT window of half-width
     /// <paramref name="threshold"/> around the centre (Python slice bounds) multiplied by <paramref name="scale"/>.</summary>
     internal static Tensor FourierFilter(Tensor input, int threshold, double scale)

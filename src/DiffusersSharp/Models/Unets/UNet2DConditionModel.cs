@@ -320,9 +320,11 @@ public sealed class UNet2DConditionModel : nn.Module
         {
             x = mid_block.forward(x, emb, context);
             // T2I-Adapter-XL: a map left after the down blocks goes to the mid block's output when it has its shape.
-            if (intrablock.Count > 0 && intrablock.Peek().shape.SequenceEqual(x.shape)) x = x + intrablock.Dequeue().to(dtype);
+            if (intrablock.Count > 0 && intrablock.Peek().shape.SequenceEqual(x.shape)) x = x.Consume(m => m + intrablock.Dequeue().to(dtype));
         }
-        if (midBlockAdditionalResidual is not null) x = x + midBlockAdditionalResidual;
+        else x = x.alias(); // a handle of our own: freeing it below leaves the skip state it shares alone
+        // From here x is always this forward's own tensor (the mid block's output, or a sum made here), freed as consumed.
+        if (midBlockAdditionalResidual is not null) x = x.Consume(m => m + midBlockAdditionalResidual);
 
         long[]? upsampleSize = null;
         for (int i = 0; i < up_blocks.Count; i++)
@@ -336,13 +338,13 @@ public sealed class UNet2DConditionModel : nn.Module
             {
                 if (!isFinal && forwardUpsampleSize)
                     upsampleSize = [skips[^1]!.shape[2], skips[^1]!.shape[3]];
-                x = ((IUNetUpBlock)up_blocks[i]).forward(x, residuals.ConvertAll(r => r!), emb, context, upsampleSize);
+                x = x.Consume(h => ((IUNetUpBlock)up_blocks[i]).forward(h, residuals.ConvertAll(r => r!), emb, context, upsampleSize));
             }
             foreach (var used in residuals) used?.Dispose(); // each skip state is consumed once
         }
 
-        if (conv_norm_out is not null) x = DiffusersActivations.Apply(Config.ActFn, conv_norm_out.forward(x));
-        x = conv_out.forward(x);
+        if (conv_norm_out is not null) x = x.Consume(conv_norm_out.forward).Consume(n => DiffusersActivations.Apply(Config.ActFn, n));
+        x = x.Consume(conv_out.forward);
         return x.MoveToOuterDisposeScope();
     }
 

@@ -35,8 +35,8 @@ public sealed class UNetMidBlock2DCrossAttn : nn.Module
     public Tensor forward(Tensor hiddenStates, Tensor temb, Tensor? encoderHiddenStates)
     {
         using var scope = NewDisposeScope();
-        var h = resnets[0].forward(hiddenStates, temb);
-        h = attentions[0].forward(h, encoderHiddenStates);
-        return resnets[1].forward(h, temb).MoveToOuterDisposeScope();
+        return resnets[0].forward(hiddenStates, temb)
+            .Consume(h => attentions[0].forward(h, encoderHiddenStates))
+            .Consume(h => resnets[1].forward(h, temb)).MoveToOuterDisposeScope();
     }
 }
