@@ -58,6 +58,19 @@ public class SD3TransformerTests(ITestOutputHelper output)
         TensorAssert.Close(computed.to(ScalarType.Float32).unsqueeze(0), stored, 1e-6, "pos_embed");
     }
 
+    [Fact]
+    public void PatchEmbedLeavesTheStreamTokenMajor()
+    {
+        // The conv's output seen through flatten(2).transpose(1, 2) is channels-first in memory; the stream the blocks
+        // read must be laid out [B, N, D] or every LayerNorm copies it and every residual sum reads two layouts.
+        using var inference = inference_mode();
+        using var embed = new PatchEmbed(16, 16, 2, 4, 32, 16);
+        using var latent = randn(2, 4, 8, 8);
+        using var tokens = embed.forward(latent);
+        Assert.Equal([2L, 16, 32], tokens.shape);
+        Assert.True(tokens.is_contiguous());
+    }
+
     public static TheoryData<string, string> FullSizeConfigs => new()
     {
         // sd3-reference.md 1.2 (hub configs)

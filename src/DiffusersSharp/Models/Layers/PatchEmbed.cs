@@ -97,7 +97,11 @@ public sealed class PatchEmbed : nn.Module<Tensor, Tensor>
         {
             pe = SinCos2D(_embedDim, gh, gw, _baseSize, _interpolationScale).unsqueeze(0).to(ScalarType.Float32, latent.device);
         }
-        return (x + pe).to(x.dtype);
+        // pe + x, not diffusers' x + pe (the same values: addition commutes): an elementwise result takes the layout of
+        // its first full-size operand, so this sum is token-major, where x + pe would keep the conv's channels-first
+        // memory seen through the transpose, and every residual sum and LayerNorm of the stream downstream would read
+        // mismatched layouts or copy.
+        return (pe + x).to(x.dtype);
     }
 
     /// <summary>
