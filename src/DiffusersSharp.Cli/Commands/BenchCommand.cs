@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.Text.Json;
 using DiffusersSharp.Benchmarks;
 using DiffusersSharp.Pipelines;
+using DiffusersSharp.Runtime;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -83,6 +84,10 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
         [DefaultValue("none")]
         public string Offload { get; init; } = "none";
 
+        /// <summary>Write the random model instead of benchmarking.</summary>
+        [CommandOption("--save-model <DIR>"), Description("With --random-weights and an SD3 preset or config folder: write the random transformer, VAE and scheduler (in --dtype) as a diffusers folder without text encoders, with random prompt embeddings in DIR/random_prompt_embeds.safetensors, and print what was written instead of benchmarking: `generate --model DIR --prompt-embeds DIR/random_prompt_embeds.safetensors` then starts cold from local disk, as diffusers' cold-start reference.")]
+        public string? SaveModel { get; init; }
+
         /// <inheritdoc />
         public override ValidationResult Validate()
         {
@@ -96,6 +101,10 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
                 return ValidationResult.Error("Give --collapse-text or --full-text-sequence, not both.");
             if (Offload is not ("none" or "model"))
                 return ValidationResult.Error($"--offload must be none or model, got '{Offload}'.");
+            if (SaveModel is not null && RandomWeights is null)
+                return ValidationResult.Error("--save-model writes random weights: give --random-weights, not --model.");
+            if (SaveModel is { Length: 0 })
+                return ValidationResult.Error("--save-model needs a folder.");
             return ValidationResult.Success();
         }
     }
@@ -111,6 +120,15 @@ public sealed class BenchCommand(CliOutput output) : Command<BenchCommand.Settin
             Offload = settings.Offload == "model" ? OffloadMode.Model : OffloadMode.None,
         };
         options.Validate();
+        if (settings.SaveModel is { } folder)
+        {
+            if (ModelConfigs.Resolve(settings.RandomWeights!) is not PipelineConfigs sd3)
+                throw new ArgumentException($"--save-model writes SD3 pipelines; {settings.RandomWeights} is another family.");
+            var saved = RandomModelFolder.Write(folder, sd3, TorchDevices.Parse(settings.Device), TorchDtypes.Parse(settings.Dtype),
+                settings.MaxSequenceLength ?? 256, options.Seed, line => output.Error.WriteLine(line), cancellationToken);
+            output.Out.WriteLine(JsonSerializer.Serialize(saved, JsonOptions));
+            return ExitCodes.Ok;
+        }
         var report = PipelineBenchmark.Run(options, line => output.Error.WriteLine(line), cancellationToken);
         output.Out.WriteLine(JsonSerializer.Serialize(report, JsonOptions));
         return ExitCodes.Ok;

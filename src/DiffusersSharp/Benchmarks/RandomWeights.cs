@@ -13,12 +13,12 @@ namespace DiffusersSharp.Benchmarks;
 /// <param name="Name">The preset name or the folder the configs came from.</param>
 /// <param name="Transformer">The MMDiT config.</param>
 /// <param name="Vae">The VAE config.</param>
-/// <param name="TextEncoder">CLIP-L.</param>
-/// <param name="TextEncoder2">CLIP-G.</param>
+/// <param name="TextEncoder">CLIP-L, or null when the folder has none (prompt embeddings only).</param>
+/// <param name="TextEncoder2">CLIP-G, or null with <paramref name="TextEncoder"/>.</param>
 /// <param name="TextEncoder3">T5, or null when the folder has none.</param>
 /// <param name="Scheduler">The scheduler config.</param>
 public sealed record PipelineConfigs(string Name, SD3Transformer2DModelConfig Transformer, AutoencoderKLConfig Vae,
-    CLIPTextConfig TextEncoder, CLIPTextConfig TextEncoder2, T5Config? TextEncoder3, FlowMatchEulerDiscreteSchedulerConfig Scheduler)
+    CLIPTextConfig? TextEncoder, CLIPTextConfig? TextEncoder2, T5Config? TextEncoder3, FlowMatchEulerDiscreteSchedulerConfig Scheduler)
     : ModelConfigs(Name)
 {
     /// <inheritdoc />
@@ -73,13 +73,15 @@ public sealed record PipelineConfigs(string Name, SD3Transformer2DModelConfig Tr
         if (!Directory.Exists(presetOrFolder))
             throw new ArgumentException($"Unknown random-weights preset '{presetOrFolder}': expected {Sd35Medium} or a pipeline folder whose configs to use.");
         string Sub(params string[] parts) => Path.Combine([presetOrFolder, .. parts]);
-        string t5 = Sub("text_encoder_3", "config.json");
+        T? Optional<T>(string component) where T : class
+        {
+            string path = Sub(component, "config.json");
+            return File.Exists(path) ? ConfigJson.Read<T>(path) : null;
+        }
         return new PipelineConfigs(Path.GetFullPath(presetOrFolder),
             ConfigJson.Read<SD3Transformer2DModelConfig>(Sub("transformer", "config.json")),
             ConfigJson.Read<AutoencoderKLConfig>(Sub("vae", "config.json")),
-            ConfigJson.Read<CLIPTextConfig>(Sub("text_encoder", "config.json")),
-            ConfigJson.Read<CLIPTextConfig>(Sub("text_encoder_2", "config.json")),
-            File.Exists(t5) ? ConfigJson.Read<T5Config>(t5) : null,
+            Optional<CLIPTextConfig>("text_encoder"), Optional<CLIPTextConfig>("text_encoder_2"), Optional<T5Config>("text_encoder_3"),
             ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Sub("scheduler", "scheduler_config.json")));
     }
 }

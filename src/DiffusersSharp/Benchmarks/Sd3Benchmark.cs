@@ -106,8 +106,8 @@ internal static class Sd3Benchmark
         if (run.RandomWeights)
         {
             // Built one at a time after the pipeline is gone, as the reference does.
-            run.TimeRandomClip("clip_l", "text_encoder", configs.TextEncoder, withProjection: true, 2, true);
-            run.TimeRandomClip("clip_g", "text_encoder_2", configs.TextEncoder2, withProjection: true, 2, true);
+            if (configs.TextEncoder is { } clipL) run.TimeRandomClip("clip_l", "text_encoder", clipL, withProjection: true, 2, true);
+            if (configs.TextEncoder2 is { } clipG) run.TimeRandomClip("clip_g", "text_encoder_2", clipG, withProjection: true, 2, true);
             if (!options.NoT5 && configs.TextEncoder3 is not null) run.TimeRandomT5("text_encoder_3", configs.TextEncoder3, 2, maxSequenceLength);
         }
         return new FamilyMeasures(transformerTiming, false, 2, pipelineTiming, vaeTiming, memoryReport, modelsReady, textTokens,

@@ -83,9 +83,10 @@ public static class ModelFolderWriter
 
     /// <summary>
     /// Writes <c>model_index.json</c> of a <c>StableDiffusion3Pipeline</c> without T5 (text_encoder_3, tokenizer_3,
-    /// image_encoder and feature_extractor are <c>[null, null]</c>).
+    /// image_encoder and feature_extractor are <c>[null, null]</c>); without <paramref name="clip"/> the CLIP encoders and
+    /// tokenizers are left out too (diffusers' <c>text_encoder=None</c>: the folder takes prompt embeddings only).
     /// </summary>
-    public static void WriteModelIndex(string folder)
+    public static void WriteModelIndex(string folder, bool clip = true)
     {
         JsonArray Spec(string? library, string? cls) => new(library is null ? null : JsonValue.Create(library), cls is null ? null : JsonValue.Create(cls));
         var index = new JsonObject
@@ -95,11 +96,11 @@ public static class ModelFolderWriter
             ["feature_extractor"] = Spec(null, null),
             ["image_encoder"] = Spec(null, null),
             ["scheduler"] = Spec("diffusers", "FlowMatchEulerDiscreteScheduler"),
-            ["text_encoder"] = Spec("transformers", "CLIPTextModelWithProjection"),
-            ["text_encoder_2"] = Spec("transformers", "CLIPTextModelWithProjection"),
+            ["text_encoder"] = clip ? Spec("transformers", "CLIPTextModelWithProjection") : Spec(null, null),
+            ["text_encoder_2"] = clip ? Spec("transformers", "CLIPTextModelWithProjection") : Spec(null, null),
             ["text_encoder_3"] = Spec(null, null),
-            ["tokenizer"] = Spec("transformers", "CLIPTokenizer"),
-            ["tokenizer_2"] = Spec("transformers", "CLIPTokenizer"),
+            ["tokenizer"] = clip ? Spec("transformers", "CLIPTokenizer") : Spec(null, null),
+            ["tokenizer_2"] = clip ? Spec("transformers", "CLIPTokenizer") : Spec(null, null),
             ["tokenizer_3"] = Spec(null, null),
             ["transformer"] = Spec("diffusers", "SD3Transformer2DModel"),
             ["vae"] = Spec("diffusers", "AutoencoderKL"),

@@ -33,8 +33,8 @@ public sealed class RandomWeightsTests
             Assert.Equal(counts.GetProperty("vae.sd3").GetInt64(), Elements(m));
             Assert.Equal(83819683L, RandomWeights.CountParameters(m));
         }
-        using (var m = new CLIPTextModelWithProjection(c.TextEncoder, Meta)) Assert.Equal(counts.GetProperty("clip_l").GetInt64(), Elements(m));
-        using (var m = new CLIPTextModelWithProjection(c.TextEncoder2, Meta)) Assert.Equal(counts.GetProperty("clip_g").GetInt64(), Elements(m));
+        using (var m = new CLIPTextModelWithProjection(c.TextEncoder!, Meta)) Assert.Equal(counts.GetProperty("clip_l").GetInt64(), Elements(m));
+        using (var m = new CLIPTextModelWithProjection(c.TextEncoder2!, Meta)) Assert.Equal(counts.GetProperty("clip_g").GetInt64(), Elements(m));
         using (var m = new T5EncoderModel(c.TextEncoder3!, Meta)) Assert.Equal(counts.GetProperty("t5xxl").GetInt64(), Elements(m));
         Assert.Equal((1000, 3.0), (c.Scheduler.NumTrainTimesteps, c.Scheduler.Shift));
     }

@@ -99,8 +99,16 @@ public sealed class StableDiffusion3Components : PipelineComponents
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
         var fromFile = options.SingleFileComponentsOf(Loaders.SingleFileLayout.SD3, "Stable Diffusion 3");
         var (folder, index) = OpenPipelineFolder(model, options, "Stable Diffusion 3", null, null,
-            ["transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"], skipUnused: false, cancellationToken);
-        bool withT5 = options.LoadTextEncoder3 && index.Components.TryGetValue("text_encoder_3", out var t5) && !t5.IsEmpty;
+            ["transformer", "vae", "scheduler"], skipUnused: false, cancellationToken);
+        bool Has(string name) => index.Components.TryGetValue(name, out var spec) && !spec.IsEmpty;
+        // diffusers' text_encoder=None: a folder saved without text encoders (all of them) takes prompt embeddings only.
+        bool withClip = Has("text_encoder");
+        string[] clipParts = ["text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"];
+        if (clipParts.Any(Has) && !clipParts.All(Has))
+            throw new InvalidDataException($"{folder}: model_index.json has only some of {string.Join(", ", clipParts)}; a Stable Diffusion 3 pipeline needs all of them, or none (prompt embeddings only).");
+        if (!withClip && Has("text_encoder_3"))
+            throw new InvalidDataException($"{folder}: model_index.json has T5 (text_encoder_3) but no CLIP text encoders; a Stable Diffusion 3 pipeline encodes prompts with all three, or takes prompt embeddings with none.");
+        bool withT5 = options.LoadTextEncoder3 && Has("text_encoder_3");
 
         var loader = new ComponentLoader(folder, cancellationToken);
         string Sub(string name) => loader.Sub(name);
@@ -109,11 +117,11 @@ public sealed class StableDiffusion3Components : PipelineComponents
             var schedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Path.Combine(Sub("scheduler"), "scheduler_config.json"));
             var components = new StableDiffusion3Components
             {
-                Tokenizer = loader.Keep(CLIPTokenizer.FromFolder(Sub("tokenizer"))),
-                Tokenizer2 = loader.Keep(CLIPTokenizer.FromFolder(Sub("tokenizer_2"))),
+                Tokenizer = withClip ? loader.Keep(CLIPTokenizer.FromFolder(Sub("tokenizer"))) : null,
+                Tokenizer2 = withClip ? loader.Keep(CLIPTokenizer.FromFolder(Sub("tokenizer_2"))) : null,
                 Tokenizer3 = withT5 ? loader.Keep(T5Tokenizer.FromFolder(Sub("tokenizer_3"))) : null,
-                TextEncoder = loader.Load("text_encoder", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)),
-                TextEncoder2 = loader.Load("text_encoder_2", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)),
+                TextEncoder = withClip ? loader.Load("text_encoder", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder"), options.Dtype, modelDevice, options.Variant)) : null,
+                TextEncoder2 = withClip ? loader.Load("text_encoder_2", () => CLIPTextModelWithProjection.FromPretrained(Sub("text_encoder_2"), options.Dtype, modelDevice, options.Variant)) : null,
                 TextEncoder3 = withT5 ? loader.Load("text_encoder_3", () => T5EncoderModel.FromPretrained(Sub("text_encoder_3"), options.Dtype, modelDevice, options.Variant)) : null,
                 Transformer = loader.Load("transformer", () => fromFile.Contains("transformer")
                     ? SD3Transformer2DModel.FromSingleFile(options.SingleFile!, ConfigJson.Read<SD3Transformer2DModelConfig>(Path.Combine(Sub("transformer"), "config.json")), options.Dtype, modelDevice)
