@@ -17,7 +17,7 @@ import sys
 
 import modern_float32  # noqa: F401  (PyTorch 2.x linspace, numpy 2 promotion; see that file)
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from safetensors.torch import save_file
 
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler, UNet2DConditionModel
@@ -97,6 +97,10 @@ sd_inpaint = StableDiffusionPAGInpaintPipeline(**sd_parts(unet))
 # The default strength (0.9999: the image is noised to the first timestep, not replaced by noise) of 3 steps.
 run("sd15_inpaint_cfg", sd_inpaint, 63, ["down_blocks.1", "mid"], **sd_in, image=init, mask_image=mask, height=64, width=80,
     num_inference_steps=3, guidance_scale=6.0, pag_scale=3.0)
+# PAG off (pag_scale 0) without CFG, two images with different masks (the second mirrored): diffusers' PAG inpainting
+# blends with `init_mask, *_ = mask`, the first image's mask, for both.
+run("sd15_inpaint_pagoff_two_masks", sd_inpaint, 66, ["mid"], **sd_in, image=[init, init], mask_image=[mask, ImageOps.mirror(mask)],
+    height=64, width=80, num_inference_steps=3, guidance_scale=1.0, pag_scale=0.0, num_images_per_prompt=2)
 
 cfg = dict(unet.config)
 cfg["in_channels"] = 9

@@ -153,6 +153,47 @@ public sealed class PagImageToImageParityTests(ITestOutputHelper output)
         Assert.True(difference > 1e-2, $"{name}: PAG changed the latents by only {difference}");
     }
 
+    /// <summary>
+    /// diffusers' PAG inpainting pipelines with PAG off (pag_scale 0) and no CFG blend with <c>init_mask, *_ = mask</c>: the
+    /// first image's mask for every image. The fixture's case (two images, the second mask mirrored) matches diffusers at
+    /// every step; and it is what the plain inpainting pipeline gives with the first mask twice (the 4-channel UNet reads
+    /// the mask only in that blend), not with the two masks.
+    /// </summary>
+    [Fact]
+    public void PagOffWithoutGuidanceBlendsWithTheFirstMask()
+    {
+        const string name = "sd15_inpaint_pagoff_two_masks";
+        using var components = StableDiffusionComponents.FromPretrained(Fixtures.Path("tiny-sd15/model"), new PipelineLoadOptions());
+        using var pagPipe = new StableDiffusionPAGInpaintPipeline(components);
+        using var plainPipe = StableDiffusionInpaintPipeline.FromPipe(pagPipe);
+        Assert.Empty(Layers[name]); // no PAG processors during diffusers' call
+        // The PIL lists [init, init] and [mask, mirrored mask] as tensors in [0, 1] (the same values after preprocessing).
+        static Tensor AsTensor(ImageBuffer b) => tensor(b.Pixels, [b.Height, b.Width, b.Channels]).permute(2, 0, 1).to(ScalarType.Float32).div(255).unsqueeze(0);
+        using var image = AsTensor(Init).repeat(2, 1, 1, 1);
+        using var first = AsTensor(Mask);
+        using var both = cat([first, first.flip(3)], 0);
+        var request = new StableDiffusionPAGInpaintRequest
+        {
+            PromptEmbeds = Expected["in.sd15.prompt_embeds"], NegativePromptEmbeds = Expected["in.sd15.negative_prompt_embeds"], NumInferenceSteps = 3,
+            GuidanceScale = 1.0, NumImagesPerPrompt = 2, Height = 64, Width = 80, Image = PipelineImage.FromTensor(image),
+            MaskImage = PipelineImage.FromTensor(both), PagScale = 0,
+        };
+        StepParity.Check(output, Expected, Tolerance, name, request, 66, r => pagPipe.Generate(r));
+
+        var plain = new StableDiffusionInpaintRequest
+        {
+            PromptEmbeds = request.PromptEmbeds, NumInferenceSteps = 3, GuidanceScale = 1.0, NumImagesPerPrompt = 2, Height = 64, Width = 80,
+            Strength = 0.9999, Image = request.Image, OutputType = OutputType.Latent,
+        };
+        Tensor Run(StableDiffusionInpaintRequest r) => plainPipe.Generate(r with { Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(66) }).Tensor!;
+        using var pag = pagPipe.Generate(request with { Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(66), OutputType = OutputType.Latent }).Tensor!;
+        using var firstTwice = Run(plain with { MaskImage = PipelineImage.FromTensor(cat([first, first], 0)) });
+        using var ownMasks = Run(plain with { MaskImage = PipelineImage.FromTensor(both) });
+        Assert.Equal(0, (pag - firstTwice).abs().max().item<float>());
+        Assert.Equal(0, (pag - ownMasks)[0].abs().max().item<float>());
+        Assert.True((pag - ownMasks)[1].abs().max().item<float>() > 1e-2);
+    }
+
     [Fact]
     public void PagImageToImageInputsAreCheckedBeforeCompute()
     {
