@@ -5,7 +5,9 @@ namespace DiffusersSharp.Pipelines.StableDiffusionXL;
 /// <summary>
 /// Inpainting with SDXL and Perturbed-Attention Guidance (diffusers' <c>StableDiffusionXLPAGInpaintPipeline</c>): as
 /// <see cref="StableDiffusionXLInpaintPipeline"/>, with PAG as in <see cref="StableDiffusionXLPAGPipeline"/> (see
-/// <see cref="StableDiffusionPAGInpaintRequest"/>).
+/// <see cref="StableDiffusionPAGInpaintRequest"/>). The PAG layers are perturbed for each call only: diffusers' pipeline,
+/// which returns early for output_type "latent" before restoring the UNet's attention processors, leaves its PAG
+/// processors on the UNet after such a call, a leak not reproduced here.
 /// </summary>
 public sealed class StableDiffusionXLPAGInpaintPipeline : StableDiffusionPipelineBase
 {
