@@ -54,10 +54,11 @@ internal abstract class VerbPipelines
         VerbPipelines pipelines = settings switch
         {
             InpaintSettings s => Inpaint.Read(s),
-            Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s), s.ImageGuidanceValue, s.NoiseLevel),
+            Img2ImgSettings s => new ImageToImage(ImageFile.LoadRgb(s.Image!), s.StrengthValue, ControlOptions.From(s), s.ImageGuidanceValue, s.NoiseLevel,
+                PagOptions.From(s)),
             { ControlNets.Count: > 0 } s => new ControlNetTextToImage(ControlOptions.From(s)!),
             { Adapters.Count: > 0 } s => new AdapterTextToImage(AdapterOptions.From(s)),
-            { PagScale: not null } s => new TextToImage(new PagOptions(s.PagScaleValue!.Value, s.PagAdaptiveScaleValue, s.PagLayerList)),
+            { PagScale: not null } s => new TextToImage(PagOptions.From(s)),
             _ => new TextToImage(),
         };
         // Without --controlnet, the control image is a FLUX.1 control model's (the model check refuses it for others).
@@ -156,14 +157,41 @@ internal abstract class VerbPipelines
     };
 }
 
-/// <summary>Perturbed-attention guidance's options of <c>generate</c> (--pag-scale, --pag-adaptive-scale, --pag-layers; null
-/// layers: the PAG pipeline's default).</summary>
+/// <summary>Perturbed-attention guidance's options of <c>generate</c>, <c>img2img</c> and <c>inpaint</c> (--pag-scale,
+/// --pag-adaptive-scale, --pag-layers; null layers: the PAG pipeline's default).</summary>
 internal sealed record PagOptions(double Scale, double AdaptiveScale, IReadOnlyList<string>? Layers)
 {
+    /// <summary>The options of <paramref name="s"/>; null without --pag-scale.</summary>
+    public static PagOptions? From(GenerateSettings s) => s.PagScaleValue is { } scale ? new(scale, s.PagAdaptiveScaleValue, s.PagLayerList) : null;
+
     /// <summary>The UNet PAG request (SD 1.x / 2.x and SDXL).</summary>
     public StableDiffusionPAGRequest UNetRequest()
     {
         var request = new StableDiffusionPAGRequest { PagScale = Scale, PagAdaptiveScale = AdaptiveScale };
+        return Layers is null ? request : request with { PagAppliedLayers = Layers };
+    }
+
+    /// <summary>The UNet PAG image-to-image request for <paramref name="image"/>.</summary>
+    public StableDiffusionPAGImg2ImgRequest UNetImg2ImgRequest(ImageBuffer image, double? strength)
+    {
+        var request = new StableDiffusionPAGImg2ImgRequest { Image = image, Strength = strength, PagScale = Scale, PagAdaptiveScale = AdaptiveScale };
+        return Layers is null ? request : request with { PagAppliedLayers = Layers };
+    }
+
+    /// <summary>The UNet PAG inpainting request.</summary>
+    public StableDiffusionPAGInpaintRequest UNetInpaintRequest(ImageBuffer image, ImageBuffer mask, double? strength, int? paddingMaskCrop)
+    {
+        var request = new StableDiffusionPAGInpaintRequest
+        {
+            Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop, PagScale = Scale, PagAdaptiveScale = AdaptiveScale,
+        };
+        return Layers is null ? request : request with { PagAppliedLayers = Layers };
+    }
+
+    /// <summary>The SD3 PAG image-to-image request for <paramref name="image"/>.</summary>
+    public StableDiffusion3PAGImg2ImgRequest Sd3Img2ImgRequest(ImageBuffer image)
+    {
+        var request = new StableDiffusion3PAGImg2ImgRequest { Image = image, PagScale = Scale, PagAdaptiveScale = AdaptiveScale };
         return Layers is null ? request : request with { PagAppliedLayers = Layers };
     }
 
@@ -308,8 +336,10 @@ internal sealed record AdapterOptions(ImageBuffer[] Images, double[]? Scales, do
     }
 }
 
-/// <summary><c>img2img</c>'s pipelines.</summary>
-internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlOptions? control, double? imageGuidance = null, int? noiseLevel = null) : VerbPipelines
+/// <summary><c>img2img</c>'s pipelines; with <paramref name="pag"/> the plain UNet and SD3 ones are the PAG pipelines (the
+/// other modes were refused with it before loading).</summary>
+internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlOptions? control, double? imageGuidance = null, int? noiseLevel = null,
+    PagOptions? pag = null) : VerbPipelines
 {
     public override string Verb => "img2img";
 
@@ -317,7 +347,7 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
 
     public override StableDiffusion3Request Sd3Request()
     {
-        var request = new StableDiffusion3Img2ImgRequest { Image = image };
+        var request = pag?.Sd3Img2ImgRequest(image) ?? new StableDiffusion3Img2ImgRequest { Image = image };
         return strength is { } s ? request with { Strength = s } : request;
     }
 
@@ -331,7 +361,7 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
         : LoadedModel.IsLatentConsistency(pipelineClass) // --controlnet was refused
         ? new LatentConsistencyModelImg2ImgRequest { Image = image, Strength = strength }
         : control is null
-        ? new StableDiffusionImg2ImgRequest { Image = image, Strength = strength }
+        ? (StableDiffusionImg2ImgRequest?)pag?.UNetImg2ImgRequest(image, strength) ?? new StableDiffusionImg2ImgRequest { Image = image, Strength = strength }
         : control.Modes is not null ? control.Apply(new StableDiffusionControlNetUnionImg2ImgRequest { Image = image, Strength = strength })
         : control.Apply(new StableDiffusionControlNetImg2ImgRequest { Image = image, Strength = strength });
 
@@ -352,7 +382,9 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     };
 
     public override StableDiffusion3Output RunSd3(StableDiffusion3Components components, StableDiffusion3Request request, RunHooks hooks, CancellationToken ct) =>
-        Use(new StableDiffusion3Img2ImgPipeline(components), (StableDiffusion3Img2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
+        request is StableDiffusion3PAGImg2ImgRequest pagRequest
+        ? Use(new StableDiffusion3PAGImg2ImgPipeline(components), pagRequest, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c))
+        : Use(new StableDiffusion3Img2ImgPipeline(components), (StableDiffusion3Img2ImgRequest)request, hooks, ct, (p, r, progress, c) => p.Generate(r, progress, c));
 
     public override (StableDiffusionPipelineOutput, double, double?) RunUNet(StableDiffusionComponents components, StableDiffusionRequest request,
         RunHooks hooks, CancellationToken ct)
@@ -373,6 +405,10 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
             return components.IsXL
                 ? Use(new StableDiffusionXLControlNetImg2ImgPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
                 : Use(new StableDiffusionControlNetImg2ImgPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+        if (request is StableDiffusionPAGImg2ImgRequest pagRequest)
+            return components.IsXL
+                ? Use(new StableDiffusionXLPAGImg2ImgPipeline(components), pagRequest, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
+                : Use(new StableDiffusionPAGImg2ImgPipeline(components), pagRequest, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         var r = (StableDiffusionImg2ImgRequest)request;
         return components.IsXL
             ? Use(new StableDiffusionXLImg2ImgPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
@@ -380,8 +416,10 @@ internal sealed class ImageToImage(ImageBuffer image, double? strength, ControlO
     }
 }
 
-/// <summary><c>inpaint</c>'s pipelines.</summary>
-internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? strength, ControlOptions? control, int? paddingMaskCrop) : VerbPipelines
+/// <summary><c>inpaint</c>'s pipelines; with <paramref name="pag"/> the plain UNet ones are the PAG pipelines (SD3 and the
+/// other modes were refused with it before loading).</summary>
+internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? strength, ControlOptions? control, int? paddingMaskCrop, PagOptions? pag = null)
+    : VerbPipelines
 {
     /// <summary>The images of <c>inpaint</c>'s options, and --padding-mask-crop's check that the mask marks something
     /// (before loading; the sizes are checked against the model's pipeline in LoadedModel).</summary>
@@ -390,7 +428,7 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
         var image = ImageFile.LoadRgb(s.Image!);
         var mask = ImageFile.Load(s.Mask!);
         if (s.PaddingMaskCrop is { } pad) VaeImageProcessor.GetCropRegion(mask, image.Width, image.Height, pad); // throws for a mask that marks nothing
-        return new Inpaint(image, mask, s.StrengthValue, ControlOptions.From(s), s.PaddingMaskCrop);
+        return new Inpaint(image, mask, s.StrengthValue, ControlOptions.From(s), s.PaddingMaskCrop, PagOptions.From(s));
     }
 
     public override string Verb => "inpaint";
@@ -408,7 +446,8 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
     }
 
     public override StableDiffusionRequest UNetRequest(string pipelineClass) => control is null
-        ? new StableDiffusionInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop }
+        ? (StableDiffusionInpaintRequest?)pag?.UNetInpaintRequest(image, mask, strength, paddingMaskCrop)
+            ?? new StableDiffusionInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop }
         : control.Modes is not null ? control.Apply(new StableDiffusionControlNetUnionInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop })
         : control.Apply(new StableDiffusionControlNetInpaintRequest { Image = image, MaskImage = mask, Strength = strength, PaddingMaskCrop = paddingMaskCrop });
 
@@ -447,6 +486,10 @@ internal sealed class Inpaint(ImageBuffer image, ImageBuffer mask, double? stren
             return components.IsXL
                 ? Use(new StableDiffusionXLControlNetInpaintPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
                 : Use(new StableDiffusionControlNetInpaintPipeline(components), cn, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
+        if (request is StableDiffusionPAGInpaintRequest pagRequest)
+            return components.IsXL
+                ? Use(new StableDiffusionXLPAGInpaintPipeline(components), pagRequest, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))
+                : Use(new StableDiffusionPAGInpaintPipeline(components), pagRequest, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c));
         var r = (StableDiffusionInpaintRequest)request;
         return components.IsXL
             ? Use(new StableDiffusionXLInpaintPipeline(components), r, hooks, ct, (p, q, progress, c) => p.Generate(q, progress, c))

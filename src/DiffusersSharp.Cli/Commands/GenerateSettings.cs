@@ -239,7 +239,7 @@ public class GenerateSettings : ModelSettings
     public string? FreeU { get; init; }
 
     /// <summary>Perturbed-attention guidance's scale (UNet text-to-image).</summary>
-    [CommandOption("--pag-scale <S>"), Description("SD 1.x / 2.x, SDXL and SD3 / SD3.5 text-to-image: Perturbed-Attention Guidance (diffusers' StableDiffusionPAGPipeline / StableDiffusionXLPAGPipeline / StableDiffusion3PAGPipeline, pag_scale; 3.0 is diffusers' default): the denoiser also predicts with the attention of --pag-layers perturbed (UNet: the self-attention replaced by the identity; SD3: each image token attends to itself and the text only), and the result is pushed away from that prediction by S. Works with and without CFG (--guidance 1). 0 leaves it off.")]
+    [CommandOption("--pag-scale <S>"), Description("SD 1.x / 2.x and SDXL (generate, img2img, inpaint) and SD3 / SD3.5 (generate, img2img): Perturbed-Attention Guidance (diffusers' StableDiffusionPAGPipeline, StableDiffusionXLPAGPipeline, their Img2Img and Inpaint twins, StableDiffusion3PAGPipeline and StableDiffusion3PAGImg2ImgPipeline; pag_scale, 3.0 is diffusers' default): the denoiser also predicts with the attention of --pag-layers perturbed (UNet: the self-attention replaced by the identity; SD3: each image token attends to itself and the text only), and the result is pushed away from that prediction by S. Works with and without CFG (--guidance 1). 0 leaves it off.")]
     public string? PagScale { get; init; }
 
     /// <summary>The layers perturbed-attention guidance perturbs (with --pag-scale).</summary>

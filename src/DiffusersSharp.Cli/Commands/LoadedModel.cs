@@ -130,6 +130,14 @@ internal sealed class LoadedModel : IDisposable
         _ => [],
     };
 
+    /// <summary>The modes that take perturbed-attention guidance (diffusers' PAG pipelines): an SD 1.x / 2.x or SDXL model's
+    /// text-to-image, image-to-image and inpainting, SD3's text-to-image and image-to-image (diffusers has no SD3 PAG
+    /// inpainting pipeline); none for the upscalers, InstructPix2Pix, latent consistency models and the other families.</summary>
+    public IReadOnlyList<string> PagModes =>
+        UNet is not null && !IsLatentUpscaler(PipelineClass) && !IsUpscaler(PipelineClass) && !IsInstructPix2Pix(PipelineClass) && !IsLatentConsistency(PipelineClass)
+            ? Modes
+            : Sd3 is not null ? Modes.Where(m => m is "txt2img" or "img2img").ToArray() : [];
+
     /// <summary>The modes the T2I-Adapters steer: text to image (diffusers' adapter pipelines); none without adapters.</summary>
     public IReadOnlyList<string> AdapterModes => Adapters.Count == 0 ? [] : ["txt2img"];
 
@@ -652,18 +660,19 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"--freeu applies to SD 1.x / 2.x and SDXL models (diffusers' UNet2DConditionModel.enable_freeu; the latent upscaler's K-diffusion blocks have no FreeU); {settings.Model} is a {pipelineClass}.");
         if (settings.PagScale is not null)
         {
-            // diffusers' PAG pipelines here: StableDiffusionPAGPipeline, StableDiffusionXLPAGPipeline and
-            // StableDiffusion3PAGPipeline (text-to-image; the SD3 one without skip-layer guidance or IP-Adapter).
+            // diffusers' PAG pipelines here: StableDiffusion[XL]PAGPipeline, StableDiffusion[XL]PAGImg2ImgPipeline,
+            // StableDiffusion[XL]PAGInpaintPipeline, StableDiffusion3PAGPipeline and StableDiffusion3PAGImg2ImgPipeline (the
+            // SD3 ones without skip-layer guidance or IP-Adapter); diffusers has no SD3 PAG inpainting pipeline.
             string? pagRefusal = family is not (Family.UNet or Family.Sd3) || IsLatentUpscaler(pipelineClass) || IsLatentConsistency(pipelineClass)
                     || IsUpscaler(pipelineClass) || IsInstructPix2Pix(pipelineClass)
                     ? $"{settings.Model} is a {pipelineClass}"
-                : settings is Img2ImgSettings ? "image-to-image and inpainting have no PAG pipeline here"
+                : settings is InpaintSettings && family == Family.Sd3 ? "diffusers has no SD3 PAG inpainting pipeline"
                 : settings.ControlNets.Count > 0 ? "--controlnet has no PAG pipeline here"
                 : settings.Adapters.Count > 0 ? "--adapter has no PAG pipeline here"
                 : family == Family.Sd3 && settings.SkipLayers is not null ? "diffusers' StableDiffusion3PAGPipeline has no skip-layer guidance (--skip-layers)"
                 : family == Family.Sd3 && settings.IpAdapter is not null ? "diffusers' StableDiffusion3PAGPipeline has no IP-Adapter (--ip-adapter)" : null;
             if (pagRefusal is not null)
-                throw new ArgumentException($"--pag-scale applies to SD 1.x / 2.x, SDXL and SD3 text-to-image (`generate`; diffusers' StableDiffusionPAGPipeline / StableDiffusionXLPAGPipeline / StableDiffusion3PAGPipeline): {pagRefusal}.");
+                throw new ArgumentException($"--pag-scale applies to SD 1.x / 2.x and SDXL text-to-image, image-to-image and inpainting and to SD3 text-to-image and image-to-image (diffusers' StableDiffusion[XL]PAG[Img2Img|Inpaint]Pipeline, StableDiffusion3PAG[Img2Img]Pipeline): {pagRefusal}.");
         }
         if (family == Family.ZImage)
         {

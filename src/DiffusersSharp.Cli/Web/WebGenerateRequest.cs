@@ -60,8 +60,8 @@ public sealed record WebGenerateRequest
     /// <summary>UNet models: FreeU's s1, s2, b1, b2 for this request (diffusers' enable_freeu; off when absent).</summary>
     public double[]? Freeu { get; init; }
 
-    /// <summary>SD 1.x / 2.x, SDXL and SD3 txt2img: Perturbed-Attention Guidance's scale for this request (diffusers' PAG
-    /// pipelines' pag_scale; off when absent).</summary>
+    /// <summary>SD 1.x / 2.x and SDXL (all modes) and SD3 (txt2img, img2img): Perturbed-Attention Guidance's scale for this
+    /// request (diffusers' PAG pipelines' pag_scale; off when absent).</summary>
     public double? PagScale { get; init; }
 
     /// <summary>With pag_scale: the layers to perturb (pag_applied_layers; default ["mid"], SD3 ["blocks.1"]).</summary>
@@ -249,12 +249,11 @@ public sealed record WebGenerateRequest
         if (PaddingMaskCrop is not null && Mode != "inpaint") throw new ArgumentException("padding_mask_crop applies to inpaint only.");
         if (ImageGuidance is not null && Mode != "img2img") throw new ArgumentException("image_guidance applies to img2img with an InstructPix2Pix model.");
         if (NoiseLevel is not null && Mode != "img2img") throw new ArgumentException("noise_level applies to img2img with an x4 upscaler.");
-        if ((PagScale ?? PagAdaptiveScale) is not null || PagLayers is not null)
-        {
-            if (Mode != "txt2img") throw new ArgumentException("pag_scale, pag_layers and pag_adaptive_scale apply to txt2img (diffusers' PAG pipelines are text-to-image here).");
-            if (PagLayers is { } layers && layers.Any(l => l is null || l.Contains(',')))
-                throw new ArgumentException("pag_layers takes a list of layer names (regular expressions without commas), e.g. [\"mid\", \"down_blocks.1\"].");
-        }
+        // (the modes that take PAG are checked against the model before: WebServer.CheckMode)
+        if (PagLayers is { } layers && layers.Any(l => l is null || l.Contains(',')))
+            throw new ArgumentException("pag_layers takes a list of layer names (regular expressions without commas), e.g. [\"mid\", \"down_blocks.1\"].");
+        string? pagScale = PagScale?.ToString("R", CultureInfo.InvariantCulture), pagLayers = PagLayers is null ? null : string.Join(",", PagLayers);
+        string? pagAdaptive = PagAdaptiveScale?.ToString("R", CultureInfo.InvariantCulture);
         GenerateSettings settings = Mode switch
         {
             "txt2img" => new GenerateSettings
@@ -267,8 +266,7 @@ public sealed record WebGenerateRequest
                 Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Adapter = adapter, AdapterImage = adapterFiles, AdapterScale = adapterScale, AdapterFactor = adapterFactor,
-                PagScale = PagScale?.ToString("R", CultureInfo.InvariantCulture), PagLayers = PagLayers is null ? null : string.Join(",", PagLayers),
-                PagAdaptiveScale = PagAdaptiveScale?.ToString("R", CultureInfo.InvariantCulture),
+                PagScale = pagScale, PagLayers = pagLayers, PagAdaptiveScale = pagAdaptive,
             },
             "img2img" => new Img2ImgSettings
             {
@@ -281,6 +279,7 @@ public sealed record WebGenerateRequest
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Image = Upload(Image, "image"), Strength = strength,
                 ImageGuidance = ImageGuidance?.ToString("R", CultureInfo.InvariantCulture), NoiseLevel = NoiseLevel,
+                PagScale = pagScale, PagLayers = pagLayers, PagAdaptiveScale = pagAdaptive,
             },
             "inpaint" => new InpaintSettings
             {
@@ -292,6 +291,7 @@ public sealed record WebGenerateRequest
                 Redux = redux, ReduxImage = reduxFiles, ReduxScale = Numbers(ReduxScale), ReduxPooledScale = Numbers(ReduxPooledScale),
                 ControlNet = controlNet, ControlImage = controlFiles, ControlNetScale = scale, ControlStart = start, ControlEnd = end, GuessMode = guessMode,
                 ControlMode = controlMode, Image = Upload(Image, "image"), Mask = Upload(Mask, "mask"), Strength = strength, PaddingMaskCrop = PaddingMaskCrop,
+                PagScale = pagScale, PagLayers = pagLayers, PagAdaptiveScale = pagAdaptive,
             },
             _ => throw new ArgumentException($"mode must be txt2img, img2img or inpaint, got '{Mode}'."),
         };

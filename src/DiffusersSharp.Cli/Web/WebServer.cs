@@ -104,11 +104,11 @@ internal sealed class WebServer : IAsyncDisposable
             PaddingMaskCrop = _model.PipelineClass != FluxComponents.FillPipelineClass,
             // Whether requests take freeu: UNet models, not the latent upscaler (its K-diffusion blocks have none).
             Freeu = _model.UNet is not null && !LoadedModel.IsLatentUpscaler(_model.PipelineClass),
-            // Whether txt2img requests take pag_scale / pag_layers / pag_adaptive_scale: SD 1.x / 2.x, SDXL and SD3 text-to-image
-            // models (diffusers' PAG pipelines), not the upscalers, InstructPix2Pix or latent consistency models; and the
-            // layers PAG perturbs without pag_layers (the PAG pipeline's default).
-            Pag = (_model.UNet is not null && !LoadedModel.IsLatentUpscaler(_model.PipelineClass) && !LoadedModel.IsUpscaler(_model.PipelineClass)
-                && !LoadedModel.IsInstructPix2Pix(_model.PipelineClass) && !LoadedModel.IsLatentConsistency(_model.PipelineClass)) || _model.Sd3 is not null,
+            // Whether requests take pag_scale / pag_layers / pag_adaptive_scale (diffusers' PAG pipelines): SD 1.x / 2.x and SDXL
+            // models in every mode, SD3 in txt2img and img2img (pag_modes lists them), not the upscalers, InstructPix2Pix or
+            // latent consistency models; and the layers PAG perturbs without pag_layers (the PAG pipeline's default).
+            Pag = _model.PagModes.Count > 0,
+            PagModes = _model.PagModes,
             PagDefaultLayers = _model.Sd3 is not null ? new StableDiffusion3PAGRequest().PagAppliedLayers : new StableDiffusionPAGRequest().PagAppliedLayers,
             // The server's --lora files (names) and the scales they are fused at now; requests may change them with
             // lora_scale. "lora" / "lora_scale" name the first, for clients of one LoRA.
@@ -154,6 +154,11 @@ internal sealed class WebServer : IAsyncDisposable
                 FluxComponents.FillPipelineClass => $"mode {body.Mode} does not apply to FLUX.1-Fill ({_model.PipelineClass}), which repaints the masked part of an image: use mode inpaint with image and mask.",
                 _ => $"mode {body.Mode} does not apply to {_model.PipelineClass}: use one of {string.Join(", ", _model.Modes)}.",
             });
+        if (((body.PagScale ?? body.PagAdaptiveScale) is not null || body.PagLayers is not null) && !_model.PagModes.Contains(body.Mode)
+            && _model.Modes.Contains(body.Mode))
+            throw new ArgumentException(_model.PagModes.Count == 0
+                ? $"pag_scale, pag_layers and pag_adaptive_scale do not apply to {_model.PipelineClass} (diffusers has no PAG pipeline for it)."
+                : $"pag_scale, pag_layers and pag_adaptive_scale apply to {string.Join(", ", _model.PagModes)} with {_model.PipelineClass}{(_model.Sd3 is not null && body.Mode == "inpaint" ? " (diffusers has no SD3 PAG inpainting pipeline)" : "")}.");
         if (body.Mode != "txt2img" && !_model.ControlNetModes.Contains(body.Mode) && (body.ControlImage ?? body.ControlImages?.FirstOrDefault()) is not null && _model.ControlNets.Count > 0)
             throw new ArgumentException($"the ControlNets of {_model.PipelineClass} models steer text to image only (diffusers' SD3 ControlNet image-to-image and inpainting pipelines are not implemented yet): send mode txt2img with the control image.");
     }

@@ -61,8 +61,10 @@ public abstract partial class StableDiffusionPipelineBase
             bool cfg = s.Pag?.Cfg ?? (s.TimestepCond is null && (s.InstructPix2Pix?.Cfg ?? s.Guidance > 1));
             if (nineChannel && (extra is null || !ReferenceEquals(extraMask, s.Mask) || extraCfg != cfg))
             {
+                // Batched as the latents: twice under CFG; under PAG once more for the perturbed pass.
                 var one = cat([s.Mask!, s.MaskedImageLatents!], 1);
-                (extra, extraMask, extraCfg) = (cfg ? cat([one, one], 0) : one, s.Mask, cfg);
+                int parts = (cfg ? 2 : 1) + (s.Pag is null ? 0 : 1);
+                (extra, extraMask, extraCfg) = (parts == 1 ? one : cat(Enumerable.Repeat(one, parts).ToArray(), 0), s.Mask, cfg);
             }
             using (var stepScope = NewDisposeScope())
             {
@@ -107,7 +109,10 @@ public abstract partial class StableDiffusionPipelineBase
                     // The 4-channel inpainting blend: outside the mask, the image noised to the next timestep.
                     var proper = s.ImageLatents!;
                     if (i < timesteps.Length - 1) proper = scheduler.AddNoise(proper, s.Noise!, timesteps[i + 1]);
-                    next = (1 - s.Mask) * proper + s.Mask * next;
+                    // diffusers' PAG inpainting pipelines with PAG off and no CFG take `init_mask, *_ = mask`: the first
+                    // image's mask for the whole batch (the other modes blend each image with its own).
+                    var blendMask = r is StableDiffusionPAGInpaintRequest && s.Pag is null && !cfg ? s.Mask.narrow(0, 0, 1) : s.Mask;
+                    next = (1 - blendMask) * proper + blendMask * next;
                 }
                 next.MoveToOuterDisposeScope();
                 latents.Dispose();

@@ -24,7 +24,7 @@ public abstract partial class StableDiffusionPipelineBase
     /// Image-to-image and inpainting: with <c>requires_aesthetics_score</c> original size, crop corner and aesthetic
     /// score (5), else as text-to-image (6, the negative ids with the positive crop corner, as diffusers builds them);
     /// negative sizes default to the positive ones; all negatives, then all positives. InstructPix2Pix: text-to-image's
-    /// ids for every pass (three under guidance).
+    /// ids for every pass (three under guidance). Perturbed-attention guidance adds the positive ids once more.
     /// </summary>
     private Tensor TimeIds(StableDiffusionRequest r, int height, int width, bool cfg, int batch, ScalarType dtype, int pooledWidth)
     {
@@ -51,6 +51,8 @@ public abstract partial class StableDiffusionPipelineBase
             }
             CheckAddEmbedding(positive.Length, i, pooledWidth);
             var ids = Row(positive).repeat(batch, 1);
+            // Perturbed-attention guidance: all negatives, all positives, all positives again (or the positives twice).
+            if (PagOn(r)) return cfg ? cat([Row(negative).repeat(batch, 1), ids, ids], 0) : cat([ids, ids], 0);
             return cfg ? cat([Row(negative).repeat(batch, 1), ids], 0) : ids;
         }
         double[] plain = [oh, ow, ct, cl, th, tw];

@@ -80,10 +80,10 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         || (Components.Unet.Config.TimeCondProjDim is not null && r is not (StableDiffusionInstructPix2PixRequest or StableDiffusionUpscaleRequest or StableDiffusionLatentUpscaleRequest)
             && !(r is IControlNetRequest && r is StableDiffusionImg2ImgRequest));
 
-    /// <summary>The strength <paramref name="r"/> runs with: its own, or the pipeline's default (img2img 0.8, inpaint 1.0;
-    /// SDXL 0.3 and 0.9999, but 0.8 for SDXL ControlNet image-to-image).</summary>
+    /// <summary>The strength <paramref name="r"/> runs with: its own, or the pipeline's default (img2img 0.8, inpaint 1.0 but
+    /// 0.9999 for PAG inpainting; SDXL 0.3 and 0.9999, but 0.8 for SDXL ControlNet image-to-image).</summary>
     public double StrengthOf(StableDiffusionImg2ImgRequest r) =>
-        r.Strength ?? (r is StableDiffusionInpaintRequest ? (IsXL ? 0.9999 : 1.0) : (IsXL && r is not IControlNetRequest ? 0.3 : 0.8));
+        r.Strength ?? (r is StableDiffusionInpaintRequest ? (IsXL || r is StableDiffusionPAGInpaintRequest ? 0.9999 : 1.0) : (IsXL && r is not IControlNetRequest ? 0.3 : 0.8));
 
     /// <summary>Validates a request (diffusers' check_inputs and the mode's own checks), before any compute.</summary>
     private void CheckInputs(StableDiffusionRequest r, int height, int width, int steps)
@@ -135,7 +135,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         if (r is StableDiffusionAdapterRequest adapter) CheckAdapterInputs(adapter, height, width);
         if (r is ILatentConsistencyRequest lcm) CheckLatentConsistencyInputs(r, lcm);
         CheckIpAdapterInputs(r, guidance > 1 && !UsesGuidanceEmbedding(r));
-        if (r is StableDiffusionPAGRequest pagRequest) CheckPagInputs(pagRequest);
+        if (r is IPagRequest pagRequest) CheckPagInputs(pagRequest, r);
     }
 
     /// <summary>diffusers' default size of an input image: its own (a latent tensor's times the VAE factor), rounded down to
@@ -335,12 +335,12 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         {
             TimestepCond = timestepCond, LatentConsistency = lcmRequest is not null, Upscale = upscaleState,
             Control = control, ImageEmbeds = imageEmbeds, Adapter = adapterState,
-            Pag = pag ? new Pipelines.PerturbedAttentionGuidance(((StableDiffusionPAGRequest)r).PagScale, ((StableDiffusionPAGRequest)r).PagAdaptiveScale, cfg) : null,
+            Pag = pag ? new Pipelines.PerturbedAttentionGuidance(((IPagRequest)r).PagScale, ((IPagRequest)r).PagAdaptiveScale, cfg) : null,
             InstructPix2Pix = pix2pix is null ? null
                 : new InstructPix2PixState(InstructPix2PixImageLatents(image!, dtype, batch, cfg), pix2pix.ImageGuidanceScale, cfg),
         };
         using (IpAdapterScaleFor(r))
-        using (pag ? unet.PerturbAttention(((StableDiffusionPAGRequest)r).PagAppliedLayers, cfg) : null)
+        using (pag ? unet.PerturbAttention(((IPagRequest)r).PagAppliedLayers, cfg) : null)
             latents = Denoise(latents, loop, scheduler, timesteps, r, progress, ct);
         progress?.Report(new PipelineProgress("decode", 0, 1));
         var output = Decode(latents, r.OutputType, plainUnscale: r is StableDiffusionAdapterRequest || IsXLControlNetInpaint(r));
