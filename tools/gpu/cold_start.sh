@@ -1,5 +1,5 @@
 #!/bin/bash
-# Cold start from local disk, as diffusers' reference measures it (../shared/device/README.md): SD3.5-Medium's
+# Cold start from local disk, as diffusers' reference measures it (docs/gpu-checks.md): SD3.5-Medium's
 # transformer + VAE with random weights saved to local disk in bf16, no text encoders; then, twice, a fresh process
 # that loads them and saves one 1024x1024 image (1 step, given prompt embeddings). Prints and writes cold-start.json:
 # seconds from process start to the image saved and to process exit.

@@ -19,7 +19,7 @@ public sealed record SavedModelReport(string Folder, string PromptEmbeds, long B
 
 /// <summary>
 /// Writes an SD3 pipeline with random weights (std 0.02) to local disk, as diffusers' cold-start reference saves its
-/// random SD3.5-Medium (../shared/device/README.md): transformer, VAE and scheduler in the diffusers layout, no text
+/// random SD3.5-Medium (docs/gpu-checks.md, "Next call"): transformer, VAE and scheduler in the diffusers layout, no text
 /// encoders (model_index.json leaves them out, so the folder takes prompt embeddings only), and beside them
 /// <see cref="PromptEmbedsFile"/> with random prompt embeddings of 77 + max_sequence_length rows (and the same as
 /// negatives). <c>generate --model FOLDER --prompt-embeds FOLDER/random_prompt_embeds.safetensors</c> then measures the
