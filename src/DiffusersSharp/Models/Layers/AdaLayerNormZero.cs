@@ -54,19 +54,16 @@ public sealed class AdaLayerNormZero : nn.Module
         return new AdaLayerNormZeroOutput(Modulated(x, dim, c[1], c[0]), c[2], c[3], c[4], c[5]);
     }
 
-    /// <summary><c>x + gate * y</c>, a gate [B, D] (GateMsa, GateMlp) over the tokens of <paramref name="y"/> [B, N, D];
-    /// the product is freed at once.</summary>
-    internal static Tensor GatedResidual(Tensor x, Tensor gate, Tensor y)
-    {
-        using var scope = NewDisposeScope();
-        return (x + gate.unsqueeze(1) * y).MoveToOuterDisposeScope();
-    }
+    /// <summary><c>x + gate * y</c>, a gate [B, D] (GateMsa, GateMlp) over the tokens of <paramref name="y"/> [B, N, D].</summary>
+    internal static Tensor GatedResidual(Tensor x, Tensor gate, Tensor y) =>
+        // x + gate·y as diffusers sums it (IEEE addition commutes), landing in the product: one full-size tensor, not two.
+        (gate.unsqueeze(1) * y).add_(x);
 
     /// <summary><c>LayerNorm(x) * (1 + scale) + shift</c> (LayerNorm eps 1e-6, no affine; scale and shift [B, D]).</summary>
     internal static Tensor Modulated(Tensor x, long dim, Tensor scale, Tensor shift)
     {
         using var scope = NewDisposeScope();
-        var normed = nn.functional.layer_norm(x, [dim], eps: 1e-6);
-        return (normed * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)).MoveToOuterDisposeScope();
+        // The same products and sums as normed * (1 + scale) + shift, in place on the fresh LayerNorm output.
+        return nn.functional.layer_norm(x, [dim], eps: 1e-6).mul_(1 + scale.unsqueeze(1)).add_(shift.unsqueeze(1)).MoveToOuterDisposeScope();
     }
 }

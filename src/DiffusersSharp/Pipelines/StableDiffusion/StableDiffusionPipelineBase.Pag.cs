@@ -10,8 +10,9 @@ public abstract partial class StableDiffusionPipelineBase
         r is IPagRequest p && Pipelines.PerturbedAttentionGuidance.IsOn(p.PagScale, p.PagAppliedLayers);
 
     /// <summary>The PAG inputs, before any compute: finite non-negative scales, and layers that resolve in this UNet.</summary>
-    private void CheckPagInputs(IPagRequest r, StableDiffusionRequest request)
+    private void CheckPagInputs(StableDiffusionRequest request)
     {
+        var r = (IPagRequest)request;
         Pipelines.PerturbedAttentionGuidance.CheckScales(r.PagScale, r.PagAdaptiveScale, r.PagAppliedLayers);
         // diffusers' StableDiffusionPAGInpaintPipeline passes output_type=None to check_inputs, so its padding_mask_crop
         // check ("output type should be PIL") fails whatever the output type (the SDXL one passes it on and crops).

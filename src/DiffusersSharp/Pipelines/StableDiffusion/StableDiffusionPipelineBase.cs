@@ -135,7 +135,7 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         if (r is StableDiffusionAdapterRequest adapter) CheckAdapterInputs(adapter, height, width);
         if (r is ILatentConsistencyRequest lcm) CheckLatentConsistencyInputs(r, lcm);
         CheckIpAdapterInputs(r, guidance > 1 && !UsesGuidanceEmbedding(r));
-        if (r is IPagRequest pagRequest) CheckPagInputs(pagRequest, r);
+        if (r is IPagRequest) CheckPagInputs(r);
     }
 
     /// <summary>diffusers' default size of an input image: its own (a latent tensor's times the VAE factor), rounded down to
