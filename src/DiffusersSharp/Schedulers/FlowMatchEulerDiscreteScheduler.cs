@@ -236,19 +236,26 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
             throw new ArgumentException($"Integer timesteps ({timestep.dtype}) are not supported: pass one of scheduler.Timesteps, not a loop index.", nameof(timestep));
         if (timestep.numel() != 1)
             throw new ArgumentException($"Step takes one timestep, got a tensor of shape [{string.Join(",", timestep.shape)}].", nameof(timestep));
-        float t;
-        using (var scope = NewDisposeScope()) t = timestep.to(ScalarType.Float32).cpu().item<float>();
-        return Step(modelOutput, t, sample, generator);
+        // As diffusers: the timestep's value is read (a device sync on CUDA) only to find the first step's index; the
+        // steps after it follow the index.
+        return StepAt(modelOutput, sample, generator, () =>
+        {
+            using var scope = NewDisposeScope();
+            return timestep.to(ScalarType.Float32).cpu().item<float>();
+        });
     }
 
     /// <inheritdoc cref="Step(Tensor, Tensor, Tensor, Generator?)"/>
-    public Tensor Step(Tensor modelOutput, float timestep, Tensor sample, Generator? generator = null)
+    public Tensor Step(Tensor modelOutput, float timestep, Tensor sample, Generator? generator = null) =>
+        StepAt(modelOutput, sample, generator, () => timestep);
+
+    private Tensor StepAt(Tensor modelOutput, Tensor sample, Generator? generator, Func<float> timestep)
     {
         ArgumentNullException.ThrowIfNull(modelOutput);
         ArgumentNullException.ThrowIfNull(sample);
         if (NumInferenceSteps is null)
             throw new InvalidOperationException("Call SetTimesteps before Step.");
-        StepIndex ??= BeginIndex ?? IndexForTimestep(timestep);
+        StepIndex ??= BeginIndex ?? IndexForTimestep(timestep());
         int i = StepIndex.Value;
         if (i + 1 >= _sigmas.Length)
             throw new InvalidOperationException($"All {NumInferenceSteps} steps are done; call SetTimesteps again.");

@@ -118,6 +118,12 @@ public abstract partial class StableDiffusion3PipelineBase : IDisposable
         return RandomDraws.SampleVae(Components.Vae, image, r.Generator, r.Generators, Components.Device);
     }
 
+    private static float[] ReadTimesteps(Tensor timesteps)
+    {
+        using var scope = NewDisposeScope();
+        return timesteps.to(ScalarType.Float32).cpu().data<float>().ToArray();
+    }
+
     /// <summary>
     /// diffusers' <c>get_timesteps</c> for image-to-image and inpainting: the schedule's steps from where
     /// <paramref name="strength"/> starts (the scheduler's begin index set there), and how many they are.
@@ -216,6 +222,8 @@ public abstract partial class StableDiffusion3PipelineBase : IDisposable
         var (runEmbeds, repeats) = Collapse(embeds);
         // Only skip-layer guidance runs the positive half alone; finding its tail costs a device sync, so only then.
         var (runPositive, positiveRepeats) = skipLayers is null ? (positiveEmbeds, 1L) : Collapse(positiveEmbeds);
+        // PAG's adaptive scale needs each step's timestep on the host: read once, not with a device sync per step.
+        float[]? hostTimesteps = pag is null ? null : ReadTimesteps(timesteps);
         progress?.Report(new PipelineProgress("denoise", 0, total));
         for (int i = 0; i < total; i++)
         {
@@ -229,7 +237,7 @@ public abstract partial class StableDiffusion3PipelineBase : IDisposable
                 {
                     var modelInput = cat(Enumerable.Repeat(latents, pag.Copies).ToArray(), 0);
                     noisePred = transformer.forward(modelInput, runEmbeds, pooled, t.expand(modelInput.shape[0]), lastTokenRepeats: repeats);
-                    noisePred = pag.Apply(noisePred, guidance, t.item<float>()).Guided;
+                    noisePred = pag.Apply(noisePred, guidance, hostTimesteps![i]).Guided;
                 }
                 else
                 {
