@@ -50,6 +50,24 @@ if not hasattr(torch.library, "custom_op"):
     torch.library.custom_op = lambda *a, **k: (lambda f: f)
     torch.library.register_fake = lambda *a, **k: (lambda f: f)
 
+# diffusers v0.39 imports names from torch.nn.attention (sdpa_kernel, flex_attention's BlockMask ...) at module load,
+# for backends these scripts never select; torch 1.13 has no such module. Names only: calling one is an error.
+try:
+    import torch.nn.attention  # noqa: F401
+except ImportError:
+    class _NamesOnly(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            def unavailable(*args, **kwargs):
+                raise RuntimeError(f"torch.nn.attention.{name} is not in torch {torch.__version__}")
+            return type(name, (), {"__init__": unavailable, "__call__": unavailable})
+    _attention = _NamesOnly("torch.nn.attention")
+    _attention.flex_attention = _NamesOnly("torch.nn.attention.flex_attention")
+    sys.modules["torch.nn.attention"] = _attention
+    sys.modules["torch.nn.attention.flex_attention"] = _attention.flex_attention
+    torch.nn.attention = _attention
+
 if not hasattr(F, "scaled_dot_product_attention"):
     def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                      enable_gqa=False):

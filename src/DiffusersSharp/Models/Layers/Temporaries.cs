@@ -20,4 +20,22 @@ internal static class Temporaries
         if (!ReferenceEquals(next, current) && !ReferenceEquals(current, borrowed)) current.Dispose();
         return next;
     }
+
+    /// <summary>
+    /// Runs one dual-stream block (text and image tokens in, both out) in its own dispose scope, then frees the two input
+    /// streams: between blocks only the current pair lives, as in PyTorch.
+    /// </summary>
+    public static (Tensor Context, Tensor X) RunStreams(Func<(Tensor Context, Tensor X)> block, Tensor context, Tensor x)
+    {
+        Tensor newContext, newX;
+        using (var blockScope = NewDisposeScope())
+        {
+            (newContext, newX) = block();
+            newContext.MoveToOuterDisposeScope();
+            newX.MoveToOuterDisposeScope();
+        }
+        context.Dispose();
+        x.Dispose();
+        return (newContext, newX);
+    }
 }

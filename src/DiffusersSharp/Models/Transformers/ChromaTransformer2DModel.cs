@@ -115,32 +115,17 @@ public sealed class ChromaTransformer2DModel : nn.Module
         {
             var block = transformer_blocks[i];
             var temb = torch.cat([pooledTemb.narrow(1, imageOffset + 6 * i, 6), pooledTemb.narrow(1, textOffset + 6 * i, 6)], 1);
-            (context, x) = RunBlock(() => block.forward(x, context, temb, rotary, attentionMask: mask), context, x);
+            (context, x) = Temporaries.RunStreams(() => block.forward(x, context, temb, rotary, attentionMask: mask), context, x);
         }
         for (int i = 0; i < singles; i++)
         {
             var block = single_transformer_blocks[i];
             var temb = pooledTemb.narrow(1, 3 * i, 3);
-            (context, x) = RunBlock(() => block.forward(x, context, temb, rotary, mask), context, x);
+            (context, x) = Temporaries.RunStreams(() => block.forward(x, context, temb, rotary, mask), context, x);
         }
 
         var output = proj_out.forward(AdaLayerNormContinuous.Pruned(x, pooledTemb.narrow(1, pooledTemb.shape[1] - 2, 2)));
         return output.MoveToOuterDisposeScope();
-    }
-
-    /// <summary>Runs one block in its own dispose scope: only the two streams live on.</summary>
-    private static (Tensor Context, Tensor X) RunBlock(Func<(Tensor Context, Tensor X)> block, Tensor context, Tensor x)
-    {
-        Tensor newContext, newX;
-        using (var blockScope = torch.NewDisposeScope())
-        {
-            (newContext, newX) = block();
-            newContext.MoveToOuterDisposeScope();
-            newX.MoveToOuterDisposeScope();
-        }
-        context.Dispose();
-        x.Dispose();
-        return (newContext, newX);
     }
 
     private void ValidateInputs(Tensor hidden, Tensor text, Tensor timestep, Tensor imgIds, Tensor txtIds, Tensor? mask)

@@ -131,13 +131,13 @@ public sealed class FluxTransformer2DModel : nn.Module
         {
             var block = transformer_blocks[i];
             var residual = Residual(controlnet_block_samples, i, transformer_blocks.Count);
-            (context, x) = RunBlock(() => AddResidual(block.forward(x, context, temb, rotary, ipHiddenStates), residual), context, x);
+            (context, x) = Temporaries.RunStreams(() => AddResidual(block.forward(x, context, temb, rotary, ipHiddenStates), residual), context, x);
         }
         for (int i = 0; i < single_transformer_blocks.Count; i++)
         {
             var block = single_transformer_blocks[i];
             var residual = Residual(controlnet_single_block_samples, i, single_transformer_blocks.Count);
-            (context, x) = RunBlock(() => AddResidual(block.forward(x, context, temb, rotary), residual), context, x);
+            (context, x) = Temporaries.RunStreams(() => AddResidual(block.forward(x, context, temb, rotary), residual), context, x);
         }
 
         var output = proj_out.forward(norm_out.forward(x, temb));
@@ -260,21 +260,6 @@ public sealed class FluxTransformer2DModel : nn.Module
         foreach (var sample in samples)
             if (sample is null || sample.dim() != 3 || sample.shape[0] != hidden.shape[0] || sample.shape[1] != hidden.shape[1])
                 throw new ArgumentException($"{name}: each residual must be [B={hidden.shape[0]}, S_img={hidden.shape[1]}, D].", name);
-    }
-
-    /// <summary>Runs one block in its own dispose scope: only the two streams live on.</summary>
-    private static (Tensor Context, Tensor X) RunBlock(Func<(Tensor Context, Tensor X)> block, Tensor context, Tensor x)
-    {
-        Tensor newContext, newX;
-        using (var blockScope = torch.NewDisposeScope())
-        {
-            (newContext, newX) = block();
-            newContext.MoveToOuterDisposeScope();
-            newX.MoveToOuterDisposeScope();
-        }
-        context.Dispose();
-        x.Dispose();
-        return (newContext, newX);
     }
 
     /// <summary>Checks the inputs of a Flux transformer (or a Flux ControlNet built on its layers) of config <paramref name="c"/>.</summary>
