@@ -11,7 +11,7 @@ Writes, under local-diffusers/qwenimage/:
   so the pipeline's (de)normalisation shows;
 - scheduler/: Qwen/Qwen-Image's FlowMatchEulerDiscreteScheduler config (dynamic exponential shift, shift_terminal 0.02);
 - expected.safetensors: transformer forwards (a padded batch with its text mask, and an unmasked odd-sized grid) and
-  QwenImagePipeline / QwenImageImg2ImgPipeline runs given prompt embeddings drawn here (the text encoder is checked on
+  QwenImagePipeline / QwenImageImg2ImgPipeline / QwenImageInpaintPipeline runs given prompt embeddings drawn here (the text encoder is checked on
   its own), each step's latents and the decoded images;
 - counts.json: state-dict tensor and element counts of the full-size Qwen-Image transformer (Qwen/Qwen-Image's config),
   built on the meta device.
@@ -27,7 +27,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
-from diffusers import QwenImageImg2ImgPipeline, QwenImagePipeline
+from diffusers import QwenImageImg2ImgPipeline, QwenImageInpaintPipeline, QwenImagePipeline
 
 root = sys.argv[1]
 here = f"{root}/local-diffusers/qwenimage"
@@ -107,7 +107,7 @@ def pipeline(cls):
     return cls(scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None, transformer=transformer)
 
 
-t2i, i2i = pipeline(QwenImagePipeline), pipeline(QwenImageImg2ImgPipeline)
+t2i, i2i, inpaint = pipeline(QwenImagePipeline), pipeline(QwenImageImg2ImgPipeline), pipeline(QwenImageInpaintPipeline)
 
 # Prompt embeddings as the text encoder gives them: two prompts of 7 and 11 tokens (zero-padded to 11, with the mask),
 # two negative ones of 5 and 9 tokens (padded to 9).
@@ -128,17 +128,24 @@ two_cfg = dict(prompt_embeds=embeds, prompt_embeds_mask=embeds_mask, negative_pr
                negative_prompt_embeds_mask=negatives_mask)
 image = Image.open(f"{root}/tiny-sd3/init_image.png").convert("RGB")
 cropped = image.crop((0, 0, 70, 50))  # 70 x 50: the processor resizes it to 64 x 48 (multiples of 8)
+mask = Image.open(f"{root}/tiny-sd3/mask.png")
 cases = {
     "t2i": (t2i, dict(**one, height=64, width=64, num_inference_steps=3, true_cfg_scale=1.0), 42),
     # True CFG with diffusers' norm rescale of the combined prediction.
     "t2i_cfg": (t2i, dict(**one_cfg, height=64, width=64, num_inference_steps=3, true_cfg_scale=4.0), 7),
-    # Two prompts of different lengths x two images each, padded embeddings with their masks, a wide image.
-    "t2i_two": (t2i, dict(**two_cfg, height=48, width=80, num_inference_steps=2, true_cfg_scale=2.5,
-                          num_images_per_prompt=2), 123456),
+    # Two prompts of different lengths, padded embeddings with their masks, a wide image. One image per prompt: with more,
+    # diffusers v0.39's encode_prompt repeats the embeddings per prompt ([p0, p0, p1, p1]) but tiles the masks
+    # ([m0, m1, m0, m1]), so images get another prompt's mask; DiffusersSharp pairs each image with its prompt's mask.
+    "t2i_two": (t2i, dict(**two_cfg, height=48, width=80, num_inference_steps=2, true_cfg_scale=2.5), 123456),
     "t2i_sigmas": (t2i, dict(**one, height=32, width=64, sigmas=[1.0, 0.75, 0.5, 0.2], true_cfg_scale=1.0), 8),
     "i2i": (i2i, dict(**one, image=image, height=64, width=64, strength=0.6, num_inference_steps=5, true_cfg_scale=1.0), 123),
     "i2i_cfg": (i2i, dict(**one_cfg, image=cropped, height=48, width=64, strength=0.85, num_inference_steps=4,
                           true_cfg_scale=3.0), 99),
+    # QwenImageInpaintPipeline: white = repaint; the known region is reset to the noised image latents after each step.
+    "inpaint": (inpaint, dict(**one, image=image, mask_image=mask, height=64, width=64, strength=0.8, num_inference_steps=4,
+                              true_cfg_scale=1.0), 21),
+    "inpaint_cfg": (inpaint, dict(**one_cfg, image=image, mask_image=mask, height=48, width=64, strength=1.0,
+                                  num_inference_steps=3, true_cfg_scale=3.0, num_images_per_prompt=2), 22),
 }
 for name, (pipe, args, seed) in cases.items():
     def on_step_end(p, i, t, kw, name=name):

@@ -179,7 +179,7 @@ public class GenerateSettings : ModelSettings
     public string? NegativePrompt { get; init; }
 
     /// <summary>Precomputed embeddings file.</summary>
-    [CommandOption("--prompt-embeds <FILE>"), Description("A .safetensors file with prompt_embeds and pooled_prompt_embeds (and optionally negative_*), instead of --prompt. Chroma: prompt_embeds with prompt_attention_mask (negative_* likewise). Z-Image: prompt_embeds [[L, D]] (one prompt; [[N, L, D]]: N prompts) or prompt_embeds.0, prompt_embeds.1, ... (prompts of their own lengths), each the rows of a prompt's real tokens (diffusers' pipe.encode_prompt lists), and likewise negative_prompt_embeds, needed with --guidance above 1; the Qwen3 text encoder is then not loaded unless --negative-prompt is given.")]
+    [CommandOption("--prompt-embeds <FILE>"), Description("A .safetensors file with prompt_embeds and pooled_prompt_embeds (and optionally negative_*), instead of --prompt. Chroma: prompt_embeds with prompt_attention_mask (negative_* likewise). Z-Image: prompt_embeds [[L, D]] (one prompt; [[N, L, D]]: N prompts) or prompt_embeds.0, prompt_embeds.1, ... (prompts of their own lengths), each the rows of a prompt's real tokens (diffusers' pipe.encode_prompt lists), and likewise negative_prompt_embeds, needed with --guidance above 1; the Qwen3 text encoder is then not loaded unless --negative-prompt is given. Qwen-Image: prompt_embeds [[L, D]] or [[N, L, D]] (zero-padded) with an optional prompt_embeds_mask [[L]] / [[N, L]] (1 = a real token), likewise negative_prompt_embeds / negative_prompt_embeds_mask (CFG runs only with a negative); the Qwen2.5-VL text encoder is then not loaded unless --negative-prompt is given.")]
     public string? PromptEmbeds { get; init; }
 
     /// <summary>Denoising steps.</summary>
@@ -187,7 +187,7 @@ public class GenerateSettings : ModelSettings
     public int? Steps { get; init; }
 
     /// <summary>Guidance scale.</summary>
-    [CommandOption("--guidance <SCALE>"), Description("Classifier-free guidance scale (default: the pipeline's, 7.0 for SD3, 7.5 for SD 1.x / 2.x, 5.0 for SDXL, Chroma and Z-Image; 1 turns it off). Z-Image-Turbo is distilled for --guidance 0 with --steps 9.")]
+    [CommandOption("--guidance <SCALE>"), Description("Classifier-free guidance scale (default: the pipeline's, 7.0 for SD3, 7.5 for SD 1.x / 2.x, 5.0 for SDXL, Chroma and Z-Image; 1 turns it off). Z-Image-Turbo is distilled for --guidance 0 with --steps 9. Qwen-Image: diffusers' true_cfg_scale (default 4), applied only with --negative-prompt (\" \" enables it without a real one).")]
     public string? Guidance { get; init; }
 
     /// <summary>Seed.</summary>
@@ -207,7 +207,7 @@ public class GenerateSettings : ModelSettings
     public int NumImages { get; init; } = 1;
 
     /// <summary>T5 sequence length.</summary>
-    [CommandOption("--max-sequence-length <N>"), Description("T5 tokens (at most 512, default 256; Flux, Chroma 512). Z-Image: Qwen3 tokens with the chat template around the prompt (default 512).")]
+    [CommandOption("--max-sequence-length <N>"), Description("T5 tokens (at most 512, default 256; Flux, Chroma 512). Z-Image: Qwen3 tokens with the chat template around the prompt (default 512). Qwen-Image: the prompt's Qwen2.5-VL tokens after the template's system turn (default 512).")]
     public int? MaxSequenceLength { get; init; }
 
     /// <summary>Output file.</summary>

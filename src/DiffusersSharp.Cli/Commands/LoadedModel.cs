@@ -13,6 +13,7 @@ using DiffusersSharp.Pipelines.PixArt;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Pipelines.StableDiffusionXL;
+using DiffusersSharp.Pipelines.QwenImage;
 using DiffusersSharp.Pipelines.ZImage;
 using DiffusersSharp.Runtime;
 
@@ -28,8 +29,9 @@ internal sealed class LoadedModel : IDisposable
 
     private LoadedModel(string name, string pipelineClass, IReadOnlyList<string> controlNets, StableDiffusion3Components? sd3, StableDiffusionComponents? unet,
         FluxComponents? flux = null, IReadOnlyList<string>? adapters = null, PixArtComponents? pixArt = null, ChromaComponents? chroma = null,
-        ZImageComponents? zImage = null)
+        ZImageComponents? zImage = null, QwenImageComponents? qwenImage = null)
     {
+        QwenImage = qwenImage;
         PixArt = pixArt;
         Chroma = chroma;
         ZImage = zImage;
@@ -47,7 +49,7 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>The model families, as model_index.json's <c>_class_name</c> tells them apart.</summary>
-    private enum Family { Sd3, UNet, Flux, PixArt, Chroma, ZImage }
+    private enum Family { Sd3, UNet, Flux, PixArt, Chroma, ZImage, QwenImage }
 
     private static Family FamilyOf(string pipelineClass) =>
         StableDiffusionComponents.IsSupportedPipeline(pipelineClass) ? Family.UNet
@@ -55,6 +57,7 @@ internal sealed class LoadedModel : IDisposable
         : PixArtComponents.IsSupportedPipeline(pipelineClass) ? Family.PixArt
         : ChromaComponents.IsSupportedPipeline(pipelineClass) ? Family.Chroma
         : ZImageComponents.IsSupportedPipeline(pipelineClass) ? Family.ZImage
+        : QwenImageComponents.IsSupportedPipeline(pipelineClass) ? Family.QwenImage
         : Family.Sd3;
 
     /// <summary>The components whose scheduler --scheduler swaps (UNet and PixArt models), or null.</summary>
@@ -68,6 +71,9 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>The Z-Image components, or null for another family.</summary>
     public ZImageComponents? ZImage { get; }
+
+    /// <summary>The Qwen-Image components, or null for another family.</summary>
+    public QwenImageComponents? QwenImage { get; }
 
     /// <summary>What --model said (folder or hub id).</summary>
     public string Name { get; }
@@ -211,6 +217,7 @@ internal sealed class LoadedModel : IDisposable
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
         if (family == Family.Chroma) CheckChroma(settings, pipelineClass);
         if (family == Family.ZImage) CheckZImage(settings, pipelineClass);
+        if (family == Family.QwenImage) CheckQwenImage(settings, pipelineClass);
         if (IsLatentUpscaler(pipelineClass)) CheckLatentUpscalerLoaders(settings, pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
@@ -273,6 +280,9 @@ internal sealed class LoadedModel : IDisposable
             // --prompt-embeds without --negative-prompt needs no Qwen3-4B: it is left out (diffusers' text_encoder=None).
             Family.ZImage => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, zImage: WithLoras(output, loras, ZImageComponents.FromPretrained(folder,
                 options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null, NegativePrompt: null } }, ct), c => c.FuseLora)),
+            // --prompt-embeds without --negative-prompt needs no Qwen2.5-VL-7B: it is left out (diffusers' text_encoder=None).
+            Family.QwenImage => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, qwenImage: QwenImageComponents.FromPretrained(folder,
+                options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null, NegativePrompt: null } }, ct)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithIpAdapter(output, ipAdapter, WithLoras(output, loras,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
@@ -652,6 +662,22 @@ internal sealed class LoadedModel : IDisposable
     /// </summary>
     private static void CheckZImage(ModelSettings settings, string pipelineClass) => CheckFlowTextToImage(settings, pipelineClass, "Z-Image", "--lora");
 
+    /// <summary>
+    /// Qwen-Image (diffusers' QwenImagePipeline / QwenImageImg2ImgPipeline / QwenImageInpaintPipeline; Qwen/Qwen-Image):
+    /// text-to-image, image-to-image and inpainting with one Qwen2.5-VL prompt and true CFG (--guidance is diffusers'
+    /// true_cfg_scale, with --negative-prompt), FlowMatchEuler; no --padding-mask-crop, LoRA, ControlNet or scheduler swap
+    /// here yet. Refused before any weights load.
+    /// </summary>
+    private static void CheckQwenImage(ModelSettings settings, string pipelineClass)
+    {
+        if (settings is InpaintSettings { PaddingMaskCrop: not null })
+            throw new ArgumentException($"--padding-mask-crop is not supported for Qwen-Image yet; {settings.Model} is a {pipelineClass}.");
+        if (FirstLackingOption(settings, "--prompt-embeds") is { } lacking)
+            throw new ArgumentException($"{lacking}{(lacking == "--true-cfg" ? " (Qwen-Image runs real CFG: --guidance with --negative-prompt)" : "")} does not apply to Qwen-Image models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+        if (settings is GenerateSettings { Width: { } w } && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Qwen-Image, got {w}.");
+        if (settings is GenerateSettings { Height: { } h } && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Qwen-Image, got {h}.");
+    }
+
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
         if (family != Family.ZImage && (settings.CfgNormalization ?? settings.CfgTruncation) is not null)
@@ -677,6 +703,11 @@ internal sealed class LoadedModel : IDisposable
         if (family == Family.ZImage)
         {
             CheckZImage(settings, pipelineClass);
+            return;
+        }
+        if (family == Family.QwenImage)
+        {
+            CheckQwenImage(settings, pipelineClass);
             return;
         }
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
@@ -957,5 +988,6 @@ internal sealed class LoadedModel : IDisposable
         PixArt?.Dispose();
         Chroma?.Dispose();
         ZImage?.Dispose();
+        QwenImage?.Dispose();
     }
 }

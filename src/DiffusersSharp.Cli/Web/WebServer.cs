@@ -86,7 +86,7 @@ internal sealed class WebServer : IAsyncDisposable
             Model = _model.Name,
             Pipeline = _model.PipelineClass,
             Family = _model.Flux is not null ? "flux" : _model.PixArt is not null ? "pixart" : _model.Chroma is not null ? "chroma"
-                : _model.ZImage is not null ? "zimage" : unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
+                : _model.ZImage is not null ? "zimage" : _model.QwenImage is not null ? "qwenimage" : unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
             Scheduler = _model.Swappable?.SchedulerClassName ?? "FlowMatchEulerDiscreteScheduler",
             Schedulers = _model.Swappable is null ? [] : DiffusionSchedulers.KnownNames,
             Modes = _model.Modes,

@@ -31,6 +31,7 @@ public static class ModelRegistry
         ["FluxTransformer2DModel"] = (config, device) => new Transformers.FluxTransformer2DModel(ConfigJson.Read<Transformers.FluxTransformer2DModelConfig>(config), device),
         ["QwenImageTransformer2DModel"] = (config, device) => new Transformers.QwenImageTransformer2DModel(ConfigJson.Read<Transformers.QwenImageTransformer2DModelConfig>(config), device),
         ["ChromaTransformer2DModel"] = (config, device) => new Transformers.ChromaTransformer2DModel(ConfigJson.Read<Transformers.ChromaTransformer2DModelConfig>(config), device),
+        ["AutoencoderKLQwenImage"] = (config, device) => new Autoencoders.AutoencoderKLQwenImage(ConfigJson.Read<Autoencoders.AutoencoderKLQwenImageConfig>(config), device),
         ["AutoencoderKL"] = (config, device) => new Autoencoders.AutoencoderKL(ConfigJson.Read<Autoencoders.AutoencoderKLConfig>(config), device),
         ["UNet2DConditionModel"] = (config, device) => new Unets.UNet2DConditionModel(ConfigJson.Read<Unets.UNet2DConditionModelConfig>(config), device),
         ["ControlNetModel"] = (config, device) => new ControlNets.ControlNetModel(ConfigJson.Read<ControlNets.ControlNetModelConfig>(config), device),
@@ -44,6 +45,7 @@ public static class ModelRegistry
         ["SiglipVisionModel"] = (config, device) => new ImageEncoders.SiglipVisionModel(ConfigJson.Read<ImageEncoders.SiglipVisionConfig>(config), device),
         ["ReduxImageEncoder"] = (config, device) => new ImageEncoders.ReduxImageEncoder(ConfigJson.Read<ImageEncoders.ReduxImageEncoderConfig>(config), device),
         ["T5EncoderModel"] = (config, device) => new TextEncoders.T5EncoderModel(ConfigJson.Read<TextEncoders.T5Config>(config), device),
+        ["Qwen2_5_VLForConditionalGeneration"] = (config, device) => new TextEncoders.Qwen2_5_VLTextModel(TextEncoders.Qwen2_5_VLTextConfig.Read(config), device),
         ["Qwen3Model"] = (config, device) => new TextEncoders.Qwen3Model(ConfigJson.Read<TextEncoders.Qwen3Config>(config), device),
     };
 

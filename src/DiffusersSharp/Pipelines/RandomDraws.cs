@@ -41,10 +41,18 @@ internal static class RandomDraws
     /// A VAE posterior sample of <paramref name="image"/> (diffusers' <c>retrieve_latents(vae.encode(image), generator)</c>):
     /// mean + std * randn, drawn from <paramref name="generator"/>, or per image from a list of generators. Unscaled.
     /// </summary>
-    public static Tensor SampleVae(AutoencoderKL vae, Tensor image, Generator? generator, IReadOnlyList<Generator>? generators, Device device)
+    public static Tensor SampleVae(AutoencoderKL vae, Tensor image, Generator? generator, IReadOnlyList<Generator>? generators, Device device) =>
+        SampleVae((vae ?? throw new ArgumentNullException(nameof(vae))).Encode, vae.WeightDtype(), image, generator, generators, device);
+
+    /// <summary>
+    /// <see cref="SampleVae(AutoencoderKL, Tensor, Generator?, IReadOnlyList{Generator}?, Device)"/> for any VAE: <paramref name="encode"/>
+    /// gives the posterior of images in <paramref name="weightDtype"/> (e.g. the Qwen-Image VAE's, of [N, 3, 1, H, W] frames).
+    /// </summary>
+    public static Tensor SampleVae(Func<Tensor, DiagonalGaussianDistribution> encode, ScalarType weightDtype, Tensor image, Generator? generator,
+        IReadOnlyList<Generator>? generators, Device device)
     {
         using var scope = NewDisposeScope();
-        image = image.to(vae.WeightDtype(), device);
+        image = image.to(weightDtype, device);
         Tensor result;
         if (generators is { Count: > 1 } list)
         {
@@ -53,21 +61,21 @@ internal static class RandomDraws
             var parts = new List<Tensor>();
             for (int i = 0; i < image.shape[0]; i++)
             {
-                using var dist = vae.Encode(image[i..(i + 1)]);
+                using var dist = encode(image[i..(i + 1)]);
                 parts.Add(dist.Mean + dist.Std * list[i].Randn(dist.Mean.shape, dist.Mean.dtype, device));
             }
             result = cat(parts, 0);
         }
         else
         {
-            using var dist = vae.Encode(image);
+            using var dist = encode(image);
             result = dist.Mean + dist.Std * Randn(dist.Mean.shape, generator, generators, dist.Mean.dtype, device);
         }
         return result.MoveToOuterDisposeScope();
     }
 
     /// <summary>
-    /// The draws of <see cref="SampleVae"/> for images whose posterior is <paramref name="latentShape"/>, without the
+    /// The draws of <see cref="SampleVae(AutoencoderKL, Tensor, Generator?, IReadOnlyList{Generator}?, Device)"/> for images whose posterior is <paramref name="latentShape"/>, without the
     /// encode: leaves the generator(s) where that sample would. For a sample diffusers makes and never reads.
     /// </summary>
     public static void SkipVaeSample(long[] latentShape, Generator? generator, IReadOnlyList<Generator>? generators, ScalarType dtype, Device device)

@@ -35,7 +35,8 @@ public sealed class Qwen3Model : nn.Module
         Config = config;
         embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
         layers = new ModuleList<Qwen3DecoderLayer>();
-        for (int i = 0; i < config.NumHiddenLayers; i++) layers.Add(new Qwen3DecoderLayer(config, device, dtype));
+        var spec = QwenDecoderSpec.Of(config);
+        for (int i = 0; i < config.NumHiddenLayers; i++) layers.Add(new Qwen3DecoderLayer(spec, device, dtype));
         norm = new RMSNorm(config.HiddenSize, config.RmsNormEps, device, dtype);
         RegisterComponents();
     }
@@ -105,7 +106,7 @@ public sealed class Qwen3Model : nn.Module
         if (layerCount == 0 && !finalNorm) return h;
         long length = ids.shape[1];
         var (cos, sin) = Qwen3Rotary.CosSin(length, Config.HeadDim, Config.EffectiveRopeTheta, h.dtype, h.device);
-        var bias = AttentionBias(attentionMask?.to(ids.device), ids.shape[0], length, h.dtype, h.device);
+        var bias = QwenCausalMask.Bias(attentionMask?.to(ids.device), ids.shape[0], length, h.dtype, h.device);
         for (int i = 0; i < layerCount; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -120,29 +121,6 @@ public sealed class Qwen3Model : nn.Module
         hidden?.Add(normed);
         return normed;
     }
-
-    /// <summary>
-    /// transformers' 4-D mask for eager attention: 0 where a query may attend (key position ≤ query position, key kept
-    /// by the mask), the dtype's minimum elsewhere; [batch, 1, seq, seq].
-    /// </summary>
-    private static Tensor AttentionBias(Tensor? mask, long batch, long length, ScalarType dtype, Device device)
-    {
-        using var scope = NewDisposeScope();
-        var blocked = ones(length, length, dtype: ScalarType.Bool, device: device).triu(1).unsqueeze(0); // key after query
-        if (mask is not null) blocked = blocked.logical_or(mask.eq(0).unsqueeze(1));
-        blocked = blocked.expand(batch, length, length).unsqueeze(1);
-        var bias = zeros(batch, 1, length, length, dtype: dtype, device: device).masked_fill(blocked, MinValue(dtype));
-        return bias.MoveToOuterDisposeScope();
-    }
-
-    /// <summary><c>torch.finfo(dtype).min</c>.</summary>
-    private static double MinValue(ScalarType dtype) => dtype switch
-    {
-        ScalarType.Float16 => -65504.0,
-        ScalarType.BFloat16 => -3.3895313892515355e38,
-        ScalarType.Float64 => double.MinValue,
-        _ => float.MinValue,
-    };
 }
 
 /// <summary>
