@@ -149,3 +149,49 @@ public sealed class QwenImageCliTests : CliTempDirectory, IDisposable
         Dispose();
     }
 }
+
+/// <summary>generate with the whole tiny Qwen-Image folder (text encoder and tokenizer included): prompt strings give the
+/// library's images, and the same images as their encoded embeddings.</summary>
+public sealed class QwenImagePromptCliTests : CliTempDirectory
+{
+    private readonly string _model;
+
+    public QwenImagePromptCliTests() : base("qwenimage-prompt-cli")
+    {
+        _model = Path.Combine(Dir, "qwenimage");
+        TinyQwenImagePipelineFolder.Write(_model, newLayout: true);
+    }
+
+    [Fact]
+    public void PromptsGiveTheLibrarysImagesAndTheirEmbeddingsDoToo()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "A photo of a cat", "--negative-prompt", "blurry",
+            "--steps", "2", "--guidance", "3", "--width", "32", "--height", "48", "--seed", "9", "--num-images", "2", "--output", Out());
+        Assert.True(code == 0, stderr);
+        Assert.StartsWith("A photo of a cat\nNegative prompt: blurry\n", ImageFile.ReadPngText(Out("out-1.png"))["parameters"]);
+        using var pipe = QwenImagePipeline.FromPretrained(_model);
+        var request = new QwenImageRequest
+        {
+            Prompt = "A photo of a cat", NegativePrompt = "blurry", NumInferenceSteps = 2, TrueCfgScale = 3, Width = 32, Height = 48,
+            NumImagesPerPrompt = 2, Generator = new Generator("cpu").ManualSeed(9),
+        };
+        using var expected = pipe.Generate(request);
+        for (int i = 0; i < 2; i++) Assert.Equal(expected.Images![i].Pixels, ImageFile.Load(Out($"out-{i + 1}.png")).Pixels);
+
+        // The prompt's embeddings (34 template tokens dropped, mask all ones) give the same images.
+        var (embeds, mask) = pipe.EncodePrompt(["A photo of a cat"]);
+        var (negative, negativeMask) = pipe.EncodePrompt(["blurry"]);
+        Assert.Equal(16, embeds.shape[2]);
+        Assert.Equal(embeds.shape[1], mask.sum().item<long>());
+        using var fromEmbeds = pipe.Generate(request with
+        {
+            Prompt = null, NegativePrompt = null, PromptEmbeds = embeds, PromptEmbedsMask = mask, NegativePromptEmbeds = negative,
+            NegativePromptEmbedsMask = negativeMask, Generator = new Generator("cpu").ManualSeed(9),
+        });
+        Assert.Equal(expected.Images![0].Pixels, fromEmbeds.Images![0].Pixels);
+        // A prompt that only differs after the template's system turn changes the embeddings (the drop is not too long).
+        var (other, _) = pipe.EncodePrompt(["A photo of a dog"]);
+        long common = Math.Min(other.shape[1], embeds.shape[1]);
+        Assert.True(TensorAssert.MaxAbsDiff(other[.., ..(int)common], embeds[.., ..(int)common]) > 1e-3);
+    }
+}
