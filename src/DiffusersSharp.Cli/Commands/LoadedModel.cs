@@ -281,8 +281,8 @@ internal sealed class LoadedModel : IDisposable
             Family.ZImage => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, zImage: WithLoras(output, loras, ZImageComponents.FromPretrained(folder,
                 options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null, NegativePrompt: null } }, ct), c => c.FuseLora)),
             // --prompt-embeds without --negative-prompt needs no Qwen2.5-VL-7B: it is left out (diffusers' text_encoder=None).
-            Family.QwenImage => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, qwenImage: QwenImageComponents.FromPretrained(folder,
-                options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null, NegativePrompt: null } }, ct)),
+            Family.QwenImage => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, qwenImage: WithLoras(output, loras, QwenImageComponents.FromPretrained(folder,
+                options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null, NegativePrompt: null } }, ct), c => c.FuseLora)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithIpAdapter(output, ipAdapter, WithLoras(output, loras,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
@@ -328,7 +328,8 @@ internal sealed class LoadedModel : IDisposable
         CheckLoraScales(scales);
         var wanted = Loras.Select((l, i) => (l.File, Scale: scales[scales.Count == 1 ? 0 : i])).ToList();
         if (wanted.SequenceEqual(Loras)) return;
-        PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? (PipelineComponents?)Flux ?? (PipelineComponents?)Chroma ?? ZImage!;
+        PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? (PipelineComponents?)Flux ?? (PipelineComponents?)Chroma
+            ?? (PipelineComponents?)ZImage ?? QwenImage!;
         components.UnfuseLora();
         var fused = new List<(string File, double Scale)>();
         try
@@ -339,7 +340,8 @@ internal sealed class LoadedModel : IDisposable
                 else if (UNet is not null) UNet.FuseLora(file, scale);
                 else if (Flux is not null) Flux.FuseLora(file, scale);
                 else if (Chroma is not null) Chroma.FuseLora(file, scale);
-                else ZImage!.FuseLora(file, scale);
+                else if (ZImage is not null) ZImage.FuseLora(file, scale);
+                else QwenImage!.FuseLora(file, scale);
                 fused.Add((file, scale));
             }
         }
@@ -665,14 +667,14 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>
     /// Qwen-Image (diffusers' QwenImagePipeline / QwenImageImg2ImgPipeline / QwenImageInpaintPipeline; Qwen/Qwen-Image):
     /// text-to-image, image-to-image and inpainting with one Qwen2.5-VL prompt and true CFG (--guidance is diffusers'
-    /// true_cfg_scale, with --negative-prompt), FlowMatchEuler; no --padding-mask-crop, LoRA, ControlNet or scheduler swap
-    /// here yet. Refused before any weights load.
+    /// true_cfg_scale, with --negative-prompt), FlowMatchEuler, transformer LoRAs (QwenImageLoraLoaderMixin); no
+    /// --padding-mask-crop, ControlNet or scheduler swap here yet. Refused before any weights load.
     /// </summary>
     private static void CheckQwenImage(ModelSettings settings, string pipelineClass)
     {
         if (settings is InpaintSettings { PaddingMaskCrop: not null })
             throw new ArgumentException($"--padding-mask-crop is not supported for Qwen-Image yet; {settings.Model} is a {pipelineClass}.");
-        if (FirstLackingOption(settings, "--prompt-embeds") is { } lacking)
+        if (FirstLackingOption(settings, "--prompt-embeds", "--lora") is { } lacking)
             throw new ArgumentException($"{lacking}{(lacking == "--true-cfg" ? " (Qwen-Image runs real CFG: --guidance with --negative-prompt)" : "")} does not apply to Qwen-Image models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
         if (settings is GenerateSettings { Width: { } w } && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Qwen-Image, got {w}.");
         if (settings is GenerateSettings { Height: { } h } && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Qwen-Image, got {h}.");

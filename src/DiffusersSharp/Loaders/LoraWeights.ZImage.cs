@@ -49,7 +49,20 @@ public sealed partial class LoraWeights
     /// </remarks>
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">A key diffusers' Z-Image loader does not read, or an incomplete or mis-shaped pair.</exception>
-    public static IReadOnlyDictionary<string, LoraWeights> LoadZImage(string path)
+    public static IReadOnlyDictionary<string, LoraWeights> LoadZImage(string path) =>
+        LoadConvertedTransformer(path, "Z-Image", name => name.Contains(".to_out", StringComparison.Ordinal) ? name : ZImageOut.Replace(name, ".to_out.0"),
+            kohya: null);
+
+    /// <summary>
+    /// What diffusers' Z-Image and Qwen-Image LoRA converters share (<c>_convert_non_diffusers_z_image_lora_to_diffusers</c>,
+    /// <c>_convert_non_diffusers_qwen_lora_to_diffusers</c>): the <c>diffusion_model.</c> prefix dropped, kohya's
+    /// <c>lora_unet_</c> names turned into module paths by <paramref name="kohya"/> (null: refused, as diffusers' Z-Image
+    /// converter cannot read them), each name passed through <paramref name="normalize"/>, PEFT's <c>default.</c> removed,
+    /// then lora_down / lora_up / alpha triples or lora_A / lora_B pairs (see <see cref="LoadZImage"/>). A file with none of
+    /// the keys the converters look for is read as <see cref="LoadAll"/> reads it.
+    /// </summary>
+    private static IReadOnlyDictionary<string, LoraWeights> LoadConvertedTransformer(string path, string family, Func<string, string> normalize,
+        Func<string, string>? kohya)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"LoRA file not found: {path}", path);
         using var file = SafetensorsFile.Open(path);
@@ -64,15 +77,16 @@ public sealed partial class LoraWeights
         // converted name -> the file's key, in diffusers' order of steps.
         var names = keys.Select(k => (Key: k, Name: k.StartsWith(ComfyPrefix, StringComparison.Ordinal) ? k[ComfyPrefix.Length..] : k)).ToList();
         var kohyaNames = names.Where(n => n.Name.StartsWith("lora_unet_", StringComparison.Ordinal)).Select(n => n.Key).ToList();
-        if (kohyaNames.Count > 0)
-            throw new InvalidDataException($"{path} names Z-Image layers kohya's way ({string.Join(", ", kohyaNames.Take(2))}), which diffusers v0.36 cannot load (its Z-Image converter splits '.lora_down' at the underscore and then raises); not supported. A file with the transformer's module paths (diffusion_model.layers.0.attention.to_q.lora_down.weight, or diffusers' transformer.*.lora_A.weight) is.");
+        if (kohyaNames.Count > 0 && kohya is null)
+            throw new InvalidDataException($"{path} names {family} layers kohya's way ({string.Join(", ", kohyaNames.Take(2))}), which diffusers v0.36 cannot load (its {family} converter splits '.lora_down' at the underscore and then raises); not supported. A file with the transformer's module paths (diffusion_model.layers.0.attention.to_q.lora_down.weight, or diffusers' transformer.*.lora_A.weight) is.");
+        // diffusers strips lora_unet_ from every key once any key has it, then converts them all.
+        if (kohyaNames.Count > 0) names = names.Select(n => (Key: n.Key, Name: kohya!(n.Name.StartsWith("lora_unet_", StringComparison.Ordinal) ? n.Name["lora_unet_".Length..] : n.Name))).ToList();
         var converted = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (key, name) in names)
         {
-            string n = name.Contains(".to_out", StringComparison.Ordinal) ? name : ZImageOut.Replace(name, ".to_out.0");
-            n = n.Replace("default.", "", StringComparison.Ordinal);
+            string n = normalize(name).Replace("default.", "", StringComparison.Ordinal);
             if (!converted.TryAdd(n, key))
-                throw new InvalidDataException($"{path}: '{converted[n]}' and '{key}' are both '{n}' once converted as diffusers converts Z-Image LoRAs.");
+                throw new InvalidDataException($"{path}: '{converted[n]}' and '{key}' are both '{n}' once converted as diffusers converts {family} LoRAs.");
         }
 
         bool kohyaPairs = converted.Keys.Any(k => k.Contains(ZImageDown, StringComparison.Ordinal) || k.Contains(ZImageUp, StringComparison.Ordinal));
@@ -87,7 +101,7 @@ public sealed partial class LoraWeights
                 if (!converted.TryGetValue(up, out var upKey))
                     throw new InvalidDataException($"{path}: {converted[down]} has no lora_up.weight beside it.");
                 if (!converted.TryGetValue(alpha, out var alphaKey))
-                    throw new InvalidDataException($"{path}: {converted[down]} has no .alpha beside it; diffusers' Z-Image loader needs one for every lora_down / lora_up pair.");
+                    throw new InvalidDataException($"{path}: {converted[down]} has no .alpha beside it; diffusers' {family} loader needs one for every lora_down / lora_up pair.");
                 var pair = new LayerKeys(Stem(down, ZImageDown));
                 pair.Set(Part.Down, converted[down]);
                 pair.Set(Part.Up, upKey);
@@ -119,7 +133,7 @@ public sealed partial class LoraWeights
         }
         var left = converted.Where(p => !used.Contains(p.Key)).Select(p => p.Value).ToList();
         if (left.Count > 0)
-            throw new InvalidDataException($"{path}: {left.Count} tensor(s) diffusers' Z-Image LoRA converter does not read ({(kohyaPairs ? "lora_down / lora_up / alpha files take nothing else" : "only lora_A / lora_B pairs and their alphas")}: no lora_B bias, no lora_A beside lora_down, no LyCORIS parts), e.g. {string.Join(", ", left.Take(3))}.");
+            throw new InvalidDataException($"{path}: {left.Count} tensor(s) diffusers' {family} LoRA converter does not read ({(kohyaPairs ? "lora_down / lora_up / alpha files take nothing else" : "only lora_A / lora_B pairs and their alphas")}: no lora_B bias, no lora_A beside lora_down, no LyCORIS parts), e.g. {string.Join(", ", left.Take(3))}.");
         if (pairs.Count == 0) throw new InvalidDataException($"{path} has no lora_A / lora_down tensors.");
 
         // PEFT's lora_alpha without metadata: the rank of the first lora_B of the converted dict, which follows the file's

@@ -114,9 +114,32 @@ public sealed class QwenImageCliTests : CliTempDirectory, IDisposable
         Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("out-1.png")).Pixels);
     }
 
+    [Fact]
+    public void LorasAreFusedAsTheLibraryFusesThem()
+    {
+        string file = EmbedsFile(negatives: false), kohya = Fixtures.Path("local-diffusers/qwenimage-lora/kohya.safetensors");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt-embeds", file, "--lora", kohya, "--lora-scale", "0.9",
+            "--width", "32", "--height", "32", "--seed", "8", "--steps", "2", "--output", Out());
+        Assert.True(code == 0, stderr);
+        Assert.Contains("fused 8 LoRA layers from kohya.safetensors at scale 0.9", stderr);
+        Assert.Contains("Lora: kohya.safetensors:0.9", ImageFile.ReadPngText(Out("out-1.png"))["parameters"]);
+        using var components = QwenImageComponents.FromPretrained(Model, new PipelineLoadOptions { LoadTextEncoders = false });
+        var request = new QwenImageRequest
+        {
+            PromptEmbeds = _expected["in.prompt_embeds"], PromptEmbedsMask = _expected["in.prompt_embeds_mask"], Width = 32, Height = 32,
+            NumInferenceSteps = 2, Generator = new Generator("cpu").ManualSeed(8),
+        };
+        using var pipe = new QwenImagePipeline(components);
+        using var plain = pipe.Generate(request);
+        components.FuseLora(kohya, 0.9);
+        using var expected = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(8) });
+        Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("out-1.png")).Pixels);
+        Assert.NotEqual(plain.Images![0].Pixels, expected.Images[0].Pixels);
+    }
+
     [Theory]
     [InlineData("inpaint", "--padding-mask-crop", "8", "--padding-mask-crop is not supported for Qwen-Image")]
-    [InlineData("generate", "--lora", "local-diffusers/z-image-lora/pytorch_lora_weights.safetensors", "--lora does not apply to Qwen-Image")]
+    [InlineData("generate", "--scheduler", "euler", "--scheduler does not apply to Qwen-Image")]
     [InlineData("generate", "--true-cfg", "2", "--true-cfg (Qwen-Image runs real CFG")]
     [InlineData("generate", "--width", "40", "multiple of 16 for Qwen-Image")]
     public void FamilyLimitsAreRefusedBeforeLoading(string verb, string option, string? value, string message)
@@ -125,7 +148,7 @@ public sealed class QwenImageCliTests : CliTempDirectory, IDisposable
         var args = new List<string> { verb, "--model", Model, "--prompt-embeds", file, "--output", Out() };
         if (verb == "inpaint") args.AddRange(["--image", Fixtures.Path("tiny-sd3/init_image.png"), "--mask", Fixtures.Path("tiny-sd3/mask.png")]);
         args.Add(option);
-        if (value is not null) args.Add(option == "--lora" ? Fixtures.Path(value) : value);
+        if (value is not null) args.Add(value);
         var (code, _, stderr) = CliRunner.Run([.. args]);
         Assert.NotEqual(0, code);
         Assert.Contains(message, stderr);

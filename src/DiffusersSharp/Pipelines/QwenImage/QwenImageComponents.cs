@@ -118,6 +118,18 @@ public sealed class QwenImageComponents : PipelineComponents
             throw new ArgumentException($"The text encoder gives {textEncoder.Config.HiddenSize}-wide embeddings but the Qwen-Image transformer takes {transformer.Config.JointAttentionDim} (joint_attention_dim).");
     }
 
+    /// <summary>
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a Qwen-Image LoRA
+    /// (<c>QwenImageLoraLoaderMixin</c>: the transformer only), in diffusers' own layout or one its converter reads
+    /// (<c>diffusion_model.</c> names, lora_down / lora_up / alpha triples, kohya's <c>lora_unet_</c> names, PEFT's
+    /// <c>default.</c> adapter names; see <see cref="Loaders.LoraWeights.LoadQwenImage"/>); checked before any weight
+    /// changes, undone by <see cref="PipelineComponents.UnfuseLora"/>. Returns the number of adapted layers.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a Qwen-Image transformer LoRA in a layout diffusers reads.</exception>
+    /// <exception cref="ArgumentException">A layer does not fit the transformer (missing modules or other sizes).</exception>
+    public int FuseLora(string path, double scale = 1.0) => Loaders.LoraWeights.FuseQwenImage(path, Transformer, scale, FusedLoras);
+
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, torch.nn.Module> OffloadableModels()
     {
