@@ -31,6 +31,9 @@ public sealed class QwenImageRMSNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var input = x.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? x.to(ScalarType.Float32) : x;
         var normalized = (input / linalg.vector_norm(input, 2, [1L], keepdim: true).clamp_min(1e-12)).to(x.dtype);
-        return normalized.mul_(_scale).mul_(gamma).MoveToOuterDisposeScope();
+        // (normalized * scale) * gamma in diffusers' order. The scale is applied out of place: libtorch's out-of-place
+        // multiply by a double computes 16-bit tensors in float32 with the exact scale, as PyTorch's `tensor * float`
+        // does, whereas TorchSharp's in-place mul_(double) on bfloat16 rounds the scale to bfloat16 first.
+        return (normalized * _scale).mul_(gamma).MoveToOuterDisposeScope();
     }
 }
