@@ -8,7 +8,8 @@
 // the added tokens it matched are those of the stand-in tokenizer in textual_inversion.py (whose tokenize() diffusers'
 // maybe_convert_prompt used). Writes hf_tokenizers.json. Run from the repository root:
 //   dotnet run --project tools/reference/hf_tokenizers -c Release
-// With the argument "qwen2" it runs Qwen2.cs instead (the fixture local-diffusers/qwen3).
+// With the argument "qwen2" it runs Qwen2.cs instead (the fixture local-diffusers/qwen3); with "qwen2-texts IN OUT" it
+// encodes IN's JSON list of texts with that tokenizer into OUT (the fixture local-diffusers/qwen2-5-vl).
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -18,6 +19,11 @@ using Tokenizers.DotNet;
 if (args.Length > 0 && args[0] == "qwen2")
 {
     Qwen2Ids.Run(); // Qwen2.cs: the ids of local-diffusers/qwen3's tokenizer
+    return;
+}
+if (args.Length == 3 && args[0] == "qwen2-texts")
+{
+    Qwen2Ids.RunTexts(args[1], args[2]); // Qwen2.cs: the same tokenizer on a JSON list of texts (local-diffusers/qwen2-5-vl)
     return;
 }
 

@@ -41,4 +41,29 @@ internal static class Qwen2Ids
         }) + "\n");
         Console.WriteLine($"{ids.Count} texts encoded");
     }
+
+    /// <summary>The ids of local-diffusers/qwen3's tokenizer.json for each text of the JSON list in <paramref name="input"/>.</summary>
+    public static void RunTexts(string input, string output)
+    {
+        var texts = JsonNode.Parse(File.ReadAllText(input))!.AsArray().Select(s => s!.GetValue<string>()).ToList();
+        using var tokenizer = new Tokenizer("tests/DiffusersSharp.Tests/Fixtures/local-diffusers/qwen3/tokenizer/tokenizer.json");
+        var ids = new JsonArray();
+        foreach (string text in texts)
+            ids.Add(new JsonObject
+            {
+                ["text"] = text,
+                ["ids"] = new JsonArray(tokenizer.Encode(text).Select(i => (JsonNode)(int)i).ToArray()),
+            });
+        var result = new JsonObject
+        {
+            ["tokenizers"] = "Tokenizers.DotNet 1.4.1 (" + tokenizer.GetVersion() + ")",
+            ["note"] = "ids of local-diffusers/qwen3/tokenizer/tokenizer.json for each text (no special tokens added)",
+            ["ids"] = ids,
+        };
+        File.WriteAllText(output, result.ToJsonString(new JsonSerializerOptions
+        {
+            WriteIndented = true,
+            Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        }) + "\n");
+    }
 }

@@ -36,8 +36,18 @@ public sealed record Qwen2_5_VLTextConfig
     /// <summary>RMSNorm epsilon.</summary>
     public double RmsNormEps { get; init; } = 1e-6;
 
-    /// <summary>Rotary base.</summary>
+    /// <summary>Rotary base (transformers 4.x field; 5.x writes it inside <see cref="RopeParameters"/>).</summary>
     public double RopeTheta { get; init; } = 1000000.0;
+
+    /// <summary>transformers 5.x rotary settings (<c>rope_type</c>, <c>rope_theta</c>, <c>mrope_section</c>).</summary>
+    public JsonElement? RopeParameters { get; init; }
+
+    /// <summary>The rotary base in effect: <c>rope_parameters.rope_theta</c> when the file has it, else <c>rope_theta</c>.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public double EffectiveRopeTheta =>
+        RopeParameters is { ValueKind: JsonValueKind.Object } p && p.TryGetProperty("rope_theta", out var t) && t.ValueKind == JsonValueKind.Number
+            ? t.GetDouble()
+            : RopeTheta;
 
     /// <summary>transformers' rope_scaling: Qwen2.5-VL's multimodal rope (<c>mrope_section</c>) with the default rope type.</summary>
     public JsonElement? RopeScaling { get; init; }
@@ -88,10 +98,13 @@ public sealed record Qwen2_5_VLTextConfig
         if (NumAttentionHeads % NumKeyValueHeads != 0)
             throw new ArgumentException($"Qwen2.5-VL text config: num_attention_heads {NumAttentionHeads} is not a multiple of num_key_value_heads {NumKeyValueHeads}.");
         if (!(RmsNormEps > 0)) throw new ArgumentException($"Qwen2.5-VL text config: rms_norm_eps must be positive, got {RmsNormEps}.");
-        if (!(RopeTheta > 0) || double.IsInfinity(RopeTheta)) throw new ArgumentException($"Qwen2.5-VL text config: rope_theta must be a positive number, got {RopeTheta}.");
+        if (!(EffectiveRopeTheta > 0) || double.IsInfinity(EffectiveRopeTheta))
+            throw new ArgumentException($"Qwen2.5-VL text config: rope_theta must be a positive number, got {EffectiveRopeTheta}.");
         HfActivations.Validate(HiddenAct, "hidden_act");
-        if (RopeScaling is { ValueKind: JsonValueKind.Object } r)
+        // For text the multimodal rope's sections all take the same positions, so only the rope type matters here.
+        foreach (var value in new[] { RopeScaling, RopeParameters })
         {
+            if (value is not { ValueKind: JsonValueKind.Object } r) continue;
             string? kind = r.TryGetProperty("rope_type", out var rt) ? rt.GetString() : r.TryGetProperty("type", out var ty) ? ty.GetString() : null;
             if (kind is not (null or "default" or "mrope"))
                 throw new NotSupportedException($"Qwen2.5-VL text config: rope type '{kind}' is not supported (only the default multimodal rope).");

@@ -87,7 +87,7 @@ public sealed class Qwen2_5_VLTextModel : nn.Module
         var positions = mask is null
             ? arange(length, dtype: ScalarType.Int64, device: ids.device).unsqueeze(0).expand(batch, length)
             : mask.to(ScalarType.Int64).cumsum(-1).sub_(1).masked_fill_(mask.eq(0), 1);
-        var (cos, sin) = Qwen3Rotary.CosSin(positions, Config.HeadDim, Config.RopeTheta, h.dtype);
+        var (cos, sin) = Qwen3Rotary.CosSin(positions, Config.HeadDim, Config.EffectiveRopeTheta, h.dtype);
         var bias = QwenCausalMask.Bias(mask, batch, length, h.dtype, h.device);
         foreach (var layer in layers)
         {
