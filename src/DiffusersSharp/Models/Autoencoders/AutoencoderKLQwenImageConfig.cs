@@ -58,9 +58,6 @@ public sealed record AutoencoderKLQwenImageConfig
             throw new ArgumentException($"AutoencoderKLQwenImage config: temperal_downsample needs one entry per downsampling level ({DimMult.Length - 1}), got {TemperalDownsample?.Length ?? 0}.");
         if (AttnScales is { Length: > 0 })
             throw new ArgumentException("AutoencoderKLQwenImage config: attn_scales must be empty (diffusers' encoder cannot run attention blocks in its levels).");
-        if (LatentsMean is null || LatentsMean.Length != ZDim || LatentsStd is null || LatentsStd.Length != ZDim)
-            throw new ArgumentException($"AutoencoderKLQwenImage config: latents_mean and latents_std need z_dim = {ZDim} values each, got {LatentsMean?.Length ?? 0} and {LatentsStd?.Length ?? 0}.");
-        if (LatentsStd.Any(s => !(s > 0) || double.IsInfinity(s)))
-            throw new ArgumentException("AutoencoderKLQwenImage config: latents_std must be positive finite numbers.");
+        // latents_mean / latents_std are the pipelines' (diffusers' model never reads them): checked where they are used.
     }
 }

@@ -112,6 +112,11 @@ public sealed class QwenImageComponents : PipelineComponents
             throw new ArgumentException($"The Qwen-Image pipelines pack 2x2 latent patches; this transformer's patch_size is {transformer.Config.PatchSize}.");
         if (4 * vae.Config.ZDim != transformer.Config.InChannels)
             throw new ArgumentException($"The VAE gives {vae.Config.ZDim} latent channels (x 4 packed: {4 * vae.Config.ZDim}) but the Qwen-Image transformer takes {transformer.Config.InChannels}.");
+        var (mean, std) = (vae.Config.LatentsMean, vae.Config.LatentsStd);
+        if (mean is null || mean.Length != vae.Config.ZDim || std is null || std.Length != vae.Config.ZDim)
+            throw new ArgumentException($"The VAE's latents_mean and latents_std need z_dim = {vae.Config.ZDim} values each (the pipelines normalise every latent channel), got {mean?.Length ?? 0} and {std?.Length ?? 0}.");
+        if (std.Any(s => !(s > 0) || double.IsInfinity(s)))
+            throw new ArgumentException("The VAE's latents_std must be positive finite numbers.");
         if (transformer.Config.OutChannelsOrIn != vae.Config.ZDim)
             throw new ArgumentException($"The Qwen-Image transformer predicts {transformer.Config.OutChannelsOrIn} channels per patch position but the VAE decodes {vae.Config.ZDim}.");
         if (textEncoder is not null && textEncoder.Config.HiddenSize != transformer.Config.JointAttentionDim)
