@@ -37,18 +37,11 @@ public sealed class QwenImageImg2ImgPipeline : QwenImagePipelineBase
     {
         ArgumentNullException.ThrowIfNull(request);
         ThrowIfDisposed();
-        Strength.Check(request.Strength);
         if (request.Image is null && request.Latents is null)
             throw new ArgumentException("image is required for image-to-image (or latents to start from).");
-        if (request.Image?.Tensor is { } t && (t.dim() != 4 || t.shape[1] != 3))
-            throw new ArgumentException($"image must be RGB: an 8-bit image or a [N, 3, H, W] tensor in [0, 1], got a tensor [{string.Join(", ", t.shape)}].");
         int height = request.Height ?? DefaultSize, width = request.Width ?? DefaultSize;
-        CheckInputs(request, height, width);
+        int start = CheckImageRequest(request, height, width);
         int batch = PromptCount(request) * request.NumImagesPerPrompt;
-        int total = request.Sigmas?.Length ?? request.NumInferenceSteps ?? DefaultSteps;
-        int start = Strength.StartStep(total, request.Strength);
-        if (total - start < 1)
-            throw new ArgumentException($"strength {request.Strength} with {total} steps leaves {total - start} steps to run; raise strength or steps.");
 
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
@@ -74,15 +67,9 @@ public sealed class QwenImageImg2ImgPipeline : QwenImagePipelineBase
         if (request.Latents is { } given) latents = given.to(dtype, device, copy: true);
         else
         {
-            var vae = Components.Vae;
-            Components.Activate("vae");
-            var sample = RandomDraws.SampleVae(vae.Encode, vae.WeightDtype(), image!.to(dtype, device).unsqueeze(2), request.Generator, request.Generators, device);
-            var (mean, inverseStd) = LatentStatistics(sample.dtype, device);
-            var imageLatents = ((sample - mean) * inverseStd).to(dtype);
-            if (batch > imageLatents.shape[0]) imageLatents = cat(Enumerable.Repeat(imageLatents, (int)(batch / imageLatents.shape[0])).ToArray(), 0);
-            var noise = RandomDraws.Randn([batch, 1, vae.Config.ZDim, latentH, latentW], request.Generator, request.Generators, dtype, device);
-            var noised = scheduler.ScaleNoise(imageLatents.squeeze(2), timesteps[..1].repeat(batch), noise.squeeze(1));
-            latents = Flux.FluxPipelineBase.PackLatents(noised);
+            var imageLatents = EncodeImageLatents(image!, request, dtype, batch);
+            var noise = RandomDraws.Randn([batch, 1, Components.Vae.Config.ZDim, latentH, latentW], request.Generator, request.Generators, dtype, device);
+            latents = Flux.FluxPipelineBase.PackLatents(scheduler.ScaleNoise(imageLatents, timesteps[..1].repeat(batch), noise.squeeze(1)));
         }
         latents = Denoise(latents, positive, negative, scheduler, timesteps, (1, latentH / 2, latentW / 2), request, progress, cancellationToken);
         return Decode(latents, request.OutputType, height, width, progress);

@@ -46,22 +46,15 @@ public sealed class QwenImageInpaintPipeline : QwenImagePipelineBase
     {
         ArgumentNullException.ThrowIfNull(request);
         ThrowIfDisposed();
-        Strength.Check(request.Strength);
         if (request.Image is null) throw new ArgumentException("image is required for inpainting.");
         if (request.MaskImage is null) throw new ArgumentException("mask_image is required for inpainting.");
         if (request.Latents is not null)
             throw new ArgumentException("latents do not apply to Qwen-Image inpainting (diffusers' QwenImageInpaintPipeline returns them from prepare_latents where it unpacks three tensors, and fails).");
-        if (request.Image.Tensor is { } t && (t.dim() != 4 || t.shape[1] != 3))
-            throw new ArgumentException($"image must be RGB pixels: an 8-bit image or a [N, 3, H, W] tensor in [0, 1], got a tensor [{string.Join(", ", t.shape)}].");
         if (request.MaskImage.Tensor is { } m && (m.dim() != 4 || m.shape[1] != 1))
             throw new ArgumentException($"mask_image must be an 8-bit image or a [N, 1, H, W] tensor in [0, 1], got a tensor [{string.Join(", ", m.shape)}].");
         int height = request.Height ?? DefaultSize, width = request.Width ?? DefaultSize;
-        CheckInputs(request, height, width);
+        int start = CheckImageRequest(request, height, width);
         int batch = PromptCount(request) * request.NumImagesPerPrompt;
-        int total = request.Sigmas?.Length ?? request.NumInferenceSteps ?? DefaultSteps;
-        int start = Strength.StartStep(total, request.Strength);
-        if (total - start < 1)
-            throw new ArgumentException($"strength {request.Strength} with {total} steps leaves {total - start} steps to run; raise strength or steps.");
 
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
@@ -86,11 +79,7 @@ public sealed class QwenImageInpaintPipeline : QwenImagePipelineBase
         int channels = vae.Config.ZDim;
 
         // prepare_latents: the image's posterior sample (normalised), then the noise.
-        Components.Activate("vae");
-        var sample = RandomDraws.SampleVae(vae.Encode, vae.WeightDtype(), image.to(dtype, device).unsqueeze(2), request.Generator, request.Generators, device);
-        var (mean, inverseStd) = LatentStatistics(sample.dtype, device);
-        var imageLatents = ((sample - mean) * inverseStd).to(dtype).squeeze(2);
-        if (batch > imageLatents.shape[0]) imageLatents = cat(Enumerable.Repeat(imageLatents, (int)(batch / imageLatents.shape[0])).ToArray(), 0);
+        var imageLatents = EncodeImageLatents(image, request, dtype, batch);
         var drawn = RandomDraws.Randn([batch, 1, channels, latentH, latentW], request.Generator, request.Generators, dtype, device).squeeze(1);
         var latents = FluxPipelineBase.PackLatents(scheduler.ScaleNoise(imageLatents, timesteps[..1].repeat(batch), drawn));
         var noise = FluxPipelineBase.PackLatents(drawn);

@@ -265,6 +265,39 @@ public abstract class QwenImagePipelineBase : IDisposable
     }
 
     /// <summary>
+    /// The checks of image-to-image and inpainting before any compute (strength in [0, 1], an RGB image tensor, the
+    /// request's own), and the first step that <paramref name="r"/>'s strength keeps (diffusers' <c>get_timesteps</c>).
+    /// </summary>
+    private protected int CheckImageRequest(QwenImageImg2ImgRequest r, int height, int width)
+    {
+        Strength.Check(r.Strength);
+        if (r.Image?.Tensor is { } t && (t.dim() != 4 || t.shape[1] != 3))
+            throw new ArgumentException($"image must be RGB: an 8-bit image or a [N, 3, H, W] tensor in [0, 1], got a tensor [{string.Join(", ", t.shape)}].");
+        CheckInputs(r, height, width);
+        int total = r.Sigmas?.Length ?? r.NumInferenceSteps ?? DefaultSteps;
+        int start = Strength.StartStep(total, r.Strength);
+        if (total - start < 1)
+            throw new ArgumentException($"strength {r.Strength} with {total} steps leaves {total - start} steps to run; raise strength or steps.");
+        return start;
+    }
+
+    /// <summary>
+    /// diffusers' <c>_encode_vae_image</c> then the batch repeat of <c>prepare_latents</c>: a VAE posterior sample of the
+    /// preprocessed <paramref name="image"/> [N, 3, H, W] (drawn with the request's generator), normalised as
+    /// <c>(latents − mean) · (1 / std)</c>, in <paramref name="dtype"/>, repeated to <paramref name="batch"/>: [batch, z, h, w].
+    /// </summary>
+    private protected Tensor EncodeImageLatents(Tensor image, QwenImageRequest r, ScalarType dtype, int batch)
+    {
+        var vae = Components.Vae;
+        var device = Components.Device;
+        Components.Activate("vae");
+        var sample = RandomDraws.SampleVae(vae.Encode, vae.WeightDtype(), image.to(dtype, device).unsqueeze(2), r.Generator, r.Generators, device);
+        var (mean, inverseStd) = LatentStatistics(sample.dtype, device);
+        var latents = ((sample - mean) * inverseStd).to(dtype).squeeze(2);
+        return batch > latents.shape[0] ? cat(Enumerable.Repeat(latents, (int)(batch / latents.shape[0])).ToArray(), 0) : latents;
+    }
+
+    /// <summary>
     /// diffusers' latent normalisation of the VAE's <c>latents_mean</c> / <c>latents_std</c> as [1, z, 1, 1, 1] tensors in
     /// <paramref name="dtype"/>: the mean and the reciprocal of the std, each computed as diffusers does (float32 values
     /// cast to the dtype, then <c>1.0 / std</c> in it).
