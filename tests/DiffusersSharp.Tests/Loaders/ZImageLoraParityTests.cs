@@ -27,29 +27,7 @@ public sealed class ZImageLoraParityTests(ITestOutputHelper output) : IDisposabl
     public void ZImageLoraFusesAsDiffusersAndPeft(string fixtureCase, string file, double scale)
     {
         using var components = LocalDiffusersZImage.Components();
-        var weights = components.Transformer.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter, StringComparer.Ordinal);
-        var before = weights.ToDictionary(w => w.Key, w => w.Value.clone(), StringComparer.Ordinal);
-        int layers = components.FuseLora(Fixtures.Path($"local-diffusers/z-image-lora/{file}"), scale);
-
-        string prefix = $"{fixtureCase}.delta.transformer.";
-        var all = Fixtures.Expected("local-diffusers/z-image-lora/expected.safetensors");
-        var expected = all.Where(e => e.Key.StartsWith(prefix, StringComparison.Ordinal)).ToDictionary(e => e.Key[prefix.Length..], e => e.Value, StringComparer.Ordinal);
-        Assert.Equal(expected.Count, layers);
-        var changed = new List<string>();
-        double worst = 0;
-        foreach (var (name, weight) in weights)
-        {
-            using var delta = weight - before[name];
-            if (delta.abs().max().item<float>() > 0) changed.Add(name);
-            if (expected.TryGetValue(name, out var theirs))
-                worst = Math.Max(worst, TensorAssert.Close(delta, theirs, 1e-6, $"{name} delta"));
-        }
-        Assert.Equal(expected.Keys.Order(StringComparer.Ordinal), changed.Order(StringComparer.Ordinal));
-        output.WriteLine($"{fixtureCase}: {layers} layers, {expected.Count} deltas compared, max |diff| {worst:G3}");
-
-        components.UnfuseLora();
-        foreach (var (name, weight) in weights) TensorAssert.Close(weight, before[name], 1e-6, $"{name} after unfuse");
-        foreach (var t in before.Values.Concat(all.Values)) t.Dispose();
+        FusedLoraParity.Check(output, components, components.Transformer, components.FuseLora, "local-diffusers/z-image-lora", fixtureCase, file, scale);
     }
 
     /// <summary>Two files fused one after the other add up to the sum of their own fuses (each at its own scale).</summary>
