@@ -158,6 +158,19 @@ for name, (pipe, args, seed) in cases.items():
         out[f"{name}.image"] = torch.from_numpy(pipe(**args, output_type="np",
                                                      generator=torch.Generator("cpu").manual_seed(seed)).images)
 
+# padding_mask_crop: the region around the mask inpainted at 48 x 64, then pasted back onto the 64 x 64 image (output
+# type "pil" only, as diffusers requires): every step's latents and the pasted 8-bit images.
+def on_crop_step(p, i, t, kw):
+    out[f"inpaint_crop.step{i}.latents"] = kw["latents"].clone()
+    return kw
+
+
+with torch.no_grad():
+    pasted = inpaint(**one, image=image, mask_image=mask, height=48, width=64, strength=0.9, num_inference_steps=3,
+                     true_cfg_scale=1.0, padding_mask_crop=4, num_images_per_prompt=2, output_type="pil",
+                     callback_on_step_end=on_crop_step, generator=torch.Generator("cpu").manual_seed(23)).images
+out["inpaint_crop.pil"] = torch.from_numpy(np.stack([np.array(p) for p in pasted]))
+
 save_file({k: v.contiguous().float() for k, v in out.items()}, f"{here}/expected.safetensors")
 print(f"wrote {len(out)} tensors to {here}/expected.safetensors")
 

@@ -21,7 +21,7 @@ internal sealed partial class GenerationRunner
             InpaintSettings inpaint => new QwenImageInpaintRequest
             {
                 Image = ImageFile.LoadRgb(inpaint.Image!), MaskImage = ImageFile.Load(inpaint.Mask!),
-                Strength = inpaint.StrengthValue ?? QwenImageImg2ImgRequest.DefaultStrength,
+                Strength = inpaint.StrengthValue ?? QwenImageImg2ImgRequest.DefaultStrength, PaddingMaskCrop = inpaint.PaddingMaskCrop,
             },
             Img2ImgSettings img2img => new QwenImageImg2ImgRequest { Image = ImageFile.LoadRgb(img2img.Image!), Strength = img2img.StrengthValue ?? QwenImageImg2ImgRequest.DefaultStrength },
             _ => new QwenImageRequest(),

@@ -667,13 +667,11 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>
     /// Qwen-Image (diffusers' QwenImagePipeline / QwenImageImg2ImgPipeline / QwenImageInpaintPipeline; Qwen/Qwen-Image):
     /// text-to-image, image-to-image and inpainting with one Qwen2.5-VL prompt and true CFG (--guidance is diffusers'
-    /// true_cfg_scale, with --negative-prompt), FlowMatchEuler, transformer LoRAs (QwenImageLoraLoaderMixin); no
-    /// --padding-mask-crop, ControlNet or scheduler swap here yet. Refused before any weights load.
+    /// true_cfg_scale, with --negative-prompt), FlowMatchEuler, transformer LoRAs (QwenImageLoraLoaderMixin),
+    /// --padding-mask-crop; no ControlNet or scheduler swap here yet. Refused before any weights load.
     /// </summary>
     private static void CheckQwenImage(ModelSettings settings, string pipelineClass)
     {
-        if (settings is InpaintSettings { PaddingMaskCrop: not null })
-            throw new ArgumentException($"--padding-mask-crop is not supported for Qwen-Image yet; {settings.Model} is a {pipelineClass}.");
         if (FirstLackingOption(settings, "--prompt-embeds", "--lora") is { } lacking)
             throw new ArgumentException($"{lacking}{(lacking == "--true-cfg" ? " (Qwen-Image runs real CFG: --guidance with --negative-prompt)" : "")} does not apply to Qwen-Image models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
         if (settings is GenerateSettings { Width: { } w } && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for Qwen-Image, got {w}.");

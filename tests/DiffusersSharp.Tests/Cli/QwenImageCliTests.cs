@@ -138,7 +138,7 @@ public sealed class QwenImageCliTests : CliTempDirectory, IDisposable
     }
 
     [Theory]
-    [InlineData("inpaint", "--padding-mask-crop", "8", "--padding-mask-crop is not supported for Qwen-Image")]
+    [InlineData("inpaint", "--guidance-rescale", "0.5", "--guidance-rescale does not apply to Qwen-Image")]
     [InlineData("generate", "--scheduler", "euler", "--scheduler does not apply to Qwen-Image")]
     [InlineData("generate", "--true-cfg", "2", "--true-cfg (Qwen-Image runs real CFG")]
     [InlineData("generate", "--width", "40", "multiple of 16 for Qwen-Image")]

@@ -136,6 +136,48 @@ public sealed class QwenImageParityTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void InpaintingACropAroundTheMaskMatchesDiffusers()
+    {
+        // padding_mask_crop 4: the mask's box grown by 4 pixels is inpainted at 48 x 64 and pasted back onto the 64 x 64
+        // image (diffusers allows output type "pil" only): every step's latents, then the pasted 8-bit images.
+        using var pipe = new QwenImageInpaintPipeline(_components);
+        int steps = 0;
+        double worst = 0;
+        using var result = pipe.Generate(new QwenImageInpaintRequest
+        {
+            PromptEmbeds = One.PromptEmbeds, PromptEmbedsMask = One.PromptEmbedsMask, Image = ImageFile.LoadRgb(Fixtures.Path("tiny-sd3/init_image.png")),
+            MaskImage = ImageFile.Load(Fixtures.Path("tiny-sd3/mask.png")), Height = 48, Width = 64, Strength = 0.9, NumInferenceSteps = 3,
+            TrueCfgScale = 1.0, PaddingMaskCrop = 4, NumImagesPerPrompt = 2, Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(23),
+            CallbackOnStepEnd = c =>
+            {
+                worst = Math.Max(worst, TensorAssert.Close(c.Latents, E($"inpaint_crop.step{c.Step}.latents"), Tolerance, $"step {c.Step}"));
+                steps++;
+            },
+        });
+        Assert.Equal(3, steps);
+        var expected = E("inpaint_crop.pil");
+        Assert.Equal(2, result.Images!.Count);
+        int offByOne = 0;
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.Equal((64, 64), (result.Images[i].Width, result.Images[i].Height));
+            var theirs = expected[i].flatten().data<float>().ToArray();
+            var ours = result.Images[i].Pixels;
+            Assert.Equal(theirs.Length, ours.Length);
+            // Both sides round a float image to 8 bits (ours within ~1e-6 of theirs), so a value on a rounding midpoint may
+            // land one level apart; nothing may be further off.
+            for (int j = 0; j < ours.Length; j++)
+            {
+                int diff = Math.Abs(ours[j] - (int)theirs[j]);
+                Assert.True(diff <= 1, $"image {i}, value {j}: {ours[j]} vs diffusers' {theirs[j]}");
+                offByOne += diff;
+            }
+        }
+        Assert.True(offByOne <= 8, $"{offByOne} of {2 * 64 * 64 * 3} values one level off");
+        output.WriteLine($"inpaint_crop: worst step latents {worst:G3}, {offByOne} of {2 * 64 * 64 * 3} pasted values one level off");
+    }
+
+    [Fact]
     public void NoNegativeMeansNoCfgEvenAboveOne()
     {
         // diffusers runs CFG only with a negative prompt: scale 4 without one is the unguided run.

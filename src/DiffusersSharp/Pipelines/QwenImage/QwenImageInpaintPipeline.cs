@@ -11,7 +11,8 @@ namespace DiffusersSharp.Pipelines.QwenImage;
 /// packed latents outside the mask (black) are reset to the image's latents noised to the next timestep (the clean image
 /// latents after the last step), so only the white part is repainted. The mask is resized to the latent size (nearest),
 /// repeated over the latent channels and packed like the latents. As in diffusers the masked image is VAE-encoded with a
-/// draw from the generator and never read: only that draw is made here, so a seed gives diffusers' image.
+/// draw from the generator and never read: only that draw is made here, so a seed gives diffusers' image. With
+/// <see cref="QwenImageInpaintRequest.PaddingMaskCrop"/> the region around the mask is inpainted and pasted back.
 /// </summary>
 public sealed class QwenImageInpaintPipeline : QwenImagePipelineBase
 {
@@ -55,11 +56,12 @@ public sealed class QwenImageInpaintPipeline : QwenImagePipelineBase
         int height = request.Height ?? DefaultSize, width = request.Width ?? DefaultSize;
         int start = CheckImageRequest(request, height, width);
         int batch = PromptCount(request) * request.NumImagesPerPrompt;
+        var maskCrop = MaskCrop.For(request.PaddingMaskCrop, request.Image, request.MaskImage, request.OutputType, height, width);
 
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
-        var image = request.Image.Preprocess(ImageProcessor, height, width).to(ScalarType.Float32);
-        var maskCondition = request.MaskImage.Preprocess(MaskProcessor, height, width).to(ScalarType.Float32);
+        var image = request.Image.Preprocess(ImageProcessor, height, width, maskCrop).to(ScalarType.Float32);
+        var maskCondition = request.MaskImage.Preprocess(MaskProcessor, height, width, maskCrop).to(ScalarType.Float32);
         foreach (var (tensor, name) in new[] { (image, "image"), (maskCondition, "mask_image") })
             if (tensor.shape[0] > batch || batch % tensor.shape[0] != 0)
                 throw new ArgumentException($"Cannot repeat {tensor.shape[0]} {name}s to a batch of {batch} (prompts x images per prompt).");
@@ -102,6 +104,9 @@ public sealed class QwenImageInpaintPipeline : QwenImagePipelineBase
             return (1 - mask) * proper + mask * stepped;
         }
         latents = Denoise(latents, positive, negative, scheduler, timesteps, (1, latentH / 2, latentW / 2), request, progress, cancellationToken, Blend);
-        return Decode(latents, request.OutputType, height, width, progress);
+        var output = Decode(latents, request.OutputType, height, width, progress);
+        if (maskCrop is null) return output;
+        // padding_mask_crop: each result pasted back onto the original image where the mask is white.
+        using (output) return new QwenImageOutput(maskCrop.Overlay(ImageProcessor, output.Images!), null);
     }
 }

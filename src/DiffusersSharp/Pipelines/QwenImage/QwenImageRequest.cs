@@ -100,10 +100,17 @@ public record QwenImageImg2ImgRequest : QwenImageRequest
 /// <summary>
 /// Inpainting parameters (diffusers' <c>QwenImageInpaintPipeline.__call__</c>): the image-to-image ones plus the mask
 /// (white = repaint, black = keep), resized to height × width and binarized at 0.5. diffusers' default strength is 0.6.
-/// Not supported yet: <c>padding_mask_crop</c> and <c>masked_image_latents</c>.
+/// Not supported: <c>masked_image_latents</c> (diffusers encodes it and never reads it).
 /// </summary>
 public record QwenImageInpaintRequest : QwenImageImg2ImgRequest
 {
     /// <summary>The mask: an 8-bit image (converted to grayscale) or a [N, 1, H, W] tensor in [0, 1].</summary>
     public PipelineImage? MaskImage { get; init; }
+
+    /// <summary>
+    /// diffusers' <c>padding_mask_crop</c>: inpaint only the mask's bounding box grown by this many pixels (at the full
+    /// height × width, resized in fill mode), then paste the result back onto the image where the mask is white. Needs
+    /// 8-bit image and mask of one size and output type Image.
+    /// </summary>
+    public int? PaddingMaskCrop { get; init; }
 }
