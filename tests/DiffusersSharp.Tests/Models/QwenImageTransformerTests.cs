@@ -70,6 +70,21 @@ public sealed class QwenImageTransformerTests(ITestOutputHelper output) : IDispo
     }
 
     [Fact]
+    public void TheRotaryTableIsKeptForTheTwoTextLengthsOfCfg()
+    {
+        // A CFG loop alternates the prompt's and the negative prompt's text lengths: both tables stay, equal to fresh ones.
+        using var rope = new QwenEmbedRope(10000, [8, 4, 4]);
+        var positive = rope.forward(1, 5, 4, 9, CPU);
+        var negative = rope.forward(1, 5, 4, 7, CPU);
+        Assert.Same(positive.Cos, rope.forward(1, 5, 4, 9, CPU).Cos);
+        Assert.Same(negative.Sin, rope.forward(1, 5, 4, 7, CPU).Sin);
+        Assert.Equal([9L + 20, 16], positive.Cos.shape);
+        using var fresh = new QwenEmbedRope(10000, [8, 4, 4]);
+        Assert.Equal(0.0, TensorAssert.MaxAbsDiff(positive.Sin, fresh.forward(1, 5, 4, 9, CPU).Sin));
+        Assert.NotSame(positive.Cos, rope.forward(1, 4, 5, 9, CPU).Cos); // another grid: a third table, the oldest dropped
+    }
+
+    [Fact]
     public void BadInputsAreRefusedBeforeCompute()
     {
         using var _ = inference_mode();
