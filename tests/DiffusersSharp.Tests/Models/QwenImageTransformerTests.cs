@@ -100,10 +100,11 @@ public sealed class QwenImageTransformerTests(ITestOutputHelper output) : IDispo
         Assert.Contains("4095", Assert.Throws<ArgumentOutOfRangeException>(() => _model.forward(x, longText, null, t, (1, 5, 4))).Message);
     }
 
-    // Not a parity bound (the fixture is float32): a sanity bound for the half-precision paths.
+    // Not a parity bound (the fixture is float32): a sanity bound for the half-precision paths, about twice the measured
+    // relative L2 (bf16 0.0063, fp16 0.00074).
     [Theory]
-    [InlineData(ScalarType.BFloat16, 5e-2)]
-    [InlineData(ScalarType.Float16, 5e-3)]
+    [InlineData(ScalarType.BFloat16, 1.5e-2)]
+    [InlineData(ScalarType.Float16, 2e-3)]
     public void HalfPrecisionStaysCloseToFloat32(ScalarType dtype, double maxRelativeL2)
     {
         using var half = QwenImageTransformer2DModel.FromPretrained(Folder, dtype);
