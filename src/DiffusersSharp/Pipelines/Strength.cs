@@ -30,4 +30,25 @@ internal static class Strength
         if (!(strength >= 0 && strength <= 1))
             throw new ArgumentException($"strength must be in [0, 1], got {strength}.");
     }
+
+    /// <summary>
+    /// <see cref="StartStep"/>, refusing a <paramref name="strength"/> that leaves no step of <paramref name="total"/> to run
+    /// (diffusers fails later, on an empty schedule).
+    /// </summary>
+    /// <exception cref="ArgumentException">No step is left.</exception>
+    public static int CheckedStartStep(int total, double strength)
+    {
+        int start = StartStep(total, strength);
+        if (total - start < 1)
+            throw new ArgumentException($"strength {strength} with {total} steps leaves {total - start} steps to run; raise strength or steps.");
+        return start;
+    }
+
+    /// <summary>Throws unless <paramref name="count"/> images (named <paramref name="name"/>s in the message) repeat evenly to
+    /// a batch of <paramref name="batch"/>, as diffusers' pipelines repeat their image latents.</summary>
+    public static void CheckRepeatsToBatch(long count, long batch, string name = "image")
+    {
+        if (count > batch || batch % count != 0)
+            throw new ArgumentException($"Cannot repeat {count} {name}s to a batch of {batch} (prompts x images per prompt).");
+    }
 }

@@ -16,25 +16,17 @@ namespace DiffusersSharp.Pipelines.Chroma;
 /// guidance (a second pass on the negative prompt; <c>neg + g · (pos − neg)</c>) and the text mask extended over the
 /// image tokens -> unpack -> VAE decode of <c>latents / scaling_factor + shift_factor</c>.
 /// </summary>
-public abstract class ChromaPipelineBase : IDisposable
+public abstract class ChromaPipelineBase : DiffusionPipelineBase<ChromaComponents>
 {
-    private bool _disposed;
-
     /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
-    protected ChromaPipelineBase(ChromaComponents components)
+    protected ChromaPipelineBase(ChromaComponents components) : base(components)
     {
-        ArgumentNullException.ThrowIfNull(components);
-        components.Acquire();
-        Components = components;
         // diffusers: vae_scale_factor * 2, since the packing doubles the latent granularity.
         ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig
         {
             VaeScaleFactor = components.Vae.VaeScaleFactor * 2, VaeLatentChannels = components.Vae.Config.LatentChannels,
         });
     }
-
-    /// <summary>The shared components.</summary>
-    public ChromaComponents Components { get; }
 
     /// <summary>Image pre/post-processing (diffusers' <c>image_processor</c>).</summary>
     public VaeImageProcessor ImageProcessor { get; }
@@ -82,7 +74,7 @@ public abstract class ChromaPipelineBase : IDisposable
         CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfDisposed();
         var r = request;
         var (height, width) = OutputSizeOf(r);
         CheckInputs(r, height, width);
@@ -258,32 +250,16 @@ public abstract class ChromaPipelineBase : IDisposable
     /// Decodes the final packed latents to the requested output; the end of every call: under model offload the last
     /// model goes back to the CPU afterwards (diffusers' <c>maybe_free_model_hooks</c>).
     /// </summary>
-    private ChromaOutput Decode(Tensor latents, OutputType outputType, int height, int width, IProgress<PipelineProgress>? progress)
-    {
-        progress?.Report(new PipelineProgress("decode", 0, 1));
-        try
-        {
-            var output = DecodeOnDevice(latents, outputType, height, width);
-            progress?.Report(new PipelineProgress("decode", 1, 1));
-            return output;
-        }
-        finally
-        {
-            Components.OffloadAll();
-        }
-    }
+    private ChromaOutput Decode(Tensor latents, OutputType outputType, int height, int width, IProgress<PipelineProgress>? progress) =>
+        DecodeAndFinish(progress, () => DecodeOnDevice(latents, outputType, height, width));
 
     /// <summary>
     /// Decodes intermediate packed latents (e.g. <see cref="StepEndContext.Latents"/> in a step callback) of an image
     /// <paramref name="height"/> × <paramref name="width"/> to images, as a preview of the generation so far. Under model
     /// offload the VAE comes to the device for it and the transformer goes back after.
     /// </summary>
-    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents, int height, int width)
-    {
-        ArgumentNullException.ThrowIfNull(latents);
-        using var inference = inference_mode();
-        return Components.WithActive("vae", () => DecodeOnDevice(latents, OutputType.Image, height, width).Images!);
-    }
+    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents, int height, int width) =>
+        DecodePreview(latents, () => DecodeOnDevice(latents, OutputType.Image, height, width).Images!);
 
     private ChromaOutput DecodeOnDevice(Tensor latents, OutputType outputType, int height, int width)
     {
@@ -370,9 +346,7 @@ public abstract class ChromaPipelineBase : IDisposable
             throw new ArgumentException("image is required for image-to-image (or packed latents to start from).");
         Strength.Check(r.Strength);
         int total = r.Sigmas?.Length ?? r.NumInferenceSteps ?? ChromaRequest.DefaultSteps;
-        int remaining = total - Strength.StartStep(total, r.Strength);
-        if (remaining < 1)
-            throw new ArgumentException($"strength {r.Strength} with {total} steps leaves {remaining} steps to run; raise strength or steps.");
+        Strength.CheckedStartStep(total, r.Strength);
     }
 
     /// <summary>Checks a preprocessed image (or latent tensor) against the batch and the latent size, before any compute.</summary>
@@ -380,16 +354,6 @@ public abstract class ChromaPipelineBase : IDisposable
     {
         if (image.shape[1] == Components.Vae.Config.LatentChannels && (image.shape[2] != latentH || image.shape[3] != latentW))
             throw new ArgumentException($"image given as latents must be [N, {image.shape[1]}, {latentH}, {latentW}] for this size, got [{string.Join(", ", image.shape)}].");
-        if (image.shape[0] > batch || batch % image.shape[0] != 0)
-            throw new ArgumentException($"Cannot repeat {image.shape[0]} images to a batch of {batch} (prompts x images per prompt).");
-    }
-
-    /// <summary>Releases this pipeline's reference on the shared components.</summary>
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        Components.Release();
-        GC.SuppressFinalize(this);
+        Strength.CheckRepeatsToBatch(image.shape[0], batch);
     }
 }

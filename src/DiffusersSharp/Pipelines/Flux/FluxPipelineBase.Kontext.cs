@@ -40,8 +40,7 @@ public abstract partial class FluxPipelineBase
             image = t.alias();
         }
         else image = PreprocessImage(crop is null ? input : KontextResize(input, size.Height, size.Width), size.Height, size.Width, crop);
-        if (image.shape[0] > batch || batch % image.shape[0] != 0)
-            throw new ArgumentException($"Cannot repeat {image.shape[0]} {name}s to a batch of {batch} (prompts x images per prompt).");
+        Strength.CheckRepeatsToBatch(image.shape[0], batch, name);
         return image;
     }
 

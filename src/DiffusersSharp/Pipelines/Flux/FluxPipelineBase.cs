@@ -13,24 +13,16 @@ namespace DiffusersSharp.Pipelines.Flux;
 /// (FluxPipelineBase.Modes.cs), with or without the ControlNet part (FluxPipelineBase.ControlNet.cs). Each pipeline adds
 /// how its latents start and what happens after each step.
 /// </summary>
-public abstract partial class FluxPipelineBase : IDisposable
+public abstract partial class FluxPipelineBase : DiffusionPipelineBase<FluxComponents>
 {
-    private bool _disposed;
-
     /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
-    protected FluxPipelineBase(FluxComponents components)
+    protected FluxPipelineBase(FluxComponents components) : base(components)
     {
-        ArgumentNullException.ThrowIfNull(components);
-        components.Acquire();
-        Components = components;
         // diffusers: both processors use vae_scale_factor * 2, since the packing doubles the latent granularity.
         int scale = components.Vae.VaeScaleFactor * 2, channels = components.Vae.Config.LatentChannels;
         ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig { VaeScaleFactor = scale, VaeLatentChannels = channels });
         MaskProcessor = VaeImageProcessor.CreateMaskProcessor(scale, channels);
     }
-
-    /// <summary>The shared components.</summary>
-    public FluxComponents Components { get; }
 
     /// <summary>Image pre/post-processing (diffusers' <c>image_processor</c>).</summary>
     public VaeImageProcessor ImageProcessor { get; }
@@ -107,9 +99,6 @@ public abstract partial class FluxPipelineBase : IDisposable
     public static bool DoesTrueCfg(FluxRequest r) =>
         r.TrueCfgScale > 1 && (r.NegativePrompt is not null || (r.NegativePromptEmbeds is not null && r.NegativePooledPromptEmbeds is not null));
 
-    /// <summary>Throws if this pipeline was disposed.</summary>
-    protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
-
     /// <summary>The batch size: prompts (or embedding rows) × images per prompt.</summary>
     protected static int BatchSize(FluxRequest r) => (r.PromptEmbeds is { } e ? (int)e.shape[0] : r.Prompt!.Value.Count) * r.NumImagesPerPrompt;
 
@@ -173,9 +162,7 @@ public abstract partial class FluxPipelineBase : IDisposable
     {
         Strength.Check(r.Strength);
         int total = r.Sigmas?.Length ?? r.NumInferenceSteps ?? DefaultStepCount;
-        int remaining = total - Strength.StartStep(total, r.Strength);
-        if (remaining < 1)
-            throw new ArgumentException($"strength {r.Strength} with {total} steps leaves {remaining} steps to run; raise strength or steps.");
+        Strength.CheckedStartStep(total, r.Strength);
     }
 
     /// <summary>
@@ -206,8 +193,7 @@ public abstract partial class FluxPipelineBase : IDisposable
         var (latentH, latentW) = LatentSize(height, width);
         if (image.shape[1] == Components.Vae.Config.LatentChannels && (image.shape[2] != latentH || image.shape[3] != latentW))
             throw new ArgumentException($"{name} given as latents must be [N, {image.shape[1]}, {latentH}, {latentW}] for {height}x{width}, got [{string.Join(", ", image.shape)}].");
-        if (image.shape[0] > batch || batch % image.shape[0] != 0)
-            throw new ArgumentException($"Cannot repeat {image.shape[0]} {name}s to a batch of {batch} (prompts x images per prompt).");
+        Strength.CheckRepeatsToBatch(image.shape[0], batch, name);
     }
 
     /// <summary>
@@ -397,32 +383,16 @@ public abstract partial class FluxPipelineBase : IDisposable
     /// Decodes the final packed latents to the requested output; the end of every call: under model offload the last
     /// model goes back to the CPU afterwards (diffusers' <c>maybe_free_model_hooks</c>).
     /// </summary>
-    protected FluxOutput Decode(Tensor latents, OutputType outputType, int height, int width, IProgress<PipelineProgress>? progress)
-    {
-        progress?.Report(new PipelineProgress("decode", 0, 1));
-        try
-        {
-            var output = DecodeOnDevice(latents, outputType, height, width);
-            progress?.Report(new PipelineProgress("decode", 1, 1));
-            return output;
-        }
-        finally
-        {
-            Components.OffloadAll();
-        }
-    }
+    protected FluxOutput Decode(Tensor latents, OutputType outputType, int height, int width, IProgress<PipelineProgress>? progress) =>
+        DecodeAndFinish(progress, () => DecodeOnDevice(latents, outputType, height, width));
 
     /// <summary>
     /// Decodes intermediate packed latents (e.g. <see cref="StepEndContext.Latents"/> in a step callback) of an image
     /// <paramref name="height"/> × <paramref name="width"/> to images, as a preview of the generation so far. Under model
     /// offload the VAE comes to the device for it and the transformer goes back after.
     /// </summary>
-    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents, int height, int width)
-    {
-        ArgumentNullException.ThrowIfNull(latents);
-        using var inference = inference_mode();
-        return Components.WithActive("vae", () => DecodeOnDevice(latents, OutputType.Image, height, width).Images!);
-    }
+    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents, int height, int width) =>
+        DecodePreview(latents, () => DecodeOnDevice(latents, OutputType.Image, height, width).Images!);
 
     private FluxOutput DecodeOnDevice(Tensor latents, OutputType outputType, int height, int width)
     {
@@ -445,14 +415,5 @@ public abstract partial class FluxPipelineBase : IDisposable
         var scaled = unpacked / vae.Config.ScalingFactor + (vae.Config.ShiftFactor ?? 0.0);
         var decoded = vae.Decode(scaled.to(vae.WeightDtype()));
         return DecodedOutput.From(decoded, outputType, processor); // a tensor result is detached from the scope
-    }
-
-    /// <summary>Releases this pipeline's reference on the shared components.</summary>
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        Components.Release();
-        GC.SuppressFinalize(this);
     }
 }

@@ -13,21 +13,13 @@ namespace DiffusersSharp.Pipelines.PixArt;
 /// [B, 4, H/8, W/8] × init_noise_sigma -> scheduler steps over the transformer (CFG on the batched negative + positive
 /// halves, the caption mask applied in cross-attention, the learned-variance half dropped) -> VAE decode.
 /// </summary>
-public abstract class PixArtPipelineBase : IDisposable
+public abstract class PixArtPipelineBase : DiffusionPipelineBase<PixArtComponents>
 {
-    private bool _disposed;
-
     /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
-    protected PixArtPipelineBase(PixArtComponents components)
+    protected PixArtPipelineBase(PixArtComponents components) : base(components)
     {
-        ArgumentNullException.ThrowIfNull(components);
-        components.Acquire();
-        Components = components;
         ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig { VaeScaleFactor = components.Vae.VaeScaleFactor });
     }
-
-    /// <summary>The shared components.</summary>
-    public PixArtComponents Components { get; }
 
     /// <summary>Image post-processing (diffusers' <c>image_processor</c>).</summary>
     public VaeImageProcessor ImageProcessor { get; }
@@ -57,7 +49,7 @@ public abstract class PixArtPipelineBase : IDisposable
     public PixArtOutput Generate(PixArtRequest request, IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(request);
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfDisposed();
         var r = request;
         int height = r.Height ?? DefaultSize, width = r.Width ?? DefaultSize;
         (int Height, int Width)? requested = null;
@@ -156,10 +148,7 @@ public abstract class PixArtPipelineBase : IDisposable
 
         if (r.OutputType == OutputType.Latent)
             return new PixArtOutput(null, latents.DetachFromDisposeScope());
-        progress?.Report(new PipelineProgress("decode", 0, 1));
-        var (images, output) = Decode(latents, r.OutputType, requested);
-        progress?.Report(new PipelineProgress("decode", 1, 1));
-        Components.OffloadAll();
+        var (images, output) = DecodeAndFinish(progress, () => Decode(latents, r.OutputType, requested));
         return new PixArtOutput(images, output);
     }
 
@@ -170,13 +159,13 @@ public abstract class PixArtPipelineBase : IDisposable
     /// </summary>
     public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents, PixArtRequest request)
     {
-        ArgumentNullException.ThrowIfNull(latents);
         ArgumentNullException.ThrowIfNull(request);
-        ObjectDisposedException.ThrowIf(_disposed, this);
         (int, int)? requested = request.UseResolutionBinning ? (request.Height ?? DefaultSize, request.Width ?? DefaultSize) : null;
-        using var inference = inference_mode();
-        using var scope = NewDisposeScope();
-        return Components.WithActive("vae", () => Decode(latents, OutputType.Image, requested).Images!);
+        return DecodePreview(latents, () =>
+        {
+            using var scope = NewDisposeScope();
+            return Decode(latents, OutputType.Image, requested).Images!;
+        });
     }
 
     /// <summary>The VAE decode (latents / scaling_factor), the binning resize back, the output form.</summary>
@@ -300,14 +289,5 @@ public abstract class PixArtPipelineBase : IDisposable
             throw new ArgumentException($"latents must be [{string.Join(", ", latentShape)}] for this request, got {Shape(l)}.");
         if (config.UsesAdditionalConditions && !PassesMicroConditions)
             throw new ArgumentException($"This transformer takes resolution / aspect-ratio conditions (use_additional_conditions), which {PipelineName} only passes at sample_size 128; diffusers fails on it too.");
-    }
-
-    /// <summary>Gives up this pipeline's reference on the components.</summary>
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        Components.Release();
-        GC.SuppressFinalize(this);
     }
 }

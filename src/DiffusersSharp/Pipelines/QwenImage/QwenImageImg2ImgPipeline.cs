@@ -47,8 +47,7 @@ public sealed class QwenImageImg2ImgPipeline : QwenImagePipelineBase
         using var scope = NewDisposeScope();
         // diffusers preprocesses the image (resized to height x width) before anything else, even with latents given.
         var image = request.Image?.Preprocess(ImageProcessor, height, width).to(ScalarType.Float32);
-        if (image is not null && request.Latents is null && (image.shape[0] > batch || batch % image.shape[0] != 0))
-            throw new ArgumentException($"Cannot repeat {image.shape[0]} images to a batch of {batch} (prompts x images per prompt).");
+        if (image is not null && request.Latents is null) Strength.CheckRepeatsToBatch(image.shape[0], batch);
 
         var device = Components.Device;
         progress?.Report(new PipelineProgress("encode", 0, 1));

@@ -63,8 +63,7 @@ public sealed class QwenImageInpaintPipeline : QwenImagePipelineBase
         var image = request.Image.Preprocess(ImageProcessor, height, width, maskCrop).to(ScalarType.Float32);
         var maskCondition = request.MaskImage.Preprocess(MaskProcessor, height, width, maskCrop).to(ScalarType.Float32);
         foreach (var (tensor, name) in new[] { (image, "image"), (maskCondition, "mask_image") })
-            if (tensor.shape[0] > batch || batch % tensor.shape[0] != 0)
-                throw new ArgumentException($"Cannot repeat {tensor.shape[0]} {name}s to a batch of {batch} (prompts x images per prompt).");
+            Strength.CheckRepeatsToBatch(tensor.shape[0], batch, name);
 
         var device = Components.Device;
         progress?.Report(new PipelineProgress("encode", 0, 1));

@@ -16,22 +16,14 @@ namespace DiffusersSharp.Pipelines.QwenImage;
 /// forward and rescales <c>neg + s · (pos − neg)</c> per token to the positive prediction's norm -> unpack,
 /// <c>latents · std + mean</c> (as diffusers computes it: divided by 1 / std), VAE decode of the single frame.
 /// </summary>
-public abstract class QwenImagePipelineBase : IDisposable
+public abstract class QwenImagePipelineBase : DiffusionPipelineBase<QwenImageComponents>
 {
-    private bool _disposed;
-
     /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
-    protected QwenImagePipelineBase(QwenImageComponents components)
+    protected QwenImagePipelineBase(QwenImageComponents components) : base(components)
     {
-        ArgumentNullException.ThrowIfNull(components);
-        components.Acquire();
-        Components = components;
         // diffusers: VaeImageProcessor(vae_scale_factor=vae_scale_factor * 2), its other settings the defaults.
         ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig { VaeScaleFactor = components.Vae.VaeScaleFactor * 2 });
     }
-
-    /// <summary>The shared components.</summary>
-    public QwenImageComponents Components { get; }
 
     /// <summary>Image pre/post-processing (diffusers' <c>image_processor</c>, at twice the VAE scale factor).</summary>
     public VaeImageProcessor ImageProcessor { get; }
@@ -50,9 +42,6 @@ public abstract class QwenImagePipelineBase : IDisposable
 
     /// <summary>diffusers' limit of <see cref="QwenImageRequest.MaxSequenceLength"/>.</summary>
     public const int MaxSequenceLengthLimit = 1024;
-
-    /// <summary>Throws if this pipeline was disposed.</summary>
-    protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
     /// <summary>Whether these components can encode prompt strings (the text encoder and its tokenizer are loaded).</summary>
     protected bool CanEncodePrompts => Components.TextEncoder is not null && Components.Tokenizer is not null;
@@ -275,10 +264,7 @@ public abstract class QwenImagePipelineBase : IDisposable
             throw new ArgumentException($"image must be RGB: an 8-bit image or a [N, 3, H, W] tensor in [0, 1], got a tensor [{string.Join(", ", t.shape)}].");
         CheckInputs(r, height, width);
         int total = r.Sigmas?.Length ?? r.NumInferenceSteps ?? DefaultSteps;
-        int start = Strength.StartStep(total, r.Strength);
-        if (total - start < 1)
-            throw new ArgumentException($"strength {r.Strength} with {total} steps leaves {total - start} steps to run; raise strength or steps.");
-        return start;
+        return Strength.CheckedStartStep(total, r.Strength);
     }
 
     /// <summary>
@@ -314,33 +300,16 @@ public abstract class QwenImagePipelineBase : IDisposable
     /// Decodes the final packed latents to the requested output (unpack, <c>latents / (1 / std) + mean</c>, VAE decode of
     /// the one frame, postprocess); the end of every call: under model offload the last model goes back to the CPU after.
     /// </summary>
-    private protected QwenImageOutput Decode(Tensor latents, OutputType outputType, int height, int width, IProgress<PipelineProgress>? progress)
-    {
-        progress?.Report(new PipelineProgress("decode", 0, 1));
-        try
-        {
-            var output = DecodeOnDevice(latents, outputType, height, width);
-            progress?.Report(new PipelineProgress("decode", 1, 1));
-            return output;
-        }
-        finally
-        {
-            Components.OffloadAll();
-        }
-    }
+    private protected QwenImageOutput Decode(Tensor latents, OutputType outputType, int height, int width, IProgress<PipelineProgress>? progress) =>
+        DecodeAndFinish(progress, () => DecodeOnDevice(latents, outputType, height, width));
 
     /// <summary>
     /// Decodes intermediate packed latents of a <paramref name="height"/> × <paramref name="width"/> image (e.g.
     /// <see cref="StepEndContext.Latents"/> in a step callback) to images, as a preview of the generation so far. Under
     /// model offload the VAE comes to the device for it and the transformer goes back after.
     /// </summary>
-    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents, int height, int width)
-    {
-        ArgumentNullException.ThrowIfNull(latents);
-        ThrowIfDisposed();
-        using var inference = inference_mode();
-        return Components.WithActive("vae", () => DecodeOnDevice(latents, OutputType.Image, height, width).Images!);
-    }
+    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents, int height, int width) =>
+        DecodePreview(latents, () => DecodeOnDevice(latents, OutputType.Image, height, width).Images!);
 
     private QwenImageOutput DecodeOnDevice(Tensor latents, OutputType outputType, int height, int width)
     {
@@ -354,14 +323,5 @@ public abstract class QwenImagePipelineBase : IDisposable
         var decoded = vae.Decode(unpacked / inverseStd + mean).select(2, 0);
         var (images, tensor) = DecodedOutput.From(decoded, outputType, ImageProcessor);
         return new QwenImageOutput(images, tensor);
-    }
-
-    /// <summary>Releases this pipeline's reference on the shared components.</summary>
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        Components.Release();
-        GC.SuppressFinalize(this);
     }
 }

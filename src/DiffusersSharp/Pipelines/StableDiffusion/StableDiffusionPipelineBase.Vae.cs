@@ -44,12 +44,8 @@ public abstract partial class StableDiffusionPipelineBase
     /// Decodes intermediate latents (e.g. <see cref="StepEndContext.Latents"/> in a step callback) to images, as a preview
     /// of the generation so far. Under model offload the VAE comes to the device for it and the UNet goes back after.
     /// </summary>
-    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents)
-    {
-        ArgumentNullException.ThrowIfNull(latents);
-        using var inference = inference_mode();
-        return Components.WithActive("vae", () => WithVaeUpcast(() => DecodeOnDevice(latents, OutputType.Image)).Images!);
-    }
+    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents) =>
+        DecodePreview(latents, () => WithVaeUpcast(() => DecodeOnDevice(latents, OutputType.Image)).Images!);
 
     /// <summary>Decodes latents to the requested output (diffusers' postprocess); under model offload the last model goes back to the CPU.
     /// <paramref name="plainUnscale"/>: as diffusers' T2I-Adapter and SDXL ControlNet inpainting pipelines decode (see

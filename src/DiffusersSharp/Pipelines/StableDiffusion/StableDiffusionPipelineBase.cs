@@ -9,15 +9,27 @@ namespace DiffusersSharp.Pipelines.StableDiffusion;
 /// prompt encoding with CFG batching, SDXL's micro-conditioning, random draws in diffusers' order, the denoising loop
 /// and the VAE decode. Each public pipeline picks the family and the mode.
 /// </summary>
-public abstract partial class StableDiffusionPipelineBase : IDisposable
+public abstract partial class StableDiffusionPipelineBase : DiffusionPipelineBase<StableDiffusionComponents>
 {
-    private bool _disposed;
-
     /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
     /// <exception cref="ArgumentException">The components are of the other family (SDXL for an SD pipeline or the reverse), or
     /// an x4 upscaler's for another pipeline than <paramref name="upscaler"/>'s (or the reverse), or a latent upscaler's (a
     /// K-UNet) for another pipeline than <paramref name="latentUpscaler"/>'s (or the reverse).</exception>
     private protected StableDiffusionPipelineBase(StableDiffusionComponents components, bool xl, bool upscaler = false, bool latentUpscaler = false)
+        : base(Checked(components, xl, upscaler, latentUpscaler))
+    {
+        int scale = components.Vae.VaeScaleFactor, channels = components.Vae.Config.LatentChannels;
+        // diffusers' upscalers build their image processors with resample="bicubic"; the others keep the LANCZOS default.
+        ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig
+        {
+            VaeScaleFactor = scale, VaeLatentChannels = channels, Resample = upscaler || latentUpscaler ? ResampleFilter.Bicubic : ResampleFilter.Lanczos,
+        });
+        MaskProcessor = VaeImageProcessor.CreateMaskProcessor(scale, channels);
+    }
+
+    /// <summary>The constructor's checks, run before the base takes its reference on the components (a refused pipeline
+    /// holds none).</summary>
+    private static StableDiffusionComponents Checked(StableDiffusionComponents components, bool xl, bool upscaler, bool latentUpscaler)
     {
         ArgumentNullException.ThrowIfNull(components);
         if (components.IsXL != xl)
@@ -32,19 +44,8 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
             throw new ArgumentException(latentUpscaler
                 ? "These components are not a latent upscaler's (their UNet has no K-diffusion blocks): load stabilityai/sd-x2-latent-upscaler or a folder whose model_index.json names StableDiffusionLatentUpscalePipeline."
                 : "These components are a latent x2 upscaler's (a K-diffusion UNet); use StableDiffusionLatentUpscalePipeline.", nameof(components));
-        components.Acquire();
-        Components = components;
-        int scale = components.Vae.VaeScaleFactor, channels = components.Vae.Config.LatentChannels;
-        // diffusers' upscalers build their image processors with resample="bicubic"; the others keep the LANCZOS default.
-        ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig
-        {
-            VaeScaleFactor = scale, VaeLatentChannels = channels, Resample = upscaler || latentUpscaler ? ResampleFilter.Bicubic : ResampleFilter.Lanczos,
-        });
-        MaskProcessor = VaeImageProcessor.CreateMaskProcessor(scale, channels);
+        return components;
     }
-
-    /// <summary>The shared components.</summary>
-    public StableDiffusionComponents Components { get; }
 
     /// <summary>The VAE's spatial scale factor (8).</summary>
     public int VaeScaleFactor => Components.Vae.VaeScaleFactor;
@@ -347,14 +348,5 @@ public abstract partial class StableDiffusionPipelineBase : IDisposable
         if (maskCrop is not null) output = new StableDiffusionPipelineOutput(maskCrop.Overlay(ImageProcessor, output.Images!), null);
         progress?.Report(new PipelineProgress("decode", 1, 1));
         return output;
-    }
-
-    /// <summary>Releases this pipeline's reference on the shared components.</summary>
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        Components.Release();
-        GC.SuppressFinalize(this);
     }
 }

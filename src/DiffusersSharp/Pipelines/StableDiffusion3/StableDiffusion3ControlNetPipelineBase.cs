@@ -85,10 +85,7 @@ public abstract class StableDiffusion3ControlNetPipelineBase : StableDiffusion3P
         int total = (int)timesteps.shape[0];
         var hooks = new ControlHooks(Components.ControlNets, control, SettingsOf(request).StepScales(Components.ControlNets.Count, total), netPooled);
         latents = Denoise(latents, embeds, pooled, positive, positivePooled, scheduler, timesteps, request, total, progress, cancellationToken, hooks);
-        progress?.Report(new PipelineProgress("decode", 0, 1));
-        var output = Decode(latents, request.OutputType, addShift: true);
-        progress?.Report(new PipelineProgress("decode", 1, 1));
-        return output;
+        return Decode(latents, request.OutputType, addShift: true, progress);
     }
 
     /// <summary>

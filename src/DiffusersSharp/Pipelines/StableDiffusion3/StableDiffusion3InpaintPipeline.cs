@@ -99,10 +99,8 @@ public sealed class StableDiffusion3InpaintPipeline : StableDiffusion3PipelineBa
             var hooks = new InpaintHooks(inChannels, mask, imageLatents, noise, maskedLatents.to(dtype));
             latents = Denoise(latents, embeds, pooled, positive, positivePooled, scheduler, timesteps, request with { SkipGuidanceLayers = null },
                 remaining, progress, cancellationToken, hooks);
-            progress?.Report(new PipelineProgress("decode", 0, 1));
-            var output = Decode(latents, request.OutputType, addShift: DecodeWithShiftFactor);
+            var output = Decode(latents, request.OutputType, addShift: DecodeWithShiftFactor, progress);
             if (maskCrop is not null) output = new StableDiffusion3Output(maskCrop.Overlay(ImageProcessor, output.Images!), null);
-            progress?.Report(new PipelineProgress("decode", 1, 1));
             return output;
         }
     }

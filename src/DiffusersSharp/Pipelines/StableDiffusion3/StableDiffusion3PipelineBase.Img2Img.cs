@@ -46,10 +46,7 @@ public abstract partial class StableDiffusion3PipelineBase
         using (pag is null ? null : Components.Transformer.PerturbAttention(pagLayers!, pag.Cfg))
             latents = Denoise(latents, embeds, pooled, positive, positivePooled, scheduler, timesteps, request with { SkipGuidanceLayers = null },
                 remaining, progress, cancellationToken, null, pag);
-        progress?.Report(new PipelineProgress("decode", 0, 1));
-        var output = Decode(latents, request.OutputType, addShift: true);
-        progress?.Report(new PipelineProgress("decode", 1, 1));
-        return output;
+        return Decode(latents, request.OutputType, addShift: true, progress);
     }
 
     /// <summary>diffusers' img2img <c>prepare_latents</c> up to the noise: VAE posterior sample, shift and scale, tiled to the batch.</summary>

@@ -56,9 +56,6 @@ public abstract partial class StableDiffusion3PipelineBase
         using (pag is null ? null : Components.Transformer.PerturbAttention(pagLayers!, pag.Cfg))
             latents = Denoise(latents, embeds, pooled, positive, positivePooled, scheduler, timesteps, request,
                 (int)timesteps.shape[0], progress, cancellationToken, null, pag);
-        progress?.Report(new PipelineProgress("decode", 0, 1));
-        var output = Decode(latents, request.OutputType, addShift: true);
-        progress?.Report(new PipelineProgress("decode", 1, 1));
-        return output;
+        return Decode(latents, request.OutputType, addShift: true, progress);
     }
 }

@@ -13,13 +13,8 @@ namespace DiffusersSharp.Pipelines.StableDiffusion3;
 /// diffusers' order, the denoising loop and the VAE decode. Each pipeline adds how its latents start and what happens
 /// after each step.
 /// </summary>
-public abstract partial class StableDiffusion3PipelineBase : IDisposable
+public abstract partial class StableDiffusion3PipelineBase : DiffusionPipelineBase<StableDiffusion3Components>
 {
-    private bool _disposed;
-
-    /// <summary>The shared components.</summary>
-    public StableDiffusion3Components Components { get; }
-
     /// <summary>The VAE's spatial scale factor (8).</summary>
     public int VaeScaleFactor => Components.Vae.VaeScaleFactor;
 
@@ -36,10 +31,8 @@ public abstract partial class StableDiffusion3PipelineBase : IDisposable
     public Action<string, int, int>? OnPromptTruncated { get; set; }
 
     /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
-    protected StableDiffusion3PipelineBase(StableDiffusion3Components components)
+    protected StableDiffusion3PipelineBase(StableDiffusion3Components components) : base(components)
     {
-        components.Acquire();
-        Components = components;
         int scale = components.Vae.VaeScaleFactor, channels = components.Vae.Config.LatentChannels;
         ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig { VaeScaleFactor = scale, VaeLatentChannels = channels });
         MaskProcessor = VaeImageProcessor.CreateMaskProcessor(scale, channels);
@@ -132,12 +125,9 @@ public abstract partial class StableDiffusion3PipelineBase : IDisposable
     protected static (Tensor Timesteps, int Count) StrengthTimesteps(FlowMatchEulerDiscreteScheduler scheduler, double strength)
     {
         int total = (int)scheduler.Timesteps.shape[0];
-        int start = Strength.StartStep(total, strength);
-        int remaining = total - start;
-        if (remaining < 1)
-            throw new ArgumentException($"strength {strength} with {total} steps leaves {remaining} steps to run; raise strength or steps.");
+        int start = Strength.CheckedStartStep(total, strength);
         scheduler.SetBeginIndex(start);
-        return (scheduler.Timesteps[start..], remaining);
+        return (scheduler.Timesteps[start..], total - start);
     }
 
     /// <summary>A scheduler for one call, with its timesteps set (dynamic shifting resolved as diffusers does).</summary>
@@ -300,28 +290,15 @@ public abstract partial class StableDiffusion3PipelineBase : IDisposable
     /// Decodes latents and converts them to the requested output (diffusers' postprocess). The end of every call: under
     /// model offload the last model goes back to the CPU afterwards (diffusers' <c>maybe_free_model_hooks</c>).
     /// </summary>
-    protected StableDiffusion3Output Decode(Tensor latents, OutputType outputType, bool addShift)
-    {
-        try
-        {
-            return DecodeOnDevice(latents, outputType, addShift);
-        }
-        finally
-        {
-            Components.OffloadAll();
-        }
-    }
+    protected StableDiffusion3Output Decode(Tensor latents, OutputType outputType, bool addShift, IProgress<PipelineProgress>? progress) =>
+        DecodeAndFinish(progress, () => DecodeOnDevice(latents, outputType, addShift));
 
     /// <summary>
     /// Decodes intermediate latents (e.g. <see cref="StepEndContext.Latents"/> in a step callback) to images, as a preview
     /// of the generation so far. Under model offload the VAE comes to the device for it and the denoiser goes back after.
     /// </summary>
-    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents)
-    {
-        ArgumentNullException.ThrowIfNull(latents);
-        using var inference = inference_mode();
-        return Components.WithActive("vae", () => DecodeOnDevice(latents, OutputType.Image, addShift: true).Images!);
-    }
+    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents) =>
+        DecodePreview(latents, () => DecodeOnDevice(latents, OutputType.Image, addShift: true).Images!);
 
     private StableDiffusion3Output DecodeOnDevice(Tensor latents, OutputType outputType, bool addShift)
     {
@@ -334,14 +311,5 @@ public abstract partial class StableDiffusion3PipelineBase : IDisposable
         var decoded = vae.Decode(scaled.to(vae.WeightDtype()));
         var (images, tensor) = DecodedOutput.From(decoded, outputType, ImageProcessor);
         return new StableDiffusion3Output(images, tensor);
-    }
-
-    /// <summary>Releases this pipeline's reference on the shared components.</summary>
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        Components.Release();
-        GC.SuppressFinalize(this);
     }
 }

@@ -51,13 +51,10 @@ public sealed class ZImageImg2ImgPipeline : ZImagePipelineBase
             if (image.shape[2] != height || image.shape[3] != width)
                 throw new ArgumentException($"image is {image.shape[3]}x{image.shape[2]} after preprocessing (its size rounded down to multiples of {SizeMultiple}); " +
                     $"diffusers encodes it at that size, so height and width must be that too, got {width}x{height}. Resize the image instead.");
-            if (image.shape[0] > batch || batch % image.shape[0] != 0)
-                throw new ArgumentException($"Cannot repeat {image.shape[0]} images to a batch of {batch} (prompts x images per prompt).");
+            Strength.CheckRepeatsToBatch(image.shape[0], batch);
         }
         int total = request.Sigmas?.Length ?? request.NumInferenceSteps ?? DefaultSteps;
-        int start = Strength.StartStep(total, request.Strength);
-        if (total - start < 1)
-            throw new ArgumentException($"strength {request.Strength} with {total} steps leaves {total - start} steps to run; raise strength or steps.");
+        int start = Strength.CheckedStartStep(total, request.Strength);
 
         var device = Components.Device;
         progress?.Report(new PipelineProgress("encode", 0, 1));

@@ -15,22 +15,14 @@ namespace DiffusersSharp.Pipelines.ZImage;
 /// <c>pos + s · (pos − neg)</c>, optionally renormalized and cut off late in the schedule); the step takes the negated
 /// prediction -> VAE decode (<c>latents / scaling + shift</c>).
 /// </summary>
-public abstract class ZImagePipelineBase : IDisposable
+public abstract class ZImagePipelineBase : DiffusionPipelineBase<ZImageComponents>
 {
-    private bool _disposed;
-
     /// <summary>Takes a reference on <paramref name="components"/>; they are freed when the last pipeline using them is disposed.</summary>
-    protected ZImagePipelineBase(ZImageComponents components)
+    protected ZImagePipelineBase(ZImageComponents components) : base(components)
     {
-        ArgumentNullException.ThrowIfNull(components);
-        components.Acquire();
-        Components = components;
         // diffusers: VaeImageProcessor(vae_scale_factor=vae_scale_factor * 2), its other settings the defaults.
         ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig { VaeScaleFactor = components.Vae.VaeScaleFactor * 2 });
     }
-
-    /// <summary>The shared components.</summary>
-    public ZImageComponents Components { get; }
 
     /// <summary>Image pre/post-processing (diffusers' <c>image_processor</c>, at twice the VAE scale factor).</summary>
     public VaeImageProcessor ImageProcessor { get; }
@@ -46,9 +38,6 @@ public abstract class ZImagePipelineBase : IDisposable
 
     /// <summary>diffusers' default number of steps (50).</summary>
     public const int DefaultSteps = 50;
-
-    /// <summary>Throws if this pipeline was disposed.</summary>
-    protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
     /// <summary>Called when a prompt is cut to <see cref="ZImageRequest.MaxSequenceLength"/> (tokenizer, untruncated length
     /// in tokens with Qwen3's chat template around the prompt, limit). diffusers cuts silently.</summary>
@@ -298,33 +287,16 @@ public abstract class ZImagePipelineBase : IDisposable
     /// Decodes the final latents to the requested output (diffusers: <c>latents / scaling_factor + shift_factor</c>, VAE
     /// decode, postprocess); the end of every call: under model offload the last model goes back to the CPU afterwards.
     /// </summary>
-    private protected ZImageOutput Decode(Tensor latents, OutputType outputType, IProgress<PipelineProgress>? progress)
-    {
-        progress?.Report(new PipelineProgress("decode", 0, 1));
-        try
-        {
-            var output = DecodeOnDevice(latents, outputType);
-            progress?.Report(new PipelineProgress("decode", 1, 1));
-            return output;
-        }
-        finally
-        {
-            Components.OffloadAll();
-        }
-    }
+    private protected ZImageOutput Decode(Tensor latents, OutputType outputType, IProgress<PipelineProgress>? progress) =>
+        DecodeAndFinish(progress, () => DecodeOnDevice(latents, outputType));
 
     /// <summary>
     /// Decodes intermediate latents [B, 16, H/8, W/8] (e.g. <see cref="StepEndContext.Latents"/> in a step callback) to
     /// images, as a preview of the generation so far. Under model offload the VAE comes to the device for it and the
     /// transformer goes back after.
     /// </summary>
-    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents)
-    {
-        ArgumentNullException.ThrowIfNull(latents);
-        ThrowIfDisposed();
-        using var inference = inference_mode();
-        return Components.WithActive("vae", () => DecodeOnDevice(latents, OutputType.Image).Images!);
-    }
+    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents) =>
+        DecodePreview(latents, () => DecodeOnDevice(latents, OutputType.Image).Images!);
 
     private ZImageOutput DecodeOnDevice(Tensor latents, OutputType outputType)
     {
@@ -336,14 +308,5 @@ public abstract class ZImagePipelineBase : IDisposable
         var decoded = vae.Decode(scaled);
         var (images, tensor) = DecodedOutput.From(decoded, outputType, ImageProcessor);
         return new ZImageOutput(images, tensor);
-    }
-
-    /// <summary>Releases this pipeline's reference on the shared components.</summary>
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        Components.Release();
-        GC.SuppressFinalize(this);
     }
 }
