@@ -29,6 +29,7 @@ public static class ModelRegistry
         ["PixArtTransformer2DModel"] = (config, device) => new Transformers.PixArtTransformer2DModel(ConfigJson.Read<Transformers.PixArtTransformer2DModelConfig>(config), device),
         ["ZImageTransformer2DModel"] = (config, device) => new Transformers.ZImageTransformer2DModel(ConfigJson.Read<Transformers.ZImageTransformer2DModelConfig>(config), device),
         ["FluxTransformer2DModel"] = (config, device) => new Transformers.FluxTransformer2DModel(ConfigJson.Read<Transformers.FluxTransformer2DModelConfig>(config), device),
+        ["Flux2Transformer2DModel"] = (config, device) => new Transformers.Flux2Transformer2DModel(ConfigJson.Read<Transformers.Flux2Transformer2DModelConfig>(config), device),
         ["QwenImageTransformer2DModel"] = (config, device) => new Transformers.QwenImageTransformer2DModel(ConfigJson.Read<Transformers.QwenImageTransformer2DModelConfig>(config), device),
         ["ChromaTransformer2DModel"] = (config, device) => new Transformers.ChromaTransformer2DModel(ConfigJson.Read<Transformers.ChromaTransformer2DModelConfig>(config), device),
         ["AutoencoderKLQwenImage"] = (config, device) => new Autoencoders.AutoencoderKLQwenImage(ConfigJson.Read<Autoencoders.AutoencoderKLQwenImageConfig>(config), device),

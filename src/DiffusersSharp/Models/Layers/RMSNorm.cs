@@ -30,11 +30,11 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>
-    /// PyTorch's <c>torch.nn.RMSNorm(dim)</c> (eps None: float32's epsilon, the one libtorch's <c>rms_norm</c> takes for
-    /// float32, bfloat16 and float16 inputs): <c>(x32 · rsqrt(mean(x32²) + eps) · weight).to(x.dtype)</c>.
+    /// PyTorch's <c>torch.nn.RMSNorm(dim, eps)</c> (eps null: float32's epsilon, the one libtorch's <c>rms_norm</c> takes
+    /// for float32, bfloat16 and float16 inputs): <c>(x32 · rsqrt(mean(x32²) + eps) · weight).to(x.dtype)</c>.
     /// </summary>
-    public static RMSNorm Torch(long dim, Device? device = null, ScalarType? dtype = null) =>
-        new(dim, 1.0 / (1 << 23), true, device, dtype); // 2^-23: C++ numeric_limits<float>::epsilon()
+    public static RMSNorm Torch(long dim, Device? device = null, ScalarType? dtype = null, double? eps = null) =>
+        new(dim, eps ?? 1.0 / (1 << 23), true, device, dtype); // 2^-23: C++ numeric_limits<float>::epsilon()
 
     /// <summary>Normalises <paramref name="x"/> over its last dimension.</summary>
     public override Tensor forward(Tensor x)

@@ -21,16 +21,18 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
 
     /// <summary>Creates <c>Linear(inChannels → timeEmbedDim) → act → Linear(timeEmbedDim → timeEmbedDim) [→ post act]</c>
     /// (<paramref name="activation"/> silu by default; <paramref name="postActivation"/> none by default), and with
-    /// <paramref name="condProjDim"/> the <c>cond_proj</c> <c>Linear(condProjDim → inChannels, bias=False)</c>.</summary>
+    /// <paramref name="condProjDim"/> the <c>cond_proj</c> <c>Linear(condProjDim → inChannels, bias=False)</c>.
+    /// <paramref name="sampleProjBias"/> false (diffusers' <c>sample_proj_bias</c>, FLUX.2) builds linear_1 and linear_2
+    /// without biases.</summary>
     public TimestepEmbedding(long inChannels, long timeEmbedDim, Device? device = null, ScalarType? dtype = null, long? condProjDim = null,
-        string activation = "silu", string? postActivation = null)
+        string activation = "silu", string? postActivation = null, bool sampleProjBias = true)
         : base(nameof(TimestepEmbedding))
     {
         _activation = activation;
         _postActivation = postActivation;
-        linear_1 = new Linear(inChannels, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
+        linear_1 = new Linear(inChannels, timeEmbedDim, hasBias: sampleProjBias, device: device, dtype: dtype);
         if (condProjDim is { } cond) cond_proj = new Linear(cond, inChannels, hasBias: false, device: device, dtype: dtype);
-        linear_2 = new Linear(timeEmbedDim, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
+        linear_2 = new Linear(timeEmbedDim, timeEmbedDim, hasBias: sampleProjBias, device: device, dtype: dtype);
         RegisterComponents();
     }
 
