@@ -25,10 +25,11 @@ public class AutoencoderKLFlux2Tests(ITestOutputHelper output)
         return file.Read(key).clone();
     }
 
-    // Float32, 16 x 24 images (values within about +-2): measured max |diff| encode 5.7e-7, decode 4.5e-6 (the tests print
-    // theirs); bounds about five times above.
+    // Float32, 16 x 24 images: measured max |diff| encode 5.7e-7 (values below 1; pipeline-normalised 1.0e-6 on values up
+    // to 1.3), decode 4.5e-6 (values up to 2.1); the tests print theirs. TensorAssert scales a bound by
+    // max(1, max |expected|): encode 3e-6 (3e-6 .. 3.9e-6), decode 1e-5 (2.1e-5), about four to five times the measured.
     private const double EncodeTolerance = 3e-6;
-    private const double DecodeTolerance = 2e-5;
+    private const double DecodeTolerance = 1e-5;
 
     [Fact]
     public void EncodeMatchesDiffusers()

@@ -94,6 +94,32 @@ public sealed class Qwen3Model : nn.Module
         return Run(inputIds, attentionMask, k, finalNorm: last, null, cancellationToken).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// <c>hidden_states[k]</c> of <see cref="Forward"/> for each k in <paramref name="indices"/> (0 .. num_hidden_layers, in
+    /// any order, repeats allowed; FLUX.2 [klein] takes 9, 18, 27 of 36), computed with only the layers up to the largest
+    /// index, as <see cref="HiddenState"/> does for one. The returned tensors are the caller's.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="indices"/> is empty.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">An index is outside [0, num_hidden_layers].</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked before each layer).</exception>
+    public IReadOnlyList<Tensor> HiddenStates(Tensor inputIds, Tensor? attentionMask, IReadOnlyList<int> indices,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(indices);
+        if (indices.Count == 0) throw new ArgumentException("Qwen3Model: give at least one hidden state index.", nameof(indices));
+        foreach (int index in indices)
+            if (index < 0 || index > Config.NumHiddenLayers)
+                throw new ArgumentOutOfRangeException(nameof(indices), index, $"Qwen3Model: hidden state indices must lie in [0, {Config.NumHiddenLayers}] ({Config.NumHiddenLayers} layers).");
+        int deepest = indices.Max();
+        bool last = deepest == Config.NumHiddenLayers;
+        using var scope = NewDisposeScope();
+        var collected = new List<Tensor>();
+        var final = Run(inputIds, attentionMask, deepest, finalNorm: last, collected, cancellationToken);
+        // Run collects the embeddings and every layer's output but the last it runs; that one is its result.
+        if (!last) collected.Add(final);
+        return indices.Select(k => collected[k].alias().MoveToOuterDisposeScope()).ToList();
+    }
+
     /// <summary>Embeddings, then <paramref name="layerCount"/> layers, then the final norm when asked.</summary>
     private Tensor Run(Tensor inputIds, Tensor? attentionMask, int layerCount, bool finalNorm, List<Tensor>? hidden,
         CancellationToken cancellationToken)

@@ -55,35 +55,17 @@ public sealed class Qwen3PromptEncoder
             throw new ArgumentException($"max_sequence_length must be at least 1, got {maxSequenceLength}.", nameof(maxSequenceLength));
         cancellationToken.ThrowIfCancellationRequested();
 
-        var rows = new List<int[]>(prompts.Count);
-        foreach (string prompt in prompts)
-        {
-            var encoded = _tokenizer.Encode(Qwen3ChatTemplate.ApplyUserMessage(prompt), maxSequenceLength, padToMaxLength: false);
-            if (encoded.WasTruncated) OnTruncated?.Invoke(encoded.UntruncatedLength, maxSequenceLength);
-            rows.Add(encoded.Ids);
-        }
-        int length = rows.Max(r => r.Length);
-        var ids = new long[rows.Count * length];
-        var mask = new long[rows.Count * length];
-        for (int i = 0; i < rows.Count; i++)
-        {
-            for (int j = 0; j < length; j++)
-            {
-                bool real = j < rows[i].Length;
-                ids[i * length + j] = real ? rows[i][j] : _tokenizer.PadTokenId;
-                mask[i * length + j] = real ? 1 : 0;
-            }
-        }
+        var batch = Qwen3ChatBatch.Tokenize(_tokenizer, prompts, maxSequenceLength, padToMaxLength: false, enableThinking: true, OnTruncated);
 
         using var scope = NewDisposeScope();
         var device = _textEncoder.WeightDevice();
         using var noGrad = no_grad();
-        var idsTensor = tensor(ids, [rows.Count, length], device: device);
-        var maskTensor = tensor(mask, [rows.Count, length], device: device);
+        var idsTensor = tensor(batch.Ids, [batch.Count, batch.Width], device: device);
+        var maskTensor = tensor(batch.Mask, [batch.Count, batch.Width], device: device);
         var hidden = _textEncoder.HiddenState(idsTensor, maskTensor, -2, cancellationToken);
-        var result = new List<Tensor>(rows.Count);
-        for (int i = 0; i < rows.Count; i++)
-            result.Add(hidden[i].narrow(0, 0, rows[i].Length).clone().MoveToOuterDisposeScope());
+        var result = new List<Tensor>(batch.Count);
+        for (int i = 0; i < batch.Count; i++)
+            result.Add(hidden[i].narrow(0, 0, batch.Lengths[i]).clone().MoveToOuterDisposeScope());
         return result;
     }
 }
