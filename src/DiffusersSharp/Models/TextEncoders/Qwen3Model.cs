@@ -49,10 +49,17 @@ public sealed class Qwen3Model : nn.Module
     /// <exception cref="WeightLoadException">The weights do not fit the config, or the checkpoint holds other tensors
     /// (a causal-LM head, for instance).</exception>
     /// <exception cref="NotSupportedException">The config asks for rotary scaling or sliding-window attention.</exception>
-    public static Qwen3Model FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null) =>
+    /// <param name="folder">The model folder.</param>
+    /// <param name="dtype">The weights' dtype (null: as stored).</param>
+    /// <param name="device">Where the weights go (null: the CPU).</param>
+    /// <param name="variant">A weights variant such as "fp16".</param>
+    /// <param name="skipLMHead">Leave a <c>Qwen3ForCausalLM</c> checkpoint's <c>lm_head.*</c> unread instead of refusing it:
+    /// for pipelines that name the causal LM but only read its hidden states (FLUX.2 [klein]).</param>
+    public static Qwen3Model FromPretrained(string folder, ScalarType? dtype = null, Device? device = null, string? variant = null, bool skipLMHead = false) =>
         PretrainedLoader.Load<Qwen3Config, Qwen3Model>(folder, (c, meta) => new Qwen3Model(c, meta), dtype, device, variant, new WeightLoadOptions
         {
             AlternateKey = k => CausalLMPrefix + k,
+            IgnoreUnexpected = skipLMHead ? k => k.StartsWith("lm_head.", StringComparison.Ordinal) : null,
         });
 
     /// <summary>

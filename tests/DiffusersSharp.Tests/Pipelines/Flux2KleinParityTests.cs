@@ -1,0 +1,125 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.IO;
+using DiffusersSharp.Models.Autoencoders;
+using DiffusersSharp.Models.Transformers;
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.Flux2;
+using DiffusersSharp.Schedulers;
+using DiffusersSharp.Tests.Support;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+using Generator = DiffusersSharp.Runtime.Generator;
+
+namespace DiffusersSharp.Tests.Pipelines;
+
+/// <summary>
+/// Flux2KleinPipeline against diffusers' own runs on a tiny FLUX.2 [klein] model (fixture local-diffusers/flux2-klein,
+/// made by tools/reference/flux2_klein.py with diffusers 0.39.0 on torch 1.13 CPU, float32; its README says how): text to
+/// image on a distilled model (guidance ignored) and on a base model with CFG, custom sigmas, one and two reference images.
+/// Prompt embeddings come from the fixture, so the text encoder is not part of this check (Flux2KleinPromptEncoderTests
+/// checks it). Each case runs twice as the script does: latents (every step's through the step callback, and the final
+/// de-normalised ones), then the decoded image. The bound, 1e-5 × max(1, max |expected|), is the other flow pipelines'.
+/// </summary>
+public sealed class Flux2KleinParityTests(ITestOutputHelper output) : IDisposable
+{
+    private const double Tolerance = 1e-5;
+    private static string Folder => Fixtures.Path("local-diffusers/flux2-klein");
+    private readonly Dictionary<string, Tensor> _expected = Fixtures.Expected("local-diffusers/flux2-klein/expected.safetensors");
+    private readonly Flux2KleinComponents _base = Components(distilled: false);
+    private readonly Flux2KleinComponents _distilled = Components(distilled: true);
+
+    /// <summary>The fixture's components, float32 on the CPU, with the given <c>is_distilled</c>.</summary>
+    private static Flux2KleinComponents Components(bool distilled) => new()
+    {
+        Transformer = Flux2Transformer2DModel.FromPretrained(Path.Combine(Folder, "transformer")),
+        Vae = AutoencoderKLFlux2.FromPretrained(Path.Combine(Folder, "vae")),
+        SchedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Path.Combine(Folder, "scheduler", "scheduler_config.json")),
+        IsDistilled = distilled,
+        Device = CPU, Dtype = ScalarType.Float32,
+    };
+
+    private Tensor E(string key) => _expected[key];
+
+    private static ImageBuffer Pixels(Tensor hwc) =>
+        new((int)hwc.shape[1], (int)hwc.shape[0], 3, hwc.to(ScalarType.Byte).contiguous().data<byte>().ToArray());
+
+    private void Check(Flux2KleinComponents components, Flux2KleinRequest request, string name, long seed)
+    {
+        using var pipe = new Flux2KleinPipeline(components);
+        double Close(Tensor actual, string key) => TensorAssert.Close(actual, _expected[key], Tolerance, key);
+        int steps = 0;
+        double worstStep = 0, latentError, imageError;
+        using (var latents = pipe.Generate(request with
+        {
+            Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent,
+            CallbackOnStepEnd = c =>
+            {
+                worstStep = Math.Max(worstStep, Close(c.Latents, $"{name}.step{c.Step}.latents"));
+                steps++;
+            },
+        }))
+            latentError = Close(latents.Tensor!, $"{name}.latents");
+        Assert.Equal(_expected.Keys.Count(k => k.StartsWith($"{name}.step", StringComparison.Ordinal)), steps);
+        using (var image = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Numpy }))
+            imageError = Close(image.Tensor!, $"{name}.image");
+        output.WriteLine($"{name}: worst step latents {worstStep:G3}, final latents {latentError:G3}, image {imageError:G3}");
+    }
+
+    [Fact]
+    public void DistilledTextToImageIgnoresGuidanceAndMatchesDiffusers() =>
+        Check(_distilled, new Flux2KleinRequest
+        {
+            PromptEmbeds = E("in.prompt_embeds")[..1], Height = 64, Width = 80, NumInferenceSteps = 3, GuidanceScale = 4.0,
+        }, "t2i", 42);
+
+    [Fact]
+    public void BaseModelWithCfgMatchesDiffusers() =>
+        Check(_base, new Flux2KleinRequest
+        {
+            PromptEmbeds = E("in.prompt_embeds"), NegativePromptEmbeds = E("in.negative_prompt_embeds"), Height = 48, Width = 64,
+            NumInferenceSteps = 2, GuidanceScale = 3.5, NumImagesPerPrompt = 2,
+        }, "t2i_cfg", 7);
+
+    [Fact]
+    public void CustomSigmasMatchDiffusers() =>
+        // mu comes from num_inference_steps (default 50) even with four sigmas, as in diffusers.
+        Check(_distilled, new Flux2KleinRequest
+        {
+            PromptEmbeds = E("in.prompt_embeds")[1..], Height = 32, Width = 64, Sigmas = [1.0f, 0.7f, 0.45f, 0.2f],
+        }, "t2i_sigmas", 8);
+
+    [Fact]
+    public void AReferenceImageSetsTheSizeAndMatchesDiffusers() =>
+        // 90 x 70: floored to 88 x 64 and centre-cropped; no height / width given, so the output is 88 x 64.
+        Check(_base, new Flux2KleinRequest
+        {
+            Images = [Pixels(E("in.odd"))], PromptEmbeds = E("in.prompt_embeds")[..1], NegativePromptEmbeds = E("in.negative_prompt_embeds")[..1],
+            NumInferenceSteps = 3, GuidanceScale = 4.0,
+        }, "ref", 123);
+
+    [Fact]
+    public void TwoReferenceImagesMatchDiffusers() =>
+        Check(_distilled, new Flux2KleinRequest
+        {
+            Images = [ImageFile.LoadRgb(Fixtures.Path("tiny-sd3/init_image.png")), Pixels(E("in.wide"))], PromptEmbeds = E("in.prompt_embeds")[1..],
+            Height = 48, Width = 48, NumInferenceSteps = 2, NumImagesPerPrompt = 2,
+        }, "ref_two", 99);
+
+    [Theory]
+    [InlineData("in.odd", 64 * 64, "area.odd_4096")]
+    [InlineData("in.wide", 3000, "area.wide_3000")]
+    public void ResizingToATargetAreaMatchesDiffusers(string input, int area, string key)
+    {
+        var resized = Flux2ImageProcessor.ResizeToTargetArea(Pixels(E(input)), area);
+        var expected = E(key);
+        Assert.Equal((expected.shape[1], expected.shape[0]), (resized.Width, resized.Height));
+        Assert.Equal(expected.to(ScalarType.Byte).contiguous().data<byte>().ToArray(), resized.Pixels);
+    }
+
+    public void Dispose()
+    {
+        _base.Dispose();
+        _distilled.Dispose();
+        foreach (var t in _expected.Values) t.Dispose();
+    }
+}
