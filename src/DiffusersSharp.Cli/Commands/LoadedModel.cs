@@ -9,6 +9,7 @@ using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Chroma;
 using DiffusersSharp.Pipelines.Flux;
+using DiffusersSharp.Pipelines.Flux2;
 using DiffusersSharp.Pipelines.PixArt;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
@@ -29,9 +30,10 @@ internal sealed class LoadedModel : IDisposable
 
     private LoadedModel(string name, string pipelineClass, IReadOnlyList<string> controlNets, StableDiffusion3Components? sd3, StableDiffusionComponents? unet,
         FluxComponents? flux = null, IReadOnlyList<string>? adapters = null, PixArtComponents? pixArt = null, ChromaComponents? chroma = null,
-        ZImageComponents? zImage = null, QwenImageComponents? qwenImage = null)
+        ZImageComponents? zImage = null, QwenImageComponents? qwenImage = null, Flux2KleinComponents? flux2Klein = null)
     {
         QwenImage = qwenImage;
+        Flux2Klein = flux2Klein;
         PixArt = pixArt;
         Chroma = chroma;
         ZImage = zImage;
@@ -49,7 +51,7 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>The model families, as model_index.json's <c>_class_name</c> tells them apart.</summary>
-    private enum Family { Sd3, UNet, Flux, PixArt, Chroma, ZImage, QwenImage }
+    private enum Family { Sd3, UNet, Flux, PixArt, Chroma, ZImage, QwenImage, Flux2Klein }
 
     private static Family FamilyOf(string pipelineClass) =>
         StableDiffusionComponents.IsSupportedPipeline(pipelineClass) ? Family.UNet
@@ -58,6 +60,7 @@ internal sealed class LoadedModel : IDisposable
         : ChromaComponents.IsSupportedPipeline(pipelineClass) ? Family.Chroma
         : ZImageComponents.IsSupportedPipeline(pipelineClass) ? Family.ZImage
         : QwenImageComponents.IsSupportedPipeline(pipelineClass) ? Family.QwenImage
+        : Flux2KleinComponents.IsSupportedPipeline(pipelineClass) ? Family.Flux2Klein
         : Family.Sd3;
 
     /// <summary>The components whose scheduler --scheduler swaps (UNet and PixArt models), or null.</summary>
@@ -74,6 +77,9 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>The Qwen-Image components, or null for another family.</summary>
     public QwenImageComponents? QwenImage { get; }
+
+    /// <summary>The FLUX.2 [klein] components, or null for another family.</summary>
+    public Flux2KleinComponents? Flux2Klein { get; }
 
     /// <summary>What --model said (folder or hub id).</summary>
     public string Name { get; }
@@ -100,6 +106,7 @@ internal sealed class LoadedModel : IDisposable
         PixArtComponents.SigmaPipelineClass or PixArtComponents.AlphaPipelineClass => ["txt2img"],
         ChromaComponents.PipelineClassName or ChromaComponents.Img2ImgPipelineClassName => ["txt2img", "img2img"],
         ZImageComponents.ZImagePipelineClass or ZImageComponents.ZImageImg2ImgPipelineClass => ["txt2img", "img2img"],
+        Flux2KleinComponents.Flux2KleinPipelineClass => ["txt2img", "img2img"],
         StableDiffusionInstructPix2PixPipeline.PipelineClass or StableDiffusionXLInstructPix2PixPipeline.PipelineClass => ["img2img"],
         StableDiffusionUpscalePipeline.PipelineClass or StableDiffusionLatentUpscalePipeline.PipelineClass => ["img2img"],
         LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass => ["txt2img", "img2img"],
@@ -107,7 +114,8 @@ internal sealed class LoadedModel : IDisposable
     };
 
     /// <summary>Whether img2img takes a strength (FLUX.1-Kontext's edit conditions every step on the image instead).</summary>
-    public bool HasStrength => PipelineClass is not FluxComponents.KontextPipelineClass && !IsInstructPix2Pix(PipelineClass) && !IsUpscaler(PipelineClass)
+    public bool HasStrength => PipelineClass is not (FluxComponents.KontextPipelineClass or Flux2KleinComponents.Flux2KleinPipelineClass)
+        && !IsInstructPix2Pix(PipelineClass) && !IsUpscaler(PipelineClass)
         && !IsLatentUpscaler(PipelineClass);
 
     /// <summary>The modes that take a strength: img2img (unless <see cref="HasStrength"/> is false) and inpaint.</summary>
@@ -218,6 +226,7 @@ internal sealed class LoadedModel : IDisposable
         if (family == Family.Chroma) CheckChroma(settings, pipelineClass);
         if (family == Family.ZImage) CheckZImage(settings, pipelineClass);
         if (family == Family.QwenImage) CheckQwenImage(settings, pipelineClass);
+        if (family == Family.Flux2Klein) CheckFlux2Klein(settings, pipelineClass);
         if (IsLatentUpscaler(pipelineClass)) CheckLatentUpscalerLoaders(settings, pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
@@ -283,6 +292,9 @@ internal sealed class LoadedModel : IDisposable
             // --prompt-embeds without --negative-prompt needs no Qwen2.5-VL-7B: it is left out (diffusers' text_encoder=None).
             Family.QwenImage => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, qwenImage: WithLoras(output, loras, QwenImageComponents.FromPretrained(folder,
                 options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null, NegativePrompt: null } }, ct), c => c.FuseLora)),
+            // --prompt-embeds with negative embeddings (or on a distilled model) needs no Qwen3: it is left out.
+            Family.Flux2Klein => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, flux2Klein: Flux2KleinComponents.FromPretrained(folder,
+                options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null } generateEmbeds || !Flux2PromptEmbedsSuffice(generateEmbeds, folder) }, ct)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithIpAdapter(output, ipAdapter, WithLoras(output, loras,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
@@ -678,6 +690,37 @@ internal sealed class LoadedModel : IDisposable
         if (settings is GenerateSettings { Height: { } h } && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for Qwen-Image, got {h}.");
     }
 
+    /// <summary>
+    /// FLUX.2 [klein] (diffusers' Flux2KleinPipeline; black-forest-labs/FLUX.2-klein-4B): text-to-image, and img2img as
+    /// reference editing (the image conditions every step: no --strength), one Qwen3 prompt, CFG on the "base" models only
+    /// (the empty prompt as negative: no --negative-prompt), FlowMatchEuler; no inpainting pipeline, LoRA, ControlNet or
+    /// scheduler swap here. Refused before any weights load.
+    /// </summary>
+    private static void CheckFlux2Klein(ModelSettings settings, string pipelineClass)
+    {
+        if (settings is InpaintSettings)
+            throw new ArgumentException($"{settings.Model} is a {pipelineClass} (FLUX.2 [klein]): it generates from text and edits with reference images (img2img); diffusers' {pipelineClass} has no inpainting.");
+        if (FirstLackingOption(settings, "--prompt-embeds") is { } lacking)
+            throw new ArgumentException($"{lacking} does not apply to FLUX.2 [klein] models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+        if (settings is GenerateSettings { NegativePrompt: not null })
+            throw new ArgumentException($"--negative-prompt does not apply to FLUX.2 [klein]: diffusers' {pipelineClass} always uses the empty prompt as the negative (negative_prompt_embeds in --prompt-embeds give another).");
+        if (settings is Img2ImgSettings { Strength: not null })
+            throw new ArgumentException($"--strength does not apply to FLUX.2 [klein]: its img2img edits with the image as a reference at every step (diffusers' {pipelineClass} takes no strength).");
+        if (settings is GenerateSettings { Width: { } w } && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for FLUX.2 [klein], got {w}.");
+        if (settings is GenerateSettings { Height: { } h } && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for FLUX.2 [klein], got {h}.");
+    }
+
+    /// <summary>Whether --prompt-embeds alone feed a FLUX.2 [klein] run (the Qwen3 text encoder then not loaded): they hold
+    /// negative_prompt_embeds, or the model is step-distilled, or the guidance turns CFG off.</summary>
+    private static bool Flux2PromptEmbedsSuffice(GenerateSettings settings, string folder)
+    {
+        if ((settings.GuidanceScale ?? Flux2KleinRequest.DefaultGuidanceScale) <= 1) return true;
+        using (var weights = SafetensorsFile.Open(settings.PromptEmbeds!))
+            if (weights.Tensors.ContainsKey("negative_prompt_embeds")) return true;
+        var index = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "model_index.json")));
+        return index?["is_distilled"] is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<bool>(out bool distilled) && distilled;
+    }
+
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
         if (family != Family.ZImage && (settings.CfgNormalization ?? settings.CfgTruncation) is not null)
@@ -708,6 +751,11 @@ internal sealed class LoadedModel : IDisposable
         if (family == Family.QwenImage)
         {
             CheckQwenImage(settings, pipelineClass);
+            return;
+        }
+        if (family == Family.Flux2Klein)
+        {
+            CheckFlux2Klein(settings, pipelineClass);
             return;
         }
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
@@ -989,5 +1037,6 @@ internal sealed class LoadedModel : IDisposable
         Chroma?.Dispose();
         ZImage?.Dispose();
         QwenImage?.Dispose();
+        Flux2Klein?.Dispose();
     }
 }

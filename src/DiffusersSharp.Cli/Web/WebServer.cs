@@ -7,6 +7,7 @@ using DiffusersSharp.Cli.Commands;
 using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
+using DiffusersSharp.Pipelines.Flux2;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Schedulers;
@@ -86,7 +87,7 @@ internal sealed class WebServer : IAsyncDisposable
             Model = _model.Name,
             Pipeline = _model.PipelineClass,
             Family = _model.Flux is not null ? "flux" : _model.PixArt is not null ? "pixart" : _model.Chroma is not null ? "chroma"
-                : _model.ZImage is not null ? "zimage" : _model.QwenImage is not null ? "qwenimage" : unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
+                : _model.ZImage is not null ? "zimage" : _model.QwenImage is not null ? "qwenimage" : _model.Flux2Klein is not null ? "flux2klein" : unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
             Scheduler = _model.Swappable?.SchedulerClassName ?? "FlowMatchEulerDiscreteScheduler",
             Schedulers = _model.Swappable is null ? [] : DiffusionSchedulers.KnownNames,
             Modes = _model.Modes,
@@ -97,9 +98,10 @@ internal sealed class WebServer : IAsyncDisposable
             // Flux's true CFG, which diffusers' FluxFillPipeline lacks.
             TrueCfg = _model.Flux is not null && _model.PipelineClass is not FluxComponents.FillPipelineClass and not FluxComponents.ControlPipelineClass,
             // Whether requests take a negative prompt: not the models whose diffusers pipelines have no guidance pass for
-            // one (FLUX.1-Fill and control models: no true CFG; latent consistency models: no CFG).
+            // one (FLUX.1-Fill and control models: no true CFG; latent consistency models: no CFG; FLUX.2 [klein]: always "").
             NegativePrompt = _model.PipelineClass is not (FluxComponents.FillPipelineClass or FluxComponents.ControlPipelineClass
-                or LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass),
+                or LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass
+                or Flux2KleinComponents.Flux2KleinPipelineClass),
             // Inpainting only the masked area (padding_mask_crop), which diffusers' FluxFillPipeline lacks.
             PaddingMaskCrop = _model.PipelineClass != FluxComponents.FillPipelineClass,
             // Whether requests take freeu: UNet models, not the latent upscaler (its K-diffusion blocks have none).

@@ -1,0 +1,63 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.IO;
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.Flux2;
+using static TorchSharp.torch;
+using Generator = DiffusersSharp.Runtime.Generator;
+
+namespace DiffusersSharp.Cli.Commands;
+
+// FLUX.2 [klein]'s run (Flux2KleinPipeline): generate from text, img2img as reference editing (the image conditions every
+// step; no strength); the options were checked against the family before loading (LoadedModel.CheckFlux2Klein).
+// --guidance is diffusers' guidance_scale, ignored by the step-distilled models.
+internal sealed partial class GenerationRunner
+{
+    private Generated GenerateFlux2Klein(LoadedModel model, Flux2KleinComponents klein, string verb, IProgress<PipelineProgress>? progress,
+        PreviewSink? preview, CancellationToken ct)
+    {
+        var request = new Flux2KleinRequest
+        {
+            Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
+            Images = settings is Img2ImgSettings img2img ? [ImageFile.LoadRgb(img2img.Image!)] : null,
+            Height = settings.Height,
+            Width = settings.Width,
+            NumInferenceSteps = settings.Steps ?? Flux2KleinPipeline.DefaultSteps,
+            GuidanceScale = settings.GuidanceScale ?? Flux2KleinRequest.DefaultGuidanceScale,
+            NumImagesPerPrompt = settings.NumImages,
+            Generator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed)),
+            MaxSequenceLength = settings.MaxSequenceLength ?? 512,
+            OutputType = OutputType.Image,
+        };
+        if (ReadFlux2PromptEmbeds() is { } e) request = request with { PromptEmbeds = e.Embeds, NegativePromptEmbeds = e.NegativeEmbeds };
+        using var pipe = new Flux2KleinPipeline(klein);
+        if (preview is not null)
+        {
+            // The output size is known before the run: the request's, else the reference image's encoded size.
+            var (height, width) = pipe.OutputSize(request);
+            request = request with { CallbackOnStepEnd = VerbPipelines.Previews(preview, latents => pipe.PreviewImages(latents, height, width)) };
+        }
+        using var result = pipe.Generate(request, progress, ct);
+        return new Generated(result.Images!, Parameters(verb, request.NumInferenceSteps!.Value, model.Name, "FlowMatchEulerDiscrete",
+            pipe.DoesCfg(request) ? request.GuidanceScale : 1.0, null));
+    }
+
+    /// <summary>
+    /// The tensors of --prompt-embeds for FLUX.2 [klein] (owned by the runner): prompt_embeds [L, D] (one prompt) or
+    /// [N, L, D], and the optional negative_prompt_embeds likewise (the base models' CFG; without it the empty prompt is
+    /// encoded). Null without the option.
+    /// </summary>
+    private (Tensor Embeds, Tensor? NegativeEmbeds)? ReadFlux2PromptEmbeds()
+    {
+        if (settings.PromptEmbeds is not { } file) return null;
+        using var weights = SafetensorsFile.Open(file);
+        Tensor? Read(string name)
+        {
+            if (!weights.Tensors.ContainsKey(name)) return null;
+            var t = Track(weights.Read(name).clone());
+            return t.dim() == 2 ? Track(t.unsqueeze(0)) : t;
+        }
+        var embeds = Read("prompt_embeds")
+            ?? throw new InvalidDataException($"{file} has no 'prompt_embeds' tensor (FLUX.2 [klein]: [L, D] or [N, L, D]).");
+        return (embeds, Read("negative_prompt_embeds"));
+    }
+}
