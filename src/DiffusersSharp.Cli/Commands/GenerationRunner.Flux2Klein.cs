@@ -7,38 +7,49 @@ using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Cli.Commands;
 
-// FLUX.2 [klein]'s run (Flux2KleinPipeline): generate from text, img2img as reference editing (the image conditions every
-// step; no strength); the options were checked against the family before loading (LoadedModel.CheckFlux2Klein).
+// FLUX.2 [klein]'s run: generate from text and img2img as reference editing (Flux2KleinPipeline: the image conditions every
+// step; no strength), inpaint (Flux2KleinInpaintPipeline); the options were checked against the family before loading
+// (LoadedModel.CheckFlux2Klein).
 // --guidance is diffusers' guidance_scale, ignored by the step-distilled models.
 internal sealed partial class GenerationRunner
 {
     private Generated GenerateFlux2Klein(LoadedModel model, Flux2KleinComponents klein, string verb, IProgress<PipelineProgress>? progress,
         PreviewSink? preview, CancellationToken ct)
     {
-        var request = new Flux2KleinRequest
+        // inpaint: Flux2KleinInpaintPipeline (its own defaults: guidance 8, strength 0.8); `with` keeps the request's type.
+        Flux2KleinRequest request = settings is InpaintSettings inpaint
+            ? new Flux2KleinInpaintRequest
+            {
+                Image = ImageFile.LoadRgb(inpaint.Image!), MaskImage = ImageFile.Load(inpaint.Mask!),
+                Strength = inpaint.StrengthValue ?? Flux2KleinInpaintRequest.DefaultStrength, PaddingMaskCrop = inpaint.PaddingMaskCrop,
+            }
+            : new Flux2KleinRequest { Images = settings is Img2ImgSettings img2img ? [ImageFile.LoadRgb(img2img.Image!)] : null };
+        request = request with
         {
             Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
-            Images = settings is Img2ImgSettings img2img ? [ImageFile.LoadRgb(img2img.Image!)] : null,
-            Height = settings.Height,
-            Width = settings.Width,
-            NumInferenceSteps = settings.Steps ?? Flux2KleinPipeline.DefaultSteps,
-            GuidanceScale = settings.GuidanceScale ?? Flux2KleinRequest.DefaultGuidanceScale,
+            Height = request is Flux2KleinInpaintRequest ? null : settings.Height,
+            Width = request is Flux2KleinInpaintRequest ? null : settings.Width,
+            NumInferenceSteps = settings.Steps ?? Flux2KleinPipelineBase.DefaultSteps,
+            GuidanceScale = settings.GuidanceScale ?? request.GuidanceScale,
             NumImagesPerPrompt = settings.NumImages,
             Generator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed)),
             MaxSequenceLength = settings.MaxSequenceLength ?? 512,
             OutputType = OutputType.Image,
         };
         if (ReadFlux2PromptEmbeds() is { } e) request = request with { PromptEmbeds = e.Embeds, NegativePromptEmbeds = e.NegativeEmbeds };
-        using var pipe = new Flux2KleinPipeline(klein);
+        using Flux2KleinPipelineBase pipe = request is Flux2KleinInpaintRequest ? new Flux2KleinInpaintPipeline(klein) : new Flux2KleinPipeline(klein);
         if (preview is not null)
         {
-            // The output size is known before the run: the request's, else the reference image's encoded size.
-            var (height, width) = pipe.OutputSize(request);
+            // The output size is known before the run: the request's, else the (reference) image's encoded size.
+            var (height, width) = request is Flux2KleinInpaintRequest { Image: { } image }
+                ? ((Flux2KleinInpaintPipeline)pipe).OutputSize(image) : ((Flux2KleinPipeline)pipe).OutputSize(request);
             request = request with { CallbackOnStepEnd = VerbPipelines.Previews(preview, latents => pipe.PreviewImages(latents, height, width)) };
         }
-        using var result = pipe.Generate(request, progress, ct);
+        using var result = request is Flux2KleinInpaintRequest inpaintRequest
+            ? ((Flux2KleinInpaintPipeline)pipe).Generate(inpaintRequest, progress, ct)
+            : ((Flux2KleinPipeline)pipe).Generate(request, progress, ct);
         return new Generated(result.Images!, Parameters(verb, request.NumInferenceSteps!.Value, model.Name, "FlowMatchEulerDiscrete",
-            pipe.DoesCfg(request) ? request.GuidanceScale : 1.0, null));
+            pipe.DoesCfg(request) ? request.GuidanceScale : 1.0, (request as Flux2KleinInpaintRequest)?.Strength));
     }
 
     /// <summary>

@@ -106,7 +106,6 @@ internal sealed class LoadedModel : IDisposable
         PixArtComponents.SigmaPipelineClass or PixArtComponents.AlphaPipelineClass => ["txt2img"],
         ChromaComponents.PipelineClassName or ChromaComponents.Img2ImgPipelineClassName => ["txt2img", "img2img"],
         ZImageComponents.ZImagePipelineClass or ZImageComponents.ZImageImg2ImgPipelineClass => ["txt2img", "img2img"],
-        Flux2KleinComponents.Flux2KleinPipelineClass => ["txt2img", "img2img"],
         StableDiffusionInstructPix2PixPipeline.PipelineClass or StableDiffusionXLInstructPix2PixPipeline.PipelineClass => ["img2img"],
         StableDiffusionUpscalePipeline.PipelineClass or StableDiffusionLatentUpscalePipeline.PipelineClass => ["img2img"],
         LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass => ["txt2img", "img2img"],
@@ -571,6 +570,8 @@ internal sealed class LoadedModel : IDisposable
         if (pipelineClass != FluxComponents.KontextPipelineClass) return;
         if (settings is InpaintSettings && (settings.Width is not null || settings.Height is not null))
             throw new ArgumentException($"--width and --height do not apply to FLUX.1-Kontext inpainting: the output takes the image's Kontext size (the preferred Kontext resolution closest to its aspect ratio, as diffusers' FluxKontextInpaintPipeline sizes it); {settings.Model} is a {pipelineClass}.");
+        if (settings is InpaintSettings { Width: not null } or InpaintSettings { Height: not null })
+            throw new ArgumentException($"--width / --height do not apply to FLUX.2 [klein] inpainting: diffusers' Flux2KleinInpaintPipeline repaints at the image's own size (floored to multiples of 16); resize the image instead.");
         if (settings is Img2ImgSettings { Strength: not null } and not InpaintSettings)
             throw new ArgumentException($"--strength does not apply to FLUX.1-Kontext: the image conditions every step as extra tokens (diffusers' FluxKontextPipeline has no strength); {settings.Model} is a {pipelineClass}.");
     }
@@ -691,20 +692,20 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>
-    /// FLUX.2 [klein] (diffusers' Flux2KleinPipeline; black-forest-labs/FLUX.2-klein-4B): text-to-image, and img2img as
-    /// reference editing (the image conditions every step: no --strength), one Qwen3 prompt, CFG on the "base" models only
-    /// (the empty prompt as negative: no --negative-prompt), FlowMatchEuler; no inpainting pipeline, LoRA, ControlNet or
-    /// scheduler swap here. Refused before any weights load.
+    /// FLUX.2 [klein] (diffusers' Flux2KleinPipeline and Flux2KleinInpaintPipeline; black-forest-labs/FLUX.2-klein-4B):
+    /// text-to-image, img2img as reference editing (the image conditions every step: no --strength) and inpainting (with
+    /// --strength and --padding-mask-crop), one Qwen3 prompt, CFG on the "base" models only (the empty prompt as negative: no
+    /// --negative-prompt), FlowMatchEuler; no LoRA, ControlNet or scheduler swap here. Refused before any weights load.
     /// </summary>
     private static void CheckFlux2Klein(ModelSettings settings, string pipelineClass)
     {
-        if (settings is InpaintSettings)
-            throw new ArgumentException($"{settings.Model} is a {pipelineClass} (FLUX.2 [klein]): it generates from text and edits with reference images (img2img); diffusers' {pipelineClass} has no inpainting.");
         if (FirstLackingOption(settings, "--prompt-embeds") is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to FLUX.2 [klein] models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
         if (settings is GenerateSettings { NegativePrompt: not null })
             throw new ArgumentException($"--negative-prompt does not apply to FLUX.2 [klein]: diffusers' {pipelineClass} always uses the empty prompt as the negative (negative_prompt_embeds in --prompt-embeds give another).");
-        if (settings is Img2ImgSettings { Strength: not null })
+        if (settings is InpaintSettings { Width: not null } or InpaintSettings { Height: not null })
+            throw new ArgumentException($"--width / --height do not apply to FLUX.2 [klein] inpainting: diffusers' Flux2KleinInpaintPipeline repaints at the image's own size (floored to multiples of 16); resize the image instead.");
+        if (settings is Img2ImgSettings { Strength: not null } and not InpaintSettings)
             throw new ArgumentException($"--strength does not apply to FLUX.2 [klein]: its img2img edits with the image as a reference at every step (diffusers' {pipelineClass} takes no strength).");
         if (settings is GenerateSettings { Width: { } w } && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for FLUX.2 [klein], got {w}.");
         if (settings is GenerateSettings { Height: { } h } && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for FLUX.2 [klein], got {h}.");

@@ -86,13 +86,34 @@ public sealed class Flux2KleinCliTests : CliTempDirectory, IDisposable
         }
     }
 
+    [Fact]
+    public void InpaintGivesTheLibrarysImageWithItsDefaults()
+    {
+        // diffusers' Flux2KleinInpaintPipeline defaults: guidance 8, strength 0.8; the image's own size.
+        string image = Fixtures.Path("tiny-sd3/init_image.png"), mask = Fixtures.Path("tiny-sd3/mask.png");
+        var (code, _, stderr) = CliRunner.Run("inpaint", "--model", Model, "--prompt-embeds", EmbedsFile(negatives: true), "--image", image, "--mask", mask,
+            "--steps", "3", "--seed", "4", "--num-images", "1", "--output", Out());
+        Assert.True(code == 0, stderr);
+        string parameters = ImageFile.ReadPngText(Out("out-1.png"))["parameters"];
+        Assert.Contains("Steps: 3, Sampler: FlowMatchEulerDiscrete, CFG scale: 8, Seed: 4", parameters);
+        Assert.Contains("Denoising strength: 0.8", parameters);
+        using var pipe = Flux2KleinInpaintPipeline.FromPretrained(Model, new PipelineLoadOptions { LoadTextEncoders = false });
+        using var expected = pipe.Generate(new Flux2KleinInpaintRequest
+        {
+            PromptEmbeds = _expected["in.prompt_embeds"], NegativePromptEmbeds = _expected["in.negative_prompt_embeds"], NumInferenceSteps = 3,
+            Image = ImageFile.LoadRgb(image), MaskImage = ImageFile.Load(mask), Generator = new Generator("cpu").ManualSeed(4),
+        });
+        Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("out-1.png")).Pixels);
+        Assert.Equal(expected.Images![1].Pixels, ImageFile.Load(Out("out-2.png")).Pixels);
+    }
+
     [Theory]
     [InlineData("img2img", "--strength", "0.5", "--strength does not apply to FLUX.2 [klein]")]
     [InlineData("generate", "--negative-prompt", "blurry", "--negative-prompt does not apply to FLUX.2 [klein]")]
     [InlineData("generate", "--scheduler", "euler", "--scheduler does not apply to FLUX.2 [klein]")]
     [InlineData("generate", "--lora", "local-diffusers/qwenimage-lora/kohya.safetensors", "--lora does not apply to FLUX.2 [klein]")]
     [InlineData("generate", "--width", "40", "multiple of 16 for FLUX.2 [klein]")]
-    [InlineData("inpaint", null, null, "has no inpainting")]
+    [InlineData("inpaint", "--width", "64", "repaints at the image's own size")]
     public void FamilyLimitsAreRefusedBeforeLoading(string verb, string? option, string? value, string message)
     {
         var args = new List<string> { verb, "--model", Model, "--prompt-embeds", EmbedsFile(negatives: true), "--output", Out() };
@@ -119,8 +140,9 @@ public sealed class Flux2KleinCliTests : CliTempDirectory, IDisposable
         Assert.NotNull(model.Flux2Klein);
         Assert.Null(model.Flux2Klein!.TextEncoder);
         Assert.False(model.Flux2Klein.IsDistilled);
-        Assert.Equal(["txt2img", "img2img"], model.Modes);
+        Assert.Equal(["txt2img", "img2img", "inpaint"], model.Modes);
         Assert.False(model.HasStrength);
+        Assert.Equal(["inpaint"], model.StrengthModes);
     }
 
     /// <summary>Frees the fixture's tensors, then deletes the folder.</summary>
@@ -203,7 +225,7 @@ public sealed class Flux2KleinServeTests : ServeWithAddOn
     {
         var info = await Http.GetFromJsonAsync<JsonElement>("api/info");
         Assert.Equal(("flux2klein", "Flux2KleinPipeline"), (info.GetProperty("family").GetString(), info.GetProperty("pipeline").GetString()));
-        Assert.Equal(["txt2img", "img2img"], info.GetProperty("modes").EnumerateArray().Select(m => m.GetString()));
+        Assert.Equal(["txt2img", "img2img", "inpaint"], info.GetProperty("modes").EnumerateArray().Select(m => m.GetString()));
         Assert.False(info.GetProperty("negative_prompt").GetBoolean());
         Assert.False(info.GetProperty("strength").GetBoolean());
     }

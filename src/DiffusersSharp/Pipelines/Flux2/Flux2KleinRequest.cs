@@ -79,3 +79,41 @@ public record Flux2KleinRequest
     /// </summary>
     public Action<StepEndContext>? CallbackOnStepEnd { get; init; }
 }
+
+/// <summary>
+/// Inpainting parameters (diffusers' <c>Flux2KleinInpaintPipeline.__call__</c>, v0.39): the text-to-image ones (without
+/// <see cref="Flux2KleinRequest.Images"/>: the image itself conditions every step, and <see cref="ImageReference"/> may
+/// add one more) plus the image, the mask (white = repaint) and the strength. The output has the image's size (scaled down
+/// past 1024 × 1024 pixels, floored to multiples of 16): <see cref="Flux2KleinRequest.Height"/> and
+/// <see cref="Flux2KleinRequest.Width"/> are not taken. diffusers' defaults: guidance 8, strength 0.8.
+/// </summary>
+public record Flux2KleinInpaintRequest : Flux2KleinRequest
+{
+    /// <summary>diffusers' default <c>guidance_scale</c> of the inpainting pipeline.</summary>
+    public const double DefaultInpaintGuidanceScale = 8.0;
+
+    /// <summary>diffusers' default <c>strength</c> of the inpainting pipeline.</summary>
+    public const double DefaultStrength = 0.8;
+
+    /// <summary>Creates a request with the inpainting pipeline's defaults (guidance 8).</summary>
+    public Flux2KleinInpaintRequest() => GuidanceScale = DefaultInpaintGuidanceScale;
+
+    /// <summary>The image to repaint (8-bit RGB); resized to its own size floored to multiples of 16.</summary>
+    public ImageBuffer? Image { get; init; }
+
+    /// <summary>The mask (8-bit; converted to grayscale, binarized at 0.5): white = repaint, black = keep.</summary>
+    public ImageBuffer? MaskImage { get; init; }
+
+    /// <summary>diffusers' <c>image_reference</c>: one more reference image, encoded as Flux2KleinPipeline's (centre-cropped)
+    /// and appended after the image's own latents (t = 20).</summary>
+    public ImageBuffer? ImageReference { get; init; }
+
+    /// <summary>How much to change the masked region, in [0, 1]: the fraction of the schedule that is run (default 0.8).</summary>
+    public double Strength { get; init; } = DefaultStrength;
+
+    /// <summary>
+    /// diffusers' <c>padding_mask_crop</c>: inpaint only the mask's bounding box grown by this many pixels (resized in fill
+    /// mode to the image's size), then paste the result back onto the image where the mask is white. Output type Image only.
+    /// </summary>
+    public int? PaddingMaskCrop { get; init; }
+}
