@@ -1,10 +1,6 @@
 using DiffusersSharp.Images;
-using DiffusersSharp.IO;
-using DiffusersSharp.Models.Autoencoders;
-using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux2;
-using DiffusersSharp.Schedulers;
 using DiffusersSharp.Tests.Images;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
@@ -23,25 +19,12 @@ namespace DiffusersSharp.Tests.Pipelines;
 public sealed class Flux2KleinInpaintParityTests(ITestOutputHelper output) : IDisposable
 {
     private const double Tolerance = 1e-5;
-    private static string Folder => Fixtures.Path("local-diffusers/flux2-klein");
     private readonly Dictionary<string, Tensor> _inputs = Fixtures.Expected("local-diffusers/flux2-klein/expected.safetensors");
     private readonly Dictionary<string, Tensor> _expected = Fixtures.Expected("local-diffusers/flux2-klein/inpaint.safetensors");
-    private readonly Flux2KleinComponents _base = Components(distilled: false);
-    private readonly Flux2KleinComponents _distilled = Components(distilled: true);
-
-    private static Flux2KleinComponents Components(bool distilled) => new()
-    {
-        Transformer = Flux2Transformer2DModel.FromPretrained(Path.Combine(Folder, "transformer")),
-        Vae = AutoencoderKLFlux2.FromPretrained(Path.Combine(Folder, "vae")),
-        SchedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Path.Combine(Folder, "scheduler", "scheduler_config.json")),
-        IsDistilled = distilled,
-        Device = CPU, Dtype = ScalarType.Float32,
-    };
+    private readonly Flux2KleinComponents _base = LocalDiffusersFlux2Klein.Components(distilled: false);
+    private readonly Flux2KleinComponents _distilled = LocalDiffusersFlux2Klein.Components(distilled: true);
 
     private Tensor In(string key) => _inputs[key];
-
-    private static ImageBuffer Pixels(Tensor hwc) =>
-        new((int)hwc.shape[1], (int)hwc.shape[0], 3, hwc.to(ScalarType.Byte).contiguous().data<byte>().ToArray());
 
     private static ImageBuffer Image => ImageFile.LoadRgb(Fixtures.Path("tiny-sd3/init_image.png"));
 
@@ -50,23 +33,7 @@ public sealed class Flux2KleinInpaintParityTests(ITestOutputHelper output) : IDi
     private void Check(Flux2KleinComponents components, Flux2KleinInpaintRequest request, string name, long seed)
     {
         using var pipe = new Flux2KleinInpaintPipeline(components);
-        double Close(Tensor actual, string key) => TensorAssert.Close(actual, _expected[key], Tolerance, key);
-        int steps = 0;
-        double worstStep = 0, latentError, imageError;
-        using (var latents = pipe.Generate(request with
-        {
-            Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c =>
-            {
-                worstStep = Math.Max(worstStep, Close(c.Latents, $"{name}.step{c.Step}.latents"));
-                steps++;
-            },
-        }))
-            latentError = Close(latents.Tensor!, $"{name}.latents");
-        Assert.Equal(_expected.Keys.Count(k => k.StartsWith($"{name}.step", StringComparison.Ordinal)), steps);
-        using (var image = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Numpy }))
-            imageError = Close(image.Tensor!, $"{name}.image");
-        output.WriteLine($"{name}: worst step latents {worstStep:G3}, final latents {latentError:G3}, image {imageError:G3}");
+        LocalDiffusersFlux2Klein.CheckCase(output, _expected, Tolerance, r => pipe.Generate(r), request, name, seed);
     }
 
     [Fact]
@@ -82,7 +49,7 @@ public sealed class Flux2KleinInpaintParityTests(ITestOutputHelper output) : IDi
         // 90 x 70 resized (LANCZOS) to 88 x 64, the 64 x 64 mask resized to it; two prompts x two images, distilled.
         Check(_distilled, new Flux2KleinInpaintRequest
         {
-            Image = Pixels(In("in.odd")), MaskImage = Mask, PromptEmbeds = In("in.prompt_embeds"), Strength = 1.0, NumInferenceSteps = 2,
+            Image = LocalDiffusersFlux2Klein.Pixels(In("in.odd")), MaskImage = Mask, PromptEmbeds = In("in.prompt_embeds"), Strength = 1.0, NumInferenceSteps = 2,
             NumImagesPerPrompt = 2,
         }, "inpaint_odd", 22);
 
@@ -90,7 +57,7 @@ public sealed class Flux2KleinInpaintParityTests(ITestOutputHelper output) : IDi
     public void ASecondReferenceImageMatchesDiffusers() =>
         Check(_base, new Flux2KleinInpaintRequest
         {
-            Image = Image, MaskImage = Mask, ImageReference = Pixels(In("in.wide")), PromptEmbeds = In("in.prompt_embeds")[1..],
+            Image = Image, MaskImage = Mask, ImageReference = LocalDiffusersFlux2Klein.Pixels(In("in.wide")), PromptEmbeds = In("in.prompt_embeds")[1..],
             NegativePromptEmbeds = In("in.negative_prompt_embeds")[1..], Strength = 0.7, NumInferenceSteps = 3, GuidanceScale = 3.0,
         }, "inpaint_ref", 23);
 

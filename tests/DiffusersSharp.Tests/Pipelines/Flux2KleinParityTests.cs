@@ -1,10 +1,6 @@
 using DiffusersSharp.Images;
-using DiffusersSharp.IO;
-using DiffusersSharp.Models.Autoencoders;
-using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux2;
-using DiffusersSharp.Schedulers;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
@@ -23,46 +19,16 @@ namespace DiffusersSharp.Tests.Pipelines;
 public sealed class Flux2KleinParityTests(ITestOutputHelper output) : IDisposable
 {
     private const double Tolerance = 1e-5;
-    private static string Folder => Fixtures.Path("local-diffusers/flux2-klein");
     private readonly Dictionary<string, Tensor> _expected = Fixtures.Expected("local-diffusers/flux2-klein/expected.safetensors");
-    private readonly Flux2KleinComponents _base = Components(distilled: false);
-    private readonly Flux2KleinComponents _distilled = Components(distilled: true);
-
-    /// <summary>The fixture's components, float32 on the CPU, with the given <c>is_distilled</c>.</summary>
-    private static Flux2KleinComponents Components(bool distilled) => new()
-    {
-        Transformer = Flux2Transformer2DModel.FromPretrained(Path.Combine(Folder, "transformer")),
-        Vae = AutoencoderKLFlux2.FromPretrained(Path.Combine(Folder, "vae")),
-        SchedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Path.Combine(Folder, "scheduler", "scheduler_config.json")),
-        IsDistilled = distilled,
-        Device = CPU, Dtype = ScalarType.Float32,
-    };
+    private readonly Flux2KleinComponents _base = LocalDiffusersFlux2Klein.Components(distilled: false);
+    private readonly Flux2KleinComponents _distilled = LocalDiffusersFlux2Klein.Components(distilled: true);
 
     private Tensor E(string key) => _expected[key];
-
-    private static ImageBuffer Pixels(Tensor hwc) =>
-        new((int)hwc.shape[1], (int)hwc.shape[0], 3, hwc.to(ScalarType.Byte).contiguous().data<byte>().ToArray());
 
     private void Check(Flux2KleinComponents components, Flux2KleinRequest request, string name, long seed)
     {
         using var pipe = new Flux2KleinPipeline(components);
-        double Close(Tensor actual, string key) => TensorAssert.Close(actual, _expected[key], Tolerance, key);
-        int steps = 0;
-        double worstStep = 0, latentError, imageError;
-        using (var latents = pipe.Generate(request with
-        {
-            Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c =>
-            {
-                worstStep = Math.Max(worstStep, Close(c.Latents, $"{name}.step{c.Step}.latents"));
-                steps++;
-            },
-        }))
-            latentError = Close(latents.Tensor!, $"{name}.latents");
-        Assert.Equal(_expected.Keys.Count(k => k.StartsWith($"{name}.step", StringComparison.Ordinal)), steps);
-        using (var image = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Numpy }))
-            imageError = Close(image.Tensor!, $"{name}.image");
-        output.WriteLine($"{name}: worst step latents {worstStep:G3}, final latents {latentError:G3}, image {imageError:G3}");
+        LocalDiffusersFlux2Klein.CheckCase(output, _expected, Tolerance, r => pipe.Generate(r), request, name, seed);
     }
 
     [Fact]
@@ -93,7 +59,7 @@ public sealed class Flux2KleinParityTests(ITestOutputHelper output) : IDisposabl
         // 90 x 70: floored to 88 x 64 and centre-cropped; no height / width given, so the output is 88 x 64.
         Check(_base, new Flux2KleinRequest
         {
-            Images = [Pixels(E("in.odd"))], PromptEmbeds = E("in.prompt_embeds")[..1], NegativePromptEmbeds = E("in.negative_prompt_embeds")[..1],
+            Images = [LocalDiffusersFlux2Klein.Pixels(E("in.odd"))], PromptEmbeds = E("in.prompt_embeds")[..1], NegativePromptEmbeds = E("in.negative_prompt_embeds")[..1],
             NumInferenceSteps = 3, GuidanceScale = 4.0,
         }, "ref", 123);
 
@@ -101,7 +67,7 @@ public sealed class Flux2KleinParityTests(ITestOutputHelper output) : IDisposabl
     public void TwoReferenceImagesMatchDiffusers() =>
         Check(_distilled, new Flux2KleinRequest
         {
-            Images = [ImageFile.LoadRgb(Fixtures.Path("tiny-sd3/init_image.png")), Pixels(E("in.wide"))], PromptEmbeds = E("in.prompt_embeds")[1..],
+            Images = [ImageFile.LoadRgb(Fixtures.Path("tiny-sd3/init_image.png")), LocalDiffusersFlux2Klein.Pixels(E("in.wide"))], PromptEmbeds = E("in.prompt_embeds")[1..],
             Height = 48, Width = 48, NumInferenceSteps = 2, NumImagesPerPrompt = 2,
         }, "ref_two", 99);
 
@@ -110,7 +76,7 @@ public sealed class Flux2KleinParityTests(ITestOutputHelper output) : IDisposabl
     [InlineData("in.wide", 3000, "area.wide_3000")]
     public void ResizingToATargetAreaMatchesDiffusers(string input, int area, string key)
     {
-        var resized = Flux2ImageProcessor.ResizeToTargetArea(Pixels(E(input)), area);
+        var resized = Flux2ImageProcessor.ResizeToTargetArea(LocalDiffusersFlux2Klein.Pixels(E(input)), area);
         var expected = E(key);
         Assert.Equal((expected.shape[1], expected.shape[0]), (resized.Width, resized.Height));
         Assert.Equal(expected.to(ScalarType.Byte).contiguous().data<byte>().ToArray(), resized.Pixels);
