@@ -181,7 +181,7 @@ public class AutoencoderKLQwenImageTests(ITestOutputHelper output)
             Assert.Equal(ScalarType.BFloat16, actual.dtype);
             Assert.True(actual.isfinite().all().item<bool>(), $"{key} is not finite");
             var expected = E($"{p}.{key}").to(ScalarType.Float64);
-            double ours = RelativeL2(actual, expected), theirs = RelativeL2(E($"{p}.bf16.{key}"), expected);
+            double ours = TensorAssert.RelativeL2(actual, expected), theirs = TensorAssert.RelativeL2(E($"{p}.bf16.{key}"), expected);
             output.WriteLine($"{p} bf16 {key}: relative L2 vs diffusers' float32 = {ours:G3} (diffusers' bf16: {theirs:G3})");
             Assert.True(ours <= 1.5 * theirs, $"{key}: relative L2 {ours:G3} vs diffusers' bf16 {theirs:G3}");
         }
@@ -211,12 +211,6 @@ public class AutoencoderKLQwenImageTests(ITestOutputHelper output)
         Assert.True(TensorAssert.MaxAbsDiff(inHalf, expected) > 0);
     }
 
-    private static double RelativeL2(Tensor actual, Tensor expected)
-    {
-        using var scope = NewDisposeScope();
-        var e = expected.to(ScalarType.Float64);
-        return (actual.to(ScalarType.Float64) - e).norm().item<double>() / e.norm().item<double>();
-    }
 
     [Fact]
     public void IsInTheModelRegistry()

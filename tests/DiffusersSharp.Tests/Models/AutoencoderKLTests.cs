@@ -281,20 +281,14 @@ public class AutoencoderKLTests(ITestOutputHelper output)
         var d32 = vae32.Decode(z);
         var d16 = vae16.Decode(z.to(dtype));
         Assert.Equal(dtype, d16.dtype);
-        double encRel = RelativeL2(p16.Mean, p32.Mean);
-        double decRel = RelativeL2(d16, d32);
+        double encRel = TensorAssert.RelativeL2(p16.Mean, p32.Mean);
+        double decRel = TensorAssert.RelativeL2(d16, d32);
         output.WriteLine($"{dtype}: relative L2 vs float32: encode mean {encRel:G3}, decode {decRel:G3}");
         double bound = dtype == ScalarType.BFloat16 ? 5e-2 : 1e-2; // a few units of 2^-8 / 2^-11 after ~40 layers
         Assert.True(encRel < bound, $"encode relative L2 {encRel:G3}");
         Assert.True(decRel < bound, $"decode relative L2 {decRel:G3}");
     }
 
-    private static double RelativeL2(Tensor actual, Tensor expected)
-    {
-        var a = actual.to(ScalarType.Float64);
-        var e = expected.to(ScalarType.Float64);
-        return ((a - e).norm() / e.norm()).item<double>();
-    }
 
     [Fact]
     public void BadInputsThrowBeforeCompute()

@@ -22,14 +22,6 @@ public class SD3TransformerTests(ITestOutputHelper output)
             e["transformer.timestep"], e["transformer.out"]);
     }
 
-    private static double RelativeL2(Tensor actual, Tensor expected)
-    {
-        using var a = actual.to(ScalarType.Float64);
-        using var b = expected.to(ScalarType.Float64);
-        using var num = (a - b).norm();
-        using var den = b.norm();
-        return num.item<double>() / den.item<double>();
-    }
 
     [Fact]
     public void TinyModelMatchesDiffusersInFloat32()
@@ -141,7 +133,7 @@ public class SD3TransformerTests(ITestOutputHelper output)
         using var _ = torch.inference_mode();
         using var y = model.forward(x.Hidden.to(dtype), x.Text.to(dtype), x.Pooled.to(dtype), x.Timestep);
         Assert.Equal(dtype, y.dtype);
-        double rel = RelativeL2(y, x.Expected);
+        double rel = TensorAssert.RelativeL2(y, x.Expected);
         output.WriteLine($"{dtype}: relative L2 vs float32 diffusers = {rel:G4}, max |diff| = {TensorAssert.MaxAbsDiff(y, x.Expected):G4}");
         Assert.True(rel < maxRelativeL2, $"{dtype}: relative L2 {rel:G4} >= {maxRelativeL2}");
     }
@@ -268,7 +260,7 @@ public class SD3TransformerTests(ITestOutputHelper output)
             using var reference = exact32.forward(x.Hidden, text, x.Pooled, x.Timestep);
             using var full = model.forward(x.Hidden, text, x.Pooled, x.Timestep);
             using var fast = model.forward(x.Hidden, collapsed, x.Pooled, x.Timestep, lastTokenRepeats: repeats);
-            double errFull = RelativeL2(full, reference), errFast = RelativeL2(fast, reference);
+            double errFull = TensorAssert.RelativeL2(full, reference), errFast = TensorAssert.RelativeL2(fast, reference);
             output.WriteLine($"bf16 vs float32, relative L2: full sequence {errFull:G4}, collapsed {errFast:G4}");
             // The count rides on two bf16-exact logits (RepeatedTokenLogits); measured 0.0164 vs 0.0176 for the full sequence.
             // With one logit bf16 rounded ln(256) to 5.53 (1.4% of that weight): 0.0197 vs 0.0176.

@@ -14,6 +14,16 @@ public static class TensorAssert
         return d.item<double>();
     }
 
+    /// <summary>Relative L2 error ‖actual − expected‖ / ‖expected‖, computed in float64 (the half-precision sanity measure).</summary>
+    public static double RelativeL2(Tensor actual, Tensor expected)
+    {
+        using var a = actual.detach().cpu().to(ScalarType.Float64);
+        using var e = expected.detach().cpu().to(ScalarType.Float64);
+        using var num = (a - e).norm();
+        using var den = e.norm();
+        return num.item<double>() / den.item<double>();
+    }
+
     /// <summary>
     /// Asserts equal shapes and max |actual - expected| &lt;= <paramref name="tolerance"/> * max(1, max |expected|)
     /// (the fixtures README's component tolerance is 1e-4). Returns the measured max error.
