@@ -117,28 +117,19 @@ public sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
     /// <exception cref="ArgumentException">Wrong rank, channel count, dtype or device, or H / W not a multiple of <see cref="VaeScaleFactor"/>.</exception>
     public DiagonalGaussianDistribution Encode(Tensor x)
     {
-        CheckInput(x, Config.InChannels, "image", nameof(x));
-        if (x.shape[2] % VaeScaleFactor != 0 || x.shape[3] % VaeScaleFactor != 0)
-            throw new ArgumentException(
-                $"image height and width must be multiples of the VAE scale factor {VaeScaleFactor}; got {x.shape[2]}x{x.shape[3]}. Resize or crop the image first.",
-                nameof(x));
+        VaeInputs.Check(this, x, Config.InChannels, "image", nameof(x));
+        VaeInputs.CheckImageSize(x, VaeScaleFactor, nameof(x));
         using var scope = NewDisposeScope();
-        Tensor moments = UseSlicing && x.shape[0] > 1
-            ? cat(x.split(1).Select(EncodeOne).ToArray(), 0)
-            : EncodeOne(x);
-        return new DiagonalGaussianDistribution(moments).MoveToOuterDisposeScope();
+        return new DiagonalGaussianDistribution(VaeInputs.Sliced(x, UseSlicing, EncodeOne)).MoveToOuterDisposeScope();
     }
 
     /// <summary>Decodes latents <paramref name="z"/> [B, latent_channels, h, w] (unscaled) to images [B, out_channels, h*f, w*f].</summary>
     /// <exception cref="ArgumentException">Wrong rank, channel count, dtype or device.</exception>
     public Tensor Decode(Tensor z)
     {
-        CheckInput(z, Config.LatentChannels, "latent", nameof(z));
+        VaeInputs.Check(this, z, Config.LatentChannels, "latent", nameof(z));
         using var scope = NewDisposeScope();
-        var decoded = UseSlicing && z.shape[0] > 1
-            ? cat(z.split(1).Select(DecodeOne).ToArray(), 0)
-            : DecodeOne(z);
-        return decoded.MoveToOuterDisposeScope();
+        return VaeInputs.Sliced(z, UseSlicing, DecodeOne).MoveToOuterDisposeScope();
     }
 
     /// <summary>diffusers' <c>forward</c>: encode, take the posterior mode, decode.</summary>
@@ -164,22 +155,6 @@ public sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
             return TiledDecode(z);
         var input = post_quant_conv is null ? z : post_quant_conv.forward(z);
         return decoder.forward(input);
-    }
-
-    private void CheckInput(Tensor t, int channels, string what, string paramName)
-    {
-        ArgumentNullException.ThrowIfNull(t, paramName);
-        if (t.dim() != 4)
-            throw new ArgumentException($"the {what} must be NCHW [B, {channels}, H, W]; got shape [{string.Join(", ", t.shape)}].", paramName);
-        if (t.shape[1] != channels)
-            throw new ArgumentException($"the {what} must have {channels} channels (dimension 1); got shape [{string.Join(", ", t.shape)}].", paramName);
-        if (t.shape[0] == 0 || t.shape[2] == 0 || t.shape[3] == 0)
-            throw new ArgumentException($"the {what} is empty: shape [{string.Join(", ", t.shape)}].", paramName);
-        var weight = parameters().First();
-        if (t.dtype != weight.dtype)
-            throw new ArgumentException($"the {what} is {t.dtype} but the VAE weights are {weight.dtype}; convert it with .to({weight.dtype}).", paramName);
-        if (t.device_type != weight.device_type || t.device_index != weight.device_index)
-            throw new ArgumentException($"the {what} is on {t.device} but the VAE is on {weight.device}; move it first.", paramName);
     }
 
     // Tiling follows diffusers' _tiled_encode / tiled_decode line by line, including the in-place blending: a tile is
