@@ -120,7 +120,7 @@ public sealed partial class LoraWeights
         if (all.Values.All(l => l.Format == LoraKeyFormat.Peft)) return all;
         var format = all.Values.First(l => l.Format != LoraKeyFormat.Peft).Format;
         foreach (var lora in all.Values) lora.Dispose();
-        throw new InvalidDataException($"{path} is a {format} LoRA without the diffusion_model. prefix, from which diffusers' FLUX.2 loader loads nothing; FLUX.2 files name BFL modules as diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight, kohya's as lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight, or diffusers' as transformer.transformer_blocks.0.attn.to_q.lora_A.weight.");
+        throw new InvalidDataException($"{path} names its layers in a layout diffusers' FLUX.2 loader loads nothing from ({format} names without the diffusion_model. prefix); FLUX.2 files name BFL modules as diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight, kohya's as lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight, or diffusers' as transformer.transformer_blocks.0.attn.to_q.lora_A.weight.");
     }
 
     /// <summary>Refuses a DoRA file: diffusers drops its <c>dora_scale</c> tensors and loads the rest as a plain LoRA.</summary>

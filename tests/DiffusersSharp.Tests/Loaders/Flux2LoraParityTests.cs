@@ -66,6 +66,8 @@ public sealed class Flux2LoraParityTests(ITestOutputHelper output)
         { "a kohya lora_down without its lora_up", new() { ["lora_unet_double_blocks_0_img_attn_proj.lora_down.weight"] = [2, 32] }, "no lora_up" },
         // diffusers: no prefix it converts, so nothing under transformer. is loaded.
         { "BFL names without a prefix", new() { ["double_blocks.0.img_attn.proj.lora_A.weight"] = [2, 32], ["double_blocks.0.img_attn.proj.lora_B.weight"] = [32, 2] }, "loads nothing" },
+        // diffusers: load_lora_adapter keeps the transformer.-prefixed keys only, so nothing is loaded.
+        { "diffusers' module names without transformer.", new() { ["transformer_blocks.0.attn.to_out.0.lora_A.weight"] = [2, 32], ["transformer_blocks.0.attn.to_out.0.lora_B.weight"] = [32, 2] }, "'transformer_blocks'" },
         { "a DoRA file", new(Bfl("double_blocks.0.img_attn.proj")) { ["diffusion_model.double_blocks.0.img_attn.proj.dora_scale"] = [1, 32] }, "DoRA" },
     };
 
