@@ -131,6 +131,25 @@ public sealed class Flux2KleinCliTests : CliTempDirectory, IDisposable
     }
 
     [Fact]
+    public void InpaintFusesTheLoraToo()
+    {
+        string image = Fixtures.Path("tiny-sd3/init_image.png"), mask = Fixtures.Path("tiny-sd3/mask.png");
+        string kohya = Fixtures.Path("local-diffusers/flux2-lora/kohya.safetensors");
+        var (code, _, stderr) = CliRunner.Run("inpaint", "--model", Model, "--prompt-embeds", EmbedsFile(negatives: true), "--image", image, "--mask", mask,
+            "--lora", kohya, "--lora-scale", "0.9", "--steps", "2", "--seed", "6", "--num-images", "1", "--output", Out());
+        Assert.True(code == 0, stderr);
+        Assert.Contains("fused 17 LoRA layers from kohya.safetensors at scale 0.9", stderr);
+        using var pipe = Flux2KleinInpaintPipeline.FromPretrained(Model, new PipelineLoadOptions { LoadTextEncoders = false });
+        pipe.Components.FuseLora(kohya, 0.9);
+        using var expected = pipe.Generate(new Flux2KleinInpaintRequest
+        {
+            PromptEmbeds = _expected["in.prompt_embeds"], NegativePromptEmbeds = _expected["in.negative_prompt_embeds"], NumInferenceSteps = 2,
+            Image = ImageFile.LoadRgb(image), MaskImage = ImageFile.Load(mask), Generator = new Generator("cpu").ManualSeed(6),
+        });
+        Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("out-1.png")).Pixels);
+    }
+
+    [Fact]
     public void ServesPerRequestLoraScalesAsTheLibraryFusesThem()
     {
         // serve's lora_scale: the LoRAs unfused and fused again at the request's scales.

@@ -1,8 +1,5 @@
 using DiffusersSharp.IO;
-using DiffusersSharp.Models.Autoencoders;
-using DiffusersSharp.Models.Transformers;
 using DiffusersSharp.Pipelines.Flux2;
-using DiffusersSharp.Schedulers;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
@@ -22,16 +19,8 @@ namespace DiffusersSharp.Tests.Loaders;
 /// </summary>
 public sealed class Flux2LoraParityTests(ITestOutputHelper output)
 {
-    private static string Folder => Fixtures.Path("local-diffusers/flux2-klein");
-
     /// <summary>The fixture's components, float32 on the CPU, no text encoder.</summary>
-    private static Flux2KleinComponents Components() => new()
-    {
-        Transformer = Flux2Transformer2DModel.FromPretrained(Path.Combine(Folder, "transformer")),
-        Vae = AutoencoderKLFlux2.FromPretrained(Path.Combine(Folder, "vae")),
-        SchedulerConfig = ConfigJson.Read<FlowMatchEulerDiscreteSchedulerConfig>(Path.Combine(Folder, "scheduler", "scheduler_config.json")),
-        Device = CPU, Dtype = ScalarType.Float32,
-    };
+    private static Flux2KleinComponents Components() => LocalDiffusersFlux2Klein.Components(distilled: false);
 
     [Theory]
     [InlineData("peft", "pytorch_lora_weights.safetensors", 0.7)]
