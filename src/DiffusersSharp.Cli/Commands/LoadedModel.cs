@@ -292,8 +292,8 @@ internal sealed class LoadedModel : IDisposable
             Family.QwenImage => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, qwenImage: WithLoras(output, loras, QwenImageComponents.FromPretrained(folder,
                 options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null, NegativePrompt: null } }, ct), c => c.FuseLora)),
             // --prompt-embeds with negative embeddings (or on a distilled model) needs no Qwen3: it is left out.
-            Family.Flux2Klein => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, flux2Klein: Flux2KleinComponents.FromPretrained(folder,
-                options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null } generateEmbeds || !Flux2PromptEmbedsSuffice(generateEmbeds, folder) }, ct)),
+            Family.Flux2Klein => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, flux2Klein: WithLoras(output, loras, Flux2KleinComponents.FromPretrained(folder,
+                options with { LoadTextEncoders = settings is not GenerateSettings { PromptEmbeds: not null } generateEmbeds || !Flux2PromptEmbedsSuffice(generateEmbeds, folder) }, ct), c => c.FuseLora)),
             _ => new LoadedModel(settings.Model!, pipelineClass, controlNets, WithIpAdapter(output, ipAdapter, WithLoras(output, loras,
                 StableDiffusion3Components.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), (c, file, encoder) => c.LoadIpAdapter(file, encoder)), null),
         };
@@ -340,7 +340,7 @@ internal sealed class LoadedModel : IDisposable
         var wanted = Loras.Select((l, i) => (l.File, Scale: scales[scales.Count == 1 ? 0 : i])).ToList();
         if (wanted.SequenceEqual(Loras)) return;
         PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? (PipelineComponents?)Flux ?? (PipelineComponents?)Chroma
-            ?? (PipelineComponents?)ZImage ?? QwenImage!;
+            ?? (PipelineComponents?)ZImage ?? (PipelineComponents?)QwenImage ?? Flux2Klein!;
         components.UnfuseLora();
         var fused = new List<(string File, double Scale)>();
         try
@@ -352,7 +352,8 @@ internal sealed class LoadedModel : IDisposable
                 else if (Flux is not null) Flux.FuseLora(file, scale);
                 else if (Chroma is not null) Chroma.FuseLora(file, scale);
                 else if (ZImage is not null) ZImage.FuseLora(file, scale);
-                else QwenImage!.FuseLora(file, scale);
+                else if (QwenImage is not null) QwenImage.FuseLora(file, scale);
+                else Flux2Klein!.FuseLora(file, scale);
                 fused.Add((file, scale));
             }
         }
@@ -695,11 +696,12 @@ internal sealed class LoadedModel : IDisposable
     /// FLUX.2 [klein] (diffusers' Flux2KleinPipeline and Flux2KleinInpaintPipeline; black-forest-labs/FLUX.2-klein-4B):
     /// text-to-image, img2img as reference editing (the image conditions every step: no --strength) and inpainting (with
     /// --strength and --padding-mask-crop), one Qwen3 prompt, CFG on the "base" models only (the empty prompt as negative: no
-    /// --negative-prompt), FlowMatchEuler; no LoRA, ControlNet or scheduler swap here. Refused before any weights load.
+    /// --negative-prompt), FlowMatchEuler, transformer LoRAs (Flux2LoraLoaderMixin); no ControlNet or scheduler swap here.
+    /// Refused before any weights load.
     /// </summary>
     private static void CheckFlux2Klein(ModelSettings settings, string pipelineClass)
     {
-        if (FirstLackingOption(settings, "--prompt-embeds") is { } lacking)
+        if (FirstLackingOption(settings, "--prompt-embeds", "--lora") is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to FLUX.2 [klein] models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
         if (settings is GenerateSettings { NegativePrompt: not null })
             throw new ArgumentException($"--negative-prompt does not apply to FLUX.2 [klein]: diffusers' {pipelineClass} always uses the empty prompt as the negative (negative_prompt_embeds in --prompt-embeds give another).");

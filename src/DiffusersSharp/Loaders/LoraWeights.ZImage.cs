@@ -67,9 +67,7 @@ public sealed partial class LoraWeights
         if (!File.Exists(path)) throw new FileNotFoundException($"LoRA file not found: {path}", path);
         using var file = SafetensorsFile.Open(path);
         var keys = file.Tensors.Keys.ToList();
-        var dora = keys.Where(k => k.Contains("dora_scale", StringComparison.Ordinal)).ToList();
-        if (dora.Count > 0)
-            throw new InvalidDataException($"{path} is a DoRA LoRA ({string.Join(", ", dora.Take(2))}); DoRA is not supported (diffusers drops the dora_scale tensors and loads the rest as a plain LoRA).");
+        RefuseDora(path, keys);
         bool convert = keys.Any(k => k.EndsWith(".alpha", StringComparison.Ordinal) || k.StartsWith(ComfyPrefix, StringComparison.Ordinal)
             || k.StartsWith("lora_unet_", StringComparison.Ordinal) || k.Contains("default.", StringComparison.Ordinal));
         if (!convert) return LoadAll(path);

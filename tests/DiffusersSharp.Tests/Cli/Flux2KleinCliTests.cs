@@ -14,7 +14,8 @@ namespace DiffusersSharp.Tests.Cli;
 
 /// <summary>generate and img2img with the tiny FLUX.2 [klein] folder of fixture local-diffusers/flux2-klein (a base model:
 /// is_distilled false; no text encoder) and --prompt-embeds: the library's images exactly, img2img as reference editing,
-/// and the options the family lacks refused before loading.</summary>
+/// LoRAs fused as the library fuses them (also at serve's per-request scales), and the options the family lacks refused
+/// before loading.</summary>
 public sealed class Flux2KleinCliTests : CliTempDirectory, IDisposable
 {
     private readonly Dictionary<string, Tensor> _expected = Fixtures.Expected("local-diffusers/flux2-klein/expected.safetensors");
@@ -107,11 +108,80 @@ public sealed class Flux2KleinCliTests : CliTempDirectory, IDisposable
         Assert.Equal(expected.Images![1].Pixels, ImageFile.Load(Out("out-2.png")).Pixels);
     }
 
+    [Fact]
+    public void LorasAreFusedAsTheLibraryFusesThem()
+    {
+        string embeds = EmbedsFile(negatives: true), bfl = Fixtures.Path("local-diffusers/flux2-lora/bfl.safetensors");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt-embeds", embeds, "--lora", bfl, "--lora-scale", "0.8",
+            "--width", "32", "--height", "32", "--seed", "8", "--steps", "2", "--output", Out());
+        Assert.True(code == 0, stderr);
+        Assert.Contains("fused 23 LoRA layers from bfl.safetensors at scale 0.8", stderr);
+        Assert.Contains("Lora: bfl.safetensors:0.8", ImageFile.ReadPngText(Out("out-1.png"))["parameters"]);
+        using var pipe = Flux2KleinPipeline.FromPretrained(Model, new PipelineLoadOptions { LoadTextEncoders = false });
+        var request = new Flux2KleinRequest
+        {
+            PromptEmbeds = _expected["in.prompt_embeds"], NegativePromptEmbeds = _expected["in.negative_prompt_embeds"], NumInferenceSteps = 2,
+            Width = 32, Height = 32, Generator = new Generator("cpu").ManualSeed(8),
+        };
+        using var plain = pipe.Generate(request);
+        pipe.Components.FuseLora(bfl, 0.8);
+        using var expected = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(8) });
+        for (int i = 0; i < 2; i++) Assert.Equal(expected.Images![i].Pixels, ImageFile.Load(Out($"out-{i + 1}.png")).Pixels);
+        Assert.NotEqual(plain.Images![0].Pixels, expected.Images![0].Pixels);
+    }
+
+    [Fact]
+    public void InpaintFusesTheLoraToo()
+    {
+        string image = Fixtures.Path("tiny-sd3/init_image.png"), mask = Fixtures.Path("tiny-sd3/mask.png");
+        string kohya = Fixtures.Path("local-diffusers/flux2-lora/kohya.safetensors");
+        var (code, _, stderr) = CliRunner.Run("inpaint", "--model", Model, "--prompt-embeds", EmbedsFile(negatives: true), "--image", image, "--mask", mask,
+            "--lora", kohya, "--lora-scale", "0.9", "--steps", "2", "--seed", "6", "--num-images", "1", "--output", Out());
+        Assert.True(code == 0, stderr);
+        Assert.Contains("fused 17 LoRA layers from kohya.safetensors at scale 0.9", stderr);
+        using var pipe = Flux2KleinInpaintPipeline.FromPretrained(Model, new PipelineLoadOptions { LoadTextEncoders = false });
+        pipe.Components.FuseLora(kohya, 0.9);
+        using var expected = pipe.Generate(new Flux2KleinInpaintRequest
+        {
+            PromptEmbeds = _expected["in.prompt_embeds"], NegativePromptEmbeds = _expected["in.negative_prompt_embeds"], NumInferenceSteps = 2,
+            Image = ImageFile.LoadRgb(image), MaskImage = ImageFile.Load(mask), Generator = new Generator("cpu").ManualSeed(6),
+        });
+        Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("out-1.png")).Pixels);
+    }
+
+    [Fact]
+    public void ServesPerRequestLoraScalesAsTheLibraryFusesThem()
+    {
+        // serve's lora_scale: the LoRAs unfused and fused again at the request's scales.
+        string kohya = Fixtures.Path("local-diffusers/flux2-lora/kohya.safetensors"), peft = Fixtures.Path("local-diffusers/flux2-lora/pytorch_lora_weights.safetensors");
+        using var model = LoadedModel.Load(new CliOutput(TextWriter.Null, TextWriter.Null),
+            new GenerateSettings { Model = Model, PromptEmbeds = EmbedsFile(negatives: true), Lora = [kohya, peft], LoraScale = ["0.9", "0.7"] }, default);
+        Assert.Equal([(kohya, 0.9), (peft, 0.7)], model.Loras);
+        model.SetLoraScales([0.5, -1.25]);
+        Assert.Equal([(kohya, 0.5), (peft, -1.25)], model.Loras);
+        using var components = Flux2KleinComponents.FromPretrained(Model, new PipelineLoadOptions { LoadTextEncoders = false });
+        components.FuseLora(kohya, 0.5);
+        components.FuseLora(peft, -1.25);
+        var ours = model.Flux2Klein!.Transformer.state_dict();
+        foreach (var (name, weight) in components.Transformer.state_dict())
+            Assert.True(TensorAssert.MaxAbsDiff(ours[name], weight) <= 1e-6, name);
+        Assert.Throws<ArgumentException>(() => model.SetLoraScales([1, 2, 3]));
+    }
+
+    [Fact]
+    public void ALoraOfAnotherFamilyIsRefused()
+    {
+        // Qwen-Image's kohya names are none that diffusers' FLUX.2 kohya converter maps.
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt-embeds", EmbedsFile(negatives: true),
+            "--lora", Fixtures.Path("local-diffusers/qwenimage-lora/kohya.safetensors"), "--output", Out());
+        Assert.NotEqual(0, code);
+        Assert.Contains("FLUX.2 kohya converter does not map", stderr);
+    }
+
     [Theory]
     [InlineData("img2img", "--strength", "0.5", "--strength does not apply to FLUX.2 [klein]")]
     [InlineData("generate", "--negative-prompt", "blurry", "--negative-prompt does not apply to FLUX.2 [klein]")]
     [InlineData("generate", "--scheduler", "euler", "--scheduler does not apply to FLUX.2 [klein]")]
-    [InlineData("generate", "--lora", "local-diffusers/qwenimage-lora/kohya.safetensors", "--lora does not apply to FLUX.2 [klein]")]
     [InlineData("generate", "--width", "40", "multiple of 16 for FLUX.2 [klein]")]
     [InlineData("inpaint", "--width", "64", "repaints at the image's own size")]
     public void FamilyLimitsAreRefusedBeforeLoading(string verb, string? option, string? value, string message)

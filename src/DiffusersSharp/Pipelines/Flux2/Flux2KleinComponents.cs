@@ -136,6 +136,19 @@ public sealed class Flux2KleinComponents : PipelineComponents
             throw new ArgumentException($"The FLUX.2 transformer predicts {transformer.Config.OutChannelsOrIn} channels but the VAE's patchified latents have {patchified}.");
     }
 
+    /// <summary>
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a FLUX.2 LoRA
+    /// (<c>Flux2LoraLoaderMixin</c>: the transformer only), in diffusers' own layout or one its converters read
+    /// (ai-toolkit's <c>diffusion_model.double_blocks.0.img_attn.qkv</c> names with fused QKV, PEFT's
+    /// <c>base_model.model.</c> prefix, kohya's <c>lora_unet_</c> names with alphas; see
+    /// <see cref="Loaders.LoraWeights.LoadFlux2"/>); checked before any weight changes, undone by
+    /// <see cref="PipelineComponents.UnfuseLora"/>. Returns the number of adapted layers.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a FLUX.2 transformer LoRA in a layout diffusers reads.</exception>
+    /// <exception cref="ArgumentException">A layer does not fit the transformer (missing modules or other sizes), or the scale is not finite.</exception>
+    public int FuseLora(string path, double scale = 1.0) => Loaders.LoraWeights.FuseFlux2(path, Transformer, scale, FusedLoras);
+
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, torch.nn.Module> OffloadableModels()
     {
