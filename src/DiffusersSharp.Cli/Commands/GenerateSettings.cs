@@ -434,6 +434,13 @@ public class GenerateSettings : ModelSettings
         return null;
     }
 
+    /// <summary>FLUX.2 [klein]'s reference images.</summary>
+    [CommandOption("--reference-image <FILE>"), Description("FLUX.2 [klein]: a reference image the result is conditioned on at every step (multi-reference editing; diffusers' image list of Flux2KleinPipeline, after img2img's --image; inpaint takes one, diffusers' image_reference). Repeatable. Each at least 64 pixels a side; the first one sets generate's size unless --width / --height are given.")]
+    public string[]? ReferenceImage { get; init; }
+
+    /// <summary>The reference images, or an empty list.</summary>
+    public IReadOnlyList<string> ReferenceImages => ReferenceImage ?? [];
+
     /// <summary>The IP-Adapter's image prompt.</summary>
     [CommandOption("--ip-adapter-image <FILE>"), Description("With --ip-adapter: the image prompt (diffusers' ip_adapter_image).")]
     public string? IpAdapterImage { get; init; }
@@ -551,6 +558,8 @@ public class GenerateSettings : ModelSettings
         if (Prompt is null && PromptEmbeds is null && Redux is null) return "--prompt is required (or --prompt-embeds, or --redux with --redux-image).";
         if (Prompt is not null && PromptEmbeds is not null) return "give either --prompt or --prompt-embeds, not both.";
         if (PromptEmbeds is not null && !File.Exists(PromptEmbeds)) return $"--prompt-embeds file not found: {PromptEmbeds}.";
+        foreach (var reference in ReferenceImages)
+            if (string.IsNullOrWhiteSpace(reference) || !File.Exists(reference)) return $"--reference-image not found: {reference}.";
         if (Steps is < 1) return $"--steps must be at least 1, got {Steps}.";
         if (Guidance is not null && (!double.TryParse(Guidance, NumberStyles.Float, CultureInfo.InvariantCulture, out double g) || !double.IsFinite(g)))
             return $"--guidance must be a finite number, got '{Guidance}'.";

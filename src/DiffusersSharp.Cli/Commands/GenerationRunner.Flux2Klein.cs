@@ -22,8 +22,9 @@ internal sealed partial class GenerationRunner
             {
                 Image = ImageFile.LoadRgb(inpaint.Image!), MaskImage = ImageFile.Load(inpaint.Mask!),
                 Strength = inpaint.StrengthValue ?? Flux2KleinInpaintRequest.DefaultStrength, PaddingMaskCrop = inpaint.PaddingMaskCrop,
+                ImageReference = settings.ReferenceImages.Count > 0 ? ImageFile.LoadRgb(settings.ReferenceImages[0]) : null,
             }
-            : new Flux2KleinRequest { Images = settings is Img2ImgSettings img2img ? [ImageFile.LoadRgb(img2img.Image!)] : null };
+            : new Flux2KleinRequest { Images = ReferenceImages() };
         request = request with
         {
             Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
@@ -50,6 +51,13 @@ internal sealed partial class GenerationRunner
             : ((Flux2KleinPipeline)pipe).Generate(request, progress, ct);
         return new Generated(result.Images!, Parameters(verb, request.NumInferenceSteps!.Value, model.Name, "FlowMatchEulerDiscrete",
             pipe.DoesCfg(request) ? request.GuidanceScale : 1.0, (request as Flux2KleinInpaintRequest)?.Strength));
+    }
+
+    /// <summary>img2img's --image, then every --reference-image, as Flux2KleinPipeline's reference images (null without any).</summary>
+    private IReadOnlyList<ImageBuffer>? ReferenceImages()
+    {
+        var files = (settings is Img2ImgSettings img2img ? [img2img.Image!] : Array.Empty<string>()).Concat(settings.ReferenceImages).ToList();
+        return files.Count == 0 ? null : files.Select(ImageFile.LoadRgb).ToArray();
     }
 
     /// <summary>

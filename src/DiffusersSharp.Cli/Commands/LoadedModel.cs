@@ -571,8 +571,6 @@ internal sealed class LoadedModel : IDisposable
         if (pipelineClass != FluxComponents.KontextPipelineClass) return;
         if (settings is InpaintSettings && (settings.Width is not null || settings.Height is not null))
             throw new ArgumentException($"--width and --height do not apply to FLUX.1-Kontext inpainting: the output takes the image's Kontext size (the preferred Kontext resolution closest to its aspect ratio, as diffusers' FluxKontextInpaintPipeline sizes it); {settings.Model} is a {pipelineClass}.");
-        if (settings is InpaintSettings { Width: not null } or InpaintSettings { Height: not null })
-            throw new ArgumentException($"--width / --height do not apply to FLUX.2 [klein] inpainting: diffusers' Flux2KleinInpaintPipeline repaints at the image's own size (floored to multiples of 16); resize the image instead.");
         if (settings is Img2ImgSettings { Strength: not null } and not InpaintSettings)
             throw new ArgumentException($"--strength does not apply to FLUX.1-Kontext: the image conditions every step as extra tokens (diffusers' FluxKontextPipeline has no strength); {settings.Model} is a {pipelineClass}.");
     }
@@ -644,6 +642,7 @@ internal sealed class LoadedModel : IDisposable
                 ("--true-cfg", g.TrueCfg is not null), ("--redux", g.Redux is not null), ("--ip-adapter-image", g.IpAdapterImage is not null),
                 ("--scheduler", g.Scheduler is not null), ("--eta", g.Eta is not null), ("--no-resolution-binning", g.NoResolutionBinning),
                 ("--freeu", g.FreeU is not null), ("--image-guidance", g is Img2ImgSettings { ImageGuidance: not null }),
+                ("--reference-image", g.ReferenceImages.Count > 0),
             ]);
         return options.FirstOrDefault(o => o.Given && !takes.Contains(o.Option)).Option;
     }
@@ -701,10 +700,12 @@ internal sealed class LoadedModel : IDisposable
     /// </summary>
     private static void CheckFlux2Klein(ModelSettings settings, string pipelineClass)
     {
-        if (FirstLackingOption(settings, "--prompt-embeds", "--lora") is { } lacking)
+        if (FirstLackingOption(settings, "--prompt-embeds", "--lora", "--reference-image") is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to FLUX.2 [klein] models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
         if (settings is GenerateSettings { NegativePrompt: not null })
             throw new ArgumentException($"--negative-prompt does not apply to FLUX.2 [klein]: diffusers' {pipelineClass} always uses the empty prompt as the negative (negative_prompt_embeds in --prompt-embeds give another).");
+        if (settings is InpaintSettings { ReferenceImages.Count: > 1 })
+            throw new ArgumentException($"FLUX.2 [klein] inpainting takes one --reference-image (diffusers' Flux2KleinInpaintPipeline has one image_reference).");
         if (settings is InpaintSettings { Width: not null } or InpaintSettings { Height: not null })
             throw new ArgumentException($"--width / --height do not apply to FLUX.2 [klein] inpainting: diffusers' Flux2KleinInpaintPipeline repaints at the image's own size (floored to multiples of 16); resize the image instead.");
         if (settings is Img2ImgSettings { Strength: not null } and not InpaintSettings)
@@ -726,6 +727,8 @@ internal sealed class LoadedModel : IDisposable
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)
     {
+        if (settings.ReferenceImages.Count > 0 && family != Family.Flux2Klein)
+            throw new ArgumentException($"--reference-image applies to FLUX.2 [klein] models (diffusers' Flux2KleinPipeline image list); {settings.Model} is a {pipelineClass}.");
         if (family != Family.ZImage && (settings.CfgNormalization ?? settings.CfgTruncation) is not null)
             throw new ArgumentException($"{(settings.CfgNormalization is not null ? "--cfg-normalization" : "--cfg-truncation")} applies to Z-Image models (diffusers' ZImagePipeline); {settings.Model} is a {pipelineClass}.");
         if (settings.FreeU is not null && (family != Family.UNet || IsLatentUpscaler(pipelineClass)))

@@ -88,6 +88,44 @@ public sealed class Flux2KleinCliTests : CliTempDirectory, IDisposable
     }
 
     [Fact]
+    public void ReferenceImagesFollowImg2ImgsImage()
+    {
+        // img2img's --image first, then each --reference-image (t = 10, 20, 30 in the transformer's positions).
+        string input = Fixtures.Path("tiny-sd3/init_image.png"), second = Out("second.png");
+        ImageFile.SavePng(LocalDiffusersFlux2Klein.Pixels(_expected["in.wide"]), second);
+        var (code, _, stderr) = CliRunner.Run("img2img", "--model", Model, "--prompt-embeds", EmbedsFile(negatives: true), "--image", input,
+            "--reference-image", second, "--steps", "2", "--seed", "6", "--output", Out());
+        Assert.True(code == 0, stderr);
+        using var expected = Library(new Flux2KleinRequest
+        {
+            PromptEmbeds = _expected["in.prompt_embeds"], NegativePromptEmbeds = _expected["in.negative_prompt_embeds"], NumInferenceSteps = 2,
+            Images = [ImageFile.LoadRgb(input), ImageFile.LoadRgb(second)], Generator = new Generator("cpu").ManualSeed(6),
+        });
+        Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("out-1.png")).Pixels);
+        // generate with the same two as --reference-image gives the same images.
+        (code, _, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt-embeds", EmbedsFile(negatives: true), "--reference-image", input,
+            "--reference-image", second, "--steps", "2", "--seed", "6", "--output", Out("gen.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Equal(expected.Images![1].Pixels, ImageFile.Load(Out("gen-2.png")).Pixels);
+    }
+
+    [Fact]
+    public void ReferenceImagesAreRefusedForOtherFamilies()
+    {
+        string image = Fixtures.Path("tiny-sd3/init_image.png");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", LocalDiffusersQwenImage.Folder, "--prompt-embeds", EmbedsFile(negatives: false),
+            "--reference-image", image, "--output", Out());
+        Assert.NotEqual(0, code);
+        Assert.Contains("--reference-image does not apply to Qwen-Image", stderr);
+        (code, _, stderr) = CliRunner.Run("generate", "--model", Fixtures.Path("tiny-sd3/model"), "--prompt", "a cat", "--reference-image", image, "--output", Out());
+        Assert.NotEqual(0, code);
+        Assert.Contains("--reference-image applies to FLUX.2 [klein] models", stderr);
+        (code, _, stderr) = CliRunner.Run("generate", "--model", Model, "--prompt-embeds", EmbedsFile(negatives: true), "--reference-image", Out("missing.png"), "--output", Out());
+        Assert.NotEqual(0, code);
+        Assert.Contains("--reference-image not found", stderr);
+    }
+
+    [Fact]
     public void InpaintGivesTheLibrarysImageWithItsDefaults()
     {
         // diffusers' Flux2KleinInpaintPipeline defaults: guidance 8, strength 0.8; the image's own size.
