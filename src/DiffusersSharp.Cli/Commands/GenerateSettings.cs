@@ -435,7 +435,7 @@ public class GenerateSettings : ModelSettings
     }
 
     /// <summary>FLUX.2 [klein]'s reference images.</summary>
-    [CommandOption("--reference-image <FILE>"), Description("FLUX.2 [klein]: a reference image the result is conditioned on at every step (multi-reference editing; diffusers' image list of Flux2KleinPipeline, after img2img's --image; inpaint takes one, diffusers' image_reference). Repeatable. Each at least 64 pixels a side; the first one sets generate's size unless --width / --height are given.")]
+    [CommandOption("--reference-image <FILE>"), Description("FLUX.2 [[klein]]: a reference image the result is conditioned on at every step (multi-reference editing; diffusers' image list of Flux2KleinPipeline, after img2img's --image; inpaint takes one, diffusers' image_reference). Repeatable. Each at least 64 pixels a side; the first one sets generate's size unless --width / --height are given.")]
     public string[]? ReferenceImage { get; init; }
 
     /// <summary>The reference images, or an empty list.</summary>
