@@ -79,6 +79,25 @@ public abstract class PipelineComponents : IDisposable
     protected abstract void FreeModels();
 
     /// <summary>
+    /// <see cref="OffloadableModels"/> of the families with one text encoder, one transformer and one VAE (diffusers'
+    /// <c>model_cpu_offload_seq</c> "text_encoder->transformer->vae"); the text encoder is left out when not loaded.
+    /// </summary>
+    private protected static IReadOnlyDictionary<string, nn.Module> TextEncoderTransformerVae(nn.Module? textEncoder, nn.Module transformer, nn.Module vae)
+    {
+        var models = new Dictionary<string, nn.Module>();
+        if (textEncoder is not null) models["text_encoder"] = textEncoder;
+        models["transformer"] = transformer;
+        models["vae"] = vae;
+        return models;
+    }
+
+    /// <summary>Disposes each of <paramref name="models"/> that is loaded (a <see cref="FreeModels"/> body).</summary>
+    private protected static void DisposeAll(params IDisposable?[] models)
+    {
+        foreach (var model in models) model?.Dispose();
+    }
+
+    /// <summary>
     /// diffusers' <c>enable_model_cpu_offload</c>: moves every model to the CPU; from now on each one moves to
     /// <see cref="Device"/> when the pipeline uses it and the previous one goes back to the CPU, so at most one model is
     /// on the device. Calling it again does nothing. <see cref="ModelMoved"/> reports each move.

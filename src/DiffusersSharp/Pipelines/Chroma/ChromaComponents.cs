@@ -100,21 +100,9 @@ public sealed class ChromaComponents : PipelineComponents
         new Dictionary<string, nn.Module?> { ["transformer"] = Transformer }, scale, kohya: false, FusedLoras);
 
     /// <inheritdoc />
-    protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
-    {
-        // diffusers' model_cpu_offload_seq: text_encoder->image_encoder->transformer->vae (no image encoder here).
-        var models = new Dictionary<string, nn.Module>();
-        if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
-        models["transformer"] = Transformer;
-        models["vae"] = Vae;
-        return models;
-    }
+    // diffusers' model_cpu_offload_seq: text_encoder->image_encoder->transformer->vae (no image encoder here).
+    protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels() => TextEncoderTransformerVae(TextEncoder, Transformer, Vae);
 
     /// <inheritdoc />
-    protected override void FreeModels()
-    {
-        Transformer.Dispose();
-        Vae.Dispose();
-        TextEncoder?.Dispose();
-    }
+    protected override void FreeModels() => DisposeAll(Transformer, Vae, TextEncoder);
 }

@@ -81,21 +81,9 @@ public sealed class PixArtComponents : SwappableSchedulerComponents
     }
 
     /// <inheritdoc />
-    protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels()
-    {
-        // diffusers' model_cpu_offload_seq: text_encoder->transformer->vae.
-        var models = new Dictionary<string, nn.Module>();
-        if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
-        models["transformer"] = Transformer;
-        models["vae"] = Vae;
-        return models;
-    }
+    // diffusers' model_cpu_offload_seq: text_encoder->transformer->vae.
+    protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels() => TextEncoderTransformerVae(TextEncoder, Transformer, Vae);
 
     /// <inheritdoc />
-    protected override void FreeModels()
-    {
-        Transformer.Dispose();
-        Vae.Dispose();
-        TextEncoder?.Dispose();
-    }
+    protected override void FreeModels() => DisposeAll(Transformer, Vae, TextEncoder);
 }

@@ -136,21 +136,9 @@ public sealed class QwenImageComponents : PipelineComponents
     public int FuseLora(string path, double scale = 1.0) => Loaders.LoraWeights.FuseQwenImage(path, Transformer, scale, FusedLoras);
 
     /// <inheritdoc />
-    protected override IReadOnlyDictionary<string, torch.nn.Module> OffloadableModels()
-    {
-        // diffusers' model_cpu_offload_seq: text_encoder->transformer->vae.
-        var models = new Dictionary<string, torch.nn.Module>();
-        if (TextEncoder is not null) models["text_encoder"] = TextEncoder;
-        models["transformer"] = Transformer;
-        models["vae"] = Vae;
-        return models;
-    }
+    // diffusers' model_cpu_offload_seq: text_encoder->transformer->vae.
+    protected override IReadOnlyDictionary<string, torch.nn.Module> OffloadableModels() => TextEncoderTransformerVae(TextEncoder, Transformer, Vae);
 
     /// <inheritdoc />
-    protected override void FreeModels()
-    {
-        Transformer.Dispose();
-        Vae.Dispose();
-        TextEncoder?.Dispose();
-    }
+    protected override void FreeModels() => DisposeAll(Transformer, Vae, TextEncoder);
 }
