@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Pipelines.Flux2;
 
 /// <summary>
-/// What diffusers' <c>Flux2KleinPipeline</c> and <c>Flux2KleinInpaintPipeline</c> share (v0.39): prompts in
+/// What diffusers' <c>Flux2KleinPipeline</c>, <c>Flux2KleinKVPipeline</c> and <c>Flux2KleinInpaintPipeline</c> share (v0.39): prompts in
 /// Qwen3's chat template -> the stacked hidden states of three Qwen3 layers, padded to max_sequence_length
 /// (<see cref="Flux2KleinPromptEncoder"/>), or given embeddings, repeated per image -> noise drawn directly as patchified
 /// latents [B, 4·C, H/16, W/16], packed to tokens with 4-axis positions (t, h, w, l) -> FlowMatchEuler steps (sigmas
@@ -342,7 +342,7 @@ public abstract class Flux2KleinPipelineBase : DiffusionPipelineBase<Flux2KleinC
         return new Flux2Output(images, tensor);
     }
 
-    /// <summary>Validates what both FLUX.2 [klein] pipelines take, before any compute (diffusers' checks, and what would fail
+    /// <summary>Validates what the FLUX.2 [klein] pipelines take, before any compute (diffusers' checks, and what would fail
     /// later in its call).</summary>
     private protected void CheckInputs(Flux2KleinRequest r, int height, int width)
     {
