@@ -1,5 +1,6 @@
 using DiffusersSharp.Images;
 using DiffusersSharp.Models.Transformers;
+using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux2;
 using DiffusersSharp.Tests.Support;
 using Xunit.Abstractions;
@@ -116,8 +117,35 @@ public sealed class Flux2KleinKVParityTests(ITestOutputHelper output) : IDisposa
     }
 
     [Fact]
-    public void AKVFolderIsAFlux2KleinFolder() =>
-        Assert.True(Flux2KleinComponents.IsSupportedPipeline("Flux2KleinKVPipeline"));
+    public void AKVPipelineFolderLoadsAndMatchesDiffusers()
+    {
+        // The fixture folder with model_index.json's class Flux2KleinKVPipeline (what diffusers' save_pretrained writes for
+        // this pipeline), loaded without text encoders; then the one-reference case.
+        Assert.True(Flux2KleinComponents.IsSupportedPipeline(Flux2KleinComponents.Flux2KleinKVPipelineClass));
+        string folder = Path.Combine(Path.GetTempPath(), "flux2-klein-kv-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            foreach (var sub in new[] { "transformer", "vae", "scheduler" })
+            {
+                Directory.CreateDirectory(Path.Combine(folder, sub));
+                foreach (var file in Directory.GetFiles(Path.Combine(LocalDiffusersFlux2Klein.Folder, sub)))
+                    File.Copy(file, Path.Combine(folder, sub, Path.GetFileName(file)));
+            }
+            var index = File.ReadAllText(Path.Combine(LocalDiffusersFlux2Klein.Folder, "model_index.json"))
+                .Replace("\"Flux2KleinPipeline\"", "\"Flux2KleinKVPipeline\"", StringComparison.Ordinal);
+            File.WriteAllText(Path.Combine(folder, "model_index.json"), index);
+            using var pipe = Flux2KleinKVPipeline.FromPretrained(folder, new PipelineLoadOptions { LoadTextEncoders = false });
+            Assert.Equal("Flux2KleinKVPipeline", pipe.Components.PipelineClass);
+            LocalDiffusersFlux2Klein.CheckCase(output, _expected, Tolerance, r => pipe.Generate(r), new Flux2KleinRequest
+            {
+                Images = [LocalDiffusersFlux2Klein.Pixels(_inputs["in.odd"])], PromptEmbeds = _inputs["in.prompt_embeds"][..1], NumInferenceSteps = 3,
+            }, "kv_ref", 31);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
 
     public void Dispose()
     {
