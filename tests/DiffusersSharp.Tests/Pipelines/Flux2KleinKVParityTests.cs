@@ -79,6 +79,24 @@ public sealed class Flux2KleinKVParityTests(ITestOutputHelper output) : IDisposa
     }
 
     [Fact]
+    public void GenerationFreesTheKVCache()
+    {
+        // The cached keys / values live outside the dispose scopes: they must be freed when the call ends, also on interrupt.
+        using var pipe = new Flux2KleinKVPipeline(_distilled);
+        var request = new Flux2KleinRequest
+        {
+            Images = [LocalDiffusersFlux2Klein.Pixels(_inputs["in.odd"])], PromptEmbeds = _inputs["in.prompt_embeds"][..1], NumInferenceSteps = 3,
+            OutputType = OutputType.Numpy, Generator = new DiffusersSharp.Runtime.Generator("cpu").ManualSeed(1),
+        };
+        using (var warm = pipe.Generate(request)) { }
+        long before = LiveTensors.Count();
+        using (var again = pipe.Generate(request)) { }
+        Assert.Equal(before, LiveTensors.Count());
+        using (var interrupted = pipe.Generate(request with { CallbackOnStepEnd = c => c.Interrupt = c.Step == 1 })) { }
+        Assert.Equal(before, LiveTensors.Count());
+    }
+
+    [Fact]
     public void BadKVInputsAreRefusedBeforeCompute()
     {
         var transformer = _distilled.Transformer;
