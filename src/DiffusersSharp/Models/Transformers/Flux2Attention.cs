@@ -12,7 +12,8 @@ namespace DiffusersSharp.Models.Transformers;
 /// <c>torch.nn.RMSNorm</c> on q and k, concatenated along the sequence <b>text first</b>, rotated with the rotary table of
 /// that joint sequence, attended with <c>scaled_dot_product_attention</c> (scale 1/√head_dim, no mask) and split again;
 /// <c>to_out.0</c> projects the image part, <c>to_add_out</c> the text part. FLUX.2 builds every projection without bias.
-/// The KV-cache processor (<c>Flux2KVAttnProcessor</c>, FLUX.2 [klein] KV's reference-token cache) is not built.
+/// With KV arguments it is <c>Flux2KVAttnProcessor</c> (FLUX.2 [klein] KV's reference-token cache, see
+/// <see cref="Flux2KVAttentionArgs"/>); without them that processor is the standard one.
 /// </summary>
 public sealed class Flux2Attention : nn.Module
 {
@@ -60,7 +61,10 @@ public sealed class Flux2Attention : nn.Module
     /// self-attention of the image tokens); <paramref name="rotary"/> (cos, sin) [S + N, head_dim] is the joint sequence's
     /// table (text rows first). Returns the projected image output and the projected text output (null without text).
     /// </summary>
-    public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, (Tensor Cos, Tensor Sin)? rotary)
+    public (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, (Tensor Cos, Tensor Sin)? rotary) => forward(x, context, rotary, null);
+
+    /// <summary>The attention with diffusers' <c>Flux2KVAttnProcessor</c> when <paramref name="kv"/> is given.</summary>
+    internal (Tensor X, Tensor? Context) forward(Tensor x, Tensor? context, (Tensor Cos, Tensor Sin)? rotary, Flux2KVAttentionArgs? kv)
     {
         using var scope = NewDisposeScope();
         var q = norm_q.forward(Heads(to_q.forward(x), _heads, _headDim));
@@ -78,7 +82,7 @@ public sealed class Flux2Attention : nn.Module
             k = cat([ck, k], 2);
             v = cat([cv, v], 2);
         }
-        var o = RotaryAttention(q, k, v, rotary);
+        var o = RotaryAttention(q, k, v, rotary, kv);
         var imageOut = to_out[0].forward(o.narrow(1, s, o.shape[1] - s));
         var contextOut = context is null ? null : to_add_out!.forward(o.narrow(1, 0, s));
         return (imageOut.MoveToOuterDisposeScope(), contextOut?.MoveToOuterDisposeScope());
@@ -90,9 +94,10 @@ public sealed class Flux2Attention : nn.Module
     /// <summary>
     /// The processors' common core: q and k [B, H, S, d] rotated by <paramref name="rotary"/> (diffusers'
     /// <c>apply_rotary_emb</c>, float32 products, back in q's dtype), <c>scaled_dot_product_attention</c> without a mask,
-    /// heads flattened back to [B, S, H·d] in q's dtype.
+    /// heads flattened back to [B, S, H·d] in q's dtype. With <paramref name="kv"/> the attention is the KV processors'
+    /// (<see cref="Flux2KVAttentionArgs.Attend"/>).
     /// </summary>
-    internal static Tensor RotaryAttention(Tensor q, Tensor k, Tensor v, (Tensor Cos, Tensor Sin)? rotary)
+    internal static Tensor RotaryAttention(Tensor q, Tensor k, Tensor v, (Tensor Cos, Tensor Sin)? rotary, Flux2KVAttentionArgs? kv = null)
     {
         using var scope = NewDisposeScope();
         if (rotary is { } rope)
@@ -100,7 +105,7 @@ public sealed class Flux2Attention : nn.Module
             q = FluxPosEmbed.Apply(q, rope);
             k = FluxPosEmbed.Apply(k, rope);
         }
-        var o = nn.functional.scaled_dot_product_attention(q, k, v);
+        var o = kv is null ? nn.functional.scaled_dot_product_attention(q, k, v) : kv.Attend(q, k, v);
         return o.transpose(1, 2).reshape(o.shape[0], o.shape[2], o.shape[1] * o.shape[3]).to(q.dtype).MoveToOuterDisposeScope();
     }
 }

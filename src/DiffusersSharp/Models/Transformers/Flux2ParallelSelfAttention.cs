@@ -10,8 +10,8 @@ namespace DiffusersSharp.Models.Transformers;
 /// <c>Flux2ParallelSelfAttnProcessor</c>, a ViT-22B-style parallel block): one projection <c>to_qkv_mlp_proj</c> gives
 /// q, k, v and the MLP input (gate and value, <c>mlp_mult_factor</c> 2); the attention (per-head
 /// <c>torch.nn.RMSNorm</c> on q and k, rotary table, <c>scaled_dot_product_attention</c>) and the
-/// <see cref="Flux2SwiGLU"/> MLP branch are concatenated along the channels and projected by <c>to_out</c>. The
-/// KV-cache processor (<c>Flux2KVParallelSelfAttnProcessor</c>) is not built.
+/// <see cref="Flux2SwiGLU"/> MLP branch are concatenated along the channels and projected by <c>to_out</c>. With KV
+/// arguments it is <c>Flux2KVParallelSelfAttnProcessor</c> (see <see cref="Flux2KVAttentionArgs"/>).
 /// </summary>
 public sealed class Flux2ParallelSelfAttention : nn.Module
 {
@@ -51,7 +51,10 @@ public sealed class Flux2ParallelSelfAttention : nn.Module
     /// Runs the attention and the MLP branch on <paramref name="x"/> [B, S, D] (text and image tokens as one sequence)
     /// with the rotary table <paramref name="rotary"/> [S, head_dim]; returns [B, S, D].
     /// </summary>
-    public Tensor forward(Tensor x, (Tensor Cos, Tensor Sin)? rotary)
+    public Tensor forward(Tensor x, (Tensor Cos, Tensor Sin)? rotary) => forward(x, rotary, null);
+
+    /// <summary>The block's attention with diffusers' <c>Flux2KVParallelSelfAttnProcessor</c> when <paramref name="kv"/> is given.</summary>
+    internal Tensor forward(Tensor x, (Tensor Cos, Tensor Sin)? rotary, Flux2KVAttentionArgs? kv)
     {
         using var scope = NewDisposeScope();
         // The fused projection is the widest tensor of the model (3·inner + 2·mlp_hidden): freed when this scope ends.
@@ -59,7 +62,7 @@ public sealed class Flux2ParallelSelfAttention : nn.Module
         var q = norm_q.forward(Flux2Attention.Heads(projected.narrow(-1, 0, _inner), _heads, _headDim));
         var k = norm_k.forward(Flux2Attention.Heads(projected.narrow(-1, _inner, _inner), _heads, _headDim));
         var v = Flux2Attention.Heads(projected.narrow(-1, 2 * _inner, _inner), _heads, _headDim);
-        var attended = Flux2Attention.RotaryAttention(q, k, v, rotary);
+        var attended = Flux2Attention.RotaryAttention(q, k, v, rotary, kv);
         var mlp = mlp_act_fn.forward(projected.narrow(-1, 3 * _inner, _mlpHiddenDim * _mlpMultFactor));
         return to_out.forward(cat([attended, mlp], -1)).MoveToOuterDisposeScope();
     }

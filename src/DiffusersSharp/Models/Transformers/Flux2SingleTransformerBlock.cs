@@ -31,11 +31,17 @@ public sealed class Flux2SingleTransformerBlock : nn.Module
     /// Runs the block on <paramref name="hidden"/> [B, S + N, D] (text tokens, then image tokens) with the raw modulation
     /// <paramref name="tembMod"/> ([B, 3·D]: shift, scale, gate) and the joint rotary table. Returns the new tokens.
     /// </summary>
-    public Tensor forward(Tensor hidden, Tensor tembMod, (Tensor Cos, Tensor Sin) rotary)
+    public Tensor forward(Tensor hidden, Tensor tembMod, (Tensor Cos, Tensor Sin) rotary) => forward(hidden, tembMod, rotary, null);
+
+    /// <summary>
+    /// The block with the KV processor when <paramref name="kv"/> is given; <paramref name="tembMod"/> may then be per
+    /// token ([B, S + N, 3·D]: the reference tokens' rows modulated at the fixed reference timestep).
+    /// </summary>
+    internal Tensor forward(Tensor hidden, Tensor tembMod, (Tensor Cos, Tensor Sin) rotary, Flux2KVAttentionArgs? kv)
     {
         using var scope = NewDisposeScope();
         var (shift, scale, gate) = Flux2Modulation.Split(tembMod, 1)[0];
-        var output = Flux2Modulation.Modulate(hidden, _eps, shift, scale).Consume(n => attn.forward(n, rotary));
+        var output = Flux2Modulation.Modulate(hidden, _eps, shift, scale).Consume(n => attn.forward(n, rotary, kv));
         var result = Flux2Modulation.GatedResidual(hidden, gate, output);
         if (result.dtype == ScalarType.Float16) result = result.clip(-65504, 65504);
         return result.MoveToOuterDisposeScope();

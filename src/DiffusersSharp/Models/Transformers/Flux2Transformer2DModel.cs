@@ -16,11 +16,11 @@ namespace DiffusersSharp.Models.Transformers;
 /// (t, h, w, l; base 2000) over the joint sequence (text first). An adaptive norm and a projection give the velocity per
 /// image token. State-dict keys equal the diffusers keys.
 /// <para>
-/// Only diffusers' standard forward is built. The KV-cache modes of <c>Flux2KVAttnProcessor</c> /
-/// <c>Flux2KVParallelSelfAttnProcessor</c> (<c>kv_cache_mode</c> "extract" / "cached", <c>num_ref_tokens</c>,
-/// <c>ref_fixed_timestep</c>: Flux2KleinKVPipeline's reference-token cache) are not; reference-image tokens are simply
-/// appended to the image tokens with their own position ids, as Flux2KleinPipeline does. LoRA scaling
-/// (<c>joint_attention_kwargs</c>) and gradient checkpointing are not built either.
+/// <see cref="Forward"/> is diffusers' standard forward (reference-image tokens simply appended to the image tokens with
+/// their own position ids, as Flux2KleinPipeline does). <see cref="ForwardKVExtract"/> and <see cref="ForwardKVCached"/>
+/// are its <c>kv_cache_mode</c> "extract" / "cached" with the KV processors (<c>Flux2KVAttnProcessor</c>,
+/// <c>Flux2KVParallelSelfAttnProcessor</c>) that Flux2KleinKVPipeline sets: the reference tokens' keys and values computed
+/// once and reused. LoRA scaling (<c>joint_attention_kwargs</c>) and gradient checkpointing are not built.
 /// </para>
 /// <para>
 /// diffusers' <c>Flux2PosEmbed</c> is <see cref="FluxPosEmbed"/> here (the same <c>get_1d_rotary_pos_embed</c> per axis,
@@ -112,6 +112,75 @@ public sealed class Flux2Transformer2DModel : nn.Module
         CancellationToken cancellationToken = default)
     {
         ValidateInputs(hiddenStates, encoderHiddenStates, timestep, imgIds, txtIds, guidance);
+        return Run(hiddenStates, encoderHiddenStates, timestep, imgIds, txtIds, guidance, null, 0, 0, false, cancellationToken);
+    }
+
+    /// <summary>
+    /// diffusers' forward with <c>kv_cache_mode="extract"</c> (Flux2KleinKVPipeline's first step):
+    /// <paramref name="hiddenStates"/> [B, R + N, in_channels] are the <paramref name="numRefTokens"/> = R reference-image
+    /// tokens <b>first</b>, then the N noisy image tokens, with <paramref name="imgIds"/> in that order. The reference
+    /// tokens are modulated with the embedding of the fixed timestep <paramref name="refFixedTimestep"/> (σ, ×1000 inside;
+    /// diffusers' default 0) in the double- and single-stream blocks; they attend only to themselves while the text and
+    /// image tokens attend to everything; every block's reference keys and values (after norm and rotary) go into a new
+    /// cache. Returns the velocity of the N image tokens [B, N, patch² × out_channels] and that cache (the caller disposes
+    /// it). Other inputs as <see cref="Forward"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">An input is invalid, or <paramref name="numRefTokens"/> is not in [1, R + N − 1];
+    /// thrown before any compute.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked before each block).</exception>
+    public (Tensor Sample, Flux2KVCache KVCache) ForwardKVExtract(Tensor hiddenStates, Tensor encoderHiddenStates, Tensor timestep, Tensor imgIds,
+        Tensor txtIds, int numRefTokens, double refFixedTimestep = 0.0, Tensor? guidance = null, CancellationToken cancellationToken = default)
+    {
+        ValidateInputs(hiddenStates, encoderHiddenStates, timestep, imgIds, txtIds, guidance);
+        if (numRefTokens < 1 || numRefTokens >= hiddenStates.shape[1])
+            throw new ArgumentException($"num_ref_tokens must be in [1, {hiddenStates.shape[1] - 1}] (reference tokens first, then at least one image token), got {numRefTokens}.", nameof(numRefTokens));
+        if (!double.IsFinite(refFixedTimestep))
+            throw new ArgumentException($"ref_fixed_timestep must be a finite number, got {refFixedTimestep}.", nameof(refFixedTimestep));
+        var cache = new Flux2KVCache(Config.NumLayers, Config.NumSingleLayers) { NumRefTokens = numRefTokens };
+        try
+        {
+            return (Run(hiddenStates, encoderHiddenStates, timestep, imgIds, txtIds, guidance, cache, numRefTokens, refFixedTimestep, true, cancellationToken), cache);
+        }
+        catch
+        {
+            cache.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// diffusers' forward with <c>kv_cache_mode="cached"</c> (Flux2KleinKVPipeline's later steps): only the image tokens
+    /// <paramref name="hiddenStates"/> [B, N, in_channels] (no reference tokens; <paramref name="imgIds"/> theirs) go
+    /// through the blocks, and every block's attention also attends to the reference keys and values of
+    /// <paramref name="kvCache"/> (from <see cref="ForwardKVExtract"/> with the same batch), put between the text and the
+    /// image tokens. Returns [B, N, patch² × out_channels]. Other inputs as <see cref="Forward"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">An input is invalid, or the cache is not a filled one of this model for this
+    /// batch; thrown before any compute.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked before each block).</exception>
+    public Tensor ForwardKVCached(Tensor hiddenStates, Tensor encoderHiddenStates, Tensor timestep, Tensor imgIds, Tensor txtIds, Flux2KVCache kvCache,
+        Tensor? guidance = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(kvCache);
+        ValidateInputs(hiddenStates, encoderHiddenStates, timestep, imgIds, txtIds, guidance);
+        if (kvCache.DoubleBlockCaches.Count != Config.NumLayers || kvCache.SingleBlockCaches.Count != Config.NumSingleLayers)
+            throw new ArgumentException($"The KV cache has {kvCache.DoubleBlockCaches.Count} double- and {kvCache.SingleBlockCaches.Count} single-stream layers; this model has {Config.NumLayers} and {Config.NumSingleLayers}.", nameof(kvCache));
+        if (!kvCache.IsPopulated || kvCache.NumRefTokens < 1)
+            throw new ArgumentException("The KV cache is empty (cleared, or not filled by ForwardKVExtract).", nameof(kvCache));
+        long[] expected = [hiddenStates.shape[0], Config.NumAttentionHeads, kvCache.NumRefTokens, Config.AttentionHeadDim];
+        foreach (var layer in kvCache.DoubleBlockCaches.Concat(kvCache.SingleBlockCaches))
+            if (!layer.KRef!.shape.SequenceEqual(expected) || !layer.VRef!.shape.SequenceEqual(expected) || layer.KRef.dtype != Dtype)
+                throw new ArgumentException($"The KV cache holds [{string.Join(", ", layer.KRef.shape)}] {layer.KRef.dtype} keys; this model and batch need [{string.Join(", ", expected)}] {Dtype}.", nameof(kvCache));
+        return Run(hiddenStates, encoderHiddenStates, timestep, imgIds, txtIds, guidance, kvCache, kvCache.NumRefTokens, 0, false, cancellationToken);
+    }
+
+    /// <summary>
+    /// The forward of all three modes: standard (<paramref name="cache"/> null), extract (<paramref name="extract"/>:
+    /// [reference; image] tokens, fills the cache) or cached (the cache's reference keys and values attended to).
+    /// </summary>
+    private Tensor Run(Tensor hiddenStates, Tensor encoderHiddenStates, Tensor timestep, Tensor imgIds, Tensor txtIds, Tensor? guidance,
+        Flux2KVCache? cache, long refTokens, double refFixedTimestep, bool extract, CancellationToken cancellationToken)
+    {
         using var scope = NewDisposeScope();
         var dtype = Dtype;
         var device = Device;
@@ -119,10 +188,22 @@ public sealed class Flux2Transformer2DModel : nn.Module
         Tensor Batched(Tensor t) => (t.numel() == 1 ? t.reshape(1).expand(batch) : t).to(device);
 
         // 1. Timestep (+ guidance) embedding and the three shared modulations. diffusers scales by 1000 in the model dtype.
-        var temb = time_guidance_embed.forward(Batched(timestep).to(dtype) * 1000, guidance is null ? null : Batched(guidance).to(dtype) * 1000);
+        var scaledTimestep = Batched(timestep).to(dtype) * 1000;
+        var scaledGuidance = guidance is null ? null : Batched(guidance).to(dtype) * 1000;
+        var temb = time_guidance_embed.forward(scaledTimestep, scaledGuidance);
         var modImg = double_stream_modulation_img.forward(temb);
         var modTxt = double_stream_modulation_txt.forward(temb);
         var modSingle = single_stream_modulation.forward(temb);
+        Tensor? refModSingle = null;
+        if (extract)
+        {
+            // diffusers' _blend_double_block_mods: the reference rows (first) take the fixed timestep's modulation, per
+            // token; chunking the blended raw tensor later gives the same per-parameter blend.
+            var refTemb = time_guidance_embed.forward(full_like(scaledTimestep, refFixedTimestep * 1000), scaledGuidance);
+            var refModImg = double_stream_modulation_img.forward(refTemb);
+            refModSingle = single_stream_modulation.forward(refTemb);
+            modImg = cat([refModImg.unsqueeze(1).expand(batch, refTokens, -1), modImg.unsqueeze(1).expand(batch, imageTokens - refTokens, -1)], 1);
+        }
 
         // 2. Input projections.
         var x = x_embedder.forward(hiddenStates.to(dtype, device));
@@ -135,24 +216,34 @@ public sealed class Flux2Transformer2DModel : nn.Module
         var rotary = pos_embed.forward(ids);
 
         // 4. Double-stream blocks: only the current pair of streams lives between blocks.
-        foreach (var block in transformer_blocks)
+        Flux2KVAttentionArgs? Kv(Flux2KVLayerCache layer) => cache is null ? null : new Flux2KVAttentionArgs(layer, extract, textTokens, refTokens);
+        for (int i = 0; i < transformer_blocks.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            (context, x) = Temporaries.RunStreams(() => block.forward(x, context, modImg, modTxt, rotary), context, x);
+            var block = transformer_blocks[i];
+            var kv = Kv(cache?.DoubleBlockCaches[i]!);
+            (context, x) = Temporaries.RunStreams(() => block.forward(x, context, modImg, modTxt, rotary, kv), context, x);
         }
 
-        // 5. Single-stream blocks on [text; image].
+        // 5. Single-stream blocks on [text; image] ([text; reference; image] in extract mode, the reference rows of the
+        // modulation at the fixed timestep: diffusers' _blend_single_block_mods).
         var hidden = cat([context, x], 1);
         context.Dispose();
         x.Dispose();
-        foreach (var block in single_transformer_blocks)
+        if (refModSingle is not null)
+            modSingle = cat([modSingle.unsqueeze(1).expand(batch, textTokens, -1), refModSingle.unsqueeze(1).expand(batch, refTokens, -1),
+                modSingle.unsqueeze(1).expand(batch, imageTokens - refTokens, -1)], 1);
+        for (int i = 0; i < single_transformer_blocks.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            hidden = hidden.Consume(h => block.forward(h, modSingle, rotary));
+            var block = single_transformer_blocks[i];
+            var kv = Kv(cache?.SingleBlockCaches[i]!);
+            hidden = hidden.Consume(h => block.forward(h, modSingle, rotary, kv));
         }
 
-        // 6. The image tokens through the output norm and projection.
-        var image = hidden.narrow(1, textTokens, imageTokens);
+        // 6. The image tokens (without the reference tokens in extract mode) through the output norm and projection.
+        long skipped = extract ? refTokens : 0;
+        var image = hidden.narrow(1, textTokens + skipped, imageTokens - skipped);
         var output = proj_out.forward(norm_out.forward(image, temb));
         return output.MoveToOuterDisposeScope();
     }

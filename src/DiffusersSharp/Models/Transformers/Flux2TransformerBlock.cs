@@ -38,7 +38,15 @@ public sealed class Flux2TransformerBlock : nn.Module
     /// shift, scale, gate, for the attention then the feed-forward) and the joint rotary table (text rows first).
     /// Returns the new text and image tokens.
     /// </summary>
-    public (Tensor Context, Tensor X) forward(Tensor x, Tensor context, Tensor tembModImg, Tensor tembModTxt, (Tensor Cos, Tensor Sin) rotary)
+    public (Tensor Context, Tensor X) forward(Tensor x, Tensor context, Tensor tembModImg, Tensor tembModTxt, (Tensor Cos, Tensor Sin) rotary) =>
+        forward(x, context, tembModImg, tembModTxt, rotary, null);
+
+    /// <summary>
+    /// The block with the KV processor when <paramref name="kv"/> is given; <paramref name="tembModImg"/> may then be
+    /// per token ([B, N, 6·D]: the reference tokens' rows modulated at the fixed reference timestep).
+    /// </summary>
+    internal (Tensor Context, Tensor X) forward(Tensor x, Tensor context, Tensor tembModImg, Tensor tembModTxt, (Tensor Cos, Tensor Sin) rotary,
+        Flux2KVAttentionArgs? kv)
     {
         var img = Flux2Modulation.Split(tembModImg, 2);
         var txt = Flux2Modulation.Split(tembModTxt, 2);
@@ -48,7 +56,7 @@ public sealed class Flux2TransformerBlock : nn.Module
         {
             var normX = Flux2Modulation.Modulate(x, _eps, img[0].Shift, img[0].Scale);
             var normContext = Flux2Modulation.Modulate(context, _eps, txt[0].Shift, txt[0].Scale);
-            var (a, c) = attn.forward(normX, normContext, rotary);
+            var (a, c) = attn.forward(normX, normContext, rotary, kv);
             attnOut = a.MoveToOuterDisposeScope();
             contextAttnOut = c!.MoveToOuterDisposeScope();
         }

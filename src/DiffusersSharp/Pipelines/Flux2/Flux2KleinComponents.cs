@@ -11,7 +11,7 @@ using TorchSharp;
 namespace DiffusersSharp.Pipelines.Flux2;
 
 /// <summary>
-/// The loaded components of a FLUX.2 [klein] pipeline folder (model_index.json <c>Flux2KleinPipeline</c>; e.g.
+/// The loaded components of a FLUX.2 [klein] pipeline folder (model_index.json <c>Flux2KleinPipeline</c> or <c>Flux2KleinKVPipeline</c>; e.g.
 /// black-forest-labs/FLUX.2-klein-4B): the FLUX.2 transformer, the 32-channel VAE with its batch-norm latent statistics
 /// (<c>AutoencoderKLFlux2</c>), the Qwen3 text encoder (<c>Qwen3ForCausalLM</c>, its hidden states only) with its
 /// <c>Qwen2Tokenizer</c>, the FlowMatchEulerDiscreteScheduler config, and model_index.json's <c>is_distilled</c>. Freed
@@ -27,8 +27,12 @@ public sealed class Flux2KleinComponents : PipelineComponents
     /// <summary>model_index.json's class of FLUX.2 [klein].</summary>
     public const string Flux2KleinPipelineClass = "Flux2KleinPipeline";
 
+    /// <summary>model_index.json's class of a FLUX.2 [klein] KV folder (diffusers' <c>Flux2KleinKVPipeline</c>: the same
+    /// components, without <c>is_distilled</c> in its constructor's use).</summary>
+    public const string Flux2KleinKVPipelineClass = "Flux2KleinKVPipeline";
+
     /// <summary>Whether <paramref name="pipelineClass"/> is a pipeline class these components load.</summary>
-    public static bool IsSupportedPipeline(string pipelineClass) => pipelineClass is Flux2KleinPipelineClass;
+    public static bool IsSupportedPipeline(string pipelineClass) => pipelineClass is Flux2KleinPipelineClass or Flux2KleinKVPipelineClass;
 
     /// <summary>The folder's model_index.json class (<see cref="Flux2KleinPipelineClass"/> for components built in code).</summary>
     public string PipelineClass { get; init; } = Flux2KleinPipelineClass;

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace DiffusersSharp.Pipelines.Flux2;
 
 /// <summary>
-/// What diffusers' <c>Flux2KleinPipeline</c> and <c>Flux2KleinInpaintPipeline</c> share (v0.39): prompts in
+/// What diffusers' <c>Flux2KleinPipeline</c>, <c>Flux2KleinKVPipeline</c> and <c>Flux2KleinInpaintPipeline</c> share (v0.39): prompts in
 /// Qwen3's chat template -> the stacked hidden states of three Qwen3 layers, padded to max_sequence_length
 /// (<see cref="Flux2KleinPromptEncoder"/>), or given embeddings, repeated per image -> noise drawn directly as patchified
 /// latents [B, 4·C, H/16, W/16], packed to tokens with 4-axis positions (t, h, w, l) -> FlowMatchEuler steps (sigmas
@@ -50,7 +50,7 @@ public abstract class Flux2KleinPipelineBase : DiffusionPipelineBase<Flux2KleinC
     public const int ReferenceTimeOffset = 10;
 
     /// <summary>Whether the request runs CFG: a guidance scale above 1 on a model that is not step-distilled.</summary>
-    public bool DoesCfg(Flux2KleinRequest request)
+    public virtual bool DoesCfg(Flux2KleinRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
         return request.GuidanceScale > 1 && !Components.IsDistilled;
@@ -175,21 +175,22 @@ public abstract class Flux2KleinPipelineBase : DiffusionPipelineBase<Flux2KleinC
     /// The denoising loop: per step the transformer on the positive text (and under CFG the negative), the reference
     /// tokens appended to the image tokens and their predictions dropped, the CFG combination, the scheduler step, then
     /// the callback. <paramref name="afterStep"/> (inpainting's blend), given the new latents and the step index, returns the
-    /// latents to continue with. Each step runs in its own dispose scope; cancellation is checked between steps.
+    /// latents to continue with. <paramref name="forward"/> replaces the appended-reference forward (the KV pipeline's
+    /// cache; <paramref name="imageLatents"/> are then not used). Each step runs in its own dispose scope; cancellation is
+    /// checked between steps.
     /// </summary>
     private protected Tensor Denoise(Tensor latents, Tensor latentIds, Tensor? imageLatents, Tensor? imageIds, Tensor positive, Tensor? negative,
         FlowMatchEulerDiscreteScheduler scheduler, Tensor timesteps, Flux2KleinRequest r, IProgress<PipelineProgress>? progress, CancellationToken ct,
-        Func<Tensor, int, Tensor>? afterStep = null)
+        Func<Tensor, int, Tensor>? afterStep = null, Flux2StepForward? forward = null)
     {
         var transformer = Components.Transformer;
         var device = Components.Device;
         var modelDtype = transformer.WeightDtype();
-        var ids = imageIds is null ? latentIds : cat([latentIds, imageIds], 0);
+        using var standard = forward is null ? new Flux2AppendedReferenceForward(transformer, latentIds, imageLatents?.to(modelDtype), imageIds) : null;
+        var step = forward ?? standard!;
         var positiveIds = TextIds(positive.shape[1], device);
         var negativeIds = negative is null ? null : TextIds(negative.shape[1], device);
-        var reference = imageLatents?.to(modelDtype);
         int total = (int)timesteps.shape[0];
-        long tokens = latents.shape[1];
         double scale = r.GuidanceScale;
         Components.Activate("transformer");
         progress?.Report(new PipelineProgress("denoise", 0, total));
@@ -202,11 +203,10 @@ public abstract class Flux2KleinPipelineBase : DiffusionPipelineBase<Flux2KleinC
                 // diffusers: t.expand(B).to(latents.dtype), then / 1000 in that dtype.
                 var sigma = t.expand(latents.shape[0]).to(latents.dtype) / 1000;
                 var input = latents.to(modelDtype);
-                if (reference is not null) input = cat([input, reference], 1);
-                var prediction = transformer.Forward(input, positive, sigma, ids, positiveIds, cancellationToken: ct).narrow(1, 0, tokens);
+                var prediction = step.Predict(i, input, sigma, positive, positiveIds, ct);
                 if (negative is not null && scale > 1)
                 {
-                    var negPrediction = transformer.Forward(input, negative, sigma, ids, negativeIds!, cancellationToken: ct).narrow(1, 0, tokens);
+                    var negPrediction = step.Predict(i, input, sigma, negative, negativeIds!, ct);
                     prediction = negPrediction + scale * (prediction - negPrediction);
                 }
                 var next = scheduler.Step(prediction, t, latents);
@@ -237,6 +237,96 @@ public abstract class Flux2KleinPipelineBase : DiffusionPipelineBase<Flux2KleinC
         return latents;
     }
 
+    /// <summary>
+    /// Flux2KleinPipeline's and Flux2KleinKVPipeline's <c>__call__</c>: text to image, or editing with the request's
+    /// reference images; <see cref="ReferenceForward"/> says how the reference tokens enter the transformer.
+    /// </summary>
+    private protected Flux2Output GenerateWithReferences(Flux2KleinRequest request, IProgress<PipelineProgress>? progress, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ThrowIfDisposed();
+        var r = request;
+        var (height, width) = ReferenceOutputSize(r);
+        CheckInputs(r, height, width);
+        if (r.Images is { } references)
+            for (int i = 0; i < references.Count; i++)
+            {
+                if (references[i] is null) throw new ArgumentException($"Reference image {i} is null.");
+                Flux2ImageProcessor.CheckImageInput(references[i], $"Reference image {i}");
+            }
+        bool cfg = DoesCfg(r);
+        int prompts = PromptCount(r), batch = prompts * r.NumImagesPerPrompt;
+
+        using var inference = inference_mode();
+        using var scope = NewDisposeScope();
+        var device = Components.Device;
+        progress?.Report(new PipelineProgress("encode", 0, 1));
+        var positive = TextSide(r.Prompt?.Items, r.PromptEmbeds, prompts, r, cancellationToken);
+        // diffusers encodes "" for the negative side (no negative prompt text is taken).
+        Tensor? negative = cfg ? TextSide(Enumerable.Repeat("", prompts).ToArray(), r.NegativePromptEmbeds, prompts, r, cancellationToken) : null;
+        progress?.Report(new PipelineProgress("encode", 1, 1));
+        cancellationToken.ThrowIfCancellationRequested();
+
+        // prepare_latents: noise drawn as patchified latents in the prompt embeddings' dtype (or the given ones), packed.
+        var dtype = positive.dtype;
+        int gridH = height / SizeMultiple, gridW = width / SizeMultiple;
+        int channels = Components.Transformer.Config.InChannels;
+        var noise = r.Latents is { } given
+            ? given.to(dtype, device, copy: true)
+            : RandomDraws.Randn([batch, channels, gridH, gridW], r.Generator, r.Generators, dtype, device);
+        var latents = Pack(noise);
+        var latentIds = PositionIds(0, gridH, gridW, device);
+
+        Tensor? imageLatents = null, imageIds = null;
+        if (r.Images is { Count: > 0 } images) (imageLatents, imageIds) = EncodeReferenceImages(images, batch);
+
+        int steps = r.NumInferenceSteps ?? DefaultSteps;
+        using var scheduler = new FlowMatchEulerDiscreteScheduler(Components.SchedulerConfig);
+        var sigmas = r.Sigmas ?? Flux.FluxPipelineBase.DefaultSigmas(steps);
+        // diffusers computes mu from num_inference_steps even when custom sigmas set the step count.
+        scheduler.SetTimesteps(sigmas.Length, device, sigmas, ComputeEmpiricalMu((int)latents.shape[1], steps));
+        using var forward = ReferenceForward(latentIds, imageLatents, imageIds);
+        latents = Denoise(latents, latentIds, imageLatents, imageIds, positive, negative, scheduler, scheduler.Timesteps, r, progress, cancellationToken,
+            forward: forward);
+        return DecodeAndFinish(progress, () => DecodeOnDevice(latents, r.OutputType, gridH, gridW));
+    }
+
+    /// <summary>
+    /// The step forward of <see cref="GenerateWithReferences"/> for these ids and reference latents (null: the standard
+    /// one, reference tokens appended to every forward).
+    /// </summary>
+    private protected virtual Flux2StepForward? ReferenceForward(Tensor latentIds, Tensor? imageLatents, Tensor? imageIds) => null;
+
+    /// <summary>The output size of <paramref name="r"/>: its height and width, else the first reference image's encoded size
+    /// (<see cref="Flux2ImageProcessor.ReferenceSize"/>), else 1024 × 1024.</summary>
+    private protected (int Height, int Width) ReferenceOutputSize(Flux2KleinRequest r)
+    {
+        ArgumentNullException.ThrowIfNull(r);
+        (int Width, int Height)? first = r.Images is { Count: > 0 } images && images[0] is { } image
+            ? Flux2ImageProcessor.ReferenceSize(image, SizeMultiple) : null;
+        return (r.Height ?? first?.Height ?? DefaultSize, r.Width ?? first?.Width ?? DefaultSize);
+    }
+
+    /// <summary>
+    /// diffusers' <c>prepare_image_latents</c>: each reference image preprocessed, encoded by the VAE (the posterior's
+    /// mode), patchified and normalised with the batch-norm statistics, packed, all concatenated along the tokens and
+    /// repeated to the batch ([batch, Σ h·w, 4C], in the VAE's dtype), with their positions at t = 10, 20, … ([Σ h·w, 4]).
+    /// </summary>
+    private (Tensor Latents, Tensor Ids) EncodeReferenceImages(IReadOnlyList<ImageBuffer> images, int batch)
+    {
+        var device = Components.Device;
+        var packed = new List<Tensor>(images.Count);
+        var ids = new List<Tensor>(images.Count);
+        for (int i = 0; i < images.Count; i++)
+        {
+            var latents = EncodeImageLatents(Flux2ImageProcessor.PreprocessReference(images[i], ImageProcessor, SizeMultiple));
+            packed.Add(Pack(latents));
+            ids.Add(PositionIds(ReferenceTimeOffset * (i + 1), (int)latents.shape[2], (int)latents.shape[3], device));
+        }
+        var all = cat(packed.ToArray(), 1);
+        return (all.repeat(batch, 1, 1), cat(ids.ToArray(), 0));
+    }
+
     /// <summary>Unpack, de-normalise with the VAE's batch-norm statistics, unpatchify, then decode (or return those latents).</summary>
     private protected Flux2Output DecodeOnDevice(Tensor latents, OutputType outputType, int gridH, int gridW)
     {
@@ -252,7 +342,7 @@ public abstract class Flux2KleinPipelineBase : DiffusionPipelineBase<Flux2KleinC
         return new Flux2Output(images, tensor);
     }
 
-    /// <summary>Validates what both FLUX.2 [klein] pipelines take, before any compute (diffusers' checks, and what would fail
+    /// <summary>Validates what the FLUX.2 [klein] pipelines take, before any compute (diffusers' checks, and what would fail
     /// later in its call).</summary>
     private protected void CheckInputs(Flux2KleinRequest r, int height, int width)
     {
