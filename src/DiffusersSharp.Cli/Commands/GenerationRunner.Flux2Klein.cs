@@ -38,17 +38,26 @@ internal sealed partial class GenerationRunner
             OutputType = OutputType.Image,
         };
         if (ReadFlux2PromptEmbeds() is { } e) request = request with { PromptEmbeds = e.Embeds, NegativePromptEmbeds = e.NegativeEmbeds };
-        using Flux2KleinPipelineBase pipe = request is Flux2KleinInpaintRequest ? new Flux2KleinInpaintPipeline(klein) : new Flux2KleinPipeline(klein);
+        // A Flux2KleinKVPipeline folder runs diffusers' KV-cache pipeline (no CFG, no inpainting: refused before loading).
+        using Flux2KleinPipelineBase pipe = request is Flux2KleinInpaintRequest ? new Flux2KleinInpaintPipeline(klein)
+            : model.PipelineClass == Flux2KleinComponents.Flux2KleinKVPipelineClass ? new Flux2KleinKVPipeline(klein) : new Flux2KleinPipeline(klein);
         if (preview is not null)
         {
             // The output size is known before the run: the request's, else the (reference) image's encoded size.
-            var (height, width) = request is Flux2KleinInpaintRequest { Image: { } image }
-                ? ((Flux2KleinInpaintPipeline)pipe).OutputSize(image) : ((Flux2KleinPipeline)pipe).OutputSize(request);
+            var (height, width) = pipe switch
+            {
+                Flux2KleinInpaintPipeline inpainting => inpainting.OutputSize(((Flux2KleinInpaintRequest)request).Image!),
+                Flux2KleinKVPipeline kv => kv.OutputSize(request),
+                _ => ((Flux2KleinPipeline)pipe).OutputSize(request),
+            };
             request = request with { CallbackOnStepEnd = VerbPipelines.Previews(preview, latents => pipe.PreviewImages(latents, height, width)) };
         }
-        using var result = request is Flux2KleinInpaintRequest inpaintRequest
-            ? ((Flux2KleinInpaintPipeline)pipe).Generate(inpaintRequest, progress, ct)
-            : ((Flux2KleinPipeline)pipe).Generate(request, progress, ct);
+        using var result = pipe switch
+        {
+            Flux2KleinInpaintPipeline inpainting => inpainting.Generate((Flux2KleinInpaintRequest)request, progress, ct),
+            Flux2KleinKVPipeline kv => kv.Generate(request, progress, ct),
+            _ => ((Flux2KleinPipeline)pipe).Generate(request, progress, ct),
+        };
         return new Generated(result.Images!, Parameters(verb, request.NumInferenceSteps!.Value, model.Name, "FlowMatchEulerDiscrete",
             pipe.DoesCfg(request) ? request.GuidanceScale : 1.0, (request as Flux2KleinInpaintRequest)?.Strength));
     }

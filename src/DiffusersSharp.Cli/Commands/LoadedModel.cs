@@ -106,6 +106,7 @@ internal sealed class LoadedModel : IDisposable
         PixArtComponents.SigmaPipelineClass or PixArtComponents.AlphaPipelineClass => ["txt2img"],
         ChromaComponents.PipelineClassName or ChromaComponents.Img2ImgPipelineClassName => ["txt2img", "img2img"],
         ZImageComponents.ZImagePipelineClass or ZImageComponents.ZImageImg2ImgPipelineClass => ["txt2img", "img2img"],
+        Flux2KleinComponents.Flux2KleinKVPipelineClass => ["txt2img", "img2img"],
         StableDiffusionInstructPix2PixPipeline.PipelineClass or StableDiffusionXLInstructPix2PixPipeline.PipelineClass => ["img2img"],
         StableDiffusionUpscalePipeline.PipelineClass or StableDiffusionLatentUpscalePipeline.PipelineClass => ["img2img"],
         LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass => ["txt2img", "img2img"],
@@ -113,7 +114,8 @@ internal sealed class LoadedModel : IDisposable
     };
 
     /// <summary>Whether img2img takes a strength (FLUX.1-Kontext's edit conditions every step on the image instead).</summary>
-    public bool HasStrength => PipelineClass is not (FluxComponents.KontextPipelineClass or Flux2KleinComponents.Flux2KleinPipelineClass)
+    public bool HasStrength => PipelineClass is not (FluxComponents.KontextPipelineClass or Flux2KleinComponents.Flux2KleinPipelineClass
+            or Flux2KleinComponents.Flux2KleinKVPipelineClass)
         && !IsInstructPix2Pix(PipelineClass) && !IsUpscaler(PipelineClass)
         && !IsLatentUpscaler(PipelineClass);
 
@@ -702,6 +704,14 @@ internal sealed class LoadedModel : IDisposable
     {
         if (FirstLackingOption(settings, "--prompt-embeds", "--lora", "--reference-image") is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to FLUX.2 [klein] models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+        if (pipelineClass == Flux2KleinComponents.Flux2KleinKVPipelineClass)
+        {
+            // diffusers' Flux2KleinKVPipeline: reference editing with cached reference keys / values, no CFG, no inpainting.
+            if (settings is InpaintSettings)
+                throw new ArgumentException($"{settings.Model} is a {pipelineClass}: diffusers' KV-cache pipeline generates and edits with reference images (generate, img2img); it has no inpainting.");
+            if (settings is GenerateSettings { Guidance: not null })
+                throw new ArgumentException($"--guidance does not apply to {pipelineClass}: diffusers' KV-cache pipeline runs no CFG (its models are step-distilled).");
+        }
         if (settings is GenerateSettings { NegativePrompt: not null })
             throw new ArgumentException($"--negative-prompt does not apply to FLUX.2 [klein]: diffusers' {pipelineClass} always uses the empty prompt as the negative (negative_prompt_embeds in --prompt-embeds give another).");
         if (settings is InpaintSettings { ReferenceImages.Count: > 1 })
@@ -715,14 +725,15 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>Whether --prompt-embeds alone feed a FLUX.2 [klein] run (the Qwen3 text encoder then not loaded): they hold
-    /// negative_prompt_embeds, or the model is step-distilled, or the guidance turns CFG off.</summary>
+    /// negative_prompt_embeds, or the model is step-distilled or a KV-cache pipeline, or the guidance turns CFG off.</summary>
     private static bool Flux2PromptEmbedsSuffice(GenerateSettings settings, string folder)
     {
         if ((settings.GuidanceScale ?? Flux2KleinRequest.DefaultGuidanceScale) <= 1) return true;
         using (var weights = SafetensorsFile.Open(settings.PromptEmbeds!))
             if (weights.Tensors.ContainsKey("negative_prompt_embeds")) return true;
-        var index = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "model_index.json")));
-        return index?["is_distilled"] is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<bool>(out bool distilled) && distilled;
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "model_index.json")));
+        if ((string?)index?["_class_name"] == Flux2KleinComponents.Flux2KleinKVPipelineClass) return true; // no CFG there
+        return index?["is_distilled"] is JsonValue v && v.TryGetValue<bool>(out bool distilled) && distilled;
     }
 
     private static void CheckOptions(GenerateSettings settings, string pipelineClass, Family family)

@@ -236,6 +236,39 @@ public sealed class Flux2KleinCliTests : CliTempDirectory, IDisposable
     }
 
     [Fact]
+    public void AKVPipelineFolderRunsTheKVPipeline()
+    {
+        // model_index.json's Flux2KleinKVPipeline: generate / img2img through diffusers' KV-cache pipeline, no CFG, no inpaint.
+        string folder = Out("kv");
+        foreach (var file in Directory.GetFiles(Model, "*", SearchOption.AllDirectories))
+        {
+            string target = Path.Combine(folder, Path.GetRelativePath(Model, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+        File.WriteAllText(Path.Combine(folder, "model_index.json"),
+            File.ReadAllText(Path.Combine(Model, "model_index.json")).Replace("\"Flux2KleinPipeline\"", "\"Flux2KleinKVPipeline\""));
+        string input = Fixtures.Path("tiny-sd3/init_image.png");
+        var (code, _, stderr) = CliRunner.Run("img2img", "--model", folder, "--prompt-embeds", EmbedsFile(negatives: false), "--image", input,
+            "--steps", "2", "--seed", "7", "--output", Out("kv.png"));
+        Assert.True(code == 0, stderr);
+        using var pipe = Flux2KleinKVPipeline.FromPretrained(folder, new PipelineLoadOptions { LoadTextEncoders = false });
+        using var expected = pipe.Generate(new Flux2KleinRequest
+        {
+            PromptEmbeds = _expected["in.prompt_embeds"], NumInferenceSteps = 2, Images = [ImageFile.LoadRgb(input)], Generator = new Generator("cpu").ManualSeed(7),
+        });
+        Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("kv-1.png")).Pixels);
+        Assert.Contains("CFG scale: 1", ImageFile.ReadPngText(Out("kv-1.png"))["parameters"]);
+        (code, _, stderr) = CliRunner.Run("generate", "--model", folder, "--prompt-embeds", EmbedsFile(negatives: false), "--guidance", "3", "--output", Out());
+        Assert.NotEqual(0, code);
+        Assert.Contains("--guidance does not apply to Flux2KleinKVPipeline", stderr);
+        (code, _, stderr) = CliRunner.Run("inpaint", "--model", folder, "--prompt-embeds", EmbedsFile(negatives: false), "--image", input,
+            "--mask", Fixtures.Path("tiny-sd3/mask.png"), "--output", Out());
+        Assert.NotEqual(0, code);
+        Assert.Contains("it has no inpainting", stderr);
+    }
+
+    [Fact]
     public void EmbeddingsWithoutNegativesNeedTheTextEncoderUnderCfg()
     {
         // The base model's CFG encodes "" without negative_prompt_embeds: this folder has no text encoder, which the load says.
