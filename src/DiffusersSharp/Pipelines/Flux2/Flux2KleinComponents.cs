@@ -72,7 +72,7 @@ public sealed class Flux2KleinComponents : PipelineComponents
         var modelDevice = options.Offload == OffloadMode.Model ? torch.CPU : device;
         string[] required = options.LoadTextEncoders
             ? ["transformer", "vae", "text_encoder", "tokenizer", "scheduler"] : ["transformer", "vae", "scheduler"];
-        var (folder, index) = OpenPipelineFolder(model, options, "FLUX.2 [klein]", IsSupportedPipeline, Flux2KleinPipelineClass,
+        var (folder, index) = OpenPipelineFolder(model, options, "FLUX.2 [klein]", IsSupportedPipeline, $"{Flux2KleinPipelineClass} or {Flux2KleinKVPipelineClass}",
             required, skipUnused: true, cancellationToken);
         bool distilled = ReadIsDistilled(Path.Combine(folder, "model_index.json"));
 
