@@ -23,10 +23,10 @@ Then the layouts diffusers refuses or loads nothing from are tried, and what dif
 import os
 
 import torch
-import torch.nn as nn
 from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
+
+import lora_reference
 
 from diffusers import Flux2KleinPipeline, Flux2Transformer2DModel
 
@@ -39,23 +39,12 @@ def transformer():
     return Flux2Transformer2DModel.from_pretrained(ROOT + "flux2-klein", subfolder="transformer").eval()
 
 
-def linears(model):
-    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-
-
 def pipeline(model):
     return Flux2KleinPipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None, transformer=model)
 
 
 def fused_deltas(case, path, scale):
-    fresh = transformer()
-    before = {k: v.clone() for k, v in fresh.state_dict().items()}
-    pipe = pipeline(fresh)
-    pipe.load_lora_weights(path, low_cpu_mem_usage=False)
-    pipe.fuse_lora(lora_scale=scale)
-    pipe.unload_lora_weights()
-    after = fresh.state_dict()
-    deltas = {f"{case}.delta.transformer.{k}": after[k] - before[k] for k in before if not torch.equal(after[k], before[k])}
+    deltas = lora_reference.fused_deltas(case, path, scale, pipeline(transformer()))
     print(f"{case}: {len(deltas)} weights changed")
     return deltas
 
@@ -64,25 +53,14 @@ expected = {}
 
 # 1. diffusers' own layout, through save_lora_weights.
 model = transformer()
-names = sorted(linears(model))
+names = sorted(lora_reference.linears(model))
 config = LoraConfig(r=4, lora_alpha=8, target_modules=names, init_lora_weights=False,
                     rank_pattern={"transformer_blocks.0.attn.to_q": 2, "single_transformer_blocks.1.attn.to_qkv_mlp_proj": 8},
                     alpha_pattern={"transformer_blocks.1.attn.to_add_out": 1, "context_embedder": 3})
-model.add_adapter(config)
-g = torch.Generator("cpu").manual_seed(20261211)
-with torch.no_grad():
-    for name, p in model.named_parameters():
-        if "lora_" in name:
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-layers = get_peft_model_state_dict(model)
-metadata = {k: v for k, v in config.to_dict().items() if k in ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora", "use_dora",
-                                                                 "target_modules", "lora_bias")}
-metadata["target_modules"] = sorted(metadata["target_modules"])
-Flux2KleinPipeline.save_lora_weights(OUT, transformer_lora_layers=layers, transformer_lora_adapter_metadata=metadata,
-                                     weight_name="pytorch_lora_weights.safetensors", safe_serialization=True)
-expected.update(fused_deltas("peft", OUT + "pytorch_lora_weights.safetensors", 0.7))
+path, peft_tensors = lora_reference.save_random_peft_lora(Flux2KleinPipeline, OUT, model, config, seed=20261211)
+expected.update(fused_deltas("peft", path, 0.7))
 
-base = linears(transformer())
+base = lora_reference.linears(transformer())
 
 
 def pair(g, module, rank, outputs=None):
@@ -184,7 +162,7 @@ save_file(sd, OUT + "kohya.safetensors")
 expected.update(fused_deltas("kohya", OUT + "kohya.safetensors", 0.9))
 
 save_file({k: v.contiguous() for k, v in sorted(expected.items())}, OUT + "expected.safetensors")
-print(f"{len(layers)} PEFT tensors on {len(names)} Linear layers; {len(expected)} deltas")
+print(f"{peft_tensors} PEFT tensors on {len(names)} Linear layers; {len(expected)} deltas")
 
 
 # What diffusers does with the layouts it does not read (written to /tmp only; the tests write their own).

@@ -20,10 +20,10 @@ fuse_lora(lora_scale=s); every weight that changed is saved as "<case>.delta.tra
 import os
 
 import torch
-import torch.nn as nn
 from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
+
+import lora_reference
 
 from diffusers import QwenImagePipeline, QwenImageTransformer2DModel
 
@@ -36,44 +36,23 @@ def transformer():
     return QwenImageTransformer2DModel.from_pretrained(ROOT + "qwenimage", subfolder="transformer").eval()
 
 
-def linears(model):
-    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-
-
 def fused_deltas(case, path, scale):
-    fresh = transformer()
-    before = {k: v.clone() for k, v in fresh.state_dict().items()}
-    pipe = QwenImagePipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None, transformer=fresh)
-    pipe.load_lora_weights(path, low_cpu_mem_usage=False)
-    pipe.fuse_lora(lora_scale=scale)
-    pipe.unload_lora_weights()
-    after = fresh.state_dict()
-    return {f"{case}.delta.transformer.{k}": after[k] - before[k] for k in before if not torch.equal(after[k], before[k])}
+    return lora_reference.fused_deltas(case, path, scale, QwenImagePipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None,
+                                                                     transformer=transformer()))
 
 
 expected = {}
 
 # 1. diffusers' own layout, through save_lora_weights.
 model = transformer()
-names = sorted(linears(model))
+names = sorted(lora_reference.linears(model))
 config = LoraConfig(r=4, lora_alpha=8, target_modules=names, init_lora_weights=False,
                     rank_pattern={"transformer_blocks.0.attn.to_q": 2, "transformer_blocks.1.img_mlp.net.2": 8},
                     alpha_pattern={"transformer_blocks.1.attn.to_add_out": 1, "txt_in": 3})
-model.add_adapter(config)
-g = torch.Generator("cpu").manual_seed(20261201)
-with torch.no_grad():
-    for name, p in model.named_parameters():
-        if "lora_" in name:
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-layers = get_peft_model_state_dict(model)
-metadata = {k: v for k, v in config.to_dict().items() if k in ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora", "use_dora",
-                                                                 "target_modules", "lora_bias")}
-metadata["target_modules"] = sorted(metadata["target_modules"])
-QwenImagePipeline.save_lora_weights(OUT, transformer_lora_layers=layers, transformer_lora_adapter_metadata=metadata,
-                                    weight_name="pytorch_lora_weights.safetensors", safe_serialization=True)
-expected.update(fused_deltas("peft", OUT + "pytorch_lora_weights.safetensors", 0.7))
+path, peft_tensors = lora_reference.save_random_peft_lora(QwenImagePipeline, OUT, model, config, seed=20261201)
+expected.update(fused_deltas("peft", path, 0.7))
 
-base = linears(transformer())
+base = lora_reference.linears(transformer())
 
 
 def draw(keys, seed, prefix, down, up, alpha_name):
@@ -115,4 +94,4 @@ expected.update(fused_deltas("kohya", OUT + "kohya.safetensors", 0.9))
 
 save_file({k: v.contiguous() for k, v in sorted(expected.items())}, OUT + "expected.safetensors")
 counts = {c: sum(k.startswith(c + ".") for k in expected) for c in ("peft", "comfy", "default", "kohya")}
-print(f"{len(layers)} PEFT tensors on {len(names)} Linear layers; weights changed: {counts}")
+print(f"{peft_tensors} PEFT tensors on {len(names)} Linear layers; weights changed: {counts}")

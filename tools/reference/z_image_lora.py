@@ -22,10 +22,10 @@ A kohya "lora_unet_" file is not among them: diffusers v0.36's converter turns i
 import os
 
 import torch
-import torch.nn as nn
 from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
+
+import lora_reference
 
 from diffusers import ZImageTransformer2DModel
 from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_z_image_lora_to_diffusers
@@ -40,45 +40,24 @@ def transformer():
     return ZImageTransformer2DModel.from_pretrained(ROOT + "z-image", subfolder="transformer").eval()
 
 
-def linears(model):
-    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-
-
 def fused_deltas(case, path, scale):
-    fresh = transformer()
-    before = {k: v.clone() for k, v in fresh.state_dict().items()}
-    pipe = ZImagePipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None, transformer=fresh)
-    pipe.load_lora_weights(path, low_cpu_mem_usage=False)
-    pipe.fuse_lora(lora_scale=scale)
-    pipe.unload_lora_weights()
-    after = fresh.state_dict()
-    return {f"{case}.delta.transformer.{k}": after[k] - before[k] for k in before if not torch.equal(after[k], before[k])}
+    return lora_reference.fused_deltas(case, path, scale, ZImagePipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None,
+                                                                     transformer=transformer()))
 
 
 expected = {}
 
 # 1. diffusers' own layout, through save_lora_weights.
 model = transformer()
-names = sorted(linears(model))
+names = sorted(lora_reference.linears(model))
 config = LoraConfig(r=4, lora_alpha=8, target_modules=names, init_lora_weights=False,
                     rank_pattern={"layers.0.attention.to_q": 2, "noise_refiner.1.feed_forward.w2": 8},
                     alpha_pattern={"context_refiner.0.attention.to_out.0": 1, "t_embedder.mlp.2": 3})
-model.add_adapter(config)
-g = torch.Generator("cpu").manual_seed(20261129)
-with torch.no_grad():
-    for name, p in model.named_parameters():
-        if "lora_" in name:
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-layers = get_peft_model_state_dict(model)
-metadata = {k: v for k, v in config.to_dict().items() if k in ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora", "use_dora",
-                                                                 "target_modules", "lora_bias")}
-metadata["target_modules"] = sorted(metadata["target_modules"])
-ZImagePipeline.save_lora_weights(OUT, transformer_lora_layers=layers, transformer_lora_adapter_metadata=metadata,
-                                 weight_name="pytorch_lora_weights.safetensors", safe_serialization=True)
-expected.update(fused_deltas("peft", OUT + "pytorch_lora_weights.safetensors", 0.7))
+path, peft_tensors = lora_reference.save_random_peft_lora(ZImagePipeline, OUT, model, config, seed=20261129)
+expected.update(fused_deltas("peft", path, 0.7))
 
 # 2. diffusion_model. + lora_down / lora_up / alpha (the output projection as attention.out).
-base = linears(transformer())
+base = lora_reference.linears(transformer())
 COMFY = [("layers.0.attention.to_q", 4, 2.0), ("layers.0.attention.out", 2, 1.0), ("layers.1.feed_forward.w1", 8, 8.0),
          ("noise_refiner.0.adaLN_modulation.0", 4, 16.0), ("context_refiner.1.attention.to_v", 2, 3.0),
          ("all_final_layer.2-1.linear", 4, 4.0), ("cap_embedder.1", 2, 0.5)]
@@ -116,4 +95,4 @@ except ValueError as e:
 
 save_file({k: v.contiguous() for k, v in sorted(expected.items())}, OUT + "expected.safetensors")
 counts = {c: sum(k.startswith(c + ".") for k in expected) for c in ("peft", "comfy", "default")}
-print(f"{len(layers)} PEFT tensors on {len(names)} Linear layers; weights changed: {counts}")
+print(f"{peft_tensors} PEFT tensors on {len(names)} Linear layers; weights changed: {counts}")
