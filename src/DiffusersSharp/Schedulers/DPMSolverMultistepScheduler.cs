@@ -8,7 +8,8 @@ namespace DiffusersSharp.Schedulers;
 /// DPM-Solver++ multistep (diffusers' <c>DPMSolverMultistepScheduler</c>; with <c>solver_order</c> 2 and Karras sigmas
 /// this is "DPM++ 2M Karras"). The data prediction x0 of each step is kept and the update extrapolates it in
 /// log-SNR (lambda). Algorithm types <c>dpmsolver++</c> and <c>sde-dpmsolver++</c> are implemented, orders 1 to 3,
-/// midpoint and heun; the scalars are 0-dim float32 tensors in diffusers' order of operations.
+/// midpoint and heun, and the flow-matching sigmas (<c>use_flow_sigmas</c>, <c>flow_prediction</c>) Sana's pipelines run;
+/// the scalars are 0-dim float32 tensors in diffusers' order of operations.
 /// </summary>
 public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
 {
@@ -25,7 +26,8 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
         : base(config, BetaSchedules.AlphasCumprod(config, config.RescaleBetasZeroSnr, zeroSnrLast: true, nameof(DPMSolverMultistepScheduler)))
     {
         Config = config;
-        CheckSolverConfig(config, nameof(DPMSolverMultistepScheduler));
+        CheckSolverConfig(config, nameof(DPMSolverMultistepScheduler), flowSigmasImplemented: true);
+        FlowSigmas = config.UseFlowSigmas;
         (Algorithm, SolverType) = DpmSolverPlusPlusVariant(config.AlgorithmType, config.SolverType, nameof(DPMSolverMultistepScheduler), hasDeprecatedForms: true);
         if (config.FinalSigmasType is not ("zero" or "sigma_min"))
             throw new ArgumentException($"final_sigmas_type must be one of zero, sigma_min, got \"{config.FinalSigmasType}\".", nameof(config));
@@ -53,7 +55,8 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
     private protected override string TimestepSpacing => Config.TimestepSpacing;
 
     /// <summary>diffusers' <c>set_timesteps(num_inference_steps)</c>: int64 timesteps, then sigmas (interpolated, or Karras
-    /// / lu / exponential / beta with timesteps recovered by <c>_sigma_to_t</c>), then the final sigma.</summary>
+    /// / lu / exponential / beta with timesteps recovered by <c>_sigma_to_t</c>; or flow sigmas with timesteps
+    /// sigma * num_train_timesteps), then the final sigma.</summary>
     public override void SetTimesteps(int numInferenceSteps, Device? device = null)
     {
         CheckStepCount(numInferenceSteps);
@@ -63,6 +66,7 @@ public sealed class DPMSolverMultistepScheduler : MultistepSolverBase
             Karras = Config.UseKarrasSigmas, Exponential = Config.UseExponentialSigmas, Beta = Config.UseBetaSigmas,
             LuLambdas = Config.UseLuLambdas, SigmaMin = Config.SigmaMin, SigmaMax = Config.SigmaMax,
             FinalSigmasType = Config.FinalSigmasType, RoundConverted = Config.BetaSchedule != "squaredcos_cap_v2",
+            FlowShift = Config.UseFlowSigmas ? Config.FlowShift : null,
         });
         InstallSigmas(timesteps, sigmas32, device);
         NumInferenceSteps = timesteps.Length;

@@ -23,6 +23,9 @@ internal static class MultistepSchedule
         public required string FinalSigmasType { get; init; }
         /// <summary>Round the Karras / Lu timesteps (DPM: not for squaredcos_cap_v2; UniPC / DEIS: always Karras only).</summary>
         public bool RoundConverted { get; init; } = true;
+        /// <summary>With a value: DPM-Solver's flow sigmas (<c>use_flow_sigmas</c>) shifted by it; the spacing's timesteps are
+        /// then replaced by sigma * num_train_timesteps.</summary>
+        public double? FlowShift { get; init; }
         /// <summary>"sigma_min" with converted sigmas takes their last value (UniPC, DEIS) rather than the training minimum (DPM).</summary>
         public bool FinalFromConverted { get; init; }
     }
@@ -51,6 +54,19 @@ internal static class MultistepSchedule
             sigmas = o.Karras ? NumpyMath.Karras(min, max, n) : o.Exponential ? NumpyMath.Exponential(min, max, n) : NumpyMath.Beta(min, max, n);
             ts = Array.ConvertAll(sigmas, s => NumpyMath.SigmaToT(s, logSigmas));
             if (o.Karras && o.RoundConverted) ts = Array.ConvertAll(ts, NumpyMath.Round);
+        }
+        else if (o.FlowShift is double shift)
+        {
+            // alphas = linspace(1, 1 / T, n + 1); sigmas = 1 - alphas, shifted, flipped, the last (0) dropped; float64.
+            double[] alphas = NumpyMath.Linspace(1, 1.0 / numTrain, n + 1);
+            sigmas = new double[n];
+            ts = new double[n];
+            for (int i = 0; i < n; i++)
+            {
+                double s = 1.0 - alphas[n - i];
+                sigmas[i] = shift * s / (1 + (shift - 1) * s);
+                ts[i] = sigmas[i] * numTrain;
+            }
         }
         else if (o.LuLambdas)
         {

@@ -30,9 +30,10 @@ public abstract class MultistepSolverBase : SigmaSchedulerBase
 
     /// <summary>
     /// The checks every solver's constructor makes on the shared fields: one sigma spacing at most, order 1 to 3, a known
-    /// prediction type, and no thresholding / flow sigmas / dynamic shifting (not implemented here).
+    /// prediction type, no thresholding / dynamic shifting (not implemented here), and flow sigmas only where
+    /// <paramref name="flowSigmasImplemented"/> (DPM-Solver++ multistep, as Sana runs it).
     /// </summary>
-    private protected static void CheckSolverConfig(MultistepSolverConfig config, string scheduler)
+    private protected static void CheckSolverConfig(MultistepSolverConfig config, string scheduler, bool flowSigmasImplemented = false)
     {
         if ((config.UseKarrasSigmas ? 1 : 0) + (config.UseExponentialSigmas ? 1 : 0) + (config.UseBetaSigmas ? 1 : 0) > 1)
             throw new ArgumentException("Only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be used.", nameof(config));
@@ -42,9 +43,19 @@ public abstract class MultistepSolverBase : SigmaSchedulerBase
             throw new ArgumentException($"prediction_type \"{config.PredictionType}\" must be one of epsilon, sample, v_prediction, flow_prediction.", nameof(config));
         if (config.Thresholding)
             throw new NotSupportedException($"{scheduler}: thresholding is not implemented in DiffusersSharp; set thresholding to false.");
-        if (config.UseFlowSigmas || config.UseDynamicShifting)
-            throw new NotSupportedException($"{scheduler}: use_flow_sigmas / use_dynamic_shifting are not implemented in DiffusersSharp.");
+        if (config.UseDynamicShifting)
+            throw new NotSupportedException($"{scheduler}: use_dynamic_shifting is not implemented in DiffusersSharp.");
+        if (config.UseFlowSigmas && !flowSigmasImplemented)
+            throw new NotSupportedException($"{scheduler}: use_flow_sigmas is not implemented in DiffusersSharp for this scheduler (DPMSolverMultistepScheduler has it).");
+        if (config.UseFlowSigmas && (config.UseKarrasSigmas || config.UseExponentialSigmas || config.UseBetaSigmas))
+            throw new ArgumentException($"{scheduler}: use_flow_sigmas cannot be combined with Karras / exponential / beta sigmas (diffusers would silently ignore the flow sigmas).", nameof(config));
+        if (config.UseFlowSigmas && !(config.FlowShift > 0))
+            throw new ArgumentException($"{scheduler}: flow_shift must be positive, got {config.FlowShift}.", nameof(config));
     }
+
+    /// <summary>Whether the schedule is a flow-matching one (<c>use_flow_sigmas</c>): sigma is then the noise fraction
+    /// and alpha_t = 1 - sigma, sigma_t = sigma.</summary>
+    private protected bool FlowSigmas { get; init; }
 
     /// <summary>
     /// The DPM-Solver++ algorithm and second-order update diffusers runs for a config's <c>algorithm_type</c> /
@@ -69,9 +80,11 @@ public abstract class MultistepSolverBase : SigmaSchedulerBase
         return (algorithm, solver);
     }
 
-    /// <summary><c>_sigma_to_alpha_sigma_t</c>: alpha = 1 / sqrt(sigma² + 1), sigma_t = sigma * alpha.</summary>
-    private protected static (Tensor Alpha, Tensor Sigma) AlphaSigma(Tensor sigma)
+    /// <summary><c>_sigma_to_alpha_sigma_t</c>: alpha = 1 / sqrt(sigma² + 1), sigma_t = sigma * alpha; with flow sigmas
+    /// alpha = 1 - sigma, sigma_t = sigma.</summary>
+    private protected (Tensor Alpha, Tensor Sigma) AlphaSigma(Tensor sigma)
     {
+        if (FlowSigmas) return (1 - sigma, sigma.alias());
         var alpha = 1 / (sigma.pow(2) + 1).pow(0.5);
         return (alpha, sigma * alpha);
     }

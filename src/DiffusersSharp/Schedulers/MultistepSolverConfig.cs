@@ -27,7 +27,7 @@ public abstract record MultistepSolverConfig : BetaScheduleConfig
     /// <summary>Beta-distribution spaced sigmas (alpha = beta = 0.6).</summary>
     public bool UseBetaSigmas { get; init; }
 
-    /// <summary>Flow-matching sigmas (not supported here).</summary>
+    /// <summary>Flow-matching sigmas (Sana): sigmas shifted by <see cref="FlowShift"/>, alpha_t = 1 - sigma (DPMSolverMultistepScheduler only here).</summary>
     public bool UseFlowSigmas { get; init; }
 
     /// <summary>The flow-matching shift of <see cref="UseFlowSigmas"/>.</summary>
