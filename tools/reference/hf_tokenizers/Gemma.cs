@@ -3,8 +3,9 @@
 // local-diffusers/gemma-tokenizer, written first by tools/reference/gemma_tokenizer.py), for the cases of IN (its
 // cases.json):
 //   - "texts": each text encoded as the file is (the post-processor adds <bos>), and with three variants of the file:
-//     ignore_merges true, byte_fallback false (unknown characters become <unk>, fused), byte_fallback and fuse_unk false;
-//     and with a post-processor <bos> $A <eos> (what transformers builds for add_eos_token = true);
+//     ignore_merges true, byte_fallback false (unknown characters become <unk>, fused), byte_fallback and fuse_unk false,
+//     two byte pieces removed (<unk> next to byte pieces), a Split(" ", MergedWithPrevious) pre-tokenizer (newer
+//     GemmaConverter); and with a post-processor <bos> $A <eos> (what transformers builds for add_eos_token = true);
 //   - "batches": each text with the library's own truncation (max_length, LongestFirst, Right) and padding (Fixed
 //     max_length, the batch's direction, <pad> id 0) set in the file, as transformers sets them for
 //     tokenizer(texts, padding="max_length", max_length=L, truncation=True). The wrapper returns ids only, so the
@@ -51,6 +52,20 @@ internal static class GemmaIds
             ("ids_ignore_merges", j => j["model"]!["ignore_merges"] = true),
             ("ids_no_byte_fallback", j => j["model"]!["byte_fallback"] = false),
             ("ids_no_byte_fallback_no_fuse", j => { j["model"]!["byte_fallback"] = false; j["model"]!["fuse_unk"] = false; }),
+            ("ids_partial_bytes", j =>
+            {
+                // <0xE6> and <0x31> gone: 本 (E6 9C AC) and 1 cannot fall back to bytes and become <unk>; the library
+                // writes a pending <unk> only when the next known character comes, after any byte pieces in between.
+                var vocab = j["model"]!["vocab"]!.AsObject();
+                vocab.Remove("<0xE6>");
+                vocab.Remove("<0x31>");
+            }),
+            ("ids_split_pre_tokenizer", j => j["pre_tokenizer"] = new JsonObject
+            {
+                // What transformers' newer GemmaConverter writes; no space is left after the normalizer.
+                ["type"] = "Split", ["pattern"] = new JsonObject { ["String"] = " " }, ["behavior"] = "MergedWithPrevious",
+                ["invert"] = false,
+            }),
             ("ids_add_eos", j =>
             {
                 var single = j["post_processor"]!["single"]!.AsArray();
