@@ -27,6 +27,17 @@ internal sealed class MetaspacePipeline
         return p;
     }
 
+    /// <summary>
+    /// Only the normaliser of a tokenizer.json, for tokenizers without a Metaspace pre-tokenizer (Gemma: Replace(" ", "▁")
+    /// and no pre-tokenizer); <see cref="PreTokenize"/> is not meant to be called on it.
+    /// </summary>
+    public static MetaspacePipeline NormalizerOf(JsonElement root, string path)
+    {
+        var p = new MetaspacePipeline();
+        if (root.TryGetProperty("normalizer", out var norm) && norm.ValueKind == JsonValueKind.Object) p.AddNormalizer(norm, path);
+        return p;
+    }
+
     public static MetaspacePipeline FromTokenizerJson(JsonElement root, string path)
     {
         var p = new MetaspacePipeline();
@@ -82,7 +93,7 @@ internal sealed class MetaspacePipeline
                 else throw new InvalidDataException($"{path}: Replace normalizer without a String or Regex pattern.");
                 break;
             default:
-                throw new InvalidDataException($"{path}: normalizer \"{Type(n)}\" is not supported for a Unigram tokenizer (expected Precompiled, Replace, Sequence).");
+                throw new InvalidDataException($"{path}: normalizer \"{Type(n)}\" is not supported by DiffusersSharp's SentencePiece-style tokenizers (expected Precompiled, Replace, Sequence).");
         }
     }
 

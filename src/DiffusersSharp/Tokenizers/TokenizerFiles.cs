@@ -131,6 +131,15 @@ internal sealed class TokenizerConfig
     /// <summary>tokenizer_config.json's split_special_tokens (special tokens written in the text are then not matched).</summary>
     public bool SplitSpecialTokens { get; private set; }
 
+    /// <summary>tokenizer_config.json's add_bos_token (Llama / Gemma fast tokenizers rebuild their post-processor from it).</summary>
+    public bool? AddBosToken { get; private set; }
+
+    /// <summary>tokenizer_config.json's add_eos_token.</summary>
+    public bool? AddEosToken { get; private set; }
+
+    /// <summary>tokenizer_config.json's padding_side ("right" or "left"), as written.</summary>
+    public string? PaddingSide { get; private set; }
+
     public string? Token(string name) => SpecialTokens.GetValueOrDefault(name);
 
     public static TokenizerConfig Read(string folder)
@@ -159,6 +168,11 @@ internal sealed class TokenizerConfig
                 config.DoLowerCase = lc.GetBoolean();
             if (root.TryGetProperty("extra_ids", out var e) && e.ValueKind == JsonValueKind.Number) config.ExtraIds = e.GetInt32();
             config.SplitSpecialTokens = root.TryGetProperty("split_special_tokens", out var sst) && sst.ValueKind == JsonValueKind.True;
+            if (root.TryGetProperty("add_bos_token", out var abt) && abt.ValueKind is JsonValueKind.True or JsonValueKind.False)
+                config.AddBosToken = abt.GetBoolean();
+            if (root.TryGetProperty("add_eos_token", out var aet) && aet.ValueKind is JsonValueKind.True or JsonValueKind.False)
+                config.AddEosToken = aet.GetBoolean();
+            if (root.TryGetProperty("padding_side", out var ps) && ps.ValueKind == JsonValueKind.String) config.PaddingSide = ps.GetString();
             if (root.TryGetProperty("added_tokens_decoder", out var dec) && dec.ValueKind == JsonValueKind.Object)
             {
                 foreach (var p in dec.EnumerateObject())

@@ -9,7 +9,8 @@
 // maybe_convert_prompt used). Writes hf_tokenizers.json. Run from the repository root:
 //   dotnet run --project tools/reference/hf_tokenizers -c Release
 // With the argument "qwen2" it runs Qwen2.cs instead (the fixture local-diffusers/qwen3); with "qwen2-texts IN OUT" it
-// encodes IN's JSON list of texts with that tokenizer into OUT (the fixture local-diffusers/qwen2-5-vl).
+// encodes IN's JSON list of texts with that tokenizer into OUT (the fixture local-diffusers/qwen2-5-vl); with
+// "gemma TOKENIZER_DIR IN OUT" it runs Gemma.cs (the fixture local-diffusers/gemma-tokenizer).
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -24,6 +25,12 @@ if (args.Length > 0 && args[0] == "qwen2")
 if (args.Length == 3 && args[0] == "qwen2-texts")
 {
     Qwen2Ids.RunTexts(args[1], args[2]); // Qwen2.cs: the same tokenizer on a JSON list of texts (local-diffusers/qwen2-5-vl)
+    return;
+}
+
+if (args.Length == 4 && args[0] == "gemma")
+{
+    GemmaIds.Run(args[1], args[2], args[3]); // Gemma.cs: a Gemma-format tokenizer.json on cases.json (local-diffusers/gemma-tokenizer)
     return;
 }
 
