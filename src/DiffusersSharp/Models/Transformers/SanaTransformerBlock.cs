@@ -56,7 +56,9 @@ public sealed class SanaTransformerBlock : nn.Module
         var norm = norm1.forward(hiddenStates).Consume(n => n * (1 + scaleMsa) + shiftMsa).Consume(n => n.to(hiddenStates.dtype));
         var h = norm.Consume(attn1.forward).Consume(a => hiddenStates + gateMsa * a);
 
-        h = attn2.forward(h, encoderHiddenStates, encoderAttentionBias).Consume(a => a + h);
+        var afterSelf = h;
+        h = attn2.forward(afterSelf, encoderHiddenStates, encoderAttentionBias).Consume(a => a + afterSelf);
+        afterSelf.Dispose();
 
         // The feed-forward convolves the tokens as a [B, D, h, w] map (a channels-last view, as diffusers' permute).
         norm = norm2.forward(h).Consume(n => n * (1 + scaleMlp) + shiftMlp);
