@@ -16,7 +16,7 @@ Usage, from the repository root, with transformers' files saved under /tmp/reftf
    written config.json and loaded strictly from the written model.safetensors.
 2. For each model: a right-padded batch of 2 (12 and 5 tokens, mask 1 / 0; ids drawn from the seed, pad id 0 as Gemma's
    tokenizer pads) and one unpadded sequence of 16 tokens run without a mask; last_hidden_state of
-   model(input_ids, attention_mask=mask) in float32 (model a also in bfloat16). transformers would build a HybridCache
+   model(input_ids, attention_mask=mask) in float32, and of the batch in bfloat16. transformers would build a HybridCache
    sized to the sequence (use_cache defaults to True); caches are not part of this environment, so the calls pass
    use_cache=False: the cache's first fill returns exactly the keys / values it is given, so the output is the same.
 3. counts.json: the state_dict names and shapes of the full-size Gemma2Model of gemma-2-2b (Sana's text encoder; the
@@ -128,10 +128,9 @@ for key, (sub, prefix, config) in MODELS.items():
         h = run(f32, i, m)
         out[f"{key}.{case}.last_hidden_state"] = h.contiguous()
         report(f"{key}.{case}", h, run(f64, i, m))
-    if key == "a":
-        h = run(load(folder, prefix, torch.bfloat16), ids, mask)
-        out["a.batch.bf16.last_hidden_state"] = h.contiguous()
-        report("a.batch.bf16", h.float(), run(f64, ids, mask))
+    h = run(load(folder, prefix, torch.bfloat16), ids, mask)
+    out[f"{key}.batch.bf16.last_hidden_state"] = h.contiguous()
+    report(f"{key}.batch.bf16", h.float(), run(f64, ids, mask))
 save_file(out, f"{OUT}/expected.safetensors")
 
 # The full-size model on the meta device: transformers' constructors with torch.empty / torch.zeros sent to meta.
