@@ -176,7 +176,7 @@ internal static class QwenCausalMask
     }
 
     /// <summary><c>torch.finfo(dtype).min</c>.</summary>
-    private static double MinValue(ScalarType dtype) => dtype switch
+    internal static double MinValue(ScalarType dtype) => dtype switch
     {
         ScalarType.Float16 => -65504.0,
         ScalarType.BFloat16 => -3.3895313892515355e38,

@@ -1,5 +1,5 @@
 """Named placeholders: only decoders that generate use key/value caches; T5's encoder passes past_key_values=None, and
-qwen3.py calls Qwen3Model with use_cache=False."""
+qwen3.py calls Qwen3Model and gemma2.py Gemma2Model with use_cache=False."""
 
 
 class Cache:
@@ -20,4 +20,8 @@ class StaticCache(Cache):
 
 
 class SlidingWindowCache(Cache):
+    pass
+
+
+class HybridCache(Cache):
     pass

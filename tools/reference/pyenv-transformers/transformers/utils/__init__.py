@@ -45,6 +45,17 @@ def is_flash_attn_greater_or_equal_2_10():
     return False
 
 
+def is_flash_attn_greater_or_equal(library_version):
+    return False
+
+
+def is_torch_greater_or_equal(library_version):
+    # transformers compares the installed torch's base version; Gemma2's file asks for "2.5" (flex attention).
+    from packaging import version
+
+    return version.parse(version.parse(torch.__version__).base_version) >= version.parse(library_version)
+
+
 def is_torch_fx_proxy(x):
     return False
 
