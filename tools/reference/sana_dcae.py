@@ -146,6 +146,30 @@ for name, config, seed in (("sana", SANA, 0), ("options", OPTIONS, 1)):
         # forward = decode(encode(x)), as one more check of the two halves together.
         out[f"{name}.x16.forward"] = model(inputs["x16"]).sample
 
+# The attention alone, without its residual (which would swamp its rounding): the sana model's
+# encoder.down_blocks.2.0.attn weights in a SanaMultiscaleLinearAttention(residual_connection=False), in float32 and in
+# bfloat16, on a 16 x 24 map (linear attention, float32 inside even in bfloat16) and a 2 x 3 map (quadratic).
+from diffusers.models.attention_processor import SanaMultiscaleLinearAttention
+
+model = AutoencoderDC.from_pretrained(f"{here}/sana").eval()
+weights = {k[len("encoder.down_blocks.2.0.attn."):]: v for k, v in model.state_dict().items()
+           if k.startswith("encoder.down_blocks.2.0.attn.")}
+attn = SanaMultiscaleLinearAttention(32, 32, attention_head_dim=8, norm_type="rms_norm", kernel_sizes=(5,),
+                                     residual_connection=False).eval()
+attn.load_state_dict(weights, strict=True)
+attn_half = SanaMultiscaleLinearAttention(32, 32, attention_head_dim=8, norm_type="rms_norm", kernel_sizes=(5,),
+                                          residual_connection=False).eval()
+attn_half.load_state_dict(weights, strict=True)
+attn_half = attn_half.to(torch.bfloat16)
+g = torch.Generator("cpu").manual_seed(77)
+with torch.no_grad():
+    for key, shape in (("linear", (1, 32, 16, 24)), ("quadratic", (1, 32, 2, 3))):
+        x = torch.randn(*shape, generator=g)
+        out[f"attn.{key}.x"] = x
+        out[f"attn.{key}.out"] = attn(x)
+        out[f"attn.{key}.bf16.out"] = attn_half(x.to(torch.bfloat16)).float()
+        print(f"attn.{key}: diffusers bf16 relative L2 {rel(out[f'attn.{key}.bf16.out'], out[f'attn.{key}.out']):.3g}")
+
 save_file({k: v.contiguous() for k, v in out.items()}, f"{here}/expected.safetensors", metadata={"format": "pt"})
 
 # The full-size dc-ae-f32c32-sana-1.0 (the conversion script's config): state-dict key and element counts, and a few

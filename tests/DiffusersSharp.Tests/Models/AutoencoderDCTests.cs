@@ -265,4 +265,58 @@ public class AutoencoderDCTests(ITestOutputHelper output)
         TensorAssert.Close(DiffusersSharp.Models.Layers.DiffusersActivations.Apply("relu", x), x.clamp_min(0), 0, "relu");
         TensorAssert.Close(DiffusersSharp.Models.Layers.DiffusersActivations.Apply("mish", x), x * nn.functional.softplus(x).tanh(), 1e-15, "mish");
     }
+
+    /// <summary>
+    /// The attention alone (the sana model's encoder.down_blocks.2.0.attn weights, no residual, which would swamp its
+    /// rounding) against diffusers' SanaMultiscaleLinearAttention: float32, and bfloat16 against diffusers' own bfloat16
+    /// run, where the linear path computes in float32 and the quadratic one normalises in float32.
+    /// </summary>
+    [Theory]
+    [InlineData("linear")]
+    [InlineData("quadratic")]
+    public void AttentionMatchesDiffusersInBothTypes(string path)
+    {
+        using var _ = inference_mode();
+        using var scope = NewDisposeScope();
+        Dictionary<string, Tensor> weights;
+        using (var file = SafetensorsFile.Open(Path.Combine(Folder("sana"), "diffusion_pytorch_model.safetensors")))
+            weights = file.ReadAll();
+        const string prefix = "encoder.down_blocks.2.0.attn.";
+        var x = E($"attn.{path}.x");
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+        {
+            using var attn = new DiffusersSharp.Models.Autoencoders.DC.SanaMultiscaleLinearAttention(32, 32, attentionHeadDim: 8,
+                normType: "rms_norm", kernelSizes: [5], residualConnection: false, dtype: dtype);
+            var state = attn.state_dict();
+            Assert.Equal(weights.Keys.Count(k => k.StartsWith(prefix, StringComparison.Ordinal)), state.Count);
+            foreach (var (key, value) in state) value.copy_(weights[prefix + key]);
+            var actual = attn.forward(x.to(dtype));
+            Assert.Equal(dtype, actual.dtype);
+            if (dtype == ScalarType.Float32)
+            {
+                double err = TensorAssert.Close(actual, E($"attn.{path}.out"), 1e-6, "attention");
+                output.WriteLine($"{path} float32: max |diff| {err:G3}");
+            }
+            else
+            {
+                double toTheirs = TensorAssert.RelativeL2(actual, E($"attn.{path}.bf16.out"));
+                double toFloat32 = TensorAssert.RelativeL2(actual, E($"attn.{path}.out"));
+                double gap = TensorAssert.RelativeL2(E($"attn.{path}.bf16.out"), E($"attn.{path}.out"));
+                output.WriteLine($"{path} bf16: relative L2 vs diffusers' bf16 {toTheirs:G3}, vs float32 {toFloat32:G3} (diffusers' bf16 vs float32: {gap:G3})");
+                if (path == "linear")
+                {
+                    // Measured: bit-identical to diffusers' bfloat16 run (the products in float32, one rounding at the end);
+                    // the products in bfloat16 instead are 0.0044 away (gap 0.0062).
+                    Assert.True(toTheirs <= 0.1 * gap, $"linear: relative L2 {toTheirs:G3} vs diffusers' bf16, whose own gap to float32 is {gap:G3}");
+                }
+                else
+                {
+                    // torch 1.13's bfloat16 bmm of such small matrices does not accumulate in float32 as libtorch 2.10's
+                    // does (57 of 144 products differ from float32-accumulate-then-round in a probe), so diffusers' bf16
+                    // run is the less exact here: ours must be at least as close to float32 (measured 0.0077 vs 0.0088).
+                    Assert.True(toFloat32 <= gap, $"quadratic: relative L2 to float32 {toFloat32:G3} vs diffusers' bf16 {gap:G3}");
+                }
+            }
+        }
+    }
 }
