@@ -36,6 +36,7 @@ public static class ModelRegistry
         ["AutoencoderKLFlux2"] = (config, device) => new Autoencoders.AutoencoderKLFlux2(ConfigJson.Read<Autoencoders.AutoencoderKLFlux2Config>(config), device),
         ["AutoencoderKLQwenImage"] = (config, device) => new Autoencoders.AutoencoderKLQwenImage(ConfigJson.Read<Autoencoders.AutoencoderKLQwenImageConfig>(config), device),
         ["AutoencoderKL"] = (config, device) => new Autoencoders.AutoencoderKL(ConfigJson.Read<Autoencoders.AutoencoderKLConfig>(config), device),
+        ["AutoencoderDC"] = (config, device) => new Autoencoders.AutoencoderDC(ConfigJson.Read<Autoencoders.AutoencoderDCConfig>(config), device),
         ["UNet2DConditionModel"] = (config, device) => new Unets.UNet2DConditionModel(ConfigJson.Read<Unets.UNet2DConditionModelConfig>(config), device),
         ["ControlNetModel"] = (config, device) => new ControlNets.ControlNetModel(ConfigJson.Read<ControlNets.ControlNetModelConfig>(config), device),
         ["ControlNetUnionModel"] = (config, device) => new ControlNets.ControlNetUnionModel(ConfigJson.Read<ControlNets.ControlNetUnionModelConfig>(config), device),

@@ -2,11 +2,11 @@ using static TorchSharp.torch;
 
 namespace DiffusersSharp.Models.Layers;
 
-/// <summary>The activations diffusers' <c>get_activation</c> maps names to that this library implements: silu (swish) and
-/// the exact (erf) gelu (<c>nn.GELU()</c>).</summary>
+/// <summary>The activations diffusers' <c>get_activation</c> maps names to (its <c>ACT2CLS</c>): silu (swish), the exact
+/// (erf) gelu (<c>nn.GELU()</c>), relu and mish. <see cref="IsKnown"/> is the subset the UNet-family configs accept.</summary>
 internal static class DiffusersActivations
 {
-    /// <summary>Whether <paramref name="name"/> is one of them.</summary>
+    /// <summary>Whether <paramref name="name"/> is silu, swish or gelu (the ones the UNet-family configs accept).</summary>
     public static bool IsKnown(string? name) => name is "silu" or "swish" or "gelu";
 
     /// <summary>Applies activation <paramref name="name"/>.</summary>
@@ -15,6 +15,8 @@ internal static class DiffusersActivations
     {
         "silu" or "swish" => nn.functional.silu(x),
         "gelu" => nn.functional.gelu(x),
-        _ => throw new ArgumentException($"activation '{name}' is not supported (silu, swish and gelu are).", nameof(name)),
+        "relu" => nn.functional.relu(x),
+        "mish" => nn.functional.mish(x),
+        _ => throw new ArgumentException($"activation '{name}' is not supported (silu, swish, gelu, relu and mish are).", nameof(name)),
     };
 }

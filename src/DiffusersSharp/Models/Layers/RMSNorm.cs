@@ -16,6 +16,7 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // field names are checkpoint keys
     private Parameter weight;
+    private Parameter? bias;
 #pragma warning restore IDE1006
     private readonly double _eps;
     private readonly Semantics _semantics;
@@ -49,6 +50,18 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     public static RMSNorm Gemma(long dim, double eps = 1e-6, Device? device = null, ScalarType? dtype = null) =>
         new(dim, eps, Semantics.Gemma, device, dtype);
 
+    /// <summary>
+    /// diffusers' <c>RMSNorm(dim, eps, elementwise_affine=True, bias=True)</c> (the DC-AE's norms): the diffusers norm
+    /// above, then a learned <c>bias</c> (a second checkpoint key) added after the weight, in the weight's type.
+    /// </summary>
+    public static RMSNorm WithBias(long dim, double eps, Device? device = null, ScalarType? dtype = null)
+    {
+        var norm = new RMSNorm(dim, eps, device, dtype);
+        norm.bias = new Parameter(torch.zeros(dim, dtype: dtype, device: device), requires_grad: false);
+        norm.register_parameter(nameof(bias), norm.bias);
+        return norm;
+    }
+
     /// <summary>Normalises <paramref name="x"/> over its last dimension.</summary>
     public override Tensor forward(Tensor x)
     {
@@ -68,6 +81,8 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
         // x * rsqrt(var) promotes a 16-bit x to float32, as in diffusers; the weight's 16-bit type is restored before scaling.
         var normed = x * (variance + _eps).rsqrt();
         if (weight.dtype is ScalarType.Float16 or ScalarType.BFloat16) normed = normed.to(weight.dtype);
-        return (normed * weight).MoveToOuterDisposeScope();
+        var scaled = normed * weight;
+        if (bias is not null) scaled.add_(bias);
+        return scaled.MoveToOuterDisposeScope();
     }
 }
