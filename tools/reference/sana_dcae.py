@@ -14,7 +14,8 @@ Writes, under local-diffusers/sana-dcae/:
   accepts (two multiscale kernels (3, 5), no qkv multiscale on an attention level, a batch_norm attention, both
   shortcuts off, decoder_conv_act_fn silu);
 - expected.safetensors: each model's inputs and diffusers' encode / decode outputs (float32), and diffusers' own
-  bfloat16 run of the same inputs (stored as float32);
+  bfloat16 run of the same inputs (stored as float32); the sana model's first encoder attention alone (no residual) in
+  float32 and bfloat16 on a map where it is linear and one where it is quadratic;
 - counts.json: state-dict key and element counts of the full-size dc-ae-f32c32-sana-1.0 built on meta, and some shapes.
 Every weight is drawn: diffusers' initialisation after torch.manual_seed, then every norm's weight / bias (which start
 at 1 / 0) and the BatchNorm running statistics (0 / 1 / 0) from a seeded generator, so no parameter is 0 or 1.

@@ -227,7 +227,7 @@ public class AutoencoderDCTests(ITestOutputHelper output)
         Rejects(sana with { DecoderQkvMultiscales = [[], [], [4], [5]] }, "odd");
         Rejects(sana with { EncoderBlockTypes = OneOrMany<string>.Many("ResBlock", "ResBlock", "EfficientViTBlock") }, "encoder_block_types has 3 entries");
         Rejects(sana with { DecoderBlockTypes = "AttnBlock" }, "'AttnBlock' is not supported");
-        Rejects(sana with { DecoderNormTypes = "layer_norm" }, "layer_norm");
+        Rejects(sana with { DecoderNormTypes = "layer_norm" }, "decoder_norm_types[0] 'layer_norm'");
         Rejects(sana with { DecoderActFns = "relu6" }, "decoder_act_fns[0] 'relu6'");
         Rejects(sana with { DecoderConvActFn = "tanh" }, "decoder_conv_act_fn 'tanh'");
         Rejects(sana with { LatentChannels = 5 }, "encoder_out_shortcut");
