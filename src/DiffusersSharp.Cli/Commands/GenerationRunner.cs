@@ -70,6 +70,7 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
         if (model.ZImage is { } zImage) return GenerateZImage(model, zImage, pipelines.Verb, progress, preview, ct);
         if (model.QwenImage is { } qwenImage) return GenerateQwenImage(model, qwenImage, pipelines.Verb, progress, preview, ct);
         if (model.Flux2Klein is { } klein) return GenerateFlux2Klein(model, klein, pipelines.Verb, progress, preview, ct);
+        if (model.Sana is { } sana) return GenerateSana(model, sana, pipelines.Verb, progress, preview, ct);
         if (model.PixArt is { } pixArt)
         {
             // As pipe.scheduler = X.from_config(pipe.scheduler.config) on the model's own scheduler.

@@ -11,6 +11,7 @@ using DiffusersSharp.Pipelines.Chroma;
 using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Pipelines.Flux2;
 using DiffusersSharp.Pipelines.PixArt;
+using DiffusersSharp.Pipelines.Sana;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Pipelines.StableDiffusionXL;
@@ -30,8 +31,10 @@ internal sealed class LoadedModel : IDisposable
 
     private LoadedModel(string name, string pipelineClass, IReadOnlyList<string> controlNets, StableDiffusion3Components? sd3, StableDiffusionComponents? unet,
         FluxComponents? flux = null, IReadOnlyList<string>? adapters = null, PixArtComponents? pixArt = null, ChromaComponents? chroma = null,
-        ZImageComponents? zImage = null, QwenImageComponents? qwenImage = null, Flux2KleinComponents? flux2Klein = null)
+        ZImageComponents? zImage = null, QwenImageComponents? qwenImage = null, Flux2KleinComponents? flux2Klein = null,
+        SanaComponents? sana = null)
     {
+        Sana = sana;
         QwenImage = qwenImage;
         Flux2Klein = flux2Klein;
         PixArt = pixArt;
@@ -51,7 +54,7 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>The model families, as model_index.json's <c>_class_name</c> tells them apart.</summary>
-    private enum Family { Sd3, UNet, Flux, PixArt, Chroma, ZImage, QwenImage, Flux2Klein }
+    private enum Family { Sd3, UNet, Flux, PixArt, Chroma, ZImage, QwenImage, Flux2Klein, Sana }
 
     private static Family FamilyOf(string pipelineClass) =>
         StableDiffusionComponents.IsSupportedPipeline(pipelineClass) ? Family.UNet
@@ -61,6 +64,7 @@ internal sealed class LoadedModel : IDisposable
         : ZImageComponents.IsSupportedPipeline(pipelineClass) ? Family.ZImage
         : QwenImageComponents.IsSupportedPipeline(pipelineClass) ? Family.QwenImage
         : Flux2KleinComponents.IsSupportedPipeline(pipelineClass) ? Family.Flux2Klein
+        : SanaComponents.IsSupportedPipeline(pipelineClass) ? Family.Sana
         : Family.Sd3;
 
     /// <summary>The components whose scheduler --scheduler swaps (UNet and PixArt models), or null.</summary>
@@ -80,6 +84,9 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>The FLUX.2 [klein] components, or null for another family.</summary>
     public Flux2KleinComponents? Flux2Klein { get; }
+
+    /// <summary>The Sana components, or null for another family.</summary>
+    public SanaComponents? Sana { get; }
 
     /// <summary>What --model said (folder or hub id).</summary>
     public string Name { get; }
@@ -104,6 +111,7 @@ internal sealed class LoadedModel : IDisposable
     {
         FluxComponents.FillPipelineClass => ["inpaint"],
         PixArtComponents.SigmaPipelineClass or PixArtComponents.AlphaPipelineClass => ["txt2img"],
+        SanaComponents.SanaPipelineClass => ["txt2img"],
         ChromaComponents.PipelineClassName or ChromaComponents.Img2ImgPipelineClassName => ["txt2img", "img2img"],
         ZImageComponents.ZImagePipelineClass or ZImageComponents.ZImageImg2ImgPipelineClass => ["txt2img", "img2img"],
         Flux2KleinComponents.Flux2KleinKVPipelineClass => ["txt2img", "img2img"],
@@ -228,6 +236,7 @@ internal sealed class LoadedModel : IDisposable
         if (family == Family.ZImage) CheckZImage(settings, pipelineClass);
         if (family == Family.QwenImage) CheckQwenImage(settings, pipelineClass);
         if (family == Family.Flux2Klein) CheckFlux2Klein(settings, pipelineClass);
+        if (family == Family.Sana) CheckSana(settings, pipelineClass);
         if (IsLatentUpscaler(pipelineClass)) CheckLatentUpscalerLoaders(settings, pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
@@ -285,6 +294,7 @@ internal sealed class LoadedModel : IDisposable
                 WithTextualInversion(output, textualInversions, WithLoras(output, loras, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion),
                 (c, file, encoder) => c.LoadIpAdapter(file, encoder))),
             Family.PixArt => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, pixArt: PixArtComponents.FromPretrained(folder, options, ct)),
+            Family.Sana => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, sana: SanaComponents.FromPretrained(folder, options, ct)),
             Family.Chroma => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
                 chroma: WithLoras(output, loras, ChromaComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             // --prompt-embeds without --negative-prompt needs no Qwen3-4B: it is left out (diffusers' text_encoder=None).
@@ -624,7 +634,27 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>
-    /// The first option that a text-to-image family without add-ons (PixArt, Chroma, Z-Image) lacks, in one fixed order,
+    /// Sana (diffusers' SanaPipeline; Efficient-Large-Model/Sana_1600M_1024px_diffusers) only generates from text here: one
+    /// Gemma-2 prompt (the complex human instruction in front), a negative prompt under CFG, resolution binning (off with
+    /// --no-resolution-binning: then multiples of 32), the model's own scheduler; no image-to-image / inpainting pipeline in
+    /// diffusers' SanaPipeline family here and no ControlNet / LoRA / scheduler swap yet. Refused before any weights load.
+    /// </summary>
+    private static void CheckSana(ModelSettings settings, string pipelineClass)
+    {
+        if (settings is Img2ImgSettings)
+            throw new ArgumentException($"{settings.Model} is a {pipelineClass} (Sana): it only generates from text here; use `generate`.");
+        if (FirstLackingOption(settings, "--no-resolution-binning") is { } lacking)
+            throw new ArgumentException($"{lacking} does not apply to Sana models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+        if (settings is GenerateSettings { NoResolutionBinning: true } g)
+        {
+            // Without binning the size runs as given: the latents are 32x smaller (Sana's DC-AE).
+            if (g.Width is { } w && w % 32 != 0) throw new ArgumentException($"--width must be a multiple of 32 for Sana with --no-resolution-binning, got {w}.");
+            if (g.Height is { } h && h % 32 != 0) throw new ArgumentException($"--height must be a multiple of 32 for Sana with --no-resolution-binning, got {h}.");
+        }
+    }
+
+    /// <summary>
+    /// The first option that a text-to-image family without add-ons (PixArt, Sana, Chroma, Z-Image) lacks, in one fixed order,
     /// or null; <paramref name="takes"/> names those the family does take. Load-time options count for serve too.
     /// </summary>
     private static string? FirstLackingOption(ModelSettings settings, params string[] takes)
@@ -775,6 +805,11 @@ internal sealed class LoadedModel : IDisposable
             CheckFlux2Klein(settings, pipelineClass);
             return;
         }
+        if (family == Family.Sana)
+        {
+            CheckSana(settings, pipelineClass);
+            return;
+        }
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
         if (family == Family.Chroma)
         {
@@ -864,7 +899,7 @@ internal sealed class LoadedModel : IDisposable
             return;
         }
         if (settings.NoResolutionBinning)
-            throw new ArgumentException($"--no-resolution-binning applies to PixArt models; {settings.Model} is a {pipelineClass}.");
+            throw new ArgumentException($"--no-resolution-binning applies to PixArt and Sana models; {settings.Model} is a {pipelineClass}.");
         if (family == Family.Flux)
         {
             string? notFlux = settings.NoT5 ? "--no-t5" : settings.Prompt3 is not null ? "--prompt-3" : settings.SkipLayers is not null ? "--skip-layers"
@@ -1055,5 +1090,6 @@ internal sealed class LoadedModel : IDisposable
         ZImage?.Dispose();
         QwenImage?.Dispose();
         Flux2Klein?.Dispose();
+        Sana?.Dispose();
     }
 }

@@ -102,6 +102,7 @@ public sealed class TokenizeCommand(CliOutput output) : Command<TokenizeCommand.
             }
         }
         if (declared.StartsWith("Qwen2Tokenizer", StringComparison.Ordinal)) return Qwen2Tokenizer.FromFolder(folder);
+        if (declared.StartsWith("GemmaTokenizer", StringComparison.Ordinal)) return GemmaTokenizer.FromFolder(folder);
         bool t5 = declared.StartsWith("T5", StringComparison.Ordinal) || (declared.Length == 0 && name == "tokenizer_3");
         return t5 ? T5Tokenizer.FromFolder(folder) : CLIPTokenizer.FromFolder(folder);
     }

@@ -43,6 +43,10 @@ if "torch.distributed._functional_collectives" not in sys.modules:
 if not hasattr(torch, "compiler"):
     torch.compiler = types.SimpleNamespace(
         disable=lambda fn=None, recursive=True: fn if fn is not None else (lambda f: f), is_compiling=lambda: False)
+# SanaPipeline's decode names the accelerator's OutOfMemoryError in an except clause (torch < 2.5: torch.cpu's); torch
+# 1.13 has none on torch.cpu. The name only: nothing here raises it.
+if not hasattr(torch.cpu, "OutOfMemoryError"):
+    torch.cpu.OutOfMemoryError = torch.cuda.OutOfMemoryError
 # The ControlNet pipelines' check_inputs asks whether the ControlNet is a torch.compile'd module; none is here.
 if not hasattr(torch, "_dynamo"):
     torch._dynamo = types.SimpleNamespace(eval_frame=types.SimpleNamespace(OptimizedModule=type("OptimizedModule", (), {})))

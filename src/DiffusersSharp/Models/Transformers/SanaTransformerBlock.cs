@@ -35,7 +35,7 @@ public sealed class SanaTransformerBlock : nn.Module
         norm2 = nn.LayerNorm(dim, config.NormEps, elementwise_affine: config.NormElementwiseAffine, device: device, dtype: dtype);
         attn2 = new SanaCrossAttention(dim, config.CrossAttentionDim!.Value, config.NumCrossAttentionHeads!.Value, config.CrossAttentionHeadDim!.Value,
             qkNorm, outBias: true, device, dtype);
-        ff = new GLUMBConv(dim, dim, config.MlpRatio, residualConnection: false, device, dtype);
+        ff = new GLUMBConv(dim, dim, config.MlpRatio, residualConnection: false, device: device, dtype: dtype);
         scale_shift_table = new Parameter(torch.zeros([6, dim], dtype: dtype ?? ScalarType.Float32, device: device), requires_grad: false);
         RegisterComponents();
     }

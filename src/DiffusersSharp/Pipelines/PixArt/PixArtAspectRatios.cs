@@ -43,6 +43,21 @@ public static class PixArtAspectRatios
     };
 
     /// <summary>
+    /// The bins SanaPipeline picks by the transformer's <paramref name="sampleSize"/> (its latents are 32x smaller than
+    /// PixArt's 8x): 128 → <c>ASPECT_RATIO_4096_BIN</c> (2048's bins doubled, checked equal to diffusers' table),
+    /// 64 → 2048, 32 → 1024, 16 → 512.
+    /// </summary>
+    /// <exception cref="ArgumentException">No bins for that sample_size (diffusers: "Invalid sample size").</exception>
+    public static IReadOnlyList<(string Ratio, int Height, int Width)> ForSana(int sampleSize) => sampleSize switch
+    {
+        128 => Parse(Bins2048, 1).Select(b => (b.Ratio, b.Height * 2, b.Width * 2)).ToArray(),
+        64 => Parse(Bins2048, 1),
+        32 => Parse(Bins1024, 1),
+        16 => Parse(Bins1024, 2),
+        _ => throw new ArgumentException($"Resolution binning needs a Sana transformer of sample_size 128, 64, 32 or 16, this one has {sampleSize} (diffusers: Invalid sample size); turn it off."),
+    };
+
+    /// <summary>
     /// diffusers' <c>classify_height_width_bin</c>: the bin whose ratio (parsed as a number) is closest to
     /// <c>height / width</c>, the first of equally close ones.
     /// </summary>

@@ -1,0 +1,37 @@
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.Sana;
+using Generator = DiffusersSharp.Runtime.Generator;
+
+namespace DiffusersSharp.Cli.Commands;
+
+// Sana's run: generate (SanaPipeline); the options were checked against the family before loading (LoadedModel.CheckSana).
+internal sealed partial class GenerationRunner
+{
+    private Generated GenerateSana(LoadedModel model, SanaComponents sana, string verb, IProgress<PipelineProgress>? progress,
+        PreviewSink? preview, CancellationToken ct)
+    {
+        var defaults = new SanaRequest();
+        var request = defaults with
+        {
+            Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
+            NegativePrompt = settings.NegativePrompt is null ? null : (PromptList?)settings.NegativePrompt,
+            // Without --width / --height: the transformer's trained size (sample_size x 32: 1024 for Sana_1600M_1024px).
+            Height = settings.Height ?? sana.Transformer.Config.SampleSize * sana.VaeScaleFactor,
+            Width = settings.Width ?? sana.Transformer.Config.SampleSize * sana.VaeScaleFactor,
+            NumInferenceSteps = settings.Steps ?? defaults.NumInferenceSteps,
+            GuidanceScale = settings.GuidanceScale ?? defaults.GuidanceScale,
+            NumImagesPerPrompt = settings.NumImages,
+            Generator = Track(new Generator(settings.GeneratorDevice).ManualSeed(Seed)),
+            MaxSequenceLength = settings.MaxSequenceLength ?? defaults.MaxSequenceLength,
+            UseResolutionBinning = !settings.NoResolutionBinning,
+            OutputType = OutputType.Image,
+        };
+        using var pipe = new SanaPipeline(sana);
+        pipe.OnPromptTruncated = OnTruncated;
+        if (preview is not null)
+            request = request with { CallbackOnStepEnd = VerbPipelines.Previews(preview, latents => pipe.PreviewImages(latents, request)) };
+        using var result = pipe.Generate(request, progress, ct);
+        return new Generated(result.Images!, Parameters(verb, request.NumInferenceSteps, model.Name,
+            sana.SchedulerConfig["_class_name"]?.GetValue<string>()?.Replace("Scheduler", "") ?? "", request.GuidanceScale, null));
+    }
+}
