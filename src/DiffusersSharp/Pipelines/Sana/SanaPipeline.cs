@@ -58,7 +58,7 @@ public sealed class SanaPipeline : DiffusionPipelineBase<SanaComponents>
         bool cfg = r.GuidanceScale > 1.0;
 
         progress?.Report(new PipelineProgress("encode", 0, 1));
-        var (embeds, mask, negEmbeds, negMask) = EncodePrompt(r, cfg);
+        var (embeds, mask, negEmbeds, negMask) = EncodeCore(r, cfg);
         progress?.Report(new PipelineProgress("encode", 1, 1));
         if (cfg)
         {
@@ -166,13 +166,30 @@ public sealed class SanaPipeline : DiffusionPipelineBase<SanaComponents>
     }
 
     /// <summary>
-    /// diffusers' <c>encode_prompt</c>: Gemma embeddings and masks of the prompts (with the instruction, then the selected
-    /// positions) or the given ones, each repeated for the images per prompt; under CFG the negative side (the negative
-    /// prompt at max_sequence_length without the instruction). Deliberate difference: a mask is repeated with its own
-    /// prompt's embeddings (diffusers repeats the masks batch-wise, so with several prompts and several images per prompt
-    /// its masks no longer line up with the embeddings).
+    /// diffusers' <c>encode_prompt</c> for <paramref name="request"/>: Gemma embeddings and masks of the prompts (the
+    /// instruction in front, then the first token and the last max_sequence_length - 1 positions kept) or the given ones,
+    /// each repeated for the images per prompt; with guidance (scale above 1) the negative side (the negative prompt at
+    /// max_sequence_length without the instruction, or the given negative embeddings). Deliberate difference: a mask is
+    /// repeated with its own prompt's embeddings (diffusers repeats the masks batch-wise, so with several prompts and
+    /// several images per prompt its masks no longer line up with the embeddings). The tensors are the caller's.
     /// </summary>
-    private (Tensor Embeds, Tensor Mask, Tensor? NegEmbeds, Tensor? NegMask) EncodePrompt(SanaRequest r, bool cfg)
+    /// <exception cref="ArgumentException">The request is invalid (checked as <see cref="Generate"/> checks it).</exception>
+    public SanaPromptEmbeddings EncodePrompt(SanaRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ThrowIfDisposed();
+        var (height, width, _) = BinnedSize(request);
+        CheckInputs(request, height, width);
+        using var mode = inference_mode();
+        using var scope = NewDisposeScope();
+        var (e, m, ne, nm) = EncodeCore(request, request.GuidanceScale > 1.0);
+        var result = new SanaPromptEmbeddings(e, m, ne, nm);
+        foreach (var t in new[] { e, m, ne, nm }) t?.MoveToOuterDisposeScope();
+        return result;
+    }
+
+    /// <summary>The body of <see cref="EncodePrompt(SanaRequest)"/>, inside the caller's scope.</summary>
+    private (Tensor Embeds, Tensor Mask, Tensor? NegEmbeds, Tensor? NegMask) EncodeCore(SanaRequest r, bool cfg)
     {
         Tensor embeds, mask;
         if (r.PromptEmbeds is null)
