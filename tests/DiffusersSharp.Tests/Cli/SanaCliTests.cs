@@ -1,0 +1,85 @@
+using DiffusersSharp.Images;
+using DiffusersSharp.Pipelines;
+using DiffusersSharp.Pipelines.Sana;
+using DiffusersSharp.Tests.Support;
+using Generator = DiffusersSharp.Runtime.Generator;
+
+namespace DiffusersSharp.Tests.Cli;
+
+/// <summary>generate with the whole tiny Sana folder (Gemma2 and its tokenizer included): the library's images exactly,
+/// with and without resolution binning, and the options the family lacks refused before loading.</summary>
+public sealed class SanaCliTests : CliTempDirectory
+{
+    private readonly string _model;
+
+    public SanaCliTests() : base("sana-cli")
+    {
+        _model = Out("sana");
+        TinySanaPipelineFolder.Write(_model);
+    }
+
+    private SanaOutput Library(SanaRequest request)
+    {
+        using var pipe = SanaPipeline.FromPretrained(_model);
+        return pipe.Generate(request);
+    }
+
+    [Fact]
+    public void GenerateGivesTheLibrarysImages()
+    {
+        var (code, stdout, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "A Red Fox", "--negative-prompt", "blurry",
+            "--steps", "2", "--guidance", "3", "--width", "96", "--height", "64", "--no-resolution-binning", "--max-sequence-length", "40",
+            "--seed", "5", "--output", Out());
+        Assert.True(code == 0, stderr);
+        Assert.Single(stdout.Trim().Split('\n'));
+        Assert.Contains("Steps: 2, Sampler: DPMSolverMultistep, CFG scale: 3, Seed: 5", ImageFile.ReadPngText(Out("out.png"))["parameters"]);
+        using var expected = Library(new SanaRequest
+        {
+            Prompt = "A Red Fox", NegativePrompt = "blurry", NumInferenceSteps = 2, GuidanceScale = 3, Width = 96, Height = 64,
+            UseResolutionBinning = false, MaxSequenceLength = 40, Generator = new Generator("cpu").ManualSeed(5),
+        });
+        var image = ImageFile.Load(Out("out.png"));
+        Assert.Equal((96, 64), (image.Width, image.Height));
+        Assert.Equal(expected.Images![0].Pixels, image.Pixels);
+    }
+
+    [Fact]
+    public void ResolutionBinningIsTheDefault()
+    {
+        // 120 x 200 snaps to the 384 x 640 bin of the tiny transformer (sample_size 16) and comes back at 120 x 200.
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "a boat", "--steps", "1", "--guidance", "1",
+            "--width", "120", "--height", "200", "--max-sequence-length", "24", "--seed", "2", "--output", Out());
+        Assert.True(code == 0, stderr);
+        using var expected = Library(new SanaRequest
+        {
+            Prompt = "a boat", NumInferenceSteps = 1, GuidanceScale = 1, Width = 120, Height = 200, MaxSequenceLength = 24,
+            Generator = new Generator("cpu").ManualSeed(2),
+        });
+        var image = ImageFile.Load(Out("out.png"));
+        Assert.Equal((120, 200), (image.Width, image.Height));
+        Assert.Equal(expected.Images![0].Pixels, image.Pixels);
+    }
+
+    [Theory]
+    [InlineData("img2img", "--image", "IMAGE", "only generates from text")]
+    [InlineData("generate", "--scheduler", "euler", "--scheduler does not apply to Sana")]
+    [InlineData("generate", "--lora", "FILE", "--lora does not apply to Sana")]
+    [InlineData("generate", "--prompt-2", "b", "--prompt-2 does not apply to Sana")]
+    public void OptionsTheFamilyLacksAreRefusedBeforeLoading(string verb, string option, string value, string message)
+    {
+        if (value == "IMAGE") value = Fixtures.Path("tiny-sd3/init_image.png");
+        if (value == "FILE") File.WriteAllBytes(value = Out("x.safetensors"), []);
+        var (code, _, stderr) = CliRunner.Run(verb, "--model", _model, "--prompt", "a", option, value, "--output", Out());
+        Assert.NotEqual(0, code);
+        Assert.Contains(message, stderr);
+        Assert.DoesNotContain("loading", stderr);
+    }
+
+    [Fact]
+    public void SizesOffTheLatentGridAreRefusedWithoutBinning()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "a", "--width", "48", "--no-resolution-binning", "--output", Out());
+        Assert.NotEqual(0, code);
+        Assert.Contains("--width must be a multiple of 32 for Sana", stderr);
+    }
+}
