@@ -224,69 +224,20 @@ public abstract class PixArtPipelineBase : DiffusionPipelineBase<PixArtComponent
 
     private void CheckInputs(PixArtRequest r, int height, int width, int maxLength, IDiffusionScheduler scheduler)
     {
-        static string Shape(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
         var config = Components.Transformer.Config;
         if (r.CleanCaption)
             throw new NotSupportedException("clean_caption (ftfy + BeautifulSoup caption cleaning) is not implemented; prompts are lower-cased and stripped, as diffusers does without those packages.");
         int multiple = VaeScaleFactor * config.PatchSize;
         if (height <= 0 || width <= 0 || height % 8 != 0 || width % 8 != 0 || height % multiple != 0 || width % multiple != 0)
             throw new ArgumentException($"height and width must be positive multiples of {Math.Max(8, multiple)} (the VAE scale factor x the patch size), got {height}x{width}.");
-        if (r.NumInferenceSteps < 1)
-            throw new ArgumentException($"num_inference_steps must be at least 1, got {r.NumInferenceSteps}.");
         if (r.NumInferenceSteps == 1 && this is PixArtAlphaPipeline && scheduler is not LCMScheduler)
             throw new ArgumentException($"{PipelineName} takes the scheduler's denoised output at 1 step, which {scheduler.ClassName} does not give (diffusers fails there too); use 2 or more steps, or an LCM scheduler.");
         if (!(r.Eta >= 0))
             throw new ArgumentException($"eta must be a number of at least 0, got {r.Eta}.");
-        if (!double.IsFinite(r.GuidanceScale))
-            throw new ArgumentException($"guidance_scale must be a finite number, got {r.GuidanceScale}.");
-        if (r.NumImagesPerPrompt < 1)
-            throw new ArgumentException($"num_images_per_prompt must be at least 1, got {r.NumImagesPerPrompt}.");
         if (maxLength < 1)
             throw new ArgumentException($"max_sequence_length must be at least 1, got {maxLength}.");
-        if (r.OutputType is not (OutputType.Image or OutputType.Numpy or OutputType.Tensor or OutputType.Latent))
-            throw new ArgumentException($"Unknown output type {r.OutputType}.");
-        if (r.PromptEmbeds is not null && r.Prompt is not null)
-            throw new ArgumentException("Give either a prompt or prompt_embeds, not both.");
-        if (r.PromptEmbeds is null && (r.Prompt is null || r.Prompt.Value.Count == 0))
-            throw new ArgumentException("Give a prompt or prompt_embeds.");
-        if (r.NegativePromptEmbeds is not null && r.NegativePrompt is not null)
-            throw new ArgumentException("Give either a negative prompt or negative_prompt_embeds, not both.");
-        if (r.PromptEmbeds is not null && r.PromptAttentionMask is null)
-            throw new ArgumentException("prompt_embeds needs prompt_attention_mask too.");
-        if (r.NegativePromptEmbeds is not null && r.NegativePromptAttentionMask is null)
-            throw new ArgumentException("negative_prompt_embeds needs negative_prompt_attention_mask too.");
-        long width3 = Components.Transformer.TextWidth;
-        if (r.PromptEmbeds is { } e)
-        {
-            if (e.dim() != 3 || e.shape[2] != width3 || e.shape[1] < 1 || e.shape[0] < 1)
-                throw new ArgumentException($"prompt_embeds must be [B, S, {width3}] (the transformer's caption width), got {Shape(e)}.");
-            if (!r.PromptAttentionMask!.shape.SequenceEqual(e.shape[..2]))
-                throw new ArgumentException($"prompt_attention_mask must be [{e.shape[0]}, {e.shape[1]}], got {Shape(r.PromptAttentionMask)}.");
-        }
-        if (r.NegativePromptEmbeds is { } ne)
-        {
-            if (r.PromptEmbeds is null)
-                throw new ArgumentException("negative_prompt_embeds go with prompt_embeds (diffusers compares their shapes).");
-            if (!ne.shape.SequenceEqual(r.PromptEmbeds.shape))
-                throw new ArgumentException($"prompt_embeds {Shape(r.PromptEmbeds)} and negative_prompt_embeds {Shape(ne)} must have the same shape.");
-            if (!r.NegativePromptAttentionMask!.shape.SequenceEqual(r.PromptAttentionMask!.shape))
-                throw new ArgumentException($"prompt_attention_mask {Shape(r.PromptAttentionMask)} and negative_prompt_attention_mask {Shape(r.NegativePromptAttentionMask)} must have the same shape.");
-        }
-        bool needsEncoder = r.PromptEmbeds is null || (r.GuidanceScale > 1 && r.NegativePromptEmbeds is null);
-        if (needsEncoder && (Components.TextEncoder is null || Components.Tokenizer is null))
-            throw new ArgumentException("These components have no T5 text encoder: pass prompt_embeds (and, with guidance, negative_prompt_embeds) with their masks.");
-        if (r.Prompt is { } p && r.NegativePrompt is { } np && np.Count != 1 && np.Count != p.Count)
-            throw new ArgumentException($"{np.Count} negative prompts were given for {p.Count} prompts.");
-        if (r.PromptEmbeds is { } pe && r.NegativePrompt is { } np2 && np2.Count != 1 && np2.Count != pe.shape[0])
-            throw new ArgumentException($"{np2.Count} negative prompts were given for {pe.shape[0]} prompt embeddings.");
-        if (r.Generator is not null && r.Generators is not null)
-            throw new ArgumentException("Give one generator or a list of generators, not both.");
-        long batch = (r.PromptEmbeds?.shape[0] ?? r.Prompt!.Value.Count) * r.NumImagesPerPrompt;
-        if (r.Generators is { } generators && generators.Count != batch)
-            throw new ArgumentException($"{generators.Count} generators were given for a batch of {batch} (prompts x images per prompt).");
-        long[] latentShape = [batch, config.InChannels, height / VaeScaleFactor, width / VaeScaleFactor];
-        if (r.Latents is { } l && !l.shape.SequenceEqual(latentShape))
-            throw new ArgumentException($"latents must be [{string.Join(", ", latentShape)}] for this request, got {Shape(l)}.");
+        long[] latentShape = [MaskedPromptInputs.Batch(r), config.InChannels, height / VaeScaleFactor, width / VaeScaleFactor];
+        MaskedPromptInputs.Check(r, Components.Transformer.TextWidth, Components.TextEncoder is not null && Components.Tokenizer is not null, "T5", latentShape);
         if (config.UsesAdditionalConditions && !PassesMicroConditions)
             throw new ArgumentException($"This transformer takes resolution / aspect-ratio conditions (use_additional_conditions), which {PipelineName} only passes at sample_size 128; diffusers fails on it too.");
     }

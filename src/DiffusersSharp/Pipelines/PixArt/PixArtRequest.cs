@@ -7,7 +7,7 @@ namespace DiffusersSharp.Pipelines.PixArt;
 /// <c>PixArtAlphaPipeline.__call__</c>), with the same defaults. Prompts are lower-cased and stripped before T5, as
 /// diffusers does without caption cleaning.
 /// </summary>
-public sealed record PixArtRequest
+public sealed record PixArtRequest : IMaskedPromptRequest
 {
     /// <summary>The prompt(s); give these or <see cref="PromptEmbeds"/>.</summary>
     public PromptList? Prompt { get; init; }

@@ -151,8 +151,7 @@ public sealed class SanaPipeline : DiffusionPipelineBase<SanaComponents>
 
     private long[] LatentShape(SanaRequest r, int height, int width)
     {
-        long batch = (r.PromptEmbeds?.shape[0] ?? r.Prompt!.Value.Count) * r.NumImagesPerPrompt;
-        return [batch, Components.Transformer.Config.InChannels, height / VaeScaleFactor, width / VaeScaleFactor];
+        return [MaskedPromptInputs.Batch(r), Components.Transformer.Config.InChannels, height / VaeScaleFactor, width / VaeScaleFactor];
     }
 
     /// <summary>The VAE decode (latents / scaling_factor), the binning resize back, the output form.</summary>
@@ -241,66 +240,18 @@ public sealed class SanaPipeline : DiffusionPipelineBase<SanaComponents>
 
     private void CheckInputs(SanaRequest r, int height, int width)
     {
-        static string Shape(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
         var config = Components.Transformer.Config;
         if (r.CleanCaption)
             throw new NotSupportedException("clean_caption (ftfy + BeautifulSoup caption cleaning) is not implemented; prompts are lower-cased and stripped, as diffusers does without those packages.");
         int multiple = VaeScaleFactor * config.PatchSize;
         if (height <= 0 || width <= 0 || height % multiple != 0 || width % multiple != 0)
             throw new ArgumentException($"height and width must be positive multiples of {multiple} (the VAE scale factor x the patch size), got {height}x{width}; or keep resolution binning on.");
-        if (r.NumInferenceSteps < 1)
-            throw new ArgumentException($"num_inference_steps must be at least 1, got {r.NumInferenceSteps}.");
-        if (!double.IsFinite(r.GuidanceScale))
-            throw new ArgumentException($"guidance_scale must be a finite number, got {r.GuidanceScale}.");
-        if (r.NumImagesPerPrompt < 1)
-            throw new ArgumentException($"num_images_per_prompt must be at least 1, got {r.NumImagesPerPrompt}.");
         if (r.MaxSequenceLength < 2)
             throw new ArgumentException($"max_sequence_length must be at least 2, got {r.MaxSequenceLength}.");
-        if (r.OutputType is not (OutputType.Image or OutputType.Numpy or OutputType.Tensor or OutputType.Latent))
-            throw new ArgumentException($"Unknown output type {r.OutputType}.");
-        if (r.PromptEmbeds is not null && r.Prompt is not null)
-            throw new ArgumentException("Give either a prompt or prompt_embeds, not both.");
-        if (r.PromptEmbeds is null && (r.Prompt is null || r.Prompt.Value.Count == 0))
-            throw new ArgumentException("Give a prompt or prompt_embeds.");
-        if (r.NegativePromptEmbeds is not null && r.NegativePrompt is not null)
-            throw new ArgumentException("Give either a negative prompt or negative_prompt_embeds, not both.");
-        if (r.PromptEmbeds is not null && r.PromptAttentionMask is null)
-            throw new ArgumentException("prompt_embeds needs prompt_attention_mask too.");
-        if (r.NegativePromptEmbeds is not null && r.NegativePromptAttentionMask is null)
-            throw new ArgumentException("negative_prompt_embeds needs negative_prompt_attention_mask too.");
-        long captionWidth = config.CaptionChannels;
-        if (r.PromptEmbeds is { } e)
-        {
-            if (e.dim() != 3 || e.shape[2] != captionWidth || e.shape[1] < 1 || e.shape[0] < 1)
-                throw new ArgumentException($"prompt_embeds must be [B, S, {captionWidth}] (the transformer's caption_channels), got {Shape(e)}.");
-            if (!r.PromptAttentionMask!.shape.SequenceEqual(e.shape[..2]))
-                throw new ArgumentException($"prompt_attention_mask must be [{e.shape[0]}, {e.shape[1]}], got {Shape(r.PromptAttentionMask)}.");
-        }
-        if (r.NegativePromptEmbeds is { } ne)
-        {
-            if (r.PromptEmbeds is null)
-                throw new ArgumentException("negative_prompt_embeds go with prompt_embeds (diffusers compares their shapes).");
-            if (!ne.shape.SequenceEqual(r.PromptEmbeds.shape))
-                throw new ArgumentException($"prompt_embeds {Shape(r.PromptEmbeds)} and negative_prompt_embeds {Shape(ne)} must have the same shape.");
-            if (!r.NegativePromptAttentionMask!.shape.SequenceEqual(r.PromptAttentionMask!.shape))
-                throw new ArgumentException($"prompt_attention_mask {Shape(r.PromptAttentionMask)} and negative_prompt_attention_mask {Shape(r.NegativePromptAttentionMask)} must have the same shape.");
-        }
-        if (r.PromptEmbeds is { } pe0 && r.GuidanceScale > 1 && r.NegativePromptEmbeds is null && pe0.shape[1] != r.MaxSequenceLength)
-            throw new ArgumentException($"prompt_embeds have {pe0.shape[1]} positions, the negative prompt would have max_sequence_length = {r.MaxSequenceLength}: pass negative_prompt_embeds too, or embeddings of max_sequence_length positions (diffusers fails on the concatenation).");
-        bool needsEncoder = r.PromptEmbeds is null || (r.GuidanceScale > 1 && r.NegativePromptEmbeds is null);
-        if (needsEncoder && (Components.TextEncoder is null || Components.Tokenizer is null))
-            throw new ArgumentException("These components have no Gemma text encoder: pass prompt_embeds (and, with guidance, negative_prompt_embeds) with their masks.");
-        if (r.Prompt is { } p && r.NegativePrompt is { } np && np.Count != 1 && np.Count != p.Count)
-            throw new ArgumentException($"{np.Count} negative prompts were given for {p.Count} prompts.");
-        if (r.PromptEmbeds is { } pe && r.NegativePrompt is { } np2 && np2.Count != 1 && np2.Count != pe.shape[0])
-            throw new ArgumentException($"{np2.Count} negative prompts were given for {pe.shape[0]} prompt embeddings.");
-        if (r.Generator is not null && r.Generators is not null)
-            throw new ArgumentException("Give one generator or a list of generators, not both.");
-        var latentShape = LatentShape(r, height, width);
-        if (r.Generators is { } generators && generators.Count != latentShape[0])
-            throw new ArgumentException($"{generators.Count} generators were given for a batch of {latentShape[0]} (prompts x images per prompt).");
-        if (r.Latents is { } l && !l.shape.SequenceEqual(latentShape))
-            throw new ArgumentException($"latents must be [{string.Join(", ", latentShape)}] for this request, got {Shape(l)}.");
+        if (r.PromptEmbeds is { } pe && r.GuidanceScale > 1 && r.NegativePromptEmbeds is null && pe.shape[1] != r.MaxSequenceLength)
+            throw new ArgumentException($"prompt_embeds have {pe.shape[1]} positions, the negative prompt would have max_sequence_length = {r.MaxSequenceLength}: pass negative_prompt_embeds too, or embeddings of max_sequence_length positions (diffusers fails on the concatenation).");
+        MaskedPromptInputs.Check(r, config.CaptionChannels, Components.TextEncoder is not null && Components.Tokenizer is not null, "Gemma",
+            LatentShape(r, height, width));
         if (config.GuidanceEmbeds)
             throw new ArgumentException("This transformer embeds a guidance scale (a SANA-Sprint model): SanaPipeline does not pass one (diffusers fails on it too); SanaSprintPipeline is not implemented.");
     }
