@@ -64,6 +64,26 @@ public sealed class StepEndContext
     /// </summary>
     internal static Tensor Adopt(Tensor current, Tensor replacement) =>
         ReferenceEquals(current, replacement) ? current : replacement.alias();
+
+    /// <summary>
+    /// Runs <paramref name="callback"/> (when given) after step <paramref name="step"/> with the latents and prompt
+    /// embeddings, adopting what it replaced; true when it asked to interrupt. For the pipelines whose callbacks see
+    /// only those two tensors (PixArt, Sana).
+    /// </summary>
+    internal static bool Run(Action<StepEndContext>? callback, int step, int totalSteps, float timestep, double guidanceScale,
+        ref Tensor latents, ref Tensor promptEmbeds)
+    {
+        if (callback is null) return false;
+        var context = new StepEndContext
+        {
+            Step = step, TotalSteps = totalSteps, Timestep = timestep, Latents = latents, PromptEmbeds = promptEmbeds,
+            GuidanceScale = guidanceScale,
+        };
+        callback(context);
+        latents = Adopt(latents, context.Latents);
+        promptEmbeds = Adopt(promptEmbeds, context.PromptEmbeds);
+        return context.Interrupt;
+    }
 }
 
 /// <summary>Progress of a pipeline call.</summary>

@@ -102,18 +102,7 @@ public sealed class SanaPipeline : DiffusionPipelineBase<SanaComponents>
                 latents = next;
             }
             progress?.Report(new PipelineProgress("denoise", i + 1, timesteps.Length));
-            if (r.CallbackOnStepEnd is { } callback)
-            {
-                var context = new StepEndContext
-                {
-                    Step = i, TotalSteps = timesteps.Length, Timestep = t, Latents = latents, PromptEmbeds = embeds,
-                    GuidanceScale = r.GuidanceScale,
-                };
-                callback(context);
-                latents = StepEndContext.Adopt(latents, context.Latents);
-                embeds = StepEndContext.Adopt(embeds, context.PromptEmbeds);
-                if (context.Interrupt) break;
-            }
+            if (StepEndContext.Run(r.CallbackOnStepEnd, i, timesteps.Length, t, r.GuidanceScale, ref latents, ref embeds)) break;
         }
 
         if (r.OutputType == OutputType.Latent)
