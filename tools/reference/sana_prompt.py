@@ -220,6 +220,10 @@ CASES = {
                            max_sequence_length=24),
     # diffusers' default max_sequence_length.
     "default_length": dict(prompt="A cat sleeping", do_classifier_free_guidance=True),
+    # Two prompts AND two images per prompt: diffusers tiles the masks (repeat(n, 1)) while the embeddings are repeated per
+    # prompt; DiffusersSharp repeats each mask with its own prompt, a deliberate difference its test asserts.
+    "prompts_and_images": dict(prompt=[LONG, "Blue bird"], negative_prompt=["", LONG], num_images_per_prompt=2,
+                               do_classifier_free_guidance=True, max_sequence_length=24),
 }
 
 

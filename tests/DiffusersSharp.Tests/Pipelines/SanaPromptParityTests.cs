@@ -19,9 +19,10 @@ namespace DiffusersSharp.Tests.Pipelines;
 /// Face's tokenizers library's ids of the gemma-tokenizer fixture's tokenizer.json and transformers' own Gemma2Model
 /// (the fixture's tiny text_encoder/) on diffusers' side; our GemmaTokenizer and Gemma2Model here. Each case of
 /// cases.json (the default instruction, lower-casing / stripping and truncation, negative prompts, two images per
-/// prompt, a short and an empty instruction, max_sequence_length 24 / 40 / 300) is one request; embeddings within
-/// 1e-5 × max(1, max |expected|) (measured: at most 7.2e-7), masks exactly. Multi-prompt cases have one image per prompt: there diffusers tiles the
-/// masks (repeat(n, 1)) where we repeat each with its own prompt, a deliberate difference.
+/// prompt, a short and an empty instruction, max_sequence_length 24 / 40 / 300, two prompts with two images each) is one
+/// request; embeddings within 1e-5 × max(1, max |expected|) (measured: at most 7.2e-7), masks exactly, except that with
+/// several prompts and several images per prompt diffusers tiles the masks (repeat(n, 1)) where we repeat each with its
+/// own prompt (a deliberate difference, asserted as such).
 /// </summary>
 public sealed class SanaPromptParityTests(ITestOutputHelper output) : IDisposable
 {
@@ -96,13 +97,43 @@ public sealed class SanaPromptParityTests(ITestOutputHelper output) : IDisposabl
                          (cfg ? $", negative_prompt_embeds max abs {negative:G3}" : "") + ", masks equal");
     }
 
+    /// <summary>
+    /// Two prompts with two images each: the embeddings match diffusers', the masks are diffusers' in the other order
+    /// (the deliberate difference: diffusers tiles them, [m0, m1, m0, m1], next to embeddings [e0, e0, e1, e1]; ours are
+    /// [m0, m0, m1, m1], each with its own prompt). The prompts' masks differ, so the two orders are told apart.
+    /// </summary>
+    [Fact]
+    public void SeveralPromptsAndImagesPerPromptDifferFromDiffusersOnlyInMaskOrder()
+    {
+        const string name = PromptsAndImages;
+        var c = Cases[name]!.AsObject();
+        int n = c["num_images_per_prompt"]!.GetValue<int>();
+        using var components = Components();
+        using var pipe = new SanaPipeline(components);
+        using var got = pipe.EncodePrompt(Request(c));
+        double embeds = TensorAssert.Close(got.PromptEmbeds, _expected[$"{name}/prompt_embeds"], Tolerance, $"{name}/prompt_embeds");
+        double negative = TensorAssert.Close(got.NegativePromptEmbeds!, _expected[$"{name}/negative_prompt_embeds"], Tolerance, $"{name}/negative_prompt_embeds");
+        foreach (var (actual, key) in new[] { (got.PromptAttentionMask, "prompt_attention_mask"), (got.NegativePromptAttentionMask!, "negative_prompt_attention_mask") })
+        {
+            using var tiled = _expected[$"{name}/{key}"].to(ScalarType.Int64);
+            long rows = tiled.shape[0], width = tiled.shape[1];
+            using var perPrompt = tiled.view(n, rows / n, width).transpose(0, 1).reshape(rows, width);
+            Assert.Equal(ScalarType.Int64, actual.dtype);
+            Assert.True(actual.equal(perPrompt).all().item<bool>(), $"{key}: not diffusers' masks repeated per prompt");
+            Assert.False(actual.equal(tiled).all().item<bool>(), $"{key}: the case no longer tells the two orders apart");
+        }
+        output.WriteLine($"{name}: prompt_embeds max abs {embeds:G3}, negative_prompt_embeds max abs {negative:G3}, masks = diffusers' re-ordered per prompt");
+    }
+
+    private const string PromptsAndImages = "prompts_and_images";
+
     [Fact]
     public void EveryFixtureCaseIsTested()
     {
-        // The theory's names are the script's cases: a case added there must be added here.
+        // The theory's names and the mask-order fact's case are the script's cases: a case added there must be added here.
         var tested = typeof(SanaPromptParityTests).GetMethod(nameof(EncodePromptMatchesDiffusers))!
             .GetCustomAttributes(typeof(InlineDataAttribute), false).Cast<InlineDataAttribute>()
-            .Select(a => (string)a.GetData(null!).Single()[0]).Order();
+            .Select(a => (string)a.GetData(null!).Single()[0]).Append(PromptsAndImages).Order();
         Assert.Equal(Cases.Select(kv => kv.Key).Order(), tested);
     }
 
