@@ -158,6 +158,90 @@ internal static class GemmaIds
         Console.WriteLine($"{texts.Count} texts x {variants.Length} variants, {batches.Count} batches, Sana: chi {chiTokens} tokens, L = {maxLengthAll}");
     }
 
+    /// <summary>
+    /// Mode "gemma-requests TOKENIZER_DIR IN OUT" (tools/reference/sana_prompt.py): IN is {"encode": [texts], "batches":
+    /// [{"texts": [...], "max_length": L}]}, the calls diffusers made on its tokenizer stand-in; OUT gets each text's ids
+    /// as the file encodes it (post-processor &lt;bos&gt; included: tokenizer.encode(text)) and each batch with the
+    /// library's own truncation (L, LongestFirst, Right) and right padding to L with &lt;pad&gt; (tokenizer(texts,
+    /// padding="max_length", max_length=L, truncation=True)), the mask 1 on the unpadded length the same file gives with
+    /// truncation only, as in "gemma" mode's batches.
+    /// </summary>
+    public static void RunRequests(string tokenizerDir, string input, string output)
+    {
+        var requests = JsonNode.Parse(File.ReadAllText(input))!.AsObject();
+        var baseJson = JsonNode.Parse(File.ReadAllText(Path.Combine(tokenizerDir, "tokenizer.json")))!.AsObject();
+        int pad = baseJson["model"]!["vocab"]!["<pad>"]!.GetValue<int>();
+        string scratch = Path.Combine(Path.GetTempPath(), "hf_tokenizers_gemma_requests_" + Environment.ProcessId);
+        Directory.CreateDirectory(scratch);
+        Tokenizer Load(string name, Action<JsonObject> edit)
+        {
+            var json = (JsonObject)baseJson.DeepClone();
+            edit(json);
+            string path = Path.Combine(scratch, name + ".json");
+            File.WriteAllText(path, json.ToJsonString());
+            return new Tokenizer(path);
+        }
+        static JsonArray Ids(IEnumerable<uint> ids) => new(ids.Select(i => (JsonNode)(int)i).ToArray());
+
+        var encoded = new JsonArray();
+        string version;
+        using (var plain = Load("plain", _ => { }))
+        {
+            version = plain.GetVersion();
+            foreach (var t in requests["encode"]!.AsArray())
+            {
+                string text = t!.GetValue<string>();
+                encoded.Add(new JsonObject { ["text"] = text, ["ids"] = Ids(plain.Encode(text)) });
+            }
+        }
+        var batches = new JsonArray();
+        int index = 0;
+        foreach (var b in requests["batches"]!.AsArray())
+        {
+            int maxLength = b!["max_length"]!.GetValue<int>();
+            var texts = b["texts"]!.AsArray().Select(t => t!.GetValue<string>()).ToList();
+            using var truncated = Load($"trunc{index}", j => j["truncation"] = Truncation(maxLength));
+            using var padded = Load($"pad{index}", j =>
+            {
+                j["truncation"] = Truncation(maxLength);
+                j["padding"] = new JsonObject
+                {
+                    ["strategy"] = new JsonObject { ["Fixed"] = maxLength }, ["direction"] = "Right",
+                    ["pad_to_multiple_of"] = null, ["pad_id"] = pad, ["pad_type_id"] = 0, ["pad_token"] = "<pad>",
+                };
+            });
+            index++;
+            var ids = new JsonArray();
+            var masks = new JsonArray();
+            foreach (string text in texts)
+            {
+                var row = padded.Encode(text);
+                int real = truncated.Encode(text).Length;
+                if (row.Length != maxLength) throw new InvalidOperationException($"padded row has {row.Length} ids, not {maxLength}.");
+                ids.Add(Ids(row));
+                masks.Add(new JsonArray(Enumerable.Range(0, maxLength).Select(k => (JsonNode)(k < real ? 1 : 0)).ToArray()));
+            }
+            batches.Add(new JsonObject
+            {
+                ["texts"] = new JsonArray(texts.Select(t => (JsonNode)t).ToArray()), ["max_length"] = maxLength,
+                ["input_ids"] = ids, ["attention_mask"] = masks,
+            });
+        }
+        Directory.Delete(scratch, recursive: true);
+        var result = new JsonObject
+        {
+            ["tokenizers"] = "Tokenizers.DotNet 1.4.1 (" + version + "), Rust tokenizers 0.22.2",
+            ["encode"] = encoded,
+            ["batches"] = batches,
+        };
+        File.WriteAllText(output, result.ToJsonString(new JsonSerializerOptions
+        {
+            WriteIndented = true,
+            Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        }) + "\n");
+        Console.WriteLine($"{encoded.Count} texts encoded, {batches.Count} batches");
+    }
+
     private static JsonObject Truncation(int maxLength) => new()
     {
         ["direction"] = "Right", ["max_length"] = maxLength, ["strategy"] = "LongestFirst", ["stride"] = 0,

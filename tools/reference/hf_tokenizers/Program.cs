@@ -10,7 +10,8 @@
 //   dotnet run --project tools/reference/hf_tokenizers -c Release
 // With the argument "qwen2" it runs Qwen2.cs instead (the fixture local-diffusers/qwen3); with "qwen2-texts IN OUT" it
 // encodes IN's JSON list of texts with that tokenizer into OUT (the fixture local-diffusers/qwen2-5-vl); with
-// "gemma TOKENIZER_DIR IN OUT" it runs Gemma.cs (the fixture local-diffusers/gemma-tokenizer).
+// "gemma TOKENIZER_DIR IN OUT" it runs Gemma.cs (the fixture local-diffusers/gemma-tokenizer); with "gemma-requests
+// TOKENIZER_DIR IN OUT" Gemma.cs's RunRequests (the tokenizer calls of tools/reference/sana_prompt.py).
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -31,6 +32,12 @@ if (args.Length == 3 && args[0] == "qwen2-texts")
 if (args.Length == 4 && args[0] == "gemma")
 {
     GemmaIds.Run(args[1], args[2], args[3]); // Gemma.cs: a Gemma-format tokenizer.json on cases.json (local-diffusers/gemma-tokenizer)
+    return;
+}
+
+if (args.Length == 4 && args[0] == "gemma-requests")
+{
+    GemmaIds.RunRequests(args[1], args[2], args[3]); // Gemma.cs: the tokenizer calls tools/reference/sana_prompt.py recorded
     return;
 }
 
