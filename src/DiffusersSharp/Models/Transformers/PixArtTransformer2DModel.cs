@@ -96,11 +96,8 @@ public sealed class PixArtTransformer2DModel : nn.Module
         long batch = hidden_states.shape[0];
         long height = hidden_states.shape[2] / c.PatchSize, width = hidden_states.shape[3] / c.PatchSize;
 
-        Tensor? bias = null;
-        if (encoder_attention_mask is not null)
-            bias = encoder_attention_mask.dim() == 2
-                ? ((1 - encoder_attention_mask.to(dtype)) * -10000.0).unsqueeze(1)
-                : encoder_attention_mask.to(dtype);
+        // diffusers turns a [B, S] 1 / 0 mask into an additive bias in the activations' dtype: (1 - mask) · -10000.
+        var bias = EncoderAttentionBias.From(encoder_attention_mask, dtype);
 
         var x = pos_embed.forward(hidden_states.to(dtype));
         var t = timestep.numel() == 1 ? timestep.reshape(1).expand(batch) : timestep.reshape(batch);

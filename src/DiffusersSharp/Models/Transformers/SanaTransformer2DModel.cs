@@ -100,11 +100,7 @@ public sealed class SanaTransformer2DModel : nn.Module
         long height = hidden_states.shape[2] / c.PatchSize, width = hidden_states.shape[3] / c.PatchSize;
 
         // diffusers turns a [B, S] 1 / 0 mask into an additive bias in the activations' dtype: (1 - mask) · -10000.
-        Tensor? bias = null;
-        if (encoder_attention_mask is not null)
-            bias = encoder_attention_mask.dim() == 2
-                ? ((1 - encoder_attention_mask.to(dtype)) * -10000.0).unsqueeze(1)
-                : encoder_attention_mask.to(dtype);
+        var bias = EncoderAttentionBias.From(encoder_attention_mask, dtype);
 
         var x = patch_embed.forward(hidden_states.to(dtype));
         var t = Broadcast(timestep, batch);

@@ -1,0 +1,17 @@
+using static TorchSharp.torch;
+
+namespace DiffusersSharp.Models.Layers;
+
+/// <summary>
+/// diffusers' conversion of a caption mask into the additive cross-attention bias (PixArt's and Sana's transformers):
+/// a [B, S] mask of 1 (keep) / 0 (drop) becomes <c>(1 - mask) · -10000</c> in the activations' dtype, shaped [B, 1, S];
+/// a mask of another rank is taken as a ready bias.
+/// </summary>
+internal static class EncoderAttentionBias
+{
+    /// <summary>The bias of <paramref name="mask"/> in <paramref name="dtype"/>, or null without a mask.</summary>
+    public static Tensor? From(Tensor? mask, ScalarType dtype) =>
+        mask is null ? null
+        : mask.dim() == 2 ? ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
+        : mask.to(dtype);
+}
