@@ -4,13 +4,14 @@ using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Cli.Commands;
 
-// Sana's run: generate (SanaPipeline); the options were checked against the family before loading (LoadedModel.CheckSana).
+// Sana's run: generate (SanaPipeline, or SanaSprintPipeline for SANA-Sprint folders); the options were checked against the family before loading (LoadedModel.CheckSana).
 internal sealed partial class GenerationRunner
 {
     private Generated GenerateSana(LoadedModel model, SanaComponents sana, string verb, IProgress<PipelineProgress>? progress,
         PreviewSink? preview, CancellationToken ct)
     {
-        var defaults = new SanaRequest();
+        bool sprint = model.PipelineClass == SanaComponents.SanaSprintPipelineClass;
+        SanaRequest defaults = sprint ? new SanaSprintRequest() : new SanaRequest();
         var request = defaults with
         {
             Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
@@ -26,11 +27,14 @@ internal sealed partial class GenerationRunner
             UseResolutionBinning = !settings.NoResolutionBinning,
             OutputType = OutputType.Image,
         };
-        using var pipe = new SanaPipeline(sana);
+        using SanaPipelineBase pipe = sprint ? new SanaSprintPipeline(sana) : new SanaPipeline(sana);
         pipe.OnPromptTruncated = OnTruncated;
         if (preview is not null)
             request = request with { CallbackOnStepEnd = VerbPipelines.Previews(preview, latents => pipe.PreviewImages(latents, request)) };
-        using var result = pipe.Generate(request, progress, ct);
+        // SANA-Sprint's intermediate angle applies to its default 2 steps only (diffusers raises otherwise): other counts run without.
+        if (request is SanaSprintRequest { NumInferenceSteps: not 2 } sprintRequest) request = sprintRequest with { IntermediateTimesteps = null };
+        using var result = pipe is SanaSprintPipeline sprintPipe ? sprintPipe.Generate((SanaSprintRequest)request, progress, ct)
+            : ((SanaPipeline)pipe).Generate(request, progress, ct);
         return new Generated(result.Images!, Parameters(verb, request.NumInferenceSteps, model.Name,
             sana.SchedulerConfig["_class_name"]?.GetValue<string>()?.Replace("Scheduler", "") ?? "", request.GuidanceScale, null));
     }

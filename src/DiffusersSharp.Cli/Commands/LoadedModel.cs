@@ -111,7 +111,7 @@ internal sealed class LoadedModel : IDisposable
     {
         FluxComponents.FillPipelineClass => ["inpaint"],
         PixArtComponents.SigmaPipelineClass or PixArtComponents.AlphaPipelineClass => ["txt2img"],
-        SanaComponents.SanaPipelineClass => ["txt2img"],
+        SanaComponents.SanaPipelineClass or SanaComponents.SanaSprintPipelineClass => ["txt2img"],
         ChromaComponents.PipelineClassName or ChromaComponents.Img2ImgPipelineClassName => ["txt2img", "img2img"],
         ZImageComponents.ZImagePipelineClass or ZImageComponents.ZImageImg2ImgPipelineClass => ["txt2img", "img2img"],
         Flux2KleinComponents.Flux2KleinKVPipelineClass => ["txt2img", "img2img"],
@@ -645,6 +645,8 @@ internal sealed class LoadedModel : IDisposable
             throw new ArgumentException($"{settings.Model} is a {pipelineClass} (Sana): it only generates from text here; use `generate`.");
         if (FirstLackingOption(settings, "--no-resolution-binning") is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to Sana models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+        if (pipelineClass == SanaComponents.SanaSprintPipelineClass && settings is GenerateSettings { NegativePrompt: not null })
+            throw new ArgumentException($"--negative-prompt does not apply to SANA-Sprint (diffusers' {pipelineClass} embeds the guidance scale and has no negative prompt); {settings.Model} is a {pipelineClass}.");
         if (settings is GenerateSettings { NoResolutionBinning: true } g)
         {
             // Without binning the size runs as given: the latents are 32x smaller (Sana's DC-AE).

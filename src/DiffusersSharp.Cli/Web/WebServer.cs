@@ -8,6 +8,7 @@ using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Pipelines.Flux2;
+using DiffusersSharp.Pipelines.Sana;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Schedulers;
@@ -101,7 +102,8 @@ internal sealed class WebServer : IAsyncDisposable
             // one (FLUX.1-Fill and control models: no true CFG; latent consistency models: no CFG; FLUX.2 [klein]: always "").
             NegativePrompt = _model.PipelineClass is not (FluxComponents.FillPipelineClass or FluxComponents.ControlPipelineClass
                 or LatentConsistencyModelPipeline.PipelineClass or LatentConsistencyModelImg2ImgPipeline.PipelineClass
-                or Flux2KleinComponents.Flux2KleinPipelineClass or Flux2KleinComponents.Flux2KleinKVPipelineClass),
+                or Flux2KleinComponents.Flux2KleinPipelineClass or Flux2KleinComponents.Flux2KleinKVPipelineClass
+                or SanaComponents.SanaSprintPipelineClass),
             // Inpainting only the masked area (padding_mask_crop), which diffusers' FluxFillPipeline lacks.
             PaddingMaskCrop = _model.PipelineClass != FluxComponents.FillPipelineClass,
             // Whether requests take freeu: UNet models, not the latent upscaler (its K-diffusion blocks have none).

@@ -69,6 +69,7 @@ public static class ModelRegistry
         "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "HeunDiscreteScheduler",
         "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "DPMSolverSinglestepScheduler", "DEISMultistepScheduler",
         "LCMScheduler", "DDPMScheduler", "TCDScheduler", "IPNDMScheduler", "EDMEulerScheduler", "EDMDPMSolverMultistepScheduler",
+        "SCMScheduler",
     };
 
     private static readonly HashSet<string> ImageProcessors = new(StringComparer.Ordinal)

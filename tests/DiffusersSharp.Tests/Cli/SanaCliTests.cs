@@ -76,6 +76,26 @@ public sealed class SanaCliTests : CliTempDirectory
     }
 
     [Fact]
+    public void ASanaSprintFolderRunsSanaSprintPipeline()
+    {
+        string sprint = Out("sprint");
+        TinySanaPipelineFolder.Write(sprint, sprint: true);
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", sprint, "--prompt", "a boat", "--width", "96", "--height", "64",
+            "--no-resolution-binning", "--max-sequence-length", "24", "--seed", "4", "--output", Out("sprint.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Steps: 2, Sampler: SCM, CFG scale: 4.5, Seed: 4", ImageFile.ReadPngText(Out("sprint.png"))["parameters"]);
+        using var pipe = SanaSprintPipeline.FromPretrained(sprint);
+        using var expected = pipe.Generate(new SanaSprintRequest
+        {
+            Prompt = "a boat", Width = 96, Height = 64, UseResolutionBinning = false, MaxSequenceLength = 24, Generator = new Generator("cpu").ManualSeed(4),
+        });
+        Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("sprint.png")).Pixels);
+        var (refused, _, refusal) = CliRunner.Run("generate", "--model", sprint, "--prompt", "a", "--negative-prompt", "b", "--output", Out("x.png"));
+        Assert.NotEqual(0, refused);
+        Assert.Contains("--negative-prompt does not apply to SANA-Sprint", refusal);
+    }
+
+    [Fact]
     public void SizesOffTheLatentGridAreRefusedWithoutBinning()
     {
         var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "a", "--width", "48", "--no-resolution-binning", "--output", Out());

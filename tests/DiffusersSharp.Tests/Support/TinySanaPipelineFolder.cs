@@ -24,8 +24,9 @@ public static class TinySanaPipelineFolder
         NumAttentionHeads = 2, NumKeyValueHeads = 1, HeadDim = 12, QueryPreAttnScalar = 12, SlidingWindow = 4096,
     };
 
-    /// <summary>Writes the folder to <paramref name="dir"/>.</summary>
-    public static void Write(string dir)
+    /// <summary>Writes the folder to <paramref name="dir"/>; with <paramref name="sprint"/> a SANA-Sprint one
+    /// (local-diffusers/sana-sprint's transformer and SCMScheduler).</summary>
+    public static void Write(string dir, bool sprint = false)
     {
         void Copy(string from, string to)
         {
@@ -33,17 +34,19 @@ public static class TinySanaPipelineFolder
             foreach (var file in Directory.GetFiles(Fixtures.Path(from)))
                 File.Copy(file, Path.Combine(dir, to, Path.GetFileName(file)), overwrite: true);
         }
-        Copy("local-diffusers/sana/transformer", "transformer");
+        string family = sprint ? "local-diffusers/sana-sprint" : "local-diffusers/sana";
+        Copy($"{family}/transformer", "transformer");
         Copy("local-diffusers/sana/vae", "vae");
-        Copy("local-diffusers/sana/scheduler", "scheduler");
+        Copy($"{family}/scheduler", "scheduler");
         Copy("local-diffusers/gemma-tokenizer/tokenizer", "tokenizer");
         WriteTextEncoder(Path.Combine(dir, "text_encoder"));
         File.WriteAllText(Path.Combine(dir, "model_index.json"), """
-            {"_class_name": "SanaPipeline", "_diffusers_version": "0.39.0",
-             "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "Gemma2Model"],
+            {"_class_name": "PIPELINE", "_diffusers_version": "0.39.0",
+             "scheduler": ["diffusers", "SCHEDULER"], "text_encoder": ["transformers", "Gemma2Model"],
              "tokenizer": ["transformers", "GemmaTokenizerFast"], "transformer": ["diffusers", "SanaTransformer2DModel"],
              "vae": ["diffusers", "AutoencoderDC"]}
-            """);
+            """.Replace("PIPELINE", sprint ? "SanaSprintPipeline" : "SanaPipeline")
+            .Replace("SCHEDULER", sprint ? "SCMScheduler" : "DPMSolverMultistepScheduler"));
     }
 
     /// <summary>Writes the tiny text encoder (seeded weights) to <paramref name="dir"/>.</summary>

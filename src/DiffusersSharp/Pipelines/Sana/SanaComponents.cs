@@ -23,8 +23,11 @@ public sealed class SanaComponents : PipelineComponents
     /// <summary>model_index.json's class of the Sana text-to-image models.</summary>
     public const string SanaPipelineClass = "SanaPipeline";
 
+    /// <summary>model_index.json's class of the SANA-Sprint models.</summary>
+    public const string SanaSprintPipelineClass = "SanaSprintPipeline";
+
     /// <summary>Whether <paramref name="pipelineClass"/> is a pipeline class these components load.</summary>
-    public static bool IsSupportedPipeline(string pipelineClass) => pipelineClass is SanaPipelineClass;
+    public static bool IsSupportedPipeline(string pipelineClass) => pipelineClass is SanaPipelineClass or SanaSprintPipelineClass;
 
     private JsonObject _schedulerConfig = new();
 
@@ -75,7 +78,7 @@ public sealed class SanaComponents : PipelineComponents
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
         string[] required = options.LoadTextEncoders
             ? ["transformer", "vae", "text_encoder", "tokenizer", "scheduler"] : ["transformer", "vae", "scheduler"];
-        var (folder, index) = OpenPipelineFolder(model, options, "Sana", IsSupportedPipeline, SanaPipelineClass, required, skipUnused: true, cancellationToken);
+        var (folder, index) = OpenPipelineFolder(model, options, "Sana", IsSupportedPipeline, $"{SanaPipelineClass} or {SanaSprintPipelineClass}", required, skipUnused: true, cancellationToken);
         var loader = new ComponentLoader(folder, cancellationToken);
         string Sub(string name) => loader.Sub(name);
         try

@@ -15,13 +15,10 @@ namespace DiffusersSharp.Pipelines.Sana;
 /// positive halves, the caption mask applied in cross-attention) -> AutoencoderDC decode (latents / scaling_factor), under
 /// resolution binning resized and cropped back to the requested size.
 /// </summary>
-public sealed class SanaPipeline : DiffusionPipelineBase<SanaComponents>
+public sealed class SanaPipeline : SanaPipelineBase
 {
     /// <summary>Wraps loaded components (taking a reference on them; they are freed when the last user is done).</summary>
-    public SanaPipeline(SanaComponents components) : base(components)
-    {
-        ImageProcessor = new VaeImageProcessor(new VaeImageProcessorConfig { VaeScaleFactor = components.VaeScaleFactor });
-    }
+    public SanaPipeline(SanaComponents components) : base(components) { }
 
     /// <summary>Loads a diffusers Sana pipeline folder or hub repo id.</summary>
     public static SanaPipeline FromPretrained(string model, PipelineLoadOptions? options = null, CancellationToken cancellationToken = default)
@@ -30,14 +27,8 @@ public sealed class SanaPipeline : DiffusionPipelineBase<SanaComponents>
         return new SanaPipeline(components);
     }
 
-    /// <summary>Image post-processing (diffusers' <c>image_processor</c>).</summary>
-    public VaeImageProcessor ImageProcessor { get; }
-
-    /// <summary>Called when a prompt is cut to the token limit (tokenizer, untruncated length, limit).</summary>
-    public Action<string, int, int>? OnPromptTruncated { get; set; }
-
-    /// <summary>The VAE's spatial scale factor (32 for Sana's DC-AE).</summary>
-    public int VaeScaleFactor => Components.VaeScaleFactor;
+    /// <inheritdoc />
+    private protected override IReadOnlyList<(string Ratio, int Height, int Width)> AspectRatioBins(int sampleSize) => PixArtAspectRatios.ForSana(sampleSize);
 
     /// <summary>Generates images (diffusers' <c>__call__</c>).</summary>
     /// <exception cref="ArgumentException">The request is invalid; thrown before any compute.</exception>
@@ -50,6 +41,8 @@ public sealed class SanaPipeline : DiffusionPipelineBase<SanaComponents>
         var r = request;
         var (height, width, requested) = BinnedSize(r);
         using var scheduler = Components.CreateScheduler();
+        if (scheduler.Scm is not null)
+            throw new ArgumentException("These components' scheduler is SANA-Sprint's SCMScheduler: run them with SanaSprintPipeline.");
         CheckInputs(r, height, width);
         using var mode = inference_mode();
         using var scope = NewDisposeScope();
@@ -111,123 +104,7 @@ public sealed class SanaPipeline : DiffusionPipelineBase<SanaComponents>
         return new SanaOutput(images, output);
     }
 
-    /// <summary>
-    /// Decodes latents of <paramref name="request"/>'s run (e.g. a step's, for a preview) to images as that call's end
-    /// does: under resolution binning resized and center-cropped back to the requested size. Under model offload the model
-    /// that ran before is active again afterwards.
-    /// </summary>
-    public IReadOnlyList<ImageBuffer> PreviewImages(Tensor latents, SanaRequest request)
-    {
-        ArgumentNullException.ThrowIfNull(request);
-        (int, int)? requested = request.UseResolutionBinning ? (request.Height, request.Width) : null;
-        return DecodePreview(latents, () =>
-        {
-            using var scope = NewDisposeScope();
-            return Decode(latents, OutputType.Image, requested).Images!;
-        });
-    }
-
-    /// <summary>The size the run generates at (binned when asked) and the requested size to resize back to.</summary>
-    private (int Height, int Width, (int Height, int Width)? Requested) BinnedSize(SanaRequest r)
-    {
-        if (!r.UseResolutionBinning) return (r.Height, r.Width, null);
-        // diffusers: the size snaps to the closest trained aspect ratio; the image is resized back after decoding.
-        if (r.Height <= 0 || r.Width <= 0)
-            throw new ArgumentException($"height and width must be positive, got {r.Height}x{r.Width}.");
-        var (h, w) = PixArtAspectRatios.Classify(r.Height, r.Width, PixArtAspectRatios.ForSana(Components.Transformer.Config.SampleSize));
-        return (h, w, (r.Height, r.Width));
-    }
-
-    private long[] LatentShape(SanaRequest r, int height, int width)
-    {
-        return [MaskedPromptInputs.Batch(r), Components.Transformer.Config.InChannels, height / VaeScaleFactor, width / VaeScaleFactor];
-    }
-
-    /// <summary>The VAE decode (latents / scaling_factor), the binning resize back, the output form.</summary>
-    private (IReadOnlyList<ImageBuffer>? Images, Tensor? Tensor) Decode(Tensor latents, OutputType outputType, (int Height, int Width)? requestedSize)
-    {
-        Components.Activate("vae");
-        var vae = Components.Vae;
-        var decoded = vae.Decode(latents.to(vae.WeightDtype()) / vae.Config.ScalingFactor);
-        if (requestedSize is { } size) decoded = PixArtAspectRatios.ResizeAndCrop(decoded, size.Width, size.Height);
-        return DecodedOutput.From(decoded, outputType, ImageProcessor);
-    }
-
-    /// <summary>
-    /// diffusers' <c>encode_prompt</c> for <paramref name="request"/>: Gemma embeddings and masks of the prompts (the
-    /// instruction in front, then the first token and the last max_sequence_length - 1 positions kept) or the given ones,
-    /// each repeated for the images per prompt; with guidance (scale above 1) the negative side (the negative prompt at
-    /// max_sequence_length without the instruction, or the given negative embeddings). Deliberate difference: a mask is
-    /// repeated with its own prompt's embeddings (diffusers repeats the masks batch-wise, so with several prompts and
-    /// several images per prompt its masks no longer line up with the embeddings). The tensors are the caller's.
-    /// </summary>
-    /// <exception cref="ArgumentException">The request is invalid (checked as <see cref="Generate"/> checks it).</exception>
-    public SanaPromptEmbeddings EncodePrompt(SanaRequest request)
-    {
-        ArgumentNullException.ThrowIfNull(request);
-        ThrowIfDisposed();
-        var (height, width, _) = BinnedSize(request);
-        CheckInputs(request, height, width);
-        using var mode = inference_mode();
-        using var scope = NewDisposeScope();
-        var (e, m, ne, nm) = EncodeCore(request, request.GuidanceScale > 1.0);
-        var result = new SanaPromptEmbeddings(e, m, ne, nm);
-        foreach (var t in new[] { e, m, ne, nm }) t?.MoveToOuterDisposeScope();
-        return result;
-    }
-
-    /// <summary>The body of <see cref="EncodePrompt(SanaRequest)"/>, inside the caller's scope.</summary>
-    private (Tensor Embeds, Tensor Mask, Tensor? NegEmbeds, Tensor? NegMask) EncodeCore(SanaRequest r, bool cfg)
-    {
-        Tensor embeds, mask;
-        if (r.PromptEmbeds is null)
-        {
-            var instruction = r.ComplexHumanInstruction ?? SanaPromptTokens.DefaultComplexHumanInstruction;
-            (embeds, mask) = EncodeText(r.Prompt!.Value.Items, r.MaxSequenceLength, instruction);
-            // select_index = [0] + range(-max_sequence_length + 1, 0): the first token and the last positions.
-            long width = embeds.shape[1];
-            var select = new long[r.MaxSequenceLength];
-            for (int k = 1; k < select.Length; k++) select[k] = width - r.MaxSequenceLength + k;
-            var index = tensor(select, device: embeds.device);
-            embeds = embeds.index_select(1, index);
-            mask = mask.index_select(1, index);
-        }
-        else (embeds, mask) = (r.PromptEmbeds, r.PromptAttentionMask!);
-        var device = Components.Device;
-        var (e, m) = Repeat(embeds.to(device), mask.to(device), r.NumImagesPerPrompt);
-        if (!cfg) return (e, m, null, null);
-        Tensor negEmbeds, negMask;
-        if (r.NegativePromptEmbeds is null)
-        {
-            var negatives = (r.NegativePrompt ?? "").Broadcast((int)embeds.shape[0], "negative prompts");
-            (negEmbeds, negMask) = EncodeText(negatives, r.MaxSequenceLength, []);
-        }
-        else (negEmbeds, negMask) = (r.NegativePromptEmbeds, r.NegativePromptAttentionMask!);
-        var (ne, nm) = Repeat(negEmbeds.to(device), negMask.to(device), r.NumImagesPerPrompt);
-        return (e, m, ne, nm);
-    }
-
-    private static (Tensor Embeds, Tensor Mask) Repeat(Tensor embeds, Tensor mask, int n)
-    {
-        long b = embeds.shape[0], s = embeds.shape[1];
-        return (embeds.repeat(1, n, 1).view(b * n, s, -1), mask.repeat(1, n).view(b * n, -1));
-    }
-
-    /// <summary>Lower-cased, stripped prompts (the instruction in front) -> Gemma ids and mask -> Gemma's last hidden state.</summary>
-    private (Tensor Embeds, Tensor Mask) EncodeText(IReadOnlyList<string> prompts, int maxSequenceLength, IReadOnlyList<string> instruction)
-    {
-        var tokenizer = Components.Tokenizer!;
-        var batch = SanaPromptTokens.Tokenize(tokenizer, prompts.Select(p => p.ToLowerInvariant().Trim()).ToArray(), maxSequenceLength, instruction);
-        for (int i = 0; i < batch.Count; i++)
-            if (batch.Lengths[i] < batch.UntruncatedLengths[i]) OnPromptTruncated?.Invoke("tokenizer (Gemma)", batch.UntruncatedLengths[i], batch.Width);
-        var device = Components.Device;
-        var ids = tensor(batch.Ids, [batch.Count, batch.Width], device: device);
-        var mask = tensor(batch.Mask, [batch.Count, batch.Width], device: device);
-        Components.Activate("text_encoder");
-        return (Components.TextEncoder!.Forward(ids, mask), mask);
-    }
-
-    private void CheckInputs(SanaRequest r, int height, int width)
+    private protected override void CheckInputs(SanaRequest r, int height, int width)
     {
         var config = Components.Transformer.Config;
         if (r.CleanCaption)

@@ -2,7 +2,7 @@ using static TorchSharp.torch;
 
 namespace DiffusersSharp.Pipelines.Sana;
 
-/// <summary>What <see cref="SanaPipeline.EncodePrompt"/> returns (diffusers' <c>encode_prompt</c> tuple). Owns the tensors.</summary>
+/// <summary>What <see cref="SanaPipelineBase.EncodePrompt"/> returns (diffusers' <c>encode_prompt</c> tuple). Owns the tensors.</summary>
 /// <param name="PromptEmbeds">[B·n, S, caption_channels] Gemma embeddings, n images per prompt.</param>
 /// <param name="PromptAttentionMask">[B·n, S] int64 mask (1 = token).</param>
 /// <param name="NegativePromptEmbeds">The negative side under guidance, else null.</param>

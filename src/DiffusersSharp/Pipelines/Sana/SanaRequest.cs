@@ -7,7 +7,7 @@ namespace DiffusersSharp.Pipelines.Sana;
 /// lower-cased and stripped before Gemma, as diffusers does without caption cleaning, and the complex human instruction
 /// is put in front of them.
 /// </summary>
-public sealed record SanaRequest : IMaskedPromptRequest
+public record SanaRequest : IMaskedPromptRequest
 {
     /// <summary>The prompt(s); give these or <see cref="PromptEmbeds"/>.</summary>
     public PromptList? Prompt { get; init; }
