@@ -9,6 +9,18 @@ namespace DiffusersSharp.Models.Layers;
 /// </summary>
 internal static class EncoderAttentionBias
 {
+    /// <summary>Throws unless <paramref name="mask"/> (when given) is [B, S] or a [B, 1, S] bias for <paramref name="batch"/>
+    /// captions of <paramref name="length"/> tokens.</summary>
+    /// <exception cref="ArgumentException">Another shape.</exception>
+    public static void Validate(Tensor? mask, long batch, long length)
+    {
+        if (mask is null) return;
+        bool ok = (mask.dim() == 2 && mask.shape[0] == batch && mask.shape[1] == length)
+            || (mask.dim() == 3 && mask.shape[0] == batch && mask.shape[1] == 1 && mask.shape[2] == length);
+        if (!ok)
+            throw new ArgumentException($"encoder_attention_mask must be [B={batch}, S={length}] (or a [B, 1, S] bias), got [{string.Join(", ", mask.shape)}].", "encoder_attention_mask");
+    }
+
     /// <summary>The bias of <paramref name="mask"/> in <paramref name="dtype"/>, or null without a mask.</summary>
     public static Tensor? From(Tensor? mask, ScalarType dtype) =>
         mask is null ? null

@@ -143,14 +143,7 @@ public sealed class SanaTransformer2DModel : nn.Module
             throw new ArgumentException($"encoder_hidden_states must be [B={batch}, S, caption_channels={c.CaptionChannels}], got {Shape(text)}.", "encoder_hidden_states");
         if (!text.is_floating_point())
             throw new ArgumentException($"encoder_hidden_states must be floating point, got {text.dtype}.", "encoder_hidden_states");
-        if (mask is not null)
-        {
-            long s = text.shape[1];
-            bool ok = (mask.dim() == 2 && mask.shape[0] == batch && mask.shape[1] == s)
-                || (mask.dim() == 3 && mask.shape[0] == batch && mask.shape[1] == 1 && mask.shape[2] == s);
-            if (!ok)
-                throw new ArgumentException($"encoder_attention_mask must be [B={batch}, S={s}] (or a [B, 1, S] bias), got {Shape(mask)}.", "encoder_attention_mask");
-        }
+        EncoderAttentionBias.Validate(mask, batch, text.shape[1]);
         if (timestep.dim() > 1 || (timestep.numel() != batch && timestep.numel() != 1))
             throw new ArgumentException($"timestep must be a scalar, [1] or [B={batch}], got {Shape(timestep)}.", nameof(timestep));
         if (c.GuidanceEmbeds)

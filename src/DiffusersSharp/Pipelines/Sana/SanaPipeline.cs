@@ -107,13 +107,7 @@ public sealed class SanaPipeline : SanaPipelineBase
     private protected override void CheckInputs(SanaRequest r, int height, int width)
     {
         var config = Components.Transformer.Config;
-        if (r.CleanCaption)
-            throw new NotSupportedException("clean_caption (ftfy + BeautifulSoup caption cleaning) is not implemented; prompts are lower-cased and stripped, as diffusers does without those packages.");
-        int multiple = VaeScaleFactor * config.PatchSize;
-        if (height <= 0 || width <= 0 || height % multiple != 0 || width % multiple != 0)
-            throw new ArgumentException($"height and width must be positive multiples of {multiple} (the VAE scale factor x the patch size), got {height}x{width}; or keep resolution binning on.");
-        if (r.MaxSequenceLength < 2)
-            throw new ArgumentException($"max_sequence_length must be at least 2, got {r.MaxSequenceLength}.");
+        CheckSizeAndText(r, height, width);
         if (r.PromptEmbeds is { } pe && r.GuidanceScale > 1 && r.NegativePromptEmbeds is null && pe.shape[1] != r.MaxSequenceLength)
             throw new ArgumentException($"prompt_embeds have {pe.shape[1]} positions, the negative prompt would have max_sequence_length = {r.MaxSequenceLength}: pass negative_prompt_embeds too, or embeddings of max_sequence_length positions (diffusers fails on the concatenation).");
         MaskedPromptInputs.Check(r, config.CaptionChannels, Components.TextEncoder is not null && Components.Tokenizer is not null, "Gemma",

@@ -33,6 +33,20 @@ public abstract class SanaPipelineBase : DiffusionPipelineBase<SanaComponents>
     /// <summary>The resolution bins for a transformer of <paramref name="sampleSize"/> (diffusers' per-pipeline tables).</summary>
     private protected abstract IReadOnlyList<(string Ratio, int Height, int Width)> AspectRatioBins(int sampleSize);
 
+    /// <summary>What both Sana pipelines check first: no clean_caption, the size on the latent grid, a usable
+    /// max_sequence_length.</summary>
+    private protected void CheckSizeAndText(SanaRequest r, int height, int width)
+    {
+        var config = Components.Transformer.Config;
+        if (r.CleanCaption)
+            throw new NotSupportedException("clean_caption (ftfy + BeautifulSoup caption cleaning) is not implemented; prompts are lower-cased and stripped, as diffusers does without those packages.");
+        int multiple = VaeScaleFactor * config.PatchSize;
+        if (height <= 0 || width <= 0 || height % multiple != 0 || width % multiple != 0)
+            throw new ArgumentException($"height and width must be positive multiples of {multiple} (the VAE scale factor x the patch size), got {height}x{width}; or keep resolution binning on.");
+        if (r.MaxSequenceLength < 2)
+            throw new ArgumentException($"max_sequence_length must be at least 2, got {r.MaxSequenceLength}.");
+    }
+
     /// <summary>The pipeline's checks of a request at the (binned) size, before any compute.</summary>
     private protected abstract void CheckInputs(SanaRequest r, int height, int width);
 

@@ -104,13 +104,7 @@ public sealed class SanaSprintPipeline : SanaPipelineBase
     {
         var sprint = (SanaSprintRequest)r;
         var config = Components.Transformer.Config;
-        if (r.CleanCaption)
-            throw new NotSupportedException("clean_caption (ftfy + BeautifulSoup caption cleaning) is not implemented; prompts are lower-cased and stripped, as diffusers does without those packages.");
-        int multiple = VaeScaleFactor * config.PatchSize;
-        if (height <= 0 || width <= 0 || height % multiple != 0 || width % multiple != 0)
-            throw new ArgumentException($"height and width must be positive multiples of {multiple} (the VAE scale factor x the patch size), got {height}x{width}; or keep resolution binning on.");
-        if (r.MaxSequenceLength < 2)
-            throw new ArgumentException($"max_sequence_length must be at least 2, got {r.MaxSequenceLength}.");
+        CheckSizeAndText(r, height, width);
         if (r.NegativePrompt is not null || r.NegativePromptEmbeds is not null)
             throw new ArgumentException("SANA-Sprint has no negative prompt: its guidance scale is embedded in the transformer (diffusers' SanaSprintPipeline takes none).");
         if (!config.GuidanceEmbeds)
