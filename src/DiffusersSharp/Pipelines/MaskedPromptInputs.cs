@@ -2,7 +2,8 @@ using static TorchSharp.torch;
 
 namespace DiffusersSharp.Pipelines;
 
-/// <summary>The request fields of the pipelines whose text embeddings travel with an attention mask (PixArt, Sana).</summary>
+/// <summary>The request fields of the pipelines whose text embeddings travel with an attention mask (PixArt, Sana,
+/// Lumina-Image 2.0).</summary>
 internal interface IMaskedPromptRequest
 {
     PromptList? Prompt { get; }
@@ -21,7 +22,7 @@ internal interface IMaskedPromptRequest
 }
 
 /// <summary>
-/// The checks diffusers' PixArt and Sana <c>check_inputs</c> make (and what they would fail on later), shared: prompts or
+/// The checks diffusers' PixArt, Sana and Lumina-Image 2.0 <c>check_inputs</c> make (and what they would fail on later), shared: prompts or
 /// embeddings (with their masks), the embeddings' width, the negative side's shape and count, generators and latents
 /// for the batch, steps, guidance and images per prompt. All before any compute.
 /// </summary>
@@ -29,6 +30,18 @@ internal static class MaskedPromptInputs
 {
     /// <summary>The batch: prompts (or embedding rows) × images per prompt.</summary>
     public static long Batch(IMaskedPromptRequest r) => (r.PromptEmbeds?.shape[0] ?? r.Prompt?.Count ?? 0) * r.NumImagesPerPrompt;
+
+    /// <summary>
+    /// Embeddings [B, S, D] and their mask [B, S] repeated for <paramref name="n"/> images per prompt, each row next to
+    /// itself (<c>embeds.repeat(1, n, 1).view(B·n, S, -1)</c>). Deliberate difference: diffusers' Sana and Lumina-Image 2.0
+    /// pipelines tile the masks batch-wise (<c>mask.repeat(n, 1)</c>), so with several prompts and several images per
+    /// prompt their masks no longer line up with the embeddings; here each mask stays with its own prompt.
+    /// </summary>
+    public static (Tensor Embeds, Tensor Mask) Repeat(Tensor embeds, Tensor mask, int n)
+    {
+        long b = embeds.shape[0], s = embeds.shape[1];
+        return (embeds.repeat(1, n, 1).view(b * n, s, -1), mask.repeat(1, n).view(b * n, -1));
+    }
 
     /// <summary>Throws on what the request gets wrong for a model of <paramref name="captionWidth"/>-wide text embeddings
     /// and latents of <paramref name="latentShape"/> (batch first).</summary>

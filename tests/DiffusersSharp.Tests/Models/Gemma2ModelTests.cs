@@ -167,6 +167,47 @@ public sealed class Gemma2ModelTests(ITestOutputHelper output) : IDisposable
         Assert.IsType(exception, e);
     }
 
+    /// <summary>
+    /// <see cref="Gemma2Model.HiddenState"/> against every entry of transformers' own <c>output_hidden_states=True</c>
+    /// tuple (fixture local-diffusers/lumina2-prompt: sana-prompt's 2-layer tiny Gemma2 on the first batch Lumina2's
+    /// encode_prompt sent, 256 wide with padding, so the sliding layer cuts): 0 the scaled embeddings, 1 the first layer's
+    /// output, 2 the last layer's after the final norm; negative indices count from the end (Lumina-Image 2.0 takes -2),
+    /// and the last one is <see cref="Gemma2Model.Forward"/>'s. Indices outside the tuple are refused.
+    /// </summary>
+    [Fact]
+    public void HiddenStatesMatchTransformersOutputHiddenStates()
+    {
+        const string prompt = "local-diffusers/lumina2-prompt";
+        var expected = Fixtures.Expected(prompt + "/expected.safetensors");
+        try
+        {
+            using var model = Gemma2Model.FromPretrained(Fixtures.Path("local-diffusers/sana-prompt/text_encoder"));
+            using var _ = inference_mode();
+            var ids = expected["hidden/input_ids"];
+            var mask = expected["hidden/attention_mask"];
+            Assert.True(mask.sum().item<long>() < mask.numel()); // padded: the mask matters
+            int layers = model.Config.NumHiddenLayers;
+            for (int k = 0; k <= layers; k++)
+            {
+                var reference = expected[$"hidden/{k}"];
+                using var positive = model.HiddenState(ids, mask, k);
+                using var negative = model.HiddenState(ids, mask, k - layers - 1);
+                double err = TensorAssert.Close(positive, reference, Tolerance, $"hidden_states[{k}]");
+                Assert.True(negative.equal(positive).all().item<bool>(), $"hidden_states[{k - layers - 1}] differs from [{k}]");
+                output.WriteLine($"hidden_states[{k}] (= [{k - layers - 1}]): max |diff| vs transformers {err:G3}");
+            }
+            using var last = model.Forward(ids, mask);
+            using var minusOne = model.HiddenState(ids, mask, -1);
+            Assert.True(last.equal(minusOne).all().item<bool>());
+            Assert.Throws<ArgumentOutOfRangeException>(() => model.HiddenState(ids, mask, layers + 1));
+            Assert.Throws<ArgumentOutOfRangeException>(() => model.HiddenState(ids, mask, -layers - 2));
+        }
+        finally
+        {
+            foreach (var t in expected.Values) t.Dispose();
+        }
+    }
+
     [Fact]
     public void BadInputsAreRefusedBeforeCompute()
     {

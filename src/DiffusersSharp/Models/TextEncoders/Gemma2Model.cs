@@ -72,6 +72,31 @@ public sealed class Gemma2Model : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, CancellationToken cancellationToken = default)
     {
         using var scope = NewDisposeScope();
+        return Run(inputIds, attentionMask, Config.NumHiddenLayers, finalNorm: true, cancellationToken).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// transformers' <c>model(input_ids, attention_mask=mask, output_hidden_states=True).hidden_states[index]</c>
+    /// (negative indices count from the end, as in Python; Lumina-Image 2.0 takes -2) computed with only the layers it
+    /// needs: index k &lt; num_hidden_layers is the output of the first k layers (0: the scaled embeddings), index
+    /// num_hidden_layers (or -1) the last layer's output after the final norm (= <see cref="Forward"/>).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="index"/> is outside [-(layers + 1), layers].</exception>
+    /// <exception cref="ArgumentException">The ids are not a 2-D integer tensor in the vocabulary, or the mask has another shape.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked before each layer).</exception>
+    public Tensor HiddenState(Tensor inputIds, Tensor? attentionMask, int index, CancellationToken cancellationToken = default)
+    {
+        int count = Config.NumHiddenLayers + 1;
+        if (index < -count || index >= count)
+            throw new ArgumentOutOfRangeException(nameof(index), index, $"Gemma2Model: hidden state index must lie in [{-count}, {count - 1}] ({count - 1} layers).");
+        int k = index < 0 ? count + index : index;
+        using var scope = NewDisposeScope();
+        return Run(inputIds, attentionMask, k, finalNorm: k == Config.NumHiddenLayers, cancellationToken).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The scaled embeddings, then <paramref name="layerCount"/> layers, then the final norm when asked.</summary>
+    private Tensor Run(Tensor inputIds, Tensor? attentionMask, int layerCount, bool finalNorm, CancellationToken cancellationToken)
+    {
         var ids = TokenIds.Check(inputIds, Config.VocabSize, null, nameof(Gemma2Model));
         if (attentionMask is not null && !attentionMask.shape.SequenceEqual(ids.shape))
             throw new ArgumentException($"Gemma2Model: attention_mask must be [{string.Join(", ", ids.shape)}] like the ids, got [{string.Join(", ", attentionMask.shape)}].", nameof(attentionMask));
@@ -79,18 +104,21 @@ public sealed class Gemma2Model : nn.Module
         // transformers: hidden_states * torch.tensor(hidden_size**0.5, dtype=hidden_states.dtype), so in bfloat16 the
         // factor itself is rounded (√2304 = 48 is exact; √3072 becomes 55.5).
         using (var normalizer = tensor(Math.Sqrt(Config.HiddenSize), dtype: h.dtype, device: h.device)) h.mul_(normalizer);
-        long length = ids.shape[1];
-        var (cos, sin) = Qwen3Rotary.CosSin(length, Config.HeadDim, Config.EffectiveRopeTheta, h.dtype, h.device);
-        var causal = QwenCausalMask.Bias(attentionMask?.to(ids.device), ids.shape[0], length, h.dtype, h.device);
-        bool anySliding = Enumerable.Range(0, Config.NumHiddenLayers).Any(Config.IsSliding);
-        var sliding = anySliding ? Gemma2Mask.SlidingWindow(causal, Config.SlidingWindow!.Value) : null;
-        for (int i = 0; i < Config.NumHiddenLayers; i++)
+        if (layerCount > 0)
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            var next = layers[i].forward(h, cos, sin, Config.IsSliding(i) ? sliding! : causal);
-            h.Dispose();
-            h = next;
+            long length = ids.shape[1];
+            var (cos, sin) = Qwen3Rotary.CosSin(length, Config.HeadDim, Config.EffectiveRopeTheta, h.dtype, h.device);
+            var causal = QwenCausalMask.Bias(attentionMask?.to(ids.device), ids.shape[0], length, h.dtype, h.device);
+            bool anySliding = Enumerable.Range(0, layerCount).Any(Config.IsSliding);
+            var sliding = anySliding ? Gemma2Mask.SlidingWindow(causal, Config.SlidingWindow!.Value) : null;
+            for (int i = 0; i < layerCount; i++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var next = layers[i].forward(h, cos, sin, Config.IsSliding(i) ? sliding! : causal);
+                h.Dispose();
+                h = next;
+            }
         }
-        return norm.forward(h).MoveToOuterDisposeScope();
+        return finalNorm ? norm.forward(h) : h;
     }
 }

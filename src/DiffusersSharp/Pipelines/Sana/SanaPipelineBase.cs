@@ -101,7 +101,7 @@ public abstract class SanaPipelineBase : DiffusionPipelineBase<SanaComponents>
     /// several images per prompt its masks no longer line up with the embeddings). The tensors are the caller's.
     /// </summary>
     /// <exception cref="ArgumentException">The request is invalid (checked as the call checks it).</exception>
-    public SanaPromptEmbeddings EncodePrompt(SanaRequest request)
+    public MaskedPromptEmbeddings EncodePrompt(SanaRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
         ThrowIfDisposed();
@@ -110,7 +110,7 @@ public abstract class SanaPipelineBase : DiffusionPipelineBase<SanaComponents>
         using var mode = inference_mode();
         using var scope = NewDisposeScope();
         var (e, m, ne, nm) = EncodeCore(request, request.GuidanceScale > 1.0);
-        var result = new SanaPromptEmbeddings(e, m, ne, nm);
+        var result = new MaskedPromptEmbeddings(e, m, ne, nm);
         foreach (var t in new[] { e, m, ne, nm }) t?.MoveToOuterDisposeScope();
         return result;
     }
@@ -133,7 +133,7 @@ public abstract class SanaPipelineBase : DiffusionPipelineBase<SanaComponents>
         }
         else (embeds, mask) = (r.PromptEmbeds, r.PromptAttentionMask!);
         var device = Components.Device;
-        var (e, m) = Repeat(embeds.to(device), mask.to(device), r.NumImagesPerPrompt);
+        var (e, m) = MaskedPromptInputs.Repeat(embeds.to(device), mask.to(device), r.NumImagesPerPrompt);
         if (!cfg) return (e, m, null, null);
         Tensor negEmbeds, negMask;
         if (r.NegativePromptEmbeds is null)
@@ -142,14 +142,8 @@ public abstract class SanaPipelineBase : DiffusionPipelineBase<SanaComponents>
             (negEmbeds, negMask) = EncodeText(negatives, r.MaxSequenceLength, []);
         }
         else (negEmbeds, negMask) = (r.NegativePromptEmbeds, r.NegativePromptAttentionMask!);
-        var (ne, nm) = Repeat(negEmbeds.to(device), negMask.to(device), r.NumImagesPerPrompt);
+        var (ne, nm) = MaskedPromptInputs.Repeat(negEmbeds.to(device), negMask.to(device), r.NumImagesPerPrompt);
         return (e, m, ne, nm);
-    }
-
-    private static (Tensor Embeds, Tensor Mask) Repeat(Tensor embeds, Tensor mask, int n)
-    {
-        long b = embeds.shape[0], s = embeds.shape[1];
-        return (embeds.repeat(1, n, 1).view(b * n, s, -1), mask.repeat(1, n).view(b * n, -1));
     }
 
     /// <summary>Lower-cased, stripped prompts (the instruction in front) -> Gemma ids and mask -> Gemma's last hidden state.</summary>
