@@ -49,6 +49,7 @@ public static class ModelRegistry
         ["SiglipVisionModel"] = (config, device) => new ImageEncoders.SiglipVisionModel(ConfigJson.Read<ImageEncoders.SiglipVisionConfig>(config), device),
         ["ReduxImageEncoder"] = (config, device) => new ImageEncoders.ReduxImageEncoder(ConfigJson.Read<ImageEncoders.ReduxImageEncoderConfig>(config), device),
         ["T5EncoderModel"] = (config, device) => new TextEncoders.T5EncoderModel(ConfigJson.Read<TextEncoders.T5Config>(config), device),
+        ["UMT5EncoderModel"] = (config, device) => new TextEncoders.UMT5EncoderModel(ConfigJson.Read<TextEncoders.UMT5Config>(config), device),
         ["Qwen2_5_VLForConditionalGeneration"] = (config, device) => new TextEncoders.Qwen2_5_VLTextModel(TextEncoders.Qwen2_5_VLTextConfig.Read(config), device),
         ["Gemma2Model"] = (config, device) => new TextEncoders.Gemma2Model(ConfigJson.Read<TextEncoders.Gemma2Config>(config), device),
         ["Qwen3Model"] = (config, device) => new TextEncoders.Qwen3Model(ConfigJson.Read<TextEncoders.Qwen3Config>(config), device),

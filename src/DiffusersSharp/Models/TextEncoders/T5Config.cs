@@ -4,9 +4,10 @@ namespace DiffusersSharp.Models.TextEncoders;
 
 /// <summary>
 /// transformers' <c>T5Config</c> (the encoder part; decoder fields are ignored). Defaults are the Python constructor's
-/// (t5-small); SD3's text_encoder_3 is T5 v1.1 XXL with <c>feed_forward_proj = "gated-gelu"</c>.
+/// (t5-small); SD3's text_encoder_3 is T5 v1.1 XXL with <c>feed_forward_proj = "gated-gelu"</c>. Not sealed:
+/// <see cref="UMT5Config"/> reads the same fields with UMT5's defaults.
 /// </summary>
-public sealed record T5Config
+public record T5Config
 {
     /// <summary>Token vocabulary size.</summary>
     public int VocabSize { get; init; } = 32128;
@@ -79,18 +80,18 @@ public sealed record T5Config
         Positive(RelativeAttentionNumBuckets, "relative_attention_num_buckets");
         Positive(RelativeAttentionMaxDistance, "relative_attention_max_distance");
         if (RelativeAttentionNumBuckets < 4)
-            throw new ArgumentException($"T5Config: relative_attention_num_buckets must be at least 4, got {RelativeAttentionNumBuckets}.");
+            throw new ArgumentException($"{GetType().Name}: relative_attention_num_buckets must be at least 4, got {RelativeAttentionNumBuckets}.");
         if (RelativeAttentionMaxDistance <= RelativeAttentionNumBuckets / 4)
-            throw new ArgumentException($"T5Config: relative_attention_max_distance {RelativeAttentionMaxDistance} must exceed num_buckets / 4.");
-        if (!(LayerNormEpsilon > 0)) throw new ArgumentException($"T5Config: layer_norm_epsilon must be positive, got {LayerNormEpsilon}.");
+            throw new ArgumentException($"{GetType().Name}: relative_attention_max_distance {RelativeAttentionMaxDistance} must exceed num_buckets / 4.");
+        if (!(LayerNormEpsilon > 0)) throw new ArgumentException($"{GetType().Name}: layer_norm_epsilon must be positive, got {LayerNormEpsilon}.");
         var parts = FeedForwardProj.Split('-');
         if (parts.Length > 2 || (parts.Length == 2 && parts[0] != "gated"))
-            throw new ArgumentException($"T5Config: feed_forward_proj '{FeedForwardProj}' is not of the form 'gated-<act>' or '<act>'.");
+            throw new ArgumentException($"{GetType().Name}: feed_forward_proj '{FeedForwardProj}' is not of the form 'gated-<act>' or '<act>'.");
         HfActivations.Validate(ActivationName, "dense_act_fn");
     }
 
-    private static void Positive(int value, string name)
+    private void Positive(int value, string name)
     {
-        if (value <= 0) throw new ArgumentException($"T5Config: {name} must be positive, got {value}.");
+        if (value <= 0) throw new ArgumentException($"{GetType().Name}: {name} must be positive, got {value}.");
     }
 }

@@ -33,7 +33,8 @@ internal sealed class T5LayerNorm : nn.Module<Tensor, Tensor>
 
 /// <summary>
 /// T5 self-attention: bias-free q/k/v/o, NO 1/sqrt(d_kv) scaling, an additive relative-position bias, softmax in
-/// float32. Only block 0 owns <c>relative_attention_bias</c>; its bias is shared by every block.
+/// float32. In T5 only block 0 owns <c>relative_attention_bias</c> and its bias is shared by every block; in UMT5 every
+/// block owns one and uses its own (transformers' UMT5Attention, built with has_relative_attention_bias=True everywhere).
 /// </summary>
 internal sealed class T5Attention : nn.Module<Tensor, Tensor, Tensor>
 {
@@ -58,10 +59,13 @@ internal sealed class T5Attention : nn.Module<Tensor, Tensor, Tensor>
         RegisterComponents();
     }
 
-    /// <summary>[1, heads, length, length] bias from the learned bucket table (block 0 only).</summary>
+    /// <summary>The dtype of the bias table (the model's).</summary>
+    public ScalarType BiasType => (relative_attention_bias ?? throw new InvalidOperationException("This T5 block holds no relative_attention_bias.")).weight!.dtype;
+
+    /// <summary>[1, heads, length, length] bias from this block's learned bucket table (T5: block 0 only; UMT5: every block).</summary>
     public Tensor ComputeBias(long length, Device device)
     {
-        if (relative_attention_bias is null) throw new InvalidOperationException("Only the first T5 block holds relative_attention_bias.");
+        if (relative_attention_bias is null) throw new InvalidOperationException("This T5 block holds no relative_attention_bias (in T5 only the first one does).");
         using var scope = NewDisposeScope();
         var context = arange(length, dtype: ScalarType.Int64, device: device).unsqueeze(1);
         var memory = arange(length, dtype: ScalarType.Int64, device: device).unsqueeze(0);
@@ -215,18 +219,23 @@ internal sealed class T5Block : nn.Module<Tensor, Tensor, Tensor>
     }
 }
 
-/// <summary>The encoder stack (<c>encoder.*</c>): tied token embedding, blocks, final RMS norm.</summary>
+/// <summary>
+/// The encoder stack (<c>encoder.*</c>): tied token embedding, blocks, final RMS norm. T5 computes the position bias once,
+/// from block 0's table; UMT5 (<c>relativeBiasInEveryBlock</c>) gives every block its own table and bias.
+/// </summary>
 internal sealed class T5Stack : nn.Module<Tensor, Tensor>
 {
     private readonly Embedding embed_tokens;
     private readonly ModuleList<T5Block> block;
     private readonly T5LayerNorm final_layer_norm;
+    private readonly bool _biasInEveryBlock;
 
-    public T5Stack(T5Config config, Embedding embedTokens, Device? device, ScalarType? dtype) : base(nameof(T5Stack))
+    public T5Stack(T5Config config, Embedding embedTokens, Device? device, ScalarType? dtype, bool relativeBiasInEveryBlock = false) : base(nameof(T5Stack))
     {
+        _biasInEveryBlock = relativeBiasInEveryBlock;
         embed_tokens = embedTokens;
         block = new ModuleList<T5Block>();
-        for (int i = 0; i < config.NumLayers; i++) block.Add(new T5Block(config, i == 0, device, dtype));
+        for (int i = 0; i < config.NumLayers; i++) block.Add(new T5Block(config, i == 0 || relativeBiasInEveryBlock, device, dtype));
         final_layer_norm = new T5LayerNorm(config.DModel, config.LayerNormEpsilon, device, dtype);
         RegisterComponents();
     }
@@ -241,8 +250,9 @@ internal sealed class T5Stack : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = embed_tokens.forward(ids);
+        long length = ids.shape[1];
         // Without a mask (SD3, Flux) the encoder attends to padding, exactly as transformers does without one.
-        var bias = block[0].SelfAttentionLayer.Attention.ComputeBias(ids.shape[1], ids.device);
+        Tensor? masked = null;
         if (attentionMask is not null)
         {
             double min = h.dtype switch
@@ -251,13 +261,17 @@ internal sealed class T5Stack : nn.Module<Tensor, Tensor>
                 ScalarType.BFloat16 => -3.3895313892515355e38,
                 _ => float.MinValue,
             };
-            var extended = (1 - attentionMask.to(bias.dtype)).unsqueeze(1).unsqueeze(1) * min;
-            bias = bias + extended.to(bias.dtype);
+            var dtype = block[0].SelfAttentionLayer.Attention.BiasType;
+            masked = ((1 - attentionMask.to(dtype)).unsqueeze(1).unsqueeze(1) * min).to(dtype);
         }
+        Tensor WithMask(Tensor bias) => masked is null ? bias : bias + masked;
+        var shared = _biasInEveryBlock ? null : WithMask(block[0].SelfAttentionLayer.Attention.ComputeBias(length, ids.device));
         foreach (var b in block)
         {
+            var bias = shared ?? WithMask(b.SelfAttentionLayer.Attention.ComputeBias(length, ids.device));
             var next = b.forward(h, bias);
             h.Dispose();
+            if (shared is null) bias.Dispose();
             h = next;
         }
         return final_layer_norm.forward(h).MoveToOuterDisposeScope();
