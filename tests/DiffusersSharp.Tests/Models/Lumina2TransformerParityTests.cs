@@ -224,6 +224,7 @@ public sealed class Lumina2TransformerParityTests(ITestOutputHelper output) : ID
     {
         using var registered = ModelRegistry.Build("transformer", "Lumina2Transformer2DModel", TinyFolder, new Device(DeviceType.META));
         Assert.IsType<Lumina2Transformer2DModel>(registered);
+        Assert.Contains("Lumina2Transformer2DModel", ModelRegistry.KnownClasses);
     }
 
     [Fact]
