@@ -28,6 +28,7 @@ public static class ModelRegistry
         ["SD3Transformer2DModel"] = (config, device) => new Transformers.SD3Transformer2DModel(ConfigJson.Read<Transformers.SD3Transformer2DModelConfig>(config), device),
         ["PixArtTransformer2DModel"] = (config, device) => new Transformers.PixArtTransformer2DModel(ConfigJson.Read<Transformers.PixArtTransformer2DModelConfig>(config), device),
         ["SanaTransformer2DModel"] = (config, device) => new Transformers.SanaTransformer2DModel(ConfigJson.Read<Transformers.SanaTransformer2DModelConfig>(config), device),
+        ["Lumina2Transformer2DModel"] = (config, device) => new Transformers.Lumina2Transformer2DModel(ConfigJson.Read<Transformers.Lumina2Transformer2DModelConfig>(config), device),
         ["ZImageTransformer2DModel"] = (config, device) => new Transformers.ZImageTransformer2DModel(ConfigJson.Read<Transformers.ZImageTransformer2DModelConfig>(config), device),
         ["FluxTransformer2DModel"] = (config, device) => new Transformers.FluxTransformer2DModel(ConfigJson.Read<Transformers.FluxTransformer2DModelConfig>(config), device),
         ["Flux2Transformer2DModel"] = (config, device) => new Transformers.Flux2Transformer2DModel(ConfigJson.Read<Transformers.Flux2Transformer2DModelConfig>(config), device),
