@@ -61,7 +61,7 @@ public sealed class TokenizeCommand(CliOutput output) : Command<TokenizeCommand.
             cancellationToken.ThrowIfCancellationRequested();
             string name = present[i];
             ITextTokenizer tokenizer = Load(Path.Combine(settings.Model, name), name);
-            int maxLength = tokenizer is T5Tokenizer or Qwen2Tokenizer ? settings.MaxSequenceLength : tokenizer.ModelMaxLength;
+            int maxLength = tokenizer is T5Tokenizer or Qwen2Tokenizer or LlamaTokenizer ? settings.MaxSequenceLength : tokenizer.ModelMaxLength;
             // Z-Image tokenizes each prompt in Qwen3's chat template (diffusers' ZImagePipeline._encode_prompt).
             string text = tokenizer is Qwen2Tokenizer ? Qwen3ChatTemplate.ApplyUserMessage(settings.Prompt!) : settings.Prompt!;
             TokenizedText result = tokenizer.Encode(text, maxLength);
@@ -103,6 +103,7 @@ public sealed class TokenizeCommand(CliOutput output) : Command<TokenizeCommand.
         }
         if (declared.StartsWith("Qwen2Tokenizer", StringComparison.Ordinal)) return Qwen2Tokenizer.FromFolder(folder);
         if (declared.StartsWith("GemmaTokenizer", StringComparison.Ordinal)) return GemmaTokenizer.FromFolder(folder);
+        if (declared.StartsWith("LlamaTokenizer", StringComparison.Ordinal)) return LlamaTokenizer.FromFolder(folder);
         bool t5 = declared.StartsWith("T5", StringComparison.Ordinal) || (declared.Length == 0 && name == "tokenizer_3");
         return t5 ? T5Tokenizer.FromFolder(folder) : CLIPTokenizer.FromFolder(folder);
     }
