@@ -10,7 +10,8 @@ namespace DiffusersSharp.Cli.Commands;
 /// <summary>
 /// <c>diffusers tokenize --model M --prompt P [--max-sequence-length 256]</c>: JSON with the ids each tokenizer of the model
 /// gives the prompt as the pipelines pad them (CLIP to its 77, T5 to --max-sequence-length; a Qwen2 tokenizer, Z-Image's,
-/// the prompt in Qwen3's chat template as ZImagePipeline renders it, up to --max-sequence-length); a one-line warning on
+/// the prompt in Qwen3's chat template as ZImagePipeline renders it, up to --max-sequence-length; a Llama tokenizer,
+/// AuraFlow's, to --max-sequence-length as AuraFlowPipeline pads it); a one-line warning on
 /// stderr when a tokenizer cuts the prompt.
 /// </summary>
 public sealed class TokenizeCommand(CliOutput output) : Command<TokenizeCommand.Settings>
@@ -32,7 +33,7 @@ public sealed class TokenizeCommand(CliOutput output) : Command<TokenizeCommand.
 
         /// <summary>T5 length, as the pipeline's <c>max_sequence_length</c>.</summary>
         [CommandOption("--max-sequence-length <N>")]
-        [Description("Length of the T5 and Qwen2 ids (the pipeline's max_sequence_length, at most 512; Z-Image's pipeline uses 512). Default 256.")]
+        [Description("Length of the T5, Qwen2 and Llama ids (the pipeline's max_sequence_length, at most 512; Z-Image's pipeline uses 512). Default 256.")]
         [DefaultValue(256)]
         public int MaxSequenceLength { get; init; } = 256;
 
@@ -61,7 +62,7 @@ public sealed class TokenizeCommand(CliOutput output) : Command<TokenizeCommand.
             cancellationToken.ThrowIfCancellationRequested();
             string name = present[i];
             ITextTokenizer tokenizer = Load(Path.Combine(settings.Model, name), name);
-            int maxLength = tokenizer is T5Tokenizer or Qwen2Tokenizer ? settings.MaxSequenceLength : tokenizer.ModelMaxLength;
+            int maxLength = tokenizer is T5Tokenizer or Qwen2Tokenizer or LlamaTokenizer ? settings.MaxSequenceLength : tokenizer.ModelMaxLength;
             // Z-Image tokenizes each prompt in Qwen3's chat template (diffusers' ZImagePipeline._encode_prompt).
             string text = tokenizer is Qwen2Tokenizer ? Qwen3ChatTemplate.ApplyUserMessage(settings.Prompt!) : settings.Prompt!;
             TokenizedText result = tokenizer.Encode(text, maxLength);
@@ -103,6 +104,7 @@ public sealed class TokenizeCommand(CliOutput output) : Command<TokenizeCommand.
         }
         if (declared.StartsWith("Qwen2Tokenizer", StringComparison.Ordinal)) return Qwen2Tokenizer.FromFolder(folder);
         if (declared.StartsWith("GemmaTokenizer", StringComparison.Ordinal)) return GemmaTokenizer.FromFolder(folder);
+        if (declared.StartsWith("LlamaTokenizer", StringComparison.Ordinal)) return LlamaTokenizer.FromFolder(folder);
         bool t5 = declared.StartsWith("T5", StringComparison.Ordinal) || (declared.Length == 0 && name == "tokenizer_3");
         return t5 ? T5Tokenizer.FromFolder(folder) : CLIPTokenizer.FromFolder(folder);
     }

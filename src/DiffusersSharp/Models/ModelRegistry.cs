@@ -61,7 +61,7 @@ public static class ModelRegistry
     private static readonly HashSet<string> Tokenizers = new(StringComparer.Ordinal)
     {
         "CLIPTokenizer", "CLIPTokenizerFast", "T5Tokenizer", "T5TokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast",
-        "GemmaTokenizer", "GemmaTokenizerFast",
+        "GemmaTokenizer", "GemmaTokenizerFast", "LlamaTokenizer", "LlamaTokenizerFast",
     };
 
     private static readonly HashSet<string> Schedulers = new(StringComparer.Ordinal)

@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json;
 
 namespace DiffusersSharp.Tokenizers;
@@ -14,25 +13,14 @@ namespace DiffusersSharp.Tokenizers;
 /// </summary>
 public sealed class GemmaTokenizer : ITextTokenizer
 {
-    private readonly CharBpeModel _bpe;
-    private readonly MetaspacePipeline _normalizer;
-    private readonly bool _splitOnSpace;
-    private readonly SpecialTokenSplitter _added;
-    private readonly Dictionary<int, string> _idToToken = new();
-    private readonly HashSet<int> _specialIds;
+    private readonly SentencePieceBpe _model;
     private readonly int[] _prefix;
     private readonly int[] _suffix;
 
-    private GemmaTokenizer(CharBpeModel bpe, MetaspacePipeline normalizer, bool splitOnSpace, SpecialTokenSplitter added,
-        int bos, int eos, int pad, int unk, bool addBos, bool addEos, int maxLength, PaddingSide paddingSide)
+    private GemmaTokenizer(SentencePieceBpe model, int bos, int eos, int pad, int unk, bool addBos, bool addEos, int maxLength,
+        PaddingSide paddingSide)
     {
-        _bpe = bpe;
-        _normalizer = normalizer;
-        _splitOnSpace = splitOnSpace;
-        _added = added;
-        foreach (var (token, id) in bpe.Vocab) _idToToken[id] = token;
-        foreach (var t in added.Tokens) _idToToken[t.Id] = t.Content;
-        _specialIds = added.Tokens.Where(t => t.Special).Select(t => t.Id).ToHashSet();
+        _model = model;
         BosTokenId = bos;
         EosTokenId = eos;
         PadTokenId = pad;
@@ -43,7 +31,7 @@ public sealed class GemmaTokenizer : ITextTokenizer
         _suffix = addEos ? [eos] : [];
         ModelMaxLength = maxLength;
         PaddingSide = paddingSide;
-        VocabSize = _idToToken.Keys.Max() + 1;
+        VocabSize = model.VocabSize;
     }
 
     /// <inheritdoc />
@@ -80,12 +68,11 @@ public sealed class GemmaTokenizer : ITextTokenizer
     public int? TokenToId(string token)
     {
         ArgumentNullException.ThrowIfNull(token);
-        if (_added.TryGetId(token, out int id)) return id;
-        return _bpe.Vocab.TryGetValue(token, out id) ? id : null;
+        return _model.TryGetId(token, out int id) ? id : null;
     }
 
     /// <summary>The piece (or added token) of <paramref name="id"/>, or null.</summary>
-    public string? IdToToken(int id) => _idToToken.GetValueOrDefault(id);
+    public string? IdToToken(int id) => _model.IdToToken(id);
 
     /// <summary>
     /// Loads a Gemma tokenizer folder: <c>tokenizer.json</c> (BPE vocabulary and merges, normaliser, added tokens) and
@@ -113,30 +100,8 @@ public sealed class GemmaTokenizer : ITextTokenizer
         using var doc = TokenizerFiles.ReadJson(jsonPath);
         var root = doc.RootElement;
         if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{jsonPath}: expected a JSON object.");
-        var model = TokenizerFiles.Require(root, "model", JsonValueKind.Object, jsonPath);
-        var bpe = CharBpeModel.FromJson(model, jsonPath);
-        MetaspacePipeline normalizer;
-        try
-        {
-            normalizer = MetaspacePipeline.NormalizerOf(root, jsonPath);
-        }
-        catch (InvalidDataException e) when (e.Message.Contains("is not supported", StringComparison.Ordinal))
-        {
-            throw new NotSupportedException(e.Message, e);
-        }
-        bool splitOnSpace = ReadPreTokenizer(root, jsonPath);
-
-        var added = TokenizerFiles.AddedTokens(root, jsonPath);
-        added.AddRange(config.AddedTokensDecoder);
-        // A normalized added token is looked for in normalised text, so as the normaliser writes it (" " -> "▁").
-        added = added.Select(t => t.Normalized ? t with { Pattern = normalizer.Normalize(t.Content) } : t).ToList();
-        var splitter = new SpecialTokenSplitter(added);
-        int Id(string name, string fallback)
-        {
-            string token = config.Token(name) ?? fallback;
-            if (splitter.TryGetId(token, out int id) || bpe.Vocab.TryGetValue(token, out id)) return id;
-            throw new InvalidDataException($"Gemma tokenizer in {folder}: the {name} '{token}' is neither an added token nor in the vocabulary.");
-        }
+        var model = SentencePieceBpe.Read(root, jsonPath, config, _ => ReadPreTokenizer(root, jsonPath) ? SplitAfterSpaces : null);
+        int Id(string name, string fallback) => model.SpecialId(config, name, fallback, $"Gemma tokenizer in {folder}");
         int bos = Id("bos_token", "<bos>"), eos = Id("eos_token", "<eos>"), pad = Id("pad_token", "<pad>"), unk = Id("unk_token", "<unk>");
         var side = config.PaddingSide switch
         {
@@ -144,7 +109,7 @@ public sealed class GemmaTokenizer : ITextTokenizer
             "left" => PaddingSide.Left,
             var other => throw new InvalidDataException($"{Path.Combine(folder, "tokenizer_config.json")}: padding_side \"{other}\" is neither \"right\" nor \"left\"."),
         };
-        return new GemmaTokenizer(bpe, normalizer, splitOnSpace, splitter, bos, eos, pad, unk, config.AddBosToken ?? true,
+        return new GemmaTokenizer(model, bos, eos, pad, unk, config.AddBosToken ?? true,
             config.AddEosToken ?? false, config.ModelMaxLength ?? 8192, side);
     }
 
@@ -165,6 +130,19 @@ public sealed class GemmaTokenizer : ITextTokenizer
         throw new NotSupportedException($"{path}: the pre_tokenizer is not Gemma's (none, or Split(\" \", MergedWithPrevious)); DiffusersSharp's GemmaTokenizer implements only Gemma's pipeline.");
     }
 
+    /// <summary>Split(" ", MergedWithPrevious): a word ends after each space.</summary>
+    private static IEnumerable<string> SplitAfterSpaces(string normalized, bool atStart)
+    {
+        int start = 0;
+        for (int i = 0; i < normalized.Length; i++)
+        {
+            if (normalized[i] != ' ') continue;
+            yield return normalized[start..(i + 1)];
+            start = i + 1;
+        }
+        yield return normalized[start..];
+    }
+
     /// <summary>
     /// transformers' <c>tokenizer.encode(text)</c> (add_special_tokens=True): <c>&lt;bos&gt;</c> and the text's ids, no
     /// truncation or padding. With <paramref name="addSpecialTokens"/> false, the text's ids alone.
@@ -172,7 +150,7 @@ public sealed class GemmaTokenizer : ITextTokenizer
     public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
-        var body = TextIds(text);
+        var body = _model.TextIds(text);
         if (!addSpecialTokens) return body;
         var ids = new List<int>(body.Count + _prefix.Length + _suffix.Length);
         ids.AddRange(_prefix);
@@ -187,7 +165,7 @@ public sealed class GemmaTokenizer : ITextTokenizer
     public TokenizedText Encode(string text, int maxLength, bool padToMaxLength = true, bool truncate = true)
     {
         ArgumentNullException.ThrowIfNull(text);
-        return TokenLayout.Build(TextIds(text), _prefix, _suffix, maxLength, PadTokenId, padToMaxLength, truncate);
+        return TokenLayout.Build(_model.TextIds(text), _prefix, _suffix, maxLength, PadTokenId, padToMaxLength, truncate);
     }
 
     /// <summary>
@@ -198,70 +176,14 @@ public sealed class GemmaTokenizer : ITextTokenizer
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxLength"/> is below 1 or cannot hold the special tokens.</exception>
     /// <exception cref="ArgumentException">A text is longer than <paramref name="maxLength"/> ids and <paramref name="truncate"/> is false.</exception>
-    public TokenizedBatch EncodeBatch(IReadOnlyList<string> texts, int maxLength, bool truncate = true, PaddingSide? paddingSide = null)
-    {
-        ArgumentNullException.ThrowIfNull(texts);
-        if (texts.Count == 0) throw new ArgumentException("At least one text is needed.", nameof(texts));
-        var side = paddingSide ?? PaddingSide;
-        var rows = new List<TokenizedText>(texts.Count);
-        foreach (string text in texts)
-        {
-            ArgumentNullException.ThrowIfNull(text, nameof(texts));
-            var row = Encode(text, maxLength, padToMaxLength: false, truncate);
-            if (row.Ids.Length > maxLength)
-                throw new ArgumentException($"A text gives {row.Ids.Length} ids, more than max_length {maxLength}, and truncation is off.", nameof(texts));
-            rows.Add(row);
-        }
-        var ids = new long[rows.Count * maxLength];
-        var mask = new long[rows.Count * maxLength];
-        for (int i = 0; i < rows.Count; i++)
-        {
-            int[] row = rows[i].Ids;
-            int start = side == PaddingSide.Right ? 0 : maxLength - row.Length;
-            for (int j = 0; j < maxLength; j++)
-            {
-                int k = j - start;
-                bool real = k >= 0 && k < row.Length;
-                ids[i * maxLength + j] = real ? row[k] : PadTokenId;
-                mask[i * maxLength + j] = real ? 1 : 0;
-            }
-        }
-        return new TokenizedBatch(ids, mask, rows.Select(r => r.Ids.Length).ToArray(), rows.Select(r => r.UntruncatedLength).ToArray(), maxLength);
-    }
+    public TokenizedBatch EncodeBatch(IReadOnlyList<string> texts, int maxLength, bool truncate = true, PaddingSide? paddingSide = null) =>
+        TokenLayout.Batch(texts, text => Encode(text, maxLength, padToMaxLength: false, truncate), maxLength, PadTokenId, paddingSide ?? PaddingSide);
 
     /// <summary>transformers' <c>tokenize(text)</c>: the pieces of the text (no special tokens added), added tokens as written.</summary>
     public IReadOnlyList<string> Tokenize(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        return TextIds(text).Select(id => _idToToken.GetValueOrDefault(id, "")).ToList();
-    }
-
-    /// <summary>The ids of the text alone: added tokens matched in the raw text, then in each normalised stretch, the rest BPE.</summary>
-    private List<int> TextIds(string text)
-    {
-        var ids = new List<int>();
-        foreach (var (part, id) in _added.Split(text, normalized: false))
-        {
-            if (id >= 0) { ids.Add(id); continue; }
-            foreach (var (normalizedPart, normalizedId) in _added.Split(_normalizer.Normalize(part), normalized: true))
-            {
-                if (normalizedId >= 0) { ids.Add(normalizedId); continue; }
-                if (!_splitOnSpace)
-                {
-                    _bpe.Encode(normalizedPart, ids);
-                    continue;
-                }
-                int start = 0;
-                for (int i = 0; i < normalizedPart.Length; i++)
-                {
-                    if (normalizedPart[i] != ' ') continue;
-                    _bpe.Encode(normalizedPart[start..(i + 1)], ids);
-                    start = i + 1;
-                }
-                _bpe.Encode(normalizedPart[start..], ids);
-            }
-        }
-        return ids;
+        return _model.Pieces(_model.TextIds(text));
     }
 
     /// <inheritdoc />
@@ -270,34 +192,6 @@ public sealed class GemmaTokenizer : ITextTokenizer
     public string Decode(IEnumerable<int> ids)
     {
         ArgumentNullException.ThrowIfNull(ids);
-        var sb = new StringBuilder();
-        var bytes = new List<byte>();
-        void FlushBytes()
-        {
-            if (bytes.Count == 0) return;
-            try
-            {
-                sb.Append(new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes.ToArray()));
-            }
-            catch (DecoderFallbackException)
-            {
-                sb.Append('\uFFFD', bytes.Count);
-            }
-            bytes.Clear();
-        }
-        foreach (int id in ids)
-        {
-            if (_specialIds.Contains(id) || !_idToToken.TryGetValue(id, out string? piece)) continue;
-            if (piece.Length == 6 && piece.StartsWith("<0x", StringComparison.Ordinal) && piece[5] == '>'
-                && byte.TryParse(piece.AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, null, out byte b))
-            {
-                bytes.Add(b);
-                continue;
-            }
-            FlushBytes();
-            sb.Append(piece.Replace('\u2581', ' '));
-        }
-        FlushBytes();
-        return sb.ToString();
+        return _model.Decode(ids);
     }
 }

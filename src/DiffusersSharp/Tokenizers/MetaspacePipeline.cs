@@ -6,7 +6,7 @@ namespace DiffusersSharp.Tokenizers;
 
 /// <summary>
 /// The normaliser and pre-tokenizer of a SentencePiece tokenizer as the tokenizers library runs them, read from
-/// tokenizer.json: normalisers Precompiled / Replace / Sequence, pre-tokenizers WhitespaceSplit and Metaspace.
+/// tokenizer.json: normalisers Precompiled / Replace / Prepend / Sequence, pre-tokenizers WhitespaceSplit and Metaspace.
 /// The default (no tokenizer.json) is what transformers builds for T5: Precompiled, then WhitespaceSplit +
 /// Metaspace("▁", prepend always, split).
 /// </summary>
@@ -35,6 +35,19 @@ internal sealed class MetaspacePipeline
     {
         var p = new MetaspacePipeline();
         if (root.TryGetProperty("normalizer", out var norm) && norm.ValueKind == JsonValueKind.Object) p.AddNormalizer(norm, path);
+        return p;
+    }
+
+    /// <summary>
+    /// A lone Metaspace pre-tokenizer (Llama's tokenizer.json as transformers writes it with legacy = false), with no
+    /// normaliser and no whitespace split: only <see cref="PreTokenize"/> is meant to be called on it.
+    /// </summary>
+    /// <exception cref="InvalidDataException"><paramref name="pre"/> is not a Metaspace pre-tokenizer.</exception>
+    public static MetaspacePipeline MetaspaceOnly(JsonElement pre, string path)
+    {
+        if (Type(pre) != "Metaspace") throw new InvalidDataException($"{path}: pre_tokenizer \"{Type(pre)}\" is not Metaspace.");
+        var p = new MetaspacePipeline { _whitespaceSplit = false };
+        p.ReadMetaspace(pre);
         return p;
     }
 
@@ -77,6 +90,11 @@ internal sealed class MetaspacePipeline
                 catch (FormatException e) { throw new InvalidDataException($"{path}: precompiled_charsmap is not base64.", e); }
                 _normalizers.Add(new PrecompiledCharsMap(bytes, path).NormalizeLikeTokenizers);
                 break;
+            case "Prepend":
+                // The library prepends to every non-empty stretch (Llama's legacy layout: "▁" before each text piece).
+                string prefix = TokenizerFiles.Require(n, "prepend", JsonValueKind.String, path).GetString()!;
+                _normalizers.Add(s => s.Length == 0 ? s : prefix + s);
+                break;
             case "Replace":
                 var pattern = TokenizerFiles.Require(n, "pattern", JsonValueKind.Object, path);
                 string content = TokenizerFiles.Require(n, "content", JsonValueKind.String, path).GetString()!;
@@ -93,7 +111,7 @@ internal sealed class MetaspacePipeline
                 else throw new InvalidDataException($"{path}: Replace normalizer without a String or Regex pattern.");
                 break;
             default:
-                throw new InvalidDataException($"{path}: normalizer \"{Type(n)}\" is not supported by DiffusersSharp's SentencePiece-style tokenizers (expected Precompiled, Replace, Sequence).");
+                throw new InvalidDataException($"{path}: normalizer \"{Type(n)}\" is not supported by DiffusersSharp's SentencePiece-style tokenizers (expected Precompiled, Replace, Prepend, Sequence).");
         }
     }
 

@@ -105,4 +105,40 @@ internal static class TokenLayout
         }
         return new TokenizedText(ids.ToArray(), untruncated, dropped);
     }
+
+    /// <summary>
+    /// transformers' <c>tokenizer(texts, padding="max_length", max_length=maxLength, truncation=truncate)</c> from each
+    /// text's unpadded encoding (<paramref name="encode"/>: special tokens added, cut when truncating): the rows padded
+    /// with <paramref name="padId"/> on <paramref name="side"/>, the attention mask 1 on the ids and 0 on the padding.
+    /// </summary>
+    /// <exception cref="ArgumentException">No text, or a text longer than <paramref name="maxLength"/> ids with truncation off.</exception>
+    public static TokenizedBatch Batch(IReadOnlyList<string> texts, Func<string, TokenizedText> encode, int maxLength, int padId, PaddingSide side)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        if (texts.Count == 0) throw new ArgumentException("At least one text is needed.", nameof(texts));
+        var rows = new List<TokenizedText>(texts.Count);
+        foreach (string text in texts)
+        {
+            ArgumentNullException.ThrowIfNull(text, nameof(texts));
+            var row = encode(text);
+            if (row.Ids.Length > maxLength)
+                throw new ArgumentException($"A text gives {row.Ids.Length} ids, more than max_length {maxLength}, and truncation is off.", nameof(texts));
+            rows.Add(row);
+        }
+        var ids = new long[rows.Count * maxLength];
+        var mask = new long[rows.Count * maxLength];
+        for (int i = 0; i < rows.Count; i++)
+        {
+            int[] row = rows[i].Ids;
+            int start = side == PaddingSide.Right ? 0 : maxLength - row.Length;
+            for (int j = 0; j < maxLength; j++)
+            {
+                int k = j - start;
+                bool real = k >= 0 && k < row.Length;
+                ids[i * maxLength + j] = real ? row[k] : padId;
+                mask[i * maxLength + j] = real ? 1 : 0;
+            }
+        }
+        return new TokenizedBatch(ids, mask, rows.Select(r => r.Ids.Length).ToArray(), rows.Select(r => r.UntruncatedLength).ToArray(), maxLength);
+    }
 }

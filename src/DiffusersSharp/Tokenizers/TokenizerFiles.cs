@@ -137,6 +137,9 @@ internal sealed class TokenizerConfig
     /// <summary>tokenizer_config.json's add_eos_token.</summary>
     public bool? AddEosToken { get; private set; }
 
+    /// <summary>tokenizer_config.json's add_prefix_space (null when absent or null), for which transformers' Llama fast tokenizer rebuilds from tokenizer.model.</summary>
+    public bool? AddPrefixSpace { get; private set; }
+
     /// <summary>tokenizer_config.json's padding_side ("right" or "left"), as written.</summary>
     public string? PaddingSide { get; private set; }
 
@@ -172,6 +175,8 @@ internal sealed class TokenizerConfig
                 config.AddBosToken = abt.GetBoolean();
             if (root.TryGetProperty("add_eos_token", out var aet) && aet.ValueKind is JsonValueKind.True or JsonValueKind.False)
                 config.AddEosToken = aet.GetBoolean();
+            if (root.TryGetProperty("add_prefix_space", out var aps) && aps.ValueKind is JsonValueKind.True or JsonValueKind.False)
+                config.AddPrefixSpace = aps.GetBoolean();
             if (root.TryGetProperty("padding_side", out var ps) && ps.ValueKind == JsonValueKind.String) config.PaddingSide = ps.GetString();
             if (root.TryGetProperty("added_tokens_decoder", out var dec) && dec.ValueKind == JsonValueKind.Object)
             {

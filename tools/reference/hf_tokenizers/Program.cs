@@ -11,7 +11,8 @@
 // With the argument "qwen2" it runs Qwen2.cs instead (the fixture local-diffusers/qwen3); with "qwen2-texts IN OUT" it
 // encodes IN's JSON list of texts with that tokenizer into OUT (the fixture local-diffusers/qwen2-5-vl); with
 // "gemma TOKENIZER_DIR IN OUT" it runs Gemma.cs (the fixture local-diffusers/gemma-tokenizer); with "gemma-requests
-// TOKENIZER_DIR IN OUT" Gemma.cs's RunRequests (the tokenizer calls of tools/reference/sana_prompt.py).
+// TOKENIZER_DIR IN OUT" Gemma.cs's RunRequests (the tokenizer calls of tools/reference/sana_prompt.py); with "llama
+// FIXTURE_DIR IN OUT" Llama.cs (the fixture local-diffusers/llama-tokenizer).
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -32,6 +33,12 @@ if (args.Length == 3 && args[0] == "qwen2-texts")
 if (args.Length == 4 && args[0] == "gemma")
 {
     GemmaIds.Run(args[1], args[2], args[3]); // Gemma.cs: a Gemma-format tokenizer.json on cases.json (local-diffusers/gemma-tokenizer)
+    return;
+}
+
+if (args.Length == 4 && args[0] == "llama")
+{
+    LlamaIds.Run(args[1], args[2], args[3]); // Llama.cs: both Llama tokenizer.json layouts on cases.json (local-diffusers/llama-tokenizer)
     return;
 }
 
