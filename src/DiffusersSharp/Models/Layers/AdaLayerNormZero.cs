@@ -15,7 +15,8 @@ public readonly record struct AdaLayerNormZeroOutput(Tensor X, Tensor GateMsa, T
 /// <summary>
 /// Adaptive LayerNorm-Zero (diffusers <c>AdaLayerNormZero</c>, the SD3 variant without class labels):
 /// <c>emb = Linear(SiLU(temb))</c> split into shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, and a
-/// LayerNorm (eps 1e-6, no affine) modulated by the first two.
+/// LayerNorm (eps 1e-6, no affine) modulated by the first two. AuraFlow builds it with <c>bias=False</c> and
+/// <c>norm_type="fp32_layer_norm"</c>: a linear without bias and <see cref="FP32LayerNorm"/> (eps 1e-5, computed in float32).
 /// </summary>
 public sealed class AdaLayerNormZero : nn.Module
 {
@@ -23,18 +24,31 @@ public sealed class AdaLayerNormZero : nn.Module
     private readonly Linear linear;
 #pragma warning restore IDE1006
     private readonly long _dim;
+    private readonly bool _fp32LayerNorm;
 
-    /// <summary>Creates the norm for width <paramref name="dim"/>.</summary>
-    public AdaLayerNormZero(long dim, Device? device = null, ScalarType? dtype = null) : base(nameof(AdaLayerNormZero))
+    /// <summary>
+    /// Creates the norm for width <paramref name="dim"/>: <paramref name="bias"/> is diffusers' <c>bias</c> of the linear,
+    /// <paramref name="fp32LayerNorm"/> its <c>norm_type="fp32_layer_norm"</c> (AuraFlow) instead of <c>"layer_norm"</c>.
+    /// </summary>
+    public AdaLayerNormZero(long dim, Device? device = null, ScalarType? dtype = null, bool bias = true, bool fp32LayerNorm = false)
+        : base(nameof(AdaLayerNormZero))
     {
         _dim = dim;
-        linear = new Linear(dim, 6 * dim, hasBias: true, device: device, dtype: dtype);
+        _fp32LayerNorm = fp32LayerNorm;
+        linear = new Linear(dim, 6 * dim, hasBias: bias, device: device, dtype: dtype);
         RegisterComponents();
     }
 
     /// <summary>Modulates <paramref name="x"/> [B, N, D] with the conditioning <paramref name="emb"/> [B, D].</summary>
-    public AdaLayerNormZeroOutput forward(Tensor x, Tensor emb) =>
-        Modulate(x, _dim, linear.forward(nn.functional.silu(emb)).chunk(6, 1));
+    public AdaLayerNormZeroOutput forward(Tensor x, Tensor emb)
+    {
+        var c = linear.forward(nn.functional.silu(emb)).chunk(6, 1);
+        if (!_fp32LayerNorm) return Modulate(x, _dim, c);
+        using var scope = NewDisposeScope();
+        // diffusers: norm(x) * (1 + scale_msa) + shift_msa with the FP32LayerNorm's output cast back to x's type first.
+        var modulated = FP32LayerNorm.Apply(x, _dim).mul_(1 + c[1].unsqueeze(1)).add_(c[0].unsqueeze(1)).MoveToOuterDisposeScope();
+        return new AdaLayerNormZeroOutput(modulated, c[2], c[3], c[4], c[5]);
+    }
 
     /// <summary>
     /// diffusers' <c>ChromaAdaLayerNormZeroPruned</c> (no parameters): the six modulation vectors come from outside, as
