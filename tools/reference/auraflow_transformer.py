@@ -11,9 +11,9 @@ Writes, under local-diffusers/auraflow-transformer/:
 - counts.json: state-dict tensor and element counts of the full-size transformer built on the meta device.
 Every parameter is redrawn from one seeded generator (nothing left at zero or one), see draw().
 
-torch 1.13's nn.LayerNorm has no `bias` argument (torch 2.1 added it), which diffusers' FP32LayerNorm passes; the shim
-below accepts it as torch 2.x does. AuraFlow passes it only with elementwise_affine=False, where neither version makes
-any parameter, so no computation changes.
+torch 1.13's nn.LayerNorm has no `bias` argument (torch 2.1 added it), which diffusers' FP32LayerNorm passes:
+tools/reference/pyenv/sitecustomize.py gives it the torch 2.x one. AuraFlow passes it only with elementwise_affine=False,
+where neither version makes any parameter, so no computation changes.
 """
 import json
 import math
@@ -23,18 +23,7 @@ import torch
 from torch import nn
 from safetensors.torch import save_file
 
-_layer_norm_init = nn.LayerNorm.__init__
-
-
-def _layer_norm_init_with_bias(self, *args, bias=True, **kwargs):
-    _layer_norm_init(self, *args, **kwargs)
-    if not bias and self.elementwise_affine:
-        self.register_parameter("bias", None)  # torch 2.x: bias=False keeps the weight, drops the bias
-
-
-nn.LayerNorm.__init__ = _layer_norm_init_with_bias
-
-from diffusers import AuraFlowTransformer2DModel  # noqa: E402
+from diffusers import AuraFlowTransformer2DModel
 
 root = sys.argv[1]
 here = f"{root}/local-diffusers/auraflow-transformer"

@@ -24,6 +24,8 @@ import sys
 import torch
 from safetensors.torch import save_file
 
+from diffusers.utils.torch_utils import randn_tensor
+
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
 
 root = sys.argv[1]
@@ -122,7 +124,7 @@ def run(name, pipe, **kw):
     tensors[f"{name}/timesteps"] = pipe.scheduler.timesteps.clone()
     for k, v in kw.items():
         if isinstance(v, torch.Tensor):
-            tensors[f"{name}/{k}"] = v
+            tensors[f"{name}/{'initial_latents' if k == 'latents' else k}"] = v
 
 
 with torch.no_grad():
@@ -153,8 +155,12 @@ with torch.no_grad():
     pe, pm = embeds(1, [9])
     ne, nm = embeds(1, [4])
     kw = dict(guidance_scale=4.0, num_inference_steps=3, height=32, width=48, seed=15)
+    # diffusers draws that noise in bfloat16 (randn_tensor with prompt_embeds' dtype), which is other numbers than a
+    # float32 draw from the same seed: the float32 twin (bf16_ref) starts from exactly that noise, given as latents.
+    noise = randn_tensor((1, 16, 4, 6), generator=torch.Generator("cpu").manual_seed(15), dtype=torch.bfloat16)
+    tensors["bf16/noise"] = noise
     run("bf16_ref", pipe, prompt_embeds=pe, prompt_attention_mask=pm, negative_prompt_embeds=ne,
-        negative_prompt_attention_mask=nm, **kw)
+        negative_prompt_attention_mask=nm, latents=noise.float(), **kw)
     run("bf16", pipeline(dtype=torch.bfloat16), prompt_embeds=pe.bfloat16(), prompt_attention_mask=pm,
         negative_prompt_embeds=ne.bfloat16(), negative_prompt_attention_mask=nm, **kw)
 

@@ -287,12 +287,12 @@ public class GenerateSettings : ModelSettings
     [CommandOption("--scheduler <NAME>"), Description("SD 1.x / 2.x, SDXL and PixArt: the sampler, pndm, ddim, euler, euler_karras, euler_a, lms, dpmpp_2m, dpmpp_2m_karras, dpmpp_2m_sde, dpmpp_2m_sde_karras, unipc, heun, kdpm2, kdpm2_a, dpmpp_singlestep, deis, lcm (LCM-distilled models or LCM-LoRAs: few steps, guidance 1 to 2), ddpm, tcd (TCD LoRAs: few steps, gamma via --eta, e.g. 0.3), ipndm, or for EDM-trained models (Playground v2.5, CosXL) edm_euler, edm_dpmpp_2m, edm_dpmpp_2m_sde; or a diffusers scheduler class, e.g. EDMEulerScheduler (default: the model's).")]
     public string? Scheduler { get; init; }
 
-    /// <summary>Z-Image's cfg_normalization.</summary>
-    [CommandOption("--cfg-normalization <F>"), Description("Z-Image, with --guidance above 1: cap each guided prediction's norm at F times the conditional prediction's (diffusers' cfg_normalization, a bool there: True is 1; default 0, off).")]
+    /// <summary>Z-Image's and Lumina-Image 2.0's cfg_normalization.</summary>
+    [CommandOption("--cfg-normalization <F>"), Description("Z-Image, with --guidance above 1: cap each guided prediction's norm at F times the conditional prediction's (diffusers' cfg_normalization, a bool there: True is 1; default 0, off). Lumina-Image 2.0: 1 (the default) rescales each guided prediction to the conditional prediction's norm, 0 turns that off (diffusers' cfg_normalization).")]
     public string? CfgNormalization { get; init; }
 
-    /// <summary>Z-Image's cfg_truncation.</summary>
-    [CommandOption("--cfg-truncation <F>"), Description("Z-Image, with --guidance above 1: run the steps whose normalized time (1000 - t) / 1000 is above F without guidance (diffusers' cfg_truncation; default 1: never).")]
+    /// <summary>Z-Image's cfg_truncation, Lumina-Image 2.0's cfg_trunc_ratio.</summary>
+    [CommandOption("--cfg-truncation <F>"), Description("Z-Image, with --guidance above 1: run the steps whose normalized time (1000 - t) / 1000 is above F without guidance (diffusers' cfg_truncation; default 1: never). Lumina-Image 2.0: run step i (from 0) without guidance once (i + 1) / steps is above F (diffusers' cfg_trunc_ratio; default 1: never; its model card uses 0.25).")]
     public string? CfgTruncation { get; init; }
 
     /// <summary>The parsed --cfg-normalization, or null.</summary>

@@ -71,6 +71,8 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
         if (model.QwenImage is { } qwenImage) return GenerateQwenImage(model, qwenImage, pipelines.Verb, progress, preview, ct);
         if (model.Flux2Klein is { } klein) return GenerateFlux2Klein(model, klein, pipelines.Verb, progress, preview, ct);
         if (model.Sana is { } sana) return GenerateSana(model, sana, pipelines.Verb, progress, preview, ct);
+        if (model.Lumina2 is { } lumina2) return GenerateLumina2(model, lumina2, pipelines.Verb, progress, preview, ct);
+        if (model.AuraFlow is { } auraFlow) return GenerateAuraFlow(model, auraFlow, pipelines.Verb, progress, preview, ct);
         if (model.PixArt is { } pixArt)
         {
             // As pipe.scheduler = X.from_config(pipe.scheduler.config) on the model's own scheduler.

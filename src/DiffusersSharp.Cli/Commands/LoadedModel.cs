@@ -12,6 +12,8 @@ using DiffusersSharp.Pipelines.Flux;
 using DiffusersSharp.Pipelines.Flux2;
 using DiffusersSharp.Pipelines.PixArt;
 using DiffusersSharp.Pipelines.Sana;
+using DiffusersSharp.Pipelines.Lumina2;
+using DiffusersSharp.Pipelines.AuraFlow;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Pipelines.StableDiffusionXL;
@@ -32,9 +34,11 @@ internal sealed class LoadedModel : IDisposable
     private LoadedModel(string name, string pipelineClass, IReadOnlyList<string> controlNets, StableDiffusion3Components? sd3, StableDiffusionComponents? unet,
         FluxComponents? flux = null, IReadOnlyList<string>? adapters = null, PixArtComponents? pixArt = null, ChromaComponents? chroma = null,
         ZImageComponents? zImage = null, QwenImageComponents? qwenImage = null, Flux2KleinComponents? flux2Klein = null,
-        SanaComponents? sana = null)
+        SanaComponents? sana = null, Lumina2Components? lumina2 = null, AuraFlowComponents? auraFlow = null)
     {
         Sana = sana;
+        Lumina2 = lumina2;
+        AuraFlow = auraFlow;
         QwenImage = qwenImage;
         Flux2Klein = flux2Klein;
         PixArt = pixArt;
@@ -54,7 +58,7 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>The model families, as model_index.json's <c>_class_name</c> tells them apart.</summary>
-    private enum Family { Sd3, UNet, Flux, PixArt, Chroma, ZImage, QwenImage, Flux2Klein, Sana }
+    private enum Family { Sd3, UNet, Flux, PixArt, Chroma, ZImage, QwenImage, Flux2Klein, Sana, Lumina2, AuraFlow }
 
     private static Family FamilyOf(string pipelineClass) =>
         StableDiffusionComponents.IsSupportedPipeline(pipelineClass) ? Family.UNet
@@ -65,6 +69,8 @@ internal sealed class LoadedModel : IDisposable
         : QwenImageComponents.IsSupportedPipeline(pipelineClass) ? Family.QwenImage
         : Flux2KleinComponents.IsSupportedPipeline(pipelineClass) ? Family.Flux2Klein
         : SanaComponents.IsSupportedPipeline(pipelineClass) ? Family.Sana
+        : Lumina2Components.IsSupportedPipeline(pipelineClass) ? Family.Lumina2
+        : AuraFlowComponents.IsSupportedPipeline(pipelineClass) ? Family.AuraFlow
         : Family.Sd3;
 
     /// <summary>The components whose scheduler --scheduler swaps (UNet and PixArt models), or null.</summary>
@@ -87,6 +93,12 @@ internal sealed class LoadedModel : IDisposable
 
     /// <summary>The Sana components, or null for another family.</summary>
     public SanaComponents? Sana { get; }
+
+    /// <summary>The Lumina-Image 2.0 components, or null for another family.</summary>
+    public Lumina2Components? Lumina2 { get; }
+
+    /// <summary>The AuraFlow components, or null for another family.</summary>
+    public AuraFlowComponents? AuraFlow { get; }
 
     /// <summary>What --model said (folder or hub id).</summary>
     public string Name { get; }
@@ -112,6 +124,8 @@ internal sealed class LoadedModel : IDisposable
         FluxComponents.FillPipelineClass => ["inpaint"],
         PixArtComponents.SigmaPipelineClass or PixArtComponents.AlphaPipelineClass => ["txt2img"],
         SanaComponents.SanaPipelineClass or SanaComponents.SanaSprintPipelineClass => ["txt2img"],
+        Lumina2Components.Lumina2PipelineClass or Lumina2Components.Lumina2Text2ImgPipelineClass => ["txt2img"],
+        AuraFlowComponents.AuraFlowPipelineClass => ["txt2img"],
         ChromaComponents.PipelineClassName or ChromaComponents.Img2ImgPipelineClassName => ["txt2img", "img2img"],
         ZImageComponents.ZImagePipelineClass or ZImageComponents.ZImageImg2ImgPipelineClass => ["txt2img", "img2img"],
         Flux2KleinComponents.Flux2KleinKVPipelineClass => ["txt2img", "img2img"],
@@ -237,6 +251,7 @@ internal sealed class LoadedModel : IDisposable
         if (family == Family.QwenImage) CheckQwenImage(settings, pipelineClass);
         if (family == Family.Flux2Klein) CheckFlux2Klein(settings, pipelineClass);
         if (family == Family.Sana) CheckSana(settings, pipelineClass);
+        if (family is Family.Lumina2 or Family.AuraFlow) CheckTextOnlyFlow(settings, pipelineClass, family == Family.Lumina2 ? "Lumina-Image 2.0" : "AuraFlow");
         if (IsLatentUpscaler(pipelineClass)) CheckLatentUpscalerLoaders(settings, pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
@@ -295,6 +310,8 @@ internal sealed class LoadedModel : IDisposable
                 (c, file, encoder) => c.LoadIpAdapter(file, encoder))),
             Family.PixArt => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, pixArt: PixArtComponents.FromPretrained(folder, options, ct)),
             Family.Sana => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, sana: SanaComponents.FromPretrained(folder, options, ct)),
+            Family.Lumina2 => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, lumina2: Lumina2Components.FromPretrained(folder, options, ct)),
+            Family.AuraFlow => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, auraFlow: AuraFlowComponents.FromPretrained(folder, options, ct)),
             Family.Chroma => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
                 chroma: WithLoras(output, loras, ChromaComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             // --prompt-embeds without --negative-prompt needs no Qwen3-4B: it is left out (diffusers' text_encoder=None).
@@ -656,6 +673,25 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>
+    /// Lumina-Image 2.0 (diffusers' Lumina2Pipeline) and AuraFlow (AuraFlowPipeline) only generate from text: diffusers has
+    /// no image-to-image or inpainting pipeline for either; one prompt, a negative prompt under CFG, sizes in multiples of
+    /// 16, the model's own scheduler, no ControlNet / LoRA here. Lumina-Image 2.0 takes --cfg-truncation (its
+    /// cfg_trunc_ratio) and --cfg-normalization 0 or 1 (its cfg_normalization, on by default). Refused before any weights load.
+    /// </summary>
+    private static void CheckTextOnlyFlow(ModelSettings settings, string pipelineClass, string family)
+    {
+        if (settings is Img2ImgSettings)
+            throw new ArgumentException($"{settings.Model} is a {pipelineClass} ({family}): it only generates from text (diffusers has no {family} image-to-image or inpainting pipeline); use `generate`.");
+        if (FirstLackingOption(settings) is { } lacking)
+            throw new ArgumentException($"{lacking} does not apply to {family} models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+        if (settings is not GenerateSettings g) return;
+        if (g.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for {family}, got {w}.");
+        if (g.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for {family}, got {h}.");
+        if (g.CfgNormalizationValue is { } n && n is not (0 or 1))
+            throw new ArgumentException($"--cfg-normalization is on (1) or off (0) for Lumina-Image 2.0 (diffusers' cfg_normalization is a bool; the default is on), got {g.CfgNormalization}.");
+    }
+
+    /// <summary>
     /// The first option that a text-to-image family without add-ons (PixArt, Sana, Chroma, Z-Image) lacks, in one fixed order,
     /// or null; <paramref name="takes"/> names those the family does take. Load-time options count for serve too.
     /// </summary>
@@ -772,8 +808,8 @@ internal sealed class LoadedModel : IDisposable
     {
         if (settings.ReferenceImages.Count > 0 && family != Family.Flux2Klein)
             throw new ArgumentException($"--reference-image applies to FLUX.2 [klein] models (diffusers' Flux2KleinPipeline image list); {settings.Model} is a {pipelineClass}.");
-        if (family != Family.ZImage && (settings.CfgNormalization ?? settings.CfgTruncation) is not null)
-            throw new ArgumentException($"{(settings.CfgNormalization is not null ? "--cfg-normalization" : "--cfg-truncation")} applies to Z-Image models (diffusers' ZImagePipeline); {settings.Model} is a {pipelineClass}.");
+        if (family is not (Family.ZImage or Family.Lumina2) && (settings.CfgNormalization ?? settings.CfgTruncation) is not null)
+            throw new ArgumentException($"{(settings.CfgNormalization is not null ? "--cfg-normalization" : "--cfg-truncation")} applies to Z-Image and Lumina-Image 2.0 models (diffusers' ZImagePipeline, Lumina2Pipeline); {settings.Model} is a {pipelineClass}.");
         if (settings.FreeU is not null && (family != Family.UNet || IsLatentUpscaler(pipelineClass)))
             throw new ArgumentException($"--freeu applies to SD 1.x / 2.x and SDXL models (diffusers' UNet2DConditionModel.enable_freeu; the latent upscaler's K-diffusion blocks have no FreeU); {settings.Model} is a {pipelineClass}.");
         if (settings.PagScale is not null)
@@ -810,6 +846,11 @@ internal sealed class LoadedModel : IDisposable
         if (family == Family.Sana)
         {
             CheckSana(settings, pipelineClass);
+            return;
+        }
+        if (family is Family.Lumina2 or Family.AuraFlow)
+        {
+            CheckTextOnlyFlow(settings, pipelineClass, family == Family.Lumina2 ? "Lumina-Image 2.0" : "AuraFlow");
             return;
         }
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
@@ -1093,5 +1134,7 @@ internal sealed class LoadedModel : IDisposable
         QwenImage?.Dispose();
         Flux2Klein?.Dispose();
         Sana?.Dispose();
+        Lumina2?.Dispose();
+        AuraFlow?.Dispose();
     }
 }

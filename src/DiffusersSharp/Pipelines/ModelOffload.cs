@@ -1,4 +1,5 @@
 using DiffusersSharp.IO;
+using DiffusersSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -119,6 +120,26 @@ internal static class ModuleMover
             if (!tensor.is_floating_point() || tensor.dtype == dtype) continue;
             replacer.Replace(key, tensor.to(dtype));
             tensor.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="use"/> with <paramref name="module"/> cast to <paramref name="dtype"/> and casts it back to
+    /// the dtype it had after (diffusers' <c>upcast_vae</c> for a float16 VAE with <c>force_upcast</c>, kept to the call
+    /// so that the components stay as they were loaded). A module already in <paramref name="dtype"/> just runs.
+    /// </summary>
+    public static T RunIn<T>(nn.Module module, ScalarType dtype, Func<T> use)
+    {
+        var original = module.WeightDtype();
+        if (original == dtype) return use();
+        CastTo(module, dtype);
+        try
+        {
+            return use();
+        }
+        finally
+        {
+            CastTo(module, original);
         }
     }
 

@@ -2,8 +2,8 @@
 
 Python imports this file by itself when its folder is on PYTHONPATH. It adds only what torch 1.13 lacks and the
 reference scripts reach: device namespaces and dtypes that diffusers names at import time, torch.compiler /
-torch.library decorators (no-ops), F.scaled_dot_product_attention and nn.RMSNorm written from their definitions in
-PyTorch's documentation (float32 math, no fused kernel).
+torch.library decorators (no-ops), F.scaled_dot_product_attention, nn.RMSNorm and nn.LayerNorm(bias=False) written
+from their definitions in PyTorch's documentation (float32 math, no fused kernel).
 """
 import math
 import sys
@@ -107,6 +107,17 @@ if not hasattr(torch.nn, "RMSNorm"):
             return y if self.weight is None else y * self.weight
 
     torch.nn.RMSNorm = RMSNorm
+
+# nn.LayerNorm's bias argument (PyTorch 2.1; diffusers' FP32LayerNorm / AdaLayerNormZero pass bias=False): without a bias
+# the parameter is simply absent, which F.layer_norm accepts as None. Nothing is computed differently.
+if "bias" not in torch.nn.LayerNorm.__init__.__code__.co_varnames:
+    class LayerNorm(torch.nn.LayerNorm):
+        def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
+            super().__init__(normalized_shape, eps, elementwise_affine, device=device, dtype=dtype)
+            if elementwise_affine and not bias:
+                self.bias = None
+
+    torch.nn.LayerNorm = LayerNorm
 
 # torch 1.13's float32 CPU group_norm sums large maps imprecisely: on a 256 x 256 VAE encode its posterior mean is
 # 6.4e-4 from a float64 run of the same code, against 8e-6 for libtorch 2.10. Computing it in float64 and rounding to

@@ -75,6 +75,14 @@ public sealed class AuraFlowTransformer2DModel : nn.Module
     }
 
     /// <summary>
+    /// Checks latents of <paramref name="shape"/> [B, in_channels, H, W] against the model as <see cref="forward"/> does
+    /// (H and W multiples of the patch size, the patch grid within the learned position grid): what a pipeline checks
+    /// before any compute.
+    /// </summary>
+    /// <exception cref="ArgumentException">The shape does not fit, naming <paramref name="name"/>.</exception>
+    public void ValidateLatentShape(long[] shape, string name = "latents") => pos_embed.Validate(shape, name);
+
+    /// <summary>
     /// Loads a diffusers <c>transformer</c> folder (config.json + safetensors, single or sharded), strictly: every key
     /// and shape must match. <paramref name="dtype"/> converts floating weights (null keeps the stored type).
     /// </summary>

@@ -69,6 +69,14 @@ public sealed class Lumina2Transformer2DModel : nn.Module
     }
 
     /// <summary>
+    /// Why a sample with <paramref name="captionLength"/> kept caption tokens on latents of <paramref name="latentHeight"/> ×
+    /// <paramref name="latentWidth"/> needs rotary positions past <c>axes_lens</c> (which <see cref="forward"/> refuses), or
+    /// null when it fits: what a pipeline checks before any compute.
+    /// </summary>
+    public string? RopeRangeProblem(long captionLength, long latentHeight, long latentWidth) =>
+        rope_embedder.RangeProblem(captionLength, latentHeight / Config.PatchSize, latentWidth / Config.PatchSize);
+
+    /// <summary>
     /// Loads a diffusers <c>transformer</c> folder (config.json + safetensors, single or sharded), strictly: every key
     /// and shape must match. <paramref name="dtype"/> converts floating weights (null keeps the stored type).
     /// </summary>

@@ -73,15 +73,7 @@ public abstract partial class StableDiffusionPipelineBase
     {
         var vae = Components.Vae;
         if (!(IsXL || Components.IsUpscaler) || !vae.Config.ForceUpcast || vae.WeightDtype() != ScalarType.Float16) return use();
-        ModuleMover.CastTo(vae, ScalarType.Float32);
-        try
-        {
-            return use();
-        }
-        finally
-        {
-            ModuleMover.CastTo(vae, ScalarType.Float16);
-        }
+        return ModuleMover.RunIn(vae, ScalarType.Float32, use);
     }
 
     /// <summary>
