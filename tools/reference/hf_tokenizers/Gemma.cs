@@ -162,15 +162,18 @@ internal static class GemmaIds
     /// Mode "gemma-requests TOKENIZER_DIR IN OUT" (tools/reference/sana_prompt.py): IN is {"encode": [texts], "batches":
     /// [{"texts": [...], "max_length": L}]}, the calls diffusers made on its tokenizer stand-in; OUT gets each text's ids
     /// as the file encodes it (post-processor &lt;bos&gt; included: tokenizer.encode(text)) and each batch with the
-    /// library's own truncation (L, LongestFirst, Right) and right padding to L with &lt;pad&gt; (tokenizer(texts,
-    /// padding="max_length", max_length=L, truncation=True)), the mask 1 on the unpadded length the same file gives with
-    /// truncation only, as in "gemma" mode's batches.
+    /// library's own truncation (L, LongestFirst, Right) and padding to L with &lt;pad&gt; (tokenizer(texts,
+    /// padding="max_length", max_length=L, truncation=True)) on the batch's "direction" ("Right" when absent; "Left" for
+    /// a tokenizer whose padding_side is left: tools/reference/auraflow_prompt.py's Llama one), the mask 1 on the unpadded
+    /// length the same file gives with truncation only, as in "gemma" mode's batches. Nothing in it is Gemma's: &lt;pad&gt;
+    /// is looked up in the model vocabulary or the added tokens.
     /// </summary>
     public static void RunRequests(string tokenizerDir, string input, string output)
     {
         var requests = JsonNode.Parse(File.ReadAllText(input))!.AsObject();
         var baseJson = JsonNode.Parse(File.ReadAllText(Path.Combine(tokenizerDir, "tokenizer.json")))!.AsObject();
-        int pad = baseJson["model"]!["vocab"]!["<pad>"]!.GetValue<int>();
+        int pad = baseJson["model"]!["vocab"]!["<pad>"]?.GetValue<int>()
+            ?? baseJson["added_tokens"]!.AsArray().Single(t => t!["content"]!.GetValue<string>() == "<pad>")!["id"]!.GetValue<int>();
         string scratch = Path.Combine(Path.GetTempPath(), "hf_tokenizers_gemma_requests_" + Environment.ProcessId);
         Directory.CreateDirectory(scratch);
         Tokenizer Load(string name, Action<JsonObject> edit)
@@ -199,6 +202,7 @@ internal static class GemmaIds
         foreach (var b in requests["batches"]!.AsArray())
         {
             int maxLength = b!["max_length"]!.GetValue<int>();
+            string direction = b["direction"]?.GetValue<string>() ?? "Right";
             var texts = b["texts"]!.AsArray().Select(t => t!.GetValue<string>()).ToList();
             using var truncated = Load($"trunc{index}", j => j["truncation"] = Truncation(maxLength));
             using var padded = Load($"pad{index}", j =>
@@ -206,7 +210,7 @@ internal static class GemmaIds
                 j["truncation"] = Truncation(maxLength);
                 j["padding"] = new JsonObject
                 {
-                    ["strategy"] = new JsonObject { ["Fixed"] = maxLength }, ["direction"] = "Right",
+                    ["strategy"] = new JsonObject { ["Fixed"] = maxLength }, ["direction"] = direction,
                     ["pad_to_multiple_of"] = null, ["pad_id"] = pad, ["pad_type_id"] = 0, ["pad_token"] = "<pad>",
                 };
             });
@@ -219,13 +223,16 @@ internal static class GemmaIds
                 int real = truncated.Encode(text).Length;
                 if (row.Length != maxLength) throw new InvalidOperationException($"padded row has {row.Length} ids, not {maxLength}.");
                 ids.Add(Ids(row));
-                masks.Add(new JsonArray(Enumerable.Range(0, maxLength).Select(k => (JsonNode)(k < real ? 1 : 0)).ToArray()));
+                masks.Add(new JsonArray(Enumerable.Range(0, maxLength)
+                    .Select(k => (JsonNode)((direction == "Right" ? k < real : k >= maxLength - real) ? 1 : 0)).ToArray()));
             }
-            batches.Add(new JsonObject
+            var batch = new JsonObject
             {
                 ["texts"] = new JsonArray(texts.Select(t => (JsonNode)t).ToArray()), ["max_length"] = maxLength,
                 ["input_ids"] = ids, ["attention_mask"] = masks,
-            });
+            };
+            if (b["direction"] is not null) batch["direction"] = direction;
+            batches.Add(batch);
         }
         Directory.Delete(scratch, recursive: true);
         var result = new JsonObject

@@ -44,7 +44,7 @@ if (args.Length == 4 && args[0] == "llama")
 
 if (args.Length == 4 && args[0] == "gemma-requests")
 {
-    GemmaIds.RunRequests(args[1], args[2], args[3]); // Gemma.cs: the tokenizer calls tools/reference/sana_prompt.py recorded
+    GemmaIds.RunRequests(args[1], args[2], args[3]); // Gemma.cs: the tokenizer calls sana_prompt.py / lumina2_prompt.py / auraflow_prompt.py recorded
     return;
 }
 
