@@ -1,17 +1,21 @@
+using DiffusersSharp.Images;
 using DiffusersSharp.Pipelines;
 using DiffusersSharp.Pipelines.Sana;
 using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Cli.Commands;
 
-// Sana's run: generate (SanaPipeline, or SanaSprintPipeline for SANA-Sprint folders); the options were checked against the family before loading (LoadedModel.CheckSana).
+// Sana's run: generate (SanaPipeline, or SanaSprintPipeline for SANA-Sprint folders) and img2img (SanaSprintImg2ImgPipeline); the options were checked against the family before loading (LoadedModel.CheckSana).
 internal sealed partial class GenerationRunner
 {
     private Generated GenerateSana(LoadedModel model, SanaComponents sana, string verb, IProgress<PipelineProgress>? progress,
         PreviewSink? preview, CancellationToken ct)
     {
         bool sprint = model.PipelineClass == SanaComponents.SanaSprintPipelineClass;
-        SanaRequest defaults = sprint ? new SanaSprintRequest() : new SanaRequest();
+        // img2img (SANA-Sprint only; checked before loading): the image and strength; `with` keeps the request's type.
+        SanaRequest defaults = settings is Img2ImgSettings img2img
+            ? new SanaSprintImg2ImgRequest { Image = ImageFile.LoadRgb(img2img.Image!), Strength = img2img.StrengthValue ?? SanaSprintImg2ImgRequest.DefaultStrength }
+            : sprint ? new SanaSprintRequest() : new SanaRequest();
         var request = defaults with
         {
             Prompt = settings.Prompt is null ? null : (PromptList?)settings.Prompt,
@@ -27,15 +31,21 @@ internal sealed partial class GenerationRunner
             UseResolutionBinning = !settings.NoResolutionBinning,
             OutputType = OutputType.Image,
         };
-        using SanaPipelineBase pipe = sprint ? new SanaSprintPipeline(sana) : new SanaPipeline(sana);
+        using SanaPipelineBase pipe = defaults is SanaSprintImg2ImgRequest ? new SanaSprintImg2ImgPipeline(sana)
+            : sprint ? new SanaSprintPipeline(sana) : new SanaPipeline(sana);
         pipe.OnPromptTruncated = OnTruncated;
         if (preview is not null)
             request = request with { CallbackOnStepEnd = VerbPipelines.Previews(preview, latents => pipe.PreviewImages(latents, request)) };
         // SANA-Sprint's intermediate angle applies to its default 2 steps only (diffusers raises otherwise): other counts run without.
         if (request is SanaSprintRequest { NumInferenceSteps: not 2 } sprintRequest) request = sprintRequest with { IntermediateTimesteps = null };
-        using var result = pipe is SanaSprintPipeline sprintPipe ? sprintPipe.Generate((SanaSprintRequest)request, progress, ct)
-            : ((SanaPipeline)pipe).Generate(request, progress, ct);
+        using var result = pipe switch
+        {
+            SanaSprintImg2ImgPipeline img2imgPipe => img2imgPipe.Generate((SanaSprintImg2ImgRequest)request, progress, ct),
+            SanaSprintPipeline sprintPipe => sprintPipe.Generate((SanaSprintRequest)request, progress, ct),
+            _ => ((SanaPipeline)pipe).Generate(request, progress, ct),
+        };
         return new Generated(result.Images!, Parameters(verb, request.NumInferenceSteps, model.Name,
-            sana.SchedulerConfig["_class_name"]?.GetValue<string>()?.Replace("Scheduler", "") ?? "", request.GuidanceScale, null));
+            sana.SchedulerConfig["_class_name"]?.GetValue<string>()?.Replace("Scheduler", "") ?? "", request.GuidanceScale,
+            (request as SanaSprintImg2ImgRequest)?.Strength));
     }
 }

@@ -123,7 +123,8 @@ internal sealed class LoadedModel : IDisposable
     {
         FluxComponents.FillPipelineClass => ["inpaint"],
         PixArtComponents.SigmaPipelineClass or PixArtComponents.AlphaPipelineClass => ["txt2img"],
-        SanaComponents.SanaPipelineClass or SanaComponents.SanaSprintPipelineClass => ["txt2img"],
+        SanaComponents.SanaPipelineClass => ["txt2img"],
+        SanaComponents.SanaSprintPipelineClass => ["txt2img", "img2img"],
         Lumina2Components.Lumina2PipelineClass or Lumina2Components.Lumina2Text2ImgPipelineClass => ["txt2img"],
         AuraFlowComponents.AuraFlowPipelineClass => ["txt2img"],
         ChromaComponents.PipelineClassName or ChromaComponents.Img2ImgPipelineClassName => ["txt2img", "img2img"],
@@ -653,13 +654,14 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>
     /// Sana (diffusers' SanaPipeline; Efficient-Large-Model/Sana_1600M_1024px_diffusers) only generates from text here: one
     /// Gemma-2 prompt (the complex human instruction in front), a negative prompt under CFG, resolution binning (off with
-    /// --no-resolution-binning: then multiples of 32), the model's own scheduler; no image-to-image / inpainting pipeline in
-    /// diffusers' SanaPipeline family here and no ControlNet / LoRA / scheduler swap yet. Refused before any weights load.
+    /// --no-resolution-binning: then multiples of 32), the model's own scheduler; no ControlNet / LoRA / scheduler swap yet.
+    /// SANA-Sprint folders also run image-to-image (SanaSprintImg2ImgPipeline, with --strength). Refused before any
+    /// weights load.
     /// </summary>
     private static void CheckSana(ModelSettings settings, string pipelineClass)
     {
-        if (settings is Img2ImgSettings)
-            throw new ArgumentException($"{settings.Model} is a {pipelineClass} (Sana): it only generates from text here; use `generate`.");
+        if (settings is InpaintSettings || (settings is Img2ImgSettings && pipelineClass != SanaComponents.SanaSprintPipelineClass))
+            throw new ArgumentException($"{settings.Model} is a {pipelineClass} (Sana): it only generates from text here{(pipelineClass == SanaComponents.SanaSprintPipelineClass ? " and edits with img2img (SanaSprintImg2ImgPipeline); diffusers has no SANA-Sprint inpainting pipeline" : "")}; use `generate`.");
         if (FirstLackingOption(settings, "--no-resolution-binning") is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to Sana models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
         if (pipelineClass == SanaComponents.SanaSprintPipelineClass && settings is GenerateSettings { NegativePrompt: not null })

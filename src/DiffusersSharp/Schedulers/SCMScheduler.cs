@@ -59,6 +59,18 @@ public sealed class SCMScheduler
     }
 
     /// <summary>
+    /// diffusers' <c>set_begin_index</c>: the next <see cref="Step"/> goes from angle <paramref name="beginIndex"/> to the
+    /// one after it (image-to-image starts part-way, at the strength's first angle).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">No step starts at <paramref name="beginIndex"/> in the current schedule.</exception>
+    public void SetBeginIndex(int beginIndex)
+    {
+        if (beginIndex < 0 || beginIndex + 1 >= _timesteps.Length)
+            throw new ArgumentOutOfRangeException(nameof(beginIndex), beginIndex, $"The schedule has {Math.Max(_timesteps.Length - 1, 0)} steps; call SetTimesteps first.");
+        _stepIndex = beginIndex;
+    }
+
+    /// <summary>
     /// One step from <paramref name="sample"/> with the model's TrigFlow velocity: the next sample and the predicted x0
     /// (diffusers' <c>denoised</c>, which the pipeline decodes after the last step).
     /// </summary>

@@ -96,6 +96,28 @@ public sealed class SanaCliTests : CliTempDirectory
     }
 
     [Fact]
+    public void Img2ImgWithASanaSprintFolderRunsSanaSprintImg2ImgPipeline()
+    {
+        string sprint = Out("sprint");
+        TinySanaPipelineFolder.Write(sprint, sprint: true);
+        string init = Fixtures.Path("tiny-sd3/init_image.png");
+        var (code, _, stderr) = CliRunner.Run("img2img", "--model", sprint, "--prompt", "a boat", "--image", init, "--strength", "0.9",
+            "--width", "96", "--height", "64", "--no-resolution-binning", "--max-sequence-length", "24", "--seed", "4", "--output", Out("i2i.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Denoising strength: 0.9", ImageFile.ReadPngText(Out("i2i.png"))["parameters"]);
+        using var pipe = SanaSprintImg2ImgPipeline.FromPretrained(sprint);
+        using var expected = pipe.Generate(new SanaSprintImg2ImgRequest
+        {
+            Prompt = "a boat", Image = ImageFile.LoadRgb(init), Strength = 0.9, Width = 96, Height = 64, UseResolutionBinning = false,
+            MaxSequenceLength = 24, Generator = new Generator("cpu").ManualSeed(4),
+        });
+        Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("i2i.png")).Pixels);
+        var (refused, _, refusal) = CliRunner.Run("inpaint", "--model", sprint, "--prompt", "a", "--image", init, "--mask", init, "--output", Out("x.png"));
+        Assert.NotEqual(0, refused);
+        Assert.Contains("no SANA-Sprint inpainting pipeline", refusal);
+    }
+
+    [Fact]
     public void SizesOffTheLatentGridAreRefusedWithoutBinning()
     {
         var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "a", "--width", "48", "--no-resolution-binning", "--output", Out());

@@ -276,7 +276,7 @@ public sealed class ZImageCliTests : CliTempDirectory
         {
             (code, _, stderr) = CliRunner.Run("generate", "--model", chroma, "--prompt", "x", option, "1", "--output", Out());
             Assert.Equal(2, code);
-            Assert.Contains($"{option} applies to Z-Image models", stderr);
+            Assert.Contains($"{option} applies to Z-Image and Lumina-Image 2.0 models", stderr);
             Assert.DoesNotContain("loading", stderr);
         }
         (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "x", "--cfg-normalization", "-1", "--output", Out());

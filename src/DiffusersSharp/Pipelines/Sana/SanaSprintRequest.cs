@@ -6,7 +6,7 @@ namespace DiffusersSharp.Pipelines.Sana;
 /// the negative embeddings are refused), the SCM angles from <see cref="MaxTimesteps"/> with
 /// <see cref="IntermediateTimesteps"/> (two steps only; null for other step counts).
 /// </summary>
-public sealed record SanaSprintRequest : SanaRequest
+public record SanaSprintRequest : SanaRequest
 {
     /// <summary>A request with SANA-Sprint's defaults.</summary>
     public SanaSprintRequest() => NumInferenceSteps = 2;
