@@ -310,9 +310,9 @@ internal sealed class LoadedModel : IDisposable
                 WithTextualInversion(output, textualInversions, WithLoras(output, loras, FluxComponents.FromPretrained(folder, options, controlNets, ct), c => c.FuseLora), LoadTextualInversion),
                 (c, file, encoder) => c.LoadIpAdapter(file, encoder))),
             Family.PixArt => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, pixArt: PixArtComponents.FromPretrained(folder, options, ct)),
-            Family.Sana => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, sana: SanaComponents.FromPretrained(folder, options, ct)),
-            Family.Lumina2 => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, lumina2: Lumina2Components.FromPretrained(folder, options, ct)),
-            Family.AuraFlow => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, auraFlow: AuraFlowComponents.FromPretrained(folder, options, ct)),
+            Family.Sana => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, sana: WithLoras(output, loras, SanaComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
+            Family.Lumina2 => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, lumina2: WithLoras(output, loras, Lumina2Components.FromPretrained(folder, options, ct), c => c.FuseLora)),
+            Family.AuraFlow => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, auraFlow: WithLoras(output, loras, AuraFlowComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             Family.Chroma => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
                 chroma: WithLoras(output, loras, ChromaComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             // --prompt-embeds without --negative-prompt needs no Qwen3-4B: it is left out (diffusers' text_encoder=None).
@@ -370,7 +370,8 @@ internal sealed class LoadedModel : IDisposable
         var wanted = Loras.Select((l, i) => (l.File, Scale: scales[scales.Count == 1 ? 0 : i])).ToList();
         if (wanted.SequenceEqual(Loras)) return;
         PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? (PipelineComponents?)Flux ?? (PipelineComponents?)Chroma
-            ?? (PipelineComponents?)ZImage ?? (PipelineComponents?)QwenImage ?? Flux2Klein!;
+            ?? (PipelineComponents?)ZImage ?? (PipelineComponents?)QwenImage ?? (PipelineComponents?)Sana ?? (PipelineComponents?)Lumina2
+            ?? (PipelineComponents?)AuraFlow ?? Flux2Klein!;
         components.UnfuseLora();
         var fused = new List<(string File, double Scale)>();
         try
@@ -383,6 +384,9 @@ internal sealed class LoadedModel : IDisposable
                 else if (Chroma is not null) Chroma.FuseLora(file, scale);
                 else if (ZImage is not null) ZImage.FuseLora(file, scale);
                 else if (QwenImage is not null) QwenImage.FuseLora(file, scale);
+                else if (Sana is not null) Sana.FuseLora(file, scale);
+                else if (Lumina2 is not null) Lumina2.FuseLora(file, scale);
+                else if (AuraFlow is not null) AuraFlow.FuseLora(file, scale);
                 else Flux2Klein!.FuseLora(file, scale);
                 fused.Add((file, scale));
             }
@@ -654,15 +658,15 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>
     /// Sana (diffusers' SanaPipeline; Efficient-Large-Model/Sana_1600M_1024px_diffusers) only generates from text here: one
     /// Gemma-2 prompt (the complex human instruction in front), a negative prompt under CFG, resolution binning (off with
-    /// --no-resolution-binning: then multiples of 32), the model's own scheduler; no ControlNet / LoRA / scheduler swap yet.
-    /// SANA-Sprint folders also run image-to-image (SanaSprintImg2ImgPipeline, with --strength). Refused before any
-    /// weights load.
+    /// --no-resolution-binning: then multiples of 32), the model's own scheduler, --lora (SanaLoraLoaderMixin's transformer
+    /// LoRAs); no ControlNet / scheduler swap yet. SANA-Sprint folders also run image-to-image (SanaSprintImg2ImgPipeline,
+    /// with --strength). Refused before any weights load.
     /// </summary>
     private static void CheckSana(ModelSettings settings, string pipelineClass)
     {
         if (settings is InpaintSettings || (settings is Img2ImgSettings && pipelineClass != SanaComponents.SanaSprintPipelineClass))
             throw new ArgumentException($"{settings.Model} is a {pipelineClass} (Sana): it only generates from text here{(pipelineClass == SanaComponents.SanaSprintPipelineClass ? " and edits with img2img (SanaSprintImg2ImgPipeline); diffusers has no SANA-Sprint inpainting pipeline" : "")}; use `generate`.");
-        if (FirstLackingOption(settings, "--no-resolution-binning") is { } lacking)
+        if (FirstLackingOption(settings, "--no-resolution-binning", "--lora") is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to Sana models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
         if (pipelineClass == SanaComponents.SanaSprintPipelineClass && settings is GenerateSettings { NegativePrompt: not null })
             throw new ArgumentException($"--negative-prompt does not apply to SANA-Sprint (diffusers' {pipelineClass} embeds the guidance scale and has no negative prompt); {settings.Model} is a {pipelineClass}.");
@@ -677,14 +681,14 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>
     /// Lumina-Image 2.0 (diffusers' Lumina2Pipeline) and AuraFlow (AuraFlowPipeline) only generate from text: diffusers has
     /// no image-to-image or inpainting pipeline for either; one prompt, a negative prompt under CFG, sizes in multiples of
-    /// 16, the model's own scheduler, no ControlNet / LoRA here. Lumina-Image 2.0 takes --cfg-truncation (its
+    /// 16, the model's own scheduler, --lora (their LoRA mixins' transformer LoRAs), no ControlNet here. Lumina-Image 2.0 takes --cfg-truncation (its
     /// cfg_trunc_ratio) and --cfg-normalization 0 or 1 (its cfg_normalization, on by default). Refused before any weights load.
     /// </summary>
     private static void CheckTextOnlyFlow(ModelSettings settings, string pipelineClass, string family)
     {
         if (settings is Img2ImgSettings)
             throw new ArgumentException($"{settings.Model} is a {pipelineClass} ({family}): it only generates from text (diffusers has no {family} image-to-image or inpainting pipeline); use `generate`.");
-        if (FirstLackingOption(settings) is { } lacking)
+        if (FirstLackingOption(settings, "--lora") is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to {family} models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
         if (settings is not GenerateSettings g) return;
         if (g.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for {family}, got {w}.");

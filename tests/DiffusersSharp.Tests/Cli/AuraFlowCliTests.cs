@@ -40,6 +40,31 @@ public sealed class AuraFlowCliTests : CliTempDirectory
         Assert.Equal(expected.Images![0].Pixels, image.Pixels);
     }
 
+    [Fact]
+    public void TwoLorasGiveTheLibrarysImageOfThemFused()
+    {
+        // AuraFlowLoraParityTests checks the fused weights against diffusers'; here the CLI's wiring (--lora / --lora-scale).
+        string peft = Fixtures.Path("local-diffusers/auraflow-lora/pytorch_lora_weights.safetensors"), nometa = Fixtures.Path("local-diffusers/auraflow-lora/no_metadata.safetensors");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "a boat", "--steps", "2", "--guidance", "3", "--width", "32",
+            "--height", "32", "--max-sequence-length", "40", "--seed", "4", "--lora", peft, "--lora", nometa,
+            "--lora-scale", "0.7", "--lora-scale", "1.3", "--output", Out("lora.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("fused 38 LoRA layers from pytorch_lora_weights.safetensors at scale 0.7", stderr);
+        Assert.Contains("fused 4 LoRA layers from no_metadata.safetensors at scale 1.3", stderr);
+        AuraFlowRequest Request() => new()
+        {
+            Prompt = "a boat", NumInferenceSteps = 2, GuidanceScale = 3, Width = 32, Height = 32, MaxSequenceLength = 40,
+            Generator = new Generator("cpu").ManualSeed(4),
+        };
+        using var components = AuraFlowComponents.FromPretrained(_model, new PipelineLoadOptions());
+        components.FuseLora(peft, 0.7);
+        components.FuseLora(nometa, 1.3);
+        using (var pipe = new AuraFlowPipeline(components))
+        using (var expected = pipe.Generate(Request())) Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("lora.png")).Pixels);
+        using var plainPipe = AuraFlowPipeline.FromPretrained(_model);
+        using (var plain = plainPipe.Generate(Request())) Assert.NotEqual(plain.Images![0].Pixels, ImageFile.Load(Out("lora.png")).Pixels);
+    }
+
     [Theory]
     [InlineData("img2img", "--image", "IMAGE", "only generates from text")]
     [InlineData("generate", "--scheduler", "euler", "--scheduler does not apply to AuraFlow")]

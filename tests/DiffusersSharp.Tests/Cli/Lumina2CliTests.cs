@@ -53,10 +53,35 @@ public sealed class Lumina2CliTests : CliTempDirectory
         Assert.Equal((64, 64), (image.Width, image.Height));
     }
 
+    [Fact]
+    public void TwoLorasGiveTheLibrarysImageOfThemFused()
+    {
+        // Lumina2LoraParityTests checks the fused weights against diffusers'; here the CLI's wiring (--lora / --lora-scale).
+        string peft = Fixtures.Path("local-diffusers/lumina2-lora/pytorch_lora_weights.safetensors"), nometa = Fixtures.Path("local-diffusers/lumina2-lora/no_metadata.safetensors");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "a boat", "--steps", "2", "--guidance", "3", "--width", "32",
+            "--height", "32", "--max-sequence-length", "160", "--seed", "4", "--lora", peft, "--lora", nometa,
+            "--lora-scale", "0.7", "--lora-scale", "1.3", "--output", Out("lora.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("fused 37 LoRA layers from pytorch_lora_weights.safetensors at scale 0.7", stderr);
+        Assert.Contains("fused 4 LoRA layers from no_metadata.safetensors at scale 1.3", stderr);
+        var request = new Lumina2Request
+        {
+            Prompt = "a boat", NumInferenceSteps = 2, GuidanceScale = 3, Width = 32, Height = 32, MaxSequenceLength = 160,
+            Generator = new Generator("cpu").ManualSeed(4),
+        };
+        using var components = Lumina2Components.FromPretrained(_model, new PipelineLoadOptions());
+        components.FuseLora(peft, 0.7);
+        components.FuseLora(nometa, 1.3);
+        using (var pipe = new Lumina2Pipeline(components))
+        using (var expected = pipe.Generate(request)) Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("lora.png")).Pixels);
+        using (var plain = Library(request with { Generator = new Generator("cpu").ManualSeed(4) }))
+            Assert.NotEqual(plain.Images![0].Pixels, ImageFile.Load(Out("lora.png")).Pixels);
+    }
+
     [Theory]
     [InlineData("img2img", "--image", "IMAGE", "only generates from text")]
     [InlineData("generate", "--scheduler", "euler", "--scheduler does not apply to Lumina-Image 2.0")]
-    [InlineData("generate", "--lora", "FILE", "--lora does not apply to Lumina-Image 2.0")]
+    [InlineData("generate", "--clip-skip", "2", "--clip-skip does not apply to Lumina-Image 2.0")]
     [InlineData("generate", "--cfg-normalization", "0.5", "--cfg-normalization is on (1) or off (0)")]
     [InlineData("generate", "--width", "40", "--width must be a positive multiple of 16 for Lumina-Image 2.0")]
     public void OptionsTheFamilyLacksAreRefusedBeforeLoading(string verb, string option, string value, string message)

@@ -60,10 +60,35 @@ public sealed class SanaCliTests : CliTempDirectory
         Assert.Equal(expected.Images![0].Pixels, image.Pixels);
     }
 
+    [Fact]
+    public void TwoLorasGiveTheLibrarysImageOfThemFused()
+    {
+        // SanaLoraParityTests checks the fused weights against diffusers'; here the CLI's wiring (--lora / --lora-scale).
+        string peft = Fixtures.Path("local-diffusers/sana-lora/pytorch_lora_weights.safetensors"), nometa = Fixtures.Path("local-diffusers/sana-lora/no_metadata.safetensors");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "a boat", "--steps", "2", "--guidance", "3", "--width", "64",
+            "--height", "64", "--no-resolution-binning", "--max-sequence-length", "24", "--seed", "4", "--lora", peft, "--lora", nometa,
+            "--lora-scale", "0.7", "--lora-scale", "1.3", "--output", Out("lora.png"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("fused 22 LoRA layers from pytorch_lora_weights.safetensors at scale 0.7", stderr);
+        Assert.Contains("fused 5 LoRA layers from no_metadata.safetensors at scale 1.3", stderr);
+        var request = new SanaRequest
+        {
+            Prompt = "a boat", NumInferenceSteps = 2, GuidanceScale = 3, Width = 64, Height = 64, UseResolutionBinning = false, MaxSequenceLength = 24,
+            Generator = new Generator("cpu").ManualSeed(4),
+        };
+        using var components = SanaComponents.FromPretrained(_model, new PipelineLoadOptions());
+        components.FuseLora(peft, 0.7);
+        components.FuseLora(nometa, 1.3);
+        using (var pipe = new SanaPipeline(components))
+        using (var expected = pipe.Generate(request)) Assert.Equal(expected.Images![0].Pixels, ImageFile.Load(Out("lora.png")).Pixels);
+        using (var plain = Library(request with { Generator = new Generator("cpu").ManualSeed(4) }))
+            Assert.NotEqual(plain.Images![0].Pixels, ImageFile.Load(Out("lora.png")).Pixels);
+    }
+
     [Theory]
     [InlineData("img2img", "--image", "IMAGE", "only generates from text")]
     [InlineData("generate", "--scheduler", "euler", "--scheduler does not apply to Sana")]
-    [InlineData("generate", "--lora", "FILE", "--lora does not apply to Sana")]
+    [InlineData("generate", "--clip-skip", "2", "--clip-skip does not apply to Sana")]
     [InlineData("generate", "--prompt-2", "b", "--prompt-2 does not apply to Sana")]
     public void OptionsTheFamilyLacksAreRefusedBeforeLoading(string verb, string option, string value, string message)
     {

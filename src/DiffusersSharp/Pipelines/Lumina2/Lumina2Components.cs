@@ -105,6 +105,18 @@ public sealed class Lumina2Components : PipelineComponents
             throw new InvalidDataException($"The text encoder gives {textEncoder.Config.HiddenSize}-wide embeddings but the Lumina2 transformer takes {transformer.Config.CapFeatDim} (cap_feat_dim).");
     }
 
+    /// <summary>
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a Lumina2 LoRA
+    /// (<c>Lumina2LoraLoaderMixin</c>: the transformer only), in diffusers' own layout (<c>transformer.*</c> lora_A / lora_B pairs, optional lora_B biases and adapter metadata) or Lumina's original training layout that its converter reads (<c>diffusion_model.layers.0.attention.qkv.lora_A.weight</c>, ...; see <see cref="Loaders.LoraWeights.LoadLumina2"/>); checked before any weight changes, undone by
+    /// <see cref="PipelineComponents.UnfuseLora"/>. Returns the number of adapted layers.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a Lumina2 transformer LoRA in a layout diffusers reads (keys outside
+    /// <c>transformer.</c>, <c>.alpha</c> tensors and DoRA files among them).</exception>
+    /// <exception cref="ArgumentException">A layer does not fit the transformer (missing modules, as in another family's LoRA,
+    /// or other sizes), or the scale is not finite.</exception>
+    public int FuseLora(string path, double scale = 1.0) => Loaders.LoraWeights.FuseLumina2(path, Transformer, scale, FusedLoras);
+
     /// <inheritdoc />
     // diffusers' model_cpu_offload_seq: text_encoder->transformer->vae.
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels() => TextEncoderTransformerVae(TextEncoder, Transformer, Vae);

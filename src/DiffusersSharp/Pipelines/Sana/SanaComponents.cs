@@ -124,6 +124,18 @@ public sealed class SanaComponents : PipelineComponents
             throw new InvalidDataException($"The text encoder's hidden size is {textEncoder.Config.HiddenSize}, the transformer's caption_channels {transformer.Config.CaptionChannels}.");
     }
 
+    /// <summary>
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a Sana LoRA
+    /// (<c>SanaLoraLoaderMixin</c>: the transformer only), diffusers' own layout only (<c>transformer.*</c> lora_A / lora_B pairs, a conv's pair 4-D, optional lora_B biases and adapter metadata; see <see cref="Loaders.LoraWeights.LoadSana"/>); checked before any weight changes, undone by
+    /// <see cref="PipelineComponents.UnfuseLora"/>. Returns the number of adapted layers.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a Sana transformer LoRA in a layout diffusers reads (keys outside
+    /// <c>transformer.</c>, <c>.alpha</c> tensors and DoRA files among them).</exception>
+    /// <exception cref="ArgumentException">A layer does not fit the transformer (missing modules, as in another family's LoRA,
+    /// or other sizes), or the scale is not finite.</exception>
+    public int FuseLora(string path, double scale = 1.0) => Loaders.LoraWeights.FuseSana(path, Transformer, scale, FusedLoras);
+
     /// <inheritdoc />
     // diffusers' model_cpu_offload_seq: text_encoder->transformer->vae.
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels() => TextEncoderTransformerVae(TextEncoder, Transformer, Vae);
