@@ -9,7 +9,6 @@ using DiffusersSharp.Tests.Support;
 using DiffusersSharp.Tokenizers;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
-using Generator = DiffusersSharp.Runtime.Generator;
 
 namespace DiffusersSharp.Tests.Pipelines;
 
@@ -51,23 +50,9 @@ public sealed class Lumina2ParityTests(ITestOutputHelper output) : IDisposable
     private void Check(Lumina2Components components, Lumina2Request request, string name, long seed)
     {
         using var pipe = new Lumina2Pipeline(components);
-        double Close(Tensor actual, string key) => TensorAssert.Close(actual, E(key), Tolerance, key);
-        var timesteps = new List<float>();
-        double worstStep = 0, latentError, imageError;
-        using (var latents = pipe.Generate(request with
-        {
-            Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c =>
-            {
-                worstStep = Math.Max(worstStep, Close(c.Latents, $"{name}/step{c.Step}"));
-                timesteps.Add(c.Timestep);
-            },
-        }))
-            latentError = Close(latents.Tensor!, $"{name}/latents");
-        Assert.Equal(E($"{name}/timesteps").data<float>().ToArray(), timesteps);
-        using (var image = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Tensor }))
-            imageError = Close(image.Tensor!, $"{name}/images");
-        output.WriteLine($"{name}: {timesteps.Count} steps, worst step {worstStep:G3}, latents {latentError:G3}, images {imageError:G3} (max abs)");
+        PipelineRunParity.Check(output, _expected, name, seed,
+            (generator, type, onStep) => pipe.Generate(request with { Generator = generator, OutputType = type, CallbackOnStepEnd = onStep }),
+            result => result.Tensor!, Tolerance);
     }
 
     [Fact]
@@ -113,15 +98,12 @@ public sealed class Lumina2ParityTests(ITestOutputHelper output) : IDisposable
 
     /// <summary>
     /// The whole pipeline in bfloat16, as diffusers' bfloat16 run of the fixture: the noise drawn in bfloat16 (the
-    /// embeddings' dtype) must be torch's bfloat16 draw exactly, and the latents stay bfloat16. Our final latents and image
-    /// against diffusers' float32 run from that same noise (bf16_ref), beside diffusers' own bfloat16 error; the bounds are
-    /// about twice what was measured.
+    /// embeddings' dtype) is torch's bfloat16 draw, the latents stay bfloat16, and ours are no further than twice
+    /// diffusers' own bfloat16 error from diffusers' float32 run from that same noise (bf16_ref).
     /// </summary>
     [Fact]
     public void Bfloat16RunStaysAsCloseAsDiffusersOwn()
     {
-        using (var noise = new Generator("cpu").ManualSeed(15).Randn([1, 16, 4, 6], ScalarType.BFloat16, CPU))
-            Assert.True(noise.equal(E("bf16/noise")).all().item<bool>(), "the bfloat16 noise is not torch's bfloat16 draw");
         using var components = Components(dtype: ScalarType.BFloat16);
         using var pipe = new Lumina2Pipeline(components);
         var request = Embeds("bf16_ref") with
@@ -130,18 +112,8 @@ public sealed class Lumina2ParityTests(ITestOutputHelper output) : IDisposable
             NegativePromptEmbeds = E("bf16_ref/negative_prompt_embeds").to(ScalarType.BFloat16),
             GuidanceScale = 4.0, NumInferenceSteps = 3, Height = 32, Width = 48,
         };
-        using var latents = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(15), OutputType = OutputType.Latent });
-        Assert.Equal(ScalarType.BFloat16, latents.Tensor!.dtype);
-        double ours = TensorAssert.RelativeL2(latents.Tensor!.to(ScalarType.Float32), E("bf16_ref/latents"));
-        double theirs = TensorAssert.RelativeL2(E("bf16/latents").to(ScalarType.Float32), E("bf16_ref/latents"));
-        double toTheirs = TensorAssert.RelativeL2(latents.Tensor!.to(ScalarType.Float32), E("bf16/latents").to(ScalarType.Float32));
-        using var image = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(15), OutputType = OutputType.Tensor });
-        double imageOurs = TensorAssert.RelativeL2(image.Tensor!.to(ScalarType.Float32), E("bf16_ref/images"));
-        double imageTheirs = TensorAssert.RelativeL2(E("bf16/images").to(ScalarType.Float32), E("bf16_ref/images"));
-        output.WriteLine($"bfloat16 final latents relative L2 from diffusers' float32 (same noise): ours {ours:G3}, diffusers' own bfloat16 {theirs:G3}; " +
-                         $"ours from diffusers' bfloat16 {toTheirs:G3}; images: ours {imageOurs:G3}, diffusers' {imageTheirs:G3}");
-        Assert.True(ours < 2 * Math.Max(theirs, 0.005), $"bfloat16 latents are {ours:G3} (relative L2) from float32, diffusers' bfloat16 {theirs:G3}");
-        Assert.True(imageOurs < 2 * Math.Max(imageTheirs, 0.005), $"bfloat16 image is {imageOurs:G3} (relative L2) from float32, diffusers' {imageTheirs:G3}");
+        PipelineRunParity.Bfloat16BesideDiffusers(output, _expected, 15,
+            (generator, type) => pipe.Generate(request with { Generator = generator, OutputType = type }), result => result.Tensor!);
     }
 
     public void Dispose()

@@ -103,14 +103,7 @@ public sealed class Lumina2PromptParityTests(ITestOutputHelper output) : IDispos
         double embeds = TensorAssert.Close(got.PromptEmbeds, _expected[$"{name}/prompt_embeds"], Tolerance, $"{name}/prompt_embeds");
         double negative = TensorAssert.Close(got.NegativePromptEmbeds!, _expected[$"{name}/negative_prompt_embeds"], Tolerance, $"{name}/negative_prompt_embeds");
         foreach (var (actual, key) in new[] { (got.PromptAttentionMask, "prompt_attention_mask"), (got.NegativePromptAttentionMask!, "negative_prompt_attention_mask") })
-        {
-            using var tiled = _expected[$"{name}/{key}"].to(ScalarType.Int64);
-            long rows = tiled.shape[0], width = tiled.shape[1];
-            using var perPrompt = tiled.view(n, rows / n, width).transpose(0, 1).reshape(rows, width);
-            Assert.Equal(ScalarType.Int64, actual.dtype);
-            Assert.True(actual.equal(perPrompt).all().item<bool>(), $"{key}: not diffusers' masks repeated per prompt");
-            Assert.False(actual.equal(tiled).all().item<bool>(), $"{key}: the case no longer tells the two orders apart");
-        }
+            MaskAssert.PerPromptOrderOfTiled(actual, _expected[$"{name}/{key}"], n, key);
         output.WriteLine($"{name}: prompt_embeds max abs {embeds:G3}, negative_prompt_embeds max abs {negative:G3}, masks = diffusers' re-ordered per prompt");
     }
 
@@ -130,17 +123,7 @@ public sealed class Lumina2PromptParityTests(ITestOutputHelper output) : IDispos
     public void DefaultSystemPromptIsDiffusers() =>
         Assert.Equal(Lumina2Request.DefaultSystemPrompt, CasesFile["default_system_prompt"]!.GetValue<string>());
 
-    /// <summary>Our mask is int64 as diffusers' (the tokenizer's), and equal to it position by position.</summary>
-    private void AssertMaskEqual(Tensor actual, string key)
-    {
-        Assert.Equal(ScalarType.Int64, actual.dtype);
-        var expected = _expected[key];
-        Assert.Equal(expected.shape, actual.shape);
-        using var a = actual.to(ScalarType.Int64);
-        using var e = expected.to(ScalarType.Int64);
-        using var differ = a.ne(e).sum();
-        Assert.True(differ.item<long>() == 0, $"{key}: masks differ at {differ.item<long>()} positions");
-    }
+    private void AssertMaskEqual(Tensor actual, string key) => MaskAssert.Equal(actual, _expected[key], key);
 
     public void Dispose()
     {

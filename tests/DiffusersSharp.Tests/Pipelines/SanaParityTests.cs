@@ -41,23 +41,9 @@ public sealed class SanaParityTests(ITestOutputHelper output) : IDisposable
     private void Check(SanaComponents components, SanaRequest request, string name, long seed, double imageTolerance = Tolerance)
     {
         using var pipe = new SanaPipeline(components);
-        double Close(Tensor actual, string key) => TensorAssert.Close(actual, E(key), Tolerance, key);
-        int steps = 0;
-        double worstStep = 0, latentError, imageError;
-        using (var latents = pipe.Generate(request with
-        {
-            Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c =>
-            {
-                worstStep = Math.Max(worstStep, Close(c.Latents, $"{name}/step{c.Step}"));
-                steps++;
-            },
-        }))
-            latentError = Close(latents.Tensor!, $"{name}/latents");
-        Assert.Equal(_expected.Keys.Count(k => k.StartsWith($"{name}/step", StringComparison.Ordinal)), steps);
-        using (var image = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Tensor }))
-            imageError = TensorAssert.Close(image.Tensor!, E($"{name}/images"), imageTolerance, $"{name}/images");
-        output.WriteLine($"{name}: steps {worstStep:G3}, latents {latentError:G3}, images {imageError:G3} (max abs)");
+        PipelineRunParity.Check(output, _expected, name, seed,
+            (generator, type, onStep) => pipe.Generate(request with { Generator = generator, OutputType = type, CallbackOnStepEnd = onStep }),
+            result => result.Tensor!, Tolerance, imageTolerance);
     }
 
     [Fact]

@@ -41,28 +41,14 @@ public sealed class SanaSprintImg2ImgParityTests(ITestOutputHelper output) : IDi
     {
         using var components = Components();
         using var pipe = new SanaSprintImg2ImgPipeline(components);
-        double Close(Tensor actual, string key) => TensorAssert.Close(actual, E(key), Tolerance, key);
         request = request with
         {
             Image = Image, Height = 64, Width = 96, UseResolutionBinning = false,
             PromptEmbeds = E($"{name}/prompt_embeds"), PromptAttentionMask = E($"{name}/prompt_attention_mask"),
         };
-        int steps = 0;
-        double worstStep = 0, latentError, imageError;
-        using (var latents = pipe.Generate(request with
-        {
-            Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Latent,
-            CallbackOnStepEnd = c =>
-            {
-                worstStep = Math.Max(worstStep, Close(c.Latents, $"{name}/step{c.Step}"));
-                steps++;
-            },
-        }))
-            latentError = Close(latents.Tensor!, $"{name}/latents");
-        Assert.Equal(_expected.Keys.Count(k => k.StartsWith($"{name}/step", StringComparison.Ordinal)), steps);
-        using (var image = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(seed), OutputType = OutputType.Tensor }))
-            imageError = Close(image.Tensor!, $"{name}/images");
-        output.WriteLine($"{name}: {steps} steps, worst step {worstStep:G3}, latents {latentError:G3}, images {imageError:G3} (max abs)");
+        PipelineRunParity.Check(output, _expected, name, seed,
+            (generator, type, onStep) => pipe.Generate(request with { Generator = generator, OutputType = type, CallbackOnStepEnd = onStep }),
+            result => result.Tensor!, Tolerance);
     }
 
     [Fact]
