@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import save_file
 
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
+from prompt_standins import Replay, TokenizerAnswers, run_rounds
 
 root = sys.argv[1]
 here = f"{root}/local-diffusers/lumina2-prompt"
@@ -73,93 +74,50 @@ def child():
     subprocess.run([sys.executable, "-c", CHILD, text_encoder_dir, scratch], check=True, env=env)
 
 
-class Missing(Exception):
-    """A stand-in was asked something nobody has answered yet (it has been recorded)."""
-
-
 class StandInTokenizer:
     """The calls Lumina2Pipeline makes on its GemmaTokenizerFast, answered from the tokenizers library's ids only."""
 
     def __init__(self):
         self.padding_side = "left"  # Lumina2Pipeline.__init__ sets "right"; the stand-in checks that it did
-        self.encoded, self.rows = {}, {}
-        self.want_encode, self.want_batches = [], []
-        self.answers = {"encode": [], "batches": []}
+        self.library = TokenizerAnswers(tokenizer_dir, scratch)
 
     def __call__(self, texts, padding, return_tensors, max_length=None, truncation=False):
         assert self.padding_side == "right" and isinstance(texts, list) and return_tensors == "pt"
         if padding == "longest":
             assert max_length is None and truncation is False
-            missing = [t for t in texts if t not in self.encoded]
-            for t in missing:
-                if t not in self.want_encode:
-                    self.want_encode.append(t)
-            if missing:
-                raise Missing(f"encode of {len(missing)} texts")
-            width = max(len(self.encoded[t]) for t in texts)
-            ids = torch.tensor([self.encoded[t] + [PAD] * (width - len(self.encoded[t])) for t in texts], dtype=torch.int64)
-            return SimpleNamespace(input_ids=ids)
+            rows = self.library.encodings(texts)
+            width = max(len(r) for r in rows)
+            return SimpleNamespace(input_ids=torch.tensor([r + [PAD] * (width - len(r)) for r in rows], dtype=torch.int64))
         assert padding == "max_length" and truncation is True
-        if any((t, max_length) not in self.rows for t in texts):
-            request = {"texts": list(texts), "max_length": max_length}
-            if request not in self.want_batches:
-                self.want_batches.append(request)
-            raise Missing(f"batch of {len(texts)} at {max_length}")
-        ids = torch.tensor([self.rows[(t, max_length)][0] for t in texts], dtype=torch.int64)
-        mask = torch.tensor([self.rows[(t, max_length)][1] for t in texts], dtype=torch.int64)
+        ids, mask = self.library.batch(texts, max_length)
         return SimpleNamespace(input_ids=ids, attention_mask=mask)
 
     def batch_decode(self, ids):
         # Only the truncation warning's text.
         return [f"<{len(row)} ids>" for row in ids.tolist()]
 
-    def answer(self):
-        # Every request so far goes to the tool each time, so the last answers file holds all the fixture used.
-        requests = {"encode": list(self.encoded) + [t for t in self.want_encode if t not in self.encoded],
-                    "batches": [{"texts": b["texts"], "max_length": b["max_length"]} for b in self.answers["batches"]]
-                    + self.want_batches}
-        with open(f"{scratch}/requests.json", "w", encoding="utf-8") as f:
-            json.dump(requests, f, ensure_ascii=False)
-        subprocess.run(["dotnet", "run", "--project", "tools/reference/hf_tokenizers", "-c", "Release", "--",
-                        "gemma-requests", tokenizer_dir, f"{scratch}/requests.json", f"{scratch}/answers.json"], check=True)
-        with open(f"{scratch}/answers.json", encoding="utf-8") as f:
-            self.answers = json.load(f)
-        self.encoded = {e["text"]: e["ids"] for e in self.answers["encode"]}
-        for b in self.answers["batches"]:
-            for t, ids, mask in zip(b["texts"], b["input_ids"], b["attention_mask"]):
-                self.rows[(t, b["max_length"])] = (ids, mask)
-        self.want_encode, self.want_batches = [], []
+
+def run_child(pairs):
+    torch.save(pairs, f"{scratch}/in.pt")
+    child()
+    return torch.load(f"{scratch}/out.pt")
 
 
-def key(ids, mask):
-    return (tuple(ids.shape), tuple(ids.flatten().tolist()), tuple(mask.flatten().tolist()))
-
-
-class ReplayEncoder:
+class ReplayEncoder(Replay):
     """Gemma2Model's hidden states for exactly the (ids, mask) pairs the child ran."""
 
     dtype = torch.float32
 
     def __init__(self):
-        self.outputs, self.wanted, self.first = {}, {}, None
+        super().__init__(run_child)
+        self.first = None
 
     def __call__(self, input_ids, attention_mask, output_hidden_states):
         assert output_hidden_states is True
-        k = key(input_ids, attention_mask)
-        if k not in self.outputs:
-            self.wanted.setdefault(k, (input_ids.clone(), attention_mask.clone()))
-            raise Missing(f"text encoder on {list(input_ids.shape)}")
+        hidden = self.output(input_ids, attention_mask)
         if self.first is None:
-            self.first = (input_ids.clone(), attention_mask.clone(), self.outputs[k])
-        return SimpleNamespace(hidden_states=tuple(h.clone() for h in self.outputs[k]))
-
-    def answer(self):
-        pairs = list(self.wanted.items())
-        torch.save([p for _, p in pairs], f"{scratch}/in.pt")
-        child()
-        for (k, _), out in zip(pairs, torch.load(f"{scratch}/out.pt")):
-            self.outputs[k] = out
-        self.wanted = {}
+            self.first = (input_ids.clone(), attention_mask.clone(), hidden)
+        return SimpleNamespace(hidden_states=tuple(h.clone() for h in hidden))
 
 
 tokenizer, encoder = StandInTokenizer(), ReplayEncoder()
@@ -193,28 +151,18 @@ CASES = {
 }
 
 NAMES = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask")
-for round in range(8):
-    out, missing = {}, []
+
+
+def run_case(args):
+    with torch.no_grad():
+        return pipe.encode_prompt(**args)
+
+
+def reset_first():
     encoder.first = None
-    for name, args in CASES.items():
-        try:
-            with torch.no_grad():
-                result = pipe.encode_prompt(**args)
-        except Missing as e:
-            missing.append(f"{name}: {e}")
-            continue
-        for n, t in zip(NAMES, result):
-            if t is not None:
-                out[f"{name}/{n}"] = t.contiguous()
-    print(f"round {round}: {len(CASES) - len(missing)} of {len(CASES)} cases ran; missing {missing}")
-    if not missing:
-        break
-    if tokenizer.want_encode or tokenizer.want_batches:
-        tokenizer.answer()
-    if encoder.wanted:
-        encoder.answer()
-else:
-    raise RuntimeError("the stand-ins never answered every request")
+
+
+out = run_rounds(CASES, run_case, [tokenizer.library, encoder], NAMES, before_round=reset_first)
 
 ids, mask, hidden = encoder.first
 out["hidden/input_ids"], out["hidden/attention_mask"] = ids, mask
@@ -228,6 +176,6 @@ save_file(out, f"{here}/expected.safetensors")
 with open(f"{here}/cases.json", "w", encoding="utf-8", newline="\n") as f:
     f.write(json.dumps({"default_system_prompt": pipe.system_prompt, "cases": CASES}, indent=1, ensure_ascii=False) + "\n")
 with open(f"{here}/tokenizer_calls.json", "w", encoding="utf-8", newline="\n") as f:
-    f.write(json.dumps(tokenizer.answers, indent=1, ensure_ascii=False) + "\n")
+    f.write(json.dumps(tokenizer.library.answers, indent=1, ensure_ascii=False) + "\n")
 shutil.rmtree(scratch)
 print(f"wrote {len(out)} tensors to {here}/expected.safetensors")

@@ -42,6 +42,7 @@ import torch
 from safetensors.torch import save_file
 
 from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+from prompt_standins import Replay, TokenizerAnswers, run_rounds
 
 root = sys.argv[1]
 here = f"{root}/local-diffusers/sana-prompt"
@@ -109,86 +110,39 @@ def child(mode):
 child("make")
 
 
-class Missing(Exception):
-    """A stand-in was asked something nobody has answered yet (it has been recorded)."""
-
-
 class StandInTokenizer:
     """The calls SanaPipeline makes on its GemmaTokenizerFast, answered from the tokenizers library's ids only."""
 
     def __init__(self):
         self.padding_side = "left"  # diffusers sets "right" itself before every call; the stand-in checks that it did
-        self.encoded, self.rows = {}, {}
-        self.want_encode, self.want_batches = [], []
+        self.library = TokenizerAnswers(tokenizer_dir, scratch)
 
     def encode(self, text):
-        if text not in self.encoded:
-            if text not in self.want_encode:
-                self.want_encode.append(text)
-            raise Missing(f"encode({text[:40]!r})")
-        return list(self.encoded[text])
+        return self.library.encoding(text)
 
     def __call__(self, texts, padding, max_length, truncation, add_special_tokens, return_tensors):
         assert padding == "max_length" and truncation is True and add_special_tokens is True and return_tensors == "pt"
         assert self.padding_side == "right" and isinstance(texts, list)
-        if any((t, max_length) not in self.rows for t in texts):
-            request = {"texts": list(texts), "max_length": max_length}
-            if request not in self.want_batches:
-                self.want_batches.append(request)
-            raise Missing(f"batch of {len(texts)} at {max_length}")
-        ids = torch.tensor([self.rows[(t, max_length)][0] for t in texts], dtype=torch.int64)
-        mask = torch.tensor([self.rows[(t, max_length)][1] for t in texts], dtype=torch.int64)
+        ids, mask = self.library.batch(texts, max_length)
         return SimpleNamespace(input_ids=ids, attention_mask=mask)
 
-    def answer(self):
-        requests = {"encode": self.want_encode_all(), "batches": self.want_batches_all()}
-        with open(f"{scratch}/requests.json", "w", encoding="utf-8") as f:
-            json.dump(requests, f, ensure_ascii=False)
-        subprocess.run(["dotnet", "run", "--project", "tools/reference/hf_tokenizers", "-c", "Release", "--",
-                        "gemma-requests", tokenizer_dir, f"{scratch}/requests.json", f"{scratch}/answers.json"], check=True)
-        with open(f"{scratch}/answers.json", encoding="utf-8") as f:
-            self.answers = json.load(f)
-        self.encoded = {e["text"]: e["ids"] for e in self.answers["encode"]}
-        for b in self.answers["batches"]:
-            for t, ids, mask in zip(b["texts"], b["input_ids"], b["attention_mask"]):
-                self.rows[(t, b["max_length"])] = (ids, mask)
-        self.want_encode, self.want_batches = [], []
 
-    # Every request so far goes to the tool each time, so the last answers file holds all the fixture used.
-    def want_encode_all(self):
-        return list(self.encoded) + [t for t in self.want_encode if t not in self.encoded]
-
-    def want_batches_all(self):
-        done = [b for b in getattr(self, "answers", {"batches": []})["batches"]]
-        return [{"texts": b["texts"], "max_length": b["max_length"]} for b in done] + self.want_batches
+def run_child(pairs):
+    torch.save(pairs, f"{scratch}/in.pt")
+    child("run")
+    return torch.load(f"{scratch}/out.pt")
 
 
-def key(ids, mask):
-    return (tuple(ids.shape), tuple(ids.flatten().tolist()), tuple(mask.flatten().tolist()))
-
-
-class ReplayEncoder:
+class ReplayEncoder(Replay):
     """Gemma2Model's last_hidden_state for exactly the (ids, mask) pairs the child ran."""
 
     dtype = torch.float32
 
     def __init__(self):
-        self.outputs, self.wanted = {}, {}
+        super().__init__(run_child)
 
     def __call__(self, input_ids, attention_mask):
-        k = key(input_ids, attention_mask)
-        if k not in self.outputs:
-            self.wanted.setdefault(k, (input_ids.clone(), attention_mask.clone()))
-            raise Missing(f"text encoder on {list(input_ids.shape)}")
-        return (self.outputs[k].clone(),)
-
-    def answer(self):
-        pairs = list(self.wanted.items())
-        torch.save([p for _, p in pairs], f"{scratch}/in.pt")
-        child("run")
-        for (k, _), out in zip(pairs, torch.load(f"{scratch}/out.pt")):
-            self.outputs[k] = out
-        self.wanted = {}
+        return (self.output(input_ids, attention_mask).clone(),)
 
 
 tokenizer, encoder = StandInTokenizer(), ReplayEncoder()
@@ -236,26 +190,7 @@ def run_case(args):
 
 
 NAMES = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask")
-for round in range(8):
-    out, missing = {}, []
-    for name, args in CASES.items():
-        try:
-            result = run_case(args)
-        except Missing as e:
-            missing.append(f"{name}: {e}")
-            continue
-        for n, t in zip(NAMES, result):
-            if t is not None:
-                out[f"{name}/{n}"] = t.contiguous()
-    print(f"round {round}: {len(CASES) - len(missing)} of {len(CASES)} cases ran; missing {missing}")
-    if not missing:
-        break
-    if tokenizer.want_encode or tokenizer.want_batches:
-        tokenizer.answer()
-    if encoder.wanted:
-        encoder.answer()
-else:
-    raise RuntimeError("the stand-ins never answered every request")
+out = run_rounds(CASES, run_case, [tokenizer.library, encoder], NAMES)
 
 for name in CASES:
     # encode_prompt's dtype: the embeddings float32, the masks as the tokenizer gave them (int64).
@@ -268,6 +203,6 @@ with open(f"{here}/cases.json", "w", encoding="utf-8", newline="\n") as f:
                         "cases": {n: dict(a, complex_human_instruction=a.get("complex_human_instruction"))
                                   for n, a in CASES.items()}}, indent=1, ensure_ascii=False) + "\n")
 with open(f"{here}/tokenizer_calls.json", "w", encoding="utf-8", newline="\n") as f:
-    f.write(json.dumps(tokenizer.answers, indent=1, ensure_ascii=False) + "\n")
+    f.write(json.dumps(tokenizer.library.answers, indent=1, ensure_ascii=False) + "\n")
 shutil.rmtree(scratch)
 print(f"wrote {len(out)} tensors to {here}/expected.safetensors")
