@@ -157,15 +157,15 @@ public sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
         return decoder.forward(input);
     }
 
-    // Tiling follows diffusers' _tiled_encode / tiled_decode line by line, including the in-place blending: a tile is
-    // blended into after its upper and left neighbours were, so later blends read already-blended data.
+    // Tiling follows diffusers' _tiled_encode / tiled_decode line by line (VaeTiling holds the loop and the blends):
+    // square tiles, the step and blend from the overlap factor.
     private Tensor TiledEncode(Tensor x)
     {
         int step = (int)(TileSampleMinSize * (1 - TileOverlapFactor));
         int blendExtent = (int)(TileLatentMinSize * TileOverlapFactor);
         int rowLimit = TileLatentMinSize - blendExtent;
         RequirePositiveStep(step, TileSampleMinSize);
-        return Tiled(x, step, TileSampleMinSize, blendExtent, rowLimit, tile =>
+        return VaeTiling.Tiled(x, step, step, TileSampleMinSize, TileSampleMinSize, blendExtent, blendExtent, rowLimit, rowLimit, tile =>
         {
             var h = encoder.forward(tile);
             return quant_conv is null ? h : quant_conv.forward(h);
@@ -178,7 +178,7 @@ public sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
         int blendExtent = (int)(TileSampleMinSize * TileOverlapFactor);
         int rowLimit = TileSampleMinSize - blendExtent;
         RequirePositiveStep(step, TileLatentMinSize);
-        return Tiled(z, step, TileLatentMinSize, blendExtent, rowLimit, tile =>
+        return VaeTiling.Tiled(z, step, step, TileLatentMinSize, TileLatentMinSize, blendExtent, blendExtent, rowLimit, rowLimit, tile =>
             decoder.forward(post_quant_conv is null ? tile : post_quant_conv.forward(tile)));
     }
 
@@ -186,50 +186,5 @@ public sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
     {
         if (step <= 0)
             throw new InvalidOperationException($"tile size {tile} with overlap factor {TileOverlapFactor} leaves no step between tiles; use larger tiles.");
-    }
-
-    private static Tensor Tiled(Tensor input, int step, int tileSize, int blendExtent, int rowLimit, Func<Tensor, Tensor> run)
-    {
-        using var scope = NewDisposeScope();
-        long height = input.shape[2], width = input.shape[3];
-        var rows = new List<List<Tensor>>();
-        for (long i = 0; i < height; i += step)
-        {
-            var row = new List<Tensor>();
-            for (long j = 0; j < width; j += step)
-            {
-                var tile = input.narrow(2, i, Math.Min(tileSize, height - i)).narrow(3, j, Math.Min(tileSize, width - j));
-                row.Add(run(tile));
-            }
-            rows.Add(row);
-        }
-        var resultRows = new List<Tensor>();
-        for (int i = 0; i < rows.Count; i++)
-        {
-            var resultRow = new List<Tensor>();
-            for (int j = 0; j < rows[i].Count; j++)
-            {
-                var tile = rows[i][j];
-                if (i > 0) BlendInPlace(rows[i - 1][j], tile, blendExtent, dim: 2);
-                if (j > 0) BlendInPlace(rows[i][j - 1], tile, blendExtent, dim: 3);
-                resultRow.Add(tile.narrow(2, 0, Math.Min(rowLimit, tile.shape[2])).narrow(3, 0, Math.Min(rowLimit, tile.shape[3])));
-            }
-            resultRows.Add(cat(resultRow, 3));
-        }
-        return cat(resultRows, 2).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>diffusers' blend_v (dim 2) / blend_h (dim 3): the first rows of <paramref name="b"/> fade in from the last rows of <paramref name="a"/>.</summary>
-    private static void BlendInPlace(Tensor a, Tensor b, int blendExtent, int dim)
-    {
-        using var scope = NewDisposeScope();
-        long extent = Math.Min(Math.Min(a.shape[dim], b.shape[dim]), blendExtent);
-        for (long y = 0; y < extent; y++)
-        {
-            double weight = (double)y / extent;
-            var target = b.narrow(dim, y, 1);
-            var mixed = a.narrow(dim, a.shape[dim] - extent + y, 1) * (1 - weight) + target * weight;
-            target.copy_(mixed);
-        }
     }
 }
