@@ -9,7 +9,8 @@ Writes, under local-diffusers/lumina2/:
   local-diffusers/sana-prompt's tiny Gemma2, so a whole tiny pipeline folder can be put together from the fixtures) with
   diffusers' random initialisation after torch.manual_seed(0), then seeded values for the norm weights that
   initialisation leaves at 1 and the biases it leaves at 0, so a missing one shows;
-- scheduler/: Lumina-Image-2.0's FlowMatchEulerDiscreteScheduler config (static shift 6); scheduler-dynamic/: one with
+- scheduler/: a FlowMatchEulerDiscreteScheduler config with a static shift of 6 (what we recall of Lumina-Image-2.0's:
+  the hub file was not read here, no network); scheduler-dynamic/: one with
   dynamic shifting, so the pipeline's mu (computed from latents.shape[1], the channel count, as diffusers does) is used;
 - model_index.json: Lumina2Pipeline without text encoder / tokenizer. The VAE is tiny-sd3's (16 latent channels,
   scaling and shift factors, 8x down: the Flux-style AutoencoderKL of Lumina-Image 2.0 in small);
@@ -62,7 +63,7 @@ save_model(model, f"{here}/transformer")
 transformer = Lumina2Transformer2DModel.from_pretrained(f"{here}/transformer").eval()
 vae = AutoencoderKL.from_pretrained(f"{root}/tiny-sd3/model", subfolder="vae").eval()
 
-# Alpha-VLLM/Lumina-Image-2.0's scheduler/scheduler_config.json (static shift 6.0, dynamic shifting off).
+# A static shift of 6.0, dynamic shifting off: Lumina-Image-2.0's scheduler config as we recall it (not read from the hub).
 SCHEDULERS = {
     "scheduler": {"_class_name": "FlowMatchEulerDiscreteScheduler", "base_image_seq_len": 256, "base_shift": 0.5,
                   "invert_sigmas": False, "max_image_seq_len": 4096, "max_shift": 1.15, "num_train_timesteps": 1000,
