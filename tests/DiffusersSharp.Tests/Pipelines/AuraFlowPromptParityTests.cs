@@ -70,13 +70,9 @@ public sealed class AuraFlowPromptParityTests(ITestOutputHelper output) : IDispo
     }
 
     [Fact]
-    public void EveryFixtureCaseIsTested()
-    {
-        var tested = typeof(AuraFlowPromptParityTests).GetMethod(nameof(EncodePromptMatchesDiffusers))!
-            .GetCustomAttributes(typeof(InlineDataAttribute), false).Cast<InlineDataAttribute>()
-            .Select(a => (string)a.GetData(null!).Single()[0]).Order();
-        Assert.Equal(Cases.Select(kv => kv.Key).Order(), tested);
-    }
+    public void EveryFixtureCaseIsTested() =>
+        // The theory's names are the script's cases: a case added there must be added here.
+        FixtureCases.AssertEveryCaseTested(typeof(AuraFlowPromptParityTests).GetMethod(nameof(EncodePromptMatchesDiffusers))!, Cases);
 
     /// <summary>The tokenizer pads on the left (its config's padding_side): the padded positions at the start of each row
     /// are zero in diffusers' embeddings, and in ours.</summary>

@@ -1,3 +1,5 @@
+using DiffusersSharp.Pipelines;
+using Xunit.Abstractions;
 using static TorchSharp.torch;
 
 namespace DiffusersSharp.Tests.Support;
@@ -29,5 +31,20 @@ public static class MaskAssert
         Assert.Equal(ScalarType.Int64, actual.dtype);
         Assert.True(actual.equal(perPrompt).all().item<bool>(), $"{key}: not diffusers' masks repeated per prompt");
         Assert.False(actual.equal(tiled).all().item<bool>(), $"{key}: the case no longer tells the two orders apart");
+    }
+
+    /// <summary>
+    /// A case of several prompts with <paramref name="imagesPerPrompt"/> images each: embeddings (both sides) within
+    /// <paramref name="tolerance"/> × max(1, max |expected|) of diffusers' <c>CASE/…</c> tensors, masks diffusers' in the per-prompt
+    /// order (<see cref="PerPromptOrderOfTiled"/>).
+    /// </summary>
+    public static void PromptsAndImagesDifferOnlyInMaskOrder(MaskedPromptEmbeddings got, IReadOnlyDictionary<string, Tensor> expected,
+        string name, int imagesPerPrompt, double tolerance, ITestOutputHelper output)
+    {
+        double embeds = TensorAssert.Close(got.PromptEmbeds, expected[$"{name}/prompt_embeds"], tolerance, $"{name}/prompt_embeds");
+        double negative = TensorAssert.Close(got.NegativePromptEmbeds!, expected[$"{name}/negative_prompt_embeds"], tolerance, $"{name}/negative_prompt_embeds");
+        foreach (var (actual, key) in new[] { (got.PromptAttentionMask, "prompt_attention_mask"), (got.NegativePromptAttentionMask!, "negative_prompt_attention_mask") })
+            PerPromptOrderOfTiled(actual, expected[$"{name}/{key}"], imagesPerPrompt, key);
+        output.WriteLine($"{name}: prompt_embeds max abs {embeds:G3}, negative_prompt_embeds max abs {negative:G3}, masks = diffusers' re-ordered per prompt");
     }
 }
