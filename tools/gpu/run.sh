@@ -8,7 +8,7 @@
 #   baseline  diffusers_baseline_sd35.py                                  nvmlbase  the same, with NVML's peak (as ours)
 #   offload   ours with --offload model --no-t5 (4 steps)                 not5      ours without T5 (default: full text)
 #   collapse  ours without T5, counted key forced                         fp16      ours in float16 (4 steps)
-#   alloc     ours with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+#   alloc     ours with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True   offloadalloc  offload with it
 #   cold      cold_start.sh: random SD3.5-M saved to local disk, then process start -> first image saved, twice
 #   microbench  tools/gpu/microbench (ours) then microbench.py (diffusers), pasted side by side
 #   sxs-PRESET  tools/bench/side_by_side.sh for sdxl-base, sd1.5, flux.1-schnell or flux.1-dev
@@ -46,6 +46,7 @@ for step in "$@"; do
     baseline) run_step baseline 200 "DIFFUSERS_SRC=/tmp/dsrc PYTHONUNBUFFERED=1 python3 .dev/diffusers_baseline_sd35.py > $res/baseline.log 2>&1; r=\$?; grep '^BASELINE ' $res/baseline.log | cut -c10- > $res/bench-diffusers.json; tail -1 $res/baseline.log; exit \$r" ;;
     nvmlbase) run_step nvmlbase 200 "DIFFUSERS_SRC=/tmp/dsrc PYTHONUNBUFFERED=1 python3 .dev/nvml_wrap.py .dev/diffusers_baseline_sd35.py > $res/baseline-nvml.log 2>&1; r=\$?; grep -E '^(NVML|BASELINE) ' $res/baseline-nvml.log; exit \$r" ;;
     offload) ours bench-offload 150 "--dtype bfloat16 --steps 4 --warmup 1 --runs 1 --offload model --no-t5" ;;
+    offloadalloc) run_step offloadalloc 150 "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True dotnet $app bench $sd35 --dtype bfloat16 --steps 4 --warmup 1 --runs 1 --offload model --no-t5 > $res/bench-offload-alloc.json 2> $res/bench-offload-alloc.log; r=\$?; tail -2 $res/bench-offload-alloc.log; $(summary $res/bench-offload-alloc.json); exit \$r" ;;
     not5) ours bench-not5 100 "--dtype bfloat16 --steps 40 --warmup 1 --runs 3 --no-t5" ;;
     collapse) ours bench-collapse 100 "--dtype bfloat16 --steps 40 --warmup 1 --runs 3 --no-t5 --collapse-text" ;;
     fp16) ours bench-fp16 100 "--dtype float16 --steps 4 --warmup 1 --runs 1" ;;

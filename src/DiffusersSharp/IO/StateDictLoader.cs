@@ -151,11 +151,13 @@ public static class StateDictLoader
     {
         private readonly Dictionary<string, nn.Module> _modules = Modules(root);
 
-        /// <summary>Replaces <paramref name="key"/> (dotted path) with <paramref name="value"/>.</summary>
-        public void Replace(string key, Tensor value, bool requiresGrad = false)
+        /// <summary>Replaces <paramref name="key"/> (dotted path) with <paramref name="value"/>. Returns the tensor the module
+        /// holds now: a new <see cref="Parameter"/> over <paramref name="value"/>'s storage for a parameter, or
+        /// <paramref name="value"/> itself for a buffer (which the caller then must not dispose).</summary>
+        public Tensor Replace(string key, Tensor value, bool requiresGrad = false)
         {
             var (owner, name) = Slot(root, key, _modules);
-            StateDictLoader.Replace(owner, name, key, value, requiresGrad);
+            return StateDictLoader.Replace(owner, name, key, value, requiresGrad);
         }
     }
 
@@ -166,7 +168,7 @@ public static class StateDictLoader
     private static MethodInfo RegistrationMethod(string name) => typeof(nn.Module).GetMethods(BindingFlags.NonPublic | BindingFlags.Instance)
         .First(m => m.Name == name && m.GetParameters().Length >= 2 && m.GetParameters()[0].ParameterType == typeof(string));
 
-    private static void Replace(nn.Module owner, string name, string key, Tensor value, bool requiresGrad)
+    private static Tensor Replace(nn.Module owner, string name, string key, Tensor value, bool requiresGrad)
     {
         bool isParameter = owner.named_parameters(recurse: false).Any(p => p.name == name);
         Tensor replacement = isParameter ? new Parameter(value, requiresGrad) : value;
@@ -176,7 +178,7 @@ public static class StateDictLoader
         if (property is { CanWrite: true } && property.PropertyType.IsAssignableFrom(replacement.GetType()))
         {
             property.SetValue(owner, replacement); // TorchSharp's own modules (Linear.weight, ...) re-register in the setter
-            return;
+            return replacement;
         }
         var method = isParameter ? RegisterParameter : RegisterBuffer;
         var args = method.GetParameters().Length == 2 ? new object[] { name, replacement } : new object[] { name, replacement, true };
@@ -187,7 +189,7 @@ public static class StateDictLoader
             if (field is not null && field.FieldType.IsAssignableFrom(replacement.GetType()))
             {
                 field.SetValue(owner, replacement);
-                return;
+                return replacement;
             }
         }
         throw new InvalidOperationException($"{type.Name} has no field or settable property '{name}' for weight '{key}'.");

@@ -186,7 +186,9 @@ internal static class ModuleMover
             foreach (var (key, tensor) in module.state_dict().DistinctBy(kv => kv.Value.Handle).ToList())
             {
                 if (tensor.device_type != DeviceType.CPU || device.type == DeviceType.CPU) continue;
-                kept.Add(key, tensor.alias()); // Replace frees the tensor object it replaces; the storage lives on here
+                // Replace frees the tensor object it replaces; the storage lives on here, outside any dispose scope of the
+                // caller (a pipeline moves models inside its loop's scope, and the copies must outlast it).
+                kept.Add(key, tensor.alias().DetachFromDisposeScope());
                 replacer.Replace(key, tensor.to(device));
                 tensor.Dispose();
             }
@@ -217,8 +219,10 @@ internal static class ModuleMover
         {
             if (tensor.device_type == DeviceType.CPU) continue;
             var host = copies?.Take(key, tensor);
-            replacer.Replace(key, host ?? tensor.to(CPU));
-            host?.Dispose(); // Replace wrapped the storage in a new Parameter; this alias is no longer needed
+            var held = replacer.Replace(key, host ?? tensor.to(CPU));
+            // A parameter is wrapped in a new Parameter over the alias's storage, so the alias can go; a buffer is the
+            // alias itself (freeing it left SD3's pos_embed buffer empty for the next move: an H200 run failed so).
+            if (host is not null && !ReferenceEquals(held, host)) host.Dispose();
             tensor.Dispose();
         }
     }

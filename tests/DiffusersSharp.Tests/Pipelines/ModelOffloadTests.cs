@@ -160,6 +160,44 @@ public sealed class ModelOffloadTests
     }
 
     [Fact]
+    public void WeightsAndBuffersSurviveOffloadCyclesAcrossDisposeScopes()
+    {
+        // An H200 run of 4 offloaded SD3.5 steps failed with "Tensor invalid -- empty handle": the kept CPU copies must
+        // outlive the dispose scope the move happened in, and a buffer (SD3's pos_embed), which the module holds as the
+        // kept copy itself going back, must not be freed with the copies.
+        var configs = PipelineConfigs.Resolve(Fixtures.TinySd3Model);
+        using var transformer = RandomWeights.Build((d, t) => new SD3Transformer2DModel(configs.Transformer, d, t), CPU, ScalarType.Float32);
+        Assert.Contains(transformer.named_buffers(), b => b.name == "pos_embed.pos_embed");
+        var expected = transformer.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+        var tc = configs.Transformer;
+        using var x = randn(1, tc.InChannels, 16, 16);
+        using var text = randn(1, 5, tc.JointAttentionDim);
+        using var pooled = randn(1, tc.PooledProjectionDim);
+        using var t = tensor(new float[] { 500f });
+        Tensor Forward() { using var _ = no_grad(); return transformer.forward(x, text, pooled, t); }
+        using var before = Forward();
+        using var offloader = new ModelOffloader(new Device(DeviceType.META), new Dictionary<string, nn.Module> { ["transformer"] = transformer }, _ => { });
+
+        for (int cycle = 0; cycle < 3; cycle++)
+        {
+            // As in a pipeline call: the model comes in inside one dispose scope (a denoising loop's) and leaves in another.
+            using (NewDisposeScope())
+            {
+                offloader.Activate("transformer");
+                Assert.All(transformer.state_dict().Values, v => Assert.Equal(DeviceType.META, v.device_type));
+            }
+            using (NewDisposeScope()) offloader.OffloadAll();
+            foreach (var (key, value) in transformer.state_dict())
+            {
+                Assert.False(value.IsInvalid, $"{key} was freed (cycle {cycle})");
+                Assert.True(value.equal(expected[key]).all().item<bool>(), $"{key} does not hold its values (cycle {cycle})");
+            }
+            using var after = Forward(); // the forward reads its fields, which must be the tensors the state dict holds
+            Assert.True(before.equal(after).all().item<bool>(), $"the forward changed after cycle {cycle}");
+        }
+    }
+
+    [Fact]
     public void AHostCopyIsOnlyTakenBackForTheTensorThatWasMoved()
     {
         using var moved = zeros(2);
