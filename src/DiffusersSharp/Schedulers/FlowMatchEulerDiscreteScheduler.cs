@@ -261,14 +261,16 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
             throw new InvalidOperationException($"All {NumInferenceSteps} steps are done; call SetTimesteps again.");
 
         using var scope = NewDisposeScope();
-        var dev = modelOutput.device;
+        // The sigmas are 0-dim float32 tensors on the CPU, as diffusers keeps them: a CPU scalar goes into a CUDA kernel as
+        // an argument, while a 0-dim tensor made on the GPU is a blocking host-to-device copy, a device sync every step
+        // that diffusers does not have (the host can then never run ahead of the GPU).
         var s = sample.to(ScalarType.Float32);
         Tensor prev;
         if (Config.StochasticSampling)
         {
             // x0 = sample - sigma * v; prev = (1 - sigma_next) * x0 + sigma_next * noise (all 0-dim float32 scalars).
-            var sigma = tensor(_sigmas[i], ScalarType.Float32, dev);
-            var sigmaNext = tensor(_sigmas[i + 1], ScalarType.Float32, dev);
+            var sigma = tensor(_sigmas[i], ScalarType.Float32);
+            var sigmaNext = tensor(_sigmas[i + 1], ScalarType.Float32);
             var x0 = s - sigma * modelOutput;
             var noise = randn(s.shape, ScalarType.Float32, s.device, generator: generator);
             prev = (1.0 - sigmaNext) * x0 + sigmaNext * noise;
@@ -276,7 +278,7 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
         else
         {
             // A 0-dim float32 tensor does not promote model_output, so dt * v runs in the model's dtype.
-            var dt = tensor(_sigmas[i + 1] - _sigmas[i], ScalarType.Float32, dev);
+            var dt = tensor(_sigmas[i + 1] - _sigmas[i], ScalarType.Float32);
             prev = s + dt * modelOutput;
         }
         var result = prev.to(modelOutput.dtype);
