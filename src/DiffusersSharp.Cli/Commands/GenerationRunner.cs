@@ -73,6 +73,7 @@ internal sealed partial class GenerationRunner(CliOutput output, GenerateSetting
         if (model.Sana is { } sana) return GenerateSana(model, sana, pipelines.Verb, progress, preview, ct);
         if (model.Lumina2 is { } lumina2) return GenerateLumina2(model, lumina2, pipelines.Verb, progress, preview, ct);
         if (model.AuraFlow is { } auraFlow) return GenerateAuraFlow(model, auraFlow, pipelines.Verb, progress, preview, ct);
+        if (model.CogView4 is { } cogView4) return GenerateCogView4(model, cogView4, pipelines.Verb, progress, preview, ct);
         if (model.PixArt is { } pixArt)
         {
             // As pipe.scheduler = X.from_config(pipe.scheduler.config) on the model's own scheduler.

@@ -14,6 +14,7 @@ using DiffusersSharp.Pipelines.PixArt;
 using DiffusersSharp.Pipelines.Sana;
 using DiffusersSharp.Pipelines.Lumina2;
 using DiffusersSharp.Pipelines.AuraFlow;
+using DiffusersSharp.Pipelines.CogView4;
 using DiffusersSharp.Pipelines.StableDiffusion;
 using DiffusersSharp.Pipelines.StableDiffusion3;
 using DiffusersSharp.Pipelines.StableDiffusionXL;
@@ -34,8 +35,9 @@ internal sealed class LoadedModel : IDisposable
     private LoadedModel(string name, string pipelineClass, IReadOnlyList<string> controlNets, StableDiffusion3Components? sd3, StableDiffusionComponents? unet,
         FluxComponents? flux = null, IReadOnlyList<string>? adapters = null, PixArtComponents? pixArt = null, ChromaComponents? chroma = null,
         ZImageComponents? zImage = null, QwenImageComponents? qwenImage = null, Flux2KleinComponents? flux2Klein = null,
-        SanaComponents? sana = null, Lumina2Components? lumina2 = null, AuraFlowComponents? auraFlow = null)
+        SanaComponents? sana = null, Lumina2Components? lumina2 = null, AuraFlowComponents? auraFlow = null, CogView4Components? cogView4 = null)
     {
+        CogView4 = cogView4;
         Sana = sana;
         Lumina2 = lumina2;
         AuraFlow = auraFlow;
@@ -58,7 +60,7 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>The model families, as model_index.json's <c>_class_name</c> tells them apart.</summary>
-    private enum Family { Sd3, UNet, Flux, PixArt, Chroma, ZImage, QwenImage, Flux2Klein, Sana, Lumina2, AuraFlow }
+    private enum Family { Sd3, UNet, Flux, PixArt, Chroma, ZImage, QwenImage, Flux2Klein, Sana, Lumina2, AuraFlow, CogView4 }
 
     private static Family FamilyOf(string pipelineClass) =>
         StableDiffusionComponents.IsSupportedPipeline(pipelineClass) ? Family.UNet
@@ -71,6 +73,7 @@ internal sealed class LoadedModel : IDisposable
         : SanaComponents.IsSupportedPipeline(pipelineClass) ? Family.Sana
         : Lumina2Components.IsSupportedPipeline(pipelineClass) ? Family.Lumina2
         : AuraFlowComponents.IsSupportedPipeline(pipelineClass) ? Family.AuraFlow
+        : CogView4Components.IsSupportedPipeline(pipelineClass) ? Family.CogView4
         : Family.Sd3;
 
     /// <summary>The components whose scheduler --scheduler swaps (UNet and PixArt models), or null.</summary>
@@ -100,6 +103,9 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>The AuraFlow components, or null for another family.</summary>
     public AuraFlowComponents? AuraFlow { get; }
 
+    /// <summary>The CogView4 components, or null for another family.</summary>
+    public CogView4Components? CogView4 { get; }
+
     /// <summary>What --model said (folder or hub id).</summary>
     public string Name { get; }
 
@@ -127,6 +133,7 @@ internal sealed class LoadedModel : IDisposable
         SanaComponents.SanaSprintPipelineClass => ["txt2img", "img2img"],
         Lumina2Components.Lumina2PipelineClass or Lumina2Components.Lumina2Text2ImgPipelineClass => ["txt2img"],
         AuraFlowComponents.AuraFlowPipelineClass => ["txt2img"],
+        CogView4Components.CogView4PipelineClass => ["txt2img"],
         ChromaComponents.PipelineClassName or ChromaComponents.Img2ImgPipelineClassName => ["txt2img", "img2img"],
         ZImageComponents.ZImagePipelineClass or ZImageComponents.ZImageImg2ImgPipelineClass => ["txt2img", "img2img"],
         Flux2KleinComponents.Flux2KleinKVPipelineClass => ["txt2img", "img2img"],
@@ -252,7 +259,7 @@ internal sealed class LoadedModel : IDisposable
         if (family == Family.QwenImage) CheckQwenImage(settings, pipelineClass);
         if (family == Family.Flux2Klein) CheckFlux2Klein(settings, pipelineClass);
         if (family == Family.Sana) CheckSana(settings, pipelineClass);
-        if (family is Family.Lumina2 or Family.AuraFlow) CheckTextOnlyFlow(settings, pipelineClass, family == Family.Lumina2 ? "Lumina-Image 2.0" : "AuraFlow");
+        if (family is Family.Lumina2 or Family.AuraFlow or Family.CogView4) CheckTextOnlyFlow(settings, pipelineClass, family);
         if (IsLatentUpscaler(pipelineClass)) CheckLatentUpscalerLoaders(settings, pipelineClass);
         if (family == Family.Flux && settings.SingleFile is not null)
             throw new ArgumentException($"--single-file applies to Stable Diffusion 1.x / 2.x / SDXL / 3 models; {settings.Model} is a {pipelineClass}.");
@@ -313,6 +320,9 @@ internal sealed class LoadedModel : IDisposable
             Family.Sana => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, sana: WithLoras(output, loras, SanaComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             Family.Lumina2 => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, lumina2: WithLoras(output, loras, Lumina2Components.FromPretrained(folder, options, ct), c => c.FuseLora)),
             Family.AuraFlow => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, auraFlow: WithLoras(output, loras, AuraFlowComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
+            // The GLM-4 text encoder is not built yet: --prompt-embeds is required (CheckTextOnlyFlow) and no encoder loads.
+            Family.CogView4 => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
+                cogView4: CogView4Components.FromPretrained(folder, options with { LoadTextEncoders = false }, ct)),
             Family.Chroma => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
                 chroma: WithLoras(output, loras, ChromaComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             // --prompt-embeds without --negative-prompt needs no Qwen3-4B: it is left out (diffusers' text_encoder=None).
@@ -679,17 +689,22 @@ internal sealed class LoadedModel : IDisposable
     }
 
     /// <summary>
-    /// Lumina-Image 2.0 (diffusers' Lumina2Pipeline) and AuraFlow (AuraFlowPipeline) only generate from text: diffusers has
-    /// no image-to-image or inpainting pipeline for either; one prompt, a negative prompt under CFG, sizes in multiples of
-    /// 16, the model's own scheduler, --lora (their LoRA mixins' transformer LoRAs), no ControlNet here. Lumina-Image 2.0 takes --cfg-truncation (its
+    /// Lumina-Image 2.0 (diffusers' Lumina2Pipeline), AuraFlow (AuraFlowPipeline) and CogView4 (CogView4Pipeline) only
+    /// generate from text: diffusers has no image-to-image or inpainting pipeline for them; one prompt, a negative prompt
+    /// under CFG, sizes in multiples of 16, the model's own scheduler, no ControlNet here; --lora for the first two (their
+    /// LoRA mixins' transformer LoRAs; CogView4's is not built yet). Lumina-Image 2.0 takes --cfg-truncation (its
     /// cfg_trunc_ratio) and --cfg-normalization 0 or 1 (its cfg_normalization, on by default). Refused before any weights load.
     /// </summary>
-    private static void CheckTextOnlyFlow(ModelSettings settings, string pipelineClass, string family)
+    private static void CheckTextOnlyFlow(ModelSettings settings, string pipelineClass, Family which)
     {
+        string family = which switch { Family.Lumina2 => "Lumina-Image 2.0", Family.AuraFlow => "AuraFlow", _ => "CogView4" };
         if (settings is Img2ImgSettings)
             throw new ArgumentException($"{settings.Model} is a {pipelineClass} ({family}): it only generates from text (diffusers has no {family} image-to-image or inpainting pipeline); use `generate`.");
-        if (FirstLackingOption(settings, "--lora") is { } lacking)
+        if ((which == Family.CogView4 ? FirstLackingOption(settings, "--prompt-embeds") : FirstLackingOption(settings, "--lora")) is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to {family} models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
+        if (which == Family.CogView4 && settings is not GenerateSettings { PromptEmbeds: not null })
+            throw new ArgumentException($"{settings.Model} is a {pipelineClass}: its GLM-4 text encoder is not built yet, so CogView4 runs from `generate --prompt-embeds FILE` " +
+                "(prompt_embeds and, with guidance, negative_prompt_embeds: GLM-4's second-to-last hidden states) only.");
         if (settings is not GenerateSettings g) return;
         if (g.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for {family}, got {w}.");
         if (g.Height is { } h && h % 16 != 0) throw new ArgumentException($"--height must be a positive multiple of 16 for {family}, got {h}.");
@@ -854,9 +869,9 @@ internal sealed class LoadedModel : IDisposable
             CheckSana(settings, pipelineClass);
             return;
         }
-        if (family is Family.Lumina2 or Family.AuraFlow)
+        if (family is Family.Lumina2 or Family.AuraFlow or Family.CogView4)
         {
-            CheckTextOnlyFlow(settings, pipelineClass, family == Family.Lumina2 ? "Lumina-Image 2.0" : "AuraFlow");
+            CheckTextOnlyFlow(settings, pipelineClass, family);
             return;
         }
         if (family == Family.PixArt) CheckPixArt(settings, pipelineClass);
@@ -1142,5 +1157,6 @@ internal sealed class LoadedModel : IDisposable
         Sana?.Dispose();
         Lumina2?.Dispose();
         AuraFlow?.Dispose();
+        CogView4?.Dispose();
     }
 }

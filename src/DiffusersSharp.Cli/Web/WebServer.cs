@@ -89,7 +89,7 @@ internal sealed class WebServer : IAsyncDisposable
             Pipeline = _model.PipelineClass,
             Family = _model.Flux is not null ? "flux" : _model.PixArt is not null ? "pixart" : _model.Chroma is not null ? "chroma"
                 : _model.ZImage is not null ? "zimage" : _model.QwenImage is not null ? "qwenimage" : _model.Flux2Klein is not null ? "flux2klein" : _model.Sana is not null ? "sana"
-                : _model.Lumina2 is not null ? "lumina2" : _model.AuraFlow is not null ? "auraflow" : unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
+                : _model.Lumina2 is not null ? "lumina2" : _model.AuraFlow is not null ? "auraflow" : _model.CogView4 is not null ? "cogview4" : unet is null ? "sd3" : unet.IsXL ? "sdxl" : "sd",
             Scheduler = _model.Swappable?.SchedulerClassName ?? _model.Sana?.SchedulerConfig["_class_name"]?.GetValue<string>() ?? "FlowMatchEulerDiscreteScheduler",
             Schedulers = _model.Swappable is null ? [] : DiffusionSchedulers.KnownNames,
             Modes = _model.Modes,

@@ -34,6 +34,7 @@ public static class ModelRegistry
         ["Flux2Transformer2DModel"] = (config, device) => new Transformers.Flux2Transformer2DModel(ConfigJson.Read<Transformers.Flux2Transformer2DModelConfig>(config), device),
         ["QwenImageTransformer2DModel"] = (config, device) => new Transformers.QwenImageTransformer2DModel(ConfigJson.Read<Transformers.QwenImageTransformer2DModelConfig>(config), device),
         ["AuraFlowTransformer2DModel"] = (config, device) => new Transformers.AuraFlowTransformer2DModel(ConfigJson.Read<Transformers.AuraFlowTransformer2DModelConfig>(config), device),
+        ["CogView4Transformer2DModel"] = (config, device) => new Transformers.CogView4Transformer2DModel(ConfigJson.Read<Transformers.CogView4Transformer2DModelConfig>(config), device),
         ["ChromaTransformer2DModel"] = (config, device) => new Transformers.ChromaTransformer2DModel(ConfigJson.Read<Transformers.ChromaTransformer2DModelConfig>(config), device),
         ["AutoencoderKLFlux2"] = (config, device) => new Autoencoders.AutoencoderKLFlux2(ConfigJson.Read<Autoencoders.AutoencoderKLFlux2Config>(config), device),
         ["AutoencoderKLQwenImage"] = (config, device) => new Autoencoders.AutoencoderKLQwenImage(ConfigJson.Read<Autoencoders.AutoencoderKLQwenImageConfig>(config), device),

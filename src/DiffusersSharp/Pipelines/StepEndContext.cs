@@ -33,6 +33,10 @@ public sealed class StepEndContext
     /// <summary>Z-Image: the negative prompt embeddings likewise (empty without CFG); null elsewhere. Assign to replace them.</summary>
     public IReadOnlyList<Tensor>? NegativePromptEmbedsList { get; set; }
 
+    /// <summary>CogView4: the negative prompt embeddings, which CFG runs in a transformer call of their own (they may be
+    /// longer or shorter than the prompt's); null elsewhere and without guidance. Assign to replace them.</summary>
+    public Tensor? NegativePromptEmbeds { get; set; }
+
     /// <summary>The pooled prompt embeddings (negative half first under CFG; SDXL's add_text_embeds); null for models
     /// without them (SD 1.x / 2.x). Assign to replace them.</summary>
     public Tensor? PooledPromptEmbeds { get; set; }

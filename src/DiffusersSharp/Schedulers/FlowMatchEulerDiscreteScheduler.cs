@@ -146,14 +146,24 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
     /// <param name="device">Device of <see cref="Timesteps"/> and <see cref="Sigmas"/> (CPU when null).</param>
     /// <param name="sigmas">Custom sigmas, one per step, before shifting.</param>
     /// <param name="mu">The dynamic shift; required when <c>use_dynamic_shifting</c> is set.</param>
-    public void SetTimesteps(int numInferenceSteps, Device? device = null, float[]? sigmas = null, double? mu = null)
+    /// <param name="timesteps">Custom timesteps, one per step (diffusers' <c>timesteps</c>): kept as given (in float32) for
+    /// <see cref="Timesteps"/>; without <paramref name="sigmas"/> the sigmas are <c>timesteps / num_train_timesteps</c> in
+    /// float32, shifted. CogView4 passes both.</param>
+    public void SetTimesteps(int numInferenceSteps, Device? device = null, float[]? sigmas = null, double? mu = null, float[]? timesteps = null)
     {
         if (numInferenceSteps < 1)
             throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), numInferenceSteps, "The number of inference steps must be at least 1.");
         if (sigmas is not null && sigmas.Length != numInferenceSteps)
             throw new ArgumentException($"{sigmas.Length} custom sigmas given for {numInferenceSteps} inference steps; they must be equal.", nameof(sigmas));
+        if (timesteps is not null && timesteps.Length != numInferenceSteps)
+            throw new ArgumentException($"{timesteps.Length} custom timesteps given for {numInferenceSteps} inference steps; they must be equal.", nameof(timesteps));
+        if (timesteps is not null && timesteps.Any(t => !float.IsFinite(t)))
+            throw new ArgumentException("Custom timesteps must be finite numbers.", nameof(timesteps));
         if (Config.UseDynamicShifting && mu is null)
             throw new ArgumentException("mu must be given when use_dynamic_shifting is set (see CalculateShift).", nameof(mu));
+        // diffusers: given timesteps without sigmas become np.float32 timesteps / num_train_timesteps (float32 throughout).
+        if (sigmas is null && timesteps is not null)
+            sigmas = Array.ConvertAll(timesteps, t => t / (float)Config.NumTrainTimesteps);
 
         int n = numInferenceSteps;
         // Default path: numpy float64 throughout. Custom sigmas: np.float32 array, so every op stays float32 (NEP 50).
@@ -198,7 +208,8 @@ public sealed class FlowMatchEulerDiscreteScheduler : IDisposable
             float s = (float)s64[i];
             if (Config.InvertSigmas) s = 1f - s;
             newSigmas[i] = s;
-            newTimesteps[i] = s * fT;
+            // Given timesteps are kept, unless the sigmas are inverted (diffusers recomputes them from the sigmas then).
+            newTimesteps[i] = timesteps is not null && !Config.InvertSigmas ? timesteps[i] : s * fT;
         }
         newSigmas[n] = Config.InvertSigmas ? 1f : 0f;
 

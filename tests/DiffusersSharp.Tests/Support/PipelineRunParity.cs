@@ -44,14 +44,16 @@ public static class PipelineRunParity
     /// The bfloat16 case of a fixture that recorded diffusers' bfloat16 run (<c>bf16/latents</c>, <c>bf16/images</c>, and
     /// the bfloat16 noise it drew: <c>bf16/noise</c>) beside its float32 twin started from that noise (<c>bf16_ref/…</c>):
     /// the noise <paramref name="seed"/> draws in bfloat16 must be torch's exactly, the latents stay bfloat16, and ours must
-    /// be no further than twice diffusers' own bfloat16 error from the float32 twin (latents and image).
+    /// be no further than twice diffusers' own bfloat16 error from the float32 twin (latents and image). A pipeline that
+    /// draws its noise in another dtype whatever the model's (CogView4: float32) says so with <paramref name="noiseDtype"/>.
     /// </summary>
     public static void Bfloat16BesideDiffusers<TOut>(ITestOutputHelper output, IReadOnlyDictionary<string, Tensor> expected, long seed,
-        Func<Generator, OutputType, TOut> run, Func<TOut, Tensor> tensorOf) where TOut : IDisposable
+        Func<Generator, OutputType, TOut> run, Func<TOut, Tensor> tensorOf, ScalarType noiseDtype = ScalarType.BFloat16) where TOut : IDisposable
     {
         var drawn = expected["bf16/noise"];
-        using (var noise = new Generator("cpu").ManualSeed(seed).Randn(drawn.shape, ScalarType.BFloat16, CPU))
-            Assert.True(noise.equal(drawn).all().item<bool>(), "the bfloat16 noise is not torch's bfloat16 draw");
+        Assert.Equal(noiseDtype, drawn.dtype);
+        using (var noise = new Generator("cpu").ManualSeed(seed).Randn(drawn.shape, noiseDtype, CPU))
+            Assert.True(noise.equal(drawn).all().item<bool>(), $"the {noiseDtype} noise is not torch's draw");
         using var latents = run(new Generator("cpu").ManualSeed(seed), OutputType.Latent);
         var ourLatents = tensorOf(latents);
         Assert.Equal(ScalarType.BFloat16, ourLatents.dtype);
