@@ -33,46 +33,6 @@ internal static class GlmRotary
     }
 }
 
-/// <summary>
-/// <c>self_attn</c>: q / k / v projections (biased when attention_bias), o_proj without bias, GLM's partial interleaved
-/// rotary embedding on queries and keys, grouped-query attention with scale 1/√head_dim under an additive mask.
-/// </summary>
-internal sealed class GlmAttention : nn.Module
-{
-    private readonly Linear q_proj, k_proj, v_proj, o_proj;
-    private readonly int _heads, _kvHeads, _headDim;
-
-    public GlmAttention(GlmConfig config, Device? device, ScalarType? dtype) : base(nameof(GlmAttention))
-    {
-        _heads = config.NumAttentionHeads;
-        _kvHeads = config.KeyValueHeads;
-        _headDim = config.HeadDim;
-        q_proj = new Linear(config.HiddenSize, _heads * _headDim, hasBias: config.AttentionBias, device: device, dtype: dtype);
-        k_proj = new Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: config.AttentionBias, device: device, dtype: dtype);
-        v_proj = new Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: config.AttentionBias, device: device, dtype: dtype);
-        o_proj = new Linear(_heads * _headDim, config.HiddenSize, hasBias: false, device: device, dtype: dtype);
-        RegisterComponents();
-    }
-
-    /// <summary>x [B, L, hidden]; cos / sin [1, 1, L, rotary_dim]; bias [B, 1, L, L] (0 or the dtype's minimum).</summary>
-    public Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor bias)
-    {
-        using var scope = NewDisposeScope();
-        long b = x.shape[0], l = x.shape[1];
-        var q = GlmRotary.Apply(q_proj.forward(x).view(b, l, _heads, _headDim).transpose(1, 2), cos, sin);
-        var k = GlmRotary.Apply(k_proj.forward(x).view(b, l, _kvHeads, _headDim).transpose(1, 2), cos, sin);
-        var v = v_proj.forward(x).view(b, l, _kvHeads, _headDim).transpose(1, 2);
-        if (_kvHeads != _heads)
-        {
-            // transformers' repeat_kv: query head h reads key / value head h / (heads / kv_heads).
-            k = k.repeat_interleave(_heads / _kvHeads, dim: 1);
-            v = v.repeat_interleave(_heads / _kvHeads, dim: 1);
-        }
-        var attended = nn.functional.scaled_dot_product_attention(q, k, v, bias);
-        return o_proj.forward(attended.transpose(1, 2).reshape(b, l, _heads * _headDim)).MoveToOuterDisposeScope();
-    }
-}
-
 /// <summary><c>mlp</c>: one fused <c>gate_up_proj</c> (gate first, then up), <c>down_proj(up · act(gate))</c>, bias-free.</summary>
 internal sealed class GlmMLP : nn.Module<Tensor, Tensor>
 {
@@ -93,29 +53,5 @@ internal sealed class GlmMLP : nn.Module<Tensor, Tensor>
         var halves = gate_up_proj.forward(x).chunk(2, -1);
         var h = halves[1] * HfActivations.Apply(_act, halves[0]);
         return down_proj.forward(h).MoveToOuterDisposeScope();
-    }
-}
-
-/// <summary>One decoder layer (<c>layers.{i}</c>): pre-norm self-attention and pre-norm MLP, each with a residual.</summary>
-internal sealed class GlmDecoderLayer : nn.Module
-{
-    private readonly GlmAttention self_attn;
-    private readonly GlmMLP mlp;
-    private readonly RMSNorm input_layernorm, post_attention_layernorm;
-
-    public GlmDecoderLayer(GlmConfig config, Device? device, ScalarType? dtype) : base(nameof(GlmDecoderLayer))
-    {
-        self_attn = new GlmAttention(config, device, dtype);
-        mlp = new GlmMLP(config, device, dtype);
-        input_layernorm = new RMSNorm(config.HiddenSize, config.RmsNormEps, device, dtype);
-        post_attention_layernorm = new RMSNorm(config.HiddenSize, config.RmsNormEps, device, dtype);
-        RegisterComponents();
-    }
-
-    public Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensor bias)
-    {
-        using var scope = NewDisposeScope();
-        var h = x + self_attn.forward(input_layernorm.forward(x), cos, sin, bias);
-        return (h + mlp.forward(post_attention_layernorm.forward(h))).MoveToOuterDisposeScope();
     }
 }

@@ -18,7 +18,7 @@ public sealed class GlmModel : nn.Module
     private const string CausalLMPrefix = "model.";
 
     private readonly Embedding embed_tokens;
-    private readonly ModuleList<GlmDecoderLayer> layers;
+    private readonly ModuleList<Qwen3DecoderLayer> layers;
     private readonly RMSNorm norm;
 
     /// <summary>The configuration the model was built from.</summary>
@@ -33,8 +33,11 @@ public sealed class GlmModel : nn.Module
         config.Validate();
         Config = config;
         embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
-        layers = new ModuleList<GlmDecoderLayer>();
-        for (int i = 0; i < config.NumHiddenLayers; i++) layers.Add(new GlmDecoderLayer(config, device, dtype));
+        // Qwen2's layer shape (biased q / k / v, unbiased o, no q / k norms) with GLM's rotary and fused gate-up MLP.
+        var spec = new QwenDecoderSpec(config.HiddenSize, config.IntermediateSize, config.NumAttentionHeads, config.KeyValueHeads, config.HeadDim,
+            config.HiddenAct, config.RmsNormEps, QkvBias: config.AttentionBias, OutputBias: false, QkNorm: false) { Rotary = GlmRotary.Apply };
+        layers = new ModuleList<Qwen3DecoderLayer>();
+        for (int i = 0; i < config.NumHiddenLayers; i++) layers.Add(new Qwen3DecoderLayer(spec, device, dtype, new GlmMLP(config, device, dtype)));
         norm = new RMSNorm(config.HiddenSize, config.RmsNormEps, device, dtype);
         RegisterComponents();
     }

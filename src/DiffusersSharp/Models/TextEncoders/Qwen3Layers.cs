@@ -7,12 +7,17 @@ using Linear = DiffusersSharp.Models.Layers.Linear;
 namespace DiffusersSharp.Models.TextEncoders;
 
 /// <summary>
-/// The shape of one Qwen-family decoder layer, shared by Qwen3 (q / k norms, one bias switch for all four projections)
-/// and Qwen2 / Qwen2.5-VL's language model (biased q / k / v, unbiased o, no q / k norms).
+/// The shape of one Llama-style decoder layer, shared by Qwen3 (q / k norms, one bias switch for all four projections),
+/// Qwen2 / Qwen2.5-VL's language model (biased q / k / v, unbiased o, no q / k norms) and GLM (the same projections as
+/// Qwen2, its own rotary application: <see cref="Rotary"/>).
 /// </summary>
 internal sealed record QwenDecoderSpec(int HiddenSize, int IntermediateSize, int Heads, int KeyValueHeads, int HeadDim, string HiddenAct,
     double RmsNormEps, bool QkvBias, bool OutputBias, bool QkNorm)
 {
+    /// <summary>How queries and keys [B, H, L, head_dim] are rotated by (cos, sin): Qwen's rotate-half over the whole head by
+    /// default (<see cref="Qwen3Rotary.Apply"/>).</summary>
+    public Func<Tensor, Tensor, Tensor, Tensor> Rotary { get; init; } = Qwen3Rotary.Apply;
+
     /// <summary>Qwen3's layers (transformers' <c>Qwen3DecoderLayer</c>).</summary>
     public static QwenDecoderSpec Of(Qwen3Config c) => new(c.HiddenSize, c.IntermediateSize, c.NumAttentionHeads, c.KeyValueHeads, c.HeadDim,
         c.HiddenAct, c.RmsNormEps, c.AttentionBias, c.AttentionBias, QkNorm: true);
@@ -68,9 +73,11 @@ internal sealed class Qwen3Attention : nn.Module
     private readonly Linear q_proj, k_proj, v_proj, o_proj;
     private readonly RMSNorm? q_norm, k_norm;
     private readonly int _heads, _kvHeads, _headDim;
+    private readonly Func<Tensor, Tensor, Tensor, Tensor> _rotary;
 
     public Qwen3Attention(QwenDecoderSpec spec, Device? device, ScalarType? dtype) : base(nameof(Qwen3Attention))
     {
+        _rotary = spec.Rotary;
         _heads = spec.Heads;
         _kvHeads = spec.KeyValueHeads;
         _headDim = spec.HeadDim;
@@ -98,8 +105,8 @@ internal sealed class Qwen3Attention : nn.Module
         q = q.transpose(1, 2);
         k = k.transpose(1, 2);
         var v = v_proj.forward(x).view(b, l, _kvHeads, _headDim).transpose(1, 2);
-        q = Qwen3Rotary.Apply(q, cos, sin);
-        k = Qwen3Rotary.Apply(k, cos, sin);
+        q = _rotary(q, cos, sin);
+        k = _rotary(k, cos, sin);
         if (_kvHeads != _heads)
         {
             // transformers' repeat_kv: query head h reads key / value head h / (heads / kv_heads).
@@ -134,17 +141,18 @@ internal sealed class Qwen3MLP : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>One decoder layer (<c>layers.{i}</c>): pre-norm self-attention and pre-norm MLP, each with a residual.</summary>
+/// <summary>One decoder layer (<c>layers.{i}</c>): pre-norm self-attention and pre-norm MLP, each with a residual. The MLP
+/// is Qwen's unless another is given (GLM's fused gate-up one).</summary>
 internal sealed class Qwen3DecoderLayer : nn.Module
 {
     private readonly Qwen3Attention self_attn;
-    private readonly Qwen3MLP mlp;
+    private readonly nn.Module<Tensor, Tensor> mlp;
     private readonly RMSNorm input_layernorm, post_attention_layernorm;
 
-    public Qwen3DecoderLayer(QwenDecoderSpec spec, Device? device, ScalarType? dtype) : base(nameof(Qwen3DecoderLayer))
+    public Qwen3DecoderLayer(QwenDecoderSpec spec, Device? device, ScalarType? dtype, nn.Module<Tensor, Tensor>? mlp = null) : base(nameof(Qwen3DecoderLayer))
     {
         self_attn = new Qwen3Attention(spec, device, dtype);
-        mlp = new Qwen3MLP(spec, device, dtype);
+        this.mlp = mlp ?? new Qwen3MLP(spec, device, dtype);
         input_layernorm = new RMSNorm(spec.HiddenSize, spec.RmsNormEps, device, dtype);
         post_attention_layernorm = new RMSNorm(spec.HiddenSize, spec.RmsNormEps, device, dtype);
         RegisterComponents();
