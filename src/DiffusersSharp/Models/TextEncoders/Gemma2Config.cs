@@ -87,10 +87,7 @@ public sealed record Gemma2Config
 
     /// <summary>The rotary base in effect: <c>rope_parameters.rope_theta</c> when the file has it, else <c>rope_theta</c>.</summary>
     [JsonIgnore]
-    public double EffectiveRopeTheta =>
-        RopeParameters is { ValueKind: JsonValueKind.Object } p && p.TryGetProperty("rope_theta", out var t) && t.ValueKind == JsonValueKind.Number
-            ? t.GetDouble()
-            : RopeTheta;
+    public double EffectiveRopeTheta => HfRope.Theta(RopeParameters, RopeTheta);
 
     /// <summary>Whether layer <paramref name="layer"/> uses sliding-window attention.</summary>
     public bool IsSliding(int layer) => LayerTypes is { } types ? types[layer] == "sliding_attention" : layer % 2 == 0;
@@ -120,17 +117,8 @@ public sealed record Gemma2Config
             throw new ArgumentException($"Gemma2Config: query_pre_attn_scalar must be a positive number, got {QueryPreAttnScalar}.");
         if (AttnLogitSoftcapping is { } cap && (!(cap > 0) || double.IsInfinity(cap)))
             throw new ArgumentException($"Gemma2Config: attn_logit_softcapping must be a positive number or null, got {cap}.");
-        if (!(EffectiveRopeTheta > 0) || double.IsInfinity(EffectiveRopeTheta))
-            throw new ArgumentException($"Gemma2Config: rope_theta must be a positive number, got {EffectiveRopeTheta}.");
         HfActivations.Validate(HiddenActivation, "hidden_activation");
-        foreach (var (field, value) in new[] { ("rope_scaling", RopeScaling), ("rope_parameters", RopeParameters) })
-        {
-            if (value is not { } v || v.ValueKind == JsonValueKind.Null) continue;
-            if (v.ValueKind != JsonValueKind.Object) throw new ArgumentException($"Gemma2Config: {field} must be an object or null.");
-            string? kind = v.TryGetProperty("rope_type", out var rt) ? rt.GetString() : v.TryGetProperty("type", out var ty) ? ty.GetString() : null;
-            if (kind is not (null or "default"))
-                throw new NotSupportedException($"Gemma2Config: {field} rope_type '{kind}' is not supported by DiffusersSharp (only the default rotary embedding is implemented).");
-        }
+        HfRope.RequireDefault("Gemma2Config", EffectiveRopeTheta, RopeScaling, RopeParameters);
         if (LayerTypes is { } types)
         {
             if (types.Count != NumHiddenLayers)

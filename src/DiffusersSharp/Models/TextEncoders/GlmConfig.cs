@@ -71,10 +71,7 @@ public sealed record GlmConfig
 
     /// <summary>The rotary base actually used (rope_parameters' rope_theta when present).</summary>
     [JsonIgnore]
-    public double EffectiveRopeTheta =>
-        RopeParameters is { ValueKind: JsonValueKind.Object } p && p.TryGetProperty("rope_theta", out var t) && t.ValueKind == JsonValueKind.Number
-            ? t.GetDouble()
-            : RopeTheta;
+    public double EffectiveRopeTheta => HfRope.Theta(RopeParameters, RopeTheta);
 
     /// <summary>Checks the values make a model whose forward runs.</summary>
     /// <exception cref="ArgumentException">A size is out of range.</exception>
@@ -97,16 +94,7 @@ public sealed record GlmConfig
         if (RotaryDim < 2 || RotaryDim % 2 != 0 || RotaryDim > HeadDim)
             throw new ArgumentException($"GlmConfig: the rotary width head_dim × partial_rotary_factor = {RotaryDim} must be even and within the head ({HeadDim}).");
         if (!(RmsNormEps > 0)) throw new ArgumentException($"GlmConfig: rms_norm_eps must be positive, got {RmsNormEps}.");
-        if (!(EffectiveRopeTheta > 0) || double.IsInfinity(EffectiveRopeTheta))
-            throw new ArgumentException($"GlmConfig: rope_theta must be a positive number, got {EffectiveRopeTheta}.");
         HfActivations.Validate(HiddenAct, "hidden_act");
-        foreach (var (field, value) in new[] { ("rope_scaling", RopeScaling), ("rope_parameters", RopeParameters) })
-        {
-            if (value is not { } v || v.ValueKind == JsonValueKind.Null) continue;
-            if (v.ValueKind != JsonValueKind.Object) throw new ArgumentException($"GlmConfig: {field} must be an object or null.");
-            string? kind = v.TryGetProperty("rope_type", out var rt) ? rt.GetString() : v.TryGetProperty("type", out var ty) ? ty.GetString() : null;
-            if (kind is not (null or "default"))
-                throw new NotSupportedException($"GlmConfig: {field} rope_type '{kind}' is not supported by DiffusersSharp (only the default rotary embedding is implemented).");
-        }
+        HfRope.RequireDefault("GlmConfig", EffectiveRopeTheta, RopeScaling, RopeParameters);
     }
 }

@@ -44,10 +44,7 @@ public sealed record Qwen2_5_VLTextConfig
 
     /// <summary>The rotary base in effect: <c>rope_parameters.rope_theta</c> when the file has it, else <c>rope_theta</c>.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
-    public double EffectiveRopeTheta =>
-        RopeParameters is { ValueKind: JsonValueKind.Object } p && p.TryGetProperty("rope_theta", out var t) && t.ValueKind == JsonValueKind.Number
-            ? t.GetDouble()
-            : RopeTheta;
+    public double EffectiveRopeTheta => HfRope.Theta(RopeParameters, RopeTheta);
 
     /// <summary>transformers' rope_scaling: Qwen2.5-VL's multimodal rope (<c>mrope_section</c>) with the default rope type.</summary>
     public JsonElement? RopeScaling { get; init; }

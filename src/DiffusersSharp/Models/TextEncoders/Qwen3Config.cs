@@ -76,10 +76,7 @@ public sealed record Qwen3Config
 
     /// <summary>The rotary base in effect: <c>rope_parameters.rope_theta</c> when the file has it, else <c>rope_theta</c>.</summary>
     [JsonIgnore]
-    public double EffectiveRopeTheta =>
-        RopeParameters is { ValueKind: JsonValueKind.Object } p && p.TryGetProperty("rope_theta", out var t) && t.ValueKind == JsonValueKind.Number
-            ? t.GetDouble()
-            : RopeTheta;
+    public double EffectiveRopeTheta => HfRope.Theta(RopeParameters, RopeTheta);
 
     /// <summary>
     /// Throws when the config cannot describe a model this port runs: <see cref="ArgumentException"/> for inconsistent
@@ -99,17 +96,8 @@ public sealed record Qwen3Config
             throw new ArgumentException($"Qwen3Config: num_attention_heads {NumAttentionHeads} is not a multiple of num_key_value_heads {KeyValueHeads}.");
         if (HeadDim % 2 != 0) throw new ArgumentException($"Qwen3Config: head_dim must be even for rotary embeddings, got {HeadDim}.");
         if (!(RmsNormEps > 0)) throw new ArgumentException($"Qwen3Config: rms_norm_eps must be positive, got {RmsNormEps}.");
-        if (!(EffectiveRopeTheta > 0) || double.IsInfinity(EffectiveRopeTheta))
-            throw new ArgumentException($"Qwen3Config: rope_theta must be a positive number, got {EffectiveRopeTheta}.");
         HfActivations.Validate(HiddenAct, "hidden_act");
-        foreach (var (field, value) in new[] { ("rope_scaling", RopeScaling), ("rope_parameters", RopeParameters) })
-        {
-            if (value is not { } v || v.ValueKind == JsonValueKind.Null) continue;
-            if (v.ValueKind != JsonValueKind.Object) throw new ArgumentException($"Qwen3Config: {field} must be an object or null.");
-            string? kind = v.TryGetProperty("rope_type", out var rt) ? rt.GetString() : v.TryGetProperty("type", out var ty) ? ty.GetString() : null;
-            if (kind is not (null or "default"))
-                throw new NotSupportedException($"Qwen3Config: {field} rope_type '{kind}' is not supported by DiffusersSharp (only the default rotary embedding is implemented).");
-        }
+        HfRope.RequireDefault("Qwen3Config", EffectiveRopeTheta, RopeScaling, RopeParameters);
         if (UseSlidingWindow && SlidingWindow is not null)
             throw new NotSupportedException("Qwen3Config: use_sliding_window is not supported by DiffusersSharp (only full attention is implemented).");
         if (LayerTypes is { } types)
