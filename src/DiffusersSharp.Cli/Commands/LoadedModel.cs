@@ -320,7 +320,7 @@ internal sealed class LoadedModel : IDisposable
             Family.Sana => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, sana: WithLoras(output, loras, SanaComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             Family.Lumina2 => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, lumina2: WithLoras(output, loras, Lumina2Components.FromPretrained(folder, options, ct), c => c.FuseLora)),
             Family.AuraFlow => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, auraFlow: WithLoras(output, loras, AuraFlowComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
-            // The GLM-4 text encoder is not built yet: --prompt-embeds is required (CheckTextOnlyFlow) and no encoder loads.
+            // CogView4's prompt encoding (GLM-4's tokenizer) is not built yet: --prompt-embeds is required (CheckTextOnlyFlow) and no encoder loads.
             Family.CogView4 => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
                 cogView4: CogView4Components.FromPretrained(folder, options with { LoadTextEncoders = false }, ct)),
             Family.Chroma => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
@@ -703,7 +703,7 @@ internal sealed class LoadedModel : IDisposable
         if ((which == Family.CogView4 ? FirstLackingOption(settings, "--prompt-embeds") : FirstLackingOption(settings, "--lora")) is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to {family} models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
         if (which == Family.CogView4 && settings is not GenerateSettings { PromptEmbeds: not null })
-            throw new ArgumentException($"{settings.Model} is a {pipelineClass}: its GLM-4 text encoder is not built yet, so CogView4 runs from `generate --prompt-embeds FILE` " +
+            throw new ArgumentException($"{settings.Model} is a {pipelineClass}: its prompt encoding (GLM-4's tokenizer) is not built yet, so CogView4 runs from `generate --prompt-embeds FILE` " +
                 "(prompt_embeds and, with guidance, negative_prompt_embeds: GLM-4's second-to-last hidden states) only.");
         if (settings is not GenerateSettings g) return;
         if (g.Width is { } w && w % 16 != 0) throw new ArgumentException($"--width must be a positive multiple of 16 for {family}, got {w}.");

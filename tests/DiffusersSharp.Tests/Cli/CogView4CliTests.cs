@@ -9,7 +9,7 @@ using Generator = DiffusersSharp.Runtime.Generator;
 namespace DiffusersSharp.Tests.Cli;
 
 /// <summary>generate with a tiny CogView4 folder (local-diffusers/cogview4's transformer and scheduler, tiny-sd3's VAE, no
-/// text encoder) and --prompt-embeds: the library's images exactly; without --prompt-embeds (the GLM-4 encoder is not built
+/// text encoder) and --prompt-embeds: the library's images exactly; without --prompt-embeds (GLM-4's tokenizer is not built
 /// yet), with img2img, --lora or serve, a clear refusal before any weights load.</summary>
 public sealed class CogView4CliTests : CliTempDirectory, IDisposable
 {
@@ -68,7 +68,7 @@ public sealed class CogView4CliTests : CliTempDirectory, IDisposable
     {
         var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt", "a cat", "--output", Out("no.png"));
         Assert.Equal(2, code);
-        Assert.Contains("GLM-4 text encoder is not built yet", stderr);
+        Assert.Contains("prompt encoding (GLM-4's tokenizer) is not built yet", stderr);
         (code, _, stderr) = CliRunner.Run("img2img", "--model", _model, "--prompt", "a cat", "--image", Fixtures.Path("tiny-sd3/init_image.png"), "--output", Out("no.png"));
         Assert.Equal(2, code);
         Assert.Contains("only generates from text", stderr);

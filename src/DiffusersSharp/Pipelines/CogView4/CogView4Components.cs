@@ -14,7 +14,7 @@ namespace DiffusersSharp.Pipelines.CogView4;
 /// states are the prompt embeddings) with its tokenizer, and the FlowMatchEulerDiscreteScheduler config. Freed when the
 /// creator and the last pipeline using them are done.
 /// </summary>
-/// <remarks>The GLM-4 text encoder is not built yet: load with <see cref="PipelineLoadOptions.LoadTextEncoders"/> false
+/// <remarks>CogView4's prompt encoding is not built yet (<see cref="Models.TextEncoders.GlmModel"/> is; GLM-4's tokenizer is not): load with <see cref="PipelineLoadOptions.LoadTextEncoders"/> false
 /// and pass prompt embeddings (GLM-4's second-to-last hidden states, as diffusers' encode_prompt makes them).</remarks>
 public sealed class CogView4Components : PipelineComponents
 {
@@ -35,7 +35,7 @@ public sealed class CogView4Components : PipelineComponents
 
     /// <summary>Loads the transformer, VAE and scheduler of a diffusers CogView4 pipeline folder, or of a hub repo id
     /// (downloaded into the hub cache first). <see cref="PipelineLoadOptions.LoadTextEncoders"/> must be false (the GLM-4
-    /// encoder is not built yet): the pipeline then takes prompt embeddings.</summary>
+    /// prompt encoding is not built yet): the pipeline then takes prompt embeddings.</summary>
     /// <exception cref="NotSupportedException"><see cref="PipelineLoadOptions.LoadTextEncoders"/> is true.</exception>
     /// <exception cref="UnknownComponentException">model_index.json names a class DiffusersSharp does not implement.</exception>
     /// <exception cref="InvalidDataException">The folder is not a CogView4 pipeline, lacks a component, or its parts do not
@@ -44,7 +44,7 @@ public sealed class CogView4Components : PipelineComponents
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.LoadTextEncoders)
-            throw new NotSupportedException("CogView4's GLM-4 text encoder is not built yet: load without text encoders (LoadTextEncoders = false) and pass prompt embeddings.");
+            throw new NotSupportedException("CogView4's prompt encoding is not built yet (GLM-4's tokenizer is missing): load without text encoders (LoadTextEncoders = false) and pass prompt embeddings.");
         var device = options.ParsedDevice; // fail on a bad device before any download
         var modelDevice = options.Offload == OffloadMode.Model ? CPU : device;
         string[] required = ["transformer", "vae", "scheduler"];

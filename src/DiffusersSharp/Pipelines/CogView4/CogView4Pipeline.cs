@@ -212,7 +212,7 @@ public sealed class CogView4Pipeline : DiffusionPipelineBase<CogView4Components>
         }
         bool cfg = r.GuidanceScale > 1;
         if (r.PromptEmbeds is null || (cfg && r.NegativePromptEmbeds is null))
-            throw new ArgumentException("CogView4's GLM-4 text encoder is not built yet: pass prompt_embeds (and, with guidance, negative_prompt_embeds).");
+            throw new ArgumentException("CogView4's prompt encoding is not built yet (GLM-4's tokenizer is missing; GlmModel exists): pass prompt_embeds (and, with guidance, negative_prompt_embeds).");
         long prompts = PromptCount(r);
         if (r.NegativePrompt is { } np && np.Count != 1 && np.Count != prompts)
             throw new ArgumentException($"{np.Count} negative prompts were given for {prompts} prompts.");
