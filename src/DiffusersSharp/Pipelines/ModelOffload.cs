@@ -221,7 +221,7 @@ internal static class ModuleMover
             var host = copies?.Take(key, tensor);
             var held = replacer.Replace(key, host ?? tensor.to(CPU));
             // A parameter is wrapped in a new Parameter over the alias's storage, so the alias can go; a buffer is the
-            // alias itself (freeing it left SD3's pos_embed buffer empty for the next move: an H200 run failed so).
+            // alias itself (freeing it left SD3's forward reading a freed pos_embed; ModelOffloadTests).
             if (host is not null && !ReferenceEquals(held, host)) host.Dispose();
             tensor.Dispose();
         }
