@@ -37,6 +37,6 @@ tar -cJf "$dev/microbench.tar.xz" -C "$tmp" microbench
 git --git-dir="$diffusers_git" archive HEAD src/diffusers | tar -x -C "$tmp"
 tar -cJf "$dev/diffusers-src.tar.xz" -C "$tmp/src" diffusers
 rm -rf "$dev/bench" && cp -r tools/bench "$dev/bench"
-cp tools/gpu/run.sh tools/gpu/cold_start.sh tools/gpu/nvml_wrap.py tools/gpu/microbench/microbench.py "$dev/"
+cp tools/gpu/run.sh tools/gpu/cold_start.sh tools/gpu/nvml_wrap.py tools/gpu/microbench/microbench.py tools/gpu/microbench/flux.py "$dev/"
 rm -rf "$dev/app" "$dev/microbench"
 du -sb "$dev"

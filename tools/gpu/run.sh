@@ -11,6 +11,7 @@
 #   alloc     ours with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True   offloadalloc  offload with it
 #   cold      cold_start.sh: random SD3.5-M saved to local disk, then process start -> first image saved, twice
 #   microbench  tools/gpu/microbench (ours) then microbench.py (diffusers), pasted side by side
+#   microbench-flux  the same for FLUX.1 (microbench flux, flux.py): primitives, rotary, blocks, 57-block chain, model
 #   sxs-PRESET  tools/bench/side_by_side.sh for sdxl-base, sd1.5, flux.1-schnell or flux.1-dev
 set -u
 out=$1; budget=$2; shift 2
@@ -53,6 +54,7 @@ for step in "$@"; do
     alloc) run_step alloc 150 "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True dotnet $app bench $sd35 --dtype bfloat16 --steps 40 --warmup 1 --runs 3 > $res/bench-alloc.json 2> $res/bench-alloc.log; r=\$?; $(summary $res/bench-alloc.json); exit \$r" ;;
     cold) run_step cold 300 "bash .dev/cold_start.sh $app $res" ;;
     microbench) run_step microbench 120 "mkdir -p /tmp/mb && tar -xJf .dev/microbench.tar.xz -C /tmp/mb && dotnet /tmp/mb/microbench/microbench.dll cuda 20 > $res/microbench-dotnet.jsonl 2> $res/microbench-dotnet.log; r=\$?; DIFFUSERS_SRC=/tmp/dsrc python3 .dev/microbench.py cuda 20 > $res/microbench-diffusers.jsonl 2> $res/microbench-diffusers.log; paste $res/microbench-dotnet.jsonl $res/microbench-diffusers.jsonl; exit \$r" ;;
+    microbench-flux) run_step microbench-flux 240 "mkdir -p /tmp/mb && tar -xJf .dev/microbench.tar.xz -C /tmp/mb && dotnet /tmp/mb/microbench/microbench.dll flux cuda 10 > $res/microbench-flux-dotnet.jsonl 2> $res/microbench-flux-dotnet.log; r=\$?; DIFFUSERS_SRC=/tmp/dsrc python3 .dev/flux.py cuda 10 > $res/microbench-flux-diffusers.jsonl 2> $res/microbench-flux-diffusers.log; paste $res/microbench-flux-dotnet.jsonl $res/microbench-flux-diffusers.jsonl; exit \$r" ;;
     sxs-*) run_step "$step" 400 "BENCH_ARGS='--warmup 1 --runs 3' BENCH_TIMEOUT=200 bash .dev/bench/side_by_side.sh $res ${step#sxs-}" ;;
     *) echo "unknown step $step" ;;
   esac

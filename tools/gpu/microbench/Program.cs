@@ -1,7 +1,7 @@
 // SD3.5-Medium's transformer pieces at full size (batch 2, 1024x1024: 4096 image + 333 text tokens, width 1536, bf16),
 // each timed alone: the primitives one block is made of, then our layers and blocks. microbench.py times the same
 // with PyTorch and diffusers' modules, line for line, so the two outputs paste side by side.
-// Usage: microbench [DEVICE=cuda] [ITERATIONS=20] [IMAGE_TOKENS=4096] [TEXT_TOKENS=333]
+// Usage: microbench [DEVICE=cuda] [ITERATIONS=20] [IMAGE_TOKENS=4096] [TEXT_TOKENS=333]; `microbench flux ...`: Flux.cs
 using System.Diagnostics;
 using DiffusersSharp.Models.Layers;
 using DiffusersSharp.Models.Transformers;
@@ -10,6 +10,11 @@ using TorchSharp;
 using static TorchSharp.torch;
 using Linear = DiffusersSharp.Models.Layers.Linear;
 
+if (args.Length > 0 && args[0] == "flux")
+{
+    FluxMicrobench.Run(args[1..]); // Flux.cs
+    return;
+}
 var device = TorchDevices.Parse(args.Length > 0 ? args[0] : "cuda");
 if (device.type == DeviceType.CUDA) TorchDevices.EnsureCuda();
 int iterations = args.Length > 1 ? int.Parse(args[1]) : 20;
