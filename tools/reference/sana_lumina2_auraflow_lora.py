@@ -1,5 +1,6 @@
-"""Sana, Lumina-Image 2.0 and AuraFlow transformer LoRAs loaded and fused by diffusers (v0.39) + PEFT: writes
-local-diffusers/sana-lora/, lumina2-lora/ and auraflow-lora/.
+"""Sana, Lumina-Image 2.0, AuraFlow and CogView4 transformer LoRAs loaded and fused by diffusers (v0.39) + PEFT: writes
+local-diffusers/sana-lora/, lumina2-lora/, auraflow-lora/ and cogview4-lora/ (each family's files do not depend on the
+others': a family's draws use its own seeds).
 
 Usage, from the repository root (environment: README.md, with pyenv-peft; diffusers v0.39.0 and PEFT / accelerate in
 /tmp/refpy39):
@@ -7,7 +8,7 @@ Usage, from the repository root (environment: README.md, with pyenv-peft; diffus
         "import peft_prelude, runpy; runpy.run_path('tools/reference/sana_lumina2_auraflow_lora.py', run_name='__main__')"
 
 For each family, on the tiny transformer of local-diffusers/<family> (SanaLoraLoaderMixin, Lumina2LoraLoaderMixin,
-AuraFlowLoraLoaderMixin), each file is loaded into a fresh transformer with the pipeline's load_lora_weights and fused with
+AuraFlowLoraLoaderMixin, CogView4LoraLoaderMixin), each file is loaded into a fresh transformer with the pipeline's load_lora_weights and fused with
 fuse_lora(lora_scale=s); every weight that changed is saved as "<case>.delta.transformer.<parameter>" = after - before:
 - peft (s 0.7): PEFT's LoraConfig (r 4, lora_alpha 8, a rank_pattern and an alpha_pattern) on every Linear, lora_A /
   lora_B drawn at random, written by the pipeline's save_lora_weights: diffusers' own layout with adapter metadata.
@@ -31,8 +32,9 @@ from safetensors.torch import save_file
 
 import lora_reference
 
-from diffusers import AuraFlowTransformer2DModel, Lumina2Transformer2DModel, SanaTransformer2DModel
+from diffusers import AuraFlowTransformer2DModel, CogView4Transformer2DModel, Lumina2Transformer2DModel, SanaTransformer2DModel
 from diffusers.pipelines.aura_flow.pipeline_aura_flow import AuraFlowPipeline
+from diffusers.pipelines.cogview4.pipeline_cogview4 import CogView4Pipeline
 from diffusers.pipelines.lumina2.pipeline_lumina2 import Lumina2Pipeline
 from diffusers.pipelines.sana.pipeline_sana import SanaPipeline
 
@@ -55,6 +57,11 @@ FAMILIES = {
                  {"joint_transformer_blocks.0.attn.add_k_proj": 1, "time_step_proj.linear_1": 3},
                  [("single_transformer_blocks.0.attn.to_k", 2), ("joint_transformer_blocks.0.attn.to_add_out", 4),
                   ("context_embedder", 4), ("norm_out.linear", 2)]),
+    "cogview4": (CogView4Transformer2DModel, CogView4Pipeline,
+                 {"transformer_blocks.0.attn1.to_q": 2, "transformer_blocks.1.ff.net.2": 8},
+                 {"transformer_blocks.0.norm1.linear": 1, "time_condition_embed.condition_embedder.linear_1": 3},
+                 [("transformer_blocks.1.attn1.to_k", 2), ("transformer_blocks.0.attn1.to_out.0", 4), ("patch_embed.text_proj", 4),
+                  ("norm_out.linear", 2)]),
 }
 
 
@@ -75,7 +82,7 @@ def random_pairs(modules, linears, seed, prefix, a_suffix=".lora_A.weight", b_su
 
 
 counts = {}
-for seed_base, (family, (tcls, pcls, rank_pattern, alpha_pattern, nometa)) in zip((20261201, 20261211, 20261221), FAMILIES.items()):
+for seed_base, (family, (tcls, pcls, rank_pattern, alpha_pattern, nometa)) in zip((20261201, 20261211, 20261221, 20261231), FAMILIES.items()):
     out = f"{ROOT}{family}-lora/"
     os.makedirs(out, exist_ok=True)
 

@@ -322,7 +322,7 @@ internal sealed class LoadedModel : IDisposable
             Family.AuraFlow => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null, auraFlow: WithLoras(output, loras, AuraFlowComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             // CogView4's prompt encoding (GLM-4's tokenizer) is not built yet: --prompt-embeds is required (CheckTextOnlyFlow) and no encoder loads.
             Family.CogView4 => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
-                cogView4: CogView4Components.FromPretrained(folder, options with { LoadTextEncoders = false }, ct)),
+                cogView4: WithLoras(output, loras, CogView4Components.FromPretrained(folder, options with { LoadTextEncoders = false }, ct), c => c.FuseLora)),
             Family.Chroma => new LoadedModel(settings.Model!, pipelineClass, controlNets, null, null,
                 chroma: WithLoras(output, loras, ChromaComponents.FromPretrained(folder, options, ct), c => c.FuseLora)),
             // --prompt-embeds without --negative-prompt needs no Qwen3-4B: it is left out (diffusers' text_encoder=None).
@@ -381,7 +381,7 @@ internal sealed class LoadedModel : IDisposable
         if (wanted.SequenceEqual(Loras)) return;
         PipelineComponents components = (PipelineComponents?)Sd3 ?? (PipelineComponents?)UNet ?? (PipelineComponents?)Flux ?? (PipelineComponents?)Chroma
             ?? (PipelineComponents?)ZImage ?? (PipelineComponents?)QwenImage ?? (PipelineComponents?)Sana ?? (PipelineComponents?)Lumina2
-            ?? (PipelineComponents?)AuraFlow ?? Flux2Klein!;
+            ?? (PipelineComponents?)AuraFlow ?? (PipelineComponents?)CogView4 ?? Flux2Klein!;
         components.UnfuseLora();
         var fused = new List<(string File, double Scale)>();
         try
@@ -397,6 +397,7 @@ internal sealed class LoadedModel : IDisposable
                 else if (Sana is not null) Sana.FuseLora(file, scale);
                 else if (Lumina2 is not null) Lumina2.FuseLora(file, scale);
                 else if (AuraFlow is not null) AuraFlow.FuseLora(file, scale);
+                else if (CogView4 is not null) CogView4.FuseLora(file, scale);
                 else Flux2Klein!.FuseLora(file, scale);
                 fused.Add((file, scale));
             }
@@ -691,8 +692,8 @@ internal sealed class LoadedModel : IDisposable
     /// <summary>
     /// Lumina-Image 2.0 (diffusers' Lumina2Pipeline), AuraFlow (AuraFlowPipeline) and CogView4 (CogView4Pipeline) only
     /// generate from text: diffusers has no image-to-image or inpainting pipeline for them; one prompt, a negative prompt
-    /// under CFG, sizes in multiples of 16, the model's own scheduler, no ControlNet here; --lora for the first two (their
-    /// LoRA mixins' transformer LoRAs; CogView4's is not built yet). Lumina-Image 2.0 takes --cfg-truncation (its
+    /// under CFG, sizes in multiples of 16, the model's own scheduler, no ControlNet here; --lora (their LoRA mixins'
+    /// transformer LoRAs); CogView4 from --prompt-embeds only (its prompt encoding is not built yet). Lumina-Image 2.0 takes --cfg-truncation (its
     /// cfg_trunc_ratio) and --cfg-normalization 0 or 1 (its cfg_normalization, on by default). Refused before any weights load.
     /// </summary>
     private static void CheckTextOnlyFlow(ModelSettings settings, string pipelineClass, Family which)
@@ -700,7 +701,7 @@ internal sealed class LoadedModel : IDisposable
         string family = which switch { Family.Lumina2 => "Lumina-Image 2.0", Family.AuraFlow => "AuraFlow", _ => "CogView4" };
         if (settings is Img2ImgSettings)
             throw new ArgumentException($"{settings.Model} is a {pipelineClass} ({family}): it only generates from text (diffusers has no {family} image-to-image or inpainting pipeline); use `generate`.");
-        if ((which == Family.CogView4 ? FirstLackingOption(settings, "--prompt-embeds") : FirstLackingOption(settings, "--lora")) is { } lacking)
+        if ((which == Family.CogView4 ? FirstLackingOption(settings, "--prompt-embeds", "--lora") : FirstLackingOption(settings, "--lora")) is { } lacking)
             throw new ArgumentException($"{lacking} does not apply to {family} models (diffusers' {pipelineClass} has no such input here); {settings.Model} is a {pipelineClass}.");
         if (which == Family.CogView4 && settings is not GenerateSettings { PromptEmbeds: not null })
             throw new ArgumentException($"{settings.Model} is a {pipelineClass}: its prompt encoding (GLM-4's tokenizer) is not built yet, so CogView4 runs from `generate --prompt-embeds FILE` " +

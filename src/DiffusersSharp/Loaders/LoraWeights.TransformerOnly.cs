@@ -28,6 +28,15 @@ public sealed partial class LoraWeights
         FuseTransformerOnly(path, LoadAuraFlow, transformer, scale, fused);
 
     /// <summary>
+    /// diffusers' <c>CogView4LoraLoaderMixin.load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> on a
+    /// CogView4 transformer; see <see cref="FuseSana"/> and <see cref="LoadCogView4"/>.
+    /// </summary>
+    /// <inheritdoc cref="FuseSana" path="/remarks"/>
+    /// <inheritdoc cref="FuseSana" path="/exception"/>
+    public static int FuseCogView4(string path, CogView4Transformer2DModel transformer, double scale = 1.0, FusedLoras? fused = null) =>
+        FuseTransformerOnly(path, LoadCogView4, transformer, scale, fused);
+
+    /// <summary>
     /// Reads a Sana LoRA file as diffusers' <c>SanaLoraLoaderMixin</c> does, which converts nothing: diffusers' own layout
     /// only (<c>transformer.&lt;module&gt;.lora_A.weight</c> / <c>.lora_B.weight</c>, optionally <c>.lora_B.bias</c>, a conv's
     /// pair 4-D), PEFT's scaling from the adapter metadata when the file has it, else diffusers' default (the rank of the
@@ -49,6 +58,12 @@ public sealed partial class LoraWeights
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">A key diffusers' AuraFlow loader does not read, or an incomplete or mis-shaped pair.</exception>
     public static IReadOnlyDictionary<string, LoraWeights> LoadAuraFlow(string path) => LoadDiffusersLayoutTransformer(path, "AuraFlow");
+
+    /// <summary>Reads a CogView4 LoRA file as diffusers' <c>CogView4LoraLoaderMixin</c> does: diffusers' own layout only, as
+    /// <see cref="LoadSana"/> (the same refusals).</summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">A key diffusers' CogView4 loader does not read, or an incomplete or mis-shaped pair.</exception>
+    public static IReadOnlyDictionary<string, LoraWeights> LoadCogView4(string path) => LoadDiffusersLayoutTransformer(path, "CogView4");
 
     /// <summary>What the transformer-only loaders share: read, check against <paramref name="transformer"/>, then fuse.</summary>
     private static int FuseTransformerOnly(string path, Func<string, IReadOnlyDictionary<string, LoraWeights>> read, nn.Module transformer,

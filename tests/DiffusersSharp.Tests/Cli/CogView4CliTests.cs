@@ -10,7 +10,8 @@ namespace DiffusersSharp.Tests.Cli;
 
 /// <summary>generate with a tiny CogView4 folder (local-diffusers/cogview4's transformer and scheduler, tiny-sd3's VAE, no
 /// text encoder) and --prompt-embeds: the library's images exactly; without --prompt-embeds (GLM-4's tokenizer is not built
-/// yet), with img2img, --lora or serve, a clear refusal before any weights load.</summary>
+/// yet), with img2img, another family's options or serve, a clear refusal before any weights load; --lora fused as the library
+/// fuses it.</summary>
 public sealed class CogView4CliTests : CliTempDirectory, IDisposable
 {
     private readonly Dictionary<string, Tensor> _expected = Fixtures.Expected("local-diffusers/cogview4/expected.safetensors");
@@ -72,10 +73,32 @@ public sealed class CogView4CliTests : CliTempDirectory, IDisposable
         (code, _, stderr) = CliRunner.Run("img2img", "--model", _model, "--prompt", "a cat", "--image", Fixtures.Path("tiny-sd3/init_image.png"), "--output", Out("no.png"));
         Assert.Equal(2, code);
         Assert.Contains("only generates from text", stderr);
-        (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt-embeds", EmbedsFile(), "--lora", EmbedsFile(), "--output", Out("no.png"));
+        (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt-embeds", EmbedsFile(), "--true-cfg", "4", "--output", Out("no.png"));
         Assert.Equal(2, code);
-        Assert.Contains("--lora does not apply to CogView4", stderr);
+        Assert.Contains("--true-cfg does not apply to CogView4", stderr);
         Assert.False(File.Exists(Out("no.png")));
+    }
+
+    [Fact]
+    public void LoraIsFusedAsTheLibraryFusesIt()
+    {
+        string lora = Fixtures.Path("local-diffusers/cogview4-lora/pytorch_lora_weights.safetensors");
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", _model, "--prompt-embeds", EmbedsFile(), "--lora", lora, "--lora-scale", "0.7",
+            "--steps", "2", "--guidance", "5", "--width", "32", "--height", "32", "--seed", "3", "--output", Out("lora.png"));
+        Assert.True(code == 0, stderr);
+        using var components = CogView4Components.FromPretrained(_model, new PipelineLoadOptions { LoadTextEncoders = false });
+        Assert.Equal(22, components.FuseLora(lora, 0.7));
+        using var pipe = new CogView4Pipeline(components);
+        var request = new CogView4Request
+        {
+            PromptEmbeds = _expected["cfg/prompt_embeds"], NegativePromptEmbeds = _expected["cfg/negative_prompt_embeds"], NumInferenceSteps = 2,
+            GuidanceScale = 5, Width = 32, Height = 32, Generator = new Generator("cpu").ManualSeed(3),
+        };
+        using var fused = pipe.Generate(request);
+        Assert.Equal(fused.Images![0].Pixels, ImageFile.Load(Out("lora-1.png")).Pixels);
+        components.UnfuseLora();
+        using var plain = pipe.Generate(request with { Generator = new Generator("cpu").ManualSeed(3) });
+        Assert.NotEqual(plain.Images![0].Pixels, fused.Images[0].Pixels);
     }
 
     void IDisposable.Dispose()

@@ -85,6 +85,19 @@ public sealed class CogView4Components : PipelineComponents
             throw new InvalidDataException($"The VAE gives {vae.Config.LatentChannels} latent channels but the CogView4 transformer takes {transformer.Config.InChannels}.");
     }
 
+    /// <summary>
+    /// diffusers' <c>load_lora_weights(path)</c> + <c>fuse_lora(lora_scale=scale)</c> for a CogView4 LoRA
+    /// (<c>CogView4LoraLoaderMixin</c>: the transformer only), diffusers' own layout only (<c>transformer.*</c> lora_A / lora_B
+    /// pairs, optional lora_B biases and adapter metadata; see <see cref="Loaders.LoraWeights.LoadCogView4"/>); checked before
+    /// any weight changes, undone by <see cref="PipelineComponents.UnfuseLora"/>. Returns the number of adapted layers.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a CogView4 transformer LoRA in a layout diffusers reads (keys
+    /// outside <c>transformer.</c>, <c>.alpha</c> tensors and DoRA files among them).</exception>
+    /// <exception cref="ArgumentException">A layer does not fit the transformer (missing modules, as in another family's LoRA,
+    /// or other sizes), or the scale is not finite.</exception>
+    public int FuseLora(string path, double scale = 1.0) => Loaders.LoraWeights.FuseCogView4(path, Transformer, scale, FusedLoras);
+
     /// <inheritdoc />
     // diffusers' model_cpu_offload_seq: text_encoder->transformer->vae (no text encoder here yet).
     protected override IReadOnlyDictionary<string, nn.Module> OffloadableModels() => TextEncoderTransformerVae(null, Transformer, Vae);
